@@ -1,0 +1,22 @@
+"""Test set-up: a database of the tests' own on the real MongoDB that FiftyOne starts."""
+
+import os
+
+# Before fiftyone is imported anywhere: keep test datasets out of the user's database.
+os.environ.setdefault("FIFTYONE_DATABASE_NAME", "vlsr-tests")
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+
+import uuid
+
+import pytest
+
+
+@pytest.fixture
+def dataset():
+    """An empty, non-persistent FiftyOne dataset, deleted after the test."""
+    import fiftyone as fo
+
+    ds = fo.Dataset(f"vlsr-test-{uuid.uuid4().hex[:12]}")
+    yield ds
+    if not ds.deleted:
+        ds.delete()
