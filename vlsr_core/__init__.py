@@ -1,0 +1,27 @@
+"""vlsr_core: the VLSR engine (arXiv 2506.23465) — CLIP scores, label clustering, final labels.
+
+Public API: :func:`cluster_labels`, :func:`sanitize` (with :class:`SanitizeResult`) and
+:class:`CLIPEncoder` (imported lazily, so that numpy-only use never loads torch).
+"""
+
+from .clustering import cluster_labels
+from .merging import merge_small_clusters, representatives
+from .pipeline import DEFAULT_MIN_CLUSTER_SIZE, SanitizeResult, sanitize
+
+__all__ = [
+    "CLIPEncoder",
+    "DEFAULT_MIN_CLUSTER_SIZE",
+    "SanitizeResult",
+    "cluster_labels",
+    "merge_small_clusters",
+    "representatives",
+    "sanitize",
+]
+
+
+def __getattr__(name):
+    if name == "CLIPEncoder":
+        from .encoder import CLIPEncoder
+
+        return CLIPEncoder
+    raise AttributeError(f"module 'vlsr_core' has no attribute {name!r}")

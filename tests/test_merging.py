@@ -1,0 +1,131 @@
+"""Small-cluster merging (spec step 5) and representatives (step 6) on constructed embeddings."""
+
+import numpy as np
+import pytest
+
+from vlsr_core import merge_small_clusters, representatives
+
+
+def unit(*rows):
+    x = np.array(rows, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def angles(*degrees):
+    r = np.radians(degrees)
+    return np.stack([np.cos(r), np.sin(r)], axis=1)
+
+
+def test_smallest_cluster_merges_into_the_nearest_centroid():
+    emb = angles(0, 10, 40, 100)
+    clusters = np.array([0, 0, 1, 2])
+    freq = np.array([5, 5, 1, 20])
+    out = merge_small_clusters(emb, clusters, freq, min_cluster_size=5)
+    # cluster 1 (size 1, at 40 deg) is nearer to cluster 0's centroid (5 deg) than to 100 deg
+    np.testing.assert_array_equal(out, [0, 0, 0, 1])
+
+
+def test_merging_is_iterative_and_recomputes_the_centroid():
+    # a at 0, b at 50, c at 62 (sizes 10, 3, 4; threshold 5)
+    # step 1: b (smallest) -> nearest is c (12 deg) -> bc, size 7, centroid at 56.6 deg.
+    # bc is then big enough, so nothing more merges; with a stale centroid of c alone the answer
+    # would be the same, so also check the order: b must go to c, not a.
+    emb = angles(0, 50, 62)
+    out = merge_small_clusters(emb, np.array([0, 1, 2]), np.array([10, 3, 4]), 5)
+    np.testing.assert_array_equal(out, [0, 1, 1])
+    # with threshold 8, bc (size 7) must then merge into a, using its new centroid
+    out = merge_small_clusters(emb, np.array([0, 1, 2]), np.array([10, 3, 4]), 8)
+    np.testing.assert_array_equal(out, [0, 0, 0])
+
+
+def test_centroid_moves_after_merge():
+    # x at 0 (size 100), y at 92 (size 100), s1 at 40 (size 1), s2 at 50 (size 2).
+    # s1 goes first (smallest): nearest is s2 (10 deg) -> cluster at 45 deg, size 3, nearer x
+    # (45 deg) than y (47 deg). A stale s2-only centroid (50 deg) would pick y.
+    emb = angles(0, 92, 40, 50)
+    out = merge_small_clusters(emb, np.array([0, 1, 2, 3]), np.array([100, 100, 1, 2]), 10)
+    np.testing.assert_array_equal(out, [0, 1, 0, 0])
+
+
+def test_ties_smallest_size_then_lowest_id():
+    # two clusters of size 1 at 0 and 30 deg, a big one at 50 deg.
+    # id 0 goes first: nearest is id 1 (30 deg, not 50) -> {0, 1} of size 2: done.
+    # Had id 1 gone first, it would have joined id 2 (20 deg) and then id 0 would follow.
+    emb = angles(0, 30, 50)
+    out = merge_small_clusters(emb, np.array([0, 1, 2]), np.array([1, 1, 5]), 2)
+    np.testing.assert_array_equal(out, [0, 0, 1])
+    # nearest-neighbour tie (id 1 at 30 deg is as far from id 0 as id 2 at -30 deg): lower id
+    emb = angles(0, 30, -30)
+    out = merge_small_clusters(emb, np.array([0, 1, 2]), np.array([1, 5, 5]), 2)
+    np.testing.assert_array_equal(out, [0, 0, 1])
+
+
+def test_size_by_labels_counts_distinct_labels():
+    emb = angles(0, 5, 90)
+    clusters = np.array([0, 0, 1])
+    freq = np.array([1, 1, 1])
+    by_samples = merge_small_clusters(emb, clusters, freq, 2, size_by="samples")
+    np.testing.assert_array_equal(by_samples, [0, 0, 0])  # cluster 1 has 1 sample < 2
+    freq = np.array([1, 1, 50])
+    by_labels = merge_small_clusters(emb, clusters, freq, 2, size_by="labels")
+    np.testing.assert_array_equal(by_labels, [0, 0, 0])  # 50 samples but one label
+    np.testing.assert_array_equal(merge_small_clusters(emb, clusters, freq, 2), [0, 0, 1])
+
+
+def test_noise_labels_become_their_own_clusters():
+    emb = angles(0, 3, 80, 85)
+    out = merge_small_clusters(emb, np.array([0, 0, -1, -1]), np.array([5, 5, 5, 5]), 1)
+    np.testing.assert_array_equal(out, [0, 0, 1, 2])
+
+
+def test_max_merge_distance_leaves_unrelated_small_clusters_alone():
+    emb = angles(0, 5, 90)
+    clusters = np.array([0, 0, 1])
+    freq = np.array([10, 10, 1])
+    np.testing.assert_array_equal(merge_small_clusters(emb, clusters, freq, 5), [0, 0, 0])
+    out = merge_small_clusters(emb, clusters, freq, 5, max_merge_distance=0.5)
+    np.testing.assert_array_equal(out, [0, 0, 1])
+
+
+def test_representative_linkage_uses_representative_labels():
+    # cluster 0: "a" at 0 deg (freq 9) and "b" at 80 deg (freq 1): centroid ~40 deg, rep "a".
+    # small cluster "s" at 60 deg; cluster 2 "c" at 110 deg.
+    # centroid linkage: s -> cluster 0 (20 deg away); representative linkage: s -> "c"
+    # (50 deg) rather than "a" (60 deg).
+    emb = angles(0, 80, 60, 110)
+    vocab = ["a", "b", "s", "c"]
+    clusters = np.array([0, 0, 1, 2])
+    freq = np.array([9, 1, 1, 10])
+    out = merge_small_clusters(emb, clusters, freq, 5, vocabulary=vocab)
+    np.testing.assert_array_equal(out, [0, 0, 0, 1])
+    out = merge_small_clusters(emb, clusters, freq, 5, vocabulary=vocab, linkage="representative")
+    np.testing.assert_array_equal(out, [0, 0, 1, 1])
+
+
+def test_nothing_to_merge_and_single_cluster():
+    emb = angles(0, 90)
+    np.testing.assert_array_equal(merge_small_clusters(emb, [0, 1], [1, 1], 0), [0, 1])
+    np.testing.assert_array_equal(merge_small_clusters(emb, [0, 0], [1, 1], 100), [0, 0])
+    assert merge_small_clusters(np.empty((0, 2)), [], [], 5).shape == (0,)
+
+
+def test_rejects_unknown_options():
+    with pytest.raises(ValueError, match="size_by"):
+        merge_small_clusters(angles(0), [0], [1], 1, size_by="images")
+    with pytest.raises(ValueError, match="vocabulary"):
+        merge_small_clusters(angles(0), [0], [1], 1, linkage="representative")
+
+
+def test_representative_is_most_frequent_then_closest_then_lexical():
+    vocab = ["helmet", "Helmets", "hard hat", "helmit"]
+    emb = angles(0, 2, 10, 1)
+    # most frequent wins outright
+    reps = representatives(vocab, emb, np.array([0, 0, 0, 0]), np.array([3, 9, 1, 1]))
+    assert [vocab[r] for r in reps] == ["Helmets"]
+    # frequency tie between "helmet" (0 deg) and "hard hat" (10 deg): centroid at ~3.25 deg
+    reps = representatives(vocab, emb, np.array([0, 0, 0, 0]), np.array([5, 1, 5, 1]))
+    assert [vocab[r] for r in reps] == ["helmet"]
+    # full tie (same embedding, same frequency): lexical order ("Helmets" < "helmet")
+    emb2 = angles(0, 0, 90, 90)
+    reps = representatives(vocab, emb2, np.array([0, 0, 1, 1]), np.array([4, 4, 2, 2]))
+    assert [vocab[r] for r in reps] == ["Helmets", "hard hat"]

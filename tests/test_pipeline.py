@@ -1,0 +1,140 @@
+"""sanitize(): steps 2-7 end to end on embeddings built so that the right answer is known."""
+
+import numpy as np
+import pytest
+
+from vlsr_core import sanitize
+
+
+def unit(x):
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+DIM = 16
+AXES = np.eye(DIM)
+
+# Three concepts on orthogonal axes; label variants sit very close to their concept.
+VOCAB = ["helmet", "Helmets", "helmit", "screwdriver", "Screwdrivers", "Lathe Information"]
+CONCEPT = [0, 0, 0, 1, 1, 2]
+
+
+def vocab_embeddings(rng):
+    noise = rng.normal(scale=0.01, size=(len(VOCAB), DIM))
+    return unit(AXES[CONCEPT] + noise)
+
+
+def image(concept, rng, purity=0.9):
+    """An image embedding mostly along one concept axis."""
+    return unit(purity * AXES[concept] + 0.3 * unit(rng.normal(size=DIM)))
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    labels = [
+        ["helmet"],
+        ["Helmets", "helmet"],
+        ["helmit", "Lathe Information"],
+        ["screwdriver"],
+        ["Screwdrivers"],
+        ["helmet", "screwdriver"],  # multi-label: shows a screwdriver
+        [],  # unlabelled
+        ["helmet"],  # its file could not be read
+    ]
+    images = np.stack([image(c, rng) for c in (0, 0, 0, 1, 1, 1, 0, 0)])
+    images[7] = np.nan
+    return images, labels, vocab_embeddings(rng)
+
+
+def test_label_map_and_final_labels(data):
+    images, labels, vemb = data
+    r = sanitize(images, labels, VOCAB, vemb, min_cluster_size=1)
+    # variants fold into the most frequent member of their cluster
+    assert r.canonical["Helmets"] == r.canonical["helmit"] == "helmet"
+    assert r.canonical["Screwdrivers"] == "screwdriver"  # tie on frequency (2 each) -> closer/lexical
+    assert r.canonical["Lathe Information"] == "Lathe Information"
+    assert r.cluster["helmet"] == r.cluster["helmit"] != r.cluster["screwdriver"]
+    assert r.final_labels[:6] == ["helmet", "helmet", "helmet", "screwdriver", "screwdriver", "screwdriver"]
+    # the multi-label image picks the canonical label that scores highest on it
+    assert r.final_scores[5] == pytest.approx(float(images[5] @ vemb[VOCAB.index("screwdriver")]), abs=1e-5)
+    assert r.canonical_labels[2] == ["helmet", "Lathe Information"]
+    assert r.canonical_labels[1] == ["helmet"]  # de-duplicated
+
+
+def test_unlabelled_and_unreadable_images(data):
+    images, labels, vemb = data
+    r = sanitize(images, labels, VOCAB, vemb, min_cluster_size=1)
+    assert r.final_labels[6] is None and r.final_scores[6] is None
+    assert r.canonical_labels[6] == [] and len(r.similarity[6]) == 0
+    assert len(r.suggestions[6]) == 5  # an unlabelled image still gets suggestions
+    # no embedding: canonical labels yes, scores no
+    assert r.canonical_labels[7] == ["helmet"]
+    assert r.similarity[7] is None and r.final_labels[7] is None and r.suggestions[7] == []
+    # the unreadable image still counts for frequencies: "helmet" is on images 0, 1, 5 and 7
+    assert r.frequencies[VOCAB.index("helmet")] == 4
+
+
+def test_similarity_is_aligned_with_the_image_labels(data):
+    images, labels, vemb = data
+    r = sanitize(images, labels, VOCAB, vemb, min_cluster_size=1)
+    for i, labs in enumerate(labels[:7]):
+        expected = [images[i] @ vemb[VOCAB.index(l)] for l in labs]
+        np.testing.assert_allclose(r.similarity[i], expected, atol=1e-5)
+    # the irrelevant label scores far below the right one on the same image
+    assert r.similarity[2][1] < r.similarity[2][0] - 0.5
+
+
+def test_suggestions_are_the_top_k_of_the_whole_vocabulary(data):
+    images, labels, vemb = data
+    r = sanitize(images, labels, VOCAB, vemb, top_k=3)
+    for i in range(7):
+        scores = images[i] @ vemb.T
+        best = np.argsort(-scores)[:3]
+        assert [l for l, _ in r.suggestions[i]] == [VOCAB[j] for j in best]
+        np.testing.assert_allclose([s for _, s in r.suggestions[i]], scores[best], atol=1e-5)
+    # an image labelled only "helmet" gets a helmet variant first, not a screwdriver
+    assert r.suggestions[0][0][0] in {"helmet", "Helmets", "helmit"}
+
+
+def test_replacements_follow_the_margin(data):
+    images, labels, vemb = data
+    r = sanitize(images, labels, VOCAB, vemb, replace_margin=0.5)
+    assert r.replacements[2][1] is not None  # "Lathe Information" on a helmet image
+    assert r.replacements[2][0] is None  # "helmit" is within 0.5 of the best
+    assert r.replacements[5][0] is not None  # "helmet" on a screwdriver image
+    assert r.replacements[7] == [None]  # no embedding, no replacement
+    assert sanitize(images, labels, VOCAB, vemb).replacements is None
+
+
+def test_min_cluster_size_merges_rare_labels(data):
+    images, labels, vemb = data
+    # "Lathe Information" is on one image only: with a floor of 2 samples it merges into the
+    # nearest cluster and disappears from the vocabulary
+    r = sanitize(images, labels, VOCAB, vemb, min_cluster_size=2)
+    assert r.canonical["Lathe Information"] in {"helmet", "screwdriver"}
+    assert len(r.representatives) == 2
+
+
+def test_deterministic(data):
+    images, labels, vemb = data
+    a = sanitize(images, labels, VOCAB, vemb)
+    b = sanitize(images, labels, VOCAB, vemb)
+    assert a.canonical == b.canonical and a.final_labels == b.final_labels
+
+
+def test_input_errors(data):
+    images, labels, vemb = data
+    with pytest.raises(ValueError, match="missing from the vocabulary"):
+        sanitize(images, labels[:-1] + [["hammer"]], VOCAB, vemb)
+    with pytest.raises(ValueError, match="label lists"):
+        sanitize(images, labels[:-1], VOCAB, vemb)
+    with pytest.raises(ValueError, match="same model"):
+        sanitize(images[:, :8], labels, VOCAB, vemb)
+    with pytest.raises(ValueError, match="repeated"):
+        sanitize(images, labels, VOCAB + ["helmet"], np.vstack([vemb, vemb[:1]]))
+
+
+def test_empty_dataset():
+    r = sanitize(np.empty((0, 4)), [], [], np.empty((0, 4)))
+    assert r.final_labels == [] and r.canonical == {} and r.representatives == []

@@ -1,0 +1,132 @@
+"""DBSCAN with cosine distance, computed in row blocks so that no n x n matrix is ever held.
+
+The result is the partition *and the label numbering* of scikit-learn's
+``DBSCAN(eps, min_samples, metric="cosine")``: the same normalisation and distance formula,
+the same ``distance <= eps`` neighbourhood (a point is its own neighbour), core points where the
+neighbourhood holds at least ``min_samples`` points, clusters numbered in the order of their
+lowest-index core point, and a border point given to the lowest-numbered cluster that reaches it.
+Only pairs at exactly the eps boundary can differ, by floating-point rounding of the dot product.
+"""
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from sklearn.preprocessing import normalize
+
+# Rows per block: a block holds block_rows x n distances (256 x 100,000 float32 = 100 MB).
+DEFAULT_BLOCK_ROWS = 256
+
+
+def cluster_labels(embeddings, eps=0.07, min_samples=1, block_rows=DEFAULT_BLOCK_ROWS):
+    """Cluster label embeddings with DBSCAN under cosine distance ``1 - cos(a, b)``.
+
+    Args:
+        embeddings: array-like of shape (n_labels, dim); need not be normalised. Float32
+            input is computed in float32, anything else in float64 (as scikit-learn does).
+        eps: the largest cosine distance at which two labels are neighbours (the paper: 0.07).
+        min_samples: neighbourhood size (the point included) that makes a core point; with 1
+            every label is a core point and clusters are the connected components of the graph
+            "cosine similarity >= 1 - eps".
+        block_rows: rows of the distance matrix computed at a time; memory is about
+            ``block_rows * n_labels`` distances, time is ``n_labels**2 * dim / 2`` multiply-adds.
+
+    Returns:
+        ndarray of shape (n_labels,) and dtype int64: the cluster id of each row, 0, 1, ... in
+        order of first core point; -1 marks noise (only when ``min_samples > 1``). An all-zero
+        row is, as in scikit-learn, at distance 1 from every other row.
+
+    Example:
+        >>> cluster_labels(np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0]]), eps=0.07)
+        array([0, 0, 1])
+    """
+    x = _normalized(embeddings)
+    if eps <= 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    if int(min_samples) != min_samples or min_samples < 1:
+        raise ValueError(f"min_samples must be an integer >= 1, got {min_samples}")
+    n = x.shape[0]
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+
+    if min_samples == 1:
+        # Every point is core: the clusters are the connected components, in one pass.
+        return number_by_first_occurrence(_components(x, eps, block_rows)[0])
+
+    labels = np.full(n, -1, dtype=np.int64)
+    counts = _components(x, eps, block_rows, edges=False)[1]
+    core = np.flatnonzero(counts >= min_samples)
+    if core.size == 0:
+        return labels
+    labels[core] = number_by_first_occurrence(_components(x[core], eps, block_rows)[0])
+    border = np.flatnonzero(counts < min_samples)
+    if border.size:
+        labels[border] = _nearest_cluster_of_border(x[border], x[core], labels[core], eps, block_rows)
+    return labels
+
+
+def _normalized(embeddings):
+    x = np.asarray(embeddings)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (n_labels, dim), got shape {x.shape}")
+    dtype = np.float32 if x.dtype == np.float32 else np.float64
+    x = np.ascontiguousarray(x, dtype=dtype)
+    if x.shape[0] and not np.isfinite(x).all():
+        raise ValueError("embeddings contain NaN or infinite values")
+    return normalize(x) if x.shape[0] else x
+
+
+def _within(rows, cols, eps):
+    """Boolean (len(rows), len(cols)): cosine distance <= eps, computed as scikit-learn does."""
+    d = rows @ cols.T
+    d *= -1
+    d += 1
+    np.clip(d, 0, 2, out=d)
+    return d <= eps
+
+
+def _components(x, eps, block_rows, edges=True):
+    """Connected components of the neighbour graph and every row's neighbourhood size.
+
+    Row blocks are compared with all later rows only (the upper triangle). Between blocks
+    only a spanning forest is kept (each row's current component id), so memory stays at
+    one block's edges even when every label duplicates every other. ``edges=False`` counts only.
+    """
+    n = x.shape[0]
+    comp = np.arange(n)
+    counts = np.zeros(n, dtype=np.int64)
+    for start in range(0, n, block_rows):
+        stop = min(start + block_rows, n)
+        mask = _within(x[start:stop], x[start:], eps)
+        diagonal = np.arange(stop - start)
+        mask[diagonal, diagonal] = True  # a point is its own neighbour, as in scikit-learn
+        counts[start:stop] += mask.sum(axis=1)  # the square diagonal block counts both ways
+        counts[stop:] += mask[:, stop - start :].sum(axis=0)
+        if not edges:
+            continue
+        rows, cols = np.nonzero(mask)  # pair (start + row, start + col)
+        keep = cols > rows
+        if not keep.any():
+            continue
+        a, b = comp[rows[keep] + start], comp[cols[keep] + start]
+        graph = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n, n))
+        comp = connected_components(graph, directed=False)[1][comp]
+    return comp, counts
+
+
+def number_by_first_occurrence(comp):
+    """Renumber ids 0, 1, ... in order of each id's first occurrence."""
+    uniq, first, inverse = np.unique(comp, return_index=True, return_inverse=True)
+    rank = np.empty(uniq.size, dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(uniq.size)
+    return rank[inverse]
+
+
+def _nearest_cluster_of_border(border, core, core_labels, eps, block_rows):
+    """For each non-core point, the lowest cluster id among its core neighbours, else -1."""
+    out = np.empty(border.shape[0], dtype=np.int64)
+    big = np.iinfo(np.int64).max
+    for start in range(0, border.shape[0], block_rows):
+        mask = _within(border[start : start + block_rows], core, eps)
+        out[start : start + block_rows] = np.where(mask, core_labels[None, :], big).min(axis=1)
+    out[out == big] = -1
+    return out

@@ -1,0 +1,152 @@
+"""Small-cluster merging (spec step 5) and cluster representatives (spec step 6)."""
+
+import heapq
+
+import numpy as np
+
+from .clustering import number_by_first_occurrence
+
+SIZE_BY = ("samples", "labels")
+LINKAGES = ("centroid", "representative")
+
+
+def merge_small_clusters(
+    embeddings,
+    clusters,
+    frequencies,
+    min_cluster_size,
+    *,
+    vocabulary=None,
+    size_by="samples",
+    linkage="centroid",
+    max_merge_distance=None,
+):
+    """Fold every cluster smaller than ``min_cluster_size`` into its nearest neighbour, one at a time.
+
+    A cluster's size is the number of samples carrying its labels (``size_by="samples"``, the sum of
+    the members' frequencies) or its number of distinct labels (``"labels"``). While some cluster is
+    too small, the smallest (ties: lowest id) merges into the nearest other cluster (ties: lowest
+    id); the merged cluster keeps the target's id and its centroid is recomputed before the next
+    step. Noise labels (id -1) first become clusters of their own.
+
+    Args:
+        embeddings: ndarray of shape (n_labels, dim), L2-normalised label embeddings.
+        clusters: int ndarray of shape (n_labels,), e.g. from :func:`cluster_labels`.
+        frequencies: int ndarray of shape (n_labels,): samples carrying each label.
+        min_cluster_size: the smallest size a cluster may keep; 0 or 1 merges nothing.
+        vocabulary: the label strings, needed for ``linkage="representative"`` (tie-breaking).
+        size_by: ``"samples"`` (default; the paper's aim is enough examples per class) or ``"labels"``.
+        linkage: distance between clusters: ``"centroid"`` (cosine distance of the re-normalised
+            mean embeddings; the paper's Results section) or ``"representative"`` (of the
+            representative labels; the paper's Method section).
+        max_merge_distance: if set, a small cluster whose nearest neighbour is farther than this
+            cosine distance is left alone instead of merged into something unrelated.
+
+    Returns:
+        int ndarray of shape (n_labels,): cluster ids 0, 1, ... numbered in order of first label.
+    """
+    if size_by not in SIZE_BY:
+        raise ValueError(f"size_by must be one of {SIZE_BY}, got {size_by!r}")
+    if linkage not in LINKAGES:
+        raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
+    if linkage == "representative" and vocabulary is None:
+        raise ValueError('linkage="representative" needs the vocabulary')
+    emb = np.asarray(embeddings, dtype=np.float32)
+    freq = np.asarray(frequencies, dtype=np.int64)
+    ids = _with_noise_as_singletons(np.asarray(clusters, dtype=np.int64))
+    n_clusters = int(ids.max()) + 1 if ids.size else 0
+
+    members = [[] for _ in range(n_clusters)]
+    for i, c in enumerate(ids):
+        members[c].append(i)
+    weights = freq if size_by == "samples" else np.ones_like(freq)
+    size = np.bincount(ids, weights=weights, minlength=n_clusters).astype(np.int64)
+    sums = np.zeros((n_clusters, emb.shape[1]), dtype=np.float64)
+    np.add.at(sums, ids, emb)
+
+    def point(c):
+        """The vector that stands for cluster c in the distance."""
+        if linkage == "centroid":
+            return _unit(sums[c])
+        rep = representative(members[c], emb, freq, vocabulary, _unit(sums[c]))
+        return emb[rep]
+
+    points = np.stack([point(c) for c in range(n_clusters)]) if n_clusters else emb[:0]
+    alive = np.ones(n_clusters, dtype=bool)
+    heap = [(int(size[c]), c) for c in range(n_clusters) if size[c] < min_cluster_size]
+    heapq.heapify(heap)
+    while heap and alive.sum() > 1:
+        s, c = heapq.heappop(heap)
+        if not alive[c] or s != size[c]:
+            continue  # stale entry: merged away, or grown since it was pushed
+        dist = 1.0 - points @ points[c]
+        dist[~alive] = np.inf
+        dist[c] = np.inf
+        target = int(np.argmin(dist))
+        if max_merge_distance is not None and dist[target] > max_merge_distance:
+            continue  # nothing close enough: the cluster stays as it is
+        members[target].extend(members[c])
+        members[c] = []
+        size[target] += size[c]
+        sums[target] += sums[c]
+        alive[c] = False
+        points[target] = point(target)
+        if size[target] < min_cluster_size:
+            heapq.heappush(heap, (int(size[target]), target))
+
+    final = np.empty(ids.size, dtype=np.int64)
+    for c in range(n_clusters):
+        final[members[c]] = c
+    return number_by_first_occurrence(final)
+
+
+def representatives(vocabulary, embeddings, clusters, frequencies):
+    """The representative label index of every cluster (spec step 6).
+
+    The member carried by most samples; ties go to the member closest to the cluster centroid
+    (cosine), then to the lexically smallest string.
+
+    Args:
+        vocabulary: list of n_labels strings.
+        embeddings: ndarray of shape (n_labels, dim), L2-normalised.
+        clusters: int ndarray of shape (n_labels,) with ids 0..n_clusters-1 (no noise).
+        frequencies: int ndarray of shape (n_labels,).
+
+    Returns:
+        int ndarray of shape (n_clusters,): the vocabulary index of each cluster's representative.
+    """
+    clusters = np.asarray(clusters, dtype=np.int64)
+    emb = np.asarray(embeddings, dtype=np.float32)
+    freq = np.asarray(frequencies)
+    if clusters.size == 0:
+        return np.empty(0, dtype=np.int64)
+    order = np.argsort(clusters, kind="stable")
+    groups = np.split(order, np.cumsum(np.bincount(clusters))[:-1])
+    centroids = [_unit(emb[g].sum(axis=0, dtype=np.float64)) for g in groups]
+    return np.array(
+        [representative(g, emb, freq, vocabulary, c) for g, c in zip(groups, centroids)],
+        dtype=np.int64,
+    )
+
+
+def representative(member_index, embeddings, frequencies, vocabulary, centroid):
+    """The representative of one cluster given its member indices (same rule as :func:`representatives`)."""
+    member_index = np.asarray(member_index)
+    closeness = embeddings[member_index] @ centroid.astype(np.float32)
+    keys = [
+        (-int(frequencies[i]), -float(c), vocabulary[i]) for i, c in zip(member_index, closeness)
+    ]
+    return int(member_index[min(range(len(keys)), key=keys.__getitem__)])
+
+
+def _with_noise_as_singletons(ids):
+    ids = ids.copy()
+    noise = np.flatnonzero(ids < 0)
+    start = int(ids.max()) + 1 if ids.size and ids.max() >= 0 else 0
+    ids[noise] = np.arange(start, start + noise.size)
+    return ids
+
+
+def _unit(v):
+    norm = np.linalg.norm(v)
+    return (v / norm if norm > 0 else v).astype(np.float32)

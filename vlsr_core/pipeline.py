@@ -1,0 +1,213 @@
+"""The VLSR pipeline on embeddings (spec steps 2-7): scores, suggestions, clusters, final labels."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .clustering import DEFAULT_BLOCK_ROWS, cluster_labels
+from .merging import merge_small_clusters, representatives
+from .similarity import pair_scores, top_k_labels
+
+# Samples a cluster must reach before it may stand alone (spec step 5, size_by="samples").
+# Ten examples is about the least a classifier can learn a class from (the paper's reason to
+# merge); a larger floor forces unrelated labels together on small datasets. On Factorynet
+# (~12,000 label occurrences) it bounds the vocabulary at ~1,200, which DBSCAN's clusters then
+# bring down to the paper's order of hundreds. Raise it for large datasets.
+DEFAULT_MIN_CLUSTER_SIZE = 10
+
+
+@dataclass
+class SanitizeResult:
+    """Everything :func:`sanitize` computes; per-image lists are aligned with its ``image_labels``.
+
+    Attributes:
+        vocabulary: the n_labels label strings, as given.
+        frequencies: int ndarray (n_labels,): images carrying each label.
+        dbscan_clusters: int ndarray (n_labels,): DBSCAN ids before merging (-1 = noise).
+        clusters: int ndarray (n_labels,): final cluster ids after merging.
+        representatives: list (n_clusters,) of the representative label of each cluster.
+        similarity: per image, float32 ndarray of scores aligned with that image's labels;
+            None for an image without a usable embedding.
+        suggestions: per image, the top-k ``(label, score)`` of the whole vocabulary, best first.
+        canonical_labels: per image, its distinct canonical labels in order of first appearance.
+        canonical_scores: per image, float32 ndarray of their scores, or None.
+        final_labels: per image, the chosen canonical label; None if it has no labels or no
+            usable embedding.
+        final_scores: per image, the final label's score, or None.
+        replacements: per image, aligned with its labels: the vocabulary label that scores higher
+            by more than ``replace_margin``, or None; only when ``replace_margin`` was given.
+    """
+
+    vocabulary: list
+    frequencies: np.ndarray
+    dbscan_clusters: np.ndarray
+    clusters: np.ndarray
+    representatives: list
+    similarity: list
+    suggestions: list
+    canonical_labels: list
+    canonical_scores: list
+    final_labels: list
+    final_scores: list
+    replacements: list = field(default=None)
+
+    @property
+    def cluster(self):
+        """dict: label -> final cluster id."""
+        return dict(zip(self.vocabulary, self.clusters.tolist()))
+
+    @property
+    def canonical(self):
+        """dict: label -> canonical label (its cluster's representative): the label map."""
+        return {l: self.representatives[c] for l, c in zip(self.vocabulary, self.clusters)}
+
+
+def sanitize(
+    image_embeddings,
+    image_labels,
+    vocabulary,
+    vocabulary_embeddings,
+    *,
+    eps=0.07,
+    min_samples=1,
+    min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE,
+    size_by="samples",
+    linkage="centroid",
+    max_merge_distance=None,
+    top_k=5,
+    replace_margin=None,
+    block_rows=DEFAULT_BLOCK_ROWS,
+):
+    """Run VLSR steps 2-7 on precomputed, L2-normalised CLIP embeddings.
+
+    Args:
+        image_embeddings: ndarray of shape (n_images, dim); a row of NaN marks an image that
+            could not be embedded (it still counts for label frequencies and gets canonical
+            labels, but no scores).
+        image_labels: list of n_images lists of label strings (empty for an unlabelled image).
+        vocabulary: list of n_labels distinct strings, containing every label of ``image_labels``.
+        vocabulary_embeddings: ndarray of shape (n_labels, dim).
+        eps, min_samples: DBSCAN on cosine distance (step 4), see :func:`cluster_labels`.
+        min_cluster_size, size_by, linkage, max_merge_distance: merging (step 5), see
+            :func:`merge_small_clusters`.
+        top_k: vocabulary labels suggested per image (step 3).
+        replace_margin: if set, report for each assigned label a vocabulary label that scores
+            more than this margin above it on that image (the paper's auto-replace rule).
+        block_rows: rows per block in clustering.
+
+    Returns:
+        a :class:`SanitizeResult`.
+    """
+    image_embeddings = np.asarray(image_embeddings, dtype=np.float32)
+    vocab_emb = np.asarray(vocabulary_embeddings, dtype=np.float32)
+    vocabulary = list(vocabulary)
+    _check_inputs(image_embeddings, image_labels, vocabulary, vocab_emb)
+    index = {label: i for i, label in enumerate(vocabulary)}
+    labels_idx = [np.array([index[l] for l in labels], dtype=np.int64) for labels in image_labels]
+    n_images = len(labels_idx)
+    valid = np.isfinite(image_embeddings).all(axis=1)
+
+    frequencies = np.zeros(len(vocabulary), dtype=np.int64)
+    for idx in labels_idx:
+        frequencies[np.unique(idx)] += 1
+
+    dbscan = cluster_labels(vocab_emb, eps=eps, min_samples=min_samples, block_rows=block_rows)
+    clusters = merge_small_clusters(
+        vocab_emb,
+        dbscan,
+        frequencies,
+        min_cluster_size,
+        vocabulary=vocabulary,
+        size_by=size_by,
+        linkage=linkage,
+        max_merge_distance=max_merge_distance,
+    )
+    reps = representatives(vocabulary, vocab_emb, clusters, frequencies)
+    canonical_of = reps[clusters]  # vocabulary index of each label's canonical label
+
+    similarity = _scores_per_image(image_embeddings, vocab_emb, labels_idx, valid)
+    canonical_idx = [_distinct_in_order(canonical_of[idx]) for idx in labels_idx]
+    canonical_scores = _scores_per_image(image_embeddings, vocab_emb, canonical_idx, valid)
+
+    final_labels, final_scores = [None] * n_images, [None] * n_images
+    for i, (cands, scores) in enumerate(zip(canonical_idx, canonical_scores)):
+        if scores is not None and len(cands):
+            best = int(np.argmax(scores))  # first of equal scores
+            final_labels[i], final_scores[i] = vocabulary[cands[best]], float(scores[best])
+
+    suggestions = [[] for _ in range(n_images)]
+    top_idx, top_scores = top_k_labels(image_embeddings[valid], vocab_emb, top_k)
+    for row, i in enumerate(np.flatnonzero(valid)):
+        suggestions[i] = [(vocabulary[j], float(s)) for j, s in zip(top_idx[row], top_scores[row])]
+
+    replacements = None
+    if replace_margin is not None:
+        replacements = [
+            _replacements(idx, sims, sugg, vocabulary, replace_margin)
+            for idx, sims, sugg in zip(labels_idx, similarity, suggestions)
+        ]
+
+    return SanitizeResult(
+        vocabulary=vocabulary,
+        frequencies=frequencies,
+        dbscan_clusters=dbscan,
+        clusters=clusters,
+        representatives=[vocabulary[r] for r in reps],
+        similarity=similarity,
+        suggestions=suggestions,
+        canonical_labels=[[vocabulary[j] for j in idx] for idx in canonical_idx],
+        canonical_scores=canonical_scores,
+        final_labels=final_labels,
+        final_scores=final_scores,
+        replacements=replacements,
+    )
+
+
+def _check_inputs(image_embeddings, image_labels, vocabulary, vocab_emb):
+    if image_embeddings.ndim != 2 or vocab_emb.ndim != 2:
+        raise ValueError("image_embeddings and vocabulary_embeddings must be 2-D arrays")
+    if len(image_labels) != image_embeddings.shape[0]:
+        raise ValueError(
+            f"{len(image_labels)} label lists for {image_embeddings.shape[0]} image embeddings"
+        )
+    if len(vocabulary) != vocab_emb.shape[0]:
+        raise ValueError(f"{len(vocabulary)} labels for {vocab_emb.shape[0]} label embeddings")
+    if image_embeddings.shape[0] and vocab_emb.shape[0] and image_embeddings.shape[1] != vocab_emb.shape[1]:
+        raise ValueError(
+            f"image embeddings are {image_embeddings.shape[1]}-d, label embeddings "
+            f"{vocab_emb.shape[1]}-d: were they made by the same model?"
+        )
+    if len(set(vocabulary)) != len(vocabulary):
+        raise ValueError("vocabulary has repeated labels")
+    known = set(vocabulary)
+    unknown = {l for labels in image_labels for l in labels if l not in known}
+    if unknown:
+        raise ValueError(f"labels missing from the vocabulary: {sorted(unknown)[:10]}")
+
+
+def _scores_per_image(image_embeddings, label_embeddings, labels_idx, valid):
+    """Per image, the scores of its label indices (None where the image has no embedding)."""
+    counts = np.array([len(idx) if ok else 0 for idx, ok in zip(labels_idx, valid)], dtype=np.int64)
+    image_index = np.repeat(np.arange(len(labels_idx)), counts)
+    label_index = np.concatenate(
+        [idx for idx, ok in zip(labels_idx, valid) if ok] or [np.empty(0, np.int64)]
+    )
+    flat = pair_scores(image_embeddings, label_embeddings, image_index, label_index)
+    parts = np.split(flat, np.cumsum(counts)[:-1]) if len(counts) else []
+    return [part if ok else None for part, ok in zip(parts, valid)]
+
+
+def _replacements(label_idx, sims, suggestions, vocabulary, margin):
+    """For one image: the top suggestion where it beats an assigned label by more than margin."""
+    if sims is None or not suggestions:
+        return [None] * len(label_idx)
+    best, best_score = suggestions[0]
+    return [
+        best if best != vocabulary[j] and best_score - s > margin else None
+        for j, s in zip(label_idx, sims)
+    ]
+
+
+def _distinct_in_order(idx):
+    _, first = np.unique(idx, return_index=True)
+    return idx[np.sort(first)]
