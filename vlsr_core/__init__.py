@@ -6,9 +6,21 @@ Public API: :func:`cluster_labels`, :func:`sanitize` (with :class:`SanitizeResul
 
 from .clustering import cluster_labels
 from .merging import merge_small_clusters, representatives
-from .pipeline import DEFAULT_MIN_CLUSTER_SIZE, SanitizeResult, sanitize
+from .pipeline import (
+    DEFAULT_MIN_CLUSTER_SIZE,
+    ImageScores,
+    LabelRefinement,
+    SanitizeResult,
+    refine_labels,
+    sanitize,
+    score_images,
+)
 
 __all__ = [
+    "ImageScores",
+    "LabelRefinement",
+    "refine_labels",
+    "score_images",
     "CLIPEncoder",
     "DEFAULT_MIN_CLUSTER_SIZE",
     "SanitizeResult",

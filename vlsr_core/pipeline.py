@@ -1,24 +1,19 @@
 """The VLSR pipeline on embeddings (spec steps 2-7): scores, suggestions, clusters, final labels."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .clustering import DEFAULT_BLOCK_ROWS, cluster_labels
+from .defaults import DEFAULT_MIN_CLUSTER_SIZE
 from .merging import merge_small_clusters, representatives
 from .similarity import pair_scores, top_k_labels
 
-# Samples a cluster must reach before it may stand alone (spec step 5, size_by="samples").
-# Ten examples is about the least a classifier can learn a class from (the paper's reason to
-# merge); a larger floor forces unrelated labels together on small datasets. On Factorynet
-# (~12,000 label occurrences) it bounds the vocabulary at ~1,200, which DBSCAN's clusters then
-# bring down to the paper's order of hundreds. Raise it for large datasets.
-DEFAULT_MIN_CLUSTER_SIZE = 10
 
 
 @dataclass
-class SanitizeResult:
-    """Everything :func:`sanitize` computes; per-image lists are aligned with its ``image_labels``.
+class LabelRefinement:
+    """Steps 4-7: clusters, the label map and final labels. Per-image lists follow the input.
 
     Attributes:
         vocabulary: the n_labels label strings, as given.
@@ -26,16 +21,11 @@ class SanitizeResult:
         dbscan_clusters: int ndarray (n_labels,): DBSCAN ids before merging (-1 = noise).
         clusters: int ndarray (n_labels,): final cluster ids after merging.
         representatives: list (n_clusters,) of the representative label of each cluster.
-        similarity: per image, float32 ndarray of scores aligned with that image's labels;
-            None for an image without a usable embedding.
-        suggestions: per image, the top-k ``(label, score)`` of the whole vocabulary, best first.
         canonical_labels: per image, its distinct canonical labels in order of first appearance.
         canonical_scores: per image, float32 ndarray of their scores, or None.
         final_labels: per image, the chosen canonical label; None if it has no labels or no
             usable embedding.
         final_scores: per image, the final label's score, or None.
-        replacements: per image, aligned with its labels: the vocabulary label that scores higher
-            by more than ``replace_margin``, or None; only when ``replace_margin`` was given.
     """
 
     vocabulary: list
@@ -43,13 +33,10 @@ class SanitizeResult:
     dbscan_clusters: np.ndarray
     clusters: np.ndarray
     representatives: list
-    similarity: list
-    suggestions: list
     canonical_labels: list
     canonical_scores: list
     final_labels: list
     final_scores: list
-    replacements: list = field(default=None)
 
     @property
     def cluster(self):
@@ -60,6 +47,28 @@ class SanitizeResult:
     def canonical(self):
         """dict: label -> canonical label (its cluster's representative): the label map."""
         return {l: self.representatives[c] for l, c in zip(self.vocabulary, self.clusters)}
+
+
+@dataclass
+class ImageScores:
+    """Steps 2-3, per image.
+
+    Attributes:
+        similarity: per image, float32 ndarray of scores aligned with that image's labels;
+            None for an image without a usable embedding.
+        suggestions: per image, the top-k ``(label, score)`` of the whole vocabulary, best first.
+        replacements: per image, aligned with its labels: the vocabulary label that scores higher
+            by more than ``replace_margin``, or None; only when ``replace_margin`` was given.
+    """
+
+    similarity: list
+    suggestions: list
+    replacements: list
+
+
+@dataclass
+class SanitizeResult(LabelRefinement, ImageScores):
+    """Everything :func:`sanitize` computes: a :class:`LabelRefinement` and :class:`ImageScores`."""
 
 
 def sanitize(
@@ -97,70 +106,103 @@ def sanitize(
 
     Returns:
         a :class:`SanitizeResult`.
+
+    Example:
+        >>> r = sanitize(images, [["helmet"], ["Helmets", "bolt"]], vocab, vocab_emb)
+        >>> r.canonical["Helmets"], r.final_labels[1]
+        ('helmet', 'helmet')
     """
-    image_embeddings = np.asarray(image_embeddings, dtype=np.float32)
-    vocab_emb = np.asarray(vocabulary_embeddings, dtype=np.float32)
-    vocabulary = list(vocabulary)
-    _check_inputs(image_embeddings, image_labels, vocabulary, vocab_emb)
-    index = {label: i for i, label in enumerate(vocabulary)}
-    labels_idx = [np.array([index[l] for l in labels], dtype=np.int64) for labels in image_labels]
-    n_images = len(labels_idx)
-    valid = np.isfinite(image_embeddings).all(axis=1)
-
-    frequencies = np.zeros(len(vocabulary), dtype=np.int64)
-    for idx in labels_idx:
-        frequencies[np.unique(idx)] += 1
-
-    dbscan = cluster_labels(vocab_emb, eps=eps, min_samples=min_samples, block_rows=block_rows)
-    clusters = merge_small_clusters(
-        vocab_emb,
-        dbscan,
-        frequencies,
-        min_cluster_size,
-        vocabulary=vocabulary,
-        size_by=size_by,
-        linkage=linkage,
-        max_merge_distance=max_merge_distance,
+    scores = score_images(
+        image_embeddings, image_labels, vocabulary, vocabulary_embeddings,
+        top_k=top_k, replace_margin=replace_margin,
     )
-    reps = representatives(vocabulary, vocab_emb, clusters, frequencies)
-    canonical_of = reps[clusters]  # vocabulary index of each label's canonical label
+    refined = refine_labels(
+        image_embeddings, image_labels, vocabulary, vocabulary_embeddings,
+        eps=eps, min_samples=min_samples, min_cluster_size=min_cluster_size, size_by=size_by,
+        linkage=linkage, max_merge_distance=max_merge_distance, block_rows=block_rows,
+    )
+    return SanitizeResult(**vars(refined), **vars(scores))
 
+
+def score_images(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, *, top_k=5,
+                 replace_margin=None, progress=None):
+    """Steps 2-3 alone: scores of the assigned labels and top-k suggestions (see :func:`sanitize`).
+
+    Returns:
+        an :class:`ImageScores`.
+    """
+    image_embeddings, vocab_emb, vocabulary, labels_idx = _prepared(
+        image_embeddings, image_labels, vocabulary, vocabulary_embeddings
+    )
+    valid = np.isfinite(image_embeddings).all(axis=1)
     similarity = _scores_per_image(image_embeddings, vocab_emb, labels_idx, valid)
-    canonical_idx = [_distinct_in_order(canonical_of[idx]) for idx in labels_idx]
-    canonical_scores = _scores_per_image(image_embeddings, vocab_emb, canonical_idx, valid)
-
-    final_labels, final_scores = [None] * n_images, [None] * n_images
-    for i, (cands, scores) in enumerate(zip(canonical_idx, canonical_scores)):
-        if scores is not None and len(cands):
-            best = int(np.argmax(scores))  # first of equal scores
-            final_labels[i], final_scores[i] = vocabulary[cands[best]], float(scores[best])
-
-    suggestions = [[] for _ in range(n_images)]
-    top_idx, top_scores = top_k_labels(image_embeddings[valid], vocab_emb, top_k)
+    suggestions = [[] for _ in labels_idx]
+    top_idx, top_scores = top_k_labels(image_embeddings[valid], vocab_emb, top_k, progress=progress)
     for row, i in enumerate(np.flatnonzero(valid)):
         suggestions[i] = [(vocabulary[j], float(s)) for j, s in zip(top_idx[row], top_scores[row])]
-
     replacements = None
     if replace_margin is not None:
         replacements = [
             _replacements(idx, sims, sugg, vocabulary, replace_margin)
             for idx, sims, sugg in zip(labels_idx, similarity, suggestions)
         ]
+    return ImageScores(similarity, suggestions, replacements)
 
-    return SanitizeResult(
+
+def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, *, eps=0.07,
+                  min_samples=1, min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE, size_by="samples",
+                  linkage="centroid", max_merge_distance=None, block_rows=DEFAULT_BLOCK_ROWS):
+    """Steps 4-7 alone: clusters, label map and final labels (see :func:`sanitize`).
+
+    Returns:
+        a :class:`LabelRefinement`.
+    """
+    image_embeddings, vocab_emb, vocabulary, labels_idx = _prepared(
+        image_embeddings, image_labels, vocabulary, vocabulary_embeddings
+    )
+    valid = np.isfinite(image_embeddings).all(axis=1)
+    frequencies = np.zeros(len(vocabulary), dtype=np.int64)
+    for idx in labels_idx:
+        frequencies[np.unique(idx)] += 1
+
+    dbscan = cluster_labels(vocab_emb, eps=eps, min_samples=min_samples, block_rows=block_rows)
+    clusters = merge_small_clusters(
+        vocab_emb, dbscan, frequencies, min_cluster_size, vocabulary=vocabulary,
+        size_by=size_by, linkage=linkage, max_merge_distance=max_merge_distance,
+    )
+    reps = representatives(vocabulary, vocab_emb, clusters, frequencies)
+    canonical_of = reps[clusters]  # vocabulary index of each label's canonical label
+
+    canonical_idx = [_distinct_in_order(canonical_of[idx]) for idx in labels_idx]
+    canonical_scores = _scores_per_image(image_embeddings, vocab_emb, canonical_idx, valid)
+    final_labels, final_scores = [None] * len(labels_idx), [None] * len(labels_idx)
+    for i, (cands, scores) in enumerate(zip(canonical_idx, canonical_scores)):
+        if scores is not None and len(cands):
+            best = int(np.argmax(scores))  # first of equal scores
+            final_labels[i], final_scores[i] = vocabulary[cands[best]], float(scores[best])
+
+    return LabelRefinement(
         vocabulary=vocabulary,
         frequencies=frequencies,
         dbscan_clusters=dbscan,
         clusters=clusters,
         representatives=[vocabulary[r] for r in reps],
-        similarity=similarity,
-        suggestions=suggestions,
         canonical_labels=[[vocabulary[j] for j in idx] for idx in canonical_idx],
         canonical_scores=canonical_scores,
         final_labels=final_labels,
         final_scores=final_scores,
-        replacements=replacements,
     )
+
+
+def _prepared(image_embeddings, image_labels, vocabulary, vocabulary_embeddings):
+    """Checked float32 arrays, the vocabulary as a list, and each image's label indices."""
+    image_embeddings = np.asarray(image_embeddings, dtype=np.float32)
+    vocab_emb = np.asarray(vocabulary_embeddings, dtype=np.float32)
+    vocabulary = list(vocabulary)
+    _check_inputs(image_embeddings, image_labels, vocabulary, vocab_emb)
+    index = {label: i for i, label in enumerate(vocabulary)}
+    labels_idx = [np.array([index[l] for l in labels], dtype=np.int64) for labels in image_labels]
+    return image_embeddings, vocab_emb, vocabulary, labels_idx
 
 
 def _check_inputs(image_embeddings, image_labels, vocabulary, vocab_emb):

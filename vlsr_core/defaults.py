@@ -1,0 +1,12 @@
+"""Defaults shared by the engine, the run record and the CLI (kept free of heavy imports)."""
+
+DEFAULT_MODEL = "openai/clip-vit-large-patch14"  # the paper's model; 768-d embeddings
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_KEY = "vlsr"  # run key, and the prefix of every field a run writes
+
+# Samples a cluster must reach before it may stand alone (spec step 5, size_by="samples").
+# Ten examples is about the least a classifier can learn a class from (the paper's reason to
+# merge); a larger floor forces unrelated labels together on small datasets. On Factorynet
+# (~12,000 label occurrences) it bounds the vocabulary at ~1,200, which DBSCAN's clusters then
+# bring down to the paper's order of hundreds. Raise it for large datasets.
+DEFAULT_MIN_CLUSTER_SIZE = 10

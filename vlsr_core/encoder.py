@@ -1,0 +1,260 @@
+"""CLIP image and text embeddings with Hugging Face transformers (spec step 1).
+
+Images are decoded and preprocessed in worker processes while the model runs on the previous
+batch, so memory holds only a few batches however many images there are. Outputs are
+L2-normalised float32, so cosine similarity is a dot product.
+"""
+
+import logging
+import os
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from .images import DEFAULT_MAX_PIXELS, BadImageError, load_image
+
+logger = logging.getLogger(__name__)
+
+
+
+class ModelLoadError(RuntimeError):
+    """The CLIP checkpoint could not be loaded; the message says how to point at a local copy."""
+
+
+class ImageFailure(NamedTuple):
+    """An image that was skipped: its position in the input, its path and why."""
+
+    index: int
+    path: str
+    reason: str
+
+
+class ImageBatch(NamedTuple):
+    """One batch of :meth:`CLIPEncoder.iter_image_batches`: embedded rows and skipped ones."""
+
+    indices: np.ndarray  # positions in the input of the embedded images, shape (b,)
+    embeddings: np.ndarray  # float32, shape (b, dim)
+    failures: list  # of ImageFailure
+
+
+class CLIPEncoder:
+    """Embeds images and label strings into CLIP's joint space.
+
+    Args:
+        model: a Hugging Face hub id (default ``openai/clip-vit-large-patch14``) or a local
+            directory saved with ``save_pretrained``. Weights load from safetensors only and no
+            remote code runs.
+        device: ``"cuda"``, ``"cpu"``, ... (default: CUDA when available). Half precision on CUDA.
+        batch_size: images or texts per forward pass.
+        num_workers: processes decoding images (default: CPU count minus one, at least one;
+            0 decodes in this process).
+        prompt: optional template applied to every label, e.g. ``"a photo of a {}"``; labels
+            are otherwise embedded exactly as written.
+        max_pixels: images with more pixels are refused as decompression bombs (None: no limit).
+
+    Example:
+        >>> enc = CLIPEncoder("/models/clip-vit-large-patch14")
+        >>> texts = enc.embed_texts(["helmet", "Helmets"])       # (2, 768)
+        >>> images, failures = enc.embed_images(["a.jpg", "b.png"])
+    """
+
+    def __init__(
+        self,
+        model=DEFAULT_MODEL,
+        device=None,
+        batch_size=DEFAULT_BATCH_SIZE,
+        num_workers=None,
+        prompt=None,
+        max_pixels=DEFAULT_MAX_PIXELS,
+    ):
+        self.model_name = str(model)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.batch_size = int(batch_size)
+        self.num_workers = max(1, (os.cpu_count() or 2) - 1) if num_workers is None else num_workers
+        self.prompt = prompt
+        self.max_pixels = max_pixels
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.model, self.processor = _load(self.model_name)
+        self.model.to(self.device, dtype=self.dtype).eval()
+        self.dim = int(self.model.config.projection_dim)
+        self.max_text_tokens = int(self.model.config.text_config.max_position_embeddings)
+
+    def embed_texts(self, texts, progress=None):
+        """Embed label strings, each distinct string once.
+
+        Args:
+            texts: list of n strings.
+            progress: optional callable taking the fraction done.
+
+        Returns:
+            float32 ndarray of shape (n, dim), rows aligned with ``texts``.
+        """
+        distinct = list(dict.fromkeys(texts))
+        prompts = [self.prompt.format(t) if self.prompt else t for t in distinct]
+        out = np.empty((len(distinct), self.dim), dtype=np.float32)
+        tokenizer = self.processor.tokenizer
+        n_truncated = 0
+        for start in range(0, len(prompts), self.batch_size):
+            batch = prompts[start : start + self.batch_size]
+            enc = tokenizer(batch, padding=True, return_tensors="pt")
+            if enc["input_ids"].shape[1] > self.max_text_tokens:
+                n_truncated += int((enc["attention_mask"].sum(1) > self.max_text_tokens).sum())
+                enc = tokenizer(
+                    batch, padding=True, truncation=True, max_length=self.max_text_tokens,
+                    return_tensors="pt",
+                )
+            with torch.inference_mode():
+                feats = self.model.get_text_features(**enc.to(self.device))
+            out[start : start + len(batch)] = _normalized(feats)
+            if progress is not None:
+                progress(min(start + self.batch_size, len(prompts)) / len(prompts))
+        if n_truncated:
+            logger.warning(
+                "%d labels are longer than %d tokens and were truncated", n_truncated,
+                self.max_text_tokens,
+            )
+        row = {t: i for i, t in enumerate(distinct)}
+        return out[[row[t] for t in texts]] if texts else out
+
+    def iter_image_batches(self, paths):
+        """Yield :class:`ImageBatch` es over ``paths``, decoding ahead in worker processes.
+
+        Unreadable files (missing, empty, truncated, not an image, decompression bomb) are
+        reported in ``failures`` and skipped; the run goes on.
+        """
+        files = _ImageFiles(list(paths), self.processor.image_processor, self.max_pixels)
+        loader = DataLoader(
+            files,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=_collate,
+            prefetch_factor=2 if self.num_workers else None,
+        )
+        for indices, pixels, failures in loader:
+            embeddings = np.empty((0, self.dim), dtype=np.float32)
+            if len(indices):
+                with torch.inference_mode():
+                    feats = self.model.get_image_features(
+                        pixel_values=pixels.to(self.device, dtype=self.dtype)
+                    )
+                embeddings = _normalized(feats)
+            yield ImageBatch(np.asarray(indices, dtype=np.int64), embeddings, failures)
+
+    def embed_images(self, paths, progress=None):
+        """Embed image files.
+
+        Args:
+            paths: list of n file paths.
+            progress: optional callable taking the fraction done.
+
+        Returns:
+            (embeddings, failures): float32 ndarray of shape (n, dim) whose rows for skipped
+            images are NaN, and the list of :class:`ImageFailure`.
+        """
+        paths = list(paths)
+        out = np.full((len(paths), self.dim), np.nan, dtype=np.float32)
+        failures, done = [], 0
+        for batch in self.iter_image_batches(paths):
+            out[batch.indices] = batch.embeddings
+            failures.extend(batch.failures)
+            done += len(batch.indices) + len(batch.failures)
+            if progress is not None:
+                progress(done / len(paths))
+        return out, failures
+
+
+def _load(model):
+    from transformers import CLIPModel, CLIPProcessor
+
+    looks_local = os.path.isabs(model) or model.startswith(".") or os.path.exists(model)
+    if looks_local and not os.path.isdir(model):
+        raise ModelLoadError(f"CLIP model directory {model!r} does not exist")
+
+    def load(**kwargs):
+        processor = CLIPProcessor.from_pretrained(model, **kwargs)
+        return CLIPModel.from_pretrained(model, use_safetensors=True, **kwargs), processor
+
+    try:
+        if looks_local:
+            return load()
+        try:
+            return load(local_files_only=True)  # already in the Hugging Face cache
+        except OSError:
+            pass
+        unreachable = _hub_unreachable()
+        if unreachable:
+            raise OSError(f"the Hugging Face Hub cannot be reached ({unreachable})")
+        return load()
+    except Exception as e:  # transformers raises OSError, ValueError, HTTP errors...
+        raise ModelLoadError(_load_advice(model, looks_local, e)) from e
+
+
+def _hub_unreachable(timeout=5.0):
+    """Why the hub cannot be reached, or None: fails in seconds where downloads would retry for minutes."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError as e:
+        return f"{url.hostname}: {e}"
+    return None
+
+
+def _load_advice(model, local, error):
+    if local:
+        return (
+            f"Could not load a CLIP model from the directory {model!r}: {error}\n"
+            "It must hold config.json, model.safetensors (pickled .bin weights are refused), "
+            "the tokenizer files and preprocessor_config.json, as written by save_pretrained."
+        )
+    return (
+        f"Could not load the CLIP weights {model!r}: {error}\n"
+        "If this machine cannot reach the Hugging Face Hub, download the model on one that can "
+        f"(`hf download {model} --local-dir clip-model`), copy the folder here and pass its "
+        "path instead (--model ./clip-model), or set HF_HOME to a cache that holds it."
+    )
+
+
+def _normalized(features):
+    if not torch.is_tensor(features):  # transformers 5 returns a model output
+        features = features.pooler_output
+    return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+
+
+class _ImageFiles:
+    """Decodes and preprocesses one image per item, turning failures into a reason."""
+
+    def __init__(self, paths, image_processor, max_pixels):
+        self.paths = paths
+        self.image_processor = image_processor
+        self.max_pixels = max_pixels
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        path = str(self.paths[i])
+        try:
+            image = load_image(path, max_pixels=self.max_pixels)
+            pixels = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        except BadImageError as e:
+            return i, None, ImageFailure(i, path, e.reason)
+        except Exception as e:  # a preprocessing failure skips this image, not the run
+            return i, None, ImageFailure(i, path, f"preprocessing failed ({type(e).__name__}: {e})")
+        return i, pixels, None
+
+
+def _collate(items):
+    good = [(i, p) for i, p, _ in items if p is not None]
+    failures = [f for _, _, f in items if f is not None]
+    pixels = torch.stack([p for _, p in good]) if good else None
+    return [i for i, _ in good], pixels, failures

@@ -1,0 +1,168 @@
+"""The VLSR run record on a FiftyOne dataset: config (every parameter), run (fields), results (arrays).
+
+A run lives under a key (default ``vlsr``); its fields are named after the key, so runs with
+different keys (two models, say) sit side by side. ``dataset.delete_run(key)`` removes the run's
+fields and saved views through :meth:`VLSRRun.cleanup`; the input labels are never touched.
+"""
+
+import eta.core.serial as etas
+import fiftyone.core.runs as fors
+import numpy as np
+
+from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_MIN_CLUSTER_SIZE, DEFAULT_MODEL
+
+# Field name suffixes, appended to the run key ("vlsr" -> "vlsr_embedding", ...).
+SAMPLE_FIELDS = {
+    "embedding": "embedding",  # image embedding (VectorField)
+    "error": "error",  # why the image could not be embedded
+    "suggestions": "suggestions",  # top-k vocabulary labels (Classifications)
+    "min_similarity": "min_similarity",  # lowest score of the sample's labels
+    "best_gap": "best_gap",  # best suggestion's score minus best assigned label's score
+    "labels": "labels",  # canonical label set (Classifications)
+    "label": "label",  # final label (Classification)
+}
+LABEL_ATTRIBUTES = {
+    "similarity": "similarity",  # image-to-label score
+    "canonical": "canonical",  # the label's canonical label
+    "cluster": "cluster",  # the label's final cluster id
+}
+
+
+class VLSRRunConfig(fors.RunConfig):
+    """Every parameter of a VLSR run, JSON-serialisable, stored with the run record.
+
+    Args:
+        label_field: the input label field.
+        model: CLIP hub id or local directory.
+        prompt: optional text template for labels, e.g. ``"a photo of a {}"``.
+        batch_size: images per forward pass.
+        eps, min_samples: DBSCAN on cosine distance.
+        min_cluster_size, size_by, linkage, max_merge_distance: small-cluster merging.
+        top_k: vocabulary suggestions per image.
+        replace_margin: margin of the auto-replace rule (None: off).
+    """
+
+    def __init__(
+        self,
+        label_field=None,
+        model=DEFAULT_MODEL,
+        prompt=None,
+        batch_size=DEFAULT_BATCH_SIZE,
+        eps=0.07,
+        min_samples=1,
+        min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE,
+        size_by="samples",
+        linkage="centroid",
+        max_merge_distance=None,
+        top_k=5,
+        replace_margin=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("method", "vlsr")
+        super().__init__(**kwargs)
+        self.label_field = label_field
+        self.model = model
+        self.prompt = prompt
+        self.batch_size = batch_size
+        self.eps = eps
+        self.min_samples = min_samples
+        self.min_cluster_size = min_cluster_size
+        self.size_by = size_by
+        self.linkage = linkage
+        self.max_merge_distance = max_merge_distance
+        self.top_k = top_k
+        self.replace_margin = replace_margin
+
+
+class VLSRRun(fors.Run):
+    """Knows the fields a VLSR run writes, so FiftyOne can list and delete them."""
+
+    def get_fields(self, samples, key):
+        from .labels import label_path
+
+        fields = [f for f in sample_fields(key).values() if samples.has_field(f)]
+        if self.config.label_field and samples.has_field(self.config.label_field):
+            path = label_path(samples, self.config.label_field)
+            fields += [
+                f"{path}.{a}" for a in label_attributes(key).values() if samples.has_field(f"{path}.{a}")
+            ]
+        return fields
+
+    def cleanup(self, samples, key):
+        dataset = samples._dataset
+        for field in self.get_fields(dataset, key):
+            dataset.delete_sample_field(field, error_level=1)
+        for view in saved_view_names(key).values():
+            if dataset.has_saved_view(view):
+                dataset.delete_saved_view(view)
+
+
+class VLSRResults(fors.RunResults):
+    """Arrays of a run: the label embedding table, and the vocabulary's clusters and label map.
+
+    Attributes:
+        labels: every label string embedded so far (a superset of the vocabulary).
+        label_embeddings: float32 ndarray (len(labels), dim).
+        vocabulary: the labels of the samples last clustered.
+        frequencies, dbscan_clusters, clusters: int ndarrays aligned with ``vocabulary``.
+        representatives: the canonical label of each final cluster.
+        failures: ``[sample_id, filepath, reason]`` of every image that could not be embedded.
+    """
+
+    _ARRAYS = ("label_embeddings", "frequencies", "dbscan_clusters", "clusters")
+
+    def __init__(self, samples, config, key, backend=None, **kwargs):
+        defaults = dict(
+            labels=[], label_embeddings=np.zeros((0, 0), np.float32), vocabulary=[],
+            frequencies=np.zeros(0, np.int64), dbscan_clusters=np.zeros(0, np.int64),
+            clusters=np.zeros(0, np.int64), representatives=[], failures=[],
+        )
+        defaults.update(kwargs)
+        super().__init__(samples, config, key, backend=backend, **defaults)
+
+    @property
+    def label_map(self):
+        """dict: vocabulary label -> canonical label."""
+        return {l: self.representatives[c] for l, c in zip(self.vocabulary, self.clusters)}
+
+    def embeddings_of(self, labels):
+        """Rows of :attr:`label_embeddings` for ``labels``; KeyError names the missing ones."""
+        row = {l: i for i, l in enumerate(self.labels)}
+        missing = [l for l in labels if l not in row]
+        if missing:
+            raise KeyError(f"{len(missing)} labels have no embedding yet, e.g. {missing[:3]}")
+        return self.label_embeddings[[row[l] for l in labels]]
+
+    def serialize(self, *args, **kwargs):
+        d = super().serialize(*args, **kwargs)
+        for name in self._ARRAYS:
+            d[name] = etas.serialize_numpy_array(np.asarray(getattr(self, name)))
+        return d
+
+    @classmethod
+    def _from_dict(cls, d, samples, config, key):
+        d = dict(d)
+        for name in cls._ARRAYS:
+            if isinstance(d.get(name), str):
+                d[name] = etas.deserialize_numpy_array(d[name])
+        return cls(samples, config, key, **d)
+
+
+def sample_fields(key):
+    """The sample fields of run ``key``, by role."""
+    return {role: f"{key}_{suffix}" for role, suffix in SAMPLE_FIELDS.items()}
+
+
+def label_attributes(key):
+    """The attributes the run ``key`` sets on each input label, by role."""
+    return {role: f"{key}_{suffix}" for role, suffix in LABEL_ATTRIBUTES.items()}
+
+
+def saved_view_names(key):
+    """Saved review views of run ``key``, by role."""
+    return {
+        "low_similarity": f"{key}-low-similarity",
+        "better_label": f"{key}-better-label-exists",
+        "weak_labels": f"{key}-labels-low-everywhere",
+        "changed": f"{key}-final-label-changed",
+    }
