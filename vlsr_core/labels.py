@@ -69,15 +69,20 @@ def label_sets(raw_labels):
     return [list(dict.fromkeys(l for l in labels if usable(l))) for labels in raw_labels]
 
 
-def write_label_attribute(samples, path, attribute, values):
-    """Set ``attribute`` on every label object in bulk.
+def write_label_attribute(samples, path, attribute, values, ftype):
+    """Set ``attribute`` on every label object in bulk, declared in the schema so that the App
+    can filter by it and deleting the run removes it.
 
     Args:
         samples: the collection the labels were read from, in the same order.
         path: from :func:`label_path`.
         attribute: attribute name, e.g. ``vlsr_similarity``.
         values: per sample, a list aligned with :func:`read_labels` for that sample.
+        ftype: the FiftyOne field class, e.g. ``fo.FloatField``.
     """
+    dataset = samples._dataset
+    if not dataset.has_sample_field(f"{path}.{attribute}"):
+        dataset.add_sample_field(f"{path}.{attribute}", ftype)
     if is_list_field(path):
         samples.set_values(f"{path}.{attribute}", values)
     else:

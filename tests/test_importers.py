@@ -1,0 +1,433 @@
+"""Tests of vlsr_core.importers: Factorynet folders and plain CSVs, built in tmp_path."""
+
+import os
+
+import fiftyone as fo
+import pytest
+from PIL import Image
+
+from vlsr_core import importers
+from vlsr_core.importers import FactorynetRow, import_csv, import_factorynet, read_factorynet_csv
+
+
+def _image(path, size=(500, 400), orientation=None):
+    """Write a small solid image (format from the extension), optionally with an EXIF orientation."""
+    image = Image.new("RGB", size, (120, 60, 30))
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF"}[path.suffix.lower()]
+    if orientation is None:
+        image.save(path, format=fmt)
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        image.save(path, format=fmt, exif=exif)
+    return path
+
+
+def _text(path, text, encoding="utf-8"):
+    """Write a text file with exact contents (no newline translation)."""
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def _pair(folder, stem, csv_text, ext=".jpg", size=(500, 400), orientation=None):
+    """A Factorynet pair: stem.csv with csv_text beside a stem+ext image; returns the image path."""
+    _text(folder / f"{stem}.csv", csv_text)
+    return _image(folder / f"{stem}{ext}", size, orientation)
+
+
+def _samples(dataset):
+    """The dataset's samples by factorynet_id."""
+    return {s.factorynet_id: s for s in dataset}
+
+
+def _labels(sample, field="ground_truth"):
+    """The sample's classification labels, in order."""
+    return [c.label for c in sample[field].classifications]
+
+
+def _boxes(sample, field="ground_truth_detections"):
+    """The sample's detections as (label, bounding_box, source), in order."""
+    return [(d.label, d.bounding_box, d["source"]) for d in sample[field].detections]
+
+
+def _problem(report, where, *words):
+    """Whether a problem is at exactly `where` (path or path:line) with all `words` in its reason."""
+    where = str(where)
+    return any(w == where and all(word in r for word in words) for w, r in report.problems)
+
+
+# ---------------------------------------------------------------- read_factorynet_csv
+
+
+def test_read_factorynet_csv_rows_and_quirks(tmp_path):
+    path = _text(
+        tmp_path / "1711609735362.csv",
+        '"Screw, 2"" wood",10,20,30,40,user\n'  # 1: quoted comma and quote, 6 columns
+        "helmet,0,0,400,600\n"  # 2: 5 columns
+        " Helmet ,1.5,2,3,4,wikimedia\n"  # 3: whitespace around the label stripped, casing kept
+        '2" wood screw,5,6,7,8\n'  # 4: an unquoted inch mark stays in the label
+        "glove,,,,\n"  # 5: blank coordinates
+        "gear,0,0,0,50,user\n"  # 6: zero height
+        "bolt,abc,1,2,3\n"  # 7: text in a coordinate
+        "nut,1,2\n"  # 8: 3 columns
+        ",1,2,3,4\n"  # 9: empty label
+        "washer,1,2,3,4,user,extra\n"  # 10: 7 columns
+        "drill,1,,3,4\n"  # 11: partly blank coordinates
+        "\n"  # 12: blank line, ignored
+        '"multi\nline",1,2,3,4\n'  # 13-14
+        "pliers,nan,1,2,3\n"  # 15: not a finite number
+        "file,1,2,3,4,scraped\n",  # 16: unknown source, kept
+    )
+    rows, problems = read_factorynet_csv(path)
+    assert rows == [
+        FactorynetRow('Screw, 2" wood', (10.0, 20.0, 40.0, 30.0), "user"),
+        FactorynetRow("helmet", (0.0, 0.0, 600.0, 400.0), None),
+        FactorynetRow("Helmet", (1.5, 2.0, 4.0, 3.0), "wikimedia"),
+        FactorynetRow('2" wood screw', (5.0, 6.0, 8.0, 7.0), None),
+        FactorynetRow("glove", None, None),
+        FactorynetRow("gear", None, "user"),
+        FactorynetRow("multi\nline", (1.0, 2.0, 4.0, 3.0), None),
+        FactorynetRow("file", (1.0, 2.0, 4.0, 3.0), "scraped"),
+    ]
+    expected = {
+        5: "blank coordinates",
+        6: "zero-size",
+        7: "non-numeric",
+        8: "3 columns",
+        9: "empty label",
+        10: "7 columns",
+        11: "non-numeric",
+        15: "non-numeric",
+        16: "unexpected source",
+    }
+    assert len(problems) == len(expected)
+    for line, words in expected.items():
+        assert any(w == f"{path}:{line}" and words in r for w, r in problems), (line, problems)
+
+
+def test_read_factorynet_csv_bom_and_latin1(tmp_path):
+    bom = _text(tmp_path / "a.csv", "helmet,0,0,10,10\nMaß,1,1,2,2\n", encoding="utf-8-sig")
+    rows, problems = read_factorynet_csv(bom)
+    assert [r.label for r in rows] == ["helmet", "Maß"]
+    assert problems == []
+
+    latin = _text(tmp_path / "b.csv", "Schlüssel,0,0,10,10,user\n", encoding="latin-1")
+    rows, problems = read_factorynet_csv(latin)
+    assert rows == [FactorynetRow("Schlüssel", (0.0, 0.0, 10.0, 10.0), "user")]
+    assert problems == [(str(latin), "not UTF-8; read as latin-1")]
+
+
+def test_read_factorynet_csv_empty(tmp_path):
+    assert read_factorynet_csv(_text(tmp_path / "e.csv", "")) == ([], [])
+
+
+def test_read_factorynet_csv_unparseable_rest(tmp_path):
+    # A runaway quoted field beyond the csv module's field size limit: rows before it are kept.
+    runaway = '"' + "x" * 140_000 + '",0,0,1,1\n'
+    path = _text(tmp_path / "r.csv", "helmet,0,0,10,10\n" + runaway + "glove,0,0,1,1\n")
+    rows, problems = read_factorynet_csv(path)
+    assert rows == [FactorynetRow("helmet", (0.0, 0.0, 10.0, 10.0), None)]
+    assert len(problems) == 1
+    assert problems[0][0] == f"{path}:2" and "malformed CSV" in problems[0][1]
+
+
+# ---------------------------------------------------------------- import_factorynet
+
+
+def test_factorynet_labels_sources_and_repeats(tmp_path, dataset):
+    image = _pair(
+        tmp_path,
+        "1711609735362",
+        '"Screw, 2"" wood",50,40,80,100,user\n'
+        "helmet,250,200,40,50,wikimedia\n"
+        '"Screw, 2"" wood",0,200,80,100\n'
+        "helmet,,,,,user\n"
+        "bolt,abc,1,2,3\n"
+        "Helmet,100,100,40,50\n",
+    )  # 500 x 400, no whole-image box: canvas 500 x 400
+    report = import_factorynet(tmp_path, dataset)
+
+    assert report.n_samples == 1 and len(dataset) == 1
+    assert report.n_labels == 5
+    sample = dataset.first()
+    assert sample.filepath == str(image)
+    assert sample.factorynet_id == "1711609735362"
+    assert _labels(sample) == ['Screw, 2" wood', "helmet", "Helmet"]
+    boxes = _boxes(sample)
+    assert [(label, source) for label, _, source in boxes] == [
+        ('Screw, 2" wood', "user"),
+        ("helmet", "wikimedia"),
+        ('Screw, 2" wood', None),
+        ("Helmet", None),
+    ]
+    assert boxes[0][1] == pytest.approx([0.1, 0.1, 0.2, 0.2])
+    assert boxes[1][1] == pytest.approx([0.5, 0.5, 0.1, 0.1])
+    assert boxes[2][1] == pytest.approx([0.0, 0.5, 0.2, 0.2])
+    assert boxes[3][1] == pytest.approx([0.2, 0.25, 0.1, 0.1])
+    assert "ground_truth_detections.detections.source" in dataset.get_field_schema(flat=True)
+    csv_path = tmp_path / "1711609735362.csv"
+    assert _problem(report, f"{csv_path}:4", "blank coordinates")
+    assert _problem(report, f"{csv_path}:5", "non-numeric")
+    assert len(report.problems) == 2
+
+
+def test_factorynet_whole_image_box_gives_canvas_width(tmp_path, dataset):
+    # 1200 x 800 image (aspect 1.5); the canvas is 600 wide, given by the whole-image box.
+    _pair(
+        tmp_path,
+        "a",
+        "part,0,0,100,100\n"  # X = Y = 0 but aspect 1: not a whole-image box
+        "whole,0,0,400,600\n"
+        "smaller whole,0,0,200,300\n"  # a later whole-image box does not override the first
+        "bolt,60,40,100,150\n",
+        ext=".png",
+        size=(1200, 800),
+    )
+    # Within 2 % of the aspect ratio (600 / 404 = 1.485) still counts; its height is clipped.
+    _pair(tmp_path, "b", "whole,0,0,404,600\nnut,300,200,100,150\n", ext=".png", size=(1200, 800))
+    report = import_factorynet(tmp_path, dataset)
+
+    samples = _samples(dataset)
+    a = dict((label, box) for label, box, _ in _boxes(samples["a"]))
+    assert a["part"] == pytest.approx([0.0, 0.0, 1 / 6, 0.25])
+    assert a["whole"] == pytest.approx([0.0, 0.0, 1.0, 1.0])
+    assert a["smaller whole"] == pytest.approx([0.0, 0.0, 0.5, 0.5])
+    assert a["bolt"] == pytest.approx([0.1, 0.1, 0.25, 0.25])
+    b = dict((label, box) for label, box, _ in _boxes(samples["b"]))
+    assert b["whole"] == pytest.approx([0.0, 0.0, 1.0, 1.0])
+    assert b["nut"] == pytest.approx([0.5, 0.5, 0.25, 0.25])
+    assert report.problems == []
+
+
+def test_factorynet_canvas_fallback(tmp_path, dataset):
+    # 2000 px wide: canvas min(2000, 891) = 891 wide, 445.5 high.
+    _pair(tmp_path, "wide", "nut,89.1,44.55,89.1,178.2\n", size=(2000, 1000))
+    # 500 px wide: canvas 500 x 400; boxes beyond it are clipped, wholly outside dropped.
+    _pair(
+        tmp_path,
+        "small",
+        "x,50,40,80,100\nbig,400,300,200,200\nfar,600,10,10,10\nedge,0,0,401,500\n",
+        size=(500, 400),
+    )
+    report = import_factorynet(tmp_path, dataset)
+
+    samples = _samples(dataset)
+    [(label, box, _)] = _boxes(samples["wide"])
+    assert label == "nut" and box == pytest.approx([0.1, 0.1, 0.2, 0.2])
+    small = dict((label, box) for label, box, _ in _boxes(samples["small"]))
+    assert set(small) == {"x", "big", "edge"}
+    assert small["x"] == pytest.approx([0.1, 0.1, 0.2, 0.2])
+    assert small["big"] == pytest.approx([0.8, 0.75, 0.2, 0.25])
+    assert small["edge"] == pytest.approx([0.0, 0.0, 1.0, 1.0])
+    assert _labels(samples["small"]) == ["x", "big", "far", "edge"]
+    csv_path = tmp_path / "small.csv"
+    assert _problem(report, csv_path, "'big'", "clipped")
+    assert _problem(report, csv_path, "'far'", "outside the canvas")
+    assert len(report.problems) == 2  # the whole-image box 0.25 % too high is not worth reporting
+
+
+def test_factorynet_exif_rotated_jpeg(tmp_path, dataset):
+    # Stored 300 x 200, orientation 6: shown 200 x 300. Canvas 300 x 450 from the whole-image box,
+    # whose aspect ratio matches the rotated image only.
+    _pair(
+        tmp_path,
+        "rot",
+        "whole,0,0,450,300,user\npart,30,45,90,60,user\n",
+        size=(300, 200),
+        orientation=6,
+    )
+    report = import_factorynet(tmp_path, dataset)
+
+    boxes = dict((label, box) for label, box, _ in _boxes(dataset.first()))
+    assert boxes["whole"] == pytest.approx([0.0, 0.0, 1.0, 1.0])
+    assert boxes["part"] == pytest.approx([0.1, 0.1, 0.2, 0.2])
+    assert report.problems == []
+
+
+def test_factorynet_image_extensions_and_preference(tmp_path, dataset):
+    row = "helmet,0,0,10,10\n"
+    for stem, ext in [("a", ".JPG"), ("b", ".gif"), ("c", ".png"), ("d", ".jpeg")]:
+        _pair(tmp_path, stem, row, ext=ext)
+    _pair(tmp_path, "g", row, ext=".png")
+    _image(tmp_path / "g.jpg")  # .jpg preferred over .png
+    _pair(tmp_path, "h", row, ext=".jpeg")
+    _image(tmp_path / "h.JPG")  # .JPG preferred over .jpeg
+    _pair(tmp_path, "k", row, ext=".JPG")
+    _image(tmp_path / "k.jpg")  # .jpg preferred over .JPG
+    report = import_factorynet(tmp_path, dataset)
+
+    files = {s.factorynet_id: os.path.basename(s.filepath) for s in dataset}
+    assert files == {
+        "a": "a.JPG",
+        "b": "b.gif",
+        "c": "c.png",
+        "d": "d.jpeg",
+        "g": "g.jpg",
+        "h": "h.JPG",
+        "k": "k.jpg",
+    }
+    for sample in dataset:
+        assert _labels(sample) == ["helmet"]
+        assert len(sample.ground_truth_detections.detections) == 1
+    assert _problem(report, tmp_path / "g.csv", "several images", "using g.jpg")
+    assert _problem(report, tmp_path / "h.csv", "several images", "using h.JPG")
+    assert _problem(report, tmp_path / "k.csv", "several images", "using k.jpg")
+    assert len(report.problems) == 3
+
+
+def test_factorynet_orphans_empty_csv_and_unreadable_image(tmp_path, dataset):
+    _text(tmp_path / "nocsv_image.csv", "helmet,0,0,10,10\n")  # CSV without image
+    _image(tmp_path / "lonely.jpg")  # image without CSV
+    _text(tmp_path / "notes.txt", "not part of the dataset")
+    _pair(tmp_path, "empty", "")  # empty CSV: unlabelled sample
+    _text(tmp_path / "broken.csv", "helmet,50,40,80,100,user\nglove,,,,\n")
+    (tmp_path / "broken.jpg").write_bytes(b"")  # unreadable image
+    report = import_factorynet(tmp_path, dataset)
+
+    samples = _samples(dataset)
+    assert set(samples) == {"empty", "broken"}
+    assert report.n_samples == 2
+    assert _labels(samples["empty"]) == []
+    assert samples["empty"].ground_truth_detections.detections == []
+    assert _labels(samples["broken"]) == ["helmet", "glove"]
+    assert samples["broken"].ground_truth_detections is None
+    assert _problem(report, tmp_path / "nocsv_image.csv", "no image")
+    assert _problem(report, tmp_path / "lonely.jpg", "no CSV")
+    assert _problem(report, tmp_path / "empty.csv", "no labels", "unlabelled")
+    assert _problem(report, tmp_path / "broken.jpg", "unreadable image", "without boxes")
+    assert _problem(report, f"{tmp_path / 'broken.csv'}:2", "blank coordinates")
+    assert len(report.problems) == 5
+
+
+def test_factorynet_custom_fields_and_recursion(tmp_path, dataset):
+    _pair(tmp_path, "top", "helmet,0,0,10,10\n")
+    (tmp_path / "sub").mkdir()
+    _pair(tmp_path / "sub", "deep", "glove,0,0,10,10\n")
+
+    report = import_factorynet(tmp_path, dataset, "labels", "boxes", recursive=False)
+    assert report.n_samples == 1
+    assert [c.label for c in dataset.first().labels.classifications] == ["helmet"]
+    assert [d.label for d in dataset.first().boxes.detections] == ["helmet"]
+
+    report = import_factorynet(tmp_path, dataset, "labels", "boxes")
+    assert report.n_samples == 1 and report.n_existing == 1
+    assert sorted(dataset.values("factorynet_id")) == ["deep", "top"]
+
+
+def test_factorynet_reimport_does_not_duplicate(tmp_path, dataset):
+    _pair(tmp_path, "a", "helmet,0,0,10,10\n")
+    _pair(tmp_path, "b", "glove,0,0,10,10\n")
+    first = import_factorynet(tmp_path, dataset)
+    assert first.n_samples == 2 and first.n_existing == 0
+
+    again = import_factorynet(tmp_path, dataset)
+    assert again.n_samples == 0 and again.n_existing == 2 and again.n_labels == 0
+    assert len(dataset) == 2
+    assert _problem(again, tmp_path / "a.jpg", "already in the dataset")
+
+    _pair(tmp_path, "c", "drill,0,0,10,10\n")
+    third = import_factorynet(tmp_path, dataset)
+    assert third.n_samples == 1 and third.n_existing == 2
+    assert sorted(dataset.values("factorynet_id")) == ["a", "b", "c"]
+    assert "1 samples added" in third.summary() and "2 images already" in third.summary()
+
+
+def test_factorynet_adds_in_chunks_and_reports_progress(tmp_path, dataset, monkeypatch):
+    for i in range(5):
+        _pair(tmp_path, f"img{i}", "helmet,0,0,10,10\n", size=(40, 32))
+    _text(tmp_path / "orphan.csv", "helmet,0,0,10,10\n")
+    monkeypatch.setattr(importers, "CHUNK_SIZE", 2)
+    monkeypatch.setattr(importers, "PROGRESS_EVERY", 1)
+    chunks = []
+    add_samples = fo.Dataset.add_samples
+
+    def spy(self, samples, *args, **kwargs):
+        chunks.append(len(samples))
+        return add_samples(self, samples, *args, **kwargs)
+
+    monkeypatch.setattr(fo.Dataset, "add_samples", spy)
+    fractions = []
+    report = import_factorynet(tmp_path, dataset, progress=fractions.append)
+
+    assert chunks == [2, 2, 1]
+    assert report.n_samples == 5 and len(dataset) == 5
+    assert fractions == sorted(fractions) and all(0 <= f <= 1 for f in fractions)
+    assert fractions[-1] == 1.0 and len(fractions) >= 5
+
+
+def test_summary_lines(tmp_path, dataset):
+    _text(tmp_path / "x.csv", "helmet,0,0,10,10\n")
+    report = import_factorynet(tmp_path, dataset)
+    lines = report.summary().splitlines()
+    assert lines[0] == "0 samples added, 0 labels read, 1 problems"
+    assert lines[1].startswith("first problem: ") and "x.csv" in lines[1]
+    assert importers.ImportReport(3, 4).summary() == "3 samples added, 4 labels read, 0 problems"
+
+
+def test_factorynet_missing_directory(tmp_path, dataset):
+    with pytest.raises(NotADirectoryError):
+        import_factorynet(tmp_path / "nope", dataset)
+
+
+# ---------------------------------------------------------------- import_csv
+
+
+def _plain_images(tmp_path):
+    """tmp_path/imgs with a.jpg, b.png and c.gif."""
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for name in ["a.jpg", "b.png", "c.gif"]:
+        _image(images / name, size=(40, 30))
+    return images
+
+
+@pytest.mark.parametrize(
+    "header", ["filepath,labels\n", "Image,label 1,label 2\n", "PATH\n", "file,x\n", ""]
+)
+def test_import_csv_merges_rows_and_resolves_paths(tmp_path, dataset, header):
+    images = _plain_images(tmp_path)
+    csv_path = _text(
+        tmp_path / "labels.csv",
+        header
+        + "imgs/a.jpg,helmet,glove\n"  # relative to the CSV's folder
+        + f"{images / 'b.png'},drill\n"  # absolute
+        + 'imgs/a.jpg,glove, "Screw, 2"" wood", ,\n'  # merged into a.jpg; blank cells ignored
+        + "\n"
+        + "imgs/c.gif,\n"  # no labels
+        + "imgs/missing.jpg,nut\n"
+        + "labels.csv,csv\n",  # exists, but not an image
+    )
+    offset = 1 if header else 0
+    report = import_csv(csv_path, dataset)
+
+    assert [os.path.basename(p) for p in dataset.values("filepath")] == ["a.jpg", "b.png", "c.gif"]
+    labels = {os.path.basename(s.filepath): _labels(s) for s in dataset}
+    assert labels == {"a.jpg": ["helmet", "glove", 'Screw, 2" wood'], "b.png": ["drill"], "c.gif": []}
+    assert report.n_samples == 3 and report.n_labels == 5
+    assert _problem(report, f"{csv_path}:{5 + offset}", "no labels", "unlabelled")
+    assert _problem(report, f"{csv_path}:{6 + offset}", "no such file", "missing.jpg")
+    assert _problem(report, f"{csv_path}:{7 + offset}", "not an image")
+    assert len(report.problems) == 3
+
+
+def test_import_csv_header_only_on_first_row(tmp_path, dataset):
+    _plain_images(tmp_path)
+    (tmp_path / "image").mkdir()  # a later "image" row is a path (here not a file), not a header
+    csv_path = _text(tmp_path / "l.csv", "imgs/a.jpg,helmet\nimage,x\n")
+    report = import_csv(csv_path, dataset)
+    assert len(dataset) == 1 and _labels(dataset.first()) == ["helmet"]
+    assert _problem(report, f"{csv_path}:2", "no such file")
+
+
+def test_import_csv_reimport_and_latin1(tmp_path, dataset):
+    _plain_images(tmp_path)
+    csv_path = _text(tmp_path / "l.csv", "imgs/a.jpg,Schlüssel\nimgs/b.png,Maß\n", encoding="latin-1")
+    fractions = []
+    first = import_csv(csv_path, dataset, label_field="labels", progress=fractions.append)
+    assert first.n_samples == 2 and fractions[-1] == 1.0
+    assert [c.label for c in dataset.first().labels.classifications] == ["Schlüssel"]
+    assert first.problems == [(str(csv_path), "not UTF-8; read as latin-1")]
+
+    again = import_csv(csv_path, dataset, label_field="labels")
+    assert again.n_samples == 0 and again.n_existing == 2 and len(dataset) == 2
+    assert _problem(again, tmp_path / "imgs" / "b.png", "already in the dataset")

@@ -1,0 +1,133 @@
+"""Export a VLSR run: per-sample CSV, the label map CSV and COCO files with canonical labels.
+
+Files written to the export directory:
+
+- ``samples.csv``: ``filepath, final_label, final_score, original_labels, canonical_labels,
+  suggestions``; list columns are JSON (``["helmet", "Helmets"]``, suggestions as
+  ``[["helmet", 0.31], ...]``), since labels may contain any character.
+- ``label_map.csv``: ``label, canonical, cluster, frequency, dbscan_cluster``.
+- ``image_labels.json``: COCO-style image-level labels: ``images`` and ``categories`` as in
+  COCO, and one ``annotations`` entry per canonical label of an image, with ``score`` and
+  ``final`` (true for the image's final label) and no ``bbox``.
+- ``detections/labels.json`` (with ``detections_field``): the boxes of a Detections field with
+  their labels mapped to canonical labels, written by FiftyOne's COCO exporter.
+"""
+
+import csv
+import json
+import os
+
+import fiftyone as fo
+
+from .defaults import DEFAULT_KEY
+from .labels import label_path, label_sets, read_labels
+from .runs import sample_fields
+
+
+class ExportError(ValueError):
+    """The export cannot be written as asked (existing files, no results yet)."""
+
+
+def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, overwrite=False):
+    """Write the run's results for ``samples`` to ``export_dir``; returns the paths written.
+
+    Args:
+        samples: the dataset or view to export.
+        export_dir: a directory; it must not hold files yet unless ``overwrite``.
+        key: the run key.
+        detections_field: optional Detections field to export as COCO with canonical labels.
+        overwrite: replace the files of an earlier export.
+    """
+    dataset = samples._dataset
+    if not dataset.has_run(key):
+        raise ExportError(f"No VLSR run {key!r} on this dataset")
+    results = dataset.load_run_results(key, cache=False)
+    if not results.vocabulary:
+        raise ExportError(f"Run {key!r} has no clusters yet: run cluster and merge first")
+    if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
+        raise ExportError(f"{export_dir} is not empty; choose another directory or overwrite")
+    os.makedirs(export_dir, exist_ok=True)
+    config = dataset.get_run_info(key).config
+    label_map = results.label_map
+
+    written = [
+        _samples_csv(samples, key, config.label_field, os.path.join(export_dir, "samples.csv")),
+        _label_map_csv(results, os.path.join(export_dir, "label_map.csv")),
+        _image_labels_json(samples, key, os.path.join(export_dir, "image_labels.json")),
+    ]
+    if detections_field:
+        coco_dir = os.path.join(export_dir, "detections")
+        samples.map_labels(detections_field, label_map).export(
+            labels_path=os.path.join(coco_dir, "labels.json"),
+            dataset_type=fo.types.COCODetectionDataset,
+            label_field=detections_field,
+            export_media=False,
+            overwrite=overwrite,
+        )
+        written.append(os.path.join(coco_dir, "labels.json"))
+    return written
+
+
+def _samples_csv(samples, key, label_field, path):
+    fields = sample_fields(key)
+    original = label_sets(read_labels(samples, label_path(samples, label_field)))
+    filepaths, final, score, canonical, sugg_labels, sugg_scores = samples.values([
+        "filepath",
+        f"{fields['label']}.label",
+        f"{fields['label']}.confidence",
+        f"{fields['labels']}.classifications.label",
+        f"{fields['suggestions']}.classifications.label",
+        f"{fields['suggestions']}.classifications.confidence",
+    ])
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["filepath", "final_label", "final_score", "original_labels",
+                    "canonical_labels", "suggestions"])
+        for row in zip(filepaths, final, score, original, canonical, sugg_labels, sugg_scores):
+            fp, fl, fs, orig, canon, sl, ss = row
+            w.writerow([
+                fp, fl or "", "" if fs is None else f"{fs:.6f}",
+                json.dumps(orig, ensure_ascii=False), json.dumps(canon or [], ensure_ascii=False),
+                json.dumps([[l, round(s, 6)] for l, s in zip(sl or [], ss or [])], ensure_ascii=False),
+            ])
+    return path
+
+
+def _label_map_csv(results, path):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["label", "canonical", "cluster", "frequency", "dbscan_cluster"])
+        for row in zip(results.vocabulary, results.clusters, results.frequencies, results.dbscan_clusters):
+            label, cluster, freq, dbscan = row
+            w.writerow([label, results.representatives[cluster], int(cluster), int(freq), int(dbscan)])
+    return path
+
+
+def _image_labels_json(samples, key, path):
+    fields = sample_fields(key)
+    samples.compute_metadata()
+    ids, filepaths, widths, heights, labels, scores, final = samples.values([
+        "id", "filepath", "metadata.width", "metadata.height",
+        f"{fields['labels']}.classifications.label",
+        f"{fields['labels']}.classifications.confidence",
+        f"{fields['label']}.label",
+    ])
+    categories = sorted({l for ls in labels if ls for l in ls})
+    category_id = {name: i + 1 for i, name in enumerate(categories)}
+    images, annotations = [], []
+    for image_id, (sid, fp, w, h, ls, ss, fl) in enumerate(
+        zip(ids, filepaths, widths, heights, labels, scores, final), start=1
+    ):
+        images.append(dict(id=image_id, file_name=fp, width=w, height=h, sample_id=sid))
+        for l, s in zip(ls or [], ss or []):
+            annotations.append(dict(id=len(annotations) + 1, image_id=image_id,
+                                    category_id=category_id[l], score=s, final=l == fl))
+    coco = dict(
+        info=dict(description=f"VLSR image-level labels of run {key!r}"),
+        images=images,
+        categories=[dict(id=i, name=n) for n, i in category_id.items()],
+        annotations=annotations,
+    )
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(coco, f, ensure_ascii=False, indent=1)
+    return path

@@ -1,0 +1,356 @@
+"""Import labelled images into a FiftyOne dataset: Factorynet folders and plain CSV lists.
+
+Both importers are lenient: anything odd in the input (a malformed row, a CSV without its image, an
+unreadable image, ...) is skipped or degraded and listed with its reason in the returned report's
+``problems``, never raised, so one bad file among thousands does not stop an import. Samples are added
+in chunks, and images whose filepath is already in the dataset are skipped, so importing a folder again
+adds only what is new.
+
+Factorynet (VLSR_SPEC.md, "Factorynet input format"): one header-less CSV beside each image, same base
+name, rows ``label, X, Y, height, width[, source]``. The boxes are in the labelling tool's canvas, not in
+image pixels: the image, after EXIF rotation, was shown scaled to a canvas width ``cw`` (the width of the
+file's whole-image box when it has one, else min(W, 891)) and height ``cw * H / W``.
+
+Plain CSV: the image path in the first column (absolute, or relative to the CSV's folder), then one label
+per non-empty cell; an optional header row; rows naming the same image are merged.
+"""
+
+import csv
+import io
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, NamedTuple
+
+import fiftyone as fo
+import fiftyone.core.media as fom
+import fiftyone.core.storage as fos
+
+from .images import BadImageError, oriented_size
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif")  # Factorynet image types, preferred first
+SOURCES = ("user", "wikimedia")  # the values Factorynet's optional sixth column takes
+DEFAULT_CANVAS_WIDTH = 891  # the canvas width most Factorynet labelling sessions used
+WHOLE_IMAGE_TOLERANCE = 0.02  # relative aspect-ratio error for a box to count as the whole image
+CLIP_TOLERANCE = 0.02  # boxes overshooting the canvas by more than this (relative) are reported
+HEADER_NAMES = ("filepath", "path", "image", "file")  # first cells that mark a plain CSV's header row
+CHUNK_SIZE = 1000  # samples per dataset.add_samples call
+PROGRESS_EVERY = 100  # input items between progress calls
+
+Progress = Callable[[float], None] | None
+
+
+class FactorynetRow(NamedTuple):
+    """One usable row of a Factorynet CSV; box is (X, Y, width, height) in canvas units, or None."""
+
+    label: str
+    box: tuple[float, float, float, float] | None
+    source: str | None
+
+
+@dataclass
+class ImportReport:
+    """What an import did: counts to show, and every skipped or odd input with the reason."""
+
+    n_samples: int = 0  # samples added
+    n_labels: int = 0  # label rows (Factorynet) or label cells (plain CSV) read for the added samples
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (file or "file:line", reason)
+    n_existing: int = 0  # images skipped because their filepath was already in the dataset
+
+    def summary(self) -> str:
+        """One or two lines for a CLI: the counts, and the first problem when there are any."""
+        text = f"{self.n_samples} samples added, {self.n_labels} labels read"
+        if self.n_existing:
+            text += f", {self.n_existing} images already in the dataset skipped"
+        text += f", {len(self.problems)} problems"
+        if self.problems:
+            where, reason = self.problems[0]
+            text += f"\nfirst problem: {where}: {reason}"
+        return text
+
+
+def read_factorynet_csv(csv_path) -> tuple[list[FactorynetRow], list[tuple[str, str]]]:
+    """Parse one Factorynet CSV into its usable rows, plus every row skipped or degraded and why."""
+    csv_path = os.fspath(csv_path)
+    problems = []
+    rows = []
+    for line, cells in _csv_rows(csv_path, problems):
+        where = f"{csv_path}:{line}"
+        if not cells:
+            continue  # a blank line
+        if len(cells) not in (5, 6):
+            expected = "label, X, Y, height, width[, source]"
+            problems.append((where, f"{len(cells)} columns, expected {expected}; row skipped"))
+            continue
+        label = cells[0].strip()
+        if not label:
+            problems.append((where, "empty label; row skipped"))
+            continue
+        source = cells[5].strip() if len(cells) == 6 else ""
+        source = source or None
+        coords = [c.strip() for c in cells[1:5]]
+        if not any(coords):
+            box = None
+            problems.append((where, "blank coordinates; image-level label only"))
+        else:
+            try:
+                x, y, height, width = (_number(c) for c in coords)
+            except ValueError:
+                problems.append((where, f"non-numeric coordinates {coords}; row skipped"))
+                continue
+            if width <= 0 or height <= 0:
+                box = None
+                size = f"width {width:g}, height {height:g}"
+                problems.append((where, f"zero-size box ({size}); image-level label only"))
+            else:
+                box = (x, y, width, height)
+        if source is not None and source not in SOURCES:
+            problems.append((where, f"unexpected source {source!r}; kept as written"))
+        rows.append(FactorynetRow(label, box, source))
+    return rows, problems
+
+
+def import_factorynet(
+    directory,
+    dataset,
+    label_field="ground_truth",
+    detections_field="ground_truth_detections",
+    recursive=True,
+    progress: Progress = None,
+) -> ImportReport:
+    """Add every image of a Factorynet folder that has its CSV, with labels and canvas-scaled boxes."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise NotADirectoryError(f"not a directory: {directory}")
+    report = ImportReport()
+    pairs = _factorynet_pairs(directory, recursive, report.problems)
+    existing = set(dataset.values("filepath"))
+
+    def samples():
+        for csv_path, image_path in pairs:
+            if _is_new(image_path, existing, report):
+                yield _factorynet_sample(csv_path, image_path, label_field, detections_field, report)
+            else:
+                yield None
+
+    report.n_samples = _add_in_chunks(dataset, samples(), len(pairs), progress)
+    return report
+
+
+def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress = None) -> ImportReport:
+    """Add the images a plain CSV lists (path, then labels), merging the rows of each image."""
+    csv_path = os.fspath(csv_path)
+    folder = os.path.dirname(os.path.abspath(csv_path))
+    report = ImportReport()
+    images = {}  # filepath -> (where it first appears, its labels in order, repeats included)
+    first_row = True
+    for line, cells in _csv_rows(csv_path, report.problems):
+        where = f"{csv_path}:{line}"
+        if not any(c.strip() for c in cells):
+            continue  # a blank line, or a spreadsheet's empty row
+        path = cells[0].strip()
+        if first_row and path.lower() in HEADER_NAMES:
+            first_row = False
+            continue
+        first_row = False
+        if not path:
+            report.problems.append((where, "empty image path; row skipped"))
+            continue
+        filepath = fos.normalize_path(os.path.join(folder, os.path.expanduser(path)))
+        if not os.path.isfile(filepath):
+            report.problems.append((where, f"no such file {filepath}; row skipped"))
+            continue
+        if fom.get_media_type(filepath) != fom.IMAGE:
+            report.problems.append((where, f"not an image file {filepath}; row skipped"))
+            continue
+        labels = [c.strip() for c in cells[1:] if c.strip()]
+        images.setdefault(filepath, (where, []))[1].extend(labels)
+    existing = set(dataset.values("filepath"))
+
+    def samples():
+        for filepath, (where, labels) in images.items():
+            if not _is_new(filepath, existing, report):
+                yield None
+                continue
+            report.n_labels += len(labels)
+            if not labels:
+                report.problems.append((where, "no labels; added as an unlabelled image"))
+            yield fo.Sample(filepath=filepath, **{label_field: _classifications(labels)})
+
+    report.n_samples = _add_in_chunks(dataset, samples(), len(images), progress)
+    return report
+
+
+def _csv_rows(path, problems) -> list[tuple[int, list[str]]]:
+    """A CSV file's rows with their first line numbers: UTF-8 (BOM or not), else read as latin-1."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+        problems.append((path, "not UTF-8; read as latin-1"))
+    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
+    rows = []
+    try:
+        for cells in reader:
+            start = rows[-1][2] + 1 if rows else 1
+            rows.append((start, cells, reader.line_num))
+    except csv.Error as e:
+        problems.append((f"{path}:{reader.line_num}", f"malformed CSV ({e}); rest of the file skipped"))
+    return [(start, cells) for start, cells, _ in rows]
+
+
+def _number(text) -> float:
+    """A finite float from a CSV cell; ValueError for text, blanks, nan and infinities."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _factorynet_pairs(directory, recursive, problems) -> list[tuple[str, str]]:
+    """(csv, image) pairs of a Factorynet folder, in path order; orphans and ambiguities reported."""
+    pairs = []
+    for folder, subfolders, names in os.walk(directory):
+        subfolders.sort()
+        if not recursive:
+            subfolders.clear()
+        csvs, images = {}, {}
+        for name in sorted(names):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() == ".csv":
+                csvs.setdefault(stem, []).append(name)
+            elif ext.lower() in IMAGE_EXTENSIONS:
+                images.setdefault(stem, []).append(name)
+        for stem, image_names in images.items():
+            if stem not in csvs:
+                for name in image_names:
+                    problems.append(
+                        (os.path.join(folder, name), "no CSV beside it; not a Factorynet image, ignored")
+                    )
+        for stem, csv_names in csvs.items():
+            csv_names.sort(key=lambda n: (n[-4:] != ".csv", n))
+            csv_path = os.path.join(folder, csv_names[0])
+            for name in csv_names[1:]:
+                problems.append(
+                    (os.path.join(folder, name), f"another CSV for {csv_names[0]}'s image; skipped")
+                )
+            candidates = sorted(images.get(stem, []), key=_image_preference)
+            if not candidates:
+                problems.append((csv_path, "no image beside it; no sample"))
+                continue
+            if len(candidates) > 1:
+                problems.append(
+                    (csv_path, f"several images share its base name {candidates}; using {candidates[0]}")
+                )
+            pairs.append((csv_path, os.path.join(folder, candidates[0])))
+    pairs.sort()
+    return pairs
+
+
+def _image_preference(name) -> tuple:
+    """Sort key among images sharing a base name: .jpg, .JPG (other casings), .jpeg, .png, .gif."""
+    ext = os.path.splitext(name)[1]
+    return IMAGE_EXTENSIONS.index(ext.lower()), ext != ext.lower(), name
+
+
+def _factorynet_sample(csv_path, image_path, label_field, detections_field, report) -> fo.Sample | None:
+    """The sample of one CSV/image pair, or None when the CSV cannot be read at all."""
+    try:
+        rows, problems = read_factorynet_csv(csv_path)
+    except OSError as e:
+        report.problems.append((csv_path, f"unreadable CSV ({e}); no sample"))
+        return None
+    report.problems.extend(problems)
+    report.n_labels += len(rows)
+    if not rows:
+        report.problems.append((csv_path, "no labels; added as an unlabelled image"))
+    stem = os.path.splitext(os.path.basename(csv_path))[0]
+    sample = fo.Sample(filepath=image_path, factorynet_id=stem)
+    sample[label_field] = _classifications(row.label for row in rows)
+    try:
+        width, height = oriented_size(image_path)
+    except BadImageError as e:
+        report.problems.append((image_path, f"unreadable image ({e.reason}); added without boxes"))
+        return sample
+    canvas_width = _canvas_width(rows, width, height)
+    canvas_height = canvas_width * height / width
+    canvas = f"canvas {canvas_width:g} x {canvas_height:g}"
+    detections = []
+    for row in rows:
+        if row.box is None:
+            continue
+        box, overshoot = _relative_box(row.box, canvas_width, canvas_height)
+        what = f"box {row.box} of {row.label!r}"
+        if box is None:
+            report.problems.append((csv_path, f"{what} is outside the {canvas}; image-level label only"))
+            continue
+        if overshoot:
+            report.problems.append((csv_path, f"{what} overshoots the {canvas}; clipped"))
+        detections.append(fo.Detection(label=row.label, bounding_box=box, source=row.source))
+    sample[detections_field] = fo.Detections(detections=detections)
+    return sample
+
+
+def _canvas_width(rows, width, height) -> float:
+    """The file's canvas width: that of its first whole-image box (X = Y = 0, image's aspect ratio),
+    else min(W, 891), the labelling tool's usual canvas."""
+    aspect = width / height
+    for row in rows:
+        if row.box is not None:
+            x, y, w, h = row.box
+            if x == 0 and y == 0 and abs(w / h / aspect - 1) <= WHOLE_IMAGE_TOLERANCE:
+                return w
+    return min(width, DEFAULT_CANVAS_WIDTH)
+
+
+def _relative_box(box, canvas_width, canvas_height) -> tuple[list[float] | None, bool]:
+    """FiftyOne's [x, y, w, h] in [0, 1] for a canvas box, clipped to the canvas (None if nothing is
+    left), and whether it overshot the canvas by more than CLIP_TOLERANCE."""
+    x, y, w, h = box
+    x0, y0 = x / canvas_width, y / canvas_height
+    x1, y1 = x0 + w / canvas_width, y0 + h / canvas_height
+    overshoot = min(x0, y0) < -CLIP_TOLERANCE or max(x1, y1) > 1 + CLIP_TOLERANCE
+    x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in (x0, y0, x1, y1))
+    if x1 <= x0 or y1 <= y0:
+        return None, overshoot
+    return [x0, y0, x1 - x0, y1 - y0], overshoot
+
+
+def _classifications(labels: Iterable[str]) -> fo.Classifications:
+    """One Classification per distinct label, in order of first appearance."""
+    distinct = dict.fromkeys(labels)
+    return fo.Classifications(classifications=[fo.Classification(label=label) for label in distinct])
+
+
+def _is_new(filepath, existing, report) -> bool:
+    """Whether filepath is not yet among the dataset's; if it is, count and report the skip."""
+    filepath = fos.normalize_path(filepath)
+    if filepath in existing:
+        report.n_existing += 1
+        report.problems.append((filepath, "already in the dataset; skipped"))
+        return False
+    return True
+
+
+def _add_in_chunks(dataset, samples, total, progress: Progress) -> int:
+    """Add the samples an iterable yields (None for inputs giving no sample) CHUNK_SIZE at a time,
+    calling progress(fraction of the total inputs) now and then; returns how many were added.
+
+    dynamic=True declares the detections' ``source`` attribute, so the App can filter on it."""
+    added, chunk = 0, []
+    for i, sample in enumerate(samples, 1):
+        if sample is not None:
+            chunk.append(sample)
+        if len(chunk) >= CHUNK_SIZE:
+            dataset.add_samples(chunk, dynamic=True, progress=False)
+            added, chunk = added + len(chunk), []
+        if progress is not None and i % PROGRESS_EVERY == 0:
+            progress(i / total)
+    if chunk:
+        dataset.add_samples(chunk, dynamic=True, progress=False)
+        added += len(chunk)
+    if progress is not None:
+        progress(1.0)
+    return added

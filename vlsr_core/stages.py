@@ -1,0 +1,407 @@
+"""VLSR on a FiftyOne collection in three stages that each read, compute once, and write in bulk.
+
+1. :func:`compute_embeddings` — images onto ``{key}_embedding`` (streamed, resumable), labels
+   into the run record;
+2. :func:`score_labels` — ``{key}_similarity`` on every label, ``{key}_suggestions``, per-sample
+   summaries and review views;
+3. :func:`cluster_and_merge` — ``{key}_canonical`` / ``{key}_cluster`` on every label,
+   ``{key}_labels``, ``{key}_label`` and the label map in the run record.
+
+:func:`run_vlsr` runs all three. Every stage records its parameters in the run's config.
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+import fiftyone as fo
+import numpy as np
+from fiftyone import ViewField as F
+
+from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_KEY, DEFAULT_MIN_CLUSTER_SIZE, DEFAULT_MODEL
+from .labels import (
+    is_list_field,
+    label_path,
+    label_sets,
+    read_labels,
+    usable,
+    write_label_attribute,
+)
+from .pipeline import refine_labels, score_images
+from .runs import VLSRResults, VLSRRunConfig, label_attributes, sample_fields, saved_view_names
+
+logger = logging.getLogger(__name__)
+
+# Samples whose embeddings are written to the database at a time (and lost at most on a crash).
+WRITE_EVERY = 1024
+# Labels scoring below this quantile of all label scores are "low" in the review views.
+LOW_SIMILARITY_QUANTILE = 0.1
+
+
+class VLSRError(ValueError):
+    """A stage cannot run on this collection as asked; the message says what to do."""
+
+
+@dataclass
+class EmbeddingReport:
+    """What :func:`compute_embeddings` did."""
+
+    n_embedded: int = 0  # images embedded now
+    n_skipped: int = 0  # images that already had an embedding from this model
+    n_labels_embedded: int = 0  # distinct label strings embedded now
+    failures: list = field(default_factory=list)  # (sample id, filepath, reason)
+
+    def summary(self):
+        return (
+            f"embedded {self.n_embedded} images ({self.n_skipped} already done, "
+            f"{len(self.failures)} unreadable) and {self.n_labels_embedded} new labels"
+        )
+
+
+def compute_embeddings(
+    samples,
+    label_field,
+    key=DEFAULT_KEY,
+    model=DEFAULT_MODEL,
+    *,
+    prompt=None,
+    batch_size=DEFAULT_BATCH_SIZE,
+    device=None,
+    num_workers=None,
+    recompute=False,
+    encoder=None,
+    progress=None,
+):
+    """Embed the images of ``samples`` and the distinct labels of ``label_field``.
+
+    Images that already have an embedding from the same model (and prompt) are skipped unless
+    ``recompute``, so an interrupted run resumes where it stopped. Unreadable images are skipped,
+    their reason written to ``{key}_error`` and kept in the run record.
+
+    Args:
+        samples: a FiftyOne dataset or view of images.
+        label_field: a Classification, Classifications or Detections field.
+        key: the run key; fields are named ``{key}_...``.
+        model, prompt, batch_size, device, num_workers: see :class:`CLIPEncoder`.
+        recompute: embed every image again.
+        encoder: an already loaded :class:`CLIPEncoder` (its model overrides ``model``).
+        progress: optional callable taking the fraction done.
+
+    Returns:
+        an :class:`EmbeddingReport`.
+    """
+    _check_collection(samples)
+    path = label_path(samples, label_field)
+    if encoder is None:
+        from .encoder import CLIPEncoder
+
+        encoder = CLIPEncoder(model, device=device, batch_size=batch_size,
+                              num_workers=num_workers, prompt=prompt)
+    dataset = samples._dataset
+    config, results = _load_or_init(dataset, key, label_field)
+    if (config.model, config.prompt) != (encoder.model_name, encoder.prompt):
+        recompute = True  # embeddings of another model are not comparable
+        results.labels, results.label_embeddings = [], np.zeros((0, encoder.dim), np.float32)
+    config.model, config.prompt, config.batch_size = encoder.model_name, encoder.prompt, encoder.batch_size
+    dataset.update_run_config(key, config)
+    report = EmbeddingReport()
+    progress = progress or (lambda fraction: None)
+
+    vocabulary = _vocabulary(label_sets(read_labels(samples, path)))
+    new = [l for l in vocabulary if l not in set(results.labels)]
+    if new:
+        emb = encoder.embed_texts(new, progress=lambda f: progress(0.05 * f))
+        results.labels = list(results.labels) + new
+        results.label_embeddings = np.vstack([results.label_embeddings.reshape(-1, encoder.dim), emb])
+        report.n_labels_embedded = len(new)
+        dataset.save_run_results(key, results)
+
+    fields = sample_fields(key)
+    _ensure_field(dataset, fields["embedding"], fo.VectorField)
+    _ensure_field(dataset, fields["error"], fo.StringField)
+    todo = samples if recompute else samples.exists(fields["embedding"], False)
+    ids, paths = todo.values(["id", "filepath"])
+    report.n_skipped = len(samples) - len(ids)
+    buffer = _Writer(dataset, fields["embedding"], fields["error"])
+    for batch in encoder.iter_image_batches(paths):
+        for i, e in zip(batch.indices, batch.embeddings):
+            buffer.add(ids[i], e, None)
+        for f in batch.failures:
+            buffer.add(ids[f.index], None, f.reason)
+            report.failures.append((ids[f.index], f.path, f.reason))
+        report.n_embedded += len(batch.indices)
+        if buffer.size >= WRITE_EVERY:
+            buffer.flush()
+        progress(0.05 + 0.95 * (report.n_embedded + len(report.failures)) / max(len(ids), 1))
+    buffer.flush()
+
+    done = set(ids)
+    results.failures = [f for f in results.failures if f[0] not in done] + [
+        list(f) for f in report.failures
+    ]
+    dataset.save_run_results(key, results)
+    progress(1.0)
+    return report
+
+
+def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
+                 low_quantile=LOW_SIMILARITY_QUANTILE, progress=None):
+    """Score every label against its image and suggest the top-k vocabulary labels (steps 2-3).
+
+    Writes ``{key}_similarity`` on each label of the run's label field, ``{key}_suggestions``,
+    ``{key}_min_similarity`` (the lowest score of the sample's labels: sort ascending to find
+    suspects) and ``{key}_best_gap`` (best suggestion minus best assigned label: above 0, a better
+    label exists), and saves the review views.
+
+    Args:
+        samples: the dataset or view to score (the vocabulary is that of these samples).
+        key: the run key used by :func:`compute_embeddings`.
+        top_k: suggestions per sample (default: the run's, 5).
+        replace_margin: a suggestion must beat the best assigned label by more than this to count
+            as a better label (default: the run's, else 0).
+        low_quantile: labels below this quantile of all scores are "low" in the review views.
+        progress: optional callable taking the fraction done.
+
+    Returns:
+        the :class:`ImageScores` computed.
+    """
+    dataset, config, results, path, raw, sets, vocabulary, vocab_emb, images = _inputs(samples, key)
+    config.top_k = config.top_k if top_k is None else top_k
+    config.replace_margin = replace_margin if replace_margin is not None else config.replace_margin
+    margin = config.replace_margin or 0.0
+    scores = score_images(images, sets, vocabulary, vocab_emb, top_k=config.top_k, progress=progress)
+
+    attrs, fields = label_attributes(key), sample_fields(key)
+    per_label = [
+        _per_label(labels, dict(zip(s, sims.tolist())) if sims is not None else {})
+        for labels, s, sims in zip(raw, sets, scores.similarity)
+    ]
+    write_label_attribute(samples, path, attrs["similarity"], per_label, fo.FloatField)
+    samples.set_values(fields["suggestions"], [
+        fo.Classifications(classifications=[fo.Classification(label=l, confidence=c) for l, c in sugg])
+        if sugg else None
+        for sugg in scores.suggestions
+    ])
+    samples.set_values(fields["min_similarity"], [
+        float(s.min()) if s is not None and len(s) else None for s in scores.similarity
+    ])
+    samples.set_values(fields["best_gap"], [
+        sugg[0][1] - float(s.max()) if s is not None and len(s) and sugg else None
+        for s, sugg in zip(scores.similarity, scores.suggestions)
+    ])
+
+    all_scores = np.concatenate([s for s in scores.similarity if s is not None] or [np.zeros(0)])
+    low = float(np.quantile(all_scores, low_quantile)) if all_scores.size else 0.0
+    config.low_similarity_threshold = low
+    dataset.update_run_config(key, config)
+    weak = _weak_labels(sets, scores.similarity, low)
+    views = saved_view_names(key)
+    label_sim = F(attrs["similarity"])
+    _save_view(dataset, views["low_similarity"],
+               samples.filter_labels(config.label_field, label_sim < low),
+               f"labels scoring below {low:.3f}, the {low_quantile:.0%} quantile of run {key!r}")
+    _save_view(dataset, views["better_label"], samples.match(F(fields["best_gap"]) > margin),
+               f"samples where a vocabulary label beats every assigned label by > {margin}")
+    _save_view(dataset, views["weak_labels"],
+               samples.filter_labels(config.label_field, F("label").is_in(weak)),
+               f"labels that score below {low:.3f} on every image they are on")
+    return scores
+
+
+def cluster_and_merge(
+    samples,
+    key=DEFAULT_KEY,
+    *,
+    eps=0.07,
+    min_samples=1,
+    min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE,
+    size_by="samples",
+    linkage="centroid",
+    max_merge_distance=None,
+):
+    """Cluster the vocabulary, merge small clusters, pick canonical and final labels (steps 4-7).
+
+    Writes ``{key}_canonical`` and ``{key}_cluster`` on each label of the run's label field,
+    ``{key}_labels`` (the sample's canonical labels, confidence = score) and ``{key}_label`` (the
+    final label), stores the vocabulary, frequencies, clusters and label map in the run record
+    and saves the view of samples whose final label is none of their original labels.
+
+    Args:
+        samples: the dataset or view (its labels are the vocabulary).
+        key: the run key used by :func:`compute_embeddings`.
+        eps, min_samples, min_cluster_size, size_by, linkage, max_merge_distance: see
+            :func:`sanitize`.
+
+    Returns:
+        the :class:`LabelRefinement` computed.
+    """
+    dataset, config, results, path, raw, sets, vocabulary, vocab_emb, images = _inputs(samples, key)
+    params = dict(eps=eps, min_samples=min_samples, min_cluster_size=min_cluster_size,
+                  size_by=size_by, linkage=linkage, max_merge_distance=max_merge_distance)
+    refined = refine_labels(images, sets, vocabulary, vocab_emb, **params)
+    for name, value in params.items():
+        setattr(config, name, value)
+    dataset.update_run_config(key, config)
+
+    attrs, fields = label_attributes(key), sample_fields(key)
+    canonical, cluster = refined.canonical, refined.cluster
+    write_label_attribute(
+        samples, path, attrs["canonical"], [_per_label(l, canonical) for l in raw], fo.StringField
+    )
+    write_label_attribute(
+        samples, path, attrs["cluster"], [_per_label(l, cluster) for l in raw], fo.IntField
+    )
+    samples.set_values(fields["labels"], [
+        fo.Classifications(classifications=[
+            fo.Classification(label=l, confidence=None if scores is None else float(s))
+            for l, s in zip(labels, scores if scores is not None else [None] * len(labels))
+        ])
+        for labels, scores in zip(refined.canonical_labels, refined.canonical_scores)
+    ])
+    samples.set_values(fields["label"], [
+        fo.Classification(label=l, confidence=s) if l is not None else None
+        for l, s in zip(refined.final_labels, refined.final_scores)
+    ])
+
+    results.vocabulary = refined.vocabulary
+    results.frequencies = refined.frequencies
+    results.dbscan_clusters = refined.dbscan_clusters
+    results.clusters = refined.clusters
+    results.representatives = refined.representatives
+    dataset.save_run_results(key, results)
+
+    final = F("$" + fields["label"] + ".label")
+    if is_list_field(path):
+        kept = F(path).filter(F("label") == final).length() > 0
+    else:
+        kept = F(path + ".label") == final
+    changed = samples.match(F(fields["label"]).exists() & ~kept)
+    _save_view(dataset, saved_view_names(key)["changed"], changed,
+               "samples whose final label is none of the labels they had")
+    return refined
+
+
+def run_vlsr(samples, label_field, key=DEFAULT_KEY, model=DEFAULT_MODEL, *, prompt=None,
+             batch_size=DEFAULT_BATCH_SIZE, device=None, num_workers=None, recompute=False,
+             encoder=None, top_k=5, replace_margin=None, progress=None, **cluster_params):
+    """All three stages: embed, score, cluster and merge. Returns the run's :class:`VLSRResults`.
+
+    ``progress`` is called as ``progress(stage_name, fraction)``; ``cluster_params`` go to
+    :func:`cluster_and_merge`.
+    """
+    progress = progress or (lambda stage, fraction: None)
+    report = compute_embeddings(
+        samples, label_field, key, model, prompt=prompt, batch_size=batch_size, device=device,
+        num_workers=num_workers, recompute=recompute, encoder=encoder,
+        progress=lambda f: progress("embed", f),
+    )
+    score_labels(samples, key, top_k=top_k, replace_margin=replace_margin,
+                 progress=lambda f: progress("score", f))
+    progress("cluster", 0.0)
+    cluster_and_merge(samples, key, **cluster_params)
+    progress("cluster", 1.0)
+    return report
+
+
+def _check_collection(samples):
+    if samples.media_type != "image":
+        raise VLSRError(f"VLSR works on image datasets; this one holds {samples.media_type} samples")
+    if len(samples) == 0:
+        raise VLSRError("There are no samples to process (empty dataset or view)")
+
+
+def _load_or_init(dataset, key, label_field):
+    """The run's config and results, registering a new run if there is none."""
+    if dataset.has_run(key):
+        config = dataset.get_run_info(key).config
+        if not isinstance(config, VLSRRunConfig):
+            raise VLSRError(f"Run {key!r} exists and is not a VLSR run; choose another key")
+        if config.label_field != label_field:
+            raise VLSRError(
+                f"Run {key!r} was made on field {config.label_field!r}, not {label_field!r}; "
+                "choose another key or delete that run first"
+            )
+        results = dataset.load_run_results(key, cache=False)
+        if results is not None:
+            return config, results
+    else:
+        config = VLSRRunConfig(label_field=label_field, model=None)
+        dataset.register_run(key, config)
+    return config, VLSRResults(dataset, config, key)
+
+
+def _inputs(samples, key):
+    """What stages 2 and 3 read: run, labels, vocabulary with embeddings, image embeddings."""
+    _check_collection(samples)
+    dataset = samples._dataset
+    if not dataset.has_run(key):
+        raise VLSRError(f"No VLSR run {key!r} on this dataset: compute embeddings first")
+    config = dataset.get_run_info(key).config
+    results = dataset.load_run_results(key, cache=False)
+    path = label_path(samples, config.label_field)
+    raw = read_labels(samples, path)
+    sets = label_sets(raw)
+    vocabulary = _vocabulary(sets)
+    try:
+        vocab_emb = results.embeddings_of(vocabulary)
+    except KeyError as e:
+        raise VLSRError(f"{e.args[0]}: run compute embeddings on these samples first") from None
+    stored = samples.values(sample_fields(key)["embedding"])
+    if not any(e is not None for e in stored):
+        raise VLSRError(f"No image embeddings for run {key!r} here: compute embeddings first")
+    dim = vocab_emb.shape[1] if vocab_emb.size else len(next(e for e in stored if e is not None))
+    images = np.full((len(stored), dim), np.nan, dtype=np.float32)
+    for i, e in enumerate(stored):
+        if e is not None:
+            images[i] = e
+    return dataset, config, results, path, raw, sets, vocabulary, vocab_emb, images
+
+
+def _vocabulary(sets):
+    """Distinct labels in order of first appearance."""
+    return list(dict.fromkeys(l for labels in sets for l in labels))
+
+
+def _per_label(labels, values):
+    """Values aligned with a sample's label objects; None for unusable or unknown labels."""
+    return [values.get(l) if usable(l) else None for l in labels]
+
+
+def _weak_labels(sets, similarity, threshold):
+    """Labels whose best score over all images they are on stays below ``threshold``."""
+    best = {}
+    for labels, sims in zip(sets, similarity):
+        if sims is not None:
+            for l, s in zip(labels, sims):
+                best[l] = max(best.get(l, -np.inf), float(s))
+    return sorted(l for l, s in best.items() if s < threshold)
+
+
+def _ensure_field(dataset, name, ftype):
+    if not dataset.has_sample_field(name):
+        dataset.add_sample_field(name, ftype)
+
+
+def _save_view(dataset, name, view, description):
+    dataset.save_view(name, view, description=description, overwrite=True)
+
+
+class _Writer:
+    """Buffers per-sample embeddings and errors and writes them with one bulk update each."""
+
+    def __init__(self, dataset, embedding_field, error_field):
+        self.dataset, self.embedding_field, self.error_field = dataset, embedding_field, error_field
+        self.embeddings, self.errors = {}, {}
+
+    @property
+    def size(self):
+        return len(self.errors)
+
+    def add(self, sample_id, embedding, error):
+        self.embeddings[sample_id] = embedding
+        self.errors[sample_id] = error
+
+    def flush(self):
+        if self.errors:
+            self.dataset.set_values(self.embedding_field, self.embeddings, key_field="id")
+            self.dataset.set_values(self.error_field, self.errors, key_field="id")
+        self.embeddings, self.errors = {}, {}
