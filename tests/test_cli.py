@@ -1,0 +1,125 @@
+"""The vlsr command end to end: import, run with a CLIP loaded from a directory, summary, export, demo."""
+
+import csv
+import json
+import os
+
+import fiftyone as fo
+import numpy as np
+import pytest
+from PIL import Image
+
+from vlsr_core.cli import main
+from vlsr_core.demo import BROKEN, DEMO_LABELS
+from vlsr_core.random_clip import save_random_clip
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    return save_random_clip(str(tmp_path_factory.mktemp("tiny-clip")))
+
+
+@pytest.fixture
+def dataset_name():
+    name = f"vlsr-cli-{os.getpid()}-{np.random.randint(1 << 30)}"
+    yield name
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+
+
+def _images(tmp_path, n):
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"img{i}.jpg"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys):
+    paths = _images(tmp_path, 4)
+    (tmp_path / "labels.csv").write_text(
+        "filepath,label,label\n"
+        f"{paths[0].name},helmet,Helmets\n{paths[1].name},helmit\n"
+        f"{paths[2].name},screwdriver\n{paths[3].name},Lathe Information,helmet\n"
+        "missing.jpg,helmet\n"
+    )
+    assert main(["import-csv", str(tmp_path / "labels.csv"), "--dataset", dataset_name]) == 0
+    out = capsys.readouterr().out
+    assert "4 samples added" in out and "missing.jpg" in out
+
+    assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
+                 "--model", tiny_clip, "--batch-size", "3", "--min-cluster-size", "1",
+                 "--top-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "embedded 4 images" in out and "vocabulary: 5 labels" in out
+    ds = fo.load_dataset(dataset_name)
+    assert ds.count("vlsr_embedding") == 4 and ds.count("vlsr_label") == 4
+    assert all(len(s) == 2 for s in ds.values("vlsr_suggestions.classifications"))
+    config = ds.get_run_info("vlsr").config
+    assert (config.model, config.batch_size, config.min_cluster_size, config.top_k) == (tiny_clip, 3, 1, 2)
+
+    # a second run resumes: nothing left to embed
+    assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
+                 "--model", tiny_clip, "--min-cluster-size", "1"]) == 0
+    assert "embedded 0 images (4 already done" in capsys.readouterr().out
+
+    assert main(["summary", "--dataset", dataset_name]) == 0
+    assert "review views" in capsys.readouterr().out
+
+    out_dir = tmp_path / "export"
+    assert main(["export", "--dataset", dataset_name, "--out", str(out_dir)]) == 0
+    with open(out_dir / "samples.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    assert {r["final_label"] for r in rows} <= set(ds.load_run_results("vlsr").representatives)
+    # refuses to overwrite, then does when asked
+    assert main(["export", "--dataset", dataset_name, "--out", str(out_dir)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["export", "--dataset", dataset_name, "--out", str(out_dir), "--overwrite"]) == 0
+
+
+def test_errors_are_messages_not_tracebacks(tmp_path, dataset_name, capsys):
+    assert main(["run", "--dataset", "vlsr-no-such-dataset", "--label-field", "x"]) == 2
+    assert "no dataset" in capsys.readouterr().err
+    fo.Dataset(dataset_name).add_sample(fo.Sample(filepath=str(_images(tmp_path, 1)[0])))
+    assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
+                 "--model", str(tmp_path / "no-model")]) == 2
+    assert "No field 'ground_truth'" in capsys.readouterr().err
+
+
+def test_demo_with_a_local_model(tmp_path, tiny_clip, capsys):
+    assert main(["demo", "--dir", str(tmp_path / "demo"), "--model", tiny_clip, "--no-app"]) == 0
+    out = capsys.readouterr().out
+    ds = fo.load_dataset("vlsr-demo")
+    try:
+        assert len(ds) == len(DEMO_LABELS) + 1
+        assert ds.count("vlsr_label") == len(DEMO_LABELS)  # every readable image gets a final label
+        broken = ds.match(fo.ViewField("filepath").ends_with(BROKEN)).first()
+        assert broken.vlsr_error == "empty file (0 bytes)" and broken.vlsr_label is None
+        assert "unreadable images (1)" in out and "fiftyone app launch vlsr-demo" in out
+    finally:
+        ds.delete()
+
+
+def test_demo_without_weights_falls_back_to_a_random_clip(tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert main(["demo", "--dir", str(tmp_path / "demo"), "--no-app"]) == 0
+    err = capsys.readouterr().err
+    assert "Could not load the CLIP weights 'openai/clip-vit-large-patch14'" in err
+    assert "RANDOMLY INITIALISED" in err
+    ds = fo.load_dataset("vlsr-demo")
+    try:
+        assert ds.get_run_info("vlsr").config.model.endswith("random-clip")
+    finally:
+        ds.delete()
+
+
+def test_explicit_model_that_cannot_load_is_an_error(tmp_path, capsys):
+    assert main(["demo", "--dir", str(tmp_path / "demo"), "--model", str(tmp_path / "nope"),
+                 "--no-app"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    if fo.dataset_exists("vlsr-demo"):
+        fo.delete_dataset("vlsr-demo")

@@ -1,0 +1,261 @@
+"""The ``vlsr`` command: import a dataset, run VLSR on it, export the result, or try the demo."""
+
+import argparse
+import os
+import sys
+from collections import Counter
+
+from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_KEY, DEFAULT_MIN_CLUSTER_SIZE, DEFAULT_MODEL
+
+EPILOG = """examples:
+  vlsr import-factorynet ./factorynet --dataset factorynet
+  vlsr import-csv labels.csv --dataset scraped
+  vlsr run --dataset factorynet --label-field ground_truth --model ./clip-vit-large-patch14
+  vlsr summary --dataset factorynet
+  vlsr export --dataset factorynet --out ./factorynet-clean --detections-field ground_truth_detections
+  vlsr demo
+"""
+
+
+def main(argv=None):
+    """Entry point of the ``vlsr`` console script."""
+    args = _parser().parse_args(argv)
+    from .encoder import ModelLoadError
+    from .export import ExportError
+    from .labels import LabelFieldError
+    from .stages import VLSRError
+
+    try:
+        return args.func(args) or 0
+    except (VLSRError, ModelLoadError, ExportError, LabelFieldError, FileNotFoundError,
+            NotADirectoryError) as e:
+        print(f"vlsr: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vlsr: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="vlsr", description="Clean noisy image labels with CLIP (VLSR) in FiftyOne.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(required=True, metavar="command")
+
+    c = sub.add_parser("import-factorynet", help="import a folder of images with Factorynet CSVs")
+    c.add_argument("directory")
+    _dataset_arg(c)
+    c.add_argument("--label-field", default="ground_truth", help="image-level labels (Classifications)")
+    c.add_argument("--detections-field", default="ground_truth_detections", help="boxes (Detections)")
+    c.set_defaults(func=_import_factorynet)
+
+    c = sub.add_parser("import-csv", help="import a CSV of image paths and their labels")
+    c.add_argument("csv_file")
+    _dataset_arg(c)
+    c.add_argument("--label-field", default="ground_truth")
+    c.set_defaults(func=_import_csv)
+
+    c = sub.add_parser("run", help="embed, score, cluster and merge; write the results to the dataset")
+    _dataset_arg(c)
+    _run_args(c)
+    c.set_defaults(func=_run)
+
+    c = sub.add_parser("summary", help="print the vocabulary before and after, clusters and failures")
+    _dataset_arg(c)
+    c.add_argument("--key", default=DEFAULT_KEY)
+    c.set_defaults(func=lambda a: _summary(_load(a.dataset), a.key))
+
+    c = sub.add_parser("export", help="write samples.csv, label_map.csv and COCO files")
+    _dataset_arg(c)
+    c.add_argument("--out", required=True, help="export directory")
+    c.add_argument("--key", default=DEFAULT_KEY)
+    c.add_argument("--detections-field", help="a Detections field to export as COCO, relabelled")
+    c.add_argument("--overwrite", action="store_true", help="replace the files of an earlier export")
+    c.set_defaults(func=_export)
+
+    c = sub.add_parser("demo", help="build a small noisy dataset, clean it and open the App")
+    c.add_argument("--model", default=None,
+                   help=f"CLIP hub id or local directory (default {DEFAULT_MODEL}; without it "
+                        "and without access to its weights, a random CLIP shows the workflow)")
+    c.add_argument("--dir", default=os.path.join(os.path.expanduser("~"), "vlsr-demo"),
+                   help="where the demo images are written")
+    c.add_argument("--no-app", action="store_true",
+                   help="do not launch the FiftyOne App (it is not launched without a terminal)")
+    c.set_defaults(func=_demo)
+    return p
+
+
+def _dataset_arg(c):
+    c.add_argument("--dataset", required=True, help="FiftyOne dataset name")
+
+
+def _run_args(c):
+    g = c.add_argument_group("labels and model")
+    g.add_argument("--label-field", required=True,
+                   help="Classification, Classifications or Detections field to clean")
+    g.add_argument("--key", default=DEFAULT_KEY, help="run key; the prefix of every field written")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="CLIP hub id or local directory")
+    g.add_argument("--prompt", help='label template, e.g. "a photo of a {}" (default: none)')
+    g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    g.add_argument("--workers", type=int, help="image decoding processes")
+    g.add_argument("--recompute", action="store_true", help="embed images that already have one")
+    g = c.add_argument_group("scoring and clustering (defaults: the paper's)")
+    g.add_argument("--top-k", type=int, default=5, help="vocabulary suggestions per image")
+    g.add_argument("--replace-margin", type=float, help="margin for 'a better label exists'")
+    g.add_argument("--eps", type=float, default=0.07, help="DBSCAN cosine-distance radius")
+    g.add_argument("--min-samples", type=int, default=1, help="DBSCAN core-point neighbourhood")
+    g.add_argument("--min-cluster-size", type=int, default=DEFAULT_MIN_CLUSTER_SIZE,
+                   help="clusters smaller than this merge into their nearest neighbour")
+    g.add_argument("--size-by", choices=("samples", "labels"), default="samples")
+    g.add_argument("--linkage", choices=("centroid", "representative"), default="centroid")
+    g.add_argument("--max-merge-distance", type=float,
+                   help="leave a small cluster alone if its nearest neighbour is farther")
+
+
+def _load(name):
+    import fiftyone as fo
+
+    if not fo.dataset_exists(name):
+        raise FileNotFoundError(f"no dataset {name!r}; datasets here: {fo.list_datasets()}")
+    return fo.load_dataset(name)
+
+
+def _load_or_create(name):
+    import fiftyone as fo
+
+    return fo.load_dataset(name) if fo.dataset_exists(name) else fo.Dataset(name, persistent=True)
+
+
+def _bar(desc):
+    """A progress(fraction) callable drawing a tqdm bar."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, desc=desc, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
+
+    def progress(fraction):
+        bar.update(round(100 * fraction) - bar.n)
+        if fraction >= 1:
+            bar.close()
+
+    return progress
+
+
+def _report_import(report):
+    print(report.summary())
+    for where, why in report.problems[:20]:
+        print(f"  {where}: {why}")
+    if len(report.problems) > 20:
+        print(f"  ... and {len(report.problems) - 20} more")
+
+
+def _import_factorynet(a):
+    from .importers import import_factorynet
+
+    dataset = _load_or_create(a.dataset)
+    _report_import(import_factorynet(a.directory, dataset, a.label_field, a.detections_field,
+                                     progress=_bar("import")))
+
+
+def _import_csv(a):
+    from .importers import import_csv
+
+    dataset = _load_or_create(a.dataset)
+    _report_import(import_csv(a.csv_file, dataset, a.label_field, progress=_bar("import")))
+
+
+def _run(a, dataset=None, encoder=None):
+    from .stages import cluster_and_merge, compute_embeddings, score_labels
+
+    dataset = dataset or _load(a.dataset)
+    report = compute_embeddings(
+        dataset, a.label_field, a.key, a.model, prompt=a.prompt, batch_size=a.batch_size,
+        device=a.device, num_workers=a.workers, recompute=a.recompute, encoder=encoder,
+        progress=_bar("embed"),
+    )
+    print(report.summary())
+    score_labels(dataset, a.key, top_k=a.top_k, replace_margin=a.replace_margin, progress=_bar("score"))
+    cluster_and_merge(
+        dataset, a.key, eps=a.eps, min_samples=a.min_samples, min_cluster_size=a.min_cluster_size,
+        size_by=a.size_by, linkage=a.linkage, max_merge_distance=a.max_merge_distance,
+    )
+    _summary(dataset, a.key)
+
+
+def _summary(dataset, key, n_clusters=10):
+    from .runs import sample_fields, saved_view_names
+
+    if not dataset.has_run(key):
+        raise FileNotFoundError(f"no VLSR run {key!r} on dataset {dataset.name!r}")
+    results = dataset.load_run_results(key, cache=False)
+    fields = sample_fields(key)
+    print(f"dataset {dataset.name!r}, run {key!r}: {len(dataset)} samples")
+    print(f"vocabulary: {len(results.vocabulary)} labels -> {len(results.representatives)} canonical labels")
+    sizes = Counter()
+    members = {}
+    for label, cluster, freq in zip(results.vocabulary, results.clusters, results.frequencies):
+        sizes[cluster] += int(freq)
+        members.setdefault(cluster, []).append(label)
+    for cluster, size in sizes.most_common(n_clusters):
+        names = members[cluster]
+        shown = ", ".join(repr(n) for n in names[:6]) + (f", +{len(names) - 6} more" if len(names) > 6 else "")
+        print(f"  {results.representatives[cluster]!r} ({size} samples): {shown}")
+    labelled = dataset.count(f"{fields['label']}")
+    print(f"final labels: {labelled} samples; changed from every original label: "
+          f"{len(dataset.load_saved_view(saved_view_names(key)['changed']))}")
+    if results.failures:
+        print(f"unreadable images ({len(results.failures)}), skipped:")
+        for _, path, reason in results.failures[:10]:
+            print(f"  {path}: {reason}")
+    print("review views: " + ", ".join(saved_view_names(key).values()))
+
+
+def _export(a):
+    from .export import export_run
+
+    for path in export_run(_load(a.dataset), a.out, a.key, detections_field=a.detections_field,
+                           overwrite=a.overwrite):
+        print(f"wrote {path}")
+
+
+def _demo(a):
+    import fiftyone as fo
+
+    from .demo import build_demo_dataset
+    from .encoder import CLIPEncoder, ModelLoadError
+
+    dataset = build_demo_dataset(a.dir)
+    print(f"demo dataset {dataset.name!r}: {len(dataset)} images in {a.dir}")
+    try:
+        encoder = CLIPEncoder(a.model or DEFAULT_MODEL)
+    except ModelLoadError as e:
+        if a.model:
+            raise
+        encoder = _random_encoder(a.dir, e)
+    # a 16-image dataset: a cluster needs 2 samples to stand alone (the default 10 is for real data)
+    run = _parser().parse_args(["run", "--dataset", dataset.name, "--label-field", "ground_truth",
+                                "--min-cluster-size", "2"])
+    _run(run, dataset=dataset, encoder=encoder)
+    if a.no_app or not sys.stdin.isatty():  # no one to look at it: don't block
+        print(f"open it in the App with: fiftyone app launch {dataset.name}")
+        return
+    session = fo.launch_app(dataset)
+    print(f"the App is at {session.url} (Ctrl-C to quit)")
+    session.wait(-1)
+
+
+def _random_encoder(directory, error):
+    from .encoder import CLIPEncoder
+    from .random_clip import save_random_clip
+
+    print(f"\n{error}\n", file=sys.stderr)
+    print("The demo goes on with a RANDOMLY INITIALISED CLIP to show the workflow: its scores, "
+          "clusters and final labels are meaningless. Pass --model with real weights for real "
+          "results.\n", file=sys.stderr)
+    path = save_random_clip(os.path.join(directory, "random-clip"), size="tiny")
+    return CLIPEncoder(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
