@@ -86,12 +86,13 @@ class CLIPEncoder:
         """Embed label strings, each distinct string once.
 
         Args:
-            texts: list of n strings.
+            texts: n strings (any iterable).
             progress: optional callable taking the fraction done.
 
         Returns:
             float32 ndarray of shape (n, dim), rows aligned with ``texts``.
         """
+        texts = [str(t) for t in texts]
         distinct = list(dict.fromkeys(texts))
         prompts = [self.prompt.format(t) if self.prompt else t for t in distinct]
         out = np.empty((len(distinct), self.dim), dtype=np.float32)
@@ -171,7 +172,8 @@ def _load(model):
 
     looks_local = os.path.isabs(model) or model.startswith(".") or os.path.exists(model)
     if looks_local and not os.path.isdir(model):
-        raise ModelLoadError(f"CLIP model directory {model!r} does not exist")
+        what = "is not a directory" if os.path.exists(model) else "does not exist"
+        raise ModelLoadError(f"CLIP model directory {model!r} {what}")
 
     def load(**kwargs):
         processor = CLIPProcessor.from_pretrained(model, **kwargs)

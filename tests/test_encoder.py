@@ -1,0 +1,568 @@
+"""vlsr_core.encoder: CLIP plumbing on a random tiny checkpoint loaded through the real code path.
+
+The weights are random, so the scores mean nothing: these tests check shapes, dtypes,
+normalisation, alignment with the input, batching/worker invariance, failure reporting and the
+errors raised when a checkpoint cannot be loaded -- never semantic quality.
+"""
+
+import io
+import json
+import math
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vlsr_core import encoder as encoder_module
+from vlsr_core.encoder import CLIPEncoder, ImageBatch, ImageFailure, ModelLoadError
+from vlsr_core.random_clip import save_random_clip
+
+ATOL = 1e-5
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A random tiny CLIP checkpoint saved once for the whole module."""
+    return save_random_clip(tmp_path_factory.mktemp("tiny-clip"), size="tiny")
+
+
+@pytest.fixture(scope="module")
+def enc(model_dir):
+    """The tiny checkpoint loaded through the real path; tests change settings via monkeypatch."""
+    return CLIPEncoder(str(model_dir), device="cpu", batch_size=4, num_workers=0)
+
+
+def _noise(mode, size, seed):
+    rng = np.random.default_rng(seed)
+    w, h = size
+    if mode == "RGB":
+        return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+    if mode == "RGBA":
+        return Image.fromarray(rng.integers(0, 256, (h, w, 4), dtype=np.uint8), "RGBA")
+    if mode == "L":
+        return Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), "L")
+    if mode == "P":
+        return _noise("RGB", size, seed).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    raise ValueError(mode)
+
+
+# (name, mode, size): various formats, modes and aspect ratios, each with distinct content.
+GOOD_SPECS = [
+    ("rgb.jpg", "RGB", (40, 30)),
+    ("rgba.png", "RGBA", (20, 50)),
+    ("grey.png", "L", (64, 64)),
+    ("palette.png", "P", (33, 17)),
+    ("grey.jpg", "L", (50, 70)),
+    ("wide.png", "RGB", (120, 24)),
+]
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("images")
+    for seed, (name, mode, size) in enumerate(GOOD_SPECS):
+        im = _noise(mode, size, seed)
+        im.save(d / name)
+        with Image.open(d / name) as check:  # premise: the file really has that mode
+            assert check.mode == mode
+    # Broken files
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "text.jpg").write_text("<!DOCTYPE html><html>404 not found</html>")
+    buf = io.BytesIO()
+    _noise("RGB", (96, 96), 99).save(buf, "JPEG", quality=95)
+    data = buf.getvalue()
+    (d / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    return d
+
+
+@pytest.fixture(scope="module")
+def good_paths(image_dir):
+    return [str(image_dir / name) for name, _, _ in GOOD_SPECS]
+
+
+@pytest.fixture(scope="module")
+def bad_files(image_dir):
+    """name -> (path, expected reason substring)."""
+    return {
+        "missing": (str(image_dir / "does-not-exist.png"), "file not found"),
+        "empty": (str(image_dir / "empty.jpg"), "empty file"),
+        "text": (str(image_dir / "text.jpg"), "not an image"),
+        "truncated": (str(image_dir / "truncated.jpg"), "truncated"),
+    }
+
+
+@pytest.fixture(scope="module")
+def reference_images(enc, good_paths):
+    """Embeddings of the good images, one at a time, in this process."""
+    out, failures = enc.embed_images(good_paths)
+    assert failures == []
+    return out
+
+
+def _assert_normalised(rows):
+    assert np.all(np.isfinite(rows))
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=ATOL)
+
+
+def _assert_distinct(rows):
+    """Premise of alignment tests: no two rows are the same, so a swap would be noticed."""
+    for i in range(len(rows)):
+        for j in range(i + 1, len(rows)):
+            assert not np.allclose(rows[i], rows[j], atol=1e-3), (i, j)
+
+
+class _ModelSpy:
+    """Wraps enc.model.get_text_features, recording how many rows each call embeds."""
+
+    def __init__(self, enc, monkeypatch):
+        self.rows = []
+        real = enc.model.get_text_features
+
+        def spy(*args, **kwargs):
+            self.rows.append(int(kwargs["input_ids"].shape[0]))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(enc.model, "get_text_features", spy)
+
+
+class _TokenizerSpy:
+    """Stands in for enc.processor.tokenizer, recording the strings it is given."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.calls = []
+
+    def __call__(self, texts, **kwargs):
+        self.calls.append(list(texts))
+        return self.tokenizer(texts, **kwargs)
+
+    @property
+    def seen(self):
+        return [t for call in self.calls for t in call]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def test_loads_local_directory(enc, model_dir):
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["projection_dim"] == 16
+    assert enc.dim == config["projection_dim"]
+    assert enc.model_name == str(model_dir)
+    assert enc.device == torch.device("cpu")
+    assert enc.dtype == torch.float32
+    params = list(enc.model.parameters())
+    assert {p.device.type for p in params} == {"cpu"}
+    assert {p.dtype for p in params} == {torch.float32}
+    assert not enc.model.training
+    assert enc.max_text_tokens == 77
+
+
+def test_package_exposes_encoder_lazily():
+    import vlsr_core
+    import vlsr_core.encoder
+
+    assert vlsr_core.CLIPEncoder is vlsr_core.encoder.CLIPEncoder
+    assert "CLIPEncoder" in vlsr_core.__all__
+    with pytest.raises(AttributeError):
+        vlsr_core.NoSuchThing  # noqa: B018
+
+    # Lazy: importing the package alone loads neither the encoder module nor torch.
+    code = textwrap.dedent(
+        """
+        import sys
+        import vlsr_core
+        assert "vlsr_core.encoder" not in sys.modules
+        assert "torch" not in sys.modules
+        cls = vlsr_core.CLIPEncoder
+        import vlsr_core.encoder
+        assert cls is vlsr_core.encoder.CLIPEncoder
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+# ----------------------------------------------------------------------------- embed_texts
+
+
+def test_texts_shape_dtype_normalised(enc):
+    labels = ["helmet", "safety vest", "forklift", "pallet", "x", "gloves"]
+    out = enc.embed_texts(labels)
+    assert out.shape == (len(labels), enc.dim)
+    assert out.dtype == np.float32
+    _assert_normalised(out)
+    _assert_distinct(out)
+
+
+def test_texts_duplicates_embedded_once_and_aligned(enc, monkeypatch):
+    labels = ["bolt", "nut", "bolt", "washer", "nut", "bolt", "screw"]
+    singles = {t: enc.embed_texts([t])[0] for t in set(labels)}
+
+    spy = _ModelSpy(enc, monkeypatch)
+    tok = _TokenizerSpy(enc.processor.tokenizer)
+    monkeypatch.setattr(enc.processor, "tokenizer", tok)
+    out = enc.embed_texts(labels)
+
+    assert sum(spy.rows) == 4  # each distinct string sent to the model once
+    assert sorted(tok.seen) == sorted(set(labels))
+    assert out.shape == (len(labels), enc.dim)
+    np.testing.assert_array_equal(out[0], out[2])
+    np.testing.assert_array_equal(out[0], out[5])
+    np.testing.assert_array_equal(out[1], out[4])
+    for row, label in zip(out, labels):  # rows follow the input order
+        np.testing.assert_allclose(row, singles[label], atol=ATOL)
+    _assert_distinct(np.stack([singles[t] for t in ["bolt", "nut", "washer", "screw"]]))
+
+
+def test_texts_empty_list(enc, monkeypatch):
+    spy = _ModelSpy(enc, monkeypatch)
+    calls = []
+    out = enc.embed_texts([], progress=calls.append)  # no division by zero
+    assert out.shape == (0, enc.dim)
+    assert out.dtype == np.float32
+    assert spy.rows == []
+    assert all(c == 1.0 for c in calls)
+
+
+def test_texts_passed_to_tokenizer_as_written(enc, monkeypatch):
+    """The encoder itself folds nothing: every spelling reaches the tokenizer verbatim."""
+    labels = ["Helmet", "helmet", "HELMET", " helmet", "helmet "]
+    spy = _ModelSpy(enc, monkeypatch)
+    tok = _TokenizerSpy(enc.processor.tokenizer)
+    monkeypatch.setattr(enc.processor, "tokenizer", tok)
+    out = enc.embed_texts(labels)
+    assert tok.seen == labels
+    assert sum(spy.rows) == len(labels)
+    assert out.shape == (len(labels), enc.dim)
+
+
+def test_casing_matters_with_a_case_sensitive_tokenizer(model_dir):
+    """"Helmet" and "helmet" get different rows unless the tokenizer itself folds case.
+
+    CLIP's own tokenizer lowercases (real checkpoints and save_random_clip alike; transformers
+    rebuilds that normaliser whatever tokenizer.json says), so with it both rows are identical;
+    with the lowercasing removed they must differ, showing the encoder adds no folding.
+    """
+    from tokenizers import Regex, normalizers
+
+    enc = CLIPEncoder(str(model_dir), device="cpu", batch_size=4, num_workers=0)
+    folded = enc.embed_texts(["Helmet", "helmet"])
+    np.testing.assert_allclose(folded[0], folded[1], atol=ATOL)  # CLIP's tokenizer lowercases
+
+    enc.processor.tokenizer.backend_tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " ")]
+    )
+    out = enc.embed_texts(["Helmet", "helmet"])
+    _assert_normalised(out)
+    assert not np.allclose(out[0], out[1], atol=1e-3)
+    np.testing.assert_allclose(out[1], folded[1], atol=ATOL)  # lowercase one unchanged
+
+
+def test_prompt_template_is_applied(enc, monkeypatch):
+    plain = enc.embed_texts(["helmet", "a photo of a helmet"])
+    monkeypatch.setattr(enc, "prompt", "a photo of a {}")
+    tok = _TokenizerSpy(enc.processor.tokenizer)
+    monkeypatch.setattr(enc.processor, "tokenizer", tok)
+    prompted = enc.embed_texts(["helmet", "helmet"])
+    assert tok.seen == ["a photo of a helmet"]
+    assert prompted.shape == (2, enc.dim)
+    _assert_normalised(prompted)
+    assert not np.allclose(prompted[0], plain[0], atol=1e-3)  # prompt changes the embedding
+    np.testing.assert_allclose(prompted[0], plain[1], atol=ATOL)  # ... into the filled template
+
+
+def test_long_label_truncated_with_warning(enc, monkeypatch, caplog):
+    # The tiny tokenizer is character level: a one-word label of n characters is n + 2 tokens.
+    long_a = "x" * 100  # 102 tokens
+    long_b = "x" * 90 + "y" * 10  # same first 75 characters -> same 77 tokens once truncated
+    labels = ["helmet", long_a, "vest", long_b]
+    short_alone = enc.embed_texts(["helmet", "vest"])
+
+    monkeypatch.setattr(enc, "batch_size", 8)  # long and short labels in one batch
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="vlsr_core.encoder"):
+        out = enc.embed_texts(labels)
+    assert out.shape == (4, enc.dim)
+    _assert_normalised(out)
+    np.testing.assert_allclose(out[1], out[3], atol=ATOL)  # differ only after token 77
+    np.testing.assert_allclose(out[[0, 2]], short_alone, atol=ATOL)  # neighbours unaffected
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert "truncated" in message and "77" in message and message.startswith("2 ")
+
+
+def test_truncation_boundary_at_77_tokens(enc, caplog):
+    with caplog.at_level("WARNING", logger="vlsr_core.encoder"):
+        caplog.clear()
+        exact = enc.embed_texts(["z" * 75])  # 77 tokens: fits
+        assert not [r for r in caplog.records if "truncated" in r.getMessage()]
+        over = enc.embed_texts(["z" * 76])  # 78 tokens: truncated
+        assert [r for r in caplog.records if "truncated" in r.getMessage()]
+    _assert_normalised(np.concatenate([exact, over]))
+
+
+def test_text_batch_size_does_not_change_results(enc, monkeypatch):
+    labels = ["a", "helmet", "high visibility safety vest", "forklift truck", "b", "pallet",
+              "steel toe boots", "c", "hard hat", "ear protection", "x" * 40]
+    results = {}
+    for bs in (1, 7, 64):
+        monkeypatch.setattr(enc, "batch_size", bs)
+        results[bs] = enc.embed_texts(labels)
+    np.testing.assert_allclose(results[1], results[7], atol=ATOL)
+    np.testing.assert_allclose(results[1], results[64], atol=ATOL)
+    _assert_distinct(results[1])
+
+
+def test_texts_progress(enc, monkeypatch):
+    monkeypatch.setattr(enc, "batch_size", 2)
+    calls = []
+    enc.embed_texts(["a", "b", "c", "a", "d", "e"], progress=calls.append)  # 5 distinct
+    assert calls == pytest.approx([0.4, 0.8, 1.0])
+    assert calls[-1] == 1.0
+    assert all(b > a for a, b in zip(calls, calls[1:]))
+
+
+# ----------------------------------------------------------------------------- embed_images
+
+
+def test_images_shape_dtype_normalised(enc, reference_images, good_paths):
+    assert reference_images.shape == (len(good_paths), enc.dim)
+    assert reference_images.dtype == np.float32
+    _assert_normalised(reference_images)
+    _assert_distinct(reference_images)
+
+
+def test_images_same_with_workers_and_batch_sizes(enc, monkeypatch, good_paths, reference_images):
+    for batch_size, workers in [(1, 0), (3, 0), (3, 2), (1, 2)]:
+        monkeypatch.setattr(enc, "batch_size", batch_size)
+        monkeypatch.setattr(enc, "num_workers", workers)
+        out, failures = enc.embed_images(good_paths)
+        assert failures == []
+        assert out.shape == reference_images.shape
+        np.testing.assert_allclose(out, reference_images, atol=ATOL, err_msg=f"{batch_size=} {workers=}")
+
+
+def test_images_order_preserved(enc, monkeypatch, good_paths, reference_images):
+    perm = list(range(len(good_paths)))
+    random.Random(3).shuffle(perm)
+    assert perm != sorted(perm)
+    shuffled = [good_paths[i] for i in perm]
+    monkeypatch.setattr(enc, "batch_size", 4)
+    monkeypatch.setattr(enc, "num_workers", 2)
+    out, failures = enc.embed_images(shuffled)
+    assert failures == []
+    np.testing.assert_allclose(out, reference_images[perm], atol=ATOL)
+
+
+def test_images_accept_pathlib_and_iterables(enc, image_dir, good_paths, reference_images):
+    from pathlib import Path
+
+    out, failures = enc.embed_images(Path(p) for p in good_paths[:3])
+    assert failures == []
+    np.testing.assert_allclose(out, reference_images[:3], atol=ATOL)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_image_failures_reported_and_rows_nan(
+    enc, monkeypatch, good_paths, bad_files, reference_images, workers
+):
+    monkeypatch.setattr(enc, "batch_size", 3)
+    monkeypatch.setattr(enc, "num_workers", workers)
+    # interleave: good0, missing, good1, empty, good2, text, truncated, good3
+    layout = [("good", 0), ("bad", "missing"), ("good", 1), ("bad", "empty"), ("good", 2),
+              ("bad", "text"), ("bad", "truncated"), ("good", 3)]
+    paths = [good_paths[k] if kind == "good" else bad_files[k][0] for kind, k in layout]
+
+    out, failures = enc.embed_images(paths)
+
+    assert out.shape == (len(paths), enc.dim)
+    assert out.dtype == np.float32
+    assert all(isinstance(f, ImageFailure) for f in failures)
+    failures = sorted(failures)
+    assert [f.index for f in failures] == [1, 3, 5, 6]
+    for f in failures:
+        kind, key = layout[f.index]
+        assert kind == "bad"
+        expected_path, reason = bad_files[key]
+        assert f.path == expected_path
+        assert reason in f.reason, (key, f.reason)
+        assert np.all(np.isnan(out[f.index]))
+    good_rows = [i for i, (kind, _) in enumerate(layout) if kind == "good"]
+    _assert_normalised(out[good_rows])
+    np.testing.assert_allclose(out[good_rows], reference_images[[0, 1, 2, 3]], atol=ATOL)
+
+
+def test_all_bad_images_give_all_nan(enc, monkeypatch, bad_files):
+    monkeypatch.setattr(enc, "batch_size", 2)
+    paths = [p for p, _ in bad_files.values()]
+    out, failures = enc.embed_images(paths)
+    assert out.shape == (len(paths), enc.dim)
+    assert np.all(np.isnan(out))
+    assert sorted(f.index for f in failures) == list(range(len(paths)))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_images_empty_list(enc, monkeypatch, workers):
+    monkeypatch.setattr(enc, "num_workers", workers)
+    calls = []
+    out, failures = enc.embed_images([], progress=calls.append)  # no division by zero
+    assert out.shape == (0, enc.dim)
+    assert out.dtype == np.float32
+    assert failures == []
+    assert all(c == 1.0 for c in calls)
+
+
+def test_max_pixels_refuses_large_images(enc, monkeypatch, good_paths):
+    # 40x30 = 1200, 20x50 = 1000, 64x64 = 4096 pixels
+    monkeypatch.setattr(enc, "max_pixels", 1500)
+    out, failures = enc.embed_images(good_paths[:3])
+    assert [f.index for f in failures] == [2]
+    assert "refused" in failures[0].reason
+    assert np.all(np.isnan(out[2]))
+    _assert_normalised(out[:2])
+
+
+def test_images_progress(enc, monkeypatch, good_paths, bad_files):
+    monkeypatch.setattr(enc, "batch_size", 4)
+    paths = good_paths + [p for p, _ in bad_files.values()][:3]  # 9 paths, 3 bad
+    calls = []
+    enc.embed_images(paths, progress=calls.append)
+    assert calls == pytest.approx([4 / 9, 8 / 9, 1.0])
+    assert calls[-1] == 1.0
+    assert all(b > a for a, b in zip(calls, calls[1:]))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_iter_image_batches_cover_every_input_once(
+    enc, monkeypatch, good_paths, bad_files, reference_images, workers
+):
+    monkeypatch.setattr(enc, "batch_size", 3)
+    monkeypatch.setattr(enc, "num_workers", workers)
+    bad = [p for p, _ in bad_files.values()]
+    paths = [good_paths[0], bad[0], good_paths[1], good_paths[2], bad[1], bad[2],
+             good_paths[3], good_paths[4], bad[3], good_paths[5]]
+    good_of = {i: good_paths.index(p) for i, p in enumerate(paths) if p in good_paths}
+
+    batches = list(enc.iter_image_batches(paths))
+    assert len(batches) == math.ceil(len(paths) / 3)
+    seen = []
+    for batch in batches:
+        assert isinstance(batch, ImageBatch)
+        assert batch.indices.dtype == np.int64
+        assert batch.embeddings.dtype == np.float32
+        assert batch.embeddings.shape == (len(batch.indices), enc.dim)
+        assert len(batch.indices) + len(batch.failures) <= 3
+        for i, row in zip(batch.indices, batch.embeddings):
+            np.testing.assert_allclose(row, reference_images[good_of[int(i)]], atol=ATOL)
+        for f in batch.failures:
+            assert isinstance(f, ImageFailure)
+            assert f.path == paths[f.index]
+            assert f.index not in good_of
+        seen += [int(i) for i in batch.indices] + [f.index for f in batch.failures]
+    assert sorted(seen) == list(range(len(paths)))  # every input exactly once
+    assert len(seen) == len(set(seen))
+
+
+# ----------------------------------------------------------------------------- ModelLoadError
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_missing_local_directory(tmp_path, monkeypatch, relative):
+    monkeypatch.chdir(tmp_path)
+    path = "./no-such-clip-dir" if relative else str(tmp_path / "no-such-clip-dir")
+    with pytest.raises(ModelLoadError, match="does not exist") as info:
+        CLIPEncoder(path, device="cpu", num_workers=0)
+    assert path in str(info.value)
+
+
+def test_pickled_bin_weights_refused(model_dir, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    from transformers import CLIPModel
+
+    d = tmp_path / "bin-clip"
+    shutil.copytree(model_dir, d)
+    state = load_file(str(d / "model.safetensors"))
+    torch.save(state, d / "pytorch_model.bin")
+    (d / "model.safetensors").unlink()
+    assert not any(name.endswith(".safetensors") for name in os.listdir(d))
+
+    loads = []
+    real_load = torch.load
+
+    def spy_load(*args, **kwargs):
+        loads.append(args)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy_load)
+    with pytest.raises(ModelLoadError) as info:
+        CLIPEncoder(str(d), device="cpu", num_workers=0)
+    message = str(info.value)
+    assert "safetensors" in message
+    assert str(d) in message
+    assert "safetensors" in str(info.value.__cause__)  # refused for that reason, not another
+    assert loads == []  # nothing was unpickled
+
+    # Premise: the directory is otherwise a valid checkpoint that pickle loading would accept.
+    CLIPModel.from_pretrained(str(d), use_safetensors=False)
+    assert loads
+
+
+def test_hub_id_offline_fails_fast_with_advice(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    connections = []
+
+    def no_network(*args, **kwargs):
+        connections.append(args)
+        raise OSError("network disabled by test")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+
+    start = time.monotonic()
+    with pytest.raises(ModelLoadError) as info:
+        CLIPEncoder("vlsr-test/no-such-model", device="cpu", num_workers=0)
+    elapsed = time.monotonic() - start
+
+    assert elapsed < 30
+    message = str(info.value)
+    assert "vlsr-test/no-such-model" in message
+    assert "--model" in message and "local" in message
+    assert "HF_HUB_OFFLINE" in message
+    assert connections == []  # the offline flag is honoured without probing the network
+
+
+def test_hub_unreachable_reports_offline_flag(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert encoder_module._hub_unreachable() == "HF_HUB_OFFLINE is set"
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+    def refused(*args, **kwargs):
+        raise ConnectionRefusedError("refused by test")
+
+    monkeypatch.setattr(socket, "create_connection", refused)
+    reason = encoder_module._hub_unreachable(timeout=1)
+    assert reason is not None and "refused by test" in reason
