@@ -22,7 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vlsr_core import encoder as encoder_module
+from vlsr_core import model_source
 from vlsr_core.encoder import CLIPEncoder, ImageBatch, ImageFailure, ModelLoadError
 from vlsr_core.random_clip import save_random_clip
 
@@ -518,7 +518,7 @@ def test_pickled_bin_weights_refused(model_dir, tmp_path, monkeypatch):
     message = str(info.value)
     assert "safetensors" in message
     assert str(d) in message
-    assert "safetensors" in str(info.value.__cause__)  # refused for that reason, not another
+    assert "pickled .bin weights are refused" in message  # refused for that reason, not another
     assert loads == []  # nothing was unpickled
 
     # Premise: the directory is otherwise a valid checkpoint that pickle loading would accept.
@@ -556,7 +556,7 @@ def test_hub_unreachable_reports_offline_flag(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    assert encoder_module._hub_unreachable() == "HF_HUB_OFFLINE is set"
+    assert model_source.hub_unreachable() == "HF_HUB_OFFLINE is set"
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
@@ -564,5 +564,5 @@ def test_hub_unreachable_reports_offline_flag(monkeypatch):
         raise ConnectionRefusedError("refused by test")
 
     monkeypatch.setattr(socket, "create_connection", refused)
-    reason = encoder_module._hub_unreachable(timeout=1)
+    reason = model_source.hub_unreachable(timeout=1)
     assert reason is not None and "refused by test" in reason

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from .images import DEFAULT_MAX_PIXELS, BadImageError, load_image
+from .model_source import hub_unreachable, is_local, load_advice, local_problem
 
 logger = logging.getLogger(__name__)
 
@@ -170,60 +171,28 @@ class CLIPEncoder:
 def _load(model):
     from transformers import CLIPModel, CLIPProcessor
 
-    looks_local = os.path.isabs(model) or model.startswith(".") or os.path.exists(model)
-    if looks_local and not os.path.isdir(model):
-        what = "is not a directory" if os.path.exists(model) else "does not exist"
-        raise ModelLoadError(f"CLIP model directory {model!r} {what}")
+    local = is_local(model)
+    problem = local_problem(model) if local else None
+    if problem:
+        raise ModelLoadError(problem)
 
     def load(**kwargs):
         processor = CLIPProcessor.from_pretrained(model, **kwargs)
         return CLIPModel.from_pretrained(model, use_safetensors=True, **kwargs), processor
 
     try:
-        if looks_local:
+        if local:
             return load()
         try:
             return load(local_files_only=True)  # already in the Hugging Face cache
         except OSError:
             pass
-        unreachable = _hub_unreachable()
+        unreachable = hub_unreachable()
         if unreachable:
             raise OSError(f"the Hugging Face Hub cannot be reached ({unreachable})")
         return load()
     except Exception as e:  # transformers raises OSError, ValueError, HTTP errors...
-        raise ModelLoadError(_load_advice(model, looks_local, e)) from e
-
-
-def _hub_unreachable(timeout=5.0):
-    """Why the hub cannot be reached, or None: fails in seconds where downloads would retry for minutes."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return "HF_HUB_OFFLINE is set"
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-    except OSError as e:
-        return f"{url.hostname}: {e}"
-    return None
-
-
-def _load_advice(model, local, error):
-    if local:
-        return (
-            f"Could not load a CLIP model from the directory {model!r}: {error}\n"
-            "It must hold config.json, model.safetensors (pickled .bin weights are refused), "
-            "the tokenizer files and preprocessor_config.json, as written by save_pretrained."
-        )
-    return (
-        f"Could not load the CLIP weights {model!r}: {error}\n"
-        "If this machine cannot reach the Hugging Face Hub, download the model on one that can "
-        f"(`hf download {model} --local-dir clip-model`), copy the folder here and pass its "
-        "path instead (--model ./clip-model), or set HF_HOME to a cache that holds it."
-    )
+        raise ModelLoadError(load_advice(model, e)) from e
 
 
 def _normalized(features):

@@ -1,0 +1,79 @@
+"""Where CLIP weights come from, checked without loading them: fast enough for a form or a CLI.
+
+A model is a local directory written by ``save_pretrained`` or a Hugging Face hub id. Without
+network access the hub client retries for minutes; these checks answer in seconds.
+"""
+
+import os
+import socket
+from urllib.parse import urlparse
+
+
+def is_local(model):
+    """Whether ``model`` names a path rather than a hub id."""
+    return os.path.isabs(model) or model.startswith(".") or os.path.exists(model)
+
+
+def local_problem(model):
+    """Why the directory ``model`` cannot be loaded, or None."""
+    if not os.path.exists(model):
+        return f"CLIP model directory {model!r} does not exist"
+    if not os.path.isdir(model):
+        return f"CLIP model directory {model!r} is not a directory"
+    files = set(os.listdir(model))
+    if "config.json" not in files:
+        return f"{model!r} holds no config.json: not a directory written by save_pretrained"
+    if not any(f.endswith(".safetensors") for f in files):
+        return (f"{model!r} holds no .safetensors weights; pickled .bin weights are refused "
+                "(convert them with save_pretrained(..., safe_serialization=True))")
+    return None
+
+
+def hub_unreachable(timeout=5.0):
+    """Why the Hugging Face Hub cannot be reached, or None."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError as e:
+        return f"{url.hostname}: {e}"
+    return None
+
+
+def in_hub_cache(model):
+    """Whether the hub model's config is in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(model, "config.json"), str)
+
+
+def model_problem(model):
+    """Why ``model`` cannot be had here, with advice, or None when it looks loadable."""
+    if not model or not str(model).strip():
+        return "Give a CLIP hub id or the path of a local model directory"
+    if is_local(model):
+        problem = local_problem(model)
+        return load_advice(model, problem) if problem else None
+    if in_hub_cache(model):
+        return None
+    unreachable = hub_unreachable()
+    return load_advice(model, f"the Hugging Face Hub cannot be reached ({unreachable})") if unreachable else None
+
+
+def load_advice(model, error):
+    """The message for a model that cannot be loaded: what failed and how to point at a copy."""
+    if is_local(model):
+        return (
+            f"Could not load a CLIP model from the directory {model!r}: {error}\n"
+            "It must hold config.json, model.safetensors (pickled .bin weights are refused), "
+            "the tokenizer files and preprocessor_config.json, as written by save_pretrained."
+        )
+    return (
+        f"Could not load the CLIP weights {model!r}: {error}\n"
+        "If this machine cannot reach the Hugging Face Hub, download the model on one that can "
+        f"(`hf download {model} --local-dir clip-model`), copy the folder here and pass its "
+        "path instead (--model ./clip-model), or set HF_HOME to a cache that holds it."
+    )
