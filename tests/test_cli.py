@@ -52,7 +52,7 @@ def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys):
                  "--model", tiny_clip, "--batch-size", "3", "--min-cluster-size", "1",
                  "--top-k", "2"]) == 0
     out = capsys.readouterr().out
-    assert "embedded 4 images" in out and "vocabulary: 5 labels" in out
+    assert "embedded 4 images" in out and "**Vocabulary:** 5 labels" in out
     ds = fo.load_dataset(dataset_name)
     assert ds.count("vlsr_embedding") == 4 and ds.count("vlsr_label") == 4
     assert all(len(s) == 2 for s in ds.values("vlsr_suggestions.classifications"))
@@ -65,7 +65,7 @@ def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys):
     assert "embedded 0 images (4 already done" in capsys.readouterr().out
 
     assert main(["summary", "--dataset", dataset_name]) == 0
-    assert "review views" in capsys.readouterr().out
+    assert "**Review views:** `vlsr-low-similarity`" in capsys.readouterr().out
 
     out_dir = tmp_path / "export"
     assert main(["export", "--dataset", dataset_name, "--out", str(out_dir)]) == 0
@@ -97,7 +97,7 @@ def test_demo_with_a_local_model(tmp_path, tiny_clip, capsys):
         assert ds.count("vlsr_label") == len(DEMO_LABELS)  # every readable image gets a final label
         broken = ds.match(fo.ViewField("filepath").ends_with(BROKEN)).first()
         assert broken.vlsr_error == "empty file (0 bytes)" and broken.vlsr_label is None
-        assert "unreadable images (1)" in out and "fiftyone app launch vlsr-demo" in out
+        assert "**Unreadable images** (1)" in out and "fiftyone app launch vlsr-demo" in out
     finally:
         ds.delete()
 

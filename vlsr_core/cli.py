@@ -3,7 +3,6 @@
 import argparse
 import os
 import sys
-from collections import Counter
 
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_KEY, DEFAULT_MIN_CLUSTER_SIZE, DEFAULT_MODEL
 
@@ -183,32 +182,12 @@ def _run(a, dataset=None, encoder=None):
     _summary(dataset, a.key)
 
 
-def _summary(dataset, key, n_clusters=10):
-    from .runs import sample_fields, saved_view_names
+def _summary(dataset, key):
+    from .summary import summarize_run
 
     if not dataset.has_run(key):
         raise FileNotFoundError(f"no VLSR run {key!r} on dataset {dataset.name!r}")
-    results = dataset.load_run_results(key, cache=False)
-    fields = sample_fields(key)
-    print(f"dataset {dataset.name!r}, run {key!r}: {len(dataset)} samples")
-    print(f"vocabulary: {len(results.vocabulary)} labels -> {len(results.representatives)} canonical labels")
-    sizes = Counter()
-    members = {}
-    for label, cluster, freq in zip(results.vocabulary, results.clusters, results.frequencies):
-        sizes[cluster] += int(freq)
-        members.setdefault(cluster, []).append(label)
-    for cluster, size in sizes.most_common(n_clusters):
-        names = members[cluster]
-        shown = ", ".join(repr(n) for n in names[:6]) + (f", +{len(names) - 6} more" if len(names) > 6 else "")
-        print(f"  {results.representatives[cluster]!r} ({size} samples): {shown}")
-    labelled = dataset.count(f"{fields['label']}")
-    print(f"final labels: {labelled} samples; changed from every original label: "
-          f"{len(dataset.load_saved_view(saved_view_names(key)['changed']))}")
-    if results.failures:
-        print(f"unreadable images ({len(results.failures)}), skipped:")
-        for _, path, reason in results.failures[:10]:
-            print(f"  {path}: {reason}")
-    print("review views: " + ", ".join(saved_view_names(key).values()))
+    print(summarize_run(dataset, key))
 
 
 def _export(a):

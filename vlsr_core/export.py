@@ -15,6 +15,7 @@ Files written to the export directory:
 
 import csv
 import json
+import logging
 import os
 
 import fiftyone as fo
@@ -22,6 +23,9 @@ import fiftyone as fo
 from .defaults import DEFAULT_KEY
 from .labels import label_path, label_sets, read_labels
 from .runs import sample_fields
+
+
+logger = logging.getLogger(__name__)
 
 
 class ExportError(ValueError):
@@ -57,7 +61,13 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     ]
     if detections_field:
         coco_dir = os.path.join(export_dir, "detections")
-        samples.map_labels(detections_field, label_map).export(
+        # COCO boxes are in pixels: images whose size cannot be read (the unreadable files of
+        # the run) are left out instead of failing the whole export halfway.
+        sized = samples.exists("metadata.width")
+        if len(sized) < len(samples):
+            logger.warning("%d images whose size cannot be read are left out of the COCO "
+                           "detections", len(samples) - len(sized))
+        sized.map_labels(detections_field, label_map).export(
             labels_path=os.path.join(coco_dir, "labels.json"),
             dataset_type=fo.types.COCODetectionDataset,
             label_field=detections_field,

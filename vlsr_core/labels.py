@@ -5,6 +5,7 @@ case) or ``Detections`` (the image's label set is its distinct object labels).
 """
 
 import fiftyone as fo
+from fiftyone import ViewField as F
 
 LABEL_TYPES = (fo.Classification, fo.Classifications, fo.Detections)
 _LIST_ATTR = {fo.Classifications: "classifications", fo.Detections: "detections"}
@@ -83,6 +84,13 @@ def write_label_attribute(samples, path, attribute, values, ftype):
     dataset = samples._dataset
     if not dataset.has_sample_field(f"{path}.{attribute}"):
         dataset.add_sample_field(f"{path}.{attribute}", ftype)
+    # only where the field holds a label: setting ``gt.attr`` where ``gt`` is None would create
+    # a label object, modifying the input
+    label_field = path.split(".", 1)[0]
+    has_label = samples.values(F(label_field).exists())
+    if not all(has_label):
+        samples = samples.exists(label_field)
+        values = [v for v, h in zip(values, has_label) if h]
     if is_list_field(path):
         samples.set_values(f"{path}.{attribute}", values)
     else:

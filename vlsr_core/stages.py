@@ -19,6 +19,7 @@ from fiftyone import ViewField as F
 
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_KEY, DEFAULT_MIN_CLUSTER_SIZE, DEFAULT_MODEL
 from .labels import (
+    LabelFieldError,
     is_list_field,
     label_path,
     label_sets,
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 # Samples whose embeddings are written to the database at a time (and lost at most on a crash).
 WRITE_EVERY = 1024
+# The reason recorded for an image whose embedding came out NaN or infinite.
+NON_FINITE = "the model returned a non-finite embedding (NaN or inf)"
 # Labels scoring below this quantile of all label scores are "low" in the review views.
 LOW_SIMILARITY_QUANTILE = 0.1
 
@@ -90,7 +93,7 @@ def compute_embeddings(
         an :class:`EmbeddingReport`.
     """
     _check_collection(samples)
-    path = label_path(samples, label_field)
+    path = _label_path(samples, label_field)
     if encoder is None:
         from .encoder import CLIPEncoder
 
@@ -124,11 +127,15 @@ def compute_embeddings(
     buffer = _Writer(dataset, fields["embedding"], fields["error"])
     for batch in encoder.iter_image_batches(paths):
         for i, e in zip(batch.indices, batch.embeddings):
-            buffer.add(ids[i], e, None)
+            if np.isfinite(e).all():
+                buffer.add(ids[i], e, None)
+                report.n_embedded += 1
+            else:  # e.g. a float16 overflow; a stored NaN would also hide the image from resumes
+                buffer.add(ids[i], None, NON_FINITE)
+                report.failures.append((ids[i], paths[i], NON_FINITE))
         for f in batch.failures:
             buffer.add(ids[f.index], None, f.reason)
             report.failures.append((ids[f.index], f.path, f.reason))
-        report.n_embedded += len(batch.indices)
         if buffer.size >= WRITE_EVERY:
             buffer.flush()
         progress(0.05 + 0.95 * (report.n_embedded + len(report.failures)) / max(len(ids), 1))
@@ -185,8 +192,8 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
         float(s.min()) if s is not None and len(s) else None for s in scores.similarity
     ])
     samples.set_values(fields["best_gap"], [
-        sugg[0][1] - float(s.max()) if s is not None and len(s) and sugg else None
-        for s, sugg in zip(scores.similarity, scores.suggestions)
+        _best_gap(labels, s, sugg)
+        for labels, s, sugg in zip(sets, scores.similarity, scores.suggestions)
     ])
 
     all_scores = np.concatenate([s for s in scores.similarity if s is not None] or [np.zeros(0)])
@@ -197,7 +204,7 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
     views = saved_view_names(key)
     label_sim = F(attrs["similarity"])
     _save_view(dataset, views["low_similarity"],
-               samples.filter_labels(config.label_field, label_sim < low),
+               samples.filter_labels(config.label_field, (label_sim != None) & (label_sim < low)),
                f"labels scoring below {low:.3f}, the {low_quantile:.0%} quantile of run {key!r}")
     _save_view(dataset, views["better_label"], samples.match(F(fields["best_gap"]) > margin),
                f"samples where a vocabulary label beats every assigned label by > {margin}")
@@ -244,12 +251,10 @@ def cluster_and_merge(
 
     attrs, fields = label_attributes(key), sample_fields(key)
     canonical, cluster = refined.canonical, refined.cluster
-    write_label_attribute(
-        samples, path, attrs["canonical"], [_per_label(l, canonical) for l in raw], fo.StringField
-    )
-    write_label_attribute(
-        samples, path, attrs["cluster"], [_per_label(l, cluster) for l in raw], fo.IntField
-    )
+    write_label_attribute(samples, path, attrs["canonical"],
+                     [_per_label(l, canonical) for l in raw], fo.StringField)
+    write_label_attribute(samples, path, attrs["cluster"],
+                     [_per_label(l, cluster) for l in raw], fo.IntField)
     samples.set_values(fields["labels"], [
         fo.Classifications(classifications=[
             fo.Classification(label=l, confidence=None if scores is None else float(s))
@@ -337,7 +342,7 @@ def _inputs(samples, key):
         raise VLSRError(f"No VLSR run {key!r} on this dataset: compute embeddings first")
     config = dataset.get_run_info(key).config
     results = dataset.load_run_results(key, cache=False)
-    path = label_path(samples, config.label_field)
+    path = _label_path(samples, config.label_field)
     raw = read_labels(samples, path)
     sets = label_sets(raw)
     vocabulary = _vocabulary(sets)
@@ -356,6 +361,13 @@ def _inputs(samples, key):
     return dataset, config, results, path, raw, sets, vocabulary, vocab_emb, images
 
 
+def _label_path(samples, label_field):
+    try:
+        return label_path(samples, label_field)
+    except LabelFieldError as e:
+        raise VLSRError(str(e)) from None
+
+
 def _vocabulary(sets):
     """Distinct labels in order of first appearance."""
     return list(dict.fromkeys(l for labels in sets for l in labels))
@@ -364,6 +376,16 @@ def _vocabulary(sets):
 def _per_label(labels, values):
     """Values aligned with a sample's label objects; None for unusable or unknown labels."""
     return [values.get(l) if usable(l) else None for l in labels]
+
+
+def _best_gap(labels, sims, suggestions):
+    """Best suggestion's score minus the best assigned label's; exactly 0 when the best
+    suggestion is assigned (the two scores come from different products and may differ in the
+    last bits, which must not count as a better label)."""
+    if sims is None or not len(sims) or not suggestions:
+        return None
+    best, score = suggestions[0]
+    return 0.0 if best in labels else score - float(sims.max())
 
 
 def _weak_labels(sets, similarity, threshold):

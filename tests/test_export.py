@@ -1,0 +1,231 @@
+"""export_run: the files a user takes away from a VLSR run, checked against the dataset they
+came from (and, for COCO, read back with FiftyOne's own importer)."""
+
+import csv
+import json
+import os
+
+import fiftyone as fo
+import pytest
+from fiftyone import ViewField as F
+
+from test_stages import FakeEncoder, build, by_name, dot
+from vlsr_core.export import ExportError, export_run
+from vlsr_core.stages import compute_embeddings, run_vlsr, score_labels
+
+SCREW = '2" wood screw, "large"'  # quotes and a comma, as in Factorynet
+# file name, what the picture shows, its objects' labels
+SPEC = [
+    ("h1.png", "helmet", ["helmet", "Helmets"]),
+    ("h2.png", "helmet", ["helmet"]),
+    ("h3.png", "helmet", ["Helmets"]),
+    ("h4.png", "helmet", ["Lathe Information", "helmit", "helmet"]),
+    ("s1.png", "screwdriver", ["screwdriver"]),
+    ("s2.png", {"screwdriver": 1.0, "helmet": 0.4}, ["Screwdrivers", "helmet"]),
+    ("w1.png", "screw", [SCREW]),
+    ("w2.png", "screw", [SCREW, SCREW]),
+    ("n1.png", "drill", []),
+    ("zero.png", "empty", ["helmit"]),
+]
+VOCAB = ["helmet", "Helmets", "Lathe Information", "helmit", "screwdriver", "Screwdrivers", SCREW]
+CANONICAL = {"helmet": "helmet", "Helmets": "helmet", "helmit": "helmet",
+             "Lathe Information": "Lathe Information", "screwdriver": "screwdriver",
+             "Screwdrivers": "screwdriver", SCREW: SCREW}
+FINAL = {"h1.png": "helmet", "h2.png": "helmet", "h3.png": "helmet", "h4.png": "helmet",
+         "s1.png": "screwdriver", "s2.png": "screwdriver", "w1.png": SCREW, "w2.png": SCREW,
+         "n1.png": None, "zero.png": None}
+
+
+@pytest.fixture
+def run(dataset, tmp_path):
+    """SPEC with boxes in ``objects``, fully run; returns the dataset, image folder and embeddings."""
+    folder = tmp_path / "images"
+    images = build(dataset, folder, SPEC, kind="detections", field="objects")
+    run_vlsr(dataset, "objects", encoder=FakeEncoder(images), top_k=3, min_cluster_size=1)
+    assert by_name(dataset, "vlsr_label.label") == FINAL  # the premise of every test here
+    return dataset, folder, images
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_samples_csv(run, tmp_path):
+    dataset, _, images = run
+    out = tmp_path / "export"
+    written = export_run(dataset, str(out))
+    assert sorted(os.path.basename(p) for p in written) == ["image_labels.json", "label_map.csv", "samples.csv"]
+    assert all(os.path.isfile(p) for p in written)
+
+    rows = read_csv(out / "samples.csv")
+    assert list(rows[0]) == ["filepath", "final_label", "final_score", "original_labels",
+                             "canonical_labels", "suggestions"]
+    assert [r["filepath"] for r in rows] == dataset.values("filepath")  # one row per sample
+    final_scores = by_name(dataset, "vlsr_label.confidence")
+    canonical = by_name(dataset, "vlsr_labels.classifications.label")
+    sugg_labels = by_name(dataset, "vlsr_suggestions.classifications.label")
+    sugg_scores = by_name(dataset, "vlsr_suggestions.classifications.confidence")
+    for row in rows:
+        name = os.path.basename(row["filepath"])
+        assert row["final_label"] == (FINAL[name] or "")
+        if FINAL[name] is None:
+            assert row["final_score"] == ""
+        else:
+            assert float(row["final_score"]) == pytest.approx(final_scores[name], abs=1e-6)
+            assert float(row["final_score"]) == pytest.approx(dot(images, name, FINAL[name]), abs=1e-5)
+        objects = next(s for n, _, s in SPEC if n == name)
+        assert json.loads(row["original_labels"]) == list(dict.fromkeys(objects))  # distinct
+        assert json.loads(row["canonical_labels"]) == canonical[name]
+        suggestions = json.loads(row["suggestions"])
+        assert [l for l, _ in suggestions] == (sugg_labels[name] or [])
+        assert [s for _, s in suggestions] == pytest.approx(sugg_scores[name] or [], abs=1e-6)
+    by_file = {os.path.basename(r["filepath"]): r for r in rows}
+    # labels with quotes and commas survive the CSV and the JSON inside it
+    assert json.loads(by_file["w2.png"]["original_labels"]) == [SCREW]
+    assert json.loads(by_file["h4.png"]["canonical_labels"]) == ["Lathe Information", "helmet"]
+    assert json.loads(by_file["n1.png"]["original_labels"]) == []
+    assert len(json.loads(by_file["h1.png"]["suggestions"])) == 3
+    assert json.loads(by_file["zero.png"]["suggestions"]) == []
+
+
+def test_label_map_csv(run, tmp_path):
+    dataset, _, _ = run
+    export_run(dataset, str(tmp_path / "export"))
+    rows = read_csv(tmp_path / "export" / "label_map.csv")
+    assert [r["label"] for r in rows] == VOCAB  # every vocabulary label exactly once
+    assert {r["label"]: r["canonical"] for r in rows} == CANONICAL
+    results = dataset.load_run_results("vlsr", cache=False)
+    assert {r["label"]: int(r["frequency"]) for r in rows} == dict(
+        zip(results.vocabulary, results.frequencies.tolist()))
+    assert {r["label"]: int(r["frequency"]) for r in rows}["helmet"] == 4  # images, not objects
+    assert {r["label"]: int(r["frequency"]) for r in rows}[SCREW] == 2
+    cluster = {r["label"]: int(r["cluster"]) for r in rows}
+    assert cluster["helmet"] == cluster["Helmets"] == cluster["helmit"] != cluster["screwdriver"]
+    assert all(int(r["dbscan_cluster"]) >= 0 for r in rows)
+
+
+def test_image_labels_json_is_coco_with_final_flags(run, tmp_path):
+    dataset, _, images = run
+    export_run(dataset, str(tmp_path / "export"))
+    with open(tmp_path / "export" / "image_labels.json", encoding="utf-8") as f:
+        coco = json.load(f)
+
+    assert {"images", "categories", "annotations"} <= set(coco)
+    categories = {c["id"]: c["name"] for c in coco["categories"]}
+    assert len(categories) == len(coco["categories"])  # unique ids
+    assert sorted(categories.values()) == sorted({"helmet", "Lathe Information", "screwdriver", SCREW})
+    image_by_id = {im["id"]: im for im in coco["images"]}
+    assert len(image_by_id) == len(dataset)
+    assert sorted(im["file_name"] for im in coco["images"]) == sorted(dataset.values("filepath"))
+    sizes = {os.path.basename(im["file_name"]): (im["width"], im["height"]) for im in coco["images"]}
+    assert sizes["h1.png"] == (24, 16)
+
+    ann_ids = [a["id"] for a in coco["annotations"]]
+    assert len(set(ann_ids)) == len(ann_ids)
+    per_image = {}
+    for a in coco["annotations"]:
+        assert a["image_id"] in image_by_id and a["category_id"] in categories
+        assert "bbox" not in a
+        name = os.path.basename(image_by_id[a["image_id"]]["file_name"])
+        per_image.setdefault(name, []).append((categories[a["category_id"]], a["score"], a["final"]))
+
+    canonical = by_name(dataset, "vlsr_labels.classifications.label")
+    for name in FINAL:
+        entries = per_image.get(name, [])
+        assert [c for c, _, _ in entries] == (canonical[name] or [])
+        assert [c for c, _, final in entries if final] == ([FINAL[name]] if FINAL[name] else [])
+        for c, score, _ in entries:
+            if name in images:
+                assert score == pytest.approx(dot(images, name, c), abs=1e-6)
+            else:
+                assert score is None  # unreadable: canonical labels but no score
+    assert per_image["h4.png"] == [
+        ("Lathe Information", pytest.approx(dot(images, "h4.png", "Lathe Information"), abs=1e-6), False),
+        ("helmet", pytest.approx(dot(images, "h4.png", "helmet"), abs=1e-6), True),
+    ]
+
+
+def test_coco_detections_reimport_with_canonical_labels_and_same_boxes(run, tmp_path):
+    dataset, folder, _ = run
+    out = tmp_path / "export"
+    written = export_run(dataset, str(out), detections_field="objects")
+    labels_path = out / "detections" / "labels.json"
+    assert str(labels_path) in written
+    with open(labels_path) as f:
+        file_names = [im["file_name"] for im in json.load(f)["images"]]
+    # FiftyOne writes the file names relative to the images' folder: data_path says where
+    assert not any(os.path.isabs(n) for n in file_names)
+    # every image whose size can be read is there (with or without boxes); the empty file is not
+    assert sorted(file_names) == sorted(n for n, _, _ in SPEC if n != "zero.png")
+
+    back = fo.Dataset.from_dir(
+        dataset_type=fo.types.COCODetectionDataset,
+        data_path=str(folder),
+        labels_path=str(labels_path),
+        label_types="detections",
+        label_field="objects",
+    )
+    try:
+        imported = {os.path.basename(p): d for p, d in zip(back.values("filepath"), back.values("objects"))}
+        original = by_name(dataset, "objects")
+        exported = {n for n, d in original.items() if d is not None and d.detections} - {"zero.png"}
+        assert exported <= set(imported)
+        for name in exported:
+            before = original[name].detections
+            after = imported[name].detections
+            assert [d.label for d in after] == [CANONICAL[d.label] for d in before], name
+            for a, b in zip(after, before):
+                assert a.bounding_box == pytest.approx(b.bounding_box, abs=1e-3)
+        # every canonical label arrives, with its quotes and comma
+        assert {d.label for n in exported for d in imported[n].detections} == {
+            "helmet", "Lathe Information", "screwdriver", SCREW}
+        for name in set(imported) - exported:
+            assert not imported[name] or not imported[name].detections
+    finally:
+        back.delete()
+    # the dataset's own labels are not changed by the export
+    assert by_name(dataset, "objects.detections.label")["h1.png"] == ["helmet", "Helmets"]
+
+
+def test_export_of_a_view(run, tmp_path):
+    dataset, _, _ = run
+    view = dataset.match(F("vlsr_label.label") == "helmet")
+    export_run(view, str(tmp_path / "export"))
+    rows = read_csv(tmp_path / "export" / "samples.csv")
+    assert sorted(os.path.basename(r["filepath"]) for r in rows) == ["h1.png", "h2.png", "h3.png", "h4.png"]
+    with open(tmp_path / "export" / "image_labels.json", encoding="utf-8") as f:
+        assert len(json.load(f)["images"]) == 4
+
+
+def test_non_empty_directory_is_refused_unless_overwrite(run, tmp_path):
+    dataset, _, _ = run
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not empty"):
+        export_run(dataset, str(out))
+    assert os.listdir(out) == ["notes.txt"]
+
+    export_run(dataset, str(out), detections_field="objects", overwrite=True)
+    rows = read_csv(out / "samples.csv")
+    assert len(rows) == len(dataset)
+    # a second export over the first one
+    with pytest.raises(ExportError, match="not empty"):
+        export_run(dataset, str(out), detections_field="objects")
+    dataset.match(F("filepath").ends_with("h3.png")).set_field("vlsr_label.label", "replaced").save()
+    export_run(dataset, str(out), detections_field="objects", overwrite=True)
+    by_file = {os.path.basename(r["filepath"]): r for r in read_csv(out / "samples.csv")}
+    assert by_file["h3.png"]["final_label"] == "replaced"
+    assert os.path.isfile(out / "detections" / "labels.json")
+
+
+def test_export_before_clustering_is_refused(dataset, tmp_path):
+    images = build(dataset, tmp_path / "images", SPEC, kind="detections", field="objects")
+    with pytest.raises(ExportError, match="No VLSR run"):
+        export_run(dataset, str(tmp_path / "export"))
+    compute_embeddings(dataset, "objects", encoder=FakeEncoder(images))
+    score_labels(dataset)
+    with pytest.raises(ExportError, match="cluster and merge first"):
+        export_run(dataset, str(tmp_path / "export"))
+    assert not os.path.exists(tmp_path / "export")

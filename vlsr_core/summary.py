@@ -1,0 +1,50 @@
+"""A short report of a run, as Markdown: shown by ``vlsr summary`` and in the App after clustering."""
+
+from collections import Counter
+
+from .runs import sample_fields, saved_view_names
+
+
+def summarize_run(dataset, key, n_clusters=10):
+    """The vocabulary before and after, the largest clusters with members, failures, views.
+
+    Args:
+        dataset: a FiftyOne dataset with the VLSR run ``key``.
+        key: the run key.
+        n_clusters: how many of the largest clusters to list.
+
+    Returns:
+        a Markdown string.
+    """
+    results = dataset.load_run_results(key, cache=False)
+    fields, views = sample_fields(key), saved_view_names(key)
+    lines = [f"**Run `{key}`** on `{dataset.name}`: {len(dataset)} samples"]
+    if results.vocabulary:
+        lines.append(
+            f"**Vocabulary:** {len(results.vocabulary)} labels → "
+            f"{len(results.representatives)} canonical labels"
+        )
+        sizes, members = Counter(), {}
+        for label, cluster, freq in zip(results.vocabulary, results.clusters, results.frequencies):
+            sizes[cluster] += int(freq)
+            members.setdefault(cluster, []).append(label)
+        lines.append(f"**Largest clusters** (canonical label, samples: members):")
+        for cluster, size in sizes.most_common(n_clusters):
+            names = members[cluster]
+            shown = ", ".join(f"`{n}`" for n in names[:8])
+            more = f", +{len(names) - 8} more" if len(names) > 8 else ""
+            lines.append(f"- `{results.representatives[cluster]}` ({size}): {shown}{more}")
+        if dataset.has_saved_view(views["changed"]):
+            lines.append(
+                f"**Final labels:** {dataset.count(fields['label'])} samples; "
+                f"{len(dataset.load_saved_view(views['changed']))} differ from every label they had"
+            )
+    else:
+        lines.append(f"**Labels embedded:** {len(results.labels)}; not clustered yet")
+    if results.failures:
+        lines.append(f"**Unreadable images** ({len(results.failures)}), skipped:")
+        lines += [f"- `{path}`: {reason}" for _, path, reason in results.failures[:10]]
+    present = [v for v in views.values() if dataset.has_saved_view(v)]
+    if present:
+        lines.append("**Review views:** " + ", ".join(f"`{v}`" for v in present))
+    return "\n".join(lines)
