@@ -385,6 +385,18 @@ def test_other_model_reembeds_every_image_and_label(main):
         assert np.array_equal(embedded[name], vector)
 
 
+def test_other_model_on_a_view_drops_the_old_embeddings_of_the_rest(main):
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    view = dataset.limit(2)
+    other_images = {n: image_vector("glove", "other" + n) for n in images}
+    compute_embeddings(view, "gt", encoder=FakeEncoder(other_images, model_name="other-clip"))
+    # the samples outside the view hold no embedding of the old model any more
+    outside = dataset.exclude(view.values("id"))
+    assert outside.count("vlsr_embedding") == 0
+    assert view.count("vlsr_embedding") == 2
+
+
 def test_recompute_reembeds_every_image(main):
     dataset, images = main
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))

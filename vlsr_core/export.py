@@ -10,7 +10,8 @@ Files written to the export directory:
   COCO, and one ``annotations`` entry per canonical label of an image, with ``score`` and
   ``final`` (true for the image's final label) and no ``bbox``.
 - ``detections/labels.json`` (with ``detections_field``): the boxes of a Detections field with
-  their labels mapped to canonical labels, written by FiftyOne's COCO exporter.
+  their labels mapped to canonical labels, written by FiftyOne's COCO exporter; ``file_name``
+  is relative to the images' common folder (the ``data_path`` to give FiftyOne's importer).
 """
 
 import csv
@@ -67,7 +68,10 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         if len(sized) < len(samples):
             logger.warning("%d images whose size cannot be read are left out of the COCO "
                            "detections", len(samples) - len(sized))
+        # file names relative to the images' common folder: basenames alone could collide
+        root = os.path.commonpath([os.path.dirname(p) for p in sized.values("filepath")] or ["/"])
         sized.map_labels(detections_field, label_map).export(
+            rel_dir=root,
             labels_path=os.path.join(coco_dir, "labels.json"),
             dataset_type=fo.types.COCODetectionDataset,
             label_field=detections_field,

@@ -101,9 +101,12 @@ def compute_embeddings(
                               num_workers=num_workers, prompt=prompt)
     dataset = samples._dataset
     config, results = _load_or_init(dataset, key, label_field)
+    fields = sample_fields(key)
     if (config.model, config.prompt) != (encoder.model_name, encoder.prompt):
-        recompute = True  # embeddings of another model are not comparable
+        # embeddings of another model are not comparable: drop them all, not only this view's
         results.labels, results.label_embeddings = [], np.zeros((0, encoder.dim), np.float32)
+        if dataset.has_sample_field(fields["embedding"]):
+            dataset.clear_sample_field(fields["embedding"])
     config.model, config.prompt, config.batch_size = encoder.model_name, encoder.prompt, encoder.batch_size
     dataset.update_run_config(key, config)
     report = EmbeddingReport()
@@ -118,7 +121,6 @@ def compute_embeddings(
         report.n_labels_embedded = len(new)
         dataset.save_run_results(key, results)
 
-    fields = sample_fields(key)
     _ensure_field(dataset, fields["embedding"], fo.VectorField)
     _ensure_field(dataset, fields["error"], fo.StringField)
     todo = samples if recompute else samples.exists(fields["embedding"], False)
