@@ -1,10 +1,13 @@
 """Test set-up: a database of the tests' own on the real MongoDB that FiftyOne starts."""
 
 import os
+from pathlib import Path
 
 # Before fiftyone is imported anywhere: keep test datasets out of the user's database.
 os.environ.setdefault("FIFTYONE_DATABASE_NAME", "vlsr-tests")
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+# the repository root is the plugin directory
+os.environ.setdefault("FIFTYONE_PLUGINS_DIR", str(Path(__file__).resolve().parents[1]))
 # run.sh installs MongoDB 6.0, which FiftyOne supports but warns about on every connection
 os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
 

@@ -166,3 +166,8 @@ def saved_view_names(key):
         "weak_labels": f"{key}-labels-low-everywhere",
         "changed": f"{key}-final-label-changed",
     }
+
+
+def list_vlsr_runs(dataset):
+    """The keys of the VLSR runs of ``dataset``."""
+    return [k for k in dataset.list_runs() if isinstance(dataset.get_run_info(k).config, VLSRRunConfig)]

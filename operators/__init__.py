@@ -1,0 +1,1 @@
+"""FiftyOne operators of the vlsr plugin: forms, progress and App refreshes around vlsr_core."""

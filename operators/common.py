@@ -1,0 +1,139 @@
+"""Pieces every vlsr operator form and execution shares: target, fields, run keys, progress."""
+
+import queue
+import threading
+
+import fiftyone.operators.types as types
+
+from vlsr_core.defaults import DEFAULT_KEY
+from vlsr_core.labels import label_fields
+from vlsr_core.runs import VLSRRunConfig, list_vlsr_runs
+
+
+def block(inputs, name, message):
+    """Show ``message`` as an error in the form and refuse to execute."""
+    prop = inputs.view(name, types.Error(label=message))
+    prop.invalid = True
+    prop.error_message = message
+
+
+def target_view(ctx, inputs):
+    """Add the target choice (dataset, current view, selected samples); return the view or None."""
+    inputs.view_target(ctx)
+    if ctx.dataset is None:
+        return None
+    if ctx.dataset.media_type != "image":
+        block(inputs, "media_error",
+              f"VLSR works on image datasets; this one holds {ctx.dataset.media_type} samples")
+        return None
+    view = ctx.target_view()
+    if len(view) == 0:
+        block(inputs, "empty_error", "There are no samples in the chosen target")
+        return None
+    return view
+
+
+def label_field_input(ctx, inputs):
+    """A dropdown of the Classification, Classifications and Detections fields."""
+    fields = label_fields(ctx.dataset)
+    if not fields:
+        block(inputs, "label_field_error",
+              "This dataset has no Classification, Classifications or Detections field to clean")
+        return None
+    choices = types.Dropdown(label="Label field")
+    for f in fields:
+        choices.add_choice(f, label=f)
+    inputs.enum("label_field", choices.values(), default=fields[0], required=True, view=choices,
+                description="The labels to score and merge (they are never modified)")
+    return ctx.params.get("label_field", fields[0])
+
+
+def new_run_key_input(ctx, inputs, label_field):
+    """The run key for a new or continued run, checked against the runs of the dataset."""
+    prop = inputs.str("key", default=DEFAULT_KEY, label="Run key",
+                      description="Names the run and prefixes every field it writes "
+                                  "(vlsr -> vlsr_embedding, ...); use another key to keep "
+                                  "runs of different models side by side")
+    key = ctx.params.get("key", DEFAULT_KEY) or ""
+    problem = None
+    if not key.isidentifier():
+        problem = "A run key must be a valid identifier: letters, digits and underscores"
+    elif ctx.dataset.has_run(key):
+        config = ctx.dataset.get_run_info(key).config
+        if not isinstance(config, VLSRRunConfig):
+            problem = f"Run {key!r} exists and is not a VLSR run; choose another key"
+        elif label_field and config.label_field != label_field:
+            problem = (f"Run {key!r} was made on {config.label_field!r}; choose another key "
+                       "or delete that run first")
+    if problem:
+        prop.invalid, prop.error_message = True, problem
+    return key
+
+
+def run_key_choice(ctx, inputs, action):
+    """A dropdown of the VLSR runs of the dataset; None (and an error) if there is none."""
+    keys = list_vlsr_runs(ctx.dataset)
+    if not keys:
+        block(inputs, "run_error", f"No VLSR run on this dataset yet: compute embeddings before you {action}")
+        return None
+    choices = types.Dropdown(label="Run key")
+    for k in keys:
+        config = ctx.dataset.get_run_info(k).config
+        choices.add_choice(k, label=k, description=f"{config.label_field}, {config.model}")
+    inputs.enum("key", choices.values(), default=keys[0], view=choices,
+                description="The VLSR run to use")
+    return ctx.params.get("key", keys[0])
+
+
+def execution_flags(**kwargs):
+    """Operator config flags shared by long-running vlsr operators."""
+    return dict(dynamic=True, execute_as_generator=True, allow_immediate_execution=True,
+                allow_delegated_execution=True, **kwargs)
+
+
+def run_with_progress(ctx, label, fn):
+    """Run ``fn(progress)`` and report its progress live: a generator, use with ``yield from``.
+
+    In the App (immediate execution) progress messages are yielded as they come; in a
+    delegated run they are stored on the operation with ``ctx.set_progress``. The engine runs in
+    a thread so that its plain ``progress(fraction)`` callback can feed this generator.
+    """
+    updates, outcome = queue.Queue(), {}
+
+    def target():
+        try:
+            outcome["result"] = fn(updates.put)
+        except BaseException as e:  # re-raised below, in the operator's own thread
+            outcome["error"] = e
+        finally:
+            updates.put(None)
+
+    thread = threading.Thread(target=target, name=f"vlsr-{label}", daemon=True)
+    thread.start()
+    last = -1.0
+    while (fraction := updates.get()) is not None:
+        if fraction - last < 0.01 and fraction < 1:
+            continue  # at most a hundred updates
+        last = fraction
+        text = f"{label}: {fraction:.0%}"
+        if ctx.delegated:
+            ctx.set_progress(progress=fraction, label=text)
+        else:
+            yield ctx.trigger("set_progress", dict(progress=fraction, label=text))
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def finish(ctx, message, markdown=None):
+    """After a run: refresh the App's dataset (new fields, views), notify, show a report."""
+    if ctx.delegated:
+        return
+    yield ctx.trigger("reload_dataset")
+    yield ctx.trigger("notify", dict(message=message, variant="success"))
+    if markdown:
+        outputs = types.Object()
+        outputs.str("report", label="Result", view=types.MarkdownView(read_only=True))
+        yield ctx.trigger("show_output", dict(
+            outputs=types.Property(outputs).to_json(), results=dict(report=markdown)))

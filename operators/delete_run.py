@@ -1,0 +1,44 @@
+"""Operator: delete a run's fields, label attributes, saved views and record; inputs stay."""
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from vlsr_core.defaults import DEFAULT_KEY
+
+from .common import run_key_choice
+
+
+class DeleteRun(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="delete_run",
+            label="VLSR: delete run",
+            description="Remove every field, label attribute and view of one VLSR run",
+            icon="delete",
+            dynamic=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        key = run_key_choice(ctx, inputs, "deleting") if ctx.dataset is not None else None
+        if key is not None:
+            from vlsr_core.runs import VLSRRun
+
+            run = VLSRRun(ctx.dataset.get_run_info(key).config)
+            fields = run.get_fields(ctx.dataset, key)
+            inputs.view("what", types.Warning(
+                label=f"Deletes {len(fields)} fields and the review views of run {key!r}",
+                description=", ".join(fields) + ". The input labels are not touched."))
+            inputs.bool("confirm", default=False, required=True, label="Delete them")
+            if not ctx.params.get("confirm"):
+                prop = inputs.view("confirm_note", types.Notice(label="Tick the box to confirm"))
+                prop.invalid, prop.error_message = True, "Tick the box to confirm the deletion"
+        return types.Property(inputs, view=types.View(label="VLSR: delete run"))
+
+    def execute(self, ctx):
+        key = ctx.params.get("key", DEFAULT_KEY)
+        ctx.dataset.delete_run(key)
+        ctx.ops.reload_dataset()
+        ctx.ops.notify(f"Deleted VLSR run {key!r}", variant="success")
+        return dict(deleted=key)

@@ -1,0 +1,59 @@
+"""Operator: export a run to CSV and COCO files in a directory the user types."""
+
+import os
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from vlsr_core.defaults import DEFAULT_KEY
+
+from .common import block, execution_flags, finish, run_key_choice, run_with_progress, target_view
+
+
+class ExportResults(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="export_results",
+            label="VLSR: export cleaned labels",
+            description="Write samples.csv, label_map.csv, COCO-style image labels and COCO detections",
+            icon="download",
+            **execution_flags(),
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        view = target_view(ctx, inputs)
+        key = run_key_choice(ctx, inputs, "exporting") if view is not None else None
+        if key is None:
+            return types.Property(inputs, view=types.View(label="VLSR: export cleaned labels"))
+        if not len(ctx.dataset.load_run_results(key, cache=False).vocabulary):
+            block(inputs, "cluster_error", f"Run {key!r} has no clusters yet: cluster and merge first")
+        prop = inputs.str("directory", required=True, label="Export directory",
+                          description="A folder on the machine running FiftyOne")
+        directory = ctx.params.get("directory")
+        inputs.bool("overwrite", default=False, label="Overwrite",
+                    description="Replace the files of an earlier export")
+        if directory and os.path.isdir(directory) and os.listdir(directory) and not ctx.params.get("overwrite"):
+            prop.invalid = True
+            prop.error_message = f"{directory} is not empty; choose another folder or tick Overwrite"
+        detections = ctx.dataset.get_field_schema(embedded_doc_type=fo.Detections)
+        if detections:
+            choices = types.Dropdown(label="Detections to export as COCO (optional)")
+            for f in detections:
+                choices.add_choice(f, label=f)
+            inputs.enum("detections_field", choices.values(), view=choices,
+                        description="Its boxes are exported with canonical labels")
+        return types.Property(inputs, view=types.View(label="VLSR: export cleaned labels"))
+
+    def execute(self, ctx):
+        from vlsr_core.export import export_run
+
+        written = yield from run_with_progress(ctx, "Exporting", lambda progress: export_run(
+            ctx.target_view(), ctx.params["directory"], ctx.params.get("key", DEFAULT_KEY),
+            detections_field=ctx.params.get("detections_field"),
+            overwrite=ctx.params.get("overwrite", False),
+        ))
+        yield from finish(ctx, f"Exported {len(written)} files to {ctx.params['directory']}",
+                          "\n".join(f"- `{p}`" for p in written))

@@ -1,0 +1,207 @@
+"""The plugin's operators, run through FiftyOne's operator machinery (immediate and delegated)."""
+
+import csv
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import numpy as np
+import pytest
+from fiftyone.operators.delegated import DelegatedOperationService
+from fiftyone.operators.executor import ExecutionContext, ExecutionError
+from fiftyone.operators.registry import OperatorRegistry
+from PIL import Image
+
+from vlsr_core.random_clip import save_random_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+URI = "@vlsr/vlsr/"
+OPERATORS = ["compute_embeddings", "score_labels", "cluster_and_merge", "export_results", "delete_run"]
+LABELS = [["helmet", "Helmets"], ["helmit"], ["screwdriver"], [], ["Lathe Information", "helmet"]]
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    return save_random_clip(str(tmp_path_factory.mktemp("tiny-clip")))
+
+
+@pytest.fixture
+def ds(dataset, tmp_path):
+    """Five images with Classifications and Detections, plus an unreadable file."""
+    samples = []
+    for i, labels in enumerate(LABELS):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(path)
+        samples.append(fo.Sample(
+            filepath=str(path),
+            gt=fo.Classifications(classifications=[fo.Classification(label=l) for l in labels]),
+            boxes=fo.Detections(detections=[
+                fo.Detection(label=l, bounding_box=[0.1, 0.1, 0.5, 0.5]) for l in labels]),
+            note="a string field",
+        ))
+    (tmp_path / "broken.jpg").write_bytes(b"")
+    samples.append(fo.Sample(filepath=str(tmp_path / "broken.jpg"),
+                             gt=fo.Classifications(classifications=[fo.Classification(label="helmet")])))
+    dataset.add_samples(samples)
+    return dataset
+
+
+def run(name, dataset, **params):
+    return foo.execute_operator(URI + name, dataset=dataset, params=params)
+
+
+def requests(result):
+    return [r["operator_uri"] for r in result.executor.to_json()["requests"]]
+
+
+def form(name, dataset, view=None, **params):
+    """The JSON of an operator's form as the App would get it."""
+    ctx = ExecutionContext(request_params=dict(dataset_name=dataset.name, params=params))
+    if view is not None:
+        ctx.request_params["view"] = view._serialize()
+    return OperatorRegistry().get_operator(URI + name).resolve_input(ctx).to_json()
+
+
+def test_plugin_registers_every_operator_without_errors():
+    registry = OperatorRegistry()
+    assert registry.list_errors() == []
+    assert sorted(o.uri for o in registry.list_operators() if o.uri.startswith(URI)) == sorted(
+        URI + n for n in OPERATORS)
+
+
+def test_whole_workflow_immediate(ds, tiny_clip, tmp_path):
+    r = run("compute_embeddings", ds, label_field="gt", model=tiny_clip, batch_size=2)
+    assert requests(r).count("set_progress") >= 2  # live progress in the App
+    assert requests(r)[-3:] == ["reload_dataset", "notify", "show_output"]
+    assert ds.count("vlsr_embedding") == 5
+    assert ds.match(fo.ViewField("vlsr_error") == "empty file (0 bytes)").count() == 1
+
+    run("score_labels", ds, key="vlsr", top_k=3)
+    assert ds.count("gt.classifications.vlsr_similarity") == 6  # every label of a readable image
+    assert all(len(s) == 3 for s in ds.exists("vlsr_embedding").values("vlsr_suggestions.classifications"))
+    assert "vlsr-low-similarity" in ds.list_saved_views()
+
+    r = run("cluster_and_merge", ds, key="vlsr", min_cluster_size=1, eps=0.05)
+    assert ds.count("vlsr_label") == 4  # labelled, readable images
+    assert ds.count("gt.classifications.vlsr_canonical") == 7
+    config = ds.get_run_info("vlsr").config
+    assert (config.label_field, config.model, config.eps, config.min_cluster_size, config.top_k) == (
+        "gt", tiny_clip, 0.05, 1, 3)
+    assert "show_output" in requests(r)
+
+    out = tmp_path / "export"
+    run("export_results", ds, key="vlsr", directory=str(out), detections_field="boxes")
+    with open(out / "samples.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(ds)
+    assert (out / "detections" / "labels.json").exists()
+
+    with pytest.raises(ExecutionError, match="not empty"):
+        run("export_results", ds, key="vlsr", directory=str(out))
+    run("export_results", ds, key="vlsr", directory=str(out), overwrite=True)
+
+    r = run("delete_run", ds, key="vlsr", confirm=True)
+    assert r.result == {"deleted": "vlsr"} and ds.list_runs() == [] and ds.list_saved_views() == []
+    assert not [f for f in ds.get_field_schema() if f.startswith("vlsr")]
+    assert ds.count("gt.classifications") == 7  # the input labels are all still there
+
+
+def test_target_current_view_and_selected_samples(ds, tiny_clip):
+    view = ds.limit(2)
+    foo.execute_operator(URI + "compute_embeddings", view=view, params=dict(
+        label_field="gt", model=tiny_clip, view_target="CURRENT_VIEW"))
+    assert ds.count("vlsr_embedding") == 2
+    chosen = ds.skip(3).limit(1).values("id")
+    foo.execute_operator(URI + "compute_embeddings", dataset=ds, selected=chosen, params=dict(
+        label_field="gt", model=tiny_clip, view_target="SELECTED_SAMPLES"))
+    assert set(ds.exists("vlsr_embedding").values("id")) == set(view.values("id")) | set(chosen)
+
+
+def test_delegated_execution_reports_progress(ds, tiny_clip):
+    uri = URI + "compute_embeddings"
+    r = foo.execute_operator(uri, dataset=ds, request_delegation=True,
+                             params=dict(label_field="gt", model=tiny_clip))
+    assert r.delegated and not ds.has_field("vlsr_embedding")  # queued, not run
+    service = DelegatedOperationService()
+    try:
+        service.execute_queued_operations(operator=uri, dataset_name=ds.name)
+        doc = service.get(r.result["id"])
+        assert doc.run_state == "completed", doc.result
+        assert doc.status.progress == 1.0 and doc.status.label.startswith("Embedding")
+        assert ds.count("vlsr_embedding") == 5
+    finally:
+        for op in service.list_operations(dataset_name=ds.name):
+            service.delete_operation(op.id)
+
+
+def test_label_field_choices_are_label_fields_only(ds):
+    inputs = form("compute_embeddings", ds)["type"]["properties"]
+    choices = [c["value"] for c in inputs["label_field"]["view"]["choices"]]
+    assert choices == ["gt", "boxes"]  # not "note", "filepath", ...
+
+
+@pytest.mark.parametrize("name", OPERATORS[:4])
+def test_forms_have_help_text_and_a_target_choice(ds, tiny_clip, name):
+    if name != "compute_embeddings":
+        run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    props = form(name, ds, view=ds.limit(2))["type"]["properties"]
+    assert "view_target" in props
+    for pname, prop in props.items():
+        if pname != "view_target" and "Error" not in prop["view"].get("name", ""):
+            assert prop["view"].get("description") or prop["view"].get("label"), pname
+
+
+def test_bad_states_are_messages_in_the_form(ds, tiny_clip, tmp_path):
+    with pytest.raises(ExecutionError, match="compute embeddings before you scoring|No VLSR run"):
+        run("score_labels", ds)
+    with pytest.raises(ExecutionError, match="does not exist"):
+        run("compute_embeddings", ds, label_field="gt", model=str(tmp_path / "no-such-model"))
+    with pytest.raises(ExecutionError, match="no samples"):
+        foo.execute_operator(URI + "compute_embeddings", view=ds.limit(0), params=dict(
+            label_field="gt", model=tiny_clip, view_target="CURRENT_VIEW"))
+    bare = fo.Dataset()
+    bare.add_sample(fo.Sample(filepath=str(tmp_path / "0.png")))
+    try:
+        with pytest.raises(ExecutionError, match="no Classification, Classifications or Detections"):
+            run("compute_embeddings", bare, model=tiny_clip)
+    finally:
+        bare.delete()
+    video = fo.Dataset()
+    video.add_sample(fo.Sample(filepath=str(tmp_path / "clip.mp4")))
+    try:
+        with pytest.raises(ExecutionError, match="image datasets"):
+            run("compute_embeddings", video, label_field="gt", model=tiny_clip)
+    finally:
+        video.delete()
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    with pytest.raises(ExecutionError, match="no clusters yet"):
+        run("export_results", ds, key="vlsr", directory=str(tmp_path / "out"))
+    with pytest.raises(ExecutionError, match="was made on 'gt'"):
+        run("compute_embeddings", ds, label_field="boxes", model=tiny_clip)
+    with pytest.raises(ExecutionError, match="identifier"):
+        run("compute_embeddings", ds, label_field="gt", model=tiny_clip, key="not a key")
+    with pytest.raises(ExecutionError, match="confirm"):
+        run("delete_run", ds, key="vlsr", confirm=False)
+
+
+def test_two_runs_side_by_side(ds, tiny_clip):
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip, key="vlsr")
+    run("compute_embeddings", ds, label_field="boxes", model=tiny_clip, key="boxes_run")
+    for key in ("vlsr", "boxes_run"):
+        run("score_labels", ds, key=key)
+        run("cluster_and_merge", ds, key=key, min_cluster_size=1)
+    assert ds.count("boxes.detections.boxes_run_similarity") == 6  # every box (none on the broken file)
+    assert ds.count("boxes_run_label") == ds.count("vlsr_label") == 4
+    run("delete_run", ds, key="boxes_run", confirm=True)
+    assert ds.list_runs() == ["vlsr"] and ds.count("vlsr_label") == 4
+    assert not ds.has_field("boxes_run_label") and not ds.has_field("boxes.detections.boxes_run_similarity")
+
+
+def test_plugin_requirements_match_the_package_dependencies():
+    """fiftyone plugins requirements --install installs what pip install would (minus FiftyOne)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    listed = [l.strip() for l in (ROOT / "requirements.txt").read_text().splitlines()
+              if l.strip() and not l.startswith("#")]
+    assert sorted(listed) == sorted(d for d in project if not re.match(r"fiftyone\b", d))
