@@ -14,6 +14,7 @@ from .common import (
     run_with_progress,
     target_view,
 )
+from .embed_shard import queue_shards
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -41,18 +42,21 @@ class ComputeEmbeddings(foo.Operator):
     def execute(self, ctx):
         from vlsr_core.stages import compute_embeddings
 
-        device = ctx.params.get("device", "auto")
+        p = ctx.params
+        key, shards = p.get("key", DEFAULT_KEY), p.get("num_shards", 1)
+        device = None if p.get("device", "auto") == "auto" else p["device"]
         report = yield from run_with_progress(ctx, "Embedding", lambda progress: compute_embeddings(
-            ctx.target_view(),
-            ctx.params["label_field"],
-            ctx.params.get("key", DEFAULT_KEY),
-            ctx.params.get("model") or DEFAULT_MODEL,
-            prompt=ctx.params.get("prompt") or None,
-            batch_size=ctx.params.get("batch_size", DEFAULT_BATCH_SIZE),
-            device=None if device == "auto" else device,
-            recompute=ctx.params.get("recompute", False),
+            ctx.target_view(), p["label_field"], key, p.get("model") or DEFAULT_MODEL,
+            prompt=p.get("prompt") or None, batch_size=p.get("batch_size", DEFAULT_BATCH_SIZE),
+            device=device, recompute=p.get("recompute", False), images=shards == 1,
             progress=progress,
         ))
+        if shards > 1:
+            queued = queue_shards(ctx, ctx.target_view(), shards, key, p.get("recompute", False), device)
+            message = (f"Embedded {report.n_labels_embedded} new labels and queued {len(queued)} "
+                       "image shards: run `fiftyone delegated launch` on any number of machines")
+            yield from finish(ctx, message, message)
+            return
         failures = "".join(f"\n- `{path}`: {reason}" for _, path, reason in report.failures[:20])
         yield from finish(ctx, report.summary(), f"**{report.summary()}**{failures}")
 
@@ -76,3 +80,7 @@ def _model_inputs(ctx, inputs):
                description='e.g. "a photo of a {}"; empty embeds labels exactly as written')
     inputs.bool("recompute", default=False, label="Recompute",
                 description="Embed again samples that already have an embedding from this model")
+    inputs.int("num_shards", default=1, min=1, label="Shards",
+               description="Above 1: embed the labels now and queue the images as this many "
+                           "delegated jobs, which any number of `fiftyone delegated launch` "
+                           "workers sharing the database run in parallel")

@@ -19,7 +19,8 @@ from vlsr_core.random_clip import save_random_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 URI = "@vlsr/vlsr/"
-OPERATORS = ["compute_embeddings", "score_labels", "cluster_and_merge", "export_results", "delete_run"]
+OPERATORS = ["compute_embeddings", "score_labels", "cluster_and_merge", "export_results", "delete_run",
+             "embed_shard"]
 LABELS = [["helmet", "Helmets"], ["helmit"], ["screwdriver"], [], ["Lathe Information", "helmet"]]
 
 

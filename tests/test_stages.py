@@ -284,7 +284,7 @@ def test_embeddings_written_for_readable_images_and_reasons_for_unreadable(main)
     assert failures == UNREADABLE
     ids, paths = by_name(dataset, "id"), by_name(dataset, "filepath")
     results = dataset.load_run_results("vlsr", cache=False)
-    assert sorted(map(tuple, results.failures)) == sorted(
+    assert sorted(map(tuple, stages.unreadable_images(dataset))) == sorted(
         (ids[name], paths[name], reason) for name, reason in UNREADABLE.items()
     )
 
@@ -336,8 +336,8 @@ def test_rerun_embeds_only_new_images_and_new_labels(main, tmp_path):
     assert np.array_equal(results.label_embeddings, np.stack([label_vector(l) for l in VOCAB + ["glove"]]))
     embedded = by_name(dataset, "vlsr_embedding")
     assert np.array_equal(embedded["g1.png"], images["g1.png"])
-    # the still unreadable images are listed once each in the run record
-    assert sorted(os.path.basename(f[1]) for f in results.failures) == ["missing.png", "zero.png"]
+    # the still unreadable images are listed once each
+    assert sorted(os.path.basename(f[1]) for f in stages.unreadable_images(dataset)) == ["missing.png", "zero.png"]
 
     # nothing left to do: no image and no label is embedded a third time
     idle = FakeEncoder(images)
@@ -836,7 +836,7 @@ def test_rerun_is_idempotent(main):
     second = dataset.load_run_results("vlsr", cache=False)
     assert second.labels == results.labels and second.vocabulary == results.vocabulary
     assert np.array_equal(second.label_embeddings, results.label_embeddings)
-    assert len(second.failures) == 2
+    assert len(stages.unreadable_images(dataset)) == 2
 
 
 def test_two_runs_side_by_side_and_deleting_one(main):
@@ -910,7 +910,7 @@ def test_run_results_survive_a_reload(ran):
         assert np.array_equal(getattr(results, array), getattr(before, array)), array
     assert results.representatives == before.representatives
     assert results.label_map == CANONICAL
-    assert sorted(os.path.basename(f[1]) for f in results.failures) == sorted(UNREADABLE)
+    assert sorted(os.path.basename(f[1]) for f in stages.unreadable_images(dataset)) == sorted(UNREADABLE)
     config = reloaded.get_run_info("vlsr").config
     assert (config.label_field, config.model, config.top_k, config.min_cluster_size) == ("gt", "fake-clip", 3, 1)
     stored = by_name(reloaded, "vlsr_embedding")

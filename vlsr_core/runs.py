@@ -106,7 +106,6 @@ class VLSRResults(fors.RunResults):
         vocabulary: the labels of the samples last clustered.
         frequencies, dbscan_clusters, clusters: int ndarrays aligned with ``vocabulary``.
         representatives: the canonical label of each final cluster.
-        failures: ``[sample_id, filepath, reason]`` of every image that could not be embedded.
     """
 
     _ARRAYS = ("label_embeddings", "frequencies", "dbscan_clusters", "clusters")
@@ -115,7 +114,7 @@ class VLSRResults(fors.RunResults):
         defaults = dict(
             labels=[], label_embeddings=np.zeros((0, 0), np.float32), vocabulary=[],
             frequencies=np.zeros(0, np.int64), dbscan_clusters=np.zeros(0, np.int64),
-            clusters=np.zeros(0, np.int64), representatives=[], failures=[],
+            clusters=np.zeros(0, np.int64), representatives=[],
         )
         defaults.update(kwargs)
         super().__init__(samples, config, key, backend=backend, **defaults)

@@ -72,13 +72,14 @@ def compute_embeddings(
     num_workers=None,
     recompute=False,
     encoder=None,
+    images=True,
     progress=None,
 ):
-    """Embed the images of ``samples`` and the distinct labels of ``label_field``.
+    """Embed the distinct labels of ``label_field`` into the run record, then the images.
 
     Images that already have an embedding from the same model (and prompt) are skipped unless
-    ``recompute``, so an interrupted run resumes where it stopped. Unreadable images are skipped,
-    their reason written to ``{key}_error`` and kept in the run record.
+    ``recompute``, so an interrupted run resumes where it stopped. Unreadable images are skipped
+    and their reason written to ``{key}_error`` (see :func:`unreadable_images`).
 
     Args:
         samples: a FiftyOne dataset or view of images.
@@ -87,6 +88,8 @@ def compute_embeddings(
         model, prompt, batch_size, device, num_workers: see :class:`CLIPEncoder`.
         recompute: embed every image again.
         encoder: an already loaded :class:`CLIPEncoder` (its model overrides ``model``).
+        images: False embeds the labels only and leaves the images to :func:`embed_images`
+            (e.g. in shards run by several workers).
         progress: optional callable taking the fraction done.
 
     Returns:
@@ -94,11 +97,7 @@ def compute_embeddings(
     """
     _check_collection(samples)
     path = _label_path(samples, label_field)
-    if encoder is None:
-        from .encoder import CLIPEncoder
-
-        encoder = CLIPEncoder(model, device=device, batch_size=batch_size,
-                              num_workers=num_workers, prompt=prompt)
+    encoder = encoder or _encoder(model, prompt, batch_size, device, num_workers)
     dataset = samples._dataset
     config, results = _load_or_init(dataset, key, label_field)
     fields = sample_fields(key)
@@ -109,7 +108,6 @@ def compute_embeddings(
             dataset.clear_sample_field(fields["embedding"])
     config.model, config.prompt, config.batch_size = encoder.model_name, encoder.prompt, encoder.batch_size
     dataset.update_run_config(key, config)
-    report = EmbeddingReport()
     progress = progress or (lambda fraction: None)
 
     vocabulary = _vocabulary(label_sets(read_labels(samples, path)))
@@ -118,14 +116,39 @@ def compute_embeddings(
         emb = encoder.embed_texts(new, progress=lambda f: progress(0.05 * f))
         results.labels = list(results.labels) + new
         results.label_embeddings = np.vstack([results.label_embeddings.reshape(-1, encoder.dim), emb])
-        report.n_labels_embedded = len(new)
         dataset.save_run_results(key, results)
+    if not images:
+        progress(1.0)
+        return EmbeddingReport(n_labels_embedded=len(new))
+    report = embed_images(samples, key, recompute=recompute, encoder=encoder,
+                          progress=lambda f: progress(0.05 + 0.95 * f))
+    report.n_labels_embedded = len(new)
+    return report
 
+
+def embed_images(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None, device=None,
+                 num_workers=None, progress=None):
+    """Embed the images of ``samples`` for an existing run, with the run's model and prompt.
+
+    The image half of :func:`compute_embeddings`; it writes sample fields only, so several
+    processes may run it at once on disjoint views of one dataset (one shard each).
+
+    Returns:
+        an :class:`EmbeddingReport`.
+    """
+    _check_collection(samples)
+    dataset = samples._dataset
+    if not dataset.has_run(key):
+        raise VLSRError(f"No VLSR run {key!r} on this dataset: compute embeddings first")
+    config = dataset.get_run_info(key).config
+    if encoder is None:
+        encoder = _encoder(config.model, config.prompt, config.batch_size, device, num_workers)
+    fields = sample_fields(key)
     _ensure_field(dataset, fields["embedding"], fo.VectorField)
     _ensure_field(dataset, fields["error"], fo.StringField)
     todo = samples if recompute else samples.exists(fields["embedding"], False)
     ids, paths = todo.values(["id", "filepath"])
-    report.n_skipped = len(samples) - len(ids)
+    report = EmbeddingReport(n_skipped=len(samples) - len(ids))
     buffer = _Writer(dataset, fields["embedding"], fields["error"])
     for batch in encoder.iter_image_batches(paths):
         for i, e in zip(batch.indices, batch.embeddings):
@@ -140,16 +163,27 @@ def compute_embeddings(
             report.failures.append((ids[f.index], f.path, f.reason))
         if buffer.size >= WRITE_EVERY:
             buffer.flush()
-        progress(0.05 + 0.95 * (report.n_embedded + len(report.failures)) / max(len(ids), 1))
+        if progress is not None:
+            progress((report.n_embedded + len(report.failures)) / max(len(ids), 1))
     buffer.flush()
-
-    done = set(ids)
-    results.failures = [f for f in results.failures if f[0] not in done] + [
-        list(f) for f in report.failures
-    ]
-    dataset.save_run_results(key, results)
-    progress(1.0)
+    if progress is not None:
+        progress(1.0)
     return report
+
+
+def unreadable_images(samples, key=DEFAULT_KEY):
+    """``(sample id, filepath, reason)`` of every image of ``samples`` that could not be embedded."""
+    error = sample_fields(key)["error"]
+    if not samples.has_field(error):
+        return []
+    return list(zip(*samples.exists(error).values(["id", "filepath", error])))
+
+
+def _encoder(model, prompt, batch_size, device, num_workers):
+    from .encoder import CLIPEncoder
+
+    return CLIPEncoder(model, device=device, batch_size=batch_size, num_workers=num_workers,
+                       prompt=prompt)
 
 
 def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,

@@ -3,6 +3,7 @@
 from collections import Counter
 
 from .runs import sample_fields, saved_view_names
+from .stages import unreadable_images
 
 
 def summarize_run(dataset, key, n_clusters=10):
@@ -43,9 +44,10 @@ def summarize_run(dataset, key, n_clusters=10):
             )
     else:
         lines.append(f"**Labels embedded:** {len(results.labels)}; not clustered yet")
-    if results.failures:
-        lines.append(f"**Unreadable images** ({len(results.failures)}), skipped:")
-        lines.append("\n".join(f"- `{path}`: {reason}" for _, path, reason in results.failures[:10]))
+    failures = unreadable_images(dataset, key)
+    if failures:
+        lines.append(f"**Unreadable images** ({len(failures)}), skipped:")
+        lines.append("\n".join(f"- `{path}`: {reason}" for _, path, reason in failures[:10]))
     present = [v for v in views.values() if dataset.has_saved_view(v)]
     if present:
         lines.append("**Review views:** " + ", ".join(f"`{v}`" for v in present))
