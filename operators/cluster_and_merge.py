@@ -55,6 +55,6 @@ class ClusterAndMerge(foo.Operator):
             ctx.target_view(), key, eps=p.get("eps", 0.07), min_samples=p.get("min_samples", 1),
             min_cluster_size=p.get("min_cluster_size", DEFAULT_MIN_CLUSTER_SIZE),
             size_by=p.get("size_by", "samples"), linkage=p.get("linkage", "centroid"),
-            max_merge_distance=p.get("max_merge_distance"),
+            max_merge_distance=p.get("max_merge_distance"), progress=progress,
         ))
         yield from finish(ctx, f"Clustered the labels of run {key!r}", summarize_run(ctx.dataset, key))

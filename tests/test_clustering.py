@@ -107,3 +107,11 @@ def test_memory_is_bounded_by_the_block(monkeypatch):
     cluster_labels(x, block_rows=50)
     assert max(r for r, _ in shapes) == 50
     assert max(r * c for r, c in shapes) <= 50 * 1000
+
+
+def test_progress_rises_to_one():
+    x = np.random.default_rng(0).normal(size=(300, 8))
+    for min_samples in (1, 3):
+        seen = []
+        cluster_labels(x, min_samples=min_samples, block_rows=32, progress=seen.append)
+        assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 5

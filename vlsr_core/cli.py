@@ -178,6 +178,7 @@ def _run(a, dataset=None, encoder=None):
     cluster_and_merge(
         dataset, a.key, eps=a.eps, min_samples=a.min_samples, min_cluster_size=a.min_cluster_size,
         size_by=a.size_by, linkage=a.linkage, max_merge_distance=a.max_merge_distance,
+        progress=_bar("cluster"),
     )
     _summary(dataset, a.key)
 

@@ -17,7 +17,7 @@ from sklearn.preprocessing import normalize
 DEFAULT_BLOCK_ROWS = 256
 
 
-def cluster_labels(embeddings, eps=0.07, min_samples=1, block_rows=DEFAULT_BLOCK_ROWS):
+def cluster_labels(embeddings, eps=0.07, min_samples=1, block_rows=DEFAULT_BLOCK_ROWS, progress=None):
     """Cluster label embeddings with DBSCAN under cosine distance ``1 - cos(a, b)``.
 
     Args:
@@ -29,6 +29,7 @@ def cluster_labels(embeddings, eps=0.07, min_samples=1, block_rows=DEFAULT_BLOCK
             "cosine similarity >= 1 - eps".
         block_rows: rows of the distance matrix computed at a time; memory is about
             ``block_rows * n_labels`` distances, time is ``n_labels**2 * dim / 2`` multiply-adds.
+        progress: optional callable taking the fraction done.
 
     Returns:
         ndarray of shape (n_labels,) and dtype int64: the cluster id of each row, 0, 1, ... in
@@ -48,19 +49,24 @@ def cluster_labels(embeddings, eps=0.07, min_samples=1, block_rows=DEFAULT_BLOCK
     if n == 0:
         return np.empty(0, dtype=np.int64)
 
+    report = progress or (lambda fraction: None)
     if min_samples == 1:
         # Every point is core: the clusters are the connected components, in one pass.
-        return number_by_first_occurrence(_components(x, eps, block_rows)[0])
-
-    labels = np.full(n, -1, dtype=np.int64)
-    counts = _components(x, eps, block_rows, edges=False)[1]
-    core = np.flatnonzero(counts >= min_samples)
-    if core.size == 0:
+        labels = number_by_first_occurrence(_components(x, eps, block_rows, progress=report)[0])
+        report(1.0)
         return labels
-    labels[core] = number_by_first_occurrence(_components(x[core], eps, block_rows)[0])
-    border = np.flatnonzero(counts < min_samples)
-    if border.size:
-        labels[border] = _nearest_cluster_of_border(x[border], x[core], labels[core], eps, block_rows)
+
+    # three passes: neighbourhood sizes, components of the core points, border points
+    labels = np.full(n, -1, dtype=np.int64)
+    counts = _components(x, eps, block_rows, edges=False, progress=lambda f: report(0.5 * f))[1]
+    core = np.flatnonzero(counts >= min_samples)
+    if core.size:
+        comp = _components(x[core], eps, block_rows, progress=lambda f: report(0.5 + 0.4 * f))[0]
+        labels[core] = number_by_first_occurrence(comp)
+        border = np.flatnonzero(counts < min_samples)
+        if border.size:
+            labels[border] = _nearest_cluster_of_border(x[border], x[core], labels[core], eps, block_rows)
+    report(1.0)
     return labels
 
 
@@ -84,12 +90,13 @@ def _within(rows, cols, eps):
     return d <= eps
 
 
-def _components(x, eps, block_rows, edges=True):
+def _components(x, eps, block_rows, edges=True, progress=None):
     """Connected components of the neighbour graph and every row's neighbourhood size.
 
     Row blocks are compared with all later rows only (the upper triangle). Between blocks
     only a spanning forest is kept (each row's current component id), so memory stays at
     one block's edges even when every label duplicates every other. ``edges=False`` counts only.
+    ``progress`` gets the fraction of the triangle's area done after each block.
     """
     n = x.shape[0]
     comp = np.arange(n)
@@ -101,6 +108,8 @@ def _components(x, eps, block_rows, edges=True):
         mask[diagonal, diagonal] = True  # a point is its own neighbour, as in scikit-learn
         counts[start:stop] += mask.sum(axis=1)  # the square diagonal block counts both ways
         counts[stop:] += mask[:, stop - start :].sum(axis=0)
+        if progress is not None:
+            progress(1 - ((n - stop) / n) ** 2)
         if not edges:
             continue
         rows, cols = np.nonzero(mask)  # pair (start + row, start + col)

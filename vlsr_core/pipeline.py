@@ -151,8 +151,12 @@ def score_images(image_embeddings, image_labels, vocabulary, vocabulary_embeddin
 
 def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, *, eps=0.07,
                   min_samples=1, min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE, size_by="samples",
-                  linkage="centroid", max_merge_distance=None, block_rows=DEFAULT_BLOCK_ROWS):
+                  linkage="centroid", max_merge_distance=None, block_rows=DEFAULT_BLOCK_ROWS,
+                  progress=None):
     """Steps 4-7 alone: clusters, label map and final labels (see :func:`sanitize`).
+
+    ``progress``, an optional callable taking the fraction done, follows the clustering (the
+    long part); it gets 1.0 at the end.
 
     Returns:
         a :class:`LabelRefinement`.
@@ -165,7 +169,9 @@ def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddi
     for idx in labels_idx:
         frequencies[np.unique(idx)] += 1
 
-    dbscan = cluster_labels(vocab_emb, eps=eps, min_samples=min_samples, block_rows=block_rows)
+    report = progress or (lambda fraction: None)
+    dbscan = cluster_labels(vocab_emb, eps=eps, min_samples=min_samples, block_rows=block_rows,
+                            progress=lambda f: report(0.9 * f))
     clusters = merge_small_clusters(
         vocab_emb, dbscan, frequencies, min_cluster_size, vocabulary=vocabulary,
         size_by=size_by, linkage=linkage, max_merge_distance=max_merge_distance,
@@ -181,6 +187,7 @@ def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddi
             best = int(np.argmax(scores))  # first of equal scores
             final_labels[i], final_scores[i] = vocabulary[cands[best]], float(scores[best])
 
+    report(1.0)
     return LabelRefinement(
         vocabulary=vocabulary,
         frequencies=frequencies,

@@ -264,6 +264,7 @@ def cluster_and_merge(
     size_by="samples",
     linkage="centroid",
     max_merge_distance=None,
+    progress=None,
 ):
     """Cluster the vocabulary, merge small clusters, pick canonical and final labels (steps 4-7).
 
@@ -277,6 +278,7 @@ def cluster_and_merge(
         key: the run key used by :func:`compute_embeddings`.
         eps, min_samples, min_cluster_size, size_by, linkage, max_merge_distance: see
             :func:`sanitize`.
+        progress: optional callable taking the fraction done.
 
     Returns:
         the :class:`LabelRefinement` computed.
@@ -284,7 +286,7 @@ def cluster_and_merge(
     dataset, config, results, path, raw, sets, vocabulary, vocab_emb, images = _inputs(samples, key)
     params = dict(eps=eps, min_samples=min_samples, min_cluster_size=min_cluster_size,
                   size_by=size_by, linkage=linkage, max_merge_distance=max_merge_distance)
-    refined = refine_labels(images, sets, vocabulary, vocab_emb, **params)
+    refined = refine_labels(images, sets, vocabulary, vocab_emb, progress=progress, **params)
     for name, value in params.items():
         setattr(config, name, value)
     dataset.update_run_config(key, config)
@@ -343,9 +345,7 @@ def run_vlsr(samples, label_field, key=DEFAULT_KEY, model=DEFAULT_MODEL, *, prom
     )
     score_labels(samples, key, top_k=top_k, replace_margin=replace_margin,
                  progress=lambda f: progress("score", f))
-    progress("cluster", 0.0)
-    cluster_and_merge(samples, key, **cluster_params)
-    progress("cluster", 1.0)
+    cluster_and_merge(samples, key, progress=lambda f: progress("cluster", f), **cluster_params)
     return report
 
 
