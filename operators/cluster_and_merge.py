@@ -3,7 +3,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.defaults import DEFAULT_KEY, DEFAULT_MIN_CLUSTER_SIZE
+from vlsr_core.defaults import DEFAULT_EPS, DEFAULT_KEY, DEFAULT_MIN_CLUSTER_SIZE, DEFAULT_MIN_SAMPLES
 
 from .common import execution_flags, finish, run_key_choice, run_with_progress, target_view
 
@@ -23,10 +23,10 @@ class ClusterAndMerge(foo.Operator):
         inputs = types.Object()
         view = target_view(ctx, inputs)
         if view is not None and run_key_choice(ctx, inputs, "clustering") is not None:
-            inputs.float("eps", default=0.07, min=0.0, max=2.0, label="eps",
+            inputs.float("eps", default=DEFAULT_EPS, min=0.0, max=2.0, label="eps",
                          description="DBSCAN radius in cosine distance; the paper's 0.07. Larger "
                                      "values chain unrelated labels together")
-            inputs.int("min_samples", default=1, min=1, label="min_samples",
+            inputs.int("min_samples", default=DEFAULT_MIN_SAMPLES, min=1, label="min_samples",
                        description="DBSCAN neighbourhood size of a core label; 1 = every label")
             inputs.int("min_cluster_size", default=DEFAULT_MIN_CLUSTER_SIZE, min=0,
                        label="Minimum cluster size",
@@ -52,7 +52,8 @@ class ClusterAndMerge(foo.Operator):
 
         key, p = ctx.params.get("key", DEFAULT_KEY), ctx.params
         yield from run_with_progress(ctx, "Clustering", lambda progress: cluster_and_merge(
-            ctx.target_view(), key, eps=p.get("eps", 0.07), min_samples=p.get("min_samples", 1),
+            ctx.target_view(), key, eps=p.get("eps", DEFAULT_EPS),
+            min_samples=p.get("min_samples", DEFAULT_MIN_SAMPLES),
             min_cluster_size=p.get("min_cluster_size", DEFAULT_MIN_CLUSTER_SIZE),
             size_by=p.get("size_by", "samples"), linkage=p.get("linkage", "centroid"),
             max_merge_distance=p.get("max_merge_distance"), progress=progress,

@@ -3,7 +3,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.defaults import DEFAULT_KEY, DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from vlsr_core.defaults import DEFAULT_BATCH_SIZE, DEFAULT_KEY, DEFAULT_MODEL
 from vlsr_core.model_source import model_problem
 
 from .common import (

@@ -3,7 +3,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.defaults import DEFAULT_KEY
+from vlsr_core.defaults import DEFAULT_KEY, DEFAULT_TOP_K
 
 from .common import execution_flags, finish, run_key_choice, run_with_progress, target_view
 
@@ -23,7 +23,7 @@ class ScoreLabels(foo.Operator):
         inputs = types.Object()
         view = target_view(ctx, inputs)
         if view is not None and run_key_choice(ctx, inputs, "scoring") is not None:
-            inputs.int("top_k", default=5, min=1, label="Suggestions per sample",
+            inputs.int("top_k", default=DEFAULT_TOP_K, min=1, label="Suggestions per sample",
                        description="Labels of the whole vocabulary offered per image, best first")
             inputs.float("replace_margin", default=0.0, min=0.0, label="Better-label margin",
                          description="A suggestion must beat every assigned label by more than "
@@ -36,7 +36,7 @@ class ScoreLabels(foo.Operator):
 
         key = ctx.params.get("key", DEFAULT_KEY)
         yield from run_with_progress(ctx, "Scoring", lambda progress: score_labels(
-            ctx.target_view(), key, top_k=ctx.params.get("top_k", 5),
+            ctx.target_view(), key, top_k=ctx.params.get("top_k", DEFAULT_TOP_K),
             replace_margin=ctx.params.get("replace_margin", 0.0), progress=progress,
         ))
         views = [v for role, v in saved_view_names(key).items() if role != "changed"]

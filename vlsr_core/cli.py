@@ -4,7 +4,15 @@ import argparse
 import os
 import sys
 
-from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_KEY, DEFAULT_MIN_CLUSTER_SIZE, DEFAULT_MODEL
+from .defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPS,
+    DEFAULT_KEY,
+    DEFAULT_MIN_CLUSTER_SIZE,
+    DEFAULT_MIN_SAMPLES,
+    DEFAULT_MODEL,
+    DEFAULT_TOP_K,
+)
 
 EPILOG = """examples:
   vlsr import-factorynet ./factorynet --dataset factorynet
@@ -101,10 +109,10 @@ def _run_args(c):
     g.add_argument("--workers", type=int, help="image decoding processes")
     g.add_argument("--recompute", action="store_true", help="embed images that already have one")
     g = c.add_argument_group("scoring and clustering (defaults: the paper's)")
-    g.add_argument("--top-k", type=int, default=5, help="vocabulary suggestions per image")
+    g.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="vocabulary suggestions per image")
     g.add_argument("--replace-margin", type=float, help="margin for 'a better label exists'")
-    g.add_argument("--eps", type=float, default=0.07, help="DBSCAN cosine-distance radius")
-    g.add_argument("--min-samples", type=int, default=1, help="DBSCAN core-point neighbourhood")
+    g.add_argument("--eps", type=float, default=DEFAULT_EPS, help="DBSCAN cosine-distance radius")
+    g.add_argument("--min-samples", type=int, default=DEFAULT_MIN_SAMPLES, help="DBSCAN core-point neighbourhood")
     g.add_argument("--min-cluster-size", type=int, default=DEFAULT_MIN_CLUSTER_SIZE,
                    help="clusters smaller than this merge into their nearest neighbour")
     g.add_argument("--size-by", choices=("samples", "labels"), default="samples")

@@ -13,11 +13,14 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.preprocessing import normalize
 
+from .defaults import DEFAULT_EPS, DEFAULT_MIN_SAMPLES
+
 # Rows per block: a block holds block_rows x n distances (256 x 100,000 float32 = 100 MB).
 DEFAULT_BLOCK_ROWS = 256
 
 
-def cluster_labels(embeddings, eps=0.07, min_samples=1, block_rows=DEFAULT_BLOCK_ROWS, progress=None):
+def cluster_labels(embeddings, eps=DEFAULT_EPS, min_samples=DEFAULT_MIN_SAMPLES, block_rows=DEFAULT_BLOCK_ROWS,
+                   progress=None):
     """Cluster label embeddings with DBSCAN under cosine distance ``1 - cos(a, b)``.
 
     Args:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .clustering import DEFAULT_BLOCK_ROWS, cluster_labels
-from .defaults import DEFAULT_MIN_CLUSTER_SIZE
+from .defaults import DEFAULT_EPS, DEFAULT_MIN_CLUSTER_SIZE, DEFAULT_MIN_SAMPLES, DEFAULT_TOP_K
 from .merging import merge_small_clusters, representatives
 from .similarity import pair_scores, top_k_labels
 
@@ -77,13 +77,13 @@ def sanitize(
     vocabulary,
     vocabulary_embeddings,
     *,
-    eps=0.07,
-    min_samples=1,
+    eps=DEFAULT_EPS,
+    min_samples=DEFAULT_MIN_SAMPLES,
     min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE,
     size_by="samples",
     linkage="centroid",
     max_merge_distance=None,
-    top_k=5,
+    top_k=DEFAULT_TOP_K,
     replace_margin=None,
     block_rows=DEFAULT_BLOCK_ROWS,
 ):
@@ -124,7 +124,7 @@ def sanitize(
     return SanitizeResult(**vars(refined), **vars(scores))
 
 
-def score_images(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, *, top_k=5,
+def score_images(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, *, top_k=DEFAULT_TOP_K,
                  replace_margin=None, progress=None):
     """Steps 2-3 alone: scores of the assigned labels and top-k suggestions (see :func:`sanitize`).
 
@@ -149,8 +149,8 @@ def score_images(image_embeddings, image_labels, vocabulary, vocabulary_embeddin
     return ImageScores(similarity, suggestions, replacements)
 
 
-def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, *, eps=0.07,
-                  min_samples=1, min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE, size_by="samples",
+def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, *, eps=DEFAULT_EPS,
+                  min_samples=DEFAULT_MIN_SAMPLES, min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE, size_by="samples",
                   linkage="centroid", max_merge_distance=None, block_rows=DEFAULT_BLOCK_ROWS,
                   progress=None):
     """Steps 4-7 alone: clusters, label map and final labels (see :func:`sanitize`).

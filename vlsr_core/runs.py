@@ -9,7 +9,14 @@ import eta.core.serial as etas
 import fiftyone.core.runs as fors
 import numpy as np
 
-from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_MIN_CLUSTER_SIZE, DEFAULT_MODEL
+from .defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPS,
+    DEFAULT_MIN_CLUSTER_SIZE,
+    DEFAULT_MIN_SAMPLES,
+    DEFAULT_MODEL,
+    DEFAULT_TOP_K,
+)
 
 # Field name suffixes, appended to the run key ("vlsr" -> "vlsr_embedding", ...).
 SAMPLE_FIELDS = {
@@ -48,13 +55,13 @@ class VLSRRunConfig(fors.RunConfig):
         model=DEFAULT_MODEL,
         prompt=None,
         batch_size=DEFAULT_BATCH_SIZE,
-        eps=0.07,
-        min_samples=1,
+        eps=DEFAULT_EPS,
+        min_samples=DEFAULT_MIN_SAMPLES,
         min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE,
         size_by="samples",
         linkage="centroid",
         max_merge_distance=None,
-        top_k=5,
+        top_k=DEFAULT_TOP_K,
         replace_margin=None,
         **kwargs,
     ):

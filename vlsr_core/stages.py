@@ -17,7 +17,15 @@ import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
-from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_KEY, DEFAULT_MIN_CLUSTER_SIZE, DEFAULT_MODEL
+from .defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPS,
+    DEFAULT_KEY,
+    DEFAULT_MIN_CLUSTER_SIZE,
+    DEFAULT_MIN_SAMPLES,
+    DEFAULT_MODEL,
+    DEFAULT_TOP_K,
+)
 from .labels import (
     LabelFieldError,
     is_list_field,
@@ -258,8 +266,8 @@ def cluster_and_merge(
     samples,
     key=DEFAULT_KEY,
     *,
-    eps=0.07,
-    min_samples=1,
+    eps=DEFAULT_EPS,
+    min_samples=DEFAULT_MIN_SAMPLES,
     min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE,
     size_by="samples",
     linkage="centroid",
@@ -331,7 +339,7 @@ def cluster_and_merge(
 
 def run_vlsr(samples, label_field, key=DEFAULT_KEY, model=DEFAULT_MODEL, *, prompt=None,
              batch_size=DEFAULT_BATCH_SIZE, device=None, num_workers=None, recompute=False,
-             encoder=None, top_k=5, replace_margin=None, progress=None, **cluster_params):
+             encoder=None, top_k=DEFAULT_TOP_K, replace_margin=None, progress=None, **cluster_params):
     """All three stages: embed, score, cluster and merge. Returns the run's :class:`VLSRResults`.
 
     ``progress`` is called as ``progress(stage_name, fraction)``; ``cluster_params`` go to
