@@ -106,6 +106,7 @@ def test_whole_workflow_immediate(ds, tiny_clip, tmp_path):
     r = run("delete_run", ds, key="vlsr", confirm=True)
     assert r.result == {"deleted": "vlsr"} and ds.list_runs() == [] and ds.list_saved_views() == []
     assert not [f for f in ds.get_field_schema() if f.startswith("vlsr")]
+    assert not [i for i in ds.list_indexes() if "vlsr" in i]  # the sort indexes went too
     assert ds.count("gt.classifications") == 7  # the input labels are all still there
 
 
