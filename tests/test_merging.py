@@ -129,3 +129,60 @@ def test_representative_is_most_frequent_then_closest_then_lexical():
     emb2 = angles(0, 0, 90, 90)
     reps = representatives(vocab, emb2, np.array([0, 0, 1, 1]), np.array([4, 4, 2, 2]))
     assert [vocab[r] for r in reps] == ["Helmets", "hard hat"]
+
+
+def _naive_merge(emb, clusters, freq, min_size, vocab, linkage, max_dist):
+    """The definition, step by step: one fresh distance row per merge."""
+    from vlsr_core.merging import representative
+
+    groups = {c: list(np.flatnonzero(clusters == c)) for c in np.unique(clusters)}
+    size = {c: int(freq[m].sum()) for c, m in groups.items()}
+
+    def point(c):
+        centroid = emb[groups[c]].sum(axis=0, dtype=np.float64)
+        centroid = (centroid / np.linalg.norm(centroid)).astype(np.float32)
+        if linkage == "centroid":
+            return centroid
+        return emb[representative(groups[c], emb, freq, vocab, centroid)]
+
+    frozen = set()
+    while True:
+        small = [c for c in sorted(groups) if size[c] < min_size and c not in frozen]
+        if not small or len(groups) == 1:
+            break
+        c = min(small, key=lambda k: (size[k], k))
+        others = [k for k in sorted(groups) if k != c]
+        d = [1.0 - float(point(k) @ point(c)) for k in others]
+        t = others[int(np.argmin(d))]
+        if max_dist is not None and min(d) > max_dist:
+            frozen.add(c)
+            continue
+        groups[t] += groups.pop(c)
+        size[t] += size.pop(c)
+        frozen.discard(t)
+    out = np.empty(len(clusters), dtype=np.int64)
+    for c, m in groups.items():
+        out[m] = c
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_batched_distance_rows_give_the_definitions_result(seed, monkeypatch):
+    import vlsr_core.merging as merging
+
+    monkeypatch.setattr(merging, "PREFETCH_ROWS", 3)  # many batches and patched rows
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 60))
+    emb = rng.normal(size=(n, 6))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    clusters = rng.integers(0, max(1, n // 2), n)
+    clusters = np.unique(clusters, return_inverse=True)[1]
+    freq = rng.integers(1, 5, n)
+    vocab = [f"label{i:03d}" for i in range(n)]
+    linkage = ["centroid", "representative"][seed % 2]
+    max_dist = [None, 0.6][seed % 3 == 0]
+    ours = merge_small_clusters(emb, clusters, freq, 8, vocabulary=vocab, linkage=linkage,
+                                max_merge_distance=max_dist)
+    naive = _naive_merge(emb.astype(np.float32), clusters, freq, 8, vocab, linkage, max_dist)
+    # same partition
+    assert len(set(zip(ours, naive))) == len(set(ours)) == len(set(naive))

@@ -8,6 +8,10 @@ from .clustering import number_by_first_occurrence
 
 SIZE_BY = ("samples", "labels")
 LINKAGES = ("centroid", "representative")
+# Distance rows computed in one matrix product: the next small clusters are scored together,
+# which is compute-bound, instead of one memory-bound matrix-vector product per merge.
+PREFETCH_ROWS = 256
+PREFETCH_FLOATS = 1 << 25  # 128 MB of float32 rows at most
 
 
 def merge_small_clusters(
@@ -73,15 +77,16 @@ def merge_small_clusters(
 
     points = np.stack([point(c) for c in range(n_clusters)]) if n_clusters else emb[:0]
     alive = np.ones(n_clusters, dtype=bool)
+    rows = _DistanceRows(points, alive)
     heap = [(int(size[c]), c) for c in range(n_clusters) if size[c] < min_cluster_size]
     heapq.heapify(heap)
-    while heap and alive.sum() > 1:
+    n_alive = n_clusters
+    while heap and n_alive > 1:
         s, c = heapq.heappop(heap)
         if not alive[c] or s != size[c]:
             continue  # stale entry: merged away, or grown since it was pushed
-        dist = 1.0 - points @ points[c]
-        dist[~alive] = np.inf
-        dist[c] = np.inf
+        dist = rows.pop(c, lambda: [u for v, u in heapq.nsmallest(rows.batch, heap)
+                                    if alive[u] and v == size[u]])
         target = int(np.argmin(dist))
         if max_merge_distance is not None and dist[target] > max_merge_distance:
             continue  # nothing close enough: the cluster stays as it is
@@ -90,7 +95,9 @@ def merge_small_clusters(
         size[target] += size[c]
         sums[target] += sums[c]
         alive[c] = False
+        n_alive -= 1
         points[target] = point(target)
+        rows.merged(c, target)
         if size[target] < min_cluster_size:
             heapq.heappush(heap, (int(size[target]), target))
 
@@ -98,6 +105,43 @@ def merge_small_clusters(
     for c in range(n_clusters):
         final[members[c]] = c
     return number_by_first_occurrence(final)
+
+
+class _DistanceRows:
+    """Cosine distances from the next clusters to merge to every cluster, kept exact across merges.
+
+    Rows are computed a batch at a time; after each merge the cached rows are patched (the source
+    column becomes infinite, the target column is recomputed), and the rows of the two clusters
+    involved are dropped, so every row read equals a fresh ``1 - points @ points[c]``.
+    """
+
+    def __init__(self, points, alive):
+        self.points, self.alive, self.cached = points, alive, {}
+        self.batch = max(1, min(PREFETCH_ROWS, PREFETCH_FLOATS // max(len(points), 1)))
+
+    def pop(self, c, upcoming):
+        """Distances from cluster c (itself and dead clusters at infinity); ``upcoming()`` names
+        the clusters likely needed next, whose rows are computed in the same product."""
+        row = self.cached.pop(c, None)
+        if row is None:
+            batch = [c] + [u for u in upcoming() if u != c and u not in self.cached][: self.batch - 1]
+            block = 1.0 - self.points[batch] @ self.points.T
+            block[:, ~self.alive] = np.inf
+            block[np.arange(len(batch)), batch] = np.inf
+            row = block[0]
+            self.cached.update(zip(batch[1:], block[1:]))
+        return row
+
+    def merged(self, source, target):
+        """Patch the cached rows after ``source`` merged into ``target`` (whose point moved)."""
+        self.cached.pop(source, None)
+        self.cached.pop(target, None)
+        if self.cached:
+            owners = np.fromiter(self.cached, dtype=np.int64)
+            to_target = 1.0 - self.points[owners] @ self.points[target]
+            for owner, d in zip(owners, to_target):
+                row = self.cached[owner]
+                row[source], row[target] = np.inf, d
 
 
 def representatives(vocabulary, embeddings, clusters, frequencies):
