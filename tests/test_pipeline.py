@@ -138,3 +138,12 @@ def test_input_errors(data):
 def test_empty_dataset():
     r = sanitize(np.empty((0, 4)), [], [], np.empty((0, 4)))
     assert r.final_labels == [] and r.canonical == {} and r.representatives == []
+
+
+def test_a_twin_label_with_the_same_embedding_is_never_a_replacement():
+    rng = np.random.default_rng(0)
+    t = unit(rng.normal(size=(1, 64)))
+    images = unit(rng.normal(size=(200, 64)))
+    r = sanitize(images, [["Helmet"]] * 200, ["helmet", "Helmet"], np.repeat(t, 2, axis=0),
+                 min_cluster_size=1, replace_margin=0.0)
+    assert all(x == [None] for x in r.replacements)

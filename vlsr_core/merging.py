@@ -27,8 +27,9 @@ def merge_small_clusters(
 ):
     """Fold every cluster smaller than ``min_cluster_size`` into its nearest neighbour, one at a time.
 
-    A cluster's size is the number of samples carrying its labels (``size_by="samples"``, the sum of
-    the members' frequencies) or its number of distinct labels (``"labels"``). While some cluster is
+    A cluster's size is the sum of its members' frequencies (``size_by="samples"``, the spec's
+    choice: an image carrying two of its labels counts twice) or its number of distinct labels
+    (``"labels"``). While some cluster is
     too small, the smallest (ties: lowest id) merges into the nearest other cluster (ties: lowest
     id); the merged cluster keeps the target's id and its centroid is recomputed before the next
     step. Noise labels (id -1) first become clusters of their own.

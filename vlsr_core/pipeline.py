@@ -7,7 +7,7 @@ import numpy as np
 from .clustering import DEFAULT_BLOCK_ROWS, cluster_labels
 from .defaults import DEFAULT_EPS, DEFAULT_MIN_CLUSTER_SIZE, DEFAULT_MIN_SAMPLES, DEFAULT_TOP_K
 from .merging import merge_small_clusters, representatives
-from .similarity import pair_scores, top_k_labels
+from .similarity import SCORE_TOLERANCE, pair_scores, top_k_labels
 
 
 
@@ -247,12 +247,14 @@ def _scores_per_image(image_embeddings, label_embeddings, labels_idx, valid):
 
 
 def _replacements(label_idx, sims, suggestions, vocabulary, margin):
-    """For one image: the top suggestion where it beats an assigned label by more than margin."""
+    """For one image: the top suggestion where it beats an assigned label by more than margin
+    (and more than the rounding between two products, so that a twin label with the same
+    embedding, e.g. another casing, never counts as better)."""
     if sims is None or not suggestions:
         return [None] * len(label_idx)
     best, best_score = suggestions[0]
     return [
-        best if best != vocabulary[j] and best_score - s > margin else None
+        best if best != vocabulary[j] and best_score - s > margin + SCORE_TOLERANCE else None
         for j, s in zip(label_idx, sims)
     ]
 

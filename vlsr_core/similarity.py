@@ -5,6 +5,9 @@ Embeddings are expected L2-normalised, so a cosine similarity is a dot product.
 
 import numpy as np
 
+# Two float32 products of the same unit vectors (a matrix product and a row-wise dot product)
+# can differ by about 1e-7; score differences up to this are rounding, not evidence.
+SCORE_TOLERANCE = 1e-5
 # Pairs per chunk for assigned-label scores: 65,536 x 768 float32 gathered twice = 400 MB.
 PAIR_CHUNK = 65_536
 # Image rows per block for vocabulary top-k: 1,024 x 20,000 labels float32 = 80 MB.

@@ -36,6 +36,7 @@ from .labels import (
     write_label_attribute,
 )
 from .pipeline import refine_labels, score_images
+from .similarity import SCORE_TOLERANCE
 from .runs import VLSRResults, VLSRRunConfig, label_attributes, sample_fields, saved_view_names
 
 logger = logging.getLogger(__name__)
@@ -430,12 +431,13 @@ def _per_label(labels, values):
 
 def _best_gap(labels, sims, suggestions):
     """Best suggestion's score minus the best assigned label's; exactly 0 when the best
-    suggestion is assigned (the two scores come from different products and may differ in the
-    last bits, which must not count as a better label)."""
+    suggestion is assigned or within rounding of it (the two scores come from different products
+    and may differ in the last bits, which must not count as a better label)."""
     if sims is None or not len(sims) or not suggestions:
         return None
     best, score = suggestions[0]
-    return 0.0 if best in labels else score - float(sims.max())
+    gap = score - float(sims.max())
+    return 0.0 if best in labels or abs(gap) <= SCORE_TOLERANCE else gap
 
 
 def _weak_labels(sets, similarity, threshold):
