@@ -1,7 +1,6 @@
 """The vlsr command end to end: import, run with a CLIP loaded from a directory, summary, export, demo."""
 
 import csv
-import json
 import os
 
 import fiftyone as fo

@@ -1,7 +1,6 @@
 """The plugin's operators, run through FiftyOne's operator machinery (immediate and delegated)."""
 
 import csv
-import os
 import re
 import tomllib
 from pathlib import Path

@@ -283,7 +283,6 @@ def test_embeddings_written_for_readable_images_and_reasons_for_unreadable(main)
     failures = {os.path.basename(path): reason for _, path, reason in report.failures}
     assert failures == UNREADABLE
     ids, paths = by_name(dataset, "id"), by_name(dataset, "filepath")
-    results = dataset.load_run_results("vlsr", cache=False)
     assert sorted(map(tuple, stages.unreadable_images(dataset))) == sorted(
         (ids[name], paths[name], reason) for name, reason in UNREADABLE.items()
     )
