@@ -120,7 +120,8 @@ def compute_embeddings(
     progress = progress or (lambda fraction: None)
 
     vocabulary = _vocabulary(label_sets(read_labels(samples, path)))
-    new = [l for l in vocabulary if l not in set(results.labels)]
+    known = set(results.labels)
+    new = [l for l in vocabulary if l not in known]
     if new:
         emb = encoder.embed_texts(new, progress=lambda f: progress(0.05 * f))
         results.labels = list(results.labels) + new
