@@ -229,11 +229,16 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
         for labels, s, sims in zip(raw, sets, scores.similarity)
     ]
     write_label_attribute(samples, path, attrs["similarity"], per_label, fo.FloatField)
-    samples.set_values(fields["suggestions"], [
-        fo.Classifications(classifications=[fo.Classification(label=l, confidence=c) for l, c in sugg])
-        if sugg else None
-        for sugg in scores.suggestions
-    ])
+    # label objects built and written a chunk at a time: a list of them for every sample would
+    # cost ~16 KB per sample at once
+    ids = samples.values("id")
+    for start in range(0, len(ids), WRITE_EVERY):
+        dataset.set_values(fields["suggestions"], {
+            sample_id: fo.Classifications(classifications=[
+                fo.Classification(label=l, confidence=c) for l, c in sugg]) if sugg else None
+            for sample_id, sugg in zip(ids[start : start + WRITE_EVERY],
+                                       scores.suggestions[start : start + WRITE_EVERY])
+        }, key_field="id")
     samples.set_values(fields["min_similarity"], [
         float(s.min()) if s is not None and len(s) else None for s in scores.similarity
     ])
