@@ -10,7 +10,6 @@
 :func:`run_vlsr` runs all three. Every stage records its parameters in the run's config.
 """
 
-import logging
 from dataclasses import dataclass, field
 
 import fiftyone as fo
@@ -39,7 +38,6 @@ from .pipeline import refine_labels, score_images
 from .similarity import SCORE_TOLERANCE
 from .runs import VLSRResults, VLSRRunConfig, label_attributes, sample_fields, saved_view_names
 
-logger = logging.getLogger(__name__)
 
 # Samples whose embeddings are written to the database at a time (and lost at most on a crash).
 WRITE_EVERY = 1024
