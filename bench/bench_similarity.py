@@ -3,7 +3,7 @@
 Usage: python bench/bench_similarity.py [n_images n_labels naive_n write_n loop_n] [--only topk|write]
        (default: 100000 20000 10000 100000 2000; smoke run: 4000 2000 1000 2000 200)
 
-(a) ``vlsr_core.similarity.top_k_labels`` (blocks of TOPK_BLOCK_ROWS images) for n_images x
+(a) ``vlsr_core.similarity.top_k_labels`` (blocks of TOPK_BLOCK_BYTES of scores and indices) for n_images x
     n_labels random unit float32 vectors of 768-d, k = 5, against the naive one-shot version
     that forms the whole n_images x n_labels score matrix, then argpartition and sort. The naive
     version needs n x m x 16 bytes (scores, their negation, int64 argpartition indices): above

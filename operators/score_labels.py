@@ -35,11 +35,11 @@ class ScoreLabels(foo.Operator):
         from vlsr_core.stages import score_labels
 
         key = ctx.params.get("key", DEFAULT_KEY)
-        yield from run_with_progress(ctx, "Scoring", lambda progress: score_labels(
+        report = yield from run_with_progress(ctx, "Scoring", lambda progress: score_labels(
             ctx.target_view(), key, top_k=ctx.params.get("top_k", DEFAULT_TOP_K),
             replace_margin=ctx.params.get("replace_margin", 0.0), progress=progress,
         ))
         views = [v for role, v in saved_view_names(key).items() if role != "changed"]
-        yield from finish(ctx, f"Scored the labels of run {key!r}",
+        yield from finish(ctx, f"Run {key!r}: {report.summary()}",
                           f"Sort by `{key}_min_similarity`, filter labels by `{key}_similarity`, "
                           "or open the review views: " + ", ".join(f"`{v}`" for v in views))

@@ -79,7 +79,10 @@ def test_whole_workflow_immediate(ds, tiny_clip, tmp_path):
     assert ds.count("vlsr_embedding") == 5
     assert ds.match(fo.ViewField("vlsr_error") == "empty file (0 bytes)").count() == 1
 
-    run("score_labels", ds, key="vlsr", top_k=3)
+    r = run("score_labels", ds, key="vlsr", top_k=3)
+    notify = next(q for q in r.executor.to_json()["requests"] if q["operator_uri"] == "notify")
+    assert notify["params"]["message"].startswith(
+        "Run 'vlsr': scored 6 labels on 5 samples (1 without an image embedding)")
     assert ds.count("gt.classifications.vlsr_similarity") == 6  # every label of a readable image
     assert all(len(s) == 3 for s in ds.exists("vlsr_embedding").values("vlsr_suggestions.classifications"))
     assert "vlsr-low-similarity" in ds.list_saved_views()

@@ -1,23 +1,34 @@
 """vlsr_core: the VLSR engine (arXiv 2506.23465) — CLIP scores, label clustering, final labels.
 
-Public API: :func:`cluster_labels`, :func:`sanitize` (with :class:`SanitizeResult`) and
-:class:`CLIPEncoder` (imported lazily, so that numpy-only use never loads torch).
+Public API: :func:`cluster_labels`, :func:`sanitize` (with :class:`SanitizeResult`), its halves
+:func:`score_images` and :func:`refine_labels` (itself :func:`label_frequencies`,
+:func:`build_label_map` and :func:`final_labels`, for chunked use) and :class:`CLIPEncoder` (imported lazily, so that numpy-only use never loads torch).
 """
 
 from .clustering import cluster_labels
 from .merging import merge_small_clusters, representatives
 from .pipeline import (
     DEFAULT_MIN_CLUSTER_SIZE,
+    FinalLabels,
     ImageScores,
+    LabelMap,
     LabelRefinement,
     SanitizeResult,
+    build_label_map,
+    final_labels,
+    label_frequencies,
     refine_labels,
     sanitize,
     score_images,
 )
 
 __all__ = [
+    "FinalLabels",
     "ImageScores",
+    "LabelMap",
+    "build_label_map",
+    "final_labels",
+    "label_frequencies",
     "LabelRefinement",
     "refine_labels",
     "score_images",

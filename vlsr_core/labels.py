@@ -5,7 +5,6 @@ case) or ``Detections`` (the image's label set is its distinct object labels).
 """
 
 import fiftyone as fo
-from fiftyone import ViewField as F
 
 LABEL_TYPES = (fo.Classification, fo.Classifications, fo.Detections)
 _LIST_ATTR = {fo.Classifications: "classifications", fo.Detections: "detections"}
@@ -51,10 +50,16 @@ def is_list_field(path):
 def read_labels(samples, path):
     """Per sample, the label strings of its label objects in order (None entries kept).
 
-    Returns a list (one per sample) of lists (one per label object), so that values written
-    back with :func:`write_label_attribute` line up with the objects.
+    Reads the whole collection at once; the stages read it a chunk at a time with
+    :func:`as_label_lists` on the values of each chunk.
     """
-    values = samples.values(f"{path}.label")
+    return as_label_lists(samples.values(f"{path}.label"), path)
+
+
+def as_label_lists(values, path):
+    """``values(f"{path}.label")`` as one list of label strings per sample, aligned with its
+    label objects (None entries kept), so that values written back with
+    :func:`set_label_attribute` line up with the objects."""
     if is_list_field(path):
         return [list(v) if v else [] for v in values]
     return [[v] if v is not None else [] for v in values]
@@ -70,28 +75,26 @@ def label_sets(raw_labels):
     return [list(dict.fromkeys(l for l in labels if usable(l))) for labels in raw_labels]
 
 
-def write_label_attribute(samples, path, attribute, values, ftype):
-    """Set ``attribute`` on every label object in bulk, declared in the schema so that the App
-    can filter by it and deleting the run removes it.
-
-    Args:
-        samples: the collection the labels were read from, in the same order.
-        path: from :func:`label_path`.
-        attribute: attribute name, e.g. ``vlsr_similarity``.
-        values: per sample, a list aligned with :func:`read_labels` for that sample.
-        ftype: the FiftyOne field class, e.g. ``fo.FloatField``.
-    """
-    dataset = samples._dataset
+def declare_label_attribute(dataset, path, attribute, ftype):
+    """Declare ``attribute`` on the label objects at ``path`` (e.g. ``fo.FloatField``), so that
+    the App can filter by it and deleting the run removes it."""
     if not dataset.has_sample_field(f"{path}.{attribute}"):
         dataset.add_sample_field(f"{path}.{attribute}", ftype)
-    # only where the field holds a label: setting ``gt.attr`` where ``gt`` is None would create
-    # a label object, modifying the input
-    label_field = path.split(".", 1)[0]
-    has_label = samples.values(F(label_field).exists())
-    if not all(has_label):
-        samples = samples.exists(label_field)
-        values = [v for v, h in zip(values, has_label) if h]
-    if is_list_field(path):
-        samples.set_values(f"{path}.{attribute}", values)
-    else:
-        samples.set_values(f"{path}.{attribute}", [v[0] if v else None for v in values])
+
+
+def set_label_attribute(samples, path, attribute, ids, values):
+    """Set ``attribute`` on the label objects of the samples ``ids``, in one bulk write.
+
+    Args:
+        samples: the collection the labels were read from (its label filters apply).
+        path: from :func:`label_path`.
+        attribute: a declared attribute (:func:`declare_label_attribute`).
+        ids: sample ids.
+        values: per sample, a list aligned with its labels from :func:`as_label_lists`.
+            Samples without labels are skipped: setting ``gt.attr`` where ``gt`` is None would
+            create a label object, modifying the input.
+    """
+    many = is_list_field(path)
+    items = {i: (v if many else v[0]) for i, v in zip(ids, values) if v}
+    if items:
+        samples.set_values(f"{path}.{attribute}", items, key_field="id")

@@ -10,10 +10,9 @@ from .merging import merge_small_clusters, representatives
 from .similarity import SCORE_TOLERANCE, pair_scores, top_k_labels
 
 
-
 @dataclass
-class LabelRefinement:
-    """Steps 4-7: clusters, the label map and final labels. Per-image lists follow the input.
+class LabelMap:
+    """Steps 4-6 on the vocabulary: clusters and the canonical label of every label.
 
     Attributes:
         vocabulary: the n_labels label strings, as given.
@@ -21,11 +20,6 @@ class LabelRefinement:
         dbscan_clusters: int ndarray (n_labels,): DBSCAN ids before merging (-1 = noise).
         clusters: int ndarray (n_labels,): final cluster ids after merging.
         representatives: list (n_clusters,) of the representative label of each cluster.
-        canonical_labels: per image, its distinct canonical labels in order of first appearance.
-        canonical_scores: per image, float32 ndarray of their scores, or None.
-        final_labels: per image, the chosen canonical label; None if it has no labels or no
-            usable embedding.
-        final_scores: per image, the final label's score, or None.
     """
 
     vocabulary: list
@@ -33,10 +27,6 @@ class LabelRefinement:
     dbscan_clusters: np.ndarray
     clusters: np.ndarray
     representatives: list
-    canonical_labels: list
-    canonical_scores: list
-    final_labels: list
-    final_scores: list
 
     @property
     def cluster(self):
@@ -47,6 +37,29 @@ class LabelRefinement:
     def canonical(self):
         """dict: label -> canonical label (its cluster's representative): the label map."""
         return {l: self.representatives[c] for l, c in zip(self.vocabulary, self.clusters)}
+
+
+@dataclass
+class FinalLabels:
+    """Step 7, per image (lists follow the input images).
+
+    Attributes:
+        canonical_labels: per image, its distinct canonical labels in order of first appearance.
+        canonical_scores: per image, float32 ndarray of their scores, or None.
+        final_labels: per image, the chosen canonical label; None if it has no labels or no
+            usable embedding.
+        final_scores: per image, the final label's score, or None.
+    """
+
+    canonical_labels: list
+    canonical_scores: list
+    final_labels: list
+    final_scores: list
+
+
+@dataclass
+class LabelRefinement(LabelMap, FinalLabels):
+    """Steps 4-7: a :class:`LabelMap` and the :class:`FinalLabels` it gives."""
 
 
 @dataclass
@@ -155,20 +168,59 @@ def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddi
                   progress=None):
     """Steps 4-7 alone: clusters, label map and final labels (see :func:`sanitize`).
 
-    ``progress``, an optional callable taking the fraction done, follows the clustering (the
-    long part); it gets 1.0 at the end.
+    The same as :func:`label_frequencies`, then :func:`build_label_map`, then
+    :func:`final_labels`; call those three to process images in chunks. ``progress``, an optional
+    callable taking the fraction done, follows the clustering (the long part).
 
     Returns:
         a :class:`LabelRefinement`.
     """
-    image_embeddings, vocab_emb, vocabulary, labels_idx = _prepared(
-        image_embeddings, image_labels, vocabulary, vocabulary_embeddings
+    frequencies = label_frequencies(image_labels, vocabulary)
+    label_map = build_label_map(
+        vocabulary, vocabulary_embeddings, frequencies, eps=eps, min_samples=min_samples,
+        min_cluster_size=min_cluster_size, size_by=size_by, linkage=linkage,
+        max_merge_distance=max_merge_distance, block_rows=block_rows, progress=progress,
     )
-    valid = np.isfinite(image_embeddings).all(axis=1)
-    frequencies = np.zeros(len(vocabulary), dtype=np.int64)
-    for idx in labels_idx:
-        frequencies[np.unique(idx)] += 1
+    final = final_labels(image_embeddings, image_labels, label_map, vocabulary_embeddings)
+    return LabelRefinement(**vars(label_map), **vars(final))
 
+
+def label_frequencies(image_labels, vocabulary):
+    """int64 ndarray of shape (n_labels,): how many images carry each vocabulary label.
+
+    Counts add up over chunks of images, so large collections can be counted chunk by chunk.
+    """
+    index = {label: i for i, label in enumerate(vocabulary)}
+    frequencies = np.zeros(len(index), dtype=np.int64)
+    try:
+        for labels in image_labels:
+            frequencies[[index[l] for l in set(labels)]] += 1
+    except KeyError as e:
+        raise ValueError(f"labels missing from the vocabulary: [{e.args[0]!r}]") from None
+    return frequencies
+
+
+def build_label_map(vocabulary, vocabulary_embeddings, frequencies, *, eps=DEFAULT_EPS,
+                    min_samples=DEFAULT_MIN_SAMPLES, min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE,
+                    size_by="samples", linkage="centroid", max_merge_distance=None,
+                    block_rows=DEFAULT_BLOCK_ROWS, progress=None):
+    """Steps 4-6: cluster the vocabulary, merge small clusters, pick each cluster's label.
+
+    Args:
+        vocabulary: list of n_labels distinct strings.
+        vocabulary_embeddings: ndarray of shape (n_labels, dim), L2-normalised.
+        frequencies: int ndarray of shape (n_labels,), from :func:`label_frequencies`.
+        others: see :func:`sanitize`; ``progress`` gets the fraction done, 1.0 at the end.
+
+    Returns:
+        a :class:`LabelMap`.
+    """
+    vocabulary = list(vocabulary)
+    vocab_emb = np.asarray(vocabulary_embeddings, dtype=np.float32)
+    frequencies = np.asarray(frequencies, dtype=np.int64)
+    if not len(vocabulary) == len(vocab_emb) == len(frequencies):
+        raise ValueError(f"{len(vocabulary)} labels, {len(vocab_emb)} label embeddings and "
+                         f"{len(frequencies)} frequencies")
     report = progress or (lambda fraction: None)
     dbscan = cluster_labels(vocab_emb, eps=eps, min_samples=min_samples, block_rows=block_rows,
                             progress=lambda f: report(0.9 * f))
@@ -177,27 +229,45 @@ def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddi
         size_by=size_by, linkage=linkage, max_merge_distance=max_merge_distance,
     )
     reps = representatives(vocabulary, vocab_emb, clusters, frequencies)
-    canonical_of = reps[clusters]  # vocabulary index of each label's canonical label
+    report(1.0)
+    return LabelMap(vocabulary=vocabulary, frequencies=frequencies, dbscan_clusters=dbscan,
+                    clusters=clusters, representatives=[vocabulary[r] for r in reps])
+
+
+def final_labels(image_embeddings, image_labels, label_map, vocabulary_embeddings):
+    """Step 7: each image's canonical labels, their scores, and the best of them.
+
+    Images are independent, so a large collection can go through in chunks.
+
+    Args:
+        image_embeddings: ndarray of shape (n_images, dim); NaN rows for images without one.
+        image_labels: list of n_images lists of label strings of ``label_map.vocabulary``.
+        label_map: a :class:`LabelMap`.
+        vocabulary_embeddings: ndarray of shape (n_labels, dim), rows as ``label_map.vocabulary``.
+
+    Returns:
+        a :class:`FinalLabels`.
+    """
+    image_embeddings, vocab_emb, vocabulary, labels_idx = _prepared(
+        image_embeddings, image_labels, label_map.vocabulary, vocabulary_embeddings
+    )
+    valid = np.isfinite(image_embeddings).all(axis=1)
+    index = {label: i for i, label in enumerate(vocabulary)}
+    canonical_of = np.array([index[r] for r in label_map.representatives], dtype=np.int64)
+    canonical_of = canonical_of[np.asarray(label_map.clusters, dtype=np.int64)]
 
     canonical_idx = [_distinct_in_order(canonical_of[idx]) for idx in labels_idx]
     canonical_scores = _scores_per_image(image_embeddings, vocab_emb, canonical_idx, valid)
-    final_labels, final_scores = [None] * len(labels_idx), [None] * len(labels_idx)
+    best_labels, best_scores = [None] * len(labels_idx), [None] * len(labels_idx)
     for i, (cands, scores) in enumerate(zip(canonical_idx, canonical_scores)):
         if scores is not None and len(cands):
             best = int(np.argmax(scores))  # first of equal scores
-            final_labels[i], final_scores[i] = vocabulary[cands[best]], float(scores[best])
-
-    report(1.0)
-    return LabelRefinement(
-        vocabulary=vocabulary,
-        frequencies=frequencies,
-        dbscan_clusters=dbscan,
-        clusters=clusters,
-        representatives=[vocabulary[r] for r in reps],
+            best_labels[i], best_scores[i] = vocabulary[cands[best]], float(scores[best])
+    return FinalLabels(
         canonical_labels=[[vocabulary[j] for j in idx] for idx in canonical_idx],
         canonical_scores=canonical_scores,
-        final_labels=final_labels,
-        final_scores=final_scores,
+        final_labels=best_labels,
+        final_scores=best_scores,
     )
 
 

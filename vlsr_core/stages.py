@@ -25,16 +25,18 @@ from .defaults import (
     DEFAULT_MODEL,
     DEFAULT_TOP_K,
 )
+from .chunks import CHUNK_SIZE, iter_chunks, sample_ids
 from .labels import (
     LabelFieldError,
+    as_label_lists,
+    declare_label_attribute,
     is_list_field,
     label_path,
     label_sets,
-    read_labels,
+    set_label_attribute,
     usable,
-    write_label_attribute,
 )
-from .pipeline import refine_labels, score_images
+from .pipeline import build_label_map, final_labels, score_images
 from .similarity import SCORE_TOLERANCE
 from .runs import VLSRResults, VLSRRunConfig, label_attributes, sample_fields, saved_view_names
 
@@ -64,6 +66,22 @@ class EmbeddingReport:
         return (
             f"embedded {self.n_embedded} images ({self.n_skipped} already done, "
             f"{len(self.failures)} unreadable) and {self.n_labels_embedded} new labels"
+        )
+
+
+@dataclass
+class ScoreReport:
+    """What :func:`score_labels` did."""
+
+    n_samples: int = 0  # samples scored
+    n_unscored: int = 0  # samples without an image embedding (unreadable or not embedded)
+    n_scores: int = 0  # label scores written
+    low_similarity_threshold: float = 0.0  # the low-similarity view's threshold
+
+    def summary(self):
+        return (
+            f"scored {self.n_scores} labels on {self.n_samples} samples ({self.n_unscored} without "
+            f"an image embedding); labels below {self.low_similarity_threshold:.3f} count as low"
         )
 
 
@@ -117,7 +135,7 @@ def compute_embeddings(
     dataset.update_run_config(key, config)
     progress = progress or (lambda fraction: None)
 
-    vocabulary = _vocabulary(label_sets(read_labels(samples, path)))
+    vocabulary, _ = _scan_labels(samples, path, sample_ids(samples))
     known = set(results.labels)
     new = [l for l in vocabulary if l not in known]
     if new:
@@ -155,24 +173,28 @@ def embed_images(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None, dev
     _ensure_field(dataset, fields["embedding"], fo.VectorField)
     _ensure_field(dataset, fields["error"], fo.StringField)
     todo = samples if recompute else samples.exists(fields["embedding"], False)
-    ids, paths = todo.values(["id", "filepath"])
+    ids = sample_ids(todo)
     report = EmbeddingReport(n_skipped=len(samples) - len(ids))
     buffer = _Writer(dataset, fields["embedding"], fields["error"])
-    for batch in encoder.iter_image_batches(paths):
-        for i, e in zip(batch.indices, batch.embeddings):
-            if np.isfinite(e).all():
-                buffer.add(ids[i], e, None)
-                report.n_embedded += 1
-            else:  # e.g. a float16 overflow; a stored NaN would also hide the image from resumes
-                buffer.add(ids[i], None, NON_FINITE)
-                report.failures.append((ids[i], paths[i], NON_FINITE))
-        for f in batch.failures:
-            buffer.add(ids[f.index], None, f.reason)
-            report.failures.append((ids[f.index], f.path, f.reason))
-        if buffer.size >= WRITE_EVERY:
-            buffer.flush()
-        if progress is not None:
-            progress((report.n_embedded + len(report.failures)) / max(len(ids), 1))
+    done = 0
+    # a chunk of images at a time (one DataLoader each), so that no per-image list grows with n
+    for chunk_ids, (paths,) in iter_chunks(todo, ["filepath"], CHUNK_SIZE, ids):
+        for batch in encoder.iter_image_batches(paths):
+            for i, e in zip(batch.indices, batch.embeddings):
+                if np.isfinite(e).all():
+                    buffer.add(chunk_ids[i], e, None)
+                    report.n_embedded += 1
+                else:  # e.g. a float16 overflow; a stored NaN would also hide the image from resumes
+                    buffer.add(chunk_ids[i], None, NON_FINITE)
+                    report.failures.append((chunk_ids[i], paths[i], NON_FINITE))
+            for f in batch.failures:
+                buffer.add(chunk_ids[f.index], None, f.reason)
+                report.failures.append((chunk_ids[f.index], f.path, f.reason))
+            if buffer.size >= WRITE_EVERY:
+                buffer.flush()
+            done += len(batch.indices) + len(batch.failures)
+            if progress is not None:
+                progress(done / max(len(ids), 1))
     buffer.flush()
     if progress is not None:
         progress(1.0)
@@ -213,58 +235,75 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
         progress: optional callable taking the fraction done.
 
     Returns:
-        the :class:`ImageScores` computed.
+        a :class:`ScoreReport`.
     """
-    dataset, config, results, path, raw, sets, vocabulary, vocab_emb, images = _inputs(samples, key)
+    run = _open_run(samples, key)
+    config = run.config
     config.top_k = config.top_k if top_k is None else top_k
     config.replace_margin = replace_margin if replace_margin is not None else config.replace_margin
     margin = config.replace_margin or 0.0
-    scores = score_images(images, sets, vocabulary, vocab_emb, top_k=config.top_k, progress=progress)
-
     attrs, fields = label_attributes(key), sample_fields(key)
-    per_label = [
-        _per_label(labels, dict(zip(s, sims.tolist())) if sims is not None else {})
-        for labels, s, sims in zip(raw, sets, scores.similarity)
-    ]
-    write_label_attribute(samples, path, attrs["similarity"], per_label, fo.FloatField)
-    # label objects built and written a chunk at a time: a list of them for every sample would
-    # cost ~16 KB per sample at once
-    ids = samples.values("id")
-    for start in range(0, len(ids), WRITE_EVERY):
-        dataset.set_values(fields["suggestions"], {
-            sample_id: fo.Classifications(classifications=[
+    declare_label_attribute(run.dataset, run.path, attrs["similarity"], fo.FloatField)
+    _ensure_field(run.dataset, fields["suggestions"], fo.EmbeddedDocumentField,
+                  embedded_doc_type=fo.Classifications)
+    _ensure_field(run.dataset, fields["min_similarity"], fo.FloatField)
+    _ensure_field(run.dataset, fields["best_gap"], fo.FloatField)
+
+    report = ScoreReport()
+    all_scores = []  # every label's score, 4 bytes a label: for the low-similarity quantile
+    best = np.full(len(run.vocabulary), -np.inf)  # each label's best score over its images
+    index = {l: i for i, l in enumerate(run.vocabulary)}
+    for ids, raw, images in run.chunks(samples):
+        sets = label_sets(raw)
+        scores = score_images(images, sets, run.vocabulary, run.vocab_emb, top_k=config.top_k)
+        set_label_attribute(samples, run.path, attrs["similarity"], ids, [
+            _per_label(labels, dict(zip(s, sims.tolist())) if sims is not None else {})
+            for labels, s, sims in zip(raw, sets, scores.similarity)
+        ])
+        samples.set_values(fields["suggestions"], {
+            i: fo.Classifications(classifications=[
                 fo.Classification(label=l, confidence=c) for l, c in sugg]) if sugg else None
-            for sample_id, sugg in zip(ids[start : start + WRITE_EVERY],
-                                       scores.suggestions[start : start + WRITE_EVERY])
+            for i, sugg in zip(ids, scores.suggestions)
         }, key_field="id")
-    samples.set_values(fields["min_similarity"], [
-        float(s.min()) if s is not None and len(s) else None for s in scores.similarity
-    ])
-    samples.set_values(fields["best_gap"], [
-        _best_gap(labels, s, sugg)
-        for labels, s, sugg in zip(sets, scores.similarity, scores.suggestions)
-    ])
+        samples.set_values(fields["min_similarity"], {
+            i: float(s.min()) if s is not None and len(s) else None
+            for i, s in zip(ids, scores.similarity)
+        }, key_field="id")
+        samples.set_values(fields["best_gap"], {
+            i: _best_gap(labels, s, sugg)
+            for i, labels, s, sugg in zip(ids, sets, scores.similarity, scores.suggestions)
+        }, key_field="id")
+        for labels, sims in zip(sets, scores.similarity):
+            if sims is None:
+                report.n_unscored += 1
+                continue
+            report.n_samples += 1
+            all_scores.append(sims)
+            np.maximum.at(best, [index[l] for l in labels], sims)
+        if progress is not None:
+            progress((report.n_samples + report.n_unscored) / len(run.ids))
 
     # indexed, so that the App can sort the grid by them and filter large datasets quickly
-    for name in (fields["min_similarity"], fields["best_gap"], f"{path}.{attrs['similarity']}"):
-        dataset.create_index(name)
+    for name in (fields["min_similarity"], fields["best_gap"], f"{run.path}.{attrs['similarity']}"):
+        run.dataset.create_index(name)
 
-    all_scores = np.concatenate([s for s in scores.similarity if s is not None] or [np.zeros(0)])
+    all_scores = np.concatenate(all_scores or [np.zeros(0, np.float32)])
+    report.n_scores = int(all_scores.size)
     low = float(np.quantile(all_scores, low_quantile)) if all_scores.size else 0.0
-    config.low_similarity_threshold = low
-    dataset.update_run_config(key, config)
-    weak = _weak_labels(sets, scores.similarity, low)
+    report.low_similarity_threshold = config.low_similarity_threshold = low
+    run.dataset.update_run_config(key, config)
+    weak = sorted(l for l, b in zip(run.vocabulary, best) if np.isfinite(b) and b < low)
     views = saved_view_names(key)
     label_sim = F(attrs["similarity"])
-    _save_view(dataset, views["low_similarity"],
+    _save_view(run.dataset, views["low_similarity"],
                samples.filter_labels(config.label_field, (label_sim != None) & (label_sim < low)),
                f"labels scoring below {low:.3f}, the {low_quantile:.0%} quantile of run {key!r}")
-    _save_view(dataset, views["better_label"], samples.match(F(fields["best_gap"]) > margin),
+    _save_view(run.dataset, views["better_label"], samples.match(F(fields["best_gap"]) > margin),
                f"samples where a vocabulary label beats every assigned label by > {margin}")
-    _save_view(dataset, views["weak_labels"],
+    _save_view(run.dataset, views["weak_labels"],
                samples.filter_labels(config.label_field, F("label").is_in(weak)),
                f"labels that score below {low:.3f} on every image they are on")
-    return scores
+    return report
 
 
 def cluster_and_merge(
@@ -294,52 +333,65 @@ def cluster_and_merge(
         progress: optional callable taking the fraction done.
 
     Returns:
-        the :class:`LabelRefinement` computed.
+        the :class:`LabelMap` computed.
     """
-    dataset, config, results, path, raw, sets, vocabulary, vocab_emb, images = _inputs(samples, key)
+    run = _open_run(samples, key)
     params = dict(eps=eps, min_samples=min_samples, min_cluster_size=min_cluster_size,
                   size_by=size_by, linkage=linkage, max_merge_distance=max_merge_distance)
-    refined = refine_labels(images, sets, vocabulary, vocab_emb, progress=progress, **params)
+    report = progress or (lambda fraction: None)
+    label_map = build_label_map(run.vocabulary, run.vocab_emb, run.frequencies,
+                                progress=lambda f: report(0.5 * f), **params)
     for name, value in params.items():
-        setattr(config, name, value)
-    dataset.update_run_config(key, config)
+        setattr(run.config, name, value)
+    run.dataset.update_run_config(key, run.config)
 
     attrs, fields = label_attributes(key), sample_fields(key)
-    canonical, cluster = refined.canonical, refined.cluster
-    write_label_attribute(samples, path, attrs["canonical"],
-                     [_per_label(l, canonical) for l in raw], fo.StringField)
-    write_label_attribute(samples, path, attrs["cluster"],
-                     [_per_label(l, cluster) for l in raw], fo.IntField)
-    samples.set_values(fields["labels"], [
-        fo.Classifications(classifications=[
-            fo.Classification(label=l, confidence=None if scores is None else float(s))
-            for l, s in zip(labels, scores if scores is not None else [None] * len(labels))
-        ])
-        for labels, scores in zip(refined.canonical_labels, refined.canonical_scores)
-    ])
-    samples.set_values(fields["label"], [
-        fo.Classification(label=l, confidence=s) if l is not None else None
-        for l, s in zip(refined.final_labels, refined.final_scores)
-    ])
+    declare_label_attribute(run.dataset, run.path, attrs["canonical"], fo.StringField)
+    declare_label_attribute(run.dataset, run.path, attrs["cluster"], fo.IntField)
+    _ensure_field(run.dataset, fields["labels"], fo.EmbeddedDocumentField,
+                  embedded_doc_type=fo.Classifications)
+    _ensure_field(run.dataset, fields["label"], fo.EmbeddedDocumentField,
+                  embedded_doc_type=fo.Classification)
+    canonical, cluster = label_map.canonical, label_map.cluster
+    done = 0
+    for ids, raw, images in run.chunks(samples):
+        final = final_labels(images, label_sets(raw), label_map, run.vocab_emb)
+        set_label_attribute(samples, run.path, attrs["canonical"], ids,
+                            [_per_label(l, canonical) for l in raw])
+        set_label_attribute(samples, run.path, attrs["cluster"], ids,
+                            [_per_label(l, cluster) for l in raw])
+        samples.set_values(fields["labels"], {
+            i: fo.Classifications(classifications=[
+                fo.Classification(label=l, confidence=None if scores is None else float(s))
+                for l, s in zip(labels, scores if scores is not None else [None] * len(labels))
+            ])
+            for i, labels, scores in zip(ids, final.canonical_labels, final.canonical_scores)
+        }, key_field="id")
+        samples.set_values(fields["label"], {
+            i: fo.Classification(label=l, confidence=s) if l is not None else None
+            for i, l, s in zip(ids, final.final_labels, final.final_scores)
+        }, key_field="id")
+        done += len(ids)
+        report(0.5 + 0.5 * done / len(run.ids))
 
-    dataset.create_index(f"{fields['label']}.confidence")
-
-    results.vocabulary = refined.vocabulary
-    results.frequencies = refined.frequencies
-    results.dbscan_clusters = refined.dbscan_clusters
-    results.clusters = refined.clusters
-    results.representatives = refined.representatives
-    dataset.save_run_results(key, results)
+    run.dataset.create_index(f"{fields['label']}.confidence")
+    results = run.results
+    results.vocabulary = label_map.vocabulary
+    results.frequencies = label_map.frequencies
+    results.dbscan_clusters = label_map.dbscan_clusters
+    results.clusters = label_map.clusters
+    results.representatives = label_map.representatives
+    run.dataset.save_run_results(key, results)
 
     final = F("$" + fields["label"] + ".label")
-    if is_list_field(path):
-        kept = F(path).filter(F("label") == final).length() > 0
+    if is_list_field(run.path):
+        kept = F(run.path).filter(F("label") == final).length() > 0
     else:
-        kept = F(path + ".label") == final
+        kept = F(run.path + ".label") == final
     changed = samples.match(F(fields["label"]).exists() & ~kept)
-    _save_view(dataset, saved_view_names(key)["changed"], changed,
+    _save_view(run.dataset, saved_view_names(key)["changed"], changed,
                "samples whose final label is none of the labels they had")
-    return refined
+    return label_map
 
 
 def run_vlsr(samples, label_field, key=DEFAULT_KEY, model=DEFAULT_MODEL, *, prompt=None,
@@ -389,8 +441,36 @@ def _load_or_init(dataset, key, label_field):
     return config, VLSRResults(dataset, config, key)
 
 
-def _inputs(samples, key):
-    """What stages 2 and 3 read: run, labels, vocabulary with embeddings, image embeddings."""
+@dataclass
+class _Run:
+    """What stages 2 and 3 know before their chunk loop: the run, the sample ids (24 bytes a
+    sample, the only state that grows with the collection) and the vocabulary."""
+
+    key: str
+    dataset: fo.Dataset
+    config: VLSRRunConfig
+    results: VLSRResults
+    path: str
+    ids: np.ndarray
+    vocabulary: list
+    frequencies: np.ndarray
+    vocab_emb: np.ndarray
+
+    def chunks(self, samples):
+        """Yield ``(ids, labels, images)`` a chunk at a time: label strings per sample (as
+        :func:`as_label_lists`) and a float32 (n, dim) array with NaN rows for images that have
+        no embedding."""
+        fields = [f"{self.path}.label", sample_fields(self.key)["embedding"]]
+        for ids, (labels, embeddings) in iter_chunks(samples, fields, CHUNK_SIZE, self.ids):
+            yield ids, as_label_lists(labels, self.path), _as_matrix(embeddings, self.dim)
+
+    @property
+    def dim(self):
+        return self.vocab_emb.shape[1] if self.vocab_emb.ndim == 2 and self.vocab_emb.shape[1] else None
+
+
+def _open_run(samples, key):
+    """Check that stages 2 and 3 can run on ``samples``, and read what they need up front."""
     _check_collection(samples)
     dataset = samples._dataset
     if not dataset.has_run(key):
@@ -398,22 +478,37 @@ def _inputs(samples, key):
     config = dataset.get_run_info(key).config
     results = dataset.load_run_results(key, cache=False)
     path = _label_path(samples, config.label_field)
-    raw = read_labels(samples, path)
-    sets = label_sets(raw)
-    vocabulary = _vocabulary(sets)
+    if not samples.count(sample_fields(key)["embedding"]):
+        raise VLSRError(f"No image embeddings for run {key!r} here: compute embeddings first")
+    ids = sample_ids(samples)
+    vocabulary, frequencies = _scan_labels(samples, path, ids)
     try:
         vocab_emb = results.embeddings_of(vocabulary)
     except KeyError as e:
         raise VLSRError(f"{e.args[0]}: run compute embeddings on these samples first") from None
-    stored = samples.values(sample_fields(key)["embedding"])
-    if not any(e is not None for e in stored):
-        raise VLSRError(f"No image embeddings for run {key!r} here: compute embeddings first")
-    dim = vocab_emb.shape[1] if vocab_emb.size else len(next(e for e in stored if e is not None))
-    images = np.full((len(stored), dim), np.nan, dtype=np.float32)
-    for i, e in enumerate(stored):
+    return _Run(key, dataset, config, results, path, ids, vocabulary, frequencies, vocab_emb)
+
+
+def _scan_labels(samples, path, ids):
+    """The distinct usable labels of ``samples`` in order of first appearance, and how many
+    samples carry each, read a chunk at a time."""
+    counts = {}  # insertion-ordered: the vocabulary
+    for _, (values,) in iter_chunks(samples, [f"{path}.label"], CHUNK_SIZE, ids):
+        for labels in label_sets(as_label_lists(values, path)):
+            for l in labels:
+                counts[l] = counts.get(l, 0) + 1
+    return list(counts), np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
+
+
+def _as_matrix(embeddings, dim):
+    """A chunk's stored embeddings (lists or None) as float32 (n, dim), NaN where missing."""
+    if dim is None:
+        dim = next((len(e) for e in embeddings if e is not None), 0)
+    out = np.full((len(embeddings), dim), np.nan, dtype=np.float32)
+    for i, e in enumerate(embeddings):
         if e is not None:
-            images[i] = e
-    return dataset, config, results, path, raw, sets, vocabulary, vocab_emb, images
+            out[i] = e
+    return out
 
 
 def _label_path(samples, label_field):
@@ -421,11 +516,6 @@ def _label_path(samples, label_field):
         return label_path(samples, label_field)
     except LabelFieldError as e:
         raise VLSRError(str(e)) from None
-
-
-def _vocabulary(sets):
-    """Distinct labels in order of first appearance."""
-    return list(dict.fromkeys(l for labels in sets for l in labels))
 
 
 def _per_label(labels, values):
@@ -444,19 +534,9 @@ def _best_gap(labels, sims, suggestions):
     return 0.0 if best in labels or abs(gap) <= SCORE_TOLERANCE else gap
 
 
-def _weak_labels(sets, similarity, threshold):
-    """Labels whose best score over all images they are on stays below ``threshold``."""
-    best = {}
-    for labels, sims in zip(sets, similarity):
-        if sims is not None:
-            for l, s in zip(labels, sims):
-                best[l] = max(best.get(l, -np.inf), float(s))
-    return sorted(l for l, s in best.items() if s < threshold)
-
-
-def _ensure_field(dataset, name, ftype):
+def _ensure_field(dataset, name, ftype, **kwargs):
     if not dataset.has_sample_field(name):
-        dataset.add_sample_field(name, ftype)
+        dataset.add_sample_field(name, ftype, **kwargs)
 
 
 def _save_view(dataset, name, view, description):
