@@ -1,18 +1,19 @@
-"""Peak memory of compute_embeddings + score_labels against the number of images.
+"""Peak memory of the three stages against the number of images.
 
-Usage: python bench/bench_memory.py [n ...] [--trace n]   (default: 500 1000 2000 4000)
+Usage: python bench/bench_memory.py [n ...] [--trace n]   (default: 4000 8000 16000 32000)
 
 The goal: peak memory must not grow with the number of images beyond the outputs held. A
 random tiny CLIP (16-d) on tiny JPEGs (64 x 48), num_workers=0, batch size 32, one torch thread,
 a fixed vocabulary of VOCABULARY labels with 1-3 labels per image, top-k = 5. Each dataset is
-built by a helper process; each case loads one in a fresh process, then runs compute_embeddings
-and score_labels:
+built by a helper process; each case loads one in a fresh process, then runs compute_embeddings,
+score_labels and cluster_and_merge. The stages work a chunk of CHUNK_SIZE (1,024) samples at a
+time, so the default sizes span 4 to 32 chunks.
 
 - base: the process's peak RSS once imports, the model and the dataset object are loaded;
-- embed: its peak RSS after compute_embeddings (ru_maxrss);
-- outputs: the results as arrays, n x dim x 4 bytes (embeddings) + 4 bytes per label
-  (similarities) + n x k x 12 bytes (suggestion indices and scores);
-- peak: the peak after score_labels; peak-out = peak - outputs; growth = peak - base;
+- embed, score, cluster: its peak RSS (ru_maxrss) after each stage;
+- outputs: what the stages hold by design for the whole collection: the sample ids (12 bytes a
+  sample) and every label's score (4 bytes a label, for the low-similarity quantile);
+- peak: the peak after the three stages; growth = peak - base;
 - extra = growth - outputs: what grows beyond the outputs.
 
 The slope is the least-squares fit of extra against n, in MB per 1,000 images. MongoDB's own
@@ -33,7 +34,7 @@ os.environ.setdefault("FIFTYONE_DATABASE_NAME", "vlsr-bench")
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
 
-DEFAULT_NS = [500, 1000, 2000, 4000]
+DEFAULT_NS = [4000, 8000, 16000, 32000]
 VOCABULARY = 500
 TOP_K = 5
 BATCH_SIZE = 32
@@ -122,7 +123,10 @@ def _measure(ds, enc, trace):
     t0 = time.perf_counter()
     stages.score_labels(ds, top_k=TOP_K)
     out["score_s"], out["score_mb"] = time.perf_counter() - t0, _maxrss_mb()
-    out["outputs_mb"] = (n * enc.dim * 4 + n_labels * 4 + n * TOP_K * 12) / 2**20
+    t0 = time.perf_counter()
+    stages.cluster_and_merge(ds)
+    out["cluster_s"], out["cluster_mb"] = time.perf_counter() - t0, _maxrss_mb()
+    out["outputs_mb"] = (n * 12 + n_labels * 4) / 2**20
     print(json.dumps(out))
 
 
@@ -172,9 +176,9 @@ def main(ns, trace=None):
             return
         print(f"tiny random CLIP, num_workers=0, 1 torch thread, batch {BATCH_SIZE}, vocabulary {VOCABULARY}, "
               f"top-k {TOP_K}; MB = 2**20 bytes")
-        print(f"{'n':>6} {'labels':>7} {'base MB':>8} {'embed MB':>9} {'peak MB':>8} "
-              f"{'outputs':>8} {'peak-out':>9} {'growth':>7} {'extra':>7} {'embed s':>8} "
-              f"{'score s':>8}")
+        print(f"{'n':>6} {'labels':>7} {'base MB':>8} {'embed MB':>9} {'score MB':>9} "
+              f"{'peak MB':>8} {'outputs':>8} {'growth':>7} {'extra':>7} {'embed s':>8} "
+              f"{'score s':>8} {'cluster s':>9}")
         rows = []
         for n in ns:
             p = _sub("--setup", tmp, n)
@@ -193,19 +197,20 @@ def main(ns, trace=None):
                 print(f"{n:>6} failed: {(p.stderr.strip().splitlines() or ['?'])[-1][:100]}")
                 continue
             r = json.loads(p.stdout.strip().splitlines()[-1])
-            r["growth"] = r["score_mb"] - r["base_mb"]
+            r["growth"] = r["cluster_mb"] - r["base_mb"]
             r["extra"] = r["growth"] - r["outputs_mb"]
             rows.append(r)
             print(f"{n:>6} {r['n_labels']:>7} {r['base_mb']:>8.1f} {r['embed_mb']:>9.1f} "
-                  f"{r['score_mb']:>8.1f} {r['outputs_mb']:>8.2f} "
-                  f"{r['score_mb'] - r['outputs_mb']:>9.1f} {r['growth']:>7.1f} "
-                  f"{r['extra']:>7.1f} {r['embed_s']:>8.2f} {r['score_s']:>8.2f}")
+                  f"{r['score_mb']:>9.1f} {r['cluster_mb']:>8.1f} {r['outputs_mb']:>8.2f} "
+                  f"{r['growth']:>7.1f} {r['extra']:>7.1f} {r['embed_s']:>8.2f} "
+                  f"{r['score_s']:>8.2f} {r['cluster_s']:>9.2f}")
             sys.stdout.flush()
         if len(rows) >= 2:
             xs = [r["n"] / 1000 for r in rows]
             for key, what in (("base_mb", "base (imports, model, dataset loaded)"),
                               ("embed_mb", "peak after compute_embeddings"),
                               ("score_mb", "peak after score_labels"),
+                              ("cluster_mb", "peak after cluster_and_merge"),
                               ("extra", "extra (beyond outputs)")):
                 print(f"slope of {what}: {_fit(xs, [r[key] for r in rows]):.2f} MB per 1,000 images")
             per_image = _fit([r["n"] for r in rows], [r["extra"] * 2**20 for r in rows])

@@ -10,6 +10,7 @@ import pytest
 from fiftyone import ViewField as F
 
 from test_stages import FakeEncoder, build, by_name, dot
+from vlsr_core import chunks
 from vlsr_core.export import ExportError, export_run
 from vlsr_core.stages import compute_embeddings, run_vlsr, score_labels
 
@@ -229,3 +230,20 @@ def test_export_before_clustering_is_refused(dataset, tmp_path):
     with pytest.raises(ExportError, match="cluster and merge first"):
         export_run(dataset, str(tmp_path / "export"))
     assert not os.path.exists(tmp_path / "export")
+
+
+def test_export_written_a_chunk_at_a_time_is_the_same(run, tmp_path, monkeypatch):
+    """samples.csv and image_labels.json are streamed a chunk of samples at a time; chunks of
+    3 samples (of 10) give the same files as one chunk, on a sorted view."""
+    dataset = run[0]
+    view = dataset.sort_by("filepath", reverse=True)
+    export_run(view, str(tmp_path / "whole"))
+    monkeypatch.setattr(chunks, "CHUNK_SIZE", 3)
+    export_run(view, str(tmp_path / "chunked"))
+    for name in ("samples.csv", "image_labels.json", "label_map.csv"):
+        assert (tmp_path / "chunked" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    rows = read_csv(tmp_path / "chunked" / "samples.csv")
+    assert [r["filepath"] for r in rows] == view.values("filepath")
+    with open(tmp_path / "chunked" / "image_labels.json", encoding="utf-8") as f:
+        coco = json.load(f)
+    assert [im["file_name"] for im in coco["images"]] == view.values("filepath")

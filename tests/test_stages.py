@@ -14,10 +14,11 @@ import zlib
 import fiftyone as fo
 import numpy as np
 import pytest
+from bson import ObjectId
 from fiftyone import ViewField as F
 from PIL import Image
 
-from vlsr_core import stages
+from vlsr_core import chunks, stages
 from vlsr_core.encoder import ImageBatch, ImageFailure
 from vlsr_core.images import BadImageError, load_image
 from vlsr_core.runs import VLSRResults, VLSRRunConfig, label_attributes, sample_fields, saved_view_names
@@ -869,7 +870,7 @@ def test_results_do_not_depend_on_the_chunk_size(main, monkeypatch, chunk):
         return out
 
     whole = run()
-    monkeypatch.setattr(stages, "CHUNK_SIZE", chunk)
+    monkeypatch.setattr(chunks, "CHUNK_SIZE", chunk)
     chunked = run()
     # scores may differ in the last bits: BLAS rounds a 1-row product unlike a 14-row one
     for field, values in whole[0].items():
@@ -1049,3 +1050,25 @@ def test_end_to_end_with_a_tiny_random_clip(main, tmp_path):
     config = dataset.get_run_info("vlsr").config
     assert config.model == model and config.batch_size == 5
     assert set(saved_view_names("vlsr").values()) <= set(dataset.list_saved_views())
+
+
+@pytest.mark.parametrize("make_view", [
+    lambda ds: ds,
+    lambda ds: ds.sort_by("filepath", reverse=True),
+    lambda ds: ds.match(F("filepath").re_match(r".*/[hs].*")).sort_by("filepath"),
+])
+def test_sample_ids_read_in_pages_are_the_views_ids_in_order(main, make_view):
+    dataset, _ = main
+    view = make_view(dataset)
+    expected = [str(i) for i in view.values("_id")]
+    for page in (1, 3, 100):
+        ids = chunks.sample_ids(view, page=page)
+        assert [str(ObjectId(i.tobytes())) for i in ids] == expected
+    read = [i for ids, _ in chunks.iter_chunks(view, ["filepath"], size=4) for i in ids]
+    assert read == expected
+
+
+def test_object_ids_ending_in_zero_bytes_survive():
+    oids = [ObjectId(b"\x01" * 11 + b"\x00"), ObjectId(b"\x00" * 12)]
+    ids = chunks._binary(oids)
+    assert [ObjectId(i.tobytes()) for i in ids] == oids

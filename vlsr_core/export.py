@@ -18,11 +18,13 @@ import csv
 import json
 import logging
 import os
+from itertools import chain
 
 import fiftyone as fo
 
 from .defaults import DEFAULT_KEY
-from .labels import label_path, label_sets, read_labels
+from .chunks import iter_chunks, sample_ids
+from .labels import as_label_lists, label_path, label_sets
 from .runs import sample_fields
 
 
@@ -84,26 +86,32 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
 
 def _samples_csv(samples, key, label_field, path):
     fields = sample_fields(key)
-    original = label_sets(read_labels(samples, label_path(samples, label_field)))
-    filepaths, final, score, canonical, sugg_labels, sugg_scores = samples.values([
+    labels_path = label_path(samples, label_field)
+    columns = [
         "filepath",
+        f"{labels_path}.label",
         f"{fields['label']}.label",
         f"{fields['label']}.confidence",
         f"{fields['labels']}.classifications.label",
         f"{fields['suggestions']}.classifications.label",
         f"{fields['suggestions']}.classifications.confidence",
-    ])
+    ]
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["filepath", "final_label", "final_score", "original_labels",
                     "canonical_labels", "suggestions"])
-        for row in zip(filepaths, final, score, original, canonical, sugg_labels, sugg_scores):
-            fp, fl, fs, orig, canon, sl, ss = row
-            w.writerow([
-                fp, fl or "", "" if fs is None else f"{fs:.6f}",
-                json.dumps(orig, ensure_ascii=False), json.dumps(canon or [], ensure_ascii=False),
-                json.dumps([[l, round(s, 6)] for l, s in zip(sl or [], ss or [])], ensure_ascii=False),
-            ])
+        for _, (filepaths, original, final, score, canonical, sugg_labels, sugg_scores) in (
+            iter_chunks(samples, columns)
+        ):
+            original = label_sets(as_label_lists(original, labels_path))
+            for row in zip(filepaths, final, score, original, canonical, sugg_labels, sugg_scores):
+                fp, fl, fs, orig, canon, sl, ss = row
+                w.writerow([
+                    fp, fl or "", "" if fs is None else f"{fs:.6f}",
+                    json.dumps(orig, ensure_ascii=False), json.dumps(canon or [], ensure_ascii=False),
+                    json.dumps([[l, round(s, 6)] for l, s in zip(sl or [], ss or [])],
+                               ensure_ascii=False),
+                ])
     return path
 
 
@@ -118,30 +126,51 @@ def _label_map_csv(results, path):
 
 
 def _image_labels_json(samples, key, path):
+    """COCO-style image-level labels, written a chunk of samples at a time (three passes:
+    categories, images, annotations), so that a large export never sits in memory."""
     fields = sample_fields(key)
     samples.compute_metadata()
-    ids, filepaths, widths, heights, labels, scores, final = samples.values([
-        "id", "filepath", "metadata.width", "metadata.height",
-        f"{fields['labels']}.classifications.label",
-        f"{fields['labels']}.classifications.confidence",
-        f"{fields['label']}.label",
-    ])
-    categories = sorted({l for ls in labels if ls for l in ls})
+    ids = sample_ids(samples)
+    labels = f"{fields['labels']}.classifications.label"
+    categories = sorted({l for _, (ls,) in iter_chunks(samples, [labels], ids=ids)
+                         for l in chain.from_iterable(x or [] for x in ls)})
     category_id = {name: i + 1 for i, name in enumerate(categories)}
-    images, annotations = [], []
-    for image_id, (sid, fp, w, h, ls, ss, fl) in enumerate(
-        zip(ids, filepaths, widths, heights, labels, scores, final), start=1
-    ):
-        images.append(dict(id=image_id, file_name=fp, width=w, height=h, sample_id=sid))
-        for l, s in zip(ls or [], ss or []):
-            annotations.append(dict(id=len(annotations) + 1, image_id=image_id,
-                                    category_id=category_id[l], score=s, final=l == fl))
-    coco = dict(
-        info=dict(description=f"VLSR image-level labels of run {key!r}"),
-        images=images,
-        categories=[dict(id=i, name=n) for n, i in category_id.items()],
-        annotations=annotations,
-    )
+    info = dict(description=f"VLSR image-level labels of run {key!r}")
+
+    def images():
+        image_id = 0
+        for sids, (filepaths, widths, heights) in iter_chunks(
+            samples, ["filepath", "metadata.width", "metadata.height"], ids=ids
+        ):
+            for sid, fp, w, h in zip(sids, filepaths, widths, heights):
+                image_id += 1
+                yield dict(id=image_id, file_name=fp, width=w, height=h, sample_id=sid)
+
+    def annotations():
+        image_id, annotation_id = 0, 0
+        for _, (ls, ss, fl) in iter_chunks(
+            samples, [labels, f"{fields['labels']}.classifications.confidence",
+                      f"{fields['label']}.label"], ids=ids
+        ):
+            for sample_labels, scores, final in zip(ls, ss, fl):
+                image_id += 1
+                for l, s in zip(sample_labels or [], scores or []):
+                    annotation_id += 1
+                    yield dict(id=annotation_id, image_id=image_id, category_id=category_id[l],
+                               score=s, final=l == final)
+
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(coco, f, ensure_ascii=False, indent=1)
+        f.write('{\n "info": ' + json.dumps(info, ensure_ascii=False))
+        _write_array(f, "images", images())
+        _write_array(f, "categories", (dict(id=i, name=n) for n, i in category_id.items()))
+        _write_array(f, "annotations", annotations())
+        f.write("\n}\n")
     return path
+
+
+def _write_array(f, name, items):
+    """Write ``,\n "name": [...]`` with one JSON object a line, from an iterator."""
+    f.write(f',\n "{name}": [')
+    for i, item in enumerate(items):
+        f.write(("\n  " if i == 0 else ",\n  ") + json.dumps(item, ensure_ascii=False))
+    f.write("\n ]")

@@ -25,7 +25,8 @@ from .defaults import (
     DEFAULT_MODEL,
     DEFAULT_TOP_K,
 )
-from .chunks import CHUNK_SIZE, iter_chunks, sample_ids
+from . import chunks
+from .chunks import iter_chunks, sample_ids
 from .labels import (
     LabelFieldError,
     as_label_lists,
@@ -177,8 +178,9 @@ def embed_images(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None, dev
     report = EmbeddingReport(n_skipped=len(samples) - len(ids))
     buffer = _Writer(dataset, fields["embedding"], fields["error"])
     done = 0
-    # a chunk of images at a time (one DataLoader each), so that no per-image list grows with n
-    for chunk_ids, (paths,) in iter_chunks(todo, ["filepath"], CHUNK_SIZE, ids):
+    # a chunk of images at a time, so that no per-image list grows with n; 16 chunks' worth, as
+    # each starts a DataLoader (and its workers) of its own
+    for chunk_ids, (paths,) in iter_chunks(todo, ["filepath"], 16 * chunks.CHUNK_SIZE, ids):
         for batch in encoder.iter_image_batches(paths):
             for i, e in zip(batch.indices, batch.embeddings):
                 if np.isfinite(e).all():
@@ -273,13 +275,13 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
             i: _best_gap(labels, s, sugg)
             for i, labels, s, sugg in zip(ids, sets, scores.similarity, scores.suggestions)
         }, key_field="id")
-        for labels, sims in zip(sets, scores.similarity):
-            if sims is None:
-                report.n_unscored += 1
-                continue
-            report.n_samples += 1
-            all_scores.append(sims)
-            np.maximum.at(best, [index[l] for l in labels], sims)
+        scored = [(labels, sims) for labels, sims in zip(sets, scores.similarity) if sims is not None]
+        report.n_samples += len(scored)
+        report.n_unscored += len(ids) - len(scored)
+        if scored:
+            chunk_scores = np.concatenate([sims for _, sims in scored])
+            all_scores.append(chunk_scores)
+            np.maximum.at(best, [index[l] for labels, _ in scored for l in labels], chunk_scores)
         if progress is not None:
             progress((report.n_samples + report.n_unscored) / len(run.ids))
 
@@ -443,7 +445,7 @@ def _load_or_init(dataset, key, label_field):
 
 @dataclass
 class _Run:
-    """What stages 2 and 3 know before their chunk loop: the run, the sample ids (24 bytes a
+    """What stages 2 and 3 know before their chunk loop: the run, the sample ids (12 bytes a
     sample, the only state that grows with the collection) and the vocabulary."""
 
     key: str
@@ -461,7 +463,7 @@ class _Run:
         :func:`as_label_lists`) and a float32 (n, dim) array with NaN rows for images that have
         no embedding."""
         fields = [f"{self.path}.label", sample_fields(self.key)["embedding"]]
-        for ids, (labels, embeddings) in iter_chunks(samples, fields, CHUNK_SIZE, self.ids):
+        for ids, (labels, embeddings) in iter_chunks(samples, fields, ids=self.ids):
             yield ids, as_label_lists(labels, self.path), _as_matrix(embeddings, self.dim)
 
     @property
@@ -493,7 +495,7 @@ def _scan_labels(samples, path, ids):
     """The distinct usable labels of ``samples`` in order of first appearance, and how many
     samples carry each, read a chunk at a time."""
     counts = {}  # insertion-ordered: the vocabulary
-    for _, (values,) in iter_chunks(samples, [f"{path}.label"], CHUNK_SIZE, ids):
+    for _, (values,) in iter_chunks(samples, [f"{path}.label"], ids=ids):
         for labels in label_sets(as_label_lists(values, path)):
             for l in labels:
                 counts[l] = counts.get(l, 0) + 1
