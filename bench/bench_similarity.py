@@ -14,7 +14,8 @@ Usage: python bench/bench_similarity.py [n_images n_labels naive_n write_n loop_
     RSS just before the call (interpreter, imports, the embeddings), "work" = peak - input.
 (b) Writing one float on every label of ``gt`` (Classifications, 1-3 labels per sample, 2 on
     average) of a FiftyOne dataset of write_n samples (built with add_samples in bulk):
-    ``set_values("gt.classifications.<attr>", values)`` on all write_n samples, against a loop
+    ``set_values("gt.classifications.<attr>", values)`` on all write_n samples, what the stages
+    do (label ids read and values written by label id, CHUNK_SIZE samples at a time), against a loop
     ``for s in view.iter_samples(autosave=False): ...; s.save()`` on loop_n samples scaled
     linearly to write_n (and both, plus iter_samples(autosave=True), on the same loop_n samples).
 """
@@ -110,13 +111,25 @@ def _write_case(n, n_loop):
         ), progress=False)
         out["build_s"] = time.perf_counter() - t0
         values = [rng.random(c).tolist() for c in counts]
-        attrs = ("vlsr_similarity", "sim_bulk_sub", "sim_loop", "sim_autosave")
-        for a in attrs:  # declared first, as write_label_attribute does
+        attrs = ("vlsr_similarity", "sim_chunks", "sim_bulk_sub", "sim_loop", "sim_autosave")
+        for a in attrs:  # declared first, as the stages do (declare_label_attribute)
             ds.add_sample_field(f"gt.classifications.{a}", fo.FloatField)
 
         t0 = time.perf_counter()
         ds.set_values("gt.classifications.vlsr_similarity", values)
         out["bulk_s"] = time.perf_counter() - t0
+
+        # what score_labels does: label ids read and values written by label id, a chunk at a time
+        from vlsr_core.chunks import iter_chunks
+        from vlsr_core.labels import label_objects, set_label_attribute
+
+        t0, done, path = time.perf_counter(), 0, "gt.classifications"
+        for ids, (label_ids, labels) in iter_chunks(ds, [f"{path}.id", f"{path}.label"]):
+            label_ids, _ = label_objects(path, label_ids, labels)
+            set_label_attribute(ds, path, "sim_chunks", ids, label_ids, values[done : done + len(ids)])
+            done += len(ids)
+        out["chunks_s"] = time.perf_counter() - t0
+        assert ds.values(f"{path}.sim_chunks") == values, "chunked write lost values"
 
         sub = ds.limit(n_loop)
         t0 = time.perf_counter()
@@ -138,7 +151,7 @@ def _write_case(n, n_loop):
 
         got = ds.values("gt.classifications.vlsr_similarity")
         assert got == values, "bulk write lost values"
-        for a in attrs[1:]:
+        for a in attrs[2:]:
             got = sub.values(f"gt.classifications.{a}")
             assert got == values[:n_loop], f"{a}: values differ"
     finally:
@@ -215,12 +228,15 @@ def main_write(n, n_loop):
     print(f"{'method':<42} {'samples':>8} {'seconds':>9} {'samples/s':>10}")
     for name, size, s in (
         ("set_values (bulk)", n, r["bulk_s"]),
+        ("vlsr: by label id, in chunks (score_labels)", n, r["chunks_s"]),
         ("set_values (bulk), on the subset", n_loop, r["bulk_sub_s"]),
         ("iter_samples(autosave=False) + save()", n_loop, r["loop_s"]),
         ("iter_samples(autosave=True)", n_loop, r["autosave_s"]),
         (f"save() loop scaled to {n:,}", n, r["loop_s"] * scale),
     ):
         print(f"{name:<42} {size:>8} {s:>9.2f} {size / s:>10.0f}")
+    print(f"speedup of the chunked writes over the save() loop: "
+          f"{r['loop_s'] * scale / r['chunks_s']:.0f}x at {n:,} (loop scaled)")
     print(f"speedup set_values over save() loop: {r['loop_s'] * scale / r['bulk_s']:.0f}x at "
           f"{n:,} (loop scaled), {r['loop_s'] / r['bulk_sub_s']:.0f}x measured at {n_loop:,}; "
           f"over autosave: {r['autosave_s'] / r['bulk_sub_s']:.1f}x at {n_loop:,}")

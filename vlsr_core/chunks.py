@@ -8,12 +8,15 @@ sample ids (12 bytes a sample) and read, compute and write one chunk after anoth
 import numpy as np
 from bson import ObjectId
 
-# Sample ids read at a time, 12 bytes each once read (~0.5 KB each while being read).
-ID_PAGE = 65_536
+# Sample ids read at a time, 12 bytes each once read (~0.5 KB each while being read: 8 MB).
+ID_PAGE = 16_384
 # Samples read, computed and written at a time. Working memory is linear in it: ~27 KB a sample
 # at the peak of a write (label objects converted to BSON): 112 MB at 4,096 and 43 MB at 1,024,
 # measured, at the same speed.
 CHUNK_SIZE = 1024
+# Images embedded per chunk: each chunk starts a DataLoader (and its worker processes) of its
+# own, and holds only ids and file paths.
+EMBED_CHUNK_SIZE = 16 * CHUNK_SIZE
 
 
 def sample_ids(samples, page=ID_PAGE):

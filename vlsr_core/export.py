@@ -18,6 +18,8 @@ import csv
 import json
 import logging
 import os
+import shutil
+import tempfile
 from itertools import chain
 
 import fiftyone as fo
@@ -126,8 +128,9 @@ def _label_map_csv(results, path):
 
 
 def _image_labels_json(samples, key, path):
-    """COCO-style image-level labels, written a chunk of samples at a time (three passes:
-    categories, images, annotations), so that a large export never sits in memory."""
+    """COCO-style image-level labels, streamed a chunk of samples at a time: a first pass finds
+    the categories, a second writes the images and (to a side file, appended at the end) their
+    annotations, so that a large export never sits in memory."""
     fields = sample_fields(key)
     samples.compute_metadata()
     ids = sample_ids(samples)
@@ -135,42 +138,32 @@ def _image_labels_json(samples, key, path):
     categories = sorted({l for _, (ls,) in iter_chunks(samples, [labels], ids=ids)
                          for l in chain.from_iterable(x or [] for x in ls)})
     category_id = {name: i + 1 for i, name in enumerate(categories)}
-    info = dict(description=f"VLSR image-level labels of run {key!r}")
+    columns = ["filepath", "metadata.width", "metadata.height", labels,
+               f"{fields['labels']}.classifications.confidence", f"{fields['label']}.label"]
 
-    def images():
-        image_id = 0
-        for sids, (filepaths, widths, heights) in iter_chunks(
-            samples, ["filepath", "metadata.width", "metadata.height"], ids=ids
-        ):
-            for sid, fp, w, h in zip(sids, filepaths, widths, heights):
-                image_id += 1
-                yield dict(id=image_id, file_name=fp, width=w, height=h, sample_id=sid)
-
-    def annotations():
+    with open(path, "w", encoding="utf-8") as f, tempfile.TemporaryFile("w+", encoding="utf-8") as side:
+        info = dict(description=f"VLSR image-level labels of run {key!r}")
+        f.write('{\n "info": ' + json.dumps(info, ensure_ascii=False))
+        categories = [dict(id=i, name=n) for n, i in category_id.items()]
+        f.write(',\n "categories": ' + json.dumps(categories, ensure_ascii=False))
+        f.write(',\n "images": [')
         image_id, annotation_id = 0, 0
-        for _, (ls, ss, fl) in iter_chunks(
-            samples, [labels, f"{fields['labels']}.classifications.confidence",
-                      f"{fields['label']}.label"], ids=ids
-        ):
-            for sample_labels, scores, final in zip(ls, ss, fl):
+        for sids, (filepaths, widths, heights, ls, ss, finals) in iter_chunks(samples, columns, ids=ids):
+            for sid, fp, w, h, sample_labels, scores, final in zip(
+                sids, filepaths, widths, heights, ls, ss, finals
+            ):
                 image_id += 1
+                image = dict(id=image_id, file_name=fp, width=w, height=h, sample_id=sid)
+                f.write(("\n  " if image_id == 1 else ",\n  ") + json.dumps(image, ensure_ascii=False))
                 for l, s in zip(sample_labels or [], scores or []):
                     annotation_id += 1
-                    yield dict(id=annotation_id, image_id=image_id, category_id=category_id[l],
-                               score=s, final=l == final)
-
-    with open(path, "w", encoding="utf-8") as f:
-        f.write('{\n "info": ' + json.dumps(info, ensure_ascii=False))
-        _write_array(f, "images", images())
-        _write_array(f, "categories", (dict(id=i, name=n) for n, i in category_id.items()))
-        _write_array(f, "annotations", annotations())
-        f.write("\n}\n")
+                    annotation = dict(id=annotation_id, image_id=image_id,
+                                      category_id=category_id[l], score=s, final=l == final)
+                    side.write(("\n  " if annotation_id == 1 else ",\n  ")
+                               + json.dumps(annotation, ensure_ascii=False))
+        f.write('\n ],\n "annotations": [')
+        side.seek(0)
+        shutil.copyfileobj(side, f)
+        f.write("\n ]\n}\n")
     return path
 
-
-def _write_array(f, name, items):
-    """Write ``,\n "name": [...]`` with one JSON object a line, from an iterator."""
-    f.write(f',\n "{name}": [')
-    for i, item in enumerate(items):
-        f.write(("\n  " if i == 0 else ",\n  ") + json.dumps(item, ensure_ascii=False))
-    f.write("\n ]")

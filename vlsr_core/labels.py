@@ -47,22 +47,22 @@ def is_list_field(path):
     return path.endswith((".classifications", ".detections"))
 
 
-def read_labels(samples, path):
-    """Per sample, the label strings of its label objects in order (None entries kept).
-
-    Reads the whole collection at once; the stages read it a chunk at a time with
-    :func:`as_label_lists` on the values of each chunk.
-    """
-    return as_label_lists(samples.values(f"{path}.label"), path)
-
-
 def as_label_lists(values, path):
-    """``values(f"{path}.label")`` as one list of label strings per sample, aligned with its
-    label objects (None entries kept), so that values written back with
-    :func:`set_label_attribute` line up with the objects."""
+    """``values(f"{path}.<attribute>")`` as one list per sample, an entry per label object
+    (None entries kept); a sample without label objects gets an empty list."""
     if is_list_field(path):
         return [list(v) if v else [] for v in values]
     return [[v] if v is not None else [] for v in values]
+
+
+def label_objects(path, label_ids, labels):
+    """Per sample, the ids and the label strings of its label objects, aligned, from
+    ``values(f"{path}.id")`` and ``values(f"{path}.label")`` (an object whose label is None keeps
+    its place, so that values written back with :func:`set_label_attribute` reach it)."""
+    ids = as_label_lists(label_ids, path)
+    if is_list_field(path):
+        return ids, as_label_lists(labels, path)
+    return ids, [[l] if i else [] for i, l in zip(ids, labels)]
 
 
 def usable(label):
@@ -82,19 +82,21 @@ def declare_label_attribute(dataset, path, attribute, ftype):
         dataset.add_sample_field(f"{path}.{attribute}", ftype)
 
 
-def set_label_attribute(samples, path, attribute, ids, values):
-    """Set ``attribute`` on the label objects of the samples ``ids``, in one bulk write.
+def set_label_attribute(samples, path, attribute, sample_ids, label_ids, values):
+    """Set ``attribute`` on the given label objects, in one bulk write, by label id: what a
+    view shows (label filters, even on the attribute being written) cannot shift the values.
 
     Args:
-        samples: the collection the labels were read from (its label filters apply).
+        samples: the collection the labels were read from.
         path: from :func:`label_path`.
         attribute: a declared attribute (:func:`declare_label_attribute`).
-        ids: sample ids.
-        values: per sample, a list aligned with its labels from :func:`as_label_lists`.
-            Samples without labels are skipped: setting ``gt.attr`` where ``gt`` is None would
-            create a label object, modifying the input.
+        sample_ids: sample ids.
+        label_ids, values: per sample, its label ids (:func:`label_objects`) and a value each.
     """
-    many = is_list_field(path)
-    items = {i: (v if many else v[0]) for i, v in zip(ids, values) if v}
+    items = [
+        dict(sample_id=s, label_id=l, value=v)
+        for s, ids, vals in zip(sample_ids, label_ids, values)
+        for l, v in zip(ids, vals)
+    ]
     if items:
-        samples.set_values(f"{path}.{attribute}", items, key_field="id")
+        samples.set_label_values(f"{path}.{attribute}", items)

@@ -91,9 +91,10 @@ def _top_k_rows(s, k):
     order = np.lexsort((part, -part_scores), axis=1)
     part, part_scores = np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
     if k < m:
-        # argpartition picks any of the labels tied at the k-th score: rare (twin labels), so
-        # those rows alone are sorted in full
+        # argpartition keeps any of the labels tied at the k-th score (twin labels, e.g. casing
+        # variants, which CLIP embeds alike): in those rows, re-rank the labels at or above it
         for r in np.flatnonzero(np.count_nonzero(s >= part_scores[:, -1:], axis=1) > k):
-            part[r] = np.argsort(-s[r], kind="stable")[:k]
+            candidates = np.flatnonzero(s[r] >= part_scores[r, -1])
+            part[r] = candidates[np.argsort(-s[r, candidates], kind="stable")[:k]]
             part_scores[r] = s[r, part[r]]
     return part, part_scores

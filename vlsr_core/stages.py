@@ -1,4 +1,5 @@
-"""VLSR on a FiftyOne collection in three stages that each read, compute once, and write in bulk.
+"""VLSR on a FiftyOne collection in three stages that read, compute and write in bulk, a chunk of
+samples at a time (:mod:`vlsr_core.chunks`), so that memory stays flat as the collection grows.
 
 1. :func:`compute_embeddings` — images onto ``{key}_embedding`` (streamed, resumable), labels
    into the run record;
@@ -10,6 +11,7 @@
 :func:`run_vlsr` runs all three. Every stage records its parameters in the run's config.
 """
 
+import logging
 from dataclasses import dataclass, field
 
 import fiftyone as fo
@@ -32,6 +34,7 @@ from .labels import (
     as_label_lists,
     declare_label_attribute,
     is_list_field,
+    label_objects,
     label_path,
     label_sets,
     set_label_attribute,
@@ -41,6 +44,7 @@ from .pipeline import build_label_map, final_labels, score_images
 from .similarity import SCORE_TOLERANCE
 from .runs import VLSRResults, VLSRRunConfig, label_attributes, sample_fields, saved_view_names
 
+logger = logging.getLogger(__name__)
 
 # Samples whose embeddings are written to the database at a time (and lost at most on a crash).
 WRITE_EVERY = 1024
@@ -178,9 +182,8 @@ def embed_images(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None, dev
     report = EmbeddingReport(n_skipped=len(samples) - len(ids))
     buffer = _Writer(dataset, fields["embedding"], fields["error"])
     done = 0
-    # a chunk of images at a time, so that no per-image list grows with n; 16 chunks' worth, as
-    # each starts a DataLoader (and its workers) of its own
-    for chunk_ids, (paths,) in iter_chunks(todo, ["filepath"], 16 * chunks.CHUNK_SIZE, ids):
+    # a chunk of images at a time, so that no per-image list grows with n
+    for chunk_ids, (paths,) in iter_chunks(todo, ["filepath"], chunks.EMBED_CHUNK_SIZE, ids):
         for batch in encoder.iter_image_batches(paths):
             for i, e in zip(batch.indices, batch.embeddings):
                 if np.isfinite(e).all():
@@ -255,10 +258,10 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
     all_scores = []  # every label's score, 4 bytes a label: for the low-similarity quantile
     best = np.full(len(run.vocabulary), -np.inf)  # each label's best score over its images
     index = {l: i for i, l in enumerate(run.vocabulary)}
-    for ids, raw, images in run.chunks(samples):
+    for ids, label_ids, raw, images in run.read_chunks(samples):
         sets = label_sets(raw)
         scores = score_images(images, sets, run.vocabulary, run.vocab_emb, top_k=config.top_k)
-        set_label_attribute(samples, run.path, attrs["similarity"], ids, [
+        set_label_attribute(samples, run.path, attrs["similarity"], ids, label_ids, [
             _per_label(labels, dict(zip(s, sims.tolist())) if sims is not None else {})
             for labels, s, sims in zip(raw, sets, scores.similarity)
         ])
@@ -283,7 +286,7 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
             all_scores.append(chunk_scores)
             np.maximum.at(best, [index[l] for labels, _ in scored for l in labels], chunk_scores)
         if progress is not None:
-            progress((report.n_samples + report.n_unscored) / len(run.ids))
+            progress(min(0.99, (report.n_samples + report.n_unscored) / len(run.ids)))
 
     # indexed, so that the App can sort the grid by them and filter large datasets quickly
     for name in (fields["min_similarity"], fields["best_gap"], f"{run.path}.{attrs['similarity']}"):
@@ -305,6 +308,8 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
     _save_view(run.dataset, views["weak_labels"],
                samples.filter_labels(config.label_field, F("label").is_in(weak)),
                f"labels that score below {low:.3f} on every image they are on")
+    if progress is not None:
+        progress(1.0)
     return report
 
 
@@ -356,11 +361,11 @@ def cluster_and_merge(
                   embedded_doc_type=fo.Classification)
     canonical, cluster = label_map.canonical, label_map.cluster
     done = 0
-    for ids, raw, images in run.chunks(samples):
+    for ids, label_ids, raw, images in run.read_chunks(samples):
         final = final_labels(images, label_sets(raw), label_map, run.vocab_emb)
-        set_label_attribute(samples, run.path, attrs["canonical"], ids,
+        set_label_attribute(samples, run.path, attrs["canonical"], ids, label_ids,
                             [_per_label(l, canonical) for l in raw])
-        set_label_attribute(samples, run.path, attrs["cluster"], ids,
+        set_label_attribute(samples, run.path, attrs["cluster"], ids, label_ids,
                             [_per_label(l, cluster) for l in raw])
         samples.set_values(fields["labels"], {
             i: fo.Classifications(classifications=[
@@ -374,7 +379,7 @@ def cluster_and_merge(
             for i, l, s in zip(ids, final.final_labels, final.final_scores)
         }, key_field="id")
         done += len(ids)
-        report(0.5 + 0.5 * done / len(run.ids))
+        report(min(0.99, 0.5 + 0.5 * done / len(run.ids)))
 
     run.dataset.create_index(f"{fields['label']}.confidence")
     results = run.results
@@ -393,6 +398,7 @@ def cluster_and_merge(
     changed = samples.match(F(fields["label"]).exists() & ~kept)
     _save_view(run.dataset, saved_view_names(key)["changed"], changed,
                "samples whose final label is none of the labels they had")
+    report(1.0)
     return label_map
 
 
@@ -458,13 +464,19 @@ class _Run:
     frequencies: np.ndarray
     vocab_emb: np.ndarray
 
-    def chunks(self, samples):
-        """Yield ``(ids, labels, images)`` a chunk at a time: label strings per sample (as
-        :func:`as_label_lists`) and a float32 (n, dim) array with NaN rows for images that have
-        no embedding."""
-        fields = [f"{self.path}.label", sample_fields(self.key)["embedding"]]
-        for ids, (labels, embeddings) in iter_chunks(samples, fields, ids=self.ids):
-            yield ids, as_label_lists(labels, self.path), _as_matrix(embeddings, self.dim)
+    def read_chunks(self, samples):
+        """Yield ``(ids, label_ids, labels, images)`` a chunk at a time: per sample its label
+        ids and strings (:func:`label_objects`), and a float32 (n, dim) array with NaN rows for
+        images that have no embedding."""
+        fields = [f"{self.path}.id", f"{self.path}.label", sample_fields(self.key)["embedding"]]
+        seen = 0
+        for ids, (label_ids, labels, embeddings) in iter_chunks(samples, fields, ids=self.ids):
+            seen += len(ids)
+            yield (ids, *label_objects(self.path, label_ids, labels), _as_matrix(embeddings, self.dim))
+        if seen < len(self.ids):
+            # e.g. a view sorted and limited by a field this stage writes
+            logger.warning("%d of %d samples left the view while it was being processed and "
+                           "were skipped", len(self.ids) - seen, len(self.ids))
 
     @property
     def dim(self):
@@ -480,7 +492,8 @@ def _open_run(samples, key):
     config = dataset.get_run_info(key).config
     results = dataset.load_run_results(key, cache=False)
     path = _label_path(samples, config.label_field)
-    if not samples.count(sample_fields(key)["embedding"]):
+    embedding = sample_fields(key)["embedding"]
+    if not dataset.has_sample_field(embedding) or not samples.count(embedding):
         raise VLSRError(f"No image embeddings for run {key!r} here: compute embeddings first")
     ids = sample_ids(samples)
     vocabulary, frequencies = _scan_labels(samples, path, ids)
