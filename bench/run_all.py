@@ -19,7 +19,7 @@ SMOKE_ARGS = {
     "bench_clustering": ["1000"],
     "bench_similarity": ["4000", "2000", "1000", "2000", "200"],
     "bench_embedding": ["tiny=32"],
-    "bench_memory": ["200", "400"],
+    "bench_memory": ["1500", "3000"],
 }
 
 
