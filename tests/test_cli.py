@@ -62,6 +62,11 @@ def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys):
     assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
                  "--model", tiny_clip, "--min-cluster-size", "1"]) == 0
     assert "embedded 0 images (4 already done" in capsys.readouterr().out
+    # JPEGs decoded at reduced scale are another preprocessing: the images are embedded again
+    assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
+                 "--model", tiny_clip, "--min-cluster-size", "1", "--jpeg-draft"]) == 0
+    assert "embedded 4 images (0 already done" in capsys.readouterr().out
+    assert ds.get_run_info("vlsr").config.jpeg_draft is True
 
     assert main(["summary", "--dataset", dataset_name]) == 0
     assert "**Review views:** `vlsr-low-similarity`" in capsys.readouterr().out

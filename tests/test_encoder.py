@@ -22,6 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
+from vlsr_core import encoder as encoder_module
 from vlsr_core import model_source
 from vlsr_core.encoder import CLIPEncoder, ImageBatch, ImageFailure, ModelLoadError
 from vlsr_core.random_clip import save_random_clip
@@ -359,6 +360,30 @@ def test_images_same_with_workers_and_batch_sizes(enc, monkeypatch, good_paths, 
         assert failures == []
         assert out.shape == reference_images.shape
         np.testing.assert_allclose(out, reference_images, atol=ATOL, err_msg=f"{batch_size=} {workers=}")
+
+
+def test_jpeg_draft_decodes_jpegs_small_and_leaves_other_files_alone(
+    enc, monkeypatch, tmp_path, good_paths, reference_images
+):
+    """The tiny model takes 32-pixel images: a 400 x 300 JPEG is then decoded at 1/8 scale."""
+    _noise("RGB", (400, 300), 7).save(tmp_path / "big.jpg", quality=95)
+    big = str(tmp_path / "big.jpg")
+    full, _ = enc.embed_images([big])
+    decoded, real_load = [], encoder_module.load_image
+
+    def recording_load(path, **kwargs):
+        image = real_load(path, **kwargs)
+        decoded.append(image.size)
+        return image
+
+    monkeypatch.setattr(encoder_module, "load_image", recording_load)
+    monkeypatch.setattr(enc, "jpeg_draft", True)
+    out, failures = enc.embed_images([big, *good_paths])
+    assert failures == [] and decoded[0] == (50, 38)
+    _assert_normalised(out)
+    assert not np.allclose(out[0], full[0], atol=ATOL)  # other pixels, other embedding
+    pngs = [i for i, p in enumerate(good_paths) if p.endswith(".png")]
+    np.testing.assert_allclose(out[1:][pngs], reference_images[pngs], atol=ATOL)
 
 
 def test_images_order_preserved(enc, monkeypatch, good_paths, reference_images):

@@ -466,3 +466,32 @@ def test_max_pixels_above_pillows_limit_loads(tmp_path, monkeypatch, name):
     warned = save(tmp_path, Image.new("RGB", (30, 50)), "warned-" + name)  # 1500: only a warning
     assert load_image(warned, max_pixels=None).size == (30, 50)
     assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+# --- draft decoding (reduced-scale JPEG) -------------------------------------------------------
+
+
+def test_draft_decodes_a_jpeg_at_the_smallest_scale_still_covering_the_size(tmp_path):
+    path = save(tmp_path, halves("RGB", (800, 600), RED, BLUE), "big.jpg", quality=95)
+    full, small = load_image(path), load_image(path, draft=224)
+    assert full.size == (800, 600)
+    assert small.size == (400, 300)  # 1/2: 1/4 would make the short side 150 < 224
+    assert load_image(path, draft=100).size == (200, 150)  # 1/4: 1/8 would give 75 < 100
+    assert load_image(path, draft=75).size == (100, 75)  # 1/8, the smallest scale there is
+    assert close(small.getpixel((50, 150)), RED, 10) and close(small.getpixel((350, 150)), BLUE, 10)
+    reference = np.asarray(full.resize(small.size, Image.Resampling.BICUBIC), dtype=float)
+    assert np.abs(np.asarray(small, dtype=float) - reference).mean() < 3  # same picture
+
+
+def test_draft_still_applies_exif_orientation(tmp_path):
+    path = save(tmp_path, halves("RGB", (800, 400), RED, BLUE), "rotated.jpg",
+                exif=exif_bytes(6), quality=95)
+    im = load_image(path, draft=100)
+    assert im.size == (100, 200)  # decoded at 1/4, then turned
+    assert close(im.getpixel((50, 20)), RED, 10) and close(im.getpixel((50, 180)), BLUE, 10)
+
+
+@pytest.mark.parametrize("name", ["big.png", "big.tiff"])
+def test_draft_leaves_other_formats_at_full_size(tmp_path, name):
+    path = save(tmp_path, halves("RGB", (800, 600), RED, BLUE), name)
+    assert load_image(path, draft=224).size == (800, 600)

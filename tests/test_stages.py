@@ -90,11 +90,13 @@ class FakeEncoder:
         fail_after: raise after yielding this many image batches (an interrupted run).
     """
 
-    def __init__(self, images, model_name="fake-clip", prompt=None, batch_size=4, fail_after=None):
+    def __init__(self, images, model_name="fake-clip", prompt=None, batch_size=4, fail_after=None,
+                 jpeg_draft=False):
         self.images = images
         self.model_name = model_name
         self.prompt = prompt
         self.batch_size = batch_size
+        self.jpeg_draft = jpeg_draft
         self.dim = DIM
         self.fail_after = fail_after
         self.texts = []  # every string embedded
@@ -383,6 +385,22 @@ def test_other_model_reembeds_every_image_and_label(main):
     embedded = by_name(dataset, "vlsr_embedding")
     for name, vector in other_images.items():
         assert np.array_equal(embedded[name], vector)
+
+
+def test_switching_jpeg_draft_reembeds_the_images_but_not_the_labels(main):
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    assert dataset.get_run_info("vlsr").config.jpeg_draft is False
+
+    draft = FakeEncoder(images, jpeg_draft=True)
+    report = compute_embeddings(dataset, "gt", encoder=draft)
+    assert sorted(os.path.basename(p) for p in draft.path_calls[0]) == sorted(n for n, _, _ in MAIN)
+    assert draft.texts == [] and report.n_skipped == 0
+    assert dataset.get_run_info("vlsr").config.jpeg_draft is True
+
+    again = FakeEncoder(images, jpeg_draft=True)  # same setting: a resume embeds nothing new
+    compute_embeddings(dataset, "gt", encoder=again)
+    assert sorted(map(os.path.basename, again.path_calls[0])) == sorted(UNREADABLE)
 
 
 def test_other_model_on_a_view_drops_the_old_embeddings_of_the_rest(main):

@@ -55,6 +55,11 @@ class CLIPEncoder:
         prompt: optional template applied to every label, e.g. ``"a photo of a {}"``; labels
             are otherwise embedded exactly as written.
         max_pixels: images with more pixels are refused as decompression bombs (None: no limit).
+        jpeg_draft: decode JPEGs at the smallest 1/2, 1/4 or 1/8 scale that still covers the
+            model's input size (see :func:`load_image`): about half the decoding and
+            preprocessing time for photos, with pixels that differ slightly from the reference
+            preprocessing. Worth it where decoding, not the model, sets the pace (a GPU, or a
+            small model on few cores).
 
     Example:
         >>> enc = CLIPEncoder("/models/clip-vit-large-patch14")
@@ -70,6 +75,7 @@ class CLIPEncoder:
         num_workers=None,
         prompt=None,
         max_pixels=DEFAULT_MAX_PIXELS,
+        jpeg_draft=False,
     ):
         self.model_name = str(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -77,6 +83,7 @@ class CLIPEncoder:
         self.num_workers = max(1, (os.cpu_count() or 2) - 1) if num_workers is None else num_workers
         self.prompt = prompt
         self.max_pixels = max_pixels
+        self.jpeg_draft = bool(jpeg_draft)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.model, self.processor = _load(self.model_name)
         self.model.to(self.device, dtype=self.dtype).eval()
@@ -127,7 +134,9 @@ class CLIPEncoder:
         Unreadable files (missing, empty, truncated, not an image, decompression bomb) are
         reported in ``failures`` and skipped; the run goes on.
         """
-        files = _ImageFiles(list(paths), self.processor.image_processor, self.max_pixels)
+        ip = self.processor.image_processor
+        draft = _input_side(ip) if self.jpeg_draft else None
+        files = _ImageFiles(list(paths), ip, self.max_pixels, draft)
         loader = DataLoader(
             files,
             batch_size=self.batch_size,
@@ -204,10 +213,11 @@ def _normalized(features):
 class _ImageFiles:
     """Decodes and preprocesses one image per item, turning failures into a reason."""
 
-    def __init__(self, paths, image_processor, max_pixels):
+    def __init__(self, paths, image_processor, max_pixels, draft=None):
         self.paths = paths
         self.image_processor = image_processor
         self.max_pixels = max_pixels
+        self.draft = draft
 
     def __len__(self):
         return len(self.paths)
@@ -215,13 +225,21 @@ class _ImageFiles:
     def __getitem__(self, i):
         path = str(self.paths[i])
         try:
-            image = load_image(path, max_pixels=self.max_pixels)
+            image = load_image(path, max_pixels=self.max_pixels, draft=self.draft)
             pixels = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
         except BadImageError as e:
             return i, None, ImageFailure(i, path, e.reason)
         except Exception as e:  # a preprocessing failure skips this image, not the run
             return i, None, ImageFailure(i, path, f"preprocessing failed ({type(e).__name__}: {e})")
         return i, pixels, None
+
+
+def _input_side(image_processor):
+    """The longest side the image processor resizes or crops to (CLIP: 224 or 336)."""
+    size, crop = image_processor.size or {}, image_processor.crop_size or {}
+    sides = [size.get("shortest_edge"), size.get("height"), size.get("width"),
+             crop.get("height"), crop.get("width")]
+    return max(side or 0 for side in sides)
 
 
 def _collate(items):

@@ -49,15 +49,19 @@ class BadImageError(Exception):
         return f"{self.path}: {self.reason}"
 
 
-def load_image(path, max_pixels=DEFAULT_MAX_PIXELS):
+def load_image(path, max_pixels=DEFAULT_MAX_PIXELS, draft=None):
     """The image at `path` fully decoded as 8-bit RGB, turned as EXIF says; else BadImageError.
 
     Images with more than `max_pixels` pixels (None: no limit) are refused from their header,
     before any pixel is decoded. Transparent areas become white; 16/32-bit and float images are
     stretched from their own min..max to 0..255 (a constant one becomes black; NaN becomes 0); a
     transparency key on a 16/32-bit image is ignored. Multi-frame files give their first frame.
+
+    `draft` (pixels, e.g. 224) decodes a JPEG at the smallest scale of 1/2, 1/4 or 1/8 whose
+    sides are still at least that long (Pillow's draft mode, scaled in the JPEG decoder): much
+    less to decode and resize when the image is only needed small. Other formats ignore it.
     """
-    return _past_pillow_guard(lambda: _load(path, max_pixels))
+    return _past_pillow_guard(lambda: _load(path, max_pixels, draft))
 
 
 def oriented_size(path):
@@ -69,7 +73,7 @@ def oriented_size(path):
     return _past_pillow_guard(lambda: _displayed_size(path))
 
 
-def _load(path, max_pixels):
+def _load(path, max_pixels, draft=None):
     """load_image, except that Pillow's own DecompressionBombError passes through."""
     with _opened(path) as im:
         width, height = im.size
@@ -79,6 +83,8 @@ def _load(path, max_pixels):
                 f"refused: {width} x {height} = {width * height:,} pixels exceeds the limit of "
                 f"{max_pixels:,} (decompression-bomb guard; raise max_pixels to allow)",
             )
+        if draft:
+            im.draft(None, (draft, draft))  # a no-op for formats other than JPEG
         try:
             im.load()
         except (Image.DecompressionBombError, MemoryError):

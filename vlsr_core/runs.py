@@ -43,6 +43,7 @@ class VLSRRunConfig(fors.RunConfig):
         model: CLIP hub id or local directory.
         prompt: optional text template for labels, e.g. ``"a photo of a {}"``.
         batch_size: images per forward pass.
+        jpeg_draft: JPEGs decoded at reduced scale (see :class:`CLIPEncoder`).
         eps, min_samples: DBSCAN on cosine distance.
         min_cluster_size, size_by, linkage, max_merge_distance: small-cluster merging.
         top_k: vocabulary suggestions per image.
@@ -55,6 +56,7 @@ class VLSRRunConfig(fors.RunConfig):
         model=DEFAULT_MODEL,
         prompt=None,
         batch_size=DEFAULT_BATCH_SIZE,
+        jpeg_draft=False,
         eps=DEFAULT_EPS,
         min_samples=DEFAULT_MIN_SAMPLES,
         min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE,
@@ -71,6 +73,7 @@ class VLSRRunConfig(fors.RunConfig):
         self.model = model
         self.prompt = prompt
         self.batch_size = batch_size
+        self.jpeg_draft = jpeg_draft
         self.eps = eps
         self.min_samples = min_samples
         self.min_cluster_size = min_cluster_size

@@ -100,6 +100,7 @@ def compute_embeddings(
     batch_size=DEFAULT_BATCH_SIZE,
     device=None,
     num_workers=None,
+    jpeg_draft=False,
     recompute=False,
     encoder=None,
     images=True,
@@ -107,15 +108,15 @@ def compute_embeddings(
 ):
     """Embed the distinct labels of ``label_field`` into the run record, then the images.
 
-    Images that already have an embedding from the same model (and prompt) are skipped unless
-    ``recompute``, so an interrupted run resumes where it stopped. Unreadable images are skipped
+    Images that already have an embedding from the same model (prompt and JPEG decoding) are
+    skipped unless ``recompute``, so an interrupted run resumes where it stopped. Unreadable images are skipped
     and their reason written to ``{key}_error`` (see :func:`unreadable_images`).
 
     Args:
         samples: a FiftyOne dataset or view of images.
         label_field: a Classification, Classifications or Detections field.
         key: the run key; fields are named ``{key}_...``.
-        model, prompt, batch_size, device, num_workers: see :class:`CLIPEncoder`.
+        model, prompt, batch_size, device, num_workers, jpeg_draft: see :class:`CLIPEncoder`.
         recompute: embed every image again.
         encoder: an already loaded :class:`CLIPEncoder` (its model overrides ``model``).
         images: False embeds the labels only and leaves the images to :func:`embed_images`
@@ -127,7 +128,7 @@ def compute_embeddings(
     """
     _check_collection(samples)
     path = _label_path(samples, label_field)
-    encoder = encoder or _encoder(model, prompt, batch_size, device, num_workers)
+    encoder = encoder or _encoder(model, prompt, batch_size, device, num_workers, jpeg_draft)
     dataset = samples._dataset
     config, results = _load_or_init(dataset, key, label_field)
     fields = sample_fields(key)
@@ -136,7 +137,11 @@ def compute_embeddings(
         results.labels, results.label_embeddings = [], np.zeros((0, encoder.dim), np.float32)
         if dataset.has_sample_field(fields["embedding"]):
             dataset.clear_sample_field(fields["embedding"])
+    elif config.jpeg_draft != encoder.jpeg_draft and dataset.has_sample_field(fields["embedding"]):
+        # images decoded another way: keep the label embeddings, not a mix of two preprocessings
+        dataset.clear_sample_field(fields["embedding"])
     config.model, config.prompt, config.batch_size = encoder.model_name, encoder.prompt, encoder.batch_size
+    config.jpeg_draft = encoder.jpeg_draft
     dataset.update_run_config(key, config)
     progress = progress or (lambda fraction: None)
 
@@ -173,7 +178,8 @@ def embed_images(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None, dev
         raise VLSRError(f"No VLSR run {key!r} on this dataset: compute embeddings first")
     config = dataset.get_run_info(key).config
     if encoder is None:
-        encoder = _encoder(config.model, config.prompt, config.batch_size, device, num_workers)
+        encoder = _encoder(config.model, config.prompt, config.batch_size, device, num_workers,
+                           config.jpeg_draft)
     fields = sample_fields(key)
     _ensure_field(dataset, fields["embedding"], fo.VectorField)
     _ensure_field(dataset, fields["error"], fo.StringField)
@@ -214,11 +220,11 @@ def unreadable_images(samples, key=DEFAULT_KEY):
     return list(zip(*samples.exists(error).values(["id", "filepath", error])))
 
 
-def _encoder(model, prompt, batch_size, device, num_workers):
+def _encoder(model, prompt, batch_size, device, num_workers, jpeg_draft):
     from .encoder import CLIPEncoder
 
     return CLIPEncoder(model, device=device, batch_size=batch_size, num_workers=num_workers,
-                       prompt=prompt)
+                       prompt=prompt, jpeg_draft=jpeg_draft)
 
 
 def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
@@ -403,9 +409,10 @@ def cluster_and_merge(
 
 
 def run_vlsr(samples, label_field, key=DEFAULT_KEY, model=DEFAULT_MODEL, *, prompt=None,
-             batch_size=DEFAULT_BATCH_SIZE, device=None, num_workers=None, recompute=False,
-             encoder=None, top_k=DEFAULT_TOP_K, replace_margin=None, progress=None, **cluster_params):
-    """All three stages: embed, score, cluster and merge. Returns the run's :class:`VLSRResults`.
+             batch_size=DEFAULT_BATCH_SIZE, device=None, num_workers=None, jpeg_draft=False,
+             recompute=False, encoder=None, top_k=DEFAULT_TOP_K, replace_margin=None, progress=None,
+             **cluster_params):
+    """All three stages: embed, score, cluster and merge. Returns the :class:`EmbeddingReport`.
 
     ``progress`` is called as ``progress(stage_name, fraction)``; ``cluster_params`` go to
     :func:`cluster_and_merge`.
@@ -413,7 +420,7 @@ def run_vlsr(samples, label_field, key=DEFAULT_KEY, model=DEFAULT_MODEL, *, prom
     progress = progress or (lambda stage, fraction: None)
     report = compute_embeddings(
         samples, label_field, key, model, prompt=prompt, batch_size=batch_size, device=device,
-        num_workers=num_workers, recompute=recompute, encoder=encoder,
+        num_workers=num_workers, jpeg_draft=jpeg_draft, recompute=recompute, encoder=encoder,
         progress=lambda f: progress("embed", f),
     )
     score_labels(samples, key, top_k=top_k, replace_margin=replace_margin,
