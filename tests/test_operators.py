@@ -73,7 +73,7 @@ def test_plugin_registers_every_operator_without_errors():
 
 
 def test_whole_workflow_immediate(ds, tiny_clip, tmp_path):
-    r = run("compute_embeddings", ds, label_field="gt", model=tiny_clip, batch_size=2)
+    r = run("compute_embeddings", ds, label_field="gt", model=tiny_clip, batch_size=2, jpeg_draft=True)
     assert requests(r).count("set_progress") >= 2  # live progress in the App
     assert requests(r)[-3:] == ["reload_dataset", "notify", "show_output"]
     assert ds.count("vlsr_embedding") == 5
@@ -93,6 +93,7 @@ def test_whole_workflow_immediate(ds, tiny_clip, tmp_path):
     config = ds.get_run_info("vlsr").config
     assert (config.label_field, config.model, config.eps, config.min_cluster_size, config.top_k) == (
         "gt", tiny_clip, 0.05, 1, 3)
+    assert config.jpeg_draft is True
     assert "show_output" in requests(r)
 
     out = tmp_path / "export"
