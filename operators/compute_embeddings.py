@@ -80,7 +80,7 @@ def _model_inputs(ctx, inputs):
                description='e.g. "a photo of a {}"; empty embeds labels exactly as written')
     inputs.bool("jpeg_draft", default=False, label="Fast JPEG decoding",
                 description="Decode JPEGs at reduced scale (1/2 to 1/8, still at least the "
-                            "model's input size): about half the decoding time, pixels slightly "
+                            "model's input size): about a third of the decoding time, pixels slightly "
                             "different from the reference preprocessing")
     inputs.bool("recompute", default=False, label="Recompute",
                 description="Embed again samples that already have an embedding from this model")

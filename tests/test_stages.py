@@ -403,6 +403,19 @@ def test_switching_jpeg_draft_reembeds_the_images_but_not_the_labels(main):
     assert sorted(map(os.path.basename, again.path_calls[0])) == sorted(UNREADABLE)
 
 
+def test_embed_images_refuses_an_encoder_unlike_the_runs(main):
+    """A shard embedded by another model, prompt or decoding would mix incomparable vectors."""
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), images=False)
+    for other, shown in [(FakeEncoder(images, jpeg_draft=True), "jpeg_draft True"),
+                         (FakeEncoder(images, model_name="other-clip"), "other-clip"),
+                         (FakeEncoder(images, prompt="a photo of a {}"), "a photo of a")]:
+        with pytest.raises(VLSRError, match=shown):
+            stages.embed_images(dataset, encoder=other)
+    assert not dataset.has_sample_field("vlsr_embedding")  # refused before anything was written
+    assert stages.embed_images(dataset, encoder=FakeEncoder(images)).n_embedded == len(images)
+
+
 def test_other_model_on_a_view_drops_the_old_embeddings_of_the_rest(main):
     dataset, images = main
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))

@@ -108,7 +108,7 @@ def _run_args(c):
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     g.add_argument("--workers", type=int, help="image decoding processes")
     g.add_argument("--jpeg-draft", action="store_true",
-                   help="decode JPEGs at reduced scale: about half the decoding time, pixels "
+                   help="decode JPEGs at reduced scale: about a third of the decoding time, pixels "
                         "slightly different from the reference preprocessing")
     g.add_argument("--recompute", action="store_true", help="embed images that already have one")
     g = c.add_argument_group("scoring and clustering (defaults: the paper's)")

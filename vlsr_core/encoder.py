@@ -56,10 +56,10 @@ class CLIPEncoder:
             are otherwise embedded exactly as written.
         max_pixels: images with more pixels are refused as decompression bombs (None: no limit).
         jpeg_draft: decode JPEGs at the smallest 1/2, 1/4 or 1/8 scale that still covers the
-            model's input size (see :func:`load_image`): about half the decoding and
+            model's input size (see :func:`load_image`): about a third of the decoding and
             preprocessing time for photos, with pixels that differ slightly from the reference
-            preprocessing. Worth it where decoding, not the model, sets the pace (a GPU, or a
-            small model on few cores).
+            preprocessing. Worth it where decoding, not the model, sets the pace (a GPU, or
+            ``num_workers=0`` on a CPU).
 
     Example:
         >>> enc = CLIPEncoder("/models/clip-vit-large-patch14")

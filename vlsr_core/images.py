@@ -59,7 +59,8 @@ def load_image(path, max_pixels=DEFAULT_MAX_PIXELS, draft=None):
 
     `draft` (pixels, e.g. 224) decodes a JPEG at the smallest scale of 1/2, 1/4 or 1/8 whose
     sides are still at least that long (Pillow's draft mode, scaled in the JPEG decoder): much
-    less to decode and resize when the image is only needed small. Other formats ignore it.
+    less to decode and resize when the image is only needed small. Formats other than JPEG (and
+    MPO, a JPEG with more frames) ignore it.
     """
     return _past_pillow_guard(lambda: _load(path, max_pixels, draft))
 

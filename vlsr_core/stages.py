@@ -118,7 +118,8 @@ def compute_embeddings(
         key: the run key; fields are named ``{key}_...``.
         model, prompt, batch_size, device, num_workers, jpeg_draft: see :class:`CLIPEncoder`.
         recompute: embed every image again.
-        encoder: an already loaded :class:`CLIPEncoder` (its model overrides ``model``).
+        encoder: an already loaded :class:`CLIPEncoder`; its model, prompt, batch size and
+            ``jpeg_draft`` are used instead of the arguments of the same names.
         images: False embeds the labels only and leaves the images to :func:`embed_images`
             (e.g. in shards run by several workers).
         progress: optional callable taking the fraction done.
@@ -164,7 +165,8 @@ def compute_embeddings(
 
 def embed_images(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None, device=None,
                  num_workers=None, progress=None):
-    """Embed the images of ``samples`` for an existing run, with the run's model and prompt.
+    """Embed the images of ``samples`` for an existing run, with the run's model, prompt and
+    JPEG decoding (an ``encoder`` given must match them: mixed embeddings are not comparable).
 
     The image half of :func:`compute_embeddings`; it writes sample fields only, so several
     processes may run it at once on disjoint views of one dataset (one shard each).
@@ -180,6 +182,14 @@ def embed_images(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None, dev
     if encoder is None:
         encoder = _encoder(config.model, config.prompt, config.batch_size, device, num_workers,
                            config.jpeg_draft)
+    elif (encoder.model_name, encoder.prompt, encoder.jpeg_draft) != (
+        config.model, config.prompt, config.jpeg_draft
+    ):
+        raise VLSRError(
+            f"This encoder ({encoder.model_name}, prompt {encoder.prompt!r}, jpeg_draft "
+            f"{encoder.jpeg_draft}) is not the one of run {key!r} ({config.model}, prompt "
+            f"{config.prompt!r}, jpeg_draft {config.jpeg_draft}): use compute_embeddings to switch"
+        )
     fields = sample_fields(key)
     _ensure_field(dataset, fields["embedding"], fo.VectorField)
     _ensure_field(dataset, fields["error"], fo.StringField)
