@@ -9,9 +9,9 @@ import numpy as np
 from bson import ObjectId
 
 # Sample ids read at a time, 12 bytes each once read (~0.5 KB each while being read: 8 MB).
-# Each page skips the ones before it, so n ids cost ~n²/(2 ID_PAGE) skips: at 200,000 ids pages took
-# 1.4 s (a label-filtered view 5.2 s) against 0.5 s (1.8 s) for one read. Pages of 65,536 would
-# cost a quarter of that and keep 33 MB at a time instead of 8.
+# Each page skips the ones before it, so n ids cost ~n²/(2 ID_PAGE) skips: at 200,000 ids the
+# pages took 1.4 s (a label-filtered view 5.2 s) against 0.5 s (1.8 s) for one read. Pages of
+# 65,536 would cost a quarter of that and keep 33 MB at a time instead of 8.
 ID_PAGE = 16_384
 # Samples read, computed and written at a time. Working memory is linear in it: ~27 KB a sample
 # at the peak of a write (label objects converted to BSON): 112 MB at 4,096 and 43 MB at 1,024,
