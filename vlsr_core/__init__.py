@@ -2,7 +2,8 @@
 
 Public API: :func:`cluster_labels`, :func:`sanitize` (with :class:`SanitizeResult`), its halves
 :func:`score_images` and :func:`refine_labels` (itself :func:`label_frequencies`,
-:func:`build_label_map` and :func:`final_labels`, for chunked use) and :class:`CLIPEncoder` (imported lazily, so that numpy-only use never loads torch).
+:func:`build_label_map` and :func:`final_labels`, for chunked use) and :class:`CLIPEncoder`
+(imported lazily, so that numpy-only use never loads torch).
 """
 
 from .clustering import cluster_labels
