@@ -58,11 +58,12 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     os.makedirs(export_dir, exist_ok=True)
     config = dataset.get_run_info(key).config
     label_map = results.label_map
+    ids = sample_ids(samples)  # read once: both streamed files visit the same samples in order
 
     written = [
-        _samples_csv(samples, key, config.label_field, os.path.join(export_dir, "samples.csv")),
+        _samples_csv(samples, ids, key, config.label_field, os.path.join(export_dir, "samples.csv")),
         _label_map_csv(results, os.path.join(export_dir, "label_map.csv")),
-        _image_labels_json(samples, key, os.path.join(export_dir, "image_labels.json")),
+        _image_labels_json(samples, ids, key, os.path.join(export_dir, "image_labels.json")),
     ]
     if detections_field:
         coco_dir = os.path.join(export_dir, "detections")
@@ -86,7 +87,7 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     return written
 
 
-def _samples_csv(samples, key, label_field, path):
+def _samples_csv(samples, ids, key, label_field, path):
     fields = sample_fields(key)
     labels_path = label_path(samples, label_field)
     columns = [
@@ -103,7 +104,7 @@ def _samples_csv(samples, key, label_field, path):
         w.writerow(["filepath", "final_label", "final_score", "original_labels",
                     "canonical_labels", "suggestions"])
         for _, (filepaths, original, final, score, canonical, sugg_labels, sugg_scores) in (
-            iter_chunks(samples, columns)
+            iter_chunks(samples, columns, ids=ids)
         ):
             original = label_sets(as_label_lists(original, labels_path))
             for row in zip(filepaths, final, score, original, canonical, sugg_labels, sugg_scores):
@@ -127,13 +128,12 @@ def _label_map_csv(results, path):
     return path
 
 
-def _image_labels_json(samples, key, path):
+def _image_labels_json(samples, ids, key, path):
     """COCO-style image-level labels, streamed a chunk of samples at a time: a first pass finds
     the categories, a second writes the images and (to a side file, appended at the end) their
     annotations, so that a large export never sits in memory."""
     fields = sample_fields(key)
     samples.compute_metadata()
-    ids = sample_ids(samples)
     labels = f"{fields['labels']}.classifications.label"
     categories = sorted({l for _, (ls,) in iter_chunks(samples, [labels], ids=ids)
                          for l in chain.from_iterable(x or [] for x in ls)})

@@ -69,9 +69,8 @@ def top_k_labels(image_embeddings, label_embeddings, k, block_rows=None, progres
         for start in range(0, n, rows):
             s = np.asarray(image_embeddings[start : start + rows], dtype=np.float32) @ t.T
             step = -(-len(s) // workers)
-            for i, (idx, sc) in zip(range(0, len(s), step), pool.map(
-                lambda i: _top_k_rows(s[i : i + step], k), range(0, len(s), step)
-            )):
+            starts = range(0, len(s), step)
+            for i, (idx, sc) in zip(starts, pool.map(lambda i: _top_k_rows(s[i : i + step], k), starts)):
                 indices[start + i : start + i + len(idx)] = idx
                 scores[start + i : start + i + len(idx)] = sc
             if progress is not None:
@@ -89,7 +88,8 @@ def _top_k_rows(s, k):
         part = np.broadcast_to(np.arange(m), s.shape)
     part_scores = np.take_along_axis(s, part, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)
-    part, part_scores = np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
+    part = np.take_along_axis(part, order, axis=1)
+    part_scores = np.take_along_axis(part_scores, order, axis=1)
     if k < m:
         # argpartition keeps any of the labels tied at the k-th score (twin labels, e.g. casing
         # variants, which CLIP embeds alike): in those rows, re-rank the labels at or above it
