@@ -1,7 +1,9 @@
-"""Image-to-label scores: the blocked, threaded top-k against a full sort of the score matrix."""
+"""Image-to-label scores: the blocked, threaded top-k against a full sort of exact scores, and
+results that do not move with the block size, the thread count or the vocabulary order."""
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from vlsr_core.similarity import pair_scores, top_k_labels
 
@@ -11,11 +13,16 @@ def unit(rng, n, dim=16):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def exact_scores(images, labels):
+    """Every image-label score in float64 from exact products, summed without BLAS."""
+    return (images[:, None, :].astype(np.float64) * labels[None, :, :].astype(np.float64)).sum(-1)
+
+
 def reference_top_k(images, labels, k):
-    """Full matrix, stable sort by descending score: equal scores keep label-index order."""
-    s = images @ labels.T
+    """Stable sort of exact scores: equal scores keep label-index order."""
+    s = exact_scores(images, labels)
     order = np.argsort(-s, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(s, order, axis=1)
+    return order, np.take_along_axis(s, order, axis=1).astype(np.float32)
 
 
 @pytest.mark.parametrize("block_rows", [None, 1, 7])
@@ -28,8 +35,47 @@ def test_top_k_is_the_k_best_labels_best_first(block_rows, k):
     ref_idx, ref_scores = reference_top_k(images, labels, min(k, 40))
     assert idx.shape == scores.shape == (50, min(k, 40))
     assert idx.dtype == np.int64 and scores.dtype == np.float32
-    np.testing.assert_allclose(scores, ref_scores, atol=1e-6)
+    assert np.array_equal(scores, ref_scores)
     assert np.array_equal(idx, ref_idx)
+
+
+def near_ties(rng, n_labels, dim, spread):
+    """Labels that score within ``spread`` of each other on one image (the first row of
+    ``images``), closer than a float32 product can tell apart, plus twins of some of them."""
+    image = unit(rng, 1, dim)[0]
+    other = unit(rng, n_labels, dim)
+    other -= np.outer(other @ image, image)
+    other /= np.linalg.norm(other, axis=1, keepdims=True)
+    cos = 0.3 + spread * rng.random(n_labels)
+    labels = (cos[:, None] * image + np.sqrt(1 - cos[:, None] ** 2) * other).astype(np.float32)
+    labels[n_labels // 2 :: 7] = labels[1]
+    return np.vstack([image, unit(rng, 30, dim)]).astype(np.float32), labels
+
+
+@pytest.mark.parametrize("dim", [16, 512])
+def test_top_k_ranks_near_ties_by_exact_score_whatever_the_blocks_and_threads(dim):
+    rng = np.random.default_rng(dim)
+    images, labels = near_ties(rng, 97, dim, spread=1e-6)
+    ref_idx, ref_scores = reference_top_k(images, labels, 10)
+    for block_rows in (None, 1, 4):
+        for threads in (1, 2):
+            with threadpool_limits(threads):
+                idx, scores = top_k_labels(images, labels, 10, block_rows=block_rows)
+            assert np.array_equal(idx, ref_idx), (block_rows, threads)
+            assert np.array_equal(scores, ref_scores)
+
+
+def test_top_k_under_a_permuted_vocabulary_keeps_labels_and_tie_order():
+    """The same labels in another order, with tie ranks that follow the labels: the same
+    suggestions, twins included, in the same order."""
+    rng = np.random.default_rng(3)
+    images, labels = near_ties(rng, 61, 64, spread=1e-6)
+    rank = rng.permutation(61)  # a fixed order of the labels, e.g. their strings' order
+    idx, scores = top_k_labels(images, labels, 12, tie_rank=rank)
+    perm = rng.permutation(61)
+    p_idx, p_scores = top_k_labels(images, labels[perm], 12, tie_rank=rank[perm], block_rows=3)
+    assert np.array_equal(perm[p_idx], idx)
+    assert np.array_equal(p_scores, scores)
 
 
 def test_top_k_reports_progress_up_to_one():
@@ -46,9 +92,12 @@ def test_top_k_of_nothing_is_empty(n, m, k):
     assert idx.shape == scores.shape == (n, min(k, m))
 
 
-def test_pair_scores_are_dot_products_of_the_chosen_pairs():
+def test_pair_scores_equal_the_top_k_scores_of_the_same_pairs_bit_for_bit():
     rng = np.random.default_rng(1)
-    images, labels = unit(rng, 30), unit(rng, 9)
+    images, labels = unit(rng, 30, 512), unit(rng, 9, 512)
     i, j = rng.integers(0, 30, 100), rng.integers(0, 9, 100)
-    got = pair_scores(images, labels, i, j, chunk=7)
-    np.testing.assert_allclose(got, np.einsum("ij,ij->i", images[i], labels[j]), atol=1e-6)
+    got = pair_scores(images, labels, i, j)
+    assert np.array_equal(got, exact_scores(images, labels)[i, j].astype(np.float32))
+    idx, scores = top_k_labels(images, labels, 9)
+    assert np.array_equal(pair_scores(images, labels, np.repeat(np.arange(30), 9), idx.ravel()),
+                          scores.ravel())

@@ -5,15 +5,20 @@ The result is the partition *and the label numbering* of scikit-learn's
 the same ``distance <= eps`` neighbourhood (a point is its own neighbour), core points where the
 neighbourhood holds at least ``min_samples`` points, clusters numbered in the order of their
 lowest-index core point, and a border point given to the lowest-numbered cluster that reaches it.
-Only pairs at exactly the eps boundary can differ, by floating-point rounding of the dot product.
+
+Whether two labels are neighbours is decided on :func:`~vlsr_core.dots.exact_dots`: the blocked
+matrix product only finds the pairs, and the few pairs whose product lies within its rounding of
+the threshold are re-checked exactly. The partition therefore depends on the vectors alone, not
+on the BLAS kernel, ``block_rows`` or the thread count. Where a pair's exact distance is within
+float rounding of ``eps``, scikit-learn (whose product is a BLAS one) may decide it the other way.
 """
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from sklearn.preprocessing import normalize
 
 from .defaults import DEFAULT_EPS, DEFAULT_MIN_SAMPLES
+from .dots import exact_dots, rounding_bound, unit_rows
 
 # Rows per block: a block holds block_rows x n distances (256 x 100,000 float32 = 100 MB).
 DEFAULT_BLOCK_ROWS = 256
@@ -81,16 +86,22 @@ def _normalized(embeddings):
     x = np.ascontiguousarray(x, dtype=dtype)
     if x.shape[0] and not np.isfinite(x).all():
         raise ValueError("embeddings contain NaN or infinite values")
-    return normalize(x) if x.shape[0] else x
+    return unit_rows(x)
 
 
 def _within(rows, cols, eps):
-    """Boolean (len(rows), len(cols)): cosine distance <= eps, computed as scikit-learn does."""
-    d = rows @ cols.T
-    d *= -1
-    d += 1
-    np.clip(d, 0, 2, out=d)
-    return d <= eps
+    """Boolean (len(rows), len(cols)): cosine distance ``1 - rows . cols <= eps`` on unit rows.
+
+    The product decides the clear cases; pairs within its rounding of the threshold are
+    re-computed exactly, so the answer is the same for any kernel or block shape.
+    """
+    s = rows @ cols.T
+    threshold = 1.0 - eps
+    band = rounding_bound(rows.shape[1], rows.dtype) + 2 * np.finfo(rows.dtype).eps
+    sure = s > s.dtype.type(threshold + band)
+    near = np.nonzero((s >= s.dtype.type(threshold - band)) & ~sure)
+    sure[near] = 1.0 - exact_dots(rows, cols, *near) <= eps
+    return sure
 
 
 def _components(x, eps, block_rows, edges=True, progress=None):

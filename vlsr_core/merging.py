@@ -5,6 +5,7 @@ import heapq
 import numpy as np
 
 from .clustering import number_by_first_occurrence
+from .dots import exact_dots, rounding_bound
 
 SIZE_BY = ("samples", "labels")
 LINKAGES = ("centroid", "representative")
@@ -88,8 +89,8 @@ def merge_small_clusters(
             continue  # stale entry: merged away, or grown since it was pushed
         dist = rows.pop(c, lambda: [u for v, u in heapq.nsmallest(rows.batch, heap)
                                     if alive[u] and v == size[u]])
-        target = int(np.argmin(dist))
-        if max_merge_distance is not None and dist[target] > max_merge_distance:
+        target, target_dist = rows.nearest(c, dist)
+        if max_merge_distance is not None and target_dist > max_merge_distance:
             continue  # nothing close enough: the cluster stays as it is
         members[target].extend(members[c])
         members[c] = []
@@ -119,6 +120,7 @@ class _DistanceRows:
     def __init__(self, points, alive):
         self.points, self.alive, self.cached = points, alive, {}
         self.batch = max(1, min(PREFETCH_ROWS, PREFETCH_FLOATS // max(len(points), 1)))
+        self.band = rounding_bound(points.shape[1], points.dtype) + 4 * np.finfo(points.dtype).eps
 
     def pop(self, c, upcoming):
         """Distances from cluster c (itself and dead clusters at infinity); ``upcoming()`` names
@@ -132,6 +134,16 @@ class _DistanceRows:
             row = block[0]
             self.cached.update(zip(batch[1:], block[1:]))
         return row
+
+    def nearest(self, c, dist):
+        """The nearest cluster to c and its exact distance, given c's row ``dist``: the clusters
+        within the row's rounding of its minimum are compared on exact distances (ties: lowest
+        id), so the choice does not depend on the BLAS kernel or on which rows shared a product."""
+        low = dist.min()
+        near = np.flatnonzero(dist <= low + self.band)
+        exact = 1.0 - exact_dots(self.points, self.points, np.full(near.size, c), near)
+        best = int(np.argmin(exact))
+        return int(near[best]), float(exact[best])
 
     def merged(self, source, target):
         """Patch the cached rows after ``source`` merged into ``target`` (whose point moved)."""
@@ -177,7 +189,8 @@ def representatives(vocabulary, embeddings, clusters, frequencies):
 def representative(member_index, embeddings, frequencies, vocabulary, centroid):
     """The representative of one cluster given its member indices (same rule as :func:`representatives`)."""
     member_index = np.asarray(member_index)
-    closeness = embeddings[member_index] @ centroid.astype(np.float32)
+    closeness = exact_dots(embeddings[member_index], centroid.astype(np.float32)[None, :],
+                           b_index=np.zeros(member_index.size, dtype=np.int64))
     keys = [
         (-int(frequencies[i]), -float(c), vocabulary[i]) for i, c in zip(member_index, closeness)
     ]
@@ -193,5 +206,5 @@ def _with_noise_as_singletons(ids):
 
 
 def _unit(v):
-    norm = np.linalg.norm(v)
+    norm = np.sqrt(exact_dots(v[None, :], v[None, :])[0])
     return (v / norm if norm > 0 else v).astype(np.float32)

@@ -7,7 +7,7 @@ import numpy as np
 from .clustering import DEFAULT_BLOCK_ROWS, cluster_labels
 from .defaults import DEFAULT_EPS, DEFAULT_MIN_CLUSTER_SIZE, DEFAULT_MIN_SAMPLES, DEFAULT_TOP_K
 from .merging import merge_small_clusters, representatives
-from .similarity import SCORE_TOLERANCE, pair_scores, top_k_labels
+from .similarity import pair_scores, top_k_labels
 
 
 @dataclass
@@ -150,7 +150,8 @@ def score_images(image_embeddings, image_labels, vocabulary, vocabulary_embeddin
     valid = np.isfinite(image_embeddings).all(axis=1)
     similarity = _scores_per_image(image_embeddings, vocab_emb, labels_idx, valid)
     suggestions = [[] for _ in labels_idx]
-    top_idx, top_scores = top_k_labels(image_embeddings[valid], vocab_emb, top_k, progress=progress)
+    top_idx, top_scores = top_k_labels(image_embeddings[valid], vocab_emb, top_k,
+                                       tie_rank=_string_rank(vocabulary), progress=progress)
     for row, i in enumerate(np.flatnonzero(valid)):
         suggestions[i] = [(vocabulary[j], float(s)) for j, s in zip(top_idx[row], top_scores[row])]
     replacements = None
@@ -222,16 +223,22 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, *, eps=DEFAU
         raise ValueError(f"{len(vocabulary)} labels, {len(vocab_emb)} label embeddings and "
                          f"{len(frequencies)} frequencies")
     report = progress or (lambda fraction: None)
-    dbscan = cluster_labels(vocab_emb, eps=eps, min_samples=min_samples, block_rows=block_rows,
+    # computed in the labels' string order and mapped back: every id and tie-break is then
+    # the same whatever order the vocabulary came in
+    order = np.argsort(_string_rank(vocabulary), kind="stable")
+    back = np.argsort(order, kind="stable")
+    sorted_vocabulary = [vocabulary[i] for i in order]
+    sorted_emb, sorted_freq = vocab_emb[order], frequencies[order]
+    dbscan = cluster_labels(sorted_emb, eps=eps, min_samples=min_samples, block_rows=block_rows,
                             progress=lambda f: report(0.9 * f))
     clusters = merge_small_clusters(
-        vocab_emb, dbscan, frequencies, min_cluster_size, vocabulary=vocabulary,
+        sorted_emb, dbscan, sorted_freq, min_cluster_size, vocabulary=sorted_vocabulary,
         size_by=size_by, linkage=linkage, max_merge_distance=max_merge_distance,
     )
-    reps = representatives(vocabulary, vocab_emb, clusters, frequencies)
+    reps = representatives(sorted_vocabulary, sorted_emb, clusters, sorted_freq)
     report(1.0)
-    return LabelMap(vocabulary=vocabulary, frequencies=frequencies, dbscan_clusters=dbscan,
-                    clusters=clusters, representatives=[vocabulary[r] for r in reps])
+    return LabelMap(vocabulary=vocabulary, frequencies=frequencies, dbscan_clusters=dbscan[back],
+                    clusters=clusters[back], representatives=[sorted_vocabulary[r] for r in reps])
 
 
 def final_labels(image_embeddings, image_labels, label_map, vocabulary_embeddings):
@@ -317,16 +324,24 @@ def _scores_per_image(image_embeddings, label_embeddings, labels_idx, valid):
 
 
 def _replacements(label_idx, sims, suggestions, vocabulary, margin):
-    """For one image: the top suggestion where it beats an assigned label by more than margin
-    (and more than the rounding between two products, so that a twin label with the same
-    embedding, e.g. another casing, never counts as better)."""
+    """For one image: the top suggestion where it beats an assigned label by more than margin.
+    Both scores are exact, so a twin label with the same embedding (e.g. another casing) scores
+    exactly the same and never counts as better."""
     if sims is None or not suggestions:
         return [None] * len(label_idx)
     best, best_score = suggestions[0]
     return [
-        best if best != vocabulary[j] and best_score - s > margin + SCORE_TOLERANCE else None
+        best if best != vocabulary[j] and best_score - s > margin else None
         for j, s in zip(label_idx, sims)
     ]
+
+
+def _string_rank(vocabulary):
+    """int64 ndarray (n_labels,): each label's place in code-point order of the strings, the
+    tie-break that does not depend on the order the vocabulary came in."""
+    rank = np.empty(len(vocabulary), dtype=np.int64)
+    rank[sorted(range(len(vocabulary)), key=vocabulary.__getitem__)] = np.arange(len(vocabulary))
+    return rank
 
 
 def _distinct_in_order(idx):

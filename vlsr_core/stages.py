@@ -41,7 +41,6 @@ from .labels import (
     usable,
 )
 from .pipeline import build_label_map, final_labels, score_images
-from .similarity import SCORE_TOLERANCE
 from .runs import VLSRResults, VLSRRunConfig, label_attributes, sample_fields, saved_view_names
 
 logger = logging.getLogger(__name__)
@@ -556,14 +555,12 @@ def _per_label(labels, values):
 
 
 def _best_gap(labels, sims, suggestions):
-    """Best suggestion's score minus the best assigned label's; exactly 0 when the best
-    suggestion is assigned or within rounding of it (the two scores come from different products
-    and may differ in the last bits, which must not count as a better label)."""
+    """Best suggestion's score minus the best assigned label's; 0 when the best suggestion is
+    assigned, or is a twin of an assigned label (both scores are exact, so twins tie exactly)."""
     if sims is None or not len(sims) or not suggestions:
         return None
     best, score = suggestions[0]
-    gap = score - float(sims.max())
-    return 0.0 if best in labels or abs(gap) <= SCORE_TOLERANCE else gap
+    return 0.0 if best in labels else score - float(sims.max())
 
 
 def _ensure_field(dataset, name, ftype, **kwargs):

@@ -1,0 +1,90 @@
+"""Dot products whose outcome does not depend on the BLAS kernel, the block size or the thread count.
+
+A BLAS matrix product may sum in any order, so the same pair of vectors can get scores that differ
+in the last bits from one machine (``OPENBLAS_CORETYPE``), block shape or column position to
+another. The engine therefore uses BLAS products only to *find candidates*, with a margin that
+covers their worst-case rounding (:func:`rounding_bound`), and decides every comparison that matters
+(order, ties, thresholds) on :func:`exact_dots`: products formed in float64, which is exact for
+float32 inputs, summed in numpy's fixed pairwise order. Identical vectors then get bitwise identical
+scores, and every outcome is a function of the vectors alone.
+"""
+
+import numpy as np
+
+# Pairs per chunk in exact_dots: two gathered float64 rows of 768 values each = 100 MB.
+EXACT_CHUNK = 8192
+
+
+def exact_dots(a, b, a_index=None, b_index=None, chunk=EXACT_CHUNK):
+    """Row-wise dot products ``a[a_index[p]] . b[b_index[p]]`` in float64, the same on every machine.
+
+    Args:
+        a: ndarray of shape (n_a, dim).
+        b: ndarray of shape (n_b, dim).
+        a_index, b_index: int arrays of shape (n_pairs,); default: row p of each (equal lengths).
+        chunk: pairs computed at a time; memory is about ``24 * chunk * dim`` bytes.
+
+    Returns:
+        float64 ndarray of shape (n_pairs,). For float32 inputs each product is exact, and the
+        sum is numpy's pairwise summation along a contiguous row, whose order depends only on
+        ``dim``: the value of a pair does not depend on which other pairs are computed with it.
+    """
+    a_index = np.arange(len(a)) if a_index is None else np.asarray(a_index, dtype=np.int64)
+    b_index = np.arange(len(b)) if b_index is None else np.asarray(b_index, dtype=np.int64)
+    if a_index.shape != b_index.shape:
+        raise ValueError(f"{a_index.size} rows of a paired with {b_index.size} rows of b")
+    out = np.empty(a_index.size, dtype=np.float64)
+    for start in range(0, a_index.size, chunk):
+        sl = slice(start, start + chunk)
+        prod = np.asarray(a[a_index[sl]], dtype=np.float64)
+        prod *= b[b_index[sl]]
+        out[sl] = prod.sum(axis=1)
+    return out
+
+
+def rounding_bound(dim, dtype, norm_a=1.0, norm_b=1.0):
+    """Largest possible error of a BLAS dot product of two ``dim``-vectors of these norms.
+
+    ``|fl(a.b) - a.b| <= gamma(dim) * sum|a_i b_i| <= gamma(dim) * |a| |b|`` with
+    ``gamma(n) = n u / (1 - n u)`` and ``u`` the unit roundoff, whatever the summation order or FMA
+    use (Higham, *Accuracy and Stability of Numerical Algorithms*, 3.1). Doubled, plus the float64
+    rounding of :func:`exact_dots`, so that two products of the same pair may be compared.
+    """
+    u = np.finfo(dtype).eps / 2
+    nu = max(int(dim), 1) * u
+    gamma = nu / (1 - nu)
+    exact_err = 2 * max(int(dim), 1) * np.finfo(np.float64).eps
+    return float(2 * (gamma + exact_err) * norm_a * norm_b)
+
+
+def unit_rows(x, dtype=None):
+    """Rows scaled to unit length, with norms taken by :func:`exact_dots` (all-zero rows stay zero).
+
+    Args:
+        x: ndarray of shape (n, dim).
+        dtype: of the result; default float32 for float32 input, else float64.
+    """
+    x = np.asarray(x)
+    dtype = dtype or (np.float32 if x.dtype == np.float32 else np.float64)
+    norms = np.sqrt(exact_dots(x, x))
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(x / norms[:, None], dtype=dtype)
+
+
+def rows_equal_groups(x):
+    """Groups of bitwise-equal rows: ``(first, inverse)`` as from ``np.unique(..., axis=0)``.
+
+    ``first`` holds the index of the first row of each distinct vector (in row order), ``inverse``
+    the group of every row, so that ``x[first][inverse]`` equals ``x``. Twin labels (e.g. casings
+    that a model embeds alike) are found once here rather than by comparing rounded scores.
+    """
+    x = np.ascontiguousarray(x)
+    if x.shape[0] == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    keys = x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1])))[:, 0]
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    # number groups by first appearance, so that groups follow the row order
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return first[order].astype(np.int64), rank[inverse.reshape(-1)].astype(np.int64)
