@@ -25,3 +25,25 @@ def dataset():
     yield ds
     if not ds.deleted:
         ds.delete()
+
+
+@pytest.fixture
+def main(dataset, tmp_path):
+    """The MAIN dataset of :mod:`fake_clip` (Classifications in ``gt``) and its image
+    embeddings, nothing run yet."""
+    from fake_clip import build
+
+    return dataset, build(dataset, tmp_path / "images")
+
+
+@pytest.fixture
+def ran(main):
+    """MAIN after a full run (top 3 suggestions, no merging of small clusters)."""
+    from fake_clip import FakeEncoder
+
+    from vlsr_core.stages import run_vlsr
+
+    dataset, images = main
+    encoder = FakeEncoder(images)
+    report = run_vlsr(dataset, "gt", encoder=encoder, top_k=3, min_cluster_size=1)
+    return dataset, images, encoder, report

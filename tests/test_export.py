@@ -9,7 +9,7 @@ import fiftyone as fo
 import pytest
 from fiftyone import ViewField as F
 
-from test_stages import FakeEncoder, build, by_name, dot
+from fake_clip import FakeEncoder, build, by_name, dot
 from vlsr_core import chunks
 from vlsr_core.export import ExportError, export_run
 from vlsr_core.stages import compute_embeddings, run_vlsr, score_labels
