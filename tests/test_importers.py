@@ -74,7 +74,7 @@ def test_read_factorynet_csv_rows_and_quirks(tmp_path):
         "washer,1,2,3,4,user,extra\n"  # 10: 7 columns
         "drill,1,,3,4\n"  # 11: partly blank coordinates
         "\n"  # 12: blank line, ignored
-        '"multi\nline",1,2,3,4\n'  # 13-14
+        '"multi\nline",1,2,3,4\n'  # 13-14: a line break in a label, as an unclosed quote makes
         "pliers,nan,1,2,3\n"  # 15: not a finite number
         "file,1,2,3,4,scraped\n",  # 16: unknown source, kept
     )
@@ -86,7 +86,6 @@ def test_read_factorynet_csv_rows_and_quirks(tmp_path):
         FactorynetRow('2" wood screw', (5.0, 6.0, 8.0, 7.0), None),
         FactorynetRow("glove", None, None),
         FactorynetRow("gear", None, "user"),
-        FactorynetRow("multi\nline", (1.0, 2.0, 4.0, 3.0), None),
         FactorynetRow("file", (1.0, 2.0, 4.0, 3.0), "scraped"),
     ]
     expected = {
@@ -97,6 +96,7 @@ def test_read_factorynet_csv_rows_and_quirks(tmp_path):
         9: "empty label",
         10: "7 columns",
         11: "non-numeric",
+        13: "lines 13-14",
         15: "non-numeric",
         16: "unexpected source",
     }
@@ -431,3 +431,36 @@ def test_import_csv_reimport_and_latin1(tmp_path, dataset):
     again = import_csv(csv_path, dataset, label_field="labels")
     assert again.n_samples == 0 and again.n_existing == 2 and len(dataset) == 2
     assert _problem(again, tmp_path / "imgs" / "b.png", "already in the dataset")
+
+
+@pytest.mark.parametrize("tail", ["", "imgs/c.gif,glove\n"])
+def test_import_csv_an_unclosed_quote_is_reported_not_swallowed(tmp_path, dataset, tail):
+    """An unclosed quote once took the next row into a label ('bolt\\nimg/b.jpg,nut'), losing an
+    image with no problem reported. The rows it spans are skipped and named."""
+    _plain_images(tmp_path)
+    csv_path = _text(tmp_path / "l.csv", 'imgs/a.jpg,"bolt\nimgs/b.png,nut\n' + tail)
+    report = import_csv(csv_path, dataset)
+    assert len(dataset) == 0 and report.n_samples == 0
+    last = 3 if tail else 2
+    assert _problem(report, f"{csv_path}:1", f"lines 1-{last}", "unclosed quote", "'imgs/b.png,nut'")
+    assert len(report.problems) == 1
+    # once the quote is closed, everything is imported
+    _text(tmp_path / "l.csv", 'imgs/a.jpg,"bolt"\nimgs/b.png,nut\n' + tail)
+    fixed = import_csv(csv_path, dataset)
+    assert fixed.n_samples == (3 if tail else 2) and fixed.problems == []
+
+
+def test_import_csv_rows_after_a_closed_multiline_cell_are_kept(tmp_path, dataset):
+    _plain_images(tmp_path)
+    csv_path = _text(tmp_path / "l.csv", 'imgs/a.jpg,"two\nlines"\nimgs/b.png,nut\n')
+    report = import_csv(csv_path, dataset)
+    assert [os.path.basename(p) for p in dataset.values("filepath")] == ["b.png"]
+    assert _problem(report, f"{csv_path}:1", "lines 1-2", "'lines'")
+    assert len(report.problems) == 1
+
+
+def test_read_factorynet_csv_an_unclosed_quote_is_reported(tmp_path):
+    path = _text(tmp_path / "q.csv", 'helmet,0,0,10,10\n"glove,0,0,1,1\nbolt,0,0,2,2\n')
+    rows, problems = read_factorynet_csv(path)
+    assert rows == [FactorynetRow("helmet", (0.0, 0.0, 10.0, 10.0), None)]
+    assert len(problems) == 1 and problems[0][0] == f"{path}:2" and "unclosed quote" in problems[0][1]

@@ -182,7 +182,10 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
 
 
 def _csv_rows(path, problems) -> list[tuple[int, list[str]]]:
-    """A CSV file's rows with their first line numbers: UTF-8 (BOM or not), else read as latin-1."""
+    """A CSV file's rows with their first line numbers: UTF-8 (BOM or not), else read as latin-1.
+
+    A row with a line break inside a cell is skipped and reported: no label or path holds one,
+    and it is what an unclosed quote does, swallowing the rows after it into one cell."""
     with open(path, "rb") as f:
         data = f.read()
     try:
@@ -191,14 +194,22 @@ def _csv_rows(path, problems) -> list[tuple[int, list[str]]]:
         text = data.decode("latin-1")
         problems.append((path, "not UTF-8; read as latin-1"))
     reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
-    rows = []
+    rows, end = [], 0
     try:
         for cells in reader:
-            start = rows[-1][2] + 1 if rows else 1
-            rows.append((start, cells, reader.line_num))
+            start, end = end + 1, reader.line_num
+            broken = next((c for c in cells if "\n" in c or "\r" in c), None)
+            if broken is None:
+                rows.append((start, cells))
+                continue
+            inner = broken.splitlines()
+            problems.append((f"{path}:{start}", (
+                f"a quoted cell runs over lines {start}-{end} (an unclosed quote?), taking in "
+                f"{inner[1]!r}{' and more' if len(inner) > 2 else ''}; lines {start}-{end} "
+                "skipped: close the quote and import again")))
     except csv.Error as e:
         problems.append((f"{path}:{reader.line_num}", f"malformed CSV ({e}); rest of the file skipped"))
-    return [(start, cells) for start, cells, _ in rows]
+    return rows
 
 
 def _number(text) -> float:
