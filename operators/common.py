@@ -7,7 +7,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.defaults import DEFAULT_KEY
 from vlsr_core.labels import label_fields
-from vlsr_core.runs import VLSRRunConfig, list_vlsr_runs
+from vlsr_core.runs import list_vlsr_runs, output_problem
 
 
 def block(inputs, name, message):
@@ -55,16 +55,7 @@ def new_run_key_input(ctx, inputs, label_field):
                                   "(vlsr -> vlsr_embedding, ...); use another key to keep "
                                   "runs of different models side by side")
     key = ctx.params.get("key", DEFAULT_KEY) or ""
-    problem = None
-    if not key.isidentifier():
-        problem = "A run key must be a valid identifier: letters, digits and underscores"
-    elif ctx.dataset.has_run(key):
-        config = ctx.dataset.get_run_info(key).config
-        if not isinstance(config, VLSRRunConfig):
-            problem = f"Run {key!r} exists and is not a VLSR run; choose another key"
-        elif label_field and config.label_field != label_field:
-            problem = (f"Run {key!r} was made on {config.label_field!r}; choose another key "
-                       "or delete that run first")
+    problem = output_problem(ctx.dataset, key, label_field)
     if problem:
         prop.invalid, prop.error_message = True, problem
     return key

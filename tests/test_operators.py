@@ -183,10 +183,15 @@ def test_bad_states_are_messages_in_the_form(ds, tiny_clip, tmp_path):
     run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
     with pytest.raises(ExecutionError, match="no clusters yet"):
         run("export_results", ds, key="vlsr", directory=str(tmp_path / "out"))
-    with pytest.raises(ExecutionError, match="was made on 'gt'"):
+    with pytest.raises(ExecutionError, match="was made on field 'gt'"):
         run("compute_embeddings", ds, label_field="boxes", model=tiny_clip)
-    with pytest.raises(ExecutionError, match="identifier"):
+    with pytest.raises(ExecutionError, match="cannot name fields"):
         run("compute_embeddings", ds, label_field="gt", model=tiny_clip, key="not a key")
+    # the input labels named like an output of the run: refused in the form, nothing written
+    ds.clone_sample_field("gt", "gt_labels")
+    with pytest.raises(ExecutionError, match="'gt_labels' has the name of an output of run 'gt'"):
+        run("compute_embeddings", ds, label_field="gt_labels", model=tiny_clip, key="gt")
+    assert not ds.has_run("gt") and ds.values("gt_labels") == ds.values("gt")
     with pytest.raises(ExecutionError, match="confirm"):
         run("delete_run", ds, key="vlsr", confirm=False)
 

@@ -36,9 +36,11 @@ def main(argv=None):
         return args.func(args) or 0
     except (VLSRError, ModelLoadError, ExportError, LabelFieldError, FileNotFoundError,
             NotADirectoryError) as e:
+        _close_bars()
         print(f"vlsr: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _close_bars()
         print("vlsr: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
 
@@ -138,18 +140,33 @@ def _load_or_create(name):
     return fo.load_dataset(name) if fo.dataset_exists(name) else fo.Dataset(name, persistent=True)
 
 
+_open_bars = []  # progress bars drawn and not finished
+
+
 def _bar(desc):
-    """A progress(fraction) callable drawing a tqdm bar."""
+    """A progress(fraction) callable drawing a tqdm bar from its first call on."""
     from tqdm import tqdm
 
-    bar = tqdm(total=100, desc=desc, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
+    bar = None
 
     def progress(fraction):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=100, desc=desc, unit="%",
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
+            _open_bars.append(bar)
         bar.update(round(100 * fraction) - bar.n)
-        if fraction >= 1:
+        if fraction >= 1 and bar in _open_bars:
             bar.close()
+            _open_bars.remove(bar)
 
     return progress
+
+
+def _close_bars():
+    """End the bars still drawn, so that a message after them starts on a line of its own."""
+    while _open_bars:
+        _open_bars.pop().close()
 
 
 def _report_import(report):

@@ -75,13 +75,6 @@ def label_sets(raw_labels):
     return [list(dict.fromkeys(l for l in labels if usable(l))) for labels in raw_labels]
 
 
-def declare_label_attribute(dataset, path, attribute, ftype):
-    """Declare ``attribute`` on the label objects at ``path`` (e.g. ``fo.FloatField``), so that
-    the App can filter by it and deleting the run removes it."""
-    if not dataset.has_sample_field(f"{path}.{attribute}"):
-        dataset.add_sample_field(f"{path}.{attribute}", ftype)
-
-
 def set_label_attribute(samples, path, attribute, sample_ids, label_ids, values):
     """Set ``attribute`` on the given label objects, in one bulk write, by label id: what a
     view shows (label filters, even on the attribute being written) cannot shift the values.
@@ -89,7 +82,7 @@ def set_label_attribute(samples, path, attribute, sample_ids, label_ids, values)
     Args:
         samples: the collection the labels were read from.
         path: from :func:`label_path`.
-        attribute: a declared attribute (:func:`declare_label_attribute`).
+        attribute: an attribute declared on the label objects (so the App can filter by it).
         sample_ids: sample ids.
         label_ids, values: per sample, its label ids (:func:`label_objects`) and a value each.
     """

@@ -1,8 +1,11 @@
 """The VLSR run record on a FiftyOne dataset: config (every parameter), run (fields), results (arrays).
 
 A run lives under a key (default ``vlsr``); its fields are named after the key, so runs with
-different keys (two models, say) sit side by side. ``dataset.delete_run(key)`` removes the run's
-fields and saved views through :meth:`VLSRRun.cleanup`; the input labels are never touched.
+different keys (two models, say) sit side by side. The config records every field and saved view
+the run created (before creating it); ``dataset.delete_run(key)`` removes exactly those through
+:meth:`VLSRRun.cleanup`. A stage refuses to start where one of its outputs would land on a field,
+label attribute or view that the run did not create (:func:`output_problem`), so the input labels
+and anything else of the user's are never written over or deleted.
 """
 
 import eta.core.serial as etas
@@ -48,6 +51,9 @@ class VLSRRunConfig(fors.RunConfig):
         min_cluster_size, size_by, linkage, max_merge_distance: small-cluster merging.
         top_k: vocabulary suggestions per image.
         replace_margin: margin of the auto-replace rule (None: off).
+        created_fields, created_views: what the run created, recorded before it was created, so
+            that deleting the run removes nothing else. None for runs made before vlsr kept
+            this record: every existing output of the run then counts as its own.
     """
 
     def __init__(
@@ -65,6 +71,8 @@ class VLSRRunConfig(fors.RunConfig):
         max_merge_distance=None,
         top_k=DEFAULT_TOP_K,
         replace_margin=None,
+        created_fields=None,
+        created_views=None,
         **kwargs,
     ):
         kwargs.setdefault("method", "vlsr")
@@ -82,27 +90,21 @@ class VLSRRunConfig(fors.RunConfig):
         self.max_merge_distance = max_merge_distance
         self.top_k = top_k
         self.replace_margin = replace_margin
+        self.created_fields = created_fields
+        self.created_views = created_views
 
 
 class VLSRRun(fors.Run):
-    """Knows the fields a VLSR run writes, so FiftyOne can list and delete them."""
+    """Knows the fields a VLSR run created, so FiftyOne can list and delete them."""
 
     def get_fields(self, samples, key):
-        from .labels import label_path
-
-        fields = [f for f in sample_fields(key).values() if samples.has_field(f)]
-        if self.config.label_field and samples.has_field(self.config.label_field):
-            path = label_path(samples, self.config.label_field)
-            fields += [
-                f"{path}.{a}" for a in label_attributes(key).values() if samples.has_field(f"{path}.{a}")
-            ]
-        return fields
+        return [f for f in owned_fields(samples, key, self.config) if samples.has_field(f)]
 
     def cleanup(self, samples, key):
         dataset = samples._dataset
         for field in self.get_fields(dataset, key):
             dataset.delete_sample_field(field, error_level=1)
-        for view in saved_view_names(key).values():
+        for view in owned_views(key, self.config):
             if dataset.has_saved_view(view):
                 dataset.delete_saved_view(view)
 
@@ -175,6 +177,73 @@ def saved_view_names(key):
         "weak_labels": f"{key}-labels-low-everywhere",
         "changed": f"{key}-final-label-changed",
     }
+
+
+def output_fields(samples, key, label_field):
+    """Every field path run ``key`` on ``label_field`` may write: its sample fields and the
+    attributes it sets on the label objects."""
+    from .labels import LabelFieldError, label_path
+
+    fields = list(sample_fields(key).values())
+    try:
+        path = label_path(samples, label_field)
+    except LabelFieldError:
+        return fields
+    return fields + [f"{path}.{a}" for a in label_attributes(key).values()]
+
+
+def owned_fields(samples, key, config):
+    """The fields run ``key`` created (for a run made before they were recorded, those of its
+    outputs that exist)."""
+    if config.created_fields is not None:
+        return list(config.created_fields)
+    if not config.label_field:
+        return list(sample_fields(key).values())
+    return output_fields(samples, key, config.label_field)
+
+
+def owned_views(key, config):
+    """The saved views run ``key`` created (likewise)."""
+    if config.created_views is not None:
+        return list(config.created_views)
+    return list(saved_view_names(key).values())
+
+
+def output_problem(samples, key, label_field):
+    """Why run ``key`` on ``label_field`` would write over something it did not create, or None.
+
+    Checked before a stage writes anything: the input field named like one of the run's outputs
+    (``--label-field gt_labels --key gt``), a field, label attribute or saved view of the run's
+    names that exists but is not the run's own, or a key that cannot prefix field names.
+    """
+    if not isinstance(key, str) or not key.isidentifier():
+        return (f"The run key {key!r} cannot name fields: use letters, digits and underscores, "
+                "not starting with a digit")
+    root = label_field.split(".")[0]
+    if root in sample_fields(key).values():
+        return (f"The label field {label_field!r} has the name of an output of run {key!r} "
+                f"({key}_...); its labels would be overwritten: choose another run key")
+    dataset = samples._dataset
+    config = dataset.get_run_info(key).config if dataset.has_run(key) else None
+    if config is not None and not isinstance(config, VLSRRunConfig):
+        return f"Run {key!r} exists and is not a VLSR run; choose another key"
+    if config is not None and config.label_field != label_field:
+        return (f"Run {key!r} was made on field {config.label_field!r}, not {label_field!r}; "
+                "choose another key or delete that run first")
+    owned = set(owned_fields(dataset, key, config)) if config else set()
+    for field in output_fields(dataset, key, label_field):
+        if field in owned:
+            continue
+        # a label attribute may hold values without being declared in the schema
+        if dataset.has_field(field) or ("." in field and dataset.count(field)):
+            return (f"Field {field!r} exists and was not created by run {key!r}; writing there "
+                    "would overwrite it: choose another run key")
+    views = set(owned_views(key, config)) if config else set()
+    for view in saved_view_names(key).values():
+        if view not in views and dataset.has_saved_view(view):
+            return (f"A saved view {view!r} exists and was not created by run {key!r}: choose "
+                    "another run key")
+    return None
 
 
 def list_vlsr_runs(dataset):

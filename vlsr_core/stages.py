@@ -32,7 +32,6 @@ from .chunks import iter_chunks, sample_ids
 from .labels import (
     LabelFieldError,
     as_label_lists,
-    declare_label_attribute,
     is_list_field,
     label_objects,
     label_path,
@@ -41,7 +40,14 @@ from .labels import (
     usable,
 )
 from .pipeline import build_label_map, final_labels, score_images
-from .runs import VLSRResults, VLSRRunConfig, label_attributes, sample_fields, saved_view_names
+from .runs import (
+    VLSRResults,
+    VLSRRunConfig,
+    label_attributes,
+    output_problem,
+    sample_fields,
+    saved_view_names,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +134,7 @@ def compute_embeddings(
     """
     _check_collection(samples)
     path = _label_path(samples, label_field)
+    _check_outputs(samples, key, label_field)
     encoder = encoder or _encoder(model, prompt, batch_size, device, num_workers, jpeg_draft)
     dataset = samples._dataset
     config, results = _load_or_init(dataset, key, label_field)
@@ -178,6 +185,7 @@ def embed_images(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None, dev
     if not dataset.has_run(key):
         raise VLSRError(f"No VLSR run {key!r} on this dataset: compute embeddings first")
     config = dataset.get_run_info(key).config
+    _check_outputs(samples, key, config.label_field)
     if encoder is None:
         encoder = _encoder(config.model, config.prompt, config.batch_size, device, num_workers,
                            config.jpeg_draft)
@@ -190,8 +198,10 @@ def embed_images(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None, dev
             f"{config.prompt!r}, jpeg_draft {config.jpeg_draft}): use compute_embeddings to switch"
         )
     fields = sample_fields(key)
-    _ensure_field(dataset, fields["embedding"], fo.VectorField)
-    _ensure_field(dataset, fields["error"], fo.StringField)
+    _create_outputs(dataset, key, config, {
+        fields["embedding"]: lambda name: dataset.add_sample_field(name, fo.VectorField),
+        fields["error"]: lambda name: dataset.add_sample_field(name, fo.StringField),
+    })
     todo = samples if recompute else samples.exists(fields["embedding"], False)
     ids = sample_ids(todo)
     report = EmbeddingReport(n_skipped=len(samples) - len(ids))
@@ -263,11 +273,13 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
     config.replace_margin = replace_margin if replace_margin is not None else config.replace_margin
     margin = config.replace_margin or 0.0
     attrs, fields = label_attributes(key), sample_fields(key)
-    declare_label_attribute(run.dataset, run.path, attrs["similarity"], fo.FloatField)
-    _ensure_field(run.dataset, fields["suggestions"], fo.EmbeddedDocumentField,
-                  embedded_doc_type=fo.Classifications)
-    _ensure_field(run.dataset, fields["min_similarity"], fo.FloatField)
-    _ensure_field(run.dataset, fields["best_gap"], fo.FloatField)
+    _create_outputs(run.dataset, key, config, {
+        f"{run.path}.{attrs['similarity']}": run.add_field(fo.FloatField),
+        fields["suggestions"]: run.add_field(fo.EmbeddedDocumentField,
+                                             embedded_doc_type=fo.Classifications),
+        fields["min_similarity"]: run.add_field(fo.FloatField),
+        fields["best_gap"]: run.add_field(fo.FloatField),
+    })
 
     report = ScoreReport()
     all_scores = []  # every label's score, 4 bytes a label: for the low-similarity quantile
@@ -315,12 +327,12 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
     weak = sorted(l for l, b in zip(run.vocabulary, best) if np.isfinite(b) and b < low)
     views = saved_view_names(key)
     label_sim = F(attrs["similarity"])
-    _save_view(run.dataset, views["low_similarity"],
+    _save_view(run, views["low_similarity"],
                samples.filter_labels(config.label_field, (label_sim != None) & (label_sim < low)),
                f"labels scoring below {low:.3f}, the {low_quantile:.0%} quantile of run {key!r}")
-    _save_view(run.dataset, views["better_label"], samples.match(F(fields["best_gap"]) > margin),
+    _save_view(run, views["better_label"], samples.match(F(fields["best_gap"]) > margin),
                f"samples where a vocabulary label beats every assigned label by > {margin}")
-    _save_view(run.dataset, views["weak_labels"],
+    _save_view(run, views["weak_labels"],
                samples.filter_labels(config.label_field, F("label").is_in(weak)),
                f"labels that score below {low:.3f} on every image they are on")
     if progress is not None:
@@ -368,12 +380,14 @@ def cluster_and_merge(
     run.dataset.update_run_config(key, run.config)
 
     attrs, fields = label_attributes(key), sample_fields(key)
-    declare_label_attribute(run.dataset, run.path, attrs["canonical"], fo.StringField)
-    declare_label_attribute(run.dataset, run.path, attrs["cluster"], fo.IntField)
-    _ensure_field(run.dataset, fields["labels"], fo.EmbeddedDocumentField,
-                  embedded_doc_type=fo.Classifications)
-    _ensure_field(run.dataset, fields["label"], fo.EmbeddedDocumentField,
-                  embedded_doc_type=fo.Classification)
+    _create_outputs(run.dataset, key, run.config, {
+        f"{run.path}.{attrs['canonical']}": run.add_field(fo.StringField),
+        f"{run.path}.{attrs['cluster']}": run.add_field(fo.IntField),
+        fields["labels"]: run.add_field(fo.EmbeddedDocumentField,
+                                        embedded_doc_type=fo.Classifications),
+        fields["label"]: run.add_field(fo.EmbeddedDocumentField,
+                                       embedded_doc_type=fo.Classification),
+    })
     canonical, cluster = label_map.canonical, label_map.cluster
     done = 0
     for ids, label_ids, raw, images in run.read_chunks(samples):
@@ -411,7 +425,7 @@ def cluster_and_merge(
     else:
         kept = F(run.path + ".label") == final
     changed = samples.match(F(fields["label"]).exists() & ~kept)
-    _save_view(run.dataset, saved_view_names(key)["changed"], changed,
+    _save_view(run, saved_view_names(key)["changed"], changed,
                "samples whose final label is none of the labels they had")
     report(1.0)
     return label_map
@@ -447,20 +461,14 @@ def _check_collection(samples):
 
 def _load_or_init(dataset, key, label_field):
     """The run's config and results, registering a new run if there is none."""
-    if dataset.has_run(key):
+    if dataset.has_run(key):  # a VLSR run on this label field: checked by _check_outputs
         config = dataset.get_run_info(key).config
-        if not isinstance(config, VLSRRunConfig):
-            raise VLSRError(f"Run {key!r} exists and is not a VLSR run; choose another key")
-        if config.label_field != label_field:
-            raise VLSRError(
-                f"Run {key!r} was made on field {config.label_field!r}, not {label_field!r}; "
-                "choose another key or delete that run first"
-            )
         results = dataset.load_run_results(key, cache=False)
         if results is not None:
             return config, results
     else:
-        config = VLSRRunConfig(label_field=label_field, model=None)
+        config = VLSRRunConfig(label_field=label_field, model=None, created_fields=[],
+                               created_views=[])
         dataset.register_run(key, config)
     return config, VLSRResults(dataset, config, key)
 
@@ -494,6 +502,10 @@ class _Run:
             logger.warning("%d of %d samples left the view while it was being processed and "
                            "were skipped", len(self.ids) - seen, len(self.ids))
 
+    def add_field(self, ftype, **kwargs):
+        """A creator of a field of this type, for :func:`_create_outputs`."""
+        return lambda name: self.dataset.add_sample_field(name, ftype, **kwargs)
+
     @property
     def dim(self):
         return self.vocab_emb.shape[1] if self.vocab_emb.ndim == 2 and self.vocab_emb.shape[1] else None
@@ -508,6 +520,7 @@ def _open_run(samples, key):
     config = dataset.get_run_info(key).config
     results = dataset.load_run_results(key, cache=False)
     path = _label_path(samples, config.label_field)
+    _check_outputs(samples, key, config.label_field)
     embedding = sample_fields(key)["embedding"]
     if not dataset.has_sample_field(embedding) or not samples.count(embedding):
         raise VLSRError(f"No image embeddings for run {key!r} here: compute embeddings first")
@@ -563,13 +576,31 @@ def _best_gap(labels, sims, suggestions):
     return 0.0 if best in labels else score - float(sims.max())
 
 
-def _ensure_field(dataset, name, ftype, **kwargs):
-    if not dataset.has_sample_field(name):
-        dataset.add_sample_field(name, ftype, **kwargs)
+def _check_outputs(samples, key, label_field):
+    problem = output_problem(samples, key, label_field)
+    if problem:
+        raise VLSRError(problem)
 
 
-def _save_view(dataset, name, view, description):
-    dataset.save_view(name, view, description=description, overwrite=True)
+def _create_outputs(dataset, key, config, creators):
+    """Create the missing output fields of run ``key`` (``{name: creator(name)}``), each recorded
+    in the run's config before it is created, so that deleting the run removes exactly them."""
+    missing = [name for name in creators if not dataset.has_field(name)]
+    if not missing:
+        return
+    if config.created_fields is not None:
+        config.created_fields = list(config.created_fields) + missing
+        dataset.update_run_config(key, config)
+    for name in missing:
+        creators[name](name)
+
+
+def _save_view(run, name, view, description):
+    """Save a review view of the run, recording it first if the run creates it now."""
+    if not run.dataset.has_saved_view(name) and run.config.created_views is not None:
+        run.config.created_views = list(run.config.created_views) + [name]
+        run.dataset.update_run_config(run.key, run.config)
+    run.dataset.save_view(name, view, description=description, overwrite=True)
 
 
 class _Writer:

@@ -1,0 +1,147 @@
+"""Nothing of the user's is written over or deleted: a run refuses to start where one of its
+outputs would land on the input field or on any field, label attribute or saved view it did not
+create, and deleting a run removes exactly what it created."""
+
+import json
+import subprocess
+import sys
+
+import fiftyone as fo
+import pytest
+
+from vlsr_core.runs import output_problem, sample_fields, saved_view_names
+from vlsr_core.stages import VLSRError, compute_embeddings, run_vlsr, score_labels
+
+from fake_clip import FakeEncoder, build, by_name, label_snapshot
+
+
+def field_values(dataset, field):
+    return [v.to_dict() if hasattr(v, "to_dict") else v for v in dataset.values(field)]
+
+
+@pytest.mark.parametrize("suffix", sorted(set(sample_fields("gt").values())))
+def test_a_label_field_named_like_an_output_of_the_run_is_refused(dataset, tmp_path, suffix):
+    """--label-field gt_labels --key gt once overwrote the input with the output, and deleting
+    the run deleted the input: no output name may equal the input field."""
+    field = suffix  # e.g. "gt_labels", "gt_label", "gt_embedding"
+    images = build(dataset, tmp_path / "images", field=field)
+    before = label_snapshot(dataset, field)
+    with pytest.raises(VLSRError, match=f"label field '{field}'.*output of run 'gt'"):
+        compute_embeddings(dataset, field, key="gt", encoder=FakeEncoder(images))
+    assert not dataset.has_run("gt")
+    assert label_snapshot(dataset, field) == before
+    # with another key the same field is an input like any other
+    run_vlsr(dataset, field, "clean", encoder=FakeEncoder(images), min_cluster_size=1)
+    dataset.delete_run("clean")
+    assert label_snapshot(dataset, field) == before
+
+
+def test_from_the_cli_the_clash_is_one_line_and_exit_2(dataset, tmp_path):
+    build(dataset, tmp_path / "images", field="gt_labels")
+    dataset.persistent = True
+    before = label_snapshot(dataset, "gt_labels")
+    done = subprocess.run(
+        [sys.executable, "-m", "vlsr_core.cli", "run", "--dataset", dataset.name,
+         "--label-field", "gt_labels", "--key", "gt", "--model", str(tmp_path / "no-model")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [l for l in done.stderr.splitlines() if l.strip()]
+    assert len(errors) == 1 and "gt_labels" in errors[0] and "another run key" in errors[0]
+    dataset.reload()
+    assert not dataset.has_run("gt")
+    assert label_snapshot(dataset, "gt_labels") == before
+
+
+def test_a_users_own_field_with_an_output_name_is_neither_written_nor_deleted(main):
+    dataset, images = main
+    dataset.add_sample_field("vlsr_label", fo.StringField)
+    dataset.set_values("vlsr_label", [f"mine {i}" for i in range(len(dataset))])
+    with pytest.raises(VLSRError, match="'vlsr_label' exists and was not created by run 'vlsr'"):
+        run_vlsr(dataset, "gt", encoder=FakeEncoder(images))
+    assert not dataset.has_run("vlsr")
+    assert dataset.values("vlsr_label") == [f"mine {i}" for i in range(len(dataset))]
+
+
+def test_a_field_created_between_stages_stops_the_next_stage(main):
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    dataset.add_sample_field("vlsr_best_gap", fo.StringField)
+    dataset.set_values("vlsr_best_gap", ["keep"] * len(dataset))
+    with pytest.raises(VLSRError, match="'vlsr_best_gap' exists and was not created"):
+        score_labels(dataset)
+    dataset.delete_run("vlsr")
+    assert dataset.values("vlsr_best_gap") == ["keep"] * len(dataset)
+    assert not dataset.has_field("vlsr_embedding")
+
+
+def test_a_label_attribute_of_the_users_with_an_output_name_is_refused(main):
+    dataset, images = main
+    sample = dataset.match({"filepath": {"$regex": "h1.png$"}}).first()
+    sample.gt.classifications[0]["vlsr_canonical"] = "my own note"  # undeclared attribute
+    sample.save()
+    with pytest.raises(VLSRError, match="'gt.classifications.vlsr_canonical' exists"):
+        compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    assert not dataset.has_run("vlsr")
+    # the same labels under another key: the note stays where it is, through the run's deletion
+    run_vlsr(dataset, "gt", "clean", encoder=FakeEncoder(images), min_cluster_size=1)
+    dataset.delete_run("clean")
+    assert by_name(dataset, "gt.classifications.vlsr_canonical")["h1.png"] == ["my own note"]
+
+
+def test_a_users_saved_view_with_a_review_view_name_is_kept(main):
+    dataset, images = main
+    name = saved_view_names("vlsr")["low_similarity"]
+    dataset.save_view(name, dataset.limit(2), description="mine")
+    with pytest.raises(VLSRError, match=f"saved view '{name}'"):
+        compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    assert len(dataset.load_saved_view(name)) == 2
+
+
+@pytest.mark.parametrize("key", ["", "a.b", "my run", "1st", None])
+def test_a_run_key_that_cannot_name_fields_is_refused(main, key):
+    dataset, images = main
+    with pytest.raises(VLSRError, match="cannot name fields"):
+        compute_embeddings(dataset, "gt", key=key, encoder=FakeEncoder(images))
+    assert dataset.list_runs() == []
+
+
+def test_deleting_a_run_removes_exactly_what_it_created(main):
+    dataset, images = main
+    before = label_snapshot(dataset)
+    schema = set(dataset.get_field_schema(flat=True))
+    views = set(dataset.list_saved_views())
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    config = dataset.get_run_info("vlsr").config
+    created = set(config.created_fields)
+    assert set(dataset.get_field_schema(flat=True)) - schema <= created | {
+        # the schema also lists the embedded documents' own subfields of a created field
+        f for f in dataset.get_field_schema(flat=True) if f.split(".")[0] in created}
+    assert {"vlsr_embedding", "vlsr_label", "gt.classifications.vlsr_similarity"} <= created
+    assert set(config.created_views) == set(saved_view_names("vlsr").values())
+    dataset.delete_run("vlsr")
+    dataset.reload()
+    assert set(dataset.get_field_schema(flat=True)) == schema
+    assert set(dataset.list_saved_views()) == views
+    assert label_snapshot(dataset) == before
+
+
+def test_a_run_recorded_before_vlsr_kept_its_fields_still_loads_and_deletes(main):
+    """Stored configs of earlier versions have no created_fields: their existing outputs count
+    as theirs, as before."""
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    doc = dataset._doc.runs["vlsr"]
+    info = dataset.get_run_info("vlsr")
+    config = json.loads(info.config.to_str())
+    config.pop("created_fields"), config.pop("created_views")
+    from vlsr_core.runs import VLSRRunConfig
+
+    dataset.update_run_config("vlsr", VLSRRunConfig.from_dict(config))
+    assert dataset.get_run_info("vlsr").config.created_fields is None
+    assert doc is not None
+    score_labels(dataset)  # a legacy run can still be continued
+    dataset.delete_run("vlsr")
+    assert not dataset.has_field("vlsr_label")
+    assert not dataset.has_field("gt.classifications.vlsr_similarity")
+    assert output_problem(dataset, "vlsr", "gt") is None
