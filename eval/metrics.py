@@ -8,7 +8,7 @@ Definitions (also in docs/quality.md):
   score - similarity``.
 * **flagged at the 10% quantile**: score strictly below the 10% quantile of all assigned-label
   scores of the dataset, the threshold of the plugin's ``{key}-low-similarity`` review view
-  (``vlsr_core.stages.LOW_SIMILARITY_QUANTILE``).
+  (``ScoreParams.low_quantile``).
 * **replacement rule**: the top vocabulary label beats the assigned one by more than the margin
   (``SanitizeResult.replacements``, the paper's auto-replace rule).
 * **final-label accuracy**: fraction of images whose final label names the image's concept.
@@ -23,7 +23,9 @@ Definitions (also in docs/quality.md):
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
-LOW_QUANTILE = 0.1  # vlsr_core.stages.LOW_SIMILARITY_QUANTILE (not imported: it pulls in fiftyone)
+from vlsr_core.params import ScoreParams
+
+LOW_QUANTILE = ScoreParams().low_quantile
 
 
 def auroc(suspicion, wrong):

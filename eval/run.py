@@ -39,12 +39,13 @@ from eval import baselines, metrics  # noqa: E402
 from eval.generate import (  # noqa: E402
     CORRECT_KINDS, KINDS, GeneratorConfig, generate, realised_statistics,
 )
+from vlsr_core.params import MergeParams, ScoreParams  # noqa: E402
 from vlsr_core.pipeline import refine_labels, sanitize  # noqa: E402
 
 DOC = ROOT / "docs" / "quality.md"
 BEGIN = "<!-- eval/run.py: generated, begin -->"
 END = "<!-- eval/run.py: generated, end -->"
-DEFAULTS = dict(eps=0.07, min_samples=1, min_cluster_size=10)
+DEFAULTS = MergeParams().to_dict()  # the engine's defaults: the paper's eps, min_samples 1, ...
 EPS_GRID = (0.03, 0.05, 0.07, 0.1, 0.13, 0.16, 0.2)
 MCS_GRID = (1, 2, 5, 10, 20, 50)
 # Other options of vlsr_core's merging, each on top of the defaults.
@@ -82,7 +83,7 @@ def evaluate_seed(cfg, seed, *, eps_grid, mcs_grid, sensitivity_dims=(), fiftyon
     args = (data.image_embeddings, data.image_labels, data.vocabulary, data.vocabulary_embeddings)
 
     t = time.perf_counter()
-    r = sanitize(*args, replace_margin=0.0, **DEFAULTS)
+    r = sanitize(*args, ScoreParams(), MergeParams())
     vlsr_seconds = time.perf_counter() - t
 
     det_all = metrics.detection(r.similarity, r.suggestions, r.replacements, data.label_correct)

@@ -76,6 +76,58 @@ def run_key_choice(ctx, inputs, action):
     return ctx.params.get("key", keys[0])
 
 
+def param_inputs(ctx, inputs, cls, base=None, unchecked=(), checks=None):
+    """A form input per parameter of ``cls`` (:mod:`vlsr_core.params`), defaulting to ``base``
+    (e.g. the run's recorded values) or the class defaults, each checked as the engine checks
+    it (but those named in ``unchecked``) and by ``checks`` (name -> ``check(value)``, for what
+    only this form can know); returns the parameter object, or None while a value is invalid."""
+    base = base or cls()
+    values = {}
+    for spec in cls.specs():
+        default = getattr(base, spec.name)
+        kwargs = dict(label=spec.label, description=spec.help)
+        if spec.choices:
+            widget = (types.RadioGroup(orientation="horizontal") if len(spec.choices) <= 3
+                      else types.Dropdown(label=spec.label))
+            for value, text in zip(spec.choices, spec.choice_labels or spec.choices):
+                widget.add_choice(value, label=str(text))
+            prop = inputs.enum(spec.name, widget.values(), default=default, view=widget, **kwargs)
+        elif spec.type is bool:
+            prop = inputs.bool(spec.name, default=default, **kwargs)
+        else:
+            add = {int: inputs.int, float: inputs.float, str: inputs.str}[spec.type]
+            bounds = {k: v for k, v in (("min", spec.low), ("max", spec.high)) if v is not None}
+            prop = add(spec.name, default=default, **bounds, **kwargs)
+        value = ctx.params.get(spec.name, default)
+        value = None if value == "" else value
+        problem = None if spec.name in unchecked else cls.problem(spec.name, value)
+        if not problem and value is not None and spec.name in (checks or {}):
+            problem = checks[spec.name](value)
+        if problem:
+            prop.invalid, prop.error_message = True, problem
+        values[spec.name] = value
+    try:
+        return cls.resolve(base, **values)
+    except ValueError:
+        return None
+
+
+def run_params(ctx, key, cls):
+    """The parameters of ``cls`` run ``key`` last used (the defaults for what it never set, or
+    for values an earlier version allowed and this one does not)."""
+    try:
+        return ctx.dataset.get_run_info(key).config.params(cls)
+    except ValueError:
+        return cls()
+
+
+def params_from(ctx, cls, base=None):
+    """The parameters of ``cls`` that the form sent (missing ones from ``base`` or defaults)."""
+    base = base or cls()
+    sent = {s.name: ctx.params[s.name] for s in cls.specs() if s.name in ctx.params}
+    return cls.resolve(base, **{k: (None if v == "" else v) for k, v in sent.items()})
+
+
 def execution_flags(**kwargs):
     """Operator config flags shared by long-running vlsr operators."""
     return dict(dynamic=True, execute_as_generator=True, allow_immediate_execution=True,

@@ -21,7 +21,7 @@ class DeleteRun(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        key = run_key_choice(ctx, inputs, "deleting") if ctx.dataset is not None else None
+        key = run_key_choice(ctx, inputs, "delete a run") if ctx.dataset is not None else None
         if key is not None:
             from vlsr_core.runs import VLSRRun
 

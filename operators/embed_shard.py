@@ -40,14 +40,14 @@ class EmbedShard(foo.Operator):
         label = f"Embedding shard {ctx.params.get('shard', '')}".strip()
         report = embed_images(
             ctx.target_view(), ctx.params.get("key", DEFAULT_KEY),
-            recompute=ctx.params.get("recompute", False), device=ctx.params.get("device"),
+            recompute=ctx.params.get("recompute", False), device=ctx.params.get("device") or "auto",
             progress=lambda f: ctx.set_progress(progress=f, label=label),
         )
         return dict(summary=report.summary(), n_embedded=report.n_embedded,
                     n_failed=len(report.failures))
 
 
-def queue_shards(ctx, view, n_shards, key, recompute=False, device=None):
+def queue_shards(ctx, view, n_shards, key, recompute=False, device="auto"):
     """Split ``view`` into ``n_shards`` id ranges and queue one delegated EmbedShard for each.
 
     Returns the ids of the queued operations.

@@ -25,7 +25,7 @@ class ExportResults(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         view = target_view(ctx, inputs)
-        key = run_key_choice(ctx, inputs, "exporting") if view is not None else None
+        key = run_key_choice(ctx, inputs, "export") if view is not None else None
         if key is None:
             return types.Property(inputs, view=types.View(label="VLSR: export cleaned labels"))
         if not len(ctx.dataset.load_run_results(key, cache=False).vocabulary):

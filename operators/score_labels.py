@@ -3,9 +3,19 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.defaults import DEFAULT_KEY, DEFAULT_TOP_K
+from vlsr_core.defaults import DEFAULT_KEY
+from vlsr_core.params import ScoreParams
 
-from .common import execution_flags, finish, run_key_choice, run_with_progress, target_view
+from .common import (
+    execution_flags,
+    finish,
+    param_inputs,
+    params_from,
+    run_key_choice,
+    run_params,
+    run_with_progress,
+    target_view,
+)
 
 
 class ScoreLabels(foo.Operator):
@@ -22,12 +32,9 @@ class ScoreLabels(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         view = target_view(ctx, inputs)
-        if view is not None and run_key_choice(ctx, inputs, "scoring") is not None:
-            inputs.int("top_k", default=DEFAULT_TOP_K, min=1, label="Suggestions per sample",
-                       description="Labels of the whole vocabulary offered per image, best first")
-            inputs.float("replace_margin", default=0.0, min=0.0, label="Better-label margin",
-                         description="A suggestion must beat every assigned label by more than "
-                                     "this to put the sample in the better-label view")
+        key = run_key_choice(ctx, inputs, "score labels") if view is not None else None
+        if key is not None:
+            param_inputs(ctx, inputs, ScoreParams, run_params(ctx, key, ScoreParams))
         return types.Property(inputs, view=types.View(label="VLSR: score labels"))
 
     def execute(self, ctx):
@@ -35,10 +42,9 @@ class ScoreLabels(foo.Operator):
         from vlsr_core.stages import score_labels
 
         key = ctx.params.get("key", DEFAULT_KEY)
+        params = params_from(ctx, ScoreParams, run_params(ctx, key, ScoreParams))
         report = yield from run_with_progress(ctx, "Scoring", lambda progress: score_labels(
-            ctx.target_view(), key, top_k=ctx.params.get("top_k", DEFAULT_TOP_K),
-            replace_margin=ctx.params.get("replace_margin", 0.0), progress=progress,
-        ))
+            ctx.target_view(), key, params, progress=progress))
         views = [v for role, v in saved_view_names(key).items() if role != "changed"]
         yield from finish(ctx, f"Run {key!r}: {report.summary()}",
                           f"Sort by `{key}_min_similarity`, filter labels by `{key}_similarity`, "

@@ -104,7 +104,16 @@ def test_replacements_follow_the_margin(data):
     assert r.replacements[2][0] is None  # "helmit" is within 0.5 of the best
     assert r.replacements[5][0] is not None  # "helmet" on a screwdriver image
     assert r.replacements[7] == [None]  # no embedding, no replacement
-    assert sanitize(images, labels, VOCAB, vemb).replacements is None
+    # the default margin is 0: any strictly better top suggestion replaces
+    r0 = sanitize(images, labels, VOCAB, vemb)
+    for sims, sugg, image_labels, replaced in zip(r0.similarity, r0.suggestions, labels, r0.replacements):
+        if sims is None:
+            assert replaced == [None] * len(image_labels)
+            continue
+        best, best_score = sugg[0]
+        assert replaced == [best if best != l and best_score > s else None
+                            for l, s in zip(image_labels, sims)]
+    assert any(x is not None for row in r0.replacements for x in row)
 
 
 def test_min_cluster_size_merges_rare_labels(data):

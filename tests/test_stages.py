@@ -14,6 +14,7 @@ from bson import ObjectId
 from fiftyone import ViewField as F
 
 from vlsr_core import chunks, stages
+from vlsr_core.params import ScoreParams
 from vlsr_core.runs import VLSRResults, VLSRRunConfig, label_attributes, sample_fields, saved_view_names
 from vlsr_core.stages import VLSRError, cluster_and_merge, compute_embeddings, run_vlsr, score_labels
 
@@ -330,7 +331,7 @@ def test_review_views(ran):
     low = dataset.get_run_info("vlsr").config.low_similarity_threshold
     scores = [dot(images, n, l) for n, ls in by_name(dataset, "gt.classifications.label").items()
               if n in images and ls for l in dict.fromkeys(ls)]
-    assert low == pytest.approx(float(np.quantile(scores, stages.LOW_SIMILARITY_QUANTILE)), abs=1e-6)
+    assert low == pytest.approx(float(np.quantile(scores, ScoreParams().low_quantile)), abs=1e-6)
     # images where a vocabulary label beats every assigned one
     assert view_names(dataset, names["better_label"]) == {"h3.png", "h4.png", "s3.png"}
     # "helmet" is low on s3 but fine elsewhere; "Lathe Information" is low wherever it is
@@ -344,11 +345,17 @@ def test_replace_margin_sets_what_counts_as_a_better_label(ran):
     # "helmet" beats "Helmets" on h3 by ~0.005 and "helmit" on h4 by ~0.019
     assert 0 < dot(images, "h3.png", "helmet") - dot(images, "h3.png", "Helmets") < 0.01
     assert dot(images, "h4.png", "helmet") - dot(images, "h4.png", "helmit") > 0.01
-    score_labels(dataset, replace_margin=0.01)
+    # the run's other score parameters (top_k 3), with another margin
+    score_labels(dataset, "vlsr", dataset.get_run_info("vlsr").config.params(ScoreParams),
+                 replace_margin=0.01)
     assert view_names(dataset, saved_view_names("vlsr")["better_label"]) == {"h4.png", "s3.png"}
     config = dataset.get_run_info("vlsr").config
-    assert config.replace_margin == 0.01 and config.top_k == 3  # the run's top_k is kept
+    assert config.replace_margin == 0.01 and config.top_k == 3
     assert len(by_name(dataset, "vlsr_suggestions.classifications.label")["h1.png"]) == 3
+    # no parameters: the defaults, whatever the run used before
+    score_labels(dataset)
+    assert dataset.get_run_info("vlsr").config.params(ScoreParams) == ScoreParams()
+    assert len(by_name(dataset, "vlsr_suggestions.classifications.label")["h1.png"]) == 5
 
 
 def test_score_before_embeddings_is_refused(main):
@@ -484,7 +491,7 @@ def test_run_results_and_config_are_recorded(ran):
     assert (config.label_field, config.model, config.prompt, config.batch_size) == ("gt", "fake-clip", None, 4)
     assert (config.eps, config.min_samples, config.min_cluster_size) == (0.07, 1, 1)
     assert (config.size_by, config.linkage, config.max_merge_distance) == ("samples", "centroid", None)
-    assert config.top_k == 3 and config.replace_margin is None
+    assert (config.top_k, config.replace_margin, config.low_quantile) == (3, 0.0, 0.1)
     assert dataset.list_runs() == ["vlsr"]
 
 

@@ -1,6 +1,7 @@
 """vlsr_core: the VLSR engine (arXiv 2506.23465) — CLIP scores, label clustering, final labels.
 
-Public API: :func:`cluster_labels`, :func:`sanitize` (with :class:`SanitizeResult`), its halves
+Public API: the run parameters (:class:`EmbedParams`, :class:`ScoreParams`, :class:`MergeParams`),
+:func:`cluster_labels`, :func:`sanitize` (with :class:`SanitizeResult`), its halves
 :func:`score_images` and :func:`refine_labels` (itself :func:`label_frequencies`,
 :func:`build_label_map` and :func:`final_labels`, for chunked use) and :class:`CLIPEncoder`
 (imported lazily, so that numpy-only use never loads torch).
@@ -8,8 +9,9 @@ Public API: :func:`cluster_labels`, :func:`sanitize` (with :class:`SanitizeResul
 
 from .clustering import cluster_labels
 from .merging import merge_small_clusters, representatives
+from .defaults import DEFAULT_MIN_CLUSTER_SIZE
+from .params import EmbedParams, MergeParams, ParamError, ScoreParams
 from .pipeline import (
-    DEFAULT_MIN_CLUSTER_SIZE,
     FinalLabels,
     ImageScores,
     LabelMap,
@@ -24,6 +26,10 @@ from .pipeline import (
 )
 
 __all__ = [
+    "EmbedParams",
+    "MergeParams",
+    "ParamError",
+    "ScoreParams",
     "FinalLabels",
     "ImageScores",
     "LabelMap",

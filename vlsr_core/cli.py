@@ -4,15 +4,8 @@ import argparse
 import os
 import sys
 
-from .defaults import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_EPS,
-    DEFAULT_KEY,
-    DEFAULT_MIN_CLUSTER_SIZE,
-    DEFAULT_MIN_SAMPLES,
-    DEFAULT_MODEL,
-    DEFAULT_TOP_K,
-)
+from .defaults import DEFAULT_KEY, DEFAULT_MODEL
+from .params import EmbedParams, MergeParams, ParamError, ScoreParams
 
 EPILOG = """examples:
   vlsr import-factorynet ./factorynet --dataset factorynet
@@ -34,8 +27,8 @@ def main(argv=None):
 
     try:
         return args.func(args) or 0
-    except (VLSRError, ModelLoadError, ExportError, LabelFieldError, FileNotFoundError,
-            NotADirectoryError) as e:
+    except (VLSRError, ParamError, ModelLoadError, ExportError, LabelFieldError,
+            FileNotFoundError, NotADirectoryError) as e:
         _close_bars()
         print(f"vlsr: error: {e}", file=sys.stderr)
         return 2
@@ -100,30 +93,31 @@ def _dataset_arg(c):
 
 
 def _run_args(c):
-    g = c.add_argument_group("labels and model")
+    g = c.add_argument_group("labels and run")
     g.add_argument("--label-field", required=True,
                    help="Classification, Classifications or Detections field to clean")
     g.add_argument("--key", default=DEFAULT_KEY, help="run key; the prefix of every field written")
-    g.add_argument("--model", default=DEFAULT_MODEL, help="CLIP hub id or local directory")
-    g.add_argument("--prompt", help='label template, e.g. "a photo of a {}" (default: none)')
-    g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
-    g.add_argument("--workers", type=int, help="image decoding processes")
-    g.add_argument("--jpeg-draft", action="store_true",
-                   help="decode JPEGs at reduced scale: about a third of the decoding time, pixels "
-                        "slightly different from the reference preprocessing")
     g.add_argument("--recompute", action="store_true", help="embed images that already have one")
-    g = c.add_argument_group("scoring and clustering (defaults: the paper's)")
-    g.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="vocabulary suggestions per image")
-    g.add_argument("--replace-margin", type=float, help="margin for 'a better label exists'")
-    g.add_argument("--eps", type=float, default=DEFAULT_EPS, help="DBSCAN cosine-distance radius")
-    g.add_argument("--min-samples", type=int, default=DEFAULT_MIN_SAMPLES, help="DBSCAN core-point neighbourhood")
-    g.add_argument("--min-cluster-size", type=int, default=DEFAULT_MIN_CLUSTER_SIZE,
-                   help="clusters smaller than this merge into their nearest neighbour")
-    g.add_argument("--size-by", choices=("samples", "labels"), default="samples")
-    g.add_argument("--linkage", choices=("centroid", "representative"), default="centroid")
-    g.add_argument("--max-merge-distance", type=float,
-                   help="leave a small cluster alone if its nearest neighbour is farther")
+    for cls, title in ((EmbedParams, "embedding (step 1)"), (ScoreParams, "scoring (steps 2-3)"),
+                       (MergeParams, "clustering and merging (steps 4-6; defaults: the paper's)")):
+        add_param_flags(c.add_argument_group(title), cls)
+
+
+def add_param_flags(group, cls):
+    """One flag per parameter of ``cls``, with its default, choices and help."""
+    for spec in cls.specs():
+        if spec.type is bool:
+            group.add_argument(spec.flag, action="store_true", help=spec.help)
+            continue
+        default = f" (default: {spec.default})" if spec.default is not None else ""
+        group.add_argument(spec.flag, type=spec.type, default=spec.default, choices=spec.choices,
+                           metavar=None if spec.choices else spec.name.upper(),
+                           help=spec.help + default)
+
+
+def params_of(args, cls):
+    """The parameters of ``cls`` given on the command line (ParamError for a bad value)."""
+    return cls.from_dict(vars(args))
 
 
 def _load(name):
@@ -193,22 +187,14 @@ def _import_csv(a):
 
 
 def _run(a, dataset=None, encoder=None):
-    from .stages import cluster_and_merge, compute_embeddings, score_labels
+    from .stages import run_vlsr
 
+    embed, score, merge = (params_of(a, cls) for cls in (EmbedParams, ScoreParams, MergeParams))
     dataset = dataset or _load(a.dataset)
-    report = compute_embeddings(
-        dataset, a.label_field, a.key, a.model, prompt=a.prompt, batch_size=a.batch_size,
-        device=a.device, num_workers=a.workers, jpeg_draft=a.jpeg_draft, recompute=a.recompute,
-        encoder=encoder,
-        progress=_bar("embed"),
-    )
+    bars = {stage: _bar(stage) for stage in ("embed", "score", "cluster")}
+    report = run_vlsr(dataset, a.label_field, a.key, embed, score, merge, recompute=a.recompute,
+                      encoder=encoder, progress=lambda stage, f: bars[stage](f))
     print(report.summary())
-    score_labels(dataset, a.key, top_k=a.top_k, replace_margin=a.replace_margin, progress=_bar("score"))
-    cluster_and_merge(
-        dataset, a.key, eps=a.eps, min_samples=a.min_samples, min_cluster_size=a.min_cluster_size,
-        size_by=a.size_by, linkage=a.linkage, max_merge_distance=a.max_merge_distance,
-        progress=_bar("cluster"),
-    )
     _summary(dataset, a.key)
 
 

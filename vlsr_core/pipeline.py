@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .clustering import DEFAULT_BLOCK_ROWS, cluster_labels
-from .defaults import DEFAULT_EPS, DEFAULT_MIN_CLUSTER_SIZE, DEFAULT_MIN_SAMPLES, DEFAULT_TOP_K
+from .params import MergeParams, ScoreParams
 from .merging import merge_small_clusters, representatives
 from .similarity import pair_scores, top_k_labels
 
@@ -70,8 +70,9 @@ class ImageScores:
         similarity: per image, float32 ndarray of scores aligned with that image's labels;
             None for an image without a usable embedding.
         suggestions: per image, the top-k ``(label, score)`` of the whole vocabulary, best first.
-        replacements: per image, aligned with its labels: the vocabulary label that scores higher
-            by more than ``replace_margin``, or None; only when ``replace_margin`` was given.
+        replacements: per image, aligned with its labels: the best suggestion where it scores
+            higher than that label by more than ``replace_margin`` (the paper's auto-replace
+            rule), else None.
     """
 
     similarity: list
@@ -84,22 +85,8 @@ class SanitizeResult(LabelRefinement, ImageScores):
     """Everything :func:`sanitize` computes: a :class:`LabelRefinement` and :class:`ImageScores`."""
 
 
-def sanitize(
-    image_embeddings,
-    image_labels,
-    vocabulary,
-    vocabulary_embeddings,
-    *,
-    eps=DEFAULT_EPS,
-    min_samples=DEFAULT_MIN_SAMPLES,
-    min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE,
-    size_by="samples",
-    linkage="centroid",
-    max_merge_distance=None,
-    top_k=DEFAULT_TOP_K,
-    replace_margin=None,
-    block_rows=DEFAULT_BLOCK_ROWS,
-):
+def sanitize(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, score=None,
+             merge=None, *, block_rows=DEFAULT_BLOCK_ROWS, **overrides):
     """Run VLSR steps 2-7 on precomputed, L2-normalised CLIP embeddings.
 
     Args:
@@ -109,13 +96,10 @@ def sanitize(
         image_labels: list of n_images lists of label strings (empty for an unlabelled image).
         vocabulary: list of n_labels distinct strings, containing every label of ``image_labels``.
         vocabulary_embeddings: ndarray of shape (n_labels, dim).
-        eps, min_samples: DBSCAN on cosine distance (step 4), see :func:`cluster_labels`.
-        min_cluster_size, size_by, linkage, max_merge_distance: merging (step 5), see
-            :func:`merge_small_clusters`.
-        top_k: vocabulary labels suggested per image (step 3).
-        replace_margin: if set, report for each assigned label a vocabulary label that scores
-            more than this margin above it on that image (the paper's auto-replace rule).
+        score: :class:`~vlsr_core.params.ScoreParams` of steps 2-3 (default: the defaults).
+        merge: :class:`~vlsr_core.params.MergeParams` of steps 4-6 (default: the defaults).
         block_rows: rows per block in clustering.
+        **overrides: single parameters of either class, e.g. ``eps=0.1, top_k=3``.
 
     Returns:
         a :class:`SanitizeResult`.
@@ -125,63 +109,61 @@ def sanitize(
         >>> r.canonical["Helmets"], r.final_labels[1]
         ('helmet', 'helmet')
     """
-    scores = score_images(
-        image_embeddings, image_labels, vocabulary, vocabulary_embeddings,
-        top_k=top_k, replace_margin=replace_margin,
-    )
-    refined = refine_labels(
-        image_embeddings, image_labels, vocabulary, vocabulary_embeddings,
-        eps=eps, min_samples=min_samples, min_cluster_size=min_cluster_size, size_by=size_by,
-        linkage=linkage, max_merge_distance=max_merge_distance, block_rows=block_rows,
-    )
+    score_names = {s.name for s in ScoreParams.specs()}
+    scores = score_images(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, score,
+                          **{k: v for k, v in overrides.items() if k in score_names})
+    refined = refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, merge,
+                            block_rows=block_rows,
+                            **{k: v for k, v in overrides.items() if k not in score_names})
     return SanitizeResult(**vars(refined), **vars(scores))
 
 
-def score_images(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, *, top_k=DEFAULT_TOP_K,
-                 replace_margin=None, progress=None):
-    """Steps 2-3 alone: scores of the assigned labels and top-k suggestions (see :func:`sanitize`).
+def score_images(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, params=None, *,
+                 progress=None, **overrides):
+    """Steps 2-3 alone: scores of the assigned labels, top-k suggestions and, per assigned label,
+    the paper's auto-replace candidate (see :func:`sanitize`).
+
+    Args:
+        params: :class:`~vlsr_core.params.ScoreParams`; ``overrides`` replace single fields.
 
     Returns:
         an :class:`ImageScores`.
     """
+    params = ScoreParams.resolve(params, **overrides)
     image_embeddings, vocab_emb, vocabulary, labels_idx = _prepared(
         image_embeddings, image_labels, vocabulary, vocabulary_embeddings
     )
     valid = np.isfinite(image_embeddings).all(axis=1)
     similarity = _scores_per_image(image_embeddings, vocab_emb, labels_idx, valid)
     suggestions = [[] for _ in labels_idx]
-    top_idx, top_scores = top_k_labels(image_embeddings[valid], vocab_emb, top_k,
+    top_idx, top_scores = top_k_labels(image_embeddings[valid], vocab_emb, params.top_k,
                                        tie_rank=_string_rank(vocabulary), progress=progress)
     for row, i in enumerate(np.flatnonzero(valid)):
         suggestions[i] = [(vocabulary[j], float(s)) for j, s in zip(top_idx[row], top_scores[row])]
-    replacements = None
-    if replace_margin is not None:
-        replacements = [
-            _replacements(idx, sims, sugg, vocabulary, replace_margin)
-            for idx, sims, sugg in zip(labels_idx, similarity, suggestions)
-        ]
+    replacements = [
+        _replacements(idx, sims, sugg, vocabulary, params.replace_margin)
+        for idx, sims, sugg in zip(labels_idx, similarity, suggestions)
+    ]
     return ImageScores(similarity, suggestions, replacements)
 
 
-def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, *, eps=DEFAULT_EPS,
-                  min_samples=DEFAULT_MIN_SAMPLES, min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE, size_by="samples",
-                  linkage="centroid", max_merge_distance=None, block_rows=DEFAULT_BLOCK_ROWS,
-                  progress=None):
+def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, params=None, *,
+                  block_rows=DEFAULT_BLOCK_ROWS, progress=None, **overrides):
     """Steps 4-7 alone: clusters, label map and final labels (see :func:`sanitize`).
 
     The same as :func:`label_frequencies`, then :func:`build_label_map`, then
     :func:`final_labels`; call those three to process images in chunks. ``progress``, an optional
     callable taking the fraction done, follows the clustering (the long part).
 
+    Args:
+        params: :class:`~vlsr_core.params.MergeParams`; ``overrides`` replace single fields.
+
     Returns:
         a :class:`LabelRefinement`.
     """
     frequencies = label_frequencies(image_labels, vocabulary)
-    label_map = build_label_map(
-        vocabulary, vocabulary_embeddings, frequencies, eps=eps, min_samples=min_samples,
-        min_cluster_size=min_cluster_size, size_by=size_by, linkage=linkage,
-        max_merge_distance=max_merge_distance, block_rows=block_rows, progress=progress,
-    )
+    label_map = build_label_map(vocabulary, vocabulary_embeddings, frequencies, params,
+                                block_rows=block_rows, progress=progress, **overrides)
     final = final_labels(image_embeddings, image_labels, label_map, vocabulary_embeddings)
     return LabelRefinement(**vars(label_map), **vars(final))
 
@@ -201,21 +183,22 @@ def label_frequencies(image_labels, vocabulary):
     return frequencies
 
 
-def build_label_map(vocabulary, vocabulary_embeddings, frequencies, *, eps=DEFAULT_EPS,
-                    min_samples=DEFAULT_MIN_SAMPLES, min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE,
-                    size_by="samples", linkage="centroid", max_merge_distance=None,
-                    block_rows=DEFAULT_BLOCK_ROWS, progress=None):
+def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None, *,
+                    block_rows=DEFAULT_BLOCK_ROWS, progress=None, **overrides):
     """Steps 4-6: cluster the vocabulary, merge small clusters, pick each cluster's label.
 
     Args:
         vocabulary: list of n_labels distinct strings.
         vocabulary_embeddings: ndarray of shape (n_labels, dim), L2-normalised.
         frequencies: int ndarray of shape (n_labels,), from :func:`label_frequencies`.
-        others: see :func:`sanitize`; ``progress`` gets the fraction done, 1.0 at the end.
+        params: :class:`~vlsr_core.params.MergeParams`; ``overrides`` replace single fields.
+        block_rows: rows per block in clustering (memory, not results).
+        progress: optional callable taking the fraction done, 1.0 at the end.
 
     Returns:
         a :class:`LabelMap`.
     """
+    params = MergeParams.resolve(params, **overrides)
     vocabulary = list(vocabulary)
     vocab_emb = np.asarray(vocabulary_embeddings, dtype=np.float32)
     frequencies = np.asarray(frequencies, dtype=np.int64)
@@ -229,11 +212,12 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, *, eps=DEFAU
     back = np.argsort(order, kind="stable")
     sorted_vocabulary = [vocabulary[i] for i in order]
     sorted_emb, sorted_freq = vocab_emb[order], frequencies[order]
-    dbscan = cluster_labels(sorted_emb, eps=eps, min_samples=min_samples, block_rows=block_rows,
-                            progress=lambda f: report(0.9 * f))
+    dbscan = cluster_labels(sorted_emb, eps=params.eps, min_samples=params.min_samples,
+                            block_rows=block_rows, progress=lambda f: report(0.9 * f))
     clusters = merge_small_clusters(
-        sorted_emb, dbscan, sorted_freq, min_cluster_size, vocabulary=sorted_vocabulary,
-        size_by=size_by, linkage=linkage, max_merge_distance=max_merge_distance,
+        sorted_emb, dbscan, sorted_freq, params.min_cluster_size, vocabulary=sorted_vocabulary,
+        size_by=params.size_by, linkage=params.linkage,
+        max_merge_distance=params.max_merge_distance,
     )
     reps = representatives(sorted_vocabulary, sorted_emb, clusters, sorted_freq)
     report(1.0)

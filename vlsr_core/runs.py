@@ -12,14 +12,7 @@ import eta.core.serial as etas
 import fiftyone.core.runs as fors
 import numpy as np
 
-from .defaults import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_EPS,
-    DEFAULT_MIN_CLUSTER_SIZE,
-    DEFAULT_MIN_SAMPLES,
-    DEFAULT_MODEL,
-    DEFAULT_TOP_K,
-)
+from .params import PARAM_CLASSES
 
 # Field name suffixes, appended to the run key ("vlsr" -> "vlsr_embedding", ...).
 SAMPLE_FIELDS = {
@@ -41,57 +34,38 @@ LABEL_ATTRIBUTES = {
 class VLSRRunConfig(fors.RunConfig):
     """Every parameter of a VLSR run, JSON-serialisable, stored with the run record.
 
+    The recorded fields of :class:`~vlsr_core.params.EmbedParams`, :class:`ScoreParams` and
+    :class:`MergeParams` are attributes of the config (flat, as stored by every version), read back
+    with :meth:`params`.
+
     Args:
         label_field: the input label field.
-        model: CLIP hub id or local directory.
-        prompt: optional text template for labels, e.g. ``"a photo of a {}"``.
-        batch_size: images per forward pass.
-        jpeg_draft: JPEGs decoded at reduced scale (see :class:`CLIPEncoder`).
-        eps, min_samples: DBSCAN on cosine distance.
-        min_cluster_size, size_by, linkage, max_merge_distance: small-cluster merging.
-        top_k: vocabulary suggestions per image.
-        replace_margin: margin of the auto-replace rule (None: off).
         created_fields, created_views: what the run created, recorded before it was created, so
             that deleting the run removes nothing else. None for runs made before vlsr kept
             this record: every existing output of the run then counts as its own.
+        **kwargs: parameter values (defaults: the parameter classes') and FiftyOne's own keys.
     """
 
-    def __init__(
-        self,
-        label_field=None,
-        model=DEFAULT_MODEL,
-        prompt=None,
-        batch_size=DEFAULT_BATCH_SIZE,
-        jpeg_draft=False,
-        eps=DEFAULT_EPS,
-        min_samples=DEFAULT_MIN_SAMPLES,
-        min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE,
-        size_by="samples",
-        linkage="centroid",
-        max_merge_distance=None,
-        top_k=DEFAULT_TOP_K,
-        replace_margin=None,
-        created_fields=None,
-        created_views=None,
-        **kwargs,
-    ):
+    def __init__(self, label_field=None, created_fields=None, created_views=None, **kwargs):
         kwargs.setdefault("method", "vlsr")
+        for cls in PARAM_CLASSES:
+            for spec in cls.specs():
+                if spec.recorded:
+                    kwargs.setdefault(spec.name, spec.default)
         super().__init__(**kwargs)
         self.label_field = label_field
-        self.model = model
-        self.prompt = prompt
-        self.batch_size = batch_size
-        self.jpeg_draft = jpeg_draft
-        self.eps = eps
-        self.min_samples = min_samples
-        self.min_cluster_size = min_cluster_size
-        self.size_by = size_by
-        self.linkage = linkage
-        self.max_merge_distance = max_merge_distance
-        self.top_k = top_k
-        self.replace_margin = replace_margin
         self.created_fields = created_fields
         self.created_views = created_views
+
+    def params(self, cls, **overrides):
+        """The run's recorded parameters of class ``cls`` (e.g. :class:`MergeParams`), with
+        ``overrides`` (execution details such as the device) on top."""
+        return cls.from_dict(vars(self), **overrides)
+
+    def record(self, params):
+        """Store the recorded fields of a parameter object."""
+        for name, value in params.to_dict().items():
+            setattr(self, name, value)
 
 
 class VLSRRun(fors.Run):

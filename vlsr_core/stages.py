@@ -18,15 +18,8 @@ import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
-from .defaults import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_EPS,
-    DEFAULT_KEY,
-    DEFAULT_MIN_CLUSTER_SIZE,
-    DEFAULT_MIN_SAMPLES,
-    DEFAULT_MODEL,
-    DEFAULT_TOP_K,
-)
+from .defaults import DEFAULT_KEY
+from .params import PARAM_CLASSES, EmbedParams, MergeParams, ParamError, ScoreParams
 from . import chunks
 from .chunks import iter_chunks, sample_ids
 from .labels import (
@@ -55,8 +48,6 @@ logger = logging.getLogger(__name__)
 WRITE_EVERY = 1024
 # The reason recorded for an image whose embedding came out NaN or infinite.
 NON_FINITE = "the model returned a non-finite embedding (NaN or inf)"
-# Labels scoring below this quantile of all label scores are "low" in the review views.
-LOW_SIMILARITY_QUANTILE = 0.1
 
 
 class VLSRError(ValueError):
@@ -95,36 +86,23 @@ class ScoreReport:
         )
 
 
-def compute_embeddings(
-    samples,
-    label_field,
-    key=DEFAULT_KEY,
-    model=DEFAULT_MODEL,
-    *,
-    prompt=None,
-    batch_size=DEFAULT_BATCH_SIZE,
-    device=None,
-    num_workers=None,
-    jpeg_draft=False,
-    recompute=False,
-    encoder=None,
-    images=True,
-    progress=None,
-):
+def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, recompute=False,
+                       encoder=None, images=True, progress=None, **overrides):
     """Embed the distinct labels of ``label_field`` into the run record, then the images.
 
     Images that already have an embedding from the same model (prompt and JPEG decoding) are
-    skipped unless ``recompute``, so an interrupted run resumes where it stopped. Unreadable images are skipped
-    and their reason written to ``{key}_error`` (see :func:`unreadable_images`).
+    skipped unless ``recompute``, so an interrupted run resumes where it stopped. Unreadable
+    images are skipped and their reason written to ``{key}_error`` (see :func:`unreadable_images`).
 
     Args:
         samples: a FiftyOne dataset or view of images.
         label_field: a Classification, Classifications or Detections field.
         key: the run key; fields are named ``{key}_...``.
-        model, prompt, batch_size, device, num_workers, jpeg_draft: see :class:`CLIPEncoder`.
+        params: :class:`~vlsr_core.params.EmbedParams` (default: the defaults); ``overrides``
+            replace single fields, e.g. ``model="./clip", device="cpu"``.
         recompute: embed every image again.
         encoder: an already loaded :class:`CLIPEncoder`; its model, prompt, batch size and
-            ``jpeg_draft`` are used instead of the arguments of the same names.
+            ``jpeg_draft`` are used instead of the parameters of the same names.
         images: False embeds the labels only and leaves the images to :func:`embed_images`
             (e.g. in shards run by several workers).
         progress: optional callable taking the fraction done.
@@ -132,10 +110,11 @@ def compute_embeddings(
     Returns:
         an :class:`EmbeddingReport`.
     """
+    params = EmbedParams.resolve(params, **overrides)
     _check_collection(samples)
     path = _label_path(samples, label_field)
     _check_outputs(samples, key, label_field)
-    encoder = encoder or _encoder(model, prompt, batch_size, device, num_workers, jpeg_draft)
+    encoder = encoder or _encoder(params)
     dataset = samples._dataset
     config, results = _load_or_init(dataset, key, label_field)
     fields = sample_fields(key)
@@ -169,10 +148,11 @@ def compute_embeddings(
     return report
 
 
-def embed_images(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None, device=None,
+def embed_images(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None, device="auto",
                  num_workers=None, progress=None):
     """Embed the images of ``samples`` for an existing run, with the run's model, prompt and
-    JPEG decoding (an ``encoder`` given must match them: mixed embeddings are not comparable).
+    JPEG decoding (an ``encoder`` given must match them: mixed embeddings are not comparable),
+    on ``device`` with ``num_workers`` decoding processes (see :class:`EmbedParams`).
 
     The image half of :func:`compute_embeddings`; it writes sample fields only, so several
     processes may run it at once on disjoint views of one dataset (one shard each).
@@ -187,8 +167,7 @@ def embed_images(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None, dev
     config = dataset.get_run_info(key).config
     _check_outputs(samples, key, config.label_field)
     if encoder is None:
-        encoder = _encoder(config.model, config.prompt, config.batch_size, device, num_workers,
-                           config.jpeg_draft)
+        encoder = _encoder(config.params(EmbedParams, device=device, num_workers=num_workers))
     elif (encoder.model_name, encoder.prompt, encoder.jpeg_draft) != (
         config.model, config.prompt, config.jpeg_draft
     ):
@@ -239,15 +218,15 @@ def unreadable_images(samples, key=DEFAULT_KEY):
     return list(zip(*samples.exists(error).values(["id", "filepath", error])))
 
 
-def _encoder(model, prompt, batch_size, device, num_workers, jpeg_draft):
+def _encoder(params):
     from .encoder import CLIPEncoder
 
-    return CLIPEncoder(model, device=device, batch_size=batch_size, num_workers=num_workers,
-                       prompt=prompt, jpeg_draft=jpeg_draft)
+    return CLIPEncoder(params.model, device=None if params.device == "auto" else params.device,
+                       batch_size=params.batch_size, num_workers=params.num_workers,
+                       prompt=params.prompt, jpeg_draft=params.jpeg_draft)
 
 
-def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
-                 low_quantile=LOW_SIMILARITY_QUANTILE, progress=None):
+def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **overrides):
     """Score every label against its image and suggest the top-k vocabulary labels (steps 2-3).
 
     Writes ``{key}_similarity`` on each label of the run's label field, ``{key}_suggestions``,
@@ -258,10 +237,9 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
     Args:
         samples: the dataset or view to score (the vocabulary is that of these samples).
         key: the run key used by :func:`compute_embeddings`.
-        top_k: suggestions per sample (default: the run's, 5).
-        replace_margin: a suggestion must beat the best assigned label by more than this to count
-            as a better label (default: the run's, else 0).
-        low_quantile: labels below this quantile of all scores are "low" in the review views.
+        params: :class:`~vlsr_core.params.ScoreParams` (default: the defaults, whatever the run
+            used before; the App's form offers those); ``overrides`` replace single fields,
+            e.g. ``top_k=3``.
         progress: optional callable taking the fraction done.
 
     Returns:
@@ -269,9 +247,8 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
     """
     run = _open_run(samples, key)
     config = run.config
-    config.top_k = config.top_k if top_k is None else top_k
-    config.replace_margin = replace_margin if replace_margin is not None else config.replace_margin
-    margin = config.replace_margin or 0.0
+    params = ScoreParams.resolve(params, **overrides)
+    config.record(params)
     attrs, fields = label_attributes(key), sample_fields(key)
     _create_outputs(run.dataset, key, config, {
         f"{run.path}.{attrs['similarity']}": run.add_field(fo.FloatField),
@@ -287,7 +264,7 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
     index = {l: i for i, l in enumerate(run.vocabulary)}
     for ids, label_ids, raw, images in run.read_chunks(samples):
         sets = label_sets(raw)
-        scores = score_images(images, sets, run.vocabulary, run.vocab_emb, top_k=config.top_k)
+        scores = score_images(images, sets, run.vocabulary, run.vocab_emb, params)
         set_label_attribute(samples, run.path, attrs["similarity"], ids, label_ids, [
             _per_label(labels, dict(zip(s, sims.tolist())) if sims is not None else {})
             for labels, s, sims in zip(raw, sets, scores.similarity)
@@ -321,7 +298,7 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
 
     all_scores = np.concatenate(all_scores or [np.zeros(0, np.float32)])
     report.n_scores = int(all_scores.size)
-    low = float(np.quantile(all_scores, low_quantile)) if all_scores.size else 0.0
+    low = float(np.quantile(all_scores, params.low_quantile)) if all_scores.size else 0.0
     report.low_similarity_threshold = config.low_similarity_threshold = low
     run.dataset.update_run_config(key, config)
     weak = sorted(l for l, b in zip(run.vocabulary, best) if np.isfinite(b) and b < low)
@@ -329,7 +306,8 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
     label_sim = F(attrs["similarity"])
     _save_view(run, views["low_similarity"],
                samples.filter_labels(config.label_field, (label_sim != None) & (label_sim < low)),
-               f"labels scoring below {low:.3f}, the {low_quantile:.0%} quantile of run {key!r}")
+               f"labels scoring below {low:.3f}, the {params.low_quantile:.0%} quantile of run {key!r}")
+    margin = params.replace_margin
     _save_view(run, views["better_label"], samples.match(F(fields["best_gap"]) > margin),
                f"samples where a vocabulary label beats every assigned label by > {margin}")
     _save_view(run, views["weak_labels"],
@@ -340,18 +318,7 @@ def score_labels(samples, key=DEFAULT_KEY, *, top_k=None, replace_margin=None,
     return report
 
 
-def cluster_and_merge(
-    samples,
-    key=DEFAULT_KEY,
-    *,
-    eps=DEFAULT_EPS,
-    min_samples=DEFAULT_MIN_SAMPLES,
-    min_cluster_size=DEFAULT_MIN_CLUSTER_SIZE,
-    size_by="samples",
-    linkage="centroid",
-    max_merge_distance=None,
-    progress=None,
-):
+def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, **overrides):
     """Cluster the vocabulary, merge small clusters, pick canonical and final labels (steps 4-7).
 
     Writes ``{key}_canonical`` and ``{key}_cluster`` on each label of the run's label field,
@@ -362,21 +329,20 @@ def cluster_and_merge(
     Args:
         samples: the dataset or view (its labels are the vocabulary).
         key: the run key used by :func:`compute_embeddings`.
-        eps, min_samples, min_cluster_size, size_by, linkage, max_merge_distance: see
-            :func:`sanitize`.
+        params: :class:`~vlsr_core.params.MergeParams` (default: the defaults, whatever the run
+            used before; the App's form offers those); ``overrides`` replace single fields,
+            e.g. ``eps=0.1``.
         progress: optional callable taking the fraction done.
 
     Returns:
         the :class:`LabelMap` computed.
     """
     run = _open_run(samples, key)
-    params = dict(eps=eps, min_samples=min_samples, min_cluster_size=min_cluster_size,
-                  size_by=size_by, linkage=linkage, max_merge_distance=max_merge_distance)
+    params = MergeParams.resolve(params, **overrides)
     report = progress or (lambda fraction: None)
-    label_map = build_label_map(run.vocabulary, run.vocab_emb, run.frequencies,
-                                progress=lambda f: report(0.5 * f), **params)
-    for name, value in params.items():
-        setattr(run.config, name, value)
+    label_map = build_label_map(run.vocabulary, run.vocab_emb, run.frequencies, params,
+                                progress=lambda f: report(0.5 * f))
+    run.config.record(params)
     run.dataset.update_run_config(key, run.config)
 
     attrs, fields = label_attributes(key), sample_fields(key)
@@ -431,24 +397,30 @@ def cluster_and_merge(
     return label_map
 
 
-def run_vlsr(samples, label_field, key=DEFAULT_KEY, model=DEFAULT_MODEL, *, prompt=None,
-             batch_size=DEFAULT_BATCH_SIZE, device=None, num_workers=None, jpeg_draft=False,
-             recompute=False, encoder=None, top_k=DEFAULT_TOP_K, replace_margin=None, progress=None,
-             **cluster_params):
+def run_vlsr(samples, label_field, key=DEFAULT_KEY, embed=None, score=None, merge=None, *,
+             recompute=False, encoder=None, progress=None, **overrides):
     """All three stages: embed, score, cluster and merge. Returns the :class:`EmbeddingReport`.
 
-    ``progress`` is called as ``progress(stage_name, fraction)``; ``cluster_params`` go to
-    :func:`cluster_and_merge`.
+    Args:
+        embed, score, merge: the parameters of each stage (:class:`EmbedParams`,
+            :class:`ScoreParams`, :class:`MergeParams`); ``overrides`` replace single fields of
+            any of them, e.g. ``model="./clip", top_k=3, eps=0.1``.
+        progress: called as ``progress(stage_name, fraction)`` with stage names ``embed``,
+            ``score`` and ``cluster``.
+        others: see :func:`compute_embeddings`.
     """
     progress = progress or (lambda stage, fraction: None)
-    report = compute_embeddings(
-        samples, label_field, key, model, prompt=prompt, batch_size=batch_size, device=device,
-        num_workers=num_workers, jpeg_draft=jpeg_draft, recompute=recompute, encoder=encoder,
-        progress=lambda f: progress("embed", f),
+    embed, score, merge = (
+        cls.resolve(given, **{k: v for k, v in overrides.items() if k in cls.names()})
+        for cls, given in ((EmbedParams, embed), (ScoreParams, score), (MergeParams, merge))
     )
-    score_labels(samples, key, top_k=top_k, replace_margin=replace_margin,
-                 progress=lambda f: progress("score", f))
-    cluster_and_merge(samples, key, progress=lambda f: progress("cluster", f), **cluster_params)
+    unknown = set(overrides) - {n for cls in PARAM_CLASSES for n in cls.names()}
+    if unknown:
+        raise ParamError(sorted(unknown)[0], f"unknown parameter(s) {sorted(unknown)}")
+    report = compute_embeddings(samples, label_field, key, embed, recompute=recompute,
+                                encoder=encoder, progress=lambda f: progress("embed", f))
+    score_labels(samples, key, score, progress=lambda f: progress("score", f))
+    cluster_and_merge(samples, key, merge, progress=lambda f: progress("cluster", f))
     return report
 
 

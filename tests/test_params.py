@@ -1,0 +1,175 @@
+"""The run parameters: declared once, checked with clear messages, and offered identically by the
+CLI and the App forms."""
+
+import argparse
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from fiftyone.operators.executor import ExecutionContext
+from fiftyone.operators.registry import OperatorRegistry
+
+from vlsr_core.cli import _parser
+from vlsr_core.params import PARAM_CLASSES, EmbedParams, MergeParams, ParamError, ScoreParams
+from vlsr_core.runs import VLSRRunConfig
+
+FORMS = {"compute_embeddings": EmbedParams, "score_labels": ScoreParams,
+         "cluster_and_merge": MergeParams}
+
+
+@pytest.mark.parametrize("cls, values, words", [
+    (MergeParams, dict(eps=0), "eps must be > 0"),
+    (MergeParams, dict(eps=-0.1), "eps must be > 0"),
+    (MergeParams, dict(eps=math.nan), "eps must be a finite number"),
+    (MergeParams, dict(eps=3.0), "eps must be <= 2"),
+    (MergeParams, dict(min_samples=0), "min_samples must be >= 1"),
+    (MergeParams, dict(min_samples=1.5), "min_samples must be int"),
+    (MergeParams, dict(max_merge_distance=-0.5), "max_merge_distance must be >= 0"),
+    (MergeParams, dict(size_by="images"), "size_by must be one of samples, labels"),
+    (MergeParams, dict(linkage="single"), "linkage must be one of centroid, representative"),
+    (ScoreParams, dict(top_k=0), "top_k must be >= 1"),
+    (ScoreParams, dict(replace_margin=math.nan), "replace_margin must be a finite number"),
+    (ScoreParams, dict(replace_margin=None), "replace_margin must be given"),
+    (ScoreParams, dict(low_quantile=1.0), "low_quantile must be < 1"),
+    (EmbedParams, dict(batch_size=0), "batch_size must be >= 1"),
+    (EmbedParams, dict(num_workers=-1), "num_workers must be >= 0"),
+    (EmbedParams, dict(prompt="a photo of a"), "exactly one {}"),
+    (EmbedParams, dict(prompt="a photo of a {x}"), "exactly one {}"),
+    (EmbedParams, dict(prompt="{} and {}"), "exactly one {}"),
+    (EmbedParams, dict(model="  "), "model must name"),
+    (EmbedParams, dict(device="bogus"), "not a torch device name"),
+    (EmbedParams, dict(jpeg_draft="yes"), "jpeg_draft must be bool"),
+])
+def test_bad_values_are_refused_with_the_parameter_named(cls, values, words):
+    with pytest.raises(ParamError, match=words) as e:
+        cls(**values)
+    assert e.value.name == next(iter(values))
+
+
+def test_a_cuda_device_on_a_machine_without_one_is_refused():
+    import torch
+
+    if torch.cuda.is_available():
+        assert EmbedParams(device="cuda").device == "cuda"
+        with pytest.raises(ParamError, match="CUDA GPU"):
+            EmbedParams(device=f"cuda:{torch.cuda.device_count()}")
+    else:
+        with pytest.raises(ParamError, match="no CUDA GPU"):
+            EmbedParams(device="cuda")
+
+
+def test_good_values_numpy_numbers_and_dict_round_trip():
+    p = MergeParams(eps=np.float32(0.25), min_samples=np.int64(3), max_merge_distance=1)
+    assert (type(p.eps), type(p.min_samples), type(p.max_merge_distance)) == (float, int, float)
+    assert MergeParams.from_dict(p.to_dict()) == p
+    assert EmbedParams(prompt="a photo of a {}").prompt == "a photo of a {}"
+    assert "device" not in EmbedParams().to_dict()  # an execution detail, not recorded
+    with pytest.raises(ParamError, match="unknown parameter"):
+        MergeParams.resolve(None, epsilon=0.1)
+
+
+def test_the_run_config_stores_and_returns_every_recorded_parameter():
+    config = VLSRRunConfig(label_field="gt")
+    for cls in PARAM_CLASSES:
+        assert config.params(cls) == cls()
+    config.record(MergeParams(eps=0.2, size_by="labels"))
+    again = VLSRRunConfig.from_dict(config.serialize())
+    assert again.params(MergeParams) == MergeParams(eps=0.2, size_by="labels")
+    # a config of an earlier version: replace_margin None meant 0, low_quantile absent
+    old = VLSRRunConfig.from_dict({**config.serialize(), "replace_margin": None})
+    del old.low_quantile
+    assert old.params(ScoreParams) == ScoreParams()
+
+
+def test_every_cli_flag_is_a_parameter_and_every_parameter_a_flag():
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    run = sub.choices["run"]
+    actions = {a.dest: a for a in run._actions}
+    offered = set(actions) - {"help", "dataset", "label_field", "key", "recompute", "func"}
+    assert offered == {s.name for cls in PARAM_CLASSES for s in cls.specs()}
+    for cls in PARAM_CLASSES:
+        for spec in cls.specs():
+            action = actions[spec.name]
+            assert action.option_strings == [spec.flag]
+            assert action.default == spec.default
+            assert (tuple(action.choices) if action.choices else None) == spec.choices
+            assert spec.help in action.help
+            if spec.type is not bool:
+                assert action.type is spec.type
+
+
+def test_a_bad_parameter_on_the_cli_is_one_line_and_exit_2_before_any_work(dataset):
+    dataset.persistent = True
+    for flags, words in ((["--eps", "0"], "eps must be > 0"),
+                         (["--prompt", "a photo"], "exactly one {}"),
+                         (["--device", "bogus"], "not a torch device"),
+                         (["--eps", "nan"], "finite")):
+        done = subprocess.run([sys.executable, "-m", "vlsr_core.cli", "run", "--dataset", dataset.name,
+                               "--label-field", "gt", *flags], capture_output=True, text=True,
+                              timeout=300)
+        lines = [l for l in done.stderr.splitlines() if l.strip()]
+        assert done.returncode == 2 and len(lines) == 1 and words in lines[0], done.stderr
+    assert dataset.list_runs() == []
+
+
+@pytest.fixture
+def labelled(dataset, tmp_path):
+    import fiftyone as fo
+
+    dataset.add_sample(fo.Sample(filepath=str(tmp_path / "a.png"), gt=fo.Classifications(
+        classifications=[fo.Classification(label="bolt")])))
+    return dataset
+
+
+def form(name, dataset, **params):
+    ctx = ExecutionContext(request_params=dict(dataset_name=dataset.name, params=params))
+    return OperatorRegistry().get_operator("@vlsr/vlsr/" + name).resolve_input(ctx).to_json()
+
+
+def _register_run(dataset):
+    config = VLSRRunConfig(label_field="gt", created_fields=[], created_views=[])
+    dataset.register_run("vlsr", config)
+
+
+@pytest.mark.parametrize("name", sorted(FORMS))
+def test_every_form_offers_exactly_its_parameters_with_their_defaults_and_choices(labelled, name):
+    cls = FORMS[name]
+    if name != "compute_embeddings":
+        _register_run(labelled)
+    props = form(name, labelled)["type"]["properties"]
+    params = {p: v for p, v in props.items() if p not in (
+        "view_target", "label_field", "key", "recompute", "num_shards")}
+    assert set(params) == set(cls.names())
+    for spec in cls.specs():
+        prop = params[spec.name]
+        assert prop["default"] == spec.default, spec.name
+        assert prop["view"]["description"] == spec.help
+        if spec.choices:
+            assert tuple(prop["type"]["values"]) == spec.choices
+        if spec.low is not None:
+            assert prop["type"]["min"] == spec.low
+
+
+def test_a_form_marks_a_bad_value_with_the_engines_message(labelled):
+    _register_run(labelled)
+    props = form("cluster_and_merge", labelled, eps=0, min_samples=2)["type"]["properties"]
+    assert props["eps"]["invalid"] and props["eps"]["error_message"] == "eps must be > 0, got 0.0"
+    assert not props["min_samples"]["invalid"]
+    props = form("compute_embeddings", labelled, prompt="a photo")["type"]["properties"]
+    assert props["prompt"]["invalid"] and "exactly one {}" in props["prompt"]["error_message"]
+
+
+def test_forms_default_to_the_values_the_run_last_used(labelled):
+    _register_run(labelled)
+    config = labelled.get_run_info("vlsr").config
+    config.record(MergeParams(eps=0.12, linkage="representative"))
+    config.record(ScoreParams(top_k=7))
+    config.record(EmbedParams(model="/models/clip", batch_size=8))
+    labelled.update_run_config("vlsr", config)
+    merge = form("cluster_and_merge", labelled)["type"]["properties"]
+    assert (merge["eps"]["default"], merge["linkage"]["default"]) == (0.12, "representative")
+    assert form("score_labels", labelled)["type"]["properties"]["top_k"]["default"] == 7
+    embed = form("compute_embeddings", labelled, key="vlsr", label_field="gt")["type"]["properties"]
+    assert (embed["model"]["default"], embed["batch_size"]["default"]) == ("/models/clip", 8)

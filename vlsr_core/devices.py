@@ -1,0 +1,24 @@
+"""Which torch devices exist on this machine, checked before any model is loaded."""
+
+
+def device_problem(device):
+    """Why ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ...) cannot be used here,
+    or None."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        return f"device {device!r} is not a torch device name (cpu, cuda, cuda:1, mps, ...)"
+    if dev.type == "cpu":
+        return None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return f"device {device!r}: this machine has no CUDA GPU (torch {torch.__version__})"
+        if dev.index is not None and dev.index >= count:
+            return f"device {device!r}: this machine has {count} CUDA GPU(s), numbered from 0"
+        return None
+    if dev.type == "mps":
+        return None if torch.backends.mps.is_available() else f"device {device!r}: MPS is not available here"
+    return f"device {device!r}: vlsr runs on cpu, cuda or mps"
