@@ -73,11 +73,18 @@ class ImageScores:
         replacements: per image, aligned with its labels: the best suggestion where it scores
             higher than that label by more than ``replace_margin`` (the paper's auto-replace
             rule), else None.
+        min_similarity: per image, the lowest score of its labels (None: no score).
+        best_gap: per image, the best suggestion's score minus the best assigned label's: above
+            0, a better label exists; exactly 0 when the best suggestion is assigned or is a
+            twin (same embedding) of an assigned label, as exact scores tie exactly; None
+            without a score.
     """
 
     similarity: list
     suggestions: list
     replacements: list
+    min_similarity: list
+    best_gap: list
 
 
 @dataclass
@@ -144,7 +151,51 @@ def score_images(image_embeddings, image_labels, vocabulary, vocabulary_embeddin
         _replacements(idx, sims, sugg, vocabulary, params.replace_margin)
         for idx, sims, sugg in zip(labels_idx, similarity, suggestions)
     ]
-    return ImageScores(similarity, suggestions, replacements)
+    scored = [sims is not None and len(sims) > 0 for sims in similarity]
+    min_similarity = [float(sims.min()) if ok else None for sims, ok in zip(similarity, scored)]
+    best_gap = [
+        (0.0 if sugg[0][0] in labels else sugg[0][1] - float(sims.max())) if ok and sugg else None
+        for labels, sims, sugg, ok in zip(image_labels, similarity, suggestions, scored)
+    ]
+    return ImageScores(similarity, suggestions, replacements, min_similarity, best_gap)
+
+
+class ScoreTally:
+    """Every label score of a collection, added a chunk of images at a time (4 bytes a score),
+    and each vocabulary label's best score: what the review thresholds come from.
+
+    Example:
+        >>> tally = ScoreTally(vocabulary)
+        >>> for chunk in chunks: tally.add(chunk_labels, score_images(...).similarity)
+        >>> low = tally.threshold(0.1); tally.weak_labels(low)
+    """
+
+    def __init__(self, vocabulary):
+        self.vocabulary = list(vocabulary)
+        self._index = {label: i for i, label in enumerate(self.vocabulary)}
+        self._scores = []
+        self._best = np.full(len(self.vocabulary), -np.inf)
+
+    def add(self, image_labels, similarity):
+        """Scores of a chunk: per image its labels and their scores (None: not scored)."""
+        scored = [(labels, s) for labels, s in zip(image_labels, similarity) if s is not None and len(s)]
+        if scored:
+            scores = np.concatenate([s for _, s in scored])
+            self._scores.append(scores)
+            np.maximum.at(self._best, [self._index[l] for labels, _ in scored for l in labels], scores)
+
+    @property
+    def n_scores(self):
+        return sum(s.size for s in self._scores)
+
+    def threshold(self, quantile):
+        """The ``quantile`` of all scores (0.0 when there are none): below it a label is low."""
+        scores = np.concatenate(self._scores) if self._scores else np.zeros(0, np.float32)
+        return float(np.quantile(scores, quantile)) if scores.size else 0.0
+
+    def weak_labels(self, threshold):
+        """The labels scoring below ``threshold`` on every image they are on, sorted."""
+        return sorted(l for l, b in zip(self.vocabulary, self._best) if np.isfinite(b) and b < threshold)
 
 
 def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, params=None, *,

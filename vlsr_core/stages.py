@@ -32,7 +32,7 @@ from .labels import (
     set_label_attribute,
     usable,
 )
-from .pipeline import build_label_map, final_labels, score_images
+from .pipeline import ScoreTally, build_label_map, final_labels, score_images
 from .runs import (
     VLSRResults,
     VLSRRunConfig,
@@ -259,36 +259,25 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
     })
 
     report = ScoreReport()
-    all_scores = []  # every label's score, 4 bytes a label: for the low-similarity quantile
-    best = np.full(len(run.vocabulary), -np.inf)  # each label's best score over its images
-    index = {l: i for i, l in enumerate(run.vocabulary)}
-    for ids, label_ids, raw, images in run.read_chunks(samples):
-        sets = label_sets(raw)
-        scores = score_images(images, sets, run.vocabulary, run.vocab_emb, params)
-        set_label_attribute(samples, run.path, attrs["similarity"], ids, label_ids, [
-            _per_label(labels, dict(zip(s, sims.tolist())) if sims is not None else {})
-            for labels, s, sims in zip(raw, sets, scores.similarity)
+    tally = ScoreTally(run.vocabulary)
+    for chunk in run.read_chunks(samples):
+        scores = score_images(chunk.images, chunk.sets, run.vocabulary, run.vocab_emb, params)
+        run.write_label_values(samples, chunk, attrs["similarity"], [
+            dict(zip(labels, sims.tolist())) if sims is not None else {}
+            for labels, sims in zip(chunk.sets, scores.similarity)
         ])
-        samples.set_values(fields["suggestions"], {
-            i: fo.Classifications(classifications=[
-                fo.Classification(label=l, confidence=c) for l, c in sugg]) if sugg else None
-            for i, sugg in zip(ids, scores.suggestions)
-        }, key_field="id")
-        samples.set_values(fields["min_similarity"], {
-            i: float(s.min()) if s is not None and len(s) else None
-            for i, s in zip(ids, scores.similarity)
-        }, key_field="id")
-        samples.set_values(fields["best_gap"], {
-            i: _best_gap(labels, s, sugg)
-            for i, labels, s, sugg in zip(ids, sets, scores.similarity, scores.suggestions)
-        }, key_field="id")
-        scored = [(labels, sims) for labels, sims in zip(sets, scores.similarity) if sims is not None]
-        report.n_samples += len(scored)
-        report.n_unscored += len(ids) - len(scored)
-        if scored:
-            chunk_scores = np.concatenate([sims for _, sims in scored])
-            all_scores.append(chunk_scores)
-            np.maximum.at(best, [index[l] for labels, _ in scored for l in labels], chunk_scores)
+        run.write_sample_values(samples, chunk, {
+            fields["suggestions"]: [
+                fo.Classifications(classifications=[
+                    fo.Classification(label=l, confidence=c) for l, c in sugg]) if sugg else None
+                for sugg in scores.suggestions],
+            fields["min_similarity"]: scores.min_similarity,
+            fields["best_gap"]: scores.best_gap,
+        })
+        tally.add(chunk.sets, scores.similarity)
+        n_scored = sum(s is not None for s in scores.similarity)
+        report.n_samples += n_scored
+        report.n_unscored += len(chunk.ids) - n_scored
         if progress is not None:
             progress(min(0.99, (report.n_samples + report.n_unscored) / len(run.ids)))
 
@@ -296,12 +285,11 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
     for name in (fields["min_similarity"], fields["best_gap"], f"{run.path}.{attrs['similarity']}"):
         run.dataset.create_index(name)
 
-    all_scores = np.concatenate(all_scores or [np.zeros(0, np.float32)])
-    report.n_scores = int(all_scores.size)
-    low = float(np.quantile(all_scores, params.low_quantile)) if all_scores.size else 0.0
+    report.n_scores = tally.n_scores
+    low = tally.threshold(params.low_quantile)
     report.low_similarity_threshold = config.low_similarity_threshold = low
     run.dataset.update_run_config(key, config)
-    weak = sorted(l for l, b in zip(run.vocabulary, best) if np.isfinite(b) and b < low)
+    weak = tally.weak_labels(low)
     views = saved_view_names(key)
     label_sim = F(attrs["similarity"])
     _save_view(run, views["low_similarity"],
@@ -356,24 +344,22 @@ def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, *
     })
     canonical, cluster = label_map.canonical, label_map.cluster
     done = 0
-    for ids, label_ids, raw, images in run.read_chunks(samples):
-        final = final_labels(images, label_sets(raw), label_map, run.vocab_emb)
-        set_label_attribute(samples, run.path, attrs["canonical"], ids, label_ids,
-                            [_per_label(l, canonical) for l in raw])
-        set_label_attribute(samples, run.path, attrs["cluster"], ids, label_ids,
-                            [_per_label(l, cluster) for l in raw])
-        samples.set_values(fields["labels"], {
-            i: fo.Classifications(classifications=[
-                fo.Classification(label=l, confidence=None if scores is None else float(s))
-                for l, s in zip(labels, scores if scores is not None else [None] * len(labels))
-            ])
-            for i, labels, scores in zip(ids, final.canonical_labels, final.canonical_scores)
-        }, key_field="id")
-        samples.set_values(fields["label"], {
-            i: fo.Classification(label=l, confidence=s) if l is not None else None
-            for i, l, s in zip(ids, final.final_labels, final.final_scores)
-        }, key_field="id")
-        done += len(ids)
+    for chunk in run.read_chunks(samples):
+        final = final_labels(chunk.images, chunk.sets, label_map, run.vocab_emb)
+        run.write_label_values(samples, chunk, attrs["canonical"], [canonical] * len(chunk.ids))
+        run.write_label_values(samples, chunk, attrs["cluster"], [cluster] * len(chunk.ids))
+        run.write_sample_values(samples, chunk, {
+            fields["labels"]: [
+                fo.Classifications(classifications=[
+                    fo.Classification(label=l, confidence=None if scores is None else float(s))
+                    for l, s in zip(labels, scores if scores is not None else [None] * len(labels))
+                ])
+                for labels, scores in zip(final.canonical_labels, final.canonical_scores)],
+            fields["label"]: [
+                fo.Classification(label=l, confidence=s) if l is not None else None
+                for l, s in zip(final.final_labels, final.final_scores)],
+        })
+        done += len(chunk.ids)
         report(min(0.99, 0.5 + 0.5 * done / len(run.ids)))
 
     run.dataset.create_index(f"{fields['label']}.confidence")
@@ -446,6 +432,19 @@ def _load_or_init(dataset, key, label_field):
 
 
 @dataclass
+class _Chunk:
+    """A chunk of samples as the stages read it: ids, per sample its label objects' ids and
+    strings (:func:`label_objects`) and its distinct usable labels, and a float32 (n, dim)
+    matrix of image embeddings with NaN rows for images that have none."""
+
+    ids: list
+    label_ids: list
+    labels: list
+    sets: list
+    images: np.ndarray
+
+
+@dataclass
 class _Run:
     """What stages 2 and 3 know before their chunk loop: the run, the sample ids (12 bytes a
     sample, the only state that grows with the collection) and the vocabulary."""
@@ -461,18 +460,30 @@ class _Run:
     vocab_emb: np.ndarray
 
     def read_chunks(self, samples):
-        """Yield ``(ids, label_ids, labels, images)`` a chunk at a time: per sample its label
-        ids and strings (:func:`label_objects`), and a float32 (n, dim) array with NaN rows for
-        images that have no embedding."""
+        """Yield a :class:`_Chunk` of ``samples`` at a time."""
         fields = [f"{self.path}.id", f"{self.path}.label", sample_fields(self.key)["embedding"]]
         seen = 0
         for ids, (label_ids, labels, embeddings) in iter_chunks(samples, fields, ids=self.ids):
             seen += len(ids)
-            yield (ids, *label_objects(self.path, label_ids, labels), _as_matrix(embeddings, self.dim))
+            label_ids, labels = label_objects(self.path, label_ids, labels)
+            yield _Chunk(ids, label_ids, labels, label_sets(labels), _as_matrix(embeddings, self.dim))
         if seen < len(self.ids):
             # e.g. a view sorted and limited by a field this stage writes
             logger.warning("%d of %d samples left the view while it was being processed and "
                            "were skipped", len(self.ids) - seen, len(self.ids))
+
+    def write_label_values(self, samples, chunk, attribute, values):
+        """Set ``attribute`` on every label object of the chunk, in one bulk write: per sample,
+        a dict from label string to value (unusable or unlisted labels get None)."""
+        set_label_attribute(samples, self.path, attribute, chunk.ids, chunk.label_ids, [
+            [by_label.get(l) if usable(l) else None for l in labels]
+            for labels, by_label in zip(chunk.labels, values)
+        ])
+
+    def write_sample_values(self, samples, chunk, values):
+        """Set sample fields of the chunk, one bulk write a field: ``{field: per-sample values}``."""
+        for name, per_sample in values.items():
+            samples.set_values(name, dict(zip(chunk.ids, per_sample)), key_field="id")
 
     def add_field(self, ftype, **kwargs):
         """A creator of a field of this type, for :func:`_create_outputs`."""
@@ -532,20 +543,6 @@ def _label_path(samples, label_field):
         return label_path(samples, label_field)
     except LabelFieldError as e:
         raise VLSRError(str(e)) from None
-
-
-def _per_label(labels, values):
-    """Values aligned with a sample's label objects; None for unusable or unknown labels."""
-    return [values.get(l) if usable(l) else None for l in labels]
-
-
-def _best_gap(labels, sims, suggestions):
-    """Best suggestion's score minus the best assigned label's; 0 when the best suggestion is
-    assigned, or is a twin of an assigned label (both scores are exact, so twins tie exactly)."""
-    if sims is None or not len(sims) or not suggestions:
-        return None
-    best, score = suggestions[0]
-    return 0.0 if best in labels else score - float(sims.max())
 
 
 def _check_outputs(samples, key, label_field):
