@@ -4,12 +4,12 @@ Usage: python bench/bench_embedding.py [size=n ...] [--workers 0 1 2] [--batch-s
                                       [--jpeg-draft]
        (default: vit-b-32=256 vit-l-14=128; smoke run: python bench/bench_embedding.py tiny=32)
 
-For each random CLIP of real size (vlsr_core.random_clip: random weights cost the same compute),
+For each random CLIP of real size (vlsr_core.model.random_clip: random weights cost the same compute),
 on n generated 640 x 480 JPEGs (gradients, shapes and noise; about 100 KB each):
 
 - ``forward``: ``model.get_image_features`` on n pixel tensors preprocessed beforehand, in
   batches of the same size, under ``torch.inference_mode``: the ceiling;
-- ``e2e wN``: ``vlsr_core.stages.compute_embeddings`` on a FiftyOne dataset of those files with
+- ``e2e wN``: ``vlsr_core.fo.stages.compute_embeddings`` on a FiftyOne dataset of those files with
   ``num_workers=N``: text embedding of the 8-label vocabulary, decoding and preprocessing (in N
   worker processes, or in the main one when N = 0), the model, and the bulk writes to MongoDB;
 - ``decode``: ``load_image`` + the CLIP image processor alone in one thread, to explain the gap;
@@ -78,7 +78,7 @@ def make_images(directory, n, seed=0):
 def _encoder(model_dir, batch_size, workers, jpeg_draft=False):
     import torch
 
-    from vlsr_core.encoder import CLIPEncoder
+    from vlsr_core.model.encoder import CLIPEncoder
 
     enc = CLIPEncoder(model_dir, device="cpu", batch_size=batch_size, num_workers=workers,
                       jpeg_draft=jpeg_draft)
@@ -92,7 +92,7 @@ def _case(kind, model_dir, image_dir, n, workers, batch_size):
     import numpy as np
     import torch
 
-    from vlsr_core.images import load_image
+    from vlsr_core.model.images import load_image
 
     kind, draft = kind.removesuffix("-draft"), kind.endswith("-draft")
     paths = sorted(os.path.join(image_dir, f) for f in os.listdir(image_dir))[:n]
@@ -113,7 +113,7 @@ def _case(kind, model_dir, image_dir, n, workers, batch_size):
     elif kind == "decode":
         from transformers import CLIPProcessor
 
-        from vlsr_core.encoder import _input_side
+        from vlsr_core.model.encoder import _input_side
 
         proc = CLIPProcessor.from_pretrained(model_dir).image_processor
         side = _input_side(proc) if draft else None
@@ -124,7 +124,7 @@ def _case(kind, model_dir, image_dir, n, workers, batch_size):
     else:
         import fiftyone as fo
 
-        from vlsr_core import stages
+        from vlsr_core.fo import stages
 
         enc = _encoder(model_dir, batch_size, workers, jpeg_draft=draft)
         rng = np.random.default_rng(0)
@@ -198,7 +198,7 @@ def _setup(tmp, sizes):
     """Images and checkpoints, made in a process of their own (see main)."""
     import torch
 
-    from vlsr_core.random_clip import save_random_clip
+    from vlsr_core.model.random_clip import save_random_clip
 
     image_dir = os.path.join(tmp, "images")
     os.makedirs(image_dir)

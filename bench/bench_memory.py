@@ -74,7 +74,7 @@ def build(image_dir, n, seed=0):
 
 def _setup(tmp, n):
     """In a process of its own: the model (first time) and a dataset of n images; prints both."""
-    from vlsr_core.random_clip import save_random_clip
+    from vlsr_core.model.random_clip import save_random_clip
 
     model_dir, image_dir = os.path.join(tmp, "model"), os.path.join(tmp, "images")
     if not os.path.exists(model_dir):
@@ -94,7 +94,7 @@ def _case(name, model_dir, trace):
     import fiftyone as fo
     import torch
 
-    from vlsr_core.encoder import CLIPEncoder
+    from vlsr_core.model.encoder import CLIPEncoder
 
     # One thread: this benchmark is about memory, and on a shared machine the tiny model's
     # microsecond-sized ops otherwise each wait for a preempted OpenMP thread (seconds per run).
@@ -110,7 +110,7 @@ def _case(name, model_dir, trace):
 def _measure(ds, enc, trace):
     import gc
 
-    from vlsr_core import stages
+    from vlsr_core.fo import stages
 
     n, n_labels = len(ds), ds.count("gt.classifications")
     gc.collect()

@@ -3,7 +3,7 @@
 Usage: python bench/bench_similarity.py [n_images n_labels naive_n write_n loop_n] [--only topk|write]
        (default: 100000 20000 10000 100000 2000; smoke run: 4000 2000 1000 2000 200)
 
-(a) ``vlsr_core.similarity.top_k_labels`` (blocks of TOPK_BLOCK_BYTES of scores and indices) for n_images x
+(a) ``vlsr_core.engine.similarity.top_k_labels`` (blocks of TOPK_BLOCK_BYTES of scores and indices) for n_images x
     n_labels random unit float32 vectors of 768-d, k = 5, against the naive one-shot version
     that forms the whole n_images x n_labels score matrix, then argpartition and sort. The naive
     version needs n x m x 16 bytes (scores, their negation, int64 argpartition indices): above
@@ -67,7 +67,7 @@ def naive_top_k(images, labels, k):
 def _topk_case(method, n, m):
     import numpy as np
 
-    from vlsr_core.similarity import top_k_labels
+    from vlsr_core.engine.similarity import top_k_labels
 
     rng = np.random.default_rng(0)
     labels = _unit(rng, m)
@@ -120,8 +120,8 @@ def _write_case(n, n_loop):
         out["bulk_s"] = time.perf_counter() - t0
 
         # what score_labels does: label ids read and values written by label id, a chunk at a time
-        from vlsr_core.chunks import iter_chunks
-        from vlsr_core.labels import label_objects, set_label_attribute
+        from vlsr_core.fo.chunks import iter_chunks
+        from vlsr_core.fo.labels import label_objects, set_label_attribute
 
         t0, done, path = time.perf_counter(), 0, "gt.classifications"
         for ids, (label_ids, labels) in iter_chunks(ds, [f"{path}.id", f"{path}.label"]):

@@ -23,7 +23,7 @@ Definitions (also in docs/quality.md):
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
-from vlsr_core.params import ScoreParams
+from vlsr_core.engine.params import ScoreParams
 
 LOW_QUANTILE = ScoreParams().low_quantile
 

@@ -39,8 +39,8 @@ from eval import baselines, metrics  # noqa: E402
 from eval.generate import (  # noqa: E402
     CORRECT_KINDS, KINDS, GeneratorConfig, generate, realised_statistics,
 )
-from vlsr_core.params import MergeParams, ScoreParams  # noqa: E402
-from vlsr_core.pipeline import refine_labels, sanitize  # noqa: E402
+from vlsr_core.engine.params import MergeParams, ScoreParams  # noqa: E402
+from vlsr_core.engine.pipeline import refine_labels, sanitize  # noqa: E402
 
 DOC = ROOT / "docs" / "quality.md"
 BEGIN = "<!-- eval/run.py: generated, begin -->"

@@ -3,8 +3,8 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.defaults import DEFAULT_KEY
-from vlsr_core.params import MergeParams
+from vlsr_core.engine.defaults import DEFAULT_KEY
+from vlsr_core.engine.params import MergeParams
 
 from .common import (
     execution_flags,
@@ -38,8 +38,8 @@ class ClusterAndMerge(foo.Operator):
         return types.Property(inputs, view=types.View(label="VLSR: cluster and merge labels"))
 
     def execute(self, ctx):
-        from vlsr_core.stages import cluster_and_merge
-        from vlsr_core.summary import summarize_run
+        from vlsr_core.fo.stages import cluster_and_merge
+        from vlsr_core.fo.summary import summarize_run
 
         key = ctx.params.get("key", DEFAULT_KEY)
         params = params_from(ctx, MergeParams, run_params(ctx, key, MergeParams))

@@ -5,9 +5,9 @@ import threading
 
 import fiftyone.operators.types as types
 
-from vlsr_core.defaults import DEFAULT_KEY
-from vlsr_core.labels import label_fields
-from vlsr_core.runs import list_vlsr_runs, output_problem
+from vlsr_core.engine.defaults import DEFAULT_KEY
+from vlsr_core.fo.labels import label_fields
+from vlsr_core.fo.runs import list_vlsr_runs, output_problem
 
 
 def block(inputs, name, message):
@@ -77,7 +77,7 @@ def run_key_choice(ctx, inputs, action):
 
 
 def param_inputs(ctx, inputs, cls, base=None, unchecked=(), checks=None):
-    """A form input per parameter of ``cls`` (:mod:`vlsr_core.params`), defaulting to ``base``
+    """A form input per parameter of ``cls`` (:mod:`vlsr_core.engine.params`), defaulting to ``base``
     (e.g. the run's recorded values) or the class defaults, each checked as the engine checks
     it (but those named in ``unchecked``) and by ``checks`` (name -> ``check(value)``, for what
     only this form can know); returns the parameter object, or None while a value is invalid."""

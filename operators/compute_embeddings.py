@@ -3,9 +3,9 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.defaults import DEFAULT_KEY
-from vlsr_core.model_source import model_problem
-from vlsr_core.params import EmbedParams
+from vlsr_core.engine.defaults import DEFAULT_KEY
+from vlsr_core.model.model_source import model_problem
+from vlsr_core.engine.params import EmbedParams
 
 from .common import (
     execution_flags,
@@ -51,7 +51,7 @@ class ComputeEmbeddings(foo.Operator):
         return types.Property(inputs, view=types.View(label="VLSR: compute embeddings"))
 
     def execute(self, ctx):
-        from vlsr_core.stages import compute_embeddings
+        from vlsr_core.fo.stages import compute_embeddings
 
         p = ctx.params
         key, shards = p.get("key", DEFAULT_KEY), p.get("num_shards", 1)

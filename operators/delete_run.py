@@ -3,7 +3,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.defaults import DEFAULT_KEY
+from vlsr_core.engine.defaults import DEFAULT_KEY
 
 from .common import run_key_choice
 
@@ -23,7 +23,7 @@ class DeleteRun(foo.Operator):
         inputs = types.Object()
         key = run_key_choice(ctx, inputs, "delete a run") if ctx.dataset is not None else None
         if key is not None:
-            from vlsr_core.runs import VLSRRun
+            from vlsr_core.fo.runs import VLSRRun
 
             run = VLSRRun(ctx.dataset.get_run_info(key).config)
             fields = run.get_fields(ctx.dataset, key)

@@ -10,7 +10,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 from fiftyone import ViewField as F
 
-from vlsr_core.defaults import DEFAULT_KEY
+from vlsr_core.engine.defaults import DEFAULT_KEY
 
 URI = "@vlsr/vlsr/embed_shard"
 
@@ -35,10 +35,10 @@ class EmbedShard(foo.Operator):
         return types.Property(inputs)
 
     def execute(self, ctx):
-        from vlsr_core.stages import embed_images
+        from vlsr_core.fo.stages import compute_image_embeddings
 
         label = f"Embedding shard {ctx.params.get('shard', '')}".strip()
-        report = embed_images(
+        report = compute_image_embeddings(
             ctx.target_view(), ctx.params.get("key", DEFAULT_KEY),
             recompute=ctx.params.get("recompute", False), device=ctx.params.get("device") or "auto",
             progress=lambda f: ctx.set_progress(progress=f, label=label),

@@ -6,7 +6,7 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.defaults import DEFAULT_KEY
+from vlsr_core.engine.defaults import DEFAULT_KEY
 
 from .common import block, execution_flags, finish, run_key_choice, run_with_progress, target_view
 
@@ -48,7 +48,7 @@ class ExportResults(foo.Operator):
         return types.Property(inputs, view=types.View(label="VLSR: export cleaned labels"))
 
     def execute(self, ctx):
-        from vlsr_core.export import export_run
+        from vlsr_core.fo.export import export_run
 
         written = yield from run_with_progress(ctx, "Exporting", lambda progress: export_run(
             ctx.target_view(), ctx.params["directory"], ctx.params.get("key", DEFAULT_KEY),

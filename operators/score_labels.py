@@ -3,8 +3,8 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.defaults import DEFAULT_KEY
-from vlsr_core.params import ScoreParams
+from vlsr_core.engine.defaults import DEFAULT_KEY
+from vlsr_core.engine.params import ScoreParams
 
 from .common import (
     execution_flags,
@@ -38,8 +38,8 @@ class ScoreLabels(foo.Operator):
         return types.Property(inputs, view=types.View(label="VLSR: score labels"))
 
     def execute(self, ctx):
-        from vlsr_core.runs import saved_view_names
-        from vlsr_core.stages import score_labels
+        from vlsr_core.fo.runs import saved_view_names
+        from vlsr_core.fo.stages import score_labels
 
         key = ctx.params.get("key", DEFAULT_KEY)
         params = params_from(ctx, ScoreParams, run_params(ctx, key, ScoreParams))

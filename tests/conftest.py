@@ -41,7 +41,7 @@ def ran(main):
     """MAIN after a full run (top 3 suggestions, no merging of small clusters)."""
     from fake_clip import FakeEncoder
 
-    from vlsr_core.stages import run_vlsr
+    from vlsr_core.fo.stages import run_vlsr
 
     dataset, images = main
     encoder = FakeEncoder(images)

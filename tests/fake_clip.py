@@ -14,8 +14,8 @@ import fiftyone as fo
 import numpy as np
 from PIL import Image
 
-from vlsr_core.encoder import ImageBatch, ImageFailure
-from vlsr_core.images import BadImageError, load_image
+from vlsr_core.model.encoder import ImageBatch, ImageFailure
+from vlsr_core.model.images import BadImageError, load_image
 
 # ---------------------------------------------------------------------------------------------
 # The fake CLIP
@@ -79,7 +79,7 @@ class FakeEncoder:
 
     Args:
         images: file name -> embedding for readable files. Unreadable files are found by
-            vlsr_core.images.load_image, as the real encoder does, and reported as failures.
+            vlsr_core.model.images.load_image, as the real encoder does, and reported as failures.
         fail_after: raise after yielding this many image batches (an interrupted run).
     """
 

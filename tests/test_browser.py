@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
-from vlsr_core.random_clip import save_random_clip
+from vlsr_core.model.random_clip import save_random_clip
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -10,7 +10,7 @@ from PIL import Image
 
 from vlsr_core.cli import main
 from vlsr_core.demo import BROKEN, DEMO_LABELS
-from vlsr_core.random_clip import save_random_clip
+from vlsr_core.model.random_clip import save_random_clip
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_rejects_bad_parameters():
 
 def test_memory_is_bounded_by_the_block(monkeypatch):
     """No distance block wider than block_rows rows is ever formed."""
-    import vlsr_core.clustering as clustering
+    import vlsr_core.engine.clustering as clustering
 
     shapes = []
     real = clustering._within

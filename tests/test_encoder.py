@@ -1,4 +1,4 @@
-"""vlsr_core.encoder: CLIP plumbing on a random tiny checkpoint loaded through the real code path.
+"""vlsr_core.model.encoder: CLIP plumbing on a random tiny checkpoint loaded through the real code path.
 
 The weights are random, so the scores mean nothing: these tests check shapes, dtypes,
 normalisation, alignment with the input, batching/worker invariance, failure reporting and the
@@ -22,10 +22,10 @@ import pytest
 import torch
 from PIL import Image
 
-from vlsr_core import encoder as encoder_module
-from vlsr_core import model_source
-from vlsr_core.encoder import CLIPEncoder, ImageBatch, ImageFailure, ModelLoadError
-from vlsr_core.random_clip import save_random_clip
+from vlsr_core.model import encoder as encoder_module
+from vlsr_core.model import model_source
+from vlsr_core.model.encoder import CLIPEncoder, ImageBatch, ImageFailure, ModelLoadError
+from vlsr_core.model.random_clip import save_random_clip
 
 ATOL = 1e-5
 
@@ -173,9 +173,9 @@ def test_loads_local_directory(enc, model_dir):
 
 def test_package_exposes_encoder_lazily():
     import vlsr_core
-    import vlsr_core.encoder
+    import vlsr_core.model.encoder
 
-    assert vlsr_core.CLIPEncoder is vlsr_core.encoder.CLIPEncoder
+    assert vlsr_core.CLIPEncoder is vlsr_core.model.encoder.CLIPEncoder
     assert "CLIPEncoder" in vlsr_core.__all__
     with pytest.raises(AttributeError):
         vlsr_core.NoSuchThing  # noqa: B018
@@ -185,11 +185,11 @@ def test_package_exposes_encoder_lazily():
         """
         import sys
         import vlsr_core
-        assert "vlsr_core.encoder" not in sys.modules
+        assert "vlsr_core.model.encoder" not in sys.modules
         assert "torch" not in sys.modules
         cls = vlsr_core.CLIPEncoder
-        import vlsr_core.encoder
-        assert cls is vlsr_core.encoder.CLIPEncoder
+        import vlsr_core.model.encoder
+        assert cls is vlsr_core.model.encoder.CLIPEncoder
         print("ok")
         """
     )
@@ -299,7 +299,7 @@ def test_long_label_truncated_with_warning(enc, monkeypatch, caplog):
 
     monkeypatch.setattr(enc, "batch_size", 8)  # long and short labels in one batch
     caplog.clear()
-    with caplog.at_level("WARNING", logger="vlsr_core.encoder"):
+    with caplog.at_level("WARNING", logger="vlsr_core.model.encoder"):
         out = enc.embed_texts(labels)
     assert out.shape == (4, enc.dim)
     _assert_normalised(out)
@@ -312,7 +312,7 @@ def test_long_label_truncated_with_warning(enc, monkeypatch, caplog):
 
 
 def test_truncation_boundary_at_77_tokens(enc, caplog):
-    with caplog.at_level("WARNING", logger="vlsr_core.encoder"):
+    with caplog.at_level("WARNING", logger="vlsr_core.model.encoder"):
         caplog.clear()
         exact = enc.embed_texts(["z" * 75])  # 77 tokens: fits
         assert not [r for r in caplog.records if "truncated" in r.getMessage()]

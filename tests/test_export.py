@@ -10,9 +10,9 @@ import pytest
 from fiftyone import ViewField as F
 
 from fake_clip import FakeEncoder, build, by_name, dot
-from vlsr_core import chunks
-from vlsr_core.export import ExportError, export_run
-from vlsr_core.stages import compute_embeddings, run_vlsr, score_labels
+from vlsr_core.fo import chunks
+from vlsr_core.fo.export import ExportError, export_run
+from vlsr_core.fo.stages import compute_embeddings, run_vlsr, score_labels
 
 SCREW = '2" wood screw, "large"'  # quotes and a comma, as in Factorynet
 # file name, what the picture shows, its objects' labels

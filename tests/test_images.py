@@ -1,4 +1,4 @@
-"""vlsr_core.images: every usable file comes out as 8-bit RGB as displayed, every other one as a
+"""vlsr_core.model.images: every usable file comes out as 8-bit RGB as displayed, every other one as a
 BadImageError with a precise reason. All inputs are written by the tests themselves."""
 
 import io
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
 
-from vlsr_core import images
-from vlsr_core.images import DEFAULT_MAX_PIXELS, BadImageError, load_image, oriented_size
+from vlsr_core.model import images
+from vlsr_core.model.images import DEFAULT_MAX_PIXELS, BadImageError, load_image, oriented_size
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 
@@ -371,7 +371,7 @@ def test_unreadable_file(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    # Module-level `open` shadows the builtin in vlsr_core.images only (chmod does not stop root).
+    # Module-level `open` shadows the builtin in vlsr_core.model.images only (chmod does not stop root).
     monkeypatch.setattr(images, "open", denied, raising=False)
     assert reason_of(path) == "cannot read file (Permission denied)"
 

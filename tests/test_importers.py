@@ -1,4 +1,4 @@
-"""Tests of vlsr_core.importers: Factorynet folders and plain CSVs, built in tmp_path."""
+"""Tests of vlsr_core.fo.importers: Factorynet folders and plain CSVs, built in tmp_path."""
 
 import os
 
@@ -6,8 +6,8 @@ import fiftyone as fo
 import pytest
 from PIL import Image
 
-from vlsr_core import importers
-from vlsr_core.importers import FactorynetRow, import_csv, import_factorynet, read_factorynet_csv
+from vlsr_core.fo import importers
+from vlsr_core.fo.importers import FactorynetRow, import_csv, import_factorynet, read_factorynet_csv
 
 
 def _image(path, size=(500, 400), orientation=None):

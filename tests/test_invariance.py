@@ -9,7 +9,7 @@ from scipy.sparse.csgraph import connected_components
 from threadpoolctl import threadpool_limits
 
 from vlsr_core import build_label_map, cluster_labels, sanitize
-from vlsr_core.clustering import number_by_first_occurrence
+from vlsr_core.engine.clustering import number_by_first_occurrence
 
 EPS = 0.07
 SETTINGS = [(block_rows, threads) for block_rows in (1, 7, 256) for threads in (1, 2)]

@@ -133,7 +133,7 @@ def test_representative_is_most_frequent_then_closest_then_lexical():
 
 def _naive_merge(emb, clusters, freq, min_size, vocab, linkage, max_dist):
     """The definition, step by step: one fresh distance row per merge."""
-    from vlsr_core.merging import representative
+    from vlsr_core.engine.merging import representative_of
 
     groups = {c: list(np.flatnonzero(clusters == c)) for c in np.unique(clusters)}
     size = {c: int(freq[m].sum()) for c, m in groups.items()}
@@ -143,7 +143,7 @@ def _naive_merge(emb, clusters, freq, min_size, vocab, linkage, max_dist):
         centroid = (centroid / np.linalg.norm(centroid)).astype(np.float32)
         if linkage == "centroid":
             return centroid
-        return emb[representative(groups[c], emb, freq, vocab, centroid)]
+        return emb[representative_of(groups[c], emb, freq, vocab, centroid)]
 
     frozen = set()
     while True:
@@ -168,7 +168,7 @@ def _naive_merge(emb, clusters, freq, min_size, vocab, linkage, max_dist):
 
 @pytest.mark.parametrize("seed", range(12))
 def test_batched_distance_rows_give_the_definitions_result(seed, monkeypatch):
-    import vlsr_core.merging as merging
+    import vlsr_core.engine.merging as merging
 
     monkeypatch.setattr(merging, "PREFETCH_ROWS", 3)  # many batches and patched rows
     rng = np.random.default_rng(seed)

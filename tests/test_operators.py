@@ -14,7 +14,7 @@ from fiftyone.operators.executor import ExecutionContext, ExecutionError
 from fiftyone.operators.registry import OperatorRegistry
 from PIL import Image
 
-from vlsr_core.random_clip import save_random_clip
+from vlsr_core.model.random_clip import save_random_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 URI = "@vlsr/vlsr/"

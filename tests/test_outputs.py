@@ -9,8 +9,8 @@ import sys
 import fiftyone as fo
 import pytest
 
-from vlsr_core.runs import output_problem, sample_fields, saved_view_names
-from vlsr_core.stages import VLSRError, compute_embeddings, run_vlsr, score_labels
+from vlsr_core.fo.runs import output_problem, sample_fields, saved_view_names
+from vlsr_core.fo.stages import VLSRError, compute_embeddings, run_vlsr, score_labels
 
 from fake_clip import FakeEncoder, build, by_name, label_snapshot
 
@@ -135,7 +135,7 @@ def test_a_run_recorded_before_vlsr_kept_its_fields_still_loads_and_deletes(main
     info = dataset.get_run_info("vlsr")
     config = json.loads(info.config.to_str())
     config.pop("created_fields"), config.pop("created_views")
-    from vlsr_core.runs import VLSRRunConfig
+    from vlsr_core.fo.runs import VLSRRunConfig
 
     dataset.update_run_config("vlsr", VLSRRunConfig.from_dict(config))
     assert dataset.get_run_info("vlsr").config.created_fields is None

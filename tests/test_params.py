@@ -12,8 +12,8 @@ from fiftyone.operators.executor import ExecutionContext
 from fiftyone.operators.registry import OperatorRegistry
 
 from vlsr_core.cli import _parser
-from vlsr_core.params import PARAM_CLASSES, EmbedParams, MergeParams, ParamError, ScoreParams
-from vlsr_core.runs import VLSRRunConfig
+from vlsr_core.engine.params import PARAM_CLASSES, EmbedParams, MergeParams, ParamError, ScoreParams
+from vlsr_core.fo.runs import VLSRRunConfig
 
 FORMS = {"compute_embeddings": EmbedParams, "score_labels": ScoreParams,
          "cluster_and_merge": MergeParams}

@@ -14,8 +14,8 @@ import pytest
 from fiftyone.operators.delegated import DelegatedOperationService
 from PIL import Image
 
-from vlsr_core.random_clip import save_random_clip
-from vlsr_core.stages import compute_embeddings
+from vlsr_core.model.random_clip import save_random_clip
+from vlsr_core.fo.stages import compute_embeddings
 
 N_IMAGES = 24
 

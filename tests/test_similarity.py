@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from vlsr_core.similarity import pair_scores, top_k_labels
+from vlsr_core.engine.similarity import pair_scores, top_k_labels
 
 
 def unit(rng, n, dim=16):

@@ -1,4 +1,4 @@
-"""The FiftyOne stages of VLSR (vlsr_core.stages), judged by what they leave in the database.
+"""The FiftyOne stages of VLSR (vlsr_core.fo.stages), judged by what they leave in the database.
 
 Behaviour is tested on the fake CLIP of :mod:`fake_clip`, whose right answers are known; one test
 runs the whole thing with a tiny random CLIP, for the plumbing only.
@@ -13,10 +13,10 @@ import pytest
 from bson import ObjectId
 from fiftyone import ViewField as F
 
-from vlsr_core import chunks, stages
-from vlsr_core.params import ScoreParams
-from vlsr_core.runs import VLSRResults, VLSRRunConfig, label_attributes, sample_fields, saved_view_names
-from vlsr_core.stages import VLSRError, cluster_and_merge, compute_embeddings, run_vlsr, score_labels
+from vlsr_core.fo import chunks, stages
+from vlsr_core.engine.params import ScoreParams
+from vlsr_core.fo.runs import VLSRResults, VLSRRunConfig, label_attributes, sample_fields, saved_view_names
+from vlsr_core.fo.stages import VLSRError, cluster_and_merge, compute_embeddings, run_vlsr, score_labels
 
 from fake_clip import (
     CANONICAL,
@@ -183,7 +183,7 @@ def test_switching_jpeg_draft_reembeds_the_images_but_not_the_labels(main):
     assert sorted(map(os.path.basename, again.path_calls[0])) == sorted(UNREADABLE)
 
 
-def test_embed_images_refuses_an_encoder_unlike_the_runs(main):
+def test_compute_image_embeddings_refuses_an_encoder_unlike_the_runs(main):
     """A shard embedded by another model, prompt or decoding would mix incomparable vectors."""
     dataset, images = main
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), images=False)
@@ -191,9 +191,9 @@ def test_embed_images_refuses_an_encoder_unlike_the_runs(main):
                          (FakeEncoder(images, model_name="other-clip"), "other-clip"),
                          (FakeEncoder(images, prompt="a photo of a {}"), "a photo of a")]:
         with pytest.raises(VLSRError, match=shown):
-            stages.embed_images(dataset, encoder=other)
+            stages.compute_image_embeddings(dataset, encoder=other)
     assert not dataset.has_sample_field("vlsr_embedding")  # refused before anything was written
-    assert stages.embed_images(dataset, encoder=FakeEncoder(images)).n_embedded == len(images)
+    assert stages.compute_image_embeddings(dataset, encoder=FakeEncoder(images)).n_embedded == len(images)
 
 
 def test_other_model_on_a_view_drops_the_old_embeddings_of_the_rest(main):
@@ -474,7 +474,7 @@ def test_run_results_and_config_are_recorded(ran):
     # images carrying the label (h2 has "helmet" twice; unreadable images count)
     assert freq == {"helmet": 5, "Helmets": 1, "Lathe Information": 1, "helmit": 1,
                     "screwdriver": 3, "Screwdrivers": 1, "drill": 3}
-    assert results.label_map == CANONICAL
+    assert results.canonical == CANONICAL
     assert sorted(results.representatives) == sorted(["helmet", "Lathe Information", "screwdriver", "drill"])
     clusters = dict(zip(results.vocabulary, results.clusters.tolist()))
     assert all(results.representatives[clusters[l]] == c for l, c in CANONICAL.items())
@@ -499,7 +499,7 @@ def test_cluster_parameters_are_used_and_recorded(ran):
     dataset, _, _, _ = ran
     # eps below the helmet/Helmets distance keeps the variants apart
     cluster_and_merge(dataset, eps=0.001, min_cluster_size=1)
-    assert dataset.load_run_results("vlsr", cache=False).label_map["Helmets"] == "Helmets"
+    assert dataset.load_run_results("vlsr", cache=False).canonical["Helmets"] == "Helmets"
     assert by_name(dataset, "vlsr_label.label")["h3.png"] == "Helmets"
     assert dataset.get_run_info("vlsr").config.eps == 0.001
 
@@ -508,10 +508,10 @@ def test_cluster_parameters_are_used_and_recorded(ran):
     config = dataset.get_run_info("vlsr").config
     assert (config.eps, config.min_cluster_size, config.max_merge_distance, config.size_by) == (
         0.07, 4, 0.5, "labels")
-    assert dataset.load_run_results("vlsr", cache=False).label_map == CANONICAL
+    assert dataset.load_run_results("vlsr", cache=False).canonical == CANONICAL
 
     cluster_and_merge(dataset, min_cluster_size=10)  # everything folds into the biggest cluster
-    label_map = dataset.load_run_results("vlsr", cache=False).label_map
+    label_map = dataset.load_run_results("vlsr", cache=False).canonical
     assert set(label_map.values()) == {"helmet"}
     assert set(by_name(dataset, "gt.classifications.vlsr_canonical")["d1.png"]) == {"helmet"}
     assert by_name(dataset, "vlsr_label.label")["d1.png"] == "helmet"
@@ -732,7 +732,7 @@ def test_two_runs_side_by_side_and_deleting_one(main):
     assert {k: v for k, v in snapshot(dataset, "b32").items() if k.startswith("b32")} == {
         k: v for k, v in b32_values.items() if k.startswith("b32")}
     assert {v: view_labels(dataset, v) for v in saved_view_names("b32").values()} == b32_views
-    assert dataset.load_run_results("b32", cache=False).label_map == b32_results.label_map
+    assert dataset.load_run_results("b32", cache=False).canonical == b32_results.canonical
     assert label_snapshot(dataset) == before
 
 
@@ -767,7 +767,7 @@ def test_run_results_survive_a_reload(ran):
     for array in ("frequencies", "dbscan_clusters", "clusters"):
         assert np.array_equal(getattr(results, array), getattr(before, array)), array
     assert results.representatives == before.representatives
-    assert results.label_map == CANONICAL
+    assert results.canonical == CANONICAL
     assert sorted(os.path.basename(f[1]) for f in stages.unreadable_images(dataset)) == sorted(UNREADABLE)
     config = reloaded.get_run_info("vlsr").config
     assert (config.label_field, config.model, config.top_k, config.min_cluster_size) == ("gt", "fake-clip", 3, 1)
@@ -829,7 +829,7 @@ def test_stages_on_a_label_filtered_view_write_to_the_right_labels(main):
 
 
 def test_end_to_end_with_a_tiny_random_clip(main, tmp_path):
-    from vlsr_core.random_clip import save_random_clip
+    from vlsr_core.model.random_clip import save_random_clip
 
     dataset, images = main
     model = save_random_clip(str(tmp_path / "clip"))
@@ -860,7 +860,7 @@ def test_end_to_end_with_a_tiny_random_clip(main, tmp_path):
     final = by_name(dataset, "vlsr_label.label")
     assert {n for n, l in final.items() if l is not None} == {
         n for n in readable if labels[n]}
-    label_map = dataset.load_run_results("vlsr").label_map
+    label_map = dataset.load_run_results("vlsr").canonical
     assert set(label_map) == set(VOCAB)
     for name in readable:
         if final[name]:
@@ -937,6 +937,6 @@ def test_values_land_on_their_labels_when_the_view_filters_on_what_is_written(ma
     ])):
         for i, l, a, c in zip(ids or [], labels or [], canon or [], clusters or []):
             if i in shown:
-                assert (a, c) == (results.label_map[l], cluster[l]), l
+                assert (a, c) == (results.canonical[l], cluster[l]), l
                 written += 1
     assert written == len(shown)

@@ -7,11 +7,11 @@ Public API: the run parameters (:class:`EmbedParams`, :class:`ScoreParams`, :cla
 (imported lazily, so that numpy-only use never loads torch).
 """
 
-from .clustering import cluster_labels
-from .merging import merge_small_clusters, representatives
-from .defaults import DEFAULT_MIN_CLUSTER_SIZE
-from .params import EmbedParams, MergeParams, ParamError, ScoreParams
-from .pipeline import (
+from .engine.clustering import cluster_labels
+from .engine.merging import merge_small_clusters, representatives
+from .engine.defaults import DEFAULT_MIN_CLUSTER_SIZE
+from .engine.params import EmbedParams, MergeParams, ParamError, ScoreParams
+from .engine.pipeline import (
     FinalLabels,
     ImageScores,
     LabelMap,
@@ -51,7 +51,7 @@ __all__ = [
 
 def __getattr__(name):
     if name == "CLIPEncoder":
-        from .encoder import CLIPEncoder
+        from .model.encoder import CLIPEncoder
 
         return CLIPEncoder
     raise AttributeError(f"module 'vlsr_core' has no attribute {name!r}")

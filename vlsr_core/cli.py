@@ -4,8 +4,8 @@ import argparse
 import os
 import sys
 
-from .defaults import DEFAULT_KEY, DEFAULT_MODEL
-from .params import EmbedParams, MergeParams, ParamError, ScoreParams
+from .engine.defaults import DEFAULT_KEY, DEFAULT_MODEL
+from .engine.params import EmbedParams, MergeParams, ParamError, ScoreParams
 
 EPILOG = """examples:
   vlsr import-factorynet ./factorynet --dataset factorynet
@@ -20,10 +20,10 @@ EPILOG = """examples:
 def main(argv=None):
     """Entry point of the ``vlsr`` console script."""
     args = _parser().parse_args(argv)
-    from .encoder import ModelLoadError
-    from .export import ExportError
-    from .labels import LabelFieldError
-    from .stages import VLSRError
+    from .model.encoder import ModelLoadError
+    from .fo.export import ExportError
+    from .fo.labels import LabelFieldError
+    from .fo.stages import VLSRError
 
     try:
         return args.func(args) or 0
@@ -172,7 +172,7 @@ def _report_import(report):
 
 
 def _import_factorynet(a):
-    from .importers import import_factorynet
+    from .fo.importers import import_factorynet
 
     dataset = _load_or_create(a.dataset)
     _report_import(import_factorynet(a.directory, dataset, a.label_field, a.detections_field,
@@ -180,14 +180,14 @@ def _import_factorynet(a):
 
 
 def _import_csv(a):
-    from .importers import import_csv
+    from .fo.importers import import_csv
 
     dataset = _load_or_create(a.dataset)
     _report_import(import_csv(a.csv_file, dataset, a.label_field, progress=_bar("import")))
 
 
 def _run(a, dataset=None, encoder=None):
-    from .stages import run_vlsr
+    from .fo.stages import run_vlsr
 
     embed, score, merge = (params_of(a, cls) for cls in (EmbedParams, ScoreParams, MergeParams))
     dataset = dataset or _load(a.dataset)
@@ -199,7 +199,7 @@ def _run(a, dataset=None, encoder=None):
 
 
 def _summary(dataset, key):
-    from .summary import summarize_run
+    from .fo.summary import summarize_run
 
     if not dataset.has_run(key):
         raise FileNotFoundError(f"no VLSR run {key!r} on dataset {dataset.name!r}")
@@ -207,7 +207,7 @@ def _summary(dataset, key):
 
 
 def _export(a):
-    from .export import export_run
+    from .fo.export import export_run
 
     for path in export_run(_load(a.dataset), a.out, a.key, detections_field=a.detections_field,
                            overwrite=a.overwrite):
@@ -218,7 +218,7 @@ def _demo(a):
     import fiftyone as fo
 
     from .demo import build_demo_dataset
-    from .encoder import CLIPEncoder, ModelLoadError
+    from .model.encoder import CLIPEncoder, ModelLoadError
 
     dataset = build_demo_dataset(a.dir)
     print(f"demo dataset {dataset.name!r}: {len(dataset)} images in {a.dir}")
@@ -241,8 +241,8 @@ def _demo(a):
 
 
 def _random_encoder(directory, error):
-    from .encoder import CLIPEncoder
-    from .random_clip import save_random_clip
+    from .model.encoder import CLIPEncoder
+    from .model.random_clip import save_random_clip
 
     print(f"\n{error}\n", file=sys.stderr)
     print("The demo goes on with a RANDOMLY INITIALISED CLIP to show the workflow: its scores, "

@@ -1,7 +1,7 @@
 """Image-to-label cosine scores (spec steps 2 and 3), in chunks of bounded memory.
 
 Embeddings are expected L2-normalised, so a cosine similarity is a dot product. Every score
-returned is an :func:`~vlsr_core.dots.exact_dots` value rounded to float32, so the same
+returned is an :func:`~vlsr_core.engine.dots.exact_dots` value rounded to float32, so the same
 (image, label) pair scores bitwise the same in both functions, on every machine; twin labels
 (identical embeddings) score exactly alike.
 """

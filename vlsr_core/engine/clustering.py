@@ -6,7 +6,7 @@ the same ``distance <= eps`` neighbourhood (a point is its own neighbour), core 
 neighbourhood holds at least ``min_samples`` points, clusters numbered in the order of their
 lowest-index core point, and a border point given to the lowest-numbered cluster that reaches it.
 
-Whether two labels are neighbours is decided on :func:`~vlsr_core.dots.exact_dots`: the blocked
+Whether two labels are neighbours is decided on :func:`~vlsr_core.engine.dots.exact_dots`: the blocked
 matrix product only finds the pairs, and the few pairs whose product lies within its rounding of
 the threshold are re-checked exactly. The partition therefore depends on the vectors alone, not
 on the BLAS kernel, ``block_rows`` or the thread count. Where a pair's exact distance is within

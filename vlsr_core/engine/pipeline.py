@@ -103,8 +103,8 @@ def sanitize(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, 
         image_labels: list of n_images lists of label strings (empty for an unlabelled image).
         vocabulary: list of n_labels distinct strings, containing every label of ``image_labels``.
         vocabulary_embeddings: ndarray of shape (n_labels, dim).
-        score: :class:`~vlsr_core.params.ScoreParams` of steps 2-3 (default: the defaults).
-        merge: :class:`~vlsr_core.params.MergeParams` of steps 4-6 (default: the defaults).
+        score: :class:`~vlsr_core.engine.params.ScoreParams` of steps 2-3 (default: the defaults).
+        merge: :class:`~vlsr_core.engine.params.MergeParams` of steps 4-6 (default: the defaults).
         block_rows: rows per block in clustering.
         **overrides: single parameters of either class, e.g. ``eps=0.1, top_k=3``.
 
@@ -131,7 +131,7 @@ def score_images(image_embeddings, image_labels, vocabulary, vocabulary_embeddin
     the paper's auto-replace candidate (see :func:`sanitize`).
 
     Args:
-        params: :class:`~vlsr_core.params.ScoreParams`; ``overrides`` replace single fields.
+        params: :class:`~vlsr_core.engine.params.ScoreParams`; ``overrides`` replace single fields.
 
     Returns:
         an :class:`ImageScores`.
@@ -207,7 +207,7 @@ def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddi
     callable taking the fraction done, follows the clustering (the long part).
 
     Args:
-        params: :class:`~vlsr_core.params.MergeParams`; ``overrides`` replace single fields.
+        params: :class:`~vlsr_core.engine.params.MergeParams`; ``overrides`` replace single fields.
 
     Returns:
         a :class:`LabelRefinement`.
@@ -242,7 +242,7 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
         vocabulary: list of n_labels distinct strings.
         vocabulary_embeddings: ndarray of shape (n_labels, dim), L2-normalised.
         frequencies: int ndarray of shape (n_labels,), from :func:`label_frequencies`.
-        params: :class:`~vlsr_core.params.MergeParams`; ``overrides`` replace single fields.
+        params: :class:`~vlsr_core.engine.params.MergeParams`; ``overrides`` replace single fields.
         block_rows: rows per block in clustering (memory, not results).
         progress: optional callable taking the fraction done, 1.0 at the end.
 
@@ -256,7 +256,7 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
     if not len(vocabulary) == len(vocab_emb) == len(frequencies):
         raise ValueError(f"{len(vocabulary)} labels, {len(vocab_emb)} label embeddings and "
                          f"{len(frequencies)} frequencies")
-    report = progress or (lambda fraction: None)
+    advance = progress or (lambda fraction: None)
     # computed in the labels' string order and mapped back: every id and tie-break is then
     # the same whatever order the vocabulary came in
     order = np.argsort(_string_rank(vocabulary), kind="stable")
@@ -264,14 +264,14 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
     sorted_vocabulary = [vocabulary[i] for i in order]
     sorted_emb, sorted_freq = vocab_emb[order], frequencies[order]
     dbscan = cluster_labels(sorted_emb, eps=params.eps, min_samples=params.min_samples,
-                            block_rows=block_rows, progress=lambda f: report(0.9 * f))
+                            block_rows=block_rows, progress=lambda f: advance(0.9 * f))
     clusters = merge_small_clusters(
         sorted_emb, dbscan, sorted_freq, params.min_cluster_size, vocabulary=sorted_vocabulary,
         size_by=params.size_by, linkage=params.linkage,
         max_merge_distance=params.max_merge_distance,
     )
     reps = representatives(sorted_vocabulary, sorted_emb, clusters, sorted_freq)
-    report(1.0)
+    advance(1.0)
     return LabelMap(vocabulary=vocabulary, frequencies=frequencies, dbscan_clusters=dbscan[back],
                     clusters=clusters[back], representatives=[sorted_vocabulary[r] for r in reps])
 

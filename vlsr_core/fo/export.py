@@ -24,7 +24,7 @@ from itertools import chain
 
 import fiftyone as fo
 
-from .defaults import DEFAULT_KEY
+from ..engine.defaults import DEFAULT_KEY
 from .chunks import iter_chunks, sample_ids
 from .labels import as_label_lists, label_path, label_sets
 from .runs import sample_fields
@@ -57,7 +57,7 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         raise ExportError(f"{export_dir} is not empty; choose another directory or overwrite")
     os.makedirs(export_dir, exist_ok=True)
     config = dataset.get_run_info(key).config
-    label_map = results.label_map
+    label_map = results.canonical
     ids = sample_ids(samples)  # read once: both streamed files visit the same samples in order
 
     written = [

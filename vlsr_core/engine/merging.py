@@ -74,7 +74,7 @@ def merge_small_clusters(
         """The vector that stands for cluster c in the distance."""
         if linkage == "centroid":
             return _unit(sums[c])
-        rep = representative(members[c], emb, freq, vocabulary, _unit(sums[c]))
+        rep = representative_of(members[c], emb, freq, vocabulary, _unit(sums[c]))
         return emb[rep]
 
     points = np.stack([point(c) for c in range(n_clusters)]) if n_clusters else emb[:0]
@@ -181,12 +181,12 @@ def representatives(vocabulary, embeddings, clusters, frequencies):
     groups = np.split(order, np.cumsum(np.bincount(clusters))[:-1])
     centroids = [_unit(emb[g].sum(axis=0, dtype=np.float64)) for g in groups]
     return np.array(
-        [representative(g, emb, freq, vocabulary, c) for g, c in zip(groups, centroids)],
+        [representative_of(g, emb, freq, vocabulary, c) for g, c in zip(groups, centroids)],
         dtype=np.int64,
     )
 
 
-def representative(member_index, embeddings, frequencies, vocabulary, centroid):
+def representative_of(member_index, embeddings, frequencies, vocabulary, centroid):
     """The representative of one cluster given its member indices (same rule as :func:`representatives`)."""
     member_index = np.asarray(member_index)
     closeness = exact_dots(embeddings[member_index], centroid.astype(np.float32)[None, :],

@@ -11,7 +11,7 @@ Example:
     >>> MergeParams(eps=0)
     Traceback (most recent call last):
     ...
-    vlsr_core.params.ParamError: eps must be > 0, got 0
+    vlsr_core.engine.params.ParamError: eps must be > 0, got 0
 """
 
 import dataclasses
@@ -192,7 +192,7 @@ def _not_blank(text):
 
 
 def _device_name(device):
-    from .devices import device_problem  # imports torch: only when a device is named
+    from ..model.devices import device_problem  # imports torch: only when a device is named
 
     return None if device == "auto" else device_problem(device)
 

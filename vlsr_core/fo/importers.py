@@ -26,7 +26,7 @@ import fiftyone as fo
 import fiftyone.core.media as fom
 import fiftyone.core.storage as fos
 
-from .images import BadImageError, oriented_size
+from ..model.images import BadImageError, oriented_size
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif")  # Factorynet image types, preferred first
 SOURCES = ("user", "wikimedia")  # the values Factorynet's optional sixth column takes

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from ..engine.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from .images import DEFAULT_MAX_PIXELS, BadImageError, load_image
 from .model_source import hub_unreachable, is_local, load_advice, local_problem
 

@@ -1,5 +1,5 @@
 """VLSR on a FiftyOne collection in three stages that read, compute and write in bulk, a chunk of
-samples at a time (:mod:`vlsr_core.chunks`), so that memory stays flat as the collection grows.
+samples at a time (:mod:`vlsr_core.fo.chunks`), so that memory stays flat as the collection grows.
 
 1. :func:`compute_embeddings` — images onto ``{key}_embedding`` (streamed, resumable), labels
    into the run record;
@@ -18,8 +18,8 @@ import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
-from .defaults import DEFAULT_KEY
-from .params import PARAM_CLASSES, EmbedParams, MergeParams, ParamError, ScoreParams
+from ..engine.defaults import DEFAULT_KEY
+from ..engine.params import PARAM_CLASSES, EmbedParams, MergeParams, ParamError, ScoreParams
 from . import chunks
 from .chunks import iter_chunks, sample_ids
 from .labels import (
@@ -32,7 +32,7 @@ from .labels import (
     set_label_attribute,
     usable,
 )
-from .pipeline import ScoreTally, build_label_map, final_labels, score_images
+from ..engine.pipeline import ScoreTally, build_label_map, final_labels, score_images
 from .runs import (
     VLSRResults,
     VLSRRunConfig,
@@ -98,12 +98,12 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         samples: a FiftyOne dataset or view of images.
         label_field: a Classification, Classifications or Detections field.
         key: the run key; fields are named ``{key}_...``.
-        params: :class:`~vlsr_core.params.EmbedParams` (default: the defaults); ``overrides``
+        params: :class:`~vlsr_core.engine.params.EmbedParams` (default: the defaults); ``overrides``
             replace single fields, e.g. ``model="./clip", device="cpu"``.
         recompute: embed every image again.
         encoder: an already loaded :class:`CLIPEncoder`; its model, prompt, batch size and
             ``jpeg_draft`` are used instead of the parameters of the same names.
-        images: False embeds the labels only and leaves the images to :func:`embed_images`
+        images: False embeds the labels only and leaves the images to :func:`compute_image_embeddings`
             (e.g. in shards run by several workers).
         progress: optional callable taking the fraction done.
 
@@ -142,13 +142,13 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     if not images:
         progress(1.0)
         return EmbeddingReport(n_labels_embedded=len(new))
-    report = embed_images(samples, key, recompute=recompute, encoder=encoder,
+    report = compute_image_embeddings(samples, key, recompute=recompute, encoder=encoder,
                           progress=lambda f: progress(0.05 + 0.95 * f))
     report.n_labels_embedded = len(new)
     return report
 
 
-def embed_images(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None, device="auto",
+def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None, device="auto",
                  num_workers=None, progress=None):
     """Embed the images of ``samples`` for an existing run, with the run's model, prompt and
     JPEG decoding (an ``encoder`` given must match them: mixed embeddings are not comparable),
@@ -219,7 +219,7 @@ def unreadable_images(samples, key=DEFAULT_KEY):
 
 
 def _encoder(params):
-    from .encoder import CLIPEncoder
+    from ..model.encoder import CLIPEncoder
 
     return CLIPEncoder(params.model, device=None if params.device == "auto" else params.device,
                        batch_size=params.batch_size, num_workers=params.num_workers,
@@ -237,7 +237,7 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
     Args:
         samples: the dataset or view to score (the vocabulary is that of these samples).
         key: the run key used by :func:`compute_embeddings`.
-        params: :class:`~vlsr_core.params.ScoreParams` (default: the defaults, whatever the run
+        params: :class:`~vlsr_core.engine.params.ScoreParams` (default: the defaults, whatever the run
             used before; the App's form offers those); ``overrides`` replace single fields,
             e.g. ``top_k=3``.
         progress: optional callable taking the fraction done.
@@ -317,7 +317,7 @@ def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, *
     Args:
         samples: the dataset or view (its labels are the vocabulary).
         key: the run key used by :func:`compute_embeddings`.
-        params: :class:`~vlsr_core.params.MergeParams` (default: the defaults, whatever the run
+        params: :class:`~vlsr_core.engine.params.MergeParams` (default: the defaults, whatever the run
             used before; the App's form offers those); ``overrides`` replace single fields,
             e.g. ``eps=0.1``.
         progress: optional callable taking the fraction done.
@@ -327,9 +327,9 @@ def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, *
     """
     run = _open_run(samples, key)
     params = MergeParams.resolve(params, **overrides)
-    report = progress or (lambda fraction: None)
+    advance = progress or (lambda fraction: None)
     label_map = build_label_map(run.vocabulary, run.vocab_emb, run.frequencies, params,
-                                progress=lambda f: report(0.5 * f))
+                                progress=lambda f: advance(0.5 * f))
     run.config.record(params)
     run.dataset.update_run_config(key, run.config)
 
@@ -360,7 +360,7 @@ def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, *
                 for l, s in zip(final.final_labels, final.final_scores)],
         })
         done += len(chunk.ids)
-        report(min(0.99, 0.5 + 0.5 * done / len(run.ids)))
+        advance(min(0.99, 0.5 + 0.5 * done / len(run.ids)))
 
     run.dataset.create_index(f"{fields['label']}.confidence")
     results = run.results
@@ -379,7 +379,7 @@ def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, *
     changed = samples.match(F(fields["label"]).exists() & ~kept)
     _save_view(run, saved_view_names(key)["changed"], changed,
                "samples whose final label is none of the labels they had")
-    report(1.0)
+    advance(1.0)
     return label_map
 
 

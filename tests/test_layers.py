@@ -1,0 +1,28 @@
+"""The layers stay apart: the engine imports neither FiftyOne nor torch, the model side not
+FiftyOne, so each can be used, tested and benchmarked alone."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("modules, absent", [
+    (["vlsr_core", "vlsr_core.engine.pipeline", "vlsr_core.engine.params", "vlsr_core.engine.dots"],
+     ["fiftyone", "torch", "transformers"]),
+    (["vlsr_core.model.encoder", "vlsr_core.model.images", "vlsr_core.model.random_clip"],
+     ["fiftyone"]),
+])
+def test_a_layer_imports_nothing_of_the_layers_above(modules, absent):
+    code = (f"import sys, {', '.join(modules)}; "
+            f"print([m for m in {absent!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_default_parameters_need_no_torch():
+    code = ("import sys; from vlsr_core import EmbedParams, MergeParams, ScoreParams; "
+            "EmbedParams(device='auto'); MergeParams(); ScoreParams(); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr

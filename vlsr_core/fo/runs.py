@@ -1,0 +1,225 @@
+"""The VLSR run record on a FiftyOne dataset: config (every parameter), run (fields), results (arrays).
+
+A run lives under a key (default ``vlsr``); its fields are named after the key, so runs with
+different keys (two models, say) sit side by side. The config records every field and saved view
+the run created (before creating it); ``dataset.delete_run(key)`` removes exactly those through
+:meth:`VLSRRun.cleanup`. A stage refuses to start where one of its outputs would land on a field,
+label attribute or view that the run did not create (:func:`output_problem`), so the input labels
+and anything else of the user's are never written over or deleted.
+"""
+
+import eta.core.serial as etas
+import fiftyone.core.runs as fors
+import numpy as np
+
+from ..engine.params import PARAM_CLASSES
+
+# Field name suffixes, appended to the run key ("vlsr" -> "vlsr_embedding", ...).
+SAMPLE_FIELDS = {
+    "embedding": "embedding",  # image embedding (VectorField)
+    "error": "error",  # why the image could not be embedded
+    "suggestions": "suggestions",  # top-k vocabulary labels (Classifications)
+    "min_similarity": "min_similarity",  # lowest score of the sample's labels
+    "best_gap": "best_gap",  # best suggestion's score minus best assigned label's score
+    "labels": "labels",  # canonical label set (Classifications)
+    "label": "label",  # final label (Classification)
+}
+LABEL_ATTRIBUTES = {
+    "similarity": "similarity",  # image-to-label score
+    "canonical": "canonical",  # the label's canonical label
+    "cluster": "cluster",  # the label's final cluster id
+}
+
+
+class VLSRRunConfig(fors.RunConfig):
+    """Every parameter of a VLSR run, JSON-serialisable, stored with the run record.
+
+    The recorded fields of :class:`~vlsr_core.engine.params.EmbedParams`, :class:`ScoreParams` and
+    :class:`MergeParams` are attributes of the config (flat, as stored by every version), read back
+    with :meth:`params`.
+
+    Args:
+        label_field: the input label field.
+        created_fields, created_views: what the run created, recorded before it was created, so
+            that deleting the run removes nothing else. None for runs made before vlsr kept
+            this record: every existing output of the run then counts as its own.
+        **kwargs: parameter values (defaults: the parameter classes') and FiftyOne's own keys.
+    """
+
+    def __init__(self, label_field=None, created_fields=None, created_views=None, **kwargs):
+        kwargs.setdefault("method", "vlsr")
+        for cls in PARAM_CLASSES:
+            for spec in cls.specs():
+                if spec.recorded:
+                    kwargs.setdefault(spec.name, spec.default)
+        super().__init__(**kwargs)
+        self.label_field = label_field
+        self.created_fields = created_fields
+        self.created_views = created_views
+
+    def params(self, cls, **overrides):
+        """The run's recorded parameters of class ``cls`` (e.g. :class:`MergeParams`), with
+        ``overrides`` (execution details such as the device) on top."""
+        return cls.from_dict(vars(self), **overrides)
+
+    def record(self, params):
+        """Store the recorded fields of a parameter object."""
+        for name, value in params.to_dict().items():
+            setattr(self, name, value)
+
+
+class VLSRRun(fors.Run):
+    """Knows the fields a VLSR run created, so FiftyOne can list and delete them."""
+
+    def get_fields(self, samples, key):
+        return [f for f in owned_fields(samples, key, self.config) if samples.has_field(f)]
+
+    def cleanup(self, samples, key):
+        dataset = samples._dataset
+        for field in self.get_fields(dataset, key):
+            dataset.delete_sample_field(field, error_level=1)
+        for view in owned_views(key, self.config):
+            if dataset.has_saved_view(view):
+                dataset.delete_saved_view(view)
+
+
+class VLSRResults(fors.RunResults):
+    """Arrays of a run: the label embedding table, and the vocabulary's clusters and label map.
+
+    Attributes:
+        labels: every label string embedded so far (a superset of the vocabulary).
+        label_embeddings: float32 ndarray (len(labels), dim).
+        vocabulary: the labels of the samples last clustered.
+        frequencies, dbscan_clusters, clusters: int ndarrays aligned with ``vocabulary``.
+        representatives: the canonical label of each final cluster.
+    """
+
+    _ARRAYS = ("label_embeddings", "frequencies", "dbscan_clusters", "clusters")
+
+    def __init__(self, samples, config, key, backend=None, **kwargs):
+        defaults = dict(
+            labels=[], label_embeddings=np.zeros((0, 0), np.float32), vocabulary=[],
+            frequencies=np.zeros(0, np.int64), dbscan_clusters=np.zeros(0, np.int64),
+            clusters=np.zeros(0, np.int64), representatives=[],
+        )
+        defaults.update(kwargs)
+        super().__init__(samples, config, key, backend=backend, **defaults)
+
+    @property
+    def canonical(self):
+        """dict: vocabulary label -> canonical label (as :attr:`LabelMap.canonical`)."""
+        return {l: self.representatives[c] for l, c in zip(self.vocabulary, self.clusters)}
+
+    def embeddings_of(self, labels):
+        """Rows of :attr:`label_embeddings` for ``labels``; KeyError names the missing ones."""
+        row = {l: i for i, l in enumerate(self.labels)}
+        missing = [l for l in labels if l not in row]
+        if missing:
+            raise KeyError(f"{len(missing)} labels have no embedding yet, e.g. {missing[:3]}")
+        return self.label_embeddings[[row[l] for l in labels]]
+
+    def serialize(self, *args, **kwargs):
+        d = super().serialize(*args, **kwargs)
+        for name in self._ARRAYS:
+            d[name] = etas.serialize_numpy_array(np.asarray(getattr(self, name)))
+        return d
+
+    @classmethod
+    def _from_dict(cls, d, samples, config, key):
+        d = dict(d)
+        for name in cls._ARRAYS:
+            if isinstance(d.get(name), str):
+                d[name] = etas.deserialize_numpy_array(d[name])
+        return cls(samples, config, key, **d)
+
+
+def sample_fields(key):
+    """The sample fields of run ``key``, by role."""
+    return {role: f"{key}_{suffix}" for role, suffix in SAMPLE_FIELDS.items()}
+
+
+def label_attributes(key):
+    """The attributes the run ``key`` sets on each input label, by role."""
+    return {role: f"{key}_{suffix}" for role, suffix in LABEL_ATTRIBUTES.items()}
+
+
+def saved_view_names(key):
+    """Saved review views of run ``key``, by role."""
+    return {
+        "low_similarity": f"{key}-low-similarity",
+        "better_label": f"{key}-better-label-exists",
+        "weak_labels": f"{key}-labels-low-everywhere",
+        "changed": f"{key}-final-label-changed",
+    }
+
+
+def output_fields(samples, key, label_field):
+    """Every field path run ``key`` on ``label_field`` may write: its sample fields and the
+    attributes it sets on the label objects."""
+    from .labels import LabelFieldError, label_path
+
+    fields = list(sample_fields(key).values())
+    try:
+        path = label_path(samples, label_field)
+    except LabelFieldError:
+        return fields
+    return fields + [f"{path}.{a}" for a in label_attributes(key).values()]
+
+
+def owned_fields(samples, key, config):
+    """The fields run ``key`` created (for a run made before they were recorded, those of its
+    outputs that exist)."""
+    if config.created_fields is not None:
+        return list(config.created_fields)
+    if not config.label_field:
+        return list(sample_fields(key).values())
+    return output_fields(samples, key, config.label_field)
+
+
+def owned_views(key, config):
+    """The saved views run ``key`` created (likewise)."""
+    if config.created_views is not None:
+        return list(config.created_views)
+    return list(saved_view_names(key).values())
+
+
+def output_problem(samples, key, label_field):
+    """Why run ``key`` on ``label_field`` would write over something it did not create, or None.
+
+    Checked before a stage writes anything: the input field named like one of the run's outputs
+    (``--label-field gt_labels --key gt``), a field, label attribute or saved view of the run's
+    names that exists but is not the run's own, or a key that cannot prefix field names.
+    """
+    if not isinstance(key, str) or not key.isidentifier():
+        return (f"The run key {key!r} cannot name fields: use letters, digits and underscores, "
+                "not starting with a digit")
+    root = label_field.split(".")[0]
+    if root in sample_fields(key).values():
+        return (f"The label field {label_field!r} has the name of an output of run {key!r} "
+                f"({key}_...); its labels would be overwritten: choose another run key")
+    dataset = samples._dataset
+    config = dataset.get_run_info(key).config if dataset.has_run(key) else None
+    if config is not None and not isinstance(config, VLSRRunConfig):
+        return f"Run {key!r} exists and is not a VLSR run; choose another key"
+    if config is not None and config.label_field != label_field:
+        return (f"Run {key!r} was made on field {config.label_field!r}, not {label_field!r}; "
+                "choose another key or delete that run first")
+    owned = set(owned_fields(dataset, key, config)) if config else set()
+    for field in output_fields(dataset, key, label_field):
+        if field in owned:
+            continue
+        # a label attribute may hold values without being declared in the schema
+        if dataset.has_field(field) or ("." in field and dataset.count(field)):
+            return (f"Field {field!r} exists and was not created by run {key!r}; writing there "
+                    "would overwrite it: choose another run key")
+    views = set(owned_views(key, config)) if config else set()
+    for view in saved_view_names(key).values():
+        if view not in views and dataset.has_saved_view(view):
+            return (f"A saved view {view!r} exists and was not created by run {key!r}: choose "
+                    "another run key")
+    return None
+
+
+def list_vlsr_runs(dataset):
+    """The keys of the VLSR runs of ``dataset``."""
+    return [k for k in dataset.list_runs() if isinstance(dataset.get_run_info(k).config, VLSRRunConfig)]
