@@ -20,6 +20,8 @@ from playwright.sync_api import sync_playwright
 
 from vlsr_core.model.random_clip import save_random_clip
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -36,6 +36,7 @@ def test_a_label_field_named_like_an_output_of_the_run_is_refused(dataset, tmp_p
     assert label_snapshot(dataset, field) == before
 
 
+@pytest.mark.slow
 def test_from_the_cli_the_clash_is_one_line_and_exit_2(dataset, tmp_path):
     build(dataset, tmp_path / "images", field="gt_labels")
     dataset.persistent = True

@@ -17,6 +17,8 @@ from PIL import Image
 from vlsr_core.model.random_clip import save_random_clip
 from vlsr_core.fo.stages import compute_embeddings
 
+pytestmark = pytest.mark.slow
+
 N_IMAGES = 24
 
 

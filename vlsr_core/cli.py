@@ -20,6 +20,13 @@ EPILOG = """examples:
 def main(argv=None):
     """Entry point of the ``vlsr`` console script."""
     args = _parser().parse_args(argv)
+    if args.func is _run:  # bad parameters answer at once, before FiftyOne and torch load
+        try:
+            for cls in (EmbedParams, ScoreParams, MergeParams):
+                params_of(args, cls)
+        except ParamError as e:
+            print(f"vlsr: error: {e}", file=sys.stderr)
+            return 2
     from .model.encoder import ModelLoadError
     from .fo.export import ExportError
     from .fo.labels import LabelFieldError

@@ -1,0 +1,295 @@
+"""The run record: input untouched, idempotent, side by side, deletable, persistent, chunked,
+and loadable when stored by an earlier module layout.
+
+Behaviour is judged by what the stages leave in the database, on the fake CLIP of
+:mod:`fake_clip`, whose right answers are known.
+"""
+
+import os
+
+import fiftyone as fo
+import fiftyone.core.runs as fors
+import numpy as np
+import pytest
+from bson import json_util
+from fiftyone import ViewField as F
+
+from vlsr_core.engine.params import ScoreParams
+from vlsr_core.fo import chunks, stages
+from vlsr_core.fo.runs import VLSRResults, VLSRRunConfig, label_attributes, sample_fields, saved_view_names
+from vlsr_core.fo.stages import VLSRError, cluster_and_merge, compute_embeddings, run_vlsr, score_labels
+
+from fake_clip import (
+    CANONICAL,
+    FINAL,
+    UNREADABLE,
+    VOCAB,
+    FakeEncoder,
+    axis,
+    by_name,
+    dot,
+    label_snapshot,
+    label_vector,
+    run_fields,
+    unit,
+    view_labels,
+    view_names,
+)
+
+# ---------------------------------------------------------------------------------------------
+# The run record: input untouched, idempotent, side by side, deletable, persistent
+# ---------------------------------------------------------------------------------------------
+
+
+def test_input_labels_are_never_modified(main):
+    dataset, images = main
+    before = label_snapshot(dataset)
+    ids_before = dataset.values("gt.classifications.id")
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    dataset.reload()
+    assert label_snapshot(dataset) == before
+    assert dataset.values("gt.classifications.id") == ids_before
+    dataset.delete_run("vlsr")
+    dataset.reload()
+    assert [l.to_dict() if l else None for l in dataset.values("gt")] == [
+        before[os.path.basename(p)] for p in dataset.values("filepath")]
+
+
+def snapshot(dataset, key="vlsr"):
+    """Every value a run wrote, by field (label ids aside: new label objects get new ids)."""
+    out, schema = {}, dataset.get_field_schema(flat=True)
+    for field in run_fields(dataset, key):
+        if field.endswith(".id") or isinstance(schema[field], (fo.EmbeddedDocumentField, fo.ListField)):
+            continue  # whole labels are compared below, without their ids
+        values = dataset.values(field)
+        out[field] = [np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for v in values]
+    for field in (f"{key}_suggestions", f"{key}_labels", f"{key}_label"):
+        out[field] = [None if v is None else {k: x for k, x in v.to_dict().items() if k != "_id"}
+                      for v in dataset.values(field)]
+    return out
+
+
+def _close(a, b, tol=1e-6):
+    """Equal, floats within ``tol``, recursively through lists and dicts."""
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= tol
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b))
+    return a == b
+
+
+def _strip_ids(d):
+    if isinstance(d, dict):
+        return {k: _strip_ids(v) for k, v in d.items() if k not in ("_id", "id")}
+    if isinstance(d, list):
+        return [_strip_ids(v) for v in d]
+    return d
+
+
+def test_rerun_is_idempotent(main):
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    first, schema = _strip_ids(snapshot(dataset)), sorted(dataset.get_field_schema(flat=True))
+    views = sorted(dataset.list_saved_views())
+    results = dataset.load_run_results("vlsr", cache=False)
+
+    again = FakeEncoder(images)
+    run_vlsr(dataset, "gt", encoder=again, min_cluster_size=1)
+    assert again.texts == [] and sorted(map(os.path.basename, again.path_calls[0])) == sorted(UNREADABLE)
+    assert _strip_ids(snapshot(dataset)) == first
+    assert sorted(dataset.get_field_schema(flat=True)) == schema
+    assert sorted(dataset.list_saved_views()) == views and len(views) == 4
+    assert dataset.list_runs() == ["vlsr"]
+    second = dataset.load_run_results("vlsr", cache=False)
+    assert second.labels == results.labels and second.vocabulary == results.vocabulary
+    assert np.array_equal(second.label_embeddings, results.label_embeddings)
+    assert len(stages.unreadable_images(dataset)) == 2
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_results_do_not_depend_on_the_chunk_size(main, monkeypatch, chunk):
+    """The stages read, compute and write a chunk of samples at a time (bounded memory); on a
+    sorted, label-filtered view with unreadable and unlabelled samples, chunks of 1 or 3 samples
+    give exactly what one chunk gives."""
+    dataset, images = main
+    view = dataset.sort_by("filepath", reverse=True).filter_labels(
+        "gt", F("label") != "Lathe Information", only_matches=False)
+
+    def run():
+        run_vlsr(view, "gt", encoder=FakeEncoder(images), top_k=2, min_cluster_size=2)
+        results = dataset.load_run_results("vlsr", cache=False)
+        out = (_strip_ids(snapshot(dataset)), sorted(dataset.list_saved_views()),
+               results.vocabulary, results.frequencies.tolist(), results.clusters.tolist(),
+               [len(dataset.load_saved_view(v)) for v in sorted(dataset.list_saved_views())],
+               sorted(stages.unreadable_images(dataset)))
+        dataset.delete_run("vlsr")
+        return out
+
+    whole = run()
+    monkeypatch.setattr(chunks, "CHUNK_SIZE", chunk)
+    monkeypatch.setattr(chunks, "EMBED_CHUNK_SIZE", chunk)
+    chunked = run()
+    # scores may differ in the last bits: BLAS rounds a 1-row product unlike a 14-row one
+    for field, values in whole[0].items():
+        assert _close(chunked[0][field], values), field
+    assert chunked[1:] == whole[1:]
+    assert whole[2] == ["helmet", "Screwdrivers", "screwdriver", "drill", "helmit", "Helmets"]
+
+
+def test_two_runs_side_by_side_and_deleting_one(main):
+    dataset, images = main
+    before = label_snapshot(dataset)
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images, model_name="fake-L"), min_cluster_size=1)
+    b32_images = {n: unit(v + 0.2 * axis(15)).astype(np.float32) for n, v in images.items()}
+    run_vlsr(dataset, "gt", "b32", encoder=FakeEncoder(b32_images, model_name="fake-B"), min_cluster_size=1)
+
+    assert sorted(dataset.list_runs()) == ["b32", "vlsr"]
+    assert dataset.get_run_info("b32").config.model == "fake-B"
+    assert dataset.get_run_info("vlsr").config.model == "fake-L"
+    for key, vectors in (("vlsr", images), ("b32", b32_images)):
+        embedded = by_name(dataset, sample_fields(key)["embedding"])
+        for name, vector in vectors.items():
+            assert np.array_equal(embedded[name], vector)
+        sims = by_name(dataset, f"gt.classifications.{label_attributes(key)['similarity']}")
+        assert sims["h1.png"] == [pytest.approx(float(vectors["h1.png"] @ label_vector("helmet")), abs=1e-6)]
+    b32_fields = run_fields(dataset, "b32")
+    assert len(b32_fields) == len(run_fields(dataset, "vlsr")) > 0
+    b32_values = snapshot(dataset, "b32")
+    b32_views = {v: view_labels(dataset, v) for v in saved_view_names("b32").values()}
+    b32_results = dataset.load_run_results("b32", cache=False)
+
+    dataset.delete_run("vlsr")
+    dataset.reload()
+    assert dataset.list_runs() == ["b32"]
+    assert run_fields(dataset, "vlsr") == []
+    assert not dataset.has_field("gt.classifications.vlsr_similarity")
+    assert not any(v.startswith("vlsr-") for v in dataset.list_saved_views())
+    assert all("vlsr_" not in k for c in dataset.values("gt.classifications") if c for x in c
+               for k in x.to_dict())
+    # the other run and the input are untouched
+    assert run_fields(dataset, "b32") == b32_fields
+    assert {k: v for k, v in snapshot(dataset, "b32").items() if k.startswith("b32")} == {
+        k: v for k, v in b32_values.items() if k.startswith("b32")}
+    assert {v: view_labels(dataset, v) for v in saved_view_names("b32").values()} == b32_views
+    assert dataset.load_run_results("b32", cache=False).canonical == b32_results.canonical
+    assert label_snapshot(dataset) == before
+
+
+def test_same_key_on_another_label_field_is_refused(main):
+    dataset, images = main
+    dataset.clone_sample_field("gt", "other")
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    with pytest.raises(VLSRError, match="'vlsr' was made on field 'gt'"):
+        compute_embeddings(dataset, "other", encoder=FakeEncoder(images))
+    with pytest.raises(VLSRError, match="another key"):
+        run_vlsr(dataset, "other", encoder=FakeEncoder(images))
+    assert dataset.get_run_info("vlsr").config.label_field == "gt"
+    assert not dataset.has_field("other.classifications.vlsr_similarity")
+    # another key works
+    run_vlsr(dataset, "other", "vlsr2", encoder=FakeEncoder(images), min_cluster_size=1)
+    assert by_name(dataset, "vlsr2_label.label") == FINAL
+
+
+def test_run_results_survive_a_reload(ran):
+    dataset, images, _, _ = ran
+    before = dataset.load_run_results("vlsr", cache=False)
+    name = dataset.name
+    fo.Dataset._instances.pop(name, None)  # forget the in-memory dataset: read it back from MongoDB
+    reloaded = fo.load_dataset(name)
+    assert reloaded is not dataset
+    results = reloaded.load_run_results("vlsr", cache=False)
+    assert results is not before and isinstance(results, VLSRResults)
+    assert results.labels == VOCAB
+    assert results.label_embeddings.dtype == np.float32
+    assert np.array_equal(results.label_embeddings, np.stack([label_vector(l) for l in VOCAB]))
+    assert results.vocabulary == before.vocabulary
+    for array in ("frequencies", "dbscan_clusters", "clusters"):
+        assert np.array_equal(getattr(results, array), getattr(before, array)), array
+    assert results.representatives == before.representatives
+    assert results.canonical == CANONICAL
+    assert sorted(os.path.basename(f[1]) for f in stages.unreadable_images(dataset)) == sorted(UNREADABLE)
+    config = reloaded.get_run_info("vlsr").config
+    assert (config.label_field, config.model, config.top_k, config.min_cluster_size) == ("gt", "fake-clip", 3, 1)
+    stored = by_name(reloaded, "vlsr_embedding")
+    assert all(np.array_equal(stored[n], v) for n, v in images.items())
+
+
+def test_stages_on_a_view_write_only_its_samples(main):
+    dataset, images = main
+    view = dataset.match(F("filepath").re_match(r".*/(h1|h3|s3|d1)\.png$"))
+    encoder = FakeEncoder(images)
+    compute_embeddings(view, "gt", encoder=encoder)
+    assert sorted(map(os.path.basename, encoder.path_calls[0])) == ["d1.png", "h1.png", "h3.png", "s3.png"]
+    assert sorted(encoder.texts) == ["Helmets", "drill", "helmet"]
+    score_labels(view, top_k=2)
+    cluster_and_merge(view, min_cluster_size=1)
+
+    inside = {"h1.png", "h3.png", "s3.png", "d1.png"}
+    for field in ("vlsr_embedding", "vlsr_suggestions", "vlsr_min_similarity", "vlsr_labels", "vlsr_label"):
+        values = by_name(dataset, field)
+        assert {n for n, v in values.items() if v is not None} == inside, field
+    for attribute in ("vlsr_similarity", "vlsr_canonical", "vlsr_cluster"):
+        values = by_name(dataset, f"gt.classifications.{attribute}")
+        assert {n for n, v in values.items() if v and any(x is not None for x in v)} == inside
+    assert by_name(dataset, "vlsr_label.label")["h3.png"] == "helmet"
+    assert dataset.load_run_results("vlsr").vocabulary == ["helmet", "Helmets", "drill"]
+    assert view_names(dataset, saved_view_names("vlsr")["changed"]) == {"h3.png"}
+
+    # a random subset works the same way
+    subset = dataset.take(3, seed=1)
+    chosen = set(map(os.path.basename, subset.values("filepath")))
+    compute_embeddings(subset, "gt", encoder=FakeEncoder(images), recompute=True)
+    assert {n for n, v in by_name(dataset, "vlsr_embedding").items() if v is not None} == (
+        inside | (chosen - set(UNREADABLE)))
+
+
+def test_stages_on_a_label_filtered_view_write_to_the_right_labels(main):
+    """In the App one often works on filtered labels; the hidden labels must stay untouched and
+    the values must land on the labels they belong to."""
+    dataset, images = main
+    before = label_snapshot(dataset)
+    view = dataset.filter_labels("gt", F("label") != "Lathe Information")
+    encoder = FakeEncoder(images)
+    run_vlsr(view, "gt", encoder=encoder, min_cluster_size=1)
+    assert "Lathe Information" not in encoder.texts
+    sims = by_name(dataset, "gt.classifications.vlsr_similarity")
+    canon = by_name(dataset, "gt.classifications.vlsr_canonical")
+    assert sims["h4.png"] == [None, pytest.approx(dot(images, "h4.png", "helmit"), abs=1e-6)]
+    assert canon["h4.png"] == [None, "helmet"]
+    assert sims["hs.png"] == pytest.approx(
+        [dot(images, "hs.png", "screwdriver"), dot(images, "hs.png", "helmet")], abs=1e-6)
+    assert by_name(dataset, "vlsr_labels.classifications.label")["h4.png"] == ["helmet"]
+    assert label_snapshot(dataset) == before
+
+
+OLD = "vlsr_core.runs."
+
+
+def as_saved_before_the_move(dataset, key):
+    """Rewrite the stored class paths of run ``key`` as the earlier module layout wrote them."""
+    doc = fors.Run._get_run_doc(dataset, key)
+    doc.config["cls"] = OLD + "VLSRRunConfig"
+    results = json_util.loads(doc.results.read().decode())
+    results["cls"] = OLD + "VLSRResults"
+    doc.results.delete()
+    doc.results.put(json_util.dumps(results).encode(), content_type="application/json")
+    doc.save()
+    dataset.reload()
+
+
+def test_a_run_stored_under_the_old_class_paths_loads_and_runs_on(ran):
+    dataset, _, _, _ = ran
+    before = label_snapshot(dataset)
+    as_saved_before_the_move(dataset, "vlsr")
+    assert fors.Run._get_run_doc(dataset, "vlsr").config["cls"] == OLD + "VLSRRunConfig"
+    config = dataset.get_run_info("vlsr").config
+    assert isinstance(config, VLSRRunConfig) and config.top_k == 3
+    results = dataset.load_run_results("vlsr", cache=False)
+    assert isinstance(results, VLSRResults) and results.canonical == CANONICAL
+    score_labels(dataset, top_k=2)  # the stored run goes on
+    assert dataset.get_run_info("vlsr").config.params(ScoreParams).top_k == 2
+    dataset.delete_run("vlsr")
+    assert dataset.list_runs() == [] and not dataset.has_field("vlsr_label")
+    assert label_snapshot(dataset) == before

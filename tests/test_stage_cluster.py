@@ -1,0 +1,210 @@
+"""The clustering stage (cluster_and_merge), and all stages on Classification and Detections fields.
+
+Behaviour is judged by what the stages leave in the database, on the fake CLIP of
+:mod:`fake_clip`, whose right answers are known.
+"""
+
+import collections
+
+import fiftyone as fo
+import pytest
+
+from vlsr_core.fo.runs import VLSRResults, VLSRRunConfig, saved_view_names
+from vlsr_core.fo.stages import cluster_and_merge, run_vlsr
+
+from fake_clip import (
+    CANONICAL,
+    FINAL,
+    MAIN,
+    VOCAB,
+    FakeEncoder,
+    build,
+    by_name,
+    dot,
+    label_snapshot,
+    view_labels,
+    view_names,
+)
+
+# ---------------------------------------------------------------------------------------------
+# cluster_and_merge
+# ---------------------------------------------------------------------------------------------
+
+
+def test_canonical_and_cluster_on_every_label(ran):
+    dataset, _, _, _ = ran
+    labels = by_name(dataset, "gt.classifications.label")
+    canon = by_name(dataset, "gt.classifications.vlsr_canonical")
+    cluster = by_name(dataset, "gt.classifications.vlsr_cluster")
+    for name, _, _ in MAIN:
+        # unreadable images get canonical labels too: clustering needs no picture
+        assert canon[name] == ([CANONICAL[l] for l in labels[name]] if labels[name] else labels[name])
+    ids = {}
+    for name in labels:
+        for l, c in zip(labels[name] or [], cluster[name] or []):
+            ids.setdefault(l, set()).add(c)
+    assert all(len(c) == 1 for c in ids.values())
+    ids = {l: c.pop() for l, c in ids.items()}
+    assert ids["helmet"] == ids["Helmets"] == ids["helmit"]
+    assert ids["screwdriver"] == ids["Screwdrivers"]
+    assert len({ids["helmet"], ids["screwdriver"], ids["drill"], ids["Lathe Information"]}) == 4
+    assert isinstance(dataset.get_field("gt.classifications.vlsr_cluster"), fo.IntField)
+
+
+def test_canonical_label_sets_and_final_labels(ran):
+    dataset, images, _, _ = ran
+    canon_sets = by_name(dataset, "vlsr_labels.classifications.label")
+    canon_scores = by_name(dataset, "vlsr_labels.classifications.confidence")
+    assert canon_sets["h2.png"] == ["helmet"]  # de-duplicated
+    assert canon_sets["s2.png"] == ["screwdriver"]
+    assert canon_sets["h4.png"] == ["Lathe Information", "helmet"]
+    assert canon_sets["hs.png"] == ["screwdriver", "helmet"]
+    assert canon_sets["zero.png"] == ["helmet"] and canon_scores["zero.png"] == [None]
+    assert not canon_sets["n1.png"] and not canon_sets["n2.png"]
+    for name in images:
+        if canon_sets[name]:
+            assert canon_scores[name] == pytest.approx(
+                [dot(images, name, l) for l in canon_sets[name]], abs=1e-6)
+
+    final = by_name(dataset, "vlsr_label.label")
+    assert final == FINAL
+    scores = by_name(dataset, "vlsr_label.confidence")
+    for name, label in FINAL.items():
+        if label is None:
+            assert scores[name] is None
+        else:
+            assert scores[name] == pytest.approx(dot(images, name, label), abs=1e-6)
+            assert scores[name] == pytest.approx(max(dot(images, name, l) for l in canon_sets[name]))
+    assert isinstance(dataset.get_field("vlsr_label"), fo.EmbeddedDocumentField)
+    assert dataset.get_field("vlsr_label").document_type is fo.Classification
+    assert dataset.get_field("vlsr_labels").document_type is fo.Classifications
+
+
+def test_run_results_and_config_are_recorded(ran):
+    dataset, _, _, _ = ran
+    results = dataset.load_run_results("vlsr", cache=False)
+    assert isinstance(results, VLSRResults)
+    assert results.vocabulary == VOCAB
+    freq = dict(zip(results.vocabulary, results.frequencies.tolist()))
+    # images carrying the label (h2 has "helmet" twice; unreadable images count)
+    assert freq == {"helmet": 5, "Helmets": 1, "Lathe Information": 1, "helmit": 1,
+                    "screwdriver": 3, "Screwdrivers": 1, "drill": 3}
+    assert results.canonical == CANONICAL
+    assert sorted(results.representatives) == sorted(["helmet", "Lathe Information", "screwdriver", "drill"])
+    clusters = dict(zip(results.vocabulary, results.clusters.tolist()))
+    assert all(results.representatives[clusters[l]] == c for l, c in CANONICAL.items())
+    assert len(results.dbscan_clusters) == len(VOCAB)
+    cluster_attr = by_name(dataset, "gt.classifications.vlsr_cluster")
+    labels = by_name(dataset, "gt.classifications.label")
+    for name in labels:
+        for l, c in zip(labels[name] or [], cluster_attr[name] or []):
+            assert clusters[l] == c
+
+    info = dataset.get_run_info("vlsr")
+    config = info.config
+    assert isinstance(config, VLSRRunConfig) and config.method == "vlsr"
+    assert (config.label_field, config.model, config.prompt, config.batch_size) == ("gt", "fake-clip", None, 4)
+    assert (config.eps, config.min_samples, config.min_cluster_size) == (0.07, 1, 1)
+    assert (config.size_by, config.linkage, config.max_merge_distance) == ("samples", "centroid", None)
+    assert (config.top_k, config.replace_margin, config.low_quantile) == (3, 0.0, 0.1)
+    assert dataset.list_runs() == ["vlsr"]
+
+
+def test_cluster_parameters_are_used_and_recorded(ran):
+    dataset, _, _, _ = ran
+    # eps below the helmet/Helmets distance keeps the variants apart
+    cluster_and_merge(dataset, eps=0.001, min_cluster_size=1)
+    assert dataset.load_run_results("vlsr", cache=False).canonical["Helmets"] == "Helmets"
+    assert by_name(dataset, "vlsr_label.label")["h3.png"] == "Helmets"
+    assert dataset.get_run_info("vlsr").config.eps == 0.001
+
+    # merging: clusters under 4 samples join their nearest neighbour unless farther than 0.5
+    cluster_and_merge(dataset, min_cluster_size=4, max_merge_distance=0.5, size_by="labels")
+    config = dataset.get_run_info("vlsr").config
+    assert (config.eps, config.min_cluster_size, config.max_merge_distance, config.size_by) == (
+        0.07, 4, 0.5, "labels")
+    assert dataset.load_run_results("vlsr", cache=False).canonical == CANONICAL
+
+    cluster_and_merge(dataset, min_cluster_size=10)  # everything folds into the biggest cluster
+    label_map = dataset.load_run_results("vlsr", cache=False).canonical
+    assert set(label_map.values()) == {"helmet"}
+    assert set(by_name(dataset, "gt.classifications.vlsr_canonical")["d1.png"]) == {"helmet"}
+    assert by_name(dataset, "vlsr_label.label")["d1.png"] == "helmet"
+
+
+# ---------------------------------------------------------------------------------------------
+# Other label types
+# ---------------------------------------------------------------------------------------------
+
+
+def test_classification_field(dataset, tmp_path):
+    spec = [
+        ("a.png", "helmet", "Helmets"),
+        ("b.png", "helmet", "helmet"),
+        ("c.png", "screwdriver", "screwdriver"),
+        ("d.png", "helmet", None),  # no label at all
+        ("e.png", "drill", ""),  # a blank label
+        ("f.png", "helmet", "helmet"),
+    ]
+    images = build(dataset, tmp_path, spec, kind="classification")
+    before = label_snapshot(dataset)
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+
+    assert by_name(dataset, "gt.vlsr_similarity") == {
+        "a.png": pytest.approx(dot(images, "a.png", "Helmets"), abs=1e-6),
+        "b.png": pytest.approx(dot(images, "b.png", "helmet"), abs=1e-6),
+        "c.png": pytest.approx(dot(images, "c.png", "screwdriver"), abs=1e-6),
+        "d.png": None, "e.png": None, "f.png": pytest.approx(dot(images, "f.png", "helmet"), abs=1e-6),
+    }
+    assert by_name(dataset, "gt.vlsr_canonical") == {
+        "a.png": "helmet", "b.png": "helmet", "c.png": "screwdriver", "d.png": None, "e.png": None,
+        "f.png": "helmet",
+    }
+    assert by_name(dataset, "vlsr_label.label") == {
+        "a.png": "helmet", "b.png": "helmet", "c.png": "screwdriver", "d.png": None, "e.png": None,
+        "f.png": "helmet",
+    }
+    assert dataset.load_run_results("vlsr").vocabulary == ["Helmets", "helmet", "screwdriver"]
+    assert view_names(dataset, saved_view_names("vlsr")["changed"]) == {"a.png"}
+    # the unlabelled sample is still unlabelled (no label object created to carry attributes)
+    assert label_snapshot(dataset) == before
+    assert by_name(dataset, "gt")["d.png"] is None
+
+
+def test_detections_field(dataset, tmp_path):
+    spec = [
+        ("a.png", "helmet", ["helmet", "Helmets", "helmet"]),
+        ("b.png", "screwdriver", ["screwdriver", "helmet"]),  # a helmet lies next to it
+        ("c.png", "drill", []),
+        ("d.png", "drill", None),
+    ]
+    images = build(dataset, tmp_path, spec, kind="detections")
+    before = label_snapshot(dataset)
+    encoder = FakeEncoder(images)
+    run_vlsr(dataset, "gt", encoder=encoder, min_cluster_size=1)
+
+    assert collections.Counter(encoder.texts) == {"helmet": 1, "Helmets": 1, "screwdriver": 1}
+    sims = by_name(dataset, "gt.detections.vlsr_similarity")
+    assert sims["a.png"] == pytest.approx([dot(images, "a.png", l) for l in ["helmet", "Helmets", "helmet"]],
+                                          abs=1e-6)
+    assert sims["b.png"] == pytest.approx([dot(images, "b.png", l) for l in ["screwdriver", "helmet"]],
+                                          abs=1e-6)
+    canon = by_name(dataset, "gt.detections.vlsr_canonical")
+    assert canon["a.png"] == ["helmet"] * 3 and canon["b.png"] == ["screwdriver", "helmet"]
+    cluster = by_name(dataset, "gt.detections.vlsr_cluster")
+    assert cluster["a.png"][0] == cluster["a.png"][1] == cluster["a.png"][2] == cluster["b.png"][1]
+    assert cluster["b.png"][0] != cluster["b.png"][1]
+
+    results = dataset.load_run_results("vlsr", cache=False)
+    # the image's label set is its distinct object labels: "helmet" counts once on a.png
+    assert dict(zip(results.vocabulary, results.frequencies.tolist())) == {
+        "helmet": 2, "Helmets": 1, "screwdriver": 1}
+    assert by_name(dataset, "vlsr_labels.classifications.label") == {
+        "a.png": ["helmet"], "b.png": ["screwdriver", "helmet"], "c.png": [], "d.png": []}
+    assert by_name(dataset, "vlsr_label.label") == {
+        "a.png": "helmet", "b.png": "screwdriver", "c.png": None, "d.png": None}
+    assert by_name(dataset, "vlsr_min_similarity")["b.png"] == pytest.approx(
+        dot(images, "b.png", "helmet"), abs=1e-6)
+    assert view_labels(dataset, saved_view_names("vlsr")["low_similarity"], "gt.detections") == {
+        ("b.png", "helmet")}
+    assert label_snapshot(dataset) == before

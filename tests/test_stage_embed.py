@@ -1,0 +1,237 @@
+"""The embedding stage (compute_embeddings, compute_image_embeddings): what it writes, resumes, skips and refuses.
+
+Behaviour is judged by what the stages leave in the database, on the fake CLIP of
+:mod:`fake_clip`, whose right answers are known.
+"""
+
+import collections
+import os
+
+import fiftyone as fo
+import numpy as np
+import pytest
+
+from vlsr_core.fo import stages
+from vlsr_core.fo.runs import sample_fields
+from vlsr_core.fo.stages import VLSRError, compute_embeddings, run_vlsr
+
+from fake_clip import (
+    DIM,
+    MAIN,
+    UNREADABLE,
+    VOCAB,
+    FakeEncoder,
+    build,
+    by_name,
+    dot,
+    image_vector,
+    label_vector,
+)
+
+# ---------------------------------------------------------------------------------------------
+# compute_embeddings
+# ---------------------------------------------------------------------------------------------
+
+
+def test_embeddings_written_for_readable_images_and_reasons_for_unreadable(main):
+    dataset, images = main
+    encoder = FakeEncoder(images)
+    report = compute_embeddings(dataset, "gt", encoder=encoder)
+
+    fields = sample_fields("vlsr")
+    dataset.reload()
+    embeddings, errors = by_name(dataset, fields["embedding"]), by_name(dataset, fields["error"])
+    for name, vector in images.items():
+        assert np.array_equal(np.asarray(embeddings[name], dtype=np.float32), vector), name
+        assert errors[name] is None
+    for name, reason in UNREADABLE.items():
+        assert embeddings[name] is None
+        assert errors[name] == reason
+    assert isinstance(dataset.get_field(fields["embedding"]), fo.VectorField)
+
+    assert (report.n_embedded, report.n_skipped, len(report.failures)) == (12, 0, 2)
+    assert report.n_labels_embedded == len(VOCAB)
+    assert "embedded 12 images" in report.summary() and "2 unreadable" in report.summary()
+    failures = {os.path.basename(path): reason for _, path, reason in report.failures}
+    assert failures == UNREADABLE
+    ids, paths = by_name(dataset, "id"), by_name(dataset, "filepath")
+    assert sorted(map(tuple, stages.unreadable_images(dataset))) == sorted(
+        (ids[name], paths[name], reason) for name, reason in UNREADABLE.items()
+    )
+
+
+def test_non_finite_embedding_is_never_stored(main):
+    """A model that returns NaN for an image (fp16 overflow does) must not leave NaN in the
+    database, where it would also hide the image from every later resume."""
+    dataset, images = main
+    images = dict(images, **{"d2.png": np.full(DIM, np.nan, np.float32)})
+    report = compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+
+    fields = sample_fields("vlsr")
+    stored = [e for e in dataset.values(fields["embedding"]) if e is not None]
+    assert len(stored) == 11 and all(np.isfinite(e).all() for e in stored)
+    assert by_name(dataset, fields["embedding"])["d2.png"] is None
+    assert "finite" in by_name(dataset, fields["error"])["d2.png"]
+    assert report.n_embedded == 11
+    assert "d2.png" in {os.path.basename(p) for _, p, _ in report.failures}
+
+    # fixed on the next run: only that image (and the unreadable ones) are tried again
+    images["d2.png"] = image_vector("drill", "d2.png")
+    again = FakeEncoder(images)
+    compute_embeddings(dataset, "gt", encoder=again)
+    assert sorted(os.path.basename(p) for p in again.path_calls[0]) == [
+        "d2.png", "missing.png", "zero.png"
+    ]
+    assert by_name(dataset, fields["error"])["d2.png"] is None
+    assert np.array_equal(by_name(dataset, fields["embedding"])["d2.png"], images["d2.png"])
+
+
+def test_rerun_embeds_only_new_images_and_new_labels(main, tmp_path):
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    images.update(build(dataset, tmp_path / "more", [
+        ("g1.png", "glove", ["glove", "helmet"]),
+        ("g2.png", "glove", ["glove"]),
+    ]))
+
+    spy = FakeEncoder(images)
+    report = compute_embeddings(dataset, "gt", encoder=spy)
+    # the unreadable images are tried again (they have no embedding), nothing else
+    assert sorted(os.path.basename(p) for p in spy.path_calls[0]) == [
+        "g1.png", "g2.png", "missing.png", "zero.png"
+    ]
+    assert spy.texts == ["glove"]
+    assert (report.n_embedded, report.n_skipped, report.n_labels_embedded) == (2, 12, 1)
+    results = dataset.load_run_results("vlsr", cache=False)
+    assert results.labels == VOCAB + ["glove"]
+    assert np.array_equal(results.label_embeddings, np.stack([label_vector(l) for l in VOCAB + ["glove"]]))
+    embedded = by_name(dataset, "vlsr_embedding")
+    assert np.array_equal(embedded["g1.png"], images["g1.png"])
+    # the still unreadable images are listed once each
+    assert sorted(os.path.basename(f[1]) for f in stages.unreadable_images(dataset)) == ["missing.png", "zero.png"]
+
+    # nothing left to do: no image and no label is embedded a third time
+    idle = FakeEncoder(images)
+    report = compute_embeddings(dataset, "gt", encoder=idle)
+    assert sorted(os.path.basename(p) for p in idle.path_calls[0]) == ["missing.png", "zero.png"]
+    assert idle.texts == [] and report.n_embedded == 0 and report.n_skipped == 14
+
+
+def test_interrupted_run_keeps_written_batches_and_resumes(main, monkeypatch):
+    dataset, images = main
+    monkeypatch.setattr(stages, "WRITE_EVERY", 2)
+    crashing = FakeEncoder(images, batch_size=2, fail_after=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        compute_embeddings(dataset, "gt", encoder=crashing)
+
+    names = [n for n, _, _ in MAIN]
+    embedded = by_name(dataset, "vlsr_embedding")
+    assert [n for n in names if embedded[n] is not None] == names[:4]  # two batches of two
+
+    resumed = FakeEncoder(images, batch_size=2)
+    report = compute_embeddings(dataset, "gt", encoder=resumed)
+    assert [os.path.basename(p) for p in resumed.path_calls[0]] == names[4:]
+    assert resumed.texts == []  # the labels were embedded before the crash
+    assert report.n_skipped == 4 and report.n_embedded == 8
+    embedded = by_name(dataset, "vlsr_embedding")
+    for name, vector in images.items():
+        assert np.array_equal(embedded[name], vector)
+
+
+def test_other_model_reembeds_every_image_and_label(main):
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+
+    other_images = {n: image_vector("glove", "other" + n) for n in images}
+    other = FakeEncoder(other_images, model_name="other-clip")
+    report = compute_embeddings(dataset, "gt", encoder=other)
+    assert sorted(os.path.basename(p) for p in other.path_calls[0]) == sorted(n for n, _, _ in MAIN)
+    assert sorted(other.texts) == sorted(VOCAB)
+    assert report.n_skipped == 0 and report.n_labels_embedded == len(VOCAB)
+    assert dataset.get_run_info("vlsr").config.model == "other-clip"
+    results = dataset.load_run_results("vlsr", cache=False)
+    assert sorted(results.labels) == sorted(VOCAB)  # replaced, not appended
+    embedded = by_name(dataset, "vlsr_embedding")
+    for name, vector in other_images.items():
+        assert np.array_equal(embedded[name], vector)
+
+
+def test_switching_jpeg_draft_reembeds_the_images_but_not_the_labels(main):
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    assert dataset.get_run_info("vlsr").config.jpeg_draft is False
+
+    draft = FakeEncoder(images, jpeg_draft=True)
+    report = compute_embeddings(dataset, "gt", encoder=draft)
+    assert sorted(os.path.basename(p) for p in draft.path_calls[0]) == sorted(n for n, _, _ in MAIN)
+    assert draft.texts == [] and report.n_skipped == 0
+    assert dataset.get_run_info("vlsr").config.jpeg_draft is True
+
+    again = FakeEncoder(images, jpeg_draft=True)  # same setting: a resume embeds nothing new
+    compute_embeddings(dataset, "gt", encoder=again)
+    assert sorted(map(os.path.basename, again.path_calls[0])) == sorted(UNREADABLE)
+
+
+def test_compute_image_embeddings_refuses_an_encoder_unlike_the_runs(main):
+    """A shard embedded by another model, prompt or decoding would mix incomparable vectors."""
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), images=False)
+    for other, shown in [(FakeEncoder(images, jpeg_draft=True), "jpeg_draft True"),
+                         (FakeEncoder(images, model_name="other-clip"), "other-clip"),
+                         (FakeEncoder(images, prompt="a photo of a {}"), "a photo of a")]:
+        with pytest.raises(VLSRError, match=shown):
+            stages.compute_image_embeddings(dataset, encoder=other)
+    assert not dataset.has_sample_field("vlsr_embedding")  # refused before anything was written
+    assert stages.compute_image_embeddings(dataset, encoder=FakeEncoder(images)).n_embedded == len(images)
+
+
+def test_other_model_on_a_view_drops_the_old_embeddings_of_the_rest(main):
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    view = dataset.limit(2)
+    other_images = {n: image_vector("glove", "other" + n) for n in images}
+    compute_embeddings(view, "gt", encoder=FakeEncoder(other_images, model_name="other-clip"))
+    # the samples outside the view hold no embedding of the old model any more
+    outside = dataset.exclude(view.values("id"))
+    assert outside.count("vlsr_embedding") == 0
+    assert view.count("vlsr_embedding") == 2
+
+
+def test_recompute_reembeds_every_image(main):
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    new = {n: image_vector("glove", "new" + n) for n in images}
+    spy = FakeEncoder(new)
+    report = compute_embeddings(dataset, "gt", encoder=spy, recompute=True)
+    assert len(spy.path_calls[0]) == len(MAIN) and report.n_skipped == 0
+    assert spy.texts == []  # same model: the label embeddings are still valid
+    embedded = by_name(dataset, "vlsr_embedding")
+    for name, vector in new.items():
+        assert np.array_equal(embedded[name], vector)
+
+
+def test_labels_embedded_once_each_and_blank_labels_skipped(dataset, tmp_path):
+    spec = [
+        ("a.png", "helmet", ["helmet", "", "   ", None, "helmet"]),
+        ("b.png", "drill", ["", "drill"]),
+        ("c.png", "helmet", ["helmet"]),
+    ]
+    images = build(dataset, tmp_path, spec)
+    encoder = FakeEncoder(images)  # KeyError on any string other than the planned labels
+    run_vlsr(dataset, "gt", encoder=encoder, min_cluster_size=1)
+
+    assert collections.Counter(encoder.texts) == {"helmet": 1, "drill": 1}
+    results = dataset.load_run_results("vlsr", cache=False)
+    assert results.labels == ["helmet", "drill"] and results.vocabulary == ["helmet", "drill"]
+    sims = by_name(dataset, "gt.classifications.vlsr_similarity")
+    canon = by_name(dataset, "gt.classifications.vlsr_canonical")
+    clusters = by_name(dataset, "gt.classifications.vlsr_cluster")
+    h = dot(images, "a.png", "helmet")
+    assert sims["a.png"] == [pytest.approx(h, abs=1e-6), None, None, None, pytest.approx(h, abs=1e-6)]
+    assert canon["a.png"] == ["helmet", None, None, None, "helmet"]
+    assert clusters["a.png"][1:4] == [None, None, None]
+    assert sims["b.png"][0] is None and canon["b.png"] == [None, "drill"]
+    assert by_name(dataset, "vlsr_labels.classifications.label") == {
+        "a.png": ["helmet"], "b.png": ["drill"], "c.png": ["helmet"]
+    }
+    assert by_name(dataset, "gt.classifications.label")["a.png"] == ["helmet", "", "   ", None, "helmet"]

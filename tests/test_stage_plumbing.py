@@ -1,0 +1,139 @@
+"""The stages with a tiny random CLIP loaded through the real code path: shapes, batching, plumbing.
+
+Behaviour is judged by what the stages leave in the database, on the fake CLIP of
+:mod:`fake_clip`, whose right answers are known.
+"""
+
+import numpy as np
+import pytest
+from bson import ObjectId
+from fiftyone import ViewField as F
+
+from vlsr_core.fo import chunks
+from vlsr_core.fo.runs import sample_fields, saved_view_names
+from vlsr_core.fo.stages import cluster_and_merge, run_vlsr
+
+from fake_clip import (
+    UNREADABLE,
+    VOCAB,
+    FakeEncoder,
+    by_name,
+)
+
+# ---------------------------------------------------------------------------------------------
+# The real encoder, for the plumbing
+# ---------------------------------------------------------------------------------------------
+
+
+def test_end_to_end_with_a_tiny_random_clip(main, tmp_path):
+    from vlsr_core.model.random_clip import save_random_clip
+
+    dataset, images = main
+    model = save_random_clip(str(tmp_path / "clip"))
+    stages_seen = set()
+    report = run_vlsr(dataset, "gt", model=model, device="cpu", num_workers=0, batch_size=5,
+                      top_k=3, min_cluster_size=1, progress=lambda s, f: stages_seen.add(s))
+    assert stages_seen == {"embed", "score", "cluster"}
+    assert (report.n_embedded, len(report.failures), report.n_labels_embedded) == (12, 2, len(VOCAB))
+
+    fields = sample_fields("vlsr")
+    embeddings = by_name(dataset, fields["embedding"])
+    readable = [n for n in embeddings if n not in UNREADABLE]
+    for name in readable:
+        assert embeddings[name].shape == (16,)  # the tiny CLIP's projection_dim
+        assert np.linalg.norm(embeddings[name]) == pytest.approx(1.0, abs=1e-4)
+    assert by_name(dataset, fields["error"]) == {n: UNREADABLE.get(n) for n in embeddings}
+
+    sims = by_name(dataset, "gt.classifications.vlsr_similarity")
+    labels = by_name(dataset, "gt.classifications.label")
+    for name in readable:
+        if labels[name] is None:
+            assert sims[name] is None
+            continue
+        assert len(sims[name]) == len(labels[name])
+        assert all(isinstance(s, float) and -1.0001 <= s <= 1.0001 for s in sims[name])
+    assert all(len(s) == 3 for n, s in by_name(dataset, "vlsr_suggestions.classifications.label").items()
+               if n in readable)
+    final = by_name(dataset, "vlsr_label.label")
+    assert {n for n, l in final.items() if l is not None} == {
+        n for n in readable if labels[n]}
+    label_map = dataset.load_run_results("vlsr").canonical
+    assert set(label_map) == set(VOCAB)
+    for name in readable:
+        if final[name]:
+            assert final[name] in {label_map[l] for l in labels[name]}
+    config = dataset.get_run_info("vlsr").config
+    assert config.model == model and config.batch_size == 5
+    assert set(saved_view_names("vlsr").values()) <= set(dataset.list_saved_views())
+
+
+@pytest.mark.parametrize("make_view", [
+    lambda ds: ds,
+    lambda ds: ds.sort_by("filepath", reverse=True),
+    lambda ds: ds.match(F("filepath").re_match(r".*/[hs].*")).sort_by("filepath"),
+])
+def test_sample_ids_read_in_pages_are_the_views_ids_in_order(main, make_view):
+    dataset, _ = main
+    view = make_view(dataset)
+    expected = [str(i) for i in view.values("_id")]
+    for page in (1, 3, 100):
+        ids = chunks.sample_ids(view, page=page)
+        assert [str(ObjectId(i.tobytes())) for i in ids] == expected
+    read = [i for ids, _ in chunks.iter_chunks(view, ["filepath"], size=4) for i in ids]
+    assert read == expected
+
+
+def test_object_ids_ending_in_zero_bytes_survive():
+    oids = [ObjectId(b"\x01" * 11 + b"\x00"), ObjectId(b"\x00" * 12)]
+    ids = chunks._binary(oids)
+    assert [ObjectId(i.tobytes()) for i in ids] == oids
+
+
+def test_sample_ids_fall_back_to_one_read_when_pages_disagree():
+    """Pages rely on the view giving the same order on every query; a view whose order changes
+    between queries (ties in a sort) would repeat and miss samples: then the ids are read at once."""
+    oids = [ObjectId() for _ in range(10)]
+
+    class Unstable:  # a collection whose order changes on every query
+        def __init__(self, calls, start=0, stop=None):
+            self.calls, self.start, self.stop = calls, start, stop
+
+        def __len__(self):
+            return len(oids)
+
+        def skip(self, start):
+            return Unstable(self.calls, start)
+
+        def limit(self, n):
+            return Unstable(self.calls, self.start, self.start + n)
+
+        def values(self, field):
+            self.calls[0] += 1
+            order = oids[self.calls[0] % 3:] + oids[: self.calls[0] % 3]
+            return order[self.start : self.stop]
+
+    ids = chunks.sample_ids(Unstable([0]), page=4)
+    assert sorted(ObjectId(i.tobytes()) for i in ids) == sorted(oids)
+
+
+def test_values_land_on_their_labels_when_the_view_filters_on_what_is_written(main):
+    """Label values are written by label id: a view that filters labels on the very attributes
+    being written (canonical first, then cluster) cannot shift them onto other labels."""
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    view = dataset.filter_labels("gt", F("vlsr_canonical") != F("label"), only_matches=False)
+    shown = {i for ids in view.values("gt.classifications.id") for i in ids or []}
+    assert 0 < len(shown) < dataset.count("gt.classifications")
+    cluster_and_merge(view, min_cluster_size=1)
+    results = dataset.load_run_results("vlsr", cache=False)
+    cluster = dict(zip(results.vocabulary, results.clusters.tolist()))
+    written = 0
+    for ids, labels, canon, clusters in zip(*dataset.values([
+        "gt.classifications.id", "gt.classifications.label", "gt.classifications.vlsr_canonical",
+        "gt.classifications.vlsr_cluster",
+    ])):
+        for i, l, a, c in zip(ids or [], labels or [], canon or [], clusters or []):
+            if i in shown:
+                assert (a, c) == (results.canonical[l], cluster[l]), l
+                written += 1
+    assert written == len(shown)

@@ -1,0 +1,187 @@
+"""The scoring stage (score_labels): scores on every label, suggestions, review views.
+
+Behaviour is judged by what the stages leave in the database, on the fake CLIP of
+:mod:`fake_clip`, whose right answers are known.
+"""
+
+import fiftyone as fo
+import numpy as np
+import pytest
+from fiftyone import ViewField as F
+
+from vlsr_core.engine.params import ScoreParams
+from vlsr_core.fo.runs import saved_view_names
+from vlsr_core.fo.stages import VLSRError, cluster_and_merge, compute_embeddings, run_vlsr, score_labels
+
+from fake_clip import (
+    MAIN,
+    VOCAB,
+    FakeEncoder,
+    build,
+    by_name,
+    dot,
+    view_labels,
+    view_names,
+)
+
+# ---------------------------------------------------------------------------------------------
+# score_labels
+# ---------------------------------------------------------------------------------------------
+
+
+def test_similarity_on_every_label_is_the_dot_product(ran):
+    dataset, images, _, _ = ran
+    dataset.reload()
+    sims = by_name(dataset, "gt.classifications.vlsr_similarity")
+    labels = by_name(dataset, "gt.classifications.label")
+    for name, _, _ in MAIN:
+        if labels[name] is None:
+            assert sims[name] is None
+        elif name in images:
+            assert sims[name] == pytest.approx([dot(images, name, l) for l in labels[name]], abs=1e-6)
+        else:
+            assert sims[name] == [None] * len(labels[name])  # no score without an image
+    assert isinstance(dataset.get_field("gt.classifications.vlsr_similarity"), fo.FloatField)
+    # the premise of the review tests below
+    assert sims["h4.png"][0] < 0.2 < 0.9 < sims["h4.png"][1]
+
+
+def test_suggestions_are_the_top_k_vocabulary_labels_by_score(ran):
+    dataset, images, _, _ = ran
+    labels = by_name(dataset, "vlsr_suggestions.classifications.label")
+    scores = by_name(dataset, "vlsr_suggestions.classifications.confidence")
+    for name, _, _ in MAIN:
+        if name not in images:
+            assert labels[name] is None
+            continue
+        expected = sorted(VOCAB, key=lambda l: -dot(images, name, l))[:3]
+        assert labels[name] == expected, name
+        assert scores[name] == pytest.approx([dot(images, name, l) for l in expected], abs=1e-6)
+    # a suggestion is offered even where nothing was assigned
+    assert labels["n1.png"][0] == "helmet"
+    assert labels["s3.png"][0] == "screwdriver"
+
+
+def test_min_similarity_and_best_gap(ran):
+    dataset, images, _, _ = ran
+    minimum, gap = by_name(dataset, "vlsr_min_similarity"), by_name(dataset, "vlsr_best_gap")
+    labels = by_name(dataset, "gt.classifications.label")
+    for name, _, _ in MAIN:
+        if name not in images or not labels[name]:
+            assert minimum[name] is None and gap[name] is None, name
+            continue
+        assigned = [dot(images, name, l) for l in labels[name]]
+        best = max(dot(images, name, l) for l in VOCAB)
+        assert minimum[name] == pytest.approx(min(assigned), abs=1e-6)
+        assert gap[name] == pytest.approx(best - max(assigned), abs=1e-6)
+    assert gap["s3.png"] > 0.5  # "helmet" on a screwdriver
+    assert gap["h3.png"] > 0 and gap["h4.png"] > 0  # "helmet" beats "Helmets" and "helmit"
+    for name in ("h1.png", "h2.png", "hs.png", "s1.png", "s2.png", "d1.png", "d2.png"):
+        assert gap[name] == 0.0, name  # its best vocabulary label is one it has
+
+
+def test_best_gap_is_exactly_zero_when_the_best_label_is_assigned(dataset, tmp_path):
+    """Suggestions and assigned-label scores come from different products; rounding must not
+    make an image look as if a better label existed when its best label is already assigned."""
+    concepts = ["helmet", "screwdriver", "drill", "glove"]
+    spec = [
+        (f"i{i}.png", concepts[i % 4], [["helmet", "screwdriver", "drill", "glove"][i % 4], "Helmets"])
+        for i in range(40)
+    ]
+    images = build(dataset, tmp_path, spec)
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    assert set(dataset.values("vlsr_best_gap")) == {0.0}
+    assert len(dataset.load_saved_view(saved_view_names("vlsr")["better_label"])) == 0
+
+
+def test_review_views(ran):
+    dataset, images, _, _ = ran
+    names = saved_view_names("vlsr")
+    assert set(names.values()) <= set(dataset.list_saved_views())
+    # the irrelevant label and the wrong label are the low ones; labels without a score
+    # (unreadable images) are not "low"
+    assert view_labels(dataset, names["low_similarity"]) == {
+        ("h4.png", "Lathe Information"), ("s3.png", "helmet")
+    }
+    # the threshold is the 10% quantile of the scores of each image's distinct labels
+    low = dataset.get_run_info("vlsr").config.low_similarity_threshold
+    scores = [dot(images, n, l) for n, ls in by_name(dataset, "gt.classifications.label").items()
+              if n in images and ls for l in dict.fromkeys(ls)]
+    assert low == pytest.approx(float(np.quantile(scores, ScoreParams().low_quantile)), abs=1e-6)
+    # images where a vocabulary label beats every assigned one
+    assert view_names(dataset, names["better_label"]) == {"h3.png", "h4.png", "s3.png"}
+    # "helmet" is low on s3 but fine elsewhere; "Lathe Information" is low wherever it is
+    assert view_labels(dataset, names["weak_labels"]) == {("h4.png", "Lathe Information")}
+    # final label none of the original ones
+    assert view_names(dataset, names["changed"]) == {"h3.png", "h4.png"}
+
+
+def test_replace_margin_sets_what_counts_as_a_better_label(ran):
+    dataset, images, _, _ = ran
+    # "helmet" beats "Helmets" on h3 by ~0.005 and "helmit" on h4 by ~0.019
+    assert 0 < dot(images, "h3.png", "helmet") - dot(images, "h3.png", "Helmets") < 0.01
+    assert dot(images, "h4.png", "helmet") - dot(images, "h4.png", "helmit") > 0.01
+    # the run's other score parameters (top_k 3), with another margin
+    score_labels(dataset, "vlsr", dataset.get_run_info("vlsr").config.params(ScoreParams),
+                 replace_margin=0.01)
+    assert view_names(dataset, saved_view_names("vlsr")["better_label"]) == {"h4.png", "s3.png"}
+    config = dataset.get_run_info("vlsr").config
+    assert config.replace_margin == 0.01 and config.top_k == 3
+    assert len(by_name(dataset, "vlsr_suggestions.classifications.label")["h1.png"]) == 3
+    # no parameters: the defaults, whatever the run used before
+    score_labels(dataset)
+    assert dataset.get_run_info("vlsr").config.params(ScoreParams) == ScoreParams()
+    assert len(by_name(dataset, "vlsr_suggestions.classifications.label")["h1.png"]) == 5
+
+
+def test_score_before_embeddings_is_refused(main):
+    dataset, _ = main
+    with pytest.raises(VLSRError, match="compute embeddings first"):
+        score_labels(dataset)
+    with pytest.raises(VLSRError, match="compute embeddings first"):
+        cluster_and_merge(dataset)
+
+
+def test_score_where_nothing_is_embedded_is_refused(main):
+    dataset, images = main
+    compute_embeddings(dataset.match(F("filepath").ends_with("h1.png")), "gt", encoder=FakeEncoder(images))
+    with pytest.raises(VLSRError, match="No image embeddings"):
+        score_labels(dataset.match(F("filepath").ends_with("h2.png")))  # "helmet" is embedded
+    # a label of the view that was never embedded
+    with pytest.raises(VLSRError, match="no embedding yet.*compute embeddings"):
+        score_labels(dataset)
+    assert not dataset.has_field("gt.classifications.vlsr_similarity")
+
+
+@pytest.mark.parametrize("stage", ["embed", "score", "cluster"])
+def test_empty_view_is_refused(main, stage):
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    empty = dataset.match(F("filepath") == "nowhere")
+    call = {
+        "embed": lambda: compute_embeddings(empty, "gt", encoder=FakeEncoder(images)),
+        "score": lambda: score_labels(empty),
+        "cluster": lambda: cluster_and_merge(empty),
+    }[stage]
+    with pytest.raises(VLSRError, match="no samples"):
+        call()
+
+
+def test_video_dataset_is_refused(dataset, tmp_path):
+    dataset.add_sample(fo.Sample(filepath=str(tmp_path / "clip.mp4"),
+                                 gt=fo.Classification(label="helmet")))
+    with pytest.raises(VLSRError, match="image datasets.*video"):
+        compute_embeddings(dataset, "gt", encoder=FakeEncoder({}))
+    with pytest.raises(VLSRError, match="image datasets"):
+        score_labels(dataset)
+    assert not dataset.has_run("vlsr")
+
+
+def test_label_field_missing_or_not_labels_is_refused(main):
+    dataset, images = main
+    dataset.set_values("note", ["x"] * len(dataset))
+    with pytest.raises(VLSRError, match="No field 'nope'.*gt"):
+        compute_embeddings(dataset, "nope", encoder=FakeEncoder(images))
+    with pytest.raises(VLSRError, match="'note' is StringField.*Classification"):
+        compute_embeddings(dataset, "note", encoder=FakeEncoder(images))
+    assert not dataset.has_run("vlsr") and not dataset.has_field("vlsr_embedding")
