@@ -7,7 +7,13 @@ import pytest
 from PIL import Image
 
 from vlsr_core.fo import importers
-from vlsr_core.fo.importers import FactorynetRow, import_csv, import_factorynet, read_factorynet_csv
+from vlsr_core.fo.importers import (
+    FactorynetRow,
+    InputFileError,
+    import_csv,
+    import_factorynet,
+    read_factorynet_csv,
+)
 
 
 def _image(path, size=(500, 400), orientation=None):
@@ -464,3 +470,27 @@ def test_read_factorynet_csv_an_unclosed_quote_is_reported(tmp_path):
     rows, problems = read_factorynet_csv(path)
     assert rows == [FactorynetRow("helmet", (0.0, 0.0, 10.0, 10.0), None)]
     assert len(problems) == 1 and problems[0][0] == f"{path}:2" and "unclosed quote" in problems[0][1]
+
+
+@pytest.mark.parametrize("kind", ["folder", "binary"])
+def test_import_csv_a_folder_or_a_binary_file_is_refused_before_anything(tmp_path, dataset, kind):
+    path = tmp_path / "labels.csv"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(InputFileError, match="folder, not a CSV" if kind == "folder" else "binary file"):
+        import_csv(path, dataset)
+    assert len(dataset) == 0
+
+
+def test_factorynet_a_binary_csv_is_one_problem_not_the_end_of_the_import(tmp_path, dataset):
+    folder = tmp_path / "fn"
+    folder.mkdir()
+    for stem in ("1", "2"):
+        _image(folder / f"{stem}.jpg", size=(40, 30))
+    (folder / "1.csv").write_text("helmet,0,0,10,10\n")
+    (folder / "2.csv").write_bytes(b"\x00\x01\x02" * 100)
+    report = import_factorynet(folder, dataset)
+    assert report.n_samples == 1
+    assert _problem(report, str(folder / "2.csv"), "binary file")

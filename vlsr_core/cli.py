@@ -29,12 +29,13 @@ def main(argv=None):
             return 2
     from .model.encoder import ModelLoadError
     from .fo.export import ExportError
+    from .fo.importers import InputFileError
     from .fo.labels import LabelFieldError
     from .fo.stages import VLSRError
 
     try:
         return args.func(args) or 0
-    except (VLSRError, ParamError, ModelLoadError, ExportError, LabelFieldError,
+    except (VLSRError, ParamError, ModelLoadError, ExportError, LabelFieldError, InputFileError,
             FileNotFoundError, NotADirectoryError) as e:
         _close_bars()
         print(f"vlsr: error: {e}", file=sys.stderr)

@@ -53,9 +53,21 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     results = dataset.load_run_results(key, cache=False)
     if not results.vocabulary:
         raise ExportError(f"Run {key!r} has no clusters yet: run cluster and merge first")
+    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+        raise ExportError(f"{export_dir} is a file, not a directory; choose a directory to export to")
     if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
         raise ExportError(f"{export_dir} is not empty; choose another directory or overwrite")
-    os.makedirs(export_dir, exist_ok=True)
+    if detections_field:
+        _check_detections_field(samples, detections_field)
+    try:
+        os.makedirs(export_dir, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot create {export_dir}: {e.strerror}") from None
+    if not os.access(export_dir, os.W_OK):
+        raise ExportError(f"{export_dir} is not writable")
+    stale = os.path.join(export_dir, "detections", "labels.json")
+    if not detections_field and os.path.exists(stale):
+        os.remove(stale)  # an earlier export's boxes would pass for this run's
     config = dataset.get_run_info(key).config
     label_map = results.canonical
     ids = sample_ids(samples)  # read once: both streamed files visit the same samples in order
@@ -85,6 +97,19 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         )
         written.append(os.path.join(coco_dir, "labels.json"))
     return written
+
+
+def _check_detections_field(samples, name):
+    """ExportError unless ``name`` is a Detections field of ``samples``."""
+    boxes = sorted(samples.get_field_schema(embedded_doc_type=fo.Detections))
+    field = samples.get_field(name)
+    if field is None:
+        raise ExportError(f"No field {name!r} to export as COCO detections; Detections fields "
+                          f"here: {boxes or 'none'}")
+    if name not in boxes:
+        kind = getattr(field, "document_type", None) or type(field)
+        raise ExportError(f"Field {name!r} holds {kind.__name__}, not Detections; Detections "
+                          f"fields here: {boxes or 'none'}")
 
 
 def _samples_csv(samples, ids, key, label_field, path):

@@ -40,6 +40,10 @@ PROGRESS_EVERY = 100  # input items between progress calls
 Progress = Callable[[float], None] | None
 
 
+class InputFileError(ValueError):
+    """The file given to an importer cannot be read as a CSV at all (a folder, a binary file)."""
+
+
 class FactorynetRow(NamedTuple):
     """One usable row of a Factorynet CSV; box is (X, Y, width, height) in canvas units, or None."""
 
@@ -186,8 +190,12 @@ def _csv_rows(path, problems) -> list[tuple[int, list[str]]]:
 
     A row with a line break inside a cell is skipped and reported: no label or path holds one,
     and it is what an unclosed quote does, swallowing the rows after it into one cell."""
+    if os.path.isdir(path):
+        raise InputFileError(f"{path} is a folder, not a CSV file")
     with open(path, "rb") as f:
         data = f.read()
+    if b"\x00" in data[:65536]:
+        raise InputFileError(f"{path} is a binary file (it holds NUL bytes), not a CSV file")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -270,7 +278,7 @@ def _factorynet_sample(csv_path, image_path, label_field, detections_field, repo
     """The sample of one CSV/image pair, or None when the CSV cannot be read at all."""
     try:
         rows, problems = read_factorynet_csv(csv_path)
-    except OSError as e:
+    except (OSError, InputFileError) as e:
         report.problems.append((csv_path, f"unreadable CSV ({e}); no sample"))
         return None
     report.problems.extend(problems)

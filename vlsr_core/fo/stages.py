@@ -114,6 +114,10 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     _check_collection(samples)
     path = _label_path(samples, label_field)
     _check_outputs(samples, key, label_field)
+    vocabulary, _ = _scan_labels(samples, path, sample_ids(samples))
+    if not vocabulary:
+        raise VLSRError(f"Field {label_field!r} holds no labels on these {len(samples)} samples "
+                        "(none, or only empty ones): there is nothing to clean")
     encoder = encoder or _encoder(params)
     dataset = samples._dataset
     config, results = _load_or_init(dataset, key, label_field)
@@ -131,7 +135,6 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     dataset.update_run_config(key, config)
     progress = progress or (lambda fraction: None)
 
-    vocabulary, _ = _scan_labels(samples, path, sample_ids(samples))
     known = set(results.labels)
     new = [l for l in vocabulary if l not in known]
     if new:
@@ -411,10 +414,10 @@ def run_vlsr(samples, label_field, key=DEFAULT_KEY, embed=None, score=None, merg
 
 
 def _check_collection(samples):
-    if samples.media_type != "image":
-        raise VLSRError(f"VLSR works on image datasets; this one holds {samples.media_type} samples")
     if len(samples) == 0:
         raise VLSRError("There are no samples to process (empty dataset or view)")
+    if samples.media_type != "image":
+        raise VLSRError(f"VLSR works on image datasets; this one holds {samples.media_type} samples")
 
 
 def _load_or_init(dataset, key, label_field):

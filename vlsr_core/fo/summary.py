@@ -2,6 +2,7 @@
 
 from collections import Counter
 
+from .labels import LabelFieldError, label_path, usable
 from .runs import sample_fields, saved_view_names
 from .stages import unreadable_images
 
@@ -44,6 +45,10 @@ def summarize_run(dataset, key, n_clusters=10):
             )
     else:
         lines.append(f"**Labels embedded:** {len(results.labels)}; not clustered yet")
+    skipped = _unusable_labels(dataset, dataset.get_run_info(key).config.label_field)
+    if skipped:
+        lines.append(f"**Skipped labels:** {skipped} label objects with an empty or blank label "
+                     "(not scored, not clustered, left as they are)")
     failures = unreadable_images(dataset, key)
     if failures:
         lines.append(f"**Unreadable images** ({len(failures)}), skipped:")
@@ -52,3 +57,13 @@ def summarize_run(dataset, key, n_clusters=10):
     if present:
         lines.append("**Review views:** " + ", ".join(f"`{v}`" for v in present))
     return "\n\n".join(lines)  # paragraphs
+
+
+def _unusable_labels(dataset, label_field):
+    """How many label objects of ``label_field`` have no usable label (None, empty, blank)."""
+    try:
+        path = label_path(dataset, label_field)
+    except LabelFieldError:
+        return 0
+    counts = dataset.count_values(f"{path}.label")
+    return sum(n for label, n in counts.items() if not usable(label))

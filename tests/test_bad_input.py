@@ -1,0 +1,93 @@
+"""Bad input gets one clear message before any work starts (empty datasets, no labels, export
+paths and fields), and what is skipped is counted in the run's summary."""
+
+import os
+
+import pytest
+
+from vlsr_core.cli import main
+from vlsr_core.fo.export import ExportError, export_run
+from vlsr_core.fo.stages import VLSRError, compute_embeddings, run_vlsr
+from vlsr_core.fo.summary import summarize_run
+
+from fake_clip import FakeEncoder, build
+
+
+class NoEncoder:
+    """Fails the test if a stage gets as far as embedding."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the stage used the encoder ({name}) before refusing")
+
+
+def test_an_empty_dataset_says_it_is_empty(dataset):
+    with pytest.raises(VLSRError, match="no samples to process"):
+        compute_embeddings(dataset, "gt", encoder=NoEncoder())
+
+
+def test_a_label_field_without_any_label_is_refused_before_embedding(dataset, tmp_path):
+    build(dataset, tmp_path / "images", spec=[("a.png", "helmet", []), ("b.png", "drill", ["", "  "]),
+                                              ("c.png", "drill", None)])
+    with pytest.raises(VLSRError, match="'gt' holds no labels on these 3 samples"):
+        compute_embeddings(dataset, "gt", encoder=NoEncoder())
+    assert dataset.list_runs() == []
+
+
+@pytest.fixture
+def cleaned(main):
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    return dataset
+
+
+def test_export_to_a_file_is_refused(cleaned, tmp_path):
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    with pytest.raises(ExportError, match="is a file, not a directory"):
+        export_run(cleaned, str(target))
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("field, words", [("nope", "No field 'nope'"),
+                                          ("gt", "'gt' holds Classifications, not Detections")])
+def test_a_missing_or_wrong_detections_field_is_refused_before_any_file(cleaned, tmp_path, field, words):
+    out = tmp_path / "out"
+    with pytest.raises(ExportError, match=words):
+        export_run(cleaned, str(out), detections_field=field)
+    assert not out.exists()
+    assert export_run(cleaned, str(out))  # and nothing blocks the next export
+
+
+def test_overwrite_without_detections_removes_the_old_boxes(tmp_path, dataset):
+    images = build(dataset, tmp_path / "images", kind="detections", field="boxes")
+    run_vlsr(dataset, "boxes", encoder=FakeEncoder(images), min_cluster_size=1)
+    out = tmp_path / "out"
+    export_run(dataset, str(out), detections_field="boxes")
+    assert (out / "detections" / "labels.json").exists()
+    export_run(dataset, str(out), overwrite=True)
+    assert not (out / "detections" / "labels.json").exists()
+
+
+def test_the_cli_turns_each_into_one_line_and_exit_2(cleaned, tmp_path, capsys):
+    cleaned.persistent = True
+    (tmp_path / "a-file").write_text("")
+    for argv, words in (
+        (["export", "--dataset", cleaned.name, "--out", str(tmp_path / "a-file")], "is a file"),
+        (["export", "--dataset", cleaned.name, "--out", str(tmp_path / "x"),
+          "--detections-field", "nope"], "No field 'nope'"),
+        (["import-csv", str(tmp_path), "--dataset", cleaned.name], "is a folder, not a CSV"),
+    ):
+        assert main(argv) == 2
+        err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+        assert len(err) == 1 and words in err[0], err
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_the_summary_counts_skipped_labels_and_unreadable_images(dataset, tmp_path):
+    images = build(dataset, tmp_path / "images", spec=[
+        ("a.png", "helmet", ["helmet", "", "   "]), ("b.png", "drill", ["drill"]),
+        ("zero.png", "empty", ["drill"])])
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    text = summarize_run(dataset, "vlsr")
+    assert "**Skipped labels:** 2 label objects with an empty or blank label" in text
+    assert "**Unreadable images** (1)" in text and "zero.png" in text
