@@ -137,3 +137,30 @@ def test_values_land_on_their_labels_when_the_view_filters_on_what_is_written(ma
                 assert (a, c) == (results.canonical[l], cluster[l]), l
                 written += 1
     assert written == len(shown)
+
+
+def test_the_same_model_at_another_path_keeps_the_embeddings(main, tmp_path, monkeypatch):
+    """A local model is recognised by what it is: a moved copy, given by a relative path,
+    keeps every embedding; other weights of the same architecture embed everything again."""
+    import shutil
+
+    from vlsr_core.fo.stages import compute_embeddings
+    from vlsr_core.model.random_clip import save_random_clip
+
+    dataset, _ = main
+    model = save_random_clip(str(tmp_path / "clip"))
+    shutil.copytree(model, tmp_path / "elsewhere" / "copy")
+    first = compute_embeddings(dataset, "gt", model=model, device="cpu", num_workers=0)
+    assert first.n_embedded > 0
+    stored = dataset.values("vlsr_embedding")
+
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again = compute_embeddings(dataset, "gt", model="./copy", device="cpu", num_workers=0)
+    assert (again.n_embedded, again.n_labels_embedded) == (0, 0)
+    assert all((a is None and b is None) or np.array_equal(a, b)
+               for a, b in zip(dataset.values("vlsr_embedding"), stored))
+    assert dataset.get_run_info("vlsr").config.model == "./copy"
+
+    other = save_random_clip(str(tmp_path / "other"), seed=1)
+    third = compute_embeddings(dataset, "gt", model=other, device="cpu", num_workers=0)
+    assert third.n_embedded == first.n_embedded and third.n_labels_embedded == first.n_labels_embedded

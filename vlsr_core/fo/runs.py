@@ -43,10 +43,13 @@ class VLSRRunConfig(fors.RunConfig):
         created_fields, created_views: what the run created, recorded before it was created, so
             that deleting the run removes nothing else. None for runs made before vlsr kept
             this record: every existing output of the run then counts as its own.
+        model_fingerprint: what the model is (:func:`~vlsr_core.model.model_source.model_fingerprint`),
+            so that the same weights under another path keep the embeddings.
         **kwargs: parameter values (defaults: the parameter classes') and FiftyOne's own keys.
     """
 
-    def __init__(self, label_field=None, created_fields=None, created_views=None, **kwargs):
+    def __init__(self, label_field=None, created_fields=None, created_views=None,
+                 model_fingerprint=None, **kwargs):
         kwargs.setdefault("method", "vlsr")
         for cls in PARAM_CLASSES:
             for spec in cls.specs():
@@ -56,6 +59,7 @@ class VLSRRunConfig(fors.RunConfig):
         self.label_field = label_field
         self.created_fields = created_fields
         self.created_views = created_views
+        self.model_fingerprint = model_fingerprint
 
     def params(self, cls, **overrides):
         """The run's recorded parameters of class ``cls`` (e.g. :class:`MergeParams`), with

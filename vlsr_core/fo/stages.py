@@ -122,7 +122,7 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     dataset = samples._dataset
     config, results = _load_or_init(dataset, key, label_field)
     fields = sample_fields(key)
-    if (config.model, config.prompt) != (encoder.model_name, encoder.prompt):
+    if not _same_model(config, encoder) or config.prompt != encoder.prompt:
         # embeddings of another model are not comparable: drop them all, not only this view's
         results.labels, results.label_embeddings = [], np.zeros((0, encoder.dim), np.float32)
         if dataset.has_sample_field(fields["embedding"]):
@@ -131,7 +131,7 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         # images decoded another way: keep the label embeddings, not a mix of two preprocessings
         dataset.clear_sample_field(fields["embedding"])
     config.model, config.prompt, config.batch_size = encoder.model_name, encoder.prompt, encoder.batch_size
-    config.jpeg_draft = encoder.jpeg_draft
+    config.jpeg_draft, config.model_fingerprint = encoder.jpeg_draft, _fingerprint(encoder)
     dataset.update_run_config(key, config)
     progress = progress or (lambda fraction: None)
 
@@ -171,8 +171,8 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     _check_outputs(samples, key, config.label_field)
     if encoder is None:
         encoder = _encoder(config.params(EmbedParams, device=device, num_workers=num_workers))
-    elif (encoder.model_name, encoder.prompt, encoder.jpeg_draft) != (
-        config.model, config.prompt, config.jpeg_draft
+    elif not _same_model(config, encoder) or (encoder.prompt, encoder.jpeg_draft) != (
+        config.prompt, config.jpeg_draft
     ):
         raise VLSRError(
             f"This encoder ({encoder.model_name}, prompt {encoder.prompt!r}, jpeg_draft "
@@ -219,6 +219,17 @@ def unreadable_images(samples, key=DEFAULT_KEY):
     if not samples.has_field(error):
         return []
     return list(zip(*samples.exists(error).values(["id", "filepath", error])))
+
+
+def _fingerprint(encoder):
+    return getattr(encoder, "fingerprint", None) or encoder.model_name
+
+
+def _same_model(config, encoder):
+    """Whether ``encoder`` holds the run's model: the same weights, wherever they are (runs
+    recorded before fingerprints compare the model's name)."""
+    stored = getattr(config, "model_fingerprint", None)
+    return stored == _fingerprint(encoder) if stored else config.model == encoder.model_name
 
 
 def _encoder(params):

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from ..engine.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from .images import DEFAULT_MAX_PIXELS, BadImageError, load_image
-from .model_source import hub_unreachable, is_local, load_advice, local_problem
+from .model_source import hub_unreachable, is_local, load_advice, local_problem, model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class CLIPEncoder:
         jpeg_draft=False,
     ):
         self.model_name = str(model)
+        self.fingerprint = model_fingerprint(self.model_name)  # the same weights at another path
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.batch_size = int(batch_size)
         self.num_workers = max(1, (os.cpu_count() or 2) - 1) if num_workers is None else num_workers

@@ -4,6 +4,7 @@ A model is a local directory written by ``save_pretrained`` or a Hugging Face hu
 network access the hub client retries for minutes; these checks answer in seconds.
 """
 
+import hashlib
 import os
 import socket
 from urllib.parse import urlparse
@@ -77,3 +78,34 @@ def load_advice(model, error):
         f"(`hf download {model} --local-dir clip-model`), copy the folder here and pass its "
         "path instead (--model ./clip-model), or set HF_HOME to a cache that holds it."
     )
+
+
+# Bytes of tensor data read per weights file for a fingerprint: 16 blocks of 64 KiB, spread evenly.
+FINGERPRINT_BLOCKS, FINGERPRINT_BLOCK = 16, 1 << 16
+
+
+def model_fingerprint(model):
+    """What a model *is*, so that the same weights under another path are recognised: for a
+    local directory a hash of its config.json and, per .safetensors file, its size, its header
+    (tensor names, shapes, dtypes) and 16 evenly spread 64 KiB blocks of its data (about 1 MB
+    read whatever the model's size); for a hub id, the id itself."""
+    if not (is_local(model) and os.path.isdir(model)):
+        return str(model)
+    digest = hashlib.sha256()
+    names = sorted(os.listdir(model))
+    for name in ["config.json"] + [n for n in names if n.endswith(".safetensors")]:
+        path = os.path.join(model, name)
+        if not os.path.isfile(path):
+            continue
+        size = os.path.getsize(path)
+        digest.update(f"{name}:{size}:".encode())
+        with open(path, "rb") as f:
+            if not name.endswith(".safetensors"):
+                digest.update(f.read())
+                continue
+            header = int.from_bytes(f.read(8), "little") if size >= 8 else 0
+            digest.update(f.read(min(header, size)))
+            for i in range(FINGERPRINT_BLOCKS):
+                f.seek(size * i // FINGERPRINT_BLOCKS)
+                digest.update(f.read(FINGERPRINT_BLOCK))
+    return "sha256:" + digest.hexdigest()
