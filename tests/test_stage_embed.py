@@ -5,6 +5,7 @@ Behaviour is judged by what the stages leave in the database, on the fake CLIP o
 """
 
 import collections
+import itertools
 import os
 
 import fiftyone as fo
@@ -136,6 +137,19 @@ def test_interrupted_run_keeps_written_batches_and_resumes(main, monkeypatch):
     embedded = by_name(dataset, "vlsr_embedding")
     for name, vector in images.items():
         assert np.array_equal(embedded[name], vector)
+
+
+def test_a_slow_run_writes_its_embeddings_every_few_seconds(main, monkeypatch):
+    """Far fewer than WRITE_EVERY images, but more than WRITE_SECONDS of work: what was done
+    before a crash is kept."""
+    dataset, images = main
+    clock = itertools.count(0, 3)  # every look at the writer's clock is 3 s later
+    monkeypatch.setattr(stages, "_clock", lambda: next(clock))
+    crashing = FakeEncoder(images, batch_size=2, fail_after=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        compute_embeddings(dataset, "gt", encoder=crashing)
+    embedded = by_name(dataset, "vlsr_embedding")
+    assert sum(v is not None for v in embedded.values()) >= 4  # at most the last batch is lost
 
 
 def test_other_model_reembeds_every_image_and_label(main):

@@ -99,8 +99,10 @@ def _within(rows, cols, eps):
     threshold = 1.0 - eps
     band = rounding_bound(rows.shape[1], rows.dtype) + 2 * np.finfo(rows.dtype).eps
     sure = s > s.dtype.type(threshold + band)
-    near = np.nonzero((s >= s.dtype.type(threshold - band)) & ~sure)
-    sure[near] = 1.0 - exact_dots(rows, cols, *near) <= eps
+    near = np.flatnonzero((s >= s.dtype.type(threshold - band)) & ~sure)  # few: 1-D is cheap
+    if near.size:
+        r, c = np.divmod(near, s.shape[1])
+        sure[r, c] = 1.0 - exact_dots(rows, cols, r, c) <= eps
     return sure
 
 

@@ -68,7 +68,10 @@ def unit_rows(x, dtype=None):
     dtype = dtype or (np.float32 if x.dtype == np.float32 else np.float64)
     norms = np.sqrt(exact_dots(x, x))
     norms[norms == 0] = 1.0
-    return np.ascontiguousarray(x / norms[:, None], dtype=dtype)
+    # divided in the result's type: no float64 copy of a float32 matrix
+    out = np.array(x, dtype=dtype, order="C")
+    out /= norms.astype(dtype)[:, None]
+    return out
 
 
 def rows_equal_groups(x):

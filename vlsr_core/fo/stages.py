@@ -12,6 +12,7 @@ samples at a time (:mod:`vlsr_core.fo.chunks`), so that memory stays flat as the
 """
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import fiftyone as fo
@@ -44,8 +45,11 @@ from .runs import (
 
 logger = logging.getLogger(__name__)
 
-# Samples whose embeddings are written to the database at a time (and lost at most on a crash).
+# Embeddings are written in bulk every WRITE_EVERY samples or WRITE_SECONDS, whichever comes
+# first: a crash loses at most a few seconds of work, and fast runs still write in large batches.
 WRITE_EVERY = 1024
+WRITE_SECONDS = 5.0
+_clock = time.monotonic
 # The reason recorded for an image whose embedding came out NaN or infinite.
 NON_FINITE = "the model returned a non-finite embedding (NaN or inf)"
 
@@ -202,7 +206,7 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
             for f in batch.failures:
                 buffer.add(chunk_ids[f.index], None, f.reason)
                 report.failures.append((chunk_ids[f.index], f.path, f.reason))
-            if buffer.size >= WRITE_EVERY:
+            if buffer.due():
                 buffer.flush()
             done += len(batch.indices) + len(batch.failures)
             if progress is not None:
@@ -587,22 +591,25 @@ def _save_view(run, name, view, description):
 
 
 class _Writer:
-    """Buffers per-sample embeddings and errors and writes them with one bulk update each."""
+    """Buffers per-sample embeddings and errors and writes them with one bulk update each, when
+    :data:`WRITE_EVERY` samples or :data:`WRITE_SECONDS` have gathered."""
 
     def __init__(self, dataset, embedding_field, error_field):
         self.dataset, self.embedding_field, self.error_field = dataset, embedding_field, error_field
         self.embeddings, self.errors = {}, {}
-
-    @property
-    def size(self):
-        return len(self.errors)
+        self.since = _clock()
 
     def add(self, sample_id, embedding, error):
         self.embeddings[sample_id] = embedding
         self.errors[sample_id] = error
+
+    def due(self):
+        return len(self.errors) >= WRITE_EVERY or (
+            self.errors and _clock() - self.since >= WRITE_SECONDS)
 
     def flush(self):
         if self.errors:
             self.dataset.set_values(self.embedding_field, self.embeddings, key_field="id")
             self.dataset.set_values(self.error_field, self.errors, key_field="id")
         self.embeddings, self.errors = {}, {}
+        self.since = _clock()
