@@ -28,9 +28,16 @@ def test_an_empty_dataset_says_it_is_empty(dataset):
 def test_a_label_field_without_any_label_is_refused_before_embedding(dataset, tmp_path):
     build(dataset, tmp_path / "images", spec=[("a.png", "helmet", []), ("b.png", "drill", ["", "  "]),
                                               ("c.png", "drill", None)])
-    with pytest.raises(VLSRError, match="'gt' holds no labels on these 3 samples"):
+    with pytest.raises(VLSRError, match="'gt' holds no labels in this dataset"):
         compute_embeddings(dataset, "gt", encoder=NoEncoder())
     assert dataset.list_runs() == []
+
+
+def test_unlabelled_images_of_a_labelled_dataset_are_embedded(main):
+    dataset, images = main
+    unlabelled = dataset.match({"filepath": {"$regex": "n[12].png$"}})
+    report = compute_embeddings(unlabelled, "gt", encoder=FakeEncoder(images))
+    assert report.n_embedded == 2
 
 
 @pytest.fixture

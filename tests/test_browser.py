@@ -178,12 +178,23 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
 
     page.keyboard.press("Escape")
     # the grid sorts by a similarity field (indexed by the run)
-    page.locator('[data-cy="selector-Sort by"]').click()
-    page.locator('[data-cy="selector-result-vlsr_min_similarity"]').click()
     lowest = dataset.sort_by("vlsr_min_similarity").first()
     expected = [c.label for c in lowest.gt.classifications]
-    _until(lambda: first_tile_labels(page) == expected, "grid sorted by vlsr_min_similarity",
-           timeout=30, page=page)
+
+    clicked = []
+
+    def sort_by_min_similarity():
+        if first_tile_labels(page) == expected:
+            return True
+        # on a loaded machine a click can land before the menu is ready: choose again, at most
+        # every 15 s (a sort that did apply shows well within that)
+        if len(clicked) < 3 and (not clicked or time.time() - clicked[-1] > 15):
+            page.locator('[data-cy="selector-Sort by"]').click()
+            page.locator('[data-cy="selector-result-vlsr_min_similarity"]').click(timeout=10_000)
+            clicked.append(time.time())
+        return False
+
+    _until(sort_by_min_similarity, "grid sorted by vlsr_min_similarity", timeout=60, page=page)
     shot(page, "12-sorted-by-min-similarity")
 
     # the label field's filters in the sidebar include vlsr_similarity

@@ -293,3 +293,50 @@ def test_a_run_stored_under_the_old_class_paths_loads_and_runs_on(ran):
     dataset.delete_run("vlsr")
     assert dataset.list_runs() == [] and not dataset.has_field("vlsr_label")
     assert label_snapshot(dataset) == before
+
+
+def test_a_stage_stopped_part_way_is_marked_said_and_refused_for_export(main, monkeypatch, tmp_path):
+    """A crash in the middle of cluster and merge leaves mixed results: the run record says so,
+    the summary says so, the export refuses, and running the stage again completes it."""
+    from vlsr_core.fo.export import ExportError, export_run
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, images = main
+    monkeypatch.setattr(chunks, "CHUNK_SIZE", 3)
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    assert dataset.get_run_info("vlsr").config.stages == {"score": "complete", "cluster": "complete"}
+
+    real = stages.final_labels
+    calls = []
+
+    def crash_on_the_third_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "final_labels", crash_on_the_third_chunk)
+    with pytest.raises(RuntimeError, match="killed"):
+        cluster_and_merge(dataset, eps=0.001, min_cluster_size=1)
+    config = dataset.get_run_info("vlsr").config
+    assert config.stages["cluster"] == "running" and config.eps == 0.001
+    assert "**Incomplete:** *cluster and merge* stopped part-way" in summarize_run(dataset, "vlsr")
+    with pytest.raises(ExportError, match="cluster and merge stopped part-way"):
+        export_run(dataset, str(tmp_path / "out"))
+
+    monkeypatch.setattr(stages, "final_labels", real)
+    cluster_and_merge(dataset, eps=0.001, min_cluster_size=1)
+    assert dataset.get_run_info("vlsr").config.stages["cluster"] == "complete"
+    assert "Incomplete" not in summarize_run(dataset, "vlsr")
+    assert by_name(dataset, "vlsr_label.label")["h3.png"] == "Helmets"  # every chunk redone
+    assert export_run(dataset, str(tmp_path / "out"))
+
+
+def test_the_summary_counts_images_not_embedded_yet(main, monkeypatch):
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, images = main
+    monkeypatch.setattr(stages, "WRITE_EVERY", 2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        compute_embeddings(dataset, "gt", encoder=FakeEncoder(images, batch_size=2, fail_after=2))
+    assert f"**Not embedded yet:** {len(dataset) - 4} images" in summarize_run(dataset, "vlsr")

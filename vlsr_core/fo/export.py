@@ -27,7 +27,7 @@ import fiftyone as fo
 from ..engine.defaults import DEFAULT_KEY
 from .chunks import iter_chunks, sample_ids
 from .labels import as_label_lists, label_path, label_sets
-from .runs import sample_fields
+from .runs import incomplete_stages, sample_fields
 
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,10 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     results = dataset.load_run_results(key, cache=False)
     if not results.vocabulary:
         raise ExportError(f"Run {key!r} has no clusters yet: run cluster and merge first")
+    stopped = incomplete_stages(dataset.get_run_info(key).config)
+    if stopped:
+        raise ExportError(f"Run {key!r}: {' and '.join(stopped)} stopped part-way and its results "
+                          "are mixed; run it again before exporting")
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise ExportError(f"{export_dir} is a file, not a directory; choose a directory to export to")
     if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:

@@ -43,13 +43,16 @@ class VLSRRunConfig(fors.RunConfig):
         created_fields, created_views: what the run created, recorded before it was created, so
             that deleting the run removes nothing else. None for runs made before vlsr kept
             this record: every existing output of the run then counts as its own.
+        stages: ``{"score": "running" | "complete", "cluster": ...}``: a stage is marked running
+            before it writes and complete after; one still running when it is read stopped
+            part-way, and its fields mix old and new results until it is run again.
         model_fingerprint: what the model is (:func:`~vlsr_core.model.model_source.model_fingerprint`),
             so that the same weights under another path keep the embeddings.
         **kwargs: parameter values (defaults: the parameter classes') and FiftyOne's own keys.
     """
 
     def __init__(self, label_field=None, created_fields=None, created_views=None,
-                 model_fingerprint=None, **kwargs):
+                 model_fingerprint=None, stages=None, **kwargs):
         kwargs.setdefault("method", "vlsr")
         for cls in PARAM_CLASSES:
             for spec in cls.specs():
@@ -60,6 +63,7 @@ class VLSRRunConfig(fors.RunConfig):
         self.created_fields = created_fields
         self.created_views = created_views
         self.model_fingerprint = model_fingerprint
+        self.stages = stages or {}
 
     def params(self, cls, **overrides):
         """The run's recorded parameters of class ``cls`` (e.g. :class:`MergeParams`), with
@@ -227,3 +231,11 @@ def output_problem(samples, key, label_field):
 def list_vlsr_runs(dataset):
     """The keys of the VLSR runs of ``dataset``."""
     return [k for k in dataset.list_runs() if isinstance(dataset.get_run_info(k).config, VLSRRunConfig)]
+
+
+STAGE_NAMES = {"score": "score labels", "cluster": "cluster and merge"}
+
+
+def incomplete_stages(config):
+    """The stages of a run that stopped part-way (see :class:`VLSRRunConfig`), with their names."""
+    return [STAGE_NAMES[s] for s, state in (config.stages or {}).items() if state == "running"]

@@ -119,9 +119,10 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     path = _label_path(samples, label_field)
     _check_outputs(samples, key, label_field)
     vocabulary, _ = _scan_labels(samples, path, sample_ids(samples))
-    if not vocabulary:
-        raise VLSRError(f"Field {label_field!r} holds no labels on these {len(samples)} samples "
-                        "(none, or only empty ones): there is nothing to clean")
+    if not vocabulary and not any(usable(l) for l in samples._dataset.distinct(f"{path}.label")):
+        # (unlabelled images of a labelled dataset are fine: they get suggestions)
+        raise VLSRError(f"Field {label_field!r} holds no labels in this dataset (none, or only "
+                        "empty ones): there is nothing to clean")
     encoder = encoder or _encoder(params)
     dataset = samples._dataset
     config, results = _load_or_init(dataset, key, label_field)
@@ -267,6 +268,7 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
     config = run.config
     params = ScoreParams.resolve(params, **overrides)
     config.record(params)
+    _stage_state(run, "score", "running")
     attrs, fields = label_attributes(key), sample_fields(key)
     _create_outputs(run.dataset, key, config, {
         f"{run.path}.{attrs['similarity']}": run.add_field(fo.FloatField),
@@ -306,7 +308,6 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
     report.n_scores = tally.n_scores
     low = tally.threshold(params.low_quantile)
     report.low_similarity_threshold = config.low_similarity_threshold = low
-    run.dataset.update_run_config(key, config)
     weak = tally.weak_labels(low)
     views = saved_view_names(key)
     label_sim = F(attrs["similarity"])
@@ -319,6 +320,7 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
     _save_view(run, views["weak_labels"],
                samples.filter_labels(config.label_field, F("label").is_in(weak)),
                f"labels that score below {low:.3f} on every image they are on")
+    _stage_state(run, "score", "complete")
     if progress is not None:
         progress(1.0)
     return report
@@ -349,7 +351,7 @@ def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, *
     label_map = build_label_map(run.vocabulary, run.vocab_emb, run.frequencies, params,
                                 progress=lambda f: advance(0.5 * f))
     run.config.record(params)
-    run.dataset.update_run_config(key, run.config)
+    _stage_state(run, "cluster", "running")
 
     attrs, fields = label_attributes(key), sample_fields(key)
     _create_outputs(run.dataset, key, run.config, {
@@ -397,6 +399,7 @@ def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, *
     changed = samples.match(F(fields["label"]).exists() & ~kept)
     _save_view(run, saved_view_names(key)["changed"], changed,
                "samples whose final label is none of the labels they had")
+    _stage_state(run, "cluster", "complete")
     advance(1.0)
     return label_map
 
@@ -561,6 +564,12 @@ def _label_path(samples, label_field):
         return label_path(samples, label_field)
     except LabelFieldError as e:
         raise VLSRError(str(e)) from None
+
+
+def _stage_state(run, stage, state):
+    """Record in the run's config that ``stage`` is running (before it writes) or complete."""
+    run.config.stages = {**(run.config.stages or {}), stage: state}
+    run.dataset.update_run_config(run.key, run.config)
 
 
 def _check_outputs(samples, key, label_field):

@@ -3,7 +3,7 @@
 from collections import Counter
 
 from .labels import LabelFieldError, label_path, usable
-from .runs import sample_fields, saved_view_names
+from .runs import incomplete_stages, sample_fields, saved_view_names
 from .stages import unreadable_images
 
 
@@ -21,6 +21,14 @@ def summarize_run(dataset, key, n_clusters=10):
     results = dataset.load_run_results(key, cache=False)
     fields, views = sample_fields(key), saved_view_names(key)
     lines = [f"**Run `{key}`** on `{dataset.name}`: {len(dataset)} samples"]
+    config = dataset.get_run_info(key).config
+    for stage in incomplete_stages(config):
+        lines.append(f"**Incomplete:** *{stage}* stopped part-way; its fields mix old and new "
+                     "results. Run it again to finish.")
+    if dataset.has_field(fields["embedding"]) and dataset.has_field(fields["error"]):
+        waiting = len(dataset) - dataset.count(fields["embedding"]) - dataset.count(fields["error"])
+        if waiting > 0:
+            lines.append(f"**Not embedded yet:** {waiting} images; compute embeddings again to finish.")
     if results.vocabulary:
         lines.append(
             f"**Vocabulary:** {len(results.vocabulary)} labels → "
@@ -45,7 +53,7 @@ def summarize_run(dataset, key, n_clusters=10):
             )
     else:
         lines.append(f"**Labels embedded:** {len(results.labels)}; not clustered yet")
-    skipped = _unusable_labels(dataset, dataset.get_run_info(key).config.label_field)
+    skipped = _unusable_labels(dataset, config.label_field)
     if skipped:
         lines.append(f"**Skipped labels:** {skipped} label objects with an empty or blank label "
                      "(not scored, not clustered, left as they are)")
