@@ -2,7 +2,7 @@
 
 Usage: python bench/run_all.py [--smoke]
 
-Runs bench_clustering, bench_similarity, bench_embedding and bench_memory with their default
+Runs bench_clustering, bench_similarity, bench_embedding, bench_memory and bench_writes with their default
 sizes (about 40 minutes on 2 cores; --smoke: small sizes, about two minutes), one at a time
 since they compete for the same cores, prints each table and writes it to
 bench/results/<name>.txt. docs/benchmarks.md discusses the tables measured on the project's
@@ -20,6 +20,7 @@ SMOKE_ARGS = {
     "bench_similarity": ["4000", "2000", "1000", "2000", "200"],
     "bench_embedding": ["tiny=32"],
     "bench_memory": ["1500", "3000"],
+    "bench_writes": ["2048"],
 }
 
 
