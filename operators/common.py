@@ -7,7 +7,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.fo.labels import label_fields
-from vlsr_core.fo.runs import list_vlsr_runs, output_problem
+from vlsr_core.fo.runs import incomplete_stages, list_vlsr_runs, output_problem
 
 
 def block(inputs, name, message):
@@ -73,7 +73,13 @@ def run_key_choice(ctx, inputs, action):
         choices.add_choice(k, label=k, description=f"{config.label_field}, {config.model}")
     inputs.enum("key", choices.values(), default=keys[0], view=choices,
                 description="The VLSR run to use")
-    return ctx.params.get("key", keys[0])
+    key = ctx.params.get("key", keys[0])
+    stopped = incomplete_stages(ctx.dataset.get_run_info(key).config) if key in keys else []
+    if stopped:
+        inputs.view("incomplete", types.Warning(
+            label=f"Run {key!r}: {' and '.join(stopped)} stopped part-way; its fields mix old "
+                  "and new results until it is run again"))
+    return key
 
 
 def param_inputs(ctx, inputs, cls, base=None, unchecked=(), checks=None):

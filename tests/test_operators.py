@@ -215,3 +215,16 @@ def test_plugin_requirements_match_the_package_dependencies():
     listed = [l.strip() for l in (ROOT / "requirements.txt").read_text().splitlines()
               if l.strip() and not l.startswith("#")]
     assert sorted(listed) == sorted(d for d in project if not re.match(r"fiftyone\b", d))
+
+
+def test_a_form_warns_of_a_stage_that_stopped_part_way(ds, tiny_clip):
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds)
+    props = form("cluster_and_merge", ds)["type"]["properties"]
+    assert "incomplete" not in props
+    config = ds.get_run_info("vlsr").config
+    config.stages = {**config.stages, "score": "running"}  # as a killed score stage leaves it
+    ds.update_run_config("vlsr", config)
+    for name in ("cluster_and_merge", "score_labels", "export_results"):
+        warning = form(name, ds)["type"]["properties"]["incomplete"]["view"]["label"]
+        assert "score labels stopped part-way" in warning
