@@ -1,14 +1,13 @@
 """Operator: export a run to CSV and COCO files in a directory the user types."""
 
-import os
-
 import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
+from vlsr_core.fo.export import export_problem
 
-from .common import block, execution_flags, finish, run_key_choice, run_with_progress, target_view
+from .common import execution_flags, finish, run_key_choice, run_with_progress, target_view
 
 
 class ExportResults(foo.Operator):
@@ -28,16 +27,14 @@ class ExportResults(foo.Operator):
         key = run_key_choice(ctx, inputs, "export") if view is not None else None
         if key is None:
             return types.Property(inputs, view=types.View(label="VLSR: export cleaned labels"))
-        if not len(ctx.dataset.load_run_results(key, cache=False).vocabulary):
-            block(inputs, "cluster_error", f"Run {key!r} has no clusters yet: cluster and merge first")
         prop = inputs.str("directory", required=True, label="Export directory",
                           description="A folder on the machine running FiftyOne")
-        directory = ctx.params.get("directory")
         inputs.bool("overwrite", default=False, label="Overwrite",
                     description="Replace the files of an earlier export")
-        if directory and os.path.isdir(directory) and os.listdir(directory) and not ctx.params.get("overwrite"):
-            prop.invalid = True
-            prop.error_message = f"{directory} is not empty; choose another folder or tick Overwrite"
+        problem = export_problem(view, ctx.params.get("directory"), key,
+                                 overwrite=ctx.params.get("overwrite", False))
+        if problem:
+            prop.invalid, prop.error_message = True, problem
         detections = ctx.dataset.get_field_schema(embedded_doc_type=fo.Detections)
         if detections:
             choices = types.Dropdown(label="Detections to export as COCO (optional)")

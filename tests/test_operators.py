@@ -228,3 +228,15 @@ def test_a_form_warns_of_a_stage_that_stopped_part_way(ds, tiny_clip):
     for name in ("cluster_and_merge", "score_labels", "export_results"):
         warning = form(name, ds)["type"]["properties"]["incomplete"]["view"]["label"]
         assert "score labels stopped part-way" in warning
+
+
+def test_the_export_form_refuses_a_file_as_folder_before_execute(ds, tiny_clip, tmp_path):
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds)
+    run("cluster_and_merge", ds, min_cluster_size=1)
+    (tmp_path / "a-file").write_text("keep")
+    prop = form("export_results", ds, directory=str(tmp_path / "a-file"))["type"]["properties"]["directory"]
+    assert prop["invalid"] and "is a file, not a directory" in prop["error_message"]
+    with pytest.raises(ExecutionError, match="is a file"):
+        run("export_results", ds, key="vlsr", directory=str(tmp_path / "a-file"))
+    assert (tmp_path / "a-file").read_text() == "keep"

@@ -47,22 +47,11 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         detections_field: optional Detections field to export as COCO with canonical labels.
         overwrite: replace the files of an earlier export.
     """
+    problem = export_problem(samples, export_dir, key, detections_field, overwrite)
+    if problem:
+        raise ExportError(problem)
     dataset = samples._dataset
-    if not dataset.has_run(key):
-        raise ExportError(f"No VLSR run {key!r} on this dataset")
     results = dataset.load_run_results(key, cache=False)
-    if not results.vocabulary:
-        raise ExportError(f"Run {key!r} has no clusters yet: run cluster and merge first")
-    stopped = incomplete_stages(dataset.get_run_info(key).config)
-    if stopped:
-        raise ExportError(f"Run {key!r}: {' and '.join(stopped)} stopped part-way and its results "
-                          "are mixed; run it again before exporting")
-    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
-        raise ExportError(f"{export_dir} is a file, not a directory; choose a directory to export to")
-    if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
-        raise ExportError(f"{export_dir} is not empty; choose another directory or overwrite")
-    if detections_field:
-        _check_detections_field(samples, detections_field)
     try:
         os.makedirs(export_dir, exist_ok=True)
     except OSError as e:
@@ -103,17 +92,33 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     return written
 
 
-def _check_detections_field(samples, name):
-    """ExportError unless ``name`` is a Detections field of ``samples``."""
-    boxes = sorted(samples.get_field_schema(embedded_doc_type=fo.Detections))
-    field = samples.get_field(name)
-    if field is None:
-        raise ExportError(f"No field {name!r} to export as COCO detections; Detections fields "
-                          f"here: {boxes or 'none'}")
-    if name not in boxes:
-        kind = getattr(field, "document_type", None) or type(field)
-        raise ExportError(f"Field {name!r} holds {kind.__name__}, not Detections; Detections "
-                          f"fields here: {boxes or 'none'}")
+def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, overwrite=False):
+    """Why :func:`export_run` would refuse these arguments, or None: checked before any file is
+    written, and by the App's form before Execute."""
+    dataset = samples._dataset
+    if not dataset.has_run(key):
+        return f"No VLSR run {key!r} on this dataset"
+    if not dataset.load_run_results(key, cache=False).vocabulary:
+        return f"Run {key!r} has no clusters yet: run cluster and merge first"
+    stopped = incomplete_stages(dataset.get_run_info(key).config)
+    if stopped:
+        return (f"Run {key!r}: {' and '.join(stopped)} stopped part-way and its results are "
+                "mixed; run it again before exporting")
+    if export_dir and os.path.exists(export_dir) and not os.path.isdir(export_dir):
+        return f"{export_dir} is a file, not a directory; choose a directory to export to"
+    if export_dir and os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
+        return f"{export_dir} is not empty; choose another directory or overwrite"
+    if detections_field:
+        boxes = sorted(samples.get_field_schema(embedded_doc_type=fo.Detections))
+        field = samples.get_field(detections_field)
+        if field is None:
+            return (f"No field {detections_field!r} to export as COCO detections; Detections "
+                    f"fields here: {boxes or 'none'}")
+        if detections_field not in boxes:
+            kind = getattr(field, "document_type", None) or type(field)
+            return (f"Field {detections_field!r} holds {kind.__name__}, not Detections; "
+                    f"Detections fields here: {boxes or 'none'}")
+    return None
 
 
 def _samples_csv(samples, ids, key, label_field, path):
