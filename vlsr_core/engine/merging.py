@@ -89,8 +89,8 @@ def merge_small_clusters(
             continue  # stale entry: merged away, or grown since it was pushed
         dist = rows.pop(c, lambda: [u for v, u in heapq.nsmallest(rows.batch, heap)
                                     if alive[u] and v == size[u]])
-        target, target_dist = rows.nearest(c, dist)
-        if max_merge_distance is not None and target_dist > max_merge_distance:
+        target, close_enough = rows.nearest(c, dist, max_merge_distance)
+        if not close_enough:
             continue  # nothing close enough: the cluster stays as it is
         members[target].extend(members[c])
         members[c] = []
@@ -135,15 +135,19 @@ class _DistanceRows:
             self.cached.update(zip(batch[1:], block[1:]))
         return row
 
-    def nearest(self, c, dist):
-        """The nearest cluster to c and its exact distance, given c's row ``dist``: the clusters
-        within the row's rounding of its minimum are compared on exact distances (ties: lowest
-        id), so the choice does not depend on the BLAS kernel or on which rows shared a product."""
+    def nearest(self, c, dist, threshold=None):
+        """The nearest cluster to c and whether it lies within ``threshold`` (None: no limit),
+        given c's row ``dist``. Clusters within the row's rounding of its minimum are compared
+        on exact distances (ties: lowest id), and so is the threshold when the distance is
+        within rounding of it: neither answer depends on the BLAS kernel or on which rows
+        shared a product. A single clear candidate (the usual case) needs no exact product."""
         low = dist.min()
         near = np.flatnonzero(dist <= low + self.band)
+        if near.size == 1 and (threshold is None or abs(low - threshold) > self.band):
+            return int(near[0]), threshold is None or bool(low <= threshold)
         exact = 1.0 - exact_dots(self.points, self.points, np.full(near.size, c), near)
         best = int(np.argmin(exact))
-        return int(near[best]), float(exact[best])
+        return int(near[best]), threshold is None or bool(exact[best] <= threshold)
 
     def merged(self, source, target):
         """Patch the cached rows after ``source`` merged into ``target`` (whose point moved)."""
@@ -206,5 +210,5 @@ def _with_noise_as_singletons(ids):
 
 
 def _unit(v):
-    norm = np.sqrt(exact_dots(v[None, :], v[None, :])[0])
+    norm = np.sqrt(np.multiply(v, v, dtype=np.float64).sum())  # fixed pairwise order, no BLAS
     return (v / norm if norm > 0 else v).astype(np.float32)
