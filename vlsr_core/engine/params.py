@@ -15,6 +15,7 @@ Example:
 """
 
 import dataclasses
+import functools
 import math
 import numbers
 import typing
@@ -93,8 +94,10 @@ class _Params:
             object.__setattr__(self, spec.name, value)
 
     @classmethod
+    @functools.cache
     def specs(cls):
-        """The :class:`Spec` of every parameter, in declaration order."""
+        """The :class:`Spec` of every parameter, in declaration order (built once per class:
+        every construction and check reads them)."""
         hints = typing.get_type_hints(cls)
         out = []
         for f in dataclasses.fields(cls):
@@ -107,7 +110,7 @@ class _Params:
                 tuple(m["choice_labels"]) if m["choice_labels"] else None,
                 m["low"], m["low_open"], m["high"], m["high_open"], m["check"], m["recorded"],
             ))
-        return out
+        return tuple(out)
 
     @classmethod
     def names(cls):

@@ -47,11 +47,11 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         detections_field: optional Detections field to export as COCO with canonical labels.
         overwrite: replace the files of an earlier export.
     """
-    problem = export_problem(samples, export_dir, key, detections_field, overwrite)
+    dataset = samples._dataset
+    results = dataset.load_run_results(key, cache=False) if dataset.has_run(key) else None
+    problem = export_problem(samples, export_dir, key, detections_field, overwrite, results)
     if problem:
         raise ExportError(problem)
-    dataset = samples._dataset
-    results = dataset.load_run_results(key, cache=False)
     try:
         os.makedirs(export_dir, exist_ok=True)
     except OSError as e:
@@ -92,13 +92,16 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     return written
 
 
-def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, overwrite=False):
+def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, overwrite=False,
+                   results=None):
     """Why :func:`export_run` would refuse these arguments, or None: checked before any file is
-    written, and by the App's form before Execute."""
+    written, and by the App's form before Execute. ``results``: the run's, if already loaded."""
     dataset = samples._dataset
     if not dataset.has_run(key):
         return f"No VLSR run {key!r} on this dataset"
-    if not dataset.load_run_results(key, cache=False).vocabulary:
+    if results is None:
+        results = dataset.load_run_results(key, cache=False)
+    if not results.vocabulary:
         return f"Run {key!r} has no clusters yet: run cluster and merge first"
     stopped = incomplete_stages(dataset.get_run_info(key).config)
     if stopped:

@@ -21,6 +21,7 @@ from fiftyone import ViewField as F
 
 from ..engine.defaults import DEFAULT_KEY
 from ..engine.params import PARAM_CLASSES, EmbedParams, MergeParams, ParamError, ScoreParams
+from ..engine.pipeline import ScoreTally, build_label_map, final_labels, score_images
 from . import chunks
 from .chunks import iter_chunks, sample_ids
 from .labels import (
@@ -33,7 +34,6 @@ from .labels import (
     set_label_attribute,
     usable,
 )
-from ..engine.pipeline import ScoreTally, build_label_map, final_labels, score_images
 from .runs import (
     VLSRResults,
     VLSRRunConfig,
@@ -151,13 +151,13 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         progress(1.0)
         return EmbeddingReport(n_labels_embedded=len(new))
     report = compute_image_embeddings(samples, key, recompute=recompute, encoder=encoder,
-                          progress=lambda f: progress(0.05 + 0.95 * f))
+                                      progress=lambda f: progress(0.05 + 0.95 * f))
     report.n_labels_embedded = len(new)
     return report
 
 
-def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None, device="auto",
-                 num_workers=None, progress=None):
+def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None,
+                             device="auto", num_workers=None, progress=None):
     """Embed the images of ``samples`` for an existing run, with the run's model, prompt and
     JPEG decoding (an ``encoder`` given must match them: mixed embeddings are not comparable),
     on ``device`` with ``num_workers`` decoding processes (see :class:`EmbedParams`).
