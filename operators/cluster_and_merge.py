@@ -35,6 +35,13 @@ class ClusterAndMerge(foo.Operator):
         key = run_key_choice(ctx, inputs, "cluster labels") if view is not None else None
         if key is not None:
             param_inputs(ctx, inputs, MergeParams, run_params(ctx, key, MergeParams))
+            last = _last_steps(ctx, key)
+            if last:
+                inputs.view("last_eps", types.Notice(label=(
+                    f"Last clustering ({last['mode']} mode) used eps {last['eps']:.3f}; the "
+                    f"recommended mode derives {last['derived_eps']:.3f} from these labels "
+                    f"(0.08 x their median distance {last['background_distance']:.3f}). An "
+                    "empty eps means: derive it (recommended) or 0.07 (paper)")))
         return types.Property(inputs, view=types.View(label="VLSR: cluster and merge labels"))
 
     def execute(self, ctx):
@@ -46,3 +53,13 @@ class ClusterAndMerge(foo.Operator):
         yield from run_with_progress(ctx, "Clustering", lambda progress: cluster_and_merge(
             ctx.target_view(), key, params, progress=progress))
         yield from finish(ctx, f"Clustered the labels of run {key!r}", summarize_run(ctx.dataset, key))
+
+
+def _last_steps(ctx, key):
+    """What the run's last clustering recorded about its steps (None before the first)."""
+    try:
+        results = ctx.dataset.load_run_results(key)
+    except ValueError:  # no such run
+        return None
+    steps = getattr(results, "merge_steps", None)  # None: not embedded yet
+    return steps if steps and steps.get("background_distance") is not None else None

@@ -51,7 +51,7 @@ def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys):
                  "--model", tiny_clip, "--batch-size", "3", "--min-cluster-size", "1",
                  "--top-k", "2"]) == 0
     out = capsys.readouterr().out
-    assert "embedded 4 images" in out and "**Vocabulary:** 5 labels" in out
+    assert "embedded 4 images" in out and "**Merging (recommended mode):** 5 labels" in out
     ds = fo.load_dataset(dataset_name)
     assert ds.count("vlsr_embedding") == 4 and ds.count("vlsr_label") == 4
     assert all(len(s) == 2 for s in ds.values("vlsr_suggestions.classifications"))

@@ -116,13 +116,21 @@ def test_replacements_follow_the_margin(data):
     assert any(x is not None for row in r0.replacements for x in row)
 
 
-def test_min_cluster_size_merges_rare_labels(data):
+def test_paper_mode_merges_rare_labels_into_their_nearest_cluster(data):
     images, labels, vemb = data
     # "Lathe Information" is on one image only: with a floor of 2 samples it merges into the
-    # nearest cluster and disappears from the vocabulary
-    r = sanitize(images, labels, VOCAB, vemb, min_cluster_size=2)
+    # nearest cluster and disappears from the vocabulary, however far that cluster is
+    r = sanitize(images, labels, VOCAB, vemb, min_cluster_size=2, mode="paper")
     assert r.canonical["Lathe Information"] in {"helmet", "screwdriver"}
     assert len(r.representatives) == 2
+
+
+def test_recommended_mode_keeps_a_rare_label_that_has_no_close_neighbour(data):
+    images, labels, vemb = data
+    r = sanitize(images, labels, VOCAB, vemb, min_cluster_size=2)
+    assert r.canonical["Lathe Information"] == "Lathe Information"
+    assert r.canonical["Helmets"] == "helmet"
+    assert len(r.representatives) == 3
 
 
 def test_deterministic(data):

@@ -14,7 +14,7 @@ import pytest
 from bson import json_util
 from fiftyone import ViewField as F
 
-from vlsr_core.engine.params import ScoreParams
+from vlsr_core.engine.params import MergeParams, ScoreParams
 from vlsr_core.fo import chunks, stages
 from vlsr_core.fo.runs import VLSRResults, VLSRRunConfig, label_attributes, sample_fields, saved_view_names
 from vlsr_core.fo.stages import VLSRError, cluster_and_merge, compute_embeddings, run_vlsr, score_labels
@@ -295,6 +295,31 @@ def test_a_run_stored_under_the_old_class_paths_loads_and_runs_on(ran):
     assert label_snapshot(dataset) == before
 
 
+def test_a_run_stored_before_merge_modes_reads_as_paper_mode_and_its_report_still_renders(ran):
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, _, _, _ = ran
+    doc = fors.Run._get_run_doc(dataset, "vlsr")
+    del doc.config["mode"]
+    doc.config["eps"] = 0.07
+    results = json_util.loads(doc.results.read().decode())
+    for name in ("merge_steps", "lexical_groups", "distance_to_canonical"):
+        results.pop(name)
+    doc.results.delete()
+    doc.results.put(json_util.dumps(results).encode(), content_type="application/json")
+    doc.save()
+    dataset.reload()
+
+    params = dataset.get_run_info("vlsr").config.params(MergeParams)
+    assert (params.mode, params.eps) == ("paper", 0.07)
+    report = summarize_run(dataset, "vlsr")
+    assert "**Vocabulary:** 7 labels → 4 canonical labels" in report
+    cluster_and_merge(dataset)  # clustered again: the recommended mode, recorded
+    assert dataset.get_run_info("vlsr").config.mode == "recommended"
+    assert "**Merging (recommended mode):** 7 labels → 4 after lexical grouping" in summarize_run(
+        dataset, "vlsr")
+
+
 def test_a_stage_stopped_part_way_is_marked_said_and_refused_for_export(main, monkeypatch, tmp_path):
     """A crash in the middle of cluster and merge leaves mixed results: the run record says so,
     the summary says so, the export refuses, and running the stage again completes it."""
@@ -317,7 +342,7 @@ def test_a_stage_stopped_part_way_is_marked_said_and_refused_for_export(main, mo
 
     monkeypatch.setattr(stages, "final_labels", crash_on_the_third_chunk)
     with pytest.raises(RuntimeError, match="killed"):
-        cluster_and_merge(dataset, eps=0.001, min_cluster_size=1)
+        cluster_and_merge(dataset, mode="paper", eps=0.001, min_cluster_size=1)
     config = dataset.get_run_info("vlsr").config
     assert config.stages["cluster"] == "running" and config.eps == 0.001
     assert "**Incomplete:** *cluster and merge* stopped part-way" in summarize_run(dataset, "vlsr")
@@ -325,7 +350,7 @@ def test_a_stage_stopped_part_way_is_marked_said_and_refused_for_export(main, mo
         export_run(dataset, str(tmp_path / "out"))
 
     monkeypatch.setattr(stages, "final_labels", real)
-    cluster_and_merge(dataset, eps=0.001, min_cluster_size=1)
+    cluster_and_merge(dataset, mode="paper", eps=0.001, min_cluster_size=1)
     assert dataset.get_run_info("vlsr").config.stages["cluster"] == "complete"
     assert "Incomplete" not in summarize_run(dataset, "vlsr")
     assert by_name(dataset, "vlsr_label.label")["h3.png"] == "Helmets"  # every chunk redone

@@ -104,7 +104,8 @@ def test_run_results_and_config_are_recorded(ran):
     config = info.config
     assert isinstance(config, VLSRRunConfig) and config.method == "vlsr"
     assert (config.label_field, config.model, config.prompt, config.batch_size) == ("gt", "fake-clip", None, 4)
-    assert (config.eps, config.min_samples, config.min_cluster_size) == (0.07, 1, 1)
+    assert (config.mode, config.eps, config.min_samples, config.min_cluster_size) == (
+        "recommended", None, 1, 1)
     assert (config.size_by, config.linkage, config.max_merge_distance) == ("samples", "centroid", None)
     assert (config.top_k, config.replace_margin, config.low_quantile) == (3, 0.0, 0.1)
     assert dataset.list_runs() == ["vlsr"]
@@ -112,20 +113,23 @@ def test_run_results_and_config_are_recorded(ran):
 
 def test_cluster_parameters_are_used_and_recorded(ran):
     dataset, _, _, _ = ran
-    # eps below the helmet/Helmets distance keeps the variants apart
-    cluster_and_merge(dataset, eps=0.001, min_cluster_size=1)
+    # paper mode: eps below the helmet/Helmets distance keeps the variants apart (the
+    # recommended mode groups them by spelling first)
+    cluster_and_merge(dataset, mode="paper", eps=0.001, min_cluster_size=1)
     assert dataset.load_run_results("vlsr", cache=False).canonical["Helmets"] == "Helmets"
     assert by_name(dataset, "vlsr_label.label")["h3.png"] == "Helmets"
     assert dataset.get_run_info("vlsr").config.eps == 0.001
 
     # merging: clusters under 4 samples join their nearest neighbour unless farther than 0.5
-    cluster_and_merge(dataset, min_cluster_size=4, max_merge_distance=0.5, size_by="labels")
+    cluster_and_merge(dataset, mode="paper", min_cluster_size=4, max_merge_distance=0.5,
+                      size_by="labels")
     config = dataset.get_run_info("vlsr").config
     assert (config.eps, config.min_cluster_size, config.max_merge_distance, config.size_by) == (
-        0.07, 4, 0.5, "labels")
+        None, 4, 0.5, "labels")
     assert dataset.load_run_results("vlsr", cache=False).canonical == CANONICAL
 
-    cluster_and_merge(dataset, min_cluster_size=10)  # everything folds into the biggest cluster
+    # the paper's forced merging: everything folds into the biggest cluster
+    cluster_and_merge(dataset, mode="paper", min_cluster_size=10)
     label_map = dataset.load_run_results("vlsr", cache=False).canonical
     assert set(label_map.values()) == {"helmet"}
     assert set(by_name(dataset, "gt.classifications.vlsr_canonical")["d1.png"]) == {"helmet"}

@@ -25,6 +25,7 @@ def merge_small_clusters(
     size_by="samples",
     linkage="centroid",
     max_merge_distance=None,
+    complete=False,
 ):
     """Fold every cluster smaller than ``min_cluster_size`` into its nearest neighbour, one at a time.
 
@@ -47,6 +48,8 @@ def merge_small_clusters(
             representative labels; the paper's Method section).
         max_merge_distance: if set, a small cluster whose nearest neighbour is farther than this
             cosine distance is left alone instead of merged into something unrelated.
+        complete: also require every pair of members of the two clusters to lie within
+            ``max_merge_distance`` (complete linkage), so that merges cannot drift A~B~C.
 
     Returns:
         int ndarray of shape (n_labels,): cluster ids 0, 1, ... numbered in order of first label.
@@ -55,6 +58,8 @@ def merge_small_clusters(
         raise ValueError(f"size_by must be one of {SIZE_BY}, got {size_by!r}")
     if linkage not in LINKAGES:
         raise ValueError(f"linkage must be one of {LINKAGES}, got {linkage!r}")
+    if complete and max_merge_distance is None:
+        raise ValueError("complete=True needs max_merge_distance")
     if linkage == "representative" and vocabulary is None:
         raise ValueError('linkage="representative" needs the vocabulary')
     emb = np.asarray(embeddings, dtype=np.float32)
@@ -90,6 +95,8 @@ def merge_small_clusters(
         dist = rows.pop(c, lambda: [u for v, u in heapq.nsmallest(rows.batch, heap)
                                     if alive[u] and v == size[u]])
         target, close_enough = rows.nearest(c, dist, max_merge_distance)
+        if close_enough and complete:
+            close_enough = _farthest_pair(emb, members[c], members[target]) <= max_merge_distance
         if not close_enough:
             continue  # nothing close enough: the cluster stays as it is
         members[target].extend(members[c])
@@ -199,6 +206,11 @@ def representative_of(member_index, embeddings, frequencies, vocabulary, centroi
         (-int(frequencies[i]), -float(c), vocabulary[i]) for i, c in zip(member_index, closeness)
     ]
     return int(member_index[min(range(len(keys)), key=keys.__getitem__)])
+
+
+def _farthest_pair(emb, a, b):
+    """Largest exact cosine distance between a member of a and a member of b."""
+    return float((1.0 - exact_dots(emb, emb, np.repeat(a, len(b)), np.tile(b, len(a)))).max())
 
 
 def _with_noise_as_singletons(ids):

@@ -22,12 +22,14 @@ import typing
 
 from .defaults import (
     DEFAULT_BATCH_SIZE,
-    DEFAULT_EPS,
     DEFAULT_MIN_CLUSTER_SIZE,
     DEFAULT_MIN_SAMPLES,
     DEFAULT_MODEL,
     DEFAULT_TOP_K,
 )
+
+
+MERGE_MODES = ("recommended", "paper")
 
 
 class ParamError(ValueError):
@@ -239,15 +241,27 @@ class ScoreParams(_Params):
 
 @dataclasses.dataclass(frozen=True)
 class MergeParams(_Params):
-    """Steps 4-6: DBSCAN on label embeddings and the merging of small clusters."""
+    """Steps 4-6: grouping label variants, DBSCAN on label embeddings, merging small clusters.
 
-    eps: float = param(DEFAULT_EPS, "DBSCAN radius in cosine distance; the paper's 0.07. Larger "
-                       "values chain unrelated labels together", label="eps",
-                       low=0.0, low_open=True, high=2.0)
+    ``mode="recommended"`` (the default) groups lexical variants first, derives eps from the
+    data and merges a small cluster only into a close neighbour (:mod:`~vlsr_core.engine.grouping`);
+    ``mode="paper"`` runs the paper's steps 4-6 as published.
+    """
+
+    mode: str = param("recommended", "recommended: lexical variants grouped first, eps from the "
+                      "data, small clusters merged only into close neighbours; paper: DBSCAN, then "
+                      "every small cluster merged into its nearest neighbour however far",
+                      label="Merge mode", choices=MERGE_MODES,
+                      choice_labels=("recommended (guarded)", "paper (forced merges)"))
+    eps: float | None = param(None, "DBSCAN radius in cosine distance; empty: 0.07 (the "
+                              "paper's) in paper mode, derived from the labels' distances in "
+                              "recommended mode. Larger values chain unrelated labels together",
+                              label="eps", low=0.0, low_open=True, high=2.0)
     min_samples: int = param(DEFAULT_MIN_SAMPLES, "DBSCAN neighbourhood size of a core label; "
                              "1 = every label", label="min_samples", low=1)
     min_cluster_size: int = param(DEFAULT_MIN_CLUSTER_SIZE, "clusters smaller than this merge "
-                                  "into their nearest neighbour (0 or 1: none)",
+                                  "into their nearest neighbour (0 or 1: none); in recommended "
+                                  "mode only into a close one, else they are listed as rare",
                                   label="Minimum cluster size", low=0)
     size_by: str = param("samples", "what a cluster's size counts", label="Cluster size counts",
                          choices=("samples", "labels"), choice_labels=("samples", "distinct labels"))
@@ -255,8 +269,14 @@ class MergeParams(_Params):
                          label="Nearest cluster by", choices=("centroid", "representative"),
                          choice_labels=("centroids", "representative labels"))
     max_merge_distance: float | None = param(None, "leave a small cluster alone when its nearest "
-                                             "neighbour is farther than this cosine distance",
+                                             "neighbour is farther than this cosine distance; "
+                                             "empty: no limit in paper mode, eps in recommended "
+                                             "mode (every pair of members checked)",
                                              label="Max merge distance", low=0.0, high=2.0)
+
+    @property
+    def paper(self):
+        return self.mode == "paper"
 
 
 PARAM_CLASSES = (EmbedParams, ScoreParams, MergeParams)

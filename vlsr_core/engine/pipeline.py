@@ -4,9 +4,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .clustering import DEFAULT_BLOCK_ROWS, cluster_labels
-from .params import MergeParams, ScoreParams
+from .clustering import DEFAULT_BLOCK_ROWS, cluster_labels, number_by_first_occurrence
+from .defaults import DEFAULT_EPS
+from .dots import exact_dots
+from .grouping import Steps, paper_steps, recommended_clusters
 from .merging import merge_small_clusters, representatives
+from .params import MergeParams, ScoreParams
 from .similarity import pair_scores, top_k_labels
 
 
@@ -20,6 +23,9 @@ class LabelMap:
         dbscan_clusters: int ndarray (n_labels,): DBSCAN ids before merging (-1 = noise).
         clusters: int ndarray (n_labels,): final cluster ids after merging.
         representatives: list (n_clusters,) of the representative label of each cluster.
+        distance_to_canonical: float32 ndarray (n_labels,): cosine distance from each label to
+            its canonical label (the merges most worth checking are the farthest).
+        steps: :class:`~vlsr_core.engine.grouping.Steps`: what each step did.
     """
 
     vocabulary: list
@@ -27,6 +33,8 @@ class LabelMap:
     dbscan_clusters: np.ndarray
     clusters: np.ndarray
     representatives: list
+    distance_to_canonical: np.ndarray
+    steps: Steps
 
     @property
     def cluster(self):
@@ -263,17 +271,27 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
     back = np.argsort(order, kind="stable")
     sorted_vocabulary = [vocabulary[i] for i in order]
     sorted_emb, sorted_freq = vocab_emb[order], frequencies[order]
-    dbscan = cluster_labels(sorted_emb, eps=params.eps, min_samples=params.min_samples,
-                            block_rows=block_rows, progress=lambda f: advance(0.9 * f))
-    clusters = merge_small_clusters(
-        sorted_emb, dbscan, sorted_freq, params.min_cluster_size, vocabulary=sorted_vocabulary,
-        size_by=params.size_by, linkage=params.linkage,
-        max_merge_distance=params.max_merge_distance,
-    )
+    if params.paper:
+        eps = DEFAULT_EPS if params.eps is None else params.eps
+        dbscan = cluster_labels(sorted_emb, eps=eps, min_samples=params.min_samples,
+                                block_rows=block_rows, progress=lambda f: advance(0.9 * f))
+        clusters = merge_small_clusters(
+            sorted_emb, dbscan, sorted_freq, params.min_cluster_size, vocabulary=sorted_vocabulary,
+            size_by=params.size_by, linkage=params.linkage,
+            max_merge_distance=params.max_merge_distance,
+        )
+        steps = paper_steps(sorted_emb, dbscan, eps, params.max_merge_distance)
+    else:
+        dbscan, clusters, steps = recommended_clusters(
+            sorted_vocabulary, sorted_emb, sorted_freq, params, block_rows=block_rows,
+            progress=lambda f: advance(0.9 * f))
+    steps.lexical_groups = number_by_first_occurrence(steps.lexical_groups[back])
     reps = representatives(sorted_vocabulary, sorted_emb, clusters, sorted_freq)
+    distance = 1.0 - exact_dots(sorted_emb, sorted_emb, np.arange(len(order)), reps[clusters])
     advance(1.0)
     return LabelMap(vocabulary=vocabulary, frequencies=frequencies, dbscan_clusters=dbscan[back],
-                    clusters=clusters[back], representatives=[sorted_vocabulary[r] for r in reps])
+                    clusters=clusters[back], representatives=[sorted_vocabulary[r] for r in reps],
+                    distance_to_canonical=distance[back].astype(np.float32), steps=steps)
 
 
 def final_labels(image_embeddings, image_labels, label_map, vocabulary_embeddings):

@@ -54,6 +54,8 @@ class VLSRRunConfig(fors.RunConfig):
     def __init__(self, label_field=None, created_fields=None, created_views=None,
                  model_fingerprint=None, stages=None, **kwargs):
         kwargs.setdefault("method", "vlsr")
+        if "eps" in kwargs and "mode" not in kwargs:
+            kwargs["mode"] = "paper"  # stored by a version before merge modes: the paper's steps
         for cls in PARAM_CLASSES:
             for spec in cls.specs():
                 if spec.recorded:
@@ -100,15 +102,21 @@ class VLSRResults(fors.RunResults):
         vocabulary: the labels of the samples last clustered.
         frequencies, dbscan_clusters, clusters: int ndarrays aligned with ``vocabulary``.
         representatives: the canonical label of each final cluster.
+        lexical_groups, distance_to_canonical: per label, as in :class:`LabelMap`.
+        merge_steps: what steps 4-6 did (:class:`~vlsr_core.engine.grouping.Steps` without
+            its arrays): mode, distances used, lexical links, labels kept apart, DBSCAN count.
     """
 
-    _ARRAYS = ("label_embeddings", "frequencies", "dbscan_clusters", "clusters")
+    _ARRAYS = ("label_embeddings", "frequencies", "dbscan_clusters", "clusters",
+               "lexical_groups", "distance_to_canonical")
 
     def __init__(self, samples, config, key, backend=None, **kwargs):
         defaults = dict(
             labels=[], label_embeddings=np.zeros((0, 0), np.float32), vocabulary=[],
             frequencies=np.zeros(0, np.int64), dbscan_clusters=np.zeros(0, np.int64),
             clusters=np.zeros(0, np.int64), representatives=[],
+            lexical_groups=np.zeros(0, np.int64), distance_to_canonical=np.zeros(0, np.float32),
+            merge_steps={},
         )
         defaults.update(kwargs)
         super().__init__(samples, config, key, backend=backend, **defaults)

