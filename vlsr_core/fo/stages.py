@@ -91,7 +91,7 @@ class ScoreReport:
 
 
 def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, recompute=False,
-                       encoder=None, images=True, progress=None, **overrides):
+                       encoder=None, label_encoder=None, images=True, progress=None, **overrides):
     """Embed the distinct labels of ``label_field`` into the run record, then the images.
 
     Images that already have an embedding from the same model (prompt and JPEG decoding) are
@@ -107,6 +107,8 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         recompute: embed every image again.
         encoder: an already loaded :class:`CLIPEncoder`; its model, prompt, batch size and
             ``jpeg_draft`` are used instead of the parameters of the same names.
+        label_encoder: an already loaded encoder for ``label_model`` (anything with
+            ``embed_texts``), instead of loading a :class:`SentenceEncoder`.
         images: False embeds the labels only and leaves the images to :func:`compute_image_embeddings`
             (e.g. in shards run by several workers).
         progress: optional callable taking the fraction done.
@@ -130,6 +132,7 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     if not _same_model(config, encoder) or config.prompt != encoder.prompt:
         # embeddings of another model are not comparable: drop them all, not only this view's
         results.labels, results.label_embeddings = [], np.zeros((0, encoder.dim), np.float32)
+        results.merge_embeddings = np.zeros((0, 0), np.float32)  # aligned with the labels
         if dataset.has_sample_field(fields["embedding"]):
             dataset.clear_sample_field(fields["embedding"])
     elif config.jpeg_draft != encoder.jpeg_draft and dataset.has_sample_field(fields["embedding"]):
@@ -143,9 +146,13 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     known = set(results.labels)
     new = [l for l in vocabulary if l not in known]
     if new:
-        emb = encoder.embed_texts(new, progress=lambda f: progress(0.05 * f))
+        emb = encoder.embed_texts(new, progress=lambda f: progress(0.04 * f))
         results.labels = list(results.labels) + new
         results.label_embeddings = np.vstack([results.label_embeddings.reshape(-1, encoder.dim), emb])
+    merge_changed = _embed_for_merging(config, results, params.label_model, label_encoder,
+                                       lambda f: progress(0.04 + 0.01 * f))
+    if new or merge_changed:
+        dataset.update_run_config(key, config)
         dataset.save_run_results(key, results)
     if not images:
         progress(1.0)
@@ -154,6 +161,30 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
                                       progress=lambda f: progress(0.05 + 0.95 * f))
     report.n_labels_embedded = len(new)
     return report
+
+
+def _embed_for_merging(config, results, label_model, label_encoder, progress):
+    """Embed with ``label_model`` the labels that lack a merge embedding (all of them when the
+    model changed); drop the table when there is no label model. Returns whether anything changed."""
+    table = np.asarray(results.merge_embeddings, dtype=np.float32)
+    if not label_model:
+        changed = config.label_model is not None or table.size > 0
+        config.label_model = None
+        results.merge_embeddings = np.zeros((0, 0), np.float32)
+        return changed
+    if config.label_model != label_model or table.ndim != 2:
+        table = np.zeros((0, 0), np.float32)
+    todo = list(results.labels)[len(table):]
+    if not todo:
+        return False
+    if label_encoder is None:
+        from ..model.sentence_encoder import SentenceEncoder
+
+        label_encoder = SentenceEncoder(label_model)
+    emb = label_encoder.embed_texts(todo, progress=progress)
+    results.merge_embeddings = emb if not len(table) else np.vstack([table, emb])
+    config.label_model = label_model
+    return True
 
 
 def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None,
@@ -348,7 +379,7 @@ def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, *
     run = _open_run(samples, key)
     params = MergeParams.resolve(params, **overrides)
     advance = progress or (lambda fraction: None)
-    label_map = build_label_map(run.vocabulary, run.vocab_emb, run.frequencies, params,
+    label_map = build_label_map(run.vocabulary, run.merge_emb, run.frequencies, params,
                                 progress=lambda f: advance(0.5 * f))
     run.config.record(params)
     _stage_state(run, "cluster", "running")
@@ -482,6 +513,7 @@ class _Run:
     vocabulary: list
     frequencies: np.ndarray
     vocab_emb: np.ndarray
+    merge_emb: np.ndarray  # the vocabulary embedded for steps 4-6 (label_model, else vocab_emb)
 
     def read_chunks(self, samples):
         """Yield a :class:`_Chunk` of ``samples`` at a time."""
@@ -537,7 +569,16 @@ def _open_run(samples, key):
         vocab_emb = results.embeddings_of(vocabulary)
     except KeyError as e:
         raise VLSRError(f"{e.args[0]}: run compute embeddings on these samples first") from None
-    return _Run(key, dataset, config, results, path, ids, vocabulary, frequencies, vocab_emb)
+    merge_emb = vocab_emb
+    if config.label_model:
+        table = np.asarray(results.merge_embeddings, dtype=np.float32)
+        row = {l: i for i, l in enumerate(results.labels)}
+        if table.ndim != 2 or any(row[l] >= len(table) for l in vocabulary):
+            raise VLSRError(f"Labels of run {key!r} lack their {config.label_model!r} embeddings: "
+                            "run compute embeddings again")
+        merge_emb = table[[row[l] for l in vocabulary]]
+    return _Run(key, dataset, config, results, path, ids, vocabulary, frequencies, vocab_emb,
+                merge_emb)
 
 
 def _scan_labels(samples, path, ids):

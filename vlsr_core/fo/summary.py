@@ -61,13 +61,14 @@ def _merge_report(results, config, n_clusters, n_merges=5):
     n_labels, n_canonical = len(results.vocabulary), len(results.representatives)
     floor = config.min_cluster_size
     if steps.get("mode") == "recommended":
-        links = ", ".join(f"{k} {v}" for k, v in steps["lexical_links"].items())
+        links = ", ".join(f"{k} {v}" for k, v in steps["lexical_links"].items() if v) or "none"
         head = (f"**Merging (recommended mode):** {n_labels} labels → "
                 f"{len(set(results.lexical_groups.tolist()))} after lexical grouping ({links}) → "
                 f"{steps['n_dbscan']} after DBSCAN (eps {steps['eps']:.3f}; derived from the labels: "
-                f"{steps['derived_eps']:.3f}) → {n_canonical} canonical labels after merging "
-                f"clusters under {floor} samples into neighbours within "
-                f"{steps['max_merge_distance']:.3f}")
+                f"{steps['derived_eps']:.3f}) → {n_canonical} canonical labels" + (
+                    f" after merging clusters under {floor} samples into neighbours within "
+                    f"{steps['max_merge_distance']:.3f}" if floor > 1 else
+                    " (no small-cluster merging: minimum cluster size 1)"))
     elif steps:
         head = (f"**Merging (paper mode):** {n_labels} labels → {steps['n_dbscan']} after DBSCAN "
                 f"(eps {steps['eps']:.3f}; the recommended mode would derive "
@@ -75,6 +76,8 @@ def _merge_report(results, config, n_clusters, n_merges=5):
                 f"after merging every cluster under {floor} samples into its nearest neighbour")
     else:  # a run clustered before the steps were recorded
         head = f"**Vocabulary:** {n_labels} labels → {n_canonical} canonical labels"
+    if getattr(config, "label_model", None):
+        head += f"; labels embedded for merging by `{config.label_model}`"
     lines = [head]
     if steps.get("kept_apart"):
         reasons = "; ".join(f"{k}: {v}" for k, v in steps["kept_apart"].items())
