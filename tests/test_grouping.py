@@ -65,7 +65,19 @@ def test_lexical_variants_group_and_each_rule_is_counted():
     # a first-letter change, a last-letter change or a 4-letter word is no typo
     for alone in ["drill", "grill", "stapler", "staples", "back saw", "buck saw"]:
         assert frozenset({alone}) in together
-    assert links == {"normal form": 1, "plural": 2, "spacing": 1, "typo": 1}
+    assert links == {"normal form": 1, "plural": 2, "spacing": 1, "typo": 1, "word form": 0}
+
+
+def test_word_forms_of_modifiers_group_but_a_head_nouns_ing_stays():
+    vocabulary = ["fishing hook", "fish hook", "machining tools", "machine tool", "broadaxe",
+                  "broadax", "camping", "camp", "lighting", "light"]
+    emb = spread(len(vocabulary))
+    for i in range(1, len(vocabulary), 2):
+        emb[i] = near(emb[i - 1], 0.1, seed=i)  # every pair close: the rule alone decides
+    groups, links = lexical_groups(vocabulary, emb, guard=0.3)
+    same = [bool(groups[i] == groups[i + 1]) for i in range(0, len(vocabulary), 2)]
+    assert same == [True, True, True, False, False]
+    assert links["word form"] == 3
 
 
 def test_the_guard_keeps_apart_variants_the_encoder_puts_far_apart():

@@ -2,18 +2,20 @@
 
 Crowd-sourced labels carry the same word written many ways ("Helmets", "helmet", "helmit",
 "safety-helmet"). A string rule finds these more reliably than any embedding, which often places
-a typo far from its word. Three keys, from strict to loose:
+a typo far from its word. Four keys, from strict to loose:
 
 1. the *normal form*: Unicode NFKC, case folded, ``&`` read as "and", apostrophes dropped, other
    punctuation, hyphens and underscores as spaces, whitespace collapsed;
 2. the *singular form*: every word of the normal form singularised by English rules;
-3. the *compact form*: the singular form without spaces (``screw driver`` = ``screwdriver``).
+3. the *compact form*: the singular form without spaces (``screw driver`` = ``screwdriver``);
+4. the *word form*: the singular form with a modifier's "-ing" and a long word's final "e"
+   dropped (``fishing hook`` = ``fish hook``, ``machining tools`` = ``machine tools``).
 
-Labels with equal normal forms always group. Equal singular or compact forms, and compact forms
+Labels with equal normal forms always group. Equal singular, compact or word forms, and forms
 one edit apart inside one word (a typo: an insertion, deletion, substitution or swap, in a
-word of at least ``TYPO_MIN_LENGTH`` letters, not in its first or last letter, so that "stapler"
-and "staples" or "back saw" and "buck saw" are not typos of each other), group only when the two labels'
-embeddings are within the guard distance: "glass" and "glasses", or "rivets" and "rivers", stay
+word of at least ``TYPO_MIN_LENGTH`` letters, not in its first or last letter, so that
+"stapler" and "staples" or "back saw" and "buck saw" are not typos of each other), group only
+when the two labels' embeddings are within the guard distance: "glass" and "glasses", or "rivets" and "rivers", stay
 apart when the encoder puts them far apart. Labels without a letter or digit are never grouped.
 """
 
@@ -120,7 +122,7 @@ def lexical_groups(vocabulary, embeddings, guard):
     """
     n = len(vocabulary)
     uf = _UnionFind(n)
-    kinds = {"normal form": 0, "plural": 0, "spacing": 0, "typo": 0}
+    kinds = {"normal form": 0, "plural": 0, "spacing": 0, "typo": 0, "word form": 0}
     normal = [normal_form(v) for v in vocabulary]
     words = [i for i in range(n) if normal[i]]
 
@@ -149,12 +151,35 @@ def lexical_groups(vocabulary, embeddings, guard):
     link_all(single, "plural", guarded=True)
     link_all({i: single[i].replace(" ", "") for i in words}, "spacing", guarded=True)
     link(_typo_pairs(single), "typo", guarded=True)
+    link_all({i: _word_form(single[i]) for i in words}, "word form", guarded=True)
 
     roots = np.array([uf.find(i) for i in range(n)], dtype=np.int64)
     _, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
     rank = np.empty(first.size, dtype=np.int64)
     rank[np.argsort(first)] = np.arange(first.size)
     return rank[inverse.reshape(-1)], kinds
+
+
+def _word_form(single):
+    """The singular form with modifiers' "-ing" endings and words' final "e" dropped, so that
+    "fishing hook" meets "fish hook" and "broadaxe" meets "broadax". The last word (the head
+    noun) keeps its "-ing": "camping" is not "camp", nor "lighting" "light"."""
+    words = single.split()
+    return " ".join(_without_e(_without_ing(w) if k < len(words) - 1 else w)
+                    for k, w in enumerate(words))
+
+
+def _without_ing(word):
+    if not word.endswith("ing") or len(word) < 7:
+        return word
+    word = word[:-3]
+    if word[-1] == word[-2] and word[-1] not in "aeiouls":
+        word = word[:-1]  # "cutting" -> "cut"
+    return word
+
+
+def _without_e(word):
+    return word[:-1] if word.endswith("e") and len(word) >= 6 else word
 
 
 def _typo_pairs(single):
