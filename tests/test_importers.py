@@ -158,6 +158,8 @@ def test_factorynet_labels_sources_and_repeats(tmp_path, dataset):
     sample = dataset.first()
     assert sample.filepath == str(image)
     assert sample.factorynet_id == "1711609735362"
+    assert (sample.metadata.width, sample.metadata.height) == (500, 400)  # shown in the App
+    assert sample.metadata.size_bytes == image.stat().st_size
     assert _labels(sample) == ['Screw, 2" wood', "helmet", "Helmet"]
     boxes = _boxes(sample)
     assert [(label, source) for label, _, source in boxes] == [
@@ -297,6 +299,7 @@ def test_factorynet_orphans_empty_csv_and_unreadable_image(tmp_path, dataset):
     assert samples["empty"].ground_truth_detections.detections == []
     assert _labels(samples["broken"]) == ["helmet", "glove"]
     assert samples["broken"].ground_truth_detections is None
+    assert samples["broken"].metadata is None and samples["empty"].metadata.width > 0
     assert _problem(report, tmp_path / "nocsv_image.csv", "no image")
     assert _problem(report, tmp_path / "lonely.jpg", "no CSV")
     assert _problem(report, tmp_path / "empty.csv", "no labels", "unlabelled")
@@ -409,6 +412,7 @@ def test_import_csv_merges_rows_and_resolves_paths(tmp_path, dataset, header):
     assert [os.path.basename(p) for p in dataset.values("filepath")] == ["a.jpg", "b.png", "c.gif"]
     labels = {os.path.basename(s.filepath): _labels(s) for s in dataset}
     assert labels == {"a.jpg": ["helmet", "glove", 'Screw, 2" wood'], "b.png": ["drill"], "c.gif": []}
+    assert all(s.metadata.width > 0 and s.metadata.height > 0 for s in dataset)
     assert report.n_samples == 3 and report.n_labels == 5
     assert _problem(report, f"{csv_path}:{5 + offset}", "no labels", "unlabelled")
     assert _problem(report, f"{csv_path}:{6 + offset}", "no such file", "missing.jpg")

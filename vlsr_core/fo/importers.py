@@ -353,6 +353,13 @@ def _is_new(filepath, existing, report) -> bool:
     return True
 
 
+def _add(dataset, samples):
+    """Add samples with their metadata (width, height, size: shown in the App, used by exporters);
+    unreadable images are added without."""
+    ids = dataset.add_samples(samples, dynamic=True, progress=False)
+    dataset.select(ids).compute_metadata(skip_failures=True, progress=False)
+
+
 def _add_in_chunks(dataset, samples, total, progress: Progress) -> int:
     """Add the samples an iterable yields (None for inputs giving no sample) CHUNK_SIZE at a time,
     calling progress(fraction of the total inputs) now and then; returns how many were added.
@@ -363,12 +370,12 @@ def _add_in_chunks(dataset, samples, total, progress: Progress) -> int:
         if sample is not None:
             chunk.append(sample)
         if len(chunk) >= CHUNK_SIZE:
-            dataset.add_samples(chunk, dynamic=True, progress=False)
+            _add(dataset, chunk)
             added, chunk = added + len(chunk), []
         if progress is not None and i % PROGRESS_EVERY == 0:
             progress(i / total)
     if chunk:
-        dataset.add_samples(chunk, dynamic=True, progress=False)
+        _add(dataset, chunk)
         added += len(chunk)
     if progress is not None:
         progress(1.0)
