@@ -51,9 +51,10 @@ PAPER = MergeParams(mode="paper", eps=0.07)
 DEFAULTS = PAPER.to_dict()
 EPS_GRID = (0.03, 0.05, 0.07, 0.1, 0.13, 0.16, 0.2)
 MCS_GRID = (1, 2, 5, 10, 20, 50)
-# Other options of vlsr_core's merging, each on top of the defaults.
+# Other options of vlsr_core's merging, each on top of the paper's mode.
 OPTIONS = {
-    "defaults": {},
+    "paper mode": {},
+    'mode="recommended" (the engine\'s default)': dict(mode="recommended", eps=None),
     'linkage="representative"': dict(linkage="representative"),
     'size_by="labels"': dict(size_by="labels"),
     "max_merge_distance=0.1": dict(max_merge_distance=0.1),
