@@ -7,12 +7,15 @@ from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.engine.params import MergeParams
 
 from .common import (
+    chosen_target,
     execution_flags,
     finish,
+    narrowing_warning,
     param_inputs,
     params_from,
     run_key_choice,
     run_params,
+    run_target,
     run_with_progress,
     target_view,
 )
@@ -31,9 +34,11 @@ class ClusterAndMerge(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        view = target_view(ctx, inputs)
+        view = target_view(ctx, inputs, run_target(ctx, ctx.params.get("key", DEFAULT_KEY)))
         key = run_key_choice(ctx, inputs, "cluster labels") if view is not None else None
         if key is not None:
+            narrowing_warning(ctx, inputs, key, view, "replaces the run's whole vocabulary, "
+                              "clusters and label map with ones computed")
             param_inputs(ctx, inputs, MergeParams, run_params(ctx, key, MergeParams))
             last = _last_steps(ctx, key)
             if last:
@@ -51,7 +56,7 @@ class ClusterAndMerge(foo.Operator):
         key = ctx.params.get("key", DEFAULT_KEY)
         params = params_from(ctx, MergeParams, run_params(ctx, key, MergeParams))
         yield from run_with_progress(ctx, "Clustering", lambda progress: cluster_and_merge(
-            ctx.target_view(), key, params, progress=progress))
+            chosen_target(ctx, run_target(ctx, key)), key, params, progress=progress))
         yield from finish(ctx, f"Clustered the labels of run {key!r}", summarize_run(ctx.dataset, key))
 
 

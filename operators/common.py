@@ -17,20 +17,61 @@ def block(inputs, name, message):
     prop.error_message = message
 
 
-def target_view(ctx, inputs):
+def target_view(ctx, inputs, default_target=None):
     """Add the target choice (dataset, current view, selected samples); return the view or None."""
-    inputs.view_target(ctx)
+    inputs.view_target(ctx, default_target=default_target)
     if ctx.dataset is None:
         return None
     if ctx.dataset.media_type != "image":
         block(inputs, "media_error",
               f"VLSR works on image datasets; this one holds {ctx.dataset.media_type} samples")
         return None
-    view = ctx.target_view()
+    view = chosen_target(ctx, default_target)
     if len(view) == 0:
         block(inputs, "empty_error", "There are no samples in the chosen target")
         return None
     return view
+
+
+def chosen_target(ctx, default_target=None):
+    """``ctx.target_view()``, except that a target nobody chose yet is ``default_target``
+    (``ctx.target_view()`` falls back on the open view)."""
+    chosen = ctx.params.get("view_target") or ctx.request_params.get("view_target")
+    if chosen or default_target in (None, "CURRENT_VIEW"):
+        return ctx.target_view()
+    return ctx.dataset.view()
+
+
+def run_target(ctx, key):
+    """The target a vocabulary-wide stage of run ``key`` takes by default: the collection the run
+    was made on (the dataset, or the saved view when that is the one loaded), not whatever
+    filtered view happens to be open."""
+    try:
+        collection = ctx.dataset.get_run_info(key).config.collection
+    except ValueError:  # no such run yet
+        return "DATASET"
+    loaded = getattr(ctx.view, "name", None) if getattr(ctx.view, "is_saved", False) else None
+    return "CURRENT_VIEW" if collection and collection == loaded else "DATASET"
+
+
+def narrowing_warning(ctx, inputs, key, view, replaces):
+    """Warn when ``view`` holds fewer samples than the run's collection: a vocabulary-wide stage
+    on it ``replaces`` (says what) from a part of the labels only."""
+    try:
+        config = ctx.dataset.get_run_info(key).config
+    except ValueError:
+        return
+    collection = ctx.dataset
+    if config.collection and ctx.dataset.has_saved_view(config.collection):
+        collection = ctx.dataset.load_saved_view(config.collection)
+    n_run, n_view = len(collection), len(view)
+    if n_view < n_run:
+        where = f"saved view {config.collection!r}" if collection is not ctx.dataset else "dataset"
+        inputs.view("narrowed", types.Warning(
+            label=f"The target holds {n_view} of the {n_run} samples of the run's {where}",
+            description=f"This {replaces} from their labels only. Choose "
+                        f"{'Dataset' if collection is ctx.dataset else 'the saved view'} "
+                        "as target to work on the whole run."))
 
 
 def label_field_input(ctx, inputs):

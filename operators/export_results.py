@@ -7,7 +7,16 @@ import fiftyone.operators.types as types
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.fo.export import export_problem
 
-from .common import execution_flags, finish, run_key_choice, run_with_progress, target_view
+from .common import (
+    chosen_target,
+    execution_flags,
+    finish,
+    narrowing_warning,
+    run_key_choice,
+    run_target,
+    run_with_progress,
+    target_view,
+)
 
 
 class ExportResults(foo.Operator):
@@ -23,10 +32,12 @@ class ExportResults(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        view = target_view(ctx, inputs)
+        view = target_view(ctx, inputs, run_target(ctx, ctx.params.get("key", DEFAULT_KEY)))
         key = run_key_choice(ctx, inputs, "export") if view is not None else None
         if key is None:
             return types.Property(inputs, view=types.View(label="VLSR: export cleaned labels"))
+        narrowing_warning(ctx, inputs, key, view, "exports the samples of the target only, with "
+                          "a label map computed")
         prop = inputs.str("directory", required=True, label="Export directory",
                           description="A folder on the machine running FiftyOne")
         inputs.bool("overwrite", default=False, label="Overwrite",
@@ -47,8 +58,9 @@ class ExportResults(foo.Operator):
     def execute(self, ctx):
         from vlsr_core.fo.export import export_run
 
+        key = ctx.params.get("key", DEFAULT_KEY)
         written = yield from run_with_progress(ctx, "Exporting", lambda progress: export_run(
-            ctx.target_view(), ctx.params["directory"], ctx.params.get("key", DEFAULT_KEY),
+            chosen_target(ctx, run_target(ctx, key)), ctx.params["directory"], key,
             detections_field=ctx.params.get("detections_field"),
             overwrite=ctx.params.get("overwrite", False),
         ))

@@ -49,19 +49,21 @@ def ds(dataset, tmp_path):
     return dataset
 
 
-def run(name, dataset, **params):
-    return foo.execute_operator(URI + name, dataset=dataset, params=params)
+def run(name, dataset, view=None, view_name=None, **params):
+    extra = {"view": view, "view_name": view_name} if view is not None else {}
+    return foo.execute_operator(URI + name, dataset=dataset, params=params, **extra)
 
 
 def requests(result):
     return [r["operator_uri"] for r in result.executor.to_json()["requests"]]
 
 
-def form(name, dataset, view=None, **params):
-    """The JSON of an operator's form as the App would get it."""
+def form(name, dataset, view=None, view_name=None, **params):
+    """The JSON of an operator's form as the App would get it (``view_name``: a saved view)."""
     ctx = ExecutionContext(request_params=dict(dataset_name=dataset.name, params=params))
     if view is not None:
         ctx.request_params["view"] = view._serialize()
+        ctx.request_params["view_name"] = view_name
     return OperatorRegistry().get_operator(URI + name).resolve_input(ctx).to_json()
 
 
@@ -240,3 +242,32 @@ def test_the_export_form_refuses_a_file_as_folder_before_execute(ds, tiny_clip, 
     with pytest.raises(ExecutionError, match="is a file"):
         run("export_results", ds, key="vlsr", directory=str(tmp_path / "a-file"))
     assert (tmp_path / "a-file").read_text() == "keep"
+
+
+def test_vocabulary_wide_forms_default_to_the_runs_collection_and_warn_of_a_narrower_target(
+        ds, tiny_clip):
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds)
+    run("cluster_and_merge", ds, min_cluster_size=1)
+    assert ds.get_run_info("vlsr").config.collection is None  # made on the whole dataset
+    filtered = ds.limit(2)  # a review view the curator happens to have open
+    for name in ("cluster_and_merge", "export_results"):
+        props = form(name, ds, view=filtered)["type"]["properties"]
+        assert props["view_target"]["default"] == "DATASET"
+        assert "narrowed" not in props  # the default target is the run's collection
+        narrowed = form(name, ds, view=filtered, view_target="CURRENT_VIEW")["type"]["properties"]
+        warning = narrowed["narrowed"]["view"]
+        assert warning["label"] == f"The target holds 2 of the {len(ds)} samples of the run's dataset"
+    assert "replaces the run's whole vocabulary" in form(
+        "cluster_and_merge", ds, view=filtered, view_target="CURRENT_VIEW",
+    )["type"]["properties"]["narrowed"]["view"]["description"]
+
+
+def test_a_run_made_on_a_saved_view_defaults_to_it(ds, tiny_clip):
+    ds.save_view("hard-hats", ds.limit(3))
+    view = ds.load_saved_view("hard-hats")
+    run("compute_embeddings", ds, view=view, view_name="hard-hats", view_target="CURRENT_VIEW",
+        label_field="gt", model=tiny_clip)
+    assert ds.get_run_info("vlsr").config.collection == "hard-hats"
+    props = form("cluster_and_merge", ds, view=view, view_name="hard-hats")["type"]["properties"]
+    assert props["view_target"]["default"] == "CURRENT_VIEW" and "narrowed" not in props

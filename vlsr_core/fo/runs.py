@@ -46,13 +46,15 @@ class VLSRRunConfig(fors.RunConfig):
         stages: ``{"score": "running" | "complete", "cluster": ...}``: a stage is marked running
             before it writes and complete after; one still running when it is read stopped
             part-way, and its fields mix old and new results until it is run again.
+        collection: the saved view the run was made on, None for the whole dataset: what the
+            vocabulary-wide stages (clustering, export) take by default.
         model_fingerprint: what the model is (:func:`~vlsr_core.model.model_source.model_fingerprint`),
             so that the same weights under another path keep the embeddings.
         **kwargs: parameter values (defaults: the parameter classes') and FiftyOne's own keys.
     """
 
     def __init__(self, label_field=None, created_fields=None, created_views=None,
-                 model_fingerprint=None, stages=None, **kwargs):
+                 model_fingerprint=None, stages=None, collection=None, **kwargs):
         kwargs.setdefault("method", "vlsr")
         if "eps" in kwargs and "mode" not in kwargs:
             kwargs["mode"] = "paper"  # stored by a version before merge modes: the paper's steps
@@ -66,6 +68,7 @@ class VLSRRunConfig(fors.RunConfig):
         self.created_views = created_views
         self.model_fingerprint = model_fingerprint
         self.stages = stages or {}
+        self.collection = collection
 
     def params(self, cls, **overrides):
         """The run's recorded parameters of class ``cls`` (e.g. :class:`MergeParams`), with

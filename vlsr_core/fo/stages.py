@@ -127,7 +127,10 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
                         "empty ones): there is nothing to clean")
     encoder = encoder or _encoder(params)
     dataset = samples._dataset
+    new_run = not dataset.has_run(key)
     config, results = _load_or_init(dataset, key, label_field)
+    if new_run or samples is dataset:  # a later embedding of the whole dataset widens the run
+        config.collection = samples.name if getattr(samples, "is_saved", False) else None
     fields = sample_fields(key)
     if not _same_model(config, encoder) or config.prompt != encoder.prompt:
         # embeddings of another model are not comparable: drop them all, not only this view's
