@@ -157,6 +157,20 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     assert sorted(results.vocabulary) == sorted({l for ls in LABELS for l in ls})
     assert set(dataset.values("vlsr_label.label")) <= set(results.representatives)
 
+    # with a review view open, clustering still defaults to the run's dataset; narrowing warns
+    page.keyboard.press("Escape")
+    session.view = dataset.limit(2)
+    open_operator(page, "VLSR: cluster and merge labels")
+    page.get_by_text("Current view", exact=True).first.wait_for(timeout=30_000)
+    assert page.get_by_text("The target holds").count() == 0
+    shot(page, "08b-cluster-form-review-view-open")
+    page.get_by_text("Current view", exact=True).first.click()
+    page.get_by_text("The target holds 2 of the 5 samples of the run's dataset").first.wait_for(
+        timeout=30_000)
+    shot(page, "08c-cluster-form-narrowed-target-warns")
+    page.get_by_role("button", name="Cancel").first.click()
+    session.view = None
+
     # the sidebar shows the new fields without a manual reload
     page.keyboard.press("Escape")
     page.get_by_text("vlsr_label", exact=True).first.wait_for(timeout=30_000)
