@@ -8,12 +8,14 @@ from vlsr_core.engine.params import MergeParams
 
 from .common import (
     chosen_target,
+    delegable,
     execution_flags,
     finish,
     narrowing_warning,
     param_inputs,
     params_from,
     run_key_choice,
+    run_name,
     run_params,
     run_target,
     run_with_progress,
@@ -49,6 +51,10 @@ class ClusterAndMerge(foo.Operator):
                     "empty eps means: derive it (recommended) or 0.07 (paper)")))
         return types.Property(inputs, view=types.View(label="VLSR: cluster and merge labels"))
 
+    def resolve_run_name(self, ctx):
+        return run_name(ctx, "cluster and merge")
+
+    @delegable
     def execute(self, ctx):
         from vlsr_core.fo.stages import cluster_and_merge
         from vlsr_core.fo.summary import summarize_run
@@ -57,7 +63,8 @@ class ClusterAndMerge(foo.Operator):
         params = params_from(ctx, MergeParams, run_params(ctx, key, MergeParams))
         yield from run_with_progress(ctx, "Clustering", lambda progress: cluster_and_merge(
             chosen_target(ctx, run_target(ctx, key)), key, params, progress=progress))
-        yield from finish(ctx, f"Clustered the labels of run {key!r}", summarize_run(ctx.dataset, key))
+        return (yield from finish(ctx, f"Clustered the labels of run {key!r}",
+                                  summarize_run(ctx.dataset, key)))
 
 
 def _last_steps(ctx, key):

@@ -1,5 +1,6 @@
 """Pieces every vlsr operator form and execution shares: target, fields, run keys, progress."""
 
+import functools
 import queue
 import threading
 
@@ -216,10 +217,36 @@ def run_with_progress(ctx, label, fn):
     return outcome["result"]
 
 
+def delegable(execute):
+    """Wrap an operator's generator ``execute`` so that a delegated run goes to its end and
+    returns its report, which the delegated operation then stores (a generator's report would
+    be dropped); in the App the generator streams progress as before."""
+
+    @functools.wraps(execute)
+    def wrapper(self, ctx):
+        steps = execute(self, ctx)
+        if not ctx.delegated:
+            return steps
+        try:
+            while True:
+                next(steps)  # nothing to stream: progress goes to ctx.set_progress
+        except StopIteration as done:
+            return done.value
+
+    return wrapper
+
+
+def run_name(ctx, action):
+    """The name of a delegated job: what it does, to which run, on which dataset."""
+    return f"VLSR {action}: run {ctx.params.get('key', DEFAULT_KEY)!r} on {ctx.dataset.name}"
+
+
 def finish(ctx, message, markdown=None):
-    """After a run: refresh the App's dataset (new fields, views), notify, show a report."""
+    """After a run: refresh the App's dataset (new fields, views), notify, show a report.
+    Returns ``{"message", "report"}``: what a delegated run stores as its result."""
+    result = {"message": message, "report": markdown}
     if ctx.delegated:
-        return
+        return result
     yield ctx.trigger("reload_dataset")
     yield ctx.trigger("notify", dict(message=message, variant="success"))
     if markdown:
@@ -227,3 +254,4 @@ def finish(ctx, message, markdown=None):
         outputs.str("report", label="Result", view=types.MarkdownView(read_only=True))
         yield ctx.trigger("show_output", dict(
             outputs=types.Property(outputs).to_json(), results=dict(report=markdown)))
+    return result

@@ -8,12 +8,14 @@ from vlsr_core.model.model_source import model_problem
 from vlsr_core.engine.params import EmbedParams
 
 from .common import (
+    delegable,
     execution_flags,
     finish,
     label_field_input,
     new_run_key_input,
     param_inputs,
     params_from,
+    run_name,
     run_params,
     run_with_progress,
     target_view,
@@ -50,6 +52,10 @@ class ComputeEmbeddings(foo.Operator):
                                    "workers sharing the database run in parallel")
         return types.Property(inputs, view=types.View(label="VLSR: compute embeddings"))
 
+    def resolve_run_name(self, ctx):
+        return run_name(ctx, "compute embeddings")
+
+    @delegable
     def execute(self, ctx):
         from vlsr_core.fo.stages import compute_embeddings
 
@@ -65,10 +71,9 @@ class ComputeEmbeddings(foo.Operator):
                                   params.device)
             message = (f"Embedded {report.n_labels_embedded} new labels and queued {len(queued)} "
                        "image shards: run `fiftyone delegated launch` on any number of machines")
-            yield from finish(ctx, message, message)
-            return
+            return (yield from finish(ctx, message, message))
         failures = "".join(f"\n- `{path}`: {reason}" for _, path, reason in report.failures[:20])
-        yield from finish(ctx, report.summary(), f"**{report.summary()}**{failures}")
+        return (yield from finish(ctx, report.summary(), f"**{report.summary()}**{failures}"))
 
 
 def _run_params(ctx, key):

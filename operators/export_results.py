@@ -9,10 +9,12 @@ from vlsr_core.fo.export import export_problem
 
 from .common import (
     chosen_target,
+    delegable,
     execution_flags,
     finish,
     narrowing_warning,
     run_key_choice,
+    run_name,
     run_target,
     run_with_progress,
     target_view,
@@ -55,6 +57,10 @@ class ExportResults(foo.Operator):
                         description="Its boxes are exported with canonical labels")
         return types.Property(inputs, view=types.View(label="VLSR: export cleaned labels"))
 
+    def resolve_run_name(self, ctx):
+        return run_name(ctx, "export")
+
+    @delegable
     def execute(self, ctx):
         from vlsr_core.fo.export import export_run
 
@@ -64,5 +70,5 @@ class ExportResults(foo.Operator):
             detections_field=ctx.params.get("detections_field"),
             overwrite=ctx.params.get("overwrite", False),
         ))
-        yield from finish(ctx, f"Exported {len(written)} files to {ctx.params['directory']}",
-                          "\n".join(f"- `{p}`" for p in written))
+        return (yield from finish(ctx, f"Exported {len(written)} files to {ctx.params['directory']}",
+                                  "\n".join(f"- `{p}`" for p in written)))

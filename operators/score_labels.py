@@ -7,11 +7,13 @@ from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.engine.params import ScoreParams
 
 from .common import (
+    delegable,
     execution_flags,
     finish,
     param_inputs,
     params_from,
     run_key_choice,
+    run_name,
     run_params,
     run_with_progress,
     target_view,
@@ -37,6 +39,10 @@ class ScoreLabels(foo.Operator):
             param_inputs(ctx, inputs, ScoreParams, run_params(ctx, key, ScoreParams))
         return types.Property(inputs, view=types.View(label="VLSR: score labels"))
 
+    def resolve_run_name(self, ctx):
+        return run_name(ctx, "score labels")
+
+    @delegable
     def execute(self, ctx):
         from vlsr_core.fo.runs import saved_view_names
         from vlsr_core.fo.stages import score_labels
@@ -46,6 +52,7 @@ class ScoreLabels(foo.Operator):
         report = yield from run_with_progress(ctx, "Scoring", lambda progress: score_labels(
             ctx.target_view(), key, params, progress=progress))
         views = [v for role, v in saved_view_names(key).items() if role != "changed"]
-        yield from finish(ctx, f"Run {key!r}: {report.summary()}",
-                          f"Sort by `{key}_min_similarity`, filter labels by `{key}_similarity`, "
-                          "or open the review views: " + ", ".join(f"`{v}`" for v in views))
+        return (yield from finish(
+            ctx, f"Run {key!r}: {report.summary()}",
+            f"Sort by `{key}_min_similarity`, filter labels by `{key}_similarity`, "
+            "or open the review views: " + ", ".join(f"`{v}`" for v in views)))

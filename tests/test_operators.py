@@ -138,6 +138,9 @@ def test_delegated_execution_reports_progress(ds, tiny_clip):
         assert doc.run_state == "completed", doc.result
         assert doc.status.progress == 1.0 and doc.status.label.startswith("Embedding")
         assert ds.count("vlsr_embedding") == 5
+        # the job says what it does to which run, and keeps its report
+        assert doc.label == f"VLSR compute embeddings: run 'vlsr' on {ds.name}"
+        assert doc.result.result["message"].startswith("embedded 5 images")
     finally:
         for op in service.list_operations(dataset_name=ds.name):
             service.delete_operation(op.id)
