@@ -47,3 +47,11 @@ def ran(main):
     encoder = FakeEncoder(images)
     report = run_vlsr(dataset, "gt", encoder=encoder, top_k=3, min_cluster_size=1)
     return dataset, images, encoder, report
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that builds on the ``dataset`` fixture ``db``, so that
+    ``-m "not db and not browser and not slow"`` runs the engine and model tiers alone."""
+    for item in items:
+        if "dataset" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)
