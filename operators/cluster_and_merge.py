@@ -39,8 +39,8 @@ class ClusterAndMerge(foo.Operator):
         view = target_view(ctx, inputs, run_target(ctx, ctx.params.get("key", DEFAULT_KEY)))
         key = run_key_choice(ctx, inputs, "cluster labels") if view is not None else None
         if key is not None:
-            narrowing_warning(ctx, inputs, key, view, "replaces the run's whole vocabulary, "
-                              "clusters and label map with ones computed")
+            narrowing_warning(ctx, inputs, key, view, "This replaces the run's whole vocabulary, "
+                              "clusters and label map with ones computed from their labels only.")
             param_inputs(ctx, inputs, MergeParams, run_params(ctx, key, MergeParams))
             last = _last_steps(ctx, key)
             if last:

@@ -51,17 +51,21 @@ def run_target(ctx, key):
         collection = ctx.dataset.get_run_info(key).config.collection
     except ValueError:  # no such run yet
         return "DATASET"
+    if collection == "":  # an unsaved view: it cannot be found again, the open view it is
+        return "CURRENT_VIEW"
     loaded = getattr(ctx.view, "name", None) if getattr(ctx.view, "is_saved", False) else None
     return "CURRENT_VIEW" if collection and collection == loaded else "DATASET"
 
 
-def narrowing_warning(ctx, inputs, key, view, replaces):
-    """Warn when ``view`` holds fewer samples than the run's collection: a vocabulary-wide stage
-    on it ``replaces`` (says what) from a part of the labels only."""
+def narrowing_warning(ctx, inputs, key, view, consequence):
+    """Warn when ``view`` holds fewer samples than the run's collection, saying the
+    ``consequence`` (a sentence) of running a vocabulary-wide stage on it."""
     try:
         config = ctx.dataset.get_run_info(key).config
     except ValueError:
         return
+    if config.collection == "":
+        return  # made on an unsaved view: nothing to compare with
     collection = ctx.dataset
     if config.collection and ctx.dataset.has_saved_view(config.collection):
         collection = ctx.dataset.load_saved_view(config.collection)
@@ -70,7 +74,7 @@ def narrowing_warning(ctx, inputs, key, view, replaces):
         where = f"saved view {config.collection!r}" if collection is not ctx.dataset else "dataset"
         inputs.view("narrowed", types.Warning(
             label=f"The target holds {n_view} of the {n_run} samples of the run's {where}",
-            description=f"This {replaces} from their labels only. Choose "
+            description=f"{consequence} Choose "
                         f"{'Dataset' if collection is ctx.dataset else 'the saved view'} "
                         "as target to work on the whole run."))
 

@@ -38,8 +38,7 @@ class ExportResults(foo.Operator):
         key = run_key_choice(ctx, inputs, "export") if view is not None else None
         if key is None:
             return types.Property(inputs, view=types.View(label="VLSR: export cleaned labels"))
-        narrowing_warning(ctx, inputs, key, view, "exports the samples of the target only, with "
-                          "a label map computed")
+        narrowing_warning(ctx, inputs, key, view, "Only they are exported.")
         prop = inputs.str("directory", required=True, label="Export directory",
                           description="A folder on the machine running FiftyOne")
         inputs.bool("overwrite", default=False, label="Overwrite",

@@ -36,6 +36,11 @@ def test_normal_form_reads_labels_as_an_eye_does():
     assert normal_form("Archimedes' screw") == normal_form("archimedes screw")
     assert normal_form("caf\u00e9") == normal_form("cafe\u0301")  # NFC and NFD
     assert normal_form("\uff28\uff45\uff4c\uff4d") == "helm"  # full-width letters (NFKC)
+    # symbols that carry meaning stay, and a decimal point is no separator
+    assert len({normal_form(x) for x in ["C++", "C#", "C"]}) == 3
+    assert normal_form("50%") != normal_form("50")
+    assert normal_form("1.5 inch") != normal_form("15 inch")
+    assert normal_form("St. Bernard") == normal_form("st bernard")
     for no_words in ["", "   ", "\U0001f528\U0001f527", "---", "!?"]:
         assert normal_form(no_words) == ""
 
@@ -170,6 +175,8 @@ def test_bad_labels_each_get_a_clear_outcome_and_none_is_lost():
     assert canonical["cafe\u0301"] == canonical["caf\u00e9"]
     assert label_map.steps.kept_apart == {
         "no letter or digit": 4, "digits only": 2, f"longer than {LONG_LABEL} characters": 2}
+    # each kept-apart label passes DBSCAN as a cluster of its own: the report's counts add up
+    assert label_map.steps.n_dbscan == len(label_map.representatives) == 10
 
 
 def test_recommended_clusters_are_independent_of_the_vocabulary_order():

@@ -274,3 +274,12 @@ def test_a_run_made_on_a_saved_view_defaults_to_it(ds, tiny_clip):
     assert ds.get_run_info("vlsr").config.collection == "hard-hats"
     props = form("cluster_and_merge", ds, view=view, view_name="hard-hats")["type"]["properties"]
     assert props["view_target"]["default"] == "CURRENT_VIEW" and "narrowed" not in props
+
+
+def test_a_run_made_on_an_unsaved_view_keeps_the_open_view_as_its_default(ds, tiny_clip):
+    view = ds.limit(3)
+    run("compute_embeddings", ds, view=view, view_target="CURRENT_VIEW", label_field="gt",
+        model=tiny_clip)
+    assert ds.get_run_info("vlsr").config.collection == ""
+    props = form("cluster_and_merge", ds, view=view)["type"]["properties"]
+    assert props["view_target"]["default"] == "CURRENT_VIEW" and "narrowed" not in props

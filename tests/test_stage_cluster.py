@@ -261,3 +261,18 @@ def test_a_label_model_embeds_the_labels_for_merging_while_scores_stay_clip(main
     assert dataset.get_run_info("vlsr").config.label_model is None
     cluster_and_merge(dataset, min_cluster_size=1)
     assert dataset.load_run_results("vlsr", cache=False).canonical == CANONICAL
+
+
+def test_a_label_model_that_cannot_be_loaded_leaves_the_run_as_it_was(main, tmp_path):
+    from vlsr_core.model.encoder import ModelLoadError
+
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    n_embedded = dataset.count("vlsr_embedding")
+    with pytest.raises(ModelLoadError):
+        compute_embeddings(dataset, "gt", encoder=FakeEncoder(images, model_name="other-clip"),
+                           label_model=str(tmp_path / "nowhere"))
+    config = dataset.get_run_info("vlsr").config
+    assert (config.model, config.label_model) == ("fake-clip", None)
+    assert dataset.count("vlsr_embedding") == n_embedded
+    assert dataset.load_run_results("vlsr", cache=False).canonical == CANONICAL

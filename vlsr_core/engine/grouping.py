@@ -45,7 +45,8 @@ class Steps:
         lexical_groups: int ndarray (n_labels,): each label's lexical group (paper: its own).
         lexical_links: labels joined by each lexical rule (paper: none).
         kept_apart: labels kept out of the embedding steps, by reason (paper: none).
-        n_dbscan: clusters after DBSCAN, before merging, noise labels counted one each.
+        n_dbscan: clusters after DBSCAN, before merging, noise labels (and, in recommended
+            mode, kept-apart groups) counted one each.
     """
 
     mode: str
@@ -137,7 +138,8 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
             vocabulary=[vocabulary[r] for r in rep[placed]], size_by="samples",
             linkage=params.linkage, max_merge_distance=limit, complete=True,
         )
-    n_dbscan = len(set(group_db[placed & (group_db >= 0)].tolist())) + int((placed & (group_db < 0)).sum())
+    # noise and kept-apart groups pass on as clusters of their own
+    n_dbscan = len(set(group_db[placed & (group_db >= 0)].tolist())) + int((group_db < 0).sum())
     steps = Steps(mode=params.mode, background_distance=background,
                   derived_eps=EPS_SCALE * scale, eps=float(eps), max_merge_distance=float(limit),
                   lexical_groups=groups, lexical_links=links, kept_apart=kept_apart,

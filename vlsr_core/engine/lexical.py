@@ -5,7 +5,8 @@ Crowd-sourced labels carry the same word written many ways ("Helmets", "helmet",
 a typo far from its word. Four keys, from strict to loose:
 
 1. the *normal form*: Unicode NFKC, case folded, ``&`` read as "and", apostrophes dropped, other
-   punctuation, hyphens and underscores as spaces, whitespace collapsed;
+   punctuation, hyphens and underscores as spaces (but "+", "#", "%", "$" kept, and "." or ","
+   between digits), whitespace collapsed;
 2. the *singular form*: every word of the normal form singularised by English rules;
 3. the *compact form*: the singular form without spaces (``screw driver`` = ``screwdriver``);
 4. the *word form*: the singular form with a modifier's "-ing" and a long word's final "e"
@@ -40,7 +41,10 @@ _IRREGULAR = {
 # words that end in "s" and are not plurals
 _SINGULAR_S = re.compile(r"(ss|us|is|ous|ics|ias|os)$")
 _WORD_CHAR = re.compile(r"\w")
-_SEPARATORS = re.compile(r"[\s\-_‐-―/\\|.,;:!?()\[\]{}<>\"*+=~^`#%@$]+")
+# "+", "#", "%" and "$" carry meaning ("C++", "C#", "50%") and stay; "." and "," only between
+# digits ("1.5 inch")
+_SEPARATORS = re.compile(r"[\s\-_‐-―/\\|;:!?()\[\]{}<>\"*=~^`@]+")
+_PUNCTUATION = re.compile(r"(?<!\d)[.,]|[.,](?!\d)")
 
 
 def normal_form(label):
@@ -50,7 +54,7 @@ def normal_form(label):
     """
     s = unicodedata.normalize("NFKC", str(label)).casefold()
     s = s.replace("&", " and ").replace("'", "").replace("\u2019", "")
-    s = " ".join(w for w in _SEPARATORS.split(s) if w)
+    s = " ".join(w for w in _SEPARATORS.split(_PUNCTUATION.sub(" ", s)) if w)
     return s if _WORD_CHAR.search(s) else ""
 
 

