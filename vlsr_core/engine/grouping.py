@@ -121,10 +121,11 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
     weights = frequencies if params.size_by == "samples" else np.ones(n, dtype=np.int64)
     group_size = np.bincount(groups, weights=weights, minlength=n_groups).astype(np.int64)
     reasons = [kept_apart_reason(vocabulary[r]) for r in rep]
+    members = np.bincount(groups, minlength=n_groups)
     kept_apart = {}
     for g, reason in enumerate(reasons):
         if reason:
-            kept_apart[reason] = kept_apart.get(reason, 0) + int((groups == g).sum())
+            kept_apart[reason] = kept_apart.get(reason, 0) + int(members[g])
     placed = np.array([r is None for r in reasons], dtype=bool)
 
     group_db = np.full(n_groups, -1, dtype=np.int64)
@@ -138,23 +139,25 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
             vocabulary=[vocabulary[r] for r in rep[placed]], size_by="samples",
             linkage=params.linkage, max_merge_distance=limit, complete=True,
         )
-    # noise and kept-apart groups pass on as clusters of their own
-    n_dbscan = len(set(group_db[placed & (group_db >= 0)].tolist())) + int((group_db < 0).sum())
     steps = Steps(mode=params.mode, background_distance=background,
                   derived_eps=EPS_SCALE * scale, eps=float(eps), max_merge_distance=float(limit),
                   lexical_groups=groups, lexical_links=links, kept_apart=kept_apart,
-                  n_dbscan=n_dbscan)
+                  n_dbscan=_n_clusters(group_db))  # kept-apart groups are -1: one cluster each
     return group_db[groups], number_by_first_occurrence(group_final[groups]), steps
 
 
 def paper_steps(embeddings, dbscan, eps, max_merge_distance):
     """:class:`Steps` of the paper's mode: nothing grouped or kept apart; the derived eps shown."""
-    n = len(embeddings)
-    return Steps(mode="paper", background_distance=background_distance(embeddings),
-                 derived_eps=EPS_SCALE * _scale(background_distance(embeddings)), eps=float(eps),
-                 max_merge_distance=max_merge_distance, lexical_groups=np.arange(n),
-                 lexical_links={}, kept_apart={},
-                 n_dbscan=len(set(dbscan[dbscan >= 0].tolist())) + int((dbscan < 0).sum()))
+    background = background_distance(embeddings)
+    return Steps(mode="paper", background_distance=background,
+                 derived_eps=EPS_SCALE * _scale(background), eps=float(eps),
+                 max_merge_distance=max_merge_distance, lexical_groups=np.arange(len(embeddings)),
+                 lexical_links={}, kept_apart={}, n_dbscan=_n_clusters(dbscan))
+
+
+def _n_clusters(dbscan):
+    """Clusters after DBSCAN, each noise point (-1) counted as a cluster of its own."""
+    return len(set(dbscan[dbscan >= 0].tolist())) + int((dbscan < 0).sum())
 
 
 def _scale(background):

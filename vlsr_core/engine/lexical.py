@@ -16,8 +16,8 @@ Labels with equal normal forms always group. Equal singular, compact or word for
 one edit apart inside one word (a typo: an insertion, deletion, substitution or swap, in a
 word of at least ``TYPO_MIN_LENGTH`` letters, not in its first or last letter, so that
 "stapler" and "staples" or "back saw" and "buck saw" are not typos of each other), group only
-when the two labels' embeddings are within the guard distance: "glass" and "glasses", or "rivets" and "rivers", stay
-apart when the encoder puts them far apart. Labels without a letter or digit are never grouped.
+when the two labels' embeddings are within the guard distance: "glass" and "glasses", or
+"rivets" and "rivers", stay apart when the encoder puts them far apart. Labels without a letter or digit are never grouped.
 """
 
 import re

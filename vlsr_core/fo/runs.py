@@ -132,13 +132,16 @@ class VLSRResults(fors.RunResults):
         """dict: vocabulary label -> canonical label (as :attr:`LabelMap.canonical`)."""
         return {l: self.representatives[c] for l, c in zip(self.vocabulary, self.clusters)}
 
-    def embeddings_of(self, labels):
-        """Rows of :attr:`label_embeddings` for ``labels``; KeyError names the missing ones."""
-        row = {l: i for i, l in enumerate(self.labels)}
+    def embeddings_of(self, labels, table="label_embeddings"):
+        """Rows of ``table`` (:attr:`label_embeddings` or :attr:`merge_embeddings`, whose rows
+        follow :attr:`labels`) for ``labels``; KeyError names the missing ones."""
+        rows = np.asarray(getattr(self, table), dtype=np.float32)
+        n = len(rows) if rows.ndim == 2 else 0
+        row = {l: i for i, l in enumerate(self.labels) if i < n}
         missing = [l for l in labels if l not in row]
         if missing:
             raise KeyError(f"{len(missing)} labels have no embedding yet, e.g. {missing[:3]}")
-        return self.label_embeddings[[row[l] for l in labels]]
+        return rows[[row[l] for l in labels]]
 
     def serialize(self, *args, **kwargs):
         d = super().serialize(*args, **kwargs)

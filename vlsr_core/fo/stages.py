@@ -587,12 +587,11 @@ def _open_run(samples, key):
         raise VLSRError(f"{e.args[0]}: run compute embeddings on these samples first") from None
     merge_emb = vocab_emb
     if config.label_model:
-        table = np.asarray(results.merge_embeddings, dtype=np.float32)
-        row = {l: i for i, l in enumerate(results.labels)}
-        if table.ndim != 2 or any(row[l] >= len(table) for l in vocabulary):
+        try:
+            merge_emb = results.embeddings_of(vocabulary, "merge_embeddings")
+        except KeyError:
             raise VLSRError(f"Labels of run {key!r} lack their {config.label_model!r} embeddings: "
-                            "run compute embeddings again")
-        merge_emb = table[[row[l] for l in vocabulary]]
+                            "run compute embeddings again") from None
     return _Run(key, dataset, config, results, path, ids, vocabulary, frequencies, vocab_emb,
                 merge_emb)
 

@@ -62,21 +62,21 @@ def _merge_report(results, config, n_clusters, n_merges=5):
     n_labels, n_canonical = len(results.vocabulary), len(results.representatives)
     floor = config.min_cluster_size
     unit = "samples" if config.size_by == "samples" else "labels"
+    unmerged = " (no small-cluster merging: minimum cluster size 1)" if floor <= 1 else None
     if steps.get("mode") == "recommended":
         links = ", ".join(f"{k} {v}" for k, v in steps["lexical_links"].items() if v) or "none"
         head = (f"**Merging (recommended mode):** {n_labels} labels → "
                 f"{len(set(results.lexical_groups.tolist()))} after lexical grouping ({links}) → "
                 f"{steps['n_dbscan']} after DBSCAN (eps {steps['eps']:.3f}; derived from the labels: "
                 f"{steps['derived_eps']:.3f}) → {n_canonical} canonical labels" + (
-                    f" after merging clusters under {floor} {unit} into neighbours within "
-                    f"{steps['max_merge_distance']:.3f}" if floor > 1 else
-                    " (no small-cluster merging: minimum cluster size 1)"))
+                    unmerged or f" after merging clusters under {floor} {unit} into neighbours "
+                                f"within {steps['max_merge_distance']:.3f}"))
     elif steps:
         head = (f"**Merging (paper mode):** {n_labels} labels → {steps['n_dbscan']} after DBSCAN "
                 f"(eps {steps['eps']:.3f}; the recommended mode would derive "
                 f"{steps['derived_eps']:.3f} from these labels) → {n_canonical} canonical labels" + (
-                    f" after merging clusters under {floor} {unit} into their nearest neighbour"
-                    if floor > 1 else " (no small-cluster merging: minimum cluster size 1)"))
+                    unmerged or f" after merging clusters under {floor} {unit} into their "
+                                "nearest neighbour"))
     else:  # a run clustered before the steps were recorded
         head = f"**Vocabulary:** {n_labels} labels → {n_canonical} canonical labels"
     if getattr(config, "label_model", None):
