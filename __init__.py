@@ -13,13 +13,18 @@ if _here not in sys.path:
 def register(p):
     # imported here, where FiftyOne has loaded this file as a package: a test runner that
     # imports the file on its own (the repository root is also a project root) must not fail
+    from .operators.apply_review import ApplyReview
     from .operators.cluster_and_merge import ClusterAndMerge
     from .operators.compute_embeddings import ComputeEmbeddings
     from .operators.delete_run import DeleteRun
+    from .operators.edit_label_map import EditLabelMap
     from .operators.embed_shard import EmbedShard
     from .operators.export_results import ExportResults
+    from .operators.review_suggestions import ReviewSuggestions
     from .operators.score_labels import ScoreLabels
+    from .operators.undo_review_edit import UndoReviewEdit
 
-    for operator in (ComputeEmbeddings, EmbedShard, ScoreLabels, ClusterAndMerge, ExportResults,
-                     DeleteRun):
+    # in pipeline order, which the labels' numbers also give in the App's operator list
+    for operator in (ComputeEmbeddings, EmbedShard, ScoreLabels, ClusterAndMerge, EditLabelMap,
+                     ReviewSuggestions, UndoReviewEdit, ApplyReview, ExportResults, DeleteRun):
         p.register(operator)

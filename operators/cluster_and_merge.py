@@ -28,7 +28,7 @@ class ClusterAndMerge(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="cluster_and_merge",
-            label="VLSR: cluster and merge labels",
+            label="VLSR 3: cluster and merge labels",
             description="Fold label variants into canonical labels and pick one final label per image",
             icon="merge",
             **execution_flags(),

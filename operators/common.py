@@ -259,3 +259,30 @@ def finish(ctx, message, markdown=None):
         yield ctx.trigger("show_output", dict(
             outputs=types.Property(outputs).to_json(), results=dict(report=markdown)))
     return result
+
+
+def review_state_input(ctx, inputs, key):
+    """Show where the review of run ``key`` stands; returns its
+    :class:`~vlsr_core.fo.review.ReviewState`, or None (and an error) before the first clustering."""
+    from vlsr_core.fo.review import ReviewError, review_state
+
+    try:
+        state = review_state(ctx.dataset, key)
+    except ReviewError as e:
+        block(inputs, "review_error", str(e))
+        return None
+    inputs.str("review_status", default=state.summary(), label="Review",
+               view=types.MarkdownView(read_only=True))
+    return state
+
+
+def label_choice(inputs, name, labels, label, description, required=True):
+    """An autocomplete of ``labels`` (``(value, text)`` pairs, at most the first
+    :data:`MAX_CHOICES`); any typed label is accepted and checked by the engine."""
+    view = types.AutocompleteView(label=label, allow_user_input=True)
+    for value, text in labels[:MAX_CHOICES]:
+        view.add_choice(value, label=text)
+    return inputs.str(name, required=required, label=label, description=description, view=view)
+
+
+MAX_CHOICES = 500  # choices sent to a form; more are typed

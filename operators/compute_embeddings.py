@@ -28,7 +28,7 @@ class ComputeEmbeddings(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="compute_embeddings",
-            label="VLSR: compute embeddings",
+            label="VLSR 1: compute embeddings",
             description="Embed images and labels with CLIP, the first step of label cleaning",
             icon="memory",
             **execution_flags(),

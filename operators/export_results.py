@@ -26,7 +26,7 @@ class ExportResults(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="export_results",
-            label="VLSR: export cleaned labels",
+            label="VLSR 6: export cleaned labels",
             description="Write samples.csv, label_map.csv, COCO-style image labels and COCO detections",
             icon="download",
             **execution_flags(),

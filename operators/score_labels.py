@@ -25,7 +25,7 @@ class ScoreLabels(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="score_labels",
-            label="VLSR: score labels",
+            label="VLSR 2: score labels",
             description="Score each label against its image, suggest better labels, save review views",
             icon="rule",
             **execution_flags(),

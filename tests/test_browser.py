@@ -117,7 +117,7 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     shot(page, "01-dataset")
 
     # 1. compute embeddings: the default hub model cannot be had here, the form says so
-    open_operator(page, "VLSR: compute embeddings")
+    open_operator(page, "VLSR 1: compute embeddings")
     assert page.get_by_text("the Hugging Face Hub cannot be reached").count() == 1
     assert not page.get_by_role("button", name="Execute").first.is_enabled()
     shot(page, "02-embed-form-model-unavailable")
@@ -134,7 +134,7 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     assert config.model == clip and config.batch_size == 2
 
     # 2. score labels
-    open_operator(page, "VLSR: score labels")
+    open_operator(page, "VLSR 2: score labels")
     shot(page, "05-score-form")
     execute(page)
     _until(lambda: dataset.reload() or "vlsr-low-similarity" in dataset.list_saved_views(),
@@ -145,7 +145,7 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     shot(page, "06-score-done")
 
     # 3. cluster and merge, with a floor of 1 sample for this 5-image dataset
-    open_operator(page, "VLSR: cluster and merge labels")
+    open_operator(page, "VLSR 3: cluster and merge labels")
     fill(page, "10", 1)
     shot(page, "07-cluster-form")
     execute(page)
@@ -160,7 +160,7 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     # with a review view open, clustering still defaults to the run's dataset; narrowing warns
     page.keyboard.press("Escape")
     session.view = dataset.limit(2)
-    open_operator(page, "VLSR: cluster and merge labels")
+    open_operator(page, "VLSR 3: cluster and merge labels")
     page.get_by_text("Current view", exact=True).first.wait_for(timeout=30_000)
     assert page.get_by_text("The target holds").count() == 0
     shot(page, "08b-cluster-form-review-view-open")
@@ -178,7 +178,7 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
 
     # 4. export
     out = tmp_path / "export"
-    open_operator(page, "VLSR: export cleaned labels")
+    open_operator(page, "VLSR 6: export cleaned labels")
     page.locator("input[type=string]").first.fill(str(out))
     page.wait_for_timeout(800)
     shot(page, "10-export-form")

@@ -19,7 +19,7 @@ from vlsr_core.model.random_clip import save_random_clip
 ROOT = Path(__file__).resolve().parents[1]
 URI = "@vlsr/vlsr/"
 OPERATORS = ["compute_embeddings", "score_labels", "cluster_and_merge", "export_results", "delete_run",
-             "embed_shard"]
+             "embed_shard", "edit_label_map", "review_suggestions", "undo_review_edit", "apply_review"]
 LABELS = [["helmet", "Helmets"], ["helmit"], ["screwdriver"], [], ["Lathe Information", "helmet"]]
 
 
@@ -283,3 +283,69 @@ def test_a_run_made_on_an_unsaved_view_keeps_the_open_view_as_its_default(ds, ti
     assert ds.get_run_info("vlsr").config.collection == ""
     props = form("cluster_and_merge", ds, view=view)["type"]["properties"]
     assert props["view_target"]["default"] == "CURRENT_VIEW" and "narrowed" not in props
+
+
+def _form_errors(form_json):
+    """The error messages of a form's properties."""
+    props = form_json["type"]["properties"]
+    return [p["error_message"] for p in props.values() if p.get("invalid")]
+
+
+def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path):
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds, key="vlsr")
+    run("cluster_and_merge", ds, key="vlsr", min_cluster_size=1, mode="paper", eps=0.001)
+    # each label its own cluster: the edits below do something whatever the random model says
+    assert len(set(ds.values("gt.classifications.vlsr_canonical", unwind=True))) == 5
+
+    f = form("edit_label_map", ds, key="vlsr", action="move", label="helmit", to="helmet")
+    assert _form_errors(f) == [] and "Edit #1: move helmit to the cluster of helmet" in str(f)
+    assert "neither a label" in str(_form_errors(form("edit_label_map", ds, key="vlsr",
+                                                      action="split", label="hat")))
+    run("edit_label_map", ds, key="vlsr", action="move", label="helmit", to="helmet")
+    run("edit_label_map", ds, key="vlsr", action="rename", label="helmet", to="safety helmet")
+    run("edit_label_map", ds, key="vlsr", action="move", label="screwdriver", to="helmet")
+    assert ds.count_values("vlsr_label.label").get("safety helmet") is None  # not applied yet
+
+    sample = ds.match(fo.ViewField("gt.classifications.label").contains("screwdriver")).first()
+    f = form("review_suggestions", ds, key="vlsr")
+    assert "Select samples" in str(_form_errors(f))
+    ctx_params = dict(key="vlsr", decision="accept_suggestion", suggestion="Lathe Information")
+    r = foo.execute_operator(URI + "review_suggestions", dataset=ds, selected=[sample.id],
+                             params=ctx_params)
+    assert r.result["edits"][0]["samples"] == [sample.id]
+
+    f = form("undo_review_edit", ds, key="vlsr")
+    assert "#4 accept suggestion Lathe Information on 1 samples" in str(f)
+    run("undo_review_edit", ds, key="vlsr", edit_id=3)  # the move of screwdriver
+
+    r = run("apply_review", ds, key="vlsr", copy_to="reviewed")
+    notify = next(q for q in r.executor.to_json()["requests"] if q["operator_uri"] == "notify")
+    assert notify["params"]["message"].startswith(
+        "Run 'vlsr': applied 2 label map edits and 1 suggestion decisions to 6 samples")
+    canonical = dict(zip(ds.values("gt.classifications.label", unwind=True),
+                         ds.values("gt.classifications.vlsr_canonical", unwind=True)))
+    assert canonical["helmit"] == canonical["helmet"] == "safety helmet"
+    assert canonical["Helmets"] == "Helmets"
+    assert canonical["screwdriver"] == "screwdriver"
+    one = ds.select(sample.id)
+    assert one.values("vlsr_label.label") == one.values("reviewed.label") == ["Lathe Information"]
+    assert one.values("vlsr_label.tags") == [["suggestion-accepted"]]
+
+    out = tmp_path / "export"
+    run("export_results", ds, key="vlsr", directory=str(out))
+    with open(out / "label_map.csv", newline="") as f:
+        rows = {r["label"]: r for r in csv.DictReader(f)}
+    assert rows["helmit"]["canonical"] == "safety helmet" and rows["helmit"]["clustered_canonical"] == "helmit"
+    with open(out / "samples.csv", newline="") as f:
+        finals = {r["filepath"]: r["final_label"] for r in csv.DictReader(f)}
+    assert finals[sample.filepath] == "Lathe Information"
+
+
+def test_apply_form_refuses_a_copy_field_that_is_not_new(ds, tiny_clip):
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds, key="vlsr")
+    assert "cluster and merge first" in str(form("apply_review", ds, key="vlsr"))
+    run("cluster_and_merge", ds, key="vlsr")
+    assert "exists and was not created" in str(_form_errors(form("apply_review", ds, key="vlsr",
+                                                                 copy_to="note")))

@@ -26,6 +26,9 @@ class LabelMap:
         distance_to_canonical: float32 ndarray (n_labels,): cosine distance from each label to
             its canonical label (the merges most worth checking are the farthest).
         steps: :class:`~vlsr_core.engine.grouping.Steps`: what each step did.
+        names: the canonical label of each cluster after a review
+            (:func:`~vlsr_core.engine.review.review_label_map`), which may rename it; None:
+            the representatives.
     """
 
     vocabulary: list
@@ -35,6 +38,7 @@ class LabelMap:
     representatives: list
     distance_to_canonical: np.ndarray
     steps: Steps
+    names: list | None = None
 
     @property
     def cluster(self):
@@ -43,8 +47,9 @@ class LabelMap:
 
     @property
     def canonical(self):
-        """dict: label -> canonical label (its cluster's representative): the label map."""
-        return {l: self.representatives[c] for l, c in zip(self.vocabulary, self.clusters)}
+        """dict: label -> canonical label (its cluster's name): the label map."""
+        names = self.names or self.representatives
+        return {l: names[c] for l, c in zip(self.vocabulary, self.clusters)}
 
 
 @dataclass
@@ -297,7 +302,8 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
 def final_labels(image_embeddings, image_labels, label_map, vocabulary_embeddings):
     """Step 7: each image's canonical labels, their scores, and the best of them.
 
-    Images are independent, so a large collection can go through in chunks.
+    Images are independent, so a large collection can go through in chunks. A canonical label
+    is scored by its cluster's representative and named by its name (a review may rename it).
 
     Args:
         image_embeddings: ndarray of shape (n_images, dim); NaN rows for images without one.
@@ -314,6 +320,7 @@ def final_labels(image_embeddings, image_labels, label_map, vocabulary_embedding
     valid = np.isfinite(image_embeddings).all(axis=1)
     index = {label: i for i, label in enumerate(vocabulary)}
     canonical_of = np.array([index[r] for r in label_map.representatives], dtype=np.int64)
+    name = dict(zip(canonical_of.tolist(), label_map.names or label_map.representatives))
     canonical_of = canonical_of[np.asarray(label_map.clusters, dtype=np.int64)]
 
     canonical_idx = [_distinct_in_order(canonical_of[idx]) for idx in labels_idx]
@@ -322,9 +329,9 @@ def final_labels(image_embeddings, image_labels, label_map, vocabulary_embedding
     for i, (cands, scores) in enumerate(zip(canonical_idx, canonical_scores)):
         if scores is not None and len(cands):
             best = int(np.argmax(scores))  # first of equal scores
-            best_labels[i], best_scores[i] = vocabulary[cands[best]], float(scores[best])
+            best_labels[i], best_scores[i] = name[cands[best]], float(scores[best])
     return FinalLabels(
-        canonical_labels=[[vocabulary[j] for j in idx] for idx in canonical_idx],
+        canonical_labels=[[name[j] for j in idx] for idx in canonical_idx],
         canonical_scores=canonical_scores,
         final_labels=best_labels,
         final_scores=best_scores,

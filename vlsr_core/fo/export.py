@@ -5,7 +5,10 @@ Files written to the export directory:
 - ``samples.csv``: ``filepath, final_label, final_score, original_labels, canonical_labels,
   suggestions``; list columns are JSON (``["helmet", "Helmets"]``, suggestions as
   ``[["helmet", 0.31], ...]``), since labels may contain any character.
-- ``label_map.csv``: ``label, canonical, cluster, frequency, dbscan_cluster``.
+- ``label_map.csv``: ``label, canonical, cluster, frequency, dbscan_cluster,
+  clustered_canonical``: the label map with the review edits the run's fields show (those of
+  the last Apply or clustering; ``clustered_canonical`` is the label's canonical label before
+  the review).
 - ``image_labels.json``: COCO-style image-level labels: ``images`` and ``categories`` as in
   COCO, and one ``annotations`` entry per canonical label of an image, with ``score`` and
   ``final`` (true for the image's final label) and no ``bbox``.
@@ -27,6 +30,7 @@ import fiftyone as fo
 from ..engine.defaults import DEFAULT_KEY
 from .chunks import iter_chunks, sample_ids
 from .labels import as_label_lists, label_path, label_sets
+from .review import review_state
 from .runs import incomplete_stages, sample_fields
 
 
@@ -62,12 +66,13 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     if not detections_field and os.path.exists(stale):
         os.remove(stale)  # an earlier export's boxes would pass for this run's
     config = dataset.get_run_info(key).config
-    label_map = results.canonical
+    state = review_state(dataset, key, results, applied_only=True)  # what the fields show
+    label_map = state.label_map.canonical
     ids = sample_ids(samples)  # read once: both streamed files visit the same samples in order
 
     written = [
         _samples_csv(samples, ids, key, config.label_field, os.path.join(export_dir, "samples.csv")),
-        _label_map_csv(results, os.path.join(export_dir, "label_map.csv")),
+        _label_map_csv(state.label_map, results, os.path.join(export_dir, "label_map.csv")),
         _image_labels_json(samples, ids, key, os.path.join(export_dir, "image_labels.json")),
     ]
     if detections_field:
@@ -155,13 +160,17 @@ def _samples_csv(samples, ids, key, label_field, path):
     return path
 
 
-def _label_map_csv(results, path):
+def _label_map_csv(label_map, results, path):
+    """The reviewed ``label_map``, and what the clustering in ``results`` had made of each label."""
+    canonical, clustered = label_map.canonical, results.canonical
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["label", "canonical", "cluster", "frequency", "dbscan_cluster"])
-        for row in zip(results.vocabulary, results.clusters, results.frequencies, results.dbscan_clusters):
-            label, cluster, freq, dbscan = row
-            w.writerow([label, results.representatives[cluster], int(cluster), int(freq), int(dbscan)])
+        w.writerow(["label", "canonical", "cluster", "frequency", "dbscan_cluster",
+                    "clustered_canonical"])
+        for label, cluster, freq, dbscan in zip(label_map.vocabulary, label_map.clusters,
+                                                label_map.frequencies, label_map.dbscan_clusters):
+            w.writerow([label, canonical[label], int(cluster), int(freq), int(dbscan),
+                        clustered[label]])
     return path
 
 

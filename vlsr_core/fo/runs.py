@@ -24,6 +24,13 @@ SAMPLE_FIELDS = {
     "labels": "labels",  # canonical label set (Classifications)
     "label": "label",  # final label (Classification)
 }
+# Tags on a sample's final label ({key}_label) saying what the review decided; the input labels
+# are never tagged.
+REVIEW_TAGS = {
+    "accepted": "suggestion-accepted",  # a suggested label was accepted for it
+    "rejected": "suggestion-rejected",  # a suggestion was rejected: the labels stay
+    "edited": "map-edited",  # a review edit changed the canonical label of one of its labels
+}
 LABEL_ATTRIBUTES = {
     "similarity": "similarity",  # image-to-label score
     "canonical": "canonical",  # the label's canonical label
@@ -48,13 +55,16 @@ class VLSRRunConfig(fors.RunConfig):
             part-way, and its fields mix old and new results until it is run again.
         collection: the saved view the run was made on, None for the whole dataset, "" for an
             unsaved view: what the vocabulary-wide stages (clustering, export) take by default.
+        review: the curator's review edits (:mod:`vlsr_core.fo.review`), as records.
+        applied: ``{"edits": [ids], "time": ...}``: the review edits the fields show.
         model_fingerprint: what the model is (:func:`~vlsr_core.model.model_source.model_fingerprint`),
             so that the same weights under another path keep the embeddings.
         **kwargs: parameter values (defaults: the parameter classes') and FiftyOne's own keys.
     """
 
     def __init__(self, label_field=None, created_fields=None, created_views=None,
-                 model_fingerprint=None, stages=None, collection=None, **kwargs):
+                 model_fingerprint=None, stages=None, collection=None, review=None, applied=None,
+                 **kwargs):
         kwargs.setdefault("method", "vlsr")
         if "eps" in kwargs and "mode" not in kwargs:
             kwargs["mode"] = "paper"  # stored by a version before merge modes: the paper's steps
@@ -69,6 +79,8 @@ class VLSRRunConfig(fors.RunConfig):
         self.model_fingerprint = model_fingerprint
         self.stages = stages or {}
         self.collection = collection
+        self.review = review or []
+        self.applied = applied
 
     def params(self, cls, **overrides):
         """The run's recorded parameters of class ``cls`` (e.g. :class:`MergeParams`), with

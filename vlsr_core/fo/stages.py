@@ -22,6 +22,7 @@ from fiftyone import ViewField as F
 from ..engine.defaults import DEFAULT_KEY
 from ..engine.params import PARAM_CLASSES, EmbedParams, MergeParams, ParamError, ScoreParams
 from ..engine.pipeline import ScoreTally, build_label_map, final_labels, score_images
+from ..engine.review import suggestion_decisions
 from . import chunks
 from .chunks import iter_chunks, sample_ids
 from .labels import (
@@ -34,7 +35,9 @@ from .labels import (
     set_label_attribute,
     usable,
 )
+from .review import record_applied, review_state
 from .runs import (
+    REVIEW_TAGS,
     VLSRResults,
     VLSRRunConfig,
     label_attributes,
@@ -311,7 +314,7 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
     Returns:
         a :class:`ScoreReport`.
     """
-    run = _open_run(samples, key)
+    run = open_run(samples, key)
     config = run.config
     params = ScoreParams.resolve(params, **overrides)
     config.record(params)
@@ -389,47 +392,19 @@ def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, *
             e.g. ``eps=0.1``.
         progress: optional callable taking the fraction done.
 
+    The curator's review edits stored on the run (:mod:`vlsr_core.fo.review`) are applied to the
+    new clusters; those that no longer apply are reported by the summary.
+
     Returns:
-        the :class:`LabelMap` computed.
+        the :class:`LabelMap` written: the one computed, with the run's review edits applied.
     """
-    run = _open_run(samples, key)
+    run = open_run(samples, key)
     params = MergeParams.resolve(params, **overrides)
     advance = progress or (lambda fraction: None)
     label_map = build_label_map(run.vocabulary, run.merge_emb, run.frequencies, params,
                                 progress=lambda f: advance(0.5 * f))
     run.config.record(params)
     _stage_state(run, "cluster", "running")
-
-    attrs, fields = label_attributes(key), sample_fields(key)
-    _create_outputs(run.dataset, key, run.config, {
-        f"{run.path}.{attrs['canonical']}": run.add_field(fo.StringField),
-        f"{run.path}.{attrs['cluster']}": run.add_field(fo.IntField),
-        fields["labels"]: run.add_field(fo.EmbeddedDocumentField,
-                                        embedded_doc_type=fo.Classifications),
-        fields["label"]: run.add_field(fo.EmbeddedDocumentField,
-                                       embedded_doc_type=fo.Classification),
-    })
-    canonical, cluster = label_map.canonical, label_map.cluster
-    done = 0
-    for chunk in run.read_chunks(samples):
-        final = final_labels(chunk.images, chunk.sets, label_map, run.vocab_emb)
-        run.write_label_values(samples, chunk, attrs["canonical"], [canonical] * len(chunk.ids))
-        run.write_label_values(samples, chunk, attrs["cluster"], [cluster] * len(chunk.ids))
-        run.write_sample_values(samples, chunk, {
-            fields["labels"]: [
-                fo.Classifications(classifications=[
-                    fo.Classification(label=l, confidence=None if scores is None else float(s))
-                    for l, s in zip(labels, scores if scores is not None else [None] * len(labels))
-                ])
-                for labels, scores in zip(final.canonical_labels, final.canonical_scores)],
-            fields["label"]: [
-                fo.Classification(label=l, confidence=s) if l is not None else None
-                for l, s in zip(final.final_labels, final.final_scores)],
-        })
-        done += len(chunk.ids)
-        advance(min(0.99, 0.5 + 0.5 * done / len(run.ids)))
-
-    run.dataset.create_index(f"{fields['label']}.confidence")
     results = run.results
     results.vocabulary = label_map.vocabulary
     results.frequencies = label_map.frequencies
@@ -441,6 +416,10 @@ def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, *
     results.merge_steps = label_map.steps.as_record()
     run.dataset.save_run_results(key, results)
 
+    state = review_state(run.dataset, key, results)  # the curator's edits, on the new clusters
+    write_label_map(run, samples, state, progress=lambda f: advance(0.5 + 0.49 * f))
+    record_applied(run, state)
+    fields = sample_fields(key)
     final = F("$" + fields["label"] + ".label")
     if is_list_field(run.path):
         kept = F(run.path).filter(F("label") == final).length() > 0
@@ -451,7 +430,110 @@ def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, *
                "samples whose final label is none of the labels they had")
     _stage_state(run, "cluster", "complete")
     advance(1.0)
-    return label_map
+    return state.label_map
+
+
+def write_label_map(run, samples, state, *, copy_to=None, progress=None):
+    """Write a reviewed label map and the suggestion decisions in force onto the run's fields:
+    ``{key}_canonical`` and ``{key}_cluster`` on every label, ``{key}_labels`` and ``{key}_label``
+    (tagged with the review state, :data:`REVIEW_TAGS`), and ``copy_to`` if given. Returns the
+    number of samples written.
+
+    Args:
+        run: from :func:`open_run`.
+        samples: the samples to write.
+        state: a :class:`~vlsr_core.fo.review.ReviewState` (its label map and edits in force).
+        copy_to: a new field that also gets each sample's final label.
+        progress: optional callable taking the fraction done.
+    """
+    label_map = state.label_map
+    by_sample, by_label = suggestion_decisions(state.in_force, label_map.vocabulary)
+    key, attrs, fields = run.key, label_attributes(run.key), sample_fields(run.key)
+    outputs = {
+        f"{run.path}.{attrs['canonical']}": run.add_field(fo.StringField),
+        f"{run.path}.{attrs['cluster']}": run.add_field(fo.IntField),
+        fields["labels"]: run.add_field(fo.EmbeddedDocumentField,
+                                        embedded_doc_type=fo.Classifications),
+        fields["label"]: run.add_field(fo.EmbeddedDocumentField,
+                                       embedded_doc_type=fo.Classification),
+    }
+    if copy_to:
+        problem = copy_problem(run.dataset, key, copy_to)
+        if problem:
+            raise VLSRError(problem)
+        outputs[copy_to] = outputs[fields["label"]]
+    _create_outputs(run.dataset, key, run.config, outputs)
+    canonical, cluster = label_map.canonical, label_map.cluster
+    done = 0
+    for chunk in run.read_chunks(samples):
+        labels = [[_decided(by_label.get(i), "accept_suggestion", l) for i, l in zip(ids, ls)]
+                  for ids, ls in zip(chunk.label_ids, chunk.labels)]
+        sets = label_sets(labels)
+        chosen = [_decided(by_sample.get(s), "accept_suggestion", None) for s in chunk.ids]
+        for labels_of, suggestion in zip(sets, chosen):
+            if suggestion is not None and suggestion not in labels_of:
+                labels_of.append(suggestion)
+        final = final_labels(chunk.images, sets, label_map, run.vocab_emb)
+        for k, suggestion in enumerate(chosen):
+            if suggestion is not None and final.canonical_scores[k] is not None:
+                i = final.canonical_labels[k].index(canonical[suggestion])
+                final.final_labels[k] = final.canonical_labels[k][i]
+                final.final_scores[k] = float(final.canonical_scores[k][i])
+        run.write_label_values(samples, chunk, attrs["canonical"], [canonical] * len(chunk.ids), labels)
+        run.write_label_values(samples, chunk, attrs["cluster"], [cluster] * len(chunk.ids), labels)
+        tags = [_review_tags(s, ids, set_, by_sample, by_label, state.edited_labels)
+                for s, ids, set_ in zip(chunk.ids, chunk.label_ids, sets)]
+        final_values = [
+            fo.Classification(label=l, confidence=s, tags=t) if l is not None else None
+            for l, s, t in zip(final.final_labels, final.final_scores, tags)]
+        run.write_sample_values(samples, chunk, {
+            fields["labels"]: [
+                fo.Classifications(classifications=[
+                    fo.Classification(label=l, confidence=None if scores is None else float(s))
+                    for l, s in zip(names, scores if scores is not None else [None] * len(names))
+                ])
+                for names, scores in zip(final.canonical_labels, final.canonical_scores)],
+            fields["label"]: final_values,
+            **({copy_to: [v.copy() if v is not None else None for v in final_values]}
+               if copy_to else {}),
+        })
+        done += len(chunk.ids)
+        if progress is not None:
+            progress(min(0.99, done / len(run.ids)))
+    run.dataset.create_index(f"{fields['label']}.confidence")
+    if progress is not None:
+        progress(1.0)
+    return done
+
+
+def copy_problem(dataset, key, name):
+    """Why the final labels of run ``key`` cannot be copied to field ``name``, or None."""
+    config = dataset.get_run_info(key).config
+    if not isinstance(name, str) or not name.isidentifier():
+        return f"{name!r} cannot name a field: use letters, digits and underscores"
+    owned = set(config.created_fields or [])
+    if name in sample_fields(key).values() or name == config.label_field.split(".")[0]:
+        return f"{name!r} is a field of run {key!r} or its input: choose a new name"
+    if dataset.has_field(name) and name not in owned:
+        return f"Field {name!r} exists and was not created by run {key!r}: choose a new name"
+    return None
+
+
+def _decided(edit, action, default):
+    """The suggested label of ``edit`` if it is an ``action``, else ``default``."""
+    return edit.label if edit is not None and edit.action == action else default
+
+
+def _review_tags(sample_id, label_ids, labels, by_sample, by_label, edited):
+    """The review tags of a sample's final label."""
+    decisions = [by_sample.get(sample_id)] + [by_label.get(i) for i in label_ids]
+    actions = {e.action for e in decisions if e is not None}
+    tags = [tag for action, tag in (("accept_suggestion", REVIEW_TAGS["accepted"]),
+                                    ("reject_suggestion", REVIEW_TAGS["rejected"]))
+            if action in actions]
+    if edited.intersection(labels):
+        tags.append(REVIEW_TAGS["edited"])
+    return tags
 
 
 def run_vlsr(samples, label_field, key=DEFAULT_KEY, embed=None, score=None, merge=None, *,
@@ -544,12 +626,13 @@ class _Run:
             logger.warning("%d of %d samples left the view while it was being processed and "
                            "were skipped", len(self.ids) - seen, len(self.ids))
 
-    def write_label_values(self, samples, chunk, attribute, values):
+    def write_label_values(self, samples, chunk, attribute, values, labels=None):
         """Set ``attribute`` on every label object of the chunk, in one bulk write: per sample,
-        a dict from label string to value (unusable or unlisted labels get None)."""
+        a dict from label string to value (unusable or unlisted labels get None), looked up by
+        ``labels`` (per sample, a string per label object; default: the objects' own labels)."""
         set_label_attribute(samples, self.path, attribute, chunk.ids, chunk.label_ids, [
-            [by_label.get(l) if usable(l) else None for l in labels]
-            for labels, by_label in zip(chunk.labels, values)
+            [by_label.get(l) if usable(l) else None for l in labels_of]
+            for labels_of, by_label in zip(labels or chunk.labels, values)
         ])
 
     def write_sample_values(self, samples, chunk, values):
@@ -566,7 +649,7 @@ class _Run:
         return self.vocab_emb.shape[1] if self.vocab_emb.ndim == 2 and self.vocab_emb.shape[1] else None
 
 
-def _open_run(samples, key):
+def open_run(samples, key):
     """Check that stages 2 and 3 can run on ``samples``, and read what they need up front."""
     _check_collection(samples)
     dataset = samples._dataset

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..engine.grouping import kept_apart_reason
 from .labels import LabelFieldError, label_path, usable
+from .review import review_state
 from .runs import incomplete_stages, sample_fields, saved_view_names
 from .stages import unreadable_images
 
@@ -34,6 +35,7 @@ def summarize_run(dataset, key, n_clusters=10):
             lines.append(f"**Not embedded yet:** {waiting} images; compute embeddings again to finish.")
     if results.vocabulary:
         lines.extend(_merge_report(results, config, n_clusters))
+        lines.append(review_state(dataset, key, results).summary())
         if dataset.has_saved_view(views["changed"]):
             lines.append(
                 f"**Final labels:** {dataset.count(fields['label'])} samples; "

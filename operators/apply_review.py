@@ -1,0 +1,67 @@
+"""Operator: write the reviewed label map and the decisions on suggestions to the run's fields."""
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from vlsr_core.engine.defaults import DEFAULT_KEY
+
+from .common import (
+    chosen_target,
+    delegable,
+    execution_flags,
+    finish,
+    narrowing_warning,
+    review_state_input,
+    run_key_choice,
+    run_name,
+    run_target,
+    run_with_progress,
+    target_view,
+)
+
+
+class ApplyReview(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="apply_review",
+            label="VLSR 5: apply the review",
+            description="Write the reviewed label map and the accepted suggestions to the run's "
+                        "canonical labels and final label (the input labels stay as they are)",
+            icon="task_alt",
+            **execution_flags(),
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        form = types.Property(inputs, view=types.View(label="VLSR: apply the review"))
+        view = target_view(ctx, inputs, run_target(ctx, ctx.params.get("key", DEFAULT_KEY)))
+        key = run_key_choice(ctx, inputs, "apply a review") if view is not None else None
+        if key is None or review_state_input(ctx, inputs, key) is None:
+            return form
+        narrowing_warning(ctx, inputs, key, view, "Only their fields are rewritten.")
+        prop = inputs.str("copy_to", label="Also copy the final labels to a new field (optional)",
+                          description="A Classification field the run creates (and deletes "
+                                      "with the run), e.g. reviewed_label")
+        name = ctx.params.get("copy_to")
+        if name:
+            from vlsr_core.fo.stages import copy_problem
+
+            problem = copy_problem(ctx.dataset, key, name)
+            if problem:
+                prop.invalid, prop.error_message = True, problem
+        return form
+
+    def resolve_run_name(self, ctx):
+        return run_name(ctx, "apply review")
+
+    @delegable
+    def execute(self, ctx):
+        from vlsr_core.fo.review import apply_review, review_state
+
+        key = ctx.params.get("key", DEFAULT_KEY)
+        report = yield from run_with_progress(ctx, "Applying", lambda progress: apply_review(
+            chosen_target(ctx, run_target(ctx, key)), key,
+            copy_to=ctx.params.get("copy_to") or None, progress=progress))
+        return (yield from finish(ctx, f"Run {key!r}: {report.summary()}",
+                                  review_state(ctx.dataset, key).summary()))

@@ -1,0 +1,95 @@
+"""Operator: a review edit of the label map (accept or reject a merge, move, split, rename)."""
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+import numpy as np
+
+from vlsr_core.engine.defaults import DEFAULT_KEY
+
+from .common import MAX_CHOICES, block, label_choice, review_state_input, run_key_choice
+
+ACTIONS = {
+    "reject": "Reject a merge: take a label out of its cluster",
+    "accept": "Accept a merge: keep a label in its cluster, even after clustering again",
+    "move": "Move a label to another cluster",
+    "split": "Split a label out on its own",
+    "rename": "Rename a cluster",
+}
+
+
+class EditLabelMap(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="edit_label_map",
+            label="VLSR 4: edit the label map",
+            description="Accept or reject a merge, move or split a label, rename a cluster; "
+                        "stored on the run, written by Apply",
+            icon="edit",
+            dynamic=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        form = types.Property(inputs, view=types.View(label="VLSR: edit the label map"))
+        key = run_key_choice(ctx, inputs, "review") if ctx.dataset is not None else None
+        state = review_state_input(ctx, inputs, key) if key is not None else None
+        if state is None:
+            return form
+        actions = types.Dropdown(label="Edit")
+        for value, text in ACTIONS.items():
+            actions.add_choice(value, label=text)
+        inputs.enum("action", actions.values(), default="reject", view=actions, required=True)
+        action = ctx.params.get("action", "reject")
+        label_map = state.label_map
+        canonical = label_map.canonical
+        names = label_map.names or label_map.representatives
+        if action == "rename":
+            choices = [(n, n) for n in _by_size(label_map, names)]
+            label_choice(inputs, "label", choices, "Cluster",
+                                      "The canonical label of the cluster to rename")
+            inputs.str("to", required=True, label="New name",
+                                 description="Naming it like another cluster joins the two")
+        else:
+            vocab, dist = label_map.vocabulary, np.asarray(label_map.distance_to_canonical)
+            order = np.argsort(-dist, kind="stable")  # the most doubtful merges first
+            if action in ("accept", "reject"):
+                order = [i for i in order if canonical[vocab[i]] != vocab[i]]
+            choices = [(vocab[i], f"{vocab[i]} → {canonical[vocab[i]]} ({dist[i]:.3f})")
+                       for i in order[:MAX_CHOICES]]
+            label_choice(inputs, "label", choices, "Label",
+                                      "Labels farthest from their canonical label come first")
+            if action == "move":
+                label_choice(inputs, "to", [(n, n) for n in _by_size(label_map, names)],
+                                       "Move to the cluster of", "A canonical label (or any label)")
+        label, to = ctx.params.get("label"), ctx.params.get("to")
+        if not label or (action in ("move", "rename") and not to):
+            return form
+        from vlsr_core.fo.review import ReviewError, add_edit
+
+        try:
+            edit = add_edit(ctx.dataset, key, action, label, to or None, dry_run=True, state=state)
+        except ReviewError as e:
+            block(inputs, "edit_error", str(e))
+            return form
+        inputs.view("preview", types.Notice(
+            label=f"Edit #{edit.id}: {edit.describe().replace('`', '')}. Stored on the run; "
+                  "Apply writes it to the fields."))
+        return form
+
+    def execute(self, ctx):
+        from vlsr_core.fo.review import add_edit
+
+        key = ctx.params.get("key", DEFAULT_KEY)
+        edit = add_edit(ctx.dataset, key, ctx.params.get("action", "reject"), ctx.params["label"],
+                        ctx.params.get("to") or None)
+        message = f"Edit #{edit.id} of run {key!r}: {edit.describe().replace('`', '')}; Apply to write it"
+        ctx.ops.notify(message, variant="success")
+        return dict(message=message, edit=edit.as_record())
+
+
+def _by_size(label_map, names):
+    """Cluster names, the largest clusters (by label occurrences) first."""
+    size = np.bincount(label_map.clusters, weights=label_map.frequencies,
+                       minlength=len(names))
+    return [names[c] for c in np.argsort(-size, kind="stable")]

@@ -1,0 +1,117 @@
+"""Operator: accept or reject suggested labels for the samples or labels selected in the grid."""
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from vlsr_core.engine.defaults import DEFAULT_KEY
+
+from .common import block, label_choice, review_state_input, run_key_choice
+
+TOP = "__top__"  # each sample's own best suggestion
+
+
+class ReviewSuggestions(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="review_suggestions",
+            label="VLSR 4: accept or reject suggestions",
+            description="For the selected samples or labels: take a suggested label, or keep "
+                        "theirs; stored on the run, written by Apply",
+            icon="rule",
+            dynamic=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        form = types.Property(inputs, view=types.View(label="VLSR: accept or reject suggestions"))
+        key = run_key_choice(ctx, inputs, "review") if ctx.dataset is not None else None
+        state = review_state_input(ctx, inputs, key) if key is not None else None
+        if state is None:
+            return form
+        samples, label_ids = _selection(ctx, key)
+        if not samples:
+            block(inputs, "selection_error", "Select samples in the grid, or labels of field "
+                  f"{ctx.dataset.get_run_info(key).config.label_field!r} in a sample, first")
+            return form
+        what = f"{len(label_ids)} selected labels" if label_ids else f"{len(samples)} selected samples"
+        decision = types.RadioGroup(orientation="horizontal")
+        decision.add_choice("accept_suggestion", label="Accept")
+        decision.add_choice("reject_suggestion", label="Reject")
+        inputs.enum("decision", decision.values(), default="accept_suggestion", view=decision,
+                    label=f"Decision for the {what}",
+                    description="Accept: the suggested label replaces theirs in the run's outputs. "
+                                "Reject: they keep their labels. Input labels are never changed.")
+        choices = [(TOP, "Each sample's top suggestion")] + [
+            (l, l) for l in state.label_map.vocabulary]
+        label_choice(inputs, "suggestion", choices, "Suggested label",
+                     "A label of the vocabulary, or each sample's own top suggestion",
+                     required=False)
+        groups = _groups(ctx, key, samples, ctx.params.get("suggestion") or TOP)
+        missing = len(samples) - sum(len(s) for s in groups.values())
+        if not groups:
+            block(inputs, "suggestion_error", "The selected samples have no suggestions yet: "
+                  "score the labels first")
+            return form
+        from vlsr_core.fo.review import ReviewError, add_edit
+
+        for label, ids in groups.items():
+            try:
+                add_edit(ctx.dataset, key, ctx.params.get("decision", "accept_suggestion"), label,
+                         samples=ids, dry_run=True, state=state)
+            except ReviewError as e:
+                block(inputs, "edit_error", str(e))
+                return form
+        shown = ", ".join(f"{l} ({len(ids)})" for l, ids in list(groups.items())[:5])
+        inputs.view("preview", types.Notice(
+            label=f"Suggested labels: {shown}" + (f"; {missing} samples without suggestions are "
+                                                  "left out" if missing else "")
+                  + ". Stored on the run; Apply writes it to the fields."))
+        return form
+
+    def execute(self, ctx):
+        from vlsr_core.fo.review import add_edit
+
+        key = ctx.params.get("key", DEFAULT_KEY)
+        samples, label_ids = _selection(ctx, key)
+        decision = ctx.params.get("decision", "accept_suggestion")
+        groups = _groups(ctx, key, samples, ctx.params.get("suggestion") or TOP)
+        edits = []
+        for label, ids in groups.items():
+            chosen = [l for l, s in label_ids.items() if s in set(ids)]
+            edits.append(add_edit(ctx.dataset, key, decision, label, samples=ids, label_ids=chosen))
+        verb = "accepted" if decision == "accept_suggestion" else "rejected"
+        n = len(label_ids) or sum(len(ids) for ids in groups.values())
+        message = (f"Run {key!r}: suggestions {verb} for {n} {'labels' if label_ids else 'samples'} "
+                   f"(edits {', '.join(f'#{e.id}' for e in edits)}); Apply to write them")
+        ctx.ops.notify(message, variant="success")
+        return dict(message=message, edits=[e.as_record() for e in edits])
+
+
+def _selection(ctx, key):
+    """The selected sample ids, and the selected labels of the run's label field
+    (label id -> sample id); selected labels take their samples with them."""
+    field = ctx.dataset.get_run_info(key).config.label_field
+    labels = {l["label_id"]: l["sample_id"] for l in ctx.selected_labels
+              if l.get("field") == field}
+    if labels:
+        return list(dict.fromkeys(labels.values())), labels
+    return list(ctx.selected), {}
+
+
+def _groups(ctx, key, samples, suggestion):
+    """Suggested label -> the samples it is decided for: one label for all, or each sample's
+    top suggestion (samples without suggestions are left out)."""
+    if suggestion != TOP:
+        return {suggestion: list(samples)}
+    from vlsr_core.fo.runs import sample_fields
+
+    field = sample_fields(key)["suggestions"]
+    if not ctx.dataset.has_field(field):
+        return {}
+    view = ctx.dataset.select(samples)
+    groups = {}
+    for sid, labels in zip(view.values("id"), view.values(f"{field}.classifications.label")):
+        if labels:
+            groups.setdefault(labels[0], []).append(sid)
+    return groups

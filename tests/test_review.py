@@ -1,0 +1,146 @@
+"""Review edits of a label map, keyed by label strings (engine only, on constructed embeddings)."""
+
+import numpy as np
+import pytest
+
+from vlsr_core.engine.pipeline import LabelMap, final_labels
+from vlsr_core.engine.review import Edit, review_label_map, suggestion_decisions
+
+VOCAB = ["helmet", "Helmets", "hard hat", "drill", "drill press", "vise"]
+FREQ = np.array([5, 3, 2, 4, 1, 2])
+CLUSTERS = np.array([0, 0, 0, 1, 1, 2])  # helmet | drill | vise
+
+
+def _emb():
+    """Unit vectors: the helmet labels near e0, the drill labels near e1, vise on e2."""
+    rows = [[1, 0.05, 0], [1, 0.1, 0], [1, 0.2, 0], [0.05, 1, 0], [0.1, 1, 0.1], [0, 0, 1]]
+    e = np.array(rows, dtype=np.float32)
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def _map(clusters=CLUSTERS, vocab=VOCAB, freq=FREQ):
+    reps = []
+    for c in range(clusters.max() + 1):
+        members = np.flatnonzero(clusters == c)
+        reps.append(vocab[members[np.argmax(freq[members])]])
+    return LabelMap(vocabulary=list(vocab), frequencies=freq, dbscan_clusters=clusters.copy(),
+                    clusters=clusters.copy(), representatives=reps,
+                    distance_to_canonical=np.zeros(len(vocab), np.float32), steps=None)
+
+
+def _edits(*specs):
+    return [Edit(i + 1, *spec) for i, spec in enumerate(specs)]
+
+
+def test_without_edits_the_map_is_unchanged():
+    reviewed, outcomes = review_label_map(_map(), _emb(), [])
+    assert reviewed.canonical == _map().canonical
+    assert reviewed.clusters.tolist() == CLUSTERS.tolist() and outcomes == []
+
+
+def test_split_and_reject_take_a_label_out_and_it_becomes_its_own_canonical_label():
+    reviewed, outcomes = review_label_map(_map(), _emb(), _edits(
+        ("split", "hard hat"), ("reject", "drill press", "drill"), ("reject", "vise", "drill")))
+    canonical = reviewed.canonical
+    assert canonical["hard hat"] == "hard hat" and canonical["Helmets"] == "helmet"
+    assert canonical["drill press"] == "drill press" and canonical["drill"] == "drill"
+    assert [o.status for o in outcomes] == ["applied", "applied", "unchanged"]
+    assert len(set(reviewed.clusters.tolist())) == 5
+    # the distance to the canonical label follows the edit
+    assert reviewed.distance_to_canonical[VOCAB.index("hard hat")] == pytest.approx(0, abs=1e-6)
+
+
+def test_move_joins_the_target_cluster_and_a_cluster_losing_its_representative_gets_another():
+    reviewed, outcomes = review_label_map(_map(), _emb(), _edits(("move", "helmet", "vise")))
+    canonical = reviewed.canonical
+    assert canonical["helmet"] == "vise"  # the receiving cluster keeps its canonical label
+    assert canonical["Helmets"] == "Helmets" and canonical["hard hat"] == "Helmets"  # next most frequent
+    assert outcomes[0].status == "applied"
+
+
+def test_edits_apply_in_order_the_last_one_decides():
+    reviewed, _ = review_label_map(_map(), _emb(), _edits(
+        ("move", "hard hat", "drill"), ("split", "hard hat")))
+    assert reviewed.canonical["hard hat"] == "hard hat"
+
+
+def test_accept_brings_a_label_back_after_a_new_clustering_separates_it():
+    apart = np.array([0, 0, 3, 1, 1, 2])  # a later clustering put hard hat on its own
+    edits = _edits(("accept", "hard hat", "helmet"))
+    reviewed, outcomes = review_label_map(_map(apart), _emb(), edits)
+    assert reviewed.canonical["hard hat"] == "helmet" and outcomes[0].status == "applied"
+    _, outcomes = review_label_map(_map(), _emb(), edits)
+    assert outcomes[0].status == "unchanged"
+
+
+def test_rename_names_the_cluster_and_final_labels_use_the_name():
+    m = _map()
+    reviewed, _ = review_label_map(m, _emb(), _edits(("rename", "helmet", "safety helmet")))
+    assert {reviewed.canonical[l] for l in ("helmet", "Helmets", "hard hat")} == {"safety helmet"}
+    assert reviewed.representatives == m.representatives  # still scored by "helmet"
+    images = _emb()[[1, 3]]
+    final = final_labels(images, [["Helmets"], ["drill press", "hard hat"]], reviewed, _emb())
+    assert final.final_labels == ["safety helmet", "drill"]
+    assert final.canonical_labels[1] == ["drill", "safety helmet"]
+
+
+def test_rename_to_a_label_of_another_cluster_joins_them_and_to_a_member_makes_it_canonical():
+    reviewed, _ = review_label_map(_map(), _emb(), _edits(("rename", "drill", "helmet")))
+    assert {reviewed.canonical[l] for l in VOCAB[:5]} == {"helmet"}
+    assert reviewed.representatives[reviewed.clusters[0]] == "helmet"
+    assert len(reviewed.representatives) == 2
+    reviewed, _ = review_label_map(_map(), _emb(), _edits(("rename", "helmet", "hard hat")))
+    assert reviewed.canonical["Helmets"] == "hard hat"
+    assert reviewed.representatives[0] == "hard hat"
+
+
+def test_an_edit_whose_label_left_the_vocabulary_is_stale_and_the_others_still_apply():
+    vocab = VOCAB[:5] + ["bench vise"]
+    edits = _edits(("split", "vise"), ("split", "hard hat"), ("move", "drill", "vise"))
+    reviewed, outcomes = review_label_map(_map(vocab=vocab), _emb(), edits)
+    assert [o.status for o in outcomes] == ["stale", "applied", "stale"]
+    assert "vise" in outcomes[0].reason
+    assert reviewed.canonical["hard hat"] == "hard hat"
+
+
+def test_accept_and_reject_find_a_renamed_canonical_label():
+    edits = _edits(("rename", "helmet", "safety helmet"), ("reject", "hard hat", "safety helmet"))
+    reviewed, outcomes = review_label_map(_map(), _emb(), edits)
+    assert reviewed.canonical["hard hat"] == "hard hat"
+    assert reviewed.canonical["Helmets"] == "safety helmet"
+    assert [o.status for o in outcomes] == ["applied", "applied"]
+
+
+def test_undone_edits_do_not_count():
+    edit = Edit(1, "split", "hard hat", undone="2026-12-01T00:00:00+00:00")
+    reviewed, outcomes = review_label_map(_map(), _emb(), [edit])
+    assert reviewed.canonical["hard hat"] == "helmet" and outcomes == []
+
+
+def test_suggestion_decisions_last_one_wins_per_sample_and_per_label():
+    edits = [
+        Edit(1, "accept_suggestion", "drill", samples=("s1", "s2")),
+        Edit(2, "reject_suggestion", "drill", samples=("s2",)),
+        Edit(3, "accept_suggestion", "vise", samples=("s3",), label_ids=("l7",)),
+        Edit(4, "accept_suggestion", "gone", samples=("s1",)),
+        Edit(5, "accept_suggestion", "vise", samples=("s4",), undone="2026-12-01T00:00:00+00:00"),
+    ]
+    by_sample, by_label = suggestion_decisions(edits, VOCAB)
+    assert {s: e.id for s, e in by_sample.items()} == {"s1": 1, "s2": 2}
+    assert {l: e.id for l, e in by_label.items()} == {"l7": 3}
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(action="merge", label="a"), dict(action="split", label=" "),
+    dict(action="move", label="a"), dict(action="rename", label="a", to=""),
+    dict(action="accept_suggestion", label="a"),
+])
+def test_malformed_edits_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        Edit(1, **kwargs)
+
+
+def test_an_edit_round_trips_through_its_record():
+    edit = Edit(3, "accept_suggestion", "vise", samples=("s1",), label_ids=("l1",), time="t")
+    assert Edit.from_record(edit.as_record()) == edit
+    assert "vise" in edit.describe() and "1 labels" in edit.describe()

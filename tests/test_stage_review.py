@@ -1,0 +1,200 @@
+"""The curator's review on a run: edits stored on the run, Apply, undo, re-clustering, export.
+
+Runs on MAIN of :mod:`fake_clip` after a full run (``ran``): helmet / Helmets / helmit form one
+cluster, screwdriver / Screwdrivers another; s3.png shows a screwdriver but is labelled "helmet".
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vlsr_core.fo.export import export_run
+from vlsr_core.fo.review import (
+    ReviewError,
+    add_edit,
+    apply_review,
+    review_state,
+    undo_edit,
+)
+from vlsr_core.fo.runs import REVIEW_TAGS
+from vlsr_core.fo.stages import VLSRError, cluster_and_merge
+from vlsr_core.fo.summary import summarize_run
+
+from fake_clip import FINAL, by_name, dot, label_snapshot
+
+
+def _sample_id(dataset, name):
+    return by_name(dataset, "id")[name]
+
+
+def _label_ids(dataset, name):
+    return by_name(dataset, "gt.classifications.id")[name]
+
+
+def test_an_edit_waits_for_apply_then_rewrites_the_outputs_and_never_the_inputs(ran):
+    dataset = ran[0]
+    before = label_snapshot(dataset)
+    edit = add_edit(dataset, "vlsr", "split", "helmit")
+    assert edit.id == 1 and edit.time and by_name(dataset, "vlsr_label.label") == FINAL
+    assert review_state(dataset, "vlsr").pending
+
+    report = apply_review(dataset, "vlsr")
+    assert report.n_map_edits == 1 and report.n_samples == len(dataset)
+    canon = by_name(dataset, "gt.classifications.vlsr_canonical")
+    assert canon["h4.png"] == ["Lathe Information", "helmit"]
+    assert canon["h3.png"] == ["helmet"]
+    assert by_name(dataset, "vlsr_labels.classifications.label")["h4.png"] == [
+        "Lathe Information", "helmit"]
+    tags = by_name(dataset, "vlsr_label.tags")
+    assert tags["h4.png"] == [REVIEW_TAGS["edited"]] and tags["h1.png"] == []
+    assert label_snapshot(dataset) == before
+    assert not review_state(dataset, "vlsr").pending
+
+
+def test_rename_reaches_final_labels_and_the_exported_label_map(ran, tmp_path):
+    dataset, images, _, _ = ran
+    add_edit(dataset, "vlsr", "rename", "helmet", "safety helmet")
+    export_run(dataset, tmp_path / "before")  # not applied yet: the export shows the fields
+    with open(tmp_path / "before" / "label_map.csv") as f:
+        assert {r["label"]: r["canonical"] for r in csv.DictReader(f)}["Helmets"] == "helmet"
+
+    apply_review(dataset, "vlsr")
+    final = by_name(dataset, "vlsr_label.label")
+    assert final["h1.png"] == final["h3.png"] == final["s3.png"] == "safety helmet"
+    assert by_name(dataset, "vlsr_label.confidence")["h1.png"] == pytest.approx(
+        dot(images, "h1.png", "helmet"), abs=1e-6)  # scored by the cluster's representative
+    export_run(dataset, tmp_path / "after")
+    with open(tmp_path / "after" / "label_map.csv") as f:
+        rows = {r["label"]: r for r in csv.DictReader(f)}
+    assert rows["Helmets"]["canonical"] == "safety helmet"
+    assert rows["Helmets"]["clustered_canonical"] == "helmet"
+    with open(tmp_path / "after" / "samples.csv") as f:
+        assert {os.path.basename(r["filepath"]): r["final_label"]
+                for r in csv.DictReader(f)}["h3.png"] == "safety helmet"
+    with open(tmp_path / "after" / "image_labels.json") as f:
+        assert "safety helmet" in {c["name"] for c in json.load(f)["categories"]}
+
+
+def test_accepting_a_suggestion_for_a_sample_makes_it_the_final_label(ran):
+    dataset, images, _, _ = ran
+    s3 = _sample_id(dataset, "s3.png")
+    add_edit(dataset, "vlsr", "accept_suggestion", "screwdriver", samples=[s3])
+    apply_review(dataset, "vlsr")
+    assert by_name(dataset, "vlsr_label.label")["s3.png"] == "screwdriver"
+    assert by_name(dataset, "vlsr_label.confidence")["s3.png"] == pytest.approx(
+        dot(images, "s3.png", "screwdriver"), abs=1e-6)
+    assert by_name(dataset, "vlsr_label.tags")["s3.png"] == [REVIEW_TAGS["accepted"]]
+    # the sample keeps its own label among its canonical labels; the input is untouched
+    assert by_name(dataset, "vlsr_labels.classifications.label")["s3.png"] == ["helmet", "screwdriver"]
+    assert by_name(dataset, "gt.classifications.label")["s3.png"] == ["helmet"]
+
+
+def test_accepting_a_suggestion_for_one_label_replaces_that_label_in_the_outputs(ran):
+    dataset = ran[0]
+    s3 = _sample_id(dataset, "s3.png")
+    add_edit(dataset, "vlsr", "accept_suggestion", "Screwdrivers", samples=[s3],
+             label_ids=_label_ids(dataset, "s3.png"))
+    apply_review(dataset, "vlsr")
+    assert by_name(dataset, "gt.classifications.vlsr_canonical")["s3.png"] == ["screwdriver"]
+    assert by_name(dataset, "vlsr_labels.classifications.label")["s3.png"] == ["screwdriver"]
+    assert by_name(dataset, "vlsr_label.label")["s3.png"] == "screwdriver"
+    assert by_name(dataset, "gt.classifications.label")["s3.png"] == ["helmet"]
+
+
+def test_rejecting_a_suggestion_keeps_the_labels_and_tags_the_sample(ran):
+    dataset = ran[0]
+    add_edit(dataset, "vlsr", "reject_suggestion", "screwdriver",
+             samples=[_sample_id(dataset, "s3.png")])
+    apply_review(dataset, "vlsr")
+    assert by_name(dataset, "vlsr_label.label")["s3.png"] == "helmet"
+    assert by_name(dataset, "vlsr_label.tags")["s3.png"] == [REVIEW_TAGS["rejected"]]
+    assert len(dataset.match_labels(tags=REVIEW_TAGS["rejected"], fields="vlsr_label")) == 1
+
+
+def test_undo_takes_back_the_last_edit_or_a_chosen_one_and_keeps_it_on_record(ran):
+    dataset = ran[0]
+    add_edit(dataset, "vlsr", "split", "helmit")
+    add_edit(dataset, "vlsr", "move", "drill", "screwdriver")
+    assert undo_edit(dataset, "vlsr").id == 2
+    apply_review(dataset, "vlsr")
+    canon = by_name(dataset, "gt.classifications.vlsr_canonical")
+    assert canon["d1.png"] == ["drill"] and canon["h4.png"][1] == "helmit"
+    undo_edit(dataset, "vlsr", 1)
+    apply_review(dataset, "vlsr")
+    assert by_name(dataset, "vlsr_label.label") == FINAL
+    state = review_state(dataset, "vlsr")
+    assert [e.undone is not None for e in state.edits] == [True, True]
+    with pytest.raises(ReviewError, match="no review edit"):
+        undo_edit(dataset, "vlsr")
+
+
+def test_edits_survive_clustering_again_and_stale_ones_are_reported_not_dropped(ran):
+    dataset = ran[0]
+    add_edit(dataset, "vlsr", "split", "helmit")
+    add_edit(dataset, "vlsr", "split", "Screwdrivers")
+    cluster_and_merge(dataset, "vlsr", eps=0.2, min_cluster_size=1)  # new clusters
+    assert by_name(dataset, "gt.classifications.vlsr_canonical")["h4.png"][1] == "helmit"
+    # clustering without the screwdriver samples: that edit's label leaves the vocabulary
+    view = dataset.exclude([_sample_id(dataset, n) for n in ("s1.png", "s2.png", "hs.png")])
+    cluster_and_merge(view, "vlsr", min_cluster_size=1)
+    state = review_state(dataset, "vlsr")
+    assert len(state.edits) == 2 and [o.status for o in state.outcomes] == ["applied", "stale"]
+    assert "Screwdrivers" in summarize_run(dataset, "vlsr")
+    assert "no longer apply" in summarize_run(dataset, "vlsr")
+
+
+def test_edits_survive_a_restart(ran):
+    dataset = ran[0]
+    add_edit(dataset, "vlsr", "rename", "screwdriver", "screw driver")
+    code = ("import fiftyone as fo; from vlsr_core.fo.review import review_state; "
+            f"s = review_state(fo.load_dataset({dataset.name!r}), 'vlsr'); "
+            "print(s.edits[0].describe(), '|', s.label_map.canonical['Screwdrivers'])")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": root}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("rename the cluster of `screwdriver` to `screw driver` | screw driver")
+
+
+@pytest.mark.parametrize("args, message", [
+    (("split", "glove"), "neither a label"),
+    (("split", "drill"), "already a cluster of its own"),
+    (("move", "helmit", "Helmets"), "already in the cluster"),
+    (("accept", "helmet"), "is the canonical label"),
+    (("rename", "helmet", "helmet"), "already called"),
+    (("rename", "helmet", "  "), "new name"),
+    (("accept", "helmit", "drill press"), "not a canonical label"),
+])
+def test_edits_that_do_not_fit_the_run_are_refused_with_a_reason(ran, args, message):
+    dataset = ran[0]
+    with pytest.raises(ReviewError, match=message):
+        add_edit(dataset, "vlsr", *args)
+    assert review_state(dataset, "vlsr").edits == []
+
+
+def test_review_needs_clusters(main):
+    from fake_clip import FakeEncoder
+    from vlsr_core.fo.stages import compute_embeddings
+
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    with pytest.raises(ReviewError, match="cluster and merge first"):
+        add_edit(dataset, "vlsr", "split", "helmit")
+
+
+def test_final_labels_can_be_copied_to_a_new_field_that_the_run_owns(ran):
+    dataset = ran[0]
+    add_edit(dataset, "vlsr", "rename", "drill", "power drill")
+    report = apply_review(dataset, "vlsr", copy_to="reviewed")
+    assert report.copy_to == "reviewed"
+    assert by_name(dataset, "reviewed.label")["d1.png"] == "power drill"
+    assert by_name(dataset, "vlsr_label.label")["d1.png"] == "power drill"
+    for taken in ("gt", "vlsr_label", "not a name"):
+        with pytest.raises(VLSRError):
+            apply_review(dataset, "vlsr", copy_to=taken)
+    dataset.delete_run("vlsr")
+    assert not dataset.has_field("reviewed") and dataset.has_field("gt")

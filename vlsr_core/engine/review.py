@@ -1,0 +1,238 @@
+"""A curator's review of a run: edits of the label map and decisions on suggestions.
+
+Edits are keyed by label strings, never by cluster ids, which change whenever the vocabulary is
+clustered again: the same edits then apply to the new label map (:func:`review_label_map`), and
+one that no longer can (its label left the vocabulary) is reported as stale, not dropped.
+
+Label map edits, applied in the order they were made:
+
+- ``accept``: ``label`` belongs with the canonical label ``to`` (kept there, or moved back there
+  if a new clustering separates them);
+- ``reject``: ``label`` does not belong with ``to``: it is split out if they are together;
+- ``split``: ``label`` becomes a cluster of its own;
+- ``move``: ``label`` joins the cluster of label ``to``;
+- ``rename``: the cluster of ``label`` is called ``to`` (clusters given one name become one).
+
+Decisions on suggestions (``accept_suggestion`` / ``reject_suggestion`` of the vocabulary label
+``label`` for some ``samples``, or for some ``label_ids`` of them) are read by
+:func:`suggestion_decisions`; the last decision on a sample or label wins.
+"""
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from .dots import exact_dots
+from .merging import representative_of
+
+MAP_ACTIONS = ("accept", "reject", "split", "move", "rename")
+SUGGESTION_ACTIONS = ("accept_suggestion", "reject_suggestion")
+ACTIONS = MAP_ACTIONS + SUGGESTION_ACTIONS
+NEEDS_TARGET = ("accept", "reject", "move", "rename")  # actions whose ``to`` is required
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One review decision, as stored on the run (:meth:`as_record`).
+
+    Attributes:
+        id: its number on the run (1, 2, ...), by which it can be undone.
+        action: one of :data:`ACTIONS`.
+        label: the label the edit is about (for suggestion decisions: the suggested label).
+        to: the canonical label (accept, reject), the label to join (move) or the new name
+            (rename); None otherwise.
+        samples: sample ids a suggestion decision is about.
+        label_ids: label ids (of those samples) a suggestion decision is about; empty: the
+            decision is about the samples' final label.
+        time: when it was made (ISO 8601, UTC).
+        undone: when it was undone, or None while it is in force.
+    """
+
+    id: int
+    action: str
+    label: str
+    to: str | None = None
+    samples: tuple = ()
+    label_ids: tuple = ()
+    time: str = ""
+    undone: str | None = None
+
+    def __post_init__(self):
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown review action {self.action!r}; one of {list(ACTIONS)}")
+        if not isinstance(self.label, str) or not self.label.strip():
+            raise ValueError(f"a review edit needs a label, not {self.label!r}")
+        if self.action in NEEDS_TARGET and (not isinstance(self.to, str) or not self.to.strip()):
+            raise ValueError(f"{self.action!r} needs a target label (to=...)")
+        if self.action in SUGGESTION_ACTIONS and not self.samples:
+            raise ValueError(f"{self.action!r} needs the samples it is about")
+        object.__setattr__(self, "samples", tuple(self.samples))
+        object.__setattr__(self, "label_ids", tuple(self.label_ids))
+
+    def as_record(self):
+        """A JSON-serialisable dict (lists for the id tuples)."""
+        d = asdict(self)
+        d["samples"], d["label_ids"] = list(self.samples), list(self.label_ids)
+        return d
+
+    @classmethod
+    def from_record(cls, d):
+        return cls(**d)
+
+    def describe(self):
+        """One line a curator reads: what the edit does."""
+        n = len(self.label_ids) or len(self.samples)
+        unit = "labels" if self.label_ids else "samples"
+        return {
+            "accept": f"keep `{self.label}` in `{self.to}`",
+            "reject": f"take `{self.label}` out of `{self.to}`",
+            "split": f"split `{self.label}` out on its own",
+            "move": f"move `{self.label}` to the cluster of `{self.to}`",
+            "rename": f"rename the cluster of `{self.label}` to `{self.to}`",
+            "accept_suggestion": f"accept suggestion `{self.label}` on {n} {unit}",
+            "reject_suggestion": f"reject suggestion `{self.label}` on {n} {unit}",
+        }[self.action]
+
+
+@dataclass
+class Outcome:
+    """What one edit did to a label map: ``status`` is ``"applied"`` (it changed the map),
+    ``"unchanged"`` (the map already was as it asks) or ``"stale"`` (it no longer applies:
+    ``reason`` says why)."""
+
+    edit: Edit
+    status: str
+    reason: str = ""
+
+
+def active(edits):
+    """The edits in force (not undone), in the order they were made."""
+    return [e for e in edits if e.undone is None]
+
+
+def review_label_map(label_map, embeddings, edits):
+    """The label map with the map edits among ``edits`` applied, and what each of them did.
+
+    Args:
+        label_map: a :class:`~vlsr_core.engine.pipeline.LabelMap` (as clustered, unreviewed).
+        embeddings: ndarray (n_labels, dim), L2-normalised, rows as ``label_map.vocabulary``: a
+            cluster that loses its representative gets a new one by the usual rule
+            (:func:`~vlsr_core.engine.merging.representatives`).
+        edits: :class:`Edit` objects; undone ones and suggestion decisions are ignored.
+
+    Returns:
+        ``(reviewed, outcomes)``: a new :class:`LabelMap` (``dbscan_clusters`` and ``steps`` as
+        clustered; ``names`` holds each cluster's canonical label, renamed or not) and one
+        :class:`Outcome` per map edit in force.
+    """
+    vocabulary = list(label_map.vocabulary)
+    index = {l: i for i, l in enumerate(vocabulary)}
+    cluster = np.asarray(label_map.clusters, dtype=np.int64).copy()
+    names = list(label_map.names or label_map.representatives)
+    rep = {c: index[r] for c, r in enumerate(label_map.representatives)}
+    renamed = {}
+    outcomes = []
+    for edit in active(edits):
+        if edit.action not in MAP_ACTIONS:
+            continue
+        status, reason = _apply(edit, index, cluster, rep, renamed)
+        outcomes.append(Outcome(edit, status, reason))
+    if not any(o.status == "applied" for o in outcomes):
+        return replace(label_map, names=list(names)), outcomes
+    cluster, rep, final_names = _settle(vocabulary, embeddings, label_map.frequencies, cluster, rep,
+                                        renamed, names)
+    emb = np.asarray(embeddings, dtype=np.float32)
+    distance = 1.0 - exact_dots(emb, emb, np.arange(len(vocabulary)), rep[cluster])
+    return replace(label_map, clusters=cluster, representatives=[vocabulary[r] for r in rep],
+                   names=final_names, distance_to_canonical=distance.astype(np.float32)), outcomes
+
+
+def _apply(edit, index, cluster, rep, renamed):
+    """Apply one map edit in place; returns ``(status, reason)``."""
+    if edit.label not in index:
+        return "stale", f"`{edit.label}` is no longer in the vocabulary"
+    i = index[edit.label]
+    if edit.action == "rename":
+        renamed[int(cluster[i])] = edit.to
+        return "applied", ""
+    if edit.action == "split":
+        if np.count_nonzero(cluster == cluster[i]) == 1:
+            return "unchanged", ""
+        _new_cluster(i, cluster, rep)
+        return "applied", ""
+    if edit.to not in index:
+        # accept/reject name the canonical label, which a rename may have replaced: find it
+        named = [c for c, n in renamed.items() if n == edit.to]
+        if not named:
+            return "stale", f"`{edit.to}` is no longer in the vocabulary"
+        j = rep[named[-1]]
+    else:
+        j = index[edit.to]
+    together = cluster[i] == cluster[j]
+    if edit.action == "reject":
+        if not together:
+            return "unchanged", ""
+        _new_cluster(i, cluster, rep)
+        return "applied", ""
+    if together:
+        return "unchanged", ""
+    cluster[i] = cluster[j]  # accept, move
+    return "applied", ""
+
+
+def _new_cluster(i, cluster, rep):
+    c = max(rep) + 1
+    cluster[i] = c
+    rep[c] = i
+
+
+def _settle(vocabulary, embeddings, frequencies, cluster, rep, renamed, names):
+    """After the edits: representatives for clusters that lost theirs, renames, clusters of one
+    name joined, ids made 0..k-1 (unedited clusters keep their ids)."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    freq = np.asarray(frequencies)
+    ids = np.unique(cluster)
+    members = {int(c): np.flatnonzero(cluster == c) for c in ids}
+    for c, m in members.items():
+        if cluster[rep[c]] != c:
+            centroid = emb[m].sum(axis=0, dtype=np.float64)
+            centroid = (centroid / max(np.linalg.norm(centroid), 1e-30)).astype(np.float32)
+            rep[c] = representative_of(m, emb, freq, vocabulary, centroid)
+    name = {c: renamed.get(c, vocabulary[rep[c]]) for c in members}
+    index = {l: i for i, l in enumerate(vocabulary)}
+    for c in members:  # renamed to one of its own labels: that label represents it
+        if c in renamed and renamed[c] in index and cluster[index[renamed[c]]] == c:
+            rep[c] = index[renamed[c]]
+    first = {}
+    for c in members:  # ids in order: the lowest id of a name keeps the others
+        target = first.setdefault(name[c], c)
+        if target != c:
+            cluster[members[c]] = target
+            own = [k for k in (target, c) if vocabulary[rep[k]] == name[c]]
+            rep[target] = rep[own[0] if own else target]
+    kept, cluster = np.unique(cluster, return_inverse=True)
+    return (cluster.astype(np.int64), np.array([rep[int(c)] for c in kept], dtype=np.int64),
+            [name[int(c)] for c in kept])
+
+
+def suggestion_decisions(edits, vocabulary=None):
+    """The decisions on suggestions in force: the last one per sample and per label wins.
+
+    Args:
+        edits: :class:`Edit` objects (undone ones and map edits are ignored).
+        vocabulary: if given, decisions on labels outside it are left out (stale).
+
+    Returns:
+        ``(by_sample, by_label)``: dicts from a sample id, or a label id, to its deciding
+        :class:`Edit`.
+    """
+    known = None if vocabulary is None else set(vocabulary)
+    by_sample, by_label = {}, {}
+    for edit in active(edits):
+        if edit.action not in SUGGESTION_ACTIONS or (known is not None and edit.label not in known):
+            continue
+        if edit.label_ids:
+            by_label.update(dict.fromkeys(edit.label_ids, edit))
+        else:
+            by_sample.update(dict.fromkeys(edit.samples, edit))
+    return by_sample, by_label

@@ -1,0 +1,275 @@
+"""A curator's review of a run, stored on the run: edits of the label map, decisions on
+suggestions, undo, and Apply (:func:`apply_review`), which writes the reviewed result.
+
+Edits live in the run's config (``config.review``, a list of :class:`~vlsr_core.engine.review.Edit`
+records), so they survive restarts and travel with the run; they are keyed by label strings and
+sample or label ids, so clustering again never loses them (:func:`review_state` reports those
+that no longer apply). ``config.applied`` records which edits the run's fields show: the ones in
+force at the last Apply or clustering.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from ..engine.defaults import DEFAULT_KEY
+from ..engine.pipeline import LabelMap
+from ..engine.review import MAP_ACTIONS, SUGGESTION_ACTIONS, Edit, active, review_label_map
+from .runs import VLSRRunConfig
+
+
+class ReviewError(ValueError):
+    """An edit that cannot be made as asked; the message says why."""
+
+
+@dataclass
+class ReviewState:
+    """Where a run's review stands.
+
+    Attributes:
+        edits: every edit made, undone ones included, oldest first.
+        label_map: the clustered label map with the edits in force applied.
+        outcomes: what each map edit in force did (:class:`~vlsr_core.engine.review.Outcome`).
+        applied: ids of the edits the run's fields show (None: nothing applied since the
+            edits were first made, or a run older than reviews).
+        applied_time: when they were applied.
+        edited_labels: the labels whose canonical label the edits changed.
+    """
+
+    edits: list
+    label_map: LabelMap
+    outcomes: list
+    edited_labels: set = field(default_factory=set)
+    applied: list | None = None
+    applied_time: str | None = None
+
+    @property
+    def in_force(self):
+        return active(self.edits)
+
+    @property
+    def pending(self):
+        """Whether the fields differ from the edits in force: Apply to write them."""
+        return [e.id for e in self.in_force] != list(self.applied or [])
+
+    @property
+    def stale(self):
+        return [o for o in self.outcomes if o.status == "stale"]
+
+    def summary(self):
+        """One paragraph of Markdown."""
+        if not self.edits:
+            return "**Review:** no edits yet"
+        n = len(self.in_force)
+        text = f"**Review:** {n} edits in force ({len(self.edits) - n} undone)"
+        if self.applied is not None:
+            text += f"; the fields show the {len(self.applied)} in force on {self.applied_time}"
+        if self.pending:
+            text += "; **not applied yet**: run Apply to write them"
+        if self.stale:
+            text += ("; no longer apply after clustering again: "
+                     + "; ".join(f"#{o.edit.id} {o.edit.describe()} ({o.reason})" for o in self.stale))
+        return text
+
+
+@dataclass
+class ApplyReport:
+    """What :func:`apply_review` wrote."""
+
+    n_samples: int = 0
+    n_map_edits: int = 0
+    n_decisions: int = 0
+    stale: list = field(default_factory=list)
+    copy_to: str | None = None
+
+    def summary(self):
+        text = (f"applied {self.n_map_edits} label map edits and {self.n_decisions} suggestion "
+                f"decisions to {self.n_samples} samples")
+        if self.copy_to:
+            text += f"; final labels also copied to {self.copy_to!r}"
+        if self.stale:
+            text += f"; {len(self.stale)} edits no longer apply (see the summary)"
+        return text
+
+
+def edits_of(config):
+    """The :class:`Edit` objects stored in a run config."""
+    return [Edit.from_record(r) for r in (getattr(config, "review", None) or [])]
+
+
+def clustered_label_map(dataset, key, results=None):
+    """The run's label map as clustered (before the review), with the label embeddings its
+    steps used; raises :class:`ReviewError` before the first clustering."""
+    config = _config(dataset, key)
+    results = results or dataset.load_run_results(key, cache=False)
+    if not results.vocabulary:
+        raise ReviewError(f"Run {key!r} has no clusters yet: run cluster and merge first")
+    table = "merge_embeddings" if config.label_model else "label_embeddings"
+    label_map = LabelMap(
+        vocabulary=list(results.vocabulary), frequencies=results.frequencies,
+        dbscan_clusters=results.dbscan_clusters, clusters=results.clusters,
+        representatives=list(results.representatives),
+        distance_to_canonical=results.distance_to_canonical, steps=results.merge_steps)
+    return label_map, results.embeddings_of(results.vocabulary, table)
+
+
+def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False):
+    """The run's :class:`ReviewState`; ``applied_only`` reviews the label map with the edits
+    the fields show instead of those in force (what an export writes)."""
+    config = _config(dataset, key)
+    applied = getattr(config, "applied", None) or {}
+    edits = edits_of(config)
+    label_map, emb = clustered_label_map(dataset, key, results)
+    use = edits
+    if applied_only:
+        shown = set(applied.get("edits", []))
+        use = [e for e in edits if e.id in shown]
+        use = [Edit(**{**e.as_record(), "undone": None}) for e in use]
+    reviewed, outcomes = review_label_map(label_map, emb, use)
+    before, after = label_map.canonical, reviewed.canonical
+    edited = {l for l in before if before[l] != after[l]}
+    return ReviewState(edits, reviewed, outcomes, edited, applied.get("edits"), applied.get("time"))
+
+
+def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, dry_run=False,
+             state=None):
+    """Record one review edit on run ``key`` and return it (the fields change on Apply).
+
+    Args:
+        dataset: the dataset of the run.
+        key: the run key.
+        action: one of :data:`~vlsr_core.engine.review.ACTIONS`.
+        label: the label the edit is about; for map edits a label of the vocabulary or the
+            canonical label of a cluster; for suggestion decisions the suggested label.
+        to: accept / reject: the canonical label (default: the label's current one); move:
+            a label of the cluster to join; rename: the new name.
+        samples, label_ids: the samples (and, optionally, their labels) a suggestion decision
+            is about.
+        dry_run: only check the edit (a form does, before Execute) and return it unsaved.
+        state: the run's :class:`ReviewState`, if already computed.
+
+    Raises:
+        ReviewError: the edit does not fit the run (unknown label, nothing to change...).
+    """
+    config = _config(dataset, key)
+    state = state or review_state(dataset, key)
+    canonical = state.label_map.canonical
+    names = state.label_map.names or state.label_map.representatives
+    vocabulary = set(canonical)
+    if action in MAP_ACTIONS:
+        label = _member(label, vocabulary, state.label_map)
+        current = canonical[label]
+        if action in ("accept", "reject"):
+            to = current if to is None else to
+            if to == label:
+                raise ReviewError(f"`{label}` is the canonical label of its cluster; rename the "
+                                  "cluster or move another label instead")
+            if to not in names:
+                raise ReviewError(f"`{to}` is not a canonical label of run {key!r}")
+        elif action == "move":
+            target = _member(to, vocabulary, state.label_map)
+            if canonical[target] == current:
+                raise ReviewError(f"`{label}` is already in the cluster of `{current}`")
+            to = target
+        elif action == "split" and list(canonical.values()).count(current) == 1:
+            raise ReviewError(f"`{label}` is already a cluster of its own")
+        elif action == "rename":
+            to = (to or "").strip()
+            if not to:
+                raise ReviewError("Give the new name of the cluster")
+            if to == current:
+                raise ReviewError(f"The cluster is already called `{to}`")
+    elif action in SUGGESTION_ACTIONS:
+        if label not in vocabulary:
+            raise ReviewError(f"`{label}` is not a label of run {key!r}'s vocabulary")
+        if not samples:
+            raise ReviewError("Select the samples or labels the decision is about")
+    try:
+        edit = Edit(max((e.id for e in state.edits), default=0) + 1, action, label, to,
+                    tuple(samples), tuple(label_ids), time=_now())
+    except ValueError as e:
+        raise ReviewError(str(e)) from None
+    if dry_run:
+        return edit
+    config.review = [e.as_record() for e in state.edits] + [edit.as_record()]
+    dataset.update_run_config(key, config)
+    return edit
+
+
+def undo_edit(dataset, key=DEFAULT_KEY, edit_id=None):
+    """Undo edit ``edit_id`` (default: the last one in force) and return it; the fields change on
+    Apply. The edit stays on the run, marked undone."""
+    config = _config(dataset, key)
+    edits = edits_of(config)
+    in_force = active(edits)
+    if not in_force:
+        raise ReviewError(f"Run {key!r} has no review edit to undo")
+    if edit_id is None:
+        edit_id = in_force[-1].id
+    chosen = [e for e in in_force if e.id == edit_id]
+    if not chosen:
+        raise ReviewError(f"Run {key!r} has no edit #{edit_id} in force")
+    records = [e.as_record() for e in edits]
+    for r in records:
+        if r["id"] == edit_id:
+            r["undone"] = _now()
+    config.review = records
+    dataset.update_run_config(key, config)
+    return Edit.from_record(next(r for r in records if r["id"] == edit_id))
+
+
+def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
+    """Write the reviewed label map and the suggestion decisions in force to the run's fields.
+
+    Each label's ``{key}_canonical`` and ``{key}_cluster``, ``{key}_labels`` and ``{key}_label``
+    are rewritten (the clustering is not run again); ``{key}_label`` is tagged with the review
+    state (:data:`~vlsr_core.fo.runs.REVIEW_TAGS`). Input labels are never modified.
+
+    Args:
+        samples: the run's collection (or a part of it, to write only those samples).
+        key: the run key.
+        copy_to: also write each sample's final label to this new field (a Classification,
+            created and recorded by the run, so deleting the run removes it).
+        progress: optional callable taking the fraction done.
+
+    Returns:
+        an :class:`ApplyReport`.
+    """
+    from .stages import open_run, write_label_map
+
+    run = open_run(samples, key)
+    state = review_state(run.dataset, key, run.results)
+    n_samples = write_label_map(run, samples, state, copy_to=copy_to, progress=progress)
+    record_applied(run, state)
+    n_map = sum(o.status != "stale" for o in state.outcomes)
+    n_decisions = sum(e.action in SUGGESTION_ACTIONS for e in state.in_force)
+    return ApplyReport(n_samples, n_map, n_decisions, state.stale, copy_to)
+
+
+def record_applied(run, state):
+    """Record in the run's config which edits its fields now show (after they were written)."""
+    run.config.applied = dict(edits=[e.id for e in state.in_force], time=_now())
+    run.dataset.update_run_config(run.key, run.config)
+
+
+def _member(label, vocabulary, label_map):
+    """A vocabulary label standing for ``label``: itself, or the representative of the cluster
+    it names."""
+    if label in vocabulary:
+        return label
+    names = label_map.names or label_map.representatives
+    if label in names:
+        return label_map.representatives[names.index(label)]
+    raise ReviewError(f"`{label}` is neither a label nor a canonical label of this run")
+
+
+def _config(dataset, key):
+    if not dataset.has_run(key):
+        raise ReviewError(f"No VLSR run {key!r} on this dataset")
+    config = dataset.get_run_info(key).config
+    if not isinstance(config, VLSRRunConfig):
+        raise ReviewError(f"Run {key!r} is not a VLSR run")
+    return config
+
+
+def _now():
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
