@@ -23,8 +23,10 @@ def register(p):
     from .operators.review_suggestions import ReviewSuggestions
     from .operators.score_labels import ScoreLabels
     from .operators.undo_review_edit import UndoReviewEdit
+    from .operators.vlsr_panel import VLSRPanel
 
     # in pipeline order, which the labels' numbers also give in the App's operator list
     for operator in (ComputeEmbeddings, EmbedShard, ScoreLabels, ClusterAndMerge, EditLabelMap,
-                     ReviewSuggestions, UndoReviewEdit, ApplyReview, ExportResults, DeleteRun):
+                     ReviewSuggestions, UndoReviewEdit, ApplyReview, ExportResults, DeleteRun,
+                     VLSRPanel):
         p.register(operator)

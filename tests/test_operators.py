@@ -19,7 +19,8 @@ from vlsr_core.model.random_clip import save_random_clip
 ROOT = Path(__file__).resolve().parents[1]
 URI = "@vlsr/vlsr/"
 OPERATORS = ["compute_embeddings", "score_labels", "cluster_and_merge", "export_results", "delete_run",
-             "embed_shard", "edit_label_map", "review_suggestions", "undo_review_edit", "apply_review"]
+             "embed_shard", "edit_label_map", "review_suggestions", "undo_review_edit", "apply_review",
+             "vlsr_panel"]
 LABELS = [["helmet", "Helmets"], ["helmit"], ["screwdriver"], [], ["Lathe Information", "helmet"]]
 
 
@@ -316,13 +317,13 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
     assert r.result["edits"][0]["samples"] == [sample.id]
 
     f = form("undo_review_edit", ds, key="vlsr")
-    assert "#4 accept suggestion Lathe Information on 1 samples" in str(f)
+    assert "#4 accept suggestion Lathe Information on 1 sample" in str(f)
     run("undo_review_edit", ds, key="vlsr", edit_id=3)  # the move of screwdriver
 
     r = run("apply_review", ds, key="vlsr", copy_to="reviewed")
     notify = next(q for q in r.executor.to_json()["requests"] if q["operator_uri"] == "notify")
     assert notify["params"]["message"].startswith(
-        "Run 'vlsr': applied 2 label map edits and 1 suggestion decisions to 6 samples")
+        "Run 'vlsr': applied 2 label map edits and 1 suggestion decision to 6 samples")
     canonical = dict(zip(ds.values("gt.classifications.label", unwind=True),
                          ds.values("gt.classifications.vlsr_canonical", unwind=True)))
     assert canonical["helmit"] == canonical["helmet"] == "safety helmet"

@@ -143,4 +143,4 @@ def test_malformed_edits_are_refused(kwargs):
 def test_an_edit_round_trips_through_its_record():
     edit = Edit(3, "accept_suggestion", "vise", samples=("s1",), label_ids=("l1",), time="t")
     assert Edit.from_record(edit.as_record()) == edit
-    assert "vise" in edit.describe() and "1 labels" in edit.describe()
+    assert "vise" in edit.describe() and "on 1 label" in edit.describe()

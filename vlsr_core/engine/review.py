@@ -82,7 +82,7 @@ class Edit:
     def describe(self):
         """One line a curator reads: what the edit does."""
         n = len(self.label_ids) or len(self.samples)
-        unit = "labels" if self.label_ids else "samples"
+        unit = ("label" if self.label_ids else "sample") + ("" if n == 1 else "s")
         return {
             "accept": f"keep `{self.label}` in `{self.to}`",
             "reject": f"take `{self.label}` out of `{self.to}`",

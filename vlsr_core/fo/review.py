@@ -8,6 +8,8 @@ that no longer apply). ``config.applied`` records which edits the run's fields s
 force at the last Apply or clustering.
 """
 
+import json
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -33,12 +35,14 @@ class ReviewState:
             edits were first made, or a run older than reviews).
         applied_time: when they were applied.
         edited_labels: the labels whose canonical label the edits changed.
+        clustered: the label map as clustered, before the review.
     """
 
     edits: list
     label_map: LabelMap
     outcomes: list
     edited_labels: set = field(default_factory=set)
+    clustered: LabelMap | None = None
     applied: list | None = None
     applied_time: str | None = None
 
@@ -59,16 +63,20 @@ class ReviewState:
         """One paragraph of Markdown."""
         if not self.edits:
             return "**Review:** no edits yet"
-        n = len(self.in_force)
-        text = f"**Review:** {n} edits in force ({len(self.edits) - n} undone)"
+        n, undone = len(self.in_force), len(self.edits) - len(self.in_force)
+        text = f"**Review:** {_count(n, 'edit')} in force" + (f" ({undone} undone)" if undone else "")
         if self.applied is not None:
-            text += f"; the fields show the {len(self.applied)} in force on {self.applied_time}"
-        if self.pending:
-            text += "; **not applied yet**: run Apply to write them"
+            text += f"; the fields were last written on {self.applied_time}"
+        text += ("; **not applied yet**: *Apply* writes the edits to the fields" if self.pending
+                 else "; all applied")
         if self.stale:
             text += ("; no longer apply after clustering again: "
                      + "; ".join(f"#{o.edit.id} {o.edit.describe()} ({o.reason})" for o in self.stale))
         return text
+
+
+def _count(n, noun):
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 @dataclass
@@ -82,12 +90,13 @@ class ApplyReport:
     copy_to: str | None = None
 
     def summary(self):
-        text = (f"applied {self.n_map_edits} label map edits and {self.n_decisions} suggestion "
-                f"decisions to {self.n_samples} samples")
+        text = (f"applied {_count(self.n_map_edits, 'label map edit')} and "
+                f"{_count(self.n_decisions, 'suggestion decision')} to "
+                f"{_count(self.n_samples, 'sample')}")
         if self.copy_to:
             text += f"; final labels also copied to {self.copy_to!r}"
         if self.stale:
-            text += f"; {len(self.stale)} edits no longer apply (see the summary)"
+            text += f"; {_count(len(self.stale), 'edit')} no longer apply (see the summary)"
         return text
 
 
@@ -109,7 +118,11 @@ def clustered_label_map(dataset, key, results=None):
         dbscan_clusters=results.dbscan_clusters, clusters=results.clusters,
         representatives=list(results.representatives),
         distance_to_canonical=results.distance_to_canonical, steps=results.merge_steps)
-    return label_map, results.embeddings_of(results.vocabulary, table)
+    try:
+        return label_map, results.embeddings_of(results.vocabulary, table)
+    except KeyError:  # embedded again with another model since the clustering
+        raise ReviewError(f"The labels of run {key!r} were embedded again since they were "
+                          "clustered: run cluster and merge first") from None
 
 
 def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False):
@@ -127,7 +140,27 @@ def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False):
     reviewed, outcomes = review_label_map(label_map, emb, use)
     before, after = label_map.canonical, reviewed.canonical
     edited = {l for l in before if before[l] != after[l]}
-    return ReviewState(edits, reviewed, outcomes, edited, applied.get("edits"), applied.get("time"))
+    return ReviewState(edits, reviewed, outcomes, edited, label_map, applied.get("edits"),
+                       applied.get("time"))
+
+
+_CACHE = {}  # (dataset, key, what the state depends on) -> ReviewState, the last few
+_CACHE_SIZE = 4
+
+
+def cached_review_state(dataset, key=DEFAULT_KEY):
+    """:func:`review_state`, kept while the run's edits, clusters and models stay the same: a
+    panel re-renders on every click, and a run's results hold every label embedding."""
+    config = _config(dataset, key)
+    stamp = (dataset.name, key, json.dumps(getattr(config, "review", None) or []),
+             json.dumps(getattr(config, "applied", None)), json.dumps(config.stages or {}),
+             config.model_fingerprint, config.label_model)
+    if stamp not in _CACHE:
+        state = review_state(dataset, key)
+        while len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[stamp] = state
+    return _CACHE[stamp]
 
 
 def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, dry_run=False,
@@ -247,7 +280,9 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
 
 def record_applied(run, state):
     """Record in the run's config which edits its fields now show (after they were written)."""
-    run.config.applied = dict(edits=[e.id for e in state.in_force], time=_now())
+    # (the id tells two writes within a second apart, for cached_review_state)
+    run.config.applied = dict(edits=[e.id for e in state.in_force], time=_now(),
+                              id=uuid.uuid4().hex)
     run.dataset.update_run_config(run.key, run.config)
 
 

@@ -1,0 +1,298 @@
+"""Panel: a run at a glance and its review, beside the grid: the score histogram (click or
+select bars to see those labels), the counts of each merge step, and a cluster browser whose
+rows take the review actions (take out, keep, move, split, rename) straight to the run."""
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from vlsr_core.engine.defaults import DEFAULT_KEY
+
+URI = "@vlsr/vlsr/"
+PAGE = 20  # clusters per page
+
+
+class VLSRPanel(foo.Panel):
+    @property
+    def config(self):
+        return foo.PanelConfig(
+            name="vlsr_panel",
+            label="VLSR review",
+            icon="fact_check",
+            surfaces="grid",
+            help_markdown="Scores, merge steps and clusters of a VLSR run; review edits are "
+                          "stored on the run and written by *Apply*",
+        )
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def on_load(self, ctx):
+        from vlsr_core.fo.runs import list_vlsr_runs
+
+        keys = list_vlsr_runs(ctx.dataset) if ctx.dataset is not None else []
+        ctx.panel.state.keys = keys
+        if ctx.panel.state.key not in keys:
+            ctx.panel.state.key = DEFAULT_KEY if DEFAULT_KEY in keys else (keys[0] if keys else None)
+            ctx.panel.state.page, ctx.panel.state.cluster_label = 0, None
+        self._load(ctx)
+
+    def on_change_dataset(self, ctx):
+        ctx.panel.state.key = None
+        self.on_load(ctx)
+
+    def refresh(self, ctx):
+        self.on_load(ctx)
+
+    def _state(self, ctx):
+        """The run's review state, or None with the reason in ``panel.state.problem``."""
+        from vlsr_core.fo.review import ReviewError, cached_review_state
+
+        key = ctx.panel.state.key
+        if key is None:
+            ctx.panel.state.problem = ("No VLSR run on this dataset yet: run *VLSR 1: compute "
+                                       "embeddings*, then score and cluster the labels")
+            return None
+        try:
+            state = cached_review_state(ctx.dataset, key)
+        except ReviewError as e:
+            ctx.panel.state.problem = str(e)
+            return None
+        ctx.panel.state.problem = None
+        return state
+
+    def _load(self, ctx):
+        from vlsr_core.fo.browse import cluster_rows, member_rows, merge_steps, score_histogram
+
+        state = self._state(ctx)
+        key = ctx.panel.state.key
+        if key is not None:
+            config = ctx.dataset.get_run_info(key).config
+            hist = score_histogram(ctx.dataset, key, config.label_field)
+            ctx.panel.state.edges = hist.edges if hist else None
+            ctx.panel.data.histogram = [dict(
+                type="bar", x=[(a + b) / 2 for a, b in zip(hist.edges, hist.edges[1:])],
+                y=hist.counts, marker=dict(color="#ff6d04"),
+                hovertemplate="score %{x:.3f}: %{y} labels<extra></extra>")] if hist else []
+        if state is None:
+            return
+        ctx.panel.state.status = state.summary()
+        ctx.panel.data.steps = [dict(step=s, count=n) for s, n in merge_steps(state)]
+        rows = cluster_rows(state, ctx.panel.state.query or "")
+        pages = max(1, -(-len(rows) // PAGE))
+        page = min(ctx.panel.state.page or 0, pages - 1)
+        ctx.panel.state.page, ctx.panel.state.pages, ctx.panel.state.n_clusters = page, pages, len(rows)
+        ctx.panel.data.clusters = rows[page * PAGE:(page + 1) * PAGE]
+        cluster = self._selected_cluster(ctx, state)
+        ctx.panel.data.members = member_rows(state, cluster) if cluster is not None else []
+        names = state.label_map.names or state.label_map.representatives
+        ctx.panel.state.cluster_name = names[cluster] if cluster is not None else None
+
+    def _selected_cluster(self, ctx, state):
+        label = ctx.panel.state.cluster_label
+        return state.label_map.cluster.get(label) if label else None
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def on_change_key(self, ctx):
+        ctx.panel.state.key = ctx.params["value"]
+        ctx.panel.state.page, ctx.panel.state.cluster_label = 0, None
+        self._load(ctx)
+
+    def on_search(self, ctx):
+        ctx.panel.state.query = ctx.params.get("value") or ""
+        ctx.panel.state.page = 0
+        self._load(ctx)
+
+    def next_page(self, ctx):
+        ctx.panel.state.page = (ctx.panel.state.page or 0) + 1
+        self._load(ctx)
+
+    def previous_page(self, ctx):
+        ctx.panel.state.page = max(0, (ctx.panel.state.page or 0) - 1)
+        self._load(ctx)
+
+    def on_histogram_click(self, ctx):
+        self._show_scores(ctx, [ctx.params.get("x")])
+
+    def on_histogram_select(self, ctx):
+        self._show_scores(ctx, [p["x"] for p in ctx.params.get("data") or []])
+
+    def _show_scores(self, ctx, xs):
+        from vlsr_core.fo.browse import Histogram, labels_scoring_between
+
+        edges = ctx.panel.state.edges
+        xs = [x for x in xs if x is not None]
+        if not edges or not xs:
+            return
+        lo, hi = Histogram([], edges).range_of(xs)
+        key = ctx.panel.state.key
+        field = ctx.dataset.get_run_info(key).config.label_field
+        ctx.ops.set_view(labels_scoring_between(ctx.dataset, key, field, lo, hi))
+        ctx.ops.notify(f"Labels of run {key!r} scoring {lo:.3f} to {hi:.3f}")
+
+    def _cluster_row(self, ctx):
+        from vlsr_core.fo.browse import cluster_rows
+
+        state = self._state(ctx)
+        rows = cluster_rows(state, ctx.panel.state.query or "")
+        page = ctx.panel.state.page or 0
+        return state, rows[page * PAGE + ctx.params["row"]]
+
+    def open_cluster(self, ctx):
+        state, row = self._cluster_row(ctx)
+        ctx.panel.state.cluster_label = state.label_map.representatives[row["cluster"]]
+        self._load(ctx)
+
+    def show_cluster(self, ctx):
+        from vlsr_core.fo.browse import labels_named
+
+        state, row = self._cluster_row(ctx)
+        members = [l for l, c in state.label_map.cluster.items() if c == row["cluster"]]
+        self._show_labels(ctx, labels_named, members, f"the cluster of `{row['canonical']}`")
+
+    def rename_cluster(self, ctx):
+        state, row = self._cluster_row(ctx)
+        ctx.prompt(URI + "edit_label_map", params=dict(
+            key=ctx.panel.state.key, action="rename", label=row["canonical"]),
+            on_success=self.refresh)
+
+    def _member(self, ctx):
+        from vlsr_core.fo.browse import member_rows
+
+        state = self._state(ctx)
+        return member_rows(state, self._selected_cluster(ctx, state))[ctx.params["row"]]
+
+    def _edit(self, ctx, action, **kwargs):
+        from vlsr_core.fo.review import ReviewError, add_edit
+
+        label = self._member(ctx)["label"]
+        try:
+            edit = add_edit(ctx.dataset, ctx.panel.state.key, action, label, **kwargs)
+        except ReviewError as e:
+            ctx.ops.notify(str(e), variant="error")
+            return
+        ctx.ops.notify(f"Edit #{edit.id}: {edit.describe().replace('`', '')}; Apply to write it",
+                       variant="success")
+        self._load(ctx)
+
+    def take_out(self, ctx):
+        self._edit(ctx, "reject")
+
+    def keep(self, ctx):
+        self._edit(ctx, "accept")
+
+    def split(self, ctx):
+        self._edit(ctx, "split")
+
+    def move(self, ctx):
+        ctx.prompt(URI + "edit_label_map", params=dict(
+            key=ctx.panel.state.key, action="move", label=self._member(ctx)["label"]),
+            on_success=self.refresh)
+
+    def show_member(self, ctx):
+        from vlsr_core.fo.browse import labels_named
+
+        label = self._member(ctx)["label"]
+        self._show_labels(ctx, labels_named, [label], f"`{label}`")
+
+    def _show_labels(self, ctx, labels_named, labels, what):
+        key = ctx.panel.state.key
+        field = ctx.dataset.get_run_info(key).config.label_field
+        ctx.ops.set_view(labels_named(ctx.dataset, key, field, labels=labels))
+        ctx.ops.notify(f"Samples with labels of {what.replace('`', '')}")
+
+    def undo(self, ctx):
+        from vlsr_core.fo.review import ReviewError, undo_edit
+
+        try:
+            edit = undo_edit(ctx.dataset, ctx.panel.state.key)
+        except ReviewError as e:
+            ctx.ops.notify(str(e), variant="error")
+            return
+        ctx.ops.notify(f"Undid edit #{edit.id}; Apply to write it", variant="success")
+        self._load(ctx)
+
+    def apply(self, ctx):
+        ctx.prompt(URI + "apply_review", params=dict(key=ctx.panel.state.key),
+                   on_success=self.refresh)
+
+    def suggestions(self, ctx):
+        ctx.prompt(URI + "review_suggestions", params=dict(key=ctx.panel.state.key),
+                   on_success=self.refresh)
+
+    def close_cluster(self, ctx):
+        ctx.panel.state.cluster_label = None
+        self._load(ctx)
+
+    # -- layout ----------------------------------------------------------------------------------
+
+    def render(self, ctx):
+        panel = types.Object()
+        s = ctx.panel.state
+        if len(s.keys or []) > 1:
+            runs = types.DropdownView(label="Run")
+            for k in s.keys:
+                runs.add_choice(k, label=k)
+            panel.enum("key", runs.values(), default=s.key, view=runs, on_change=self.on_change_key)
+        if s.problem:
+            panel.md(s.problem, name="problem")
+        if s.edges:
+            panel.plot("histogram", layout=dict(
+                title=dict(text="Label scores: click or select bars to see those labels"),
+                xaxis=dict(title="image-label score"), yaxis=dict(title="labels"),
+                bargap=0.05, dragmode="select", height=260, margin=dict(t=40, b=40, l=50, r=10)),
+                on_click=self.on_histogram_click, on_selected=self.on_histogram_select)
+        if s.problem:
+            return types.Property(panel, view=types.GridView(orientation="vertical"))
+
+        panel.md(s.status, name="status")
+        actions = panel.h_stack("actions", gap=1)
+        actions.btn("apply", label="Apply review", icon="task_alt", variant="contained",
+                    on_click=self.apply)
+        actions.btn("undo", label="Undo last edit", icon="undo", on_click=self.undo)
+        actions.btn("suggestions", label="Accept or reject suggestions for the selection",
+                    icon="rule", on_click=self.suggestions)
+        actions.btn("refresh", label="Refresh", icon="refresh", on_click=self.refresh)
+
+        steps = types.TableView()
+        steps.add_column("step", label="Merge step")
+        steps.add_column("count", label="Labels / clusters")
+        panel.list("steps", types.Object(), view=steps, label="Vocabulary before and after")
+
+        panel.str("query", default=s.query or "", label="Find a cluster by label",
+                  on_change=self.on_search)
+        clusters = types.TableView(max_inline_actions=2)
+        for key, label in (("canonical", "Canonical label"), ("labels", "Labels"),
+                           ("occurrences", "On samples"), ("farthest", "Farthest member"),
+                           ("edited", "Edited")):
+            clusters.add_column(key, label=label)
+        clusters.add_row_action("open", self.open_cluster, label="Members", icon="list")
+        clusters.add_row_action("show", self.show_cluster, label="Show samples", icon="image")
+        clusters.add_row_action("rename", self.rename_cluster, label="Rename…", icon="edit")
+        panel.list("clusters", types.Object(), view=clusters,
+                   label=f"Clusters, the most doubtful first ({s.n_clusters}; page "
+                         f"{(s.page or 0) + 1} of {s.pages})")
+        pages = panel.h_stack("pages", gap=1)
+        if (s.page or 0) > 0:
+            pages.btn("previous", label="Previous", icon="chevron_left", on_click=self.previous_page)
+        if (s.page or 0) + 1 < (s.pages or 1):
+            pages.btn("next", label="Next", icon="chevron_right", on_click=self.next_page)
+
+        if s.cluster_name:
+            members = types.TableView(max_inline_actions=2)
+            for key, label in (("label", "Label"), ("frequency", "On samples"),
+                               ("distance", "Distance to canonical"), ("canonical", "Canonical"),
+                               ("clustered_with", "Clustered with")):
+                members.add_column(key, label=label)
+            members.add_row_action("take_out", self.take_out, label="Take out (reject merge)",
+                                   icon="call_split")
+            members.add_row_action("keep", self.keep, label="Keep (accept merge)", icon="check")
+            members.add_row_action("move", self.move, label="Move to another cluster…",
+                                   icon="drive_file_move")
+            members.add_row_action("split", self.split, label="Split out on its own",
+                                   icon="content_cut")
+            members.add_row_action("show_member", self.show_member, label="Show samples",
+                                   icon="image")
+            panel.list("members", types.Object(), view=members,
+                       label=f"Members of the cluster '{s.cluster_name}', the farthest first")
+            panel.btn("close_cluster", label="Close members", on_click=self.close_cluster)
+        return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))

@@ -1,0 +1,127 @@
+"""The VLSR review panel, driven through FiftyOne's operator machinery as the App drives it:
+each event runs a panel method, and the state, data and layout it sends back are checked."""
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import pytest
+
+from vlsr_core.fo.review import review_state
+
+from fake_clip import FakeEncoder, build
+
+URI = "@vlsr/vlsr/vlsr_panel"
+
+
+class Panel:
+    """One open panel: keeps its state between events, as the App does."""
+
+    def __init__(self, dataset):
+        self.dataset, self.state, self.data, self.requests = dataset, {}, {}, []
+
+    def event(self, method, **params):
+        r = foo.execute_operator(URI, dataset=self.dataset, params=dict(
+            __method__=method, panel_id="p1", panel_state=dict(self.state), **params))
+        self.requests = r.executor.to_json()["requests"]
+        for q in self.requests:
+            if q["operator_uri"] == "patch_panel_state":
+                self.state.update(q["params"]["state"])
+            elif q["operator_uri"] == "patch_panel_data":
+                self.data.update(q["params"]["data"])
+        return self
+
+    def sent(self, operator):
+        return [q["params"] for q in self.requests if q["operator_uri"] == operator]
+
+    @property
+    def layout(self):
+        return self.sent("show_panel_output")[-1]["output"]
+
+
+@pytest.fixture
+def ran(dataset, tmp_path):
+    from vlsr_core.fo.stages import run_vlsr
+
+    images = build(dataset, tmp_path / "images")
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), top_k=3, min_cluster_size=1)
+    return dataset
+
+
+def test_without_a_run_the_panel_says_what_to_do(dataset, tmp_path):
+    build(dataset, tmp_path / "images")
+    panel = Panel(dataset).event("on_load")
+    assert "No VLSR run on this dataset yet" in panel.state["problem"]
+    assert "VLSR 1: compute embeddings" in str(panel.layout)
+
+
+def test_the_panel_shows_scores_steps_and_clusters_the_most_doubtful_first(ran):
+    panel = Panel(ran).event("on_load")
+    n_scores = ran.count("gt.classifications.vlsr_similarity")
+    assert sum(panel.data["histogram"][0]["y"]) == n_scores == 14
+    assert [s["count"] for s in panel.data["steps"]] == [7, 4, 4, 4]
+    clusters = panel.data["clusters"]
+    assert [c["canonical"] for c in clusters[:2]] == ["helmet", "screwdriver"]  # farthest merges
+    assert clusters[0]["labels"] == 3 and clusters[0]["occurrences"] == 7
+    assert clusters[0]["farthest"] > clusters[1]["farthest"] > 0 == clusters[2]["farthest"]
+    assert panel.state["status"] == "**Review:** no edits yet"
+
+
+def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
+    panel = Panel(ran).event("on_load")
+    panel.event("open_cluster", row=0)
+    members = panel.data["members"]
+    assert [m["label"] for m in members] == ["helmit", "Helmets", "helmet"]  # farthest first
+    assert panel.state["cluster_name"] == "helmet"
+
+    panel.event("take_out", row=0)  # helmit
+    assert "Edit #1: take helmit out of helmet" in panel.sent("notify")[0]["message"]
+    assert [m["label"] for m in panel.data["members"]] == ["Helmets", "helmet"]
+    assert "not applied yet" in panel.state["status"]
+    edited = [c for c in panel.data["clusters"] if c["edited"]]
+    assert [c["canonical"] for c in edited] == ["helmit"]
+
+    panel.event("keep", row=0)  # Helmets stays with helmet even if clustered apart later
+    panel.event("split", row=1)  # helmet: on its own now; Helmets represents the rest
+    assert [m["label"] for m in panel.data["members"]] == ["helmet"]
+    assert review_state(ran, "vlsr").label_map.canonical["Helmets"] == "Helmets"
+    state = review_state(ran, "vlsr")
+    assert [e.action for e in state.in_force][:2] == ["reject", "accept"]
+
+    panel.event("undo")
+    panel.event("undo")
+    assert [e.action for e in review_state(ran, "vlsr").in_force] == ["reject"]
+
+    panel.event("apply")  # opens the apply form, which writes the fields
+    prompt = panel.sent("prompt_user_for_operation")[0]
+    assert prompt["operator_uri"] == "@vlsr/vlsr/apply_review" and prompt["params"]["key"] == "vlsr"
+
+
+def test_a_refused_edit_is_a_message_not_a_crash(ran):
+    panel = Panel(ran).event("on_load")
+    panel.event("open_cluster", row=2)  # drill, alone in its cluster
+    panel.event("take_out", row=0)
+    notify = panel.sent("notify")[0]
+    assert notify["variant"] == "error" and "canonical label of its cluster" in notify["message"]
+    assert review_state(ran, "vlsr").edits == []
+
+
+def test_clicking_a_histogram_bar_shows_the_labels_scoring_in_it(ran):
+    panel = Panel(ran).event("on_load")
+    edges = panel.state["edges"]
+    top = (edges[-2] + edges[-1]) / 2
+    panel.event("on_histogram_click", x=top)
+    view = fo.DatasetView._build(ran, panel.sent("set_view")[0]["view"])
+    scores = view.values("gt.classifications.vlsr_similarity", unwind=True)
+    assert scores and min(scores) >= edges[-2] - 1e-9
+    assert len(scores) == panel.data["histogram"][0]["y"][-1]
+
+    panel.event("on_histogram_select", data=[{"x": top}, {"x": (edges[0] + edges[1]) / 2}])
+    view = fo.DatasetView._build(ran, panel.sent("set_view")[0]["view"])
+    assert len(view.values("gt.classifications.vlsr_similarity", unwind=True)) == 14
+
+
+def test_finding_a_cluster_by_one_of_its_labels(ran):
+    panel = Panel(ran).event("on_load")
+    panel.event("on_search", value="SCREWDRIVERS")
+    assert [c["canonical"] for c in panel.data["clusters"]] == ["screwdriver"]
+    panel.event("on_search", value="")
+    assert len(panel.data["clusters"]) == 4

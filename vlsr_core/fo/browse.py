@@ -1,0 +1,119 @@
+"""What the VLSR panel shows, computed without the App: the score histogram, the counts of each
+merge step, and the cluster browser's rows (the most doubtful merges first)."""
+
+from dataclasses import dataclass
+
+import numpy as np
+from fiftyone import ViewField as F
+
+from .labels import label_path
+from .runs import label_attributes
+
+
+@dataclass
+class Histogram:
+    """Label scores in bins: ``counts[i]`` scores lie in ``[edges[i], edges[i + 1])``."""
+
+    counts: list
+    edges: list
+
+    def range_of(self, xs):
+        """The score range covered by the bins whose centres are ``xs`` (clicked or selected)."""
+        centres = (np.asarray(self.edges[:-1]) + np.asarray(self.edges[1:])) / 2
+        bins = [int(np.argmin(np.abs(centres - x))) for x in xs]
+        return self.edges[min(bins)], self.edges[max(bins) + 1]
+
+
+def score_histogram(samples, key, label_field, bins=40):
+    """A :class:`Histogram` of every label score of run ``key`` in ``samples`` (computed by
+    MongoDB, whatever the size), or None before scoring."""
+    field = f"{label_path(samples, label_field)}.{label_attributes(key)['similarity']}"
+    if not samples.has_field(field):
+        return None
+    bounds = samples.bounds(field)
+    if bounds[0] is None:
+        return None
+    lo, hi = bounds
+    hi = hi if hi > lo else lo + 1e-6
+    counts, edges, _ = samples.histogram_values(field, bins=bins, range=[lo, hi + 1e-9])
+    return Histogram([int(c) for c in counts], [float(e) for e in edges])
+
+
+def labels_scoring_between(samples, key, label_field, lo, hi):
+    """The view of the labels of run ``key`` whose score is in ``[lo, hi]``."""
+    score = F(label_attributes(key)["similarity"])
+    return samples.filter_labels(label_field, (score >= lo) & (score <= hi))
+
+
+def labels_named(samples, key, label_field, labels=None, canonical=None):
+    """The view of the labels that are one of ``labels``, or whose canonical label (as last
+    applied) is ``canonical``."""
+    if labels is not None:
+        return samples.filter_labels(label_field, F("label").is_in(list(labels)))
+    return samples.filter_labels(label_field, F(label_attributes(key)["canonical"]) == canonical)
+
+
+def merge_steps(state):
+    """``(step, number of labels or clusters)`` from the vocabulary to the reviewed label map."""
+    label_map = state.label_map
+    steps = label_map.steps or {}
+    rows = [("Labels", len(label_map.vocabulary))]
+    if steps.get("mode") == "recommended":
+        rows.append(("After lexical grouping", len(set(np.asarray(steps.get("lexical_groups", []))
+                                                       .tolist())) or None))
+    if steps.get("n_dbscan") is not None:
+        rows.append((f"After DBSCAN (eps {steps['eps']:.3f})", steps["n_dbscan"]))
+    rows.append(("Canonical labels after merging", len(state.clustered.representatives)))
+    rows.append((f"After the review ({len(state.in_force)} edits)", len(label_map.representatives)))
+    return [(step, n) for step, n in rows if n is not None]
+
+
+def cluster_rows(state, query=""):
+    """One row per cluster of the reviewed label map, the most doubtful first: the clusters
+    whose farthest member is farthest from the canonical label, then the largest.
+
+    ``query`` keeps the clusters with a member or name containing it (case-insensitive).
+    Rows: ``cluster``, ``canonical``, ``labels`` (members), ``occurrences`` (label
+    occurrences on samples), ``farthest`` (largest member distance), ``edited``.
+    """
+    label_map = state.label_map
+    names = label_map.names or label_map.representatives
+    clusters = np.asarray(label_map.clusters, dtype=np.int64)
+    n = len(names)
+    distance = np.asarray(label_map.distance_to_canonical, dtype=np.float64)
+    farthest = np.zeros(n)
+    np.maximum.at(farthest, clusters, distance)
+    sizes = np.bincount(clusters, minlength=n)
+    occurrences = np.bincount(clusters, weights=label_map.frequencies, minlength=n)
+    edited = np.zeros(n, dtype=bool)
+    index = {l: i for i, l in enumerate(label_map.vocabulary)}
+    for l in state.edited_labels:
+        edited[clusters[index[l]]] = True
+    keep = np.ones(n, dtype=bool)
+    if query:
+        q = query.casefold()
+        hit = np.array([q in l.casefold() for l in label_map.vocabulary], dtype=bool)
+        keep = np.bincount(clusters[hit], minlength=n) > 0
+        keep |= np.array([q in name.casefold() for name in names], dtype=bool)
+    order = np.lexsort((-occurrences, -farthest))
+    return [dict(cluster=int(c), canonical=names[c], labels=int(sizes[c]),
+                 occurrences=int(occurrences[c]), farthest=round(float(farthest[c]), 3),
+                 edited="yes" if edited[c] else "")
+            for c in order if keep[c]]
+
+
+def member_rows(state, cluster):
+    """The members of one cluster, the farthest from its canonical label first: ``label``,
+    ``frequency``, ``distance``, ``canonical`` (whether it is the canonical label),
+    ``clustered_with`` (its canonical label before the review)."""
+    label_map = state.label_map
+    members = np.flatnonzero(np.asarray(label_map.clusters) == cluster)
+    rep = label_map.representatives[cluster]
+    distance = np.asarray(label_map.distance_to_canonical)
+    order = members[np.argsort(-distance[members], kind="stable")]
+    clustered = state.clustered.canonical
+    return [dict(label=label_map.vocabulary[i], frequency=int(label_map.frequencies[i]),
+                 distance=round(float(distance[i]), 3),
+                 canonical="yes" if label_map.vocabulary[i] == rep else "",
+                 clustered_with=clustered.get(label_map.vocabulary[i], ""))
+            for i in order]
