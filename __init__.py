@@ -20,6 +20,7 @@ def register(p):
     from .operators.edit_label_map import EditLabelMap
     from .operators.embed_shard import EmbedShard
     from .operators.export_results import ExportResults
+    from .operators.map_embeddings import MapEmbeddings
     from .operators.review_suggestions import ReviewSuggestions
     from .operators.score_labels import ScoreLabels
     from .operators.undo_review_edit import UndoReviewEdit
@@ -27,6 +28,6 @@ def register(p):
 
     # in pipeline order, which the labels' numbers also give in the App's operator list
     for operator in (ComputeEmbeddings, EmbedShard, ScoreLabels, ClusterAndMerge, EditLabelMap,
-                     ReviewSuggestions, UndoReviewEdit, ApplyReview, ExportResults, DeleteRun,
-                     VLSRPanel):
+                     ReviewSuggestions, UndoReviewEdit, ApplyReview, ExportResults, MapEmbeddings,
+                     DeleteRun, VLSRPanel):
         p.register(operator)

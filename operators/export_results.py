@@ -47,6 +47,12 @@ class ExportResults(foo.Operator):
                                  overwrite=ctx.params.get("overwrite", False))
         if problem:
             prop.invalid, prop.error_message = True, problem
+        from vlsr_core.fo.review import ReviewError, export_note
+
+        try:
+            inputs.view("review_note", types.Notice(label=export_note(ctx.dataset, key)))
+        except ReviewError:
+            pass  # not clustered yet: the directory's check says so
         detections = ctx.dataset.get_field_schema(embedded_doc_type=fo.Detections)
         if detections:
             choices = types.Dropdown(label="Detections to export as COCO (optional)")
@@ -62,6 +68,7 @@ class ExportResults(foo.Operator):
     @delegable
     def execute(self, ctx):
         from vlsr_core.fo.export import export_run
+        from vlsr_core.fo.review import export_note
 
         key = ctx.params.get("key", DEFAULT_KEY)
         written = yield from run_with_progress(ctx, "Exporting", lambda progress: export_run(
@@ -69,5 +76,6 @@ class ExportResults(foo.Operator):
             detections_field=ctx.params.get("detections_field"),
             overwrite=ctx.params.get("overwrite", False),
         ))
+        note = export_note(ctx.dataset, key)
         return (yield from finish(ctx, f"Exported {len(written)} files to {ctx.params['directory']}",
-                                  "\n".join(f"- `{p}`" for p in written)))
+                                  "\n".join(f"- `{p}`" for p in written) + "\n\n" + note))

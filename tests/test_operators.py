@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 URI = "@vlsr/vlsr/"
 OPERATORS = ["compute_embeddings", "score_labels", "cluster_and_merge", "export_results", "delete_run",
              "embed_shard", "edit_label_map", "review_suggestions", "undo_review_edit", "apply_review",
-             "vlsr_panel"]
+             "map_embeddings", "vlsr_panel"]
 LABELS = [["helmet", "Helmets"], ["helmit"], ["screwdriver"], [], ["Lathe Information", "helmet"]]
 
 

@@ -17,6 +17,7 @@ from vlsr_core.fo.review import (
     ReviewError,
     add_edit,
     apply_review,
+    export_note,
     review_state,
     undo_edit,
 )
@@ -57,12 +58,15 @@ def test_an_edit_waits_for_apply_then_rewrites_the_outputs_and_never_the_inputs(
 
 def test_rename_reaches_final_labels_and_the_exported_label_map(ran, tmp_path):
     dataset, images, _, _ = ran
+    assert export_note(dataset, "vlsr") == "The label map as clustered (no review edits)."
     add_edit(dataset, "vlsr", "rename", "helmet", "safety helmet")
+    assert "Apply first to include them" in export_note(dataset, "vlsr")
     export_run(dataset, tmp_path / "before")  # not applied yet: the export shows the fields
     with open(tmp_path / "before" / "label_map.csv") as f:
         assert {r["label"]: r["canonical"] for r in csv.DictReader(f)}["Helmets"] == "helmet"
 
     apply_review(dataset, "vlsr")
+    assert export_note(dataset, "vlsr").startswith("The label map with the 1 review edit applied on ")
     final = by_name(dataset, "vlsr_label.label")
     assert final["h1.png"] == final["h3.png"] == final["s3.png"] == "safety helmet"
     assert by_name(dataset, "vlsr_label.confidence")["h1.png"] == pytest.approx(

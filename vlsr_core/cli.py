@@ -216,10 +216,13 @@ def _summary(dataset, key):
 
 def _export(a):
     from .fo.export import export_run
+    from .fo.review import export_note
 
-    for path in export_run(_load(a.dataset), a.out, a.key, detections_field=a.detections_field,
+    dataset = _load(a.dataset)
+    for path in export_run(dataset, a.out, a.key, detections_field=a.detections_field,
                            overwrite=a.overwrite):
         print(f"wrote {path}")
+    print(export_note(dataset, a.key))
 
 
 def _demo(a):

@@ -75,6 +75,18 @@ class ReviewState:
         return text
 
 
+def export_note(dataset, key=DEFAULT_KEY):
+    """One sentence on which review edits an export of run ``key`` contains."""
+    state = review_state(dataset, key)
+    shown = state.applied or []
+    text = ("The label map as clustered (no review edits)." if not shown else
+            f"The label map with the {_count(len(shown), 'review edit')} applied on "
+            f"{state.applied_time}.")
+    if state.pending:
+        text += " Edits made or undone since are not in it: Apply first to include them."
+    return text
+
+
 def _count(n, noun):
     return f"{n} {noun}" + ("" if n == 1 else "s")
 

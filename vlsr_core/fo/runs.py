@@ -55,6 +55,8 @@ class VLSRRunConfig(fors.RunConfig):
             part-way, and its fields mix old and new results until it is run again.
         collection: the saved view the run was made on, None for the whole dataset, "" for an
             unsaved view: what the vocabulary-wide stages (clustering, export) take by default.
+        created_brain_runs: the FiftyOne Brain runs made on the run's embeddings
+            (:mod:`vlsr_core.fo.brain`), deleted with it.
         review: the curator's review edits (:mod:`vlsr_core.fo.review`), as records.
         applied: ``{"edits": [ids], "time": ...}``: the review edits the fields show.
         model_fingerprint: what the model is (:func:`~vlsr_core.model.model_source.model_fingerprint`),
@@ -64,7 +66,7 @@ class VLSRRunConfig(fors.RunConfig):
 
     def __init__(self, label_field=None, created_fields=None, created_views=None,
                  model_fingerprint=None, stages=None, collection=None, review=None, applied=None,
-                 **kwargs):
+                 created_brain_runs=None, **kwargs):
         kwargs.setdefault("method", "vlsr")
         if "eps" in kwargs and "mode" not in kwargs:
             kwargs["mode"] = "paper"  # stored by a version before merge modes: the paper's steps
@@ -80,6 +82,7 @@ class VLSRRunConfig(fors.RunConfig):
         self.stages = stages or {}
         self.collection = collection
         self.review = review or []
+        self.created_brain_runs = created_brain_runs or []
         self.applied = applied
 
     def params(self, cls, **overrides):
@@ -106,6 +109,9 @@ class VLSRRun(fors.Run):
         for view in owned_views(key, self.config):
             if dataset.has_saved_view(view):
                 dataset.delete_saved_view(view)
+        for brain_key in getattr(self.config, "created_brain_runs", None) or []:
+            if dataset.has_brain_run(brain_key):
+                dataset.delete_brain_run(brain_key)
 
 
 class VLSRResults(fors.RunResults):

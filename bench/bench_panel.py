@@ -1,0 +1,334 @@
+"""Responsiveness of the VLSR review panel on a large run, against the App's own grid.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/bench_panel.py [n_samples n_labels]   # default 100000 20000
+
+The run is built without a model: ``n_labels`` distinct labels in groups of 1-8 around random
+64-d centres, a third of them spelling variants (``bench_merge_modes.make_labels``), 1-3 labels
+a sample (every label at least once, the rest by Zipf frequency), and a fake encoder whose image
+embeddings lie near the sample's first label. The images are hard links to 16 small PNGs, so
+that the App has real media. The three stages then run as usual (``min_cluster_size=1``).
+
+Then, in this process, the panel is driven through ``fiftyone.operators.execute_operator`` as
+the App drives it (events with params, state kept between events), and each event is timed,
+the median of ROUNDS: ``on_load`` cold (review-state cache cleared) and warm, ``open_cluster``,
+``next_page``, ``on_search``, ``take_out`` (an edit: the cache misses) and ``undo``, and
+``on_histogram_click`` with the count of the view it sets. Every event whose median exceeds
+PROFILE_ABOVE_S is run once more under cProfile. Last, the real App in headless Chromium:
+page load to the first grid tiles, the panel opened from the grid's "+" until its cluster table
+shows, and a cluster's "Members" until they show; the first round is the App server's first
+(cold), the median is of the ROUNDS after it. Ratios compare figures measured in this run.
+"""
+
+import cProfile
+import io
+import os
+import pstats
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("FIFTYONE_DATABASE_NAME", "vlsr-bench")
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+os.environ.setdefault("FIFTYONE_PLUGINS_DIR", str(ROOT))
+sys.path.insert(0, str(ROOT))
+
+import fiftyone as fo  # noqa: E402
+import fiftyone.operators as foo  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from bench_merge_modes import make_labels  # noqa: E402
+from vlsr_core.fo import review, stages  # noqa: E402
+from vlsr_core.model.encoder import ImageBatch  # noqa: E402
+
+URI = "@vlsr/vlsr/vlsr_panel"
+DIM = 64
+N_IMAGES = 16  # distinct image files; every sample's file is a hard link to one of them
+ROUNDS = 5
+PROFILE_ABOVE_S = 1.0
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 300_000
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+class FakeEncoder:
+    """CLIPEncoder's interface: label vectors by string, image vectors by the file's number."""
+
+    model_name, prompt, jpeg_draft, batch_size, dim = "fake-clip-64", None, False, 256, DIM
+
+    def __init__(self, label_vectors, image_vectors):
+        self.label_vectors, self.image_vectors = label_vectors, image_vectors
+
+    def embed_texts(self, texts, progress=None):
+        return np.stack([self.label_vectors[t] for t in texts]).astype(np.float32)
+
+    def iter_image_batches(self, paths):
+        rows = [int(Path(p).stem) for p in paths]
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start:start + self.batch_size]
+            yield ImageBatch(np.arange(start, start + len(batch)), self.image_vectors[batch], [])
+
+
+def sample_labels(n_samples, frequencies, rng):
+    """Label indices of each sample: 1-3 each, every label at least once, else by frequency."""
+    n_labels = len(frequencies)
+    counts = rng.integers(1, 4, n_samples)
+    if counts.sum() < n_labels:
+        raise SystemExit(f"{n_samples} samples cannot carry {n_labels} distinct labels")
+    drawn = rng.choice(n_labels, counts.sum(), p=frequencies / frequencies.sum())
+    drawn[rng.choice(len(drawn), n_labels, replace=False)] = rng.permutation(n_labels)
+    return np.split(drawn, np.cumsum(counts)[:-1])
+
+
+def build(image_dir, n_samples, n_labels, seed=0):
+    """The dataset (non-persistent) and the fake encoder that embeds it."""
+    rng = np.random.default_rng(seed)
+    labels, emb, frequencies = make_labels(n_labels, DIM, seed)
+    per_sample = sample_labels(n_samples, frequencies.astype(np.float64), rng)
+    noise = rng.standard_normal((n_samples, DIM)).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    images = emb[[s[0] for s in per_sample]] + 0.9 * noise
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+
+    for j in range(N_IMAGES):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(image_dir / f"src{j}.png")
+    samples = []
+    for i, s in enumerate(per_sample):
+        path = image_dir / f"{i:06d}.png"
+        os.link(image_dir / f"src{i % N_IMAGES}.png", path)
+        samples.append(fo.Sample(filepath=str(path), gt=fo.Classifications(
+            classifications=[fo.Classification(label=labels[j]) for j in s])))
+    ds = fo.Dataset(f"vlsr-bench-panel-{os.getpid()}")
+    ds.add_samples(samples, progress=False)
+    return ds, FakeEncoder(dict(zip(labels, emb)), images.astype(np.float32))
+
+
+def run_stages(ds, encoder):
+    for name, stage in (("compute_embeddings", lambda: stages.compute_embeddings(ds, "gt", encoder=encoder)),
+                        ("score_labels", lambda: stages.score_labels(ds)),
+                        ("cluster_and_merge", lambda: stages.cluster_and_merge(ds, min_cluster_size=1))):
+        t = time.perf_counter()
+        stage()
+        print(f"  {name}: {time.perf_counter() - t:.1f} s", flush=True)
+
+
+# -- the panel, driven as the App drives it ----------------------------------------------------
+
+class Panel:
+    """One open panel: keeps its state between events, as the App does (tests/test_panel.py)."""
+
+    def __init__(self, dataset):
+        self.dataset, self.state, self.data, self.requests = dataset, {}, {}, []
+
+    def event(self, method, **params):
+        r = foo.execute_operator(URI, dataset=self.dataset, params=dict(
+            __method__=method, panel_id="p1", panel_state=dict(self.state), **params))
+        self.requests = r.executor.to_json()["requests"]
+        for q in self.requests:
+            if q["operator_uri"] == "patch_panel_state":
+                self.state.update(q["params"]["state"])
+            elif q["operator_uri"] == "patch_panel_data":
+                self.data.update(q["params"]["data"])
+        return self
+
+    def sent(self, operator):
+        return [q["params"] for q in self.requests if q["operator_uri"] == operator]
+
+
+def timed(f):
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
+def median_of(f, rounds=ROUNDS):
+    return float(np.median([timed(f) for _ in range(rounds)]))
+
+
+def profile(what, f, top=14):
+    """Print the ``top`` functions of one call of ``f`` by cumulative time."""
+    prof = cProfile.Profile()
+    prof.runcall(f)
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(top)
+    lines = [l for l in out.getvalue().splitlines() if l.strip()]
+    start = next(i for i, l in enumerate(lines) if l.lstrip().startswith("ncalls"))
+    print(f"\n  cProfile of {what} (cumulative):")
+    for line in [lines[start - 1]] + lines[start:]:
+        print("   ", line.replace(str(ROOT) + "/", "").replace(sys.prefix + "/lib/python3.11/site-packages/", ""))
+
+
+def tallest_bar(panel):
+    """The x of the histogram bar holding the most labels (the click a user is likeliest to make)."""
+    bars = panel.data["histogram"][0]
+    return bars["x"][int(np.argmax(bars["y"]))]
+
+
+def doubtful_row(panel):
+    """The page row of the first cluster with more than one label (its farthest member can be
+    taken out)."""
+    return next(i for i, c in enumerate(panel.data["clusters"]) if c["labels"] > 1)
+
+
+def panel_timings(ds):
+    """{what: seconds}; events that take longer than PROFILE_ABOVE_S are profiled."""
+    figures = {}
+    panel = Panel(ds)
+    figures["on_load, first in the process"] = timed(lambda: panel.event("on_load"))
+
+    def cold_load():
+        review._CACHE.clear()
+        panel.event("on_load")
+
+    events = {"on_load, cold": cold_load, "on_load, warm": lambda: panel.event("on_load")}
+    row = doubtful_row(panel)
+    events["open_cluster"] = lambda: panel.event("open_cluster", row=row)
+    events["next_page"] = lambda: panel.event("next_page")
+    events["on_search"] = lambda: panel.event("on_search", value="ab")
+    for what, f in events.items():
+        figures[what] = median_of(f)
+    panel.event("on_search", value="")
+    panel.event("open_cluster", row=row)
+
+    edits = {"take_out": [], "undo": []}
+    for _ in range(ROUNDS):
+        edits["take_out"].append(timed(lambda: panel.event("take_out", row=0)))
+        edits["undo"].append(timed(lambda: panel.event("undo")))
+    figures.update({f"{what} (edit: cache misses)": float(np.median(ts)) for what, ts in edits.items()})
+    events["take_out (edit: cache misses)"] = lambda: panel.event("take_out", row=0)
+    events["undo (edit: cache misses)"] = lambda: panel.event("undo")
+
+    x = tallest_bar(panel)
+    events["on_histogram_click"] = lambda: panel.event("on_histogram_click", x=x)
+    figures["on_histogram_click"] = median_of(events["on_histogram_click"])
+    view = fo.DatasetView._build(ds, panel.sent("set_view")[0]["view"])
+    figures["  its view: count of samples"] = median_of(view.count)
+    figures["  its view: count of labels"] = median_of(lambda: view.count("gt.classifications"))
+    figures["  its view: first page of 20 samples"] = median_of(lambda: list(view.limit(20)))
+    print(f"  (the tallest bar: {view.count('gt.classifications')} labels on {view.count()} samples)")
+
+    for what, seconds in figures.items():
+        if seconds > PROFILE_ABOVE_S and what in events:
+            profile(what, events[what])
+    return figures
+
+
+# -- the App in headless Chromium --------------------------------------------------------------
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def app_round(browser, url):
+    """Seconds: page load to the first grid tile, "+" to the panel's cluster table, "Members"
+    to the member table; each round in a new browser context (no cached state)."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        t = time.perf_counter()
+        page.goto(url, wait_until="commit")
+        page.locator('[data-cy="looker"]').first.wait_for(state="visible")
+        grid = time.perf_counter() - t
+        for dismiss in ("Dismiss", "Disable"):
+            if page.get_by_text(dismiss, exact=True).count():
+                page.get_by_text(dismiss, exact=True).first.click()
+
+        t = time.perf_counter()
+        page.locator('[data-cy="new-panel-btn"]').first.click()
+        page.get_by_text("VLSR review", exact=True).first.click()
+        page.get_by_text("Clusters, the most doubtful first").first.wait_for()
+        panel = time.perf_counter() - t
+
+        table = page.locator("table", has_text="Canonical label").first
+        table.locator("tbody tr").first.wait_for()
+        row = table.locator("tbody tr").first
+        row.hover()  # the row's actions show while it is hovered
+        t = time.perf_counter()
+        row.locator("button").last.click()
+        page.get_by_role("menuitem", name="Members").first.click()
+        page.get_by_text("Members of the cluster").first.wait_for()
+        members = time.perf_counter() - t
+        return grid, panel, members
+    except Exception:
+        page.screenshot(path=str(ROOT / "artifacts" / "bench_panel_failure.png"))
+        raise
+    finally:
+        context.close()
+
+
+def app_timings(ds):
+    """[(grid, panel, members) seconds] of 1 + ROUNDS rounds against one App server."""
+    from playwright.sync_api import sync_playwright
+
+    session = fo.launch_app(ds, port=free_port(), remote=True, auto=False)
+    url = session.url.replace("0.0.0.0", "localhost") + f"datasets/{ds.name}"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            try:
+                rounds = []
+                for i in range(1 + ROUNDS):
+                    rounds.append(app_round(browser, url))
+                    print("  round {}: grid {:.2f} s, panel {:.2f} s, members {:.2f} s".format(
+                        i, *rounds[-1]), flush=True)
+                return rounds
+            finally:
+                browser.close()
+    finally:
+        session.close()
+
+
+# -- the report --------------------------------------------------------------------------------
+
+def report_app(rounds):
+    first, rest = rounds[0], np.median(np.asarray(rounds[1:]), axis=0)
+    print(f"\nApp in headless Chromium (first round: the App server's first; median of {ROUNDS} after it)")
+    print(f"{'':44s} {'first s':>8s} {'median s':>9s}")
+    for what, a, b in zip(("page load to the first grid tiles", "panel: '+' to its cluster table",
+                           "panel: 'Members' to the member table"), first, rest):
+        print(f"{what:44s} {a:8.2f} {b:9.2f}")
+    print(f"ratio panel open / grid open: {first[1] / first[0]:.2f} first, {rest[1] / rest[0]:.2f} median")
+    print(f"ratio members / grid open: {first[2] / first[0]:.2f} first, {rest[2] / rest[0]:.2f} median")
+
+
+def main(n_samples=100_000, n_labels=20_000):
+    print(f"{n_samples} samples, {n_labels} labels, {DIM}-d; {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="vlsr-bench-panel-") as tmp:
+        t = time.perf_counter()
+        ds, encoder = build(Path(tmp), n_samples, n_labels)
+        try:
+            print(f"  dataset built in {time.perf_counter() - t:.1f} s", flush=True)
+            run_stages(ds, encoder)
+            steps = review.cached_review_state(ds, "vlsr")
+            print(f"  {len(steps.label_map.representatives)} clusters of {len(steps.label_map.vocabulary)} "
+                  f"labels on {ds.count('gt.classifications')} label occurrences", flush=True)
+
+            print(f"\nPanel events in this process (execute_operator), median of {ROUNDS}, "
+                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
+            figures = panel_timings(ds)
+            print(f"\n{'event':44s} {'seconds':>8s}")
+            for what, seconds in figures.items():
+                print(f"{what:44s} {seconds:8.3f}")
+
+            print(f"\nThe App, load average {os.getloadavg()[0]:.1f}", flush=True)
+            report_app(app_timings(ds))
+            print(f"load average at the end {os.getloadavg()[0]:.1f}")
+        finally:
+            ds.delete()
+
+
+if __name__ == "__main__":
+    main(*map(int, sys.argv[1:3]))

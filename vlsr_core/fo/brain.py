@@ -1,0 +1,108 @@
+"""FiftyOne Brain runs on a VLSR run's image embeddings, so that FiftyOne's own Embeddings panel
+(a 2-D map to colour by ``{key}_label`` or a score) and similarity search work with them.
+
+Made with fiftyone-brain's public API from the ``{key}_embedding`` field: nothing is embedded
+again. Samples without an embedding (unreadable images) are left out. The runs are recorded in
+the VLSR run's config before they are made, and deleting the VLSR run deletes them.
+"""
+
+from dataclasses import dataclass
+
+from ..engine.defaults import DEFAULT_KEY
+from .runs import sample_fields
+
+METHODS = ("pca", "umap")  # umap needs the optional umap-learn package
+
+
+class BrainRunError(ValueError):
+    """The Brain runs cannot be made as asked; the message says why."""
+
+
+@dataclass
+class BrainReport:
+    """What :func:`map_embeddings` made."""
+
+    visualization_key: str
+    similarity_key: str | None
+    n_samples: int
+    n_left_out: int
+
+    def summary(self):
+        made = f"map {self.visualization_key!r}" + (
+            f" and similarity index {self.similarity_key!r}" if self.similarity_key else "")
+        return (f"made the {made} of {self.n_samples} image embeddings ({self.n_left_out} "
+                "samples without one left out): open the Embeddings panel to see them")
+
+
+def brain_keys(key):
+    """The Brain keys a VLSR run ``key`` uses: its 2-D map and its similarity index."""
+    return {"visualization": f"{key}_map", "similarity": f"{key}_similarity"}
+
+
+def available_methods():
+    """The map methods that can run here (UMAP only with umap-learn installed)."""
+    try:
+        import umap  # noqa: F401
+    except ImportError:
+        return ["pca"]
+    return list(METHODS)
+
+
+def map_embeddings(samples, key=DEFAULT_KEY, method="pca", similarity=True, progress=None):
+    """Make (or make again) the 2-D map, and the similarity index, of run ``key``'s embeddings.
+
+    Args:
+        samples: the dataset or view whose embedded samples to map.
+        key: the VLSR run key.
+        method: ``"pca"`` (always available) or ``"umap"`` (``pip install umap-learn``).
+        similarity: also build a similarity index (sort by similarity, in the App).
+        progress: optional callable taking the fraction done.
+
+    Returns:
+        a :class:`BrainReport`.
+    """
+    import fiftyone.brain as fob
+
+    dataset = samples._dataset
+    problem = map_problem(samples, key, method)
+    if problem:
+        raise BrainRunError(problem)
+    config = dataset.get_run_info(key).config
+    field = sample_fields(key)["embedding"]
+    embedded = samples.exists(field)
+    keys = brain_keys(key)
+    wanted = [keys["visualization"]] + ([keys["similarity"]] if similarity else [])
+    config.created_brain_runs = sorted(set(config.created_brain_runs or []) | set(wanted))
+    dataset.update_run_config(key, config)
+    advance = progress or (lambda fraction: None)
+    for n, brain_key in enumerate(wanted):
+        if dataset.has_brain_run(brain_key):  # ours (map_problem checked): made again
+            dataset.delete_brain_run(brain_key)
+        if brain_key == keys["visualization"]:
+            fob.compute_visualization(embedded, embeddings=field, method=method, num_dims=2,
+                                      brain_key=brain_key, progress=False)
+        else:
+            fob.compute_similarity(embedded, embeddings=field, brain_key=brain_key,
+                                   backend="sklearn", progress=False)
+        advance((n + 1) / len(wanted))
+    return BrainReport(keys["visualization"], keys["similarity"] if similarity else None,
+                       len(embedded), len(samples) - len(embedded))
+
+
+def map_problem(samples, key=DEFAULT_KEY, method="pca"):
+    """Why :func:`map_embeddings` cannot run as asked, or None (a form checks before Execute)."""
+    dataset = samples._dataset
+    if not dataset.has_run(key):
+        return f"No VLSR run {key!r} on this dataset: compute embeddings first"
+    if method not in available_methods():
+        return (f"Method {method!r} is not available here: " + (
+            "pip install umap-learn" if method == "umap" else f"one of {list(METHODS)}"))
+    field = sample_fields(key)["embedding"]
+    if not dataset.has_field(field) or not samples.count(field):
+        return f"No image embeddings of run {key!r} here: compute embeddings first"
+    owned = set(dataset.get_run_info(key).config.created_brain_runs or [])
+    for brain_key in brain_keys(key).values():
+        if dataset.has_brain_run(brain_key) and brain_key not in owned:
+            return (f"A Brain run {brain_key!r} exists and was not made by run {key!r}; "
+                    "delete it or use another run key")
+    return None
