@@ -251,7 +251,7 @@ def app_round(browser, url):
         page.get_by_text("Clusters, the most doubtful first").first.wait_for()
         panel = time.perf_counter() - t
 
-        table = page.locator("table", has_text="Canonical label").first
+        table = page.locator("table", has_text="Farthest member").first
         table.locator("tbody tr").first.wait_for()
         row = table.locator("tbody tr").first
         row.hover()  # the row's actions show while it is hovered
@@ -262,7 +262,9 @@ def app_round(browser, url):
         members = time.perf_counter() - t
         return grid, panel, members
     except Exception:
-        page.screenshot(path=str(ROOT / "artifacts" / "bench_panel_failure.png"))
+        shot = Path(tempfile.gettempdir()) / "bench_panel_failure.png"
+        page.screenshot(path=str(shot))
+        print(f"  failed; the page is in {shot}")
         raise
     finally:
         context.close()

@@ -1,6 +1,7 @@
 """Pieces every vlsr operator form and execution shares: target, fields, run keys, progress."""
 
 import functools
+import logging
 import queue
 import threading
 
@@ -9,6 +10,8 @@ import fiftyone.operators.types as types
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.fo.labels import label_fields
 from vlsr_core.fo.runs import incomplete_stages, list_vlsr_runs, output_problem
+
+logger = logging.getLogger(__name__)
 
 
 def block(inputs, name, message):
@@ -224,13 +227,14 @@ def run_with_progress(ctx, label, fn):
 def delegable(execute):
     """Wrap an operator's generator ``execute`` so that a delegated run goes to its end and
     returns its report, which the delegated operation then stores (a generator's report would
-    be dropped); in the App the generator streams progress as before."""
+    be dropped); in the App the generator streams progress as before, and a failure is shown
+    (:func:`reported`)."""
 
     @functools.wraps(execute)
     def wrapper(self, ctx):
         steps = execute(self, ctx)
         if not ctx.delegated:
-            return steps
+            return _reporting(ctx, self.config.label, steps)
         try:
             while True:
                 next(steps)  # nothing to stream: progress goes to ctx.set_progress
@@ -238,6 +242,48 @@ def delegable(execute):
             return done.value
 
     return wrapper
+
+
+def reported(execute):
+    """Wrap an operator's plain ``execute`` so that a failure reaches the curator as a message
+    in the App, and is raised on as the operation's error."""
+
+    @functools.wraps(execute)
+    def wrapper(self, ctx):
+        try:
+            return execute(self, ctx)
+        except Exception as e:
+            logger.exception("%s failed", self.config.label)
+            ctx.ops.notify(f"{self.config.label} failed: {_reason(e)}", variant="error")
+            raise
+
+    return wrapper
+
+
+def _reporting(ctx, label, steps):
+    """Stream ``steps``; a failure becomes an error message and a report in the App before it
+    is raised on (the App otherwise closes a generator's dialog without a word)."""
+    try:
+        return (yield from steps)
+    except Exception as e:
+        logger.exception("%s failed", label)
+        message = f"{label} failed: {_reason(e)}"
+        yield ctx.trigger("notify", dict(message=message, variant="error"))
+        outputs = types.Object()
+        outputs.str("error", label="Failed", view=types.MarkdownView(read_only=True))
+        yield ctx.trigger("show_output", dict(outputs=types.Property(outputs).to_json(),
+                                              results=dict(error=message)))
+        raise
+
+
+def _reason(error):
+    """An error as a curator reads it: our own errors by their message, others with their kind."""
+    from vlsr_core.fo.review import ReviewError
+    from vlsr_core.fo.stages import VLSRError
+
+    if isinstance(error, (VLSRError, ReviewError, ValueError)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 def run_name(ctx, action):

@@ -5,7 +5,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
-from .common import run_key_choice
+from .common import reported, run_key_choice
 
 
 class DeleteRun(foo.Operator):
@@ -14,7 +14,8 @@ class DeleteRun(foo.Operator):
         return foo.OperatorConfig(
             name="delete_run",
             label="VLSR: delete run",
-            description="Remove every field, label attribute and view of one VLSR run",
+            description="Start over: remove every field, label attribute, view and Brain run of one "
+                        "VLSR run",
             icon="delete",
             dynamic=True,
         )
@@ -36,6 +37,7 @@ class DeleteRun(foo.Operator):
                 prop.invalid, prop.error_message = True, "Tick the box to confirm the deletion"
         return types.Property(inputs, view=types.View(label="VLSR: delete run"))
 
+    @reported
     def execute(self, ctx):
         key = ctx.params.get("key", DEFAULT_KEY)
         ctx.dataset.delete_run(key)

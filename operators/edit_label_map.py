@@ -6,7 +6,7 @@ import numpy as np
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
-from .common import MAX_CHOICES, block, label_choice, review_state_input, run_key_choice
+from .common import MAX_CHOICES, label_choice, reported, review_state_input, run_key_choice
 
 ACTIONS = {
     "reject": "Reject a merge: take a label out of its cluster",
@@ -23,7 +23,7 @@ class EditLabelMap(foo.Operator):
         return foo.OperatorConfig(
             name="edit_label_map",
             label="VLSR 4: edit the label map",
-            description="Accept or reject a merge, move or split a label, rename a cluster; "
+            description="Step 4: accept or reject a merge, move or split a label, rename a cluster; "
                         "stored on the run, written by Apply",
             icon="edit",
             dynamic=True,
@@ -46,7 +46,7 @@ class EditLabelMap(foo.Operator):
         names = label_map.names or label_map.representatives
         if action == "rename":
             choices = [(n, n) for n in _by_size(label_map, names)]
-            label_choice(inputs, "label", choices, "Cluster",
+            label_prop = label_choice(inputs, "label", choices, "Cluster",
                                       "The canonical label of the cluster to rename")
             inputs.str("to", required=True, label="New name",
                                  description="Naming it like another cluster joins the two")
@@ -57,7 +57,7 @@ class EditLabelMap(foo.Operator):
                 order = [i for i in order if canonical[vocab[i]] != vocab[i]]
             choices = [(vocab[i], f"{vocab[i]} → {canonical[vocab[i]]} ({dist[i]:.3f})")
                        for i in order[:MAX_CHOICES]]
-            label_choice(inputs, "label", choices, "Label",
+            label_prop = label_choice(inputs, "label", choices, "Label",
                                       "Labels farthest from their canonical label come first")
             if action == "move":
                 label_choice(inputs, "to", [(n, n) for n in _by_size(label_map, names)],
@@ -70,13 +70,14 @@ class EditLabelMap(foo.Operator):
         try:
             edit = add_edit(ctx.dataset, key, action, label, to or None, dry_run=True, state=state)
         except ReviewError as e:
-            block(inputs, "edit_error", str(e))
+            label_prop.invalid, label_prop.error_message = True, str(e)
             return form
         inputs.view("preview", types.Notice(
             label=f"Edit #{edit.id}: {edit.describe().replace('`', '')}. Stored on the run; "
                   "Apply writes it to the fields."))
         return form
 
+    @reported
     def execute(self, ctx):
         from vlsr_core.fo.review import add_edit
 

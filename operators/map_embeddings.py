@@ -25,8 +25,8 @@ class MapEmbeddings(foo.Operator):
         return foo.OperatorConfig(
             name="map_embeddings",
             label="VLSR: map the embeddings (Embeddings panel, similarity search)",
-            description="A 2-D map and a similarity index of the run's image embeddings, for "
-                        "FiftyOne's Embeddings panel and sort by similarity; nothing is re-embedded",
+            description="See the run's image embeddings in FiftyOne's Embeddings panel and sort by "
+                        "similarity; nothing is embedded again",
             icon="scatter_plot",
             **execution_flags(),
         )

@@ -5,7 +5,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
-from .common import block, label_choice, review_state_input, run_key_choice
+from .common import block, label_choice, reported, review_state_input, run_key_choice
 
 TOP = "__top__"  # each sample's own best suggestion
 
@@ -16,7 +16,7 @@ class ReviewSuggestions(foo.Operator):
         return foo.OperatorConfig(
             name="review_suggestions",
             label="VLSR 4: accept or reject suggestions",
-            description="For the selected samples or labels: take a suggested label, or keep "
+            description="Step 4: for the selected samples or labels, take a suggested label or keep "
                         "theirs; stored on the run, written by Apply",
             icon="rule",
             dynamic=True,
@@ -69,6 +69,7 @@ class ReviewSuggestions(foo.Operator):
                   + ". Stored on the run; Apply writes it to the fields."))
         return form
 
+    @reported
     def execute(self, ctx):
         from vlsr_core.fo.review import add_edit
 

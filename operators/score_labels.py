@@ -26,7 +26,8 @@ class ScoreLabels(foo.Operator):
         return foo.OperatorConfig(
             name="score_labels",
             label="VLSR 2: score labels",
-            description="Score each label against its image, suggest better labels, save review views",
+            description="Step 2: score every label against its image and suggest better labels from the "
+                        "vocabulary",
             icon="rule",
             **execution_flags(),
         )

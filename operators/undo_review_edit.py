@@ -5,7 +5,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
-from .common import block, review_state_input, run_key_choice
+from .common import block, reported, review_state_input, run_key_choice
 
 
 class UndoReviewEdit(foo.Operator):
@@ -14,7 +14,7 @@ class UndoReviewEdit(foo.Operator):
         return foo.OperatorConfig(
             name="undo_review_edit",
             label="VLSR 4: undo a review edit",
-            description="Take back an edit of the label map or a decision on suggestions",
+            description="Step 4: take back an edit of the label map or a decision on suggestions",
             icon="undo",
             dynamic=True,
         )
@@ -38,6 +38,7 @@ class UndoReviewEdit(foo.Operator):
                     description="The latest edit comes first; undoing keeps it on record")
         return form
 
+    @reported
     def execute(self, ctx):
         from vlsr_core.fo.review import undo_edit
 

@@ -206,26 +206,26 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
         if action in ("accept", "reject"):
             to = current if to is None else to
             if to == label:
-                raise ReviewError(f"`{label}` is the canonical label of its cluster; rename the "
+                raise ReviewError(f"{label!r} is the canonical label of its cluster; rename the "
                                   "cluster or move another label instead")
             if to not in names:
-                raise ReviewError(f"`{to}` is not a canonical label of run {key!r}")
+                raise ReviewError(f"{to!r} is not a canonical label of run {key!r}")
         elif action == "move":
             target = _member(to, vocabulary, state.label_map)
             if canonical[target] == current:
-                raise ReviewError(f"`{label}` is already in the cluster of `{current}`")
+                raise ReviewError(f"{label!r} is already in the cluster of {current!r}")
             to = target
         elif action == "split" and list(canonical.values()).count(current) == 1:
-            raise ReviewError(f"`{label}` is already a cluster of its own")
+            raise ReviewError(f"{label!r} is already a cluster of its own")
         elif action == "rename":
             to = (to or "").strip()
             if not to:
                 raise ReviewError("Give the new name of the cluster")
             if to == current:
-                raise ReviewError(f"The cluster is already called `{to}`")
+                raise ReviewError(f"The cluster is already called {to!r}")
     elif action in SUGGESTION_ACTIONS:
         if label not in vocabulary:
-            raise ReviewError(f"`{label}` is not a label of run {key!r}'s vocabulary")
+            raise ReviewError(f"{label!r} is not a label of run {key!r}'s vocabulary")
         if not samples:
             raise ReviewError("Select the samples or labels the decision is about")
     try:
@@ -306,7 +306,7 @@ def _member(label, vocabulary, label_map):
     names = label_map.names or label_map.representatives
     if label in names:
         return label_map.representatives[names.index(label)]
-    raise ReviewError(f"`{label}` is neither a label nor a canonical label of this run")
+    raise ReviewError(f"{label!r} is neither a label nor a canonical label of this run")
 
 
 def _config(dataset, key):
