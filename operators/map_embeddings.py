@@ -70,7 +70,8 @@ class MapEmbeddings(foo.Operator):
         report = yield from run_with_progress(ctx, "Mapping", lambda progress: map_embeddings(
             chosen_target(ctx, run_target(ctx, key)), key, ctx.params.get("method", "pca"),
             ctx.params.get("similarity", True), progress=progress))
-        if not ctx.delegated:
+        if not ctx.delegated:  # the App learns of the new Brain runs, then shows them
+            yield ctx.trigger("reload_dataset")
             yield ctx.trigger("open_panel", dict(name="Embeddings", layout="horizontal",
                                                  is_active=True))
         return (yield from finish(ctx, f"Run {key!r}: {report.summary()}"))

@@ -34,7 +34,8 @@ class ReviewSuggestions(foo.Operator):
             block(inputs, "selection_error", "Select samples in the grid, or labels of field "
                   f"{ctx.dataset.get_run_info(key).config.label_field!r} in a sample, first")
             return form
-        what = f"{len(label_ids)} selected labels" if label_ids else f"{len(samples)} selected samples"
+        n = len(label_ids) or len(samples)
+        what = f"{n} selected {'label' if label_ids else 'sample'}{'' if n == 1 else 's'}"
         decision = types.RadioGroup(orientation="horizontal")
         decision.add_choice("accept_suggestion", label="Accept")
         decision.add_choice("reject_suggestion", label="Reject")

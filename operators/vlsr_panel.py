@@ -80,9 +80,12 @@ class VLSRPanel(foo.Panel):
         pages = max(1, -(-len(rows) // PAGE))
         page = min(ctx.panel.state.page or 0, pages - 1)
         ctx.panel.state.page, ctx.panel.state.pages, ctx.panel.state.n_clusters = page, pages, len(rows)
-        ctx.panel.data.clusters = rows[page * PAGE:(page + 1) * PAGE]
+        # the tables' rows live in the panel's state, which the App sends back with each event:
+        # a row action (which only says the row's index) then acts on the row the curator saw,
+        # even if the run changed since
+        ctx.panel.state.clusters = rows[page * PAGE:(page + 1) * PAGE]
         cluster = self._selected_cluster(ctx, state)
-        ctx.panel.data.members = member_rows(state, cluster) if cluster is not None else []
+        ctx.panel.state.members = member_rows(state, cluster) if cluster is not None else []
         names = state.label_map.names or state.label_map.representatives
         ctx.panel.state.cluster_name = names[cluster] if cluster is not None else None
 
@@ -130,41 +133,36 @@ class VLSRPanel(foo.Panel):
         ctx.ops.notify(f"Labels of run {key!r} scoring {lo:.3f} to {hi:.3f}")
 
     def _cluster_row(self, ctx):
-        from vlsr_core.fo.browse import cluster_rows
-
+        """The clicked cluster row: the run's review state, the cluster's id and name now."""
         state = self._state(ctx)
-        rows = cluster_rows(state, ctx.panel.state.query or "")
-        page = ctx.panel.state.page or 0
-        return state, rows[page * PAGE + ctx.params["row"]]
+        cluster = state.label_map.cluster[ctx.panel.state.clusters[ctx.params["row"]]["label"]]
+        return state, cluster, (state.label_map.names or state.label_map.representatives)[cluster]
 
     def open_cluster(self, ctx):
-        state, row = self._cluster_row(ctx)
-        ctx.panel.state.cluster_label = state.label_map.representatives[row["cluster"]]
+        state, cluster, _ = self._cluster_row(ctx)
+        ctx.panel.state.cluster_label = state.label_map.representatives[cluster]
         self._load(ctx)
 
     def show_cluster(self, ctx):
         from vlsr_core.fo.browse import labels_named
 
-        state, row = self._cluster_row(ctx)
-        members = [l for l, c in state.label_map.cluster.items() if c == row["cluster"]]
-        self._show_labels(ctx, labels_named, members, f"the cluster of `{row['canonical']}`")
+        state, cluster, name = self._cluster_row(ctx)
+        members = [l for l, c in state.label_map.cluster.items() if c == cluster]
+        self._show_labels(ctx, labels_named, members, f"the cluster of `{name}`")
 
     def rename_cluster(self, ctx):
-        state, row = self._cluster_row(ctx)
+        _, _, name = self._cluster_row(ctx)
         ctx.prompt(URI + "edit_label_map", params=dict(
-            key=ctx.panel.state.key, action="rename", label=row["canonical"]),
-            on_success=self.refresh)
+            key=ctx.panel.state.key, action="rename", label=name), on_success=self.refresh)
 
     def _member(self, ctx):
-        from vlsr_core.fo.browse import member_rows
-
-        state = self._state(ctx)
-        return member_rows(state, self._selected_cluster(ctx, state))[ctx.params["row"]]
+        """The label of the clicked member row, as the curator saw it."""
+        return ctx.panel.state.members[ctx.params["row"]]["label"]
 
     def _edit(self, ctx, action, **kwargs):
         from vlsr_core.fo.review import ReviewError, add_edit
 
-        label = self._member(ctx)["label"]
+        label = self._member(ctx)
         try:
             edit = add_edit(ctx.dataset, ctx.panel.state.key, action, label, **kwargs)
         except ReviewError as e:
@@ -185,13 +183,13 @@ class VLSRPanel(foo.Panel):
 
     def move(self, ctx):
         ctx.prompt(URI + "edit_label_map", params=dict(
-            key=ctx.panel.state.key, action="move", label=self._member(ctx)["label"]),
+            key=ctx.panel.state.key, action="move", label=self._member(ctx)),
             on_success=self.refresh)
 
     def show_member(self, ctx):
         from vlsr_core.fo.browse import labels_named
 
-        label = self._member(ctx)["label"]
+        label = self._member(ctx)
         self._show_labels(ctx, labels_named, [label], f"`{label}`")
 
     def _show_labels(self, ctx, labels_named, labels, what):
@@ -248,9 +246,9 @@ class VLSRPanel(foo.Panel):
         actions = panel.h_stack("actions", gap=1)
         actions.btn("apply", label="Apply review", icon="task_alt", variant="contained",
                     on_click=self.apply)
-        actions.btn("undo", label="Undo last edit", icon="undo", on_click=self.undo)
-        actions.btn("suggestions", label="Accept or reject suggestions for the selection",
-                    icon="rule", on_click=self.suggestions)
+        actions.btn("undo", label="Undo", icon="undo", on_click=self.undo)
+        actions.btn("suggestions", label="Suggestions for the selection", icon="rule",
+                    on_click=self.suggestions)
         actions.btn("refresh", label="Refresh", icon="refresh", on_click=self.refresh)
 
         steps = types.TableView()
@@ -261,8 +259,8 @@ class VLSRPanel(foo.Panel):
         panel.str("query", default=s.query or "", label="Find a cluster by label",
                   on_change=self.on_search)
         clusters = types.TableView(max_inline_actions=2)
-        for key, label in (("canonical", "Canonical label"), ("labels", "Labels"),
-                           ("occurrences", "On samples"), ("farthest", "Farthest member"),
+        for key, label in (("canonical", "Cluster"), ("labels", "Labels"),
+                           ("occurrences", "Samples"), ("farthest", "Farthest"),
                            ("edited", "Edited")):
             clusters.add_column(key, label=label)
         clusters.add_row_action("open", self.open_cluster, label="Members", icon="list")
@@ -279,9 +277,8 @@ class VLSRPanel(foo.Panel):
 
         if s.cluster_name:
             members = types.TableView(max_inline_actions=2)
-            for key, label in (("label", "Label"), ("frequency", "On samples"),
-                               ("distance", "Distance to canonical"), ("canonical", "Canonical"),
-                               ("clustered_with", "Clustered with")):
+            for key, label in (("shown", "Label"), ("frequency", "Samples"),
+                               ("distance", "Distance"), ("clustered_with", "Clustered with")):
                 members.add_column(key, label=label)
             members.add_row_action("take_out", self.take_out, label="Take out (reject merge)",
                                    icon="call_split")

@@ -58,7 +58,7 @@ def test_the_panel_shows_scores_steps_and_clusters_the_most_doubtful_first(ran):
     n_scores = ran.count("gt.classifications.vlsr_similarity")
     assert sum(panel.data["histogram"][0]["y"]) == n_scores == 14
     assert [s["count"] for s in panel.data["steps"]] == [7, 4, 4, 4]
-    clusters = panel.data["clusters"]
+    clusters = panel.state["clusters"]
     assert [c["canonical"] for c in clusters[:2]] == ["helmet", "screwdriver"]  # farthest merges
     assert clusters[0]["labels"] == 3 and clusters[0]["occurrences"] == 7
     assert clusters[0]["farthest"] > clusters[1]["farthest"] > 0 == clusters[2]["farthest"]
@@ -68,20 +68,20 @@ def test_the_panel_shows_scores_steps_and_clusters_the_most_doubtful_first(ran):
 def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
     panel = Panel(ran).event("on_load")
     panel.event("open_cluster", row=0)
-    members = panel.data["members"]
+    members = panel.state["members"]
     assert [m["label"] for m in members] == ["helmit", "Helmets", "helmet"]  # farthest first
     assert panel.state["cluster_name"] == "helmet"
 
     panel.event("take_out", row=0)  # helmit
     assert "Edit #1: take helmit out of helmet" in panel.sent("notify")[0]["message"]
-    assert [m["label"] for m in panel.data["members"]] == ["Helmets", "helmet"]
+    assert [m["label"] for m in panel.state["members"]] == ["Helmets", "helmet"]
     assert "not applied yet" in panel.state["status"]
-    edited = [c for c in panel.data["clusters"] if c["edited"]]
+    edited = [c for c in panel.state["clusters"] if c["edited"]]
     assert [c["canonical"] for c in edited] == ["helmit"]
 
     panel.event("keep", row=0)  # Helmets stays with helmet even if clustered apart later
     panel.event("split", row=1)  # helmet: on its own now; Helmets represents the rest
-    assert [m["label"] for m in panel.data["members"]] == ["helmet"]
+    assert [m["label"] for m in panel.state["members"]] == ["helmet"]
     assert review_state(ran, "vlsr").label_map.canonical["Helmets"] == "Helmets"
     state = review_state(ran, "vlsr")
     assert [e.action for e in state.in_force][:2] == ["reject", "accept"]
@@ -122,6 +122,18 @@ def test_clicking_a_histogram_bar_shows_the_labels_scoring_in_it(ran):
 def test_finding_a_cluster_by_one_of_its_labels(ran):
     panel = Panel(ran).event("on_load")
     panel.event("on_search", value="SCREWDRIVERS")
-    assert [c["canonical"] for c in panel.data["clusters"]] == ["screwdriver"]
+    assert [c["canonical"] for c in panel.state["clusters"]] == ["screwdriver"]
     panel.event("on_search", value="")
-    assert len(panel.data["clusters"]) == 4
+    assert len(panel.state["clusters"]) == 4
+
+
+def test_a_row_action_acts_on_the_label_the_curator_saw_even_if_the_run_changed(ran):
+    from vlsr_core.fo.review import add_edit
+
+    panel = Panel(ran).event("on_load")
+    panel.event("open_cluster", row=0)
+    assert [m["label"] for m in panel.state["members"]] == ["helmit", "Helmets", "helmet"]
+    add_edit(ran, "vlsr", "split", "helmit")  # elsewhere: the rows shift under the curator
+    panel.event("take_out", row=1)  # the row that showed Helmets
+    edit = review_state(ran, "vlsr").in_force[-1]
+    assert (edit.action, edit.label, edit.to) == ("reject", "Helmets", "helmet")

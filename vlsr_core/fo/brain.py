@@ -30,8 +30,10 @@ class BrainReport:
     def summary(self):
         made = f"map {self.visualization_key!r}" + (
             f" and similarity index {self.similarity_key!r}" if self.similarity_key else "")
-        return (f"made the {made} of {self.n_samples} image embeddings ({self.n_left_out} "
-                "samples without one left out): open the Embeddings panel to see them")
+        left = (f" ({self.n_left_out} samples without an embedding left out)"
+                if self.n_left_out else "")
+        return (f"made the {made} of {self.n_samples} image embeddings{left}: open the "
+                "Embeddings panel to see them")
 
 
 def brain_keys(key):

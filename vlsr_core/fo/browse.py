@@ -73,8 +73,9 @@ def cluster_rows(state, query=""):
     whose farthest member is farthest from the canonical label, then the largest.
 
     ``query`` keeps the clusters with a member or name containing it (case-insensitive).
-    Rows: ``cluster``, ``canonical``, ``labels`` (members), ``occurrences`` (label
-    occurrences on samples), ``farthest`` (largest member distance), ``edited``.
+    Rows: ``cluster``, ``label`` (its representative label, which names it across edits),
+    ``canonical``, ``labels`` (members), ``occurrences`` (label occurrences on samples),
+    ``farthest`` (largest member distance), ``edited``.
     """
     label_map = state.label_map
     names = label_map.names or label_map.representatives
@@ -96,7 +97,8 @@ def cluster_rows(state, query=""):
         keep = np.bincount(clusters[hit], minlength=n) > 0
         keep |= np.array([q in name.casefold() for name in names], dtype=bool)
     order = np.lexsort((-occurrences, -farthest))
-    return [dict(cluster=int(c), canonical=names[c], labels=int(sizes[c]),
+    return [dict(cluster=int(c), label=label_map.representatives[c], canonical=names[c],
+                 labels=int(sizes[c]),
                  occurrences=int(occurrences[c]), farthest=round(float(farthest[c]), 3),
                  edited="yes" if edited[c] else "")
             for c in order if keep[c]]
@@ -104,7 +106,7 @@ def cluster_rows(state, query=""):
 
 def member_rows(state, cluster):
     """The members of one cluster, the farthest from its canonical label first: ``label``,
-    ``frequency``, ``distance``, ``canonical`` (whether it is the canonical label),
+    ``shown`` (the label, marked if it is the canonical one), ``frequency``, ``distance``,
     ``clustered_with`` (its canonical label before the review)."""
     label_map = state.label_map
     members = np.flatnonzero(np.asarray(label_map.clusters) == cluster)
@@ -112,8 +114,9 @@ def member_rows(state, cluster):
     distance = np.asarray(label_map.distance_to_canonical)
     order = members[np.argsort(-distance[members], kind="stable")]
     clustered = state.clustered.canonical
-    return [dict(label=label_map.vocabulary[i], frequency=int(label_map.frequencies[i]),
-                 distance=round(float(distance[i]), 3),
-                 canonical="yes" if label_map.vocabulary[i] == rep else "",
-                 clustered_with=clustered.get(label_map.vocabulary[i], ""))
+    vocabulary = label_map.vocabulary
+    return [dict(label=vocabulary[i],
+                 shown=vocabulary[i] + (" (canonical)" if vocabulary[i] == rep else ""),
+                 frequency=int(label_map.frequencies[i]), distance=round(float(distance[i]), 3),
+                 clustered_with=clustered.get(vocabulary[i], ""))
             for i in order]

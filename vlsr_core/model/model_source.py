@@ -75,8 +75,8 @@ def load_advice(model, error):
     return (
         f"Could not load the CLIP weights {model!r}: {error}\n"
         "If this machine cannot reach the Hugging Face Hub, download the model on one that can "
-        f"(`hf download {model} --local-dir clip-model`), copy the folder here and pass its "
-        "path instead (--model ./clip-model), or set HF_HOME to a cache that holds it."
+        f"(`hf download {model} --local-dir clip-model`), copy the folder here and give its "
+        "path as the model (e.g. ./clip-model), or set HF_HOME to a cache that holds it."
     )
 
 
