@@ -154,9 +154,15 @@ def review_in_the_panel(page, dataset, session):
         dataset.reload()  # the App's server writes the run
         return [(e.action, e.label, e.to) for e in review_state(dataset, "vlsr").in_force]
 
-    def edited(n, what):  # the edit is stored, and the panel shows it (its message came back)
+    def refreshed(n):  # the panel shows the run with n edits (before the next click on its rows)
+        page.get_by_text(f"After the review ({n} edit{'' if n == 1 else 's'})",
+                         exact=True).first.wait_for(
+            timeout=30_000)
+
+    def edited(n, what):  # the edit is stored, and the panel shows it
         _until(lambda: len(edits()) == n, what, timeout=30, page=page)
         page.get_by_text(f"Edit #{n}: {what}").first.wait_for(timeout=30_000)
+        refreshed(n)
 
     row_action(page, 2, "drill", "Take out (reject merge)")
     edited(1, "take drill out of helmet")
@@ -177,6 +183,7 @@ def review_in_the_panel(page, dataset, session):
     shot(page, "19-move-form")
     execute(page)
     _until(lambda: len(edits()) == 4, "move", timeout=30, page=page)
+    refreshed(4)
 
     row_action(page, 1, "helmet", "Rename…")
     page.get_by_text("New name", exact=True).first.wait_for(timeout=30_000)
@@ -185,6 +192,7 @@ def review_in_the_panel(page, dataset, session):
     shot(page, "20-rename-form")
     execute(page)
     _until(lambda: len(edits()) == 5, "rename", timeout=30, page=page)
+    refreshed(5)
 
     # an edit taken back
     row_action(page, 2, "helmit", "Split out on its own")
@@ -259,7 +267,8 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     shot(page, "02-embed-form-model-unavailable")
     fill(page, "openai/clip-vit-large-patch14", clip)
     fill(page, "32", 2)
-    assert page.get_by_text("the Hugging Face Hub cannot be reached").count() == 0
+    _until(lambda: page.get_by_text("the Hugging Face Hub cannot be reached").count() == 0,
+           "the form to take the local model", timeout=30, page=page)
     # a device this machine lacks is refused before Execute, with the reason
     device = page.locator('input[value="auto"]').first.element_handle()
     device.fill("cuda")
@@ -382,7 +391,7 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     if page.get_by_text("Done", exact=True).count():
         page.get_by_text("Done", exact=True).first.click()
     page.get_by_text("vlsr_map", exact=True).first.click()  # in the Embeddings panel opened
-    page.get_by_text("5 points", exact=True).first.wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"\b5 points$")).first.wait_for(timeout=30_000)  # the 5 images
     shot(page, "11c-embeddings-panel-map")
 
     page.keyboard.press("Escape")

@@ -64,7 +64,8 @@ def merge_steps(state):
     if steps.get("n_dbscan") is not None:
         rows.append((f"After DBSCAN (eps {steps['eps']:.3f})", steps["n_dbscan"]))
     rows.append(("Canonical labels after merging", len(state.clustered.representatives)))
-    rows.append((f"After the review ({len(state.in_force)} edits)", len(label_map.representatives)))
+    n = len(state.in_force)
+    rows.append((f"After the review ({n} edit{'' if n == 1 else 's'})", len(label_map.representatives)))
     return [(step, n) for step, n in rows if n is not None]
 
 
