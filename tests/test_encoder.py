@@ -572,7 +572,7 @@ def test_hub_id_offline_fails_fast_with_advice(monkeypatch):
     assert elapsed < 30
     message = str(info.value)
     assert "vlsr-test/no-such-model" in message
-    assert "--model" in message and "local" in message
+    assert "give its path as the model" in message and "local" in message
     assert "HF_HUB_OFFLINE" in message
     assert connections == []  # the offline flag is honoured without probing the network
 
