@@ -33,7 +33,7 @@ class VLSRPanel(foo.Panel):
         if ctx.panel.state.key not in keys:
             ctx.panel.state.key = DEFAULT_KEY if DEFAULT_KEY in keys else (keys[0] if keys else None)
             ctx.panel.state.page, ctx.panel.state.cluster_label = 0, None
-        self._load(ctx)
+        self._load(ctx, scores=True)
 
     def on_change_dataset(self, ctx):
         ctx.panel.state.key = None
@@ -59,12 +59,14 @@ class VLSRPanel(foo.Panel):
         ctx.panel.state.problem = None
         return state
 
-    def _load(self, ctx):
+    def _load(self, ctx, scores=False):
+        """Compute what the panel shows; the score histogram (an aggregation over every label,
+        which the App keeps between events) only with ``scores``: on load, refresh, another run."""
         from vlsr_core.fo.browse import cluster_rows, member_rows, merge_steps, score_histogram
 
         state = self._state(ctx)
         key = ctx.panel.state.key
-        if key is not None:
+        if key is not None and scores:
             config = ctx.dataset.get_run_info(key).config
             hist = score_histogram(ctx.dataset, key, config.label_field)
             ctx.panel.state.edges = hist.edges if hist else None
@@ -98,7 +100,7 @@ class VLSRPanel(foo.Panel):
     def on_change_key(self, ctx):
         ctx.panel.state.key = ctx.params["value"]
         ctx.panel.state.page, ctx.panel.state.cluster_label = 0, None
-        self._load(ctx)
+        self._load(ctx, scores=True)
 
     def on_search(self, ctx):
         ctx.panel.state.query = ctx.params.get("value") or ""
