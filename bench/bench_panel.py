@@ -14,11 +14,14 @@ Then, in this process, the panel is driven through ``fiftyone.operators.execute_
 the App drives it (events with params, state kept between events), and each event is timed,
 the median of ROUNDS: ``on_load`` cold (review-state cache cleared) and warm, ``open_cluster``,
 ``next_page``, ``on_search``, ``take_out`` (an edit: the cache misses) and ``undo``, and
-``on_histogram_click`` with the count of the view it sets. Every event whose median exceeds
-PROFILE_ABOVE_S is run once more under cProfile. Last, the real App in headless Chromium:
-page load to the first grid tiles, the panel opened from the grid's "+" until its cluster table
-shows, and a cluster's "Members" until they show; the first round is the App server's first
-(cold), the median is of the ROUNDS after it. Ratios compare figures measured in this run.
+``on_histogram_click`` with the count of the view it sets; then the parts they are made of,
+called directly. Every event whose median exceeds PROFILE_ABOVE_S is run once more under
+cProfile. Last, the real App in headless Chromium, each round in a new browser context: page
+load to the first grid tile and its image; then, once the grid is quiet, the panel opened from
+the grid's "+" until its cluster table shows and until every request it caused is answered;
+then a cluster's "Members" until they show. The first round is the App server's first (cold),
+the median is of the ROUNDS after it. Ratios compare figures measured in this run. About 25
+minutes on 2 cores, 13 of them building the run.
 """
 
 import cProfile
@@ -157,7 +160,7 @@ def median_of(f, rounds=ROUNDS):
     return float(np.median([timed(f) for _ in range(rounds)]))
 
 
-def profile(what, f, top=20):
+def profile(what, f, top=12):
     """Print the ``top`` panel, engine and FiftyOne-collection functions of one call of ``f`` by
     cumulative time. FiftyOne runs an operator in a thread pool, out of cProfile's sight: while
     this lasts, it runs in the calling thread, under the profiler."""
@@ -178,9 +181,10 @@ def profile(what, f, top=20):
     start = next(i for i, l in enumerate(lines) if l.lstrip().startswith("ncalls"))
     print(f"\n  cProfile of {what}, {stats.total_tt:.2f} s: the panel's, the engine's and FiftyOne "
           "collections' functions by cumulative time")
+    site_packages = str(Path(fo.__file__).parents[1]) + "/"
     for line in lines[start:]:
         if line.strip():
-            print("   ", line.replace(str(ROOT) + "/", "").replace(sys.prefix + "/lib/python3.11/site-packages/", ""))
+            print("   ", line.replace(site_packages, "").replace(str(ROOT) + "/", ""))
 
 
 def tallest_bar(panel):
@@ -250,7 +254,7 @@ def panel_timings(ds, key="vlsr"):
     figures["  its view: first 20 samples"] = median_of(lambda: list(view.limit(20)))
 
     state = review.cached_review_state(ds, key)
-    figures["parts: score_histogram (on every event)"] = median_of(
+    figures["parts: score_histogram (two aggregations)"] = median_of(
         lambda: browse.score_histogram(ds, key, "gt"))
     figures["parts: review_state (on a cache miss)"] = median_of(lambda: review.review_state(ds, key))
     figures["parts: cluster_rows of every cluster"] = median_of(lambda: browse.cluster_rows(state))
