@@ -277,11 +277,9 @@ def _reporting(ctx, label, steps):
 
 
 def _reason(error):
-    """An error as a curator reads it: our own errors by their message, others with their kind."""
-    from vlsr_core.fo.review import ReviewError
-    from vlsr_core.fo.stages import VLSRError
-
-    if isinstance(error, (VLSRError, ReviewError, ValueError)):
+    """An error as a curator reads it: our own errors (all ValueErrors) by their message, others
+    with their kind."""
+    if isinstance(error, ValueError):
         return str(error)
     return f"{type(error).__name__}: {error}"
 
@@ -310,10 +308,10 @@ def finish(ctx, message, markdown=None):
 def review_state_input(ctx, inputs, key):
     """Show where the review of run ``key`` stands; returns its
     :class:`~vlsr_core.fo.review.ReviewState`, or None (and an error) before the first clustering."""
-    from vlsr_core.fo.review import ReviewError, review_state
+    from vlsr_core.fo.review import ReviewError, cached_review_state
 
-    try:
-        state = review_state(ctx.dataset, key)
+    try:  # cached: a dynamic form is resolved again on every change
+        state = cached_review_state(ctx.dataset, key)
     except ReviewError as e:
         block(inputs, "review_error", str(e))
         return None

@@ -44,14 +44,15 @@ class ExportResults(foo.Operator):
                           description="A folder on the machine running FiftyOne")
         inputs.bool("overwrite", default=False, label="Overwrite",
                     description="Replace the files of an earlier export")
+        results = ctx.dataset.load_run_results(key, cache=False)  # once, for both checks
         problem = export_problem(view, ctx.params.get("directory"), key,
-                                 overwrite=ctx.params.get("overwrite", False))
+                                 overwrite=ctx.params.get("overwrite", False), results=results)
         if problem:
             prop.invalid, prop.error_message = True, problem
         from vlsr_core.fo.review import ReviewError, export_note
 
         try:
-            inputs.view("review_note", types.Notice(label=export_note(ctx.dataset, key)))
+            inputs.view("review_note", types.Notice(label=export_note(ctx.dataset, key, results)))
         except ReviewError:
             pass  # not clustered yet: the directory's check says so
         detections = ctx.dataset.get_field_schema(embedded_doc_type=fo.Detections)

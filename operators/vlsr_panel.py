@@ -166,7 +166,8 @@ class VLSRPanel(foo.Panel):
 
         label = self._member(ctx)
         try:
-            edit = add_edit(ctx.dataset, ctx.panel.state.key, action, label, **kwargs)
+            edit = add_edit(ctx.dataset, ctx.panel.state.key, action, label,
+                            state=self._state(ctx), **kwargs)
         except ReviewError as e:
             ctx.ops.notify(str(e), variant="error")
             return

@@ -140,7 +140,7 @@ def review_label_map(label_map, embeddings, edits):
     if not any(o.status == "applied" for o in outcomes):
         return replace(label_map, names=list(names)), outcomes
     cluster, rep, final_names = _settle(vocabulary, embeddings, label_map.frequencies, cluster, rep,
-                                        renamed, names)
+                                        renamed)
     emb = np.asarray(embeddings, dtype=np.float32)
     distance = 1.0 - exact_dots(emb, emb, np.arange(len(vocabulary)), rep[cluster])
     return replace(label_map, clusters=cluster, representatives=[vocabulary[r] for r in rep],
@@ -186,13 +186,14 @@ def _new_cluster(i, cluster, rep):
     rep[c] = i
 
 
-def _settle(vocabulary, embeddings, frequencies, cluster, rep, renamed, names):
+def _settle(vocabulary, embeddings, frequencies, cluster, rep, renamed):
     """After the edits: representatives for clusters that lost theirs, renames, clusters of one
     name joined, ids made 0..k-1 (unedited clusters keep their ids)."""
     emb = np.asarray(embeddings, dtype=np.float32)
     freq = np.asarray(frequencies)
-    ids = np.unique(cluster)
-    members = {int(c): np.flatnonzero(cluster == c) for c in ids}
+    ids, sizes = np.unique(cluster, return_counts=True)
+    order = np.argsort(cluster, kind="stable")  # one sort, not a scan of the labels per cluster
+    members = dict(zip(ids.tolist(), np.split(order, np.cumsum(sizes)[:-1])))
     for c, m in members.items():
         if cluster[rep[c]] != c:
             centroid = emb[m].sum(axis=0, dtype=np.float64)

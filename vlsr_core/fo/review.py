@@ -10,7 +10,7 @@ force at the last Apply or clustering.
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from ..engine.defaults import DEFAULT_KEY
@@ -75,9 +75,10 @@ class ReviewState:
         return text
 
 
-def export_note(dataset, key=DEFAULT_KEY):
-    """One sentence on which review edits an export of run ``key`` contains."""
-    state = review_state(dataset, key)
+def export_note(dataset, key=DEFAULT_KEY, results=None):
+    """One sentence on which review edits an export of run ``key`` contains (``results``: the
+    run's, if already loaded)."""
+    state = review_state(dataset, key, results)
     shown = state.applied or []
     text = ("The label map as clustered (no review edits)." if not shown else
             f"The label map with the {_count(len(shown), 'review edit')} applied on "
@@ -147,8 +148,7 @@ def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False):
     use = edits
     if applied_only:
         shown = set(applied.get("edits", []))
-        use = [e for e in edits if e.id in shown]
-        use = [Edit(**{**e.as_record(), "undone": None}) for e in use]
+        use = [replace(e, undone=None) for e in edits if e.id in shown]
     reviewed, outcomes = review_label_map(label_map, emb, use)
     before, after = label_map.canonical, reviewed.canonical
     edited = {l for l in before if before[l] != after[l]}
