@@ -9,7 +9,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.fo.labels import label_fields
-from vlsr_core.fo.runs import incomplete_stages, list_vlsr_runs, output_problem
+from vlsr_core.fo.runs import incomplete_stages, list_vlsr_runs, output_problem, run_collection
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +69,7 @@ def narrowing_warning(ctx, inputs, key, view, consequence):
         return
     if config.collection == "":
         return  # made on an unsaved view: nothing to compare with
-    collection = ctx.dataset
-    if config.collection and ctx.dataset.has_saved_view(config.collection):
-        collection = ctx.dataset.load_saved_view(config.collection)
+    collection = run_collection(ctx.dataset, key)
     n_run, n_view = len(collection), len(view)
     if n_view < n_run:
         where = f"saved view {config.collection!r}" if collection is not ctx.dataset else "dataset"

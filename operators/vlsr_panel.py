@@ -9,6 +9,7 @@ from vlsr_core.engine.defaults import DEFAULT_KEY
 
 URI = "@vlsr/vlsr/"
 PAGE = 20  # clusters per page
+MEMBERS = 100  # members of the open cluster shown
 
 
 class VLSRPanel(foo.Panel):
@@ -60,15 +61,14 @@ class VLSRPanel(foo.Panel):
         return state
 
     def _load(self, ctx, scores=False):
-        """Compute what the panel shows; the score histogram (an aggregation over every label,
-        which the App keeps between events) only with ``scores``: on load, refresh, another run."""
+        """Compute what the panel shows; the score histogram (which the App keeps between events)
+        only with ``scores``: on load, refresh, another run."""
         from vlsr_core.fo.browse import cluster_rows, member_rows, merge_steps, score_histogram
 
         state = self._state(ctx)
         key = ctx.panel.state.key
         if key is not None and scores:
-            config = ctx.dataset.get_run_info(key).config
-            hist = score_histogram(ctx.dataset, key, config.label_field)
+            hist = score_histogram(ctx.dataset, key)
             ctx.panel.state.edges = hist.edges if hist else None
             ctx.panel.data.histogram = [dict(
                 type="bar", x=[(a + b) / 2 for a, b in zip(hist.edges, hist.edges[1:])],
@@ -87,7 +87,10 @@ class VLSRPanel(foo.Panel):
         # even if the run changed since
         ctx.panel.state.clusters = rows[page * PAGE:(page + 1) * PAGE]
         cluster = self._selected_cluster(ctx, state)
-        ctx.panel.state.members = member_rows(state, cluster) if cluster is not None else []
+        members = member_rows(state, cluster, ctx.panel.state.query or "") if cluster is not None else []
+        # the App sends the state back with every event: a cluster of thousands of labels (paper
+        # mode) shows its MEMBERS farthest, or those matching the search first
+        ctx.panel.state.members, ctx.panel.state.n_members = members[:MEMBERS], len(members)
         names = state.label_map.names or state.label_map.representatives
         ctx.panel.state.cluster_name = names[cluster] if cluster is not None else None
 
@@ -103,7 +106,10 @@ class VLSRPanel(foo.Panel):
         self._load(ctx, scores=True)
 
     def on_search(self, ctx):
-        ctx.panel.state.query = ctx.params.get("value") or ""
+        query = ctx.params.get("value") or ""
+        if query == (ctx.panel.state.query or ""):
+            return  # the App also sends the search box's value when the panel opens
+        ctx.panel.state.query = query
         ctx.panel.state.page = 0
         self._load(ctx)
 
@@ -292,7 +298,9 @@ class VLSRPanel(foo.Panel):
                                    icon="content_cut")
             members.add_row_action("show_member", self.show_member, label="Show samples",
                                    icon="image")
+            shown = ("the farthest first" if s.n_members <= MEMBERS else
+                     f"{MEMBERS} of {s.n_members}: those matching the search, then the farthest")
             panel.list("members", types.Object(), view=members,
-                       label=f"Members of the cluster '{s.cluster_name}', the farthest first")
+                       label=f"Members of the cluster '{s.cluster_name}', {shown}")
             panel.btn("close_cluster", label="Close members", on_click=self.close_cluster)
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))

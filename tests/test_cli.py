@@ -127,3 +127,68 @@ def test_explicit_model_that_cannot_load_is_an_error(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     if fo.dataset_exists("vlsr-demo"):
         fo.delete_dataset("vlsr-demo")
+
+
+def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
+    from fake_clip import by_name
+
+    dataset = ran[0]
+    name = dataset.name
+    assert main(["review", "show", "--dataset", name]) == 0
+    out = capsys.readouterr().out
+    assert "Review: no edits yet" in out and "4 clusters, the 4 most doubtful:" in out
+    assert "  helmet: 3 labels on 7 samples" in out and "helmit  (distance" in out
+
+    assert main(["review", "reject", "helmit", "--dataset", name]) == 0
+    assert "edit #1: take helmit out of helmet; `vlsr apply`" in capsys.readouterr().out
+    assert main(["review", "rename", "screwdriver", "--to", "Screwdriver (tool)",
+                 "--dataset", name]) == 0
+    s3 = by_name(dataset, "id")["s3.png"]
+    dataset.save_view("s3-only", dataset.select(s3))
+    assert main(["review", "accept-suggestion", "screwdriver", "--view", "s3-only",
+                 "--dataset", name]) == 0
+    assert "accept suggestion screwdriver on 1 sample" in capsys.readouterr().out
+    assert main(["review", "undo", "--dataset", name]) == 0
+    assert "undid edit #3" in capsys.readouterr().out
+    assert main(["review", "show", "--dataset", name, "--find", "screw"]) == 0
+    out = capsys.readouterr().out
+    assert "2 edits in force (1 undone); the fields were last written on " in out
+    assert "; not applied yet: `vlsr apply` writes" in out
+    assert "#3 accept suggestion screwdriver on 1 sample" in out and "undone" in out
+    assert "1 cluster with a label containing 'screw'" in out
+    assert "  Screwdriver (tool): 2 labels" in out
+
+    assert main(["apply", "--dataset", name]) == 0
+    assert "applied 2 label map edits and 0 suggestion decisions to 14 samples" in \
+        capsys.readouterr().out
+    assert main(["export", "--dataset", name, "--out", str(tmp_path / "out")]) == 0
+    assert "with the 2 review edits applied on" in capsys.readouterr().out
+    with open(tmp_path / "out" / "label_map.csv", newline="") as f:
+        canonical = {r["label"]: r["canonical"] for r in csv.DictReader(f)}
+    assert canonical["helmit"] == "helmit" and canonical["Screwdrivers"] == "Screwdriver (tool)"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["review", "reject", "helmot"], "'helmot' is neither a label nor a canonical label"),
+    (["review", "split", "drill"], "'drill' is already a cluster of its own"),
+    (["review", "accept-suggestion", "drill"], "Select the samples or labels"),
+    (["review", "accept-suggestion", "drill", "--sample", "nonsense"],
+     "1 sample id of 1 is not in dataset"),
+    (["review", "reject-suggestion", "drill", "--view", "nope"], "no saved view 'nope'"),
+    (["review", "undo", "7"], "has no review edit to undo"),
+    (["review", "show", "--key", "other"], "No VLSR run 'other'"),
+    (["apply", "--key", "other"], "no VLSR run 'other'"),
+])
+def test_review_mistakes_are_messages(ran, args, message, capsys):
+    assert main(args + ["--dataset", ran[0].name]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_review_before_clustering_says_what_to_run(dataset, tmp_path, capsys):
+    from fake_clip import FakeEncoder, build
+
+    from vlsr_core.fo.stages import compute_embeddings
+
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(build(dataset, tmp_path / "images")))
+    assert main(["review", "show", "--dataset", dataset.name]) == 2
+    assert "has no clusters yet: run cluster and merge first" in capsys.readouterr().err

@@ -57,7 +57,10 @@ def test_the_panel_shows_scores_steps_and_clusters_the_most_doubtful_first(ran):
     panel = Panel(ran).event("on_load")
     n_scores = ran.count("gt.classifications.vlsr_similarity")
     assert sum(panel.data["histogram"][0]["y"]) == n_scores == 14
-    assert [s["count"] for s in panel.data["steps"]] == [7, 4, 4, 4]
+    assert [s["step"].split(" (")[0] for s in panel.data["steps"]] == [
+        "Labels", "After lexical grouping", "After DBSCAN", "Canonical labels after merging",
+        "After the review"]
+    assert [s["count"] for s in panel.data["steps"]] == [7, 4, 4, 4, 4]  # helmet/Helmets/helmit, screwdriver/Screwdrivers: lexical
     clusters = panel.state["clusters"]
     assert [c["canonical"] for c in clusters[:2]] == ["helmet", "screwdriver"]  # farthest merges
     assert clusters[0]["labels"] == 3 and clusters[0]["occurrences"] == 7
@@ -104,6 +107,18 @@ def test_a_refused_edit_is_a_message_not_a_crash(ran):
     assert review_state(ran, "vlsr").edits == []
 
 
+def test_the_histogram_kept_at_scoring_is_the_one_mongodb_counts(ran):
+    from vlsr_core.fo.browse import score_histogram
+
+    kept = score_histogram(ran, "vlsr")
+    config = ran.get_run_info("vlsr").config
+    config.score_histogram = None  # as a run scored by an older version stores it
+    ran.update_run_config("vlsr", config)
+    counted = score_histogram(ran, "vlsr")
+    assert kept.counts == counted.counts and sum(kept.counts) == 14
+    assert kept.edges == pytest.approx(counted.edges, abs=1e-12)
+
+
 def test_clicking_a_histogram_bar_shows_the_labels_scoring_in_it(ran):
     panel = Panel(ran).event("on_load")
     edges = panel.state["edges"]
@@ -137,3 +152,20 @@ def test_a_row_action_acts_on_the_label_the_curator_saw_even_if_the_run_changed(
     panel.event("take_out", row=1)  # the row that showed Helmets
     edit = review_state(ran, "vlsr").in_force[-1]
     assert (edit.action, edit.label, edit.to) == ("reject", "Helmets", "helmet")
+
+
+def test_members_matching_the_search_come_first_and_a_large_cluster_is_capped(ran, monkeypatch):
+    import sys
+
+    panel = Panel(ran).event("on_load")
+    panel.event("open_cluster", row=0)  # helmet, Helmets, helmit
+    farthest_first = [m["label"] for m in panel.state["members"]]
+    assert farthest_first[0] == "helmit" and panel.state["n_members"] == 3
+    panel.event("on_search", value="helmet")
+    assert [m["label"] for m in panel.state["members"]][-1] == "helmit"
+
+    module = sys.modules[type(foo.get_operator(URI)).__module__]
+    monkeypatch.setattr(module, "MEMBERS", 2)
+    panel.event("on_search", value="")
+    assert [m["label"] for m in panel.state["members"]] == farthest_first[:2]
+    assert "2 of 3: those matching the search, then the farthest" in str(panel.layout)

@@ -12,6 +12,10 @@ EPILOG = """examples:
   vlsr import-csv labels.csv --dataset scraped
   vlsr run --dataset factorynet --label-field ground_truth --model ./clip-vit-large-patch14
   vlsr summary --dataset factorynet
+  vlsr review show --dataset factorynet
+  vlsr review reject helmit --dataset factorynet
+  vlsr review rename "safety helmet" --to helmet --dataset factorynet
+  vlsr apply --dataset factorynet
   vlsr export --dataset factorynet --out ./factorynet-clean --detections-field ground_truth_detections
   vlsr demo
 """
@@ -31,12 +35,13 @@ def main(argv=None):
     from .fo.export import ExportError
     from .fo.importers import InputFileError
     from .fo.labels import LabelFieldError
+    from .fo.review import ReviewError
     from .fo.stages import VLSRError
 
     try:
         return args.func(args) or 0
     except (VLSRError, ParamError, ModelLoadError, ExportError, LabelFieldError, InputFileError,
-            FileNotFoundError, NotADirectoryError) as e:
+            ReviewError, FileNotFoundError, NotADirectoryError) as e:
         _close_bars()
         print(f"vlsr: error: {e}", file=sys.stderr)
         return 2
@@ -76,6 +81,14 @@ def _parser():
     c.add_argument("--key", default=DEFAULT_KEY)
     c.set_defaults(func=lambda a: _summary(_load(a.dataset), a.key))
 
+    _review_parsers(sub)
+
+    c = sub.add_parser("apply", help="write the review edits in force to the run's fields")
+    _dataset_arg(c)
+    c.add_argument("--key", default=DEFAULT_KEY)
+    c.add_argument("--copy-to", help="also write each sample's final label to this new field")
+    c.set_defaults(func=_apply)
+
     c = sub.add_parser("export", help="write samples.csv, label_map.csv and COCO files")
     _dataset_arg(c)
     c.add_argument("--out", required=True, help="export directory")
@@ -94,6 +107,52 @@ def _parser():
                    help="do not launch the FiftyOne App (it is not launched without a terminal)")
     c.set_defaults(func=_demo)
     return p
+
+
+REVIEW_ACTIONS = {  # command: (action, help, what --to is)
+    "accept": ("accept", "keep a label in its cluster (or in the cluster named by --to)",
+               "the canonical label it belongs with (default: its current one)"),
+    "reject": ("reject", "take a label out of its cluster", "the canonical label it must leave "
+               "(default: its current one)"),
+    "split": ("split", "make a label a cluster of its own", None),
+    "move": ("move", "move a label to the cluster of another label", "a label of that cluster"),
+    "rename": ("rename", "rename the cluster of a label (or of a canonical label)", "the new name"),
+    "accept-suggestion": ("accept_suggestion", "accept a suggested label for some samples", None),
+    "reject-suggestion": ("reject_suggestion", "reject a suggested label for some samples", None),
+}
+
+
+def _review_parsers(sub):
+    review = sub.add_parser("review", help="see and edit the review of a run's label map "
+                                           "(then: vlsr apply)")
+    actions = review.add_subparsers(required=True, metavar="action")
+    c = actions.add_parser("show", help="the review's edits and the most doubtful clusters")
+    _review_args(c)
+    c.add_argument("--clusters", type=int, default=10, metavar="N",
+                   help="how many clusters to list, the most doubtful first (default: 10)")
+    c.add_argument("--find", default="", help="only clusters with a label containing this")
+    c.set_defaults(func=_review_show)
+    for command, (action, text, to) in REVIEW_ACTIONS.items():
+        c = actions.add_parser(command, help=text)
+        c.add_argument("label", help="the suggested label" if action.endswith("suggestion") else
+                       "a label of the run's vocabulary, or a canonical label")
+        _review_args(c)
+        if to:
+            c.add_argument("--to", required=action in ("move", "rename"), help=to)
+        if action.endswith("suggestion"):
+            c.add_argument("--sample", action="append", default=[], metavar="ID",
+                           help="a sample id (repeat for more)")
+            c.add_argument("--view", help="every sample of this saved view")
+        c.set_defaults(func=_review_edit, action=action)
+    c = actions.add_parser("undo", help="undo an edit (default: the last one in force)")
+    c.add_argument("id", type=int, nargs="?", help="the edit's number, as `show` lists it")
+    _review_args(c)
+    c.set_defaults(func=_review_undo)
+
+
+def _review_args(c):
+    _dataset_arg(c)
+    c.add_argument("--key", default=DEFAULT_KEY)
 
 
 def _dataset_arg(c):
@@ -214,12 +273,87 @@ def _summary(dataset, key):
     print(summarize_run(dataset, key))
 
 
+def _count(n, noun):
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _plain(markdown):
+    return markdown.replace("**", "").replace("*", "").replace("`", "")
+
+
+def _review_show(a):
+    from .fo.browse import cluster_rows, member_rows
+    from .fo.review import review_state
+
+    dataset = _load(a.dataset)
+    state = review_state(dataset, a.key)
+    print(_plain(state.summary()).replace("Apply writes", "`vlsr apply` writes"))
+    stale = {o.edit.id: o.reason for o in state.stale}
+    for e in state.edits:
+        status = (f"undone {e.undone}" if e.undone else f"no longer applies: {stale[e.id]}"
+                  if e.id in stale else "applied" if e.id in (state.applied or []) else "not applied")
+        print(f"  #{e.id} {_plain(e.describe())}  ({e.time}; {status})")
+    rows = cluster_rows(state, a.find)
+    print(f"\n{_count(len(rows), 'cluster')}"
+          + (f" with a label containing {a.find!r}" if a.find else "")
+          + (f", the {min(a.clusters, len(rows))} most doubtful:" if rows else ""))
+    for row in rows[:a.clusters]:
+        print(f"  {row['canonical']}: {_count(row['labels'], 'label')} on "
+              f"{_count(row['occurrences'], 'sample')}" + (", edited" if row["edited"] else ""))
+        for m in member_rows(state, row["cluster"], a.find)[:10]:
+            print(f"      {m['shown']}  (distance {m['distance']:.3f}, "
+                  f"{_count(m['frequency'], 'sample')})")
+        if row["labels"] > 10:
+            print(f"      ... and {row['labels'] - 10} more")
+
+
+def _review_edit(a):
+    from .fo.review import ReviewError, add_edit
+
+    dataset = _load(a.dataset)
+    samples = list(getattr(a, "sample", []))
+    if getattr(a, "view", None):
+        if not dataset.has_saved_view(a.view):
+            raise ReviewError(f"no saved view {a.view!r} on dataset {a.dataset!r}; saved views: "
+                              f"{dataset.list_saved_views()}")
+        samples += dataset.load_saved_view(a.view).values("id")
+    edit = add_edit(dataset, a.key, a.action, a.label, to=getattr(a, "to", None), samples=samples)
+    print(f"edit #{edit.id}: {_plain(edit.describe())}; `vlsr apply` writes it to the fields")
+
+
+def _review_undo(a):
+    from .fo.review import undo_edit
+
+    edit = undo_edit(_load(a.dataset), a.key, a.id)
+    print(f"undid edit #{edit.id}: {_plain(edit.describe())}; `vlsr apply` writes it to the fields")
+
+
+def _apply(a):
+    from .fo.review import apply_review
+
+    report = apply_review(_run_collection(a.dataset, a.key), a.key, copy_to=a.copy_to,
+                          progress=_bar("apply"))
+    print(report.summary())
+
+
+def _run_collection(name, key):
+    """The collection run ``key`` of dataset ``name`` was made on (what apply and export take)."""
+    from .fo.runs import run_collection
+
+    dataset = _load(name)
+    if not dataset.has_run(key):
+        raise FileNotFoundError(f"no VLSR run {key!r} on dataset {name!r}; runs: "
+                                f"{dataset.list_runs()}")
+    return run_collection(dataset, key)
+
+
 def _export(a):
     from .fo.export import export_run
     from .fo.review import export_note
 
-    dataset = _load(a.dataset)
-    for path in export_run(dataset, a.out, a.key, detections_field=a.detections_field,
+    collection = _run_collection(a.dataset, a.key)
+    dataset = collection._dataset
+    for path in export_run(collection, a.out, a.key, detections_field=a.detections_field,
                            overwrite=a.overwrite):
         print(f"wrote {path}")
     print(export_note(dataset, a.key))

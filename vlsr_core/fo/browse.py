@@ -24,18 +24,21 @@ class Histogram:
         return self.edges[min(bins)], self.edges[max(bins) + 1]
 
 
-def score_histogram(samples, key, label_field, bins=40):
-    """A :class:`Histogram` of every label score of run ``key`` in ``samples`` (computed by
-    MongoDB, whatever the size), or None before scoring."""
-    field = f"{label_path(samples, label_field)}.{label_attributes(key)['similarity']}"
-    if not samples.has_field(field):
+def score_histogram(dataset, key):
+    """A :class:`Histogram` of the label scores of run ``key``, or None before scoring: the one
+    kept at scoring time, else (a run scored by an older version) computed by MongoDB."""
+    config = dataset.get_run_info(key).config
+    if config.score_histogram:
+        return Histogram(**config.score_histogram)
+    field = f"{label_path(dataset, config.label_field)}.{label_attributes(key)['similarity']}"
+    if not dataset.has_field(field):
         return None
-    bounds = samples.bounds(field)
+    bounds = dataset.bounds(field)
     if bounds[0] is None:
         return None
     lo, hi = bounds
     hi = hi if hi > lo else lo + 1e-6
-    counts, edges, _ = samples.histogram_values(field, bins=bins, range=[lo, hi + 1e-9])
+    counts, edges, _ = dataset.histogram_values(field, bins=40, range=[lo, hi + 1e-9])
     return Histogram([int(c) for c in counts], [float(e) for e in edges])
 
 
@@ -105,19 +108,23 @@ def cluster_rows(state, query=""):
             for c in order if keep[c]]
 
 
-def member_rows(state, cluster):
-    """The members of one cluster, the farthest from its canonical label first: ``label``,
-    ``shown`` (the label, marked if it is the canonical one), ``frequency``, ``distance``,
-    ``clustered_with`` (its canonical label before the review)."""
+def member_rows(state, cluster, query=""):
+    """The members of one cluster, those containing ``query`` (case-insensitive) first, then
+    the farthest from its canonical label first: ``label``, ``shown`` (the label, marked if it
+    is the canonical one), ``frequency``, ``distance``, ``clustered_with`` (its canonical label
+    before the review)."""
     label_map = state.label_map
+    vocabulary = label_map.vocabulary
     members = np.flatnonzero(np.asarray(label_map.clusters) == cluster)
     rep = label_map.representatives[cluster]
     distance = np.asarray(label_map.distance_to_canonical)
-    order = members[np.argsort(-distance[members], kind="stable")]
+    q = query.casefold()
+    miss = np.array([q not in vocabulary[i].casefold() for i in members], dtype=bool)
+    order = members[np.lexsort((-distance[members], miss))] if len(members) else members
     clustered = state.clustered.canonical
-    vocabulary = label_map.vocabulary
     return [dict(label=vocabulary[i],
                  shown=vocabulary[i] + (" (canonical)" if vocabulary[i] == rep else ""),
-                 frequency=int(label_map.frequencies[i]), distance=round(float(distance[i]), 3),
+                 frequency=int(label_map.frequencies[i]),
+                 distance=round(max(float(distance[i]), 0.0), 3),  # not -0.0 from rounding
                  clustered_with=clustered.get(vocabulary[i], ""))
             for i in order]

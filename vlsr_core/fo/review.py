@@ -130,7 +130,8 @@ def clustered_label_map(dataset, key, results=None):
         vocabulary=list(results.vocabulary), frequencies=results.frequencies,
         dbscan_clusters=results.dbscan_clusters, clusters=results.clusters,
         representatives=list(results.representatives),
-        distance_to_canonical=results.distance_to_canonical, steps=results.merge_steps)
+        distance_to_canonical=results.distance_to_canonical,
+        steps=dict(results.merge_steps or {}, lexical_groups=results.lexical_groups))
     try:
         return label_map, results.embeddings_of(results.vocabulary, table)
     except KeyError:  # embedded again with another model since the clustering
@@ -228,6 +229,7 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
             raise ReviewError(f"{label!r} is not a label of run {key!r}'s vocabulary")
         if not samples:
             raise ReviewError("Select the samples or labels the decision is about")
+        _check_samples(dataset, samples)
     try:
         edit = Edit(max((e.id for e in state.edits), default=0) + 1, action, label, to,
                     tuple(samples), tuple(label_ids), time=_now())
@@ -296,6 +298,19 @@ def record_applied(run, state):
     run.config.applied = dict(edits=[e.id for e in state.in_force], time=_now(),
                               id=uuid.uuid4().hex)
     run.dataset.update_run_config(run.key, run.config)
+
+
+def _check_samples(dataset, ids):
+    """Refuse sample ids that are not the dataset's (a typo on the command line)."""
+    from bson import ObjectId
+
+    valid = [i for i in ids if ObjectId.is_valid(i)]
+    found = set(dataset.select(valid).values("id")) if valid else set()
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise ReviewError(f"{_count(len(missing), 'sample id')} of {len(ids)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not in dataset "
+                          f"{dataset.name!r}, e.g. {missing[0]!r}")
 
 
 def _member(label, vocabulary, label_map):

@@ -59,6 +59,9 @@ class VLSRRunConfig(fors.RunConfig):
             (:mod:`vlsr_core.fo.brain`), deleted with it.
         review: the curator's review edits (:mod:`vlsr_core.fo.review`), as records.
         applied: ``{"edits": [ids], "time": ...}``: the review edits the fields show.
+        score_histogram: ``{"counts": [...], "edges": [...]}``: the label scores of the last
+            scoring in bins, kept for the review panel (None: not scored, or scored by a version
+            before it was kept).
         model_fingerprint: what the model is (:func:`~vlsr_core.model.model_source.model_fingerprint`),
             so that the same weights under another path keep the embeddings.
         **kwargs: parameter values (defaults: the parameter classes') and FiftyOne's own keys.
@@ -66,7 +69,7 @@ class VLSRRunConfig(fors.RunConfig):
 
     def __init__(self, label_field=None, created_fields=None, created_views=None,
                  model_fingerprint=None, stages=None, collection=None, review=None, applied=None,
-                 created_brain_runs=None, **kwargs):
+                 created_brain_runs=None, score_histogram=None, **kwargs):
         kwargs.setdefault("method", "vlsr")
         if "eps" in kwargs and "mode" not in kwargs:
             kwargs["mode"] = "paper"  # stored by a version before merge modes: the paper's steps
@@ -84,6 +87,7 @@ class VLSRRunConfig(fors.RunConfig):
         self.review = review or []
         self.created_brain_runs = created_brain_runs or []
         self.applied = applied
+        self.score_histogram = score_histogram
 
     def params(self, cls, **overrides):
         """The run's recorded parameters of class ``cls`` (e.g. :class:`MergeParams`), with
@@ -94,6 +98,13 @@ class VLSRRunConfig(fors.RunConfig):
         """Store the recorded fields of a parameter object."""
         for name, value in params.to_dict().items():
             setattr(self, name, value)
+
+
+def run_collection(dataset, key):
+    """The collection run ``key`` was made on: its saved view if it still exists, else the
+    dataset (also for a run made on an unsaved view, which cannot be found again)."""
+    name = dataset.get_run_info(key).config.collection
+    return dataset.load_saved_view(name) if name and dataset.has_saved_view(name) else dataset
 
 
 class VLSRRun(fors.Run):

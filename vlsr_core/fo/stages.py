@@ -21,7 +21,7 @@ from fiftyone import ViewField as F
 
 from ..engine.defaults import DEFAULT_KEY
 from ..engine.params import PARAM_CLASSES, EmbedParams, MergeParams, ParamError, ScoreParams
-from ..engine.pipeline import ScoreTally, build_label_map, final_labels, score_images
+from ..engine.pipeline import ScoreTally, build_label_map, final_labels, score_bins, score_images
 from ..engine.review import suggestion_decisions
 from . import chunks
 from .chunks import iter_chunks, sample_ids
@@ -330,12 +330,14 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
 
     report = ScoreReport()
     tally = ScoreTally(run.vocabulary)
+    written = []  # every label object's score, for the review panel's histogram
     for chunk in run.read_chunks(samples):
         scores = score_images(chunk.images, chunk.sets, run.vocabulary, run.vocab_emb, params)
-        run.write_label_values(samples, chunk, attrs["similarity"], [
+        per_object = run.write_label_values(samples, chunk, attrs["similarity"], [
             dict(zip(labels, sims.tolist())) if sims is not None else {}
             for labels, sims in zip(chunk.sets, scores.similarity)
         ])
+        written.append(np.array([v for vs in per_object for v in vs if v is not None], np.float32))
         run.write_sample_values(samples, chunk, {
             fields["suggestions"]: [
                 fo.Classifications(classifications=[
@@ -359,6 +361,8 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
     low = tally.threshold(params.low_quantile)
     report.low_similarity_threshold = config.low_similarity_threshold = low
     weak = tally.weak_labels(low)
+    hist = score_bins(np.concatenate(written)) if written else None
+    config.score_histogram = dict(counts=hist[0], edges=hist[1]) if hist else None
     views = saved_view_names(key)
     label_sim = F(attrs["similarity"])
     _save_view(run, views["low_similarity"],
@@ -629,11 +633,12 @@ class _Run:
     def write_label_values(self, samples, chunk, attribute, values, labels=None):
         """Set ``attribute`` on every label object of the chunk, in one bulk write: per sample,
         a dict from label string to value (unusable or unlisted labels get None), looked up by
-        ``labels`` (per sample, a string per label object; default: the objects' own labels)."""
-        set_label_attribute(samples, self.path, attribute, chunk.ids, chunk.label_ids, [
-            [by_label.get(l) if usable(l) else None for l in labels_of]
-            for labels_of, by_label in zip(labels or chunk.labels, values)
-        ])
+        ``labels`` (per sample, a string per label object; default: the objects' own labels).
+        Returns the values written, per sample a list (one per label object)."""
+        written = [[by_label.get(l) if usable(l) else None for l in labels_of]
+                   for labels_of, by_label in zip(labels or chunk.labels, values)]
+        set_label_attribute(samples, self.path, attribute, chunk.ids, chunk.label_ids, written)
+        return written
 
     def write_sample_values(self, samples, chunk, values):
         """Set sample fields of the chunk, one bulk write a field: ``{field: per-sample values}``."""
