@@ -42,8 +42,10 @@ class ComputeEmbeddings(foo.Operator):
             key = new_run_key_input(ctx, inputs, label_field)
             # a delegated job may run where the device exists; an immediate one runs here
             unchecked = ("device",) if ctx.requesting_delegated_execution else ()
-            param_inputs(ctx, inputs, EmbedParams, _run_params(ctx, key), unchecked=unchecked,
-                         checks={"model": model_problem})
+            params = param_inputs(ctx, inputs, EmbedParams, _run_params(ctx, key),
+                                  unchecked=unchecked, checks={"model": model_problem})
+            if params is not None and params.precision == "bf16":
+                _bf16_note(inputs)
             inputs.bool("recompute", default=False, label="Recompute",
                         description="Embed again samples that already have an embedding from this model")
             inputs.int("num_shards", default=1, min=1, label="Shards",
@@ -74,6 +76,16 @@ class ComputeEmbeddings(foo.Operator):
             return (yield from finish(ctx, message, message))
         failures = "".join(f"\n- `{path}`: {reason}" for _, path, reason in report.failures[:20])
         return (yield from finish(ctx, report.summary(), f"**{report.summary()}**{failures}"))
+
+
+def _bf16_note(inputs):
+    from vlsr_core.model.precision import native_bf16  # imports torch: only when bf16 is chosen
+
+    if not native_bf16():
+        inputs.view("bf16_note", types.Warning(
+            label="This machine's CPU has no bfloat16 instructions (AVX512-BF16 or AMX)",
+            description="On it bf16 is emulated and likely slower than full precision; it pays "
+                        "off on CPUs that have them, or on a GPU"))
 
 
 def _run_params(ctx, key):

@@ -84,12 +84,13 @@ class FakeEncoder:
     """
 
     def __init__(self, images, model_name="fake-clip", prompt=None, batch_size=4, fail_after=None,
-                 jpeg_draft=False):
+                 jpeg_draft=False, precision="full"):
         self.images = images
         self.model_name = model_name
         self.prompt = prompt
         self.batch_size = batch_size
         self.jpeg_draft = jpeg_draft
+        self.precision = precision
         self.dim = DIM
         self.fail_after = fail_after
         self.texts = []  # every string embedded

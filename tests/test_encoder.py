@@ -591,3 +591,24 @@ def test_hub_unreachable_reports_offline_flag(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refused)
     reason = model_source.hub_unreachable(timeout=1)
     assert reason is not None and "refused by test" in reason
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_changes_only_the_image_tower(model_dir, enc, good_paths, precision):
+    reduced = CLIPEncoder(str(model_dir), device="cpu", batch_size=4, num_workers=0,
+                          precision=precision)
+    labels = ["helmet", "safety vest", "forklift"]
+    assert np.array_equal(reduced.embed_texts(labels), enc.embed_texts(labels))  # labels: float32
+    full, _ = enc.embed_images(good_paths)
+    approx, failures = reduced.embed_images(good_paths)
+    assert not failures and approx.shape == full.shape and approx.dtype == np.float32
+    assert np.allclose(np.linalg.norm(approx, axis=1), 1, atol=1e-5)
+    assert not np.array_equal(approx, full)  # the reduced arithmetic did run
+    assert (approx * full).sum(1).min() > 0.9
+
+
+def test_int8_on_a_gpu_is_refused_before_anything_loads(model_dir):
+    from vlsr_core.engine.params import ParamError
+
+    with pytest.raises(ParamError, match="int8 runs on the CPU only"):
+        CLIPEncoder(str(model_dir), device="cuda", precision="int8")

@@ -153,6 +153,16 @@ def test_label_field_choices_are_label_fields_only(ds):
     assert choices == ["gt", "boxes"]  # not "note", "filepath", ...
 
 
+def test_the_embed_form_offers_reduced_precision_and_says_when_the_cpu_lacks_bf16(ds):
+    from vlsr_core.model.precision import native_bf16
+
+    props = form("compute_embeddings", ds)["type"]["properties"]
+    assert [c["value"] for c in props["precision"]["view"]["choices"]] == ["full", "bf16", "int8"]
+    assert props["precision"]["default"] == "full" and "bf16_note" not in props
+    props = form("compute_embeddings", ds, label_field="gt", precision="bf16")["type"]["properties"]
+    assert ("bf16_note" in props) is not native_bf16()  # this machine's CPU decides
+
+
 @pytest.mark.parametrize("name", OPERATORS[:4])
 def test_forms_have_help_text_and_a_target_choice(ds, tiny_clip, name):
     if name != "compute_embeddings":

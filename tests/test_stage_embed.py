@@ -186,11 +186,26 @@ def test_switching_jpeg_draft_reembeds_the_images_but_not_the_labels(main):
     assert sorted(map(os.path.basename, again.path_calls[0])) == sorted(UNREADABLE)
 
 
+def test_switching_precision_reembeds_the_images_but_not_the_labels(main):
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    assert dataset.get_run_info("vlsr").config.precision == "full"
+    int8 = FakeEncoder(images, precision="int8")
+    report = compute_embeddings(dataset, "gt", encoder=int8)
+    assert sorted(os.path.basename(p) for p in int8.path_calls[0]) == sorted(n for n, _, _ in MAIN)
+    assert int8.texts == [] and report.n_labels_embedded == 0
+    assert dataset.get_run_info("vlsr").config.precision == "int8"
+    # a shard at another precision would mix them
+    with pytest.raises(VLSRError, match="precision full\\) is not the one of run 'vlsr' .*precision int8"):
+        stages.compute_image_embeddings(dataset, encoder=FakeEncoder(images))
+
+
 def test_compute_image_embeddings_refuses_an_encoder_unlike_the_runs(main):
     """A shard embedded by another model, prompt or decoding would mix incomparable vectors."""
     dataset, images = main
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), images=False)
     for other, shown in [(FakeEncoder(images, jpeg_draft=True), "jpeg_draft True"),
+                         (FakeEncoder(images, precision="bf16"), "precision bf16"),
                          (FakeEncoder(images, model_name="other-clip"), "other-clip"),
                          (FakeEncoder(images, prompt="a photo of a {}"), "a photo of a")]:
         with pytest.raises(VLSRError, match=shown):

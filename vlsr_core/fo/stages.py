@@ -109,7 +109,7 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
             replace single fields, e.g. ``model="./clip", device="cpu"``.
         recompute: embed every image again.
         encoder: an already loaded :class:`CLIPEncoder`; its model, prompt, batch size and
-            ``jpeg_draft`` are used instead of the parameters of the same names.
+            ``jpeg_draft`` and ``precision`` are used instead of the parameters of the same names.
         label_encoder: an already loaded encoder for ``label_model`` (anything with
             ``embed_texts``), instead of loading a :class:`SentenceEncoder`.
         images: False embeds the labels only and leaves the images to :func:`compute_image_embeddings`
@@ -150,11 +150,12 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         results.merge_embeddings = np.zeros((0, 0), np.float32)  # aligned with the labels
         if dataset.has_sample_field(fields["embedding"]):
             dataset.clear_sample_field(fields["embedding"])
-    elif config.jpeg_draft != encoder.jpeg_draft and dataset.has_sample_field(fields["embedding"]):
-        # images decoded another way: keep the label embeddings, not a mix of two preprocessings
+    elif _image_setup(config) != _image_setup(encoder) and dataset.has_sample_field(fields["embedding"]):
+        # images decoded or computed another way: keep the label embeddings, not a mix of two
         dataset.clear_sample_field(fields["embedding"])
     config.model, config.prompt, config.batch_size = encoder.model_name, encoder.prompt, encoder.batch_size
-    config.jpeg_draft, config.model_fingerprint = encoder.jpeg_draft, _fingerprint(encoder)
+    config.jpeg_draft, config.precision = _image_setup(encoder)
+    config.model_fingerprint = _fingerprint(encoder)
     dataset.update_run_config(key, config)
     progress = progress or (lambda fraction: None)
 
@@ -226,14 +227,15 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     _check_outputs(samples, key, config.label_field)
     if encoder is None:
         encoder = _encoder(config.params(EmbedParams, device=device, num_workers=num_workers))
-    elif not _same_model(config, encoder) or (encoder.prompt, encoder.jpeg_draft) != (
-        config.prompt, config.jpeg_draft
+    elif not _same_model(config, encoder) or (encoder.prompt, _image_setup(encoder)) != (
+        config.prompt, _image_setup(config)
     ):
-        raise VLSRError(
-            f"This encoder ({encoder.model_name}, prompt {encoder.prompt!r}, jpeg_draft "
-            f"{encoder.jpeg_draft}) is not the one of run {key!r} ({config.model}, prompt "
-            f"{config.prompt!r}, jpeg_draft {config.jpeg_draft}): use compute_embeddings to switch"
-        )
+        def setup(obj, model):
+            draft, precision = _image_setup(obj)
+            return f"{model}, prompt {obj.prompt!r}, jpeg_draft {draft}, precision {precision}"
+
+        raise VLSRError(f"This encoder ({setup(encoder, encoder.model_name)}) is not the one of run "
+                        f"{key!r} ({setup(config, config.model)}): use compute_embeddings to switch")
     fields = sample_fields(key)
     _create_outputs(dataset, key, config, {
         fields["embedding"]: lambda name: dataset.add_sample_field(name, fo.VectorField),
@@ -276,6 +278,12 @@ def unreadable_images(samples, key=DEFAULT_KEY):
     return list(zip(*samples.exists(error).values(["id", "filepath", error])))
 
 
+def _image_setup(obj):
+    """How images are turned into embeddings besides the model: (jpeg_draft, precision), of an
+    encoder or a run's config (encoders without a precision compute at full precision)."""
+    return obj.jpeg_draft, getattr(obj, "precision", "full")
+
+
 def _fingerprint(encoder):
     return getattr(encoder, "fingerprint", None) or encoder.model_name
 
@@ -292,7 +300,8 @@ def _encoder(params):
 
     return CLIPEncoder(params.model, device=None if params.device == "auto" else params.device,
                        batch_size=params.batch_size, num_workers=params.num_workers,
-                       prompt=params.prompt, jpeg_draft=params.jpeg_draft)
+                       prompt=params.prompt, jpeg_draft=params.jpeg_draft,
+                       precision=params.precision)
 
 
 def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **overrides):

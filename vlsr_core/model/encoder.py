@@ -14,8 +14,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..engine.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from ..engine.params import ParamError
 from .images import DEFAULT_MAX_PIXELS, BadImageError, load_image
 from .model_source import hub_unreachable, is_local, load_advice, local_problem, model_fingerprint
+from .precision import autocast, native_bf16, precision_problem, quantized
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,10 @@ class CLIPEncoder:
             preprocessing time for photos, with pixels that differ slightly from the reference
             preprocessing. Worth it where decoding, not the model, sets the pace (a GPU, or
             ``num_workers=0`` on a CPU).
+        precision: the image tower's arithmetic (:mod:`~vlsr_core.model.precision`): ``"full"``
+            (float32; float16 on CUDA), ``"bf16"`` (bfloat16: autocast on a CPU, the weights on
+            CUDA) or ``"int8"`` (dynamic quantisation of the linear layers; CPU only). On a CPU
+            labels are always embedded in float32.
 
     Example:
         >>> enc = CLIPEncoder("/models/clip-vit-large-patch14")
@@ -76,6 +82,7 @@ class CLIPEncoder:
         prompt=None,
         max_pixels=DEFAULT_MAX_PIXELS,
         jpeg_draft=False,
+        precision="full",
     ):
         self.model_name = str(model)
         self.fingerprint = model_fingerprint(self.model_name)  # the same weights at another path
@@ -85,9 +92,21 @@ class CLIPEncoder:
         self.prompt = prompt
         self.max_pixels = max_pixels
         self.jpeg_draft = bool(jpeg_draft)
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.precision = precision
+        problem = precision_problem(precision, self.device)
+        if problem:
+            raise ParamError("precision", problem)
+        if precision == "bf16" and self.device.type == "cpu" and not native_bf16():
+            logger.warning("this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): bf16 is "
+                           "emulated and likely slower than full precision")
+        self.dtype = torch.float32
+        if self.device.type == "cuda":
+            self.dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         self.model, self.processor = _load(self.model_name)
         self.model.to(self.device, dtype=self.dtype).eval()
+        if precision == "int8":  # the image tower only: labels keep their full-precision embeddings
+            self.model.vision_model = quantized(self.model.vision_model)
+            self.model.visual_projection = quantized(self.model.visual_projection)
         self.dim = int(self.model.config.projection_dim)
         self.max_text_tokens = int(self.model.config.text_config.max_position_embeddings)
 
@@ -148,12 +167,15 @@ class CLIPEncoder:
         for indices, pixels, failures in loader:
             embeddings = np.empty((0, self.dim), dtype=np.float32)
             if len(indices):
-                with torch.inference_mode():
-                    feats = self.model.get_image_features(
-                        pixel_values=pixels.to(self.device, dtype=self.dtype)
-                    )
-                embeddings = _normalized(feats)
+                embeddings = self.embed_pixels(pixels)
             yield ImageBatch(np.asarray(indices, dtype=np.int64), embeddings, failures)
+
+    def embed_pixels(self, pixels):
+        """float32 ndarray (b, dim) of unit rows: the image tower, at the encoder's precision, on
+        a batch of preprocessed images (a tensor (b, 3, side, side) from its image processor)."""
+        with torch.inference_mode(), autocast(self.precision, self.device):
+            feats = self.model.get_image_features(pixel_values=pixels.to(self.device, dtype=self.dtype))
+        return _normalized(feats)
 
     def embed_images(self, paths, progress=None):
         """Embed image files.
