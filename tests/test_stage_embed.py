@@ -195,6 +195,9 @@ def test_switching_precision_reembeds_the_images_but_not_the_labels(main):
     assert sorted(os.path.basename(p) for p in int8.path_calls[0]) == sorted(n for n, _, _ in MAIN)
     assert int8.texts == [] and report.n_labels_embedded == 0
     assert dataset.get_run_info("vlsr").config.precision == "int8"
+    from vlsr_core.fo.summary import summarize_run
+
+    assert "**Embedded by** `fake-clip`; images at int8 precision" in summarize_run(dataset, "vlsr")
     # a shard at another precision would mix them
     with pytest.raises(VLSRError, match="precision full\\) is not the one of run 'vlsr' .*precision int8"):
         stages.compute_image_embeddings(dataset, encoder=FakeEncoder(images))

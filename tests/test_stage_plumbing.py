@@ -72,12 +72,13 @@ def test_end_to_end_with_a_tiny_random_clip(main, tmp_path):
     lambda ds: ds.sort_by("filepath", reverse=True),
     lambda ds: ds.match(F("filepath").re_match(r".*/[hs].*")).sort_by("filepath"),
 ])
-def test_sample_ids_read_in_pages_are_the_views_ids_in_order(main, make_view):
+def test_sample_ids_streamed_in_pages_are_the_views_ids_in_order(main, make_view, monkeypatch):
     dataset, _ = main
     view = make_view(dataset)
     expected = [str(i) for i in view.values("_id")]
     for page in (1, 3, 100):
-        ids = chunks.sample_ids(view, page=page)
+        monkeypatch.setattr(chunks, "ID_PAGE", page)
+        ids = chunks.sample_ids(view)
         assert [str(ObjectId(i.tobytes())) for i in ids] == expected
     read = [i for ids, _ in chunks.iter_chunks(view, ["filepath"], size=4) for i in ids]
     assert read == expected
@@ -87,33 +88,6 @@ def test_object_ids_ending_in_zero_bytes_survive():
     oids = [ObjectId(b"\x01" * 11 + b"\x00"), ObjectId(b"\x00" * 12)]
     ids = chunks._binary(oids)
     assert [ObjectId(i.tobytes()) for i in ids] == oids
-
-
-def test_sample_ids_fall_back_to_one_read_when_pages_disagree():
-    """Pages rely on the view giving the same order on every query; a view whose order changes
-    between queries (ties in a sort) would repeat and miss samples: then the ids are read at once."""
-    oids = [ObjectId() for _ in range(10)]
-
-    class Unstable:  # a collection whose order changes on every query
-        def __init__(self, calls, start=0, stop=None):
-            self.calls, self.start, self.stop = calls, start, stop
-
-        def __len__(self):
-            return len(oids)
-
-        def skip(self, start):
-            return Unstable(self.calls, start)
-
-        def limit(self, n):
-            return Unstable(self.calls, self.start, self.start + n)
-
-        def values(self, field):
-            self.calls[0] += 1
-            order = oids[self.calls[0] % 3:] + oids[: self.calls[0] % 3]
-            return order[self.start : self.stop]
-
-    ids = chunks.sample_ids(Unstable([0]), page=4)
-    assert sorted(ObjectId(i.tobytes()) for i in ids) == sorted(oids)
 
 
 def test_values_land_on_their_labels_when_the_view_filters_on_what_is_written(main):

@@ -26,6 +26,12 @@ def summarize_run(dataset, key, n_clusters=10):
     fields, views = sample_fields(key), saved_view_names(key)
     lines = [f"**Run `{key}`** on `{dataset.name}`: {len(dataset)} samples"]
     config = dataset.get_run_info(key).config
+    if getattr(config, "model", None):
+        how = [f"prompt `{config.prompt}`" if config.prompt else None,
+               "JPEGs decoded at reduced scale" if config.jpeg_draft else None,
+               f"images at {config.precision} precision" if config.precision != "full" else None]
+        lines.append(f"**Embedded by** `{config.model}`" +
+                     "".join(f"; {h}" for h in how if h))
     for stage in incomplete_stages(config):
         lines.append(f"**Incomplete:** *{stage}* stopped part-way; its fields mix old and new "
                      "results. Run it again to finish.")
