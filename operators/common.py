@@ -275,8 +275,8 @@ def _reporting(ctx, label, steps):
 
 
 def _reason(error):
-    """An error as a curator reads it: our own errors (all ValueErrors) by their message, others
-    with their kind."""
+    """An error as a curator reads it: refusals of bad input (ValueErrors: ours, FiftyOne's) by
+    their message, other errors with their kind."""
     if isinstance(error, ValueError):
         return str(error)
     return f"{type(error).__name__}: {error}"

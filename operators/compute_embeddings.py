@@ -42,9 +42,16 @@ class ComputeEmbeddings(foo.Operator):
             key = new_run_key_input(ctx, inputs, label_field)
             # a delegated job may run where the device exists; an immediate one runs here
             unchecked = ("device",) if ctx.requesting_delegated_execution else ()
-            params = param_inputs(ctx, inputs, EmbedParams, _run_params(ctx, key),
-                                  unchecked=unchecked, checks={"model": model_problem})
-            if params is not None and params.precision == "bf16":
+            base = _run_params(ctx, key)
+            reduced = ctx.params.get("precision", base.precision) != "full"
+            # (torch is imported only for a reduced precision, and not for a job run elsewhere)
+            device = _device_here(ctx.params.get("device") or "auto") if reduced and not unchecked \
+                else None
+            params = param_inputs(ctx, inputs, EmbedParams, base,
+                                  unchecked=unchecked, checks={
+                                      "model": model_problem,
+                                      "precision": lambda p: _precision_problem(p, device)})
+            if params is not None and params.precision == "bf16" and device == "cpu":
                 _bf16_note(inputs)
             inputs.bool("recompute", default=False, label="Recompute",
                         description="Embed again samples that already have an embedding from this model")
@@ -78,10 +85,33 @@ class ComputeEmbeddings(foo.Operator):
         return (yield from finish(ctx, report.summary(), f"**{report.summary()}**{failures}"))
 
 
-def _bf16_note(inputs):
-    from vlsr_core.model.precision import native_bf16  # imports torch: only when bf16 is chosen
+def _device_here(device):
+    """The device an immediate run would use on this machine (``"auto"`` resolved), or None
+    when the name is not a device (its own field says so)."""
+    import torch
 
-    if not native_bf16():
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return torch.device(device).type
+    except (RuntimeError, TypeError, ValueError):
+        return None
+
+
+def _precision_problem(precision, device):
+    if precision == "full" or device is None:  # nothing to check, or the job runs elsewhere
+        return None
+    import torch
+
+    from vlsr_core.model.precision import precision_problem
+
+    return precision_problem(precision, torch.device(device))
+
+
+def _bf16_note(inputs):
+    from vlsr_core.model.precision import native_bf16
+
+    if native_bf16() is False:
         inputs.view("bf16_note", types.Warning(
             label="This machine's CPU has no bfloat16 instructions (AVX512-BF16 or AMX)",
             description="On it bf16 is emulated and likely slower than full precision; it pays "

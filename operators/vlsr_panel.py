@@ -269,7 +269,7 @@ class VLSRPanel(foo.Panel):
                   on_change=self.on_search)
         clusters = types.TableView(max_inline_actions=2)
         for key, label in (("canonical", "Cluster"), ("labels", "Labels"),
-                           ("occurrences", "Samples"), ("farthest", "Farthest"),
+                           ("occurrences", "Occurrences"), ("farthest", "Farthest"),
                            ("edited", "Edited")):
             clusters.add_column(key, label=label)
         clusters.add_row_action("open", self.open_cluster, label="Members", icon="list")
@@ -298,8 +298,9 @@ class VLSRPanel(foo.Panel):
                                    icon="content_cut")
             members.add_row_action("show_member", self.show_member, label="Show samples",
                                    icon="image")
-            shown = ("the farthest first" if s.n_members <= MEMBERS else
-                     f"{MEMBERS} of {s.n_members}: those matching the search, then the farthest")
+            order = "those matching the search first, then the farthest" if s.query else \
+                "the farthest first"
+            shown = order if s.n_members <= MEMBERS else f"{MEMBERS} of {s.n_members}, {order}"
             panel.list("members", types.Object(), view=members,
                        label=f"Members of the cluster '{s.cluster_name}', {shown}")
             panel.btn("close_cluster", label="Close members", on_click=self.close_cluster)

@@ -137,10 +137,10 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     assert main(["review", "show", "--dataset", name]) == 0
     out = capsys.readouterr().out
     assert "Review: no edits yet" in out and "4 clusters, the 4 most doubtful:" in out
-    assert "  helmet: 3 labels on 7 samples" in out and "helmit  (distance" in out
+    assert "  helmet: 3 labels, 7 occurrences" in out and "helmit  (distance" in out
 
     assert main(["review", "reject", "helmit", "--dataset", name]) == 0
-    assert "edit #1: take helmit out of helmet; `vlsr apply`" in capsys.readouterr().out
+    assert "edit #1: take helmit out of helmet; vlsr apply writes" in capsys.readouterr().out
     assert main(["review", "rename", "screwdriver", "--to", "Screwdriver (tool)",
                  "--dataset", name]) == 0
     s3 = by_name(dataset, "id")["s3.png"]
@@ -153,8 +153,10 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     assert main(["review", "show", "--dataset", name, "--find", "screw"]) == 0
     out = capsys.readouterr().out
     assert "2 edits in force (1 undone); the fields were last written on " in out
-    assert "; not applied yet: `vlsr apply` writes" in out
-    assert "#3 accept suggestion screwdriver on 1 sample" in out and "undone" in out
+    assert "; not applied yet: vlsr apply writes" in out
+    lines = {line.split(" (")[0].strip(): line for line in out.splitlines()}
+    assert "; undone 20" in lines["#3 accept suggestion screwdriver on 1 sample"]
+    assert lines["#1 take helmit out of helmet"].endswith("; not applied)")
     assert "1 cluster with a label containing 'screw'" in out
     assert "  Screwdriver (tool): 2 labels" in out
 
@@ -171,7 +173,8 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["review", "reject", "helmot"], "'helmot' is neither a label nor a canonical label"),
     (["review", "split", "drill"], "'drill' is already a cluster of its own"),
-    (["review", "accept-suggestion", "drill"], "Select the samples or labels"),
+    (["review", "accept-suggestion", "drill"], "give the samples the decision is about: --sample"),
+    (["review", "show", "--clusters", "0"], "must be a whole number above 0"),
     (["review", "accept-suggestion", "drill", "--sample", "nonsense"],
      "1 sample id of 1 is not in dataset"),
     (["review", "reject-suggestion", "drill", "--view", "nope"], "no saved view 'nope'"),
@@ -180,7 +183,11 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     (["apply", "--key", "other"], "no VLSR run 'other'"),
 ])
 def test_review_mistakes_are_messages(ran, args, message, capsys):
-    assert main(args + ["--dataset", ran[0].name]) == 2
+    try:
+        status = main(args + ["--dataset", ran[0].name])
+    except SystemExit as e:  # argparse's own refusals
+        status = e.code
+    assert status == 2
     assert message in capsys.readouterr().err
 
 
@@ -192,3 +199,31 @@ def test_review_before_clustering_says_what_to_run(dataset, tmp_path, capsys):
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(build(dataset, tmp_path / "images")))
     assert main(["review", "show", "--dataset", dataset.name]) == 2
     assert "has no clusters yet: run cluster and merge first" in capsys.readouterr().err
+
+
+def test_apply_and_export_take_the_saved_view_the_run_was_made_on(dataset, tmp_path, capsys):
+    from fake_clip import FakeEncoder, build
+
+    from vlsr_core.fo.stages import run_vlsr
+
+    encoder = FakeEncoder(build(dataset, tmp_path / "images"))
+    dataset.save_view("part", dataset.limit(8))
+    run_vlsr(dataset.load_saved_view("part"), "gt", encoder=encoder, min_cluster_size=1)
+    assert main(["apply", "--dataset", dataset.name]) == 0
+    assert "to 8 samples" in capsys.readouterr().out
+    assert main(["export", "--dataset", dataset.name, "--out", str(tmp_path / "out")]) == 0
+    with open(tmp_path / "out" / "samples.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 8
+
+    dataset.save_view("first-two", dataset.limit(2))
+    dataset.delete_saved_view("part")
+    assert main(["apply", "--dataset", dataset.name]) == 2
+    assert "made on saved view 'part', which no longer exists: give another with --view" in \
+        capsys.readouterr().err
+    assert main(["apply", "--dataset", dataset.name, "--view", "first-two"]) == 0
+    assert "to 2 samples" in capsys.readouterr().out
+
+    run_vlsr(dataset.limit(8), "gt", key="adhoc", encoder=encoder, min_cluster_size=1)
+    assert main(["export", "--dataset", dataset.name, "--key", "adhoc",
+                 "--out", str(tmp_path / "out2")]) == 2
+    assert "was made on an unsaved view, which cannot be found again" in capsys.readouterr().err

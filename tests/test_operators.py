@@ -160,7 +160,11 @@ def test_the_embed_form_offers_reduced_precision_and_says_when_the_cpu_lacks_bf1
     assert [c["value"] for c in props["precision"]["view"]["choices"]] == ["full", "bf16", "int8"]
     assert props["precision"]["default"] == "full" and "bf16_note" not in props
     props = form("compute_embeddings", ds, label_field="gt", precision="bf16")["type"]["properties"]
-    assert ("bf16_note" in props) is not native_bf16()  # this machine's CPU decides
+    assert ("bf16_note" in props) is (native_bf16() is False)  # this machine's CPU decides
+    assert "bf16_note" not in form("compute_embeddings", ds, label_field="gt", precision="bf16",
+                                   device="cuda")["type"]["properties"]  # not about a GPU
+    assert "int8 runs on the CPU only" in str(_form_errors(form(
+        "compute_embeddings", ds, label_field="gt", precision="int8", device="cuda")))
 
 
 @pytest.mark.parametrize("name", OPERATORS[:4])

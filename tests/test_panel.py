@@ -107,16 +107,17 @@ def test_a_refused_edit_is_a_message_not_a_crash(ran):
     assert review_state(ran, "vlsr").edits == []
 
 
-def test_the_histogram_kept_at_scoring_is_the_one_mongodb_counts(ran):
-    from vlsr_core.fo.browse import score_histogram
+def test_the_histogram_kept_at_scoring_counts_every_score_of_the_run(ran):
+    from vlsr_core.fo.browse import count_score_histogram, score_histogram
+    from vlsr_core.fo.stages import score_labels
 
+    score_labels(ran.limit(2), "vlsr")  # a part scored again: the others keep their scores
     kept = score_histogram(ran, "vlsr")
+    assert sum(kept.counts) == ran.count("gt.classifications.vlsr_similarity") == 14
     config = ran.get_run_info("vlsr").config
     config.score_histogram = None  # as a run scored by an older version stores it
     ran.update_run_config("vlsr", config)
-    counted = score_histogram(ran, "vlsr")
-    assert kept.counts == counted.counts and sum(kept.counts) == 14
-    assert kept.edges == pytest.approx(counted.edges, abs=1e-12)
+    assert score_histogram(ran, "vlsr") == kept == count_score_histogram(ran, "vlsr", "gt")
 
 
 def test_clicking_a_histogram_bar_shows_the_labels_scoring_in_it(ran):
@@ -168,4 +169,6 @@ def test_members_matching_the_search_come_first_and_a_large_cluster_is_capped(ra
     monkeypatch.setattr(module, "MEMBERS", 2)
     panel.event("on_search", value="")
     assert [m["label"] for m in panel.state["members"]] == farthest_first[:2]
-    assert "2 of 3: those matching the search, then the farthest" in str(panel.layout)
+    assert "2 of 3, the farthest first" in str(panel.layout)
+    panel.event("on_search", value="helm")
+    assert "2 of 3, those matching the search first, then the farthest" in str(panel.layout)

@@ -87,6 +87,7 @@ def _parser():
     _dataset_arg(c)
     c.add_argument("--key", default=DEFAULT_KEY)
     c.add_argument("--copy-to", help="also write each sample's final label to this new field")
+    _view_arg(c)
     c.set_defaults(func=_apply)
 
     c = sub.add_parser("export", help="write samples.csv, label_map.csv and COCO files")
@@ -95,6 +96,7 @@ def _parser():
     c.add_argument("--key", default=DEFAULT_KEY)
     c.add_argument("--detections-field", help="a Detections field to export as COCO, relabelled")
     c.add_argument("--overwrite", action="store_true", help="replace the files of an earlier export")
+    _view_arg(c)
     c.set_defaults(func=_export)
 
     c = sub.add_parser("demo", help="build a small noisy dataset, clean it and open the App")
@@ -128,7 +130,7 @@ def _review_parsers(sub):
     actions = review.add_subparsers(required=True, metavar="action")
     c = actions.add_parser("show", help="the review's edits and the most doubtful clusters")
     _review_args(c)
-    c.add_argument("--clusters", type=int, default=10, metavar="N",
+    c.add_argument("--clusters", type=_positive, default=10, metavar="N",
                    help="how many clusters to list, the most doubtful first (default: 10)")
     c.add_argument("--find", default="", help="only clusters with a label containing this")
     c.set_defaults(func=_review_show)
@@ -150,9 +152,20 @@ def _review_parsers(sub):
     c.set_defaults(func=_review_undo)
 
 
+def _positive(text):
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text!r}")
+    return int(text)
+
+
 def _review_args(c):
     _dataset_arg(c)
     c.add_argument("--key", default=DEFAULT_KEY)
+
+
+def _view_arg(c):
+    c.add_argument("--view", help="a saved view to work on (default: the collection the run was "
+                                  "made on: the dataset, or the saved view it was made on)")
 
 
 def _dataset_arg(c):
@@ -278,7 +291,8 @@ def _count(n, noun):
 
 
 def _plain(markdown):
-    return markdown.replace("**", "").replace("*", "").replace("`", "")
+    """Text of the review's Markdown as a terminal shows it: without bold and code marks."""
+    return markdown.replace("**", "").replace("*Apply* writes", "`vlsr apply` writes").replace("`", "")
 
 
 def _review_show(a):
@@ -287,7 +301,7 @@ def _review_show(a):
 
     dataset = _load(a.dataset)
     state = review_state(dataset, a.key)
-    print(_plain(state.summary()).replace("Apply writes", "`vlsr apply` writes"))
+    print(_plain(state.summary()))
     stale = {o.edit.id: o.reason for o in state.stale}
     for e in state.edits:
         status = (f"undone {e.undone}" if e.undone else f"no longer applies: {stale[e.id]}"
@@ -298,8 +312,8 @@ def _review_show(a):
           + (f" with a label containing {a.find!r}" if a.find else "")
           + (f", the {min(a.clusters, len(rows))} most doubtful:" if rows else ""))
     for row in rows[:a.clusters]:
-        print(f"  {row['canonical']}: {_count(row['labels'], 'label')} on "
-              f"{_count(row['occurrences'], 'sample')}" + (", edited" if row["edited"] else ""))
+        print(f"  {row['canonical']}: {_count(row['labels'], 'label')}, "
+              f"{_count(row['occurrences'], 'occurrence')}" + (", edited" if row["edited"] else ""))
         for m in member_rows(state, row["cluster"], a.find)[:10]:
             print(f"      {m['shown']}  (distance {m['distance']:.3f}, "
                   f"{_count(m['frequency'], 'sample')})")
@@ -317,33 +331,56 @@ def _review_edit(a):
             raise ReviewError(f"no saved view {a.view!r} on dataset {a.dataset!r}; saved views: "
                               f"{dataset.list_saved_views()}")
         samples += dataset.load_saved_view(a.view).values("id")
+        if not samples:
+            raise ReviewError(f"saved view {a.view!r} holds no samples")
+    if a.action.endswith("suggestion") and not samples:
+        raise ReviewError("give the samples the decision is about: --sample ID (repeated) or "
+                          "--view NAME")
     edit = add_edit(dataset, a.key, a.action, a.label, to=getattr(a, "to", None), samples=samples)
-    print(f"edit #{edit.id}: {_plain(edit.describe())}; `vlsr apply` writes it to the fields")
+    print(f"edit #{edit.id}: {_plain(edit.describe())}; vlsr apply writes it to the fields")
 
 
 def _review_undo(a):
     from .fo.review import undo_edit
 
     edit = undo_edit(_load(a.dataset), a.key, a.id)
-    print(f"undid edit #{edit.id}: {_plain(edit.describe())}; `vlsr apply` writes it to the fields")
+    print(f"undid edit #{edit.id}: {_plain(edit.describe())}; vlsr apply writes the change to "
+          "the fields")
 
 
 def _apply(a):
     from .fo.review import apply_review
 
-    report = apply_review(_run_collection(a.dataset, a.key), a.key, copy_to=a.copy_to,
+    report = apply_review(_run_collection(a.dataset, a.key, a.view), a.key, copy_to=a.copy_to,
                           progress=_bar("apply"))
     print(report.summary())
 
 
-def _run_collection(name, key):
-    """The collection run ``key`` of dataset ``name`` was made on (what apply and export take)."""
-    from .fo.runs import run_collection
+def _run_collection(name, key, view=None):
+    """The saved view ``view``, else the collection run ``key`` of dataset ``name`` was made on
+    (what apply and export take)."""
+    from .fo.runs import VLSRRunConfig, run_collection
+    from .fo.stages import VLSRError
 
     dataset = _load(name)
     if not dataset.has_run(key):
         raise FileNotFoundError(f"no VLSR run {key!r} on dataset {name!r}; runs: "
                                 f"{dataset.list_runs()}")
+    made_on = dataset.get_run_info(key).config
+    if not isinstance(made_on, VLSRRunConfig):
+        raise FileNotFoundError(f"run {key!r} of dataset {name!r} is not a VLSR run")
+    made_on = made_on.collection
+    if view:
+        if not dataset.has_saved_view(view):
+            raise FileNotFoundError(f"no saved view {view!r} on dataset {name!r}; saved views: "
+                                    f"{dataset.list_saved_views()}")
+        return dataset.load_saved_view(view)
+    if made_on == "":
+        raise VLSRError(f"run {key!r} was made on an unsaved view, which cannot be found again: "
+                        "give a saved view holding its samples with --view")
+    if made_on and not dataset.has_saved_view(made_on):
+        raise VLSRError(f"run {key!r} was made on saved view {made_on!r}, which no longer "
+                        "exists: give another with --view")
     return run_collection(dataset, key)
 
 
@@ -351,12 +388,11 @@ def _export(a):
     from .fo.export import export_run
     from .fo.review import export_note
 
-    collection = _run_collection(a.dataset, a.key)
-    dataset = collection._dataset
+    collection = _run_collection(a.dataset, a.key, a.view)
     for path in export_run(collection, a.out, a.key, detections_field=a.detections_field,
                            overwrite=a.overwrite):
         print(f"wrote {path}")
-    print(export_note(dataset, a.key))
+    print(export_note(collection._dataset, a.key))
 
 
 def _demo(a):

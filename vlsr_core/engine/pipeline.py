@@ -211,17 +211,6 @@ class ScoreTally:
         return sorted(l for l, b in zip(self.vocabulary, self._best) if np.isfinite(b) and b < threshold)
 
 
-def score_bins(scores, bins=40):
-    """``(counts, edges)`` of ``scores`` in ``bins`` equal bins from the lowest to the highest
-    (lists, JSON-ready), or None when there are none: the review panel's histogram."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if not scores.size:
-        return None
-    lo, hi = float(scores.min()), float(scores.max())
-    counts, edges = np.histogram(scores, bins=bins, range=(lo, max(hi, lo + 1e-6) + 1e-9))
-    return counts.tolist(), edges.tolist()
-
-
 def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, params=None, *,
                   block_rows=DEFAULT_BLOCK_ROWS, progress=None, **overrides):
     """Steps 4-7 alone: clusters, label map and final labels (see :func:`sanitize`).

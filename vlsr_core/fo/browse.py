@@ -25,20 +25,26 @@ class Histogram:
 
 
 def score_histogram(dataset, key):
-    """A :class:`Histogram` of the label scores of run ``key``, or None before scoring: the one
-    kept at scoring time, else (a run scored by an older version) computed by MongoDB."""
+    """A :class:`Histogram` of every label score of run ``key``, or None before scoring: the one
+    kept at scoring time, else (a run scored by an older version) counted now."""
     config = dataset.get_run_info(key).config
     if config.score_histogram:
         return Histogram(**config.score_histogram)
-    field = f"{label_path(dataset, config.label_field)}.{label_attributes(key)['similarity']}"
-    if not dataset.has_field(field):
+    return count_score_histogram(dataset, key, config.label_field)
+
+
+def count_score_histogram(samples, key, label_field, bins=40):
+    """A :class:`Histogram` of every label score of run ``key`` in ``samples``, counted by
+    MongoDB (two aggregations, whatever the size), or None when there is none."""
+    field = f"{label_path(samples, label_field)}.{label_attributes(key)['similarity']}"
+    if not samples.has_field(field):
         return None
-    bounds = dataset.bounds(field)
+    bounds = samples.bounds(field)
     if bounds[0] is None:
         return None
     lo, hi = bounds
     hi = hi if hi > lo else lo + 1e-6
-    counts, edges, _ = dataset.histogram_values(field, bins=40, range=[lo, hi + 1e-9])
+    counts, edges, _ = samples.histogram_values(field, bins=bins, range=[lo, hi + 1e-9])
     return Histogram([int(c) for c in counts], [float(e) for e in edges])
 
 

@@ -59,9 +59,9 @@ class VLSRRunConfig(fors.RunConfig):
             (:mod:`vlsr_core.fo.brain`), deleted with it.
         review: the curator's review edits (:mod:`vlsr_core.fo.review`), as records.
         applied: ``{"edits": [ids], "time": ...}``: the review edits the fields show.
-        score_histogram: ``{"counts": [...], "edges": [...]}``: the label scores of the last
-            scoring in bins, kept for the review panel (None: not scored, or scored by a version
-            before it was kept).
+        score_histogram: ``{"counts": [...], "edges": [...]}``: every label score of the run in
+            bins, counted at the end of each scoring for the review panel (None: not scored, or
+            scored by a version before it was kept).
         model_fingerprint: what the model is (:func:`~vlsr_core.model.model_source.model_fingerprint`),
             so that the same weights under another path keep the embeddings.
         **kwargs: parameter values (defaults: the parameter classes') and FiftyOne's own keys.

@@ -21,9 +21,10 @@ from fiftyone import ViewField as F
 
 from ..engine.defaults import DEFAULT_KEY
 from ..engine.params import PARAM_CLASSES, EmbedParams, MergeParams, ParamError, ScoreParams
-from ..engine.pipeline import ScoreTally, build_label_map, final_labels, score_bins, score_images
+from ..engine.pipeline import ScoreTally, build_label_map, final_labels, score_images
 from ..engine.review import suggestion_decisions
 from . import chunks
+from .browse import count_score_histogram
 from .chunks import iter_chunks, sample_ids
 from .labels import (
     LabelFieldError,
@@ -97,9 +98,10 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
                        encoder=None, label_encoder=None, images=True, progress=None, **overrides):
     """Embed the distinct labels of ``label_field`` into the run record, then the images.
 
-    Images that already have an embedding from the same model (prompt and JPEG decoding) are
-    skipped unless ``recompute``, so an interrupted run resumes where it stopped. Unreadable
-    images are skipped and their reason written to ``{key}_error`` (see :func:`unreadable_images`).
+    Images that already have an embedding from the same model (prompt, JPEG decoding and
+    precision) are skipped unless ``recompute``, so an interrupted run resumes where it stopped.
+    Unreadable images are skipped and their reason written to ``{key}_error`` (see
+    :func:`unreadable_images`).
 
     Args:
         samples: a FiftyOne dataset or view of images.
@@ -209,9 +211,9 @@ def _embed_for_merging(config, results, label_model, label_encoder, progress):
 
 def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None,
                              device="auto", num_workers=None, progress=None):
-    """Embed the images of ``samples`` for an existing run, with the run's model, prompt and
-    JPEG decoding (an ``encoder`` given must match them: mixed embeddings are not comparable),
-    on ``device`` with ``num_workers`` decoding processes (see :class:`EmbedParams`).
+    """Embed the images of ``samples`` for an existing run, with the run's model, prompt, JPEG
+    decoding and precision (an ``encoder`` given must match them: mixed embeddings are not
+    comparable), on ``device`` with ``num_workers`` decoding processes (see :class:`EmbedParams`).
 
     The image half of :func:`compute_embeddings`; it writes sample fields only, so several
     processes may run it at once on disjoint views of one dataset (one shard each).
@@ -339,14 +341,12 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
 
     report = ScoreReport()
     tally = ScoreTally(run.vocabulary)
-    written = []  # every label object's score, for the review panel's histogram
     for chunk in run.read_chunks(samples):
         scores = score_images(chunk.images, chunk.sets, run.vocabulary, run.vocab_emb, params)
-        per_object = run.write_label_values(samples, chunk, attrs["similarity"], [
+        run.write_label_values(samples, chunk, attrs["similarity"], [
             dict(zip(labels, sims.tolist())) if sims is not None else {}
             for labels, sims in zip(chunk.sets, scores.similarity)
         ])
-        written.append(np.array([v for vs in per_object for v in vs if v is not None], np.float32))
         run.write_sample_values(samples, chunk, {
             fields["suggestions"]: [
                 fo.Classifications(classifications=[
@@ -370,8 +370,9 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
     low = tally.threshold(params.low_quantile)
     report.low_similarity_threshold = config.low_similarity_threshold = low
     weak = tally.weak_labels(low)
-    hist = score_bins(np.concatenate(written)) if written else None
-    config.score_histogram = dict(counts=hist[0], edges=hist[1]) if hist else None
+    # every score of the run (also those of samples outside ``samples``), for the review panel
+    hist = count_score_histogram(run.dataset, key, config.label_field)
+    config.score_histogram = dict(counts=hist.counts, edges=hist.edges) if hist else None
     views = saved_view_names(key)
     label_sim = F(attrs["similarity"])
     _save_view(run, views["low_similarity"],
@@ -477,6 +478,8 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         outputs[copy_to] = outputs[fields["label"]]
     _create_outputs(run.dataset, key, run.config, outputs)
     canonical, cluster = label_map.canonical, label_map.cluster
+    # the map's whole vocabulary (``samples`` may hold only part of it)
+    vocab_emb = run.results.embeddings_of(label_map.vocabulary)
     done = 0
     for chunk in run.read_chunks(samples):
         labels = [[_decided(by_label.get(i), "accept_suggestion", l) for i, l in zip(ids, ls)]
@@ -486,7 +489,7 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         for labels_of, suggestion in zip(sets, chosen):
             if suggestion is not None and suggestion not in labels_of:
                 labels_of.append(suggestion)
-        final = final_labels(chunk.images, sets, label_map, run.vocab_emb)
+        final = final_labels(chunk.images, sets, label_map, vocab_emb)
         for k, suggestion in enumerate(chosen):
             if suggestion is not None and final.canonical_scores[k] is not None:
                 i = final.canonical_labels[k].index(canonical[suggestion])
@@ -642,12 +645,11 @@ class _Run:
     def write_label_values(self, samples, chunk, attribute, values, labels=None):
         """Set ``attribute`` on every label object of the chunk, in one bulk write: per sample,
         a dict from label string to value (unusable or unlisted labels get None), looked up by
-        ``labels`` (per sample, a string per label object; default: the objects' own labels).
-        Returns the values written, per sample a list (one per label object)."""
-        written = [[by_label.get(l) if usable(l) else None for l in labels_of]
-                   for labels_of, by_label in zip(labels or chunk.labels, values)]
-        set_label_attribute(samples, self.path, attribute, chunk.ids, chunk.label_ids, written)
-        return written
+        ``labels`` (per sample, a string per label object; default: the objects' own labels)."""
+        set_label_attribute(samples, self.path, attribute, chunk.ids, chunk.label_ids, [
+            [by_label.get(l) if usable(l) else None for l in labels_of]
+            for labels_of, by_label in zip(labels or chunk.labels, values)
+        ])
 
     def write_sample_values(self, samples, chunk, values):
         """Set sample fields of the chunk, one bulk write a field: ``{field: per-sample values}``."""

@@ -64,8 +64,8 @@ class CLIPEncoder:
             ``num_workers=0`` on a CPU).
         precision: the image tower's arithmetic (:mod:`~vlsr_core.model.precision`): ``"full"``
             (float32; float16 on CUDA), ``"bf16"`` (bfloat16: autocast on a CPU, the weights on
-            CUDA) or ``"int8"`` (dynamic quantisation of the linear layers; CPU only). On a CPU
-            labels are always embedded in float32.
+            CUDA) or ``"int8"`` (dynamic quantisation of the linear layers; CPU only). Labels are
+            embedded as at full precision whatever it is.
 
     Example:
         >>> enc = CLIPEncoder("/models/clip-vit-large-patch14")
@@ -96,15 +96,19 @@ class CLIPEncoder:
         problem = precision_problem(precision, self.device)
         if problem:
             raise ParamError("precision", problem)
-        if precision == "bf16" and self.device.type == "cpu" and not native_bf16():
+        if precision == "bf16" and self.device.type == "cpu" and native_bf16() is False:
             logger.warning("this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): bf16 is "
                            "emulated and likely slower than full precision")
-        self.dtype = torch.float32
-        if self.device.type == "cuda":
-            self.dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.model, self.processor = _load(self.model_name)
         self.model.to(self.device, dtype=self.dtype).eval()
-        if precision == "int8":  # the image tower only: labels keep their full-precision embeddings
+        # the image tower only: labels keep their embeddings whatever the image precision
+        self.image_dtype = self.dtype
+        if precision == "bf16" and self.device.type == "cuda":
+            self.image_dtype = torch.bfloat16
+            self.model.vision_model.to(dtype=torch.bfloat16)
+            self.model.visual_projection.to(dtype=torch.bfloat16)
+        if precision == "int8":
             self.model.vision_model = quantized(self.model.vision_model)
             self.model.visual_projection = quantized(self.model.visual_projection)
         self.dim = int(self.model.config.projection_dim)
@@ -174,7 +178,8 @@ class CLIPEncoder:
         """float32 ndarray (b, dim) of unit rows: the image tower, at the encoder's precision, on
         a batch of preprocessed images (a tensor (b, 3, side, side) from its image processor)."""
         with torch.inference_mode(), autocast(self.precision, self.device):
-            feats = self.model.get_image_features(pixel_values=pixels.to(self.device, dtype=self.dtype))
+            feats = self.model.get_image_features(
+                pixel_values=pixels.to(self.device, dtype=self.image_dtype))
         return _normalized(feats)
 
     def embed_images(self, paths, progress=None):

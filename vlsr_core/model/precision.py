@@ -12,19 +12,29 @@ import warnings
 
 import torch
 
-PRECISIONS = ("full", "bf16", "int8")
+from ..engine.defaults import PRECISIONS
+
+# torch.cpu.get_capabilities() keys of bfloat16 instructions (x86: AVX512-BF16, AMX; Arm: BF16)
+BF16_CAPABILITIES = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")
 
 
 def native_bf16():
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX)."""
-    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
-    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX on x86, BF16 on Arm);
+    None where this torch cannot tell."""
+    if not hasattr(torch.cpu, "get_capabilities"):  # torch before 2.6
+        return None
+    caps = torch.cpu.get_capabilities()
+    return any(caps.get(name) for name in BF16_CAPABILITIES)
 
 
 def precision_problem(precision, device):
     """Why ``precision`` cannot run on ``device`` (a torch.device), or None."""
+    if precision not in PRECISIONS:
+        return f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
     if precision == "int8" and device.type != "cpu":
         return f"precision int8 runs on the CPU only (device {device}); choose bf16 or full"
+    if precision == "bf16" and device.type not in ("cpu", "cuda"):
+        return f"precision bf16 runs on a CPU or CUDA (device {device}); choose full"
     return None
 
 
@@ -42,7 +52,8 @@ def quantized(module):
 
 def autocast(precision, device):
     """The context a forward pass at ``precision`` runs in: bfloat16 autocast on a CPU for
-    ``bf16`` (matrix products in bfloat16, normalisations and softmax in float32)."""
+    ``bf16`` (matrix products in bfloat16, normalisations and softmax in float32; on CUDA the
+    image tower's weights are bfloat16 instead)."""
     if precision == "bf16" and device.type == "cpu":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
