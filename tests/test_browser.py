@@ -124,6 +124,27 @@ def row_action(page, table, row_text, action):
     page.get_by_text(action, exact=True).locator("visible=true").first.click()
 
 
+def label_scores_in_the_modal(page):
+    """A sample's modal shows each label's score with the label, not only in the JSON viewer."""
+    tile = page.locator('[data-cy="looker"]').first
+    modal = page.locator('[data-cy="modal"]')
+    opened = page.get_by_text("Annotate", exact=True)  # the modal sidebar's mode switch
+
+    def open_modal():
+        if not opened.is_visible():
+            tile.click()  # a click may land before the grid is ready: again until it opens
+            page.wait_for_timeout(3000)
+        return opened.is_visible()
+
+    _until(open_modal, "a sample's modal", timeout=60, page=page)
+    modal.locator('[data-cy="sidebar-field-arrow-enabled-gt"]').click()  # expand the label field
+    for attribute in ("vlsr_similarity", "vlsr_canonical", "vlsr_cluster"):
+        modal.get_by_text(attribute, exact=True).first.wait_for(timeout=30_000)
+    shot(page, "09b-modal-label-scores")
+    page.keyboard.press("Escape")
+    _until(lambda: not opened.is_visible(), "the modal closed", timeout=30, page=page)
+
+
 def review_in_the_panel(page, dataset, session):
     """Every review action from the VLSR panel, and Apply: the cluster that paper mode forced
     together is taken apart, renamed, and a suggestion is accepted for a selected sample."""
@@ -341,6 +362,7 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     page.keyboard.press("Escape")
     page.get_by_text("vlsr_label", exact=True).first.wait_for(timeout=30_000)
     shot(page, "09-sidebar-new-fields")
+    label_scores_in_the_modal(page)
 
     review_in_the_panel(page, dataset, session)
 
