@@ -179,7 +179,8 @@ def _run_args(c):
     g.add_argument("--key", default=DEFAULT_KEY, help="run key; the prefix of every field written")
     g.add_argument("--recompute", action="store_true", help="embed images that already have one")
     for cls, title in ((EmbedParams, "embedding (step 1)"), (ScoreParams, "scoring (steps 2-3)"),
-                       (MergeParams, "clustering and merging (steps 4-6; defaults: the paper's)")):
+                       (MergeParams, "clustering and merging (steps 4-6; defaults: the recommended "
+                                "mode, --mode paper for the paper's)")):
         add_param_flags(c.add_argument_group(title), cls)
 
 
