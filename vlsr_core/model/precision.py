@@ -21,7 +21,7 @@ BF16_CAPABILITIES = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")
 def native_bf16():
     """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX on x86, BF16 on Arm);
     None where this torch cannot tell."""
-    if not hasattr(torch.cpu, "get_capabilities"):  # torch before 2.6
+    if not hasattr(torch.cpu, "get_capabilities"):  # an older torch
         return None
     caps = torch.cpu.get_capabilities()
     return any(caps.get(name) for name in BF16_CAPABILITIES)
