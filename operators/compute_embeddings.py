@@ -51,7 +51,7 @@ class ComputeEmbeddings(foo.Operator):
                                   unchecked=unchecked, checks={
                                       "model": model_problem,
                                       "precision": lambda p: _precision_problem(p, device)})
-            if params is not None and params.precision == "bf16" and device == "cpu":
+            if params is not None and params.precision == "bf16" and device and device.type == "cpu":
                 _bf16_note(inputs)
             inputs.bool("recompute", default=False, label="Recompute",
                         description="Embed again samples that already have an embedding from this model")
@@ -86,26 +86,23 @@ class ComputeEmbeddings(foo.Operator):
 
 
 def _device_here(device):
-    """The device an immediate run would use on this machine (``"auto"`` resolved), or None
-    when the name is not a device (its own field says so)."""
+    """The torch device an immediate run would use on this machine (``"auto"`` resolved), or
+    None when the name is not a device (its own field says so)."""
     import torch
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        return torch.device(device).type
+        return torch.device(("cuda" if torch.cuda.is_available() else "cpu")
+                            if device == "auto" else device)
     except (RuntimeError, TypeError, ValueError):
         return None
 
 
 def _precision_problem(precision, device):
-    if precision == "full" or device is None:  # nothing to check, or the job runs elsewhere
+    if device is None:  # full precision (nothing to check), or the job runs elsewhere
         return None
-    import torch
-
     from vlsr_core.model.precision import precision_problem
 
-    return precision_problem(precision, torch.device(device))
+    return precision_problem(precision, device)
 
 
 def _bf16_note(inputs):

@@ -328,10 +328,7 @@ def _review_edit(a):
     dataset = _load(a.dataset)
     samples = list(getattr(a, "sample", []))
     if getattr(a, "view", None):
-        if not dataset.has_saved_view(a.view):
-            raise ReviewError(f"no saved view {a.view!r} on dataset {a.dataset!r}; saved views: "
-                              f"{dataset.list_saved_views()}")
-        samples += dataset.load_saved_view(a.view).values("id")
+        samples += _saved_view(dataset, a.view).values("id")
         if not samples:
             raise ReviewError(f"saved view {a.view!r} holds no samples")
     if a.action.endswith("suggestion") and not samples:
@@ -357,6 +354,13 @@ def _apply(a):
     print(report.summary())
 
 
+def _saved_view(dataset, name):
+    if not dataset.has_saved_view(name):
+        raise FileNotFoundError(f"no saved view {name!r} on dataset {dataset.name!r}; saved "
+                                f"views: {dataset.list_saved_views()}")
+    return dataset.load_saved_view(name)
+
+
 def _run_collection(name, key, view=None):
     """The saved view ``view``, else the collection run ``key`` of dataset ``name`` was made on
     (what apply and export take)."""
@@ -372,10 +376,7 @@ def _run_collection(name, key, view=None):
         raise FileNotFoundError(f"run {key!r} of dataset {name!r} is not a VLSR run")
     made_on = made_on.collection
     if view:
-        if not dataset.has_saved_view(view):
-            raise FileNotFoundError(f"no saved view {view!r} on dataset {name!r}; saved views: "
-                                    f"{dataset.list_saved_views()}")
-        return dataset.load_saved_view(view)
+        return _saved_view(dataset, view)
     if made_on == "":
         raise VLSRError(f"run {key!r} was made on an unsaved view, which cannot be found again: "
                         "give a saved view holding its samples with --view")
