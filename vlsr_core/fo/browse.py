@@ -7,7 +7,7 @@ import numpy as np
 from fiftyone import ViewField as F
 
 from .labels import label_path
-from .runs import label_attributes
+from .runs import label_attributes, review_attribute
 
 
 @dataclass
@@ -30,13 +30,14 @@ def score_histogram(dataset, key):
     config = dataset.get_run_info(key).config
     if config.score_histogram:
         return Histogram(**config.score_histogram)
-    return count_score_histogram(dataset, key, config.label_field)
+    return count_score_histogram(dataset, key, config.label_field, review_attribute(config, key))
 
 
-def count_score_histogram(samples, key, label_field, bins=40):
-    """A :class:`Histogram` of every label score of run ``key`` in ``samples``, counted by
-    MongoDB (two aggregations, whatever the size), or None when there is none."""
-    field = f"{label_path(samples, label_field)}.{label_attributes(key)['similarity']}"
+def count_score_histogram(samples, key, label_field, attribute, bins=40):
+    """A :class:`Histogram` of every score in label ``attribute`` of run ``key`` in ``samples``
+    (:func:`~vlsr_core.fo.runs.review_attribute`), counted by MongoDB (two aggregations,
+    whatever the size), or None when there is none."""
+    field = f"{label_path(samples, label_field)}.{attribute}"
     if not samples.has_field(field):
         return None
     bounds = samples.bounds(field)
@@ -49,8 +50,9 @@ def count_score_histogram(samples, key, label_field, bins=40):
 
 
 def labels_scoring_between(samples, key, label_field, lo, hi):
-    """The view of the labels of run ``key`` whose score is in ``[lo, hi]``."""
-    score = F(label_attributes(key)["similarity"])
+    """The view of the labels of run ``key`` whose review score (image or crop, as the
+    histogram's) is in ``[lo, hi]``."""
+    score = F(review_attribute(samples._dataset.get_run_info(key).config, key))
     return samples.filter_labels(label_field, (score >= lo) & (score <= hi))
 
 

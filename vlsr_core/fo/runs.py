@@ -23,6 +23,11 @@ SAMPLE_FIELDS = {
     "best_gap": "best_gap",  # best suggestion's score minus best assigned label's score
     "labels": "labels",  # canonical label set (Classifications)
     "label": "label",  # final label (Classification)
+    # with crops (Detections fields): the crops embedded, as of the boxes they were cut from
+    "crop_embeddings": "crop_embeddings",  # float32 (boxes, dim); NaN: scored on the image
+    "crop_ids": "crop_ids",  # the ids of the boxes, aligned with the rows
+    "crop_boxes": "crop_boxes",  # their bounding boxes when cut (a moved box is cut again)
+    "min_crop_similarity": "min_crop_similarity",  # lowest crop score of the sample's boxes
 }
 # Tags on a sample's final label ({key}_label) saying what the review decided; the input labels
 # are never tagged.
@@ -35,7 +40,15 @@ LABEL_ATTRIBUTES = {
     "similarity": "similarity",  # image-to-label score
     "canonical": "canonical",  # the label's canonical label
     "cluster": "cluster",  # the label's final cluster id
+    # with crops (Detections fields)
+    "crop_similarity": "crop_similarity",  # box-to-label score (the image's if not cut)
+    "crop_fallback": "crop_fallback",  # True: too small or no coordinates, scored on the image
+    "crop_suggestions": "crop_suggestions",  # top-k vocabulary labels for the box, best first
+    "crop_gap": "crop_gap",  # best suggestion's crop score minus the box label's
 }
+# The sample fields and label attributes written only when the run embeds crops.
+CROP_FIELDS = ("crop_embeddings", "crop_ids", "crop_boxes", "min_crop_similarity")
+CROP_ATTRIBUTES = ("crop_similarity", "crop_fallback", "crop_suggestions", "crop_gap")
 
 
 class VLSRRunConfig(fors.RunConfig):
@@ -195,6 +208,12 @@ def sample_fields(key):
 def label_attributes(key):
     """The attributes the run ``key`` sets on each input label, by role."""
     return {role: f"{key}_{suffix}" for role, suffix in LABEL_ATTRIBUTES.items()}
+
+
+def review_attribute(config, key):
+    """The label attribute the review views, thresholds and panel of a run use: the crop score
+    when the run embeds crops, else the image score."""
+    return label_attributes(key)["crop_similarity" if getattr(config, "crops", False) else "similarity"]
 
 
 def saved_view_names(key):

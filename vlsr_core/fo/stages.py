@@ -26,6 +26,7 @@ from ..engine.review import suggestion_decisions
 from . import chunks
 from .browse import count_score_histogram
 from .chunks import iter_chunks, sample_ids
+from .crops import crop_paths, crop_record, crops_current, read_crops, score_boxes, write_box_scores
 from .labels import (
     LabelFieldError,
     as_label_lists,
@@ -39,6 +40,7 @@ from .labels import (
 from .review import record_applied, review_state
 from .runs import (
     REVIEW_TAGS,
+    review_attribute,
     VLSRResults,
     VLSRRunConfig,
     label_attributes,
@@ -70,12 +72,16 @@ class EmbeddingReport:
     n_skipped: int = 0  # images that already had an embedding from this model
     n_labels_embedded: int = 0  # distinct label strings embedded now
     failures: list = field(default_factory=list)  # (sample id, filepath, reason)
+    n_crops: int = 0  # boxes cut and embedded now (runs with crops)
+    n_crop_fallback: int = 0  # boxes of the images embedded now left to the whole image
 
     def summary(self):
-        return (
-            f"embedded {self.n_embedded} images ({self.n_skipped} already done, "
-            f"{len(self.failures)} unreadable) and {self.n_labels_embedded} new labels"
-        )
+        text = (f"embedded {self.n_embedded} images ({self.n_skipped} already done, "
+                f"{len(self.failures)} unreadable) and {self.n_labels_embedded} new labels")
+        if self.n_crops or self.n_crop_fallback:
+            text += (f"; cut and embedded {self.n_crops} boxes ({self.n_crop_fallback} more too "
+                     "small or without coordinates: scored on the whole image)")
+        return text
 
 
 @dataclass
@@ -86,12 +92,22 @@ class ScoreReport:
     n_unscored: int = 0  # samples without an image embedding (unreadable or not embedded)
     n_scores: int = 0  # label scores written
     low_similarity_threshold: float = 0.0  # the low-similarity view's threshold
+    crops: bool = False  # the review used the boxes' crop scores
+    n_box_scores: int = 0  # boxes given a crop score
+    n_box_fallback: int = 0  # of those, scored on the whole image
+    n_box_stale: int = 0  # boxes without a crop as they are now (embed again)
 
     def summary(self):
-        return (
-            f"scored {self.n_scores} labels on {self.n_samples} samples ({self.n_unscored} without "
-            f"an image embedding); labels below {self.low_similarity_threshold:.3f} count as low"
-        )
+        text = (f"scored {self.n_scores} labels on {self.n_samples} samples ({self.n_unscored} "
+                f"without an image embedding)")
+        if self.crops:
+            text += (f"; {self.n_box_scores} boxes on their crops ({self.n_box_fallback} of them "
+                     "on the whole image: too small or without coordinates)")
+            if self.n_box_stale:
+                text += (f", {self.n_box_stale} boxes not (they changed since their crops were "
+                         "cut: compute embeddings again)")
+        score = "crop scores" if self.crops else "labels"
+        return text + f"; {score} below {self.low_similarity_threshold:.3f} count as low"
 
 
 def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, recompute=False,
@@ -125,6 +141,11 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     _check_collection(samples)
     path = _label_path(samples, label_field)
     _check_outputs(samples, key, label_field)
+    if params.crops and not path.endswith(".detections"):
+        raise VLSRError(f"Crops need boxes: {label_field!r} is not a Detections field")
+    if params.crops and params.jpeg_draft:
+        raise VLSRError("Crops are cut from full-resolution pixels: turn off jpeg_draft (fast JPEG "
+                        "decoding) to embed crops")
     vocabulary, _ = _scan_labels(samples, path, sample_ids(samples))
     if not vocabulary and not any(usable(l) for l in samples._dataset.distinct(f"{path}.label")):
         # (unlabelled images of a labelled dataset are fine: they get suggestions)
@@ -150,13 +171,15 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         # embeddings of another model are not comparable: drop them all, not only this view's
         results.labels, results.label_embeddings = [], np.zeros((0, encoder.dim), np.float32)
         results.merge_embeddings = np.zeros((0, 0), np.float32)  # aligned with the labels
-        if dataset.has_sample_field(fields["embedding"]):
-            dataset.clear_sample_field(fields["embedding"])
-    elif _image_setup(config) != _image_setup(encoder) and dataset.has_sample_field(fields["embedding"]):
+        _clear(dataset, fields["embedding"], *_crop_fields(key))
+    elif _image_setup(config) != _image_setup(encoder):
         # images decoded or computed another way: keep the label embeddings, not a mix of two
-        dataset.clear_sample_field(fields["embedding"])
+        _clear(dataset, fields["embedding"], *_crop_fields(key))
+    if _crop_setup(config) != _crop_setup(params):  # cut again, or no longer
+        _clear(dataset, *(_crop_fields(key) if params.crops else crop_paths(key, path)))
     config.model, config.prompt, config.batch_size = encoder.model_name, encoder.prompt, encoder.batch_size
     config.jpeg_draft, config.precision = _image_setup(encoder)
+    config.crops, config.crop_padding, config.crop_min_size = _crop_setup(params)
     config.model_fingerprint = _fingerprint(encoder)
     dataset.update_run_config(key, config)
     progress = progress or (lambda fraction: None)
@@ -239,21 +262,47 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
         raise VLSRError(f"This encoder ({setup(encoder, encoder.model_name)}) is not the one of run "
                         f"{key!r} ({setup(config, config.model)}): use compute_embeddings to switch")
     fields = sample_fields(key)
-    _create_outputs(dataset, key, config, {
+    outputs = {
         fields["embedding"]: lambda name: dataset.add_sample_field(name, fo.VectorField),
         fields["error"]: lambda name: dataset.add_sample_field(name, fo.StringField),
-    })
-    todo = samples if recompute else samples.exists(fields["embedding"], False)
+    }
+    crops = getattr(config, "crops", False)
+    path = _label_path(samples, config.label_field)
+    if crops:
+        outputs[fields["crop_embeddings"]] = lambda name: dataset.add_sample_field(name, fo.ArrayField)
+        outputs[fields["crop_ids"]] = lambda name: dataset.add_sample_field(
+            name, fo.ListField, subfield=fo.StringField)
+        outputs[fields["crop_boxes"]] = lambda name: dataset.add_sample_field(name, fo.ListField)
+    _create_outputs(dataset, key, config, outputs)
+    if recompute:
+        todo = samples
+    elif crops:
+        todo = samples.match(~crops_current(key, path))
+    else:
+        todo = samples.exists(fields["embedding"], False)
     ids = sample_ids(todo)
     report = EmbeddingReport(n_skipped=len(samples) - len(ids))
-    buffer = _Writer(dataset, fields["embedding"], fields["error"])
+    buffer = _Writer(dataset, fields, crops)
+    read = ["filepath"] + ([f"{path}.id", f"{path}.bounding_box"] if crops else [])
     done = 0
     # a chunk of images at a time, so that no per-image list grows with n
-    for chunk_ids, (paths,) in iter_chunks(todo, ["filepath"], chunks.EMBED_CHUNK_SIZE, ids):
-        for batch in encoder.iter_image_batches(paths):
-            for i, e in zip(batch.indices, batch.embeddings):
+    for chunk_ids, (paths, *boxes) in iter_chunks(todo, read, chunks.EMBED_CHUNK_SIZE, ids):
+        if crops:
+            box_ids, boxes = (as_label_lists(v, path) for v in boxes)
+            batches = encoder.iter_image_batches(paths, boxes, (config.crop_padding,
+                                                                config.crop_min_size))
+        else:
+            batches = encoder.iter_image_batches(paths)
+        for batch in batches:
+            for k, (i, e) in enumerate(zip(batch.indices, batch.embeddings)):
                 if np.isfinite(e).all():
-                    buffer.add(chunk_ids[i], e, None)
+                    record = None
+                    if crops:
+                        record = crop_record(box_ids[i], boxes[i], batch.crops[k])
+                        cut = int(np.isfinite(batch.crops[k]).all(axis=1).sum())
+                        report.n_crops += cut
+                        report.n_crop_fallback += len(box_ids[i]) - cut
+                    buffer.add(chunk_ids[i], e, None, record)
                     report.n_embedded += 1
                 else:  # e.g. a float16 overflow; a stored NaN would also hide the image from resumes
                     buffer.add(chunk_ids[i], None, NON_FINITE)
@@ -284,6 +333,24 @@ def _image_setup(obj):
     """How images are turned into embeddings besides the model: (jpeg_draft, precision), of an
     encoder or a run's config (encoders without a precision compute at full precision)."""
     return obj.jpeg_draft, getattr(obj, "precision", "full")
+
+
+def _crop_setup(obj):
+    """Whether and how boxes are cut, of parameters or a run's config: (crops, padding, min size)."""
+    crops = getattr(obj, "crops", False)
+    return (crops, obj.crop_padding, obj.crop_min_size) if crops else (False, None, None)
+
+
+def _crop_fields(key):
+    fields = sample_fields(key)
+    return fields["crop_embeddings"], fields["crop_ids"], fields["crop_boxes"]
+
+
+def _clear(dataset, *paths):
+    """Empty the fields or label attributes that exist among ``paths``."""
+    for path in paths:
+        if dataset.has_field(path):
+            dataset.clear_sample_field(path)
 
 
 def _fingerprint(encoder):
@@ -339,9 +406,23 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
         fields["best_gap"]: run.add_field(fo.FloatField),
     })
 
-    report = ScoreReport()
+    crops = bool(getattr(config, "crops", False))
+    extra = []
+    if crops:
+        _create_outputs(run.dataset, key, config, {
+            f"{run.path}.{attrs['crop_similarity']}": run.add_field(fo.FloatField),
+            f"{run.path}.{attrs['crop_fallback']}": run.add_field(fo.BooleanField),
+            f"{run.path}.{attrs['crop_suggestions']}": run.add_field(fo.ListField,
+                                                                     subfield=fo.StringField),
+            f"{run.path}.{attrs['crop_gap']}": run.add_field(fo.FloatField),
+            fields["min_crop_similarity"]: run.add_field(fo.FloatField),
+        })
+        extra = [fields["crop_ids"], fields["crop_boxes"], fields["crop_embeddings"],
+                 f"{run.path}.bounding_box"]
+    report = ScoreReport(crops=crops)
     tally = ScoreTally(run.vocabulary)
-    for chunk in run.read_chunks(samples):
+    box_tally = ScoreTally(run.vocabulary)
+    for chunk in run.read_chunks(samples, extra):
         scores = score_images(chunk.images, chunk.sets, run.vocabulary, run.vocab_emb, params)
         run.write_label_values(samples, chunk, attrs["similarity"], [
             dict(zip(labels, sims.tolist())) if sims is not None else {}
@@ -356,6 +437,18 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
             fields["best_gap"]: scores.best_gap,
         })
         tally.add(chunk.sets, scores.similarity)
+        if crops:
+            stored, boxes = read_crops(chunk.extra, run.path)
+            box = score_boxes(chunk.images, chunk.label_ids, chunk.labels, boxes, stored,
+                              run.vocabulary, run.vocab_emb, params)
+            write_box_scores(samples, run.path, key, chunk.ids, chunk.label_ids, box)
+            run.write_sample_values(samples, chunk, {fields["min_crop_similarity"]: box.min_similarity})
+            box_tally.add([labels for per_box in box.labels for labels in per_box],
+                          [np.float32([s]) if s is not None else None
+                           for sims in box.similarity for s in sims])
+            report.n_box_scores += box.n_cut + box.n_fallback
+            report.n_box_fallback += box.n_fallback
+            report.n_box_stale += box.n_stale
         n_scored = sum(s is not None for s in scores.similarity)
         report.n_samples += n_scored
         report.n_unscored += len(chunk.ids) - n_scored
@@ -363,27 +456,39 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
             progress(min(0.99, (report.n_samples + report.n_unscored) / len(run.ids)))
 
     # indexed, so that the App can sort the grid by them and filter large datasets quickly
-    for name in (fields["min_similarity"], fields["best_gap"], f"{run.path}.{attrs['similarity']}"):
+    indexed = [fields["min_similarity"], fields["best_gap"], f"{run.path}.{attrs['similarity']}"]
+    if crops:
+        indexed += [fields["min_crop_similarity"], f"{run.path}.{attrs['crop_similarity']}"]
+    for name in indexed:
         run.dataset.create_index(name)
 
     report.n_scores = tally.n_scores
+    if crops:  # the review looks at each box on its crop
+        tally = box_tally
     low = tally.threshold(params.low_quantile)
     report.low_similarity_threshold = config.low_similarity_threshold = low
     weak = tally.weak_labels(low)
     # every score of the run (also those of samples outside ``samples``), for the review panel
-    hist = count_score_histogram(run.dataset, key, config.label_field)
+    hist = count_score_histogram(run.dataset, key, config.label_field, review_attribute(config, key))
     config.score_histogram = dict(counts=hist.counts, edges=hist.edges) if hist else None
     views = saved_view_names(key)
-    label_sim = F(attrs["similarity"])
+    score = F(review_attribute(config, key))
+    what, where = ("boxes", "crop") if crops else ("labels", "image")
     _save_view(run, views["low_similarity"],
-               samples.filter_labels(config.label_field, (label_sim != None) & (label_sim < low)),
-               f"labels scoring below {low:.3f}, the {params.low_quantile:.0%} quantile of run {key!r}")
+               samples.filter_labels(config.label_field, (score != None) & (score < low)),
+               f"{what} scoring below {low:.3f} on their {where}, the {params.low_quantile:.0%} "
+               f"quantile of run {key!r}")
     margin = params.replace_margin
-    _save_view(run, views["better_label"], samples.match(F(fields["best_gap"]) > margin),
-               f"samples where a vocabulary label beats every assigned label by > {margin}")
+    if crops:
+        better = samples.filter_labels(config.label_field, F(attrs["crop_gap"]) > margin)
+    else:
+        better = samples.match(F(fields["best_gap"]) > margin)
+    _save_view(run, views["better_label"], better,
+               f"{'boxes' if crops else 'samples'} where a vocabulary label beats "
+               f"{'the box label on its crop' if crops else 'every assigned label'} by > {margin}")
     _save_view(run, views["weak_labels"],
                samples.filter_labels(config.label_field, F("label").is_in(weak)),
-               f"labels that score below {low:.3f} on every image they are on")
+               f"labels that score below {low:.3f} on every {where} they are on")
     _stage_state(run, "score", "complete")
     if progress is not None:
         progress(1.0)
@@ -611,6 +716,7 @@ class _Chunk:
     labels: list
     sets: list
     images: np.ndarray
+    extra: list  # values of the extra fields asked for, one list per field
 
 
 @dataclass
@@ -629,14 +735,16 @@ class _Run:
     vocab_emb: np.ndarray
     merge_emb: np.ndarray  # the vocabulary embedded for steps 4-6 (label_model, else vocab_emb)
 
-    def read_chunks(self, samples):
-        """Yield a :class:`_Chunk` of ``samples`` at a time."""
+    def read_chunks(self, samples, extra=()):
+        """Yield a :class:`_Chunk` of ``samples`` at a time, with the values of ``extra`` fields."""
         fields = [f"{self.path}.id", f"{self.path}.label", sample_fields(self.key)["embedding"]]
         seen = 0
-        for ids, (label_ids, labels, embeddings) in iter_chunks(samples, fields, ids=self.ids):
+        for ids, (label_ids, labels, embeddings, *more) in iter_chunks(samples, [*fields, *extra],
+                                                                        ids=self.ids):
             seen += len(ids)
             label_ids, labels = label_objects(self.path, label_ids, labels)
-            yield _Chunk(ids, label_ids, labels, label_sets(labels), _as_matrix(embeddings, self.dim))
+            yield _Chunk(ids, label_ids, labels, label_sets(labels),
+                         _as_matrix(embeddings, self.dim), more)
         if seen < len(self.ids):
             # e.g. a view sorted and limited by a field this stage writes
             logger.warning("%d of %d samples left the view while it was being processed and "
@@ -758,25 +866,29 @@ def _save_view(run, name, view, description):
 
 
 class _Writer:
-    """Buffers per-sample embeddings and errors and writes them with one bulk update each, when
-    :data:`WRITE_EVERY` samples or :data:`WRITE_SECONDS` have gathered."""
+    """Buffers per-sample embeddings (and crops) and errors and writes them with one bulk update
+    a field, when :data:`WRITE_EVERY` samples or :data:`WRITE_SECONDS` have gathered."""
 
-    def __init__(self, dataset, embedding_field, error_field):
-        self.dataset, self.embedding_field, self.error_field = dataset, embedding_field, error_field
-        self.embeddings, self.errors = {}, {}
+    def __init__(self, dataset, fields, crops=False):
+        self.dataset, self.fields = dataset, fields
+        self.names = ["embedding", "error"] + (["crop_ids", "crop_boxes", "crop_embeddings"]
+                                               if crops else [])
+        self.values = {name: {} for name in self.names}
         self.since = _clock()
 
-    def add(self, sample_id, embedding, error):
-        self.embeddings[sample_id] = embedding
-        self.errors[sample_id] = error
+    def add(self, sample_id, embedding, error, crops=None):
+        """Buffer a sample's values; ``crops`` from :func:`crop_record` (None: not embedded)."""
+        row = [embedding, error, *(crops or (None, None, None))]
+        for name, value in zip(self.names, row):
+            self.values[name][sample_id] = value
 
     def due(self):
-        return len(self.errors) >= WRITE_EVERY or (
-            self.errors and _clock() - self.since >= WRITE_SECONDS)
+        n = len(self.values["error"])
+        return n >= WRITE_EVERY or (n and _clock() - self.since >= WRITE_SECONDS)
 
     def flush(self):
-        if self.errors:
-            self.dataset.set_values(self.embedding_field, self.embeddings, key_field="id")
-            self.dataset.set_values(self.error_field, self.errors, key_field="id")
-        self.embeddings, self.errors = {}, {}
+        if self.values["error"]:
+            for name in self.names:
+                self.dataset.set_values(self.fields[name], self.values[name], key_field="id")
+        self.values = {name: {} for name in self.names}
         self.since = _clock()

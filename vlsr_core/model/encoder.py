@@ -13,8 +13,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..engine.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from ..engine.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CROP_MIN_SIZE,
+    DEFAULT_CROP_PADDING,
+    DEFAULT_MODEL,
+)
 from ..engine.params import ParamError
+from .crops import crop_region
 from .images import DEFAULT_MAX_PIXELS, BadImageError, load_image
 from .model_source import hub_unreachable, is_local, load_advice, local_problem, model_fingerprint
 from .precision import autocast, native_bf16, precision_problem, quantized
@@ -41,6 +47,8 @@ class ImageBatch(NamedTuple):
     indices: np.ndarray  # positions in the input of the embedded images, shape (b,)
     embeddings: np.ndarray  # float32, shape (b, dim)
     failures: list  # of ImageFailure
+    # with boxes: per embedded image, float32 (its boxes, dim), NaN rows for boxes left uncut
+    crops: list | None = None
 
 
 class CLIPEncoder:
@@ -152,27 +160,50 @@ class CLIPEncoder:
         row = {t: i for i, t in enumerate(distinct)}
         return out[[row[t] for t in texts]] if texts else out
 
-    def iter_image_batches(self, paths):
+    def iter_image_batches(self, paths, boxes=None, crop=(DEFAULT_CROP_PADDING, DEFAULT_CROP_MIN_SIZE)):
         """Yield :class:`ImageBatch` es over ``paths``, decoding ahead in worker processes.
 
         Unreadable files (missing, empty, truncated, not an image, decompression bomb) are
         reported in ``failures`` and skipped; the run goes on.
+
+        Args:
+            paths: image files.
+            boxes: optional, per image, its boxes (FiftyOne ``[x, y, w, h]``, relative): each is
+                cut from the decoded image (:func:`~vlsr_core.model.crops.crop_region`) and
+                embedded too, so an image is decoded once for all its boxes. A batch then holds
+                at most ``batch_size`` images and crops together (at least one image).
+            crop: ``(padding, min_size)`` of the crops.
         """
         ip = self.processor.image_processor
-        draft = _input_side(ip) if self.jpeg_draft else None
-        files = _ImageFiles(list(paths), ip, self.max_pixels, draft)
+        draft = _input_side(ip) if self.jpeg_draft and boxes is None else None
+        files = _ImageFiles(list(paths), ip, self.max_pixels, draft, boxes, crop)
         loader = DataLoader(
             files,
-            batch_size=self.batch_size,
+            batch_sampler=_batches([len(b) for b in boxes] if boxes is not None else
+                                   [0] * len(files), self.batch_size),
             num_workers=self.num_workers,
             collate_fn=_collate,
             prefetch_factor=2 if self.num_workers else None,
         )
-        for indices, pixels, failures in loader:
+        for indices, pixels, crops, failures in loader:
             embeddings = np.empty((0, self.dim), dtype=np.float32)
             if len(indices):
                 embeddings = self.embed_pixels(pixels)
-            yield ImageBatch(np.asarray(indices, dtype=np.int64), embeddings, failures)
+            yield ImageBatch(np.asarray(indices, dtype=np.int64), embeddings, failures,
+                             None if boxes is None else self._embed_crops(crops))
+
+    def _embed_crops(self, crops):
+        """Per image, float32 (boxes, dim): its crops' embeddings, NaN for boxes left uncut."""
+        cut = [pixels for pixels, _ in crops if pixels is not None]
+        rows = (np.concatenate([self.embed_pixels(p) for p in torch.cat(cut).split(self.batch_size)])
+                if cut else np.empty((0, self.dim), np.float32))
+        out, start = [], 0
+        for _, was_cut in crops:
+            emb = np.full((len(was_cut), self.dim), np.nan, dtype=np.float32)
+            emb[was_cut] = rows[start : start + int(was_cut.sum())]
+            start += int(was_cut.sum())
+            out.append(emb)
+        return out
 
     def embed_pixels(self, pixels):
         """float32 ndarray (b, dim) of unit rows: the image tower, at the encoder's precision, on
@@ -239,13 +270,16 @@ def _normalized(features):
 
 
 class _ImageFiles:
-    """Decodes and preprocesses one image per item, turning failures into a reason."""
+    """Decodes and preprocesses one image per item, and the crops of its boxes if there are
+    boxes, turning failures into a reason."""
 
-    def __init__(self, paths, image_processor, max_pixels, draft=None):
+    def __init__(self, paths, image_processor, max_pixels, draft=None, boxes=None, crop=None):
         self.paths = paths
         self.image_processor = image_processor
         self.max_pixels = max_pixels
         self.draft = draft
+        self.boxes = boxes
+        self.crop = crop
 
     def __len__(self):
         return len(self.paths)
@@ -254,12 +288,36 @@ class _ImageFiles:
         path = str(self.paths[i])
         try:
             image = load_image(path, max_pixels=self.max_pixels, draft=self.draft)
-            pixels = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+            pixels = self._pixels([image])[0]
+            crops = None if self.boxes is None else self._crops(image, self.boxes[i])
         except BadImageError as e:
-            return i, None, ImageFailure(i, path, e.reason)
+            return i, None, None, ImageFailure(i, path, e.reason)
         except Exception as e:  # a preprocessing failure skips this image, not the run
-            return i, None, ImageFailure(i, path, f"preprocessing failed ({type(e).__name__}: {e})")
-        return i, pixels, None
+            return i, None, None, ImageFailure(i, path, f"preprocessing failed ({type(e).__name__}: {e})")
+        return i, pixels, crops, None
+
+    def _pixels(self, images):
+        return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def _crops(self, image, boxes):
+        """(preprocessed crops or None, bool ndarray: which boxes were cut)."""
+        regions = [crop_region(box, *image.size, *self.crop) for box in boxes]
+        was_cut = np.array([r is not None for r in regions], dtype=bool)
+        cut = [image.crop(r) for r in regions if r is not None]
+        return (self._pixels(cut) if cut else None), was_cut
+
+
+def _batches(n_boxes, batch_size):
+    """Index lists of consecutive images holding at most ``batch_size`` images and crops
+    together (an image with more boxes alone)."""
+    batches, batch, size = [], [], 0
+    for i, n in enumerate(n_boxes):
+        if batch and size + 1 + n > batch_size:
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append(i)
+        size += 1 + n
+    return batches + [batch] if batch else batches
 
 
 def _input_side(image_processor):
@@ -271,7 +329,7 @@ def _input_side(image_processor):
 
 
 def _collate(items):
-    good = [(i, p) for i, p, _ in items if p is not None]
-    failures = [f for _, _, f in items if f is not None]
-    pixels = torch.stack([p for _, p in good]) if good else None
-    return [i for i, _ in good], pixels, failures
+    good = [(i, p, c) for i, p, c, _ in items if p is not None]
+    failures = [f for *_, f in items if f is not None]
+    pixels = torch.stack([p for _, p, _ in good]) if good else None
+    return [i for i, _, _ in good], pixels, [c for *_, c in good], failures

@@ -1,0 +1,171 @@
+"""Boxes scored on their own crops (``crops=True`` on a Detections field).
+
+A workshop photo shows a drill press and, small, a screw and a glove. Against the whole image
+the screw's correct label scores low, like a wrong one; on their crops the right and the wrong
+labels separate. The fake CLIP says what each
+crop shows (:class:`fake_clip.FakeEncoder` ``crop_vector``); what is tested is what the stages
+leave in the database.
+"""
+
+import fiftyone as fo
+import numpy as np
+import pytest
+from PIL import Image
+
+from vlsr_core.fo.runs import saved_view_names
+from vlsr_core.fo.stages import VLSRError, compute_embeddings, run_vlsr, score_labels
+from vlsr_core.model.crops import crop_region
+
+from fake_clip import FakeEncoder, build, by_name, image_vector, label_vector, view_labels
+
+SCREW = '2" wood screw, "large"'
+WHOLE = [0.0, 0.0, 1.0, 1.0]
+SCREW_BOX = [0.1, 0.5, 0.2, 0.3]
+GLOVE_BOX = [0.6, 0.5, 0.3, 0.4]
+TINY_BOX = [0.45, 0.1, 0.02, 0.02]  # under a pixel at 40 x 30: scored on the whole image
+SHOWS = {  # what each box's crop shows
+    tuple(SCREW_BOX): "screw",
+    tuple(GLOVE_BOX): "glove",
+    tuple(WHOLE): None,  # the image itself
+}
+# file name, what the whole image shows, its boxes: (label, box)
+PHOTOS = [
+    ("w1.png", {"drill": 1.0, "screw": 0.12, "glove": 0.12},
+     [("drill", WHOLE), (SCREW, SCREW_BOX), ("helmet", GLOVE_BOX), ("glove", TINY_BOX)]),
+    ("w2.png", {"drill": 1.0, "screw": 0.12, "glove": 0.12},
+     [("drill", WHOLE), (SCREW, SCREW_BOX), ("glove", GLOVE_BOX)]),
+    ("w3.png", "helmet", [("helmet", WHOLE)]),
+    ("w4.png", "drill", []),
+    ("gone.png", "missing", [("drill", WHOLE)]),
+]
+
+
+def crop_vector(images):
+    def vector(name, box):
+        shows = SHOWS[tuple(box)]
+        return images[name] if shows is None else image_vector(shows, (name, tuple(box)))
+    return vector
+
+
+@pytest.fixture
+def photos(dataset, tmp_path):
+    images = build(dataset, tmp_path / "images", [(n, c, []) for n, c, _ in PHOTOS], kind="detections")
+    for sample, (name, _, boxes) in zip(dataset, PHOTOS):
+        if name != "gone.png":
+            Image.new("RGB", (40, 30), (90, 90, 160)).save(sample.filepath)
+        sample["gt"] = fo.Detections(detections=[
+            fo.Detection(label=l, bounding_box=b) for l, b in boxes])
+        sample.save()
+    return dataset, images
+
+
+def run(dataset, images, **kwargs):
+    encoder = FakeEncoder(images, crop_vector=crop_vector(images))
+    kwargs = dict(crops=True, crop_min_size=4, top_k=3, min_cluster_size=1, **kwargs)
+    return encoder, run_vlsr(dataset, "gt", encoder=encoder, **kwargs)
+
+
+def boxes_of(dataset, attribute):
+    """{(file name, label): value of the box's ``attribute``}."""
+    labels = by_name(dataset, "gt.detections.label")
+    values = by_name(dataset, f"gt.detections.{attribute}")
+    return {(n, l): v for n in labels for l, v in zip(labels[n] or [], values[n] or [])}
+
+
+def test_every_box_gets_a_crop_score_and_whole_image_boxes_score_as_the_image(photos):
+    dataset, images = photos
+    _, report = run(dataset, images)
+    crop, image = boxes_of(dataset, "vlsr_crop_similarity"), boxes_of(dataset, "vlsr_similarity")
+    fallback = boxes_of(dataset, "vlsr_crop_fallback")
+    readable = {k for k in crop if k[0] != "gone.png"}
+    assert len(readable) == 8 and all(crop[k] is not None for k in readable)
+    assert crop[("gone.png", "drill")] is None  # no image, no crop
+    for k in [("w1.png", "drill"), ("w2.png", "drill"), ("w3.png", "helmet"), ("w1.png", "glove")]:
+        assert crop[k] == pytest.approx(image[k], abs=1e-6), k
+    assert {k for k in readable if fallback[k]} == {("w1.png", "glove")}
+    assert (report.n_crops, report.n_crop_fallback) == (7, 1)
+
+
+def test_a_small_object_is_judged_on_its_crop(photos):
+    dataset, images = photos
+    run(dataset, images, low_quantile=0.3)
+    crop, image = boxes_of(dataset, "vlsr_crop_similarity"), boxes_of(dataset, "vlsr_similarity")
+    # on the whole image the right screw label scores as low as a wrong label would
+    assert image[("w1.png", SCREW)] < 0.2 and image[("w1.png", "drill")] > 0.9
+    assert crop[("w1.png", SCREW)] > 0.9 > 0.2 > crop[("w1.png", "helmet")]
+    low = view_labels(dataset, saved_view_names("vlsr")["low_similarity"], "gt.detections")
+    assert ("w1.png", "helmet") in low and ("w1.png", SCREW) not in low
+    suggestions, gap = boxes_of(dataset, "vlsr_crop_suggestions"), boxes_of(dataset, "vlsr_crop_gap")
+    assert suggestions[("w1.png", "helmet")][0] == "glove" and gap[("w1.png", "helmet")] > 0.5
+    assert suggestions[("w2.png", "glove")][0] == "glove" and gap[("w2.png", "glove")] == 0.0
+    better = view_labels(dataset, saved_view_names("vlsr")["better_label"], "gt.detections")
+    assert ("w1.png", "helmet") in better and ("w1.png", SCREW) not in better
+    mins = by_name(dataset, "vlsr_min_crop_similarity")
+    assert mins["w1.png"] == pytest.approx(crop[("w1.png", "helmet")])
+    info = dataset.get_saved_view_info(saved_view_names("vlsr")["low_similarity"])
+    assert "crop" in info["description"]
+
+
+def test_crops_are_cut_once_and_again_only_for_a_moved_box(photos):
+    dataset, images = photos
+    encoder, _ = run(dataset, images)
+    assert len(encoder.boxes_cut) == 7  # every box but the tiny one
+    encoder = FakeEncoder(images, crop_vector=crop_vector(images))
+    report = compute_embeddings(dataset, "gt", encoder=encoder, crops=True, crop_min_size=4)
+    assert (report.n_embedded, encoder.boxes_cut) == (0, [])
+    sample = dataset.match(fo.ViewField("filepath").ends_with("w2.png")).first()
+    sample.gt.detections[1].bounding_box = GLOVE_BOX  # the screw box moved onto the glove
+    sample.save()
+    stale = score_labels(dataset, "vlsr")
+    assert stale.n_box_stale == 1 and "compute embeddings again" in stale.summary()
+    assert boxes_of(dataset, "vlsr_crop_similarity")[("w2.png", SCREW)] is None
+    report = compute_embeddings(dataset, "gt", encoder=encoder, crops=True, crop_min_size=4)
+    assert report.n_embedded == 1 and len(encoder.boxes_cut) == 3
+    score_labels(dataset, "vlsr")
+    assert boxes_of(dataset, "vlsr_crop_similarity")[("w2.png", SCREW)] < 0.2  # it shows a glove
+
+
+def test_another_padding_cuts_every_crop_again_and_no_crops_removes_them(photos):
+    dataset, images = photos
+    run(dataset, images)
+    encoder = FakeEncoder(images, crop_vector=crop_vector(images))
+    compute_embeddings(dataset, "gt", encoder=encoder, crops=True, crop_min_size=4, crop_padding=0.3)
+    assert len(encoder.boxes_cut) == 7
+    assert dataset.get_run_info("vlsr").config.crop_padding == 0.3
+    compute_embeddings(dataset, "gt", encoder=encoder)
+    report = score_labels(dataset, "vlsr", low_quantile=0.5)
+    assert set(boxes_of(dataset, "vlsr_crop_similarity").values()) == {None}
+    # on image scores, the right screw labels are among the suspects
+    low = view_labels(dataset, saved_view_names("vlsr")["low_similarity"], "gt.detections")
+    assert {("w1.png", SCREW), ("w2.png", SCREW)} <= low, report.low_similarity_threshold
+    assert dataset.count("vlsr_crop_embeddings") == 0
+    # the review is back on the image scores
+    assert "crop" not in dataset.get_saved_view_info(saved_view_names("vlsr")["low_similarity"])["description"]
+    dataset.delete_run("vlsr")
+    assert not [f for f in dataset.get_field_schema() if f.startswith("vlsr")]
+
+
+def test_crops_need_a_detections_field(main):
+    dataset, images = main
+    with pytest.raises(VLSRError, match="not a Detections field"):
+        compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), crops=True)
+
+
+def test_crops_need_full_resolution(photos):
+    dataset, images = photos
+    with pytest.raises(VLSRError, match="jpeg_draft"):
+        compute_embeddings(dataset, "gt", encoder=FakeEncoder(images, jpeg_draft=True), crops=True,
+                           jpeg_draft=True)
+
+
+def test_crop_region_pads_squares_and_stays_inside():
+    assert crop_region(WHOLE, 40, 30, 0.1, 4) == (0, 0, 40, 30)  # the whole image, exactly
+    assert crop_region([0.5, 0.5, 0.1, 0.1], 100, 100, 0.0, 4) == (50, 50, 60, 60)
+    assert crop_region([0.5, 0.5, 0.1, 0.1], 100, 100, 0.5, 4) == (45, 45, 65, 65)
+    # a tall box is squared about its centre; at the edge it is moved inside
+    assert crop_region([0.4, 0.2, 0.1, 0.4], 100, 100, 0.0, 4) == (25, 20, 65, 60)
+    assert crop_region([0.0, 0.2, 0.1, 0.4], 100, 100, 0.0, 4) == (0, 20, 40, 60)
+    # too small, empty, off the image, no coordinates: None (scored on the whole image)
+    for box in ([0.5, 0.5, 0.03, 0.5], [0.5, 0.5, 0.0, 0.2], [1.2, 0.1, 0.3, 0.3], None,
+                [0.1, float("nan"), 0.2, 0.2], [0.1, 0.2]):
+        assert crop_region(box, 100, 100, 0.1, 4) is None, box

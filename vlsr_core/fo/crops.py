@@ -1,0 +1,123 @@
+"""Boxes scored on their own crops: which crops are current, and the scores of a chunk's boxes.
+
+A run with ``crops`` keeps, per sample, the embeddings of its boxes' crops (``{key}_crop_embeddings``,
+one float32 row a box; NaN for a box scored on the whole image) beside the ids and the bounding
+boxes they were cut from. A box that was added, removed or moved since then is cut again by the
+next embedding, and is not scored on a stale crop meanwhile.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from fiftyone import ViewField as F
+
+from ..engine.pipeline import score_images
+from .labels import as_label_lists, set_label_attribute, usable
+from .runs import CROP_ATTRIBUTES, CROP_FIELDS, label_attributes, sample_fields
+
+
+def crop_paths(key, path):
+    """The sample fields and label attribute paths of run ``key``'s crops."""
+    fields, attrs = sample_fields(key), label_attributes(key)
+    return [fields[f] for f in CROP_FIELDS] + [f"{path}.{attrs[a]}" for a in CROP_ATTRIBUTES]
+
+
+def crops_current(key, path):
+    """A match expression: the sample has its image embedding and a crop for each of its boxes
+    as they are now (the same ids, the same coordinates)."""
+    fields = sample_fields(key)
+    return (F(fields["embedding"]).exists()
+            & (F(fields["crop_ids"]) == F(path).map(F("_id").to_string()).if_null([]))
+            & (F(fields["crop_boxes"]) == F(path).map(F("bounding_box")).if_null([])))
+
+
+def crop_record(label_ids, boxes, embeddings):
+    """The values of ``{key}_crop_ids``, ``{key}_crop_boxes`` and ``{key}_crop_embeddings`` of a
+    sample whose boxes (ids and coordinates) gave the crop ``embeddings``."""
+    return list(label_ids), [list(b) if b is not None else None for b in boxes], embeddings
+
+
+@dataclass
+class BoxScores:
+    """Crop scores of a chunk's boxes, per sample (lists aligned with its label objects)."""
+
+    similarity: list  # per sample, a score or None per box
+    fallback: list  # per sample, per box: True when scored on the whole image, None unscored
+    suggestions: list  # per sample, per box: the top-k labels, best first, or None
+    gap: list  # per sample, per box: best suggestion's score minus the box label's, or None
+    labels: list  # per sample, per box: [its label] if usable, else []
+    n_cut: int = 0  # boxes scored on their crop
+    n_fallback: int = 0  # boxes scored on the whole image
+    n_stale: int = 0  # boxes of embedded images without a current crop
+
+    @property
+    def min_similarity(self):
+        """Per sample, its boxes' lowest crop score, or None."""
+        return [min((s for s in sims if s is not None), default=None) for sims in self.similarity]
+
+
+def score_boxes(images, label_ids, labels, boxes, crops, vocabulary, vocab_emb, params):
+    """Score every box of a chunk on its crop: the engine's image scoring, a box at a time.
+
+    Args:
+        images: float32 (n, dim): the chunk's image embeddings, NaN rows where missing.
+        label_ids, labels, boxes: per sample, per box: its id, label string and coordinates.
+        crops: per sample, ``(crop_ids, crop_boxes, crop_embeddings)`` as stored, or Nones.
+        vocabulary, vocab_emb, params: as for :func:`~vlsr_core.engine.pipeline.score_images`.
+
+    Returns:
+        a :class:`BoxScores`.
+    """
+    dim = images.shape[1]
+    rows, fallback = [], []
+    n_stale = 0
+    for image, ids, coords, (crop_ids, crop_boxes, crop_emb) in zip(images, label_ids, boxes, crops):
+        stored = {}
+        if crop_ids is not None and crop_emb is not None:
+            emb = np.asarray(crop_emb, dtype=np.float32).reshape(len(crop_ids), dim)
+            stored = {i: (b, e) for i, b, e in zip(crop_ids, crop_boxes, emb)}
+        for box_id, box in zip(ids, coords):
+            crop = stored.get(box_id)
+            box = list(box) if box is not None else None
+            if not np.isfinite(image).all():
+                rows.append(image), fallback.append(None)
+            elif crop is None or crop[0] != box:
+                rows.append(np.full(dim, np.nan, np.float32)), fallback.append(None)
+                n_stale += 1
+            elif np.isfinite(crop[1]).all():
+                rows.append(crop[1]), fallback.append(False)
+            else:
+                rows.append(image), fallback.append(True)
+    box_labels = [[l] if usable(l) else [] for labels_of in labels for l in labels_of]
+    matrix = np.asarray(rows, dtype=np.float32).reshape(len(rows), dim)
+    scores = score_images(matrix, box_labels, vocabulary, vocab_emb, params)
+    similarity = [float(s[0]) if s is not None and len(s) else None for s in scores.similarity]
+    suggestions = [[l for l, _ in sugg] or None for sugg in scores.suggestions]
+    return BoxScores(
+        _per_sample(similarity, label_ids), _per_sample(fallback, label_ids),
+        _per_sample(suggestions, label_ids), _per_sample(scores.best_gap, label_ids),
+        _per_sample(box_labels, label_ids),
+        n_cut=fallback.count(False), n_fallback=fallback.count(True), n_stale=n_stale)
+
+
+def write_box_scores(samples, path, key, sample_ids, label_ids, scores):
+    """Write a chunk's :class:`BoxScores` onto its boxes, one bulk write an attribute."""
+    attrs = label_attributes(key)
+    for name, values in (("crop_similarity", scores.similarity), ("crop_fallback", scores.fallback),
+                         ("crop_suggestions", scores.suggestions), ("crop_gap", scores.gap)):
+        set_label_attribute(samples, path, attrs[name], sample_ids, label_ids, values)
+
+
+def read_crops(values, path):
+    """A chunk's stored crops, per sample ``(crop_ids, crop_boxes, crop_embeddings)``, from
+    ``values`` of those three fields, and its boxes from ``values`` of ``{path}.bounding_box``."""
+    crop_ids, crop_boxes, crop_emb, boxes = values
+    return list(zip(crop_ids, crop_boxes, crop_emb)), as_label_lists(boxes, path)
+
+
+def _per_sample(flat, label_ids):
+    out, start = [], 0
+    for ids in label_ids:
+        out.append(flat[start : start + len(ids)])
+        start += len(ids)
+    return out
