@@ -129,15 +129,18 @@ def run_key_choice(ctx, inputs, action):
     return key
 
 
-def param_inputs(ctx, inputs, cls, base=None, unchecked=(), checks=None):
+def param_inputs(ctx, inputs, cls, base=None, unchecked=(), checks=None, hidden=()):
     """A form input per parameter of ``cls`` (:mod:`vlsr_core.engine.params`), defaulting to ``base``
     (e.g. the run's recorded values) or the class defaults, each checked as the engine checks
     it (but those named in ``unchecked``) and by ``checks`` (name -> ``check(value)``, for what
-    only this form can know); returns the parameter object, or None while a value is invalid."""
+    only this form can know); those named in ``hidden`` keep ``base``'s value without an input.
+    Returns the parameter object, or None while a value is invalid."""
     base = base or cls()
     values = {}
     for spec in cls.specs():
         default = getattr(base, spec.name)
+        if spec.name in hidden:
+            continue
         kwargs = dict(label=spec.label, description=spec.help)
         if spec.choices:
             widget = (types.RadioGroup(orientation="horizontal") if len(spec.choices) <= 3

@@ -48,9 +48,11 @@ class ComputeEmbeddings(foo.Operator):
             device = _device_here(ctx.params.get("device") or "auto") if reduced and not unchecked \
                 else None
             params = param_inputs(ctx, inputs, EmbedParams, base,
-                                  unchecked=unchecked, checks={
+                                  unchecked=unchecked, hidden=_hidden_crop_inputs(ctx, label_field, base),
+                                  checks={
                                       "model": model_problem,
-                                      "precision": lambda p: _precision_problem(p, device)})
+                                      "precision": lambda p: _precision_problem(p, device),
+                                      "crops": lambda c: _crops_problem(ctx, c, base)})
             if params is not None and params.precision == "bf16" and device and device.type == "cpu":
                 _bf16_note(inputs)
             inputs.bool("recompute", default=False, label="Recompute",
@@ -95,6 +97,26 @@ def _device_here(device):
                             if device == "auto" else device)
     except (RuntimeError, TypeError, ValueError):
         return None
+
+
+def _hidden_crop_inputs(ctx, label_field, base):
+    """The crop inputs that do not apply: all of them unless the field holds boxes, their
+    settings while crops are off."""
+    from vlsr_core.fo.labels import LabelFieldError, label_path
+
+    try:
+        boxes = label_path(ctx.target_view(), label_field).endswith(".detections")
+    except LabelFieldError:
+        boxes = False
+    if not boxes:
+        return ("crops", "crop_padding", "crop_min_size")
+    return () if ctx.params.get("crops", base.crops) else ("crop_padding", "crop_min_size")
+
+
+def _crops_problem(ctx, crops, base):
+    if crops and ctx.params.get("jpeg_draft", base.jpeg_draft):
+        return "Crops are cut from full-resolution pixels: turn off fast JPEG decoding"
+    return None
 
 
 def _precision_problem(precision, device):

@@ -70,6 +70,8 @@ class VLSRPanel(foo.Panel):
         if key is not None and scores:
             hist = score_histogram(ctx.dataset, key)
             ctx.panel.state.edges = hist.edges if hist else None
+            crops = getattr(ctx.dataset.get_run_info(key).config, "crops", False)
+            ctx.panel.state.scored_on = "box crop" if crops else "image"
             ctx.panel.data.histogram = [dict(
                 type="bar", x=[(a + b) / 2 for a, b in zip(hist.edges, hist.edges[1:])],
                 y=hist.counts, marker=dict(color="#ff6d04"),
@@ -245,7 +247,7 @@ class VLSRPanel(foo.Panel):
         if s.edges:
             panel.plot("histogram", layout=dict(
                 title=dict(text="Label scores: click or select bars to see those labels"),
-                xaxis=dict(title="image-label score"), yaxis=dict(title="labels"),
+                xaxis=dict(title=f"{s.scored_on or 'image'}-label score"), yaxis=dict(title="labels"),
                 bargap=0.05, dragmode="select", height=260, margin=dict(t=40, b=40, l=50, r=10)),
                 on_click=self.on_histogram_click, on_selected=self.on_histogram_select)
         if s.problem:

@@ -227,3 +227,38 @@ def test_apply_and_export_take_the_saved_view_the_run_was_made_on(dataset, tmp_p
     assert main(["export", "--dataset", dataset.name, "--key", "adhoc",
                  "--out", str(tmp_path / "out2")]) == 2
     assert "was made on an unsaved view, which cannot be found again" in capsys.readouterr().err
+
+
+def test_factorynet_boxes_scored_on_their_crops(tmp_path, tiny_clip, dataset_name, capsys):
+    """Every box of a Factorynet folder gets a crop score; a box covering its whole image scores
+    as the image, a box too small to cut scores as the image and says so."""
+    folder = tmp_path / "factorynet"
+    folder.mkdir()
+    for i in range(3):
+        stem = f"171160953536{i}"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(
+            folder / f"{stem}.jpg")
+        (folder / f"{stem}.csv").write_text(
+            "drill press,0,0,300,400\nscrew,20,30,120,150,user\nwasher,5,5,7,7\n")
+    assert main(["import-factorynet", str(folder), "--dataset", dataset_name]) == 0
+    capsys.readouterr()
+    args = ["run", "--dataset", dataset_name, "--label-field", "ground_truth_detections",
+            "--model", tiny_clip, "--min-cluster-size", "1", "--crops"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "cut and embedded 6 boxes (3 more too small" in out
+    assert "9 boxes scored on their crops (3 of them on the whole image: under 32" in out
+    ds = fo.load_dataset(dataset_name)
+    path = "ground_truth_detections.detections"
+    for boxes, crop, image, fallback in zip(*ds.values([f"{path}.bounding_box", f"{path}.vlsr_crop_similarity",
+                                                        f"{path}.vlsr_similarity", f"{path}.vlsr_crop_fallback"])):
+        assert None not in crop and len(crop) == 3
+        assert crop[0] == pytest.approx(image[0], abs=1e-5) and boxes[0] == [0, 0, 1, 1]
+        assert fallback == [False, False, True] and crop[2] == pytest.approx(image[2], abs=1e-6)
+    assert main(["summary", "--dataset", dataset_name]) == 0
+    assert "each box scored on its crop (10% context" in capsys.readouterr().out
+    # a rerun cuts nothing again; asking for crops of a Classifications field is refused
+    assert main(args) == 0
+    assert "embedded 0 images (3 already done" in capsys.readouterr().out
+    assert main([*args[:4], "ground_truth", *args[5:], "--key", "other"]) == 2
+    assert "not a Detections field" in capsys.readouterr().err

@@ -20,3 +20,13 @@ def test_eval_harness_runs_and_prints_its_tables(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     for expected in ("AUROC", "keep first label", "string normalisation", "VLSR"):
         assert expected in out.stdout
+
+
+def test_crop_scoring_separates_wrong_labels_of_small_objects_better():
+    from eval.crops import SceneConfig, compare
+
+    rows = {r["group"]: r for r in compare(SceneConfig(n_images=400, n_concepts=40), seed=1)}
+    small = rows["small objects, cropped"]
+    assert small["auroc_crop"] > small["auroc_image"] + 0.2
+    tiny = rows["small objects, too small to crop"]  # scored on the whole image either way
+    assert tiny["auroc_crop"] == tiny["auroc_image"]

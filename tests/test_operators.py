@@ -167,6 +167,23 @@ def test_the_embed_form_offers_reduced_precision_and_says_when_the_cpu_lacks_bf1
         "compute_embeddings", ds, label_field="gt", precision="int8", device="cuda")))
 
 
+def test_the_embed_form_offers_crops_for_boxes_only_and_runs_them(ds, tiny_clip):
+    crop_inputs = {"crops", "crop_padding", "crop_min_size"}
+    assert not crop_inputs & set(form("compute_embeddings", ds, label_field="gt")["type"]["properties"])
+    props = form("compute_embeddings", ds, label_field="boxes")["type"]["properties"]
+    assert "crops" in props and props["crops"]["default"] is False and "crop_padding" not in props
+    props = form("compute_embeddings", ds, label_field="boxes", crops=True)["type"]["properties"]
+    assert crop_inputs <= set(props)
+    assert "turn off fast JPEG decoding" in str(_form_errors(form(
+        "compute_embeddings", ds, label_field="boxes", crops=True, jpeg_draft=True)))
+    run("compute_embeddings", ds, label_field="boxes", model=tiny_clip, crops=True, crop_min_size=8)
+    run("score_labels", ds, key="vlsr")
+    scored = ds.exists("vlsr_embedding")
+    crops = [s for per in scored.values("boxes.detections.vlsr_crop_similarity") for s in per]
+    assert len(crops) == 6 and None not in crops
+    assert set(scored.values("boxes.detections.vlsr_crop_fallback", unwind=True)) == {False}
+
+
 @pytest.mark.parametrize("name", OPERATORS[:4])
 def test_forms_have_help_text_and_a_target_choice(ds, tiny_clip, name):
     if name != "compute_embeddings":

@@ -7,7 +7,13 @@ import numpy as np
 from ..engine.grouping import kept_apart_reason
 from .labels import LabelFieldError, label_path, usable
 from .review import review_state
-from .runs import incomplete_stages, sample_fields, saved_view_names
+from .runs import (
+    incomplete_stages,
+    label_attributes,
+    review_attribute,
+    sample_fields,
+    saved_view_names,
+)
 from .stages import unreadable_images
 
 
@@ -29,7 +35,10 @@ def summarize_run(dataset, key, n_clusters=10):
     if getattr(config, "model", None):
         how = [f"prompt `{config.prompt}`" if config.prompt else None,
                "JPEGs decoded at reduced scale" if config.jpeg_draft else None,
-               f"images at {config.precision} precision" if config.precision != "full" else None]
+               f"images at {config.precision} precision" if config.precision != "full" else None,
+               (f"each box scored on its crop ({config.crop_padding:.0%} context, boxes under "
+                f"{config.crop_min_size} pixels on the whole image)")
+               if getattr(config, "crops", False) else None]
         lines.append(f"**Embedded by** `{config.model}`" +
                      "".join(f"; {h}" for h in how if h))
     for stage in incomplete_stages(config):
@@ -57,10 +66,30 @@ def summarize_run(dataset, key, n_clusters=10):
     if failures:
         lines.append(f"**Unreadable images** ({len(failures)}), skipped:")
         lines.append("\n".join(f"- `{path}`: {reason}" for _, path, reason in failures[:10]))
+    scores = _score_line(dataset, key, config)
+    if scores:
+        lines.append(scores)
     present = [v for v in views.values() if dataset.has_saved_view(v)]
     if present:
         lines.append("**Review views:** " + ", ".join(f"`{v}`" for v in present))
     return "\n\n".join(lines)  # paragraphs
+
+
+def _score_line(dataset, key, config):
+    """Which score the review uses and its low threshold, and how the boxes were scored; None
+    before scoring."""
+    threshold = getattr(config, "low_similarity_threshold", None)
+    if threshold is None or (config.stages or {}).get("score") is None:
+        return None
+    attribute = review_attribute(config, key)
+    line = f"**Scores:** the review uses `{attribute}`; below {threshold:.3f} counts as low"
+    if getattr(config, "crops", False):
+        path = f"{label_path(dataset, config.label_field)}.{label_attributes(key)['crop_fallback']}"
+        counts = dataset.count_values(path)
+        line += (f". {counts.get(True, 0) + counts.get(False, 0)} boxes scored on their crops "
+                 f"({counts.get(True, 0)} of them on the whole image: under "
+                 f"{config.crop_min_size} pixels or without coordinates)")
+    return line
 
 
 def _merge_report(results, config, n_clusters, n_merges=5):
