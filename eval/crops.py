@@ -109,9 +109,10 @@ def compare(cfg, seed=0):
     overall and by kind of box."""
     rows, images, crops, vocab, vocab_emb = scenes(cfg, seed)
     labels = [[row[3]] for row in rows]
-    whole = np.array([s[0] for s in score_images(images[[row[0] for row in rows]], labels, vocab,
-                                                 vocab_emb, top_k=1).similarity])
-    crop = np.array([s[0] for s in score_images(crops, labels, vocab, vocab_emb, top_k=1).similarity])
+    signals = {}
+    for name, emb in (("image", images[[row[0] for row in rows]]), ("crop", crops)):
+        scores = score_images(emb, labels, vocab, vocab_emb, top_k=1)
+        signals[name] = (np.array([s[0] for s in scores.similarity]), np.array(scores.best_gap))
     kind = np.array([row[4] for row in rows])
     main = np.array([row[6] for row in rows])
     fallback = np.array([row[5] for row in rows])
@@ -125,8 +126,9 @@ def compare(cfg, seed=0):
     out = []
     for name, group in groups.items():
         row = dict(group=name, boxes=int(group.sum()), wrong=int((wrong & group).sum()))
-        for score_name, score in (("image", whole), ("crop", crop)):
+        for score_name, (score, gap) in signals.items():
             row[f"auroc_{score_name}"] = auroc(-score[group], wrong[group])
+            row[f"auroc_gap_{score_name}"] = auroc(gap[group], wrong[group])
             swaps = group & ((kind == "swap") | (kind == "correct"))
             row[f"auroc_swap_{score_name}"] = auroc(-score[swaps], wrong[swaps])
             low = np.quantile(score, LOW_QUANTILE)
@@ -137,12 +139,14 @@ def compare(cfg, seed=0):
 
 
 def format_table(results):
-    header = ("| boxes | n (wrong) | AUROC image | AUROC crop | swaps: image | swaps: crop | "
-              f"right labels below the {LOW_QUANTILE:.0%} quantile: image | crop |")
-    lines = [header, "|" + "---|" * 8]
+    header = ("| boxes | n (wrong) | AUROC score: image | crop | AUROC gap: image | crop "
+              "| swaps, AUROC score: image | crop "
+              f"| right labels below the {LOW_QUANTILE:.0%} quantile: image | crop |")
+    lines = [header, "|" + "---|" * 10]
     for r in results:
         lines.append(f"| {r['group']} | {r['boxes']} ({r['wrong']}) | {r['auroc_image']:.3f} | "
-                     f"{r['auroc_crop']:.3f} | {r['auroc_swap_image']:.3f} | {r['auroc_swap_crop']:.3f} "
+                     f"{r['auroc_crop']:.3f} | {r['auroc_gap_image']:.3f} | {r['auroc_gap_crop']:.3f} "
+                     f"| {r['auroc_swap_image']:.3f} | {r['auroc_swap_crop']:.3f} "
                      f"| {r['right_low_image']:.1%} | {r['right_low_crop']:.1%} |")
     return "\n".join(lines)
 

@@ -53,7 +53,8 @@ class ScoreLabels(foo.Operator):
         report = yield from run_with_progress(ctx, "Scoring", lambda progress: score_labels(
             ctx.target_view(), key, params, progress=progress))
         views = [v for role, v in saved_view_names(key).items() if role != "changed"]
+        crop = "crop_" if report.crops else ""  # the scores the review views use
         return (yield from finish(
             ctx, f"Run {key!r}: {report.summary()}",
-            f"Sort by `{key}_min_similarity`, filter labels by `{key}_similarity`, "
+            f"Sort by `{key}_min_{crop}similarity`, filter labels by `{key}_{crop}similarity`, "
             "or open the review views: " + ", ".join(f"`{v}`" for v in views)))

@@ -247,8 +247,9 @@ class VLSRPanel(foo.Panel):
         if s.edges:
             panel.plot("histogram", layout=dict(
                 title=dict(text="Label scores: click or select bars to see those labels"),
-                xaxis=dict(title=f"{s.scored_on or 'image'}-label score"), yaxis=dict(title="labels"),
-                bargap=0.05, dragmode="select", height=260, margin=dict(t=40, b=40, l=50, r=10)),
+                xaxis=dict(title=dict(text=f"{s.scored_on or 'image'}-label score")),
+                yaxis=dict(title=dict(text="labels")),
+                bargap=0.05, dragmode="select", height=280, margin=dict(t=40, b=50, l=50, r=10)),
                 on_click=self.on_histogram_click, on_selected=self.on_histogram_select)
         if s.problem:
             return types.Property(panel, view=types.GridView(orientation="vertical"))

@@ -452,3 +452,97 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     low = dataset.load_saved_view("vlsr-low-similarity")
     page.get_by_text(re.compile(rf"^{len(low)} samples?$")).first.wait_for(timeout=30_000)
     shot(page, "15-low-similarity-view")
+
+
+@pytest.fixture
+def boxes_app(dataset, tmp_path):
+    """Four photos with boxes: one over the whole image, one of 100 x 80 pixels, one too small."""
+    samples = []
+    for i in range(4):
+        path = tmp_path / f"box{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(path)
+        samples.append(fo.Sample(filepath=str(path), gt=fo.Detections(detections=[
+            fo.Detection(label="drill press", bounding_box=[0, 0, 1, 1]),
+            fo.Detection(label=["screw", "bolt"][i % 2], bounding_box=[0.1, 0.5, 0.3125, 0.3333]),
+            fo.Detection(label="washer", bounding_box=[0.8, 0.1, 0.0125, 0.0167])])))
+    dataset.add_samples(samples)
+    session = fo.launch_app(dataset, port=_free_port(), remote=True, auto=False)
+    yield dataset, session
+    session.close()
+
+
+def test_boxes_scored_on_their_crops_in_the_app(boxes_app, page, tmp_path):
+    from vlsr_core.fo.stages import cluster_and_merge
+
+    dataset, session = boxes_app
+    clip = save_random_clip(str(tmp_path / "clip"))
+    page.goto(session.url.replace("0.0.0.0", "localhost") + f"datasets/{dataset.name}", wait_until="load")
+    page.locator('[data-cy="looker"]').first.wait_for(timeout=60_000)  # boxes are drawn, not text
+    for dismiss in ("Dismiss", "Disable"):
+        if page.get_by_text(dismiss, exact=True).count():
+            page.get_by_text(dismiss, exact=True).first.click()
+
+    # the embed form offers crops for a Detections field, and their settings once chosen
+    open_operator(page, "VLSR 1: compute embeddings")
+    crops = page.get_by_text("Score each box on its crop", exact=True).first
+    crops.scroll_into_view_if_needed()
+    assert page.get_by_text("Crop context", exact=True).count() == 0
+    crops.click()
+    page.get_by_text("Crop context", exact=True).first.wait_for(timeout=30_000)
+    fill(page, "openai/clip-vit-large-patch14", clip)
+    page.get_by_text("Smallest box to crop (pixels)", exact=True).first.scroll_into_view_if_needed()
+    shot(page, "c1-embed-form-crops")
+    execute(page)
+    _until(lambda: dataset.reload() or dataset.has_field("vlsr_crop_embeddings")
+           and dataset.count("vlsr_crop_embeddings") == 4, "crop embeddings", page=page)
+    page.get_by_text("cut and embedded 8 boxes (4 more too small").first.wait_for(timeout=30_000)
+    shot(page, "c2-embed-done")
+
+    open_operator(page, "VLSR 2: score labels")
+    execute(page)
+    _until(lambda: dataset.reload() or dataset.count("gt.detections.vlsr_crop_similarity") == 12,
+           "crop scores", page=page)
+    page.get_by_text("12 boxes on their crops (4 of them on the whole image").first.wait_for(
+        timeout=30_000)
+    shot(page, "c3-score-done")
+    page.get_by_text("vlsr_min_crop_similarity").first.wait_for(timeout=30_000)
+    dataset.reload()
+    assert "crop" in dataset.get_saved_view_info("vlsr-low-similarity")["description"]
+
+    # a sample's modal shows each box's crop score beside its image score
+    page.keyboard.press("Escape")
+    tile = page.locator('[data-cy="looker"]').first
+    opened = page.get_by_text("Annotate", exact=True)
+
+    def open_modal():
+        if not opened.is_visible():
+            tile.click()
+            page.wait_for_timeout(3000)
+        return opened.is_visible()
+
+    _until(open_modal, "a sample's modal", timeout=60, page=page)
+    modal = page.locator('[data-cy="modal"]')
+    modal.locator('[data-cy="sidebar-field-arrow-enabled-gt"]').click()
+    for attribute in ("vlsr_similarity", "vlsr_crop_similarity", "vlsr_crop_fallback", "vlsr_crop_gap"):
+        modal.get_by_text(attribute, exact=True).first.wait_for(timeout=30_000)
+    shot(page, "c4-modal-crop-scores")
+    page.keyboard.press("Escape")
+    _until(lambda: not opened.is_visible(), "the modal closed", timeout=30, page=page)
+
+    # the panel's histogram says it counts crop scores
+    cluster_and_merge(dataset, "vlsr", min_cluster_size=1)
+    axis = page.get_by_text("box crop-label score").first
+
+    def open_panel():
+        if axis.is_visible():
+            return True
+        entry = page.get_by_text("VLSR review", exact=True).locator("visible=true")
+        if entry.count():
+            entry.first.click()
+        else:
+            page.locator('[data-cy="new-panel-btn"]').first.click()
+        page.wait_for_timeout(1500)
+        return False
+
+    _until(open_panel, "the VLSR panel with crop scores", timeout=90, page=page)
+    shot(page, "c5-panel-crop-histogram")

@@ -119,7 +119,8 @@ def labelled(dataset, tmp_path):
     import fiftyone as fo
 
     dataset.add_sample(fo.Sample(filepath=str(tmp_path / "a.png"), gt=fo.Classifications(
-        classifications=[fo.Classification(label="bolt")])))
+        classifications=[fo.Classification(label="bolt")]), boxes=fo.Detections(
+        detections=[fo.Detection(label="bolt", bounding_box=[0.1, 0.1, 0.5, 0.5])])))
     return dataset
 
 
@@ -138,7 +139,9 @@ def test_every_form_offers_exactly_its_parameters_with_their_defaults_and_choice
     cls = FORMS[name]
     if name != "compute_embeddings":
         _register_run(labelled)
-    props = form(name, labelled)["type"]["properties"]
+        props = form(name, labelled)["type"]["properties"]
+    else:  # the crop settings are offered for a Detections field, once crops are chosen
+        props = form(name, labelled, label_field="boxes", crops=True)["type"]["properties"]
     params = {p: v for p, v in props.items() if p not in (
         "view_target", "label_field", "key", "recompute", "num_shards")}
     assert set(params) == set(cls.names())

@@ -69,7 +69,8 @@ def score_boxes(images, label_ids, labels, boxes, crops, vocabulary, vocab_emb, 
         a :class:`BoxScores`.
     """
     dim = images.shape[1]
-    rows, fallback = [], []
+    missing = np.full(dim, np.nan, np.float32)
+    rows, fallback = [], []  # per box: what it is scored on; whether that is the whole image
     n_stale = 0
     for image, ids, coords, (crop_ids, crop_boxes, crop_emb) in zip(images, label_ids, boxes, crops):
         stored = {}
@@ -77,17 +78,18 @@ def score_boxes(images, label_ids, labels, boxes, crops, vocabulary, vocab_emb, 
             emb = np.asarray(crop_emb, dtype=np.float32).reshape(len(crop_ids), dim)
             stored = {i: (b, e) for i, b, e in zip(crop_ids, crop_boxes, emb)}
         for box_id, box in zip(ids, coords):
-            crop = stored.get(box_id)
-            box = list(box) if box is not None else None
-            if not np.isfinite(image).all():
-                rows.append(image), fallback.append(None)
-            elif crop is None or crop[0] != box:
-                rows.append(np.full(dim, np.nan, np.float32)), fallback.append(None)
+            cut_from, crop = stored.get(box_id, (None, None))
+            if not np.isfinite(image).all():  # no image embedding: nothing to score on
+                rows.append(missing)
+                fallback.append(None)
+            elif crop is None or cut_from != (list(box) if box is not None else None):
+                rows.append(missing)  # added or moved since the crops were cut
+                fallback.append(None)
                 n_stale += 1
-            elif np.isfinite(crop[1]).all():
-                rows.append(crop[1]), fallback.append(False)
             else:
-                rows.append(image), fallback.append(True)
+                cut = bool(np.isfinite(crop).all())
+                rows.append(crop if cut else image)
+                fallback.append(not cut)
     box_labels = [[l] if usable(l) else [] for labels_of in labels for l in labels_of]
     matrix = np.asarray(rows, dtype=np.float32).reshape(len(rows), dim)
     scores = score_images(matrix, box_labels, vocabulary, vocab_emb, params)

@@ -40,11 +40,11 @@ from .labels import (
 from .review import record_applied, review_state
 from .runs import (
     REVIEW_TAGS,
-    review_attribute,
     VLSRResults,
     VLSRRunConfig,
     label_attributes,
     output_problem,
+    review_attribute,
     sample_fields,
     saved_view_names,
 )
@@ -270,8 +270,8 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     path = _label_path(samples, config.label_field)
     if crops:
         outputs[fields["crop_embeddings"]] = lambda name: dataset.add_sample_field(name, fo.ArrayField)
-        outputs[fields["crop_ids"]] = lambda name: dataset.add_sample_field(
-            name, fo.ListField, subfield=fo.StringField)
+        # lists of no declared type: bookkeeping, not shown among the App's sidebar filters
+        outputs[fields["crop_ids"]] = lambda name: dataset.add_sample_field(name, fo.ListField)
         outputs[fields["crop_boxes"]] = lambda name: dataset.add_sample_field(name, fo.ListField)
     _create_outputs(dataset, key, config, outputs)
     if recompute:
