@@ -91,22 +91,38 @@ def test_rejects_bad_parameters():
         cluster_labels(np.array([[1.0, np.nan], [1.0, 0.0]]))
 
 
-def test_memory_is_bounded_by_the_block(monkeypatch):
-    """No distance block wider than block_rows rows is ever formed."""
+def test_memory_is_bounded_by_the_tile(monkeypatch):
+    """No product tile larger than block_rows x TILE_COLS is ever formed, whatever n."""
     import vlsr_core.engine.clustering as clustering
 
     shapes = []
-    real = clustering._within
+    real = clustering._neighbour_pairs
 
     def spy(rows, cols, eps):
         shapes.append((rows.shape[0], cols.shape[0]))
         return real(rows, cols, eps)
 
-    monkeypatch.setattr(clustering, "_within", spy)
+    monkeypatch.setattr(clustering, "_neighbour_pairs", spy)
+    monkeypatch.setattr(clustering, "TILE_COLS", 300)
     x = np.random.default_rng(0).normal(size=(1000, 8))
-    cluster_labels(x, block_rows=50)
-    assert max(r for r, _ in shapes) == 50
-    assert max(r * c for r, c in shapes) <= 50 * 1000
+    for min_samples in (1, 3):
+        shapes.clear()
+        assert np.array_equal(cluster_labels(x, min_samples=min_samples, block_rows=50),
+                              DBSCAN(eps=0.07, min_samples=min_samples, metric="cosine").fit_predict(x))
+        assert max(r for r, _ in shapes) == 50 and max(c for _, c in shapes) == 300
+
+
+def test_edges_folded_a_few_at_a_time_give_the_same_partition(monkeypatch):
+    import vlsr_core.engine.clustering as clustering
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(30, 16))
+    x = centres[rng.integers(0, 30, 400)] + 0.12 * rng.normal(size=(400, 16))
+    expected = DBSCAN(eps=0.07, metric="cosine", min_samples=1).fit_predict(x)
+    assert len(set(expected)) < 300  # clusters formed
+    for buffer in (1, 7, 1 << 20):
+        monkeypatch.setattr(clustering, "EDGE_BUFFER", buffer)
+        assert np.array_equal(cluster_labels(x, block_rows=64), expected), buffer
 
 
 def test_progress_rises_to_one():

@@ -1,4 +1,5 @@
-"""DBSCAN with cosine distance, computed in row blocks so that no n x n matrix is ever held.
+"""DBSCAN with cosine distance, computed in tiles of the upper triangle so that no n x n matrix
+is ever held and the time stays close to that of the matrix product alone.
 
 The result is the partition *and the label numbering* of scikit-learn's
 ``DBSCAN(eps, min_samples, metric="cosine")``: the same normalisation and distance formula,
@@ -9,7 +10,7 @@ lowest-index core point, and a border point given to the lowest-numbered cluster
 Whether two labels are neighbours is decided on :func:`~vlsr_core.engine.dots.exact_dots`: the blocked
 matrix product only finds the pairs, and the few pairs whose product lies within its rounding of
 the threshold are re-checked exactly. The partition therefore depends on the vectors alone, not
-on the BLAS kernel, ``block_rows`` or the thread count. Where a pair's exact distance is within
+on the BLAS kernel, ``block_rows``, the tile shape or the thread count. Where a pair's exact distance is within
 float rounding of ``eps``, scikit-learn (whose product is a BLAS one) may decide it the other way.
 """
 
@@ -20,8 +21,12 @@ from scipy.sparse.csgraph import connected_components
 from .defaults import DEFAULT_EPS, DEFAULT_MIN_SAMPLES
 from .dots import exact_dots, rounding_bound, unit_rows
 
-# Rows per block: a block holds block_rows x n distances (256 x 100,000 float32 = 100 MB).
-DEFAULT_BLOCK_ROWS = 256
+# Products are formed in tiles of block_rows x TILE_COLS (1,024 x 4,096 float32 = 16 MB), whatever
+# n; each tile is compared once with the threshold and only its candidate pairs are kept.
+DEFAULT_BLOCK_ROWS = 1024
+TILE_COLS = 4096
+# Edges joining two components gathered before they are folded into the components.
+EDGE_BUFFER = 1 << 20
 
 
 def cluster_labels(embeddings, eps=DEFAULT_EPS, min_samples=DEFAULT_MIN_SAMPLES, block_rows=DEFAULT_BLOCK_ROWS,
@@ -36,7 +41,8 @@ def cluster_labels(embeddings, eps=DEFAULT_EPS, min_samples=DEFAULT_MIN_SAMPLES,
             every label is a core point and clusters are the connected components of the graph
             "cosine similarity >= 1 - eps".
         block_rows: rows of the distance matrix computed at a time; memory is about
-            ``block_rows * n_labels`` distances, time is ``n_labels**2 * dim / 2`` multiply-adds.
+            ``block_rows * TILE_COLS`` distances whatever n, time ``n_labels**2 * dim / 2``
+            multiply-adds.
         progress: optional callable taking the fraction done.
 
     Returns:
@@ -89,53 +95,76 @@ def _normalized(embeddings):
     return unit_rows(x)
 
 
-def _within(rows, cols, eps):
-    """Boolean (len(rows), len(cols)): cosine distance ``1 - rows . cols <= eps`` on unit rows.
+def _neighbour_pairs(rows, cols, eps):
+    """The pairs ``(i, j)`` with cosine distance ``1 - rows[i] . cols[j] <= eps`` (unit rows), as
+    two index arrays in row-major order.
 
-    The product decides the clear cases; pairs within its rounding of the threshold are
-    re-computed exactly, so the answer is the same for any kernel or block shape.
+    The product only finds candidates; pairs within its rounding of the threshold are
+    re-computed exactly, so the answer is the same for any kernel or tile shape.
     """
     s = rows @ cols.T
     threshold = 1.0 - eps
     band = rounding_bound(rows.shape[1], rows.dtype) + 2 * np.finfo(rows.dtype).eps
-    sure = s > s.dtype.type(threshold + band)
-    near = np.flatnonzero((s >= s.dtype.type(threshold - band)) & ~sure)  # few: 1-D is cheap
+    candidates = np.flatnonzero(s >= s.dtype.type(threshold - band))  # few: 1-D is cheap
+    r, c = np.divmod(candidates, s.shape[1])
+    sure = s.ravel()[candidates] > s.dtype.type(threshold + band)
+    near = np.flatnonzero(~sure)
     if near.size:
-        r, c = np.divmod(near, s.shape[1])
-        sure[r, c] = 1.0 - exact_dots(rows, cols, r, c) <= eps
-    return sure
+        sure[near] = 1.0 - exact_dots(rows, cols, r[near], c[near]) <= eps
+    return r[sure], c[sure]
+
+
+def _upper_pairs(x, eps, block_rows):
+    """Yield, a tile of products at a time, ``(stop, i, j)``: the neighbour pairs ``i < j`` found
+    in a tile of the block of rows ending at ``stop``.
+
+    Only the upper triangle is computed (the decision is symmetric: exact values decide it),
+    in tiles of ``block_rows`` x :data:`TILE_COLS` products, so memory does not grow with n.
+    """
+    n = x.shape[0]
+    for start in range(0, n, block_rows):
+        stop = min(start + block_rows, n)
+        for left in range(start, n, TILE_COLS):
+            i, j = _neighbour_pairs(x[start:stop], x[left : left + TILE_COLS], eps)
+            i += start
+            j += left
+            upper = j > i
+            yield stop, i[upper], j[upper]
 
 
 def _components(x, eps, block_rows, edges=True, progress=None):
     """Connected components of the neighbour graph and every row's neighbourhood size.
 
-    Row blocks are compared with all later rows only (the upper triangle). Between blocks
-    only a spanning forest is kept (each row's current component id), so memory stays at
-    one block's edges even when every label duplicates every other. ``edges=False`` counts only.
-    ``progress`` gets the fraction of the triangle's area done after each block.
+    Edges are folded into the components (each row's current component id) whenever
+    :data:`EDGE_BUFFER` of them joining different components have gathered, so memory stays
+    bounded even when every label duplicates every other. ``edges=False`` counts only.
+    ``progress`` gets the fraction of the triangle's area done after each tile.
     """
     n = x.shape[0]
     comp = np.arange(n)
-    counts = np.zeros(n, dtype=np.int64)
-    for start in range(0, n, block_rows):
-        stop = min(start + block_rows, n)
-        mask = _within(x[start:stop], x[start:], eps)
-        diagonal = np.arange(stop - start)
-        mask[diagonal, diagonal] = True  # a point is its own neighbour, as in scikit-learn
-        counts[start:stop] += mask.sum(axis=1)  # the square diagonal block counts both ways
-        counts[stop:] += mask[:, stop - start :].sum(axis=0)
+    counts = np.ones(n, dtype=np.int64)  # a point is its own neighbour, as in scikit-learn
+    pending = []
+
+    def fold(comp):
+        if not pending:
+            return comp
+        a, b = np.concatenate([p[0] for p in pending]), np.concatenate([p[1] for p in pending])
+        pending.clear()
+        graph = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n, n))
+        return connected_components(graph, directed=False)[1][comp]
+
+    for stop, i, j in _upper_pairs(x, eps, block_rows):
+        if edges:
+            a, b = comp[i], comp[j]
+            join = a != b
+            pending.append((a[join], b[join]))
+            if sum(p[0].size for p in pending) >= EDGE_BUFFER:
+                comp = fold(comp)
+        else:
+            counts += np.bincount(i, minlength=n) + np.bincount(j, minlength=n)
         if progress is not None:
             progress(1 - ((n - stop) / n) ** 2)
-        if not edges:
-            continue
-        rows, cols = np.nonzero(mask)  # pair (start + row, start + col)
-        keep = cols > rows
-        if not keep.any():
-            continue
-        a, b = comp[rows[keep] + start], comp[cols[keep] + start]
-        graph = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n, n))
-        comp = connected_components(graph, directed=False)[1][comp]
-    return comp, counts
+    return fold(comp), counts
 
 
 def number_by_first_occurrence(comp):
@@ -148,10 +177,10 @@ def number_by_first_occurrence(comp):
 
 def _nearest_cluster_of_border(border, core, core_labels, eps, block_rows):
     """For each non-core point, the lowest cluster id among its core neighbours, else -1."""
-    out = np.empty(border.shape[0], dtype=np.int64)
-    big = np.iinfo(np.int64).max
+    out = np.full(border.shape[0], np.iinfo(np.int64).max)
     for start in range(0, border.shape[0], block_rows):
-        mask = _within(border[start : start + block_rows], core, eps)
-        out[start : start + block_rows] = np.where(mask, core_labels[None, :], big).min(axis=1)
-    out[out == big] = -1
+        for left in range(0, core.shape[0], TILE_COLS):
+            i, j = _neighbour_pairs(border[start : start + block_rows], core[left : left + TILE_COLS], eps)
+            np.minimum.at(out, i + start, core_labels[j + left])
+    out[out == np.iinfo(np.int64).max] = -1
     return out
