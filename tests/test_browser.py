@@ -124,8 +124,9 @@ def row_action(page, table, row_text, action):
     page.get_by_text(action, exact=True).locator("visible=true").first.click()
 
 
-def label_scores_in_the_modal(page):
-    """A sample's modal shows each label's score with the label, not only in the JSON viewer."""
+def attributes_in_the_modal(page, attributes, name):
+    """Open the first sample's modal, expand its label field ``gt`` in the sidebar, wait for
+    each label attribute of ``attributes`` to show, take screenshot ``name``, close it."""
     tile = page.locator('[data-cy="looker"]').first
     modal = page.locator('[data-cy="modal"]')
     opened = page.get_by_text("Annotate", exact=True)  # the modal sidebar's mode switch
@@ -138,22 +139,18 @@ def label_scores_in_the_modal(page):
 
     _until(open_modal, "a sample's modal", timeout=60, page=page)
     modal.locator('[data-cy="sidebar-field-arrow-enabled-gt"]').click()  # expand the label field
-    for attribute in ("vlsr_similarity", "vlsr_canonical", "vlsr_cluster"):
+    for attribute in attributes:
         modal.get_by_text(attribute, exact=True).first.wait_for(timeout=30_000)
-    shot(page, "09b-modal-label-scores")
+    shot(page, name)
     page.keyboard.press("Escape")
     _until(lambda: not opened.is_visible(), "the modal closed", timeout=30, page=page)
 
 
-def review_in_the_panel(page, dataset, session):
-    """Every review action from the VLSR panel, and Apply: the cluster that paper mode forced
-    together is taken apart, renamed, and a suggestion is accepted for a selected sample."""
-    from vlsr_core.fo.review import review_state
-
-    heading = page.get_by_text("Clusters, the most doubtful first (1; page 1 of 1)").first
-
-    def open_panel():  # the grid's panel menu (+); a click can land before it is ready
-        if heading.is_visible():
+def open_panel(page, shown):
+    """Open the VLSR panel from the grid's panel menu (+) until ``shown`` (a locator) is visible:
+    a click can land before the menu is ready."""
+    def opened():
+        if shown.is_visible():
             return True
         entry = page.get_by_text("VLSR review", exact=True).locator("visible=true")
         if entry.count():
@@ -163,7 +160,15 @@ def review_in_the_panel(page, dataset, session):
         page.wait_for_timeout(1500)
         return False
 
-    _until(open_panel, "the VLSR panel", timeout=90, page=page)
+    _until(opened, "the VLSR panel", timeout=90, page=page)
+
+
+def review_in_the_panel(page, dataset, session):
+    """Every review action from the VLSR panel, and Apply: the cluster that paper mode forced
+    together is taken apart, renamed, and a suggestion is accepted for a selected sample."""
+    from vlsr_core.fo.review import review_state
+
+    open_panel(page, page.get_by_text("Clusters, the most doubtful first (1; page 1 of 1)").first)
     shot(page, "16-panel")
 
     row_action(page, 1, "helmet", "Members")
@@ -362,7 +367,8 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     page.keyboard.press("Escape")
     page.get_by_text("vlsr_label", exact=True).first.wait_for(timeout=30_000)
     shot(page, "09-sidebar-new-fields")
-    label_scores_in_the_modal(page)
+    attributes_in_the_modal(page, ("vlsr_similarity", "vlsr_canonical", "vlsr_cluster"),
+                            "09b-modal-label-scores")
 
     review_in_the_panel(page, dataset, session)
 
@@ -511,38 +517,10 @@ def test_boxes_scored_on_their_crops_in_the_app(boxes_app, page, tmp_path):
 
     # a sample's modal shows each box's crop score beside its image score
     page.keyboard.press("Escape")
-    tile = page.locator('[data-cy="looker"]').first
-    opened = page.get_by_text("Annotate", exact=True)
-
-    def open_modal():
-        if not opened.is_visible():
-            tile.click()
-            page.wait_for_timeout(3000)
-        return opened.is_visible()
-
-    _until(open_modal, "a sample's modal", timeout=60, page=page)
-    modal = page.locator('[data-cy="modal"]')
-    modal.locator('[data-cy="sidebar-field-arrow-enabled-gt"]').click()
-    for attribute in ("vlsr_similarity", "vlsr_crop_similarity", "vlsr_crop_fallback", "vlsr_crop_gap"):
-        modal.get_by_text(attribute, exact=True).first.wait_for(timeout=30_000)
-    shot(page, "c4-modal-crop-scores")
-    page.keyboard.press("Escape")
-    _until(lambda: not opened.is_visible(), "the modal closed", timeout=30, page=page)
+    attributes_in_the_modal(page, ("vlsr_similarity", "vlsr_crop_similarity", "vlsr_crop_fallback",
+                                   "vlsr_crop_gap"), "c4-modal-crop-scores")
 
     # the panel's histogram says it counts crop scores
     cluster_and_merge(dataset, "vlsr", min_cluster_size=1)
-    axis = page.get_by_text("box crop-label score").first
-
-    def open_panel():
-        if axis.is_visible():
-            return True
-        entry = page.get_by_text("VLSR review", exact=True).locator("visible=true")
-        if entry.count():
-            entry.first.click()
-        else:
-            page.locator('[data-cy="new-panel-btn"]').first.click()
-        page.wait_for_timeout(1500)
-        return False
-
-    _until(open_panel, "the VLSR panel with crop scores", timeout=90, page=page)
+    open_panel(page, page.get_by_text("box crop-label score").first)
     shot(page, "c5-panel-crop-histogram")
