@@ -57,7 +57,7 @@ class BoxScores:
 
 
 def score_boxes(images, label_ids, labels, boxes, crops, vocabulary, vocab_emb, params):
-    """Score every box of a chunk on its crop: the engine's image scoring, a box at a time.
+    """Score every box of a chunk on its crop: the engine's image scoring, each box as an image.
 
     Args:
         images: float32 (n, dim): the chunk's image embeddings, NaN rows where missing.
