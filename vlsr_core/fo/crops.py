@@ -13,13 +13,18 @@ from fiftyone import ViewField as F
 
 from ..engine.pipeline import score_images
 from .labels import as_label_lists, set_label_attribute, usable
-from .runs import CROP_ATTRIBUTES, CROP_FIELDS, label_attributes, sample_fields
+from .runs import CROP_ATTRIBUTES, CROP_FIELDS, CROP_RECORD, label_attributes, sample_fields
 
 
 def crop_paths(key, path):
     """The sample fields and label attribute paths of run ``key``'s crops."""
     fields, attrs = sample_fields(key), label_attributes(key)
     return [fields[f] for f in CROP_FIELDS] + [f"{path}.{attrs[a]}" for a in CROP_ATTRIBUTES]
+
+
+def crop_record_fields(key):
+    """The sample fields of run ``key`` that keep a sample's crops, in :func:`crop_record`'s order."""
+    return [sample_fields(key)[f] for f in CROP_RECORD]
 
 
 def crops_current(key, path):
@@ -111,8 +116,8 @@ def write_box_scores(samples, path, key, sample_ids, label_ids, scores):
 
 
 def read_crops(values, path):
-    """A chunk's stored crops, per sample ``(crop_ids, crop_boxes, crop_embeddings)``, from
-    ``values`` of those three fields, and its boxes from ``values`` of ``{path}.bounding_box``."""
+    """A chunk's stored crops, per sample ``(crop_ids, crop_boxes, crop_embeddings)``, and its
+    boxes, from ``values`` of :func:`crop_record_fields` and of ``{path}.bounding_box``."""
     crop_ids, crop_boxes, crop_emb, boxes = values
     return list(zip(crop_ids, crop_boxes, crop_emb)), as_label_lists(boxes, path)
 

@@ -47,7 +47,8 @@ LABEL_ATTRIBUTES = {
     "crop_gap": "crop_gap",  # best suggestion's crop score minus the box label's
 }
 # The sample fields and label attributes written only when the run embeds crops.
-CROP_FIELDS = ("crop_embeddings", "crop_ids", "crop_boxes", "min_crop_similarity")
+CROP_RECORD = ("crop_ids", "crop_boxes", "crop_embeddings")  # a sample's crops, in this order
+CROP_FIELDS = (*CROP_RECORD, "min_crop_similarity")
 CROP_ATTRIBUTES = ("crop_similarity", "crop_fallback", "crop_suggestions", "crop_gap")
 
 

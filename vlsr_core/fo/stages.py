@@ -26,7 +26,15 @@ from ..engine.review import suggestion_decisions
 from . import chunks
 from .browse import count_score_histogram
 from .chunks import iter_chunks, sample_ids
-from .crops import crop_paths, crop_record, crops_current, read_crops, score_boxes, write_box_scores
+from .crops import (
+    crop_paths,
+    crop_record,
+    crop_record_fields,
+    crops_current,
+    read_crops,
+    score_boxes,
+    write_box_scores,
+)
 from .labels import (
     LabelFieldError,
     as_label_lists,
@@ -39,6 +47,7 @@ from .labels import (
 )
 from .review import record_applied, review_state
 from .runs import (
+    CROP_RECORD,
     REVIEW_TAGS,
     VLSRResults,
     VLSRRunConfig,
@@ -171,12 +180,12 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         # embeddings of another model are not comparable: drop them all, not only this view's
         results.labels, results.label_embeddings = [], np.zeros((0, encoder.dim), np.float32)
         results.merge_embeddings = np.zeros((0, 0), np.float32)  # aligned with the labels
-        _clear(dataset, fields["embedding"], *_crop_fields(key))
+        _clear(dataset, fields["embedding"], *crop_record_fields(key))
     elif _image_setup(config) != _image_setup(encoder):
         # images decoded or computed another way: keep the label embeddings, not a mix of two
-        _clear(dataset, fields["embedding"], *_crop_fields(key))
+        _clear(dataset, fields["embedding"], *crop_record_fields(key))
     if _crop_setup(config) != _crop_setup(params):  # cut again, or no longer
-        _clear(dataset, *(_crop_fields(key) if params.crops else crop_paths(key, path)))
+        _clear(dataset, *(crop_record_fields(key) if params.crops else crop_paths(key, path)))
     config.model, config.prompt, config.batch_size = encoder.model_name, encoder.prompt, encoder.batch_size
     config.jpeg_draft, config.precision = _image_setup(encoder)
     config.crops, config.crop_padding, config.crop_min_size = _crop_setup(params)
@@ -341,11 +350,6 @@ def _crop_setup(obj):
     return (crops, obj.crop_padding, obj.crop_min_size) if crops else (False, None, None)
 
 
-def _crop_fields(key):
-    fields = sample_fields(key)
-    return fields["crop_embeddings"], fields["crop_ids"], fields["crop_boxes"]
-
-
 def _clear(dataset, *paths):
     """Empty the fields or label attributes that exist among ``paths``."""
     for path in paths:
@@ -417,8 +421,7 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
             f"{run.path}.{attrs['crop_gap']}": run.add_field(fo.FloatField),
             fields["min_crop_similarity"]: run.add_field(fo.FloatField),
         })
-        extra = [fields["crop_ids"], fields["crop_boxes"], fields["crop_embeddings"],
-                 f"{run.path}.bounding_box"]
+        extra = [*crop_record_fields(key), f"{run.path}.bounding_box"]
     report = ScoreReport(crops=crops)
     tally = ScoreTally(run.vocabulary)
     box_tally = ScoreTally(run.vocabulary)
@@ -871,8 +874,7 @@ class _Writer:
 
     def __init__(self, dataset, fields, crops=False):
         self.dataset, self.fields = dataset, fields
-        self.names = ["embedding", "error"] + (["crop_ids", "crop_boxes", "crop_embeddings"]
-                                               if crops else [])
+        self.names = ["embedding", "error", *(CROP_RECORD if crops else ())]
         self.values = {name: {} for name in self.names}
         self.since = _clock()
 
