@@ -92,6 +92,20 @@ def test_errors_are_messages_not_tracebacks(tmp_path, dataset_name, capsys):
     assert "No field 'ground_truth'" in capsys.readouterr().err
 
 
+def test_an_import_of_nothing_leaves_no_empty_dataset(tmp_path, dataset_name, capsys):
+    assert main(["import-csv", str(tmp_path / "typo.csv"), "--dataset", dataset_name]) == 2
+    assert "No such file" in capsys.readouterr().err
+    assert main(["import-factorynet", str(tmp_path / "nowhere"), "--dataset", dataset_name]) == 2
+    (tmp_path / "bad.csv").write_text("filepath,label\nmissing.jpg,helmet\n")
+    assert main(["import-csv", str(tmp_path / "bad.csv"), "--dataset", dataset_name]) == 0
+    assert "no such file" in capsys.readouterr().out
+    assert not fo.dataset_exists(dataset_name)
+    # an existing dataset is kept, even empty
+    fo.Dataset(dataset_name, persistent=True)
+    assert main(["import-csv", str(tmp_path / "typo.csv"), "--dataset", dataset_name]) == 2
+    assert fo.dataset_exists(dataset_name)
+
+
 def test_demo_with_a_local_model(tmp_path, tiny_clip, capsys):
     assert main(["demo", "--dir", str(tmp_path / "demo"), "--model", tiny_clip, "--no-app"]) == 0
     out = capsys.readouterr().out

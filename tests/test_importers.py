@@ -368,7 +368,7 @@ def test_summary_lines(tmp_path, dataset):
     _text(tmp_path / "x.csv", "helmet,0,0,10,10\n")
     report = import_factorynet(tmp_path, dataset)
     lines = report.summary().splitlines()
-    assert lines[0] == "0 samples added, 0 labels read, 1 problems"
+    assert lines[0] == "0 samples added, 0 labels read, 1 problem"
     assert lines[1].startswith("first problem: ") and "x.csv" in lines[1]
     assert importers.ImportReport(3, 4).summary() == "3 samples added, 4 labels read, 0 problems"
 

@@ -1,6 +1,7 @@
 """The ``vlsr`` command: import a dataset, run VLSR on it, export the result, or try the demo."""
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -209,10 +210,22 @@ def _load(name):
     return fo.load_dataset(name)
 
 
-def _load_or_create(name):
+@contextlib.contextmanager
+def _importing_into(name):
+    """The dataset ``name``, created if there is none; one created here that is still empty
+    when the import ends (bad input, an error) is deleted again, not left behind."""
     import fiftyone as fo
 
-    return fo.load_dataset(name) if fo.dataset_exists(name) else fo.Dataset(name, persistent=True)
+    if fo.dataset_exists(name):
+        yield fo.load_dataset(name)
+        return
+    dataset = fo.Dataset(name, persistent=True)
+    try:
+        yield dataset
+    finally:
+        if len(dataset) == 0:
+            dataset.delete()
+            print(f"dataset {name!r} not created: nothing was imported")
 
 
 _open_bars = []  # progress bars drawn and not finished
@@ -255,16 +268,16 @@ def _report_import(report):
 def _import_factorynet(a):
     from .fo.importers import import_factorynet
 
-    dataset = _load_or_create(a.dataset)
-    _report_import(import_factorynet(a.directory, dataset, a.label_field, a.detections_field,
-                                     progress=_bar("import")))
+    with _importing_into(a.dataset) as dataset:
+        _report_import(import_factorynet(a.directory, dataset, a.label_field, a.detections_field,
+                                         progress=_bar("import")))
 
 
 def _import_csv(a):
     from .fo.importers import import_csv
 
-    dataset = _load_or_create(a.dataset)
-    _report_import(import_csv(a.csv_file, dataset, a.label_field, progress=_bar("import")))
+    with _importing_into(a.dataset) as dataset:
+        _report_import(import_csv(a.csv_file, dataset, a.label_field, progress=_bar("import")))
 
 
 def _run(a, dataset=None, encoder=None):

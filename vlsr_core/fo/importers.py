@@ -66,7 +66,7 @@ class ImportReport:
         text = f"{self.n_samples} samples added, {self.n_labels} labels read"
         if self.n_existing:
             text += f", {self.n_existing} images already in the dataset skipped"
-        text += f", {len(self.problems)} problems"
+        text += f", {len(self.problems)} problem{'' if len(self.problems) == 1 else 's'}"
         if self.problems:
             where, reason = self.problems[0]
             text += f"\nfirst problem: {where}: {reason}"
