@@ -18,7 +18,7 @@ def register(p):
     from .operators.compute_embeddings import ComputeEmbeddings
     from .operators.delete_run import DeleteRun
     from .operators.edit_label_map import EditLabelMap
-    from .operators.embed_shard import EmbedShard
+    from .operators.run_shard import RunShard
     from .operators.export_results import ExportResults
     from .operators.map_embeddings import MapEmbeddings
     from .operators.review_suggestions import ReviewSuggestions
@@ -27,7 +27,7 @@ def register(p):
     from .operators.vlsr_panel import VLSRPanel
 
     # in pipeline order, which the labels' numbers also give in the App's operator list
-    for operator in (ComputeEmbeddings, EmbedShard, ScoreLabels, ClusterAndMerge, EditLabelMap,
+    for operator in (ComputeEmbeddings, RunShard, ScoreLabels, ClusterAndMerge, EditLabelMap,
                      ReviewSuggestions, UndoReviewEdit, ApplyReview, ExportResults, MapEmbeddings,
                      DeleteRun, VLSRPanel):
         p.register(operator)

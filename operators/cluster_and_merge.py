@@ -14,13 +14,16 @@ from .common import (
     narrowing_warning,
     param_inputs,
     params_from,
+    queued_message,
     run_key_choice,
     run_name,
     run_params,
     run_target,
     run_with_progress,
+    shards_input,
     target_view,
 )
+from .run_shard import queue_shards
 
 
 class ClusterAndMerge(foo.Operator):
@@ -43,6 +46,7 @@ class ClusterAndMerge(foo.Operator):
             narrowing_warning(ctx, inputs, key, view, "This replaces the run's whole vocabulary, "
                               "clusters and label map with ones computed from their labels only.")
             param_inputs(ctx, inputs, MergeParams, run_params(ctx, key, MergeParams))
+            shards_input(inputs, "cluster the labels now, and queue the writing of the label map on the samples")
             last = _last_steps(ctx, key)
             if last:
                 inputs.view("last_eps", types.Notice(label=(
@@ -57,13 +61,23 @@ class ClusterAndMerge(foo.Operator):
 
     @delegable
     def execute(self, ctx):
-        from vlsr_core.fo.stages import cluster_and_merge
+        from vlsr_core.fo.stages import cluster_and_merge, prepare_cluster_shards
         from vlsr_core.fo.summary import summarize_run
 
-        key = ctx.params.get("key", DEFAULT_KEY)
+        key, shards = ctx.params.get("key", DEFAULT_KEY), ctx.params.get("num_shards", 1)
         params = params_from(ctx, MergeParams, run_params(ctx, key, MergeParams))
+        target = chosen_target(ctx, run_target(ctx, key))
+        if shards > 1:
+            label_map = yield from run_with_progress(ctx, "Clustering", lambda progress: (
+                prepare_cluster_shards(target, key, params, progress=progress)))
+            queued = queue_shards(ctx, target, shards, "cluster", key)
+            message = queued_message(len(queued), (
+                f"Run {key!r}: clustered {len(label_map.vocabulary)} labels into "
+                f"{len(label_map.representatives)} canonical labels"))
+            return (yield from finish(ctx, message, message + ". The last shard to finish saves "
+                                      "the view of changed samples."))
         yield from run_with_progress(ctx, "Clustering", lambda progress: cluster_and_merge(
-            chosen_target(ctx, run_target(ctx, key)), key, params, progress=progress))
+            target, key, params, progress=progress))
         return (yield from finish(ctx, f"Clustered the labels of run {key!r}",
                                   summarize_run(ctx.dataset, key)))
 

@@ -184,6 +184,20 @@ def params_from(ctx, cls, base=None):
     return cls.resolve(base, **{k: (None if v == "" else v) for k, v in sent.items()})
 
 
+def shards_input(inputs, work):
+    """The number of delegated shards to split a stage into; ``work`` says what is queued."""
+    inputs.int("num_shards", default=1, min=1, label="Shards",
+               description=f"Above 1: {work} as this many delegated jobs over disjoint ranges of "
+                           "samples. Any number of `fiftyone delegated launch` workers sharing "
+                           "the database run them in parallel")
+
+
+def queued_message(n_queued, stage):
+    """What a stage says after queueing its shards."""
+    return (f"{stage} and queued {n_queued} shards: run `fiftyone delegated launch` on any "
+            "number of machines; `fiftyone delegated list` shows their progress")
+
+
 def execution_flags(**kwargs):
     """Operator config flags shared by long-running vlsr operators."""
     return dict(dynamic=True, execute_as_generator=True, allow_immediate_execution=True,

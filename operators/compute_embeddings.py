@@ -15,12 +15,14 @@ from .common import (
     new_run_key_input,
     param_inputs,
     params_from,
+    queued_message,
     run_name,
     run_params,
     run_with_progress,
+    shards_input,
     target_view,
 )
-from .embed_shard import queue_shards
+from .run_shard import queue_shards
 
 
 class ComputeEmbeddings(foo.Operator):
@@ -57,10 +59,7 @@ class ComputeEmbeddings(foo.Operator):
                 _bf16_note(inputs)
             inputs.bool("recompute", default=False, label="Recompute",
                         description="Embed again samples that already have an embedding from this model")
-            inputs.int("num_shards", default=1, min=1, label="Shards",
-                       description="Above 1: embed the labels now and queue the images as this many "
-                                   "delegated jobs, which any number of `fiftyone delegated launch` "
-                                   "workers sharing the database run in parallel")
+            shards_input(inputs, "embed the labels now, and queue the images")
         return types.Property(inputs, view=types.View(label="VLSR: compute embeddings"))
 
     def resolve_run_name(self, ctx):
@@ -78,10 +77,9 @@ class ComputeEmbeddings(foo.Operator):
             images=shards == 1, progress=progress,
         ))
         if shards > 1:
-            queued = queue_shards(ctx, ctx.target_view(), shards, key, p.get("recompute", False),
-                                  params.device)
-            message = (f"Embedded {report.n_labels_embedded} new labels and queued {len(queued)} "
-                       "image shards: run `fiftyone delegated launch` on any number of machines")
+            queued = queue_shards(ctx, ctx.target_view(), shards, "embed", key,
+                                  recompute=p.get("recompute", False), device=params.device)
+            message = queued_message(len(queued), f"Embedded {report.n_labels_embedded} new labels")
             return (yield from finish(ctx, message, message))
         failures = "".join(f"\n- `{path}`: {reason}" for _, path, reason in report.failures[:20])
         return (yield from finish(ctx, report.summary(), f"**{report.summary()}**{failures}"))

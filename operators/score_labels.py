@@ -12,12 +12,15 @@ from .common import (
     finish,
     param_inputs,
     params_from,
+    queued_message,
     run_key_choice,
     run_name,
     run_params,
     run_with_progress,
+    shards_input,
     target_view,
 )
+from .run_shard import queue_shards
 
 
 class ScoreLabels(foo.Operator):
@@ -38,6 +41,7 @@ class ScoreLabels(foo.Operator):
         key = run_key_choice(ctx, inputs, "score labels") if view is not None else None
         if key is not None:
             param_inputs(ctx, inputs, ScoreParams, run_params(ctx, key, ScoreParams))
+            shards_input(inputs, "queue the scoring (the last job to finish saves the review views)")
         return types.Property(inputs, view=types.View(label="VLSR: score labels"))
 
     def resolve_run_name(self, ctx):
@@ -46,10 +50,17 @@ class ScoreLabels(foo.Operator):
     @delegable
     def execute(self, ctx):
         from vlsr_core.fo.runs import saved_view_names
-        from vlsr_core.fo.stages import score_labels
+        from vlsr_core.fo.stages import prepare_score_shards, score_labels
 
-        key = ctx.params.get("key", DEFAULT_KEY)
+        key, shards = ctx.params.get("key", DEFAULT_KEY), ctx.params.get("num_shards", 1)
         params = params_from(ctx, ScoreParams, run_params(ctx, key, ScoreParams))
+        if shards > 1:
+            n_labels = prepare_score_shards(ctx.target_view(), key, params)
+            queued = queue_shards(ctx, ctx.target_view(), shards, "score", key)
+            message = queued_message(len(queued), f"Run {key!r}: prepared to score against "
+                                                  f"{n_labels} vocabulary labels")
+            return (yield from finish(ctx, message, message + ". The last shard to finish saves "
+                                      "the review views."))
         report = yield from run_with_progress(ctx, "Scoring", lambda progress: score_labels(
             ctx.target_view(), key, params, progress=progress))
         views = [v for role, v in saved_view_names(key).items() if role != "changed"]

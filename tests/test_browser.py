@@ -74,6 +74,15 @@ def page(request):
         browser.close()
 
 
+def open_dataset(page, session, dataset):
+    """Open the dataset's grid in the App, wait for its first tile, dismiss the App's notices."""
+    page.goto(session.url.replace("0.0.0.0", "localhost") + f"datasets/{dataset.name}", wait_until="load")
+    page.locator('[data-cy="looker"]').first.wait_for(timeout=60_000)
+    for dismiss in ("Dismiss", "Disable"):
+        if page.get_by_text(dismiss, exact=True).count():
+            page.get_by_text(dismiss, exact=True).first.click()
+
+
 def shot(page, name):
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
@@ -89,9 +98,11 @@ def open_operator(page, label):
     page.get_by_role("button", name="Execute").first.wait_for()
 
 
-def fill(page, current_value, new_value):
-    """Replace the text of the form input that shows ``current_value``."""
-    box = page.locator(f'input[value="{current_value}"]').first
+def fill(page, current_value, new_value, last=False):
+    """Replace the text of the form input that shows ``current_value`` (the first, or the
+    ``last`` one)."""
+    boxes = page.locator(f'input[value="{current_value}"]')
+    box = boxes.last if last else boxes.first
     box.fill(str(new_value))
     page.wait_for_timeout(800)  # the form re-resolves (dynamic) after a change
 
@@ -267,11 +278,8 @@ def review_in_the_panel(page, dataset, session):
 def test_whole_workflow_in_the_app(app, page, tmp_path):
     dataset, session = app
     clip = save_random_clip(str(tmp_path / "clip"))
-    page.goto(session.url.replace("0.0.0.0", "localhost") + f"datasets/{dataset.name}", wait_until="load")
+    open_dataset(page, session, dataset)
     page.get_by_text("helmit").first.wait_for(timeout=60_000)
-    for dismiss in ("Dismiss", "Disable"):
-        if page.get_by_text(dismiss, exact=True).count():
-            page.get_by_text(dismiss, exact=True).first.click()
     shot(page, "01-dataset")
 
     # the operators read in pipeline order (the App lists operators used recently first)
@@ -482,11 +490,7 @@ def test_boxes_scored_on_their_crops_in_the_app(boxes_app, page, tmp_path):
 
     dataset, session = boxes_app
     clip = save_random_clip(str(tmp_path / "clip"))
-    page.goto(session.url.replace("0.0.0.0", "localhost") + f"datasets/{dataset.name}", wait_until="load")
-    page.locator('[data-cy="looker"]').first.wait_for(timeout=60_000)  # boxes are drawn, not text
-    for dismiss in ("Dismiss", "Disable"):
-        if page.get_by_text(dismiss, exact=True).count():
-            page.get_by_text(dismiss, exact=True).first.click()
+    open_dataset(page, session, dataset)
 
     # the embed form offers crops for a Detections field, and their settings once chosen
     open_operator(page, "VLSR 1: compute embeddings")
@@ -524,3 +528,57 @@ def test_boxes_scored_on_their_crops_in_the_app(boxes_app, page, tmp_path):
     cluster_and_merge(dataset, "vlsr", min_cluster_size=1)
     open_panel(page, page.get_by_text("box crop-label score").first)
     shot(page, "c5-panel-crop-histogram")
+
+
+def test_scoring_and_merging_in_shards_from_the_app(app, page, tmp_path):
+    """Shards chosen in the forms are queued, a `fiftyone delegated launch` worker runs them,
+    and the last one saves the review views that the App then lists."""
+    from test_sharding import _workers
+
+    from vlsr_core.fo.stages import compute_embeddings
+
+    dataset, session = app
+    dataset.persistent = True  # the worker is another process; the fixture still deletes it
+    compute_embeddings(dataset, "gt", model=save_random_clip(str(tmp_path / "clip")), num_workers=0)
+    open_dataset(page, session, dataset)
+
+    open_operator(page, "VLSR 2: score labels")
+    shards = page.get_by_text("Shards", exact=True).first
+    shards.scroll_into_view_if_needed()
+    fill(page, "1", 2, last=True)  # Shards, the form's last input
+    shot(page, "s1-score-form-shards")
+    execute(page)
+    page.get_by_text("queued 2 shards").first.wait_for(timeout=60_000)
+    shot(page, "s2-score-shards-queued")
+    stage = lambda name: dataset.get_run_info("vlsr").config.stages.get(name)  # noqa: E731
+    dataset.reload()
+    assert stage("score") == "running" and not dataset.has_saved_view("vlsr-low-similarity")
+
+    workers = _workers(1)
+    try:
+        _until(lambda: dataset.reload() or stage("score") == "complete", "the score shards", page=page)
+        open_operator(page, "VLSR 3: cluster and merge labels")
+        page.get_by_text("Shards", exact=True).first.scroll_into_view_if_needed()
+        fill(page, "10", 1)  # minimum cluster size
+        fill(page, "1", 2, last=True)
+        execute(page)
+        page.get_by_text("queued 2 shards").first.wait_for(timeout=60_000)
+        shot(page, "s3-cluster-shards-queued")
+        _until(lambda: dataset.reload() or stage("cluster") == "complete", "the cluster shards",
+               page=page)
+    finally:
+        for w in workers:
+            w.terminate()
+            w.wait(timeout=30)
+    assert dataset.count("gt.classifications.vlsr_similarity") == 7
+    assert dataset.count("vlsr_label") == len(LABELS)
+    assert dataset.has_saved_view("vlsr-low-similarity") and dataset.has_saved_view("vlsr-final-label-changed")
+
+    # the App, reloaded, offers the views the last shards saved
+    page.keyboard.press("Escape")
+    page.reload(wait_until="load")
+    page.get_by_text("helmit").first.wait_for(timeout=60_000)
+    page.get_by_text("Unsaved view").first.click()
+    page.get_by_text("vlsr-low-similarity").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(800)  # the list's opening animation
+    shot(page, "s4-views-saved-by-the-last-shard")

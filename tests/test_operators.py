@@ -19,7 +19,7 @@ from vlsr_core.model.random_clip import save_random_clip
 ROOT = Path(__file__).resolve().parents[1]
 URI = "@vlsr/vlsr/"
 OPERATORS = ["compute_embeddings", "score_labels", "cluster_and_merge", "export_results", "delete_run",
-             "embed_shard", "edit_label_map", "review_suggestions", "undo_review_edit", "apply_review",
+             "run_shard", "edit_label_map", "review_suggestions", "undo_review_edit", "apply_review",
              "map_embeddings", "vlsr_panel"]
 LABELS = [["helmet", "Helmets"], ["helmit"], ["screwdriver"], [], ["Lathe Information", "helmet"]]
 

@@ -1,5 +1,6 @@
-"""Embedding split into shards, run by two `fiftyone delegated launch` workers, equals one run
-(images and the crops of their boxes)."""
+"""Every stage split into shards, run by two `fiftyone delegated launch` workers, equals one run:
+the embeddings of the images and of the crops of their boxes, the scores, the label map and the
+review views."""
 
 import os
 import subprocess
@@ -16,11 +17,14 @@ from fiftyone.operators.delegated import DelegatedOperationService
 from PIL import Image
 
 from vlsr_core.model.random_clip import save_random_clip
-from vlsr_core.fo.stages import compute_embeddings
+from vlsr_core.fo.stages import cluster_and_merge, compute_embeddings, score_labels
+
+from test_stage_shards import outputs, review
 
 pytestmark = pytest.mark.slow
 
 N_IMAGES = 24
+RUN_SHARD = "@vlsr/vlsr/run_shard"
 
 
 @pytest.fixture
@@ -50,27 +54,46 @@ def _workers(n):
             for _ in range(n)]
 
 
-def test_two_workers_process_the_shards_and_equal_a_single_run(persistent, tmp_path):
+def _wait(service, ops, timeout=300):
+    """The operations' documents once all of them have completed or failed."""
+    end = time.time() + timeout
+    while time.time() < end:
+        docs = [service.get(op.id) for op in ops]
+        if all(d.run_state in ("completed", "failed") for d in docs):
+            return docs
+        time.sleep(1)
+    return [service.get(op.id) for op in ops]
+
+
+def _queued(service, ds, stage):
+    """The shards of ``stage`` queued (maybe started already by a worker)."""
+    ops = [op for op in service.list_operations(dataset_name=ds.name, operator=RUN_SHARD)
+           if op.context.request_params["params"]["stage"] == stage]
+    assert len(ops) == 3, stage
+    return ops
+
+
+def test_two_workers_run_every_stage_in_shards_and_equal_a_single_run(persistent, tmp_path):
     ds = persistent
     clip = save_random_clip(str(tmp_path / "clip"))
     service = DelegatedOperationService()
     r = foo.execute_operator("@vlsr/vlsr/compute_embeddings", dataset=ds, params=dict(
         label_field="gt", model=clip, batch_size=4, num_shards=3, key="sharded", crops=True,
         crop_min_size=8))
-    ops = service.list_operations(dataset_name=ds.name, operator="@vlsr/vlsr/embed_shard")
-    assert len(ops) == 3 and all(op.run_state == "queued" for op in ops)
+    embed_ops = _queued(service, ds, "embed")
+    assert all(op.run_state == "queued" for op in embed_ops)  # no worker yet
     assert sorted(ds.load_run_results("sharded").labels) == ["drill", "glove", "helmet"]
-    assert "queued 3 image shards" in str(r.executor.to_json()["requests"])
+    assert "queued 3 shards" in str(r.executor.to_json()["requests"])
 
     workers = _workers(2)
     try:
-        end = time.time() + 300
-        while time.time() < end:
-            states = [service.get(op.id).run_state for op in ops]
-            if all(s in ("completed", "failed") for s in states):
-                break
-            time.sleep(1)
-        docs = [service.get(op.id) for op in ops]
+        embedded = _wait(service, embed_ops)
+        foo.execute_operator("@vlsr/vlsr/score_labels", dataset=ds, params=dict(
+            key="sharded", num_shards=3, top_k=2, low_quantile=0.3))
+        scored = _wait(service, _queued(service, ds, "score"))
+        foo.execute_operator("@vlsr/vlsr/cluster_and_merge", dataset=ds, params=dict(
+            key="sharded", num_shards=3, min_cluster_size=1))
+        written = _wait(service, _queued(service, ds, "cluster"))
     finally:
         for w in workers:
             w.terminate()
@@ -78,9 +101,14 @@ def test_two_workers_process_the_shards_and_equal_a_single_run(persistent, tmp_p
             w.wait(timeout=30)
         for op in service.list_operations(dataset_name=ds.name):
             service.delete_operation(op.id)
-    assert [d.run_state for d in docs] == ["completed"] * 3, [d.result for d in docs]
-    assert sum(d.result.result["n_embedded"] for d in docs) == N_IMAGES
-    assert sum(d.result.result["n_failed"] for d in docs) == 1
+    for docs in (embedded, scored, written):
+        assert [d.run_state for d in docs] == ["completed"] * 3, [d.result for d in docs]
+    assert sum(d.result.result["n_embedded"] for d in embedded) == N_IMAGES
+    assert sum(d.result.result["n_failed"] for d in embedded) == 1
+    # exactly one shard of each stage with a last part ran it
+    for docs in (scored, written):
+        assert sum("finished" in d.result.result for d in docs) == 1
+    assert ds.get_run_info("sharded").config.stages == {"score": "complete", "cluster": "complete"}
 
     # the same images embedded in one run give the same embeddings
     compute_embeddings(ds, "gt", key="single", model=clip, batch_size=4, num_workers=0, crops=True,
@@ -101,3 +129,12 @@ def test_two_workers_process_the_shards_and_equal_a_single_run(persistent, tmp_p
             np.testing.assert_allclose(a, b, atol=1e-5)
             n_crops += len(a)
     assert n_crops == N_IMAGES * 3 // 2
+
+    # scored and merged in one run from the same embeddings (a random CLIP's scores nearly tie,
+    # so 1e-5 apart would reorder suggestions), they give the same results
+    for field in ("embedding", "crop_embeddings"):
+        ds.set_values(f"single_{field}", ds.values(f"sharded_{field}"))
+    score_labels(ds, "single", top_k=2, low_quantile=0.3)
+    cluster_and_merge(ds, "single", min_cluster_size=1)
+    assert outputs(ds, "sharded", "single") == outputs(ds, "single", "sharded")
+    assert review(ds, "sharded", "gt.detections") == review(ds, "single", "gt.detections")

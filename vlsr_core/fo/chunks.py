@@ -65,3 +65,20 @@ def iter_chunks(samples, fields, size=None, ids=None):
         got = samples.select(chunk).values(["id", *fields])
         yield got[0], got[1:]
 
+
+
+def shards(samples, n):
+    """``samples`` split into at most ``n`` disjoint, non-empty views of consecutive sample id
+    ranges, of sizes differing by at most one: what the stages' delegated shards each process."""
+    from fiftyone import ViewField as F
+
+    ids = sample_ids(samples)
+    ids = ids[np.lexsort(ids.T[::-1])]  # ObjectId order: bytes, most significant first
+    cuts = sorted({int(k) for k in np.linspace(0, len(ids), n + 1)[1:-1]} - {0, len(ids)})
+    bounds = [None, *(ObjectId(ids[k].tobytes()) for k in cuts), None]
+    views = []
+    for start, end in zip(bounds, bounds[1:]):
+        within = ([F("_id") >= start] if start else []) + ([F("_id") < end] if end else [])
+        views.append(samples.match(within[0] & within[1] if len(within) == 2 else within[0])
+                     if within else samples)
+    return views

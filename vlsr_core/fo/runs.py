@@ -148,6 +148,8 @@ class VLSRResults(fors.RunResults):
         merge_embeddings: float32 ndarray: the first rows of ``labels`` embedded by the run's
             ``label_model`` for steps 4-6 (empty without one).
         vocabulary: the labels of the samples last clustered.
+        score_vocabulary: the labels of the samples last scored in shards (what each shard
+            suggests from; empty after a scoring in one process).
         frequencies, dbscan_clusters, clusters: int ndarrays aligned with ``vocabulary``.
         representatives: the canonical label of each final cluster.
         lexical_groups, distance_to_canonical: per label, as in :class:`LabelMap`.
@@ -161,7 +163,7 @@ class VLSRResults(fors.RunResults):
     def __init__(self, samples, config, key, backend=None, **kwargs):
         defaults = dict(
             labels=[], label_embeddings=np.zeros((0, 0), np.float32),
-            merge_embeddings=np.zeros((0, 0), np.float32), vocabulary=[],
+            merge_embeddings=np.zeros((0, 0), np.float32), vocabulary=[], score_vocabulary=[],
             frequencies=np.zeros(0, np.int64), dbscan_clusters=np.zeros(0, np.int64),
             clusters=np.zeros(0, np.int64), representatives=[],
             lexical_groups=np.zeros(0, np.int64), distance_to_canonical=np.zeros(0, np.float32),

@@ -396,24 +396,76 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
     Returns:
         a :class:`ScoreReport`.
     """
+    run = _start_scoring(samples, key, params, overrides)
+    advance = progress or (lambda fraction: None)
+    report = _score_chunks(run, samples, lambda f: advance(0.95 * f))
+    _finish_scoring(run, samples, report)
+    advance(1.0)
+    return report
+
+
+def prepare_score_shards(samples, key=DEFAULT_KEY, params=None, **overrides):
+    """Stage 2 in shards, first part: check, record the parameters and the vocabulary of
+    ``samples`` (what every shard suggests from) and create the outputs. Then run
+    :func:`score_shard` on disjoint parts of ``samples``, in any processes, and
+    :func:`finish_score_shards` once on ``samples`` after all of them.
+
+    Returns the number of vocabulary labels.
+    """
+    run = _start_scoring(samples, key, params, overrides)
+    run.results.score_vocabulary = run.vocabulary
+    run.dataset.save_run_results(key, run.results)
+    return len(run.vocabulary)
+
+
+def score_shard(samples, key=DEFAULT_KEY, *, progress=None):
+    """Score the labels of ``samples``, one shard of the collection :func:`prepare_score_shards`
+    prepared, against its vocabulary and with its parameters; writes sample fields and label
+    attributes only. Returns the shard's :class:`ScoreReport` (without a threshold)."""
+    run = _shard_run(samples, key, "score", "score_vocabulary")
+    report = _score_chunks(run, samples, progress or (lambda fraction: None))
+    if progress is not None:
+        progress(1.0)
+    return report
+
+
+def finish_score_shards(samples, key=DEFAULT_KEY):
+    """Stage 2 in shards, last part, once every shard is scored: the low-score threshold from
+    every score of ``samples``, the histogram and the review views. Returns the threshold."""
+    run = _shard_run(samples, key, "score", "score_vocabulary")
+    report = ScoreReport(crops=bool(run.config.crops))
+    _finish_scoring(run, samples, report)
+    return report.low_similarity_threshold
+
+
+def _shard_run(samples, key, stage, vocabulary):
+    """:func:`open_run` for a shard or a finish of ``stage``, on the vocabulary its preparation
+    recorded in the results' ``vocabulary`` attribute."""
+    dataset = samples._dataset
+    if not dataset.has_run(key) or dataset.get_run_info(key).config.stages.get(stage) != "running":
+        raise VLSRError(f"Run {key!r} has no {stage} stage in progress: prepare the shards first")
+    results = dataset.load_run_results(key, cache=False)
+    return open_run(samples, key, vocabulary=list(getattr(results, vocabulary)), results=results)
+
+
+def _start_scoring(samples, key, params, overrides):
+    """Open the run for scoring ``samples``: record the parameters, mark the stage running and
+    create the outputs."""
     run = open_run(samples, key)
     config = run.config
     params = ScoreParams.resolve(params, **overrides)
     config.record(params)
     _stage_state(run, "score", "running")
     attrs, fields = label_attributes(key), sample_fields(key)
-    _create_outputs(run.dataset, key, config, {
+    outputs = {
         f"{run.path}.{attrs['similarity']}": run.add_field(fo.FloatField),
         fields["suggestions"]: run.add_field(fo.EmbeddedDocumentField,
                                              embedded_doc_type=fo.Classifications),
         fields["min_similarity"]: run.add_field(fo.FloatField),
         fields["best_gap"]: run.add_field(fo.FloatField),
-    })
-
-    crops = bool(getattr(config, "crops", False))
-    extra = []
-    if crops:
-        _create_outputs(run.dataset, key, config, {
+    }
+    if config.crops:
+        outputs.update({
             f"{run.path}.{attrs['crop_similarity']}": run.add_field(fo.FloatField),
             f"{run.path}.{attrs['crop_fallback']}": run.add_field(fo.BooleanField),
             f"{run.path}.{attrs['crop_suggestions']}": run.add_field(fo.ListField,
@@ -421,10 +473,20 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
             f"{run.path}.{attrs['crop_gap']}": run.add_field(fo.FloatField),
             fields["min_crop_similarity"]: run.add_field(fo.FloatField),
         })
-        extra = [*crop_record_fields(key), f"{run.path}.bounding_box"]
+    _create_outputs(run.dataset, key, config, outputs)
+    return run
+
+
+def _score_chunks(run, samples, progress):
+    """Score ``samples`` a chunk at a time with the run's recorded parameters, writing every
+    label's score, the suggestions and the per-sample summaries (and the boxes' crop scores).
+    Returns a :class:`ScoreReport` without a threshold."""
+    key, config = run.key, run.config
+    params = config.params(ScoreParams)
+    attrs, fields = label_attributes(key), sample_fields(key)
+    crops = bool(config.crops)
+    extra = [*crop_record_fields(key), f"{run.path}.bounding_box"] if crops else []
     report = ScoreReport(crops=crops)
-    tally = ScoreTally(run.vocabulary)
-    box_tally = ScoreTally(run.vocabulary)
     for chunk in run.read_chunks(samples, extra):
         scores = score_images(chunk.images, chunk.sets, run.vocabulary, run.vocab_emb, params)
         run.write_label_values(samples, chunk, attrs["similarity"], [
@@ -439,25 +501,53 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
             fields["min_similarity"]: scores.min_similarity,
             fields["best_gap"]: scores.best_gap,
         })
-        tally.add(chunk.sets, scores.similarity)
         if crops:
             stored, boxes = read_crops(chunk.extra, run.path)
             box = score_boxes(chunk.images, chunk.label_ids, chunk.labels, boxes, stored,
                               run.vocabulary, run.vocab_emb, params)
             write_box_scores(samples, run.path, key, chunk.ids, chunk.label_ids, box)
             run.write_sample_values(samples, chunk, {fields["min_crop_similarity"]: box.min_similarity})
-            box_tally.add([labels for per_box in box.labels for labels in per_box],
-                          [np.float32([s]) if s is not None else None
-                           for sims in box.similarity for s in sims])
             report.n_box_scores += box.n_cut + box.n_fallback
             report.n_box_fallback += box.n_fallback
             report.n_box_stale += box.n_stale
         n_scored = sum(s is not None for s in scores.similarity)
         report.n_samples += n_scored
         report.n_unscored += len(chunk.ids) - n_scored
-        if progress is not None:
-            progress(min(0.99, (report.n_samples + report.n_unscored) / len(run.ids)))
+        report.n_scores += sum(len(s) for s in scores.similarity if s is not None)
+        progress(min(0.99, (report.n_samples + report.n_unscored) / len(run.ids)))
+    return report
 
+
+def _stored_tally(run, samples):
+    """A :class:`ScoreTally` of the scores written on ``samples``, read back a chunk at a time:
+    each sample's distinct labels with their scores, or with crops each box with its crop score
+    (what the review uses). The same whether one process or many shards wrote them."""
+    crops = bool(run.config.crops)
+    attribute = label_attributes(run.key)["crop_similarity" if crops else "similarity"]
+    tally = ScoreTally(run.vocabulary)
+    for _, values in iter_chunks(samples, [f"{run.path}.label", f"{run.path}.{attribute}"],
+                                 ids=run.ids):
+        labels, scores = [], []
+        for labels_of, scores_of in zip(*(as_label_lists(v, run.path) for v in values)):
+            scored = [(l, s) for l, s in zip(labels_of, scores_of) if usable(l) and s is not None]
+            if crops:  # one entry a box
+                labels += [[l] for l, _ in scored]
+                scores += [np.float32([s]) for _, s in scored]
+            else:  # one entry a sample, a label repeated on it counted once
+                once = dict(scored)
+                labels.append(list(once))
+                scores.append(np.float32(list(once.values())))
+        tally.add(labels, scores)
+    return tally
+
+
+def _finish_scoring(run, samples, report):
+    """The global part of scoring, once every label of ``samples`` is scored: indexes, the
+    low-score threshold (into ``report``), the histogram and the review views."""
+    key, config = run.key, run.config
+    params = config.params(ScoreParams)
+    attrs, fields = label_attributes(key), sample_fields(key)
+    crops = bool(config.crops)
     # indexed, so that the App can sort the grid by them and filter large datasets quickly
     indexed = [fields["min_similarity"], fields["best_gap"], f"{run.path}.{attrs['similarity']}"]
     if crops:
@@ -465,9 +555,7 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
     for name in indexed:
         run.dataset.create_index(name)
 
-    report.n_scores = tally.n_scores
-    if crops:  # the review looks at each box on its crop
-        tally = box_tally
+    tally = _stored_tally(run, samples)
     low = tally.threshold(params.low_quantile)
     report.low_similarity_threshold = config.low_similarity_threshold = low
     weak = tally.weak_labels(low)
@@ -493,9 +581,6 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
                samples.filter_labels(config.label_field, F("label").is_in(weak)),
                f"labels that score below {low:.3f} on every {where} they are on")
     _stage_state(run, "score", "complete")
-    if progress is not None:
-        progress(1.0)
-    return report
 
 
 def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, **overrides):
@@ -520,11 +605,49 @@ def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, *
     Returns:
         the :class:`LabelMap` written: the one computed, with the run's review edits applied.
     """
+    advance = progress or (lambda fraction: None)
+    run, state = _cluster(samples, key, params, overrides, lambda f: advance(0.5 * f))
+    write_label_map(run, samples, state, progress=lambda f: advance(0.5 + 0.49 * f))
+    _finish_clustering(run, samples, state)
+    advance(1.0)
+    return state.label_map
+
+
+def prepare_cluster_shards(samples, key=DEFAULT_KEY, params=None, *, progress=None, **overrides):
+    """Stage 3 in shards, first part: cluster the vocabulary of ``samples`` and store the label
+    map in the run record. Then run :func:`cluster_shard` on disjoint parts of ``samples``, in any
+    processes, and :func:`finish_cluster_shards` once on ``samples`` after all of them.
+
+    Returns the :class:`LabelMap` the shards will write (the run's review edits applied).
+    """
+    return _cluster(samples, key, params, overrides, progress or (lambda fraction: None))[1].label_map
+
+
+def cluster_shard(samples, key=DEFAULT_KEY, *, progress=None):
+    """Write the label map :func:`prepare_cluster_shards` stored onto ``samples``, one shard of
+    its collection: canonical labels and clusters on every label, the canonical label sets and
+    the final labels. Returns the number of samples written."""
+    run = _shard_run(samples, key, "cluster", "vocabulary")
+    return write_label_map(run, samples, review_state(run.dataset, key, run.results),
+                           progress=progress)
+
+
+def finish_cluster_shards(samples, key=DEFAULT_KEY):
+    """Stage 3 in shards, last part, once every shard is written: record the review edits the
+    fields show and save the view of changed samples. Returns the :class:`LabelMap` written."""
+    run = _shard_run(samples, key, "cluster", "vocabulary")
+    state = review_state(run.dataset, key, run.results)
+    _finish_clustering(run, samples, state)
+    return state.label_map
+
+
+def _cluster(samples, key, params, overrides, progress):
+    """Steps 4-6 on the vocabulary of ``samples``: the label map, recorded in the run's results,
+    the stage marked running. Returns the run and its review state (edits on the new clusters)."""
     run = open_run(samples, key)
     params = MergeParams.resolve(params, **overrides)
-    advance = progress or (lambda fraction: None)
     label_map = build_label_map(run.vocabulary, run.merge_emb, run.frequencies, params,
-                                progress=lambda f: advance(0.5 * f))
+                                progress=progress)
     run.config.record(params)
     _stage_state(run, "cluster", "running")
     results = run.results
@@ -537,22 +660,22 @@ def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, *
     results.distance_to_canonical = label_map.distance_to_canonical
     results.merge_steps = label_map.steps.as_record()
     run.dataset.save_run_results(key, results)
+    return run, review_state(run.dataset, key, results)
 
-    state = review_state(run.dataset, key, results)  # the curator's edits, on the new clusters
-    write_label_map(run, samples, state, progress=lambda f: advance(0.5 + 0.49 * f))
+
+def _finish_clustering(run, samples, state):
+    """The global part of stage 3, once the label map is written on ``samples``."""
     record_applied(run, state)
-    fields = sample_fields(key)
+    fields = sample_fields(run.key)
     final = F("$" + fields["label"] + ".label")
     if is_list_field(run.path):
         kept = F(run.path).filter(F("label") == final).length() > 0
     else:
         kept = F(run.path + ".label") == final
     changed = samples.match(F(fields["label"]).exists() & ~kept)
-    _save_view(run, saved_view_names(key)["changed"], changed,
+    _save_view(run, saved_view_names(run.key)["changed"], changed,
                "samples whose final label is none of the labels they had")
     _stage_state(run, "cluster", "complete")
-    advance(1.0)
-    return state.label_map
 
 
 def write_label_map(run, samples, state, *, copy_to=None, progress=None):
@@ -776,21 +899,26 @@ class _Run:
         return self.vocab_emb.shape[1] if self.vocab_emb.ndim == 2 and self.vocab_emb.shape[1] else None
 
 
-def open_run(samples, key):
-    """Check that stages 2 and 3 can run on ``samples``, and read what they need up front."""
+def open_run(samples, key, vocabulary=None, results=None):
+    """Check that stages 2 and 3 can run on ``samples``, and read what they need up front:
+    ``vocabulary`` (default: the distinct labels of ``samples``) and ``results`` (default: the
+    run's, loaded)."""
     _check_collection(samples)
     dataset = samples._dataset
     if not dataset.has_run(key):
         raise VLSRError(f"No VLSR run {key!r} on this dataset: compute embeddings first")
     config = dataset.get_run_info(key).config
-    results = dataset.load_run_results(key, cache=False)
+    results = results or dataset.load_run_results(key, cache=False)
     path = _label_path(samples, config.label_field)
     _check_outputs(samples, key, config.label_field)
     embedding = sample_fields(key)["embedding"]
     if not dataset.has_sample_field(embedding) or not samples.count(embedding):
         raise VLSRError(f"No image embeddings for run {key!r} here: compute embeddings first")
     ids = sample_ids(samples)
-    vocabulary, frequencies = _scan_labels(samples, path, ids)
+    if vocabulary is None:
+        vocabulary, frequencies = _scan_labels(samples, path, ids)
+    else:
+        frequencies = None
     try:
         vocab_emb = results.embeddings_of(vocabulary)
     except KeyError as e:
