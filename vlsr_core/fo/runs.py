@@ -216,7 +216,7 @@ def label_attributes(key):
 def review_attribute(config, key):
     """The label attribute the review views, thresholds and panel of a run use: the crop score
     when the run embeds crops, else the image score."""
-    return label_attributes(key)["crop_similarity" if getattr(config, "crops", False) else "similarity"]
+    return label_attributes(key)["crop_similarity" if config.crops else "similarity"]
 
 
 def saved_view_names(key):

@@ -275,7 +275,7 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
         fields["embedding"]: lambda name: dataset.add_sample_field(name, fo.VectorField),
         fields["error"]: lambda name: dataset.add_sample_field(name, fo.StringField),
     }
-    crops = getattr(config, "crops", False)
+    crops = config.crops
     path = _label_path(samples, config.label_field)
     if crops:
         outputs[fields["crop_embeddings"]] = lambda name: dataset.add_sample_field(name, fo.ArrayField)
@@ -346,7 +346,7 @@ def _image_setup(obj):
 
 def _crop_setup(obj):
     """Whether and how boxes are cut, of parameters or a run's config: (crops, padding, min size)."""
-    crops = getattr(obj, "crops", False)
+    crops = obj.crops
     return (crops, obj.crop_padding, obj.crop_min_size) if crops else (False, None, None)
 
 

@@ -38,7 +38,7 @@ def summarize_run(dataset, key, n_clusters=10):
                f"images at {config.precision} precision" if config.precision != "full" else None,
                (f"each box scored on its crop ({config.crop_padding:.0%} context, boxes under "
                 f"{config.crop_min_size} pixels on the whole image)")
-               if getattr(config, "crops", False) else None]
+               if config.crops else None]
         lines.append(f"**Embedded by** `{config.model}`" +
                      "".join(f"; {h}" for h in how if h))
     for stage in incomplete_stages(config):
@@ -83,7 +83,7 @@ def _score_line(dataset, key, config):
         return None
     attribute = review_attribute(config, key)
     line = f"**Scores:** the review uses `{attribute}`; below {threshold:.3f} counts as low"
-    if getattr(config, "crops", False):
+    if config.crops:
         path = f"{label_path(dataset, config.label_field)}.{label_attributes(key)['crop_fallback']}"
         counts = dataset.count_values(path)
         line += (f". {counts.get(True, 0) + counts.get(False, 0)} boxes scored on their crops "
