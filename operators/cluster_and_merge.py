@@ -23,7 +23,7 @@ from .common import (
     shards_input,
     target_view,
 )
-from .run_shard import queue_shards
+from .run_shard import new_batch, queue_shards
 
 
 class ClusterAndMerge(foo.Operator):
@@ -68,9 +68,10 @@ class ClusterAndMerge(foo.Operator):
         params = params_from(ctx, MergeParams, run_params(ctx, key, MergeParams))
         target = chosen_target(ctx, run_target(ctx, key))
         if shards > 1:
+            batch = new_batch()
             label_map = yield from run_with_progress(ctx, "Clustering", lambda progress: (
-                prepare_cluster_shards(target, key, params, progress=progress)))
-            queued = queue_shards(ctx, target, shards, "cluster", key)
+                prepare_cluster_shards(target, key, params, batch=batch, progress=progress)))
+            queued = queue_shards(ctx, target, shards, "cluster", key, batch)
             message = queued_message(len(queued), (
                 f"Run {key!r}: clustered {len(label_map.vocabulary)} labels into "
                 f"{len(label_map.representatives)} canonical labels"))

@@ -9,7 +9,14 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.fo.labels import label_fields
-from vlsr_core.fo.runs import incomplete_stages, list_vlsr_runs, output_problem, run_collection
+from vlsr_core.fo.runs import (
+    incomplete_stages,
+    list_vlsr_runs,
+    output_problem,
+    run_collection,
+    sharded_note,
+    sharded_stages,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -121,11 +128,15 @@ def run_key_choice(ctx, inputs, action):
     inputs.enum("key", choices.values(), default=keys[0], view=choices,
                 description="The VLSR run to use")
     key = ctx.params.get("key", keys[0])
-    stopped = incomplete_stages(ctx.dataset.get_run_info(key).config) if key in keys else []
+    config = ctx.dataset.get_run_info(key).config if key in keys else None
+    stopped = incomplete_stages(config) if config else []
     if stopped:
         inputs.view("incomplete", types.Warning(
             label=f"Run {key!r}: {' and '.join(stopped)} stopped part-way; its fields mix old "
                   "and new results until it is run again"))
+    sharded = sharded_stages(config) if config else []
+    if sharded:
+        inputs.view("sharded", types.Warning(label=f"Run {key!r}: {sharded_note(sharded)}"))
     return key
 
 

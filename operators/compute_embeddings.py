@@ -72,6 +72,11 @@ class ComputeEmbeddings(foo.Operator):
         p = ctx.params
         key, shards = p.get("key", DEFAULT_KEY), p.get("num_shards", 1)
         params = params_from(ctx, EmbedParams, _run_params(ctx, key))
+        if shards > 1:
+            from vlsr_core.fo.chunks import shard_problem
+
+            if shard_problem(ctx.target_view()):
+                raise ValueError(shard_problem(ctx.target_view()))
         report = yield from run_with_progress(ctx, "Embedding", lambda progress: compute_embeddings(
             ctx.target_view(), p["label_field"], key, params, recompute=p.get("recompute", False),
             images=shards == 1, progress=progress,

@@ -3,8 +3,9 @@
 Each shard is a delegated operation on a disjoint range of sample ids, so any number of
 ``fiftyone delegated launch`` workers sharing the database process the shards at once. A stage
 with a global last part (scoring: the threshold and the review views; clustering: the changed
-view) has it run by whichever shard finishes last, found with an atomic compare-and-set on the
-dataset's execution store; a failed shard, re-run from the App's runs page, then finishes it.
+view) has it run by the shard that finishes last. Which one that is is decided by atomic updates
+of the batch's record in MongoDB, so that it runs once whatever the order of the shards: a
+shard run again, or one that failed and is re-run from the App's runs page, counts once.
 """
 
 import uuid
@@ -15,7 +16,7 @@ import fiftyone.operators.types as types
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
 URI = "@vlsr/vlsr/run_shard"
-STORE = "vlsr_shards"  # the dataset's execution store: batch id -> the shards done
+BATCHES = "vlsr_shard_batches"  # MongoDB collection: a batch's shards done, and who finishes
 STAGES = {"embed": "embed images", "score": "score labels", "cluster": "write the label map"}
 
 
@@ -44,7 +45,7 @@ class RunShard(foo.Operator):
         from vlsr_core.fo import stages
 
         p = ctx.params
-        stage, key, shard = p["stage"], p.get("key", DEFAULT_KEY), p.get("shard", "1/1")
+        stage, key, shard, batch = p["stage"], p.get("key", DEFAULT_KEY), p.get("shard", "1/1"), p.get("batch")
         label = f"{STAGES[stage].capitalize()}, shard {shard}"
         progress = lambda f: ctx.set_progress(progress=f, label=label)  # noqa: E731
         view = ctx.target_view()
@@ -55,40 +56,49 @@ class RunShard(foo.Operator):
             return dict(summary=report.summary(), n_embedded=report.n_embedded,
                         n_failed=len(report.failures))
         if stage == "score":
-            result = dict(summary=stages.score_shard(view, key, progress=progress).summary())
+            result = dict(summary=stages.score_shard(view, key, batch=batch, progress=progress).summary())
         else:
-            result = dict(summary=f"wrote the label map on "
-                                  f"{stages.cluster_shard(view, key, progress=progress)} samples")
-        if _last(ctx.store(STORE), p["batch"], shard):
-            target = _view(ctx, p["target"])
-            if stage == "score":
-                low = stages.finish_score_shards(target, key)
-                result["finished"] = (f"all shards scored; below {low:.3f} counts as low; the "
-                                      "review views are saved")
-            else:
-                stages.finish_cluster_shards(target, key)
-                result["finished"] = "all shards written; the view of changed samples is saved"
-            ctx.store(STORE).delete(p["batch"])
+            n = stages.cluster_shard(view, key, batch=batch, progress=progress)
+            result = dict(summary=f"wrote the label map on {n} samples")
+        if _done_and_last(batch, shard):
+            try:
+                target = _view(ctx, p["target"])
+                if stage == "score":
+                    low = stages.finish_score_shards(target, key, batch=batch)
+                    result["finished"] = (f"all shards scored; labels below {low:.3f} count as "
+                                          "low; the review views are saved")
+                else:
+                    stages.finish_cluster_shards(target, key, batch=batch)
+                    result["finished"] = "all shards written; the view of changed samples is saved"
+            except BaseException:
+                _batches().update_one({"_id": batch}, {"$set": {"finishing": False}})
+                raise
+            _batches().delete_one({"_id": batch})
         return result
 
 
-def queue_shards(ctx, view, n_shards, stage, key, **params):
+def queue_shards(ctx, view, n_shards, stage, key, batch=None, **params):
     """Split ``view`` into ``n_shards`` id ranges and queue one delegated RunShard of ``stage``
-    for each (``params``: the stage's, e.g. the device). Returns the ids of the queued operations."""
+    for each, in ``batch`` (the name a stage's preparation recorded; embedding needs none), with
+    ``params`` (the stage's, e.g. the device). Returns the ids of the queued operations."""
     from fiftyone.operators.delegated import DelegatedOperationService
     from fiftyone.operators.executor import ExecutionContext
 
     from vlsr_core.fo.chunks import shards
 
-    parts, batch = shards(view, n_shards), uuid.uuid4().hex
-    ctx.store(STORE).set(batch, [])
+    parts = shards(view, n_shards)
+    if batch is not None:
+        # a later batch of the same stage supersedes the earlier ones (their shards refuse)
+        owner = dict(dataset_id=str(ctx.dataset._doc.id), key=key, stage=stage)
+        _batches().delete_many(owner)
+        _batches().insert_one(dict(_id=batch, n=len(parts), done=[], finishing=False, **owner))
     service, queued = DelegatedOperationService(), []
     for i, part in enumerate(parts):
         shard = f"{i + 1}/{len(parts)}"
         request = dict(
             dataset_name=ctx.dataset.name,
             dataset_id=str(ctx.dataset._doc.id),
-            view=part.view()._serialize(),
+            view=part._serialize(),
             params=dict(stage=stage, key=key, shard=shard, batch=batch,
                         target=view.view()._serialize(), **params),
             delegated=True,
@@ -101,17 +111,27 @@ def queue_shards(ctx, view, n_shards, stage, key, **params):
     return queued
 
 
-def _last(store, batch, shard):
-    """Record ``shard`` ("i/n") of ``batch`` as done; whether every shard of it now is (the
-    caller then runs the stage's last part). Atomic: of shards ending together, one sees all."""
-    n = int(shard.split("/")[1])
-    while True:
-        done = store.get(batch)
-        if done is None:  # finished already: a shard run again after the others
-            return False
-        now = sorted(set(done) | {shard})
-        if store.compare_and_set(batch, done, now):
-            return len(now) == n
+def new_batch():
+    """A name for the shards of one request."""
+    return uuid.uuid4().hex
+
+
+def _done_and_last(batch, shard):
+    """Record ``shard`` of ``batch`` as done; whether the caller is to run the stage's last part
+    now: every shard is done and no other caller has claimed it (both atomic updates)."""
+    batches = _batches()
+    if batches.find_one_and_update({"_id": batch}, {"$addToSet": {"done": shard}}) is None:
+        return False  # finished already, or superseded
+    claimed = batches.find_one_and_update(
+        {"_id": batch, "finishing": False, "$expr": {"$eq": [{"$size": "$done"}, "$n"]}},
+        {"$set": {"finishing": True}})
+    return claimed is not None
+
+
+def _batches():
+    from fiftyone.core.odm import get_db_conn
+
+    return get_db_conn()[BATCHES]
 
 
 def _view(ctx, stages):

@@ -20,7 +20,7 @@ from .common import (
     shards_input,
     target_view,
 )
-from .run_shard import queue_shards
+from .run_shard import new_batch, queue_shards
 
 
 class ScoreLabels(foo.Operator):
@@ -55,8 +55,9 @@ class ScoreLabels(foo.Operator):
         key, shards = ctx.params.get("key", DEFAULT_KEY), ctx.params.get("num_shards", 1)
         params = params_from(ctx, ScoreParams, run_params(ctx, key, ScoreParams))
         if shards > 1:
-            n_labels = prepare_score_shards(ctx.target_view(), key, params)
-            queued = queue_shards(ctx, ctx.target_view(), shards, "score", key)
+            batch = new_batch()
+            n_labels = prepare_score_shards(ctx.target_view(), key, params, batch=batch)
+            queued = queue_shards(ctx, ctx.target_view(), shards, "score", key, batch)
             message = queued_message(len(queued), f"Run {key!r}: prepared to score against "
                                                   f"{n_labels} vocabulary labels")
             return (yield from finish(ctx, message, message + ". The last shard to finish saves "

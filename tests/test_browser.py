@@ -552,7 +552,13 @@ def test_scoring_and_merging_in_shards_from_the_app(app, page, tmp_path):
     shot(page, "s2-score-shards-queued")
     stage = lambda name: dataset.get_run_info("vlsr").config.stages.get(name)  # noqa: E731
     dataset.reload()
-    assert stage("score") == "running" and not dataset.has_saved_view("vlsr-low-similarity")
+    assert stage("score").startswith("shards:") and not dataset.has_saved_view("vlsr-low-similarity")
+    # while they wait, the forms say the stage is in progress as shards
+    page.keyboard.press("Escape")
+    open_operator(page, "VLSR 3: cluster and merge labels")
+    page.get_by_text("runs as delegated shards: the last shard to finish completes it").first.wait_for(
+        timeout=30_000)
+    shot(page, "s2b-forms-say-scoring-runs-in-shards")
 
     workers = _workers(1)
     try:

@@ -3,7 +3,9 @@ run leaves: every score, suggestion, canonical and final label, the threshold, t
 the review views. The shards here run in one process; tests/test_sharding.py runs them as
 delegated operations on two workers."""
 
+import fiftyone as fo
 import pytest
+from fiftyone import ViewField as F
 
 from vlsr_core.fo.chunks import shards
 from vlsr_core.fo.runs import saved_view_names
@@ -51,7 +53,7 @@ def review(dataset, key, path):
 
 def in_shards(dataset, key, n, **params):
     """Stages 2 and 3 as shards would run them, each shard a separate call."""
-    prepare_score_shards(dataset, key, **{k: v for k, v in params.items() if k != "min_cluster_size"})
+    prepare_score_shards(dataset, key, **params)
     reports = [score_shard(part, key) for part in shards(dataset, n)]
     low = finish_score_shards(dataset, key)
     prepare_cluster_shards(dataset, key, **MERGE)
@@ -91,11 +93,101 @@ def test_crop_scores_in_shards_equal_one_run(photos):  # noqa: F811
     assert review(dataset, "split", "gt.detections") == review(dataset, "one", "gt.detections")
 
 
-def test_a_shard_needs_its_stage_prepared(main):
+def test_a_shard_writes_only_for_the_batch_in_progress(main):
     dataset, images = main
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
-    with pytest.raises(VLSRError, match="no score stage in progress: prepare the shards first"):
-        score_shard(dataset, "vlsr")
-    score_labels(dataset)
-    with pytest.raises(VLSRError, match="no cluster stage in progress"):
+    with pytest.raises(VLSRError, match="not the one in progress .the stage is not started"):
+        score_shard(dataset, "vlsr", batch="a")
+    prepare_score_shards(dataset, "vlsr", batch="a")
+    prepare_score_shards(dataset, "vlsr", batch="b")  # supersedes "a"
+    with pytest.raises(VLSRError, match="Nothing written: this shard's score labels .* is not the "
+                                        "one in progress .the stage is in other shards"):
+        score_shard(dataset, "vlsr", batch="a")
+    assert dataset.count("gt.classifications.vlsr_similarity") == 0
+    score_labels(dataset)  # one process supersedes "b"
+    with pytest.raises(VLSRError, match="the stage is complete"):
+        finish_score_shards(dataset, "vlsr", batch="b")
+    with pytest.raises(VLSRError, match="the stage is not started"):
         finish_cluster_shards(dataset, "vlsr")
+
+
+def test_empty_shards_unembedded_shards_and_labels_given_later(main):
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    prepare_score_shards(dataset, "vlsr", top_k=3)
+    unembedded = dataset.exists("vlsr_embedding", False)  # zero.png, missing.png, nothing to score
+    report = score_shard(unembedded, "vlsr")
+    assert (report.n_samples, report.n_unscored, report.n_scores) == (0, 2, 0)
+    assert score_shard(dataset.match({"filepath": "none"}), "vlsr").n_samples == 0
+    # a label given after the vocabulary was recorded is left unscored, and said so
+    sample = dataset.match(F("filepath").ends_with("d1.png")).first()
+    sample.gt.classifications.append(fo.Classification(label="forklift"))
+    sample.save()
+    report = score_shard(dataset.exists("vlsr_embedding"), "vlsr")
+    assert report.n_new_labels == 1 and "1 labels given since the scoring was prepared" in report.summary()
+    assert "count as low" not in report.summary()  # a shard has no threshold
+    labels, sims = dataset.match(F("filepath").ends_with("d1.png")).values(
+        ["gt.classifications.label", "gt.classifications.vlsr_similarity"])
+    assert labels[0] == ["drill", "forklift"] and sims[0][0] is not None and sims[0][1] is None
+    assert finish_score_shards(dataset, "vlsr") > 0
+
+
+def test_a_target_whose_samples_depend_on_position_is_refused(main):
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    with pytest.raises(VLSRError, match="do not depend on their position: this view has Limit"):
+        prepare_score_shards(dataset.limit(5), "vlsr")
+    assert dataset.get_run_info("vlsr").config.stages == {}  # nothing recorded
+    assert len(shards(dataset.sort_by("filepath"), 2)) == 2  # an order alone is fine
+
+
+def test_the_last_shard_finishes_the_stage_once_also_after_a_failure(main, monkeypatch):
+    """The score operator's shards, run in this process as a worker would run them: the last
+    part fails once, its shard re-run from the runs page finishes the stage, and a shard re-run
+    after that writes nothing."""
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    from vlsr_core.fo import stages
+
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    foo.execute_operator("@vlsr/vlsr/score_labels", dataset=dataset,
+                         params=dict(key="vlsr", num_shards=2, top_k=3))
+    service = DelegatedOperationService()
+    first, second = sorted(service.list_operations(dataset_name=dataset.name,
+                                                   operator="@vlsr/vlsr/run_shard"),
+                           key=lambda op: op.context.request_params["params"]["shard"])
+    finish = stages.finish_score_shards
+    try:
+        monkeypatch.setattr(stages, "finish_score_shards", _raise(OSError("disk full")))
+        service.execute_operation(first)
+        service.execute_operation(second)
+        first, second = service.get(first.id), service.get(second.id)
+        assert (first.run_state, second.run_state) == ("completed", "failed")
+        assert "finished" not in first.result.result and "disk full" in second.result.error
+        dataset.reload()
+        assert dataset.get_run_info("vlsr").config.stages["score"].startswith("shards:")
+
+        monkeypatch.setattr(stages, "finish_score_shards", finish)
+        again = service.rerun_operation(second.id)
+        service.execute_operation(again)
+        again = service.get(again.id)
+        assert again.run_state == "completed" and "all shards scored" in again.result.result["finished"]
+        dataset.reload()
+        assert dataset.get_run_info("vlsr").config.stages["score"] == "complete"
+        assert dataset.has_saved_view(saved_view_names("vlsr")["low_similarity"])
+
+        late = service.rerun_operation(first.id)
+        service.execute_operation(late)
+        late = service.get(late.id)
+        assert late.run_state == "failed" and "Nothing written" in late.result.error
+    finally:
+        for op in service.list_operations(dataset_name=dataset.name):
+            service.delete_operation(op.id)
+
+
+def _raise(error):
+    def fail(*args, **kwargs):
+        raise error
+    return fail

@@ -66,19 +66,37 @@ def iter_chunks(samples, fields, size=None, ids=None):
         yield got[0], got[1:]
 
 
+# View stages whose samples depend on the others' (a limit moves as a stage writes): a shard's
+# range of such a view is not the part of the whole it was meant to be.
+POSITIONAL_STAGES = ("Limit", "Skip", "Take", "Shuffle", "SortBySimilarity", "GeoNear")
+
+
+def shard_problem(samples):
+    """Why ``samples`` cannot be split into shards, or None."""
+    positional = [type(s).__name__ for s in getattr(samples, "_stages", [])
+                  if type(s).__name__ in POSITIONAL_STAGES]
+    if positional:
+        return (f"Shards need a target whose samples do not depend on their position: this view "
+                f"has {', '.join(positional)}; save the samples' ids as a view (select) or run "
+                "in one process")
+    return None
+
 
 def shards(samples, n):
     """``samples`` split into at most ``n`` disjoint, non-empty views of consecutive sample id
-    ranges, of sizes differing by at most one: what the stages' delegated shards each process."""
+    ranges, of sizes differing by at most one: what the stages' delegated shards each process.
+    Every range is closed on both sides, so samples added later fall in none of them."""
     from fiftyone import ViewField as F
 
+    problem = shard_problem(samples)
+    if problem:
+        raise ValueError(problem)
     ids = sample_ids(samples)
     ids = ids[np.lexsort(ids.T[::-1])]  # ObjectId order: bytes, most significant first
-    cuts = sorted({int(k) for k in np.linspace(0, len(ids), n + 1)[1:-1]} - {0, len(ids)})
-    bounds = [None, *(ObjectId(ids[k].tobytes()) for k in cuts), None]
-    views = []
-    for start, end in zip(bounds, bounds[1:]):
-        within = ([F("_id") >= start] if start else []) + ([F("_id") < end] if end else [])
-        views.append(samples.match(within[0] & within[1] if len(within) == 2 else within[0])
-                     if within else samples)
-    return views
+    if not len(ids):
+        return []
+    cuts = sorted({0, *(int(k) for k in np.linspace(0, len(ids), n + 1)[1:-1])} - {len(ids)})
+    first = [ObjectId(ids[k].tobytes()) for k in cuts]
+    last = ObjectId(ids[-1].tobytes())
+    return [samples.match((F("_id") >= start) & (F("_id") < end if end else F("_id") <= last))
+            for start, end in zip(first, [*first[1:], None])]

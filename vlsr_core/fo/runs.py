@@ -64,9 +64,11 @@ class VLSRRunConfig(fors.RunConfig):
         created_fields, created_views: what the run created, recorded before it was created, so
             that deleting the run removes nothing else. None for runs made before vlsr kept
             this record: every existing output of the run then counts as its own.
-        stages: ``{"score": "running" | "complete", "cluster": ...}``: a stage is marked running
-            before it writes and complete after; one still running when it is read stopped
-            part-way, and its fields mix old and new results until it is run again.
+        stages: ``{"score": "running" | "complete" | "shards:<batch>", "cluster": ...}``: a
+            stage is marked running before it writes and complete after; one still running when
+            it is read stopped part-way, and its fields mix old and new results until it is run
+            again. ``shards:<batch>``: prepared for delegated shards of that batch, which alone
+            may write, the last of them completing it.
         collection: the saved view the run was made on, None for the whole dataset, "" for an
             unsaved view: what the vocabulary-wide stages (clustering, export) take by default.
         created_brain_runs: the FiftyOne Brain runs made on the run's embeddings
@@ -148,8 +150,8 @@ class VLSRResults(fors.RunResults):
         merge_embeddings: float32 ndarray: the first rows of ``labels`` embedded by the run's
             ``label_model`` for steps 4-6 (empty without one).
         vocabulary: the labels of the samples last clustered.
-        score_vocabulary: the labels of the samples last scored in shards (what each shard
-            suggests from; empty after a scoring in one process).
+        score_vocabulary: the labels of the samples last prepared for scoring in shards (what
+            each shard suggests from).
         frequencies, dbscan_clusters, clusters: int ndarrays aligned with ``vocabulary``.
         representatives: the canonical label of each final cluster.
         lexical_groups, distance_to_canonical: per label, as in :class:`LabelMap`.
@@ -307,3 +309,17 @@ STAGE_NAMES = {"score": "score labels", "cluster": "cluster and merge"}
 def incomplete_stages(config):
     """The stages of a run that stopped part-way (see :class:`VLSRRunConfig`), with their names."""
     return [STAGE_NAMES[s] for s, state in (config.stages or {}).items() if state == "running"]
+
+
+def sharded_stages(config):
+    """The stages of a run in progress as delegated shards, with their names."""
+    return [STAGE_NAMES[s] for s, state in (config.stages or {}).items()
+            if state.startswith("shards:")]
+
+
+def sharded_note(stages):
+    """What a curator reads about stages in progress as shards."""
+    return (f"*{' and '.join(stages)}* runs as delegated shards: the last shard to finish "
+            "completes it (`fiftyone delegated list` shows them; re-run a failed one from the "
+            "App's runs page). Running the stage again starts over, and the pending shards then "
+            "write nothing.")

@@ -49,6 +49,7 @@ from .review import record_applied, review_state
 from .runs import (
     CROP_RECORD,
     REVIEW_TAGS,
+    STAGE_NAMES,
     VLSRResults,
     VLSRRunConfig,
     label_attributes,
@@ -100,11 +101,12 @@ class ScoreReport:
     n_samples: int = 0  # samples scored
     n_unscored: int = 0  # samples without an image embedding (unreadable or not embedded)
     n_scores: int = 0  # label scores written
-    low_similarity_threshold: float = 0.0  # the low-similarity view's threshold
+    low_similarity_threshold: float = None  # the low-similarity view's threshold (None: a shard's)
     crops: bool = False  # the review used the boxes' crop scores
     n_box_scores: int = 0  # boxes given a crop score
     n_box_fallback: int = 0  # of those, scored on the whole image
     n_box_stale: int = 0  # boxes without a crop as they are now (embed again)
+    n_new_labels: int = 0  # labels not in a sharded scoring's vocabulary, left unscored
 
     def summary(self):
         text = (f"scored {self.n_scores} labels on {self.n_samples} samples ({self.n_unscored} "
@@ -115,6 +117,11 @@ class ScoreReport:
             if self.n_box_stale:
                 text += (f", {self.n_box_stale} boxes not (they changed since their crops were "
                          "cut: compute embeddings again)")
+        if self.n_new_labels:
+            text += (f"; {self.n_new_labels} labels given since the scoring was prepared left "
+                     "unscored (score again to include them)")
+        if self.low_similarity_threshold is None:
+            return text
         score = "crop scores" if self.crops else "labels"
         return text + f"; {score} below {self.low_similarity_threshold:.3f} count as low"
 
@@ -404,58 +411,78 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
     return report
 
 
-def prepare_score_shards(samples, key=DEFAULT_KEY, params=None, **overrides):
+def prepare_score_shards(samples, key=DEFAULT_KEY, params=None, *, batch="shards", **overrides):
     """Stage 2 in shards, first part: check, record the parameters and the vocabulary of
     ``samples`` (what every shard suggests from) and create the outputs. Then run
-    :func:`score_shard` on disjoint parts of ``samples``, in any processes, and
-    :func:`finish_score_shards` once on ``samples`` after all of them.
+    :func:`score_shard` on disjoint parts of ``samples`` (:func:`~vlsr_core.fo.chunks.shards`), in
+    any processes, and :func:`finish_score_shards` once on ``samples`` after all of them, each
+    with the same ``batch`` name: a later scoring of the run supersedes the batch, and its
+    shards then refuse to write.
 
     Returns the number of vocabulary labels.
     """
-    run = _start_scoring(samples, key, params, overrides)
+    _check_shardable(samples)
+    run = _start_scoring(samples, key, params, overrides, f"shards:{batch}")
     run.results.score_vocabulary = run.vocabulary
     run.dataset.save_run_results(key, run.results)
     return len(run.vocabulary)
 
 
-def score_shard(samples, key=DEFAULT_KEY, *, progress=None):
+def score_shard(samples, key=DEFAULT_KEY, *, batch="shards", progress=None):
     """Score the labels of ``samples``, one shard of the collection :func:`prepare_score_shards`
     prepared, against its vocabulary and with its parameters; writes sample fields and label
-    attributes only. Returns the shard's :class:`ScoreReport` (without a threshold)."""
-    run = _shard_run(samples, key, "score", "score_vocabulary")
+    attributes only. A shard may be empty, or hold no embedded image. Returns the shard's
+    :class:`ScoreReport` (without a threshold)."""
+    run = _shard_run(samples, key, "score", batch, "score_vocabulary")
     report = _score_chunks(run, samples, progress or (lambda fraction: None))
     if progress is not None:
         progress(1.0)
     return report
 
 
-def finish_score_shards(samples, key=DEFAULT_KEY):
+def finish_score_shards(samples, key=DEFAULT_KEY, *, batch="shards"):
     """Stage 2 in shards, last part, once every shard is scored: the low-score threshold from
     every score of ``samples``, the histogram and the review views. Returns the threshold."""
-    run = _shard_run(samples, key, "score", "score_vocabulary")
+    run = _shard_run(samples, key, "score", batch, "score_vocabulary")
     report = ScoreReport(crops=bool(run.config.crops))
     _finish_scoring(run, samples, report)
     return report.low_similarity_threshold
 
 
-def _shard_run(samples, key, stage, vocabulary):
-    """:func:`open_run` for a shard or a finish of ``stage``, on the vocabulary its preparation
-    recorded in the results' ``vocabulary`` attribute."""
+def _check_shardable(samples):
+    problem = chunks.shard_problem(samples)
+    if problem:
+        raise VLSRError(problem)
+
+
+def _shard_run(samples, key, stage, batch, vocabulary):
+    """:func:`open_run` for a shard or the last part of ``stage`` in ``batch``, on the
+    vocabulary its preparation recorded in the results' ``vocabulary`` attribute."""
     dataset = samples._dataset
-    if not dataset.has_run(key) or dataset.get_run_info(key).config.stages.get(stage) != "running":
-        raise VLSRError(f"Run {key!r} has no {stage} stage in progress: prepare the shards first")
+    state = dataset.get_run_info(key).config.stages.get(stage) if dataset.has_run(key) else None
+    if state != f"shards:{batch}":
+        raise VLSRError(f"Nothing written: this shard's {STAGE_NAMES[stage]} of run {key!r} is not "
+                        f"the one in progress (the stage is {_state_text(state)}), so it was "
+                        "superseded, or never prepared")
     results = dataset.load_run_results(key, cache=False)
-    return open_run(samples, key, vocabulary=list(getattr(results, vocabulary)), results=results)
+    return open_run(samples, key, vocabulary=list(getattr(results, vocabulary)), results=results,
+                    shard=True)
 
 
-def _start_scoring(samples, key, params, overrides):
-    """Open the run for scoring ``samples``: record the parameters, mark the stage running and
-    create the outputs."""
+def _state_text(state):
+    if state is None:
+        return "not started"
+    return "in other shards" if state.startswith("shards:") else state
+
+
+def _start_scoring(samples, key, params, overrides, state="running"):
+    """Open the run for scoring ``samples``: record the parameters, mark the stage ``state``
+    and create the outputs."""
     run = open_run(samples, key)
     config = run.config
     params = ScoreParams.resolve(params, **overrides)
     config.record(params)
-    _stage_state(run, "score", "running")
+    _stage_state(run, "score", state)
     attrs, fields = label_attributes(key), sample_fields(key)
     outputs = {
         f"{run.path}.{attrs['similarity']}": run.add_field(fo.FloatField),
@@ -487,7 +514,13 @@ def _score_chunks(run, samples, progress):
     crops = bool(config.crops)
     extra = [*crop_record_fields(key), f"{run.path}.bounding_box"] if crops else []
     report = ScoreReport(crops=crops)
+    known = set(run.vocabulary)
     for chunk in run.read_chunks(samples, extra):
+        unknown = {l for labels in chunk.sets for l in labels if l not in known}
+        if unknown:  # labels given since a sharded scoring recorded its vocabulary: unscored
+            report.n_new_labels += len(unknown)
+            chunk.sets = [[l for l in labels if l in known] for labels in chunk.sets]
+            chunk.labels = [[l if l in known else None for l in labels] for labels in chunk.labels]
         scores = score_images(chunk.images, chunk.sets, run.vocabulary, run.vocab_emb, params)
         run.write_label_values(samples, chunk, attrs["similarity"], [
             dict(zip(labels, sims.tolist())) if sims is not None else {}
@@ -613,43 +646,47 @@ def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, *
     return state.label_map
 
 
-def prepare_cluster_shards(samples, key=DEFAULT_KEY, params=None, *, progress=None, **overrides):
+def prepare_cluster_shards(samples, key=DEFAULT_KEY, params=None, *, batch="shards", progress=None,
+                           **overrides):
     """Stage 3 in shards, first part: cluster the vocabulary of ``samples`` and store the label
     map in the run record. Then run :func:`cluster_shard` on disjoint parts of ``samples``, in any
-    processes, and :func:`finish_cluster_shards` once on ``samples`` after all of them.
+    processes, and :func:`finish_cluster_shards` once on ``samples`` after all of them, each with
+    the same ``batch`` name (see :func:`prepare_score_shards`).
 
     Returns the :class:`LabelMap` the shards will write (the run's review edits applied).
     """
-    return _cluster(samples, key, params, overrides, progress or (lambda fraction: None))[1].label_map
+    _check_shardable(samples)
+    return _cluster(samples, key, params, overrides, progress or (lambda fraction: None),
+                    f"shards:{batch}")[1].label_map
 
 
-def cluster_shard(samples, key=DEFAULT_KEY, *, progress=None):
+def cluster_shard(samples, key=DEFAULT_KEY, *, batch="shards", progress=None):
     """Write the label map :func:`prepare_cluster_shards` stored onto ``samples``, one shard of
     its collection: canonical labels and clusters on every label, the canonical label sets and
     the final labels. Returns the number of samples written."""
-    run = _shard_run(samples, key, "cluster", "vocabulary")
+    run = _shard_run(samples, key, "cluster", batch, "vocabulary")
     return write_label_map(run, samples, review_state(run.dataset, key, run.results),
                            progress=progress)
 
 
-def finish_cluster_shards(samples, key=DEFAULT_KEY):
+def finish_cluster_shards(samples, key=DEFAULT_KEY, *, batch="shards"):
     """Stage 3 in shards, last part, once every shard is written: record the review edits the
     fields show and save the view of changed samples. Returns the :class:`LabelMap` written."""
-    run = _shard_run(samples, key, "cluster", "vocabulary")
+    run = _shard_run(samples, key, "cluster", batch, "vocabulary")
     state = review_state(run.dataset, key, run.results)
     _finish_clustering(run, samples, state)
     return state.label_map
 
 
-def _cluster(samples, key, params, overrides, progress):
+def _cluster(samples, key, params, overrides, progress, state="running"):
     """Steps 4-6 on the vocabulary of ``samples``: the label map, recorded in the run's results,
-    the stage marked running. Returns the run and its review state (edits on the new clusters)."""
+    the stage marked ``state``. Returns the run and its review state (edits on the new clusters)."""
     run = open_run(samples, key)
     params = MergeParams.resolve(params, **overrides)
     label_map = build_label_map(run.vocabulary, run.merge_emb, run.frequencies, params,
                                 progress=progress)
     run.config.record(params)
-    _stage_state(run, "cluster", "running")
+    _stage_state(run, "cluster", state)
     results = run.results
     results.vocabulary = label_map.vocabulary
     results.frequencies = label_map.frequencies
@@ -899,11 +936,12 @@ class _Run:
         return self.vocab_emb.shape[1] if self.vocab_emb.ndim == 2 and self.vocab_emb.shape[1] else None
 
 
-def open_run(samples, key, vocabulary=None, results=None):
+def open_run(samples, key, vocabulary=None, results=None, shard=False):
     """Check that stages 2 and 3 can run on ``samples``, and read what they need up front:
     ``vocabulary`` (default: the distinct labels of ``samples``) and ``results`` (default: the
-    run's, loaded)."""
-    _check_collection(samples)
+    run's, loaded). A ``shard`` of a prepared collection may be empty or hold no embedding."""
+    if not shard:
+        _check_collection(samples)
     dataset = samples._dataset
     if not dataset.has_run(key):
         raise VLSRError(f"No VLSR run {key!r} on this dataset: compute embeddings first")
@@ -912,7 +950,7 @@ def open_run(samples, key, vocabulary=None, results=None):
     path = _label_path(samples, config.label_field)
     _check_outputs(samples, key, config.label_field)
     embedding = sample_fields(key)["embedding"]
-    if not dataset.has_sample_field(embedding) or not samples.count(embedding):
+    if not dataset.has_sample_field(embedding) or not (shard or samples.count(embedding)):
         raise VLSRError(f"No image embeddings for run {key!r} here: compute embeddings first")
     ids = sample_ids(samples)
     if vocabulary is None:

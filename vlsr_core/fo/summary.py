@@ -13,6 +13,8 @@ from .runs import (
     review_attribute,
     sample_fields,
     saved_view_names,
+    sharded_note,
+    sharded_stages,
 )
 from .stages import unreadable_images
 
@@ -44,6 +46,8 @@ def summarize_run(dataset, key, n_clusters=10):
     for stage in incomplete_stages(config):
         lines.append(f"**Incomplete:** *{stage}* stopped part-way; its fields mix old and new "
                      "results. Run it again to finish.")
+    if sharded_stages(config):
+        lines.append(f"**In progress:** {sharded_note(sharded_stages(config))}")
     if dataset.has_field(fields["embedding"]) and dataset.has_field(fields["error"]):
         waiting = len(dataset) - dataset.count(fields["embedding"]) - dataset.count(fields["error"])
         if waiting > 0:
