@@ -138,3 +138,20 @@ def test_the_same_model_at_another_path_keeps_the_embeddings(main, tmp_path, mon
     other = save_random_clip(str(tmp_path / "other"), seed=1)
     third = compute_embeddings(dataset, "gt", model=other, device="cpu", num_workers=0)
     assert third.n_embedded == first.n_embedded and third.n_labels_embedded == first.n_labels_embedded
+
+
+@pytest.mark.parametrize("confidence, tags", [(0.25, ["suggestion-accepted"]), (None, [])])
+def test_label_documents_are_what_fiftyone_stores(confidence, tags):
+    """The stages write label objects as built documents; they must read back as FiftyOne's."""
+    import fiftyone as fo
+
+    from vlsr_core.fo.labels import classification_doc, classifications_doc
+
+    doc = classification_doc("helmet", confidence, tags)
+    stored = fo.Classification(label="helmet", confidence=confidence, tags=tags).to_mongo()
+    assert isinstance(doc["_id"], ObjectId) and doc.pop("_id") != stored.pop("_id")
+    assert list(doc.items()) == list(stored.items())
+    many = classifications_doc([("helmet", confidence), ("drill", 0.5)])
+    read = fo.Classifications.from_dict(many)
+    assert [(c.label, c.confidence) for c in read.classifications] == [("helmet", confidence),
+                                                                      ("drill", 0.5)]

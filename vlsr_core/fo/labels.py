@@ -5,6 +5,7 @@ case) or ``Detections`` (the image's label set is its distinct object labels).
 """
 
 import fiftyone as fo
+from bson import ObjectId
 
 LABEL_TYPES = (fo.Classification, fo.Classifications, fo.Detections)
 _LIST_ATTR = {fo.Classifications: "classifications", fo.Detections: "detections"}
@@ -93,3 +94,19 @@ def set_label_attribute(samples, path, attribute, sample_ids, label_ids, values)
     ]
     if items:
         samples.set_label_values(f"{path}.{attribute}", items)
+
+
+def classification_doc(label, confidence=None, tags=()):
+    """A Classification as FiftyOne stores it (what ``Classification(...).to_mongo()`` gives),
+    built directly: written with ``set_values(..., validate=False)``, a chunk of suggestions
+    costs a ninth of the same written as FiftyOne label objects (bench/bench_label_docs.py)."""
+    doc = {"_id": ObjectId(), "_cls": "Classification", "tags": list(tags), "label": label}
+    if confidence is not None:
+        doc["confidence"] = float(confidence)
+    return doc
+
+
+def classifications_doc(pairs):
+    """Classifications of ``(label, confidence)`` pairs as FiftyOne stores them."""
+    return {"_cls": "Classifications",
+            "classifications": [classification_doc(l, c) for l, c in pairs]}

@@ -38,6 +38,8 @@ from .crops import (
 from .labels import (
     LabelFieldError,
     as_label_lists,
+    classification_doc,
+    classifications_doc,
     is_list_field,
     label_objects,
     label_path,
@@ -527,10 +529,8 @@ def _score_chunks(run, samples, progress):
             for labels, sims in zip(chunk.sets, scores.similarity)
         ])
         run.write_sample_values(samples, chunk, {
-            fields["suggestions"]: [
-                fo.Classifications(classifications=[
-                    fo.Classification(label=l, confidence=c) for l, c in sugg]) if sugg else None
-                for sugg in scores.suggestions],
+            fields["suggestions"]: [classifications_doc(sugg) if sugg else None
+                                    for sugg in scores.suggestions],
             fields["min_similarity"]: scores.min_similarity,
             fields["best_gap"]: scores.best_gap,
         })
@@ -767,19 +767,16 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         run.write_label_values(samples, chunk, attrs["cluster"], [cluster] * len(chunk.ids), labels)
         tags = [_review_tags(s, ids, set_, by_sample, by_label, state.edited_labels)
                 for s, ids, set_ in zip(chunk.ids, chunk.label_ids, sets)]
-        final_values = [
-            fo.Classification(label=l, confidence=s, tags=t) if l is not None else None
-            for l, s, t in zip(final.final_labels, final.final_scores, tags)]
+        def final_docs():  # new documents (ids) on every call
+            return [classification_doc(l, s, t) if l is not None else None
+                    for l, s, t in zip(final.final_labels, final.final_scores, tags)]
+
         run.write_sample_values(samples, chunk, {
             fields["labels"]: [
-                fo.Classifications(classifications=[
-                    fo.Classification(label=l, confidence=None if scores is None else float(s))
-                    for l, s in zip(names, scores if scores is not None else [None] * len(names))
-                ])
+                classifications_doc(zip(names, scores if scores is not None else [None] * len(names)))
                 for names, scores in zip(final.canonical_labels, final.canonical_scores)],
-            fields["label"]: final_values,
-            **({copy_to: [v.copy() if v is not None else None for v in final_values]}
-               if copy_to else {}),
+            fields["label"]: final_docs(),
+            **({copy_to: final_docs()} if copy_to else {}),
         })
         done += len(chunk.ids)
         if progress is not None:
@@ -923,9 +920,11 @@ class _Run:
         ])
 
     def write_sample_values(self, samples, chunk, values):
-        """Set sample fields of the chunk, one bulk write a field: ``{field: per-sample values}``."""
+        """Set sample fields of the chunk, one bulk write a field: ``{field: per-sample values}``,
+        values as stored (numbers, None, :func:`classification_doc`), written unvalidated."""
         for name, per_sample in values.items():
-            samples.set_values(name, dict(zip(chunk.ids, per_sample)), key_field="id")
+            samples.set_values(name, dict(zip(chunk.ids, per_sample)), key_field="id",
+                               validate=False)
 
     def add_field(self, ftype, **kwargs):
         """A creator of a field of this type, for :func:`_create_outputs`."""
