@@ -557,12 +557,13 @@ def _stored_tally(run, samples):
     (what the review uses). The same whether one process or many shards wrote them."""
     crops = bool(run.config.crops)
     attribute = label_attributes(run.key)["crop_similarity" if crops else "similarity"]
-    tally = ScoreTally(run.vocabulary)
+    tally, known = ScoreTally(run.vocabulary), set(run.vocabulary)
     for _, values in iter_chunks(samples, [f"{run.path}.label", f"{run.path}.{attribute}"],
                                  ids=run.ids):
         labels, scores = [], []
         for labels_of, scores_of in zip(*(as_label_lists(v, run.path) for v in values)):
-            scored = [(l, s) for l, s in zip(labels_of, scores_of) if usable(l) and s is not None]
+            # (a sample added since the shards were queued may hold another run's scores)
+            scored = [(l, s) for l, s in zip(labels_of, scores_of) if l in known and s is not None]
             if crops:  # one entry a box
                 labels += [[l] for l, _ in scored]
                 scores += [np.float32([s]) for _, s in scored]
