@@ -75,8 +75,9 @@ class ComputeEmbeddings(foo.Operator):
         if shards > 1:
             from vlsr_core.fo.chunks import shard_problem
 
-            if shard_problem(ctx.target_view()):
-                raise ValueError(shard_problem(ctx.target_view()))
+            problem = shard_problem(ctx.target_view())  # before the labels are embedded
+            if problem:
+                raise ValueError(problem)
         report = yield from run_with_progress(ctx, "Embedding", lambda progress: compute_embeddings(
             ctx.target_view(), p["label_field"], key, params, recompute=p.get("recompute", False),
             images=shards == 1, progress=progress,

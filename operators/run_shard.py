@@ -92,6 +92,7 @@ def queue_shards(ctx, view, n_shards, stage, key, batch=None, **params):
         owner = dict(dataset_id=str(ctx.dataset._doc.id), key=key, stage=stage)
         _batches().delete_many(owner)
         _batches().insert_one(dict(_id=batch, n=len(parts), done=[], finishing=False, **owner))
+    target = view.view()._serialize()  # where the last shard finishes the stage
     service, queued = DelegatedOperationService(), []
     for i, part in enumerate(parts):
         shard = f"{i + 1}/{len(parts)}"
@@ -100,7 +101,7 @@ def queue_shards(ctx, view, n_shards, stage, key, batch=None, **params):
             dataset_id=str(ctx.dataset._doc.id),
             view=part._serialize(),
             params=dict(stage=stage, key=key, shard=shard, batch=batch,
-                        target=view.view()._serialize(), **params),
+                        target=target, **params),
             delegated=True,
         )
         op = service.queue_operation(
