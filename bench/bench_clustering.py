@@ -6,9 +6,12 @@ Usage: python bench/bench_clustering.py [--data clustered|random] [n ...]   (def
 singletons, some of 2-10, a few of 20-100) whose members lie 0.02-0.06 from their group's centre,
 with some at 0.065-0.075 from another member, so that clusters form and the eps edge is crossed.
 ``random`` data are random unit vectors, none within eps of another: every label its own cluster.
-``gemm`` is the floor: the float32 products of the upper triangle in cluster_labels' tiles,
-thrown away; ``gemm-full`` the same over all columns, as scikit-learn computes them. The labels of
-vlsr and scikit-learn are compared: the same partition, and the same numbering.
+``vlsr`` screens pairs with int8 products where the machine has the kernel (vlsr_core.engine.screening),
+``vlsr:float`` with float32 products, as before the int8 screen. ``gemm`` is the float32 floor: the
+products of the upper triangle in cluster_labels' tiles, thrown away; ``gemm-int8`` the same in int8
+(rounding and packing included); ``gemm-full`` the float32 products over all columns, as
+scikit-learn computes them. The labels of vlsr and scikit-learn are compared: the same partition,
+and the same numbering. PyTorch is imported and the int8 self-check run before the clock starts.
 Each case runs in a fresh process so that its peak resident memory is its own.
 """
 
@@ -24,7 +27,7 @@ import time
 DIM, EPS, MIN_SAMPLES = 768, 0.07, 1
 SKLEARN_LIMIT_S = 1800
 MEMORY_LIMIT_BYTES = 12 * 2**30  # a dense matrix beyond half this machine's memory is not tried
-METHODS = ("vlsr", "sklearn:cosine", "sklearn:precomputed", "gemm", "gemm-full")
+METHODS = ("vlsr", "vlsr:float", "sklearn:cosine", "sklearn:precomputed", "gemm", "gemm-int8", "gemm-full")
 FULL_BLOCK_ROWS = 4096  # rows per block of gemm-full
 
 # clustered data
@@ -109,15 +112,26 @@ def _case(method, n, data, labels_path=None, repeat=1):
     from sklearn.metrics.pairwise import cosine_distances
 
     from vlsr_core import cluster_labels
+    from vlsr_core.engine import screening
     from vlsr_core.engine.clustering import DEFAULT_BLOCK_ROWS, TILE_COLS
 
+    if screening._int8_works() and method == "vlsr:float":  # imports PyTorch, checks the kernel
+        screening._int8_works = lambda: False
+
     def run():
-        if method == "vlsr":
+        if method.startswith("vlsr"):
             return cluster_labels(x, eps=EPS, min_samples=MIN_SAMPLES)
         if method == "gemm":  # the products cluster_labels needs: upper triangle, its tiles
             for start in range(0, n, DEFAULT_BLOCK_ROWS):
                 for left in range(start, n, TILE_COLS):
                     x[start : start + DEFAULT_BLOCK_ROWS] @ x[left : left + TILE_COLS].T
+            return None
+        if method == "gemm-int8":
+            products = screening.Int8Tiles(x, TILE_COLS)
+            for start in range(0, n, DEFAULT_BLOCK_ROWS):
+                block = products.block(x[start : start + DEFAULT_BLOCK_ROWS])
+                for tile in products.tiles(start):
+                    products.products(block, tile)
             return None
         if method == "gemm-full":  # all n x n products
             for start in range(0, n, FULL_BLOCK_ROWS):
@@ -216,7 +230,7 @@ def main(ns, data, repeat):
                 else:
                     print(f"{n:>8} {method:<20} {'failed':>9} ({why[:80]})")
                 sys.stdout.flush()
-            for method in ("sklearn:cosine", "sklearn:precomputed"):
+            for method in ("vlsr:float", "sklearn:cosine", "sklearn:precomputed"):
                 if "vlsr" in labels and method in labels:
                     same = _same_partition(labels["vlsr"], labels[method])
                     numbering = np.array_equal(labels["vlsr"], labels[method])
@@ -226,7 +240,8 @@ def main(ns, data, repeat):
                         gaps = _disagreements(n, data, labels["vlsr"], labels[method])
                         print(f"{n:>8}   decided differently: {len(gaps)} pairs, exact distance - eps: "
                               + ", ".join(f"{g:+.1e}" for g in gaps[:5]))
-            for top, bottom in (("sklearn:cosine", "vlsr"), ("vlsr", "gemm")):
+            for top, bottom in (("sklearn:cosine", "vlsr"), ("vlsr:float", "vlsr"), ("vlsr", "gemm"),
+                                ("vlsr", "gemm-int8"), ("sklearn:cosine", "gemm")):
                 if rows.get(top) and rows.get(bottom):
                     print(f"{n:>8} ratio {top} / {bottom} time: "
                           f"{rows[top]['seconds'] / rows[bottom]['seconds']:.2f}x")

@@ -91,18 +91,22 @@ def test_rejects_bad_parameters():
         cluster_labels(np.array([[1.0, np.nan], [1.0, 0.0]]))
 
 
-def test_memory_is_bounded_by_the_tile(monkeypatch):
+@pytest.mark.parametrize("int8", [True, False])
+def test_memory_is_bounded_by_the_tile(monkeypatch, int8):
     """No product tile larger than block_rows x TILE_COLS is ever formed, whatever n."""
     import vlsr_core.engine.clustering as clustering
+    from vlsr_core.engine import screening
 
     shapes = []
-    real = clustering._neighbour_pairs
+    real = screening._decide
 
-    def spy(rows, cols, eps):
-        shapes.append((rows.shape[0], cols.shape[0]))
-        return real(rows, cols, eps)
+    def spy(rows, cols, eps, approx, *args):
+        shapes.append(approx.shape)
+        return real(rows, cols, eps, approx, *args)
 
-    monkeypatch.setattr(clustering, "_neighbour_pairs", spy)
+    monkeypatch.setattr(screening, "_decide", spy)
+    monkeypatch.setattr(screening, "_int8_works", lambda: int8)
+    monkeypatch.setattr(screening, "INT8_MIN_PRODUCTS", 0)
     monkeypatch.setattr(clustering, "TILE_COLS", 300)
     x = np.random.default_rng(0).normal(size=(1000, 8))
     for min_samples in (1, 3):

@@ -8,10 +8,12 @@ neighbourhood holds at least ``min_samples`` points, clusters numbered in the or
 lowest-index core point, and a border point given to the lowest-numbered cluster that reaches it.
 
 Whether two labels are neighbours is decided on :func:`~vlsr_core.engine.dots.exact_dots`: the blocked
-matrix product only finds the pairs, and the few pairs whose product lies within its rounding of
-the threshold are re-checked exactly. The partition therefore depends on the vectors alone, not
-on the BLAS kernel, ``block_rows``, the tile shape or the thread count. Where a pair's exact distance is within
-float rounding of ``eps``, scikit-learn (whose product is a BLAS one) may decide it the other way.
+matrix product (int8 where the machine has PyTorch's fbgemm kernel, else float BLAS:
+:mod:`~vlsr_core.engine.screening`) only finds the pairs, and the pairs whose product lies within
+its error bound of the threshold are re-checked exactly. The partition therefore depends on the
+vectors alone, not on the kernel, ``block_rows``, the tile shape or the thread count. Where a pair's
+exact distance is within float rounding of ``eps``, scikit-learn (whose product is a float BLAS one)
+may decide it the other way.
 """
 
 import numpy as np
@@ -19,7 +21,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .defaults import DEFAULT_EPS, DEFAULT_MIN_SAMPLES
-from .dots import exact_dots, rounding_bound, unit_rows
+from . import screening
+from .dots import unit_rows
 
 # Products are formed in tiles of block_rows x TILE_COLS (1,024 x 4,096 float32 = 16 MB), whatever
 # n; each tile is compared once with the threshold and only its candidate pairs are kept.
@@ -41,8 +44,8 @@ def cluster_labels(embeddings, eps=DEFAULT_EPS, min_samples=DEFAULT_MIN_SAMPLES,
             every label is a core point and clusters are the connected components of the graph
             "cosine similarity >= 1 - eps".
         block_rows: rows of the distance matrix computed at a time; memory is about
-            ``block_rows * TILE_COLS`` distances whatever n, time ``n_labels**2 * dim / 2``
-            multiply-adds.
+            ``block_rows * TILE_COLS`` distances whatever n (and, with the int8 kernel, two int8
+            copies of the embeddings), time ``n_labels**2 * dim / 2`` multiply-adds.
         progress: optional callable taking the fraction done.
 
     Returns:
@@ -95,37 +98,22 @@ def _normalized(embeddings):
     return unit_rows(x)
 
 
-def _neighbour_pairs(rows, cols, eps):
-    """The pairs ``(i, j)`` with cosine distance ``1 - rows[i] . cols[j] <= eps`` (unit rows), as
-    two index arrays in row-major order.
-
-    The product only finds candidates; pairs within its rounding of the threshold are
-    re-computed exactly, so the answer is the same for any kernel or tile shape.
-    """
-    s = rows @ cols.T
-    threshold = 1.0 - eps
-    band = rounding_bound(rows.shape[1], rows.dtype) + 2 * np.finfo(rows.dtype).eps
-    candidates = np.flatnonzero(s >= s.dtype.type(threshold - band))  # few: 1-D is cheap
-    r, c = np.divmod(candidates, s.shape[1])
-    sure = s.ravel()[candidates] > s.dtype.type(threshold + band)
-    near = np.flatnonzero(~sure)
-    if near.size:
-        sure[near] = 1.0 - exact_dots(rows, cols, r[near], c[near]) <= eps
-    return r[sure], c[sure]
-
-
-def _upper_pairs(x, eps, block_rows):
+def _upper_pairs(x, eps, block_rows, joined=None):
     """Yield, a tile of products at a time, ``(stop, i, j)``: the neighbour pairs ``i < j`` found
     in a tile of the block of rows ending at ``stop``.
 
     Only the upper triangle is computed (the decision is symmetric: exact values decide it),
     in tiles of ``block_rows`` x :data:`TILE_COLS` products, so memory does not grow with n.
+    A pair that needs an exact product and for which ``joined(i, j)`` holds is left out.
     """
     n = x.shape[0]
+    products = screening.tiles(x, TILE_COLS, n * (n + 1) // 2)
     for start in range(0, n, block_rows):
         stop = min(start + block_rows, n)
-        for left in range(start, n, TILE_COLS):
-            i, j = _neighbour_pairs(x[start:stop], x[left : left + TILE_COLS], eps)
+        block = products.block(x[start:stop])
+        for left, width in products.tiles(start):
+            local = None if joined is None else (lambda i, j, s=start, l=left: joined(i + s, j + l))
+            i, j = products.pairs(block, (left, width), eps, local)
             i += start
             j += left
             upper = j > i
@@ -135,9 +123,10 @@ def _upper_pairs(x, eps, block_rows):
 def _components(x, eps, block_rows, edges=True, progress=None):
     """Connected components of the neighbour graph and every row's neighbourhood size.
 
-    Edges are folded into the components (each row's current component id) whenever
-    :data:`EDGE_BUFFER` of them joining different components have gathered, so memory stays
-    bounded even when every label duplicates every other. ``edges=False`` counts only.
+    Edges are folded into the components (each row's current component id) after each block of
+    rows, and whenever :data:`EDGE_BUFFER` of them joining different components have gathered,
+    so memory stays bounded even when every label duplicates every other; a pair already inside
+    one component then needs no exact product. ``edges=False`` counts only (every pair decided).
     ``progress`` gets the fraction of the triangle's area done after each tile.
     """
     n = x.shape[0]
@@ -153,8 +142,14 @@ def _components(x, eps, block_rows, edges=True, progress=None):
         graph = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n, n))
         return connected_components(graph, directed=False)[1][comp]
 
-    for stop, i, j in _upper_pairs(x, eps, block_rows):
+    def joined(i, j):
+        return comp[i] == comp[j]
+
+    block_stop = None
+    for stop, i, j in _upper_pairs(x, eps, block_rows, joined if edges else None):
         if edges:
+            if stop != block_stop:
+                comp, block_stop = fold(comp), stop
             a, b = comp[i], comp[j]
             join = a != b
             pending.append((a[join], b[join]))
@@ -178,9 +173,11 @@ def number_by_first_occurrence(comp):
 def _nearest_cluster_of_border(border, core, core_labels, eps, block_rows):
     """For each non-core point, the lowest cluster id among its core neighbours, else -1."""
     out = np.full(border.shape[0], np.iinfo(np.int64).max)
+    products = screening.tiles(core, TILE_COLS, len(border) * len(core))
     for start in range(0, border.shape[0], block_rows):
-        for left in range(0, core.shape[0], TILE_COLS):
-            i, j = _neighbour_pairs(border[start : start + block_rows], core[left : left + TILE_COLS], eps)
-            np.minimum.at(out, i + start, core_labels[j + left])
+        block = products.block(border[start : start + block_rows])
+        for tile in products.tiles(0):
+            i, j = products.pairs(block, tile, eps)
+            np.minimum.at(out, i + start, core_labels[j + tile[0]])
     out[out == np.iinfo(np.int64).max] = -1
     return out
