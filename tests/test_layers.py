@@ -26,3 +26,11 @@ def test_default_parameters_need_no_torch():
             "EmbedParams(device='auto'); MergeParams(); ScoreParams(); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_clustering_a_small_vocabulary_needs_no_torch():
+    """PyTorch's int8 kernel is only worth importing for large vocabularies (engine/screening.py)."""
+    code = ("import sys, numpy as np; from vlsr_core import cluster_labels; "
+            "cluster_labels(np.random.default_rng(0).normal(size=(2000, 32))); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
