@@ -81,8 +81,9 @@ def test_high_dimensional_paper_setting():
 
 def test_rejects_bad_parameters():
     x = np.eye(3)
-    with pytest.raises(ValueError, match="eps"):
-        cluster_labels(x, eps=0)
+    for eps in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+            cluster_labels(x, eps=eps)
     with pytest.raises(ValueError, match="min_samples"):
         cluster_labels(x, min_samples=0)
     with pytest.raises(ValueError, match="2-D"):
@@ -100,9 +101,9 @@ def test_memory_is_bounded_by_the_tile(monkeypatch, int8):
     shapes = []
     real = screening._decide
 
-    def spy(rows, cols, eps, approx, *args):
+    def spy(rows, cols, eps, approx, *args, **kwargs):
         shapes.append(approx.shape)
-        return real(rows, cols, eps, approx, *args)
+        return real(rows, cols, eps, approx, *args, **kwargs)
 
     monkeypatch.setattr(screening, "_decide", spy)
     monkeypatch.setattr(screening, "_int8_works", lambda: int8)

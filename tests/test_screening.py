@@ -93,3 +93,34 @@ def test_without_pytorch_float_products_are_used(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "torch", None)  # "import torch" raises ImportError
     assert screening._int8_works.__wrapped__() is False
+
+
+@pytest.mark.parametrize("eps", [0.95, 1.0, 1.01, 1.5, 1.99])
+def test_thresholds_near_or_below_zero_products_give_the_same_clusters(eps):
+    """Products are clipped at 0: a threshold 1 - eps near or below 0 is decided on float ones."""
+    opposite = np.array([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]], dtype=np.float32)  # at distance 2
+    assert list(cluster_labels(opposite, eps=eps)) == [0, 1]
+    x = np.concatenate([opposite, np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)])
+    for min_samples in (1, 2, 5):
+        np.testing.assert_array_equal(cluster_labels(x, eps=eps, min_samples=min_samples),
+                                      DBSCAN(eps=eps, min_samples=min_samples, metric="cosine").fit_predict(x))
+
+
+def test_anisotropic_embeddings_fall_back_to_float_products():
+    """Text-encoder-like embeddings (a common direction, an outlier dimension) put most pairs
+    within the int8 bound of the threshold; the screen then hands the tiles to float products
+    instead of computing most pairs exactly."""
+    rng = np.random.default_rng(0)
+    x = 3.0 * np.eye(256)[0] + rng.normal(size=(3000, 256)) / 16  # median cosine ~0.9
+    x[:, 7] *= 6
+    x = unit_rows(x.astype(np.float32))
+    screen = screening.Int8Tiles(x, 1024)
+    floats = screening.FloatTiles(x, 1024)
+    block = screen.block(x[:1024])
+    got = screen.pairs(block, (1024, 1024), 0.07)
+    assert screen.float_only
+    expected = floats.pairs(x[:1024], (1024, 1024), 0.07)
+    np.testing.assert_array_equal(np.stack(got), np.stack(expected))
+    assert len(expected[0]) > 0  # the threshold is crossed
+    np.testing.assert_array_equal(cluster_labels(x, min_samples=3),
+                                  DBSCAN(eps=0.07, min_samples=3, metric="cosine").fit_predict(x))

@@ -58,8 +58,8 @@ def cluster_labels(embeddings, eps=DEFAULT_EPS, min_samples=DEFAULT_MIN_SAMPLES,
         array([0, 0, 1])
     """
     x = _normalized(embeddings)
-    if eps <= 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
+    if not eps > 0 or not np.isfinite(eps):
+        raise ValueError(f"eps must be a finite number > 0, got {eps}")
     if int(min_samples) != min_samples or min_samples < 1:
         raise ValueError(f"min_samples must be an integer >= 1, got {min_samples}")
     n = x.shape[0]
@@ -99,8 +99,8 @@ def _normalized(embeddings):
 
 
 def _upper_pairs(x, eps, block_rows, joined=None):
-    """Yield, a tile of products at a time, ``(stop, i, j)``: the neighbour pairs ``i < j`` found
-    in a tile of the block of rows ending at ``stop``.
+    """Yield, a tile of products at a time, ``(stop, i, j, last)``: the neighbour pairs ``i < j``
+    found in a tile of the block of rows ending at ``stop``, and whether it is the block's last.
 
     Only the upper triangle is computed (the decision is symmetric: exact values decide it),
     in tiles of ``block_rows`` x :data:`TILE_COLS` products, so memory does not grow with n.
@@ -111,13 +111,14 @@ def _upper_pairs(x, eps, block_rows, joined=None):
     for start in range(0, n, block_rows):
         stop = min(start + block_rows, n)
         block = products.block(x[start:stop])
-        for left, width in products.tiles(start):
+        tiles = products.tiles(start)
+        for k, (left, width) in enumerate(tiles):
             local = None if joined is None else (lambda i, j, s=start, l=left: joined(i + s, j + l))
             i, j = products.pairs(block, (left, width), eps, local)
             i += start
             j += left
             upper = j > i
-            yield stop, i[upper], j[upper]
+            yield stop, i[upper], j[upper], k == len(tiles) - 1
 
 
 def _components(x, eps, block_rows, edges=True, progress=None):
@@ -145,15 +146,12 @@ def _components(x, eps, block_rows, edges=True, progress=None):
     def joined(i, j):
         return comp[i] == comp[j]
 
-    block_stop = None
-    for stop, i, j in _upper_pairs(x, eps, block_rows, joined if edges else None):
+    for stop, i, j, last in _upper_pairs(x, eps, block_rows, joined if edges else None):
         if edges:
-            if stop != block_stop:
-                comp, block_stop = fold(comp), stop
             a, b = comp[i], comp[j]
             join = a != b
             pending.append((a[join], b[join]))
-            if sum(p[0].size for p in pending) >= EDGE_BUFFER:
+            if last or sum(p[0].size for p in pending) >= EDGE_BUFFER:
                 comp = fold(comp)
         else:
             counts += np.bincount(i, minlength=n) + np.bincount(j, minlength=n)

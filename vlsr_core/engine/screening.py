@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from .dots import exact_dots, rounding_bound
+from .dots import exact_dots, rounding_bound, unit_rows
 
 # The int8 products are rounded to steps of 1 / OUT_LEVELS over [0, 1] (uint8, zero point 0).
 OUT_LEVELS = 255
@@ -34,18 +34,24 @@ INT8_MIN_PRODUCTS = 1 << 26
 FINE_COLS = 1024
 # Added to every int8 bound: the float32 rounding of the scales and of the requantisation.
 SLACK = 1e-5
+# A tile with more than 1 / NEAR_SHARE of its pairs within the bound costs more in exact products
+# (about 1 us each) than int8 saves over float32 (about 30 ms a 1,024 x 4,096 tile here).
+NEAR_SHARE = 256
 
 
-def _decide(rows, cols, eps, approx, lo, hi, joined=None):
+def _decide(rows, cols, eps, approx, lo, hi, joined=None, max_near=None):
     """Local ``(i, j)`` with cosine distance ``1 - rows[i] . cols[j] <= eps``: candidates are the
     pairs with ``approx >= lo``, those with ``approx > hi`` are sure, the rest computed exactly,
-    except those that ``joined`` (local ``i, j`` -> bool) says need no answer, which are left out."""
+    except those that ``joined`` (local ``i, j`` -> bool) says need no answer, which are left out.
+    None if more than ``max_near`` pairs would need an exact product."""
     candidates = np.flatnonzero(approx >= lo)  # few: 1-D is cheap
     r, c = np.divmod(candidates, approx.shape[1])
     sure = approx.ravel()[candidates] > hi
     near = np.flatnonzero(~sure)
     if near.size and joined is not None:
         near = near[~joined(r[near], c[near])]
+    if max_near is not None and near.size > max_near:
+        return None
     if near.size:
         sure[near] = 1.0 - exact_dots(rows, cols, r[near], c[near]) <= eps
     return r[sure], c[sure]
@@ -77,6 +83,8 @@ class FloatTiles:
 
 class Int8Tiles:
     """Products of row blocks with tiles of ``cols`` by fbgemm's int8 kernel, within a bound.
+    Rows and columns must have norms of at most 1 (unit or zero rows, as clustering passes): the
+    kernel's requantisation overflows on products of millions.
 
     ``cols`` are rounded per row to ``COL_LEVELS`` steps each side of zero and packed once; each
     block of rows is rounded with one scale to ``ROW_LEVELS`` steps. With ``e`` a row's rounding
@@ -91,6 +99,7 @@ class Int8Tiles:
         self.cols = cols
         self.tile_cols = tile_cols
         self.fine_cols = FINE_COLS if tile_cols % FINE_COLS == 0 else tile_cols
+        self.floats, self.float_only = FloatTiles(cols, tile_cols), False
         self.col_error = self.col_norm = 0.0
         self.packed = {}
         # rounded a tile at a time, so that no float copy of all the columns is made
@@ -150,13 +159,22 @@ class Int8Tiles:
         return np.asarray(_Bytes(out))
 
     def pairs(self, block, tile, eps, joined=None):
-        """As :meth:`FloatTiles.pairs`."""
+        """As :meth:`FloatTiles.pairs`. Float products decide instead, from this tile on, where
+        the int8 products cannot screen: a threshold within a step of 0 (where the products are
+        clipped), or a tile in which more than 1 / NEAR_SHARE of the pairs lie within the bound
+        (strongly anisotropic embeddings: the bound grows with the largest component)."""
         rows, _, band = block
-        cols = self.cols[tile[0] : tile[0] + tile[1]]
-        # in output steps, outward by one for the rounding of these bounds
-        lo = max(math.floor((1.0 - eps - band) * OUT_LEVELS) - 1, 0)
-        hi = math.ceil((1.0 - eps + band) * OUT_LEVELS) + 1
-        return _decide(rows, cols, eps, self.products(block, tile), lo, hi, joined)
+        if not self.float_only and (1.0 - eps - band) * OUT_LEVELS >= 2:
+            # in output steps, outward by one for the rounding of these bounds
+            lo = math.floor((1.0 - eps - band) * OUT_LEVELS) - 1
+            hi = math.ceil((1.0 - eps + band) * OUT_LEVELS) + 1
+            approx = self.products(block, tile)
+            cols = self.cols[tile[0] : tile[0] + tile[1]]
+            found = _decide(rows, cols, eps, approx, lo, hi, joined, max_near=approx.size // NEAR_SHARE)
+            if found is not None:
+                return found
+            self.float_only = True
+        return self.floats.pairs(rows, tile, eps, joined)
 
 
 def tiles(cols, tile_cols, products):
@@ -169,27 +187,30 @@ def tiles(cols, tile_cols, products):
 
 @functools.lru_cache(maxsize=1)
 def _int8_works():
-    """Whether fbgemm's int8 products are here and keep their contract on a known case: each
-    within half a step of the exact product of the rounded rows (clipped to [0, 1])."""
+    """Whether fbgemm's int8 products are here and keep the promise the screening relies on, on
+    a known case: every product within the block's bound of the exact one, clipped to [0, 1].
+    The case has 768 dimensions, an outlier dimension, near pairs, constant rows (the largest
+    integer sums) and opposite rows, in full and in narrow tiles."""
     try:
         import torch
 
         if torch.backends.quantized.engine not in ("x86", "fbgemm"):
             return False
         rng = np.random.default_rng(0)
-        x = rng.normal(size=(300, 96)).astype(np.float32)
+        x = rng.normal(size=(600, 768))
         x[:, 0] *= 8  # an outlier dimension
-        x[150:] = x[:150] + 0.05 * rng.normal(size=(150, 96))
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        screen = Int8Tiles(x, 128)
-        block = screen.block(x[:100])
-        rows = (block[1].int_repr().numpy().astype(np.float64) - ROW_ZERO) * block[1].q_scale()
-        for tile in screen.tiles(0):
-            w = screen.torch.ops.quantized.linear_unpack(screen._packed(tile))[0]
-            cols = w.int_repr().numpy().astype(np.float64) * w.q_per_channel_scales().numpy()[:, None]
-            exact = np.clip(rows @ cols.T, 0.0, 1.0) * OUT_LEVELS
-            if np.abs(screen.products(block, tile) - exact).max() > 0.5 + SLACK * OUT_LEVELS:
-                return False
+        x[300:] = x[:300] + 0.05 * rng.normal(size=(300, 768))
+        x[[10, 11, 12]] = [np.ones(768), -np.ones(768), np.eye(768)[5]]
+        x = unit_rows(x.astype(np.float32))
+        screen = Int8Tiles(x, 2048)
+        exact = x.astype(np.float64) @ x.astype(np.float64).T
+        for start in (0, 256):
+            block = screen.block(x[start : start + 256])
+            for left, width in screen.tiles(0) + [(0, screen.fine_cols)]:
+                approx = screen.products(block, (left, width)) / OUT_LEVELS
+                truth = np.clip(exact[start : start + 256, left : left + width], 0.0, 1.0)
+                if not np.abs(approx - truth).max() <= block[2]:
+                    return False
         return True
     except Exception:  # no PyTorch, no fbgemm, or an API that changed: float products
         return False
