@@ -576,6 +576,9 @@ def test_scoring_and_merging_in_shards_from_the_app(app, page, tmp_path):
         for w in workers:
             w.terminate()
             w.wait(timeout=30)
+    # the check above reloads the dataset before it reads the stage, which the last shard marks
+    # complete after it saved the views: read them again
+    dataset.reload()
     assert dataset.count("gt.classifications.vlsr_similarity") == 7
     assert dataset.count("vlsr_label") == len(LABELS)
     assert dataset.has_saved_view("vlsr-low-similarity") and dataset.has_saved_view("vlsr-final-label-changed")
