@@ -55,6 +55,8 @@ MCS_GRID = (1, 2, 5, 10, 20, 50)
 OPTIONS = {
     "paper mode": {},
     'mode="recommended" (the engine\'s default)': dict(mode="recommended", eps=None),
+    'mode="recommended", image_evidence=True': dict(mode="recommended", eps=None,
+                                                    image_evidence=True),
     'linkage="representative"': dict(linkage="representative"),
     'size_by="labels"': dict(size_by="labels"),
     "max_merge_distance=0.1": dict(max_merge_distance=0.1),

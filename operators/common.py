@@ -8,6 +8,7 @@ import threading
 import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
+from vlsr_core.engine.params import ParamError
 from vlsr_core.fo.labels import label_fields
 from vlsr_core.fo.runs import (
     incomplete_stages,
@@ -147,7 +148,7 @@ def param_inputs(ctx, inputs, cls, base=None, unchecked=(), checks=None, hidden=
     only this form can know); those named in ``hidden`` keep ``base``'s value without an input.
     Returns the parameter object, or None while a value is invalid."""
     base = base or cls()
-    values = {}
+    values, props = {}, {}
     for spec in cls.specs():
         default = getattr(base, spec.name)
         if spec.name in hidden:
@@ -172,9 +173,13 @@ def param_inputs(ctx, inputs, cls, base=None, unchecked=(), checks=None, hidden=
             problem = checks[spec.name](value)
         if problem:
             prop.invalid, prop.error_message = True, problem
-        values[spec.name] = value
+        values[spec.name], props[spec.name] = value, prop
     try:
         return cls.resolve(base, **values)
+    except ParamError as e:  # one field's value against another's (each alone is fine)
+        if e.name in props and not props[e.name].invalid:
+            props[e.name].invalid, props[e.name].error_message = True, str(e)
+        return None
     except ValueError:
         return None
 

@@ -71,6 +71,15 @@ def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys):
     assert main(["summary", "--dataset", dataset_name]) == 0
     assert "**Review views:** `vlsr-low-similarity`" in capsys.readouterr().out
 
+    assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
+                 "--model", tiny_clip, "--min-cluster-size", "1", "--jpeg-draft",
+                 "--image-evidence"]) == 0
+    assert "image evidence not used (fewer than 10 labels" in capsys.readouterr().out
+    assert ds.get_run_info("vlsr").config.image_evidence is True
+    assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
+                 "--model", tiny_clip, "--mode", "paper", "--image-evidence"]) == 2
+    assert "image_evidence is part of the recommended mode" in capsys.readouterr().err
+
     out_dir = tmp_path / "export"
     assert main(["export", "--dataset", dataset_name, "--out", str(out_dir)]) == 0
     with open(out_dir / "samples.csv", newline="") as f:

@@ -267,6 +267,22 @@ def test_a_form_warns_of_a_stage_that_stopped_part_way(ds, tiny_clip):
         assert "score labels stopped part-way" in warning
 
 
+def test_the_cluster_form_offers_image_evidence_in_the_recommended_mode_only(ds, tiny_clip):
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds)
+    props = form("cluster_and_merge", ds)["type"]["properties"]
+    assert props["image_evidence"]["default"] is False
+    errors = _form_errors(form("cluster_and_merge", ds, mode="paper", image_evidence=True))
+    assert errors == ["image_evidence is part of the recommended mode; the paper's mode merges "
+                      "on label text alone"]
+    assert _form_errors(form("cluster_and_merge", ds, image_evidence=True)) == []
+    r = run("cluster_and_merge", ds, min_cluster_size=1, image_evidence=True)
+    assert ds.get_run_info("vlsr").config.image_evidence is True
+    steps = ds.load_run_results("vlsr", cache=False).merge_steps
+    assert steps["image_evidence"]["labels with images"] == 5  # the readable images' labels
+    assert "image evidence not used (fewer than 10 labels" in str(r.executor.to_json())
+
+
 def test_the_export_form_refuses_a_file_as_folder_before_execute(ds, tiny_clip, tmp_path):
     run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
     run("score_labels", ds)

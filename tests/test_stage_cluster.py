@@ -276,3 +276,41 @@ def test_a_label_model_that_cannot_be_loaded_leaves_the_run_as_it_was(main, tmp_
     assert (config.model, config.label_model) == ("fake-clip", None)
     assert dataset.count("vlsr_embedding") == n_embedded
     assert dataset.load_run_results("vlsr", cache=False).canonical == CANONICAL
+
+
+def test_image_evidence_joins_a_synonym_whose_images_agree(dataset, tmp_path, monkeypatch):
+    """"hard hat" sits 0.29-0.36 from the helmet labels in text (beyond eps, within the variant
+    guard) and is put on helmet pictures: image evidence joins it. "screw gun", as near to
+    "screwdriver", is put on drill pictures: it stays apart. Without image evidence both do."""
+    import fake_clip
+    from fake_clip import MAIN, build
+    from vlsr_core.fo.summary import summarize_run
+
+    monkeypatch.setitem(fake_clip.LABELS, "hard hat", ("helmet", 8, 1.2))
+    monkeypatch.setitem(fake_clip.LABELS, "screw gun", ("screwdriver", 10, 1.2))
+    spec = MAIN + [(f"hh{i}.png", "helmet", ["hard hat"]) for i in range(3)] + [
+        (f"sg{i}.png", "drill", ["screw gun"]) for i in range(3)]
+    images = build(dataset, tmp_path / "images", spec)
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    canonical = dataset.load_run_results("vlsr", cache=False).canonical
+    assert canonical["hard hat"] == "hard hat" and canonical["screw gun"] == "screw gun"
+
+    # 9 labels: too few to draw the threshold from, and the summary says so
+    cluster_and_merge(dataset, min_cluster_size=1, image_evidence=True)
+    assert dataset.load_run_results("vlsr", cache=False).canonical["hard hat"] == "hard hat"
+    assert ("image evidence not used (fewer than 10 labels are carried by two images or more)"
+            in summarize_run(dataset, "vlsr"))
+
+    monkeypatch.setattr("vlsr_core.engine.grouping.MIN_HALVES", 3)  # this small set suffices
+    cluster_and_merge(dataset, min_cluster_size=1, image_evidence=True)
+    results = dataset.load_run_results("vlsr", cache=False)
+    assert results.canonical["hard hat"] == "helmet"
+    assert results.canonical["screw gun"] == "screw gun"
+    assert {k: v for k, v in results.canonical.items() if k != "hard hat"} == {
+        k: v for k, v in CANONICAL.items()} | {"screw gun": "screw gun"}
+    assert dataset.get_run_info("vlsr").config.image_evidence is True
+    evidence = results.merge_steps["image_evidence"]
+    assert evidence["image links"] == 1 and evidence["labels with images"] == 9
+    hard_hat = [s.id for s in dataset if s.filepath.endswith(("hh0.png", "hh1.png", "hh2.png"))]
+    assert {dataset[i].vlsr_label.label for i in hard_hat} == {"helmet"}
+    assert "after image evidence (1 join; 9 labels with images)" in summarize_run(dataset, "vlsr")

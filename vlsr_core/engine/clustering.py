@@ -98,6 +98,18 @@ def _normalized(embeddings):
     return unit_rows(x)
 
 
+def neighbour_pairs(embeddings, radius, block_rows=DEFAULT_BLOCK_ROWS):
+    """Yield ``(i, j)``, int ndarrays, a tile at a time: every pair of rows ``i < j`` within cosine
+    distance ``radius``, decided as :func:`cluster_labels` decides neighbours (in memory bounded
+    whatever n)."""
+    if not radius > 0 or not np.isfinite(radius):
+        raise ValueError(f"radius must be a finite number > 0, got {radius}")
+    x = _normalized(embeddings)
+    if x.shape[0]:
+        for _, i, j, _ in _upper_pairs(x, radius, block_rows):
+            yield i, j
+
+
 def _upper_pairs(x, eps, block_rows, joined=None):
     """Yield, a tile of products at a time, ``(stop, i, j, last)``: the neighbour pairs ``i < j``
     found in a tile of the block of rows ending at ``stop``, and whether it is the block's last.

@@ -91,3 +91,13 @@ def rows_equal_groups(x):
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     return first[order].astype(np.int64), rank[inverse.reshape(-1)].astype(np.int64)
+
+
+def sampled_pairs(n, max_pairs):
+    """Index pairs (a, b), a != b, of n items: all pairs a < b when there are at most
+    ``max_pairs``, else ``max_pairs`` drawn with a fixed seed (the same on every call)."""
+    if n * (n - 1) // 2 <= max_pairs:
+        return np.triu_indices(n, 1)
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, n, max_pairs), rng.integers(0, n - 1, max_pairs)
+    return a, b + (b >= a)  # never an item with itself

@@ -22,13 +22,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from .clustering import cluster_labels, number_by_first_occurrence
-from .dots import exact_dots
+from .dots import exact_dots, sampled_pairs
+from .evidence import image_links
 from .lexical import lexical_groups, normal_form
 from .merging import merge_small_clusters
 
 # Calibrated on all-MiniLM-L6-v2 as fractions of the background distance (docs/quality.md).
 EPS_SCALE = 0.08  # DBSCAN radius: about 0.065 for MiniLM, whose background distance is ~0.8
 GUARD_SCALE = 0.5  # a plural, spacing or typo variant joins its word within this distance
+# Image evidence (evidence.py): labels within the guard distance join when the separation of
+# their images is within this quantile of the separations between the two halves of one label,
+# drawn from at least MIN_HALVES labels carried by two images or more.
+JOIN_QUANTILE = 0.9
+MIN_HALVES = 10
 BACKGROUND_PAIRS = 20_000  # label pairs sampled for the background distance
 LONG_LABEL = 100  # characters
 
@@ -47,6 +53,10 @@ class Steps:
         kept_apart: labels kept out of the embedding steps, by reason (paper: none).
         n_dbscan: clusters after DBSCAN, before merging, noise labels (and, in recommended
             mode, kept-apart groups) counted one each.
+        image_evidence: with image evidence, ``{"labels with images": labels it could judge,
+            "max separation": the join threshold drawn from the data, "typical separation": of
+            two different labels, "image links": joins made, "groups": groups after them, "not
+            used": why the images were not used, else None}``; else None.
     """
 
     mode: str
@@ -58,6 +68,7 @@ class Steps:
     lexical_links: dict
     kept_apart: dict
     n_dbscan: int
+    image_evidence: dict | None = None
 
     def as_record(self):
         """The JSON-serialisable part (no per-label array), as a run stores it."""
@@ -68,15 +79,9 @@ class Steps:
 def background_distance(embeddings):
     """Median cosine distance between two labels: of all pairs of a small vocabulary, else of
     ``BACKGROUND_PAIRS`` pairs drawn with a fixed seed (exact products: the same everywhere)."""
-    n = len(embeddings)
-    if n < 2:
+    if len(embeddings) < 2:
         return float("nan")
-    if n * (n - 1) // 2 <= BACKGROUND_PAIRS:
-        a, b = np.triu_indices(n, 1)
-    else:
-        rng = np.random.default_rng(0)
-        a, b = rng.integers(0, n, BACKGROUND_PAIRS), rng.integers(0, n - 1, BACKGROUND_PAIRS)
-        b = b + (b >= a)  # never a label with itself
+    a, b = sampled_pairs(len(embeddings), BACKGROUND_PAIRS)
     return float(np.median(1.0 - exact_dots(embeddings, embeddings, a, b)))
 
 
@@ -92,7 +97,8 @@ def kept_apart_reason(label):
     return None
 
 
-def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows=256, progress=None):
+def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows=256, progress=None,
+                         prototypes=None):
     """Cluster ids of the recommended merge, and its :class:`Steps`.
 
     Args:
@@ -102,6 +108,9 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
         frequencies: int ndarray (n,).
         params: :class:`~vlsr_core.engine.params.MergeParams`.
         block_rows, progress: as in :func:`~vlsr_core.engine.clustering.cluster_labels`.
+        prototypes: :class:`~vlsr_core.engine.evidence.ImagePrototypes` of the labels, to use
+            image evidence: labels within the guard distance whose images agree join before
+            DBSCAN (:func:`~vlsr_core.engine.evidence.image_links`; None: text only).
 
     Returns:
         (dbscan, clusters, steps): DBSCAN ids per label (-1: noise or kept apart), final
@@ -112,7 +121,12 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
     scale = _scale(background)
     eps = params.eps if params.eps is not None else EPS_SCALE * scale
     limit = params.max_merge_distance if params.max_merge_distance is not None else eps
-    groups, links = lexical_groups(vocabulary, embeddings, GUARD_SCALE * scale)
+    guard = GUARD_SCALE * scale
+    lexical, links = lexical_groups(vocabulary, embeddings, guard)
+    groups, evidence = lexical, None
+    if prototypes is not None:
+        groups, evidence = _image_evidence(vocabulary, embeddings, prototypes, lexical, guard,
+                                           block_rows)
     n_groups = int(groups.max()) + 1 if n else 0
 
     # each group is represented by its most frequent member (ties: the first in string order)
@@ -141,9 +155,35 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
         )
     steps = Steps(mode=params.mode, background_distance=background,
                   derived_eps=EPS_SCALE * scale, eps=float(eps), max_merge_distance=float(limit),
-                  lexical_groups=groups, lexical_links=links, kept_apart=kept_apart,
-                  n_dbscan=_n_clusters(group_db))  # kept-apart groups are -1: one cluster each
+                  lexical_groups=lexical, lexical_links=links, kept_apart=kept_apart,
+                  n_dbscan=_n_clusters(group_db),  # kept-apart groups are -1: one cluster each
+                  image_evidence=evidence)
     return group_db[groups], number_by_first_occurrence(group_final[groups]), steps
+
+
+def _image_evidence(vocabulary, embeddings, prototypes, groups, guard, block_rows):
+    """Groups joined by image evidence, and the report of that step. The images are used only if
+    enough labels have two images to draw the threshold from, and if two different labels are
+    typically more separated than it (else the images do not tell labels apart: all images
+    alike, or labels put on images at random)."""
+    placeable = np.array([kept_apart_reason(v) is None for v in vocabulary], dtype=bool)
+    with_images = placeable & (prototypes.counts > 0)
+    halves = prototypes.self_separation()
+    threshold = typical = None
+    if halves.size < MIN_HALVES:
+        why = f"fewer than {MIN_HALVES} labels are carried by two images or more"
+    else:
+        threshold = float(np.quantile(halves, JOIN_QUANTILE))
+        typical = prototypes.typical_separation(np.flatnonzero(with_images), BACKGROUND_PAIRS)
+        why = None if typical > threshold else (
+            "two different labels' images are typically no more separated than one label's")
+    joined = 0
+    if why is None:
+        groups, joined = image_links(groups, embeddings, prototypes, guard, with_images, threshold,
+                                     block_rows)
+    return groups, {"labels with images": int(with_images.sum()), "max separation": threshold,
+                    "typical separation": typical, "image links": joined,
+                    "groups": int(groups.max()) + 1 if groups.size else 0, "not used": why}
 
 
 def paper_steps(embeddings, dbscan, eps, max_merge_distance):

@@ -307,6 +307,16 @@ class MergeParams(_Params):
                                              "empty: no limit in paper mode, eps in recommended "
                                              "mode (every pair of members checked)",
                                              label="Max merge distance", low=0.0, high=2.0)
+    image_evidence: bool = param(False, "recommended mode: also compare the images that carry "
+                                 "each label; labels whose texts are near (within the variant "
+                                 "guard) join when their images look alike",
+                                 label="Use image evidence")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.paper and self.image_evidence:
+            raise ParamError("image_evidence", "image_evidence is part of the recommended mode; "
+                                               "the paper's mode merges on label text alone")
 
     @property
     def paper(self):

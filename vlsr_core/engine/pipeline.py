@@ -7,6 +7,7 @@ import numpy as np
 from .clustering import DEFAULT_BLOCK_ROWS, cluster_labels, number_by_first_occurrence
 from .defaults import DEFAULT_EPS
 from .dots import exact_dots
+from .evidence import ImagePrototypes
 from .grouping import Steps, paper_steps, recommended_clusters
 from .merging import merge_small_clusters, representatives
 from .params import MergeParams, ScoreParams
@@ -225,9 +226,13 @@ def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddi
     Returns:
         a :class:`LabelRefinement`.
     """
+    params = MergeParams.resolve(params, **overrides)
     frequencies = label_frequencies(image_labels, vocabulary)
+    prototypes = None
+    if params.image_evidence:
+        prototypes = ImagePrototypes.from_images(image_embeddings, image_labels, vocabulary)
     label_map = build_label_map(vocabulary, vocabulary_embeddings, frequencies, params,
-                                block_rows=block_rows, progress=progress, **overrides)
+                                prototypes=prototypes, block_rows=block_rows, progress=progress)
     final = final_labels(image_embeddings, image_labels, label_map, vocabulary_embeddings)
     return LabelRefinement(**vars(label_map), **vars(final))
 
@@ -248,7 +253,7 @@ def label_frequencies(image_labels, vocabulary):
 
 
 def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None, *,
-                    block_rows=DEFAULT_BLOCK_ROWS, progress=None, **overrides):
+                    prototypes=None, block_rows=DEFAULT_BLOCK_ROWS, progress=None, **overrides):
     """Steps 4-6: cluster the vocabulary, merge small clusters, pick each cluster's label.
 
     Args:
@@ -256,6 +261,8 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
         vocabulary_embeddings: ndarray of shape (n_labels, dim), L2-normalised.
         frequencies: int ndarray of shape (n_labels,), from :func:`label_frequencies`.
         params: :class:`~vlsr_core.engine.params.MergeParams`; ``overrides`` replace single fields.
+        prototypes: :class:`~vlsr_core.engine.evidence.ImagePrototypes` of the vocabulary, which
+            ``image_evidence=True`` needs (:func:`refine_labels` computes them from the images).
         block_rows: rows per block in clustering (memory, not results).
         progress: optional callable taking the fraction done, 1.0 at the end.
 
@@ -263,6 +270,11 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
         a :class:`LabelMap`.
     """
     params = MergeParams.resolve(params, **overrides)
+    if params.image_evidence and prototypes is None:
+        raise ValueError("image_evidence needs the labels' image prototypes: pass prototypes= "
+                         "(ImagePrototypes.from_images), or call refine_labels or sanitize")
+    if prototypes is not None and prototypes.vocabulary != list(vocabulary):
+        raise ValueError("prototypes were computed for another vocabulary")
     vocabulary = list(vocabulary)
     vocab_emb = np.asarray(vocabulary_embeddings, dtype=np.float32)
     frequencies = np.asarray(frequencies, dtype=np.int64)
@@ -289,7 +301,8 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
     else:
         dbscan, clusters, steps = recommended_clusters(
             sorted_vocabulary, sorted_emb, sorted_freq, params, block_rows=block_rows,
-            progress=lambda f: advance(0.9 * f))
+            progress=lambda f: advance(0.9 * f),
+            prototypes=prototypes.take(order) if params.image_evidence else None)
     steps.lexical_groups = number_by_first_occurrence(steps.lexical_groups[back])
     reps = representatives(sorted_vocabulary, sorted_emb, clusters, sorted_freq)
     distance = 1.0 - exact_dots(sorted_emb, sorted_emb, np.arange(len(order)), reps[clusters])

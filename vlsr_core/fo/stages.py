@@ -21,6 +21,7 @@ from fiftyone import ViewField as F
 
 from ..engine.defaults import DEFAULT_KEY
 from ..engine.params import PARAM_CLASSES, EmbedParams, MergeParams, ParamError, ScoreParams
+from ..engine.evidence import ImagePrototypes
 from ..engine.pipeline import ScoreTally, build_label_map, final_labels, score_images
 from ..engine.review import suggestion_decisions
 from . import chunks
@@ -684,8 +685,12 @@ def _cluster(samples, key, params, overrides, progress, state="running"):
     the stage marked ``state``. Returns the run and its review state (edits on the new clusters)."""
     run = open_run(samples, key)
     params = MergeParams.resolve(params, **overrides)
+    prototypes = None
+    if params.image_evidence:
+        prototypes = _image_prototypes(run, samples, lambda f: progress(0.3 * f))
+        progress = (lambda report: lambda f: report(0.3 + 0.7 * f))(progress)
     label_map = build_label_map(run.vocabulary, run.merge_emb, run.frequencies, params,
-                                progress=progress)
+                                prototypes=prototypes, progress=progress)
     run.config.record(params)
     _stage_state(run, "cluster", state)
     results = run.results
@@ -699,6 +704,18 @@ def _cluster(samples, key, params, overrides, progress, state="running"):
     results.merge_steps = label_map.steps.as_record()
     run.dataset.save_run_results(key, results)
     return run, review_state(run.dataset, key, results)
+
+
+def _image_prototypes(run, samples, progress):
+    """The image prototypes of the run's vocabulary: its samples' embeddings read a chunk at a
+    time (samples without one are left out)."""
+    prototypes = ImagePrototypes(run.vocabulary, run.dim or 0)
+    done = 0
+    for chunk in run.read_chunks(samples):
+        prototypes.add(chunk.images, chunk.sets)
+        done += len(chunk.ids)
+        progress(done / max(len(run.ids), 1))
+    return prototypes
 
 
 def _finish_clustering(run, samples, state):

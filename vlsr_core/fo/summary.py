@@ -96,6 +96,17 @@ def _score_line(dataset, key, config):
     return line
 
 
+def _image_step(evidence):
+    """The image-evidence step of the recommended mode's counts ("" when it was off)."""
+    if not evidence:
+        return ""
+    if evidence.get("not used"):
+        return f"image evidence not used ({evidence['not used']}) → "
+    joins = evidence["image links"]
+    return (f"{evidence['groups']} after image evidence ({joins} join{'' if joins == 1 else 's'}; "
+            f"{evidence['labels with images']} labels with images) → ")
+
+
 def _merge_report(results, config, n_clusters, n_merges=5):
     """Paragraphs on steps 4-6: the counts of each step, the largest clusters, the farthest
     merges (the ones most worth checking) and the rare clusters left alone."""
@@ -108,6 +119,7 @@ def _merge_report(results, config, n_clusters, n_merges=5):
         links = ", ".join(f"{k} {v}" for k, v in steps["lexical_links"].items() if v) or "none"
         head = (f"**Merging (recommended mode):** {n_labels} labels → "
                 f"{len(set(results.lexical_groups.tolist()))} after lexical grouping ({links}) → "
+                + _image_step(steps.get("image_evidence")) +
                 f"{steps['n_dbscan']} after DBSCAN (eps {steps['eps']:.3f}; derived from the labels: "
                 f"{steps['derived_eps']:.3f}) → {n_canonical} canonical labels" + (
                     unmerged or f" after merging clusters under {floor} {unit} into neighbours "
