@@ -41,15 +41,31 @@ def test_separation_is_about_one_for_one_kind_of_image_and_large_for_two(classes
     assert scaled.separation([0, 0], [1, 2]) == pytest.approx(p.separation([0, 0], [1, 2]))
 
 
+def test_two_tight_labels_are_judged_by_their_own_spread_not_by_broad_labels(classes):
+    """Two specific labels whose images are tight around different centres stay far apart, even
+    when broad labels with varied images make up most of the images (a pooled spread would let
+    them pass as alike)."""
+    centres, rng = classes
+    near = unit(centres[0] + 0.15 * centres[1])  # two close but different kinds of image
+    vocab = ["hammer drill", "hand drill"] + [f"broad {i}" for i in range(30)]
+    emb = np.concatenate([images_of(centres[0], 6, rng, noise=0.1), images_of(near, 6, rng, noise=0.1)]
+                         + [images_of(centres[2 + i % 10], 20, rng, noise=1.5) for i in range(30)])
+    labels = [[vocab[0]]] * 6 + [[vocab[1]]] * 6 + [[vocab[2 + i // 20]] for i in range(600)]
+    p = ImagePrototypes.from_images(emb, labels, vocab)
+    halves = p.self_separation()
+    assert p.separation([0], [1])[0] > 5 * np.quantile(halves, 0.9)
+
+
 def test_separation_is_the_same_whatever_the_pairs_computed_together(classes, monkeypatch):
     centres, rng = classes
     emb = np.concatenate([images_of(centres[k % 8], 3, rng) for k in range(20)])
     vocab = [f"l{k}" for k in range(20)]
     p = ImagePrototypes.from_images(emb, [[vocab[i // 3]] for i in range(60)], vocab)
     a, b = np.triu_indices(20, 1)
-    whole = p.separation(a, b)
-    monkeypatch.setattr("vlsr_core.engine.evidence.PAIR_CHUNK", 7)
+    whole, halves = p.separation(a, b), p.self_separation()
+    monkeypatch.setattr("vlsr_core.engine.evidence.ROW_CHUNK", 7)
     np.testing.assert_array_equal(p.separation(a, b), whole)
+    np.testing.assert_array_equal(p.self_separation(), halves)
 
 
 def test_prototypes_add_up_over_chunks_and_skip_what_cannot_count(classes):
@@ -88,13 +104,14 @@ def test_the_halves_of_a_label_give_the_separation_chance_alone_gives(classes):
     assert other.min() > np.quantile(halves, 0.9)
 
 
-def test_separation_is_nan_without_images_or_spread():
+def test_separation_is_nan_without_images_or_a_variance_to_use():
     p = ImagePrototypes(["a", "b", "c"], 2)
     assert np.isnan(p.separation([0], [1])).all()  # no image at all
     p.add(np.array([[1.0, 0.0], [0.0, 1.0]]), [["a"], ["b"]])
-    assert np.isnan(p.spread)  # no label with two images: no spread to compare with
+    assert np.isnan(p.typical_variance())  # no label on two images: no variance to stand in
+    assert np.isnan(p.separation([0], [1])).all()
     p.add(np.array([[1.0, 0.0], [0.9, 0.1]]), [["a"], ["a"]])
-    assert np.isfinite(p.separation([0], [1])).all()
+    assert np.isfinite(p.separation([0], [1])).all()  # "b" takes the typical variance
     assert np.isnan(p.separation([0], [2])).all()  # "c" has no image
 
 
@@ -118,23 +135,23 @@ def test_texts_near_join_when_their_images_agree_and_not_otherwise(classes):
     labels = [["hex key"]] * 10 + [["allen wrench"]] * 4 + [["hammer drill"]] * 10 + [["hand drill"]] * 4
     p = ImagePrototypes.from_images(emb, labels, vocab)
     groups, links = image_links(np.arange(4), text, p, radius=0.4, eligible=np.ones(4, bool),
-                                max_separation=2.0)
+                                max_separation=2.0, min_images=1)
     assert links == 1
     assert groups[0] == groups[1] and len({groups[0], groups[2], groups[3]}) == 3
     # beyond the radius, images alone join nothing
     groups, links = image_links(np.arange(4), text, p, radius=0.2, eligible=np.ones(4, bool),
-                                max_separation=2.0)
+                                max_separation=2.0, min_images=1)
     assert links == 0 and len(set(groups.tolist())) == 4
     # nor does a label that may not take part
     groups, links = image_links(np.arange(4), text, p, radius=0.4,
-                                eligible=np.array([True, False, True, True]), max_separation=2.0)
+                                eligible=np.array([True, False, True, True]), max_separation=2.0, min_images=1)
     assert links == 0
 
 
 def test_a_chain_of_near_labels_on_alike_images_does_not_drift(classes):
     """Labels along an arc, each 0.1 from the next, all on one kind of image: single linkage would
-    join the whole arc (0.9 from end to end); every label stays within the radius of its group's
-    centroid instead."""
+    join the whole arc (0.9 from end to end); no two labels of a joined group are farther apart
+    than the radius (complete linkage), and the joins do not depend on the block size."""
     centres, rng = classes
     start, end = _text_pair(rng, 1.0)  # orthogonal
     angles = np.arccos(0.9) * np.arange(8)
@@ -145,12 +162,18 @@ def test_a_chain_of_near_labels_on_alike_images_does_not_drift(classes):
     p = ImagePrototypes.from_images(emb, labels, vocab)
     radius = 0.15
     groups, links = image_links(np.arange(8), text, p, radius=radius, eligible=np.ones(8, bool),
-                                max_separation=5.0)
+                                max_separation=5.0, min_images=2)
     assert 0 < links < 7
     for g in set(groups.tolist()):
         members = text[groups == g].astype(np.float64)
-        centre = unit(members.sum(axis=0))
-        assert (1 - members @ centre).max() <= radius
+        assert (1 - members @ members.T).max() <= radius + 1e-9
+    for rows in (1, 3):
+        assert (image_links(np.arange(8), text, p, radius=radius, eligible=np.ones(8, bool),
+                            max_separation=5.0, min_images=2, block_rows=rows)[0] == groups).all()
+    # a label on fewer images than asked for is not judged by them
+    groups, links = image_links(np.arange(8), text, p, radius=radius, eligible=np.ones(8, bool),
+                                max_separation=5.0, min_images=11)
+    assert links == 0
 
 
 def _synonym_data(rng, centres):
@@ -225,3 +248,33 @@ def test_image_evidence_needs_prototypes_of_the_same_vocabulary_and_the_recommen
     right = ImagePrototypes.from_images(emb, image_labels, vocab)
     assert (build_label_map(vocab, text, freq, prototypes=right).clusters
             == build_label_map(vocab, text, freq).clusters).all()
+
+
+def test_each_group_keeps_its_most_alike_candidates(classes, monkeypatch):
+    from vlsr_core.engine import evidence
+
+    centres, rng = classes
+    monkeypatch.setattr(evidence, "CANDIDATES_PER_GROUP", 2)
+    pairs = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [2, 3], [3, 4]])
+    sep = np.array([0.5, 0.1, 0.3, 0.9, 0.8, 0.7])
+    kept, kept_sep = evidence._most_alike([(pairs[:3], sep[:3]), (pairs[3:], sep[3:])], 5)
+    # with two each, every pair is one of its groups' two most alike; with one each, (1,2) and
+    # (2,3) are no group's best
+    assert sorted(map(tuple, kept.tolist())) == [(0, 1), (0, 2), (0, 3), (1, 2), (2, 3), (3, 4)]
+    monkeypatch.setattr(evidence, "CANDIDATES_PER_GROUP", 1)
+    kept, _ = evidence._most_alike([(pairs, sep)], 5)
+    assert sorted(map(tuple, kept.tolist())) == [(0, 1), (0, 2), (0, 3), (3, 4)]
+
+    # pruned while gathering (20 labels near each other on one kind of image: 190 candidates
+    # for 20 groups), the joins still hold to complete linkage
+    centre, _ = _text_pair(rng, 0.01)
+    text = unit(centre + 0.05 * rng.normal(size=(20, DIM)) / np.sqrt(DIM)).astype(np.float32)
+    vocab = [f"l{i}" for i in range(20)]
+    p = ImagePrototypes.from_images(images_of(centres[0], 100, rng), [[vocab[i % 20]] for i in range(100)],
+                                    vocab)
+    groups, links = image_links(np.arange(20), text, p, radius=0.01, eligible=np.ones(20, bool),
+                                max_separation=5.0, min_images=2)
+    assert links > 0
+    for g in set(groups.tolist()):
+        members = text[groups == g].astype(np.float64)
+        assert (1 - members @ members.T).max() <= 0.01 + 1e-9

@@ -1,31 +1,34 @@
 """Image-side evidence for merging: do two labels annotate images that look alike?
 
-Two spellings or synonyms of one thing ("hex key", "allen wrench") are put on the same kind of
-image, which a text encoder cannot know: it may place them farther apart than two related but
-different things ("hammer drill", "hand drill"). The evidence is each label's *image prototype*,
-the mean embedding of the images that carry it, compared by a two-sample statistic that accounts
-for how many images each mean rests on:
+Two names of one thing ("milling machine", "vertical milling machine"; "drill press",
+"drilling machine") are put on the same kind of image, which a text encoder cannot know: it may
+place them as far apart as two related but different things. The evidence is each label's
+*image prototype*, the mean embedding of the images that carry it, compared by a two-sample
+statistic (Welch's, summed over dimensions) that accounts for how many images each mean rests on
+and how varied each label's images are:
 
-    separation(a, b) = |m_a - m_b|^2 / (s^2 (1/n_a + 1/n_b))
+    separation(a, b) = |m_a - m_b|^2 / (v_a / n_a + v_b / n_b)
 
-``m`` is a label's mean image embedding, ``n`` its number of images and ``s^2`` the pooled
-within-label variance (the mean squared distance of an image from its label's mean, summed over
-dimensions). If the images of a and b come from one distribution, the expected numerator is the
-denominator and the separation is about 1, however many images there are; distinct kinds of image
-add their squared distance ``|mu_a - mu_b|^2`` on top, which counts for more the more images
-vouch for each mean. The statistic has no unit: it does not depend on the encoder's scale.
+``m`` is a label's mean image embedding, ``n`` its number of images and ``v`` the variance of its
+images around their mean (summed over dimensions; for a label on one image, the median ``v`` of
+the labels on two or more). If the images of a and b come from one distribution, the separation
+is about 1, however many images there are; distinct kinds of image add their squared distance on
+top, which counts for more the more images vouch for each mean and the tighter each label's
+images are. The statistic has no unit: it does not depend on the encoder's scale.
 
 Everything adds up over chunks of images (:meth:`ImagePrototypes.add`), so it is computed while
 the images are read, in memory ``n_labels x dim`` whatever the number of images. Sums of squares
-are numpy's fixed-order sums, not BLAS products: a decision does not depend on the BLAS kernel.
+are numpy's fixed-order sums, not BLAS products: no decision depends on the BLAS kernel.
 """
 
 import numpy as np
 
-from .dots import sampled_pairs
+from .dots import exact_dots, sampled_pairs
 
-# Pairs whose separation is computed at a time: 4,096 x 768 float64 = 25 MB.
-PAIR_CHUNK = 4096
+# Rows (labels or pairs) computed at a time: 4,096 x 768 float64 = 25 MB.
+ROW_CHUNK = 4096
+# Candidate joins kept per group: its most alike ones (bounds memory and the sequential part).
+CANDIDATES_PER_GROUP = 16
 
 
 class ImagePrototypes:
@@ -96,31 +99,33 @@ class ImagePrototypes:
         return out
 
     def grouped(self, groups):
-        """(sums, counts) of groups of labels (int ndarray (n_labels,) of group ids 0..k-1):
-        each group's images are its members' (an image carrying two members counts twice)."""
+        """(sums, squares, counts) of groups of labels (int ndarray (n_labels,) of group ids
+        0..k-1): each group's images are its members' (an image carrying two counts twice)."""
         k = int(groups.max()) + 1 if groups.size else 0
         sums = np.zeros((k, self.sums.shape[1]), dtype=np.float32)
         np.add.at(sums, groups, self.sums)
-        return sums, np.bincount(groups, weights=self.counts, minlength=k)
+        return (sums, np.bincount(groups, weights=self.squares, minlength=k),
+                np.bincount(groups, weights=self.counts, minlength=k))
 
-    @property
-    def spread(self):
-        """The pooled within-label variance ``s^2`` (summed over dimensions), from the labels
-        carried by two images or more; NaN when there are none."""
-        many = self.counts >= 2
-        if not many.any():
+    def typical_variance(self, labels=None):
+        """The median variance ``v`` of the labels (default: all) carried by two images or more;
+        NaN when there are none. It stands in for the variance of a label on one image."""
+        labels = np.arange(self.counts.size) if labels is None else np.asarray(labels)
+        many = labels[self.counts[labels] >= 2]
+        if not many.size:
             return float("nan")
-        sums, n = self.sums[many].astype(np.float64), self.counts[many]
-        scatter = self.squares[many] - _squared_norms(sums) / n
-        return float(max(scatter.sum(), 0.0) / (n - 1).sum())
+        return float(np.median(_variances(self.sums[many], self.squares[many], self.counts[many])))
 
-    def separation(self, a, b):
+    def separation(self, a, b, labels=None):
         """float64 ndarray (n_pairs,): the separation of the labels ``a[p]`` and ``b[p]`` (module
-        docstring); NaN where either label has no image or the spread is unknown or zero."""
-        spread = self.spread
-        if not (np.isfinite(spread) and spread > 0):
-            return np.full(np.size(a), np.nan)
-        return _separation(self.sums, self.counts, a, b, spread)
+        docstring; single-image labels take the typical variance of ``labels``, default all); NaN
+        where either label has no image, or has one and no label has two."""
+        a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+        both = np.union1d(a, b)
+        var = np.full(self.counts.size, np.nan)
+        var[both] = _variances(self.sums[both], self.squares[both], self.counts[both],
+                               self.typical_variance(labels))
+        return _separation(self.sums, self.counts, var, a, b)
 
     def typical_separation(self, labels, max_pairs):
         """The median separation of two different labels among ``labels`` (int ndarray), over
@@ -129,44 +134,49 @@ class ImagePrototypes:
         if labels.size < 2:
             return float("nan")
         a, b = sampled_pairs(labels.size, max_pairs)
-        sep = self.separation(labels[a], labels[b])
+        sep = self.separation(labels[a], labels[b], labels)
         return float(np.median(sep)) if np.isfinite(sep).all() else float("nan")
 
-    def self_separation(self):
-        """float64 ndarray: for each label carried by two images or more, the separation of its
-        two halves (every other image against the rest): what the statistic gives two sets of
-        images of one label, from which a threshold is drawn (empty when there are none)."""
-        many = np.flatnonzero(self.counts >= 2)
-        spread = self.spread
-        if not many.size or not (np.isfinite(spread) and spread > 0):
-            return np.empty(0)
-        n = self.counts[many]
-        half = (n + 1) // 2
-        sums = np.concatenate([self.half_sums[many], self.sums[many] - self.half_sums[many]])
-        counts = np.concatenate([half, n - half])
-        return _separation(sums, counts, np.arange(many.size), np.arange(many.size) + many.size,
-                           spread)
+    def self_separation(self, labels=None):
+        """float64 ndarray: for each of the labels (default: all) carried by two images or more,
+        the separation of its two halves (every other image against the rest) with the label's
+        own variance: what the statistic gives two sets of images of one label, from which a
+        threshold is drawn (empty when there are none)."""
+        labels = np.arange(self.counts.size) if labels is None else np.asarray(labels)
+        many = labels[self.counts[labels] >= 2]
+        out = np.empty(many.size)
+        for start in range(0, many.size, ROW_CHUNK):
+            rows = many[start:start + ROW_CHUNK]
+            n = self.counts[rows]
+            half = (n + 1) // 2
+            var = _variances(self.sums[rows], self.squares[rows], n)
+            diff = np.asarray(self.half_sums[rows], dtype=np.float64) / half[:, None]
+            diff -= (np.asarray(self.sums[rows], dtype=np.float64)
+                     - self.half_sums[rows]) / (n - half)[:, None]
+            out[start:start + ROW_CHUNK] = _squared_norms(diff) / (var * (1 / half + 1 / (n - half)))
+        return out
 
 
-def image_links(groups, embeddings, prototypes, radius, eligible, max_separation,
+def image_links(groups, embeddings, prototypes, radius, eligible, max_separation, min_images,
                 block_rows=1024):
     """Join groups of labels whose texts are near and whose images agree.
 
-    Candidates are the pairs of labels within text distance ``radius`` whose groups' image
-    prototypes have a separation of at most ``max_separation``: a text encoder's "somewhat close"
-    confirmed by the images, for synonyms and variants it places beyond DBSCAN's eps. They are
-    joined most alike first, each join checked again on the groups as they stand by then: their
-    pooled images must still agree, and every label of the joined group must lie within
-    ``radius`` of the group's text centroid, so that no chain of joins drifts from one thing to
-    another (while variants around one name, each near it, may join).
+    Candidates are the pairs of labels within text distance ``radius`` whose groups, each on at
+    least ``min_images`` images, have a separation of at most ``max_separation``: a text
+    encoder's "somewhat close" confirmed by the images, for names it places beyond DBSCAN's eps.
+    Each group keeps its :data:`CANDIDATES_PER_GROUP` most alike candidates. They are joined most
+    alike first, each join checked again on the groups as they stand by then: their pooled images
+    must still agree, and every label of one must be within ``radius`` of every label of the
+    other (complete linkage), so that no chain of joins drifts from one thing to another.
 
     Args:
         groups: int ndarray (n_labels,): group ids 0..k-1 (lexical groups).
         embeddings: float32 ndarray (n_labels, dim) of unit rows (text).
         prototypes: :class:`ImagePrototypes` of the labels.
-        radius: cosine distance: of a candidate pair, and of any label from its group's centroid.
+        radius: the largest text distance between two labels of a joined group.
         eligible: bool ndarray (n_labels,): labels that may take part.
         max_separation: the largest separation that joins.
+        min_images: the fewest images a group needs to be judged by them.
         block_rows: rows of text products computed at a time (memory, not results).
 
     Returns:
@@ -174,26 +184,32 @@ def image_links(groups, embeddings, prototypes, radius, eligible, max_separation
     """
     from .clustering import neighbour_pairs, number_by_first_occurrence
 
-    spread = prototypes.spread
     k = int(groups.max()) + 1 if groups.size else 0
-    index = np.flatnonzero(eligible)
-    if not (np.isfinite(spread) and spread > 0) or k < 2 or index.size < 2:
+    sums, squares, counts = prototypes.grouped(groups)
+    fallback = prototypes.typical_variance(np.flatnonzero(eligible))
+    var = _variances(sums, squares, counts, fallback)
+    index = np.flatnonzero(eligible & (counts[groups] >= min_images))
+    if k < 2 or index.size < 2:
         return groups, 0
-    sums, counts = prototypes.grouped(groups)
-    found = []  # candidate pairs of groups that pass, a tile at a time
+    found, kept = [], 0  # passing candidate pairs of groups and their separations
     for i, j in neighbour_pairs(embeddings[index], radius, block_rows):
         gi, gj = groups[index[i]], groups[index[j]]
         differ = gi != gj
-        if differ.any():
-            pairs = np.unique(np.stack([np.minimum(gi, gj), np.maximum(gi, gj)], axis=1)[differ],
-                              axis=0)
-            found.append(pairs[_separation(sums, counts, pairs[:, 0], pairs[:, 1], spread)
-                               <= max_separation])
-    pairs = np.unique(np.concatenate(found), axis=0) if found else np.empty((0, 2), np.int64)
-    sep = _separation(sums, counts, pairs[:, 0], pairs[:, 1], spread)
+        if not differ.any():
+            continue
+        pairs = np.unique(np.stack([np.minimum(gi, gj), np.maximum(gi, gj)], axis=1)[differ],
+                          axis=0)
+        sep = _separation(sums, counts, var, pairs[:, 0], pairs[:, 1])
+        ok = sep <= max_separation
+        found.append((pairs[ok], sep[ok]))
+        kept += int(ok.sum())
+        if kept > 2 * CANDIDATES_PER_GROUP * k:  # prune as they gather: memory stays O(k)
+            found = [_most_alike(found, k)]
+            kept = found[0][0].shape[0]
+    pairs, sep = _most_alike(found, k)
     order = np.lexsort((pairs[:, 1], pairs[:, 0], sep))  # most alike first; ties by group ids
 
-    by_group = index[np.argsort(groups[index], kind="stable")]
+    by_group = np.argsort(groups, kind="stable")
     starts = np.searchsorted(groups[by_group], np.arange(k + 1))
     members = {}
     parent = np.arange(k)
@@ -204,46 +220,77 @@ def image_links(groups, embeddings, prototypes, radius, eligible, max_separation
             g = parent[g]
         return g
 
+    def labels_of(g):
+        return members.get(g) or by_group[starts[g]:starts[g + 1]].tolist()
+
     links = 0
     for a, b in pairs[order]:
         ra, rb = find(a), find(b)
-        if ra == rb or _separation(sums, counts, [ra], [rb], spread)[0] > max_separation:
+        if ra == rb or not _separation(sums, counts, var, [ra], [rb])[0] <= max_separation:
             continue
-        joined = members.get(ra, by_group[starts[ra]:starts[ra + 1]].tolist()) + \
-            members.get(rb, by_group[starts[rb]:starts[rb + 1]].tolist())
-        text = embeddings[joined].astype(np.float64)
-        centre = text.sum(axis=0)
-        centre /= np.sqrt(_squared_norms(centre[None])[0])
-        if (1.0 - (text * centre).sum(axis=1)).max() > radius:
+        la, lb = labels_of(ra), labels_of(rb)
+        text = 1.0 - exact_dots(embeddings, embeddings, np.repeat(la, len(lb)), np.tile(lb, len(la)))
+        if not text.max() <= radius:
             continue
         keep, gone = min(ra, rb), max(ra, rb)
         parent[gone] = keep
         sums[keep] += sums[gone]
+        squares[keep] += squares[gone]
         counts[keep] += counts[gone]
-        members[keep] = joined
+        var[keep] = _variances(sums[keep:keep + 1], squares[keep:keep + 1], counts[keep:keep + 1],
+                               fallback)[0]
+        members[keep] = la + lb
         members.pop(gone, None)
         links += 1
     roots = np.array([find(g) for g in range(k)], dtype=np.int64)
     return number_by_first_occurrence(roots[groups]), links
 
 
-def _separation(sums, counts, a, b, spread):
+def _most_alike(found, k):
+    """The candidate pairs (and separations) among ``found`` that are among the
+    :data:`CANDIDATES_PER_GROUP` most alike of either of their groups."""
+    if not found:
+        return np.empty((0, 2), dtype=np.int64), np.empty(0)
+    pairs = np.concatenate([f[0] for f in found]).reshape(-1, 2)
+    sep = np.concatenate([f[1] for f in found])
+    ends = np.concatenate([pairs[:, 0], pairs[:, 1]])  # each pair once from each of its groups
+    others = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    order = np.lexsort((others, np.concatenate([sep, sep]), ends))
+    rank = np.arange(order.size) - np.searchsorted(ends[order], ends[order])
+    keep = np.zeros(sep.size, dtype=bool)
+    keep[order[rank < CANDIDATES_PER_GROUP] % sep.size] = True
+    return pairs[keep], sep[keep]
+
+
+def _separation(sums, counts, var, a, b):
     """Separation (module docstring) of the rows ``a[p]`` and ``b[p]`` of per-label (or per-group)
-    image sums and counts; NaN where either has no image."""
+    image sums, counts and variances; NaN where either has no image or no variance."""
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
     out = np.full(a.size, np.nan)
-    na, nb = counts[a], counts[b]
-    ok = (na > 0) & (nb > 0)
-    if not ok.any():
-        return out
-    a, b, na, nb = a[ok], b[ok], na[ok], nb[ok]
-    sq = np.empty(a.size)
-    for start in range(0, a.size, PAIR_CHUNK):  # memory bounded whatever the number of pairs
-        sl = slice(start, start + PAIR_CHUNK)
-        diff = np.asarray(sums[a[sl]], dtype=np.float64) / na[sl, None]
-        diff -= np.asarray(sums[b[sl]], dtype=np.float64) / nb[sl, None]
-        sq[sl] = _squared_norms(diff)
-    out[ok] = sq / (spread * (1.0 / na + 1.0 / nb))
+    for start in range(0, a.size, ROW_CHUNK):  # memory bounded whatever the number of pairs
+        pa, pb = a[start:start + ROW_CHUNK], b[start:start + ROW_CHUNK]
+        na, nb = counts[pa], counts[pb]
+        ok = (na > 0) & (nb > 0)
+        pa, pb, na, nb = pa[ok], pb[ok], na[ok], nb[ok]
+        diff = np.asarray(sums[pa], dtype=np.float64) / na[:, None]
+        diff -= np.asarray(sums[pb], dtype=np.float64) / nb[:, None]
+        out[start:start + ROW_CHUNK][ok] = _squared_norms(diff) / (var[pa] / na + var[pb] / nb)
+    return out
+
+
+def _variances(sums, squares, counts, single=float("nan")):
+    """float64 ndarray: each row's variance ``v`` of its images around their mean, summed over
+    dimensions (``single`` for a row of one image, NaN for none)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    out = np.full(counts.size, float(single))
+    many = counts >= 2
+    out[counts < 1] = np.nan
+    for start in range(0, counts.size, ROW_CHUNK):
+        sl = slice(start, start + ROW_CHUNK)
+        rows = np.flatnonzero(many[sl]) + start
+        if rows.size:
+            scatter = squares[rows] - _squared_norms(sums[rows]) / counts[rows]
+            out[rows] = np.maximum(scatter, 0.0) / (counts[rows] - 1)
     return out
 
 

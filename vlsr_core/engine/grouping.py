@@ -35,6 +35,7 @@ GUARD_SCALE = 0.5  # a plural, spacing or typo variant joins its word within thi
 # drawn from at least MIN_HALVES labels carried by two images or more.
 JOIN_QUANTILE = 0.9
 MIN_HALVES = 10
+MIN_IMAGES = 2  # a group on one image is not judged by it: one image says little of a label
 BACKGROUND_PAIRS = 20_000  # label pairs sampled for the background distance
 LONG_LABEL = 100  # characters
 
@@ -167,22 +168,24 @@ def _image_evidence(vocabulary, embeddings, prototypes, groups, guard, block_row
     typically more separated than it (else the images do not tell labels apart: all images
     alike, or labels put on images at random)."""
     placeable = np.array([kept_apart_reason(v) is None for v in vocabulary], dtype=bool)
-    with_images = placeable & (prototypes.counts > 0)
-    halves = prototypes.self_separation()
+    with_images = np.flatnonzero(placeable & (prototypes.counts > 0))
+    halves = prototypes.self_separation(with_images)
+    halves = halves[np.isfinite(halves)]
     threshold = typical = None
     if halves.size < MIN_HALVES:
         why = f"fewer than {MIN_HALVES} labels are carried by two images or more"
     else:
         threshold = float(np.quantile(halves, JOIN_QUANTILE))
-        typical = prototypes.typical_separation(np.flatnonzero(with_images), BACKGROUND_PAIRS)
+        typical = prototypes.typical_separation(with_images, BACKGROUND_PAIRS)
         why = None if typical > threshold else (
             "two different labels' images are typically no more separated than one label's")
     joined = 0
     if why is None:
-        groups, joined = image_links(groups, embeddings, prototypes, guard, with_images, threshold,
-                                     block_rows)
-    return groups, {"labels with images": int(with_images.sum()), "max separation": threshold,
-                    "typical separation": typical, "image links": joined,
+        groups, joined = image_links(groups, embeddings, prototypes, guard, placeable, threshold,
+                                     MIN_IMAGES, block_rows)
+    return groups, {"labels with images": int(with_images.size), "max separation": threshold,
+                    "typical separation": typical if typical is None or np.isfinite(typical)
+                    else None, "image links": joined,
                     "groups": int(groups.max()) + 1 if groups.size else 0, "not used": why}
 
 

@@ -230,6 +230,8 @@ def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddi
     frequencies = label_frequencies(image_labels, vocabulary)
     prototypes = None
     if params.image_evidence:
+        _check_inputs(np.asarray(image_embeddings), image_labels, list(vocabulary),
+                      np.asarray(vocabulary_embeddings))
         prototypes = ImagePrototypes.from_images(image_embeddings, image_labels, vocabulary)
     label_map = build_label_map(vocabulary, vocabulary_embeddings, frequencies, params,
                                 prototypes=prototypes, block_rows=block_rows, progress=progress)

@@ -72,7 +72,7 @@ def merge_steps(state):
     if steps.get("mode") == "recommended":
         rows.append(("After lexical grouping", len(set(np.asarray(steps.get("lexical_groups", []))
                                                        .tolist())) or None))
-        if steps.get("image_evidence"):
+        if steps.get("image_evidence") and not steps["image_evidence"].get("not used"):
             rows.append(("After image evidence", steps["image_evidence"]["groups"]))
     if steps.get("n_dbscan") is not None:
         rows.append((f"After DBSCAN (eps {steps['eps']:.3f})", steps["n_dbscan"]))
