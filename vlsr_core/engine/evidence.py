@@ -24,6 +24,7 @@ are numpy's fixed-order sums, not BLAS products: no decision depends on the BLAS
 import numpy as np
 
 from .dots import exact_dots, sampled_pairs
+from .lexical import UnionFind
 
 # Rows (labels or pairs) computed at a time: 4,096 x 768 float64 = 25 MB.
 ROW_CHUNK = 4096
@@ -212,28 +213,22 @@ def image_links(groups, embeddings, prototypes, radius, eligible, max_separation
     by_group = np.argsort(groups, kind="stable")
     starts = np.searchsorted(groups[by_group], np.arange(k + 1))
     members = {}
-    parent = np.arange(k)
-
-    def find(g):
-        while parent[g] != g:
-            parent[g] = parent[parent[g]]
-            g = parent[g]
-        return g
+    uf = UnionFind(k)
 
     def labels_of(g):
         return members.get(g) or by_group[starts[g]:starts[g + 1]].tolist()
 
     links = 0
     for a, b in pairs[order]:
-        ra, rb = find(a), find(b)
+        ra, rb = uf.find(a), uf.find(b)
         if ra == rb or not _separation(sums, counts, var, [ra], [rb])[0] <= max_separation:
             continue
         la, lb = labels_of(ra), labels_of(rb)
         text = 1.0 - exact_dots(embeddings, embeddings, np.repeat(la, len(lb)), np.tile(lb, len(la)))
         if not text.max() <= radius:
             continue
+        uf.union(ra, rb)
         keep, gone = min(ra, rb), max(ra, rb)
-        parent[gone] = keep
         sums[keep] += sums[gone]
         squares[keep] += squares[gone]
         counts[keep] += counts[gone]
@@ -242,7 +237,7 @@ def image_links(groups, embeddings, prototypes, radius, eligible, max_separation
         members[keep] = la + lb
         members.pop(gone, None)
         links += 1
-    roots = np.array([find(g) for g in range(k)], dtype=np.int64)
+    roots = np.array([uf.find(g) for g in range(k)], dtype=np.int64)
     return number_by_first_occurrence(roots[groups]), links
 
 

@@ -93,7 +93,9 @@ def _one_edit(a, b):
     return a[i:] == b[i + 1 :]
 
 
-class _UnionFind:
+class UnionFind:
+    """Disjoint sets of 0..n-1; a union keeps the lower root (so ids follow the first member)."""
+
     def __init__(self, n):
         self.parent = np.arange(n)
 
@@ -125,7 +127,7 @@ def lexical_groups(vocabulary, embeddings, guard):
         ``"typo"``), counting a link only when it joined two groups.
     """
     n = len(vocabulary)
-    uf = _UnionFind(n)
+    uf = UnionFind(n)
     kinds = {"normal form": 0, "plural": 0, "spacing": 0, "typo": 0, "word form": 0}
     normal = [normal_form(v) for v in vocabulary]
     words = [i for i in range(n) if normal[i]]

@@ -685,12 +685,15 @@ def _cluster(samples, key, params, overrides, progress, state="running"):
     the stage marked ``state``. Returns the run and its review state (edits on the new clusters)."""
     run = open_run(samples, key)
     params = MergeParams.resolve(params, **overrides)
-    prototypes = None
-    if params.image_evidence:
+    prototypes, clustering = None, progress
+    if params.image_evidence:  # a read of the images first: 0.3 of the stage's progress
         prototypes = _image_prototypes(run, samples, lambda f: progress(0.3 * f))
-        progress = (lambda report: lambda f: report(0.3 + 0.7 * f))(progress)
+
+        def clustering(fraction):
+            progress(0.3 + 0.7 * fraction)
+
     label_map = build_label_map(run.vocabulary, run.merge_emb, run.frequencies, params,
-                                prototypes=prototypes, progress=progress)
+                                prototypes=prototypes, progress=clustering)
     run.config.record(params)
     _stage_state(run, "cluster", state)
     results = run.results
