@@ -93,6 +93,39 @@ def test_the_guard_keeps_apart_variants_the_encoder_puts_far_apart():
     assert groups[0] != groups[1] and groups[2] == groups[3]
 
 
+def test_a_plural_far_from_its_singular_stays_apart_where_a_spacing_variant_joins():
+    """At one distance (0.2, between the plural guard 0.15 and the guard 0.3) "trunks" is a word
+    of its own (swimming trunks), while "wrist band" still joins "wristband"; and the looser
+    spacing key does not join again the plural pair its own guard refused."""
+    vocabulary = ["trunk", "trunks", "wristband", "wrist band", "helmet", "helmets"]
+    emb = spread(len(vocabulary))
+    emb[1] = near(emb[0], 0.2, seed=1)
+    emb[3] = near(emb[2], 0.2, seed=3)
+    emb[5] = near(emb[4], 0.1, seed=5)
+    groups, links = lexical_groups(vocabulary, emb, guard=0.3, plural_guard=0.15)
+    assert groups[0] != groups[1] and groups[2] == groups[3] and groups[4] == groups[5]
+    assert links["plural"] == 1 and links["spacing"] == 1
+    # without a plural guard of its own, the plural joins at the common guard
+    groups, _ = lexical_groups(vocabulary, emb, guard=0.3)
+    assert groups[0] == groups[1]
+
+
+def test_default_guards_let_a_misspelling_farther_than_a_plural_join():
+    """With the defaults, in a vocabulary whose labels are about 1.0 apart: a misspelling 0.55
+    away joins its word (the encoder tears a misspelt word into other tokens), a plural 0.4
+    away does not (a plural that far is a word of its own), a plural 0.2 away does."""
+    pairs = [("ambulance", "ambulence", 0.55), ("trunk", "trunks", 0.4), ("helmet", "helmets", 0.2)]
+    vocabulary = [f"w{i:03d}" for i in range(60)] + [w for a, b, _ in pairs for w in (a, b)]
+    emb = spread(len(vocabulary), dim=128, seed=2)
+    for k, (_, _, distance) in enumerate(pairs):
+        i = 60 + 2 * k
+        emb[i + 1] = near(emb[i], distance, seed=i)
+    label_map = build_label_map(vocabulary, emb, np.ones(len(vocabulary), dtype=np.int64))
+    assert 0.95 < label_map.steps.background_distance < 1.05
+    canonical = label_map.canonical
+    assert [canonical[a] == canonical[b] for a, b, _ in pairs] == [True, False, True]
+
+
 def test_complete_linkage_stops_chains():
     # the centroid of {B, C} is 0.079 from A, but C is 0.122 from A: with a limit of 0.1 the
     # small cluster {A} joins {B, C} only without the complete-linkage check

@@ -280,7 +280,7 @@ def test_a_label_model_that_cannot_be_loaded_leaves_the_run_as_it_was(main, tmp_
 
 
 def test_image_evidence_joins_a_synonym_whose_images_agree(dataset, tmp_path, monkeypatch):
-    """"power drill" sits 0.36 from "drill" in text (beyond eps, within the variant guard) and is
+    """"power drill" sits 0.36 from "drill" in text (beyond eps, within the image-evidence radius) and is
     put on drill pictures: image evidence joins it. "screw gun", as near to "screwdriver", is put
     on drill pictures too: it stays apart. Without image evidence both do."""
     import fake_clip

@@ -29,10 +29,18 @@ from .merging import merge_small_clusters
 
 # Calibrated on all-MiniLM-L6-v2 as fractions of the background distance (docs/quality.md).
 EPS_SCALE = 0.08  # DBSCAN radius: about 0.065 for MiniLM, whose background distance is ~0.8
-GUARD_SCALE = 0.5  # a plural, spacing or typo variant joins its word within this distance
-# Image evidence (evidence.py): labels within the guard distance join when the separation of
-# their images is within this quantile of the separations between the two halves of one label,
-# drawn from at least MIN_HALVES labels carried by two images or more.
+# A spacing, typo or word-form variant joins its word within GUARD_SCALE: they change a word's
+# tokens, so the encoder may put them far from it (real misspellings 0.23-0.77 with MiniLM);
+# a plural within PLURAL_SCALE: it barely changes the tokens, so true plurals sit close to their
+# singular (97% of the generated plurals of imagenet1k_variants within 0.3), and one farther is a
+# word of its own ("glasses", "trunks").
+GUARD_SCALE = 0.6
+PLURAL_SCALE = 0.3
+# Image evidence (evidence.py): labels within EVIDENCE_SCALE join when the separation of their
+# images is within JOIN_QUANTILE of the separations between the two halves of one label, drawn
+# from at least MIN_HALVES labels carried by two images or more. (At 0.6, on the harness's
+# smallest setting, its precision fell from 0.98 to 0.96.)
+EVIDENCE_SCALE = 0.5
 JOIN_QUANTILE = 0.9
 MIN_HALVES = 10
 MIN_IMAGES = 2  # a group on one image is not judged by it: one image says little of a label
@@ -110,7 +118,7 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
         params: :class:`~vlsr_core.engine.params.MergeParams`.
         block_rows, progress: as in :func:`~vlsr_core.engine.clustering.cluster_labels`.
         prototypes: :class:`~vlsr_core.engine.evidence.ImagePrototypes` of the labels, to use
-            image evidence: labels within the guard distance whose images agree join before
+            image evidence: labels within ``EVIDENCE_SCALE`` whose images agree join before
             DBSCAN (:func:`~vlsr_core.engine.evidence.image_links`; None: text only).
 
     Returns:
@@ -123,11 +131,11 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
     eps = params.eps if params.eps is not None else EPS_SCALE * scale
     limit = params.max_merge_distance if params.max_merge_distance is not None else eps
     guard = GUARD_SCALE * scale
-    lexical, links = lexical_groups(vocabulary, embeddings, guard)
+    lexical, links = lexical_groups(vocabulary, embeddings, guard, PLURAL_SCALE * scale)
     groups, evidence = lexical, None
     if prototypes is not None:
-        groups, evidence = _image_evidence(vocabulary, embeddings, prototypes, lexical, guard,
-                                           block_rows)
+        groups, evidence = _image_evidence(vocabulary, embeddings, prototypes, lexical,
+                                           EVIDENCE_SCALE * scale, block_rows)
     n_groups = int(groups.max()) + 1 if n else 0
 
     # each group is represented by its most frequent member (ties: the first in string order)
@@ -162,7 +170,7 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
     return group_db[groups], number_by_first_occurrence(group_final[groups]), steps
 
 
-def _image_evidence(vocabulary, embeddings, prototypes, groups, guard, block_rows):
+def _image_evidence(vocabulary, embeddings, prototypes, groups, radius, block_rows):
     """Groups joined by image evidence, and the report of that step. The images are used only if
     enough labels have two images to draw the threshold from, and if two different labels are
     typically more separated than it (else the images do not tell labels apart: all images
@@ -181,7 +189,7 @@ def _image_evidence(vocabulary, embeddings, prototypes, groups, guard, block_row
             "two different labels' images are typically no more separated than one label's")
     joined = 0
     if why is None:
-        groups, joined = image_links(groups, embeddings, prototypes, guard, placeable, threshold,
+        groups, joined = image_links(groups, embeddings, prototypes, radius, placeable, threshold,
                                      MIN_IMAGES, block_rows)
     return groups, {"labels with images": int(with_images.size), "max separation": threshold,
                     "typical separation": typical if typical is None or np.isfinite(typical)

@@ -16,8 +16,11 @@ Labels with equal normal forms always group. Equal singular, compact or word for
 one edit apart inside one word (a typo: an insertion, deletion, substitution or swap, in a
 word of at least ``TYPO_MIN_LENGTH`` letters, not in its first or last letter, so that
 "stapler" and "staples" or "back saw" and "buck saw" are not typos of each other), group only
-when the two labels' embeddings are within the guard distance: "glass" and "glasses", or
-"rivets" and "rivers", stay apart when the encoder puts them far apart. Labels without a letter or digit are never grouped.
+when the two labels' embeddings are within a guard distance: "glass" and "glasses", or
+"rivets" and "rivers", stay apart when the encoder puts them far apart. A plural has a guard of
+its own, tighter: it changes a word's tokens less than a spacing or a typo does. A pair that a
+stricter key refused is not joined again by a looser one. Labels without a letter or digit are
+never grouped.
 """
 
 import re
@@ -113,13 +116,16 @@ class UnionFind:
             self.parent[max(a, b)] = min(a, b)
 
 
-def lexical_groups(vocabulary, embeddings, guard):
+def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
     """Group label variants (see the module docstring).
 
     Args:
         vocabulary: n distinct label strings.
         embeddings: float ndarray (n, dim) of unit rows: the guard of the looser keys.
-        guard: the largest cosine distance at which a plural, spacing or typo variant joins.
+        guard: the largest cosine distance at which a spacing, typo or word-form variant joins.
+        plural_guard: the same for a plural (None: ``guard``). A plural changes a word's tokens
+            less than the other rules do, so a true plural sits closer to its singular; a
+            plural far from it is a word of its own ("glasses", "trunks").
 
     Returns:
         (groups, kinds): int ndarray (n,) of group ids numbered by first member, and a dict of
@@ -132,11 +138,13 @@ def lexical_groups(vocabulary, embeddings, guard):
     normal = [normal_form(v) for v in vocabulary]
     words = [i for i in range(n) if normal[i]]
 
-    def link_all(keys, kind, guarded):
+    def link_all(keys, kind, guarded, previous=None):
+        """Link the labels of equal keys: one of each ``previous`` key, so that a pair a
+        stricter rule refused is not joined again by a looser one."""
         first = {}
         for i in words:
-            first.setdefault(keys[i], []).append(i)
-        pairs = [(m[0], j) for m in first.values() for j in m[1:]]
+            first.setdefault(keys[i], {}).setdefault(previous[i] if previous else i, i)
+        pairs = [(m[0], j) for m in (list(d.values()) for d in first.values()) for j in m[1:]]
         link(pairs, kind, guarded)
 
     def link(pairs, kind, guarded):
@@ -145,19 +153,20 @@ def lexical_groups(vocabulary, embeddings, guard):
         a = np.array([p[0] for p in pairs])
         b = np.array([p[1] for p in pairs])
         ok = np.ones(a.size, dtype=bool)
-        if guarded:
-            ok = 1.0 - exact_dots(embeddings, embeddings, a, b) <= guard
+        if guarded is not None:
+            ok = 1.0 - exact_dots(embeddings, embeddings, a, b) <= guarded
         for i, j in zip(a[ok], b[ok]):
             if uf.find(i) != uf.find(j):
                 uf.union(i, j)
                 kinds[kind] += 1
 
-    link_all(normal, "normal form", guarded=False)
+    link_all(normal, "normal form", None)
     single = {i: singular_form(normal[i]) for i in words}
-    link_all(single, "plural", guarded=True)
-    link_all({i: single[i].replace(" ", "") for i in words}, "spacing", guarded=True)
-    link(_typo_pairs(single), "typo", guarded=True)
-    link_all({i: _word_form(single[i]) for i in words}, "word form", guarded=True)
+    link_all(single, "plural", guard if plural_guard is None else plural_guard, previous=normal)
+    compact = {i: single[i].replace(" ", "") for i in words}
+    link_all(compact, "spacing", guard, previous=single)
+    link(_typo_pairs(single), "typo", guard)
+    link_all({i: _word_form(single[i]) for i in words}, "word form", guard, previous=compact)
 
     roots = np.array([uf.find(i) for i in range(n)], dtype=np.int64)
     _, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
