@@ -169,3 +169,52 @@ def test_crop_region_pads_squares_and_stays_inside():
     for box in ([0.5, 0.5, 0.03, 0.5], [0.5, 0.5, 0.0, 0.2], [1.2, 0.1, 0.3, 0.3], None,
                 [0.1, float("nan"), 0.2, 0.2], [0.1, 0.2]):
         assert crop_region(box, 100, 100, 0.1, 4) is None, box
+
+
+BOX_A, BOX_B = [0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.4, 0.4]
+# file name, what the whole image shows, its boxes: (label, box, what the box's crop shows)
+BENCHES = [scene for i in range(3) for scene in (
+    (f"d{i}.png", "drill", [("drill", BOX_A, "drill")]),
+    # a screw gun (near "screwdriver" in text) always pictured beside a screwdriver
+    (f"s{i}.png", "screwdriver", [("screwdriver", BOX_A, "screwdriver"), ("screw gun", BOX_B, "drill")]),
+    # a power drill (near "drill" in text) pictured on a glove-covered bench
+    (f"p{i}.png", "glove", [("power drill", BOX_A, "drill"), ("glove", BOX_B, "glove")]),
+    (f"h{i}.png", "helmet", [("helmet", BOX_A, "helmet")]),
+)] + [("d3.png", "drill", [("drill", BOX_A, "drill")])]  # "drill" the most frequent: the name
+
+
+def test_image_evidence_of_a_run_with_crops_compares_the_objects_not_their_pictures(
+        dataset, tmp_path, monkeypatch):
+    """Whole images join the screw gun to the screwdriver it is always pictured with, and keep the
+    power drill from the drill, whose pictures differ; the boxes' crops show what each object
+    is: the power drill joins the drill, and the screw gun stays apart."""
+    import fake_clip
+    from vlsr_core.fo.summary import summarize_run
+
+    monkeypatch.setitem(fake_clip.LABELS, "power drill", ("drill", 9, 1.2))  # 0.36 from "drill"
+    monkeypatch.setitem(fake_clip.LABELS, "screw gun", ("screwdriver", 10, 1.2))
+    monkeypatch.setattr("vlsr_core.engine.grouping.MIN_HALVES", 3)  # 6 labels: enough here
+    images = build(dataset, tmp_path / "images", [(n, c, []) for n, c, _ in BENCHES],
+                   kind="detections")
+    shows = {}
+    for sample, (name, _, boxes) in zip(dataset, BENCHES):
+        Image.new("RGB", (40, 30), (90, 90, 160)).save(sample.filepath)
+        sample["gt"] = fo.Detections(detections=[
+            fo.Detection(label=l, bounding_box=b) for l, b, _ in boxes])
+        sample.save()
+        shows.update({(name, tuple(b)): what for _, b, what in boxes})
+    encoder = FakeEncoder(images, crop_vector=lambda name, box: image_vector(
+        shows[name, tuple(box)], (name, tuple(box))))
+
+    def merged(key, crops):
+        run_vlsr(dataset, "gt", key, encoder=encoder, crops=crops, crop_min_size=4,
+                 min_cluster_size=1, image_evidence=True)
+        canonical = dataset.load_run_results(key, cache=False).canonical
+        return canonical["power drill"], canonical["screw gun"]
+
+    assert merged("whole", crops=False) == ("power drill", "screwdriver")
+    assert merged("vlsr", crops=True) == ("drill", "screw gun")
+    evidence = dataset.load_run_results("vlsr", cache=False).merge_steps["image_evidence"]
+    assert evidence["image links"] == 1 and evidence["labels with images"] == 6
+    assert ("after image evidence from the boxes' crops (1 join; 6 labels with crops)"
+            in summarize_run(dataset, "vlsr"))

@@ -61,21 +61,28 @@ class BoxScores:
         return [min((s for s in sims if s is not None), default=None) for sims in self.similarity]
 
 
-def score_boxes(images, label_ids, labels, boxes, crops, vocabulary, vocab_emb, params):
-    """Score every box of a chunk on its crop: the engine's image scoring, each box as an image.
+@dataclass
+class BoxRows:
+    """What each box of a chunk is judged on, in the order of its samples and their boxes."""
+
+    rows: np.ndarray  # float32 (n_boxes, dim): its crop, the whole image, or NaN (neither)
+    fallback: list  # per box: True on the whole image (too small to cut), False on its crop, None
+    labels: list  # per box: [its label] if usable, else []
+    n_stale: int  # boxes of embedded images without a current crop
+
+
+def box_rows(images, label_ids, labels, boxes, crops):
+    """Each box's row: its stored crop if it was cut from the box as it is now, the whole image if
+    the box was too small to cut, NaN if the image has no embedding or the box changed since.
 
     Args:
         images: float32 (n, dim): the chunk's image embeddings, NaN rows where missing.
         label_ids, labels, boxes: per sample, per box: its id, label string and coordinates.
         crops: per sample, ``(crop_ids, crop_boxes, crop_embeddings)`` as stored, or Nones.
-        vocabulary, vocab_emb, params: as for :func:`~vlsr_core.engine.pipeline.score_images`.
-
-    Returns:
-        a :class:`BoxScores`.
     """
     dim = images.shape[1]
     missing = np.full(dim, np.nan, np.float32)
-    rows, fallback = [], []  # per box: what it is scored on; whether that is the whole image
+    rows, fallback = [], []
     n_stale = 0
     for image, ids, coords, (crop_ids, crop_boxes, crop_emb) in zip(images, label_ids, boxes, crops):
         stored = {}
@@ -96,15 +103,30 @@ def score_boxes(images, label_ids, labels, boxes, crops, vocabulary, vocab_emb, 
                 rows.append(crop if cut else image)
                 fallback.append(not cut)
     box_labels = [[l] if usable(l) else [] for labels_of in labels for l in labels_of]
-    matrix = np.asarray(rows, dtype=np.float32).reshape(len(rows), dim)
-    scores = score_images(matrix, box_labels, vocabulary, vocab_emb, params)
+    return BoxRows(np.asarray(rows, dtype=np.float32).reshape(len(rows), dim), fallback,
+                   box_labels, n_stale)
+
+
+def score_boxes(images, label_ids, labels, boxes, crops, vocabulary, vocab_emb, params):
+    """Score every box of a chunk on its crop: the engine's image scoring, each box as an image.
+
+    Args:
+        images, label_ids, labels, boxes, crops: as for :func:`box_rows`.
+        vocabulary, vocab_emb, params: as for :func:`~vlsr_core.engine.pipeline.score_images`.
+
+    Returns:
+        a :class:`BoxScores`.
+    """
+    box = box_rows(images, label_ids, labels, boxes, crops)
+    scores = score_images(box.rows, box.labels, vocabulary, vocab_emb, params)
     similarity = [float(s[0]) if s is not None and len(s) else None for s in scores.similarity]
     suggestions = [[l for l, _ in sugg] or None for sugg in scores.suggestions]
     return BoxScores(
-        _per_sample(similarity, label_ids), _per_sample(fallback, label_ids),
+        _per_sample(similarity, label_ids), _per_sample(box.fallback, label_ids),
         _per_sample(suggestions, label_ids), _per_sample(scores.best_gap, label_ids),
-        _per_sample(box_labels, label_ids),
-        n_cut=fallback.count(False), n_fallback=fallback.count(True), n_stale=n_stale)
+        _per_sample(box.labels, label_ids),
+        n_cut=box.fallback.count(False), n_fallback=box.fallback.count(True),
+        n_stale=box.n_stale)
 
 
 def write_box_scores(samples, path, key, sample_ids, label_ids, scores):
@@ -115,9 +137,14 @@ def write_box_scores(samples, path, key, sample_ids, label_ids, scores):
         set_label_attribute(samples, path, attrs[name], sample_ids, label_ids, values)
 
 
+def crop_read_fields(key, path):
+    """The fields to read with a chunk of run ``key`` to judge its boxes (:func:`read_crops`)."""
+    return [*crop_record_fields(key), f"{path}.bounding_box"]
+
+
 def read_crops(values, path):
     """A chunk's stored crops, per sample ``(crop_ids, crop_boxes, crop_embeddings)``, and its
-    boxes, from ``values`` of :func:`crop_record_fields` and of ``{path}.bounding_box``."""
+    boxes, from ``values`` of :func:`crop_read_fields`."""
     crop_ids, crop_boxes, crop_emb, boxes = values
     return list(zip(crop_ids, crop_boxes, crop_emb)), as_label_lists(boxes, path)
 

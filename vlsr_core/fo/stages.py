@@ -28,7 +28,9 @@ from . import chunks
 from .browse import count_score_histogram
 from .chunks import iter_chunks, sample_ids
 from .crops import (
+    box_rows,
     crop_paths,
+    crop_read_fields,
     crop_record,
     crop_record_fields,
     crops_current,
@@ -515,7 +517,7 @@ def _score_chunks(run, samples, progress):
     params = config.params(ScoreParams)
     attrs, fields = label_attributes(key), sample_fields(key)
     crops = bool(config.crops)
-    extra = [*crop_record_fields(key), f"{run.path}.bounding_box"] if crops else []
+    extra = crop_read_fields(key, run.path) if crops else []
     report = ScoreReport(crops=crops)
     known = set(run.vocabulary)
     for chunk in run.read_chunks(samples, extra):
@@ -711,11 +713,20 @@ def _cluster(samples, key, params, overrides, progress, state="running"):
 
 def _image_prototypes(run, samples, progress):
     """The image prototypes of the run's vocabulary: its samples' embeddings read a chunk at a
-    time (samples without one are left out)."""
+    time (samples without one are left out). On a run with crops each box counts with its own
+    crop, so that objects pictured together do not share a prototype; a box too small to cut,
+    or changed since its crop was cut, is left out."""
     prototypes = ImagePrototypes(run.vocabulary, run.dim or 0)
+    crops = bool(run.config.crops)
     done = 0
-    for chunk in run.read_chunks(samples):
-        prototypes.add(chunk.images, chunk.sets)
+    for chunk in run.read_chunks(samples, crop_read_fields(run.key, run.path) if crops else ()):
+        if crops:
+            stored, boxes = read_crops(chunk.extra, run.path)
+            box = box_rows(chunk.images, chunk.label_ids, chunk.labels, boxes, stored)
+            box.rows[np.array([f is not False for f in box.fallback], dtype=bool)] = np.nan
+            prototypes.add(box.rows, box.labels)
+        else:
+            prototypes.add(chunk.images, chunk.sets)
         done += len(chunk.ids)
         progress(done / max(len(run.ids), 1))
     return prototypes

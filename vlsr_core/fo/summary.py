@@ -96,15 +96,18 @@ def _score_line(dataset, key, config):
     return line
 
 
-def _image_step(evidence):
-    """The image-evidence step of the recommended mode's counts ("" when it was off)."""
+def _image_step(evidence, crops):
+    """The image-evidence step of the recommended mode's counts ("" when it was off); a run with
+    crops drew it from its boxes' crops, each crop counted as an image."""
     if not evidence:
         return ""
+    source = " from the boxes' crops" if crops else ""
     if evidence.get("not used"):
-        return f"image evidence not used ({evidence['not used']}) → "
+        return f"image evidence{source} not used ({evidence['not used']}) → "
     joins = evidence["image links"]
-    return (f"{evidence['groups']} after image evidence ({joins} join{'' if joins == 1 else 's'}; "
-            f"{evidence['labels with images']} labels with images) → ")
+    return (f"{evidence['groups']} after image evidence{source} ({joins} "
+            f"join{'' if joins == 1 else 's'}; {evidence['labels with images']} labels with "
+            f"{'crops' if crops else 'images'}) → ")
 
 
 def _merge_report(results, config, n_clusters, n_merges=5):
@@ -119,7 +122,7 @@ def _merge_report(results, config, n_clusters, n_merges=5):
         links = ", ".join(f"{k} {v}" for k, v in steps["lexical_links"].items() if v) or "none"
         head = (f"**Merging (recommended mode):** {n_labels} labels → "
                 f"{len(set(results.lexical_groups.tolist()))} after lexical grouping ({links}) → "
-                + _image_step(steps.get("image_evidence")) +
+                + _image_step(steps.get("image_evidence"), bool(config.crops)) +
                 f"{steps['n_dbscan']} after DBSCAN (eps {steps['eps']:.3f}; derived from the labels: "
                 f"{steps['derived_eps']:.3f}) → {n_canonical} canonical labels" + (
                     unmerged or f" after merging clusters under {floor} {unit} into neighbours "
