@@ -496,8 +496,6 @@ def boxes_app(dataset, tmp_path):
 
 
 def test_boxes_scored_on_their_crops_in_the_app(boxes_app, page, tmp_path):
-    from vlsr_core.fo.stages import cluster_and_merge
-
     dataset, session = boxes_app
     clip = save_random_clip(str(tmp_path / "clip"))
     open_dataset(page, session, dataset)
@@ -534,10 +532,23 @@ def test_boxes_scored_on_their_crops_in_the_app(boxes_app, page, tmp_path):
     attributes_in_the_modal(page, ("vlsr_similarity", "vlsr_crop_similarity", "vlsr_crop_fallback",
                                    "vlsr_crop_gap"), "c4-modal-crop-scores")
 
+    # image evidence on a run with crops reads the boxes' crops, and the result says so (too
+    # few labels here to use them: 4 labels on 4 photos)
+    open_operator(page, "VLSR 3: cluster and merge labels")
+    fill(page, "10", 1)  # min cluster size
+    page.get_by_text("Use image evidence", exact=True).first.click()
+    page.wait_for_timeout(800)
+    shot(page, "c5-cluster-form-image-evidence")
+    execute(page)
+    said = page.get_by_text(re.compile("image evidence from the boxes' crops not used")).first
+    said.wait_for(timeout=60_000)
+    shot(page, "c6-cluster-done-image-evidence-from-crops")
+    assert dataset.get_run_info("vlsr").config.image_evidence is True
+
     # the panel's histogram says it counts crop scores
-    cluster_and_merge(dataset, "vlsr", min_cluster_size=1)
+    page.keyboard.press("Escape")
     open_panel(page, page.get_by_text("box crop-label score").first)
-    shot(page, "c5-panel-crop-histogram")
+    shot(page, "c7-panel-crop-histogram")
 
 
 def test_scoring_and_merging_in_shards_from_the_app(app, page, tmp_path):

@@ -308,8 +308,9 @@ class MergeParams(_Params):
                                              "mode (every pair of members checked)",
                                              label="Max merge distance", low=0.0, high=2.0)
     image_evidence: bool = param(False, "recommended mode: also compare the images that carry "
-                                 "each label; labels whose texts are near (within half the "
-                                 "median label distance) join when their images look alike",
+                                 "each label (on a run with crops, its boxes' crops); labels "
+                                 "whose texts are near (within half the median label distance) "
+                                 "join when their images look alike",
                                  label="Use image evidence")
 
     def __post_init__(self):
