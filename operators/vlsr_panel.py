@@ -64,6 +64,7 @@ class VLSRPanel(foo.Panel):
         """Compute what the panel shows; the score histogram (which the App keeps between events)
         only with ``scores``: on load, refresh, another run."""
         from vlsr_core.fo.browse import cluster_rows, member_rows, merge_steps, score_histogram
+        from vlsr_core.fo.summary import joins_to_check
 
         state = self._state(ctx)
         key = ctx.panel.state.key
@@ -80,6 +81,7 @@ class VLSRPanel(foo.Panel):
             return
         ctx.panel.state.status = state.summary()
         ctx.panel.data.steps = [dict(step=s, count=n) for s, n in merge_steps(state)]
+        ctx.panel.state.joins = joins_to_check(state.label_map.steps or {}) or None
         rows = cluster_rows(state, ctx.panel.state.query or "")
         pages = max(1, -(-len(rows) // PAGE))
         page = min(ctx.panel.state.page or 0, pages - 1)
@@ -267,6 +269,8 @@ class VLSRPanel(foo.Panel):
         steps.add_column("step", label="Merge step")
         steps.add_column("count", label="Labels / clusters")
         panel.list("steps", types.Object(), view=steps, label="Vocabulary before and after")
+        if s.joins:
+            panel.md(s.joins, name="joins")
 
         panel.str("query", default=s.query or "", label="Find a cluster by label",
                   on_change=self.on_search)

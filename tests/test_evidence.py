@@ -134,18 +134,18 @@ def test_texts_near_join_when_their_images_agree_and_not_otherwise(classes):
                           images_of(centres[1], 10, rng), images_of(centres[2], 4, rng)])
     labels = [["hex key"]] * 10 + [["allen wrench"]] * 4 + [["hammer drill"]] * 10 + [["hand drill"]] * 4
     p = ImagePrototypes.from_images(emb, labels, vocab)
-    groups, links = image_links(np.arange(4), text, p, radius=0.4, eligible=np.ones(4, bool),
+    groups, joins = image_links(np.arange(4), text, p, radius=0.4, eligible=np.ones(4, bool),
                                 max_separation=2.0, min_images=1)
-    assert links == 1
+    assert joins == [(0, 1)]  # "hex key" and "allen wrench", the pair it joined
     assert groups[0] == groups[1] and len({groups[0], groups[2], groups[3]}) == 3
     # beyond the radius, images alone join nothing
-    groups, links = image_links(np.arange(4), text, p, radius=0.2, eligible=np.ones(4, bool),
+    groups, joins = image_links(np.arange(4), text, p, radius=0.2, eligible=np.ones(4, bool),
                                 max_separation=2.0, min_images=1)
-    assert links == 0 and len(set(groups.tolist())) == 4
+    assert joins == [] and len(set(groups.tolist())) == 4
     # nor does a label that may not take part
-    groups, links = image_links(np.arange(4), text, p, radius=0.4,
+    groups, joins = image_links(np.arange(4), text, p, radius=0.4,
                                 eligible=np.array([True, False, True, True]), max_separation=2.0, min_images=1)
-    assert links == 0
+    assert joins == []
 
 
 def test_a_chain_of_near_labels_on_alike_images_does_not_drift(classes):
@@ -161,9 +161,12 @@ def test_a_chain_of_near_labels_on_alike_images_does_not_drift(classes):
     labels = [[vocab[i % 8]] for i in range(80)]
     p = ImagePrototypes.from_images(emb, labels, vocab)
     radius = 0.15
-    groups, links = image_links(np.arange(8), text, p, radius=radius, eligible=np.ones(8, bool),
+    groups, joins = image_links(np.arange(8), text, p, radius=radius, eligible=np.ones(8, bool),
                                 max_separation=5.0, min_images=2)
-    assert 0 < links < 7
+    assert 0 < len(joins) < 7
+    assert len(set(groups.tolist())) == 8 - len(joins)
+    for i, j in joins:  # each join names two labels now in one group, 0.1 apart: neighbours
+        assert groups[i] == groups[j] and abs(i - j) == 1
     for g in set(groups.tolist()):
         members = text[groups == g].astype(np.float64)
         assert (1 - members @ members.T).max() <= radius + 1e-9
@@ -171,9 +174,9 @@ def test_a_chain_of_near_labels_on_alike_images_does_not_drift(classes):
         assert (image_links(np.arange(8), text, p, radius=radius, eligible=np.ones(8, bool),
                             max_separation=5.0, min_images=2, block_rows=rows)[0] == groups).all()
     # a label on fewer images than asked for is not judged by them
-    groups, links = image_links(np.arange(8), text, p, radius=radius, eligible=np.ones(8, bool),
+    groups, joins = image_links(np.arange(8), text, p, radius=radius, eligible=np.ones(8, bool),
                                 max_separation=5.0, min_images=11)
-    assert links == 0
+    assert joins == []
 
 
 def _synonym_data(rng, centres):
@@ -272,9 +275,9 @@ def test_each_group_keeps_its_most_alike_candidates(classes, monkeypatch):
     vocab = [f"l{i}" for i in range(20)]
     p = ImagePrototypes.from_images(images_of(centres[0], 100, rng), [[vocab[i % 20]] for i in range(100)],
                                     vocab)
-    groups, links = image_links(np.arange(20), text, p, radius=0.01, eligible=np.ones(20, bool),
+    groups, joins = image_links(np.arange(20), text, p, radius=0.01, eligible=np.ones(20, bool),
                                 max_separation=5.0, min_images=2)
-    assert links > 0
+    assert joins
     for g in set(groups.tolist()):
         members = text[groups == g].astype(np.float64)
         assert (1 - members @ members.T).max() <= 0.01 + 1e-9

@@ -66,6 +66,9 @@ def test_the_panel_shows_scores_steps_and_clusters_the_most_doubtful_first(ran):
     assert clusters[0]["labels"] == 3 and clusters[0]["occurrences"] == 7
     assert clusters[0]["farthest"] > clusters[1]["farthest"] > 0 == clusters[2]["farthest"]
     assert panel.state["status"] == "**Review:** no edits yet"
+    # the join no closeness of text vouches for is listed under the steps, for a look
+    assert "typo: `helmet` / `helmit`" in panel.state["joins"]
+    assert "Joins worth a look" in str(panel.layout)
 
 
 def test_review_actions_from_the_cluster_browser_reach_the_run(ran):

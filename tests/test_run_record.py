@@ -337,8 +337,10 @@ def test_a_run_stored_before_merge_modes_reads_as_paper_mode_and_its_report_stil
     assert "**Vocabulary:** 7 labels → 4 canonical labels" in report
     cluster_and_merge(dataset)  # clustered again: the recommended mode, recorded
     assert dataset.get_run_info("vlsr").config.mode == "recommended"
-    assert "**Merging (recommended mode):** 7 labels → 4 after lexical grouping" in summarize_run(
-        dataset, "vlsr")
+    report = summarize_run(dataset, "vlsr")
+    assert "**Merging (recommended mode):** 7 labels → 4 after lexical grouping" in report
+    # the typo join is listed for a look (a record made before lists nothing: above)
+    assert "typo: `helmet` / `helmit`" in report and "Joins worth a look" in report
 
 
 def test_a_stage_stopped_part_way_is_marked_said_and_refused_for_export(main, monkeypatch, tmp_path):

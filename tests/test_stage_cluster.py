@@ -311,4 +311,7 @@ def test_image_evidence_joins_a_synonym_whose_images_agree(dataset, tmp_path, mo
     assert evidence["image links"] == 1 and evidence["labels with images"] == 9
     power = [s.id for s in dataset if os.path.basename(s.filepath).startswith("pd")]
     assert {dataset[i].vlsr_label.label for i in power} == {"drill"}
-    assert "after image evidence (1 join; 9 labels with images)" in summarize_run(dataset, "vlsr")
+    report = summarize_run(dataset, "vlsr")
+    assert "after image evidence (1 join; 9 labels with images)" in report
+    assert evidence["joins"] == [["drill", "power drill"]]
+    assert "image evidence: `drill` / `power drill`" in report

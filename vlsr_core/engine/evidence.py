@@ -181,7 +181,8 @@ def image_links(groups, embeddings, prototypes, radius, eligible, max_separation
         block_rows: rows of text products computed at a time (memory, not results).
 
     Returns:
-        (groups, links): the new group ids, numbered by first label, and the number of joins.
+        (groups, joins): the new group ids, numbered by first label, and per join the (i, j)
+        pair of labels, one of each group, nearest in text.
     """
     from .clustering import neighbour_pairs, number_by_first_occurrence
 
@@ -191,7 +192,7 @@ def image_links(groups, embeddings, prototypes, radius, eligible, max_separation
     var = _variances(sums, squares, counts, fallback)
     index = np.flatnonzero(eligible & (counts[groups] >= min_images))
     if k < 2 or index.size < 2:
-        return groups, 0
+        return groups, []
     found, kept = [], 0  # passing candidate pairs of groups and their separations
     for i, j in neighbour_pairs(embeddings[index], radius, block_rows):
         gi, gj = groups[index[i]], groups[index[j]]
@@ -218,7 +219,7 @@ def image_links(groups, embeddings, prototypes, radius, eligible, max_separation
     def labels_of(g):
         return members.get(g) or by_group[starts[g]:starts[g + 1]].tolist()
 
-    links = 0
+    joins = []
     for a, b in pairs[order]:
         ra, rb = uf.find(a), uf.find(b)
         if ra == rb or not _separation(sums, counts, var, [ra], [rb])[0] <= max_separation:
@@ -227,6 +228,8 @@ def image_links(groups, embeddings, prototypes, radius, eligible, max_separation
         text = 1.0 - exact_dots(embeddings, embeddings, np.repeat(la, len(lb)), np.tile(lb, len(la)))
         if not text.max() <= radius:
             continue
+        nearest = int(np.argmin(text))
+        joins.append((la[nearest // len(lb)], lb[nearest % len(lb)]))
         uf.union(ra, rb)
         keep, gone = min(ra, rb), max(ra, rb)
         sums[keep] += sums[gone]
@@ -236,9 +239,8 @@ def image_links(groups, embeddings, prototypes, radius, eligible, max_separation
                                fallback)[0]
         members[keep] = la + lb
         members.pop(gone, None)
-        links += 1
     roots = np.array([uf.find(g) for g in range(k)], dtype=np.int64)
-    return number_by_first_occurrence(roots[groups]), links
+    return number_by_first_occurrence(roots[groups]), joins
 
 
 def _most_alike(found, k):

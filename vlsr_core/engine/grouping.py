@@ -17,7 +17,7 @@ join unrelated labels. The recommended mode keeps the paper's DBSCAN and merging
    long text, so two such labels may embed alike).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -59,13 +59,16 @@ class Steps:
         eps, max_merge_distance: the values used (None: no limit).
         lexical_groups: int ndarray (n_labels,): each label's lexical group (paper: its own).
         lexical_links: labels joined by each lexical rule (paper: none).
+        typo_joins: the ``[label, label]`` pairs the typo rule joined, worth a look (two real
+            words may be one letter apart: "tweezer" and "tweeter"; paper: none).
         kept_apart: labels kept out of the embedding steps, by reason (paper: none).
         n_dbscan: clusters after DBSCAN, before merging, noise labels (and, in recommended
             mode, kept-apart groups) counted one each.
         image_evidence: with image evidence, ``{"labels with images": labels it could judge,
             "max separation": the join threshold drawn from the data, "typical separation": of
-            two different labels, "image links": joins made, "groups": groups after them, "not
-            used": why the images were not used, else None}``; else None.
+            two different labels, "image links": joins made, "joins": per join the
+            ``[label, label]`` pair, one of each group, nearest in text, "groups": groups after
+            them, "not used": why the images were not used, else None}``; else None.
     """
 
     mode: str
@@ -78,6 +81,7 @@ class Steps:
     kept_apart: dict
     n_dbscan: int
     image_evidence: dict | None = None
+    typo_joins: list = field(default_factory=list)
 
     def as_record(self):
         """The JSON-serialisable part (no per-label array), as a run stores it."""
@@ -131,7 +135,7 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
     eps = params.eps if params.eps is not None else EPS_SCALE * scale
     limit = params.max_merge_distance if params.max_merge_distance is not None else eps
     guard = GUARD_SCALE * scale
-    lexical, links = lexical_groups(vocabulary, embeddings, guard, PLURAL_SCALE * scale)
+    lexical, links, typos = lexical_groups(vocabulary, embeddings, guard, PLURAL_SCALE * scale)
     groups, evidence = lexical, None
     if prototypes is not None:
         groups, evidence = _image_evidence(vocabulary, embeddings, prototypes, lexical,
@@ -166,7 +170,8 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
                   derived_eps=EPS_SCALE * scale, eps=float(eps), max_merge_distance=float(limit),
                   lexical_groups=lexical, lexical_links=links, kept_apart=kept_apart,
                   n_dbscan=_n_clusters(group_db),  # kept-apart groups are -1: one cluster each
-                  image_evidence=evidence)
+                  image_evidence=evidence,
+                  typo_joins=[[vocabulary[i], vocabulary[j]] for i, j in typos])
     return group_db[groups], number_by_first_occurrence(group_final[groups]), steps
 
 
@@ -187,13 +192,14 @@ def _image_evidence(vocabulary, embeddings, prototypes, groups, radius, block_ro
         typical = prototypes.typical_separation(with_images, BACKGROUND_PAIRS)
         why = None if typical > threshold else (
             "two different labels' images are typically no more separated than one label's")
-    joined = 0
+    joins = []
     if why is None:
-        groups, joined = image_links(groups, embeddings, prototypes, radius, placeable, threshold,
+        groups, joins = image_links(groups, embeddings, prototypes, radius, placeable, threshold,
                                      MIN_IMAGES, block_rows)
     return groups, {"labels with images": int(with_images.size), "max separation": threshold,
                     "typical separation": typical if typical is None or np.isfinite(typical)
-                    else None, "image links": joined,
+                    else None, "image links": len(joins),
+                    "joins": [[vocabulary[i], vocabulary[j]] for i, j in joins],
                     "groups": int(groups.max()) + 1 if groups.size else 0, "not used": why}
 
 

@@ -128,13 +128,16 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
             plural far from it is a word of its own ("glasses", "trunks").
 
     Returns:
-        (groups, kinds): int ndarray (n,) of group ids numbered by first member, and a dict of
-        how many labels joined by each rule (``"normal form"``, ``"plural"``, ``"spacing"``,
-        ``"typo"``), counting a link only when it joined two groups.
+        (groups, kinds, typos): int ndarray (n,) of group ids numbered by first member; a dict
+        of how many labels joined by each rule (``"normal form"``, ``"plural"``, ``"spacing"``,
+        ``"typo"``, ``"word form"``), counting a link only when it joined two groups; and the
+        (i, j) label pairs the typo rule joined, the links most worth checking (two real words
+        may be one letter apart: "tweezer" and "tweeter").
     """
     n = len(vocabulary)
     uf = UnionFind(n)
     kinds = {"normal form": 0, "plural": 0, "spacing": 0, "typo": 0, "word form": 0}
+    typos = []
     normal = [normal_form(v) for v in vocabulary]
     words = [i for i in range(n) if normal[i]]
 
@@ -155,24 +158,26 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
         ok = np.ones(a.size, dtype=bool)
         if guarded is not None:
             ok = 1.0 - exact_dots(embeddings, embeddings, a, b) <= guarded
-        for i, j in zip(a[ok], b[ok]):
+        for i, j in zip(a[ok].tolist(), b[ok].tolist()):
             if uf.find(i) != uf.find(j):
                 uf.union(i, j)
                 kinds[kind] += 1
+                if kind == "typo":
+                    typos.append((i, j))
 
     link_all(normal, "normal form", None)
     single = {i: singular_form(normal[i]) for i in words}
     link_all(single, "plural", guard if plural_guard is None else plural_guard, previous=normal)
     compact = {i: single[i].replace(" ", "") for i in words}
     link_all(compact, "spacing", guard, previous=single)
-    link(_typo_pairs(single), "typo", guard)
+    link(_typo_pairs(single, normal), "typo", guard)
     link_all({i: _word_form(single[i]) for i in words}, "word form", guard, previous=compact)
 
     roots = np.array([uf.find(i) for i in range(n)], dtype=np.int64)
     _, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
     rank = np.empty(first.size, dtype=np.int64)
     rank[np.argsort(first)] = np.arange(first.size)
-    return rank[inverse.reshape(-1)], kinds
+    return rank[inverse.reshape(-1)], kinds, typos
 
 
 def _word_form(single):
@@ -197,12 +202,15 @@ def _without_e(word):
     return word[:-1] if word.endswith("e") and len(word) >= 6 else word
 
 
-def _typo_pairs(single):
+def _typo_pairs(single, normal):
     """Pairs of labels whose singular forms differ by one edit inside one word (not its first or
-    last letter; both spellings at least ``TYPO_MIN_LENGTH`` letters), found by shared deletions."""
+    last letter; both spellings at least ``TYPO_MIN_LENGTH`` letters), found by shared deletions.
+    A singular form is represented by a label written so if there is one ("helmet" rather than
+    "Helmets"): the pair is judged, and reported, as the two spellings."""
     by_key = {}
     for i, key in single.items():
-        by_key.setdefault(key, i)
+        if key not in by_key or (normal[i] == key != normal[by_key[key]]):
+            by_key[key] = i
     buckets = {}
     for key in by_key:
         words = key.split()

@@ -110,6 +110,20 @@ def _image_step(evidence, crops):
             f"{'crops' if crops else 'images'}) → ")
 
 
+def joins_to_check(steps, shown=10):
+    """The recommended mode's joins that no closeness of text vouches for, listed: the typo
+    rule's (two real words may be one letter apart) and image evidence's; "" if none."""
+    parts = []
+    for what, pairs in (("typo", steps.get("typo_joins")),
+                        ("image evidence", (steps.get("image_evidence") or {}).get("joins"))):
+        if pairs:
+            listed = ", ".join(f"`{a}` / `{b}`" for a, b in pairs[:shown])
+            more = f", +{len(pairs) - shown} more" if len(pairs) > shown else ""
+            parts.append(f"{what}: {listed}{more}")
+    return ("**Joins worth a look** (made by a spelling rule or by the images, not by closeness "
+            "of text; two real words can be one letter apart): " + "; ".join(parts)) if parts else ""
+
+
 def _merge_report(results, config, n_clusters, n_merges=5):
     """Paragraphs on steps 4-6: the counts of each step, the largest clusters, the farthest
     merges (the ones most worth checking) and the rare clusters left alone."""
@@ -138,6 +152,9 @@ def _merge_report(results, config, n_clusters, n_merges=5):
     if getattr(config, "label_model", None):
         head += f"; labels embedded for merging by `{config.label_model}`"
     lines = [head]
+    joins = joins_to_check(steps)
+    if joins:
+        lines.append(joins)
     if steps.get("kept_apart"):
         reasons = "; ".join(f"{k}: {v}" for k, v in steps["kept_apart"].items())
         lines.append(f"**Kept out of the embedding steps** (grouped only with equal spellings): "
