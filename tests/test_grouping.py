@@ -111,6 +111,16 @@ def test_a_plural_far_from_its_singular_stays_apart_where_a_spacing_variant_join
     assert groups[0] == groups[1]
 
 
+def test_two_close_spellings_join_though_a_third_of_their_key_is_far():
+    """"box", "boxes" and "boxs" share the singular form; "box" (first) is far from the other two,
+    which are close: they join each other, not "box"."""
+    vocabulary = ["box", "boxes", "boxs"]
+    emb = spread(3)
+    emb[2] = near(emb[1], 0.05)
+    groups, links, _ = lexical_groups(vocabulary, emb, guard=0.3)
+    assert groups[1] == groups[2] != groups[0] and links["plural"] == 1
+
+
 def test_default_guards_let_a_misspelling_farther_than_a_plural_join():
     """With the defaults, in a vocabulary whose labels are about 1.0 apart: a misspelling 0.55
     away joins its word (the encoder tears a misspelt word into other tokens), a plural 0.4

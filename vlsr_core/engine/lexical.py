@@ -25,6 +25,7 @@ never grouped.
 
 import re
 import unicodedata
+from itertools import combinations
 
 import numpy as np
 
@@ -143,11 +144,15 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
 
     def link_all(keys, kind, guarded, previous=None):
         """Link the labels of equal keys: one of each ``previous`` key, so that a pair a
-        stricter rule refused is not joined again by a looser one."""
+        stricter rule refused is not joined again by a looser one; every pair of those (a few
+        spellings a key), so that two close spellings join even when a third is far."""
         first = {}
         for i in words:
             first.setdefault(keys[i], {}).setdefault(previous[i] if previous else i, i)
-        pairs = [(m[0], j) for m in (list(d.values()) for d in first.values()) for j in m[1:]]
+        if previous is None:  # equal spellings, unguarded: one chain suffices
+            pairs = [(m[0], j) for m in (list(d.values()) for d in first.values()) for j in m[1:]]
+        else:
+            pairs = [p for d in first.values() for p in combinations(d.values(), 2)]
         link(pairs, kind, guarded)
 
     def link(pairs, kind, guarded):
