@@ -148,7 +148,7 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
         spellings a key), so that two close spellings join even when a third is far."""
         first = {}
         for i in words:
-            first.setdefault(keys[i], {}).setdefault(previous[i] if previous else i, i)
+            first.setdefault(keys[i], {}).setdefault(i if previous is None else previous[i], i)
         if previous is None:  # equal spellings, unguarded: one chain suffices
             pairs = [(m[0], j) for m in (list(d.values()) for d in first.values()) for j in m[1:]]
         else:
