@@ -540,7 +540,8 @@ def test_boxes_scored_on_their_crops_in_the_app(boxes_app, page, tmp_path):
     page.wait_for_timeout(800)
     shot(page, "c5-cluster-form-image-evidence")
     execute(page)
-    said = page.get_by_text(re.compile("image evidence from the boxes' crops not used")).first
+    said = page.get_by_text(re.compile(r"image evidence from the boxes' crops \(each crop counted "
+                                       r"as an image\) not used \(fewer than 10 labels")).first
     said.wait_for(timeout=60_000)
     shot(page, "c6-cluster-done-image-evidence-from-crops")
     assert dataset.get_run_info("vlsr").config.image_evidence is True

@@ -103,7 +103,8 @@ def _image_step(evidence, crops):
         return ""
     source = " from the boxes' crops" if crops else ""
     if evidence.get("not used"):
-        return f"image evidence{source} not used ({evidence['not used']}) → "
+        counted = " (each crop counted as an image)" if crops else ""
+        return f"image evidence{source}{counted} not used ({evidence['not used']}) → "
     joins = evidence["image links"]
     return (f"{evidence['groups']} after image evidence{source} ({joins} "
             f"join{'' if joins == 1 else 's'}; {evidence['labels with images']} labels with "
