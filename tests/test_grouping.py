@@ -67,7 +67,7 @@ def test_lexical_variants_group_and_each_rule_is_counted():
     together = {frozenset(l for l, g in zip(vocabulary, groups) if g == k) for k in set(groups)}
     assert frozenset({"helmet", "Helmets", "HELMET", "helmit"}) in together
     assert frozenset({"screw driver", "screwdrivers", "Screwdriver"}) in together
-    # a first-letter change, a last-letter change or a 4-letter word is no typo
+    # a first-letter or last-letter change is no typo; "back" / "buck" is one, but far apart
     for alone in ["drill", "grill", "stapler", "staples", "back saw", "buck saw"]:
         assert frozenset({alone}) in together
     assert links == {"normal form": 1, "plural": 2, "spacing": 1, "typo": 1, "word form": 0}
@@ -109,6 +109,22 @@ def test_a_plural_far_from_its_singular_stays_apart_where_a_spacing_variant_join
     # without a plural guard of its own, the plural joins at the common guard
     groups, _, _ = lexical_groups(vocabulary, emb, guard=0.3)
     assert groups[0] == groups[1]
+
+
+def test_a_typo_in_a_short_word_needs_a_closer_embedding():
+    """One edit from a 4- or 5-letter word is often another real word ("belt" / "bolt"): such a
+    typo joins within half the guard, one in a longer word within the whole guard."""
+    vocabulary = ["belt", "bolt", "mouse", "moose", "jacket", "jackat", "ambulance", "ambulence",
+                  "sofa", "sfoa", "bag", "bog"]
+    emb = spread(len(vocabulary))
+    distances = {1: 0.2, 3: 0.1, 5: 0.25, 7: 0.25, 9: 0.01, 11: 0.01}  # guard 0.3, half 0.15
+    for i, d in distances.items():
+        emb[i] = near(emb[i - 1], d, seed=i)
+    groups, links, typos = lexical_groups(vocabulary, emb, guard=0.3)
+    same = [bool(groups[i] == groups[i + 1]) for i in range(0, len(vocabulary), 2)]
+    # a swap is a typo too; a 3-letter word never has one, however close
+    assert same == [False, True, True, True, True, False]
+    assert links["typo"] == 4
 
 
 def test_two_close_spellings_join_though_a_third_of_their_key_is_far():

@@ -14,13 +14,14 @@ a typo far from its word. Four keys, from strict to loose:
 
 Labels with equal normal forms always group. Equal singular, compact or word forms, and forms
 one edit apart inside one word (a typo: an insertion, deletion, substitution or swap, in a
-word of at least ``TYPO_MIN_LENGTH`` letters, not in its first or last letter, so that
-"stapler" and "staples" or "back saw" and "buck saw" are not typos of each other), group only
-when the two labels' embeddings are within a guard distance: "glass" and "glasses", or
-"rivets" and "rivers", stay apart when the encoder puts them far apart. A plural has a guard of
-its own, tighter: it changes a word's tokens less than a spacing or a typo does. A pair that a
-stricter key refused is not joined again by a looser one. Labels without a letter or digit are
-never grouped.
+word of at least 4 letters, not in its first or last letter, so that "stapler" and "staples" or
+"drill" and "grill" are not typos of each other), group only when the two labels' embeddings
+are within a guard distance: "glass" and "glasses", or "rivets" and "rivers", stay apart when
+the encoder puts them far apart. A plural has a guard of its own, tighter: it changes a word's
+tokens less than a spacing or a typo does. A typo's guard depends on the length of its word
+(``TYPO_GUARDS``): the shorter the word, the more of its one-edit neighbours are real words
+("belt" / "bolt", "hammer" / "hamper"). A pair that a stricter key refused is not joined again
+by a looser one. Labels without a letter or digit are never grouped.
 """
 
 import re
@@ -31,7 +32,12 @@ import numpy as np
 
 from .dots import exact_dots
 
-TYPO_MIN_LENGTH = 6
+# A typo's guard as a share of the guard, by the length of the shorter spelling of the word it
+# changes (at least the first length): one edit from a 4- or 5-letter word is often another real
+# word ("belt" / "bolt"), from a longer word less often ("hammer" / "hamper"). docs/quality.md
+# measures the bands on six label sets; a looser guard for long words joined "waistband" and
+# "wristband".
+TYPO_GUARDS = ((4, 0.5), (6, 1.0))
 
 _IRREGULAR = {
     "men": "man", "women": "woman", "children": "child", "feet": "foot", "teeth": "tooth",
@@ -127,6 +133,7 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
         plural_guard: the same for a plural (None: ``guard``). A plural changes a word's tokens
             less than the other rules do, so a true plural sits closer to its singular; a
             plural far from it is a word of its own ("glasses", "trunks").
+            A typo's guard is ``guard`` times the share ``TYPO_GUARDS`` gives its word's length.
 
     Returns:
         (groups, kinds, typos): int ndarray (n,) of group ids numbered by first member; a dict
@@ -175,7 +182,8 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
     link_all(single, "plural", guard if plural_guard is None else plural_guard, previous=normal)
     compact = {i: single[i].replace(" ", "") for i in words}
     link_all(compact, "spacing", guard, previous=single)
-    link(_typo_pairs(single, normal), "typo", guard)
+    typo_pairs, lengths = _typo_pairs(single, normal)
+    link(typo_pairs, "typo", guard * _typo_share(lengths))
     link_all({i: _word_form(single[i]) for i in words}, "word form", guard, previous=compact)
 
     roots = np.array([uf.find(i) for i in range(n)], dtype=np.int64)
@@ -207,11 +215,20 @@ def _without_e(word):
     return word[:-1] if word.endswith("e") and len(word) >= 6 else word
 
 
+def _typo_share(lengths):
+    """The share of the guard that ``TYPO_GUARDS`` gives each word length."""
+    starts, shares = zip(*TYPO_GUARDS)
+    return np.array(shares)[np.searchsorted(starts, np.asarray(lengths, dtype=np.int64),
+                                            side="right") - 1]
+
+
 def _typo_pairs(single, normal):
     """Pairs of labels whose singular forms differ by one edit inside one word (not its first or
-    last letter; both spellings at least ``TYPO_MIN_LENGTH`` letters), found by shared deletions.
-    A singular form is represented by a label written so if there is one ("helmet" rather than
-    "Helmets"): the pair is judged, and reported, as the two spellings."""
+    last letter; both spellings at least ``TYPO_GUARDS[0][0]`` letters), found by shared
+    deletions, and the length of the shorter spelling of that word, per pair. A singular form
+    is represented by a label written so if there is one ("helmet" rather than "Helmets"): the
+    pair is judged, and reported, as the two spellings."""
+    min_length = TYPO_GUARDS[0][0]
     by_key = {}
     for i, key in single.items():
         if key not in by_key or (normal[i] == key != normal[by_key[key]]):
@@ -220,19 +237,20 @@ def _typo_pairs(single, normal):
     for key in by_key:
         words = key.split()
         for j, w in enumerate(words):
-            if len(w) < TYPO_MIN_LENGTH - 1:
+            if len(w) < min_length - 1:
                 continue
             for d in {w[:i] + w[i + 1 :] for i in range(1, len(w) - 1)} | {w}:
                 buckets.setdefault((j, " ".join(words[:j] + [d] + words[j + 1 :])), []).append(key)
-    pairs = set()
+    pairs = {}
     for keys in buckets.values():
         for x in range(len(keys)):
             for y in range(x + 1, len(keys)):
                 a, b = keys[x], keys[y]
-                if _one_edit(a, b) and _typo_word_length(a, b) >= TYPO_MIN_LENGTH:
+                if _one_edit(a, b) and (length := _typo_word_length(a, b)) >= min_length:
                     i, j = by_key[a], by_key[b]
-                    pairs.add((min(i, j), max(i, j)))
-    return sorted(pairs)
+                    pairs[min(i, j), max(i, j)] = length
+    pairs = sorted(pairs.items())
+    return [p for p, _ in pairs], [length for _, length in pairs]
 
 
 def _typo_word_length(a, b):
