@@ -134,18 +134,46 @@ def test_texts_near_join_when_their_images_agree_and_not_otherwise(classes):
                           images_of(centres[1], 10, rng), images_of(centres[2], 4, rng)])
     labels = [["hex key"]] * 10 + [["allen wrench"]] * 4 + [["hammer drill"]] * 10 + [["hand drill"]] * 4
     p = ImagePrototypes.from_images(emb, labels, vocab)
-    groups, joins = image_links(np.arange(4), text, p, radius=0.4, eligible=np.ones(4, bool),
+    groups, joins, _ = image_links(np.arange(4), text, p, radius=0.4, eligible=np.ones(4, bool),
                                 max_separation=2.0, min_images=1)
     assert joins == [(0, 1)]  # "hex key" and "allen wrench", the pair it joined
     assert groups[0] == groups[1] and len({groups[0], groups[2], groups[3]}) == 3
     # beyond the radius, images alone join nothing
-    groups, joins = image_links(np.arange(4), text, p, radius=0.2, eligible=np.ones(4, bool),
+    groups, joins, _ = image_links(np.arange(4), text, p, radius=0.2, eligible=np.ones(4, bool),
                                 max_separation=2.0, min_images=1)
     assert joins == [] and len(set(groups.tolist())) == 4
     # nor does a label that may not take part
-    groups, joins = image_links(np.arange(4), text, p, radius=0.4,
+    groups, joins, _ = image_links(np.arange(4), text, p, radius=0.4,
                                 eligible=np.array([True, False, True, True]), max_separation=2.0, min_images=1)
     assert joins == []
+
+
+def test_a_spelling_far_in_text_joins_its_word_when_their_images_agree(classes):
+    """"ambluance" is far from "ambulance" in text (the encoder tears it into other tokens), but
+    on the same images: it joins. "hamper" is as far from "hammer" and on other images: it stays.
+    The spelling join comes after the text join of "ambulance car", which it would block."""
+    centres, rng = classes
+    ambulance, far = _text_pair(rng, 1.0)
+    _, car = _text_pair(rng, 0.3)
+    car = unit(0.7 * ambulance + 0.3 * car)
+    hammer, hamper = _text_pair(rng, 1.0)
+    text = np.stack([ambulance, far, car, hammer, hamper]).astype(np.float32)
+    assert 1 - text[0] @ text[2] < 0.4 < 1 - text[1] @ text[2]
+    vocab = ["ambulance", "ambluance", "ambulance car", "hammer", "hamper"]
+    emb = np.concatenate([images_of(centres[0], 24, rng), images_of(centres[1], 6, rng),
+                          images_of(centres[2], 6, rng)])
+    labels = [[vocab[i % 3]] for i in range(24)] + [["hammer"]] * 6 + [["hamper"]] * 6
+    p = ImagePrototypes.from_images(emb, labels, vocab)
+    groups, joins, n_spelling = image_links(np.arange(5), text, p, radius=0.4,
+                                            eligible=np.ones(5, bool), max_separation=2.0,
+                                            min_images=2, spellings=[(0, 1), (3, 4)])
+    assert joins == [(0, 2), (0, 1)] and n_spelling == 1
+    assert groups.tolist() == [0, 0, 0, 1, 2]
+    # without the spelling pairs, text alone leaves "ambluance" out
+    groups, joins, n_spelling = image_links(np.arange(5), text, p, radius=0.4,
+                                            eligible=np.ones(5, bool), max_separation=2.0,
+                                            min_images=2)
+    assert groups.tolist() == [0, 1, 0, 2, 3] and n_spelling == 0
 
 
 def test_a_chain_of_near_labels_on_alike_images_does_not_drift(classes):
@@ -161,7 +189,7 @@ def test_a_chain_of_near_labels_on_alike_images_does_not_drift(classes):
     labels = [[vocab[i % 8]] for i in range(80)]
     p = ImagePrototypes.from_images(emb, labels, vocab)
     radius = 0.15
-    groups, joins = image_links(np.arange(8), text, p, radius=radius, eligible=np.ones(8, bool),
+    groups, joins, _ = image_links(np.arange(8), text, p, radius=radius, eligible=np.ones(8, bool),
                                 max_separation=5.0, min_images=2)
     assert 0 < len(joins) < 7
     assert len(set(groups.tolist())) == 8 - len(joins)
@@ -174,7 +202,7 @@ def test_a_chain_of_near_labels_on_alike_images_does_not_drift(classes):
         assert (image_links(np.arange(8), text, p, radius=radius, eligible=np.ones(8, bool),
                             max_separation=5.0, min_images=2, block_rows=rows)[0] == groups).all()
     # a label on fewer images than asked for is not judged by them
-    groups, joins = image_links(np.arange(8), text, p, radius=radius, eligible=np.ones(8, bool),
+    groups, joins, _ = image_links(np.arange(8), text, p, radius=radius, eligible=np.ones(8, bool),
                                 max_separation=5.0, min_images=11)
     assert joins == []
 
@@ -275,7 +303,7 @@ def test_each_group_keeps_its_most_alike_candidates(classes, monkeypatch):
     vocab = [f"l{i}" for i in range(20)]
     p = ImagePrototypes.from_images(images_of(centres[0], 100, rng), [[vocab[i % 20]] for i in range(100)],
                                     vocab)
-    groups, joins = image_links(np.arange(20), text, p, radius=0.01, eligible=np.ones(20, bool),
+    groups, joins, _ = image_links(np.arange(20), text, p, radius=0.01, eligible=np.ones(20, bool),
                                 max_separation=5.0, min_images=2)
     assert joins
     for g in set(groups.tolist()):

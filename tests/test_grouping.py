@@ -63,7 +63,7 @@ def test_lexical_variants_group_and_each_rule_is_counted():
     for i, label in enumerate(vocabulary):
         if label in word:
             emb[i] = near(emb[word[label]], 0.1, seed=i)
-    groups, links, typos = lexical_groups(vocabulary, emb, guard=0.3)
+    groups, links, typos, _ = lexical_groups(vocabulary, emb, guard=0.3)
     together = {frozenset(l for l, g in zip(vocabulary, groups) if g == k) for k in set(groups)}
     assert frozenset({"helmet", "Helmets", "HELMET", "helmit"}) in together
     assert frozenset({"screw driver", "screwdrivers", "Screwdriver"}) in together
@@ -80,7 +80,7 @@ def test_word_forms_of_modifiers_group_but_a_head_nouns_ing_stays():
     emb = spread(len(vocabulary))
     for i in range(1, len(vocabulary), 2):
         emb[i] = near(emb[i - 1], 0.1, seed=i)  # every pair close: the rule alone decides
-    groups, links, _ = lexical_groups(vocabulary, emb, guard=0.3)
+    groups, links, _, _ = lexical_groups(vocabulary, emb, guard=0.3)
     same = [bool(groups[i] == groups[i + 1]) for i in range(0, len(vocabulary), 2)]
     assert same == [True, True, True, False, False]
     assert links["word form"] == 3
@@ -90,8 +90,9 @@ def test_the_guard_keeps_apart_variants_the_encoder_puts_far_apart():
     vocabulary = ["glass", "glasses", "helmet", "helmets"]
     emb = spread(4)
     emb[3] = near(emb[2], 0.1)  # "helmets" close to "helmet"; "glasses" as far as a stranger
-    groups, _, _ = lexical_groups(vocabulary, emb, guard=0.3)
+    groups, _, _, refused = lexical_groups(vocabulary, emb, guard=0.3)
     assert groups[0] != groups[1] and groups[2] == groups[3]
+    assert refused == [(0, 1)]  # for the images to judge
 
 
 def test_a_plural_far_from_its_singular_stays_apart_where_a_spacing_variant_joins():
@@ -103,11 +104,11 @@ def test_a_plural_far_from_its_singular_stays_apart_where_a_spacing_variant_join
     emb[1] = near(emb[0], 0.2, seed=1)
     emb[3] = near(emb[2], 0.2, seed=3)
     emb[5] = near(emb[4], 0.1, seed=5)
-    groups, links, _ = lexical_groups(vocabulary, emb, guard=0.3, plural_guard=0.15)
+    groups, links, _, _ = lexical_groups(vocabulary, emb, guard=0.3, plural_guard=0.15)
     assert groups[0] != groups[1] and groups[2] == groups[3] and groups[4] == groups[5]
     assert links["plural"] == 1 and links["spacing"] == 1
     # without a plural guard of its own, the plural joins at the common guard
-    groups, _, _ = lexical_groups(vocabulary, emb, guard=0.3)
+    groups, _, _, _ = lexical_groups(vocabulary, emb, guard=0.3)
     assert groups[0] == groups[1]
 
 
@@ -120,7 +121,7 @@ def test_a_typo_in_a_short_word_needs_a_closer_embedding():
     distances = {1: 0.2, 3: 0.1, 5: 0.25, 7: 0.25, 9: 0.01, 11: 0.01}  # guard 0.3, half 0.15
     for i, d in distances.items():
         emb[i] = near(emb[i - 1], d, seed=i)
-    groups, links, typos = lexical_groups(vocabulary, emb, guard=0.3)
+    groups, links, typos, _ = lexical_groups(vocabulary, emb, guard=0.3)
     same = [bool(groups[i] == groups[i + 1]) for i in range(0, len(vocabulary), 2)]
     # a swap is a typo too; a 3-letter word never has one, however close
     assert same == [False, True, True, True, True, False]
@@ -133,7 +134,7 @@ def test_two_close_spellings_join_though_a_third_of_their_key_is_far():
     vocabulary = ["box", "boxes", "boxs"]
     emb = spread(3)
     emb[2] = near(emb[1], 0.05)
-    groups, links, _ = lexical_groups(vocabulary, emb, guard=0.3)
+    groups, links, _, _ = lexical_groups(vocabulary, emb, guard=0.3)
     assert groups[1] == groups[2] != groups[0] and links["plural"] == 1
 
 

@@ -315,3 +315,32 @@ def test_image_evidence_joins_a_synonym_whose_images_agree(dataset, tmp_path, mo
     assert "after image evidence (1 join; 9 labels with images)" in report
     assert evidence["joins"] == [["drill", "power drill"]]
     assert "image evidence: `drill` / `power drill`" in report
+
+
+def test_image_evidence_joins_a_misspelling_far_in_text_whose_images_agree(dataset, tmp_path,
+                                                                           monkeypatch):
+    """"dirll" is one swap from "drill" but 0.68 from it in text, beyond the typo guard and the
+    image-evidence radius; on drill pictures it joins "drill" by its images, and the summary
+    lists it. "screwdiver", as far from "screwdriver" and also on drill pictures, stays apart."""
+    import fake_clip
+    from fake_clip import MAIN, build
+    from vlsr_core.fo.summary import summarize_run
+
+    monkeypatch.setitem(fake_clip.LABELS, "dirll", ("drill", 9, 3.0))
+    monkeypatch.setitem(fake_clip.LABELS, "screwdiver", ("screwdriver", 10, 3.0))
+    spec = MAIN + [(f"dl{i}.png", "drill", ["dirll"]) for i in range(2)] + [
+        (f"sd{i}.png", "drill", ["screwdiver"]) for i in range(2)]
+    images = build(dataset, tmp_path / "images", spec)
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    canonical = dataset.load_run_results("vlsr", cache=False).canonical
+    assert canonical["dirll"] == "dirll" and canonical["screwdiver"] == "screwdiver"
+
+    monkeypatch.setattr("vlsr_core.engine.grouping.MIN_HALVES", 3)
+    cluster_and_merge(dataset, min_cluster_size=1, image_evidence=True)
+    results = dataset.load_run_results("vlsr", cache=False)
+    assert results.canonical == CANONICAL | {"dirll": "drill", "screwdiver": "screwdiver"}
+    evidence = results.merge_steps["image_evidence"]
+    assert evidence["spelling links"] == 1 and evidence["joins"] == [["dirll", "drill"]]
+    report = summarize_run(dataset, "vlsr")
+    assert "(1 join, 1 of spelling variants far in text; 9 labels with images)" in report
+    assert "spelling variants far in text, by the images: `dirll` / `drill`" in report

@@ -159,8 +159,8 @@ class ImagePrototypes:
 
 
 def image_links(groups, embeddings, prototypes, radius, eligible, max_separation, min_images,
-                block_rows=1024):
-    """Join groups of labels whose texts are near and whose images agree.
+                block_rows=1024, spellings=()):
+    """Join groups of labels whose texts are near, or whose spellings are, and whose images agree.
 
     Candidates are the pairs of labels within text distance ``radius`` whose groups, each on at
     least ``min_images`` images, have a separation of at most ``max_separation``: a text
@@ -169,6 +169,12 @@ def image_links(groups, embeddings, prototypes, radius, eligible, max_separation
     alike first, each join checked again on the groups as they stand by then: their pooled images
     must still agree, and every label of one must be within ``radius`` of every label of the
     other (complete linkage), so that no chain of joins drifts from one thing to another.
+
+    Then the ``spellings`` pairs are judged by the images alone, most alike first: a variant
+    that lexical grouping proposed and the text encoder placed beyond its guard ("ambluance",
+    which the encoder tears into other tokens) joins its word when their groups' images agree,
+    while two words one letter apart ("hammer", "hamper") stay apart by their images. They come
+    last so that a join far in text never blocks a text candidate's complete-linkage check.
 
     Args:
         groups: int ndarray (n_labels,): group ids 0..k-1 (lexical groups).
@@ -179,10 +185,13 @@ def image_links(groups, embeddings, prototypes, radius, eligible, max_separation
         max_separation: the largest separation that joins.
         min_images: the fewest images a group needs to be judged by them.
         block_rows: rows of text products computed at a time (memory, not results).
+        spellings: (i, j) label pairs that a spelling rule relates
+            (:attr:`~vlsr_core.engine.lexical.LexicalGroups.refused`).
 
     Returns:
-        (groups, joins): the new group ids, numbered by first label, and per join the (i, j)
-        pair of labels, one of each group, nearest in text.
+        (groups, joins, n_spelling): the new group ids, numbered by first label; per join the
+        (i, j) pair of labels, one of each group, nearest in text (a spelling join: its pair);
+        and how many of the joins (the last ones) came from ``spellings``.
     """
     from .clustering import neighbour_pairs, number_by_first_occurrence
 
@@ -192,7 +201,7 @@ def image_links(groups, embeddings, prototypes, radius, eligible, max_separation
     var = _variances(sums, squares, counts, fallback)
     index = np.flatnonzero(eligible & (counts[groups] >= min_images))
     if k < 2 or index.size < 2:
-        return groups, []
+        return groups, [], 0
     found, kept = [], 0  # passing candidate pairs of groups and their separations
     for i, j in neighbour_pairs(embeddings[index], radius, block_rows):
         gi, gj = groups[index[i]], groups[index[j]]
@@ -219,17 +228,10 @@ def image_links(groups, embeddings, prototypes, radius, eligible, max_separation
     def labels_of(g):
         return members.get(g) or by_group[starts[g]:starts[g + 1]].tolist()
 
-    joins = []
-    for a, b in pairs[order]:
-        ra, rb = uf.find(a), uf.find(b)
-        if ra == rb or not _separation(sums, counts, var, [ra], [rb])[0] <= max_separation:
-            continue
-        la, lb = labels_of(ra), labels_of(rb)
-        text = 1.0 - exact_dots(embeddings, embeddings, np.repeat(la, len(lb)), np.tile(lb, len(la)))
-        if not text.max() <= radius:
-            continue
-        nearest = int(np.argmin(text))
-        joins.append((la[nearest // len(lb)], lb[nearest % len(lb)]))
+    def agree(ra, rb):
+        return ra != rb and _separation(sums, counts, var, [ra], [rb])[0] <= max_separation
+
+    def join(ra, rb):
         uf.union(ra, rb)
         keep, gone = min(ra, rb), max(ra, rb)
         sums[keep] += sums[gone]
@@ -237,10 +239,36 @@ def image_links(groups, embeddings, prototypes, radius, eligible, max_separation
         counts[keep] += counts[gone]
         var[keep] = _variances(sums[keep:keep + 1], squares[keep:keep + 1], counts[keep:keep + 1],
                                fallback)[0]
-        members[keep] = la + lb
+        members[keep] = labels_of(ra) + labels_of(rb)
         members.pop(gone, None)
+
+    joins = []
+    for a, b in pairs[order]:
+        ra, rb = uf.find(a), uf.find(b)
+        if not agree(ra, rb):
+            continue
+        la, lb = labels_of(ra), labels_of(rb)
+        text = 1.0 - exact_dots(embeddings, embeddings, np.repeat(la, len(lb)), np.tile(lb, len(la)))
+        if not text.max() <= radius:
+            continue
+        nearest = int(np.argmin(text))
+        joins.append((la[nearest // len(lb)], lb[nearest % len(lb)]))
+        join(ra, rb)
+
+    n_text = len(joins)
+    pairs = np.array([p for p in spellings if eligible[p[0]] and eligible[p[1]]],
+                     dtype=np.int64).reshape(-1, 2)
     roots = np.array([uf.find(g) for g in range(k)], dtype=np.int64)
-    return number_by_first_occurrence(roots[groups]), joins
+    ends = roots[groups[pairs]]  # the groups as the text joins left them
+    ok = (counts[ends[:, 0]] >= min_images) & (counts[ends[:, 1]] >= min_images)
+    sep = _separation(sums, counts, var, ends[ok, 0], ends[ok, 1])
+    for p in np.flatnonzero(ok)[np.argsort(sep, kind="stable")]:  # most alike first
+        ra, rb = uf.find(ends[p, 0]), uf.find(ends[p, 1])
+        if agree(ra, rb):
+            joins.append((int(pairs[p, 0]), int(pairs[p, 1])))
+            join(ra, rb)
+    roots = np.array([uf.find(g) for g in range(k)], dtype=np.int64)
+    return number_by_first_occurrence(roots[groups]), joins, len(joins) - n_text
 
 
 def _most_alike(found, k):

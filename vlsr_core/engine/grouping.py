@@ -66,7 +66,8 @@ class Steps:
             mode, kept-apart groups) counted one each.
         image_evidence: with image evidence, ``{"labels with images": labels it could judge,
             "max separation": the join threshold drawn from the data, "typical separation": of
-            two different labels, "image links": joins made, "joins": per join the
+            two different labels, "image links": joins made, "spelling links": how many of
+            them joined spelling variants that the text guard refused, "joins": per join the
             ``[label, label]`` pair, one of each group, nearest in text, "groups": groups after
             them, "not used": why the images were not used, else None}``; else None.
     """
@@ -122,8 +123,9 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
         params: :class:`~vlsr_core.engine.params.MergeParams`.
         block_rows, progress: as in :func:`~vlsr_core.engine.clustering.cluster_labels`.
         prototypes: :class:`~vlsr_core.engine.evidence.ImagePrototypes` of the labels, to use
-            image evidence: labels within ``EVIDENCE_SCALE`` whose images agree join before
-            DBSCAN (:func:`~vlsr_core.engine.evidence.image_links`; None: text only).
+            image evidence: labels within ``EVIDENCE_SCALE``, and spelling variants the
+            lexical guard refused, join before DBSCAN when their images agree
+            (:func:`~vlsr_core.engine.evidence.image_links`; None: text only).
 
     Returns:
         (dbscan, clusters, steps): DBSCAN ids per label (-1: noise or kept apart), final
@@ -135,10 +137,11 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
     eps = params.eps if params.eps is not None else EPS_SCALE * scale
     limit = params.max_merge_distance if params.max_merge_distance is not None else eps
     guard = GUARD_SCALE * scale
-    lexical, links, typos = lexical_groups(vocabulary, embeddings, guard, PLURAL_SCALE * scale)
+    lexical, links, typos, refused = lexical_groups(vocabulary, embeddings, guard,
+                                                    PLURAL_SCALE * scale)
     groups, evidence = lexical, None
     if prototypes is not None:
-        groups, evidence = _image_evidence(vocabulary, embeddings, prototypes, lexical,
+        groups, evidence = _image_evidence(vocabulary, embeddings, prototypes, lexical, refused,
                                            EVIDENCE_SCALE * scale, block_rows)
     n_groups = int(groups.max()) + 1 if n else 0
 
@@ -175,8 +178,9 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
     return group_db[groups], number_by_first_occurrence(group_final[groups]), steps
 
 
-def _image_evidence(vocabulary, embeddings, prototypes, groups, radius, block_rows):
-    """Groups joined by image evidence, and the report of that step. The images are used only if
+def _image_evidence(vocabulary, embeddings, prototypes, groups, spellings, radius, block_rows):
+    """Groups joined by image evidence (near texts, and the spelling variants in ``spellings``
+    that the text guard refused), and the report of that step. The images are used only if
     enough labels have two images to draw the threshold from, and if two different labels are
     typically more separated than it (else the images do not tell labels apart: all images
     alike, or labels put on images at random)."""
@@ -192,13 +196,13 @@ def _image_evidence(vocabulary, embeddings, prototypes, groups, radius, block_ro
         typical = prototypes.typical_separation(with_images, BACKGROUND_PAIRS)
         why = None if typical > threshold else (
             "two different labels' images are typically no more separated than one label's")
-    joins = []
+    joins, n_spelling = [], 0
     if why is None:
-        groups, joins = image_links(groups, embeddings, prototypes, radius, placeable, threshold,
-                                     MIN_IMAGES, block_rows)
+        groups, joins, n_spelling = image_links(groups, embeddings, prototypes, radius, placeable,
+                                                threshold, MIN_IMAGES, block_rows, spellings)
     return groups, {"labels with images": int(with_images.size), "max separation": threshold,
                     "typical separation": typical if typical is None or np.isfinite(typical)
-                    else None, "image links": len(joins),
+                    else None, "image links": len(joins), "spelling links": n_spelling,
                     "joins": [[vocabulary[i], vocabulary[j]] for i, j in joins],
                     "groups": int(groups.max()) + 1 if groups.size else 0, "not used": why}
 

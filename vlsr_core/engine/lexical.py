@@ -27,6 +27,7 @@ by a looser one. Labels without a letter or digit are never grouped.
 import re
 import unicodedata
 from itertools import combinations
+from typing import NamedTuple
 
 import numpy as np
 
@@ -123,6 +124,27 @@ class UnionFind:
             self.parent[max(a, b)] = min(a, b)
 
 
+class LexicalGroups(NamedTuple):
+    """What :func:`lexical_groups` found.
+
+    Attributes:
+        groups: int ndarray (n,) of group ids numbered by first member.
+        kinds: how many labels joined by each rule (``"normal form"``, ``"plural"``,
+            ``"spacing"``, ``"typo"``, ``"word form"``), a link counted only when it joined two
+            groups.
+        typos: the (i, j) label pairs the typo rule joined, the links most worth checking (two
+            real words may be one letter apart: "tweezer" and "tweeter").
+        refused: the (i, j) label pairs a rule proposed and the guard refused, whose groups
+            stayed apart: spellings of one word to the eye, far apart to the encoder ("glass" /
+            "glasses", or a misspelling it tears into other tokens); the images can judge them.
+    """
+
+    groups: np.ndarray
+    kinds: dict
+    typos: list
+    refused: list
+
+
 def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
     """Group label variants (see the module docstring).
 
@@ -136,16 +158,12 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
             A typo's guard is ``guard`` times the share ``TYPO_GUARDS`` gives its word's length.
 
     Returns:
-        (groups, kinds, typos): int ndarray (n,) of group ids numbered by first member; a dict
-        of how many labels joined by each rule (``"normal form"``, ``"plural"``, ``"spacing"``,
-        ``"typo"``, ``"word form"``), counting a link only when it joined two groups; and the
-        (i, j) label pairs the typo rule joined, the links most worth checking (two real words
-        may be one letter apart: "tweezer" and "tweeter").
+        :class:`LexicalGroups`.
     """
     n = len(vocabulary)
     uf = UnionFind(n)
     kinds = {"normal form": 0, "plural": 0, "spacing": 0, "typo": 0, "word form": 0}
-    typos = []
+    typos, refused = [], []
     normal = [normal_form(v) for v in vocabulary]
     words = [i for i in range(n) if normal[i]]
 
@@ -170,6 +188,7 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
         ok = np.ones(a.size, dtype=bool)
         if guarded is not None:
             ok = 1.0 - exact_dots(embeddings, embeddings, a, b) <= guarded
+            refused.extend(zip(a[~ok].tolist(), b[~ok].tolist()))
         for i, j in zip(a[ok].tolist(), b[ok].tolist()):
             if uf.find(i) != uf.find(j):
                 uf.union(i, j)
@@ -190,7 +209,8 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
     _, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
     rank = np.empty(first.size, dtype=np.int64)
     rank[np.argsort(first)] = np.arange(first.size)
-    return rank[inverse.reshape(-1)], kinds, typos
+    refused = sorted({(min(i, j), max(i, j)) for i, j in refused if roots[i] != roots[j]})
+    return LexicalGroups(rank[inverse.reshape(-1)], kinds, typos, refused)
 
 
 def _word_form(single):

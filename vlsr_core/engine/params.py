@@ -310,7 +310,8 @@ class MergeParams(_Params):
     image_evidence: bool = param(False, "recommended mode: also compare the images that carry "
                                  "each label (on a run with crops, its boxes' crops); labels "
                                  "whose texts are near (within half the median label distance) "
-                                 "join when their images look alike",
+                                 "or that are spellings of one word join when their images look "
+                                 "alike",
                                  label="Use image evidence")
 
     def __post_init__(self):

@@ -105,18 +105,24 @@ def _image_step(evidence, crops):
     if evidence.get("not used"):
         counted = " (each crop counted as an image)" if crops else ""
         return f"image evidence{source}{counted} not used ({evidence['not used']}) → "
-    joins = evidence["image links"]
+    joins, spelling = evidence["image links"], evidence.get("spelling links", 0)
+    spelling = f", {spelling} of spelling variants far in text" if spelling else ""
     return (f"{evidence['groups']} after image evidence{source} ({joins} "
-            f"join{'' if joins == 1 else 's'}; {evidence['labels with images']} labels with "
-            f"{'crops' if crops else 'images'}) → ")
+            f"join{'' if joins == 1 else 's'}{spelling}; {evidence['labels with images']} labels "
+            f"with {'crops' if crops else 'images'}) → ")
 
 
 def joins_to_check(steps, shown=10):
     """The recommended mode's joins that no closeness of text vouches for, listed: the typo
-    rule's (two real words may be one letter apart) and image evidence's; "" if none."""
+    rule's (two real words may be one letter apart) and image evidence's, those of spelling
+    variants far in text apart; "" if none."""
+    evidence = steps.get("image_evidence") or {}
+    image = evidence.get("joins") or []
+    n_text = len(image) - evidence.get("spelling links", 0)
     parts = []
     for what, pairs in (("typo", steps.get("typo_joins")),
-                        ("image evidence", (steps.get("image_evidence") or {}).get("joins"))):
+                        ("spelling variants far in text, by the images", image[n_text:]),
+                        ("image evidence", image[:n_text])):
         if pairs:
             listed = ", ".join(f"`{a}` / `{b}`" for a, b in pairs[:shown])
             more = f", +{len(pairs) - shown} more" if len(pairs) > shown else ""
