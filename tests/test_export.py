@@ -104,6 +104,12 @@ def test_label_map_csv(run, tmp_path):
     cluster = {r["label"]: int(r["cluster"]) for r in rows}
     assert cluster["helmet"] == cluster["Helmets"] == cluster["helmit"] != cluster["screwdriver"]
     assert all(int(r["dbscan_cluster"]) >= 0 for r in rows)
+    # why each label is where it is, and how far from its canonical label, to check the farthest
+    joined = {r["label"]: (r["joined_by"], float(r["distance_to_canonical"])) for r in rows}
+    assert {label: reason for label, (reason, _) in joined.items()} == {
+        "helmet": "", "Helmets": "spelling", "helmit": "spelling", "Lathe Information": "",
+        "screwdriver": "", "Screwdrivers": "spelling", SCREW: ""}
+    assert joined["helmet"][1] == 0.0 < joined["Helmets"][1] < joined["helmit"][1] < 0.1
 
 
 def test_image_labels_json_is_coco_with_final_flags(run, tmp_path):

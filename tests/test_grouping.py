@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vlsr_core.engine.grouping import LONG_LABEL, recommended_clusters
+from vlsr_core.engine.grouping import LONG_LABEL, join_reasons, recommended_clusters
 from vlsr_core.engine.lexical import lexical_groups, normal_form, singular
 from vlsr_core.engine.merging import merge_small_clusters
 from vlsr_core.engine.params import MergeParams
@@ -263,3 +263,16 @@ def test_recommended_mode_records_what_it_did():
     assert steps.lexical_groups.tolist() == [0, 0, 1]
     assert steps.lexical_links["plural"] == 1 and steps.n_dbscan == 2
     assert steps.max_merge_distance == steps.eps == pytest.approx(0.08 * steps.background_distance)
+
+
+def test_each_label_says_which_step_put_it_with_its_canonical_label():
+    vocabulary = ["helmet", "Helmets", "hard hat", "safety helmet", "hat", "cap", "glove"]
+    lexical = np.array([0, 0, 1, 2, 3, 4, 5])
+    dbscan = np.array([0, 0, 0, 1, 2, 2, -1])  # "safety helmet" in a DBSCAN cluster of its own
+    clusters = np.array([0, 0, 0, 0, 1, 1, 2])  # ... merged into "helmet"
+    reasons = join_reasons(vocabulary, lexical, dbscan, clusters, ["helmet", "cap", "glove"],
+                           image_joins=[["Helmets", "hard hat"]])
+    assert reasons == ["", "spelling", "images", "merge", "DBSCAN", "", ""]
+    # a run recorded before lexical grouping was: every label its own group
+    assert join_reasons(vocabulary, np.zeros(0), dbscan, clusters, ["helmet", "cap", "glove"]
+                        )[:4] == ["", "DBSCAN", "DBSCAN", "merge"]

@@ -385,6 +385,7 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
     with open(out / "label_map.csv", newline="") as f:
         rows = {r["label"]: r for r in csv.DictReader(f)}
     assert rows["helmit"]["canonical"] == "safety helmet" and rows["helmit"]["clustered_canonical"] == "helmit"
+    assert rows["helmit"]["joined_by"] == "review"
     with open(out / "samples.csv", newline="") as f:
         finals = {r["filepath"]: r["final_label"] for r in csv.DictReader(f)}
     assert finals[sample.filepath] == "Lathe Information"

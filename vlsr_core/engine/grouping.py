@@ -24,7 +24,7 @@ import numpy as np
 from .clustering import cluster_labels, number_by_first_occurrence
 from .dots import exact_dots, sampled_pairs
 from .evidence import image_links
-from .lexical import lexical_groups, normal_form
+from .lexical import UnionFind, lexical_groups, normal_form
 from .merging import merge_small_clusters
 
 # Calibrated on all-MiniLM-L6-v2 as fractions of the background distance (docs/quality.md).
@@ -223,3 +223,45 @@ def _n_clusters(dbscan):
 
 def _scale(background):
     return background if np.isfinite(background) and background > 0 else 1.0
+
+
+def join_reasons(vocabulary, lexical_groups, dbscan_clusters, clusters, representatives,
+                 image_joins=()):
+    """Per label, the step that put it with its cluster's representative, for a curator checking
+    the map label by label: ``""`` (it is the representative), ``"spelling"`` (lexical
+    grouping), ``"images"`` (image evidence), ``"DBSCAN"`` or ``"merge"`` (small-cluster
+    merging), the earliest step that holds both.
+
+    Args:
+        vocabulary: the n label strings.
+        lexical_groups: int ndarray (n,) (another length, as in a run made before lexical
+            grouping was recorded: every label its own group).
+        dbscan_clusters, clusters: int ndarrays (n,): DBSCAN ids (-1: noise) and final ids.
+        representatives: per final cluster id, its representative label.
+        image_joins: the ``[label, label]`` pairs image evidence joined (``Steps.image_evidence``).
+    """
+    n = len(vocabulary)
+    index = {label: i for i, label in enumerate(vocabulary)}
+    lexical = np.asarray(lexical_groups)
+    lexical = lexical if lexical.size == n else np.arange(n)
+    uf = UnionFind(n)  # the groups after image evidence
+    first = {}
+    for i, g in enumerate(lexical.tolist()):
+        uf.union(first.setdefault(g, i), i)
+    for a, b in image_joins:
+        if a in index and b in index:
+            uf.union(index[a], index[b])
+    reasons = []
+    for i, c in enumerate(np.asarray(clusters).tolist()):
+        r = index[representatives[c]]
+        if r == i:
+            reasons.append("")
+        elif lexical[i] == lexical[r]:
+            reasons.append("spelling")
+        elif uf.find(i) == uf.find(r):
+            reasons.append("images")
+        elif dbscan_clusters[i] >= 0 and dbscan_clusters[i] == dbscan_clusters[r]:
+            reasons.append("DBSCAN")
+        else:
+            reasons.append("merge")
+    return reasons

@@ -6,9 +6,12 @@ Files written to the export directory:
   suggestions``; list columns are JSON (``["helmet", "Helmets"]``, suggestions as
   ``[["helmet", 0.31], ...]``), since labels may contain any character.
 - ``label_map.csv``: ``label, canonical, cluster, frequency, dbscan_cluster,
-  clustered_canonical``: the label map with the review edits the run's fields show (those of
-  the last Apply or clustering; ``clustered_canonical`` is the label's canonical label before
-  the review).
+  clustered_canonical, joined_by, distance_to_canonical``: the label map with the review edits
+  the run's fields show (those of the last Apply or clustering; ``clustered_canonical`` is the
+  label's canonical label before the review); ``joined_by`` the step that put the label with
+  its canonical label (empty for the canonical label itself; ``spelling``, ``images``,
+  ``DBSCAN``, ``merge``, or ``review`` for an edit), ``distance_to_canonical`` the cosine
+  distance of their text embeddings: sort by it to check the farthest first.
 - ``image_labels.json``: COCO-style image-level labels: ``images`` and ``categories`` as in
   COCO, and one ``annotations`` entry per canonical label of an image, with ``score`` and
   ``final`` (true for the image's final label) and no ``bbox``.
@@ -28,6 +31,7 @@ from itertools import chain
 import fiftyone as fo
 
 from ..engine.defaults import DEFAULT_KEY
+from ..engine.grouping import join_reasons
 from .chunks import iter_chunks, sample_ids
 from .labels import as_label_lists, label_path, label_sets
 from .review import review_state
@@ -161,16 +165,24 @@ def _samples_csv(samples, ids, key, label_field, path):
 
 
 def _label_map_csv(label_map, results, path):
-    """The reviewed ``label_map``, and what the clustering in ``results`` had made of each label."""
+    """The reviewed ``label_map``, what the clustering in ``results`` had made of each label, and
+    the step that put it with its canonical label ("review" where an edit did)."""
     canonical, clustered = label_map.canonical, results.canonical
+    steps = results.merge_steps or {}
+    reasons = join_reasons(results.vocabulary, results.lexical_groups, results.dbscan_clusters,
+                           results.clusters, results.representatives,
+                           (steps.get("image_evidence") or {}).get("joins") or ())
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["label", "canonical", "cluster", "frequency", "dbscan_cluster",
-                    "clustered_canonical"])
-        for label, cluster, freq, dbscan in zip(label_map.vocabulary, label_map.clusters,
-                                                label_map.frequencies, label_map.dbscan_clusters):
+                    "clustered_canonical", "joined_by", "distance_to_canonical"])
+        for label, cluster, freq, dbscan, reason, distance in zip(
+                label_map.vocabulary, label_map.clusters, label_map.frequencies,
+                label_map.dbscan_clusters, reasons, label_map.distance_to_canonical):
+            if canonical[label] != clustered[label]:
+                reason = "review"
             w.writerow([label, canonical[label], int(cluster), int(freq), int(dbscan),
-                        clustered[label]])
+                        clustered[label], reason, f"{float(distance):.4f}"])
     return path
 
 
