@@ -294,7 +294,8 @@ class VLSRPanel(foo.Panel):
         if s.cluster_name:
             members = types.TableView(max_inline_actions=2)
             for key, label in (("shown", "Label"), ("frequency", "Samples"),
-                               ("distance", "Distance"), ("clustered_with", "Clustered with")):
+                               ("distance", "Distance"), ("joined_by", "Joined by"),
+                               ("clustered_with", "Clustered with")):
                 members.add_column(key, label=label)
             members.add_row_action("take_out", self.take_out, label="Take out (reject merge)",
                                    icon="call_split")

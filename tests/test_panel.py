@@ -76,10 +76,19 @@ def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
     panel.event("open_cluster", row=0)
     members = panel.state["members"]
     assert [m["label"] for m in members] == ["helmit", "Helmets", "helmet"]  # farthest first
+    assert [m["joined_by"] for m in members] == ["spelling", "spelling", ""]
     assert panel.state["cluster_name"] == "helmet"
 
     panel.event("take_out", row=0)  # helmit
     assert "Edit #1: take helmit out of helmet" in panel.sent("notify")[0]["message"]
+    assert [m["label"] for m in panel.state["members"]] == ["Helmets", "helmet"]
+    panel.event("close_cluster")
+    panel.event("on_search", value="helmit")
+    panel.event("open_cluster", row=0)
+    assert [(m["label"], m["joined_by"]) for m in panel.state["members"]] == [("helmit", "review")]
+    panel.event("close_cluster")
+    panel.event("on_search", value="")
+    panel.event("open_cluster", row=[c["canonical"] for c in panel.state["clusters"]].index("helmet"))
     assert [m["label"] for m in panel.state["members"]] == ["Helmets", "helmet"]
     assert "not applied yet" in panel.state["status"]
     edited = [c for c in panel.state["clusters"] if c["edited"]]

@@ -24,7 +24,7 @@ import numpy as np
 from .clustering import cluster_labels, number_by_first_occurrence
 from .dots import exact_dots, sampled_pairs
 from .evidence import image_links
-from .lexical import UnionFind, lexical_groups, normal_form
+from .lexical import lexical_groups, normal_form
 from .merging import merge_small_clusters
 
 # Calibrated on all-MiniLM-L6-v2 as fractions of the background distance (docs/quality.md).
@@ -240,28 +240,28 @@ def join_reasons(vocabulary, lexical_groups, dbscan_clusters, clusters, represen
         representatives: per final cluster id, its representative label.
         image_joins: the ``[label, label]`` pairs image evidence joined (``Steps.image_evidence``).
     """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     n = len(vocabulary)
+    if n == 0:
+        return []
     index = {label: i for i, label in enumerate(vocabulary)}
-    lexical = np.asarray(lexical_groups)
+    lexical = np.asarray(lexical_groups, dtype=np.int64)
     lexical = lexical if lexical.size == n else np.arange(n)
-    uf = UnionFind(n)  # the groups after image evidence
-    first = {}
-    for i, g in enumerate(lexical.tolist()):
-        uf.union(first.setdefault(g, i), i)
-    for a, b in image_joins:
-        if a in index and b in index:
-            uf.union(index[a], index[b])
-    reasons = []
-    for i, c in enumerate(np.asarray(clusters).tolist()):
-        r = index[representatives[c]]
-        if r == i:
-            reasons.append("")
-        elif lexical[i] == lexical[r]:
-            reasons.append("spelling")
-        elif uf.find(i) == uf.find(r):
-            reasons.append("images")
-        elif dbscan_clusters[i] >= 0 and dbscan_clusters[i] == dbscan_clusters[r]:
-            reasons.append("DBSCAN")
-        else:
-            reasons.append("merge")
-    return reasons
+    dbscan = np.asarray(dbscan_clusters, dtype=np.int64)
+    rep = np.array([index[r] for r in representatives], dtype=np.int64)[np.asarray(clusters)]
+    # the groups after image evidence: each label linked to its lexical group's first label,
+    # and the joined pairs
+    ids, first = np.unique(lexical, return_index=True)
+    pairs = [(index[a], index[b]) for a, b in image_joins if a in index and b in index]
+    a = np.concatenate([np.arange(n), [p[0] for p in pairs]]).astype(np.int64)
+    b = np.concatenate([first[np.searchsorted(ids, lexical)], [p[1] for p in pairs]]).astype(np.int64)
+    _, image_groups = connected_components(coo_matrix((np.ones(a.size), (a, b)), shape=(n, n)),
+                                           directed=False)
+    reasons = np.full(n, "merge", dtype=object)
+    reasons[(dbscan >= 0) & (dbscan == dbscan[rep])] = "DBSCAN"
+    reasons[image_groups == image_groups[rep]] = "images"
+    reasons[lexical == lexical[rep]] = "spelling"
+    reasons[np.arange(n) == rep] = ""
+    return reasons.tolist()

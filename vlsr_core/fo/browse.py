@@ -7,6 +7,7 @@ import numpy as np
 from fiftyone import ViewField as F
 
 from .labels import label_path
+from .review import joined_by
 from .runs import label_attributes, review_attribute
 
 
@@ -121,8 +122,9 @@ def cluster_rows(state, query=""):
 def member_rows(state, cluster, query=""):
     """The members of one cluster, those containing ``query`` (case-insensitive) first, then
     the farthest from its canonical label first: ``label``, ``shown`` (the label, marked if it
-    is the canonical one), ``frequency``, ``distance``, ``clustered_with`` (its canonical label
-    before the review)."""
+    is the canonical one), ``frequency``, ``distance``, ``joined_by`` (the step that put it
+    there: :func:`~vlsr_core.fo.review.joined_by`), ``clustered_with``
+    (its canonical label before the review)."""
     label_map = state.label_map
     vocabulary = label_map.vocabulary
     members = np.flatnonzero(np.asarray(label_map.clusters) == cluster)
@@ -132,9 +134,10 @@ def member_rows(state, cluster, query=""):
     miss = np.array([q not in vocabulary[i].casefold() for i in members], dtype=bool)
     order = members[np.lexsort((-distance[members], miss))] if len(members) else members
     clustered = state.clustered.canonical
+    reasons = joined_by(state)
     return [dict(label=vocabulary[i],
                  shown=vocabulary[i] + (" (canonical)" if vocabulary[i] == rep else ""),
                  frequency=int(label_map.frequencies[i]),
                  distance=round(max(float(distance[i]), 0.0), 3),  # not -0.0 from rounding
-                 clustered_with=clustered.get(vocabulary[i], ""))
+                 joined_by=reasons[i], clustered_with=clustered.get(vocabulary[i], ""))
             for i in order]

@@ -31,10 +31,9 @@ from itertools import chain
 import fiftyone as fo
 
 from ..engine.defaults import DEFAULT_KEY
-from ..engine.grouping import join_reasons
 from .chunks import iter_chunks, sample_ids
 from .labels import as_label_lists, label_path, label_sets
-from .review import review_state
+from .review import joined_by, review_state
 from .runs import incomplete_stages, sample_fields
 
 
@@ -76,7 +75,7 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
 
     written = [
         _samples_csv(samples, ids, key, config.label_field, os.path.join(export_dir, "samples.csv")),
-        _label_map_csv(state.label_map, results, os.path.join(export_dir, "label_map.csv")),
+        _label_map_csv(state, os.path.join(export_dir, "label_map.csv")),
         _image_labels_json(samples, ids, key, os.path.join(export_dir, "image_labels.json")),
     ]
     if detections_field:
@@ -164,23 +163,18 @@ def _samples_csv(samples, ids, key, label_field, path):
     return path
 
 
-def _label_map_csv(label_map, results, path):
-    """The reviewed ``label_map``, what the clustering in ``results`` had made of each label, and
-    the step that put it with its canonical label ("review" where an edit did)."""
-    canonical, clustered = label_map.canonical, results.canonical
-    steps = results.merge_steps or {}
-    reasons = join_reasons(results.vocabulary, results.lexical_groups, results.dbscan_clusters,
-                           results.clusters, results.representatives,
-                           (steps.get("image_evidence") or {}).get("joins") or ())
+def _label_map_csv(state, path):
+    """The reviewed label map of ``state``, what the clustering had made of each label, and the
+    step that put it with its canonical label."""
+    label_map = state.label_map
+    canonical, clustered = label_map.canonical, state.clustered.canonical
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["label", "canonical", "cluster", "frequency", "dbscan_cluster",
                     "clustered_canonical", "joined_by", "distance_to_canonical"])
         for label, cluster, freq, dbscan, reason, distance in zip(
                 label_map.vocabulary, label_map.clusters, label_map.frequencies,
-                label_map.dbscan_clusters, reasons, label_map.distance_to_canonical):
-            if canonical[label] != clustered[label]:
-                reason = "review"
+                label_map.dbscan_clusters, joined_by(state), label_map.distance_to_canonical):
             w.writerow([label, canonical[label], int(cluster), int(freq), int(dbscan),
                         clustered[label], reason, f"{float(distance):.4f}"])
     return path

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from ..engine.defaults import DEFAULT_KEY
+from ..engine.grouping import join_reasons
 from ..engine.pipeline import LabelMap
 from ..engine.review import MAP_ACTIONS, SUGGESTION_ACTIONS, Edit, active, review_label_map
 from .runs import VLSRRunConfig
@@ -155,6 +156,20 @@ def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False):
     edited = {l for l in before if before[l] != after[l]}
     return ReviewState(edits, reviewed, outcomes, edited, label_map, applied.get("edits"),
                        applied.get("time"))
+
+
+def joined_by(state):
+    """Per label of the vocabulary, the step that put it with its canonical label
+    (:func:`~vlsr_core.engine.grouping.join_reasons`), or "review" where an edit in ``state``
+    changed its canonical label."""
+    clustered = state.clustered
+    steps = clustered.steps or {}
+    reasons = join_reasons(clustered.vocabulary, steps.get("lexical_groups", ()),
+                           clustered.dbscan_clusters, clustered.clusters,
+                           clustered.representatives,
+                           (steps.get("image_evidence") or {}).get("joins") or ())
+    return ["review" if label in state.edited_labels else reason
+            for label, reason in zip(clustered.vocabulary, reasons)]
 
 
 _CACHE = {}  # (dataset, key, what the state depends on) -> ReviewState, the last few
