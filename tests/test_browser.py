@@ -185,6 +185,9 @@ def review_in_the_panel(page, dataset, session):
     row_action(page, 1, "helmet", "Members")
     page.get_by_text("Members of the cluster 'helmet', the farthest first").first.wait_for(
         timeout=30_000)
+    # each member says which step joined it: paper mode forced the far ones together by merging
+    page.get_by_text("Joined by", exact=True).first.scroll_into_view_if_needed()
+    page.get_by_text("merge", exact=True).first.wait_for(timeout=30_000)
     shot(page, "17-panel-members")
 
     def edits():
