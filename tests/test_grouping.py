@@ -128,6 +128,31 @@ def test_a_typo_in_a_short_word_needs_a_closer_embedding():
     assert links["typo"] == 4
 
 
+def test_sizes_model_numbers_and_years_are_no_typos_or_plurals():
+    """One character apart, and close in any encoder, but not spellings of one word."""
+    vocabulary = ["10mm bolt", "12mm bolt", "A320", "A330", "2009", "2019", "1990s", "1990"]
+    emb = spread(len(vocabulary))
+    for i in range(1, len(vocabulary), 2):
+        emb[i] = near(emb[i - 1], 0.01, seed=i)
+    groups, links, typos, refused = lexical_groups(vocabulary, emb, guard=0.3)
+    assert len(set(groups.tolist())) == len(vocabulary) and typos == [] and refused == []
+    assert singular("1990s") == "1990s"
+
+
+def test_groups_a_refused_pair_holds_are_not_joined_by_a_looser_rule():
+    """"stripping tool" / "striping tool" is a typo the guard refuses (0.54 apart); the word form
+    ("strip tool") must not join them again through "Stripping tools", which is near both."""
+    vocabulary = ["Stripping tools", "stripping tool", "striping tool"]
+    x, y = spread(2)
+    y = y - (y @ x) * x
+    y /= np.linalg.norm(y)
+    angles = [0.0, -np.arccos(0.9), np.arccos(0.8)]  # 0.1 and 0.2 from the first
+    emb = np.stack([np.cos(t) * x + np.sin(t) * y for t in angles]).astype(np.float32)
+    groups, links, _, refused = lexical_groups(vocabulary, emb, guard=0.3)
+    assert groups.tolist() == [0, 0, 1] and refused == [(1, 2)]
+    assert links["plural"] == 1 and links["word form"] == 0
+
+
 def test_two_close_spellings_join_though_a_third_of_their_key_is_far():
     """"box", "boxes" and "boxs" share the singular form; "box" (first) is far from the other two,
     which are close: they join each other, not "box"."""

@@ -10,11 +10,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from vlsr_core.engine.pipeline import LabelMap
 from vlsr_core.fo.export import export_run
 from vlsr_core.fo.review import (
     ReviewError,
+    ReviewState,
     add_edit,
     apply_review,
     export_note,
@@ -202,3 +205,24 @@ def test_final_labels_can_be_copied_to_a_new_field_that_the_run_owns(ran):
             apply_review(dataset, "vlsr", copy_to=taken)
     dataset.delete_run("vlsr")
     assert not dataset.has_field("reviewed") and dataset.has_field("gt")
+
+
+def test_joined_by_says_when_an_older_run_cannot_tell_images_from_dbscan():
+    """A run that used image evidence before its joins were recorded: the labels that share a
+    DBSCAN cluster with their canonical label may have joined it by either step."""
+
+    def state(evidence):
+        label_map = LabelMap(
+            vocabulary=["drill", "drills", "power drill", "glove"], frequencies=np.ones(4, int),
+            dbscan_clusters=np.array([0, 0, 0, 1]), clusters=np.array([0, 0, 0, 1]),
+            representatives=["drill", "glove"], distance_to_canonical=np.zeros(4, np.float32),
+            steps={"mode": "recommended", "lexical_groups": np.array([0, 0, 1, 2]),
+                   "image_evidence": evidence})
+        return ReviewState(edits=[], label_map=label_map, outcomes=[], clustered=label_map)
+
+    older = {"image links": 1, "groups": 2, "not used": None}
+    assert state(older).joined_by == ["", "spelling", "DBSCAN or images", ""]
+    assert state(older | {"joins": [["drill", "power drill"]]}).joined_by == [
+        "", "spelling", "images", ""]
+    assert state(older | {"joins": []}).joined_by == ["", "spelling", "DBSCAN", ""]
+    assert state(None).joined_by == ["", "spelling", "DBSCAN", ""]

@@ -20,8 +20,9 @@ are within a guard distance: "glass" and "glasses", or "rivets" and "rivers", st
 the encoder puts them far apart. A plural has a guard of its own, tighter: it changes a word's
 tokens less than a spacing or a typo does. A typo's guard depends on the length of its word
 (``TYPO_GUARDS``): the shorter the word, the more of its one-edit neighbours are real words
-("belt" / "bolt", "hammer" / "hamper"). A pair that a stricter key refused is not joined again
-by a looser one. Labels without a letter or digit are never grouped.
+("belt" / "bolt", "truck" / "trunk"). Only words of letters have plurals or typos ("10mm" /
+"12mm", "2009" / "2019" are not variants). Two groups holding a pair that a rule refused are
+not joined by a looser rule after it. Labels without a letter or digit are never grouped.
 """
 
 import re
@@ -70,10 +71,11 @@ def normal_form(label):
 
 
 def singular(word):
-    """English singular of one lower-case word by rule (irregular forms, -ies, -ves, -es, -s)."""
+    """English singular of one lower-case word by rule (irregular forms, -ies, -ves, -es, -s); a
+    word with a digit or a symbol stays as it is ("1990s", "10mm")."""
     if word in _IRREGULAR:
         return _IRREGULAR[word]
-    if len(word) <= 3 or not word.endswith("s") or _SINGULAR_S.search(word):
+    if len(word) <= 3 or not word.isalpha() or not word.endswith("s") or _SINGULAR_S.search(word):
         return word
     if word.endswith("ies") and len(word) > 4:
         return word[:-3] + "y"
@@ -164,6 +166,7 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
     uf = UnionFind(n)
     kinds = {"normal form": 0, "plural": 0, "spacing": 0, "typo": 0, "word form": 0}
     typos, refused = [], []
+    apart = {}  # group root -> the roots of groups it holds a refused pair with
     normal = [normal_form(v) for v in vocabulary]
     words = [i for i in range(n) if normal[i]]
 
@@ -188,13 +191,27 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
         ok = np.ones(a.size, dtype=bool)
         if guarded is not None:
             ok = 1.0 - exact_dots(embeddings, embeddings, a, b) <= guarded
-            refused.extend(zip(a[~ok].tolist(), b[~ok].tolist()))
         for i, j in zip(a[ok].tolist(), b[ok].tolist()):
-            if uf.find(i) != uf.find(j):
-                uf.union(i, j)
-                kinds[kind] += 1
-                if kind == "typo":
-                    typos.append((i, j))
+            ri, rj = uf.find(i), uf.find(j)
+            if ri == rj or rj in apart.get(ri, ()):  # a stricter rule refused one of their pairs
+                continue
+            uf.union(ri, rj)
+            keep, gone = min(ri, rj), max(ri, rj)
+            for r in apart.pop(gone, set()):
+                apart[r].discard(gone)
+                apart[r].add(keep)
+                apart.setdefault(keep, set()).add(r)
+            kinds[kind] += 1
+            if kind == "typo":
+                typos.append((i, j))
+        # what this rule refused binds the looser rules after it (within one rule, two close
+        # spellings still join through a third that is far from one of them)
+        for i, j in zip(a[~ok].tolist(), b[~ok].tolist()):
+            refused.append((i, j))
+            ri, rj = uf.find(i), uf.find(j)
+            if ri != rj:
+                apart.setdefault(ri, set()).add(rj)
+                apart.setdefault(rj, set()).add(ri)
 
     link_all(normal, "normal form", None)
     single = {i: singular_form(normal[i]) for i in words}
@@ -257,7 +274,7 @@ def _typo_pairs(single, normal):
     for key in by_key:
         words = key.split()
         for j, w in enumerate(words):
-            if len(w) < min_length - 1:
+            if len(w) < min_length - 1 or not w.isalpha():
                 continue
             for d in {w[:i] + w[i + 1 :] for i in range(1, len(w) - 1)} | {w}:
                 buckets.setdefault((j, " ".join(words[:j] + [d] + words[j + 1 :])), []).append(key)

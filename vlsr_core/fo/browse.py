@@ -7,7 +7,6 @@ import numpy as np
 from fiftyone import ViewField as F
 
 from .labels import label_path
-from .review import joined_by
 from .runs import label_attributes, review_attribute
 
 
@@ -123,7 +122,7 @@ def member_rows(state, cluster, query=""):
     """The members of one cluster, those containing ``query`` (case-insensitive) first, then
     the farthest from its canonical label first: ``label``, ``shown`` (the label, marked if it
     is the canonical one), ``frequency``, ``distance``, ``joined_by`` (the step that put it
-    there: :func:`~vlsr_core.fo.review.joined_by`), ``clustered_with``
+    there: :attr:`~vlsr_core.fo.review.ReviewState.joined_by`), ``clustered_with``
     (its canonical label before the review)."""
     label_map = state.label_map
     vocabulary = label_map.vocabulary
@@ -134,7 +133,7 @@ def member_rows(state, cluster, query=""):
     miss = np.array([q not in vocabulary[i].casefold() for i in members], dtype=bool)
     order = members[np.lexsort((-distance[members], miss))] if len(members) else members
     clustered = state.clustered.canonical
-    reasons = joined_by(state)
+    reasons = state.joined_by
     return [dict(label=vocabulary[i],
                  shown=vocabulary[i] + (" (canonical)" if vocabulary[i] == rep else ""),
                  frequency=int(label_map.frequencies[i]),

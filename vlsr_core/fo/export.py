@@ -33,7 +33,7 @@ import fiftyone as fo
 from ..engine.defaults import DEFAULT_KEY
 from .chunks import iter_chunks, sample_ids
 from .labels import as_label_lists, label_path, label_sets
-from .review import joined_by, review_state
+from .review import review_state
 from .runs import incomplete_stages, sample_fields
 
 
@@ -174,7 +174,7 @@ def _label_map_csv(state, path):
                     "clustered_canonical", "joined_by", "distance_to_canonical"])
         for label, cluster, freq, dbscan, reason, distance in zip(
                 label_map.vocabulary, label_map.clusters, label_map.frequencies,
-                label_map.dbscan_clusters, joined_by(state), label_map.distance_to_canonical):
+                label_map.dbscan_clusters, state.joined_by, label_map.distance_to_canonical):
             w.writerow([label, canonical[label], int(cluster), int(freq), int(dbscan),
                         clustered[label], reason, f"{float(distance):.4f}"])
     return path

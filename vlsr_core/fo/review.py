@@ -11,6 +11,7 @@ force at the last Apply or clustering.
 import json
 import uuid
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from datetime import datetime, timezone
 
 from ..engine.defaults import DEFAULT_KEY
@@ -50,6 +51,23 @@ class ReviewState:
     @property
     def in_force(self):
         return active(self.edits)
+
+    @cached_property
+    def joined_by(self):
+        """Per label of the vocabulary, the step that put it with its canonical label
+        (:func:`~vlsr_core.engine.grouping.join_reasons`), or "review" where an edit changed
+        its canonical label. A run that used image evidence before its joins were recorded
+        says "DBSCAN or images" where it cannot tell the two apart."""
+        clustered = self.clustered
+        steps = clustered.steps or {}
+        evidence = steps.get("image_evidence") or {}
+        reasons = join_reasons(clustered.vocabulary, steps.get("lexical_groups", ()),
+                               clustered.dbscan_clusters, clustered.clusters,
+                               clustered.representatives, evidence.get("joins") or ())
+        unknown = bool(evidence) and not evidence.get("not used") and "joins" not in evidence
+        return ["review" if label in self.edited_labels
+                else "DBSCAN or images" if unknown and reason == "DBSCAN" else reason
+                for label, reason in zip(clustered.vocabulary, reasons)]
 
     @property
     def pending(self):
@@ -156,20 +174,6 @@ def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False):
     edited = {l for l in before if before[l] != after[l]}
     return ReviewState(edits, reviewed, outcomes, edited, label_map, applied.get("edits"),
                        applied.get("time"))
-
-
-def joined_by(state):
-    """Per label of the vocabulary, the step that put it with its canonical label
-    (:func:`~vlsr_core.engine.grouping.join_reasons`), or "review" where an edit in ``state``
-    changed its canonical label."""
-    clustered = state.clustered
-    steps = clustered.steps or {}
-    reasons = join_reasons(clustered.vocabulary, steps.get("lexical_groups", ()),
-                           clustered.dbscan_clusters, clustered.clusters,
-                           clustered.representatives,
-                           (steps.get("image_evidence") or {}).get("joins") or ())
-    return ["review" if label in state.edited_labels else reason
-            for label, reason in zip(clustered.vocabulary, reasons)]
 
 
 _CACHE = {}  # (dataset, key, what the state depends on) -> ReviewState, the last few

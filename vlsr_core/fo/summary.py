@@ -127,8 +127,9 @@ def joins_to_check(steps, shown=10):
             listed = ", ".join(f"`{a}` / `{b}`" for a, b in pairs[:shown])
             more = f", +{len(pairs) - shown} more" if len(pairs) > shown else ""
             parts.append(f"{what}: {listed}{more}")
-    return ("**Joins worth a look** (made by a spelling rule or by the images, not by closeness "
-            "of text; two real words can be one letter apart): " + "; ".join(parts)) if parts else ""
+    return ("**Joins worth a look** (made by a spelling rule or by the images, beyond the "
+            "closeness of text that DBSCAN asks for; two real words can be one letter apart): "
+            + "; ".join(parts)) if parts else ""
 
 
 def _merge_report(results, config, n_clusters, n_merges=5):
