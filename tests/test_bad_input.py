@@ -98,3 +98,18 @@ def test_the_summary_counts_skipped_labels_and_unreadable_images(dataset, tmp_pa
     text = summarize_run(dataset, "vlsr")
     assert "**Skipped labels:** 2 label objects with an empty or blank label" in text
     assert "**Unreadable images** (1)" in text and "zero.png" in text
+
+
+def test_the_summary_shortens_a_long_label_and_shows_a_backtick_as_written(dataset, tmp_path,
+                                                                           monkeypatch):
+    import fake_clip
+
+    long, ticked = "x" * 500, "the `quoted` one"
+    monkeypatch.setitem(fake_clip.LABELS, long, ("glove", None, 0.0))
+    monkeypatch.setitem(fake_clip.LABELS, ticked, ("lathe", None, 0.0))
+    images = build(dataset, tmp_path / "images", spec=[
+        ("a.png", "helmet", [long]), ("b.png", "drill", [ticked])])
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    text = summarize_run(dataset, "vlsr")
+    assert long not in text and f"`{'x' * 60}… (500 characters)`" in text
+    assert "``the `quoted` one``" in text

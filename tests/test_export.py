@@ -110,6 +110,7 @@ def test_label_map_csv(run, tmp_path):
         "helmet": "", "Helmets": "spelling", "helmit": "spelling", "Lathe Information": "",
         "screwdriver": "", "Screwdrivers": "spelling", SCREW: ""}
     assert joined["helmet"][1] == 0.0 < joined["Helmets"][1] < joined["helmit"][1] < 0.1
+    assert not any(r["distance_to_canonical"].startswith("-") for r in rows)  # no "-0.0000"
 
 
 def test_image_labels_json_is_coco_with_final_flags(run, tmp_path):

@@ -175,8 +175,9 @@ def _label_map_csv(state, path):
         for label, cluster, freq, dbscan, reason, distance in zip(
                 label_map.vocabulary, label_map.clusters, label_map.frequencies,
                 label_map.dbscan_clusters, state.joined_by, label_map.distance_to_canonical):
+            distance = max(float(distance), 0.0) + 0.0  # not "-0.0000"
             w.writerow([label, canonical[label], int(cluster), int(freq), int(dbscan),
-                        clustered[label], reason, f"{float(distance):.4f}"])
+                        clustered[label], reason, f"{distance:.4f}"])
     return path
 
 

@@ -124,7 +124,7 @@ def joins_to_check(steps, shown=10):
                         ("spelling variants far in text, by the images", image[n_text:]),
                         ("image evidence", image[:n_text])):
         if pairs:
-            listed = ", ".join(f"`{a}` / `{b}`" for a, b in pairs[:shown])
+            listed = ", ".join(f"{_code(a)} / {_code(b)}" for a, b in pairs[:shown])
             more = f", +{len(pairs) - shown} more" if len(pairs) > shown else ""
             parts.append(f"{what}: {listed}{more}")
     return ("**Joins worth a look** (made by a spelling rule or by the images, beyond the "
@@ -177,9 +177,10 @@ def _merge_report(results, config, n_clusters, n_merges=5):
     bullets = []
     for cluster, size in sizes.most_common(n_clusters):
         names = members[cluster]
-        shown = ", ".join(f"`{n}`" for n in names[:8])
+        shown = ", ".join(_code(n) for n in names[:8])
         more = f", +{len(names) - 8} more" if len(names) > 8 else ""
-        bullets.append(f"- `{results.representatives[cluster]}` ({size}, {len(names)}): {shown}{more}")
+        bullets.append(f"- {_code(results.representatives[cluster])} ({size}, {len(names)}): "
+                       f"{shown}{more}")
     lines.append("\n".join(bullets))
 
     distance = results.distance_to_canonical
@@ -189,14 +190,15 @@ def _merge_report(results, config, n_clusters, n_merges=5):
         if merged:
             lines.append("**Farthest merges** (most worth checking; cosine distance to the "
                          "canonical label): " + ", ".join(
-                             f"`{results.vocabulary[i]}` → "
-                             f"`{results.representatives[results.clusters[i]]}` ({distance[i]:.3f})"
+                             f"{_code(results.vocabulary[i])} → "
+                             f"{_code(results.representatives[results.clusters[i]])} "
+                             f"({distance[i]:.3f})"
                              for i in merged[:n_merges]))
     size = sizes if unit == "samples" else Counter({c: len(m) for c, m in members.items()})
     rare = [c for c in size if size[c] < floor
             and kept_apart_reason(results.representatives[c]) is None]  # those are listed above
     if rare and steps.get("mode") == "recommended":
-        shown = ", ".join(f"`{results.representatives[c]}`" for c in sorted(rare, key=size.get)[:8])
+        shown = ", ".join(_code(results.representatives[c]) for c in sorted(rare, key=size.get)[:8])
         lines.append(f"**Rare labels to review:** {len(rare)} clusters under {floor} {unit} "
                      f"had no close neighbour and were kept as they are, e.g. {shown}")
     return lines
@@ -210,3 +212,14 @@ def _unusable_labels(dataset, label_field):
         return 0
     counts = dataset.count_values(f"{path}.label")
     return sum(n for label, n in counts.items() if not usable(label))
+
+
+def _code(label, longest=80):
+    """A label as Markdown code: a long one cut to its start and its length, and fenced so that
+    a backtick inside it shows as written."""
+    label = str(label)
+    if len(label) > longest:
+        label = f"{label[:60]}… ({len(label)} characters)"
+    fence = "``" if "`" in label else "`"
+    pad = " " if label.startswith("`") or label.endswith("`") else ""
+    return f"{fence}{pad}{label}{pad}{fence}"
