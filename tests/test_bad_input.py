@@ -113,3 +113,11 @@ def test_the_summary_shortens_a_long_label_and_shows_a_backtick_as_written(datas
     text = summarize_run(dataset, "vlsr")
     assert long not in text and f"`{'x' * 60}… (500 characters)`" in text
     assert "``the `quoted` one``" in text
+
+
+@pytest.mark.parametrize("label, shown", [
+    ("a``b", "```a``b```"), ("``", "``` `` ```"), ("two\nlines", "`two⏎lines`"), ("plain", "`plain`")])
+def test_a_label_in_the_summary_stays_inside_its_code_span(label, shown):
+    from vlsr_core.fo.summary import _code
+
+    assert _code(label) == shown

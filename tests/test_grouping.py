@@ -137,6 +137,12 @@ def test_sizes_model_numbers_and_years_are_no_typos_or_plurals():
     groups, links, typos, refused = lexical_groups(vocabulary, emb, guard=0.3)
     assert len(set(groups.tolist())) == len(vocabulary) and typos == [] and refused == []
     assert singular("1990s") == "1990s"
+    # letters with marks are letters: a typo in Devanagari or Thai is still one
+    vocabulary = ["हथौड़ा", "हथौड़ाा", "ค้อนนน", "ค้อนนนน"]
+    emb = spread(4)
+    emb[1], emb[3] = near(emb[0], 0.01, seed=1), near(emb[2], 0.01, seed=3)
+    groups, links, _, _ = lexical_groups(vocabulary, emb, guard=0.3)
+    assert groups.tolist() == [0, 0, 1, 1] and links["typo"] == 2
 
 
 def test_groups_a_refused_pair_holds_are_not_joined_by_a_looser_rule():

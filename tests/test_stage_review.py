@@ -79,6 +79,8 @@ def test_rename_reaches_final_labels_and_the_exported_label_map(ran, tmp_path):
         rows = {r["label"]: r for r in csv.DictReader(f)}
     assert rows["Helmets"]["canonical"] == "safety helmet"
     assert rows["Helmets"]["clustered_canonical"] == "helmet"
+    # a rename moves no label: each still says which step joined it
+    assert (rows["helmet"]["joined_by"], rows["Helmets"]["joined_by"]) == ("", "spelling")
     with open(tmp_path / "after" / "samples.csv") as f:
         assert {os.path.basename(r["filepath"]): r["final_label"]
                 for r in csv.DictReader(f)}["h3.png"] == "safety helmet"

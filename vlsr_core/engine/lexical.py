@@ -75,7 +75,7 @@ def singular(word):
     word with a digit or a symbol stays as it is ("1990s", "10mm")."""
     if word in _IRREGULAR:
         return _IRREGULAR[word]
-    if len(word) <= 3 or not word.isalpha() or not word.endswith("s") or _SINGULAR_S.search(word):
+    if len(word) <= 3 or not _letters(word) or not word.endswith("s") or _SINGULAR_S.search(word):
         return word
     if word.endswith("ies") and len(word) > 4:
         return word[:-3] + "y"
@@ -84,6 +84,12 @@ def singular(word):
     if word.endswith("oes") and len(word) > 5:
         return word[:-2]
     return word[:-1]
+
+
+def _letters(word):
+    """The word is made of letters (and the marks that some scripts put on them): no digit or
+    symbol."""
+    return all(unicodedata.category(c)[0] in "LM" for c in word)
 
 
 def singular_form(normal):
@@ -153,11 +159,11 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
     Args:
         vocabulary: n distinct label strings.
         embeddings: float ndarray (n, dim) of unit rows: the guard of the looser keys.
-        guard: the largest cosine distance at which a spacing, typo or word-form variant joins.
+        guard: the largest cosine distance at which a spacing, typo or word-form variant joins;
+            a typo's is ``guard`` times the share ``TYPO_GUARDS`` gives its word's length.
         plural_guard: the same for a plural (None: ``guard``). A plural changes a word's tokens
             less than the other rules do, so a true plural sits closer to its singular; a
             plural far from it is a word of its own ("glasses", "trunks").
-            A typo's guard is ``guard`` times the share ``TYPO_GUARDS`` gives its word's length.
 
     Returns:
         :class:`LexicalGroups`.
@@ -274,7 +280,7 @@ def _typo_pairs(single, normal):
     for key in by_key:
         words = key.split()
         for j, w in enumerate(words):
-            if len(w) < min_length - 1 or not w.isalpha():
+            if len(w) < min_length - 1 or not _letters(w):
                 continue
             for d in {w[:i] + w[i + 1 :] for i in range(1, len(w) - 1)} | {w}:
                 buckets.setdefault((j, " ".join(words[:j] + [d] + words[j + 1 :])), []).append(key)

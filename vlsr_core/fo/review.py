@@ -54,20 +54,22 @@ class ReviewState:
 
     @cached_property
     def joined_by(self):
-        """Per label of the vocabulary, the step that put it with its canonical label
-        (:func:`~vlsr_core.engine.grouping.join_reasons`), or "review" where an edit changed
-        its canonical label. A run that used image evidence before its joins were recorded
-        says "DBSCAN or images" where it cannot tell the two apart."""
-        clustered = self.clustered
+        """Per label of the vocabulary, the step that put it with its cluster's representative
+        label (:func:`~vlsr_core.engine.grouping.join_reasons`), or "review" where an edit gave
+        it another representative (a rename alone does not). A run that used image evidence
+        before its joins were recorded says "DBSCAN or images" where it cannot tell the two
+        apart."""
+        clustered, reviewed = self.clustered, self.label_map
         steps = clustered.steps or {}
         evidence = steps.get("image_evidence") or {}
         reasons = join_reasons(clustered.vocabulary, steps.get("lexical_groups", ()),
                                clustered.dbscan_clusters, clustered.clusters,
                                clustered.representatives, evidence.get("joins") or ())
         unknown = bool(evidence) and not evidence.get("not used") and "joins" not in evidence
-        return ["review" if label in self.edited_labels
-                else "DBSCAN or images" if unknown and reason == "DBSCAN" else reason
-                for label, reason in zip(clustered.vocabulary, reasons)]
+        before = [clustered.representatives[c] for c in clustered.clusters]
+        after = [reviewed.representatives[c] for c in reviewed.clusters]
+        return ["review" if a != b else "DBSCAN or images" if unknown and r == "DBSCAN" else r
+                for r, b, a in zip(reasons, before, after)]
 
     @property
     def pending(self):

@@ -1,5 +1,6 @@
 """A short report of a run, as Markdown: shown by ``vlsr summary`` and in the App after clustering."""
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -215,11 +216,11 @@ def _unusable_labels(dataset, label_field):
 
 
 def _code(label, longest=80):
-    """A label as Markdown code: a long one cut to its start and its length, and fenced so that
-    a backtick inside it shows as written."""
-    label = str(label)
+    """A label as Markdown code, shown as written: a long one cut to its start and its length,
+    line breaks as "⏎", fenced with more backticks than it holds in a row."""
+    label = str(label).replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎")
     if len(label) > longest:
         label = f"{label[:60]}… ({len(label)} characters)"
-    fence = "``" if "`" in label else "`"
+    fence = "`" * (1 + max((len(run) for run in re.findall("`+", label)), default=0))
     pad = " " if label.startswith("`") or label.endswith("`") else ""
     return f"{fence}{pad}{label}{pad}{fence}"
