@@ -23,7 +23,7 @@ class EditLabelMap(foo.Operator):
         return foo.OperatorConfig(
             name="edit_label_map",
             label="VLSR 4: edit the label map",
-            description="Step 4: accept or reject a merge, move or split a label, rename a cluster; "
+            description="Accept or reject a merge, move or split a label, rename a cluster; "
                         "stored on the run, written by Apply",
             icon="edit",
             dynamic=True,
@@ -49,7 +49,8 @@ class EditLabelMap(foo.Operator):
             label_prop = label_choice(inputs, "label", choices, "Cluster",
                                       "The canonical label of the cluster to rename")
             inputs.str("to", required=True, label="New name",
-                                 description="Naming it like another cluster joins the two")
+                                 description="Naming it like another cluster, or like a label of "
+                                             "another cluster, joins the two")
         else:
             vocab, dist = label_map.vocabulary, np.asarray(label_map.distance_to_canonical)
             order = np.argsort(-dist, kind="stable")  # the most doubtful merges first
@@ -65,15 +66,17 @@ class EditLabelMap(foo.Operator):
         label, to = ctx.params.get("label"), ctx.params.get("to")
         if not label or (action in ("move", "rename") and not to):
             return form
-        from vlsr_core.fo.review import ReviewError, add_edit
+        from vlsr_core.fo.review import ReviewError, add_edit, joined_by_rename
 
         try:
             edit = add_edit(ctx.dataset, key, action, label, to or None, dry_run=True, state=state)
         except ReviewError as e:
             label_prop.invalid, label_prop.error_message = True, str(e)
             return form
+        other = joined_by_rename(state, edit)
+        joins = f" It joins the cluster {other}." if other else ""
         inputs.view("preview", types.Notice(
-            label=f"Edit #{edit.id}: {edit.describe().replace('`', '')}. Stored on the run; "
+            label=f"Edit #{edit.id}: {edit.describe().replace('`', '')}.{joins} Stored on the run; "
                   "Apply writes it to the fields."))
         return form
 

@@ -94,6 +94,33 @@ def test_rename_to_a_label_of_another_cluster_joins_them_and_to_a_member_makes_i
     assert reviewed.representatives[0] == "hard hat"
 
 
+def test_rename_to_any_label_of_another_cluster_joins_them_so_a_label_and_its_name_agree():
+    # "Helmets" is a member of the helmet cluster, not its name: the drill cluster joins it
+    reviewed, _ = review_label_map(_map(), _emb(), _edits(("rename", "drill", "Helmets")))
+    assert {reviewed.canonical[l] for l in VOCAB[:5]} == {"Helmets"}
+    # a later edit that takes the named label away drops the name
+    reviewed, _ = review_label_map(_map(), _emb(), _edits(("rename", "helmet", "hard hat"),
+                                                          ("move", "hard hat", "drill")))
+    assert reviewed.canonical["hard hat"] == "drill" and reviewed.canonical["Helmets"] == "helmet"
+
+
+def test_any_sequence_of_edits_gives_a_map_whose_names_map_to_themselves():
+    rng = np.random.default_rng(0)
+    names = VOCAB + ["safety helmet", "tools"]
+    for _ in range(300):
+        specs = []
+        for _ in range(rng.integers(1, 6)):
+            action = str(rng.choice(["accept", "reject", "split", "move", "rename"]))
+            label = str(rng.choice(VOCAB))
+            to = None if action == "split" else str(rng.choice(names if action == "rename" else VOCAB))
+            specs.append((action, label, to))
+        reviewed, _ = review_label_map(_map(), _emb(), _edits(*specs))
+        canonical = reviewed.canonical
+        for label in VOCAB:
+            name = canonical[label]
+            assert name not in canonical or canonical[name] == name, (specs, label, name)
+
+
 def test_an_edit_whose_label_left_the_vocabulary_is_stale_and_the_others_still_apply():
     vocab = VOCAB[:5] + ["bench vise"]
     edits = _edits(("split", "vise"), ("split", "hard hat"), ("move", "drill", "vise"))

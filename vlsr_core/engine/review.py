@@ -11,7 +11,9 @@ Label map edits, applied in the order they were made:
 - ``reject``: ``label`` does not belong with ``to``: it is split out if they are together;
 - ``split``: ``label`` becomes a cluster of its own;
 - ``move``: ``label`` joins the cluster of label ``to``;
-- ``rename``: the cluster of ``label`` is called ``to`` (clusters given one name become one).
+- ``rename``: the cluster of ``label`` is called ``to`` (clusters given one name become one, and
+  so does a cluster named like a label of another cluster, which the rename joins: a label and
+  the name of its cluster always agree).
 
 Decisions on suggestions (``accept_suggestion`` / ``reject_suggestion`` of the vocabulary label
 ``label`` for some ``samples``, or for some ``label_ids`` of them) are read by
@@ -153,7 +155,11 @@ def _apply(edit, index, cluster, rep, renamed):
         return "stale", f"`{edit.label}` is no longer in the vocabulary"
     i = index[edit.label]
     if edit.action == "rename":
-        renamed[int(cluster[i])] = edit.to
+        c = int(cluster[i])
+        j = index.get(edit.to)
+        if j is not None and cluster[j] != c:  # a label of another cluster: the two become one
+            cluster[cluster == c] = c = int(cluster[j])
+        renamed[c] = edit.to
         return "applied", ""
     if edit.action == "split":
         if np.count_nonzero(cluster == cluster[i]) == 1:
@@ -199,8 +205,11 @@ def _settle(vocabulary, embeddings, frequencies, cluster, rep, renamed):
             centroid = emb[m].sum(axis=0, dtype=np.float64)
             centroid = (centroid / max(np.linalg.norm(centroid), 1e-30)).astype(np.float32)
             rep[c] = representative_of(m, emb, freq, vocabulary, centroid)
-    name = {c: renamed.get(c, vocabulary[rep[c]]) for c in members}
     index = {l: i for i, l in enumerate(vocabulary)}
+    # a name that a later edit took away (its label moved to another cluster) is dropped: a
+    # label's canonical label is the name of its own cluster
+    name = {c: renamed[c] if c in renamed and cluster[index.get(renamed[c], rep[c])] == c
+            else vocabulary[rep[c]] for c in members}
     for c in members:  # renamed to one of its own labels: that label represents it
         if c in renamed and renamed[c] in index and cluster[index[renamed[c]]] == c:
             rep[c] = index[renamed[c]]

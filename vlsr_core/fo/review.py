@@ -9,6 +9,7 @@ force at the last Apply or clustering.
 """
 
 import json
+import unicodedata
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -18,7 +19,7 @@ from ..engine.defaults import DEFAULT_KEY
 from ..engine.grouping import join_reasons
 from ..engine.pipeline import LabelMap
 from ..engine.review import MAP_ACTIONS, SUGGESTION_ACTIONS, Edit, active, review_label_map
-from .runs import VLSRRunConfig
+from .runs import VLSRRunConfig, sample_fields
 
 
 class ReviewError(ValueError):
@@ -245,12 +246,20 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                 raise ReviewError("Give the new name of the cluster")
             if to == current:
                 raise ReviewError(f"The cluster is already called {to!r}")
+            if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in to):
+                raise ReviewError("A name cannot hold a line break or a control character")
     elif action in SUGGESTION_ACTIONS:
         if label not in vocabulary:
-            raise ReviewError(f"{label!r} is not a label of run {key!r}'s vocabulary")
+            raise ReviewError(f"{label!r} is not in the vocabulary of run {key!r}")
         if not samples:
             raise ReviewError("Select the samples or labels the decision is about")
         _check_samples(dataset, samples)
+        if not label_ids and not dataset.select(samples).exists(
+                sample_fields(key)["embedding"]).count():
+            raise ReviewError("The sample has no image embedding (an unreadable image), so no "
+                              "suggestions" if len(samples) == 1 else f"None of the {len(samples)} "
+                              "samples has an image embedding (unreadable images), so none has "
+                              "suggestions")
     try:
         edit = Edit(max((e.id for e in state.edits), default=0) + 1, action, label, to,
                     tuple(samples), tuple(label_ids), time=_now())
@@ -261,6 +270,19 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
     config.review = [e.as_record() for e in state.edits] + [edit.as_record()]
     dataset.update_run_config(key, config)
     return edit
+
+
+def joined_by_rename(state, edit):
+    """The canonical label of the other cluster that a rename joins (the cluster so named, or
+    the one holding a label so written), or None."""
+    if edit.action != "rename":
+        return None
+    label_map = state.label_map
+    canonical = label_map.canonical
+    own = canonical[_member(edit.label, set(canonical), label_map)]
+    other = canonical.get(edit.to, edit.to if edit.to in (label_map.names or
+                                                         label_map.representatives) else None)
+    return other if other not in (None, own) else None
 
 
 def undo_edit(dataset, key=DEFAULT_KEY, edit_id=None):
@@ -304,6 +326,9 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     """
     from .stages import open_run, write_label_map
 
+    problem = apply_problem(samples._dataset, key)
+    if problem:
+        raise ReviewError(problem)
     run = open_run(samples, key)
     state = review_state(run.dataset, key, run.results)
     n_samples = write_label_map(run, samples, state, copy_to=copy_to, progress=progress)
@@ -311,6 +336,18 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     n_map = sum(o.status != "stale" for o in state.outcomes)
     n_decisions = sum(e.action in SUGGESTION_ACTIONS for e in state.in_force)
     return ApplyReport(n_samples, n_map, n_decisions, state.stale, copy_to)
+
+
+def apply_problem(dataset, key=DEFAULT_KEY):
+    """Why :func:`apply_review` would refuse, or None: a clustering that stopped part-way may
+    not have stored its label map, so the map to apply is not known."""
+    if not dataset.has_run(key):
+        return None  # open_run says so
+    stages = getattr(dataset.get_run_info(key).config, "stages", None) or {}
+    if stages.get("cluster") == "running":
+        return (f"Run {key!r}: cluster and merge stopped part-way; run it again before applying "
+                "the review (the edits stay on the run)")
+    return None
 
 
 def record_applied(run, state):
