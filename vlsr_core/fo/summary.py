@@ -52,10 +52,12 @@ def summarize_run(dataset, key, n_clusters=10):
     if dataset.has_field(fields["embedding"]) and dataset.has_field(fields["error"]):
         waiting = len(dataset) - dataset.count(fields["embedding"]) - dataset.count(fields["error"])
         if waiting > 0:
-            lines.append(f"**Not embedded yet:** {waiting} images; compute embeddings again to finish.")
+            lines.append(f"**Not embedded yet:** {waiting} images; embed again to finish (`vlsr run`, "
+                         "or *VLSR 1: compute embeddings* in the App).")
     if results.vocabulary:
-        lines.extend(_merge_report(results, config, n_clusters))
-        lines.append(review_state(dataset, key, results).summary())
+        state = review_state(dataset, key, results)
+        lines.extend(_merge_report(results, state, config, n_clusters))
+        lines.append(state.summary())
         if dataset.has_saved_view(views["changed"]):
             lines.append(
                 f"**Final labels:** {dataset.count(fields['label'])} samples; "
@@ -70,7 +72,11 @@ def summarize_run(dataset, key, n_clusters=10):
     failures = unreadable_images(dataset, key)
     if failures:
         lines.append(f"**Unreadable images** ({len(failures)}), skipped:")
-        lines.append("\n".join(f"- `{path}`: {reason}" for _, path, reason in failures[:10]))
+        listed = [f"- `{path}`: {reason}" for _, path, reason in failures[:10]]
+        if len(failures) > 10:
+            listed.append(f"- … and {len(failures) - 10} more: the samples with a "
+                          f"`{fields['error']}` field (a sidebar filter in the App) hold them all")
+        lines.append("\n".join(listed))
     scores = _score_line(dataset, key, config)
     if scores:
         lines.append(scores)
@@ -133,9 +139,11 @@ def joins_to_check(steps, shown=10):
             + "; ".join(parts)) if parts else ""
 
 
-def _merge_report(results, config, n_clusters, n_merges=5):
-    """Paragraphs on steps 4-6: the counts of each step, the largest clusters, the farthest
-    merges (the ones most worth checking) and the rare clusters left alone."""
+def _merge_report(results, state, config, n_clusters, n_merges=5):
+    """Paragraphs on steps 4-6: the counts of each step (and after the review), then, on the
+    label map with the review's edits in force (``state``, a
+    :class:`~vlsr_core.fo.review.ReviewState`), the largest clusters, the farthest merges (the
+    ones most worth checking) and the rare clusters left alone."""
     steps = results.merge_steps or {}
     n_labels, n_canonical = len(results.vocabulary), len(results.representatives)
     floor = config.min_cluster_size
@@ -158,6 +166,10 @@ def _merge_report(results, config, n_clusters, n_merges=5):
                                 "nearest neighbour"))
     else:  # a run clustered before the steps were recorded
         head = f"**Vocabulary:** {n_labels} labels → {n_canonical} canonical labels"
+    label_map = state.label_map
+    names = label_map.names or label_map.representatives
+    if state.in_force:
+        head += f" → {len(names)} after the review"
     if getattr(config, "label_model", None):
         head += f"; labels embedded for merging by `{config.label_model}`"
     lines = [head]
@@ -169,37 +181,40 @@ def _merge_report(results, config, n_clusters, n_merges=5):
         lines.append(f"**Kept out of the embedding steps** (grouped only with equal spellings): "
                      f"{reasons}")
 
+    vocabulary, clusters = label_map.vocabulary, label_map.clusters
     sizes, members = Counter(), {}
-    for label, cluster, freq in zip(results.vocabulary, results.clusters, results.frequencies):
+    for label, cluster, freq in zip(vocabulary, clusters, label_map.frequencies):
         sizes[cluster] += int(freq)
         members.setdefault(cluster, []).append(label)
     lines.append("**Largest clusters** (canonical label, label occurrences on samples, labels: "
                  "members):")
     bullets = []
     for cluster, size in sizes.most_common(n_clusters):
-        names = members[cluster]
-        shown = ", ".join(_code(n) for n in names[:8])
-        more = f", +{len(names) - 8} more" if len(names) > 8 else ""
-        bullets.append(f"- {_code(results.representatives[cluster])} ({size}, {len(names)}): "
-                       f"{shown}{more}")
+        labels = members[cluster]
+        shown = ", ".join(_code(n) for n in labels[:8])
+        more = f", +{len(labels) - 8} more" if len(labels) > 8 else ""
+        bullets.append(f"- {_code(names[cluster])} ({size}, {len(labels)}): {shown}{more}")
     lines.append("\n".join(bullets))
 
-    distance = results.distance_to_canonical
+    distance = label_map.distance_to_canonical
     if len(distance) == n_labels:
         merged = [i for i in np.argsort(-distance, kind="stable")
-                  if results.representatives[results.clusters[i]] != results.vocabulary[i]]
+                  if label_map.representatives[clusters[i]] != vocabulary[i]]
         if merged:
             lines.append("**Farthest merges** (most worth checking; cosine distance to the "
                          "canonical label): " + ", ".join(
-                             f"{_code(results.vocabulary[i])} → "
-                             f"{_code(results.representatives[results.clusters[i]])} "
-                             f"({distance[i]:.3f})"
+                             f"{_code(vocabulary[i])} → {_code(names[clusters[i]])} "
+                             f"({max(float(distance[i]), 0.0):.3f})"  # not -0.000
                              for i in merged[:n_merges]))
-    size = sizes if unit == "samples" else Counter({c: len(m) for c, m in members.items()})
-    rare = [c for c in size if size[c] < floor
-            and kept_apart_reason(results.representatives[c]) is None]  # those are listed above
+    # what merging left small, as clustered (before the review)
+    size = Counter()
+    for cluster, freq in zip(results.clusters, results.frequencies):
+        size[cluster] += int(freq) if unit == "samples" else 1
+    rare = [c for c in size if size[c] < floor  # those kept apart are listed above
+            and kept_apart_reason(results.representatives[c]) is None]
     if rare and steps.get("mode") == "recommended":
-        shown = ", ".join(_code(results.representatives[c]) for c in sorted(rare, key=size.get)[:8])
+        shown = ", ".join(_code(results.representatives[c])
+                          for c in sorted(rare, key=size.get)[:8])
         lines.append(f"**Rare labels to review:** {len(rare)} clusters under {floor} {unit} "
                      f"had no close neighbour and were kept as they are, e.g. {shown}")
     return lines
@@ -215,12 +230,17 @@ def _unusable_labels(dataset, label_field):
     return sum(n for label, n in counts.items() if not usable(label))
 
 
-def _code(label, longest=80):
-    """A label as Markdown code, shown as written: a long one cut to its start and its length,
-    line breaks as "⏎", fenced with more backticks than it holds in a row."""
+def one_line(label, longest=80):
+    """A label on one line, as written: line breaks as "⏎", a long one cut to its start and
+    its length."""
     label = str(label).replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎")
-    if len(label) > longest:
-        label = f"{label[:60]}… ({len(label)} characters)"
+    return f"{label[:60]}… ({len(label)} characters)" if len(label) > longest else label
+
+
+def _code(label):
+    """A label as Markdown code (:func:`one_line`), fenced with more backticks than it holds in
+    a row."""
+    label = one_line(label)
     fence = "`" * (1 + max((len(run) for run in re.findall("`+", label)), default=0))
     pad = " " if label.startswith("`") or label.endswith("`") else ""
     return f"{fence}{pad}{label}{pad}{fence}"
