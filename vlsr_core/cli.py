@@ -32,6 +32,8 @@ def main(argv=None):
         except ParamError as e:
             print(f"vlsr: error: {e}", file=sys.stderr)
             return 2
+    from fiftyone.core.service import ServiceException
+
     from .model.encoder import ModelLoadError
     from .fo.export import ExportError
     from .fo.importers import InputFileError
@@ -39,8 +41,14 @@ def main(argv=None):
     from .fo.review import ReviewError
     from .fo.stages import VLSRError
 
+    _logs_to_stderr()
     try:
         return args.func(args) or 0
+    except ServiceException as e:  # FiftyOne could not start MongoDB (a port taken, a slow disk)
+        _close_bars()
+        print(f"vlsr: error: FiftyOne could not start its database ({e}); try again, or set "
+              "FIFTYONE_DATABASE_URI to a MongoDB you run", file=sys.stderr)
+        return 2
     except (VLSRError, ParamError, ModelLoadError, ExportError, LabelFieldError, InputFileError,
             ReviewError, FileNotFoundError, NotADirectoryError) as e:
         _close_bars()
@@ -50,6 +58,16 @@ def main(argv=None):
         _close_bars()
         print("vlsr: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def _logs_to_stderr():
+    """FiftyOne logs to stdout; here stdout is the command's output (``vlsr summary > f``), so
+    its log lines (a MongoDB version notice on every connection, warnings) go to stderr."""
+    import logging
+
+    for handler in logging.getLogger("fiftyone").handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
 
 
 def _parser():
@@ -119,7 +137,8 @@ REVIEW_ACTIONS = {  # command: (action, help, what --to is)
                "(default: its current one)"),
     "split": ("split", "make a label a cluster of its own", None),
     "move": ("move", "move a label to the cluster of another label", "a label of that cluster"),
-    "rename": ("rename", "rename the cluster of a label (or of a canonical label)", "the new name"),
+    "rename": ("rename", "rename the cluster of a label (or of a canonical label)",
+               "the new name (another cluster's name, or a label of another cluster, joins the two)"),
     "accept-suggestion": ("accept_suggestion", "accept a suggested label for some samples", None),
     "reject-suggestion": ("reject_suggestion", "reject a suggested label for some samples", None),
 }
@@ -133,6 +152,9 @@ def _review_parsers(sub):
     _review_args(c)
     c.add_argument("--clusters", type=_positive, default=10, metavar="N",
                    help="how many clusters to list, the most doubtful first (default: 10)")
+    c.add_argument("--members", type=_positive, default=10, metavar="N",
+                   help="how many labels to list per cluster, the farthest from its canonical "
+                        "label first (default: 10)")
     c.add_argument("--find", default="", help="only clusters with a label containing this")
     c.set_defaults(func=_review_show)
     for command, (action, text, to) in REVIEW_ACTIONS.items():
@@ -312,6 +334,7 @@ def _plain(markdown):
 def _review_show(a):
     from .fo.browse import cluster_rows, member_rows
     from .fo.review import review_state
+    from .fo.summary import one_line
 
     dataset = _load(a.dataset)
     state = review_state(dataset, a.key)
@@ -326,17 +349,21 @@ def _review_show(a):
           + (f" with a label containing {a.find!r}" if a.find else "")
           + (f", the {min(a.clusters, len(rows))} most doubtful:" if rows else ""))
     for row in rows[:a.clusters]:
-        print(f"  {row['canonical']}: {_count(row['labels'], 'label')}, "
+        print(f"  {one_line(row['canonical'])}: {_count(row['labels'], 'label')}, "
               f"{_count(row['occurrences'], 'occurrence')}" + (", edited" if row["edited"] else ""))
-        for m in member_rows(state, row["cluster"], a.find)[:10]:
-            print(f"      {m['shown']}  (distance {m['distance']:.3f}, "
+        for m in member_rows(state, row["cluster"], a.find)[:a.members]:
+            print(f"      {one_line(m['shown'])}  (distance {m['distance']:.3f}, "
                   f"{_count(m['frequency'], 'sample')})")
-        if row["labels"] > 10:
-            print(f"      ... and {row['labels'] - 10} more")
+        if row["labels"] > a.members:
+            print(f"      ... and {row['labels'] - a.members} more (--members N lists more; "
+                  "label_map.csv of vlsr export has every label)")
+    if len(rows) > a.clusters:
+        print(f"\n... and {len(rows) - a.clusters} more clusters (--clusters N, --find TEXT)")
+
 
 
 def _review_edit(a):
-    from .fo.review import ReviewError, add_edit
+    from .fo.review import ReviewError, add_edit, joined_by_rename, review_state
 
     dataset = _load(a.dataset)
     samples = list(getattr(a, "sample", []))
@@ -347,8 +374,12 @@ def _review_edit(a):
     if a.action.endswith("suggestion") and not samples:
         raise ReviewError("give the samples the decision is about: --sample ID (repeated) or "
                           "--view NAME")
-    edit = add_edit(dataset, a.key, a.action, a.label, to=getattr(a, "to", None), samples=samples)
-    print(f"edit #{edit.id}: {_plain(edit.describe())}; vlsr apply writes it to the fields")
+    state = review_state(dataset, a.key)
+    edit = add_edit(dataset, a.key, a.action, a.label, to=getattr(a, "to", None), samples=samples,
+                    state=state)
+    other = joined_by_rename(state, edit)
+    joins = f" (it joins the cluster {other!r})" if other else ""
+    print(f"edit #{edit.id}: {_plain(edit.describe())}{joins}; vlsr apply writes it to the fields")
 
 
 def _review_undo(a):
