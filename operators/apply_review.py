@@ -6,6 +6,7 @@ import fiftyone.operators.types as types
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
 from .common import (
+    block,
     chosen_target,
     delegable,
     execution_flags,
@@ -26,7 +27,7 @@ class ApplyReview(foo.Operator):
         return foo.OperatorConfig(
             name="apply_review",
             label="VLSR 5: apply the review",
-            description="Step 5: write the reviewed label map and the accepted suggestions to the run's "
+            description="Write the reviewed label map and the accepted suggestions to the run's "
                         "canonical labels and final label (the input labels stay as they are)",
             icon="task_alt",
             **execution_flags(),
@@ -38,6 +39,12 @@ class ApplyReview(foo.Operator):
         view = target_view(ctx, inputs, run_target(ctx, ctx.params.get("key", DEFAULT_KEY)))
         key = run_key_choice(ctx, inputs, "apply a review") if view is not None else None
         if key is None or review_state_input(ctx, inputs, key) is None:
+            return form
+        from vlsr_core.fo.review import apply_problem
+
+        problem = apply_problem(ctx.dataset, key)
+        if problem:
+            block(inputs, "apply_error", problem)
             return form
         narrowing_warning(ctx, inputs, key, view, "Only their fields are rewritten.")
         prop = inputs.str("copy_to", label="Also copy the final labels to a new field (optional)",

@@ -10,6 +10,7 @@ from PIL import Image
 
 from vlsr_core.cli import main
 from vlsr_core.demo import BROKEN, DEMO_LABELS
+from vlsr_core.fo.review import review_state
 from vlsr_core.model.random_clip import save_random_clip
 
 
@@ -186,11 +187,28 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     assert main(["apply", "--dataset", name]) == 0
     assert "applied 2 label map edits and 0 suggestion decisions to 14 samples" in \
         capsys.readouterr().out
+    # the summary lists the clusters as reviewed: helmit on its own, the renamed cluster
+    assert main(["summary", "--dataset", name]) == 0
+    out = capsys.readouterr().out
+    assert "→ 4 canonical labels (no small-cluster merging: minimum cluster size 1) → 5 after " \
+        "the review" in out
+    assert "- `Screwdriver (tool)` (4, 2): `screwdriver`, `Screwdrivers`" in out
+    assert "- `helmit` (1, 1): `helmit`" in out
     assert main(["export", "--dataset", name, "--out", str(tmp_path / "out")]) == 0
     assert "with the 2 review edits applied on" in capsys.readouterr().out
     with open(tmp_path / "out" / "label_map.csv", newline="") as f:
         canonical = {r["label"]: r["canonical"] for r in csv.DictReader(f)}
     assert canonical["helmit"] == "helmit" and canonical["Screwdrivers"] == "Screwdriver (tool)"
+
+    # a rename to a label of another cluster joins that cluster, and says so
+    assert main(["review", "rename", "drill", "--to", "Helmets", "--dataset", name]) == 0
+    assert "(it joins the cluster 'helmet')" in capsys.readouterr().out
+    state = review_state(dataset, "vlsr")
+    assert {state.label_map.canonical[l] for l in ("drill", "helmet", "Helmets")} == {"Helmets"}
+    # an unreadable image has no suggestions to accept
+    zero = by_name(dataset, "id")["zero.png"]
+    assert main(["review", "accept-suggestion", "drill", "--sample", zero, "--dataset", name]) == 2
+    assert "The sample has no image embedding" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -201,6 +219,7 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     (["review", "accept-suggestion", "drill", "--sample", "nonsense"],
      "1 sample id of 1 is not in dataset"),
     (["review", "reject-suggestion", "drill", "--view", "nope"], "no saved view 'nope'"),
+    (["review", "rename", "drill", "--to", "two\nlines"], "cannot hold a line break"),
     (["review", "undo", "7"], "has no review edit to undo"),
     (["review", "show", "--key", "other"], "No VLSR run 'other'"),
     (["apply", "--key", "other"], "no VLSR run 'other'"),
@@ -285,3 +304,17 @@ def test_factorynet_boxes_scored_on_their_crops(tmp_path, tiny_clip, dataset_nam
     assert "embedded 0 images (3 already done" in capsys.readouterr().out
     assert main([*args[:4], "ground_truth", *args[5:], "--key", "other"]) == 2
     assert "not a Detections field" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fiftyone_log_lines_go_to_stderr_so_stdout_holds_only_the_output():
+    """``vlsr summary > report.md`` must not catch FiftyOne's notices (it logs to stdout)."""
+    import subprocess
+    import sys
+
+    code = ("from vlsr_core.cli import _logs_to_stderr; _logs_to_stderr(); import logging; "
+            "logging.getLogger('fiftyone.core.odm.database').warning('a database notice'); "
+            "print('the report')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout == "the report\n" and "a database notice" in done.stderr

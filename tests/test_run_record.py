@@ -343,10 +343,12 @@ def test_a_run_stored_before_merge_modes_reads_as_paper_mode_and_its_report_stil
     assert "typo: `helmet` / `helmit`" in report and "Joins worth a look" in report
 
 
-def test_a_stage_stopped_part_way_is_marked_said_and_refused_for_export(main, monkeypatch, tmp_path):
+def test_a_stage_stopped_part_way_is_marked_said_and_refused_for_export_and_apply(main, monkeypatch, tmp_path):
     """A crash in the middle of cluster and merge leaves mixed results: the run record says so,
-    the summary says so, the export refuses, and running the stage again completes it."""
+    the summary says so, the export and the review's apply refuse, and running the stage again
+    completes it."""
     from vlsr_core.fo.export import ExportError, export_run
+    from vlsr_core.fo.review import ReviewError, apply_review
     from vlsr_core.fo.summary import summarize_run
 
     dataset, images = main
@@ -371,6 +373,8 @@ def test_a_stage_stopped_part_way_is_marked_said_and_refused_for_export(main, mo
     assert "**Incomplete:** *cluster and merge* stopped part-way" in summarize_run(dataset, "vlsr")
     with pytest.raises(ExportError, match="cluster and merge stopped part-way"):
         export_run(dataset, str(tmp_path / "out"))
+    with pytest.raises(ReviewError, match="cluster and merge stopped part-way"):
+        apply_review(dataset)
 
     monkeypatch.setattr(stages, "final_labels", real)
     cluster_and_merge(dataset, mode="paper", eps=0.001, min_cluster_size=1)

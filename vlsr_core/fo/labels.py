@@ -25,12 +25,22 @@ def label_fields(samples):
     ]
 
 
+def _input_fields(samples):
+    """The label fields of ``samples`` that no VLSR run wrote: those a user means to clean."""
+    from .runs import list_vlsr_runs, owned_fields
+
+    dataset = samples._dataset
+    written = {f for key in list_vlsr_runs(dataset)
+               for f in owned_fields(samples, key, dataset.get_run_info(key).config)}
+    return [f for f in label_fields(samples) if f not in written]
+
+
 def label_path(samples, label_field):
     """The path of the label objects in ``label_field`` (``gt.classifications`` or ``gt``)."""
     field = samples.get_field(label_field)
     if field is None:
         raise LabelFieldError(
-            f"No field {label_field!r}; label fields here: {label_fields(samples) or 'none'}"
+            f"No field {label_field!r}; label fields here: {_input_fields(samples) or 'none'}"
         )
     doc_type = getattr(field, "document_type", None)
     if doc_type not in (fo.Classification, *_LIST_ATTR):
