@@ -3,6 +3,7 @@ came from (and, for COCO, read back with FiftyOne's own importer)."""
 
 import csv
 import json
+import logging
 import os
 
 import fiftyone as fo
@@ -113,9 +114,11 @@ def test_label_map_csv(run, tmp_path):
     assert not any(r["distance_to_canonical"].startswith("-") for r in rows)  # no "-0.0000"
 
 
-def test_image_labels_json_is_coco_with_final_flags(run, tmp_path):
+def test_image_labels_json_is_coco_with_final_flags(run, tmp_path, caplog):
     dataset, _, images = run
     export_run(dataset, str(tmp_path / "export"))
+    # the run's unreadable image is not read again for its size (a warning per file, each time)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     with open(tmp_path / "export" / "image_labels.json", encoding="utf-8") as f:
         coco = json.load(f)
 

@@ -118,7 +118,8 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     if export_dir and os.path.exists(export_dir) and not os.path.isdir(export_dir):
         return f"{export_dir} is a file, not a directory; choose a directory to export to"
     if export_dir and os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
-        return f"{export_dir} is not empty; choose another directory or overwrite"
+        return (f"{export_dir} is not empty; choose another directory, or overwrite (`--overwrite`, "
+                "the form's Overwrite)")
     if detections_field:
         boxes = sorted(samples.get_field_schema(embedded_doc_type=fo.Detections))
         field = samples.get_field(detections_field)
@@ -186,7 +187,11 @@ def _image_labels_json(samples, ids, key, path):
     the categories, a second writes the images and (to a side file, appended at the end) their
     annotations, so that a large export never sits in memory."""
     fields = sample_fields(key)
-    samples.compute_metadata()
+    # sizes for the images without them; the run's unreadable images would only fail again
+    missing = samples.exists("metadata", False)
+    if samples.has_field(fields["error"]):
+        missing = missing.exists(fields["error"], False)
+    missing.compute_metadata()
     labels = f"{fields['labels']}.classifications.label"
     categories = sorted({l for _, (ls,) in iter_chunks(samples, [labels], ids=ids)
                          for l in chain.from_iterable(x or [] for x in ls)})
