@@ -332,13 +332,14 @@ def test_factorynet_reimport_does_not_duplicate(tmp_path, dataset):
     again = import_factorynet(tmp_path, dataset)
     assert again.n_samples == 0 and again.n_existing == 2 and again.n_labels == 0
     assert len(dataset) == 2
-    assert _problem(again, tmp_path / "a.jpg", "already in the dataset")
+    assert again.problems == []  # skipping known images is not a problem
+    assert "0 samples added" in again.summary() and "2 images already in the dataset skipped" in again.summary()
 
     _pair(tmp_path, "c", "drill,0,0,10,10\n")
     third = import_factorynet(tmp_path, dataset)
     assert third.n_samples == 1 and third.n_existing == 2
     assert sorted(dataset.values("factorynet_id")) == ["a", "b", "c"]
-    assert "1 samples added" in third.summary() and "2 images already" in third.summary()
+    assert "1 sample added" in third.summary() and "2 images already" in third.summary()
 
 
 def test_factorynet_adds_in_chunks_and_reports_progress(tmp_path, dataset, monkeypatch):
@@ -429,6 +430,14 @@ def test_import_csv_header_only_on_first_row(tmp_path, dataset):
     assert _problem(report, f"{csv_path}:2", "no such file")
 
 
+def test_import_csv_with_semicolons_says_the_cells_need_commas(tmp_path, dataset):
+    _plain_images(tmp_path)
+    csv_path = _text(tmp_path / "l.csv", "filepath;label\nimgs/a.jpg;helmet\n")
+    report = import_csv(csv_path, dataset)
+    assert len(dataset) == 0 and len(report.problems) == 2
+    assert _problem(report, f"{csv_path}:2", "seem separated by ';' or tabs: the CSV must use commas")
+
+
 def test_import_csv_reimport_and_latin1(tmp_path, dataset):
     _plain_images(tmp_path)
     csv_path = _text(tmp_path / "l.csv", "imgs/a.jpg,Schlüssel\nimgs/b.png,Maß\n", encoding="latin-1")
@@ -440,7 +449,7 @@ def test_import_csv_reimport_and_latin1(tmp_path, dataset):
 
     again = import_csv(csv_path, dataset, label_field="labels")
     assert again.n_samples == 0 and again.n_existing == 2 and len(dataset) == 2
-    assert _problem(again, tmp_path / "imgs" / "b.png", "already in the dataset")
+    assert again.problems == [(str(csv_path), "not UTF-8; read as latin-1")]
 
 
 @pytest.mark.parametrize("tail", ["", "imgs/c.gif,glove\n"])

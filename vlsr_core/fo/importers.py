@@ -63,9 +63,12 @@ class ImportReport:
 
     def summary(self) -> str:
         """One or two lines for a CLI: the counts, and the first problem when there are any."""
-        text = f"{self.n_samples} samples added, {self.n_labels} labels read"
+        def count(n, noun):
+            return f"{n} {noun}{'' if n == 1 else 's'}"
+
+        text = f"{count(self.n_samples, 'sample')} added, {count(self.n_labels, 'label')} read"
         if self.n_existing:
-            text += f", {self.n_existing} images already in the dataset skipped"
+            text += f", {count(self.n_existing, 'image')} already in the dataset skipped"
         text += f", {len(self.problems)} problem{'' if len(self.problems) == 1 else 's'}"
         if self.problems:
             where, reason = self.problems[0]
@@ -162,7 +165,10 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
             continue
         filepath = fos.normalize_path(os.path.join(folder, os.path.expanduser(path)))
         if not os.path.isfile(filepath):
-            report.problems.append((where, f"no such file {filepath}; row skipped"))
+            separated = len(cells) == 1 and any(s in path for s in ";\t")
+            report.problems.append((where, f"no such file {filepath}; row skipped" + (
+                " (its cells seem separated by ';' or tabs: the CSV must use commas)"
+                if separated else "")))
             continue
         if fom.get_media_type(filepath) != fom.IMAGE:
             report.problems.append((where, f"not an image file {filepath}; row skipped"))
@@ -212,9 +218,11 @@ def _csv_rows(path, problems) -> list[tuple[int, list[str]]]:
                 continue
             inner = broken.splitlines()
             problems.append((f"{path}:{start}", (
-                f"a quoted cell runs over lines {start}-{end} (an unclosed quote?), taking in "
-                f"{inner[1]!r}{' and more' if len(inner) > 2 else ''}; lines {start}-{end} "
-                "skipped: close the quote and import again")))
+                f"a quoted cell runs over lines {start}-{end}, taking in {inner[1]!r}"
+                f"{' and more' if len(inner) > 2 else ''}; no label or path holds a line break, "
+                f"so lines {start}-{end} are skipped: close the quote if it was left open (an "
+                "unclosed quote takes the rows after it), else remove the line break, and "
+                "import again")))
     except csv.Error as e:
         problems.append((f"{path}:{reader.line_num}", f"malformed CSV ({e}); rest of the file skipped"))
     return rows
@@ -344,11 +352,11 @@ def _classifications(labels: Iterable[str]) -> fo.Classifications:
 
 
 def _is_new(filepath, existing, report) -> bool:
-    """Whether filepath is not yet among the dataset's; if it is, count and report the skip."""
+    """Whether filepath is not yet among the dataset's; if it is, count the skip (not a problem:
+    importing again is how new files are added)."""
     filepath = fos.normalize_path(filepath)
     if filepath in existing:
         report.n_existing += 1
-        report.problems.append((filepath, "already in the dataset; skipped"))
         return False
     return True
 
