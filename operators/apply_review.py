@@ -27,7 +27,7 @@ class ApplyReview(foo.Operator):
         return foo.OperatorConfig(
             name="apply_review",
             label="VLSR 5: apply the review",
-            description="Write the reviewed label map and the accepted suggestions to the run's "
+            description="Step 5: write the reviewed label map and the accepted suggestions to the run's "
                         "canonical labels and final label (the input labels stay as they are)",
             icon="task_alt",
             **execution_flags(),

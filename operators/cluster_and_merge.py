@@ -32,7 +32,7 @@ class ClusterAndMerge(foo.Operator):
         return foo.OperatorConfig(
             name="cluster_and_merge",
             label="VLSR 3: cluster and merge labels",
-            description="Fold label variants into canonical labels and pick one final label per "
+            description="Step 3: fold label variants into canonical labels and pick one final label per "
                         "image",
             icon="merge",
             **execution_flags(),

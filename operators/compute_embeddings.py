@@ -31,7 +31,7 @@ class ComputeEmbeddings(foo.Operator):
         return foo.OperatorConfig(
             name="compute_embeddings",
             label="VLSR 1: compute embeddings",
-            description="Embed the images and the distinct labels with CLIP (resumable)",
+            description="Step 1: embed the images and the distinct labels with CLIP (resumable)",
             icon="memory",
             **execution_flags(),
         )

@@ -23,7 +23,7 @@ class EditLabelMap(foo.Operator):
         return foo.OperatorConfig(
             name="edit_label_map",
             label="VLSR 4: edit the label map",
-            description="Accept or reject a merge, move or split a label, rename a cluster; "
+            description="Step 4: accept or reject a merge, move or split a label, rename a cluster; "
                         "stored on the run, written by Apply",
             icon="edit",
             dynamic=True,

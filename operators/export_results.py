@@ -27,7 +27,7 @@ class ExportResults(foo.Operator):
         return foo.OperatorConfig(
             name="export_results",
             label="VLSR 6: export cleaned labels",
-            description="Write samples.csv, label_map.csv, COCO-style image labels and COCO "
+            description="Step 6: write samples.csv, label_map.csv, COCO-style image labels and COCO "
                         "detections",
             icon="download",
             **execution_flags(),

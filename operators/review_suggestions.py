@@ -16,7 +16,7 @@ class ReviewSuggestions(foo.Operator):
         return foo.OperatorConfig(
             name="review_suggestions",
             label="VLSR 4: accept or reject suggestions",
-            description="For the selected samples or labels, take a suggested label or keep "
+            description="Step 4: for the selected samples or labels, take a suggested label or keep "
                         "theirs; stored on the run, written by Apply",
             icon="rule",
             dynamic=True,

@@ -29,7 +29,7 @@ class ScoreLabels(foo.Operator):
         return foo.OperatorConfig(
             name="score_labels",
             label="VLSR 2: score labels",
-            description="Score every label against its image and suggest better labels from the "
+            description="Step 2: score every label against its image and suggest better labels from the "
                         "vocabulary",
             icon="rule",
             **execution_flags(),

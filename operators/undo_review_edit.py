@@ -14,7 +14,7 @@ class UndoReviewEdit(foo.Operator):
         return foo.OperatorConfig(
             name="undo_review_edit",
             label="VLSR 4: undo a review edit",
-            description="Take back an edit of the label map or a decision on suggestions",
+            description="Step 4: take back an edit of the label map or a decision on suggestions",
             icon="undo",
             dynamic=True,
         )
