@@ -230,7 +230,11 @@ def review_in_the_panel(page, dataset, session):
 
     row_action(page, 1, "helmet", "Rename…")
     page.get_by_text("New name", exact=True).first.wait_for(timeout=30_000)
-    page.locator("input[type=string]").last.fill("safety helmet")
+    name = page.locator("input[type=string]").last
+    name.fill("screwdriver")  # a label of another cluster: the form says that the two join
+    page.get_by_text("It joins the cluster drill.").first.wait_for(timeout=30_000)
+    shot(page, "20a-rename-form-joins-another-cluster")
+    name.fill("safety helmet")
     page.wait_for_timeout(800)
     shot(page, "20-rename-form")
     execute(page)
