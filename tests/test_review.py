@@ -104,21 +104,52 @@ def test_rename_to_any_label_of_another_cluster_joins_them_so_a_label_and_its_na
     assert reviewed.canonical["hard hat"] == "drill" and reviewed.canonical["Helmets"] == "helmet"
 
 
+def test_accept_and_reject_of_a_renamed_cluster_find_it_after_its_representative_moved():
+    def canonical_and_last(*specs):
+        reviewed, outcomes = review_label_map(_map(), _emb(), _edits(*specs))
+        return reviewed.canonical, outcomes[-1].status
+
+    named = ("rename", "helmet", "safety helmet")
+    canonical, status = canonical_and_last(("move", "helmet", "drill"), ("rename", "Helmets",
+                                           "safety helmet"), ("accept", "hard hat", "safety helmet"))
+    assert (canonical["hard hat"], status) == ("safety helmet", "unchanged")  # kept where it is
+    canonical, status = canonical_and_last(named, ("split", "helmet"),
+                                           ("accept", "helmet", "safety helmet"))
+    assert (canonical["helmet"], status) == ("safety helmet", "applied")  # back in
+    canonical, status = canonical_and_last(named, ("move", "helmet", "vise"),
+                                           ("reject", "hard hat", "safety helmet"))
+    assert (canonical["hard hat"], status) == ("hard hat", "applied")
+    # a name whose cluster joined another by a later rename names nothing
+    _, status = canonical_and_last(named, ("rename", "helmet", "drill"),
+                                   ("accept", "vise", "safety helmet"))
+    assert status == "stale"
+
+
 def test_any_sequence_of_edits_gives_a_map_whose_names_map_to_themselves():
     rng = np.random.default_rng(0)
     names = VOCAB + ["safety helmet", "tools"]
-    for _ in range(300):
+    for _ in range(3000):
         specs = []
         for _ in range(rng.integers(1, 6)):
             action = str(rng.choice(["accept", "reject", "split", "move", "rename"]))
             label = str(rng.choice(VOCAB))
-            to = None if action == "split" else str(rng.choice(names if action == "rename" else VOCAB))
+            to = None if action == "split" else str(rng.choice(VOCAB if action == "move" else names))
             specs.append((action, label, to))
-        reviewed, _ = review_label_map(_map(), _emb(), _edits(*specs))
+        reviewed, outcomes = review_label_map(_map(), _emb(), _edits(*specs))
         canonical = reviewed.canonical
         for label in VOCAB:
             name = canonical[label]
             assert name not in canonical or canonical[name] == name, (specs, label, name)
+        action, label, to = specs[-1]  # the last edit is in force
+        named = canonical.get(to, to)  # a label's cluster, or a cluster's name
+        if outcomes[-1].status == "stale" or label == to:
+            continue
+        if action in ("accept", "move"):
+            assert canonical[label] == named, specs
+        elif action == "reject":
+            assert canonical[label] != named, specs
+        elif action == "split":  # alone (under its cluster's name, if it was alone already)
+            assert list(canonical.values()).count(canonical[label]) == 1, specs
 
 
 def test_an_edit_whose_label_left_the_vocabulary_is_stale_and_the_others_still_apply():

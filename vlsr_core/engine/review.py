@@ -156,9 +156,14 @@ def _apply(edit, index, cluster, rep, renamed):
     i = index[edit.label]
     if edit.action == "rename":
         c = int(cluster[i])
-        j = index.get(edit.to)
-        if j is not None and cluster[j] != c:  # a label of another cluster: the two become one
-            cluster[cluster == c] = c = int(cluster[j])
+        if edit.to in index:  # a label of another cluster: the two become one
+            other = int(cluster[index[edit.to]])
+        else:  # the name of another cluster: likewise, now (so that later edits see one cluster)
+            other = next((k for k, n in renamed.items()
+                          if n == edit.to and k != c and np.any(cluster == k)), c)
+        if other != c:
+            renamed.pop(c, None)  # the emptied cluster's name names nothing now
+            cluster[cluster == c] = c = other
         renamed[c] = edit.to
         return "applied", ""
     if edit.action == "split":
@@ -166,15 +171,16 @@ def _apply(edit, index, cluster, rep, renamed):
             return "unchanged", ""
         _new_cluster(i, cluster, rep)
         return "applied", ""
-    if edit.to not in index:
-        # accept/reject name the canonical label, which a rename may have replaced: find it
-        named = [c for c, n in renamed.items() if n == edit.to]
+    if edit.to in index:
+        target = int(cluster[index[edit.to]])
+    else:
+        # accept/reject name the canonical label, which a rename may have replaced: the
+        # cluster so named now (not through its representative, which an edit may have moved)
+        named = [c for c, n in renamed.items() if n == edit.to and np.any(cluster == c)]
         if not named:
             return "stale", f"`{edit.to}` is no longer in the vocabulary"
-        j = rep[named[-1]]
-    else:
-        j = index[edit.to]
-    together = cluster[i] == cluster[j]
+        target = named[-1]
+    together = cluster[i] == target
     if edit.action == "reject":
         if not together:
             return "unchanged", ""
@@ -182,7 +188,7 @@ def _apply(edit, index, cluster, rep, renamed):
         return "applied", ""
     if together:
         return "unchanged", ""
-    cluster[i] = cluster[j]  # accept, move
+    cluster[i] = target  # accept, move
     return "applied", ""
 
 
