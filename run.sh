@@ -11,19 +11,28 @@ job=${1:-}; shift || true
 case "$job" in demo|test) ;; *) echo "usage: bash run.sh demo|test [args]" >&2; exit 2 ;; esac
 
 venv=${VLSR_VENV:-.venv}
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
-    rm -rf "$venv"  # a half-made environment (no pip) would fail later, obscurely
-    if ! python3 -m venv "$venv" 2>/dev/null; then
-        rm -rf "$venv"
+if [ ! -x "$venv/bin/python" ]; then
+    [ -e "$venv" ] && made_here=no || made_here=yes
+    if ! python3 -m venv "$venv"; then
+        [ "$made_here" = yes ] && rm -rf "$venv"  # only a folder this script began
+        # Debian and Ubuntu ship venv's pip bootstrap apart, in python3.X-venv
         venv_pkg="python3.$(python3 -c 'import sys; print(sys.version_info[1])')-venv"
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! dpkg -s "$venv_pkg" >/dev/null 2>&1 \
+                && apt-cache show "$venv_pkg" >/dev/null 2>&1; then
             apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$venv_pkg" >/dev/null
             python3 -m venv "$venv"
         else
-            echo "run.sh: python3 cannot create a virtual environment (Debian/Ubuntu: apt-get install $venv_pkg)" >&2
+            echo "run.sh: python3 could not create a virtual environment in $venv (the reason is" \
+                 "above; on Debian or Ubuntu: apt-get install $venv_pkg)" >&2
             exit 1
         fi
     fi
+fi
+if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then  # e.g. made with --without-pip
+    "$venv/bin/python" -m ensurepip --upgrade >/dev/null || {
+        echo "run.sh: $venv has no pip and ensurepip cannot add it; give VLSR_VENV another folder" >&2
+        exit 1
+    }
 fi
 py="$venv/bin/python"
 pip() { "$py" -m pip install --disable-pip-version-check -q "$@"; }
