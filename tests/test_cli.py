@@ -312,7 +312,8 @@ def test_fiftyone_log_lines_go_to_stderr_so_stdout_holds_only_the_output():
     import subprocess
     import sys
 
-    code = ("from vlsr_core.cli import _logs_to_stderr; _logs_to_stderr(); import logging; "
+    code = ("import fiftyone; from vlsr_core.cli import _logs_to_stderr; _logs_to_stderr(); "
+            "import logging; "
             "logging.getLogger('fiftyone.core.odm.database').warning('a database notice'); "
             "print('the report')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
