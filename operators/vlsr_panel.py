@@ -82,7 +82,8 @@ class VLSRPanel(foo.Panel):
         ctx.panel.state.status = state.summary()
         ctx.panel.data.steps = [dict(step=s, count=n) for s, n in merge_steps(state)]
         ctx.panel.state.joins = joins_to_check(state.label_map.steps or {}) or None
-        rows = cluster_rows(state, ctx.panel.state.query or "")
+        query = ctx.panel.state.searched = ctx.panel.state.query or ""
+        rows = cluster_rows(state, query)
         pages = max(1, -(-len(rows) // PAGE))
         page = min(ctx.panel.state.page or 0, pages - 1)
         ctx.panel.state.page, ctx.panel.state.pages, ctx.panel.state.n_clusters = page, pages, len(rows)
@@ -91,7 +92,7 @@ class VLSRPanel(foo.Panel):
         # even if the run changed since
         ctx.panel.state.clusters = rows[page * PAGE:(page + 1) * PAGE]
         cluster = self._selected_cluster(ctx, state)
-        members = member_rows(state, cluster, ctx.panel.state.query or "") if cluster is not None else []
+        members = member_rows(state, cluster, query) if cluster is not None else []
         # the App sends the state back with every event: a cluster of thousands of labels (paper
         # mode) shows its MEMBERS farthest, or those matching the search first
         ctx.panel.state.members, ctx.panel.state.n_members = members[:MEMBERS], len(members)
@@ -110,9 +111,12 @@ class VLSRPanel(foo.Panel):
         self._load(ctx, scores=True)
 
     def on_search(self, ctx):
+        # the App puts the typed value in ``state.query`` before this event, and sends the box's
+        # value again when the panel opens: only a query other than the one the rows were
+        # found with starts again from the first page
         query = ctx.params.get("value") or ""
-        if query == (ctx.panel.state.query or ""):
-            return  # the App also sends the search box's value when the panel opens
+        if query == ctx.panel.state.searched:
+            return
         ctx.panel.state.query = query
         ctx.panel.state.page = 0
         self._load(ctx)

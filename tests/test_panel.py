@@ -29,6 +29,11 @@ class Panel:
                 self.data.update(q["params"]["data"])
         return self
 
+    def search(self, value):
+        """Type in the search box: the App puts the value in the state, then sends the event."""
+        self.state["query"] = value
+        return self.event("on_search", value=value)
+
     def sent(self, operator):
         return [q["params"] for q in self.requests if q["operator_uri"] == operator]
 
@@ -83,11 +88,11 @@ def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
     assert "Edit #1: take helmit out of helmet" in panel.sent("notify")[0]["message"]
     assert [m["label"] for m in panel.state["members"]] == ["Helmets", "helmet"]
     panel.event("close_cluster")
-    panel.event("on_search", value="helmit")
+    panel.search("helmit")
     panel.event("open_cluster", row=0)
     assert [(m["label"], m["joined_by"]) for m in panel.state["members"]] == [("helmit", "review")]
     panel.event("close_cluster")
-    panel.event("on_search", value="")
+    panel.search("")
     panel.event("open_cluster", row=[c["canonical"] for c in panel.state["clusters"]].index("helmet"))
     assert [m["label"] for m in panel.state["members"]] == ["Helmets", "helmet"]
     assert "not applied yet" in panel.state["status"]
@@ -149,10 +154,23 @@ def test_clicking_a_histogram_bar_shows_the_labels_scoring_in_it(ran):
 
 def test_finding_a_cluster_by_one_of_its_labels(ran):
     panel = Panel(ran).event("on_load")
-    panel.event("on_search", value="SCREWDRIVERS")
+    panel.search("SCREWDRIVERS")
     assert [c["canonical"] for c in panel.state["clusters"]] == ["screwdriver"]
-    panel.event("on_search", value="")
+    panel.search("")
     assert len(panel.state["clusters"]) == 4
+
+
+def test_a_new_search_starts_at_the_first_page_and_reopening_the_panel_keeps_the_page(ran, monkeypatch):
+    import sys
+
+    module = sys.modules[type(foo.get_operator(URI)).__module__]
+    monkeypatch.setattr(module, "PAGE", 1)
+    panel = Panel(ran).event("on_load").event("next_page")
+    assert panel.state["page"] == 1
+    panel.event("on_search", value="")  # the box's value, sent again as the panel opens
+    assert panel.state["page"] == 1
+    panel.search("e")
+    assert panel.state["page"] == 0 and panel.state["pages"] > 1
 
 
 def test_a_row_action_acts_on_the_label_the_curator_saw_even_if_the_run_changed(ran):
@@ -174,13 +192,13 @@ def test_members_matching_the_search_come_first_and_a_large_cluster_is_capped(ra
     panel.event("open_cluster", row=0)  # helmet, Helmets, helmit
     farthest_first = [m["label"] for m in panel.state["members"]]
     assert farthest_first[0] == "helmit" and panel.state["n_members"] == 3
-    panel.event("on_search", value="helmet")
+    panel.search("helmet")
     assert [m["label"] for m in panel.state["members"]][-1] == "helmit"
 
     module = sys.modules[type(foo.get_operator(URI)).__module__]
     monkeypatch.setattr(module, "MEMBERS", 2)
-    panel.event("on_search", value="")
+    panel.search("")
     assert [m["label"] for m in panel.state["members"]] == farthest_first[:2]
     assert "2 of 3, the farthest first" in str(panel.layout)
-    panel.event("on_search", value="helm")
+    panel.search("helm")
     assert "2 of 3, those matching the search first, then the farthest" in str(panel.layout)
