@@ -7,6 +7,7 @@ from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.engine.params import MergeParams
 
 from .common import (
+    chosen_run_key,
     chosen_target,
     delegable,
     execution_flags,
@@ -40,7 +41,7 @@ class ClusterAndMerge(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        view = target_view(ctx, inputs, run_target(ctx, ctx.params.get("key", DEFAULT_KEY)))
+        view = target_view(ctx, inputs, run_target(ctx, chosen_run_key(ctx)))
         key = run_key_choice(ctx, inputs, "cluster labels") if view is not None else None
         if key is not None:
             narrowing_warning(ctx, inputs, key, view, "This replaces the run's whole vocabulary, "

@@ -11,6 +11,7 @@ from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.engine.params import ParamError
 from vlsr_core.fo.labels import label_fields
 from vlsr_core.fo.runs import (
+    default_run_key,
     incomplete_stages,
     list_vlsr_runs,
     output_problem,
@@ -116,6 +117,11 @@ def new_run_key_input(ctx, inputs, label_field):
     return key
 
 
+def chosen_run_key(ctx):
+    """The run a form is on: the one chosen, else :func:`default_run_key` of the dataset's runs."""
+    return ctx.params.get("key") or default_run_key(list_vlsr_runs(ctx.dataset))
+
+
 def run_key_choice(ctx, inputs, action):
     """A dropdown of the VLSR runs of the dataset; None (and an error) if there is none."""
     keys = list_vlsr_runs(ctx.dataset)
@@ -126,9 +132,9 @@ def run_key_choice(ctx, inputs, action):
     for k in keys:
         config = ctx.dataset.get_run_info(k).config
         choices.add_choice(k, label=k, description=f"{config.label_field}, {config.model}")
-    inputs.enum("key", choices.values(), default=keys[0], view=choices,
+    inputs.enum("key", choices.values(), default=default_run_key(keys), view=choices,
                 description="The VLSR run to use")
-    key = ctx.params.get("key", keys[0])
+    key = chosen_run_key(ctx)
     config = ctx.dataset.get_run_info(key).config if key in keys else None
     stopped = incomplete_stages(config) if config else []
     if stopped:

@@ -1,5 +1,7 @@
 """Operator: export a run to CSV and COCO files in a directory the user types."""
 
+import os
+
 import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
@@ -8,6 +10,7 @@ from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.fo.export import export_problem
 
 from .common import (
+    chosen_run_key,
     chosen_target,
     delegable,
     execution_flags,
@@ -19,6 +22,20 @@ from .common import (
     run_with_progress,
     target_view,
 )
+
+
+def export_directory(typed):
+    """The folder typed in the form with ``~`` expanded, and why it is refused, or None: a
+    relative path would land wherever the App's server happened to start."""
+    if not typed:
+        return typed, None
+    typed = typed.strip()
+    directory = os.path.expanduser(typed)
+    if not os.path.isabs(directory):
+        example = os.path.join(os.path.expanduser("~"), typed)
+        return directory, (f"Give a full path, such as {example}: {typed!r} is relative, and the "
+                           f"App's server would put it in the folder it started in ({os.getcwd()})")
+    return directory, None
 
 
 class ExportResults(foo.Operator):
@@ -35,18 +52,21 @@ class ExportResults(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        view = target_view(ctx, inputs, run_target(ctx, ctx.params.get("key", DEFAULT_KEY)))
+        view = target_view(ctx, inputs, run_target(ctx, chosen_run_key(ctx)))
         key = run_key_choice(ctx, inputs, "export") if view is not None else None
         if key is None:
             return types.Property(inputs, view=types.View(label="VLSR: export cleaned labels"))
         narrowing_warning(ctx, inputs, key, view, "Only they are exported.")
         prop = inputs.str("directory", required=True, label="Export directory",
-                          description="A folder on the machine running FiftyOne")
+                          description="A full path to a folder on the machine running FiftyOne, "
+                                      "such as /data/exports/run1 or ~/exports/run1")
         inputs.bool("overwrite", default=False, label="Overwrite",
                     description="Replace the files of an earlier export")
         results = ctx.dataset.load_run_results(key, cache=False)  # once, for both checks
-        problem = export_problem(view, ctx.params.get("directory"), key,
-                                 overwrite=ctx.params.get("overwrite", False), results=results)
+        directory, problem = export_directory(ctx.params.get("directory"))
+        problem = problem or export_problem(view, directory, key,
+                                            overwrite=ctx.params.get("overwrite", False),
+                                            results=results)
         if problem:
             prop.invalid, prop.error_message = True, problem
         from vlsr_core.fo.review import ReviewError, export_note
@@ -73,11 +93,14 @@ class ExportResults(foo.Operator):
         from vlsr_core.fo.review import export_note
 
         key = ctx.params.get("key", DEFAULT_KEY)
+        directory, problem = export_directory(ctx.params["directory"])
+        if problem:
+            raise ValueError(problem)
         written = yield from run_with_progress(ctx, "Exporting", lambda progress: export_run(
-            chosen_target(ctx, run_target(ctx, key)), ctx.params["directory"], key,
+            chosen_target(ctx, run_target(ctx, key)), directory, key,
             detections_field=ctx.params.get("detections_field"),
             overwrite=ctx.params.get("overwrite", False),
         ))
         note = export_note(ctx.dataset, key)
-        return (yield from finish(ctx, f"Exported {len(written)} files to {ctx.params['directory']}",
+        return (yield from finish(ctx, f"Exported {len(written)} files to {directory}",
                                   "\n".join(f"- `{p}`" for p in written) + "\n\n" + note))

@@ -7,6 +7,7 @@ from vlsr_core.engine.defaults import DEFAULT_KEY
 
 from .common import (
     block,
+    chosen_run_key,
     chosen_target,
     delegable,
     execution_flags,
@@ -36,7 +37,7 @@ class MapEmbeddings(foo.Operator):
 
         inputs = types.Object()
         form = types.Property(inputs, view=types.View(label="VLSR: map the embeddings"))
-        view = target_view(ctx, inputs, run_target(ctx, ctx.params.get("key", DEFAULT_KEY)))
+        view = target_view(ctx, inputs, run_target(ctx, chosen_run_key(ctx)))
         key = run_key_choice(ctx, inputs, "map the embeddings") if view is not None else None
         if key is None:
             return form

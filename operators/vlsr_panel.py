@@ -5,8 +5,6 @@ rows take the review actions (take out, keep, move, split, rename) straight to t
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.engine.defaults import DEFAULT_KEY
-
 URI = "@vlsr/vlsr/"
 PAGE = 20  # clusters per page
 MEMBERS = 100  # members of the open cluster shown
@@ -27,12 +25,12 @@ class VLSRPanel(foo.Panel):
     # -- loading -------------------------------------------------------------------------------
 
     def on_load(self, ctx):
-        from vlsr_core.fo.runs import list_vlsr_runs
+        from vlsr_core.fo.runs import default_run_key, list_vlsr_runs
 
         keys = list_vlsr_runs(ctx.dataset) if ctx.dataset is not None else []
         ctx.panel.state.keys = keys
         if ctx.panel.state.key not in keys:
-            ctx.panel.state.key = DEFAULT_KEY if DEFAULT_KEY in keys else (keys[0] if keys else None)
+            ctx.panel.state.key = default_run_key(keys)
             ctx.panel.state.page, ctx.panel.state.cluster_label = 0, None
         self._load(ctx, scores=True)
 

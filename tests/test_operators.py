@@ -287,6 +287,32 @@ def test_the_cluster_form_offers_image_evidence_in_the_recommended_mode_only(ds,
     assert "image evidence not used (fewer than 10 labels" in str(r.executor.to_json())
 
 
+def test_the_export_form_refuses_a_relative_folder_and_expands_the_home_folder(
+        ds, tiny_clip, tmp_path, monkeypatch):
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds)
+    run("cluster_and_merge", ds, min_cluster_size=1)
+    prop = form("export_results", ds, directory="exports")["type"]["properties"]["directory"]
+    assert prop["invalid"] and "Give a full path" in prop["error_message"]
+    with pytest.raises(ExecutionError, match="'exports' is relative"):
+        run("export_results", ds, key="vlsr", directory="exports")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    result = run("export_results", ds, key="vlsr", directory="~/exports")
+    assert (tmp_path / "exports" / "samples.csv").is_file()
+    assert f"files to {tmp_path / 'exports'}" in str(result.executor.to_json())
+
+
+def test_forms_and_the_panel_open_on_the_default_run_not_the_first_in_order(ds, tiny_clip):
+    for key in ("vlsr", "a_run"):
+        run("compute_embeddings", ds, label_field="gt", model=tiny_clip, key=key)
+    assert sorted(ds.list_runs())[0] == "a_run"
+    for name in ("score_labels", "cluster_and_merge", "export_results", "delete_run"):
+        assert form(name, ds)["type"]["properties"]["key"]["default"] == "vlsr", name
+    state = foo.execute_operator(URI + "vlsr_panel", dataset=ds, params=dict(
+        __method__="on_load", panel_id="p1", panel_state={})).executor.to_json()["requests"]
+    assert any(q["params"].get("state", {}).get("key") == "vlsr" for q in state)
+
+
 def test_the_export_form_refuses_a_file_as_folder_before_execute(ds, tiny_clip, tmp_path):
     run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
     run("score_labels", ds)

@@ -12,6 +12,7 @@ import eta.core.serial as etas
 import fiftyone.core.runs as fors
 import numpy as np
 
+from ..engine.defaults import DEFAULT_KEY
 from ..engine.params import PARAM_CLASSES
 
 # Field name suffixes, appended to the run key ("vlsr" -> "vlsr_embedding", ...).
@@ -307,6 +308,11 @@ def output_problem(samples, key, label_field):
 def list_vlsr_runs(dataset):
     """The keys of the VLSR runs of ``dataset``."""
     return [k for k in dataset.list_runs() if isinstance(dataset.get_run_info(k).config, VLSRRunConfig)]
+
+
+def default_run_key(keys):
+    """The run a form or the panel opens on: the default key's if there is one, else the first."""
+    return DEFAULT_KEY if DEFAULT_KEY in keys else (keys[0] if keys else None)
 
 
 STAGE_NAMES = {"score": "score labels", "cluster": "cluster and merge"}
