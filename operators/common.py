@@ -178,16 +178,22 @@ def param_inputs(ctx, inputs, cls, base=None, unchecked=(), checks=None, hidden=
         if not problem and value is not None and spec.name in (checks or {}):
             problem = checks[spec.name](value)
         if problem:
-            prop.invalid, prop.error_message = True, problem
+            prop.invalid, prop.error_message = True, _in_form_words(problem, spec)
         values[spec.name], props[spec.name] = value, prop
     try:
         return cls.resolve(base, **values)
     except ParamError as e:  # one field's value against another's (each alone is fine)
         if e.name in props and not props[e.name].invalid:
-            props[e.name].invalid, props[e.name].error_message = True, str(e)
+            spec = next(s for s in cls.specs() if s.name == e.name)
+            props[e.name].invalid, props[e.name].error_message = True, _in_form_words(str(e), spec)
         return None
     except ValueError:
         return None
+
+
+def _in_form_words(problem, spec):
+    """The engine's message about a parameter, named as the form labels it, not as the API does."""
+    return spec.label + problem[len(spec.name):] if problem.startswith(spec.name + " ") else problem
 
 
 def run_params(ctx, key, cls):
@@ -363,6 +369,8 @@ def label_choice(inputs, name, labels, label, description, required=True):
     view = types.AutocompleteView(label=label, allow_user_input=True)
     for value, text in labels[:MAX_CHOICES]:
         view.add_choice(value, label=text)
+    if len(labels) > MAX_CHOICES:
+        description += f" (the first {MAX_CHOICES} of {len(labels):,} are listed; type any other)"
     return inputs.str(name, required=required, label=label, description=description, view=view)
 
 

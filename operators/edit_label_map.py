@@ -6,7 +6,7 @@ import numpy as np
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
-from .common import MAX_CHOICES, label_choice, reported, review_state_input, run_key_choice
+from .common import label_choice, reported, review_state_input, run_key_choice
 
 ACTIONS = {
     "reject": "Reject a merge: take a label out of its cluster",
@@ -48,7 +48,7 @@ class EditLabelMap(foo.Operator):
             choices = [(n, n) for n in _by_size(label_map, names)]
             label_prop = label_choice(inputs, "label", choices, "Cluster",
                                       "The canonical label of the cluster to rename")
-            inputs.str("to", required=True, label="New name",
+            to_prop = inputs.str("to", required=True, label="New name",
                                  description="Naming it like another cluster, or like a label of "
                                              "another cluster, joins the two")
         else:
@@ -57,11 +57,12 @@ class EditLabelMap(foo.Operator):
             if action in ("accept", "reject"):
                 order = [i for i in order if canonical[vocab[i]] != vocab[i]]
             choices = [(vocab[i], f"{vocab[i]} → {canonical[vocab[i]]} ({dist[i]:.3f})")
-                       for i in order[:MAX_CHOICES]]
+                       for i in order]
             label_prop = label_choice(inputs, "label", choices, "Label",
                                       "Labels farthest from their canonical label come first")
+            to_prop = None
             if action == "move":
-                label_choice(inputs, "to", [(n, n) for n in _by_size(label_map, names)],
+                to_prop = label_choice(inputs, "to", [(n, n) for n in _by_size(label_map, names)],
                                        "Move to the cluster of", "A canonical label (or any label)")
         label, to = ctx.params.get("label"), ctx.params.get("to")
         if not label or (action in ("move", "rename") and not to):
@@ -71,7 +72,8 @@ class EditLabelMap(foo.Operator):
         try:
             edit = add_edit(ctx.dataset, key, action, label, to or None, dry_run=True, state=state)
         except ReviewError as e:
-            label_prop.invalid, label_prop.error_message = True, str(e)
+            prop = to_prop if e.about == "to" and to_prop is not None else label_prop
+            prop.invalid, prop.error_message = True, str(e)
             return form
         other = joined_by_rename(state, edit)
         joins = f" It joins the cluster {other}." if other else ""

@@ -2,6 +2,7 @@
 
 import csv
 import re
+import sys
 from pathlib import Path
 
 try:
@@ -369,7 +370,7 @@ def _form_errors(form_json):
     return [p["error_message"] for p in props.values() if p.get("invalid")]
 
 
-def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path):
+def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path, monkeypatch):
     run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
     run("score_labels", ds, key="vlsr")
     run("cluster_and_merge", ds, key="vlsr", min_cluster_size=1, mode="paper", eps=0.001)
@@ -380,6 +381,18 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
     assert _form_errors(f) == [] and "Edit #1: move helmit to the cluster of helmet" in str(f)
     assert "neither a label" in str(_form_errors(form("edit_label_map", ds, key="vlsr",
                                                       action="split", label="hat")))
+    # a bad new name or target is marked on that field, not on the label's
+    for action, to, message in (("rename", "   ", "Give the new name"),
+                                ("move", "hat", "'hat' is neither a label")):
+        props = form("edit_label_map", ds, key="vlsr", action=action, label="helmet",
+                     to=to)["type"]["properties"]
+        assert props["to"]["error_message"].startswith(message) and not props["label"].get("invalid")
+    common = sys.modules[type(foo.get_operator(URI + "edit_label_map")).__module__.rsplit(".", 1)[0]
+                         + ".common"]
+    monkeypatch.setattr(common, "MAX_CHOICES", 2)  # a long vocabulary: the picker says so
+    picker = form("edit_label_map", ds, key="vlsr", action="split")["type"]["properties"]["label"]
+    assert len(picker["view"]["choices"]) == 2
+    assert "(the first 2 of 5 are listed; type any other)" in picker["view"]["description"]
     run("edit_label_map", ds, key="vlsr", action="move", label="helmit", to="helmet")
     run("edit_label_map", ds, key="vlsr", action="rename", label="helmet", to="safety helmet")
     run("edit_label_map", ds, key="vlsr", action="move", label="screwdriver", to="helmet")

@@ -158,10 +158,13 @@ def test_every_form_offers_exactly_its_parameters_with_their_defaults_and_choice
 def test_a_form_marks_a_bad_value_with_the_engines_message(labelled):
     _register_run(labelled)
     props = form("cluster_and_merge", labelled, eps=0, min_samples=2)["type"]["properties"]
-    assert props["eps"]["invalid"] and props["eps"]["error_message"] == "eps must be > 0, got 0.0"
+    assert props["eps"]["invalid"] and props["eps"]["error_message"] == (
+        "DBSCAN radius (eps) must be > 0, got 0.0")
     assert not props["min_samples"]["invalid"]
     props = form("compute_embeddings", labelled, prompt="a photo")["type"]["properties"]
-    assert props["prompt"]["invalid"] and "exactly one {}" in props["prompt"]["error_message"]
+    assert props["prompt"]["error_message"].startswith("Prompt template must hold exactly one {}")
+    props = form("score_labels", labelled, top_k=0)["type"]["properties"]
+    assert props["top_k"]["error_message"] == "Suggestions per sample must be >= 1, got 0"
 
 
 def test_forms_default_to_the_values_the_run_last_used(labelled):

@@ -290,9 +290,10 @@ class MergeParams(_Params):
     eps: float | None = param(None, "DBSCAN radius in cosine distance; empty: 0.07 (the "
                               "paper's) in paper mode, derived from the labels' distances in "
                               "recommended mode. Larger values chain unrelated labels together",
-                              label="eps", low=0.0, low_open=True, high=2.0)
+                              label="DBSCAN radius (eps)", low=0.0, low_open=True, high=2.0)
     min_samples: int = param(DEFAULT_MIN_SAMPLES, "DBSCAN neighbourhood size of a core label; "
-                             "1 = every label", label="min_samples", low=1)
+                             "1 = every label", label="DBSCAN core size (min_samples)",
+                             low=1)
     min_cluster_size: int = param(DEFAULT_MIN_CLUSTER_SIZE, "clusters smaller than this merge "
                                   "into their nearest neighbour (0 or 1: none); in recommended "
                                   "mode only into a close one, else they are listed as rare",

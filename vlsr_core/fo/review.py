@@ -23,7 +23,12 @@ from .runs import VLSRRunConfig, sample_fields
 
 
 class ReviewError(ValueError):
-    """An edit that cannot be made as asked; the message says why."""
+    """An edit that cannot be made as asked; the message says why, ``about`` which argument it
+    concerns (``"label"`` or ``"to"``), so that a form marks that field."""
+
+    def __init__(self, message, about="label"):
+        super().__init__(message)
+        self.about = about
 
 
 @dataclass
@@ -232,22 +237,22 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                 raise ReviewError(f"{label!r} is the canonical label of its cluster; rename the "
                                   "cluster or move another label instead")
             if to not in names:
-                raise ReviewError(f"{to!r} is not a canonical label of run {key!r}")
+                raise ReviewError(f"{to!r} is not a canonical label of run {key!r}", "to")
         elif action == "move":
-            target = _member(to, vocabulary, state.label_map)
+            target = _member(to, vocabulary, state.label_map, about="to")
             if canonical[target] == current:
-                raise ReviewError(f"{label!r} is already in the cluster of {current!r}")
+                raise ReviewError(f"{label!r} is already in the cluster of {current!r}", "to")
             to = target
         elif action == "split" and list(canonical.values()).count(current) == 1:
             raise ReviewError(f"{label!r} is already a cluster of its own")
         elif action == "rename":
             to = (to or "").strip()
             if not to:
-                raise ReviewError("Give the new name of the cluster")
+                raise ReviewError("Give the new name of the cluster", "to")
             if to == current:
-                raise ReviewError(f"The cluster is already called {to!r}")
+                raise ReviewError(f"The cluster is already called {to!r}", "to")
             if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in to):
-                raise ReviewError("A name cannot hold a line break or a control character")
+                raise ReviewError("A name cannot hold a line break or a control character", "to")
     elif action in SUGGESTION_ACTIONS:
         if label not in vocabulary:
             raise ReviewError(f"{label!r} is not in the vocabulary of run {key!r}")
@@ -371,15 +376,15 @@ def _check_samples(dataset, ids):
                           f"{dataset.name!r}, e.g. {missing[0]!r}")
 
 
-def _member(label, vocabulary, label_map):
+def _member(label, vocabulary, label_map, about="label"):
     """A vocabulary label standing for ``label``: itself, or the representative of the cluster
-    it names."""
+    it names; ``about``: the argument it was given as, for the error."""
     if label in vocabulary:
         return label
     names = label_map.names or label_map.representatives
     if label in names:
         return label_map.representatives[names.index(label)]
-    raise ReviewError(f"{label!r} is neither a label nor a canonical label of this run")
+    raise ReviewError(f"{label!r} is neither a label nor a canonical label of this run", about)
 
 
 def _config(dataset, key):
