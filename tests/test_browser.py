@@ -351,13 +351,13 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     page.wait_for_timeout(800)
     # image evidence belongs to the recommended mode: ticked in paper mode, the form says so
     page.get_by_text("Use image evidence", exact=True).first.click()
-    refused = page.get_by_text("image_evidence is part of the recommended mode").first
+    refused = page.get_by_text("Image evidence is part of the recommended mode").first
     refused.wait_for(timeout=30_000)
     refused.scroll_into_view_if_needed()
     assert not page.get_by_role("button", name="Execute").first.is_enabled()
     shot(page, "07a-cluster-form-image-evidence-in-paper-mode")
     page.get_by_text("Use image evidence", exact=True).first.click()
-    _until(lambda: page.get_by_text("image_evidence is part of the recommended mode").count() == 0,
+    _until(lambda: page.get_by_text("Image evidence is part of the recommended mode").count() == 0,
            "the form to accept paper mode without image evidence", timeout=30, page=page)
     shot(page, "07-cluster-form")
     execute(page)

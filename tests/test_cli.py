@@ -79,7 +79,7 @@ def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys):
     assert ds.get_run_info("vlsr").config.image_evidence is True
     assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
                  "--model", tiny_clip, "--mode", "paper", "--image-evidence"]) == 2
-    assert "image_evidence is part of the recommended mode" in capsys.readouterr().err
+    assert "Image evidence is part of the recommended mode" in capsys.readouterr().err
 
     out_dir = tmp_path / "export"
     assert main(["export", "--dataset", dataset_name, "--out", str(out_dir)]) == 0

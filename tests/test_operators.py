@@ -278,7 +278,7 @@ def test_the_cluster_form_offers_image_evidence_in_the_recommended_mode_only(ds,
     props = form("cluster_and_merge", ds)["type"]["properties"]
     assert props["image_evidence"]["default"] is False
     errors = _form_errors(form("cluster_and_merge", ds, mode="paper", image_evidence=True))
-    assert errors == ["image_evidence is part of the recommended mode; the paper's mode merges "
+    assert errors == ["Image evidence is part of the recommended mode; the paper's mode merges "
                       "on label text alone"]
     assert _form_errors(form("cluster_and_merge", ds, image_evidence=True)) == []
     r = run("cluster_and_merge", ds, min_cluster_size=1, image_evidence=True)

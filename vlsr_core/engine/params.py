@@ -318,7 +318,7 @@ class MergeParams(_Params):
     def __post_init__(self):
         super().__post_init__()
         if self.paper and self.image_evidence:
-            raise ParamError("image_evidence", "image_evidence is part of the recommended mode; "
+            raise ParamError("image_evidence", "Image evidence is part of the recommended mode; "
                                                "the paper's mode merges on label text alone")
 
     @property
