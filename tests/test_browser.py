@@ -248,6 +248,17 @@ def review_in_the_panel(page, dataset, session):
     _until(lambda: len(edits()) == 5, "undo", timeout=30, page=page)
     page.get_by_text("Undid edit #6").first.wait_for(timeout=30_000)
     shot(page, "21-panel-after-undo")
+
+    # the search box filters the clusters by any of their labels, and clearing it shows all
+    search = page.get_by_text("Find a cluster by label", exact=True).first.locator(
+        "xpath=following::input[1]")
+    search.fill("helmit")
+    page.get_by_text("Clusters, the most doubtful first (1; page 1 of 1)").first.wait_for(
+        timeout=30_000)
+    shot(page, "21a-panel-search")
+    search.fill("")
+    page.get_by_text("Clusters, the most doubtful first (3; page 1 of 1)").first.wait_for(
+        timeout=30_000)
     assert edits() == [("reject", "drill", "helmet"), ("accept", "Helmets", "helmet"),
                        ("split", "Lathe Information", None), ("move", "screwdriver", "drill"),
                        ("rename", "helmet", "safety helmet")]
