@@ -433,10 +433,16 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     page.get_by_text("The label map with the 6 review edits applied").first.wait_for(timeout=30_000)
     shot(page, "11-export-done")
 
+    # a relative folder is refused: it would land wherever the App's server started
+    open_operator(page, "VLSR 6: export cleaned labels")
+    page.locator("input[type=string]").last.fill("exports")
+    page.get_by_text(re.compile("^Give a full path, such as .*/exports: 'exports' is relative")).first.wait_for(
+        timeout=30_000)
+    shot(page, "11-export-relative-folder-refused")
+
     # a failure while executing is a message, not a closed dialog: samples.csv cannot be written
     blocked = tmp_path / "blocked"
     (blocked / "samples.csv").mkdir(parents=True)
-    open_operator(page, "VLSR 6: export cleaned labels")
     page.locator("input[type=string]").last.fill(str(blocked))
     page.wait_for_timeout(800)
     page.get_by_text("Overwrite", exact=True).first.click()
