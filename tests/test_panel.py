@@ -100,6 +100,7 @@ def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
     assert [c["canonical"] for c in edited] == ["helmit"]
 
     panel.event("keep", row=0)  # Helmets stays with helmet even if clustered apart later
+    assert [m["joined_by"] for m in panel.state["members"]] == ["spelling, kept", ""]
     panel.event("split", row=1)  # helmet: on its own now; Helmets represents the rest
     assert [m["label"] for m in panel.state["members"]] == ["helmet"]
     assert review_state(ran, "vlsr").label_map.canonical["Helmets"] == "Helmets"

@@ -122,7 +122,8 @@ def member_rows(state, cluster, query=""):
     """The members of one cluster, those containing ``query`` (case-insensitive) first, then
     the farthest from its canonical label first: ``label``, ``shown`` (the label, marked if it
     is the canonical one), ``frequency``, ``distance``, ``joined_by`` (the step that put it
-    there: :attr:`~vlsr_core.fo.review.ReviewState.joined_by`), ``clustered_with``
+    there: :attr:`~vlsr_core.fo.review.ReviewState.joined_by`, with ", kept" once a review
+    accepted it), ``clustered_with``
     (its canonical label before the review)."""
     label_map = state.label_map
     vocabulary = label_map.vocabulary
@@ -133,7 +134,9 @@ def member_rows(state, cluster, query=""):
     miss = np.array([q not in vocabulary[i].casefold() for i in members], dtype=bool)
     order = members[np.lexsort((-distance[members], miss))] if len(members) else members
     clustered = state.clustered.canonical
-    reasons = state.joined_by
+    kept = {e.label for e in state.in_force if e.action == "accept"}
+    reasons = [r + (", kept" if l in kept and r != "review" else "")
+               for l, r in zip(vocabulary, state.joined_by)]
     return [dict(label=vocabulary[i],
                  shown=vocabulary[i] + (" (canonical)" if vocabulary[i] == rep else ""),
                  frequency=int(label_map.frequencies[i]),
