@@ -415,7 +415,8 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     out = tmp_path / "export"
     open_operator(page, "VLSR 6: export cleaned labels")
     page.locator("input[type=string]").last.fill(str(out))  # the form is the last thing on the page
-    page.wait_for_timeout(800)
+    _until(page.get_by_role("button", name="Execute").first.is_enabled, "a valid form", timeout=30,
+           page=page)
     shot(page, "10-export-form")
     execute(page)
     _until(lambda: (out / "label_map.csv").exists() and (out / "image_labels.json").exists(), "export", page=page)
