@@ -80,6 +80,9 @@ def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys):
     assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
                  "--model", tiny_clip, "--mode", "paper", "--image-evidence"]) == 2
     assert "Image evidence is part of the recommended mode" in capsys.readouterr().err
+    assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
+                 "--top-k", "0"]) == 2
+    assert capsys.readouterr().err == "vlsr: error: --top-k must be >= 1, got 0\n"
 
     out_dir = tmp_path / "export"
     assert main(["export", "--dataset", dataset_name, "--out", str(out_dir)]) == 0

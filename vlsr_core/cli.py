@@ -6,7 +6,7 @@ import os
 import sys
 
 from .engine.defaults import DEFAULT_KEY, DEFAULT_MODEL
-from .engine.params import EmbedParams, MergeParams, ParamError, ScoreParams
+from .engine.params import EmbedParams, MergeParams, ParamError, ScoreParams, flag
 
 EPILOG = """examples:
   vlsr import-factorynet ./factorynet --dataset factorynet
@@ -30,7 +30,7 @@ def main(argv=None):
             for cls in (EmbedParams, ScoreParams, MergeParams):
                 params_of(args, cls)
         except ParamError as e:
-            print(f"vlsr: error: {e}", file=sys.stderr)
+            print(f"vlsr: error: {_as_flag(e)}", file=sys.stderr)
             return 2
     from fiftyone.core.service import ServiceException
 
@@ -52,12 +52,19 @@ def main(argv=None):
     except (VLSRError, ParamError, ModelLoadError, ExportError, LabelFieldError, InputFileError,
             ReviewError, FileNotFoundError, NotADirectoryError) as e:
         _close_bars()
-        print(f"vlsr: error: {e}", file=sys.stderr)
+        print(f"vlsr: error: {_as_flag(e) if isinstance(e, ParamError) else e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         _close_bars()
         print("vlsr: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def _as_flag(error):
+    """A :class:`ParamError`'s message naming the parameter by its flag (``--top-k``, not
+    ``top_k``), as the command line knows it."""
+    message, name = str(error), error.name
+    return flag(name) + message[len(name):] if message.startswith(name + " ") else message
 
 
 def _logs_to_stderr():

@@ -84,7 +84,12 @@ class Spec:
 
     @property
     def flag(self):
-        return "--" + self.name.replace("_", "-")
+        return flag(self.name)
+
+
+def flag(name):
+    """The command-line flag of parameter ``name``: ``top_k`` -> ``--top-k``."""
+    return "--" + name.replace("_", "-")
 
 
 class _Params:
