@@ -249,11 +249,15 @@ class VLSRPanel(foo.Panel):
         if s.problem:
             panel.md(s.problem, name="problem")
         if s.edges:
+            # the title is text above the chart: Plotly's toolbar, shown on hover, covers a title
+            # drawn inside it
+            panel.md("**Label scores:** click a bar, or drag over several, to see those labels",
+                     name="histogram_title")
             panel.plot("histogram", layout=dict(
-                title=dict(text="Label scores: click or select bars to see those labels"),
                 xaxis=dict(title=dict(text=f"{s.scored_on or 'image'}-label score")),
                 yaxis=dict(title=dict(text="labels")),
-                bargap=0.05, dragmode="select", height=280, margin=dict(t=40, b=50, l=50, r=10)),
+                bargap=0.05, dragmode="select", height=260, margin=dict(t=20, b=50, l=50, r=10)),
+                config=dict(displaylogo=False),
                 on_click=self.on_histogram_click, on_selected=self.on_histogram_select)
         if s.problem:
             return types.Property(panel, view=types.GridView(orientation="vertical"))
