@@ -214,6 +214,58 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     assert "The sample has no image embedding" in capsys.readouterr().err
 
 
+def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp_path, capsys):
+    dataset = ran[0]
+    name = dataset.name
+    assert main(["export", "--dataset", name, "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    with open(tmp_path / "out" / "label_map.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:  # the curator's edits: helmit is a drill, the screwdrivers get a new name
+        r["canonical"] = {"helmit": "drill", "screwdriver": " Screwdriver (tool)",
+                          "Screwdrivers": "Screwdriver (tool)"}.get(r["label"], r["canonical"])
+    edited = tmp_path / "edited.csv"
+    with open(edited, "w", newline="", encoding="utf-8-sig") as f:  # as a spreadsheet saves it
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+    assert main(["review", "import", str(edited), "--dry-run", "--dataset", name]) == 0
+    assert "would make 2 edits (1 move, 1 rename) for the 7 labels" in capsys.readouterr().out
+    assert review_state(dataset, "vlsr").edits == []
+    assert main(["review", "import", str(edited), "--dataset", name]) == 0
+    out = capsys.readouterr().out
+    assert "#1 move helmit to the cluster of drill" in out
+    assert "#2 rename the cluster of screwdriver to Screwdriver (tool)" in out
+    assert "vlsr review undo --from 1 takes them all back" in out
+    assert main(["review", "import", str(edited), "--dataset", name]) == 0  # again: nothing to do
+    assert "already is as" in capsys.readouterr().out
+    assert main(["apply", "--dataset", name]) == 0
+    finals = dict(zip(dataset.values("gt.classifications.label", unwind=True),
+                      dataset.values("gt.classifications.vlsr_canonical", unwind=True)))
+    assert finals == {r["label"]: r["canonical"].strip() for r in rows}
+
+    assert main(["review", "undo", "--from", "1", "--dataset", name]) == 0
+    assert "undid 2 edits, #1 to #2" in capsys.readouterr().out
+    assert review_state(dataset, "vlsr").in_force == []
+
+    for text, message in (
+            ("label;canonical\nhelmit;drill\n", "needs the columns label and canonical"),
+            ("label,canonical\nhelmot,drill\n", "1 label(s) not in the vocabulary, e.g. 'helmot'"),
+            ("label,canonical\nhelmit,drill\nhelmit,vise\n", "line 3: 'helmit' is given 'vise' "
+                                                             "here and 'drill' on line 2"),
+            ("label,canonical\nhelmit,\n", "line 2: canonical is empty"),
+            ("label,canonical\nhelmit,drill\ndrill,helmet\n", "but the label 'drill' is to be"),
+            ("", "is empty: it needs the columns label and canonical"),
+    ):
+        edited.write_text(text, encoding="utf-8")
+        assert main(["review", "import", str(edited), "--dataset", name]) == 2
+        assert message in capsys.readouterr().err, text
+    assert main(["review", "import", str(tmp_path), "--dataset", name]) == 2
+    assert "is a folder, not a CSV file" in capsys.readouterr().err
+    assert review_state(dataset, "vlsr").in_force == []
+
+
 @pytest.mark.parametrize("args, message", [
     (["review", "reject", "helmot"], "'helmot' is neither a label nor a canonical label"),
     (["review", "split", "drill"], "'drill' is already a cluster of its own"),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vlsr_core.engine.pipeline import LabelMap, final_labels
-from vlsr_core.engine.review import Edit, review_label_map, suggestion_decisions
+from vlsr_core.engine.review import Edit, edits_to_reach, review_label_map, suggestion_decisions
 
 VOCAB = ["helmet", "Helmets", "hard hat", "drill", "drill press", "vise"]
 FREQ = np.array([5, 3, 2, 4, 1, 2])
@@ -150,6 +150,69 @@ def test_any_sequence_of_edits_gives_a_map_whose_names_map_to_themselves():
             assert canonical[label] != named, specs
         elif action == "split":  # alone (under its cluster's name, if it was alone already)
             assert list(canonical.values()).count(canonical[label]) == 1, specs
+
+
+def _reach(wanted, edits=()):
+    new = edits_to_reach(_map(), _emb(), list(edits), wanted)
+    reviewed, outcomes = review_label_map(_map(), _emb(), list(edits) + new)
+    assert all(o.status == "applied" for o in outcomes[len(edits):])  # each edit does something
+    return [(e.action, e.label, e.to) for e in new], reviewed.canonical
+
+
+def test_an_edited_label_map_becomes_the_few_edits_that_make_it():
+    assert _reach({"helmet": "helmet", "drill press": "drill"}) == ([], _map().canonical)
+    made, canonical = _reach({"hard hat": "vise", "drill press": "drill press"})
+    assert made == [("split", "drill press", None), ("move", "hard hat", "vise")]
+    made, canonical = _reach({"helmet": "safety helmet", "Helmets": "safety helmet",
+                              "hard hat": "safety helmet", "vise": "drill"})
+    assert made == [("move", "vise", "drill"), ("rename", "helmet", "safety helmet")]
+    assert canonical == {"helmet": "safety helmet", "Helmets": "safety helmet",
+                         "hard hat": "safety helmet", "drill": "drill", "drill press": "drill",
+                         "vise": "drill"}
+    # named after a label: that label's cluster, even if most of the others are elsewhere
+    made, canonical = _reach({"helmet": "hard hat", "Helmets": "hard hat", "hard hat": "hard hat"})
+    assert made == [("rename", "hard hat", "hard hat")]
+    assert set(canonical.values()) == {"hard hat", "drill", "vise"}
+
+
+def test_a_label_map_that_cannot_be_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="1 label.* not in the vocabulary, e.g. 'hamer'"):
+        _reach({"hamer": "hammer"})
+    with pytest.raises(ValueError, match="the label 'drill' is to be in 'tools'"):
+        _reach({"drill press": "drill", "drill": "tools"})
+
+
+def test_clusters_trading_names_are_renamed_in_an_order_that_keeps_them_apart():
+    edits = _edits(("rename", "drill", "tools"), ("rename", "vise", "clamps"))
+    made, canonical = _reach({"drill": "hardware", "drill press": "hardware", "vise": "tools"},
+                             edits)
+    assert made == [("rename", "drill", "hardware"), ("rename", "vise", "tools")]
+    assert canonical["vise"] == "tools" and canonical["drill"] == "hardware"
+    with pytest.raises(ValueError, match="swap names"):
+        _reach({"drill": "clamps", "drill press": "clamps", "vise": "tools"}, edits)
+
+
+def test_any_wanted_map_is_reached_after_any_edits():
+    rng = np.random.default_rng(1)
+    names = VOCAB + ["safety helmet", "tools", "clamps"]
+    for _ in range(2000):
+        edits = _edits(*[(str(rng.choice(["split", "move", "rename"])), str(rng.choice(VOCAB)),
+                          str(rng.choice(VOCAB)) if k % 2 else str(rng.choice(names)))
+                         for k in range(rng.integers(0, 4))])
+        edits = [e if e.action != "split" else Edit(e.id, "split", e.label) for e in edits]
+        # a random partition of the labels, each part named by one of its labels or a new name
+        part = rng.integers(0, 4, len(VOCAB))
+        wanted = {}
+        for p in np.unique(part):
+            members = [VOCAB[i] for i in np.flatnonzero(part == p)]
+            wanted.update(dict.fromkeys(members, str(rng.choice(members)) if rng.random() < 0.5
+                                        else f"name {p}"))
+        try:
+            _, canonical = _reach(wanted, edits)
+        except ValueError as e:  # only trading names may be refused
+            assert "swap names" in str(e), (wanted, edits)
+            continue
+        assert canonical == wanted, (wanted, edits)
 
 
 def test_an_edit_whose_label_left_the_vocabulary_is_stale_and_the_others_still_apply():

@@ -176,8 +176,17 @@ def _review_parsers(sub):
                            help="a sample id (repeat for more)")
             c.add_argument("--view", help="every sample of this saved view")
         c.set_defaults(func=_review_edit, action=action)
+    c = actions.add_parser("import", help="the edits that make the label map as a CSV says "
+                                          "(label_map.csv of vlsr export, edited)")
+    c.add_argument("file", help="a CSV with the columns label and canonical; labels it leaves "
+                                "out keep their canonical label")
+    _review_args(c)
+    c.add_argument("--dry-run", action="store_true", help="list the edits, record none")
+    c.set_defaults(func=_review_import)
     c = actions.add_parser("undo", help="undo an edit (default: the last one in force)")
     c.add_argument("id", type=int, nargs="?", help="the edit's number, as `show` lists it")
+    c.add_argument("--from", dest="from_id", type=_positive, metavar="ID",
+                   help="undo edit ID and every edit in force after it (e.g. an import's)")
     _review_args(c)
     c.set_defaults(func=_review_undo)
 
@@ -389,9 +398,39 @@ def _review_edit(a):
     print(f"edit #{edit.id}: {_plain(edit.describe())}{joins}; vlsr apply writes it to the fields")
 
 
-def _review_undo(a):
-    from .fo.review import undo_edit
+def _review_import(a):
+    from collections import Counter
 
+    from .fo.review import import_label_map, read_label_map
+
+    wanted = read_label_map(a.file)
+    made = import_label_map(_load(a.dataset), a.key, wanted, dry_run=a.dry_run)
+    if not made:
+        print(f"the label map of run {a.key!r} already is as {a.file} says: no edit made")
+        return
+    kinds = Counter(e.action for e in made)
+    counts = ", ".join(_count(kinds[k], k) for k in ("split", "move", "rename") if kinds[k])
+    print(f"{'would make' if a.dry_run else 'made'} {_count(len(made), 'edit')} ({counts}) "
+          f"for the {len(wanted)} labels of {a.file}:")
+    for e in made[:20]:
+        print(f"  #{e.id} {_plain(e.describe())}")
+    if len(made) > 20:
+        print(f"  ... and {len(made) - 20} more (vlsr review show lists them all)")
+    print("run it without --dry-run to record them" if a.dry_run else
+          f"vlsr apply writes them to the fields; vlsr review undo --from {made[0].id} takes "
+          "them all back")
+
+
+def _review_undo(a):
+    from .fo.review import ReviewError, undo_edit, undo_edits_from
+
+    if a.from_id is not None:
+        if a.id is not None:
+            raise ReviewError("give an edit's number or --from ID, not both")
+        undone = undo_edits_from(_load(a.dataset), a.key, a.from_id)
+        print(f"undid {_count(len(undone), 'edit')}, #{undone[0].id} to #{undone[-1].id}; "
+              "vlsr apply writes the change to the fields")
+        return
     edit = undo_edit(_load(a.dataset), a.key, a.id)
     print(f"undid edit #{edit.id}: {_plain(edit.describe())}; vlsr apply writes the change to "
           "the fields")

@@ -231,6 +231,87 @@ def _settle(vocabulary, embeddings, frequencies, cluster, rep, renamed):
             [name[int(c)] for c in kept])
 
 
+def edits_to_reach(label_map, embeddings, edits, wanted):
+    """The map edits which, made after ``edits``, give each label the canonical label ``wanted``
+    says: a curator's label map edited in a spreadsheet, turned into review edits (each one
+    shown, undoable, and applied to a new clustering like any other).
+
+    Args:
+        label_map, embeddings: as for :func:`review_label_map` (as clustered).
+        edits: the run's edits so far.
+        wanted: dict label -> canonical label; labels it leaves out keep the one they have.
+
+    Returns:
+        :class:`Edit` objects numbered after ``edits``: splits, then moves, then renames (none
+        if the map already is as wanted).
+
+    Raises:
+        ValueError: a label not in the vocabulary, or a canonical label that is a label which
+        ``wanted`` puts elsewhere (a label and the name of its cluster always agree).
+    """
+    reviewed, _ = review_label_map(label_map, embeddings, edits)
+    vocabulary, current = reviewed.vocabulary, reviewed.canonical
+    unknown = [l for l in wanted if l not in current]
+    if unknown:
+        raise ValueError(f"{len(unknown)} label(s) not in the vocabulary, e.g. {unknown[0]!r}")
+    want = {l: wanted.get(l, current[l]) for l in vocabulary}
+    clash = [(n, l) for l, n in want.items() if n in want and want[n] != n]
+    if clash:
+        name, label = clash[0]
+        raise ValueError(f"{label!r} is to be in the cluster named {name!r}, but the label "
+                         f"{name!r} is to be in {want[name]!r}: a cluster named like a label "
+                         f"holds that label ({len(clash)} such label(s))")
+    index = {l: i for i, l in enumerate(vocabulary)}
+    cluster = np.asarray(reviewed.clusters)
+    freq = np.asarray(reviewed.frequencies)
+    groups = {}
+    for i, l in enumerate(vocabulary):
+        groups.setdefault(want[l], []).append(i)
+    anchor, homes = {}, {}
+    for name, members in groups.items():
+        if name in index:  # named after one of its labels: that label anchors it
+            a = index[name]
+        else:  # where most of its labels are, the most frequent of them there
+            ids, counts = np.unique(cluster[members], return_counts=True)
+            there = [m for m in members if cluster[m] == ids[np.argmax(counts)]]
+            a = max(there, key=lambda m: (freq[m], -m))
+        anchor[name] = a
+        homes.setdefault(int(cluster[a]), []).append(name)
+    split = set()
+    for home, names in homes.items():  # one group keeps a cluster: the one with most labels there
+        keeper = max(names, key=lambda n: (np.count_nonzero(cluster[groups[n]] == home), -anchor[n]))
+        split.update(n for n in names if n != keeper)
+    made = []
+    for name in sorted(split, key=anchor.get):
+        made.append(("split", vocabulary[anchor[name]], None))
+    for name, members in groups.items():
+        a = anchor[name]
+        made += [("move", vocabulary[m], vocabulary[a]) for m in members
+                 if m != a and (name in split or cluster[m] != cluster[a])]
+    first = max((e.id for e in edits), default=0) + 1
+    new = [Edit(first + k, *e) for k, e in enumerate(made)]
+    trial, _ = review_label_map(label_map, embeddings, list(edits) + new)
+    named = trial.canonical
+    renames = {name: vocabulary[anchor[name]] for name in groups if named[vocabulary[anchor[name]]] != name}
+    # a rename to the name another cluster has now would join the two: that one is renamed first
+    taken = {named[vocabulary[anchor[n]]]: n for n in renames}
+    order = []
+    while renames:
+        free = [n for n in renames if taken.get(n) not in renames]
+        if not free:
+            raise ValueError(f"clusters swap names ({', '.join(map(repr, sorted(renames)[:4]))}): "
+                             "rename one of them in one file, the rest in another")
+        for n in sorted(free, key=lambda n: anchor[n]):
+            order.append(("rename", renames.pop(n), n))
+    new += [Edit(first + len(new) + k, *e) for k, e in enumerate(order)]
+    final, _ = review_label_map(label_map, embeddings, list(edits) + new)
+    wrong = [l for l, n in final.canonical.items() if n != want[l]]
+    if wrong:  # a defect of this function, never of the input: say so rather than store it
+        raise RuntimeError(f"the edits would leave {len(wrong)} label(s) apart from the wanted "
+                           f"map, e.g. {wrong[0]!r}")
+    return new
+
+
 def suggestion_decisions(edits, vocabulary=None):
     """The decisions on suggestions in force: the last one per sample and per label wins.
 

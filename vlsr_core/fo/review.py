@@ -8,7 +8,10 @@ that no longer apply). ``config.applied`` records which edits the run's fields s
 force at the last Apply or clustering.
 """
 
+import csv
+import io
 import json
+import os
 import unicodedata
 import uuid
 from dataclasses import dataclass, field, replace
@@ -18,7 +21,14 @@ from functools import cached_property
 from ..engine.defaults import DEFAULT_KEY
 from ..engine.grouping import join_reasons
 from ..engine.pipeline import LabelMap
-from ..engine.review import MAP_ACTIONS, SUGGESTION_ACTIONS, Edit, active, review_label_map
+from ..engine.review import (
+    MAP_ACTIONS,
+    SUGGESTION_ACTIONS,
+    Edit,
+    active,
+    edits_to_reach,
+    review_label_map,
+)
 from .runs import VLSRRunConfig, sample_fields
 
 
@@ -251,7 +261,7 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                 raise ReviewError("Give the new name of the cluster", "to")
             if to == current:
                 raise ReviewError(f"The cluster is already called {to!r}", "to")
-            if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in to):
+            if _unprintable(to):
                 raise ReviewError("A name cannot hold a line break or a control character", "to")
     elif action in SUGGESTION_ACTIONS:
         if label not in vocabulary:
@@ -277,6 +287,80 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
     return edit
 
 
+def _unprintable(name):
+    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in name)
+
+
+def import_label_map(dataset, key, wanted, *, dry_run=False):
+    """Record the review edits that give each label the canonical label ``wanted`` says (a
+    label map edited outside, e.g. ``label_map.csv`` of an export in a spreadsheet; labels it
+    leaves out keep theirs) and return them, in one write; none if the map already is so.
+    Each is an ordinary edit: shown, undoable, written by Apply."""
+    names = {n.strip() for n in wanted.values()}
+    bad = next((n for n in names if not n or _unprintable(n)), None)
+    if bad is not None:
+        raise ReviewError(f"A canonical label cannot be blank or hold a line break or a control "
+                          f"character: {bad!r}")
+    config = _config(dataset, key)
+    label_map, emb = clustered_label_map(dataset, key)
+    edits = edits_of(config)
+    try:
+        made = edits_to_reach(label_map, emb, edits, {l: n.strip() for l, n in wanted.items()})
+    except ValueError as e:
+        raise ReviewError(str(e)) from None
+    now = _now()
+    made = [replace(e, time=now) for e in made]
+    if made and not dry_run:
+        config.review = [e.as_record() for e in edits + made]
+        dataset.update_run_config(key, config)
+    return made
+
+
+def read_label_map(path):
+    """label -> canonical label, from a CSV with the columns ``label`` and ``canonical`` (any
+    others, such as those of an exported ``label_map.csv``, are ignored). Labels are read as
+    written, canonical labels without surrounding spaces; :class:`ReviewError` lists the rows
+    that cannot be read."""
+    if not os.path.exists(path):
+        raise ReviewError(f"No file {path}")
+    if os.path.isdir(path):
+        raise ReviewError(f"{path} is a folder, not a CSV file")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ReviewError(f"{path} is not UTF-8 text: save it as CSV UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [h.strip().casefold() for h in next(reader, [])]
+    if not header:
+        raise ReviewError(f"{path} is empty: it needs the columns label and canonical")
+    if "label" not in header or "canonical" not in header:
+        seen = ",".join(header)[:80]
+        hint = " (its cells seem separated by ';' or tabs: the CSV must use commas)" if any(
+            c in seen for c in ";\t") else ""
+        raise ReviewError(f"{path} needs the columns label and canonical, as label_map.csv of an "
+                          f"export has; its first row is {seen!r}{hint}")
+    at, to = header.index("label"), header.index("canonical")
+    wanted, where, problems = {}, {}, []
+    for cells in reader:
+        line = reader.line_num
+        if not any(c.strip() for c in cells):
+            continue
+        label, name = (cells[at] if at < len(cells) else ""), (cells[to] if to < len(cells) else "")
+        if not label.strip() or not name.strip():
+            problems.append(f"line {line}: {'label' if not label.strip() else 'canonical'} is empty")
+        elif wanted.get(label, name.strip()) != name.strip():
+            problems.append(f"line {line}: {label!r} is given {name.strip()!r} here and "
+                            f"{wanted[label]!r} on line {where[label]}")
+        else:
+            wanted[label], where[label] = name.strip(), line
+    if problems:
+        raise ReviewError(f"{path}: {len(problems)} row(s) cannot be read: "
+                          + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else ""))
+    return wanted
+
+
 def joined_by_rename(state, edit):
     """The canonical label of the other cluster that a rename joins (the cluster so named, or
     the one holding a label so written), or None."""
@@ -293,23 +377,40 @@ def joined_by_rename(state, edit):
 def undo_edit(dataset, key=DEFAULT_KEY, edit_id=None):
     """Undo edit ``edit_id`` (default: the last one in force) and return it; the fields change on
     Apply. The edit stays on the run, marked undone."""
-    config = _config(dataset, key)
-    edits = edits_of(config)
-    in_force = active(edits)
+    in_force = _in_force(dataset, key)
+    edit_id = in_force[-1].id if edit_id is None else edit_id
+    if edit_id not in {e.id for e in in_force}:
+        raise ReviewError(f"Run {key!r} has no edit #{edit_id} in force")
+    return _undo(dataset, key, {edit_id})[0]
+
+
+def undo_edits_from(dataset, key, edit_id):
+    """Undo edit ``edit_id`` and every edit in force made after it (those of one
+    :func:`import_label_map`, say), in one write; returns them."""
+    later = {e.id for e in _in_force(dataset, key) if e.id >= edit_id}
+    if edit_id not in later:
+        raise ReviewError(f"Run {key!r} has no edit #{edit_id} in force")
+    return _undo(dataset, key, later)
+
+
+def _in_force(dataset, key):
+    in_force = active(edits_of(_config(dataset, key)))
     if not in_force:
         raise ReviewError(f"Run {key!r} has no review edit to undo")
-    if edit_id is None:
-        edit_id = in_force[-1].id
-    chosen = [e for e in in_force if e.id == edit_id]
-    if not chosen:
-        raise ReviewError(f"Run {key!r} has no edit #{edit_id} in force")
-    records = [e.as_record() for e in edits]
+    return in_force
+
+
+def _undo(dataset, key, ids):
+    """Mark the edits ``ids`` undone now; returns them."""
+    config = _config(dataset, key)
+    records = [e.as_record() for e in edits_of(config)]
+    now = _now()
     for r in records:
-        if r["id"] == edit_id:
-            r["undone"] = _now()
+        if r["id"] in ids:
+            r["undone"] = now
     config.review = records
     dataset.update_run_config(key, config)
-    return Edit.from_record(next(r for r in records if r["id"] == edit_id))
+    return [Edit.from_record(r) for r in records if r["id"] in ids]
 
 
 def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
