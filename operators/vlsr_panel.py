@@ -7,7 +7,7 @@ import fiftyone.operators.types as types
 
 URI = "@vlsr/vlsr/"
 PAGE = 20  # clusters per page
-MEMBERS = 100  # members of the open cluster shown
+MEMBERS = 100  # members of the open cluster per page
 
 
 class VLSRPanel(foo.Panel):
@@ -32,6 +32,7 @@ class VLSRPanel(foo.Panel):
         if ctx.panel.state.key not in keys:
             ctx.panel.state.key = default_run_key(keys)
             ctx.panel.state.page, ctx.panel.state.cluster_label = 0, None
+            ctx.panel.state.joined = ctx.panel.state.filtered = None
         self._load(ctx, scores=True)
 
     def on_change_dataset(self, ctx):
@@ -61,7 +62,8 @@ class VLSRPanel(foo.Panel):
     def _load(self, ctx, scores=False):
         """Compute what the panel shows; the score histogram (which the App keeps between events)
         only with ``scores``: on load, refresh, another run."""
-        from vlsr_core.fo.browse import cluster_rows, member_rows, merge_steps, score_histogram
+        from vlsr_core.fo.browse import (cluster_rows, join_choices, member_rows, merge_steps,
+                                         page_of, score_histogram)
         from vlsr_core.fo.summary import joins_to_check
 
         state = self._state(ctx)
@@ -79,23 +81,32 @@ class VLSRPanel(foo.Panel):
             return
         ctx.panel.state.status = state.summary()
         ctx.panel.data.steps = [dict(step=s, count=n) for s, n in merge_steps(state)]
-        ctx.panel.state.joins = joins_to_check(state.label_map.steps or {}) or None
-        query = ctx.panel.state.searched = ctx.panel.state.query or ""
-        rows = cluster_rows(state, query)
-        pages = max(1, -(-len(rows) // PAGE))
-        page = min(ctx.panel.state.page or 0, pages - 1)
-        ctx.panel.state.page, ctx.panel.state.pages, ctx.panel.state.n_clusters = page, pages, len(rows)
+        s = ctx.panel.state
+        s.joins = joins_to_check(state.label_map.steps or {}, see_all=lambda step: (
+            f"choose Joined by: {step}, above the clusters, to walk them all")) or None
+        choices = join_choices(state)
+        s.join_choices = [[step, n] for step, n in choices]
+        if s.joined not in dict(choices):  # "all", or a step no label is joined by any more
+            s.joined = "all"
+        joined = s.filtered = None if s.joined == "all" else s.joined
+        query = s.searched = s.query or ""
+        rows = cluster_rows(state, query, joined)
+        shown, s.page, s.pages, _ = page_of(rows, s.page, PAGE)
+        s.n_clusters = len(rows)
+        cluster = self._selected_cluster(ctx, state)
         # the tables' rows live in the panel's state, which the App sends back with each event:
         # a row action (which only says the row's index) then acts on the row the curator saw,
-        # even if the run changed since
-        ctx.panel.state.clusters = rows[page * PAGE:(page + 1) * PAGE]
-        cluster = self._selected_cluster(ctx, state)
-        members = member_rows(state, cluster, query) if cluster is not None else []
-        # the App sends the state back with every event: a cluster of thousands of labels (paper
-        # mode) shows its MEMBERS farthest, or those matching the search first
-        ctx.panel.state.members, ctx.panel.state.n_members = members[:MEMBERS], len(members)
+        # even if the run changed since. An open cluster stands alone in the clusters table,
+        # its members under it (whatever the search and the choice of joins)
+        s.clusters = shown if cluster is None else [
+            r for r in cluster_rows(state) if r["cluster"] == cluster]
+        members = member_rows(state, cluster, query, joined) if cluster is not None else []
+        # a cluster of thousands of labels (paper mode) shows MEMBERS a page
+        s.members, s.member_page, s.member_pages, s.member_span = page_of(
+            members, s.member_page, MEMBERS)
+        s.n_members = len(members)
         names = state.label_map.names or state.label_map.representatives
-        ctx.panel.state.cluster_name = names[cluster] if cluster is not None else None
+        s.cluster_name = names[cluster] if cluster is not None else None
 
     def _selected_cluster(self, ctx, state):
         label = ctx.panel.state.cluster_label
@@ -106,6 +117,7 @@ class VLSRPanel(foo.Panel):
     def on_change_key(self, ctx):
         ctx.panel.state.key = ctx.params["value"]
         ctx.panel.state.page, ctx.panel.state.cluster_label = 0, None
+        ctx.panel.state.joined = ctx.panel.state.filtered = None
         self._load(ctx, scores=True)
 
     def on_search(self, ctx):
@@ -116,7 +128,17 @@ class VLSRPanel(foo.Panel):
         if query == ctx.panel.state.searched:
             return
         ctx.panel.state.query = query
-        ctx.panel.state.page = 0
+        ctx.panel.state.page = ctx.panel.state.member_page = 0
+        self._load(ctx)
+
+    def on_joined(self, ctx):
+        # as the search: the App puts the choice in ``state.joined`` before this event, and
+        # sends it again when the panel opens
+        joined = ctx.params.get("value") or "all"
+        if joined == (ctx.panel.state.filtered or "all"):
+            return
+        ctx.panel.state.joined = joined
+        ctx.panel.state.page = ctx.panel.state.member_page = 0
         self._load(ctx)
 
     def next_page(self, ctx):
@@ -125,6 +147,14 @@ class VLSRPanel(foo.Panel):
 
     def previous_page(self, ctx):
         ctx.panel.state.page = max(0, (ctx.panel.state.page or 0) - 1)
+        self._load(ctx)
+
+    def next_members(self, ctx):
+        ctx.panel.state.member_page = (ctx.panel.state.member_page or 0) + 1
+        self._load(ctx)
+
+    def previous_members(self, ctx):
+        ctx.panel.state.member_page = max(0, (ctx.panel.state.member_page or 0) - 1)
         self._load(ctx)
 
     def on_histogram_click(self, ctx):
@@ -155,6 +185,7 @@ class VLSRPanel(foo.Panel):
     def open_cluster(self, ctx):
         state, cluster, _ = self._cluster_row(ctx)
         ctx.panel.state.cluster_label = state.label_map.representatives[cluster]
+        ctx.panel.state.member_page = 0
         self._load(ctx)
 
     def show_cluster(self, ctx):
@@ -280,6 +311,20 @@ class VLSRPanel(foo.Panel):
 
         panel.str("query", default=s.query or "", label="Find a cluster by label",
                   on_change=self.on_search)
+        if s.join_choices:
+            joined = types.DropdownView(
+                label="Only members joined by" if s.cluster_name else
+                "Only clusters with a member joined by")
+            joined.add_choice("all", label="all")
+            for step, n in s.join_choices:
+                joined.add_choice(step, label=f"{step} ({n:,} label{'' if n == 1 else 's'})")
+            panel.enum("joined", joined.values(), default=s.joined or "all", view=joined,
+                       on_change=self.on_joined)
+        by = f" joined by {s.filtered}" if s.filtered else ""
+        if s.cluster_name:  # the open cluster alone, its members under it: seen without scrolling
+            panel.btn("close_cluster", label="Back to all clusters", icon="arrow_back",
+                      on_click=self.close_cluster)
+
         clusters = types.TableView(max_inline_actions=2)
         for key, label in (("canonical", "Cluster"), ("labels", "Labels"),
                            ("occurrences", "Occurrences"), ("farthest", "Farthest"),
@@ -288,34 +333,44 @@ class VLSRPanel(foo.Panel):
         clusters.add_row_action("open", self.open_cluster, label="Members", icon="list")
         clusters.add_row_action("show", self.show_cluster, label="Show samples", icon="image")
         clusters.add_row_action("rename", self.rename_cluster, label="Rename…", icon="edit")
-        panel.list("clusters", types.Object(), view=clusters,
-                   label=f"Clusters, the most doubtful first ({s.n_clusters}; page "
-                         f"{(s.page or 0) + 1} of {s.pages})")
-        pages = panel.h_stack("pages", gap=1)
-        if (s.page or 0) > 0:
-            pages.btn("previous", label="Previous", icon="chevron_left", on_click=self.previous_page)
-        if (s.page or 0) + 1 < (s.pages or 1):
-            pages.btn("next", label="Next", icon="chevron_right", on_click=self.next_page)
-
         if s.cluster_name:
-            members = types.TableView(max_inline_actions=2)
-            for key, label in (("shown", "Label"), ("frequency", "Samples"),
-                               ("distance", "Distance"), ("joined_by", "Joined by"),
-                               ("clustered_with", "Clustered with")):
-                members.add_column(key, label=label)
-            members.add_row_action("take_out", self.take_out, label="Take out (reject merge)",
-                                   icon="call_split")
-            members.add_row_action("keep", self.keep, label="Keep (accept merge)", icon="check")
-            members.add_row_action("move", self.move, label="Move to another cluster…",
-                                   icon="drive_file_move")
-            members.add_row_action("split", self.split, label="Split out on its own",
-                                   icon="content_cut")
-            members.add_row_action("show_member", self.show_member, label="Show samples",
-                                   icon="image")
-            order = "those matching the search first, then the farthest" if s.query else \
-                "the farthest first"
-            shown = order if s.n_members <= MEMBERS else f"{MEMBERS} of {s.n_members}, {order}"
-            panel.list("members", types.Object(), view=members,
-                       label=f"Members of the cluster '{s.cluster_name}', {shown}")
-            panel.btn("close_cluster", label="Close members", on_click=self.close_cluster)
+            panel.list("clusters", types.Object(), view=clusters, label="The open cluster")
+        else:
+            with_member = f" with a member{by}" if by else ""
+            panel.list("clusters", types.Object(), view=clusters,
+                       label=f"Clusters{with_member}, the most doubtful first ({s.n_clusters}; "
+                             f"page {(s.page or 0) + 1} of {s.pages})")
+            self._pager(panel, "pages", s.page, s.pages, self.previous_page, self.next_page)
+            return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))
+
+        members = types.TableView(max_inline_actions=2)
+        for key, label in (("shown", "Label"), ("frequency", "Samples"),
+                           ("distance", "Distance"), ("joined_by", "Joined by"),
+                           ("clustered_with", "Clustered with")):
+            members.add_column(key, label=label)
+        members.add_row_action("take_out", self.take_out, label="Take out (reject merge)",
+                               icon="call_split")
+        members.add_row_action("keep", self.keep, label="Keep (accept merge)", icon="check")
+        members.add_row_action("move", self.move, label="Move to another cluster…",
+                               icon="drive_file_move")
+        members.add_row_action("split", self.split, label="Split out on its own",
+                               icon="content_cut")
+        members.add_row_action("show_member", self.show_member, label="Show samples",
+                               icon="image")
+        order = "those matching the search first, then the farthest" if s.query else \
+            "the farthest first"
+        panel.list("members", types.Object(), view=members,
+                   label=f"Members of the cluster '{s.cluster_name}'{by}, {order} "
+                         f"(members {s.member_span})")
+        self._pager(panel, "member_pages", s.member_page, s.member_pages, self.previous_members,
+                    self.next_members)
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))
+
+    @staticmethod
+    def _pager(panel, name, page, pages, previous, following):
+        """Previous and Next buttons, those that lead somewhere."""
+        buttons = panel.h_stack(name, gap=1)
+        if (page or 0) > 0:
+            buttons.btn("previous", label="Previous", icon="chevron_left", on_click=previous)
+        if (page or 0) + 1 < (pages or 1):
+            buttons.btn("next", label="Next", icon="chevron_right", on_click=following)

@@ -138,6 +138,13 @@ def row_action(page, table, row_text, action):
     page.get_by_text(action, exact=True).locator("visible=true").first.click()
 
 
+def choose(page, label, option):
+    """Choose ``option`` (a regex on the choice's text) in the panel's dropdown ``label``."""
+    page.get_by_text(label, exact=True).first.locator(
+        "xpath=following::*[@role='combobox'][1]").click()
+    page.get_by_role("option", name=option).first.click()
+
+
 def attributes_in_the_modal(page, attributes, name):
     """Open the first sample's modal, expand its label field ``gt`` in the sidebar, wait for
     each label attribute of ``attributes`` to show, take screenshot ``name``, close it."""
@@ -186,12 +193,30 @@ def review_in_the_panel(page, dataset, session):
     shot(page, "16-panel")
 
     row_action(page, 1, "helmet", "Members")
-    page.get_by_text("Members of the cluster 'helmet', the farthest first").first.wait_for(
-        timeout=30_000)
+    page.get_by_text("Members of the cluster 'helmet', the farthest first (members 1-6 of 6)"
+                     ).first.wait_for(timeout=30_000)
+    # the open cluster stands alone where the clusters were, its members right under it
+    page.get_by_text("Back to all clusters", exact=True).first.wait_for(timeout=30_000)
+    assert page.locator("table").nth(1).locator("tbody tr").count() == 1
     # each member says which step joined it: paper mode forced the far ones together by merging
     page.get_by_text("Joined by", exact=True).first.scroll_into_view_if_needed()
     page.get_by_text("merge", exact=True).first.wait_for(timeout=30_000)
     shot(page, "17-panel-members")
+
+    # only the members merging joined, then all again
+    members = page.locator("table").nth(2)
+    joined_by = members.locator("tbody tr td:nth-child(4)")
+    choose(page, "Only members joined by", re.compile(r"^merge \(\d+ labels?\)$"))
+    page.get_by_text(re.compile(r"^Members of the cluster 'helmet' joined by merge, the farthest "
+                                r"first \(members 1-\d of \d\)$")).first.wait_for(timeout=30_000)
+    _until(lambda: set(joined_by.all_inner_texts()) == {"merge"}, "only merged members", timeout=30,
+           page=page)
+    n_merged = joined_by.count()
+    assert 0 < n_merged < 6
+    shot(page, "17a-panel-members-joined-by-merge")
+    choose(page, "Only members joined by", "all")
+    page.get_by_text("Members of the cluster 'helmet', the farthest first (members 1-6 of 6)"
+                     ).first.wait_for(timeout=30_000)
 
     def edits():
         dataset.reload()  # the App's server writes the run
@@ -249,7 +274,11 @@ def review_in_the_panel(page, dataset, session):
     page.get_by_text("Undid edit #6").first.wait_for(timeout=30_000)
     shot(page, "21-panel-after-undo")
 
-    # the search box filters the clusters by any of their labels, and clearing it shows all
+    # back to all the clusters; the search box filters them by any of their labels, and
+    # clearing it shows all
+    page.get_by_text("Back to all clusters", exact=True).first.click()
+    page.get_by_text("Clusters, the most doubtful first (3; page 1 of 1)").first.wait_for(
+        timeout=30_000)
     search = page.get_by_text("Find a cluster by label", exact=True).first.locator(
         "xpath=following::input[1]")
     search.fill("helmit")
@@ -504,6 +533,61 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     low = dataset.load_saved_view("vlsr-low-similarity")
     page.get_by_text(re.compile(rf"^{len(low)} samples?$")).first.wait_for(timeout=30_000)
     shot(page, "15-low-similarity-view")
+
+
+@pytest.fixture
+def large_cluster_app(dataset, tmp_path):
+    """250 distinct labels on 50 noise images, which paper mode forces into one cluster (every
+    cluster is under the minimum size and merges into its nearest)."""
+    from vlsr_core.fo.stages import run_vlsr
+
+    samples = []
+    for i in range(50):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(path)
+        samples.append(fo.Sample(filepath=str(path), gt=fo.Classifications(classifications=[
+            fo.Classification(label=f"part {5 * i + j:03d}") for j in range(5)])))
+    dataset.add_samples(samples)
+    run_vlsr(dataset, "gt", model=save_random_clip(str(tmp_path / "clip")), num_workers=0,
+             mode="paper", min_cluster_size=1000)
+    assert len(dataset.load_run_results("vlsr").representatives) == 1
+    session = fo.launch_app(dataset, port=_free_port(), remote=True, auto=False)
+    yield dataset, session
+    session.close()
+
+
+def test_a_large_cluster_in_pages_in_the_panel(large_cluster_app, page):
+    dataset, session = large_cluster_app
+    open_dataset(page, session, dataset)
+    open_panel(page, page.get_by_text("Clusters, the most doubtful first (1; page 1 of 1)").first)
+    row_action(page, 1, dataset.load_run_results("vlsr").representatives[0], "Members")
+    page.get_by_text("Members of the cluster", exact=False).first.wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"the farthest first \(members 1-100 of 250\)$")).first.wait_for(
+        timeout=30_000)
+    members = page.locator("table").nth(2).locator("tbody tr")
+    assert members.count() == 100
+    shot(page, "p0-panel-large-cluster-opened")  # as the click left it: no scrolling
+    first_page = members.locator("td:first-child").all_inner_texts()
+
+    def page_to(button, span):
+        # the buttons are at the foot of a long table: scroll there, click, wait for the label
+        link = page.get_by_role("button", name=button, exact=True).last
+        link.scroll_into_view_if_needed()
+        link.click()
+        page.get_by_text(re.compile(rf"the farthest first \(members {span} of 250\)$")).first.wait_for(
+            timeout=30_000)
+
+    page_to("Next", "101-200")
+    second_page = members.locator("td:first-child").all_inner_texts()
+    assert len(second_page) == 100 and not set(first_page) & set(second_page)
+    page_to("Next", "201-250")
+    assert members.count() == 50
+    assert page.get_by_role("button", name="Next", exact=True).count() == 0  # the last page
+    shot(page, "p1-panel-last-page-of-members-foot")
+    page.get_by_text(re.compile(r"\(members 201-250 of 250\)$")).first.scroll_into_view_if_needed()
+    shot(page, "p2-panel-last-page-of-members-head")
+    page_to("Previous", "101-200")
+    assert members.locator("td:first-child").all_inner_texts() == second_page
 
 
 @pytest.fixture

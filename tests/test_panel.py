@@ -93,11 +93,11 @@ def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
     assert [(m["label"], m["joined_by"]) for m in panel.state["members"]] == [("helmit", "review")]
     panel.event("close_cluster")
     panel.search("")
+    edited = [c for c in panel.state["clusters"] if c["edited"]]
+    assert [c["canonical"] for c in edited] == ["helmit"]
     panel.event("open_cluster", row=[c["canonical"] for c in panel.state["clusters"]].index("helmet"))
     assert [m["label"] for m in panel.state["members"]] == ["Helmets", "helmet"]
     assert "not applied yet" in panel.state["status"]
-    edited = [c for c in panel.state["clusters"] if c["edited"]]
-    assert [c["canonical"] for c in edited] == ["helmit"]
 
     panel.event("keep", row=0)  # Helmets stays with helmet even if clustered apart later
     assert [m["joined_by"] for m in panel.state["members"]] == ["spelling, kept", ""]
@@ -186,20 +186,128 @@ def test_a_row_action_acts_on_the_label_the_curator_saw_even_if_the_run_changed(
     assert (edit.action, edit.label, edit.to) == ("reject", "Helmets", "helmet")
 
 
-def test_members_matching_the_search_come_first_and_a_large_cluster_is_capped(ran, monkeypatch):
+def _module():
     import sys
 
+    return sys.modules[type(foo.get_operator(URI)).__module__]
+
+
+def _buttons(layout, row):
+    """The labels of the buttons in the row of buttons ``row`` of the layout."""
+    props = layout["type"]["properties"][row]["type"]["properties"]
+    return [p["view"]["label"] for p in props.values()]
+
+
+def _labels(panel):
+    return [m["label"] for m in panel.state["members"]]
+
+
+def test_members_matching_the_search_come_first_and_a_large_cluster_comes_in_pages(ran, monkeypatch):
     panel = Panel(ran).event("on_load")
     panel.event("open_cluster", row=0)  # helmet, Helmets, helmit
-    farthest_first = [m["label"] for m in panel.state["members"]]
+    farthest_first = _labels(panel)
     assert farthest_first[0] == "helmit" and panel.state["n_members"] == 3
+    assert "the farthest first (members 1-3 of 3)" in str(panel.layout)
+    assert _buttons(panel.layout, "member_pages") == []
     panel.search("helmet")
-    assert [m["label"] for m in panel.state["members"]][-1] == "helmit"
+    assert _labels(panel)[-1] == "helmit"
 
-    module = sys.modules[type(foo.get_operator(URI)).__module__]
-    monkeypatch.setattr(module, "MEMBERS", 2)
+    monkeypatch.setattr(_module(), "MEMBERS", 2)
     panel.search("")
-    assert [m["label"] for m in panel.state["members"]] == farthest_first[:2]
-    assert "2 of 3, the farthest first" in str(panel.layout)
-    panel.search("helm")
-    assert "2 of 3, those matching the search first, then the farthest" in str(panel.layout)
+    assert _labels(panel) == farthest_first[:2]
+    assert "the farthest first (members 1-2 of 3)" in str(panel.layout)
+    assert _buttons(panel.layout, "member_pages") == ["Next"]
+    panel.event("next_members")
+    assert _labels(panel) == farthest_first[2:]
+    assert "the farthest first (members 3-3 of 3)" in str(panel.layout)
+    assert _buttons(panel.layout, "member_pages") == ["Previous"]
+    # a row of the second page acts on the member shown there
+    panel.event("show_member", row=0)
+    view = fo.DatasetView._build(ran, panel.sent("set_view")[0]["view"])
+    assert set(view.distinct("gt.classifications.label")) == {farthest_first[2]}
+    panel.event("previous_members")
+    assert _labels(panel) == farthest_first[:2]
+    panel.event("next_members")
+    panel.search("helm")  # a new search starts again from the first page
+    assert "those matching the search first, then the farthest (members 1-2 of 3)" in str(panel.layout)
+
+
+def test_an_open_cluster_stands_alone_above_its_members_and_back_shows_all_again(ran, monkeypatch):
+    monkeypatch.setattr(_module(), "PAGE", 2)
+    panel = Panel(ran).event("on_load").event("next_page")
+    all_rows = panel.state["clusters"]
+    assert len(all_rows) == 2 and panel.state["page"] == 1
+    panel.event("open_cluster", row=1)
+    opened = all_rows[1]
+    # where the clusters were: a way back, the open cluster alone, its members right under it
+    order = list(panel.layout["type"]["properties"])
+    assert order.index("close_cluster") < order.index("clusters") < order.index("members")
+    assert panel.layout["type"]["properties"]["close_cluster"]["view"]["label"] == \
+        "Back to all clusters"
+    assert panel.state["clusters"] == [opened]
+    assert "Clusters, the most doubtful first" not in str(panel.layout)
+    panel.event("rename_cluster", row=0)  # the open cluster's own menu still works
+    assert panel.sent("prompt_user_for_operation")[0]["params"]["label"] == opened["canonical"]
+    panel.event("close_cluster")
+    assert panel.state["clusters"] == all_rows and panel.state["page"] == 1
+    assert "members" not in panel.layout["type"]["properties"]
+
+    # the search box, with a cluster open, finds its members; Back shows the clusters found
+    panel.event("previous_page").event("open_cluster", row=0)  # helmet
+    panel.search("helmit")
+    assert _labels(panel)[0] == "helmit" and len(panel.state["clusters"]) == 1
+    panel.event("close_cluster")
+    assert [c["canonical"] for c in panel.state["clusters"]] == ["helmet"]
+
+
+def _choose(panel, value):
+    """Choose in the Joined-by dropdown: the App puts the value in the state, then sends the event."""
+    panel.state["joined"] = value
+    return panel.event("on_joined", value=value)
+
+
+def test_joined_by_shows_the_clusters_then_the_members_a_step_joined(ran):
+    panel = Panel(ran).event("on_load")
+    joined = panel.layout["type"]["properties"]["joined"]
+    assert joined["view"]["label"] == "Only clusters with a member joined by"
+    # only the steps that joined labels in this run, with their counts
+    assert [c["label"] for c in joined["view"]["choices"]] == [
+        "all", "spelling (3 labels)", "typo (1 label)"]
+
+    _choose(panel, "spelling")
+    assert [c["canonical"] for c in panel.state["clusters"]] == ["helmet", "screwdriver"]
+    _choose(panel, "typo")  # helmit, one letter from helmet
+    assert [c["canonical"] for c in panel.state["clusters"]] == ["helmet"]
+    assert "Clusters with a member joined by typo, the most doubtful first (1;" in str(panel.layout)
+    panel.event("open_cluster", row=0)
+    assert _labels(panel) == ["helmit"]
+    assert panel.layout["type"]["properties"]["joined"]["view"]["label"] == "Only members joined by"
+    assert "Members of the cluster 'helmet' joined by typo" in str(panel.layout)
+    _choose(panel, "all")
+    assert _labels(panel) == ["helmit", "Helmets", "helmet"]
+
+    panel.event("take_out", row=0)  # helmit: now joined by the review (to its own cluster)
+    choices = panel.layout["type"]["properties"]["joined"]["view"]["choices"]
+    assert [c["label"] for c in choices] == ["all", "spelling (2 labels)", "review (1 label)"]
+    _choose(panel, "review")
+    panel.event("close_cluster")
+    assert [c["canonical"] for c in panel.state["clusters"]] == ["helmit"]
+    panel.event("undo")  # no label is joined by the review any more: all clusters again
+    assert panel.state["joined"] == "all" and len(panel.state["clusters"]) == 4
+
+
+def test_the_joins_worth_a_look_say_how_to_walk_them_all(ran, monkeypatch):
+    from vlsr_core.fo import summary
+
+    steps = {"typo_joins": [[f"tweezer{i}", f"tweeter{i}"] for i in range(12)]}
+    line = summary.joins_to_check(steps, see_all=lambda step: f"choose {step}")
+    assert line.endswith("`tweezer9` / `tweeter9`, +2 more (choose typo)")
+    assert "+2 more" in summary.joins_to_check(steps) and "choose" not in summary.joins_to_check(steps)
+
+    listed = summary.joins_to_check
+    monkeypatch.setattr(summary, "joins_to_check", lambda steps, **kw: listed(steps, shown=0, **kw))
+    panel = Panel(ran).event("on_load")
+    assert "+1 more (choose Joined by: typo, above the clusters, to walk them all)" in \
+        panel.state["joins"]
+    _choose(panel, "typo")
+    assert [c["canonical"] for c in panel.state["clusters"]] == ["helmet"]

@@ -82,11 +82,51 @@ def merge_steps(state):
     return [(step, n) for step, n in rows if n is not None]
 
 
-def cluster_rows(state, query=""):
+# the steps a label can be joined by, in the order of the "Joined by" choice; "typo" is the part
+# of "spelling" made by the typo rule (two real words may be one letter apart: worth a look)
+JOIN_STEPS = ("spelling", "typo", "images", "DBSCAN", "DBSCAN or images", "merge", "review")
+
+
+def joined_by_step(state, step):
+    """bool ndarray of shape (n_labels,): the labels of the vocabulary that ``step`` (one of
+    :data:`JOIN_STEPS`) put with their cluster's representative label
+    (:attr:`~vlsr_core.fo.review.ReviewState.joined_by`); ``"typo"``: those joined by spelling
+    that are one of a pair the typo rule joined (``Steps.typo_joins``). A cluster's
+    representative is joined by no step."""
+    reasons = np.array(state.joined_by, dtype=object).reshape(-1)
+    if step != "typo":
+        return reasons == step
+    typos = {l for pair in (state.clustered.steps or {}).get("typo_joins") or [] for l in pair}
+    in_pair = np.array([l in typos for l in state.label_map.vocabulary], dtype=bool).reshape(-1)
+    return (reasons == "spelling") & in_pair
+
+
+def join_choices(state):
+    """``(step, number of labels it joined)`` for each of :data:`JOIN_STEPS` that joined a label
+    in the run (with the review's edits in force), in that order: the "Joined by" choices."""
+    counts = [(step, int(joined_by_step(state, step).sum())) for step in JOIN_STEPS]
+    return [(step, n) for step, n in counts if n]
+
+
+def page_of(rows, page, size):
+    """The rows of page ``page`` (from 0; clamped to the last page) of ``size`` rows:
+    ``(rows of the page, page, number of pages, words such as "101-200 of 3,412")``. No rows
+    make one empty page ("0 of 0")."""
+    pages = max(1, -(-len(rows) // size))
+    page = min(max(page or 0, 0), pages - 1)
+    shown = rows[page * size:(page + 1) * size]
+    span = (f"{page * size + 1:,}-{page * size + len(shown):,} of {len(rows):,}" if shown
+            else "0 of 0")
+    return shown, page, pages, span
+
+
+def cluster_rows(state, query="", joined=None):
     """One row per cluster of the reviewed label map, the most doubtful first: the clusters
     whose farthest member is farthest from the canonical label, then the largest.
 
-    ``query`` keeps the clusters with a member or name containing it (case-insensitive).
+    ``query`` keeps the clusters with a member or name containing it (case-insensitive);
+    ``joined`` (one of :data:`JOIN_STEPS`; None: any) those with a member that step joined
+    (:func:`joined_by_step`).
     Rows: ``cluster``, ``label`` (its representative label, which names it across edits),
     ``canonical``, ``labels`` (members), ``occurrences`` (label occurrences on samples),
     ``farthest`` (largest member distance), ``edited``.
@@ -110,6 +150,8 @@ def cluster_rows(state, query=""):
         hit = np.array([q in l.casefold() for l in label_map.vocabulary], dtype=bool)
         keep = np.bincount(clusters[hit], minlength=n) > 0
         keep |= np.array([q in name.casefold() for name in names], dtype=bool)
+    if joined:
+        keep &= np.bincount(clusters[joined_by_step(state, joined)], minlength=n) > 0
     order = np.lexsort((-occurrences, -farthest))
     return [dict(cluster=int(c), label=label_map.representatives[c], canonical=names[c],
                  labels=int(sizes[c]),
@@ -118,8 +160,9 @@ def cluster_rows(state, query=""):
             for c in order if keep[c]]
 
 
-def member_rows(state, cluster, query=""):
-    """The members of one cluster, those containing ``query`` (case-insensitive) first, then
+def member_rows(state, cluster, query="", joined=None):
+    """The members of one cluster (``joined``, one of :data:`JOIN_STEPS`: only those that step
+    joined, :func:`joined_by_step`), those containing ``query`` (case-insensitive) first, then
     the farthest from its canonical label first: ``label``, ``shown`` (the label, marked if it
     is the canonical one), ``frequency``, ``distance``, ``joined_by`` (the step that put it
     there: :attr:`~vlsr_core.fo.review.ReviewState.joined_by`, with ", kept" once a review
@@ -127,7 +170,10 @@ def member_rows(state, cluster, query=""):
     (its canonical label before the review)."""
     label_map = state.label_map
     vocabulary = label_map.vocabulary
-    members = np.flatnonzero(np.asarray(label_map.clusters) == cluster)
+    chosen = np.asarray(label_map.clusters) == cluster
+    if joined:
+        chosen &= joined_by_step(state, joined)
+    members = np.flatnonzero(chosen)
     rep = label_map.representatives[cluster]
     distance = np.asarray(label_map.distance_to_canonical)
     q = query.casefold()

@@ -119,20 +119,25 @@ def _image_step(evidence, crops):
             f"with {'crops' if crops else 'images'}) → ")
 
 
-def joins_to_check(steps, shown=10):
+def joins_to_check(steps, shown=10, see_all=None):
     """The recommended mode's joins that no closeness of text vouches for, listed: the typo
     rule's (two real words may be one letter apart) and image evidence's, those of spelling
-    variants far in text apart; "" if none."""
+    variants far in text apart; "" if none. Beyond ``shown`` of a kind, "+N more", followed by
+    ``see_all(step)`` if given: words on how to see them all, given the step that made them
+    (``"typo"`` or ``"images"``, as :data:`~vlsr_core.fo.browse.JOIN_STEPS` names it)."""
     evidence = steps.get("image_evidence") or {}
     image = evidence.get("joins") or []
     n_text = len(image) - evidence.get("spelling links", 0)
     parts = []
-    for what, pairs in (("typo", steps.get("typo_joins")),
-                        ("spelling variants far in text, by the images", image[n_text:]),
-                        ("image evidence", image[:n_text])):
+    for what, step, pairs in (("typo", "typo", steps.get("typo_joins")),
+                              ("spelling variants far in text, by the images", "images",
+                               image[n_text:]),
+                              ("image evidence", "images", image[:n_text])):
         if pairs:
             listed = ", ".join(f"{_code(a)} / {_code(b)}" for a, b in pairs[:shown])
             more = f", +{len(pairs) - shown} more" if len(pairs) > shown else ""
+            if more and see_all:
+                more += f" ({see_all(step)})"
             parts.append(f"{what}: {listed}{more}")
     return ("**Joins worth a look** (made by a spelling rule or by the images, beyond the "
             "closeness of text that DBSCAN asks for; two real words can be one letter apart): "
