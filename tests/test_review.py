@@ -175,6 +175,18 @@ def test_an_edited_label_map_becomes_the_few_edits_that_make_it():
     assert set(canonical.values()) == {"hard hat", "drill", "vise"}
 
 
+def test_of_two_equal_groups_in_a_cluster_the_one_already_so_named_keeps_it():
+    vocab = ["hex key", "allen key", "drill", "drill bit"]
+    label_map = _map(np.array([0, 0, 0, 0]), vocab, np.array([3, 1, 5, 1]))  # named drill
+    emb = np.eye(4, dtype=np.float32)
+    wanted = {"hex key": "allen key", "allen key": "allen key"}  # two labels each way
+    made = edits_to_reach(label_map, emb, [], wanted)
+    assert [(e.action, e.label, e.to) for e in made] == [("split", "allen key", None),
+                                                         ("move", "hex key", "allen key")]
+    reviewed, _ = review_label_map(label_map, emb, made)
+    assert reviewed.canonical == {**label_map.canonical, **wanted}
+
+
 def test_a_label_map_that_cannot_be_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="1 label.* not in the vocabulary, e.g. 'hamer'"):
         _reach({"hamer": "hammer"})

@@ -278,8 +278,11 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
         anchor[name] = a
         homes.setdefault(int(cluster[a]), []).append(name)
     split = set()
-    for home, names in homes.items():  # one group keeps a cluster: the one with most labels there
-        keeper = max(names, key=lambda n: (np.count_nonzero(cluster[groups[n]] == home), -anchor[n]))
+    current_name = reviewed.names or reviewed.representatives
+    for home, names in homes.items():  # one group keeps a cluster: the one with most labels
+        # there, else the one already so named (no rename), else the first
+        keeper = max(names, key=lambda n: (np.count_nonzero(cluster[groups[n]] == home),
+                                           n == current_name[home], -anchor[n]))
         split.update(n for n in names if n != keeper)
     made = []
     for name in sorted(split, key=anchor.get):
