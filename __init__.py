@@ -20,6 +20,7 @@ def register(p):
     from .operators.edit_label_map import EditLabelMap
     from .operators.run_shard import RunShard
     from .operators.export_results import ExportResults
+    from .operators.import_label_map import ImportLabelMap
     from .operators.map_embeddings import MapEmbeddings
     from .operators.review_suggestions import ReviewSuggestions
     from .operators.score_labels import ScoreLabels
@@ -28,6 +29,6 @@ def register(p):
 
     # in pipeline order, which the labels' numbers also give in the App's operator list
     for operator in (ComputeEmbeddings, RunShard, ScoreLabels, ClusterAndMerge, EditLabelMap,
-                     ReviewSuggestions, UndoReviewEdit, ApplyReview, ExportResults, MapEmbeddings,
+                     ImportLabelMap, ReviewSuggestions, UndoReviewEdit, ApplyReview, ExportResults, MapEmbeddings,
                      DeleteRun, VLSRPanel):
         p.register(operator)

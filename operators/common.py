@@ -2,6 +2,7 @@
 
 import functools
 import logging
+import os
 import queue
 import threading
 
@@ -21,6 +22,20 @@ from vlsr_core.fo.runs import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def full_path(typed):
+    """A path typed in a form, with ``~`` expanded, and why it is refused, or None: a relative
+    path would be resolved from wherever the App's server happened to start."""
+    if not typed:
+        return typed, None
+    typed = typed.strip()
+    path = os.path.expanduser(typed)
+    if not os.path.isabs(path):
+        example = os.path.join(os.path.expanduser("~"), typed)
+        return path, (f"Give a full path, such as {example}: {typed!r} is relative, and the "
+                      f"App's server would look for it in the folder it started in ({os.getcwd()})")
+    return path, None
 
 
 def block(inputs, name, message):

@@ -1,7 +1,5 @@
 """Operator: export a run to CSV and COCO files in a directory the user types."""
 
-import os
-
 import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
@@ -15,6 +13,7 @@ from .common import (
     delegable,
     execution_flags,
     finish,
+    full_path,
     narrowing_warning,
     run_key_choice,
     run_name,
@@ -22,20 +21,6 @@ from .common import (
     run_with_progress,
     target_view,
 )
-
-
-def export_directory(typed):
-    """The folder typed in the form with ``~`` expanded, and why it is refused, or None: a
-    relative path would land wherever the App's server happened to start."""
-    if not typed:
-        return typed, None
-    typed = typed.strip()
-    directory = os.path.expanduser(typed)
-    if not os.path.isabs(directory):
-        example = os.path.join(os.path.expanduser("~"), typed)
-        return directory, (f"Give a full path, such as {example}: {typed!r} is relative, and the "
-                           f"App's server would put it in the folder it started in ({os.getcwd()})")
-    return directory, None
 
 
 class ExportResults(foo.Operator):
@@ -63,7 +48,7 @@ class ExportResults(foo.Operator):
         inputs.bool("overwrite", default=False, label="Overwrite",
                     description="Replace the files of an earlier export")
         results = ctx.dataset.load_run_results(key, cache=False)  # once, for both checks
-        directory, problem = export_directory(ctx.params.get("directory"))
+        directory, problem = full_path(ctx.params.get("directory"))
         problem = problem or export_problem(view, directory, key,
                                             overwrite=ctx.params.get("overwrite", False),
                                             results=results)
@@ -93,7 +78,7 @@ class ExportResults(foo.Operator):
         from vlsr_core.fo.review import export_note
 
         key = ctx.params.get("key", DEFAULT_KEY)
-        directory, problem = export_directory(ctx.params["directory"])
+        directory, problem = full_path(ctx.params["directory"])
         if problem:
             raise ValueError(problem)
         written = yield from run_with_progress(ctx, "Exporting", lambda progress: export_run(

@@ -36,14 +36,24 @@ class UndoReviewEdit(foo.Operator):
                                description=e.time)
         inputs.enum("edit_id", choices.values(), default=edits[0].id, view=choices,
                     description="The latest edit comes first; undoing keeps it on record")
+        inputs.bool("with_later", default=False, label="Also undo every edit made after it",
+                    description="All the edits of an import, say")
         return form
 
     @reported
     def execute(self, ctx):
-        from vlsr_core.fo.review import undo_edit
+        from vlsr_core.fo.review import undo_edit, undo_edits_from
 
         key = ctx.params.get("key", DEFAULT_KEY)
-        edit = undo_edit(ctx.dataset, key, ctx.params.get("edit_id"))
-        message = f"Undid edit #{edit.id} of run {key!r} ({edit.describe().replace('`', '')}); Apply to write it"
+        edit_id = ctx.params.get("edit_id")
+        if ctx.params.get("with_later") and edit_id is not None:
+            undone = undo_edits_from(ctx.dataset, key, edit_id)
+            n = len(undone)
+            message = (f"Undid {n} edit{'s' if n > 1 else ''} of run {key!r}, #{undone[0].id} to "
+                       f"#{undone[-1].id}; Apply to write {'them' if n > 1 else 'it'}")
+        else:
+            undone = [undo_edit(ctx.dataset, key, edit_id)]
+            message = (f"Undid edit #{undone[0].id} of run {key!r} "
+                       f"({undone[0].describe().replace('`', '')}); Apply to write it")
         ctx.ops.notify(message, variant="success")
-        return dict(message=message, edit=edit.as_record())
+        return dict(message=message, edits=[e.as_record() for e in undone])

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 from playwright.sync_api import sync_playwright
+from spreadsheet import edit_label_map
 
+from vlsr_core.fo.review import review_state
 from vlsr_core.model.random_clip import save_random_clip
 
 pytestmark = pytest.mark.browser
@@ -123,7 +125,8 @@ def execute(page):
 
 
 PIPELINE = ["VLSR 1: compute embeddings", "VLSR 2: score labels", "VLSR 3: cluster and merge labels",
-            "VLSR 4: edit the label map", "VLSR 4: accept or reject suggestions",
+            "VLSR 4: edit the label map", "VLSR 4: import an edited label map",
+            "VLSR 4: accept or reject suggestions",
             "VLSR 4: undo a review edit", "VLSR 5: apply the review",
             "VLSR 6: export cleaned labels",
             "VLSR: map the embeddings (Embeddings panel, similarity search)", "VLSR: delete run"]
@@ -187,7 +190,6 @@ def open_panel(page, shown):
 def review_in_the_panel(page, dataset, session):
     """Every review action from the VLSR panel, and Apply: the cluster that paper mode forced
     together is taken apart, renamed, and a suggestion is accepted for a selected sample."""
-    from vlsr_core.fo.review import review_state
 
     open_panel(page, page.get_by_text("Clusters, the most doubtful first (1; page 1 of 1)").first)
     shot(page, "16-panel")
@@ -482,6 +484,41 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
         timeout=30_000)
     shot(page, "11a-export-failure-shown")
     page.keyboard.press("Escape")
+
+    # the exported label map, edited in a spreadsheet, comes back as review edits
+    changed = {"screwdriver": "screwdriver", "Lathe Information": "lathe"}
+    edited = tmp_path / "edited.csv"
+    edit_label_map(out / "label_map.csv", edited, changed)
+    dataset.reload()
+    before = len(dataset.get_run_info("vlsr").config.review)
+    open_operator(page, "VLSR 4: import an edited label map")
+    page.locator("input[type=string]").last.fill(str(edited))
+    page.get_by_text(re.compile(r"^Execute records 2 edits \(1 split, 1 rename\)")).first.wait_for(
+        timeout=30_000)
+    _until(page.get_by_role("button", name="Execute").first.is_enabled, "a valid form", timeout=30,
+           page=page)
+    shot(page, "11d-import-form")
+    execute(page)
+    page.get_by_text(re.compile(r"^Recorded 2 edits")).first.wait_for(timeout=30_000)
+    shot(page, "11e-import-done")
+    page.keyboard.press("Escape")
+    first = before + 1
+    dataset.reload()  # the App's server wrote the run
+    assert review_state(dataset, "vlsr").label_map.canonical == {**canonical, **changed}
+    # and goes back as a whole: the import's first edit, with the later ones
+    open_operator(page, "VLSR 4: undo a review edit")
+    page.get_by_text("Edit to undo", exact=True).first.wait_for(timeout=30_000)
+    page.locator("[role=combobox]").last.click()
+    page.get_by_role("option", name=re.compile(f"^#{first} ")).first.click()
+    page.get_by_text("Also undo every edit made after it", exact=True).first.click()
+    page.wait_for_timeout(800)
+    shot(page, "11f-undo-an-import")
+    execute(page)
+    page.get_by_text(re.compile(f"^Undid 2 edits of run 'vlsr', #{first} to #{first + 1}")).first.wait_for(
+        timeout=30_000)
+    page.keyboard.press("Escape")
+    dataset.reload()
+    assert review_state(dataset, "vlsr").label_map.canonical == canonical
 
     # FiftyOne's Embeddings panel on the run's embeddings
     open_operator(page, "VLSR: map the embeddings (Embeddings panel, similarity search)")

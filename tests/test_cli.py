@@ -7,6 +7,7 @@ import fiftyone as fo
 import numpy as np
 import pytest
 from PIL import Image
+from spreadsheet import edit_label_map
 
 from vlsr_core.cli import main
 from vlsr_core.demo import BROKEN, DEMO_LABELS
@@ -219,16 +220,9 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
     name = dataset.name
     assert main(["export", "--dataset", name, "--out", str(tmp_path / "out")]) == 0
     capsys.readouterr()
-    with open(tmp_path / "out" / "label_map.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:  # the curator's edits: helmit is a drill, the screwdrivers get a new name
-        r["canonical"] = {"helmit": "drill", "screwdriver": " Screwdriver (tool)",
-                          "Screwdrivers": "Screwdriver (tool)"}.get(r["label"], r["canonical"])
-    edited = tmp_path / "edited.csv"
-    with open(edited, "w", newline="", encoding="utf-8-sig") as f:  # as a spreadsheet saves it
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    edited = tmp_path / "edited.csv"  # the curator's edits: helmit is a drill, the screwdrivers get a new name
+    rows = edit_label_map(tmp_path / "out" / "label_map.csv", edited, {
+        "helmit": "drill", "screwdriver": " Screwdriver (tool)", "Screwdrivers": "Screwdriver (tool)"})
 
     assert main(["review", "import", str(edited), "--dry-run", "--dataset", name]) == 0
     assert "would make 2 edits (1 move, 1 rename) for the 7 labels" in capsys.readouterr().out

@@ -18,13 +18,14 @@ from fiftyone.operators.delegated import DelegatedOperationService
 from fiftyone.operators.executor import ExecutionContext, ExecutionError
 from fiftyone.operators.registry import OperatorRegistry
 from PIL import Image
+from spreadsheet import edit_label_map
 
 from vlsr_core.model.random_clip import save_random_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 URI = "@vlsr/vlsr/"
 OPERATORS = ["compute_embeddings", "score_labels", "cluster_and_merge", "export_results", "delete_run",
-             "run_shard", "edit_label_map", "review_suggestions", "undo_review_edit", "apply_review",
+             "run_shard", "edit_label_map", "import_label_map", "review_suggestions", "undo_review_edit", "apply_review",
              "map_embeddings", "vlsr_panel"]
 LABELS = [["helmet", "Helmets"], ["helmit"], ["screwdriver"], [], ["Lathe Information", "helmet"]]
 
@@ -432,6 +433,41 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
     with open(out / "samples.csv", newline="") as f:
         finals = {r["filepath"]: r["final_label"] for r in csv.DictReader(f)}
     assert finals[sample.filepath] == "Lathe Information"
+
+
+def test_an_edited_label_map_csv_comes_back_through_the_import_form(ds, tiny_clip, tmp_path):
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds, key="vlsr")
+    run("cluster_and_merge", ds, key="vlsr", min_cluster_size=1, mode="paper", eps=0.001)
+    out = tmp_path / "export"
+    run("export_results", ds, key="vlsr", directory=str(out))
+    edited = tmp_path / "edited.csv"
+    edit_label_map(out / "label_map.csv", edited,
+                   {"Helmets": "helmet", "helmit": "helmet", "screwdriver": "driver"})
+
+    assert "'edited.csv' is relative" in str(_form_errors(form("import_label_map", ds, key="vlsr",
+                                                               file="edited.csv")))
+    assert "No file" in str(_form_errors(form("import_label_map", ds, key="vlsr",
+                                              file=str(tmp_path / "nope.csv"))))
+    f = form("import_label_map", ds, key="vlsr", file=str(edited))
+    assert _form_errors(f) == []
+    assert "Execute records 3 edits (2 moves, 1 rename), #1 to #3" in str(f)
+    assert not ds.get_run_info("vlsr").config.review  # the form records nothing
+
+    r = run("import_label_map", ds, key="vlsr", file=str(edited))
+    assert r.result["message"].startswith("Recorded 3 edits (2 moves, 1 rename) on run 'vlsr', #1 to #3")
+    run("apply_review", ds, key="vlsr")
+    canonical = dict(zip(ds.values("gt.classifications.label", unwind=True),
+                         ds.values("gt.classifications.vlsr_canonical", unwind=True)))
+    assert canonical == {"helmet": "helmet", "Helmets": "helmet", "helmit": "helmet",
+                         "screwdriver": "driver", "Lathe Information": "Lathe Information"}
+    assert "already is as the file says" in str(form("import_label_map", ds, key="vlsr",
+                                                     file=str(edited)))
+
+    run("undo_review_edit", ds, key="vlsr", edit_id=1, with_later=True)  # the whole import
+    run("apply_review", ds, key="vlsr")
+    assert set(ds.values("gt.classifications.vlsr_canonical", unwind=True)) == {
+        "helmet", "Helmets", "helmit", "screwdriver", "Lathe Information"}
 
 
 def test_apply_form_refuses_a_copy_field_that_is_not_new(ds, tiny_clip):

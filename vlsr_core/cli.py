@@ -399,18 +399,14 @@ def _review_edit(a):
 
 
 def _review_import(a):
-    from collections import Counter
-
-    from .fo.review import import_label_map, read_label_map
+    from .fo.review import import_label_map, import_summary, read_label_map
 
     wanted = read_label_map(a.file)
     made = import_label_map(_load(a.dataset), a.key, wanted, dry_run=a.dry_run)
     if not made:
         print(f"the label map of run {a.key!r} already is as {a.file} says: no edit made")
         return
-    kinds = Counter(e.action for e in made)
-    counts = ", ".join(_count(kinds[k], k) for k in ("split", "move", "rename") if kinds[k])
-    print(f"{'would make' if a.dry_run else 'made'} {_count(len(made), 'edit')} ({counts}) "
+    print(f"{'would make' if a.dry_run else 'made'} {import_summary(made)} "
           f"for the {len(wanted)} labels of {a.file}:")
     for e in made[:20]:
         print(f"  #{e.id} {_plain(e.describe())}")

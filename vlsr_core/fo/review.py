@@ -14,6 +14,7 @@ import json
 import os
 import unicodedata
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
@@ -127,6 +128,13 @@ def export_note(dataset, key=DEFAULT_KEY, results=None):
 
 def _count(n, noun):
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def import_summary(made):
+    """``made`` of :func:`import_label_map` in words: ``3 edits (1 split, 2 moves)``."""
+    kinds = Counter(e.action for e in made)
+    counts = ", ".join(_count(kinds[k], k) for k in ("split", "move", "rename") if kinds[k])
+    return f"{_count(len(made), 'edit')} ({counts})"
 
 
 @dataclass
