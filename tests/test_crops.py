@@ -8,7 +8,6 @@ leave in the database.
 """
 
 import fiftyone as fo
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -16,7 +15,7 @@ from vlsr_core.fo.runs import saved_view_names
 from vlsr_core.fo.stages import VLSRError, compute_embeddings, run_vlsr, score_labels
 from vlsr_core.model.crops import crop_region
 
-from fake_clip import FakeEncoder, build, by_name, image_vector, label_vector, view_labels
+from fake_clip import FakeEncoder, build, by_name, image_vector, view_labels
 
 SCREW = '2" wood screw, "large"'
 WHOLE = [0.0, 0.0, 1.0, 1.0]
