@@ -73,6 +73,8 @@ class VLSRPanel(foo.Panel):
             ctx.panel.state.edges = hist.edges if hist else None
             crops = getattr(ctx.dataset.get_run_info(key).config, "crops", False)
             ctx.panel.state.scored_on = "box crop" if crops else "image"
+            # counts of labels: a tick at each whole number where Plotly would put halves
+            ctx.panel.state.few = bool(hist) and max(hist.counts, default=0) <= 10
             ctx.panel.data.histogram = [dict(
                 type="bar", x=[(a + b) / 2 for a, b in zip(hist.edges, hist.edges[1:])],
                 y=hist.counts, marker=dict(color="#ff6d04"),
@@ -286,7 +288,7 @@ class VLSRPanel(foo.Panel):
                      name="histogram_title")
             panel.plot("histogram", layout=dict(
                 xaxis=dict(title=dict(text=f"{s.scored_on or 'image'}-label score")),
-                yaxis=dict(title=dict(text="labels")),
+                yaxis=dict(title=dict(text="labels"), **(dict(dtick=1) if s.few else {})),
                 bargap=0.05, dragmode="select", height=260, margin=dict(t=20, b=50, l=50, r=10)),
                 config=dict(displaylogo=False),
                 on_click=self.on_histogram_click, on_selected=self.on_histogram_select)

@@ -62,6 +62,8 @@ def test_the_panel_shows_scores_steps_and_clusters_the_most_doubtful_first(ran):
     panel = Panel(ran).event("on_load")
     n_scores = ran.count("gt.classifications.vlsr_similarity")
     assert sum(panel.data["histogram"][0]["y"]) == n_scores == 14
+    plot = str(panel.layout)  # a few labels a bar: the y-axis ticks whole counts, not halves
+    assert max(panel.data["histogram"][0]["y"]) <= 10 and "'dtick': 1" in plot
     assert [s["step"].split(" (")[0] for s in panel.data["steps"]] == [
         "Labels", "After lexical grouping", "After DBSCAN", "Canonical labels after merging",
         "After the review"]
