@@ -3,6 +3,7 @@ each event runs a panel method, and the state, data and layout it sends back are
 
 import fiftyone as fo
 import fiftyone.operators as foo
+import numpy as np
 import pytest
 
 from vlsr_core.fo.review import review_state
@@ -313,3 +314,71 @@ def test_the_joins_worth_a_look_say_how_to_walk_them_all(ran, monkeypatch):
         panel.state["joins"]
     _choose(panel, "typo")
     assert [c["canonical"] for c in panel.state["clusters"]] == ["helmet"]
+
+
+def test_rare_clusters_are_listed_the_nearest_to_another_first(monkeypatch):
+    from vlsr_core.engine.pipeline import LabelMap
+    from vlsr_core.fo.browse import rare_clusters, rare_rows
+    from vlsr_core.fo.review import ReviewState
+
+    vocab = ["drill", "drills", "clothespin", "clothespins", "glove", "###"]
+    emb = np.array([[1, 0, 0, 0], [1, 0.1, 0, 0], [0, 0, 1, 0], [0, 0.2, 1, 0], [0.3, 1, 0, 0.6],
+                    [0, 0, 0, 1]], dtype=np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    clusters = np.array([0, 0, 1, 2, 3, 4])  # clothespin and clothespins apart: a miss
+    label_map = LabelMap(vocabulary=vocab, frequencies=np.array([20, 5, 3, 1, 2, 1]),
+                         dbscan_clusters=clusters, clusters=clusters,
+                         representatives=["drill", "clothespin", "clothespins", "glove", "###"],
+                         distance_to_canonical=np.zeros(6, np.float32), steps={})
+    state = ReviewState(edits=[], label_map=label_map, outcomes=[], clustered=label_map,
+                        embeddings=emb)
+    # under 10 samples: all but drill (25); "###" has no letter, kept out of the embedding steps
+    assert rare_clusters(label_map, 10).tolist() == [False, True, True, True, False]
+    rows = rare_rows(state, 10)
+    assert [(r["canonical"], r["nearest"], r["nearest_label"]) for r in rows] == [
+        ("clothespin", "clothespins", "clothespins"), ("clothespins", "clothespin", "clothespin"),
+        ("glove", "drill", "drills")]
+    assert rows[0]["distance"] == rows[1]["distance"] < rows[2]["distance"]
+    assert rows[0]["occurrences"] == 3  # of two equally near, the more used first
+    assert [r["canonical"] for r in rare_rows(state, 10, query="GLOV")] == ["glove"]
+    # after a review edit (a new state of the same clustering) only new labels are searched
+    import dataclasses
+
+    from vlsr_core.fo import browse
+
+    searched = []
+    real = browse.top_k_labels
+    monkeypatch.setattr(browse, "top_k_labels", lambda q, *a: searched.append(len(q)) or real(q, *a))
+    stamp = ("test clustering", id(emb))
+    first = dataclasses.replace(state, memo={}, clustering=stamp)
+    assert rare_rows(first, 10) == rows and searched == [3]  # the labels of rare clusters
+    joined = np.array([0, 0, 1, 1, 3, 4])  # clothespins joined clothespin
+    edited = dataclasses.replace(first, memo={}, label_map=dataclasses.replace(
+        label_map, clusters=joined))
+    assert [r["canonical"] for r in rare_rows(edited, 10)] == ["glove", "clothespin"]
+    assert searched == [3]
+    # counted in labels, a cluster of two labels is not under 2
+    assert rare_clusters(label_map, 2, by_samples=False).tolist() == [False, True, True, True, False]
+    assert rare_clusters(label_map, 1, by_samples=False).sum() == 0
+
+
+def test_a_rare_cluster_joins_its_nearest_cluster_from_the_panel(dataset, tmp_path):
+    from vlsr_core.fo.stages import run_vlsr
+
+    images = build(dataset, tmp_path / "images")
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), top_k=3)  # under 10 samples: rare
+    panel = Panel(dataset).event("on_load")
+    assert panel.state["n_rare"] == 4
+    assert "rare clusters (under 10 samples, left alone: 4), the nearest to another first" in str(
+        panel.layout)
+    panel.state["listing"] = "rare"
+    panel.event("on_listing", value="rare")
+    rows = panel.state["clusters"]
+    assert {r["canonical"] for r in rows} == {"helmet", "screwdriver", "drill", "Lathe Information"}
+    assert "Rare clusters, the nearest to another cluster first (4; page 1 of 1)" in str(panel.layout)
+    lathe = [r["canonical"] for r in rows].index("Lathe Information")
+    target = rows[lathe]["nearest"]
+    panel.event("join_nearest", row=lathe)
+    assert review_state(dataset, "vlsr").label_map.canonical["Lathe Information"] == target
+    assert panel.state["n_rare"] == 3 and len(panel.state["clusters"]) == 3
+    assert "Lathe Information" not in {r["canonical"] for r in panel.state["clusters"]}

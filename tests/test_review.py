@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from vlsr_core.engine.pipeline import LabelMap, final_labels
-from vlsr_core.engine.review import Edit, edits_to_reach, review_label_map, suggestion_decisions
+from vlsr_core.engine.review import (Edit, edits_to_reach, nearest_other_cluster, review_label_map,
+                                     suggestion_decisions)
 
 VOCAB = ["helmet", "Helmets", "hard hat", "drill", "drill press", "vise"]
 FREQ = np.array([5, 3, 2, 4, 1, 2])
@@ -277,3 +278,31 @@ def test_an_edit_round_trips_through_its_record():
     edit = Edit(3, "accept_suggestion", "vise", samples=("s1",), label_ids=("l1",), time="t")
     assert Edit.from_record(edit.as_record()) == edit
     assert "vise" in edit.describe() and "on 1 label" in edit.describe()
+
+
+def _nearest(emb, clusters, rows, k):
+    from vlsr_core.engine.similarity import top_k_labels
+
+    return nearest_other_cluster(clusters, rows, *top_k_labels(emb[rows], emb, k))
+
+
+def test_the_nearest_label_of_another_cluster_is_found_exactly():
+    emb = _emb()
+    nearest, distance = _nearest(emb, CLUSTERS, [5, 4, 0], k=4)
+    assert [VOCAB[j] for j in nearest] == ["drill press", "hard hat", "drill press"]
+    # against every pair, brute force
+    d = 1 - emb.astype(np.float64) @ emb.T.astype(np.float64)
+    for row, j, dist in zip([5, 4, 0], nearest, distance):
+        outside = np.flatnonzero(CLUSTERS != CLUSTERS[row])
+        assert j == outside[np.argmin(d[row, outside])] and abs(dist - d[row, j]) < 1e-6
+    # too few candidates to leave its own cluster (helmet's 3 labels): none, not a wrong one
+    nearest, distance = _nearest(emb, CLUSTERS, [0], k=3)
+    assert nearest.tolist() == [-1] and distance.tolist() == [np.inf]
+    rng = np.random.default_rng(3)  # clusters of many labels: k past them finds the nearest
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    clusters = rng.integers(0, 4, 300)
+    nearest, _ = _nearest(x, clusters, np.arange(300), k=int(np.bincount(clusters).max()) + 1)
+    d = 1 - x.astype(np.float64) @ x.T.astype(np.float64)
+    d[clusters[:, None] == clusters[None, :]] = np.inf
+    assert (nearest == d.argmin(axis=1)).all()

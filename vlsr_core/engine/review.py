@@ -315,6 +315,37 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
     return new
 
 
+def nearest_other_cluster(clusters, rows, candidates, scores):
+    """For each label of ``rows``, the nearest label in another cluster: where a rare label left
+    alone most likely belongs, if anywhere.
+
+    Args:
+        clusters: int array (n_labels,): each label's cluster.
+        rows: int array of the labels asked about.
+        candidates, scores: arrays (len(rows), k): each row's nearest labels, the nearest first,
+            and their cosine similarities, as :func:`~vlsr_core.engine.similarity.top_k_labels`
+            gives them (exact scores: the outcome is the same on every machine).
+
+    Returns:
+        ``(nearest, distance)``: int64 and float64 arrays of shape (len(rows),), the first
+        candidate outside the row's cluster (-1 if none is: ask with a larger k) and its cosine
+        distance (inf if none).
+    """
+    clusters = np.asarray(clusters, dtype=np.int64)
+    rows = np.asarray(rows, dtype=np.int64)
+    candidates = np.asarray(candidates, dtype=np.int64).reshape(len(rows), -1)
+    nearest, distance = np.full(len(rows), -1), np.full(len(rows), np.inf)
+    if not candidates.size:
+        return nearest, distance
+    outside = clusters[candidates] != clusters[rows][:, None]
+    first, found = outside.argmax(axis=1), outside.any(axis=1)
+    at = np.arange(len(rows))
+    nearest[found] = candidates[at, first][found]
+    distance[found] = 1.0 - np.asarray(scores, dtype=np.float64).reshape(len(rows), -1)[
+        at, first][found]
+    return nearest, distance
+
+
 def suggestion_decisions(edits, vocabulary=None):
     """The decisions on suggestions in force: the last one per sample and per label wins.
 

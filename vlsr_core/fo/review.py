@@ -55,6 +55,10 @@ class ReviewState:
         applied_time: when they were applied.
         edited_labels: the labels whose canonical label the edits changed.
         clustered: the label map as clustered, before the review.
+        embeddings: the label embeddings the clustering used, rows as the vocabulary.
+        memo: what was computed from this state, kept with it (the panel's rare clusters).
+        clustering: what identifies the clustering and the embeddings the state was made from
+            (the same after review edits), for what can be kept across edits; None: unknown.
     """
 
     edits: list
@@ -64,6 +68,9 @@ class ReviewState:
     clustered: LabelMap | None = None
     applied: list | None = None
     applied_time: str | None = None
+    embeddings: object = None
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
+    clustering: tuple | None = None
 
     @property
     def in_force(self):
@@ -199,7 +206,7 @@ def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False):
     before, after = label_map.canonical, reviewed.canonical
     edited = {l for l in before if before[l] != after[l]}
     return ReviewState(edits, reviewed, outcomes, edited, label_map, applied.get("edits"),
-                       applied.get("time"))
+                       applied.get("time"), emb, clustering=_clustering_stamp(dataset, key, config))
 
 
 _CACHE = {}  # (dataset, key, what the state depends on) -> ReviewState, the last few
@@ -210,15 +217,21 @@ def cached_review_state(dataset, key=DEFAULT_KEY):
     """:func:`review_state`, kept while the run's edits, clusters and models stay the same: a
     panel re-renders on every click, and a run's results hold every label embedding."""
     config = _config(dataset, key)
-    stamp = (dataset.name, key, json.dumps(getattr(config, "review", None) or []),
-             json.dumps(getattr(config, "applied", None)), json.dumps(config.stages or {}),
-             config.model_fingerprint, config.label_model)
+    stamp = _clustering_stamp(dataset, key, config) + (
+        json.dumps(getattr(config, "review", None) or []),
+        json.dumps(getattr(config, "applied", None)))
     if stamp not in _CACHE:
         state = review_state(dataset, key)
         while len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[stamp] = state
     return _CACHE[stamp]
+
+
+def _clustering_stamp(dataset, key, config):
+    """What changes when the run's labels are embedded or clustered again (not by its review)."""
+    return (dataset.name, key, json.dumps(config.stages or {}), config.model_fingerprint,
+            config.label_model)
 
 
 def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, dry_run=False,

@@ -5,7 +5,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..engine.grouping import kept_apart_reason
+from .browse import rare_clusters
 from .labels import LabelFieldError, label_path, usable
 from .review import review_state
 from .runs import (
@@ -212,16 +212,16 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
                              f"({max(float(distance[i]), 0.0):.3f})"  # not -0.000
                              for i in merged[:n_merges]))
     # what merging left small, as clustered (before the review)
-    size = Counter()
-    for cluster, freq in zip(results.clusters, results.frequencies):
-        size[cluster] += int(freq) if unit == "samples" else 1
-    rare = [c for c in size if size[c] < floor  # those kept apart are listed above
-            and kept_apart_reason(results.representatives[c]) is None]
-    if rare and steps.get("mode") == "recommended":
+    rare = np.flatnonzero(rare_clusters(state.clustered, floor, unit == "samples"))
+    if len(rare) and steps.get("mode") == "recommended":
+        size = (np.bincount(results.clusters, weights=results.frequencies) if unit == "samples"
+                else np.bincount(results.clusters))
         shown = ", ".join(_code(results.representatives[c])
-                          for c in sorted(rare, key=size.get)[:8])
+                          for c in sorted(rare.tolist(), key=lambda c: size[c])[:8])
         lines.append(f"**Rare labels to review:** {len(rare)} clusters under {floor} {unit} "
-                     f"had no close neighbour and were kept as they are, e.g. {shown}")
+                     f"had no close neighbour and were kept as they are, e.g. {shown} (the "
+                     f"panel's List: rare clusters, or `vlsr review show --rare`, gives the "
+                     f"nearest cluster to each)")
     return lines
 
 
