@@ -1,6 +1,7 @@
 """Panel: a run at a glance and its review, beside the grid: the score histogram (click or
 select bars to see those labels), the counts of each merge step, and a cluster browser whose
-rows take the review actions (take out, keep, move, split, rename) straight to the run."""
+rows take the review actions (take out, keep, move, split, rename) straight to the run; the
+rare clusters merging left alone can be listed with the nearest cluster to each, to join it."""
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
@@ -33,6 +34,7 @@ class VLSRPanel(foo.Panel):
             ctx.panel.state.key = default_run_key(keys)
             ctx.panel.state.page, ctx.panel.state.cluster_label = 0, None
             ctx.panel.state.joined = ctx.panel.state.filtered = None
+            ctx.panel.state.listing = "clusters"
         self._load(ctx, scores=True)
 
     def on_change_dataset(self, ctx):
@@ -63,7 +65,7 @@ class VLSRPanel(foo.Panel):
         """Compute what the panel shows; the score histogram (which the App keeps between events)
         only with ``scores``: on load, refresh, another run."""
         from vlsr_core.fo.browse import (cluster_rows, join_choices, member_rows, merge_steps,
-                                         page_of, score_histogram)
+                                         page_of, rare_clusters, rare_rows, score_histogram)
         from vlsr_core.fo.summary import joins_to_check
 
         state = self._state(ctx)
@@ -92,7 +94,15 @@ class VLSRPanel(foo.Panel):
             s.joined = "all"
         joined = s.filtered = None if s.joined == "all" else s.joined
         query = s.searched = s.query or ""
-        rows = cluster_rows(state, query, joined)
+        config = ctx.dataset.get_run_info(key).config
+        floor, by_samples = config.min_cluster_size, config.size_by == "samples"
+        s.n_rare = int(rare_clusters(state.label_map, floor, by_samples).sum())
+        s.rare_under = f"{floor} {'samples' if by_samples else 'labels'}"
+        if s.listing != "rare" or not s.n_rare:
+            s.listing = "clusters"
+        s.shown_listing = s.listing
+        rows = (rare_rows(state, floor, by_samples, query) if s.listing == "rare" else
+                cluster_rows(state, query, joined))
         shown, s.page, s.pages, _ = page_of(rows, s.page, PAGE)
         s.n_clusters = len(rows)
         cluster = self._selected_cluster(ctx, state)
@@ -159,6 +169,14 @@ class VLSRPanel(foo.Panel):
         ctx.panel.state.member_page = max(0, (ctx.panel.state.member_page or 0) - 1)
         self._load(ctx)
 
+    def on_listing(self, ctx):
+        listing = ctx.params.get("value") or "clusters"
+        if listing == ctx.panel.state.shown_listing:  # as the search: sent again on opening
+            return
+        ctx.panel.state.listing = listing
+        ctx.panel.state.page, ctx.panel.state.cluster_label = 0, None
+        self._load(ctx)
+
     def on_histogram_click(self, ctx):
         self._show_scores(ctx, [ctx.params.get("x")])
 
@@ -201,6 +219,21 @@ class VLSRPanel(foo.Panel):
         _, _, name = self._cluster_row(ctx)
         ctx.prompt(URI + "edit_label_map", params=dict(
             key=ctx.panel.state.key, action="rename", label=name), on_success=self.refresh)
+
+    def join_nearest(self, ctx):
+        """A rare cluster joins the cluster nearest to it: renamed to its name, one edit."""
+        from vlsr_core.fo.review import ReviewError, add_edit
+
+        row = ctx.panel.state.clusters[ctx.params["row"]]
+        try:
+            edit = add_edit(ctx.dataset, ctx.panel.state.key, "rename", row["label"],
+                            to=row["nearest"], state=self._state(ctx))
+        except ReviewError as e:
+            ctx.ops.notify(str(e), variant="error")
+            return
+        ctx.ops.notify(f"Edit #{edit.id}: {row['canonical']} joins the cluster {row['nearest']}; "
+                       "Apply to write it", variant="success")
+        self._load(ctx)
 
     def _member(self, ctx):
         """The label of the clicked member row, as the curator saw it."""
@@ -311,8 +344,31 @@ class VLSRPanel(foo.Panel):
         if s.joins:
             panel.md(s.joins, name="joins")
 
+        rare = s.listing == "rare" and not s.cluster_name
+        if s.n_rare and not s.cluster_name:
+            listing = types.DropdownView(label="List")
+            listing.add_choice("clusters", label="clusters, the most doubtful first")
+            listing.add_choice("rare", label=f"rare clusters (under {s.rare_under}, left alone: "
+                                             f"{s.n_rare:,}), the nearest to another first")
+            panel.enum("listing", listing.values(), default=s.listing, view=listing,
+                       on_change=self.on_listing)
         panel.str("query", default=s.query or "", label="Find a cluster by label",
                   on_change=self.on_search)
+        if rare:
+            rows = types.TableView(max_inline_actions=2)
+            for key, label in (("canonical", "Cluster"), ("labels", "Labels"),
+                               ("occurrences", "Occurrences"), ("nearest", "Nearest cluster"),
+                               ("distance", "Distance")):
+                rows.add_column(key, label=label)
+            rows.add_row_action("join", self.join_nearest, label="Join the nearest cluster",
+                                icon="merge")
+            rows.add_row_action("open", self.open_cluster, label="Members", icon="list")
+            rows.add_row_action("show", self.show_cluster, label="Show samples", icon="image")
+            panel.list("clusters", types.Object(), view=rows,
+                       label=f"Rare clusters, the nearest to another cluster first "
+                             f"({s.n_clusters:,}; page {(s.page or 0) + 1} of {s.pages})")
+            self._pager(panel, "pages", s.page, s.pages, self.previous_page, self.next_page)
+            return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))
         if s.join_choices:
             joined = types.DropdownView(
                 label="Only members joined by" if s.cluster_name else

@@ -136,7 +136,7 @@ def row_action(page, table, row_text, action):
     """Click ``action`` in the menu of the row of ``table`` (the n-th table of the panel)
     whose first cell is ``row_text``."""
     row = page.locator("table").nth(table).locator("tbody tr").filter(
-        has=page.get_by_role("cell", name=row_text, exact=True))
+        has=page.locator("td:first-child").get_by_text(row_text, exact=True))
     row.locator("button").last.click()
     page.get_by_text(action, exact=True).locator("visible=true").first.click()
 
@@ -572,19 +572,24 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     shot(page, "15-low-similarity-view")
 
 
+def add_noise_images(dataset, tmp_path, n, labels_of):
+    """Add ``n`` noise images, image ``i`` with the labels ``labels_of(i)`` in ``gt``."""
+    samples = []
+    for i in range(n):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(path)
+        samples.append(fo.Sample(filepath=str(path), gt=fo.Classifications(classifications=[
+            fo.Classification(label=l) for l in labels_of(i)])))
+    dataset.add_samples(samples)
+
+
 @pytest.fixture
 def large_cluster_app(dataset, tmp_path):
     """250 distinct labels on 50 noise images, which paper mode forces into one cluster (every
     cluster is under the minimum size and merges into its nearest)."""
     from vlsr_core.fo.stages import run_vlsr
 
-    samples = []
-    for i in range(50):
-        path = tmp_path / f"img{i}.png"
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(path)
-        samples.append(fo.Sample(filepath=str(path), gt=fo.Classifications(classifications=[
-            fo.Classification(label=f"part {5 * i + j:03d}") for j in range(5)])))
-    dataset.add_samples(samples)
+    add_noise_images(dataset, tmp_path, 50, lambda i: [f"part {5 * i + j:03d}" for j in range(5)])
     run_vlsr(dataset, "gt", model=save_random_clip(str(tmp_path / "clip")), num_workers=0,
              mode="paper", min_cluster_size=1000)
     assert len(dataset.load_run_results("vlsr").representatives) == 1
@@ -625,6 +630,47 @@ def test_a_large_cluster_in_pages_in_the_panel(large_cluster_app, page):
     shot(page, "p2-panel-last-page-of-members-head")
     page_to("Previous", "101-200")
     assert members.locator("td:first-child").all_inner_texts() == second_page
+
+
+TOOLS = ["hammer", "drill", "saw", "wrench", "pliers", "chisel", "file", "level", "clamp", "vise",
+         "ruler", "tape", "glue", "nail", "screw", "bolt", "washer", "rivet", "anvil", "sander"]
+
+
+@pytest.fixture
+def rare_app(dataset, tmp_path):
+    """20 tool names on 10 images, clustered with the defaults: every cluster is under 10
+    samples, so merging leaves them alone as rare."""
+    from vlsr_core.fo.stages import run_vlsr
+
+    add_noise_images(dataset, tmp_path, 10, lambda i: [TOOLS[(2 * i + j) % 20] for j in range(3)])
+    run_vlsr(dataset, "gt", model=save_random_clip(str(tmp_path / "clip")), num_workers=0)
+    session = fo.launch_app(dataset, port=_free_port(), remote=True, auto=False)
+    yield dataset, session
+    session.close()
+
+
+def test_rare_clusters_join_their_nearest_from_the_panel(rare_app, page):
+    dataset, session = rare_app
+    open_dataset(page, session, dataset)
+    open_panel(page, page.get_by_text(re.compile(r"^Clusters, the most doubtful first")).first)
+    n_rare = len(dataset.load_run_results("vlsr").representatives)  # all of them
+    choose(page, "List", "rare clusters")
+    title = page.get_by_text(re.compile(
+        rf"^Rare clusters, the nearest to another cluster first \({n_rare}; page 1 of 1\)"))
+    title.first.wait_for(timeout=30_000)
+    page.locator("table").nth(1).scroll_into_view_if_needed()
+    shot(page, "r1-panel-rare-clusters")
+    first = page.locator("table").nth(1).locator("tbody tr").first.locator("td").first.inner_text()
+    row_action(page, 1, first, "Join the nearest cluster")
+    page.get_by_text(re.compile(rf"^Edit #1: {first} joins the cluster ")).first.wait_for(
+        timeout=30_000)
+    page.get_by_text(re.compile(
+        rf"^Rare clusters, the nearest to another cluster first \({n_rare - 1}; ")).first.wait_for(
+        timeout=30_000)
+    shot(page, "r2-panel-rare-cluster-joined")
+    dataset.reload()
+    [edit] = review_state(dataset, "vlsr").in_force
+    assert (edit.action, edit.label) == ("rename", first)
 
 
 @pytest.fixture
