@@ -292,6 +292,32 @@ def test_review_before_clustering_says_what_to_run(dataset, tmp_path, capsys):
     assert "has no clusters yet: run cluster and merge first" in capsys.readouterr().err
 
 
+def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_path, capsys):
+    import shlex
+
+    from fake_clip import FakeEncoder, build
+
+    from vlsr_core.fo.stages import run_vlsr
+
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(build(dataset, tmp_path / "images")))
+    assert main(["summary", "--dataset", dataset.name]) == 0  # says where to walk them
+    assert ("**Rare labels to review:** 4 clusters under 10 samples had no close neighbour and "
+            "were kept as they are, e.g. `Lathe Information`, `drill`, `screwdriver`, `helmet` "
+            "(the panel's List: rare clusters, or `vlsr review show --rare`, gives the nearest "
+            "cluster to each)") in capsys.readouterr().out
+    assert main(["review", "show", "--rare", "--dataset", dataset.name]) == 0
+    out = capsys.readouterr().out
+    assert "4 rare clusters (under 10 samples), the nearest to another cluster first:" in out
+    assert "  helmet (3 labels, 7 occurrences): nearest " in out
+    command = out.split("to join one: vlsr ")[1].splitlines()[0]
+    assert main(shlex.split(command)) == 0  # as printed
+    assert "(it joins the cluster" in capsys.readouterr().out
+    assert main(["review", "show", "--rare", "--dataset", dataset.name]) == 0
+    assert "3 rare clusters (under 10 samples)" in capsys.readouterr().out
+    assert main(["review", "show", "--rare", "--find", "zzz", "--dataset", dataset.name]) == 0
+    assert "0 rare clusters (under 10 samples) with a label containing 'zzz'" in capsys.readouterr().out
+
+
 def test_apply_and_export_take_the_saved_view_the_run_was_made_on(dataset, tmp_path, capsys):
     from fake_clip import FakeEncoder, build
 

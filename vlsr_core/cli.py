@@ -3,6 +3,7 @@
 import argparse
 import contextlib
 import os
+import shlex
 import sys
 
 from .engine.defaults import DEFAULT_KEY, DEFAULT_MODEL
@@ -163,6 +164,9 @@ def _review_parsers(sub):
                    help="how many labels to list per cluster, the farthest from its canonical "
                         "label first (default: 10)")
     c.add_argument("--find", default="", help="only clusters with a label containing this")
+    c.add_argument("--rare", action="store_true",
+                   help="list the rare clusters merging left alone instead, each with the nearest "
+                        "cluster to it, the nearest first (vlsr review rename joins them)")
     c.set_defaults(func=_review_show)
     for command, (action, text, to) in REVIEW_ACTIONS.items():
         c = actions.add_parser(command, help=text)
@@ -348,7 +352,7 @@ def _plain(markdown):
 
 
 def _review_show(a):
-    from .fo.browse import cluster_rows, member_rows
+    from .fo.browse import cluster_rows, member_rows, rare_rows
     from .fo.review import review_state
     from .fo.summary import one_line
 
@@ -360,6 +364,26 @@ def _review_show(a):
         status = (f"undone {e.undone}" if e.undone else f"no longer applies: {stale[e.id]}"
                   if e.id in stale else "applied" if e.id in (state.applied or []) else "not applied")
         print(f"  #{e.id} {_plain(e.describe())}  ({e.time}; {status})")
+    if a.rare:
+        config = dataset.get_run_info(a.key).config
+        by_samples = config.size_by == "samples"
+        rows = rare_rows(state, config.min_cluster_size, by_samples, a.find)
+        unit = "samples" if by_samples else "labels"
+        print(f"\n{_count(len(rows), 'rare cluster')} (under {config.min_cluster_size} {unit})"
+              + (f" with a label containing {a.find!r}" if a.find else "")
+              + (", the nearest to another cluster first:" if rows else ""))
+        for row in rows[:a.clusters]:
+            print(f"  {one_line(row['canonical'])} ({_count(row['labels'], 'label')}, "
+                  f"{_count(row['occurrences'], 'occurrence')}): nearest "
+                  f"{one_line(row['nearest'])} (distance {row['distance']:.3f}, from "
+                  f"{one_line(row['nearest_label'])})")
+        if rows:
+            first = rows[0]
+            print(f"to join one: vlsr review rename {shlex.quote(first['label'])} --to "
+                  f"{shlex.quote(first['nearest'])} --dataset {a.dataset}")
+        if len(rows) > a.clusters:
+            print(f"\n... and {len(rows) - a.clusters} more (--clusters N, --find TEXT)")
+        return
     rows = cluster_rows(state, a.find)
     print(f"\n{_count(len(rows), 'cluster')}"
           + (f" with a label containing {a.find!r}" if a.find else "")
