@@ -366,7 +366,8 @@ class VLSRPanel(foo.Panel):
             rows.add_row_action("show", self.show_cluster, label="Show samples", icon="image")
             panel.list("clusters", types.Object(), view=rows,
                        label=f"Rare clusters, the nearest to another cluster first "
-                             f"({s.n_clusters:,}; page {(s.page or 0) + 1} of {s.pages})")
+                             f"({s.n_clusters:,} rows, two clusters nearest to each other in "
+                             f"one; page {(s.page or 0) + 1} of {s.pages})")
             self._pager(panel, "pages", s.page, s.pages, self.previous_page, self.next_page)
             return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))
         if s.join_choices:

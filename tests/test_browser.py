@@ -654,9 +654,9 @@ def test_rare_clusters_join_their_nearest_from_the_panel(rare_app, page):
     open_dataset(page, session, dataset)
     open_panel(page, page.get_by_text(re.compile(r"^Clusters, the most doubtful first")).first)
     n_rare = len(dataset.load_run_results("vlsr").representatives)  # all of them
-    choose(page, "List", "rare clusters")
-    title = page.get_by_text(re.compile(
-        rf"^Rare clusters, the nearest to another cluster first \({n_rare}; page 1 of 1\)"))
+    choose(page, "List", f"rare clusters (under 10 samples, left alone: {n_rare})")
+    title = page.get_by_text(re.compile(r"^Rare clusters, the nearest to another cluster first "
+                                        r"\((\d+) rows, two clusters nearest to each other in one"))
     title.first.wait_for(timeout=30_000)
     page.locator("table").nth(1).scroll_into_view_if_needed()
     shot(page, "r1-panel-rare-clusters")
@@ -664,9 +664,8 @@ def test_rare_clusters_join_their_nearest_from_the_panel(rare_app, page):
     row_action(page, 1, first, "Join the nearest cluster")
     page.get_by_text(re.compile(rf"^Edit #1: {first} joins the cluster ")).first.wait_for(
         timeout=30_000)
-    page.get_by_text(re.compile(
-        rf"^Rare clusters, the nearest to another cluster first \({n_rare - 1}; ")).first.wait_for(
-        timeout=30_000)
+    page.get_by_text(f"rare clusters (under 10 samples, left alone: {n_rare - 1}), the nearest "
+                     "to another first", exact=True).first.wait_for(timeout=30_000)
     shot(page, "r2-panel-rare-cluster-joined")
     dataset.reload()
     [edit] = review_state(dataset, "vlsr").in_force

@@ -352,7 +352,7 @@ def _plain(markdown):
 
 
 def _review_show(a):
-    from .fo.browse import cluster_rows, member_rows, rare_rows
+    from .fo.browse import cluster_rows, member_rows, rare_clusters, rare_rows
     from .fo.review import review_state
     from .fo.summary import one_line
 
@@ -368,10 +368,12 @@ def _review_show(a):
         config = dataset.get_run_info(a.key).config
         by_samples = config.size_by == "samples"
         rows = rare_rows(state, config.min_cluster_size, by_samples, a.find)
+        n_rare = int(rare_clusters(state.label_map, config.min_cluster_size, by_samples).sum())
         unit = "samples" if by_samples else "labels"
-        print(f"\n{_count(len(rows), 'rare cluster')} (under {config.min_cluster_size} {unit})"
-              + (f" with a label containing {a.find!r}" if a.find else "")
-              + (", the nearest to another cluster first:" if rows else ""))
+        print(f"\n{_count(n_rare, 'rare cluster')} (under {config.min_cluster_size} {unit})"
+              + (f"; {_count(len(rows), 'line')} with a label containing {a.find!r}" if a.find
+                 else "") + (", the nearest to another cluster first (two clusters nearest to "
+                             "each other on one line):" if rows else ""))
         for row in rows[:a.clusters]:
             print(f"  {one_line(row['canonical'])} ({_count(row['labels'], 'label')}, "
                   f"{_count(row['occurrences'], 'occurrence')}): nearest "

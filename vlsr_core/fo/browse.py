@@ -176,11 +176,12 @@ def rare_clusters(label_map, min_size, by_samples=True):
 
 
 def rare_rows(state, min_size, by_samples=True, query=""):
-    """The :func:`rare_clusters` of the reviewed map, each with the nearest cluster to it (labels kept out of the
-    embedding steps are never it), the nearest first: where a curator looks for the variants
-    the run missed. ``query`` as for :func:`cluster_rows`.
-    Rows: ``cluster``, ``label``, ``canonical``, ``labels``, ``occurrences`` as
-    :func:`cluster_rows` gives them, ``nearest`` (the nearest cluster's name),
+    """The :func:`rare_clusters` of the reviewed map, each with the nearest cluster to it
+    (labels kept out of the embedding steps are never it), the nearest first: where a curator
+    looks for the variants the run missed. Two rare clusters nearest to each other make one
+    row. ``query`` as for :func:`cluster_rows` (a row's nearest cluster counts too). Rows:
+    ``cluster``, ``label``, ``canonical``, ``labels``, ``occurrences`` as :func:`cluster_rows`
+    gives them, ``nearest`` and ``nearest_cluster`` (the nearest cluster's name and id),
     ``nearest_label`` (its label nearest to one of the row's labels) and ``distance`` (their
     cosine distance). Kept with ``state`` (:attr:`~vlsr_core.fo.review.ReviewState.memo`)."""
     key = ("rare", min_size, by_samples)
@@ -188,11 +189,11 @@ def rare_rows(state, min_size, by_samples=True, query=""):
         state.memo[key] = _rare_rows(state, rare_clusters(state.label_map, min_size,
                                                              by_samples))
     rows = state.memo[key]
-    if query:
+    if query:  # a row holds its cluster and, for a pair nearest to each other, the other too
         q = query.casefold()
         cluster = state.label_map.cluster
         hit = {cluster[l] for l in state.label_map.vocabulary if q in l.casefold()}
-        rows = [r for r in rows if r["cluster"] in hit]
+        rows = [r for r in rows if r["cluster"] in hit or r["nearest_cluster"] in hit]
     return rows
 
 
@@ -222,10 +223,18 @@ def _rare_rows(state, rare):
         if j >= 0 and (c not in best or d < best[c][0]):
             best[c] = (d, j)
     order = sorted(best, key=lambda c: (best[c][0], -occurrences[c], c))
+    # two rare clusters nearest to each other are one row (the first: the more used), one join
+    target = {c: int(clusters[j]) for c, (_, j) in best.items()}
+    listed, shown = [], set()
+    for c in order:
+        if not (target.get(target[c]) == c and target[c] in shown):
+            listed.append(c)
+            shown.add(c)
+    order = listed
     return [dict(cluster=c, label=label_map.representatives[c], canonical=names[c],
                  labels=int(labels[c]), occurrences=int(occurrences[c]),
-                 nearest=names[clusters[best[c][1]]], nearest_label=vocabulary[best[c][1]],
-                 distance=round(max(best[c][0], 0.0), 3))
+                 nearest=names[target[c]], nearest_cluster=target[c],
+                 nearest_label=vocabulary[best[c][1]], distance=round(max(best[c][0], 0.0), 3))
             for c in order]
 
 
