@@ -96,7 +96,10 @@ class VLSRPanel(foo.Panel):
         query = s.searched = s.query or ""
         config = ctx.dataset.get_run_info(key).config
         floor, by_samples = config.min_cluster_size, config.size_by == "samples"
-        s.n_rare = int(rare_clusters(state.label_map, floor, by_samples).sum())
+        memo = ("n_rare", floor, by_samples)  # kept with the state: a panel event is a click
+        if memo not in state.memo:
+            state.memo[memo] = int(rare_clusters(state.label_map, floor, by_samples).sum())
+        s.n_rare = state.memo[memo]
         s.rare_under = f"{floor} {'samples' if by_samples else 'labels'}"
         if s.listing != "rare" or not s.n_rare:
             s.listing = "clusters"
