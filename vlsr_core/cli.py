@@ -369,8 +369,8 @@ def _review_show(a):
         by_samples = config.size_by == "samples"
         rows = rare_rows(state, config.min_cluster_size, by_samples, a.find)
         n_rare = int(rare_clusters(state.label_map, config.min_cluster_size, by_samples).sum())
-        unit = "samples" if by_samples else "labels"
-        print(f"\n{_count(n_rare, 'rare cluster')} (under {config.min_cluster_size} {unit})"
+        under = _count(config.min_cluster_size, "sample" if by_samples else "label")
+        print(f"\n{_count(n_rare, 'rare cluster')} (under {under})"
               + (f"; {_count(len(rows), 'line')} with a label containing {a.find!r}" if a.find
                  else "") + (", the nearest to another cluster first (two clusters nearest to "
                              "each other on one line):" if rows else ""))
