@@ -297,6 +297,10 @@ class VLSRPanel(foo.Panel):
         ctx.prompt(URI + "apply_review", params=dict(key=ctx.panel.state.key),
                    on_success=self.refresh)
 
+    def import_map(self, ctx):
+        ctx.prompt(URI + "import_label_map", params=dict(key=ctx.panel.state.key),
+                   on_success=self.refresh)
+
     def suggestions(self, ctx):
         ctx.prompt(URI + "review_suggestions", params=dict(key=ctx.panel.state.key),
                    on_success=self.refresh)
@@ -338,6 +342,8 @@ class VLSRPanel(foo.Panel):
         actions.btn("undo", label="Undo", icon="undo", on_click=self.undo)
         actions.btn("suggestions", label="Suggestions for the selection", icon="rule",
                     on_click=self.suggestions)
+        actions.btn("import", label="Import a label map", icon="upload_file",
+                    on_click=self.import_map)
         actions.btn("refresh", label="Refresh", icon="refresh", on_click=self.refresh)
 
         steps = types.TableView()

@@ -491,7 +491,10 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     edit_label_map(out / "label_map.csv", edited, changed)
     dataset.reload()
     before = len(dataset.get_run_info("vlsr").config.review)
-    open_operator(page, "VLSR 4: import an edited label map")
+    in_force = len(review_state(dataset, "vlsr").in_force)
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="Import a label map").first.click()  # from the panel
+    page.get_by_text("Label map CSV", exact=True).first.wait_for(timeout=30_000)
     page.locator("input[type=string]").last.fill(str(edited))
     page.get_by_text(re.compile(r"^Execute records 2 edits \(1 split, 1 rename\)")).first.wait_for(
         timeout=30_000)
@@ -500,6 +503,9 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     shot(page, "11d-import-form")
     execute(page)
     page.get_by_text(re.compile(r"^Recorded 2 edits")).first.wait_for(timeout=30_000)
+    # the panel, which opened the form, shows the edits at once
+    page.get_by_text(re.compile(rf"^Review: {in_force + 2} edits in force")).first.wait_for(
+        timeout=30_000)
     shot(page, "11e-import-done")
     page.keyboard.press("Escape")
     first = before + 1
