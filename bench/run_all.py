@@ -3,7 +3,8 @@
 Usage: python bench/run_all.py [--smoke]
 
 Runs bench_clustering, bench_similarity, bench_embedding, bench_memory, bench_writes,
-bench_label_docs and bench_exact with their default sizes (about 45 minutes on 2 cores; --smoke: small sizes, about two minutes), one at a time
+bench_label_docs, bench_exact, bench_review_import and bench_rare_listing with their default
+sizes (about 47 minutes on 2 cores; --smoke: small sizes, about two minutes), one at a time
 since they compete for the same cores, prints each table and writes it to
 bench/results/<name>.txt. docs/benchmarks.md discusses the tables measured on the project's
 machine.
@@ -23,6 +24,8 @@ SMOKE_ARGS = {
     "bench_writes": ["2048"],
     "bench_label_docs": ["2048"],
     "bench_exact": ["1000", "2000", "100000", "--rounds", "1"],
+    "bench_review_import": ["3000"],
+    "bench_rare_listing": ["3000"],
 }
 
 
