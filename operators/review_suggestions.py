@@ -84,7 +84,8 @@ class ReviewSuggestions(foo.Operator):
             edits.append(add_edit(ctx.dataset, key, decision, label, samples=ids, label_ids=chosen))
         verb = "accepted" if decision == "accept_suggestion" else "rejected"
         n = len(label_ids) or sum(len(ids) for ids in groups.values())
-        message = (f"Run {key!r}: suggestions {verb} for {n} {'labels' if label_ids else 'samples'} "
+        what = ("label" if label_ids else "sample") + ("" if n == 1 else "s")
+        message = (f"Run {key!r}: suggestions {verb} for {n} {what} "
                    f"(edits {', '.join(f'#{e.id}' for e in edits)}); Apply to write them")
         ctx.ops.notify(message, variant="success")
         return dict(message=message, edits=[e.as_record() for e in edits])

@@ -364,6 +364,9 @@ def test_rare_clusters_are_listed_the_nearest_to_another_first(monkeypatch):
     # counted in labels, a cluster of two labels is not under 2
     assert rare_clusters(label_map, 2, by_samples=False).tolist() == [False, True, True, True, False]
     assert rare_clusters(label_map, 1, by_samples=False).sum() == 0
+    # the paper's mode forces small clusters into neighbours: none is left alone
+    paper = dataclasses.replace(label_map, steps={"mode": "paper"})
+    assert not rare_clusters(paper, 10).any()
 
 
 def test_a_rare_cluster_joins_its_nearest_cluster_from_the_panel(dataset, tmp_path):

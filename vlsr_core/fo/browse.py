@@ -166,9 +166,13 @@ def cluster_rows(state, query="", joined=None):
 def rare_clusters(label_map, min_size, by_samples=True):
     """bool ndarray over the clusters of ``label_map``: those under ``min_size`` (samples, or
     labels unless ``by_samples``), which merging left alone as rare. Clusters of labels kept
-    out of the embedding steps (no letter, digits only, very long) are not among them."""
+    out of the embedding steps (no letter, digits only, very long) are not among them, nor, in
+    the paper's mode (which forces every small cluster into a neighbour), any cluster."""
     clusters = np.asarray(label_map.clusters, dtype=np.int64)
     n = len(label_map.representatives)
+    steps = label_map.steps or {}  # a run's record (dict) or the engine's Steps
+    if (steps.get("mode") if isinstance(steps, dict) else steps.mode) == "paper":
+        return np.zeros(n, dtype=bool)
     size = (np.bincount(clusters, weights=label_map.frequencies, minlength=n) if by_samples
             else np.bincount(clusters, minlength=n))
     return (size < min_size) & np.array([kept_apart_reason(r) is None
