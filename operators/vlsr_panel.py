@@ -65,7 +65,7 @@ class VLSRPanel(foo.Panel):
         """Compute what the panel shows; the score histogram (which the App keeps between events)
         only with ``scores``: on load, refresh, another run."""
         from vlsr_core.fo.browse import (cluster_rows, join_choices, member_rows, merge_steps,
-                                         page_of, rare_clusters, rare_rows, score_histogram)
+                                         page_of, count_rare, rare_rows, score_histogram)
         from vlsr_core.fo.summary import joins_to_check
 
         state = self._state(ctx)
@@ -96,10 +96,7 @@ class VLSRPanel(foo.Panel):
         query = s.searched = s.query or ""
         config = ctx.dataset.get_run_info(key).config
         floor, by_samples = config.min_cluster_size, config.size_by == "samples"
-        memo = ("n_rare", floor, by_samples)  # kept with the state: a panel event is a click
-        if memo not in state.memo:
-            state.memo[memo] = int(rare_clusters(state.label_map, floor, by_samples).sum())
-        s.n_rare = state.memo[memo]
+        s.n_rare = count_rare(state, floor, by_samples)
         s.rare_under = f"{floor} {'samples' if by_samples else 'labels'}"
         if s.listing != "rare" or not s.n_rare:
             s.listing = "clusters"

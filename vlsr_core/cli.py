@@ -352,7 +352,7 @@ def _plain(markdown):
 
 
 def _review_show(a):
-    from .fo.browse import cluster_rows, member_rows, rare_clusters, rare_rows
+    from .fo.browse import cluster_rows, count_rare, member_rows, rare_rows
     from .fo.review import review_state
     from .fo.summary import one_line
 
@@ -368,7 +368,7 @@ def _review_show(a):
         config = dataset.get_run_info(a.key).config
         by_samples = config.size_by == "samples"
         rows = rare_rows(state, config.min_cluster_size, by_samples, a.find)
-        n_rare = int(rare_clusters(state.label_map, config.min_cluster_size, by_samples).sum())
+        n_rare = count_rare(state, config.min_cluster_size, by_samples)
         under = _count(config.min_cluster_size, "sample" if by_samples else "label")
         print(f"\n{_count(n_rare, 'rare cluster')} (under {under})"
               + (f"; {_count(len(rows), 'line')} with a label containing {a.find!r}" if a.find

@@ -141,8 +141,8 @@ def cluster_rows(state, query="", joined=None):
     distance = np.asarray(label_map.distance_to_canonical, dtype=np.float64)
     farthest = np.zeros(n)
     np.maximum.at(farthest, clusters, distance)
-    sizes = np.bincount(clusters, minlength=n)
-    occurrences = np.bincount(clusters, weights=label_map.frequencies, minlength=n)
+    sizes = cluster_sizes(label_map, by_samples=False)
+    occurrences = cluster_sizes(label_map)
     edited = np.zeros(n, dtype=bool)
     index = {l: i for i, l in enumerate(label_map.vocabulary)}
     for l in state.edited_labels:
@@ -163,20 +163,35 @@ def cluster_rows(state, query="", joined=None):
             for c in order if keep[c]]
 
 
+def cluster_sizes(label_map, by_samples=True):
+    """int ndarray (n_clusters,): each cluster's size in samples (label occurrences) or, unless
+    ``by_samples``, in labels."""
+    clusters = np.asarray(label_map.clusters, dtype=np.int64)
+    n = len(label_map.representatives)
+    if by_samples:
+        return np.bincount(clusters, weights=label_map.frequencies, minlength=n).astype(np.int64)
+    return np.bincount(clusters, minlength=n)
+
+
 def rare_clusters(label_map, min_size, by_samples=True):
     """bool ndarray over the clusters of ``label_map``: those under ``min_size`` (samples, or
     labels unless ``by_samples``), which merging left alone as rare. Clusters of labels kept
     out of the embedding steps (no letter, digits only, very long) are not among them, nor, in
     the paper's mode (which forces every small cluster into a neighbour), any cluster."""
-    clusters = np.asarray(label_map.clusters, dtype=np.int64)
-    n = len(label_map.representatives)
     steps = label_map.steps or {}  # a run's record (dict) or the engine's Steps
     if (steps.get("mode") if isinstance(steps, dict) else steps.mode) == "paper":
-        return np.zeros(n, dtype=bool)
-    size = (np.bincount(clusters, weights=label_map.frequencies, minlength=n) if by_samples
-            else np.bincount(clusters, minlength=n))
-    return (size < min_size) & np.array([kept_apart_reason(r) is None
-                                         for r in label_map.representatives], dtype=bool)
+        return np.zeros(len(label_map.representatives), dtype=bool)
+    return (cluster_sizes(label_map, by_samples) < min_size) & np.array(
+        [kept_apart_reason(r) is None for r in label_map.representatives], dtype=bool)
+
+
+def count_rare(state, min_size, by_samples=True):
+    """How many :func:`rare_clusters` the reviewed map has; kept with ``state``, as the panel
+    asks on every click."""
+    key = ("n_rare", min_size, by_samples)
+    if key not in state.memo:
+        state.memo[key] = int(rare_clusters(state.label_map, min_size, by_samples).sum())
+    return state.memo[key]
 
 
 def rare_rows(state, min_size, by_samples=True, query=""):
@@ -206,9 +221,8 @@ def _rare_rows(state, rare):
     names = label_map.names or label_map.representatives
     clusters = np.asarray(label_map.clusters, dtype=np.int64)
     vocabulary = label_map.vocabulary
-    occurrences = np.bincount(clusters, weights=label_map.frequencies,
-                              minlength=len(names)).astype(np.int64)
-    labels = np.bincount(clusters, minlength=len(names))
+    occurrences = cluster_sizes(label_map)
+    labels = cluster_sizes(label_map, by_samples=False)
     rows = np.flatnonzero(rare[clusters])
     if state.embeddings is None or not len(rows):
         return []

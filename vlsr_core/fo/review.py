@@ -317,8 +317,8 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
     label map edited outside, e.g. ``label_map.csv`` of an export in a spreadsheet; labels it
     leaves out keep theirs) and return them, in one write; none if the map already is so.
     Each is an ordinary edit: shown, undoable, written by Apply."""
-    names = {n.strip() for n in wanted.values()}
-    bad = next((n for n in names if not n or _unprintable(n)), None)
+    wanted = {l: n.strip() for l, n in wanted.items()}
+    bad = next((n for n in set(wanted.values()) if not n or _unprintable(n)), None)
     if bad is not None:
         raise ReviewError(f"A canonical label cannot be blank or hold a line break or a control "
                           f"character: {bad!r}")
@@ -326,7 +326,7 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
     label_map, emb = clustered_label_map(dataset, key)
     edits = edits_of(config)
     try:
-        made = edits_to_reach(label_map, emb, edits, {l: n.strip() for l, n in wanted.items()})
+        made = edits_to_reach(label_map, emb, edits, wanted)
     except ValueError as e:
         raise ReviewError(str(e)) from None
     now = _now()

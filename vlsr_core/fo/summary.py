@@ -5,7 +5,7 @@ from collections import Counter
 
 import numpy as np
 
-from .browse import rare_clusters
+from .browse import cluster_sizes, rare_clusters
 from .labels import LabelFieldError, label_path, usable
 from .review import review_state
 from .runs import (
@@ -214,8 +214,7 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
     # what merging left small, as clustered (before the review)
     rare = np.flatnonzero(rare_clusters(state.clustered, floor, unit == "samples"))
     if len(rare) and steps.get("mode") == "recommended":
-        size = (np.bincount(results.clusters, weights=results.frequencies) if unit == "samples"
-                else np.bincount(results.clusters))
+        size = cluster_sizes(state.clustered, unit == "samples")
         shown = ", ".join(_code(results.representatives[c])
                           for c in sorted(rare.tolist(), key=lambda c: size[c])[:8])
         lines.append(f"**Rare labels to review:** {len(rare)} clusters under {floor} {unit} "
