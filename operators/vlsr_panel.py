@@ -334,14 +334,17 @@ class VLSRPanel(foo.Panel):
 
         panel.md(s.status, name="status")
         actions = panel.h_stack("actions", gap=1)
+        # short labels keep the row on one line in a narrow panel; the tooltips say the rest
         actions.btn("apply", label="Apply review", icon="task_alt", variant="contained",
-                    on_click=self.apply)
-        actions.btn("undo", label="Undo", icon="undo", on_click=self.undo)
-        actions.btn("suggestions", label="Suggestions for the selection", icon="rule",
-                    on_click=self.suggestions)
-        actions.btn("import", label="Import a label map", icon="upload_file",
-                    on_click=self.import_map)
-        actions.btn("refresh", label="Refresh", icon="refresh", on_click=self.refresh)
+                    on_click=self.apply, title="Write the edits in force to the run's fields")
+        actions.btn("undo", label="Undo", icon="undo", on_click=self.undo,
+                    title="Undo the last review edit (an earlier one: VLSR 4: undo a review edit)")
+        actions.btn("suggestions", label="Suggestions…", icon="rule", on_click=self.suggestions,
+                    title="Accept or reject the suggested labels of the selected samples")
+        actions.btn("import", label="Import…", icon="upload_file", on_click=self.import_map,
+                    title="Import an edited label map (label_map.csv of an export) as edits")
+        actions.btn("refresh", label="Refresh", icon="refresh", on_click=self.refresh,
+                    title="Show what operators run from the operator browser changed")
 
         steps = types.TableView()
         steps.add_column("step", label="Merge step")

@@ -303,7 +303,7 @@ def review_in_the_panel(page, dataset, session):
     first = dataset.first()
     _until(lambda: session.selected == [first.id], "a selected sample", timeout=30, page=page)
     assert first.filepath.endswith("img0.png")
-    page.get_by_text("Suggestions for the selection", exact=True).first.click()
+    page.get_by_text("Suggestions…", exact=True).first.click()
     box = page.get_by_placeholder("Type or select a value").last
     box.wait_for(timeout=30_000)
     box.click()
@@ -493,7 +493,7 @@ def test_whole_workflow_in_the_app(app, page, tmp_path):
     before = len(dataset.get_run_info("vlsr").config.review)
     in_force = len(review_state(dataset, "vlsr").in_force)
     page.keyboard.press("Escape")
-    page.get_by_role("button", name="Import a label map").first.click()  # from the panel
+    page.get_by_role("button", name="Import…").first.click()  # from the panel
     page.get_by_text("Label map CSV", exact=True).first.wait_for(timeout=30_000)
     page.locator("input[type=string]").last.fill(str(edited))
     page.get_by_text(re.compile(r"^Execute records 2 edits \(1 split, 1 rename\)")).first.wait_for(
