@@ -20,6 +20,8 @@ class UndoReviewEdit(foo.Operator):
         )
 
     def resolve_input(self, ctx):
+        from vlsr_core.fo.review import shown_time
+
         inputs = types.Object()
         form = types.Property(inputs, view=types.View(label="VLSR: undo a review edit"))
         key = run_key_choice(ctx, inputs, "review") if ctx.dataset is not None else None
@@ -33,7 +35,7 @@ class UndoReviewEdit(foo.Operator):
         choices = types.Dropdown(label="Edit to undo")
         for e in edits:
             choices.add_choice(e.id, label=f"#{e.id} {e.describe().replace('`', '')}",
-                               description=e.time)
+                               description=shown_time(e.time))
         inputs.enum("edit_id", choices.values(), default=edits[0].id, view=choices,
                     description="The latest edit comes first; undoing keeps it on record")
         inputs.bool("with_later", default=False, label="Also undo every edit made after it",

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 
 import fiftyone as fo
 import numpy as np
@@ -180,7 +181,9 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     assert "undid edit #3" in capsys.readouterr().out
     assert main(["review", "show", "--dataset", name, "--find", "screw"]) == 0
     out = capsys.readouterr().out
-    assert "2 edits in force (1 undone); the fields were last written on " in out
+    assert re.search(r"2 edits in force \(1 undone\); the fields were last written on "
+                     r"\d{4}-\d\d-\d\d \d\d:\d\d UTC;", out)  # a time as people write it
+    assert re.search(r"#1 take helmit out of helmet  \(\d{4}-\d\d-\d\d \d\d:\d\d UTC; ", out)
     assert "; not applied yet: vlsr apply writes" in out
     lines = {line.split(" (")[0].strip(): line for line in out.splitlines()}
     assert "; undone 20" in lines["#3 accept suggestion screwdriver on 1 sample"]

@@ -353,7 +353,7 @@ def _plain(markdown):
 
 def _review_show(a):
     from .fo.browse import cluster_rows, count_rare, member_rows, rare_rows
-    from .fo.review import review_state
+    from .fo.review import review_state, shown_time
     from .fo.summary import one_line
 
     dataset = _load(a.dataset)
@@ -363,7 +363,7 @@ def _review_show(a):
     for e in state.edits:
         status = (f"undone {e.undone}" if e.undone else f"no longer applies: {stale[e.id]}"
                   if e.id in stale else "applied" if e.id in (state.applied or []) else "not applied")
-        print(f"  #{e.id} {_plain(e.describe())}  ({e.time}; {status})")
+        print(f"  #{e.id} {_plain(e.describe())}  ({shown_time(e.time)}; {status})")
     if a.rare:
         config = dataset.get_run_info(a.key).config
         by_samples = config.size_by == "samples"

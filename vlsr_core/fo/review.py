@@ -111,7 +111,7 @@ class ReviewState:
         n, undone = len(self.in_force), len(self.edits) - len(self.in_force)
         text = f"**Review:** {_count(n, 'edit')} in force" + (f" ({undone} undone)" if undone else "")
         if self.applied is not None:
-            text += f"; the fields were last written on {self.applied_time}"
+            text += f"; the fields were last written on {shown_time(self.applied_time)}"
         text += ("; **not applied yet**: *Apply* writes the edits to the fields" if self.pending
                  else "; all applied")
         if self.stale:
@@ -127,7 +127,7 @@ def export_note(dataset, key=DEFAULT_KEY, results=None):
     shown = state.applied or []
     text = ("The label map as clustered (no review edits)." if not shown else
             f"The label map with the {_count(len(shown), 'review edit')} applied on "
-            f"{state.applied_time}.")
+            f"{shown_time(state.applied_time)}.")
     if state.pending:
         text += " Edits made or undone since are not in it: Apply first to include them."
     return text
@@ -520,3 +520,12 @@ def _config(dataset, key):
 
 def _now():
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def shown_time(stamp):
+    """A stored time (ISO 8601, UTC) as a curator reads it: ``2026-12-04 03:21 UTC``."""
+    try:
+        when = datetime.fromisoformat(stamp).astimezone(timezone.utc)
+    except (TypeError, ValueError):
+        return stamp
+    return when.strftime("%Y-%m-%d %H:%M UTC")
