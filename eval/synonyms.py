@@ -7,6 +7,9 @@ their ImageNet and LVIS label files and codespell's list of real misspellings)::
     .venv/bin/python eval/synonyms.py            # prints the table, writes it into docs/quality.md
     .venv/bin/python eval/synonyms.py --no-write
 
+It also counts the clusters named by a generated variant (``imagenet1k_variants``,
+``lvis_misspellings``) rather than by the real label it varies.
+
 Every set (``eval/synonym_sets.py``) is embedded with all-MiniLM-L6-v2 (cached in eval/.cache)
 and merged by ``build_label_map`` with default arguments (the recommended mode), by the paper's
 mode, and by string normalisation alone. Every label counts once (frequencies all 1), and again
@@ -29,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from eval import synonym_sets  # noqa: E402
 from eval.baselines import normalise  # noqa: E402
 from eval.metrics import pairwise_agreement  # noqa: E402
+from vlsr_core.engine.merging import representatives  # noqa: E402
 from vlsr_core.engine.pipeline import build_label_map  # noqa: E402
 
 DOC = ROOT / "docs" / "quality.md"
@@ -70,6 +74,25 @@ def evaluate(name, labels, groups, frequencies):
     return rows, rec.steps
 
 
+def naming(name, labels, originals):
+    """Of the clusters (recommended mode, every label on one sample) that hold an original
+    label and a generated variant of it, how many are named by a variant: with the recommended
+    mode's tie-break by spelling in use, and with the paper's (nearest the centroid)."""
+    freq = np.ones(len(labels), dtype=np.int64)
+    emb = embed(name, labels)
+    rec = build_label_map(labels, emb, freq)
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    paper = [labels[r] for r in representatives(labels, unit, rec.clusters, freq)]
+    shown = []
+    for c in np.unique(rec.clusters):
+        members = {labels[i] for i in np.flatnonzero(rec.clusters == c)}
+        if len(members) > 1 and members & originals:
+            shown.append((rec.representatives[c] not in originals, paper[c] not in originals))
+    by_spelling, by_centroid = np.sum(shown, axis=0) if shown else (0, 0)
+    print(f"{name}: {len(shown)} clusters hold an original label and a variant; named by a "
+          f"variant: {by_spelling} (spelling in use), {by_centroid} (the paper's tie-break)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--no-write", action="store_true", help="print only")
@@ -92,6 +115,9 @@ def main(argv=None):
                   file=sys.stderr)
     table = "\n".join(lines)
     print(table)
+    naming("imagenet1k_variants", *synonym_sets.imagenet1k_variants()[:1],
+           set(synonym_sets.imagenet1k()[0]))
+    naming("lvis_misspellings", *synonym_sets.lvis_misspellings()[:1], set(synonym_sets.lvis()[0]))
     if not args.no_write:
         text = DOC.read_text()
         start, end = text.index(BEGIN) + len(BEGIN), text.index(END)

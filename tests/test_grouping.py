@@ -230,6 +230,31 @@ def test_paper_mode_is_the_papers_steps_exactly():
     assert label_map.steps.eps == 0.07
 
 
+def test_a_cluster_is_named_by_the_spelling_its_vocabulary_uses_when_frequencies_tie():
+    # variants of one thing, each on one sample: the spec's tie-break (closest to the centroid,
+    # then string order) would name clusters "AIRSHIP", "hekmet" and "pit  bull terriers"
+    vocabulary = ["AIRSHIP", "airship", "hekmet", "helmet", "safety helmet", "bike helmet",
+                  "pit  bull terriers", "pit bull terrier", "pit bull terriers", "bull terrier",
+                  "galaxies", "galaxy"]
+    centres = spread(7, seed=5)
+    at = [0, 0, 1, 1, 2, 3, 4, 4, 4, 5, 6, 6]
+    emb = np.stack([centres[c] for c in at])  # variants on one vector: the centroid can't tell
+    freq = np.ones(len(vocabulary), dtype=np.int64)
+    names = build_label_map(vocabulary, emb, freq).canonical
+    assert names["AIRSHIP"] == "airship"  # no evidence either way: lower case
+    assert names["hekmet"] == "helmet"  # "safety helmet" and "bike helmet" use the word
+    assert names["pit bull terriers"] == "pit bull terrier"  # "bull terrier" uses "terrier"
+    assert names["pit  bull terriers"] == "pit bull terrier"
+    assert names["galaxies"] == "galaxy"  # no evidence either way: the singular
+    # a label on more samples still wins, as in the paper
+    freq[0] = 2
+    assert build_label_map(vocabulary, emb, freq).canonical["airship"] == "AIRSHIP"
+    # the paper's mode keeps the paper's rule
+    paper = build_label_map(vocabulary, emb, np.ones(len(vocabulary), dtype=np.int64),
+                            mode="paper", min_cluster_size=1).canonical
+    assert paper["airship"] == "AIRSHIP" and paper["helmet"] == "hekmet"
+
+
 def test_thresholds_follow_the_encoders_scale():
     """A common direction added to every embedding (as CLIP's text tower has) shrinks every
     distance by one factor; the derived eps shrinks with it and the partition stays the same."""

@@ -168,17 +168,19 @@ class _DistanceRows:
                 row[source], row[target] = np.inf, d
 
 
-def representatives(vocabulary, embeddings, clusters, frequencies):
+def representatives(vocabulary, embeddings, clusters, frequencies, preference=None):
     """The representative label index of every cluster (spec step 6).
 
-    The member carried by most samples; ties go to the member closest to the cluster centroid
-    (cosine), then to the lexically smallest string.
+    The member carried by most samples; ties go to the lowest ``preference`` if given (the
+    recommended mode's :func:`~vlsr_core.engine.lexical.spelling_preference`), then to the
+    member closest to the cluster centroid (cosine), then to the lexically smallest string.
 
     Args:
         vocabulary: list of n_labels strings.
         embeddings: ndarray of shape (n_labels, dim), L2-normalised.
         clusters: int ndarray of shape (n_labels,) with ids 0..n_clusters-1 (no noise).
         frequencies: int ndarray of shape (n_labels,).
+        preference: optional int ndarray of shape (n_labels,), lower first.
 
     Returns:
         int ndarray of shape (n_clusters,): the vocabulary index of each cluster's representative.
@@ -192,18 +194,21 @@ def representatives(vocabulary, embeddings, clusters, frequencies):
     groups = np.split(order, np.cumsum(np.bincount(clusters))[:-1])
     centroids = [_unit(emb[g].sum(axis=0, dtype=np.float64)) for g in groups]
     return np.array(
-        [representative_of(g, emb, freq, vocabulary, c) for g, c in zip(groups, centroids)],
+        [representative_of(g, emb, freq, vocabulary, c, preference)
+         for g, c in zip(groups, centroids)],
         dtype=np.int64,
     )
 
 
-def representative_of(member_index, embeddings, frequencies, vocabulary, centroid):
+def representative_of(member_index, embeddings, frequencies, vocabulary, centroid,
+                      preference=None):
     """The representative of one cluster given its member indices (same rule as :func:`representatives`)."""
     member_index = np.asarray(member_index)
     closeness = exact_dots(embeddings[member_index], centroid.astype(np.float32)[None, :],
                            b_index=np.zeros(member_index.size, dtype=np.int64))
     keys = [
-        (-int(frequencies[i]), -float(c), vocabulary[i]) for i, c in zip(member_index, closeness)
+        (-int(frequencies[i]), 0 if preference is None else int(preference[i]), -float(c),
+         vocabulary[i]) for i, c in zip(member_index, closeness)
     ]
     return int(member_index[min(range(len(keys)), key=keys.__getitem__)])
 

@@ -9,6 +9,7 @@ from .defaults import DEFAULT_EPS
 from .dots import exact_dots
 from .evidence import ImagePrototypes
 from .grouping import Steps, paper_steps, recommended_clusters
+from .lexical import spelling_preference
 from .merging import merge_small_clusters, representatives
 from .params import MergeParams, ScoreParams
 from .similarity import pair_scores, top_k_labels
@@ -306,7 +307,11 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
             progress=lambda f: advance(0.9 * f),
             prototypes=prototypes.take(order) if params.image_evidence else None)
     steps.lexical_groups = number_by_first_occurrence(steps.lexical_groups[back])
-    reps = representatives(sorted_vocabulary, sorted_emb, clusters, sorted_freq)
+    # the paper's step 6 as written; the recommended mode names a cluster by its spelling in
+    # use when frequencies tie (most labels of a long tail are on one sample)
+    reps = representatives(sorted_vocabulary, sorted_emb, clusters, sorted_freq,
+                           None if params.paper else spelling_preference(sorted_vocabulary,
+                                                                         sorted_freq))
     distance = 1.0 - exact_dots(sorted_emb, sorted_emb, np.arange(len(order)), reps[clusters])
     advance(1.0)
     return LabelMap(vocabulary=vocabulary, frequencies=frequencies, dbscan_clusters=dbscan[back],
