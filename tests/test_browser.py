@@ -16,6 +16,7 @@ import fiftyone as fo
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 from spreadsheet import edit_label_map
 
@@ -94,10 +95,17 @@ def shot(page, name):
 
 def open_operator(page, label):
     """Open an operator's form through the operator browser (backtick key)."""
-    page.keyboard.press("Escape")
-    page.mouse.click(700, 990)  # focus the page, not a text field
-    page.keyboard.press("`")
-    page.get_by_placeholder("Search operations by name...").wait_for()
+    search = page.get_by_placeholder("Search operations by name...")
+    for attempt in range(3):  # a key pressed while the App reloads the dataset can go unheard
+        page.keyboard.press("Escape")
+        page.mouse.click(700, 990)  # focus the page, not a text field
+        page.keyboard.press("`")
+        try:
+            search.wait_for(timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
     page.keyboard.type(label)
     page.get_by_text(label, exact=True).first.click()
     page.get_by_role("button", name="Execute").first.wait_for()
