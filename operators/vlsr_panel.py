@@ -318,7 +318,9 @@ class VLSRPanel(foo.Panel):
             panel.enum("key", runs.values(), default=s.key, view=runs, on_change=self.on_change_key)
         if s.problem:
             panel.md(s.problem, name="problem")
-        if s.edges:
+        # an open cluster is reviewed member by member: without the run-wide histogram above
+        # it, its members come up into view
+        if s.edges and not (s.cluster_name and not s.problem):
             # the title is text above the chart: Plotly's toolbar, shown on hover, covers a title
             # drawn inside it
             panel.md("**Label scores:** click a bar, or drag over several, to see those labels",

@@ -287,6 +287,7 @@ def review_in_the_panel(page, dataset, session):
     # back to all the clusters; the search box filters them by any of their labels, and
     # clearing it shows all
     page.get_by_text("Back to all clusters", exact=True).first.click()
+    page.get_by_text("Label scores:", exact=False).first.wait_for(timeout=30_000)  # back too
     page.get_by_text("Clusters, the most doubtful first (3; page 1 of 1)").first.wait_for(
         timeout=30_000)
     search = page.get_by_text("Find a cluster by label", exact=True).first.locator(
@@ -623,6 +624,9 @@ def test_a_large_cluster_in_pages_in_the_panel(large_cluster_app, page):
     members = page.locator("table").nth(2).locator("tbody tr")
     assert members.count() == 100
     shot(page, "p0-panel-large-cluster-opened")  # as the click left it: no scrolling
+    # the members are in view as the click left them (the histogram steps aside)
+    box = members.first.bounding_box()
+    assert box["y"] + box["height"] <= page.viewport_size["height"], box
     first_page = members.locator("td:first-child").all_inner_texts()
 
     def page_to(button, span):
