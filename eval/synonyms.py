@@ -115,9 +115,9 @@ def main(argv=None):
                   file=sys.stderr)
     table = "\n".join(lines)
     print(table)
-    naming("imagenet1k_variants", *synonym_sets.imagenet1k_variants()[:1],
+    naming("imagenet1k_variants", synonym_sets.imagenet1k_variants()[0],
            set(synonym_sets.imagenet1k()[0]))
-    naming("lvis_misspellings", *synonym_sets.lvis_misspellings()[:1], set(synonym_sets.lvis()[0]))
+    naming("lvis_misspellings", synonym_sets.lvis_misspellings()[0], set(synonym_sets.lvis()[0]))
     if not args.no_write:
         text = DOC.read_text()
         start, end = text.index(BEGIN) + len(BEGIN), text.index(END)

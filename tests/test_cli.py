@@ -186,7 +186,8 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     assert re.search(r"#1 take helmit out of helmet  \(\d{4}-\d\d-\d\d \d\d:\d\d UTC; ", out)
     assert "; not applied yet: vlsr apply writes" in out
     lines = {line.split(" (")[0].strip(): line for line in out.splitlines()}
-    assert "; undone 20" in lines["#3 accept suggestion screwdriver on 1 sample"]
+    assert re.search(r"; undone \d{4}-\d\d-\d\d \d\d:\d\d UTC\)$",
+                     lines["#3 accept suggestion screwdriver on 1 sample"])
     assert lines["#1 take helmit out of helmet"].endswith("; not applied)")
     assert "1 cluster with a label containing 'screw'" in out
     assert "  Screwdriver (tool): 2 labels" in out

@@ -361,8 +361,9 @@ def _review_show(a):
     print(_plain(state.summary()))
     stale = {o.edit.id: o.reason for o in state.stale}
     for e in state.edits:
-        status = (f"undone {e.undone}" if e.undone else f"no longer applies: {stale[e.id]}"
-                  if e.id in stale else "applied" if e.id in (state.applied or []) else "not applied")
+        status = (f"undone {shown_time(e.undone)}" if e.undone else
+                  f"no longer applies: {stale[e.id]}" if e.id in stale else
+                  "applied" if e.id in (state.applied or []) else "not applied")
         print(f"  #{e.id} {_plain(e.describe())}  ({shown_time(e.time)}; {status})")
     if a.rare:
         config = dataset.get_run_info(a.key).config
