@@ -5,6 +5,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.engine.params import MergeParams
+from vlsr_core.wording import count
 
 from .common import (
     chosen_run_key,
@@ -74,8 +75,8 @@ class ClusterAndMerge(foo.Operator):
                 prepare_cluster_shards(target, key, params, batch=batch, progress=progress)))
             queued = queue_shards(ctx, target, shards, "cluster", key, batch)
             message = queued_message(len(queued), (
-                f"Run {key!r}: clustered {len(label_map.vocabulary)} labels into "
-                f"{len(label_map.representatives)} canonical labels"))
+                f"Run {key!r}: clustered {count(len(label_map.vocabulary), 'label')} into "
+                f"{count(len(label_map.representatives), 'canonical label')}"))
             return (yield from finish(ctx, message, message + ". The last shard to finish saves "
                                       "the view of changed samples."))
         yield from run_with_progress(ctx, "Clustering", lambda progress: cluster_and_merge(

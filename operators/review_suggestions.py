@@ -4,6 +4,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
+from vlsr_core.wording import count
 
 from .common import block, label_choice, reported, review_state_input, run_key_choice
 
@@ -35,7 +36,7 @@ class ReviewSuggestions(foo.Operator):
                   f"{ctx.dataset.get_run_info(key).config.label_field!r} in a sample, first")
             return form
         n = len(label_ids) or len(samples)
-        what = f"{n} selected {'label' if label_ids else 'sample'}{'' if n == 1 else 's'}"
+        what = count(n, f"selected {'label' if label_ids else 'sample'}")
         decision = types.RadioGroup(orientation="horizontal")
         decision.add_choice("accept_suggestion", label="Accept")
         decision.add_choice("reject_suggestion", label="Reject")
@@ -65,7 +66,7 @@ class ReviewSuggestions(foo.Operator):
                 return form
         shown = ", ".join(f"{l} ({len(ids)})" for l, ids in list(groups.items())[:5])
         inputs.view("preview", types.Notice(
-            label=f"Suggested labels: {shown}" + (f"; {missing} samples without suggestions are "
+            label=f"Suggested labels: {shown}" + (f"; {count(missing, 'sample')} without suggestions are "
                                                   "left out" if missing else "")
                   + ". Stored on the run; Apply writes it to the fields."))
         return form
@@ -84,8 +85,7 @@ class ReviewSuggestions(foo.Operator):
             edits.append(add_edit(ctx.dataset, key, decision, label, samples=ids, label_ids=chosen))
         verb = "accepted" if decision == "accept_suggestion" else "rejected"
         n = len(label_ids) or sum(len(ids) for ids in groups.values())
-        what = ("label" if label_ids else "sample") + ("" if n == 1 else "s")
-        message = (f"Run {key!r}: suggestions {verb} for {n} {what} "
+        message = (f"Run {key!r}: suggestions {verb} for {count(n, 'label' if label_ids else 'sample')} "
                    f"(edits {', '.join(f'#{e.id}' for e in edits)}); Apply to write them")
         ctx.ops.notify(message, variant="success")
         return dict(message=message, edits=[e.as_record() for e in edits])

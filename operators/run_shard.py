@@ -14,6 +14,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
+from vlsr_core.wording import count
 
 URI = "@vlsr/vlsr/run_shard"
 BATCHES = "vlsr_shard_batches"  # MongoDB collection: a batch's shards done, and who finishes
@@ -59,7 +60,7 @@ class RunShard(foo.Operator):
             result = dict(summary=stages.score_shard(view, key, batch=batch, progress=progress).summary())
         else:
             n = stages.cluster_shard(view, key, batch=batch, progress=progress)
-            result = dict(summary=f"wrote the label map on {n} samples")
+            result = dict(summary=f"wrote the label map on {count(n, 'sample')}")
         if _done_and_last(batch, shard):
             try:
                 target = _view(ctx, p["target"])

@@ -38,7 +38,7 @@ def _images(tmp_path, n):
     return paths
 
 
-def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys):
+def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys, monkeypatch):
     paths = _images(tmp_path, 4)
     (tmp_path / "labels.csv").write_text(
         "filepath,label,label\n"
@@ -87,7 +87,8 @@ def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys):
     assert capsys.readouterr().err == "vlsr: error: --top-k must be >= 1, got 0\n"
 
     out_dir = tmp_path / "export"
-    assert main(["export", "--dataset", dataset_name, "--out", str(out_dir)]) == 0
+    monkeypatch.setenv("HOME", str(tmp_path))  # '~' quoted, or after '=', reaches the command
+    assert main(["export", "--dataset", dataset_name, "--out=~/export"]) == 0
     with open(out_dir / "samples.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4
@@ -112,13 +113,76 @@ def test_an_import_of_nothing_leaves_no_empty_dataset(tmp_path, dataset_name, ca
     assert "No such file" in capsys.readouterr().err
     assert main(["import-factorynet", str(tmp_path / "nowhere"), "--dataset", dataset_name]) == 2
     (tmp_path / "bad.csv").write_text("filepath,label\nmissing.jpg,helmet\n")
-    assert main(["import-csv", str(tmp_path / "bad.csv"), "--dataset", dataset_name]) == 0
+    assert main(["import-csv", str(tmp_path / "bad.csv"), "--dataset", dataset_name]) == 1
     assert "no such file" in capsys.readouterr().out
     assert not fo.dataset_exists(dataset_name)
     # an existing dataset is kept, even empty
     fo.Dataset(dataset_name, persistent=True)
     assert main(["import-csv", str(tmp_path / "typo.csv"), "--dataset", dataset_name]) == 2
     assert fo.dataset_exists(dataset_name)
+
+
+def test_importing_a_corrected_csv_again_adds_its_new_labels_and_a_run_scores_them(
+        tmp_path, tiny_clip, dataset_name, capsys):
+    paths = _images(tmp_path, 2)
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f'{paths[0].name},helmet\n{paths[1].name},"glove\n{paths[0].name},hard hat\n')
+    assert main(["import-csv", str(labels), "--dataset", dataset_name]) == 0
+    assert "unclosed quote" in capsys.readouterr().out
+    run = ["run", "--dataset", dataset_name, "--label-field", "ground_truth", "--model", tiny_clip,
+           "--min-cluster-size", "1"]
+    assert main(run) == 0
+    capsys.readouterr()
+
+    labels.write_text(f'{paths[0].name},helmet\n{paths[1].name},"glove"\n{paths[0].name},hard hat\n')
+    assert main(["import-csv", str(labels), "--dataset", dataset_name]) == 0
+    out = capsys.readouterr().out
+    assert "1 sample added, 3 labels read, 1 image already in the dataset (1 of them given the " \
+           "labels they lacked: 'hard hat'), 0 problems" in out
+    assert f"the new labels have no scores yet: run `vlsr run` again on {dataset_name!r}" in out
+    assert main(run) == 0
+    assert "embedded 1 image (1 already done" in capsys.readouterr().out
+    ds = fo.load_dataset(dataset_name)
+    path = "ground_truth.classifications"
+    scored = {label: score
+              for names, scores in zip(*ds.values([f"{path}.label", f"{path}.vlsr_similarity"]))
+              for label, score in zip(names, scores)}
+    assert set(scored) == {"helmet", "hard hat", "glove"} and None not in scored.values()
+
+
+def test_import_problems_met_many_times_take_one_line(tmp_path, dataset_name, capsys):
+    """Twenty harmless warnings of one kind hid a corrupt image among them."""
+    folder = tmp_path / "fn"
+    folder.mkdir()
+    for i in range(25):
+        Image.new("RGB", (40, 30)).save(folder / f"{i:02d}.jpg")
+        (folder / f"{i:02d}.csv").write_text("helmet,0,0,30,40,manual\n")
+    (folder / "99.jpg").write_bytes(b"not an image")
+    (folder / "99.csv").write_text("glove,0,0,30,40\n")
+    assert main(["import-factorynet", str(folder), "--dataset", dataset_name]) == 0
+    out = capsys.readouterr().out
+    assert "26 samples added, 26 labels read, 26 problems" in out
+    assert f"unexpected source 'manual'; kept as written (25 times, first at {folder}/00.csv:1)" in out
+    assert f"{folder}/99.jpg: unreadable image" in out and "more" not in out
+    assert main(["import-factorynet", str(folder), "--dataset", dataset_name, "--all-problems"]) == 0
+    out = capsys.readouterr().out
+    assert "26 images already in the dataset (unchanged)" in out
+    listed = [line for line in out.splitlines() if line.startswith("  ")]
+    assert len(listed) == 26 and sum(line.endswith("source 'manual'; kept as written") for line in listed) == 25
+
+
+@pytest.mark.parametrize("recompute", [[], ["--recompute"]])
+def test_ctrl_c_at_any_moment_says_how_to_go_on(monkeypatch, capsys, recompute):
+    from vlsr_core import cli
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_logs_to_stderr", interrupt)  # as early as FiftyOne's loading
+    assert main(["run", "--dataset", "d", "--label-field", "ground_truth", *recompute]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("vlsr: interrupted; what was embedded and scored is kept") and "Traceback" not in err
+    assert ("without --recompute" in err) == bool(recompute)
 
 
 def test_demo_with_a_local_model(tmp_path, tiny_clip, capsys):

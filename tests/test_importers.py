@@ -303,7 +303,7 @@ def test_factorynet_orphans_empty_csv_and_unreadable_image(tmp_path, dataset):
     assert _problem(report, tmp_path / "nocsv_image.csv", "no image")
     assert _problem(report, tmp_path / "lonely.jpg", "no CSV")
     assert _problem(report, tmp_path / "empty.csv", "no labels", "unlabelled")
-    assert _problem(report, tmp_path / "broken.jpg", "unreadable image", "without boxes")
+    assert _problem(report, tmp_path / "broken.jpg", "unreadable image", "no boxes")
     assert _problem(report, f"{tmp_path / 'broken.csv'}:2", "blank coordinates")
     assert len(report.problems) == 5
 
@@ -329,17 +329,36 @@ def test_factorynet_reimport_does_not_duplicate(tmp_path, dataset):
     first = import_factorynet(tmp_path, dataset)
     assert first.n_samples == 2 and first.n_existing == 0
 
+    ids = dataset.values("ground_truth.classifications.id")
     again = import_factorynet(tmp_path, dataset)
-    assert again.n_samples == 0 and again.n_existing == 2 and again.n_labels == 0
-    assert len(dataset) == 2
-    assert again.problems == []  # skipping known images is not a problem
-    assert "0 samples added" in again.summary() and "2 images already in the dataset skipped" in again.summary()
+    assert again.n_samples == 0 and again.n_existing == 2 and again.n_updated == 0
+    assert len(dataset) == 2 and dataset.values("ground_truth.classifications.id") == ids
+    assert again.problems == []  # meeting known images is not a problem
+    assert "0 samples added" in again.summary() and "2 images already in the dataset (unchanged)" in again.summary()
 
     _pair(tmp_path, "c", "drill,0,0,10,10\n")
     third = import_factorynet(tmp_path, dataset)
     assert third.n_samples == 1 and third.n_existing == 2
     assert sorted(dataset.values("factorynet_id")) == ["a", "b", "c"]
     assert "1 sample added" in third.summary() and "2 images already" in third.summary()
+
+
+def test_factorynet_reimport_adds_the_rows_a_csv_gained_and_keeps_the_rest(tmp_path, dataset):
+    _pair(tmp_path, "a", "helmet,0,0,10,10\n")
+    import_factorynet(tmp_path, dataset)
+    kept = dataset.first().ground_truth.classifications[0].id
+    _text(tmp_path / "a.csv", "hard hat,0,0,10,10\nhelmet,0,0,10,10\nglove,50,50,100,100,user\n")
+
+    again = import_factorynet(tmp_path, dataset)
+    a = dataset.first()
+    assert (again.n_samples, again.n_existing, again.n_updated) == (0, 1, 1)
+    assert _labels(a) == ["helmet", "hard hat", "glove"] and a.ground_truth.classifications[0].id == kept
+    assert [label for label, _, _ in _boxes(a)] == ["helmet", "hard hat", "glove"]
+    assert _boxes(a)[2][2] == "user" and again.problems == []
+    assert "1 of them given the labels they lacked: 'hard hat', 'glove'" in again.summary()
+    # once more: nothing left to add
+    third = import_factorynet(tmp_path, dataset)
+    assert third.n_updated == 0 and len(dataset.first().ground_truth_detections.detections) == 3
 
 
 def test_factorynet_adds_in_chunks_and_reports_progress(tmp_path, dataset, monkeypatch):
@@ -450,6 +469,41 @@ def test_import_csv_reimport_and_latin1(tmp_path, dataset):
     again = import_csv(csv_path, dataset, label_field="labels")
     assert again.n_samples == 0 and again.n_existing == 2 and len(dataset) == 2
     assert again.problems == [(str(csv_path), "not UTF-8; read as latin-1")]
+
+
+def test_import_csv_again_after_fixing_a_quote_loses_no_label(tmp_path, dataset):
+    """An unclosed quote took an image's second row; importing the fixed CSV gave the new image
+    but dropped 'hard hat' of the image already imported, reporting no problem."""
+    _plain_images(tmp_path)
+    csv_path = _text(tmp_path / "l.csv", 'imgs/a.jpg,helmet\nimgs/b.png,"glove\nimgs/a.jpg,hard hat\n')
+    import_csv(csv_path, dataset)
+    assert len(dataset) == 1 and _labels(dataset.first()) == ["helmet"]
+
+    _text(tmp_path / "l.csv", 'imgs/a.jpg,helmet\nimgs/b.png,"glove"\nimgs/a.jpg,hard hat\n')
+    fixed = import_csv(csv_path, dataset)
+    assert (fixed.n_samples, fixed.n_existing, fixed.n_updated) == (1, 1, 1) and fixed.problems == []
+    labels = dict(zip(*dataset.values(["filepath", "ground_truth.classifications.label"])))
+    assert labels == {str(tmp_path / "imgs/a.jpg"): ["helmet", "hard hat"],
+                      str(tmp_path / "imgs/b.png"): ["glove"]}
+    assert fixed.new_labels == {"hard hat": 1}
+    assert "1 sample added, 3 labels read, 1 image already in the dataset (1 of them given the " \
+           "labels they lacked: 'hard hat'), 0 problems" == fixed.summary()
+
+
+def test_import_csv_again_keeps_labels_the_csv_dropped_and_says_so(tmp_path, dataset):
+    _plain_images(tmp_path)
+    csv_path = _text(tmp_path / "l.csv", "imgs/a.jpg,hrose,saddle\n")
+    import_csv(csv_path, dataset)
+    _text(tmp_path / "l.csv", "imgs/a.jpg,horse,saddle\n")
+    fixed = import_csv(csv_path, dataset)
+    assert _labels(dataset.first()) == ["hrose", "saddle", "horse"] and fixed.n_updated == 1
+    assert _problem(fixed, tmp_path / "imgs/a.jpg", "['hrose']", "no longer gives", "kept")
+    assert len(fixed.problems) == 1
+    # a field of another kind is not overwritten
+    dataset.set_values("other", [fo.Detections(detections=[fo.Detection(label="x")])])
+    other = import_csv(csv_path, dataset, label_field="other")
+    assert _problem(other, tmp_path / "imgs/a.jpg", "'other' holds Detections here", "not changed")
+    assert [d.label for d in dataset.first().other.detections] == ["x"]
 
 
 @pytest.mark.parametrize("tail", ["", "imgs/c.gif,glove\n"])

@@ -124,7 +124,7 @@ def test_empty_shards_unembedded_shards_and_labels_given_later(main):
     sample.gt.classifications.append(fo.Classification(label="forklift"))
     sample.save()
     report = score_shard(dataset.exists("vlsr_embedding"), "vlsr")
-    assert report.n_new_labels == 1 and "1 labels given since the scoring was prepared" in report.summary()
+    assert report.n_new_labels == 1 and "1 label given since the scoring was prepared" in report.summary()
     assert "count as low" not in report.summary()  # a shard has no threshold
     labels, sims = dataset.match(F("filepath").ends_with("d1.png")).values(
         ["gt.classifications.label", "gt.classifications.vlsr_similarity"])

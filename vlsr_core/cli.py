@@ -8,6 +8,7 @@ import sys
 
 from .engine.defaults import DEFAULT_KEY, DEFAULT_MODEL
 from .engine.params import EmbedParams, MergeParams, ParamError, ScoreParams, flag
+from .wording import count as _count
 
 EPILOG = """examples:
   vlsr import-factorynet ./factorynet --dataset factorynet
@@ -26,6 +27,27 @@ EPILOG = """examples:
 def main(argv=None):
     """Entry point of the ``vlsr`` console script."""
     args = _parser().parse_args(argv)
+    try:  # Ctrl-C at any moment, loading FiftyOne included, ends with a line, not a traceback
+        return _main(args)
+    except KeyboardInterrupt:
+        _close_bars()
+        print(f"vlsr: interrupted{_after_interrupt(args)}", file=sys.stderr)
+        return 130
+
+
+def _after_interrupt(args):
+    """What a command interrupted keeps, and how to go on."""
+    if args.func is _run:
+        again = " without --recompute" if args.recompute else ""
+        return (f"; what was embedded and scored is kept: run the same command{again} again "
+                "to go on from there")
+    if args.func in (_import_factorynet, _import_csv):
+        return ("; the samples added so far are kept: import again to add the rest (images "
+                "already in the dataset are not added twice)")
+    return ""
+
+
+def _main(args):
     if args.func is _run:  # bad parameters answer at once, before FiftyOne and torch load
         try:
             for cls in (EmbedParams, ScoreParams, MergeParams):
@@ -55,10 +77,6 @@ def main(argv=None):
         _close_bars()
         print(f"vlsr: error: {_as_flag(e) if isinstance(e, ParamError) else e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        _close_bars()
-        print("vlsr: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
 
 
 def _as_flag(error):
@@ -86,16 +104,18 @@ def _parser():
     sub = p.add_subparsers(required=True, metavar="command")
 
     c = sub.add_parser("import-factorynet", help="import a folder of images with Factorynet CSVs")
-    c.add_argument("directory")
+    c.add_argument("directory", type=_path)
     _dataset_arg(c)
     c.add_argument("--label-field", default="ground_truth", help="image-level labels (Classifications)")
     c.add_argument("--detections-field", default="ground_truth_detections", help="boxes (Detections)")
+    _problems_arg(c)
     c.set_defaults(func=_import_factorynet)
 
     c = sub.add_parser("import-csv", help="import a CSV of image paths and their labels")
-    c.add_argument("csv_file")
+    c.add_argument("csv_file", type=_path)
     _dataset_arg(c)
     c.add_argument("--label-field", default="ground_truth")
+    _problems_arg(c)
     c.set_defaults(func=_import_csv)
 
     c = sub.add_parser("run", help="embed, score, cluster and merge; write the results to the dataset")
@@ -119,7 +139,7 @@ def _parser():
 
     c = sub.add_parser("export", help="write samples.csv, label_map.csv and COCO files")
     _dataset_arg(c)
-    c.add_argument("--out", required=True, help="export directory")
+    c.add_argument("--out", required=True, type=_path, help="export directory")
     c.add_argument("--key", default=DEFAULT_KEY)
     c.add_argument("--detections-field", help="a Detections field to export as COCO, relabelled")
     c.add_argument("--overwrite", action="store_true", help="replace the files of an earlier export")
@@ -127,10 +147,10 @@ def _parser():
     c.set_defaults(func=_export)
 
     c = sub.add_parser("demo", help="build a small noisy dataset, clean it and open the App")
-    c.add_argument("--model", default=None,
+    c.add_argument("--model", default=None, type=_path,
                    help=f"CLIP hub id or local directory (default {DEFAULT_MODEL}; without it "
                         "and without access to its weights, a random CLIP shows the workflow)")
-    c.add_argument("--dir", default=os.path.join(os.path.expanduser("~"), "vlsr-demo"),
+    c.add_argument("--dir", default=os.path.join(os.path.expanduser("~"), "vlsr-demo"), type=_path,
                    help="where the demo images are written")
     c.add_argument("--no-app", action="store_true",
                    help="do not launch the FiftyOne App (it is not launched without a terminal)")
@@ -182,7 +202,7 @@ def _review_parsers(sub):
         c.set_defaults(func=_review_edit, action=action)
     c = actions.add_parser("import", help="the edits that make the label map as a CSV says "
                                           "(label_map.csv of vlsr export, edited)")
-    c.add_argument("file", help="a CSV with the columns label and canonical; labels it leaves "
+    c.add_argument("file", type=_path, help="a CSV with the columns label and canonical; labels it leaves "
                                 "out keep their canonical label")
     _review_args(c)
     c.add_argument("--dry-run", action="store_true", help="list the edits, record none")
@@ -211,6 +231,16 @@ def _view_arg(c):
                                   "made on: the dataset, or the saved view it was made on)")
 
 
+def _path(text):
+    """A path argument with ``~`` expanded: quoted (``'~/x'``) or after ``=`` the shell leaves it."""
+    return os.path.expanduser(text)
+
+
+def _problems_arg(c):
+    c.add_argument("--all-problems", action="store_true",
+                   help=f"list every problem of the input (else the first {SHOWN_PROBLEMS} kinds)")
+
+
 def _dataset_arg(c):
     c.add_argument("--dataset", required=True, help="FiftyOne dataset name")
 
@@ -234,7 +264,8 @@ def add_param_flags(group, cls):
             group.add_argument(spec.flag, action="store_true", help=spec.help)
             continue
         default = f" (default: {spec.default})" if spec.default is not None else ""
-        group.add_argument(spec.flag, type=spec.type, default=spec.default, choices=spec.choices,
+        kind = _path if spec.path else spec.type
+        group.add_argument(spec.flag, type=kind, default=spec.default, choices=spec.choices,
                            metavar=None if spec.choices else spec.name.upper(),
                            help=spec.help + default)
 
@@ -299,27 +330,47 @@ def _close_bars():
         _open_bars.pop().close()
 
 
-def _report_import(report):
+SHOWN_PROBLEMS = 20  # lines of an import's problems printed without --all-problems
+
+
+def _report_import(report, dataset, everything):
+    """Print what an import did and its problems, a reason met many times on one line; return
+    the exit status: 1 when the input gave the dataset nothing (not even images it already had)."""
     print(report.summary())
-    for where, why in report.problems[:20]:
-        print(f"  {where}: {why}")
-    if len(report.problems) > 20:
-        print(f"  ... and {len(report.problems) - 20} more")
+    groups = {}  # reason -> where it was met, in the order of first meeting
+    for where, why in report.problems:
+        groups.setdefault(why, []).append(where)
+    lines = [f"  {places[0]}: {why}" if len(places) == 1 else
+             f"  {why} ({_count(len(places), 'time')}, first at {places[0]})"
+             for why, places in groups.items()]
+    if everything:
+        lines = [f"  {where}: {why}" for where, why in report.problems]
+    for line in lines if everything else lines[:SHOWN_PROBLEMS]:
+        print(line)
+    if not everything and len(lines) > SHOWN_PROBLEMS:
+        print(f"  ... and {len(lines) - SHOWN_PROBLEMS} more (--all-problems lists every one)")
+    if report.n_updated and dataset.list_runs():
+        print(f"the new labels have no scores yet: run `vlsr run` again on {dataset.name!r} "
+              "(only what is new is embedded)")
+    return 0 if report.n_samples or report.n_existing else 1
 
 
 def _import_factorynet(a):
     from .fo.importers import import_factorynet
 
     with _importing_into(a.dataset) as dataset:
-        _report_import(import_factorynet(a.directory, dataset, a.label_field, a.detections_field,
-                                         progress=_bar("import")))
+        report = import_factorynet(a.directory, dataset, a.label_field, a.detections_field,
+                                   progress=_bar("import"))
+        return _report_import(report, dataset, a.all_problems)
 
 
 def _import_csv(a):
     from .fo.importers import import_csv
 
     with _importing_into(a.dataset) as dataset:
-        _report_import(import_csv(a.csv_file, dataset, a.label_field, progress=_bar("import")))
+        report = import_csv(a.csv_file, dataset, a.label_field,
+                            progress=_bar("import"))
+        return _report_import(report, dataset, a.all_problems)
 
 
 def _run(a, dataset=None, encoder=None):
@@ -340,10 +391,6 @@ def _summary(dataset, key):
     if not dataset.has_run(key):
         raise FileNotFoundError(f"no VLSR run {key!r} on dataset {dataset.name!r}")
     print(summarize_run(dataset, key))
-
-
-def _count(n, noun):
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _plain(markdown):
@@ -434,7 +481,7 @@ def _review_import(a):
         print(f"the label map of run {a.key!r} already is as {a.file} says: no edit made")
         return
     print(f"{'would make' if a.dry_run else 'made'} {import_summary(made)} "
-          f"for the {len(wanted)} labels of {a.file}:")
+          f"for the {_count(len(wanted), 'label')} of {a.file}:")
     for e in made[:20]:
         print(f"  #{e.id} {_plain(e.describe())}")
     if len(made) > 20:
@@ -517,7 +564,7 @@ def _demo(a):
     from .model.encoder import CLIPEncoder, ModelLoadError
 
     dataset = build_demo_dataset(a.dir)
-    print(f"demo dataset {dataset.name!r}: {len(dataset)} images in {a.dir}")
+    print(f"demo dataset {dataset.name!r}: {_count(len(dataset), 'image')} in {a.dir}")
     try:
         encoder = CLIPEncoder(a.model or DEFAULT_MODEL)
     except ModelLoadError as e:

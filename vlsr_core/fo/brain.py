@@ -9,6 +9,7 @@ the VLSR run's config before they are made, and deleting the VLSR run deletes th
 from dataclasses import dataclass
 
 from ..engine.defaults import DEFAULT_KEY
+from ..wording import count
 from .runs import sample_fields
 
 METHODS = ("pca", "umap")  # umap needs the optional umap-learn package
@@ -30,9 +31,9 @@ class BrainReport:
     def summary(self):
         made = f"map {self.visualization_key!r}" + (
             f" and similarity index {self.similarity_key!r}" if self.similarity_key else "")
-        left = (f" ({self.n_left_out} samples without an embedding left out)"
+        left = (f" ({count(self.n_left_out, 'sample')} without an embedding left out)"
                 if self.n_left_out else "")
-        return (f"made the {made} of {self.n_samples} image embeddings{left}: open the "
+        return (f"made the {made} of {count(self.n_samples, 'image embedding')}{left}: open the "
                 "Embeddings panel to see them")
 
 

@@ -3,8 +3,10 @@
 Both importers are lenient: anything odd in the input (a malformed row, a CSV without its image, an
 unreadable image, ...) is skipped or degraded and listed with its reason in the returned report's
 ``problems``, never raised, so one bad file among thousands does not stop an import. Samples are added
-in chunks, and images whose filepath is already in the dataset are skipped, so importing a folder again
-adds only what is new.
+in chunks. An image whose filepath is already in the dataset is not added again: the labels (and boxes)
+the input gives it that its sample lacks are added to the sample, so importing a folder or a corrected
+CSV again adds only what is new, and loses nothing; labels the input no longer gives are kept, and
+reported.
 
 Factorynet (VLSR_SPEC.md, "Factorynet input format"): one header-less CSV beside each image, same base
 name, rows ``label, X, Y, height, width[, source]``. The boxes are in the labelling tool's canvas, not in
@@ -17,6 +19,7 @@ per non-empty cell; an optional header row; rows naming the same image are merge
 
 import csv
 import io
+from collections import Counter
 import math
 import os
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ import fiftyone.core.media as fom
 import fiftyone.core.storage as fos
 
 from ..model.images import BadImageError, oriented_size
+from ..wording import count
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif")  # Factorynet image types, preferred first
 SOURCES = ("user", "wikimedia")  # the values Factorynet's optional sixth column takes
@@ -59,17 +63,23 @@ class ImportReport:
     n_samples: int = 0  # samples added
     n_labels: int = 0  # label rows (Factorynet) or label cells (plain CSV) read for the added samples
     problems: list[tuple[str, str]] = field(default_factory=list)  # (file or "file:line", reason)
-    n_existing: int = 0  # images skipped because their filepath was already in the dataset
+    n_existing: int = 0  # images of the input whose filepath was already in the dataset
+    n_updated: int = 0  # of those, the samples given labels or boxes they lacked
+    new_labels: Counter = field(default_factory=Counter)  # label -> samples given it (image-level)
 
     def summary(self) -> str:
         """One or two lines for a CLI: the counts, and the first problem when there are any."""
-        def count(n, noun):
-            return f"{n} {noun}{'' if n == 1 else 's'}"
-
         text = f"{count(self.n_samples, 'sample')} added, {count(self.n_labels, 'label')} read"
         if self.n_existing:
-            text += f", {count(self.n_existing, 'image')} already in the dataset skipped"
-        text += f", {len(self.problems)} problem{'' if len(self.problems) == 1 else 's'}"
+            text += f", {count(self.n_existing, 'image')} already in the dataset"
+            if self.n_updated:
+                what = ", ".join(repr(label) for label, _ in self.new_labels.most_common(3))
+                if len(self.new_labels) > 3:
+                    what += f" and {count(len(self.new_labels) - 3, 'other label')}"
+                text += f" ({self.n_updated} of them given the labels they lacked{': ' + what if what else ''})"
+            else:
+                text += " (unchanged)"
+        text += f", {count(len(self.problems), 'problem')}"
         if self.problems:
             where, reason = self.problems[0]
             text += f"\nfirst problem: {where}: {reason}"
@@ -87,7 +97,7 @@ def read_factorynet_csv(csv_path) -> tuple[list[FactorynetRow], list[tuple[str, 
             continue  # a blank line
         if len(cells) not in (5, 6):
             expected = "label, X, Y, height, width[, source]"
-            problems.append((where, f"{len(cells)} columns, expected {expected}; row skipped"))
+            problems.append((where, f"{count(len(cells), 'column')}, expected {expected}; row skipped"))
             continue
         label = cells[0].strip()
         if not label:
@@ -131,16 +141,9 @@ def import_factorynet(
         raise NotADirectoryError(f"not a directory: {directory}")
     report = ImportReport()
     pairs = _factorynet_pairs(directory, recursive, report.problems)
-    existing = set(dataset.values("filepath"))
-
-    def samples():
-        for csv_path, image_path in pairs:
-            if _is_new(image_path, existing, report):
-                yield _factorynet_sample(csv_path, image_path, label_field, detections_field, report)
-            else:
-                yield None
-
-    report.n_samples = _add_in_chunks(dataset, samples(), len(pairs), progress)
+    samples = (_factorynet_sample(csv_path, image_path, label_field, detections_field, report)
+               for csv_path, image_path in pairs)
+    _add_in_chunks(dataset, samples, len(pairs), (label_field, detections_field), report, progress)
     return report
 
 
@@ -175,19 +178,15 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
             continue
         labels = [c.strip() for c in cells[1:] if c.strip()]
         images.setdefault(filepath, (where, []))[1].extend(labels)
-    existing = set(dataset.values("filepath"))
 
     def samples():
         for filepath, (where, labels) in images.items():
-            if not _is_new(filepath, existing, report):
-                yield None
-                continue
             report.n_labels += len(labels)
             if not labels:
-                report.problems.append((where, "no labels; added as an unlabelled image"))
+                report.problems.append((where, "no labels; an unlabelled image"))
             yield fo.Sample(filepath=filepath, **{label_field: _classifications(labels)})
 
-    report.n_samples = _add_in_chunks(dataset, samples(), len(images), progress)
+    _add_in_chunks(dataset, samples(), len(images), (label_field,), report, progress)
     return report
 
 
@@ -292,14 +291,14 @@ def _factorynet_sample(csv_path, image_path, label_field, detections_field, repo
     report.problems.extend(problems)
     report.n_labels += len(rows)
     if not rows:
-        report.problems.append((csv_path, "no labels; added as an unlabelled image"))
+        report.problems.append((csv_path, "no labels; an unlabelled image"))
     stem = os.path.splitext(os.path.basename(csv_path))[0]
     sample = fo.Sample(filepath=image_path, factorynet_id=stem)
     sample[label_field] = _classifications(row.label for row in rows)
     try:
         width, height = oriented_size(image_path)
     except BadImageError as e:
-        report.problems.append((image_path, f"unreadable image ({e.reason}); added without boxes"))
+        report.problems.append((image_path, f"unreadable image ({e.reason}); no boxes"))
         return sample
     canvas_width = _canvas_width(rows, width, height)
     canvas_height = canvas_width * height / width
@@ -351,16 +350,6 @@ def _classifications(labels: Iterable[str]) -> fo.Classifications:
     return fo.Classifications(classifications=[fo.Classification(label=label) for label in distinct])
 
 
-def _is_new(filepath, existing, report) -> bool:
-    """Whether filepath is not yet among the dataset's; if it is, count the skip (not a problem:
-    importing again is how new files are added)."""
-    filepath = fos.normalize_path(filepath)
-    if filepath in existing:
-        report.n_existing += 1
-        return False
-    return True
-
-
 def _add(dataset, samples):
     """Add samples with their metadata (width, height, size: shown in the App, used by exporters);
     unreadable images are added without."""
@@ -368,23 +357,90 @@ def _add(dataset, samples):
     dataset.select(ids).compute_metadata(skip_failures=True, progress=False)
 
 
-def _add_in_chunks(dataset, samples, total, progress: Progress) -> int:
+def _complete(dataset, found, fields, report):
+    """Give each sample already in the dataset what the input's sample for its image has and it
+    lacks: image-level labels by text, boxes by label and box; nothing is removed. ``found`` holds
+    (sample id, the input's sample) pairs; the changes are written in one bulk write per field."""
+    ids = [sample_id for sample_id, _ in found]
+    updated = set()
+    for name in fields:
+        given = [s.get_field(name) if s.has_field(name) else None for _, s in found]
+        if not any(given):
+            continue
+        have = (dataset.select(ids, ordered=True).values(name) if dataset.has_field(name)
+                else [None] * len(ids))
+        changed_ids, values = [], []
+        for sample_id, (_, sample), old, new in zip(ids, found, have, given):
+            if new is None:
+                continue
+            if old is None:
+                old, missing = new, new[_LIST_FIELD[type(new)]]
+            elif type(old) is not type(new):
+                report.problems.append((sample.filepath, (
+                    f"{name!r} holds {type(old).__name__} here, not {type(new).__name__}; "
+                    "not changed")))
+                continue
+            else:
+                items = old[_LIST_FIELD[type(old)]]
+                keys = {_label_key(label) for label in items}
+                missing = [label for label in new[_LIST_FIELD[type(new)]]
+                           if _label_key(label) not in keys]
+                items.extend(missing)
+                if isinstance(new, fo.Classifications):
+                    stale = keys - {_label_key(label) for label in new.classifications}
+                    if stale:
+                        report.problems.append((sample.filepath, (
+                            f"already in the dataset with {sorted(stale)} too, which the input no "
+                            "longer gives; kept (delete them in the App if the input is right)")))
+            if not missing:
+                continue
+            if isinstance(new, fo.Classifications):
+                report.new_labels.update(label.label for label in missing)
+            changed_ids.append(sample_id)
+            values.append(old)
+            updated.add(sample_id)
+        if changed_ids:
+            dataset.select(changed_ids, ordered=True).set_values(name, values)
+    report.n_updated += len(updated)
+
+
+_LIST_FIELD = {fo.Classifications: "classifications", fo.Detections: "detections"}
+
+
+def _label_key(label):
+    """What makes two labels of an image the same: the text, and for a box the box too."""
+    box = getattr(label, "bounding_box", None)
+    return label.label if box is None else (label.label, tuple(round(v, 6) for v in box))
+
+
+def _add_in_chunks(dataset, samples, total, fields, report, progress: Progress):
     """Add the samples an iterable yields (None for inputs giving no sample) CHUNK_SIZE at a time,
-    calling progress(fraction of the total inputs) now and then; returns how many were added.
+    calling progress(fraction of the total inputs) now and then. A sample whose image is already
+    in the dataset completes that image's sample instead (:func:`_complete`).
 
     dynamic=True declares the detections' ``source`` attribute, so the App can filter on it."""
-    added, chunk = 0, []
+    existing = dict(zip(*dataset.values(["filepath", "id"]))) if len(dataset) else {}
+    new, found = [], []
     for i, sample in enumerate(samples, 1):
         if sample is not None:
-            chunk.append(sample)
-        if len(chunk) >= CHUNK_SIZE:
-            _add(dataset, chunk)
-            added, chunk = added + len(chunk), []
+            sample_id = existing.get(fos.normalize_path(sample.filepath))
+            if sample_id is None:
+                new.append(sample)
+            else:
+                found.append((sample_id, sample))
+                report.n_existing += 1
+        if len(new) >= CHUNK_SIZE:
+            _add(dataset, new)
+            report.n_samples, new = report.n_samples + len(new), []
+        if len(found) >= CHUNK_SIZE:
+            _complete(dataset, found, fields, report)
+            found = []
         if progress is not None and i % PROGRESS_EVERY == 0:
             progress(i / total)
-    if chunk:
-        _add(dataset, chunk)
-        added += len(chunk)
+    if new:
+        _add(dataset, new)
+        report.n_samples += len(new)
+    if found:
+        _complete(dataset, found, fields, report)
     if progress is not None:
         progress(1.0)
-    return added

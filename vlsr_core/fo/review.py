@@ -30,6 +30,7 @@ from ..engine.review import (
     edits_to_reach,
     review_label_map,
 )
+from ..wording import count
 from .runs import VLSRRunConfig, sample_fields
 
 
@@ -109,7 +110,7 @@ class ReviewState:
         if not self.edits:
             return "**Review:** no edits yet"
         n, undone = len(self.in_force), len(self.edits) - len(self.in_force)
-        text = f"**Review:** {_count(n, 'edit')} in force" + (f" ({undone} undone)" if undone else "")
+        text = f"**Review:** {count(n, 'edit')} in force" + (f" ({undone} undone)" if undone else "")
         if self.applied is not None:
             text += f"; the fields were last written on {shown_time(self.applied_time)}"
         text += ("; **not applied yet**: *Apply* writes the edits to the fields" if self.pending
@@ -126,22 +127,18 @@ def export_note(dataset, key=DEFAULT_KEY, results=None):
     state = review_state(dataset, key, results)
     shown = state.applied or []
     text = ("The label map as clustered (no review edits)." if not shown else
-            f"The label map with the {_count(len(shown), 'review edit')} applied on "
+            f"The label map with the {count(len(shown), 'review edit')} applied on "
             f"{shown_time(state.applied_time)}.")
     if state.pending:
         text += " Edits made or undone since are not in it: Apply first to include them."
     return text
 
 
-def _count(n, noun):
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
 def import_summary(made):
     """``made`` of :func:`import_label_map` in words: ``3 edits (1 split, 2 moves)``."""
     kinds = Counter(e.action for e in made)
-    counts = ", ".join(_count(kinds[k], k) for k in ("split", "move", "rename") if kinds[k])
-    return f"{_count(len(made), 'edit')} ({counts})"
+    counts = ", ".join(count(kinds[k], k) for k in ("split", "move", "rename") if kinds[k])
+    return f"{count(len(made), 'edit')} ({counts})"
 
 
 @dataclass
@@ -155,13 +152,13 @@ class ApplyReport:
     copy_to: str | None = None
 
     def summary(self):
-        text = (f"applied {_count(self.n_map_edits, 'label map edit')} and "
-                f"{_count(self.n_decisions, 'suggestion decision')} to "
-                f"{_count(self.n_samples, 'sample')}")
+        text = (f"applied {count(self.n_map_edits, 'label map edit')} and "
+                f"{count(self.n_decisions, 'suggestion decision')} to "
+                f"{count(self.n_samples, 'sample')}")
         if self.copy_to:
             text += f"; final labels also copied to {self.copy_to!r}"
         if self.stale:
-            text += f"; {_count(len(self.stale), 'edit')} no longer apply (see the summary)"
+            text += f"; {count(len(self.stale), 'edit')} no longer apply (see the summary)"
         return text
 
 
@@ -493,7 +490,7 @@ def _check_samples(dataset, ids):
     found = set(dataset.select(valid).values("id")) if valid else set()
     missing = [i for i in ids if i not in found]
     if missing:
-        raise ReviewError(f"{_count(len(missing), 'sample id')} of {len(ids)} "
+        raise ReviewError(f"{count(len(missing), 'sample id')} of {len(ids)} "
                           f"{'is' if len(missing) == 1 else 'are'} not in dataset "
                           f"{dataset.name!r}, e.g. {missing[0]!r}")
 

@@ -24,6 +24,7 @@ from ..engine.params import PARAM_CLASSES, EmbedParams, MergeParams, ParamError,
 from ..engine.evidence import ImagePrototypes
 from ..engine.pipeline import ScoreTally, build_label_map, final_labels, score_images
 from ..engine.review import suggestion_decisions
+from ..wording import count
 from . import chunks
 from .browse import count_score_histogram
 from .chunks import iter_chunks, sample_ids
@@ -91,10 +92,10 @@ class EmbeddingReport:
     n_crop_fallback: int = 0  # boxes of the images embedded now left to the whole image
 
     def summary(self):
-        text = (f"embedded {self.n_embedded} images ({self.n_skipped} already done, "
-                f"{len(self.failures)} unreadable) and {self.n_labels_embedded} new labels")
+        text = (f"embedded {count(self.n_embedded, 'image')} ({self.n_skipped} already done, "
+                f"{len(self.failures)} unreadable) and {count(self.n_labels_embedded, 'new label')}")
         if self.n_crops or self.n_crop_fallback:
-            text += (f"; cut and embedded {self.n_crops} boxes ({self.n_crop_fallback} more too "
+            text += (f"; cut and embedded {count(self.n_crops, 'box')} ({self.n_crop_fallback} more too "
                      "small or without coordinates: scored on the whole image)")
         return text
 
@@ -114,16 +115,16 @@ class ScoreReport:
     n_new_labels: int = 0  # labels not in a sharded scoring's vocabulary, left unscored
 
     def summary(self):
-        text = (f"scored {self.n_scores} labels on {self.n_samples} samples ({self.n_unscored} "
+        text = (f"scored {count(self.n_scores, 'label')} on {count(self.n_samples, 'sample')} ({self.n_unscored} "
                 f"without an image embedding)")
         if self.crops:
-            text += (f"; {self.n_box_scores} boxes on their crops ({self.n_box_fallback} of them "
+            text += (f"; {count(self.n_box_scores, 'box')} on their crops ({self.n_box_fallback} of them "
                      "on the whole image: too small or without coordinates)")
             if self.n_box_stale:
-                text += (f", {self.n_box_stale} boxes not (they changed since their crops were "
+                text += (f", {count(self.n_box_stale, 'box')} not (they changed since their crops were "
                          "cut: compute embeddings again)")
         if self.n_new_labels:
-            text += (f"; {self.n_new_labels} labels given since the scoring was prepared left "
+            text += (f"; {count(self.n_new_labels, 'label')} given since the scoring was prepared left "
                      "unscored (score again to include them)")
         if self.low_similarity_threshold is None:
             return text
@@ -306,37 +307,39 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     buffer = _Writer(dataset, fields, crops)
     read = ["filepath"] + ([f"{path}.id", f"{path}.bounding_box"] if crops else [])
     done = 0
-    # a chunk of images at a time, so that no per-image list grows with n
-    for chunk_ids, (paths, *boxes) in iter_chunks(todo, read, chunks.EMBED_CHUNK_SIZE, ids):
-        if crops:
-            box_ids, boxes = (as_label_lists(v, path) for v in boxes)
-            batches = encoder.iter_image_batches(paths, boxes, (config.crop_padding,
-                                                                config.crop_min_size))
-        else:
-            batches = encoder.iter_image_batches(paths)
-        for batch in batches:
-            for k, (i, e) in enumerate(zip(batch.indices, batch.embeddings)):
-                if np.isfinite(e).all():
-                    record = None
-                    if crops:
-                        record = crop_record(box_ids[i], boxes[i], batch.crops[k])
-                        cut = int(np.isfinite(batch.crops[k]).all(axis=1).sum())
-                        report.n_crops += cut
-                        report.n_crop_fallback += len(box_ids[i]) - cut
-                    buffer.add(chunk_ids[i], e, None, record)
-                    report.n_embedded += 1
-                else:  # e.g. a float16 overflow; a stored NaN would also hide the image from resumes
-                    buffer.add(chunk_ids[i], None, NON_FINITE)
-                    report.failures.append((chunk_ids[i], paths[i], NON_FINITE))
-            for f in batch.failures:
-                buffer.add(chunk_ids[f.index], None, f.reason)
-                report.failures.append((chunk_ids[f.index], f.path, f.reason))
-            if buffer.due():
-                buffer.flush()
-            done += len(batch.indices) + len(batch.failures)
-            if progress is not None:
-                progress(done / max(len(ids), 1))
-    buffer.flush()
+    try:  # what is embedded is written, however the loop ends (Ctrl-C, a failure): resumes skip it
+        # a chunk of images at a time, so that no per-image list grows with n
+        for chunk_ids, (paths, *boxes) in iter_chunks(todo, read, chunks.EMBED_CHUNK_SIZE, ids):
+            if crops:
+                box_ids, boxes = (as_label_lists(v, path) for v in boxes)
+                batches = encoder.iter_image_batches(paths, boxes, (config.crop_padding,
+                                                                    config.crop_min_size))
+            else:
+                batches = encoder.iter_image_batches(paths)
+            for batch in batches:
+                for k, (i, e) in enumerate(zip(batch.indices, batch.embeddings)):
+                    if np.isfinite(e).all():
+                        record = None
+                        if crops:
+                            record = crop_record(box_ids[i], boxes[i], batch.crops[k])
+                            cut = int(np.isfinite(batch.crops[k]).all(axis=1).sum())
+                            report.n_crops += cut
+                            report.n_crop_fallback += len(box_ids[i]) - cut
+                        buffer.add(chunk_ids[i], e, None, record)
+                        report.n_embedded += 1
+                    else:  # e.g. a float16 overflow; a stored NaN would also hide the image from resumes
+                        buffer.add(chunk_ids[i], None, NON_FINITE)
+                        report.failures.append((chunk_ids[i], paths[i], NON_FINITE))
+                for f in batch.failures:
+                    buffer.add(chunk_ids[f.index], None, f.reason)
+                    report.failures.append((chunk_ids[f.index], f.path, f.reason))
+                if buffer.due():
+                    buffer.flush()
+                done += len(batch.indices) + len(batch.failures)
+                if progress is not None:
+                    progress(done / max(len(ids), 1))
+    finally:
+        buffer.flush()
     if progress is not None:
         progress(1.0)
     return report

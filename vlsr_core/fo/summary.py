@@ -17,6 +17,7 @@ from .runs import (
     sharded_note,
     sharded_stages,
 )
+from ..wording import count
 from .stages import unreadable_images
 
 
@@ -33,7 +34,7 @@ def summarize_run(dataset, key, n_clusters=10):
     """
     results = dataset.load_run_results(key, cache=False)
     fields, views = sample_fields(key), saved_view_names(key)
-    lines = [f"**Run `{key}`** on `{dataset.name}`: {len(dataset)} samples"]
+    lines = [f"**Run `{key}`** on `{dataset.name}`: {count(len(dataset), 'sample')}"]
     config = dataset.get_run_info(key).config
     if getattr(config, "model", None):
         how = [f"prompt `{config.prompt}`" if config.prompt else None,
@@ -52,7 +53,7 @@ def summarize_run(dataset, key, n_clusters=10):
     if dataset.has_field(fields["embedding"]) and dataset.has_field(fields["error"]):
         waiting = len(dataset) - dataset.count(fields["embedding"]) - dataset.count(fields["error"])
         if waiting > 0:
-            lines.append(f"**Not embedded yet:** {waiting} images; embed again to finish (`vlsr run`, "
+            lines.append(f"**Not embedded yet:** {count(waiting, 'image')}; embed again to finish (`vlsr run`, "
                          "or *VLSR 1: compute embeddings* in the App).")
     if results.vocabulary:
         state = review_state(dataset, key, results)
@@ -60,7 +61,7 @@ def summarize_run(dataset, key, n_clusters=10):
         lines.append(state.summary())
         if dataset.has_saved_view(views["changed"]):
             lines.append(
-                f"**Final labels:** {dataset.count(fields['label'])} samples; "
+                f"**Final labels:** {count(dataset.count(fields['label']), 'sample')}; "
                 f"{len(dataset.load_saved_view(views['changed']))} differ from every label they had"
             )
     else:
@@ -97,7 +98,7 @@ def _score_line(dataset, key, config):
     if config.crops:
         path = f"{label_path(dataset, config.label_field)}.{label_attributes(key)['crop_fallback']}"
         counts = dataset.count_values(path)
-        line += (f". {counts.get(True, 0) + counts.get(False, 0)} boxes scored on their crops "
+        line += (f". {count(counts.get(True, 0) + counts.get(False, 0), 'box')} scored on their crops "
                  f"({counts.get(True, 0)} of them on the whole image: under "
                  f"{config.crop_min_size} pixels or without coordinates)")
     return line
@@ -114,8 +115,8 @@ def _image_step(evidence, crops):
         return f"image evidence{source}{counted} not used ({evidence['not used']}) → "
     joins, spelling = evidence["image links"], evidence.get("spelling links", 0)
     spelling = f", {spelling} of spelling variants far in text" if spelling else ""
-    return (f"{evidence['groups']} after image evidence{source} ({joins} "
-            f"join{'' if joins == 1 else 's'}{spelling}; {evidence['labels with images']} labels "
+    return (f"{evidence['groups']} after image evidence{source} ({count(joins, 'join')}"
+            f"{spelling}; {count(evidence['labels with images'], 'label')} "
             f"with {'crops' if crops else 'images'}) → ")
 
 
@@ -156,21 +157,23 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
     unmerged = " (no small-cluster merging: minimum cluster size 1)" if floor <= 1 else None
     if steps.get("mode") == "recommended":
         links = ", ".join(f"{k} {v}" for k, v in steps["lexical_links"].items() if v) or "none"
-        head = (f"**Merging (recommended mode):** {n_labels} labels → "
+        eps = (f"eps {steps['eps']:.3f}, derived from the labels"
+               if f"{steps['eps']:.3f}" == f"{steps['derived_eps']:.3f}" else
+               f"eps {steps['eps']:.3f}; derived from the labels: {steps['derived_eps']:.3f}")
+        head = (f"**Merging (recommended mode):** {count(n_labels, 'label')} → "
                 f"{len(set(results.lexical_groups.tolist()))} after lexical grouping ({links}) → "
                 + _image_step(steps.get("image_evidence"), bool(config.crops)) +
-                f"{steps['n_dbscan']} after DBSCAN (eps {steps['eps']:.3f}; derived from the labels: "
-                f"{steps['derived_eps']:.3f}) → {n_canonical} canonical labels" + (
+                f"{steps['n_dbscan']} after DBSCAN ({eps}) → {count(n_canonical, 'canonical label')}" + (
                     unmerged or f" after merging clusters under {floor} {unit} into neighbours "
                                 f"within {steps['max_merge_distance']:.3f}"))
     elif steps:
-        head = (f"**Merging (paper mode):** {n_labels} labels → {steps['n_dbscan']} after DBSCAN "
+        head = (f"**Merging (paper mode):** {count(n_labels, 'label')} → {steps['n_dbscan']} after DBSCAN "
                 f"(eps {steps['eps']:.3f}; the recommended mode would derive "
-                f"{steps['derived_eps']:.3f} from these labels) → {n_canonical} canonical labels" + (
+                f"{steps['derived_eps']:.3f} from these labels) → {count(n_canonical, 'canonical label')}" + (
                     unmerged or f" after merging clusters under {floor} {unit} into their "
                                 "nearest neighbour"))
     else:  # a run clustered before the steps were recorded
-        head = f"**Vocabulary:** {n_labels} labels → {n_canonical} canonical labels"
+        head = f"**Vocabulary:** {count(n_labels, 'label')} → {count(n_canonical, 'canonical label')}"
     label_map = state.label_map
     names = label_map.names or label_map.representatives
     if state.in_force:
@@ -217,7 +220,7 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
         size = cluster_sizes(state.clustered, unit == "samples")
         shown = ", ".join(_code(results.representatives[c])
                           for c in sorted(rare.tolist(), key=lambda c: size[c])[:8])
-        lines.append(f"**Rare labels to review:** {len(rare)} clusters under {floor} {unit} "
+        lines.append(f"**Rare labels to review:** {count(len(rare), 'cluster')} under {floor} {unit} "
                      f"had no close neighbour and were kept as they are, e.g. {shown} (the "
                      f"panel's List: rare clusters, or `vlsr review show --rare`, gives the "
                      f"nearest cluster to each)")
