@@ -139,7 +139,7 @@ def test_importing_a_corrected_csv_again_adds_its_new_labels_and_a_run_scores_th
     out = capsys.readouterr().out
     assert "1 sample added, 3 labels read, 1 image already in the dataset (1 of them given the " \
            "labels they lacked: 'hard hat'), 0 problems" in out
-    assert f"the new labels have no scores yet: run `vlsr run` again on {dataset_name!r}" in out
+    assert f"not in the dataset's runs yet: run `vlsr run` again on {dataset_name!r}" in out
     assert main(run) == 0
     assert "embedded 1 image (1 already done" in capsys.readouterr().out
     ds = fo.load_dataset(dataset_name)
@@ -465,3 +465,13 @@ def test_fiftyone_log_lines_go_to_stderr_so_stdout_holds_only_the_output():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)
     assert done.stdout == "the report\n" and "a database notice" in done.stderr
+
+
+def test_the_command_loads_nothing_heavy_before_it_can_answer_ctrl_c():
+    """Ctrl-C while the engine's scipy loaded (the package imported it eagerly) printed a traceback."""
+    import subprocess
+    import sys
+
+    code = "import sys, vlsr_core.cli; print(sorted({'scipy', 'torch', 'fiftyone'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stderr

@@ -3,55 +3,35 @@
 Public API: the run parameters (:class:`EmbedParams`, :class:`ScoreParams`, :class:`MergeParams`),
 :func:`cluster_labels`, :func:`sanitize` (with :class:`SanitizeResult`), its halves
 :func:`score_images` and :func:`refine_labels` (itself :func:`label_frequencies`,
-:func:`build_label_map` and :func:`final_labels`, for chunked use) and :class:`CLIPEncoder`
-(imported lazily, so that numpy-only use never loads torch).
+:func:`build_label_map` and :func:`final_labels`, for chunked use) and :class:`CLIPEncoder`.
+
+Each is imported on first use, so that ``import vlsr_core`` is instant: numpy-only use never loads
+torch, and the ``vlsr`` command answers Ctrl-C from its first moment.
 """
 
-from .engine.clustering import cluster_labels
-from .engine.merging import merge_small_clusters, representatives
-from .engine.defaults import DEFAULT_MIN_CLUSTER_SIZE
-from .engine.params import EmbedParams, MergeParams, ParamError, ScoreParams
-from .engine.pipeline import (
-    FinalLabels,
-    ImageScores,
-    LabelMap,
-    LabelRefinement,
-    SanitizeResult,
-    build_label_map,
-    final_labels,
-    label_frequencies,
-    refine_labels,
-    sanitize,
-    score_images,
-)
+import importlib
 
-__all__ = [
-    "EmbedParams",
-    "MergeParams",
-    "ParamError",
-    "ScoreParams",
-    "FinalLabels",
-    "ImageScores",
-    "LabelMap",
-    "build_label_map",
-    "final_labels",
-    "label_frequencies",
-    "LabelRefinement",
-    "refine_labels",
-    "score_images",
-    "CLIPEncoder",
-    "DEFAULT_MIN_CLUSTER_SIZE",
-    "SanitizeResult",
-    "cluster_labels",
-    "merge_small_clusters",
-    "representatives",
-    "sanitize",
-]
+_HOMES = {  # public name -> the module defining it
+    **dict.fromkeys(["EmbedParams", "MergeParams", "ParamError", "ScoreParams"], ".engine.params"),
+    **dict.fromkeys(["FinalLabels", "ImageScores", "LabelMap", "LabelRefinement", "SanitizeResult",
+                     "build_label_map", "final_labels", "label_frequencies", "refine_labels",
+                     "sanitize", "score_images"], ".engine.pipeline"),
+    "cluster_labels": ".engine.clustering",
+    **dict.fromkeys(["merge_small_clusters", "representatives"], ".engine.merging"),
+    "DEFAULT_MIN_CLUSTER_SIZE": ".engine.defaults",
+    "CLIPEncoder": ".model.encoder",
+}
+
+__all__ = list(_HOMES)
 
 
 def __getattr__(name):
-    if name == "CLIPEncoder":
-        from .model.encoder import CLIPEncoder
+    if name not in _HOMES:
+        raise AttributeError(f"module 'vlsr_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name], __name__), name)
+    globals()[name] = value  # imported once
+    return value
 
-        return CLIPEncoder
-    raise AttributeError(f"module 'vlsr_core' has no attribute {name!r}")
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

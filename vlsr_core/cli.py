@@ -336,7 +336,7 @@ SHOWN_PROBLEMS = 20  # lines of an import's problems printed without --all-probl
 def _report_import(report, dataset, everything):
     """Print what an import did and its problems, a reason met many times on one line; return
     the exit status: 1 when the input gave the dataset nothing (not even images it already had)."""
-    print(report.summary())
+    print(report.summary(first_problem=False))
     groups = {}  # reason -> where it was met, in the order of first meeting
     for where, why in report.problems:
         groups.setdefault(why, []).append(where)
@@ -349,9 +349,9 @@ def _report_import(report, dataset, everything):
         print(line)
     if not everything and len(lines) > SHOWN_PROBLEMS:
         print(f"  ... and {len(lines) - SHOWN_PROBLEMS} more (--all-problems lists every one)")
-    if report.n_updated and dataset.list_runs():
-        print(f"the new labels have no scores yet: run `vlsr run` again on {dataset.name!r} "
-              "(only what is new is embedded)")
+    if (report.n_samples or report.n_updated) and dataset.list_runs():
+        print(f"what was imported is not in the dataset's runs yet: run `vlsr run` again on "
+              f"{dataset.name!r} (only what is new is embedded)")
     return 0 if report.n_samples or report.n_existing else 1
 
 

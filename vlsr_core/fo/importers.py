@@ -67,8 +67,9 @@ class ImportReport:
     n_updated: int = 0  # of those, the samples given labels or boxes they lacked
     new_labels: Counter = field(default_factory=Counter)  # label -> samples given it (image-level)
 
-    def summary(self) -> str:
-        """One or two lines for a CLI: the counts, and the first problem when there are any."""
+    def summary(self, first_problem=True) -> str:
+        """One line of counts, and a second with the first problem when there are any (unless
+        ``first_problem`` is False: for a caller listing them)."""
         text = f"{count(self.n_samples, 'sample')} added, {count(self.n_labels, 'label')} read"
         if self.n_existing:
             text += f", {count(self.n_existing, 'image')} already in the dataset"
@@ -80,7 +81,7 @@ class ImportReport:
             else:
                 text += " (unchanged)"
         text += f", {count(len(self.problems), 'problem')}"
-        if self.problems:
+        if self.problems and first_problem:
             where, reason = self.problems[0]
             text += f"\nfirst problem: {where}: {reason}"
         return text
