@@ -36,7 +36,7 @@ class ApplyReview(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        form = types.Property(inputs, view=types.View(label="VLSR: apply the review"))
+        form = types.Property(inputs, view=types.View(label=self.config.label))
         view = target_view(ctx, inputs, run_target(ctx, chosen_run_key(ctx)))
         key = run_key_choice(ctx, inputs, "apply a review") if view is not None else None
         if key is None or review_state_input(ctx, inputs, key) is None:

@@ -56,7 +56,7 @@ class ClusterAndMerge(foo.Operator):
                     f"recommended mode derives {last['derived_eps']:.3f} from these labels "
                     f"(0.08 x their median distance {last['background_distance']:.3f}). An "
                     "empty eps means: derive it (recommended) or 0.07 (paper)")))
-        return types.Property(inputs, view=types.View(label="VLSR: cluster and merge labels"))
+        return types.Property(inputs, view=types.View(label=self.config.label))
 
     def resolve_run_name(self, ctx):
         return run_name(ctx, "cluster and merge")

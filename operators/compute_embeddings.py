@@ -60,7 +60,7 @@ class ComputeEmbeddings(foo.Operator):
             inputs.bool("recompute", default=False, label="Recompute",
                         description="Embed again samples that already have an embedding from this model")
             shards_input(inputs, "embed the labels now, and queue the images")
-        return types.Property(inputs, view=types.View(label="VLSR: compute embeddings"))
+        return types.Property(inputs, view=types.View(label=self.config.label))
 
     def resolve_run_name(self, ctx):
         return run_name(ctx, "compute embeddings")

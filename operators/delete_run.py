@@ -35,7 +35,7 @@ class DeleteRun(foo.Operator):
             if not ctx.params.get("confirm"):
                 prop = inputs.view("confirm_note", types.Notice(label="Tick the box to confirm"))
                 prop.invalid, prop.error_message = True, "Tick the box to confirm the deletion"
-        return types.Property(inputs, view=types.View(label="VLSR: delete run"))
+        return types.Property(inputs, view=types.View(label=self.config.label))
 
     @reported
     def execute(self, ctx):

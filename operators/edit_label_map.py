@@ -31,7 +31,7 @@ class EditLabelMap(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        form = types.Property(inputs, view=types.View(label="VLSR: edit the label map"))
+        form = types.Property(inputs, view=types.View(label=self.config.label))
         key = run_key_choice(ctx, inputs, "review") if ctx.dataset is not None else None
         state = review_state_input(ctx, inputs, key) if key is not None else None
         if state is None:

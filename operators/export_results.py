@@ -40,7 +40,7 @@ class ExportResults(foo.Operator):
         view = target_view(ctx, inputs, run_target(ctx, chosen_run_key(ctx)))
         key = run_key_choice(ctx, inputs, "export") if view is not None else None
         if key is None:
-            return types.Property(inputs, view=types.View(label="VLSR: export cleaned labels"))
+            return types.Property(inputs, view=types.View(label=self.config.label))
         narrowing_warning(ctx, inputs, key, view, "Only they are exported.")
         prop = inputs.str("directory", required=True, label="Export directory",
                           description="A full path to a folder on the machine running FiftyOne, "
@@ -67,7 +67,7 @@ class ExportResults(foo.Operator):
                 choices.add_choice(f, label=f)
             inputs.enum("detections_field", choices.values(), view=choices,
                         description="Its boxes are exported with canonical labels")
-        return types.Property(inputs, view=types.View(label="VLSR: export cleaned labels"))
+        return types.Property(inputs, view=types.View(label=self.config.label))
 
     def resolve_run_name(self, ctx):
         return run_name(ctx, "export")

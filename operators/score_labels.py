@@ -42,7 +42,7 @@ class ScoreLabels(foo.Operator):
         if key is not None:
             param_inputs(ctx, inputs, ScoreParams, run_params(ctx, key, ScoreParams))
             shards_input(inputs, "queue the scoring (the last job to finish saves the review views)")
-        return types.Property(inputs, view=types.View(label="VLSR: score labels"))
+        return types.Property(inputs, view=types.View(label=self.config.label))
 
     def resolve_run_name(self, ctx):
         return run_name(ctx, "score labels")

@@ -23,7 +23,7 @@ class UndoReviewEdit(foo.Operator):
         from vlsr_core.fo.review import shown_time
 
         inputs = types.Object()
-        form = types.Property(inputs, view=types.View(label="VLSR: undo a review edit"))
+        form = types.Property(inputs, view=types.View(label=self.config.label))
         key = run_key_choice(ctx, inputs, "review") if ctx.dataset is not None else None
         state = review_state_input(ctx, inputs, key) if key is not None else None
         if state is None:

@@ -54,7 +54,7 @@ def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys, mo
                  "--model", tiny_clip, "--batch-size", "3", "--min-cluster-size", "1",
                  "--top-k", "2"]) == 0
     out = capsys.readouterr().out
-    assert "embedded 4 images" in out and "**Merging (recommended mode):** 5 labels" in out
+    assert "embedded 4 images" in out and "Merging (recommended mode): 5 labels" in out
     ds = fo.load_dataset(dataset_name)
     assert ds.count("vlsr_embedding") == 4 and ds.count("vlsr_label") == 4
     assert all(len(s) == 2 for s in ds.values("vlsr_suggestions.classifications"))
@@ -72,7 +72,7 @@ def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys, mo
     assert ds.get_run_info("vlsr").config.jpeg_draft is True
 
     assert main(["summary", "--dataset", dataset_name]) == 0
-    assert "**Review views:** `vlsr-low-similarity`" in capsys.readouterr().out
+    assert "Review views: vlsr-low-similarity" in capsys.readouterr().out
 
     assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
                  "--model", tiny_clip, "--min-cluster-size", "1", "--jpeg-draft",
@@ -194,7 +194,7 @@ def test_demo_with_a_local_model(tmp_path, tiny_clip, capsys):
         assert ds.count("vlsr_label") == len(DEMO_LABELS)  # every readable image gets a final label
         broken = ds.match(fo.ViewField("filepath").ends_with(BROKEN)).first()
         assert broken.vlsr_error == "empty file (0 bytes)" and broken.vlsr_label is None
-        assert "**Unreadable images** (1)" in out and "fiftyone app launch vlsr-demo" in out
+        assert "Unreadable images (1)" in out and "fiftyone app launch vlsr-demo" in out
     finally:
         ds.delete()
 
@@ -264,8 +264,8 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "→ 4 canonical labels (no small-cluster merging: minimum cluster size 1) → 5 after " \
         "the review" in out
-    assert "- `Screwdriver (tool)` (4, 2): `screwdriver`, `Screwdrivers`" in out
-    assert "- `helmit` (1, 1): `helmit`" in out
+    assert "- Screwdriver (tool) (4, 2): screwdriver, Screwdrivers" in out
+    assert "- helmit (1, 1): helmit" in out
     assert main(["export", "--dataset", name, "--out", str(tmp_path / "out")]) == 0
     assert "with the 2 review edits applied on" in capsys.readouterr().out
     with open(tmp_path / "out" / "label_map.csv", newline="") as f:
@@ -357,7 +357,7 @@ def test_review_before_clustering_says_what_to_run(dataset, tmp_path, capsys):
 
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(build(dataset, tmp_path / "images")))
     assert main(["review", "show", "--dataset", dataset.name]) == 2
-    assert "has no clusters yet: run cluster and merge first" in capsys.readouterr().err
+    assert "has no clusters yet: cluster and merge first (`vlsr run`, or VLSR 3 in the App)" in capsys.readouterr().err
 
 
 def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_path, capsys):
@@ -369,9 +369,9 @@ def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_p
 
     run_vlsr(dataset, "gt", encoder=FakeEncoder(build(dataset, tmp_path / "images")))
     assert main(["summary", "--dataset", dataset.name]) == 0  # says where to walk them
-    assert ("**Rare labels to review:** 4 clusters under 10 samples had no close neighbour and "
-            "were kept as they are, e.g. `Lathe Information`, `drill`, `screwdriver`, `helmet` "
-            "(the panel's List: rare clusters, or `vlsr review show --rare`, gives the nearest "
+    assert ("Rare labels to review: 4 clusters under 10 samples had no close neighbour and "
+            "were kept as they are, e.g. Lathe Information, drill, screwdriver, helmet "
+            "(the panel's List: rare clusters, or vlsr review show --rare, gives the nearest "
             "cluster to each)") in capsys.readouterr().out
     assert main(["review", "show", "--rare", "--dataset", dataset.name]) == 0
     out = capsys.readouterr().out
@@ -475,3 +475,11 @@ def test_the_command_loads_nothing_heavy_before_it_can_answer_ctrl_c():
     code = "import sys, vlsr_core.cli; print(sorted({'scipy', 'torch', 'fiftyone'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_the_terminal_gets_summaries_without_markdown_marks_and_labels_as_written():
+    from vlsr_core.fo.summary import _code, plain
+
+    text = (f"**Largest clusters** (*most first*): - {_code('a**b')} (3, 1): {_code('`tick`')}, "
+            f"{_code('x*y')}; 2 * 3")
+    assert plain(text) == "Largest clusters (most first): - a**b (3, 1): `tick`, x*y; 2 * 3"

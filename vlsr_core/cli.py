@@ -390,12 +390,15 @@ def _summary(dataset, key):
 
     if not dataset.has_run(key):
         raise FileNotFoundError(f"no VLSR run {key!r} on dataset {dataset.name!r}")
-    print(summarize_run(dataset, key))
+    print(_plain(summarize_run(dataset, key)))
 
 
 def _plain(markdown):
-    """Text of the review's Markdown as a terminal shows it: without bold and code marks."""
-    return markdown.replace("**", "").replace("*Apply* writes", "`vlsr apply` writes").replace("`", "")
+    """Text of the Markdown of a summary or a review as a terminal shows it: without bold,
+    italics and code marks, and naming the command where the App's button is named."""
+    from .fo.summary import plain
+
+    return plain(markdown.replace("*Apply* writes", "`vlsr apply` writes"))
 
 
 def _review_show(a):

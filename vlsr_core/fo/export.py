@@ -110,7 +110,7 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     if results is None:
         results = dataset.load_run_results(key, cache=False)
     if not results.vocabulary:
-        return f"Run {key!r} has no clusters yet: run cluster and merge first"
+        return f"Run {key!r} has no clusters yet: cluster and merge first (`vlsr run`, or VLSR 3 in the App)"
     stopped = incomplete_stages(dataset.get_run_info(key).config)
     if stopped:
         return (f"Run {key!r}: {' and '.join(stopped)} stopped part-way and its results are "

@@ -173,7 +173,7 @@ def clustered_label_map(dataset, key, results=None):
     config = _config(dataset, key)
     results = results or dataset.load_run_results(key, cache=False)
     if not results.vocabulary:
-        raise ReviewError(f"Run {key!r} has no clusters yet: run cluster and merge first")
+        raise ReviewError(f"Run {key!r} has no clusters yet: cluster and merge first (`vlsr run`, or VLSR 3 in the App)")
     table = "merge_embeddings" if config.label_model else "label_embeddings"
     label_map = LabelMap(
         vocabulary=list(results.vocabulary), frequencies=results.frequencies,
@@ -185,7 +185,7 @@ def clustered_label_map(dataset, key, results=None):
         return label_map, results.embeddings_of(results.vocabulary, table)
     except KeyError:  # embedded again with another model since the clustering
         raise ReviewError(f"The labels of run {key!r} were embedded again since they were "
-                          "clustered: run cluster and merge first") from None
+                          "clustered: cluster and merge first (`vlsr run`, or VLSR 3 in the App)") from None
 
 
 def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False):

@@ -244,6 +244,19 @@ def one_line(label, longest=80):
     return f"{label[:60]}… ({len(label)} characters)" if len(label) > longest else label
 
 
+def plain(markdown):
+    """Markdown of a summary as a terminal shows it best: without the marks of bold, italics and
+    code (what is inside code is left exactly as it is)."""
+    parts = re.split(r"((`+) ?.*? ?\2)", markdown)  # text, code span, its fence, text, ...
+    out = []
+    for i in range(0, len(parts), 3):
+        out.append(re.sub(r"\*\*|(?<![\w*])\*(?=[^\s*])|(?<=[^\s*])\*(?![\w*])", "", parts[i]))
+        if i + 1 < len(parts):
+            fence = parts[i + 2]
+            out.append(re.sub(f"^{fence} ?|(?<=.) ?{fence}$", "", parts[i + 1]))
+    return "".join(out)
+
+
 def _code(label):
     """A label as Markdown code (:func:`one_line`), fenced with more backticks than it holds in
     a row."""
