@@ -101,7 +101,7 @@ def test_the_summary_counts_skipped_labels_and_unreadable_images(dataset, tmp_pa
 
 
 def test_the_summary_shortens_a_long_label_and_shows_a_backtick_as_written(dataset, tmp_path,
-                                                                           monkeypatch):
+                                                                           monkeypatch, capsys):
     import fake_clip
 
     long, ticked = "x" * 500, "the `quoted` one"
@@ -113,6 +113,9 @@ def test_the_summary_shortens_a_long_label_and_shows_a_backtick_as_written(datas
     text = summarize_run(dataset, "vlsr")
     assert long not in text and f"`{'x' * 60}… (500 characters)`" in text
     assert "``the `quoted` one``" in text
+    dataset.persistent = True  # the CLI lists it shortened too, its canonical mark whole
+    assert main(["review", "show", "--dataset", dataset.name]) == 0
+    assert f"      {'x' * 60}… (500 characters) (canonical)  (distance" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("label, shown", [

@@ -313,6 +313,8 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
 
     for text, message in (
             ("label;canonical\nhelmit;drill\n", "needs the columns label and canonical"),
+            ("helmit,drill\n", "add the row label,canonical above the others (to rename one "
+                                "cluster, no file is needed: `vlsr review rename LABEL --to NAME`"),
             ("label,canonical\nhelmot,drill\n", "1 label(s) not in the vocabulary, e.g. 'helmot'"),
             ("label,canonical\nhelmit,drill\nhelmit,vise\n", "line 3: 'helmit' is given 'vise' "
                                                              "here and 'drill' on line 2"),

@@ -445,7 +445,8 @@ def _review_show(a):
         print(f"  {one_line(row['canonical'])}: {_count(row['labels'], 'label')}, "
               f"{_count(row['occurrences'], 'occurrence')}" + (", edited" if row["edited"] else ""))
         for m in member_rows(state, row["cluster"], a.find)[:a.members]:
-            print(f"      {one_line(m['shown'])}  (distance {m['distance']:.3f}, "
+            mark = m["shown"][len(m["label"]):]  # " (canonical)", kept whole after a long label
+            print(f"      {one_line(m['label'])}{mark}  (distance {m['distance']:.3f}, "
                   f"{_count(m['frequency'], 'sample')})")
         if row["labels"] > a.members:
             print(f"      ... and {row['labels'] - a.members} more (--members N lists more; "

@@ -355,8 +355,10 @@ def read_label_map(path):
         raise ReviewError(f"{path} is empty: it needs the columns label and canonical")
     if "label" not in header or "canonical" not in header:
         seen = ",".join(header)[:80]
-        hint = " (its cells seem separated by ';' or tabs: the CSV must use commas)" if any(
-            c in seen for c in ";\t") else ""
+        hint = (" (its cells seem separated by ';' or tabs: the CSV must use commas)"
+                if any(c in seen for c in ";\t") else
+                ": add the row label,canonical above the others (to rename one cluster, no file "
+                "is needed: `vlsr review rename LABEL --to NAME`, or the panel's Rename)")
         raise ReviewError(f"{path} needs the columns label and canonical, as label_map.csv of an "
                           f"export has; its first row is {seen!r}{hint}")
     at, to = header.index("label"), header.index("canonical")
