@@ -78,7 +78,10 @@ def test_overwrite_without_detections_removes_the_old_boxes(tmp_path, dataset):
 def test_the_cli_turns_each_into_one_line_and_exit_2(cleaned, tmp_path, capsys):
     cleaned.persistent = True
     (tmp_path / "a-file").write_text("")
+    (tmp_path / "blocked" / "samples.csv").mkdir(parents=True)  # a raw IsADirectoryError once
     for argv, words in (
+        (["export", "--dataset", cleaned.name, "--out", str(tmp_path / "blocked"), "--overwrite"],
+         "samples.csv is a folder where the export writes a file"),
         (["export", "--dataset", cleaned.name, "--out", str(tmp_path / "a-file")], "is a file"),
         (["export", "--dataset", cleaned.name, "--out", str(tmp_path / "x"),
           "--detections-field", "nope"], "No field 'nope'"),

@@ -40,6 +40,10 @@ from .runs import incomplete_stages, sample_fields
 logger = logging.getLogger(__name__)
 
 
+FILES = ("samples.csv", "label_map.csv", "image_labels.json")  # what every export writes
+COCO_FILE = os.path.join("detections", "labels.json")  # and the boxes, when asked
+
+
 class ExportError(ValueError):
     """The export cannot be written as asked (existing files, no results yet)."""
 
@@ -65,7 +69,7 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         raise ExportError(f"cannot create {export_dir}: {e.strerror}") from None
     if not os.access(export_dir, os.W_OK):
         raise ExportError(f"{export_dir} is not writable")
-    stale = os.path.join(export_dir, "detections", "labels.json")
+    stale = os.path.join(export_dir, COCO_FILE)
     if not detections_field and os.path.exists(stale):
         os.remove(stale)  # an earlier export's boxes would pass for this run's
     config = dataset.get_run_info(key).config
@@ -73,13 +77,13 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     label_map = state.label_map.canonical
     ids = sample_ids(samples)  # read once: both streamed files visit the same samples in order
 
+    samples_csv, label_map_csv, image_labels = (os.path.join(export_dir, f) for f in FILES)
     written = [
-        _samples_csv(samples, ids, key, config.label_field, os.path.join(export_dir, "samples.csv")),
-        _label_map_csv(state, os.path.join(export_dir, "label_map.csv")),
-        _image_labels_json(samples, ids, key, os.path.join(export_dir, "image_labels.json")),
+        _samples_csv(samples, ids, key, config.label_field, samples_csv),
+        _label_map_csv(state, label_map_csv),
+        _image_labels_json(samples, ids, key, image_labels),
     ]
     if detections_field:
-        coco_dir = os.path.join(export_dir, "detections")
         # COCO boxes are in pixels: images whose size cannot be read (the unreadable files of
         # the run) are left out instead of failing the whole export halfway.
         sized = samples.exists("metadata.width")
@@ -90,13 +94,13 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         root = os.path.commonpath([os.path.dirname(p) for p in sized.values("filepath")] or ["/"])
         sized.map_labels(detections_field, label_map).export(
             rel_dir=root,
-            labels_path=os.path.join(coco_dir, "labels.json"),
+            labels_path=os.path.join(export_dir, COCO_FILE),
             dataset_type=fo.types.COCODetectionDataset,
             label_field=detections_field,
             export_media=False,
             overwrite=overwrite,
         )
-        written.append(os.path.join(coco_dir, "labels.json"))
+        written.append(os.path.join(export_dir, COCO_FILE))
     return written
 
 
@@ -120,6 +124,15 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     if export_dir and os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
         return (f"{export_dir} is not empty; choose another directory, or overwrite (`--overwrite`, "
                 "the form's Overwrite)")
+    for name in [*FILES, *([COCO_FILE] if detections_field else [])] if export_dir else []:
+        path = os.path.join(export_dir, name)
+        folder = os.path.dirname(path)
+        if os.path.isdir(path):
+            return (f"{path} is a folder where the export writes a file; move it, or choose "
+                    "another directory")
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            return (f"{folder} is a file where the export writes a folder; move it, or choose "
+                    "another directory")
     if detections_field:
         boxes = sorted(samples.get_field_schema(embedded_doc_type=fo.Detections))
         field = samples.get_field(detections_field)
