@@ -1,5 +1,7 @@
 """Operator: cluster the vocabulary, merge small clusters, choose canonical and final labels (4-7)."""
 
+import dataclasses
+
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
@@ -47,7 +49,8 @@ class ClusterAndMerge(foo.Operator):
         if key is not None:
             narrowing_warning(ctx, inputs, key, view, "This replaces the run's whole vocabulary, "
                               "clusters and label map with ones computed from their labels only.")
-            param_inputs(ctx, inputs, MergeParams, run_params(ctx, key, MergeParams))
+            base, hidden = _base(ctx, key)
+            param_inputs(ctx, inputs, MergeParams, base, hidden=hidden)
             shards_input(inputs, "cluster the labels now, and queue the writing of the label map on the samples")
             last = _last_steps(ctx, key)
             if last:
@@ -67,7 +70,7 @@ class ClusterAndMerge(foo.Operator):
         from vlsr_core.fo.summary import summarize_run
 
         key, shards = ctx.params.get("key", DEFAULT_KEY), ctx.params.get("num_shards", 1)
-        params = params_from(ctx, MergeParams, run_params(ctx, key, MergeParams))
+        params = params_from(ctx, MergeParams, *_base(ctx, key))
         target = chosen_target(ctx, run_target(ctx, key))
         if shards > 1:
             batch = new_batch()
@@ -93,3 +96,12 @@ def _last_steps(ctx, key):
         return None
     steps = getattr(results, "merge_steps", None)  # None: not embedded yet
     return steps if steps and steps.get("background_distance") is not None else None
+
+
+def _base(ctx, key):
+    """The run's last merge parameters and the inputs the form leaves out: in the paper's mode,
+    image evidence (part of the recommended mode only), off."""
+    base = run_params(ctx, key, MergeParams)
+    if ctx.params.get("mode", base.mode) != "paper":
+        return base, ()
+    return dataclasses.replace(base, image_evidence=False), ("image_evidence",)

@@ -220,10 +220,12 @@ def run_params(ctx, key, cls):
         return cls()
 
 
-def params_from(ctx, cls, base=None):
-    """The parameters of ``cls`` that the form sent (missing ones from ``base`` or defaults)."""
+def params_from(ctx, cls, base=None, hidden=()):
+    """The parameters of ``cls`` that the form sent (missing ones, and those ``hidden`` since they
+    were sent, from ``base`` or defaults)."""
     base = base or cls()
-    sent = {s.name: ctx.params[s.name] for s in cls.specs() if s.name in ctx.params}
+    sent = {s.name: ctx.params[s.name] for s in cls.specs()
+            if s.name in ctx.params and s.name not in hidden}
     return cls.resolve(base, **{k: (None if v == "" else v) for k, v in sent.items()})
 
 

@@ -278,15 +278,19 @@ def test_the_cluster_form_offers_image_evidence_in_the_recommended_mode_only(ds,
     run("score_labels", ds)
     props = form("cluster_and_merge", ds)["type"]["properties"]
     assert props["image_evidence"]["default"] is False
-    errors = _form_errors(form("cluster_and_merge", ds, mode="paper", image_evidence=True))
-    assert errors == ["Image evidence is part of the recommended mode; the paper's mode merges "
-                      "on label text alone"]
+    # the paper's mode has no such step: its form leaves the box out, and a value the form sent
+    # before the switch to it is dropped
+    paper = form("cluster_and_merge", ds, mode="paper", image_evidence=True)
+    assert "image_evidence" not in paper["type"]["properties"] and _form_errors(paper) == []
     assert _form_errors(form("cluster_and_merge", ds, image_evidence=True)) == []
     r = run("cluster_and_merge", ds, min_cluster_size=1, image_evidence=True)
     assert ds.get_run_info("vlsr").config.image_evidence is True
     steps = ds.load_run_results("vlsr", cache=False).merge_steps
     assert steps["image_evidence"]["labels with images"] == 5  # the readable images' labels
     assert "image evidence not used (fewer than 10 labels" in str(r.executor.to_json())
+    run("cluster_and_merge", ds, mode="paper", min_cluster_size=1, image_evidence=True)
+    config = ds.get_run_info("vlsr").config
+    assert (config.mode, config.image_evidence) == ("paper", False)
 
 
 def test_the_export_form_refuses_a_relative_folder_and_expands_the_home_folder(
