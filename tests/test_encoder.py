@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import pathlib
 import random
 import shutil
 import socket
@@ -574,7 +575,7 @@ def test_hub_id_offline_fails_fast_with_advice(monkeypatch):
     assert elapsed < 30
     message = str(info.value)
     assert "vlsr-test/no-such-model" in message
-    assert "give its path as the model" in message and "local" in message
+    assert "give its full path as the model" in message and "local" in message
     assert "HF_HUB_OFFLINE" in message
     assert connections == []  # the offline flag is honoured without probing the network
 
@@ -648,3 +649,23 @@ def test_boxes_are_cut_from_the_decoded_image_and_embedded_with_it(
                     assert np.isnan(row).all()
                 else:
                     np.testing.assert_allclose(row, want, atol=ATOL, err_msg=f"{batch_size=}")
+
+
+def test_the_forms_model_check_expands_home_and_looks_at_the_hub_once_a_minute(
+        model_dir, tmp_path, monkeypatch):
+    """A path typed as ~/... was taken for a hub id (an error naming the hub), and each change
+    of the form waited 5 s on the network again."""
+    model_dir = pathlib.Path(model_dir)
+    monkeypatch.setenv("HOME", str(model_dir.parent))
+    assert model_source.model_problem(f"~/{model_dir.name}") is None
+    assert "directory '" in model_source.model_problem("~/no-such-folder")  # a path, not a hub id
+
+    looks = []
+    monkeypatch.setattr(model_source, "_last_hub_check", (float("-inf"), None))
+    monkeypatch.setattr(model_source, "hub_unreachable", lambda: looks.append(1) or "no network")
+    for _ in range(3):
+        assert "cannot be reached (no network)" in model_source.model_problem("vlsr-test/absent")
+    assert len(looks) == 1
+    monkeypatch.setattr(model_source.time, "monotonic", lambda: float("inf"))
+    model_source.model_problem("vlsr-test/absent")
+    assert len(looks) == 2

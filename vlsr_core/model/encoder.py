@@ -22,7 +22,14 @@ from ..engine.defaults import (
 from ..engine.params import ParamError
 from .crops import crop_region
 from .images import DEFAULT_MAX_PIXELS, BadImageError, load_image
-from .model_source import hub_unreachable, is_local, load_advice, local_problem, model_fingerprint
+from .model_source import (
+    expand,
+    hub_unreachable,
+    is_local,
+    load_advice,
+    local_problem,
+    model_fingerprint,
+)
 from .precision import autocast, native_bf16, precision_problem, quantized
 
 logger = logging.getLogger(__name__)
@@ -92,7 +99,7 @@ class CLIPEncoder:
         jpeg_draft=False,
         precision="full",
     ):
-        self.model_name = str(model)
+        self.model_name = expand(model)
         self.fingerprint = model_fingerprint(self.model_name)  # the same weights at another path
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.batch_size = int(batch_size)

@@ -7,12 +7,23 @@ network access the hub client retries for minutes; these checks answer in second
 import hashlib
 import os
 import socket
+import time
 from urllib.parse import urlparse
 
 
+HUB_CHECK_SECONDS = 60.0  # how long a form trusts its last look at the hub (each look can take 5 s)
+_last_hub_check = (float("-inf"), None)  # (when, its answer)
+
+
 def is_local(model):
-    """Whether ``model`` names a path rather than a hub id."""
+    """Whether ``model`` names a path rather than a hub id (``~`` counts: see :func:`expand`)."""
+    model = expand(model)
     return os.path.isabs(model) or model.startswith(".") or os.path.exists(model)
+
+
+def expand(model):
+    """``model`` with a leading ``~`` expanded: a hub id never starts with one."""
+    return os.path.expanduser(str(model))
 
 
 def local_problem(model):
@@ -52,15 +63,21 @@ def in_hub_cache(model):
 
 
 def model_problem(model):
-    """Why ``model`` cannot be had here, with advice, or None when it looks loadable."""
+    """Why ``model`` cannot be had here, with advice, or None when it looks loadable. Asked on
+    every change of a form: the hub's reachability is looked at once a minute at most."""
+    global _last_hub_check
     if not model or not str(model).strip():
         return "Give a CLIP hub id or the path of a local model directory"
+    model = expand(model)
     if is_local(model):
         problem = local_problem(model)
         return load_advice(model, problem) if problem else None
     if in_hub_cache(model):
         return None
-    unreachable = hub_unreachable()
+    when, unreachable = _last_hub_check
+    if time.monotonic() - when > HUB_CHECK_SECONDS:
+        unreachable = hub_unreachable()
+        _last_hub_check = (time.monotonic(), unreachable)
     return load_advice(model, f"the Hugging Face Hub cannot be reached ({unreachable})") if unreachable else None
 
 
@@ -75,8 +92,9 @@ def load_advice(model, error):
     return (
         f"Could not load the CLIP weights {model!r}: {error}\n"
         "If this machine cannot reach the Hugging Face Hub, download the model on one that can "
-        f"(`hf download {model} --local-dir clip-model`), copy the folder here and give its "
-        "path as the model (e.g. ./clip-model), or set HF_HOME to a cache that holds it."
+        f"(`hf download {model} --local-dir ~/clip-model`), copy the folder here and give its "
+        f"full path as the model (e.g. {os.path.join(os.path.expanduser('~'), 'clip-model')}), "
+        "or set HF_HOME to a cache that holds it."
     )
 
 

