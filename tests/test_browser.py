@@ -65,6 +65,13 @@ def app(dataset, tmp_path):
     session.close()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_old_failure_shots():
+    """Screenshots of an earlier run's failures would pass for this run's."""
+    for old in SHOTS.glob("failed-*.png"):
+        old.unlink()
+
+
 @pytest.fixture
 def page(request):
     if not Path(CHROMIUM).exists():
