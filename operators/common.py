@@ -23,6 +23,8 @@ from vlsr_core.fo.runs import (
 
 logger = logging.getLogger(__name__)
 
+PLUGIN = "@vlsr/vlsr/"  # the prefix of this plugin's operator URIs
+
 
 def full_path(typed):
     """A path typed in a form, with ``~`` expanded, and why it is refused, or None: a relative
@@ -356,6 +358,7 @@ def finish(ctx, message, markdown=None):
     if ctx.delegated:
         return result
     yield ctx.trigger("reload_dataset")
+    yield from refresh_panels(ctx)
     yield ctx.trigger("notify", dict(message=message, variant="success"))
     if markdown:
         outputs = types.Object()
@@ -363,6 +366,26 @@ def finish(ctx, message, markdown=None):
         yield ctx.trigger("show_output", dict(
             outputs=types.Property(outputs).to_json(), results=dict(report=markdown)))
     return result
+
+
+def refresh_panels(ctx):
+    """Have each VLSR review panel open in the App load its run again: a run or an edit made
+    from the operator browser is no event of the panel's, which would go on showing what it
+    showed before. Returns the App's instructions (a generator operator yields them)."""
+    if ctx.delegated or ctx.executor is None:  # a delegated job has no App to speak to
+        return []
+    return [ctx.trigger("prompt_user_for_operation", dict(
+        operator_uri=PLUGIN + "vlsr_panel#refresh", panel_id=panel_id, params={},
+        skip_prompt=True)) for panel_id in _open_panels(ctx.spaces)]
+
+
+def _open_panels(space):
+    """The ids of the VLSR review panels in the App's layout (nested spaces included)."""
+    for child in getattr(space, "children", None) or []:
+        if hasattr(child, "children"):
+            yield from _open_panels(child)
+        elif getattr(child, "type", None) == "vlsr_panel":
+            yield child.component_id
 
 
 def review_state_input(ctx, inputs, key):

@@ -5,7 +5,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
-from .common import reported, run_key_choice
+from .common import refresh_panels, reported, run_key_choice
 
 
 class DeleteRun(foo.Operator):
@@ -43,4 +43,5 @@ class DeleteRun(foo.Operator):
         ctx.dataset.delete_run(key)
         ctx.ops.reload_dataset()
         ctx.ops.notify(f"Deleted VLSR run {key!r}", variant="success")
+        refresh_panels(ctx)
         return dict(deleted=key)

@@ -16,7 +16,9 @@ import fiftyone.operators.types as types
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.wording import count
 
-URI = "@vlsr/vlsr/run_shard"
+from .common import PLUGIN
+
+URI = PLUGIN + "run_shard"
 BATCHES = "vlsr_shard_batches"  # MongoDB collection: a batch's shards done, and who finishes
 STAGES = {"embed": "embed images", "score": "score labels", "cluster": "write the label map"}
 

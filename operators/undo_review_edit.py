@@ -5,7 +5,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
-from .common import block, reported, review_state_input, run_key_choice
+from .common import block, refresh_panels, reported, review_state_input, run_key_choice
 
 
 class UndoReviewEdit(foo.Operator):
@@ -44,7 +44,7 @@ class UndoReviewEdit(foo.Operator):
 
     @reported
     def execute(self, ctx):
-        from vlsr_core.fo.review import undo_edit, undo_edits_from
+        from vlsr_core.fo.review import after_undo, undo_edit, undo_edits_from
 
         key = ctx.params.get("key", DEFAULT_KEY)
         edit_id = ctx.params.get("edit_id")
@@ -52,10 +52,12 @@ class UndoReviewEdit(foo.Operator):
             undone = undo_edits_from(ctx.dataset, key, edit_id)
             n = len(undone)
             message = (f"Undid {n} edit{'s' if n > 1 else ''} of run {key!r}, #{undone[0].id} to "
-                       f"#{undone[-1].id}; Apply to write {'them' if n > 1 else 'it'}")
+                       f"#{undone[-1].id}; {after_undo(ctx.dataset, key, undone)}")
         else:
             undone = [undo_edit(ctx.dataset, key, edit_id)]
             message = (f"Undid edit #{undone[0].id} of run {key!r} "
-                       f"({undone[0].describe().replace('`', '')}); Apply to write it")
+                       f"({undone[0].describe().replace('`', '')}); "
+                       f"{after_undo(ctx.dataset, key, undone)}")
         ctx.ops.notify(message, variant="success")
+        refresh_panels(ctx)
         return dict(message=message, edits=[e.as_record() for e in undone])

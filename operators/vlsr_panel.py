@@ -6,7 +6,8 @@ rare clusters merging left alone can be listed with the nearest cluster to each,
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-URI = "@vlsr/vlsr/"
+from .common import PLUGIN
+
 PAGE = 20  # clusters per page
 MEMBERS = 100  # members of the open cluster per page
 
@@ -217,8 +218,8 @@ class VLSRPanel(foo.Panel):
 
     def rename_cluster(self, ctx):
         _, _, name = self._cluster_row(ctx)
-        ctx.prompt(URI + "edit_label_map", params=dict(
-            key=ctx.panel.state.key, action="rename", label=name), on_success=self.refresh)
+        ctx.prompt(PLUGIN + "edit_label_map", params=dict(
+            key=ctx.panel.state.key, action="rename", label=name))
 
     def join_nearest(self, ctx):
         """A rare cluster joins the cluster nearest to it: renamed to its name, one edit."""
@@ -263,9 +264,8 @@ class VLSRPanel(foo.Panel):
         self._edit(ctx, "split")
 
     def move(self, ctx):
-        ctx.prompt(URI + "edit_label_map", params=dict(
-            key=ctx.panel.state.key, action="move", label=self._member(ctx)),
-            on_success=self.refresh)
+        ctx.prompt(PLUGIN + "edit_label_map", params=dict(
+            key=ctx.panel.state.key, action="move", label=self._member(ctx)))
 
     def show_member(self, ctx):
         from vlsr_core.fo.browse import labels_named
@@ -280,27 +280,25 @@ class VLSRPanel(foo.Panel):
         ctx.ops.notify(f"Samples with labels of {what.replace('`', '')}")
 
     def undo(self, ctx):
-        from vlsr_core.fo.review import ReviewError, undo_edit
+        from vlsr_core.fo.review import ReviewError, after_undo, undo_edit
 
         try:
             edit = undo_edit(ctx.dataset, ctx.panel.state.key)
         except ReviewError as e:
             ctx.ops.notify(str(e), variant="error")
             return
-        ctx.ops.notify(f"Undid edit #{edit.id}; Apply to write it", variant="success")
+        left = after_undo(ctx.dataset, ctx.panel.state.key, [edit])
+        ctx.ops.notify(f"Undid edit #{edit.id}; {left}", variant="success")
         self._load(ctx)
 
     def apply(self, ctx):
-        ctx.prompt(URI + "apply_review", params=dict(key=ctx.panel.state.key),
-                   on_success=self.refresh)
+        ctx.prompt(PLUGIN + "apply_review", params=dict(key=ctx.panel.state.key))
 
     def import_map(self, ctx):
-        ctx.prompt(URI + "import_label_map", params=dict(key=ctx.panel.state.key),
-                   on_success=self.refresh)
+        ctx.prompt(PLUGIN + "import_label_map", params=dict(key=ctx.panel.state.key))
 
     def suggestions(self, ctx):
-        ctx.prompt(URI + "review_suggestions", params=dict(key=ctx.panel.state.key),
-                   on_success=self.refresh)
+        ctx.prompt(PLUGIN + "review_suggestions", params=dict(key=ctx.panel.state.key))
 
     def close_cluster(self, ctx):
         ctx.panel.state.cluster_label = None

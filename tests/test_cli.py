@@ -241,8 +241,9 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     assert main(["review", "accept-suggestion", "screwdriver", "--view", "s3-only",
                  "--dataset", name]) == 0
     assert "accept suggestion screwdriver on 1 sample" in capsys.readouterr().out
-    assert main(["review", "undo", "--dataset", name]) == 0
-    assert "undid edit #3" in capsys.readouterr().out
+    assert main(["review", "undo", "--dataset", name]) == 0  # never applied: nothing to write
+    assert "undid edit #3: accept suggestion screwdriver on 1 sample; nothing to write: the " \
+           "fields never showed it" in capsys.readouterr().out
     assert main(["review", "show", "--dataset", name, "--find", "screw"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"2 edits in force \(1 undone\); the fields were last written on "
@@ -308,7 +309,7 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
     assert finals == {r["label"]: r["canonical"].strip() for r in rows}
 
     assert main(["review", "undo", "--from", "1", "--dataset", name]) == 0
-    assert "undid 2 edits, #1 to #2" in capsys.readouterr().out
+    assert "undid 2 edits, #1 to #2; vlsr apply writes the change to the fields" in capsys.readouterr().out
     assert review_state(dataset, "vlsr").in_force == []
 
     for text, message in (

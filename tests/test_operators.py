@@ -375,6 +375,28 @@ def _form_errors(form_json):
     return [p["error_message"] for p in props.values() if p.get("invalid")]
 
 
+def test_an_edit_or_a_run_refreshes_every_vlsr_panel_open_in_the_app(ds, tiny_clip):
+    """A run or an edit from the operator browser is no event of the panel's, which went on
+    showing the run as it was: each operator asks the panels the App's layout holds to refresh."""
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    review, other = fo.Panel(type="vlsr_panel"), fo.Panel(type="Samples")
+    spaces = fo.Space(children=[fo.Space(children=[other]), fo.Space(children=[review])]).to_dict()
+
+    def refreshes(name, **params):
+        r = foo.execute_operator(URI + name, dataset=ds, params=params, spaces=spaces)
+        return [q["params"] for q in r.executor.to_json()["requests"]
+                if q["operator_uri"] == "prompt_user_for_operation"]
+
+    refresh = dict(operator_uri=URI + "vlsr_panel#refresh", panel_id=review.component_id,
+                   params={}, skip_prompt=True)
+    assert refreshes("score_labels", key="vlsr") == [refresh]
+    assert refreshes("cluster_and_merge", key="vlsr", min_cluster_size=1) == [refresh]
+    assert refreshes("edit_label_map", key="vlsr", action="split", label="helmit") == [refresh]
+    assert refreshes("undo_review_edit", key="vlsr") == [refresh]
+    r = run("edit_label_map", ds, key="vlsr", action="split", label="helmit")  # no layout, no panel
+    assert "prompt_user_for_operation" not in requests(r)
+
+
 def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path, monkeypatch):
     run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
     run("score_labels", ds, key="vlsr")

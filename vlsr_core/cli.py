@@ -496,18 +496,19 @@ def _review_import(a):
 
 
 def _review_undo(a):
-    from .fo.review import ReviewError, undo_edit, undo_edits_from
+    from .fo.review import ReviewError, after_undo, undo_edit, undo_edits_from
 
+    dataset = _load(a.dataset)
     if a.from_id is not None:
         if a.id is not None:
             raise ReviewError("give an edit's number or --from ID, not both")
-        undone = undo_edits_from(_load(a.dataset), a.key, a.from_id)
+        undone = undo_edits_from(dataset, a.key, a.from_id)
         print(f"undid {_count(len(undone), 'edit')}, #{undone[0].id} to #{undone[-1].id}; "
-              "vlsr apply writes the change to the fields")
+              f"{after_undo(dataset, a.key, undone, 'vlsr apply')}")
         return
-    edit = undo_edit(_load(a.dataset), a.key, a.id)
-    print(f"undid edit #{edit.id}: {_plain(edit.describe())}; vlsr apply writes the change to "
-          "the fields")
+    edit = undo_edit(dataset, a.key, a.id)
+    print(f"undid edit #{edit.id}: {_plain(edit.describe())}; "
+          f"{after_undo(dataset, a.key, [edit], 'vlsr apply')}")
 
 
 def _apply(a):

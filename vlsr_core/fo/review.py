@@ -188,6 +188,14 @@ def clustered_label_map(dataset, key, results=None):
                           "clustered: cluster and merge first (`vlsr run`, or VLSR 3 in the App)") from None
 
 
+def after_undo(dataset, key, undone, apply="Apply"):
+    """What undoing the edits ``undone`` leaves to do: write the change with ``apply`` (the
+    App's button, or the command), or nothing when the fields never showed them."""
+    if {e.id for e in undone} & set(review_state(dataset, key).applied or []):
+        return f"{apply} writes the change to the fields"
+    return f"nothing to write: the fields never showed {'it' if len(undone) == 1 else 'them'}"
+
+
 def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False):
     """The run's :class:`ReviewState`; ``applied_only`` reviews the label map with the edits
     the fields show instead of those in force (what an export writes)."""
