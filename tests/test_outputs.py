@@ -120,11 +120,24 @@ def test_deleting_a_run_removes_exactly_what_it_created(main):
         f for f in dataset.get_field_schema(flat=True) if f.split(".")[0] in created}
     assert {"vlsr_embedding", "vlsr_label", "gt.classifications.vlsr_similarity"} <= created
     assert set(config.created_views) == set(saved_view_names("vlsr").values())
+    # the grid ticks the input and the final label, not the suggestions and canonical label sets
+    active = dataset.app_config.active_fields
+    assert active.exclude and active.paths == ["vlsr_suggestions", "vlsr_labels"]
     dataset.delete_run("vlsr")
     dataset.reload()
     assert set(dataset.get_field_schema(flat=True)) == schema
+    assert dataset.app_config.active_fields.paths == []
     assert set(dataset.list_saved_views()) == views
     assert label_snapshot(dataset) == before
+
+
+def test_the_fields_a_dataset_ticks_in_the_grid_are_left_as_it_sets_them(main):
+    dataset, images = main
+    dataset.app_config.active_fields = fo.ActiveFields(paths=["gt"])  # the curator's choice
+    dataset.save()
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    dataset.reload()
+    assert dataset.app_config.active_fields.paths == ["gt"] and not dataset.app_config.active_fields.exclude
 
 
 def test_a_run_recorded_before_vlsr_kept_its_fields_still_loads_and_deletes(main):

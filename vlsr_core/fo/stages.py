@@ -1058,6 +1058,21 @@ def _create_outputs(dataset, key, config, creators):
         dataset.update_run_config(key, config)
     for name in missing:
         creators[name](name)
+    fields = sample_fields(key)
+    _off_in_the_grid(dataset, [n for n in missing if n in (fields["suggestions"], fields["labels"])])
+
+
+def _off_in_the_grid(dataset, names):
+    """Leave the label fields ``names`` unticked in the App's grid, where the input labels and
+    the final label are what a curator looks at first (every label field is ticked by default);
+    a dataset that sets which fields are ticked is left as it is."""
+    active = dataset.app_config.active_fields
+    if not names or (active is not None and not active.exclude):
+        return
+    paths = list(active.paths) if active is not None else []
+    dataset.app_config.active_fields = fo.ActiveFields(
+        exclude=True, paths=paths + [n for n in names if n not in paths])
+    dataset.save()
 
 
 def _save_view(run, name, view, description):
