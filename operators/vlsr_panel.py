@@ -88,7 +88,7 @@ class VLSRPanel(foo.Panel):
         ctx.panel.data.steps = [dict(step=s, count=n) for s, n in merge_steps(state)]
         s = ctx.panel.state
         s.joins = joins_to_check(state.label_map.steps or {}, see_all=lambda step: (
-            f"choose Joined by: {step}, above the clusters, to walk them all")) or None
+            f"choose {step} in Only clusters with a member joined by, above, to walk them all")) or None
         choices = join_choices(state)
         s.join_choices = [[step, n] for step, n in choices]
         if s.joined not in dict(choices):  # "all", or a step no label is joined by any more
@@ -307,6 +307,9 @@ class VLSRPanel(foo.Panel):
     # -- layout ----------------------------------------------------------------------------------
 
     def render(self, ctx):
+        """Top to bottom: the run, where its review stands and the review's buttons; the clusters
+        (or the open cluster and its members), in view without scrolling; then the overview:
+        the merge steps, the joins worth checking and the score histogram."""
         panel = types.Object()
         s = ctx.panel.state
         if len(s.keys or []) > 1:
@@ -316,20 +319,7 @@ class VLSRPanel(foo.Panel):
             panel.enum("key", runs.values(), default=s.key, view=runs, on_change=self.on_change_key)
         if s.problem:
             panel.md(s.problem, name="problem")
-        # an open cluster is reviewed member by member: without the run-wide histogram above
-        # it, its members come up into view
-        if s.edges and not (s.cluster_name and not s.problem):
-            # the title is text above the chart: Plotly's toolbar, shown on hover, covers a title
-            # drawn inside it
-            panel.md("**Label scores:** click a bar, or drag over several, to see those labels",
-                     name="histogram_title")
-            panel.plot("histogram", layout=dict(
-                xaxis=dict(title=dict(text=f"{s.scored_on or 'image'}-label score")),
-                yaxis=dict(title=dict(text="labels"), **(dict(dtick=1) if s.few else {})),
-                bargap=0.05, dragmode="select", height=260, margin=dict(t=20, b=50, l=50, r=10)),
-                config=dict(displaylogo=False),
-                on_click=self.on_histogram_click, on_selected=self.on_histogram_select)
-        if s.problem:
+            self._histogram(panel, s)  # a run scored, not clustered yet
             return types.Property(panel, view=types.GridView(orientation="vertical"))
 
         panel.md(s.status, name="status")
@@ -344,17 +334,21 @@ class VLSRPanel(foo.Panel):
         actions.btn("import", label="Import…", icon="upload_file", on_click=self.import_map,
                     title="Import an edited label map (label_map.csv of an export) as edits")
         actions.btn("refresh", label="Refresh", icon="refresh", on_click=self.refresh,
-                    title="Show what operators run from the operator browser changed")
+                    title="Show what a delegated run changed (runs and edits made in the App "
+                          "refresh the panel themselves)")
+        if s.cluster_name:  # reviewed member by member: nothing run-wide around it
+            self._open_cluster(panel, s)
+        else:
+            if s.listing == "rare":
+                self._rare_clusters(panel, s)
+            else:
+                self._clusters(panel, s)
+            self._overview(panel, s)
+        return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))
 
-        steps = types.TableView()
-        steps.add_column("step", label="Merge step")
-        steps.add_column("count", label="Labels / clusters")
-        panel.list("steps", types.Object(), view=steps, label="Vocabulary before and after")
-        if s.joins:
-            panel.md(s.joins, name="joins")
-
-        rare = s.listing == "rare" and not s.cluster_name
-        if s.n_rare and not s.cluster_name:
+    def _listing_choice(self, panel, s):
+        """The choice of listing, when merging left rare clusters, and the search box."""
+        if s.n_rare:
             listing = types.DropdownView(label="List")
             listing.add_choice("clusters", label="clusters, the most doubtful first")
             listing.add_choice("rare", label=f"rare clusters (under {s.rare_under}, left alone: "
@@ -363,36 +357,21 @@ class VLSRPanel(foo.Panel):
                        on_change=self.on_listing)
         panel.str("query", default=s.query or "", label="Find a cluster by label",
                   on_change=self.on_search)
-        if rare:
-            rows = types.TableView(max_inline_actions=2)
-            for key, label in (("canonical", "Cluster"), ("labels", "Labels"),
-                               ("occurrences", "Occurrences"), ("nearest", "Nearest cluster"),
-                               ("distance", "Distance")):
-                rows.add_column(key, label=label)
-            rows.add_row_action("join", self.join_nearest, label="Join the nearest cluster",
-                                icon="merge")
-            rows.add_row_action("open", self.open_cluster, label="Members", icon="list")
-            rows.add_row_action("show", self.show_cluster, label="Show samples", icon="image")
-            panel.list("clusters", types.Object(), view=rows,
-                       label=f"Rare clusters, the nearest to another cluster first "
-                             f"({s.n_clusters:,} rows, two clusters nearest to each other in "
-                             f"one; page {(s.page or 0) + 1} of {s.pages})")
-            self._pager(panel, "pages", s.page, s.pages, self.previous_page, self.next_page)
-            return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))
-        if s.join_choices:
-            joined = types.DropdownView(
-                label="Only members joined by" if s.cluster_name else
-                "Only clusters with a member joined by")
-            joined.add_choice("all", label="all")
-            for step, n in s.join_choices:
-                joined.add_choice(step, label=f"{step} ({n:,} label{'' if n == 1 else 's'})")
-            panel.enum("joined", joined.values(), default=s.joined or "all", view=joined,
-                       on_change=self.on_joined)
-        by = f" joined by {s.filtered}" if s.filtered else ""
-        if s.cluster_name:  # the open cluster alone, its members under it: seen without scrolling
-            panel.btn("close_cluster", label="Back to all clusters", icon="arrow_back",
-                      on_click=self.close_cluster)
 
+    def _joined_choice(self, panel, s):
+        """The choice of the merge step the listed members (or clusters' members) joined by."""
+        if not s.join_choices:
+            return
+        joined = types.DropdownView(
+            label="Only members joined by" if s.cluster_name else
+            "Only clusters with a member joined by")
+        joined.add_choice("all", label="all")
+        for step, n in s.join_choices:
+            joined.add_choice(step, label=f"{step} ({n:,} label{'' if n == 1 else 's'})")
+        panel.enum("joined", joined.values(), default=s.joined or "all", view=joined,
+                   on_change=self.on_joined)
+
+    def _clusters_table(self):
         clusters = types.TableView(max_inline_actions=2)
         for key, label in (("canonical", "Cluster"), ("labels", "Labels"),
                            ("occurrences", "Occurrences"), ("farthest", "Farthest"),
@@ -401,16 +380,42 @@ class VLSRPanel(foo.Panel):
         clusters.add_row_action("open", self.open_cluster, label="Members", icon="list")
         clusters.add_row_action("show", self.show_cluster, label="Show samples", icon="image")
         clusters.add_row_action("rename", self.rename_cluster, label="Rename…", icon="edit")
-        if s.cluster_name:
-            panel.list("clusters", types.Object(), view=clusters, label="The open cluster")
-        else:
-            with_member = f" with a member{by}" if by else ""
-            panel.list("clusters", types.Object(), view=clusters,
-                       label=f"Clusters{with_member}, the most doubtful first ({s.n_clusters}; "
-                             f"page {(s.page or 0) + 1} of {s.pages})")
-            self._pager(panel, "pages", s.page, s.pages, self.previous_page, self.next_page)
-            return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))
+        return clusters
 
+    def _clusters(self, panel, s):
+        self._listing_choice(panel, s)
+        self._joined_choice(panel, s)
+        with_member = f" with a member joined by {s.filtered}" if s.filtered else ""
+        panel.list("clusters", types.Object(), view=self._clusters_table(),
+                   label=f"Clusters{with_member}, the most doubtful first ({s.n_clusters}; "
+                         f"page {(s.page or 0) + 1} of {s.pages})")
+        self._pager(panel, "pages", s.page, s.pages, self.previous_page, self.next_page)
+
+    def _rare_clusters(self, panel, s):
+        self._listing_choice(panel, s)
+        rows = types.TableView(max_inline_actions=2)
+        for key, label in (("canonical", "Cluster"), ("labels", "Labels"),
+                           ("occurrences", "Occurrences"), ("nearest", "Nearest cluster"),
+                           ("distance", "Distance")):
+            rows.add_column(key, label=label)
+        rows.add_row_action("join", self.join_nearest, label="Join the nearest cluster",
+                            icon="merge")
+        rows.add_row_action("open", self.open_cluster, label="Members", icon="list")
+        rows.add_row_action("show", self.show_cluster, label="Show samples", icon="image")
+        panel.list("clusters", types.Object(), view=rows,
+                   label=f"Rare clusters, the nearest to another cluster first "
+                         f"({s.n_clusters:,} rows, two clusters nearest to each other in "
+                         f"one; page {(s.page or 0) + 1} of {s.pages})")
+        self._pager(panel, "pages", s.page, s.pages, self.previous_page, self.next_page)
+
+    def _open_cluster(self, panel, s):
+        """The open cluster alone, its members under it: seen without scrolling."""
+        panel.str("query", default=s.query or "", label="Find a cluster by label",
+                  on_change=self.on_search)
+        self._joined_choice(panel, s)
+        panel.btn("close_cluster", label="Back to all clusters", icon="arrow_back",
+                  on_click=self.close_cluster)
+        panel.list("clusters", types.Object(), view=self._clusters_table(), label="The open cluster")
         members = types.TableView(max_inline_actions=2)
         for key, label in (("shown", "Label"), ("frequency", "Samples"),
                            ("distance", "Distance"), ("joined_by", "Joined by"),
@@ -425,6 +430,7 @@ class VLSRPanel(foo.Panel):
                                icon="content_cut")
         members.add_row_action("show_member", self.show_member, label="Show samples",
                                icon="image")
+        by = f" joined by {s.filtered}" if s.filtered else ""
         order = "those matching the search first, then the farthest" if s.query else \
             "the farthest first"
         panel.list("members", types.Object(), view=members,
@@ -432,7 +438,31 @@ class VLSRPanel(foo.Panel):
                          f"(members {s.member_span})")
         self._pager(panel, "member_pages", s.member_page, s.member_pages, self.previous_members,
                     self.next_members)
-        return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))
+
+    def _overview(self, panel, s):
+        """Below the listing: the counts of each merge step, the joins worth checking, and the
+        score histogram."""
+        steps = types.TableView()
+        steps.add_column("step", label="Merge step")
+        steps.add_column("count", label="Labels / clusters")
+        panel.list("steps", types.Object(), view=steps, label="Vocabulary before and after")
+        if s.joins:
+            panel.md(s.joins, name="joins")
+        self._histogram(panel, s)
+
+    def _histogram(self, panel, s):
+        if not s.edges:
+            return
+        # the title is text above the chart: Plotly's toolbar, shown on hover, covers a title
+        # drawn inside it
+        panel.md("**Label scores:** click a bar, or drag over several, to see those labels",
+                 name="histogram_title")
+        panel.plot("histogram", layout=dict(
+            xaxis=dict(title=dict(text=f"{s.scored_on or 'image'}-label score")),
+            yaxis=dict(title=dict(text="labels"), **(dict(dtick=1) if s.few else {})),
+            bargap=0.05, dragmode="select", height=260, margin=dict(t=20, b=50, l=50, r=10)),
+            config=dict(displaylogo=False),
+            on_click=self.on_histogram_click, on_selected=self.on_histogram_select)
 
     @staticmethod
     def _pager(panel, name, page, pages, previous, following):

@@ -209,19 +209,19 @@ def review_in_the_panel(page, dataset, session):
     open_panel(page, page.get_by_text("Clusters, the most doubtful first (1; page 1 of 1)").first)
     shot(page, "16-panel")
 
-    row_action(page, 1, "helmet", "Members")
+    row_action(page, 0, "helmet", "Members")
     page.get_by_text("Members of the cluster 'helmet', the farthest first (members 1-6 of 6)"
                      ).first.wait_for(timeout=30_000)
     # the open cluster stands alone where the clusters were, its members right under it
     page.get_by_text("Back to all clusters", exact=True).first.wait_for(timeout=30_000)
-    assert page.locator("table").nth(1).locator("tbody tr").count() == 1
+    assert page.locator("table").nth(0).locator("tbody tr").count() == 1
     # each member says which step joined it: paper mode forced the far ones together by merging
     page.get_by_text("Joined by", exact=True).first.scroll_into_view_if_needed()
     page.get_by_text("merge", exact=True).first.wait_for(timeout=30_000)
     shot(page, "17-panel-members")
 
     # only the members merging joined, then all again
-    members = page.locator("table").nth(2)
+    members = page.locator("table").nth(1)
     joined_by = members.locator("tbody tr td:nth-child(4)")
     choose(page, "Only members joined by", re.compile(r"^merge \(\d+ labels?\)$"))
     page.get_by_text(re.compile(r"^Members of the cluster 'helmet' joined by merge, the farthest "
@@ -249,15 +249,15 @@ def review_in_the_panel(page, dataset, session):
         page.get_by_text(f"Edit #{n}: {what}").first.wait_for(timeout=30_000)
         refreshed(n)
 
-    row_action(page, 2, "drill", "Take out (reject merge)")
+    row_action(page, 1, "drill", "Take out (reject merge)")
     edited(1, "take drill out of helmet")
-    row_action(page, 2, "Helmets", "Keep (accept merge)")
+    row_action(page, 1, "Helmets", "Keep (accept merge)")
     edited(2, "keep Helmets in helmet")
-    row_action(page, 2, "Lathe Information", "Split out on its own")
+    row_action(page, 1, "Lathe Information", "Split out on its own")
     edited(3, "split Lathe Information out on its own")
     shot(page, "18-panel-after-take-out-keep-split")
 
-    row_action(page, 2, "screwdriver", "Move to another cluster…")
+    row_action(page, 1, "screwdriver", "Move to another cluster…")
     target = page.get_by_placeholder("Type or select a value").last
     target.wait_for(timeout=30_000)
     target.click()
@@ -270,7 +270,7 @@ def review_in_the_panel(page, dataset, session):
     _until(lambda: len(edits()) == 4, "move", timeout=30, page=page)
     refreshed(4)
 
-    row_action(page, 1, "helmet", "Rename…")
+    row_action(page, 0, "helmet", "Rename…")
     page.get_by_text("New name", exact=True).first.wait_for(timeout=30_000)
     name = page.locator("input[type=string]").last
     name.fill("screwdriver")  # a label of another cluster: the form says that the two join
@@ -284,7 +284,7 @@ def review_in_the_panel(page, dataset, session):
     refreshed(5)
 
     # an edit taken back
-    row_action(page, 2, "helmit", "Split out on its own")
+    row_action(page, 1, "helmit", "Split out on its own")
     edited(6, "split helmit out on its own")
     page.get_by_text("Undo", exact=True).first.click()
     _until(lambda: len(edits()) == 5, "undo", timeout=30, page=page)
@@ -621,11 +621,11 @@ def test_a_large_cluster_in_pages_in_the_panel(large_cluster_app, page):
     dataset, session = large_cluster_app
     open_dataset(page, session, dataset)
     open_panel(page, page.get_by_text("Clusters, the most doubtful first (1; page 1 of 1)").first)
-    row_action(page, 1, dataset.load_run_results("vlsr").representatives[0], "Members")
+    row_action(page, 0, dataset.load_run_results("vlsr").representatives[0], "Members")
     page.get_by_text("Members of the cluster", exact=False).first.wait_for(timeout=30_000)
     page.get_by_text(re.compile(r"the farthest first \(members 1-100 of 250\)$")).first.wait_for(
         timeout=30_000)
-    members = page.locator("table").nth(2).locator("tbody tr")
+    members = page.locator("table").nth(1).locator("tbody tr")
     assert members.count() == 100
     shot(page, "p0-panel-large-cluster-opened")  # as the click left it: no scrolling
     # the members are in view as the click left them (the histogram steps aside)
@@ -680,10 +680,10 @@ def test_rare_clusters_join_their_nearest_from_the_panel(rare_app, page):
     title = page.get_by_text(re.compile(r"^Rare clusters, the nearest to another cluster first "
                                         r"\((\d+) rows, two clusters nearest to each other in one"))
     title.first.wait_for(timeout=30_000)
-    page.locator("table").nth(1).scroll_into_view_if_needed()
+    page.locator("table").nth(0).scroll_into_view_if_needed()
     shot(page, "r1-panel-rare-clusters")
-    first = page.locator("table").nth(1).locator("tbody tr").first.locator("td").first.inner_text()
-    row_action(page, 1, first, "Join the nearest cluster")
+    first = page.locator("table").nth(0).locator("tbody tr").first.locator("td").first.inner_text()
+    row_action(page, 0, first, "Join the nearest cluster")
     page.get_by_text(re.compile(rf"^Edit #1: {first} joins the cluster ")).first.wait_for(
         timeout=30_000)
     page.get_by_text(f"rare clusters (under 10 samples, left alone: {n_rare - 1}), the nearest "

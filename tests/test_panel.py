@@ -314,7 +314,7 @@ def test_the_joins_worth_a_look_say_how_to_walk_them_all(ran, monkeypatch):
     listed = summary.joins_to_check
     monkeypatch.setattr(summary, "joins_to_check", lambda steps, **kw: listed(steps, shown=0, **kw))
     panel = Panel(ran).event("on_load")
-    assert "+1 more (choose Joined by: typo, above the clusters, to walk them all)" in \
+    assert "+1 more (choose typo in Only clusters with a member joined by, above, to walk them all)" in \
         panel.state["joins"]
     _choose(panel, "typo")
     assert [c["canonical"] for c in panel.state["clusters"]] == ["helmet"]
