@@ -21,17 +21,17 @@ def test_a_map_and_a_similarity_index_of_the_embedded_samples(embedded):
     dataset, images = embedded
     report = map_embeddings(dataset, "vlsr")
     assert (report.n_samples, report.n_left_out) == (12, 2)  # the two unreadable images
-    assert set(dataset.list_brain_runs()) == {"vlsr_map", "vlsr_similarity"}
+    assert set(dataset.list_brain_runs()) == {"vlsr_map", "vlsr_image_index"}
     points = dataset.load_brain_results("vlsr_map")
     assert points.points.shape == (12, 2) and np.isfinite(points.points).all()
     # sort by similarity finds the image nearest to a helmet picture among the helmets
     query = dataset.match({"filepath": {"$regex": "h1.png$"}}).first().id
-    nearest = dataset.sort_by_similarity(query, k=4, brain_key="vlsr_similarity")
+    nearest = dataset.sort_by_similarity(query, k=4, brain_key="vlsr_image_index")
     helmets = {"h1.png", "h2.png", "h3.png", "h4.png", "n1.png"}  # pictures of a helmet
     found = [p.rsplit("/", 1)[-1] for p in nearest.values("filepath")]
     assert found[0] == "h1.png" and set(found) <= helmets
     map_embeddings(dataset, "vlsr")  # again: replaced, not refused
-    assert dataset.get_run_info("vlsr").config.created_brain_runs == ["vlsr_map", "vlsr_similarity"]
+    assert dataset.get_run_info("vlsr").config.created_brain_runs == ["vlsr_image_index", "vlsr_map"]
     dataset.delete_run("vlsr")
     assert dataset.list_brain_runs() == []
 

@@ -240,8 +240,7 @@ def review_in_the_panel(page, dataset, session):
         return [(e.action, e.label, e.to) for e in review_state(dataset, "vlsr").in_force]
 
     def refreshed(n):  # the panel shows the run with n edits (before the next click on its rows)
-        page.get_by_text(f"After the review ({n} edit{'' if n == 1 else 's'})",
-                         exact=True).first.wait_for(
+        page.get_by_text(re.compile(rf"^Review: {n} edits? in force")).first.wait_for(
             timeout=30_000)
 
     def edited(n, what):  # the edit is stored, and the panel shows it

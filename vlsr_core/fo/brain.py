@@ -38,8 +38,9 @@ class BrainReport:
 
 
 def brain_keys(key):
-    """The Brain keys a VLSR run ``key`` uses: its 2-D map and its similarity index."""
-    return {"visualization": f"{key}_map", "similarity": f"{key}_similarity"}
+    """The Brain keys a VLSR run ``key`` uses: its 2-D map and its similarity index of images
+    (not ``{key}_similarity``: that names each label's score)."""
+    return {"visualization": f"{key}_map", "similarity": f"{key}_image_index"}
 
 
 def available_methods():
