@@ -122,22 +122,27 @@ def test_deleting_a_run_removes_exactly_what_it_created(main):
     assert set(config.created_views) == set(saved_view_names("vlsr").values())
     # the grid ticks the input and the final label, not the suggestions and canonical label sets
     active = dataset.app_config.active_fields
-    assert active.exclude and active.paths == ["vlsr_suggestions", "vlsr_labels"]
+    assert not active.exclude and active.paths == ["gt", "vlsr_label"]
     dataset.delete_run("vlsr")
     dataset.reload()
     assert set(dataset.get_field_schema(flat=True)) == schema
-    assert dataset.app_config.active_fields.paths == []
+    assert dataset.app_config.active_fields.paths == ["gt"]
     assert set(dataset.list_saved_views()) == views
     assert label_snapshot(dataset) == before
 
 
-def test_the_fields_a_dataset_ticks_in_the_grid_are_left_as_it_sets_them(main):
+@pytest.mark.parametrize("exclude", [False, True])
+def test_the_fields_a_dataset_ticks_in_the_grid_stay_ticked(main, exclude):
     dataset, images = main
-    dataset.app_config.active_fields = fo.ActiveFields(paths=["gt"])  # the curator's choice
-    dataset.save()
+    dataset.add_sample_field("mine", fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification)
+    dataset.app_config.active_fields = fo.ActiveFields(exclude=exclude, paths=["mine"])
+    dataset.save()  # the curator's choice: only "mine" ticked, or all but "mine"
     run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
     dataset.reload()
-    assert dataset.app_config.active_fields.paths == ["gt"] and not dataset.app_config.active_fields.exclude
+    active = dataset.app_config.active_fields
+    assert active.exclude == exclude
+    assert active.paths == (["mine", "vlsr_suggestions", "vlsr_labels"] if exclude else
+                            ["mine", "vlsr_label"])
 
 
 def test_a_run_recorded_before_vlsr_kept_its_fields_still_loads_and_deletes(main):

@@ -1058,20 +1058,28 @@ def _create_outputs(dataset, key, config, creators):
         dataset.update_run_config(key, config)
     for name in missing:
         creators[name](name)
+    _ticked_in_the_grid(dataset, key, missing)
+
+
+def _ticked_in_the_grid(dataset, key, created):
+    """Which label fields the App's grid ticks, now that the run created ``created``: the input
+    labels and the final label, not the suggestions and canonical label sets (FiftyOne ticks
+    every label field by default, four of them crowding each tile). The dataset's own choice
+    is kept: its ticked fields get the final label, its unticked ones the two sets."""
     fields = sample_fields(key)
-    _off_in_the_grid(dataset, [n for n in missing if n in (fields["suggestions"], fields["labels"])])
-
-
-def _off_in_the_grid(dataset, names):
-    """Leave the label fields ``names`` unticked in the App's grid, where the input labels and
-    the final label are what a curator looks at first (every label field is ticked by default);
-    a dataset that sets which fields are ticked is left as it is."""
+    quiet = [n for n in created if n in (fields["suggestions"], fields["labels"])]
+    shown = [n for n in created if n == fields["label"]]
     active = dataset.app_config.active_fields
-    if not names or (active is not None and not active.exclude):
+    if not (quiet or shown):
         return
-    paths = list(active.paths) if active is not None else []
-    dataset.app_config.active_fields = fo.ActiveFields(
-        exclude=True, paths=paths + [n for n in names if n not in paths])
+    if active is None:
+        active = fo.DatasetAppConfig.default_active_fields(dataset)  # every label field
+        active.paths = [p for p in active.paths if p not in quiet]
+    elif active.exclude:
+        active.paths = list(active.paths) + [n for n in quiet if n not in active.paths]
+    else:
+        active.paths = list(active.paths) + [n for n in shown if n not in active.paths]
+    dataset.app_config.active_fields = active
     dataset.save()
 
 
