@@ -372,15 +372,12 @@ class VLSRPanel(foo.Panel):
                    on_change=self.on_joined)
 
     def _clusters_table(self):
-        clusters = types.TableView(max_inline_actions=2)
-        for key, label in (("canonical", "Cluster"), ("labels", "Labels"),
-                           ("occurrences", "Occurrences"), ("farthest", "Farthest"),
-                           ("edited", "Edited")):
-            clusters.add_column(key, label=label)
-        clusters.add_row_action("open", self.open_cluster, label="Members", icon="list")
-        clusters.add_row_action("show", self.show_cluster, label="Show samples", icon="image")
-        clusters.add_row_action("rename", self.rename_cluster, label="Rename…", icon="edit")
-        return clusters
+        return _table((("canonical", "Cluster"), ("labels", "Labels"),
+                       ("occurrences", "Occurrences"), ("farthest", "Farthest"),
+                       ("edited", "Edited")),
+                      (("open", self.open_cluster, "Members", "list"),
+                       ("show", self.show_cluster, "Show samples", "image"),
+                       ("rename", self.rename_cluster, "Rename…", "edit")))
 
     def _clusters(self, panel, s):
         self._listing_choice(panel, s)
@@ -393,15 +390,12 @@ class VLSRPanel(foo.Panel):
 
     def _rare_clusters(self, panel, s):
         self._listing_choice(panel, s)
-        rows = types.TableView(max_inline_actions=2)
-        for key, label in (("canonical", "Cluster"), ("labels", "Labels"),
-                           ("occurrences", "Occurrences"), ("nearest", "Nearest cluster"),
-                           ("distance", "Distance")):
-            rows.add_column(key, label=label)
-        rows.add_row_action("join", self.join_nearest, label="Join the nearest cluster",
-                            icon="merge")
-        rows.add_row_action("open", self.open_cluster, label="Members", icon="list")
-        rows.add_row_action("show", self.show_cluster, label="Show samples", icon="image")
+        rows = _table((("canonical", "Cluster"), ("labels", "Labels"),
+                       ("occurrences", "Occurrences"), ("nearest", "Nearest cluster"),
+                       ("distance", "Distance")),
+                      (("join", self.join_nearest, "Join the nearest cluster", "merge"),
+                       ("open", self.open_cluster, "Members", "list"),
+                       ("show", self.show_cluster, "Show samples", "image")))
         panel.list("clusters", types.Object(), view=rows,
                    label=f"Rare clusters, the nearest to another cluster first "
                          f"({s.n_clusters:,} rows, two clusters nearest to each other in "
@@ -416,20 +410,14 @@ class VLSRPanel(foo.Panel):
         panel.btn("close_cluster", label="Back to all clusters", icon="arrow_back",
                   on_click=self.close_cluster)
         panel.list("clusters", types.Object(), view=self._clusters_table(), label="The open cluster")
-        members = types.TableView(max_inline_actions=2)
-        for key, label in (("shown", "Label"), ("frequency", "Samples"),
-                           ("distance", "Distance"), ("joined_by", "Joined by"),
-                           ("clustered_with", "Clustered with")):
-            members.add_column(key, label=label)
-        members.add_row_action("take_out", self.take_out, label="Take out (reject merge)",
-                               icon="call_split")
-        members.add_row_action("keep", self.keep, label="Keep (accept merge)", icon="check")
-        members.add_row_action("move", self.move, label="Move to another cluster…",
-                               icon="drive_file_move")
-        members.add_row_action("split", self.split, label="Split out on its own",
-                               icon="content_cut")
-        members.add_row_action("show_member", self.show_member, label="Show samples",
-                               icon="image")
+        members = _table((("shown", "Label"), ("frequency", "Samples"),
+                          ("distance", "Distance"), ("joined_by", "Joined by"),
+                          ("clustered_with", "Clustered with")),
+                         (("take_out", self.take_out, "Take out (reject merge)", "call_split"),
+                          ("keep", self.keep, "Keep (accept merge)", "check"),
+                          ("move", self.move, "Move to another cluster…", "drive_file_move"),
+                          ("split", self.split, "Split out on its own", "content_cut"),
+                          ("show_member", self.show_member, "Show samples", "image")))
         by = f" joined by {s.filtered}" if s.filtered else ""
         order = "those matching the search first, then the farthest" if s.query else \
             "the farthest first"
@@ -472,3 +460,14 @@ class VLSRPanel(foo.Panel):
             buttons.btn("previous", label="Previous", icon="chevron_left", on_click=previous)
         if (page or 0) + 1 < (pages or 1):
             buttons.btn("next", label="Next", icon="chevron_right", on_click=following)
+
+
+def _table(columns, actions):
+    """A table of ``columns`` ((key, heading) pairs) whose rows have a menu of ``actions``
+    ((name, handler, label, icon)), two of them inline."""
+    table = types.TableView(max_inline_actions=2)
+    for key, heading in columns:
+        table.add_column(key, label=heading)
+    for name, handler, label, icon in actions:
+        table.add_row_action(name, handler, label=label, icon=icon)
+    return table
