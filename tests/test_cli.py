@@ -110,7 +110,7 @@ def test_errors_are_messages_not_tracebacks(tmp_path, dataset_name, capsys):
 
 def test_an_import_of_nothing_leaves_no_empty_dataset(tmp_path, dataset_name, capsys):
     assert main(["import-csv", str(tmp_path / "typo.csv"), "--dataset", dataset_name]) == 2
-    assert "No such file" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"vlsr: error: no such file: {tmp_path / 'typo.csv'}\n"
     assert main(["import-factorynet", str(tmp_path / "nowhere"), "--dataset", dataset_name]) == 2
     (tmp_path / "bad.csv").write_text("filepath,label\nmissing.jpg,helmet\n")
     assert main(["import-csv", str(tmp_path / "bad.csv"), "--dataset", dataset_name]) == 1
@@ -169,6 +169,26 @@ def test_import_problems_met_many_times_take_one_line(tmp_path, dataset_name, ca
     assert "26 images already in the dataset (unchanged)" in out
     listed = [line for line in out.splitlines() if line.startswith("  ")]
     assert len(listed) == 26 and sum(line.endswith("source 'manual'; kept as written") for line in listed) == 25
+
+
+def test_an_import_problem_of_one_kind_takes_one_line_and_a_bad_field_one_error(
+        tmp_path, dataset_name, capsys):
+    """A semicolon CSV printed 20 near-identical lines; a field of another type, a traceback."""
+    paths = _images(tmp_path, 2)
+    rows = "".join(f"{paths[i % 2].name};label{i}\n" for i in range(30))
+    (tmp_path / "semi.csv").write_text("filepath;label\n" + rows)
+    assert main(["import-csv", str(tmp_path / "semi.csv"), "--dataset", dataset_name]) == 1
+    listed = [l for l in capsys.readouterr().out.splitlines() if l.startswith("  ")]
+    assert len(listed) == 1 and listed[0].endswith("the CSV must use commas) (and 30 more like it)")
+    (tmp_path / "ok.csv").write_text(f"{paths[0].name},helmet\n")
+    fo.Dataset(dataset_name, persistent=True).add_sample_field(
+        "boxes", fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    for field in ("boxes", "filepath"):
+        assert main(["import-csv", str(tmp_path / "ok.csv"), "--dataset", dataset_name,
+                     "--label-field", field]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("vlsr: error: ") and field in err
+    assert len(fo.load_dataset(dataset_name)) == 0
 
 
 @pytest.mark.parametrize("recompute", [[], ["--recompute"]])

@@ -1,6 +1,7 @@
 """Tests of vlsr_core.fo.importers: Factorynet folders and plain CSVs, built in tmp_path."""
 
 import os
+import re
 
 import fiftyone as fo
 import pytest
@@ -361,6 +362,62 @@ def test_factorynet_reimport_adds_the_rows_a_csv_gained_and_keeps_the_rest(tmp_p
     assert third.n_updated == 0 and len(dataset.first().ground_truth_detections.detections) == 3
 
 
+def test_factorynet_reimport_of_a_moved_box_adds_it_and_reports_the_old_one(tmp_path, dataset):
+    _pair(tmp_path, "a", "hammer,5,5,10,10\n")
+    import_factorynet(tmp_path, dataset)
+    _text(tmp_path / "a.csv", "hammer,6,6,10,10\n")
+    again = import_factorynet(tmp_path, dataset)
+    assert len(_boxes(dataset.first())) == 2 and again.n_updated == 1 and not again.new_labels
+    assert "(1 of them given 1 box)" in again.summary()  # not "the labels they lacked"
+    assert _problem(again, tmp_path / "a.jpg", "1 box of ['hammer']", "no longer gives", "kept")
+
+
+def test_a_reimport_gives_the_metadata_an_interrupted_import_left_out(tmp_path, dataset):
+    _plain_images(tmp_path)
+    csv_path = _text(tmp_path / "l.csv", "imgs/a.jpg,helmet\nimgs/b.png,glove\n")
+    import_csv(csv_path, dataset)
+    dataset.set_values("metadata", [None, None])  # Ctrl-C while FiftyOne computed it
+    again = import_csv(csv_path, dataset)
+    assert dataset.count("metadata") == 2 and again.problems == []
+
+
+def test_an_image_under_another_name_is_not_added_twice(tmp_path, dataset):
+    images = _plain_images(tmp_path)
+    import_csv(_text(tmp_path / "l.csv", "imgs/a.jpg,helmet\n"), dataset)
+    os.symlink(images / "a.jpg", tmp_path / "link.jpg")
+    os.symlink(images, tmp_path / "linked")
+    again = import_csv(_text(tmp_path / "m.csv", "link.jpg,hard hat\nlinked/a.jpg,glove\n"), dataset)
+    assert len(dataset) == 1 and (again.n_samples, again.n_existing, again.n_updated) == (0, 1, 1)
+    assert _labels(dataset.first()) == ["helmet", "hard hat", "glove"]
+
+
+def test_import_csv_reports_an_unreadable_image(tmp_path, dataset):
+    _plain_images(tmp_path)
+    (tmp_path / "imgs" / "bad.jpg").write_bytes(b"not a jpeg")
+    report = import_csv(_text(tmp_path / "l.csv", "imgs/bad.jpg,helmet\nimgs/a.jpg,glove\n"), dataset)
+    assert report.n_samples == 2 and len(report.problems) == 1
+    assert _problem(report, tmp_path / "imgs" / "bad.jpg", "unreadable image")
+
+
+@pytest.mark.parametrize("fields, words", [
+    (dict(label_field="boxes"), "field 'boxes' of dataset"),
+    (dict(label_field="filepath"), "'filepath' cannot be a label field"),
+    (dict(label_field="a.b"), "'a.b' cannot be a label field"),
+    (dict(label_field=""), "'' cannot be a label field")])
+def test_a_field_that_cannot_take_the_labels_is_refused_before_anything_is_written(
+        tmp_path, dataset, fields, words):
+    _plain_images(tmp_path)
+    dataset.add_sample_field("boxes", fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    schema = dataset.get_field_schema()
+    with pytest.raises(InputFileError, match=re.escape(words)):
+        import_csv(_text(tmp_path / "l.csv", "imgs/a.jpg,helmet\n"), dataset, **fields)
+    with pytest.raises(InputFileError):
+        import_factorynet(tmp_path, dataset, **fields)
+    with pytest.raises(InputFileError, match="two fields"):
+        import_factorynet(tmp_path, dataset, "same", "same")
+    assert len(dataset) == 0 and dataset.get_field_schema() == schema
+
+
 def test_factorynet_adds_in_chunks_and_reports_progress(tmp_path, dataset, monkeypatch):
     for i in range(5):
         _pair(tmp_path, f"img{i}", "helmet,0,0,10,10\n", size=(40, 32))
@@ -499,10 +556,11 @@ def test_import_csv_again_keeps_labels_the_csv_dropped_and_says_so(tmp_path, dat
     assert _labels(dataset.first()) == ["hrose", "saddle", "horse"] and fixed.n_updated == 1
     assert _problem(fixed, tmp_path / "imgs/a.jpg", "['hrose']", "no longer gives", "kept")
     assert len(fixed.problems) == 1
-    # a field of another kind is not overwritten
+    # a field of another kind is refused, not overwritten
     dataset.set_values("other", [fo.Detections(detections=[fo.Detection(label="x")])])
-    other = import_csv(csv_path, dataset, label_field="other")
-    assert _problem(other, tmp_path / "imgs/a.jpg", "'other' holds Detections here", "not changed")
+    with pytest.raises(InputFileError, match="field 'other' of dataset .* holds Detections, not "
+                                             "Classifications: give another field"):
+        import_csv(csv_path, dataset, label_field="other")
     assert [d.label for d in dataset.first().other.detections] == ["x"]
 
 

@@ -3,6 +3,7 @@
 import argparse
 import contextlib
 import os
+import re
 import shlex
 import sys
 
@@ -295,10 +296,13 @@ def _importing_into(name):
     dataset = fo.Dataset(name, persistent=True)
     try:
         yield dataset
-    finally:
+    except BaseException:  # the error says what went wrong
         if len(dataset) == 0:
             dataset.delete()
-            print(f"dataset {name!r} not created: nothing was imported")
+        raise
+    if len(dataset) == 0:
+        dataset.delete()
+        print(f"dataset {name!r} not created: nothing was imported")
 
 
 _open_bars = []  # progress bars drawn and not finished
@@ -337,12 +341,18 @@ def _report_import(report, dataset, everything):
     """Print what an import did and its problems, a reason met many times on one line; return
     the exit status: 1 when the input gave the dataset nothing (not even images it already had)."""
     print(report.summary(first_problem=False))
-    groups = {}  # reason -> where it was met, in the order of first meeting
+    groups = {}  # kind of problem -> (where, why) of each, in the order of first meeting
     for where, why in report.problems:
-        groups.setdefault(why, []).append(where)
-    lines = [f"  {places[0]}: {why}" if len(places) == 1 else
-             f"  {why} ({_count(len(places), 'time')}, first at {places[0]})"
-             for why, places in groups.items()]
+        groups.setdefault(_kind(why), []).append((where, why))
+    lines = []
+    for met in groups.values():
+        (where, why), n = met[0], len(met)
+        if n == 1:
+            lines.append(f"  {where}: {why}")
+        elif all(w == why for _, w in met):
+            lines.append(f"  {why} ({_count(n, 'time')}, first at {where})")
+        else:
+            lines.append(f"  {where}: {why} (and {n - 1} more like it)")
     if everything:
         lines = [f"  {where}: {why}" for where, why in report.problems]
     for line in lines if everything else lines[:SHOWN_PROBLEMS]:
@@ -353,6 +363,12 @@ def _report_import(report, dataset, everything):
         print(f"what was imported is not in the dataset's runs yet: run `vlsr run` again on "
               f"{dataset.name!r} (only what is new is embedded)")
     return 0 if report.n_samples or report.n_existing else 1
+
+
+def _kind(reason):
+    """A problem's reason without its particulars (quoted values, paths, numbers): the problems
+    of one kind print as one line."""
+    return re.sub(r"'[^']*'|\"[^\"]*\"|\S*/\S*|\d+(\.\d+)?", "_", reason)
 
 
 def _import_factorynet(a):

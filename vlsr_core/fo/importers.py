@@ -19,6 +19,7 @@ per non-empty cell; an optional header row; rows naming the same image are merge
 
 import csv
 import io
+import logging
 from collections import Counter
 import math
 import os
@@ -45,7 +46,8 @@ Progress = Callable[[float], None] | None
 
 
 class InputFileError(ValueError):
-    """The file given to an importer cannot be read as a CSV at all (a folder, a binary file)."""
+    """The input given to an importer cannot be used at all (no such file, a folder, a binary
+    file, a field that cannot take the labels): nothing is written."""
 
 
 class FactorynetRow(NamedTuple):
@@ -66,6 +68,7 @@ class ImportReport:
     n_existing: int = 0  # images of the input whose filepath was already in the dataset
     n_updated: int = 0  # of those, the samples given labels or boxes they lacked
     new_labels: Counter = field(default_factory=Counter)  # label -> samples given it (image-level)
+    n_new_boxes: int = 0  # boxes added to those samples
 
     def summary(self, first_problem=True) -> str:
         """One line of counts, and a second with the first problem when there are any (unless
@@ -77,7 +80,10 @@ class ImportReport:
                 what = ", ".join(repr(label) for label, _ in self.new_labels.most_common(3))
                 if len(self.new_labels) > 3:
                     what += f" and {count(len(self.new_labels) - 3, 'other label')}"
-                text += f" ({self.n_updated} of them given the labels they lacked{': ' + what if what else ''})"
+                lacked = [f"the labels they lacked: {what}"] if what else []
+                if self.n_new_boxes:
+                    lacked.append(count(self.n_new_boxes, "box"))
+                text += f" ({self.n_updated} of them given {' and '.join(lacked)})"
             else:
                 text += " (unchanged)"
         text += f", {count(len(self.problems), 'problem')}"
@@ -140,6 +146,9 @@ def import_factorynet(
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise NotADirectoryError(f"not a directory: {directory}")
+    if label_field == detections_field:
+        raise InputFileError(f"the labels and the boxes need two fields, not both {label_field!r}")
+    _check_fields(dataset, {label_field: fo.Classifications, detections_field: fo.Detections})
     report = ImportReport()
     pairs = _factorynet_pairs(directory, recursive, report.problems)
     samples = (_factorynet_sample(csv_path, image_path, label_field, detections_field, report)
@@ -152,6 +161,7 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
     """Add the images a plain CSV lists (path, then labels), merging the rows of each image."""
     csv_path = os.fspath(csv_path)
     folder = os.path.dirname(os.path.abspath(csv_path))
+    _check_fields(dataset, {label_field: fo.Classifications})
     report = ImportReport()
     images = {}  # filepath -> (where it first appears, its labels in order, repeats included)
     first_row = True
@@ -178,10 +188,11 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
             report.problems.append((where, f"not an image file {filepath}; row skipped"))
             continue
         labels = [c.strip() for c in cells[1:] if c.strip()]
-        images.setdefault(filepath, (where, []))[1].extend(labels)
+        # one image under two names (a symlink) is one sample, under the first name given
+        images.setdefault(os.path.realpath(filepath), (filepath, where, []))[2].extend(labels)
 
     def samples():
-        for filepath, (where, labels) in images.items():
+        for filepath, where, labels in images.values():
             report.n_labels += len(labels)
             if not labels:
                 report.problems.append((where, "no labels; an unlabelled image"))
@@ -191,6 +202,20 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
     return report
 
 
+def _check_fields(dataset, fields):
+    """Refuse, before anything is written, label fields (name -> the label list type an import
+    writes there) that cannot take the import's labels."""
+    for name, kind in fields.items():
+        if not name or "." in name or name.startswith("_") or name in dataset._get_default_sample_fields():
+            raise InputFileError(f"{name!r} cannot be a label field: give a name of your own, "
+                                 "without dots, such as ground_truth")
+        field = dataset.get_field(name)
+        if field is not None and getattr(field, "document_type", None) is not kind:
+            held = getattr(field, "document_type", None) or type(field)
+            raise InputFileError(f"field {name!r} of dataset {dataset.name!r} holds "
+                                 f"{held.__name__}, not {kind.__name__}: give another field")
+
+
 def _csv_rows(path, problems) -> list[tuple[int, list[str]]]:
     """A CSV file's rows with their first line numbers: UTF-8 (BOM or not), else read as latin-1.
 
@@ -198,6 +223,8 @@ def _csv_rows(path, problems) -> list[tuple[int, list[str]]]:
     and it is what an unclosed quote does, swallowing the rows after it into one cell."""
     if os.path.isdir(path):
         raise InputFileError(f"{path} is a folder, not a CSV file")
+    if not os.path.exists(path):
+        raise InputFileError(f"no such file: {path}")
     with open(path, "rb") as f:
         data = f.read()
     if b"\x00" in data[:65536]:
@@ -351,11 +378,29 @@ def _classifications(labels: Iterable[str]) -> fo.Classifications:
     return fo.Classifications(classifications=[fo.Classification(label=label) for label in distinct])
 
 
-def _add(dataset, samples):
-    """Add samples with their metadata (width, height, size: shown in the App, used by exporters);
-    unreadable images are added without."""
-    ids = dataset.add_samples(samples, dynamic=True, progress=False)
-    dataset.select(ids).compute_metadata(skip_failures=True, progress=False)
+def _add(dataset, samples, report):
+    """Add samples with their metadata (width, height, size: shown in the App, used by exporters)."""
+    _with_metadata(dataset, dataset.add_samples(samples, dynamic=True, progress=False), report)
+
+
+def _with_metadata(dataset, ids, report):
+    """Compute the metadata the samples ``ids`` lack (an import interrupted while it was computed
+    left some without); an unreadable image stays without, and is reported once."""
+    lacking = dataset.select(ids).exists("metadata", False)
+    if not len(lacking):
+        return
+    metadata_log = logging.getLogger("fiftyone.core.metadata")
+    level = metadata_log.level
+    metadata_log.setLevel(logging.ERROR)  # each failure is reported here, with the file
+    try:
+        lacking.compute_metadata(skip_failures=True, progress=False)
+    finally:
+        metadata_log.setLevel(level)
+    reported = {where for where, _ in report.problems}
+    for path in lacking.exists("metadata", False).values("filepath"):
+        if path not in reported:
+            report.problems.append((path, "unreadable image: its size cannot be read (a run "
+                                          "lists it among the unreadable images)"))
 
 
 def _complete(dataset, found, fields, report):
@@ -363,6 +408,7 @@ def _complete(dataset, found, fields, report):
     lacks: image-level labels by text, boxes by label and box; nothing is removed. ``found`` holds
     (sample id, the input's sample) pairs; the changes are written in one bulk write per field."""
     ids = [sample_id for sample_id, _ in found]
+    _with_metadata(dataset, ids, report)
     updated = set()
     for name in fields:
         given = [s.get_field(name) if s.has_field(name) else None for _, s in found]
@@ -376,27 +422,25 @@ def _complete(dataset, found, fields, report):
                 continue
             if old is None:
                 old, missing = new, new[_LIST_FIELD[type(new)]]
-            elif type(old) is not type(new):
-                report.problems.append((sample.filepath, (
-                    f"{name!r} holds {type(old).__name__} here, not {type(new).__name__}; "
-                    "not changed")))
-                continue
             else:
                 items = old[_LIST_FIELD[type(old)]]
                 keys = {_label_key(label) for label in items}
                 missing = [label for label in new[_LIST_FIELD[type(new)]]
                            if _label_key(label) not in keys]
                 items.extend(missing)
-                if isinstance(new, fo.Classifications):
-                    stale = keys - {_label_key(label) for label in new.classifications}
-                    if stale:
-                        report.problems.append((sample.filepath, (
-                            f"already in the dataset with {sorted(stale)} too, which the input no "
-                            "longer gives; kept (delete them in the App if the input is right)")))
+                stale = keys - {_label_key(label) for label in new[_LIST_FIELD[type(new)]]}
+                if stale:
+                    what = sorted(stale) if isinstance(new, fo.Classifications) else \
+                        f"{count(len(stale), 'box')} of {sorted({label for label, _ in stale})}"
+                    report.problems.append((sample.filepath, (
+                        f"already in the dataset with {what} too, which the input no longer "
+                        "gives; kept (delete them in the App if the input is right)")))
             if not missing:
                 continue
             if isinstance(new, fo.Classifications):
                 report.new_labels.update(label.label for label in missing)
+            else:
+                report.n_new_boxes += len(missing)
             changed_ids.append(sample_id)
             values.append(old)
             updated.add(sample_id)
@@ -420,18 +464,20 @@ def _add_in_chunks(dataset, samples, total, fields, report, progress: Progress):
     in the dataset completes that image's sample instead (:func:`_complete`).
 
     dynamic=True declares the detections' ``source`` attribute, so the App can filter on it."""
-    existing = dict(zip(*dataset.values(["filepath", "id"]))) if len(dataset) else {}
+    # by real path: one image under two names (a symlink) is one sample
+    existing = ({os.path.realpath(p): i for p, i in zip(*dataset.values(["filepath", "id"]))}
+                if len(dataset) else {})
     new, found = [], []
     for i, sample in enumerate(samples, 1):
         if sample is not None:
-            sample_id = existing.get(fos.normalize_path(sample.filepath))
+            sample_id = existing.get(os.path.realpath(sample.filepath))
             if sample_id is None:
                 new.append(sample)
             else:
                 found.append((sample_id, sample))
                 report.n_existing += 1
         if len(new) >= CHUNK_SIZE:
-            _add(dataset, new)
+            _add(dataset, new, report)
             report.n_samples, new = report.n_samples + len(new), []
         if len(found) >= CHUNK_SIZE:
             _complete(dataset, found, fields, report)
@@ -439,7 +485,7 @@ def _add_in_chunks(dataset, samples, total, fields, report, progress: Progress):
         if progress is not None and i % PROGRESS_EVERY == 0:
             progress(i / total)
     if new:
-        _add(dataset, new)
+        _add(dataset, new, report)
         report.n_samples += len(new)
     if found:
         _complete(dataset, found, fields, report)
