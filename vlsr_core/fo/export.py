@@ -33,7 +33,7 @@ import fiftyone as fo
 from ..engine.defaults import DEFAULT_KEY
 from .chunks import iter_chunks, sample_ids
 from .labels import as_label_lists, label_path, label_sets
-from .review import review_state
+from .review import CLUSTER_FIRST, review_state
 from .runs import incomplete_stages, sample_fields
 
 
@@ -69,9 +69,9 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         raise ExportError(f"cannot create {export_dir}: {e.strerror}") from None
     if not os.access(export_dir, os.W_OK):
         raise ExportError(f"{export_dir} is not writable")
-    stale = os.path.join(export_dir, COCO_FILE)
-    if not detections_field and os.path.exists(stale):
-        os.remove(stale)  # an earlier export's boxes would pass for this run's
+    coco = os.path.join(export_dir, COCO_FILE)
+    if not detections_field and os.path.exists(coco):
+        os.remove(coco)  # an earlier export's boxes would pass for this run's
     config = dataset.get_run_info(key).config
     state = review_state(dataset, key, results, applied_only=True)  # what the fields show
     label_map = state.label_map.canonical
@@ -94,13 +94,13 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         root = os.path.commonpath([os.path.dirname(p) for p in sized.values("filepath")] or ["/"])
         sized.map_labels(detections_field, label_map).export(
             rel_dir=root,
-            labels_path=os.path.join(export_dir, COCO_FILE),
+            labels_path=coco,
             dataset_type=fo.types.COCODetectionDataset,
             label_field=detections_field,
             export_media=False,
             overwrite=overwrite,
         )
-        written.append(os.path.join(export_dir, COCO_FILE))
+        written.append(coco)
     return written
 
 
@@ -114,7 +114,7 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     if results is None:
         results = dataset.load_run_results(key, cache=False)
     if not results.vocabulary:
-        return f"Run {key!r} has no clusters yet: cluster and merge first (`vlsr run`, or VLSR 3 in the App)"
+        return f"Run {key!r} has no clusters yet: {CLUSTER_FIRST}"
     stopped = incomplete_stages(dataset.get_run_info(key).config)
     if stopped:
         return (f"Run {key!r}: {' and '.join(stopped)} stopped part-way and its results are "

@@ -34,6 +34,9 @@ from ..wording import count
 from .runs import VLSRRunConfig, sample_fields
 
 
+CLUSTER_FIRST = "cluster and merge first (`vlsr run`, or VLSR 3 in the App)"  # what to do first
+
+
 class ReviewError(ValueError):
     """An edit that cannot be made as asked; the message says why, ``about`` which argument it
     concerns (``"label"`` or ``"to"``), so that a form marks that field."""
@@ -173,7 +176,7 @@ def clustered_label_map(dataset, key, results=None):
     config = _config(dataset, key)
     results = results or dataset.load_run_results(key, cache=False)
     if not results.vocabulary:
-        raise ReviewError(f"Run {key!r} has no clusters yet: cluster and merge first (`vlsr run`, or VLSR 3 in the App)")
+        raise ReviewError(f"Run {key!r} has no clusters yet: {CLUSTER_FIRST}")
     table = "merge_embeddings" if config.label_model else "label_embeddings"
     label_map = LabelMap(
         vocabulary=list(results.vocabulary), frequencies=results.frequencies,
@@ -185,13 +188,14 @@ def clustered_label_map(dataset, key, results=None):
         return label_map, results.embeddings_of(results.vocabulary, table)
     except KeyError:  # embedded again with another model since the clustering
         raise ReviewError(f"The labels of run {key!r} were embedded again since they were "
-                          "clustered: cluster and merge first (`vlsr run`, or VLSR 3 in the App)") from None
+                          f"clustered: {CLUSTER_FIRST}") from None
 
 
 def after_undo(dataset, key, undone, apply="Apply"):
     """What undoing the edits ``undone`` leaves to do: write the change with ``apply`` (the
     App's button, or the command), or nothing when the fields never showed them."""
-    if {e.id for e in undone} & set(review_state(dataset, key).applied or []):
+    applied = (getattr(_config(dataset, key), "applied", None) or {}).get("edits", [])
+    if {e.id for e in undone} & set(applied):
         return f"{apply} writes the change to the fields"
     return f"nothing to write: the fields never showed {'it' if len(undone) == 1 else 'them'}"
 
