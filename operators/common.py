@@ -358,8 +358,7 @@ def finish(ctx, message, markdown=None):
     if ctx.delegated:
         return result
     yield ctx.trigger("reload_dataset")
-    yield from refresh_panels(ctx)
-    yield ctx.trigger("notify", dict(message=message, variant="success"))
+    yield from done(ctx, message)
     if markdown:
         outputs = types.Object()
         outputs.str("report", label="Result", view=types.MarkdownView(read_only=True))
@@ -368,13 +367,15 @@ def finish(ctx, message, markdown=None):
     return result
 
 
-def refresh_panels(ctx):
-    """Have each VLSR review panel open in the App load its run again: a run or an edit made
-    from the operator browser is no event of the panel's, which would go on showing what it
-    showed before. Returns the App's instructions (a generator operator yields them)."""
+def done(ctx, message):
+    """Tell the curator what an operator did, and have each VLSR review panel open in the App
+    load its run again: a run or an edit made from the operator browser is no event of the
+    panel's, which would go on showing what it showed before. Returns the App's instructions
+    (a generator operator yields them; a plain one has them sent when it returns)."""
+    told = [ctx.trigger("notify", dict(message=message, variant="success"))]
     if ctx.delegated or ctx.executor is None:  # a delegated job has no App to speak to
-        return []
-    return [ctx.trigger("prompt_user_for_operation", dict(
+        return told
+    return told + [ctx.trigger("prompt_user_for_operation", dict(
         operator_uri=PLUGIN + "vlsr_panel#refresh", panel_id=panel_id, params={},
         skip_prompt=True)) for panel_id in _open_panels(ctx.spaces)]
 

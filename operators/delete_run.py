@@ -5,7 +5,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
-from .common import refresh_panels, reported, run_key_choice
+from .common import done, reported, run_key_choice
 
 
 class DeleteRun(foo.Operator):
@@ -42,6 +42,5 @@ class DeleteRun(foo.Operator):
         key = ctx.params.get("key", DEFAULT_KEY)
         ctx.dataset.delete_run(key)
         ctx.ops.reload_dataset()
-        ctx.ops.notify(f"Deleted VLSR run {key!r}", variant="success")
-        refresh_panels(ctx)
+        done(ctx, f"Deleted VLSR run {key!r}")
         return dict(deleted=key)

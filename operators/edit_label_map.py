@@ -6,7 +6,7 @@ import numpy as np
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
-from .common import label_choice, refresh_panels, reported, review_state_input, run_key_choice
+from .common import done, label_choice, reported, review_state_input, run_key_choice
 
 ACTIONS = {
     "reject": "Reject a merge: take a label out of its cluster",
@@ -90,8 +90,7 @@ class EditLabelMap(foo.Operator):
         edit = add_edit(ctx.dataset, key, ctx.params.get("action", "reject"), ctx.params["label"],
                         ctx.params.get("to") or None)
         message = f"Edit #{edit.id} of run {key!r}: {edit.describe().replace('`', '')}; Apply to write it"
-        ctx.ops.notify(message, variant="success")
-        refresh_panels(ctx)
+        done(ctx, message)
         return dict(message=message, edit=edit.as_record())
 
 

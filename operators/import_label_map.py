@@ -6,7 +6,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
-from .common import full_path, refresh_panels, reported, review_state_input, run_key_choice
+from .common import done, full_path, reported, review_state_input, run_key_choice
 
 SHOWN = 10  # edits listed in the form's preview
 
@@ -66,8 +66,7 @@ class ImportLabelMap(foo.Operator):
             message = (f"Recorded {import_summary(made)} on run {key!r}, #{made[0].id} to "
                        f"#{made[-1].id}; Apply to write them (Undo a review edit from "
                        f"#{made[0].id}, with the later ones, takes them all back)")
-        ctx.ops.notify(message, variant="success")
-        refresh_panels(ctx)
+        done(ctx, message)
         return dict(message=message, edits=[e.as_record() for e in made])
 
 

@@ -6,14 +6,7 @@ import fiftyone.operators.types as types
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.wording import count
 
-from .common import (
-    block,
-    label_choice,
-    refresh_panels,
-    reported,
-    review_state_input,
-    run_key_choice,
-)
+from .common import block, done, label_choice, reported, review_state_input, run_key_choice
 
 TOP = "__top__"  # each sample's own best suggestion
 
@@ -94,8 +87,7 @@ class ReviewSuggestions(foo.Operator):
         n = len(label_ids) or sum(len(ids) for ids in groups.values())
         message = (f"Run {key!r}: suggestions {verb} for {count(n, 'label' if label_ids else 'sample')} "
                    f"(edits {', '.join(f'#{e.id}' for e in edits)}); Apply to write them")
-        ctx.ops.notify(message, variant="success")
-        refresh_panels(ctx)
+        done(ctx, message)
         return dict(message=message, edits=[e.as_record() for e in edits])
 
 

@@ -4,8 +4,9 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
+from vlsr_core.wording import count
 
-from .common import block, refresh_panels, reported, review_state_input, run_key_choice
+from .common import block, done, reported, review_state_input, run_key_choice
 
 
 class UndoReviewEdit(foo.Operator):
@@ -50,14 +51,12 @@ class UndoReviewEdit(foo.Operator):
         edit_id = ctx.params.get("edit_id")
         if ctx.params.get("with_later") and edit_id is not None:
             undone = undo_edits_from(ctx.dataset, key, edit_id)
-            n = len(undone)
-            message = (f"Undid {n} edit{'s' if n > 1 else ''} of run {key!r}, #{undone[0].id} to "
+            message = (f"Undid {count(len(undone), 'edit')} of run {key!r}, #{undone[0].id} to "
                        f"#{undone[-1].id}; {after_undo(ctx.dataset, key, undone)}")
         else:
             undone = [undo_edit(ctx.dataset, key, edit_id)]
             message = (f"Undid edit #{undone[0].id} of run {key!r} "
                        f"({undone[0].describe().replace('`', '')}); "
                        f"{after_undo(ctx.dataset, key, undone)}")
-        ctx.ops.notify(message, variant="success")
-        refresh_panels(ctx)
+        done(ctx, message)
         return dict(message=message, edits=[e.as_record() for e in undone])

@@ -341,11 +341,30 @@ def _report_import(report, dataset, everything):
     """Print what an import did and its problems, a reason met many times on one line; return
     the exit status: 1 when the input gave the dataset nothing (not even images it already had)."""
     print(report.summary(first_problem=False))
-    groups = {}  # kind of problem -> (where, why) of each, in the order of first meeting
-    for where, why in report.problems:
-        groups.setdefault(_kind(why), []).append((where, why))
+    if everything:
+        lines = [f"  {where}: {why}" for where, why in report.problems]
+    else:
+        lines = _problem_kinds(report.problems)
+        if len(lines) > SHOWN_PROBLEMS:
+            more = len(lines) - SHOWN_PROBLEMS
+            lines = lines[:SHOWN_PROBLEMS] + [f"  ... and {more} more (--all-problems lists every one)"]
+    for line in lines:
+        print(line)
+    if (report.n_samples or report.n_updated) and dataset.list_runs():
+        print(f"what was imported is not in the dataset's runs yet: run `vlsr run` again on "
+              f"{dataset.name!r} (only what is new is embedded)")
+    return 0 if report.n_samples or report.n_existing else 1
+
+
+def _problem_kinds(problems):
+    """One line per kind of problem (its reason without quoted values, paths and numbers), in
+    the order first met."""
+    kinds = {}
+    for where, why in problems:
+        kind = re.sub(r"'[^']*'|\"[^\"]*\"|\S*/\S*|\d+(\.\d+)?", "_", why)
+        kinds.setdefault(kind, []).append((where, why))
     lines = []
-    for met in groups.values():
+    for met in kinds.values():
         (where, why), n = met[0], len(met)
         if n == 1:
             lines.append(f"  {where}: {why}")
@@ -353,22 +372,7 @@ def _report_import(report, dataset, everything):
             lines.append(f"  {why} ({_count(n, 'time')}, first at {where})")
         else:
             lines.append(f"  {where}: {why} (and {n - 1} more like it)")
-    if everything:
-        lines = [f"  {where}: {why}" for where, why in report.problems]
-    for line in lines if everything else lines[:SHOWN_PROBLEMS]:
-        print(line)
-    if not everything and len(lines) > SHOWN_PROBLEMS:
-        print(f"  ... and {len(lines) - SHOWN_PROBLEMS} more (--all-problems lists every one)")
-    if (report.n_samples or report.n_updated) and dataset.list_runs():
-        print(f"what was imported is not in the dataset's runs yet: run `vlsr run` again on "
-              f"{dataset.name!r} (only what is new is embedded)")
-    return 0 if report.n_samples or report.n_existing else 1
-
-
-def _kind(reason):
-    """A problem's reason without its particulars (quoted values, paths, numbers): the problems
-    of one kind print as one line."""
-    return re.sub(r"'[^']*'|\"[^\"]*\"|\S*/\S*|\d+(\.\d+)?", "_", reason)
+    return lines
 
 
 def _import_factorynet(a):
@@ -384,8 +388,7 @@ def _import_csv(a):
     from .fo.importers import import_csv
 
     with _importing_into(a.dataset) as dataset:
-        report = import_csv(a.csv_file, dataset, a.label_field,
-                            progress=_bar("import"))
+        report = import_csv(a.csv_file, dataset, a.label_field, progress=_bar("import"))
         return _report_import(report, dataset, a.all_problems)
 
 

@@ -20,9 +20,9 @@ per non-empty cell; an optional header row; rows naming the same image are merge
 import csv
 import io
 import logging
-from collections import Counter
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple
 
@@ -63,7 +63,7 @@ class ImportReport:
     """What an import did: counts to show, and every skipped or odd input with the reason."""
 
     n_samples: int = 0  # samples added
-    n_labels: int = 0  # label rows (Factorynet) or label cells (plain CSV) read for the added samples
+    n_labels: int = 0  # label rows (Factorynet) or label cells (plain CSV) read
     problems: list[tuple[str, str]] = field(default_factory=list)  # (file or "file:line", reason)
     n_existing: int = 0  # images of the input whose filepath was already in the dataset
     n_updated: int = 0  # of those, the samples given labels or boxes they lacked
@@ -206,7 +206,8 @@ def _check_fields(dataset, fields):
     """Refuse, before anything is written, label fields (name -> the label list type an import
     writes there) that cannot take the import's labels."""
     for name, kind in fields.items():
-        if not name or "." in name or name.startswith("_") or name in dataset._get_default_sample_fields():
+        built_in = dataset._get_default_sample_fields()
+        if not name or "." in name or name.startswith("_") or name in built_in:
             raise InputFileError(f"{name!r} cannot be a label field: give a name of your own, "
                                  "without dots, such as ground_truth")
         field = dataset.get_field(name)
@@ -420,15 +421,15 @@ def _complete(dataset, found, fields, report):
         for sample_id, (_, sample), old, new in zip(ids, found, have, given):
             if new is None:
                 continue
+            labels = new[_LIST_FIELD[type(new)]]
             if old is None:
-                old, missing = new, new[_LIST_FIELD[type(new)]]
+                old, missing = new, labels
             else:
                 items = old[_LIST_FIELD[type(old)]]
                 keys = {_label_key(label) for label in items}
-                missing = [label for label in new[_LIST_FIELD[type(new)]]
-                           if _label_key(label) not in keys]
+                missing = [label for label in labels if _label_key(label) not in keys]
                 items.extend(missing)
-                stale = keys - {_label_key(label) for label in new[_LIST_FIELD[type(new)]]}
+                stale = keys - {_label_key(label) for label in labels}
                 if stale:
                     what = sorted(stale) if isinstance(new, fo.Classifications) else \
                         f"{count(len(stale), 'box')} of {sorted({label for label, _ in stale})}"

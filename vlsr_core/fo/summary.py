@@ -5,6 +5,7 @@ from collections import Counter
 
 import numpy as np
 
+from ..wording import count
 from .browse import cluster_sizes, rare_clusters
 from .labels import LabelFieldError, label_path, usable
 from .review import review_state
@@ -17,7 +18,6 @@ from .runs import (
     sharded_note,
     sharded_stages,
 )
-from ..wording import count
 from .stages import unreadable_images
 
 
