@@ -74,23 +74,38 @@ def evaluate(name, labels, groups, frequencies):
     return rows, rec.steps
 
 
+def minilm_unknown_words(labels):
+    """The share of each label's words that MiniLM's tokenizer splits, as a run with
+    ``label_model="minilm"`` counts them."""
+    from transformers import AutoTokenizer
+
+    from vlsr_core.model.sentence_encoder import resolve_label_model
+    from vlsr_core.model.tokens import unknown_words
+
+    return unknown_words(AutoTokenizer.from_pretrained(resolve_label_model("minilm")), labels)
+
+
 def naming(name, labels, originals):
     """Of the clusters (recommended mode, every label on one sample) that hold an original
     label and a generated variant of it, how many are named by a variant: with the recommended
-    mode's tie-break by spelling in use, and with the paper's (nearest the centroid)."""
+    mode's tie-break by spelling in use and by the words the tokenizer knows, by spelling in use
+    alone, and by the paper's (nearest the centroid)."""
     freq = np.ones(len(labels), dtype=np.int64)
     emb = embed(name, labels)
-    rec = build_label_map(labels, emb, freq)
+    rec = build_label_map(labels, emb, freq, unknown_words=minilm_unknown_words(labels))
     unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    spelling = build_label_map(labels, emb, freq).representatives
     paper = [labels[r] for r in representatives(labels, unit, rec.clusters, freq)]
     shown = []
     for c in np.unique(rec.clusters):
         members = {labels[i] for i in np.flatnonzero(rec.clusters == c)}
         if len(members) > 1 and members & originals:
-            shown.append((rec.representatives[c] not in originals, paper[c] not in originals))
-    by_spelling, by_centroid = np.sum(shown, axis=0) if shown else (0, 0)
+            shown.append([r not in originals for r in (rec.representatives[c], spelling[c],
+                                                             paper[c])])
+    by_tokens, by_spelling, by_centroid = np.sum(shown, axis=0) if shown else (0, 0, 0)
     print(f"{name}: {len(shown)} clusters hold an original label and a variant; named by a "
-          f"variant: {by_spelling} (spelling in use), {by_centroid} (the paper's tie-break)")
+          f"variant: {by_tokens} (spelling in use, then known words), {by_spelling} (spelling "
+          f"in use alone), {by_centroid} (the paper's tie-break)")
 
 
 def main(argv=None):

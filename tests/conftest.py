@@ -16,6 +16,15 @@ import uuid
 import pytest
 
 
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A directory holding a tiny random CLIP (weights, character-level tokenizer, image
+    processor), loaded by the same code as real weights."""
+    from vlsr_core.model.random_clip import save_random_clip
+
+    return save_random_clip(str(tmp_path_factory.mktemp("tiny-clip")))
+
+
 @pytest.fixture
 def dataset():
     """An empty, non-persistent FiftyOne dataset, deleted after the test."""

@@ -75,6 +75,17 @@ def image_vector(content, seed):
     return unit(ROTATION @ unit(v)).astype(np.float32)
 
 
+def wordpiece(known):
+    """A real WordPiece tokenizer that holds the words ``known`` whole and spells any other
+    lower-case word letter by letter."""
+    from transformers import BertTokenizer
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *known, *letters,
+              *("##" + c for c in letters)]
+    return BertTokenizer(vocab={t: i for i, t in enumerate(dict.fromkeys(tokens))})
+
+
 class FakeEncoder:
     """CLIPEncoder's interface with chosen embeddings; records what it is asked to embed.
 

@@ -13,12 +13,6 @@ from spreadsheet import edit_label_map
 from vlsr_core.cli import main
 from vlsr_core.demo import BROKEN, DEMO_LABELS
 from vlsr_core.fo.review import review_state
-from vlsr_core.model.random_clip import save_random_clip
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    return save_random_clip(str(tmp_path_factory.mktemp("tiny-clip")))
 
 
 @pytest.fixture

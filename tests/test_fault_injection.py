@@ -13,17 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlsr_core.model.random_clip import save_random_clip
 
 pytestmark = pytest.mark.slow
 
 WORDS = ["bolt", "Bolts", "nut", "gear", "Gear", "washer", "spring", "lathe", "drill", "vise"]
 N_IMAGES = 150
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    return save_random_clip(str(tmp_path_factory.mktemp("clip")))
 
 
 @pytest.fixture

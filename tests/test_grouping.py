@@ -255,6 +255,43 @@ def test_a_cluster_is_named_by_the_spelling_its_vocabulary_uses_when_frequencies
     assert paper["airship"] == "AIRSHIP" and paper["helmet"] == "hekmet"
 
 
+def test_a_tie_nothing_in_the_vocabulary_decides_goes_to_the_words_the_tokenizer_knows():
+    # two spellings on one vector, each on one sample, no other label using either: the
+    # tokenizer holds "balloon" whole and splits "ballon"
+    vocabulary, unknown = ["ballon", "balloon", "kite"], np.array([1.0, 0.0, 0.0])
+    emb = np.stack([spread(2, seed=3)[i] for i in (0, 0, 1)])
+    freq = np.ones(3, dtype=np.int64)
+    assert build_label_map(vocabulary, emb, freq).canonical["ballon"] == "ballon"  # string order
+    named = build_label_map(vocabulary, emb, freq, unknown_words=unknown)
+    assert named.canonical["ballon"] == "balloon"
+    assert named.naming[1] < named.naming[0]
+    # the tokenizer only breaks ties: the spelling on more samples still names the cluster
+    assert build_label_map(vocabulary, emb, np.array([2, 1, 1]),
+                           unknown_words=unknown).canonical["balloon"] == "ballon"
+    # the paper's mode keeps the paper's rule, and records no naming rank
+    paper = build_label_map(vocabulary, emb, freq, mode="paper", min_cluster_size=1,
+                            unknown_words=unknown)
+    assert paper.canonical["balloon"] == "ballon" and paper.naming is None
+    with pytest.raises(ValueError, match="3 labels and 2 unknown_words"):
+        build_label_map(vocabulary, emb, freq, unknown_words=unknown[:2])
+
+
+def test_a_review_names_a_cluster_that_lost_its_name_by_the_rule_that_named_it():
+    from vlsr_core.engine.review import Edit, review_label_map
+
+    vocabulary = ["AIRSHIP", "airship", "airships", "kite"]
+    emb = np.stack([spread(2, seed=4)[i] for i in (0, 0, 0, 1)])
+    label_map = build_label_map(vocabulary, emb, np.array([1, 1, 3, 1]))
+    assert label_map.canonical["airship"] == "airships"  # on most samples
+    reviewed, _ = review_label_map(label_map, emb, [Edit(1, "move", "airships", to="kite")])
+    # the two left tie on samples and sit on one vector: fewer capitals, as the run names
+    assert reviewed.canonical["AIRSHIP"] == "airship"
+    paper = build_label_map(vocabulary, emb, np.array([1, 1, 3, 1]), mode="paper",
+                            min_cluster_size=1)
+    reviewed, _ = review_label_map(paper, emb, [Edit(1, "move", "airships", to="kite")])
+    assert reviewed.canonical["airship"] == "AIRSHIP"  # the paper's tie-break: string order
+
+
 def test_thresholds_follow_the_encoders_scale():
     """A common direction added to every embedding (as CLIP's text tower has) shrinks every
     distance by one factor; the derived eps shrinks with it and the partition stays the same."""

@@ -20,7 +20,6 @@ from fiftyone.operators.registry import OperatorRegistry
 from PIL import Image
 from spreadsheet import edit_label_map
 
-from vlsr_core.model.random_clip import save_random_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 URI = "@vlsr/vlsr/"
@@ -28,11 +27,6 @@ OPERATORS = ["compute_embeddings", "score_labels", "cluster_and_merge", "export_
              "run_shard", "edit_label_map", "import_label_map", "review_suggestions", "undo_review_edit", "apply_review",
              "map_embeddings", "vlsr_panel"]
 LABELS = [["helmet", "Helmets"], ["helmit"], ["screwdriver"], [], ["Lathe Information", "helmet"]]
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    return save_random_clip(str(tmp_path_factory.mktemp("tiny-clip")))
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from fake_clip import (
     label_snapshot,
     view_labels,
     view_names,
+    wordpiece,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -262,6 +263,35 @@ def test_a_label_model_embeds_the_labels_for_merging_while_scores_stay_clip(main
     assert dataset.get_run_info("vlsr").config.label_model is None
     cluster_and_merge(dataset, min_cluster_size=1)
     assert dataset.load_run_results("vlsr", cache=False).canonical == CANONICAL
+
+
+def test_the_words_a_tokenizer_splits_are_counted_by_the_encoder_of_the_merge(main):
+    """They name clusters (tests/test_grouping.py): counted with CLIP's tokenizer, or the label
+    model's when there is one; a run recorded before the counts gets them without embedding."""
+    dataset, images = main
+    encoder = FakeEncoder(images)
+    encoder.tokenizer = wordpiece(["helmet", "screwdriver", "drill", "lathe"])
+    run_vlsr(dataset, "gt", encoder=encoder, min_cluster_size=1)
+    results = dataset.load_run_results("vlsr", cache=False)
+    words = dict(zip(results.labels, results.unknown_words.tolist()))
+    assert (words["helmet"], words["helmit"], words["Helmets"], words["Lathe Information"]) == (
+        0.0, 1.0, 1.0, 0.5)
+    assert len(results.naming) == len(results.vocabulary)
+
+    results.unknown_words = np.zeros(0, np.float32)  # as a run made before they were counted
+    dataset.save_run_results("vlsr", results, overwrite=True)
+    n_texts = len(encoder.texts)
+    compute_embeddings(dataset, "gt", encoder=encoder, images=False)
+    results = dataset.load_run_results("vlsr", cache=False)
+    assert len(encoder.texts) == n_texts  # nothing embedded again
+    assert dict(zip(results.labels, results.unknown_words.tolist())) == words
+
+    words = WordEncoder()
+    words.tokenizer = wordpiece(["helmit"])
+    compute_embeddings(dataset, "gt", encoder=encoder, label_model="words", label_encoder=words)
+    results = dataset.load_run_results("vlsr", cache=False)
+    counts = dict(zip(results.labels, results.unknown_words.tolist()))
+    assert (counts["helmit"], counts["helmet"]) == (0.0, 1.0)
 
 
 def test_a_label_model_that_cannot_be_loaded_leaves_the_run_as_it_was(main, tmp_path):

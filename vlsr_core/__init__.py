@@ -3,7 +3,8 @@
 Public API: the run parameters (:class:`EmbedParams`, :class:`ScoreParams`, :class:`MergeParams`),
 :func:`cluster_labels`, :func:`sanitize` (with :class:`SanitizeResult`), its halves
 :func:`score_images` and :func:`refine_labels` (itself :func:`label_frequencies`,
-:func:`build_label_map` and :func:`final_labels`, for chunked use) and :class:`CLIPEncoder`.
+:func:`build_label_map` and :func:`final_labels`, for chunked use), :class:`CLIPEncoder` and
+:func:`unknown_words` (what its tokenizer knows of each label, which names clusters).
 
 Each is imported on first use, so that ``import vlsr_core`` is instant: numpy-only use never loads
 torch, and the ``vlsr`` command answers Ctrl-C from its first moment.
@@ -20,6 +21,7 @@ _HOMES = {  # public name -> the module defining it
     **dict.fromkeys(["merge_small_clusters", "representatives"], ".engine.merging"),
     "DEFAULT_MIN_CLUSTER_SIZE": ".engine.defaults",
     "CLIPEncoder": ".model.encoder",
+    "unknown_words": ".model.tokens",
 }
 
 __all__ = list(_HOMES)

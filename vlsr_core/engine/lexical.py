@@ -301,7 +301,7 @@ def _typo_word_length(a, b):
     return min(len(x) for wa, wb in zip(a.split(), b.split()) if wa != wb for x in (wa, wb))
 
 
-def spelling_preference(vocabulary, frequencies):
+def spelling_preference(vocabulary, frequencies, unknown_words=None):
     """A rank per label (lower = the better name for its cluster) that breaks frequency ties
     between written forms by what the vocabulary itself uses, the recommended mode's step 6.
 
@@ -309,13 +309,17 @@ def spelling_preference(vocabulary, frequencies):
     that use the word exactly as written: a typo (``tefrier``), an odd joining
     (``Asiatic_buffalo``), a plural or a casing (``AIRSHIP``) is seldom used beyond its own
     label, the established spelling is (``safety helmet`` and ``bike helmet`` vouch for
-    ``helmet``, not for ``helmit``). Of equal support, a label written tidily (no extra
-    whitespace) comes first, then a singular, then the one with fewer capitals: with no
-    evidence either way, the singular and lower case are the usual form of a class name.
+    ``helmet``, not for ``helmit``). Of equal support, the label with fewer words unknown to
+    the encoder's tokenizer comes first (``balloon`` is one token, ``baloon`` two), then one
+    written tidily (no extra whitespace), then a singular, then the one with fewer capitals:
+    with no evidence either way, the singular and lower case are the usual form of a class name.
 
     Args:
         vocabulary: list of n_labels strings.
         frequencies: int ndarray of shape (n_labels,): samples per label.
+        unknown_words: optional float ndarray of shape (n_labels,): the share of each label's
+            words that the label encoder's tokenizer splits into pieces
+            (:func:`~vlsr_core.model.tokens.unknown_words`); None: not a criterion.
 
     Returns:
         int64 ndarray of shape (n_labels,): equal for labels equally preferred.
@@ -331,5 +335,7 @@ def spelling_preference(vocabulary, frequencies):
     normal = [normal_form(label) for label in vocabulary]
     plural = np.array([n != singular_form(n) for n in normal])
     capitals = np.array([sum(c.isupper() for c in label) for label in vocabulary], dtype=np.int64)
-    keys = np.stack([-support, untidy, plural, capitals], axis=1)
+    unknown = np.zeros(len(vocabulary)) if unknown_words is None else np.asarray(unknown_words,
+                                                                                 dtype=np.float64)
+    keys = np.stack([-support, unknown, untidy, plural, capitals], axis=1)
     return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)

@@ -31,6 +31,9 @@ class LabelMap:
         names: the canonical label of each cluster after a review
             (:func:`~vlsr_core.engine.review.review_label_map`), which may rename it; None:
             the representatives.
+        naming: int ndarray (n_labels,): in the recommended mode, each label's rank as a name
+            when frequencies tie (lower first, :func:`~vlsr_core.engine.lexical.spelling_preference`),
+            which a review also names by; None: the paper's tie-break (nearest the centroid).
     """
 
     vocabulary: list
@@ -41,6 +44,7 @@ class LabelMap:
     distance_to_canonical: np.ndarray
     steps: Steps
     names: list | None = None
+    naming: np.ndarray | None = None
 
     @property
     def cluster(self):
@@ -108,7 +112,7 @@ class SanitizeResult(LabelRefinement, ImageScores):
 
 
 def sanitize(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, score=None,
-             merge=None, *, block_rows=DEFAULT_BLOCK_ROWS, **overrides):
+             merge=None, *, unknown_words=None, block_rows=DEFAULT_BLOCK_ROWS, **overrides):
     """Run VLSR steps 2-7 on precomputed, L2-normalised CLIP embeddings.
 
     Args:
@@ -120,6 +124,8 @@ def sanitize(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, 
         vocabulary_embeddings: ndarray of shape (n_labels, dim).
         score: :class:`~vlsr_core.engine.params.ScoreParams` of steps 2-3 (default: the defaults).
         merge: :class:`~vlsr_core.engine.params.MergeParams` of steps 4-6 (default: the defaults).
+        unknown_words: optional float ndarray (n_labels,), to name clusters by labels of known
+            words (see :func:`build_label_map`).
         block_rows: rows per block in clustering.
         **overrides: single parameters of either class, e.g. ``eps=0.1, top_k=3``.
 
@@ -135,7 +141,7 @@ def sanitize(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, 
     scores = score_images(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, score,
                           **{k: v for k, v in overrides.items() if k in score_names})
     refined = refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, merge,
-                            block_rows=block_rows,
+                            unknown_words=unknown_words, block_rows=block_rows,
                             **{k: v for k, v in overrides.items() if k not in score_names})
     return SanitizeResult(**vars(refined), **vars(scores))
 
@@ -214,7 +220,7 @@ class ScoreTally:
 
 
 def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, params=None, *,
-                  block_rows=DEFAULT_BLOCK_ROWS, progress=None, **overrides):
+                  unknown_words=None, block_rows=DEFAULT_BLOCK_ROWS, progress=None, **overrides):
     """Steps 4-7 alone: clusters, label map and final labels (see :func:`sanitize`).
 
     The same as :func:`label_frequencies`, then :func:`build_label_map`, then
@@ -223,6 +229,7 @@ def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddi
 
     Args:
         params: :class:`~vlsr_core.engine.params.MergeParams`; ``overrides`` replace single fields.
+        unknown_words: as in :func:`build_label_map`.
 
     Returns:
         a :class:`LabelRefinement`.
@@ -235,7 +242,8 @@ def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddi
                       np.asarray(vocabulary_embeddings))
         prototypes = ImagePrototypes.from_images(image_embeddings, image_labels, vocabulary)
     label_map = build_label_map(vocabulary, vocabulary_embeddings, frequencies, params,
-                                prototypes=prototypes, block_rows=block_rows, progress=progress)
+                                prototypes=prototypes, unknown_words=unknown_words,
+                                block_rows=block_rows, progress=progress)
     final = final_labels(image_embeddings, image_labels, label_map, vocabulary_embeddings)
     return LabelRefinement(**vars(label_map), **vars(final))
 
@@ -256,7 +264,8 @@ def label_frequencies(image_labels, vocabulary):
 
 
 def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None, *,
-                    prototypes=None, block_rows=DEFAULT_BLOCK_ROWS, progress=None, **overrides):
+                    prototypes=None, unknown_words=None, block_rows=DEFAULT_BLOCK_ROWS,
+                    progress=None, **overrides):
     """Steps 4-6: cluster the vocabulary, merge small clusters, pick each cluster's label.
 
     Args:
@@ -266,6 +275,11 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
         params: :class:`~vlsr_core.engine.params.MergeParams`; ``overrides`` replace single fields.
         prototypes: :class:`~vlsr_core.engine.evidence.ImagePrototypes` of the vocabulary, which
             ``image_evidence=True`` needs (:func:`refine_labels` computes them from the images).
+        unknown_words: optional float ndarray (n_labels,): the share of each label's words that
+            the label encoder's tokenizer splits into pieces
+            (:func:`~vlsr_core.model.tokens.unknown_words`). In the recommended mode, where
+            frequencies and spelling in use tie, a cluster is named by a label of known words
+            (``balloon`` rather than ``baloon``).
         block_rows: rows per block in clustering (memory, not results).
         progress: optional callable taking the fraction done, 1.0 at the end.
 
@@ -284,6 +298,8 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
     if not len(vocabulary) == len(vocab_emb) == len(frequencies):
         raise ValueError(f"{len(vocabulary)} labels, {len(vocab_emb)} label embeddings and "
                          f"{len(frequencies)} frequencies")
+    if unknown_words is not None and len(unknown_words) != len(vocabulary):
+        raise ValueError(f"{len(vocabulary)} labels and {len(unknown_words)} unknown_words")
     advance = progress or (lambda fraction: None)
     # computed in the labels' string order and mapped back: every id and tie-break is then
     # the same whatever order the vocabulary came in
@@ -309,14 +325,16 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
     steps.lexical_groups = number_by_first_occurrence(steps.lexical_groups[back])
     # the paper's step 6 as written; the recommended mode names a cluster by its spelling in
     # use when frequencies tie (most labels of a long tail are on one sample)
-    reps = representatives(sorted_vocabulary, sorted_emb, clusters, sorted_freq,
-                           None if params.paper else spelling_preference(sorted_vocabulary,
-                                                                         sorted_freq))
+    naming = None if params.paper else spelling_preference(
+        sorted_vocabulary, sorted_freq,
+        None if unknown_words is None else np.asarray(unknown_words)[order])
+    reps = representatives(sorted_vocabulary, sorted_emb, clusters, sorted_freq, naming)
     distance = 1.0 - exact_dots(sorted_emb, sorted_emb, np.arange(len(order)), reps[clusters])
     advance(1.0)
     return LabelMap(vocabulary=vocabulary, frequencies=frequencies, dbscan_clusters=dbscan[back],
                     clusters=clusters[back], representatives=[sorted_vocabulary[r] for r in reps],
-                    distance_to_canonical=distance[back].astype(np.float32), steps=steps)
+                    distance_to_canonical=distance[back].astype(np.float32), steps=steps,
+                    naming=None if naming is None else naming[back])
 
 
 def final_labels(image_embeddings, image_labels, label_map, vocabulary_embeddings):

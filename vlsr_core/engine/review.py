@@ -118,8 +118,8 @@ def review_label_map(label_map, embeddings, edits):
     Args:
         label_map: a :class:`~vlsr_core.engine.pipeline.LabelMap` (as clustered, unreviewed).
         embeddings: ndarray (n_labels, dim), L2-normalised, rows as ``label_map.vocabulary``: a
-            cluster that loses its representative gets a new one by the usual rule
-            (:func:`~vlsr_core.engine.merging.representatives`).
+            cluster that loses its representative gets a new one by the rule that named it
+            (:func:`~vlsr_core.engine.merging.representatives`, with ``label_map.naming``).
         edits: :class:`Edit` objects; undone ones and suggestion decisions are ignored.
 
     Returns:
@@ -141,8 +141,8 @@ def review_label_map(label_map, embeddings, edits):
         outcomes.append(Outcome(edit, status, reason))
     if not any(o.status == "applied" for o in outcomes):
         return replace(label_map, names=list(names)), outcomes
-    cluster, rep, final_names = _settle(vocabulary, embeddings, label_map.frequencies, cluster, rep,
-                                        renamed)
+    cluster, rep, final_names = _settle(vocabulary, embeddings, label_map.frequencies,
+                                        label_map.naming, cluster, rep, renamed)
     emb = np.asarray(embeddings, dtype=np.float32)
     distance = 1.0 - exact_dots(emb, emb, np.arange(len(vocabulary)), rep[cluster])
     return replace(label_map, clusters=cluster, representatives=[vocabulary[r] for r in rep],
@@ -198,7 +198,7 @@ def _new_cluster(i, cluster, rep):
     rep[c] = i
 
 
-def _settle(vocabulary, embeddings, frequencies, cluster, rep, renamed):
+def _settle(vocabulary, embeddings, frequencies, naming, cluster, rep, renamed):
     """After the edits: representatives for clusters that lost theirs, renames, clusters of one
     name joined, ids made 0..k-1 (unedited clusters keep their ids)."""
     emb = np.asarray(embeddings, dtype=np.float32)
@@ -210,7 +210,7 @@ def _settle(vocabulary, embeddings, frequencies, cluster, rep, renamed):
         if cluster[rep[c]] != c:
             centroid = emb[m].sum(axis=0, dtype=np.float64)
             centroid = (centroid / max(np.linalg.norm(centroid), 1e-30)).astype(np.float32)
-            rep[c] = representative_of(m, emb, freq, vocabulary, centroid)
+            rep[c] = representative_of(m, emb, freq, vocabulary, centroid, naming)
     index = {l: i for i, l in enumerate(vocabulary)}
     # a name that a later edit took away (its label moved to another cluster) is dropped: a
     # label's canonical label is the name of its own cluster

@@ -183,7 +183,8 @@ def clustered_label_map(dataset, key, results=None):
         dbscan_clusters=results.dbscan_clusters, clusters=results.clusters,
         representatives=list(results.representatives),
         distance_to_canonical=results.distance_to_canonical,
-        steps=dict(results.merge_steps or {}, lexical_groups=results.lexical_groups))
+        steps=dict(results.merge_steps or {}, lexical_groups=results.lexical_groups),
+        naming=results.naming if len(results.naming) == len(results.vocabulary) else None)
     try:
         return label_map, results.embeddings_of(results.vocabulary, table)
     except KeyError:  # embedded again with another model since the clustering

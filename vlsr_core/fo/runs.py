@@ -150,27 +150,32 @@ class VLSRResults(fors.RunResults):
         label_embeddings: float32 ndarray (len(labels), dim).
         merge_embeddings: float32 ndarray: the first rows of ``labels`` embedded by the run's
             ``label_model`` for steps 4-6 (empty without one).
+        unknown_words: float32 ndarray (len(labels),): the share of each label's words that
+            the tokenizer of the encoder of steps 4-6 splits into pieces
+            (:func:`~vlsr_core.model.tokens.unknown_words`), which names clusters.
         vocabulary: the labels of the samples last clustered.
         score_vocabulary: the labels of the samples last prepared for scoring in shards (what
             each shard suggests from).
         frequencies, dbscan_clusters, clusters: int ndarrays aligned with ``vocabulary``.
         representatives: the canonical label of each final cluster.
-        lexical_groups, distance_to_canonical: per label, as in :class:`LabelMap`.
+        lexical_groups, distance_to_canonical, naming: per label, as in :class:`LabelMap`
+            (``naming`` empty in the paper's mode).
         merge_steps: what steps 4-6 did (:class:`~vlsr_core.engine.grouping.Steps` without
             its arrays): mode, distances used, lexical links, labels kept apart, DBSCAN count.
     """
 
-    _ARRAYS = ("label_embeddings", "merge_embeddings", "frequencies", "dbscan_clusters",
-               "clusters", "lexical_groups", "distance_to_canonical")
+    _ARRAYS = ("label_embeddings", "merge_embeddings", "unknown_words", "frequencies",
+               "dbscan_clusters", "clusters", "lexical_groups", "distance_to_canonical", "naming")
 
     def __init__(self, samples, config, key, backend=None, **kwargs):
         defaults = dict(
             labels=[], label_embeddings=np.zeros((0, 0), np.float32),
-            merge_embeddings=np.zeros((0, 0), np.float32), vocabulary=[], score_vocabulary=[],
+            merge_embeddings=np.zeros((0, 0), np.float32), unknown_words=np.zeros(0, np.float32),
+            vocabulary=[], score_vocabulary=[],
             frequencies=np.zeros(0, np.int64), dbscan_clusters=np.zeros(0, np.int64),
             clusters=np.zeros(0, np.int64), representatives=[],
             lexical_groups=np.zeros(0, np.int64), distance_to_canonical=np.zeros(0, np.float32),
-            merge_steps={},
+            naming=np.zeros(0, np.int64), merge_steps={},
         )
         defaults.update(kwargs)
         super().__init__(samples, config, key, backend=backend, **defaults)
@@ -190,6 +195,14 @@ class VLSRResults(fors.RunResults):
         if missing:
             raise KeyError(f"{len(missing)} labels have no embedding yet, e.g. {missing[:3]}")
         return rows[[row[l] for l in labels]]
+
+    def unknown_words_of(self, labels):
+        """:attr:`unknown_words` of ``labels``; None for a run embedded before they were counted."""
+        words = np.asarray(self.unknown_words, dtype=np.float32)
+        if len(words) != len(self.labels):
+            return None
+        row = {l: i for i, l in enumerate(self.labels)}
+        return words[[row[l] for l in labels]]
 
     def attributes(self):
         # the arrays are added by serialize() as base64 .npy: left to the generic serializer,

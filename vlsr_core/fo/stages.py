@@ -24,6 +24,7 @@ from ..engine.params import PARAM_CLASSES, EmbedParams, MergeParams, ParamError,
 from ..engine.evidence import ImagePrototypes
 from ..engine.pipeline import ScoreTally, build_label_map, final_labels, score_images
 from ..engine.review import suggestion_decisions
+from ..model.tokens import unknown_words
 from ..wording import count
 from . import chunks
 from .browse import count_score_histogram
@@ -181,6 +182,7 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     if params.label_model and label_encoder is None and (
             model_changes or config.label_model != params.label_model
             or len(results.merge_embeddings) < len(results.labels)
+            or len(results.unknown_words) != len(results.labels)
             or not set(vocabulary) <= set(results.labels)):
         # loaded before anything is changed: a model that cannot be had leaves the run as it was
         from ..model.sentence_encoder import SentenceEncoder
@@ -214,7 +216,9 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         results.label_embeddings = np.vstack([results.label_embeddings.reshape(-1, encoder.dim), emb])
     merge_changed = _embed_for_merging(config, results, params.label_model, label_encoder,
                                        lambda f: progress(0.04 + 0.01 * f))
-    if new or merge_changed or model_changes:
+    words_changed = _count_unknown_words(results, label_encoder if params.label_model else encoder,
+                                         bool(new) or merge_changed or model_changes)
+    if new or merge_changed or model_changes or words_changed:
         dataset.update_run_config(key, config)
         dataset.save_run_results(key, results)
     if not images:
@@ -251,6 +255,19 @@ def _embed_for_merging(config, results, label_model, label_encoder, progress):
     emb = label_encoder.embed_texts(todo, progress=progress)
     results.merge_embeddings = emb if not len(table) else np.vstack([table, emb])
     config.label_model = label_model
+    return True
+
+
+def _count_unknown_words(results, encoder, changed):
+    """Count, with the tokenizer of the encoder of steps 4-6, the words of each label it splits
+    into pieces (what names clusters), when the labels or that encoder ``changed`` or a run made
+    before lacks the counts; an encoder without a tokenizer gives no evidence (zeros). Returns
+    whether the counts changed."""
+    if not changed and len(results.unknown_words) == len(results.labels):
+        return False
+    tokenizer = getattr(encoder, "tokenizer", None)
+    results.unknown_words = (np.zeros(len(results.labels), np.float32) if tokenizer is None
+                             else unknown_words(tokenizer, results.labels))
     return True
 
 
@@ -698,7 +715,9 @@ def _cluster(samples, key, params, overrides, progress, state="running"):
             progress(0.3 + 0.7 * fraction)
 
     label_map = build_label_map(run.vocabulary, run.merge_emb, run.frequencies, params,
-                                prototypes=prototypes, progress=clustering)
+                                prototypes=prototypes,
+                                unknown_words=run.results.unknown_words_of(run.vocabulary),
+                                progress=clustering)
     run.config.record(params)
     _stage_state(run, "cluster", state)
     results = run.results
@@ -709,6 +728,7 @@ def _cluster(samples, key, params, overrides, progress, state="running"):
     results.representatives = label_map.representatives
     results.lexical_groups = label_map.steps.lexical_groups
     results.distance_to_canonical = label_map.distance_to_canonical
+    results.naming = np.zeros(0, np.int64) if label_map.naming is None else label_map.naming
     results.merge_steps = label_map.steps.as_record()
     run.dataset.save_run_results(key, results)
     return run, review_state(run.dataset, key, results)

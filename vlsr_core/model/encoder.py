@@ -129,6 +129,11 @@ class CLIPEncoder:
         self.dim = int(self.model.config.projection_dim)
         self.max_text_tokens = int(self.model.config.text_config.max_position_embeddings)
 
+    @property
+    def tokenizer(self):
+        """The text tokenizer (what :func:`~vlsr_core.model.tokens.unknown_words` reads)."""
+        return self.processor.tokenizer
+
     def embed_texts(self, texts, progress=None):
         """Embed label strings, each distinct string once.
 
@@ -143,7 +148,7 @@ class CLIPEncoder:
         distinct = list(dict.fromkeys(texts))
         prompts = [self.prompt.format(t) if self.prompt else t for t in distinct]
         out = np.empty((len(distinct), self.dim), dtype=np.float32)
-        tokenizer = self.processor.tokenizer
+        tokenizer = self.tokenizer
         n_truncated = 0
         for start in range(0, len(prompts), self.batch_size):
             batch = prompts[start : start + self.batch_size]

@@ -1,0 +1,28 @@
+"""What an encoder's tokenizer knows of a label's words: evidence for naming a cluster.
+
+A tokenizer's vocabulary holds the words common in its training text whole and splits the
+others into pieces: ``balloon`` is one token, the misspelling ``baloon`` two. Among spellings that
+nothing else tells apart, the one whose words the tokenizer holds whole is the usual one
+(:func:`~vlsr_core.engine.lexical.spelling_preference`).
+"""
+
+import numpy as np
+
+from ..engine.lexical import normal_form
+
+
+def unknown_words(tokenizer, labels):
+    """float32 ndarray (n,): per label, the share of its words (of its normal form: case
+    folded, punctuation as spaces) that ``tokenizer`` splits into two pieces or more; 0.0 for a
+    label without a word. Each distinct word is tokenized once.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer (CLIP's byte-pair or a sentence encoder's WordPiece).
+        labels: n label strings.
+    """
+    words = [normal_form(label).split() for label in labels]
+    distinct = list(dict.fromkeys(w for ws in words for w in ws))
+    ids = tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
+    split = {w: len(i) > 1 for w, i in zip(distinct, ids)}
+    return np.array([sum(split[w] for w in ws) / len(ws) if ws else 0.0 for ws in words],
+                    dtype=np.float32)
