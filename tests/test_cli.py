@@ -199,6 +199,41 @@ def test_ctrl_c_at_any_moment_says_how_to_go_on(monkeypatch, capsys, recompute):
     assert ("without --recompute" in err) == bool(recompute)
 
 
+def test_an_interrupted_import_says_what_it_kept(tmp_path, dataset_name, capsys, monkeypatch):
+    from vlsr_core import cli
+    from vlsr_core.fo import importers
+
+    paths = _images(tmp_path, 4)
+    (tmp_path / "labels.csv").write_text("filepath,label\n" + "".join(f"{p.name},helmet\n"
+                                                                      for p in paths))
+    command = ["import-csv", str(tmp_path / "labels.csv"), "--dataset", dataset_name]
+    monkeypatch.setattr(importers, "CHUNK_SIZE", 2)
+    monkeypatch.setattr(importers, "PROGRESS_EVERY", 1)
+    bar = cli._bar
+
+    def ctrl_c_at(share):
+        def progress(fraction):
+            if fraction >= share:
+                raise KeyboardInterrupt
+        return lambda desc: progress
+
+    monkeypatch.setattr(cli, "_bar", ctrl_c_at(0.0))  # at the first image read
+    assert main(command) == 130
+    assert capsys.readouterr().err == "vlsr: interrupted; nothing was imported\n"
+    assert not fo.dataset_exists(dataset_name)
+
+    monkeypatch.setattr(cli, "_bar", ctrl_c_at(0.75))  # after the first 2 were added
+    assert main(command) == 130
+    assert capsys.readouterr().err.startswith(
+        "vlsr: interrupted; what was added stays (2 samples): import again to add the rest")
+    assert len(fo.load_dataset(dataset_name)) == 2
+
+    monkeypatch.setattr(cli, "_bar", bar)
+    assert main(command) == 0
+    assert "2 samples added" in capsys.readouterr().out
+    assert len(fo.load_dataset(dataset_name)) == 4
+
+
 def test_demo_with_a_local_model(tmp_path, tiny_clip, capsys):
     assert main(["demo", "--dir", str(tmp_path / "demo"), "--model", tiny_clip, "--no-app"]) == 0
     out = capsys.readouterr().out

@@ -43,8 +43,10 @@ def _after_interrupt(args):
         return (f"; what was embedded and scored is kept: run the same command{again} again "
                 "to go on from there")
     if args.func in (_import_factorynet, _import_csv):
-        return ("; the samples added so far are kept: import again to add the rest (images "
-                "already in the dataset are not added twice)")
+        if not getattr(args, "added", 0):  # (unset: stopped before the import began)
+            return "; nothing was imported"
+        return (f"; what was added stays ({_count(args.added, 'sample')}): import again to add "
+                "the rest (images already in the dataset are not added twice)")
     return ""
 
 
@@ -285,22 +287,24 @@ def _load(name):
 
 
 @contextlib.contextmanager
-def _importing_into(name):
-    """The dataset ``name``, created if there is none; one created here that is still empty
-    when the import ends (bad input, an error) is deleted again, not left behind."""
+def _importing_into(a):
+    """The dataset ``a.dataset``, created if there is none; one created here that is still empty
+    when the import ends (bad input, an error) is deleted again, not left behind. An import
+    stopped by an error or Ctrl-C leaves in ``a.added`` how many samples it had added."""
     import fiftyone as fo
 
-    if fo.dataset_exists(name):
-        yield fo.load_dataset(name)
-        return
-    dataset = fo.Dataset(name, persistent=True)
+    name = a.dataset
+    existed = fo.dataset_exists(name)
+    dataset = fo.load_dataset(name) if existed else fo.Dataset(name, persistent=True)
+    before = len(dataset)
     try:
         yield dataset
     except BaseException:  # the error says what went wrong
-        if len(dataset) == 0:
+        a.added = len(dataset) - before
+        if not existed and len(dataset) == 0:
             dataset.delete()
         raise
-    if len(dataset) == 0:
+    if not existed and len(dataset) == 0:
         dataset.delete()
         print(f"dataset {name!r} not created: nothing was imported")
 
@@ -378,7 +382,7 @@ def _problem_kinds(problems):
 def _import_factorynet(a):
     from .fo.importers import import_factorynet
 
-    with _importing_into(a.dataset) as dataset:
+    with _importing_into(a) as dataset:
         report = import_factorynet(a.directory, dataset, a.label_field, a.detections_field,
                                    progress=_bar("import"))
         return _report_import(report, dataset, a.all_problems)
@@ -387,7 +391,7 @@ def _import_factorynet(a):
 def _import_csv(a):
     from .fo.importers import import_csv
 
-    with _importing_into(a.dataset) as dataset:
+    with _importing_into(a) as dataset:
         report = import_csv(a.csv_file, dataset, a.label_field, progress=_bar("import"))
         return _report_import(report, dataset, a.all_problems)
 
