@@ -381,6 +381,19 @@ def test_a_reimport_gives_the_metadata_an_interrupted_import_left_out(tmp_path, 
     assert dataset.count("metadata") == 2 and again.problems == []
 
 
+def test_a_reimport_reads_the_metadata_of_an_image_changed_since_again(tmp_path, dataset):
+    images = _plain_images(tmp_path)
+    csv_path = _text(tmp_path / "l.csv", "imgs/a.jpg,helmet\nimgs/b.png,glove\nimgs/c.gif,vise\n")
+    import_csv(csv_path, dataset)
+    _image(images / "a.jpg", size=(80, 60))  # replaced by a larger version: COCO boxes in pixels
+    (images / "b.png").write_bytes(b"not a png")  # broken since
+    again = import_csv(csv_path, dataset)
+    a, b, c = dataset.sort_by("filepath")
+    assert (a.metadata.width, a.metadata.height) == (80, 60)
+    assert b.metadata is None and _problem(again, images / "b.png", "unreadable image")
+    assert (c.metadata.width, c.metadata.height) == (40, 30) and len(again.problems) == 1
+
+
 def test_an_image_under_another_name_is_not_added_twice(tmp_path, dataset):
     images = _plain_images(tmp_path)
     import_csv(_text(tmp_path / "l.csv", "imgs/a.jpg,helmet\n"), dataset)

@@ -386,22 +386,35 @@ def _add(dataset, samples, report):
 
 def _with_metadata(dataset, ids, report):
     """Compute the metadata the samples ``ids`` lack (an import interrupted while it was computed
-    left some without); an unreadable image stays without, and is reported once."""
-    lacking = dataset.select(ids).exists("metadata", False)
-    if not len(lacking):
+    left some without) or hold for another version of their image (its file size changed since:
+    the export's pixel boxes follow the image as it is now); an unreadable image is left
+    without, and reported once."""
+    sample_ids, paths, sizes = dataset.select(ids).values(["id", "filepath", "metadata.size_bytes"])
+    todo = [i for i, path, size in zip(sample_ids, paths, sizes) if size is None
+            or size != _file_size(path)]
+    if not todo:
         return
+    todo = dataset.select(todo)
     metadata_log = logging.getLogger("fiftyone.core.metadata")
     level = metadata_log.level
     metadata_log.setLevel(logging.ERROR)  # each failure is reported here, with the file
     try:
-        lacking.compute_metadata(skip_failures=True, progress=False)
+        todo.compute_metadata(overwrite=True, skip_failures=True, progress=False)
     finally:
         metadata_log.setLevel(level)
     reported = {where for where, _ in report.problems}
-    for path in lacking.exists("metadata", False).values("filepath"):
+    for path in todo.exists("metadata", False).values("filepath"):
         if path not in reported:
             report.problems.append((path, "unreadable image: its size cannot be read (a run "
                                           "lists it among the unreadable images)"))
+
+
+def _file_size(path):
+    """Bytes of the file at ``path``; None if it cannot be read."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
 
 
 def _complete(dataset, found, fields, report):
