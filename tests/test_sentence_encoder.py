@@ -13,8 +13,7 @@ def tiny_bert(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("tiny-bert")
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghijklmnopqrstuvwxyz")
-    (path / "vocab.txt").write_text("\n".join(words) + "\n")
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}).save_pretrained(path)
     config = BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1,
                         num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
     BertModel(config).save_pretrained(path)
@@ -36,3 +35,35 @@ def test_embeds_each_string_once_as_unit_rows_aligned_with_the_input(tiny_bert):
 def test_a_missing_model_directory_says_so(tmp_path):
     with pytest.raises(ModelLoadError):
         SentenceEncoder(str(tmp_path / "nowhere"))
+
+
+def test_its_tokenizer_loads_without_the_weights(tiny_bert, tmp_path):
+    from vlsr_core.model.sentence_encoder import load_tokenizer
+
+    assert load_tokenizer(str(tiny_bert))(["a", "ab"], add_special_tokens=False)["input_ids"] == [
+        [5], [1]]  # "ab": unknown (no "##b")
+    assert load_tokenizer(str(tmp_path / "nowhere")) is None
+
+
+def test_a_run_recorded_before_the_word_counts_gets_them_from_the_tokenizer_alone(
+        main, tiny_bert, monkeypatch):
+    from fake_clip import FakeEncoder
+    from vlsr_core.fo.stages import compute_embeddings
+    from vlsr_core.model import sentence_encoder
+
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), label_model=str(tiny_bert),
+                       images=False)
+    results = dataset.load_run_results("vlsr", cache=False)
+    counted = results.unknown_words.tolist()
+    assert len(counted) == len(results.labels) and set(counted) == {1.0}  # letters only: split
+    results.unknown_words = np.zeros(0, np.float32)
+    dataset.save_run_results("vlsr", results, overwrite=True)
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the model was loaded to count words")
+
+    monkeypatch.setattr(sentence_encoder, "SentenceEncoder", no_weights)
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), label_model=str(tiny_bert),
+                       images=False)
+    assert dataset.load_run_results("vlsr", cache=False).unknown_words.tolist() == counted

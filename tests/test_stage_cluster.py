@@ -11,6 +11,7 @@ import fiftyone as fo
 import numpy as np
 import pytest
 
+from vlsr_core.fo.review import clustered_label_map
 from vlsr_core.fo.runs import VLSRResults, VLSRRunConfig, saved_view_names
 from vlsr_core.fo.stages import cluster_and_merge, compute_embeddings, run_vlsr, score_labels
 
@@ -277,8 +278,15 @@ def test_the_words_a_tokenizer_splits_are_counted_by_the_encoder_of_the_merge(ma
     assert (words["helmet"], words["helmit"], words["Helmets"], words["Lathe Information"]) == (
         0.0, 1.0, 1.0, 0.5)
     assert len(results.naming) == len(results.vocabulary)
+    naming = results.naming
 
-    results.unknown_words = np.zeros(0, np.float32)  # as a run made before they were counted
+    # as a run clustered before the naming was recorded: a review names as the run did
+    results.naming = np.zeros(0, np.int64)
+    dataset.save_run_results("vlsr", results, overwrite=True)
+    assert np.array_equal(clustered_label_map(dataset, "vlsr")[0].naming, naming)
+
+    # as a run embedded before the words were counted: the next embedding counts them
+    results.unknown_words = np.zeros(0, np.float32)
     dataset.save_run_results("vlsr", results, overwrite=True)
     n_texts = len(encoder.texts)
     compute_embeddings(dataset, "gt", encoder=encoder, images=False)

@@ -15,6 +15,8 @@ def test_the_share_of_a_labels_words_the_tokenizer_splits():
     assert unknown_words(tokenizer, labels).tolist() == pytest.approx(
         [0.0, 1.0, 0.0, 1 / 3, 1.0, 0.0, 0.0])  # case and punctuation as the lexical rules read them
     assert unknown_words(tokenizer, []).shape == (0,)
+    # a word it cannot spell at all is one unknown token, not a word it knows
+    assert unknown_words(tokenizer, ["balloon\u0c80", "hot air"]).tolist() == [1.0, 0.0]
 
 
 def test_clips_tokenizer_is_read_the_same_way(tiny_clip):

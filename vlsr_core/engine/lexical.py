@@ -309,10 +309,11 @@ def spelling_preference(vocabulary, frequencies, unknown_words=None):
     that use the word exactly as written: a typo (``tefrier``), an odd joining
     (``Asiatic_buffalo``), a plural or a casing (``AIRSHIP``) is seldom used beyond its own
     label, the established spelling is (``safety helmet`` and ``bike helmet`` vouch for
-    ``helmet``, not for ``helmit``). Of equal support, the label with fewer words unknown to
-    the encoder's tokenizer comes first (``balloon`` is one token, ``baloon`` two), then one
-    written tidily (no extra whitespace), then a singular, then the one with fewer capitals:
-    with no evidence either way, the singular and lower case are the usual form of a class name.
+    ``helmet``, not for ``helmit``). Of equal support, the label with the smaller share of
+    words unknown to the encoder's tokenizer comes first (``balloon`` is one token, ``baloon``
+    two), then one written tidily (no extra whitespace), then a singular, then the one with
+    fewer capitals: with no evidence either way, the singular and lower case are the usual form
+    of a class name.
 
     Args:
         vocabulary: list of n_labels strings.

@@ -21,6 +21,7 @@ from functools import cached_property
 
 from ..engine.defaults import DEFAULT_KEY
 from ..engine.grouping import join_reasons
+from ..engine.lexical import spelling_preference
 from ..engine.pipeline import LabelMap
 from ..engine.review import (
     MAP_ACTIONS,
@@ -184,12 +185,23 @@ def clustered_label_map(dataset, key, results=None):
         representatives=list(results.representatives),
         distance_to_canonical=results.distance_to_canonical,
         steps=dict(results.merge_steps or {}, lexical_groups=results.lexical_groups),
-        naming=results.naming if len(results.naming) == len(results.vocabulary) else None)
+        naming=_naming(results))
     try:
         return label_map, results.embeddings_of(results.vocabulary, table)
     except KeyError:  # embedded again with another model since the clustering
         raise ReviewError(f"The labels of run {key!r} were embedded again since they were "
                           f"clustered: {CLUSTER_FIRST}") from None
+
+
+def _naming(results):
+    """The naming rank of the run's vocabulary (None in the paper's mode); for a run clustered
+    before it was recorded, computed as the recommended mode computes it."""
+    if len(results.naming) == len(results.vocabulary):
+        return results.naming
+    if (results.merge_steps or {}).get("mode", "paper") == "paper":
+        return None
+    return spelling_preference(results.vocabulary, results.frequencies,
+                               results.unknown_words_of(results.vocabulary))
 
 
 def after_undo(dataset, key, undone, apply="Apply"):

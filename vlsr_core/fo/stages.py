@@ -182,7 +182,6 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     if params.label_model and label_encoder is None and (
             model_changes or config.label_model != params.label_model
             or len(results.merge_embeddings) < len(results.labels)
-            or len(results.unknown_words) != len(results.labels)
             or not set(vocabulary) <= set(results.labels)):
         # loaded before anything is changed: a model that cannot be had leaves the run as it was
         from ..model.sentence_encoder import SentenceEncoder
@@ -217,6 +216,7 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     merge_changed = _embed_for_merging(config, results, params.label_model, label_encoder,
                                        lambda f: progress(0.04 + 0.01 * f))
     words_changed = _count_unknown_words(results, label_encoder if params.label_model else encoder,
+                                         params.label_model,
                                          bool(new) or merge_changed or model_changes)
     if new or merge_changed or model_changes or words_changed:
         dataset.update_run_config(key, config)
@@ -258,14 +258,23 @@ def _embed_for_merging(config, results, label_model, label_encoder, progress):
     return True
 
 
-def _count_unknown_words(results, encoder, changed):
+def _count_unknown_words(results, encoder, label_model, changed):
     """Count, with the tokenizer of the encoder of steps 4-6, the words of each label it splits
     into pieces (what names clusters), when the labels or that encoder ``changed`` or a run made
-    before lacks the counts; an encoder without a tokenizer gives no evidence (zeros). Returns
-    whether the counts changed."""
+    before lacks the counts. ``encoder`` is None when ``label_model`` was not loaded (nothing of
+    it changed): its tokenizer alone is then loaded, and if it cannot be, the counts are left
+    for a later run. An encoder without a tokenizer gives no evidence (zeros). Returns whether
+    the counts changed."""
     if not changed and len(results.unknown_words) == len(results.labels):
         return False
-    tokenizer = getattr(encoder, "tokenizer", None)
+    if encoder is None:
+        from ..model.sentence_encoder import load_tokenizer
+
+        tokenizer = load_tokenizer(label_model)
+        if tokenizer is None:
+            return False
+    else:
+        tokenizer = getattr(encoder, "tokenizer", None)
     results.unknown_words = (np.zeros(len(results.labels), np.float32) if tokenizer is None
                              else unknown_words(tokenizer, results.labels))
     return True

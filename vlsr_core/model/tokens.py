@@ -13,8 +13,9 @@ from ..engine.lexical import normal_form
 
 def unknown_words(tokenizer, labels):
     """float32 ndarray (n,): per label, the share of its words (of its normal form: case
-    folded, punctuation as spaces) that ``tokenizer`` splits into two pieces or more; 0.0 for a
-    label without a word. Each distinct word is tokenized once.
+    folded, punctuation as spaces) that ``tokenizer`` does not hold whole: split into two pieces
+    or more, or read as its unknown token; 0.0 for a label without a word. Each distinct word is
+    tokenized once.
 
     Args:
         tokenizer: a Hugging Face tokenizer (CLIP's byte-pair or a sentence encoder's WordPiece).
@@ -23,6 +24,7 @@ def unknown_words(tokenizer, labels):
     words = [normal_form(label).split() for label in labels]
     distinct = list(dict.fromkeys(w for ws in words for w in ws))
     ids = tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
-    split = {w: len(i) > 1 for w, i in zip(distinct, ids)}
+    unk = tokenizer.unk_token_id
+    split = {w: len(i) > 1 or (unk is not None and unk in i) for w, i in zip(distinct, ids)}
     return np.array([sum(split[w] for w in ws) / len(ws) if ws else 0.0 for ws in words],
                     dtype=np.float32)
