@@ -150,9 +150,10 @@ class VLSRResults(fors.RunResults):
         label_embeddings: float32 ndarray (len(labels), dim).
         merge_embeddings: float32 ndarray: the first rows of ``labels`` embedded by the run's
             ``label_model`` for steps 4-6 (empty without one).
-        unknown_words: float32 ndarray (len(labels),): the share of each label's words that
-            the tokenizer of the encoder of steps 4-6 splits into pieces
-            (:func:`~vlsr_core.model.tokens.unknown_words`), which names clusters.
+        unknown_words: float32 ndarray: for the first labels of :attr:`labels` (all of them
+            once embedded), the share of their words that the tokenizer of the encoder of
+            steps 4-6 splits into pieces (:func:`~vlsr_core.model.tokens.unknown_words`), which
+            names clusters.
         vocabulary: the labels of the samples last clustered.
         score_vocabulary: the labels of the samples last prepared for scoring in shards (what
             each shard suggests from).

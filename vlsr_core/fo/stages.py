@@ -179,6 +179,9 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     new_run = not dataset.has_run(key)
     config, results = _load_or_init(dataset, key, label_field)
     model_changes = not _same_model(config, encoder) or config.prompt != encoder.prompt
+    # the tokenizer of steps 4-6 changed: the words of every label are counted again
+    tokenizer_changes = (config.label_model != params.label_model
+                         or (model_changes and not params.label_model))
     if params.label_model and label_encoder is None and (
             model_changes or config.label_model != params.label_model
             or len(results.merge_embeddings) < len(results.labels)
@@ -194,6 +197,7 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         # embeddings of another model are not comparable: drop them all, not only this view's
         results.labels, results.label_embeddings = [], np.zeros((0, encoder.dim), np.float32)
         results.merge_embeddings = np.zeros((0, 0), np.float32)  # aligned with the labels
+        results.unknown_words = np.zeros(0, np.float32)
         _clear(dataset, fields["embedding"], *crop_record_fields(key))
     elif _image_setup(config) != _image_setup(encoder):
         # images decoded or computed another way: keep the label embeddings, not a mix of two
@@ -216,8 +220,7 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     merge_changed = _embed_for_merging(config, results, params.label_model, label_encoder,
                                        lambda f: progress(0.04 + 0.01 * f))
     words_changed = _count_unknown_words(results, label_encoder if params.label_model else encoder,
-                                         params.label_model,
-                                         bool(new) or merge_changed or model_changes)
+                                         params.label_model, tokenizer_changes)
     if new or merge_changed or model_changes or words_changed:
         dataset.update_run_config(key, config)
         dataset.save_run_results(key, results)
@@ -258,15 +261,20 @@ def _embed_for_merging(config, results, label_model, label_encoder, progress):
     return True
 
 
-def _count_unknown_words(results, encoder, label_model, changed):
-    """Count, with the tokenizer of the encoder of steps 4-6, the words of each label it splits
-    into pieces (what names clusters), when the labels or that encoder ``changed`` or a run made
-    before lacks the counts. ``encoder`` is None when ``label_model`` was not loaded (nothing of
-    it changed): its tokenizer alone is then loaded, and if it cannot be, the counts are left
-    for a later run. An encoder without a tokenizer gives no evidence (zeros). Returns whether
-    the counts changed."""
-    if not changed and len(results.unknown_words) == len(results.labels):
-        return False
+def _count_unknown_words(results, encoder, label_model, recount):
+    """Count, with the tokenizer of the encoder of steps 4-6, the words it splits into pieces
+    (what names clusters) of the labels not counted yet (the counts follow :attr:`labels` as
+    :attr:`merge_embeddings` do), or of all of them when that tokenizer changed (``recount``).
+    ``encoder`` is None when ``label_model`` was not loaded (nothing of it changed, as in a run
+    made before the counts): its tokenizer alone is then loaded, and if it cannot be, the
+    counts are left for a later run. An encoder without a tokenizer gives no evidence (zeros).
+    Returns whether the counts changed."""
+    counted = np.zeros(0, np.float32) if recount else np.asarray(results.unknown_words, np.float32)
+    todo = list(results.labels)[len(counted):]
+    if not todo:
+        changed = len(counted) != len(results.unknown_words)
+        results.unknown_words = counted
+        return changed
     if encoder is None:
         from ..model.sentence_encoder import load_tokenizer
 
@@ -275,8 +283,8 @@ def _count_unknown_words(results, encoder, label_model, changed):
             return False
     else:
         tokenizer = getattr(encoder, "tokenizer", None)
-    results.unknown_words = (np.zeros(len(results.labels), np.float32) if tokenizer is None
-                             else unknown_words(tokenizer, results.labels))
+    more = np.zeros(len(todo), np.float32) if tokenizer is None else unknown_words(tokenizer, todo)
+    results.unknown_words = np.concatenate([counted, more])
     return True
 
 
