@@ -5,6 +5,8 @@ Behaviour is judged by what the stages leave in the database, on the fake CLIP o
 """
 
 import fiftyone as fo
+import os
+
 import numpy as np
 import pytest
 from fiftyone import ViewField as F
@@ -114,6 +116,12 @@ def test_review_views(ran):
     assert view_labels(dataset, names["weak_labels"]) == {("h4.png", "Lathe Information")}
     # final label none of the original ones
     assert view_names(dataset, names["changed"]) == {"h3.png", "h4.png"}
+    # the worst first, as a curator reviews them (the dataset holds h3, h4, s3 in this order)
+    def in_order(name):
+        return [os.path.basename(p) for p in dataset.load_saved_view(name).values("filepath")]
+
+    assert in_order(names["low_similarity"]) == ["s3.png", "h4.png"]  # by vlsr_min_similarity
+    assert in_order(names["better_label"]) == ["s3.png", "h4.png", "h3.png"]  # by vlsr_best_gap
 
 
 def test_replace_margin_sets_what_counts_as_a_better_label(ran):

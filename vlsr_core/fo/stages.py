@@ -639,20 +639,24 @@ def _finish_scoring(run, samples, report):
     views = saved_view_names(key)
     score = F(review_attribute(config, key))
     what, where = ("boxes", "crop") if crops else ("labels", "image")
+    # the worst first: sorted on an indexed field before filtering, so that MongoDB reads the
+    # index in order rather than sorting what the filter leaves
+    worst_first = samples.sort_by(fields["min_crop_similarity" if crops else "min_similarity"])
     _save_view(run, views["low_similarity"],
-               samples.filter_labels(config.label_field, (score != None) & (score < low)),
+               worst_first.filter_labels(config.label_field, (score != None) & (score < low)),
                f"{what} scoring below {low:.3f} on their {where}, the {params.low_quantile:.0%} "
                f"quantile of run {key!r}")
     margin = params.replace_margin
     if crops:
         better = samples.filter_labels(config.label_field, F(attrs["crop_gap"]) > margin)
     else:
-        better = samples.match(F(fields["best_gap"]) > margin)
+        better = samples.sort_by(fields["best_gap"], reverse=True).match(
+            F(fields["best_gap"]) > margin)
     _save_view(run, views["better_label"], better,
                f"{'boxes' if crops else 'samples'} where a vocabulary label beats "
                f"{'the box label on its crop' if crops else 'every assigned label'} by > {margin}")
     _save_view(run, views["weak_labels"],
-               samples.filter_labels(config.label_field, F("label").is_in(weak)),
+               worst_first.filter_labels(config.label_field, F("label").is_in(weak)),
                f"labels that score below {low:.3f} on every {where} they are on")
     _stage_state(run, "score", "complete")
 
