@@ -352,6 +352,8 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
     assert "vlsr review undo --from 1 takes them all back" in out
     assert main(["review", "import", str(edited), "--dataset", name]) == 0  # again: nothing to do
     assert "already is as" in capsys.readouterr().out
+    assert main(["export", "--dataset", name, "--out", str(tmp_path / "early")]) == 0
+    assert "not in it: Run `vlsr apply` first to include them" in capsys.readouterr().out
     assert main(["apply", "--dataset", name]) == 0
     finals = dict(zip(dataset.values("gt.classifications.label", unwind=True),
                       dataset.values("gt.classifications.vlsr_canonical", unwind=True)))
@@ -369,6 +371,8 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
             ("label,canonical\nhelmit,drill\nhelmit,vise\n", "line 3: 'helmit' is given 'vise' "
                                                              "here and 'drill' on line 2"),
             ("label,canonical\nhelmit,\n", "line 2: canonical is empty"),
+            ("label,canonical\nhelmit,Drill\nScrewdrivers,drill\n",
+             "The canonical labels 'Drill', 'drill' read alike"),  # one category, not two
             ("label,canonical\nhelmit,drill\ndrill,helmet\n", "but the label 'drill' is to be"),
             ("", "is empty: it needs the columns label and canonical"),
     ):
@@ -419,24 +423,27 @@ def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_p
 
     from vlsr_core.fo.stages import run_vlsr
 
-    run_vlsr(dataset, "gt", encoder=FakeEncoder(build(dataset, tmp_path / "images")))
-    assert main(["summary", "--dataset", dataset.name]) == 0  # says where to walk them
+    # a run of another key: the command printed names it
+    run_vlsr(dataset, "gt", key="tools", encoder=FakeEncoder(build(dataset, tmp_path / "images")))
+    where = ["--dataset", dataset.name, "--key", "tools"]
+    assert main(["summary", *where]) == 0  # says where to walk them
     assert ("Rare labels to review: 4 clusters under 10 samples had no close neighbour and "
             "were kept as they are, e.g. Lathe Information, drill, screwdriver, helmet "
             "(the panel's List: rare clusters, or vlsr review show --rare, gives the nearest "
             "cluster to each)") in capsys.readouterr().out
-    assert main(["review", "show", "--rare", "--dataset", dataset.name]) == 0
+    assert main(["review", "show", "--rare", *where]) == 0
     out = capsys.readouterr().out
     assert ("4 rare clusters (under 10 samples), the nearest to another cluster first (two "
             "clusters nearest to each other on one line):") in out
     lines = [l for l in out.splitlines() if ": nearest " in l]
     assert len(lines) in (2, 3, 4) and "  helmet (3 labels, 7 occurrences): nearest " in out
     command = out.split("to join one: vlsr ")[1].splitlines()[0]
+    assert command.endswith(f"--dataset {dataset.name} --key tools")
     assert main(shlex.split(command)) == 0  # as printed
     assert "(it joins the cluster" in capsys.readouterr().out
-    assert main(["review", "show", "--rare", "--dataset", dataset.name]) == 0
+    assert main(["review", "show", "--rare", *where]) == 0
     assert "3 rare clusters (under 10 samples)" in capsys.readouterr().out
-    assert main(["review", "show", "--rare", "--find", "zzz", "--dataset", dataset.name]) == 0
+    assert main(["review", "show", "--rare", "--find", "zzz", *where]) == 0
     assert "3 rare clusters (under 10 samples); 0 lines with a label containing 'zzz'" in \
         capsys.readouterr().out
 

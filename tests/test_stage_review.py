@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from fiftyone import ViewField as F
 
 from vlsr_core.engine.pipeline import LabelMap
 from vlsr_core.fo.export import export_run
@@ -177,12 +178,35 @@ def test_edits_survive_a_restart(ran):
     (("rename", "helmet", "helmet"), "already called"),
     (("rename", "helmet", "  "), "new name"),
     (("accept", "helmit", "drill press"), "not a canonical label"),
+    # a name that reads as another cluster's (case, spaces, punctuation) would export as two
+    # categories of one thing
+    (("rename", "helmet", "ScrewDriver!"), "reads as 'screwdriver' of the cluster 'screwdriver'"),
+    (("rename", "drill", "  HELMIT "), "'HELMIT' reads as 'helmit' of the cluster 'helmet'"),
 ])
 def test_edits_that_do_not_fit_the_run_are_refused_with_a_reason(ran, args, message):
     dataset = ran[0]
     with pytest.raises(ReviewError, match=message):
         add_edit(dataset, "vlsr", *args)
     assert review_state(dataset, "vlsr").edits == []
+
+
+def test_an_edit_that_would_change_nothing_is_refused_until_another_undoes_it(ran):
+    dataset = ran[0]
+    s3 = dataset.match(F("filepath").ends_with("s3.png")).first().id
+    add_edit(dataset, "vlsr", "accept", "helmit")
+    with pytest.raises(ReviewError, match="Edit #1 already does this: keep helmit in helmet"):
+        add_edit(dataset, "vlsr", "accept", "helmit")
+    add_edit(dataset, "vlsr", "accept_suggestion", "screwdriver", samples=[s3])
+    with pytest.raises(ReviewError, match="Edit #2 already does this"):
+        add_edit(dataset, "vlsr", "accept_suggestion", "screwdriver", samples=[s3])
+    add_edit(dataset, "vlsr", "reject_suggestion", "screwdriver", samples=[s3])
+    add_edit(dataset, "vlsr", "accept_suggestion", "screwdriver", samples=[s3])  # a change again
+    add_edit(dataset, "vlsr", "reject", "helmit")
+    add_edit(dataset, "vlsr", "move", "helmit", "helmet")
+    add_edit(dataset, "vlsr", "reject", "helmit")  # out again: not the same as edit #5 now
+    assert len(review_state(dataset, "vlsr").edits) == 7
+    # a name that reads as the cluster's own label is no other cluster's: allowed
+    add_edit(dataset, "vlsr", "rename", "screwdriver", "SCREWDRIVER")
 
 
 def test_review_needs_clusters(main):

@@ -456,7 +456,8 @@ def _review_show(a):
         if rows:
             first = rows[0]
             print(f"to join one: vlsr review rename {shlex.quote(first['label'])} --to "
-                  f"{shlex.quote(first['nearest'])} --dataset {a.dataset}")
+                  f"{shlex.quote(first['nearest'])} --dataset {shlex.quote(a.dataset)}"
+                  + (f" --key {shlex.quote(a.key)}" if a.key != DEFAULT_KEY else ""))
         if len(rows) > a.clusters:
             print(f"\n... and {len(rows) - a.clusters} more (--clusters N, --find TEXT)")
         return
@@ -582,7 +583,7 @@ def _export(a):
     for path in export_run(collection, a.out, a.key, detections_field=a.detections_field,
                            overwrite=a.overwrite):
         print(f"wrote {path}")
-    print(export_note(collection._dataset, a.key))
+    print(export_note(collection._dataset, a.key).replace("Apply first", "Run `vlsr apply` first"))
 
 
 def _demo(a):

@@ -21,7 +21,7 @@ from functools import cached_property
 
 from ..engine.defaults import DEFAULT_KEY
 from ..engine.grouping import join_reasons
-from ..engine.lexical import spelling_preference
+from ..engine.lexical import normal_form, spelling_preference
 from ..engine.pipeline import LabelMap
 from ..engine.review import (
     MAP_ACTIONS,
@@ -306,6 +306,14 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                 raise ReviewError(f"The cluster is already called {to!r}", "to")
             if _unprintable(to):
                 raise ReviewError("A name cannot hold a line break or a control character", "to")
+            if to not in vocabulary and to not in names:  # else it joins that cluster, as asked
+                twin = _reads_as(to, [n for n in names if n != current]
+                                 + [l for l in vocabulary if canonical[l] != current])
+                if twin is not None:
+                    raise ReviewError(
+                        f"{to!r} reads as {twin!r} of the cluster {canonical.get(twin, twin)!r} "
+                        f"(only case, punctuation or extra spaces differ): rename to {twin!r} to join "
+                        "that cluster, or choose another name", "to")
     elif action in SUGGESTION_ACTIONS:
         if label not in vocabulary:
             raise ReviewError(f"{label!r} is not in the vocabulary of run {key!r}")
@@ -323,11 +331,26 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                     tuple(samples), tuple(label_ids), time=_now())
     except ValueError as e:
         raise ReviewError(str(e)) from None
+    # the latest edit in force about the same label (and samples) asking the same: a repeat
+    # would change nothing (after an edit that undid it, it is a change again)
+    last = next((e for e in reversed(state.in_force) if e.label == label
+                 and (e.action in MAP_ACTIONS) == (action in MAP_ACTIONS)
+                 and set(e.samples) == set(edit.samples)), None)
+    if last is not None and (last.action, last.to, set(last.label_ids)) == (
+            action, to, set(edit.label_ids)):
+        raise ReviewError(f"Edit #{last.id} already does this: {edit.describe().replace('`', '')}")
     if dry_run:
         return edit
     config.review = [e.as_record() for e in state.edits] + [edit.as_record()]
     dataset.update_run_config(key, config)
     return edit
+
+
+def _reads_as(name, names):
+    """The one of ``names`` that reads as ``name`` (equal normal forms: case, punctuation and
+    extra spaces aside), or None."""
+    form = normal_form(name)
+    return next((n for n in names if form and normal_form(n) == form), None)
 
 
 def _unprintable(name):
@@ -344,6 +367,13 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
     if bad is not None:
         raise ReviewError(f"A canonical label cannot be blank or hold a line break or a control "
                           f"character: {bad!r}")
+    spellings = {}
+    for name in sorted(set(wanted.values())):
+        spellings.setdefault(normal_form(name), []).append(name)
+    alike = next((names for names in spellings.values() if len(names) > 1), None)
+    if alike:  # two categories of one thing in the export
+        raise ReviewError(f"The canonical labels {', '.join(map(repr, alike))} read alike (only "
+                          "case, punctuation or extra spaces differ): write them one way")
     config = _config(dataset, key)
     label_map, emb = clustered_label_map(dataset, key)
     edits = edits_of(config)

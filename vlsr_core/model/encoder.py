@@ -20,6 +20,7 @@ from ..engine.defaults import (
     DEFAULT_MODEL,
 )
 from ..engine.params import ParamError
+from ..wording import count
 from .crops import crop_region
 from .images import DEFAULT_MAX_PIXELS, BadImageError, load_image
 from .model_source import (
@@ -165,10 +166,8 @@ class CLIPEncoder:
             if progress is not None:
                 progress(min(start + self.batch_size, len(prompts)) / len(prompts))
         if n_truncated:
-            logger.warning(
-                "%d labels are longer than %d tokens and were truncated", n_truncated,
-                self.max_text_tokens,
-            )
+            logger.warning("%s longer than %d tokens, truncated", count(n_truncated, "label"),
+                           self.max_text_tokens)
         row = {t: i for i, t in enumerate(distinct)}
         return out[[row[t] for t in texts]] if texts else out
 
