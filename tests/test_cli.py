@@ -394,8 +394,13 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
     (["review", "reject-suggestion", "drill", "--view", "nope"], "no saved view 'nope'"),
     (["review", "rename", "drill", "--to", "two\nlines"], "cannot hold a line break"),
     (["review", "undo", "7"], "has no review edit to undo"),
-    (["review", "show", "--key", "other"], "No VLSR run 'other'"),
-    (["apply", "--key", "other"], "no VLSR run 'other'"),
+    (["review", "show", "--key", "other"], "no VLSR run 'other' on dataset"),
+    (["apply", "--key", "other"], "(its VLSR runs: vlsr; pick one with --key): make it with "
+                                  "vlsr run --dataset"),
+    (["summary", "--key", "other"], "--label-field FIELD --key other"),
+    (["export", "--out", "never", "--key", "other"], "no VLSR run 'other'"),
+    (["export", "--out", ""], "argument --out: is empty"),
+    (["apply", "--copy-to", " "], "argument --copy-to: is empty"),  # was ignored
 ])
 def test_review_mistakes_are_messages(ran, args, message, capsys):
     try:

@@ -129,14 +129,15 @@ def _parser():
     c = sub.add_parser("summary", help="print the vocabulary before and after, clusters and failures")
     _dataset_arg(c)
     c.add_argument("--key", default=DEFAULT_KEY)
-    c.set_defaults(func=lambda a: _summary(_load(a.dataset), a.key))
+    c.set_defaults(func=lambda a: _summary(_with_run(a.dataset, a.key), a.key))
 
     _review_parsers(sub)
 
     c = sub.add_parser("apply", help="write the review edits in force to the run's fields")
     _dataset_arg(c)
     c.add_argument("--key", default=DEFAULT_KEY)
-    c.add_argument("--copy-to", help="also write each sample's final label to this new field")
+    c.add_argument("--copy-to", type=_given,
+                   help="also write each sample's final label to this new field")
     _view_arg(c)
     c.set_defaults(func=_apply)
 
@@ -236,7 +237,14 @@ def _view_arg(c):
 
 def _path(text):
     """A path argument with ``~`` expanded: quoted (``'~/x'``) or after ``=`` the shell leaves it."""
-    return os.path.expanduser(text)
+    return os.path.expanduser(_given(text))
+
+
+def _given(text):
+    """A value that must not be blank (an empty shell variable, ``--out ''``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty")
+    return text
 
 
 def _problems_arg(c):
@@ -284,6 +292,21 @@ def _load(name):
     if not fo.dataset_exists(name):
         raise FileNotFoundError(f"no dataset {name!r}; datasets here: {fo.list_datasets()}")
     return fo.load_dataset(name)
+
+
+def _with_run(name, key):
+    """Dataset ``name``, which must hold the VLSR run ``key``: else what to do instead."""
+    from .fo.runs import VLSRRunConfig
+
+    dataset = _load(name)
+    runs = [k for k in dataset.list_runs()
+            if isinstance(dataset.get_run_info(k).config, VLSRRunConfig)]
+    if key not in runs:
+        other = (f" (its VLSR runs: {', '.join(runs)}; pick one with --key)" if runs else "")
+        raise FileNotFoundError(f"no VLSR run {key!r} on dataset {name!r}{other}: make it with "
+                                f"vlsr run --dataset {shlex.quote(name)} --label-field FIELD"
+                                + (f" --key {shlex.quote(key)}" if key != DEFAULT_KEY else ""))
+    return dataset
 
 
 @contextlib.contextmanager
@@ -411,8 +434,6 @@ def _run(a, dataset=None, encoder=None):
 def _summary(dataset, key):
     from .fo.summary import summarize_run
 
-    if not dataset.has_run(key):
-        raise FileNotFoundError(f"no VLSR run {key!r} on dataset {dataset.name!r}")
     print(_plain(summarize_run(dataset, key)))
 
 
@@ -429,7 +450,7 @@ def _review_show(a):
     from .fo.review import review_state, shown_time
     from .fo.summary import one_line
 
-    dataset = _load(a.dataset)
+    dataset = _with_run(a.dataset, a.key)
     state = review_state(dataset, a.key)
     print(_plain(state.summary()))
     stale = {o.edit.id: o.reason for o in state.stale}
@@ -483,7 +504,7 @@ def _review_show(a):
 def _review_edit(a):
     from .fo.review import ReviewError, add_edit, joined_by_rename, review_state
 
-    dataset = _load(a.dataset)
+    dataset = _with_run(a.dataset, a.key)
     samples = list(getattr(a, "sample", []))
     if getattr(a, "view", None):
         samples += _saved_view(dataset, a.view).values("id")
@@ -504,7 +525,7 @@ def _review_import(a):
     from .fo.review import import_label_map, import_summary, read_label_map
 
     wanted = read_label_map(a.file)
-    made = import_label_map(_load(a.dataset), a.key, wanted, dry_run=a.dry_run)
+    made = import_label_map(_with_run(a.dataset, a.key), a.key, wanted, dry_run=a.dry_run)
     if not made:
         print(f"the label map of run {a.key!r} already is as {a.file} says: no edit made")
         return
@@ -522,7 +543,7 @@ def _review_import(a):
 def _review_undo(a):
     from .fo.review import ReviewError, after_undo, undo_edit, undo_edits_from
 
-    dataset = _load(a.dataset)
+    dataset = _with_run(a.dataset, a.key)
     if a.from_id is not None:
         if a.id is not None:
             raise ReviewError("give an edit's number or --from ID, not both")
@@ -553,17 +574,11 @@ def _saved_view(dataset, name):
 def _run_collection(name, key, view=None):
     """The saved view ``view``, else the collection run ``key`` of dataset ``name`` was made on
     (what apply and export take)."""
-    from .fo.runs import VLSRRunConfig, run_collection
+    from .fo.runs import run_collection
     from .fo.stages import VLSRError
 
-    dataset = _load(name)
-    if not dataset.has_run(key):
-        raise FileNotFoundError(f"no VLSR run {key!r} on dataset {name!r}; runs: "
-                                f"{dataset.list_runs()}")
-    made_on = dataset.get_run_info(key).config
-    if not isinstance(made_on, VLSRRunConfig):
-        raise FileNotFoundError(f"run {key!r} of dataset {name!r} is not a VLSR run")
-    made_on = made_on.collection
+    dataset = _with_run(name, key)
+    made_on = dataset.get_run_info(key).config.collection
     if view:
         return _saved_view(dataset, view)
     if made_on == "":
