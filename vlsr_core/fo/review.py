@@ -560,7 +560,10 @@ def _member(label, vocabulary, label_map, about="label"):
     names = label_map.names or label_map.representatives
     if label in names:
         return label_map.representatives[names.index(label)]
-    raise ReviewError(f"{label!r} is neither a label nor a canonical label of this run", about)
+    twin = _reads_as(label, sorted(vocabulary) + list(names))
+    hint = f"; did you mean {twin!r}?" if twin is not None else ""
+    raise ReviewError(f"{label!r} is neither a label nor a canonical label of this run{hint}",
+                      about)
 
 
 def _config(dataset, key):
