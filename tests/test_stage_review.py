@@ -252,3 +252,19 @@ def test_joined_by_says_when_an_older_run_cannot_tell_images_from_dbscan():
         "", "spelling", "images", ""]
     assert state(older | {"joins": []}).joined_by == ["", "spelling", "DBSCAN", ""]
     assert state(None).joined_by == ["", "spelling", "DBSCAN", ""]
+
+
+def test_a_member_is_marked_canonical_only_when_it_is_the_clusters_name(ran):
+    from vlsr_core.fo.browse import member_rows
+
+    dataset = ran[0]
+
+    def shown():
+        state = review_state(dataset, "vlsr")
+        return [m["shown"] for m in member_rows(state, state.label_map.cluster["helmet"])]
+
+    assert "helmet (canonical)" in shown()
+    add_edit(dataset, "vlsr", "rename", "helmet", "hard hat")  # a name no label has
+    assert not [s for s in shown() if "(canonical)" in s]
+    add_edit(dataset, "vlsr", "rename", "helmet", "Helmets")  # one of its labels
+    assert "Helmets (canonical)" in shown() and "helmet" in shown()

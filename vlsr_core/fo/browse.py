@@ -295,7 +295,7 @@ def member_rows(state, cluster, query="", joined=None):
     if joined:
         chosen &= joined_by_step(state, joined)
     members = np.flatnonzero(chosen)
-    rep = label_map.representatives[cluster]
+    name = (label_map.names or label_map.representatives)[cluster]  # none of them if renamed so
     distance = np.asarray(label_map.distance_to_canonical)
     q = query.casefold()
     miss = np.array([q not in vocabulary[i].casefold() for i in members], dtype=bool)
@@ -305,7 +305,7 @@ def member_rows(state, cluster, query="", joined=None):
     reasons = [r + (", kept" if l in kept and r != "review" else "")
                for l, r in zip(vocabulary, state.joined_by)]
     return [dict(label=vocabulary[i],
-                 shown=vocabulary[i] + (" (canonical)" if vocabulary[i] == rep else ""),
+                 shown=vocabulary[i] + (" (canonical)" if vocabulary[i] == name else ""),
                  frequency=int(label_map.frequencies[i]),
                  distance=round(max(float(distance[i]), 0.0), 3),  # not -0.0 from rounding
                  joined_by=reasons[i], clustered_with=clustered.get(vocabulary[i], ""))
