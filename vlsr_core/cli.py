@@ -598,7 +598,7 @@ def _export(a):
     for path in export_run(collection, a.out, a.key, detections_field=a.detections_field,
                            overwrite=a.overwrite):
         print(f"wrote {path}")
-    print(export_note(collection._dataset, a.key).replace("Apply first", "Run `vlsr apply` first"))
+    print(export_note(collection._dataset, a.key, apply="Run `vlsr apply`"))
 
 
 def _demo(a):
