@@ -11,8 +11,10 @@ It also counts the clusters named by a generated variant (``imagenet1k_variants`
 ``lvis_misspellings``) rather than by the real label it varies.
 
 Every set (``eval/synonym_sets.py``) is embedded with all-MiniLM-L6-v2 (cached in eval/.cache)
-and merged by ``build_label_map`` with default arguments (the recommended mode), by the paper's
-mode, and by string normalisation alone. Every label counts once (frequencies all 1), and again
+and merged by ``build_label_map`` with default arguments (the recommended mode) and, as a run
+with ``--label-model minilm`` passes them, the shares of each label's words that MiniLM's
+tokenizer splits; by the recommended mode without those shares; by the paper's mode; and by
+string normalisation alone. Every label counts once (frequencies all 1), and again
 with seeded long-tailed (Zipf) frequencies, since representatives and the size floor read them.
 Scores are pairwise: of the pairs of labels put in one cluster, the share truly synonyms
 (precision); of the true synonym pairs, the share put together (recall).
@@ -32,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from eval import synonym_sets  # noqa: E402
 from eval.baselines import normalise  # noqa: E402
 from eval.metrics import pairwise_agreement  # noqa: E402
+from vlsr_core.engine.lexical import spelling_preference  # noqa: E402
 from vlsr_core.engine.merging import representatives  # noqa: E402
 from vlsr_core.engine.pipeline import build_label_map  # noqa: E402
 
@@ -61,12 +64,14 @@ def scores(predicted, truth):
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
-def evaluate(name, labels, groups, frequencies):
+def evaluate(name, labels, groups, frequencies, unknown):
     emb = embed(name, labels)
     rows = {}
     t = time.perf_counter()
-    rec = build_label_map(labels, emb, frequencies)
+    rec = build_label_map(labels, emb, frequencies, unknown_words=unknown)
     rows["recommended (default)"] = scores(rec.clusters, groups) + (time.perf_counter() - t,)
+    rows["recommended, no tokenizer counts"] = scores(
+        build_label_map(labels, emb, frequencies).clusters, groups) + (0.0,)
     t = time.perf_counter()
     paper = build_label_map(labels, emb, frequencies, mode="paper")
     rows["paper"] = scores(paper.clusters, groups) + (time.perf_counter() - t,)
@@ -94,8 +99,8 @@ def naming(name, labels, originals):
     emb = embed(name, labels)
     rec = build_label_map(labels, emb, freq, unknown_words=minilm_unknown_words(labels))
     unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-    spelling = build_label_map(labels, emb, freq).representatives
-    paper = [labels[r] for r in representatives(labels, unit, rec.clusters, freq)]
+    spelling, paper = ([labels[r] for r in representatives(labels, unit, rec.clusters, freq, rank)]
+                       for rank in (spelling_preference(labels, freq), None))
     shown = []
     for c in np.unique(rec.clusters):
         members = {labels[i] for i in np.flatnonzero(rec.clusters == c)}
@@ -119,9 +124,10 @@ def main(argv=None):
         sizes = np.unique(groups, return_counts=True)[1]
         n_pairs = int((sizes * (sizes - 1) // 2).sum())
         rng = np.random.default_rng(0)
+        unknown = minilm_unknown_words(labels)
         for freq_name, freq in (("all 1", np.ones(len(labels), dtype=np.int64)),
                                 ("Zipf", rng.zipf(1.5, len(labels)).clip(max=10_000))):
-            rows, steps = evaluate(name, labels, groups, freq)
+            rows, steps = evaluate(name, labels, groups, freq, unknown)
             for method, (p, r, f, _) in rows.items():
                 lines.append(f"| {name} | {len(labels)} | {n_pairs} | {freq_name} | {method} | "
                              f"{p:.3f} | {r:.3f} | {f:.3f} |")

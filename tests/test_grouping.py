@@ -128,6 +128,31 @@ def test_a_typo_in_a_short_word_needs_a_closer_embedding():
     assert links["typo"] == 4
 
 
+def test_the_tight_guards_hold_only_between_words_the_tokenizer_knows():
+    """At 0.25 (between the tight guards, 0.15, and the guard, 0.3): "glasses" and "bolt" are
+    words the tokenizer holds whole and stay apart from "glass" and "belt"; a plural of a word it
+    splits ("clothespins") and a misspelling torn into pieces beside a known word ("waggon")
+    join, as a spacing variant does. Without the tokenizer's counts every pair is as if known."""
+    vocabulary = ["glass", "glasses", "belt", "bolt", "clothespin", "clothespins", "wagon",
+                  "waggon", "rasher", "rusher"]
+    unknown = np.array([0, 0, 0, 0, 1, 1, 0, 1, 1, 1], dtype=np.float32)
+    emb = spread(len(vocabulary))
+    distances = {1: 0.25, 3: 0.25, 5: 0.25, 7: 0.25, 9: 0.25}
+    for i, d in distances.items():
+        emb[i] = near(emb[i - 1], d, seed=i)
+    groups, links, typos, refused = lexical_groups(vocabulary, emb, guard=0.3, plural_guard=0.15,
+                                                   unknown_words=unknown)
+    same = [bool(groups[i] == groups[i + 1]) for i in range(0, len(vocabulary), 2)]
+    # "rasher" / "rusher": two spellings the tokenizer splits alike are not a known word and its
+    # misspelling (two rare words, as often as not); "rasher" is 6 letters: the whole guard
+    assert same == [False, False, True, True, True]
+    assert links["plural"] == 1 and links["typo"] == 2 and typos == [(6, 7), (8, 9)]
+    assert refused == [(0, 1), (2, 3)]
+    groups, _, _, _ = lexical_groups(vocabulary, emb, guard=0.3, plural_guard=0.15)
+    assert [bool(groups[i] == groups[i + 1]) for i in range(0, 10, 2)] == [False, False, False,
+                                                                          False, True]
+
+
 def test_sizes_model_numbers_and_years_are_no_typos_or_plurals():
     """One character apart, and close in any encoder, but not spellings of one word."""
     vocabulary = ["10mm bolt", "12mm bolt", "A320", "A330", "2009", "2019", "1990s", "1990"]

@@ -112,7 +112,7 @@ def kept_apart_reason(label):
 
 
 def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows=256, progress=None,
-                         prototypes=None):
+                         prototypes=None, unknown_words=None):
     """Cluster ids of the recommended merge, and its :class:`Steps`.
 
     Args:
@@ -126,6 +126,8 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
             image evidence: labels within ``EVIDENCE_SCALE``, and spelling variants the
             lexical guard refused, join before DBSCAN when their images agree
             (:func:`~vlsr_core.engine.evidence.image_links`; None: text only).
+        unknown_words: optional float ndarray (n,), what the tokenizer knows of each label, for
+            the lexical guards (:func:`~vlsr_core.engine.lexical.lexical_groups`).
 
     Returns:
         (dbscan, clusters, steps): DBSCAN ids per label (-1: noise or kept apart), final
@@ -138,7 +140,7 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
     limit = params.max_merge_distance if params.max_merge_distance is not None else eps
     guard = GUARD_SCALE * scale
     lexical, links, typos, refused = lexical_groups(vocabulary, embeddings, guard,
-                                                    PLURAL_SCALE * scale)
+                                                    PLURAL_SCALE * scale, unknown_words)
     groups, evidence = lexical, None
     if prototypes is not None:
         groups, evidence = _image_evidence(vocabulary, embeddings, prototypes, lexical, refused,

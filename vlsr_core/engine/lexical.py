@@ -20,7 +20,10 @@ are within a guard distance: "glass" and "glasses", or "rivets" and "rivers", st
 the encoder puts them far apart. A plural has a guard of its own, tighter: it changes a word's
 tokens less than a spacing or a typo does. A typo's guard depends on the length of its word
 (``TYPO_GUARDS``): the shorter the word, the more of its one-edit neighbours are real words
-("belt" / "bolt", "truck" / "trunk"). Only words of letters have plurals or typos ("10mm" /
+("belt" / "bolt", "truck" / "trunk"). Both tight guards are for spellings the label encoder
+knows as words: given what its tokenizer holds whole, a plural of a word it splits, and a
+short-word typo of which one spelling is held whole and the other torn into pieces, join
+within the spacing guard. Only words of letters have plurals or typos ("10mm" /
 "12mm", "2009" / "2019" are not variants). Two groups holding a pair that a rule refused are
 not joined by a looser rule after it. Labels without a letter or digit are never grouped.
 """
@@ -153,7 +156,7 @@ class LexicalGroups(NamedTuple):
     refused: list
 
 
-def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
+def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_words=None):
     """Group label variants (see the module docstring).
 
     Args:
@@ -164,6 +167,13 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
         plural_guard: the same for a plural (None: ``guard``). A plural changes a word's tokens
             less than the other rules do, so a true plural sits closer to its singular; a
             plural far from it is a word of its own ("glasses", "trunks").
+        unknown_words: optional float ndarray (n,): the share of each label's words that the
+            label encoder's tokenizer splits into pieces
+            (:func:`~vlsr_core.model.tokens.unknown_words`). The tight guards are for two
+            spellings the encoder knows as words: with these shares, a plural of a label with
+            a word the tokenizer splits ("clothespins") joins within ``guard``, and so does a
+            typo in a short word when one spelling is held whole and the other is not (the
+            misspelling of a known word: "wagon" / "waggon"). None: every pair as if known.
 
     Returns:
         :class:`LexicalGroups`.
@@ -176,24 +186,22 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
     normal = [normal_form(v) for v in vocabulary]
     words = [i for i in range(n) if normal[i]]
 
-    def link_all(keys, kind, guarded, previous=None):
-        """Link the labels of equal keys: one of each ``previous`` key, so that a pair a
-        stricter rule refused is not joined again by a looser one; every pair of those (a few
-        spellings a key), so that two close spellings join even when a third is far."""
+    def key_pairs(keys, previous=None):
+        """The pairs of labels of equal keys: of one label of each ``previous`` key, so that a
+        pair a stricter rule refused is not joined again by a looser one; every pair of those (a
+        few spellings a key), so that two close spellings join even when a third is far."""
         first = {}
         for i in words:
             first.setdefault(keys[i], {}).setdefault(i if previous is None else previous[i], i)
         if previous is None:  # equal spellings, unguarded: one chain suffices
-            pairs = [(m[0], j) for m in (list(d.values()) for d in first.values()) for j in m[1:]]
-        else:
-            pairs = [p for d in first.values() for p in combinations(d.values(), 2)]
-        link(pairs, kind, guarded)
+            return [(m[0], j) for m in (list(d.values()) for d in first.values()) for j in m[1:]]
+        return [p for d in first.values() for p in combinations(d.values(), 2)]
 
     def link(pairs, kind, guarded):
+        """Join the pairs within ``guarded`` (a distance, one per pair, or None: unguarded)."""
         if not pairs:
             return
-        a = np.array([p[0] for p in pairs])
-        b = np.array([p[1] for p in pairs])
+        a, b = _ends(pairs)
         ok = np.ones(a.size, dtype=bool)
         if guarded is not None:
             ok = 1.0 - exact_dots(embeddings, embeddings, a, b) <= guarded
@@ -219,14 +227,25 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
                 apart.setdefault(ri, set()).add(rj)
                 apart.setdefault(rj, set()).add(ri)
 
-    link_all(normal, "normal form", None)
+    unknown = None if unknown_words is None else np.asarray(unknown_words, dtype=np.float64)
+    link(key_pairs(normal), "normal form", None)
     single = {i: singular_form(normal[i]) for i in words}
-    link_all(single, "plural", guard if plural_guard is None else plural_guard, previous=normal)
+    plurals = key_pairs(single, previous=normal)
+    guards = np.full(len(plurals), guard if plural_guard is None else plural_guard)
+    if unknown is not None and plurals:
+        a, b = _ends(plurals)
+        guards[(unknown[a] > 0) | (unknown[b] > 0)] = guard
+    link(plurals, "plural", guards)
     compact = {i: single[i].replace(" ", "") for i in words}
-    link_all(compact, "spacing", guard, previous=single)
+    link(key_pairs(compact, previous=single), "spacing", guard)
     typo_pairs, lengths = _typo_pairs(single, normal)
-    link(typo_pairs, "typo", guard * _typo_share(lengths))
-    link_all({i: _word_form(single[i]) for i in words}, "word form", guard, previous=compact)
+    guards = guard * _typo_share(lengths)
+    if unknown is not None and typo_pairs:
+        a, b = _ends(typo_pairs)
+        guards[unknown[a] != unknown[b]] = guard
+    link(typo_pairs, "typo", guards)
+    link(key_pairs({i: _word_form(single[i]) for i in words}, previous=compact), "word form",
+         guard)
 
     roots = np.array([uf.find(i) for i in range(n)], dtype=np.int64)
     _, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
@@ -234,6 +253,12 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None):
     rank[np.argsort(first)] = np.arange(first.size)
     refused = sorted({(min(i, j), max(i, j)) for i, j in refused if roots[i] != roots[j]})
     return LexicalGroups(rank[inverse.reshape(-1)], kinds, typos, refused)
+
+
+def _ends(pairs):
+    """The first and the second labels of (i, j) pairs, as two int arrays."""
+    ends = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    return ends[:, 0], ends[:, 1]
 
 
 def _word_form(single):

@@ -277,9 +277,12 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
             ``image_evidence=True`` needs (:func:`refine_labels` computes them from the images).
         unknown_words: optional float ndarray (n_labels,): the share of each label's words that
             the label encoder's tokenizer splits into pieces
-            (:func:`~vlsr_core.model.tokens.unknown_words`). In the recommended mode, where
-            frequencies and spelling in use tie, a cluster is named by a label of known words
-            (``balloon`` rather than ``baloon``).
+            (:func:`~vlsr_core.model.tokens.unknown_words`). In the recommended mode, a
+            plural or short-word typo that the tokenizer does not know as a word of its own
+            joins within the looser lexical guard (``clothespins``, ``waggon``:
+            :func:`~vlsr_core.engine.lexical.lexical_groups`), and where frequencies and
+            spelling in use tie, a cluster is named by a label of known words (``balloon``
+            rather than ``baloon``).
         block_rows: rows per block in clustering (memory, not results).
         progress: optional callable taking the fraction done, 1.0 at the end.
 
@@ -321,7 +324,8 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
         dbscan, clusters, steps = recommended_clusters(
             sorted_vocabulary, sorted_emb, sorted_freq, params, block_rows=block_rows,
             progress=lambda f: advance(0.9 * f),
-            prototypes=prototypes.take(order) if params.image_evidence else None)
+            prototypes=prototypes.take(order) if params.image_evidence else None,
+            unknown_words=None if unknown_words is None else np.asarray(unknown_words)[order])
     steps.lexical_groups = number_by_first_occurrence(steps.lexical_groups[back])
     # the paper's step 6 as written; the recommended mode names a cluster by its spelling in
     # use when frequencies tie (most labels of a long tail are on one sample)
