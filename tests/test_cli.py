@@ -373,6 +373,8 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
             ("label,canonical\nhelmit,\n", "line 2: canonical is empty"),
             ("label,canonical\nhelmit,Drill\nScrewdrivers,drill\n",
              "The canonical labels 'Drill', 'drill' read alike"),  # one category, not two
+            ("label,canonical\nhelmit,Drill\n",  # drill keeps 'drill', which the file leaves out
+             "The canonical label 'Drill' reads as 'drill', the name of a cluster whose labels"),
             ("label,canonical\nhelmit,drill\ndrill,helmet\n", "but the label 'drill' is to be"),
             ("", "is empty: it needs the columns label and canonical"),
     ):

@@ -193,6 +193,15 @@ def test_a_label_map_that_cannot_be_is_refused_with_the_reason():
         _reach({"hamer": "hammer"})
     with pytest.raises(ValueError, match="the label 'drill' is to be in 'tools'"):
         _reach({"drill press": "drill", "drill": "tools"})
+    # two categories of one thing in the export: within the map, or beside the name that the
+    # labels it leaves out keep ("drill" keeps "drill")
+    with pytest.raises(ValueError, match="The canonical labels 'Vise', 'vise' read alike"):
+        _reach({"drill press": "Vise", "hard hat": "vise"})
+    with pytest.raises(ValueError, match="The canonical label 'Drill' reads as 'drill', the name "
+                                         "of a cluster whose labels the map leaves out"):
+        _reach({"drill press": "Drill"})
+    made, canonical = _reach({"drill press": "Drill", "drill": "Drill"})  # the whole cluster
+    assert made == [("rename", "drill", "Drill")] and canonical["drill press"] == "Drill"
 
 
 def test_clusters_trading_names_are_renamed_in_an_order_that_keeps_them_apart():

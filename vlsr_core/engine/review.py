@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from .dots import exact_dots
+from .lexical import normal_form
 from .merging import representative_of
 
 MAP_ACTIONS = ("accept", "reject", "split", "move", "rename")
@@ -246,8 +247,10 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
         if the map already is as wanted).
 
     Raises:
-        ValueError: a label not in the vocabulary, or a canonical label that is a label which
-        ``wanted`` puts elsewhere (a label and the name of its cluster always agree).
+        ValueError: a label not in the vocabulary; a canonical label that is a label which
+        ``wanted`` puts elsewhere (a label and the name of its cluster always agree); two
+        canonical labels that read alike (two categories of one thing in an export), whether
+        both are in ``wanted`` or one is the name that the labels it leaves out keep.
     """
     reviewed, _ = review_label_map(label_map, embeddings, edits)
     vocabulary, current = reviewed.vocabulary, reviewed.canonical
@@ -255,6 +258,7 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
     if unknown:
         raise ValueError(f"{len(unknown)} label(s) not in the vocabulary, e.g. {unknown[0]!r}")
     want = {l: wanted.get(l, current[l]) for l in vocabulary}
+    _check_spelled_one_way(set(want.values()), set(wanted.values()))
     clash = [(n, l) for l, n in want.items() if n in want and want[n] != n]
     if clash:
         name, label = clash[0]
@@ -313,6 +317,26 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
         raise RuntimeError(f"the edits would leave {len(wrong)} label(s) apart from the wanted "
                            f"map, e.g. {wrong[0]!r}")
     return new
+
+
+def _check_spelled_one_way(names, given):
+    """Refuse canonical ``names`` of which two read alike (equal normal forms: only case,
+    punctuation or extra spaces differ); ``given``: those the curator wrote, the others being
+    the names that labels the map leaves out keep."""
+    spellings = {}
+    for name in sorted(names):
+        spellings.setdefault(normal_form(name), []).append(name)
+    alike = next((names for names in spellings.values() if len(names) > 1), None)
+    if alike is None:
+        return
+    kept = [n for n in alike if n not in given]
+    if not kept:
+        raise ValueError(f"The canonical labels {', '.join(map(repr, alike))} read alike (only "
+                         "case, punctuation or extra spaces differ): write them one way")
+    written = next(n for n in alike if n in given)
+    raise ValueError(f"The canonical label {written!r} reads as {kept[0]!r}, the name of a cluster "
+                     f"whose labels the map leaves out (only case, punctuation or extra spaces "
+                     f"differ): write {kept[0]!r} to join that cluster, or list its labels too")
 
 
 def nearest_other_cluster(clusters, rows, candidates, scores):
