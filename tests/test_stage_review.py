@@ -226,6 +226,16 @@ def test_final_labels_can_be_copied_to_a_new_field_that_the_run_owns(ran):
     assert report.copy_to == "reviewed"
     assert by_name(dataset, "reviewed.label")["d1.png"] == "power drill"
     assert by_name(dataset, "vlsr_label.label")["d1.png"] == "power drill"
+    assert report.outdated_copies == []
+    # a later apply without the copy leaves it as it was, and says so
+    add_edit(dataset, "vlsr", "rename", "power drill", "drill (power)")
+    report = apply_review(dataset, "vlsr")
+    n = sum(v == "drill (power)" for v in by_name(dataset, "vlsr_label.label").values())
+    assert n > 0 and by_name(dataset, "reviewed.label")["d1.png"] == "power drill"
+    assert report.outdated_copies == [("reviewed", n)]
+    assert (f"'reviewed', a copy of the final labels, differs from them on {n} sample"
+            in report.summary())
+    assert apply_review(dataset, "vlsr", copy_to="reviewed").outdated_copies == []
     for taken in ("gt", "vlsr_label", "not a name"):
         with pytest.raises(VLSRError):
             apply_review(dataset, "vlsr", copy_to=taken)

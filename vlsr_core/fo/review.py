@@ -155,6 +155,7 @@ class ApplyReport:
     n_decisions: int = 0
     stale: list = field(default_factory=list)
     copy_to: str | None = None
+    outdated_copies: list = field(default_factory=list)
 
     def summary(self):
         text = (f"applied {count(self.n_map_edits, 'label map edit')} and "
@@ -162,6 +163,9 @@ class ApplyReport:
                 f"{count(self.n_samples, 'sample')}")
         if self.copy_to:
             text += f"; final labels also copied to {self.copy_to!r}"
+        for name, n in self.outdated_copies:
+            text += (f"; {name!r}, a copy of the final labels, differs from them on "
+                     f"{count(n, 'sample')}: apply with the copy to {name!r} to update it")
         if self.stale:
             text += f"; {count(len(self.stale), 'edit')} no longer apply (see the summary)"
         return text
@@ -376,13 +380,6 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
     if bad is not None:
         raise ReviewError(f"A canonical label cannot be blank or hold a line break or a control "
                           f"character: {bad!r}")
-    spellings = {}
-    for name in sorted(set(wanted.values())):
-        spellings.setdefault(normal_form(name), []).append(name)
-    alike = next((names for names in spellings.values() if len(names) > 1), None)
-    if alike:  # two categories of one thing in the export
-        raise ReviewError(f"The canonical labels {', '.join(map(repr, alike))} read alike (only "
-                          "case, punctuation or extra spaces differ): write them one way")
     config = _config(dataset, key)
     label_map, emb = clustered_label_map(dataset, key)
     edits = edits_of(config)
@@ -525,7 +522,22 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     record_applied(run, state)
     n_map = sum(o.status != "stale" for o in state.outcomes)
     n_decisions = sum(e.action in SUGGESTION_ACTIONS for e in state.in_force)
-    return ApplyReport(n_samples, n_map, n_decisions, state.stale, copy_to)
+    return ApplyReport(n_samples, n_map, n_decisions, state.stale, copy_to,
+                       outdated_copies(run.dataset, key))
+
+
+def outdated_copies(dataset, key=DEFAULT_KEY):
+    """The copies of run ``key``'s final labels (Apply's "copy to" fields) that differ from
+    them now, each with the number of samples on which they differ: a copy is written only
+    when asked for, and the final labels change on every Apply and clustering."""
+    from fiftyone import ViewField as F
+
+    own = set(sample_fields(key).values())
+    final = sample_fields(key)["label"]
+    copies = [f for f in _config(dataset, key).created_fields or []
+              if "." not in f and f not in own and dataset.has_field(f)]
+    differ = [(f, dataset.match(F(f"{f}.label") != F(f"{final}.label")).count()) for f in copies]
+    return [(f, n) for f, n in differ if n]
 
 
 def apply_problem(dataset, key=DEFAULT_KEY):
