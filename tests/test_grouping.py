@@ -197,8 +197,10 @@ def test_two_close_spellings_join_though_a_third_of_their_key_is_far():
 def test_default_guards_let_a_misspelling_farther_than_a_plural_join():
     """With the defaults, in a vocabulary whose labels are about 1.0 apart: a misspelling 0.55
     away joins its word (the encoder tears a misspelt word into other tokens), a plural 0.4
-    away does not (a plural that far is a word of its own), a plural 0.2 away does."""
-    pairs = [("ambulance", "ambulence", 0.55), ("trunk", "trunks", 0.4), ("helmet", "helmets", 0.2)]
+    away does not (a plural that far is a word of its own), a plural 0.2 away does; a spacing
+    variant 0.75 away joins (closing a compound changes its tokens most), a typo that far not."""
+    pairs = [("ambulance", "ambulence", 0.55), ("trunk", "trunks", 0.4), ("helmet", "helmets", 0.2),
+             ("sawmill", "saw mill", 0.75), ("cabinet", "cabinat", 0.75)]
     vocabulary = [f"w{i:03d}" for i in range(60)] + [w for a, b, _ in pairs for w in (a, b)]
     emb = spread(len(vocabulary), dim=128, seed=2)
     for k, (_, _, distance) in enumerate(pairs):
@@ -207,7 +209,7 @@ def test_default_guards_let_a_misspelling_farther_than_a_plural_join():
     label_map = build_label_map(vocabulary, emb, np.ones(len(vocabulary), dtype=np.int64))
     assert 0.95 < label_map.steps.background_distance < 1.05
     canonical = label_map.canonical
-    assert [canonical[a] == canonical[b] for a, b, _ in pairs] == [True, False, True]
+    assert [canonical[a] == canonical[b] for a, b, _ in pairs] == [True, False, True, True, False]
 
 
 def test_complete_linkage_stops_chains():

@@ -29,13 +29,16 @@ from .merging import merge_small_clusters
 
 # Calibrated on all-MiniLM-L6-v2 as fractions of the background distance (docs/quality.md).
 EPS_SCALE = 0.08  # DBSCAN radius: about 0.065 for MiniLM, whose background distance is ~0.8
-# A spacing, typo or word-form variant joins its word within GUARD_SCALE: they change a word's
-# tokens, so the encoder may put them far from it (real misspellings 0.23-0.77 with MiniLM);
-# a plural within PLURAL_SCALE: it barely changes the tokens, so true plurals sit close to their
-# singular (97% of the generated plurals of imagenet1k_variants within 0.3), and one farther is a
-# word of its own ("glasses", "trunks").
+# A typo or word-form variant joins its word within GUARD_SCALE: they change a word's tokens, so
+# the encoder may put them far from it (real misspellings 0.23-0.77 with MiniLM); a plural within
+# PLURAL_SCALE: it barely changes the tokens, so true plurals sit close to their singular (97% of
+# the generated plurals of imagenet1k_variants within 0.3), and one farther is a word of its own
+# ("glasses", "trunks"); a spacing variant within SPACING_SCALE: the same letters in the same
+# order, its tokens change most ("sawmill" / "saw mill" at 0.62), and of the six sets' spacing
+# pairs beyond 0.6, 25 of 25 within 0.9 are true.
 GUARD_SCALE = 0.6
 PLURAL_SCALE = 0.3
+SPACING_SCALE = 0.9
 # Image evidence (evidence.py): labels within EVIDENCE_SCALE join when the separation of their
 # images is within JOIN_QUANTILE of the separations between the two halves of one label, drawn
 # from at least MIN_HALVES labels carried by two images or more. (At 0.6, on the harness's
@@ -140,7 +143,8 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
     limit = params.max_merge_distance if params.max_merge_distance is not None else eps
     guard = GUARD_SCALE * scale
     lexical, links, typos, refused = lexical_groups(vocabulary, embeddings, guard,
-                                                    PLURAL_SCALE * scale, unknown_words)
+                                                    PLURAL_SCALE * scale, unknown_words,
+                                                    SPACING_SCALE * scale)
     groups, evidence = lexical, None
     if prototypes is not None:
         groups, evidence = _image_evidence(vocabulary, embeddings, prototypes, lexical, refused,

@@ -18,7 +18,7 @@ word of at least 4 letters, not in its first or last letter, so that "stapler" a
 "drill" and "grill" are not typos of each other), group only when the two labels' embeddings
 are within a guard distance: "glass" and "glasses", or "rivets" and "rivers", stay apart when
 the encoder puts them far apart. A plural has a guard of its own, tighter: it changes a word's
-tokens less than a spacing or a typo does. A typo's guard depends on the length of its word
+tokens less than a spacing or a typo does; a spacing variant one looser: it changes them most. A typo's guard depends on the length of its word
 (``TYPO_GUARDS``): the shorter the word, the more of its one-edit neighbours are real words
 ("belt" / "bolt", "truck" / "trunk"). Both tight guards are for spellings the label encoder
 knows as words: given what its tokenizer holds whole, a plural of a word it splits, and a
@@ -156,7 +156,8 @@ class LexicalGroups(NamedTuple):
     refused: list
 
 
-def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_words=None):
+def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_words=None,
+                   spacing_guard=None):
     """Group label variants (see the module docstring).
 
     Args:
@@ -174,6 +175,9 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
             a word the tokenizer splits ("clothespins") joins within ``guard``, and so does a
             typo in a short word when one spelling is held whole and the other is not (the
             misspelling of a known word: "wagon" / "waggon"). None: every pair as if known.
+        spacing_guard: the same for a spacing variant (None: ``guard``). Joining or splitting
+            a compound changes its tokens most ("sawmill" is "saw ##mill" to WordPiece), so the
+            encoder may put the two spellings farther apart than any other variant.
 
     Returns:
         :class:`LexicalGroups`.
@@ -237,7 +241,8 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
         guards[(unknown[a] > 0) | (unknown[b] > 0)] = guard
     link(plurals, "plural", guards)
     compact = {i: single[i].replace(" ", "") for i in words}
-    link(key_pairs(compact, previous=single), "spacing", guard)
+    link(key_pairs(compact, previous=single), "spacing",
+         guard if spacing_guard is None else spacing_guard)
     typo_pairs, lengths = _typo_pairs(single, normal)
     guards = guard * _typo_share(lengths)
     if unknown is not None and typo_pairs:
