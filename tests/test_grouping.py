@@ -385,6 +385,18 @@ def test_recommended_mode_records_what_it_did():
     assert steps.max_merge_distance == steps.eps == pytest.approx(0.08 * steps.background_distance)
 
 
+def test_typo_joins_are_listed_farthest_first():
+    """The summary shows the first ten typo joins: the ones the encoder puts farthest apart
+    are the likeliest to be two words, not a word and its misspelling."""
+    vocabulary = ["ambulance", "ambulence", "cabinet", "cabinat", "jacket", "jackat"]
+    emb = spread(len(vocabulary), dim=128, seed=2)
+    for i, d in ((1, 0.05), (3, 0.4), (5, 0.2)):
+        emb[i] = near(emb[i - 1], d, seed=i)
+    _, _, steps = recommended_clusters(vocabulary, emb, np.ones(6, dtype=np.int64), MergeParams())
+    assert steps.typo_joins == [["cabinet", "cabinat"], ["jacket", "jackat"],
+                                ["ambulance", "ambulence"]]
+
+
 def test_each_label_says_which_step_put_it_with_its_canonical_label():
     vocabulary = ["helmet", "Helmets", "hard hat", "safety helmet", "hat", "cap", "glove"]
     lexical = np.array([0, 0, 1, 2, 3, 4, 5])

@@ -63,7 +63,8 @@ class Steps:
         lexical_groups: int ndarray (n_labels,): each label's lexical group (paper: its own).
         lexical_links: labels joined by each lexical rule (paper: none).
         typo_joins: the ``[label, label]`` pairs the typo rule joined, worth a look (two real
-            words may be one letter apart: "tweezer" and "tweeter"; paper: none).
+            words may be one letter apart: "tweezer" and "tweeter"; paper: none), the
+            farthest apart in the embeddings first.
         kept_apart: labels kept out of the embedding steps, by reason (paper: none).
         n_dbscan: clusters after DBSCAN, before merging, noise labels (and, in recommended
             mode, kept-apart groups) counted one each.
@@ -100,6 +101,15 @@ def background_distance(embeddings):
         return float("nan")
     a, b = sampled_pairs(len(embeddings), BACKGROUND_PAIRS)
     return float(np.median(1.0 - exact_dots(embeddings, embeddings, a, b)))
+
+
+def _farthest_first(vocabulary, embeddings, pairs):
+    """The ``[label, label]`` pairs, the farthest apart first (ties in the order given)."""
+    if not pairs:
+        return []
+    a, b = np.array(pairs, dtype=np.int64).T
+    order = np.argsort(exact_dots(embeddings, embeddings, a, b), kind="stable")
+    return [[vocabulary[a[k]], vocabulary[b[k]]] for k in order.tolist()]
 
 
 def kept_apart_reason(label):
@@ -180,7 +190,7 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
                   lexical_groups=lexical, lexical_links=links, kept_apart=kept_apart,
                   n_dbscan=_n_clusters(group_db),  # kept-apart groups are -1: one cluster each
                   image_evidence=evidence,
-                  typo_joins=[[vocabulary[i], vocabulary[j]] for i, j in typos])
+                  typo_joins=_farthest_first(vocabulary, embeddings, typos))
     return group_db[groups], number_by_first_occurrence(group_final[groups]), steps
 
 
