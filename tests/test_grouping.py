@@ -153,6 +153,26 @@ def test_the_tight_guards_hold_only_between_words_the_tokenizer_knows():
                                                                           False, True]
 
 
+def test_build_label_map_reads_the_tokenizer_counts_in_the_vocabulary_order():
+    """Labels come in any order; their counts follow them (the map works in string order)."""
+    pairs = [("waggon", "wagon", 1.0, 0.0, 0.4), ("glasses", "glass", 0.0, 0.0, 0.4),
+             ("clothespins", "clothespin", 1.0, 1.0, 0.4)]
+    filler = [f"w{i:03d}" for i in range(60)]
+    vocabulary = [a for a, *_ in pairs] + filler + [b for _, b, *_ in pairs]
+    unknown = np.array([u for _, _, u, _, _ in pairs] + [0.0] * 60 + [u for *_, u, _ in pairs])
+    emb = spread(len(vocabulary), dim=128, seed=2)
+    for k, (*_, distance) in enumerate(pairs):
+        emb[k] = near(emb[len(vocabulary) - len(pairs) + k], distance, seed=k)
+    freq = np.ones(len(vocabulary), dtype=np.int64)
+    label_map = build_label_map(vocabulary, emb, freq, unknown_words=unknown)
+    canonical = label_map.canonical
+    # guards of this vocabulary: 0.3 x 1.0 for a plural or short typo of known words, else 0.6
+    assert [canonical[a] == canonical[b] for a, b, *_ in pairs] == [True, False, True]
+    assert build_label_map(vocabulary, emb, freq).canonical["waggon"] == "waggon"
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        build_label_map(vocabulary, emb, freq, unknown_words=np.full(len(vocabulary), np.nan))
+
+
 def test_sizes_model_numbers_and_years_are_no_typos_or_plurals():
     """One character apart, and close in any encoder, but not spellings of one word."""
     vocabulary = ["10mm bolt", "12mm bolt", "A320", "A330", "2009", "2019", "1990s", "1990"]

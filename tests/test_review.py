@@ -202,6 +202,10 @@ def test_a_label_map_that_cannot_be_is_refused_with_the_reason():
         _reach({"drill press": "Drill"})
     made, canonical = _reach({"drill press": "Drill", "drill": "Drill"})  # the whole cluster
     assert made == [("rename", "drill", "Drill")] and canonical["drill press"] == "Drill"
+    # names alike that the review made (a split of "Drill" from "drill") are not the map's doing
+    label_map = _map(np.array([0, 0, 1]), ["Drill", "drill", "vise"], np.array([1, 2, 1]))
+    split = _edits(("split", "Drill"))
+    assert edits_to_reach(label_map, np.eye(3, dtype=np.float32), split, {"vise": "vise"}) == []
 
 
 def test_clusters_trading_names_are_renamed_in_an_order_that_keeps_them_apart():

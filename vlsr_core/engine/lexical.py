@@ -18,13 +18,14 @@ word of at least 4 letters, not in its first or last letter, so that "stapler" a
 "drill" and "grill" are not typos of each other), group only when the two labels' embeddings
 are within a guard distance: "glass" and "glasses", or "rivets" and "rivers", stay apart when
 the encoder puts them far apart. A plural has a guard of its own, tighter: it changes a word's
-tokens less than a spacing or a typo does; a spacing variant one looser: it changes them most. A typo's guard depends on the length of its word
-(``TYPO_GUARDS``): the shorter the word, the more of its one-edit neighbours are real words
-("belt" / "bolt", "truck" / "trunk"). Both tight guards are for spellings the label encoder
-knows as words: given what its tokenizer holds whole, a plural of a word it splits, and a
-short-word typo of which one spelling is held whole and the other torn into pieces, join
-within the spacing guard. Only words of letters have plurals or typos ("10mm" /
-"12mm", "2009" / "2019" are not variants). Two groups holding a pair that a rule refused are
+tokens less than a spacing or a typo does; a spacing variant one looser: it changes them most.
+A typo's guard depends on the length of its word (``TYPO_GUARDS``): the shorter the word, the
+more of its one-edit neighbours are real words ("belt" / "bolt", "truck" / "trunk"). Both
+tight guards are for spellings the label encoder knows as words: given what its tokenizer
+holds whole, a plural of a label with a word it splits, and a short-word typo of which one
+spelling is held whole and the other torn into pieces, join within the typo guard of long
+words. Only words of letters have plurals or typos ("10mm" / "12mm", "2009" / "2019" are not
+variants). Two groups holding a pair that a rule refused are
 not joined by a looser rule after it. Labels without a letter or digit are never grouped.
 """
 
@@ -163,8 +164,9 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
     Args:
         vocabulary: n distinct label strings.
         embeddings: float ndarray (n, dim) of unit rows: the guard of the looser keys.
-        guard: the largest cosine distance at which a spacing, typo or word-form variant joins;
-            a typo's is ``guard`` times the share ``TYPO_GUARDS`` gives its word's length.
+        guard: the largest cosine distance at which a typo or word-form variant joins (and a
+            spacing variant, without ``spacing_guard``); a typo's is ``guard`` times the share
+            ``TYPO_GUARDS`` gives its word's length.
         plural_guard: the same for a plural (None: ``guard``). A plural changes a word's tokens
             less than the other rules do, so a true plural sits closer to its singular; a
             plural far from it is a word of its own ("glasses", "trunks").

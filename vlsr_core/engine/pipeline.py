@@ -301,8 +301,12 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
     if not len(vocabulary) == len(vocab_emb) == len(frequencies):
         raise ValueError(f"{len(vocabulary)} labels, {len(vocab_emb)} label embeddings and "
                          f"{len(frequencies)} frequencies")
-    if unknown_words is not None and len(unknown_words) != len(vocabulary):
-        raise ValueError(f"{len(vocabulary)} labels and {len(unknown_words)} unknown_words")
+    if unknown_words is not None:
+        unknown_words = np.asarray(unknown_words, dtype=np.float64).reshape(-1)
+        if len(unknown_words) != len(vocabulary):
+            raise ValueError(f"{len(vocabulary)} labels and {len(unknown_words)} unknown_words")
+        if not np.all((unknown_words >= 0) & (unknown_words <= 1)):
+            raise ValueError("unknown_words must be shares between 0 and 1 (no NaN)")
     advance = progress or (lambda fraction: None)
     # computed in the labels' string order and mapped back: every id and tie-break is then
     # the same whatever order the vocabulary came in
@@ -325,13 +329,13 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
             sorted_vocabulary, sorted_emb, sorted_freq, params, block_rows=block_rows,
             progress=lambda f: advance(0.9 * f),
             prototypes=prototypes.take(order) if params.image_evidence else None,
-            unknown_words=None if unknown_words is None else np.asarray(unknown_words)[order])
+            unknown_words=None if unknown_words is None else unknown_words[order])
     steps.lexical_groups = number_by_first_occurrence(steps.lexical_groups[back])
     # the paper's step 6 as written; the recommended mode names a cluster by its spelling in
     # use when frequencies tie (most labels of a long tail are on one sample)
     naming = None if params.paper else spelling_preference(
         sorted_vocabulary, sorted_freq,
-        None if unknown_words is None else np.asarray(unknown_words)[order])
+        None if unknown_words is None else unknown_words[order])
     reps = representatives(sorted_vocabulary, sorted_emb, clusters, sorted_freq, naming)
     distance = 1.0 - exact_dots(sorted_emb, sorted_emb, np.arange(len(order)), reps[clusters])
     advance(1.0)

@@ -322,11 +322,13 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
 def _check_spelled_one_way(names, given):
     """Refuse canonical ``names`` of which two read alike (equal normal forms: only case,
     punctuation or extra spaces differ); ``given``: those the curator wrote, the others being
-    the names that labels the map leaves out keep."""
+    the names that labels the map leaves out keep. Names alike that the map did not write (a
+    review split "Drill" from "drill") are the review's, not the map's: left alone."""
     spellings = {}
     for name in sorted(names):
         spellings.setdefault(normal_form(name), []).append(name)
-    alike = next((names for names in spellings.values() if len(names) > 1), None)
+    alike = next((names for names in spellings.values()
+                  if len(names) > 1 and any(n in given for n in names)), None)
     if alike is None:
         return
     kept = [n for n in alike if n not in given]
