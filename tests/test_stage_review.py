@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import fiftyone as fo
 import numpy as np
 import pytest
 from fiftyone import ViewField as F
@@ -236,6 +237,18 @@ def test_final_labels_can_be_copied_to_a_new_field_that_the_run_owns(ran):
     assert (f"'reviewed', a copy of the final labels, differs from them on {n} sample"
             in report.summary())
     assert apply_review(dataset, "vlsr", copy_to="reviewed").outdated_copies == []
+    assert dataset.get_run_info("vlsr").config.copies == ["reviewed"]
+    # applied to a part: the copies are compared there; the copy just written is not reported
+    part = dataset.match(F("filepath").ends_with("d1.png"))
+    assert apply_review(part, "vlsr", copy_to="other").outdated_copies == []
+    add_edit(dataset, "vlsr", "rename", "drill (power)", "drill")
+    assert apply_review(part, "vlsr").outdated_copies == [("reviewed", 1), ("other", 1)]
+    # a field of the copy's name that is no longer a copy (deleted, made again by hand) is not
+    # written over
+    dataset.delete_sample_field("other")
+    dataset.add_sample_field("other", fo.StringField)
+    with pytest.raises(VLSRError, match="'other' holds no Classification"):
+        apply_review(dataset, "vlsr", copy_to="other")
     for taken in ("gt", "vlsr_label", "not a name"):
         with pytest.raises(VLSRError):
             apply_review(dataset, "vlsr", copy_to=taken)

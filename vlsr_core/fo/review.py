@@ -523,20 +523,19 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     n_map = sum(o.status != "stale" for o in state.outcomes)
     n_decisions = sum(e.action in SUGGESTION_ACTIONS for e in state.in_force)
     return ApplyReport(n_samples, n_map, n_decisions, state.stale, copy_to,
-                       outdated_copies(run.dataset, key))
+                       outdated_copies(samples, key, written=copy_to))
 
 
-def outdated_copies(dataset, key=DEFAULT_KEY):
-    """The copies of run ``key``'s final labels (Apply's "copy to" fields) that differ from
-    them now, each with the number of samples on which they differ: a copy is written only
-    when asked for, and the final labels change on every Apply and clustering."""
+def outdated_copies(samples, key=DEFAULT_KEY, written=None):
+    """The copies of run ``key``'s final labels (Apply's "copy to" fields, but ``written``)
+    that differ from them on ``samples``, each with the number of those samples: a copy is
+    written only when asked for, and the final labels change on every Apply and clustering."""
     from fiftyone import ViewField as F
 
-    own = set(sample_fields(key).values())
     final = sample_fields(key)["label"]
-    copies = [f for f in _config(dataset, key).created_fields or []
-              if "." not in f and f not in own and dataset.has_field(f)]
-    differ = [(f, dataset.match(F(f"{f}.label") != F(f"{final}.label")).count()) for f in copies]
+    copies = [f for f in _config(samples._dataset, key).copies
+              if f != written and samples.has_field(f)]
+    differ = [(f, samples.match(F(f"{f}.label") != F(f"{final}.label")).count()) for f in copies]
     return [(f, n) for f, n in differ if n]
 
 

@@ -81,12 +81,14 @@ class VLSRRunConfig(fors.RunConfig):
             scored by a version before it was kept).
         model_fingerprint: what the model is (:func:`~vlsr_core.model.model_source.model_fingerprint`),
             so that the same weights under another path keep the embeddings.
+        copies: the fields the final labels were copied to (Apply's "copy to"), which a later
+            Apply without them leaves as they are.
         **kwargs: parameter values (defaults: the parameter classes') and FiftyOne's own keys.
     """
 
     def __init__(self, label_field=None, created_fields=None, created_views=None,
                  model_fingerprint=None, stages=None, collection=None, review=None, applied=None,
-                 created_brain_runs=None, score_histogram=None, **kwargs):
+                 created_brain_runs=None, score_histogram=None, copies=None, **kwargs):
         kwargs.setdefault("method", "vlsr")
         if "eps" in kwargs and "mode" not in kwargs:
             kwargs["mode"] = "paper"  # stored by a version before merge modes: the paper's steps
@@ -105,6 +107,7 @@ class VLSRRunConfig(fors.RunConfig):
         self.created_brain_runs = created_brain_runs or []
         self.applied = applied
         self.score_histogram = score_histogram
+        self.copies = copies or []
 
     def params(self, cls, **overrides):
         """The run's recorded parameters of class ``cls`` (e.g. :class:`MergeParams`), with

@@ -820,6 +820,9 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         if problem:
             raise VLSRError(problem)
         outputs[copy_to] = outputs[fields["label"]]
+        if copy_to not in run.config.copies:
+            run.config.copies = [*run.config.copies, copy_to]
+            run.dataset.update_run_config(key, run.config)
     _create_outputs(run.dataset, key, run.config, outputs)
     canonical, cluster = label_map.canonical, label_map.cluster
     # the map's whole vocabulary (``samples`` may hold only part of it)
@@ -873,6 +876,11 @@ def copy_problem(dataset, key, name):
         return f"{name!r} is a field of run {key!r} or its input: choose a new name"
     if dataset.has_field(name) and name not in owned:
         return f"Field {name!r} exists and was not created by run {key!r}: choose a new name"
+    field = dataset.get_field(name) if dataset.has_field(name) else None
+    if field is not None and not (isinstance(field, fo.EmbeddedDocumentField)
+                                  and issubclass(field.document_type, fo.Classification)):
+        return (f"Field {name!r} holds no Classification, so it is not a copy of the final labels "
+                f"of run {key!r}: choose a new name")
     return None
 
 
