@@ -735,7 +735,7 @@ def test_boxes_scored_on_their_crops_in_the_app(boxes_app, page, tmp_path):
     execute(page)
     _until(lambda: dataset.reload() or dataset.count("gt.detections.vlsr_crop_similarity") == 12,
            "crop scores", page=page)
-    page.get_by_text("12 boxes on their crops (4 of them on the whole image").first.wait_for(
+    page.get_by_text("12 boxes: 8 on their crops, 4 on the whole image").first.wait_for(
         timeout=30_000)
     shot(page, "c3-score-done")
     page.get_by_text("vlsr_min_crop_similarity").first.wait_for(timeout=30_000)

@@ -93,13 +93,17 @@ def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys, mo
     assert main(["export", "--dataset", dataset_name, "--out", str(out_dir), "--overwrite"]) == 0
 
 
-def test_errors_are_messages_not_tracebacks(tmp_path, dataset_name, capsys):
+def test_errors_are_messages_not_tracebacks(tmp_path, dataset_name, capsys, tiny_clip):
     assert main(["run", "--dataset", "vlsr-no-such-dataset", "--label-field", "x"]) == 2
     assert "no dataset" in capsys.readouterr().err
     fo.Dataset(dataset_name).add_sample(fo.Sample(filepath=str(_images(tmp_path, 1)[0])))
+    # the field is checked before the model loads
+    assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
+                 "--model", tiny_clip]) == 2
+    assert "No field 'ground_truth'" in capsys.readouterr().err
     assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
                  "--model", str(tmp_path / "no-model")]) == 2
-    assert "No field 'ground_truth'" in capsys.readouterr().err
+    assert "no-model' does not exist" in capsys.readouterr().err
 
 
 def test_an_import_of_nothing_leaves_no_empty_dataset(tmp_path, dataset_name, capsys):
@@ -186,17 +190,53 @@ def test_an_import_problem_of_one_kind_takes_one_line_and_a_bad_field_one_error(
 
 
 @pytest.mark.parametrize("recompute", [[], ["--recompute"]])
-def test_ctrl_c_at_any_moment_says_how_to_go_on(monkeypatch, capsys, recompute):
+def test_ctrl_c_at_any_moment_says_how_to_go_on(ran, monkeypatch, capsys, recompute):
     from vlsr_core import cli
 
     def interrupt():
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "_logs_to_stderr", interrupt)  # as early as FiftyOne's loading
-    assert main(["run", "--dataset", "d", "--label-field", "ground_truth", *recompute]) == 130
+    # before anything was stored (no run yet): nothing to go on from
+    assert main(["run", "--dataset", ran[0].name, "--label-field", "gt", "--key", "other",
+                 *recompute]) == 130
+    err = capsys.readouterr().err
+    assert err == "vlsr: interrupted; nothing was stored yet: run the same command again to start\n"
+    # a run that has stored its embeddings keeps them
+    assert main(["run", "--dataset", ran[0].name, "--label-field", "gt", *recompute]) == 130
     err = capsys.readouterr().err
     assert err.startswith("vlsr: interrupted; what was embedded and scored is kept") and "Traceback" not in err
     assert ("without --recompute" in err) == bool(recompute)
+
+
+def test_delete_run_lists_what_goes_and_deletes_only_with_yes(ran, capsys):
+    dataset = ran[0]
+    labels = dataset.values("gt.classifications.label")
+    assert main(["delete-run", "--dataset", dataset.name]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("would delete ") and "vlsr_label" in out and "add --yes" in out
+    assert "saved view" in out and "the input labels of 'gt' stay" in out
+    assert dataset.has_run("vlsr") and dataset.has_field("vlsr_label")
+    assert main(["delete-run", "--dataset", dataset.name, "--yes"]) == 0
+    assert capsys.readouterr().out.startswith("deleted ")
+    assert not dataset.has_run("vlsr") and not dataset.has_field("vlsr_label")
+    assert dataset.values("gt.classifications.label") == labels
+    assert main(["delete-run", "--dataset", dataset.name, "--yes"]) == 2
+    assert "no VLSR run 'vlsr'" in capsys.readouterr().err
+
+
+def test_a_dataset_name_fiftyone_refuses_is_an_error_not_a_traceback(tmp_path, dataset_name,
+                                                                      capsys):
+    paths = _images(tmp_path, 1)
+    (tmp_path / "ok.csv").write_text(f"{paths[0].name},helmet\n")
+    fo.Dataset(dataset_name, persistent=True)
+    clash = dataset_name.replace("-", "_")  # the same slug: FiftyOne reads it as the other's
+    for name, why in ((clash, f"in use by dataset {dataset_name!r}"), ("!!!", "invalid")):
+        assert main(["import-csv", str(tmp_path / "ok.csv"), "--dataset", name]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"vlsr: error: cannot make a dataset named {name!r}: ")
+        assert why in err and "give its name exactly" in err and "Traceback" not in err
+    assert not fo.dataset_exists(clash)
 
 
 def test_an_interrupted_import_says_what_it_kept(tmp_path, dataset_name, capsys, monkeypatch):
@@ -269,6 +309,25 @@ def test_explicit_model_that_cannot_load_is_an_error(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     if fo.dataset_exists("vlsr-demo"):
         fo.delete_dataset("vlsr-demo")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--key", "my-run"], "The run key 'my-run' cannot name fields"),
+    (["--model", "./nope"], "Could not load a CLIP model from the directory './nope': CLIP model "
+                            "directory './nope' does not exist"),
+])
+def test_a_bad_run_key_or_model_directory_answers_before_fiftyone_loads(args, message, tmp_path):
+    """Loading FiftyOne takes seconds: what can be told without it is told at once."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vlsr_core.cli import main; "
+            f"code = main(['run', '--dataset', 'd', '--label-field', 'gt', *{args!r}]); "
+            "print(code, 'fiftyone' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.stdout.strip() == "2 False", done.stderr
+    assert done.stderr.startswith(f"vlsr: error: {message}")
 
 
 def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
@@ -503,7 +562,7 @@ def test_factorynet_boxes_scored_on_their_crops(tmp_path, tiny_clip, dataset_nam
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "cut and embedded 6 boxes (3 more too small" in out
-    assert "9 boxes scored on their crops (3 of them on the whole image: under 32" in out
+    assert "9 boxes scored: 6 on their crops, 3 on the whole image (under 32" in out
     ds = fo.load_dataset(dataset_name)
     path = "ground_truth_detections.detections"
     for boxes, crop, image, fallback in zip(*ds.values([f"{path}.bounding_box", f"{path}.vlsr_crop_similarity",

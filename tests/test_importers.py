@@ -458,9 +458,29 @@ def test_summary_lines(tmp_path, dataset):
     _text(tmp_path / "x.csv", "helmet,0,0,10,10\n")
     report = import_factorynet(tmp_path, dataset)
     lines = report.summary().splitlines()
-    assert lines[0] == "0 samples added, 0 labels read, 1 problem"
+    assert lines[0] == "0 samples added, 0 labels read, 2 problems"
     assert lines[1].startswith("first problem: ") and "x.csv" in lines[1]
     assert importers.ImportReport(3, 4).summary() == "3 samples added, 4 labels read, 0 problems"
+
+
+def test_a_folder_with_no_factorynet_image_says_what_one_is(tmp_path, dataset):
+    assert _problem(import_factorynet(tmp_path, dataset), tmp_path,
+                    "no Factorynet image: each image needs a CSV of its boxes beside it")
+    _image(tmp_path / "a.jpg")  # images alone: maybe a plain CSV's
+    report = import_factorynet(tmp_path, dataset)
+    assert _problem(report, tmp_path, "1 image here had none", "use vlsr import-csv")
+
+
+def test_linked_subfolders_are_walked_once_and_a_link_loop_ends(tmp_path, dataset):
+    (tmp_path / "real").mkdir()
+    _pair(tmp_path / "real", "0001", "helmet,0,0,10,10\n")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "linked").symlink_to(tmp_path / "real")
+    (root / "again").symlink_to(tmp_path / "real")
+    (root / "loop").symlink_to(root)
+    report = import_factorynet(root, dataset)
+    assert report.n_samples == 1 and len(dataset) == 1
 
 
 def test_factorynet_missing_directory(tmp_path, dataset):
@@ -503,7 +523,8 @@ def test_import_csv_merges_rows_and_resolves_paths(tmp_path, dataset, header):
     labels = {os.path.basename(s.filepath): _labels(s) for s in dataset}
     assert labels == {"a.jpg": ["helmet", "glove", 'Screw, 2" wood'], "b.png": ["drill"], "c.gif": []}
     assert all(s.metadata.width > 0 and s.metadata.height > 0 for s in dataset)
-    assert report.n_samples == 3 and report.n_labels == 5
+    assert report.n_samples == 3 and report.n_labels == 4 and report.n_repeats == 1  # glove
+    assert "4 labels read (1 repeat of a label on the same image, kept once)" in report.summary()
     assert _problem(report, f"{csv_path}:{5 + offset}", "no labels", "unlabelled")
     assert _problem(report, f"{csv_path}:{6 + offset}", "no such file", "missing.jpg")
     assert _problem(report, f"{csv_path}:{7 + offset}", "not an image")
@@ -516,7 +537,25 @@ def test_import_csv_header_only_on_first_row(tmp_path, dataset):
     csv_path = _text(tmp_path / "l.csv", "imgs/a.jpg,helmet\nimage,x\n")
     report = import_csv(csv_path, dataset)
     assert len(dataset) == 1 and _labels(dataset.first()) == ["helmet"]
-    assert _problem(report, f"{csv_path}:2", "no such file")
+    assert _problem(report, f"{csv_path}:2", "is a folder, not an image file")
+
+
+def test_import_csv_says_why_a_path_names_no_image(tmp_path, dataset, monkeypatch):
+    """A URL, a folder, a header whose first column is not the path, a path written from the
+    current folder rather than the CSV's: each gets its reason and what to do."""
+    _plain_images(tmp_path)
+    (tmp_path / "csvs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    csv_path = _text(tmp_path / "csvs" / "l.csv", "label,filepath\nhttps://example.com/a.jpg,x\n"
+                                                  "imgs/a.jpg,helmet\n../imgs,x\n")
+    report = import_csv(csv_path, dataset)
+    assert len(dataset) == 0
+    assert _problem(report, f"{csv_path}:1", "the first row (label, filepath) reads as a header",
+                    "the first column must be the image path")
+    assert _problem(report, f"{csv_path}:2", "is a URL: only image files on this machine")
+    assert _problem(report, f"{csv_path}:3", "paths are read from the CSV's folder",
+                    "imgs/a.jpg is a file from the current folder")
+    assert _problem(report, f"{csv_path}:4", "is a folder, not an image file")
 
 
 def test_import_csv_with_semicolons_says_the_cells_need_commas(tmp_path, dataset):

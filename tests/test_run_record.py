@@ -183,7 +183,7 @@ def test_same_key_on_another_label_field_is_refused(main):
     run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
     with pytest.raises(VLSRError, match="'vlsr' was made on field 'gt'"):
         compute_embeddings(dataset, "other", encoder=FakeEncoder(images))
-    with pytest.raises(VLSRError, match="another key"):
+    with pytest.raises(VLSRError, match="another run key"):
         run_vlsr(dataset, "other", encoder=FakeEncoder(images))
     assert dataset.get_run_info("vlsr").config.label_field == "gt"
     assert not dataset.has_field("other.classifications.vlsr_similarity")
@@ -392,3 +392,20 @@ def test_the_summary_counts_images_not_embedded_yet(main, monkeypatch):
     with pytest.raises(RuntimeError, match="simulated crash"):
         compute_embeddings(dataset, "gt", encoder=FakeEncoder(images, batch_size=2, fail_after=2))
     assert f"**Not embedded yet:** {len(dataset) - 4} images" in summarize_run(dataset, "vlsr")
+
+
+def test_the_summary_of_a_run_stopped_before_its_labels_were_embedded(main, monkeypatch):
+    """Ctrl-C while the labels are embedded: the run is registered, nothing is stored yet."""
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, images = main
+
+    def interrupted(self, texts, progress=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FakeEncoder, "embed_texts", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    report = summarize_run(dataset, "vlsr")
+    assert f"**Not embedded yet:** {len(dataset)} images" in report
+    assert "**Labels embedded:** none yet; run again" in report

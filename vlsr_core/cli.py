@@ -7,7 +7,7 @@ import re
 import shlex
 import sys
 
-from .engine.defaults import DEFAULT_KEY, DEFAULT_MODEL
+from .engine.defaults import DEFAULT_KEY, DEFAULT_MODEL, key_problem
 from .engine.params import EmbedParams, MergeParams, ParamError, ScoreParams, flag
 from .wording import count as _count
 
@@ -21,6 +21,7 @@ EPILOG = """examples:
   vlsr review rename "safety helmet" --to helmet --dataset factorynet
   vlsr apply --dataset factorynet
   vlsr export --dataset factorynet --out ./factorynet-clean --detections-field ground_truth_detections
+  vlsr delete-run --dataset factorynet --key vlsr --yes
   vlsr demo
 """
 
@@ -39,6 +40,8 @@ def main(argv=None):
 def _after_interrupt(args):
     """What a command interrupted keeps, and how to go on."""
     if args.func is _run:
+        if not _run_stored(args):
+            return "; nothing was stored yet: run the same command again to start"
         again = " without --recompute" if args.recompute else ""
         return (f"; what was embedded and scored is kept: run the same command{again} again "
                 "to go on from there")
@@ -50,6 +53,38 @@ def _after_interrupt(args):
     return ""
 
 
+def _early_run_problem(a):
+    """What is wrong with a run's key or its local CLIP directory, told before FiftyOne and
+    torch load (they take seconds), or None."""
+    from .model.model_source import expand, is_local, load_advice, local_problem
+
+    if key_problem(a.key):
+        return key_problem(a.key)
+    if a.model and is_local(a.model):
+        problem = local_problem(expand(a.model))
+        if problem:
+            return load_advice(expand(a.model), problem)
+    return None
+
+
+def _run_stored(args):
+    """Whether run ``args.key`` has stored anything (its label embeddings, at least): not when
+    Ctrl-C came while FiftyOne or the model loaded, or the first labels were embedded."""
+    if "fiftyone" not in sys.modules:
+        return False
+    try:
+        import fiftyone as fo
+
+        if not fo.dataset_exists(args.dataset):
+            return False
+        dataset = fo.load_dataset(args.dataset)
+        results = dataset.load_run_results(args.key, cache=False) if dataset.has_run(args.key) \
+            else None
+        return results is not None and len(results.labels) > 0
+    except Exception:  # the database itself may be what was stopped: say the usual
+        return True
+
+
 def _main(args):
     if args.func is _run:  # bad parameters answer at once, before FiftyOne and torch load
         try:
@@ -57,6 +92,10 @@ def _main(args):
                 params_of(args, cls)
         except ParamError as e:
             print(f"vlsr: error: {_as_flag(e)}", file=sys.stderr)
+            return 2
+        problem = _early_run_problem(args)
+        if problem:
+            print(f"vlsr: error: {problem}", file=sys.stderr)
             return 2
     from fiftyone.core.service import ServiceException
 
@@ -149,6 +188,13 @@ def _parser():
     c.add_argument("--overwrite", action="store_true", help="replace the files of an earlier export")
     _view_arg(c)
     c.set_defaults(func=_export)
+
+    c = sub.add_parser("delete-run", help="delete a run's fields, label attributes, views and "
+                                          "record (the input labels stay)")
+    _dataset_arg(c)
+    c.add_argument("--key", default=DEFAULT_KEY)
+    c.add_argument("--yes", action="store_true", help="delete (without it: list what would go)")
+    c.set_defaults(func=_delete_run)
 
     c = sub.add_parser("demo", help="build a small noisy dataset, clean it and open the App")
     c.add_argument("--model", default=None, type=_path,
@@ -316,9 +362,15 @@ def _importing_into(a):
     stopped by an error or Ctrl-C leaves in ``a.added`` how many samples it had added."""
     import fiftyone as fo
 
+    from .fo.stages import VLSRError
+
     name = a.dataset
     existed = fo.dataset_exists(name)
-    dataset = fo.load_dataset(name) if existed else fo.Dataset(name, persistent=True)
+    try:
+        dataset = fo.load_dataset(name) if existed else fo.Dataset(name, persistent=True)
+    except ValueError as e:  # a name FiftyOne refuses: blank, or read as another's ('walk_a')
+        raise VLSRError(f"cannot make a dataset named {name!r}: {e} (to import into an "
+                        "existing dataset, give its name exactly)") from None
     before = len(dataset)
     try:
         yield dataset
@@ -429,6 +481,23 @@ def _run(a, dataset=None, encoder=None):
                       encoder=encoder, progress=lambda stage, f: bars[stage](f))
     print(report.summary())
     _summary(dataset, a.key)
+
+
+def _delete_run(a):
+    from .fo.runs import VLSRRun, owned_views
+
+    dataset = _with_run(a.dataset, a.key)
+    config = dataset.get_run_info(a.key).config
+    fields = VLSRRun(config).get_fields(dataset, a.key)
+    views = [v for v in owned_views(a.key, config) if dataset.has_saved_view(v)]
+    what = (f"{_count(len(fields), 'field')} ({', '.join(fields) or 'none'}) and "
+            f"{_count(len(views), 'saved view')} of run {a.key!r} on {a.dataset!r}; the input "
+            f"labels of {config.label_field!r} stay")
+    if not a.yes:
+        print(f"would delete {what}: add --yes to delete them")
+        return 1
+    dataset.delete_run(a.key)
+    print(f"deleted {what}")
 
 
 def _summary(dataset, key):

@@ -3,6 +3,16 @@
 DEFAULT_MODEL = "openai/clip-vit-large-patch14"  # the paper's model; 768-d embeddings
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_KEY = "vlsr"  # run key, and the prefix of every field a run writes
+
+
+def key_problem(key):
+    """Why ``key`` cannot be a run key (it prefixes field names), or None."""
+    if isinstance(key, str) and key.isidentifier():
+        return None
+    return (f"The run key {key!r} cannot name fields: use letters, digits and underscores, not "
+            "starting with a digit")
+
+
 DEFAULT_EPS = 0.07  # DBSCAN radius in cosine distance: the paper's best (0.1 drifted)
 DEFAULT_MIN_SAMPLES = 1  # DBSCAN core-point neighbourhood: every label is a core point
 DEFAULT_TOP_K = 5  # vocabulary suggestions per image

@@ -63,17 +63,20 @@ class ImportReport:
     """What an import did: counts to show, and every skipped or odd input with the reason."""
 
     n_samples: int = 0  # samples added
-    n_labels: int = 0  # label rows (Factorynet) or label cells (plain CSV) read
+    n_labels: int = 0  # label rows (Factorynet) or distinct labels of each image (plain CSV) read
     problems: list[tuple[str, str]] = field(default_factory=list)  # (file or "file:line", reason)
     n_existing: int = 0  # images of the input whose filepath was already in the dataset
     n_updated: int = 0  # of those, the samples given labels or boxes they lacked
     new_labels: Counter = field(default_factory=Counter)  # label -> samples given it (image-level)
     n_new_boxes: int = 0  # boxes added to those samples
+    n_repeats: int = 0  # label cells (plain CSV) repeating a label their image already has
 
     def summary(self, first_problem=True) -> str:
         """One line of counts, and a second with the first problem when there are any (unless
         ``first_problem`` is False: for a caller listing them)."""
         text = f"{count(self.n_samples, 'sample')} added, {count(self.n_labels, 'label')} read"
+        if self.n_repeats:
+            text += f" ({count(self.n_repeats, 'repeat')} of a label on the same image, kept once)"
         if self.n_existing:
             text += f", {count(self.n_existing, 'image')} already in the dataset"
             if self.n_updated:
@@ -170,19 +173,15 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
         if not any(c.strip() for c in cells):
             continue  # a blank line, or a spreadsheet's empty row
         path = cells[0].strip()
-        if first_row and path.lower() in HEADER_NAMES:
-            first_row = False
+        header, first_row = first_row, False
+        if header and path.lower() in HEADER_NAMES:
             continue
-        first_row = False
         if not path:
             report.problems.append((where, "empty image path; row skipped"))
             continue
         filepath = fos.normalize_path(os.path.join(folder, os.path.expanduser(path)))
         if not os.path.isfile(filepath):
-            separated = len(cells) == 1 and any(s in path for s in ";\t")
-            report.problems.append((where, f"no such file {filepath}; row skipped" + (
-                " (its cells seem separated by ';' or tabs: the CSV must use commas)"
-                if separated else "")))
+            report.problems.append((where, _missing_image(path, filepath, folder, cells, header)))
             continue
         if fom.get_media_type(filepath) != fom.IMAGE:
             report.problems.append((where, f"not an image file {filepath}; row skipped"))
@@ -193,13 +192,35 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
 
     def samples():
         for filepath, where, labels in images.values():
-            report.n_labels += len(labels)
+            report.n_labels += len(set(labels))
+            report.n_repeats += len(labels) - len(set(labels))
             if not labels:
                 report.problems.append((where, "no labels; an unlabelled image"))
             yield fo.Sample(filepath=filepath, **{label_field: _classifications(labels)})
 
     _add_in_chunks(dataset, samples(), len(images), (label_field,), report, progress)
     return report
+
+
+def _missing_image(path, filepath, folder, cells, header):
+    """Why a plain CSV's first cell ``path`` (read as ``filepath``) names no image file, and
+    what to do."""
+    if "://" in path:
+        return f"{path} is a URL: only image files on this machine can be imported; row skipped"
+    if os.path.isdir(filepath):
+        return f"{filepath} is a folder, not an image file; row skipped"
+    if len(cells) == 1 and any(s in path for s in ";\t"):
+        return (f"no such file {filepath}; row skipped (its cells seem separated by ';' or tabs: "
+                "the CSV must use commas)")
+    if header and not os.path.splitext(path)[1]:
+        return (f"the first row ({', '.join(cells)[:80]}) reads as a header, but the first column "
+                f"must be the image path (a header names it {' or '.join(HEADER_NAMES)}); "
+                "row skipped")
+    if os.path.isfile(os.path.abspath(os.path.expanduser(path))):
+        return (f"no such file {filepath}: paths are read from the CSV's folder ({folder}), and "
+                f"{path} is a file from the current folder: write the paths relative to the CSV, "
+                "or absolute; row skipped")
+    return f"no such file {filepath}; row skipped"
 
 
 def _check_fields(dataset, fields):
@@ -265,12 +286,17 @@ def _number(text) -> float:
 
 
 def _factorynet_pairs(directory, recursive, problems) -> list[tuple[str, str]]:
-    """(csv, image) pairs of a Factorynet folder, in path order; orphans and ambiguities reported."""
-    pairs = []
-    for folder, subfolders, names in os.walk(directory):
-        subfolders.sort()
-        if not recursive:
-            subfolders.clear()
+    """(csv, image) pairs of a Factorynet folder, in path order; orphans and ambiguities
+    reported. Linked subfolders are walked too, each real folder once."""
+    pairs, seen, orphans = [], {os.path.realpath(directory)}, 0
+    for folder, subfolders, names in os.walk(directory, followlinks=True):
+        kept = []
+        for name in sorted(subfolders) if recursive else ():
+            real = os.path.realpath(os.path.join(folder, name))
+            if real not in seen:  # a link to a folder walked already (or to an ancestor: a loop)
+                seen.add(real)
+                kept.append(name)
+        subfolders[:] = kept
         csvs, images = {}, {}
         for name in sorted(names):
             stem, ext = os.path.splitext(name)
@@ -280,6 +306,7 @@ def _factorynet_pairs(directory, recursive, problems) -> list[tuple[str, str]]:
                 images.setdefault(stem, []).append(name)
         for stem, image_names in images.items():
             if stem not in csvs:
+                orphans += len(image_names)
                 for name in image_names:
                     problems.append(
                         (os.path.join(folder, name), "no CSV beside it; not a Factorynet image, ignored")
@@ -300,6 +327,11 @@ def _factorynet_pairs(directory, recursive, problems) -> list[tuple[str, str]]:
                     (csv_path, f"several images share its base name {candidates}; using {candidates[0]}")
                 )
             pairs.append((csv_path, os.path.join(folder, candidates[0])))
+    if not pairs:
+        problems.append((directory, "no Factorynet image: each image needs a CSV of its boxes "
+                                    "beside it, of the same name (0001.jpg, 0001.csv)" + (
+            f"; {count(orphans, 'image')} here had none: if one CSV lists image paths and "
+            "labels, use vlsr import-csv" if orphans else "")))
     pairs.sort()
     return pairs
 

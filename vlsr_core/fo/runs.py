@@ -12,7 +12,7 @@ import eta.core.serial as etas
 import fiftyone.core.runs as fors
 import numpy as np
 
-from ..engine.defaults import DEFAULT_KEY
+from ..engine.defaults import DEFAULT_KEY, key_problem
 from ..engine.params import PARAM_CLASSES
 
 # Field name suffixes, appended to the run key ("vlsr" -> "vlsr_embedding", ...).
@@ -292,9 +292,8 @@ def output_problem(samples, key, label_field):
     (``--label-field gt_labels --key gt``), a field, label attribute or saved view of the run's
     names that exists but is not the run's own, or a key that cannot prefix field names.
     """
-    if not isinstance(key, str) or not key.isidentifier():
-        return (f"The run key {key!r} cannot name fields: use letters, digits and underscores, "
-                "not starting with a digit")
+    if key_problem(key):
+        return key_problem(key)
     root = label_field.split(".")[0]
     if root in sample_fields(key).values():
         return (f"The label field {label_field!r} has the name of an output of run {key!r} "
@@ -305,7 +304,8 @@ def output_problem(samples, key, label_field):
         return f"Run {key!r} exists and is not a VLSR run; choose another key"
     if config is not None and config.label_field != label_field:
         return (f"Run {key!r} was made on field {config.label_field!r}, not {label_field!r}; "
-                "choose another key or delete that run first")
+                "choose another run key, or delete that run first (VLSR: delete run in the App, "
+                f"vlsr delete-run --key {key} on the command line)")
     owned = set(owned_fields(dataset, key, config)) if config else set()
     for field in output_fields(dataset, key, label_field):
         if field in owned:

@@ -119,8 +119,9 @@ class ScoreReport:
         text = (f"scored {count(self.n_scores, 'label')} on {count(self.n_samples, 'sample')} ({self.n_unscored} "
                 f"without an image embedding)")
         if self.crops:
-            text += (f"; {count(self.n_box_scores, 'box')} on their crops ({self.n_box_fallback} of them "
-                     "on the whole image: too small or without coordinates)")
+            text += (f"; {count(self.n_box_scores, 'box')}: "
+                     f"{self.n_box_scores - self.n_box_fallback} on their crops, "
+                     f"{self.n_box_fallback} on the whole image (too small or without coordinates)")
             if self.n_box_stale:
                 text += (f", {count(self.n_box_stale, 'box')} not (they changed since their crops were "
                          "cut: compute embeddings again)")

@@ -13,6 +13,7 @@ from .runs import (
     incomplete_stages,
     label_attributes,
     review_attribute,
+    run_collection,
     sample_fields,
     saved_view_names,
     sharded_note,
@@ -50,20 +51,25 @@ def summarize_run(dataset, key, n_clusters=10):
                      "results. Run it again to finish.")
     if sharded_stages(config):
         lines.append(f"**In progress:** {sharded_note(sharded_stages(config))}")
-    if dataset.has_field(fields["embedding"]) and dataset.has_field(fields["error"]):
-        waiting = len(dataset) - dataset.count(fields["embedding"]) - dataset.count(fields["error"])
+    if getattr(config, "model", None):  # a run whose images have not all been embedded
+        samples = run_collection(dataset, key)
+        done = sum(samples.count(fields[f]) for f in ("embedding", "error")
+                   if dataset.has_field(fields[f]))
+        waiting = len(samples) - done
         if waiting > 0:
             lines.append(f"**Not embedded yet:** {count(waiting, 'image')}; embed again to finish (`vlsr run`, "
                          "or *VLSR 1: compute embeddings* in the App).")
-    if results.vocabulary:
+    if results is None or not results.labels:  # stopped before its labels were embedded
+        lines.append("**Labels embedded:** none yet; run again to embed them (`vlsr run`, or "
+                     "*VLSR 1: compute embeddings* in the App)")
+    elif results.vocabulary:
         state = review_state(dataset, key, results)
         lines.extend(_merge_report(results, state, config, n_clusters))
         lines.append(state.summary())
         if dataset.has_saved_view(views["changed"]):
             lines.append(
                 f"**Final labels:** {count(dataset.count(fields['label']), 'sample')}; "
-                f"{len(dataset.load_saved_view(views['changed']))} differ from every label they had"
-            )
+                f"{_differ(len(dataset.load_saved_view(views['changed'])))}")
     else:
         lines.append(f"**Labels embedded:** {len(results.labels)}; not clustered yet")
     skipped = _unusable_labels(dataset, config.label_field)
@@ -87,6 +93,11 @@ def summarize_run(dataset, key, n_clusters=10):
     return "\n\n".join(lines)  # paragraphs
 
 
+def _differ(n):
+    return f"{n} differs from every label it had" if n == 1 else \
+        f"{n} differ from every label they had"
+
+
 def _score_line(dataset, key, config):
     """Which score the review uses and its low threshold, and how the boxes were scored; None
     before scoring."""
@@ -98,9 +109,9 @@ def _score_line(dataset, key, config):
     if config.crops:
         path = f"{label_path(dataset, config.label_field)}.{label_attributes(key)['crop_fallback']}"
         counts = dataset.count_values(path)
-        line += (f". {count(counts.get(True, 0) + counts.get(False, 0), 'box')} scored on their crops "
-                 f"({counts.get(True, 0)} of them on the whole image: under "
-                 f"{config.crop_min_size} pixels or without coordinates)")
+        whole, cropped = counts.get(True, 0), counts.get(False, 0)
+        line += (f". {count(whole + cropped, 'box')} scored: {cropped} on their crops, {whole} on "
+                 f"the whole image (under {config.crop_min_size} pixels or without coordinates)")
     return line
 
 
