@@ -37,13 +37,13 @@ def test_a_label_field_named_like_an_output_of_the_run_is_refused(dataset, tmp_p
 
 
 @pytest.mark.slow
-def test_from_the_cli_the_clash_is_one_line_and_exit_2(dataset, tmp_path):
+def test_from_the_cli_the_clash_is_one_line_and_exit_2(dataset, tmp_path, tiny_clip):
     build(dataset, tmp_path / "images", field="gt_labels")
     dataset.persistent = True
     before = label_snapshot(dataset, "gt_labels")
-    done = subprocess.run(
+    done = subprocess.run(  # (found before the model loads)
         [sys.executable, "-m", "vlsr_core.cli", "run", "--dataset", dataset.name,
-         "--label-field", "gt_labels", "--key", "gt", "--model", str(tmp_path / "no-model")],
+         "--label-field", "gt_labels", "--key", "gt", "--model", tiny_clip],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 2, done.stderr
