@@ -461,6 +461,7 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
     (["apply", "--key", "other"], "(its VLSR runs: vlsr; pick one with --key): make it with "
                                   "vlsr run --dataset"),
     (["summary", "--key", "other"], "--label-field FIELD --key other"),
+    (["summary", "--key", "my run"], "pick one with --key)\n"),  # no run can be made with it
     (["export", "--out", "never", "--key", "other"], "no VLSR run 'other'"),
     (["export", "--out", ""], "argument --out: is empty"),
     (["apply", "--copy-to", " "], "argument --copy-to: is empty"),  # was ignored

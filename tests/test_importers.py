@@ -309,6 +309,16 @@ def test_factorynet_orphans_empty_csv_and_unreadable_image(tmp_path, dataset):
     assert len(report.problems) == 5
 
 
+def test_an_unreadable_image_in_a_folder_given_relative_is_reported_once(tmp_path, dataset,
+                                                                          monkeypatch):
+    (tmp_path / "fn").mkdir()
+    _text(tmp_path / "fn" / "broken.csv", "helmet,50,40,80,100\n")
+    (tmp_path / "fn" / "broken.jpg").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    report = import_factorynet("fn", dataset)
+    assert [w for w, r in report.problems if "unreadable image" in r] == ["fn/broken.jpg"]
+
+
 def test_factorynet_custom_fields_and_recursion(tmp_path, dataset):
     _pair(tmp_path, "top", "helmet,0,0,10,10\n")
     (tmp_path / "sub").mkdir()

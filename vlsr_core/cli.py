@@ -349,9 +349,10 @@ def _with_run(name, key):
             if isinstance(dataset.get_run_info(k).config, VLSRRunConfig)]
     if key not in runs:
         other = (f" (its VLSR runs: {', '.join(runs)}; pick one with --key)" if runs else "")
-        raise FileNotFoundError(f"no VLSR run {key!r} on dataset {name!r}{other}: make it with "
-                                f"vlsr run --dataset {shlex.quote(name)} --label-field FIELD"
-                                + (f" --key {shlex.quote(key)}" if key != DEFAULT_KEY else ""))
+        make = ("" if key_problem(key) else  # no run can have it: not suggested
+                f": make it with vlsr run --dataset {shlex.quote(name)} --label-field FIELD"
+                + (f" --key {key}" if key != DEFAULT_KEY else ""))
+        raise FileNotFoundError(f"no VLSR run {key!r} on dataset {name!r}{other}{make}")
     return dataset
 
 

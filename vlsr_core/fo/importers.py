@@ -434,7 +434,7 @@ def _with_metadata(dataset, ids, report):
         todo.compute_metadata(overwrite=True, skip_failures=True, progress=False)
     finally:
         metadata_log.setLevel(level)
-    reported = {where for where, _ in report.problems}
+    reported = {fos.normalize_path(where) for where, _ in report.problems}  # (as given: relative)
     for path in todo.exists("metadata", False).values("filepath"):
         if path not in reported:
             report.problems.append((path, "unreadable image: its size cannot be read (a run "
