@@ -74,6 +74,15 @@ def normal_form(label):
     return s if _WORD_CHAR.search(s) else ""
 
 
+def by_normal_form(strings):
+    """normal form -> the ``strings`` that read so, in the order given (case, punctuation and
+    extra spaces aside: what reads alike to a curator)."""
+    spellings = {}
+    for s in strings:
+        spellings.setdefault(normal_form(s), []).append(s)
+    return spellings
+
+
 def singular(word):
     """English singular of one lower-case word by rule (irregular forms, -ies, -ves, -es, -s); a
     word with a digit or a symbol stays as it is ("1990s", "10mm")."""

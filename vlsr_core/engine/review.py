@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from .dots import exact_dots
-from .lexical import normal_form
+from .lexical import by_normal_form
 from .merging import representative_of
 
 MAP_ACTIONS = ("accept", "reject", "split", "move", "rename")
@@ -324,11 +324,8 @@ def _check_spelled_one_way(names, given):
     punctuation or extra spaces differ); ``given``: those the curator wrote, the others being
     the names that labels the map leaves out keep. Names alike that the map did not write (a
     review split "Drill" from "drill") are the review's, not the map's: left alone."""
-    spellings = {}
-    for name in sorted(names):
-        spellings.setdefault(normal_form(name), []).append(name)
-    alike = next((names for names in spellings.values()
-                  if len(names) > 1 and any(n in given for n in names)), None)
+    alike = next((group for group in by_normal_form(sorted(names)).values()
+                  if len(group) > 1 and any(n in given for n in group)), None)
     if alike is None:
         return
     kept = [n for n in alike if n not in given]

@@ -21,7 +21,7 @@ from functools import cached_property
 
 from ..engine.defaults import DEFAULT_KEY
 from ..engine.grouping import join_reasons
-from ..engine.lexical import normal_form, spelling_preference
+from ..engine.lexical import by_normal_form, normal_form, spelling_preference
 from ..engine.pipeline import LabelMap
 from ..engine.review import (
     MAP_ACTIONS,
@@ -357,11 +357,8 @@ def _reads_as(name, label_map, memo, unless=lambda spelling: False):
     forms are computed once per review state (``memo``: 0.5 s at 100,000 labels)."""
     form = normal_form(name)
     if "spellings" not in memo:
-        spellings = {}
-        for s in dict.fromkeys([*(label_map.names or label_map.representatives),
-                                *sorted(label_map.vocabulary)]):
-            spellings.setdefault(normal_form(s), []).append(s)
-        memo["spellings"] = spellings
+        memo["spellings"] = by_normal_form(dict.fromkeys(
+            [*(label_map.names or label_map.representatives), *sorted(label_map.vocabulary)]))
     return next((s for s in memo["spellings"].get(form, []) if not unless(s)), None) if form \
         else None
 
