@@ -58,13 +58,12 @@ def _early_run_problem(a):
     torch load (they take seconds), or None."""
     from .model.model_source import expand, is_local, load_advice, local_problem
 
-    if key_problem(a.key):
-        return key_problem(a.key)
-    if a.model and is_local(a.model):
-        problem = local_problem(expand(a.model))
-        if problem:
-            return load_advice(expand(a.model), problem)
-    return None
+    problem = key_problem(a.key)
+    if problem or not (a.model and is_local(a.model)):
+        return problem
+    model = expand(a.model)
+    problem = local_problem(model)
+    return load_advice(model, problem) if problem else None
 
 
 def _run_stored(args):

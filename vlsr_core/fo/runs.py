@@ -292,8 +292,9 @@ def output_problem(samples, key, label_field):
     (``--label-field gt_labels --key gt``), a field, label attribute or saved view of the run's
     names that exists but is not the run's own, or a key that cannot prefix field names.
     """
-    if key_problem(key):
-        return key_problem(key)
+    problem = key_problem(key)
+    if problem:
+        return problem
     root = label_field.split(".")[0]
     if root in sample_fields(key).values():
         return (f"The label field {label_field!r} has the name of an output of run {key!r} "
