@@ -207,6 +207,10 @@ def test_ctrl_c_at_any_moment_says_how_to_go_on(ran, monkeypatch, capsys, recomp
     err = capsys.readouterr().err
     assert err.startswith("vlsr: interrupted; what was embedded and scored is kept") and "Traceback" not in err
     assert ("without --recompute" in err) == bool(recompute)
+    # a second Ctrl-C while it looks at what the run stored still ends with one line
+    monkeypatch.setattr(cli, "_run_stored", lambda args: interrupt())
+    assert main(["run", "--dataset", ran[0].name, "--label-field", "gt", *recompute]) == 130
+    assert capsys.readouterr().err == "vlsr: interrupted\n"
 
 
 def test_delete_run_lists_what_goes_and_deletes_only_with_yes(ran, capsys):

@@ -33,7 +33,11 @@ def main(argv=None):
         return _main(args)
     except KeyboardInterrupt:
         _close_bars()
-        print(f"vlsr: interrupted{_after_interrupt(args)}", file=sys.stderr)
+        try:
+            after = _after_interrupt(args)
+        except KeyboardInterrupt:  # a second Ctrl-C while it looks at what was stored
+            after = ""
+        print(f"vlsr: interrupted{after}", file=sys.stderr)
         return 130
 
 
