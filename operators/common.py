@@ -389,6 +389,17 @@ def _open_panels(space):
             yield child.component_id
 
 
+def review_form(ctx, label):
+    """A review operator's form titled ``label``: the run to review and where its review
+    stands. Returns ``(inputs, form, key, state)``; ``state`` is None (and the form says why)
+    with no dataset, no run or no clustering yet."""
+    inputs = types.Object()
+    form = types.Property(inputs, view=types.View(label=label))
+    key = run_key_choice(ctx, inputs, "review") if ctx.dataset is not None else None
+    state = review_state_input(ctx, inputs, key) if key is not None else None
+    return inputs, form, key, state
+
+
 def review_state_input(ctx, inputs, key):
     """Show where the review of run ``key`` stands; returns its
     :class:`~vlsr_core.fo.review.ReviewState`, or None (and an error) before the first clustering."""

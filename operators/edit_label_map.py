@@ -6,7 +6,7 @@ import numpy as np
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
-from .common import done, label_choice, reported, review_state_input, run_key_choice
+from .common import done, label_choice, reported, review_form
 
 ACTIONS = {
     "reject": "Reject a merge: take a label out of its cluster",
@@ -30,10 +30,7 @@ class EditLabelMap(foo.Operator):
         )
 
     def resolve_input(self, ctx):
-        inputs = types.Object()
-        form = types.Property(inputs, view=types.View(label=self.config.label))
-        key = run_key_choice(ctx, inputs, "review") if ctx.dataset is not None else None
-        state = review_state_input(ctx, inputs, key) if key is not None else None
+        inputs, form, key, state = review_form(ctx, self.config.label)
         if state is None:
             return form
         actions = types.Dropdown(label="Edit")

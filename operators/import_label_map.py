@@ -6,7 +6,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
-from .common import done, full_path, reported, review_state_input, run_key_choice
+from .common import done, full_path, reported, review_form
 
 SHOWN = 10  # edits listed in the form's preview
 
@@ -24,10 +24,7 @@ class ImportLabelMap(foo.Operator):
         )
 
     def resolve_input(self, ctx):
-        inputs = types.Object()
-        form = types.Property(inputs, view=types.View(label=self.config.label))
-        key = run_key_choice(ctx, inputs, "review") if ctx.dataset is not None else None
-        state = review_state_input(ctx, inputs, key) if key is not None else None
+        inputs, form, key, state = review_form(ctx, self.config.label)
         if state is None:
             return form
         prop = inputs.str("file", required=True, label="Label map CSV",

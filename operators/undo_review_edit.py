@@ -6,7 +6,7 @@ import fiftyone.operators.types as types
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.wording import count
 
-from .common import block, done, reported, review_state_input, run_key_choice
+from .common import block, done, reported, review_form
 
 
 class UndoReviewEdit(foo.Operator):
@@ -23,10 +23,7 @@ class UndoReviewEdit(foo.Operator):
     def resolve_input(self, ctx):
         from vlsr_core.fo.review import shown_time
 
-        inputs = types.Object()
-        form = types.Property(inputs, view=types.View(label=self.config.label))
-        key = run_key_choice(ctx, inputs, "review") if ctx.dataset is not None else None
-        state = review_state_input(ctx, inputs, key) if key is not None else None
+        inputs, form, key, state = review_form(ctx, self.config.label)
         if state is None:
             return form
         edits = state.in_force[::-1]  # the latest first
