@@ -5,7 +5,8 @@ import dataclasses
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.engine.defaults import DEFAULT_KEY
+from vlsr_core.engine.defaults import DEFAULT_EPS, DEFAULT_KEY
+from vlsr_core.engine.grouping import EPS_SCALE
 from vlsr_core.engine.params import MergeParams
 from vlsr_core.wording import count
 
@@ -57,8 +58,8 @@ class ClusterAndMerge(foo.Operator):
                 inputs.view("last_eps", types.Notice(label=(
                     f"Last clustering ({last['mode']} mode) used eps {last['eps']:.3f}; the "
                     f"recommended mode derives {last['derived_eps']:.3f} from these labels "
-                    f"(0.08 x their median distance {last['background_distance']:.3f}). An "
-                    "empty eps means: derive it (recommended) or 0.07 (paper)")))
+                    f"({EPS_SCALE} x their median distance {last['background_distance']:.3f}). "
+                    f"An empty eps means: derive it (recommended) or {DEFAULT_EPS} (paper)")))
         return types.Property(inputs, view=types.View(label=self.config.label))
 
     def resolve_run_name(self, ctx):

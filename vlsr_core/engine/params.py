@@ -23,6 +23,7 @@ import typing
 from .defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CROP_MIN_SIZE,
+    DEFAULT_EPS,
     DEFAULT_CROP_PADDING,
     DEFAULT_MIN_CLUSTER_SIZE,
     DEFAULT_MIN_SAMPLES,
@@ -296,8 +297,8 @@ class MergeParams(_Params):
                       "every small cluster merged into its nearest neighbour however far",
                       label="Merge mode", choices=MERGE_MODES,
                       choice_labels=("recommended (guarded)", "paper (forced merges)"))
-    eps: float | None = param(None, "DBSCAN radius in cosine distance; empty: 0.07 (the "
-                              "paper's) in paper mode, derived from the labels' distances in "
+    eps: float | None = param(None, f"DBSCAN radius in cosine distance; empty: {DEFAULT_EPS} "
+                              "(the paper's) in paper mode, derived from the labels' distances in "
                               "recommended mode. Larger values chain unrelated labels together",
                               label="DBSCAN radius (eps)", low=0.0, low_open=True, high=2.0)
     min_samples: int = param(DEFAULT_MIN_SAMPLES, "DBSCAN neighbourhood size of a core label; "
