@@ -267,6 +267,19 @@ def test_a_form_warns_of_a_stage_that_stopped_part_way(ds, tiny_clip):
         assert "score labels stopped part-way" in warning
 
 
+def test_the_cluster_form_shows_the_eps_the_last_clustering_used_and_derived(ds, tiny_clip):
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds)
+    assert "last_eps" not in form("cluster_and_merge", ds)["type"]["properties"]
+    run("cluster_and_merge", ds, mode="paper", min_cluster_size=1)
+    steps = ds.load_run_results("vlsr", cache=False).merge_steps
+    notice = form("cluster_and_merge", ds)["type"]["properties"]["last_eps"]["view"]["label"]
+    assert notice.startswith("Last clustering (paper mode) used eps 0.070; the recommended mode "
+                             f"derives {steps['derived_eps']:.3f} from these labels (0.08 x their "
+                             f"median distance {steps['background_distance']:.3f})")
+    assert notice.endswith("derive it (recommended) or 0.07 (paper)")
+
+
 def test_the_cluster_form_offers_image_evidence_in_the_recommended_mode_only(ds, tiny_clip):
     run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
     run("score_labels", ds)
