@@ -256,6 +256,19 @@ def test_final_labels_can_be_copied_to_a_new_field_that_the_run_owns(ran):
     assert not dataset.has_field("reviewed") and dataset.has_field("gt")
 
 
+def test_the_summary_says_when_a_clustering_left_a_copy_of_the_final_labels_behind(ran):
+    dataset = ran[0]
+    apply_review(dataset, "vlsr", copy_to="reviewed")
+    assert "a copy of the final labels" not in summarize_run(dataset, "vlsr")
+    # a clustering rewrites the final labels, and the copy stays as it was
+    cluster_and_merge(dataset, "vlsr", mode="paper", min_cluster_size=1000)
+    n = sum(a != b for a, b in zip(dataset.values("vlsr_label.label"),
+                                   dataset.values("reviewed.label")))
+    assert n > 0 and dataset.get_run_info("vlsr").config.copies == ["reviewed"]
+    assert (f"'reviewed', a copy of the final labels, differs from them on {n} sample"
+            in summarize_run(dataset, "vlsr"))
+
+
 def test_joined_by_says_when_an_older_run_cannot_tell_images_from_dbscan():
     """A run that used image evidence before its joins were recorded: the labels that share a
     DBSCAN cluster with their canonical label may have joined it by either step."""

@@ -163,9 +163,7 @@ class ApplyReport:
                 f"{count(self.n_samples, 'sample')}")
         if self.copy_to:
             text += f"; final labels also copied to {self.copy_to!r}"
-        for name, n in self.outdated_copies:
-            text += (f"; {name!r}, a copy of the final labels, differs from them on "
-                     f"{count(n, 'sample')}: apply with the copy to {name!r} to update it")
+        text += "".join(f"; {copy_note(name, n)}" for name, n in self.outdated_copies)
         if self.stale:
             text += f"; {count(len(self.stale), 'edit')} no longer apply (see the summary)"
         return text
@@ -534,6 +532,12 @@ def outdated_copies(samples, key=DEFAULT_KEY, written=None):
               if f != written and samples.has_field(f)]
     differ = [(f, samples.match(F(f"{f}.label") != F(f"{final}.label")).count()) for f in copies]
     return [(f, n) for f, n in differ if n]
+
+
+def copy_note(name, n):
+    """What a copy of the final labels that differs from them on ``n`` samples needs."""
+    return (f"{name!r}, a copy of the final labels, differs from them on {count(n, 'sample')}: "
+            f"apply with the copy to {name!r} to update it")
 
 
 def apply_problem(dataset, key=DEFAULT_KEY):

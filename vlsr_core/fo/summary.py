@@ -8,7 +8,7 @@ import numpy as np
 from ..wording import count
 from .browse import cluster_sizes, rare_clusters
 from .labels import LabelFieldError, label_path, usable
-from .review import review_state
+from .review import copy_note, outdated_copies, review_state
 from .runs import (
     incomplete_stages,
     label_attributes,
@@ -67,9 +67,11 @@ def summarize_run(dataset, key, n_clusters=10):
         lines.extend(_merge_report(results, state, config, n_clusters))
         lines.append(state.summary())
         if dataset.has_saved_view(views["changed"]):
+            copies = outdated_copies(run_collection(dataset, key), key)
             lines.append(
                 f"**Final labels:** {count(dataset.count(fields['label']), 'sample')}; "
-                f"{_differ(len(dataset.load_saved_view(views['changed'])))}")
+                f"{_differ(len(dataset.load_saved_view(views['changed'])))}" +
+                "".join(f"; {copy_note(name, n)}" for name, n in copies))
     else:
         lines.append(f"**Labels embedded:** {len(results.labels)}; not clustered yet")
     skipped = _unusable_labels(dataset, config.label_field)
