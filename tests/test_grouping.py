@@ -153,6 +153,26 @@ def test_the_tight_guards_hold_only_between_words_the_tokenizer_knows():
                                                                           False, True]
 
 
+def test_a_typo_in_a_long_word_the_tokenizer_splits_has_a_looser_guard():
+    """At 0.4 (beyond the guard, 0.3, within the long-typo guard, 0.5): two spellings of an
+    8-letter word that the tokenizer splits both ("caravansary") join; one it holds whole in one
+    spelling ("wristband" beside "waistband") or a 7-letter word does not, nor a pair beyond the
+    long-typo guard; without the counts, or without that guard, the typo guard holds."""
+    vocabulary = ["caravansary", "caravansery", "wristband", "waistband", "scuffer", "scoffer",
+                  "tensiometer", "tensimeter"]
+    unknown = np.array([1, 1, 0, 1, 1, 1, 1, 1], dtype=np.float32)
+    emb = spread(len(vocabulary))
+    for i, d in {1: 0.4, 3: 0.4, 5: 0.4, 7: 0.6}.items():
+        emb[i] = near(emb[i - 1], d, seed=i)
+
+    def same(**kwargs):
+        groups, _, _, _ = lexical_groups(vocabulary, emb, guard=0.3, **kwargs)
+        return [bool(groups[i] == groups[i + 1]) for i in range(0, len(vocabulary), 2)]
+
+    assert same(unknown_words=unknown, long_typo_guard=0.5) == [True, False, False, False]
+    assert same(unknown_words=unknown) == same(long_typo_guard=0.5) == [False] * 4
+
+
 def test_build_label_map_reads_the_tokenizer_counts_in_the_vocabulary_order():
     """Labels come in any order; their counts follow them (the map works in string order)."""
     pairs = [("waggon", "wagon", 1.0, 0.0, 0.4), ("glasses", "glass", 0.0, 0.0, 0.4),

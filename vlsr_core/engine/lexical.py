@@ -24,7 +24,10 @@ more of its one-edit neighbours are real words ("belt" / "bolt", "truck" / "trun
 tight guards are for spellings the label encoder knows as words: given what its tokenizer
 holds whole, a plural of a label with a word it splits, and a short-word typo of which one
 spelling is held whole and the other torn into pieces, join within the typo guard of long
-words. Only words of letters have plurals or typos ("10mm" / "12mm", "2009" / "2019" are not
+words; a typo in a word of ``LONG_TYPO_LENGTH`` letters or more that the tokenizer holds whole
+in neither spelling has a guard of its own, looser: the encoder reads both as pieces, which one
+edit reshuffles, while two long words one edit apart are rarely two words ("caravansary" /
+"caravanserai"). Only words of letters have plurals or typos ("10mm" / "12mm", "2009" / "2019" are not
 variants). Two groups holding a pair that a rule refused are
 not joined by a looser rule after it. Labels without a letter or digit are never grouped.
 """
@@ -44,6 +47,9 @@ from .dots import exact_dots
 # measures the bands on six label sets; a looser guard for long words joined "waistband" and
 # "wristband".
 TYPO_GUARDS = ((4, 0.5), (6, 1.0))
+# The word length from which a typo that the tokenizer knows in neither spelling has the
+# ``long_typo_guard`` of lexical_groups.
+LONG_TYPO_LENGTH = 8
 
 _IRREGULAR = {
     "men": "man", "women": "woman", "children": "child", "feet": "foot", "teeth": "tooth",
@@ -167,7 +173,7 @@ class LexicalGroups(NamedTuple):
 
 
 def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_words=None,
-                   spacing_guard=None):
+                   spacing_guard=None, long_typo_guard=None):
     """Group label variants (see the module docstring).
 
     Args:
@@ -189,6 +195,9 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
         spacing_guard: the same for a spacing variant (None: ``guard``). Joining or splitting
             a compound changes its tokens most ("sawmill" is "saw ##mill" to WordPiece), so the
             encoder may put the two spellings farther apart than any other variant.
+        long_typo_guard: with ``unknown_words``, the guard of a typo in a word of at least
+            ``LONG_TYPO_LENGTH`` letters between two labels that both have a word the
+            tokenizer splits (None: the typo guard of its length).
 
     Returns:
         :class:`LexicalGroups`.
@@ -259,6 +268,9 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
     if unknown is not None and typo_pairs:
         a, b = _ends(typo_pairs)
         guards[unknown[a] != unknown[b]] = guard
+        if long_typo_guard is not None:
+            long = (np.asarray(lengths) >= LONG_TYPO_LENGTH) & (unknown[a] > 0) & (unknown[b] > 0)
+            guards[long] = long_typo_guard
     link(typo_pairs, "typo", guards)
     link(key_pairs({i: _word_form(single[i]) for i in words}, previous=compact), "word form",
          guard)
