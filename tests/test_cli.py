@@ -213,6 +213,30 @@ def test_ctrl_c_at_any_moment_says_how_to_go_on(ran, monkeypatch, capsys, recomp
     assert capsys.readouterr().err == "vlsr: interrupted\n"
 
 
+def test_ctrl_c_during_apply_says_whether_the_fields_are_partly_written(ran, monkeypatch,
+                                                                        capsys):
+    from vlsr_core.fo import stages
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    apply = ["apply", "--dataset", ran[0].name]
+    monkeypatch.setattr(stages, "open_run", interrupt)  # before anything is written
+    assert main(apply) == 130
+    assert capsys.readouterr().err == "vlsr: interrupted; nothing was written\n"
+    monkeypatch.undo()
+    monkeypatch.setattr(stages, "write_label_map", interrupt)
+    assert main(apply) == 130
+    assert capsys.readouterr().err.startswith(
+        "vlsr: interrupted; the run's fields are partly written (its summary says so, and "
+        "export waits): run the same command again to finish")
+    assert main(["summary", "--dataset", ran[0].name]) == 0
+    assert "apply the review stopped part-way" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert main(apply) == 0 and main(["summary", "--dataset", ran[0].name]) == 0
+    assert "stopped part-way" not in capsys.readouterr().out
+
+
 def test_delete_run_lists_what_goes_and_deletes_only_with_yes(ran, capsys):
     dataset = ran[0]
     labels = dataset.values("gt.classifications.label")

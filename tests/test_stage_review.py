@@ -269,6 +269,34 @@ def test_the_summary_says_when_a_clustering_left_a_copy_of_the_final_labels_behi
             in summarize_run(dataset, "vlsr"))
 
 
+def test_an_apply_stopped_part_way_is_said_and_holds_the_export_until_one_writes_it_all(
+        ran, tmp_path):
+    dataset = ran[0]
+    add_edit(dataset, "vlsr", "rename", "drill", "power drill")
+
+    def stop(fraction):
+        raise KeyboardInterrupt  # Ctrl-C once the first chunk is written
+
+    with pytest.raises(KeyboardInterrupt):
+        apply_review(dataset, "vlsr", progress=stop)
+    assert "power drill" in dataset.distinct("vlsr_label.label")
+    assert "*apply the review* stopped part-way" in summarize_run(dataset, "vlsr")
+    with pytest.raises(ValueError, match="apply the review stopped part-way"):
+        export_run(dataset, str(tmp_path / "out"))
+    # an apply to a part of the run does not finish it; one to the whole run does
+    apply_review(dataset.match(F("filepath").ends_with("d1.png")), "vlsr")
+    assert dataset.get_run_info("vlsr").config.stages["apply"] == "running"
+    apply_review(dataset, "vlsr")
+    assert dataset.get_run_info("vlsr").config.stages["apply"] == "complete"
+    assert "stopped part-way" not in summarize_run(dataset, "vlsr")
+    export_run(dataset, str(tmp_path / "out"))
+    # a clustering writes all that an apply writes
+    with pytest.raises(KeyboardInterrupt):
+        apply_review(dataset, "vlsr", progress=stop)
+    cluster_and_merge(dataset, "vlsr", min_cluster_size=1)
+    assert "apply" not in dataset.get_run_info("vlsr").config.stages
+
+
 def test_joined_by_says_when_an_older_run_cannot_tell_images_from_dbscan():
     """A run that used image evidence before its joins were recorded: the labels that share a
     DBSCAN cluster with their canonical label may have joined it by either step."""

@@ -49,6 +49,14 @@ def _after_interrupt(args):
         again = " without --recompute" if args.recompute else ""
         return (f"; what was embedded and scored is kept: run the same command{again} again "
                 "to go on from there")
+    if args.func is _apply:
+        stopped = _apply_stopped(args)
+        if stopped is None:
+            return ""
+        if not stopped:
+            return "; nothing was written"
+        return ("; the run's fields are partly written (its summary says so, and export waits): "
+                "run the same command again to finish (the review edits stay on the run)")
     if args.func in (_import_factorynet, _import_csv):
         if not getattr(args, "added", 0):  # (unset: stopped before the import began)
             return "; nothing was imported"
@@ -86,6 +94,20 @@ def _run_stored(args):
         return results is not None and len(results.labels) > 0
     except Exception:  # the database itself may be what was stopped: say the usual
         return True
+
+
+def _apply_stopped(args):
+    """Whether an apply of run ``args.key`` stopped part-way (it marks itself running); None
+    when that cannot be told."""
+    if "fiftyone" not in sys.modules:
+        return False
+    try:
+        import fiftyone as fo
+
+        dataset = fo.load_dataset(args.dataset)
+        return (dataset.get_run_info(args.key).config.stages or {}).get("apply") == "running"
+    except Exception:  # the database itself may be what was stopped
+        return None
 
 
 def _main(args):

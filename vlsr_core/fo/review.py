@@ -32,7 +32,8 @@ from ..engine.review import (
     review_label_map,
 )
 from ..wording import count
-from .runs import VLSRRunConfig, sample_fields
+from .chunks import sample_ids
+from .runs import VLSRRunConfig, run_collection, sample_fields
 
 
 CLUSTER_FIRST = "cluster and merge first (`vlsr run`, or VLSR 3 in the App)"  # what to do first
@@ -506,15 +507,19 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     Returns:
         an :class:`ApplyReport`.
     """
-    from .stages import open_run, write_label_map
+    from .stages import mark_stage, open_run, write_label_map
 
     problem = apply_problem(samples._dataset, key)
     if problem:
         raise ReviewError(problem)
     run = open_run(samples, key)
     state = review_state(run.dataset, key, run.results)
+    stopped = (run.config.stages or {}).get("apply") == "running"
+    mark_stage(run, "apply", "running")
     n_samples = write_label_map(run, samples, state, copy_to=copy_to, progress=progress)
     record_applied(run, state)
+    # an apply stopped part-way is over once one has written every sample of the run
+    mark_stage(run, "apply", "running" if stopped and not _whole_run(run) else "complete")
     n_map = sum(o.status != "stale" for o in state.outcomes)
     n_decisions = sum(e.action in SUGGESTION_ACTIONS for e in state.in_force)
     return ApplyReport(n_samples, n_map, n_decisions, state.stale, copy_to,
@@ -532,6 +537,12 @@ def outdated_copies(samples, key=DEFAULT_KEY, written=None):
               if f != written and samples.has_field(f)]
     differ = [(f, samples.match(F(f"{f}.label") != F(f"{final}.label")).count()) for f in copies]
     return [(f, n) for f, n in differ if n]
+
+
+def _whole_run(run):
+    """Whether the samples ``run`` was opened on hold every sample of its collection."""
+    written = {bytes(i) for i in run.ids}
+    return all(bytes(i) in written for i in sample_ids(run_collection(run.dataset, run.key)))
 
 
 def copy_note(name, n):

@@ -65,7 +65,8 @@ class VLSRRunConfig(fors.RunConfig):
         created_fields, created_views: what the run created, recorded before it was created, so
             that deleting the run removes nothing else. None for runs made before vlsr kept
             this record: every existing output of the run then counts as its own.
-        stages: ``{"score": "running" | "complete" | "shards:<batch>", "cluster": ...}``: a
+        stages: ``{"score": "running" | "complete" | "shards:<batch>", "cluster": ...,
+            "apply": ...}``: a
             stage is marked running before it writes and complete after; one still running when
             it is read stopped part-way, and its fields mix old and new results until it is run
             again. ``shards:<batch>``: prepared for delegated shards of that batch, which alone
@@ -333,7 +334,7 @@ def default_run_key(keys):
     return DEFAULT_KEY if DEFAULT_KEY in keys else (keys[0] if keys else None)
 
 
-STAGE_NAMES = {"score": "score labels", "cluster": "cluster and merge"}
+STAGE_NAMES = {"score": "score labels", "cluster": "cluster and merge", "apply": "apply the review"}
 
 
 def incomplete_stages(config):

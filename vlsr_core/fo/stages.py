@@ -525,7 +525,7 @@ def _start_scoring(samples, key, params, overrides, state="running"):
     config = run.config
     params = ScoreParams.resolve(params, **overrides)
     config.record(params)
-    _stage_state(run, "score", state)
+    mark_stage(run, "score", state)
     attrs, fields = label_attributes(key), sample_fields(key)
     outputs = {
         f"{run.path}.{attrs['similarity']}": run.add_field(fo.FloatField),
@@ -659,7 +659,7 @@ def _finish_scoring(run, samples, report):
     _save_view(run, views["weak_labels"],
                worst_first.filter_labels(config.label_field, F("label").is_in(weak)),
                f"labels that score below {low:.3f} on every {where} they are on")
-    _stage_state(run, "score", "complete")
+    mark_stage(run, "score", "complete")
 
 
 def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, **overrides):
@@ -741,7 +741,7 @@ def _cluster(samples, key, params, overrides, progress, state="running"):
                                 unknown_words=run.results.unknown_words_of(run.vocabulary),
                                 progress=clustering)
     run.config.record(params)
-    _stage_state(run, "cluster", state)
+    mark_stage(run, "cluster", state)
     results = run.results
     results.vocabulary = label_map.vocabulary
     results.frequencies = label_map.frequencies
@@ -789,7 +789,8 @@ def _finish_clustering(run, samples, state):
     changed = samples.match(F(fields["label"]).exists() & ~kept)
     _save_view(run, saved_view_names(run.key)["changed"], changed,
                "samples whose final label is none of the labels they had")
-    _stage_state(run, "cluster", "complete")
+    mark_stage(run, "apply", None)  # the clustering wrote all that an apply stopped part-way did
+    mark_stage(run, "cluster", "complete")
 
 
 def write_label_map(run, samples, state, *, copy_to=None, progress=None):
@@ -1085,9 +1086,11 @@ def _label_path(samples, label_field):
         raise VLSRError(str(e)) from None
 
 
-def _stage_state(run, stage, state):
-    """Record in the run's config that ``stage`` is running (before it writes) or complete."""
-    run.config.stages = {**(run.config.stages or {}), stage: state}
+def mark_stage(run, stage, state):
+    """Record in the run's config that ``stage`` is running (before it writes) or complete
+    (None: drop its mark)."""
+    stages = {**(run.config.stages or {}), stage: state}
+    run.config.stages = {k: v for k, v in stages.items() if v is not None}
     run.dataset.update_run_config(run.key, run.config)
 
 
