@@ -74,18 +74,23 @@ class ExportResults(foo.Operator):
 
     @delegable
     def execute(self, ctx):
-        from vlsr_core.fo.export import export_run
+        from vlsr_core.fo.export import coco_image_root, export_run
         from vlsr_core.fo.review import export_note
 
         key = ctx.params.get("key", DEFAULT_KEY)
         directory, problem = full_path(ctx.params["directory"])
         if problem:
             raise ValueError(problem)
+        target = chosen_target(ctx, run_target(ctx, key))
+        boxes = ctx.params.get("detections_field")
         written = yield from run_with_progress(ctx, "Exporting", lambda progress: export_run(
-            chosen_target(ctx, run_target(ctx, key)), directory, key,
-            detections_field=ctx.params.get("detections_field"),
+            target, directory, key, detections_field=boxes,
             overwrite=ctx.params.get("overwrite", False),
         ))
+        listed = [f"- `{p}`" for p in written]
+        if boxes:
+            listed[-1] += (f" (image file names relative to `{coco_image_root(target)}`, the "
+                           "data_path to give FiftyOne's COCO importer)")
         note = export_note(ctx.dataset, key)
         return (yield from finish(ctx, f"Exported {len(written)} files to {directory}",
-                                  "\n".join(f"- `{p}`" for p in written) + "\n\n" + note))
+                                  "\n".join(listed) + "\n\n" + note))

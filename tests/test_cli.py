@@ -606,6 +606,11 @@ def test_factorynet_boxes_scored_on_their_crops(tmp_path, tiny_clip, dataset_nam
     assert "embedded 0 images (3 already done" in capsys.readouterr().out
     assert main([*args[:4], "ground_truth", *args[5:], "--key", "other"]) == 2
     assert "not a Detections field" in capsys.readouterr().err
+    # the COCO export says what its image file names are relative to
+    assert main(["export", "--dataset", dataset_name, "--out", str(tmp_path / "out"),
+                 "--detections-field", "ground_truth_detections"]) == 0
+    assert (f"(its image file names are relative to {folder}: the data_path to give "
+            "FiftyOne's COCO importer)") in capsys.readouterr().out
 
 
 @pytest.mark.slow

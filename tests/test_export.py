@@ -12,7 +12,7 @@ from fiftyone import ViewField as F
 
 from fake_clip import FakeEncoder, build, by_name, dot
 from vlsr_core.fo import chunks
-from vlsr_core.fo.export import ExportError, export_run
+from vlsr_core.fo.export import ExportError, coco_image_root, export_run
 from vlsr_core.fo.stages import compute_embeddings, run_vlsr, score_labels
 
 SCREW = '2" wood screw, "large"'  # quotes and a comma, as in Factorynet
@@ -163,6 +163,7 @@ def test_coco_detections_reimport_with_canonical_labels_and_same_boxes(run, tmp_
     written = export_run(dataset, str(out), detections_field="objects")
     labels_path = out / "detections" / "labels.json"
     assert str(labels_path) in written
+    assert coco_image_root(dataset) == str(folder)
     with open(labels_path) as f:
         file_names = [im["file_name"] for im in json.load(f)["images"]]
     # FiftyOne writes the file names relative to the images' folder: data_path says where
@@ -229,6 +230,37 @@ def test_non_empty_directory_is_refused_unless_overwrite(run, tmp_path):
     by_file = {os.path.basename(r["filepath"]): r for r in read_csv(out / "samples.csv")}
     assert by_file["h3.png"]["final_label"] == "replaced"
     assert os.path.isfile(out / "detections" / "labels.json")
+    # without the boxes, the earlier boxes go, and their folder
+    export_run(dataset, str(out), overwrite=True)
+    assert sorted(os.listdir(out)) == ["image_labels.json", "label_map.csv", "notes.txt",
+                                       "samples.csv"]
+
+
+def test_an_export_stopped_part_way_leaves_the_files_as_they_were(run, tmp_path, monkeypatch):
+    from vlsr_core.fo import export
+
+    dataset, _, _ = run
+    out = tmp_path / "export"
+
+    def stop(*args):
+        raise KeyboardInterrupt  # Ctrl-C while the image labels are written
+
+    monkeypatch.setattr(export, "_image_labels_json", stop)
+    with pytest.raises(KeyboardInterrupt):
+        export_run(dataset, str(out), detections_field="objects")
+    assert os.listdir(out) == []  # no samples.csv that looks whole, no .partial file
+    monkeypatch.undo()
+    export_run(dataset, str(out), detections_field="objects")
+    before = {f: (out / f).read_bytes() for f in ("samples.csv", "label_map.csv",
+                                                  "image_labels.json", "detections/labels.json")}
+    dataset.exists("vlsr_label").set_field("vlsr_label.label", "replaced").save()
+    monkeypatch.setattr(export, "_coco_detections", stop)
+    with pytest.raises(KeyboardInterrupt):
+        export_run(dataset, str(out), detections_field="objects", overwrite=True)
+    # the earlier export stays whole, not a mix of two
+    assert {f: (out / f).read_bytes() for f in before} == before
+    assert sorted(os.listdir(out)) == ["detections", "image_labels.json", "label_map.csv",
+                                       "samples.csv"]
 
 
 def test_export_before_clustering_is_refused(dataset, tmp_path):

@@ -686,13 +686,16 @@ def _run_collection(name, key, view=None):
 
 
 def _export(a):
-    from .fo.export import export_run
+    from .fo.export import coco_image_root, export_run
     from .fo.review import export_note
 
     collection = _run_collection(a.dataset, a.key, a.view)
     for path in export_run(collection, a.out, a.key, detections_field=a.detections_field,
                            overwrite=a.overwrite):
         print(f"wrote {path}")
+    if a.detections_field:
+        print(f"  (its image file names are relative to {coco_image_root(collection)}: "
+              "the data_path to give FiftyOne's COCO importer)")
     print(export_note(collection._dataset, a.key, apply="Run `vlsr apply`"))
 
 

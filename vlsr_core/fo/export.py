@@ -17,7 +17,10 @@ Files written to the export directory:
   ``final`` (true for the image's final label) and no ``bbox``.
 - ``detections/labels.json`` (with ``detections_field``): the boxes of a Detections field with
   their labels mapped to canonical labels, written by FiftyOne's COCO exporter; ``file_name``
-  is relative to the images' common folder (the ``data_path`` to give FiftyOne's importer).
+  is relative to the images' common folder (:func:`coco_image_root`, the ``data_path`` to give
+  FiftyOne's importer).
+
+Each file is written as ``NAME.partial`` and renamed once all are written.
 """
 
 import csv
@@ -31,6 +34,7 @@ from itertools import chain
 import fiftyone as fo
 
 from ..engine.defaults import DEFAULT_KEY
+from ..wording import count
 from .chunks import iter_chunks, sample_ids
 from .labels import as_label_lists, label_path, label_sets
 from .review import CLUSTER_FIRST, review_state
@@ -72,36 +76,67 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     coco = os.path.join(export_dir, COCO_FILE)
     if not detections_field and os.path.exists(coco):
         os.remove(coco)  # an earlier export's boxes would pass for this run's
+        _remove_if_empty(os.path.dirname(coco))
     config = dataset.get_run_info(key).config
     state = review_state(dataset, key, results, applied_only=True)  # what the fields show
     label_map = state.label_map.canonical
     ids = sample_ids(samples)  # read once: both streamed files visit the same samples in order
 
-    samples_csv, label_map_csv, image_labels = (os.path.join(export_dir, f) for f in FILES)
-    written = [
-        _samples_csv(samples, ids, key, config.label_field, samples_csv),
-        _label_map_csv(state, label_map_csv),
-        _image_labels_json(samples, ids, key, image_labels),
-    ]
-    if detections_field:
-        # COCO boxes are in pixels: images whose size cannot be read (the unreadable files of
-        # the run) are left out instead of failing the whole export halfway.
-        sized = samples.exists("metadata.width")
-        if len(sized) < len(samples):
-            logger.warning("%d images whose size cannot be read are left out of the COCO "
-                           "detections", len(samples) - len(sized))
-        # file names relative to the images' common folder: basenames alone could collide
-        root = os.path.commonpath([os.path.dirname(p) for p in sized.values("filepath")] or ["/"])
-        sized.map_labels(detections_field, label_map).export(
-            rel_dir=root,
-            labels_path=coco,
-            dataset_type=fo.types.COCODetectionDataset,
-            label_field=detections_field,
-            export_media=False,
-            overwrite=overwrite,
-        )
-        written.append(coco)
+    # each file is written beside its place and moved there once all are written: an export
+    # stopped part-way (Ctrl-C, an error) leaves no file that looks whole, nor a mix of two
+    names = [*FILES, *([COCO_FILE] if detections_field else [])]
+    written = [os.path.join(export_dir, name) for name in names]
+    partial = [path + PARTIAL for path in written]
+    try:
+        _samples_csv(samples, ids, key, config.label_field, partial[0])
+        _label_map_csv(state, partial[1])
+        _image_labels_json(samples, ids, key, partial[2])
+        if detections_field:
+            _coco_detections(samples, detections_field, label_map, partial[3])
+        for done, path in zip(partial, written):
+            os.replace(done, path)
+    except BaseException:
+        for path in partial:
+            if os.path.exists(path):
+                os.remove(path)
+        _remove_if_empty(os.path.dirname(coco))
+        raise
     return written
+
+
+PARTIAL = ".partial"  # the suffix of a file being written
+
+
+def coco_image_root(samples):
+    """The folder that the file names of the COCO detections are relative to (the images'
+    common folder: basenames alone could collide); FiftyOne's importer takes it as
+    ``data_path``."""
+    sized = samples.exists("metadata.width")
+    return os.path.commonpath([os.path.dirname(p) for p in sized.values("filepath")] or ["/"])
+
+
+def _coco_detections(samples, detections_field, label_map, path):
+    """The boxes of ``detections_field`` with canonical labels, by FiftyOne's COCO exporter.
+    COCO boxes are in pixels: images whose size cannot be read (the unreadable files of the
+    run) are left out instead of failing the whole export halfway."""
+    sized = samples.exists("metadata.width")
+    if len(sized) < len(samples):
+        logger.warning("%s whose size cannot be read %s left out of the COCO detections",
+                       count(len(samples) - len(sized), "image"),
+                       "is" if len(samples) - len(sized) == 1 else "are")
+    sized.map_labels(detections_field, label_map).export(
+        rel_dir=coco_image_root(samples),
+        labels_path=path,
+        dataset_type=fo.types.COCODetectionDataset,
+        label_field=detections_field,
+        export_media=False,
+        overwrite=True,
+    )
+
+
+def _remove_if_empty(folder):
+    if os.path.isdir(folder) and not os.listdir(folder):
+        os.rmdir(folder)
 
 
 def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, overwrite=False,
