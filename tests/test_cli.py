@@ -573,7 +573,8 @@ def test_apply_and_export_take_the_saved_view_the_run_was_made_on(dataset, tmp_p
     assert "was made on an unsaved view, which cannot be found again" in capsys.readouterr().err
 
 
-def test_factorynet_boxes_scored_on_their_crops(tmp_path, tiny_clip, dataset_name, capsys):
+def test_factorynet_boxes_scored_on_their_crops(tmp_path, tiny_clip, dataset_name, capsys,
+                                                monkeypatch):
     """Every box of a Factorynet folder gets a crop score; a box covering its whole image scores
     as the image, a box too small to cut scores as the image and says so."""
     folder = tmp_path / "factorynet"
@@ -611,6 +612,15 @@ def test_factorynet_boxes_scored_on_their_crops(tmp_path, tiny_clip, dataset_nam
                  "--detections-field", "ground_truth_detections"]) == 0
     assert (f"(its image file names are relative to {folder}: the data_path to give "
             "FiftyOne's COCO importer)") in capsys.readouterr().out
+    from vlsr_core.fo import export
+
+    def stop(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "_coco_detections", stop)
+    assert main(["export", "--dataset", dataset_name, "--out", str(tmp_path / "out"),
+                 "--detections-field", "ground_truth_detections", "--overwrite"]) == 130
+    assert capsys.readouterr().err == "vlsr: interrupted; nothing was written: the folder is as it was\n"
 
 
 @pytest.mark.slow

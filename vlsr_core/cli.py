@@ -57,6 +57,8 @@ def _after_interrupt(args):
             return "; nothing was written"
         return ("; the run's fields are partly written (its summary says so, and export waits): "
                 "run the same command again to finish (the review edits stay on the run)")
+    if args.func is _export:
+        return "; nothing was written: the folder is as it was"
     if args.func in (_import_factorynet, _import_csv):
         if not getattr(args, "added", 0):  # (unset: stopped before the import began)
             return "; nothing was imported"
