@@ -2,6 +2,7 @@
 paths and fields), and what is skipped is counted in the run's summary."""
 
 import os
+import re
 
 import pytest
 
@@ -127,3 +128,32 @@ def test_a_label_in_the_summary_stays_inside_its_code_span(label, shown):
     from vlsr_core.fo.summary import _code
 
     assert _code(label) == shown
+
+
+def test_an_exported_label_map_with_a_tab_or_spaces_in_a_label_imports_back(dataset, tmp_path,
+                                                                             monkeypatch):
+    """A label the run took as written (a tab inside, a space after) is its own canonical label
+    in label_map.csv; importing the file back, with one row edited, keeps those names. A new
+    name with a tab is refused, with its line."""
+    import fake_clip
+
+    from vlsr_core.fo.review import import_label_map, read_label_map
+
+    tabbed, spaced = "tab\tlabel", "lathe "
+    monkeypatch.setitem(fake_clip.LABELS, tabbed, ("glove", None, 0.0))
+    monkeypatch.setitem(fake_clip.LABELS, spaced, ("lathe", None, 0.0))
+    images = build(dataset, tmp_path / "images", spec=[
+        ("a.png", "helmet", [tabbed, "helmet"]), ("b.png", "drill", [spaced, "drill"])])
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    export_run(dataset, str(tmp_path / "out"))
+    path = tmp_path / "out" / "label_map.csv"
+    text = path.read_text(encoding="utf-8")
+    assert tabbed in text and f"{spaced},{spaced}," in text
+    path.write_text(text.replace("helmet,helmet,", "helmet,hard hat,"), encoding="utf-8")
+    made = import_label_map(dataset, "vlsr", read_label_map(str(path)))
+    assert [(e.action, e.label, e.to) for e in made] == [("rename", "helmet", "hard hat")]
+    path.write_text(text.replace("helmet,helmet,", "helmet,hard\that,"), encoding="utf-8")
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if l.startswith("helmet,"))
+    shown = repr("hard\that")
+    with pytest.raises(ValueError, match=re.escape(f"character: {shown} (line {line})")):
+        import_label_map(dataset, "vlsr", read_label_map(str(path)))

@@ -454,7 +454,12 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
             ("label;canonical\nhelmit;drill\n", "needs the columns label and canonical"),
             ("helmit,drill\n", "add the row label,canonical above the others (to rename one "
                                 "cluster, no file is needed: `vlsr review rename LABEL --to NAME`"),
-            ("label,canonical\nhelmot,drill\n", "1 label(s) not in the vocabulary, e.g. 'helmot'"),
+            ("label,canonical\nhelmit,drill\nhelmot,drill\n",
+             "1 label not in the vocabulary of run 'vlsr': 'helmot' (line 3)"),
+            ('label,canonical\n"helmit,drill\nScrewdrivers,drill\n',
+             "line 2: a quote (\") opened there makes lines 2-3 one cell: close it, or remove it"),
+            ("label,canonical\nhelmit,new\tname\n",
+             "cannot be blank or hold a line break or a control character: 'new\\tname' (line 2)"),
             ("label,canonical\nhelmit,drill\nhelmit,vise\n", "line 3: 'helmit' is given 'vise' "
                                                              "here and 'drill' on line 2"),
             ("label,canonical\nhelmit,\n", "line 2: canonical is empty"),

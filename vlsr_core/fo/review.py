@@ -371,13 +371,25 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
     label map edited outside, e.g. ``label_map.csv`` of an export in a spreadsheet; labels it
     leaves out keep theirs) and return them, in one write; none if the map already is so.
     Each is an ordinary edit: shown, undoable, written by Apply."""
-    wanted = {l: n.strip() for l, n in wanted.items()}
-    bad = next((n for n in set(wanted.values()) if not n or _unprintable(n)), None)
-    if bad is not None:
-        raise ReviewError(f"A canonical label cannot be blank or hold a line break or a control "
-                          f"character: {bad!r}")
+    lines = getattr(wanted, "lines", {})  # label -> its line, from read_label_map
     config = _config(dataset, key)
     label_map, emb = clustered_label_map(dataset, key)
+    unknown = [l for l in wanted if l not in label_map.canonical]
+    if unknown:
+        raise ReviewError(f"{count(len(unknown), 'label')} not in the vocabulary of run {key!r}: "
+                          + ", ".join(f"{l!r}{_lines_of(lines, [l])}" for l in unknown[:5])
+                          + (", ..." if len(unknown) > 5 else ""))
+    # names the run has already (labels as written, with their spaces and tabs) are kept;
+    # a new name is checked as a rename is
+    known = {*label_map.vocabulary, *(label_map.names or label_map.representatives)}
+    stripped = {n.strip(): n for n in sorted(known, reverse=True)}
+    wanted = {l: n if n in known else stripped.get(n.strip(), n.strip())
+              for l, n in wanted.items()}
+    bad = next((n for n in set(wanted.values()) - known if not n or _unprintable(n)), None)
+    if bad is not None:
+        raise ReviewError(f"A canonical label cannot be blank or hold a line break or a control "
+                          f"character: {bad!r}"
+                          + _lines_of(lines, [l for l, n in wanted.items() if n == bad]))
     edits = edits_of(config)
     try:
         made = edits_to_reach(label_map, emb, edits, wanted)
@@ -389,6 +401,20 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
         config.review = [e.as_record() for e in edits + made]
         dataset.update_run_config(key, config)
     return made
+
+
+def _lines_of(lines, labels):
+    """The lines of a file that give ``labels`` (``lines``: label -> line), in words."""
+    at = sorted(lines[l] for l in labels if l in lines)
+    return f" ({'line' if len(at) == 1 else 'lines'} {', '.join(map(str, at[:5]))})" if at else ""
+
+
+class LabelMapFile(dict):
+    """label -> canonical label as a file gives them, and ``lines``: label -> its line."""
+
+    def __init__(self, wanted, lines):
+        super().__init__(wanted)
+        self.lines = lines
 
 
 def read_label_map(path):
@@ -420,12 +446,24 @@ def read_label_map(path):
                           f"export has; its first row is {seen!r}{hint}")
     at, to = header.index("label"), header.index("canonical")
     wanted, where, problems = {}, {}, []
-    for cells in reader:
-        line = reader.line_num
+    while True:
+        line = reader.line_num + 1  # where the row starts
+        try:
+            cells = next(reader, None)
+        except csv.Error as e:
+            problems.append(f"line {line}: {e}")
+            break
+        if cells is None:
+            break
         if not any(c.strip() for c in cells):
             continue
         label, name = (cells[at] if at < len(cells) else ""), (cells[to] if to < len(cells) else "")
-        if not label.strip() or not name.strip():
+        if any("\n" in c or "\r" in c for c in cells):
+            end = reader.line_num
+            problems.append(f"line {line}: a quote (\") opened there "
+                            + (f"makes lines {line}-{end} one cell" if end > line else
+                               "is not closed") + ": close it, or remove it")
+        elif not label.strip() or not name.strip():
             problems.append(f"line {line}: {'label' if not label.strip() else 'canonical'} is empty")
         elif wanted.get(label, name.strip()) != name.strip():
             problems.append(f"line {line}: {label!r} is given {name.strip()!r} here and "
@@ -433,9 +471,9 @@ def read_label_map(path):
         else:
             wanted[label], where[label] = name.strip(), line
     if problems:
-        raise ReviewError(f"{path}: {len(problems)} row(s) cannot be read: "
+        raise ReviewError(f"{path}: {count(len(problems), 'row')} cannot be read: "
                           + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else ""))
-    return wanted
+    return LabelMapFile(wanted, where)
 
 
 def joined_by_rename(state, edit):
