@@ -6,6 +6,8 @@ rare clusters merging left alone can be listed with the nearest cluster to each,
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from vlsr_core.wording import one_line
+
 from .common import PLUGIN
 
 PAGE = 20  # clusters per page
@@ -111,15 +113,16 @@ class VLSRPanel(foo.Panel):
         # a row action (which only says the row's index) then acts on the row the curator saw,
         # even if the run changed since. An open cluster stands alone in the clusters table,
         # its members under it (whatever the search and the choice of joins)
-        s.clusters = shown if cluster is None else [
-            r for r in cluster_rows(state) if r["cluster"] == cluster]
+        s.clusters = _cut(shown if cluster is None else [
+            r for r in cluster_rows(state) if r["cluster"] == cluster])
         members = member_rows(state, cluster, query, joined) if cluster is not None else []
         # a cluster of thousands of labels (paper mode) shows MEMBERS a page
         s.members, s.member_page, s.member_pages, s.member_span = page_of(
             members, s.member_page, MEMBERS)
+        s.members = _cut(s.members)
         s.n_members = len(members)
         names = state.label_map.names or state.label_map.representatives
-        s.cluster_name = names[cluster] if cluster is not None else None
+        s.cluster_name = one_line(names[cluster]) if cluster is not None else None
 
     def _selected_cluster(self, ctx, state):
         label = ctx.panel.state.cluster_label
@@ -372,7 +375,7 @@ class VLSRPanel(foo.Panel):
                    on_change=self.on_joined)
 
     def _clusters_table(self):
-        return _table((("canonical", "Cluster"), ("labels", "Labels"),
+        return _table((("canonical_cut", "Cluster"), ("labels", "Labels"),
                        ("occurrences", "Occurrences"), ("farthest", "Farthest"),
                        ("edited", "Edited")),
                       (("open", self.open_cluster, "Members", "list"),
@@ -390,8 +393,8 @@ class VLSRPanel(foo.Panel):
 
     def _rare_clusters(self, panel, s):
         self._listing_choice(panel, s)
-        rows = _table((("canonical", "Cluster"), ("labels", "Labels"),
-                       ("occurrences", "Occurrences"), ("nearest", "Nearest cluster"),
+        rows = _table((("canonical_cut", "Cluster"), ("labels", "Labels"),
+                       ("occurrences", "Occurrences"), ("nearest_cut", "Nearest cluster"),
                        ("distance", "Distance")),
                       (("join", self.join_nearest, "Join the nearest cluster", "merge"),
                        ("open", self.open_cluster, "Members", "list"),
@@ -412,7 +415,7 @@ class VLSRPanel(foo.Panel):
         panel.list("clusters", types.Object(), view=self._clusters_table(), label="The open cluster")
         members = _table((("shown", "Label"), ("frequency", "Samples"),
                           ("distance", "Distance"), ("joined_by", "Joined by"),
-                          ("clustered_with", "Clustered with")),
+                          ("clustered_with_cut", "Clustered with")),
                          (("take_out", self.take_out, "Take out (reject merge)", "call_split"),
                           ("keep", self.keep, "Keep (accept merge)", "check"),
                           ("move", self.move, "Move to another cluster…", "drive_file_move"),
@@ -460,6 +463,14 @@ class VLSRPanel(foo.Panel):
             buttons.btn("previous", label="Previous", icon="chevron_left", on_click=previous)
         if (page or 0) + 1 < (pages or 1):
             buttons.btn("next", label="Next", icon="chevron_right", on_click=following)
+
+
+def _cut(rows):
+    """The rows with ``NAME_cut``, the name on one line and a long one cut, beside each name
+    shown (a table is as wide as its longest cell; the actions read the names whole)."""
+    return [dict(r, **{f"{k}_cut": one_line(r[k]) for k in ("canonical", "nearest",
+                                                              "clustered_with") if k in r})
+            for r in rows]
 
 
 def _table(columns, actions):

@@ -79,6 +79,27 @@ def test_the_panel_shows_scores_steps_and_clusters_the_most_doubtful_first(ran):
     assert "Joins worth a look" in str(panel.layout)
 
 
+def test_a_long_label_is_cut_in_the_tables_and_acted_on_whole(dataset, tmp_path, monkeypatch):
+    """A table is as wide as its longest cell: a 300-character label pushed the row menus out
+    of a narrow panel. The tables show it cut; the actions still get the label as written."""
+    import fake_clip
+    from vlsr_core.fo.stages import run_vlsr
+
+    long = "helmet " + "x" * 293
+    monkeypatch.setitem(fake_clip.LABELS, long, ("glove", None, 0.0))
+    images = build(dataset, tmp_path / "images", spec=[("a.png", "helmet", [long])])
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    panel = Panel(dataset).event("on_load")
+    row = panel.state["clusters"][0]
+    assert row["canonical"] == long and row["canonical_cut"] == long[:60] + "… (300 characters)"
+    assert "canonical_cut" in str(panel.layout) and "'canonical'" not in str(panel.layout)
+    panel.event("open_cluster", row=0)
+    assert panel.state["members"][0]["shown"] == long[:60] + "… (300 characters) (canonical)"
+    assert panel.state["cluster_name"] == long[:60] + "… (300 characters)"
+    panel.event("split", row=0)  # acts on the whole label: it is a cluster of its own already
+    assert "already a cluster of its own" in str(panel.sent("notify"))
+
+
 def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
     panel = Panel(ran).event("on_load")
     panel.event("open_cluster", row=0)

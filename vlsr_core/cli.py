@@ -545,7 +545,7 @@ def _plain(markdown):
 def _review_show(a):
     from .fo.browse import cluster_rows, count_rare, member_rows, rare_rows
     from .fo.review import review_state, shown_time
-    from .fo.summary import one_line
+    from .wording import one_line
 
     dataset = _with_run(a.dataset, a.key)
     state = review_state(dataset, a.key)
@@ -587,8 +587,7 @@ def _review_show(a):
         print(f"  {one_line(row['canonical'])}: {_count(row['labels'], 'label')}, "
               f"{_count(row['occurrences'], 'occurrence')}" + (", edited" if row["edited"] else ""))
         for m in member_rows(state, row["cluster"], a.find)[:a.members]:
-            mark = m["shown"][len(m["label"]):]  # " (canonical)", kept whole after a long label
-            print(f"      {one_line(m['label'])}{mark}  (distance {m['distance']:.3f}, "
+            print(f"      {m['shown']}  (distance {m['distance']:.3f}, "
                   f"{_count(m['frequency'], 'sample')})")
         if row["labels"] > a.members:
             print(f"      ... and {row['labels'] - a.members} more (--members N lists more; "

@@ -1,4 +1,5 @@
-"""Counts in messages, with the noun in the right number: ``1 label``, ``2 labels``, ``3 boxes``."""
+"""Words in messages: counts with the noun in the right number (``1 label``, ``2 labels``,
+``3 boxes``), and labels on one line."""
 
 
 def count(n, noun, plural=None) -> str:
@@ -7,3 +8,10 @@ def count(n, noun, plural=None) -> str:
     if n != 1:
         noun = plural or noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
     return f"{n} {noun}"
+
+
+def one_line(label, longest=80):
+    """A label on one line, as written: line breaks as "⏎", a long one cut to its start and
+    its length."""
+    label = str(label).replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎")
+    return f"{label[:60]}… ({len(label)} characters)" if len(label) > longest else label

@@ -10,6 +10,7 @@ from ..engine.grouping import kept_apart_reason
 from ..engine.review import nearest_other_cluster
 from ..engine.similarity import top_k_labels
 from .labels import label_path
+from ..wording import one_line
 from .runs import label_attributes, review_attribute
 
 
@@ -284,8 +285,8 @@ def _neighbours(state, rows, among, k, keep=True):
 def member_rows(state, cluster, query="", joined=None):
     """The members of one cluster (``joined``, one of :data:`JOIN_STEPS`: only those that step
     joined, :func:`joined_by_step`), those containing ``query`` (case-insensitive) first, then
-    the farthest from its canonical label first: ``label``, ``shown`` (the label, marked if it
-    is the canonical one), ``frequency``, ``distance``, ``joined_by`` (the step that put it
+    the farthest from its canonical label first: ``label``, ``shown`` (the label on one line,
+    a long one cut, marked if it is the canonical one), ``frequency``, ``distance``, ``joined_by`` (the step that put it
     there: :attr:`~vlsr_core.fo.review.ReviewState.joined_by`, with ", kept" once a review
     accepted it), ``clustered_with``
     (its canonical label before the review)."""
@@ -305,7 +306,7 @@ def member_rows(state, cluster, query="", joined=None):
     reasons = [r + (", kept" if l in kept and r != "review" else "")
                for l, r in zip(vocabulary, state.joined_by)]
     return [dict(label=vocabulary[i],
-                 shown=vocabulary[i] + (" (canonical)" if vocabulary[i] == name else ""),
+                 shown=one_line(vocabulary[i]) + (" (canonical)" if vocabulary[i] == name else ""),
                  frequency=int(label_map.frequencies[i]),
                  distance=round(max(float(distance[i]), 0.0), 3),  # not -0.0 from rounding
                  joined_by=reasons[i], clustered_with=clustered.get(vocabulary[i], ""))

@@ -5,7 +5,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..wording import count
+from ..wording import count, one_line
 from .browse import cluster_sizes, rare_clusters
 from .labels import LabelFieldError, label_path, usable
 from .review import copy_note, outdated_copies, review_state
@@ -248,13 +248,6 @@ def _unusable_labels(dataset, label_field):
         return 0
     counts = dataset.count_values(f"{path}.label")
     return sum(n for label, n in counts.items() if not usable(label))
-
-
-def one_line(label, longest=80):
-    """A label on one line, as written: line breaks as "⏎", a long one cut to its start and
-    its length."""
-    label = str(label).replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎")
-    return f"{label[:60]}… ({len(label)} characters)" if len(label) > longest else label
 
 
 def plain(markdown):
