@@ -71,5 +71,6 @@ class ApplyReview(foo.Operator):
         report = yield from run_with_progress(ctx, "Applying", lambda progress: apply_review(
             chosen_target(ctx, run_target(ctx, key)), key,
             copy_to=ctx.params.get("copy_to") or None, progress=progress))
-        return (yield from finish(ctx, f"Run {key!r}: {report.summary()}",
-                                  review_state(ctx.dataset, key).summary()))
+        message = f"Run {key!r}: {report.summary()}"
+        return (yield from finish(ctx, message,
+                                  f"{message}\n\n{review_state(ctx.dataset, key).summary()}"))

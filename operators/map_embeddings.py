@@ -75,4 +75,5 @@ class MapEmbeddings(foo.Operator):
             yield ctx.trigger("reload_dataset")
             yield ctx.trigger("open_panel", dict(name="Embeddings", layout="horizontal",
                                                  is_active=True))
-        return (yield from finish(ctx, f"Run {key!r}: {report.summary()}"))
+        message = f"Run {key!r}: {report.summary()}"
+        return (yield from finish(ctx, message, message))

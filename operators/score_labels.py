@@ -66,7 +66,9 @@ class ScoreLabels(foo.Operator):
             ctx.target_view(), key, params, progress=progress))
         views = [v for role, v in saved_view_names(key).items() if role != "changed"]
         crop = "crop_" if report.crops else ""  # the scores the review views use
+        message = f"Run {key!r}: {report.summary()}"
         return (yield from finish(
-            ctx, f"Run {key!r}: {report.summary()}",
-            f"Sort by `{key}_min_{crop}similarity`, filter labels by `{key}_{crop}similarity`, "
-            "or open the review views: " + ", ".join(f"`{v}`" for v in views)))
+            ctx, message,
+            f"{message}\n\nSort by `{key}_min_{crop}similarity`, filter labels by "
+            f"`{key}_{crop}similarity`, or open the review views: "
+            + ", ".join(f"`{v}`" for v in views)))

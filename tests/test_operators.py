@@ -448,6 +448,9 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
     notify = next(q for q in r.executor.to_json()["requests"] if q["operator_uri"] == "notify")
     assert notify["params"]["message"].startswith(
         "Run 'vlsr': applied 2 label map edits and 1 suggestion decision to 6 samples")
+    # the counts are in the result dialog too, not only in a toast that may go unseen
+    shown = next(q for q in r.executor.to_json()["requests"] if q["operator_uri"] == "show_output")
+    assert shown["params"]["results"]["report"].startswith(notify["params"]["message"])
     canonical = dict(zip(ds.values("gt.classifications.label", unwind=True),
                          ds.values("gt.classifications.vlsr_canonical", unwind=True)))
     assert canonical["helmit"] == canonical["helmet"] == "safety helmet"
