@@ -210,6 +210,17 @@ def test_an_edit_that_would_change_nothing_is_refused_until_another_undoes_it(ra
     add_edit(dataset, "vlsr", "rename", "screwdriver", "SCREWDRIVER")
 
 
+def test_a_split_or_take_out_that_would_name_two_clusters_alike_is_refused(ran):
+    """Two cluster names that read alike are two categories of one thing in an export."""
+    dataset = ran[0]
+    add_edit(dataset, "vlsr", "rename", "helmet", "HELMIT")  # its member helmit reads so
+    for action in ("split", "reject"):
+        with pytest.raises(ReviewError, match="On its own, 'helmit' would be a cluster beside "
+                                              "'HELMIT', which reads alike"):
+            add_edit(dataset, "vlsr", action, "helmit")
+    add_edit(dataset, "vlsr", "split", "Helmets")  # reads as no other name: allowed
+
+
 def test_review_needs_clusters(main):
     from fake_clip import FakeEncoder
     from vlsr_core.fo.stages import compute_embeddings

@@ -302,6 +302,15 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
             to = target
         elif action == "split" and list(canonical.values()).count(current) == 1:
             raise ReviewError(f"{label!r} is already a cluster of its own")
+        if action in ("reject", "split") and label != current:  # a cluster named ``label``
+            twin = _reads_as(label, state.label_map, state.memo,
+                             unless=lambda s: s == label or s not in names)
+            if twin is not None:
+                raise ReviewError(
+                    f"On its own, {label!r} would be a cluster beside {twin!r}, which reads "
+                    "alike (only case, punctuation or extra spaces differ): an export would "
+                    f"carry both. Rename the cluster {twin!r} first, or move {label!r} to "
+                    "another cluster")
         elif action == "rename":
             to = (to or "").strip()
             if not to:
