@@ -543,6 +543,11 @@ def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_p
     assert command.endswith(f"--dataset {dataset.name} --key tools")
     assert main(shlex.split(command)) == 0  # as printed
     assert "(it joins the cluster" in capsys.readouterr().out
+    # the summary tells the rare clusters the clustering left from those the review leaves
+    assert main(["summary", *where]) == 0
+    assert ("under 10 samples had no close neighbour and were kept as they are, e.g. Lathe "
+            "Information, drill, screwdriver, helmet; after the review edits, 3 are left (the "
+            "panel's") in capsys.readouterr().out
     assert main(["review", "show", "--rare", *where]) == 0
     assert "3 rare clusters (under 10 samples)" in capsys.readouterr().out
     assert main(["review", "show", "--rare", "--find", "zzz", *where]) == 0

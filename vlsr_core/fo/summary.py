@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 
 from ..wording import count, one_line
-from .browse import cluster_sizes, rare_clusters
+from .browse import cluster_sizes, count_rare, rare_clusters
 from .labels import LabelFieldError, label_path, usable
 from .review import copy_note, outdated_copies, review_state
 from .runs import (
@@ -233,8 +233,12 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
         size = cluster_sizes(state.clustered, unit == "samples")
         shown = ", ".join(_code(results.representatives[c])
                           for c in sorted(rare.tolist(), key=lambda c: size[c])[:8])
+        left = count_rare(state, floor, unit == "samples")
+        reviewed = (f"; after the review edits, {left} {'is' if left == 1 else 'are'} left"
+                    if state.in_force and left != len(rare) else "")
         lines.append(f"**Rare labels to review:** {count(len(rare), 'cluster')} under {floor} {unit} "
-                     f"had no close neighbour and were kept as they are, e.g. {shown} (the "
+                     f"had no close neighbour and {'was' if len(rare) == 1 else 'were'} kept as "
+                     f"{'it is' if len(rare) == 1 else 'they are'}, e.g. {shown}{reviewed} (the "
                      f"panel's List: rare clusters, or `vlsr review show --rare`, gives the "
                      f"nearest cluster to each)")
     return lines
