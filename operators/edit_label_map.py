@@ -64,7 +64,7 @@ class EditLabelMap(foo.Operator):
         label, to = ctx.params.get("label"), ctx.params.get("to")
         if not label or (action in ("move", "rename") and not to):
             return form
-        from vlsr_core.fo.review import ReviewError, add_edit, joined_by_rename
+        from vlsr_core.fo.review import ReviewError, add_edit, join_note
 
         try:
             edit = add_edit(ctx.dataset, key, action, label, to or None, dry_run=True, state=state)
@@ -72,8 +72,8 @@ class EditLabelMap(foo.Operator):
             prop = to_prop if e.about == "to" and to_prop is not None else label_prop
             prop.invalid, prop.error_message = True, str(e)
             return form
-        other = joined_by_rename(state, edit)
-        joins = f" It joins the cluster {other}." if other else ""
+        note = join_note(state, edit)
+        joins = f" {note[0].upper()}{note[1:]}." if note else ""
         inputs.view("preview", types.Notice(
             label=f"Edit #{edit.id}: {edit.describe().replace('`', '')}.{joins} Stored on the run; "
                   "Apply writes it to the fields."))

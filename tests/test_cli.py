@@ -411,7 +411,8 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
 
     # a rename to a label of another cluster joins that cluster, and says so
     assert main(["review", "rename", "drill", "--to", "Helmets", "--dataset", name]) == 0
-    assert "(it joins the cluster 'helmet')" in capsys.readouterr().out
+    assert "(it joins the cluster 'helmet', and the two are named 'Helmets')" in \
+        capsys.readouterr().out
     state = review_state(dataset, "vlsr")
     assert {state.label_map.canonical[l] for l in ("drill", "helmet", "Helmets")} == {"Helmets"}
     # an unreadable image has no suggestions to accept

@@ -598,7 +598,7 @@ def _review_show(a):
 
 
 def _review_edit(a):
-    from .fo.review import ReviewError, add_edit, joined_by_rename, review_state
+    from .fo.review import ReviewError, add_edit, join_note, review_state
 
     dataset = _with_run(a.dataset, a.key)
     samples = list(getattr(a, "sample", []))
@@ -612,8 +612,8 @@ def _review_edit(a):
     state = review_state(dataset, a.key)
     edit = add_edit(dataset, a.key, a.action, a.label, to=getattr(a, "to", None), samples=samples,
                     state=state)
-    other = joined_by_rename(state, edit)
-    joins = f" (it joins the cluster {other!r})" if other else ""
+    note = join_note(state, edit)
+    joins = f" ({note})" if note else ""
     print(f"edit #{edit.id}: {_plain(edit.describe())}{joins}; vlsr apply writes it to the fields")
 
 

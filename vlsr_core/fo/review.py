@@ -485,9 +485,10 @@ def read_label_map(path):
     return LabelMapFile(wanted, where)
 
 
-def joined_by_rename(state, edit):
-    """The canonical label of the other cluster that a rename joins (the cluster so named, or
-    the one holding a label so written), or None."""
+def join_note(state, edit):
+    """What a rename does beyond renaming, in words: ``it joins the cluster 'drill'`` (the
+    cluster so named, or the one holding a label so written; the two then bear the new name:
+    ``..., and the two are named 'helmet'`` when that cluster is named otherwise), or None."""
     if edit.action != "rename":
         return None
     label_map = state.label_map
@@ -495,7 +496,10 @@ def joined_by_rename(state, edit):
     own = canonical[_member(edit.label, set(canonical), label_map)]
     other = canonical.get(edit.to, edit.to if edit.to in (label_map.names or
                                                          label_map.representatives) else None)
-    return other if other not in (None, own) else None
+    if other in (None, own):
+        return None
+    named = f", and the two are named {edit.to!r}" if other != edit.to else ""
+    return f"it joins the cluster {other!r}{named}"
 
 
 def undo_edit(dataset, key=DEFAULT_KEY, edit_id=None):
