@@ -401,7 +401,8 @@ class VLSRPanel(foo.Panel):
                        ("show", self.show_cluster, "Show samples", "image")))
         panel.list("clusters", types.Object(), view=rows,
                    label=f"Rare clusters, the nearest to another cluster first "
-                         f"({s.n_clusters:,} rows, two clusters nearest to each other in "
+                         f"({s.n_clusters:,} row{'' if s.n_clusters == 1 else 's'}, two "
+                         "clusters nearest to each other in "
                          f"one; page {(s.page or 0) + 1} of {s.pages})")
         self._pager(panel, "pages", s.page, s.pages, self.previous_page, self.next_page)
 

@@ -155,5 +155,5 @@ def test_an_exported_label_map_with_a_tab_or_spaces_in_a_label_imports_back(data
     path.write_text(text.replace("helmet,helmet,", "helmet,hard\that,"), encoding="utf-8")
     line = next(i for i, l in enumerate(text.splitlines(), 1) if l.startswith("helmet,"))
     shown = repr("hard\that")
-    with pytest.raises(ValueError, match=re.escape(f"character: {shown} (line {line})")):
+    with pytest.raises(ValueError, match=re.escape(f"invisible one: {shown} (line {line})")):
         import_label_map(dataset, "vlsr", read_label_map(str(path)))

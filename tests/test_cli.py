@@ -341,8 +341,8 @@ def test_explicit_model_that_cannot_load_is_an_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--key", "my-run"], "The run key 'my-run' cannot name fields"),
-    (["--model", "./nope"], "Could not load a CLIP model from the directory './nope': CLIP model "
-                            "directory './nope' does not exist"),
+    (["--model", "./nope"], "Could not load a CLIP model: CLIP model directory './nope' does not "
+                            "exist.\nIt must hold config.json"),
 ])
 def test_a_bad_run_key_or_model_directory_answers_before_fiftyone_loads(args, message, tmp_path):
     """Loading FiftyOne takes seconds: what can be told without it is told at once."""
@@ -460,7 +460,7 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
             ('label,canonical\n"helmit,drill\nScrewdrivers,drill\n',
              "line 2: a quote (\") opened there makes lines 2-3 one cell: close it, or remove it"),
             ("label,canonical\nhelmit,new\tname\n",
-             "cannot be blank or hold a line break or a control character: 'new\\tname' (line 2)"),
+             "control character or an invisible one: 'new\\tname' (line 2)"),
             ("label,canonical\nhelmit,drill\nhelmit,vise\n", "line 3: 'helmit' is given 'vise' "
                                                              "here and 'drill' on line 2"),
             ("label,canonical\nhelmit,\n", "line 2: canonical is empty"),
@@ -490,6 +490,7 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
      "1 sample id of 1 is not in dataset"),
     (["review", "reject-suggestion", "drill", "--view", "nope"], "no saved view 'nope'"),
     (["review", "rename", "drill", "--to", "two\nlines"], "cannot hold a line break"),
+    (["review", "rename", "drill", "--to", "drill\u200b"], "or an invisible one (a zero-width"),
     (["review", "undo", "7"], "has no review edit to undo"),
     (["review", "show", "--key", "other"], "no VLSR run 'other' on dataset"),
     (["apply", "--key", "other"], "(its VLSR runs: vlsr; pick one with --key): make it with "

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from ..wording import count
 from .dots import exact_dots
 from .lexical import by_normal_form
 from .merging import representative_of
@@ -256,7 +257,8 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
     vocabulary, current = reviewed.vocabulary, reviewed.canonical
     unknown = [l for l in wanted if l not in current]
     if unknown:
-        raise ValueError(f"{len(unknown)} label(s) not in the vocabulary, e.g. {unknown[0]!r}")
+        raise ValueError(f"{count(len(unknown), 'label')} not in the vocabulary, e.g. "
+                         f"{unknown[0]!r}")
     want = {l: wanted.get(l, current[l]) for l in vocabulary}
     _check_spelled_one_way(set(want.values()), set(wanted.values()))
     clash = [(n, l) for l, n in want.items() if n in want and want[n] != n]
@@ -264,7 +266,7 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
         name, label = clash[0]
         raise ValueError(f"{label!r} is to be in the cluster named {name!r}, but the label "
                          f"{name!r} is to be in {want[name]!r}: a cluster named like a label "
-                         f"holds that label ({len(clash)} such label(s))")
+                         f"holds that label ({count(len(clash), 'such label')})")
     index = {l: i for i, l in enumerate(vocabulary)}
     cluster = np.asarray(reviewed.clusters)
     freq = np.asarray(reviewed.frequencies)
@@ -314,7 +316,7 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
     final, _ = review_label_map(label_map, embeddings, list(edits) + new)
     wrong = [l for l, n in final.canonical.items() if n != want[l]]
     if wrong:  # a defect of this function, never of the input: say so rather than store it
-        raise RuntimeError(f"the edits would leave {len(wrong)} label(s) apart from the wanted "
+        raise RuntimeError(f"the edits would leave {count(len(wrong), 'label')} apart from the wanted "
                            f"map, e.g. {wrong[0]!r}")
     return new
 

@@ -318,7 +318,8 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
             if to == current:
                 raise ReviewError(f"The cluster is already called {to!r}", "to")
             if _unprintable(to):
-                raise ReviewError("A name cannot hold a line break or a control character", "to")
+                raise ReviewError("A name cannot hold a line break, a control character or an "
+                                  "invisible one (a zero-width space)", "to")
             if to not in vocabulary and to not in names:  # else it joins that cluster, as asked
                 twin = _reads_as(to, state.label_map, state.memo,
                                  unless=lambda s: canonical.get(s, s) == current)
@@ -372,7 +373,9 @@ def _reads_as(name, label_map, memo, unless=lambda spelling: False):
 
 
 def _unprintable(name):
-    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in name)
+    """Whether ``name`` holds a line break, a control character or an invisible format
+    character (a zero-width space: two names would look alike and differ)."""
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name)
 
 
 def import_label_map(dataset, key, wanted, *, dry_run=False):
@@ -396,8 +399,8 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
               for l, n in wanted.items()}
     bad = next((n for n in set(wanted.values()) - known if not n or _unprintable(n)), None)
     if bad is not None:
-        raise ReviewError(f"A canonical label cannot be blank or hold a line break or a control "
-                          f"character: {bad!r}"
+        raise ReviewError(f"A canonical label cannot be blank or hold a line break, a control "
+                          f"character or an invisible one: {bad!r}"
                           + _lines_of(lines, [l for l, n in wanted.items() if n == bad]))
     edits = edits_of(config)
     try:

@@ -17,7 +17,8 @@ def device_problem(device):
         if count == 0:
             return f"device {device!r}: this machine has no CUDA GPU (torch {torch.__version__})"
         if dev.index is not None and dev.index >= count:
-            return f"device {device!r}: this machine has {count} CUDA GPU(s), numbered from 0"
+            return (f"device {device!r}: this machine has {count} CUDA "
+                    f"GPU{'' if count == 1 else 's'}, numbered from 0")
         return None
     if dev.type == "mps":
         return None if torch.backends.mps.is_available() else f"device {device!r}: MPS is not available here"

@@ -84,18 +84,25 @@ def model_problem(model):
 def load_advice(model, error):
     """The message for a model that cannot be loaded: what failed and how to point at a copy."""
     if is_local(model):
+        where = "" if repr(model) in str(error) else f" from the directory {model!r}"
         return (
-            f"Could not load a CLIP model from the directory {model!r}: {error}\n"
+            f"Could not load a CLIP model{where}: {_sentence(error)}\n"
             "It must hold config.json, model.safetensors (pickled .bin weights are refused), "
             "the tokenizer files and preprocessor_config.json, as written by save_pretrained."
         )
     return (
-        f"Could not load the CLIP weights {model!r}: {error}\n"
+        f"Could not load the CLIP weights {model!r}: {_sentence(error)}\n"
         "If this machine cannot reach the Hugging Face Hub, download the model on one that can "
         f"(`hf download {model} --local-dir ~/clip-model`), copy the folder here and give its "
         f"full path as the model (e.g. {os.path.join(os.path.expanduser('~'), 'clip-model')}), "
         "or set HF_HOME to a cache that holds it."
     )
+
+
+def _sentence(error):
+    """``error`` as a sentence that ends with a stop: the App joins lines into one paragraph."""
+    text = str(error).rstrip()
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 # Bytes of tensor data read per weights file for a fingerprint: 16 blocks of 64 KiB, spread evenly.
