@@ -33,7 +33,7 @@ class ImportLabelMap(foo.Operator):
                                       "an export; labels it leaves out keep their canonical label")
         if not ctx.params.get("file"):
             return form
-        from vlsr_core.fo.review import ReviewError, import_summary
+        from vlsr_core.fo.review import ReviewError, import_summary, read_label_map, takes_back
 
         try:
             made = _import(ctx, key, dry_run=True)
@@ -45,6 +45,9 @@ class ImportLabelMap(foo.Operator):
                 label="The label map already is as the file says: there is nothing to import"))
             return form
         more = f"\n- ... and {len(made) - SHOWN} more" if len(made) > SHOWN else ""
+        back = takes_back(state, read_label_map(full_path(ctx.params["file"])[0]))
+        if back:
+            inputs.view("takes_back", types.Warning(label=back[0].upper() + back[1:]))
         inputs.str("preview", label=f"Execute records {import_summary(made)}, #{made[0].id} to "
                                     f"#{made[-1].id}; Apply writes them to the fields",
                    default="\n".join(f"- #{e.id} {e.describe()}" for e in made[:SHOWN]) + more,

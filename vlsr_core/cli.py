@@ -618,15 +618,21 @@ def _review_edit(a):
 
 
 def _review_import(a):
-    from .fo.review import import_label_map, import_summary, read_label_map
+    from .fo.review import (import_label_map, import_summary, read_label_map, review_state,
+                            takes_back)
 
     wanted = read_label_map(a.file)
-    made = import_label_map(_with_run(a.dataset, a.key), a.key, wanted, dry_run=a.dry_run)
+    dataset = _with_run(a.dataset, a.key)
+    state = review_state(dataset, a.key)  # before the import: the edits it may take back
+    made = import_label_map(dataset, a.key, wanted, dry_run=a.dry_run)
     if not made:
         print(f"the label map of run {a.key!r} already is as {a.file} says: no edit made")
         return
     print(f"{'would make' if a.dry_run else 'made'} {import_summary(made)} "
           f"for the {_count(len(wanted), 'label')} of {a.file}:")
+    back = takes_back(state, wanted)
+    if back:
+        print(f"note: {back}")
     for e in made[:20]:
         print(f"  #{e.id} {_plain(e.describe())}")
     if len(made) > 20:

@@ -415,6 +415,23 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
     return made
 
 
+def takes_back(state, wanted):
+    """What importing ``wanted`` takes back of the map edits in force, in words, or None: the
+    labels it gives the canonical label they had as clustered, which an edit in force changed,
+    as a label map exported before those edits would."""
+    clustered, current = state.clustered.canonical, state.label_map.canonical
+    back = {l for l, n in wanted.items() if l in current and n == clustered.get(l) != current[l]}
+    edits = [e for e in state.in_force if e.action in MAP_ACTIONS
+             and (e.label in back or any(current.get(l) == e.to for l in back))]
+    if not back or not edits:
+        return None
+    ids = ", ".join(f"#{e.id}" for e in edits[:8]) + (", ..." if len(edits) > 8 else "")
+    return (f"it takes back {count(len(edits), 'edit')} in force ({ids}): it gives "
+            f"{count(len(back), 'label')} the canonical label {'it' if len(back) == 1 else 'they'} "
+            "had before the review. A file exported before those edits would; if so, edit the "
+            "latest label_map.csv instead")
+
+
 def _lines_of(lines, labels):
     """The lines of a file that give ``labels`` (``lines``: label -> line), in words."""
     at = sorted(lines[l] for l in labels if l in lines)
