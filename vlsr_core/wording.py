@@ -11,7 +11,8 @@ def count(n, noun, plural=None) -> str:
 
 
 def one_line(label, longest=80):
-    """A label on one line, as written: line breaks as "⏎", a long one cut to its start and
-    its length."""
+    """A label on one line, as written: line breaks as "⏎", tabs as "⇥", a long one cut to
+    its start and its length."""
     label = str(label).replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎")
+    label = label.replace("\t", "⇥")
     return f"{label[:60]}… ({len(label)} characters)" if len(label) > longest else label

@@ -9,8 +9,8 @@ Files written to the export directory:
   clustered_canonical, joined_by, distance_to_canonical``: the label map with the review edits
   the run's fields show (those of the last Apply or clustering; ``clustered_canonical`` is the
   label's canonical label before the review); ``joined_by`` the step that put the label with
-  its canonical label (empty for the canonical label itself; ``spelling``, ``images``,
-  ``DBSCAN``, ``merge``, or ``review`` for an edit), ``distance_to_canonical`` the cosine
+  its canonical label (empty for the canonical label itself, unless an edit made it so;
+  ``spelling``, ``images``, ``DBSCAN``, ``merge``, or ``review`` for an edit), ``distance_to_canonical`` the cosine
   distance of their text embeddings: sort by it to check the farthest first.
 - ``image_labels.json``: COCO-style image-level labels: ``images`` and ``categories`` as in
   COCO, and one ``annotations`` entry per canonical label of an image, with ``score`` and
