@@ -38,6 +38,13 @@ class UndoReviewEdit(foo.Operator):
                     description="The latest edit comes first; undoing keeps it on record")
         inputs.bool("with_later", default=False, label="Also undo every edit made after it",
                     description="All the edits of an import, say")
+        chosen = int(ctx.params.get("edit_id") or edits[0].id)
+        if ctx.params.get("with_later"):
+            going = [e for e in edits if e.id >= chosen]
+            inputs.view("going", types.Notice(label=(
+                f"Undoes {count(len(going), 'edit')}: "
+                + ", ".join(f"#{e.id}" for e in going[::-1][:20])
+                + (", ..." if len(going) > 20 else ""))))
         return form
 
     @reported

@@ -500,6 +500,13 @@ def test_an_edited_label_map_csv_comes_back_through_the_import_form(ds, tiny_cli
     assert "already is as the file says" in str(form("import_label_map", ds, key="vlsr",
                                                      file=str(edited)))
 
+    from vlsr_core.fo.review import review_state
+
+    n = len(review_state(ds, "vlsr").in_force)  # the form says how many go
+    going = form("undo_review_edit", ds, key="vlsr", edit_id=1, with_later=True)
+    assert going["type"]["properties"]["going"]["view"]["label"].startswith(
+        f"Undoes {n} edits: #1, #2")
+    assert "going" not in form("undo_review_edit", ds, key="vlsr", edit_id=1)["type"]["properties"]
     run("undo_review_edit", ds, key="vlsr", edit_id=1, with_later=True)  # the whole import
     run("apply_review", ds, key="vlsr")
     assert set(ds.values("gt.classifications.vlsr_canonical", unwind=True)) == {
