@@ -24,13 +24,9 @@ class DeleteRun(foo.Operator):
         inputs = types.Object()
         key = run_key_choice(ctx, inputs, "delete a run") if ctx.dataset is not None else None
         if key is not None:
-            from vlsr_core.fo.runs import VLSRRun
+            from vlsr_core.fo.runs import what_goes
 
-            run = VLSRRun(ctx.dataset.get_run_info(key).config)
-            fields = run.get_fields(ctx.dataset, key)
-            inputs.view("what", types.Warning(
-                label=f"Deletes {len(fields)} fields and the review views of run {key!r}",
-                description=", ".join(fields) + ". The input labels are not touched."))
+            inputs.view("what", types.Warning(label=f"Deletes {what_goes(ctx.dataset, key)}"))
             inputs.bool("confirm", default=False, required=True, label="Delete them")
             if not ctx.params.get("confirm"):
                 prop = inputs.view("confirm_note", types.Notice(label="Tick the box to confirm"))

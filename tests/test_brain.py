@@ -32,6 +32,9 @@ def test_a_map_and_a_similarity_index_of_the_embedded_samples(embedded):
     assert found[0] == "h1.png" and set(found) <= helmets
     map_embeddings(dataset, "vlsr")  # again: replaced, not refused
     assert dataset.get_run_info("vlsr").config.created_brain_runs == ["vlsr_image_index", "vlsr_map"]
+    from vlsr_core.fo.runs import what_goes
+
+    assert " and 2 Brain runs (vlsr_image_index, vlsr_map) of run 'vlsr'" in what_goes(dataset, "vlsr")
     dataset.delete_run("vlsr")
     assert dataset.list_brain_runs() == []
 

@@ -238,12 +238,16 @@ def test_ctrl_c_during_apply_says_whether_the_fields_are_partly_written(ran, mon
 
 
 def test_delete_run_lists_what_goes_and_deletes_only_with_yes(ran, capsys):
+    from vlsr_core.fo.review import add_edit
+
     dataset = ran[0]
     labels = dataset.values("gt.classifications.label")
+    add_edit(dataset, "vlsr", "split", "helmit")  # the review edits go with the run, and it says so
     assert main(["delete-run", "--dataset", dataset.name]) == 1
     out = capsys.readouterr().out
     assert out.startswith("would delete ") and "vlsr_label" in out and "add --yes" in out
-    assert "saved view" in out and "the input labels of 'gt' stay" in out
+    assert "4 saved views and 1 review edit of run 'vlsr'" in out
+    assert "the input labels of 'gt' stay" in out
     assert dataset.has_run("vlsr") and dataset.has_field("vlsr_label")
     assert main(["delete-run", "--dataset", dataset.name, "--yes"]) == 0
     assert capsys.readouterr().out.startswith("deleted ")

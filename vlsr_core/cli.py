@@ -512,15 +512,10 @@ def _run(a, dataset=None, encoder=None):
 
 
 def _delete_run(a):
-    from .fo.runs import VLSRRun, owned_views
+    from .fo.runs import what_goes
 
     dataset = _with_run(a.dataset, a.key)
-    config = dataset.get_run_info(a.key).config
-    fields = VLSRRun(config).get_fields(dataset, a.key)
-    views = [v for v in owned_views(a.key, config) if dataset.has_saved_view(v)]
-    what = (f"{_count(len(fields), 'field')} ({', '.join(fields) or 'none'}) and "
-            f"{_count(len(views), 'saved view')} of run {a.key!r} on {a.dataset!r}; the input "
-            f"labels of {config.label_field!r} stay")
+    what = what_goes(dataset, a.key)
     if not a.yes:
         print(f"would delete {what}: add --yes to delete them")
         return 1

@@ -279,6 +279,27 @@ def owned_fields(samples, key, config):
     return output_fields(samples, key, config.label_field)
 
 
+def what_goes(dataset, key):
+    """What deleting run ``key`` removes, in words: its fields, saved views, Brain runs and
+    review edits (the input labels stay)."""
+    from ..wording import count
+
+    config = dataset.get_run_info(key).config
+    fields = VLSRRun(config).get_fields(dataset, key)
+    views = [v for v in owned_views(key, config) if dataset.has_saved_view(v)]
+    brain = [b for b in getattr(config, "created_brain_runs", None) or []
+             if dataset.has_brain_run(b)]
+    edits = len(getattr(config, "review", None) or [])
+    parts = [f"{count(len(fields), 'field')} ({', '.join(fields) or 'none'})",
+             f"{count(len(views), 'saved view')}"]
+    if brain:
+        parts.append(f"{count(len(brain), 'Brain run')} ({', '.join(brain)})")
+    if edits:
+        parts.append(f"{count(edits, 'review edit')}")
+    return (f"{', '.join(parts[:-1])} and {parts[-1]} of run {key!r} on {dataset.name!r}; the "
+            f"input labels of {config.label_field!r} stay")
+
+
 def owned_views(key, config):
     """The saved views run ``key`` created (likewise)."""
     if config.created_views is not None:
