@@ -374,6 +374,15 @@ class VLSRPanel(foo.Panel):
         panel.enum("joined", joined.values(), default=s.joined or "all", view=joined,
                    on_change=self.on_joined)
 
+    @staticmethod
+    def _no_match(panel, s):
+        """Say so when the search finds nothing (the empty table says only "No data provided")."""
+        if s.query and not s.clusters:
+            panel.md(f"No {'rare ' if s.listing == 'rare' else ''}cluster has a label containing "
+                     f"`{one_line(s.query)}`" + (f" among those with a member joined by "
+                                                f"{s.filtered}" if s.filtered else ""),
+                     name="no_match")
+
     def _clusters_table(self):
         return _table((("canonical_cut", "Cluster"), ("labels", "Labels"),
                        ("occurrences", "Occurrences"), ("farthest", "Farthest"),
@@ -385,6 +394,7 @@ class VLSRPanel(foo.Panel):
     def _clusters(self, panel, s):
         self._listing_choice(panel, s)
         self._joined_choice(panel, s)
+        self._no_match(panel, s)
         with_member = f" with a member joined by {s.filtered}" if s.filtered else ""
         panel.list("clusters", types.Object(), view=self._clusters_table(),
                    label=f"Clusters{with_member}, the most doubtful first ({s.n_clusters}; "
@@ -393,6 +403,7 @@ class VLSRPanel(foo.Panel):
 
     def _rare_clusters(self, panel, s):
         self._listing_choice(panel, s)
+        self._no_match(panel, s)
         rows = _table((("canonical_cut", "Cluster"), ("labels", "Labels"),
                        ("occurrences", "Occurrences"), ("nearest_cut", "Nearest cluster"),
                        ("distance", "Distance")),

@@ -185,6 +185,10 @@ def test_finding_a_cluster_by_one_of_its_labels(ran):
     panel = Panel(ran).event("on_load")
     panel.search("SCREWDRIVERS")
     assert [c["canonical"] for c in panel.state["clusters"]] == ["screwdriver"]
+    assert "no_match" not in str(panel.layout)
+    panel.search("zzz")  # the empty table would say only "No data provided"
+    assert panel.state["clusters"] == []
+    assert "No cluster has a label containing `zzz`" in str(panel.layout)
     panel.search("")
     assert len(panel.state["clusters"]) == 4
 
