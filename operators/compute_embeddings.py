@@ -142,7 +142,12 @@ def _bf16_note(inputs):
 
 
 def _run_params(ctx, key):
-    """The embedding parameters run ``key`` last used, or the defaults for a new run."""
+    """The embedding parameters run ``key`` last used; for a new run the defaults, with the
+    model of the dataset's latest run (a local CLIP folder is typed once, not for every key)."""
     if key and ctx.dataset.has_run(key) and getattr(ctx.dataset.get_run_info(key).config, "model", None):
         return run_params(ctx, key, EmbedParams)
-    return EmbedParams()
+    from vlsr_core.fo.runs import list_vlsr_runs
+
+    infos = [ctx.dataset.get_run_info(k) for k in list_vlsr_runs(ctx.dataset)]
+    used = [(i.timestamp, i.config.model) for i in infos if getattr(i.config, "model", None)]
+    return EmbedParams(model=max(used)[1]) if used else EmbedParams()

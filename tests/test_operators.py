@@ -234,7 +234,11 @@ def test_bad_states_are_messages_in_the_form(ds, tiny_clip, tmp_path):
 
 
 def test_two_runs_side_by_side(ds, tiny_clip):
+    assert form("compute_embeddings", ds)["type"]["properties"]["model"]["default"] != tiny_clip
     run("compute_embeddings", ds, label_field="gt", model=tiny_clip, key="vlsr")
+    # a second run's form offers the model of the first (a local folder is typed once)
+    props = form("compute_embeddings", ds, key="boxes_run")["type"]["properties"]
+    assert props["model"]["default"] == tiny_clip
     run("compute_embeddings", ds, label_field="boxes", model=tiny_clip, key="boxes_run")
     for key in ("vlsr", "boxes_run"):
         run("score_labels", ds, key=key)
