@@ -14,7 +14,8 @@ Files written to the export directory:
   distance of their text embeddings: sort by it to check the farthest first.
 - ``image_labels.json``: COCO-style image-level labels: ``images`` and ``categories`` as in
   COCO, and one ``annotations`` entry per canonical label of an image, with ``score`` and
-  ``final`` (true for the image's final label) and no ``bbox``.
+  ``final`` (true for the image's final label) and no ``bbox``; an image whose size cannot be
+  read (the run's unreadable images) has ``width`` and ``height`` null.
 - ``detections/labels.json`` (with ``detections_field``): the boxes of a Detections field with
   their labels mapped to canonical labels, written by FiftyOne's COCO exporter; ``file_name``
   is relative to the images' common folder (:func:`coco_image_root`, the ``data_path`` to give
