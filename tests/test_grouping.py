@@ -159,18 +159,19 @@ def test_a_typo_in_a_long_word_the_tokenizer_splits_has_a_looser_guard():
     spelling ("wristband" beside "waistband") or a 7-letter word does not, nor a pair beyond the
     long-typo guard; without the counts, or without that guard, the typo guard holds."""
     vocabulary = ["caravansary", "caravansery", "wristband", "waistband", "scuffer", "scoffer",
-                  "tensiometer", "tensimeter"]
-    unknown = np.array([1, 1, 0, 1, 1, 1, 1, 1], dtype=np.float32)
+                  "tensiometer", "tensimeter", "acme wristband", "acme waistband"]
+    # "acme" split in both: half of each label's words, whichever spelling of the other is known
+    unknown = np.array([1, 1, 0, 1, 1, 1, 1, 1, 0.5, 0.5], dtype=np.float32)
     emb = spread(len(vocabulary))
-    for i, d in {1: 0.4, 3: 0.4, 5: 0.4, 7: 0.6}.items():
+    for i, d in {1: 0.4, 3: 0.4, 5: 0.4, 7: 0.6, 9: 0.4}.items():
         emb[i] = near(emb[i - 1], d, seed=i)
 
     def same(**kwargs):
         groups, _, _, _ = lexical_groups(vocabulary, emb, guard=0.3, **kwargs)
         return [bool(groups[i] == groups[i + 1]) for i in range(0, len(vocabulary), 2)]
 
-    assert same(unknown_words=unknown, long_typo_guard=0.5) == [True, False, False, False]
-    assert same(unknown_words=unknown) == same(long_typo_guard=0.5) == [False] * 4
+    assert same(unknown_words=unknown, long_typo_guard=0.5) == [True, False, False, False, False]
+    assert same(unknown_words=unknown) == same(long_typo_guard=0.5) == [False] * 5
 
 
 def test_build_label_map_reads_the_tokenizer_counts_in_the_vocabulary_order():

@@ -260,6 +260,8 @@ def test_final_labels_can_be_copied_to_a_new_field_that_the_run_owns(ran):
     dataset.add_sample_field("other", fo.StringField)
     with pytest.raises(VLSRError, match="'other' holds no Classification"):
         apply_review(dataset, "vlsr", copy_to="other")
+    # refused before anything is written: the run is not marked as stopped part-way
+    assert dataset.get_run_info("vlsr").config.stages.get("apply") != "running"
     for taken in ("gt", "vlsr_label", "not a name"):
         with pytest.raises(VLSRError):
             apply_review(dataset, "vlsr", copy_to=taken)

@@ -26,8 +26,8 @@ holds whole, a plural of a label with a word it splits, and a short-word typo of
 spelling is held whole and the other torn into pieces, join within the typo guard of long
 words; a typo in a word of ``LONG_TYPO_LENGTH`` letters or more that the tokenizer holds whole
 in neither spelling has a guard of its own, looser: the encoder reads both as pieces, which one
-edit reshuffles, while two long words one edit apart are rarely two words ("caravansary" /
-"caravanserai"). Only words of letters have plurals or typos ("10mm" / "12mm", "2009" / "2019" are not
+edit reshuffles, while two long words one edit apart are rarely two words ("parakeet" /
+"parrakeet"). Only words of letters have plurals or typos ("10mm" / "12mm", "2009" / "2019" are not
 variants). Two groups holding a pair that a rule refused are
 not joined by a looser rule after it. Labels without a letter or digit are never grouped.
 """
@@ -196,8 +196,8 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
             a compound changes its tokens most ("sawmill" is "saw ##mill" to WordPiece), so the
             encoder may put the two spellings farther apart than any other variant.
         long_typo_guard: with ``unknown_words``, the guard of a typo in a word of at least
-            ``LONG_TYPO_LENGTH`` letters between two labels that both have a word the
-            tokenizer splits (None: the typo guard of its length).
+            ``LONG_TYPO_LENGTH`` letters between two labels whose every word the tokenizer
+            splits (None: the typo guard of its length).
 
     Returns:
         :class:`LexicalGroups`.
@@ -269,7 +269,9 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
         a, b = _ends(typo_pairs)
         guards[unknown[a] != unknown[b]] = guard
         if long_typo_guard is not None:
-            long = (np.asarray(lengths) >= LONG_TYPO_LENGTH) & (unknown[a] > 0) & (unknown[b] > 0)
+            # every word split in both: the one the typo changes is (a share under 1 may come
+            # from another word)
+            long = (np.asarray(lengths) >= LONG_TYPO_LENGTH) & (unknown[a] == 1) & (unknown[b] == 1)
             guards[long] = long_typo_guard
     link(typo_pairs, "typo", guards)
     link(key_pairs({i: _word_form(single[i]) for i in words}, previous=compact), "word form",

@@ -75,9 +75,6 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     if not os.access(export_dir, os.W_OK):
         raise ExportError(f"{export_dir} is not writable")
     coco = os.path.join(export_dir, COCO_FILE)
-    if not detections_field and os.path.exists(coco):
-        os.remove(coco)  # an earlier export's boxes would pass for this run's
-        _remove_if_empty(os.path.dirname(coco))
     config = dataset.get_run_info(key).config
     state = review_state(dataset, key, results, applied_only=True)  # what the fields show
     label_map = state.label_map.canonical
@@ -96,6 +93,9 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
             _coco_detections(samples, detections_field, label_map, partial[3])
         for done, path in zip(partial, written):
             os.replace(done, path)
+        if not detections_field and os.path.exists(coco):
+            os.remove(coco)  # an earlier export's boxes would pass for this run's
+            _remove_if_empty(os.path.dirname(coco))
     except BaseException:
         for path in partial:
             if os.path.exists(path):

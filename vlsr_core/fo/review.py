@@ -372,10 +372,13 @@ def _reads_as(name, label_map, memo, unless=lambda spelling: False):
         else None
 
 
+INVISIBLE = "\u200b\u2060\ufeff"  # zero-width space, word joiner, BOM (not ZWJ / ZWNJ: scripts use them)
+
+
 def _unprintable(name):
     """Whether ``name`` holds a line break, a control character or an invisible format
     character (a zero-width space: two names would look alike and differ)."""
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name)
+    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in INVISIBLE for ch in name)
 
 
 def import_label_map(dataset, key, wanted, *, dry_run=False):
@@ -422,7 +425,8 @@ def takes_back(state, wanted):
     clustered, current = state.clustered.canonical, state.label_map.canonical
     back = {l for l, n in wanted.items() if l in current and n == clustered.get(l) != current[l]}
     edits = [e for e in state.in_force if e.action in MAP_ACTIONS
-             and (e.label in back or any(current.get(l) == e.to for l in back))]
+             and (e.label in back or e.action == "rename"
+                  and any(current.get(l) == e.to for l in back))]
     if not back or not edits:
         return None
     ids = ", ".join(f"#{e.id}" for e in edits[:8]) + (", ..." if len(edits) > 8 else "")
@@ -448,8 +452,9 @@ class LabelMapFile(dict):
 
 def read_label_map(path):
     """label -> canonical label, from a CSV with the columns ``label`` and ``canonical`` (any
-    others, such as those of an exported ``label_map.csv``, are ignored). Labels are read as
-    written, canonical labels without surrounding spaces; :class:`ReviewError` lists the rows
+    others, such as those of an exported ``label_map.csv``, are ignored). Labels and canonical
+    labels are read as written (:func:`import_label_map` matches a canonical label to a name
+    of the run with surrounding spaces aside); :class:`ReviewError` lists the rows
     that cannot be read."""
     if not os.path.exists(path):
         raise ReviewError(f"No file {path}")
@@ -487,18 +492,18 @@ def read_label_map(path):
         if not any(c.strip() for c in cells):
             continue
         label, name = (cells[at] if at < len(cells) else ""), (cells[to] if to < len(cells) else "")
-        if any("\n" in c or "\r" in c for c in cells):
+        if len(cells) < len(header) and any("\n" in c or "\r" in c for c in cells):
             end = reader.line_num
             problems.append(f"line {line}: a quote (\") opened there "
                             + (f"makes lines {line}-{end} one cell" if end > line else
                                "is not closed") + ": close it, or remove it")
         elif not label.strip() or not name.strip():
             problems.append(f"line {line}: {'label' if not label.strip() else 'canonical'} is empty")
-        elif wanted.get(label, name.strip()) != name.strip():
+        elif wanted.get(label, name).strip() != name.strip():
             problems.append(f"line {line}: {label!r} is given {name.strip()!r} here and "
-                            f"{wanted[label]!r} on line {where[label]}")
+                            f"{wanted[label].strip()!r} on line {where[label]}")
         else:
-            wanted[label], where[label] = name.strip(), line
+            wanted[label], where[label] = name, line
     if problems:
         raise ReviewError(f"{path}: {count(len(problems), 'row')} cannot be read: "
                           + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else ""))
@@ -578,11 +583,16 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     Returns:
         an :class:`ApplyReport`.
     """
-    from .stages import mark_stage, open_run, write_label_map
+    from .stages import VLSRError, copy_problem, mark_stage, open_run, write_label_map
 
     problem = apply_problem(samples._dataset, key)
     if problem:
         raise ReviewError(problem)
+    # (refused before the apply is marked running: nothing is written)
+    problem = copy_to and samples._dataset.has_run(key) and copy_problem(samples._dataset, key,
+                                                                         copy_to)
+    if problem:
+        raise VLSRError(problem)
     run = open_run(samples, key)
     state = review_state(run.dataset, key, run.results)
     stopped = (run.config.stages or {}).get("apply") == "running"
