@@ -33,10 +33,11 @@ class ImportLabelMap(foo.Operator):
                                       "an export; labels it leaves out keep their canonical label")
         if not ctx.params.get("file"):
             return form
-        from vlsr_core.fo.review import ReviewError, import_summary, read_label_map, takes_back
+        from vlsr_core.fo.review import ReviewError, import_summary, takes_back
 
         try:
-            made = _import(ctx, key, dry_run=True)
+            wanted = _read(ctx)
+            made = _import(ctx, key, wanted, dry_run=True)
         except ReviewError as e:
             prop.invalid, prop.error_message = True, str(e)
             return form
@@ -45,7 +46,7 @@ class ImportLabelMap(foo.Operator):
                 label="The label map already is as the file says: there is nothing to import"))
             return form
         more = f"\n- ... and {len(made) - SHOWN} more" if len(made) > SHOWN else ""
-        back = takes_back(state, read_label_map(full_path(ctx.params["file"])[0]))
+        back = takes_back(state, wanted)
         if back:
             inputs.view("takes_back", types.Warning(label=back[0].upper() + back[1:]))
         inputs.str("preview", label=f"Execute records {import_summary(made)}, #{made[0].id} to "
@@ -59,7 +60,7 @@ class ImportLabelMap(foo.Operator):
         from vlsr_core.fo.review import import_summary
 
         key = ctx.params.get("key", DEFAULT_KEY)
-        made = _import(ctx, key)
+        made = _import(ctx, key, _read(ctx))
         if not made:
             message = f"The label map of run {key!r} already is as the file says: no edit made"
         else:
@@ -70,11 +71,18 @@ class ImportLabelMap(foo.Operator):
         return dict(message=message, edits=[e.as_record() for e in made])
 
 
-def _import(ctx, key, dry_run=False):
-    """The edits the chosen file makes (recorded unless ``dry_run``)."""
-    from vlsr_core.fo.review import ReviewError, import_label_map, read_label_map
+def _read(ctx):
+    """The label map of the chosen file."""
+    from vlsr_core.fo.review import ReviewError, read_label_map
 
     path, problem = full_path(ctx.params["file"])
     if problem:
         raise ReviewError(problem)
-    return import_label_map(ctx.dataset, key, read_label_map(path), dry_run=dry_run)
+    return read_label_map(path)
+
+
+def _import(ctx, key, wanted, dry_run=False):
+    """The edits ``wanted`` makes (recorded unless ``dry_run``)."""
+    from vlsr_core.fo.review import import_label_map
+
+    return import_label_map(ctx.dataset, key, wanted, dry_run=dry_run)

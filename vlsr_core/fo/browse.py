@@ -9,8 +9,8 @@ from fiftyone import ViewField as F
 from ..engine.grouping import kept_apart_reason
 from ..engine.review import nearest_other_cluster
 from ..engine.similarity import top_k_labels
-from .labels import label_path
 from ..wording import one_line
+from .labels import label_path
 from .runs import label_attributes, review_attribute
 
 

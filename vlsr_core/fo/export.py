@@ -126,7 +126,7 @@ def _coco_detections(samples, detections_field, label_map, path):
                        count(len(samples) - len(sized), "image"),
                        "is" if len(samples) - len(sized) == 1 else "are")
     sized.map_labels(detections_field, label_map).export(
-        rel_dir=coco_image_root(samples),
+        rel_dir=coco_image_root(sized),
         labels_path=path,
         dataset_type=fo.types.COCODetectionDataset,
         label_field=detections_field,

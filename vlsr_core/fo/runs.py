@@ -14,6 +14,7 @@ import numpy as np
 
 from ..engine.defaults import DEFAULT_KEY, key_problem
 from ..engine.params import PARAM_CLASSES
+from ..wording import count
 
 # Field name suffixes, appended to the run key ("vlsr" -> "vlsr_embedding", ...).
 SAMPLE_FIELDS = {
@@ -282,8 +283,6 @@ def owned_fields(samples, key, config):
 def what_goes(dataset, key):
     """What deleting run ``key`` removes, in words: its fields, saved views, Brain runs and
     review edits (the input labels stay)."""
-    from ..wording import count
-
     config = dataset.get_run_info(key).config
     fields = VLSRRun(config).get_fields(dataset, key)
     views = [v for v in owned_views(key, config) if dataset.has_saved_view(v)]

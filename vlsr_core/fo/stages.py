@@ -803,7 +803,8 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         run: from :func:`open_run`.
         samples: the samples to write.
         state: a :class:`~vlsr_core.fo.review.ReviewState` (its label map and edits in force).
-        copy_to: a new field that also gets each sample's final label.
+        copy_to: a new field that also gets each sample's final label (checked by the
+            caller with :func:`copy_problem`, before it marks anything).
         progress: optional callable taking the fraction done.
     """
     label_map = state.label_map
@@ -818,9 +819,6 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
                                        embedded_doc_type=fo.Classification),
     }
     if copy_to:
-        problem = copy_problem(run.dataset, key, copy_to)
-        if problem:
-            raise VLSRError(problem)
         outputs[copy_to] = outputs[fields["label"]]
         if copy_to not in run.config.copies:
             run.config.copies = [*run.config.copies, copy_to]
