@@ -232,6 +232,17 @@ def test_ctrl_c_during_apply_says_whether_the_fields_are_partly_written(ran, mon
         "export waits): run the same command again to finish")
     assert main(["summary", "--dataset", ran[0].name]) == 0
     assert "apply the review stopped part-way" in capsys.readouterr().out
+    # Ctrl-C once every sample is written (here, while copies are compared) says so
+    monkeypatch.undo()
+    from vlsr_core.fo import review
+
+    monkeypatch.setattr(review, "outdated_copies", interrupt)
+    assert main(apply) == 130
+    assert capsys.readouterr().err.endswith("\nvlsr: interrupted; the review was applied "
+                                            "before the interruption (only its report is "
+                                            "missing)\n")
+    assert main(["summary", "--dataset", ran[0].name]) == 0
+    assert "stopped part-way" not in capsys.readouterr().out
     monkeypatch.undo()
     assert main(apply) == 0 and main(["summary", "--dataset", ran[0].name]) == 0
     assert "stopped part-way" not in capsys.readouterr().out
@@ -636,13 +647,22 @@ def test_factorynet_boxes_scored_on_their_crops(tmp_path, tiny_clip, dataset_nam
             "FiftyOne's COCO importer)") in capsys.readouterr().out
     from vlsr_core.fo import export
 
-    def stop(*args):
+    def stop(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(export, "_coco_detections", stop)
     assert main(["export", "--dataset", dataset_name, "--out", str(tmp_path / "out"),
                  "--detections-field", "ground_truth_detections", "--overwrite"]) == 130
     assert capsys.readouterr().err == "vlsr: interrupted; nothing was written: the folder is as it was\n"
+    # Ctrl-C once the files are in place (here, while the note is written) says so
+    monkeypatch.undo()
+    from vlsr_core.fo import review
+
+    monkeypatch.setattr(review, "export_note", stop)
+    assert main(["export", "--dataset", dataset_name, "--out", str(tmp_path / "out"),
+                 "--detections-field", "ground_truth_detections", "--overwrite"]) == 130
+    assert capsys.readouterr().err == (f"vlsr: interrupted; the export was written to "
+                                       f"{tmp_path / 'out'} before the interruption\n")
 
 
 @pytest.mark.slow

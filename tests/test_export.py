@@ -263,6 +263,51 @@ def test_an_export_stopped_part_way_leaves_the_files_as_they_were(run, tmp_path,
                                        "samples.csv"]
 
 
+def test_the_files_are_renamed_whole_even_when_ctrl_c_comes_between_two_renames(run, tmp_path,
+                                                                               monkeypatch):
+    import signal
+
+    dataset, _, _ = run
+    out = tmp_path / "export"
+    export_run(dataset, str(out), detections_field="objects")
+    before = {f: (out / f).read_bytes() for f in ("samples.csv", "image_labels.json")}
+    dataset.exists("vlsr_label").set_field("vlsr_label.label", "replaced").save()
+    replace = os.replace
+
+    def ctrl_c_then_replace(*args):
+        signal.raise_signal(signal.SIGINT)  # after the first rename, the rest still go
+        replace(*args)
+
+    monkeypatch.setattr(os, "replace", ctrl_c_then_replace)
+    with pytest.raises(KeyboardInterrupt):
+        export_run(dataset, str(out), detections_field="objects", overwrite=True)
+    after = {f: (out / f).read_bytes() for f in before}
+    assert all(after[f] != before[f] for f in before)  # all of the new export, none of the old
+    assert "replaced" in after["samples.csv"].decode()
+    assert sorted(os.listdir(out)) == ["detections", "image_labels.json", "label_map.csv",
+                                       "samples.csv"]
+
+
+def test_the_leftovers_of_a_killed_export_do_not_block_the_next(run, tmp_path):
+    dataset, _, _ = run
+    out = tmp_path / "export"
+    (out / "detections").mkdir(parents=True)
+    for leftover in ("samples.csv.partial", "detections/labels.json.partial"):
+        (out / leftover).write_text("cut short")  # as kill -9 leaves them
+    export_run(dataset, str(out))  # not "not empty": they are an export's own
+    assert sorted(os.listdir(out)) == ["image_labels.json", "label_map.csv", "samples.csv"]
+    assert len(read_csv(out / "samples.csv")) == len(dataset)
+    (out / "label_map.csv.partial").write_text("cut short")
+    with pytest.raises(ExportError, match="not empty"):  # the files of an export are not
+        export_run(dataset, str(tmp_path / "export"))
+    (out / "detections").mkdir()
+    (out / "detections" / "mine.txt").write_text("a file of the user's")
+    for name in ("samples.csv", "label_map.csv", "image_labels.json"):
+        (out / name).unlink()
+    with pytest.raises(ExportError, match="not empty"):
+        export_run(dataset, str(out))
+
+
 def test_export_before_clustering_is_refused(dataset, tmp_path):
     images = build(dataset, tmp_path / "images", SPEC, kind="detections", field="objects")
     with pytest.raises(ExportError, match="No VLSR run"):

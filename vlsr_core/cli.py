@@ -50,14 +50,21 @@ def _after_interrupt(args):
         return (f"; what was embedded and scored is kept: run the same command{again} again "
                 "to go on from there")
     if args.func is _apply:
-        stopped = _apply_stopped(args)
-        if stopped is None:
-            return ""
-        if not stopped:
-            return "; nothing was written"
-        return ("; the run's fields are partly written (its summary says so, and export waits): "
-                "run the same command again to finish (the review edits stay on the run)")
+        written = _apply_written(args)
+        if written == "partly":
+            return ("; the run's fields are partly written (its summary says so, and export "
+                    "waits): run the same command again to finish (the review edits stay on the "
+                    "run)")
+        if written == "all":
+            return "; the review was applied before the interruption (only its report is missing)"
+        return "; nothing was written" if written == "nothing" else ""
     if args.func is _export:
+        if getattr(args, "files_before", None) is None:
+            return "; nothing was written"
+        from .fo.export import export_files
+
+        if export_files(args.out) != args.files_before:
+            return f"; the export was written to {args.out} before the interruption"
         return "; nothing was written: the folder is as it was"
     if args.func in (_import_factorynet, _import_csv):
         if not getattr(args, "added", 0):  # (unset: stopped before the import began)
@@ -98,18 +105,20 @@ def _run_stored(args):
         return True
 
 
-def _apply_stopped(args):
-    """Whether an apply of run ``args.key`` stopped part-way (it marks itself running); None
-    when that cannot be told."""
-    if "fiftyone" not in sys.modules:
-        return False
+def _apply_written(args):
+    """What an interrupted apply of run ``args.key`` wrote: "partly" (it marks itself running
+    until done), "all" (it recorded a new apply), "nothing", or None when that cannot be told."""
+    if getattr(args, "applied_before", False) is False:  # (unset: stopped before it began)
+        return "nothing"
     try:
         import fiftyone as fo
 
-        dataset = fo.load_dataset(args.dataset)
-        return (dataset.get_run_info(args.key).config.stages or {}).get("apply") == "running"
+        config = fo.load_dataset(args.dataset).get_run_info(args.key).config
     except Exception:  # the database itself may be what was stopped
         return None
+    if (config.stages or {}).get("apply") == "running":
+        return "partly"
+    return "all" if config.applied != args.applied_before else "nothing"
 
 
 def _main(args):
@@ -656,8 +665,10 @@ def _review_undo(a):
 def _apply(a):
     from .fo.review import apply_review
 
-    report = apply_review(_run_collection(a.dataset, a.key, a.view), a.key, copy_to=a.copy_to,
-                          progress=_bar("apply"))
+    collection = _run_collection(a.dataset, a.key, a.view)
+    # (to tell after Ctrl-C whether it was written)
+    a.applied_before = collection._dataset.get_run_info(a.key).config.applied
+    report = apply_review(collection, a.key, copy_to=a.copy_to, progress=_bar("apply"))
     print(report.summary())
 
 
@@ -688,10 +699,11 @@ def _run_collection(name, key, view=None):
 
 
 def _export(a):
-    from .fo.export import coco_image_root, export_run
+    from .fo.export import coco_image_root, export_files, export_run
     from .fo.review import export_note
 
     collection = _run_collection(a.dataset, a.key, a.view)
+    a.files_before = export_files(a.out)  # (to tell after Ctrl-C whether it was written)
     for path in export_run(collection, a.out, a.key, detections_field=a.detections_field,
                            overwrite=a.overwrite):
         print(f"wrote {path}")

@@ -21,7 +21,9 @@ Files written to the export directory:
   is relative to the images' common folder (:func:`coco_image_root`, the ``data_path`` to give
   FiftyOne's importer).
 
-Each file is written as ``NAME.partial`` and renamed once all are written.
+Each file is written as ``NAME.partial`` and renamed once all are written; the renames are not
+cut short by Ctrl-C. The ``.partial`` files that a killed export leaves behind do not make the
+folder "not empty", and the next export replaces them.
 """
 
 import csv
@@ -29,7 +31,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from itertools import chain
 
 import fiftyone as fo
@@ -91,21 +96,68 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         _image_labels_json(samples, ids, key, partial[2])
         if detections_field:
             _coco_detections(samples, detections_field, label_map, partial[3])
-        for done, path in zip(partial, written):
-            os.replace(done, path)
-        if not detections_field and os.path.exists(coco):
-            os.remove(coco)  # an earlier export's boxes would pass for this run's
-            _remove_if_empty(os.path.dirname(coco))
-    except BaseException:
-        for path in partial:
-            if os.path.exists(path):
-                os.remove(path)
+        with _uninterrupted():  # all renamed, or none: not a mix of two exports
+            for done, path in zip(partial, written):
+                os.replace(done, path)
+            if not detections_field and os.path.exists(coco):
+                os.remove(coco)  # an earlier export's boxes would pass for this run's
+    finally:  # this export's unfinished files, and those a killed export left
+        for path in _leftovers(export_dir):
+            os.remove(path)
         _remove_if_empty(os.path.dirname(coco))
-        raise
     return written
 
 
 PARTIAL = ".partial"  # the suffix of a file being written
+
+
+def _leftovers(export_dir):
+    """The ``.partial`` files of an export in ``export_dir`` (one being written, or one killed)."""
+    paths = [os.path.join(export_dir, name + PARTIAL) for name in (*FILES, COCO_FILE)]
+    return [p for p in paths if os.path.isfile(p)]
+
+
+def export_files(export_dir):
+    """The files of an export in ``export_dir`` as they are now (each path with its inode and
+    time of change): two readings differ once an export was written there."""
+    stats = {}
+    for name in (*FILES, COCO_FILE):
+        path = os.path.join(export_dir, name)
+        if os.path.isfile(path):
+            st = os.stat(path)
+            stats[path] = (st.st_ino, st.st_mtime_ns)
+    return stats
+
+
+def _holds_files(export_dir):
+    """Whether ``export_dir`` holds anything but the leftovers of an export."""
+    leftovers = set(_leftovers(export_dir))
+    coco_dir = os.path.join(export_dir, os.path.dirname(COCO_FILE))
+    for name in os.listdir(export_dir):
+        path = os.path.join(export_dir, name)
+        if path == coco_dir and os.path.isdir(path):
+            if any(os.path.join(path, n) not in leftovers for n in os.listdir(path)):
+                return True
+        elif path not in leftovers:
+            return True
+    return False
+
+
+@contextmanager
+def _uninterrupted():
+    """Ctrl-C (SIGINT) held back until the block is done, in the main thread (the CLI); the
+    App's operators run elsewhere and cannot be interrupted that way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def coco_image_root(samples):
@@ -157,7 +209,7 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
                 "mixed; run it again before exporting")
     if export_dir and os.path.exists(export_dir) and not os.path.isdir(export_dir):
         return f"{export_dir} is a file, not a directory; choose a directory to export to"
-    if export_dir and os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
+    if export_dir and os.path.isdir(export_dir) and _holds_files(export_dir) and not overwrite:
         return (f"{export_dir} is not empty; choose another directory, or overwrite (`--overwrite`, "
                 "the form's Overwrite)")
     for name in [*FILES, *([COCO_FILE] if detections_field else [])] if export_dir else []:
