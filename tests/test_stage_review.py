@@ -221,6 +221,31 @@ def test_a_split_or_take_out_that_would_name_two_clusters_alike_is_refused(ran):
     add_edit(dataset, "vlsr", "split", "Helmets")  # reads as no other name: allowed
 
 
+def test_splitting_a_canonical_label_from_a_spelling_of_it_is_refused(dataset, tmp_path,
+                                                                       monkeypatch):
+    """The rest of the cluster would be named by a spelling that reads alike."""
+    import fake_clip
+    from fake_clip import MAIN, FakeEncoder, build
+
+    from vlsr_core.fo.stages import run_vlsr
+
+    monkeypatch.setitem(fake_clip.LABELS, "HELMET", ("helmet", 9, 0.05))
+    images = build(dataset, tmp_path / "images", MAIN + [(f"h{i}.png", "helmet", ["HELMET"])
+                                                              for i in (5, 6)])
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    canonical = review_state(dataset, "vlsr").label_map.canonical
+    assert canonical["HELMET"] == canonical["helmet"] == "helmet"
+    with pytest.raises(ReviewError, match="On its own, 'helmet' would be a cluster beside "
+                                          "'HELMET', the new name of the rest of its cluster"):
+        add_edit(dataset, "vlsr", "split", "helmet")
+    with pytest.raises(ReviewError, match="beside 'helmet'"):  # nor the other way round
+        add_edit(dataset, "vlsr", "split", "HELMET")
+    add_edit(dataset, "vlsr", "split", "helmit")  # the rest keeps its name: allowed
+    add_edit(dataset, "vlsr", "rename", "helmet", "hard hat")
+    add_edit(dataset, "vlsr", "split", "HELMET")  # beside 'hard hat': allowed
+    assert review_state(dataset, "vlsr").label_map.canonical["helmet"] == "hard hat"
+
+
 def test_review_needs_clusters(main):
     from fake_clip import FakeEncoder
     from vlsr_core.fo.stages import compute_embeddings

@@ -345,6 +345,8 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                     tuple(samples), tuple(label_ids), time=_now())
     except ValueError as e:
         raise ReviewError(str(e)) from None
+    if action in ("reject", "split") and label == current:
+        _check_rest_named_apart(state, edit)
     # the latest edit in force about the same label (and samples) asking the same: a repeat
     # would change nothing (after an edit that undid it, it is a change again)
     last = next((e for e in reversed(state.in_force) if e.label == label
@@ -358,6 +360,22 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
     config.review = [e.as_record() for e in state.edits] + [edit.as_record()]
     dataset.update_run_config(key, config)
     return edit
+
+
+def _check_rest_named_apart(state, edit):
+    """Refuse to split a cluster's canonical label out when the name the rest of its cluster
+    then takes reads alike (``Drill`` out of {``Drill``, ``drill``}: an export would carry
+    both)."""
+    canonical = state.label_map.canonical
+    rest = [l for l, c in canonical.items() if c == canonical[edit.label] and l != edit.label]
+    trial, _ = review_label_map(state.clustered, state.embeddings, [*state.edits, edit])
+    name = trial.canonical[rest[0]]
+    if normal_form(name) == normal_form(edit.label):
+        raise ReviewError(
+            f"On its own, {edit.label!r} would be a cluster beside {name!r}, the new name of the "
+            "rest of its cluster, which reads alike (only case, punctuation or extra spaces "
+            f"differ): an export would carry both. Rename the cluster first, or move "
+            f"{edit.label!r} to another cluster")
 
 
 def _reads_as(name, label_map, memo, unless=lambda spelling: False):
