@@ -328,9 +328,12 @@ def test_an_apply_stopped_part_way_is_said_and_holds_the_export_until_one_writes
     assert dataset.get_run_info("vlsr").config.stages["apply"] == "complete"
     assert "stopped part-way" not in summarize_run(dataset, "vlsr")
     export_run(dataset, str(tmp_path / "out"))
-    # a clustering writes all that an apply writes
+    # a clustering writes all that an apply writes, once it covers the whole run
     with pytest.raises(KeyboardInterrupt):
         apply_review(dataset, "vlsr", progress=stop)
+    cluster_and_merge(dataset.match(F("filepath").ends_with("d1.png")), "vlsr",
+                      min_cluster_size=1)
+    assert dataset.get_run_info("vlsr").config.stages["apply"] == "running"
     cluster_and_merge(dataset, "vlsr", min_cluster_size=1)
     assert "apply" not in dataset.get_run_info("vlsr").config.stages
 

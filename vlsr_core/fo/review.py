@@ -618,7 +618,7 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     n_samples = write_label_map(run, samples, state, copy_to=copy_to, progress=progress)
     record_applied(run, state)
     # an apply stopped part-way is over once one has written every sample of the run
-    mark_stage(run, "apply", "running" if stopped and not _whole_run(run) else "complete")
+    mark_stage(run, "apply", "running" if stopped and not whole_run(run) else "complete")
     n_map = sum(o.status != "stale" for o in state.outcomes)
     n_decisions = sum(e.action in SUGGESTION_ACTIONS for e in state.in_force)
     return ApplyReport(n_samples, n_map, n_decisions, state.stale, copy_to,
@@ -638,7 +638,7 @@ def outdated_copies(samples, key=DEFAULT_KEY, written=None):
     return [(f, n) for f, n in differ if n]
 
 
-def _whole_run(run):
+def whole_run(run):
     """Whether the samples ``run`` was opened on hold every sample of its collection."""
     written = {bytes(i) for i in run.ids}
     return all(bytes(i) in written for i in sample_ids(run_collection(run.dataset, run.key)))

@@ -52,7 +52,7 @@ from .labels import (
     set_label_attribute,
     usable,
 )
-from .review import record_applied, review_state
+from .review import record_applied, review_state, whole_run
 from .runs import (
     CROP_RECORD,
     REVIEW_TAGS,
@@ -789,7 +789,8 @@ def _finish_clustering(run, samples, state):
     changed = samples.match(F(fields["label"]).exists() & ~kept)
     _save_view(run, saved_view_names(run.key)["changed"], changed,
                "samples whose final label is none of the labels they had")
-    mark_stage(run, "apply", None)  # the clustering wrote all that an apply stopped part-way did
+    if whole_run(run):  # it wrote all that an apply stopped part-way did
+        mark_stage(run, "apply", None)
     mark_stage(run, "cluster", "complete")
 
 
