@@ -35,12 +35,12 @@ PAGE = 16_384
 def skip_pages(samples):
     """The way before: a page of ids at a time, each page skipping the ones before it."""
     n = len(samples)
-    return np.concatenate([chunks._binary(samples.skip(s).limit(PAGE).values("_id"))
+    return np.concatenate([chunks.packed_ids(samples.skip(s).limit(PAGE).values("_id"))
                            for s in range(0, n, PAGE)])
 
 
 def one_list(samples):
-    return chunks._binary(samples.values("_id"))
+    return chunks.packed_ids(samples.values("_id"))
 
 
 def build(n):

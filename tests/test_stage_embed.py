@@ -11,6 +11,7 @@ import os
 import fiftyone as fo
 import numpy as np
 import pytest
+from fiftyone import ViewField as F
 
 from vlsr_core.fo import stages
 from vlsr_core.fo.runs import sample_fields
@@ -116,6 +117,28 @@ def test_rerun_embeds_only_new_images_and_new_labels(main, tmp_path):
     report = compute_embeddings(dataset, "gt", encoder=idle)
     assert sorted(os.path.basename(p) for p in idle.path_calls[0]) == ["missing.png", "zero.png"]
     assert idle.texts == [] and report.n_embedded == 0 and report.n_skipped == 14
+
+
+def test_an_image_replaced_since_it_was_embedded_is_embedded_again(main):
+    from PIL import Image
+
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    path = next(p for p in dataset.values("filepath") if p.endswith("d1.png"))
+    Image.new("RGB", (48, 32), (200, 10, 10)).save(path)  # a curator fixes the picture
+    images["d1.png"] = image_vector("glove", "d1-new")
+    spy = FakeEncoder(images)
+    report = compute_embeddings(dataset, "gt", encoder=spy)
+    assert sorted(os.path.basename(p) for p in spy.path_calls[0]) == [
+        "d1.png", "missing.png", "zero.png"]
+    assert (report.n_embedded, report.n_changed, report.n_skipped) == (1, 1, 11)
+    assert "(11 already done, 1 changed since they were embedded, 2 unreadable)" in report.summary()
+    assert np.array_equal(by_name(dataset, "vlsr_embedding")["d1.png"], images["d1.png"])
+    # once embedded again it is current; a run embedded before files were noted is not checked
+    assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_changed == 0
+    os.utime(path, ns=(0, 0))
+    dataset.match(F("filepath") == path).set_field("vlsr_image_file", None).save()
+    assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_embedded == 0
 
 
 def test_interrupted_run_keeps_written_batches_and_resumes(main, monkeypatch):

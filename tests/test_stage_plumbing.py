@@ -86,7 +86,7 @@ def test_sample_ids_streamed_in_pages_are_the_views_ids_in_order(main, make_view
 
 def test_object_ids_ending_in_zero_bytes_survive():
     oids = [ObjectId(b"\x01" * 11 + b"\x00"), ObjectId(b"\x00" * 12)]
-    ids = chunks._binary(oids)
+    ids = chunks.packed_ids(oids)
     assert [ObjectId(i.tobytes()) for i in ids] == oids
 
 

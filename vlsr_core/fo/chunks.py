@@ -32,13 +32,14 @@ def sample_ids(samples):
     for doc in cursor:
         page.append(doc["_id"])
         if len(page) == ID_PAGE:
-            packed.append(_binary(page))
+            packed.append(packed_ids(page))
             page = []
-    packed.append(_binary(page))
+    packed.append(packed_ids(page))
     return np.concatenate(packed)
 
 
-def _binary(object_ids):
+def packed_ids(object_ids):
+    """ObjectIds as :func:`sample_ids` gives them."""
     # not dtype "S12": numpy strips trailing zero bytes from those, and ObjectIds can end in them
     return np.frombuffer(b"".join(i.binary for i in object_ids), dtype=np.uint8).reshape(-1, 12)
 

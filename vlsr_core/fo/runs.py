@@ -20,6 +20,7 @@ from ..wording import count
 SAMPLE_FIELDS = {
     "embedding": "embedding",  # image embedding (VectorField)
     "error": "error",  # why the image could not be embedded
+    "image_file": "image_file",  # [size, mtime_ns] of the image file embedded (a change: again)
     "suggestions": "suggestions",  # top-k vocabulary labels (Classifications)
     "min_similarity": "min_similarity",  # lowest score of the sample's labels
     "best_gap": "best_gap",  # best suggestion's score minus best assigned label's score
