@@ -6,7 +6,7 @@ rare clusters merging left alone can be listed with the nearest cluster to each,
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.wording import one_line
+from vlsr_core.wording import code, one_line
 
 from .common import PLUGIN
 
@@ -379,7 +379,7 @@ class VLSRPanel(foo.Panel):
         """Say so when the search finds nothing (the empty table says only "No data provided")."""
         if s.query and not s.clusters:
             panel.md(f"No {'rare ' if s.listing == 'rare' else ''}cluster has a label containing "
-                     f"`{one_line(s.query)}`" + (f" among those with a member joined by "
+                     f"{code(s.query)}" + (f" among those with a member joined by "
                                                 f"{s.filtered}" if s.filtered else ""),
                      name="no_match")
 

@@ -125,9 +125,9 @@ def test_the_summary_shortens_a_long_label_and_shows_a_backtick_as_written(datas
 @pytest.mark.parametrize("label, shown", [
     ("a``b", "```a``b```"), ("``", "``` `` ```"), ("two\nlines", "`two⏎lines`"), ("plain", "`plain`")])
 def test_a_label_in_the_summary_stays_inside_its_code_span(label, shown):
-    from vlsr_core.fo.summary import _code
+    from vlsr_core.wording import code
 
-    assert _code(label) == shown
+    assert code(label) == shown
 
 
 def test_an_exported_label_map_with_a_tab_or_spaces_in_a_label_imports_back(dataset, tmp_path,

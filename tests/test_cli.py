@@ -691,8 +691,9 @@ def test_the_command_loads_nothing_heavy_before_it_can_answer_ctrl_c():
 
 
 def test_the_terminal_gets_summaries_without_markdown_marks_and_labels_as_written():
-    from vlsr_core.fo.summary import _code, plain
+    from vlsr_core.fo.summary import plain
+    from vlsr_core.wording import code
 
-    text = (f"**Largest clusters** (*most first*): - {_code('a**b')} (3, 1): {_code('`tick`')}, "
-            f"{_code('x*y')}; 2 * 3")
+    text = (f"**Largest clusters** (*most first*): - {code('a**b')} (3, 1): {code('`tick`')}, "
+            f"{code('x*y')}; 2 * 3")
     assert plain(text) == "Largest clusters (most first): - a**b (3, 1): `tick`, x*y; 2 * 3"

@@ -5,7 +5,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..wording import count, one_line
+from ..wording import code, count
 from .browse import cluster_sizes, count_rare, rare_clusters
 from .labels import LabelFieldError, label_path, usable
 from .review import copy_note, outdated_copies, review_state
@@ -148,7 +148,7 @@ def joins_to_check(steps, shown=10, see_all=None):
                                image[n_text:]),
                               ("image evidence", "images", image[:n_text])):
         if pairs:
-            listed = ", ".join(f"{_code(a)} / {_code(b)}" for a, b in pairs[:shown])
+            listed = ", ".join(f"{code(a)} / {code(b)}" for a, b in pairs[:shown])
             more = f", +{len(pairs) - shown} more" if len(pairs) > shown else ""
             if more and see_all:
                 more += f" ({see_all(step)})"
@@ -212,9 +212,9 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
     bullets = []
     for cluster, size in sizes.most_common(n_clusters):
         labels = members[cluster]
-        shown = ", ".join(_code(n) for n in labels[:8])
+        shown = ", ".join(code(n) for n in labels[:8])
         more = f", +{len(labels) - 8} more" if len(labels) > 8 else ""
-        bullets.append(f"- {_code(names[cluster])} ({size}, {len(labels)}): {shown}{more}")
+        bullets.append(f"- {code(names[cluster])} ({size}, {len(labels)}): {shown}{more}")
     lines.append("\n".join(bullets))
 
     distance = label_map.distance_to_canonical
@@ -224,14 +224,14 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
         if merged:
             lines.append("**Farthest merges** (most worth checking; cosine distance to the "
                          "canonical label): " + ", ".join(
-                             f"{_code(vocabulary[i])} → {_code(names[clusters[i]])} "
+                             f"{code(vocabulary[i])} → {code(names[clusters[i]])} "
                              f"({max(float(distance[i]), 0.0):.3f})"  # not -0.000
                              for i in merged[:n_merges]))
     # what merging left small, as clustered (before the review)
     rare = np.flatnonzero(rare_clusters(state.clustered, floor, unit == "samples"))
     if len(rare) and steps.get("mode") == "recommended":
         size = cluster_sizes(state.clustered, unit == "samples")
-        shown = ", ".join(_code(results.representatives[c])
+        shown = ", ".join(code(results.representatives[c])
                           for c in sorted(rare.tolist(), key=lambda c: size[c])[:8])
         left = count_rare(state, floor, unit == "samples")
         reviewed = (f"; after the review edits, {left} {'is' if left == 1 else 'are'} left"
@@ -265,12 +265,3 @@ def plain(markdown):
             fence = parts[i + 2]
             out.append(re.sub(f"^{fence} ?|(?<=.) ?{fence}$", "", parts[i + 1]))
     return "".join(out)
-
-
-def _code(label):
-    """A label as Markdown code (:func:`one_line`), fenced with more backticks than it holds in
-    a row."""
-    label = one_line(label)
-    fence = "`" * (1 + max((len(run) for run in re.findall("`+", label)), default=0))
-    pad = " " if label.startswith("`") or label.endswith("`") else ""
-    return f"{fence}{pad}{label}{pad}{fence}"
