@@ -134,6 +134,13 @@ def test_an_image_replaced_since_it_was_embedded_is_embedded_again(main):
     assert (report.n_embedded, report.n_changed, report.n_skipped) == (1, 1, 11)
     assert "(11 already done, 1 changed since they were embedded, 2 unreadable)" in report.summary()
     assert np.array_equal(by_name(dataset, "vlsr_embedding")["d1.png"], images["d1.png"])
+    # a folder out of reach (a drive not mounted) is not a change: the embeddings stay
+    folder = os.path.dirname(path)
+    os.rename(folder, folder + "-away")
+    report = compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    assert (report.n_embedded, report.n_changed, report.n_skipped) == (0, 0, 12)
+    assert len(dataset.exists("vlsr_embedding")) == 12
+    os.rename(folder + "-away", folder)
     # once embedded again it is current; a run embedded before files were noted is not checked
     assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_changed == 0
     os.utime(path, ns=(0, 0))

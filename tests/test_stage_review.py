@@ -235,9 +235,12 @@ def test_splitting_a_canonical_label_from_a_spelling_of_it_is_refused(dataset, t
     run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
     canonical = review_state(dataset, "vlsr").label_map.canonical
     assert canonical["HELMET"] == canonical["helmet"] == "helmet"
-    with pytest.raises(ReviewError, match="On its own, 'helmet' would be a cluster beside "
-                                          "'HELMET', the new name of the rest of its cluster"):
+    with pytest.raises(ReviewError, match="Without 'helmet', the rest of its cluster would be "
+                                          "named 'HELMET', which reads as the cluster name "
+                                          "'helmet'"):
         add_edit(dataset, "vlsr", "split", "helmet")
+    # a take-out of a label from a cluster it is not in is no split (it was an IndexError)
+    assert add_edit(dataset, "vlsr", "reject", "drill", "helmet", dry_run=True).action == "reject"
     with pytest.raises(ReviewError, match="beside 'helmet'"):  # nor the other way round
         add_edit(dataset, "vlsr", "split", "HELMET")
     add_edit(dataset, "vlsr", "split", "helmit")  # the rest keeps its name: allowed

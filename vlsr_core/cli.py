@@ -52,9 +52,10 @@ def _after_interrupt(args):
     if args.func is _apply:
         written = _apply_written(args)
         if written == "partly":
+            again = ("run `vlsr apply` without --view to finish (an apply of the whole run does)"
+                     if args.view else "run the same command again to finish")
             return ("; the run's fields are partly written (its summary says so, and export "
-                    "waits): run the same command again to finish (the review edits stay on the "
-                    "run)")
+                    f"waits): {again} (the review edits stay on the run)")
         if written == "all":
             return "; the review was applied before the interruption (only its report is missing)"
         return "; nothing was written" if written == "nothing" else ""

@@ -145,9 +145,10 @@ def _holds_files(export_dir):
 
 @contextmanager
 def _uninterrupted():
-    """Ctrl-C (SIGINT) held back until the block is done, in the main thread (the CLI); the
-    App's operators run elsewhere and cannot be interrupted that way."""
-    if threading.current_thread() is not threading.main_thread():
+    """Ctrl-C (SIGINT) held back until the block is done, in the main thread (the CLI) when it
+    is not ignored; the App's operators run elsewhere and cannot be interrupted that way."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):  # (nohup: nothing to hold)
         yield
         return
     caught = []

@@ -345,7 +345,7 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                     tuple(samples), tuple(label_ids), time=_now())
     except ValueError as e:
         raise ReviewError(str(e)) from None
-    if action in ("reject", "split") and label == current:
+    if action == "split" and label == current:  # (a take-out of a canonical label is refused)
         _check_rest_named_apart(state, edit)
     # the latest edit in force about the same label (and samples) asking the same: a repeat
     # would change nothing (after an edit that undid it, it is a change again)
@@ -367,13 +367,16 @@ def _check_rest_named_apart(state, edit):
     then takes reads alike (``Drill`` out of {``Drill``, ``drill``}: an export would carry
     both)."""
     canonical = state.label_map.canonical
+    names = set(state.label_map.names or state.label_map.representatives)
     rest = [l for l, c in canonical.items() if c == canonical[edit.label] and l != edit.label]
     trial, _ = review_label_map(state.clustered, state.embeddings, [*state.edits, edit])
     name = trial.canonical[rest[0]]
-    if normal_form(name) == normal_form(edit.label):
+    twin = edit.label if normal_form(name) == normal_form(edit.label) else _reads_as(
+        name, state.label_map, state.memo, unless=lambda s: s == edit.label or s not in names)
+    if normal_form(name) and twin is not None:
         raise ReviewError(
-            f"On its own, {edit.label!r} would be a cluster beside {name!r}, the new name of the "
-            "rest of its cluster, which reads alike (only case, punctuation or extra spaces "
+            f"Without {edit.label!r}, the rest of its cluster would be named {name!r}, which "
+            f"reads as the cluster name {twin!r} (only case, punctuation or extra spaces "
             f"differ): an export would carry both. Rename the cluster first, or move "
             f"{edit.label!r} to another cluster")
 

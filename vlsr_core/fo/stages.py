@@ -340,20 +340,23 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     changed = []
     if recompute:
         todo = samples
-    elif crops:
-        todo = samples.match(~crops_current(key, path))
     else:
-        todo = samples.exists(fields["embedding"], False)
+        current = (crops_current(key, path) if crops
+                   else F(fields["embedding"]).exists())
+        todo = samples.match(~current)
+        # and the images whose file changed since they were embedded
+        changed = _changed_images(samples.match(current), fields["image_file"])
     ids = sample_ids(todo)
-    if not recompute:  # and the images whose file changed since they were embedded
-        changed = _changed_images(samples.exists(fields["image_file"]), fields, ids)
-        ids = np.concatenate([ids, changed]) if len(changed) else ids
+    if len(changed):
+        ids = np.concatenate([ids, changed])
     report = EmbeddingReport(n_skipped=len(samples) - len(ids), n_changed=len(changed))
     buffer = _Writer(dataset, fields, crops)
     read = ["filepath"] + ([f"{path}.id", f"{path}.bounding_box"] if crops else [])
     done = 0
     try:  # what is embedded is written, however the loop ends (Ctrl-C, a failure): resumes skip it
         # a chunk of images at a time, so that no per-image list grows with n
+        # (with changed images, the samples themselves: a sample another process embedded
+        # since the ids were read is then embedded twice, not skipped; shards are disjoint)
         for chunk_ids, (paths, *boxes) in iter_chunks(samples if len(changed) else todo, read,
                                                       chunks.EMBED_CHUNK_SIZE, ids):
             stamps = [file_stamp(p) for p in paths]  # before reading: a later change shows
@@ -402,16 +405,20 @@ def file_stamp(path):
     return [st.st_size, st.st_mtime_ns]
 
 
-def _changed_images(embedded, fields, skip):
+def _changed_images(embedded, stamp):
     """The ids (as :func:`sample_ids`) of the ``embedded`` samples whose image file is no longer
-    the one embedded (another size or time of change), but those in ``skip``, a chunk at a time."""
-    skip = {bytes(i) for i in skip}
-    stamp = fields["image_file"]
+    the one embedded: another size or time of change in field ``stamp``. A file that cannot be
+    found now (a drive not mounted) is not a change: its embedding stays."""
     # one streamed query, as sample_ids (a select a chunk: 4.1 s against 1.7 s at 100,000 samples)
-    cursor = embedded._aggregate(post_pipeline=[{"$project": {"filepath": True, stamp: True}}])
+    cursor = embedded.exists(stamp)._aggregate(
+        post_pipeline=[{"$project": {"filepath": True, stamp: True}}])
     cursor.batch_size(chunks.ID_PAGE)
-    return packed_ids([d["_id"] for d in cursor if d.get(stamp) is not None
-                       and file_stamp(d["filepath"]) != d[stamp] and d["_id"].binary not in skip])
+    changed = []
+    for doc in cursor:
+        now = file_stamp(doc["filepath"])
+        if now is not None and now != doc[stamp]:
+            changed.append(doc["_id"])
+    return packed_ids(changed)
 
 
 def unreadable_images(samples, key=DEFAULT_KEY):
@@ -823,7 +830,8 @@ def _finish_clustering(run, samples, state):
     changed = samples.match(F(fields["label"]).exists() & ~kept)
     _save_view(run, saved_view_names(run.key)["changed"], changed,
                "samples whose final label is none of the labels they had")
-    if whole_run(run):  # it wrote all that an apply stopped part-way did
+    stopped = (run.config.stages or {}).get("apply") == "running"
+    if stopped and whole_run(run):  # it wrote all that the apply stopped part-way did
         mark_stage(run, "apply", None)
     mark_stage(run, "cluster", "complete")
 
