@@ -39,15 +39,18 @@ class ApplyReview(foo.Operator):
         form = types.Property(inputs, view=types.View(label=self.config.label))
         view = target_view(ctx, inputs, run_target(ctx, chosen_run_key(ctx)))
         key = run_key_choice(ctx, inputs, "apply a review") if view is not None else None
-        if key is None or review_state_input(ctx, inputs, key) is None:
+        state = review_state_input(ctx, inputs, key) if key is not None else None
+        if state is None:
             return form
-        from vlsr_core.fo.review import apply_problem
+        from vlsr_core.fo.review import apply_problem, copy_note, run_copies_outdated
 
         problem = apply_problem(ctx.dataset, key)
         if problem:
             block(inputs, "apply_error", problem)
             return form
         narrowing_warning(ctx, inputs, key, view, "Only their fields are rewritten.")
+        for name, n in run_copies_outdated(ctx.dataset, key, state):
+            inputs.view(f"outdated_{name}", types.Warning(label=copy_note(name, n)))
         prop = inputs.str("copy_to", label="Also copy the final labels to a new field (optional)",
                           description="A Classification field the run creates (and deletes "
                                       "with the run), e.g. reviewed_label")

@@ -20,6 +20,7 @@ from vlsr_core.fo.runs import (
     sharded_note,
     sharded_stages,
 )
+from vlsr_core.wording import SHORT, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -424,6 +425,18 @@ def label_choice(inputs, name, labels, label, description, required=True):
     if len(labels) > MAX_CHOICES:
         description += f" (the first {MAX_CHOICES} of {len(labels):,} are listed; type any other)"
     return inputs.str(name, required=required, label=label, description=description, view=view)
+
+
+def edit_message(edit, join=None):
+    """The message of a review edit just recorded: what it does, the cluster a rename joins
+    (``join``: :func:`~vlsr_core.fo.review.join_note`), and that Apply writes it."""
+    return (f"Edit #{edit.id}: {edit.describe().replace('`', '')}" + (f"; {join}" if join else "")
+            + "; Apply to write it")
+
+
+def shown_choices(labels):
+    """(label, as shown) pairs for :func:`label_choice`: each on one line, a long one cut."""
+    return [(l, one_line(l, SHORT)) for l in labels]
 
 
 MAX_CHOICES = 500  # choices sent to a form; more are typed

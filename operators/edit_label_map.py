@@ -5,8 +5,9 @@ import fiftyone.operators.types as types
 import numpy as np
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
+from vlsr_core.wording import SHORT, one_line
 
-from .common import done, label_choice, reported, review_form
+from .common import done, edit_message, label_choice, reported, review_form, shown_choices
 
 ACTIONS = {
     "reject": "Reject a merge: take a label out of its cluster",
@@ -42,7 +43,7 @@ class EditLabelMap(foo.Operator):
         canonical = label_map.canonical
         names = label_map.names or label_map.representatives
         if action == "rename":
-            choices = [(n, n) for n in _by_size(label_map, names)]
+            choices = shown_choices(_by_size(label_map, names))
             label_prop = label_choice(inputs, "label", choices, "Cluster",
                                       "The canonical label of the cluster to rename")
             to_prop = inputs.str("to", required=True, label="New name",
@@ -53,13 +54,15 @@ class EditLabelMap(foo.Operator):
             order = np.argsort(-dist, kind="stable")  # the most doubtful merges first
             if action in ("accept", "reject"):
                 order = [i for i in order if canonical[vocab[i]] != vocab[i]]
-            choices = [(vocab[i], f"{vocab[i]} → {canonical[vocab[i]]} ({dist[i]:.3f})")
+            choices = [(vocab[i], f"{one_line(vocab[i], SHORT)} → "
+                                  f"{one_line(canonical[vocab[i]], SHORT)} "
+                                  f"({max(dist[i], 0.0):.3f})")  # not -0.000 from rounding
                        for i in order]
             label_prop = label_choice(inputs, "label", choices, "Label",
                                       "Labels farthest from their canonical label come first")
             to_prop = None
             if action == "move":
-                to_prop = label_choice(inputs, "to", [(n, n) for n in _by_size(label_map, names)],
+                to_prop = label_choice(inputs, "to", shown_choices(_by_size(label_map, names)),
                                        "Move to the cluster of", "A canonical label (or any label)")
         label, to = ctx.params.get("label"), ctx.params.get("to")
         if not label or (action in ("move", "rename") and not to):
@@ -81,12 +84,13 @@ class EditLabelMap(foo.Operator):
 
     @reported
     def execute(self, ctx):
-        from vlsr_core.fo.review import add_edit
+        from vlsr_core.fo.review import add_edit, cached_review_state, join_note
 
         key = ctx.params.get("key", DEFAULT_KEY)
+        state = cached_review_state(ctx.dataset, key)
         edit = add_edit(ctx.dataset, key, ctx.params.get("action", "reject"), ctx.params["label"],
-                        ctx.params.get("to") or None)
-        message = f"Edit #{edit.id} of run {key!r}: {edit.describe().replace('`', '')}; Apply to write it"
+                        ctx.params.get("to") or None, state=state)
+        message = edit_message(edit, join_note(state, edit))
         done(ctx, message)
         return dict(message=message, edit=edit.as_record())
 

@@ -6,7 +6,7 @@ import fiftyone.operators.types as types
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.wording import count
 
-from .common import block, done, label_choice, reported, review_form
+from .common import block, done, label_choice, reported, review_form, shown_choices
 
 TOP = "__top__"  # each sample's own best suggestion
 
@@ -41,8 +41,8 @@ class ReviewSuggestions(foo.Operator):
                     label=f"Decision for the {what}",
                     description="Accept: the suggested label replaces theirs in the run's outputs. "
                                 "Reject: they keep their labels. Input labels are never changed.")
-        choices = [(TOP, "Each sample's top suggestion")] + [
-            (l, l) for l in state.label_map.vocabulary]
+        choices = [(TOP, "Each sample's top suggestion")] + shown_choices(
+            state.label_map.vocabulary)
         label_choice(inputs, "suggestion", choices, "Suggested label",
                      "A label of the vocabulary, or each sample's own top suggestion",
                      required=False)

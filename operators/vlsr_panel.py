@@ -6,9 +6,9 @@ rare clusters merging left alone can be listed with the nearest cluster to each,
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.wording import code, one_line
+from vlsr_core.wording import SHORT, breakable, code, one_line
 
-from .common import PLUGIN
+from .common import PLUGIN, edit_message
 
 PAGE = 20  # clusters per page
 MEMBERS = 100  # members of the open cluster per page
@@ -69,6 +69,7 @@ class VLSRPanel(foo.Panel):
         only with ``scores``: on load, refresh, another run."""
         from vlsr_core.fo.browse import (cluster_rows, join_choices, member_rows, merge_steps,
                                          page_of, count_rare, rare_rows, score_histogram)
+        from vlsr_core.fo.review import copy_note, run_copies_outdated
         from vlsr_core.fo.summary import joins_to_check
 
         state = self._state(ctx)
@@ -86,7 +87,8 @@ class VLSRPanel(foo.Panel):
                 hovertemplate="score %{x:.3f}: %{y} labels<extra></extra>")] if hist else []
         if state is None:
             return
-        ctx.panel.state.status = state.summary()
+        ctx.panel.state.status = state.summary() + "".join(
+            f"; {copy_note(name, n)}" for name, n in run_copies_outdated(ctx.dataset, key, state))
         ctx.panel.data.steps = [dict(step=s, count=n) for s, n in merge_steps(state)]
         s = ctx.panel.state
         s.joins = joins_to_check(state.label_map.steps or {}, see_all=lambda step: (
@@ -108,6 +110,7 @@ class VLSRPanel(foo.Panel):
                 cluster_rows(state, query, joined))
         shown, s.page, s.pages, _ = page_of(rows, s.page, PAGE)
         s.n_clusters = len(rows)
+        s.pairs = any(r.get("pair") for r in shown)
         cluster = self._selected_cluster(ctx, state)
         # the tables' rows live in the panel's state, which the App sends back with each event:
         # a row action (which only says the row's index) then acts on the row the curator saw,
@@ -115,14 +118,15 @@ class VLSRPanel(foo.Panel):
         # its members under it (whatever the search and the choice of joins)
         s.clusters = _cut(shown if cluster is None else [
             r for r in cluster_rows(state) if r["cluster"] == cluster])
-        members = member_rows(state, cluster, query, joined) if cluster is not None else []
+        members = member_rows(state, cluster, query, joined, SHORT) if cluster is not None else []
         # a cluster of thousands of labels (paper mode) shows MEMBERS a page
         s.members, s.member_page, s.member_pages, s.member_span = page_of(
             members, s.member_page, MEMBERS)
         s.members = _cut(s.members)
         s.n_members = len(members)
         names = state.label_map.names or state.label_map.representatives
-        s.cluster_name = one_line(names[cluster]) if cluster is not None else None
+        s.cluster_name = breakable(one_line(names[cluster], SHORT)) if cluster is not None \
+            else None
 
     def _selected_cluster(self, ctx, state):
         label = ctx.panel.state.cluster_label
@@ -253,8 +257,7 @@ class VLSRPanel(foo.Panel):
         except ReviewError as e:
             ctx.ops.notify(str(e), variant="error")
             return
-        ctx.ops.notify(f"Edit #{edit.id}: {edit.describe().replace('`', '')}; Apply to write it",
-                       variant="success")
+        ctx.ops.notify(edit_message(edit), variant="success")
         self._load(ctx)
 
     def take_out(self, ctx):
@@ -412,9 +415,9 @@ class VLSRPanel(foo.Panel):
                        ("show", self.show_cluster, "Show samples", "image")))
         panel.list("clusters", types.Object(), view=rows,
                    label=f"Rare clusters, the nearest to another cluster first "
-                         f"({s.n_clusters:,} row{'' if s.n_clusters == 1 else 's'}, two "
-                         "clusters nearest to each other in "
-                         f"one; page {(s.page or 0) + 1} of {s.pages})")
+                         f"({s.n_clusters:,} row{'' if s.n_clusters == 1 else 's'}"
+                         + (", two clusters nearest to each other in one" if s.pairs else "")
+                         + f"; page {(s.page or 0) + 1} of {s.pages})")
         self._pager(panel, "pages", s.page, s.pages, self.previous_page, self.next_page)
 
     def _open_cluster(self, panel, s):
@@ -478,10 +481,12 @@ class VLSRPanel(foo.Panel):
 
 
 def _cut(rows):
-    """The rows with ``NAME_cut``, the name on one line and a long one cut, beside each name
-    shown (a table is as wide as its longest cell; the actions read the names whole)."""
-    return [dict(r, **{f"{k}_cut": one_line(r[k]) for k in ("canonical", "nearest",
-                                                              "clustered_with") if k in r})
+    """The rows with ``NAME_cut``, the name on one line, a long one cut and a long word
+    breakable, beside each name shown, and ``shown`` breakable: a table is as wide as its
+    longest word, and must fit the panel beside the grid. The actions read the names whole."""
+    return [dict(r, **{f"{k}_cut": breakable(one_line(r[k], SHORT))
+                       for k in ("canonical", "nearest", "clustered_with") if k in r},
+                 **({"shown": breakable(r["shown"])} if "shown" in r else {}))
             for r in rows]
 
 

@@ -241,9 +241,9 @@ def test_ctrl_c_during_apply_says_whether_the_fields_are_partly_written(ran, mon
     assert capsys.readouterr().err.endswith("\nvlsr: interrupted; the review was applied "
                                             "before the interruption (only its report is "
                                             "missing)\n")
+    monkeypatch.undo()
     assert main(["summary", "--dataset", ran[0].name]) == 0
     assert "stopped part-way" not in capsys.readouterr().out
-    monkeypatch.undo()
     assert main(apply) == 0 and main(["summary", "--dataset", ran[0].name]) == 0
     assert "stopped part-way" not in capsys.readouterr().out
 
@@ -485,11 +485,14 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
             ("label,canonical\nhelmit,drill\nhelmit,vise\n", "line 3: 'helmit' is given 'vise' "
                                                              "here and 'drill' on line 2"),
             ("label,canonical\nhelmit,\n", "line 2: canonical is empty"),
-            ("label,canonical\nhelmit,Drill\nScrewdrivers,drill\n",
-             "The canonical labels 'Drill', 'drill' read alike"),  # one category, not two
+            ("label,canonical\nhelmit,Drill\nScrewdrivers,drill\n",  # one category, not two
+             "The canonical labels 'Drill', 'drill' read alike (only case, punctuation or extra "
+             "spaces differ): write them one way (lines 2, 3)"),
             ("label,canonical\nhelmit,Drill\n",  # drill keeps 'drill', which the file leaves out
              "The canonical label 'Drill' reads as 'drill', the name of a cluster whose labels"),
-            ("label,canonical\nhelmit,drill\ndrill,helmet\n", "but the label 'drill' is to be"),
+            ("label,canonical\nhelmit,Drill\n", "or list its labels too (line 2)"),
+            ("label,canonical\nhelmit,drill\ndrill,helmet\n", "holds that label (1 such label) "
+                                                               "(lines 2, 3)"),
             ("", "is empty: it needs the columns label and canonical"),
     ):
         edited.write_text(text, encoding="utf-8")
@@ -558,19 +561,25 @@ def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_p
             "cluster to each)") in capsys.readouterr().out
     assert main(["review", "show", "--rare", *where]) == 0
     out = capsys.readouterr().out
-    assert ("4 rare clusters (under 10 samples), the nearest to another cluster first (two "
-            "clusters nearest to each other on one line):") in out
     lines = [l for l in out.splitlines() if ": nearest " in l]
     assert len(lines) in (2, 3, 4) and "  helmet (3 labels, 7 occurrences): nearest " in out
+    together = " (two clusters nearest to each other on one line)" if len(lines) < 4 else ""
+    assert ("4 rare clusters (under 10 samples), the nearest to another cluster first"
+            f"{together}:") in out
     command = out.split("to join one: vlsr ")[1].splitlines()[0]
     assert command.endswith(f"--dataset {dataset.name} --key tools")
     assert main(shlex.split(command)) == 0  # as printed
     assert "(it joins the cluster" in capsys.readouterr().out
     # the summary tells the rare clusters the clustering left from those the review leaves
+    # (its examples are of those left: the joined one is no longer to review)
+    joined = shlex.split(command)[2]
     assert main(["summary", *where]) == 0
-    assert ("under 10 samples had no close neighbour and were kept as they are, e.g. Lathe "
-            "Information, drill, screwdriver, helmet; after the review edits, 3 are left (the "
-            "panel's") in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert ("under 10 samples had no close neighbour and were kept as they are; after the "
+            "review edits, 3 are left, e.g. ") in out
+    examples = out.split("3 are left, e.g. ")[1].split(" (the panel's")[0].split(", ")
+    assert len(examples) == 3 and joined not in examples
+    assert set(examples) < {"Lathe Information", "drill", "screwdriver", "helmet"}
     assert main(["review", "show", "--rare", *where]) == 0
     assert "3 rare clusters (under 10 samples)" in capsys.readouterr().out
     assert main(["review", "show", "--rare", "--find", "zzz", *where]) == 0

@@ -124,6 +124,19 @@ def test_crops_are_cut_once_and_again_only_for_a_moved_box(photos):
     assert boxes_of(dataset, "vlsr_crop_similarity")[("w2.png", SCREW)] < 0.2  # it shows a glove
 
 
+def test_a_replaced_picture_has_its_crops_cut_again(photos):
+    dataset, images = photos
+    run(dataset, images)
+    path = next(p for p in dataset.values("filepath") if p.endswith("w1.png"))
+    Image.new("RGB", (80, 60), (200, 90, 10)).save(path)  # a curator fixes the picture
+    encoder = FakeEncoder(images, crop_vector=crop_vector(images))
+    report = compute_embeddings(dataset, "gt", encoder=encoder, crops=True, crop_min_size=4)
+    assert (report.n_embedded, report.n_changed) == (1, 1)
+    assert len(encoder.boxes_cut) == 3  # its boxes but the tiny one, and no other image's
+    assert compute_embeddings(dataset, "gt", encoder=encoder, crops=True,
+                              crop_min_size=4).n_changed == 0
+
+
 def test_another_padding_cuts_every_crop_again_and_no_crops_removes_them(photos):
     dataset, images = photos
     run(dataset, images)

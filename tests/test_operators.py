@@ -107,6 +107,10 @@ def test_whole_workflow_immediate(ds, tiny_clip, tmp_path):
 
     with pytest.raises(ExecutionError, match="not empty"):
         run("export_results", ds, key="vlsr", directory=str(out))
+    # the form says so before Execute, in its own words (it shows no Markdown, nor CLI flags)
+    problem = form("export_results", ds, key="vlsr", directory=str(out))["type"]["properties"][
+        "directory"]["error_message"]
+    assert "is not empty" in problem and "`" not in problem and "--" not in problem
     run("export_results", ds, key="vlsr", directory=str(out), overwrite=True)
 
     r = run("delete_run", ds, key="vlsr", confirm=True)
@@ -515,6 +519,10 @@ def test_an_edited_label_map_csv_comes_back_through_the_import_form(ds, tiny_cli
     run("apply_review", ds, key="vlsr")
     assert set(ds.values("gt.classifications.vlsr_canonical", unwind=True)) == {
         "helmet", "Helmets", "helmit", "screwdriver", "Lathe Information"}
+    # a rename that joins another cluster says so when done, as its form's preview did
+    r = run("edit_label_map", ds, key="vlsr", action="rename", label="screwdriver", to="helmit")
+    assert r.result["message"] == (f"Edit #{n + 1}: rename the cluster of screwdriver to helmit; "
+                                   "it joins the cluster 'helmit'; Apply to write it")
 
 
 def test_apply_form_refuses_a_copy_field_that_is_not_new(ds, tiny_clip):

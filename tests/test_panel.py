@@ -80,24 +80,55 @@ def test_the_panel_shows_scores_steps_and_clusters_the_most_doubtful_first(ran):
 
 
 def test_a_long_label_is_cut_in_the_tables_and_acted_on_whole(dataset, tmp_path, monkeypatch):
-    """A table is as wide as its longest cell: a 300-character label pushed the row menus out
-    of a narrow panel. The tables show it cut; the actions still get the label as written."""
+    """A table is as wide as its longest word: a 300-character label, or even its first 60
+    characters without a space, pushed the row menus out of a panel beside the grid. The
+    tables show it cut, with break points in long words; the actions get the label whole."""
+    import re
+
     import fake_clip
     from vlsr_core.fo.stages import run_vlsr
 
-    long = "helmet " + "x" * 293
+    long = "L" + "o" * 298 + "ng"
     monkeypatch.setitem(fake_clip.LABELS, long, ("glove", None, 0.0))
     images = build(dataset, tmp_path / "images", spec=[("a.png", "helmet", [long])])
     run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
     panel = Panel(dataset).event("on_load")
     row = panel.state["clusters"][0]
-    assert row["canonical"] == long and row["canonical_cut"] == long[:60] + "… (300 characters)"
+
+    def words(text):  # what a browser may put on a line of its own
+        return re.split(r"[\s\u200b]+", text)
+
+    assert row["canonical"] == long
+    assert row["canonical_cut"].replace("\u200b", "") == long[:30] + "… (301 characters)"
+    assert max(map(len, words(row["canonical_cut"]))) <= 12
     assert "canonical_cut" in str(panel.layout) and "'canonical'" not in str(panel.layout)
     panel.event("open_cluster", row=0)
-    assert panel.state["members"][0]["shown"] == long[:60] + "… (300 characters) (canonical)"
-    assert panel.state["cluster_name"] == long[:60] + "… (300 characters)"
+    shown = panel.state["members"][0]["shown"]
+    assert shown.replace("\u200b", "") == long[:30] + "… (301 characters) (canonical)"
+    assert max(map(len, words(shown))) <= 12
+    assert max(map(len, words(panel.state["cluster_name"]))) <= 12
+    panel.search(long[:20])  # the start of the name as shown finds it
+    assert [r["canonical"] for r in panel.state["clusters"]] == [long]
     panel.event("split", row=0)  # acts on the whole label: it is a cluster of its own already
     assert "already a cluster of its own" in str(panel.sent("notify"))
+
+
+def test_a_label_with_a_tab_is_found_as_shown_or_typed(dataset, tmp_path, monkeypatch):
+    """The panel shows a tab as "⇥": the search finds the label by that glyph, by a space, or
+    by the start of the name as the table shows it."""
+    import fake_clip
+    from vlsr_core.fo.stages import run_vlsr
+
+    monkeypatch.setitem(fake_clip.LABELS, "safety\tvest", ("glove", None, 0.0))
+    images = build(dataset, tmp_path / "images", spec=[("a.png", "helmet", ["safety\tvest"])])
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    panel = Panel(dataset).event("on_load")
+    assert "safety⇥vest" in [r["canonical_cut"] for r in panel.state["clusters"]]
+    for typed in ("safety⇥vest", "Safety Vest", "safety  vest", "y\tv"):
+        panel.search(typed)
+        assert [r["canonical"] for r in panel.state["clusters"]] == ["safety\tvest"], typed
+    panel.search("safetyvest")
+    assert panel.state["clusters"] == []
 
 
 def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
@@ -367,8 +398,8 @@ def test_rare_clusters_are_listed_the_nearest_to_another_first(monkeypatch):
     assert rare_clusters(label_map, 10).tolist() == [False, True, True, True, False]
     rows = rare_rows(state, 10)
     # clothespin and clothespins are nearest to each other: one row, the more used one's
-    assert [(r["canonical"], r["nearest"], r["nearest_label"]) for r in rows] == [
-        ("clothespin", "clothespins", "clothespins"), ("glove", "drill", "drills")]
+    assert [(r["canonical"], r["nearest"], r["nearest_label"], r["pair"]) for r in rows] == [
+        ("clothespin", "clothespins", "clothespins", True), ("glove", "drill", "drills", False)]
     assert rows[0]["distance"] < rows[1]["distance"] and rows[0]["occurrences"] == 3
     assert [r["canonical"] for r in rare_rows(state, 10, query="GLOV")] == ["glove"]
     assert [r["canonical"] for r in rare_rows(state, 10, query="pins")] == ["clothespin"]
@@ -410,8 +441,12 @@ def test_a_rare_cluster_joins_its_nearest_cluster_from_the_panel(dataset, tmp_pa
     rows = panel.state["clusters"]
     assert {r["canonical"] for r in rows} | {r["nearest"] for r in rows} == {
         "helmet", "screwdriver", "drill", "Lathe Information"}
-    assert (f"Rare clusters, the nearest to another cluster first ({len(rows)} rows, two clusters "
-            "nearest to each other in one; page 1 of 1)") in str(panel.layout)
+    # the title says two clusters can share a row only when two do
+    pairs = [r for r in rows if r["pair"]]
+    assert len(rows) + len(pairs) == 4
+    together = ", two clusters nearest to each other in one" if pairs else ""
+    assert (f"Rare clusters, the nearest to another cluster first ({len(rows)} rows{together}; "
+            "page 1 of 1)") in str(panel.layout)
     label, target = rows[-1]["label"], rows[-1]["nearest"]
     from vlsr_core.fo.browse import cluster_rows
 
@@ -421,3 +456,32 @@ def test_a_rare_cluster_joins_its_nearest_cluster_from_the_panel(dataset, tmp_pa
     assert review_state(dataset, "vlsr").label_map.canonical[label] == target
     assert panel.state["n_rare"] == (3 if joined < 10 else 2)  # joined, it may not be rare
     assert label not in {r["label"] for r in panel.state["clusters"]}
+
+
+def test_the_panel_and_the_apply_form_say_when_a_copy_of_the_final_labels_is_outdated(ran):
+    """A copy is written only when asked for: after an Apply without it, the panel's review line
+    and the Apply form say it differs, as the summary does."""
+    from fiftyone.operators.executor import ExecutionContext
+    from fiftyone.operators.registry import OperatorRegistry
+
+    from vlsr_core.fo.review import add_edit, apply_review
+
+    def apply_form():
+        ctx = ExecutionContext(request_params=dict(dataset_name=ran.name, params=dict(key="vlsr")))
+        return str(OperatorRegistry().get_operator("@vlsr/vlsr/apply_review")
+                   .resolve_input(ctx).to_json())
+
+    add_edit(ran, "vlsr", "rename", "drill", "power drill")
+    apply_review(ran, "vlsr", copy_to="reviewed")
+    panel = Panel(ran).event("on_load")
+    assert "a copy of the final labels" not in panel.state["status"]
+    assert "a copy of the final labels" not in apply_form()
+    add_edit(ran, "vlsr", "rename", "power drill", "drill (power)")
+    apply_review(ran, "vlsr")
+    n = ran.count_values("vlsr_label.label")["drill (power)"]
+    note = (f"'reviewed', a copy of the final labels, differs from them on {n} sample"
+            f"{'' if n == 1 else 's'}: apply with the copy to 'reviewed' to update it")
+    assert note in panel.event("refresh").state["status"]
+    assert note in apply_form()
+    apply_review(ran, "vlsr", copy_to="reviewed")
+    assert "a copy of the final labels" not in panel.event("refresh").state["status"]

@@ -129,7 +129,7 @@ def test_an_image_replaced_since_it_was_embedded_is_embedded_again(main):
     images["d1.png"] = image_vector("glove", "d1-new")
     spy = FakeEncoder(images)
     report = compute_embeddings(dataset, "gt", encoder=spy)
-    assert sorted(os.path.basename(p) for p in spy.path_calls[0]) == [
+    assert sorted(os.path.basename(p) for call in spy.path_calls for p in call) == [
         "d1.png", "missing.png", "zero.png"]
     assert (report.n_embedded, report.n_changed, report.n_skipped) == (1, 1, 11)
     assert "(11 already done, 1 changed since they were embedded, 2 unreadable)" in report.summary()
@@ -146,6 +146,26 @@ def test_an_image_replaced_since_it_was_embedded_is_embedded_again(main):
     os.utime(path, ns=(0, 0))
     dataset.match(F("filepath") == path).set_field("vlsr_image_file", None).save()
     assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_embedded == 0
+
+
+def test_a_shard_embeds_again_only_the_changed_images_of_its_own_samples(main):
+    from PIL import Image
+
+    from vlsr_core.fo.chunks import shards
+
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    for name in ("h1.png", "d1.png"):  # one in each half
+        path = next(p for p in dataset.values("filepath") if p.endswith(name))
+        Image.new("RGB", (48, 32), (200, 10, 10)).save(path)
+    first, second = shards(dataset, 2)
+    for part, name in ((first, "h1.png"), (second, "d1.png")):
+        spy = FakeEncoder(images)
+        report = compute_embeddings(part, "gt", encoder=spy)
+        called = sorted(os.path.basename(p) for call in spy.path_calls for p in call)
+        assert (report.n_changed, report.n_embedded) == (1, 1)
+        assert called == sorted([name, *(["missing.png", "zero.png"] if part is second else [])])
+    assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_changed == 0
 
 
 def test_interrupted_run_keeps_written_batches_and_resumes(main, monkeypatch):

@@ -249,6 +249,53 @@ def test_splitting_a_canonical_label_from_a_spelling_of_it_is_refused(dataset, t
     assert review_state(dataset, "vlsr").label_map.canonical["helmet"] == "hard hat"
 
 
+def test_a_label_with_a_tab_is_named_as_the_app_shows_it(dataset, tmp_path, monkeypatch):
+    """The App shows a tab as "⇥" and a form cannot take a tab: the advice names the label so,
+    and a name typed so is that label (a rename to it joins its cluster)."""
+    import fake_clip
+    from fake_clip import MAIN, FakeEncoder, build
+
+    from vlsr_core.fo.stages import run_vlsr
+
+    monkeypatch.setitem(fake_clip.LABELS, "safety\tvest", ("glove", None, 0.0))
+    images = build(dataset, tmp_path / "images", MAIN + [("v.png", "glove", ["safety\tvest"])])
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    with pytest.raises(ReviewError, match="rename to 'safety⇥vest' to join that cluster"):
+        add_edit(dataset, "vlsr", "rename", "drill", "Safety Vest")
+    edit = add_edit(dataset, "vlsr", "rename", "drill", "safety⇥vest")
+    assert edit.to == "safety\tvest" and edit.describe() == (
+        "rename the cluster of `drill` to `safety⇥vest`")
+    assert review_state(dataset, "vlsr").label_map.canonical["drill"] == "safety\tvest"
+    edit = add_edit(dataset, "vlsr", "split", "safety⇥vest", dry_run=True)  # as a member, too
+    assert edit.label == "safety\tvest"
+    with pytest.raises(ReviewError, match="did you mean 'safety⇥vest'"):
+        add_edit(dataset, "vlsr", "split", "SAFETY VEST")
+    with pytest.raises(ReviewError, match="cannot hold a line break"):  # a new name still cannot
+        add_edit(dataset, "vlsr", "rename", "helmet", "hard\that")
+
+
+def test_splitting_a_canonical_label_is_refused_when_the_rest_reads_as_another_cluster(
+        dataset, tmp_path, monkeypatch):
+    """The rest's new name is checked against the names of the other clusters too."""
+    import fake_clip
+    from fake_clip import MAIN, FakeEncoder, build
+
+    from vlsr_core.fo.stages import run_vlsr
+
+    monkeypatch.setitem(fake_clip.LABELS, "Helmit", ("helmet", 9, 0.2))
+    images = build(dataset, tmp_path / "images", MAIN + [(f"h{i}.png", "helmet", ["Helmit"])
+                                                              for i in (5, 6, 7)])
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    add_edit(dataset, "vlsr", "move", "helmit", "drill")
+    add_edit(dataset, "vlsr", "rename", "drill", "helmit")  # one of its labels names it
+    canonical = review_state(dataset, "vlsr").label_map.canonical
+    assert canonical["Helmit"] == canonical["Helmets"] == "helmet"
+    with pytest.raises(ReviewError, match="Without 'helmet', the rest of its cluster would be "
+                                          "named 'Helmit', which reads as the cluster name "
+                                          "'helmit'"):
+        add_edit(dataset, "vlsr", "split", "helmet")
+
+
 def test_review_needs_clusters(main):
     from fake_clip import FakeEncoder
     from vlsr_core.fo.stages import compute_embeddings

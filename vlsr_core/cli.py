@@ -117,7 +117,9 @@ def _apply_written(args):
         config = fo.load_dataset(args.dataset).get_run_info(args.key).config
     except Exception:  # the database itself may be what was stopped
         return None
-    if (config.stages or {}).get("apply") == "running":
+    from .fo.runs import stage_stopped
+
+    if stage_stopped(config, "apply"):
         return "partly"
     return "all" if config.applied != args.applied_before else "nothing"
 
@@ -569,8 +571,9 @@ def _review_show(a):
         under = _count(config.min_cluster_size, "sample" if by_samples else "label")
         print(f"\n{_count(n_rare, 'rare cluster')} (under {under})"
               + (f"; {_count(len(rows), 'line')} with a label containing {a.find!r}" if a.find
-                 else "") + (", the nearest to another cluster first (two clusters nearest to "
-                             "each other on one line):" if rows else ""))
+                 else "") + (", the nearest to another cluster first" if rows else "")
+              + (" (two clusters nearest to each other on one line)" if any(
+                  r["pair"] for r in rows) else "") + (":" if rows else ""))
         for row in rows[:a.clusters]:
             print(f"  {one_line(row['canonical'])} ({_count(row['labels'], 'label')}, "
                   f"{_count(row['occurrences'], 'occurrence')}): nearest "

@@ -13,11 +13,29 @@ def count(n, noun, plural=None) -> str:
 
 
 def one_line(label, longest=80):
-    """A label on one line, as written: line breaks as "⏎", tabs as "⇥", a long one cut to
-    its start and its length."""
+    """A label on one line, as written: line breaks as "⏎", tabs as "⇥", one longer than
+    ``longest`` cut to its first three quarters and its length."""
     label = str(label).replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎")
     label = label.replace("\t", "⇥")
-    return f"{label[:60]}… ({len(label)} characters)" if len(label) > longest else label
+    cut = longest * 3 // 4
+    return f"{label[:cut]}… ({len(label)} characters)" if len(label) > longest else label
+
+
+def breakable(text, every=12):
+    """``text`` with a zero-width space after each ``every`` characters of a run without
+    spaces, where a browser may wrap it: a table cell is as wide as its longest word."""
+    return re.sub(rf"\S{{{every}}}(?=\S)", lambda m: m.group() + ZWSP, text)
+
+
+def folded(text):
+    """``text`` as a search compares it: case-folded, its runs of white space (a tab, a line
+    break, or their glyphs from :func:`one_line`) one space, without :func:`breakable`'s breaks."""
+    text = str(text).replace(ZWSP, "").replace("⇥", " ").replace("⏎", " ")
+    return " ".join(text.casefold().split())
+
+
+ZWSP = "\u200b"
+SHORT = 40  # the longest label shown whole in a table cell or a dropdown, beside the grid
 
 
 def code(label):

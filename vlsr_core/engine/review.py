@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from ..wording import count
+from ..wording import code, count
 from .dots import exact_dots
 from .lexical import by_normal_form
 from .merging import representative_of
@@ -87,14 +87,15 @@ class Edit:
         """One line a curator reads: what the edit does."""
         n = len(self.label_ids) or len(self.samples)
         unit = ("label" if self.label_ids else "sample") + ("" if n == 1 else "s")
+        label, to = code(self.label), code(self.to or "")
         return {
-            "accept": f"keep `{self.label}` in `{self.to}`",
-            "reject": f"take `{self.label}` out of `{self.to}`",
-            "split": f"split `{self.label}` out on its own",
-            "move": f"move `{self.label}` to the cluster of `{self.to}`",
-            "rename": f"rename the cluster of `{self.label}` to `{self.to}`",
-            "accept_suggestion": f"accept suggestion `{self.label}` on {n} {unit}",
-            "reject_suggestion": f"reject suggestion `{self.label}` on {n} {unit}",
+            "accept": f"keep {label} in {to}",
+            "reject": f"take {label} out of {to}",
+            "split": f"split {label} out on its own",
+            "move": f"move {label} to the cluster of {to}",
+            "rename": f"rename the cluster of {label} to {to}",
+            "accept_suggestion": f"accept suggestion {label} on {n} {unit}",
+            "reject_suggestion": f"reject suggestion {label} on {n} {unit}",
         }[self.action]
 
 
@@ -248,10 +249,11 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
         if the map already is as wanted).
 
     Raises:
-        ValueError: a label not in the vocabulary; a canonical label that is a label which
-        ``wanted`` puts elsewhere (a label and the name of its cluster always agree); two
-        canonical labels that read alike (two categories of one thing in an export), whether
-        both are in ``wanted`` or one is the name that the labels it leaves out keep.
+        ValueError: a label not in the vocabulary. :class:`MapError`: a canonical label that
+        is a label which ``wanted`` puts elsewhere (a label and the name of its cluster always
+        agree); two canonical labels that read alike (two categories of one thing in an
+        export), whether both are in ``wanted`` or one is the name that the labels it leaves
+        out keep.
     """
     reviewed, _ = review_label_map(label_map, embeddings, edits)
     vocabulary, current = reviewed.vocabulary, reviewed.canonical
@@ -260,13 +262,14 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
         raise ValueError(f"{count(len(unknown), 'label')} not in the vocabulary, e.g. "
                          f"{unknown[0]!r}")
     want = {l: wanted.get(l, current[l]) for l in vocabulary}
-    _check_spelled_one_way(set(want.values()), set(wanted.values()))
+    _check_spelled_one_way(set(want.values()), wanted)
     clash = [(n, l) for l, n in want.items() if n in want and want[n] != n]
     if clash:
         name, label = clash[0]
-        raise ValueError(f"{label!r} is to be in the cluster named {name!r}, but the label "
-                         f"{name!r} is to be in {want[name]!r}: a cluster named like a label "
-                         f"holds that label ({count(len(clash), 'such label')})")
+        raise MapError(f"{label!r} is to be in the cluster named {name!r}, but the label "
+                       f"{name!r} is to be in {want[name]!r}: a cluster named like a label "
+                       f"holds that label ({count(len(clash), 'such label')})",
+                       [l for l in (label, name) if l in wanted])
     index = {l: i for i, l in enumerate(vocabulary)}
     cluster = np.asarray(reviewed.clusters)
     freq = np.asarray(reviewed.frequencies)
@@ -321,23 +324,34 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
     return new
 
 
-def _check_spelled_one_way(names, given):
+class MapError(ValueError):
+    """A wanted label map that no edits can reach; ``labels``: the labels of it at fault."""
+
+    def __init__(self, message, labels=()):
+        super().__init__(message)
+        self.labels = list(labels)
+
+
+def _check_spelled_one_way(names, wanted):
     """Refuse canonical ``names`` of which two read alike (equal normal forms: only case,
-    punctuation or extra spaces differ); ``given``: those the curator wrote, the others being
-    the names that labels the map leaves out keep. Names alike that the map did not write (a
-    review split "Drill" from "drill") are the review's, not the map's: left alone."""
+    punctuation or extra spaces differ) and the curator wrote one (in ``wanted``), the others
+    being the names that labels the map leaves out keep. Names alike that the map did not write
+    (a review split "Drill" from "drill") are the review's, not the map's: left alone."""
+    given = set(wanted.values())
     alike = next((group for group in by_normal_form(sorted(names)).values()
                   if len(group) > 1 and any(n in given for n in group)), None)
     if alike is None:
         return
+    at_fault = [l for l, n in wanted.items() if n in alike]
     kept = [n for n in alike if n not in given]
     if not kept:
-        raise ValueError(f"The canonical labels {', '.join(map(repr, alike))} read alike (only "
-                         "case, punctuation or extra spaces differ): write them one way")
+        raise MapError(f"The canonical labels {', '.join(map(repr, alike))} read alike (only "
+                       "case, punctuation or extra spaces differ): write them one way", at_fault)
     written = next(n for n in alike if n in given)
-    raise ValueError(f"The canonical label {written!r} reads as {kept[0]!r}, the name of a cluster "
-                     f"whose labels the map leaves out (only case, punctuation or extra spaces "
-                     f"differ): write {kept[0]!r} to join that cluster, or list its labels too")
+    raise MapError(f"The canonical label {written!r} reads as {kept[0]!r}, the name of a cluster "
+                   f"whose labels the map leaves out (only case, punctuation or extra spaces "
+                   f"differ): write {kept[0]!r} to join that cluster, or list its labels too",
+                   at_fault)
 
 
 def nearest_other_cluster(clusters, rows, candidates, scores):

@@ -9,7 +9,7 @@ from fiftyone import ViewField as F
 from ..engine.grouping import kept_apart_reason
 from ..engine.review import nearest_other_cluster
 from ..engine.similarity import top_k_labels
-from ..wording import one_line
+from ..wording import folded, one_line
 from .labels import label_path
 from .runs import label_attributes, review_attribute
 
@@ -128,7 +128,7 @@ def cluster_rows(state, query="", joined=None):
     """One row per cluster of the reviewed label map, the most doubtful first: the clusters
     whose farthest member is farthest from the canonical label, then the largest.
 
-    ``query`` keeps the clusters with a member or name containing it (case-insensitive);
+    ``query`` keeps the clusters with a member or name containing it (:func:`_containing`);
     ``joined`` (one of :data:`JOIN_STEPS`; None: any) those with a member that step joined
     (:func:`joined_by_step`).
     Rows: ``cluster``, ``label`` (its representative label, which names it across edits),
@@ -150,10 +150,9 @@ def cluster_rows(state, query="", joined=None):
         edited[clusters[index[l]]] = True
     keep = np.ones(n, dtype=bool)
     if query:
-        q = query.casefold()
-        hit = np.array([q in l.casefold() for l in label_map.vocabulary], dtype=bool)
+        hit = _containing(label_map.vocabulary, query)
         keep = np.bincount(clusters[hit], minlength=n) > 0
-        keep |= np.array([q in name.casefold() for name in names], dtype=bool)
+        keep |= _containing(names, query)
     if joined:
         keep &= np.bincount(clusters[joined_by_step(state, joined)], minlength=n) > 0
     order = np.lexsort((-occurrences, -farthest))
@@ -162,6 +161,14 @@ def cluster_rows(state, query="", joined=None):
                  occurrences=int(occurrences[c]), farthest=round(float(farthest[c]), 3),
                  edited="yes" if edited[c] else "")
             for c in order if keep[c]]
+
+
+def _containing(labels, query):
+    """bool ndarray over ``labels``: those containing ``query`` as :func:`~vlsr_core.wording.folded`
+    compares them (any case; a tab, a line break or their glyph as a space), as a curator types
+    what the panel shows."""
+    q = folded(query)
+    return np.array([q in folded(l) for l in labels], dtype=bool)
 
 
 def cluster_sizes(label_map, by_samples=True):
@@ -202,17 +209,18 @@ def rare_rows(state, min_size, by_samples=True, query=""):
     row. ``query`` as for :func:`cluster_rows` (a row's nearest cluster counts too). Rows:
     ``cluster``, ``label``, ``canonical``, ``labels``, ``occurrences`` as :func:`cluster_rows`
     gives them, ``nearest`` and ``nearest_cluster`` (the nearest cluster's name and id),
-    ``nearest_label`` (its label nearest to one of the row's labels) and ``distance`` (their
-    cosine distance). Kept with ``state`` (:attr:`~vlsr_core.fo.review.ReviewState.memo`)."""
+    ``nearest_label`` (its label nearest to one of the row's labels), ``distance`` (their
+    cosine distance) and ``pair`` (the nearest cluster is rare too, and this one nearest to
+    it: the row stands for both). Kept with ``state`` (:attr:`~vlsr_core.fo.review.ReviewState.memo`)."""
     key = ("rare", min_size, by_samples)
     if key not in state.memo:
         state.memo[key] = _rare_rows(state, rare_clusters(state.label_map, min_size,
                                                              by_samples))
     rows = state.memo[key]
     if query:  # a row holds its cluster and, for a pair nearest to each other, the other too
-        q = query.casefold()
-        cluster = state.label_map.cluster
-        hit = {cluster[l] for l in state.label_map.vocabulary if q in l.casefold()}
+        vocabulary = state.label_map.vocabulary
+        hit = {state.label_map.cluster[vocabulary[i]]
+               for i in np.flatnonzero(_containing(vocabulary, query))}
         rows = [r for r in rows if r["cluster"] in hit or r["nearest_cluster"] in hit]
     return rows
 
@@ -253,7 +261,8 @@ def _rare_rows(state, rare):
     return [dict(cluster=c, label=label_map.representatives[c], canonical=names[c],
                  labels=int(labels[c]), occurrences=int(occurrences[c]),
                  nearest=names[target[c]], nearest_cluster=target[c],
-                 nearest_label=vocabulary[best[c][1]], distance=round(max(best[c][0], 0.0), 3))
+                 nearest_label=vocabulary[best[c][1]], distance=round(max(best[c][0], 0.0), 3),
+                 pair=target.get(target[c]) == c)
             for c in order]
 
 
@@ -282,11 +291,11 @@ def _neighbours(state, rows, among, k, keep=True):
             np.stack([cache[i][1] for i in rows.tolist()]))
 
 
-def member_rows(state, cluster, query="", joined=None):
+def member_rows(state, cluster, query="", joined=None, longest=80):
     """The members of one cluster (``joined``, one of :data:`JOIN_STEPS`: only those that step
-    joined, :func:`joined_by_step`), those containing ``query`` (case-insensitive) first, then
+    joined, :func:`joined_by_step`), those containing ``query`` (:func:`_containing`) first, then
     the farthest from its canonical label first: ``label``, ``shown`` (the label on one line,
-    a long one cut, marked if it is the canonical one), ``frequency``, ``distance``, ``joined_by`` (the step that put it
+    one over ``longest`` characters cut, marked if it is the canonical one), ``frequency``, ``distance``, ``joined_by`` (the step that put it
     there: :attr:`~vlsr_core.fo.review.ReviewState.joined_by`, with ", kept" once a review
     accepted it), ``clustered_with``
     (its canonical label before the review)."""
@@ -298,15 +307,14 @@ def member_rows(state, cluster, query="", joined=None):
     members = np.flatnonzero(chosen)
     name = (label_map.names or label_map.representatives)[cluster]  # none of them if renamed so
     distance = np.asarray(label_map.distance_to_canonical)
-    q = query.casefold()
-    miss = np.array([q not in vocabulary[i].casefold() for i in members], dtype=bool)
+    miss = ~_containing([vocabulary[i] for i in members], query)
     order = members[np.lexsort((-distance[members], miss))] if len(members) else members
     clustered = state.clustered.canonical
     kept = {e.label for e in state.in_force if e.action == "accept"}
     reasons = [r + (", kept" if l in kept and r != "review" else "")
                for l, r in zip(vocabulary, state.joined_by)]
     return [dict(label=vocabulary[i],
-                 shown=one_line(vocabulary[i]) + (" (canonical)" if vocabulary[i] == name else ""),
+                 shown=one_line(vocabulary[i], longest) + (" (canonical)" if vocabulary[i] == name else ""),
                  frequency=int(label_map.frequencies[i]),
                  distance=round(max(float(distance[i]), 0.0), 3),  # not -0.0 from rounding
                  joined_by=reasons[i], clustered_with=clustered.get(vocabulary[i], ""))

@@ -113,16 +113,19 @@ PARTIAL = ".partial"  # the suffix of a file being written
 
 def _leftovers(export_dir):
     """The ``.partial`` files of an export in ``export_dir`` (one being written, or one killed)."""
-    paths = [os.path.join(export_dir, name + PARTIAL) for name in (*FILES, COCO_FILE)]
-    return [p for p in paths if os.path.isfile(p)]
+    return [p + PARTIAL for p in _export_paths(export_dir) if os.path.isfile(p + PARTIAL)]
+
+
+def _export_paths(export_dir):
+    """The paths of every file an export writes in ``export_dir``."""
+    return [os.path.join(export_dir, name) for name in (*FILES, COCO_FILE)]
 
 
 def export_files(export_dir):
     """The files of an export in ``export_dir`` as they are now (each path with its inode and
     time of change): two readings differ once an export was written there."""
     stats = {}
-    for name in (*FILES, COCO_FILE):
-        path = os.path.join(export_dir, name)
+    for path in _export_paths(export_dir):
         if os.path.isfile(path):
             st = os.stat(path)
             stats[path] = (st.st_ino, st.st_mtime_ns)
@@ -211,8 +214,8 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     if export_dir and os.path.exists(export_dir) and not os.path.isdir(export_dir):
         return f"{export_dir} is a file, not a directory; choose a directory to export to"
     if export_dir and os.path.isdir(export_dir) and _holds_files(export_dir) and not overwrite:
-        return (f"{export_dir} is not empty; choose another directory, or overwrite (`--overwrite`, "
-                "the form's Overwrite)")
+        return (f"{export_dir} is not empty; choose another directory, or overwrite the files "
+                "of an earlier export there")
     for name in [*FILES, *([COCO_FILE] if detections_field else [])] if export_dir else []:
         path = os.path.join(export_dir, name)
         folder = os.path.dirname(path)

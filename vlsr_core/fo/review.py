@@ -31,9 +31,9 @@ from ..engine.review import (
     edits_to_reach,
     review_label_map,
 )
-from ..wording import count
+from ..wording import count, one_line
 from .chunks import sample_ids
-from .runs import VLSRRunConfig, run_collection, sample_fields
+from .runs import VLSRRunConfig, run_collection, sample_fields, stage_stopped
 
 
 CLUSTER_FIRST = "cluster and merge first (`vlsr run`, or VLSR 3 in the App)"  # what to do first
@@ -286,6 +286,7 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
     names = state.label_map.names or state.label_map.representatives
     vocabulary = set(canonical)
     if action in MAP_ACTIONS:
+        label = _as_written(label, state)
         label = _member(label, vocabulary, state.label_map, memo=state.memo)
         current = canonical[label]
         if action in ("accept", "reject"):
@@ -296,7 +297,7 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
             if to not in names:
                 raise ReviewError(f"{to!r} is not a canonical label of run {key!r}", "to")
         elif action == "move":
-            target = _member(to, vocabulary, state.label_map, about="to", memo=state.memo)
+            target = _member(_as_written(to, state), vocabulary, state.label_map, about="to", memo=state.memo)
             if canonical[target] == current:
                 raise ReviewError(f"{label!r} is already in the cluster of {current!r}", "to")
             to = target
@@ -312,12 +313,12 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                     f"carry both. Rename the cluster {twin!r} first, or move {label!r} to "
                     "another cluster")
         elif action == "rename":
-            to = (to or "").strip()
+            to = _as_written((to or "").strip(), state)
             if not to:
                 raise ReviewError("Give the new name of the cluster", "to")
             if to == current:
                 raise ReviewError(f"The cluster is already called {to!r}", "to")
-            if _unprintable(to):
+            if _unprintable(to) and to not in vocabulary and to not in names:
                 raise ReviewError("A name cannot hold a line break, a control character or an "
                                   "invisible one (a zero-width space)", "to")
             if to not in vocabulary and to not in names:  # else it joins that cluster, as asked
@@ -326,8 +327,8 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                 if twin is not None:
                     raise ReviewError(
                         f"{to!r} reads as {twin!r} of the cluster {canonical.get(twin, twin)!r} "
-                        f"(only case, punctuation or extra spaces differ): rename to {twin!r} to join "
-                        "that cluster, or choose another name", "to")
+                        "(only case, punctuation or extra spaces differ): rename to "
+                        f"{one_line(twin)!r} to join that cluster, or choose another name", "to")
     elif action in SUGGESTION_ACTIONS:
         if label not in vocabulary:
             raise ReviewError(f"{label!r} is not in the vocabulary of run {key!r}")
@@ -393,6 +394,22 @@ def _reads_as(name, label_map, memo, unless=lambda spelling: False):
         else None
 
 
+def _as_written(name, state):
+    """The label or cluster name of ``state`` that ``name`` gives as the App shows it (a tab as
+    "⇥", a line break as "⏎": :func:`~vlsr_core.wording.one_line`), else ``name``: a curator
+    can type or paste what is on the screen."""
+    if not name or ("⇥" not in name and "⏎" not in name):
+        return name
+    label_map = state.label_map
+    if name in label_map.canonical:
+        return name
+    if "shown" not in state.memo:
+        state.memo["shown"] = {one_line(l, longest=float("inf")): l for l in sorted(
+            {*label_map.vocabulary, *(label_map.names or label_map.representatives)},
+            reverse=True) if one_line(l, longest=float("inf")) != l}
+    return state.memo["shown"].get(name, name)
+
+
 INVISIBLE = "\u200b\u2060\ufeff"  # zero-width space, word joiner, BOM (not ZWJ / ZWNJ: scripts use them)
 
 
@@ -429,8 +446,8 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
     edits = edits_of(config)
     try:
         made = edits_to_reach(label_map, emb, edits, wanted)
-    except ValueError as e:
-        raise ReviewError(str(e)) from None
+    except ValueError as e:  # (a MapError names the labels at fault: their lines are said)
+        raise ReviewError(str(e) + _lines_of(lines, getattr(e, "labels", []))) from None
     now = _now()
     made = [replace(e, time=now) for e in made]
     if made and not dry_run:
@@ -616,7 +633,7 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
         raise VLSRError(problem)
     run = open_run(samples, key)
     state = review_state(run.dataset, key, run.results)
-    stopped = (run.config.stages or {}).get("apply") == "running"
+    stopped = stage_stopped(run.config, "apply")
     mark_stage(run, "apply", "running")
     n_samples = write_label_map(run, samples, state, copy_to=copy_to, progress=progress)
     record_applied(run, state)
@@ -641,6 +658,15 @@ def outdated_copies(samples, key=DEFAULT_KEY, written=None):
     return [(f, n) for f, n in differ if n]
 
 
+def run_copies_outdated(dataset, key, state):
+    """:func:`outdated_copies` on the whole run, kept with the run's review ``state`` (which an
+    Apply or a clustering, the only changes to the final labels, replaces): a panel asks on
+    every click."""
+    if "outdated_copies" not in state.memo:
+        state.memo["outdated_copies"] = outdated_copies(run_collection(dataset, key), key)
+    return state.memo["outdated_copies"]
+
+
 def whole_run(run):
     """Whether the samples ``run`` was opened on hold every sample of its collection."""
     written = {bytes(i) for i in run.ids}
@@ -658,8 +684,7 @@ def apply_problem(dataset, key=DEFAULT_KEY):
     not have stored its label map, so the map to apply is not known."""
     if not dataset.has_run(key):
         return None  # open_run says so
-    stages = getattr(dataset.get_run_info(key).config, "stages", None) or {}
-    if stages.get("cluster") == "running":
+    if stage_stopped(dataset.get_run_info(key).config, "cluster"):
         return (f"Run {key!r}: cluster and merge stopped part-way; run it again before applying "
                 "the review (the edits stay on the run)")
     return None
@@ -696,7 +721,7 @@ def _member(label, vocabulary, label_map, about="label", memo=None):
     if label in names:
         return label_map.representatives[names.index(label)]
     twin = _reads_as(label, label_map, {} if memo is None else memo)
-    hint = f"; did you mean {twin!r}?" if twin is not None else ""
+    hint = f"; did you mean {one_line(twin)!r}?" if twin is not None else ""
     raise ReviewError(f"{label!r} is neither a label nor a canonical label of this run{hint}",
                       about)
 

@@ -363,6 +363,11 @@ def incomplete_stages(config):
     return [STAGE_NAMES[s] for s, state in (config.stages or {}).items() if state == "running"]
 
 
+def stage_stopped(config, stage):
+    """Whether ``stage`` (a key of :data:`STAGE_NAMES`) of the run stopped part-way."""
+    return (getattr(config, "stages", None) or {}).get(stage) == "running"
+
+
 def sharded_stages(config):
     """The stages of a run in progress as delegated shards, with their names."""
     return [STAGE_NAMES[s] for s, state in (config.stages or {}).items()

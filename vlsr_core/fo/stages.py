@@ -11,6 +11,7 @@ samples at a time (:mod:`vlsr_core.fo.chunks`), so that memory stays flat as the
 :func:`run_vlsr` runs all three. Every stage records its parameters in the run's config.
 """
 
+import itertools
 import logging
 import os
 import time
@@ -65,6 +66,7 @@ from .runs import (
     review_attribute,
     sample_fields,
     saved_view_names,
+    stage_stopped,
 )
 
 logger = logging.getLogger(__name__)
@@ -347,18 +349,19 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
         # and the images whose file changed since they were embedded
         changed = _changed_images(samples.match(current), fields["image_file"])
     ids = sample_ids(todo)
-    if len(changed):
-        ids = np.concatenate([ids, changed])
-    report = EmbeddingReport(n_skipped=len(samples) - len(ids), n_changed=len(changed))
+    n_todo = len(ids) + len(changed)
+    report = EmbeddingReport(n_skipped=len(samples) - n_todo, n_changed=len(changed))
     buffer = _Writer(dataset, fields, crops)
     read = ["filepath"] + ([f"{path}.id", f"{path}.bounding_box"] if crops else [])
+    size = chunks.EMBED_CHUNK_SIZE
     done = 0
     try:  # what is embedded is written, however the loop ends (Ctrl-C, a failure): resumes skip it
-        # a chunk of images at a time, so that no per-image list grows with n
-        # (with changed images, the samples themselves: a sample another process embedded
-        # since the ids were read is then embedded twice, not skipped; shards are disjoint)
-        for chunk_ids, (paths, *boxes) in iter_chunks(samples if len(changed) else todo, read,
-                                                      chunks.EMBED_CHUNK_SIZE, ids):
+        # a chunk of images at a time, so that no per-image list grows with n; those not
+        # embedded from the to-do view (one another process embeds meanwhile leaves it), then
+        # the changed ones
+        for chunk_ids, (paths, *boxes) in itertools.chain(
+                iter_chunks(todo, read, size, ids),
+                iter_chunks(samples, read, size, changed) if len(changed) else ()):
             stamps = [file_stamp(p) for p in paths]  # before reading: a later change shows
             if crops:
                 box_ids, boxes = (as_label_lists(v, path) for v in boxes)
@@ -387,7 +390,7 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
                     buffer.flush()
                 done += len(batch.indices) + len(batch.failures)
                 if progress is not None:
-                    progress(done / max(len(ids), 1))
+                    progress(done / max(n_todo, 1))
     finally:
         buffer.flush()
     if progress is not None:
@@ -830,8 +833,7 @@ def _finish_clustering(run, samples, state):
     changed = samples.match(F(fields["label"]).exists() & ~kept)
     _save_view(run, saved_view_names(run.key)["changed"], changed,
                "samples whose final label is none of the labels they had")
-    stopped = (run.config.stages or {}).get("apply") == "running"
-    if stopped and whole_run(run):  # it wrote all that the apply stopped part-way did
+    if stage_stopped(run.config, "apply") and whole_run(run):  # it wrote all that the apply stopped part-way did
         mark_stage(run, "apply", None)
     mark_stage(run, "cluster", "complete")
 

@@ -6,9 +6,9 @@ from collections import Counter
 import numpy as np
 
 from ..wording import code, count
-from .browse import cluster_sizes, count_rare, rare_clusters
+from .browse import cluster_sizes, rare_clusters
 from .labels import LabelFieldError, label_path, usable
-from .review import copy_note, outdated_copies, review_state
+from .review import copy_note, review_state, run_copies_outdated
 from .runs import (
     incomplete_stages,
     label_attributes,
@@ -67,7 +67,7 @@ def summarize_run(dataset, key, n_clusters=10):
         lines.extend(_merge_report(results, state, config, n_clusters))
         lines.append(state.summary())
         if dataset.has_saved_view(views["changed"]):
-            copies = outdated_copies(run_collection(dataset, key), key)
+            copies = run_copies_outdated(dataset, key, state)
             lines.append(
                 f"**Final labels:** {count(dataset.count(fields['label']), 'sample')}; "
                 f"{_differ(len(dataset.load_saved_view(views['changed'])))}" +
@@ -227,21 +227,32 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
                              f"{code(vocabulary[i])} → {code(names[clusters[i]])} "
                              f"({max(float(distance[i]), 0.0):.3f})"  # not -0.000
                              for i in merged[:n_merges]))
-    # what merging left small, as clustered (before the review)
+    # what merging left small, and what of it the review left: the examples are of the latter
+    # (a rare label a review edit joined to a cluster is no longer to review)
     rare = np.flatnonzero(rare_clusters(state.clustered, floor, unit == "samples"))
     if len(rare) and steps.get("mode") == "recommended":
-        size = cluster_sizes(state.clustered, unit == "samples")
-        shown = ", ".join(code(results.representatives[c])
-                          for c in sorted(rare.tolist(), key=lambda c: size[c])[:8])
-        left = count_rare(state, floor, unit == "samples")
-        reviewed = (f"; after the review edits, {left} {'is' if left == 1 else 'are'} left"
-                    if state.in_force and left != len(rare) else "")
-        lines.append(f"**Rare labels to review:** {count(len(rare), 'cluster')} under {floor} {unit} "
-                     f"had no close neighbour and {'was' if len(rare) == 1 else 'were'} kept as "
-                     f"{'it is' if len(rare) == 1 else 'they are'}, e.g. {shown}{reviewed} (the "
-                     f"panel's List: rare clusters, or `vlsr review show --rare`, gives the "
-                     f"nearest cluster to each)")
+        lines.append(_rare_line(state, len(rare), floor, unit))
     return lines
+
+
+def _rare_line(state, n_rare, floor, unit):
+    """The summary's line on the rare clusters: how many merging left, how many the review
+    edits leave, a few of those (the smallest first) and where to see them all."""
+    by_samples = unit == "samples"
+    label_map = state.label_map  # as reviewed
+    left = np.flatnonzero(rare_clusters(label_map, floor, by_samples))
+    size = cluster_sizes(label_map, by_samples)
+    names = label_map.names or label_map.representatives
+    shown = ", ".join(code(names[c]) for c in sorted(left.tolist(), key=lambda c: size[c])[:8])
+    reviewed = ""
+    if state.in_force and len(left) != n_rare:
+        reviewed = (f"; after the review edits, {'none' if not len(left) else len(left)} "
+                    f"{'is' if len(left) <= 1 else 'are'} left")
+    return (f"**Rare labels to review:** {count(n_rare, 'cluster')} under {floor} {unit} had no "
+            f"close neighbour and {'was' if n_rare == 1 else 'were'} kept as "
+            f"{'it is' if n_rare == 1 else 'they are'}{reviewed}" + (f", e.g. {shown}" if shown else "")
+            + " (the panel's List: rare clusters, or `vlsr review show --rare`, gives the nearest "
+              "cluster to each)")
 
 
 def _unusable_labels(dataset, label_field):
