@@ -5,7 +5,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
-from vlsr_core.fo.export import export_problem
+from vlsr_core.fo.export import export_problem, overwrite_removes
 
 from .common import (
     chosen_run_key,
@@ -67,6 +67,12 @@ class ExportResults(foo.Operator):
                 choices.add_choice(f, label=f)
             inputs.enum("detections_field", choices.values(), view=choices,
                         description="Its boxes are exported with canonical labels")
+        removes = directory and not problem and overwrite_removes(
+            directory, ctx.params.get("detections_field"))
+        if removes:
+            inputs.view("removes", types.Warning(
+                label=f"Overwrite also removes {removes}, the boxes of the earlier export: choose "
+                      "a Detections field above to export boxes again"))
         return types.Property(inputs, view=types.View(label=self.config.label))
 
     def resolve_run_name(self, ctx):

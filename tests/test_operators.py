@@ -111,7 +111,14 @@ def test_whole_workflow_immediate(ds, tiny_clip, tmp_path):
     problem = form("export_results", ds, key="vlsr", directory=str(out))["type"]["properties"][
         "directory"]["error_message"]
     assert "is not empty" in problem and "`" not in problem and "--" not in problem
+    # an overwrite without boxes removes those of the earlier export: the form says so first
+    removes = f"Overwrite also removes {out / 'detections' / 'labels.json'}, the boxes of the"
+    assert removes in str(form("export_results", ds, key="vlsr", directory=str(out),
+                               overwrite=True))
+    assert removes not in str(form("export_results", ds, key="vlsr", directory=str(out),
+                                   overwrite=True, detections_field="boxes"))
     run("export_results", ds, key="vlsr", directory=str(out), overwrite=True)
+    assert not (out / "detections").exists()
 
     r = run("delete_run", ds, key="vlsr", confirm=True)
     assert r.result == {"deleted": "vlsr"} and ds.list_runs() == [] and ds.list_saved_views() == []

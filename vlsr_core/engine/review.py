@@ -93,7 +93,9 @@ class Edit:
             "reject": f"take {label} out of {to}",
             "split": f"split {label} out on its own",
             "move": f"move {label} to the cluster of {to}",
-            "rename": f"rename the cluster of {label} to {to}",
+            # (to its own label: the cluster had another name, which an import takes back)
+            "rename": f"rename the cluster of {label} to {to}" if label != to else
+                      f"name the cluster of {label} after it again",
             "accept_suggestion": f"accept suggestion {label} on {n} {unit}",
             "reject_suggestion": f"reject suggestion {label} on {n} {unit}",
         }[self.action]

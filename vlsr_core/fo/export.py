@@ -99,8 +99,11 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         with _uninterrupted():  # all renamed, or none: not a mix of two exports
             for done, path in zip(partial, written):
                 os.replace(done, path)
-            if not detections_field and os.path.exists(coco):
-                os.remove(coco)  # an earlier export's boxes would pass for this run's
+            removed = overwrite_removes(export_dir, detections_field)
+            if removed:  # an earlier export's boxes would pass for this run's
+                os.remove(removed)
+                logger.warning("removed %s: the boxes of an earlier export (this one has none)",
+                               removed)
     finally:  # this export's unfinished files, and those a killed export left
         for path in _leftovers(export_dir):
             os.remove(path)
@@ -109,6 +112,13 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
 
 
 PARTIAL = ".partial"  # the suffix of a file being written
+
+
+def overwrite_removes(export_dir, detections_field=None):
+    """The file of an earlier export in ``export_dir`` that an export without boxes (no
+    ``detections_field``) removes, or None: its COCO detections."""
+    path = os.path.join(export_dir, COCO_FILE)
+    return path if not detections_field and os.path.isfile(path) else None
 
 
 def _leftovers(export_dir):
