@@ -1,5 +1,7 @@
 """Operator: a review edit of the label map (accept or reject a merge, move, split, rename)."""
 
+from collections import Counter
+
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 import numpy as np
@@ -54,16 +56,20 @@ class EditLabelMap(foo.Operator):
             order = np.argsort(-dist, kind="stable")  # the most doubtful merges first
             if action in ("accept", "reject"):
                 order = [i for i in order if canonical[vocab[i]] != vocab[i]]
-            choices = [(vocab[i], f"{one_line(vocab[i], SHORT)} → "
-                                  f"{one_line(canonical[vocab[i]], SHORT)} "
-                                  f"({max(dist[i], 0.0):.3f})")  # not -0.000 from rounding
+            elif action == "split":  # not the labels that are a cluster of their own already
+                size = Counter(canonical.values())
+                order = [i for i in order if size[canonical[vocab[i]]] > 1]
+            choices = [(vocab[i], _member_choice(vocab[i], canonical[vocab[i]], dist[i]))
                        for i in order]
             label_prop = label_choice(inputs, "label", choices, "Label",
                                       "Labels farthest from their canonical label come first")
             to_prop = None
-            if action == "move":
-                to_prop = label_choice(inputs, "to", shown_choices(_by_size(label_map, names)),
-                                       "Move to the cluster of", "A canonical label (or any label)")
+            if action == "move":  # to another cluster than the label's own
+                own = canonical.get(ctx.params.get("label"))
+                to_prop = label_choice(
+                    inputs, "to", shown_choices([n for n in _by_size(label_map, names)
+                                                 if n != own]),
+                    "Move to the cluster of", "A canonical label (or any label)")
         label, to = ctx.params.get("label"), ctx.params.get("to")
         if not label or (action in ("move", "rename") and not to):
             return form
@@ -93,6 +99,15 @@ class EditLabelMap(foo.Operator):
         message = edit_message(edit, join_note(state, edit))
         done(ctx, message)
         return dict(message=message, edit=edit.as_record())
+
+
+def _member_choice(label, name, distance):
+    """How a label shows among the choices: with its cluster's name and its distance to it,
+    or marked as that name (``x → x (0.000)`` read as a join)."""
+    if label == name:
+        return f"{one_line(label, SHORT)} (canonical)"
+    return (f"{one_line(label, SHORT)} → {one_line(name, SHORT)} "
+            f"({max(distance, 0.0):.3f})")  # not -0.000 from rounding
 
 
 def _by_size(label_map, names):

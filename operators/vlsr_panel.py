@@ -64,9 +64,10 @@ class VLSRPanel(foo.Panel):
         ctx.panel.state.problem = None
         return state
 
-    def _load(self, ctx, scores=False):
-        """Compute what the panel shows; the score histogram (which the App keeps between events)
-        only with ``scores``: on load, refresh, another run."""
+    def _load(self, ctx, query=None, scores=False):
+        """Compute what the panel shows, for the search ``query`` (None: the box's, in the
+        state); the score histogram (which the App keeps between events) only with ``scores``:
+        on load, refresh, another run."""
         from vlsr_core.fo.browse import (cluster_rows, join_choices, member_rows, merge_steps,
                                          page_of, count_rare, rare_rows, score_histogram)
         from vlsr_core.fo.review import copy_note, run_copies_outdated
@@ -98,7 +99,7 @@ class VLSRPanel(foo.Panel):
         if s.joined not in dict(choices):  # "all", or a step no label is joined by any more
             s.joined = "all"
         joined = s.filtered = None if s.joined == "all" else s.joined
-        query = s.searched = s.query or ""
+        query = s.searched = (s.query if query is None else query) or ""
         config = ctx.dataset.get_run_info(key).config
         floor, by_samples = config.min_cluster_size, config.size_by == "samples"
         s.n_rare = count_rare(state, floor, by_samples)
@@ -116,13 +117,13 @@ class VLSRPanel(foo.Panel):
         # a row action (which only says the row's index) then acts on the row the curator saw,
         # even if the run changed since. An open cluster stands alone in the clusters table,
         # its members under it (whatever the search and the choice of joins)
-        s.clusters = _cut(shown if cluster is None else [
+        s.clusters = _shown(shown if cluster is None else [
             r for r in cluster_rows(state) if r["cluster"] == cluster])
         members = member_rows(state, cluster, query, joined, SHORT) if cluster is not None else []
         # a cluster of thousands of labels (paper mode) shows MEMBERS a page
         s.members, s.member_page, s.member_pages, s.member_span = page_of(
             members, s.member_page, MEMBERS)
-        s.members = _cut(s.members)
+        s.members = _shown(s.members)
         s.n_members = len(members)
         names = state.label_map.names or state.label_map.representatives
         s.cluster_name = breakable(one_line(names[cluster], SHORT)) if cluster is not None \
@@ -143,13 +144,14 @@ class VLSRPanel(foo.Panel):
     def on_search(self, ctx):
         # the App puts the typed value in ``state.query`` before this event, and sends the box's
         # value again when the panel opens: only a query other than the one the rows were
-        # found with starts again from the first page
+        # found with starts again from the first page. ``query`` is not written back: the reply
+        # to a keystroke comes after the next ones, and would put the box back to what it held
+        # then, which fires this event again (the box flipped between old values for ever)
         query = ctx.params.get("value") or ""
         if query == ctx.panel.state.searched:
             return
-        ctx.panel.state.query = query
         ctx.panel.state.page = ctx.panel.state.member_page = 0
-        self._load(ctx)
+        self._load(ctx, query)
 
     def on_joined(self, ctx):
         # as the search: the App puts the choice in ``state.joined`` before this event, and
@@ -357,7 +359,7 @@ class VLSRPanel(foo.Panel):
         if s.n_rare:
             listing = types.DropdownView(label="List")
             listing.add_choice("clusters", label="clusters, the most doubtful first")
-            listing.add_choice("rare", label=f"rare clusters (under {s.rare_under}, left alone: "
+            listing.add_choice("rare", label=f"rare clusters (under {s.rare_under}: "
                                              f"{s.n_rare:,}), the nearest to another first")
             panel.enum("listing", listing.values(), default=s.listing, view=listing,
                        on_change=self.on_listing)
@@ -387,8 +389,8 @@ class VLSRPanel(foo.Panel):
                      name="no_match")
 
     def _clusters_table(self):
-        return _table((("canonical_cut", "Cluster"), ("labels", "Labels"),
-                       ("occurrences", "Occurrences"), ("farthest", "Farthest"),
+        return _table((("canonical_shown", "Cluster"), ("labels", "Labels"),
+                       ("occurrences", "Occurrences"), ("farthest_shown", "Farthest"),
                        ("edited", "Edited")),
                       (("open", self.open_cluster, "Members", "list"),
                        ("show", self.show_cluster, "Show samples", "image"),
@@ -407,9 +409,9 @@ class VLSRPanel(foo.Panel):
     def _rare_clusters(self, panel, s):
         self._listing_choice(panel, s)
         self._no_match(panel, s)
-        rows = _table((("canonical_cut", "Cluster"), ("labels", "Labels"),
-                       ("occurrences", "Occurrences"), ("nearest_cut", "Nearest cluster"),
-                       ("distance", "Distance")),
+        rows = _table((("canonical_shown", "Cluster"), ("labels", "Labels"),
+                       ("occurrences", "Occurrences"), ("nearest_shown", "Nearest cluster"),
+                       ("distance_shown", "Distance")),
                       (("join", self.join_nearest, "Join the nearest cluster", "merge"),
                        ("open", self.open_cluster, "Members", "list"),
                        ("show", self.show_cluster, "Show samples", "image")))
@@ -429,8 +431,8 @@ class VLSRPanel(foo.Panel):
                   on_click=self.close_cluster)
         panel.list("clusters", types.Object(), view=self._clusters_table(), label="The open cluster")
         members = _table((("shown", "Label"), ("frequency", "Samples"),
-                          ("distance", "Distance"), ("joined_by", "Joined by"),
-                          ("clustered_with_cut", "Clustered with")),
+                          ("distance_shown", "Distance"), ("joined_by", "Joined by"),
+                          ("clustered_with_shown", "Clustered with")),
                          (("take_out", self.take_out, "Take out (reject merge)", "call_split"),
                           ("keep", self.keep, "Keep (accept merge)", "check"),
                           ("move", self.move, "Move to another cluster…", "drive_file_move"),
@@ -480,12 +482,14 @@ class VLSRPanel(foo.Panel):
             buttons.btn("next", label="Next", icon="chevron_right", on_click=following)
 
 
-def _cut(rows):
-    """The rows with ``NAME_cut``, the name on one line, a long one cut and a long word
-    breakable, beside each name shown, and ``shown`` breakable: a table is as wide as its
-    longest word, and must fit the panel beside the grid. The actions read the names whole."""
-    return [dict(r, **{f"{k}_cut": breakable(one_line(r[k], SHORT))
+def _shown(rows):
+    """The rows with ``NAME_shown`` beside each value a table shows: a name on one line, a
+    long one cut and a long word breakable (a table is as wide as its longest word, and must
+    fit the panel beside the grid), a distance with three decimals; and ``shown`` (a member)
+    breakable. The actions read the values whole."""
+    return [dict(r, **{f"{k}_shown": breakable(one_line(r[k], SHORT))
                        for k in ("canonical", "nearest", "clustered_with") if k in r},
+                 **{f"{k}_shown": f"{r[k]:.3f}" for k in ("farthest", "distance") if k in r},
                  **({"shown": breakable(r["shown"])} if "shown" in r else {}))
             for r in rows]
 

@@ -474,8 +474,10 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
 
     for text, message in (
             ("label;canonical\nhelmit;drill\n", "needs the columns label and canonical"),
-            ("helmit,drill\n", "add the row label,canonical above the others (to rename one "
-                                "cluster, no file is needed: `vlsr review rename LABEL --to NAME`"),
+            ("helmit,drill\n", "its first row is 'helmit,drill': add the row label,canonical "
+                                "above the others\n"),
+            ('{"helmit": "drill"}\n', "as label_map.csv of an export has; its first row is "
+                                      "'{\"helmit\": \"drill\"}'\n"),  # JSON: no such advice
             ("label,canonical\nhelmit,drill\nhelmot,drill\n",
              "1 label not in the vocabulary of run 'vlsr': 'helmot' (line 3)"),
             ('label,canonical\n"helmit,drill\nScrewdrivers,drill\n',
@@ -576,8 +578,8 @@ def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_p
     assert main(["summary", *where]) == 0
     out = capsys.readouterr().out
     assert ("under 10 samples had no close neighbour and were kept as they are; after the "
-            "review edits, 3 are left, e.g. ") in out
-    examples = out.split("3 are left, e.g. ")[1].split(" (the panel's")[0].split(", ")
+            "review edits, 3 clusters are rare, e.g. ") in out
+    examples = out.split("3 clusters are rare, e.g. ")[1].split(" (the panel's")[0].split(", ")
     assert len(examples) == 3 and joined not in examples
     assert set(examples) < {"Lathe Information", "drill", "screwdriver", "helmet"}
     assert main(["review", "show", "--rare", *where]) == 0

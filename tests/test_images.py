@@ -379,8 +379,9 @@ def test_unreadable_file(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "data, shown",
     [
-        (b"<!DOCTYPE html>\n<html>404</html>", "b'<!DOCTYPE html>\\n'"),
-        (bytes(range(256)) * 4, "b'\\x00\\x01"),
+        (b"<!DOCTYPE html>\n<html>404</html>", "'<!DOCTYPE html>\\n'"),  # a web page
+        (bytes(range(256)) * 4, "the bytes 00 01 02 03 04 05 06 07)"),  # not b'\x00...'
+        (b"\xb7\x10\xec\x08" * 8, "the bytes b7 10 ec 08 b7 10 ec 08)"),
     ],
 )
 def test_not_an_image(tmp_path, data, shown):

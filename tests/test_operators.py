@@ -439,10 +439,24 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
     common = sys.modules[type(foo.get_operator(URI + "edit_label_map")).__module__.rsplit(".", 1)[0]
                          + ".common"]
     monkeypatch.setattr(common, "MAX_CHOICES", 2)  # a long vocabulary: the picker says so
-    picker = form("edit_label_map", ds, key="vlsr", action="split")["type"]["properties"]["label"]
+    picker = form("edit_label_map", ds, key="vlsr", action="move")["type"]["properties"]["label"]
     assert len(picker["view"]["choices"]) == 2
     assert "(the first 2 of 5 are listed; type any other)" in picker["view"]["description"]
+    monkeypatch.undo()
+
+    def choices(name, **params):
+        props = form("edit_label_map", ds, key="vlsr", **params)["type"]["properties"]
+        return {c["value"]: c["label"] for c in props[name]["view"]["choices"]}
+
+    # each label is a cluster of its own: none to split out, and none is shown as joined
+    assert choices("label", action="split") == {}
+    assert choices("label", action="move")["helmit"] == "helmit (canonical)"
     run("edit_label_map", ds, key="vlsr", action="move", label="helmit", to="helmet")
+    assert set(choices("label", action="split")) == {"helmit", "helmet"}
+    assert choices("label", action="split")["helmit"].startswith("helmit → helmet (")
+    # a label moves to another cluster than its own
+    targets = choices("to", action="move", label="helmit")
+    assert "helmet" not in targets and "screwdriver" in targets
     run("edit_label_map", ds, key="vlsr", action="rename", label="helmet", to="safety helmet")
     run("edit_label_map", ds, key="vlsr", action="move", label="screwdriver", to="helmet")
     assert ds.count_values("vlsr_label.label").get("safety helmet") is None  # not applied yet

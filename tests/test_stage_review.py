@@ -264,8 +264,14 @@ def test_a_label_with_a_tab_is_named_as_the_app_shows_it(dataset, tmp_path, monk
     monkeypatch.setitem(fake_clip.LABELS, "safety\tvest", ("glove", None, 0.0))
     images = build(dataset, tmp_path / "images", MAIN + [("v.png", "glove", ["safety\tvest"])])
     run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
-    with pytest.raises(ReviewError, match="rename to 'safety⇥vest' to join that cluster"):
+    with pytest.raises(ReviewError, match="reads as 'safety⇥vest' of the cluster 'safety⇥vest' "
+                                          r"\(.*\): rename to 'safety⇥vest' to join that cluster"):
         add_edit(dataset, "vlsr", "rename", "drill", "Safety Vest")
+    from vlsr_core.fo.review import join_note
+
+    before = review_state(dataset, "vlsr")
+    edit = add_edit(dataset, "vlsr", "rename", "drill", "safety⇥vest", dry_run=True)
+    assert join_note(before, edit) == "it joins the cluster 'safety⇥vest'"
     edit = add_edit(dataset, "vlsr", "rename", "drill", "safety⇥vest")
     assert edit.to == "safety\tvest" and edit.describe() == (
         "rename the cluster of `drill` to `safety⇥vest`")

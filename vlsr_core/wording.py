@@ -21,6 +21,11 @@ def one_line(label, longest=80):
     return f"{label[:cut]}… ({len(label)} characters)" if len(label) > longest else label
 
 
+def quoted(label):
+    """A label in a message: on one line (:func:`one_line`, a tab as "⇥"), quoted."""
+    return repr(one_line(label))
+
+
 def breakable(text, every=12):
     """``text`` with a zero-width space after each ``every`` characters of a run without
     spaces, where a browser may wrap it: a table cell is as wide as its longest word."""

@@ -31,7 +31,7 @@ from ..engine.review import (
     edits_to_reach,
     review_label_map,
 )
-from ..wording import count, one_line
+from ..wording import count, one_line, quoted
 from .chunks import sample_ids
 from .runs import VLSRRunConfig, run_collection, sample_fields, stage_stopped
 
@@ -292,32 +292,34 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
         if action in ("accept", "reject"):
             to = current if to is None else to
             if to == label:
-                raise ReviewError(f"{label!r} is the canonical label of its cluster; rename the "
-                                  "cluster or move another label instead")
+                raise ReviewError(f"{quoted(label)} is the canonical label of its cluster; rename "
+                                  "the cluster or move another label instead")
             if to not in names:
-                raise ReviewError(f"{to!r} is not a canonical label of run {key!r}", "to")
+                raise ReviewError(f"{quoted(to)} is not a canonical label of run {key!r}", "to")
         elif action == "move":
-            target = _member(_as_written(to, state), vocabulary, state.label_map, about="to", memo=state.memo)
+            target = _member(_as_written(to, state), vocabulary, state.label_map, about="to",
+                             memo=state.memo)
             if canonical[target] == current:
-                raise ReviewError(f"{label!r} is already in the cluster of {current!r}", "to")
+                raise ReviewError(f"{quoted(label)} is already in the cluster of "
+                                  f"{quoted(current)}", "to")
             to = target
         elif action == "split" and list(canonical.values()).count(current) == 1:
-            raise ReviewError(f"{label!r} is already a cluster of its own")
+            raise ReviewError(f"{quoted(label)} is already a cluster of its own")
         if action in ("reject", "split") and label != current:  # a cluster named ``label``
             twin = _reads_as(label, state.label_map, state.memo,
                              unless=lambda s: s == label or s not in names)
             if twin is not None:
                 raise ReviewError(
-                    f"On its own, {label!r} would be a cluster beside {twin!r}, which reads "
-                    "alike (only case, punctuation or extra spaces differ): an export would "
-                    f"carry both. Rename the cluster {twin!r} first, or move {label!r} to "
-                    "another cluster")
+                    f"On its own, {quoted(label)} would be a cluster beside {quoted(twin)}, "
+                    "which reads alike (only case, punctuation or extra spaces differ): an export "
+                    f"would carry both. Rename the cluster {quoted(twin)} first, or move "
+                    f"{quoted(label)} to another cluster")
         elif action == "rename":
             to = _as_written((to or "").strip(), state)
             if not to:
                 raise ReviewError("Give the new name of the cluster", "to")
             if to == current:
-                raise ReviewError(f"The cluster is already called {to!r}", "to")
+                raise ReviewError(f"The cluster is already called {quoted(to)}", "to")
             if _unprintable(to) and to not in vocabulary and to not in names:
                 raise ReviewError("A name cannot hold a line break, a control character or an "
                                   "invisible one (a zero-width space)", "to")
@@ -326,12 +328,12 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                                  unless=lambda s: canonical.get(s, s) == current)
                 if twin is not None:
                     raise ReviewError(
-                        f"{to!r} reads as {twin!r} of the cluster {canonical.get(twin, twin)!r} "
-                        "(only case, punctuation or extra spaces differ): rename to "
-                        f"{one_line(twin)!r} to join that cluster, or choose another name", "to")
+                        f"{quoted(to)} reads as {quoted(twin)} of the cluster "
+                        f"{quoted(canonical.get(twin, twin))} (only case, punctuation or extra spaces differ): rename to "
+                        f"{quoted(twin)} to join that cluster, or choose another name", "to")
     elif action in SUGGESTION_ACTIONS:
         if label not in vocabulary:
-            raise ReviewError(f"{label!r} is not in the vocabulary of run {key!r}")
+            raise ReviewError(f"{quoted(label)} is not in the vocabulary of run {key!r}")
         if not samples:
             raise ReviewError("Select the samples or labels the decision is about")
         _check_samples(dataset, samples)
@@ -376,10 +378,10 @@ def _check_rest_named_apart(state, edit):
         name, state.label_map, state.memo, unless=lambda s: s == edit.label or s not in names)
     if normal_form(name) and twin is not None:
         raise ReviewError(
-            f"Without {edit.label!r}, the rest of its cluster would be named {name!r}, which "
-            f"reads as the cluster name {twin!r} (only case, punctuation or extra spaces "
+            f"Without {quoted(edit.label)}, the rest of its cluster would be named "
+            f"{quoted(name)}, which reads as the cluster name {quoted(twin)} (only case, punctuation or extra spaces "
             f"differ): an export would carry both. Rename the cluster first, or move "
-            f"{edit.label!r} to another cluster")
+            f"{quoted(edit.label)} to another cluster")
 
 
 def _reads_as(name, label_map, memo, unless=lambda spelling: False):
@@ -512,8 +514,7 @@ def read_label_map(path):
         seen = ",".join(header)[:80]
         hint = (" (its cells seem separated by ';' or tabs: the CSV must use commas)"
                 if any(c in seen for c in ";\t") else
-                ": add the row label,canonical above the others (to rename one cluster, no file "
-                "is needed: `vlsr review rename LABEL --to NAME`, or the panel's Rename)")
+                ": add the row label,canonical above the others" if len(header) == 2 else "")
         raise ReviewError(f"{path} needs the columns label and canonical, as label_map.csv of an "
                           f"export has; its first row is {seen!r}{hint}")
     at, to = header.index("label"), header.index("canonical")
@@ -561,8 +562,8 @@ def join_note(state, edit):
                                                          label_map.representatives) else None)
     if other in (None, own):
         return None
-    named = f", and the two are named {edit.to!r}" if other != edit.to else ""
-    return f"it joins the cluster {other!r}{named}"
+    named = f", and the two are named {quoted(edit.to)}" if other != edit.to else ""
+    return f"it joins the cluster {quoted(other)}{named}"
 
 
 def undo_edit(dataset, key=DEFAULT_KEY, edit_id=None):
@@ -721,8 +722,8 @@ def _member(label, vocabulary, label_map, about="label", memo=None):
     if label in names:
         return label_map.representatives[names.index(label)]
     twin = _reads_as(label, label_map, {} if memo is None else memo)
-    hint = f"; did you mean {one_line(twin)!r}?" if twin is not None else ""
-    raise ReviewError(f"{label!r} is neither a label nor a canonical label of this run{hint}",
+    hint = f"; did you mean {quoted(twin)}?" if twin is not None else ""
+    raise ReviewError(f"{quoted(label)} is neither a label nor a canonical label of this run{hint}",
                       about)
 
 

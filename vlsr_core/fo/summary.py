@@ -236,18 +236,18 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
 
 
 def _rare_line(state, n_rare, floor, unit):
-    """The summary's line on the rare clusters: how many merging left, how many the review
-    edits leave, a few of those (the smallest first) and where to see them all."""
+    """The summary's line on the rare clusters: how many merging left, how many there are
+    after the review edits, a few of those (the smallest first) and where to see them all."""
     by_samples = unit == "samples"
     label_map = state.label_map  # as reviewed
     left = np.flatnonzero(rare_clusters(label_map, floor, by_samples))
     size = cluster_sizes(label_map, by_samples)
     names = label_map.names or label_map.representatives
     shown = ", ".join(code(names[c]) for c in sorted(left.tolist(), key=lambda c: size[c])[:8])
-    reviewed = ""
+    reviewed = ""  # (the review may also split a label out as a new rare cluster)
     if state.in_force and len(left) != n_rare:
-        reviewed = (f"; after the review edits, {'none' if not len(left) else len(left)} "
-                    f"{'is' if len(left) <= 1 else 'are'} left")
+        rare = count(len(left), "cluster") if len(left) else "none"
+        reviewed = f"; after the review edits, {rare} {'is' if len(left) <= 1 else 'are'} rare"
     return (f"**Rare labels to review:** {count(n_rare, 'cluster')} under {floor} {unit} had no "
             f"close neighbour and {'was' if n_rare == 1 else 'were'} kept as "
             f"{'it is' if n_rare == 1 else 'they are'}{reviewed}" + (f", e.g. {shown}" if shown else "")

@@ -139,11 +139,20 @@ def _identify(path, f):
         raise
     except UnidentifiedImageError:
         f.seek(0)
-        head = f.read(16)  # shows what the file is instead, e.g. b'<!DOCTYPE html>'
-        raise BadImageError(path, f"not an image (unknown format; starts with {head!r})") from None
+        head = f.read(16)  # shows what the file is instead, e.g. '<!DOCTYPE html>'
+        raise BadImageError(path, f"not an image (unknown format; starts with {_head(head)})") \
+            from None
     except Exception as e:
         # Recognised, but Pillow rejects the header (unsupported variant or damaged).
         raise BadImageError(path, f"unsupported or corrupt image ({_message(e)})") from e
+
+
+def _head(data):
+    """The first bytes of a file as a curator reads them: text as text (a web page saved as
+    ``.jpg``), anything else as hex bytes."""
+    if data and all(32 <= b < 127 or b in b"\t\n\r" for b in data):
+        return repr(data.decode("ascii"))
+    return f"the bytes {data[:8].hex(' ')}"
 
 
 def _past_pillow_guard(read):
