@@ -154,12 +154,11 @@ class VLSRPanel(foo.Panel):
         self._load(ctx, query)
 
     def on_joined(self, ctx):
-        # as the search: the App puts the choice in ``state.joined`` before this event, and
-        # sends it again when the panel opens
+        # as the search: the App puts the choice in ``state.joined`` before this event (not
+        # written back), and sends it again when the panel opens
         joined = ctx.params.get("value") or "all"
         if joined == (ctx.panel.state.filtered or "all"):
             return
-        ctx.panel.state.joined = joined
         ctx.panel.state.page = ctx.panel.state.member_page = 0
         self._load(ctx)
 
@@ -181,9 +180,8 @@ class VLSRPanel(foo.Panel):
 
     def on_listing(self, ctx):
         listing = ctx.params.get("value") or "clusters"
-        if listing == ctx.panel.state.shown_listing:  # as the search: sent again on opening
-            return
-        ctx.panel.state.listing = listing
+        if listing == ctx.panel.state.shown_listing:  # as the search: sent again on opening,
+            return  # and in the state already (not written back)
         ctx.panel.state.page, ctx.panel.state.cluster_label = 0, None
         self._load(ctx)
 
