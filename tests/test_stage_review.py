@@ -225,18 +225,24 @@ def test_a_split_or_take_out_that_would_name_two_clusters_alike_is_refused(ran):
     add_edit(dataset, "vlsr", "split", "Helmets")  # reads as no other name: allowed
 
 
-def test_splitting_a_canonical_label_from_a_spelling_of_it_is_refused(dataset, tmp_path,
-                                                                       monkeypatch):
-    """The rest of the cluster would be named by a spelling that reads alike."""
+def _run_with(dataset, tmp_path, monkeypatch, label, text, files):
+    """A run on MAIN and on new images ``files`` labelled ``label``, whose text embedding
+    :mod:`fake_clip` makes from ``text`` (concept, variant, weight); its images show that
+    concept."""
     import fake_clip
     from fake_clip import MAIN, FakeEncoder, build
 
     from vlsr_core.fo.stages import run_vlsr
 
-    monkeypatch.setitem(fake_clip.LABELS, "HELMET", ("helmet", 9, 0.05))
-    images = build(dataset, tmp_path / "images", MAIN + [(f"h{i}.png", "helmet", ["HELMET"])
-                                                              for i in (5, 6)])
+    monkeypatch.setitem(fake_clip.LABELS, label, text)
+    images = build(dataset, tmp_path / "images", MAIN + [(f, text[0], [label]) for f in files])
     run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+
+
+def test_splitting_a_canonical_label_from_a_spelling_of_it_is_refused(dataset, tmp_path,
+                                                                       monkeypatch):
+    """The rest of the cluster would be named by a spelling that reads alike."""
+    _run_with(dataset, tmp_path, monkeypatch, "HELMET", ("helmet", 9, 0.05), ["h5.png", "h6.png"])
     canonical = review_state(dataset, "vlsr").label_map.canonical
     assert canonical["HELMET"] == canonical["helmet"] == "helmet"
     with pytest.raises(ReviewError, match="Without 'helmet', the rest of its cluster would be "
@@ -256,14 +262,7 @@ def test_splitting_a_canonical_label_from_a_spelling_of_it_is_refused(dataset, t
 def test_a_label_with_a_tab_is_named_as_the_app_shows_it(dataset, tmp_path, monkeypatch):
     """The App shows a tab as "⇥" and a form cannot take a tab: the advice names the label so,
     and a name typed so is that label (a rename to it joins its cluster)."""
-    import fake_clip
-    from fake_clip import MAIN, FakeEncoder, build
-
-    from vlsr_core.fo.stages import run_vlsr
-
-    monkeypatch.setitem(fake_clip.LABELS, "safety\tvest", ("glove", None, 0.0))
-    images = build(dataset, tmp_path / "images", MAIN + [("v.png", "glove", ["safety\tvest"])])
-    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    _run_with(dataset, tmp_path, monkeypatch, "safety\tvest", ("glove", None, 0.0), ["v.png"])
     with pytest.raises(ReviewError, match="reads as 'safety⇥vest' of the cluster 'safety⇥vest' "
                                           r"\(.*\): rename to 'safety⇥vest' to join that cluster"):
         add_edit(dataset, "vlsr", "rename", "drill", "Safety Vest")
@@ -287,15 +286,8 @@ def test_a_label_with_a_tab_is_named_as_the_app_shows_it(dataset, tmp_path, monk
 def test_splitting_a_canonical_label_is_refused_when_the_rest_reads_as_another_cluster(
         dataset, tmp_path, monkeypatch):
     """The rest's new name is checked against the names of the other clusters too."""
-    import fake_clip
-    from fake_clip import MAIN, FakeEncoder, build
-
-    from vlsr_core.fo.stages import run_vlsr
-
-    monkeypatch.setitem(fake_clip.LABELS, "Helmit", ("helmet", 9, 0.2))
-    images = build(dataset, tmp_path / "images", MAIN + [(f"h{i}.png", "helmet", ["Helmit"])
-                                                              for i in (5, 6, 7)])
-    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    _run_with(dataset, tmp_path, monkeypatch, "Helmit", ("helmet", 9, 0.2),
+              ["h5.png", "h6.png", "h7.png"])
     add_edit(dataset, "vlsr", "move", "helmit", "drill")
     add_edit(dataset, "vlsr", "rename", "drill", "helmit")  # one of its labels names it
     canonical = review_state(dataset, "vlsr").label_map.canonical
