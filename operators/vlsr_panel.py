@@ -141,25 +141,23 @@ class VLSRPanel(foo.Panel):
         ctx.panel.state.joined = ctx.panel.state.filtered = None
         self._load(ctx, scores=True)
 
+    # The App puts a changed value in the state (``query``, ``joined``, ``listing``) before
+    # the event, and sends it again when the panel opens. The handlers neither write it back
+    # (the reply to one key comes after the next keys, and would put the box back to what it
+    # held, firing the event again for ever) nor skip a value the rows seem to have been
+    # found for: the state an event carries can predate the reply to the change before it
+    # (a List changed twice in a second kept the first choice's rows). They find the rows
+    # again, and start from the first page only on a change.
+
     def on_search(self, ctx):
-        # the App puts the typed value in ``state.query`` before this event, and sends the box's
-        # value again when the panel opens: only a query other than the one the rows were
-        # found with starts again from the first page. ``query`` is not written back: the reply
-        # to a keystroke comes after the next ones, and would put the box back to what it held
-        # then, which fires this event again (the box flipped between old values for ever)
         query = ctx.params.get("value") or ""
-        if query == ctx.panel.state.searched:
-            return
-        ctx.panel.state.page = ctx.panel.state.member_page = 0
+        if query != ctx.panel.state.searched:
+            ctx.panel.state.page = ctx.panel.state.member_page = 0
         self._load(ctx, query)
 
     def on_joined(self, ctx):
-        # as the search: the App puts the choice in ``state.joined`` before this event (not
-        # written back), and sends it again when the panel opens
-        joined = ctx.params.get("value") or "all"
-        if joined == (ctx.panel.state.filtered or "all"):
-            return
-        ctx.panel.state.page = ctx.panel.state.member_page = 0
+        if (ctx.params.get("value") or "all") != (ctx.panel.state.filtered or "all"):
+            ctx.panel.state.page = ctx.panel.state.member_page = 0
         self._load(ctx)
 
     def next_page(self, ctx):
@@ -179,10 +177,8 @@ class VLSRPanel(foo.Panel):
         self._load(ctx)
 
     def on_listing(self, ctx):
-        listing = ctx.params.get("value") or "clusters"
-        if listing == ctx.panel.state.shown_listing:  # as the search: sent again on opening,
-            return  # and in the state already (not written back)
-        ctx.panel.state.page, ctx.panel.state.cluster_label = 0, None
+        if (ctx.params.get("value") or "clusters") != ctx.panel.state.shown_listing:
+            ctx.panel.state.page, ctx.panel.state.cluster_label = 0, None
         self._load(ctx)
 
     def on_histogram_click(self, ctx):

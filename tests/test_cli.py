@@ -587,6 +587,12 @@ def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_p
     assert main(["review", "show", "--rare", "--find", "zzz", *where]) == 0
     assert "3 rare clusters (under 10 samples); 0 lines with a label containing 'zzz'" in \
         capsys.readouterr().out
+    # a split makes a new one: as many as the clustering left, but not the same ones
+    assert main(["review", "split", "Helmets", *where]) == 0
+    assert main(["summary", *where]) == 0
+    out = capsys.readouterr().out
+    assert "were kept as they are; after the review edits, 4 clusters are rare, e.g. " in out
+    assert "Helmets" in out.split("4 clusters are rare, e.g. ")[1].split(" (the panel's")[0]
 
 
 def test_apply_and_export_take_the_saved_view_the_run_was_made_on(dataset, tmp_path, capsys):

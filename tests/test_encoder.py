@@ -576,6 +576,8 @@ def test_hub_id_offline_fails_fast_with_advice(monkeypatch):
     message = str(info.value)
     assert "vlsr-test/no-such-model" in message
     assert "give its full path as the model" in message and "local" in message
+    # the App's form shows the message as it is: a command in it, not Markdown
+    assert "(hf download vlsr-test/no-such-model --local-dir " in message and "`" not in message
     assert "HF_HUB_OFFLINE" in message
     assert connections == []  # the offline flag is honoured without probing the network
 

@@ -19,9 +19,12 @@ class Panel:
     def __init__(self, dataset):
         self.dataset, self.state, self.data, self.requests = dataset, {}, {}, []
 
-    def event(self, method, **params):
+    def event(self, method, sent_state=None, **params):
+        """Run ``method`` as the App does, with the panel's state (or ``sent_state``: what the
+        App held when it sent the event, before the replies to earlier ones came back)."""
         r = foo.execute_operator(URI, dataset=self.dataset, params=dict(
-            __method__=method, panel_id="p1", panel_state=dict(self.state), **params))
+            __method__=method, panel_id="p1",
+            panel_state=dict(self.state if sent_state is None else sent_state), **params))
         self.requests = r.executor.to_json()["requests"]
         for q in self.requests:
             if q["operator_uri"] == "patch_panel_state":
@@ -488,3 +491,27 @@ def test_the_panel_and_the_apply_form_say_when_a_copy_of_the_final_labels_is_out
     assert note in apply_form()
     apply_review(ran, "vlsr", copy_to="reviewed")
     assert "a copy of the final labels" not in panel.event("refresh").state["status"]
+
+
+def test_a_choice_changed_again_before_the_reply_ends_on_the_last(dataset, tmp_path):
+    """Two changes within a reply's time: the second event carries the state from before the
+    first reply; the rows must end as the last choice says (the List kept the rare rows)."""
+    from vlsr_core.fo.stages import run_vlsr
+
+    images = build(dataset, tmp_path / "images")
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), top_k=3)  # under 10 samples: rare
+    panel = Panel(dataset).event("on_load")
+    n_clusters = len(panel.state["clusters"])
+    before = dict(panel.state)
+    panel.state["listing"] = "rare"
+    panel.event("on_listing", value="rare")
+    assert panel.state["shown_listing"] == "rare" and "nearest" in panel.state["clusters"][0]
+    panel.event("on_listing", sent_state=dict(before, listing="clusters"), value="clusters")
+    assert panel.state["shown_listing"] == "clusters"
+    assert "nearest" not in panel.state["clusters"][0]
+    # a search typed and taken back likewise
+    before = dict(panel.state)
+    panel.search("helmit")
+    assert len(panel.state["clusters"]) == 1
+    panel.event("on_search", sent_state=dict(before, query=""), value="")
+    assert len(panel.state["clusters"]) == n_clusters

@@ -5,6 +5,7 @@ from collections import Counter
 
 import numpy as np
 
+from ..engine.review import MAP_ACTIONS
 from ..wording import code, count
 from .browse import cluster_sizes, rare_clusters
 from .labels import LabelFieldError, label_path, usable
@@ -244,8 +245,8 @@ def _rare_line(state, n_rare, floor, unit):
     size = cluster_sizes(label_map, by_samples)
     names = label_map.names or label_map.representatives
     shown = ", ".join(code(names[c]) for c in sorted(left.tolist(), key=lambda c: size[c])[:8])
-    reviewed = ""  # (the review may also split a label out as a new rare cluster)
-    if state.in_force and len(left) != n_rare:
+    reviewed = ""  # (edits join rare clusters, and split labels out as new ones)
+    if any(e.action in MAP_ACTIONS for e in state.in_force):
         rare = count(len(left), "cluster") if len(left) else "none"
         reviewed = f"; after the review edits, {rare} {'is' if len(left) <= 1 else 'are'} rare"
     return (f"**Rare labels to review:** {count(n_rare, 'cluster')} under {floor} {unit} had no "

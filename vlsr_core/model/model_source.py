@@ -93,7 +93,7 @@ def load_advice(model, error):
     return (
         f"Could not load the CLIP weights {model!r}: {_sentence(error)}\n"
         "If this machine cannot reach the Hugging Face Hub, download the model on one that can "
-        f"(`hf download {model} --local-dir ~/clip-model`), copy the folder here and give its "
+        f"(hf download {model} --local-dir ~/clip-model), copy the folder here and give its "
         f"full path as the model (e.g. {os.path.join(os.path.expanduser('~'), 'clip-model')}), "
         "or set HF_HOME to a cache that holds it."
     )
