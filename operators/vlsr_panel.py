@@ -67,31 +67,38 @@ class VLSRPanel(foo.Panel):
     def _load(self, ctx, query=None, scores=False):
         """Compute what the panel shows, for the search ``query`` (None: the box's, in the
         state); the score histogram (which the App keeps between events) only with ``scores``:
-        on load, refresh, another run."""
+        on load, refresh, another run. What it finds is sent in one patch at the end, unless a
+        later event of the panel has started meanwhile (see :class:`_Writes`)."""
+        s = _Writes(ctx)
+        try:
+            self._find(ctx, s, query, scores)
+        finally:
+            s.send()
+
+    def _find(self, ctx, s, query, scores):
         from vlsr_core.fo.browse import (cluster_rows, join_choices, member_rows, merge_steps,
                                          page_of, count_rare, rare_rows, score_histogram)
         from vlsr_core.fo.review import copy_note, run_copies_outdated
         from vlsr_core.fo.summary import joins_to_check
 
         state = self._state(ctx)
-        key = ctx.panel.state.key
+        key = s.key
         if key is not None and scores:
             hist = score_histogram(ctx.dataset, key)
-            ctx.panel.state.edges = hist.edges if hist else None
+            s.edges = hist.edges if hist else None
             crops = getattr(ctx.dataset.get_run_info(key).config, "crops", False)
-            ctx.panel.state.scored_on = "box crop" if crops else "image"
+            s.scored_on = "box crop" if crops else "image"
             # counts of labels: a tick at each whole number where Plotly would put halves
-            ctx.panel.state.few = bool(hist) and max(hist.counts, default=0) <= 10
+            s.few = bool(hist) and max(hist.counts, default=0) <= 10
             ctx.panel.data.histogram = [dict(
                 type="bar", x=[(a + b) / 2 for a, b in zip(hist.edges, hist.edges[1:])],
                 y=hist.counts, marker=dict(color="#ff6d04"),
                 hovertemplate="score %{x:.3f}: %{y} labels<extra></extra>")] if hist else []
         if state is None:
             return
-        ctx.panel.state.status = state.summary() + "".join(
+        s.status = state.summary() + "".join(
             f"; {copy_note(name, n)}" for name, n in run_copies_outdated(ctx.dataset, key, state))
         ctx.panel.data.steps = [dict(step=s, count=n) for s, n in merge_steps(state)]
-        s = ctx.panel.state
         s.joins = joins_to_check(state.label_map.steps or {}, see_all=lambda step: (
             f"choose {step} in Only clusters with a member joined by, above, to walk them all")) or None
         choices = join_choices(state)
@@ -474,6 +481,35 @@ class VLSRPanel(foo.Panel):
             buttons.btn("previous", label="Previous", icon="chevron_left", on_click=previous)
         if (page or 0) + 1 < (pages or 1):
             buttons.btn("next", label="Next", icon="chevron_right", on_click=following)
+
+
+class _Writes:
+    """The panel state as an event carried it, with the values a handler sets, sent in one
+    patch by :meth:`send`, and not at all if a later event of the panel began since: the App
+    runs events side by side, and on a busy machine the rows for "helmit" came 14 s after
+    those for "he", typed later, and replaced them. The inputs' values (:data:`INPUTS`) are
+    sent only to correct them: sent back as they were, they would undo a change the curator
+    made meanwhile."""
+
+    INPUTS = ("query", "joined", "listing")
+    _latest = {}  # panel id -> the _Writes of its latest event
+
+    def __init__(self, ctx):
+        vars(self).update(_ctx=ctx, _set={})
+        self._latest[ctx.panel.id] = self
+
+    def __getattr__(self, key):
+        return self._set[key] if key in self._set else getattr(self._ctx.panel.state, key)
+
+    def __setattr__(self, key, value):
+        self._set[key] = value
+
+    def send(self):
+        if self._latest.get(self._ctx.panel.id) is not self:
+            return
+        carried = self._ctx.panel.state
+        self._ctx.panel.state.set({k: v for k, v in self._set.items()
+                                   if k not in self.INPUTS or getattr(carried, k) != v})
 
 
 def _shown(rows):

@@ -506,6 +506,7 @@ def test_a_choice_changed_again_before_the_reply_ends_on_the_last(dataset, tmp_p
     panel.state["listing"] = "rare"
     panel.event("on_listing", value="rare")
     assert panel.state["shown_listing"] == "rare" and "nearest" in panel.state["clusters"][0]
+    panel.state["listing"] = "clusters"  # the App holds the last choice
     panel.event("on_listing", sent_state=dict(before, listing="clusters"), value="clusters")
     assert panel.state["shown_listing"] == "clusters"
     assert "nearest" not in panel.state["clusters"][0]
@@ -513,5 +514,29 @@ def test_a_choice_changed_again_before_the_reply_ends_on_the_last(dataset, tmp_p
     before = dict(panel.state)
     panel.search("helmit")
     assert len(panel.state["clusters"]) == 1
+    panel.state["query"] = ""
     panel.event("on_search", sent_state=dict(before, query=""), value="")
     assert len(panel.state["clusters"]) == n_clusters
+
+
+def test_the_rows_of_an_event_overtaken_by_a_later_one_are_not_sent(ran, monkeypatch):
+    """The App runs events side by side: the rows for "helmit" came 14 s after those for "he",
+    typed later, and replaced them. An event that a later one overtook sends nothing."""
+    from vlsr_core.fo import browse
+
+    panel = Panel(ran).event("on_load")
+    real, later = browse.cluster_rows, []
+
+    def slow(state, query="", joined=None):  # "he" is typed while "helmit" is being found
+        if query == "helmit" and not later:
+            later.append(1)
+            panel.state["query"] = "he"
+            panel.event("on_search", value="he")
+        return real(state, query, joined)
+
+    monkeypatch.setattr(browse, "cluster_rows", slow)
+    panel.state["query"] = "helmit"
+    panel.event("on_search", value="helmit")  # finishes last
+    assert panel.state["searched"] == "he"
+    assert sorted(c["canonical"] for c in panel.state["clusters"]) == ["Lathe Information",
+                                                                       "helmet"]
