@@ -492,11 +492,11 @@ class _Writes:
     made meanwhile."""
 
     INPUTS = ("query", "joined", "listing")
-    _latest = {}  # panel id -> the _Writes of its latest event
+    _latest = {}  # panel id -> the token of its latest event (not the event: it holds a context)
 
     def __init__(self, ctx):
-        vars(self).update(_ctx=ctx, _set={})
-        self._latest[ctx.panel.id] = self
+        vars(self).update(_ctx=ctx, _set={}, _token=object())
+        self._latest[ctx.panel.id] = self._token
 
     def __getattr__(self, key):
         return self._set[key] if key in self._set else getattr(self._ctx.panel.state, key)
@@ -505,7 +505,7 @@ class _Writes:
         self._set[key] = value
 
     def send(self):
-        if self._latest.get(self._ctx.panel.id) is not self:
+        if self._latest.get(self._ctx.panel.id) is not self._token:
             return
         carried = self._ctx.panel.state
         self._ctx.panel.state.set({k: v for k, v in self._set.items()
