@@ -133,8 +133,7 @@ class VLSRPanel(foo.Panel):
         s.members = _shown(s.members)
         s.n_members = len(members)
         names = state.label_map.names or state.label_map.representatives
-        s.cluster_name = breakable(one_line(names[cluster], SHORT)) if cluster is not None \
-            else None
+        s.cluster_name = _cell(names[cluster]) if cluster is not None else None
 
     def _selected_cluster(self, ctx, state):
         label = ctx.panel.state.cluster_label
@@ -517,11 +516,17 @@ def _shown(rows):
     long one cut and a long word breakable (a table is as wide as its longest word, and must
     fit the panel beside the grid), a distance with three decimals; and ``shown`` (a member)
     breakable. The actions read the values whole."""
-    return [dict(r, **{f"{k}_shown": breakable(one_line(r[k], SHORT))
+    return [dict(r, **{f"{k}_shown": _cell(r[k])
                        for k in ("canonical", "nearest", "clustered_with") if k in r},
                  **{f"{k}_shown": f"{r[k]:.3f}" for k in ("farthest", "distance") if k in r},
                  **({"shown": breakable(r["shown"])} if "shown" in r else {}))
             for r in rows]
+
+
+def _cell(name):
+    """A name as a narrow table cell shows it: on one line, a long one cut, a long word
+    breakable."""
+    return breakable(one_line(name, SHORT))
 
 
 def _table(columns, actions):

@@ -94,7 +94,7 @@ class Edit:
             "split": f"split {label} out on its own",
             "move": f"move {label} to the cluster of {to}",
             # (to its own label: the cluster had another name, which an import takes back)
-            "rename": f"rename the cluster of {label} to {to}" if label != to else
+            "rename": f"rename the cluster of {label} to {to}" if self.label != self.to else
                       f"name the cluster of {label} after it again",
             "accept_suggestion": f"accept suggestion {label} on {n} {unit}",
             "reject_suggestion": f"reject suggestion {label} on {n} {unit}",

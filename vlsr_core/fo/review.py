@@ -329,7 +329,8 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                 if twin is not None:
                     raise ReviewError(
                         f"{quoted(to)} reads as {quoted(twin)} of the cluster "
-                        f"{quoted(canonical.get(twin, twin))} (only case, punctuation or extra spaces differ): rename to "
+                        f"{quoted(canonical.get(twin, twin))} (only case, punctuation or extra "
+                        "spaces differ): rename to "
                         f"{quoted(twin)} to join that cluster, or choose another name", "to")
     elif action in SUGGESTION_ACTIONS:
         if label not in vocabulary:
@@ -379,8 +380,9 @@ def _check_rest_named_apart(state, edit):
     if normal_form(name) and twin is not None:
         raise ReviewError(
             f"Without {quoted(edit.label)}, the rest of its cluster would be named "
-            f"{quoted(name)}, which reads as the cluster name {quoted(twin)} (only case, punctuation or extra spaces "
-            f"differ): an export would carry both. Rename the cluster first, or move "
+            f"{quoted(name)}, which reads as the cluster name {quoted(twin)} (only case, "
+            "punctuation or extra spaces differ): an export would carry both. Rename the "
+            "cluster first, or move "
             f"{quoted(edit.label)} to another cluster")
 
 
@@ -405,10 +407,13 @@ def _as_written(name, state):
     label_map = state.label_map
     if name in label_map.canonical:
         return name
-    if "shown" not in state.memo:
-        state.memo["shown"] = {one_line(l, longest=float("inf")): l for l in sorted(
-            {*label_map.vocabulary, *(label_map.names or label_map.representatives)},
-            reverse=True) if one_line(l, longest=float("inf")) != l}
+    if "shown" not in state.memo:  # (of two shown alike, the first in string order)
+        shown = {}
+        for l in sorted({*label_map.vocabulary, *(label_map.names or label_map.representatives)},
+                        reverse=True):
+            if (line := one_line(l, longest=float("inf"))) != l:
+                shown[line] = l
+        state.memo["shown"] = shown
     return state.memo["shown"].get(name, name)
 
 
