@@ -27,6 +27,7 @@ import fiftyone as fo  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vlsr_core.fo.chunks import CHUNK_SIZE, iter_chunks, sample_ids  # noqa: E402
+from usage import sizes  # noqa: E402
 
 
 def build(n_samples, per_sample):
@@ -39,7 +40,7 @@ def build(n_samples, per_sample):
     return ds
 
 
-def sizes(ds):
+def stored_sizes(ds):
     """(data size, size on disk) of the samples collection, after a checkpoint (without one the
     size on disk lags behind the writes)."""
     db = ds._sample_collection.database
@@ -97,9 +98,9 @@ def main(n_boxes=50_000, per_sample=5, dim=768):
                         ("a binary array on each box", per_box("array")),
                         ("a list of numbers on each box", per_box("list"))):
         ds = build(n_samples, per_sample)
-        base_size, base_disk = sizes(ds)
+        base_size, base_disk = stored_sizes(ds)
         seconds_write, path = write(ds, emb, per_sample)
-        size, disk = sizes(ds)
+        size, disk = stored_sizes(ds)
         seconds_read, n = read(ds, path)
         assert n == n_boxes, (name, n)
         rows.append((name, (size - base_size) / n_boxes, (disk - base_disk) / n_boxes,
@@ -117,4 +118,4 @@ def main(n_boxes=50_000, per_sample=5, dim=768):
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:]))
+    main(*sizes(sys.argv[1:], __doc__))

@@ -47,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import time
+from usage import sizes
 
 DIM, K = 768, 5
 PAIR_IMAGES, PAIR_LABELS = 20_000, 3_000
@@ -377,5 +378,5 @@ if __name__ == "__main__":
     if trees:
         main_versions(trees, rounds, only)
     else:
-        n_images, n_labels, n_pairs = [int(a) for a in argv] or [10_000, 20_000, 1_000_000]
+        n_images, n_labels, n_pairs = sizes(argv, __doc__, [10_000, 20_000, 1_000_000])
         main_baseline(n_images, n_labels, n_pairs, rounds)

@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 
 from vlsr_core.fo.chunks import CHUNK_SIZE  # noqa: E402
 from vlsr_core.fo.labels import classifications_doc  # noqa: E402
+from usage import sizes  # noqa: E402
 
 
 def as_objects(pairs):
@@ -70,4 +71,4 @@ def main(n=8192, k=5):
 
 
 if __name__ == "__main__":
-    main(*map(int, sys.argv[1:]))
+    main(*sizes(sys.argv[1:], __doc__))

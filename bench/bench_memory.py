@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from usage import sizes
 
 os.environ.setdefault("FIFTYONE_DATABASE_NAME", "vlsr-bench")
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
@@ -230,4 +231,4 @@ if __name__ == "__main__":
     elif argv[:1] == ["--trace"]:
         main([], trace=int(argv[1]))
     else:
-        main([int(a) for a in argv] or DEFAULT_NS)
+        main(sizes(argv, __doc__, DEFAULT_NS))

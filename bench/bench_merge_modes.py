@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from usage import sizes
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -128,6 +130,5 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--case"]:
         case(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
-        flags = [a for a in sys.argv[1:] if a.startswith("--")]
-        main(*map(int, [a for a in sys.argv[1:] if not a.startswith("--")][:2]),
-             images="--image-evidence" in flags)
+        main(*sizes(sys.argv[1:], __doc__, flags=("--image-evidence",))[:2],
+             images="--image-evidence" in sys.argv[1:])

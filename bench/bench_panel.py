@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from usage import sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("FIFTYONE_DATABASE_NAME", "vlsr-bench")
@@ -426,4 +427,4 @@ def main(n_samples=100_000, n_labels=20_000):
 
 
 if __name__ == "__main__":
-    main(*map(int, sys.argv[1:3]))
+    main(*sizes(sys.argv[1:], __doc__)[:2])

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vlsr_core.engine.pipeline import LabelMap  # noqa: E402
 from vlsr_core.fo.browse import cluster_rows, rare_clusters, rare_rows  # noqa: E402
 from vlsr_core.fo.review import ReviewState  # noqa: E402
+from usage import sizes  # noqa: E402
 
 DIM, MIN_SIZE = 384, 10
 
@@ -66,4 +67,4 @@ def main(sizes):
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [10000, 100000])
+    main(sizes(sys.argv[1:], __doc__, [10000, 100000]))

@@ -18,6 +18,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]
 
 from vlsr_core.engine.pipeline import LabelMap  # noqa: E402
 from vlsr_core.engine.review import edits_to_reach, review_label_map  # noqa: E402
+from usage import sizes  # noqa: E402
 
 DIM = 64
 
@@ -67,4 +68,4 @@ def main(sizes):
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [10000, 100000])
+    main(sizes(sys.argv[1:], __doc__, [10000, 100000]))

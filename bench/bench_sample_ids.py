@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 from fiftyone import ViewField as F  # noqa: E402
 
 from vlsr_core.fo import chunks  # noqa: E402
+from usage import sizes  # noqa: E402
 
 PAGE = 16_384
 
@@ -64,10 +65,9 @@ def timed(fn, samples):
 
 
 def main():
-    sizes = [int(a) for a in sys.argv[1:]] or [200_000]
     ways = {"streamed (sample_ids)": chunks.sample_ids, "skip pages (before)": skip_pages,
             "one values() list": one_list}
-    for n in sizes:
+    for n in sizes(sys.argv[1:], __doc__, [200_000]):
         start = time.perf_counter()
         ds = build(n)
         print(f"\nn = {n:,} samples (inserted in {time.perf_counter() - start:.0f} s)")

@@ -44,6 +44,7 @@ import time
 import uuid
 import zlib
 from pathlib import Path
+from usage import sizes
 
 os.environ.setdefault("FIFTYONE_DATABASE_NAME", "vlsr-bench")
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
@@ -387,4 +388,4 @@ if __name__ == "__main__":
         _delete(argv[1])
     else:
         trace = "--no-tracemalloc" not in argv
-        main([int(a) for a in argv if a != "--no-tracemalloc"] or DEFAULT_NS, trace)
+        main(sizes([a for a in argv if a != "--no-tracemalloc"], __doc__, DEFAULT_NS), trace)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
+from usage import sizes
 
 os.environ.setdefault("FIFTYONE_DATABASE_NAME", "vlsr-bench")
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
@@ -255,7 +256,7 @@ if __name__ == "__main__":
         if "--only" in argv:
             i = argv.index("--only")
             only, argv = argv[i + 1], argv[:i] + argv[i + 2:]
-        n, m, naive_n, write_n, loop_n = [int(a) for a in argv] or [100000, 20000, 10000, 100000, 2000]
+        n, m, naive_n, write_n, loop_n = sizes(argv, __doc__, [100000, 20000, 10000, 100000, 2000])
         if only in (None, "topk"):
             main_topk(n, m, naive_n)
         if only in (None, "write"):

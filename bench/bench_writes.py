@@ -18,6 +18,7 @@ os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
 
 import fiftyone as fo  # noqa: E402
 import numpy as np  # noqa: E402
+from usage import sizes  # noqa: E402
 
 BATCHES = (8, 32, 128, 1024)
 
@@ -51,4 +52,4 @@ def main(n=8192, dim=768):
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:3]))
+    main(*sizes(sys.argv[1:], __doc__)[:2])

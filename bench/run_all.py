@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from usage import sizes
+
 HERE = Path(__file__).resolve().parent
 SMOKE_ARGS = {
     "bench_clustering": ["1000"],
@@ -49,4 +51,5 @@ def main(smoke):
 
 
 if __name__ == "__main__":
+    sizes(sys.argv[1:], __doc__, flags=("--smoke",))  # (it takes none: -h, or a typo)
     sys.exit(main("--smoke" in sys.argv[1:]))
