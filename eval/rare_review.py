@@ -11,6 +11,7 @@ share of all listed rows, and the number of true synonym pairs that the list's f
 would bring together.
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from vlsr_core.fo.review import ReviewState  # noqa: E402
 TOPS = (20, 100, 500)
 
 
-def main():
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     print("| set | rows | right in the first 20 | first 100 | first 500 | all | "
           "true pairs joined by the first 100 joins |")
     print("|---|---|---|---|---|---|---|")
