@@ -69,9 +69,14 @@ class VLSRPanel(foo.Panel):
         state); the score histogram (which the App keeps between events) only with ``scores``:
         on load, refresh, another run. What it finds is sent in one patch at the end, unless a
         later event of the panel has started meanwhile (see :class:`_Writes`)."""
+        from vlsr_core.fo.labels import LabelFieldError
+        from vlsr_core.fo.stages import VLSRError
+
         s = _Writes(ctx)
         try:
             self._find(ctx, s, query, scores)
+        except (LabelFieldError, VLSRError) as e:  # the run's label field deleted, say
+            s.problem = f"Run {s.key!r} cannot be shown: {e}"
         finally:
             s.send()
 
@@ -83,10 +88,11 @@ class VLSRPanel(foo.Panel):
 
         state = self._state(ctx)
         key = s.key
-        if key is not None and scores:
-            hist = score_histogram(ctx.dataset, key)
+        if scores:  # (no run left: no histogram either)
+            hist = score_histogram(ctx.dataset, key) if key is not None else None
             s.edges = hist.edges if hist else None
-            crops = getattr(ctx.dataset.get_run_info(key).config, "crops", False)
+            crops = key is not None and getattr(ctx.dataset.get_run_info(key).config, "crops",
+                                                False)
             s.scored_on = "box crop" if crops else "image"
             # counts of labels: a tick at each whole number where Plotly would put halves
             s.few = bool(hist) and max(hist.counts, default=0) <= 10
@@ -98,7 +104,9 @@ class VLSRPanel(foo.Panel):
             return
         s.status = state.summary() + "".join(
             f"; {copy_note(name, n)}" for name, n in run_copies_outdated(ctx.dataset, key, state))
-        ctx.panel.data.steps = [dict(step=s, count=n) for s, n in merge_steps(state)]
+        # in the state, as the other tables: the App shows its state and data merged, a list
+        # index by index, so a shorter list in one kept the other's last rows
+        s.steps = [dict(step=step, count=n) for step, n in merge_steps(state)]
         s.joins = joins_to_check(state.label_map.steps or {}, see_all=lambda step: (
             f"choose {step} in Only clusters with a member joined by, above, to walk them all")) or None
         choices = join_choices(state)

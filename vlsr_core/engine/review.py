@@ -356,7 +356,7 @@ def _check_spelled_one_way(names, wanted):
                    at_fault)
 
 
-def nearest_other_cluster(clusters, rows, candidates, scores):
+def nearest_other_cluster(clusters, rows, candidates, scores, clustered=None):
     """For each label of ``rows``, the nearest label in another cluster: where a rare label left
     alone most likely belongs, if anywhere.
 
@@ -366,6 +366,9 @@ def nearest_other_cluster(clusters, rows, candidates, scores):
         candidates, scores: arrays (len(rows), k): each row's nearest labels, the nearest first,
             and their cosine similarities, as :func:`~vlsr_core.engine.similarity.top_k_labels`
             gives them (exact scores: the outcome is the same on every machine).
+        clustered: optional int array (n_labels,): each label's cluster before the review. A
+            label that shared the row's cluster there and no longer does was taken out of it by
+            the review, so it is not offered back.
 
     Returns:
         ``(nearest, distance)``: int64 and float64 arrays of shape (len(rows),), the first
@@ -379,6 +382,9 @@ def nearest_other_cluster(clusters, rows, candidates, scores):
     if not candidates.size:
         return nearest, distance
     outside = clusters[candidates] != clusters[rows][:, None]
+    if clustered is not None:
+        clustered = np.asarray(clustered, dtype=np.int64)
+        outside &= clustered[candidates] != clustered[rows][:, None]
     first, found = outside.argmax(axis=1), outside.any(axis=1)
     at = np.arange(len(rows))
     nearest[found] = candidates[at, first][found]

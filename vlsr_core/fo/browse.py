@@ -236,13 +236,20 @@ def _rare_rows(state, rare):
     if state.embeddings is None or not len(rows):
         return []
     among = np.flatnonzero([kept_apart_reason(l) is None for l in vocabulary])
-    nearest, distance = nearest_other_cluster(clusters, rows,
-                                              *_neighbours(state, rows, among, NEIGHBOURS))
+    # (not the cluster the review took a label out of: the curator just said no to that join)
+    before = state.clustered.clusters if state.in_force else None
+    nearest, distance = nearest_other_cluster(
+        clusters, rows, *_neighbours(state, rows, among, NEIGHBOURS), clustered=before)
     lost = np.flatnonzero(nearest < 0)  # all NEIGHBOURS in its own cluster: ask for more
     if len(lost):
-        k = min(int(labels[clusters[rows[lost]]].max()) + 1, len(among))
+        passed = labels[clusters[rows[lost]]]  # the candidates passed over: its cluster's,
+        if before is not None:  # and its cluster's before the review
+            before = np.asarray(before, dtype=np.int64)
+            passed = passed + np.bincount(before)[before[rows[lost]]]
+        k = min(int(passed.max()) + 1, len(among))
         found = nearest_other_cluster(clusters, rows[lost],
-                                      *_neighbours(state, rows[lost], among, k, keep=False))
+                                      *_neighbours(state, rows[lost], among, k, keep=False),
+                                      clustered=before)
         nearest[lost], distance[lost] = found
     best = {}  # cluster -> (distance, nearest label) of its closest member
     for i, j, d in zip(rows.tolist(), nearest.tolist(), distance.tolist()):
