@@ -10,7 +10,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.engine.params import ParamError
-from vlsr_core.fo.labels import label_fields
+from vlsr_core.fo.labels import input_fields
 from vlsr_core.fo.runs import (
     default_run_key,
     incomplete_stages,
@@ -70,7 +70,7 @@ def chosen_target(ctx, default_target=None):
     chosen = ctx.params.get("view_target") or ctx.request_params.get("view_target")
     if chosen or default_target in (None, "CURRENT_VIEW"):
         return ctx.target_view()
-    return ctx.dataset.view()
+    return ctx.dataset  # (as the target "Dataset" is: a run made on it records so)
 
 
 def run_target(ctx, key):
@@ -108,11 +108,13 @@ def narrowing_warning(ctx, inputs, key, view, consequence):
 
 
 def label_field_input(ctx, inputs):
-    """A dropdown of the Classification, Classifications and Detections fields."""
-    fields = label_fields(ctx.dataset)
+    """A dropdown of the Classification, Classifications and Detections fields that no VLSR run
+    wrote (deleting that run would delete the labels of a run made on them)."""
+    fields = input_fields(ctx.dataset)
     if not fields:
         block(inputs, "label_field_error",
-              "This dataset has no Classification, Classifications or Detections field to clean")
+              "This dataset has no Classification, Classifications or Detections field to clean "
+              "(other than the outputs of VLSR runs)")
         return None
     choices = types.Dropdown(label="Label field")
     for f in fields:

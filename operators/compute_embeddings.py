@@ -8,6 +8,7 @@ from vlsr_core.model.model_source import model_problem
 from vlsr_core.engine.params import EmbedParams
 
 from .common import (
+    chosen_target,
     delegable,
     execution_flags,
     finish,
@@ -18,6 +19,7 @@ from .common import (
     queued_message,
     run_name,
     run_params,
+    run_target,
     run_with_progress,
     shards_input,
     target_view,
@@ -38,7 +40,8 @@ class ComputeEmbeddings(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        view = target_view(ctx, inputs)
+        # the run's collection, or the dataset for a new run: not a selection left in the grid
+        view = target_view(ctx, inputs, run_target(ctx, ctx.params.get("key") or DEFAULT_KEY))
         label_field = label_field_input(ctx, inputs)
         if view is not None and label_field is not None:
             key = new_run_key_input(ctx, inputs, label_field)
@@ -72,18 +75,19 @@ class ComputeEmbeddings(foo.Operator):
         p = ctx.params
         key, shards = p.get("key", DEFAULT_KEY), p.get("num_shards", 1)
         params = params_from(ctx, EmbedParams, _run_params(ctx, key))
+        target = chosen_target(ctx, run_target(ctx, key))
         if shards > 1:
             from vlsr_core.fo.chunks import shard_problem
 
-            problem = shard_problem(ctx.target_view())  # before the labels are embedded
+            problem = shard_problem(target)  # before the labels are embedded
             if problem:
                 raise ValueError(problem)
         report = yield from run_with_progress(ctx, "Embedding", lambda progress: compute_embeddings(
-            ctx.target_view(), p["label_field"], key, params, recompute=p.get("recompute", False),
+            target, p["label_field"], key, params, recompute=p.get("recompute", False),
             images=shards == 1, progress=progress,
         ))
         if shards > 1:
-            queued = queue_shards(ctx, ctx.target_view(), shards, "embed", key,
+            queued = queue_shards(ctx, target, shards, "embed", key,
                                   recompute=p.get("recompute", False), device=params.device)
             message = queued_message(len(queued), f"Embedded {report.n_labels_embedded} new labels")
             return (yield from finish(ctx, message, message))

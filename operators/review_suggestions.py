@@ -39,8 +39,10 @@ class ReviewSuggestions(foo.Operator):
         decision.add_choice("reject_suggestion", label="Reject")
         inputs.enum("decision", decision.values(), default="accept_suggestion", view=decision,
                     label=f"Decision for the {what}",
-                    description="Accept: the suggested label replaces theirs in the run's outputs. "
-                                "Reject: they keep their labels. Input labels are never changed.")
+                    description=("Accept: the suggested label replaces them in the run's outputs"
+                                 if label_ids else "Accept: the suggested label becomes their final "
+                                 "label, beside their own labels in the run's outputs")
+                                + ". Reject: they keep their labels. Input labels are never changed.")
         choices = [(TOP, "Each sample's top suggestion")] + shown_choices(
             state.label_map.vocabulary)
         label_choice(inputs, "suggestion", choices, "Suggested label",

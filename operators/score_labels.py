@@ -7,15 +7,19 @@ from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.engine.params import ScoreParams
 
 from .common import (
+    chosen_run_key,
+    chosen_target,
     delegable,
     execution_flags,
     finish,
+    narrowing_warning,
     param_inputs,
     params_from,
     queued_message,
     run_key_choice,
     run_name,
     run_params,
+    run_target,
     run_with_progress,
     shards_input,
     target_view,
@@ -37,9 +41,12 @@ class ScoreLabels(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        view = target_view(ctx, inputs)
+        view = target_view(ctx, inputs, run_target(ctx, chosen_run_key(ctx)))
         key = run_key_choice(ctx, inputs, "score labels") if view is not None else None
         if key is not None:
+            narrowing_warning(ctx, inputs, key, view, "Their suggestions are then drawn from "
+                              "their own labels only, and the low-score threshold and the review "
+                              "views are computed from them alone.")
             param_inputs(ctx, inputs, ScoreParams, run_params(ctx, key, ScoreParams))
             shards_input(inputs, "queue the scoring (the last job to finish saves the review views)")
         return types.Property(inputs, view=types.View(label=self.config.label))
@@ -54,16 +61,17 @@ class ScoreLabels(foo.Operator):
 
         key, shards = ctx.params.get("key", DEFAULT_KEY), ctx.params.get("num_shards", 1)
         params = params_from(ctx, ScoreParams, run_params(ctx, key, ScoreParams))
+        target = chosen_target(ctx, run_target(ctx, key))
         if shards > 1:
             batch = new_batch()
-            n_labels = prepare_score_shards(ctx.target_view(), key, params, batch=batch)
-            queued = queue_shards(ctx, ctx.target_view(), shards, "score", key, batch)
+            n_labels = prepare_score_shards(target, key, params, batch=batch)
+            queued = queue_shards(ctx, target, shards, "score", key, batch)
             message = queued_message(len(queued), f"Run {key!r}: prepared to score against "
                                                   f"{n_labels} vocabulary labels")
             return (yield from finish(ctx, message, message + ". The last shard to finish saves "
                                       "the review views."))
         report = yield from run_with_progress(ctx, "Scoring", lambda progress: score_labels(
-            ctx.target_view(), key, params, progress=progress))
+            target, key, params, progress=progress))
         views = [v for role, v in saved_view_names(key).items() if role != "changed"]
         crop = "crop_" if report.crops else ""  # the scores the review views use
         message = f"Run {key!r}: {report.summary()}"

@@ -248,6 +248,50 @@ def test_ctrl_c_during_apply_says_whether_the_fields_are_partly_written(ran, mon
     assert "stopped part-way" not in capsys.readouterr().out
 
 
+def test_a_stage_on_a_view_that_filters_labels_is_refused(ran, capsys):
+    """Applied to the review view of low scores, the final labels and label sets were written
+    from part of each sample's labels (a helmet and a vest lost the vest). A run made on whole
+    labels now refuses a view that filters them (one made on filtered labels takes them:
+    test_run_record)."""
+    from vlsr_core.fo.review import add_edit
+    from vlsr_core.fo.stages import VLSRError, cluster_and_merge, score_labels
+
+    dataset = ran[0]
+    add_edit(dataset, "vlsr", "split", "helmit")
+    before = dataset.values("vlsr_labels.classifications.label")
+    assert main(["apply", "--dataset", dataset.name, "--view", "vlsr-low-similarity"]) == 2
+    refused = ("The saved view 'vlsr-low-similarity' filters the labels of 'gt', and the run was "
+               "made on them whole")
+    assert refused in capsys.readouterr().err
+    for stage in (score_labels, cluster_and_merge):
+        with pytest.raises(VLSRError, match=refused):
+            stage(dataset.load_saved_view("vlsr-low-similarity"))
+    assert dataset.values("vlsr_labels.classifications.label") == before
+    assert dataset.get_run_info("vlsr").config.applied["edits"] == []  # the split is not applied
+
+
+def test_delete_run_names_a_run_made_on_one_of_its_fields(ran, capsys):
+    """A run made (by an earlier version, which allowed it) on another run's suggestions loses
+    its input when that run goes: the listing says so, and then that the input is gone."""
+    from vlsr_core.fo.runs import what_goes
+    from vlsr_core.fo.stages import compute_embeddings
+
+    dataset, _, encoder, _ = ran
+    compute_embeddings(dataset, "gt", "sug", encoder=encoder)
+    config = dataset.get_run_info("sug").config
+    config.label_field = "vlsr_suggestions"
+    dataset.update_run_config("sug", config)
+    assert main(["delete-run", "--dataset", dataset.name]) == 1
+    assert ("the input labels of 'gt' stay. Run 'sug' was made on 'vlsr_suggestions', which goes "
+            "too: that run can then no longer be scored, clustered or reviewed.\n"
+            ) in capsys.readouterr().out
+    assert main(["delete-run", "--dataset", dataset.name, "--yes"]) == 0
+    capsys.readouterr()
+    assert main(["delete-run", "--dataset", dataset.name, "--key", "sug"]) == 1
+    assert "of run 'sug' on " in capsys.readouterr().out
+    assert "its input field 'vlsr_suggestions' no longer exists" in what_goes(dataset, "sug")
+
+
 def test_delete_run_lists_what_goes_and_deletes_only_with_yes(ran, capsys):
     from vlsr_core.fo.review import add_edit
 
@@ -256,9 +300,9 @@ def test_delete_run_lists_what_goes_and_deletes_only_with_yes(ran, capsys):
     add_edit(dataset, "vlsr", "split", "helmit")  # the review edits go with the run, and it says so
     assert main(["delete-run", "--dataset", dataset.name]) == 1
     out = capsys.readouterr().out
-    assert out.startswith("would delete ") and "vlsr_label" in out and "add --yes" in out
+    assert out.startswith("would delete ") and "vlsr_label" in out and "Add --yes" in out
     assert "4 saved views and 1 review edit of run 'vlsr'" in out
-    assert "the input labels of 'gt' stay" in out
+    assert "the input labels of 'gt' stay.\nAdd --yes to delete the run." in out
     assert dataset.has_run("vlsr") and dataset.has_field("vlsr_label")
     assert main(["delete-run", "--dataset", dataset.name, "--yes"]) == 0
     assert capsys.readouterr().out.startswith("deleted ")

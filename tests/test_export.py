@@ -210,6 +210,29 @@ def test_export_of_a_view(run, tmp_path):
         assert len(json.load(f)["images"]) == 4
 
 
+def test_a_view_that_filters_labels_or_labels_not_in_the_map_are_refused(run, tmp_path):
+    """Exported from the review view of low scores, samples.csv listed part of each sample's
+    labels as its labels; with labels given since the clustering, the export wrote them with
+    no canonical label, where apply refused."""
+    dataset, _, _ = run
+    review = dataset.load_saved_view("vlsr-low-similarity")
+    assert 0 < review.count("objects.detections") < dataset.select(
+        review.values("id")).count("objects.detections")  # part of the samples' boxes
+    with pytest.raises(ExportError, match="The saved view 'vlsr-low-similarity' filters the "
+                                          "labels of 'objects'"):
+        export_run(review, str(tmp_path / "export"))
+    sample = dataset.first()
+    sample.objects.detections.append(fo.Detection(label="welding mask",
+                                                  bounding_box=[0, 0, 1, 1]))
+    sample.save()
+    with pytest.raises(ExportError, match=r"1 label of these samples is not in the run's label "
+                                          r"map yet, e.g. \['welding mask'\]: embed, score and "
+                                          "cluster them first"):
+        export_run(dataset, str(tmp_path / "export"))
+    assert not os.path.exists(tmp_path / "export")
+    export_run(dataset.skip(1), str(tmp_path / "export"))  # the other samples are as clustered
+
+
 def test_non_empty_directory_is_refused_unless_overwrite(run, tmp_path):
     dataset, _, _ = run
     out = tmp_path / "export"

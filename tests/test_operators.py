@@ -360,7 +360,7 @@ def test_vocabulary_wide_forms_default_to_the_runs_collection_and_warn_of_a_narr
     run("cluster_and_merge", ds, min_cluster_size=1)
     assert ds.get_run_info("vlsr").config.collection is None  # made on the whole dataset
     filtered = ds.limit(2)  # a review view the curator happens to have open
-    for name in ("cluster_and_merge", "export_results"):
+    for name in ("score_labels", "cluster_and_merge", "export_results"):
         props = form(name, ds, view=filtered)["type"]["properties"]
         assert props["view_target"]["default"] == "DATASET"
         assert "narrowed" not in props  # the default target is the run's collection
@@ -370,6 +370,46 @@ def test_vocabulary_wide_forms_default_to_the_runs_collection_and_warn_of_a_narr
     assert "replaces the run's whole vocabulary" in form(
         "cluster_and_merge", ds, view=filtered, view_target="CURRENT_VIEW",
     )["type"]["properties"]["narrowed"]["view"]["description"]
+    assert "threshold and the review views are computed from them alone" in form(
+        "score_labels", ds, view=filtered, view_target="CURRENT_VIEW",
+    )["type"]["properties"]["narrowed"]["view"]["description"]
+
+
+def test_a_selection_left_in_the_grid_is_not_the_default_target(ds, tiny_clip):
+    """Two samples still selected after a review decision: scoring them by default rewrote the
+    run's threshold and review views from their labels alone, and a new run embedded them
+    alone, saying neither."""
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds)
+    views = {v: len(ds.load_saved_view(v)) for v in ds.list_saved_views()}
+    threshold = ds.get_run_info("vlsr").config.low_similarity_threshold
+    chosen = ds.limit(2).values("id")
+    for name in ("compute_embeddings", "score_labels"):
+        ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, selected=chosen,
+                                                   params={"label_field": "gt"}))
+        props = OperatorRegistry().get_operator(URI + name).resolve_input(ctx).to_json()
+        assert props["type"]["properties"]["view_target"]["default"] == "DATASET"
+    foo.execute_operator(URI + "score_labels", dataset=ds, selected=chosen, params={})
+    assert {v: len(ds.load_saved_view(v)) for v in ds.list_saved_views()} == views
+    assert ds.get_run_info("vlsr").config.low_similarity_threshold == threshold
+    foo.execute_operator(URI + "compute_embeddings", dataset=ds, selected=chosen, params=dict(
+        label_field="gt", model=tiny_clip, key="other"))
+    assert ds.count("other_embedding") == ds.count("vlsr_embedding") > len(chosen)  # (all readable)
+
+
+def test_a_run_output_is_not_offered_nor_taken_as_labels_to_clean(ds, tiny_clip):
+    """Deleting run 'vlsr' deletes vlsr_suggestions: a run made on it lost its input, and the
+    panel showed a traceback."""
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds)
+    props = form("compute_embeddings", ds)["type"]["properties"]
+    assert [c["value"] for c in props["label_field"]["view"]["choices"]] == ["gt", "boxes"]
+    from vlsr_core.fo.stages import VLSRError, compute_embeddings
+
+    with pytest.raises(VLSRError, match="'vlsr_suggestions' is an output of run 'vlsr'.*"
+                                        r"label fields no run wrote: \['gt', 'boxes'\]"):
+        compute_embeddings(ds, "vlsr_suggestions", "sug", model=tiny_clip)  # (the CLI's way)
+    assert "sug" not in ds.list_runs()
 
 
 def test_a_run_made_on_a_saved_view_defaults_to_it(ds, tiny_clip):
@@ -488,6 +528,14 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
     one = ds.select(sample.id)
     assert one.values("vlsr_label.label") == one.values("reviewed.label") == ["Lathe Information"]
     assert one.values("vlsr_label.tags") == [["suggestion-accepted"]]
+    # as the form said: the suggestion became the final label, beside the sample's own labels
+    ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, selected=[sample.id],
+                                               params=dict(key="vlsr")))
+    said = str(OperatorRegistry().get_operator(URI + "review_suggestions").resolve_input(ctx)
+               .to_json())
+    assert "becomes their final label, beside their own labels" in said
+    assert {"screwdriver", "Lathe Information"} <= set(
+        one.values("vlsr_labels.classifications.label")[0])
 
     out = tmp_path / "export"
     run("export_results", ds, key="vlsr", directory=str(out))

@@ -94,8 +94,10 @@ def test_values_land_on_their_labels_when_the_view_filters_on_what_is_written(ma
     """Label values are written by label id: a view that filters labels on the very attributes
     being written (canonical first, then cluster) cannot shift them onto other labels."""
     dataset, images = main
-    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
-    view = dataset.filter_labels("gt", F("vlsr_canonical") != F("label"), only_matches=False)
+    # a run made on filtered labels (one made on whole labels refuses views that filter them)
+    kept = dataset.filter_labels("gt", F("label") != "Lathe Information", only_matches=False)
+    run_vlsr(kept, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    view = kept.filter_labels("gt", F("vlsr_canonical") != F("label"), only_matches=False)
     shown = {i for ids in view.values("gt.classifications.id") for i in ids or []}
     assert 0 < len(shown) < dataset.count("gt.classifications")
     cluster_and_merge(view, min_cluster_size=1)

@@ -209,6 +209,9 @@ def test_an_edit_that_would_change_nothing_is_refused_until_another_undoes_it(ra
     add_edit(dataset, "vlsr", "reject", "helmit")
     add_edit(dataset, "vlsr", "move", "helmit", "helmet")
     add_edit(dataset, "vlsr", "reject", "helmit")  # out again: not the same as edit #5 now
+    with pytest.raises(ReviewError, match="Edit #7 already took 'helmit' out of its cluster: "
+                                          "take helmit out of helmet"):
+        add_edit(dataset, "vlsr", "reject", "helmit")  # (it was "the canonical label of its cluster")
     assert len(review_state(dataset, "vlsr").edits) == 7
     # a name that reads as the cluster's own label is no other cluster's: allowed
     add_edit(dataset, "vlsr", "rename", "screwdriver", "SCREWDRIVER")

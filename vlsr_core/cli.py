@@ -529,7 +529,7 @@ def _delete_run(a):
     dataset = _with_run(a.dataset, a.key)
     what = what_goes(dataset, a.key)
     if not a.yes:
-        print(f"would delete {what}: add --yes to delete them")
+        print(f"would delete {what}.\nAdd --yes to delete the run.")
         return 1
     dataset.delete_run(a.key)
     print(f"deleted {what}")

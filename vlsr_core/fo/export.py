@@ -42,7 +42,8 @@ import fiftyone as fo
 from ..engine.defaults import DEFAULT_KEY
 from ..wording import count
 from .chunks import iter_chunks, sample_ids
-from .labels import as_label_lists, label_path, label_sets
+from .labels import (LabelFieldError, as_label_lists, label_filter_problem, label_path,
+                     label_sets, usable)
 from .review import CLUSTER_FIRST, review_state
 from .runs import incomplete_stages, sample_fields
 
@@ -156,6 +157,26 @@ def _holds_files(export_dir):
     return False
 
 
+def _labels_problem(samples, config, results):
+    """Why the labels of ``samples`` cannot be exported as the run's label map has them, or
+    None: a view that filters them (:func:`~.labels.label_filter_problem`), or labels given
+    since the run's clustering (which its label map lacks: apply refuses them likewise)."""
+    try:
+        path = label_path(samples, config.label_field)
+    except LabelFieldError as e:
+        return str(e)
+    problem = label_filter_problem(samples, config.label_field, config.collection)
+    if problem:
+        return problem
+    known = set(results.vocabulary)
+    new = [l for l in samples.distinct(f"{path}.label") if usable(l) and l not in known]
+    if new:
+        return (f"{count(len(new), 'label')} of these samples {'is' if len(new) == 1 else 'are'} "
+                f"not in the run's label map yet, e.g. {new[:3]}: embed, score and cluster "
+                "them first (VLSR 1 to 3 in the App, vlsr run on the command line)")
+    return None
+
+
 @contextmanager
 def _uninterrupted():
     """Ctrl-C (SIGINT) held back until the block is done, in the main thread (the CLI) when it
@@ -221,6 +242,9 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     if stopped:
         return (f"Run {key!r}: {' and '.join(stopped)} stopped part-way and its results are "
                 "mixed; run it again before exporting")
+    problem = _labels_problem(samples, dataset.get_run_info(key).config, results)
+    if problem:
+        return problem
     if export_dir and os.path.exists(export_dir) and not os.path.isdir(export_dir):
         return f"{export_dir} is a file, not a directory; choose a directory to export to"
     if export_dir and os.path.isdir(export_dir) and _holds_files(export_dir) and not overwrite:

@@ -25,7 +25,7 @@ def label_fields(samples):
     ]
 
 
-def _input_fields(samples):
+def input_fields(samples):
     """The label fields of ``samples`` that no VLSR run wrote: those a user means to clean."""
     from .runs import list_vlsr_runs, owned_fields
 
@@ -40,7 +40,7 @@ def label_path(samples, label_field):
     field = samples.get_field(label_field)
     if field is None:
         raise LabelFieldError(
-            f"No field {label_field!r}; label fields here: {_input_fields(samples) or 'none'}"
+            f"No field {label_field!r}; label fields here: {input_fields(samples) or 'none'}"
         )
     doc_type = getattr(field, "document_type", None)
     if doc_type not in (fo.Classification, *_LIST_ATTR):
@@ -51,6 +51,38 @@ def label_path(samples, label_field):
         )
     attr = _LIST_ATTR.get(doc_type)
     return f"{label_field}.{attr}" if attr else label_field
+
+
+def label_filter_problem(samples, label_field, collection):
+    """Why a stage of a run made on ``collection`` (as the run records it: None for the dataset,
+    a saved view's name, "" for an unsaved view) cannot work on ``samples``, or None: a view
+    that filters the labels of ``label_field`` (``filter_labels``, such as the run's review
+    views) when the run was made on them whole would score, merge or write part of each
+    sample's labels, and drop the rest from its outputs. (A run made on filtered labels works
+    on filtered labels: that is how labels are kept out of a run.)"""
+    dataset = samples._dataset
+    if collection == "" or not _filters_labels(samples, label_field) or (
+            collection and dataset.has_saved_view(collection)
+            and _filters_labels(dataset.load_saved_view(collection), label_field)):
+        return None
+    name = f"The saved view {samples.name!r}" if samples.is_saved else "The view"
+    root = label_field.split(".")[0]
+    return (f"{name} filters the labels of {root!r}, and the run was made on them whole: it "
+            "would work on part of each sample's labels and drop the rest from its outputs. "
+            "Choose the dataset, or a view that selects samples without filtering their labels")
+
+
+def _filters_labels(samples, label_field):
+    """Whether the view ``samples`` leaves out some labels of ``label_field``."""
+    stages = getattr(samples, "_stages", None)
+    if not stages:
+        return False
+    import fiftyone.core.stages as fos
+
+    root = label_field.split(".")[0]
+    paths = set(samples._get_filtered_fields() or ())  # lists of labels filtered
+    paths.update(s.field for s in stages if isinstance(s, (fos.FilterLabels, fos.FilterField)))
+    return any(p == root or p.startswith(root + ".") for p in paths)
 
 
 def is_list_field(path):

@@ -15,6 +15,7 @@ import numpy as np
 from ..engine.defaults import DEFAULT_KEY, key_problem
 from ..engine.params import PARAM_CLASSES
 from ..wording import count
+from .labels import input_fields
 
 # Field name suffixes, appended to the run key ("vlsr" -> "vlsr_embedding", ...).
 SAMPLE_FIELDS = {
@@ -296,8 +297,15 @@ def what_goes(dataset, key):
         parts.append(f"{count(len(brain), 'Brain run')} ({', '.join(brain)})")
     if edits:
         parts.append(f"{count(edits, 'review edit')}")
-    return (f"{', '.join(parts[:-1])} and {parts[-1]} of run {key!r} on {dataset.name!r}; the "
-            f"input labels of {config.label_field!r} stay")
+    readers = [k for k in list_vlsr_runs(dataset)
+               if k != key and dataset.get_run_info(k).config.label_field in fields]
+    stay = (f"the input labels of {config.label_field!r} stay"
+            if dataset.has_field(config.label_field.split(".")[0])
+            else f"its input field {config.label_field!r} no longer exists")
+    read = "".join(f". Run {k!r} was made on {dataset.get_run_info(k).config.label_field!r}, "
+                   "which goes too: that run can then no longer be scored, clustered or reviewed"
+                   for k in readers)
+    return f"{', '.join(parts[:-1])} and {parts[-1]} of run {key!r} on {dataset.name!r}; {stay}{read}"
 
 
 def owned_views(key, config):
@@ -325,6 +333,13 @@ def output_problem(samples, key, label_field):
     config = dataset.get_run_info(key).config if dataset.has_run(key) else None
     if config is not None and not isinstance(config, VLSRRunConfig):
         return f"Run {key!r} exists and is not a VLSR run; choose another key"
+    if config is None:
+        writer = next((k for k in list_vlsr_runs(dataset) if root in owned_fields(
+            dataset, k, dataset.get_run_info(k).config)), None)
+        if writer is not None:
+            return (f"Field {root!r} is an output of run {writer!r}: deleting or running that run "
+                    "again would change it under this run. Choose the labels you mean to clean "
+                    f"(label fields no run wrote: {input_fields(dataset) or 'none'})")
     if config is not None and config.label_field != label_field:
         return (f"Run {key!r} was made on field {config.label_field!r}, not {label_field!r}; "
                 "choose another run key, or delete that run first (VLSR: delete run in the App, "

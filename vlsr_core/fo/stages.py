@@ -48,6 +48,7 @@ from .labels import (
     classification_doc,
     classifications_doc,
     is_list_field,
+    label_filter_problem,
     label_objects,
     label_path,
     label_sets,
@@ -1077,6 +1078,9 @@ def open_run(samples, key, vocabulary=None, results=None, shard=False):
     results = results or dataset.load_run_results(key, cache=False)
     path = _label_path(samples, config.label_field)
     _check_outputs(samples, key, config.label_field)
+    problem = label_filter_problem(samples, config.label_field, config.collection)
+    if problem:
+        raise VLSRError(problem)
     embedding = sample_fields(key)["embedding"]
     if not dataset.has_sample_field(embedding) or not (shard or samples.count(embedding)):
         raise VLSRError(f"No image embeddings for run {key!r} here: compute embeddings first")
