@@ -422,6 +422,15 @@ def test_import_csv_reports_an_unreadable_image(tmp_path, dataset):
     assert _problem(report, tmp_path / "imgs" / "bad.jpg", "unreadable image")
 
 
+@pytest.mark.parametrize("text", ["", "\n \n", ",,\n"])
+def test_an_empty_csv_says_so(tmp_path, dataset, text):
+    """It read as "0 samples added, 0 labels read, 0 problems", as if the rows were fine."""
+    path = _text(tmp_path / "l.csv", text)
+    with pytest.raises(InputFileError, match=f"{re.escape(str(path))} is empty: it lists no image"):
+        import_csv(path, dataset)
+    assert len(dataset) == 0
+
+
 @pytest.mark.parametrize("fields, words", [
     (dict(label_field="boxes"), "field 'boxes' of dataset"),
     (dict(label_field="filepath"), "'filepath' cannot be a label field"),

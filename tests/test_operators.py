@@ -85,7 +85,8 @@ def test_whole_workflow_immediate(ds, tiny_clip, tmp_path):
     r = run("score_labels", ds, key="vlsr", top_k=3)
     notify = next(q for q in r.executor.to_json()["requests"] if q["operator_uri"] == "notify")
     assert notify["params"]["message"].startswith(
-        "Run 'vlsr': scored 6 labels on 5 samples (1 without an image embedding)")
+        "Run 'vlsr': scored 6 labels on 5 samples; 1 sample without an image embedding "
+        "(unreadable or not embedded) left out")
     assert ds.count("gt.classifications.vlsr_similarity") == 6  # every label of a readable image
     assert all(len(s) == 3 for s in ds.exists("vlsr_embedding").values("vlsr_suggestions.classifications"))
     assert "vlsr-low-similarity" in ds.list_saved_views()

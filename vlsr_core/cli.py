@@ -379,8 +379,9 @@ def _load(name):
     return fo.load_dataset(name)
 
 
-def _with_run(name, key):
-    """Dataset ``name``, which must hold the VLSR run ``key``: else what to do instead."""
+def _with_run(name, key, make=True):
+    """Dataset ``name``, which must hold the VLSR run ``key``: else what to do instead (with
+    ``make``, the command that makes it)."""
     from .fo.runs import VLSRRunConfig
 
     dataset = _load(name)
@@ -388,7 +389,7 @@ def _with_run(name, key):
             if isinstance(dataset.get_run_info(k).config, VLSRRunConfig)]
     if key not in runs:
         other = (f" (its VLSR runs: {', '.join(runs)}; pick one with --key)" if runs else "")
-        make = ("" if key_problem(key) else  # no run can have it: not suggested
+        make = ("" if key_problem(key) or not make else  # no run can have it: not suggested
                 f": make it with vlsr run --dataset {shlex.quote(name)} --label-field FIELD"
                 + (f" --key {key}" if key != DEFAULT_KEY else ""))
         raise FileNotFoundError(f"no VLSR run {key!r} on dataset {name!r}{other}{make}")
@@ -526,7 +527,7 @@ def _run(a, dataset=None, encoder=None):
 def _delete_run(a):
     from .fo.runs import what_goes
 
-    dataset = _with_run(a.dataset, a.key)
+    dataset = _with_run(a.dataset, a.key, make=False)  # (not "make it", to delete it)
     what = what_goes(dataset, a.key)
     if not a.yes:
         print(f"would delete {what}.\nAdd --yes to delete the run.")
@@ -703,13 +704,18 @@ def _run_collection(name, key, view=None):
 
 
 def _export(a):
-    from .fo.export import coco_image_root, export_files, export_run
+    from .fo.export import ExportError, coco_image_root, export_files, export_run
     from .fo.review import export_note
 
     collection = _run_collection(a.dataset, a.key, a.view)
     a.files_before = export_files(a.out)  # (to tell after Ctrl-C whether it was written)
-    for path in export_run(collection, a.out, a.key, detections_field=a.detections_field,
-                           overwrite=a.overwrite):
+    try:
+        written = export_run(collection, a.out, a.key, detections_field=a.detections_field,
+                             overwrite=a.overwrite)
+    except ExportError as e:  # the form's words, with the flag
+        raise ExportError(str(e).replace("or overwrite the files of an earlier export there",
+                                         "or --overwrite the files of an earlier export there")) from None
+    for path in written:
         print(f"wrote {path}")
     if a.detections_field:
         print(f"  (its image file names are relative to {coco_image_root(collection)}: "

@@ -168,7 +168,10 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
     report = ImportReport()
     images = {}  # filepath -> (where it first appears, its labels in order, repeats included)
     first_row = True
-    for line, cells in _csv_rows(csv_path, report.problems):
+    rows = _csv_rows(csv_path, report.problems)
+    if not report.problems and not any(c.strip() for _, cells in rows for c in cells):
+        raise InputFileError(f"{csv_path} is empty: it lists no image")
+    for line, cells in rows:
         where = f"{csv_path}:{line}"
         if not any(c.strip() for c in cells):
             continue  # a blank line, or a spreadsheet's empty row

@@ -123,8 +123,10 @@ class ScoreReport:
     n_new_labels: int = 0  # labels not in a sharded scoring's vocabulary, left unscored
 
     def summary(self):
-        text = (f"scored {count(self.n_scores, 'label')} on {count(self.n_samples, 'sample')} ({self.n_unscored} "
-                f"without an image embedding)")
+        text = f"scored {count(self.n_scores, 'label')} on {count(self.n_samples, 'sample')}"
+        if self.n_unscored:  # (not among those: "on 58 samples (2 without ...)" read as if so)
+            text += (f"; {count(self.n_unscored, 'sample')} without an image embedding "
+                     "(unreadable or not embedded) left out")
         if self.crops:
             text += (f"; {count(self.n_box_scores, 'box')}: "
                      f"{self.n_box_scores - self.n_box_fallback} on their crops, "
