@@ -304,7 +304,8 @@ class VLSRPanel(foo.Panel):
             ctx.ops.notify(str(e), variant="error")
             return
         left = after_undo(ctx.dataset, ctx.panel.state.key, [edit])
-        ctx.ops.notify(f"Undid edit #{edit.id}; {left}", variant="success")
+        ctx.ops.notify(f"Undid edit #{edit.id} ({edit.describe().replace('`', '')}); {left}",
+                       variant="success")  # (as the undo form says it: which edit it was)
         self._load(ctx)
 
     def apply(self, ctx):

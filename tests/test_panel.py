@@ -209,7 +209,9 @@ def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
     state = review_state(ran, "vlsr")
     assert [e.action for e in state.in_force][:2] == ["reject", "accept"]
 
-    panel.event("undo")
+    panel.event("undo")  # the toast says which edit it took back
+    assert "Undid edit #3 (split helmet out on its own); nothing to write" in str(
+        panel.sent("notify"))
     panel.event("undo")
     assert [e.action for e in review_state(ran, "vlsr").in_force] == ["reject"]
 
