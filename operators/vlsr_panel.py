@@ -390,12 +390,13 @@ class VLSRPanel(foo.Panel):
 
     @staticmethod
     def _no_match(panel, s):
-        """Say so when the search finds nothing (the empty table says only "No data provided")."""
+        """Say so when the search finds nothing, in place of an empty table ("No data provided"
+        under "(0; page 1 of 1)"); whether it did."""
         if s.query and not s.clusters:
-            panel.md(f"No {'rare ' if s.listing == 'rare' else ''}cluster has a label containing "
-                     f"{code(s.query)}" + (f" among those with a member joined by "
-                                                f"{s.filtered}" if s.filtered else ""),
-                     name="no_match")
+            return panel.md(f"No {'rare ' if s.listing == 'rare' else ''}cluster has a label "
+                            f"containing {code(s.query)}" + (
+                                f" among those with a member joined by {s.filtered}"
+                                if s.filtered else ""), name="no_match")
 
     def _clusters_table(self):
         return _table((("canonical_shown", "Cluster"), ("labels", "Labels"),
@@ -408,7 +409,8 @@ class VLSRPanel(foo.Panel):
     def _clusters(self, panel, s):
         self._listing_choice(panel, s)
         self._joined_choice(panel, s)
-        self._no_match(panel, s)
+        if self._no_match(panel, s):
+            return
         with_member = f" with a member joined by {s.filtered}" if s.filtered else ""
         panel.list("clusters", types.Object(), view=self._clusters_table(),
                    label=f"Clusters{with_member}, the most doubtful first ({s.n_clusters}; "
@@ -417,7 +419,8 @@ class VLSRPanel(foo.Panel):
 
     def _rare_clusters(self, panel, s):
         self._listing_choice(panel, s)
-        self._no_match(panel, s)
+        if self._no_match(panel, s):
+            return
         rows = _table((("canonical_shown", "Cluster"), ("labels", "Labels"),
                        ("occurrences", "Occurrences"), ("nearest_shown", "Nearest cluster"),
                        ("distance_shown", "Distance")),

@@ -272,6 +272,7 @@ def test_finding_a_cluster_by_one_of_its_labels(ran):
     panel.search("zzz")  # the empty table would say only "No data provided"
     assert panel.state["clusters"] == []
     assert "No cluster has a label containing `zzz`" in str(panel.layout)
+    assert "'clusters'" not in str(panel.layout)  # in place of the table, not above it
     panel.search("a`b")  # a backtick in the query does not end the code span
     assert "No cluster has a label containing ``a`b``" in str(panel.layout)
     panel.search("")
