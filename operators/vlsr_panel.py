@@ -108,7 +108,8 @@ class VLSRPanel(foo.Panel):
         # index by index, so a shorter list in one kept the other's last rows
         s.steps = [dict(step=step, count=n) for step, n in merge_steps(state)]
         s.joins = joins_to_check(state.label_map.steps or {}, see_all=lambda step: (
-            f"choose {step} in Only clusters with a member joined by, above, to walk them all")) or None
+            f"choose {step} in Only clusters with a member joined by, above, to walk them all"),
+            canonical=state.label_map.canonical) or None
         choices = join_choices(state)
         s.join_choices = [[step, n] for step, n in choices]
         if s.joined not in dict(choices):  # "all", or a step no label is joined by any more

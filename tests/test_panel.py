@@ -94,6 +94,12 @@ def test_the_panel_shows_scores_steps_and_clusters_the_most_doubtful_first(ran):
     # the join no closeness of text vouches for is listed under the steps, for a look
     assert "typo: `helmet` / `helmit`" in panel.state["joins"]
     assert "Joins worth a look" in str(panel.layout)
+    from vlsr_core.fo.review import add_edit
+    from vlsr_core.fo.summary import summarize_run
+
+    add_edit(ran, "vlsr", "reject", "helmit")  # looked at, and taken apart: no longer listed
+    assert not panel.event("refresh").state["joins"]
+    assert "Joins worth a look" not in summarize_run(ran, "vlsr")
 
 
 def test_the_merge_steps_and_the_histogram_follow_the_run(ran):

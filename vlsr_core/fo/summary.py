@@ -134,12 +134,14 @@ def _image_step(evidence, crops):
             f"with {'crops' if crops else 'images'}) → ")
 
 
-def joins_to_check(steps, shown=10, see_all=None):
+def joins_to_check(steps, shown=10, see_all=None, canonical=None):
     """The recommended mode's joins that no closeness of text vouches for, listed: the typo
     rule's (two real words may be one letter apart) and image evidence's, those of spelling
     variants far in text apart; "" if none. Beyond ``shown`` of a kind, "+N more", followed by
     ``see_all(step)`` if given: words on how to see them all, given the step that made them
-    (``"typo"`` or ``"images"``, as :data:`~vlsr_core.fo.browse.JOIN_STEPS` names it)."""
+    (``"typo"`` or ``"images"``, as :data:`~vlsr_core.fo.browse.JOIN_STEPS` names it).
+    ``canonical``: the reviewed map's label -> canonical label; a join a review edit took
+    apart is decided, and left out."""
     evidence = steps.get("image_evidence") or {}
     image = evidence.get("joins") or []
     n_text = len(image) - evidence.get("spelling links", 0)
@@ -148,6 +150,8 @@ def joins_to_check(steps, shown=10, see_all=None):
                               ("spelling variants far in text, by the images", "images",
                                image[n_text:]),
                               ("image evidence", "images", image[:n_text])):
+        if canonical is not None:
+            pairs = [(a, b) for a, b in pairs or [] if canonical.get(a) == canonical.get(b)]
         if pairs:
             listed = ", ".join(f"{code(a)} / {code(b)}" for a, b in pairs[:shown])
             more = f", +{len(pairs) - shown} more" if len(pairs) > shown else ""
@@ -195,7 +199,7 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
     if getattr(config, "label_model", None):
         head += f"; labels embedded for merging by `{config.label_model}`"
     lines = [head]
-    joins = joins_to_check(steps)
+    joins = joins_to_check(steps, canonical=state.label_map.canonical)
     if joins:
         lines.append(joins)
     if steps.get("kept_apart"):
