@@ -237,14 +237,13 @@ def _rare_rows(state, rare):
         return []
     among = np.flatnonzero([kept_apart_reason(l) is None for l in vocabulary])
     # (not the cluster the review took a label out of: the curator just said no to that join)
-    before = state.clustered.clusters if state.in_force else None
+    before = np.asarray(state.clustered.clusters, dtype=np.int64) if state.in_force else None
     nearest, distance = nearest_other_cluster(
         clusters, rows, *_neighbours(state, rows, among, NEIGHBOURS), clustered=before)
     lost = np.flatnonzero(nearest < 0)  # all NEIGHBOURS in its own cluster: ask for more
     if len(lost):
         passed = labels[clusters[rows[lost]]]  # the candidates passed over: its cluster's,
         if before is not None:  # and its cluster's before the review
-            before = np.asarray(before, dtype=np.int64)
             passed = passed + np.bincount(before)[before[rows[lost]]]
         k = min(int(passed.max()) + 1, len(among))
         found = nearest_other_cluster(clusters, rows[lost],

@@ -27,11 +27,9 @@ def label_fields(samples):
 
 def input_fields(samples):
     """The label fields of ``samples`` that no VLSR run wrote: those a user means to clean."""
-    from .runs import list_vlsr_runs, owned_fields
+    from .runs import run_outputs
 
-    dataset = samples._dataset
-    written = {f for key in list_vlsr_runs(dataset)
-               for f in owned_fields(samples, key, dataset.get_run_info(key).config)}
+    written = run_outputs(samples._dataset)
     return [f for f in label_fields(samples) if f not in written]
 
 

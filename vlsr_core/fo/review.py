@@ -291,12 +291,12 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
         current = canonical[label]
         if action in ("accept", "reject"):
             to = current if to is None else to
-            taken = next((e for e in reversed(state.in_force) if e.label == label
-                          and e.action in ("reject", "split")), None)
-            if to == label and action == "reject" and taken is not None:  # a repeat
-                raise ReviewError(f"Edit #{taken.id} already took {quoted(label)} out of its "
-                                  f"cluster: {taken.describe().replace('`', '')}")
             if to == label:
+                taken = next((e for e in reversed(state.in_force) if e.label == label
+                              and e.action in ("reject", "split")), None)
+                if action == "reject" and taken is not None:  # a repeat
+                    raise ReviewError(f"Edit #{taken.id} already took {quoted(label)} out of its "
+                                      f"cluster: {taken.describe().replace('`', '')}")
                 raise ReviewError(f"{quoted(label)} is the canonical label of its cluster; rename "
                                   "the cluster or move another label instead")
             if to not in names:

@@ -297,14 +297,13 @@ def what_goes(dataset, key):
         parts.append(f"{count(len(brain), 'Brain run')} ({', '.join(brain)})")
     if edits:
         parts.append(f"{count(edits, 'review edit')}")
-    readers = [k for k in list_vlsr_runs(dataset)
-               if k != key and dataset.get_run_info(k).config.label_field in fields]
+    inputs = {k: dataset.get_run_info(k).config.label_field for k in list_vlsr_runs(dataset)}
     stay = (f"the input labels of {config.label_field!r} stay"
             if dataset.has_field(config.label_field.split(".")[0])
             else f"its input field {config.label_field!r} no longer exists")
-    read = "".join(f". Run {k!r} was made on {dataset.get_run_info(k).config.label_field!r}, "
-                   "which goes too: that run can then no longer be scored, clustered or reviewed"
-                   for k in readers)
+    read = "".join(f". Run {k!r} was made on {field!r}, which goes too: that run can then no "
+                   "longer be scored, clustered or reviewed"
+                   for k, field in inputs.items() if k != key and field in fields)
     return f"{', '.join(parts[:-1])} and {parts[-1]} of run {key!r} on {dataset.name!r}; {stay}{read}"
 
 
@@ -334,8 +333,7 @@ def output_problem(samples, key, label_field):
     if config is not None and not isinstance(config, VLSRRunConfig):
         return f"Run {key!r} exists and is not a VLSR run; choose another key"
     if config is None:
-        writer = next((k for k in list_vlsr_runs(dataset) if root in owned_fields(
-            dataset, k, dataset.get_run_info(k).config)), None)
+        writer = run_outputs(dataset).get(root)
         if writer is not None:
             return (f"Field {root!r} is an output of run {writer!r}: deleting or running that run "
                     "again would change it under this run. Choose the labels you mean to clean "
@@ -358,6 +356,12 @@ def output_problem(samples, key, label_field):
             return (f"A saved view {view!r} exists and was not created by run {key!r}: choose "
                     "another run key")
     return None
+
+
+def run_outputs(dataset):
+    """field -> the VLSR run of ``dataset`` that created it."""
+    return {f: key for key in list_vlsr_runs(dataset)
+            for f in owned_fields(dataset, key, dataset.get_run_info(key).config)}
 
 
 def list_vlsr_runs(dataset):
