@@ -34,6 +34,7 @@ LABELS = {
     "Screwdrivers": ("screwdriver", 10, 0.15),
     "Lathe Information": ("lathe", None, 0.0),
     "drill": ("drill", None, 0.0),
+    "Drill": ("drill", None, 0.0),  # a twin of "drill": CLIP's tokenizer lowercases
     "glove": ("glove", None, 0.0),
     '2" wood screw, "large"': ("screw", None, 0.0),
 }

@@ -152,6 +152,9 @@ class _TokenizerSpy:
         self.calls.append(list(texts))
         return self.tokenizer(texts, **kwargs)
 
+    def __getattr__(self, name):  # pad, ...
+        return getattr(self.tokenizer, name)
+
     @property
     def seen(self):
         return [t for call in self.calls for t in call]
@@ -246,16 +249,22 @@ def test_texts_empty_list(enc, monkeypatch):
     assert all(c == 1.0 for c in calls)
 
 
-def test_texts_passed_to_tokenizer_as_written(enc, monkeypatch):
-    """The encoder itself folds nothing: every spelling reaches the tokenizer verbatim."""
-    labels = ["Helmet", "helmet", "HELMET", " helmet", "helmet "]
+def test_texts_passed_to_tokenizer_as_written_and_those_it_reads_alike_embedded_once(
+        enc, monkeypatch):
+    """The encoder itself folds nothing: every spelling reaches the tokenizer verbatim. Those
+    CLIP's tokenizer reads alike (it lowercases and trims) are one token sequence, embedded
+    once: bitwise one vector, which padding in a batch would otherwise move in the last bits."""
+    labels = ["Helmet", "helmet", "HELMET", " helmet", "helmet ", "vest"]
     spy = _ModelSpy(enc, monkeypatch)
     tok = _TokenizerSpy(enc.processor.tokenizer)
     monkeypatch.setattr(enc.processor, "tokenizer", tok)
     out = enc.embed_texts(labels)
     assert tok.seen == labels
-    assert sum(spy.rows) == len(labels)
+    assert sum(spy.rows) == 2
     assert out.shape == (len(labels), enc.dim)
+    for row in out[1:5]:
+        np.testing.assert_array_equal(row, out[0])
+    assert enc.text_keys(labels)[:5] == [enc.text_keys(["helmet"])[0]] * 5
 
 
 def test_casing_matters_with_a_case_sensitive_tokenizer(model_dir):

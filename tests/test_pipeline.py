@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vlsr_core import sanitize
+from vlsr_core import sanitize, score_images
 
 
 def unit(x):
@@ -155,6 +155,30 @@ def test_input_errors(data):
 def test_empty_dataset():
     r = sanitize(np.empty((0, 4)), [], [], np.empty((0, 4)))
     assert r.final_labels == [] and r.canonical == {} and r.representatives == []
+
+
+def test_twin_labels_take_one_suggestion_under_the_spelling_on_most_images():
+    """CLIP's tokenizer lowercases: ``Drill`` and ``drill`` embed alike, and would take two of
+    the k places with the same score."""
+    rng = np.random.default_rng(1)
+    vocab = ["Drill", "drill", "glove", "helmet", "vest"]
+    t = unit(rng.normal(size=(4, 32)))
+    vemb = t[[0, 0, 1, 2, 3]]
+    images = unit(t[[0, 0, 0, 2]] + 0.1 * unit(rng.normal(size=(4, 32))))
+    labels = [["drill"], ["drill"], ["Drill"], ["helmet"]]
+    r = score_images(images, labels, vocab, vemb, top_k=3)
+    for sugg in r.suggestions:
+        assert len({l for l, _ in sugg}) == 3 and not {"Drill", "drill"} <= {l for l, _ in sugg}
+    assert [l for l, _ in r.suggestions[0]][0] == "drill"  # on 2 images, "Drill" on 1
+    # scored a chunk at a time, the collection's counts keep the spelling the same
+    chunk = score_images(images[2:3], labels[2:3], vocab, vemb, top_k=3,
+                         frequencies=np.array([1, 2, 0, 1, 0]))
+    assert chunk.suggestions[0] == r.suggestions[2]
+    assert score_images(images[2:3], labels[2:3], vocab, vemb, top_k=3
+                        ).suggestions[0][0][0] == "Drill"
+    with pytest.raises(ValueError, match="frequencies"):
+        score_images(images, labels, vocab, vemb, frequencies=np.ones(4))
+    assert len(score_images(images, labels, vocab, vemb, top_k=9).suggestions[0]) == 4
 
 
 def test_a_twin_label_with_the_same_embedding_is_never_a_replacement():

@@ -39,6 +39,24 @@ def test_top_k_is_the_k_best_labels_best_first(block_rows, k):
     assert np.array_equal(idx, ref_idx)
 
 
+@pytest.mark.parametrize("block_rows", [None, 1, 7])
+def test_one_per_vector_gives_twins_one_place_under_the_first_in_tie_order(block_rows):
+    rng = np.random.default_rng(5)
+    images, labels = unit(rng, 30), unit(rng, 20)
+    labels[[3, 17]] = labels[11]  # twins of 11
+    rank = rng.permutation(20)
+    idx, scores = top_k_labels(images, labels, 6, block_rows=block_rows, tie_rank=rank,
+                               one_per_vector=True)
+    # the reference: the 18 distinct vectors, 11's place taken by the twin of lowest rank
+    keep = np.array([i for i in range(20) if i not in (3, 11, 17)] +
+                    [min((3, 11, 17), key=rank.__getitem__)])
+    ref_idx, ref_scores = reference_top_k(images, labels[keep], 6)
+    assert np.array_equal(idx, keep[ref_idx])
+    assert np.array_equal(scores, ref_scores)
+    # k is capped at the distinct vectors
+    assert top_k_labels(images, labels, 20, one_per_vector=True)[0].shape == (30, 18)
+
+
 def near_ties(rng, n_labels, dim, spread):
     """Labels that score within ``spread`` of each other on one image (the first row of
     ``images``), closer than a float32 product can tell apart, plus twins of some of them."""

@@ -335,3 +335,23 @@ def test_labels_embedded_once_each_and_blank_labels_skipped(dataset, tmp_path):
         "a.png": ["helmet"], "b.png": ["drill"], "c.png": ["helmet"]
     }
     assert by_name(dataset, "gt.classifications.label")["a.png"] == ["helmet", "", "   ", None, "helmet"]
+
+
+def test_a_label_the_tokenizer_reads_as_one_embedded_before_gets_its_vector(
+        dataset, tmp_path, tiny_clip):
+    """CLIP's tokenizer lowercases and trims: ``DRILL`` added later is ``drill`` to the model.
+    It gets the vector ``drill`` got, bitwise, not one computed in another batch (whose padding
+    moves the last bits): the two then score exactly alike and take one suggestion."""
+    build(dataset, tmp_path, [("d1.png", "drill", ["drill", "helmet", "high visibility vest"])])
+    compute_embeddings(dataset, "gt", model=tiny_clip, num_workers=0)
+    build(dataset, tmp_path / "more", [("d2.png", "drill", ["DRILL", "Drill ", "glove"])])
+    report = compute_embeddings(dataset, "gt", model=tiny_clip, num_workers=0)
+    assert report.n_labels_embedded == 3
+    results = dataset.load_run_results("vlsr", cache=False)
+    vector = dict(zip(results.labels, results.label_embeddings))
+    assert np.array_equal(vector["DRILL"], vector["drill"])
+    assert np.array_equal(vector["Drill "], vector["drill"])
+    assert not np.allclose(vector["glove"], vector["drill"], atol=1e-3)
+    stages.score_labels(dataset, top_k=3)
+    for suggested in dataset.values("vlsr_suggestions.classifications.label"):
+        assert len([l for l in suggested if l.strip().lower() == "drill"]) == 1, suggested

@@ -22,7 +22,7 @@ from vlsr_core.fo.stages import (
     score_shard,
 )
 
-from fake_clip import FakeEncoder, view_labels
+from fake_clip import FakeEncoder, build, by_name, view_labels
 from test_crops import crop_vector, photos  # noqa: F401 (a fixture)
 
 MERGE = dict(min_cluster_size=1)
@@ -91,6 +91,29 @@ def test_crop_scores_in_shards_equal_one_run(photos):  # noqa: F811
     assert low == report.low_similarity_threshold
     assert outputs(dataset, "split", "one") == outputs(dataset, "one", "split")
     assert review(dataset, "split", "gt.detections") == review(dataset, "one", "gt.detections")
+
+
+def test_twin_labels_take_one_suggestion_under_the_collections_spelling_in_every_shard(
+        dataset, tmp_path):
+    """``Drill`` and ``drill`` embed alike (CLIP lowercases): one place among the suggestions,
+    under the spelling on most samples of the collection, also in a shard that holds only the
+    other one."""
+    spec = [("d1.png", "drill", ["drill"]), ("h1.png", "helmet", ["helmet"]),
+            ("d2.png", "drill", ["Drill"]), ("d3.png", "drill", ["Drill"]),
+            ("s1.png", "screwdriver", ["screwdriver"]), ("g1.png", "glove", ["glove"])]
+    images = build(dataset, tmp_path, spec)
+    for key in ("one", "split"):
+        compute_embeddings(dataset, "gt", key, encoder=FakeEncoder(images))
+    score_labels(dataset, "one", top_k=3)
+    prepare_score_shards(dataset, "split", top_k=3)
+    for part in shards(dataset, 3):  # the first holds d1 ("drill") and h1
+        score_shard(part, "split")
+    finish_score_shards(dataset, "split")
+    for key in ("one", "split"):
+        suggested = by_name(dataset, f"{key}_suggestions.classifications.label")
+        for name in ("d1.png", "d2.png", "d3.png"):
+            assert suggested[name][0] == "Drill" and "drill" not in suggested[name], (key, name)
+            assert len(set(suggested[name])) == 3
 
 
 def test_a_shard_writes_only_for_the_batch_in_progress(main):

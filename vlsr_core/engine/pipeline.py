@@ -88,7 +88,9 @@ class ImageScores:
     Attributes:
         similarity: per image, float32 ndarray of scores aligned with that image's labels;
             None for an image without a usable embedding.
-        suggestions: per image, the top-k ``(label, score)`` of the whole vocabulary, best first.
+        suggestions: per image, the top-k ``(label, score)`` of the whole vocabulary, best first;
+            twin labels (one embedding: casings that CLIP's lowercasing tokenizer reads alike)
+            take one place, under the spelling on most images.
         replacements: per image, aligned with its labels: the best suggestion where it scores
             higher than that label by more than ``replace_margin`` (the paper's auto-replace
             rule), else None.
@@ -147,12 +149,16 @@ def sanitize(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, 
 
 
 def score_images(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, params=None, *,
-                 progress=None, **overrides):
+                 frequencies=None, progress=None, **overrides):
     """Steps 2-3 alone: scores of the assigned labels, top-k suggestions and, per assigned label,
     the paper's auto-replace candidate (see :func:`sanitize`).
 
     Args:
         params: :class:`~vlsr_core.engine.params.ScoreParams`; ``overrides`` replace single fields.
+        frequencies: optional int ndarray (n_labels,): images carrying each label in the whole
+            collection, which picks the spelling a suggestion of twin labels shows (then the
+            string order). Default: counted on ``image_labels``; give the collection's counts
+            when scoring it a chunk at a time, so that every chunk shows the same spelling.
 
     Returns:
         an :class:`ImageScores`.
@@ -164,8 +170,11 @@ def score_images(image_embeddings, image_labels, vocabulary, vocabulary_embeddin
     valid = np.isfinite(image_embeddings).all(axis=1)
     similarity = _scores_per_image(image_embeddings, vocab_emb, labels_idx, valid)
     suggestions = [[] for _ in labels_idx]
+    if frequencies is None:
+        frequencies = label_frequencies(image_labels, vocabulary)
     top_idx, top_scores = top_k_labels(image_embeddings[valid], vocab_emb, params.top_k,
-                                       tie_rank=_string_rank(vocabulary), progress=progress)
+                                       tie_rank=_suggestion_rank(vocabulary, frequencies),
+                                       one_per_vector=True, progress=progress)
     for row, i in enumerate(np.flatnonzero(valid)):
         suggestions[i] = [(vocabulary[j], float(s)) for j, s in zip(top_idx[row], top_scores[row])]
     replacements = [
@@ -447,6 +456,18 @@ def _string_rank(vocabulary):
     tie-break that does not depend on the order the vocabulary came in."""
     rank = np.empty(len(vocabulary), dtype=np.int64)
     rank[sorted(range(len(vocabulary)), key=vocabulary.__getitem__)] = np.arange(len(vocabulary))
+    return rank
+
+
+def _suggestion_rank(vocabulary, frequencies):
+    """int64 ndarray (n_labels,): each label's place by images carried (most first), then by
+    :func:`_string_rank`."""
+    frequencies = np.asarray(frequencies, dtype=np.int64)
+    if frequencies.shape != (len(vocabulary),):
+        raise ValueError(f"frequencies has shape {frequencies.shape}, for "
+                         f"{len(vocabulary)} vocabulary labels")
+    rank = np.empty(len(vocabulary), dtype=np.int64)
+    rank[np.lexsort((_string_rank(vocabulary), -frequencies))] = np.arange(len(vocabulary))
     return rank
 
 

@@ -32,7 +32,8 @@ def pair_scores(image_embeddings, label_embeddings, image_index, label_index):
     return exact_dots(image_embeddings, label_embeddings, image_index, label_index).astype(np.float32)
 
 
-def top_k_labels(image_embeddings, label_embeddings, k, block_rows=None, tie_rank=None, progress=None):
+def top_k_labels(image_embeddings, label_embeddings, k, block_rows=None, tie_rank=None,
+                 one_per_vector=False, progress=None):
     """The k labels of highest score for every image, best first.
 
     A float32 matrix product over the distinct label vectors finds the candidates, with a margin
@@ -47,19 +48,23 @@ def top_k_labels(image_embeddings, label_embeddings, k, block_rows=None, tie_ran
             working memory is about ``9 * block_rows * n_distinct_labels`` bytes.
         tie_rank: int ndarray of shape (n_labels,), distinct values: of equal scores (twin labels
             with identical embeddings), the lower rank comes first. Default: the label index.
+        one_per_vector: if True, twin labels take one place, under the label of lowest
+            ``tie_rank``: k distinct vectors, not k labels of which several say the same.
         progress: optional callable taking the fraction done.
 
     Returns:
-        (indices, scores): int64 and float32 ndarrays of shape (n_images, min(k, n_labels)).
+        (indices, scores): int64 and float32 ndarrays of shape (n_images, min(k, n_labels)),
+        or (n_images, min(k, n_distinct_vectors)) with ``one_per_vector``.
     """
     n, m = image_embeddings.shape[0], label_embeddings.shape[0]
-    k = min(int(k), m)
+    labels = _Labels(np.ascontiguousarray(label_embeddings, dtype=np.float32),
+                     np.arange(m) if tie_rank is None else np.asarray(tie_rank, dtype=np.int64),
+                     one_per_vector)
+    k = min(int(k), len(labels.distinct) if one_per_vector else m)
     indices = np.empty((n, k), dtype=np.int64)
     scores = np.empty((n, k), dtype=np.float32)
     if k == 0 or n == 0:
         return indices, scores
-    labels = _Labels(np.ascontiguousarray(label_embeddings, dtype=np.float32),
-                     np.arange(m) if tie_rank is None else np.asarray(tie_rank, dtype=np.int64))
     rows = block_rows or max(1, TOPK_BLOCK_BYTES // (9 * len(labels.distinct)))
     # the product uses every core through BLAS; the selection, single-threaded in numpy, runs
     # on row slices in threads (numpy releases the GIL), which measured 3x faster on 2 cores
@@ -81,15 +86,19 @@ def top_k_labels(image_embeddings, label_embeddings, k, block_rows=None, tie_ran
 
 
 class _Labels:
-    """The label matrix as distinct vectors, each with its labels in tie order."""
+    """The label matrix as distinct vectors, each with its labels in tie order (only the first
+    with ``one_per_vector``)."""
 
-    def __init__(self, embeddings, tie_rank):
+    def __init__(self, embeddings, tie_rank, one_per_vector=False):
         first, group = rows_equal_groups(embeddings)
         self.distinct = embeddings[first]
         self.tie_rank = tie_rank
         # labels listed group by group, each group in tie order
         self.members = np.lexsort((tie_rank, group))
         self.group_size = np.bincount(group, minlength=len(first))
+        if one_per_vector:
+            self.members = self.members[np.cumsum(self.group_size) - self.group_size]
+            self.group_size = np.ones_like(self.group_size)
         self.group_start = np.cumsum(self.group_size) - self.group_size
         norms = np.sqrt(exact_dots(self.distinct, self.distinct))
         self.norm = float(norms.max()) if norms.size else 0.0

@@ -107,18 +107,21 @@ def box_rows(images, label_ids, labels, boxes, crops):
                    box_labels, n_stale)
 
 
-def score_boxes(images, label_ids, labels, boxes, crops, vocabulary, vocab_emb, params):
+def score_boxes(images, label_ids, labels, boxes, crops, vocabulary, vocab_emb, params,
+                frequencies=None):
     """Score every box of a chunk on its crop: the engine's image scoring, each box as an image.
 
     Args:
         images, label_ids, labels, boxes, crops: as for :func:`box_rows`.
-        vocabulary, vocab_emb, params: as for :func:`~vlsr_core.engine.pipeline.score_images`.
+        vocabulary, vocab_emb, params, frequencies: as for
+            :func:`~vlsr_core.engine.pipeline.score_images`.
 
     Returns:
         a :class:`BoxScores`.
     """
     box = box_rows(images, label_ids, labels, boxes, crops)
-    scores = score_images(box.rows, box.labels, vocabulary, vocab_emb, params)
+    scores = score_images(box.rows, box.labels, vocabulary, vocab_emb, params,
+                          frequencies=frequencies)
     similarity = [float(s[0]) if s is not None and len(s) else None for s in scores.similarity]
     suggestions = [[l for l, _ in sugg] or None for sugg in scores.suggestions]
     return BoxScores(

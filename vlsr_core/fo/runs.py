@@ -163,7 +163,8 @@ class VLSRResults(fors.RunResults):
             names clusters.
         vocabulary: the labels of the samples last clustered.
         score_vocabulary: the labels of the samples last prepared for scoring in shards (what
-            each shard suggests from).
+            each shard suggests from), and ``score_frequencies`` their samples (which spelling
+            of twin labels each shard suggests).
         frequencies, dbscan_clusters, clusters: int ndarrays aligned with ``vocabulary``.
         representatives: the canonical label of each final cluster.
         lexical_groups, distance_to_canonical, naming: per label, as in :class:`LabelMap`
@@ -173,13 +174,14 @@ class VLSRResults(fors.RunResults):
     """
 
     _ARRAYS = ("label_embeddings", "merge_embeddings", "unknown_words", "frequencies",
-               "dbscan_clusters", "clusters", "lexical_groups", "distance_to_canonical", "naming")
+               "score_frequencies", "dbscan_clusters", "clusters", "lexical_groups",
+               "distance_to_canonical", "naming")
 
     def __init__(self, samples, config, key, backend=None, **kwargs):
         defaults = dict(
             labels=[], label_embeddings=np.zeros((0, 0), np.float32),
             merge_embeddings=np.zeros((0, 0), np.float32), unknown_words=np.zeros(0, np.float32),
-            vocabulary=[], score_vocabulary=[],
+            vocabulary=[], score_vocabulary=[], score_frequencies=np.zeros(0, np.int64),
             frequencies=np.zeros(0, np.int64), dbscan_clusters=np.zeros(0, np.int64),
             clusters=np.zeros(0, np.int64), representatives=[],
             lexical_groups=np.zeros(0, np.int64), distance_to_canonical=np.zeros(0, np.float32),

@@ -224,7 +224,7 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     known = set(results.labels)
     new = [l for l in vocabulary if l not in known]
     if new:
-        emb = encoder.embed_texts(new, progress=lambda f: progress(0.04 * f))
+        emb = _label_vectors(encoder, new, results, lambda f: progress(0.04 * f))
         results.labels = list(results.labels) + new
         results.label_embeddings = np.vstack([results.label_embeddings.reshape(-1, encoder.dim), emb])
     merge_changed = _embed_for_merging(config, results, params.label_model, label_encoder,
@@ -241,6 +241,25 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
                                       progress=lambda f: progress(0.05 + 0.95 * f))
     report.n_labels_embedded = len(new)
     return report
+
+
+def _label_vectors(encoder, labels, results, progress):
+    """Embeddings of the new ``labels``. A label the encoder reads as one embedded before (its
+    ``text_keys``: ``DRILL`` after ``drill``, for CLIP's lowercasing tokenizer) gets that
+    label's vector, bitwise, as it would in one call: the two then score exactly alike."""
+    keys_of = getattr(encoder, "text_keys", None)
+    if keys_of is None or not len(results.labels):
+        return encoder.embed_texts(labels, progress=progress)
+    table = np.asarray(results.label_embeddings, dtype=np.float32).reshape(-1, encoder.dim)
+    row = {}
+    for i, key in enumerate(keys_of(results.labels)):
+        row.setdefault(key, i)
+    keys = keys_of(labels)
+    todo = [l for l, key in zip(labels, keys) if key not in row]
+    embedded = dict(zip(todo, encoder.embed_texts(todo, progress=progress)))
+    progress(1.0)
+    return np.stack([table[row[key]] if key in row else embedded[l]
+                     for l, key in zip(labels, keys)]).astype(np.float32)
 
 
 def _collection_name(samples):
@@ -514,6 +533,7 @@ def prepare_score_shards(samples, key=DEFAULT_KEY, params=None, *, batch="shards
     _check_shardable(samples)
     run = _start_scoring(samples, key, params, overrides, f"shards:{batch}")
     run.results.score_vocabulary = run.vocabulary
+    run.results.score_frequencies = run.frequencies
     run.dataset.save_run_results(key, run.results)
     return len(run.vocabulary)
 
@@ -555,8 +575,11 @@ def _shard_run(samples, key, stage, batch, vocabulary):
                         f"the one in progress (the stage is {_state_text(state)}), so it was "
                         "superseded, or never prepared")
     results = dataset.load_run_results(key, cache=False)
-    return open_run(samples, key, vocabulary=list(getattr(results, vocabulary)), results=results,
-                    shard=True)
+    run = open_run(samples, key, vocabulary=list(getattr(results, vocabulary)), results=results,
+                   shard=True)
+    if stage == "score" and len(results.score_frequencies) == len(run.vocabulary):
+        run.frequencies = results.score_frequencies  # (none in a batch prepared before they were)
+    return run
 
 
 def _state_text(state):
@@ -611,7 +634,8 @@ def _score_chunks(run, samples, progress):
             report.n_new_labels += len(unknown)
             chunk.sets = [[l for l in labels if l in known] for labels in chunk.sets]
             chunk.labels = [[l if l in known else None for l in labels] for labels in chunk.labels]
-        scores = score_images(chunk.images, chunk.sets, run.vocabulary, run.vocab_emb, params)
+        scores = score_images(chunk.images, chunk.sets, run.vocabulary, run.vocab_emb, params,
+                              frequencies=run.frequencies)
         run.write_label_values(samples, chunk, attrs["similarity"], [
             dict(zip(labels, sims.tolist())) if sims is not None else {}
             for labels, sims in zip(chunk.sets, scores.similarity)
@@ -625,7 +649,7 @@ def _score_chunks(run, samples, progress):
         if crops:
             stored, boxes = read_crops(chunk.extra, run.path)
             box = score_boxes(chunk.images, chunk.label_ids, chunk.labels, boxes, stored,
-                              run.vocabulary, run.vocab_emb, params)
+                              run.vocabulary, run.vocab_emb, params, run.frequencies)
             write_box_scores(samples, run.path, key, chunk.ids, chunk.label_ids, box)
             run.write_sample_values(samples, chunk, {fields["min_crop_similarity"]: box.min_similarity})
             report.n_box_scores += box.n_cut + box.n_fallback

@@ -136,7 +136,9 @@ class CLIPEncoder:
         return self.processor.tokenizer
 
     def embed_texts(self, texts, progress=None):
-        """Embed label strings, each distinct string once.
+        """Embed label strings, each distinct token sequence once: labels the tokenizer reads
+        alike (``Drill`` / ``drill``: CLIP's lowercases) get one vector, bitwise, so that they
+        score exactly alike (a batch's padding would otherwise move the last bits).
 
         Args:
             texts: n strings (any iterable).
@@ -146,30 +148,48 @@ class CLIPEncoder:
             float32 ndarray of shape (n, dim), rows aligned with ``texts``.
         """
         texts = [str(t) for t in texts]
-        distinct = list(dict.fromkeys(texts))
-        prompts = [self.prompt.format(t) if self.prompt else t for t in distinct]
+        keys, n_cut = self._token_ids(texts)
+        if n_cut:
+            logger.warning("%s longer than %d tokens, truncated", count(n_cut, "label"),
+                           self.max_text_tokens)
+        distinct = list(dict.fromkeys(keys))
         out = np.empty((len(distinct), self.dim), dtype=np.float32)
-        tokenizer = self.tokenizer
-        n_truncated = 0
-        for start in range(0, len(prompts), self.batch_size):
-            batch = prompts[start : start + self.batch_size]
-            enc = tokenizer(batch, padding=True, return_tensors="pt")
-            if enc["input_ids"].shape[1] > self.max_text_tokens:
-                n_truncated += int((enc["attention_mask"].sum(1) > self.max_text_tokens).sum())
-                enc = tokenizer(
-                    batch, padding=True, truncation=True, max_length=self.max_text_tokens,
-                    return_tensors="pt",
-                )
+        for start in range(0, len(distinct), self.batch_size):
+            batch = [list(ids) for ids in distinct[start : start + self.batch_size]]
+            enc = self.tokenizer.pad({"input_ids": batch}, padding=True, return_tensors="pt")
             with torch.inference_mode():
                 feats = self.model.get_text_features(**enc.to(self.device))
             out[start : start + len(batch)] = _normalized(feats)
             if progress is not None:
-                progress(min(start + self.batch_size, len(prompts)) / len(prompts))
-        if n_truncated:
-            logger.warning("%s longer than %d tokens, truncated", count(n_truncated, "label"),
-                           self.max_text_tokens)
-        row = {t: i for i, t in enumerate(distinct)}
-        return out[[row[t] for t in texts]] if texts else out
+                progress(min(start + self.batch_size, len(distinct)) / len(distinct))
+        if not distinct and progress is not None:
+            progress(1.0)
+        row = {k: i for i, k in enumerate(distinct)}
+        return out[[row[k] for k in keys]]
+
+    def text_keys(self, texts):
+        """The token ids each label is embedded from (the prompt applied, cut to the model's
+        length): labels with equal keys get one vector, also when embedded in different calls
+        (:func:`~vlsr_core.fo.stages.compute_embeddings` reuses the vector).
+
+        Returns:
+            list of tuples of ints, aligned with ``texts``.
+        """
+        return self._token_ids([str(t) for t in texts])[0]
+
+    def _token_ids(self, texts):
+        """:meth:`text_keys` of ``texts``, and how many distinct ones were cut."""
+        distinct = list(dict.fromkeys(texts))
+        prompts = [self.prompt.format(t) if self.prompt else t for t in distinct]
+        ids = self.tokenizer(prompts)["input_ids"] if prompts else []
+        long = [i for i, x in enumerate(ids) if len(x) > self.max_text_tokens]
+        if long:
+            cut = self.tokenizer([prompts[i] for i in long], truncation=True,
+                                 max_length=self.max_text_tokens)["input_ids"]
+            for i, x in zip(long, cut):
+                ids[i] = x
+        key = {t: tuple(x) for t, x in zip(distinct, ids)}
+        return [key[t] for t in texts], len(long)
 
     def iter_image_batches(self, paths, boxes=None, crop=(DEFAULT_CROP_PADDING, DEFAULT_CROP_MIN_SIZE)):
         """Yield :class:`ImageBatch` es over ``paths``, decoding ahead in worker processes.
