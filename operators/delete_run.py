@@ -35,8 +35,13 @@ class DeleteRun(foo.Operator):
 
     @reported
     def execute(self, ctx):
+        from vlsr_core.fo.runs import saved_view_names
+
         key = ctx.params.get("key", DEFAULT_KEY)
+        shown = getattr(ctx.view, "name", None) in saved_view_names(key).values()
         ctx.dataset.delete_run(key)
+        if shown:  # the App would keep the deleted view's name in its URL, and its stages
+            ctx.ops.set_view(view=ctx.dataset.view())
         ctx.ops.reload_dataset()
         done(ctx, f"Deleted VLSR run {key!r}")
         return dict(deleted=key)

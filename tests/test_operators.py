@@ -257,9 +257,20 @@ def test_two_runs_side_by_side(ds, tiny_clip):
         run("cluster_and_merge", ds, key=key, min_cluster_size=1)
     assert ds.count("boxes.detections.boxes_run_similarity") == 6  # every box (none on the broken file)
     assert ds.count("boxes_run_label") == ds.count("vlsr_label") == 4
-    run("delete_run", ds, key="boxes_run", confirm=True)
+    # deleted while the App shows one of its saved views: the App is sent to the whole
+    # dataset (it kept the deleted view's name in its URL, and a reload showed 0 samples)
+    shown = ds.load_saved_view("boxes_run-low-similarity")
+    r = run("delete_run", ds, view=shown, view_name=shown.name, key="boxes_run", confirm=True)
+    set_view = [q for q in r.executor.to_json()["requests"] if q["operator_uri"] == "set_view"]
+    assert len(set_view) == 1 and set_view[0]["params"]["view"] == []
     assert ds.list_runs() == ["vlsr"] and ds.count("vlsr_label") == 4
     assert not ds.has_field("boxes_run_label") and not ds.has_field("boxes.detections.boxes_run_similarity")
+    # another run's view stays in the App
+    shown = ds.load_saved_view("vlsr-low-similarity")
+    ds.clone_sample_field("gt", "gt_copy")
+    run("compute_embeddings", ds, label_field="gt_copy", model=tiny_clip, key="copy")
+    r = run("delete_run", ds, view=shown, view_name=shown.name, key="copy", confirm=True)
+    assert "set_view" not in requests(r)
 
 
 def test_plugin_requirements_match_the_package_dependencies():
