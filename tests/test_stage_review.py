@@ -61,6 +61,28 @@ def test_an_edit_waits_for_apply_then_rewrites_the_outputs_and_never_the_inputs(
     assert not review_state(dataset, "vlsr").pending
 
 
+def test_an_apply_of_part_of_the_run_leaves_the_review_not_applied_for_the_rest(ran, tmp_path):
+    """Applied to a view (the drills), the edits reach those samples; the others keep their
+    labels, so the review still reads as not applied, and the export says so."""
+    dataset = ran[0]
+    add_edit(dataset, "vlsr", "rename", "helmet", "hard hat")
+    drills = dataset.match(F("filepath").ends_with("d1.png") | F("filepath").ends_with("d2.png"))
+    add_edit(dataset, "vlsr", "rename", "drill", "power drill")
+    report = apply_review(drills, "vlsr")
+    final = by_name(dataset, "vlsr_label.label")
+    assert final["d1.png"] == final["d2.png"] == "power drill" and final["h1.png"] == "helmet"
+    assert report.n_samples == 2 and report.n_left == len(dataset) - 2
+    assert f"the run's other {len(dataset) - 2} samples keep their earlier labels" in \
+        report.summary()
+    assert review_state(dataset, "vlsr").pending
+    assert "**not applied yet**" in review_state(dataset, "vlsr").summary()
+    assert "Apply first to include them" in export_note(dataset, "vlsr")
+    report = apply_review(dataset, "vlsr")
+    assert report.n_left == 0 and "earlier labels" not in report.summary()
+    assert by_name(dataset, "vlsr_label.label")["h1.png"] == "hard hat"
+    assert not review_state(dataset, "vlsr").pending
+
+
 def test_rename_reaches_final_labels_and_the_exported_label_map(ran, tmp_path):
     dataset, images, _, _ = ran
     assert export_note(dataset, "vlsr") == "The label map as clustered (no review edits)."

@@ -157,11 +157,16 @@ class ApplyReport:
     stale: list = field(default_factory=list)
     copy_to: str | None = None
     outdated_copies: list = field(default_factory=list)
+    n_left: int = 0  # samples of the run not written (an Apply of a part of it)
 
     def summary(self):
         text = (f"applied {count(self.n_map_edits, 'label map edit')} and "
                 f"{count(self.n_decisions, 'suggestion decision')} to "
                 f"{count(self.n_samples, 'sample')}")
+        if self.n_left:
+            text += (f"; the run's other {count(self.n_left, 'sample')} keep their earlier "
+                     "labels, and the review reads as not applied, until an Apply of the "
+                     "whole run")
         if self.copy_to:
             text += f"; final labels also copied to {self.copy_to!r}"
         text += "".join(f"; {copy_note(name, n)}" for name, n in self.outdated_copies)
@@ -647,13 +652,15 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     stopped = stage_stopped(run.config, "apply")
     mark_stage(run, "apply", "running")
     n_samples = write_label_map(run, samples, state, copy_to=copy_to, progress=progress)
-    record_applied(run, state)
+    n_left = samples_left(run)
+    if not n_left:  # the edits the run's fields show: those of its last whole write
+        record_applied(run, state)
     # an apply stopped part-way is over once one has written every sample of the run
-    mark_stage(run, "apply", "running" if stopped and not whole_run(run) else "complete")
+    mark_stage(run, "apply", "running" if stopped and n_left else "complete")
     n_map = sum(o.status != "stale" for o in state.outcomes)
     n_decisions = sum(e.action in SUGGESTION_ACTIONS for e in state.in_force)
     return ApplyReport(n_samples, n_map, n_decisions, state.stale, copy_to,
-                       outdated_copies(samples, key, written=copy_to))
+                       outdated_copies(samples, key, written=copy_to), n_left)
 
 
 def outdated_copies(samples, key=DEFAULT_KEY, written=None):
@@ -678,10 +685,10 @@ def run_copies_outdated(dataset, key, state):
     return state.memo["outdated_copies"]
 
 
-def whole_run(run):
-    """Whether the samples ``run`` was opened on hold every sample of its collection."""
+def samples_left(run):
+    """How many samples of the run's collection the samples ``run`` was opened on leave out."""
     written = {bytes(i) for i in run.ids}
-    return all(bytes(i) in written for i in sample_ids(run_collection(run.dataset, run.key)))
+    return sum(bytes(i) not in written for i in sample_ids(run_collection(run.dataset, run.key)))
 
 
 def copy_note(name, n):

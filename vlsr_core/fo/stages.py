@@ -55,7 +55,7 @@ from .labels import (
     set_label_attribute,
     usable,
 )
-from .review import record_applied, review_state, whole_run
+from .review import record_applied, review_state, samples_left
 from .runs import (
     CROP_RECORD,
     REVIEW_TAGS,
@@ -860,7 +860,7 @@ def _finish_clustering(run, samples, state):
     changed = samples.match(F(fields["label"]).exists() & ~kept)
     _save_view(run, saved_view_names(run.key)["changed"], changed,
                "samples whose final label is none of the labels they had")
-    if stage_stopped(run.config, "apply") and whole_run(run):  # it wrote all that the apply stopped part-way did
+    if stage_stopped(run.config, "apply") and not samples_left(run):  # it wrote all that the apply stopped part-way did
         mark_stage(run, "apply", None)
     mark_stage(run, "cluster", "complete")
 
