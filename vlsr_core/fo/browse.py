@@ -144,10 +144,15 @@ def cluster_rows(state, query="", joined=None):
     np.maximum.at(farthest, clusters, distance)
     sizes = cluster_sizes(label_map, by_samples=False)
     occurrences = cluster_sizes(label_map)
-    edited = np.zeros(n, dtype=bool)
+    # edited: a cluster that holds a label the edits moved, or lost one (it holds labels that
+    # were clustered with a label the edits moved: helmet after helmit was taken out of it)
     index = {l: i for i, l in enumerate(label_map.vocabulary)}
-    for l in state.edited_labels:
-        edited[clusters[index[l]]] = True
+    moved = np.array([index[l] for l in state.edited_labels], dtype=np.int64)
+    edited = np.zeros(n, dtype=bool)
+    edited[clusters[moved]] = True
+    if state.clustered is not None and moved.size:
+        before = np.asarray(state.clustered.clusters, dtype=np.int64)
+        edited[clusters[np.isin(before, before[moved])]] = True
     keep = np.ones(n, dtype=bool)
     if query:
         hit = _containing(label_map.vocabulary, query)
