@@ -38,7 +38,8 @@ class DeleteRun(foo.Operator):
         from vlsr_core.fo.runs import saved_view_names
 
         key = ctx.params.get("key", DEFAULT_KEY)
-        shown = getattr(ctx.view, "name", None) in saved_view_names(key).values()
+        # (the name the App holds, which may be of a view deleted since: ctx.view would fail)
+        shown = ctx.request_params.get("view_name") in saved_view_names(key).values()
         ctx.dataset.delete_run(key)
         if shown:  # the App would keep the deleted view's name in its URL, and its stages
             ctx.ops.set_view(view=ctx.dataset.view())

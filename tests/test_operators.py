@@ -271,6 +271,12 @@ def test_two_runs_side_by_side(ds, tiny_clip):
     run("compute_embeddings", ds, label_field="gt_copy", model=tiny_clip, key="copy")
     r = run("delete_run", ds, view=shown, view_name=shown.name, key="copy", confirm=True)
     assert "set_view" not in requests(r)
+    # the App may hold the name of a saved view deleted meanwhile (from Python, the CLI)
+    ds.delete_saved_view("vlsr-low-similarity")
+    run("compute_embeddings", ds, label_field="gt_copy", model=tiny_clip, key="copy")
+    r = run("delete_run", ds, view=ds.view(), view_name="vlsr-low-similarity", key="copy",
+            confirm=True)
+    assert r.result == {"deleted": "copy"}
 
 
 def test_plugin_requirements_match_the_package_dependencies():

@@ -21,16 +21,17 @@ from vlsr_core.fo.review import (
     ReviewError,
     ReviewState,
     add_edit,
+    after_undo,
     apply_review,
     export_note,
     review_state,
     undo_edit,
 )
 from vlsr_core.fo.runs import REVIEW_TAGS
-from vlsr_core.fo.stages import VLSRError, cluster_and_merge
+from vlsr_core.fo.stages import VLSRError, cluster_and_merge, run_vlsr
 from vlsr_core.fo.summary import summarize_run
 
-from fake_clip import FINAL, by_name, dot, label_snapshot
+from fake_clip import FINAL, FakeEncoder, by_name, dot, label_snapshot
 
 
 def _sample_id(dataset, name):
@@ -77,10 +78,27 @@ def test_an_apply_of_part_of_the_run_leaves_the_review_not_applied_for_the_rest(
     assert review_state(dataset, "vlsr").pending
     assert "**not applied yet**" in review_state(dataset, "vlsr").summary()
     assert "Apply first to include them" in export_note(dataset, "vlsr")
+    # undone after the partial Apply: the drills still show it, so there is still a write to do
+    undo_edit(dataset, "vlsr")
+    assert review_state(dataset, "vlsr").pending
+    assert "Apply writes the change" in after_undo(dataset, "vlsr", review_state(
+        dataset, "vlsr").edits[-1:])
     report = apply_review(dataset, "vlsr")
     assert report.n_left == 0 and "earlier labels" not in report.summary()
-    assert by_name(dataset, "vlsr_label.label")["h1.png"] == "hard hat"
+    final = by_name(dataset, "vlsr_label.label")
+    assert final["h1.png"] == "hard hat" and final["d1.png"] == "drill"
     assert not review_state(dataset, "vlsr").pending
+
+
+def test_an_apply_of_a_run_made_on_an_unsaved_view_is_recorded(ran):
+    """The samples of a run made on an unsaved view cannot be found again: an Apply of them is
+    taken as an Apply of the whole run, not of a part of the dataset."""
+    dataset, images = ran[0], ran[1]
+    view = dataset.match(~F("filepath").ends_with("n1.png"))
+    run_vlsr(view, "gt", key="part", encoder=FakeEncoder(images), min_cluster_size=1)
+    add_edit(dataset, "part", "rename", "drill", "power drill")
+    report = apply_review(view, "part")
+    assert report.n_left == 0 and not review_state(dataset, "part").pending
 
 
 def test_rename_reaches_final_labels_and_the_exported_label_map(ran, tmp_path):

@@ -59,6 +59,8 @@ class ReviewState:
         applied: ids of the edits the run's fields show (None: nothing applied since the
             edits were first made, or a run older than reviews).
         applied_time: when they were applied.
+        applied_partly: an Apply of a part of the run wrote the edits then in force on some
+            samples since: the fields show :attr:`applied` only on the others.
         edited_labels: the labels whose canonical label the edits changed.
         clustered: the label map as clustered, before the review.
         embeddings: the label embeddings the clustering used, rows as the vocabulary.
@@ -77,6 +79,7 @@ class ReviewState:
     embeddings: object = None
     memo: dict = field(default_factory=dict, repr=False, compare=False)
     clustering: tuple | None = None
+    applied_partly: bool = False
 
     @property
     def in_force(self):
@@ -104,7 +107,7 @@ class ReviewState:
     @property
     def pending(self):
         """Whether the fields differ from the edits in force: Apply to write them."""
-        return [e.id for e in self.in_force] != list(self.applied or [])
+        return self.applied_partly or [e.id for e in self.in_force] != list(self.applied or [])
 
     @property
     def stale(self):
@@ -120,6 +123,8 @@ class ReviewState:
             text += f"; the fields were last written on {shown_time(self.applied_time)}"
         text += ("; **not applied yet**: *Apply* writes the edits to the fields" if self.pending
                  else "; all applied")
+        if self.applied_partly:
+            text += " (an Apply of a part of the run wrote only its samples)"
         if self.stale:
             text += ("; no longer apply after clustering again: "
                      + "; ".join(f"#{o.edit.id} {o.edit.describe()} ({o.reason})" for o in self.stale))
@@ -164,9 +169,9 @@ class ApplyReport:
                 f"{count(self.n_decisions, 'suggestion decision')} to "
                 f"{count(self.n_samples, 'sample')}")
         if self.n_left:
-            text += (f"; the run's other {count(self.n_left, 'sample')} keep their earlier "
-                     "labels, and the review reads as not applied, until an Apply of the "
-                     "whole run")
+            text += (f"; the run's other {count(self.n_left, 'sample')} "
+                     f"{'keeps its' if self.n_left == 1 else 'keep their'} earlier labels, and "
+                     "the review reads as not applied, until an Apply of the whole run")
         if self.copy_to:
             text += f"; final labels also copied to {self.copy_to!r}"
         text += "".join(f"; {copy_note(name, n)}" for name, n in self.outdated_copies)
@@ -216,8 +221,8 @@ def _naming(results):
 def after_undo(dataset, key, undone, apply="Apply"):
     """What undoing the edits ``undone`` leaves to do: write the change with ``apply`` (the
     App's button, or the command), or nothing when the fields never showed them."""
-    applied = (getattr(_config(dataset, key), "applied", None) or {}).get("edits", [])
-    if {e.id for e in undone} & set(applied):
+    applied = getattr(_config(dataset, key), "applied", None) or {}
+    if applied.get("partly") or {e.id for e in undone} & set(applied.get("edits", [])):
         return f"{apply} writes the change to the fields"
     return f"nothing to write: the fields never showed {'it' if len(undone) == 1 else 'them'}"
 
@@ -237,7 +242,8 @@ def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False):
     before, after = label_map.canonical, reviewed.canonical
     edited = {l for l in before if before[l] != after[l]}
     return ReviewState(edits, reviewed, outcomes, edited, label_map, applied.get("edits"),
-                       applied.get("time"), emb, clustering=_clustering_stamp(dataset, key, config))
+                       applied.get("time"), emb, clustering=_clustering_stamp(dataset, key, config),
+                       applied_partly=bool(applied.get("partly")))
 
 
 _CACHE = {}  # (dataset, key, what the state depends on) -> ReviewState, the last few
@@ -653,8 +659,9 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     mark_stage(run, "apply", "running")
     n_samples = write_label_map(run, samples, state, copy_to=copy_to, progress=progress)
     n_left = samples_left(run)
-    if not n_left:  # the edits the run's fields show: those of its last whole write
-        record_applied(run, state)
+    # the edits the run's fields show: those of its last whole write, on the samples a partial
+    # one left out
+    record_applied(run, state, partly=bool(n_left))
     # an apply stopped part-way is over once one has written every sample of the run
     mark_stage(run, "apply", "running" if stopped and n_left else "complete")
     n_map = sum(o.status != "stale" for o in state.outcomes)
@@ -686,7 +693,11 @@ def run_copies_outdated(dataset, key, state):
 
 
 def samples_left(run):
-    """How many samples of the run's collection the samples ``run`` was opened on leave out."""
+    """How many samples of the run's collection the samples ``run`` was opened on leave out
+    (0 when that collection cannot be found again: an unsaved view, a saved view deleted)."""
+    name = run.config.collection
+    if name == "" or (name and not run.dataset.has_saved_view(name)):
+        return 0
     written = {bytes(i) for i in run.ids}
     return sum(bytes(i) not in written for i in sample_ids(run_collection(run.dataset, run.key)))
 
@@ -708,11 +719,16 @@ def apply_problem(dataset, key=DEFAULT_KEY):
     return None
 
 
-def record_applied(run, state):
-    """Record in the run's config which edits its fields now show (after they were written)."""
+def record_applied(run, state, partly=False):
+    """Record in the run's config which edits its fields now show (after they were written);
+    ``partly``: on some samples only, the others keeping what was recorded before."""
     # (the id tells two writes within a second apart, for cached_review_state)
-    run.config.applied = dict(edits=[e.id for e in state.in_force], time=_now(),
-                              id=uuid.uuid4().hex)
+    if partly:
+        run.config.applied = dict(getattr(run.config, "applied", None) or {}, partly=True,
+                                  id=uuid.uuid4().hex)
+    else:
+        run.config.applied = dict(edits=[e.id for e in state.in_force], time=_now(),
+                                  id=uuid.uuid4().hex)
     run.dataset.update_run_config(run.key, run.config)
 
 
