@@ -695,11 +695,11 @@ def run_copies_outdated(dataset, key, state):
 def samples_left(run):
     """How many samples of the run's collection the samples ``run`` was opened on leave out
     (0 when that collection cannot be found again: an unsaved view, a saved view deleted)."""
-    name = run.config.collection
-    if name == "" or (name and not run.dataset.has_saved_view(name)):
+    collection = run_collection(run.dataset, run.key)
+    if collection is run.dataset and run.config.collection is not None:  # (not found again)
         return 0
     written = {bytes(i) for i in run.ids}
-    return sum(bytes(i) not in written for i in sample_ids(run_collection(run.dataset, run.key)))
+    return sum(bytes(i) not in written for i in sample_ids(collection))
 
 
 def copy_note(name, n):

@@ -257,9 +257,8 @@ def _label_vectors(encoder, labels, results, progress):
     keys = keys_of(labels)
     todo = [l for l, key in zip(labels, keys) if key not in row]
     embedded = dict(zip(todo, encoder.embed_texts(todo, progress=progress)))
-    progress(1.0)
     return np.stack([table[row[key]] if key in row else embedded[l]
-                     for l, key in zip(labels, keys)]).astype(np.float32)
+                     for l, key in zip(labels, keys)])
 
 
 def _collection_name(samples):
