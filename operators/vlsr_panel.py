@@ -481,7 +481,9 @@ class VLSRPanel(foo.Panel):
         panel.plot("histogram", layout=dict(
             xaxis=dict(title=dict(text=f"{s.scored_on or 'image'}-label score")),
             yaxis=dict(title=dict(text="labels"), **(dict(dtick=1) if s.few else {})),
-            bargap=0.05, dragmode="select", height=260, margin=dict(t=20, b=50, l=50, r=10)),
+            # the App's panel ends a few pixels below the window: the bottom margin keeps the
+            # axis title in sight
+            bargap=0.05, dragmode="select", height=280, margin=dict(t=20, b=70, l=50, r=10)),
             config=dict(displaylogo=False),
             on_click=self.on_histogram_click, on_selected=self.on_histogram_select)
 
