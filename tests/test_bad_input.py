@@ -48,11 +48,14 @@ def cleaned(main):
     return dataset
 
 
-def test_export_to_a_file_is_refused(cleaned, tmp_path):
+@pytest.mark.parametrize("inside, words", [
+    ("", "is a file, not a directory"),
+    ("out/run1", "a-file is a file, so .*run1 cannot be created")])
+def test_export_to_a_file_or_below_one_is_refused(cleaned, tmp_path, inside, words):
     target = tmp_path / "a-file"
     target.write_text("keep me")
-    with pytest.raises(ExportError, match="is a file, not a directory"):
-        export_run(cleaned, str(target))
+    with pytest.raises(ExportError, match=words):
+        export_run(cleaned, str(target / inside) if inside else str(target))
     assert target.read_text() == "keep me"
 
 

@@ -366,6 +366,9 @@ def test_the_export_form_refuses_a_file_as_folder_before_execute(ds, tiny_clip, 
     (tmp_path / "a-file").write_text("keep")
     prop = form("export_results", ds, directory=str(tmp_path / "a-file"))["type"]["properties"]["directory"]
     assert prop["invalid"] and "is a file, not a directory" in prop["error_message"]
+    below = str(tmp_path / "a-file" / "out")  # makedirs would fail only at Execute
+    prop = form("export_results", ds, directory=below)["type"]["properties"]["directory"]
+    assert prop["invalid"] and "a-file is a file, so" in prop["error_message"]
     with pytest.raises(ExecutionError, match="is a file"):
         run("export_results", ds, key="vlsr", directory=str(tmp_path / "a-file"))
     assert (tmp_path / "a-file").read_text() == "keep"

@@ -227,6 +227,20 @@ def _remove_if_empty(folder):
         os.rmdir(folder)
 
 
+def _uncreatable(export_dir):
+    """Why the export could not create or write ``export_dir``, as far as can be told without
+    writing: its nearest existing folder is a file, or this process may not write there."""
+    existing = os.path.abspath(export_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return (f"{existing} is a file, so {export_dir} cannot be created; choose another "
+                "directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by FiftyOne here; choose a directory it can write"
+    return None
+
+
 def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, overwrite=False,
                    results=None):
     """Why :func:`export_run` would refuse these arguments, or None: checked before any file is
@@ -247,6 +261,9 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
         return problem
     if export_dir and os.path.exists(export_dir) and not os.path.isdir(export_dir):
         return f"{export_dir} is a file, not a directory; choose a directory to export to"
+    problem = export_dir and _uncreatable(export_dir)
+    if problem:
+        return problem
     if export_dir and os.path.isdir(export_dir) and _holds_files(export_dir) and not overwrite:
         return (f"{export_dir} is not empty; choose another directory, or overwrite the files "
                 "of an earlier export there")
