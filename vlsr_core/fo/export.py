@@ -229,11 +229,13 @@ def _remove_if_empty(folder):
 
 def _uncreatable(export_dir):
     """Why the export could not create or write ``export_dir``, as far as can be told without
-    writing: its nearest existing folder is a file, or this process may not write there."""
-    existing = os.path.abspath(export_dir)
+    writing: it, or its nearest existing folder, is a file, or this process may not write there."""
+    target = existing = os.path.abspath(export_dir)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
+        if existing == target:
+            return f"{export_dir} is a file, not a directory; choose a directory to export to"
         return (f"{existing} is a file, so {export_dir} cannot be created; choose another "
                 "directory")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -259,8 +261,6 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     problem = _labels_problem(samples, dataset.get_run_info(key).config, results)
     if problem:
         return problem
-    if export_dir and os.path.exists(export_dir) and not os.path.isdir(export_dir):
-        return f"{export_dir} is a file, not a directory; choose a directory to export to"
     problem = export_dir and _uncreatable(export_dir)
     if problem:
         return problem
