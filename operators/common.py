@@ -142,8 +142,10 @@ def chosen_run_key(ctx):
     return ctx.params.get("key") or default_run_key(list_vlsr_runs(ctx.dataset))
 
 
-def run_key_choice(ctx, inputs, action):
-    """A dropdown of the VLSR runs of the dataset; None (and an error) if there is none."""
+def run_key_choice(ctx, inputs, action, preselect=True):
+    """A dropdown of the VLSR runs of the dataset; None (and an error) if there is none.
+    ``preselect=False`` (a destructive action): of several runs, none is chosen until the user
+    picks one, and None is returned until then."""
     keys = list_vlsr_runs(ctx.dataset)
     if not keys:
         block(inputs, "run_error", f"No VLSR run on this dataset yet: compute embeddings before you {action}")
@@ -152,9 +154,14 @@ def run_key_choice(ctx, inputs, action):
     for k in keys:
         config = ctx.dataset.get_run_info(k).config
         choices.add_choice(k, label=k, description=f"{config.label_field}, {config.model}")
-    inputs.enum("key", choices.values(), default=default_run_key(keys), view=choices,
-                description="The VLSR run to use")
-    key = chosen_run_key(ctx)
+    preselect = preselect or len(keys) == 1
+    inputs.enum("key", choices.values(), default=default_run_key(keys) if preselect else None,
+                required=not preselect, view=choices,
+                description="The VLSR run to use" if preselect
+                else f"The VLSR run to use: pick one of the {len(keys)} runs of this dataset")
+    key = chosen_run_key(ctx) if preselect else ctx.params.get("key")
+    if not preselect and key not in keys:
+        return None
     config = ctx.dataset.get_run_info(key).config if key in keys else None
     stopped = incomplete_stages(config) if config else []
     if stopped:

@@ -22,7 +22,9 @@ class DeleteRun(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        key = run_key_choice(ctx, inputs, "delete a run") if ctx.dataset is not None else None
+        key = None
+        if ctx.dataset is not None:  # of several runs, the user picks which one goes
+            key = run_key_choice(ctx, inputs, "delete a run", preselect=False)
         if key is not None:
             from vlsr_core.fo.runs import what_goes
 
@@ -43,6 +45,7 @@ class DeleteRun(foo.Operator):
         ctx.dataset.delete_run(key)
         if shown:  # the App would keep the deleted view's name in its URL, and its stages
             ctx.ops.set_view(view=ctx.dataset.view())
-        ctx.ops.reload_dataset()
+        else:
+            ctx.ops.reload_dataset()
         done(ctx, f"Deleted VLSR run {key!r}")
         return dict(deleted=key)

@@ -836,3 +836,44 @@ def test_scoring_and_merging_in_shards_from_the_app(app, page, tmp_path):
     page.get_by_text("vlsr-low-similarity").first.wait_for(timeout=30_000)
     page.wait_for_timeout(800)  # the list's opening animation
     shot(page, "s4-views-saved-by-the-last-shard")
+
+
+def test_deleting_a_run_while_the_app_shows_its_saved_view(app, page, tmp_path):
+    """Of two runs, the delete form makes the user pick one; deleting the run whose saved view
+    the App shows sends the App to the whole dataset, with no error while the other run's
+    saved views remain (the App's server failed on the deleted view's name: a full-page
+    'GraphQL API Error')."""
+    from vlsr_core.fo.stages import run_vlsr
+
+    dataset, session = app
+    clip = save_random_clip(str(tmp_path / "clip"))
+    for key in ("vlsr", "tmp"):
+        run_vlsr(dataset, "gt", key=key, model=clip, num_workers=0, min_cluster_size=1)
+    open_dataset(page, session, dataset)
+    page.get_by_text("Unsaved view", exact=True).first.click()
+    page.get_by_text("tmp-low-similarity", exact=True).first.click()
+    _until(lambda: "view=tmp-low-similarity" in page.url, "the saved view", timeout=30, page=page)
+
+    open_operator(page, "VLSR: delete run")
+    page.get_by_text("pick one of the 2 runs of this dataset").first.wait_for(timeout=30_000)
+    assert not page.get_by_text("Delete them", exact=True).count()  # nothing chosen, no deletion
+    assert not page.get_by_role("button", name="Execute").first.is_enabled()
+    shot(page, "d1-delete-form-asks-which-run")
+    page.locator('[role="combobox"]').last.click()
+    page.get_by_role("option", name=re.compile("^tmp")).first.click()
+    page.get_by_text("Delete them", exact=True).first.click()
+    page.get_by_text("saved views of run 'tmp'").first.wait_for(timeout=30_000)
+    _until(lambda: not page.get_by_text("Tick the box to confirm").count(), "the form checked",
+           timeout=30, page=page)
+    shot(page, "d2-delete-form-run-picked")
+    execute(page)
+    _until(lambda: dataset.reload() or dataset.list_runs() == ["vlsr"], "the run deleted", page=page)
+    page.get_by_text(f"{len(LABELS)} samples", exact=True).first.wait_for(timeout=30_000)
+    page.get_by_text("Unsaved view", exact=True).first.wait_for(timeout=30_000)
+    page.wait_for_timeout(3000)  # the App's queries after the deletion
+    shot(page, "d3-run-deleted-whole-dataset-shown")
+    assert not page.get_by_text("GraphQL API Error").count()
+    assert "view=" not in page.url
+    # the sidebar lists the fields of the run that stays, not those of the deleted one
+    assert page.get_by_text("vlsr_label", exact=True).count()
+    assert not page.get_by_text("tmp_label", exact=True).count()

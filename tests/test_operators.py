@@ -257,12 +257,23 @@ def test_two_runs_side_by_side(ds, tiny_clip):
         run("cluster_and_merge", ds, key=key, min_cluster_size=1)
     assert ds.count("boxes.detections.boxes_run_similarity") == 6  # every box (none on the broken file)
     assert ds.count("boxes_run_label") == ds.count("vlsr_label") == 4
+    # of two runs, the delete form chooses none: the user picks the one that goes
+    props = form("delete_run", ds)["type"]["properties"]
+    assert props["key"]["default"] is None and props["key"]["required"] and "confirm" not in props
+    with pytest.raises(ExecutionError, match="key"):
+        run("delete_run", ds, confirm=True)
+    assert ds.list_runs() == ["boxes_run", "vlsr"]
+    assert form("delete_run", ds, key="boxes_run")["type"]["properties"]["confirm"]
     # deleted while the App shows one of its saved views: the App is sent to the whole
-    # dataset (it kept the deleted view's name in its URL, and a reload showed 0 samples)
+    # dataset (it kept the deleted view's name in its URL, and a reload showed 0 samples),
+    # and only so: a reload_dataset as well sent the App the deleted view's name again, which
+    # the App's server fails on while other saved views remain ("Object of type SavedView is
+    # not JSON serializable", a full-page error)
     shown = ds.load_saved_view("boxes_run-low-similarity")
     r = run("delete_run", ds, view=shown, view_name=shown.name, key="boxes_run", confirm=True)
     set_view = [q for q in r.executor.to_json()["requests"] if q["operator_uri"] == "set_view"]
     assert len(set_view) == 1 and set_view[0]["params"]["view"] == []
+    assert "reload_dataset" not in requests(r)
     assert ds.list_runs() == ["vlsr"] and ds.count("vlsr_label") == 4
     assert not ds.has_field("boxes_run_label") and not ds.has_field("boxes.detections.boxes_run_similarity")
     # another run's view stays in the App
@@ -270,7 +281,7 @@ def test_two_runs_side_by_side(ds, tiny_clip):
     ds.clone_sample_field("gt", "gt_copy")
     run("compute_embeddings", ds, label_field="gt_copy", model=tiny_clip, key="copy")
     r = run("delete_run", ds, view=shown, view_name=shown.name, key="copy", confirm=True)
-    assert "set_view" not in requests(r)
+    assert "set_view" not in requests(r) and "reload_dataset" in requests(r)  # new sidebar
     # the App may hold the name of a saved view deleted meanwhile (from Python, the CLI)
     ds.delete_saved_view("vlsr-low-similarity")
     run("compute_embeddings", ds, label_field="gt_copy", model=tiny_clip, key="copy")
@@ -352,8 +363,9 @@ def test_forms_and_the_panel_open_on_the_default_run_not_the_first_in_order(ds, 
     for key in ("vlsr", "a_run"):
         run("compute_embeddings", ds, label_field="gt", model=tiny_clip, key=key)
     assert sorted(ds.list_runs())[0] == "a_run"
-    for name in ("score_labels", "cluster_and_merge", "export_results", "delete_run"):
+    for name in ("score_labels", "cluster_and_merge", "export_results"):
         assert form(name, ds)["type"]["properties"]["key"]["default"] == "vlsr", name
+    assert form("delete_run", ds)["type"]["properties"]["key"]["default"] is None  # user picks
     state = foo.execute_operator(URI + "vlsr_panel", dataset=ds, params=dict(
         __method__="on_load", panel_id="p1", panel_state={})).executor.to_json()["requests"]
     assert any(q["params"].get("state", {}).get("key") == "vlsr" for q in state)
