@@ -85,6 +85,22 @@ def test_every_box_gets_a_crop_score_and_whole_image_boxes_score_as_the_image(ph
     assert (report.n_crops, report.n_crop_fallback) == (7, 1)
 
 
+def test_the_score_summary_counts_boxes_and_labels_alike(photos):
+    """Two gloves on one image are two labels scored, as they are two boxes (it said 8 labels
+    and 9 boxes)."""
+    dataset, images = photos
+    sample = dataset.match(fo.ViewField("filepath").ends_with("w2.png")).first()
+    sample.gt.detections.append(fo.Detection(label="glove", bounding_box=SCREW_BOX))
+    sample.save()
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images, crop_vector=crop_vector(images)),
+                       crops=True, crop_min_size=4)
+    report = score_labels(dataset, "vlsr")
+    assert report.n_scores == report.n_box_scores == 9
+    assert report.summary().startswith("scored 9 labels on 4 samples; 1 sample without an image "
+                                       "embedding (unreadable or not embedded) left out; 9 boxes: "
+                                       "8 on their crops, 1 on the whole image")
+
+
 def test_a_small_object_is_judged_on_its_crop(photos):
     dataset, images = photos
     run(dataset, images, low_quantile=0.3)

@@ -114,7 +114,7 @@ class ScoreReport:
 
     n_samples: int = 0  # samples scored
     n_unscored: int = 0  # samples without an image embedding (unreadable or not embedded)
-    n_scores: int = 0  # label scores written
+    n_scores: int = 0  # labels given a score (a label repeated on an image: each time)
     low_similarity_threshold: float = None  # the low-similarity view's threshold (None: a shard's)
     crops: bool = False  # the review used the boxes' crop scores
     n_box_scores: int = 0  # boxes given a crop score
@@ -657,7 +657,9 @@ def _score_chunks(run, samples, progress):
         n_scored = sum(s is not None for s in scores.similarity)
         report.n_samples += n_scored
         report.n_unscored += len(chunk.ids) - n_scored
-        report.n_scores += sum(len(s) for s in scores.similarity if s is not None)
+        # each label on a scored image, a label repeated on one counted each time (as its boxes)
+        report.n_scores += sum(sum(l in set(set_of) for l in labels_of) for labels_of, set_of, s
+                               in zip(chunk.labels, chunk.sets, scores.similarity) if s is not None)
         progress(min(0.99, (report.n_samples + report.n_unscored) / len(run.ids)))
     return report
 
