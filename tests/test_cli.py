@@ -539,8 +539,9 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
             ("label,canonical\nhelmit,Drill\n",  # drill keeps 'drill', which the file leaves out
              "The canonical label 'Drill' reads as 'drill', the name of a cluster whose labels"),
             ("label,canonical\nhelmit,Drill\n", "or list its labels too (line 2)"),
-            ("label,canonical\nhelmit,drill\ndrill,helmet\n", "holds that label (1 such label) "
-                                                               "(lines 2, 3)"),
+            ("label,canonical\nhelmit,drill\ndrill,helmet\n", "put 'drill' in it (1 name of a "
+                                                               "label placed elsewhere, given to 1 "
+                                                               "label: 'drill') (lines 2, 3)"),
             ("", "is empty: it needs the columns label and canonical"),
     ):
         edited.write_text(text, encoding="utf-8")

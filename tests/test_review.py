@@ -193,6 +193,15 @@ def test_a_label_map_that_cannot_be_is_refused_with_the_reason():
         _reach({"hamer": "hammer"})
     with pytest.raises(ValueError, match="the label 'drill' is to be in 'tools'"):
         _reach({"drill press": "drill", "drill": "tools"})
+    # two clusters trading names: every label of both clashes, and the message says which names
+    with pytest.raises(ValueError) as swapped:
+        _reach({"helmet": "drill", "Helmets": "drill", "hard hat": "drill", "drill": "helmet",
+                "drill press": "helmet"})
+    assert str(swapped.value) == (
+        "'helmet' is to be in the cluster named 'drill', but the label 'drill' is to be in "
+        "'helmet': a cluster named like a label must hold that label, so name it otherwise or "
+        "put 'drill' in it (2 names of a label placed elsewhere, given to 5 labels: 'drill', "
+        "'helmet')")
     # two categories of one thing in the export: within the map, or beside the name that the
     # labels it leaves out keep ("drill" keeps "drill")
     with pytest.raises(ValueError, match="The canonical labels 'Vise', 'vise' read alike"):

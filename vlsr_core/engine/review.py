@@ -268,9 +268,13 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
     clash = [(n, l) for l, n in want.items() if n in want and want[n] != n]
     if clash:
         name, label = clash[0]
+        names = list(dict.fromkeys(n for n, _ in clash))
+        listed = ", ".join(map(repr, names[:5])) + (", ..." if len(names) > 5 else "")
         raise MapError(f"{label!r} is to be in the cluster named {name!r}, but the label "
                        f"{name!r} is to be in {want[name]!r}: a cluster named like a label "
-                       f"holds that label ({count(len(clash), 'such label')})",
+                       f"must hold that label, so name it otherwise or put {name!r} in it "
+                       f"({count(len(names), 'name')} of a label placed elsewhere, given to "
+                       f"{count(len(clash), 'label')}: {listed})",
                        [l for l in (label, name) if l in wanted])
     index = {l: i for i, l in enumerate(vocabulary)}
     cluster = np.asarray(reviewed.clusters)
