@@ -10,7 +10,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.engine.params import ParamError
-from vlsr_core.fo.labels import input_fields
+from vlsr_core.fo.labels import input_fields, media_problem
 from vlsr_core.fo.runs import (
     default_run_key,
     incomplete_stages,
@@ -53,11 +53,11 @@ def target_view(ctx, inputs, default_target=None):
     inputs.view_target(ctx, default_target=default_target)
     if ctx.dataset is None:
         return None
-    if ctx.dataset.media_type != "image":
-        block(inputs, "media_error",
-              f"VLSR works on image datasets; this one holds {ctx.dataset.media_type} samples")
-        return None
     view = chosen_target(ctx, default_target)
+    problem = media_problem(view)  # (a grouped dataset's view of one image slice is fine)
+    if problem:
+        block(inputs, "media_error", problem)
+        return None
     if len(view) == 0:
         block(inputs, "empty_error", "There are no samples in the chosen target")
         return None

@@ -634,3 +634,30 @@ def test_apply_form_refuses_a_copy_field_that_is_not_new(ds, tiny_clip):
     run("cluster_and_merge", ds, key="vlsr")
     assert "exists and was not created" in str(_form_errors(form("apply_review", ds, key="vlsr",
                                                                  copy_to="note")))
+
+
+def test_a_grouped_dataset_runs_on_one_image_slice_as_a_view(dataset, tiny_clip, tmp_path):
+    """The forms refuse a grouped dataset as a whole, saying how to run on a slice; on a view
+    of one image slice (SelectGroupSlices in the App's view bar) every step runs."""
+    dataset.add_group_field("group", default="left")
+    samples = []
+    for i, label in enumerate(["helmet", "drill", "helmit"]):
+        group = fo.Group()
+        for side in ("left", "right"):
+            path = tmp_path / f"{i}-{side}.png"
+            Image.fromarray(np.random.default_rng(i).integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(path)
+            samples.append(fo.Sample(filepath=str(path), group=group.element(side), gt=fo.Classifications(
+                classifications=[fo.Classification(label=label)])))
+    dataset.add_samples(samples)
+    props = form("compute_embeddings", dataset, label_field="gt", model=tiny_clip)["type"]["properties"]
+    assert "add the view stage SelectGroupSlices with slices 'left'" in props["media_error"]["error_message"]
+    left = dataset.select_group_slices("left")
+    for name, params in [("compute_embeddings", dict(label_field="gt", model=tiny_clip)),
+                         ("score_labels", {}), ("cluster_and_merge", dict(min_cluster_size=1)),
+                         ("apply_review", {}),
+                         ("export_results", dict(directory=str(tmp_path / "out")))]:
+        run(name, dataset, view=left, view_target="CURRENT_VIEW", **params)
+    flat = dataset.select_group_slices()
+    assert flat.count("vlsr_embedding") == flat.count("vlsr_label") == 3  # the left slice only
+    assert dataset.select_group_slices("right").count("vlsr_label") == 0
+    assert (tmp_path / "out" / "samples.csv").exists()

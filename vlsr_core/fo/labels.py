@@ -33,6 +33,21 @@ def input_fields(samples):
     return [f for f in label_fields(samples) if f not in written]
 
 
+def media_problem(samples):
+    """Why VLSR cannot run on ``samples`` (not images), or None. A grouped dataset's image
+    slices can be run on one at a time, as an image view: the message says how."""
+    if samples.media_type == "image":
+        return None
+    problem = f"VLSR works on image datasets; this one holds {samples.media_type} samples"
+    slices = [s for s, m in (samples.group_media_types or {}).items() if m == "image"]
+    if samples.media_type != "group" or not slices:
+        return problem
+    return (f"{problem}: run it on one image slice, as a view: in the App, add the view stage "
+            f"SelectGroupSlices with slices {slices[0]!r} and target the current view; in "
+            f"Python, run_vlsr(dataset.select_group_slices({slices[0]!r}), ...) (image slices: "
+            f"{', '.join(map(repr, slices))})")
+
+
 def label_path(samples, label_field):
     """The path of the label objects in ``label_field`` (``gt.classifications`` or ``gt``)."""
     field = samples.get_field(label_field)

@@ -52,6 +52,7 @@ from .labels import (
     label_objects,
     label_path,
     label_sets,
+    media_problem,
     set_label_attribute,
     usable,
 )
@@ -1004,8 +1005,9 @@ def run_vlsr(samples, label_field, key=DEFAULT_KEY, embed=None, score=None, merg
 def _check_collection(samples):
     if len(samples) == 0:
         raise VLSRError("There are no samples to process (empty dataset or view)")
-    if samples.media_type != "image":
-        raise VLSRError(f"VLSR works on image datasets; this one holds {samples.media_type} samples")
+    problem = media_problem(samples)
+    if problem:
+        raise VLSRError(problem)
 
 
 def _load_or_init(dataset, key, label_field):
