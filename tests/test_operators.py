@@ -661,3 +661,17 @@ def test_a_grouped_dataset_runs_on_one_image_slice_as_a_view(dataset, tiny_clip,
     assert flat.count("vlsr_embedding") == flat.count("vlsr_label") == 3  # the left slice only
     assert dataset.select_group_slices("right").count("vlsr_label") == 0
     assert (tmp_path / "out" / "samples.csv").exists()
+
+
+def test_a_patches_view_is_refused_by_the_form_not_at_execute(ds, tiny_clip):
+    patches = ds.to_patches("boxes")
+    props = form("compute_embeddings", ds, view=patches, label_field="boxes", model=tiny_clip,
+                 view_target="CURRENT_VIEW")["type"]["properties"]
+    assert "not on a view of its patches: target the dataset" in props["media_error"]["error_message"]
+    with pytest.raises(ExecutionError, match="not on a view of its patches"):
+        run("compute_embeddings", ds, view=patches, view_target="CURRENT_VIEW", label_field="boxes",
+            model=tiny_clip)
+    assert not ds.list_runs()
+    # the dataset, the default target, runs while the App shows the patches
+    run("compute_embeddings", ds, view=patches, label_field="boxes", model=tiny_clip)
+    assert ds.count("vlsr_embedding") == 5  # every readable image

@@ -34,8 +34,14 @@ def input_fields(samples):
 
 
 def media_problem(samples):
-    """Why VLSR cannot run on ``samples`` (not images), or None. A grouped dataset's image
-    slices can be run on one at a time, as an image view: the message says how."""
+    """Why VLSR cannot run on ``samples`` (not images, or a patches or frames view), or None.
+    A grouped dataset's image slices can be run on one at a time, as an image view: the message
+    says how."""
+    if samples._is_generated:  # patches or frames: fields written there do not reach the samples
+        kind = "patches" if samples._is_patches else "frames" if samples._is_frames else "generated"
+        return (f"VLSR runs on a dataset's own samples, not on a view of its {kind}: target the "
+                "dataset, or a view of its samples (boxes are scored on their own crops with the "
+                "crops option of VLSR 1)")
     if samples.media_type == "image":
         return None
     problem = f"VLSR works on image datasets; this one holds {samples.media_type} samples"
