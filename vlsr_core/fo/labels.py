@@ -37,8 +37,8 @@ def media_problem(samples):
     """Why VLSR cannot run on ``samples`` (not images, or a patches or frames view), or None.
     A grouped dataset's image slices can be run on one at a time, as an image view: the message
     says how."""
-    if samples._is_generated:  # patches or frames: fields written there do not reach the samples
-        kind = "patches" if samples._is_patches else "frames" if samples._is_frames else "generated"
+    if samples._is_generated:  # patches, frames or clips: fields written there stay there
+        kind = next(k for k in ("patches", "frames", "clips") if getattr(samples, f"_is_{k}"))
         return (f"VLSR runs on a dataset's own samples, not on a view of its {kind}: target the "
                 "dataset, or a view of its samples (boxes are scored on their own crops with the "
                 "crops option of VLSR 1)")
