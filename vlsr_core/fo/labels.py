@@ -37,7 +37,7 @@ def media_problem(samples):
     """Why VLSR cannot run on ``samples`` (not images, or a patches or frames view), or None.
     A grouped dataset's image slices can be run on one at a time, as an image view: the message
     says how."""
-    if samples._is_generated:  # patches, frames or clips: fields written there stay there
+    if samples._is_generated:  # patches, frames or clips: sample fields would not reach the samples
         kind = next(k for k in ("patches", "frames", "clips") if getattr(samples, f"_is_{k}"))
         return (f"VLSR runs on a dataset's own samples, not on a view of its {kind}: target the "
                 "dataset, or a view of its samples (boxes are scored on their own crops with the "
