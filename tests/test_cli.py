@@ -761,3 +761,36 @@ def test_the_terminal_gets_summaries_without_markdown_marks_and_labels_as_writte
     text = (f"**Largest clusters** (*most first*): - {code('a**b')} (3, 1): {code('`tick`')}, "
             f"{code('x*y')}; 2 * 3")
     assert plain(text) == "Largest clusters (most first): - a**b (3, 1): `tick`, x*y; 2 * 3"
+
+
+def test_a_grouped_dataset_runs_on_a_saved_view_of_one_slice(tmp_path, tiny_clip, dataset_name,
+                                                             capsys):
+    """vlsr run refuses a grouped dataset as a whole, saying how; --view with a saved view of one
+    image slice runs it, and apply and export then take that view."""
+    dataset = fo.Dataset(dataset_name)
+    dataset.add_group_field("group", default="left")
+    samples = []
+    for i, path in enumerate(_images(tmp_path, 6)):
+        if i % 2 == 0:
+            group = fo.Group()
+        samples.append(fo.Sample(filepath=str(path), group=group.element("left" if i % 2 == 0 else "right"),
+                                 gt=fo.Classifications(classifications=[
+                                     fo.Classification(label=["helmet", "helmit", "drill"][i // 2])])))
+    dataset.add_samples(samples)
+    args = ["run", "--dataset", dataset_name, "--label-field", "gt", "--model", tiny_clip,
+            "--min-cluster-size", "1"]
+    assert main(args) == 2
+    assert "save that view and give its name with --view (image slices: 'left', 'right')" in \
+        capsys.readouterr().err
+    dataset.save_view("right-slice", dataset.select_group_slices("right"))
+    assert main(args + ["--view", "right-slice"]) == 0
+    assert "embedded 3 images" in capsys.readouterr().out
+    assert main(["apply", "--dataset", dataset_name]) == 0
+    assert "to 3 samples" in capsys.readouterr().out
+    assert main(["export", "--dataset", dataset_name, "--out", str(tmp_path / "out")]) == 0
+    with open(tmp_path / "out" / "samples.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 3
+    flat = dataset.select_group_slices()
+    assert flat.count("vlsr_label") == dataset.select_group_slices("right").count("vlsr_label") == 3
+    assert main(args + ["--view", "nope"]) == 2
+    assert "no saved view 'nope'" in capsys.readouterr().err

@@ -201,6 +201,8 @@ def _parser():
 
     c = sub.add_parser("run", help="embed, score, cluster and merge; write the results to the dataset")
     _dataset_arg(c)
+    c.add_argument("--view", help="a saved view to run on (default: the whole dataset), e.g. one "
+                                  "image slice of a grouped dataset; apply and export then take it")
     _run_args(c)
     c.set_defaults(func=_run)
 
@@ -517,8 +519,9 @@ def _run(a, dataset=None, encoder=None):
 
     embed, score, merge = (params_of(a, cls) for cls in (EmbedParams, ScoreParams, MergeParams))
     dataset = dataset or _load(a.dataset)
+    samples = _saved_view(dataset, a.view) if getattr(a, "view", None) else dataset
     bars = {stage: _bar(stage) for stage in ("embed", "score", "cluster")}
-    report = run_vlsr(dataset, a.label_field, a.key, embed, score, merge, recompute=a.recompute,
+    report = run_vlsr(samples, a.label_field, a.key, embed, score, merge, recompute=a.recompute,
                       encoder=encoder, progress=lambda stage, f: bars[stage](f))
     print(report.summary())
     _summary(dataset, a.key)

@@ -50,7 +50,8 @@ def media_problem(samples):
         return problem
     return (f"{problem}: run it on one image slice, as a view: in the App, add the view stage "
             f"SelectGroupSlices with slices {slices[0]!r} and target the current view; in "
-            f"Python, run_vlsr(dataset.select_group_slices({slices[0]!r}), ...) (image slices: "
+            f"Python, run_vlsr(dataset.select_group_slices({slices[0]!r}), ...); with vlsr run, "
+            f"save that view and give its name with --view (image slices: "
             f"{', '.join(map(repr, slices))})")
 
 
