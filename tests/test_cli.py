@@ -787,6 +787,9 @@ def test_a_grouped_dataset_runs_on_a_saved_view_of_one_slice(tmp_path, tiny_clip
     assert "embedded 3 images" in capsys.readouterr().out
     assert main(["apply", "--dataset", dataset_name]) == 0
     assert "to 3 samples" in capsys.readouterr().out
+    assert main(["summary", "--dataset", dataset_name]) == 0
+    summary = capsys.readouterr().out  # of the slice the run covers, not the default one
+    assert "(saved view right-slice): 3 samples" in summary and "Final labels: 3 samples" in summary
     assert main(["export", "--dataset", dataset_name, "--out", str(tmp_path / "out")]) == 0
     with open(tmp_path / "out" / "samples.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 3

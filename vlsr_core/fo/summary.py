@@ -36,8 +36,11 @@ def summarize_run(dataset, key, n_clusters=10):
     """
     results = dataset.load_run_results(key, cache=False)
     fields, views = sample_fields(key), saved_view_names(key)
-    lines = [f"**Run `{key}`** on `{dataset.name}`: {count(len(dataset), 'sample')}"]
     config = dataset.get_run_info(key).config
+    # what the run covers: the saved view it was made on (one slice of a grouped dataset, say)
+    samples = run_collection(dataset, key)
+    on = f" (saved view `{samples.name}`)" if samples is not dataset else ""
+    lines = [f"**Run `{key}`** on `{dataset.name}`{on}: {count(len(samples), 'sample')}"]
     if getattr(config, "model", None):
         how = [f"prompt `{config.prompt}`" if config.prompt else None,
                "JPEGs decoded at reduced scale" if config.jpeg_draft else None,
@@ -53,7 +56,6 @@ def summarize_run(dataset, key, n_clusters=10):
     if sharded_stages(config):
         lines.append(f"**In progress:** {sharded_note(sharded_stages(config))}")
     if getattr(config, "model", None):  # a run whose images have not all been embedded
-        samples = run_collection(dataset, key)
         done = sum(samples.count(fields[f]) for f in ("embedding", "error")
                    if dataset.has_field(fields[f]))
         waiting = len(samples) - done
@@ -70,16 +72,16 @@ def summarize_run(dataset, key, n_clusters=10):
         if dataset.has_saved_view(views["changed"]):
             copies = run_copies_outdated(dataset, key, state)
             lines.append(
-                f"**Final labels:** {count(dataset.count(fields['label']), 'sample')}; "
+                f"**Final labels:** {count(samples.count(fields['label']), 'sample')}; "
                 f"{_differ(len(dataset.load_saved_view(views['changed'])))}" +
                 "".join(f"; {copy_note(name, n)}" for name, n in copies))
     else:
         lines.append(f"**Labels embedded:** {len(results.labels)}; not clustered yet")
-    skipped = _unusable_labels(dataset, config.label_field)
+    skipped = _unusable_labels(samples, config.label_field)
     if skipped:
         lines.append(f"**Skipped labels:** {skipped} label objects with an empty or blank label "
                      "(not scored, not clustered, left as they are)")
-    failures = unreadable_images(dataset, key)
+    failures = unreadable_images(samples, key)
     if failures:
         lines.append(f"**Unreadable images** ({len(failures)}), skipped:")
         listed = [f"- `{path}`: {reason}" for _, path, reason in failures[:10]]
@@ -87,7 +89,7 @@ def summarize_run(dataset, key, n_clusters=10):
             listed.append(f"- … and {len(failures) - 10} more: the samples with a "
                           f"`{fields['error']}` field (a sidebar filter in the App) hold them all")
         lines.append("\n".join(listed))
-    scores = _score_line(dataset, key, config)
+    scores = _score_line(samples, key, config)
     if scores:
         lines.append(scores)
     present = [v for v in views.values() if dataset.has_saved_view(v)]
@@ -101,7 +103,7 @@ def _differ(n):
         f"{n} differ from every label they had"
 
 
-def _score_line(dataset, key, config):
+def _score_line(samples, key, config):
     """Which score the review uses and its low threshold, and how the boxes were scored; None
     before scoring."""
     threshold = getattr(config, "low_similarity_threshold", None)
@@ -110,8 +112,8 @@ def _score_line(dataset, key, config):
     attribute = review_attribute(config, key)
     line = f"**Scores:** the review uses `{attribute}`; below {threshold:.3f} counts as low"
     if config.crops:
-        path = f"{label_path(dataset, config.label_field)}.{label_attributes(key)['crop_fallback']}"
-        counts = dataset.count_values(path)
+        path = f"{label_path(samples, config.label_field)}.{label_attributes(key)['crop_fallback']}"
+        counts = samples.count_values(path)
         whole, cropped = counts.get(True, 0), counts.get(False, 0)
         line += (f". {count(whole + cropped, 'box')} scored: {cropped} on their crops, {whole} on "
                  f"the whole image (under {config.crop_min_size} pixels or without coordinates)")
@@ -260,13 +262,13 @@ def _rare_line(state, n_rare, floor, unit):
               "cluster to each)")
 
 
-def _unusable_labels(dataset, label_field):
+def _unusable_labels(samples, label_field):
     """How many label objects of ``label_field`` have no usable label (None, empty, blank)."""
     try:
-        path = label_path(dataset, label_field)
+        path = label_path(samples, label_field)
     except LabelFieldError:
         return 0
-    counts = dataset.count_values(f"{path}.label")
+    counts = samples.count_values(f"{path}.label")
     return sum(n for label, n in counts.items() if not usable(label))
 
 
