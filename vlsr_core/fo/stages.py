@@ -659,8 +659,10 @@ def _score_chunks(run, samples, progress):
         report.n_samples += n_scored
         report.n_unscored += len(chunk.ids) - n_scored
         # each label on a scored image, a label repeated on one counted each time (as its boxes)
-        report.n_scores += sum(sum(l in set(set_of) for l in labels_of) for labels_of, set_of, s
-                               in zip(chunk.labels, chunk.sets, scores.similarity) if s is not None)
+        for labels_of, set_of, sims in zip(chunk.labels, chunk.sets, scores.similarity):
+            if sims is not None:
+                scored = set(set_of)
+                report.n_scores += sum(l in scored for l in labels_of)
         progress(min(0.99, (report.n_samples + report.n_unscored) / len(run.ids)))
     return report
 
