@@ -131,7 +131,7 @@ def test_rename_reaches_final_labels_and_the_exported_label_map(ran, tmp_path):
     # named back after its label (an import of the map as clustered does so): said so, not as
     # a rename of a name to itself
     back = add_edit(dataset, "vlsr", "rename", "safety helmet", "helmet")
-    assert back.describe() == "name the cluster of `helmet` after it again"
+    assert back.describe() == "make `helmet` the name of its cluster"
 
 
 def test_accepting_a_suggestion_for_a_sample_makes_it_the_final_label(ran):

@@ -93,9 +93,9 @@ class Edit:
             "reject": f"take {label} out of {to}",
             "split": f"split {label} out on its own",
             "move": f"move {label} to the cluster of {to}",
-            # (to its own label: the cluster had another name, which an import takes back)
+            # (to its own label: the cluster had another name, one of its labels or a new one)
             "rename": f"rename the cluster of {label} to {to}" if self.label != self.to else
-                      f"name the cluster of {label} after it again",
+                      f"make {label} the name of its cluster",
             "accept_suggestion": f"accept suggestion {label} on {n} {unit}",
             "reject_suggestion": f"reject suggestion {label} on {n} {unit}",
         }[self.action]
