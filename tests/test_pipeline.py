@@ -150,6 +150,38 @@ def test_input_errors(data):
         sanitize(images[:, :8], labels, VOCAB, vemb)
     with pytest.raises(ValueError, match="repeated"):
         sanitize(images, labels, VOCAB + ["helmet"], np.vstack([vemb, vemb[:1]]))
+    # a label list given as a string, labels that are not strings, a label not embedded
+    with pytest.raises(ValueError, match=r"image_labels\[0\] is the string 'helmet': give each "
+                                         r"image a list of labels \(\['helmet'\]\)"):
+        sanitize(images, ["helmet"] + labels[1:], VOCAB, vemb)
+    with pytest.raises(ValueError, match=r"labels must be strings; the vocabulary holds 7 \(int\)"):
+        sanitize(images, labels, VOCAB[:-1] + [7], vemb)
+    broken = vemb.copy()
+    broken[[1, 4]] = np.nan
+    with pytest.raises(ValueError, match=r"vocabulary_embeddings has NaN or infinite values in 2 "
+                                         r"of its rows \(1, 4\)"):
+        sanitize(images, labels, VOCAB, broken)
+
+
+def test_embeddings_need_not_be_normalised(data):
+    """Raw CLIP features are not of unit length: each row is scaled, so the scores are cosines
+    and the label map is the one of the normalised embeddings."""
+    images, labels, vemb = data
+    rng = np.random.default_rng(1)
+    images[0] = np.nan  # an image that could not be embedded stays without scores
+    scaled = sanitize(images * rng.uniform(0.2, 30, (len(images), 1)), labels, VOCAB,
+                      vemb * rng.uniform(0.2, 30, (len(VOCAB), 1)))
+    unit_rows = sanitize(images, labels, VOCAB, vemb)
+    assert scaled.canonical == unit_rows.canonical
+    assert scaled.final_labels == unit_rows.final_labels
+    assert scaled.similarity[0] is None
+    scored = [(a, b) for a, b in zip(scaled.similarity, unit_rows.similarity) if b is not None]
+    assert len(scored) >= 5
+    for a, b in scored:
+        np.testing.assert_allclose(a, b, atol=1e-6)
+        assert np.all(np.abs(a) <= 1 + 1e-6)
+    assert [[l for l, _ in s] for s in scaled.suggestions] == [
+        [l for l, _ in s] for s in unit_rows.suggestions]
 
 
 def test_empty_dataset():
@@ -188,3 +220,20 @@ def test_a_twin_label_with_the_same_embedding_is_never_a_replacement():
     r = sanitize(images, [["Helmet"]] * 200, ["helmet", "Helmet"], np.repeat(t, 2, axis=0),
                  min_cluster_size=1, replace_margin=0.0)
     assert all(x == [None] for x in r.replacements)
+
+
+def test_label_map_of_unnormalised_label_embeddings():
+    """The lexical guards read cosine distances: scaled rows must not pass a plural that is a
+    word of its own."""
+    from vlsr_core.engine.pipeline import build_label_map
+
+    rng = np.random.default_rng(2)
+    vocab = [f"tool {i}" for i in range(40)] + ["glass", "glasses"]
+    emb = unit(rng.normal(size=(len(vocab), DIM)))
+    emb[41] = unit(emb[40] + 3 * unit(rng.normal(size=DIM)))  # far from "glass"
+    freq = np.ones(len(vocab), dtype=np.int64)
+    ref = build_label_map(vocab, emb, freq)
+    assert ref.clusters[40] != ref.clusters[41]
+    scaled = build_label_map(vocab, emb * 3, freq)
+    assert list(scaled.clusters) == list(ref.clusters)
+    assert scaled.representatives == ref.representatives

@@ -115,7 +115,8 @@ class SanitizeResult(LabelRefinement, ImageScores):
 
 def sanitize(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, score=None,
              merge=None, *, unknown_words=None, block_rows=DEFAULT_BLOCK_ROWS, **overrides):
-    """Run VLSR steps 2-7 on precomputed, L2-normalised CLIP embeddings.
+    """Run VLSR steps 2-7 on precomputed CLIP embeddings (rows need not be normalised: each
+    is scaled to unit length, so every score is a cosine similarity).
 
     Args:
         image_embeddings: ndarray of shape (n_images, dim); a row of NaN marks an image that
@@ -247,7 +248,8 @@ def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddi
     frequencies = label_frequencies(image_labels, vocabulary)
     prototypes = None
     if params.image_evidence:
-        _check_inputs(np.asarray(image_embeddings), image_labels, list(vocabulary),
+        image_embeddings = unit_length(image_embeddings, "image_embeddings", missing_rows=True)
+        _check_inputs(image_embeddings, image_labels, list(vocabulary),
                       np.asarray(vocabulary_embeddings))
         prototypes = ImagePrototypes.from_images(image_embeddings, image_labels, vocabulary)
     label_map = build_label_map(vocabulary, vocabulary_embeddings, frequencies, params,
@@ -279,7 +281,7 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
 
     Args:
         vocabulary: list of n_labels distinct strings.
-        vocabulary_embeddings: ndarray of shape (n_labels, dim), L2-normalised.
+        vocabulary_embeddings: ndarray of shape (n_labels, dim) (need not be normalised).
         frequencies: int ndarray of shape (n_labels,), from :func:`label_frequencies`.
         params: :class:`~vlsr_core.engine.params.MergeParams`; ``overrides`` replace single fields.
         prototypes: :class:`~vlsr_core.engine.evidence.ImagePrototypes` of the vocabulary, which
@@ -305,7 +307,7 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
     if prototypes is not None and prototypes.vocabulary != list(vocabulary):
         raise ValueError("prototypes were computed for another vocabulary")
     vocabulary = list(vocabulary)
-    vocab_emb = np.asarray(vocabulary_embeddings, dtype=np.float32)
+    vocab_emb = unit_length(vocabulary_embeddings, "vocabulary_embeddings")
     frequencies = np.asarray(frequencies, dtype=np.int64)
     if not len(vocabulary) == len(vocab_emb) == len(frequencies):
         raise ValueError(f"{len(vocabulary)} labels, {len(vocab_emb)} label embeddings and "
@@ -395,8 +397,8 @@ def final_labels(image_embeddings, image_labels, label_map, vocabulary_embedding
 
 def _prepared(image_embeddings, image_labels, vocabulary, vocabulary_embeddings):
     """Checked float32 arrays, the vocabulary as a list, and each image's label indices."""
-    image_embeddings = np.asarray(image_embeddings, dtype=np.float32)
-    vocab_emb = np.asarray(vocabulary_embeddings, dtype=np.float32)
+    image_embeddings = unit_length(image_embeddings, "image_embeddings", missing_rows=True)
+    vocab_emb = unit_length(vocabulary_embeddings, "vocabulary_embeddings")
     vocabulary = list(vocabulary)
     _check_inputs(image_embeddings, image_labels, vocabulary, vocab_emb)
     index = {label: i for i, label in enumerate(vocabulary)}
@@ -404,9 +406,40 @@ def _prepared(image_embeddings, image_labels, vocabulary, vocabulary_embeddings)
     return image_embeddings, vocab_emb, vocabulary, labels_idx
 
 
+def unit_length(embeddings, name, missing_rows=False):
+    """``embeddings`` as float32 rows of unit length, so that every score is a cosine whatever
+    the caller's scaling (raw CLIP features are not normalised); rows already of unit length
+    (within 1e-3) are left as they are. ``missing_rows``: NaN rows mark a missing embedding
+    (images); otherwise a row that is not finite is an error."""
+    x = np.asarray(embeddings, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n, dim), got shape {x.shape}")
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))  # NaN or inf for a row that is not finite
+    finite = np.isfinite(norms)
+    if not missing_rows and not finite.all():
+        bad = np.flatnonzero(~finite)
+        rows = ", ".join(map(str, bad[:5])) + (", ..." if bad.size > 5 else "")
+        raise ValueError(f"{name} has NaN or infinite values in {bad.size} of its rows "
+                         f"({rows}): embed those again")
+    off = finite & (norms > 0) & (np.abs(norms - 1) > 1e-3)
+    if off.any():
+        x = x.copy()
+        x[off] /= norms[off, None]
+    return x
+
+
 def _check_inputs(image_embeddings, image_labels, vocabulary, vocab_emb):
     if image_embeddings.ndim != 2 or vocab_emb.ndim != 2:
         raise ValueError("image_embeddings and vocabulary_embeddings must be 2-D arrays")
+    strings = [i for i, labels in enumerate(image_labels) if isinstance(labels, str)]
+    if strings:
+        first = image_labels[strings[0]]
+        raise ValueError(f"image_labels[{strings[0]}] is the string {first!r}: give each image "
+                         f"a list of labels ([{first!r}])")
+    not_str = [v for v in vocabulary if not isinstance(v, str)]
+    if not_str:
+        raise ValueError(f"labels must be strings; the vocabulary holds {not_str[0]!r} "
+                         f"({type(not_str[0]).__name__})")
     if len(image_labels) != image_embeddings.shape[0]:
         raise ValueError(
             f"{len(image_labels)} label lists for {image_embeddings.shape[0]} image embeddings"
