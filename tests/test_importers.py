@@ -690,3 +690,31 @@ def test_factorynet_a_binary_csv_is_one_problem_not_the_end_of_the_import(tmp_pa
     report = import_factorynet(folder, dataset)
     assert report.n_samples == 1
     assert _problem(report, str(folder / "2.csv"), "binary file")
+
+
+def test_an_import_into_a_field_a_run_writes_is_refused(tmp_path, dataset):
+    """Imported into vlsr_labels, the labels were emptied by the next `vlsr run` (and would go
+    with `vlsr delete-run`)."""
+    from fake_clip import FakeEncoder, build
+
+    from vlsr_core.fo.stages import run_vlsr
+
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(build(dataset, tmp_path / "images")))
+    _plain_images(tmp_path)
+    csv_path = _text(tmp_path / "l.csv", "imgs/a.jpg,helmet\n")
+    n, schema = len(dataset), dataset.get_field_schema()
+    for field in ("vlsr_labels", "vlsr_suggestions"):
+        with pytest.raises(InputFileError, match=re.escape(
+                f"field {field!r} is an output of run 'vlsr': running that run again or deleting "
+                "it would take what you import with it")):
+            import_csv(csv_path, dataset, label_field=field)
+        with pytest.raises(InputFileError, match="is an output of run 'vlsr'"):
+            import_factorynet(tmp_path, dataset, label_field=field)
+    with pytest.raises(InputFileError, match="is an output of run 'vlsr'"):
+        import_factorynet(tmp_path, dataset, detections_field="vlsr_suggestions")
+    # a field named as a run's output before any run: the first run would write over it
+    other = fo.Dataset()
+    with pytest.raises(InputFileError, match="'vlsr_label' is the name of an output of a run"):
+        import_csv(csv_path, other, label_field="vlsr_label")
+    assert len(dataset) == n and dataset.get_field_schema() == schema and len(other) == 0
+    other.delete()

@@ -30,8 +30,10 @@ import fiftyone as fo
 import fiftyone.core.media as fom
 import fiftyone.core.storage as fos
 
+from ..engine.defaults import DEFAULT_KEY
 from ..model.images import BadImageError, oriented_size
 from ..wording import count
+from .runs import run_outputs, sample_fields
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif")  # Factorynet image types, preferred first
 SOURCES = ("user", "wikimedia")  # the values Factorynet's optional sixth column takes
@@ -234,6 +236,15 @@ def _check_fields(dataset, fields):
         if not name or "." in name or name.startswith("_") or name in built_in:
             raise InputFileError(f"{name!r} cannot be a label field: give a name of your own, "
                                  "without dots, such as ground_truth")
+        writer = run_outputs(dataset).get(name)
+        if writer is not None:
+            raise InputFileError(f"field {name!r} is an output of run {writer!r}: running that "
+                                 "run again or deleting it would take what you import with it; "
+                                 "give a field of your own, such as ground_truth")
+        if name in sample_fields(DEFAULT_KEY).values():
+            raise InputFileError(f"{name!r} is the name of an output of a run with the default "
+                                 f"key {DEFAULT_KEY!r}, which would write over it: give a field "
+                                 "of your own, such as ground_truth")
         field = dataset.get_field(name)
         if field is not None and getattr(field, "document_type", None) is not kind:
             held = getattr(field, "document_type", None) or type(field)
