@@ -400,6 +400,37 @@ def test_explicit_model_that_cannot_load_is_an_error(tmp_path, capsys):
         fo.delete_dataset("vlsr-demo")
 
 
+def test_the_demo_writes_over_no_file_and_no_dataset_it_cannot_replace(tmp_path, tiny_clip,
+                                                                     capsys):
+    """It copied its images over a user's files of those names, and deleted the earlier demo
+    dataset before failing on a folder it could not write in."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "astronaut.png").write_bytes(b"precious")
+    (mine / "notes.txt").write_text("mine")
+    (tmp_path / "afile").write_text("x")
+    earlier = fo.Dataset("vlsr-demo", persistent=True)
+    earlier.add_sample(fo.Sample(filepath=str(tmp_path / "x.png")))
+    try:
+        for folder, words in [(mine, "holds files the demo did not write (astronaut.png, notes.txt)"),
+                              (tmp_path / "afile", "is a file, not a folder"),
+                              (tmp_path / "afile" / "sub", "the demo cannot write in")]:
+            assert main(["demo", "--dir", str(folder), "--model", tiny_clip, "--no-app"]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("vlsr: error: ") and err.count("\n") == 1 and words in err
+        assert (mine / "astronaut.png").read_bytes() == b"precious"
+        assert len(fo.load_dataset("vlsr-demo")) == 1  # the earlier one, untouched
+        # its own folder (new, then its own again): the demo replaces its files and dataset,
+        # and says so
+        demo = tmp_path / "demo"
+        for _ in range(2):
+            assert main(["demo", "--dir", str(demo), "--model", tiny_clip, "--no-app"]) == 0
+            assert "it replaces the earlier demo dataset" in capsys.readouterr().out
+        assert len(fo.load_dataset("vlsr-demo")) == len(DEMO_LABELS) + 1
+    finally:
+        fo.delete_dataset("vlsr-demo")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--key", "my-run"], "The run key 'my-run' cannot name fields"),
     (["--model", "./nope"], "Could not load a CLIP model: CLIP model directory './nope' does not "

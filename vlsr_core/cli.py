@@ -140,6 +140,7 @@ def _main(args):
 
     from .model.encoder import ModelLoadError
     from .fo.export import ExportError
+    from .demo import DemoFolderError
     from .fo.importers import InputFileError
     from .fo.labels import LabelFieldError
     from .fo.review import ReviewError
@@ -154,7 +155,7 @@ def _main(args):
               "FIFTYONE_DATABASE_URI to a MongoDB you run", file=sys.stderr)
         return 2
     except (VLSRError, ParamError, ModelLoadError, ExportError, LabelFieldError, InputFileError,
-            ReviewError, FileNotFoundError, NotADirectoryError) as e:
+            ReviewError, DemoFolderError, FileNotFoundError, NotADirectoryError) as e:
         _close_bars()
         print(f"vlsr: error: {_as_flag(e) if isinstance(e, ParamError) else e}", file=sys.stderr)
         return 2
@@ -729,17 +730,21 @@ def _export(a):
 def _demo(a):
     import fiftyone as fo
 
-    from .demo import build_demo_dataset
+    from .demo import DEMO_DATASET, build_demo_dataset, check_demo_folder
     from .model.encoder import CLIPEncoder, ModelLoadError
 
-    dataset = build_demo_dataset(a.dir)
-    print(f"demo dataset {dataset.name!r}: {_count(len(dataset), 'image')} in {a.dir}")
+    check_demo_folder(a.dir)  # then the model: neither touches an earlier demo dataset
     try:
         encoder = CLIPEncoder(a.model or DEFAULT_MODEL)
     except ModelLoadError as e:
         if a.model:
             raise
         encoder = _random_encoder(a.dir, e)
+    replaced = fo.dataset_exists(DEMO_DATASET)
+    dataset = build_demo_dataset(a.dir)
+    print(f"demo dataset {dataset.name!r}: {_count(len(dataset), 'image')} in {a.dir}"
+          + (" (it replaces the earlier demo dataset, its runs and review edits)" if replaced
+             else ""))
     # a 16-image dataset: a cluster needs 2 samples to stand alone (the default 10 is for real data)
     run = _parser().parse_args(["run", "--dataset", dataset.name, "--label-field", "ground_truth",
                                 "--min-cluster-size", "2"])
@@ -760,7 +765,9 @@ def _random_encoder(directory, error):
     print("The demo goes on with a RANDOMLY INITIALISED CLIP to show the workflow: its scores, "
           "clusters and final labels are meaningless. Pass --model with real weights for real "
           "results.\n", file=sys.stderr)
-    path = save_random_clip(os.path.join(directory, "random-clip"), size="tiny")
+    from .demo import RANDOM_CLIP
+
+    path = save_random_clip(os.path.join(directory, RANDOM_CLIP), size="tiny")
     return CLIPEncoder(path)
 
 
