@@ -160,3 +160,18 @@ def test_an_exported_label_map_with_a_tab_or_spaces_in_a_label_imports_back(data
     shown = repr("hard\that")
     with pytest.raises(ValueError, match=re.escape(f"invisible one: {shown} (line {line})")):
         import_label_map(dataset, "vlsr", read_label_map(str(path)))
+
+
+def test_a_label_map_row_with_an_unquoted_comma_is_refused_with_its_line(tmp_path):
+    """`wrench,hand,tool` imported as a rename to 'hand', the rest of the name dropped."""
+    from vlsr_core.fo.review import ReviewError, read_label_map
+
+    path = tmp_path / "map.csv"
+    path.write_text("label,canonical\nhelmet,helmet\nwrench,hand,tool\n", encoding="utf-8")
+    with pytest.raises(ReviewError, match=re.escape(
+            "1 row cannot be read: line 3: 3 cells under a header of 2: put a label or name "
+            'that holds a comma in quotes ("hand, tool")')):
+        read_label_map(str(path))
+    # quoted, or with the empty cells a spreadsheet leaves after the last column: read
+    path.write_text('label,canonical\nwrench,"hand, tool"\nhelmet,helmet,,\n', encoding="utf-8")
+    assert read_label_map(str(path)) == {"wrench": "hand, tool", "helmet": "helmet"}

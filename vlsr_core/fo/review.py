@@ -513,7 +513,8 @@ class LabelMapFile(dict):
 
 def read_label_map(path):
     """label -> canonical label, from a CSV with the columns ``label`` and ``canonical`` (any
-    others, such as those of an exported ``label_map.csv``, are ignored). Labels and canonical
+    others, such as those of an exported ``label_map.csv``, are ignored; a row with more cells
+    than the header, a name with an unquoted comma, is refused). Labels and canonical
     labels are read as written (:func:`import_label_map` matches a canonical label to a name
     of the run with surrounding spaces aside); :class:`ReviewError` lists the rows
     that cannot be read."""
@@ -557,6 +558,9 @@ def read_label_map(path):
             problems.append(f"line {line}: a quote (\") opened there "
                             + (f"makes lines {line}-{end} one cell" if end > line else
                                "is not closed") + ": close it, or remove it")
+        elif any(c.strip() for c in cells[len(header):]):  # a comma in a name, unquoted
+            problems.append(f"line {line}: {len(cells)} cells under a header of {len(header)}: "
+                            "put a label or name that holds a comma in quotes (\"hand, tool\")")
         elif not label.strip() or not name.strip():
             problems.append(f"line {line}: {'label' if not label.strip() else 'canonical'} is empty")
         elif wanted.get(label, name).strip() != name.strip():
