@@ -255,7 +255,7 @@ def test_a_stage_on_a_view_that_filters_labels_is_refused(ran, capsys):
     labels now refuses a view that filters them (one made on filtered labels takes them:
     test_run_record)."""
     from vlsr_core.fo.review import add_edit
-    from vlsr_core.fo.stages import VLSRError, cluster_and_merge, score_labels
+    from vlsr_core.fo.stages import VLSRError, cluster_and_merge, run_vlsr, score_labels
 
     dataset = ran[0]
     add_edit(dataset, "vlsr", "split", "helmit")
@@ -267,6 +267,15 @@ def test_a_stage_on_a_view_that_filters_labels_is_refused(ran, capsys):
     for stage in (score_labels, cluster_and_merge):
         with pytest.raises(VLSRError, match=refused):
             stage(dataset.load_saved_view("vlsr-low-similarity"))
+    # the whole run: refused before the model loads and the images are embedded
+    def embeddings():
+        return [None if e is None else e.tolist() for e in dataset.values("vlsr_embedding")]
+
+    embedded = embeddings()
+    with pytest.raises(VLSRError, match=refused):
+        run_vlsr(dataset.load_saved_view("vlsr-low-similarity"), "gt",
+                 encoder=NotImplemented, recompute=True)
+    assert embeddings() == embedded
     assert dataset.values("vlsr_labels.classifications.label") == before
     assert dataset.get_run_info("vlsr").config.applied["edits"] == []  # the split is not applied
 

@@ -997,6 +997,13 @@ def run_vlsr(samples, label_field, key=DEFAULT_KEY, embed=None, score=None, merg
     unknown = set(overrides) - {n for cls in PARAM_CLASSES for n in cls.names()}
     if unknown:
         raise ParamError(sorted(unknown)[0], f"unknown parameter(s) {sorted(unknown)}")
+    dataset = samples._dataset
+    if dataset.has_run(key) and isinstance(dataset.get_run_info(key).config, VLSRRunConfig):
+        # what scoring would refuse, said before the model loads and the images are embedded
+        problem = label_filter_problem(samples, label_field,
+                                       dataset.get_run_info(key).config.collection)
+        if problem:
+            raise VLSRError(problem)
     report = compute_embeddings(samples, label_field, key, embed, recompute=recompute,
                                 encoder=encoder, progress=lambda f: progress("embed", f))
     score_labels(samples, key, score, progress=lambda f: progress("score", f))
