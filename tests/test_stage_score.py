@@ -156,7 +156,8 @@ def test_score_where_nothing_is_embedded_is_refused(main):
     with pytest.raises(VLSRError, match="No image embeddings"):
         score_labels(dataset.match(F("filepath").ends_with("h2.png")))  # "helmet" is embedded
     # a label of the view that was never embedded
-    with pytest.raises(VLSRError, match="no embedding yet.*compute embeddings"):
+    with pytest.raises(VLSRError, match=r"6 labels without an embedding yet.*: embed them first \(VLSR 1: compute "
+                                        r"embeddings in the App, vlsr run on the command line\)"):
         score_labels(dataset)
     assert not dataset.has_field("gt.classifications.vlsr_similarity")
 

@@ -203,7 +203,8 @@ class VLSRResults(fors.RunResults):
         row = {l: i for i, l in enumerate(self.labels) if i < n}
         missing = [l for l in labels if l not in row]
         if missing:
-            raise KeyError(f"{len(missing)} labels have no embedding yet, e.g. {missing[:3]}")
+            raise KeyError(f"{count(len(missing), 'label')} without an embedding yet, e.g. "
+                           f"{missing[:3]}")
         return rows[[row[l] for l in labels]]
 
     def unknown_words_of(self, labels):

@@ -1130,7 +1130,8 @@ def open_run(samples, key, vocabulary=None, results=None, shard=False):
     try:
         vocab_emb = results.embeddings_of(vocabulary)
     except KeyError as e:
-        raise VLSRError(f"{e.args[0]}: run compute embeddings on these samples first") from None
+        raise VLSRError(f"{e.args[0]}: embed them first (VLSR 1: compute embeddings in the App, "
+                        "vlsr run on the command line)") from None
     merge_emb = vocab_emb
     if config.label_model:
         try:
