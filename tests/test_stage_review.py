@@ -7,6 +7,7 @@ cluster, screwdriver / Screwdrivers another; s3.png shows a screwdriver but is l
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -146,6 +147,32 @@ def test_accepting_a_suggestion_for_a_sample_makes_it_the_final_label(ran):
     # the sample keeps its own label among its canonical labels; the input is untouched
     assert by_name(dataset, "vlsr_labels.classifications.label")["s3.png"] == ["helmet", "screwdriver"]
     assert by_name(dataset, "gt.classifications.label")["s3.png"] == ["helmet"]
+
+
+def test_a_decision_after_a_later_one_on_some_of_its_samples_is_not_a_repeat(ran):
+    """Accepted on a view, then rejected on one of its samples: accepting again on the view was
+    refused as a repeat of the first, and a sample given twice counted twice."""
+    dataset = ran[0]
+    s1, s3 = _sample_id(dataset, "s1.png"), _sample_id(dataset, "s3.png")
+    first = add_edit(dataset, "vlsr", "accept_suggestion", "screwdriver", samples=[s1, s3])
+    add_edit(dataset, "vlsr", "reject_suggestion", "screwdriver", samples=[s3])
+    again = add_edit(dataset, "vlsr", "accept_suggestion", "screwdriver", samples=[s1, s3, s3])
+    assert again.samples == (s1, s3) and again.describe() == first.describe() == (
+        "accept suggestion `screwdriver` on 2 samples")
+    with pytest.raises(ReviewError, match=f"Edit #{again.id} already does this"):
+        add_edit(dataset, "vlsr", "accept_suggestion", "screwdriver", samples=[s3, s1])
+    apply_review(dataset, "vlsr")
+    assert by_name(dataset, "vlsr_label.label")["s3.png"] == "screwdriver"
+
+
+def test_accepting_a_label_taken_out_says_how_to_put_it_back(ran):
+    dataset = ran[0]
+    taken = add_edit(dataset, "vlsr", "reject", "helmit")
+    with pytest.raises(ReviewError, match=re.escape(
+            f"'helmit' is a cluster of its own since edit #{taken.id} (take helmit out of "
+            "helmet): undo that edit to put it back, or name the cluster to keep it in")):
+        add_edit(dataset, "vlsr", "accept", "helmit")
+    assert add_edit(dataset, "vlsr", "accept", "helmit", to="helmet").action == "accept"
 
 
 def test_accepting_a_suggestion_for_one_label_replaces_that_label_in_the_outputs(ran):

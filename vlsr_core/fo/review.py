@@ -293,6 +293,7 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
     """
     config = _config(dataset, key)
     state = state or review_state(dataset, key)
+    samples = list(dict.fromkeys(samples))  # a sample given twice (a view and its id) counts once
     canonical = state.label_map.canonical
     names = state.label_map.names or state.label_map.representatives
     vocabulary = set(canonical)
@@ -308,6 +309,10 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                 if action == "reject" and taken is not None:  # a repeat
                     raise ReviewError(f"Edit #{taken.id} already took {quoted(label)} out of its "
                                       f"cluster: {taken.describe().replace('`', '')}")
+                if taken is not None:  # an accept after a take-out, made by mistake
+                    raise ReviewError(f"{quoted(label)} is a cluster of its own since edit "
+                                      f"#{taken.id} ({taken.describe().replace('`', '')}): undo "
+                                      "that edit to put it back, or name the cluster to keep it in")
                 raise ReviewError(f"{quoted(label)} is the canonical label of its cluster; rename "
                                   "the cluster or move another label instead")
             if to not in names:
@@ -367,11 +372,14 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
         raise ReviewError(str(e)) from None
     if action == "split" and label == current:  # (a take-out of a canonical label is refused)
         _check_rest_named_apart(state, edit)
-    # the latest edit in force about the same label (and samples) asking the same: a repeat
-    # would change nothing (after an edit that undid it, it is a change again)
+    # the latest edit in force about the same label (and some of the same samples) asking the
+    # same: a repeat would change nothing (after an edit that undid it, even for one of the
+    # samples, it is a change again)
     last = next((e for e in reversed(state.in_force) if e.label == label
                  and (e.action in MAP_ACTIONS) == (action in MAP_ACTIONS)
-                 and set(e.samples) == set(edit.samples)), None)
+                 and (set(e.samples) & set(edit.samples) or not edit.samples)), None)
+    if last is not None and set(last.samples) != set(edit.samples):
+        last = None
     if last is not None and (last.action, last.to, set(last.label_ids)) == (
             action, to, set(edit.label_ids)):
         raise ReviewError(f"Edit #{last.id} already does this: {edit.describe().replace('`', '')}")
