@@ -718,3 +718,25 @@ def test_an_import_into_a_field_a_run_writes_is_refused(tmp_path, dataset):
         import_csv(csv_path, other, label_field="vlsr_label")
     assert len(dataset) == n and dataset.get_field_schema() == schema and len(other) == 0
     other.delete()
+
+
+def test_a_csv_as_a_spreadsheet_may_save_it(tmp_path, dataset):
+    """UTF-16 was called a binary file, a header alone read as a clean import of nothing, a
+    file:// address was refused as a URL, and a field name with a space was taken (Apply's
+    copy refuses it)."""
+    images = _plain_images(tmp_path)
+    utf16 = tmp_path / "u.csv"
+    utf16.write_bytes("filepath,label\nimgs/a.jpg,helmet\n".encode("utf-16"))
+    with pytest.raises(InputFileError, match=re.escape(
+            'is UTF-16 text (a spreadsheet\'s "Unicode Text"): save it as "CSV UTF-8"')):
+        import_csv(utf16, dataset)
+    with pytest.raises(InputFileError, match="holds a header row and nothing else: it lists no"):
+        import_csv(_text(tmp_path / "h.csv", "filepath,label\n"), dataset)
+    with pytest.raises(InputFileError, match="'my field' cannot be a label field"):
+        import_csv(_text(tmp_path / "l.csv", "imgs/a.jpg,helmet\n"), dataset,
+                   label_field="my field")
+    assert len(dataset) == 0
+    url = (images / "a.jpg").as_uri().replace("a.jpg", "a%2Ejpg")  # as a browser writes it
+    report = import_csv(_text(tmp_path / "f.csv", f"{url},helmet\n"), dataset)
+    assert not report.problems
+    assert [(s.filepath, _labels(s)) for s in dataset] == [(str(images / "a.jpg"), ["helmet"])]

@@ -17,11 +17,13 @@ Plain CSV: the image path in the first column (absolute, or relative to the CSV'
 per non-empty cell; an optional header row; rows naming the same image are merged.
 """
 
+import codecs
 import csv
 import io
 import logging
 import math
 import os
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple
@@ -184,6 +186,8 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
         if not path:
             report.problems.append((where, "empty image path; row skipped"))
             continue
+        if path.lower().startswith("file://"):  # a local file written as a URL
+            path = urllib.parse.unquote(urllib.parse.urlparse(path).path)
         filepath = fos.normalize_path(os.path.join(folder, os.path.expanduser(path)))
         if not os.path.isfile(filepath):
             report.problems.append((where, _missing_image(path, filepath, folder, cells, header)))
@@ -203,6 +207,8 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
                 report.problems.append((where, "no labels; an unlabelled image"))
             yield fo.Sample(filepath=filepath, **{label_field: _classifications(labels)})
 
+    if not images and not report.problems:
+        raise InputFileError(f"{csv_path} holds a header row and nothing else: it lists no image")
     _add_in_chunks(dataset, samples(), len(images), (label_field,), report, progress)
     return report
 
@@ -233,9 +239,10 @@ def _check_fields(dataset, fields):
     writes there) that cannot take the import's labels."""
     for name, kind in fields.items():
         built_in = dataset._get_default_sample_fields()
-        if not name or "." in name or name.startswith("_") or name in built_in:
-            raise InputFileError(f"{name!r} cannot be a label field: give a name of your own, "
-                                 "without dots, such as ground_truth")
+        if (not isinstance(name, str) or not name.isidentifier() or name.startswith("_")
+                or name in built_in):
+            raise InputFileError(f"{name!r} cannot be a label field: give a name of your own, of "
+                                 "letters, digits and underscores, such as ground_truth")
         writer = run_outputs(dataset).get(name)
         if writer is not None:
             raise InputFileError(f"field {name!r} is an output of run {writer!r}: running that "
@@ -263,6 +270,9 @@ def _csv_rows(path, problems) -> list[tuple[int, list[str]]]:
         raise InputFileError(f"no such file: {path}")
     with open(path, "rb") as f:
         data = f.read()
+    if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        raise InputFileError(f"{path} is UTF-16 text (a spreadsheet's \"Unicode Text\"): save it "
+                             "as \"CSV UTF-8\"")
     if b"\x00" in data[:65536]:
         raise InputFileError(f"{path} is a binary file (it holds NUL bytes), not a CSV file")
     try:
