@@ -186,7 +186,8 @@ def _parser():
     sub = p.add_subparsers(required=True, metavar="command")
 
     c = sub.add_parser("import-factorynet", help="import a folder of images with Factorynet CSVs")
-    c.add_argument("directory", type=_path)
+    c.add_argument("directory", type=_path,
+                   help="a folder of images, each beside a CSV of the same name (searched below)")
     _dataset_arg(c)
     c.add_argument("--label-field", default="ground_truth", help="image-level labels (Classifications)")
     c.add_argument("--detections-field", default="ground_truth_detections", help="boxes (Detections)")
@@ -194,9 +195,12 @@ def _parser():
     c.set_defaults(func=_import_factorynet)
 
     c = sub.add_parser("import-csv", help="import a CSV of image paths and their labels")
-    c.add_argument("csv_file", type=_path)
+    c.add_argument("csv_file", type=_path,
+                   help="rows of an image path (from the CSV's folder, or absolute), then its "
+                        "labels")
     _dataset_arg(c)
-    c.add_argument("--label-field", default="ground_truth")
+    c.add_argument("--label-field", default="ground_truth",
+                   help="the field of the labels (Classifications)")
     _problems_arg(c)
     c.set_defaults(func=_import_csv)
 
@@ -209,14 +213,14 @@ def _parser():
 
     c = sub.add_parser("summary", help="print the vocabulary before and after, clusters and failures")
     _dataset_arg(c)
-    c.add_argument("--key", default=DEFAULT_KEY)
+    _key_arg(c)
     c.set_defaults(func=lambda a: _summary(_with_run(a.dataset, a.key), a.key))
 
     _review_parsers(sub)
 
     c = sub.add_parser("apply", help="write the review edits in force to the run's fields")
     _dataset_arg(c)
-    c.add_argument("--key", default=DEFAULT_KEY)
+    _key_arg(c)
     c.add_argument("--copy-to", type=_given,
                    help="also write each sample's final label to this new field")
     _view_arg(c)
@@ -225,7 +229,7 @@ def _parser():
     c = sub.add_parser("export", help="write samples.csv, label_map.csv and COCO files")
     _dataset_arg(c)
     c.add_argument("--out", required=True, type=_path, help="export directory")
-    c.add_argument("--key", default=DEFAULT_KEY)
+    _key_arg(c)
     c.add_argument("--detections-field", help="a Detections field to export as COCO, relabelled")
     c.add_argument("--overwrite", action="store_true", help="replace the files of an earlier export")
     _view_arg(c)
@@ -234,7 +238,7 @@ def _parser():
     c = sub.add_parser("delete-run", help="delete a run's fields, label attributes, views and "
                                           "record (the input labels stay)")
     _dataset_arg(c)
-    c.add_argument("--key", default=DEFAULT_KEY)
+    _key_arg(c)
     c.add_argument("--yes", action="store_true", help="delete (without it: list what would go)")
     c.set_defaults(func=_delete_run)
 
@@ -313,9 +317,14 @@ def _positive(text):
     return int(text)
 
 
+def _key_arg(c):
+    c.add_argument("--key", default=DEFAULT_KEY,
+                   help=f"the run, by the key given to vlsr run (default: {DEFAULT_KEY})")
+
+
 def _review_args(c):
     _dataset_arg(c)
-    c.add_argument("--key", default=DEFAULT_KEY)
+    _key_arg(c)
 
 
 def _view_arg(c):
