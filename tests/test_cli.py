@@ -801,6 +801,9 @@ def test_the_terminal_gets_summaries_without_markdown_marks_and_labels_as_writte
     text = (f"**Largest clusters** (*most first*): - {code('a**b')} (3, 1): {code('`tick`')}, "
             f"{code('x*y')}; 2 * 3")
     assert plain(text) == "Largest clusters (most first): - a**b (3, 1): `tick`, x*y; 2 * 3"
+    # a label with a comma, in a list of labels, is one label
+    listed = ", ".join(code(l) for l in ["brick", "rocket, big", "wall"])
+    assert plain(f"e.g. {listed}") == "e.g. brick, 'rocket, big', wall"
 
 
 def test_a_grouped_dataset_runs_on_a_saved_view_of_one_slice(tmp_path, tiny_clip, dataset_name,

@@ -274,12 +274,14 @@ def _unusable_labels(samples, label_field):
 
 def plain(markdown):
     """Markdown of a summary as a terminal shows it best: without the marks of bold, italics and
-    code (what is inside code is left exactly as it is)."""
+    code (what is inside code is left exactly as it is, in quotes when it holds a comma, so
+    that the label `rocket, big` does not read as two in a list)."""
     parts = re.split(r"((`+) ?.*? ?\2)", markdown)  # text, code span, its fence, text, ...
     out = []
     for i in range(0, len(parts), 3):
         out.append(re.sub(r"\*\*|(?<![\w*])\*(?=[^\s*])|(?<=[^\s*])\*(?![\w*])", "", parts[i]))
         if i + 1 < len(parts):
             fence = parts[i + 2]
-            out.append(re.sub(f"^{fence} ?|(?<=.) ?{fence}$", "", parts[i + 1]))
+            inner = re.sub(f"^{fence} ?|(?<=.) ?{fence}$", "", parts[i + 1])
+            out.append(f"'{inner}'" if "," in inner else inner)
     return "".join(out)
