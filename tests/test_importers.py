@@ -83,7 +83,8 @@ def test_read_factorynet_csv_rows_and_quirks(tmp_path):
         "\n"  # 12: blank line, ignored
         '"multi\nline",1,2,3,4\n'  # 13-14: a line break in a label, as an unclosed quote makes
         "pliers,nan,1,2,3\n"  # 15: not a finite number
-        "file,1,2,3,4,scraped\n",  # 16: unknown source, kept
+        "file,1,2,3,4,scraped\n"  # 16: unknown source, kept
+        "nut;1;2;3;4\n",  # 17: semicolons, as a spreadsheet of another locale writes
     )
     rows, problems = read_factorynet_csv(path)
     assert rows == [
@@ -106,6 +107,8 @@ def test_read_factorynet_csv_rows_and_quirks(tmp_path):
         13: "lines 13-14",
         15: "non-numeric",
         16: "unexpected source",
+        17: "1 column, expected label, X, Y, height, width[, source]; row skipped (its cells "
+            "seem separated by ';' or tabs: the CSV must use commas)",
     }
     assert len(problems) == len(expected)
     for line, words in expected.items():

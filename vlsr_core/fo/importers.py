@@ -111,7 +111,10 @@ def read_factorynet_csv(csv_path) -> tuple[list[FactorynetRow], list[tuple[str, 
             continue  # a blank line
         if len(cells) not in (5, 6):
             expected = "label, X, Y, height, width[, source]"
-            problems.append((where, f"{count(len(cells), 'column')}, expected {expected}; row skipped"))
+            hint = (" (its cells seem separated by ';' or tabs: the CSV must use commas)"
+                    if len(cells) == 1 and any(c in cells[0] for c in ";\t") else "")
+            problems.append((where, f"{count(len(cells), 'column')}, expected {expected}; row "
+                                    f"skipped{hint}"))
             continue
         label = cells[0].strip()
         if not label:
