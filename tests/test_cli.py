@@ -308,11 +308,15 @@ def test_delete_run_lists_what_goes_and_deletes_only_with_yes(ran, capsys):
     dataset = ran[0]
     labels = dataset.values("gt.classifications.label")
     add_edit(dataset, "vlsr", "split", "helmit")  # the review edits go with the run, and it says so
+    assert main(["apply", "--dataset", dataset.name, "--copy-to", "reviewed"]) == 0
+    capsys.readouterr()
     assert main(["delete-run", "--dataset", dataset.name]) == 1
     out = capsys.readouterr().out
     assert out.startswith("would delete ") and "vlsr_label" in out and "Add --yes" in out
     assert "4 saved views and 1 review edit of run 'vlsr'" in out
-    assert "the input labels of 'gt' stay.\nAdd --yes to delete the run." in out
+    assert ("the input labels of 'gt' stay. That includes 'reviewed', the copy of the final "
+            "labels that Apply made: clone the field first to keep it "
+            "(dataset.clone_sample_field).\nAdd --yes to delete the run.") in out
     assert dataset.has_run("vlsr") and dataset.has_field("vlsr_label")
     assert main(["delete-run", "--dataset", dataset.name, "--yes"]) == 0
     assert capsys.readouterr().out.startswith("deleted ")

@@ -307,7 +307,12 @@ def what_goes(dataset, key):
     read = "".join(f". Run {k!r} was made on {field!r}, which goes too: that run can then no "
                    "longer be scored, clustered or reviewed"
                    for k, field in inputs.items() if k != key and field in fields)
-    return f"{', '.join(parts[:-1])} and {parts[-1]} of run {key!r} on {dataset.name!r}; {stay}{read}"
+    copies = [f for f in config.copies or [] if f in fields]
+    kept = (f". That includes {', '.join(map(repr, copies))}, the copy of the final labels that "
+            "Apply made: clone the field first to keep it (dataset.clone_sample_field)"
+            if copies else "")
+    return (f"{', '.join(parts[:-1])} and {parts[-1]} of run {key!r} on {dataset.name!r}; {stay}"
+            f"{read}{kept}")
 
 
 def owned_views(key, config):
