@@ -77,6 +77,7 @@ class ScoreLabels(foo.Operator):
         message = f"Run {key!r}: {report.summary()}"
         return (yield from finish(
             ctx, message,
-            f"{message}\n\nSort by `{key}_min_{crop}similarity`, filter labels by "
+            f"{message}\n\nSort by `{key}_min_{crop}similarity` (samples without a score, "
+            "such as unreadable or unlabelled images, come first), filter labels by "
             f"`{key}_{crop}similarity`, or open the review views: "
             + ", ".join(f"`{v}`" for v in views)))
