@@ -6,7 +6,7 @@ import numpy as np
 
 from .clustering import DEFAULT_BLOCK_ROWS, cluster_labels, number_by_first_occurrence
 from .defaults import DEFAULT_EPS
-from .dots import exact_dots
+from .dots import exact_dots, unit_rows
 from .evidence import ImagePrototypes
 from .grouping import Steps, paper_steps, recommended_clusters
 from .lexical import spelling_preference
@@ -424,7 +424,7 @@ def unit_length(embeddings, name, missing_rows=False):
     off = finite & (norms > 0) & (np.abs(norms - 1) > 1e-3)
     if off.any():
         x = x.copy()
-        x[off] /= norms[off, None]
+        x[off] = unit_rows(x[off])
     return x
 
 

@@ -240,13 +240,14 @@ def _missing_image(path, filepath, folder, cells, header):
 def _check_fields(dataset, fields):
     """Refuse, before anything is written, label fields (name -> the label list type an import
     writes there) that cannot take the import's labels."""
+    built_in = dataset._get_default_sample_fields()
+    writers = run_outputs(dataset)
     for name, kind in fields.items():
-        built_in = dataset._get_default_sample_fields()
         if (not isinstance(name, str) or not name.isidentifier() or name.startswith("_")
                 or name in built_in):
             raise InputFileError(f"{name!r} cannot be a label field: give a name of your own, of "
                                  "letters, digits and underscores, such as ground_truth")
-        writer = run_outputs(dataset).get(name)
+        writer = writers.get(name)
         if writer is not None:
             raise InputFileError(f"field {name!r} is an output of run {writer!r}: running that "
                                  "run again or deleting it would take what you import with it; "

@@ -377,11 +377,9 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
     # samples, it is a change again)
     last = next((e for e in reversed(state.in_force) if e.label == label
                  and (e.action in MAP_ACTIONS) == (action in MAP_ACTIONS)
-                 and (set(e.samples) & set(edit.samples) or not edit.samples)), None)
-    if last is not None and set(last.samples) != set(edit.samples):
-        last = None
-    if last is not None and (last.action, last.to, set(last.label_ids)) == (
-            action, to, set(edit.label_ids)):
+                 and (not edit.samples or set(e.samples) & set(edit.samples))), None)
+    if last is not None and (last.action, last.to, set(last.samples), set(last.label_ids)) == (
+            action, to, set(edit.samples), set(edit.label_ids)):
         raise ReviewError(f"Edit #{last.id} already does this: {edit.describe().replace('`', '')}")
     if dry_run:
         return edit

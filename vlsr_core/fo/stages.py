@@ -998,10 +998,10 @@ def run_vlsr(samples, label_field, key=DEFAULT_KEY, embed=None, score=None, merg
     if unknown:
         raise ParamError(sorted(unknown)[0], f"unknown parameter(s) {sorted(unknown)}")
     dataset = samples._dataset
-    if dataset.has_run(key) and isinstance(dataset.get_run_info(key).config, VLSRRunConfig):
+    config = dataset.get_run_info(key).config if dataset.has_run(key) else None
+    if isinstance(config, VLSRRunConfig):
         # what scoring would refuse, said before the model loads and the images are embedded
-        problem = label_filter_problem(samples, label_field,
-                                       dataset.get_run_info(key).config.collection)
+        problem = label_filter_problem(samples, label_field, config.collection)
         if problem:
             raise VLSRError(problem)
     report = compute_embeddings(samples, label_field, key, embed, recompute=recompute,
