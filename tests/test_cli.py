@@ -303,17 +303,19 @@ def test_delete_run_names_a_run_made_on_one_of_its_fields(ran, capsys):
 
 
 def test_delete_run_lists_what_goes_and_deletes_only_with_yes(ran, capsys):
-    from vlsr_core.fo.review import add_edit
+    from vlsr_core.fo.review import add_edit, undo_edit
 
     dataset = ran[0]
     labels = dataset.values("gt.classifications.label")
     add_edit(dataset, "vlsr", "split", "helmit")  # the review edits go with the run, and it says so
+    add_edit(dataset, "vlsr", "split", "helmet")
+    undo_edit(dataset, "vlsr")  # counted apart, as the panel counts it
     assert main(["apply", "--dataset", dataset.name, "--copy-to", "reviewed"]) == 0
     capsys.readouterr()
     assert main(["delete-run", "--dataset", dataset.name]) == 1
     out = capsys.readouterr().out
     assert out.startswith("would delete ") and "vlsr_label" in out and "Add --yes" in out
-    assert "4 saved views and 1 review edit of run 'vlsr'" in out
+    assert "4 saved views and 1 review edit in force (1 undone) of run 'vlsr'" in out
     assert ("the input labels of 'gt' stay. That includes 'reviewed', the copy of the final "
             "labels that Apply made: clone the field first to keep it "
             "(dataset.clone_sample_field).\nAdd --yes to delete the run.") in out

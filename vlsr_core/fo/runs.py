@@ -293,13 +293,15 @@ def what_goes(dataset, key):
     views = [v for v in owned_views(key, config) if dataset.has_saved_view(v)]
     brain = [b for b in getattr(config, "created_brain_runs", None) or []
              if dataset.has_brain_run(b)]
-    edits = len(getattr(config, "review", None) or [])
+    records = getattr(config, "review", None) or []
+    undone = sum(1 for r in records if r.get("undone"))
     parts = [f"{count(len(fields), 'field')} ({', '.join(fields) or 'none'})",
              f"{count(len(views), 'saved view')}"]
     if brain:
         parts.append(f"{count(len(brain), 'Brain run')} ({', '.join(brain)})")
-    if edits:
-        parts.append(f"{count(edits, 'review edit')}")
+    if records:  # counted as the panel counts them: those in force, then the undone ones
+        parts.append(f"{count(len(records) - undone, 'review edit')} in force"
+                     + (f" ({undone} undone)" if undone else ""))
     inputs = {k: dataset.get_run_info(k).config.label_field for k in list_vlsr_runs(dataset)}
     stay = (f"the input labels of {config.label_field!r} stay"
             if dataset.has_field(config.label_field.split(".")[0])
