@@ -100,11 +100,14 @@ def test_the_cli_turns_each_into_one_line_and_exit_2(cleaned, tmp_path, capsys):
 def test_the_summary_counts_skipped_labels_and_unreadable_images(dataset, tmp_path):
     images = build(dataset, tmp_path / "images", spec=[
         ("a.png", "helmet", ["helmet", "", "   "]), ("b.png", "drill", ["drill"]),
-        ("zero.png", "empty", ["drill"])])
+        ("zero.png", "empty", ["drill"]), ("c.png", "glove", [" "])])
     run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
     text = summarize_run(dataset, "vlsr")
-    assert "**Skipped labels:** 2 label objects with an empty or blank label" in text
+    assert "**Skipped labels:** 3 label objects with an empty or blank label" in text
     assert "**Unreadable images** (1)" in text and "zero.png" in text
+    # the samples without a final label are counted, so the figures add up
+    assert ("**Final labels:** 2 of 4 samples (none for 1 unreadable image and 1 sample without "
+            "a usable label)") in text
 
 
 def test_the_summary_shortens_a_long_label_and_shows_a_backtick_as_written(dataset, tmp_path,

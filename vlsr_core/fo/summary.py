@@ -72,7 +72,7 @@ def summarize_run(dataset, key, n_clusters=10):
         if dataset.has_saved_view(views["changed"]):
             copies = run_copies_outdated(dataset, key, state)
             lines.append(
-                f"**Final labels:** {count(samples.count(fields['label']), 'sample')}; "
+                f"**Final labels:** {_final_count(samples, fields)}; "
                 f"{_differ(len(dataset.load_saved_view(views['changed'])))}" +
                 "".join(f"; {copy_note(name, n)}" for name, n in copies))
     else:
@@ -96,6 +96,20 @@ def summarize_run(dataset, key, n_clusters=10):
     if present:
         lines.append("**Review views:** " + ", ".join(f"`{v}`" for v in present))
     return "\n\n".join(lines)  # paragraphs
+
+
+def _final_count(samples, fields):
+    """How many samples have a final label, and why the others have none (so that the count
+    adds up with the run's samples)."""
+    given = samples.count(fields["label"])
+    if given == len(samples):
+        return count(given, "sample")
+    without = samples.exists(fields["label"], False)
+    unreadable = without.exists(fields["error"]).count() if samples.has_field(fields["error"]) else 0
+    why = [count(unreadable, "unreadable image") if unreadable else None,
+           f"{count(len(without) - unreadable, 'sample')} without a usable label"
+           if len(without) > unreadable else None]
+    return f"{given} of {count(len(samples), 'sample')} (none for {' and '.join(w for w in why if w)})"
 
 
 def _differ(n):
