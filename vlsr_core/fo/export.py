@@ -228,8 +228,9 @@ def _remove_if_empty(folder):
 
 
 def _uncreatable(export_dir):
-    """Why the export could not create or write ``export_dir``, as far as can be told without
-    writing: it, or its nearest existing folder, is a file, or this process may not write there."""
+    """Why the export could not create or write ``export_dir``: it, or its nearest existing
+    folder, is a file, or this process may not write there (tried with an empty folder made and
+    removed at once: permissions alone do not tell, for root, a read-only disk or /proc)."""
     target = existing = os.path.abspath(export_dir)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
@@ -238,8 +239,11 @@ def _uncreatable(export_dir):
             return f"{export_dir} is a file, not a directory; choose a directory to export to"
         return (f"{existing} is a file, so {export_dir} cannot be created; choose another "
                 "directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is not writable by FiftyOne here; choose a directory it can write"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".vlsr-check-", dir=existing))
+    except OSError as e:
+        return (f"{existing} is not writable by FiftyOne here ({e.strerror.lower()}); choose a "
+                "directory it can write")
     return None
 
 
