@@ -6,7 +6,7 @@ rare clusters merging left alone can be listed with the nearest cluster to each,
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.wording import SHORT, breakable, code, one_line
+from vlsr_core.wording import SHORT, breakable, code, count, one_line
 
 from .common import PLUGIN, edit_message
 
@@ -46,6 +46,9 @@ class VLSRPanel(foo.Panel):
 
     def refresh(self, ctx):
         self.on_load(ctx)
+
+    def on_change_view(self, ctx):
+        ctx.panel.state.scope = _scope(ctx, ctx.panel.state.key)
 
     def _state(self, ctx):
         """The run's review state, or None with the reason in ``panel.state.problem``."""
@@ -102,6 +105,7 @@ class VLSRPanel(foo.Panel):
                 hovertemplate="score %{x:.3f}: %{y} labels<extra></extra>")] if hist else []
         if state is None:
             return
+        s.scope = _scope(ctx, key)
         s.status = state.summary() + "".join(
             f"; {copy_note(name, n)}" for name, n in run_copies_outdated(ctx.dataset, key, state))
         # in the state, as the other tables: the App shows its state and data merged, a list
@@ -341,6 +345,8 @@ class VLSRPanel(foo.Panel):
             return types.Property(panel, view=types.GridView(orientation="vertical"))
 
         panel.md(s.status, name="status")
+        if s.scope:
+            panel.md(s.scope, name="scope")
         actions = panel.h_stack("actions", gap=1)
         # short labels keep the row on one line in a narrow panel; the tooltips say the rest
         actions.btn("apply", label="Apply review", icon="task_alt", variant="contained",
@@ -524,6 +530,23 @@ class _Writes:
         carried = self._ctx.panel.state
         self._ctx.panel.state.set({k: v for k, v in self._set.items()
                                    if k not in self.INPUTS or getattr(carried, k) != v})
+
+
+def _scope(ctx, key):
+    """A line saying that the panel covers the whole run while the grid shows part of it (a
+    saved view, a filter), or None."""
+    from vlsr_core.fo.runs import run_collection
+
+    view = ctx.view
+    if view is None or key is None or not ctx.dataset.has_run(key):
+        return None
+    run = run_collection(ctx.dataset, key)
+    name = getattr(view, "name", None)
+    if not view._stages or (name and name == getattr(run, "name", None)):
+        return None
+    shown = f"the saved view `{name}`" if name else "a filtered view"
+    return (f"*The grid shows {shown} ({count(len(view), 'sample')}); the clusters and scores "
+            f"here are those of the whole run ({count(len(run), 'sample')}).*")
 
 
 def _shown(rows):

@@ -19,10 +19,12 @@ class Panel:
     def __init__(self, dataset):
         self.dataset, self.state, self.data, self.requests = dataset, {}, {}, []
 
-    def event(self, method, sent_state=None, **params):
+    def event(self, method, sent_state=None, view=None, **params):
         """Run ``method`` as the App does, with the panel's state (or ``sent_state``: what the
-        App held when it sent the event, before the replies to earlier ones came back)."""
-        r = foo.execute_operator(URI, dataset=self.dataset, params=dict(
+        App held when it sent the event, before the replies to earlier ones came back), the
+        grid showing ``view`` (None: the whole dataset)."""
+        saved = {"view_name": view.name} if getattr(view, "name", None) else {}  # as the App
+        r = foo.execute_operator(URI, dataset=self.dataset, view=view, **saved, params=dict(
             __method__=method, panel_id="p1",
             panel_state=dict(self.state if sent_state is None else sent_state), **params))
         self.requests = r.executor.to_json()["requests"]
@@ -119,6 +121,21 @@ def test_the_merge_steps_and_the_histogram_follow_the_run(ran):
     ran.delete_run("vlsr")
     panel.event("refresh")
     assert "No VLSR run" in panel.state["problem"] and "'histogram'" not in str(panel.layout)
+
+
+def test_the_panel_says_it_covers_the_whole_run_while_the_grid_shows_a_part(ran):
+    ran.save_view("two", ran.limit(2))
+    panel = Panel(ran).event("on_load")
+    assert not panel.state.get("scope")
+    panel.event("on_change_view", view=ran.load_saved_view("two"))
+    assert panel.state["scope"] == (
+        f"*The grid shows the saved view `two` (2 samples); the clusters and scores here are "
+        f"those of the whole run ({len(ran)} samples).*")
+    assert "The grid shows the saved view" in str(panel.layout)
+    panel.event("on_load", view=ran.match_tags("none"))  # a filter: the panel reloaded on it
+    assert panel.state["scope"].startswith("*The grid shows a filtered view (0 samples)")
+    panel.event("on_change_view")  # back to the whole dataset
+    assert not panel.state.get("scope") and "The grid shows" not in str(panel.layout)
 
 
 def test_a_run_whose_label_field_is_gone_is_a_message_not_a_traceback(dataset, tmp_path):
