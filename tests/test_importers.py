@@ -87,15 +87,16 @@ def test_read_factorynet_csv_rows_and_quirks(tmp_path):
         "nut;1;2;3;4\n",  # 17: semicolons, as a spreadsheet of another locale writes
     )
     rows, problems = read_factorynet_csv(path)
-    assert rows == [
-        FactorynetRow('Screw, 2" wood', (10.0, 20.0, 40.0, 30.0), "user"),
-        FactorynetRow("helmet", (0.0, 0.0, 600.0, 400.0), None),
-        FactorynetRow("Helmet", (1.5, 2.0, 4.0, 3.0), "wikimedia"),
-        FactorynetRow('2" wood screw', (5.0, 6.0, 8.0, 7.0), None),
-        FactorynetRow("glove", None, None),
-        FactorynetRow("gear", None, "user"),
-        FactorynetRow("file", (1.0, 2.0, 4.0, 3.0), "scraped"),
+    assert [row[:3] for row in rows] == [
+        ('Screw, 2" wood', (10.0, 20.0, 40.0, 30.0), "user"),
+        ("helmet", (0.0, 0.0, 600.0, 400.0), None),
+        ("Helmet", (1.5, 2.0, 4.0, 3.0), "wikimedia"),
+        ('2" wood screw', (5.0, 6.0, 8.0, 7.0), None),
+        ("glove", None, None),
+        ("gear", None, "user"),
+        ("file", (1.0, 2.0, 4.0, 3.0), "scraped"),
     ]
+    assert [row.line for row in rows] == [1, 2, 3, 4, 5, 6, 16]
     expected = {
         5: "blank coordinates",
         6: "zero-size",
@@ -123,7 +124,7 @@ def test_read_factorynet_csv_bom_and_latin1(tmp_path):
 
     latin = _text(tmp_path / "b.csv", "Schlüssel,0,0,10,10,user\n", encoding="latin-1")
     rows, problems = read_factorynet_csv(latin)
-    assert rows == [FactorynetRow("Schlüssel", (0.0, 0.0, 10.0, 10.0), "user")]
+    assert rows == [FactorynetRow("Schlüssel", (0.0, 0.0, 10.0, 10.0), "user", 1)]
     assert problems == [(str(latin), "not UTF-8; read as latin-1")]
 
 
@@ -136,7 +137,7 @@ def test_read_factorynet_csv_unparseable_rest(tmp_path):
     runaway = '"' + "x" * 140_000 + '",0,0,1,1\n'
     path = _text(tmp_path / "r.csv", "helmet,0,0,10,10\n" + runaway + "glove,0,0,1,1\n")
     rows, problems = read_factorynet_csv(path)
-    assert rows == [FactorynetRow("helmet", (0.0, 0.0, 10.0, 10.0), None)]
+    assert rows == [FactorynetRow("helmet", (0.0, 0.0, 10.0, 10.0), None, 1)]
     assert len(problems) == 1
     assert problems[0][0] == f"{path}:2" and "malformed CSV" in problems[0][1]
 
@@ -233,8 +234,8 @@ def test_factorynet_canvas_fallback(tmp_path, dataset):
     assert small["edge"] == pytest.approx([0.0, 0.0, 1.0, 1.0])
     assert _labels(samples["small"]) == ["x", "big", "far", "edge"]
     csv_path = tmp_path / "small.csv"
-    assert _problem(report, csv_path, "'big'", "clipped")
-    assert _problem(report, csv_path, "'far'", "outside the canvas")
+    assert _problem(report, f"{csv_path}:2", "'big'", "clipped")  # at its line, to find it
+    assert _problem(report, f"{csv_path}:3", "'far'", "outside the canvas")
     assert len(report.problems) == 2  # the whole-image box 0.25 % too high is not worth reporting
 
 
@@ -667,7 +668,7 @@ def test_import_csv_rows_after_a_closed_multiline_cell_are_kept(tmp_path, datase
 def test_read_factorynet_csv_an_unclosed_quote_is_reported(tmp_path):
     path = _text(tmp_path / "q.csv", 'helmet,0,0,10,10\n"glove,0,0,1,1\nbolt,0,0,2,2\n')
     rows, problems = read_factorynet_csv(path)
-    assert rows == [FactorynetRow("helmet", (0.0, 0.0, 10.0, 10.0), None)]
+    assert rows == [FactorynetRow("helmet", (0.0, 0.0, 10.0, 10.0), None, 1)]
     assert len(problems) == 1 and problems[0][0] == f"{path}:2" and "unclosed quote" in problems[0][1]
 
 

@@ -55,11 +55,13 @@ class InputFileError(ValueError):
 
 
 class FactorynetRow(NamedTuple):
-    """One usable row of a Factorynet CSV; box is (X, Y, width, height) in canvas units, or None."""
+    """One usable row of a Factorynet CSV; box is (X, Y, width, height) in canvas units, or None;
+    line: its line in the file, for the problems found later (a box outside the canvas)."""
 
     label: str
     box: tuple[float, float, float, float] | None
     source: str | None
+    line: int | None = None
 
 
 @dataclass
@@ -140,7 +142,7 @@ def read_factorynet_csv(csv_path) -> tuple[list[FactorynetRow], list[tuple[str, 
                 box = (x, y, width, height)
         if source is not None and source not in SOURCES:
             problems.append((where, f"unexpected source {source!r}; kept as written"))
-        rows.append(FactorynetRow(label, box, source))
+        rows.append(FactorynetRow(label, box, source, line))
     return rows, problems
 
 
@@ -398,11 +400,12 @@ def _factorynet_sample(csv_path, image_path, label_field, detections_field, repo
             continue
         box, overshoot = _relative_box(row.box, canvas_width, canvas_height)
         what = f"box {row.box} of {row.label!r}"
+        where = csv_path if row.line is None else f"{csv_path}:{row.line}"
         if box is None:
-            report.problems.append((csv_path, f"{what} is outside the {canvas}; image-level label only"))
+            report.problems.append((where, f"{what} is outside the {canvas}; image-level label only"))
             continue
         if overshoot:
-            report.problems.append((csv_path, f"{what} overshoots the {canvas}; clipped"))
+            report.problems.append((where, f"{what} overshoots the {canvas}; clipped"))
         detections.append(fo.Detection(label=row.label, bounding_box=box, source=row.source))
     sample[detections_field] = fo.Detections(detections=detections)
     return sample
