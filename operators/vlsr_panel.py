@@ -48,7 +48,10 @@ class VLSRPanel(foo.Panel):
         self.on_load(ctx)
 
     def on_change_view(self, ctx):
-        ctx.panel.state.scope = _scope(ctx, ctx.panel.state.key)
+        if ctx.panel.state.status is None and ctx.panel.state.problem is None:
+            self.on_load(ctx)  # the App can send it before the panel's load
+        else:
+            ctx.panel.state.scope = _scope(ctx, ctx.panel.state.key)
 
     def _state(self, ctx):
         """The run's review state, or None with the reason in ``panel.state.problem``."""

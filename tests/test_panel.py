@@ -125,6 +125,8 @@ def test_the_merge_steps_and_the_histogram_follow_the_run(ran):
 
 def test_the_panel_says_it_covers_the_whole_run_while_the_grid_shows_a_part(ran):
     ran.save_view("two", ran.limit(2))
+    # the App can send a change of view before the panel's load: it loads then
+    assert "Review:" in str(Panel(ran).event("on_change_view").layout)
     panel = Panel(ran).event("on_load")
     assert not panel.state.get("scope")
     panel.event("on_change_view", view=ran.load_saved_view("two"))
