@@ -242,6 +242,49 @@ def test_edits_survive_a_restart(ran):
     assert out.stdout.strip().endswith("rename the cluster of `screwdriver` to `screw driver` | screw driver")
 
 
+@pytest.mark.parametrize("stage", ["apply", "cluster"])
+def test_an_edit_made_while_a_stage_runs_is_kept(ran, stage):
+    """A stage holds the run's config for minutes (Apply, clustering of a large vocabulary):
+    its writes of that config must not drop a review edit the curator made meanwhile."""
+    dataset = ran[0]
+    made = []
+
+    def progress(fraction):  # the curator's edit, from the panel, while the stage runs
+        if not made:
+            made.append(add_edit(dataset, "vlsr", "split", "helmit"))
+
+    if stage == "apply":
+        apply_review(dataset, "vlsr", progress=progress)
+    else:
+        cluster_and_merge(dataset, "vlsr", progress=progress)
+    assert made and review_state(dataset, "vlsr").edits == made
+    config = dataset.get_run_info("vlsr").config
+    assert config.stages[stage] == "complete"  # the stage's own writes landed
+    # Apply read the review before the edit, and says it is still to write; clustering reads
+    # it after its first progress, so it wrote the edit too
+    assert review_state(dataset, "vlsr").pending == (stage == "apply")
+
+
+def test_an_edit_from_an_outdated_review_is_refused_not_written_over_another(ran):
+    dataset = ran[0]
+    seen = review_state(dataset, "vlsr")  # a panel, a form: the review as it was read
+    first = add_edit(dataset, "vlsr", "split", "helmit")  # meanwhile, in another window
+    with pytest.raises(ReviewError, match="changed while this was being done .* nothing was "
+                                          "recorded"):
+        add_edit(dataset, "vlsr", "split", "Screwdrivers", state=seen)
+    assert review_state(dataset, "vlsr").edits == [first]
+    # an edit recorded by another process is read before this one is made on top of it
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import fiftyone as fo; from vlsr_core.fo.review import undo_edit; "
+            f"undo_edit(fo.load_dataset({dataset.name!r}), 'vlsr')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": root}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    second = add_edit(dataset, "vlsr", "split", "Screwdrivers")
+    edits = review_state(dataset, "vlsr").edits
+    assert [e.id for e in edits] == [1, 2] and edits[0].undone and edits[1] == second
+
+
 @pytest.mark.parametrize("args, message", [
     (("split", "glove"), "neither a label"),
     (("split", "drill"), "already a cluster of its own"),

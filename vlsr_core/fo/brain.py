@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..engine.defaults import DEFAULT_KEY
 from ..wording import count
-from .runs import sample_fields
+from .runs import sample_fields, save_config
 
 METHODS = ("pca", "umap")  # umap needs the optional umap-learn package
 
@@ -77,7 +77,7 @@ def map_embeddings(samples, key=DEFAULT_KEY, method="pca", similarity=True, prog
     keys = brain_keys(key)
     wanted = [keys["visualization"]] + ([keys["similarity"]] if similarity else [])
     config.created_brain_runs = sorted(set(config.created_brain_runs or []) | set(wanted))
-    dataset.update_run_config(key, config)
+    save_config(dataset, key, config)
     advance = progress or (lambda fraction: None)
     for n, brain_key in enumerate(wanted):
         if dataset.has_brain_run(brain_key):  # ours (map_problem checked): made again

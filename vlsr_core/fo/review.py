@@ -33,7 +33,16 @@ from ..engine.review import (
 )
 from ..wording import count, one_line, quoted
 from .chunks import sample_ids
-from .runs import VLSRRunConfig, run_collection, sample_fields, stage_stopped
+from .runs import (
+    VLSRRunConfig,
+    reload_run,
+    run_collection,
+    sample_fields,
+    save_config,
+    stage_stopped,
+    stored_review,
+    update_run_doc,
+)
 
 
 CLUSTER_FIRST = "cluster and merge first (`vlsr run`, or VLSR 3 in the App)"  # what to do first
@@ -291,7 +300,8 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
     Raises:
         ReviewError: the edit does not fit the run (unknown label, nothing to change...).
     """
-    config = _config(dataset, key)
+    if state is None:  # (one given was read in this request)
+        reload_run(dataset, key)
     state = state or review_state(dataset, key)
     samples = list(dict.fromkeys(samples))  # a sample given twice (a view and its id) counts once
     canonical = state.label_map.canonical
@@ -383,9 +393,21 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
         raise ReviewError(f"Edit #{last.id} already does this: {edit.describe().replace('`', '')}")
     if dry_run:
         return edit
-    config.review = [e.as_record() for e in state.edits] + [edit.as_record()]
-    dataset.update_run_config(key, config)
+    _save_review(dataset, key, state.edits, [*state.edits, edit])
     return edit
+
+
+def _save_review(dataset, key, seen, edits):
+    """Store ``edits`` as the review of run ``key``, unless its stored edits are no longer
+    ``seen``, those the new ones were made from: one made or undone meanwhile in another window
+    or process would be lost."""
+    stored = stored_review(dataset, key)
+    if [Edit.from_record(r) for r in stored or []] != list(seen) or not update_run_doc(
+            dataset, key, {"$set": {"config.review": [e.as_record() for e in edits]}},
+            where={"config.review": stored}):
+        raise ReviewError(f"The review of run {key!r} changed while this was being done (an "
+                          "edit made or undone in another window or process); nothing was "
+                          "recorded: look at the review again, then do it again")
 
 
 def _check_rest_named_apart(state, edit):
@@ -454,6 +476,7 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
     leaves out keep theirs) and return them, in one write; none if the map already is so.
     Each is an ordinary edit: shown, undoable, written by Apply."""
     lines = getattr(wanted, "lines", {})  # label -> its line, from read_label_map
+    reload_run(dataset, key)
     config = _config(dataset, key)
     label_map, emb = clustered_label_map(dataset, key)
     unknown = [l for l in wanted if l not in label_map.canonical]
@@ -480,8 +503,7 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
     now = _now()
     made = [replace(e, time=now) for e in made]
     if made and not dry_run:
-        config.review = [e.as_record() for e in edits + made]
-        dataset.update_run_config(key, config)
+        _save_review(dataset, key, edits, edits + made)
     return made
 
 
@@ -617,6 +639,7 @@ def undo_edits_from(dataset, key, edit_id):
 
 
 def _in_force(dataset, key):
+    reload_run(dataset, key)
     in_force = active(edits_of(_config(dataset, key)))
     if not in_force:
         raise ReviewError(f"Run {key!r} has no review edit to undo")
@@ -625,15 +648,10 @@ def _in_force(dataset, key):
 
 def _undo(dataset, key, ids):
     """Mark the edits ``ids`` undone now; returns them."""
-    config = _config(dataset, key)
-    records = [e.as_record() for e in edits_of(config)]
-    now = _now()
-    for r in records:
-        if r["id"] in ids:
-            r["undone"] = now
-    config.review = records
-    dataset.update_run_config(key, config)
-    return [Edit.from_record(r) for r in records if r["id"] in ids]
+    edits, now = edits_of(_config(dataset, key)), _now()
+    after = [replace(e, undone=now) if e.id in ids else e for e in edits]
+    _save_review(dataset, key, edits, after)
+    return [e for e in after if e.id in ids]
 
 
 def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
@@ -739,7 +757,7 @@ def record_applied(run, state, partly=False):
     else:
         run.config.applied = dict(edits=[e.id for e in state.in_force], time=_now(),
                                   id=uuid.uuid4().hex)
-    run.dataset.update_run_config(run.key, run.config)
+    save_config(run.dataset, run.key, run.config)
 
 
 def _check_samples(dataset, ids):

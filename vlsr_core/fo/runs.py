@@ -8,6 +8,8 @@ label attribute or view that the run did not create (:func:`output_problem`), so
 and anything else of the user's are never written over or deleted.
 """
 
+from copy import deepcopy
+
 import eta.core.serial as etas
 import fiftyone.core.runs as fors
 import numpy as np
@@ -129,6 +131,39 @@ def run_collection(dataset, key):
     dataset (also for a run made on an unsaved view, which cannot be found again)."""
     name = dataset.get_run_info(key).config.collection
     return dataset.load_saved_view(name) if name and dataset.has_saved_view(name) else dataset
+
+
+def save_config(dataset, key, config):
+    """Store ``config`` of run ``key``, all but its review edits, which stay as stored: a stage
+    holds its config for minutes while a curator records edits, which a whole write would drop."""
+    values = deepcopy(config.serialize())
+    values.pop("review", None)
+    update_run_doc(dataset, key, {"$set": {f"config.{k}": v for k, v in values.items()}})
+
+
+def stored_review(dataset, key):
+    """The review records of run ``key`` as stored now (read from the database, not from the
+    dataset's copy of the run, which another process may have changed since)."""
+    doc = fors.Run._get_run_doc(dataset, key)
+    stored = doc._get_collection().find_one({"_id": doc.id}, {"config.review": 1}) or {}
+    return (stored.get("config") or {}).get("review")
+
+
+def reload_run(dataset, key):
+    """Read run ``key`` again from the database: another process may have changed it since the
+    dataset was loaded (a review edit in the App while a notebook holds the dataset)."""
+    if dataset.has_run(key):
+        fors.Run._get_run_doc(dataset, key).reload("config")
+
+
+def update_run_doc(dataset, key, update, where=None):
+    """Apply the MongoDB ``update`` to the run document of ``key`` if it matches ``where``
+    (a filter on its stored fields) and reload the dataset's copy; whether it matched."""
+    doc = fors.Run._get_run_doc(dataset, key)
+    matched = doc._get_collection().update_one({"_id": doc.id, **(where or {})},
+                                               update).matched_count
+    reload_run(dataset, key)
+    return bool(matched)
 
 
 class VLSRRun(fors.Run):

@@ -67,6 +67,7 @@ from .runs import (
     output_problem,
     review_attribute,
     sample_fields,
+    save_config,
     saved_view_names,
     stage_stopped,
 )
@@ -219,7 +220,7 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     config.jpeg_draft, config.precision = _image_setup(encoder)
     config.crops, config.crop_padding, config.crop_min_size = _crop_setup(params)
     config.model_fingerprint = _fingerprint(encoder)
-    dataset.update_run_config(key, config)
+    save_config(dataset, key, config)
     progress = progress or (lambda fraction: None)
 
     known = set(results.labels)
@@ -233,7 +234,7 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     words_changed = _count_unknown_words(results, label_encoder if params.label_model else encoder,
                                          params.label_model, tokenizer_changes)
     if new or merge_changed or model_changes or words_changed:
-        dataset.update_run_config(key, config)
+        save_config(dataset, key, config)
         dataset.save_run_results(key, results)
     if not images:
         progress(1.0)
@@ -898,7 +899,7 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         outputs[copy_to] = outputs[fields["label"]]
         if copy_to not in run.config.copies:
             run.config.copies = [*run.config.copies, copy_to]
-            run.dataset.update_run_config(key, run.config)
+            save_config(run.dataset, key, run.config)
     _create_outputs(run.dataset, key, run.config, outputs)
     canonical, cluster = label_map.canonical, label_map.cluster
     # the map's whole vocabulary (``samples`` may hold only part of it)
@@ -1177,7 +1178,7 @@ def mark_stage(run, stage, state):
     (None: drop its mark)."""
     stages = {**(run.config.stages or {}), stage: state}
     run.config.stages = {k: v for k, v in stages.items() if v is not None}
-    run.dataset.update_run_config(run.key, run.config)
+    save_config(run.dataset, run.key, run.config)
 
 
 def _check_outputs(samples, key, label_field):
@@ -1194,7 +1195,7 @@ def _create_outputs(dataset, key, config, creators):
         return
     if config.created_fields is not None:
         config.created_fields = list(config.created_fields) + missing
-        dataset.update_run_config(key, config)
+        save_config(dataset, key, config)
     for name in missing:
         creators[name](name)
     _ticked_in_the_grid(dataset, key, missing)
@@ -1226,7 +1227,7 @@ def _save_view(run, name, view, description):
     """Save a review view of the run, recording it first if the run creates it now."""
     if not run.dataset.has_saved_view(name) and run.config.created_views is not None:
         run.config.created_views = list(run.config.created_views) + [name]
-        run.dataset.update_run_config(run.key, run.config)
+        save_config(run.dataset, run.key, run.config)
     run.dataset.save_view(name, view, description=description, overwrite=True)
 
 
