@@ -216,6 +216,26 @@ def test_run_results_survive_a_reload(ran):
     assert all(np.array_equal(stored[n], v) for n, v in images.items())
 
 
+def test_two_stages_holding_the_config_at_once_keep_each_others_changes(ran):
+    """Apply and a clustering (say, delegated) read the run's config when they start and store
+    it as they go: each stores what it changed, not the other's fields as it read them."""
+    from vlsr_core.fo.runs import save_config
+
+    dataset = ran[0]
+    first, second = (dataset.get_run_info("vlsr").config for _ in range(2))
+    first.copies = ["reviewed"]
+    save_config(dataset, "vlsr", first)
+    second.stages = {**second.stages, "apply": "running"}
+    save_config(dataset, "vlsr", second)
+    second.stages = {k: v for k, v in second.stages.items() if k != "apply"}  # back as read
+    save_config(dataset, "vlsr", second)  # (still a change: from what it last stored)
+    config = dataset.get_run_info("vlsr").config
+    assert config.copies == ["reviewed"] and "apply" not in config.stages
+    fo.Dataset._instances.pop(dataset.name, None)  # and so it is in MongoDB
+    config = fo.load_dataset(dataset.name).get_run_info("vlsr").config
+    assert config.copies == ["reviewed"] and "apply" not in config.stages
+
+
 def test_saving_the_label_table_does_not_copy_it_into_python_numbers(dataset):
     """The run record of 5,000 labels x 512 (10 MB of float32) is serialised without turning
     the table into lists of Python floats (~80 MB), and reads back bit for bit."""

@@ -114,6 +114,7 @@ class VLSRRunConfig(fors.RunConfig):
         self.applied = applied
         self.score_histogram = score_histogram
         self.copies = copies or []
+        self._as_read = deepcopy(self.serialize())  # what save_config compares with
 
     def params(self, cls, **overrides):
         """The run's recorded parameters of class ``cls`` (e.g. :class:`MergeParams`), with
@@ -134,11 +135,15 @@ def run_collection(dataset, key):
 
 
 def save_config(dataset, key, config):
-    """Store ``config`` of run ``key``, all but its review edits, which stay as stored: a stage
-    holds its config for minutes while a curator records edits, which a whole write would drop."""
+    """Store what changed in ``config`` of run ``key`` since it was read or last saved, but its
+    review edits: a stage holds its config for minutes, while a curator records edits and
+    another stage may run, whose changes a write of the whole config would drop."""
     values = deepcopy(config.serialize())
-    values.pop("review", None)
-    update_run_doc(dataset, key, {"$set": {f"config.{k}": v for k, v in values.items()}})
+    changed = {f"config.{k}": v for k, v in values.items()
+               if k != "review" and (k not in config._as_read or v != config._as_read[k])}
+    if changed:
+        update_run_doc(dataset, key, {"$set": changed})
+    config._as_read = values
 
 
 def stored_review(dataset, key):
