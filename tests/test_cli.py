@@ -55,10 +55,16 @@ def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys, mo
     config = ds.get_run_info("vlsr").config
     assert (config.model, config.batch_size, config.min_cluster_size, config.top_k) == (tiny_clip, 3, 1, 2)
 
-    # a second run resumes: nothing left to embed
-    assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
-                 "--model", tiny_clip, "--min-cluster-size", "1"]) == 0
-    assert "embedded 0 images (4 already done" in capsys.readouterr().out
+    # a second run resumes: nothing left to embed. The flags left out keep the values the run
+    # last used (the model above all: the default one would embed every image again), and it
+    # says which
+    assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth"]) == 0
+    out = capsys.readouterr().out
+    assert (f"run 'vlsr' keeps the values it last used: --model {tiny_clip} --batch-size 3 "
+            "--top-k 2 --min-cluster-size 1\n") in out
+    assert "embedded 0 images (4 already done" in out
+    config = ds.get_run_info("vlsr").config
+    assert (config.model, config.batch_size, config.min_cluster_size, config.top_k) == (tiny_clip, 3, 1, 2)
     # JPEGs decoded at reduced scale are another preprocessing: the images are embedded again
     assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
                  "--model", tiny_clip, "--min-cluster-size", "1", "--jpeg-draft"]) == 0
@@ -76,6 +82,18 @@ def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys, mo
     assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
                  "--model", tiny_clip, "--mode", "paper", "--image-evidence"]) == 2
     assert "Image evidence is part of the recommended mode" in capsys.readouterr().err
+    # another mode starts its group from the defaults (not the recommended mode's image
+    # evidence); a flag that can be empty is unset by ''
+    assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
+                 "--mode", "paper", "--prompt", "a photo of a {}", "--no-jpeg-draft"]) == 0
+    config = ds.get_run_info("vlsr").config
+    assert (config.mode, config.image_evidence, config.min_cluster_size, config.jpeg_draft,
+            config.prompt) == ("paper", False, 10, False, "a photo of a {}")
+    assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
+                 "--prompt", ""]) == 0
+    assert "--mode paper" in capsys.readouterr().out
+    config = ds.get_run_info("vlsr").config
+    assert (config.mode, config.prompt) == ("paper", None)
     assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
                  "--top-k", "0"]) == 2
     assert capsys.readouterr().err == "vlsr: error: --top-k must be >= 1, got 0\n"

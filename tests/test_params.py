@@ -92,12 +92,22 @@ def test_every_cli_flag_is_a_parameter_and_every_parameter_a_flag():
     for cls in PARAM_CLASSES:
         for spec in cls.specs():
             action = actions[spec.name]
-            assert action.option_strings == [spec.flag]
-            assert action.default == spec.default
+            # left out, a flag is not set: the run's last value applies (a new run: the default,
+            # which the help names)
+            assert action.default is argparse.SUPPRESS
             assert (tuple(action.choices) if action.choices else None) == spec.choices
             assert spec.help in action.help
-            if spec.type is not bool:  # a path's '~' expanded
-                assert action.type is (_path if spec.path else spec.type)
+            if spec.type is bool:  # on and off: a value the run last used can be turned off
+                assert action.option_strings == [spec.flag, "--no-" + spec.flag[2:]]
+                continue
+            assert action.option_strings == [spec.flag]
+            if spec.default is not None:
+                assert f"(default: {spec.default})" in action.help
+            kind = _path if spec.path else spec.type
+            if spec.optional:  # '' unsets it; a value is read as the parameter's type
+                assert action.type("") is None and action.type("7") == kind("7")
+            else:  # a path's '~' expanded
+                assert action.type is kind
 
 
 def test_a_bad_parameter_on_the_cli_is_one_line_and_exit_2_before_any_work(dataset):

@@ -81,7 +81,7 @@ def _early_run_problem(a):
     from .model.model_source import expand, is_local, load_advice, local_problem
 
     problem = key_problem(a.key)
-    if problem or not (a.model and is_local(a.model)):
+    if problem or not (getattr(a, "model", None) and is_local(a.model)):
         return problem
     model = expand(a.model)
     problem = local_problem(model)
@@ -359,28 +359,49 @@ def _run_args(c):
                    help="Classification, Classifications or Detections field to clean")
     g.add_argument("--key", default=DEFAULT_KEY, help="run key; the prefix of every field written")
     g.add_argument("--recompute", action="store_true", help="embed images that already have one")
+    kept = ("Left out, a flag keeps the value the run last used (as the App's forms do); a new "
+            "run takes the default shown. '' unsets a flag that can be empty.")
     for cls, title in ((EmbedParams, "embedding (step 1)"), (ScoreParams, "scoring (steps 2-3)"),
                        (MergeParams, "clustering and merging (steps 4-6; defaults: the recommended "
-                                "mode, --mode paper for the paper's)")):
-        add_param_flags(c.add_argument_group(title), cls)
+                                "mode, --mode paper for the paper's; another --mode than the "
+                                "run's sets the others of this group to their defaults)")):
+        add_param_flags(c.add_argument_group(title, kept if cls is EmbedParams else None), cls)
 
 
 def add_param_flags(group, cls):
-    """One flag per parameter of ``cls``, with its default, choices and help."""
+    """One flag per parameter of ``cls``, with its default, choices and help; a flag left out
+    is not set (:func:`params_of` takes the run's value)."""
     for spec in cls.specs():
         if spec.type is bool:
-            group.add_argument(spec.flag, action="store_true", help=spec.help)
+            group.add_argument(spec.flag, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=spec.help + " (default: off)")
             continue
         default = f" (default: {spec.default})" if spec.default is not None else ""
         kind = _path if spec.path else spec.type
-        group.add_argument(spec.flag, type=kind, default=spec.default, choices=spec.choices,
+        group.add_argument(spec.flag, type=_unset_by_blank(kind) if spec.optional else kind,
+                           default=argparse.SUPPRESS, choices=spec.choices,
                            metavar=None if spec.choices else spec.name.upper(),
                            help=spec.help + default)
 
 
-def params_of(args, cls):
-    """The parameters of ``cls`` given on the command line (ParamError for a bad value)."""
-    return cls.from_dict(vars(args))
+def _unset_by_blank(kind):
+    """A parameter that can be empty: ``''`` unsets it (a value the run last used)."""
+    def parse(text):
+        return None if not text.strip() else kind(text)
+    parse.__name__ = kind.__name__  # (argparse names the type in its errors)
+    return parse
+
+
+def params_of(args, cls, run=None):
+    """The parameters of ``cls``: those given on the command line, the others as run ``run``
+    (its config) last used them, or the defaults (ParamError for a bad value). A ``--mode``
+    other than the run's sets the other merge parameters left out to their defaults."""
+    names = {s.name for s in cls.specs()}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    base = vars(run) if run is not None else {}
+    if cls is MergeParams and given.get("mode", base.get("mode")) != base.get("mode"):
+        base = {}
+    return cls.from_dict(base, **given)
 
 
 def _load(name):
@@ -527,14 +548,35 @@ def _import_csv(a):
 def _run(a, dataset=None, encoder=None):
     from .fo.stages import run_vlsr
 
-    embed, score, merge = (params_of(a, cls) for cls in (EmbedParams, ScoreParams, MergeParams))
     dataset = dataset or _load(a.dataset)
+    run = _vlsr_config(dataset, a.key)
+    embed, score, merge = (params_of(a, cls, run) for cls in (EmbedParams, ScoreParams, MergeParams))
+    kept = [_as_given(spec, getattr(params, spec.name)) for params in (embed, score, merge)
+            for spec in params.specs() if spec.recorded and spec.name not in vars(a)
+            and getattr(params, spec.name) != spec.default]
+    if kept:  # (so that a re-run never changes model or mode unnoticed, nor keeps them so)
+        print(f"run {a.key!r} keeps the values it last used: {' '.join(kept)}")
     samples = _saved_view(dataset, a.view) if getattr(a, "view", None) else dataset
     bars = {stage: _bar(stage) for stage in ("embed", "score", "cluster")}
     report = run_vlsr(samples, a.label_field, a.key, embed, score, merge, recompute=a.recompute,
                       encoder=encoder, progress=lambda stage, f: bars[stage](f))
     print(report.summary())
     _summary(dataset, a.key)
+
+
+def _vlsr_config(dataset, key):
+    """The config of VLSR run ``key`` on ``dataset``, or None."""
+    from .fo.runs import VLSRRunConfig
+
+    config = dataset.get_run_info(key).config if dataset.has_run(key) else None
+    return config if isinstance(config, VLSRRunConfig) else None
+
+
+def _as_given(spec, value):
+    """A parameter's value as its flag gives it: ``--crops``, ``--mode paper``."""
+    if spec.type is bool:
+        return spec.flag if value else "--no-" + spec.flag[2:]
+    return f"{spec.flag} {shlex.quote(str(value))}" if value is not None else f"{spec.flag} ''"
 
 
 def _delete_run(a):
