@@ -808,6 +808,23 @@ def test_fiftyone_log_lines_go_to_stderr_so_stdout_holds_only_the_output():
     assert done.stdout == "the report\n" and "a database notice" in done.stderr
 
 
+def test_output_piped_to_a_reader_that_stops_early_ends_quietly(ran):
+    """``vlsr review show ... | head``: the reader closes the pipe, and the command ends without
+    a traceback."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; from vlsr_core.cli import main; "
+            f"sys.exit(main(['review', 'show', '--dataset', {ran[0].name!r}]))")
+    done = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=root,
+                            env={**os.environ, "PYTHONPATH": root})
+    done.stdout.close()  # before the command writes anything: loading FiftyOne takes seconds
+    err = done.stderr.read()
+    assert done.wait(timeout=120) == 141 and "Traceback" not in err and "Error" not in err, err
+
+
 def test_the_command_loads_nothing_heavy_before_it_can_answer_ctrl_c():
     """Ctrl-C while the engine's scipy loaded (the package imported it eagerly) printed a traceback."""
     import subprocess

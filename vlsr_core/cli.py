@@ -39,6 +39,12 @@ def main(argv=None):
             after = ""
         print(f"vlsr: interrupted{after}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): end quietly, as Unix tools do
+        try:  # (else Python's flush of stdout at exit fails again, with a traceback)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141  # (128 + SIGPIPE, what a shell reports for such a command)
 
 
 def _after_interrupt(args):
