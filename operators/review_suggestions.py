@@ -72,7 +72,7 @@ class ReviewSuggestions(foo.Operator):
 
     @reported
     def execute(self, ctx):
-        from vlsr_core.fo.review import add_edit
+        from vlsr_core.fo.review import add_edit, left_out
 
         key = ctx.params.get("key", DEFAULT_KEY)
         samples, label_ids = _selection(ctx, key)
@@ -83,9 +83,11 @@ class ReviewSuggestions(foo.Operator):
             chosen = [l for l, s in label_ids.items() if s in set(ids)]
             edits.append(add_edit(ctx.dataset, key, decision, label, samples=ids, label_ids=chosen))
         verb = "accepted" if decision == "accept_suggestion" else "rejected"
-        n = len(label_ids) or sum(len(ids) for ids in groups.values())
+        n = len(label_ids) or sum(len(e.samples) for e in edits)
         message = (f"Run {key!r}: suggestions {verb} for {count(n, 'label' if label_ids else 'sample')} "
-                   f"(edits {', '.join(f'#{e.id}' for e in edits)}); Apply to write them")
+                   f"(edits {', '.join(f'#{e.id}' for e in edits)})"
+                   f"{left_out([s for ids in groups.values() for s in ids], *edits)}; Apply to "
+                   "write them")
         done(ctx, message)
         return dict(message=message, edits=[e.as_record() for e in edits])
 

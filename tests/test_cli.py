@@ -544,6 +544,13 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     zero = by_name(dataset, "id")["zero.png"]
     assert main(["review", "accept-suggestion", "drill", "--sample", zero, "--dataset", name]) == 2
     assert "The sample has no image embedding" in capsys.readouterr().err
+    # and one given with readable ones (a view) is left out of the decision, which says so
+    h1 = by_name(dataset, "id")["h1.png"]
+    assert main(["review", "accept-suggestion", "drill", "--sample", zero, "--sample", h1,
+                 "--dataset", name]) == 0
+    assert ("accept suggestion drill on 1 sample; 1 sample without an image embedding (an "
+            "unreadable image) is left out; vlsr apply") in capsys.readouterr().out
+    assert review_state(dataset, "vlsr").edits[-1].samples == (h1,)
 
 
 def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp_path, capsys):

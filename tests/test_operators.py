@@ -538,9 +538,12 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
     f = form("review_suggestions", ds, key="vlsr")
     assert "Select samples" in str(_form_errors(f))
     ctx_params = dict(key="vlsr", decision="accept_suggestion", suggestion="Lathe Information")
-    r = foo.execute_operator(URI + "review_suggestions", dataset=ds, selected=[sample.id],
-                             params=ctx_params)
-    assert r.result["edits"][0]["samples"] == [sample.id]
+    broken = ds.match(fo.ViewField("filepath").ends_with("broken.jpg")).first()
+    r = foo.execute_operator(URI + "review_suggestions", dataset=ds,
+                             selected=[sample.id, broken.id], params=ctx_params)
+    assert r.result["edits"][0]["samples"] == [sample.id]  # the unreadable image left out, said
+    assert ("suggestions accepted for 1 sample (edits #4); 1 sample without an image embedding "
+            "(an unreadable image) is left out; Apply") in r.result["message"]
 
     f = form("undo_review_edit", ds, key="vlsr")
     assert "#4 accept suggestion Lathe Information on 1 sample" in str(f)

@@ -668,7 +668,7 @@ def _review_show(a):
 
 
 def _review_edit(a):
-    from .fo.review import ReviewError, add_edit, join_note, review_state
+    from .fo.review import ReviewError, add_edit, join_note, left_out, review_state
 
     dataset = _with_run(a.dataset, a.key)
     samples = list(getattr(a, "sample", []))
@@ -684,7 +684,8 @@ def _review_edit(a):
                     state=state)
     note = join_note(state, edit)
     joins = f" ({note})" if note else ""
-    print(f"edit #{edit.id}: {_plain(edit.describe())}{joins}; vlsr apply writes it to the fields")
+    print(f"edit #{edit.id}: {_plain(edit.describe())}{joins}{left_out(samples, edit)}; vlsr "
+          "apply writes it to the fields")
 
 
 def _review_import(a):

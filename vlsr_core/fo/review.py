@@ -369,12 +369,15 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
         if not samples:
             raise ReviewError("Select the samples or labels the decision is about")
         _check_samples(dataset, samples)
-        if not label_ids and not dataset.select(samples).exists(
-                sample_fields(key)["embedding"]).count():
-            raise ReviewError("The sample has no image embedding (an unreadable image), so no "
-                              "suggestions" if len(samples) == 1 else f"None of the {len(samples)} "
-                              "samples has an image embedding (unreadable images), so none has "
-                              "suggestions")
+        if not label_ids:  # a decision on final labels: only samples with suggestions have one
+            seen = set(dataset.select(samples).exists(sample_fields(key)["embedding"])
+                       .values("id"))
+            if not seen:
+                raise ReviewError(
+                    "The sample has no image embedding (an unreadable image), so no suggestions"
+                    if len(samples) == 1 else f"None of the {len(samples)} samples has an image "
+                    "embedding (unreadable images), so none has suggestions")
+            samples = [s for s in samples if s in seen]  # (a view's unreadable images: left out)
     try:
         edit = Edit(max((e.id for e in state.edits), default=0) + 1, action, label, to,
                     tuple(samples), tuple(label_ids), time=_now())
@@ -395,6 +398,15 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
         return edit
     _save_review(dataset, key, state.edits, [*state.edits, edit])
     return edit
+
+
+def left_out(samples, *edits):
+    """What a suggestion decision on ``samples`` left out, in words ("" if none): the samples
+    without an image embedding (unreadable images), which have no suggestions."""
+    kept = {s for e in edits for s in e.samples}
+    n = len(set(samples) - kept) if all(not e.label_ids for e in edits) else 0
+    return (f"; {count(n, 'sample')} without an image embedding (an unreadable image) "
+            f"{'is' if n == 1 else 'are'} left out" if n else "")
 
 
 def _save_review(dataset, key, seen, edits):
