@@ -266,12 +266,14 @@ class VLSRPanel(foo.Panel):
         return ctx.panel.state.members[ctx.params["row"]]["label"]
 
     def _edit(self, ctx, action, **kwargs):
-        from vlsr_core.fo.review import ReviewError, add_edit
+        from vlsr_core.fo.review import ReviewChanged, ReviewError, add_edit
 
-        label = self._member(ctx)
+        label, key = self._member(ctx), ctx.panel.state.key
         try:
-            edit = add_edit(ctx.dataset, ctx.panel.state.key, action, label,
-                            state=self._state(ctx), **kwargs)
+            try:
+                edit = add_edit(ctx.dataset, key, action, label, state=self._state(ctx), **kwargs)
+            except ReviewChanged:  # another click's edit landed meanwhile: made on top of it
+                edit = add_edit(ctx.dataset, key, action, label, **kwargs)
         except ReviewError as e:
             ctx.ops.notify(str(e), variant="error")
             return

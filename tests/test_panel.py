@@ -250,6 +250,25 @@ def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
     assert prompt["on_success"] is None  # the operator refreshes every open panel itself
 
 
+def test_two_clicks_whose_edits_overlap_both_land(ran, monkeypatch):
+    """Two row actions clicked in quick succession run at once: the second was made from the
+    review as it was before the first landed. It is made again on top of it, not written over
+    it (nor refused)."""
+    import vlsr_core.fo.review as review
+
+    panel = Panel(ran).event("on_load")
+    panel.event("open_cluster", row=0)
+    before = review.review_state(ran, "vlsr")  # what the second click's event read
+    seen = dict(panel.state)  # and the rows it was sent with: helmit, Helmets, helmet
+    panel.event("take_out", row=0)  # the first click: helmit
+    assert [e.label for e in review.review_state(ran, "vlsr").edits] == ["helmit"]
+    monkeypatch.setattr(review, "cached_review_state", lambda dataset, key: before)
+    panel.event("keep", sent_state=seen, row=1)  # the second: Helmets
+    assert "Edit #2: keep Helmets in helmet" in panel.sent("notify")[0]["message"]
+    assert [(e.id, e.label) for e in review.review_state(ran, "vlsr").edits] == [
+        (1, "helmit"), (2, "Helmets")]
+
+
 def test_a_refused_edit_is_a_message_not_a_crash(ran):
     panel = Panel(ran).event("on_load")
     panel.event("open_cluster", row=2)  # drill, alone in its cluster

@@ -57,6 +57,11 @@ class ReviewError(ValueError):
         self.about = about
 
 
+class ReviewChanged(ReviewError):
+    """The run's review changed between the read an edit was made from and its write (an
+    edit of another window, process or click); nothing was written."""
+
+
 @dataclass
 class ReviewState:
     """Where a run's review stands.
@@ -417,7 +422,7 @@ def _save_review(dataset, key, seen, edits):
     if [Edit.from_record(r) for r in stored or []] != list(seen) or not update_run_doc(
             dataset, key, {"$set": {"config.review": [e.as_record() for e in edits]}},
             where={"config.review": stored}):
-        raise ReviewError(f"The review of run {key!r} changed while this was being done (an "
+        raise ReviewChanged(f"The review of run {key!r} changed while this was being done (an "
                           "edit made or undone in another window or process); nothing was "
                           "recorded: look at the review again, then do it again")
 
