@@ -232,8 +232,45 @@ def test_two_stages_holding_the_config_at_once_keep_each_others_changes(ran):
     config = dataset.get_run_info("vlsr").config
     assert config.copies == ["reviewed"] and "apply" not in config.stages
     fo.Dataset._instances.pop(dataset.name, None)  # and so it is in MongoDB
-    config = fo.load_dataset(dataset.name).get_run_info("vlsr").config
+    dataset = fo.load_dataset(dataset.name)
+    config = dataset.get_run_info("vlsr").config
     assert config.copies == ["reviewed"] and "apply" not in config.stages
+    # within one key too: each marks its own stage, each adds the fields it creates
+    first, second = (dataset.get_run_info("vlsr").config for _ in range(2))
+    first.stages = {**first.stages, "apply": "running"}
+    first.created_fields = [*first.created_fields, "reviewed"]
+    save_config(dataset, "vlsr", first)
+    second.stages = {**second.stages, "score": "running"}
+    second.created_fields = [*second.created_fields, "vlsr_crop_ids"]
+    save_config(dataset, "vlsr", second)
+    first.stages = {k: v for k, v in first.stages.items() if k != "apply"}  # apply done
+    save_config(dataset, "vlsr", first)
+    config = dataset.get_run_info("vlsr").config
+    assert config.stages["score"] == "running" and "apply" not in config.stages
+    assert {"reviewed", "vlsr_crop_ids"} <= set(config.created_fields)
+
+
+def test_a_stage_reads_the_run_as_stored_and_says_when_it_was_deleted_meanwhile(ran):
+    """A notebook holds the dataset while the App (another process) changes or deletes the
+    run: the notebook's stages read the run as it is now, not as they first read it."""
+    import fiftyone.core.runs as fors
+
+    from vlsr_core.fo.review import apply_review
+    from vlsr_core.fo.runs import RunDeletedError, save_config
+
+    dataset = ran[0]
+    doc = fors.Run._get_run_doc(dataset, "vlsr")
+    runs = doc._get_collection()  # written as another process writes: not through this dataset
+    runs.update_one({"_id": doc.id}, {"$set": {"config.stages.cluster": "running"}})
+    with pytest.raises(Exception, match="cluster and merge stopped part-way"):
+        apply_review(dataset, "vlsr")
+    config = dataset.get_run_info("vlsr").config
+    runs.delete_one({"_id": doc.id})
+    config.top_k = 4
+    with pytest.raises(RunDeletedError, match="'vlsr' was deleted while this ran"):
+        save_config(dataset, "vlsr", config)
+    with pytest.raises(RunDeletedError, match="deleted .* since this dataset was loaded"):
+        cluster_and_merge(dataset, "vlsr")
 
 
 def test_saving_the_label_table_does_not_copy_it_into_python_numbers(dataset):

@@ -150,6 +150,7 @@ def _main(args):
     from .fo.importers import InputFileError
     from .fo.labels import LabelFieldError
     from .fo.review import ReviewError
+    from .fo.runs import RunDeletedError
     from .fo.stages import VLSRError
 
     _logs_to_stderr()
@@ -161,7 +162,8 @@ def _main(args):
               "FIFTYONE_DATABASE_URI to a MongoDB you run", file=sys.stderr)
         return 2
     except (VLSRError, ParamError, ModelLoadError, ExportError, LabelFieldError, InputFileError,
-            ReviewError, DemoFolderError, FileNotFoundError, NotADirectoryError) as e:
+            ReviewError, DemoFolderError, RunDeletedError, FileNotFoundError,
+            NotADirectoryError) as e:
         _close_bars()
         print(f"vlsr: error: {_as_flag(e) if isinstance(e, ParamError) else e}", file=sys.stderr)
         return 2

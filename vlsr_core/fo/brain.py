@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..engine.defaults import DEFAULT_KEY
 from ..wording import count
-from .runs import sample_fields, save_config
+from .runs import reload_run, sample_fields, save_config
 
 METHODS = ("pca", "umap")  # umap needs the optional umap-learn package
 
@@ -71,6 +71,7 @@ def map_embeddings(samples, key=DEFAULT_KEY, method="pca", similarity=True, prog
     problem = map_problem(samples, key, method)
     if problem:
         raise BrainRunError(problem)
+    reload_run(dataset, key)
     config = dataset.get_run_info(key).config
     field = sample_fields(key)["embedding"]
     embedded = samples.exists(field)

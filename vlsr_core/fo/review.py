@@ -758,6 +758,7 @@ def apply_problem(dataset, key=DEFAULT_KEY):
     not have stored its label map, so the map to apply is not known."""
     if not dataset.has_run(key):
         return None  # open_run says so
+    reload_run(dataset, key)  # (as stored now: a clustering of another process)
     if stage_stopped(dataset.get_run_info(key).config, "cluster"):
         return (f"Run {key!r}: cluster and merge stopped part-way; run it again before applying "
                 "the review (the edits stay on the run)")

@@ -11,6 +11,7 @@ and anything else of the user's are never written over or deleted.
 from copy import deepcopy
 
 import eta.core.serial as etas
+from mongoengine.errors import DoesNotExist
 import fiftyone.core.runs as fors
 import numpy as np
 
@@ -114,7 +115,8 @@ class VLSRRunConfig(fors.RunConfig):
         self.applied = applied
         self.score_histogram = score_histogram
         self.copies = copies or []
-        self._as_read = deepcopy(self.serialize())  # what save_config compares with
+        # what save_config compares with (not the review, which it never writes)
+        self._as_read = {k: deepcopy(v) for k, v in self.serialize().items() if k != "review"}
 
     def params(self, cls, **overrides):
         """The run's recorded parameters of class ``cls`` (e.g. :class:`MergeParams`), with
@@ -134,16 +136,47 @@ def run_collection(dataset, key):
     return dataset.load_saved_view(name) if name and dataset.has_saved_view(name) else dataset
 
 
+class RunDeletedError(ValueError):
+    """The run was deleted by another process while this one used it."""
+
+
+GROWN_LISTS = ("created_fields", "created_views", "created_brain_runs", "copies")  # sets
+
+
 def save_config(dataset, key, config):
     """Store what changed in ``config`` of run ``key`` since it was read or last saved, but its
     review edits: a stage holds its config for minutes, while a curator records edits and
-    another stage may run, whose changes a write of the whole config would drop."""
+    another stage may run, whose changes a write of the whole config would drop. Changed
+    entries of a dict (``stages``) are set one by one, names added to or removed from a list of
+    what the run created are added or pulled: two stages marking themselves, or creating
+    fields, at once keep both. Raises ValueError if the run was deleted meanwhile."""
     values = deepcopy(config.serialize())
-    changed = {f"config.{k}": v for k, v in values.items()
-               if k != "review" and (k not in config._as_read or v != config._as_read[k])}
-    if changed:
-        update_run_doc(dataset, key, {"$set": changed})
-    config._as_read = values
+    before = config._as_read
+    updates = [{}]  # ($addToSet and $pull on one field need two updates)
+    for k, v in values.items():
+        old = before.get(k)
+        if k == "review" or (k in before and v == old):
+            continue
+        path = f"config.{k}"
+        if isinstance(v, dict) and isinstance(old, dict):
+            for sub in v.keys() | old.keys():
+                if sub not in v:
+                    updates[0].setdefault("$unset", {})[f"{path}.{sub}"] = ""
+                elif sub not in old or v[sub] != old[sub]:
+                    updates[0].setdefault("$set", {})[f"{path}.{sub}"] = v[sub]
+        elif k in GROWN_LISTS and isinstance(v, list) and isinstance(old, list):
+            added, gone = [x for x in v if x not in old], [x for x in old if x not in v]
+            if added:
+                updates[0].setdefault("$addToSet", {})[path] = {"$each": added}
+            if gone:
+                updates.append({"$pull": {path: {"$in": gone}}})
+        else:
+            updates[0].setdefault("$set", {})[path] = v
+    for update in updates:
+        if update and not update_run_doc(dataset, key, update):
+            raise RunDeletedError(f"Run {key!r} was deleted while this ran: nothing more of it "
+                                  "is stored")
+    config._as_read = {k: v for k, v in values.items() if k != "review"}
 
 
 def stored_review(dataset, key):
@@ -158,16 +191,22 @@ def reload_run(dataset, key):
     """Read run ``key`` again from the database: another process may have changed it since the
     dataset was loaded (a review edit in the App while a notebook holds the dataset)."""
     if dataset.has_run(key):
-        fors.Run._get_run_doc(dataset, key).reload("config")
+        try:
+            fors.Run._get_run_doc(dataset, key).reload("config")
+        except DoesNotExist:
+            raise RunDeletedError(f"Run {key!r} was deleted (by another process or window) since "
+                                  "this dataset was loaded") from None
 
 
 def update_run_doc(dataset, key, update, where=None):
     """Apply the MongoDB ``update`` to the run document of ``key`` if it matches ``where``
-    (a filter on its stored fields) and reload the dataset's copy; whether it matched."""
+    (a filter on its stored fields) and reload the dataset's copy; whether it matched (not
+    if the run was deleted meanwhile, by another process)."""
     doc = fors.Run._get_run_doc(dataset, key)
-    matched = doc._get_collection().update_one({"_id": doc.id, **(where or {})},
-                                               update).matched_count
-    reload_run(dataset, key)
+    collection = doc._get_collection()
+    matched = collection.update_one({"_id": doc.id, **(where or {})}, update).matched_count
+    if matched or collection.count_documents({"_id": doc.id}, limit=1):
+        reload_run(dataset, key)
     return bool(matched)
 
 

@@ -65,6 +65,7 @@ from .runs import (
     VLSRRunConfig,
     label_attributes,
     output_problem,
+    reload_run,
     review_attribute,
     sample_fields,
     save_config,
@@ -570,6 +571,7 @@ def _shard_run(samples, key, stage, batch, vocabulary):
     """:func:`open_run` for a shard or the last part of ``stage`` in ``batch``, on the
     vocabulary its preparation recorded in the results' ``vocabulary`` attribute."""
     dataset = samples._dataset
+    reload_run(dataset, key)
     state = dataset.get_run_info(key).config.stages.get(stage) if dataset.has_run(key) else None
     if state != f"shards:{batch}":
         raise VLSRError(f"Nothing written: this shard's {STAGE_NAMES[stage]} of run {key!r} is not "
@@ -1023,6 +1025,7 @@ def _check_collection(samples):
 def _load_or_init(dataset, key, label_field):
     """The run's config and results, registering a new run if there is none."""
     if dataset.has_run(key):  # a VLSR run on this label field: checked by _check_outputs
+        reload_run(dataset, key)  # (as stored now, not as this process first read it)
         config = dataset.get_run_info(key).config
         results = dataset.load_run_results(key, cache=False)
         if results is not None:
@@ -1113,6 +1116,7 @@ def open_run(samples, key, vocabulary=None, results=None, shard=False):
     dataset = samples._dataset
     if not dataset.has_run(key):
         raise VLSRError(f"No VLSR run {key!r} on this dataset: compute embeddings first")
+    reload_run(dataset, key)  # (as stored now, not as this process first read it)
     config = dataset.get_run_info(key).config
     results = results or dataset.load_run_results(key, cache=False)
     path = _label_path(samples, config.label_field)
