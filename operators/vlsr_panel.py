@@ -106,9 +106,9 @@ class VLSRPanel(foo.Panel):
                 type="bar", x=[(a + b) / 2 for a, b in zip(hist.edges, hist.edges[1:])],
                 y=hist.counts, marker=dict(color="#ff6d04"),
                 hovertemplate="score %{x:.3f}: %{y} labels<extra></extra>")] if hist else []
+        s.scope = _scope(ctx, key) if state is not None else None
         if state is None:
             return
-        s.scope = _scope(ctx, key)
         s.status = state.summary() + "".join(
             f"; {copy_note(name, n)}" for name, n in run_copies_outdated(ctx.dataset, key, state))
         # in the state, as the other tables: the App shows its state and data merged, a list
@@ -545,6 +545,8 @@ def _scope(ctx, key):
     view = ctx.view
     if view is None or key is None or not ctx.dataset.has_run(key):
         return None
+    if ctx.dataset.get_run_info(key).config.collection == "":
+        return None  # made on an unsaved view: which samples it covers is not known
     run = run_collection(ctx.dataset, key)
     name = getattr(view, "name", None)
     if not view._stages or (name and name == getattr(run, "name", None)):

@@ -86,6 +86,8 @@ def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys, mo
     # evidence); a flag that can be empty is unset by ''
     assert main(["run", "--dataset", dataset_name, "--label-field", "ground_truth",
                  "--mode", "paper", "--prompt", "a photo of a {}", "--no-jpeg-draft"]) == 0
+    assert ("run 'vlsr' was clustered in the recommended mode: the clustering flags left out "
+            "take the defaults of the paper mode") in capsys.readouterr().out
     config = ds.get_run_info("vlsr").config
     assert (config.mode, config.image_evidence, config.min_cluster_size, config.jpeg_draft,
             config.prompt) == ("paper", False, 10, False, "a photo of a {}")

@@ -138,6 +138,14 @@ def test_the_panel_says_it_covers_the_whole_run_while_the_grid_shows_a_part(ran)
     assert panel.state["scope"].startswith("*The grid shows a filtered view (0 samples)")
     panel.event("on_change_view")  # back to the whole dataset
     assert not panel.state.get("scope") and "The grid shows" not in str(panel.layout)
+    # a run made on an unsaved view: what it covers is not known, so nothing is said
+    from vlsr_core.fo.runs import save_config
+
+    config = ran.get_run_info("vlsr").config
+    config.collection = ""
+    save_config(ran, "vlsr", config)
+    panel.event("on_change_view", view=ran.load_saved_view("two"))
+    assert not panel.state.get("scope")
 
 
 def test_a_run_whose_label_field_is_gone_is_a_message_not_a_traceback(dataset, tmp_path):

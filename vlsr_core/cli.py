@@ -564,6 +564,9 @@ def _run(a, dataset=None, encoder=None):
             and getattr(params, spec.name) != spec.default]
     if kept:  # (so that a re-run never changes model or mode unnoticed, nor keeps them so)
         print(f"run {a.key!r} keeps the values it last used: {' '.join(kept)}")
+    if run is not None and merge.mode != run.mode:
+        print(f"run {a.key!r} was clustered in the {run.mode} mode: the clustering flags left "
+              "out take the defaults of the " + merge.mode + " mode")
     samples = _saved_view(dataset, a.view) if getattr(a, "view", None) else dataset
     bars = {stage: _bar(stage) for stage in ("embed", "score", "cluster")}
     report = run_vlsr(samples, a.label_field, a.key, embed, score, merge, recompute=a.recompute,
