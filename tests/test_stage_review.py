@@ -265,6 +265,19 @@ def test_an_edit_made_while_a_stage_runs_is_kept(ran, stage):
     assert review_state(dataset, "vlsr").pending == (stage == "apply")
 
 
+def test_a_decision_waits_while_its_sample_has_no_image_embedding(ran):
+    """An image that failed after a suggestion was accepted for it (embedded again with another
+    model, say) has no suggestions: Apply does not add the accepted label to its labels."""
+    dataset = ran[0]
+    h1 = _sample_id(dataset, "h1.png")
+    add_edit(dataset, "vlsr", "accept_suggestion", "drill", samples=[h1])
+    dataset.select(h1).set_values("vlsr_embedding", [None])
+    apply_review(dataset, "vlsr")
+    one = dataset.select(h1)
+    assert "drill" not in one.values("vlsr_labels.classifications.label")[0]
+    assert one.values("vlsr_label.label") == [None]
+
+
 def test_an_edit_from_an_outdated_review_is_refused_not_written_over_another(ran):
     dataset = ran[0]
     seen = review_state(dataset, "vlsr")  # a panel, a form: the review as it was read

@@ -911,7 +911,11 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         labels = [[_decided(by_label.get(i), "accept_suggestion", l) for i, l in zip(ids, ls)]
                   for ids, ls in zip(chunk.label_ids, chunk.labels)]
         sets = label_sets(labels)
-        chosen = [_decided(by_sample.get(s), "accept_suggestion", None) for s in chunk.ids]
+        # (a sample whose image has no embedding now, an image failing since the decision, has
+        # no suggestions: the decision waits)
+        seen = np.isfinite(chunk.images).all(axis=1) & (chunk.images.shape[1] > 0)
+        chosen = [_decided(by_sample.get(s), "accept_suggestion", None) if ok else None
+                  for s, ok in zip(chunk.ids, seen)]
         for labels_of, suggestion in zip(sets, chosen):
             if suggestion is not None and suggestion not in labels_of:
                 labels_of.append(suggestion)
