@@ -118,6 +118,31 @@ def test_twin_labels_take_one_suggestion_under_the_collections_spelling_in_every
             assert len(set(suggested[name])) == 3
 
 
+def test_an_edit_made_between_two_shards_waits_for_apply_on_every_sample(main):
+    """The shards of one clustering write the review as it was when it was prepared: an edit
+    made between two of them reached only the later ones' samples, and was recorded as
+    applied."""
+    from vlsr_core.fo.review import add_edit, apply_review, review_state
+
+    dataset, images = main
+    compute_embeddings(dataset, "gt", "vlsr", encoder=FakeEncoder(images))
+    score_labels(dataset, "vlsr", top_k=3)
+    prepare_cluster_shards(dataset, "vlsr", **MERGE)
+    first, *rest = shards(dataset, 3)
+    cluster_shard(first, "vlsr")
+    edit = add_edit(dataset, "vlsr", "split", "helmit")  # the curator, meanwhile
+    for part in rest:
+        cluster_shard(part, "vlsr")
+    finish_cluster_shards(dataset, "vlsr")
+    pairs = set(zip(dataset.values("gt.classifications.label", unwind=True),
+                    dataset.values("gt.classifications.vlsr_canonical", unwind=True)))
+    assert {c for l, c in pairs if l == "helmit"} == {"helmet"}  # on no sample yet
+    state = review_state(dataset, "vlsr")
+    assert state.pending and edit.id not in (state.applied or [])
+    apply_review(dataset, "vlsr")
+    assert set(dataset.values("gt.classifications.vlsr_canonical", unwind=True)) >= {"helmit"}
+
+
 def test_a_shard_writes_only_for_the_batch_in_progress(main):
     dataset, images = main
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))

@@ -241,12 +241,15 @@ def after_undo(dataset, key, undone, apply="Apply"):
     return f"nothing to write: the fields never showed {'it' if len(undone) == 1 else 'them'}"
 
 
-def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False):
+def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False, edit_ids=None):
     """The run's :class:`ReviewState`; ``applied_only`` reviews the label map with the edits
-    the fields show instead of those in force (what an export writes)."""
+    the fields show instead of those in force (what an export writes); ``edit_ids``, with
+    those edits alone, in force (the shards of one clustering share the edits it began with)."""
     config = _config(dataset, key)
     applied = getattr(config, "applied", None) or {}
     edits = edits_of(config)
+    if edit_ids is not None:
+        edits = [replace(e, undone=None) for e in edits if e.id in set(edit_ids)]
     label_map, emb = clustered_label_map(dataset, key, results)
     use = edits
     if applied_only:

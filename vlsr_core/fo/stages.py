@@ -789,15 +789,21 @@ def cluster_shard(samples, key=DEFAULT_KEY, *, batch="shards", progress=None):
     its collection: canonical labels and clusters on every label, the canonical label sets and
     the final labels. Returns the number of samples written."""
     run = _shard_run(samples, key, "cluster", batch, "vocabulary")
-    return write_label_map(run, samples, review_state(run.dataset, key, run.results),
-                           progress=progress)
+    return write_label_map(run, samples, _shard_review(run), progress=progress)
+
+
+def _shard_review(run):
+    """The review state the shards of a clustering write: with the edits in force when it was
+    prepared."""
+    return review_state(run.dataset, run.key, run.results,
+                        edit_ids=getattr(run.config, "cluster_shard_edits", None))
 
 
 def finish_cluster_shards(samples, key=DEFAULT_KEY, *, batch="shards"):
     """Stage 3 in shards, last part, once every shard is written: record the review edits the
     fields show and save the view of changed samples. Returns the :class:`LabelMap` written."""
     run = _shard_run(samples, key, "cluster", batch, "vocabulary")
-    state = review_state(run.dataset, key, run.results)
+    state = _shard_review(run)
     _finish_clustering(run, samples, state)
     return state.label_map
 
@@ -831,7 +837,12 @@ def _cluster(samples, key, params, overrides, progress, state="running"):
     results.naming = np.zeros(0, np.int64) if label_map.naming is None else label_map.naming
     results.merge_steps = label_map.steps.as_record()
     run.dataset.save_run_results(key, results)
-    return run, review_state(run.dataset, key, results)
+    review = review_state(run.dataset, key, results)
+    if state.startswith("shards:"):  # its shards and finish review with these edits alone: an
+        # edit made between two shards waits for Apply, instead of reaching only some samples
+        run.config.cluster_shard_edits = [e.id for e in review.in_force]
+        save_config(run.dataset, key, run.config)
+    return run, review
 
 
 def _image_prototypes(run, samples, progress):
