@@ -87,6 +87,9 @@ def _early_run_problem(a):
     from .model.model_source import expand, is_local, load_advice, local_problem
 
     problem = key_problem(a.key)
+    label_model = getattr(a, "label_model", None)
+    if not problem and label_model and label_model != "minilm" and is_local(label_model):
+        problem = local_problem(expand(label_model), "label model")
     if problem or not (getattr(a, "model", None) and is_local(a.model)):
         return problem
     model = expand(a.model)

@@ -26,12 +26,13 @@ def expand(model):
     return os.path.expanduser(str(model))
 
 
-def local_problem(model):
-    """Why the directory ``model`` cannot be loaded, or None."""
+def local_problem(model, what="CLIP model"):
+    """Why the directory ``model`` (``what``: the CLIP model, or the label model) cannot be
+    loaded, or None."""
     if not os.path.exists(model):
-        return f"CLIP model directory {model!r} does not exist"
+        return f"{what} directory {model!r} does not exist"
     if not os.path.isdir(model):
-        return f"CLIP model directory {model!r} is not a directory"
+        return f"{what} directory {model!r} is not a directory"
     files = set(os.listdir(model))
     if "config.json" not in files:
         return f"{model!r} holds no config.json: not a directory written by save_pretrained"

@@ -60,7 +60,8 @@ class SentenceEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         self.model_name = resolve_label_model(model)
-        problem = local_problem(self.model_name) if is_local(self.model_name) else None
+        problem = (local_problem(self.model_name, "label model") if is_local(self.model_name)
+                   else None)
         if problem:
             raise ModelLoadError(problem)
         try:
