@@ -349,6 +349,10 @@ class VLSRPanel(foo.Panel):
             self._histogram(panel, s)  # a run scored, not clustered yet
             return types.Property(panel, view=types.GridView(orientation="vertical"))
 
+        if s.status is None:  # an event overtaken by a later one, before the run was shown:
+            # that one's reply brings it
+            panel.md("Loading the run…", name="status")
+            return types.Property(panel, view=types.GridView(orientation="vertical"))
         panel.md(s.status, name="status")
         if s.scope:
             panel.md(s.scope, name="scope")
