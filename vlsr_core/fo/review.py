@@ -249,7 +249,8 @@ def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False, edi
     applied = getattr(config, "applied", None) or {}
     edits = edits_of(config)
     if edit_ids is not None:
-        edits = [replace(e, undone=None) for e in edits if e.id in set(edit_ids)]
+        wanted = set(edit_ids)
+        edits = [replace(e, undone=None) for e in edits if e.id in wanted]
     label_map, emb = clustered_label_map(dataset, key, results)
     use = edits
     if applied_only:

@@ -153,7 +153,8 @@ def save_config(dataset, key, config):
     another stage may run, whose changes a write of the whole config would drop. Changed
     entries of a dict (``stages``) are set one by one, names added to or removed from a list of
     what the run created are added or pulled: two stages marking themselves, or creating
-    fields, at once keep both. Raises ValueError if the run was deleted meanwhile."""
+    fields, at once keep both. Raises :class:`RunDeletedError` if the run was deleted
+    meanwhile."""
     values = deepcopy(config.serialize())
     before = config._as_read
     updates = [{}]  # ($addToSet and $pull on one field need two updates)
