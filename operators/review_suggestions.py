@@ -54,15 +54,15 @@ class ReviewSuggestions(foo.Operator):
             block(inputs, "suggestion_error", "The selected samples have no suggestions yet: "
                   "score the labels first")
             return form
-        from vlsr_core.fo.review import ReviewError, add_edit
+        from vlsr_core.fo.review import ReviewError, add_suggestion_decisions
 
-        for label, ids in groups.items():
-            try:
-                add_edit(ctx.dataset, key, ctx.params.get("decision", "accept_suggestion"), label,
-                         samples=ids, dry_run=True, state=state)
-            except ReviewError as e:
-                block(inputs, "edit_error", str(e))
-                return form
+        try:
+            add_suggestion_decisions(ctx.dataset, key, ctx.params.get("decision",
+                                                                      "accept_suggestion"),
+                                     groups, dry_run=True, state=state)
+        except ReviewError as e:
+            block(inputs, "edit_error", str(e))
+            return form
         shown = ", ".join(f"{l} ({len(ids)})" for l, ids in list(groups.items())[:5])
         inputs.view("preview", types.Notice(
             label=f"Suggested labels: {shown}" + (f"; {count(missing, 'sample')} without suggestions are "
@@ -72,16 +72,13 @@ class ReviewSuggestions(foo.Operator):
 
     @reported
     def execute(self, ctx):
-        from vlsr_core.fo.review import add_edit, left_out
+        from vlsr_core.fo.review import add_suggestion_decisions, left_out
 
         key = ctx.params.get("key", DEFAULT_KEY)
         samples, label_ids = _selection(ctx, key)
         decision = ctx.params.get("decision", "accept_suggestion")
         groups = _groups(ctx, key, samples, ctx.params.get("suggestion") or TOP)
-        edits = []
-        for label, ids in groups.items():
-            chosen = [l for l, s in label_ids.items() if s in set(ids)]
-            edits.append(add_edit(ctx.dataset, key, decision, label, samples=ids, label_ids=chosen))
+        edits = add_suggestion_decisions(ctx.dataset, key, decision, groups, label_ids)
         verb = "accepted" if decision == "accept_suggestion" else "rejected"
         n = len(label_ids) or sum(len(e.samples) for e in edits)
         message = (f"Run {key!r}: suggestions {verb} for {count(n, 'label' if label_ids else 'sample')} "

@@ -15,10 +15,12 @@ import fiftyone.operators as foo
 import numpy as np
 import pytest
 from fiftyone.operators.delegated import DelegatedOperationService
-from fiftyone.operators.executor import ExecutionContext, ExecutionError
+from fiftyone.operators.executor import ExecutionContext, ExecutionError, Executor
 from fiftyone.operators.registry import OperatorRegistry
 from PIL import Image
 from spreadsheet import edit_label_map
+
+from vlsr_core.fo.review import ReviewError, review_state
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -582,6 +584,39 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
     with open(out / "samples.csv", newline="") as f:
         finals = {r["filepath"]: r["final_label"] for r in csv.DictReader(f)}
     assert finals[sample.filepath] == "Lathe Information"
+
+
+def test_each_samples_top_suggestion_is_recorded_in_one_write_or_not_at_all(ds, tiny_clip):
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds, key="vlsr")
+    run("cluster_and_merge", ds, key="vlsr", min_cluster_size=1)
+    # two samples whose top suggestions differ (a random model's would not)
+    one, other = ds.exists("vlsr_embedding").values("id")[:2]
+    first, second = "helmet", "screwdriver"
+    for sid, top in ((one, first), (other, second)):
+        sample = ds[sid]
+        sample.vlsr_suggestions.classifications[0].label = top
+        sample.save()
+    # the second sample's image fails on a re-embed after its suggestions were made: its
+    # decision does not fit, and the first must not be recorded alone. The form says so; so
+    # does Execute, when that happens after the form was checked (its execute runs alone here)
+    kept = ds.select(other).values("vlsr_embedding")
+    ds.select(other).set_values("vlsr_embedding", [None])
+    params = dict(key="vlsr", decision="accept_suggestion")
+    ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, selected=[one, other],
+                                               params=params), executor=Executor())
+    operator = OperatorRegistry().get_operator(URI + "review_suggestions")
+    assert "no image embedding" in str(_form_errors(operator.resolve_input(ctx).to_json()))
+    with pytest.raises(ReviewError, match="no image embedding"):
+        operator.execute(ctx)
+    assert review_state(ds, "vlsr").edits == []
+
+    ds.select(other).set_values("vlsr_embedding", kept)
+    r = foo.execute_operator(URI + "review_suggestions", dataset=ds, selected=[one, other],
+                             params=params)
+    assert [(e.id, e.label, e.samples) for e in review_state(ds, "vlsr").edits] == [
+        (1, first, (one,)), (2, second, (other,))]
+    assert "(edits #1, #2); Apply to write them" in r.result["message"]
 
 
 def test_an_edited_label_map_csv_comes_back_through_the_import_form(ds, tiny_clip, tmp_path):

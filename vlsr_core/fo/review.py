@@ -409,6 +409,27 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
     return edit
 
 
+def add_suggestion_decisions(dataset, key, decision, groups, label_ids=None, *, dry_run=False,
+                             state=None):
+    """Record one suggestion decision per suggested label of ``groups`` (label -> the sample
+    ids it is decided for; ``label_ids``: label id -> sample id, if labels were chosen) and
+    return them, in one write: all are recorded or, if one does not fit, none."""
+    if state is None:
+        reload_run(dataset, key)
+        state = review_state(dataset, key)
+    label_ids = label_ids or {}
+    first = max((e.id for e in state.edits), default=0) + 1
+    edits = []
+    for i, (label, ids) in enumerate(groups.items()):
+        chosen = [l for l, s in label_ids.items() if s in set(ids)]
+        edit = add_edit(dataset, key, decision, label, samples=ids, label_ids=chosen,
+                        dry_run=True, state=state)
+        edits.append(replace(edit, id=first + i))
+    if edits and not dry_run:
+        _save_review(dataset, key, state.edits, [*state.edits, *edits])
+    return edits
+
+
 def left_out(samples, *edits):
     """What a suggestion decision on ``samples`` left out, in words ("" if none): the samples
     without an image embedding (unreadable images), which have no suggestions."""
