@@ -33,6 +33,8 @@ def full_path(typed):
     if not typed:
         return typed, None
     typed = typed.strip()
+    if not typed:
+        return None, "Give a full path (only spaces were typed)"
     path = os.path.expanduser(typed)
     if not os.path.isabs(path):
         example = os.path.join(os.path.expanduser("~"), typed)

@@ -61,7 +61,11 @@ class ExportResults(foo.Operator):
         except ReviewError:
             pass  # not clustered yet: the directory's check says so
         detections = ctx.dataset.get_field_schema(embedded_doc_type=fo.Detections)
-        if detections:
+        if not detections:
+            inputs.view("no_boxes", types.Notice(
+                label="No Detections field on this dataset: no COCO detections are written "
+                      "(image_labels.json holds the image-level labels, COCO-style)"))
+        else:
             choices = types.Dropdown(label="Detections to export as COCO (optional)")
             for f in detections:
                 choices.add_choice(f, label=f)
@@ -80,7 +84,7 @@ class ExportResults(foo.Operator):
 
     @delegable
     def execute(self, ctx):
-        from vlsr_core.fo.export import coco_image_root, export_run
+        from vlsr_core.fo.export import coco_image_root, coco_left_out, export_run
         from vlsr_core.fo.review import export_note
 
         key = ctx.params.get("key", DEFAULT_KEY)
@@ -97,6 +101,9 @@ class ExportResults(foo.Operator):
         if boxes:
             listed[-1] += (f" (image file names relative to `{coco_image_root(target)}`, the "
                            "data_path to give FiftyOne's COCO importer)")
+            left_out = coco_left_out(target, boxes)
+            if left_out:
+                listed.append(f"\n{left_out[0].upper()}{left_out[1:]}.")
         note = export_note(ctx.dataset, key)
         return (yield from finish(ctx, f"Exported {len(written)} files to {directory}",
                                   "\n".join(listed) + "\n\n" + note))

@@ -12,7 +12,8 @@ from fiftyone import ViewField as F
 
 from fake_clip import FakeEncoder, build, by_name, dot
 from vlsr_core.fo import chunks
-from vlsr_core.fo.export import ExportError, coco_image_root, export_run
+from vlsr_core.cli import main
+from vlsr_core.fo.export import ExportError, coco_image_root, coco_left_out, export_run
 from vlsr_core.fo.stages import compute_embeddings, run_vlsr, score_labels
 
 SCREW = '2" wood screw, "large"'  # quotes and a comma, as in Factorynet
@@ -198,6 +199,37 @@ def test_coco_detections_reimport_with_canonical_labels_and_same_boxes(run, tmp_
         back.delete()
     # the dataset's own labels are not changed by the export
     assert by_name(dataset, "objects.detections.label")["h1.png"] == ["helmet", "Helmets"]
+
+
+def test_the_coco_boxes_left_out_are_counted_and_said(run, tmp_path, capsys):
+    dataset, _, _ = run
+    dataset.persistent = True  # (the CLI opens it by name)
+    for sample in dataset:  # a second box field: on the unreadable image, and one unnamed
+        name = os.path.basename(sample.filepath)
+        labels = {"zero.png": ["helmet", "helmet"], "h2.png": ["helmet", "  "],
+                  "s1.png": [""]}.get(name, [])
+        sample["extra"] = fo.Detections(detections=[
+            fo.Detection(label=l, bounding_box=[0.1, 0.1, 0.5, 0.5]) for l in labels])
+        sample.save()
+    out = tmp_path / "export"
+    assert main(["export", "--dataset", dataset.name, "--out", str(out),
+                 "--detections-field", "extra"]) == 0
+    assert ("note: 2 boxes on 1 image whose size cannot be read (unreadable) and 2 boxes with an "
+            "empty or blank label left out of the COCO detections") in capsys.readouterr().out
+    with open(out / "detections" / "labels.json") as f:
+        coco = json.load(f)
+    assert [c["name"] for c in coco["categories"]] == ["helmet"]  # no unnamed category
+    assert len(coco["annotations"]) == 1
+    assert coco_left_out(dataset, "objects") == ("1 box on 1 image whose size cannot be read "
+                                                 "(unreadable) left out of the COCO detections")
+    assert coco_left_out(dataset.exists("metadata.width"), "objects") is None
+    # the dataset's boxes are as they were
+    assert by_name(dataset, "extra.detections.label")["h2.png"] == ["helmet", "  "]
+
+    # an export without boxes says which field it could have written them from
+    assert main(["export", "--dataset", dataset.name, "--out", str(tmp_path / "plain")]) == 0
+    assert ("no COCO detections written: give --detections-field (extra, objects here)"
+            in capsys.readouterr().out)
 
 
 def test_export_of_a_view(run, tmp_path):

@@ -359,6 +359,20 @@ def test_the_export_form_refuses_a_relative_folder_and_expands_the_home_folder(
     result = run("export_results", ds, key="vlsr", directory="~/exports")
     assert (tmp_path / "exports" / "samples.csv").is_file()
     assert f"files to {tmp_path / 'exports'}" in str(result.executor.to_json())
+    prop = form("export_results", ds, directory="   ")["type"]["properties"]["directory"]
+    assert prop["error_message"] == "Give a full path (only spaces were typed)"
+
+    # boxes COCO cannot hold are said in the result, not only left out
+    sample = ds.first()
+    sample.boxes.detections.append(fo.Detection(label=" ", bounding_box=[0.1, 0.1, 0.2, 0.2]))
+    sample.save()
+    result = run("export_results", ds, key="vlsr", directory=str(tmp_path / "coco"),
+                 detections_field="boxes")
+    assert ("1 box with an empty or blank label left out of the COCO detections"
+            in str(result.executor.to_json()))
+    ds.delete_sample_field("boxes")  # no boxes at all: the form says that no COCO file comes
+    assert "No Detections field on this dataset: no COCO detections are written" in str(
+        form("export_results", ds, key="vlsr"))
 
 
 def test_forms_and_the_panel_open_on_the_default_run_not_the_first_in_order(ds, tiny_clip):

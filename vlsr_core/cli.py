@@ -774,7 +774,9 @@ def _run_collection(name, key, view=None):
 
 
 def _export(a):
-    from .fo.export import ExportError, coco_image_root, export_files, export_run
+    import fiftyone as fo
+
+    from .fo.export import ExportError, coco_image_root, coco_left_out, export_files, export_run
     from .fo.review import export_note
 
     collection = _run_collection(a.dataset, a.key, a.view)
@@ -790,6 +792,14 @@ def _export(a):
     if a.detections_field:
         print(f"  (its image file names are relative to {coco_image_root(collection)}: "
               "the data_path to give FiftyOne's COCO importer)")
+        left_out = coco_left_out(collection, a.detections_field)
+        if left_out:
+            print(f"note: {left_out}")
+    else:
+        boxes = sorted(collection.get_field_schema(embedded_doc_type=fo.Detections))
+        if boxes:
+            print("no COCO detections written: give --detections-field "
+                  f"({', '.join(boxes)} here)")
     print(export_note(collection._dataset, a.key, apply="Run `vlsr apply`"))
 
 

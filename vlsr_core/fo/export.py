@@ -204,22 +204,44 @@ def coco_image_root(samples):
 
 
 def _coco_detections(samples, detections_field, label_map, path):
-    """The boxes of ``detections_field`` with canonical labels, by FiftyOne's COCO exporter.
-    COCO boxes are in pixels: images whose size cannot be read (the unreadable files of the
-    run) are left out instead of failing the whole export halfway."""
-    sized = samples.exists("metadata.width")
-    if len(sized) < len(samples):
-        logger.warning("%s whose size cannot be read %s left out of the COCO detections",
-                       count(len(samples) - len(sized), "image"),
-                       "is" if len(samples) - len(sized) == 1 else "are")
-    sized.map_labels(detections_field, label_map).export(
-        rel_dir=coco_image_root(sized),
+    """The boxes of ``detections_field`` with canonical labels, by FiftyOne's COCO exporter,
+    less those :func:`coco_left_out` counts."""
+    _coco_boxes(samples, detections_field).map_labels(detections_field, label_map).export(
+        rel_dir=coco_image_root(samples),
         labels_path=path,
         dataset_type=fo.types.COCODetectionDataset,
         label_field=detections_field,
         export_media=False,
         overwrite=True,
     )
+
+
+def _named(label):
+    """A box label that can name a COCO category (not missing, empty or blank)."""
+    return label.exists() & (label.strip() != "")
+
+
+def _coco_boxes(samples, detections_field):
+    """The images and boxes the COCO detections hold: images whose size is known (COCO boxes
+    are in pixels; the run's unreadable files have none) and boxes with a label (a category
+    needs a name). Images without boxes stay: an image with nothing on it is an answer too."""
+    return samples.exists("metadata.width").filter_labels(
+        detections_field, _named(fo.ViewField("label")), only_matches=False)
+
+
+def coco_left_out(samples, detections_field):
+    """What the COCO detections leave out of ``detections_field``, in words, or None: boxes on
+    images whose size cannot be read, and boxes with an empty or blank label."""
+    F = fo.ViewField
+    unsized = samples.match(~F("metadata.width").exists())
+    unreadable = unsized.count(f"{detections_field}.detections")
+    images = len(unsized.match(F(f"{detections_field}.detections").length() > 0))
+    blank = samples.exists("metadata.width").filter_labels(
+        detections_field, ~_named(F("label"))).count(f"{detections_field}.detections")
+    parts = ([f"{count(unreadable, 'box')} on {count(images, 'image')} whose size cannot be read "
+              "(unreadable)"] if unreadable else []) + (
+        [f"{count(blank, 'box')} with an empty or blank label"] if blank else [])
+    return (" and ".join(parts) + " left out of the COCO detections") if parts else None
 
 
 def _remove_if_empty(folder):
@@ -242,8 +264,8 @@ def _uncreatable(export_dir):
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".vlsr-check-", dir=existing))
     except OSError as e:
-        return (f"{existing} is not writable by FiftyOne here ({e.strerror.lower()}); choose a "
-                "directory it can write")
+        return (f"No folder can be made in {existing} ({e.strerror.lower()}); choose another "
+                "directory")
     return None
 
 
