@@ -532,7 +532,7 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     assert "- Screwdriver (tool) (4, 2): screwdriver, Screwdrivers" in out
     assert "- helmit (1, 1): helmit" in out
     assert main(["export", "--dataset", name, "--out", str(tmp_path / "out")]) == 0
-    assert "with the 2 review edits applied on" in capsys.readouterr().out
+    assert "with the 2 label map edits applied on" in capsys.readouterr().out
     with open(tmp_path / "out" / "label_map.csv", newline="") as f:
         canonical = {r["label"]: r["canonical"] for r in csv.DictReader(f)}
     assert canonical["helmit"] == "helmit" and canonical["Screwdrivers"] == "Screwdriver (tool)"

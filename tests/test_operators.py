@@ -590,7 +590,10 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
         one.values("vlsr_labels.classifications.label")[0])
 
     out = tmp_path / "export"
-    run("export_results", ds, key="vlsr", directory=str(out))
+    r = run("export_results", ds, key="vlsr", directory=str(out))
+    # counted as Apply counted them
+    assert "The label map with the 2 label map edits and 1 suggestion decision applied on " in str(
+        r.executor.to_json())
     with open(out / "label_map.csv", newline="") as f:
         rows = {r["label"]: r for r in csv.DictReader(f)}
     assert rows["helmit"]["canonical"] == "safety helmet" and rows["helmit"]["clustered_canonical"] == "helmit"

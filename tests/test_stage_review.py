@@ -112,7 +112,7 @@ def test_rename_reaches_final_labels_and_the_exported_label_map(ran, tmp_path):
         assert {r["label"]: r["canonical"] for r in csv.DictReader(f)}["Helmets"] == "helmet"
 
     apply_review(dataset, "vlsr")
-    assert export_note(dataset, "vlsr").startswith("The label map with the 1 review edit applied on ")
+    assert export_note(dataset, "vlsr").startswith("The label map with the 1 label map edit applied on ")
     final = by_name(dataset, "vlsr_label.label")
     assert final["h1.png"] == final["h3.png"] == final["s3.png"] == "safety helmet"
     assert by_name(dataset, "vlsr_label.confidence")["h1.png"] == pytest.approx(

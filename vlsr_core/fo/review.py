@@ -150,9 +150,13 @@ def export_note(dataset, key=DEFAULT_KEY, results=None, apply="Apply"):
     run's, if already loaded; ``apply``: what writes pending edits, the App's button or the
     command)."""
     state = review_state(dataset, key, results)
-    shown = state.applied or []
+    shown = set(state.applied or [])
+    n_map = sum(e.action in MAP_ACTIONS for e in state.edits if e.id in shown)
+    what = " and ".join([*([count(n_map, "label map edit")] if n_map else []),
+                         *([count(len(shown) - n_map, "suggestion decision")]
+                           if len(shown) > n_map else [])])
     text = ("The label map as clustered (no review edits)." if not shown else
-            f"The label map with the {count(len(shown), 'review edit')} applied on "
+            f"The label map {'with' if n_map else 'as clustered, with'} the {what} applied on "
             f"{shown_time(state.applied_time)}.")
     if state.pending:
         text += f" Edits made or undone since are not in it: {apply} first to include them."
