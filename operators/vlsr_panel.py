@@ -555,9 +555,12 @@ def _scope(ctx, key):
     name = getattr(view, "name", None)
     if not view._stages or (name and name == getattr(run, "name", None)):
         return None
+    n_shown, n_run = len(view), len(run)
+    if n_shown == n_run:  # a sort, or a filter that leaves every sample: not a part
+        return None
     shown = f"the saved view `{name}`" if name else "a filtered view"
-    return (f"*The grid shows {shown} ({count(len(view), 'sample')}); the clusters and scores "
-            f"here are those of the whole run ({count(len(run), 'sample')}).*")
+    return (f"*The grid shows {shown} ({count(n_shown, 'sample')}); the clusters and scores "
+            f"here are those of the whole run ({count(n_run, 'sample')}).*")
 
 
 def _shown(rows):

@@ -143,6 +143,8 @@ def test_the_panel_says_it_covers_the_whole_run_while_the_grid_shows_a_part(ran)
     assert "The grid shows the saved view" in str(panel.layout)
     panel.event("on_load", view=ran.match_tags("none"))  # a filter: the panel reloaded on it
     assert panel.state["scope"].startswith("*The grid shows a filtered view (0 samples)")
+    panel.event("on_change_view", view=ran.sort_by("filepath", reverse=True))  # a sort: no part
+    assert not panel.state.get("scope")
     panel.event("on_change_view")  # back to the whole dataset
     assert not panel.state.get("scope") and "The grid shows" not in str(panel.layout)
     # a run made on an unsaved view: what it covers is not known, so nothing is said
