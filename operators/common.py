@@ -351,9 +351,12 @@ def _reporting(ctx, label, steps):
 
 
 def _reason(error):
-    """An error as a curator reads it: refusals of bad input (ValueErrors: ours, FiftyOne's) by
-    their message, other errors with their kind."""
-    if isinstance(error, ValueError):
+    """An error as a curator reads it: refusals of bad input (ValueErrors: ours, FiftyOne's)
+    and a model that cannot be loaded (its message says what to do) by their message, other
+    errors with their kind."""
+    from vlsr_core.model.model_source import ModelLoadError
+
+    if isinstance(error, (ValueError, ModelLoadError)):
         return str(error)
     return f"{type(error).__name__}: {error}"
 

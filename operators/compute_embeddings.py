@@ -4,7 +4,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
-from vlsr_core.model.model_source import model_problem
+from vlsr_core.model.model_source import label_model_problem, model_problem
 from vlsr_core.engine.params import EmbedParams
 
 from .common import (
@@ -56,6 +56,7 @@ class ComputeEmbeddings(foo.Operator):
                                   unchecked=unchecked, hidden=_hidden_crop_inputs(ctx, label_field, base),
                                   checks={
                                       "model": model_problem,
+                                      "label_model": label_model_problem,
                                       "precision": lambda p: _precision_problem(p, device),
                                       "crops": lambda c: _crops_problem(ctx, c, base)})
             if params is not None and params.precision == "bf16" and device and device.type == "cpu":

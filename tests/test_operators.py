@@ -214,6 +214,17 @@ def test_bad_states_are_messages_in_the_form(ds, tiny_clip, tmp_path):
         run("score_labels", ds)
     with pytest.raises(ExecutionError, match="does not exist"):
         run("compute_embeddings", ds, label_field="gt", model=str(tmp_path / "no-such-model"))
+    # the label model too is checked by the form, on its own field, before anything loads
+    props = form("compute_embeddings", ds, label_field="gt", model=tiny_clip,
+                 label_model="/nope")["type"]["properties"]
+    assert props["label_model"]["error_message"].startswith(
+        "Could not load a label model: label model directory '/nope' does not exist.")
+    assert not props["model"].get("invalid")
+    assert not _form_errors(form("compute_embeddings", ds, label_field="gt", model=tiny_clip,
+                                 label_model="minilm"))
+    with pytest.raises(ExecutionError, match="label model directory '/nope'"):
+        run("compute_embeddings", ds, label_field="gt", model=tiny_clip, label_model="/nope")
+    assert not ds.has_run("vlsr")
     with pytest.raises(ExecutionError, match="no samples"):
         foo.execute_operator(URI + "compute_embeddings", view=ds.limit(0), params=dict(
             label_field="gt", model=tiny_clip, view_target="CURRENT_VIEW"))
@@ -245,6 +256,22 @@ def test_bad_states_are_messages_in_the_form(ds, tiny_clip, tmp_path):
     assert not ds.has_run("gt") and ds.values("gt_labels") == ds.values("gt")
     with pytest.raises(ExecutionError, match="confirm"):
         run("delete_run", ds, key="vlsr", confirm=False)
+
+
+def test_a_model_that_fails_to_load_is_told_by_its_message_not_its_class(ds, tmp_path):
+    broken = tmp_path / "broken-clip"  # passes the form's look at its files, fails to load
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    assert not _form_errors(form("compute_embeddings", ds, label_field="gt", model=str(broken)))
+    ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, params=dict(
+        label_field="gt", model=str(broken))), executor=Executor())
+    with pytest.raises(Exception, match="Could not load a CLIP model"):
+        list(OperatorRegistry().get_operator(URI + "compute_embeddings").execute(ctx))
+    said = [r["params"]["message"] for r in ctx.executor.to_json()["requests"]
+            if r["operator_uri"] == "notify"]
+    assert said and said[-1].startswith("VLSR 1: compute embeddings failed: Could not load a "
+                                        "CLIP model: "), said
 
 
 def test_two_runs_side_by_side(ds, tiny_clip):

@@ -23,7 +23,8 @@ from ..engine.params import ParamError
 from ..wording import count
 from .crops import crop_region
 from .images import DEFAULT_MAX_PIXELS, BadImageError, load_image
-from .model_source import (
+from .model_source import (  # ModelLoadError: raised here, importable from here
+    ModelLoadError,
     expand,
     hub_unreachable,
     is_local,
@@ -35,10 +36,6 @@ from .precision import autocast, native_bf16, precision_problem, quantized
 
 logger = logging.getLogger(__name__)
 
-
-
-class ModelLoadError(RuntimeError):
-    """The CLIP checkpoint could not be loaded; the message says how to point at a local copy."""
 
 
 class ImageFailure(NamedTuple):

