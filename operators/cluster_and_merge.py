@@ -52,7 +52,7 @@ class ClusterAndMerge(foo.Operator):
                               "clusters and label map with ones computed from their labels only.")
             base, hidden = _base(ctx, key)
             param_inputs(ctx, inputs, MergeParams, base, hidden=hidden)
-            shards_input(inputs, "cluster the labels now, and queue the writing of the label map on the samples")
+            shards_input(ctx, inputs, "cluster the labels now, and queue the writing of the label map on the samples")
             last = _last_steps(ctx, key)
             if last:
                 inputs.view("last_eps", types.Notice(label=(

@@ -243,12 +243,17 @@ def params_from(ctx, cls, base=None, hidden=()):
     return cls.resolve(base, **{k: (None if v == "" else v) for k, v in sent.items()})
 
 
-def shards_input(inputs, work):
-    """The number of delegated shards to split a stage into; ``work`` says what is queued."""
-    inputs.int("num_shards", default=1, min=1, label="Shards",
-               description=f"Above 1: {work} as this many delegated jobs over disjoint ranges of "
-                           "samples. Any number of `fiftyone delegated launch` workers sharing "
-                           "the database run them in parallel")
+def shards_input(ctx, inputs, work):
+    """The number of delegated shards to split a stage into; ``work`` says what is queued.
+    Checked here: the App's own minimum reads "must be greater than 1" for a minimum of 1."""
+    prop = inputs.int("num_shards", default=1, label="Shards",
+                      description=f"Above 1: {work} as this many delegated jobs over disjoint "
+                                  "ranges of samples. Any number of `fiftyone delegated launch` "
+                                  "workers sharing the database run them in parallel")
+    n = ctx.params.get("num_shards")
+    if n is not None and n < 1:
+        prop.invalid = True
+        prop.error_message = "Shards must be at least 1 (1: the stage runs as one job)"
 
 
 def queued_message(n_queued, stage):

@@ -111,6 +111,11 @@ def test_the_summary_counts_skipped_labels_and_unreadable_images(dataset, tmp_pa
     # the samples without a final label are counted, so the figures add up
     assert ("**Final labels:** 2 of 4 samples (none for 1 unreadable image and 1 sample without "
             "a usable label)") in text
+    a = next(s for s in dataset if s.filepath.endswith("a.png"))
+    a.gt.classifications = a.gt.classifications[:1]  # its two blank labels gone: one is left
+    a.save()
+    assert ("**Skipped labels:** 1 label object with an empty or blank label"
+            in summarize_run(dataset, "vlsr"))
 
 
 def test_the_summary_shortens_a_long_label_and_shows_a_backtick_as_written(dataset, tmp_path,

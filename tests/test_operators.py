@@ -220,6 +220,10 @@ def test_bad_states_are_messages_in_the_form(ds, tiny_clip, tmp_path):
     assert props["label_model"]["error_message"].startswith(
         "Could not load a label model: label model directory '/nope' does not exist.")
     assert not props["model"].get("invalid")
+    props = form("compute_embeddings", ds, label_field="gt", model=tiny_clip,
+                 num_shards=0)["type"]["properties"]
+    assert props["num_shards"]["error_message"] == ("Shards must be at least 1 (1: the stage runs "
+                                                    "as one job)")
     assert not _form_errors(form("compute_embeddings", ds, label_field="gt", model=tiny_clip,
                                  label_model="minilm"))
     with pytest.raises(ExecutionError, match="label model directory '/nope'"):

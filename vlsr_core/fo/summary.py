@@ -79,7 +79,8 @@ def summarize_run(dataset, key, n_clusters=10):
         lines.append(f"**Labels embedded:** {len(results.labels)}; not clustered yet")
     skipped = _unusable_labels(samples, config.label_field)
     if skipped:
-        lines.append(f"**Skipped labels:** {skipped} label objects with an empty or blank label "
+        lines.append(f"**Skipped labels:** {count(skipped, 'label object')} with an empty or "
+                     "blank label "
                      "(not scored, not clustered, left as they are)")
     failures = unreadable_images(samples, key)
     if failures:
