@@ -407,6 +407,16 @@ def test_a_label_with_a_tab_is_named_as_the_app_shows_it(dataset, tmp_path, monk
         add_edit(dataset, "vlsr", "split", "SAFETY VEST")
     with pytest.raises(ReviewError, match="cannot hold a line break"):  # a new name still cannot
         add_edit(dataset, "vlsr", "rename", "helmet", "hard\that")
+    # a name copied from a table cell, with the zero-width spaces a long word is broken at
+    from vlsr_core.wording import ZWSP, breakable
+
+    long = "safetyhelmetwithvisor"
+    pasted = breakable(long)
+    assert ZWSP in pasted
+    edit = add_edit(dataset, "vlsr", "rename", "helmet", pasted, dry_run=True)
+    assert edit.to == long
+    assert add_edit(dataset, "vlsr", "split", f"safety⇥ve{ZWSP}st",
+                    dry_run=True).label == "safety\tvest"
 
 
 def test_splitting_a_canonical_label_is_refused_when_the_rest_reads_as_another_cluster(

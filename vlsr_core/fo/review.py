@@ -31,7 +31,7 @@ from ..engine.review import (
     edits_to_reach,
     review_label_map,
 )
-from ..wording import count, one_line, quoted
+from ..wording import ZWSP, count, one_line, quoted
 from .chunks import sample_ids
 from .runs import (
     VLSRRunConfig,
@@ -490,13 +490,18 @@ def _reads_as(name, label_map, memo, unless=lambda spelling: False):
 
 def _as_written(name, state):
     """The label or cluster name of ``state`` that ``name`` gives as the App shows it (a tab as
-    "⇥", a line break as "⏎": :func:`~vlsr_core.wording.one_line`), else ``name``: a curator
-    can type or paste what is on the screen."""
-    if not name or ("⇥" not in name and "⏎" not in name):
+    "⇥", a line break as "⏎": :func:`~vlsr_core.wording.one_line`; a long word with the
+    zero-width spaces a table cell breaks it at: :func:`~vlsr_core.wording.breakable`), else
+    ``name``: a curator can type or paste what is on the screen."""
+    if not name or not any(c in name for c in ("⇥", "⏎", ZWSP)):
         return name
     label_map = state.label_map
-    if name in label_map.canonical:
+    if name in label_map.canonical or name in (label_map.names or label_map.representatives):
         return name
+    if ZWSP in name:
+        name = name.replace(ZWSP, "")
+        if "⇥" not in name and "⏎" not in name:
+            return name
     if "shown" not in state.memo:  # (of two shown alike, the first in string order)
         shown = {}
         for l in sorted({*label_map.vocabulary, *(label_map.names or label_map.representatives)},
