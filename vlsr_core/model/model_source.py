@@ -122,7 +122,8 @@ def load_advice(model, error, what="CLIP model"):
         f"(hf download {model} --local-dir ~/{what.split()[0].lower()}-model), copy the folder "
         "here and give its full path as the model (e.g. "
         f"{os.path.join(os.path.expanduser('~'), what.split()[0].lower() + '-model')}), "
-        "or set HF_HOME to a cache that holds it."
+        "or set HF_HOME to a cache that holds it. (A folder given by a relative path is read "
+        "as a hub id unless it exists here: give its full path, or start it with ./)"
     )
 
 
