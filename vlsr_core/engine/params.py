@@ -276,8 +276,9 @@ class ScoreParams(_Params):
     top_k: int = param(DEFAULT_TOP_K, "labels of the whole vocabulary suggested per image, best first",
                        label="Suggestions per sample", low=1)
     replace_margin: float = param(0.0, "a suggestion must beat every assigned label by more than "
-                                  "this to count as a better label", label="Better-label margin",
-                                  low=0.0)
+                                  "this to count as a better label (cosine scores differ by "
+                                  "less than 2)", label="Better-label margin",
+                                  low=0.0, high=2.0, high_open=True)
     low_quantile: float = param(0.1, "labels scoring below this quantile of all scores count as "
                                 "low in the review views", label="Low-score quantile",
                                 low=0.0, low_open=True, high=1.0, high_open=True)
