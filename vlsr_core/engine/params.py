@@ -243,7 +243,7 @@ class EmbedParams(_Params):
                            "bf16 (bfloat16: agrees with full to a cosine of 0.9999 on a "
                            "real-weight transformer, fast only on CPUs with AVX512-BF16 or AMX, "
                            "emulated and ~7x slower elsewhere); int8 (linear layers quantised, "
-                           "CPU only: 1.3-1.5x faster here, but only a median cosine of 0.97: a "
+                           "CPU only: 1.3-1.5x faster on a 2-core x86 CPU, but only a median cosine of 0.97: a "
                            "first pass only). Changing it re-embeds the images",
                            label="Image precision", choices=PRECISIONS)
     crops: bool = param(False, "also embed each box of a Detections field on its own crop, and "
