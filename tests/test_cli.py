@@ -338,7 +338,8 @@ def test_delete_run_lists_what_goes_and_deletes_only_with_yes(ran, capsys):
     assert "4 saved views and 1 review edit in force (1 undone) of run 'vlsr'" in out
     assert ("the input labels of 'gt' stay. That includes 'reviewed', the copy of the final "
             "labels that Apply made: clone the field first to keep it "
-            "(dataset.clone_sample_field).\nAdd --yes to delete the run.") in out
+            "(the App's operator Clone sample field, or dataset.clone_sample_field in Python).\nAdd "
+            "--yes to delete the run.") in out
     assert dataset.has_run("vlsr") and dataset.has_field("vlsr_label")
     assert main(["delete-run", "--dataset", dataset.name, "--yes"]) == 0
     assert capsys.readouterr().out.startswith("deleted ")

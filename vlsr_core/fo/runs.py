@@ -395,7 +395,8 @@ def what_goes(dataset, key):
                    for k, field in inputs.items() if k != key and field in fields)
     copies = [f for f in config.copies or [] if f in fields]
     kept = (f". That includes {', '.join(map(repr, copies))}, the copy of the final labels that "
-            "Apply made: clone the field first to keep it (dataset.clone_sample_field)"
+            "Apply made: clone the field first to keep it (the App's operator Clone sample "
+            "field, or dataset.clone_sample_field in Python)"
             if copies else "")
     return (f"{', '.join(parts[:-1])} and {parts[-1]} of run {key!r} on {dataset.name!r}; {stay}"
             f"{read}{kept}")
