@@ -639,7 +639,7 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
      "1 sample id of 1 is not in dataset"),
     (["review", "reject-suggestion", "drill", "--view", "nope"], "no saved view 'nope'"),
     (["review", "rename", "drill", "--to", "two\nlines"], "cannot hold a line break"),
-    (["review", "rename", "drill", "--to", "drill\u200b"], "or an invisible one (a zero-width"),
+    (["review", "rename", "drill", "--to", "drill\u2060"], "or an invisible one (a zero-width"),
     (["review", "undo", "7"], "has no review edit to undo"),
     (["review", "show", "--key", "other"], "no VLSR run 'other' on dataset"),
     (["apply", "--key", "other"], "(its VLSR runs: vlsr; pick one with --key): make it with "

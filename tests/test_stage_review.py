@@ -17,7 +17,7 @@ import pytest
 from fiftyone import ViewField as F
 
 from vlsr_core.engine.pipeline import LabelMap
-from vlsr_core.fo.export import export_run
+from vlsr_core.fo.export import ExportError, export_run
 from vlsr_core.fo.review import (
     ReviewError,
     ReviewState,
@@ -78,7 +78,11 @@ def test_an_apply_of_part_of_the_run_leaves_the_review_not_applied_for_the_rest(
         report.summary()
     assert review_state(dataset, "vlsr").pending
     assert "**not applied yet**" in review_state(dataset, "vlsr").summary()
-    assert "Apply first to include them" in export_note(dataset, "vlsr")
+    # its fields are mixed: the export refuses them, and its note says why
+    assert "Apply the review to the whole run to export it" in export_note(dataset, "vlsr")
+    with pytest.raises(ExportError, match="apply the review to the whole run before exporting"):
+        export_run(dataset, tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists()
     # undone after the partial Apply: the drills still show it, so there is still a write to do
     undo_edit(dataset, "vlsr")
     assert review_state(dataset, "vlsr").pending

@@ -284,6 +284,10 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     if stopped:
         return (f"Run {key!r}: {' and '.join(stopped)} stopped part-way and its results are "
                 "mixed; run it again before exporting")
+    if (getattr(dataset.get_run_info(key).config, "applied", None) or {}).get("partly"):
+        return (f"Run {key!r}: an Apply of a part of the run wrote the review on its samples "
+                "only, so the run's fields are mixed (the label map would not match those "
+                "samples): apply the review to the whole run before exporting")
     problem = _labels_problem(samples, dataset.get_run_info(key).config, results)
     if problem:
         return problem

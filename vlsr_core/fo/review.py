@@ -158,6 +158,9 @@ def export_note(dataset, key=DEFAULT_KEY, results=None, apply="Apply"):
     text = ("The label map as clustered (no review edits)." if not shown else
             f"The label map {'with' if n_map else 'as clustered, with'} the {what} applied on "
             f"{shown_time(state.applied_time)}.")
+    if state.applied_partly:  # (the export refuses the run's mixed fields)
+        return (f"An Apply of a part of the run wrote the review on its samples only: {apply} "
+                "the review to the whole run to export it.")
     if state.pending:
         text += f" Edits made or undone since are not in it: {apply} first to include them."
     return text
