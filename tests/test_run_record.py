@@ -273,6 +273,54 @@ def test_a_stage_reads_the_run_as_stored_and_says_when_it_was_deleted_meanwhile(
         cluster_and_merge(dataset, "vlsr")
 
 
+def test_a_view_saved_twice_at_once_is_kept_once_and_deleted_with_its_run(ran, monkeypatch):
+    """Two processes running one stage at once each saved the run's views: two views of one
+    name, of which deleting the run removed one, and the other then blocked the run key."""
+    dataset = ran[0]
+    name = saved_view_names("vlsr")["low_similarity"]
+    view = dataset.load_saved_view(name)
+
+    def saved_twice():  # as two processes race: neither sees the other's view to replace it
+        with monkeypatch.context() as m:
+            m.setattr(type(dataset), "_validate_saved_view_name",
+                      lambda self, n, skip=None, overwrite=False: n)
+            dataset.save_view(name, view, overwrite=True)
+        dataset._doc.reload("saved_views")
+        return [v.name for v in dataset._doc.get_saved_views()].count(name)
+
+    assert saved_twice() == 2
+    score_labels(dataset, "vlsr")  # saving it again keeps one
+    dataset._doc.reload("saved_views")
+    assert [v.name for v in dataset._doc.get_saved_views()].count(name) == 1
+    assert saved_twice() == 2
+    dataset.delete_run("vlsr")  # both go with the run, and the key can be used again
+    assert not dataset.has_saved_view(name) and dataset.list_saved_views() == []
+    run_vlsr(dataset, "gt", encoder=ran[2], top_k=3, min_cluster_size=1)
+    assert dataset.has_saved_view(name)
+
+
+def test_results_rewritten_while_read_are_read_again_or_refused_in_one_line(ran, monkeypatch):
+    """Another process rewriting the results deletes the stored file before putting the new
+    one: a read in between fails inside FiftyOne ('str' object has no attribute 'decode')."""
+    from vlsr_core.fo.runs import RunBusyError, load_results
+
+    dataset = ran[0]
+    real, fails = type(dataset).load_run_results, []
+
+    def flaky(self, key, **kwargs):
+        if len(fails) < 2:
+            fails.append(key)
+            raise AttributeError("'str' object has no attribute 'decode'")
+        return real(self, key, **kwargs)
+
+    monkeypatch.setattr(type(dataset), "load_run_results", flaky)
+    assert load_results(dataset, "vlsr", wait=0).labels == VOCAB and len(fails) == 2
+    fails.clear()
+    with pytest.raises(RunBusyError, match="its results could not be read .*another process may "
+                                           "be writing them"):
+        load_results(dataset, "vlsr", tries=2, wait=0)
+
+
 def test_saving_the_label_table_does_not_copy_it_into_python_numbers(dataset):
     """The run record of 5,000 labels x 512 (10 MB of float32) is serialised without turning
     the table into lists of Python floats (~80 MB), and reads back bit for bit."""

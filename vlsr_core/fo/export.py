@@ -45,7 +45,7 @@ from .chunks import iter_chunks, sample_ids
 from .labels import (LabelFieldError, as_label_lists, label_filter_problem, label_path,
                      label_sets, usable)
 from .review import CLUSTER_FIRST, review_state
-from .runs import incomplete_stages, sample_fields
+from .runs import incomplete_stages, load_results, sample_fields
 
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         overwrite: replace the files of an earlier export.
     """
     dataset = samples._dataset
-    results = dataset.load_run_results(key, cache=False) if dataset.has_run(key) else None
+    results = load_results(dataset, key) if dataset.has_run(key) else None
     problem = export_problem(samples, export_dir, key, detections_field, overwrite, results)
     if problem:
         raise ExportError(problem)
@@ -277,7 +277,7 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     if not dataset.has_run(key):
         return f"No VLSR run {key!r} on this dataset"
     if results is None:
-        results = dataset.load_run_results(key, cache=False)
+        results = load_results(dataset, key)
     if not results.vocabulary:
         return f"Run {key!r} has no clusters yet: {CLUSTER_FIRST}"
     stopped = incomplete_stages(dataset.get_run_info(key).config)

@@ -35,6 +35,7 @@ from ..wording import ZWSP, count, one_line, quoted
 from .chunks import sample_ids
 from .runs import (
     VLSRRunConfig,
+    load_results,
     reload_run,
     run_collection,
     sample_fields,
@@ -210,7 +211,7 @@ def clustered_label_map(dataset, key, results=None):
     """The run's label map as clustered (before the review), with the label embeddings its
     steps used; raises :class:`ReviewError` before the first clustering."""
     config = _config(dataset, key)
-    results = results or dataset.load_run_results(key, cache=False)
+    results = results or load_results(dataset, key)
     if not results.vocabulary:
         raise ReviewError(f"Run {key!r} has no clusters yet: {CLUSTER_FIRST}")
     table = "merge_embeddings" if config.label_model else "label_embeddings"

@@ -8,6 +8,7 @@ label attribute or view that the run did not create (:func:`output_problem`), so
 and anything else of the user's are never written over or deleted.
 """
 
+import time
 from copy import deepcopy
 
 import eta.core.serial as etas
@@ -203,6 +204,29 @@ def reload_run(dataset, key):
                                   "this dataset was loaded") from None
 
 
+def load_results(dataset, key, tries=3, wait=0.5):
+    """The results of run ``key``, read from the database. Another process writing them at the
+    same moment (a stage of the run started twice) deletes the stored file before it puts the
+    new one: the read is tried again, then refused in one line."""
+    if not dataset.has_run(key):  # (FiftyOne's own error)
+        return dataset.load_run_results(key, cache=False)
+    for attempt in range(tries):
+        try:
+            return dataset.load_run_results(key, cache=False)
+        except Exception as e:  # noqa: BLE001 (FiftyOne's read of a file deleted under it)
+            if attempt == tries - 1:
+                raise RunBusyError(
+                    f"Run {key!r}: its results could not be read ({type(e).__name__}: {e}); "
+                    "another process may be writing them (a stage of this run running "
+                    "elsewhere): run this again when it is done") from e
+            time.sleep(wait)
+            reload_run(dataset, key)
+
+
+class RunBusyError(ValueError):
+    """A run's stored results could not be read: another process was rewriting them."""
+
+
 def update_run_doc(dataset, key, update, where=None):
     """Apply the MongoDB ``update`` to the run document of ``key`` if it matches ``where``
     (a filter on its stored fields) and reload the dataset's copy; whether it matched (not
@@ -213,6 +237,17 @@ def update_run_doc(dataset, key, update, where=None):
     if matched or collection.count_documents({"_id": doc.id}, limit=1):
         reload_run(dataset, key)
     return bool(matched)
+
+
+def drop_saved_views(dataset, name, keep=0):
+    """Delete the saved views called ``name`` but ``keep`` of them. Two processes saving one
+    view at once (a stage of a run started twice) can leave two of that name, and FiftyOne
+    deletes one per call: one left behind outlived its run and blocked its key."""
+    for _ in range(100):  # (each pass deletes one)
+        dataset._doc.reload("saved_views")  # as stored, as FiftyOne reads them to delete one
+        if sum(v.name == name for v in dataset._doc.get_saved_views()) <= keep:
+            return
+        dataset.delete_saved_view(name)
 
 
 class VLSRRun(fors.Run):
@@ -226,8 +261,7 @@ class VLSRRun(fors.Run):
         for field in self.get_fields(dataset, key):
             dataset.delete_sample_field(field, error_level=1)
         for view in owned_views(key, self.config):
-            if dataset.has_saved_view(view):
-                dataset.delete_saved_view(view)
+            drop_saved_views(dataset, view)
         for brain_key in getattr(self.config, "created_brain_runs", None) or []:
             if dataset.has_brain_run(brain_key):
                 dataset.delete_brain_run(brain_key)

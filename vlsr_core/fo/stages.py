@@ -63,7 +63,9 @@ from .runs import (
     STAGE_NAMES,
     VLSRResults,
     VLSRRunConfig,
+    drop_saved_views,
     label_attributes,
+    load_results,
     output_problem,
     reload_run,
     review_attribute,
@@ -577,7 +579,7 @@ def _shard_run(samples, key, stage, batch, vocabulary):
         raise VLSRError(f"Nothing written: this shard's {STAGE_NAMES[stage]} of run {key!r} is not "
                         f"the one in progress (the stage is {_state_text(state)}), so it was "
                         "superseded, or never prepared")
-    results = dataset.load_run_results(key, cache=False)
+    results = load_results(dataset, key)
     run = open_run(samples, key, vocabulary=list(getattr(results, vocabulary)), results=results,
                    shard=True)
     if stage == "score" and len(results.score_frequencies) == len(run.vocabulary):
@@ -1042,7 +1044,7 @@ def _load_or_init(dataset, key, label_field):
     if dataset.has_run(key):  # a VLSR run on this label field: checked by _check_outputs
         reload_run(dataset, key)  # (as stored now, not as this process first read it)
         config = dataset.get_run_info(key).config
-        results = dataset.load_run_results(key, cache=False)
+        results = load_results(dataset, key)
         if results is not None:
             return config, results
     else:
@@ -1133,7 +1135,7 @@ def open_run(samples, key, vocabulary=None, results=None, shard=False):
         raise VLSRError(f"No VLSR run {key!r} on this dataset: compute embeddings first")
     reload_run(dataset, key)  # (as stored now, not as this process first read it)
     config = dataset.get_run_info(key).config
-    results = results or dataset.load_run_results(key, cache=False)
+    results = results or load_results(dataset, key)
     path = _label_path(samples, config.label_field)
     _check_outputs(samples, key, config.label_field)
     problem = label_filter_problem(samples, config.label_field, config.collection)
@@ -1248,6 +1250,7 @@ def _save_view(run, name, view, description):
         run.config.created_views = list(run.config.created_views) + [name]
         save_config(run.dataset, run.key, run.config)
     run.dataset.save_view(name, view, description=description, overwrite=True)
+    drop_saved_views(run.dataset, name, keep=1)  # (the same view, saved at once elsewhere)
 
 
 class _Writer:

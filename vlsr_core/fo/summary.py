@@ -13,6 +13,7 @@ from .review import copy_note, review_state, run_copies_outdated
 from .runs import (
     incomplete_stages,
     label_attributes,
+    load_results,
     review_attribute,
     run_collection,
     sample_fields,
@@ -34,7 +35,7 @@ def summarize_run(dataset, key, n_clusters=10):
     Returns:
         a Markdown string.
     """
-    results = dataset.load_run_results(key, cache=False)
+    results = load_results(dataset, key)
     fields, views = sample_fields(key), saved_view_names(key)
     config = dataset.get_run_info(key).config
     # what the run covers: the saved view it was made on (one slice of a grouped dataset, say)
