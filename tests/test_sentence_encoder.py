@@ -37,6 +37,19 @@ def test_a_missing_model_directory_says_so(tmp_path):
         SentenceEncoder(str(tmp_path / "nowhere"))
 
 
+def test_a_clip_folder_or_an_unreachable_hub_id_is_refused_in_one_line(tiny_clip, monkeypatch):
+    with pytest.raises(ModelLoadError, match="is a clip model, not a text encoder .*leave the "
+                                             "label model empty"):
+        SentenceEncoder(tiny_clip)
+    from vlsr_core.model import model_source
+
+    monkeypatch.setattr(model_source, "_last_hub_check", (float("-inf"), None))
+    monkeypatch.setattr(model_source, "hub_unreachable", lambda: "no network")
+    with pytest.raises(ModelLoadError, match="Could not load the label model 'nosuch/model': the "
+                                             "Hugging Face Hub cannot be reached"):
+        SentenceEncoder("nosuch/model")
+
+
 def test_its_tokenizer_loads_without_the_weights(tiny_bert, tmp_path):
     from vlsr_core.model.sentence_encoder import load_tokenizer
 

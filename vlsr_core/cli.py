@@ -84,13 +84,13 @@ def _after_interrupt(args):
 def _early_run_problem(a):
     """What is wrong with a run's key or its local CLIP directory, told before FiftyOne and
     torch load (they take seconds), or None."""
-    from .model.model_source import (MINILM, expand, is_local, label_model_problem, load_advice,
+    from .model.model_source import (expand, is_local, label_model_problem, load_advice,
                                      local_problem)
 
     problem = key_problem(a.key)
     label_model = getattr(a, "label_model", None)
-    if not problem and label_model and (label_model == MINILM or is_local(label_model)):
-        problem = label_model_problem(label_model)  # (a hub id: when it loads)
+    if not problem and label_model:  # (a hub id: whether the hub can be reached, in seconds)
+        problem = label_model_problem(label_model)
     if problem or not (getattr(a, "model", None) and is_local(a.model)):
         return problem
     model = expand(a.model)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .model_source import (MINILM, ModelLoadError, expand, is_local, load_advice, local_problem,
-                           model_fingerprint)
+                           model_fingerprint, model_problem)
 
 
 def resolve_label_model(name):
@@ -55,14 +55,25 @@ class SentenceEncoder:
     def __init__(self, model=MINILM, device=None, batch_size=256):
         from transformers import AutoModel, AutoTokenizer
 
+        from transformers import AutoConfig
+
         self.model_name = resolve_label_model(model)
+        # a missing folder, or a hub id with no hub to reach: said in seconds, not after retries
         problem = (local_problem(self.model_name, "label model") if is_local(self.model_name)
-                   else None)
+                   else model_problem(self.model_name, "label model"))
         if problem:
             raise ModelLoadError(problem)
         try:
+            config = AutoConfig.from_pretrained(self.model_name)
+            if not isinstance(getattr(config, "hidden_size", None), int):  # CLIP, say
+                raise ModelLoadError(
+                    f"{model!r} is a {config.model_type} model, not a text encoder that "
+                    "AutoModel loads alone (a sentence encoder such as minilm): leave the label "
+                    "model empty to use the CLIP model's text tower")
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
             self.model = AutoModel.from_pretrained(self.model_name, use_safetensors=True)
+        except ModelLoadError:
+            raise
         except Exception as e:  # transformers raises OSError, ValueError, HTTP errors...
             raise ModelLoadError(load_advice(self.model_name, e, "label model")) from e
         self.fingerprint = model_fingerprint(self.model_name)
