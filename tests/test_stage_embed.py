@@ -132,8 +132,18 @@ def test_an_image_replaced_since_it_was_embedded_is_embedded_again(main):
     assert sorted(os.path.basename(p) for call in spy.path_calls for p in call) == [
         "d1.png", "missing.png", "zero.png"]
     assert (report.n_embedded, report.n_changed, report.n_skipped) == (1, 1, 11)
-    assert "(11 already done, 1 changed since they were embedded, 2 unreadable)" in report.summary()
+    assert report.summary().startswith(
+        "embedded 1 image (11 already done, 2 unreadable) and 0 new labels; 1 image tried "
+        "again, as its file changed since it was embedded")
     assert np.array_equal(by_name(dataset, "vlsr_embedding")["d1.png"], images["d1.png"])
+    # changed again, into a file that cannot be read: counted once, as unreadable
+    with open(path, "wb") as f:
+        f.write(b"not an image")
+    report = compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    assert report.summary().startswith("embedded 0 images (11 already done, 3 unreadable)")
+    assert report.n_embedded + report.n_skipped + len(report.failures) == len(dataset)
+    Image.new("RGB", (48, 32), (200, 10, 10)).save(path)
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
     # a folder out of reach (a drive not mounted) is not a change: the embeddings stay
     folder = os.path.dirname(path)
     os.rename(folder, folder + "-away")

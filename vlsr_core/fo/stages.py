@@ -103,10 +103,14 @@ class EmbeddingReport:
     n_changed: int = 0  # images embedded again because their file changed since
 
     def summary(self):
-        changed = f"{self.n_changed} changed since they were embedded, " if self.n_changed else ""
+        # (the images tried again are among those embedded or unreadable: the counts add up)
+        one = self.n_changed == 1
         text = (f"embedded {count(self.n_embedded, 'image')} ({self.n_skipped} already done, "
-                f"{changed}{len(self.failures)} unreadable) and "
-                f"{count(self.n_labels_embedded, 'new label')}")
+                f"{len(self.failures)} unreadable) and "
+                f"{count(self.n_labels_embedded, 'new label')}"
+                + (f"; {count(self.n_changed, 'image')} tried again, as "
+                   f"{'its file' if one else 'their files'} changed since "
+                   f"{'it was' if one else 'they were'} embedded" if self.n_changed else ""))
         if self.n_crops or self.n_crop_fallback:
             text += (f"; cut and embedded {count(self.n_crops, 'box')} ({self.n_crop_fallback} more too "
                      "small or without coordinates: scored on the whole image)")
