@@ -684,3 +684,21 @@ def test_the_forms_model_check_expands_home_and_looks_at_the_hub_once_a_minute(
     monkeypatch.setattr(model_source.time, "monotonic", lambda: float("inf"))
     model_source.model_problem("vlsr-test/absent")
     assert len(looks) == 2
+
+
+def test_a_decoding_worker_keeps_quiet_about_the_transfer_ctrl_c_cut(tmp_path):
+    """After Ctrl-C the CLI says it was interrupted; a worker's file-descriptor server then
+    printed 'ConnectionResetError: Connection reset by peer' as a traceback after it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vlsr_core.model.encoder import _quiet_when_left\n"
+            "_quiet_when_left(0)\n"
+            "for error in (ConnectionResetError(104, 'Connection reset by peer'), "
+            "ValueError('a real failure')):\n"
+            "    try:\n        raise error\n"
+            "    except Exception:\n        sys.excepthook(*sys.exc_info())  # as the server does\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert "ConnectionResetError" not in done.stderr
+    assert "ValueError: a real failure" in done.stderr

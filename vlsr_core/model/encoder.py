@@ -212,6 +212,7 @@ class CLIPEncoder:
             num_workers=self.num_workers,
             collate_fn=_collate,
             prefetch_factor=2 if self.num_workers else None,
+            worker_init_fn=_quiet_when_left,
         )
         for indices, pixels, crops, failures in loader:
             embeddings = np.empty((0, self.dim), dtype=np.float32)
@@ -333,6 +334,22 @@ class _ImageFiles:
         was_cut = np.array([r is not None for r in regions], dtype=bool)
         cut = [image.crop(r) for r in regions if r is not None]
         return (self._pixels(cut) if cut else None), was_cut
+
+
+def _quiet_when_left(worker_id=None):
+    """In a decoding worker: no traceback when the main process stops reading mid-transfer
+    (Ctrl-C). A worker hands each batch over through a thread that serves its file
+    descriptors, and that thread prints the connection the main process dropped (``Connection
+    reset by peer``) after the run has said it was interrupted. Other errors print as ever."""
+    import sys
+
+    default = sys.excepthook
+
+    def hook(kind, error, trace):
+        if not issubclass(kind, (ConnectionResetError, BrokenPipeError, EOFError)):
+            default(kind, error, trace)
+
+    sys.excepthook = hook
 
 
 def _batches(n_boxes, batch_size):
