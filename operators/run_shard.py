@@ -41,6 +41,7 @@ class RunShard(foo.Operator):
         inputs.str("shard", label="Shard", description="i/n")
         inputs.str("batch", label="Batch", description="what the shards of one request share")
         inputs.str("device", label="Device")
+        inputs.int("max_pixels", label="Largest image (pixels)")
         inputs.bool("recompute", default=False, label="Recompute")
         return types.Property(inputs)
 
@@ -55,7 +56,7 @@ class RunShard(foo.Operator):
         if stage == "embed":
             report = stages.compute_image_embeddings(
                 view, key, recompute=p.get("recompute", False), device=p.get("device") or "auto",
-                progress=progress)
+                max_pixels=p.get("max_pixels"), progress=progress)
             return dict(summary=report.summary(), n_embedded=report.n_embedded,
                         n_failed=len(report.failures))
         if stage == "score":

@@ -434,7 +434,8 @@ def test_max_pixels_is_the_limit(tmp_path, load_calls):
     path = save(tmp_path, Image.new("RGB", (10, 10), RED), "small.png")
     assert reason_of(path, max_pixels=99) == (
         "refused: 10 x 10 = 100 pixels exceeds the limit of 99 "
-        "(decompression-bomb guard; raise max_pixels to allow)"
+        "(a guard against decompression bombs: raise max_pixels, vlsr run --max-pixels or the "
+        "embed form's Largest image, to read it)"
     )
     assert load_calls == []  # refused from the header
     assert load_image(path, max_pixels=100).getpixel((9, 9)) == RED
@@ -447,7 +448,8 @@ def test_huge_header_is_refused_without_decoding(tmp_path, load_calls, side):
     assert DEFAULT_MAX_PIXELS == Image.MAX_IMAGE_PIXELS == 89_478_485
     assert reason_of(path) == (
         f"refused: {side} x {side} = {side * side:,} pixels exceeds the limit of 89,478,485 "
-        "(decompression-bomb guard; raise max_pixels to allow)"
+        "(a guard against decompression bombs: raise max_pixels, vlsr run --max-pixels or the "
+        "embed form's Largest image, to read it)"
     )
     assert oriented_size(path) == (side, side)
     assert load_calls == []

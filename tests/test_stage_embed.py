@@ -365,3 +365,19 @@ def test_a_label_the_tokenizer_reads_as_one_embedded_before_gets_its_vector(
     stages.score_labels(dataset, top_k=3)
     for suggested in dataset.values("vlsr_suggestions.classifications.label"):
         assert len([l for l in suggested if l.strip().lower() == "drill"]) == 1, suggested
+
+
+def test_an_image_over_the_pixel_limit_is_read_once_the_limit_is_raised(dataset, tmp_path,
+                                                                         tiny_clip):
+    """The refusal names the setting that lets it through, and that setting exists."""
+    build(dataset, tmp_path, [("scan.png", "drill", ["drill"]), ("b.png", "helmet", ["helmet"])])
+    big = next(p for p in dataset.values("filepath") if p.endswith("scan.png"))
+    from PIL import Image
+
+    Image.new("RGB", (300, 200)).save(big)  # 60,000 pixels
+    report = compute_embeddings(dataset, "gt", model=tiny_clip, num_workers=0, max_pixels=50_000)
+    (_, path, reason), = report.failures
+    assert path == big and "raise max_pixels, vlsr run --max-pixels" in reason
+    report = compute_embeddings(dataset, "gt", model=tiny_clip, num_workers=0, max_pixels=60_000)
+    assert report.n_embedded == 1 and not report.failures
+    assert not hasattr(dataset.get_run_info("vlsr").config, "max_pixels")  # a one-off

@@ -267,6 +267,10 @@ class EmbedParams(_Params):
     num_workers: int | None = param(None, "image decoding processes (default: the CPU count "
                                     "minus one, at least one)", label="Decoding workers", low=0,
                                     recorded=False)
+    max_pixels: int | None = param(None, "images with more pixels are refused unread, as "
+                                   "decompression bombs (default: Pillow's limit, 89,478,485); "
+                                   "raise it for large scans or panoramas", label="Largest image "
+                                   "(pixels)", low=1, recorded=False)
 
 
 @dataclasses.dataclass(frozen=True)

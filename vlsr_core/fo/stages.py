@@ -326,10 +326,11 @@ def _count_unknown_words(results, encoder, label_model, recount):
 
 
 def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None,
-                             device="auto", num_workers=None, progress=None):
+                             device="auto", num_workers=None, max_pixels=None, progress=None):
     """Embed the images of ``samples`` for an existing run, with the run's model, prompt, JPEG
     decoding and precision (an ``encoder`` given must match them: mixed embeddings are not
-    comparable), on ``device`` with ``num_workers`` decoding processes (see :class:`EmbedParams`).
+    comparable), on ``device`` with ``num_workers`` decoding processes, refusing images over
+    ``max_pixels`` (see :class:`EmbedParams`).
 
     The image half of :func:`compute_embeddings`; it writes sample fields only, so several
     processes may run it at once on disjoint views of one dataset (one shard each).
@@ -344,7 +345,8 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     config = dataset.get_run_info(key).config
     _check_outputs(samples, key, config.label_field)
     if encoder is None:
-        encoder = _encoder(config.params(EmbedParams, device=device, num_workers=num_workers))
+        encoder = _encoder(config.params(EmbedParams, device=device, num_workers=num_workers,
+                                         max_pixels=max_pixels))
     elif not _same_model(config, encoder) or (encoder.prompt, _image_setup(encoder)) != (
         config.prompt, _image_setup(config)
     ):
@@ -495,10 +497,11 @@ def _same_model(config, encoder):
 def _encoder(params):
     from ..model.encoder import CLIPEncoder
 
+    limit = {} if params.max_pixels is None else dict(max_pixels=params.max_pixels)
     return CLIPEncoder(params.model, device=None if params.device == "auto" else params.device,
                        batch_size=params.batch_size, num_workers=params.num_workers,
                        prompt=params.prompt, jpeg_draft=params.jpeg_draft,
-                       precision=params.precision)
+                       precision=params.precision, **limit)
 
 
 def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **overrides):

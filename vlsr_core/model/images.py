@@ -82,7 +82,8 @@ def _load(path, max_pixels, draft=None):
             raise BadImageError(
                 path,
                 f"refused: {width} x {height} = {width * height:,} pixels exceeds the limit of "
-                f"{max_pixels:,} (decompression-bomb guard; raise max_pixels to allow)",
+                f"{max_pixels:,} (a guard against decompression bombs: raise max_pixels, vlsr run "
+                "--max-pixels or the embed form's Largest image, to read it)",
             )
         if draft:
             im.draft(None, (draft, draft))  # a no-op for formats other than JPEG
