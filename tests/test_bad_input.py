@@ -186,3 +186,14 @@ def test_a_label_map_row_with_an_unquoted_comma_is_refused_with_its_line(tmp_pat
     # quoted, or with the empty cells a spreadsheet leaves after the last column: read
     path.write_text('label,canonical\nwrench,"hand, tool"\nhelmet,helmet,,\n', encoding="utf-8")
     assert read_label_map(str(path)) == {"wrench": "hand, tool", "helmet": "helmet"}
+
+
+def test_a_minimum_cluster_size_of_0_is_reported_as_given(dataset, tmp_path, capsys):
+    """0 and 1 both mean no small-cluster merging; the summary said 1 for 0, the rare list 0."""
+    images = build(dataset, tmp_path / "images", spec=[
+        ("a.png", "helmet", ["helmet"]), ("b.png", "drill", ["drill"])])
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=0)
+    assert "(no small-cluster merging: minimum cluster size 0)" in summarize_run(dataset, "vlsr")
+    dataset.persistent = True  # (the CLI opens it by name)
+    assert main(["review", "show", "--rare", "--dataset", dataset.name]) == 0
+    assert "0 rare clusters (under 0 samples)" in capsys.readouterr().out

@@ -190,7 +190,7 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
     n_labels, n_canonical = len(results.vocabulary), len(results.representatives)
     floor = config.min_cluster_size
     unit = "samples" if config.size_by == "samples" else "labels"
-    unmerged = " (no small-cluster merging: minimum cluster size 1)" if floor <= 1 else None
+    unmerged = f" (no small-cluster merging: minimum cluster size {floor})" if floor <= 1 else None
     if steps.get("mode") == "recommended":
         links = ", ".join(f"{k} {v}" for k, v in steps["lexical_links"].items() if v) or "none"
         eps = (f"eps {steps['eps']:.3f}, derived from the labels"
