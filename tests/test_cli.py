@@ -596,8 +596,11 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
 
     for text, message in (
             ("label;canonical\nhelmit;drill\n", "needs the columns label and canonical"),
-            ("helmit,drill\n", "its first row is 'helmit,drill': add the row label,canonical "
-                                "above the others\n"),
+            ("helmit,drill\n", "its first row is 'helmit,drill': if it names the columns, name "
+                                "them label and canonical; if it is a label and its canonical "
+                                "label, add the row label,canonical above it\n"),
+            ("label,canon\nhelmit,drill\n", "its first row is 'label,canon': name its columns "
+                                            "label and canonical\n"),
             ('{"helmit": "drill"}\n', "as label_map.csv of an export has; its first row is "
                                       "'{\"helmit\": \"drill\"}'\n"),  # JSON: no such advice
             ("label,canonical\nhelmit,drill\nhelmot,drill\n",

@@ -619,7 +619,11 @@ def read_label_map(path):
         seen = ",".join(header)[:80]
         hint = (" (its cells seem separated by ';' or tabs: the CSV must use commas)"
                 if any(c in seen for c in ";\t") else
-                ": add the row label,canonical above the others" if len(header) == 2 else "")
+                ": name its columns label and canonical" if len(header) == 2 and (
+                    "label" in header or "canonical" in header) else
+                ": if it names the columns, name them label and canonical; if it is a label and "
+                "its canonical label, add the row label,canonical above it" if len(header) == 2
+                else "")
         raise ReviewError(f"{path} needs the columns label and canonical, as label_map.csv of an "
                           f"export has; its first row is {seen!r}{hint}")
     at, to = header.index("label"), header.index("canonical")
