@@ -158,9 +158,16 @@ def test_importing_a_corrected_csv_again_adds_its_new_labels_and_a_run_scores_th
     out = capsys.readouterr().out
     assert "1 sample added, 3 labels read, 1 image already in the dataset (1 of them given the " \
            "labels they lacked: 'hard hat'), 0 problems" in out
-    assert f"not in the dataset's runs yet: run `vlsr run` again on {dataset_name!r}" in out
+    assert f"not in its run 'vlsr' yet: run `vlsr run` again on {dataset_name!r}" in out
     assert main(run) == 0
     assert "embedded 1 image (1 already done" in capsys.readouterr().out
+    # labels for another field, on images the dataset has: no run reads them, none to re-run
+    other = tmp_path / "other.csv"
+    other.write_text(f"{paths[0].name},drill\n")
+    assert main(["import-csv", str(other), "--dataset", dataset_name, "--label-field",
+                 "other"]) == 0
+    out = capsys.readouterr().out
+    assert "given the labels they lacked" in out and "vlsr run" not in out
     ds = fo.load_dataset(dataset_name)
     path = "ground_truth.classifications"
     scored = {label: score

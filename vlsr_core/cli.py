@@ -502,9 +502,10 @@ def _close_bars():
 SHOWN_PROBLEMS = 20  # lines of an import's problems printed without --all-problems
 
 
-def _report_import(report, dataset, everything):
-    """Print what an import did and its problems, a reason met many times on one line; return
-    the exit status: 1 when the input gave the dataset nothing (not even images it already had)."""
+def _report_import(report, dataset, everything, fields):
+    """Print what an import into the label ``fields`` did and its problems, a reason met many
+    times on one line; return the exit status: 1 when the input gave the dataset nothing (not
+    even images it already had)."""
     print(report.summary(first_problem=False))
     if everything:
         lines = [f"  {where}: {why}" for where, why in report.problems]
@@ -515,9 +516,16 @@ def _report_import(report, dataset, everything):
             lines = lines[:SHOWN_PROBLEMS] + [f"  ... and {more} more (--all-problems lists every one)"]
     for line in lines:
         print(line)
-    if (report.n_samples or report.n_updated) and dataset.list_runs():
-        print(f"what was imported is not in the dataset's runs yet: run `vlsr run` again on "
-              f"{dataset.name!r} (only what is new is embedded)")
+    # new images are in every run of the dataset; labels added to images it had, in the runs
+    # on their field
+    from .fo.runs import list_vlsr_runs
+
+    runs = [k for k in list_vlsr_runs(dataset) if report.n_samples or (
+        report.n_updated and dataset.get_run_info(k).config.label_field in fields)]
+    if runs:
+        print(f"what was imported is not in {'its run' if len(runs) == 1 else 'the runs'} "
+              f"{', '.join(map(repr, runs))} yet: run `vlsr run` again on {dataset.name!r} "
+              "(only what is new is embedded)")
     return 0 if report.n_samples or report.n_existing else 1
 
 
@@ -546,7 +554,8 @@ def _import_factorynet(a):
     with _importing_into(a) as dataset:
         report = import_factorynet(a.directory, dataset, a.label_field, a.detections_field,
                                    progress=_bar("import"))
-        return _report_import(report, dataset, a.all_problems)
+        return _report_import(report, dataset, a.all_problems,
+                              (a.label_field, a.detections_field))
 
 
 def _import_csv(a):
@@ -554,7 +563,7 @@ def _import_csv(a):
 
     with _importing_into(a) as dataset:
         report = import_csv(a.csv_file, dataset, a.label_field, progress=_bar("import"))
-        return _report_import(report, dataset, a.all_problems)
+        return _report_import(report, dataset, a.all_problems, (a.label_field,))
 
 
 def _run(a, dataset=None, encoder=None):
