@@ -393,6 +393,9 @@ def test_a_reimport_gives_the_metadata_an_interrupted_import_left_out(tmp_path, 
     dataset.set_values("metadata", [None, None])  # Ctrl-C while FiftyOne computed it
     again = import_csv(csv_path, dataset)
     assert dataset.count("metadata") == 2 and again.problems == []
+    # what it did is said: not "unchanged"
+    assert "2 images already in the dataset (2 images given their size now)" in again.summary()
+    assert "(unchanged)" in import_csv(csv_path, dataset).summary()  # nothing left to do
 
 
 def test_a_reimport_reads_the_metadata_of_an_image_changed_since_again(tmp_path, dataset):
@@ -406,6 +409,7 @@ def test_a_reimport_reads_the_metadata_of_an_image_changed_since_again(tmp_path,
     assert (a.metadata.width, a.metadata.height) == (80, 60)
     assert b.metadata is None and _problem(again, images / "b.png", "unreadable image")
     assert (c.metadata.width, c.metadata.height) == (40, 30) and len(again.problems) == 1
+    assert again.n_sized == 1  # a.jpg: b.png could not be read
 
 
 def test_an_image_under_another_name_is_not_added_twice(tmp_path, dataset):

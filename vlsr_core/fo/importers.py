@@ -76,6 +76,7 @@ class ImportReport:
     new_labels: Counter = field(default_factory=Counter)  # label -> samples given it (image-level)
     n_new_boxes: int = 0  # boxes added to those samples
     n_repeats: int = 0  # label cells (plain CSV) repeating a label their image already has
+    n_sized: int = 0  # images already in the dataset whose size was read now (an import stopped)
 
     def summary(self, first_problem=True) -> str:
         """One line of counts, and a second with the first problem when there are any (unless
@@ -93,8 +94,12 @@ class ImportReport:
                 if self.n_new_boxes:
                     lacked.append(count(self.n_new_boxes, "box"))
                 text += f" ({self.n_updated} of them given {' and '.join(lacked)})"
-            else:
+            elif not self.n_sized:
                 text += " (unchanged)"
+            if self.n_sized:  # (what an interrupted import had left to do)
+                its = "its" if self.n_sized == 1 else "their"
+                text += (f" ({'' if self.n_updated == 0 else 'and '}"
+                         f"{count(self.n_sized, 'image')} given {its} size now)")
         text += f", {count(len(self.problems), 'problem')}"
         if self.problems and first_problem:
             where, reason = self.problems[0]
@@ -451,12 +456,12 @@ def _with_metadata(dataset, ids, report):
     """Compute the metadata the samples ``ids`` lack (an import interrupted while it was computed
     left some without) or hold for another version of their image (its file size changed since:
     the export's pixel boxes follow the image as it is now); an unreadable image is left
-    without, and reported once."""
+    without, and reported once. Returns how many were given their size."""
     sample_ids, paths, sizes = dataset.select(ids).values(["id", "filepath", "metadata.size_bytes"])
     todo = [i for i, path, size in zip(sample_ids, paths, sizes) if size is None
             or size != _file_size(path)]
     if not todo:
-        return
+        return 0
     todo = dataset.select(todo)
     metadata_log = logging.getLogger("fiftyone.core.metadata")
     level = metadata_log.level
@@ -466,10 +471,12 @@ def _with_metadata(dataset, ids, report):
     finally:
         metadata_log.setLevel(level)
     reported = {fos.normalize_path(where) for where, _ in report.problems}  # (as given: relative)
-    for path in todo.exists("metadata", False).values("filepath"):
+    unsized = todo.exists("metadata", False).values("filepath")
+    for path in unsized:
         if path not in reported:
             report.problems.append((path, "unreadable image: its size cannot be read (a run "
                                           "lists it among the unreadable images)"))
+    return len(todo) - len(unsized)
 
 
 def _file_size(path):
@@ -485,7 +492,7 @@ def _complete(dataset, found, fields, report):
     lacks: image-level labels by text, boxes by label and box; nothing is removed. ``found`` holds
     (sample id, the input's sample) pairs; the changes are written in one bulk write per field."""
     ids = [sample_id for sample_id, _ in found]
-    _with_metadata(dataset, ids, report)
+    report.n_sized += _with_metadata(dataset, ids, report)
     updated = set()
     for name in fields:
         given = [s.get_field(name) if s.has_field(name) else None for _, s in found]
