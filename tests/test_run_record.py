@@ -288,10 +288,26 @@ def test_a_view_saved_twice_at_once_is_kept_once_and_deleted_with_its_run(ran, m
         dataset._doc.reload("saved_views")
         return [v.name for v in dataset._doc.get_saved_views()].count(name)
 
+    def stored():  # the views of that name in the database
+        dataset._doc.reload("saved_views")
+        return [v.name for v in dataset._doc.get_saved_views()].count(name)
+
     assert saved_twice() == 2
     score_labels(dataset, "vlsr")  # saving it again keeps one
-    dataset._doc.reload("saved_views")
-    assert [v.name for v in dataset._doc.get_saved_views()].count(name) == 1
+    assert stored() == 1
+    # one saved by another process meanwhile, which this process has not read: FiftyOne's
+    # overwrite replaces the copy it knows of, and the other stays beside the new one
+    mine = dataset._get_saved_view_doc(name)
+    other = type(mine)(**{f: getattr(mine, f) for f in (
+        "dataset_id", "name", "slug", "description", "view_stages", "created_at",
+        "last_modified_at")})
+    other.save(upsert=True)
+    dataset._doc._get_collection().update_one({"_id": dataset._doc.id},
+                                              {"$push": {"saved_views": other.id}})
+    assert stored() == 2
+    dataset._doc.saved_views = [v for v in dataset._doc.saved_views if v.id != other.id]
+    score_labels(dataset, "vlsr")
+    assert stored() == 1
     assert saved_twice() == 2
     dataset.delete_run("vlsr")  # both go with the run, and the key can be used again
     assert not dataset.has_saved_view(name) and dataset.list_saved_views() == []
@@ -299,26 +315,45 @@ def test_a_view_saved_twice_at_once_is_kept_once_and_deleted_with_its_run(ran, m
     assert dataset.has_saved_view(name)
 
 
-def test_results_rewritten_while_read_are_read_again_or_refused_in_one_line(ran, monkeypatch):
-    """Another process rewriting the results deletes the stored file before putting the new
-    one: a read in between fails inside FiftyOne ('str' object has no attribute 'decode')."""
+def test_results_another_process_rewrote_are_read_again_or_refused_in_one_line(ran,
+                                                                             monkeypatch):
+    """Another process rewriting the results deletes the stored file and points the run at a
+    new one: a process holding the dataset read the deleted file ('str' object has no
+    attribute 'decode'), every time."""
+    import subprocess
+    import sys
+
     from vlsr_core.fo.runs import RunBusyError, load_results
 
     dataset = ran[0]
-    real, fails = type(dataset).load_run_results, []
+    dataset.persistent = True  # (for the other process)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import fiftyone as fo; d = fo.load_dataset(%r); "
+            "d.save_run_results('vlsr', d.load_run_results('vlsr', cache=False))" % dataset.name)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": root}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    with pytest.raises(Exception):  # the premise: FiftyOne reads the file it knew of
+        dataset.load_run_results("vlsr", cache=False)
+    assert load_results(dataset, "vlsr", wait=0).labels == VOCAB
 
-    def flaky(self, key, **kwargs):
-        if len(fails) < 2:
-            fails.append(key)
-            raise AttributeError("'str' object has no attribute 'decode'")
-        return real(self, key, **kwargs)
-
-    monkeypatch.setattr(type(dataset), "load_run_results", flaky)
-    assert load_results(dataset, "vlsr", wait=0).labels == VOCAB and len(fails) == 2
-    fails.clear()
-    with pytest.raises(RunBusyError, match="its results could not be read .*another process may "
-                                           "be writing them"):
+    # a rewrite still under way (the file deleted, the run not yet pointed at the new one)
+    doc = fors.Run._get_run_doc(dataset, "vlsr")
+    real = type(dataset).load_run_results
+    monkeypatch.setattr(type(doc.results), "get", lambda self, *a, **k: None)
+    monkeypatch.setattr(type(dataset), "load_run_results", lambda self, key, **kwargs: (
+        _ for _ in ()).throw(AttributeError("'str' object has no attribute 'decode'")))
+    with pytest.raises(RunBusyError, match="its results could not be read .*another process is "
+                                           "writing them"):
         load_results(dataset, "vlsr", tries=2, wait=0)
+    monkeypatch.undo()
+    # a failure that is no rewrite is raised as it is, at once
+    monkeypatch.setattr(type(dataset), "load_run_results", lambda self, key, **kwargs: (
+        _ for _ in ()).throw(ValueError("results of another FiftyOne version")))
+    with pytest.raises(ValueError, match="^results of another FiftyOne version$"):
+        load_results(dataset, "vlsr", wait=0)
+    monkeypatch.undo()
+    assert real is type(dataset).load_run_results
 
 
 def test_saving_the_label_table_does_not_copy_it_into_python_numbers(dataset):

@@ -205,22 +205,28 @@ def reload_run(dataset, key):
 
 
 def load_results(dataset, key, tries=3, wait=0.5):
-    """The results of run ``key``, read from the database. Another process writing them at the
-    same moment (a stage of the run started twice) deletes the stored file before it puts the
-    new one: the read is tried again, then refused in one line."""
+    """The results of run ``key``, read from the database. Another process rewriting them
+    (a stage of the run run elsewhere) deletes the stored file, then puts the new one and
+    points the run at it: a read that fails so is made again from the run as stored now, then
+    refused in one line. Any other failure is raised as it is."""
     if not dataset.has_run(key):  # (FiftyOne's own error)
         return dataset.load_run_results(key, cache=False)
     for attempt in range(tries):
+        doc = fors.Run._get_run_doc(dataset, key)  # (what load_run_results reads)
+        read = doc.results.grid_id if doc.results else None
         try:
             return dataset.load_run_results(key, cache=False)
         except Exception as e:  # noqa: BLE001 (FiftyOne's read of a file deleted under it)
+            doc.reload()
+            now = doc.results.grid_id if doc.results else None
+            if now == read and not (doc.results and doc.results.get() is None):
+                raise  # not a rewrite: the results are as they were, and unreadable
             if attempt == tries - 1:
                 raise RunBusyError(
                     f"Run {key!r}: its results could not be read ({type(e).__name__}: {e}); "
-                    "another process may be writing them (a stage of this run running "
+                    "another process is writing them (a stage of this run running "
                     "elsewhere): run this again when it is done") from e
             time.sleep(wait)
-            reload_run(dataset, key)
 
 
 class RunBusyError(ValueError):
@@ -247,7 +253,10 @@ def drop_saved_views(dataset, name, keep=0):
         dataset._doc.reload("saved_views")  # as stored, as FiftyOne reads them to delete one
         if sum(v.name == name for v in dataset._doc.get_saved_views()) <= keep:
             return
-        dataset.delete_saved_view(name)
+        try:  # (the first of that name: the oldest, as another process deleting too would)
+            dataset.delete_saved_view(name)
+        except ValueError:  # deleted meanwhile by another process: look again
+            continue
 
 
 class VLSRRun(fors.Run):
