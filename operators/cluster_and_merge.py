@@ -25,6 +25,7 @@ from .common import (
     run_params,
     run_target,
     run_with_progress,
+    shard_count,
     shards_input,
     target_view,
 )
@@ -70,7 +71,7 @@ class ClusterAndMerge(foo.Operator):
         from vlsr_core.fo.stages import cluster_and_merge, prepare_cluster_shards
         from vlsr_core.fo.summary import summarize_run
 
-        key, shards = ctx.params.get("key", DEFAULT_KEY), ctx.params.get("num_shards", 1)
+        key, shards = ctx.params.get("key", DEFAULT_KEY), shard_count(ctx)
         params = params_from(ctx, MergeParams, *_base(ctx, key))
         target = chosen_target(ctx, run_target(ctx, key))
         if shards > 1:

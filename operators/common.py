@@ -256,6 +256,12 @@ def shards_input(ctx, inputs, work):
         prop.error_message = "Shards must be at least 1 (1: the stage runs as one job)"
 
 
+def shard_count(ctx):
+    """The shards asked for: 1 when the field was cleared, or given below 1 through the API
+    (the form refuses it; a stage asked for 0 embedded its labels and queued no images)."""
+    return max(1, int(ctx.params.get("num_shards") or 1))
+
+
 def queued_message(n_queued, stage):
     """What a stage says after queueing its shards."""
     return (f"{stage} and queued {n_queued} shards: run `fiftyone delegated launch` on any "

@@ -21,6 +21,7 @@ from .common import (
     run_params,
     run_target,
     run_with_progress,
+    shard_count,
     shards_input,
     target_view,
 )
@@ -74,7 +75,7 @@ class ComputeEmbeddings(foo.Operator):
         from vlsr_core.fo.stages import compute_embeddings
 
         p = ctx.params
-        key, shards = p.get("key", DEFAULT_KEY), p.get("num_shards", 1)
+        key, shards = p.get("key", DEFAULT_KEY), shard_count(ctx)
         params = params_from(ctx, EmbedParams, _run_params(ctx, key))
         target = chosen_target(ctx, run_target(ctx, key))
         if shards > 1:

@@ -21,6 +21,7 @@ from .common import (
     run_params,
     run_target,
     run_with_progress,
+    shard_count,
     shards_input,
     target_view,
 )
@@ -59,7 +60,7 @@ class ScoreLabels(foo.Operator):
         from vlsr_core.fo.runs import saved_view_names
         from vlsr_core.fo.stages import prepare_score_shards, score_labels
 
-        key, shards = ctx.params.get("key", DEFAULT_KEY), ctx.params.get("num_shards", 1)
+        key, shards = ctx.params.get("key", DEFAULT_KEY), shard_count(ctx)
         params = params_from(ctx, ScoreParams, run_params(ctx, key, ScoreParams))
         target = chosen_target(ctx, run_target(ctx, key))
         if shards > 1:

@@ -480,6 +480,8 @@ def test_the_demo_writes_over_no_file_and_no_dataset_it_cannot_replace(tmp_path,
                             "exist.\nIt must hold config.json"),
     (["--label-model", "./nope"], "Could not load a label model: label model directory './nope' "
                                   "does not exist.\nIt must hold config.json"),
+    (["--label-model", "models/minilm/v2"], "'models/minilm/v2' is neither a folder here nor a "
+                                            "Hugging Face hub id"),
 ])
 def test_a_bad_run_key_or_model_directory_answers_before_fiftyone_loads(args, message, tmp_path):
     """Loading FiftyOne takes seconds: what can be told without it is told at once."""

@@ -677,7 +677,10 @@ def test_the_forms_model_check_expands_home_and_looks_at_the_hub_once_a_minute(
     for _ in range(3):
         assert "cannot be reached (no network)" in model_source.model_problem("vlsr-test/absent")
     assert len(looks) == 1
-    # a relative folder that is not there reads as a hub id: the advice says how to give a path
+    # a relative folder that is not there reads as a hub id: the advice says how to give a path;
+    # one that cannot be a hub id is said so (the hub client raised from deep inside)
+    assert model_source.label_model_problem("models/minilm/v2").startswith(
+        "'models/minilm/v2' is neither a folder here nor a Hugging Face hub id")
     assert "give its full path, or start it with ./" in model_source.model_problem("relative/clip")
     assert model_source.model_problem("label/model", "label model").startswith(
         "Could not load the label model 'label/model': the Hugging Face Hub cannot be reached")

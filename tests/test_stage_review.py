@@ -79,7 +79,7 @@ def test_an_apply_of_part_of_the_run_leaves_the_review_not_applied_for_the_rest(
     assert review_state(dataset, "vlsr").pending
     assert "**not applied yet**" in review_state(dataset, "vlsr").summary()
     # its fields are mixed: the export refuses them, and its note says why
-    assert "Apply the review to the whole run to export it" in export_note(dataset, "vlsr")
+    assert export_note(dataset, "vlsr").endswith("to export the run, apply on the whole run first.")
     with pytest.raises(ExportError, match="apply the review to the whole run before exporting"):
         export_run(dataset, tmp_path / "mixed")
     assert not (tmp_path / "mixed").exists()
@@ -231,6 +231,9 @@ def test_edits_survive_clustering_again_and_stale_ones_are_reported_not_dropped(
     assert len(state.edits) == 2 and [o.status for o in state.outcomes] == ["applied", "stale"]
     assert "Screwdrivers" in summarize_run(dataset, "vlsr")
     assert "no longer apply" in summarize_run(dataset, "vlsr")
+    # the export counts what applies, as Apply does: not the edit that no longer does
+    assert export_note(dataset, "vlsr").startswith("The label map with the 1 label map edit "
+                                                   "applied on ")
 
 
 def test_edits_survive_a_restart(ran):

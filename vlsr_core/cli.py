@@ -148,7 +148,7 @@ def _main(args):
             return 2
     from fiftyone.core.service import ServiceException
 
-    from .model.encoder import ModelLoadError
+    from .model.model_source import ModelLoadError  # (torch-free: export, review...)
     from .fo.export import ExportError
     from .demo import DemoFolderError
     from .fo.importers import InputFileError

@@ -152,16 +152,18 @@ def export_note(dataset, key=DEFAULT_KEY, results=None, apply="Apply"):
     command)."""
     state = review_state(dataset, key, results)
     shown = set(state.applied or [])
-    n_map = sum(e.action in MAP_ACTIONS for e in state.edits if e.id in shown)
+    # counted as Apply counts them: the map edits that still apply after a new clustering
+    n_map = sum(o.status != "stale" for o in review_state(
+        dataset, key, results, applied_only=True).outcomes) if shown else 0
+    n_decisions = sum(e.action in SUGGESTION_ACTIONS for e in state.edits if e.id in shown)
     what = " and ".join([*([count(n_map, "label map edit")] if n_map else []),
-                         *([count(len(shown) - n_map, "suggestion decision")]
-                           if len(shown) > n_map else [])])
-    text = ("The label map as clustered (no review edits)." if not shown else
+                         *([count(n_decisions, "suggestion decision")] if n_decisions else [])])
+    text = ("The label map as clustered (no review edits)." if not what else
             f"The label map {'with' if n_map else 'as clustered, with'} the {what} applied on "
             f"{shown_time(state.applied_time)}.")
     if state.applied_partly:  # (the export refuses the run's mixed fields)
-        return (f"An Apply of a part of the run wrote the review on its samples only: {apply} "
-                "the review to the whole run to export it.")
+        return (f"An Apply of a part of the run wrote the review on its samples only: to export "
+                f"the run, {apply[0].lower()}{apply[1:]} on the whole run first.")
     if state.pending:
         text += f" Edits made or undone since are not in it: {apply} first to include them."
     return text
@@ -429,7 +431,8 @@ def add_suggestion_decisions(dataset, key, decision, groups, label_ids=None, *, 
     first = max((e.id for e in state.edits), default=0) + 1
     edits = []
     for i, (label, ids) in enumerate(groups.items()):
-        chosen = [l for l, s in label_ids.items() if s in set(ids)]
+        members = set(ids)
+        chosen = [l for l, s in label_ids.items() if s in members]
         edit = add_edit(dataset, key, decision, label, samples=ids, label_ids=chosen,
                         dry_run=True, state=state)
         edits.append(replace(edit, id=first + i))

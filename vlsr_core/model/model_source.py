@@ -78,6 +78,13 @@ def model_problem(model, what="CLIP model"):
     if is_local(model):
         problem = local_problem(model, what)
         return load_advice(model, problem, what) if problem else None
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError as e:  # (the hub client raises it from deep inside a load)
+        return (f"{model!r} is neither a folder here nor a Hugging Face hub id ({e}). Give a "
+                "folder's full path, or a hub id such as openai/clip-vit-large-patch14")
     if in_hub_cache(model):
         return None
     when, unreachable = _last_hub_check
