@@ -642,7 +642,7 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
 
 @pytest.mark.parametrize("args, message", [
     (["review", "reject", "helmot"], "'helmot' is neither a label nor a canonical label"),
-    (["review", "reject", "HELMIT "], "'HELMIT ' is neither a label nor a canonical label of "
+    (["review", "reject", "HELMIT "], "'HELMIT␣' is neither a label nor a canonical label of "
                                       "this run; did you mean 'helmit'?"),
     (["review", "split", "drill"], "'drill' is already a cluster of its own"),
     (["review", "accept-suggestion", "drill"], "give the samples the decision is about: --sample"),

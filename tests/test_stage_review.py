@@ -426,6 +426,25 @@ def test_a_label_with_a_tab_is_named_as_the_app_shows_it(dataset, tmp_path, monk
                     dry_run=True).label == "safety\tvest"
 
 
+def test_a_label_with_a_space_after_it_is_shown_so_and_named_as_shown(dataset, tmp_path,
+                                                                      monkeypatch, capsys):
+    """``helmet `` beside ``helmet`` looked the same in the panel and the CLI: a space before or
+    after a label's text shows as "␣", and a name typed so is that label."""
+    from vlsr_core.cli import main
+
+    _run_with(dataset, tmp_path, monkeypatch, "helmet ", ("helmet", 9, 0.05), ["h5.png"])
+    assert review_state(dataset, "vlsr").label_map.canonical["helmet "] == "helmet"
+    with pytest.raises(ReviewError, match="On its own, 'helmet␣' would be a cluster beside "
+                                          "'helmet', which reads alike"):
+        add_edit(dataset, "vlsr", "split", "helmet␣")
+    edit = add_edit(dataset, "vlsr", "move", "helmet␣", "drill", dry_run=True)
+    assert edit.label == "helmet " and "`helmet␣`" in edit.describe()
+    dataset.persistent = True  # (the CLI opens it by name)
+    assert main(["review", "show", "--find", "helmet", "--dataset", dataset.name]) == 0
+    out = capsys.readouterr().out
+    assert "      helmet␣  (distance" in out
+
+
 def test_splitting_a_canonical_label_is_refused_when_the_rest_reads_as_another_cluster(
         dataset, tmp_path, monkeypatch):
     """The rest's new name is checked against the names of the other clusters too."""

@@ -13,10 +13,15 @@ def count(n, noun, plural=None) -> str:
 
 
 def one_line(label, longest=80):
-    """A label on one line, as written: line breaks as "⏎", tabs as "⇥", one longer than
+    """A label on one line, as written: line breaks as "⏎", tabs as "⇥", spaces before or
+    after its text as "␣" (``Glove `` beside ``Glove`` would look the same), one longer than
     ``longest`` cut to its first three quarters and its length."""
     label = str(label).replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎")
     label = label.replace("\t", "⇥")
+    text = label.strip(" ")
+    if text != label:
+        start = label.index(text) if text else len(label)
+        label = "␣" * start + text + "␣" * (len(label) - start - len(text))
     cut = longest * 3 // 4
     return f"{label[:cut]}… ({len(label)} characters)" if len(label) > longest else label
 
@@ -34,8 +39,8 @@ def breakable(text, every=12):
 
 def folded(text):
     """``text`` as a search compares it: case-folded, its runs of white space (a tab, a line
-    break, or their glyphs from :func:`one_line`) one space, without :func:`breakable`'s breaks."""
-    text = str(text).replace(ZWSP, "").replace("⇥", " ").replace("⏎", " ")
+    break, or the glyphs of :func:`one_line`) one space, without :func:`breakable`'s breaks."""
+    text = str(text).replace(ZWSP, "").replace("⇥", " ").replace("⏎", " ").replace("␣", " ")
     return " ".join(text.casefold().split())
 
 

@@ -495,19 +495,22 @@ def _reads_as(name, label_map, memo, unless=lambda spelling: False):
         else None
 
 
+SHOWN_AS = ("⇥", "⏎", "␣")  # a tab, a line break, a space before or after: as one_line shows them
+
+
 def _as_written(name, state):
     """The label or cluster name of ``state`` that ``name`` gives as the App shows it (a tab as
-    "⇥", a line break as "⏎": :func:`~vlsr_core.wording.one_line`; a long word with the
+    "⇥", a line break as "⏎", an edge space as "␣": :func:`~vlsr_core.wording.one_line`; a long word with the
     zero-width spaces a table cell breaks it at: :func:`~vlsr_core.wording.breakable`), else
     ``name``: a curator can type or paste what is on the screen."""
-    if not name or not any(c in name for c in ("⇥", "⏎", ZWSP)):
+    if not name or not any(c in name for c in (*SHOWN_AS, ZWSP)):
         return name
     label_map = state.label_map
     if name in label_map.canonical or name in (label_map.names or label_map.representatives):
         return name
     if ZWSP in name:
         name = name.replace(ZWSP, "")
-        if "⇥" not in name and "⏎" not in name:
+        if not any(c in name for c in SHOWN_AS):
             return name
     if "shown" not in state.memo:  # (of two shown alike, the first in string order)
         shown = {}
