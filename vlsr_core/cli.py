@@ -84,8 +84,7 @@ def _after_interrupt(args):
 def _early_run_problem(a):
     """What is wrong with a run's key or its local CLIP directory, told before FiftyOne and
     torch load (they take seconds), or None."""
-    from .model.model_source import (expand, is_local, label_model_problem, load_advice,
-                                     local_problem)
+    from .model.model_source import is_local, label_model_problem, model_problem
 
     problem = key_problem(a.key)
     label_model = getattr(a, "label_model", None)
@@ -93,9 +92,7 @@ def _early_run_problem(a):
         problem = label_model_problem(label_model)
     if problem or not (getattr(a, "model", None) and is_local(a.model)):
         return problem
-    model = expand(a.model)
-    problem = local_problem(model)
-    return load_advice(model, problem) if problem else None
+    return model_problem(a.model)  # (a local folder: its files, no network)
 
 
 def _run_stored(args):
@@ -784,9 +781,8 @@ def _run_collection(name, key, view=None):
 
 
 def _export(a):
-    import fiftyone as fo
-
-    from .fo.export import ExportError, coco_image_root, coco_left_out, export_files, export_run
+    from .fo.export import (ExportError, coco_image_root, coco_left_out, detections_fields,
+                            export_files, export_run)
     from .fo.review import export_note
 
     collection = _run_collection(a.dataset, a.key, a.view)
@@ -806,7 +802,7 @@ def _export(a):
         if left_out:
             print(f"note: {left_out}")
     else:
-        boxes = sorted(collection.get_field_schema(embedded_doc_type=fo.Detections))
+        boxes = detections_fields(collection)
         if boxes:
             print("no COCO detections written: give --detections-field "
                   f"({', '.join(boxes)} here)")

@@ -20,8 +20,8 @@ def one_line(label, longest=80):
     label = label.replace("\t", "⇥")
     text = label.strip(" ")
     if text != label:
-        start = label.index(text) if text else len(label)
-        label = "␣" * start + text + "␣" * (len(label) - start - len(text))
+        before = len(label) - len(label.lstrip(" "))
+        label = "␣" * before + text + "␣" * (len(label) - before - len(text))
     cut = longest * 3 // 4
     return f"{label[:cut]}… ({len(label)} characters)" if len(label) > longest else label
 

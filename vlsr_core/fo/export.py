@@ -307,7 +307,7 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
             return (f"{folder} is a file where the export writes a folder; move it, or choose "
                     "another directory")
     if detections_field:
-        boxes = sorted(samples.get_field_schema(embedded_doc_type=fo.Detections))
+        boxes = detections_fields(samples)
         field = samples.get_field(detections_field)
         if field is None:
             return (f"No field {detections_field!r} to export as COCO detections; Detections "
@@ -317,6 +317,11 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
             return (f"Field {detections_field!r} holds {kind.__name__}, not Detections; "
                     f"Detections fields here: {boxes or 'none'}")
     return None
+
+
+def detections_fields(samples):
+    """The Detections fields of ``samples``, which COCO detections can be exported from."""
+    return sorted(samples.get_field_schema(embedded_doc_type=fo.Detections))
 
 
 def _samples_csv(samples, ids, key, label_field, path):

@@ -151,19 +151,20 @@ def export_note(dataset, key=DEFAULT_KEY, results=None, apply="Apply"):
     run's, if already loaded; ``apply``: what writes pending edits, the App's button or the
     command)."""
     state = review_state(dataset, key, results)
+    if state.applied_partly:  # (the export refuses the run's mixed fields)
+        return (f"An Apply of a part of the run wrote the review on its samples only: to export "
+                f"the run, {apply[0].lower()}{apply[1:]} on the whole run first.")
     shown = set(state.applied or [])
-    # counted as Apply counts them: the map edits that still apply after a new clustering
-    n_map = sum(o.status != "stale" for o in review_state(
-        dataset, key, results, applied_only=True).outcomes) if shown else 0
+    # counted as Apply counts them: the map edits that still apply after a new clustering (of
+    # those applied: the edits in force, unless some were made or undone since)
+    applied = review_state(dataset, key, results, applied_only=True) if state.pending else state
+    n_map = sum(o.status != "stale" for o in applied.outcomes) if shown else 0
     n_decisions = sum(e.action in SUGGESTION_ACTIONS for e in state.edits if e.id in shown)
     what = " and ".join([*([count(n_map, "label map edit")] if n_map else []),
                          *([count(n_decisions, "suggestion decision")] if n_decisions else [])])
     text = ("The label map as clustered (no review edits)." if not what else
             f"The label map {'with' if n_map else 'as clustered, with'} the {what} applied on "
             f"{shown_time(state.applied_time)}.")
-    if state.applied_partly:  # (the export refuses the run's mixed fields)
-        return (f"An Apply of a part of the run wrote the review on its samples only: to export "
-                f"the run, {apply[0].lower()}{apply[1:]} on the whole run first.")
     if state.pending:
         text += f" Edits made or undone since are not in it: {apply} first to include them."
     return text

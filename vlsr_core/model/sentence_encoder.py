@@ -9,8 +9,8 @@ attention mask and L2-normalised, as sentence-transformers does for these models
 import numpy as np
 import torch
 
-from .model_source import (MINILM, ModelLoadError, expand, is_local, load_advice, local_problem,
-                           model_fingerprint, model_problem)
+from .model_source import (MINILM, ModelLoadError, expand, load_advice, model_fingerprint,
+                           model_problem)
 
 
 def resolve_label_model(name):
@@ -53,14 +53,11 @@ class SentenceEncoder:
     """
 
     def __init__(self, model=MINILM, device=None, batch_size=256):
-        from transformers import AutoModel, AutoTokenizer
-
-        from transformers import AutoConfig
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         self.model_name = resolve_label_model(model)
         # a missing folder, or a hub id with no hub to reach: said in seconds, not after retries
-        problem = (local_problem(self.model_name, "label model") if is_local(self.model_name)
-                   else model_problem(self.model_name, "label model"))
+        problem = model_problem(self.model_name, "label model")
         if problem:
             raise ModelLoadError(problem)
         try:
