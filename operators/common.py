@@ -11,14 +11,15 @@ import fiftyone.operators.types as types
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.engine.params import ParamError
 from vlsr_core.fo.labels import input_fields, media_problem
+from vlsr_core.fo.lease import running_note
 from vlsr_core.fo.runs import (
     default_run_key,
-    incomplete_stages,
     list_vlsr_runs,
     output_problem,
     run_collection,
     sharded_note,
     sharded_stages,
+    stage_activity,
 )
 from vlsr_core.wording import SHORT, one_line
 
@@ -165,7 +166,11 @@ def run_key_choice(ctx, inputs, action, preselect=True):
     if not preselect and key not in keys:
         return None
     config = ctx.dataset.get_run_info(key).config if key in keys else None
-    stopped = incomplete_stages(config) if config else []
+    running, stopped = stage_activity(ctx.dataset, key) if config else (None, [])
+    if running:
+        inputs.view("running", types.Warning(
+            label=f"Run {key!r} is busy: {running_note(running)}; executing this now is "
+                  "refused until it is done"))
     if stopped:
         inputs.view("incomplete", types.Warning(
             label=f"Run {key!r}: {' and '.join(stopped)} stopped part-way; its fields mix old "

@@ -37,12 +37,12 @@ class DeleteRun(foo.Operator):
 
     @reported
     def execute(self, ctx):
-        from vlsr_core.fo.runs import saved_view_names
+        from vlsr_core.fo.runs import delete_run, saved_view_names
 
         key = ctx.params.get("key", DEFAULT_KEY)
         # (the name the App holds, which may be of a view deleted since: ctx.view would fail)
         shown = ctx.request_params.get("view_name") in saved_view_names(key).values()
-        ctx.dataset.delete_run(key)
+        delete_run(ctx.dataset, key)
         if shown:  # the App would keep the deleted view's name in its URL, and its stages
             ctx.ops.set_view(view=ctx.dataset.view())
         else:

@@ -89,7 +89,9 @@ class VLSRPanel(foo.Panel):
     def _find(self, ctx, s, query, scores):
         from vlsr_core.fo.browse import (cluster_rows, join_choices, member_rows, merge_steps,
                                          page_of, count_rare, rare_rows, score_histogram)
+        from vlsr_core.fo.lease import running_note
         from vlsr_core.fo.review import copy_note, run_copies_outdated
+        from vlsr_core.fo.runs import stage_activity
         from vlsr_core.fo.summary import joins_to_check
 
         state = self._state(ctx)
@@ -109,6 +111,9 @@ class VLSRPanel(foo.Panel):
         s.scope = _scope(ctx, key) if state is not None else None
         if state is None:
             return
+        running = stage_activity(ctx.dataset, key)[0]
+        s.busy = (f"**Busy:** {running_note(running)}: Apply is refused until it is done, and "
+                  "*Refresh* then shows what it changed") if running else None
         s.status = state.summary() + "".join(
             f"; {copy_note(name, n)}" for name, n in run_copies_outdated(ctx.dataset, key, state))
         # in the state, as the other tables: the App shows its state and data merged, a list
@@ -354,6 +359,8 @@ class VLSRPanel(foo.Panel):
             panel.md("Loading the run…", name="status")
             return types.Property(panel, view=types.GridView(orientation="vertical"))
         panel.md(s.status, name="status")
+        if s.busy:
+            panel.md(s.busy, name="busy")
         if s.scope:
             panel.md(s.scope, name="scope")
         actions = panel.h_stack("actions", gap=1)

@@ -151,7 +151,7 @@ def _main(args):
     from .fo.importers import InputFileError
     from .fo.labels import LabelFieldError
     from .fo.review import ReviewError
-    from .fo.runs import RunDeletedError
+    from .fo.runs import RunBusyError, RunDeletedError
     from .fo.stages import VLSRError
 
     _logs_to_stderr()
@@ -163,7 +163,7 @@ def _main(args):
               "FIFTYONE_DATABASE_URI to a MongoDB you run", file=sys.stderr)
         return 2
     except (VLSRError, ParamError, ModelLoadError, ExportError, LabelFieldError, InputFileError,
-            ReviewError, DemoFolderError, RunDeletedError, FileNotFoundError,
+            ReviewError, DemoFolderError, RunBusyError, RunDeletedError, FileNotFoundError,
             NotADirectoryError) as e:
         _close_bars()
         print(f"vlsr: error: {_as_flag(e) if isinstance(e, ParamError) else e}", file=sys.stderr)
@@ -601,14 +601,14 @@ def _as_given(spec, value):
 
 
 def _delete_run(a):
-    from .fo.runs import what_goes
+    from .fo.runs import delete_run, what_goes
 
     dataset = _with_run(a.dataset, a.key, make=False)  # (not "make it", to delete it)
     what = what_goes(dataset, a.key)
     if not a.yes:
         print(f"would delete {what}.\nAdd --yes to delete the run.")
         return 1
-    dataset.delete_run(a.key)
+    delete_run(dataset, a.key)
     print(f"deleted {what}")
 
 

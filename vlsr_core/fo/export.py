@@ -44,8 +44,9 @@ from ..wording import count
 from .chunks import iter_chunks, sample_ids
 from .labels import (LabelFieldError, as_label_lists, label_filter_problem, label_path,
                      label_sets, usable)
+from .lease import holds_run, running_note
 from .review import CLUSTER_FIRST, review_state
-from .runs import incomplete_stages, load_results, sample_fields
+from .runs import load_results, sample_fields, stage_activity
 
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class ExportError(ValueError):
     """The export cannot be written as asked (existing files, no results yet)."""
 
 
+@holds_run("export")
 def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, overwrite=False):
     """Write the run's results for ``samples`` to ``export_dir``; returns the paths written.
 
@@ -280,7 +282,9 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
         results = load_results(dataset, key)
     if not results.vocabulary:
         return f"Run {key!r} has no clusters yet: {CLUSTER_FIRST}"
-    stopped = incomplete_stages(dataset.get_run_info(key).config)
+    running, stopped = stage_activity(dataset, key)
+    if running:
+        return f"Run {key!r} is busy: {running_note(running)}; export it when it is done"
     if stopped:
         return (f"Run {key!r}: {' and '.join(stopped)} stopped part-way and its results are "
                 "mixed; run it again before exporting")

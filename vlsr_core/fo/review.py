@@ -33,6 +33,7 @@ from ..engine.review import (
 )
 from ..wording import ZWSP, count, one_line, quoted
 from .chunks import sample_ids
+from .lease import holds_run
 from .runs import (
     VLSRRunConfig,
     load_results,
@@ -720,6 +721,7 @@ def _undo(dataset, key, ids):
     return [e for e in after if e.id in ids]
 
 
+@holds_run("apply the review")
 def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     """Write the reviewed label map and the suggestion decisions in force to the run's fields.
 

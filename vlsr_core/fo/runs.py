@@ -20,6 +20,7 @@ from ..engine.defaults import DEFAULT_KEY, key_problem
 from ..engine.params import PARAM_CLASSES
 from ..wording import count
 from .labels import input_fields
+from .lease import RunBusyError, holder, run_lease
 
 # Field name suffixes, appended to the run key ("vlsr" -> "vlsr_embedding", ...).
 SAMPLE_FIELDS = {
@@ -229,10 +230,6 @@ def load_results(dataset, key, tries=3, wait=0.5):
             time.sleep(wait)
 
 
-class RunBusyError(ValueError):
-    """A run's stored results could not be read: another process was rewriting them."""
-
-
 def update_run_doc(dataset, key, update, where=None):
     """Apply the MongoDB ``update`` to the run document of ``key`` if it matches ``where``
     (a filter on its stored fields) and reload the dataset's copy; whether it matched (not
@@ -245,10 +242,19 @@ def update_run_doc(dataset, key, update, where=None):
     return bool(matched)
 
 
+def delete_run(dataset, key):
+    """``dataset.delete_run(key)``: the run and what it created, unless a stage of the run is
+    running (:class:`RunBusyError`): deleted under it, the stage would stop and leave behind
+    what it created after."""
+    with run_lease(dataset, key, "delete the run"):
+        dataset.delete_run(key)
+
+
 def drop_saved_views(dataset, name, keep=0):
     """Delete the saved views called ``name`` but ``keep`` of them. Two processes saving one
-    view at once (a stage of a run started twice) can leave two of that name, and FiftyOne
-    deletes one per call: one left behind outlived its run and blocked its key."""
+    view at once (a stage of a run started twice, by a version before leases) can leave two
+    of that name, and FiftyOne deletes one per call: one left behind outlived its run and
+    blocked its key."""
     for _ in range(100):  # (each pass deletes one)
         dataset._doc.reload("saved_views")  # as stored, as FiftyOne reads them to delete one
         if sum(v.name == name for v in dataset._doc.get_saved_views()) <= keep:
@@ -518,6 +524,14 @@ STAGE_NAMES = {"score": "score labels", "cluster": "cluster and merge", "apply":
 def incomplete_stages(config):
     """The stages of a run that stopped part-way (see :class:`VLSRRunConfig`), with their names."""
     return [STAGE_NAMES[s] for s, state in (config.stages or {}).items() if state == "running"]
+
+
+def stage_activity(dataset, key):
+    """The lease of the process running a stage of run ``key`` (None: none runs) and the
+    names of the stages that stopped part-way (marked running, but for the one running now)."""
+    lease = holder(dataset, key)
+    stopped = incomplete_stages(dataset.get_run_info(key).config)
+    return lease, [s for s in stopped if not lease or s != lease["stage"]]
 
 
 def stage_stopped(config, stage):

@@ -56,6 +56,7 @@ from .labels import (
     set_label_attribute,
     usable,
 )
+from .lease import holds_run
 from .review import record_applied, review_state, samples_left
 from .runs import (
     CROP_RECORD,
@@ -152,6 +153,7 @@ class ScoreReport:
         return text + f"; {score} below {self.low_similarity_threshold:.3f} count as low"
 
 
+@holds_run("compute embeddings")
 def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, recompute=False,
                        encoder=None, label_encoder=None, images=True, progress=None, **overrides):
     """Embed the distinct labels of ``label_field`` into the run record, then the images.
@@ -504,6 +506,7 @@ def _encoder(params):
                        precision=params.precision, **limit)
 
 
+@holds_run("score labels")
 def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **overrides):
     """Score every label against its image and suggest the top-k vocabulary labels (steps 2-3).
 
@@ -531,6 +534,7 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
     return report
 
 
+@holds_run("score labels")
 def prepare_score_shards(samples, key=DEFAULT_KEY, params=None, *, batch="shards", **overrides):
     """Stage 2 in shards, first part: check, record the parameters and the vocabulary of
     ``samples`` (what every shard suggests from) and create the outputs. Then run
@@ -561,6 +565,7 @@ def score_shard(samples, key=DEFAULT_KEY, *, batch="shards", progress=None):
     return report
 
 
+@holds_run("score labels")
 def finish_score_shards(samples, key=DEFAULT_KEY, *, batch="shards"):
     """Stage 2 in shards, last part, once every shard is scored: the low-score threshold from
     every score of ``samples``, the histogram and the review views. Returns the threshold."""
@@ -749,6 +754,7 @@ def _finish_scoring(run, samples, report):
     mark_stage(run, "score", "complete")
 
 
+@holds_run("cluster and merge")
 def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, **overrides):
     """Cluster the vocabulary, merge small clusters, pick canonical and final labels (steps 4-7).
 
@@ -779,6 +785,7 @@ def cluster_and_merge(samples, key=DEFAULT_KEY, params=None, *, progress=None, *
     return state.label_map
 
 
+@holds_run("cluster and merge")
 def prepare_cluster_shards(samples, key=DEFAULT_KEY, params=None, *, batch="shards", progress=None,
                            **overrides):
     """Stage 3 in shards, first part: cluster the vocabulary of ``samples`` and store the label
@@ -808,6 +815,7 @@ def _shard_review(run):
                         edit_ids=getattr(run.config, "cluster_shard_edits", None))
 
 
+@holds_run("cluster and merge")
 def finish_cluster_shards(samples, key=DEFAULT_KEY, *, batch="shards"):
     """Stage 3 in shards, last part, once every shard is written: record the review edits the
     fields show and save the view of changed samples. Returns the :class:`LabelMap` written."""
@@ -1004,6 +1012,7 @@ def _review_tags(sample_id, label_ids, labels, by_sample, by_label, edited):
     return tags
 
 
+@holds_run("vlsr run")
 def run_vlsr(samples, label_field, key=DEFAULT_KEY, embed=None, score=None, merge=None, *,
              recompute=False, encoder=None, progress=None, **overrides):
     """All three stages: embed, score, cluster and merge. Returns the :class:`EmbeddingReport`.

@@ -9,9 +9,9 @@ from ..engine.review import MAP_ACTIONS
 from ..wording import code, count
 from .browse import cluster_sizes, rare_clusters
 from .labels import LabelFieldError, label_path, usable
+from .lease import running_note
 from .review import copy_note, review_state, run_copies_outdated
 from .runs import (
-    incomplete_stages,
     label_attributes,
     load_results,
     review_attribute,
@@ -20,6 +20,7 @@ from .runs import (
     saved_view_names,
     sharded_note,
     sharded_stages,
+    stage_activity,
 )
 from .stages import unreadable_images
 
@@ -51,7 +52,10 @@ def summarize_run(dataset, key, n_clusters=10):
                if config.crops else None]
         lines.append(f"**Embedded by** `{config.model}`" +
                      "".join(f"; {h}" for h in how if h))
-    for stage in incomplete_stages(config):
+    running, stopped = stage_activity(dataset, key)
+    if running:
+        lines.append(f"**Busy:** {running_note(running)}")
+    for stage in stopped:
         lines.append(f"**Incomplete:** *{stage}* stopped part-way; its fields mix old and new "
                      "results. Run it again to finish.")
     if sharded_stages(config):

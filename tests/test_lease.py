@@ -1,0 +1,163 @@
+"""One stage of a run at a time: a run that another process is running is refused in one line,
+and freed as soon as that process is gone."""
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pytest
+from test_operators import form
+
+from vlsr_core.cli import main as cli
+from vlsr_core.fo import lease
+from vlsr_core.fo.export import export_run
+from vlsr_core.fo.lease import RunBusyError, run_lease
+from vlsr_core.fo.review import apply_review
+from vlsr_core.fo.runs import delete_run
+from vlsr_core.fo.stages import VLSRError, cluster_and_merge, score_labels
+from vlsr_core.fo.summary import summarize_run
+
+HOLD = """
+import sys, time
+import fiftyone as fo
+from vlsr_core.fo.lease import run_lease
+with run_lease(fo.load_dataset(sys.argv[1]), "vlsr", sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(300)
+"""
+
+
+@contextmanager
+def held_elsewhere(dataset, stage):
+    """Another process holding run 'vlsr' of ``dataset`` for ``stage``; killed on exit."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, dataset.name, stage],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def leases_of(dataset):
+    return lease._leases().count_documents({"dataset": dataset.name})
+
+
+def outputs(dataset):
+    return dataset.values("vlsr_label.label"), dataset.values("gt.classifications.label")
+
+
+def test_every_stage_is_refused_while_another_process_runs_one_and_free_once_it_is_killed(
+        ran, tmp_path, capsys):
+    dataset = ran[0]
+    before = outputs(dataset)
+    with held_elsewhere(dataset, "score labels") as proc:
+        busy = (r"Run 'vlsr' is busy: 'score labels' has been running since \d\d:\d\d:\d\d UTC "
+                rf"in process {proc.pid} on this machine \(last heard from \d+ s ago\); run "
+                "this again when it is done")
+        for stage in (lambda: score_labels(dataset), lambda: cluster_and_merge(dataset),
+                      lambda: apply_review(dataset),
+                      lambda: export_run(dataset, str(tmp_path / "x")),
+                      lambda: delete_run(dataset, "vlsr")):
+            with pytest.raises(RunBusyError, match=busy):
+                stage()
+        assert cli(["delete-run", "--dataset", dataset.name, "--yes"]) == 2
+        assert re.fullmatch(f"vlsr: error: {busy}.*\n", capsys.readouterr().err)
+        assert dataset.has_run("vlsr") and outputs(dataset) == before
+        assert not (tmp_path / "x").exists()
+        summary = summarize_run(dataset, "vlsr")
+        assert f"**Busy:** 'score labels' has been running since" in summary
+        # the stage it runs is marked running: in progress, not stopped part-way
+        config = dataset.get_run_info("vlsr").config
+        config.stages = {**config.stages, "score": "running"}
+        dataset.update_run_config("vlsr", config)
+        assert "stopped part-way" not in summarize_run(dataset, "vlsr")
+    # killed (kill -9): its lease is free at once, not after the time it could be renewed in
+    assert lease.TTL >= 60
+    score_labels(dataset)
+    assert "Busy:" not in summarize_run(dataset, "vlsr")
+    assert leases_of(dataset) == 0
+
+
+def test_a_lease_not_renewed_for_its_time_to_live_is_taken_from_another_machine(ran):
+    dataset = ran[0]
+    now = lease._server_time()
+    record = dict(_id=lease._lease_id(dataset, "vlsr"), token="t", stage="cluster and merge",
+                  host="gpu-box-7", pid=1, dataset=dataset.name, key="vlsr",
+                  started=now - timedelta(hours=1))
+    lease._leases().insert_one({**record, "beat": now - timedelta(seconds=5)})
+    with pytest.raises(RunBusyError, match=r"'cluster and merge' has been running since .* in "
+                                           r"process 1 on 'gpu-box-7' \(last heard from [5-9] s "
+                                           r"ago\)"):
+        score_labels(dataset)
+    lease._leases().update_one({"_id": record["_id"]},
+                               {"$set": {"beat": now - timedelta(seconds=lease.TTL + 1)}})
+    score_labels(dataset)
+    assert leases_of(dataset) == 0
+
+
+def test_the_process_holding_a_run_renews_its_lease(ran, monkeypatch):
+    dataset = ran[0]
+    monkeypatch.setattr(lease, "RENEW", 0.05)
+    with run_lease(dataset, "vlsr", "score labels"):
+        first = lease._leases().find_one({"dataset": dataset.name})["beat"]
+        time.sleep(0.5)
+        assert lease._leases().find_one({"dataset": dataset.name})["beat"] > first
+    assert leases_of(dataset) == 0
+
+
+def test_stages_within_a_held_run_go_on_and_another_thread_is_refused(ran):
+    dataset = ran[0]
+    refused = []
+
+    def other_thread():
+        try:
+            cluster_and_merge(dataset)
+        except RunBusyError as e:
+            refused.append(str(e))
+
+    with run_lease(dataset, "vlsr", "vlsr run"):
+        score_labels(dataset)  # (as run_vlsr calls it)
+        assert lease._leases().find_one({"dataset": dataset.name})["stage"] == "score labels"
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    assert len(refused) == 1 and "'score labels' has been running" in refused[0]
+    assert leases_of(dataset) == 0
+
+
+def test_a_stage_that_fails_frees_its_run(ran):
+    dataset = ran[0]
+    with pytest.raises(VLSRError, match="no samples"):
+        score_labels(dataset.limit(0))
+    assert leases_of(dataset) == 0
+    score_labels(dataset)
+
+
+def test_the_forms_say_a_run_is_busy_and_which_stage_runs(ran):
+    dataset = ran[0]
+    assert "running" not in form("cluster_and_merge", dataset)["type"]["properties"]
+    with held_elsewhere(dataset, "apply the review"):
+        for name in ("cluster_and_merge", "score_labels", "apply_review", "delete_run"):
+            props = form(name, dataset, key="vlsr")["type"]["properties"]
+            assert re.match(r"Run 'vlsr' is busy: 'apply the review' has been running since .*; "
+                            "executing this now is refused until it is done",
+                            props["running"]["view"]["label"]), name
+
+
+def test_the_panel_says_a_run_is_busy_until_refreshed_after(ran):
+    from test_panel import Panel
+
+    dataset = ran[0]
+    with held_elsewhere(dataset, "cluster and merge"):
+        panel = Panel(dataset).event("on_load")
+        assert re.match(r"\*\*Busy:\*\* 'cluster and merge' has been running since .*: Apply is "
+                        "refused until it is done", panel.state["busy"])
+        assert "busy" in str(panel.layout)
+    assert panel.event("refresh").state["busy"] is None
+    assert "'busy'" not in str(panel.layout)
