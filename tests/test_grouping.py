@@ -128,6 +128,29 @@ def test_a_typo_in_a_short_word_needs_a_closer_embedding():
     assert links["typo"] == 4
 
 
+def test_a_misspelling_one_edit_from_two_words_joins_the_nearer_and_keeps_them_apart():
+    """"drial" is one edit from "drill" and from "dial", two words far apart: it joins the
+    nearer, and never both (which would export every drill as a dial). Two words that a
+    misspelling bridges and that are close themselves ("jewelry" - "jewelery" - "jewellery",
+    one word spelled two ways) share its group."""
+    vocabulary = ["dial", "drial", "drill", "jewellery", "jewelery", "jewelry"]
+    unknown = np.array([0, 1, 0, 0, 1, 0], dtype=np.float32)
+    for nearer, farther in ((2, 0), (0, 2)):
+        emb = spread(len(vocabulary))
+        emb[nearer] = near(emb[1], 0.08, seed=7)
+        toward = near(emb[1], 0.1, seed=7)  # the same side as the nearer one: the other side
+        emb[farther] = 2 * (toward @ emb[1]) * emb[1] - toward  # of "drial", 0.34 from it
+        emb[3] = near(emb[4], 0.1, seed=3)
+        emb[5] = near(emb[4], 0.1, seed=5)
+        for counts in (unknown, None):
+            groups, _, typos, refused = lexical_groups(vocabulary, emb, guard=0.3,
+                                                       unknown_words=counts)
+            assert groups[1] == groups[nearer] != groups[farther]
+            assert (min(1, farther), max(1, farther)) in refused
+            assert (min(1, nearer), max(1, nearer)) in typos
+            assert groups[3] == groups[4] == groups[5]
+
+
 def test_the_tight_guards_hold_only_between_words_the_tokenizer_knows():
     """At 0.25 (between the tight guards, 0.15, and the guard, 0.3): "glasses" and "bolt" are
     words the tokenizer holds whole and stay apart from "glass" and "belt"; a plural of a word it

@@ -29,7 +29,9 @@ in neither spelling has a guard of its own, looser: the encoder reads both as pi
 edit reshuffles, while two long words one edit apart are rarely two words ("parakeet" /
 "parrakeet"). Only words of letters have plurals or typos ("10mm" / "12mm", "2009" / "2019" are not
 variants). Two groups holding a pair that a rule refused are
-not joined by a looser rule after it. Labels without a letter or digit are never grouped.
+not joined by a looser rule after it. Typos join nearest first, and a misspelling one edit from
+two known words ("drial": "drill", "dial") joins the nearer only, unless the two are close
+themselves ("jewelry", "jewellery"). Labels without a letter or digit are never grouped.
 """
 
 import re
@@ -221,17 +223,24 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
             return [(m[0], j) for m in (list(d.values()) for d in first.values()) for j in m[1:]]
         return [p for d in first.values() for p in combinations(d.values(), 2)]
 
-    def link(pairs, kind, guarded):
-        """Join the pairs within ``guarded`` (a distance, one per pair, or None: unguarded)."""
+    def link(pairs, kind, guarded, bridges=None):
+        """Join the pairs within ``guarded`` (a distance, one per pair, or None: unguarded),
+        but those ``bridges(ri, rj)`` refuses (two groups whose union it forbids)."""
         if not pairs:
             return
         a, b = _ends(pairs)
         ok = np.ones(a.size, dtype=bool)
         if guarded is not None:
             ok = 1.0 - exact_dots(embeddings, embeddings, a, b) <= guarded
-        for i, j in zip(a[ok].tolist(), b[ok].tolist()):
+        if bridges is not None:
+            bridges.allow(a[ok], b[ok])
+        for k in np.flatnonzero(ok).tolist():
+            i, j = int(a[k]), int(b[k])
             ri, rj = uf.find(i), uf.find(j)
             if ri == rj or rj in apart.get(ri, ()):  # a stricter rule refused one of their pairs
+                continue
+            if bridges is not None and bridges(ri, rj):
+                ok[k] = False  # (refused as the guard refuses)
                 continue
             uf.union(ri, rj)
             keep, gone = min(ri, rj), max(ri, rj)
@@ -265,15 +274,20 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
          guard if spacing_guard is None else spacing_guard)
     typo_pairs, lengths = _typo_pairs(single, normal)
     guards = guard * _typo_share(lengths)
-    if unknown is not None and typo_pairs:
+    if typo_pairs:
         a, b = _ends(typo_pairs)
-        guards[unknown[a] != unknown[b]] = guard
-        if long_typo_guard is not None:
-            # every word split in both: the one the typo changes is (a share under 1 may come
-            # from another word)
-            long = (np.asarray(lengths) >= LONG_TYPO_LENGTH) & (unknown[a] == 1) & (unknown[b] == 1)
-            guards[long] = long_typo_guard
-    link(typo_pairs, "typo", guards)
+        if unknown is not None:
+            guards[unknown[a] != unknown[b]] = guard
+            if long_typo_guard is not None:
+                # every word split in both: the one the typo changes is (a share under 1 may
+                # come from another word)
+                long = ((np.asarray(lengths) >= LONG_TYPO_LENGTH) & (unknown[a] == 1)
+                        & (unknown[b] == 1))
+                guards[long] = long_typo_guard
+        # the nearest first: a misspelling one edit from two words joins the nearer
+        order = np.argsort(1.0 - exact_dots(embeddings, embeddings, a, b), kind="stable")
+        typo_pairs, guards = [typo_pairs[k] for k in order], guards[order]
+    link(typo_pairs, "typo", guards, _Bridges(uf, words, compact, unknown, embeddings, guard))
     link(key_pairs({i: _word_form(single[i]) for i in words}, previous=compact), "word form",
          guard)
 
@@ -283,6 +297,41 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
     rank[np.argsort(first)] = np.arange(first.size)
     refused = sorted({(min(i, j), max(i, j)) for i, j in refused if roots[i] != roots[j]})
     return LexicalGroups(rank[inverse.reshape(-1)], kinds, typos, refused)
+
+
+class _Bridges:
+    """Refuses a typo link that would put two words in one group through a misspelling one
+    edit from each ("drill" - "drial" - "dial"). Two compact forms that labels spell as known
+    words (every word held whole by the tokenizer; without ``unknown``, every label) share a
+    group only if they are a typo pair within its guard, or within ``guard`` of each other
+    ("jewelry" - "jewelery" - "jewellery": one word spelled two ways)."""
+
+    def __init__(self, uf, words, compact, unknown, embeddings, guard):
+        self.compact, self.embeddings, self.guard, self.pairs = compact, embeddings, guard, set()
+        self.known = {}  # group root -> {compact form of a known word: a label spelling it}
+        for i in words:
+            if unknown is None or unknown[i] == 0:
+                self.known.setdefault(uf.find(i), {}).setdefault(compact[i], i)
+
+    def allow(self, a, b):
+        """The typo pairs within their guards: their spellings may share a group."""
+        self.pairs = {frozenset((self.compact[i], self.compact[j]))
+                      for i, j in zip(a.tolist(), b.tolist())}
+
+    def __call__(self, ri, rj):
+        """Whether joining the groups of roots ``ri`` and ``rj`` is refused; if not, their
+        known words are the kept root's."""
+        a, b = self.known.get(ri, {}), self.known.get(rj, {})
+        far = [(i, j) for x, i in a.items() for y, j in b.items()
+               if x != y and frozenset((x, y)) not in self.pairs]
+        if far:
+            i, j = _ends(far)
+            if (1.0 - exact_dots(self.embeddings, self.embeddings, i, j) > self.guard).any():
+                return True
+        self.known.pop(ri, None), self.known.pop(rj, None)
+        if a or b:
+            self.known[min(ri, rj)] = {**b, **a}  # (the root a union keeps)
+        return False
 
 
 def _ends(pairs):
