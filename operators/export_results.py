@@ -95,7 +95,7 @@ class ExportResults(foo.Operator):
         boxes = ctx.params.get("detections_field")
         written = yield from run_with_progress(ctx, "Exporting", lambda progress: export_run(
             target, directory, key, detections_field=boxes,
-            overwrite=ctx.params.get("overwrite", False),
+            overwrite=ctx.params.get("overwrite", False), progress=progress,
         ))
         listed = [f"- `{p}`" for p in written]
         if boxes:

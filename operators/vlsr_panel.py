@@ -88,7 +88,8 @@ class VLSRPanel(foo.Panel):
 
     def _find(self, ctx, s, query, scores):
         from vlsr_core.fo.browse import (cluster_rows, join_choices, member_rows, merge_steps,
-                                         page_of, count_rare, rare_rows, score_histogram)
+                                         page_of, count_rare, rare_distance_note, rare_rows,
+                                         score_histogram)
         from vlsr_core.fo.lease import running_note
         from vlsr_core.fo.review import copy_note, run_copies_outdated
         from vlsr_core.fo.runs import stage_activity
@@ -140,6 +141,7 @@ class VLSRPanel(foo.Panel):
         shown, s.page, s.pages, _ = page_of(rows, s.page, PAGE)
         s.n_clusters = len(rows)
         s.pairs = any(r.get("pair") for r in shown)
+        s.rare_note = rare_distance_note(state.label_map) if s.listing == "rare" else None
         cluster = self._selected_cluster(ctx, state)
         # the tables' rows live in the panel's state, which the App sends back with each event:
         # a row action (which only says the row's index) then acts on the row the curator saw,
@@ -450,6 +452,8 @@ class VLSRPanel(foo.Panel):
                       (("join", self.join_nearest, "Join the nearest cluster", "merge"),
                        ("open", self.open_cluster, "Members", "list"),
                        ("show", self.show_cluster, "Show samples", "image")))
+        if s.rare_note:
+            panel.md(f"*Distance*: {s.rare_note}", name="rare_note")
         panel.list("clusters", types.Object(), view=rows,
                    label=f"Rare clusters, the nearest to another cluster first "
                          f"({s.n_clusters:,} row{'' if s.n_clusters == 1 else 's'}"

@@ -691,13 +691,17 @@ def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_p
     # a run of another key: the command printed names it
     run_vlsr(dataset, "gt", key="tools", encoder=FakeEncoder(build(dataset, tmp_path / "images")))
     where = ["--dataset", dataset.name, "--key", "tools"]
-    assert main(["summary", *where]) == 0  # says where to walk them
-    assert ("Rare labels to review: 4 clusters under 10 samples had no close neighbour and "
-            "were kept as they are, e.g. Lathe Information, drill, screwdriver, helmet "
-            "(the panel's List: rare clusters, or vlsr review show --rare, gives the nearest "
-            "cluster to each)") in capsys.readouterr().out
+    assert main(["summary", *where]) == 0  # says where to walk them, and what kept them
+    limit = dataset.load_run_results("tools").merge_steps["max_merge_distance"]
+    assert (f"Rare labels to review: 4 clusters under 10 samples had no neighbour whose labels "
+            f"all lie within {limit:.3f} of theirs and were kept as they are, e.g. Lathe "
+            "Information, drill, screwdriver, helmet (the panel's List: rare clusters, or vlsr "
+            "review show --rare, gives the nearest cluster to each)") in capsys.readouterr().out
     assert main(["review", "show", "--rare", *where]) == 0
     out = capsys.readouterr().out
+    # its distances are of the closest labels, which merging did not go by alone
+    assert ("(distance: the distance between their closest labels; merging joins two clusters "
+            f"only when all their labels lie within {limit:.3f} of each other)") in out
     lines = [l for l in out.splitlines() if ": nearest " in l]
     assert len(lines) in (2, 3, 4) and "  helmet (3 labels, 7 occurrences): nearest " in out
     together = " (two clusters nearest to each other on one line)" if len(lines) < 4 else ""
@@ -712,8 +716,8 @@ def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_p
     joined = shlex.split(command)[2]
     assert main(["summary", *where]) == 0
     out = capsys.readouterr().out
-    assert ("under 10 samples had no close neighbour and were kept as they are; after the "
-            "review edits, 3 clusters are rare, e.g. ") in out
+    assert ("of theirs and were kept as they are; after the review edits, 3 clusters are rare, "
+            "e.g. ") in out
     examples = out.split("3 clusters are rare, e.g. ")[1].split(" (the panel's")[0].split(", ")
     assert len(examples) == 3 and joined not in examples
     assert set(examples) < {"Lathe Information", "drill", "screwdriver", "helmet"}
@@ -805,7 +809,10 @@ def test_factorynet_boxes_scored_on_their_crops(tmp_path, tiny_clip, dataset_nam
     monkeypatch.setattr(export, "_coco_detections", stop)
     assert main(["export", "--dataset", dataset_name, "--out", str(tmp_path / "out"),
                  "--detections-field", "ground_truth_detections", "--overwrite"]) == 130
-    assert capsys.readouterr().err == "vlsr: interrupted; nothing was written: the folder is as it was\n"
+    # (after the progress bar, stopped where the COCO detections begin, on a line of its own)
+    *bar, last = capsys.readouterr().err.splitlines()
+    assert last == "vlsr: interrupted; nothing was written: the folder is as it was"
+    assert bar[-1].startswith("export:  70%")
     # Ctrl-C once the files are in place (here, while the note is written) says so
     monkeypatch.undo()
     from vlsr_core.fo import review
@@ -813,8 +820,9 @@ def test_factorynet_boxes_scored_on_their_crops(tmp_path, tiny_clip, dataset_nam
     monkeypatch.setattr(review, "export_note", stop)
     assert main(["export", "--dataset", dataset_name, "--out", str(tmp_path / "out"),
                  "--detections-field", "ground_truth_detections", "--overwrite"]) == 130
-    assert capsys.readouterr().err == (f"vlsr: interrupted; the export was written to "
-                                       f"{tmp_path / 'out'} before the interruption\n")
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"vlsr: interrupted; the export was written to {tmp_path / 'out'} before the "
+        "interruption")
 
 
 @pytest.mark.slow

@@ -389,3 +389,18 @@ def test_export_written_a_chunk_at_a_time_is_the_same(run, tmp_path, monkeypatch
     with open(tmp_path / "chunked" / "image_labels.json", encoding="utf-8") as f:
         coco = json.load(f)
     assert [im["file_name"] for im in coco["images"]] == view.values("filepath")
+
+
+def test_export_reports_its_progress_file_by_file(run, tmp_path, monkeypatch, capsys):
+    """A long export shows how far it is (the App's bar, the CLI's): a chunk at a time through
+    every file, the COCO detections included, up to 1."""
+    dataset = run[0]
+    monkeypatch.setattr(chunks, "CHUNK_SIZE", 3)
+    seen = []
+    export_run(dataset, str(tmp_path / "out"), detections_field="objects", progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    # samples.csv and both passes of image_labels.json report each of their 4 chunks
+    assert len([f for f in seen if 0 < f < 0.7]) >= 12
+    assert main(["export", "--dataset", dataset.name, "--out", str(tmp_path / "cli"),
+                 "--detections-field", "objects"]) == 0
+    assert "export: 100%" in capsys.readouterr().err

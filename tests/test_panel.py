@@ -498,15 +498,15 @@ def test_rare_clusters_are_listed_the_nearest_to_another_first(monkeypatch):
     from vlsr_core.fo.browse import rare_clusters, rare_rows
     from vlsr_core.fo.review import ReviewState
 
-    vocab = ["drill", "drills", "clothespin", "clothespins", "glove", "###"]
+    vocab = ["drill", "drills", "clothespin", "clothespins", "glove", "###", "auger"]
     emb = np.array([[1, 0, 0, 0], [1, 0.1, 0, 0], [0, 0, 1, 0], [0, 0.2, 1, 0], [0.3, 1, 0, 0.6],
-                    [0, 0, 0, 1]], dtype=np.float32)
+                    [0, 0, 0, 1], [1, 0, 0, -0.1]], dtype=np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    clusters = np.array([0, 0, 1, 2, 3, 4])  # clothespin and clothespins apart: a miss
-    label_map = LabelMap(vocabulary=vocab, frequencies=np.array([20, 5, 3, 1, 2, 1]),
+    clusters = np.array([0, 0, 1, 2, 3, 4, 0])  # clothespin and clothespins apart: a miss
+    label_map = LabelMap(vocabulary=vocab, frequencies=np.array([20, 5, 3, 1, 2, 1, 1]),
                          dbscan_clusters=clusters, clusters=clusters,
                          representatives=["drill", "clothespin", "clothespins", "glove", "###"],
-                         distance_to_canonical=np.zeros(6, np.float32), steps={})
+                         distance_to_canonical=np.zeros(7, np.float32), steps={})
     state = ReviewState(edits=[], label_map=label_map, outcomes=[], clustered=label_map,
                         embeddings=emb)
     # under 10 samples: all but drill (25); "###" has no letter, kept out of the embedding steps
@@ -518,6 +518,10 @@ def test_rare_clusters_are_listed_the_nearest_to_another_first(monkeypatch):
     assert rows[0]["distance"] < rows[1]["distance"] and rows[0]["occurrences"] == 3
     assert [r["canonical"] for r in rare_rows(state, 10, query="GLOV")] == ["glove"]
     assert [r["canonical"] for r in rare_rows(state, 10, query="pins")] == ["clothespin"]
+    # of the nearest cluster, its name and the label nearest to the row's: not any other of
+    # its labels, which in a large cluster would find most rows
+    assert [r["canonical"] for r in rare_rows(state, 10, query="drill")] == ["glove"]
+    assert rare_rows(state, 10, query="auger") == []
     # after a review edit (a new state of the same clustering) only new labels are searched
     import dataclasses
 
@@ -529,7 +533,7 @@ def test_rare_clusters_are_listed_the_nearest_to_another_first(monkeypatch):
     stamp = ("test clustering", id(emb))
     first = dataclasses.replace(state, memo={}, clustering=stamp)
     assert rare_rows(first, 10) == rows and searched == [3]  # the labels of rare clusters
-    joined = np.array([0, 0, 1, 1, 3, 4])  # clothespins joined clothespin
+    joined = np.array([0, 0, 1, 1, 3, 4, 0])  # clothespins joined clothespin
     edited = dataclasses.replace(first, memo={}, label_map=dataclasses.replace(
         label_map, clusters=joined))
     assert [r["canonical"] for r in rare_rows(edited, 10)] == ["glove", "clothespin"]
@@ -562,6 +566,11 @@ def test_a_rare_cluster_joins_its_nearest_cluster_from_the_panel(dataset, tmp_pa
     together = ", two clusters nearest to each other in one" if pairs else ""
     assert (f"Rare clusters, the nearest to another cluster first ({len(rows)} rows{together}; "
             "page 1 of 1)") in str(panel.layout)
+    # its distances are of the closest labels, which merging did not go by alone
+    limit = dataset.load_run_results("vlsr").merge_steps["max_merge_distance"]
+    assert panel.state["rare_note"] == (
+        "the distance between their closest labels; merging joins two clusters only when all "
+        f"their labels lie within {limit:.3f} of each other") and "rare_note" in str(panel.layout)
     label, target = rows[-1]["label"], rows[-1]["nearest"]
     from vlsr_core.fo.browse import cluster_rows
 

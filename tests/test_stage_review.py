@@ -392,6 +392,21 @@ def test_splitting_a_canonical_label_from_a_spelling_of_it_is_refused(dataset, t
     assert review_state(dataset, "vlsr").label_map.canonical["helmet"] == "hard hat"
 
 
+def test_a_move_to_a_label_that_does_not_name_its_cluster_says_which_cluster(ran, capsys):
+    """Moving to the cluster of "Helmets" joins the cluster named "helmet": the edit says so."""
+    from vlsr_core.cli import main
+    from vlsr_core.fo.review import join_note
+
+    dataset = ran[0]
+    state = review_state(dataset, "vlsr")
+    edit = add_edit(dataset, "vlsr", "move", "drill", "Helmets", dry_run=True)
+    assert join_note(state, edit) == "the cluster of 'Helmets' is named 'helmet'"
+    assert join_note(state, add_edit(dataset, "vlsr", "move", "drill", "helmet",
+                                     dry_run=True)) is None
+    assert main(["review", "move", "drill", "--to", "Helmets", "--dataset", dataset.name]) == 0
+    assert "(the cluster of 'Helmets' is named 'helmet')" in capsys.readouterr().out
+
+
 def test_a_label_with_a_tab_is_named_as_the_app_shows_it(dataset, tmp_path, monkeypatch):
     """The App shows a tab as "⇥" and a form cannot take a tab: the advice names the label so,
     and a name typed so is that label (a rename to it joins its cluster)."""

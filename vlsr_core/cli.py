@@ -627,7 +627,7 @@ def _plain(markdown):
 
 
 def _review_show(a):
-    from .fo.browse import cluster_rows, count_rare, member_rows, rare_rows
+    from .fo.browse import cluster_rows, count_rare, member_rows, rare_distance_note, rare_rows
     from .fo.review import review_state, shown_time
     from .wording import one_line
 
@@ -651,6 +651,8 @@ def _review_show(a):
                  else "") + (", the nearest to another cluster first" if rows else "")
               + (" (two clusters nearest to each other on one line)" if any(
                   r["pair"] for r in rows) else "") + (":" if rows else ""))
+        if rows:
+            print(f"  (distance: {rare_distance_note(state.label_map)})")
         for row in rows[:a.clusters]:
             print(f"  {one_line(row['canonical'])} ({_count(row['labels'], 'label')}, "
                   f"{_count(row['occurrences'], 'occurrence')}): nearest "
@@ -789,7 +791,7 @@ def _export(a):
     a.files_before = export_files(a.out)  # (to tell after Ctrl-C whether it was written)
     try:
         written = export_run(collection, a.out, a.key, detections_field=a.detections_field,
-                             overwrite=a.overwrite)
+                             overwrite=a.overwrite, progress=_bar("export"))
     except ExportError as e:  # the form's words, with the flag
         raise ExportError(str(e).replace("or overwrite the files of an earlier export there",
                                          "or --overwrite the files of an earlier export there")) from None

@@ -198,6 +198,24 @@ def rare_clusters(label_map, min_size, by_samples=True):
         [kept_apart_reason(r) is None for r in label_map.representatives], dtype=bool)
 
 
+def merge_limit(label_map):
+    """The distance within which merging asked every pair of two clusters' labels to lie
+    (None: the paper's mode, or a run that did not record it)."""
+    steps = label_map.steps or {}
+    get = steps.get if isinstance(steps, dict) else lambda name: getattr(steps, name, None)
+    return None if get("mode") == "paper" else get("max_merge_distance")
+
+
+def rare_distance_note(label_map):
+    """What the distance of :func:`rare_rows` is, beside what merging asked for: a rare
+    cluster 0.004 from one label of a large cluster was not merged because other labels of
+    that cluster lie far from it."""
+    limit = merge_limit(label_map)
+    return "the distance between their closest labels" + (
+        f"; merging joins two clusters only when all their labels lie within {limit:.3f} of "
+        "each other" if limit is not None else "")
+
+
 def count_rare(state, min_size, by_samples=True):
     """How many :func:`rare_clusters` the reviewed map has; kept with ``state``, as the panel
     asks on every click."""
@@ -211,7 +229,9 @@ def rare_rows(state, min_size, by_samples=True, query=""):
     """The :func:`rare_clusters` of the reviewed map, each with the nearest cluster to it
     (labels kept out of the embedding steps are never it), the nearest first: where a curator
     looks for the variants the run missed. Two rare clusters nearest to each other make one
-    row. ``query`` as for :func:`cluster_rows` (a row's nearest cluster counts too). Rows:
+    row. ``query`` as for :func:`cluster_rows`, on a row's own labels, those of the other
+    cluster of a pair, and the name and nearest label of its nearest cluster (not every label
+    of a large one, which would list most rows). Rows:
     ``cluster``, ``label``, ``canonical``, ``labels``, ``occurrences`` as :func:`cluster_rows`
     gives them, ``nearest`` and ``nearest_cluster`` (the nearest cluster's name and id),
     ``nearest_label`` (its label nearest to one of the row's labels), ``distance`` (their
@@ -222,11 +242,13 @@ def rare_rows(state, min_size, by_samples=True, query=""):
         state.memo[key] = _rare_rows(state, rare_clusters(state.label_map, min_size,
                                                              by_samples))
     rows = state.memo[key]
-    if query:  # a row holds its cluster and, for a pair nearest to each other, the other too
+    if query:
         vocabulary = state.label_map.vocabulary
         hit = {state.label_map.cluster[vocabulary[i]]
                for i in np.flatnonzero(_containing(vocabulary, query))}
-        rows = [r for r in rows if r["cluster"] in hit or r["nearest_cluster"] in hit]
+        rows = [r for r in rows if r["cluster"] in hit
+                or (r["pair"] and r["nearest_cluster"] in hit)
+                or _containing([r["nearest"], r["nearest_label"]], query).any()]
     return rows
 
 

@@ -61,7 +61,8 @@ class ExportError(ValueError):
 
 
 @holds_run("export")
-def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, overwrite=False):
+def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, overwrite=False,
+               progress=None):
     """Write the run's results for ``samples`` to ``export_dir``; returns the paths written.
 
     Args:
@@ -70,6 +71,7 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         key: the run key.
         detections_field: optional Detections field to export as COCO with canonical labels.
         overwrite: replace the files of an earlier export.
+        progress: optional callable taking the fraction done.
     """
     dataset = samples._dataset
     results = load_results(dataset, key) if dataset.has_run(key) else None
@@ -93,12 +95,17 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     names = [*FILES, *([COCO_FILE] if detections_field else [])]
     written = [os.path.join(export_dir, name) for name in names]
     partial = [path + PARTIAL for path in written]
+    # the share of the time each file takes, roughly (samples.csv, label_map.csv, the
+    # image-level labels, the COCO detections)
+    shares = (0.25, 0.05, 0.4, 0.3) if detections_field else (0.35, 0.05, 0.6)
+    parts = _parts(progress, shares)
     try:
-        _samples_csv(samples, ids, key, config.label_field, partial[0])
+        _samples_csv(samples, ids, key, config.label_field, partial[0], next(parts))
         _label_map_csv(state, partial[1])
-        _image_labels_json(samples, ids, key, partial[2])
+        next(parts)(1.0)
+        _image_labels_json(samples, ids, key, partial[2], next(parts))
         if detections_field:
-            _coco_detections(samples, detections_field, label_map, partial[3])
+            _coco_detections(samples, detections_field, label_map, partial[3], next(parts))
         with _uninterrupted():  # all renamed, or none: not a mix of two exports
             for done, path in zip(partial, written):
                 os.replace(done, path)
@@ -107,11 +114,25 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
                 os.remove(removed)
                 logger.warning("removed %s: the boxes of an earlier export (this one has none)",
                                removed)
+        if progress is not None:
+            progress(1.0)
     finally:  # this export's unfinished files, and those a killed export left
         for path in _leftovers(export_dir):
             os.remove(path)
         _remove_if_empty(os.path.dirname(coco))
     return written
+
+
+def _parts(progress, shares):
+    """A progress callable per part of a task, each taking its own fraction done, for a
+    ``progress`` of the whole (None: callables that do nothing)."""
+    start = 0.0
+    for share in shares:
+        if progress is None:
+            yield lambda fraction: None
+        else:
+            yield lambda fraction, start=start, share=share: progress(start + share * fraction)
+        start += share
 
 
 PARTIAL = ".partial"  # the suffix of a file being written
@@ -205,7 +226,7 @@ def coco_image_root(samples):
     return os.path.commonpath([os.path.dirname(p) for p in sized.values("filepath")] or ["/"])
 
 
-def _coco_detections(samples, detections_field, label_map, path):
+def _coco_detections(samples, detections_field, label_map, path, progress):
     """The boxes of ``detections_field`` with canonical labels, by FiftyOne's COCO exporter,
     less those :func:`coco_left_out` counts."""
     _coco_boxes(samples, detections_field).map_labels(detections_field, label_map).export(
@@ -215,7 +236,9 @@ def _coco_detections(samples, detections_field, label_map, path):
         label_field=detections_field,
         export_media=False,
         overwrite=True,
+        progress=lambda bar: bar.progress is not None and progress(bar.progress),
     )
+    progress(1.0)
 
 
 def _named(label):
@@ -328,7 +351,7 @@ def detections_fields(samples):
     return sorted(samples.get_field_schema(embedded_doc_type=fo.Detections))
 
 
-def _samples_csv(samples, ids, key, label_field, path):
+def _samples_csv(samples, ids, key, label_field, path, progress):
     fields = sample_fields(key)
     labels_path = label_path(samples, label_field)
     columns = [
@@ -344,6 +367,7 @@ def _samples_csv(samples, ids, key, label_field, path):
         w = csv.writer(f)
         w.writerow(["filepath", "final_label", "final_score", "original_labels",
                     "canonical_labels", "suggestions"])
+        done = 0
         for _, (filepaths, original, final, score, canonical, sugg_labels, sugg_scores) in (
             iter_chunks(samples, columns, ids=ids)
         ):
@@ -356,6 +380,8 @@ def _samples_csv(samples, ids, key, label_field, path):
                     json.dumps([[l, round(s, 6)] for l, s in zip(sl or [], ss or [])],
                                ensure_ascii=False),
                 ])
+            done += len(filepaths)
+            progress(done / max(len(ids), 1))
     return path
 
 
@@ -377,7 +403,7 @@ def _label_map_csv(state, path):
     return path
 
 
-def _image_labels_json(samples, ids, key, path):
+def _image_labels_json(samples, ids, key, path, progress):
     """COCO-style image-level labels, streamed a chunk of samples at a time: a first pass finds
     the categories, a second writes the images and (to a side file, appended at the end) their
     annotations, so that a large export never sits in memory."""
@@ -388,8 +414,12 @@ def _image_labels_json(samples, ids, key, path):
         missing = missing.exists(fields["error"], False)
     missing.compute_metadata()
     labels = f"{fields['labels']}.classifications.label"
-    categories = sorted({l for _, (ls,) in iter_chunks(samples, [labels], ids=ids)
-                         for l in chain.from_iterable(x or [] for x in ls)})
+    categories, done = set(), 0  # (a first pass finds the categories)
+    for _, (ls,) in iter_chunks(samples, [labels], ids=ids):
+        categories.update(chain.from_iterable(x or [] for x in ls))
+        done += len(ls)
+        progress(0.3 * done / max(len(ids), 1))
+    categories, done = sorted(categories), 0
     category_id = {name: i + 1 for i, name in enumerate(categories)}
     columns = ["filepath", "metadata.width", "metadata.height", labels,
                f"{fields['labels']}.classifications.confidence", f"{fields['label']}.label"]
@@ -414,6 +444,8 @@ def _image_labels_json(samples, ids, key, path):
                                       category_id=category_id[l], score=s, final=l == final)
                     side.write(("\n  " if annotation_id == 1 else ",\n  ")
                                + json.dumps(annotation, ensure_ascii=False))
+            done += len(sids)
+            progress(0.3 + 0.7 * done / max(len(ids), 1))
         f.write('\n ],\n "annotations": [')
         side.seek(0)
         shutil.copyfileobj(side, f)

@@ -672,11 +672,17 @@ def read_label_map(path):
 def join_note(state, edit):
     """What a rename does beyond renaming, in words: ``it joins the cluster 'drill'`` (the
     cluster so named, or the one holding a label so written; the two then bear the new name:
-    ``..., and the two are named 'helmet'`` when that cluster is named otherwise), or None."""
-    if edit.action != "rename":
-        return None
+    ``..., and the two are named 'helmet'`` when that cluster is named otherwise); which
+    cluster a move to a label that does not name its cluster joins: ``the cluster of 'drills'
+    is named 'drill'``; or None."""
     label_map = state.label_map
     canonical = label_map.canonical
+    if edit.action == "move":
+        name = canonical.get(edit.to)
+        return (f"the cluster of {quoted(edit.to)} is named {quoted(name)}"
+                if name not in (None, edit.to) else None)
+    if edit.action != "rename":
+        return None
     own = canonical[_member(edit.label, set(canonical), label_map)]
     other = canonical.get(edit.to, edit.to if edit.to in (label_map.names or
                                                          label_map.representatives) else None)

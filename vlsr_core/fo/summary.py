@@ -7,7 +7,7 @@ import numpy as np
 
 from ..engine.review import MAP_ACTIONS
 from ..wording import code, count
-from .browse import cluster_sizes, rare_clusters
+from .browse import cluster_sizes, merge_limit, rare_clusters
 from .labels import LabelFieldError, label_path, usable
 from .lease import running_note
 from .review import copy_note, review_state, run_copies_outdated
@@ -275,8 +275,12 @@ def _rare_line(state, n_rare, floor, unit):
     if any(e.action in MAP_ACTIONS for e in state.in_force):
         rare = count(len(left), "cluster") if len(left) else "none"
         reviewed = f"; after the review edits, {rare} {'is' if len(left) <= 1 else 'are'} rare"
+    limit = merge_limit(label_map)
+    theirs = "its" if n_rare == 1 else "theirs"
+    close = (f"neighbour whose labels all lie within {limit:.3f} of {theirs}"
+             if limit is not None else "close neighbour")
     return (f"**Rare labels to review:** {count(n_rare, 'cluster')} under {floor} {unit} had no "
-            f"close neighbour and {'was' if n_rare == 1 else 'were'} kept as "
+            f"{close} and {'was' if n_rare == 1 else 'were'} kept as "
             f"{'it is' if n_rare == 1 else 'they are'}{reviewed}" + (f", e.g. {shown}" if shown else "")
             + " (the panel's List: rare clusters, or `vlsr review show --rare`, gives the nearest "
               "cluster to each)")
