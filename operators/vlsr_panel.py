@@ -157,6 +157,7 @@ class VLSRPanel(foo.Panel):
         s.n_members = len(members)
         names = state.label_map.names or state.label_map.representatives
         s.cluster_name = _cell(names[cluster]) if cluster is not None else None
+        s.clusters_title, s.members_title = _titles(s)
 
     def _selected_cluster(self, ctx, state):
         label = ctx.panel.state.cluster_label
@@ -436,10 +437,8 @@ class VLSRPanel(foo.Panel):
         self._joined_choice(panel, s)
         if self._no_match(panel, s):
             return
-        with_member = f" with a member joined by {s.filtered}" if s.filtered else ""
-        panel.list("clusters", types.Object(), view=self._clusters_table(),
-                   label=f"Clusters{with_member}, the most doubtful first ({s.n_clusters}; "
-                         f"page {(s.page or 0) + 1} of {s.pages})")
+        _title(panel, s, "clusters_title")
+        panel.list("clusters", types.Object(), view=self._clusters_table())
         self._pager(panel, "pages", s.page, s.pages, self.previous_page, self.next_page)
 
     def _rare_clusters(self, panel, s):
@@ -454,11 +453,8 @@ class VLSRPanel(foo.Panel):
                        ("show", self.show_cluster, "Show samples", "image")))
         if s.rare_note:
             panel.md(f"*Distance*: {s.rare_note}", name="rare_note")
-        panel.list("clusters", types.Object(), view=rows,
-                   label=f"Rare clusters, the nearest to another cluster first "
-                         f"({s.n_clusters:,} row{'' if s.n_clusters == 1 else 's'}"
-                         + (", two clusters nearest to each other in one" if s.pairs else "")
-                         + f"; page {(s.page or 0) + 1} of {s.pages})")
+        _title(panel, s, "clusters_title")
+        panel.list("clusters", types.Object(), view=rows)
         self._pager(panel, "pages", s.page, s.pages, self.previous_page, self.next_page)
 
     def _open_cluster(self, panel, s):
@@ -477,12 +473,8 @@ class VLSRPanel(foo.Panel):
                           ("move", self.move, "Move to another cluster…", "drive_file_move"),
                           ("split", self.split, "Split out on its own", "content_cut"),
                           ("show_member", self.show_member, "Show samples", "image")))
-        by = f" joined by {s.filtered}" if s.filtered else ""
-        order = "those matching the search first, then the farthest" if s.query else \
-            "the farthest first"
-        panel.list("members", types.Object(), view=members,
-                   label=f"Members of the cluster '{s.cluster_name}'{by}, {order} "
-                         f"(members {s.member_span})")
+        _title(panel, s, "members_title")
+        panel.list("members", types.Object(), view=members)
         self._pager(panel, "member_pages", s.member_page, s.member_pages, self.previous_members,
                     self.next_members)
 
@@ -521,6 +513,35 @@ class VLSRPanel(foo.Panel):
             buttons.btn("previous", label="Previous", icon="chevron_left", on_click=previous)
         if (page or 0) + 1 < (pages or 1):
             buttons.btn("next", label="Next", icon="chevron_right", on_click=following)
+
+
+def _titles(s):
+    """The titles of the clusters table and of the members table, with their counts. They live
+    in the panel's state, shown by name (:func:`_title`), not in the layout: the App draws the
+    layout of every event, and that of an event overtaken by a later one (a key typed in the
+    search box after another) came last and titled 2 rows "(63; page 1 of 4)"."""
+    page = f"page {(s.page or 0) + 1} of {s.pages}"
+    if s.shown_listing == "rare":
+        clusters = (f"Rare clusters, the nearest to another cluster first ({s.n_clusters:,} "
+                    f"row{'' if s.n_clusters == 1 else 's'}"
+                    + (", two clusters nearest to each other in one" if s.pairs else "")
+                    + f"; {page})")
+    else:
+        with_member = f" with a member joined by {s.filtered}" if s.filtered else ""
+        clusters = f"Clusters{with_member}, the most doubtful first ({s.n_clusters}; {page})"
+    members = None
+    if s.cluster_name is not None:
+        by = f" joined by {s.filtered}" if s.filtered else ""
+        order = ("those matching the search first, then the farthest" if s.searched else
+                 "the farthest first")
+        members = (f"Members of the cluster '{s.cluster_name}'{by}, {order} "
+                   f"(members {s.member_span})")
+    return clusters, members
+
+
+def _title(panel, s, name):
+    """A table's title, shown as the state holds it (see :func:`_titles`)."""
+    panel.md(getattr(s, name) or "", name=name)
 
 
 class _Writes:

@@ -681,3 +681,7 @@ def test_the_rows_of_an_event_overtaken_by_a_later_one_are_not_sent(ran, monkeyp
     assert panel.state["searched"] == "he"
     assert sorted(c["canonical"] for c in panel.state["clusters"]) == ["Lathe Information",
                                                                        "helmet"]
+    # the table's title is the state's too, shown by name, not the overtaken event's layout
+    # (which titled the rows for "he" with the count for "helmit")
+    assert panel.state["clusters_title"] == "Clusters, the most doubtful first (2; page 1 of 1)"
+    assert "'clusters_title'" in str(panel.layout)

@@ -382,3 +382,25 @@ def test_image_evidence_joins_a_misspelling_far_in_text_whose_images_agree(datas
     report = summarize_run(dataset, "vlsr")
     assert "(1 join, 1 of spelling variants far in text; 9 labels with images)" in report
     assert "spelling variants far in text, by the images: `dirll` / `drill`" in report
+
+
+def test_the_summary_warns_of_one_cluster_holding_much_of_the_vocabulary(dataset, tmp_path,
+                                                                         tiny_clip):
+    """DBSCAN at an eps too large chains labels into one cluster whose canonical label would
+    name them all: the summary says so, with what to do; a run of separate clusters does not."""
+    from PIL import Image
+
+    from vlsr_core.fo.summary import summarize_run
+
+    rng = np.random.default_rng(0)
+    labels = [f"part {chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(60)]
+    for i, label in enumerate(labels):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path)
+        dataset.add_sample(fo.Sample(filepath=str(path), gt=fo.Classification(label=label)))
+    run_vlsr(dataset, "gt", model=tiny_clip, mode="paper", eps=1.99, min_cluster_size=1)
+    summary = summarize_run(dataset, "vlsr")
+    assert "**One cluster holds 60 of 60 labels (100%):**" in summary
+    assert "cluster again with a smaller eps (the cluster form's *eps*, `vlsr run --eps`)" in summary
+    cluster_and_merge(dataset, mode="paper", eps=1e-6, min_cluster_size=1)
+    assert "One cluster holds" not in summarize_run(dataset, "vlsr")

@@ -104,6 +104,26 @@ def summarize_run(dataset, key, n_clusters=10):
     return "\n\n".join(lines)  # paragraphs
 
 
+WIDE_SHARE, WIDE_LABELS = 0.25, 50  # a cluster this much of the vocabulary is chained
+
+
+def _wide_cluster(label_map, names, members):
+    """A warning when one cluster holds a quarter or more of the vocabulary (and 50 labels or
+    more): DBSCAN chained labels step by step (an eps too large for the encoder, or an encoder
+    that puts every label close), and its canonical label would name them all."""
+    n_labels = len(label_map.vocabulary)
+    cluster, labels = max(members.items(), key=lambda item: len(item[1]))
+    if len(labels) < max(WIDE_SHARE * n_labels, WIDE_LABELS):
+        return None
+    ids = np.flatnonzero(np.asarray(label_map.clusters) == cluster)
+    farthest = float(np.max(np.asarray(label_map.distance_to_canonical)[ids], initial=0.0))
+    return (f"**One cluster holds {len(labels):,} of {n_labels:,} labels "
+            f"({len(labels) / n_labels:.0%}):** {code(names[cluster])}, its farthest member "
+            f"{farthest:.3f} from it. A cluster this wide comes from DBSCAN chaining labels "
+            "step by step: look at its members (the panel's *Members*), or cluster again with "
+            "a smaller eps (the cluster form's *eps*, `vlsr run --eps`)")
+
+
 def _final_count(samples, fields):
     """How many samples have a final label, and why the others have none (so that the count
     adds up with the run's samples)."""
@@ -243,6 +263,9 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
         more = f", +{len(labels) - 8} more" if len(labels) > 8 else ""
         bullets.append(f"- {code(names[cluster])} ({size}, {len(labels)}): {shown}{more}")
     lines.append("\n".join(bullets))
+    wide = _wide_cluster(label_map, names, members)
+    if wide:
+        lines.append(wide)
 
     distance = label_map.distance_to_canonical
     if len(distance) == n_labels:
