@@ -3,6 +3,7 @@
 import csv
 import os
 import re
+import sys
 
 import fiftyone as fo
 import numpy as np
@@ -235,6 +236,13 @@ def test_ctrl_c_at_any_moment_says_how_to_go_on(ran, monkeypatch, capsys, recomp
     err = capsys.readouterr().err
     assert err.startswith("vlsr: interrupted; what was embedded and scored is kept") and "Traceback" not in err
     assert ("without --recompute" in err) == bool(recompute)
+    # Ctrl-C while FiftyOne still loads: this command changed nothing, whatever a run stored
+    monkeypatch.delitem(sys.modules, "fiftyone")
+    assert main(["run", "--dataset", ran[0].name, "--label-field", "gt", *recompute]) == 130
+    assert capsys.readouterr().err == ("vlsr: interrupted; stopped before it began, nothing was "
+                                       "changed: run the same command again\n")
+    monkeypatch.undo()
+    monkeypatch.setattr(cli, "_logs_to_stderr", interrupt)
     # a second Ctrl-C while it looks at what the run stored still ends with one line
     monkeypatch.setattr(cli, "_run_stored", lambda args: interrupt())
     assert main(["run", "--dataset", ran[0].name, "--label-field", "gt", *recompute]) == 130
@@ -327,6 +335,21 @@ def test_delete_run_names_a_run_made_on_one_of_its_fields(ran, capsys):
     assert main(["delete-run", "--dataset", dataset.name, "--key", "sug"]) == 1
     assert "of run 'sug' on " in capsys.readouterr().out
     assert "its input field 'vlsr_suggestions' no longer exists" in what_goes(dataset, "sug")
+
+
+def test_delete_run_names_a_run_made_on_one_of_its_saved_views(ran, capsys):
+    """A run made on another run's review view asks for another view once that run goes (its
+    summary counted the whole dataset as not embedded): the listing says so first."""
+    from vlsr_core.fo.stages import compute_embeddings
+
+    dataset, _, encoder, _ = ran
+    compute_embeddings(dataset.load_saved_view("vlsr-low-similarity"), "gt", "k2",
+                       encoder=encoder)
+    assert main(["delete-run", "--dataset", dataset.name]) == 1
+    assert ("Run 'k2' was made on the saved view 'vlsr-low-similarity', which goes too: that "
+            "run then has no view of its own (the vlsr commands ask for one with --view; the App's "
+            "forms and Python take the whole dataset).\n"
+            ) in capsys.readouterr().out
 
 
 def test_delete_run_lists_what_goes_and_deletes_only_with_yes(ran, capsys):
@@ -515,7 +538,7 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     dataset.save_view("s3-only", dataset.select(s3))
     assert main(["review", "accept-suggestion", "screwdriver", "--view", "s3-only",
                  "--dataset", name]) == 0
-    assert "accept suggestion screwdriver on 1 sample" in capsys.readouterr().out
+    assert "accept suggestion screwdriver on 1 sample; vlsr apply" in capsys.readouterr().out
     assert main(["review", "undo", "--dataset", name]) == 0  # never applied: nothing to write
     assert "undid edit #3: accept suggestion screwdriver on 1 sample; nothing to write: the " \
            "fields never showed it" in capsys.readouterr().out
@@ -562,8 +585,10 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     h1 = by_name(dataset, "id")["h1.png"]
     assert main(["review", "accept-suggestion", "drill", "--sample", zero, "--sample", h1,
                  "--dataset", name]) == 0
+    # (and a label never suggested to it, which the command line takes, is said to be so)
     assert ("accept suggestion drill on 1 sample; 1 sample without an image embedding (an "
-            "unreadable image) is left out; vlsr apply") in capsys.readouterr().out
+            "unreadable image) is left out; 'drill' is not among the sample's suggestions; vlsr "
+            "apply") in capsys.readouterr().out
     assert review_state(dataset, "vlsr").edits[-1].samples == (h1,)
 
 
@@ -593,7 +618,7 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
     assert ("note: it takes back 2 edits in force (#1, #2): it gives 3 labels the canonical label "
             "they had before the review") in capsys.readouterr().out
     assert main(["export", "--dataset", name, "--out", str(tmp_path / "early")]) == 0
-    assert "not in it: Run `vlsr apply` first to include them" in capsys.readouterr().out
+    assert "not in it: run `vlsr apply` first to include them" in capsys.readouterr().out
     assert main(["apply", "--dataset", name]) == 0
     finals = dict(zip(dataset.values("gt.classifications.label", unwind=True),
                       dataset.values("gt.classifications.vlsr_canonical", unwind=True)))
@@ -913,3 +938,37 @@ def test_a_grouped_dataset_runs_on_a_saved_view_of_one_slice(tmp_path, tiny_clip
     assert flat.count("vlsr_label") == dataset.select_group_slices("right").count("vlsr_label") == 3
     assert main(args + ["--view", "nope"]) == 2
     assert "no saved view 'nope'" in capsys.readouterr().err
+
+
+def test_a_run_made_on_a_saved_view_runs_on_it_again_without_view(dataset, tmp_path, tiny_clip,
+                                                                 capsys):
+    """Run again without --view, a run made on a saved view stays on it and says so (it was
+    widened to the whole dataset, embedding and clustering every sample)."""
+    from fake_clip import build
+
+    build(dataset, tmp_path / "images")
+    dataset.save_view("part", dataset.limit(5))
+    args = ["run", "--dataset", dataset.name, "--label-field", "gt"]
+    assert main([*args, "--view", "part", "--model", tiny_clip]) == 0
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"keeps the values it last used: --model {tiny_clip} --view part" in out
+    assert f"Run vlsr on {dataset.name} (saved view part): 5 samples" in out
+    assert dataset.count("vlsr_embedding") == 5
+    dataset.delete_saved_view("part")  # gone: asked for, not widened
+    assert main(args) == 2
+    assert "made on saved view 'part', which no longer exists: give another with --view" in \
+        capsys.readouterr().err
+
+
+def test_a_mistyped_flag_is_told_with_its_commands_usage(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--dataset", "x", "--label-field", "gt", "--modle", "./clip"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("usage: vlsr run ")
+    assert err.endswith("vlsr run: error: unrecognized arguments: --modle ./clip\n")
+    with pytest.raises(SystemExit):
+        main(["review", "show", "--dataset", "x", "--bogus"])
+    assert capsys.readouterr().err.endswith("vlsr review show: error: unrecognized arguments: "
+                                            "--bogus\n")

@@ -179,11 +179,19 @@ def test_crops_need_a_detections_field(main):
         compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), crops=True)
 
 
-def test_crops_need_full_resolution(photos):
+def test_crops_need_full_resolution(photos, tiny_clip, capsys):
+    from vlsr_core.cli import main
+    from vlsr_core.engine.params import ParamError
+
     dataset, images = photos
-    with pytest.raises(VLSRError, match="jpeg_draft"):
+    with pytest.raises(ParamError, match="jpeg_draft must be off with crops: crops are cut from "
+                                         "full-resolution pixels"):
         compute_embeddings(dataset, "gt", encoder=FakeEncoder(images, jpeg_draft=True), crops=True,
                            jpeg_draft=True)
+    assert main(["run", "--dataset", dataset.name, "--label-field", "gt", "--model", tiny_clip,
+                 "--crops", "--jpeg-draft"]) == 2  # named as its flag
+    assert capsys.readouterr().err == ("vlsr: error: --jpeg-draft must be off with crops: crops "
+                                       "are cut from full-resolution pixels\n")
 
 
 def test_crop_region_pads_squares_and_stays_inside():

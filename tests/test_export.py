@@ -404,3 +404,18 @@ def test_export_reports_its_progress_file_by_file(run, tmp_path, monkeypatch, ca
     assert main(["export", "--dataset", dataset.name, "--out", str(tmp_path / "cli"),
                  "--detections-field", "objects"]) == 0
     assert "export: 100%" in capsys.readouterr().err
+
+
+def test_the_command_keeps_progress_bars_out_of_what_it_prints(run, tmp_path):
+    """`vlsr export ... > log`: its own bar goes to stderr, and FiftyOne's COCO exporter drew
+    one on stdout, control characters and all, before the lines a script reads."""
+    import subprocess
+    import sys
+
+    dataset = run[0]
+    done = subprocess.run([sys.executable, "-m", "vlsr_core.cli", "export", "--dataset",
+                           dataset.name, "--out", str(tmp_path / "out"), "--detections-field",
+                           "objects"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stdout and done.stdout.startswith("wrote ")
+    assert "export: 100%" in done.stderr

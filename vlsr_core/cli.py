@@ -28,7 +28,11 @@ EPILOG = """examples:
 
 def main(argv=None):
     """Entry point of the ``vlsr`` console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # with the subcommand's usage (argparse gives the top level's: "vlsr command ...")
+        getattr(args, "command_parser", parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}")
     try:  # Ctrl-C at any moment, loading FiftyOne included, ends with a line, not a traceback
         return _main(args)
     except KeyboardInterrupt:
@@ -50,6 +54,8 @@ def main(argv=None):
 def _after_interrupt(args):
     """What a command interrupted keeps, and how to go on."""
     if args.func is _run:
+        if "fiftyone" not in sys.modules:  # (still loading: a run stored before is as it was)
+            return "; stopped before it began, nothing was changed: run the same command again"
         if not _run_stored(args):
             return "; nothing was stored yet: run the same command again to start"
         again = " without --recompute" if args.recompute else ""
@@ -97,9 +103,7 @@ def _early_run_problem(a):
 
 def _run_stored(args):
     """Whether run ``args.key`` has stored anything (its label embeddings, at least): not when
-    Ctrl-C came while FiftyOne or the model loaded, or the first labels were embedded."""
-    if "fiftyone" not in sys.modules:
-        return False
+    Ctrl-C came while the model loaded, or the first labels were embedded."""
     try:
         import fiftyone as fo
 
@@ -143,6 +147,9 @@ def _main(args):
         if problem:
             print(f"vlsr: error: {problem}", file=sys.stderr)
             return 2
+    # the commands draw their own bars, on stderr: FiftyOne's (on stdout) would mix control
+    # characters into what a script reads (`vlsr export ... > log`)
+    os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
     from fiftyone.core.service import ServiceException
 
     from .model.model_source import ModelLoadError  # (torch-free: export, review...)
@@ -215,8 +222,9 @@ def _parser():
 
     c = sub.add_parser("run", help="embed, score, cluster and merge; write the results to the dataset")
     _dataset_arg(c)
-    c.add_argument("--view", help="a saved view to run on (default: the whole dataset), e.g. one "
-                                  "image slice of a grouped dataset; apply and export then take it")
+    c.add_argument("--view", help="a saved view to run on (default: the one the run was made on, "
+                                  "for a new run the whole dataset), e.g. one image slice of a "
+                                  "grouped dataset; apply and export then take it")
     _run_args(c)
     c.set_defaults(func=_run)
 
@@ -260,7 +268,18 @@ def _parser():
     c.add_argument("--no-app", action="store_true",
                    help="do not launch the FiftyOne App (it is not launched without a terminal)")
     c.set_defaults(func=_demo)
+    _own_usage(p)
     return p
+
+
+def _own_usage(parser):
+    """Give each subcommand's namespace its own parser (``command_parser``), the deepest one
+    (``review show``) last, for the errors only the whole command line shows."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(command_parser=sub)
+                _own_usage(sub)
 
 
 REVIEW_ACTIONS = {  # command: (action, help, what --to is)
@@ -572,12 +591,20 @@ def _run(a, dataset=None, encoder=None):
     kept = [_as_given(spec, getattr(params, spec.name)) for params in (embed, score, merge)
             for spec in params.specs() if spec.recorded and spec.name not in vars(a)
             and getattr(params, spec.name) != spec.default]
+    view = getattr(a, "view", None)
+    if view:
+        samples = _saved_view(dataset, view)
+    elif run is not None:  # a run made on a saved view stays on it, as apply and export do
+        samples = _collection_of(dataset, a.key)
+        if samples is not dataset:
+            kept.append(f"--view {shlex.quote(samples.name)}")
+    else:
+        samples = dataset
     if kept:  # (so that a re-run never changes model or mode unnoticed, nor keeps them so)
         print(f"run {a.key!r} keeps the values it last used: {' '.join(kept)}")
     if run is not None and merge.mode != run.mode:
         print(f"run {a.key!r} was clustered in the {run.mode} mode: the clustering flags left "
               "out take the defaults of the " + merge.mode + " mode")
-    samples = _saved_view(dataset, a.view) if getattr(a, "view", None) else dataset
     bars = {stage: _bar(stage) for stage in ("embed", "score", "cluster")}
     report = run_vlsr(samples, a.label_field, a.key, embed, score, merge, recompute=a.recompute,
                       encoder=encoder, progress=lambda stage, f: bars[stage](f))
@@ -680,12 +707,14 @@ def _review_show(a):
             print(f"      ... and {row['labels'] - a.members} more (--members N lists more; "
                   "label_map.csv of vlsr export has every label)")
     if len(rows) > a.clusters:
-        print(f"\n... and {len(rows) - a.clusters} more clusters (--clusters N, --find TEXT)")
+        print(f"\n... and {_count(len(rows) - a.clusters, 'more cluster')} (--clusters N, "
+              "--find TEXT)")
 
 
 
 def _review_edit(a):
-    from .fo.review import ReviewError, add_edit, join_note, left_out, review_state
+    from .fo.review import (ReviewError, add_edit, join_note, left_out, not_suggested,
+                            review_state)
 
     dataset = _with_run(a.dataset, a.key)
     samples = list(getattr(a, "sample", []))
@@ -701,8 +730,8 @@ def _review_edit(a):
                     state=state)
     note = join_note(state, edit)
     joins = f" ({note})" if note else ""
-    print(f"edit #{edit.id}: {_plain(edit.describe())}{joins}{left_out(samples, edit)}; vlsr "
-          "apply writes it to the fields")
+    print(f"edit #{edit.id}: {_plain(edit.describe())}{joins}{left_out(samples, edit)}"
+          f"{not_suggested(dataset, a.key, edit)}; vlsr apply writes it to the fields")
 
 
 def _review_import(a):
@@ -766,10 +795,14 @@ def _saved_view(dataset, name):
 def _run_collection(name, key, view=None):
     """The saved view ``view``, else the collection run ``key`` of dataset ``name`` was made on
     (what apply and export take)."""
+    return _collection_of(_with_run(name, key), key, view)
+
+
+def _collection_of(dataset, key, view=None):
+    """:func:`_run_collection` of a loaded dataset."""
     from .fo.runs import run_collection
     from .fo.stages import VLSRError
 
-    dataset = _with_run(name, key)
     made_on = dataset.get_run_info(key).config.collection
     if view:
         return _saved_view(dataset, view)
@@ -808,7 +841,7 @@ def _export(a):
         if boxes:
             print("no COCO detections written: give --detections-field "
                   f"({', '.join(boxes)} here)")
-    print(export_note(collection._dataset, a.key, apply="Run `vlsr apply`"))
+    print(export_note(collection._dataset, a.key, apply="run `vlsr apply`"))
 
 
 def _demo(a):

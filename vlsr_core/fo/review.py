@@ -452,6 +452,24 @@ def left_out(samples, *edits):
             f"{'is' if n == 1 else 'are'} left out" if n else "")
 
 
+def not_suggested(dataset, key, edit):
+    """A suggestion decision's samples that were never suggested its label, in words ("" if
+    none): the command line takes any label of the vocabulary, where the App offers the
+    selected samples' suggestions."""
+    from fiftyone import ViewField as F
+
+    if edit.action not in SUGGESTION_ACTIONS or edit.label_ids:
+        return ""
+    field = f"{sample_fields(key)['suggestions']}.classifications.label"
+    n = len(edit.samples)
+    suggested = dataset.select(list(edit.samples)).match(F(field).contains(edit.label)).count()
+    if suggested == n:
+        return ""
+    if n == 1:
+        return f"; {quoted(edit.label)} is not among the sample's suggestions"
+    return f"; {quoted(edit.label)} is among the suggestions of {suggested} of the {n} samples"
+
+
 def _save_review(dataset, key, seen, edits):
     """Store ``edits`` as the review of run ``key``, unless its stored edits are no longer
     ``seen``, those the new ones were made from: one made or undone meanwhile in another window

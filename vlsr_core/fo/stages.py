@@ -188,8 +188,8 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     if params.crops and not path.endswith(".detections"):
         raise VLSRError(f"Crops need boxes: {label_field!r} is not a Detections field")
     if params.crops and params.jpeg_draft:
-        raise VLSRError("Crops are cut from full-resolution pixels: turn off jpeg_draft (fast JPEG "
-                        "decoding) to embed crops")
+        raise ParamError("jpeg_draft", "jpeg_draft must be off with crops: crops are cut from "
+                                       "full-resolution pixels")
     vocabulary, _ = _scan_labels(samples, path, sample_ids(samples))
     if not vocabulary and not any(usable(l) for l in samples._dataset.distinct(f"{path}.label")):
         # (unlabelled images of a labelled dataset are fine: they get suggestions)
