@@ -141,7 +141,9 @@ class VLSRPanel(foo.Panel):
         shown, s.page, s.pages, _ = page_of(rows, s.page, PAGE)
         s.n_clusters = len(rows)
         s.pairs = any(r.get("pair") for r in shown)
-        s.rare_note = rare_distance_note(state.label_map) if s.listing == "rare" else None
+        # (the text in the state: the App shows a markdown by its name from there)
+        s.rare_note = (f"*Distance*: {rare_distance_note(state.label_map)}"
+                       if s.listing == "rare" else None)
         cluster = self._selected_cluster(ctx, state)
         # the tables' rows live in the panel's state, which the App sends back with each event:
         # a row action (which only says the row's index) then acts on the row the curator saw,
@@ -452,7 +454,7 @@ class VLSRPanel(foo.Panel):
                        ("open", self.open_cluster, "Members", "list"),
                        ("show", self.show_cluster, "Show samples", "image")))
         if s.rare_note:
-            panel.md(f"*Distance*: {s.rare_note}", name="rare_note")
+            panel.md(s.rare_note, name="rare_note")
         _title(panel, s, "clusters_title")
         panel.list("clusters", types.Object(), view=rows)
         self._pager(panel, "pages", s.page, s.pages, self.previous_page, self.next_page)

@@ -718,14 +718,14 @@ def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_p
     where = ["--dataset", dataset.name, "--key", "tools"]
     assert main(["summary", *where]) == 0  # says where to walk them, and what kept them
     limit = dataset.load_run_results("tools").merge_steps["max_merge_distance"]
-    assert (f"Rare labels to review: 4 clusters under 10 samples had no neighbour whose labels "
-            f"all lie within {limit:.3f} of theirs and were kept as they are, e.g. Lathe "
+    assert (f"Rare labels to review: 4 clusters under 10 samples whose nearest cluster's labels "
+            f"did not all lie within {limit:.3f} of theirs were kept as they are, e.g. Lathe "
             "Information, drill, screwdriver, helmet (the panel's List: rare clusters, or vlsr "
             "review show --rare, gives the nearest cluster to each)") in capsys.readouterr().out
     assert main(["review", "show", "--rare", *where]) == 0
     out = capsys.readouterr().out
     # its distances are of the closest labels, which merging did not go by alone
-    assert ("(distance: the distance between their closest labels; merging joins two clusters "
+    assert ("(distance: between their closest labels; merging joins two clusters "
             f"only when all their labels lie within {limit:.3f} of each other)") in out
     lines = [l for l in out.splitlines() if ": nearest " in l]
     assert len(lines) in (2, 3, 4) and "  helmet (3 labels, 7 occurrences): nearest " in out
@@ -741,7 +741,7 @@ def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_p
     joined = shlex.split(command)[2]
     assert main(["summary", *where]) == 0
     out = capsys.readouterr().out
-    assert ("of theirs and were kept as they are; after the review edits, 3 clusters are rare, "
+    assert ("of theirs were kept as they are; after the review edits, 3 clusters are rare, "
             "e.g. ") in out
     examples = out.split("3 clusters are rare, e.g. ")[1].split(" (the panel's")[0].split(", ")
     assert len(examples) == 3 and joined not in examples
@@ -958,8 +958,10 @@ def test_a_run_made_on_a_saved_view_runs_on_it_again_without_view(dataset, tmp_p
     assert dataset.count("vlsr_embedding") == 5
     dataset.delete_saved_view("part")  # gone: asked for, not widened
     assert main(args) == 2
-    assert "made on saved view 'part', which no longer exists: give another with --view" in \
-        capsys.readouterr().err
+    assert ("made on saved view 'part', which no longer exists: give another with --view "
+            "(--view '' for the whole dataset)") in capsys.readouterr().err
+    assert main([*args, "--view", ""]) == 0  # the whole dataset, asked for
+    assert f"Run vlsr on {dataset.name}: {len(dataset)} samples" in capsys.readouterr().out
 
 
 def test_a_mistyped_flag_is_told_with_its_commands_usage(capsys):

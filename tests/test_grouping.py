@@ -146,9 +146,28 @@ def test_a_misspelling_one_edit_from_two_words_joins_the_nearer_and_keeps_them_a
             groups, _, typos, refused = lexical_groups(vocabulary, emb, guard=0.3,
                                                        unknown_words=counts)
             assert groups[1] == groups[nearer] != groups[farther]
-            assert (min(1, farther), max(1, farther)) in refused
             assert (min(1, nearer), max(1, nearer)) in typos
+            # a close pair kept apart so is not one for the images to judge (they would bridge)
+            assert (min(1, farther), max(1, farther)) not in refused
             assert groups[3] == groups[4] == groups[5]
+
+
+def test_no_spelling_rule_bridges_two_words_a_rule_refused_or_far_apart():
+    """"belt" / "bolt" are refused as a pair (a 4-letter word's typo guard): "bilt", near both,
+    does not bring them together. "electrone" is a typo of "electrode" and, by its word form
+    (a long word's final "e" dropped), of "electron": the word form does not bridge them."""
+    vocabulary = ["belt", "bilt", "bolt", "electrode", "electrone", "electron"]
+    emb = spread(len(vocabulary))
+    for middle, (one, d1), (other, d2) in ((1, (0, 0.06), (2, 0.07)), (4, (3, 0.08), (5, 0.1))):
+        emb[one] = near(emb[middle], d1, seed=middle)
+        toward = near(emb[middle], d2, seed=middle)  # the same side: the other one opposite
+        emb[other] = 2 * (toward @ emb[middle]) * emb[middle] - toward
+    # "bolt" 0.25 from "belt" (beyond their 0.15), "electron" 0.34 from "electrode" (beyond 0.3)
+    assert 0.15 < 1 - emb[0] @ emb[2] < 0.3 and 1 - emb[3] @ emb[5] > 0.3
+    for counts in (np.array([0, 1, 0, 0, 1, 0], dtype=np.float32), None):
+        groups, _, _, refused = lexical_groups(vocabulary, emb, guard=0.3, unknown_words=counts)
+        assert groups[0] == groups[1] != groups[2]
+        assert groups[3] == groups[4] != groups[5]
 
 
 def test_the_tight_guards_hold_only_between_words_the_tokenizer_knows():

@@ -57,7 +57,8 @@ def test_every_stage_is_refused_while_another_process_runs_one_and_free_once_it_
     dataset = ran[0]
     before = outputs(dataset)
     with held_elsewhere(dataset, "score labels") as proc:
-        busy = (r"Run 'vlsr' is busy: 'score labels' has been running since \d\d:\d\d:\d\d UTC "
+        busy = (r"Run 'vlsr' is busy: 'score labels' has been running since "
+                r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC "
                 rf"in process {proc.pid} on this machine \(last heard from \d+ s ago\); run "
                 "this again when it is done")
         for stage in (lambda: score_labels(dataset), lambda: cluster_and_merge(dataset),
@@ -101,6 +102,20 @@ def test_a_lease_not_renewed_for_its_time_to_live_is_taken_from_another_machine(
     assert leases_of(dataset) == 0
 
 
+def test_a_process_of_another_pid_namespace_on_this_host_is_not_judged_by_its_pid(ran):
+    """A container with the host's network has its name, not its process ids: a pid that
+    runs nowhere here says nothing of a lease taken there, renewed 2 s ago."""
+    dataset = ran[0]
+    now = lease._server_time()
+    lease._leases().insert_one(dict(
+        _id=lease._lease_id(dataset, "vlsr"), token="t", stage="score labels", host=lease.HOST,
+        machine=lease.HOST + "/another-boot/pid:[1]", pid=4_194_301, dataset=dataset.name,
+        key="vlsr", started=now, beat=now - timedelta(seconds=2)))
+    with pytest.raises(RunBusyError, match=f"in process 4194301 on {lease.HOST!r}"):
+        score_labels(dataset)
+    lease._leases().delete_many({"dataset": dataset.name})
+
+
 def test_the_process_holding_a_run_renews_its_lease(ran, monkeypatch):
     dataset = ran[0]
     monkeypatch.setattr(lease, "RENEW", 0.05)
@@ -123,10 +138,14 @@ def test_stages_within_a_held_run_go_on_and_another_thread_is_refused(ran):
 
     with run_lease(dataset, "vlsr", "vlsr run"):
         score_labels(dataset)  # (as run_vlsr calls it)
-        assert lease._leases().find_one({"dataset": dataset.name})["stage"] == "score labels"
-        thread = threading.Thread(target=other_thread)
-        thread.start()
-        thread.join()
+        with run_lease(dataset, "vlsr", "score labels"):  # named for its time, and timed so
+            stored = lease._leases().find_one({"dataset": dataset.name})
+            assert stored["stage"] == "score labels"
+            assert stored["stage_started"] >= stored["started"]
+            thread = threading.Thread(target=other_thread)
+            thread.start()
+            thread.join()
+        assert lease._leases().find_one({"dataset": dataset.name})["stage"] == "vlsr run"
     assert len(refused) == 1 and "'score labels' has been running" in refused[0]
     assert leases_of(dataset) == 0
 

@@ -569,7 +569,7 @@ def test_a_rare_cluster_joins_its_nearest_cluster_from_the_panel(dataset, tmp_pa
     # its distances are of the closest labels, which merging did not go by alone
     limit = dataset.load_run_results("vlsr").merge_steps["max_merge_distance"]
     assert panel.state["rare_note"] == (
-        "the distance between their closest labels; merging joins two clusters only when all "
+        "*Distance*: between their closest labels; merging joins two clusters only when all "
         f"their labels lie within {limit:.3f} of each other") and "rare_note" in str(panel.layout)
     label, target = rows[-1]["label"], rows[-1]["nearest"]
     from vlsr_core.fo.browse import cluster_rows

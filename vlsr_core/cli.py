@@ -223,8 +223,9 @@ def _parser():
     c = sub.add_parser("run", help="embed, score, cluster and merge; write the results to the dataset")
     _dataset_arg(c)
     c.add_argument("--view", help="a saved view to run on (default: the one the run was made on, "
-                                  "for a new run the whole dataset), e.g. one image slice of a "
-                                  "grouped dataset; apply and export then take it")
+                                  "for a new run the whole dataset; '': the whole dataset), e.g. "
+                                  "one image slice of a grouped dataset; apply and export then "
+                                  "take it")
     _run_args(c)
     c.set_defaults(func=_run)
 
@@ -357,7 +358,8 @@ def _review_args(c):
 
 def _view_arg(c):
     c.add_argument("--view", help="a saved view to work on (default: the collection the run was "
-                                  "made on: the dataset, or the saved view it was made on)")
+                                  "made on: the dataset, or the saved view it was made on; '': "
+                                  "the whole dataset)")
 
 
 def _path(text):
@@ -592,14 +594,12 @@ def _run(a, dataset=None, encoder=None):
             for spec in params.specs() if spec.recorded and spec.name not in vars(a)
             and getattr(params, spec.name) != spec.default]
     view = getattr(a, "view", None)
-    if view:
-        samples = _saved_view(dataset, view)
-    elif run is not None:  # a run made on a saved view stays on it, as apply and export do
-        samples = _collection_of(dataset, a.key)
-        if samples is not dataset:
+    if run is not None:  # a run made on a saved view stays on it, as apply and export do
+        samples = _collection_of(dataset, a.key, view)
+        if samples is not dataset and view is None:
             kept.append(f"--view {shlex.quote(samples.name)}")
     else:
-        samples = dataset
+        samples = _saved_view(dataset, view) if view else dataset
     if kept:  # (so that a re-run never changes model or mode unnoticed, nor keeps them so)
         print(f"run {a.key!r} keeps the values it last used: {' '.join(kept)}")
     if run is not None and merge.mode != run.mode:
@@ -799,19 +799,22 @@ def _run_collection(name, key, view=None):
 
 
 def _collection_of(dataset, key, view=None):
-    """:func:`_run_collection` of a loaded dataset."""
+    """:func:`_run_collection` of a loaded dataset (``view`` "": the whole dataset)."""
     from .fo.runs import run_collection
     from .fo.stages import VLSRError
 
     made_on = dataset.get_run_info(key).config.collection
+    if view == "":
+        return dataset
     if view:
         return _saved_view(dataset, view)
     if made_on == "":
         raise VLSRError(f"run {key!r} was made on an unsaved view, which cannot be found again: "
-                        "give a saved view holding its samples with --view")
+                        "give a saved view holding its samples with --view (--view '' for the "
+                        "whole dataset)")
     if made_on and not dataset.has_saved_view(made_on):
         raise VLSRError(f"run {key!r} was made on saved view {made_on!r}, which no longer "
-                        "exists: give another with --view")
+                        "exists: give another with --view (--view '' for the whole dataset)")
     return run_collection(dataset, key)
 
 

@@ -31,7 +31,8 @@ edit reshuffles, while two long words one edit apart are rarely two words ("para
 variants). Two groups holding a pair that a rule refused are
 not joined by a looser rule after it. Typos join nearest first, and a misspelling one edit from
 two known words ("drial": "drill", "dial") joins the nearer only, unless the two are close
-themselves ("jewelry", "jewellery"). Labels without a letter or digit are never grouped.
+themselves ("jewelry", "jewellery") and no rule refused them as a pair; so does a word form
+("electrone": "electrode", "electron"). Labels without a letter or digit are never grouped.
 """
 
 import re
@@ -233,14 +234,15 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
         if guarded is not None:
             ok = 1.0 - exact_dots(embeddings, embeddings, a, b) <= guarded
         if bridges is not None:
-            bridges.allow(a[ok], b[ok])
+            bridges.refuse(a[~ok], b[~ok])
+        bridged = []
         for k in np.flatnonzero(ok).tolist():
             i, j = int(a[k]), int(b[k])
             ri, rj = uf.find(i), uf.find(j)
             if ri == rj or rj in apart.get(ri, ()):  # a stricter rule refused one of their pairs
                 continue
             if bridges is not None and bridges(ri, rj):
-                ok[k] = False  # (refused as the guard refuses)
+                bridged.append((ri, rj))
                 continue
             uf.union(ri, rj)
             keep, gone = min(ri, rj), max(ri, rj)
@@ -252,9 +254,10 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
             if kind == "typo":
                 typos.append((i, j))
         # what this rule refused binds the looser rules after it (within one rule, two close
-        # spellings still join through a third that is far from one of them)
-        for i, j in zip(a[~ok].tolist(), b[~ok].tolist()):
-            refused.append((i, j))
+        # spellings still join through a third that is far from one of them); a bridge refused
+        # is no pair far to the encoder, for the images to judge (they would make the bridge)
+        refused.extend(zip(a[~ok].tolist(), b[~ok].tolist()))
+        for i, j in [*zip(a[~ok].tolist(), b[~ok].tolist()), *bridged]:
             ri, rj = uf.find(i), uf.find(j)
             if ri != rj:
                 apart.setdefault(ri, set()).add(rj)
@@ -287,9 +290,10 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
         # the nearest first: a misspelling one edit from two words joins the nearer
         order = np.argsort(1.0 - exact_dots(embeddings, embeddings, a, b), kind="stable")
         typo_pairs, guards = [typo_pairs[k] for k in order], guards[order]
-    link(typo_pairs, "typo", guards, _Bridges(uf, words, compact, unknown, embeddings, guard))
+    bridges = _Bridges(uf, words, compact, unknown, embeddings, guard)
+    link(typo_pairs, "typo", guards, bridges)
     link(key_pairs({i: _word_form(single[i]) for i in words}, previous=compact), "word form",
-         guard)
+         guard, bridges)
 
     roots = np.array([uf.find(i) for i in range(n)], dtype=np.int64)
     _, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
@@ -300,32 +304,33 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
 
 
 class _Bridges:
-    """Refuses a typo link that would put two words in one group through a misspelling one
-    edit from each ("drill" - "drial" - "dial"). Two compact forms that labels spell as known
-    words (every word held whole by the tokenizer; without ``unknown``, every label) share a
-    group only if they are a typo pair within its guard, or within ``guard`` of each other
-    ("jewelry" - "jewelery" - "jewellery": one word spelled two ways)."""
+    """Refuses a typo or word-form link that would put two known words (every word held whole
+    by the tokenizer; without ``unknown``, every label) in one group through a spelling near
+    each ("drill" - "drial" - "dial", "electrode" - "electrone" - "electron"), unless the two
+    lie within ``guard`` of each other ("jewelry" - "jewelery" - "jewellery": one word spelled
+    two ways) and are no pair a rule refused ("belt" - "bilt" - "bolt")."""
 
     def __init__(self, uf, words, compact, unknown, embeddings, guard):
-        self.compact, self.embeddings, self.guard, self.pairs = compact, embeddings, guard, set()
+        self.compact, self.embeddings, self.guard, self.refused = compact, embeddings, guard, set()
         self.known = {}  # group root -> {compact form of a known word: a label spelling it}
         for i in words:
             if unknown is None or unknown[i] == 0:
                 self.known.setdefault(uf.find(i), {}).setdefault(compact[i], i)
 
-    def allow(self, a, b):
-        """The typo pairs within their guards: their spellings may share a group."""
-        self.pairs = {frozenset((self.compact[i], self.compact[j]))
-                      for i, j in zip(a.tolist(), b.tolist())}
+    def refuse(self, a, b):
+        """Pairs of labels a rule's guard refused: their spellings never share a group."""
+        self.refused.update(frozenset((self.compact[i], self.compact[j]))
+                            for i, j in zip(a.tolist(), b.tolist()))
 
     def __call__(self, ri, rj):
         """Whether joining the groups of roots ``ri`` and ``rj`` is refused; if not, their
         known words are the kept root's."""
         a, b = self.known.get(ri, {}), self.known.get(rj, {})
-        far = [(i, j) for x, i in a.items() for y, j in b.items()
-               if x != y and frozenset((x, y)) not in self.pairs]
-        if far:
-            i, j = _ends(far)
+        pairs = [(x, y, i, j) for x, i in a.items() for y, j in b.items() if x != y]
+        if any(frozenset((x, y)) in self.refused for x, y, _, _ in pairs):
+            return True
+        if pairs:
+            i, j = _ends([(i, j) for _, _, i, j in pairs])
             if (1.0 - exact_dots(self.embeddings, self.embeddings, i, j) > self.guard).any():
                 return True
         self.known.pop(ri, None), self.known.pop(rj, None)

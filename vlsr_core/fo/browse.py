@@ -211,7 +211,7 @@ def rare_distance_note(label_map):
     cluster 0.004 from one label of a large cluster was not merged because other labels of
     that cluster lie far from it."""
     limit = merge_limit(label_map)
-    return "the distance between their closest labels" + (
+    return "between their closest labels" + (
         f"; merging joins two clusters only when all their labels lie within {limit:.3f} of "
         "each other" if limit is not None else "")
 

@@ -6,7 +6,8 @@ A lease is a document of the collection ``vlsr_leases`` in FiftyOne's database, 
 :data:`RENEW` seconds by a thread of the process holding it. It is free once released, once
 its process is gone (on this machine: its pid no longer runs, so ``kill -9`` frees it at once),
 or once nothing renewed it for :data:`TTL` seconds (a process on another machine that stopped).
-Times are the database server's, so machines with clocks apart agree.
+Times are the database server's, so machines with clocks apart agree; leases left by processes
+that stopped are deleted by the database an hour after their last renewal.
 """
 
 import functools
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import fiftyone.core.odm as foo
+import psutil
 from pymongo.errors import DuplicateKeyError
 
 logger = logging.getLogger(__name__)
@@ -28,8 +30,26 @@ COLLECTION = "vlsr_leases"
 TTL = 60.0  # seconds without renewal after which a lease is free
 RENEW = 10.0  # seconds between renewals
 HOST = socket.gethostname()
+FORGET = 3600  # seconds after its last renewal that the database deletes a lease
 
+
+def _machine():
+    """What tells this machine and its process ids from others': the host name and, on Linux,
+    the boot id and the pid namespace (containers with the host's network share its name,
+    not its process ids)."""
+    parts = [HOST]
+    for path, read in (("/proc/sys/kernel/random/boot_id", lambda p: open(p).read().strip()),
+                       ("/proc/self/ns/pid", os.readlink)):
+        try:
+            parts.append(read(path))
+        except OSError:
+            pass
+    return "/".join(parts)
+
+
+MACHINE = _machine()
 _held = threading.local()
+_indexed = []  # (the expiry index, made once a process)
 
 
 class RunBusyError(ValueError):
@@ -38,14 +58,18 @@ class RunBusyError(ValueError):
 
 
 def _leases_held():
-    """This thread's leases: id -> [token, depth]."""
+    """This thread's leases: id -> token."""
     if not hasattr(_held, "leases"):
         _held.leases = {}
     return _held.leases
 
 
 def _leases():
-    return foo.get_db_conn()[COLLECTION]
+    leases = foo.get_db_conn()[COLLECTION]
+    if not _indexed:
+        leases.create_index("beat", expireAfterSeconds=FORGET)
+        _indexed.append(True)
+    return leases
 
 
 def _lease_id(dataset, key):
@@ -56,22 +80,13 @@ def _server_time():
     return foo.get_db_conn().command("hello")["localTime"]  # (naive UTC, as pymongo reads dates)
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def _free(lease, now):
     """Whether ``lease`` (a stored document) no longer holds: not renewed for :data:`TTL`
-    seconds, or its process on this machine is gone."""
+    seconds, or its process on this machine is gone (``psutil.pid_exists``: ``os.kill(pid, 0)``
+    would end the process on Windows)."""
     if now - lease["beat"] > timedelta(seconds=TTL):
         return True
-    return lease["host"] == HOST and not _alive(lease["pid"])
+    return lease.get("machine") == MACHINE and not psutil.pid_exists(lease["pid"])
 
 
 def holder(dataset, key):
@@ -86,9 +101,10 @@ def holder(dataset, key):
 
 def running_note(lease):
     """Which stage holds a run, where and since when, as a curator reads it."""
-    where = "on this machine" if lease["host"] == HOST else f"on {lease['host']!r}"
+    where = "on this machine" if lease.get("machine") == MACHINE else f"on {lease['host']!r}"
     heard = max(0, round((_server_time() - lease["beat"]).total_seconds()))
-    return (f"{lease['stage']!r} has been running since {lease['started']:%H:%M:%S} UTC in "
+    since = lease.get("stage_started", lease["started"])
+    return (f"{lease['stage']!r} has been running since {since:%Y-%m-%d %H:%M:%S} UTC in "
             f"process {lease['pid']} {where} (last heard from {heard} s ago)")
 
 
@@ -105,8 +121,9 @@ def _take(dataset, key, stage):
     leases, lease_id = _leases(), _lease_id(dataset, key)
     for _ in range(5):  # (another process taking or releasing it meanwhile: look again)
         now = _server_time()
-        mine = dict(token=uuid.uuid4().hex, stage=stage, host=HOST, pid=os.getpid(),
-                    dataset=dataset.name, key=key, started=now, beat=now)
+        mine = dict(token=uuid.uuid4().hex, stage=stage, host=HOST, machine=MACHINE,
+                    pid=os.getpid(), dataset=dataset.name, key=key, started=now,
+                    stage_started=now, beat=now)
         try:
             leases.insert_one({"_id": lease_id, **mine})
             return mine["token"]
@@ -143,21 +160,24 @@ def _renew(lease_id, token, stop):
 @contextmanager
 def run_lease(dataset, key, stage):
     """Hold run ``key`` of ``dataset`` for ``stage`` (its name, as a curator reads it) while the
-    block runs. A thread holding it already (a stage inside :func:`run_vlsr`) enters again
-    and names its stage; any other holder alive raises :class:`RunBusyError`."""
+    block runs. A thread holding it already (a stage inside :func:`run_vlsr`) enters again,
+    naming its stage for that time; any other holder alive raises :class:`RunBusyError`."""
     held = _leases_held()
     lease_id = _lease_id(dataset, key)
     if lease_id in held:
-        token = held[lease_id][0]
-        _leases().update_one({"_id": lease_id, "token": token}, {"$set": {"stage": stage}})
-        held[lease_id][1] += 1
+        mine = {"_id": lease_id, "token": held[lease_id]}
+        before = _leases().find_one_and_update(
+            mine, {"$set": {"stage": stage, "stage_started": _server_time()}})
         try:
             yield
         finally:
-            held[lease_id][1] -= 1
+            if before is not None:
+                _leases().update_one(mine, {"$set": {
+                    "stage": before["stage"],
+                    "stage_started": before.get("stage_started", before["started"])}})
         return
     token = _take(dataset, key, stage)
-    held[lease_id] = [token, 1]
+    held[lease_id] = token
     stop = threading.Event()
     renewal = threading.Thread(target=_renew, args=(lease_id, token, stop), daemon=True,
                                name=f"vlsr-lease-{key}")
@@ -165,10 +185,12 @@ def run_lease(dataset, key, stage):
     try:
         yield
     finally:
-        stop.set()
-        renewal.join()
-        del held[lease_id]
-        _leases().delete_one({"_id": lease_id, "token": token})
+        try:
+            stop.set()
+            renewal.join()
+        finally:  # (a second Ctrl-C in the join: the lease is still given back)
+            del held[lease_id]
+            _leases().delete_one({"_id": lease_id, "token": token})
 
 
 def holds_run(stage):

@@ -299,11 +299,11 @@ def _rare_line(state, n_rare, floor, unit):
         rare = count(len(left), "cluster") if len(left) else "none"
         reviewed = f"; after the review edits, {rare} {'is' if len(left) <= 1 else 'are'} rare"
     limit = merge_limit(label_map)
-    theirs = "its" if n_rare == 1 else "theirs"
-    close = (f"neighbour whose labels all lie within {limit:.3f} of {theirs}"
-             if limit is not None else "close neighbour")
-    return (f"**Rare labels to review:** {count(n_rare, 'cluster')} under {floor} {unit} had no "
-            f"{close} and {'was' if n_rare == 1 else 'were'} kept as "
+    one = n_rare == 1
+    close = (f"whose nearest cluster's labels did not all lie within {limit:.3f} of "
+             f"{'its' if one else 'theirs'}" if limit is not None else "with no close neighbour")
+    return (f"**Rare labels to review:** {count(n_rare, 'cluster')} under {floor} {unit} "
+            f"{close} {'was' if one else 'were'} kept as "
             f"{'it is' if n_rare == 1 else 'they are'}{reviewed}" + (f", e.g. {shown}" if shown else "")
             + " (the panel's List: rare clusters, or `vlsr review show --rare`, gives the nearest "
               "cluster to each)")
