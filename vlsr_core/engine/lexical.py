@@ -224,17 +224,23 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
             return [(m[0], j) for m in (list(d.values()) for d in first.values()) for j in m[1:]]
         return [p for d in first.values() for p in combinations(d.values(), 2)]
 
-    def link(pairs, kind, guarded, bridges=None):
+    def link(pairs, kind, guarded, bridges=None, nearest_first=False):
         """Join the pairs within ``guarded`` (a distance, one per pair, or None: unguarded),
-        but those ``bridges(ri, rj)`` refuses (two groups whose union it forbids)."""
+        but those ``bridges(ri, rj)`` refuses (two groups whose union it forbids); the nearest
+        first if ``nearest_first`` (a misspelling one edit from two words joins the nearer)."""
         if not pairs:
             return
         a, b = _ends(pairs)
         ok = np.ones(a.size, dtype=bool)
         if guarded is not None:
-            ok = 1.0 - exact_dots(embeddings, embeddings, a, b) <= guarded
+            distance = 1.0 - exact_dots(embeddings, embeddings, a, b)
+            ok = distance <= guarded
+            if nearest_first:
+                order = np.argsort(distance, kind="stable")
+                a, b, ok = a[order], b[order], ok[order]
+        far = list(zip(a[~ok].tolist(), b[~ok].tolist()))
         if bridges is not None:
-            bridges.refuse(a[~ok], b[~ok])
+            bridges.refuse(far)
         bridged = []
         for k in np.flatnonzero(ok).tolist():
             i, j = int(a[k]), int(b[k])
@@ -256,8 +262,8 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
         # what this rule refused binds the looser rules after it (within one rule, two close
         # spellings still join through a third that is far from one of them); a bridge refused
         # is no pair far to the encoder, for the images to judge (they would make the bridge)
-        refused.extend(zip(a[~ok].tolist(), b[~ok].tolist()))
-        for i, j in [*zip(a[~ok].tolist(), b[~ok].tolist()), *bridged]:
+        refused.extend(far)
+        for i, j in [*far, *bridged]:
             ri, rj = uf.find(i), uf.find(j)
             if ri != rj:
                 apart.setdefault(ri, set()).add(rj)
@@ -277,21 +283,16 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
          guard if spacing_guard is None else spacing_guard)
     typo_pairs, lengths = _typo_pairs(single, normal)
     guards = guard * _typo_share(lengths)
-    if typo_pairs:
+    if unknown is not None and typo_pairs:
         a, b = _ends(typo_pairs)
-        if unknown is not None:
-            guards[unknown[a] != unknown[b]] = guard
-            if long_typo_guard is not None:
-                # every word split in both: the one the typo changes is (a share under 1 may
-                # come from another word)
-                long = ((np.asarray(lengths) >= LONG_TYPO_LENGTH) & (unknown[a] == 1)
-                        & (unknown[b] == 1))
-                guards[long] = long_typo_guard
-        # the nearest first: a misspelling one edit from two words joins the nearer
-        order = np.argsort(1.0 - exact_dots(embeddings, embeddings, a, b), kind="stable")
-        typo_pairs, guards = [typo_pairs[k] for k in order], guards[order]
+        guards[unknown[a] != unknown[b]] = guard
+        if long_typo_guard is not None:
+            # every word split in both: the one the typo changes is (a share under 1 may come
+            # from another word)
+            long = (np.asarray(lengths) >= LONG_TYPO_LENGTH) & (unknown[a] == 1) & (unknown[b] == 1)
+            guards[long] = long_typo_guard
     bridges = _Bridges(uf, words, compact, unknown, embeddings, guard)
-    link(typo_pairs, "typo", guards, bridges)
+    link(typo_pairs, "typo", guards, bridges, nearest_first=True)
     link(key_pairs({i: _word_form(single[i]) for i in words}, previous=compact), "word form",
          guard, bridges)
 
@@ -317,10 +318,9 @@ class _Bridges:
             if unknown is None or unknown[i] == 0:
                 self.known.setdefault(uf.find(i), {}).setdefault(compact[i], i)
 
-    def refuse(self, a, b):
+    def refuse(self, pairs):
         """Pairs of labels a rule's guard refused: their spellings never share a group."""
-        self.refused.update(frozenset((self.compact[i], self.compact[j]))
-                            for i, j in zip(a.tolist(), b.tolist()))
+        self.refused.update(frozenset((self.compact[i], self.compact[j])) for i, j in pairs)
 
     def __call__(self, ri, rj):
         """Whether joining the groups of roots ``ri`` and ``rj`` is refused; if not, their

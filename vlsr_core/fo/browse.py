@@ -191,19 +191,25 @@ def rare_clusters(label_map, min_size, by_samples=True):
     labels unless ``by_samples``), which merging left alone as rare. Clusters of labels kept
     out of the embedding steps (no letter, digits only, very long) are not among them, nor, in
     the paper's mode (which forces every small cluster into a neighbour), any cluster."""
-    steps = label_map.steps or {}  # a run's record (dict) or the engine's Steps
-    if (steps.get("mode") if isinstance(steps, dict) else steps.mode) == "paper":
+    if _step(label_map, "mode") == "paper":
         return np.zeros(len(label_map.representatives), dtype=bool)
     return (cluster_sizes(label_map, by_samples) < min_size) & np.array(
         [kept_apart_reason(r) is None for r in label_map.representatives], dtype=bool)
 
 
+def _step(label_map, name):
+    """What the merge steps of ``label_map`` recorded as ``name`` (a run's record is a dict,
+    the engine's :class:`~vlsr_core.engine.grouping.Steps` an object), or None."""
+    steps = label_map.steps or {}
+    return steps.get(name) if isinstance(steps, dict) else getattr(steps, name, None)
+
+
 def merge_limit(label_map):
     """The distance within which merging asked every pair of two clusters' labels to lie
     (None: the paper's mode, or a run that did not record it)."""
-    steps = label_map.steps or {}
-    get = steps.get if isinstance(steps, dict) else lambda name: getattr(steps, name, None)
-    return None if get("mode") == "paper" else get("max_merge_distance")
+    if _step(label_map, "mode") == "paper":
+        return None
+    return _step(label_map, "max_merge_distance")
 
 
 def rare_distance_note(label_map):

@@ -443,8 +443,8 @@ def what_goes(dataset, key):
                    "longer be scored, clustered or reviewed"
                    for k, field in inputs.items() if k != key and field in fields)
     read += "".join(f". Run {k!r} was made on the saved view {made_on!r}, which goes too: that "
-                    "run then has no view of its own (the vlsr commands ask for one with --view; the App's "
-                    "forms and Python take the whole dataset)"
+                    "run then has no view of its own (the vlsr commands ask for one with "
+                    "--view; the App's forms and Python take the whole dataset)"
                     for k in inputs if k != key
                     and (made_on := dataset.get_run_info(k).config.collection) in views)
     copies = [f for f in config.copies or [] if f in fields]
