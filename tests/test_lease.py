@@ -18,24 +18,35 @@ from vlsr_core.fo.export import export_run
 from vlsr_core.fo.lease import RunBusyError, run_lease
 from vlsr_core.fo.review import apply_review
 from vlsr_core.fo.runs import delete_run
-from vlsr_core.fo.stages import VLSRError, cluster_and_merge, score_labels
+from vlsr_core.fo.chunks import shards
+from vlsr_core.fo.stages import (
+    VLSRError,
+    cluster_and_merge,
+    compute_embeddings,
+    compute_image_embeddings,
+    finish_score_shards,
+    prepare_score_shards,
+    score_labels,
+    score_shard,
+)
 from vlsr_core.fo.summary import summarize_run
 
 HOLD = """
 import sys, time
 import fiftyone as fo
 from vlsr_core.fo.lease import run_lease
-with run_lease(fo.load_dataset(sys.argv[1]), "vlsr", sys.argv[2]):
+with run_lease(fo.load_dataset(sys.argv[1]), "vlsr", sys.argv[2], shared=sys.argv[3] == "shard"):
     print("held", flush=True)
     time.sleep(300)
 """
 
 
 @contextmanager
-def held_elsewhere(dataset, stage):
-    """Another process holding run 'vlsr' of ``dataset`` for ``stage``; killed on exit."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, dataset.name, stage],
-                            stdout=subprocess.PIPE, text=True)
+def held_elsewhere(dataset, stage, shard=False):
+    """Another process holding run 'vlsr' of ``dataset`` for ``stage`` (as one of its shards,
+    ``shard``); killed on exit."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, dataset.name, stage,
+                             "shard" if shard else "stage"], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "held"
         yield proc
@@ -85,6 +96,55 @@ def test_every_stage_is_refused_while_another_process_runs_one_and_free_once_it_
     assert leases_of(dataset) == 0
 
 
+def test_shards_of_a_stage_run_together_and_no_other_stage_runs_while_one_writes(ran, tmp_path):
+    """A stage started while shards write (a model switch clearing the embeddings a shard is
+    writing, a deletion, a scoring superseding theirs) is refused until the last one is gone;
+    the shards themselves run side by side."""
+    dataset, _, encoder, _ = ran
+    prepare_score_shards(dataset, "vlsr")
+    before = outputs(dataset)
+    with held_elsewhere(dataset, "score labels", shard=True) as first:
+        with held_elsewhere(dataset, "score labels", shard=True):
+            busy = (r"Run 'vlsr' is busy: 2 shards of 'score labels' have been running since "
+                    rf"\S+ \S+ UTC \(the first in process {first.pid} on this machine; last "
+                    r"heard from \d+ s ago\); run this again when it is done")
+            for stage in (lambda: compute_embeddings(dataset, "gt", encoder=encoder,
+                                                     recompute=True),
+                          lambda: score_labels(dataset), lambda: cluster_and_merge(dataset),
+                          lambda: apply_review(dataset),
+                          lambda: export_run(dataset, str(tmp_path / "x")),
+                          lambda: delete_run(dataset, "vlsr")):
+                with pytest.raises(RunBusyError, match=busy):
+                    stage()
+            assert outputs(dataset) == before and not (tmp_path / "x").exists()
+            assert "**Busy:** 2 shards of 'score labels' have been running" in summarize_run(
+                dataset, "vlsr")
+            parts = shards(dataset, 2)
+            assert score_shard(parts[0], "vlsr").n_samples > 0  # a shard beside them
+            assert leases_of(dataset) == 1
+        with pytest.raises(RunBusyError, match="a shard of 'score labels' has been running"):
+            score_labels(dataset)
+    score_shard(parts[1], "vlsr")
+    finish_score_shards(dataset, "vlsr")
+    assert leases_of(dataset) == 0
+    score_labels(dataset)
+
+
+def test_a_shard_is_refused_while_another_stage_runs(ran):
+    dataset, _, encoder, _ = ran
+    prepare_score_shards(dataset, "vlsr")
+    before = outputs(dataset), dataset.values("gt.classifications.vlsr_similarity")
+    with held_elsewhere(dataset, "compute embeddings"):
+        for shard in (lambda: score_shard(dataset, "vlsr"),
+                      lambda: compute_image_embeddings(dataset, "vlsr", encoder=encoder,
+                                                       recompute=True)):
+            with pytest.raises(RunBusyError, match="'compute embeddings' has been running since"):
+                shard()
+    assert (outputs(dataset), dataset.values("gt.classifications.vlsr_similarity")) == before
+    score_shard(dataset, "vlsr")
+    assert leases_of(dataset) == 0
+
+
 def test_a_lease_not_renewed_for_its_time_to_live_is_taken_from_another_machine(ran):
     dataset = ran[0]
     now = lease._server_time()
@@ -116,13 +176,19 @@ def test_a_process_of_another_pid_namespace_on_this_host_is_not_judged_by_its_pi
     lease._leases().delete_many({"dataset": dataset.name})
 
 
-def test_the_process_holding_a_run_renews_its_lease(ran, monkeypatch):
+@pytest.mark.parametrize("shard", [False, True])
+def test_the_process_holding_a_run_renews_its_lease(ran, monkeypatch, shard):
     dataset = ran[0]
     monkeypatch.setattr(lease, "RENEW", 0.05)
-    with run_lease(dataset, "vlsr", "score labels"):
-        first = lease._leases().find_one({"dataset": dataset.name})["beat"]
+
+    def beat():
+        stored = lease._leases().find_one({"dataset": dataset.name})
+        return stored["holders"][0]["beat"] if shard else stored["beat"]
+
+    with run_lease(dataset, "vlsr", "score labels", shared=shard):
+        first = beat()
         time.sleep(0.5)
-        assert lease._leases().find_one({"dataset": dataset.name})["beat"] > first
+        assert beat() > first
     assert leases_of(dataset) == 0
 
 
@@ -180,3 +246,11 @@ def test_the_panel_says_a_run_is_busy_until_refreshed_after(ran):
         assert "busy" in str(panel.layout)
     assert panel.event("refresh").state["busy"] is None
     assert "'busy'" not in str(panel.layout)
+
+
+def test_a_stage_inside_a_shard_of_its_run_is_an_error_not_a_silent_pass(ran):
+    dataset = ran[0]
+    with run_lease(dataset, "vlsr", "score labels", shared=True):
+        with pytest.raises(RuntimeError, match="'cluster and merge' cannot run inside a shard"):
+            cluster_and_merge(dataset)
+    assert leases_of(dataset) == 0

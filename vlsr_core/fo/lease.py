@@ -1,6 +1,7 @@
 """One stage of a run at a time: a stage holds its run's lease while it writes, so that a run
 started twice at once (two terminals, an operator executed twice) is refused in one line
-instead of both writing.
+instead of both writing. The shards of a stage (disjoint parts of its samples, written by
+several workers at once) share the lease: no other stage runs while one of them writes.
 
 A lease is a document of the collection ``vlsr_leases`` in FiftyOne's database, renewed every
 :data:`RENEW` seconds by a thread of the process holding it. It is free once released, once
@@ -58,7 +59,7 @@ class RunBusyError(ValueError):
 
 
 def _leases_held():
-    """This thread's leases: id -> token."""
+    """This thread's leases: id -> (token, whether shared)."""
     if not hasattr(_held, "leases"):
         _held.leases = {}
     return _held.leases
@@ -81,7 +82,7 @@ def _server_time():
 
 
 def _free(lease, now):
-    """Whether ``lease`` (a stored document) no longer holds: not renewed for :data:`TTL`
+    """Whether ``lease`` (a stored holder) no longer holds: not renewed for :data:`TTL`
     seconds, or its process on this machine is gone (``psutil.pid_exists``: ``os.kill(pid, 0)``
     would end the process on Windows)."""
     if now - lease["beat"] > timedelta(seconds=TTL):
@@ -89,14 +90,34 @@ def _free(lease, now):
     return lease.get("machine") == MACHINE and not psutil.pid_exists(lease["pid"])
 
 
+def _live(lease, now):
+    """The holders of a stored lease still alive: the stage holding it alone, or the shards
+    sharing it (a ``shared`` lease lists them in ``holders``)."""
+    holders = lease.get("holders") if lease.get("shared") else [lease]
+    return [h for h in holders if not _free(h, now)]
+
+
+def _as_one(lease, live):
+    """One holder standing for the ``live`` holders of ``lease``, as :func:`running_note` reads
+    it: the stage holding it, or for shards the first of them, with ``shards`` their number and
+    ``stages`` the names of their stages."""
+    if not lease.get("shared"):
+        return live[0]
+    first = min(live, key=lambda h: h["started"])
+    return {**first, "shards": len(live), "beat": max(h["beat"] for h in live),
+            "stages": sorted({h["stage"] for h in live})}
+
+
 def holder(dataset, key):
     """The stored lease of run ``key`` if another live process or thread holds it (a dict:
-    ``stage``, ``host``, ``pid``, ``started``, ``beat``), else None."""
+    ``stage``, ``host``, ``pid``, ``started``, ``beat``; for shards sharing it, the first one's
+    with ``shards``, their number), else None."""
     lease_id = _lease_id(dataset, key)
     if lease_id in _leases_held():
         return None
     lease = _leases().find_one({"_id": lease_id})
-    return None if lease is None or _free(lease, _server_time()) else lease
+    live = _live(lease, _server_time()) if lease else []
+    return _as_one(lease, live) if live else None
 
 
 def running_note(lease):
@@ -104,6 +125,12 @@ def running_note(lease):
     where = "on this machine" if lease.get("machine") == MACHINE else f"on {lease['host']!r}"
     heard = max(0, round((_server_time() - lease["beat"]).total_seconds()))
     since = lease.get("stage_started", lease["started"])
+    if "shards" in lease:
+        stages = " and ".join(repr(s) for s in lease["stages"])
+        what = ("a shard of {} has" if lease["shards"] == 1
+                else f"{lease['shards']} shards of {{}} have").format(stages)
+        return (f"{what} been running since {since:%Y-%m-%d %H:%M:%S} UTC (the first in process "
+                f"{lease['pid']} {where}; last heard from {heard} s ago)")
     return (f"{lease['stage']!r} has been running since {since:%Y-%m-%d %H:%M:%S} UTC in "
             f"process {lease['pid']} {where} (last heard from {heard} s ago)")
 
@@ -115,39 +142,53 @@ def busy_message(key, lease):
             "it was last heard from on another")
 
 
-def _take(dataset, key, stage):
-    """Store a new lease of run ``key`` for ``stage`` in place of none or of a free one;
-    its token. Raises :class:`RunBusyError` if a live process holds the run."""
+def _take(dataset, key, stage, shared):
+    """Store a lease of run ``key`` for ``stage`` in place of none or of a free one, or, for a
+    ``shared`` one (a shard), join the shards holding it; its token. Raises
+    :class:`RunBusyError` if a live process holds the run otherwise."""
     leases, lease_id = _leases(), _lease_id(dataset, key)
     for _ in range(5):  # (another process taking or releasing it meanwhile: look again)
         now = _server_time()
         mine = dict(token=uuid.uuid4().hex, stage=stage, host=HOST, machine=MACHINE,
-                    pid=os.getpid(), dataset=dataset.name, key=key, started=now,
-                    stage_started=now, beat=now)
+                    pid=os.getpid(), started=now, stage_started=now, beat=now)
+        if shared:
+            if leases.update_one({"_id": lease_id, "shared": True},
+                                 {"$push": {"holders": mine}, "$set": {"beat": now}}).matched_count:
+                return mine["token"]
+            record = dict(shared=True, holders=[mine], beat=now, dataset=dataset.name, key=key)
+        else:
+            record = dict(mine, dataset=dataset.name, key=key)
         try:
-            leases.insert_one({"_id": lease_id, **mine})
+            leases.insert_one({"_id": lease_id, **record})
             return mine["token"]
         except DuplicateKeyError:
             pass
         lease = leases.find_one({"_id": lease_id})
-        if lease is None:
+        if lease is None or (shared and lease.get("shared")):
             continue
-        if not _free(lease, now):
-            raise RunBusyError(busy_message(key, lease))
-        if leases.replace_one({"_id": lease_id, "token": lease["token"]}, mine).matched_count:
+        live = _live(lease, now)
+        if live:
+            raise RunBusyError(busy_message(key, _as_one(lease, live)))
+        # (as read: the same holder, and for shards the same ones as read, none alive)
+        same = {"token": lease.get("token"), "holders": lease.get("holders")}
+        if leases.replace_one({"_id": lease_id, **same}, record).matched_count:
             logger.info("Run %r: took over the lease of %r (process %s on %s, last heard from "
-                        "at %s)", key, lease["stage"], lease["pid"], lease["host"], lease["beat"])
+                        "at %s)", key, lease.get("stage", "shards"), lease.get("pid"),
+                        lease.get("host"), lease["beat"])
             return mine["token"]
     raise RunBusyError(f"Run {key!r} is busy: other processes keep starting and stopping its "
                        "stages; run this again when they are done")
 
 
-def _renew(lease_id, token, stop):
+def _renew(lease_id, token, shared, stop):
     """Renew the lease every :data:`RENEW` seconds until ``stop`` is set."""
+    if shared:
+        mine, beat = {"_id": lease_id, "holders.token": token}, {"holders.$.beat": True, "beat": True}
+    else:
+        mine, beat = {"_id": lease_id, "token": token}, {"beat": True}
     while not stop.wait(RENEW):
         try:
-            renewed = _leases().update_one({"_id": lease_id, "token": token},
-                                           {"$currentDate": {"beat": True}}).matched_count
+            renewed = _leases().update_one(mine, {"$currentDate": beat}).matched_count
         except Exception as e:  # noqa: BLE001 (the database away for a moment: try again)
             logger.warning("Could not renew the lease of %s: %s", lease_id, e)
             continue
@@ -157,15 +198,30 @@ def _renew(lease_id, token, stop):
             return
 
 
+def _release(lease_id, token, shared):
+    if not shared:
+        _leases().delete_one({"_id": lease_id, "token": token})
+        return
+    _leases().update_one({"_id": lease_id}, {"$pull": {"holders": {"token": token}}})
+    _leases().delete_one({"_id": lease_id, "shared": True, "holders": {"$size": 0}})
+
+
 @contextmanager
-def run_lease(dataset, key, stage):
+def run_lease(dataset, key, stage, shared=False):
     """Hold run ``key`` of ``dataset`` for ``stage`` (its name, as a curator reads it) while the
-    block runs. A thread holding it already (a stage inside :func:`run_vlsr`) enters again,
-    naming its stage for that time; any other holder alive raises :class:`RunBusyError`."""
+    block runs; ``shared``: with the other shards of a stage, which hold it so too. A thread
+    holding it already (a stage inside :func:`run_vlsr`) enters again, naming its stage for that
+    time; any other holder alive raises :class:`RunBusyError`."""
     held = _leases_held()
     lease_id = _lease_id(dataset, key)
     if lease_id in held:
-        mine = {"_id": lease_id, "token": held[lease_id]}
+        token, held_shared = held[lease_id]
+        if held_shared and not shared:
+            raise RuntimeError(f"{stage!r} cannot run inside a shard of run {key!r}")
+        if held_shared or shared:  # (a shard's own part: the name of the shard stays)
+            yield
+            return
+        mine = {"_id": lease_id, "token": token}
         before = _leases().find_one_and_update(
             mine, {"$set": {"stage": stage, "stage_started": _server_time()}})
         try:
@@ -176,10 +232,10 @@ def run_lease(dataset, key, stage):
                     "stage": before["stage"],
                     "stage_started": before.get("stage_started", before["started"])}})
         return
-    token = _take(dataset, key, stage)
-    held[lease_id] = token
+    token = _take(dataset, key, stage, shared)
+    held[lease_id] = token, shared
     stop = threading.Event()
-    renewal = threading.Thread(target=_renew, args=(lease_id, token, stop), daemon=True,
+    renewal = threading.Thread(target=_renew, args=(lease_id, token, shared, stop), daemon=True,
                                name=f"vlsr-lease-{key}")
     renewal.start()
     try:
@@ -190,12 +246,12 @@ def run_lease(dataset, key, stage):
             renewal.join()
         finally:  # (a second Ctrl-C in the join: the lease is still given back)
             del held[lease_id]
-            _leases().delete_one({"_id": lease_id, "token": token})
+            _release(lease_id, token, shared)
 
 
-def holds_run(stage):
+def holds_run(stage, shared=False):
     """Decorate a stage function ``f(samples, ..., key=..., ...)`` to run holding the lease of
-    its run (:func:`run_lease`)."""
+    its run (:func:`run_lease`), ``shared`` for a shard."""
 
     def decorate(function):
         signature = inspect.signature(function)
@@ -205,7 +261,7 @@ def holds_run(stage):
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             samples = bound.arguments["samples"]
-            with run_lease(samples._dataset, bound.arguments["key"], stage):
+            with run_lease(samples._dataset, bound.arguments["key"], stage, shared):
                 return function(*args, **kwargs)
 
         return wrapper

@@ -327,6 +327,7 @@ def _count_unknown_words(results, encoder, label_model, recount):
     return True
 
 
+@holds_run("compute embeddings", shared=True)
 def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encoder=None,
                              device="auto", num_workers=None, max_pixels=None, progress=None):
     """Embed the images of ``samples`` for an existing run, with the run's model, prompt, JPEG
@@ -335,7 +336,8 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     ``max_pixels`` (see :class:`EmbedParams`).
 
     The image half of :func:`compute_embeddings`; it writes sample fields only, so several
-    processes may run it at once on disjoint views of one dataset (one shard each).
+    processes may run it at once on disjoint views of one dataset (one shard each), sharing
+    the run's lease: no other stage of the run starts while one of them writes.
 
     Returns:
         an :class:`EmbeddingReport`.
@@ -541,7 +543,8 @@ def prepare_score_shards(samples, key=DEFAULT_KEY, params=None, *, batch="shards
     :func:`score_shard` on disjoint parts of ``samples`` (:func:`~vlsr_core.fo.chunks.shards`), in
     any processes, and :func:`finish_score_shards` once on ``samples`` after all of them, each
     with the same ``batch`` name: a later scoring of the run supersedes the batch, and its
-    shards then refuse to write.
+    shards then refuse to write. The shards share the run's lease (:mod:`.lease`): no other
+    stage of the run starts while one of them writes.
 
     Returns the number of vocabulary labels.
     """
@@ -553,6 +556,7 @@ def prepare_score_shards(samples, key=DEFAULT_KEY, params=None, *, batch="shards
     return len(run.vocabulary)
 
 
+@holds_run("score labels", shared=True)
 def score_shard(samples, key=DEFAULT_KEY, *, batch="shards", progress=None):
     """Score the labels of ``samples``, one shard of the collection :func:`prepare_score_shards`
     prepared, against its vocabulary and with its parameters; writes sample fields and label
@@ -800,6 +804,7 @@ def prepare_cluster_shards(samples, key=DEFAULT_KEY, params=None, *, batch="shar
                     f"shards:{batch}")[1].label_map
 
 
+@holds_run("cluster and merge", shared=True)
 def cluster_shard(samples, key=DEFAULT_KEY, *, batch="shards", progress=None):
     """Write the label map :func:`prepare_cluster_shards` stored onto ``samples``, one shard of
     its collection: canonical labels and clusters on every label, the canonical label sets and
