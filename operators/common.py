@@ -17,8 +17,6 @@ from vlsr_core.fo.runs import (
     list_vlsr_runs,
     output_problem,
     run_collection,
-    sharded_note,
-    sharded_stages,
     stage_activity,
 )
 from vlsr_core.wording import SHORT, one_line
@@ -137,6 +135,8 @@ def new_run_key_input(ctx, inputs, label_field):
     problem = output_problem(ctx.dataset, key, label_field)
     if problem:
         prop.invalid, prop.error_message = True, problem
+    elif ctx.dataset.has_run(key):
+        run_status(ctx, inputs, key)
     return key
 
 
@@ -165,8 +165,17 @@ def run_key_choice(ctx, inputs, action, preselect=True):
     key = chosen_run_key(ctx) if preselect else ctx.params.get("key")
     if not preselect and key not in keys:
         return None
-    config = ctx.dataset.get_run_info(key).config if key in keys else None
-    running, stopped = stage_activity(ctx.dataset, key) if config else (None, [])
+    if key in keys:
+        run_status(ctx, inputs, key)
+    return key
+
+
+def run_status(ctx, inputs, key):
+    """Warnings on the state of existing run ``key``: a stage running (the run is busy), stages
+    stopped part-way, stages in progress as delegated shards."""
+    from .run_shard import shard_note
+
+    running, stopped = stage_activity(ctx.dataset, key)
     if running:
         inputs.view("running", types.Warning(
             label=f"Run {key!r} is busy: {running_note(running)}; executing this now is "
@@ -175,10 +184,9 @@ def run_key_choice(ctx, inputs, action, preselect=True):
         inputs.view("incomplete", types.Warning(
             label=f"Run {key!r}: {' and '.join(stopped)} stopped part-way; its fields mix old "
                   "and new results until it is run again"))
-    sharded = sharded_stages(config) if config else []
+    sharded = shard_note(ctx.dataset, key)
     if sharded:
-        inputs.view("sharded", types.Warning(label=f"Run {key!r}: {sharded_note(sharded)}"))
-    return key
+        inputs.view("sharded", types.Warning(label=f"Run {key!r}: {sharded}"))
 
 
 def param_inputs(ctx, inputs, cls, base=None, unchecked=(), checks=None, hidden=()):

@@ -5,7 +5,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
-from .common import done, reported, run_key_choice
+from .common import delegable, done, run_key_choice
 
 
 class DeleteRun(foo.Operator):
@@ -18,6 +18,7 @@ class DeleteRun(foo.Operator):
                         "VLSR run",
             icon="delete",
             dynamic=True,
+            execute_as_generator=True,  # (a refusal is then shown as a message, not a traceback)
         )
 
     def resolve_input(self, ctx):
@@ -35,7 +36,7 @@ class DeleteRun(foo.Operator):
                 prop.invalid, prop.error_message = True, "Tick the box to confirm the deletion"
         return types.Property(inputs, view=types.View(label=self.config.label))
 
-    @reported
+    @delegable
     def execute(self, ctx):
         from vlsr_core.fo.runs import delete_run, saved_view_names
 
@@ -44,8 +45,8 @@ class DeleteRun(foo.Operator):
         shown = ctx.request_params.get("view_name") in saved_view_names(key).values()
         delete_run(ctx.dataset, key)
         if shown:  # the App would keep the deleted view's name in its URL, and its stages
-            ctx.ops.set_view(view=ctx.dataset.view())
+            yield ctx.ops.set_view(view=ctx.dataset.view())
         else:
-            ctx.ops.reload_dataset()
-        done(ctx, f"Deleted VLSR run {key!r}")
+            yield ctx.ops.reload_dataset()
+        yield from done(ctx, f"Deleted VLSR run {key!r}")
         return dict(deleted=key)

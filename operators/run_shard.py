@@ -5,10 +5,11 @@ Each shard is a delegated operation on a disjoint range of sample ids, so any nu
 with a global last part (scoring: the threshold and the review views; clustering: the changed
 view) has it run by the shard that finishes last. Which one that is is decided by atomic updates
 of the batch's record in MongoDB, so that it runs once whatever the order of the shards: a
-shard run again, or one that failed and is re-run from the App's runs page, counts once.
+shard run again, or one that failed and is run again (``fiftyone delegated rerun``), counts once.
 """
 
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
@@ -21,6 +22,7 @@ from .common import PLUGIN
 URI = PLUGIN + "run_shard"
 BATCHES = "vlsr_shard_batches"  # MongoDB collection: a batch's shards done, and who finishes
 STAGES = {"embed": "embed images", "score": "score labels", "cluster": "write the label map"}
+LEASED_AS = {"embed": "compute embeddings", "score": "score labels", "cluster": "cluster and merge"}
 
 
 class RunShard(foo.Operator):
@@ -47,33 +49,41 @@ class RunShard(foo.Operator):
 
     def execute(self, ctx):
         from vlsr_core.fo import stages
+        from vlsr_core.fo.lease import run_lease
 
         p = ctx.params
         stage, key, shard, batch = p["stage"], p.get("key", DEFAULT_KEY), p.get("shard", "1/1"), p.get("batch")
         label = f"{STAGES[stage].capitalize()}, shard {shard}"
         progress = lambda f: ctx.set_progress(progress=f, label=label)  # noqa: E731
         view = ctx.target_view()
-        if stage == "embed":
-            report = stages.compute_image_embeddings(
-                view, key, recompute=p.get("recompute", False), device=p.get("device") or "auto",
-                max_pixels=p.get("max_pixels"), progress=progress)
-            return dict(summary=report.summary(), n_embedded=report.n_embedded,
-                        n_failed=len(report.failures))
-        if stage == "score":
-            result = dict(summary=stages.score_shard(view, key, batch=batch, progress=progress).summary())
-        else:
-            n = stages.cluster_shard(view, key, batch=batch, progress=progress)
-            result = dict(summary=f"wrote the label map on {count(n, 'sample')}")
+        # (tagged: the forms tell a shard heard from from one whose worker stopped)
+        lease = dict(key=key, stage=LEASED_AS[stage], tag=_tag(batch, shard))
+        with run_lease(ctx.dataset, shared=True, **lease):
+            if stage == "embed":
+                report = stages.compute_image_embeddings(
+                    view, key, recompute=p.get("recompute", False),
+                    device=p.get("device") or "auto", max_pixels=p.get("max_pixels"),
+                    progress=progress)
+                return dict(summary=report.summary(), n_embedded=report.n_embedded,
+                            n_failed=len(report.failures))
+            if stage == "score":
+                result = dict(summary=stages.score_shard(view, key, batch=batch,
+                                                         progress=progress).summary())
+            else:
+                n = stages.cluster_shard(view, key, batch=batch, progress=progress)
+                result = dict(summary=f"wrote the label map on {count(n, 'sample')}")
         if _done_and_last(batch, shard):
             try:
                 target = _view(ctx, p["target"])
-                if stage == "score":
-                    low = stages.finish_score_shards(target, key, batch=batch)
-                    result["finished"] = (f"all shards scored; labels below {low:.3f} count as "
-                                          "low; the review views are saved")
-                else:
-                    stages.finish_cluster_shards(target, key, batch=batch)
-                    result["finished"] = "all shards written; the view of changed samples is saved"
+                with run_lease(ctx.dataset, **lease):
+                    if stage == "score":
+                        low = stages.finish_score_shards(target, key, batch=batch)
+                        result["finished"] = (f"all shards scored; labels below {low:.3f} count "
+                                              "as low; the review views are saved")
+                    else:
+                        stages.finish_cluster_shards(target, key, batch=batch)
+                        result["finished"] = ("all shards written; the view of changed samples "
+                                              "is saved")
             except BaseException:
                 _batches().update_one({"_id": batch}, {"$set": {"finishing": False}})
                 raise
@@ -114,6 +124,60 @@ def queue_shards(ctx, view, n_shards, stage, key, batch=None, **params):
         )
         queued.append(str(op.id))
     return queued
+
+
+def shard_note(dataset, key):
+    """How far the stages of run ``key`` in progress as delegated shards got, shard by shard
+    as FiftyOne lists them, with what to run for a failed shard or one whose worker stopped;
+    None if no stage is in shards."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    from vlsr_core.fo.lease import TTL, live_tags
+    from vlsr_core.fo.runs import STAGE_NAMES
+
+    states = dataset.get_run_info(key).config.stages or {}
+    batches = {stage: state.split(":", 1)[1] for stage, state in states.items()
+               if state.startswith("shards:")}
+    if not batches:
+        return None
+    ops = DelegatedOperationService().list_operations(operator=URI, dataset_id=dataset._doc.id)
+    heard, now = live_tags(dataset, key), datetime.now(timezone.utc).replace(tzinfo=None)
+    notes = []
+    for stage, batch in batches.items():
+        latest = {}  # shard -> its last operation (a shard run again is a new one)
+        for op in sorted(ops, key=lambda o: o.queued_at or now):
+            params = op.context.request_params.get("params", {}) if op.context else {}
+            if params.get("batch") == batch:
+                latest[params.get("shard")] = op
+        name = STAGE_NAMES[stage]
+        if not latest:  # (shards run from Python)
+            notes.append(f"*{name}* runs in shards: the last shard to finish completes it.")
+            continue
+        tally, todo = {}, []
+        for shard, op in sorted(latest.items()):
+            state = op.run_state
+            if state == "running" and _tag(batch, shard) not in heard and (
+                    op.started_at and now - op.started_at > timedelta(seconds=TTL)):
+                state = "not heard from"
+                todo.append(f"shard {shard} has not been heard from since it started at "
+                            f"{op.started_at:%H:%M:%S} UTC (its worker stopped?): "
+                            f"`fiftyone delegated fail {op.id}`, then `fiftyone delegated rerun "
+                            f"{op.id}`")
+            elif state == "failed":
+                error = ((op.result.error if op.result else None) or "").strip().splitlines()
+                todo.append(f"shard {shard} failed ({error[-1][:160] if error else 'no error kept'})"
+                            f": `fiftyone delegated rerun {op.id}`")
+            tally[state] = tally.get(state, 0) + 1
+        n = shard.split("/")[-1]
+        parts = ", ".join(f"{k} {'done' if s == 'completed' else s}" for s, k in tally.items())
+        notes.append(f"*{name}* runs as {n} delegated shards ({parts}); the last to finish "
+                     f"completes it." + "".join(f" {t[0].upper()}{t[1:]}." for t in todo))
+    return (" ".join(notes) + " Running a stage again starts over, and its pending shards then "
+            "write nothing.")
+
+
+def _tag(batch, shard):
+    return f"{batch}:{shard}"
 
 
 def new_batch():

@@ -53,6 +53,22 @@ class VLSRPanel(foo.Panel):
         else:
             ctx.panel.state.scope = _scope(ctx, ctx.panel.state.key)
 
+    @staticmethod
+    def _busy(dataset, key):
+        """What runs on ``key`` now: a stage (Apply is refused), or stages in progress as
+        delegated shards; None if nothing."""
+        from vlsr_core.fo.lease import running_note
+        from vlsr_core.fo.runs import stage_activity
+
+        from .run_shard import shard_note
+
+        running = stage_activity(dataset, key)[0]
+        if running:
+            return (f"**Busy:** {running_note(running)}: Apply is refused until it is done, and "
+                    "*Refresh* then shows what it changed")
+        sharded = shard_note(dataset, key)
+        return f"**In progress:** {sharded}" if sharded else None
+
     def _state(self, ctx):
         """The run's review state, or None with the reason in ``panel.state.problem``."""
         from vlsr_core.fo.review import ReviewError, cached_review_state
@@ -90,9 +106,7 @@ class VLSRPanel(foo.Panel):
         from vlsr_core.fo.browse import (cluster_rows, join_choices, member_rows, merge_steps,
                                          page_of, count_rare, rare_distance_note, rare_rows,
                                          score_histogram)
-        from vlsr_core.fo.lease import running_note
         from vlsr_core.fo.review import copy_note, run_copies_outdated
-        from vlsr_core.fo.runs import stage_activity
         from vlsr_core.fo.summary import joins_to_check
 
         state = self._state(ctx)
@@ -110,11 +124,9 @@ class VLSRPanel(foo.Panel):
                 y=hist.counts, marker=dict(color="#ff6d04"),
                 hovertemplate="score %{x:.3f}: %{y} labels<extra></extra>")] if hist else []
         s.scope = _scope(ctx, key) if state is not None else None
+        s.busy = self._busy(ctx.dataset, key) if key is not None else None
         if state is None:
             return
-        running = stage_activity(ctx.dataset, key)[0]
-        s.busy = (f"**Busy:** {running_note(running)}: Apply is refused until it is done, and "
-                  "*Refresh* then shows what it changed") if running else None
         s.status = state.summary() + "".join(
             f"; {copy_note(name, n)}" for name, n in run_copies_outdated(ctx.dataset, key, state))
         # in the state, as the other tables: the App shows its state and data merged, a list
@@ -356,6 +368,8 @@ class VLSRPanel(foo.Panel):
             panel.enum("key", runs.values(), default=s.key, view=runs, on_change=self.on_change_key)
         if s.problem:
             panel.md(s.problem, name="problem")
+            if s.busy:
+                panel.md(s.busy, name="busy")
             self._histogram(panel, s)  # a run scored, not clustered yet
             return types.Property(panel, view=types.GridView(orientation="vertical"))
 

@@ -10,7 +10,9 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from test_operators import form
+from fiftyone.operators.executor import ExecutionContext, Executor
+from fiftyone.operators.registry import OperatorRegistry
+from test_operators import URI, form
 
 from vlsr_core.cli import main as cli
 from vlsr_core.fo import lease
@@ -122,7 +124,7 @@ def test_shards_of_a_stage_run_together_and_no_other_stage_runs_while_one_writes
             parts = shards(dataset, 2)
             assert score_shard(parts[0], "vlsr").n_samples > 0  # a shard beside them
             assert leases_of(dataset) == 1
-        with pytest.raises(RunBusyError, match="a shard of 'score labels' has been running"):
+        with pytest.raises(RunBusyError, match=r"a shard of .score labels. has been running since \S+ \S+ UTC \(in process \d+ on this machine; last heard"):
             score_labels(dataset)
     score_shard(parts[1], "vlsr")
     finish_score_shards(dataset, "vlsr")
@@ -228,11 +230,22 @@ def test_the_forms_say_a_run_is_busy_and_which_stage_runs(ran):
     dataset = ran[0]
     assert "running" not in form("cluster_and_merge", dataset)["type"]["properties"]
     with held_elsewhere(dataset, "apply the review"):
-        for name in ("cluster_and_merge", "score_labels", "apply_review", "delete_run"):
+        for name in ("compute_embeddings", "cluster_and_merge", "score_labels", "apply_review",
+                     "delete_run"):
             props = form(name, dataset, key="vlsr")["type"]["properties"]
             assert re.match(r"Run 'vlsr' is busy: 'apply the review' has been running since .*; "
                             "executing this now is refused until it is done",
                             props["running"]["view"]["label"]), name
+        # executed anyway: the App shows the refusal as a message, not a traceback
+        ctx = ExecutionContext(request_params=dict(dataset_name=dataset.name, params=dict(
+            key="vlsr", confirm=True)), executor=Executor())
+        with pytest.raises(RunBusyError):
+            list(OperatorRegistry().get_operator(URI + "delete_run").execute(ctx))
+        told = {r["operator_uri"]: r["params"] for r in ctx.executor.to_json()["requests"]}
+        assert told["notify"]["message"].startswith(
+            "VLSR: delete run failed: Run 'vlsr' is busy: 'apply the review' has been running")
+        assert told["show_output"]["results"]["error"] == told["notify"]["message"]
+    assert dataset.has_run("vlsr")
 
 
 def test_the_panel_says_a_run_is_busy_until_refreshed_after(ran):

@@ -61,6 +61,12 @@ def requests(result):
     return [r["operator_uri"] for r in result.executor.to_json()["requests"]]
 
 
+def said(result):
+    """The last message an operator's run told the curator."""
+    return [r["params"]["message"] for r in result.executor.to_json()["requests"]
+            if r["operator_uri"] == "notify"][-1]
+
+
 def form(name, dataset, view=None, view_name=None, **params):
     """The JSON of an operator's form as the App would get it (``view_name``: a saved view)."""
     ctx = ExecutionContext(request_params=dict(dataset_name=dataset.name, params=params))
@@ -124,7 +130,8 @@ def test_whole_workflow_immediate(ds, tiny_clip, tmp_path):
     assert not (out / "detections").exists()
 
     r = run("delete_run", ds, key="vlsr", confirm=True)
-    assert r.result == {"deleted": "vlsr"} and ds.list_runs() == [] and ds.list_saved_views() == []
+    assert said(r) == "Deleted VLSR run 'vlsr'"
+    assert ds.list_runs() == [] and ds.list_saved_views() == []
     assert not [f for f in ds.get_field_schema() if f.startswith("vlsr")]
     assert not [i for i in ds.list_indexes() if "vlsr" in i]  # the sort indexes went too
     assert ds.count("gt.classifications") == 7  # the input labels are all still there
@@ -327,7 +334,7 @@ def test_two_runs_side_by_side(ds, tiny_clip):
     run("compute_embeddings", ds, label_field="gt_copy", model=tiny_clip, key="copy")
     r = run("delete_run", ds, view=ds.view(), view_name="vlsr-low-similarity", key="copy",
             confirm=True)
-    assert r.result == {"deleted": "copy"}
+    assert said(r) == "Deleted VLSR run 'copy'"
 
 
 def test_plugin_requirements_match_the_package_dependencies():

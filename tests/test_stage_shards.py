@@ -3,6 +3,9 @@ run leaves: every score, suggestion, canonical and final label, the threshold, t
 the review views. The shards here run in one process; tests/test_sharding.py runs them as
 delegated operations on two workers."""
 
+import threading
+from datetime import timedelta
+
 import fiftyone as fo
 import pytest
 from fiftyone import ViewField as F
@@ -24,6 +27,7 @@ from vlsr_core.fo.stages import (
 
 from fake_clip import FakeEncoder, build, by_name, view_labels
 from test_crops import crop_vector, photos  # noqa: F401 (a fixture)
+from test_operators import form
 
 MERGE = dict(min_cluster_size=1)
 
@@ -193,7 +197,7 @@ def test_a_target_whose_samples_depend_on_position_is_refused(main):
 
 def test_the_last_shard_finishes_the_stage_once_also_after_a_failure(main, monkeypatch):
     """The score operator's shards, run in this process as a worker would run them: the last
-    part fails once, its shard re-run from the runs page finishes the stage, and a shard re-run
+    part fails once, its shard run again (``fiftyone delegated rerun``) finishes the stage, and a shard re-run
     after that writes nothing."""
     import fiftyone.operators as foo
     from fiftyone.operators.delegated import DelegatedOperationService
@@ -218,6 +222,12 @@ def test_the_last_shard_finishes_the_stage_once_also_after_a_failure(main, monke
         assert "finished" not in first.result.result and "disk full" in second.result.error
         dataset.reload()
         assert dataset.get_run_info("vlsr").config.stages["score"].startswith("shards:")
+        # the forms say which shard failed and what to run
+        note = form("cluster_and_merge", dataset, key="vlsr")["type"]["properties"]["sharded"]
+        assert note["view"]["label"].startswith(
+            "Run 'vlsr': *score labels* runs as 2 delegated shards (1 done, 1 failed); the last "
+            "to finish completes it. Shard 2/2 failed (OSError: disk full): `fiftyone delegated "
+            f"rerun {second.id}`.")
 
         monkeypatch.setattr(stages, "finish_score_shards", finish)
         again = service.rerun_operation(second.id)
@@ -232,6 +242,52 @@ def test_the_last_shard_finishes_the_stage_once_also_after_a_failure(main, monke
         service.execute_operation(late)
         late = service.get(late.id)
         assert late.run_state == "failed" and "Nothing written" in late.result.error
+    finally:
+        for op in service.list_operations(dataset_name=dataset.name):
+            service.delete_operation(op.id)
+
+
+def test_the_forms_tell_a_shard_whose_worker_stopped_from_one_running(main):
+    """FiftyOne lists a shard whose worker was killed as running for ever: the forms say it
+    is not heard from (it holds no lease), and how to run it again."""
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    from vlsr_core.fo.lease import run_lease
+
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    foo.execute_operator("@vlsr/vlsr/score_labels", dataset=dataset,
+                         params=dict(key="vlsr", num_shards=3, top_k=3))
+    service = DelegatedOperationService()
+    ops = sorted(service.list_operations(dataset_name=dataset.name, operator="@vlsr/vlsr/run_shard"),
+                 key=lambda op: op.context.request_params["params"]["shard"])
+    batch = ops[0].context.request_params["params"]["batch"]
+    try:
+        for op in ops[:2]:  # both started 2 minutes ago; only the second one's worker lives
+            service.set_running(op.id)
+            service._repo._collection.update_one(
+                {"_id": op.id}, {"$set": {"started_at": op.queued_at - timedelta(minutes=2)}})
+        seen = {}
+        with run_lease(dataset, "vlsr", "score labels", shared=True, tag=f"{batch}:2/3"):
+            # (seen from another thread: the one holding a lease is not kept out by it)
+            other = threading.Thread(target=lambda: seen.update(
+                form("cluster_and_merge", dataset, key="vlsr")["type"]["properties"]))
+            other.start()
+            other.join()
+        assert "a shard of 'score labels' has been running" in seen["running"]["view"]["label"]
+        note = seen["sharded"]["view"]["label"]
+        assert note.startswith(
+            "Run 'vlsr': *score labels* runs as 3 delegated shards (1 not heard from, 1 running, "
+            "1 queued); the last to finish completes it. Shard 1/3 has not been heard from since "
+            f"it started at ")
+        assert (f"UTC (its worker stopped?): `fiftyone delegated fail {ops[0].id}`, then "
+                f"`fiftyone delegated rerun {ops[0].id}`.") in note
+        # once no shard is heard from, the panel says so too
+        from test_panel import Panel
+
+        panel = Panel(dataset).event("on_load")
+        assert "2 not heard from, 1 queued" in panel.state["busy"], panel.state["busy"]
     finally:
         for op in service.list_operations(dataset_name=dataset.name):
             service.delete_operation(op.id)

@@ -129,7 +129,8 @@ def running_note(lease):
         stages = " and ".join(repr(s) for s in lease["stages"])
         what = ("a shard of {} has" if lease["shards"] == 1
                 else f"{lease['shards']} shards of {{}} have").format(stages)
-        return (f"{what} been running since {since:%Y-%m-%d %H:%M:%S} UTC (the first in process "
+        first = "the first " if lease["shards"] > 1 else ""
+        return (f"{what} been running since {since:%Y-%m-%d %H:%M:%S} UTC ({first}in process "
                 f"{lease['pid']} {where}; last heard from {heard} s ago)")
     return (f"{lease['stage']!r} has been running since {since:%Y-%m-%d %H:%M:%S} UTC in "
             f"process {lease['pid']} {where} (last heard from {heard} s ago)")
@@ -142,7 +143,14 @@ def busy_message(key, lease):
             "it was last heard from on another")
 
 
-def _take(dataset, key, stage, shared):
+def live_tags(dataset, key):
+    """The ``tag`` of each live holder of run ``key`` (see :func:`run_lease`) that has one."""
+    lease = _leases().find_one({"_id": _lease_id(dataset, key)})
+    live = _live(lease, _server_time()) if lease else []
+    return {h["tag"] for h in live if h.get("tag")}
+
+
+def _take(dataset, key, stage, shared, tag):
     """Store a lease of run ``key`` for ``stage`` in place of none or of a free one, or, for a
     ``shared`` one (a shard), join the shards holding it; its token. Raises
     :class:`RunBusyError` if a live process holds the run otherwise."""
@@ -150,7 +158,7 @@ def _take(dataset, key, stage, shared):
     for _ in range(5):  # (another process taking or releasing it meanwhile: look again)
         now = _server_time()
         mine = dict(token=uuid.uuid4().hex, stage=stage, host=HOST, machine=MACHINE,
-                    pid=os.getpid(), started=now, stage_started=now, beat=now)
+                    pid=os.getpid(), started=now, stage_started=now, beat=now, tag=tag)
         if shared:
             if leases.update_one({"_id": lease_id, "shared": True},
                                  {"$push": {"holders": mine}, "$set": {"beat": now}}).matched_count:
@@ -207,9 +215,10 @@ def _release(lease_id, token, shared):
 
 
 @contextmanager
-def run_lease(dataset, key, stage, shared=False):
+def run_lease(dataset, key, stage, shared=False, tag=None):
     """Hold run ``key`` of ``dataset`` for ``stage`` (its name, as a curator reads it) while the
-    block runs; ``shared``: with the other shards of a stage, which hold it so too. A thread
+    block runs; ``shared``: with the other shards of a stage, which hold it so too; ``tag``
+    tells this holder from others (:func:`live_tags`: which shards are heard from). A thread
     holding it already (a stage inside :func:`run_vlsr`) enters again, naming its stage for that
     time; any other holder alive raises :class:`RunBusyError`."""
     held = _leases_held()
@@ -232,7 +241,7 @@ def run_lease(dataset, key, stage, shared=False):
                     "stage": before["stage"],
                     "stage_started": before.get("stage_started", before["started"])}})
         return
-    token = _take(dataset, key, stage, shared)
+    token = _take(dataset, key, stage, shared, tag)
     held[lease_id] = token, shared
     stop = threading.Event()
     renewal = threading.Thread(target=_renew, args=(lease_id, token, shared, stop), daemon=True,

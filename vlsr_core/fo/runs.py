@@ -553,6 +553,10 @@ def sharded_stages(config):
 def sharded_note(stages):
     """What a curator reads about stages in progress as shards."""
     return (f"*{' and '.join(stages)}* runs as delegated shards: the last shard to finish "
-            "completes it (`fiftyone delegated list` shows them; re-run a failed one from the "
-            "App's runs page). Running the stage again starts over, and the pending shards then "
-            "write nothing.")
+            f"completes it. {SHARD_RECOVERY} Running the stage again starts over, and the pending "
+            "shards then write nothing.")
+
+
+SHARD_RECOVERY = ("`fiftyone delegated list` shows the shards; run a failed one again with "
+                  "`fiftyone delegated rerun ID`, and one left running by a worker that was "
+                  "stopped with `fiftyone delegated fail ID` first.")
