@@ -14,6 +14,7 @@ from vlsr_core.fo.labels import input_fields, media_problem
 from vlsr_core.fo.lease import running_note
 from vlsr_core.fo.runs import (
     default_run_key,
+    half_deleted,
     list_vlsr_runs,
     output_problem,
     run_collection,
@@ -175,6 +176,10 @@ def run_status(ctx, inputs, key):
     stopped part-way, stages in progress as delegated shards."""
     from .run_shard import shard_note
 
+    stopped_deleting = half_deleted(ctx.dataset, key)
+    if stopped_deleting:
+        inputs.view("half_deleted", types.Warning(label=stopped_deleting))
+        return
     running, stopped = stage_activity(ctx.dataset, key)
     if running:
         inputs.view("running", types.Warning(

@@ -803,7 +803,7 @@ def test_scoring_and_merging_in_shards_from_the_app(app, page, tmp_path):
     # while they wait, the forms say the stage is in progress as shards
     page.keyboard.press("Escape")
     open_operator(page, "VLSR 3: cluster and merge labels")
-    page.get_by_text("runs as delegated shards: the last shard to finish completes it").first.wait_for(
+    page.get_by_text("runs as 2 delegated shards (2 queued); the last to finish completes it").first.wait_for(
         timeout=30_000)
     shot(page, "s2b-forms-say-scoring-runs-in-shards")
 

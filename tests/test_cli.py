@@ -380,6 +380,49 @@ def test_delete_run_lists_what_goes_and_deletes_only_with_yes(ran, capsys):
     assert "no VLSR run 'vlsr'" in err and "make it" not in err
 
 
+def test_a_deletion_stopped_part_way_is_refused_as_a_run_and_finished_by_deleting_again(
+        ran, tmp_path, capsys, monkeypatch):
+    """Killed after some of its fields went, a deletion left a run record whose summary said
+    'not embedded yet: embed again', and that export wrote out."""
+    from test_operators import form
+
+    from vlsr_core.fo.stages import score_labels
+
+    dataset = ran[0]
+    labels = dataset.values("gt.classifications.label")
+    deleted, delete_field = [], fo.Dataset.delete_sample_field
+
+    def stopped_after_two(self, field_name, *args, **kwargs):
+        if len(deleted) == 2:
+            raise KeyboardInterrupt  # (as kill -9 or Ctrl-C there)
+        deleted.append(field_name)
+        return delete_field(self, field_name, *args, **kwargs)
+
+    monkeypatch.setattr(fo.Dataset, "delete_sample_field", stopped_after_two)
+    assert main(["delete-run", "--dataset", dataset.name, "--yes"]) == 130
+    monkeypatch.undo()
+    assert capsys.readouterr().err == (
+        "vlsr: interrupted; the deletion may have stopped part-way (the run's summary says so): "
+        "run the same command again to finish it\n")
+    assert dataset.has_run("vlsr") and len(deleted) == 2
+    said = ("Run 'vlsr' was being deleted when its process stopped: what is left of it is not a "
+            "run to use; delete it again (`vlsr delete-run --key vlsr --yes`, or *VLSR: delete "
+            "run* in the App)")
+    for command in (["summary"], ["run", "--label-field", "gt"], ["export", "--out", str(tmp_path / "out")],
+                    ["apply"]):
+        assert main([*command, "--dataset", dataset.name]) == 2, command
+        assert capsys.readouterr().err == f"vlsr: error: {said}\n", command
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="was being deleted when its process stopped"):
+        score_labels(dataset)
+    props = form("score_labels", dataset, key="vlsr")["type"]["properties"]
+    assert props["half_deleted"]["view"]["label"] == said
+    assert main(["delete-run", "--dataset", dataset.name, "--yes"]) == 0
+    assert not dataset.has_run("vlsr") and not [f for f in dataset.get_field_schema()
+                                                if f.startswith("vlsr")]
+    assert dataset.values("gt.classifications.label") == labels
+
+
 def test_a_dataset_name_fiftyone_refuses_is_an_error_not_a_traceback(tmp_path, dataset_name,
                                                                       capsys):
     paths = _images(tmp_path, 1)

@@ -5,6 +5,7 @@ import contextlib
 import os
 import re
 import shlex
+import signal
 import sys
 
 from .engine.defaults import DEFAULT_KEY, DEFAULT_MODEL, key_problem
@@ -42,6 +43,8 @@ def main(argv=None):
         except KeyboardInterrupt:  # a second Ctrl-C while it looks at what was stored
             after = ""
         print(f"vlsr: interrupted{after}", file=sys.stderr)
+        if argv is None:  # (the console script: another Ctrl-C while Python exits, in the
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # database's atexit, is no traceback)
         return 130
     except BrokenPipeError:  # the reader went away (`| head`): end quietly, as Unix tools do
         try:  # (else Python's flush of stdout at exit fails again, with a traceback)
@@ -79,6 +82,10 @@ def _after_interrupt(args):
         if export_files(args.out) != args.files_before:
             return f"; the export was written to {args.out} before the interruption"
         return "; nothing was written: the folder is as it was"
+    if args.func is _delete_run:
+        return ("; the deletion may have stopped part-way (the run's summary says so): run the "
+                "same command again to finish it" if getattr(args, "deleting", False)
+                else "; nothing was deleted")
     if args.func in (_import_factorynet, _import_csv):
         if not getattr(args, "added", 0):  # (unset: stopped before the import began)
             return "; nothing was imported"
@@ -635,6 +642,7 @@ def _delete_run(a):
     if not a.yes:
         print(f"would delete {what}.\nAdd --yes to delete the run.")
         return 1
+    a.deleting = True
     delete_run(dataset, a.key)
     print(f"deleted {what}")
 

@@ -46,7 +46,7 @@ from .labels import (LabelFieldError, as_label_lists, label_filter_problem, labe
                      label_sets, usable)
 from .lease import holds_run, running_note
 from .review import CLUSTER_FIRST, review_state
-from .runs import load_results, sample_fields, stage_activity
+from .runs import half_deleted, load_results, sample_fields, stage_activity
 
 
 logger = logging.getLogger(__name__)
@@ -301,6 +301,9 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     dataset = samples._dataset
     if not dataset.has_run(key):
         return f"No VLSR run {key!r} on this dataset"
+    stopped = half_deleted(dataset, key)
+    if stopped:
+        return stopped
     if results is None:
         results = load_results(dataset, key)
     if not results.vocabulary:

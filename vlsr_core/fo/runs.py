@@ -212,6 +212,9 @@ def load_results(dataset, key, tries=3, wait=0.5):
     refused in one line. Any other failure is raised as it is."""
     if not dataset.has_run(key):  # (FiftyOne's own error)
         return dataset.load_run_results(key, cache=False)
+    stopped = half_deleted(dataset, key)
+    if stopped:
+        raise RunDeletedError(stopped)
     for attempt in range(tries):
         doc = fors.Run._get_run_doc(dataset, key)  # (what load_run_results reads)
         read = doc.results.grid_id if doc.results else None
@@ -245,9 +248,22 @@ def update_run_doc(dataset, key, update, where=None):
 def delete_run(dataset, key):
     """``dataset.delete_run(key)``: the run and what it created, unless a stage of the run is
     running (:class:`RunBusyError`): deleted under it, the stage would stop and leave behind
-    what it created after."""
+    what it created after. The run is marked as being deleted first: what a deletion stopped
+    part-way leaves is refused by every stage (:func:`load_results`), not taken for a run."""
     with run_lease(dataset, key, "delete the run"):
+        config = dataset.get_run_info(key).config
+        config.stages = {**(config.stages or {}), "delete": "running"}
+        save_config(dataset, key, config)
         dataset.delete_run(key)
+
+
+def half_deleted(dataset, key):
+    """What a curator reads of run ``key`` if a deletion of it stopped part-way, else None."""
+    if not stage_stopped(dataset.get_run_info(key).config, "delete"):
+        return None
+    return (f"Run {key!r} was being deleted when its process stopped: what is left of it is not "
+            f"a run to use; delete it again (`vlsr delete-run --key {key} --yes`, or *VLSR: "
+            "delete run* in the App)")
 
 
 def drop_saved_views(dataset, name, keep=0):
@@ -481,6 +497,8 @@ def output_problem(samples, key, label_field):
     config = dataset.get_run_info(key).config if dataset.has_run(key) else None
     if config is not None and not isinstance(config, VLSRRunConfig):
         return f"Run {key!r} exists and is not a VLSR run; choose another key"
+    if config is not None and stage_stopped(config, "delete"):
+        return half_deleted(dataset, key)
     if config is None:
         writer = run_outputs(dataset).get(root)
         if writer is not None:
@@ -527,8 +545,10 @@ STAGE_NAMES = {"score": "score labels", "cluster": "cluster and merge", "apply":
 
 
 def incomplete_stages(config):
-    """The stages of a run that stopped part-way (see :class:`VLSRRunConfig`), with their names."""
-    return [STAGE_NAMES[s] for s, state in (config.stages or {}).items() if state == "running"]
+    """The stages of a run that stopped part-way (see :class:`VLSRRunConfig`), with their names
+    (a deletion stopped part-way: :func:`half_deleted`)."""
+    return [STAGE_NAMES[s] for s, state in (config.stages or {}).items()
+            if state == "running" and s in STAGE_NAMES]
 
 
 def stage_activity(dataset, key):
