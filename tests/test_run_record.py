@@ -549,3 +549,25 @@ def test_the_summary_of_a_run_stopped_before_its_labels_were_embedded(main, monk
     report = summarize_run(dataset, "vlsr")
     assert f"**Not embedded yet:** {len(dataset)} images" in report
     assert "**Labels embedded:** none yet; run again" in report
+
+
+def test_the_summary_says_when_the_labels_on_the_samples_are_no_longer_those_clustered(ran):
+    """Samples deleted and added after clustering: the label map lists a label no sample has,
+    and a new label has no final label; the summary says so until the run is clustered again
+    (it said the review was all applied, and export wrote the stale label map)."""
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, images, encoder, _ = ran
+    assert "Changed since clustering" not in summarize_run(dataset, "vlsr")
+    dataset.delete_samples(dataset.filter_labels("gt", F("label") == "Lathe Information"))
+    sample = dataset.first()
+    sample["gt"].classifications.append(fo.Classification(label="ladder"))
+    sample.save()
+    assert ("**Changed since clustering:** 2 labels of the label map on no sample now "
+            "(`Lathe Information`, `helmit`); 1 label on samples that were not clustered (`ladder`): no "
+            "canonical or final label. Samples were deleted, added or relabelled since") in (
+        summarize_run(dataset, "vlsr"))
+    sample["gt"].classifications.pop()
+    sample.save()
+    cluster_and_merge(dataset, "vlsr", min_cluster_size=1)
+    assert "Changed since clustering" not in summarize_run(dataset, "vlsr")

@@ -557,9 +557,14 @@ def test_an_apply_stopped_part_way_is_said_and_holds_the_export_until_one_writes
     assert dataset.get_run_info("vlsr").config.stages["apply"] == "complete"
     assert "stopped part-way" not in summarize_run(dataset, "vlsr")
     export_run(dataset, str(tmp_path / "out"))
+    assert "; all applied" in summarize_run(dataset, "vlsr")
     # a clustering writes all that an apply writes, once it covers the whole run
     with pytest.raises(KeyboardInterrupt):
         apply_review(dataset, "vlsr", progress=stop)
+    # (the edits were all applied before: the fields are now partly written again)
+    summary = summarize_run(dataset, "vlsr")
+    assert "; **the last Apply has not finished** (it stopped part-way, or runs now)" in summary
+    assert "all applied" not in summary
     cluster_and_merge(dataset.match(F("filepath").ends_with("d1.png")), "vlsr",
                       min_cluster_size=1)
     assert dataset.get_run_info("vlsr").config.stages["apply"] == "running"

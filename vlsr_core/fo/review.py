@@ -77,6 +77,8 @@ class ReviewState:
         applied_time: when they were applied.
         applied_partly: an Apply of a part of the run wrote the edits then in force on some
             samples since: the fields show :attr:`applied` only on the others.
+        apply_stopped: the last Apply has not finished (stopped part-way, or running): the
+            fields are partly written.
         edited_labels: the labels whose canonical label the edits changed.
         clustered: the label map as clustered, before the review.
         embeddings: the label embeddings the clustering used, rows as the vocabulary.
@@ -96,6 +98,7 @@ class ReviewState:
     memo: dict = field(default_factory=dict, repr=False, compare=False)
     clustering: tuple | None = None
     applied_partly: bool = False
+    apply_stopped: bool = False
 
     @property
     def in_force(self):
@@ -123,7 +126,8 @@ class ReviewState:
     @property
     def pending(self):
         """Whether the fields differ from the edits in force: Apply to write them."""
-        return self.applied_partly or [e.id for e in self.in_force] != list(self.applied or [])
+        return (self.applied_partly or self.apply_stopped
+                or [e.id for e in self.in_force] != list(self.applied or []))
 
     @property
     def stale(self):
@@ -137,8 +141,12 @@ class ReviewState:
         text = f"**Review:** {count(n, 'edit')} in force" + (f" ({undone} undone)" if undone else "")
         if self.applied is not None:
             text += f"; the fields were last written on {shown_time(self.applied_time)}"
-        text += ("; **not applied yet**: *Apply* writes the edits to the fields" if self.pending
-                 else "; all applied")
+        if self.apply_stopped:
+            text += ("; **the last Apply has not finished** (it stopped part-way, or runs now): "
+                     "*Apply* writes the fields")
+        else:
+            text += ("; **not applied yet**: *Apply* writes the edits to the fields"
+                     if self.pending else "; all applied")
         if self.applied_partly:
             text += " (an Apply of a part of the run wrote only its samples)"
         if self.stale:
@@ -273,7 +281,8 @@ def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False, edi
     edited = {l for l in before if before[l] != after[l]}
     return ReviewState(edits, reviewed, outcomes, edited, label_map, applied.get("edits"),
                        applied.get("time"), emb, clustering=_clustering_stamp(dataset, key, config),
-                       applied_partly=bool(applied.get("partly")))
+                       applied_partly=bool(applied.get("partly")),
+                       apply_stopped=stage_stopped(config, "apply"))
 
 
 _CACHE = {}  # (dataset, key, what the state depends on) -> ReviewState, the last few

@@ -67,6 +67,11 @@ def summarize_run(dataset, key, n_clusters=10):
         if waiting > 0:
             lines.append(f"**Not embedded yet:** {count(waiting, 'image')}; embed again to finish (`vlsr run`, "
                          "or *VLSR 1: compute embeddings* in the App).")
+    counts = _label_counts(samples, config.label_field)
+    if results is not None and results.vocabulary:
+        drift = _drift(counts, results.vocabulary)
+        if drift:
+            lines.append(drift)
     if results is None or not results.labels:  # stopped before its labels were embedded
         lines.append("**Labels embedded:** none yet; run again to embed them (`vlsr run`, or "
                      "*VLSR 1: compute embeddings* in the App)")
@@ -82,7 +87,7 @@ def summarize_run(dataset, key, n_clusters=10):
                 "".join(f"; {copy_note(name, n)}" for name, n in copies))
     else:
         lines.append(f"**Labels embedded:** {len(results.labels)}; not clustered yet")
-    skipped = _unusable_labels(samples, config.label_field)
+    skipped = sum(n for label, n in counts.items() if not usable(label))
     if skipped:
         lines.append(f"**Skipped labels:** {count(skipped, 'label object')} with an empty or "
                      "blank label "
@@ -309,14 +314,42 @@ def _rare_line(state, n_rare, floor, unit):
               "cluster to each)")
 
 
-def _unusable_labels(samples, label_field):
-    """How many label objects of ``label_field`` have no usable label (None, empty, blank)."""
+def _label_counts(samples, label_field):
+    """How many label objects of ``label_field`` carry each label (None, empty and blank ones
+    too); empty if the field is gone."""
     try:
         path = label_path(samples, label_field)
     except LabelFieldError:
-        return 0
-    counts = samples.count_values(f"{path}.label")
-    return sum(n for label, n in counts.items() if not usable(label))
+        return {}
+    return samples.count_values(f"{path}.label")
+
+
+def _drift(counts, vocabulary):
+    """A warning when the labels on the samples (``counts``) are no longer the vocabulary the
+    run clustered: samples deleted or relabelled since, whose label map then lists labels no
+    sample has, and leaves new labels without a canonical or final label."""
+    present = {label for label, n in counts.items() if n and usable(label)}
+    clustered = set(vocabulary)
+    gone = [label for label in vocabulary if label not in present]
+    new = sorted(present - clustered)
+    if not gone and not new:
+        return None
+    parts = []
+    if gone:
+        parts.append(f"{count(len(gone), 'label')} of the label map on no sample now "
+                     f"({_some(gone)})")
+    if new:
+        parts.append(f"{count(len(new), 'label')} on samples that were not clustered "
+                     f"({_some(new)}): no canonical or final label")
+    return (f"**Changed since clustering:** {'; '.join(parts)}. Samples were deleted, added or "
+            "relabelled since, or only some were clustered: cluster again to bring the label map "
+            "and the final labels up to date (`vlsr run`, or *VLSR 3: cluster and merge labels* "
+            "in the App).")
+
+
+def _some(labels, n=5):
+    shown = ", ".join(code(label) for label in labels[:n])
+    return shown + (f" and {len(labels) - n} more" if len(labels) > n else "")
 
 
 def plain(markdown):
