@@ -386,6 +386,7 @@ def test_a_deletion_stopped_part_way_is_refused_as_a_run_and_finished_by_deletin
     'not embedded yet: embed again', and that export wrote out."""
     from test_operators import form
 
+    from vlsr_core.fo.runs import delete_run, half_deleted
     from vlsr_core.fo.stages import score_labels
 
     dataset = ran[0]
@@ -417,6 +418,12 @@ def test_a_deletion_stopped_part_way_is_refused_as_a_run_and_finished_by_deletin
         score_labels(dataset)
     props = form("score_labels", dataset, key="vlsr")["type"]["properties"]
     assert props["half_deleted"]["view"]["label"] == said
+    # a failure while the fields go (FiftyOne's delete_run logs it and drops the record)
+    monkeypatch.setattr(fo.Dataset, "delete_sample_field", _raise(RuntimeError("connection lost")))
+    with pytest.raises(RuntimeError, match="connection lost"):
+        delete_run(dataset, "vlsr")
+    monkeypatch.undo()
+    assert dataset.has_run("vlsr") and half_deleted(dataset, "vlsr") == said
     assert main(["delete-run", "--dataset", dataset.name, "--yes"]) == 0
     assert not dataset.has_run("vlsr") and not [f for f in dataset.get_field_schema()
                                                 if f.startswith("vlsr")]
@@ -1017,3 +1024,10 @@ def test_a_mistyped_flag_is_told_with_its_commands_usage(capsys):
         main(["review", "show", "--dataset", "x", "--bogus"])
     assert capsys.readouterr().err.endswith("vlsr review show: error: unrecognized arguments: "
                                             "--bogus\n")
+
+
+def _raise(error):
+    def raising(*args, **kwargs):
+        raise error
+
+    return raising

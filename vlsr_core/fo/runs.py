@@ -249,12 +249,15 @@ def delete_run(dataset, key):
     """``dataset.delete_run(key)``: the run and what it created, unless a stage of the run is
     running (:class:`RunBusyError`): deleted under it, the stage would stop and leave behind
     what it created after. The run is marked as being deleted first: what a deletion stopped
-    part-way leaves is refused by every stage (:func:`load_results`), not taken for a run."""
+    part-way leaves is refused by every stage (:func:`load_results`), not taken for a run. A
+    failure while its fields go is raised with the run kept, marked (FiftyOne's own
+    ``delete_run`` logs it and deletes the record, leaving the fields no run owns)."""
     with run_lease(dataset, key, "delete the run"):
         config = dataset.get_run_info(key).config
         config.stages = {**(config.stages or {}), "delete": "running"}
         save_config(dataset, key, config)
-        dataset.delete_run(key)
+        config.build().cleanup(dataset, key)
+        fors.Run.delete_run(dataset, key, cleanup=False)
 
 
 def half_deleted(dataset, key):
