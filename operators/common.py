@@ -13,6 +13,7 @@ from vlsr_core.engine.params import ParamError
 from vlsr_core.fo.labels import input_fields, media_problem
 from vlsr_core.fo.lease import running_note
 from vlsr_core.fo.runs import (
+    RunDeletedError,
     default_run_key,
     half_deleted,
     list_vlsr_runs,
@@ -176,15 +177,15 @@ def run_status(ctx, inputs, key):
     stopped part-way, stages in progress as delegated shards."""
     from .run_shard import shard_note
 
-    stopped_deleting = half_deleted(ctx.dataset, key)
-    if stopped_deleting:
-        inputs.view("half_deleted", types.Warning(label=stopped_deleting))
-        return
     running, stopped = stage_activity(ctx.dataset, key)
     if running:
         inputs.view("running", types.Warning(
             label=f"Run {key!r} is busy: {running_note(running)}; executing this now is "
                   "refused until it is done"))
+    stopped_deleting = half_deleted(ctx.dataset, key)
+    if stopped_deleting:
+        block(inputs, "half_deleted", stopped_deleting)
+        return
     if stopped:
         inputs.view("incomplete", types.Warning(
             label=f"Run {key!r}: {' and '.join(stopped)} stopped part-way; its fields mix old "
@@ -440,7 +441,9 @@ def review_form(ctx, label):
     inputs = types.Object()
     form = types.Property(inputs, view=types.View(label=label))
     key = run_key_choice(ctx, inputs, "review") if ctx.dataset is not None else None
-    state = review_state_input(ctx, inputs, key) if key is not None else None
+    # (a run half deleted: the run's choice says so, and nothing of it is shown)
+    state = (review_state_input(ctx, inputs, key)
+             if key is not None and not half_deleted(ctx.dataset, key) else None)
     return inputs, form, key, state
 
 
@@ -451,7 +454,7 @@ def review_state_input(ctx, inputs, key):
 
     try:  # cached: a dynamic form is resolved again on every change
         state = cached_review_state(ctx.dataset, key)
-    except ReviewError as e:
+    except (ReviewError, RunDeletedError) as e:  # (deleted meanwhile, by another process)
         block(inputs, "review_error", str(e))
         return None
     inputs.str("review_status", default=state.summary(), label="Review",

@@ -49,4 +49,3 @@ class DeleteRun(foo.Operator):
         else:
             yield ctx.ops.reload_dataset()
         yield from done(ctx, f"Deleted VLSR run {key!r}")
-        return dict(deleted=key)

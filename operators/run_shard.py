@@ -9,7 +9,7 @@ shard run again, or one that failed and is run again (``fiftyone delegated rerun
 """
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
@@ -132,7 +132,7 @@ def shard_note(dataset, key):
     None if no stage is in shards."""
     from fiftyone.operators.delegated import DelegatedOperationService
 
-    from vlsr_core.fo.lease import TTL, live_tags
+    from vlsr_core.fo.lease import TTL, live_tags, server_time
     from vlsr_core.fo.runs import STAGE_NAMES
 
     states = dataset.get_run_info(key).config.stages or {}
@@ -140,21 +140,24 @@ def shard_note(dataset, key):
                if state.startswith("shards:")}
     if not batches:
         return None
-    ops = DelegatedOperationService().list_operations(operator=URI, dataset_id=dataset._doc.id)
-    heard, now = live_tags(dataset, key), datetime.now(timezone.utc).replace(tzinfo=None)
+    ops = DelegatedOperationService().list_operations(
+        operator=URI, dataset_id=dataset._doc.id,
+        **{"context.request_params.params.batch": {"$in": list(batches.values())}})
+    # (the database's time, as the workers' times of start are UTC: machines' clocks differ)
+    heard, now = live_tags(dataset, key), server_time()
     notes = []
     for stage, batch in batches.items():
         latest = {}  # shard -> its last operation (a shard run again is a new one)
         for op in sorted(ops, key=lambda o: o.queued_at or now):
             params = op.context.request_params.get("params", {}) if op.context else {}
             if params.get("batch") == batch:
-                latest[params.get("shard")] = op
+                latest[params.get("shard") or "1/1"] = op
         name = STAGE_NAMES[stage]
         if not latest:  # (shards run from Python)
             notes.append(f"*{name}* runs in shards: the last shard to finish completes it.")
             continue
         tally, todo = {}, []
-        for shard, op in sorted(latest.items()):
+        for shard, op in sorted(latest.items(), key=lambda item: int(item[0].split("/")[0])):
             state = op.run_state
             if state == "running" and _tag(batch, shard) not in heard and (
                     op.started_at and now - op.started_at > timedelta(seconds=TTL)):

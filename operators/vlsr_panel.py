@@ -72,6 +72,7 @@ class VLSRPanel(foo.Panel):
     def _state(self, ctx):
         """The run's review state, or None with the reason in ``panel.state.problem``."""
         from vlsr_core.fo.review import ReviewError, cached_review_state
+        from vlsr_core.fo.runs import RunDeletedError
 
         key = ctx.panel.state.key
         if key is None:
@@ -80,7 +81,7 @@ class VLSRPanel(foo.Panel):
             return None
         try:
             state = cached_review_state(ctx.dataset, key)
-        except ReviewError as e:
+        except (ReviewError, RunDeletedError) as e:  # (half deleted, or deleted meanwhile)
             ctx.panel.state.problem = str(e)
             return None
         ctx.panel.state.problem = None

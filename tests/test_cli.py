@@ -384,7 +384,9 @@ def test_a_deletion_stopped_part_way_is_refused_as_a_run_and_finished_by_deletin
         ran, tmp_path, capsys, monkeypatch):
     """Killed after some of its fields went, a deletion left a run record whose summary said
     'not embedded yet: embed again', and that export wrote out."""
+    from test_lease import held_elsewhere
     from test_operators import form
+    from test_panel import Panel
 
     from vlsr_core.fo.runs import delete_run, half_deleted
     from vlsr_core.fo.stages import score_labels
@@ -403,8 +405,8 @@ def test_a_deletion_stopped_part_way_is_refused_as_a_run_and_finished_by_deletin
     assert main(["delete-run", "--dataset", dataset.name, "--yes"]) == 130
     monkeypatch.undo()
     assert capsys.readouterr().err == (
-        "vlsr: interrupted; the deletion may have stopped part-way (the run's summary says so): "
-        "run the same command again to finish it\n")
+        "vlsr: interrupted; if the run is still listed (`vlsr summary` says it is being "
+        "deleted), run the same command again to finish deleting it\n")
     assert dataset.has_run("vlsr") and len(deleted) == 2
     said = ("Run 'vlsr' was being deleted when its process stopped: what is left of it is not a "
             "run to use; delete it again (`vlsr delete-run --key vlsr --yes`, or *VLSR: delete "
@@ -416,8 +418,13 @@ def test_a_deletion_stopped_part_way_is_refused_as_a_run_and_finished_by_deletin
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="was being deleted when its process stopped"):
         score_labels(dataset)
-    props = form("score_labels", dataset, key="vlsr")["type"]["properties"]
-    assert props["half_deleted"]["view"]["label"] == said
+    for name in ("score_labels", "apply_review", "edit_label_map"):  # (no traceback either)
+        props = form(name, dataset, key="vlsr")["type"]["properties"]
+        assert props["half_deleted"]["view"]["label"] == said and "review_status" not in props
+    assert Panel(dataset).event("on_load").state["problem"] == said
+    with held_elsewhere(dataset, "delete the run"):  # (a deletion running, not stopped)
+        assert half_deleted(dataset, "vlsr").startswith(
+            "Run 'vlsr' is being deleted: 'delete the run' has been running since")
     # a failure while the fields go (FiftyOne's delete_run logs it and drops the record)
     monkeypatch.setattr(fo.Dataset, "delete_sample_field", _raise(RuntimeError("connection lost")))
     with pytest.raises(RuntimeError, match="connection lost"):

@@ -132,6 +132,18 @@ def test_shards_of_a_stage_run_together_and_no_other_stage_runs_while_one_writes
     score_labels(dataset)
 
 
+def test_shards_of_two_stages_do_not_share_the_run(ran):
+    """Score shards queued while embedding shards were still queued: the workers would run
+    both, and score images whose embeddings are being written."""
+    dataset = ran[0]
+    prepare_score_shards(dataset, "vlsr")
+    with held_elsewhere(dataset, "compute embeddings", shard=True):
+        with pytest.raises(RunBusyError, match="a shard of 'compute embeddings' has been running"):
+            score_shard(dataset, "vlsr")
+    score_shard(dataset, "vlsr")  # (the other stage's shard gone)
+    assert leases_of(dataset) == 0
+
+
 def test_a_shard_is_refused_while_another_stage_runs(ran):
     dataset, _, encoder, _ = ran
     prepare_score_shards(dataset, "vlsr")
@@ -149,7 +161,7 @@ def test_a_shard_is_refused_while_another_stage_runs(ran):
 
 def test_a_lease_not_renewed_for_its_time_to_live_is_taken_from_another_machine(ran):
     dataset = ran[0]
-    now = lease._server_time()
+    now = lease.server_time()
     record = dict(_id=lease._lease_id(dataset, "vlsr"), token="t", stage="cluster and merge",
                   host="gpu-box-7", pid=1, dataset=dataset.name, key="vlsr",
                   started=now - timedelta(hours=1))
@@ -168,7 +180,7 @@ def test_a_process_of_another_pid_namespace_on_this_host_is_not_judged_by_its_pi
     """A container with the host's network has its name, not its process ids: a pid that
     runs nowhere here says nothing of a lease taken there, renewed 2 s ago."""
     dataset = ran[0]
-    now = lease._server_time()
+    now = lease.server_time()
     lease._leases().insert_one(dict(
         _id=lease._lease_id(dataset, "vlsr"), token="t", stage="score labels", host=lease.HOST,
         machine=lease.HOST + "/another-boot/pid:[1]", pid=4_194_301, dataset=dataset.name,

@@ -571,3 +571,7 @@ def test_the_summary_says_when_the_labels_on_the_samples_are_no_longer_those_clu
     sample.save()
     cluster_and_merge(dataset, "vlsr", min_cluster_size=1)
     assert "Changed since clustering" not in summarize_run(dataset, "vlsr")
+    # a run made on an unsaved view (which cannot be found again): its samples are unknown
+    run_vlsr(dataset.match(F("filepath").ends_with("d1.png")), "gt", "part", encoder=encoder,
+             min_cluster_size=1)
+    assert "Changed since clustering" not in summarize_run(dataset, "part")

@@ -28,7 +28,7 @@ EPILOG = """examples:
 
 
 def main(argv=None):
-    """Entry point of the ``vlsr`` console script."""
+    """The ``vlsr`` command line on ``argv`` (default: ``sys.argv``); returns its exit status."""
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # with the subcommand's usage (argparse gives the top level's: "vlsr command ...")
@@ -43,8 +43,6 @@ def main(argv=None):
         except KeyboardInterrupt:  # a second Ctrl-C while it looks at what was stored
             after = ""
         print(f"vlsr: interrupted{after}", file=sys.stderr)
-        if argv is None:  # (the console script: another Ctrl-C while Python exits, in the
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # database's atexit, is no traceback)
         return 130
     except BrokenPipeError:  # the reader went away (`| head`): end quietly, as Unix tools do
         try:  # (else Python's flush of stdout at exit fails again, with a traceback)
@@ -83,8 +81,8 @@ def _after_interrupt(args):
             return f"; the export was written to {args.out} before the interruption"
         return "; nothing was written: the folder is as it was"
     if args.func is _delete_run:
-        return ("; the deletion may have stopped part-way (the run's summary says so): run the "
-                "same command again to finish it" if getattr(args, "deleting", False)
+        return ("; if the run is still listed (`vlsr summary` says it is being deleted), run "
+                "the same command again to finish deleting it" if getattr(args, "deleting", False)
                 else "; nothing was deleted")
     if args.func in (_import_factorynet, _import_csv):
         if not getattr(args, "added", 0):  # (unset: stopped before the import began)
@@ -899,5 +897,13 @@ def _random_encoder(directory, error):
     return CLIPEncoder(path)
 
 
+def console():
+    """The ``vlsr`` console script: :func:`main`; a Ctrl-C once it has ended, while Python
+    exits (the database client's atexit waits for its threads), is no traceback."""
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

@@ -77,8 +77,10 @@ def _lease_id(dataset, key):
     return f"{dataset._doc.id}:{key}"
 
 
-def _server_time():
-    return foo.get_db_conn().command("hello")["localTime"]  # (naive UTC, as pymongo reads dates)
+def server_time():
+    """The database server's time (naive UTC, as pymongo reads dates): one clock for every
+    machine sharing the database."""
+    return foo.get_db_conn().command("hello")["localTime"]
 
 
 def _free(lease, now):
@@ -116,14 +118,14 @@ def holder(dataset, key):
     if lease_id in _leases_held():
         return None
     lease = _leases().find_one({"_id": lease_id})
-    live = _live(lease, _server_time()) if lease else []
+    live = _live(lease, server_time()) if lease else []
     return _as_one(lease, live) if live else None
 
 
 def running_note(lease):
     """Which stage holds a run, where and since when, as a curator reads it."""
     where = "on this machine" if lease.get("machine") == MACHINE else f"on {lease['host']!r}"
-    heard = max(0, round((_server_time() - lease["beat"]).total_seconds()))
+    heard = max(0, round((server_time() - lease["beat"]).total_seconds()))
     since = lease.get("stage_started", lease["started"])
     if "shards" in lease:
         stages = " and ".join(repr(s) for s in lease["stages"])
@@ -146,7 +148,7 @@ def busy_message(key, lease):
 def live_tags(dataset, key):
     """The ``tag`` of each live holder of run ``key`` (see :func:`run_lease`) that has one."""
     lease = _leases().find_one({"_id": _lease_id(dataset, key)})
-    live = _live(lease, _server_time()) if lease else []
+    live = _live(lease, server_time()) if lease else []
     return {h["tag"] for h in live if h.get("tag")}
 
 
@@ -156,11 +158,12 @@ def _take(dataset, key, stage, shared, tag):
     :class:`RunBusyError` if a live process holds the run otherwise."""
     leases, lease_id = _leases(), _lease_id(dataset, key)
     for _ in range(5):  # (another process taking or releasing it meanwhile: look again)
-        now = _server_time()
+        now = server_time()
         mine = dict(token=uuid.uuid4().hex, stage=stage, host=HOST, machine=MACHINE,
                     pid=os.getpid(), started=now, stage_started=now, beat=now, tag=tag)
-        if shared:
-            if leases.update_one({"_id": lease_id, "shared": True},
+        if shared:  # (joined only by shards of the same stage)
+            alone = {"$not": {"$elemMatch": {"stage": {"$ne": stage}}}}
+            if leases.update_one({"_id": lease_id, "shared": True, "holders": alone},
                                  {"$push": {"holders": mine}, "$set": {"beat": now}}).matched_count:
                 return mine["token"]
             record = dict(shared=True, holders=[mine], beat=now, dataset=dataset.name, key=key)
@@ -172,9 +175,12 @@ def _take(dataset, key, stage, shared, tag):
         except DuplicateKeyError:
             pass
         lease = leases.find_one({"_id": lease_id})
-        if lease is None or (shared and lease.get("shared")):
+        if lease is None:
             continue
         live = _live(lease, now)
+        if shared and lease.get("shared"):  # the shards of another stage, or some gone
+            record["holders"] = [h for h in live if h["stage"] == stage] + [mine]
+            live = [h for h in live if h["stage"] != stage]
         if live:
             raise RunBusyError(busy_message(key, _as_one(lease, live)))
         # (as read: the same holder, and for shards the same ones as read, none alive)
@@ -232,7 +238,7 @@ def run_lease(dataset, key, stage, shared=False, tag=None):
             return
         mine = {"_id": lease_id, "token": token}
         before = _leases().find_one_and_update(
-            mine, {"$set": {"stage": stage, "stage_started": _server_time()}})
+            mine, {"$set": {"stage": stage, "stage_started": server_time()}})
         try:
             yield
         finally:

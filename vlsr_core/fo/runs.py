@@ -20,7 +20,7 @@ from ..engine.defaults import DEFAULT_KEY, key_problem
 from ..engine.params import PARAM_CLASSES
 from ..wording import count
 from .labels import input_fields
-from .lease import RunBusyError, holder, run_lease
+from .lease import RunBusyError, holder, run_lease, running_note
 
 # Field name suffixes, appended to the run key ("vlsr" -> "vlsr_embedding", ...).
 SAMPLE_FIELDS = {
@@ -261,9 +261,13 @@ def delete_run(dataset, key):
 
 
 def half_deleted(dataset, key):
-    """What a curator reads of run ``key`` if a deletion of it stopped part-way, else None."""
+    """What a curator reads of run ``key`` if a deletion of it runs or stopped part-way, else
+    None."""
     if not stage_stopped(dataset.get_run_info(key).config, "delete"):
         return None
+    lease = holder(dataset, key)
+    if lease is not None:
+        return f"Run {key!r} is being deleted: {running_note(lease)}"
     return (f"Run {key!r} was being deleted when its process stopped: what is left of it is not "
             f"a run to use; delete it again (`vlsr delete-run --key {key} --yes`, or *VLSR: "
             "delete run* in the App)")

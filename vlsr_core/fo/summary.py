@@ -68,7 +68,9 @@ def summarize_run(dataset, key, n_clusters=10):
             lines.append(f"**Not embedded yet:** {count(waiting, 'image')}; embed again to finish (`vlsr run`, "
                          "or *VLSR 1: compute embeddings* in the App).")
     counts = _label_counts(samples, config.label_field)
-    if results is not None and results.vocabulary:
+    # (of a run made on a view that cannot be found again, the samples clustered are unknown)
+    known = getattr(config, "collection", None) is None or samples is not dataset
+    if results is not None and results.vocabulary and known:
         drift = _drift(counts, results.vocabulary)
         if drift:
             lines.append(drift)
