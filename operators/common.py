@@ -147,8 +147,9 @@ def chosen_run_key(ctx):
     return ctx.params.get("key") or default_run_key(list_vlsr_runs(ctx.dataset))
 
 
-def run_key_choice(ctx, inputs, action, preselect=True):
-    """A dropdown of the VLSR runs of the dataset; None (and an error) if there is none.
+def run_key_choice(ctx, inputs, action, preselect=True, deleting=False):
+    """A dropdown of the VLSR runs of the dataset; None (and an error) if there is none, or if
+    the one chosen was half deleted (but to ``deleting`` it).
     ``preselect=False`` (a destructive action): of several runs, none is chosen until the user
     picks one, and None is returned until then."""
     keys = list_vlsr_runs(ctx.dataset)
@@ -167,14 +168,15 @@ def run_key_choice(ctx, inputs, action, preselect=True):
     key = chosen_run_key(ctx) if preselect else ctx.params.get("key")
     if not preselect and key not in keys:
         return None
-    if key in keys:
-        run_status(ctx, inputs, key)
+    if key in keys and not run_status(ctx, inputs, key, deleting):
+        return None
     return key
 
 
-def run_status(ctx, inputs, key):
+def run_status(ctx, inputs, key, deleting=False):
     """Warnings on the state of existing run ``key``: a stage running (the run is busy), stages
-    stopped part-way, stages in progress as delegated shards."""
+    stopped part-way, stages in progress as delegated shards. Returns False (and an error) if
+    the run was half deleted, as nothing but ``deleting`` it can use it."""
     from .run_shard import shard_note
 
     running, stopped = stage_activity(ctx.dataset, key)
@@ -184,8 +186,11 @@ def run_status(ctx, inputs, key):
                   "refused until it is done"))
     stopped_deleting = half_deleted(ctx.dataset, key)
     if stopped_deleting:
-        block(inputs, "half_deleted", stopped_deleting)
-        return
+        if deleting:
+            inputs.view("half_deleted", types.Warning(label=stopped_deleting))
+        else:
+            block(inputs, "half_deleted", stopped_deleting)
+        return deleting
     if stopped:
         inputs.view("incomplete", types.Warning(
             label=f"Run {key!r}: {' and '.join(stopped)} stopped part-way; its fields mix old "
@@ -193,6 +198,7 @@ def run_status(ctx, inputs, key):
     sharded = shard_note(ctx.dataset, key)
     if sharded:
         inputs.view("sharded", types.Warning(label=f"Run {key!r}: {sharded}"))
+    return True
 
 
 def param_inputs(ctx, inputs, cls, base=None, unchecked=(), checks=None, hidden=()):
@@ -441,9 +447,7 @@ def review_form(ctx, label):
     inputs = types.Object()
     form = types.Property(inputs, view=types.View(label=label))
     key = run_key_choice(ctx, inputs, "review") if ctx.dataset is not None else None
-    # (a run half deleted: the run's choice says so, and nothing of it is shown)
-    state = (review_state_input(ctx, inputs, key)
-             if key is not None and not half_deleted(ctx.dataset, key) else None)
+    state = review_state_input(ctx, inputs, key) if key is not None else None
     return inputs, form, key, state
 
 

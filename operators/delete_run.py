@@ -25,7 +25,7 @@ class DeleteRun(foo.Operator):
         inputs = types.Object()
         key = None
         if ctx.dataset is not None:  # of several runs, the user picks which one goes
-            key = run_key_choice(ctx, inputs, "delete a run", preselect=False)
+            key = run_key_choice(ctx, inputs, "delete a run", preselect=False, deleting=True)
         if key is not None:
             from vlsr_core.fo.runs import what_goes
 

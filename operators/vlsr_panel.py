@@ -108,12 +108,14 @@ class VLSRPanel(foo.Panel):
                                          page_of, count_rare, rare_distance_note, rare_rows,
                                          score_histogram)
         from vlsr_core.fo.review import copy_note, run_copies_outdated
+        from vlsr_core.fo.runs import half_deleted
         from vlsr_core.fo.summary import joins_to_check
 
         state = self._state(ctx)
         key = s.key
         if scores:  # (no run left: no histogram either)
-            hist = score_histogram(ctx.dataset, key) if key is not None else None
+            hist = (score_histogram(ctx.dataset, key)
+                    if key is not None and not half_deleted(ctx.dataset, key) else None)
             s.edges = hist.edges if hist else None
             crops = key is not None and getattr(ctx.dataset.get_run_info(key).config, "crops",
                                                 False)
