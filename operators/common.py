@@ -177,7 +177,7 @@ def run_status(ctx, inputs, key, deleting=False):
     """Warnings on the state of existing run ``key``: a stage running (the run is busy), stages
     stopped part-way, stages in progress as delegated shards. Returns False (and an error) if
     the run was half deleted, as nothing but ``deleting`` it can use it."""
-    from .run_shard import shard_note
+    from vlsr_core.fo.shard_jobs import shard_note
 
     running, stopped = stage_activity(ctx.dataset, key)
     if running:

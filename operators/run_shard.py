@@ -9,17 +9,16 @@ shard run again, or one that failed and is run again (``fiftyone delegated rerun
 """
 
 import uuid
-from datetime import timedelta
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
+from vlsr_core.fo.shard_jobs import OPERATOR, shard_tag
 from vlsr_core.wording import count
 
-from .common import PLUGIN
 
-URI = PLUGIN + "run_shard"
+URI = OPERATOR
 BATCHES = "vlsr_shard_batches"  # MongoDB collection: a batch's shards done, and who finishes
 STAGES = {"embed": "embed images", "score": "score labels", "cluster": "write the label map"}
 LEASED_AS = {"embed": "compute embeddings", "score": "score labels", "cluster": "cluster and merge"}
@@ -57,7 +56,7 @@ class RunShard(foo.Operator):
         progress = lambda f: ctx.set_progress(progress=f, label=label)  # noqa: E731
         view = ctx.target_view()
         # (tagged: the forms tell a shard heard from from one whose worker stopped)
-        lease = dict(key=key, stage=LEASED_AS[stage], tag=_tag(batch, shard))
+        lease = dict(key=key, stage=LEASED_AS[stage], tag=shard_tag(batch, shard))
         with run_lease(ctx.dataset, shared=True, **lease):
             if stage == "embed":
                 report = stages.compute_image_embeddings(
@@ -124,63 +123,6 @@ def queue_shards(ctx, view, n_shards, stage, key, batch=None, **params):
         )
         queued.append(str(op.id))
     return queued
-
-
-def shard_note(dataset, key):
-    """How far the stages of run ``key`` in progress as delegated shards got, shard by shard
-    as FiftyOne lists them, with what to run for a failed shard or one whose worker stopped;
-    None if no stage is in shards."""
-    from fiftyone.operators.delegated import DelegatedOperationService
-
-    from vlsr_core.fo.lease import TTL, live_tags, server_time
-    from vlsr_core.fo.runs import STAGE_NAMES
-
-    states = dataset.get_run_info(key).config.stages or {}
-    batches = {stage: state.split(":", 1)[1] for stage, state in states.items()
-               if state.startswith("shards:")}
-    if not batches:
-        return None
-    ops = DelegatedOperationService().list_operations(
-        operator=URI, dataset_id=dataset._doc.id,
-        **{"context.request_params.params.batch": {"$in": list(batches.values())}})
-    # (the database's time, as the workers' times of start are UTC: machines' clocks differ)
-    heard, now = live_tags(dataset, key), server_time()
-    notes = []
-    for stage, batch in batches.items():
-        latest = {}  # shard -> its last operation (a shard run again is a new one)
-        for op in sorted(ops, key=lambda o: o.queued_at or now):
-            params = op.context.request_params.get("params", {}) if op.context else {}
-            if params.get("batch") == batch:
-                latest[params.get("shard") or "1/1"] = op
-        name = STAGE_NAMES[stage]
-        if not latest:  # (shards run from Python)
-            notes.append(f"*{name}* runs in shards: the last shard to finish completes it.")
-            continue
-        tally, todo = {}, []
-        for shard, op in sorted(latest.items(), key=lambda item: int(item[0].split("/")[0])):
-            state = op.run_state
-            if state == "running" and _tag(batch, shard) not in heard and (
-                    op.started_at and now - op.started_at > timedelta(seconds=TTL)):
-                state = "not heard from"
-                todo.append(f"shard {shard} has not been heard from since it started at "
-                            f"{op.started_at:%H:%M:%S} UTC (its worker stopped?): "
-                            f"`fiftyone delegated fail {op.id}`, then `fiftyone delegated rerun "
-                            f"{op.id}`")
-            elif state == "failed":
-                error = ((op.result.error if op.result else None) or "").strip().splitlines()
-                todo.append(f"shard {shard} failed ({error[-1][:160] if error else 'no error kept'})"
-                            f": `fiftyone delegated rerun {op.id}`")
-            tally[state] = tally.get(state, 0) + 1
-        n = shard.split("/")[-1]
-        parts = ", ".join(f"{k} {'done' if s == 'completed' else s}" for s, k in tally.items())
-        notes.append(f"*{name}* runs as {n} delegated shards ({parts}); the last to finish "
-                     f"completes it." + "".join(f" {t[0].upper()}{t[1:]}." for t in todo))
-    return (" ".join(notes) + " Running a stage again starts over, and its pending shards then "
-            "write nothing.")
-
-
-def _tag(batch, shard):
-    return f"{batch}:{shard}"
 
 
 def new_batch():

@@ -60,7 +60,7 @@ class VLSRPanel(foo.Panel):
         from vlsr_core.fo.lease import running_note
         from vlsr_core.fo.runs import stage_activity
 
-        from .run_shard import shard_note
+        from vlsr_core.fo.shard_jobs import shard_note
 
         running = stage_activity(dataset, key)[0]
         if running:

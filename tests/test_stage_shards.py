@@ -288,6 +288,11 @@ def test_the_forms_tell_a_shard_whose_worker_stopped_from_one_running(main):
 
         panel = Panel(dataset).event("on_load")
         assert "2 not heard from, 1 queued" in panel.state["busy"], panel.state["busy"]
+        # and the summary (vlsr summary)
+        from vlsr_core.fo.summary import summarize_run
+
+        assert ("**In progress:** *score labels* runs as 3 delegated shards (2 not heard from, 1 "
+                "queued)") in summarize_run(dataset, "vlsr")
     finally:
         for op in service.list_operations(dataset_name=dataset.name):
             service.delete_operation(op.id)

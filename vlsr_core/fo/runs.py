@@ -569,21 +569,3 @@ def stage_activity(dataset, key):
 def stage_stopped(config, stage):
     """Whether ``stage`` (a key of :data:`STAGE_NAMES`) of the run stopped part-way."""
     return (getattr(config, "stages", None) or {}).get(stage) == "running"
-
-
-def sharded_stages(config):
-    """The stages of a run in progress as delegated shards, with their names."""
-    return [STAGE_NAMES[s] for s, state in (config.stages or {}).items()
-            if state.startswith("shards:")]
-
-
-def sharded_note(stages):
-    """What a curator reads about stages in progress as shards."""
-    return (f"*{' and '.join(stages)}* runs as delegated shards: the last shard to finish "
-            f"completes it. {SHARD_RECOVERY} Running the stage again starts over, and the pending "
-            "shards then write nothing.")
-
-
-SHARD_RECOVERY = ("`fiftyone delegated list` shows the shards; run a failed one again with "
-                  "`fiftyone delegated rerun ID`, and one left running by a worker that was "
-                  "stopped with `fiftyone delegated fail ID` first.")

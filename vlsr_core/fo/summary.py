@@ -18,10 +18,9 @@ from .runs import (
     run_collection,
     sample_fields,
     saved_view_names,
-    sharded_note,
-    sharded_stages,
     stage_activity,
 )
+from .shard_jobs import shard_note
 from .stages import unreadable_images
 
 
@@ -58,8 +57,9 @@ def summarize_run(dataset, key, n_clusters=10):
     for stage in stopped:
         lines.append(f"**Incomplete:** *{stage}* stopped part-way; its fields mix old and new "
                      "results. Run it again to finish.")
-    if sharded_stages(config):
-        lines.append(f"**In progress:** {sharded_note(sharded_stages(config))}")
+    sharded = shard_note(dataset, key)
+    if sharded:
+        lines.append(f"**In progress:** {sharded}")
     if getattr(config, "model", None):  # a run whose images have not all been embedded
         done = sum(samples.count(fields[f]) for f in ("embedding", "error")
                    if dataset.has_field(fields[f]))

@@ -1,0 +1,66 @@
+"""Where a stage in progress as delegated shards stands, as FiftyOne lists its operations
+(``fiftyone delegated list``), told with what to run for a shard that failed or whose worker
+stopped: a worker killed mid-shard leaves its operation "running" for ever, and only the
+run's lease (:mod:`.lease`) tells it from one that writes."""
+
+from datetime import timedelta
+
+from .lease import TTL, live_tags, server_time
+from .runs import STAGE_NAMES
+
+OPERATOR = "@vlsr/vlsr/run_shard"  # the plugin's operator that runs one shard
+
+
+def shard_tag(batch, shard):
+    """What tells shard ``shard`` ("2/3") of ``batch`` among the holders of a run's lease."""
+    return f"{batch}:{shard}"
+
+
+def shard_note(dataset, key):
+    """How far the stages of run ``key`` in progress as delegated shards got, shard by shard
+    as FiftyOne lists them, with what to run for a failed shard or one whose worker stopped;
+    None if no stage is in shards."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    states = dataset.get_run_info(key).config.stages or {}
+    batches = {stage: state.split(":", 1)[1] for stage, state in states.items()
+               if state.startswith("shards:")}
+    if not batches:
+        return None
+    ops = DelegatedOperationService().list_operations(
+        operator=OPERATOR, dataset_id=dataset._doc.id,
+        **{"context.request_params.params.batch": {"$in": list(batches.values())}})
+    # (the database's time, as the workers' times of start are UTC: machines' clocks differ)
+    heard, now = live_tags(dataset, key), server_time()
+    notes = []
+    for stage, batch in batches.items():
+        latest = {}  # shard -> its last operation (a shard run again is a new one)
+        for op in sorted(ops, key=lambda o: o.queued_at or now):
+            params = op.context.request_params.get("params", {}) if op.context else {}
+            if params.get("batch") == batch:
+                latest[params.get("shard") or "1/1"] = op
+        name = STAGE_NAMES[stage]
+        if not latest:  # (shards run from Python)
+            notes.append(f"*{name}* runs in shards: the last shard to finish completes it.")
+            continue
+        tally, todo = {}, []
+        for shard, op in sorted(latest.items(), key=lambda item: int(item[0].split("/")[0])):
+            state = op.run_state
+            if state == "running" and shard_tag(batch, shard) not in heard and (
+                    op.started_at and now - op.started_at > timedelta(seconds=TTL)):
+                state = "not heard from"
+                todo.append(f"shard {shard} has not been heard from since it started at "
+                            f"{op.started_at:%H:%M:%S} UTC (its worker stopped?): "
+                            f"`fiftyone delegated fail {op.id}`, then `fiftyone delegated rerun "
+                            f"{op.id}`")
+            elif state == "failed":
+                error = ((op.result.error if op.result else None) or "").strip().splitlines()
+                todo.append(f"shard {shard} failed ({error[-1][:160] if error else 'no error kept'})"
+                            f": `fiftyone delegated rerun {op.id}`")
+            tally[state] = tally.get(state, 0) + 1
+        n = shard.split("/")[-1]
+        parts = ", ".join(f"{k} {'done' if s == 'completed' else s}" for s, k in tally.items())
+        notes.append(f"*{name}* runs as {n} delegated shards ({parts}); the last to finish "
+                     f"completes it." + "".join(f" {t[0].upper()}{t[1:]}." for t in todo))
+    return (" ".join(notes) + " Running a stage again starts over, and its pending shards then "
+            "write nothing.")
