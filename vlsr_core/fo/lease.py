@@ -114,12 +114,16 @@ def holder(dataset, key):
     """The stored lease of run ``key`` if another live process or thread holds it (a dict:
     ``stage``, ``host``, ``pid``, ``started``, ``beat``; for shards sharing it, the first one's
     with ``shards``, their number), else None."""
-    lease_id = _lease_id(dataset, key)
-    if lease_id in _leases_held():
+    if _lease_id(dataset, key) in _leases_held():
         return None
-    lease = _leases().find_one({"_id": lease_id})
-    live = _live(lease, server_time()) if lease else []
+    lease, live = _stored(dataset, key)
     return _as_one(lease, live) if live else None
+
+
+def _stored(dataset, key):
+    """The stored lease of run ``key`` (None if there is none) and its live holders."""
+    lease = _leases().find_one({"_id": _lease_id(dataset, key)})
+    return lease, (_live(lease, server_time()) if lease else [])
 
 
 def running_note(lease):
@@ -147,9 +151,7 @@ def busy_message(key, lease):
 
 def live_tags(dataset, key):
     """The ``tag`` of each live holder of run ``key`` (see :func:`run_lease`) that has one."""
-    lease = _leases().find_one({"_id": _lease_id(dataset, key)})
-    live = _live(lease, server_time()) if lease else []
-    return {h["tag"] for h in live if h.get("tag")}
+    return {h["tag"] for h in _stored(dataset, key)[1] if h.get("tag")}
 
 
 def _take(dataset, key, stage, shared, tag):

@@ -504,8 +504,9 @@ def output_problem(samples, key, label_field):
     config = dataset.get_run_info(key).config if dataset.has_run(key) else None
     if config is not None and not isinstance(config, VLSRRunConfig):
         return f"Run {key!r} exists and is not a VLSR run; choose another key"
-    if config is not None and stage_stopped(config, "delete"):
-        return half_deleted(dataset, key)
+    deleting = config is not None and half_deleted(dataset, key)
+    if deleting:
+        return deleting
     if config is None:
         writer = run_outputs(dataset).get(root)
         if writer is not None:

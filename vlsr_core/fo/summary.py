@@ -266,9 +266,7 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
     bullets = []
     for cluster, size in sizes.most_common(n_clusters):
         labels = members[cluster]
-        shown = ", ".join(code(n) for n in labels[:8])
-        more = f", +{len(labels) - 8} more" if len(labels) > 8 else ""
-        bullets.append(f"- {code(names[cluster])} ({size}, {len(labels)}): {shown}{more}")
+        bullets.append(f"- {code(names[cluster])} ({size}, {len(labels)}): {_some(labels, 8)}")
     lines.append("\n".join(bullets))
     wide = _wide_cluster(label_map, names, members)
     if wide:
@@ -350,8 +348,9 @@ def _drift(counts, vocabulary):
 
 
 def _some(labels, n=5):
+    """The first ``n`` of ``labels`` as code, and how many more there are."""
     shown = ", ".join(code(label) for label in labels[:n])
-    return shown + (f" and {len(labels) - n} more" if len(labels) > n else "")
+    return shown + (f", +{len(labels) - n} more" if len(labels) > n else "")
 
 
 def plain(markdown):
