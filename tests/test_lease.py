@@ -279,3 +279,34 @@ def test_a_stage_inside_a_shard_of_its_run_is_an_error_not_a_silent_pass(ran):
         with pytest.raises(RuntimeError, match="'cluster and merge' cannot run inside a shard"):
             cluster_and_merge(dataset)
     assert leases_of(dataset) == 0
+
+
+ADD_OUTPUTS = """
+import sys, time
+import fiftyone as fo
+from vlsr_core.fo.stages import _create_outputs
+dataset, key, start = fo.load_dataset(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+config = type("Config", (), {"created_fields": None})()
+time.sleep(max(0.0, start - time.time()))
+for i in range(30):
+    _create_outputs(dataset, key, config, {f"{key}_{i}": lambda name: dataset.add_sample_field(
+        name, fo.FloatField)})
+"""
+
+
+def test_two_runs_creating_fields_at_once_keep_each_others(dataset):
+    """FiftyOne writes a dataset's list of fields whole: two processes adding fields at once
+    dropped some of each other's from the schema (their runs then could not see, nor delete,
+    them). Each process here creates 30 outputs of its run, starting together."""
+    import fiftyone as fo
+
+    dataset.add_sample(fo.Sample(filepath="/x.png"))
+    dataset.persistent = True  # (seen by the other processes)
+    start = time.time() + 4
+    procs = [subprocess.Popen([sys.executable, "-c", ADD_OUTPUTS, dataset.name, key, str(start)])
+             for key in ("ka", "kb")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    dataset.reload()
+    schema = dataset.get_field_schema()
+    assert [sum(name.startswith(key + "_") for name in schema) for key in ("ka", "kb")] == [30, 30]
+    assert not leases_of(dataset)

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from datetime import timedelta
@@ -284,3 +285,47 @@ def holds_run(stage, shared=False):
         return wrapper
 
     return decorate
+
+
+DOCUMENT_WAIT = 120.0  # seconds to wait for another process's change of a dataset's document
+
+
+@contextmanager
+def dataset_document(dataset):
+    """Change the document of ``dataset`` (its fields, runs and saved views) one process at a
+    time, on the document as stored: FiftyOne writes its lists whole, so two runs adding
+    fields at once each dropped the other's from the schema (their values stayed on the
+    samples, where no run could see, nor delete, them). Re-entrant in a thread."""
+    lock_id = f"{dataset._doc.id}:document"
+    held = _leases_held()
+    if lock_id in held:
+        yield
+        return
+    leases, token = _leases(), uuid.uuid4().hex
+    end = time.monotonic() + DOCUMENT_WAIT
+    while True:
+        now = server_time()
+        try:
+            leases.insert_one(dict(_id=lock_id, dataset=dataset.name, token=token,
+                                   pid=os.getpid(), machine=MACHINE, host=HOST, started=now,
+                                   beat=now))
+            break
+        except DuplicateKeyError:
+            stored = leases.find_one({"_id": lock_id})
+            if stored is not None and _free(stored, now):
+                leases.delete_one({"_id": lock_id, "token": stored["token"]})
+                continue
+            if time.monotonic() > end:
+                raise RunBusyError(
+                    f"Dataset {dataset.name!r}: another process (pid {stored['pid']} on "
+                    f"{stored['host']}) has been changing its fields, runs or saved views "
+                    f"for {DOCUMENT_WAIT:.0f} s; try again") from None
+            time.sleep(0.05)
+    held[lock_id] = (token, False)
+    try:
+        dataset.reload()  # (the fields, runs and views other processes added meanwhile)
+        yield
+    finally:
+        del held[lock_id]
+        leases.delete_one({"_id": lock_id, "token": token})
+

@@ -20,7 +20,7 @@ from ..engine.defaults import DEFAULT_KEY, key_problem
 from ..engine.params import PARAM_CLASSES
 from ..wording import count
 from .labels import input_fields
-from .lease import RunBusyError, holder, run_lease, running_note
+from .lease import RunBusyError, dataset_document, holder, run_lease, running_note
 
 # Field name suffixes, appended to the run key ("vlsr" -> "vlsr_embedding", ...).
 SAMPLE_FIELDS = {
@@ -257,7 +257,8 @@ def delete_run(dataset, key):
         config.stages = {**(config.stages or {}), "delete": "running"}
         save_config(dataset, key, config)
         config.build().cleanup(dataset, key)
-        fors.Run.delete_run(dataset, key, cleanup=False)
+        with dataset_document(dataset):
+            fors.Run.delete_run(dataset, key, cleanup=False)
 
 
 def half_deleted(dataset, key):
@@ -296,10 +297,14 @@ class VLSRRun(fors.Run):
 
     def cleanup(self, samples, key):
         dataset = samples._dataset
-        for field in self.get_fields(dataset, key):
-            dataset.delete_sample_field(field, error_level=1)
+        with dataset_document(dataset):  # (the fields as stored: another run may add some)
+            fields = self.get_fields(dataset, key)
+        for field in fields:  # (one at a time: a field of many samples takes a while)
+            with dataset_document(dataset):
+                dataset.delete_sample_field(field, error_level=1)
         for view in owned_views(key, self.config):
-            drop_saved_views(dataset, view)
+            with dataset_document(dataset):
+                drop_saved_views(dataset, view)
         for brain_key in getattr(self.config, "created_brain_runs", None) or []:
             if dataset.has_brain_run(brain_key):
                 dataset.delete_brain_run(brain_key)

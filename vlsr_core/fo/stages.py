@@ -56,7 +56,7 @@ from .labels import (
     set_label_attribute,
     usable,
 )
-from .lease import holds_run
+from .lease import dataset_document, holds_run
 from .review import record_applied, review_state, samples_left
 from .runs import (
     CROP_RECORD,
@@ -1071,7 +1071,8 @@ def _load_or_init(dataset, key, label_field):
     else:
         config = VLSRRunConfig(label_field=label_field, model=None, created_fields=[],
                                created_views=[])
-        dataset.register_run(key, config)
+        with dataset_document(dataset):
+            dataset.register_run(key, config)
     return config, VLSRResults(dataset, config, key)
 
 
@@ -1232,15 +1233,18 @@ def _check_outputs(samples, key, label_field):
 def _create_outputs(dataset, key, config, creators):
     """Create the missing output fields of run ``key`` (``{name: creator(name)}``), each recorded
     in the run's config before it is created, so that deleting the run removes exactly them."""
-    missing = [name for name in creators if not dataset.has_field(name)]
-    if not missing:
+    if all(dataset.has_field(name) for name in creators):
         return
-    if config.created_fields is not None:
-        config.created_fields = list(config.created_fields) + missing
-        save_config(dataset, key, config)
-    for name in missing:
-        creators[name](name)
-    _ticked_in_the_grid(dataset, key, missing)
+    with dataset_document(dataset):
+        missing = [name for name in creators if not dataset.has_field(name)]
+        if not missing:
+            return
+        if config.created_fields is not None:
+            config.created_fields = list(config.created_fields) + missing
+            save_config(dataset, key, config)
+        for name in missing:
+            creators[name](name)
+        _ticked_in_the_grid(dataset, key, missing)
 
 
 def _ticked_in_the_grid(dataset, key, created):
@@ -1270,8 +1274,9 @@ def _save_view(run, name, view, description):
     if not run.dataset.has_saved_view(name) and run.config.created_views is not None:
         run.config.created_views = list(run.config.created_views) + [name]
         save_config(run.dataset, run.key, run.config)
-    run.dataset.save_view(name, view, description=description, overwrite=True)
-    drop_saved_views(run.dataset, name, keep=1)  # (the same view, saved at once elsewhere)
+    with dataset_document(run.dataset):
+        run.dataset.save_view(name, view, description=description, overwrite=True)
+        drop_saved_views(run.dataset, name, keep=1)  # (the same view, saved at once elsewhere)
 
 
 class _Writer:
