@@ -7,12 +7,12 @@ from vlsr_core.engine.defaults import DEFAULT_KEY
 
 from .common import (
     block,
+    check_target,
     chosen_run_key,
     chosen_target,
     delegable,
     execution_flags,
     finish,
-    narrowing_warning,
     review_state_input,
     run_key_choice,
     run_name,
@@ -42,13 +42,15 @@ class ApplyReview(foo.Operator):
         state = review_state_input(ctx, inputs, key) if key is not None else None
         if state is None:
             return form
-        from vlsr_core.fo.review import apply_problem, copy_note, run_copies_outdated
+        from vlsr_core.fo.review import (apply_problem, copy_note, labels_problem,
+                                         run_copies_outdated)
 
-        problem = apply_problem(ctx.dataset, key)
+        problem = apply_problem(ctx.dataset, key) or labels_problem(
+            view, ctx.dataset.get_run_info(key).config, state.label_map.vocabulary)
         if problem:
             block(inputs, "apply_error", problem)
             return form
-        narrowing_warning(ctx, inputs, key, view, "Only their fields are rewritten.")
+        check_target(ctx, inputs, key, view, "Only their fields are rewritten.")
         for name, n in run_copies_outdated(ctx.dataset, key, state):
             inputs.view(f"outdated_{name}", types.Warning(label=copy_note(name, n)))
         prop = inputs.str("copy_to", label="Also copy the final labels to a new field (optional)",

@@ -11,12 +11,12 @@ from vlsr_core.engine.params import MergeParams
 from vlsr_core.wording import count
 
 from .common import (
+    check_target,
     chosen_run_key,
     chosen_target,
     delegable,
     execution_flags,
     finish,
-    narrowing_warning,
     param_inputs,
     params_from,
     queued_message,
@@ -48,9 +48,9 @@ class ClusterAndMerge(foo.Operator):
         inputs = types.Object()
         view = target_view(ctx, inputs, run_target(ctx, chosen_run_key(ctx)))
         key = run_key_choice(ctx, inputs, "cluster labels") if view is not None else None
-        if key is not None:
-            narrowing_warning(ctx, inputs, key, view, "This replaces the run's whole vocabulary, "
-                              "clusters and label map with ones computed from their labels only.")
+        if key is not None and check_target(
+                ctx, inputs, key, view, "This replaces the run's whole vocabulary, clusters and "
+                "label map with ones computed from their labels only."):
             base, hidden = _base(ctx, key)
             param_inputs(ctx, inputs, MergeParams, base, hidden=hidden)
             shards_input(ctx, inputs, "cluster the labels now, and queue the writing of the label map on the samples")

@@ -10,7 +10,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.engine.params import ParamError
-from vlsr_core.fo.labels import input_fields, media_problem
+from vlsr_core.fo.labels import input_fields, media_problem, unlabelled_problem
 from vlsr_core.fo.lease import running_note
 from vlsr_core.fo.runs import (
     RunDeletedError,
@@ -90,15 +90,22 @@ def run_target(ctx, key):
     return "CURRENT_VIEW" if collection and collection == loaded else "DATASET"
 
 
-def narrowing_warning(ctx, inputs, key, view, consequence):
-    """Warn when ``view`` holds fewer samples than the run's collection, saying the
-    ``consequence`` (a sentence) of running a vocabulary-wide stage on it."""
+def check_target(ctx, inputs, key, view, consequence):
+    """Whether a vocabulary-wide stage of run ``key`` can run on ``view``: not if the view
+    filters the run's labels (an error); warns when it holds fewer samples than the run's
+    collection, saying the ``consequence`` (a sentence) of running the stage on it."""
+    from vlsr_core.fo.labels import label_filter_problem
+
     try:
         config = ctx.dataset.get_run_info(key).config
     except ValueError:
-        return
+        return True
+    problem = label_filter_problem(view, config.label_field, config.collection)
+    if problem:
+        block(inputs, "filter_error", problem)
+        return False
     if config.collection == "":
-        return  # made on an unsaved view: nothing to compare with
+        return True  # made on an unsaved view: nothing to compare with
     collection = run_collection(ctx.dataset, key)
     n_run, n_view = len(collection), len(view)
     if n_view < n_run:
@@ -108,6 +115,7 @@ def narrowing_warning(ctx, inputs, key, view, consequence):
             description=f"{consequence} Choose "
                         f"{'Dataset' if collection is ctx.dataset else 'the saved view'} "
                         "as target to work on the whole run."))
+    return True
 
 
 def label_field_input(ctx, inputs):
@@ -122,9 +130,15 @@ def label_field_input(ctx, inputs):
     choices = types.Dropdown(label="Label field")
     for f in fields:
         choices.add_choice(f, label=f)
-    inputs.enum("label_field", choices.values(), default=fields[0], required=True, view=choices,
-                description="The labels to score and merge (they are never modified)")
-    return ctx.params.get("label_field", fields[0])
+    prop = inputs.enum("label_field", choices.values(), default=fields[0], required=True,
+                       view=choices, description="The labels to score and merge (they are never "
+                                                 "modified)")
+    field = ctx.params.get("label_field", fields[0])
+    problem = field in fields and unlabelled_problem(ctx.dataset, field)
+    if problem:
+        prop.invalid, prop.error_message = True, problem
+        return None
+    return field
 
 
 def new_run_key_input(ctx, inputs, label_field):
@@ -139,6 +153,8 @@ def new_run_key_input(ctx, inputs, label_field):
         prop.invalid, prop.error_message = True, problem
     elif ctx.dataset.has_run(key):
         run_status(ctx, inputs, key)
+    else:
+        queued_status(ctx, inputs, key)
     return key
 
 
@@ -177,7 +193,7 @@ def run_status(ctx, inputs, key, deleting=False):
     """Warnings on the state of existing run ``key``: a stage running (the run is busy), stages
     stopped part-way, stages in progress as delegated shards. Returns False (and an error) if
     the run was half deleted, as nothing but ``deleting`` it can use it."""
-    from vlsr_core.fo.shard_jobs import shard_note
+    from vlsr_core.fo.jobs import shard_note
 
     running, stopped = stage_activity(ctx.dataset, key)
     if running:
@@ -198,7 +214,17 @@ def run_status(ctx, inputs, key, deleting=False):
     sharded = shard_note(ctx.dataset, key)
     if sharded:
         inputs.view("sharded", types.Warning(label=f"Run {key!r}: {sharded}"))
+    queued_status(ctx, inputs, key)
     return True
+
+
+def queued_status(ctx, inputs, key):
+    """A warning naming the operations on run ``key`` scheduled and waiting for a worker."""
+    from vlsr_core.fo.jobs import queued_note
+
+    queued = queued_note(ctx.dataset, key)
+    if queued:
+        inputs.view("queued", types.Warning(label=f"Run {key!r}: {queued}"))
 
 
 def param_inputs(ctx, inputs, cls, base=None, unchecked=(), checks=None, hidden=()):

@@ -5,7 +5,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
-from .common import delegable, done, run_key_choice
+from .common import delegable, done, run_key_choice, run_name
 
 
 class DeleteRun(foo.Operator):
@@ -35,6 +35,9 @@ class DeleteRun(foo.Operator):
                 prop = inputs.view("confirm_note", types.Notice(label="Tick the box to confirm"))
                 prop.invalid, prop.error_message = True, "Tick the box to confirm the deletion"
         return types.Property(inputs, view=types.View(label=self.config.label))
+
+    def resolve_run_name(self, ctx):
+        return run_name(ctx, "delete run")
 
     @delegable
     def execute(self, ctx):

@@ -8,13 +8,13 @@ from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.fo.export import export_problem, overwrite_removes
 
 from .common import (
+    check_target,
     chosen_run_key,
     chosen_target,
     delegable,
     execution_flags,
     finish,
     full_path,
-    narrowing_warning,
     run_key_choice,
     run_name,
     run_target,
@@ -39,9 +39,8 @@ class ExportResults(foo.Operator):
         inputs = types.Object()
         view = target_view(ctx, inputs, run_target(ctx, chosen_run_key(ctx)))
         key = run_key_choice(ctx, inputs, "export") if view is not None else None
-        if key is None:
+        if key is None or not check_target(ctx, inputs, key, view, "Only they are exported."):
             return types.Property(inputs, view=types.View(label=self.config.label))
-        narrowing_warning(ctx, inputs, key, view, "Only they are exported.")
         prop = inputs.str("directory", required=True, label="Export directory",
                           description="A full path to a folder on the machine running FiftyOne, "
                                       "such as /data/exports/run1 or ~/exports/run1")

@@ -14,7 +14,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
-from vlsr_core.fo.shard_jobs import OPERATOR, shard_tag
+from vlsr_core.fo.jobs import OPERATOR, shard_tag
 from vlsr_core.wording import count
 
 

@@ -7,12 +7,12 @@ from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.engine.params import ScoreParams
 
 from .common import (
+    check_target,
     chosen_run_key,
     chosen_target,
     delegable,
     execution_flags,
     finish,
-    narrowing_warning,
     param_inputs,
     params_from,
     queued_message,
@@ -44,10 +44,10 @@ class ScoreLabels(foo.Operator):
         inputs = types.Object()
         view = target_view(ctx, inputs, run_target(ctx, chosen_run_key(ctx)))
         key = run_key_choice(ctx, inputs, "score labels") if view is not None else None
-        if key is not None:
-            narrowing_warning(ctx, inputs, key, view, "Their suggestions are then drawn from "
-                              "their own labels only, and the low-score threshold and the review "
-                              "views are computed from them alone.")
+        if key is not None and check_target(
+                ctx, inputs, key, view, "Their suggestions are then drawn from their own labels "
+                "only, and the low-score threshold and the review views are computed from them "
+                "alone."):
             param_inputs(ctx, inputs, ScoreParams, run_params(ctx, key, ScoreParams))
             shards_input(ctx, inputs, "queue the scoring (the last job to finish saves the review views)")
         return types.Property(inputs, view=types.View(label=self.config.label))

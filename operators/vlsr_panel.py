@@ -56,18 +56,24 @@ class VLSRPanel(foo.Panel):
     @staticmethod
     def _busy(dataset, key):
         """What runs on ``key`` now: a stage (Apply is refused), or stages in progress as
-        delegated shards; None if nothing."""
+        delegated shards; and what waits for a worker (on any run, before the first); None if
+        nothing."""
+        from vlsr_core.fo.jobs import queued_note, shard_note
         from vlsr_core.fo.lease import running_note
         from vlsr_core.fo.runs import stage_activity
 
-        from vlsr_core.fo.shard_jobs import shard_note
-
+        queued = queued_note(dataset, key)
+        lines = [f"**Scheduled:** {queued}"] if queued else []
+        if key is None:
+            return lines[0] if lines else None
         running = stage_activity(dataset, key)[0]
+        sharded = not running and shard_note(dataset, key)
         if running:
-            return (f"**Busy:** {running_note(running)}: Apply is refused until it is done, and "
-                    "*Refresh* then shows what it changed")
-        sharded = shard_note(dataset, key)
-        return f"**In progress:** {sharded}" if sharded else None
+            lines.insert(0, f"**Busy:** {running_note(running)}: Apply is refused until it is "
+                            "done, and *Refresh* then shows what it changed")
+        elif sharded:
+            lines.insert(0, f"**In progress:** {sharded}")
+        return "\n\n".join(lines) or None
 
     def _state(self, ctx):
         """The run's review state, or None with the reason in ``panel.state.problem``."""
@@ -127,7 +133,7 @@ class VLSRPanel(foo.Panel):
                 y=hist.counts, marker=dict(color="#ff6d04"),
                 hovertemplate="score %{x:.3f}: %{y} labels<extra></extra>")] if hist else []
         s.scope = _scope(ctx, key) if state is not None else None
-        s.busy = self._busy(ctx.dataset, key) if key is not None else None
+        s.busy = self._busy(ctx.dataset, key)
         if state is None:
             return
         s.status = state.summary() + "".join(
@@ -373,6 +379,7 @@ class VLSRPanel(foo.Panel):
             panel.md(s.problem, name="problem")
             if s.busy:
                 panel.md(s.busy, name="busy")
+            self._refresh_button(panel)  # (a delegated run clusters it, say)
             self._histogram(panel, s)  # a run scored, not clustered yet
             return types.Property(panel, view=types.GridView(orientation="vertical"))
 
@@ -395,9 +402,7 @@ class VLSRPanel(foo.Panel):
                     title="Accept or reject the suggested labels of the selected samples")
         actions.btn("import", label="Import…", icon="upload_file", on_click=self.import_map,
                     title="Import an edited label map (label_map.csv of an export) as edits")
-        actions.btn("refresh", label="Refresh", icon="refresh", on_click=self.refresh,
-                    title="Show what a delegated run changed (runs and edits made in the App "
-                          "refresh the panel themselves)")
+        self._refresh_button(actions)
         if s.cluster_name:  # reviewed member by member: nothing run-wide around it
             self._open_cluster(panel, s)
         else:
@@ -407,6 +412,11 @@ class VLSRPanel(foo.Panel):
                 self._clusters(panel, s)
             self._overview(panel, s)
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))
+
+    def _refresh_button(self, panel):
+        panel.btn("refresh", label="Refresh", icon="refresh", on_click=self.refresh,
+                  title="Show what a delegated run changed (runs and edits made in the App "
+                        "refresh the panel themselves)")
 
     def _listing_choice(self, panel, s):
         """The choice of listing, when merging left rare clusters, and the search box."""

@@ -168,6 +168,66 @@ def test_delegated_execution_reports_progress(ds, tiny_clip):
             service.delete_operation(op.id)
 
 
+def test_an_operation_waiting_for_a_worker_is_told_in_its_runs_forms_panel_and_summary(
+        ds, tiny_clip):
+    """A curator who schedules a stage and sees no sign of it schedules it again."""
+    from test_panel import Panel
+
+    from vlsr_core.fo.summary import summarize_run
+
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds, key="vlsr")
+    uri = URI + "cluster_and_merge"
+    foo.execute_operator(uri, dataset=ds, request_delegation=True, params=dict(key="vlsr"))
+    service = DelegatedOperationService()
+    try:
+        waits = ("Run 'vlsr': An operation waits for a delegated worker (`fiftyone delegated "
+                 f"launch`): *VLSR cluster and merge: run 'vlsr' on {ds.name}* (scheduled at ")
+        for name in ("cluster_and_merge", "apply_review", "delete_run"):
+            label = form(name, ds, key="vlsr")["type"]["properties"]["queued"]["view"]["label"]
+            assert label.startswith(waits) and "Scheduling it again would run it twice" in label
+        assert "queued" not in form("compute_embeddings", ds, label_field="gt",
+                                    key="other")["type"]["properties"]  # another run's form
+        assert "**Scheduled:** An operation waits for a delegated worker" in summarize_run(ds, "vlsr")
+        panel = Panel(ds).event("on_load")  # not clustered yet: a message, and Refresh
+        assert "no clusters yet" in panel.state["problem"]
+        assert panel.state["busy"].startswith("**Scheduled:** An operation waits")
+        assert "'refresh'" in str(panel.layout)
+        service.execute_queued_operations(operator=uri, dataset_name=ds.name)
+        assert "queued" not in form("cluster_and_merge", ds, key="vlsr")["type"]["properties"]
+        panel.event("refresh")
+        assert panel.state["problem"] is None and panel.state["busy"] is None
+    finally:
+        for op in service.list_operations(dataset_name=ds.name):
+            service.delete_operation(op.id)
+
+
+def test_the_embed_form_refuses_a_label_field_without_labels(ds):
+    ds.add_sample_field("empty", fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification)
+    ds.set_values("empty", [fo.Classification(label=" ")] + [None] * (len(ds) - 1))
+    props = form("compute_embeddings", ds, label_field="empty")["type"]["properties"]
+    assert props["label_field"]["error_message"] == (
+        "Field 'empty' holds no labels in this dataset (none, or only empty ones): there is "
+        "nothing to clean")
+    assert "key" not in props  # nothing else to fill in
+    props = form("compute_embeddings", ds, label_field="gt")["type"]["properties"]
+    assert not props["label_field"]["invalid"] and "key" in props
+
+
+def test_stage_forms_refuse_a_view_that_filters_the_runs_labels_before_execute(ds, tiny_clip):
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds, key="vlsr")
+    run("cluster_and_merge", ds, key="vlsr")
+    name = "vlsr-low-similarity"
+    low = ds.load_saved_view(name)
+    for operator in ("score_labels", "cluster_and_merge", "apply_review", "export_results"):
+        props = form(operator, ds, view=low, view_name=name, key="vlsr",
+                     view_target="CURRENT_VIEW")["type"]["properties"]
+        assert f"The saved view {name!r} filters the labels of 'gt'" in str(
+            props.get("filter_error") or props.get("apply_error")), operator
+        assert not {"top_k", "eps", "copy_to", "directory"} & set(props), operator
+
+
 def test_label_field_choices_are_label_fields_only(ds):
     inputs = form("compute_embeddings", ds)["type"]["properties"]
     choices = [c["value"] for c in inputs["label_field"]["view"]["choices"]]
@@ -727,13 +787,21 @@ def test_an_edited_label_map_csv_comes_back_through_the_import_form(ds, tiny_cli
                                    "it joins the cluster 'helmit'; Apply to write it")
 
 
-def test_apply_form_refuses_a_copy_field_that_is_not_new(ds, tiny_clip):
+def test_apply_form_refuses_a_copy_field_that_is_not_new_and_labels_not_clustered(ds, tiny_clip):
     run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
     run("score_labels", ds, key="vlsr")
     assert "cluster and merge first" in str(form("apply_review", ds, key="vlsr"))
     run("cluster_and_merge", ds, key="vlsr")
     assert "exists and was not created" in str(_form_errors(form("apply_review", ds, key="vlsr",
                                                                  copy_to="note")))
+    sample = ds.first()  # a label given since the clustering, embedded: the form says so
+    sample.gt.classifications.append(fo.Classification(label="forklift"))
+    sample.save()
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    props = form("apply_review", ds, key="vlsr")["type"]["properties"]
+    assert "1 label of these samples is not in the run's label map yet, e.g. ['forklift']" in \
+        str(props["apply_error"])
+    assert "copy_to" not in props
 
 
 def test_a_grouped_dataset_runs_on_one_image_slice_as_a_view(dataset, tiny_clip, tmp_path):

@@ -607,3 +607,24 @@ def test_a_member_is_marked_canonical_only_when_it_is_the_clusters_name(ran):
     assert not [s for s in shown() if "(canonical)" in s]
     add_edit(dataset, "vlsr", "rename", "helmet", "Helmets")  # one of its labels
     assert "Helmets (canonical)" in shown() and "helmet" in shown()
+
+
+def test_a_label_given_since_the_clustering_is_refused_by_apply_which_marks_nothing(ran,
+                                                                                     tmp_path):
+    from vlsr_core.fo.stages import compute_embeddings
+
+    dataset, images, encoder = ran[:3]
+    sample = dataset.first()
+    sample["gt"].classifications.append(fo.Classification(label="Drill"))
+    sample.save()
+    compute_embeddings(dataset, "gt", encoder=encoder)  # embedded, not clustered
+    before = dataset.get_run_info("vlsr").config.stages
+    with pytest.raises(ReviewError, match=r"1 label of these samples is not in the run's label "
+                                          r"map yet, e.g. \['Drill'\]: embed, score and cluster"):
+        apply_review(dataset, "vlsr")
+    assert dataset.get_run_info("vlsr").config.stages == before
+    assert "stopped part-way" not in summarize_run(dataset, "vlsr")
+    cluster_and_merge(dataset, "vlsr", min_cluster_size=1)
+    apply_review(dataset, "vlsr")
+    drill = dataset.filter_labels("gt", F("label") == "Drill")
+    assert len(drill.distinct("gt.classifications.vlsr_canonical")) == 1

@@ -186,6 +186,21 @@ def test_empty_shards_unembedded_shards_and_labels_given_later(main):
     assert finish_score_shards(dataset, "vlsr") > 0
 
 
+def test_a_clustering_shard_with_a_label_given_since_its_preparation_writes_nothing(main):
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    score_labels(dataset, "vlsr", top_k=3)
+    prepare_cluster_shards(dataset, "vlsr", **MERGE)
+    sample = dataset.match(F("filepath").ends_with("d1.png")).first()
+    sample.gt.classifications.append(fo.Classification(label="forklift"))
+    sample.save()
+    with pytest.raises(VLSRError, match=r"Nothing written: 1 label of these samples is not in the run's label map "
+                                        r"yet, e.g. \['forklift'\]: embed, score and cluster"):
+        cluster_shard(dataset, "vlsr")
+    assert not dataset.has_sample_field("vlsr_label") or dataset.count("vlsr_label") == 0
+    assert dataset.get_run_info("vlsr").config.stages["cluster"] == "shards:shards"
+
+
 def test_a_target_whose_samples_depend_on_position_is_refused(main):
     dataset, images = main
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
@@ -280,7 +295,7 @@ def test_the_forms_tell_a_shard_whose_worker_stopped_from_one_running(main):
         assert note.startswith(
             "Run 'vlsr': *score labels* runs as 3 delegated shards (1 not heard from, 1 running, "
             "1 queued); the last to finish completes it. Shard 1/3 has not been heard from since "
-            f"it started at ")
+            "it started at ")
         assert (f"UTC (its worker stopped?): `fiftyone delegated fail {ops[0].id}`, then "
                 f"`fiftyone delegated rerun {ops[0].id}`.") in note
         # once no shard is heard from, the panel says so too

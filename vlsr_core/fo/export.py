@@ -42,10 +42,9 @@ import fiftyone as fo
 from ..engine.defaults import DEFAULT_KEY
 from ..wording import count
 from .chunks import iter_chunks, sample_ids
-from .labels import (LabelFieldError, as_label_lists, label_filter_problem, label_path,
-                     label_sets, usable)
+from .labels import as_label_lists, label_path, label_sets
 from .lease import holds_run, running_note
-from .review import CLUSTER_FIRST, review_state
+from .review import CLUSTER_FIRST, labels_problem, review_state
 from .runs import half_deleted, load_results, sample_fields, stage_activity
 
 
@@ -180,26 +179,6 @@ def _holds_files(export_dir):
     return False
 
 
-def _labels_problem(samples, config, results):
-    """Why the labels of ``samples`` cannot be exported as the run's label map has them, or
-    None: a view that filters them (:func:`~.labels.label_filter_problem`), or labels given
-    since the run's clustering (which its label map lacks: apply refuses them likewise)."""
-    try:
-        path = label_path(samples, config.label_field)
-    except LabelFieldError as e:
-        return str(e)
-    problem = label_filter_problem(samples, config.label_field, config.collection)
-    if problem:
-        return problem
-    known = set(results.vocabulary)
-    new = [l for l in samples.distinct(f"{path}.label") if usable(l) and l not in known]
-    if new:
-        return (f"{count(len(new), 'label')} of these samples {'is' if len(new) == 1 else 'are'} "
-                f"not in the run's label map yet, e.g. {new[:3]}: embed, score and cluster "
-                "them first (VLSR 1 to 3 in the App, vlsr run on the command line)")
-    return None
-
-
 @contextmanager
 def _uninterrupted():
     """Ctrl-C (SIGINT) held back until the block is done, in the main thread (the CLI) when it
@@ -318,7 +297,7 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
         return (f"Run {key!r}: an Apply of a part of the run wrote the review on its samples "
                 "only, so the run's fields are mixed (the label map would not match those "
                 "samples): apply the review to the whole run before exporting")
-    problem = _labels_problem(samples, dataset.get_run_info(key).config, results)
+    problem = labels_problem(samples, dataset.get_run_info(key).config, results.vocabulary)
     if problem:
         return problem
     problem = export_dir and _uncreatable(export_dir)

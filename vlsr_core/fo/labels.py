@@ -133,6 +133,15 @@ def usable(label):
     return isinstance(label, str) and label.strip() != ""
 
 
+def unlabelled_problem(dataset, label_field):
+    """Why ``label_field`` gives a run nothing to clean, or None: no usable label in the whole
+    dataset (unlabelled images of a labelled dataset are fine: they get suggestions)."""
+    if any(usable(l) for l in dataset.distinct(f"{label_path(dataset, label_field)}.label")):
+        return None
+    return (f"Field {label_field!r} holds no labels in this dataset (none, or only empty ones): "
+            "there is nothing to clean")
+
+
 def label_sets(raw_labels):
     """Per sample, its distinct usable labels in order of first appearance."""
     return [list(dict.fromkeys(l for l in labels if usable(l))) for labels in raw_labels]

@@ -33,6 +33,7 @@ from ..engine.review import (
 )
 from ..wording import ZWSP, count, one_line, quoted
 from .chunks import sample_ids
+from .labels import LabelFieldError, label_filter_problem, label_path, usable
 from .lease import holds_run
 from .runs import (
     VLSRRunConfig,
@@ -783,6 +784,9 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     if problem:
         raise VLSRError(problem)
     run = open_run(samples, key)
+    problem = labels_problem(samples, run.config, run.results.vocabulary)
+    if problem:
+        raise ReviewError(problem)
     state = review_state(run.dataset, key, run.results)
     stopped = stage_stopped(run.config, "apply")
     mark_stage(run, "apply", "running")
@@ -835,6 +839,26 @@ def copy_note(name, n):
     """What a copy of the final labels that differs from them on ``n`` samples needs."""
     return (f"{name!r}, a copy of the final labels, differs from them on {count(n, 'sample')}: "
             f"apply with the copy to {name!r} to update it")
+
+
+def labels_problem(samples, config, clustered):
+    """Why the labels of ``samples`` cannot be given the run's label map (by Apply or export),
+    or None: a view that filters them (:func:`~.labels.label_filter_problem`), or labels given
+    since the run's clustering, which the map (of the ``clustered`` labels) lacks."""
+    try:
+        path = label_path(samples, config.label_field)
+    except LabelFieldError as e:
+        return str(e)
+    problem = label_filter_problem(samples, config.label_field, config.collection)
+    if problem:
+        return problem
+    known = set(clustered)
+    new = [l for l in samples.distinct(f"{path}.label") if usable(l) and l not in known]
+    if not new:
+        return None
+    return (f"{count(len(new), 'label')} of these samples {'is' if len(new) == 1 else 'are'} "
+            f"not in the run's label map yet, e.g. {new[:3]}: embed, score and cluster "
+            "them first (VLSR 1 to 3 in the App, vlsr run on the command line)")
 
 
 def apply_problem(dataset, key=DEFAULT_KEY):

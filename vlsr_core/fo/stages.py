@@ -54,10 +54,11 @@ from .labels import (
     label_sets,
     media_problem,
     set_label_attribute,
+    unlabelled_problem,
     usable,
 )
 from .lease import dataset_document, holds_run
-from .review import record_applied, review_state, samples_left
+from .review import labels_problem, record_applied, review_state, samples_left
 from .runs import (
     CROP_RECORD,
     REVIEW_TAGS,
@@ -191,10 +192,9 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         raise ParamError("jpeg_draft", "jpeg_draft must be off with crops: crops are cut from "
                                        "full-resolution pixels")
     vocabulary, _ = _scan_labels(samples, path, sample_ids(samples))
-    if not vocabulary and not any(usable(l) for l in samples._dataset.distinct(f"{path}.label")):
-        # (unlabelled images of a labelled dataset are fine: they get suggestions)
-        raise VLSRError(f"Field {label_field!r} holds no labels in this dataset (none, or only "
-                        "empty ones): there is nothing to clean")
+    problem = not vocabulary and unlabelled_problem(samples._dataset, label_field)
+    if problem:
+        raise VLSRError(problem)
     encoder = encoder or _encoder(params)
     dataset = samples._dataset
     new_run = not dataset.has_run(key)
@@ -810,6 +810,9 @@ def cluster_shard(samples, key=DEFAULT_KEY, *, batch="shards", progress=None):
     its collection: canonical labels and clusters on every label, the canonical label sets and
     the final labels. Returns the number of samples written."""
     run = _shard_run(samples, key, "cluster", batch, "vocabulary")
+    problem = labels_problem(samples, run.config, run.vocabulary)
+    if problem:
+        raise VLSRError(f"Nothing written: {problem}")
     return write_label_map(run, samples, _shard_review(run), progress=progress)
 
 

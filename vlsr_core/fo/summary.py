@@ -20,7 +20,7 @@ from .runs import (
     saved_view_names,
     stage_activity,
 )
-from .shard_jobs import shard_note
+from .jobs import queued_note, shard_note
 from .stages import unreadable_images
 
 
@@ -60,6 +60,9 @@ def summarize_run(dataset, key, n_clusters=10):
     sharded = shard_note(dataset, key)
     if sharded:
         lines.append(f"**In progress:** {sharded}")
+    queued = queued_note(dataset, key)
+    if queued:
+        lines.append(f"**Scheduled:** {queued}")
     if getattr(config, "model", None):  # a run whose images have not all been embedded
         done = sum(samples.count(fields[f]) for f in ("embedding", "error")
                    if dataset.has_field(fields[f]))

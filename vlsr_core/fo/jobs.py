@@ -1,14 +1,43 @@
-"""Where a stage in progress as delegated shards stands, as FiftyOne lists its operations
-(``fiftyone delegated list``), told with what to run for a shard that failed or whose worker
-stopped: a worker killed mid-shard leaves its operation "running" for ever, and only the
-run's lease (:mod:`.lease`) tells it from one that writes."""
+"""The plugin's delegated operations on a run, as FiftyOne lists them (``fiftyone delegated
+list``): those scheduled and waiting for a worker, and where a stage in progress as delegated
+shards stands, told with what to run for a shard that failed or whose worker stopped (a worker
+killed mid-shard leaves its operation "running" for ever, and only the run's lease,
+:mod:`.lease`, tells it from one that writes)."""
 
+import re
 from datetime import timedelta
 
+from ..engine.defaults import DEFAULT_KEY
 from .lease import TTL, live_tags, server_time
 from .runs import STAGE_NAMES
 
-OPERATOR = "@vlsr/vlsr/run_shard"  # the plugin's operator that runs one shard
+PLUGIN = "@vlsr/vlsr/"
+OPERATOR = PLUGIN + "run_shard"  # the plugin's operator that runs one shard
+
+
+def queued_note(dataset, key=None):
+    """The plugin's operations on run ``key`` (None: on any run) that were scheduled and wait
+    for a worker, in words (a curator who sees no sign of them schedules them again); None if
+    there are none. Shards are told by :func:`shard_note`."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    ops = DelegatedOperationService().list_operations(
+        operator={"$regex": "^" + re.escape(PLUGIN), "$ne": OPERATOR},
+        dataset_id=dataset._doc.id, run_state={"$in": ["queued", "scheduled"]})
+    ops = sorted((op for op in ops if key is None or _params(op).get("key", DEFAULT_KEY) == key),
+                 key=lambda op: op.queued_at or op.scheduled_at)
+    if not ops:
+        return None
+    jobs = "; ".join(f"*{op.label or op.operator}* (scheduled at "
+                     f"{op.queued_at or op.scheduled_at:%Y-%m-%d %H:%M} UTC)" for op in ops)
+    return (f"{'An operation waits' if len(ops) == 1 else f'{len(ops)} operations wait'} for a "
+            f"delegated worker (`fiftyone delegated launch`): {jobs}. Scheduling "
+            f"{'it' if len(ops) == 1 else 'one'} again would run it twice; "
+            "`fiftyone delegated list` lists them.")
+
+
+def _params(op):
+    return op.context.request_params.get("params", {}) if op.context else {}
 
 
 def shard_tag(batch, shard):
@@ -36,7 +65,7 @@ def shard_note(dataset, key):
     for stage, batch in batches.items():
         latest = {}  # shard -> its last operation (a shard run again is a new one)
         for op in sorted(ops, key=lambda o: o.queued_at or now):
-            params = op.context.request_params.get("params", {}) if op.context else {}
+            params = _params(op)
             if params.get("batch") == batch:
                 latest[params.get("shard") or "1/1"] = op
         name = STAGE_NAMES[stage]
