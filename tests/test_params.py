@@ -30,6 +30,9 @@ FORMS = {"compute_embeddings": EmbedParams, "score_labels": ScoreParams,
     (MergeParams, dict(size_by="images"), "size_by must be one of samples, labels"),
     (MergeParams, dict(linkage="single"), "linkage must be one of centroid, representative"),
     (ScoreParams, dict(top_k=0), "top_k must be >= 1"),
+    (ScoreParams, dict(top_k=2 ** 63), "top_k must be <= 9223372036854775807 .the largest "
+                                       "integer MongoDB stores., got 9223372036854775808"),
+    (EmbedParams, dict(batch_size=10 ** 20), "batch_size must be <= 9223372036854775807"),
     (ScoreParams, dict(replace_margin=math.nan), "replace_margin must be a finite number"),
     (ScoreParams, dict(replace_margin=None), "replace_margin must be given"),
     (ScoreParams, dict(replace_margin=5), "replace_margin must be < 2, got 5.0"),
@@ -116,7 +119,8 @@ def test_a_bad_parameter_on_the_cli_is_one_line_and_exit_2_before_any_work(datas
     for flags, words in ((["--eps", "0"], "eps must be > 0"),
                          (["--prompt", "a photo"], "exactly one {}"),
                          (["--device", "bogus"], "not a torch device"),
-                         (["--eps", "nan"], "finite")):
+                         (["--eps", "nan"], "finite"),
+                         (["--top-k", "100000000000000000000"], "top-k must be <= ")):
         done = subprocess.run([sys.executable, "-m", "vlsr_core.cli", "run", "--dataset", dataset.name,
                                "--label-field", "gt", *flags], capture_output=True, text=True,
                               timeout=300)

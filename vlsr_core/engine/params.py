@@ -34,6 +34,7 @@ from .defaults import (
 
 
 MERGE_MODES = ("recommended", "paper")
+INT_MAX = 2 ** 63 - 1  # MongoDB stores 64-bit integers: a run records its parameters there
 
 
 class ParamError(ValueError):
@@ -147,6 +148,9 @@ class _Params:
             return f"{name} must be one of {', '.join(map(str, spec.choices))}; got {value!r}"
         if spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low):
             return f"{name} must be {'>' if spec.low_open else '>='} {spec.low:g}, got {value!r}"
+        if spec.type is int and abs(value) > INT_MAX:
+            return (f"{name} must be <= {INT_MAX} (the largest integer MongoDB stores), "
+                    f"got {value!r}")
         if spec.high is not None and (value >= spec.high if spec.high_open else value > spec.high):
             return f"{name} must be {'<' if spec.high_open else '<='} {spec.high:g}, got {value!r}"
         return spec.check(value) if spec.check else None
