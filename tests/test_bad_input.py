@@ -118,6 +118,16 @@ def test_the_summary_counts_skipped_labels_and_unreadable_images(dataset, tmp_pa
             in summarize_run(dataset, "vlsr"))
 
 
+def test_samples_without_a_label_object_are_not_counted_as_skipped_labels(dataset, tmp_path):
+    """One label a sample (Classification): a sample with none has no label object to skip."""
+    images = build(dataset, tmp_path / "images", kind="classification", spec=[
+        ("a.png", "helmet", "helmet"), ("b.png", "drill", "drill"), ("c.png", "drill", ""),
+        ("d.png", "drill", None), ("e.png", "glove", None)])
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    text = summarize_run(dataset, "vlsr")
+    assert "**Skipped labels:** 1 label object with an empty or blank label" in text
+
+
 def test_the_summary_shortens_a_long_label_and_shows_a_backtick_as_written(dataset, tmp_path,
                                                                            monkeypatch, capsys):
     import fake_clip

@@ -324,6 +324,8 @@ def _label_counts(samples, label_field):
         path = label_path(samples, label_field)
     except LabelFieldError:
         return {}
+    if path == label_field:  # one label a sample: a sample without one counts no None label
+        samples = samples.exists(label_field)
     return samples.count_values(f"{path}.label")
 
 
