@@ -593,6 +593,36 @@ def test_joined_by_says_when_an_older_run_cannot_tell_images_from_dbscan():
     assert state(None).joined_by == ["", "spelling", "DBSCAN", ""]
 
 
+def test_joined_by_after_a_rename_to_a_member_is_told_against_that_member():
+    """A rename to a member changes no membership: the labels keep their steps, told against
+    the new name (an export's label_map.csv said "review" for every member)."""
+    vocabulary = ["Glove", "glove", "gloves", "drill", "power drill"]
+    clustered = LabelMap(
+        vocabulary=vocabulary, frequencies=np.ones(5, int),
+        dbscan_clusters=np.array([0, 0, 0, 1, 1]), clusters=np.array([0, 0, 0, 1, 1]),
+        representatives=["Glove", "drill"], distance_to_canonical=np.zeros(5, np.float32),
+        steps={"mode": "recommended", "lexical_groups": np.array([0, 0, 0, 1, 2])})
+
+    def joined_by(clusters, representatives):
+        reviewed = LabelMap(**{**clustered.__dict__, "clusters": np.array(clusters),
+                               "representatives": representatives})
+        return ReviewState(edits=[], label_map=reviewed, outcomes=[],
+                           clustered=clustered).joined_by
+
+    assert joined_by([0, 0, 0, 1, 1], ["Glove", "drill"]) == [
+        "", "spelling", "spelling", "", "DBSCAN"]
+    assert joined_by([0, 0, 0, 1, 1], ["glove", "drill"]) == [
+        "spelling", "", "spelling", "", "DBSCAN"]
+    assert joined_by([0, 0, 0, 1, 1], ["hand glove", "drill"]) == [
+        "", "spelling", "spelling", "", "DBSCAN"]  # (a new name: no member to tell against)
+    # drill, a cluster's name, moved to glove: it and power drill are parted by the review
+    assert joined_by([0, 0, 0, 0, 1], ["glove", "power drill"]) == [
+        "spelling", "", "spelling", "review", "review"]
+    # gloves taken out of its cluster, power drill moved to glove's
+    assert joined_by([0, 0, 2, 1, 0], ["Glove", "drill", "gloves"]) == [
+        "", "spelling", "review", "", "review"]
+
+
 def test_a_member_is_marked_canonical_only_when_it_is_the_clusters_name(ran):
     from vlsr_core.fo.browse import member_rows
 

@@ -108,21 +108,29 @@ class ReviewState:
     @cached_property
     def joined_by(self):
         """Per label of the vocabulary, the step that put it with its cluster's representative
-        label (:func:`~vlsr_core.engine.grouping.join_reasons`), or "review" where an edit gave
-        it another representative (a rename alone does not). A run that used image evidence
-        before its joins were recorded says "DBSCAN or images" where it cannot tell the two
-        apart."""
+        label (:func:`~vlsr_core.engine.grouping.join_reasons`), or "review" where an edit parted
+        it from that label, or gave its cluster the name of a label of another. A rename to a
+        member makes that member the one the steps are told against (``Gloves`` joined
+        ``glove`` by spelling, and so did ``Glove``, the name before). A run that used image
+        evidence before its joins were recorded says "DBSCAN or images" where it cannot tell
+        the two apart."""
         clustered, reviewed = self.clustered, self.label_map
         steps = clustered.steps or {}
         evidence = steps.get("image_evidence") or {}
+        after = dict(zip(reviewed.vocabulary, reviewed.clusters))
+        before = dict(zip(clustered.vocabulary, clustered.clusters))
+        named = [reviewed.representatives[after[r]] for r in clustered.representatives]
+        # per cluster of the clustering: its name now names another's labels (a join)
+        joined = [n in before and before[n] != c for c, n in enumerate(named)]
+        representatives = [n if n in before and not joined[c] else r
+                           for c, (n, r) in enumerate(zip(named, clustered.representatives))]
         reasons = join_reasons(clustered.vocabulary, steps.get("lexical_groups", ()),
                                clustered.dbscan_clusters, clustered.clusters,
-                               clustered.representatives, evidence.get("joins") or ())
+                               representatives, evidence.get("joins") or ())
         unknown = bool(evidence) and not evidence.get("not used") and "joins" not in evidence
-        before = [clustered.representatives[c] for c in clustered.clusters]
-        after = [reviewed.representatives[c] for c in reviewed.clusters]
-        return ["review" if a != b else "DBSCAN or images" if unknown and r == "DBSCAN" else r
-                for r, b, a in zip(reasons, before, after)]
+        return ["review" if joined[c] or after[label] != after[clustered.representatives[c]]
+                else "DBSCAN or images" if unknown and r == "DBSCAN" else r
+                for label, c, r in zip(clustered.vocabulary, clustered.clusters, reasons)]
 
     @property
     def pending(self):
