@@ -85,7 +85,7 @@ def test_every_stage_is_refused_while_another_process_runs_one_and_free_once_it_
         assert dataset.has_run("vlsr") and outputs(dataset) == before
         assert not (tmp_path / "x").exists()
         summary = summarize_run(dataset, "vlsr")
-        assert f"**Busy:** 'score labels' has been running since" in summary
+        assert "**Busy:** 'score labels' has been running since" in summary
         # the stage it runs is marked running: in progress, not stopped part-way
         config = dataset.get_run_info("vlsr").config
         config.stages = {**config.stages, "score": "running"}
