@@ -229,10 +229,14 @@ def by_name(collection, field):
 
 
 def label_snapshot(dataset, field="gt"):
-    """Every input label as a dict, without the attributes that runs add."""
+    """Every input label as a dict, without the attributes the dataset's runs recorded that
+    they created: a run that wrote any other attribute of an input label shows."""
+    created = {name.rsplit(".", 1)[-1] for key in dataset.list_runs()
+               for name in getattr(dataset.get_run_info(key).config, "created_fields", None) or []}
+
     def strip(d):
         if isinstance(d, dict):
-            return {k: strip(v) for k, v in d.items() if not k.startswith(("vlsr_", "b32_"))}
+            return {k: strip(v) for k, v in d.items() if k not in created}
         if isinstance(d, list):
             return [strip(v) for v in d]
         return d
