@@ -310,3 +310,25 @@ def test_two_runs_creating_fields_at_once_keep_each_others(dataset):
     schema = dataset.get_field_schema()
     assert [sum(name.startswith(key + "_") for name in schema) for key in ("ka", "kb")] == [30, 30]
     assert not leases_of(dataset)
+
+
+def test_a_long_change_of_a_datasets_fields_keeps_the_others_waiting(dataset, monkeypatch):
+    """The lock of a dataset's document is renewed as a run's lease is: deleting a field of
+    many samples can take longer than the time after which an unrenewed lock is free."""
+    monkeypatch.setattr(lease, "TTL", 1.0)
+    monkeypatch.setattr(lease, "RENEW", 0.2)
+    events = []
+
+    def long_change():
+        with lease.dataset_document(dataset):
+            events.append("first in")
+            time.sleep(3)
+            events.append("first out")
+
+    first = threading.Thread(target=long_change)
+    first.start()
+    time.sleep(1.5)
+    with lease.dataset_document(dataset):  # (another thread: as another process would)
+        events.append("second in")
+    first.join()
+    assert events == ["first in", "first out", "second in"]

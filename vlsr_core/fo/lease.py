@@ -312,7 +312,9 @@ def dataset_document(dataset):
             break
         except DuplicateKeyError:
             stored = leases.find_one({"_id": lock_id})
-            if stored is not None and _free(stored, now):
+            if stored is None:  # (released meanwhile)
+                continue
+            if _free(stored, now):
                 leases.delete_one({"_id": lock_id, "token": stored["token"]})
                 continue
             if time.monotonic() > end:
@@ -322,10 +324,14 @@ def dataset_document(dataset):
                     f"for {DOCUMENT_WAIT:.0f} s; try again") from None
             time.sleep(0.05)
     held[lock_id] = (token, False)
+    stop = threading.Event()  # (renewed as a run's lease: deleting a field of many samples
+    # can take longer than TTL)
+    threading.Thread(target=_renew, args=(lock_id, token, False, stop), daemon=True,
+                     name="vlsr-dataset-document").start()
     try:
         dataset.reload()  # (the fields, runs and views other processes added meanwhile)
         yield
     finally:
+        stop.set()
         del held[lock_id]
-        leases.delete_one({"_id": lock_id, "token": token})
-
+        _release(lock_id, token, False)
