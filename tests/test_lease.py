@@ -332,3 +332,17 @@ def test_a_long_change_of_a_datasets_fields_keeps_the_others_waiting(dataset, mo
         events.append("second in")
     first.join()
     assert events == ["first in", "first out", "second in"]
+
+
+def test_the_dataset_document_lock_is_no_runs_lease_and_keeps_unsaved_sample_edits(dataset):
+    """A run may be called "document"; a sample edited in memory, not saved, keeps its edit."""
+    import fiftyone as fo
+
+    dataset.add_sample(fo.Sample(filepath="/x.png", note="old"))
+    sample = dataset.first()
+    sample["note"] = "edited"  # (not saved)
+    with run_lease(dataset, "document", "score labels"):
+        with lease.dataset_document(dataset):
+            assert lease._leases().count_documents({"dataset": dataset.name}) == 2
+    assert sample["note"] == "edited"
+    assert not leases_of(dataset)

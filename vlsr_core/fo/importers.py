@@ -35,6 +35,7 @@ import fiftyone.core.storage as fos
 from ..engine.defaults import DEFAULT_KEY
 from ..model.images import BadImageError, oriented_size
 from ..wording import count
+from .lease import dataset_document
 from .runs import run_outputs, sample_fields
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif")  # Factorynet image types, preferred first
@@ -449,7 +450,9 @@ def _classifications(labels: Iterable[str]) -> fo.Classifications:
 
 def _add(dataset, samples, report):
     """Add samples with their metadata (width, height, size: shown in the App, used by exporters)."""
-    _with_metadata(dataset, dataset.add_samples(samples, dynamic=True, progress=False), report)
+    with dataset_document(dataset):  # (new fields: a run may be adding its own meanwhile)
+        ids = dataset.add_samples(samples, dynamic=True, progress=False)
+    _with_metadata(dataset, ids, report)
 
 
 def _with_metadata(dataset, ids, report):

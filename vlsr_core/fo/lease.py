@@ -287,7 +287,7 @@ def holds_run(stage, shared=False):
     return decorate
 
 
-DOCUMENT_WAIT = 120.0  # seconds to wait for another process's change of a dataset's document
+DOCUMENT_WAIT = 1800.0  # seconds to wait for another process's change of a dataset's document
 
 
 @contextmanager
@@ -296,7 +296,7 @@ def dataset_document(dataset):
     time, on the document as stored: FiftyOne writes its lists whole, so two runs adding
     fields at once each dropped the other's from the schema (their values stayed on the
     samples, where no run could see, nor delete, them). Re-entrant in a thread."""
-    lock_id = f"{dataset._doc.id}:document"
+    lock_id = f"{dataset._doc.id}:.document"  # (no run key holds a ".": not a run's lease)
     held = _leases_held()
     if lock_id in held:
         yield
@@ -317,21 +317,26 @@ def dataset_document(dataset):
             if _free(stored, now):
                 leases.delete_one({"_id": lock_id, "token": stored["token"]})
                 continue
-            if time.monotonic() > end:
+            if time.monotonic() > end:  # (renewed all along: alive, but stuck?)
                 raise RunBusyError(
                     f"Dataset {dataset.name!r}: another process (pid {stored['pid']} on "
                     f"{stored['host']}) has been changing its fields, runs or saved views "
-                    f"for {DOCUMENT_WAIT:.0f} s; try again") from None
+                    f"for {DOCUMENT_WAIT / 60:.0f} minutes; try again") from None
             time.sleep(0.05)
     held[lock_id] = (token, False)
     stop = threading.Event()  # (renewed as a run's lease: deleting a field of many samples
     # can take longer than TTL)
-    threading.Thread(target=_renew, args=(lock_id, token, False, stop), daemon=True,
-                     name="vlsr-dataset-document").start()
+    renewal = threading.Thread(target=_renew, args=(lock_id, token, False, stop), daemon=True,
+                               name="vlsr-dataset-document")
+    renewal.start()
     try:
-        dataset.reload()  # (the fields, runs and views other processes added meanwhile)
+        # the document and schema as stored (the fields, runs and views other processes added
+        # meanwhile); not ``reload()``, which also reloads in-memory samples, losing their
+        # unsaved edits
+        dataset._reload(hard=True)
         yield
     finally:
         stop.set()
+        renewal.join()
         del held[lock_id]
         _release(lock_id, token, False)
