@@ -148,8 +148,10 @@ class _Params:
             return f"{name} must be one of {', '.join(map(str, spec.choices))}; got {value!r}"
         if spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low):
             return f"{name} must be {'>' if spec.low_open else '>='} {spec.low:g}, got {value!r}"
-        if spec.type is int and abs(value) > INT_MAX:
-            return (f"{name} must be <= {INT_MAX} (the largest integer MongoDB stores), "
+        if spec.type is int and not -INT_MAX - 1 <= value <= INT_MAX:
+            return (f"{name} must be {'<=' if value > 0 else '>='} "
+                    f"{INT_MAX if value > 0 else -INT_MAX - 1} (the "
+                    f"{'largest' if value > 0 else 'smallest'} integer MongoDB stores), "
                     f"got {value!r}")
         if spec.high is not None and (value >= spec.high if spec.high_open else value > spec.high):
             return f"{name} must be {'<' if spec.high_open else '<='} {spec.high:g}, got {value!r}"
