@@ -317,3 +317,10 @@ def _raise(error):
     def fail(*args, **kwargs):
         raise error
     return fail
+
+
+def test_more_shards_than_samples_give_each_sample_a_shard(main):
+    dataset, _ = main
+    parts = shards(dataset, 10 ** 30)  # (any number typed into a form's Shards)
+    assert [len(p) for p in parts] == [1] * len(dataset)
+    assert sorted(i for p in parts for i in p.values("id")) == sorted(dataset.values("id"))

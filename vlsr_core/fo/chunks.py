@@ -96,6 +96,7 @@ def shards(samples, n):
     ids = ids[np.lexsort(ids.T[::-1])]  # ObjectId order: bytes, most significant first
     if not len(ids):
         return []
+    n = min(n, len(ids))  # (at most a sample a shard: a huge n would allocate its cuts)
     cuts = sorted({0, *(int(k) for k in np.linspace(0, len(ids), n + 1)[1:-1])} - {len(ids)})
     first = [ObjectId(ids[k].tobytes()) for k in cuts]
     last = ObjectId(ids[-1].tobytes())
