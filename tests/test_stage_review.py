@@ -593,6 +593,20 @@ def test_joined_by_says_when_an_older_run_cannot_tell_images_from_dbscan():
     assert state(None).joined_by == ["", "spelling", "DBSCAN", ""]
 
 
+def test_apply_beyond_the_saved_view_a_run_was_made_on_says_so(main):
+    """A run made on a saved view that keeps some labels out: Apply on the whole dataset names
+    that view, rather than asking to embed labels left out on purpose."""
+    dataset, images = main
+    dataset.save_view("no-lathe", dataset.filter_labels("gt", F("label") != "Lathe Information"))
+    view = dataset.load_saved_view("no-lathe")
+    run_vlsr(view, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    with pytest.raises(ReviewError, match=r"1 label of these samples is outside the saved view "
+                                          r"'no-lathe' the run was made on, e.g. \['Lathe "
+                                          r"Information'\]: target that view"):
+        apply_review(dataset, "vlsr")
+    apply_review(dataset.load_saved_view("no-lathe"), "vlsr")
+
+
 def test_joined_by_after_a_rename_to_a_member_is_told_against_that_member():
     """A rename to a member changes no membership: the labels keep their steps, told against
     the new name (an export's label_map.csv said "review" for every member)."""

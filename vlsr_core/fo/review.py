@@ -791,10 +791,14 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
                                                                          copy_to)
     if problem:
         raise VLSRError(problem)
-    run = open_run(samples, key)
-    problem = labels_problem(samples, run.config, run.results.vocabulary)
+    dataset = samples._dataset
+    results = load_results(dataset, key) if dataset.has_run(key) else None
+    # (before open_run, which would ask to embed labels a view the run was made on left out)
+    problem = results is not None and labels_problem(
+        samples, dataset.get_run_info(key).config, results.vocabulary)
     if problem:
         raise ReviewError(problem)
+    run = open_run(samples, key, results=results)
     state = review_state(run.dataset, key, run.results)
     stopped = stage_stopped(run.config, "apply")
     mark_stage(run, "apply", "running")
@@ -864,9 +868,16 @@ def labels_problem(samples, config, clustered):
     new = [l for l in samples.distinct(f"{path}.label") if usable(l) and l not in known]
     if not new:
         return None
-    return (f"{count(len(new), 'label')} of these samples {'is' if len(new) == 1 else 'are'} "
-            f"not in the run's label map yet, e.g. {new[:3]}: embed, score and cluster "
-            "them first (VLSR 1 to 3 in the App, vlsr run on the command line)")
+    verb = "is" if len(new) == 1 else "are"
+    name, dataset = config.collection, samples._dataset
+    if name and getattr(samples, "name", None) != name and dataset.has_saved_view(name) and (
+            not set(new) & set(dataset.load_saved_view(name).distinct(f"{path}.label"))):
+        return (f"{count(len(new), 'label')} of these samples {verb} outside the saved view "
+                f"{name!r} the run was made on, e.g. {new[:3]}: target that view (loaded in the "
+                "App) to leave them out, or run the stages on these samples")
+    return (f"{count(len(new), 'label')} of these samples {verb} not in the run's label map "
+            f"yet, e.g. {new[:3]}: embed, score and cluster them first (VLSR 1 to 3 in the App, "
+            "vlsr run on the command line)")
 
 
 def apply_problem(dataset, key=DEFAULT_KEY):
