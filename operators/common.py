@@ -191,7 +191,8 @@ def run_key_choice(ctx, inputs, action, preselect=True, deleting=False):
 
 def run_status(ctx, inputs, key, deleting=False):
     """Warnings on the state of existing run ``key``: a stage running (the run is busy), stages
-    stopped part-way, stages in progress as delegated shards. Returns False (and an error) if
+    stopped part-way, stages in progress as delegated shards, operations waiting for a
+    worker. Returns False (and an error) if
     the run was half deleted, as nothing but ``deleting`` it can use it."""
     from vlsr_core.fo.jobs import shard_note
 

@@ -293,9 +293,10 @@ DOCUMENT_WAIT = 1800.0  # seconds to wait for another process's change of a data
 @contextmanager
 def dataset_document(dataset):
     """Change the document of ``dataset`` (its fields, runs and saved views) one process at a
-    time, on the document as stored: FiftyOne writes its lists whole, so two runs adding
-    fields at once each dropped the other's from the schema (their values stayed on the
-    samples, where no run could see, nor delete, them). Re-entrant in a thread."""
+    time, on the document as stored: FiftyOne writes its lists of fields and views whole, so
+    two runs adding fields at once each dropped the other's from the schema (their values
+    stayed on the samples, where no run could see, nor delete, them). Re-entrant in a
+    thread."""
     lock_id = f"{dataset._doc.id}:.document"  # (no run key holds a ".": not a run's lease)
     held = _leases_held()
     if lock_id in held:
