@@ -36,7 +36,7 @@ class ImportLabelMap(foo.Operator):
         from vlsr_core.fo.review import ReviewError, import_summary, takes_back
 
         try:
-            wanted = _read(ctx)
+            wanted = _read(ctx, state.label_map.vocabulary)
             made = _import(ctx, key, wanted, dry_run=True)
         except ReviewError as e:
             prop.invalid, prop.error_message = True, str(e)
@@ -71,14 +71,14 @@ class ImportLabelMap(foo.Operator):
         return dict(message=message, edits=[e.as_record() for e in made])
 
 
-def _read(ctx):
-    """The label map of the chosen file."""
+def _read(ctx, vocabulary=None):
+    """The label map of the chosen file (checked against the run's ``vocabulary``, if given)."""
     from vlsr_core.fo.review import ReviewError, read_label_map
 
     path, problem = full_path(ctx.params["file"])
     if problem:
         raise ReviewError(problem)
-    return read_label_map(path)
+    return read_label_map(path, vocabulary)
 
 
 def _import(ctx, key, wanted, dry_run=False):

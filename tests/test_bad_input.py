@@ -196,6 +196,14 @@ def test_a_label_map_row_with_an_unquoted_comma_is_refused_with_its_line(tmp_pat
     # quoted, or with the empty cells a spreadsheet leaves after the last column: read
     path.write_text('label,canonical\nwrench,"hand, tool"\nhelmet,helmet,,\n', encoding="utf-8")
     assert read_label_map(str(path)) == {"wrench": "hand, tool", "helmet": "helmet"}
+    # given the run's vocabulary, a label not in it is told with the rows that cannot be read
+    path.write_text("label,canonical\nhelmit,helmet\nwrench,hand,tool\nnosuch,helmet\n",
+                    encoding="utf-8")
+    with pytest.raises(ReviewError, match=re.escape(
+            "2 rows cannot be imported: line 3: 3 cells under a header of 2: put a label or name "
+            'that holds a comma in quotes ("hand, tool"); line 4: \'nosuch\' is not a label of '
+            "the run")):
+        read_label_map(str(path), ["helmet", "helmit", "wrench"])
 
 
 def test_a_minimum_cluster_size_of_0_is_reported_as_given(dataset, tmp_path, capsys):

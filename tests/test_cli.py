@@ -698,7 +698,7 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
             ('{"helmit": "drill"}\n', "as label_map.csv of an export has; its first row is "
                                       "'{\"helmit\": \"drill\"}'\n"),  # JSON: no such advice
             ("label,canonical\nhelmit,drill\nhelmot,drill\n",
-             "1 label not in the vocabulary of run 'vlsr': 'helmot' (line 3)"),
+             "1 row cannot be imported: line 3: 'helmot' is not a label of the run"),
             ('label,canonical\n"helmit,drill\nScrewdrivers,drill\n',
              "line 2: a quote (\") opened there makes lines 2-3 one cell: close it, or remove it"),
             ("label,canonical\nhelmit,new\tname\n",

@@ -755,6 +755,12 @@ def test_an_edited_label_map_csv_comes_back_through_the_import_form(ds, tiny_cli
                                                                file="edited.csv")))
     assert "No file" in str(_form_errors(form("import_label_map", ds, key="vlsr",
                                               file=str(tmp_path / "nope.csv"))))
+    bad = tmp_path / "bad.csv"  # every kind of problem at once, not one per round trip
+    bad.write_text("label,canonical\nnosuch,helmet\nhelmit,hand,tool\n", encoding="utf-8")
+    assert _form_errors(form("import_label_map", ds, key="vlsr", file=str(bad))) == [
+        f"{bad}: 2 rows cannot be imported: line 2: 'nosuch' is not a label of the run; line 3: "
+        '3 cells under a header of 2: put a label or name that holds a comma in quotes ("hand, '
+        'tool")']
     f = form("import_label_map", ds, key="vlsr", file=str(edited))
     assert _form_errors(f) == []
     assert "Execute records 3 edits (2 moves, 1 rename), #1 to #3" in str(f)

@@ -744,9 +744,9 @@ def _review_import(a):
     from .fo.review import (import_label_map, import_summary, read_label_map, review_state,
                             takes_back)
 
-    wanted = read_label_map(a.file)
     dataset = _with_run(a.dataset, a.key)
     state = review_state(dataset, a.key)  # before the import: the edits it may take back
+    wanted = read_label_map(a.file, state.label_map.vocabulary)
     made = import_label_map(dataset, a.key, wanted, dry_run=a.dry_run)
     if not made:
         print(f"the label map of run {a.key!r} already is as {a.file} says: no edit made")

@@ -638,13 +638,14 @@ class LabelMapFile(dict):
         self.lines = lines
 
 
-def read_label_map(path):
+def read_label_map(path, vocabulary=None):
     """label -> canonical label, from a CSV with the columns ``label`` and ``canonical`` (any
     others, such as those of an exported ``label_map.csv``, are ignored; a row with more cells
     than the header, a name with an unquoted comma, is refused). Labels and canonical
     labels are read as written (:func:`import_label_map` matches a canonical label to a name
     of the run with surrounding spaces aside); :class:`ReviewError` lists the rows
-    that cannot be read."""
+    that cannot be read, and, given the run's ``vocabulary``, those of a label not in it: a
+    curator fixing the file in a spreadsheet hears of every kind of problem at once."""
     if not os.path.exists(path):
         raise ReviewError(f"No file {path}")
     if os.path.isdir(path):
@@ -699,8 +700,14 @@ def read_label_map(path):
                             f"{wanted[label].strip()!r} on line {where[label]}")
         else:
             wanted[label], where[label] = name, line
+    if vocabulary is not None:
+        known = set(vocabulary)
+        problems.extend(f"line {where[l]}: {l!r} is not a label of the run"
+                        for l in wanted if l not in known)
+        problems.sort(key=lambda p: int(p.split(":", 1)[0][len("line "):]))
     if problems:
-        raise ReviewError(f"{path}: {count(len(problems), 'row')} cannot be read: "
+        raise ReviewError(f"{path}: {count(len(problems), 'row')} cannot be "
+                          f"{'read' if vocabulary is None else 'imported'}: "
                           + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else ""))
     return LabelMapFile(wanted, where)
 
