@@ -707,8 +707,8 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
                                                              "here and 'drill' on line 2"),
             ("label,canonical\nhelmit,\n", "line 2: canonical is empty"),
             ("label,canonical\nhelmit,Drill\nScrewdrivers,drill\n",  # one category, not two
-             "The canonical labels 'Drill', 'drill' read alike (only case, punctuation or extra "
-             "spaces differ): write them one way (lines 2, 3)"),
+             "The canonical labels 'Drill', 'drill' read alike (only case, punctuation, Unicode "
+             "form or extra spaces differ): write them one way (lines 2, 3)"),
             ("label,canonical\nhelmit,Drill\n",  # drill keeps 'drill', which the file leaves out
              "The canonical label 'Drill' reads as 'drill', the name of a cluster whose labels"),
             ("label,canonical\nhelmit,Drill\n", "or list its labels too (line 2)"),

@@ -392,6 +392,19 @@ def test_splitting_a_canonical_label_from_a_spelling_of_it_is_refused(dataset, t
     assert review_state(dataset, "vlsr").label_map.canonical["helmet"] == "hard hat"
 
 
+def test_a_label_in_another_unicode_form_is_told_apart_in_messages(dataset, tmp_path,
+                                                                   monkeypatch):
+    """"café" typed two ways (composed, and e + combining accent) looks the same on screen: a
+    message shows the combining accent as an escape, and says what differs."""
+    decomposed = "Helme\u0301t"
+    _run_with(dataset, tmp_path, monkeypatch, decomposed, ("helmet", 9, 0.05),
+              ["h5.png", "h6.png", "h7.png"])
+    with pytest.raises(ReviewError, match=re.escape(
+            "'Helm\u00e9t' reads as 'Helme\\u0301t' of the cluster 'helmet' (only case, "
+            "punctuation, Unicode form or extra spaces differ): rename to 'Helme\\u0301t'")):
+        add_edit(dataset, "vlsr", "rename", "drill", "Helm\u00e9t")
+
+
 def test_a_move_to_a_label_that_does_not_name_its_cluster_says_which_cluster(ran, capsys):
     """Moving to the cluster of "Helmets" joins the cluster named "helmet": the edit says so."""
     from vlsr_core.cli import main

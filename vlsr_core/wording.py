@@ -2,6 +2,7 @@
 ``3 boxes``), and labels on one line, plain or as Markdown code."""
 
 import re
+import unicodedata
 
 
 def count(n, noun, plural=None) -> str:
@@ -27,8 +28,13 @@ def one_line(label, longest=80):
 
 
 def quoted(label):
-    """A label in a message: on one line (:func:`one_line`, a tab as "⇥"), quoted."""
-    return repr(one_line(label))
+    """A label in a message: on one line (:func:`one_line`, a tab as "⇥"), quoted; one not in
+    Unicode's composed form (NFC) shows its combining marks as escapes (``'cafe\\u0301'``), or
+    it would read as its composed twin (``'café'``)."""
+    text = repr(one_line(label))
+    if unicodedata.normalize("NFC", text) == text:
+        return text
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.combining(c) else c for c in text)
 
 
 def breakable(text, every=12):

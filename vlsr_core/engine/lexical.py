@@ -72,6 +72,10 @@ _SEPARATORS = re.compile(r"[\s\-_‐-―/\\|;:!?()\[\]{}<>\"*=~^`@]+")
 _PUNCTUATION = re.compile(r"(?<!\d)[.,]|[.,](?!\d)")
 
 
+ALIKE = "only case, punctuation, Unicode form or extra spaces differ"  # two labels of one
+# normal form, in a message
+
+
 def normal_form(label):
     """The label as compared by eye: NFKC, case folded, punctuation and separators as one space.
 

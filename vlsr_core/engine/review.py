@@ -26,7 +26,7 @@ import numpy as np
 
 from ..wording import code, count
 from .dots import exact_dots
-from .lexical import by_normal_form
+from .lexical import ALIKE, by_normal_form
 from .merging import representative_of
 
 MAP_ACTIONS = ("accept", "reject", "split", "move", "rename")
@@ -339,9 +339,9 @@ class MapError(ValueError):
 
 
 def _check_spelled_one_way(names, wanted):
-    """Refuse canonical ``names`` of which two read alike (equal normal forms: only case,
-    punctuation or extra spaces differ) and the curator wrote one (in ``wanted``), the others
-    being the names that labels the map leaves out keep. Names alike that the map did not write
+    """Refuse canonical ``names`` of which two read alike (equal normal forms: :data:`ALIKE`)
+    and the curator wrote one (in ``wanted``), the others being the names that labels the map
+    leaves out keep. Names alike that the map did not write
     (a review split "Drill" from "drill") are the review's, not the map's: left alone."""
     given = set(wanted.values())
     alike = next((group for group in by_normal_form(sorted(names)).values()
@@ -351,12 +351,12 @@ def _check_spelled_one_way(names, wanted):
     at_fault = [l for l, n in wanted.items() if n in alike]
     kept = [n for n in alike if n not in given]
     if not kept:
-        raise MapError(f"The canonical labels {', '.join(map(repr, alike))} read alike (only "
-                       "case, punctuation or extra spaces differ): write them one way", at_fault)
+        raise MapError(f"The canonical labels {', '.join(map(repr, alike))} read alike "
+                       f"({ALIKE}): write them one way", at_fault)
     written = next(n for n in alike if n in given)
     raise MapError(f"The canonical label {written!r} reads as {kept[0]!r}, the name of a cluster "
-                   f"whose labels the map leaves out (only case, punctuation or extra spaces "
-                   f"differ): write {kept[0]!r} to join that cluster, or list its labels too",
+                   f"whose labels the map leaves out ({ALIKE}): write {kept[0]!r} to join that "
+                   "cluster, or list its labels too",
                    at_fault)
 
 

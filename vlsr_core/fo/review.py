@@ -21,7 +21,7 @@ from functools import cached_property
 
 from ..engine.defaults import DEFAULT_KEY
 from ..engine.grouping import join_reasons
-from ..engine.lexical import by_normal_form, normal_form, spelling_preference
+from ..engine.lexical import ALIKE, by_normal_form, normal_form, spelling_preference
 from ..engine.pipeline import LabelMap
 from ..engine.review import (
     MAP_ACTIONS,
@@ -381,8 +381,8 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
             if twin is not None:
                 raise ReviewError(
                     f"On its own, {quoted(label)} would be a cluster beside {quoted(twin)}, "
-                    "which reads alike (only case, punctuation or extra spaces differ): an export "
-                    f"would carry both. Rename the cluster {quoted(twin)} first, or move "
+                    f"which reads alike ({ALIKE}): an export would carry both. "
+                    f"Rename the cluster {quoted(twin)} first, or move "
                     f"{quoted(label)} to another cluster")
         elif action == "rename":
             to = _as_written((to or "").strip(), state)
@@ -399,8 +399,7 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                 if twin is not None:
                     raise ReviewError(
                         f"{quoted(to)} reads as {quoted(twin)} of the cluster "
-                        f"{quoted(canonical.get(twin, twin))} (only case, punctuation or extra "
-                        "spaces differ): rename to "
+                        f"{quoted(canonical.get(twin, twin))} ({ALIKE}): rename to "
                         f"{quoted(twin)} to join that cluster, or choose another name", "to")
     elif action in SUGGESTION_ACTIONS:
         if label not in vocabulary:
@@ -515,9 +514,8 @@ def _check_rest_named_apart(state, edit):
     if normal_form(name) and twin is not None:
         raise ReviewError(
             f"Without {quoted(edit.label)}, the rest of its cluster would be named "
-            f"{quoted(name)}, which reads as the cluster name {quoted(twin)} (only case, "
-            "punctuation or extra spaces differ): an export would carry both. Rename the "
-            "cluster first, or move "
+            f"{quoted(name)}, which reads as the cluster name {quoted(twin)} ({ALIKE}): an "
+            "export would carry both. Rename the cluster first, or move "
             f"{quoted(edit.label)} to another cluster")
 
 
