@@ -153,6 +153,16 @@ def test_accepting_a_suggestion_for_a_sample_makes_it_the_final_label(ran):
     assert by_name(dataset, "gt.classifications.label")["s3.png"] == ["helmet"]
 
 
+def test_apply_counts_the_decisions_on_samples_that_are_still_there(ran):
+    dataset = ran[0]
+    s3 = _sample_id(dataset, "s3.png")
+    add_edit(dataset, "vlsr", "accept_suggestion", "screwdriver", samples=[s3])
+    assert apply_review(dataset, "vlsr").n_decisions == 1
+    dataset.delete_samples([s3])  # the decision now applies to no sample
+    report = apply_review(dataset, "vlsr")
+    assert report.n_decisions == 0 and "0 suggestion decisions" in report.summary()
+
+
 def test_a_decision_after_a_later_one_on_some_of_its_samples_is_not_a_repeat(ran):
     """Accepted on a view, then rejected on one of its samples: accepting again on the view was
     refused as a repeat of the first, and a sample given twice counted twice."""

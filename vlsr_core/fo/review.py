@@ -815,7 +815,11 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     # an apply stopped part-way is over once one has written every sample of the run
     mark_stage(run, "apply", "running" if stopped and n_left else "complete")
     n_map = sum(o.status != "stale" for o in state.outcomes)
-    n_decisions = sum(e.action in SUGGESTION_ACTIONS for e in state.in_force)
+    decisions = [e for e in state.in_force if e.action in SUGGESTION_ACTIONS]
+    # (counted if they reach a sample: one deleted since takes its decisions' effect with it)
+    there = set(dataset.select([i for e in decisions for i in e.samples]).values("id")
+                ) if decisions else set()
+    n_decisions = sum(any(i in there for i in e.samples) for e in decisions)
     return ApplyReport(n_samples, n_map, n_decisions, state.stale, copy_to,
                        outdated_copies(samples, key, written=copy_to), n_left)
 
