@@ -45,12 +45,17 @@ class ApplyReview(foo.Operator):
         from vlsr_core.fo.review import (apply_problem, copy_note, labels_problem,
                                          run_copies_outdated)
 
-        problem = apply_problem(ctx.dataset, key) or labels_problem(
-            view, ctx.dataset.get_run_info(key).config, state.label_map.vocabulary)
+        problem = apply_problem(ctx.dataset, key)
         if problem:
             block(inputs, "apply_error", problem)
             return form
-        check_target(ctx, inputs, key, view, "Only their fields are rewritten.")
+        if not check_target(ctx, inputs, key, view, "Only their fields are rewritten."):
+            return form
+        problem = labels_problem(view, ctx.dataset.get_run_info(key).config,
+                                 state.label_map.vocabulary)
+        if problem:
+            block(inputs, "apply_error", problem)
+            return form
         for name, n in run_copies_outdated(ctx.dataset, key, state):
             inputs.view(f"outdated_{name}", types.Warning(label=copy_note(name, n)))
         prop = inputs.str("copy_to", label="Also copy the final labels to a new field (optional)",

@@ -42,7 +42,7 @@ import fiftyone as fo
 from ..engine.defaults import DEFAULT_KEY
 from ..wording import count
 from .chunks import iter_chunks, sample_ids
-from .labels import as_label_lists, label_path, label_sets
+from .labels import as_label_lists, label_filter_problem, label_path, label_sets
 from .lease import holds_run, running_note
 from .review import CLUSTER_FIRST, labels_problem, review_state
 from .runs import half_deleted, load_results, sample_fields, stage_activity
@@ -297,7 +297,9 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
         return (f"Run {key!r}: an Apply of a part of the run wrote the review on its samples "
                 "only, so the run's fields are mixed (the label map would not match those "
                 "samples): apply the review to the whole run before exporting")
-    problem = labels_problem(samples, dataset.get_run_info(key).config, results.vocabulary)
+    config = dataset.get_run_info(key).config
+    problem = (label_filter_problem(samples, config.label_field, config.collection)
+               or labels_problem(samples, config, results.vocabulary))
     if problem:
         return problem
     problem = export_dir and _uncreatable(export_dir)

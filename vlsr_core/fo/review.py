@@ -33,7 +33,7 @@ from ..engine.review import (
 )
 from ..wording import ZWSP, count, one_line, quoted
 from .chunks import sample_ids
-from .labels import LabelFieldError, label_filter_problem, label_path, usable
+from .labels import LabelFieldError, label_path, usable
 from .lease import holds_run
 from .runs import (
     VLSRRunConfig,
@@ -864,15 +864,13 @@ def copy_note(name, n):
 
 def labels_problem(samples, config, clustered):
     """Why the labels of ``samples`` cannot be given the run's label map (by Apply or export),
-    or None: a view that filters them (:func:`~.labels.label_filter_problem`), or labels given
-    since the run's clustering, which the map (of the ``clustered`` labels) lacks."""
+    or None: labels given since the run's clustering, which the map (of the ``clustered``
+    labels) lacks. (A view that filters them is the callers' own check:
+    :func:`~.labels.label_filter_problem`.)"""
     try:
         path = label_path(samples, config.label_field)
     except LabelFieldError as e:
         return str(e)
-    problem = label_filter_problem(samples, config.label_field, config.collection)
-    if problem:
-        return problem
     known = set(clustered)
     new = [l for l in samples.distinct(f"{path}.label") if usable(l) and l not in known]
     if not new:
