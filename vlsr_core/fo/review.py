@@ -670,13 +670,13 @@ def read_label_map(path, vocabulary=None):
         raise ReviewError(f"{path} needs the columns label and canonical, as label_map.csv of an "
                           f"export has; its first row is {seen!r}{hint}")
     at, to = header.index("label"), header.index("canonical")
-    wanted, where, problems = {}, {}, []
+    wanted, where, problems = {}, {}, {}  # problems: line -> what
     while True:
         line = reader.line_num + 1  # where the row starts
         try:
             cells = next(reader, None)
         except csv.Error as e:
-            problems.append(f"line {line}: {e}")
+            problems[line] = str(e)
             break
         if cells is None:
             break
@@ -685,28 +685,28 @@ def read_label_map(path, vocabulary=None):
         label, name = (cells[at] if at < len(cells) else ""), (cells[to] if to < len(cells) else "")
         if len(cells) < len(header) and any("\n" in c or "\r" in c for c in cells):
             end = reader.line_num
-            problems.append(f"line {line}: a quote (\") opened there "
-                            + (f"makes lines {line}-{end} one cell" if end > line else
-                               "is not closed") + ": close it, or remove it")
+            problems[line] = ("a quote (\") opened there "
+                              + (f"makes lines {line}-{end} one cell" if end > line else
+                                 "is not closed") + ": close it, or remove it")
         elif any(c.strip() for c in cells[len(header):]):  # a comma in a name, unquoted
-            problems.append(f"line {line}: {len(cells)} cells under a header of {len(header)}: "
-                            "put a label or name that holds a comma in quotes (\"hand, tool\")")
+            problems[line] = (f"{len(cells)} cells under a header of {len(header)}: put a label "
+                              "or name that holds a comma in quotes (\"hand, tool\")")
         elif not label.strip() or not name.strip():
-            problems.append(f"line {line}: {'label' if not label.strip() else 'canonical'} is empty")
+            problems[line] = f"{'label' if not label.strip() else 'canonical'} is empty"
         elif wanted.get(label, name).strip() != name.strip():
-            problems.append(f"line {line}: {label!r} is given {name.strip()!r} here and "
-                            f"{wanted[label].strip()!r} on line {where[label]}")
+            problems[line] = (f"{label!r} is given {name.strip()!r} here and "
+                              f"{wanted[label].strip()!r} on line {where[label]}")
         else:
             wanted[label], where[label] = name, line
     if vocabulary is not None:
         known = set(vocabulary)
-        problems.extend(f"line {where[l]}: {l!r} is not a label of the run"
+        problems.update((where[l], f"{l!r} is not a label of the run")
                         for l in wanted if l not in known)
-        problems.sort(key=lambda p: int(p.split(":", 1)[0][len("line "):]))
     if problems:
+        rows = [f"line {line}: {what}" for line, what in sorted(problems.items())[:5]]
         raise ReviewError(f"{path}: {count(len(problems), 'row')} cannot be "
                           f"{'read' if vocabulary is None else 'imported'}: "
-                          + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else ""))
+                          + "; ".join(rows) + ("; ..." if len(problems) > 5 else ""))
     return LabelMapFile(wanted, where)
 
 
