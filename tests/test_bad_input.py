@@ -8,7 +8,7 @@ import pytest
 
 from vlsr_core.cli import main
 from vlsr_core.fo.export import ExportError, export_run
-from vlsr_core.fo.stages import VLSRError, compute_embeddings, run_vlsr
+from vlsr_core.fo.stages import VLSRError, compute_embeddings, run_vlsr, score_labels
 from vlsr_core.fo.summary import summarize_run
 
 from fake_clip import FakeEncoder, build
@@ -116,6 +116,24 @@ def test_the_summary_counts_skipped_labels_and_unreadable_images(dataset, tmp_pa
     a.save()
     assert ("**Skipped labels:** 1 label object with an empty or blank label"
             in summarize_run(dataset, "vlsr"))
+
+
+def test_the_embedding_and_scoring_reports_count_skipped_labels(dataset, tmp_path):
+    """What VLSR 1 and 2 show when done: a curator learns of the blank labels there, not only
+    after clustering."""
+    images = build(dataset, tmp_path / "images", spec=[
+        ("a.png", "helmet", ["helmet", "", "   "]), ("b.png", "drill", ["drill"])])
+    embedded = compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).summary()
+    assert embedded.endswith("; 2 label objects with an empty or blank label skipped (left as "
+                             "they are)"), embedded
+    b = next(s for s in dataset if s.filepath.endswith("b.png"))
+    b.gt.classifications.append(b.gt.classifications[0].__class__(label=" "))
+    b.save()
+    scored = score_labels(dataset, "vlsr").summary()
+    assert "; 3 label objects with an empty or blank label skipped" in scored, scored
+    images_only = dataset.match({"filepath": {"$regex": "b.png$"}})
+    one = score_labels(images_only, "vlsr").summary()
+    assert "1 label object with an empty or blank label skipped (left as it is)" in one, one
 
 
 def test_samples_without_a_label_object_are_not_counted_as_skipped_labels(dataset, tmp_path):

@@ -7,6 +7,8 @@ case) or ``Detections`` (the image's label set is its distinct object labels).
 import fiftyone as fo
 from bson import ObjectId
 
+from ..wording import count
+
 LABEL_TYPES = (fo.Classification, fo.Classifications, fo.Detections)
 _LIST_ATTR = {fo.Classifications: "classifications", fo.Detections: "detections"}
 
@@ -140,6 +142,29 @@ def unlabelled_problem(dataset, label_field):
         return None
     return (f"Field {label_field!r} holds no labels in this dataset (none, or only empty ones): "
             "there is nothing to clean")
+
+
+def label_counts(samples, label_field):
+    """How many label objects of ``label_field`` carry each label (None, empty and blank ones
+    too); empty if the field is gone."""
+    try:
+        path = label_path(samples, label_field)
+    except LabelFieldError:
+        return {}
+    if path == label_field:  # one label a sample: a sample without one counts no None label
+        samples = samples.exists(label_field)
+    return samples.count_values(f"{path}.label")
+
+
+def blank_labels(counts):
+    """How many label objects of :func:`label_counts` a run skips: None, empty or blank labels."""
+    return sum(n for label, n in counts.items() if not usable(label))
+
+
+def blank_note(n):
+    """A report's words for ``n`` skipped label objects ("" for none)."""
+    return (f"; {count(n, 'label object')} with an empty or blank label skipped (left as "
+            f"{'it is' if n == 1 else 'they are'})" if n else "")
 
 
 def label_sets(raw_labels):

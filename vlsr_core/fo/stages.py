@@ -45,9 +45,12 @@ from .crops import (
 from .labels import (
     LabelFieldError,
     as_label_lists,
+    blank_labels,
+    blank_note,
     classification_doc,
     classifications_doc,
     is_list_field,
+    label_counts,
     label_filter_problem,
     label_objects,
     label_path,
@@ -103,6 +106,7 @@ class EmbeddingReport:
     n_crops: int = 0  # boxes cut and embedded now (runs with crops)
     n_crop_fallback: int = 0  # boxes of the images embedded now left to the whole image
     n_changed: int = 0  # images embedded again because their file changed since
+    n_blank_labels: int = 0  # label objects with an empty or blank label, skipped
 
     def summary(self):
         # (the images tried again are among those embedded or unreadable: the counts add up)
@@ -116,7 +120,7 @@ class EmbeddingReport:
         if self.n_crops or self.n_crop_fallback:
             text += (f"; cut and embedded {count(self.n_crops, 'box')} ({self.n_crop_fallback} more too "
                      "small or without coordinates: scored on the whole image)")
-        return text
+        return text + blank_note(self.n_blank_labels)
 
 
 @dataclass
@@ -132,6 +136,7 @@ class ScoreReport:
     n_box_fallback: int = 0  # of those, scored on the whole image
     n_box_stale: int = 0  # boxes without a crop as they are now (embed again)
     n_new_labels: int = 0  # labels not in a sharded scoring's vocabulary, left unscored
+    n_blank_labels: int = 0  # label objects with an empty or blank label, skipped
 
     def summary(self):
         text = f"scored {count(self.n_scores, 'label')} on {count(self.n_samples, 'sample')}"
@@ -148,6 +153,7 @@ class ScoreReport:
         if self.n_new_labels:
             text += (f"; {count(self.n_new_labels, 'label')} given since the scoring was prepared left "
                      "unscored (score again to include them)")
+        text += blank_note(self.n_blank_labels)
         if self.low_similarity_threshold is None:
             return text
         score = "crop scores" if self.crops else "labels"
@@ -245,12 +251,13 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     if new or merge_changed or model_changes or words_changed:
         save_config(dataset, key, config)
         dataset.save_run_results(key, results)
+    blank = blank_labels(label_counts(samples, label_field))
     if not images:
         progress(1.0)
-        return EmbeddingReport(n_labels_embedded=len(new))
+        return EmbeddingReport(n_labels_embedded=len(new), n_blank_labels=blank)
     report = compute_image_embeddings(samples, key, recompute=recompute, encoder=encoder,
                                       progress=lambda f: progress(0.05 + 0.95 * f))
-    report.n_labels_embedded = len(new)
+    report.n_labels_embedded, report.n_blank_labels = len(new), blank
     return report
 
 
@@ -532,6 +539,7 @@ def score_labels(samples, key=DEFAULT_KEY, params=None, *, progress=None, **over
     advance = progress or (lambda fraction: None)
     report = _score_chunks(run, samples, lambda f: advance(0.95 * f))
     _finish_scoring(run, samples, report)
+    report.n_blank_labels = blank_labels(label_counts(samples, run.config.label_field))
     advance(1.0)
     return report
 

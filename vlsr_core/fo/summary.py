@@ -8,7 +8,7 @@ import numpy as np
 from ..engine.review import MAP_ACTIONS
 from ..wording import code, count
 from .browse import cluster_sizes, merge_limit, rare_clusters
-from .labels import LabelFieldError, label_path, usable
+from .labels import blank_labels, label_counts, label_path, usable
 from .lease import running_note
 from .review import copy_note, review_state, run_copies_outdated
 from .runs import (
@@ -70,7 +70,7 @@ def summarize_run(dataset, key, n_clusters=10):
         if waiting > 0:
             lines.append(f"**Not embedded yet:** {count(waiting, 'image')}; embed again to finish (`vlsr run`, "
                          "or *VLSR 1: compute embeddings* in the App).")
-    counts = _label_counts(samples, config.label_field)
+    counts = label_counts(samples, config.label_field)
     # (of a run made on a view that cannot be found again, the samples clustered are unknown)
     known = getattr(config, "collection", None) is None or samples is not dataset
     if results is not None and results.vocabulary and known:
@@ -92,7 +92,7 @@ def summarize_run(dataset, key, n_clusters=10):
                 "".join(f"; {copy_note(name, n)}" for name, n in copies))
     else:
         lines.append(f"**Labels embedded:** {len(results.labels)}; not clustered yet")
-    skipped = sum(n for label, n in counts.items() if not usable(label))
+    skipped = blank_labels(counts)
     if skipped:
         lines.append(f"**Skipped labels:** {count(skipped, 'label object')} with an empty or "
                      "blank label "
@@ -315,18 +315,6 @@ def _rare_line(state, n_rare, floor, unit):
             f"{'it is' if n_rare == 1 else 'they are'}{reviewed}" + (f", e.g. {shown}" if shown else "")
             + " (the panel's List: rare clusters, or `vlsr review show --rare`, gives the nearest "
               "cluster to each)")
-
-
-def _label_counts(samples, label_field):
-    """How many label objects of ``label_field`` carry each label (None, empty and blank ones
-    too); empty if the field is gone."""
-    try:
-        path = label_path(samples, label_field)
-    except LabelFieldError:
-        return {}
-    if path == label_field:  # one label a sample: a sample without one counts no None label
-        samples = samples.exists(label_field)
-    return samples.count_values(f"{path}.label")
 
 
 def _drift(counts, vocabulary):
