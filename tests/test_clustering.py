@@ -90,6 +90,22 @@ def test_rejects_bad_parameters():
         cluster_labels(np.ones(3))
     with pytest.raises(ValueError, match="NaN"):
         cluster_labels(np.array([[1.0, np.nan], [1.0, 0.0]]))
+    # each once accepted: a negative block split every label apart, None/True/"0.1" were
+    # read as numbers or failed deep inside, a complex input lost its imaginary part
+    for name, value in (("block_rows", -1), ("block_rows", 0), ("eps", None), ("eps", "0.1"),
+                        ("min_samples", None), ("min_samples", True), ("min_samples", 2.5)):
+        with pytest.raises(ValueError, match=f"{name} must be .*got {value!r}"):
+            cluster_labels(np.ones((5, 4)), **{name: value})
+    with pytest.raises(TypeError, match="real numbers, got dtype complex128"):
+        cluster_labels(x * (1 + 1j))
+
+
+def test_rows_too_large_or_too_small_to_square_keep_their_direction():
+    """1e200 squared overflows float64 (the rows came out as zeros, two labels apart), 1e-300
+    squared vanishes: each row is first divided by its largest value."""
+    for scale in (1e200, 1e-300):
+        np.testing.assert_array_equal(cluster_labels(np.array([[1.0, 1.0], [1.0, 1.01], [1.0, -1.0]])
+                                                     * scale, eps=0.01), [0, 0, 1])
 
 
 @pytest.mark.parametrize("int8", [True, False])

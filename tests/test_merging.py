@@ -116,6 +116,28 @@ def test_rejects_unknown_options():
         merge_small_clusters(angles(0), [0], [1], 1, linkage="representative")
 
 
+def test_mismatched_or_odd_inputs_are_refused_by_name():
+    """Each once gave a silent result (float ids truncated, a NaN distance merging nothing) or
+    a numpy error that named nothing of the call."""
+    emb, ids, freq = angles(0, 10, 90, 100), [0, 0, 1, 1], [1, 1, 1, 1]
+    for call, words in (
+        (lambda: merge_small_clusters(emb[:3], ids, freq, 2), "3 embeddings and clusters of shape"),
+        (lambda: merge_small_clusters(emb, ids, freq[:3], 2), r"frequencies has shape \(3,\)"),
+        (lambda: merge_small_clusters(emb, [0.0, 0, 1, 1], freq, 2), "integer ids, got float64"),
+        (lambda: merge_small_clusters(emb * np.nan, ids, freq, 2), "NaN or infinite"),
+        (lambda: merge_small_clusters(emb * 3, ids, freq, 2), "unit length"),
+        (lambda: merge_small_clusters(emb, ids, [1, -1, 1, 1], 2), r"whole numbers >= 0.*\[-1\]"),
+        (lambda: merge_small_clusters(emb, ids, freq, None), "min_cluster_size must be"),
+        (lambda: merge_small_clusters(emb, ids, freq, 2, max_merge_distance=float("nan")),
+         "max_merge_distance must be"),
+        (lambda: representatives(list("abcd"), emb, [0, 0, 1, -1], freq), "without gaps"),
+        (lambda: representatives(list("abcd"), emb, [0, 0, 2, 2], freq), "without gaps"),
+        (lambda: representatives(list("abc"), emb, ids, freq), "3 vocabulary labels for 4"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            call()
+
+
 def test_representative_is_most_frequent_then_closest_then_lexical():
     vocab = ["helmet", "Helmets", "hard hat", "helmit"]
     emb = angles(0, 2, 10, 1)

@@ -1,9 +1,19 @@
 """sanitize(): steps 2-7 end to end on embeddings built so that the right answer is known."""
 
+import re
+import warnings
+
 import numpy as np
 import pytest
 
-from vlsr_core import sanitize, score_images
+from vlsr_core import (
+    MergeParams,
+    ScoreParams,
+    build_label_map,
+    label_frequencies,
+    sanitize,
+    score_images,
+)
 
 
 def unit(x):
@@ -161,6 +171,48 @@ def test_input_errors(data):
     with pytest.raises(ValueError, match=r"vocabulary_embeddings has NaN or infinite values in 2 "
                                          r"of its rows \(1, 4\)"):
         sanitize(images, labels, VOCAB, broken)
+
+
+def test_odd_vocabularies_parameters_and_counts_are_refused(data):
+    images, labels, vemb = data
+    # a set's order changes with each process's string hashing: rows would pair with other labels
+    with pytest.raises(TypeError, match="vocabulary must be a list in the order of its "
+                                        "embeddings' rows, not a set"):
+        sanitize(images, labels, set(VOCAB), vemb)
+    # parameters of the other step were dropped silently: every default applied instead
+    with pytest.raises(TypeError, match=r"expected ScoreParams, got MergeParams\(mode='paper'"):
+        sanitize(images, labels, VOCAB, vemb, MergeParams(mode="paper"))
+    with pytest.raises(TypeError, match="expected MergeParams, got ScoreParams"):
+        build_label_map(VOCAB, vemb, np.ones(len(VOCAB)), ScoreParams(top_k=3))
+    with pytest.raises(ValueError, match=r"whole numbers >= 0.*got \[-1.0, 1.5\]"):
+        build_label_map(VOCAB, vemb, [-1.0, 1.5] + [1] * (len(VOCAB) - 2))
+    with pytest.raises(ValueError, match="vocabulary has repeated labels: 'helmet'"):
+        build_label_map(VOCAB + ["helmet"], np.vstack([vemb, vemb[:1]]), [1] * (len(VOCAB) + 1))
+    # a string iterated as its characters: 'ab' counted as 'a' and 'b'
+    with pytest.raises(ValueError, match=r"image_labels\[0\] is the string 'ab'"):
+        label_frequencies(["ab"], ["a", "b", "ab"])
+    with pytest.raises(ValueError, match="repeated labels: 'a'"):
+        label_frequencies([["a"]], ["a", "b", "a"])
+    # a decomposed label missing from a composed vocabulary reads as what is missing
+    with pytest.raises(ValueError, match=re.escape("missing from the vocabulary: ['cafe\\u0301']")):
+        label_frequencies([["cafe\u0301"]], ["caf\u00e9"])
+
+
+def test_rows_beyond_float32_keep_their_direction(data):
+    """1e20 squared overflowed float32 (the row was left unscaled: scores of 2e19), a float64
+    1e40 became infinite (an image without scores), 1e-200 became zero (scores of 0)."""
+    images, labels, vemb = data
+    expected = sanitize(images, labels, VOCAB, vemb)
+    for images_scale, labels_scale in ((1e20, 1), (1, 1e20), (1e40, 1), (1e-200, 1e-200)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nor an overflow warning on the way
+            got = sanitize(images.astype(np.float64) * images_scale, labels, VOCAB,
+                           vemb.astype(np.float64) * labels_scale)
+        assert [a is None for a in got.similarity] == [b is None for b in expected.similarity]
+        for a, b in zip(got.similarity, expected.similarity):
+            if b is not None:
+                np.testing.assert_allclose(a, b, atol=1e-6)
+        assert got.canonical == expected.canonical
 
 
 def test_embeddings_need_not_be_normalised(data):

@@ -16,13 +16,15 @@ exact distance is within float rounding of ``eps``, scikit-learn (whose product 
 may decide it the other way.
 """
 
+import numbers
+
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .defaults import DEFAULT_EPS, DEFAULT_MIN_SAMPLES
 from . import screening
-from .dots import unit_rows
+from .dots import real_array, unit_rows
 
 # Products are formed in tiles of block_rows x TILE_COLS (1,024 x 4,096 float32 = 16 MB), whatever
 # n; each tile is compared once with the threshold and only its candidate pairs are kept.
@@ -44,8 +46,9 @@ def cluster_labels(embeddings, eps=DEFAULT_EPS, min_samples=DEFAULT_MIN_SAMPLES,
             every label is a core point and clusters are the connected components of the graph
             "cosine similarity >= 1 - eps".
         block_rows: rows of the distance matrix computed at a time; memory is about
-            ``block_rows * TILE_COLS`` distances whatever n (and, with the int8 kernel, two int8
-            copies of the embeddings), time ``n_labels**2 * dim / 2`` multiply-adds.
+            ``block_rows * TILE_COLS`` distances whatever n, beside a unit-length copy of the
+            embeddings (and, with the int8 kernel, two int8 copies), time
+            ``n_labels**2 * dim / 2`` multiply-adds.
         progress: optional callable taking the fraction done.
 
     Returns:
@@ -57,11 +60,10 @@ def cluster_labels(embeddings, eps=DEFAULT_EPS, min_samples=DEFAULT_MIN_SAMPLES,
         >>> cluster_labels(np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0]]), eps=0.07)
         array([0, 0, 1])
     """
+    _check_number("eps", eps)
+    _check_number("min_samples", min_samples, whole=True)
+    _check_number("block_rows", block_rows, whole=True)
     x = _normalized(embeddings)
-    if not eps > 0 or not np.isfinite(eps):
-        raise ValueError(f"eps must be a finite number > 0, got {eps}")
-    if int(min_samples) != min_samples or min_samples < 1:
-        raise ValueError(f"min_samples must be an integer >= 1, got {min_samples}")
     n = x.shape[0]
     if n == 0:
         return np.empty(0, dtype=np.int64)
@@ -87,8 +89,16 @@ def cluster_labels(embeddings, eps=DEFAULT_EPS, min_samples=DEFAULT_MIN_SAMPLES,
     return labels
 
 
+def _check_number(name, value, whole=False):
+    """ValueError unless ``value`` is a finite number > 0 (``whole``: an integer >= 1)."""
+    kind = "an integer >= 1" if whole else "a finite number > 0"
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if not (ok and np.isfinite(value) and value > 0 and (not whole or value == int(value))):
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
 def _normalized(embeddings):
-    x = np.asarray(embeddings)
+    x = real_array(embeddings, "embeddings")
     if x.ndim != 2:
         raise ValueError(f"embeddings must be 2-D (n_labels, dim), got shape {x.shape}")
     dtype = np.float32 if x.dtype == np.float32 else np.float64
@@ -102,8 +112,8 @@ def neighbour_pairs(embeddings, radius, block_rows=DEFAULT_BLOCK_ROWS):
     """Yield ``(i, j)``, int ndarrays, a tile at a time: every pair of rows ``i < j`` within cosine
     distance ``radius``, decided as :func:`cluster_labels` decides neighbours (in memory bounded
     whatever n)."""
-    if not radius > 0 or not np.isfinite(radius):
-        raise ValueError(f"radius must be a finite number > 0, got {radius}")
+    _check_number("radius", radius)
+    _check_number("block_rows", block_rows, whole=True)
     x = _normalized(embeddings)
     if x.shape[0]:
         for _, i, j, _ in _upper_pairs(x, radius, block_rows):

@@ -57,6 +57,41 @@ def rounding_bound(dim, dtype, norm_a=1.0, norm_b=1.0):
     return float(2 * (gamma + exact_err) * norm_a * norm_b)
 
 
+PEAK_RANGE = 1e-15, 1e15  # a row whose largest value lies outside is first divided by it
+
+
+def real_array(x, name):
+    """``x`` as an ndarray of real numbers: TypeError, naming ``name``, for complex numbers
+    (their imaginary part would be dropped), text or other objects."""
+    try:
+        x = np.asarray(x)
+        if x.dtype == object:  # (None as NaN, as numpy reads it)
+            x = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be an array of numbers: {e}") from None
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+    return x
+
+
+def in_range(x):
+    """``x`` (2-D) with each row whose largest absolute value is outside :data:`PEAK_RANGE`
+    scaled to unit length (a copy then), by way of that value: the squares of its values
+    would overflow (``1e20`` in float32) or vanish (``1e-200``) on the way."""
+    if not x.size or x.dtype.kind != "f":
+        return x
+    with np.errstate(invalid="ignore"):  # (no |x| copy of a large matrix)
+        peak = np.maximum(np.max(x, axis=1), -np.min(x, axis=1)).astype(np.float64)
+    low, high = PEAK_RANGE
+    odd = ((peak > 0) & (peak < low)) | ((peak > high) & np.isfinite(peak))
+    if not odd.any():
+        return x
+    x = np.array(x)
+    rows = x[odd] / peak[odd, None]  # (its largest value 1: its squares are safe)
+    x[odd] = rows / np.sqrt(np.einsum("ij,ij->i", rows, rows))[:, None]
+    return x
+
+
 def unit_rows(x, dtype=None):
     """Rows scaled to unit length, with norms taken by :func:`exact_dots` (all-zero rows stay zero).
 
@@ -64,7 +99,7 @@ def unit_rows(x, dtype=None):
         x: ndarray of shape (n, dim).
         dtype: of the result; default float32 for float32 input, else float64.
     """
-    x = np.asarray(x)
+    x = in_range(np.asarray(x))
     dtype = dtype or (np.float32 if x.dtype == np.float32 else np.float64)
     norms = np.sqrt(exact_dots(x, x))
     norms[norms == 0] = 1.0

@@ -1,11 +1,12 @@
 """Small-cluster merging (spec step 5) and cluster representatives (spec step 6)."""
 
 import heapq
+import numbers
 
 import numpy as np
 
 from .clustering import number_by_first_occurrence
-from .dots import exact_dots, rounding_bound
+from .dots import exact_dots, real_array, rounding_bound
 
 SIZE_BY = ("samples", "labels")
 LINKAGES = ("centroid", "representative")
@@ -62,9 +63,14 @@ def merge_small_clusters(
         raise ValueError("complete=True needs max_merge_distance")
     if linkage == "representative" and vocabulary is None:
         raise ValueError('linkage="representative" needs the vocabulary')
-    emb = np.asarray(embeddings, dtype=np.float32)
-    freq = np.asarray(frequencies, dtype=np.int64)
-    ids = _with_noise_as_singletons(np.asarray(clusters, dtype=np.int64))
+    if not (isinstance(min_cluster_size, numbers.Real) and min_cluster_size >= 0):
+        raise ValueError(f"min_cluster_size must be a number >= 0, got {min_cluster_size!r}")
+    if max_merge_distance is not None and not (isinstance(max_merge_distance, numbers.Real)
+                                               and 0 <= max_merge_distance < np.inf):
+        raise ValueError(f"max_merge_distance must be None or a finite number >= 0, got "
+                         f"{max_merge_distance!r}")
+    emb, ids, freq = _checked(embeddings, clusters, frequencies, vocabulary, noise=True)
+    ids = _with_noise_as_singletons(ids)
     n_clusters = int(ids.max()) + 1 if ids.size else 0
 
     members = [[] for _ in range(n_clusters)]
@@ -114,6 +120,52 @@ def merge_small_clusters(
     for c in range(n_clusters):
         final[members[c]] = c
     return number_by_first_occurrence(final)
+
+
+def as_counts(frequencies):
+    """``frequencies`` as int64: counts of images, whole numbers not below 0."""
+    f = np.asarray(frequencies)
+    if f.dtype.kind not in "iuf":
+        raise ValueError(f"frequencies must be counts of images (as label_frequencies gives), "
+                         f"got dtype {f.dtype}")
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(f) & (f >= 0)) | (np.isfinite(f) & (f != np.floor(f)))
+    if bad.any():
+        raise ValueError(f"frequencies must be counts of images (whole numbers >= 0, as "
+                         f"label_frequencies gives), got {f[bad][:3].tolist()}")
+    return f.astype(np.int64)
+
+
+def _checked(embeddings, clusters, frequencies, vocabulary, noise):
+    """The label arrays as float32 unit rows, int64 cluster ids and int64 counts, or a
+    ValueError naming what does not fit: one row, id and count a label; ids >= 0 (and -1,
+    noise) if ``noise``, else 0, 1, ... without gaps."""
+    emb = real_array(embeddings, "embeddings")
+    if emb.ndim != 2 or not np.isfinite(emb).all():
+        raise ValueError(f"embeddings must be a finite 2-D array (n_labels, dim), got shape "
+                         f"{emb.shape}" + ("" if emb.ndim != 2 else " with NaN or infinite values"))
+    emb = np.asarray(emb, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", emb, emb))
+    if np.any((norms > 0) & (np.abs(norms - 1) > 1e-3)):
+        raise ValueError("embeddings must be rows of unit length (L2-normalised: each row "
+                         "divided by its norm)")
+    ids = np.asarray(clusters)
+    if ids.size and ids.dtype.kind not in "iu":
+        raise ValueError(f"clusters must be integer ids, got {ids.dtype}")
+    if ids.shape != (len(emb),):
+        raise ValueError(f"{len(emb)} embeddings and clusters of shape {ids.shape}: one id a label")
+    ids = ids.astype(np.int64)
+    if noise and ids.size and ids.min() < -1:
+        raise ValueError("clusters must be ids >= 0, and -1 for noise")
+    if not noise and ids.size and (ids.min() < 0 or np.unique(ids).size != ids.max() + 1):
+        raise ValueError("clusters must be ids 0, 1, ... without gaps (no -1: a noise label "
+                         "needs a cluster of its own, as merge_small_clusters gives)")
+    freq = as_counts(frequencies)
+    if freq.shape != ids.shape:
+        raise ValueError(f"frequencies has shape {freq.shape}, for {ids.size} labels")
+    if vocabulary is not None and len(vocabulary) != ids.size:
+        raise ValueError(f"{len(vocabulary)} vocabulary labels for {ids.size} embeddings")
+    return emb, ids, freq
 
 
 class _DistanceRows:
@@ -185,9 +237,9 @@ def representatives(vocabulary, embeddings, clusters, frequencies, preference=No
     Returns:
         int ndarray of shape (n_clusters,): the vocabulary index of each cluster's representative.
     """
-    clusters = np.asarray(clusters, dtype=np.int64)
-    emb = np.asarray(embeddings, dtype=np.float32)
-    freq = np.asarray(frequencies)
+    emb, clusters, freq = _checked(embeddings, clusters, frequencies, vocabulary, noise=False)
+    if preference is not None and np.shape(preference) != clusters.shape:
+        raise ValueError(f"preference has shape {np.shape(preference)}, for {clusters.size} labels")
     if clusters.size == 0:
         return np.empty(0, dtype=np.int64)
     order = np.argsort(clusters, kind="stable")

@@ -180,6 +180,8 @@ class _Params:
     def resolve(cls, params=None, **overrides):
         """``params`` (default: the defaults) with ``overrides`` replaced: what engine functions
         do with their ``params`` argument and keyword conveniences."""
+        if params is not None and not isinstance(params, cls):
+            raise TypeError(f"expected {cls.__name__}, got {params!r}")
         base = params.to_dict(recorded_only=False) if params is not None else {}
         return cls.from_dict(base, **overrides)
 

@@ -6,13 +6,14 @@ import numpy as np
 
 from .clustering import DEFAULT_BLOCK_ROWS, cluster_labels, number_by_first_occurrence
 from .defaults import DEFAULT_EPS
-from .dots import exact_dots, unit_rows
+from .dots import exact_dots, in_range, real_array, unit_rows
 from .evidence import ImagePrototypes
 from .grouping import Steps, paper_steps, recommended_clusters
 from .lexical import spelling_preference
-from .merging import merge_small_clusters, representatives
+from .merging import as_counts, merge_small_clusters, representatives
 from .params import MergeParams, ScoreParams
 from .similarity import pair_scores, top_k_labels
+from ..wording import quoted
 
 
 @dataclass
@@ -119,11 +120,13 @@ def sanitize(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, 
     is scaled to unit length, so every score is a cosine similarity).
 
     Args:
-        image_embeddings: ndarray of shape (n_images, dim); a row of NaN marks an image that
-            could not be embedded (it still counts for label frequencies and gets canonical
-            labels, but no scores).
+        image_embeddings: ndarray of shape (n_images, dim); a row with NaN (or infinite)
+            values marks an image that could not be embedded (it still counts for label
+            frequencies and gets canonical labels, but no scores). An all-zero row, image or
+            label, has no direction: it scores 0 against everything.
         image_labels: list of n_images lists of label strings (empty for an unlabelled image).
-        vocabulary: list of n_labels distinct strings, containing every label of ``image_labels``.
+        vocabulary: list of n_labels distinct strings, containing every label of ``image_labels``,
+            in the order of the rows of ``vocabulary_embeddings`` (a set is refused).
         vocabulary_embeddings: ndarray of shape (n_labels, dim).
         score: :class:`~vlsr_core.engine.params.ScoreParams` of steps 2-3 (default: the defaults).
         merge: :class:`~vlsr_core.engine.params.MergeParams` of steps 4-6 (default: the defaults).
@@ -249,7 +252,7 @@ def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddi
     prototypes = None
     if params.image_evidence:
         image_embeddings = unit_length(image_embeddings, "image_embeddings", missing_rows=True)
-        _check_inputs(image_embeddings, image_labels, list(vocabulary),
+        _check_inputs(image_embeddings, image_labels, as_vocabulary(vocabulary),
                       np.asarray(vocabulary_embeddings))
         prototypes = ImagePrototypes.from_images(image_embeddings, image_labels, vocabulary)
     label_map = build_label_map(vocabulary, vocabulary_embeddings, frequencies, params,
@@ -264,14 +267,46 @@ def label_frequencies(image_labels, vocabulary):
 
     Counts add up over chunks of images, so large collections can be counted chunk by chunk.
     """
+    vocabulary = as_vocabulary(vocabulary)
+    _check_label_lists(image_labels)
     index = {label: i for i, label in enumerate(vocabulary)}
     frequencies = np.zeros(len(index), dtype=np.int64)
     try:
         for labels in image_labels:
             frequencies[[index[l] for l in set(labels)]] += 1
     except KeyError as e:
-        raise ValueError(f"labels missing from the vocabulary: [{e.args[0]!r}]") from None
+        raise ValueError(f"labels missing from the vocabulary: [{quoted(e.args[0])}]") from None
     return frequencies
+
+
+def as_vocabulary(vocabulary):
+    """``vocabulary`` as a list of distinct ``str``, in the order of its embeddings' rows. A set
+    is refused: its order changes from one process to the next, and so would the rows each
+    label gets."""
+    if isinstance(vocabulary, (set, frozenset, str)):
+        raise TypeError(f"vocabulary must be a list in the order of its embeddings' rows, not "
+                        f"a {type(vocabulary).__name__}")
+    vocabulary = list(vocabulary)
+    not_str = [v for v in vocabulary if not isinstance(v, str)]
+    if not_str:
+        raise ValueError(f"labels must be strings; the vocabulary holds {not_str[0]!r} "
+                         f"({type(not_str[0]).__name__})")
+    seen, repeated = set(), []
+    for label in vocabulary:
+        if label in seen:
+            repeated.append(label)
+        seen.add(label)
+    if repeated:
+        raise ValueError(f"vocabulary has repeated labels: {', '.join(map(quoted, repeated[:5]))}")
+    return [str(v) for v in vocabulary]  # (numpy strings as str)
+
+
+def _check_label_lists(image_labels):
+    strings = [i for i, labels in enumerate(image_labels) if isinstance(labels, str)]
+    if strings:
+        first = image_labels[strings[0]]
+        raise ValueError(f"image_labels[{strings[0]}] is the string {first!r}: give each image "
+                         f"a list of labels ([{first!r}])")
 
 
 def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None, *,
@@ -304,11 +339,11 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
     if params.image_evidence and prototypes is None:
         raise ValueError("image_evidence needs the labels' image prototypes: pass prototypes= "
                          "(ImagePrototypes.from_images), or call refine_labels or sanitize")
-    if prototypes is not None and prototypes.vocabulary != list(vocabulary):
+    vocabulary = as_vocabulary(vocabulary)
+    if prototypes is not None and prototypes.vocabulary != vocabulary:
         raise ValueError("prototypes were computed for another vocabulary")
-    vocabulary = list(vocabulary)
     vocab_emb = unit_length(vocabulary_embeddings, "vocabulary_embeddings")
-    frequencies = np.asarray(frequencies, dtype=np.int64)
+    frequencies = as_counts(frequencies)
     if not len(vocabulary) == len(vocab_emb) == len(frequencies):
         raise ValueError(f"{len(vocabulary)} labels, {len(vocab_emb)} label embeddings and "
                          f"{len(frequencies)} frequencies")
@@ -363,7 +398,8 @@ def final_labels(image_embeddings, image_labels, label_map, vocabulary_embedding
     is scored by its cluster's representative and named by its name (a review may rename it).
 
     Args:
-        image_embeddings: ndarray of shape (n_images, dim); NaN rows for images without one.
+        image_embeddings: ndarray of shape (n_images, dim); NaN rows for images without one
+            (a row with any NaN or infinite value counts as one).
         image_labels: list of n_images lists of label strings of ``label_map.vocabulary``.
         label_map: a :class:`LabelMap`.
         vocabulary_embeddings: ndarray of shape (n_labels, dim), rows as ``label_map.vocabulary``.
@@ -399,7 +435,7 @@ def _prepared(image_embeddings, image_labels, vocabulary, vocabulary_embeddings)
     """Checked float32 arrays, the vocabulary as a list, and each image's label indices."""
     image_embeddings = unit_length(image_embeddings, "image_embeddings", missing_rows=True)
     vocab_emb = unit_length(vocabulary_embeddings, "vocabulary_embeddings")
-    vocabulary = list(vocabulary)
+    vocabulary = as_vocabulary(vocabulary)
     _check_inputs(image_embeddings, image_labels, vocabulary, vocab_emb)
     index = {label: i for i, label in enumerate(vocabulary)}
     labels_idx = [np.array([index[l] for l in labels], dtype=np.int64) for labels in image_labels]
@@ -411,9 +447,10 @@ def unit_length(embeddings, name, missing_rows=False):
     the caller's scaling (raw CLIP features are not normalised); rows already of unit length
     (within 1e-3) are left as they are. ``missing_rows``: NaN rows mark a missing embedding
     (images); otherwise a row that is not finite is an error."""
-    x = np.asarray(embeddings, dtype=np.float32)
+    x = real_array(embeddings, name)
     if x.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (n, dim), got shape {x.shape}")
+    x = np.asarray(in_range(x), dtype=np.float32)
     norms = np.sqrt(np.einsum("ij,ij->i", x, x))  # NaN or inf for a row that is not finite
     finite = np.isfinite(norms)
     if not missing_rows and not finite.all():
@@ -431,15 +468,7 @@ def unit_length(embeddings, name, missing_rows=False):
 def _check_inputs(image_embeddings, image_labels, vocabulary, vocab_emb):
     if image_embeddings.ndim != 2 or vocab_emb.ndim != 2:
         raise ValueError("image_embeddings and vocabulary_embeddings must be 2-D arrays")
-    strings = [i for i, labels in enumerate(image_labels) if isinstance(labels, str)]
-    if strings:
-        first = image_labels[strings[0]]
-        raise ValueError(f"image_labels[{strings[0]}] is the string {first!r}: give each image "
-                         f"a list of labels ([{first!r}])")
-    not_str = [v for v in vocabulary if not isinstance(v, str)]
-    if not_str:
-        raise ValueError(f"labels must be strings; the vocabulary holds {not_str[0]!r} "
-                         f"({type(not_str[0]).__name__})")
+    _check_label_lists(image_labels)
     if len(image_labels) != image_embeddings.shape[0]:
         raise ValueError(
             f"{len(image_labels)} label lists for {image_embeddings.shape[0]} image embeddings"
@@ -451,12 +480,11 @@ def _check_inputs(image_embeddings, image_labels, vocabulary, vocab_emb):
             f"image embeddings are {image_embeddings.shape[1]}-d, label embeddings "
             f"{vocab_emb.shape[1]}-d: were they made by the same model?"
         )
-    if len(set(vocabulary)) != len(vocabulary):
-        raise ValueError("vocabulary has repeated labels")
     known = set(vocabulary)
     unknown = {l for labels in image_labels for l in labels if l not in known}
     if unknown:
-        raise ValueError(f"labels missing from the vocabulary: {sorted(unknown)[:10]}")
+        listed = ", ".join(map(quoted, sorted(unknown, key=str)[:10]))
+        raise ValueError(f"labels missing from the vocabulary: [{listed}]")
 
 
 def _scores_per_image(image_embeddings, label_embeddings, labels_idx, valid):
@@ -495,7 +523,7 @@ def _string_rank(vocabulary):
 def _suggestion_rank(vocabulary, frequencies):
     """int64 ndarray (n_labels,): each label's place by images carried (most first), then by
     :func:`_string_rank`."""
-    frequencies = np.asarray(frequencies, dtype=np.int64)
+    frequencies = as_counts(frequencies)
     if frequencies.shape != (len(vocabulary),):
         raise ValueError(f"frequencies has shape {frequencies.shape}, for "
                          f"{len(vocabulary)} vocabulary labels")
