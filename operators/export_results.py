@@ -100,7 +100,7 @@ class ExportResults(foo.Operator):
         if boxes:
             listed[-1] += (f" (image file names relative to `{coco_image_root(target)}`, the "
                            "data_path to give FiftyOne's COCO importer)")
-            left_out = coco_left_out(target, boxes)
+            left_out = coco_left_out(target, boxes, key)
             if left_out:
                 listed.append(f"\n{left_out[0].upper()}{left_out[1:]}.")
         note = export_note(ctx.dataset, key)

@@ -5,6 +5,7 @@ import csv
 import json
 import logging
 import os
+import re
 
 import fiftyone as fo
 import pytest
@@ -214,13 +215,13 @@ def test_the_coco_boxes_left_out_are_counted_and_said(run, tmp_path, capsys):
     out = tmp_path / "export"
     assert main(["export", "--dataset", dataset.name, "--out", str(out),
                  "--detections-field", "extra"]) == 0
-    assert ("note: 2 boxes on 1 image whose size cannot be read (unreadable) and 2 boxes with an "
+    assert ("note: 2 boxes on 1 image that cannot be read (unreadable) and 2 boxes with an "
             "empty or blank label left out of the COCO detections") in capsys.readouterr().out
     with open(out / "detections" / "labels.json") as f:
         coco = json.load(f)
-    assert [c["name"] for c in coco["categories"]] == ["helmet"]  # no unnamed category
+    assert "  " not in [c["name"] for c in coco["categories"]]  # no unnamed category
     assert len(coco["annotations"]) == 1
-    assert coco_left_out(dataset, "objects") == ("1 box on 1 image whose size cannot be read "
+    assert coco_left_out(dataset, "objects") == ("1 box on 1 image that cannot be read "
                                                  "(unreadable) left out of the COCO detections")
     assert coco_left_out(dataset.exists("metadata.width"), "objects") is None
     # the dataset's boxes are as they were
@@ -230,6 +231,82 @@ def test_the_coco_boxes_left_out_are_counted_and_said(run, tmp_path, capsys):
     assert main(["export", "--dataset", dataset.name, "--out", str(tmp_path / "plain")]) == 0
     assert ("no COCO detections written: give --detections-field (extra, objects here)"
             in capsys.readouterr().out)
+
+
+def test_coco_boxes_get_what_the_fields_show_under_the_export_categories(run, tmp_path):
+    """Auditor's findings: a suggestion accepted for one box reached samples.csv, not COCO; a
+    label or name starting with '$' was read as a field path (the box kept its label, or the
+    export crashed); the two JSON files gave one id to two names; a box without coordinates
+    crashed FiftyOne's exporter; the boxes of an image the run could not read (a truncated
+    file whose header gives a size) were exported."""
+    from vlsr_core.fo.review import add_edit, apply_review
+
+    dataset, _, _ = run
+    dataset.persistent = True  # (the CLI opens it by name)
+    h4 = next(s for s in dataset if s.filepath.endswith("h4.png"))
+    lathe = next(d for d in h4.objects.detections if d.label == "Lathe Information")
+    add_edit(dataset, "vlsr", "accept_suggestion", "helmet", samples=[h4.id], label_ids=[lathe.id])
+    add_edit(dataset, "vlsr", "rename", "screwdriver", to="$tool.x")
+    apply_review(dataset, "vlsr")
+    s1 = next(s for s in dataset if s.filepath.endswith("s1.png"))
+    s1.objects.detections.append(fo.Detection(label="helmet"))  # no coordinates
+    s1.save()
+    h3 = next(s for s in dataset if s.filepath.endswith("h3.png"))
+    h3["vlsr_error"] = "image file is truncated"  # as the run writes for such a file
+    h3.save()
+    out = tmp_path / "export"
+    assert main(["export", "--dataset", dataset.name, "--out", str(out),
+                 "--detections-field", "objects"]) == 0
+    with open(out / "detections" / "labels.json", encoding="utf-8") as f:
+        coco = json.load(f)
+    with open(out / "image_labels.json", encoding="utf-8") as f:
+        image_level = json.load(f)
+    assert coco["categories"] == [dict(c, supercategory=None) for c in image_level["categories"]]
+    name = {c["id"]: c["name"] for c in coco["categories"]}
+    image = {im["id"]: os.path.basename(im["file_name"]) for im in coco["images"]}
+    boxes = {}
+    for a in coco["annotations"]:
+        boxes.setdefault(image[a["image_id"]], []).append(name[a["category_id"]])
+    assert boxes["h4.png"] == ["helmet", "helmet", "helmet"]  # Lathe Information: accepted
+    assert boxes["s1.png"] == ["$tool.x"]  # the box without coordinates left out
+    assert boxes["s2.png"] == ["$tool.x", "helmet"]
+    assert "h3.png" not in image.values()
+    assert coco_left_out(dataset, "objects") == (
+        "2 boxes on 2 images that cannot be read (unreadable) and 1 box without coordinates "
+        "left out of the COCO detections")
+    # a view without boxes still has its annotations, none
+    export_run(dataset.match(F("filepath").ends_with("n1.png")), str(tmp_path / "none"),
+               detections_field="objects")
+    with open(tmp_path / "none" / "detections" / "labels.json", encoding="utf-8") as f:
+        assert json.load(f)["annotations"] == []
+
+
+def test_coco_of_another_field_says_which_labels_the_run_does_not_have(run, tmp_path):
+    dataset, _, _ = run
+    for sample in dataset:
+        sample["pred"] = fo.Detections(detections=[
+            fo.Detection(label=l, bounding_box=[0.1, 0.1, 0.5, 0.5]) for l in ("Helmets", "$cost")])
+        sample.save()
+    export_run(dataset, str(tmp_path / "export"), detections_field="pred")
+    with open(tmp_path / "export" / "detections" / "labels.json", encoding="utf-8") as f:
+        coco = json.load(f)
+    assert {c["name"] for c in coco["categories"]} >= {"helmet", "$cost"}
+    assert coco_left_out(dataset, "pred") == (
+        "2 boxes on 1 image that cannot be read (unreadable) left out of the COCO detections; "
+        "9 boxes with a label the run does not have ('$cost') kept as written")
+
+
+def test_views_the_export_cannot_read_are_refused_in_words(run, tmp_path):
+    dataset, _, _ = run
+    for view, words in (
+        (dataset.select_fields("objects"), "This view leaves out fields the export reads "
+                                           "(vlsr_label, vlsr_labels, vlsr_suggestions)"),
+        (dataset.to_patches("objects"), "not on a view of its patches"),
+        (dataset.match(F("filepath") == "nowhere"), "There are no samples to export"),
+    ):
+        with pytest.raises(ExportError, match=re.escape(words)):
+            export_run(view, str(tmp_path / "export"))
+    assert not os.path.exists(tmp_path / "export")
 
 
 def test_export_of_a_view(run, tmp_path):

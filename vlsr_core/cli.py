@@ -842,7 +842,7 @@ def _export(a):
     if a.detections_field:
         print(f"  (its image file names are relative to {coco_image_root(collection)}: "
               "the data_path to give FiftyOne's COCO importer)")
-        left_out = coco_left_out(collection, a.detections_field)
+        left_out = coco_left_out(collection, a.detections_field, a.key)
         if left_out:
             print(f"note: {left_out}")
     else:

@@ -13,11 +13,11 @@ Files written to the export directory:
   ``spelling``, ``images``, ``DBSCAN``, ``merge``, or ``review`` for an edit), ``distance_to_canonical`` the cosine
   distance of their text embeddings: sort by it to check the farthest first.
 - ``image_labels.json``: COCO-style image-level labels: ``images`` and ``categories`` as in
-  COCO, and one ``annotations`` entry per canonical label of an image, with ``score`` and
+  COCO (the same categories and ids as the COCO detections: :func:`_categories`), and one ``annotations`` entry per canonical label of an image, with ``score`` and
   ``final`` (true for the image's final label) and no ``bbox``; an image whose size cannot be
   read (the run's unreadable images) has ``width`` and ``height`` null.
 - ``detections/labels.json`` (with ``detections_field``): the boxes of a Detections field with
-  their labels mapped to canonical labels, written by FiftyOne's COCO exporter; ``file_name``
+  canonical labels (:func:`coco_boxes`), written by FiftyOne's COCO exporter; ``file_name``
   is relative to the images' common folder (:func:`coco_image_root`, the ``data_path`` to give
   FiftyOne's importer).
 
@@ -38,14 +38,15 @@ from contextlib import contextmanager
 from itertools import chain
 
 import fiftyone as fo
+from fiftyone.core.expressions import ViewExpression
 
 from ..engine.defaults import DEFAULT_KEY
-from ..wording import count
+from ..wording import count, quoted
 from .chunks import iter_chunks, sample_ids
-from .labels import as_label_lists, label_filter_problem, label_path, label_sets
+from .labels import as_label_lists, label_filter_problem, label_path, label_sets, media_problem
 from .lease import holds_run, running_note
 from .review import CLUSTER_FIRST, labels_problem, review_state
-from .runs import half_deleted, load_results, sample_fields, stage_activity
+from .runs import half_deleted, label_attributes, load_results, sample_fields, stage_activity
 
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     state = review_state(dataset, key, results, applied_only=True)  # what the fields show
     label_map = state.label_map.canonical
     ids = sample_ids(samples)  # read once: both streamed files visit the same samples in order
+    _compute_sizes(samples, key)
+    boxes = detections_field and coco_boxes(samples, detections_field, key, label_map)
 
     # each file is written beside its place and moved there once all are written: an export
     # stopped part-way (Ctrl-C, an error) leaves no file that looks whole, nor a mix of two
@@ -96,15 +99,16 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     partial = [path + PARTIAL for path in written]
     # the share of the time each file takes, roughly (samples.csv, label_map.csv, the
     # image-level labels, the COCO detections)
-    shares = (0.25, 0.05, 0.4, 0.3) if detections_field else (0.35, 0.05, 0.6)
+    shares = (0.25, 0.05, 0.1, 0.3, 0.3) if detections_field else (0.35, 0.05, 0.15, 0.45)
     parts = _parts(progress, shares)
     try:
         _samples_csv(samples, ids, key, config.label_field, partial[0], next(parts))
         _label_map_csv(state, partial[1])
         next(parts)(1.0)
-        _image_labels_json(samples, ids, key, partial[2], next(parts))
+        categories = _categories(samples, ids, key, label_map, boxes, detections_field, next(parts))
+        _image_labels_json(samples, ids, key, categories, partial[2], next(parts))
         if detections_field:
-            _coco_detections(samples, detections_field, label_map, partial[3], next(parts))
+            _coco_detections(samples, boxes, detections_field, categories, partial[3], next(parts))
         with _uninterrupted():  # all renamed, or none: not a mix of two exports
             for done, path in zip(partial, written):
                 os.replace(done, path)
@@ -205,18 +209,24 @@ def coco_image_root(samples):
     return os.path.commonpath([os.path.dirname(p) for p in sized.values("filepath")] or ["/"])
 
 
-def _coco_detections(samples, detections_field, label_map, path, progress):
-    """The boxes of ``detections_field`` with canonical labels, by FiftyOne's COCO exporter,
-    less those :func:`coco_left_out` counts."""
-    _coco_boxes(samples, detections_field).map_labels(detections_field, label_map).export(
+def _coco_detections(samples, boxes, detections_field, categories, path, progress):
+    """The boxes of :func:`coco_boxes` by FiftyOne's COCO exporter, with the export's
+    ``categories`` (names in id order, from 1: the ids of ``image_labels.json``)."""
+    boxes.export(
         rel_dir=coco_image_root(samples),
         labels_path=path,
         dataset_type=fo.types.COCODetectionDataset,
         label_field=detections_field,
+        categories=[dict(id=i, name=n, supercategory=None) for i, n in enumerate(categories, 1)],
         export_media=False,
         overwrite=True,
         progress=lambda bar: bar.progress is not None and progress(bar.progress),
     )
+    with open(path, encoding="utf-8") as f:  # (FiftyOne leaves the key out when no box is left)
+        coco = json.load(f)
+    if "annotations" not in coco:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({**coco, "annotations": []}, f)
     progress(1.0)
 
 
@@ -225,27 +235,73 @@ def _named(label):
     return label.exists() & (label.strip() != "")
 
 
-def _coco_boxes(samples, detections_field):
-    """The images and boxes the COCO detections hold: images whose size is known (COCO boxes
-    are in pixels; the run's unreadable files have none) and boxes with a label (a category
-    needs a name). Images without boxes stay: an image with nothing on it is an answer too."""
-    return samples.exists("metadata.width").filter_labels(
-        detections_field, _named(fo.ViewField("label")), only_matches=False)
+def _placed(box):
+    """A box with its four coordinates (a COCO ``bbox`` needs them)."""
+    return box.is_array() & (box.length() == 4)
 
 
-def coco_left_out(samples, detections_field):
-    """What the COCO detections leave out of ``detections_field``, in words, or None: boxes on
-    images whose size cannot be read, and boxes with an empty or blank label."""
+def _sized(samples, key):
+    """The samples whose image size is known and that the run could read (COCO boxes are in
+    pixels; a truncated file may give a size from its header and still be unreadable)."""
+    sized = samples.exists("metadata.width")
+    error = sample_fields(key)["error"]
+    return sized.exists(error, False) if samples.has_field(error) else sized
+
+
+def coco_boxes(samples, detections_field, key, label_map):
+    """What the COCO detections hold: images of :func:`_sized` (images without boxes stay: an
+    image with nothing on it is an answer too), their boxes that have a label and coordinates,
+    each labelled with its canonical label. For the run's own label field, that is the
+    canonical label the run's fields show for that box (``{key}_canonical``: a suggestion
+    accepted for the box is in it), else the label map's; a label the map lacks stays as
+    written. Labels are matched as data, not read as field paths (a label ``$cost``)."""
     F = fo.ViewField
-    unsized = samples.match(~F("metadata.width").exists())
-    unreadable = unsized.count(f"{detections_field}.detections")
-    images = len(unsized.match(F(f"{detections_field}.detections").length() > 0))
-    blank = samples.exists("metadata.width").filter_labels(
-        detections_field, ~_named(F("label"))).count(f"{detections_field}.detections")
-    parts = ([f"{count(unreadable, 'box')} on {count(images, 'image')} whose size cannot be read "
+    keys = list(label_map)
+    mapped = {"$let": {
+        "vars": {"keys": {"$literal": keys}, "values": {"$literal": [label_map[k] for k in keys]},
+                 "label": "$$this.label"},
+        "in": {"$cond": [{"$in": ["$$label", "$$keys"]},
+                         {"$arrayElemAt": ["$$values", {"$indexOfArray": ["$$keys", "$$label"]}]},
+                         "$$label"]}}}
+    config = samples._dataset.get_run_info(key).config
+    if label_path(samples, config.label_field) == f"{detections_field}.detections":
+        attribute = label_attributes(key)["canonical"]
+        mapped = {"$ifNull": [f"$$this.{attribute}", mapped]}
+    kept = _sized(samples, key).filter_labels(
+        detections_field, _named(F("label")) & _placed(F("bounding_box")), only_matches=False)
+    return kept.set_field(f"{detections_field}.detections", F("detections").map(
+        F().set_field("label", ViewExpression(mapped))))
+
+
+def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
+    """What the COCO detections leave out of ``detections_field`` or keep as written, in
+    words, or None: boxes on images whose size cannot be read or that the run could not read,
+    boxes with an empty or blank label or without coordinates, and labels the run's label map
+    does not have (kept as written)."""
+    F = fo.ViewField
+    detections = f"{detections_field}.detections"
+    sized = _sized(samples, key)
+    unsized = samples.exclude(sized.values("id"))
+    unreadable = unsized.count(detections)
+    images = len(unsized.match(F(detections).length() > 0))
+    blank = sized.filter_labels(detections_field, ~_named(F("label"))).count(detections)
+    unplaced = sized.filter_labels(
+        detections_field, _named(F("label")) & ~_placed(F("bounding_box"))).count(detections)
+    parts = ([f"{count(unreadable, 'box')} on {count(images, 'image')} that cannot be read "
               "(unreadable)"] if unreadable else []) + (
-        [f"{count(blank, 'box')} with an empty or blank label"] if blank else [])
-    return (" and ".join(parts) + " left out of the COCO detections") if parts else None
+        [f"{count(blank, 'box')} with an empty or blank label"] if blank else []) + (
+        [f"{count(unplaced, 'box')} without coordinates"] if unplaced else [])
+    notes = [" and ".join(parts) + " left out of the COCO detections"] if parts else []
+    known = set(load_results(samples._dataset, key).vocabulary)
+    strange = {l: n for l, n in sized.filter_labels(
+        detections_field, _named(F("label")) & _placed(F("bounding_box"))).count_values(
+        f"{detections}.label").items() if l not in known}
+    if strange:
+        n = sum(strange.values())
+        shown = ", ".join(map(quoted, sorted(strange)[:5])) + (", ..." if len(strange) > 5 else "")
+        notes.append(f"{count(n, 'box')} with a label the run does not have ({shown}) kept as "
+                     "written")
+    return "; ".join(notes) or None
 
 
 def _remove_if_empty(folder):
@@ -277,9 +333,14 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
                    results=None):
     """Why :func:`export_run` would refuse these arguments, or None: checked before any file is
     written, and by the App's form before Execute. ``results``: the run's, if already loaded."""
+    problem = media_problem(samples)  # (a patches view: its dataset is not the run's)
+    if problem:
+        return problem
     dataset = samples._dataset
     if not dataset.has_run(key):
         return f"No VLSR run {key!r} on this dataset"
+    if not len(samples):
+        return "There are no samples to export in this view"
     stopped = half_deleted(dataset, key)
     if stopped:
         return stopped
@@ -298,6 +359,12 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
                 "only, so the run's fields are mixed (the label map would not match those "
                 "samples): apply the review to the whole run before exporting")
     config = dataset.get_run_info(key).config
+    fields = sample_fields(key)
+    read = (config.label_field.split(".")[0], *(fields[r] for r in ("label", "labels", "suggestions")))
+    hidden = [f for f in read if dataset.has_field(f) and not samples.has_field(f)]
+    if hidden:
+        return (f"This view leaves out fields the export reads ({', '.join(hidden)}): export a "
+                "view that keeps them (select_fields or exclude_fields hid them)")
     problem = (label_filter_problem(samples, config.label_field, config.collection)
                or labels_problem(samples, config, results.vocabulary))
     if problem:
@@ -387,24 +454,42 @@ def _label_map_csv(state, path):
     return path
 
 
-def _image_labels_json(samples, ids, key, path, progress):
-    """COCO-style image-level labels, streamed a chunk of samples at a time: a first pass finds
-    the categories, a second writes the images and (to a side file, appended at the end) their
-    annotations, so that a large export never sits in memory."""
-    fields = sample_fields(key)
-    # sizes for the images without them; the run's unreadable images would only fail again
+def _compute_sizes(samples, key):
+    """Image sizes for the images without them (COCO files give sizes); the run's unreadable
+    images would only fail again."""
     missing = samples.exists("metadata", False)
-    if samples.has_field(fields["error"]):
-        missing = missing.exists(fields["error"], False)
+    error = sample_fields(key)["error"]
+    if samples.has_field(error):
+        missing = missing.exists(error, False)
     missing.compute_metadata()
-    labels = f"{fields['labels']}.classifications.label"
-    categories, done = set(), 0  # (a first pass finds the categories)
+
+
+def _categories(samples, ids, key, label_map, boxes, detections_field, progress):
+    """The export's categories, names in id order from 1, shared by ``image_labels.json`` and
+    the COCO detections: every canonical label of the run's label map, sorted (an id then
+    means one label in every export of the run as it is), then any other label either file
+    holds, sorted (one a suggestion gave, or a box label the map lacks)."""
+    names = set(label_map.values())
+    found, done = set(), 0
+    labels = f"{sample_fields(key)['labels']}.classifications.label"
     for _, (ls,) in iter_chunks(samples, [labels], ids=ids):
-        categories.update(chain.from_iterable(x or [] for x in ls))
+        found.update(chain.from_iterable(x or [] for x in ls))
         done += len(ls)
-        progress(0.3 * done / max(len(ids), 1))
-    categories, done = sorted(categories), 0
-    category_id = {name: i + 1 for i, name in enumerate(categories)}
+        progress(0.9 * done / max(len(ids), 1))
+    if boxes is not None:
+        found.update(boxes.distinct(f"{detections_field}.detections.label"))
+    progress(1.0)
+    return sorted(names) + sorted(found - names)
+
+
+def _image_labels_json(samples, ids, key, categories, path, progress):
+    """COCO-style image-level labels, streamed a chunk of samples at a time: images are
+    written first and their annotations to a side file appended at the end, so that a large
+    export never sits in memory."""
+    fields = sample_fields(key)
+    labels = f"{fields['labels']}.classifications.label"
+    category_id = {name: i for i, name in enumerate(categories, 1)}
+    done = 0
     columns = ["filepath", "metadata.width", "metadata.height", labels,
                f"{fields['labels']}.classifications.confidence", f"{fields['label']}.label"]
 
@@ -429,7 +514,7 @@ def _image_labels_json(samples, ids, key, path, progress):
                     side.write(("\n  " if annotation_id == 1 else ",\n  ")
                                + json.dumps(annotation, ensure_ascii=False))
             done += len(sids)
-            progress(0.3 + 0.7 * done / max(len(ids), 1))
+            progress(done / max(len(ids), 1))
         f.write('\n ],\n "annotations": [')
         side.seek(0)
         shutil.copyfileobj(side, f)
