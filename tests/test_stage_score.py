@@ -194,3 +194,27 @@ def test_label_field_missing_or_not_labels_is_refused(main):
     with pytest.raises(VLSRError, match="'note' is StringField.*Classification"):
         compute_embeddings(dataset, "note", encoder=FakeEncoder(images))
     assert not dataset.has_run("vlsr") and not dataset.has_field("vlsr_embedding")
+
+
+def test_a_label_starting_with_a_dollar_is_matched_as_written(dataset, tmp_path, monkeypatch):
+    """FiftyOne's ``is_in`` and ``==`` read '$lathe' as the field path 'lathe': the weak-labels
+    view and the panel's views of a label or a cluster held none of its samples."""
+    import fake_clip
+    from vlsr_core.fo.browse import labels_named
+
+    monkeypatch.setitem(fake_clip.LABELS, "$lathe", ("lathe", None, 0.0))
+    images = build(dataset, tmp_path / "images", spec=[
+        ("h1.png", "helmet", ["helmet"]), ("h4.png", "helmet", ["$lathe", "helmet"]),
+        ("s1.png", "screwdriver", ["screwdriver"])])
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    assert ("h4.png", "$lathe") in view_labels(dataset, saved_view_names("vlsr")["weak_labels"])
+    for view in (labels_named(dataset, "vlsr", "gt", labels=["$lathe"]),
+                 labels_named(dataset, "vlsr", "gt", canonical="$lathe")):
+        assert view.values("gt.classifications.label") == [["$lathe"]]
+    # an accepted '$lathe' suggestion is told as suggested, not "not among the suggestions"
+    from vlsr_core.fo.review import add_edit, not_suggested
+
+    h4 = next(s for s in dataset if s.filepath.endswith("h4.png"))
+    assert "$lathe" in [c.label for c in h4.vlsr_suggestions.classifications]
+    edit = add_edit(dataset, "vlsr", "accept_suggestion", "$lathe", samples=[h4.id])
+    assert not_suggested(dataset, "vlsr", edit) == ""

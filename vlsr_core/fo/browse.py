@@ -10,7 +10,7 @@ from ..engine.grouping import kept_apart_reason
 from ..engine.review import nearest_other_cluster
 from ..engine.similarity import top_k_labels
 from ..wording import folded, one_line
-from .labels import label_path
+from .labels import label_path, one_of
 from .runs import label_attributes, review_attribute
 
 
@@ -64,8 +64,9 @@ def labels_named(samples, key, label_field, labels=None, canonical=None):
     """The view of the labels that are one of ``labels``, or whose canonical label (as last
     applied) is ``canonical``."""
     if labels is not None:
-        return samples.filter_labels(label_field, F("label").is_in(list(labels)))
-    return samples.filter_labels(label_field, F(label_attributes(key)["canonical"]) == canonical)
+        return samples.filter_labels(label_field, one_of(F("label"), labels))
+    return samples.filter_labels(label_field, one_of(F(label_attributes(key)["canonical"]),
+                                                     [canonical]))
 
 
 def merge_steps(state):

@@ -6,6 +6,7 @@ case) or ``Detections`` (the image's label set is its distinct object labels).
 
 import fiftyone as fo
 from bson import ObjectId
+from fiftyone.core.expressions import ViewExpression
 
 from ..wording import count
 
@@ -142,6 +143,19 @@ def unlabelled_problem(dataset, label_field):
         return None
     return (f"Field {label_field!r} holds no labels in this dataset (none, or only empty ones): "
             "there is nothing to clean")
+
+
+def one_of(expression, labels):
+    """The expression "``expression`` is one of ``labels``", each label taken as data:
+    FiftyOne's ``is_in`` and ``==`` read a string starting with "$" as a field path (the
+    label ``$cost`` matched nothing)."""
+    return ViewExpression({"$in": [expression, {"$literal": list(labels)}]})
+
+
+def holds(expression, label):
+    """The expression "the list ``expression`` (None: empty) holds ``label``", the label
+    taken as data (see :func:`one_of`)."""
+    return ViewExpression({"$in": [{"$literal": label}, {"$ifNull": [expression, []]}]})
 
 
 def label_counts(samples, label_field):

@@ -33,7 +33,7 @@ from ..engine.review import (
 )
 from ..wording import ZWSP, count, one_line, quoted
 from .chunks import sample_ids
-from .labels import LabelFieldError, label_path, usable
+from .labels import LabelFieldError, holds, label_path, usable
 from .lease import holds_run
 from .runs import (
     VLSRRunConfig,
@@ -479,7 +479,7 @@ def not_suggested(dataset, key, edit):
         return ""
     field = f"{sample_fields(key)['suggestions']}.classifications.label"
     n = len(edit.samples)
-    suggested = dataset.select(list(edit.samples)).match(F(field).contains(edit.label)).count()
+    suggested = dataset.select(list(edit.samples)).match(holds(F(field), edit.label)).count()
     if suggested == n:
         return ""
     if n == 1:

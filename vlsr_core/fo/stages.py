@@ -56,6 +56,7 @@ from .labels import (
     label_path,
     label_sets,
     media_problem,
+    one_of,
     set_label_attribute,
     unlabelled_problem,
     usable,
@@ -761,7 +762,7 @@ def _finish_scoring(run, samples, report):
                f"{'boxes' if crops else 'samples'} where a vocabulary label beats "
                f"{'the box label on its crop' if crops else 'every assigned label'} by > {margin}")
     _save_view(run, views["weak_labels"],
-               worst_first.filter_labels(config.label_field, F("label").is_in(weak)),
+               worst_first.filter_labels(config.label_field, one_of(F("label"), weak)),
                f"labels that score below {low:.3f} on every {where} they are on")
     mark_stage(run, "score", "complete")
 
