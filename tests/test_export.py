@@ -380,7 +380,12 @@ def test_an_export_stopped_part_way_leaves_the_files_as_they_were(run, tmp_path,
     monkeypatch.setattr(export, "_image_labels_json", stop)
     with pytest.raises(KeyboardInterrupt):
         export_run(dataset, str(out), detections_field="objects")
-    assert os.listdir(out) == []  # no samples.csv that looks whole, no .partial file
+    # no samples.csv that looks whole, no .partial file, nor the empty folder it made
+    assert not os.path.exists(out)
+    out.mkdir()  # a folder there before stays
+    with pytest.raises(KeyboardInterrupt):
+        export_run(dataset, str(out), detections_field="objects")
+    assert os.listdir(out) == []
     monkeypatch.undo()
     export_run(dataset, str(out), detections_field="objects")
     before = {f: (out / f).read_bytes() for f in ("samples.csv", "label_map.csv",

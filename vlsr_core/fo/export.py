@@ -78,6 +78,7 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     problem = export_problem(samples, export_dir, key, detections_field, overwrite, results)
     if problem:
         raise ExportError(problem)
+    created = not os.path.exists(export_dir)
     try:
         os.makedirs(export_dir, exist_ok=True)
     except OSError as e:
@@ -123,6 +124,8 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         for path in _leftovers(export_dir):
             os.remove(path)
         _remove_if_empty(os.path.dirname(coco))
+        if created:  # (a failed export leaves no empty folder behind)
+            _remove_if_empty(export_dir)
     return written
 
 
