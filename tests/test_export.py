@@ -309,6 +309,20 @@ def test_views_the_export_cannot_read_are_refused_in_words(run, tmp_path):
     assert not os.path.exists(tmp_path / "export")
 
 
+def test_samples_labelled_since_the_clustering_are_said(run, tmp_path, capsys):
+    """Auditor: a sample added after the run was exported without its canonical and final
+    labels, and nothing said so."""
+    dataset, folder, _ = run
+    dataset.persistent = True  # (the CLI opens it by name)
+    assert main(["export", "--dataset", dataset.name, "--out", str(tmp_path / "a")]) == 0
+    assert "since the clustering" not in capsys.readouterr().out
+    dataset.add_sample(fo.Sample(filepath=str(folder / "h1.png"), objects=fo.Detections(
+        detections=[fo.Detection(label="helmet", bounding_box=[0, 0, 1, 1])])))
+    assert main(["export", "--dataset", dataset.name, "--out", str(tmp_path / "b")]) == 0
+    assert ("note: 1 sample given labels since the clustering has no canonical or final label "
+            "in this export: run the run again") in capsys.readouterr().out
+
+
 def test_export_of_a_view(run, tmp_path):
     dataset, _, _ = run
     view = dataset.match(F("vlsr_label.label") == "helmet")

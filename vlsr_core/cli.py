@@ -826,7 +826,7 @@ def _collection_of(dataset, key, view=None):
 
 def _export(a):
     from .fo.export import (ExportError, coco_image_root, coco_left_out, detections_fields,
-                            export_files, export_run)
+                            export_files, export_run, unclustered_note)
     from .fo.review import export_note
 
     collection = _run_collection(a.dataset, a.key, a.view)
@@ -850,6 +850,9 @@ def _export(a):
         if boxes:
             print("no COCO detections written: give --detections-field "
                   f"({', '.join(boxes)} here)")
+    unclustered = unclustered_note(collection, a.key)
+    if unclustered:
+        print(f"note: {unclustered}")
     print(export_note(collection._dataset, a.key, apply="run `vlsr apply`"))
 
 

@@ -307,6 +307,21 @@ def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
     return "; ".join(notes) or None
 
 
+def unclustered_note(samples, key=DEFAULT_KEY):
+    """What an export of ``samples`` lacks for samples given labels since the run clustered
+    them (added, or unlabelled then), in words, or None: their rows have no canonical or final
+    label."""
+    F = fo.ViewField
+    config = samples._dataset.get_run_info(key).config
+    n = len(samples.exists(sample_fields(key)["labels"], False).filter_labels(
+        config.label_field, _named(F("label"))))
+    if not n:
+        return None
+    return (f"{count(n, 'sample')} given labels since the clustering {'has' if n == 1 else 'have'} "
+            "no canonical or final label in this export: run the run again (vlsr run, or VLSR 1 "
+            "to 3 in the App) to include them")
+
+
 def _remove_if_empty(folder):
     if os.path.isdir(folder) and not os.listdir(folder):
         os.rmdir(folder)
