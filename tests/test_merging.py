@@ -153,6 +153,20 @@ def test_representative_is_most_frequent_then_closest_then_lexical():
     assert [vocab[r] for r in reps] == ["Helmets", "hard hat"]
 
 
+def test_a_two_label_cluster_is_named_alike_whatever_the_rounding_of_its_embeddings():
+    """Both labels of a two-label cluster are exactly as close to its centroid: rounding (an
+    embedding batch size of 7 rather than 32, in an audit) named the cluster IMG_88 or IMG_85."""
+    a, b = angles(5, -5)
+    names = set()
+    for noise in (-3e-7, -1e-7, 0.0, 1e-7, 3e-7):
+        emb = np.stack([a, b + noise * np.array([1.0, -1.0])]).astype(np.float32)
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        for vocab in (["IMG_85", "IMG_88"], ["IMG_88", "IMG_85"]):
+            (r,) = representatives(vocab, emb, np.array([0, 0]), np.array([1, 1]))
+            names.add(vocab[r])
+    assert names == {"IMG_85"}
+
+
 def _naive_merge(emb, clusters, freq, min_size, vocab, linkage, max_dist):
     """The definition, step by step: one fresh distance row per merge."""
     from vlsr_core.engine.merging import representative_of

@@ -9,6 +9,9 @@ from .clustering import number_by_first_occurrence
 from .dots import exact_dots, real_array, rounding_bound
 
 SIZE_BY = ("samples", "labels")
+# Cosine closeness to a centroid within this of the closest member's is a tie (float rounding
+# of embeddings is about 1e-7; real differences between labels are far larger)
+CLOSENESS_TIE = 1e-5
 LINKAGES = ("centroid", "representative")
 # Distance rows computed in one matrix product: the next small clusters are scored together,
 # which is compute-bound, instead of one memory-bound matrix-vector product per merge.
@@ -226,6 +229,9 @@ def representatives(vocabulary, embeddings, clusters, frequencies, preference=No
     The member carried by most samples; ties go to the lowest ``preference`` if given (the
     recommended mode's :func:`~vlsr_core.engine.lexical.spelling_preference`), then to the
     member closest to the cluster centroid (cosine), then to the lexically smallest string.
+    Members within :data:`CLOSENESS_TIE` of the closest count as equally close: the two
+    members of a two-label cluster are exactly as close to its centroid, and the rounding of
+    their embeddings (a batch size, another machine) would otherwise decide.
 
     Args:
         vocabulary: list of n_labels strings.
@@ -258,11 +264,13 @@ def representative_of(member_index, embeddings, frequencies, vocabulary, centroi
     member_index = np.asarray(member_index)
     closeness = exact_dots(embeddings[member_index], centroid.astype(np.float32)[None, :],
                            b_index=np.zeros(member_index.size, dtype=np.int64))
-    keys = [
-        (-int(frequencies[i]), 0 if preference is None else int(preference[i]), -float(c),
-         vocabulary[i]) for i, c in zip(member_index, closeness)
-    ]
-    return int(member_index[min(range(len(keys)), key=keys.__getitem__)])
+    first = [(-int(frequencies[i]), 0 if preference is None else int(preference[i]))
+             for i in member_index]
+    best = min(first)
+    tied = [k for k, key in enumerate(first) if key == best]
+    closest = max(closeness[k] for k in tied)
+    near = [k for k in tied if closeness[k] >= closest - CLOSENESS_TIE]
+    return int(member_index[min(near, key=lambda k: vocabulary[member_index[k]])])
 
 
 def _farthest_pair(emb, a, b):
