@@ -346,3 +346,33 @@ def test_the_dataset_document_lock_is_no_runs_lease_and_keeps_unsaved_sample_edi
             assert lease._leases().count_documents({"dataset": dataset.name}) == 2
     assert sample["note"] == "edited"
     assert not leases_of(dataset)
+
+
+def test_a_process_whose_run_was_taken_over_stops_before_its_next_write(ran, monkeypatch):
+    """Audit: a run paused (kill -STOP) past the lease's time to live was taken over by a
+    second run; resumed, the first went on writing chunk after chunk and ended last, so the
+    run held the first one's settings while the second had reported its own."""
+    from vlsr_core.fo import chunks
+
+    dataset = ran[0]
+    monkeypatch.setattr(chunks, "CHUNK_SIZE", 2)
+    dataset.set_values("vlsr_min_similarity", [-5.0] * len(dataset))
+    taker = dict(token="other", stage="score labels", host="elsewhere", pid=1, dataset=dataset.name,
+                 key="vlsr")
+    taken = []
+
+    def take_over(fraction):  # after the first chunk: another process takes the run
+        if fraction > 0 and not taken:
+            now = lease.server_time()
+            lease._leases().replace_one({"_id": lease._lease_id(dataset, "vlsr")},
+                                        {**taker, "started": now, "beat": now})
+            taken.append(True)
+
+    with pytest.raises(lease.LeaseLostError, match="another process took the run over, so it "
+                                                   "stopped before writing again"):
+        score_labels(dataset, progress=take_over)
+    assert taken
+    written = [v for v in dataset.values("vlsr_min_similarity") if v != -5.0]
+    assert 0 < len(written) <= 2  # the first chunk only
+    assert lease._leases().find_one({"_id": lease._lease_id(dataset, "vlsr")})["token"] == "other"
+    lease._leases().delete_one({"_id": lease._lease_id(dataset, "vlsr")})

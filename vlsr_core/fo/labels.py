@@ -9,6 +9,7 @@ from bson import ObjectId
 from fiftyone.core.expressions import ViewExpression
 
 from ..wording import count
+from .lease import check_held
 
 LABEL_TYPES = (fo.Classification, fo.Classifications, fo.Detections)
 _LIST_ATTR = {fo.Classifications: "classifications", fo.Detections: "detections"}
@@ -197,6 +198,7 @@ def set_label_attribute(samples, path, attribute, sample_ids, label_ids, values)
         sample_ids: sample ids.
         label_ids, values: per sample, its label ids (:func:`label_objects`) and a value each.
     """
+    check_held(samples._dataset)
     items = [
         dict(sample_id=s, label_id=l, value=v)
         for s, ids, vals in zip(sample_ids, label_ids, values)

@@ -59,6 +59,29 @@ class RunBusyError(ValueError):
     this one read them."""
 
 
+class LeaseLostError(RunBusyError):
+    """Another process took over a run this process held, after not hearing from it for
+    :data:`TTL` seconds (paused with Ctrl-Z, a machine asleep): this one stops before writing."""
+
+
+def check_held(dataset):
+    """Raise :class:`LeaseLostError` if a run of ``dataset`` whose lease this thread holds is
+    no longer held by it in the database; called before each write, so that a process that
+    was paused while another took its run over stops instead of writing beside it."""
+    prefix = f"{dataset._doc.id}:"
+    for lease_id, (token, shared) in list(_leases_held().items()):
+        key = lease_id[len(prefix):]
+        if not lease_id.startswith(prefix) or key == ".document":
+            continue
+        mine = {"_id": lease_id, "holders.token" if shared else "token": token}
+        if not _leases().count_documents(mine, limit=1):
+            raise LeaseLostError(
+                f"Run {key!r}: this process was not heard from for {TTL:.0f} s (paused, or "
+                "its machine asleep) and another process took the run over, so it stopped "
+                "before writing again; see what the run holds now (vlsr summary), and run "
+                "this again if it is still needed")
+
+
 def _leases_held():
     """This thread's leases: id -> (token, whether shared)."""
     if not hasattr(_held, "leases"):
@@ -211,7 +234,7 @@ def _renew(lease_id, token, shared, stop):
             continue
         if not renewed:
             logger.warning("The lease of %s was taken by another process (this one was not heard "
-                           "from for %.0f s): both may now write the run", lease_id, TTL)
+                           "from for %.0f s): this one stops before its next write", lease_id, TTL)
             return
 
 

@@ -20,7 +20,7 @@ from ..engine.defaults import DEFAULT_KEY, key_problem
 from ..engine.params import PARAM_CLASSES
 from ..wording import count
 from .labels import input_fields
-from .lease import RunBusyError, dataset_document, holder, run_lease, running_note
+from .lease import RunBusyError, check_held, dataset_document, holder, run_lease, running_note
 
 # Field name suffixes, appended to the run key ("vlsr" -> "vlsr_embedding", ...).
 SAMPLE_FIELDS = {
@@ -149,6 +149,12 @@ class RunDeletedError(ValueError):
 GROWN_LISTS = ("created_fields", "created_views", "created_brain_runs", "copies")  # sets
 
 
+def save_results(dataset, key, results):
+    """``dataset.save_run_results``, unless this process lost the run (:func:`check_held`)."""
+    check_held(dataset)
+    dataset.save_run_results(key, results)
+
+
 def save_config(dataset, key, config):
     """Store what changed in ``config`` of run ``key`` since it was read or last saved, but its
     review edits: a stage holds its config for minutes, while a curator records edits and
@@ -157,6 +163,7 @@ def save_config(dataset, key, config):
     what the run created are added or pulled: two stages marking themselves, or creating
     fields, at once keep both. Raises :class:`RunDeletedError` if the run was deleted
     meanwhile."""
+    check_held(dataset)
     values = deepcopy(config.serialize())
     before = config._as_read
     updates = [{}]  # ($addToSet and $pull on one field need two updates)

@@ -61,7 +61,7 @@ from .labels import (
     unlabelled_problem,
     usable,
 )
-from .lease import dataset_document, holds_run
+from .lease import check_held, dataset_document, holds_run
 from .review import labels_problem, record_applied, review_state, samples_left
 from .runs import (
     CROP_RECORD,
@@ -77,6 +77,7 @@ from .runs import (
     review_attribute,
     sample_fields,
     save_config,
+    save_results,
     saved_view_names,
     stage_stopped,
 )
@@ -251,7 +252,7 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
                                          params.label_model, tokenizer_changes)
     if new or merge_changed or model_changes or words_changed:
         save_config(dataset, key, config)
-        dataset.save_run_results(key, results)
+        save_results(dataset, key, results)
     blank = blank_labels(label_counts(samples, label_field))
     if not images:
         progress(1.0)
@@ -561,7 +562,7 @@ def prepare_score_shards(samples, key=DEFAULT_KEY, params=None, *, batch="shards
     run = _start_scoring(samples, key, params, overrides, f"shards:{batch}")
     run.results.score_vocabulary = run.vocabulary
     run.results.score_frequencies = run.frequencies
-    run.dataset.save_run_results(key, run.results)
+    save_results(run.dataset, key, run.results)
     return len(run.vocabulary)
 
 
@@ -870,7 +871,7 @@ def _cluster(samples, key, params, overrides, progress, state="running"):
     results.distance_to_canonical = label_map.distance_to_canonical
     results.naming = np.zeros(0, np.int64) if label_map.naming is None else label_map.naming
     results.merge_steps = label_map.steps.as_record()
-    run.dataset.save_run_results(key, results)
+    save_results(run.dataset, key, results)
     review = review_state(run.dataset, key, results)
     if state.startswith("shards:"):  # its shards and finish review with these edits alone: an
         # edit made between two shards waits for Apply, instead of reaching only some samples
@@ -1145,6 +1146,7 @@ class _Run:
     def write_sample_values(self, samples, chunk, values):
         """Set sample fields of the chunk, one bulk write a field: ``{field: per-sample values}``,
         values as stored (numbers, None, :func:`classification_doc`), written unvalidated."""
+        check_held(self.dataset)
         for name, per_sample in values.items():
             samples.set_values(name, dict(zip(chunk.ids, per_sample)), key_field="id",
                                validate=False)
@@ -1314,6 +1316,7 @@ class _Writer:
 
     def flush(self):
         if self.values["error"]:
+            check_held(self.dataset)
             for name in self.names:
                 self.dataset.set_values(self.fields[name], self.values[name], key_field="id")
         self.values = {name: {} for name in self.names}
