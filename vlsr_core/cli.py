@@ -10,6 +10,7 @@ import sys
 
 from .engine.defaults import DEFAULT_KEY, DEFAULT_MODEL, key_problem
 from .engine.params import EmbedParams, MergeParams, ParamError, ScoreParams, flag
+from .interrupts import uninterrupted
 from .wording import count as _count
 
 EPILOG = """examples:
@@ -54,9 +55,9 @@ def main(argv=None):
 
 def _after_interrupt(args):
     """What a command interrupted keeps, and how to go on."""
+    if not getattr(args, "loaded", False):  # (FiftyOne still loading: nothing was done)
+        return "; stopped before it began, nothing was changed: run the same command again"
     if args.func is _run:
-        if "fiftyone" not in sys.modules:  # (still loading: a run stored before is as it was)
-            return "; stopped before it began, nothing was changed: run the same command again"
         if not _run_stored(args):
             return "; nothing was stored yet: run the same command again to start"
         again = " without --recompute" if args.recompute else ""
@@ -155,7 +156,11 @@ def _main(args):
     # the commands draw their own bars, on stderr: FiftyOne's (on stdout) would mix control
     # characters into what a script reads (`vlsr export ... > log`)
     os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
-    from fiftyone.core.service import ServiceException
+    # Ctrl-C held while FiftyOne loads, then raised: its loading swallowed one in a bare
+    # except (the command went on) or left mongoengine half-loaded (an AttributeError)
+    with uninterrupted():
+        from fiftyone.core.service import ServiceException
+    args.loaded = True
 
     from .model.model_source import ModelLoadError  # (torch-free: export, review...)
     from .fo.export import ExportError

@@ -31,16 +31,14 @@ import json
 import logging
 import os
 import shutil
-import signal
 import tempfile
-import threading
-from contextlib import contextmanager
 from itertools import chain
 
 import fiftyone as fo
 from fiftyone.core.expressions import ViewExpression
 
 from ..engine.defaults import DEFAULT_KEY
+from ..interrupts import uninterrupted
 from ..wording import count, quoted
 from .chunks import iter_chunks, sample_ids
 from .labels import as_label_lists, label_filter_problem, label_path, label_sets, media_problem
@@ -110,7 +108,7 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         _image_labels_json(samples, ids, key, categories, partial[2], next(parts))
         if detections_field:
             _coco_detections(samples, boxes, detections_field, categories, partial[3], next(parts))
-        with _uninterrupted():  # all renamed, or none: not a mix of two exports
+        with uninterrupted():  # all renamed, or none: not a mix of two exports
             for done, path in zip(partial, written):
                 os.replace(done, path)
             removed = overwrite_removes(export_dir, detections_field)
@@ -184,24 +182,6 @@ def _holds_files(export_dir):
         elif path not in leftovers:
             return True
     return False
-
-
-@contextmanager
-def _uninterrupted():
-    """Ctrl-C (SIGINT) held back until the block is done, in the main thread (the CLI) when it
-    is not ignored; the App's operators run elsewhere and cannot be interrupted that way."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):  # (nohup: nothing to hold)
-        yield
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
-    if caught:
-        raise KeyboardInterrupt
 
 
 def coco_image_root(samples):
