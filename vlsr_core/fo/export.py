@@ -99,7 +99,7 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     # the share of the time each file takes, roughly (samples.csv, label_map.csv, the
     # image-level labels, the COCO detections)
     shares = (0.25, 0.05, 0.1, 0.3, 0.3) if detections_field else (0.35, 0.05, 0.15, 0.45)
-    parts = _parts(progress, shares)
+    parts = _parts(progress, [0.99 * share for share in shares])  # (100 % once renamed)
     try:
         _samples_csv(samples, ids, key, config.label_field, partial[0], next(parts))
         _label_map_csv(state, partial[1])
@@ -371,6 +371,11 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     if problem:
         return problem
     if export_dir and os.path.isdir(export_dir) and _holds_files(export_dir) and not overwrite:
+        if _leftovers(export_dir) and any(map(os.path.isfile, _export_paths(export_dir))):
+            # (files of a new export beside those of an old one)
+            return (f"{export_dir} holds an export stopped while its files were renamed (.partial "
+                    "files beside them), whose files may be of two exports; choose another "
+                    "directory, or overwrite the files of an earlier export there")
         return (f"{export_dir} is not empty; choose another directory, or overwrite the files "
                 "of an earlier export there")
     for name in [*FILES, *([COCO_FILE] if detections_field else [])] if export_dir else []:
