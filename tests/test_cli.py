@@ -236,7 +236,8 @@ def test_ctrl_c_at_any_moment_says_how_to_go_on(ran, monkeypatch, capsys, recomp
     # a run that has stored its embeddings keeps them
     assert main(["run", "--dataset", ran[0].name, "--label-field", "gt", *recompute]) == 130
     err = capsys.readouterr().err
-    assert err.startswith("vlsr: interrupted; what was embedded and scored is kept") and "Traceback" not in err
+    assert err.startswith("vlsr: interrupted; what it did is kept (vlsr summary says how far "
+                          "it got)") and "Traceback" not in err
     assert ("without --recompute" in err) == bool(recompute)
     # Ctrl-C while FiftyOne still loads (held until it is loaded, then raised): this command
     # changed nothing, whatever a run stored
@@ -920,7 +921,7 @@ def test_factorynet_boxes_scored_on_their_crops(tmp_path, tiny_clip, dataset_nam
     # (after the progress bar, stopped where the COCO detections begin, on a line of its own)
     *bar, last = capsys.readouterr().err.splitlines()
     assert last == "vlsr: interrupted; nothing was written: the folder is as it was"
-    assert bar[-1].startswith("export:  70%")
+    assert bar[-1].startswith("export:  69%")
     # Ctrl-C once the files are in place (here, while the note is written) says so
     monkeypatch.undo()
     from vlsr_core.fo import review

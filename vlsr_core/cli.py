@@ -61,8 +61,8 @@ def _after_interrupt(args):
         if not _run_stored(args):
             return "; nothing was stored yet: run the same command again to start"
         again = " without --recompute" if args.recompute else ""
-        return (f"; what was embedded and scored is kept: run the same command{again} again "
-                "to go on from there")
+        return (f"; what it did is kept (vlsr summary says how far it got): run the same "
+                f"command{again} again to go on from there")
     if args.func is _apply:
         written = _apply_written(args)
         if written == "partly":
