@@ -93,7 +93,8 @@ def test_rejects_bad_parameters():
     # each once accepted: a negative block split every label apart, None/True/"0.1" were
     # read as numbers or failed deep inside, a complex input lost its imaginary part
     for name, value in (("block_rows", -1), ("block_rows", 0), ("eps", None), ("eps", "0.1"),
-                        ("min_samples", None), ("min_samples", True), ("min_samples", 2.5)):
+                        ("min_samples", None), ("min_samples", True), ("min_samples", 2.5),
+                        ("eps", 10**400)):
         with pytest.raises(ValueError, match=f"{name} must be .*got {value!r}"):
             cluster_labels(np.ones((5, 4)), **{name: value})
     with pytest.raises(TypeError, match="real numbers, got dtype complex128"):

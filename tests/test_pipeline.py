@@ -193,6 +193,11 @@ def test_odd_vocabularies_parameters_and_counts_are_refused(data):
         label_frequencies(["ab"], ["a", "b", "ab"])
     with pytest.raises(ValueError, match="repeated labels: 'a'"):
         label_frequencies([["a"]], ["a", "b", "a"])
+    # a chunk's label lists as a generator are counted, not read up by the check
+    np.testing.assert_array_equal(label_frequencies((l for l in [["a"], ["a", "b"]]), ["a", "b"]),
+                                  [2, 1])
+    with pytest.raises(ValueError, match=r"whole numbers >= 0.*got \[1e\+30\]"):
+        build_label_map(VOCAB, vemb, [1e30] + [1] * (len(VOCAB) - 1))  # (past int64)
     # a decomposed label missing from a composed vocabulary reads as what is missing
     with pytest.raises(ValueError, match=re.escape("missing from the vocabulary: ['cafe\\u0301']")):
         label_frequencies([["cafe\u0301"]], ["caf\u00e9"])

@@ -60,9 +60,9 @@ def cluster_labels(embeddings, eps=DEFAULT_EPS, min_samples=DEFAULT_MIN_SAMPLES,
         >>> cluster_labels(np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0]]), eps=0.07)
         array([0, 0, 1])
     """
-    _check_number("eps", eps)
-    _check_number("min_samples", min_samples, whole=True)
-    _check_number("block_rows", block_rows, whole=True)
+    check_number("eps", eps)
+    check_number("min_samples", min_samples, whole=True)
+    check_number("block_rows", block_rows, whole=True)
     x = _normalized(embeddings)
     n = x.shape[0]
     if n == 0:
@@ -89,11 +89,19 @@ def cluster_labels(embeddings, eps=DEFAULT_EPS, min_samples=DEFAULT_MIN_SAMPLES,
     return labels
 
 
-def _check_number(name, value, whole=False):
-    """ValueError unless ``value`` is a finite number > 0 (``whole``: an integer >= 1)."""
-    kind = "an integer >= 1" if whole else "a finite number > 0"
-    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-    if not (ok and np.isfinite(value) and value > 0 and (not whole or value == int(value))):
+def check_number(name, value, whole=False, zero=False):
+    """ValueError unless ``value`` is a finite number > 0 (``zero``: >= 0), an integer if
+    ``whole`` (not a bool, which numpy and Python would read as 0 or 1)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):  # (text, None, 10**400)
+        number = np.nan
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+          and np.isfinite(number) and (number >= 0 if zero else number > 0)
+          and (not whole or number == int(number)))
+    if not ok:
+        kind = (("an integer" if whole else "a finite number")
+                + (" >= 0" if zero else (" >= 1" if whole else " > 0")))
         raise ValueError(f"{name} must be {kind}, got {value!r}")
 
 
@@ -112,8 +120,8 @@ def neighbour_pairs(embeddings, radius, block_rows=DEFAULT_BLOCK_ROWS):
     """Yield ``(i, j)``, int ndarrays, a tile at a time: every pair of rows ``i < j`` within cosine
     distance ``radius``, decided as :func:`cluster_labels` decides neighbours (in memory bounded
     whatever n)."""
-    _check_number("radius", radius)
-    _check_number("block_rows", block_rows, whole=True)
+    check_number("radius", radius)
+    check_number("block_rows", block_rows, whole=True)
     x = _normalized(embeddings)
     if x.shape[0]:
         for _, i, j, _ in _upper_pairs(x, radius, block_rows):

@@ -1,11 +1,10 @@
 """Small-cluster merging (spec step 5) and cluster representatives (spec step 6)."""
 
 import heapq
-import numbers
 
 import numpy as np
 
-from .clustering import number_by_first_occurrence
+from .clustering import check_number, number_by_first_occurrence
 from .dots import exact_dots, real_array, rounding_bound
 
 SIZE_BY = ("samples", "labels")
@@ -66,12 +65,9 @@ def merge_small_clusters(
         raise ValueError("complete=True needs max_merge_distance")
     if linkage == "representative" and vocabulary is None:
         raise ValueError('linkage="representative" needs the vocabulary')
-    if not (isinstance(min_cluster_size, numbers.Real) and min_cluster_size >= 0):
-        raise ValueError(f"min_cluster_size must be a number >= 0, got {min_cluster_size!r}")
-    if max_merge_distance is not None and not (isinstance(max_merge_distance, numbers.Real)
-                                               and 0 <= max_merge_distance < np.inf):
-        raise ValueError(f"max_merge_distance must be None or a finite number >= 0, got "
-                         f"{max_merge_distance!r}")
+    check_number("min_cluster_size", min_cluster_size, zero=True)
+    if max_merge_distance is not None:
+        check_number("max_merge_distance", max_merge_distance, zero=True)
     emb, ids, freq = _checked(embeddings, clusters, frequencies, vocabulary, noise=True)
     ids = _with_noise_as_singletons(ids)
     n_clusters = int(ids.max()) + 1 if ids.size else 0
@@ -132,7 +128,8 @@ def as_counts(frequencies):
         raise ValueError(f"frequencies must be counts of images (as label_frequencies gives), "
                          f"got dtype {f.dtype}")
     with np.errstate(invalid="ignore"):
-        bad = ~(np.isfinite(f) & (f >= 0)) | (np.isfinite(f) & (f != np.floor(f)))
+        bad = ~(np.isfinite(f) & (f >= 0) & (f <= np.iinfo(np.int64).max)) | (
+            np.isfinite(f) & (f != np.floor(f)))
     if bad.any():
         raise ValueError(f"frequencies must be counts of images (whole numbers >= 0, as "
                          f"label_frequencies gives), got {f[bad][:3].tolist()}")

@@ -268,6 +268,7 @@ def label_frequencies(image_labels, vocabulary):
     Counts add up over chunks of images, so large collections can be counted chunk by chunk.
     """
     vocabulary = as_vocabulary(vocabulary)
+    image_labels = list(image_labels)  # (read twice: a generator of a chunk's label lists too)
     _check_label_lists(image_labels)
     index = {label: i for i, label in enumerate(vocabulary)}
     frequencies = np.zeros(len(index), dtype=np.int64)
