@@ -215,14 +215,14 @@ def test_the_coco_boxes_left_out_are_counted_and_said(run, tmp_path, capsys):
     out = tmp_path / "export"
     assert main(["export", "--dataset", dataset.name, "--out", str(out),
                  "--detections-field", "extra"]) == 0
-    assert ("note: 2 boxes on 1 image that cannot be read (unreadable) and 2 boxes with an "
+    assert ("note: 2 boxes on 1 unreadable image and 2 boxes with an "
             "empty or blank label left out of the COCO detections") in capsys.readouterr().out
     with open(out / "detections" / "labels.json") as f:
         coco = json.load(f)
     assert "  " not in [c["name"] for c in coco["categories"]]  # no unnamed category
     assert len(coco["annotations"]) == 1
-    assert coco_left_out(dataset, "objects") == ("1 box on 1 image that cannot be read "
-                                                 "(unreadable) left out of the COCO detections")
+    assert coco_left_out(dataset, "objects") == ("1 box on 1 unreadable image left out of the "
+                                                 "COCO detections")
     assert coco_left_out(dataset.exists("metadata.width"), "objects") is None
     # the dataset's boxes are as they were
     assert by_name(dataset, "extra.detections.label")["h2.png"] == ["helmet", "  "]
@@ -272,8 +272,8 @@ def test_coco_boxes_get_what_the_fields_show_under_the_export_categories(run, tm
     assert boxes["s2.png"] == ["$tool.x", "helmet"]
     assert "h3.png" not in image.values()
     assert coco_left_out(dataset, "objects") == (
-        "2 boxes on 2 images that cannot be read (unreadable) and 1 box without coordinates "
-        "left out of the COCO detections")
+        "2 boxes on 2 unreadable images and 1 box without coordinates left out of the COCO "
+        "detections")
     # a view without boxes still has its annotations, none
     export_run(dataset.match(F("filepath").ends_with("n1.png")), str(tmp_path / "none"),
                detections_field="objects")
@@ -292,15 +292,19 @@ def test_coco_of_another_field_says_which_labels_the_run_does_not_have(run, tmp_
         coco = json.load(f)
     assert {c["name"] for c in coco["categories"]} >= {"helmet", "$cost"}
     assert coco_left_out(dataset, "pred") == (
-        "2 boxes on 1 image that cannot be read (unreadable) left out of the COCO detections; "
-        "9 boxes with a label the run does not have ('$cost') kept as written")
+        "2 boxes on 1 unreadable image left out of the COCO detections; 9 boxes with a label "
+        "the run does not have ('$cost') kept as written")
 
 
 def test_views_the_export_cannot_read_are_refused_in_words(run, tmp_path):
     dataset, _, _ = run
     for view, words in (
         (dataset.select_fields("objects"), "This view leaves out fields the export reads "
-                                           "(vlsr_label, vlsr_labels, vlsr_suggestions)"),
+                                           "(vlsr_label, vlsr_labels, vlsr_suggestions"),
+        # (a box's accepted suggestion is in it; the unreadable images are told by it)
+        (dataset.exclude_fields("objects.detections.vlsr_canonical"),
+         "leaves out fields the export reads (objects.detections.vlsr_canonical)"),
+        (dataset.exclude_fields("vlsr_error"), "leaves out fields the export reads (vlsr_error)"),
         (dataset.to_patches("objects"), "not on a view of its patches"),
         (dataset.match(F("filepath") == "nowhere"), "There are no samples to export"),
     ):
@@ -315,12 +319,20 @@ def test_samples_labelled_since_the_clustering_are_said(run, tmp_path, capsys):
     dataset, folder, _ = run
     dataset.persistent = True  # (the CLI opens it by name)
     assert main(["export", "--dataset", dataset.name, "--out", str(tmp_path / "a")]) == 0
-    assert "since the clustering" not in capsys.readouterr().out
+    assert "did not cluster" not in capsys.readouterr().out
     dataset.add_sample(fo.Sample(filepath=str(folder / "h1.png"), objects=fo.Detections(
         detections=[fo.Detection(label="helmet", bounding_box=[0, 0, 1, 1])])))
     assert main(["export", "--dataset", dataset.name, "--out", str(tmp_path / "b")]) == 0
-    assert ("note: 1 sample given labels since the clustering has no canonical or final label "
-            "in this export: run the run again") in capsys.readouterr().out
+    assert ("note: 1 sample with labels has no canonical or final label in this export, as the "
+            "run did not cluster it (labelled since, or outside the collection it was made on): "
+            "run it again on a collection that holds it") in capsys.readouterr().out
+
+
+def test_an_empty_detections_field_name_is_no_coco(run, tmp_path):
+    """Review: `--detections-field ""` ended in an AttributeError traceback."""
+    written = export_run(run[0], str(tmp_path / "out"), detections_field="")
+    assert sorted(map(os.path.basename, written)) == ["image_labels.json", "label_map.csv",
+                                                      "samples.csv"]
 
 
 def test_export_of_a_view(run, tmp_path):
@@ -396,6 +408,9 @@ def test_an_export_stopped_part_way_leaves_the_files_as_they_were(run, tmp_path,
         export_run(dataset, str(out), detections_field="objects")
     # no samples.csv that looks whole, no .partial file, nor the empty folder it made
     assert not os.path.exists(out)
+    with pytest.raises(KeyboardInterrupt):  # nor the folders above it that it made
+        export_run(dataset, str(tmp_path / "p1" / "p2" / "out"), detections_field="objects")
+    assert not os.path.exists(tmp_path / "p1")
     out.mkdir()  # a folder there before stays
     with pytest.raises(KeyboardInterrupt):
         export_run(dataset, str(out), detections_field="objects")
@@ -451,9 +466,8 @@ def test_the_leftovers_of_a_killed_export_do_not_block_the_next(run, tmp_path):
     # the files of an export are not leftovers, and beside leftovers (a kill while the
     # files were renamed) they may be of two exports (audit: "not empty" said nothing of it)
     (out / "label_map.csv.partial").write_text("cut short")
-    with pytest.raises(ExportError, match=r"holds an export stopped while its files were renamed "
-                                          r"\(.partial files beside them\), whose files may be of "
-                                          "two exports"):
+    with pytest.raises(ExportError, match="holds the .partial files of a stopped export beside "
+                                          "the files of an export"):
         export_run(dataset, str(tmp_path / "export"))
     (out / "detections").mkdir()
     (out / "detections" / "mine.txt").write_text("a file of the user's")

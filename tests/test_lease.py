@@ -19,7 +19,7 @@ from vlsr_core.fo import lease
 from vlsr_core.fo.export import export_run
 from vlsr_core.fo.lease import RunBusyError, run_lease
 from vlsr_core.fo.review import apply_review
-from vlsr_core.fo.runs import delete_run
+from vlsr_core.fo.runs import delete_run, saved_view_names
 from vlsr_core.fo.chunks import shards
 from vlsr_core.fo.stages import (
     VLSRError,
@@ -368,11 +368,25 @@ def test_a_process_whose_run_was_taken_over_stops_before_its_next_write(ran, mon
                                         {**taker, "started": now, "beat": now})
             taken.append(True)
 
-    with pytest.raises(lease.LeaseLostError, match="another process took the run over, so it "
-                                                   "stopped before writing again"):
+    with pytest.raises(lease.LeaseLostError, match=r"lost the run \(another process may have "
+                                                   r"taken it over\), so it stopped before "
+                                                   "writing again"):
         score_labels(dataset, progress=take_over)
     assert taken
     written = [v for v in dataset.values("vlsr_min_similarity") if v != -5.0]
     assert 0 < len(written) <= 2  # the first chunk only
     assert lease._leases().find_one({"_id": lease._lease_id(dataset, "vlsr")})["token"] == "other"
+    lease._leases().delete_one({"_id": lease._lease_id(dataset, "vlsr")})
+    # taken over once every chunk is written: the review views are not saved over either
+    from vlsr_core.fo import stages
+
+    views = {n: dataset.get_saved_view_info(n)["description"]
+             for n in saved_view_names("vlsr").values() if dataset.has_saved_view(n)}
+    histogram = stages.count_score_histogram
+    monkeypatch.setattr(stages, "count_score_histogram", lambda *args: (
+        take_over(1.0), histogram(*args))[1])
+    taken.clear()
+    with pytest.raises(lease.LeaseLostError):
+        score_labels(dataset, low_quantile=0.5)
+    assert {n: dataset.get_saved_view_info(n)["description"] for n in views} == views
     lease._leases().delete_one({"_id": lease._lease_id(dataset, "vlsr")})

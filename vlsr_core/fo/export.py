@@ -13,9 +13,10 @@ Files written to the export directory:
   ``spelling``, ``images``, ``DBSCAN``, ``merge``, or ``review`` for an edit), ``distance_to_canonical`` the cosine
   distance of their text embeddings: sort by it to check the farthest first.
 - ``image_labels.json``: COCO-style image-level labels: ``images`` and ``categories`` as in
-  COCO (the same categories and ids as the COCO detections: :func:`_categories`), and one ``annotations`` entry per canonical label of an image, with ``score`` and
-  ``final`` (true for the image's final label) and no ``bbox``; an image whose size cannot be
-  read (the run's unreadable images) has ``width`` and ``height`` null.
+  COCO (the same categories and ids as the COCO detections: :func:`_categories`), and one
+  ``annotations`` entry per canonical label of an image, with ``score`` and ``final`` (true
+  for the image's final label) and no ``bbox``; an image whose size cannot be read (the
+  run's unreadable images) has ``width`` and ``height`` null.
 - ``detections/labels.json`` (with ``detections_field``): the boxes of a Detections field with
   canonical labels (:func:`coco_boxes`), written by FiftyOne's COCO exporter; ``file_name``
   is relative to the images' common folder (:func:`coco_image_root`, the ``data_path`` to give
@@ -76,7 +77,13 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     problem = export_problem(samples, export_dir, key, detections_field, overwrite, results)
     if problem:
         raise ExportError(problem)
-    created = not os.path.exists(export_dir)
+    config = dataset.get_run_info(key).config
+    state = review_state(dataset, key, results, applied_only=True)  # what the fields show
+    label_map = state.label_map.canonical
+    ids = sample_ids(samples)  # read once: both streamed files visit the same samples in order
+    _compute_sizes(samples, key)  # (before the folder is made: the slow part of a start)
+    boxes = coco_boxes(samples, detections_field, key, label_map) if detections_field else None
+    made = _missing_folders(export_dir)
     try:
         os.makedirs(export_dir, exist_ok=True)
     except OSError as e:
@@ -84,12 +91,6 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     if not os.access(export_dir, os.W_OK):
         raise ExportError(f"{export_dir} is not writable")
     coco = os.path.join(export_dir, COCO_FILE)
-    config = dataset.get_run_info(key).config
-    state = review_state(dataset, key, results, applied_only=True)  # what the fields show
-    label_map = state.label_map.canonical
-    ids = sample_ids(samples)  # read once: both streamed files visit the same samples in order
-    _compute_sizes(samples, key)
-    boxes = detections_field and coco_boxes(samples, detections_field, key, label_map)
 
     # each file is written beside its place and moved there once all are written: an export
     # stopped part-way (Ctrl-C, an error) leaves no file that looks whole, nor a mix of two
@@ -122,9 +123,18 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         for path in _leftovers(export_dir):
             os.remove(path)
         _remove_if_empty(os.path.dirname(coco))
-        if created:  # (a failed export leaves no empty folder behind)
-            _remove_if_empty(export_dir)
+        for folder in made:  # (a failed export leaves no empty folder it made behind)
+            _remove_if_empty(folder)
     return written
+
+
+def _missing_folders(path):
+    """The folders of ``path`` that do not exist yet, innermost first."""
+    missing, path = [], os.path.abspath(path)
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
 
 
 def _parts(progress, shares):
@@ -223,16 +233,17 @@ def _placed(box):
     return box.is_array() & (box.length() == 4)
 
 
-def _sized(samples, key):
-    """The samples whose image size is known and that the run could read (COCO boxes are in
+def _readable(samples, key):
+    """The expression "its image size is known and the run could read it" (COCO boxes are in
     pixels; a truncated file may give a size from its header and still be unreadable)."""
-    sized = samples.exists("metadata.width")
+    F = fo.ViewField
+    readable = F("metadata.width").exists()
     error = sample_fields(key)["error"]
-    return sized.exists(error, False) if samples.has_field(error) else sized
+    return readable & ~F(error).exists() if samples.has_field(error) else readable
 
 
 def coco_boxes(samples, detections_field, key, label_map):
-    """What the COCO detections hold: images of :func:`_sized` (images without boxes stay: an
+    """What the COCO detections hold: images of :func:`_readable` (images without boxes stay: an
     image with nothing on it is an answer too), their boxes that have a label and coordinates,
     each labelled with its canonical label. For the run's own label field, that is the
     canonical label the run's fields show for that box (``{key}_canonical``: a suggestion
@@ -250,7 +261,7 @@ def coco_boxes(samples, detections_field, key, label_map):
     if label_path(samples, config.label_field) == f"{detections_field}.detections":
         attribute = label_attributes(key)["canonical"]
         mapped = {"$ifNull": [f"$$this.{attribute}", mapped]}
-    kept = _sized(samples, key).filter_labels(
+    kept = samples.match(_readable(samples, key)).filter_labels(
         detections_field, _named(F("label")) & _placed(F("bounding_box")), only_matches=False)
     return kept.set_field(f"{detections_field}.detections", F("detections").map(
         F().set_field("label", ViewExpression(mapped))))
@@ -258,20 +269,20 @@ def coco_boxes(samples, detections_field, key, label_map):
 
 def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
     """What the COCO detections leave out of ``detections_field`` or keep as written, in
-    words, or None: boxes on images whose size cannot be read or that the run could not read,
+    words, or None: boxes on images whose size cannot be read or that the run could not read
+    (unreadable),
     boxes with an empty or blank label or without coordinates, and labels the run's label map
     does not have (kept as written)."""
     F = fo.ViewField
     detections = f"{detections_field}.detections"
-    sized = _sized(samples, key)
-    unsized = samples.exclude(sized.values("id"))
+    sized, unsized = (samples.match(e) for e in (_readable(samples, key), ~_readable(samples, key)))
     unreadable = unsized.count(detections)
     images = len(unsized.match(F(detections).length() > 0))
     blank = sized.filter_labels(detections_field, ~_named(F("label"))).count(detections)
     unplaced = sized.filter_labels(
         detections_field, _named(F("label")) & ~_placed(F("bounding_box"))).count(detections)
-    parts = ([f"{count(unreadable, 'box')} on {count(images, 'image')} that cannot be read "
-              "(unreadable)"] if unreadable else []) + (
+    parts = ([f"{count(unreadable, 'box')} on {count(images, 'unreadable image')}"]
+             if unreadable else []) + (
         [f"{count(blank, 'box')} with an empty or blank label"] if blank else []) + (
         [f"{count(unplaced, 'box')} without coordinates"] if unplaced else [])
     notes = [" and ".join(parts) + " left out of the COCO detections"] if parts else []
@@ -288,18 +299,20 @@ def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
 
 
 def unclustered_note(samples, key=DEFAULT_KEY):
-    """What an export of ``samples`` lacks for samples given labels since the run clustered
-    them (added, or unlabelled then), in words, or None: their rows have no canonical or final
-    label."""
+    """What an export of ``samples`` lacks for samples with labels the run did not cluster
+    (labelled since, or outside the collection it was made on), in words, or None: their rows
+    have no canonical or final label."""
     F = fo.ViewField
     config = samples._dataset.get_run_info(key).config
     n = len(samples.exists(sample_fields(key)["labels"], False).filter_labels(
         config.label_field, _named(F("label"))))
     if not n:
         return None
-    return (f"{count(n, 'sample')} given labels since the clustering {'has' if n == 1 else 'have'} "
-            "no canonical or final label in this export: run the run again (vlsr run, or VLSR 1 "
-            "to 3 in the App) to include them")
+    has, them = ("has", "it") if n == 1 else ("have", "them")
+    return (f"{count(n, 'sample')} with labels {has} no canonical or final label in this "
+            f"export, as the run did not cluster {them} (labelled since, or outside the "
+            f"collection it was made on): run it again on a collection that holds {them} (vlsr "
+            "run, or VLSR 1 to 3 in the App)")
 
 
 def _remove_if_empty(folder):
@@ -337,7 +350,7 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     dataset = samples._dataset
     if not dataset.has_run(key):
         return f"No VLSR run {key!r} on this dataset"
-    if not len(samples):
+    if not samples.limit(1).count():  # (not len(): a filtered view of many samples is slow)
         return "There are no samples to export in this view"
     stopped = half_deleted(dataset, key)
     if stopped:
@@ -358,7 +371,9 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
                 "samples): apply the review to the whole run before exporting")
     config = dataset.get_run_info(key).config
     fields = sample_fields(key)
-    read = (config.label_field.split(".")[0], *(fields[r] for r in ("label", "labels", "suggestions")))
+    path = label_path(dataset, config.label_field)
+    read = (config.label_field.split(".")[0], f"{path}.{label_attributes(key)['canonical']}",
+            *(fields[r] for r in ("label", "labels", "suggestions", "error")))
     hidden = [f for f in read if dataset.has_field(f) and not samples.has_field(f)]
     if hidden:
         return (f"This view leaves out fields the export reads ({', '.join(hidden)}): export a "
@@ -373,8 +388,8 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     if export_dir and os.path.isdir(export_dir) and _holds_files(export_dir) and not overwrite:
         if _leftovers(export_dir) and any(map(os.path.isfile, _export_paths(export_dir))):
             # (files of a new export beside those of an old one)
-            return (f"{export_dir} holds an export stopped while its files were renamed (.partial "
-                    "files beside them), whose files may be of two exports; choose another "
+            return (f"{export_dir} holds the .partial files of a stopped export beside the files "
+                    "of an export, which may then not all be of one export; choose another "
                     "directory, or overwrite the files of an earlier export there")
         return (f"{export_dir} is not empty; choose another directory, or overwrite the files "
                 "of an earlier export there")

@@ -77,9 +77,9 @@ def check_held(dataset):
         if not _leases().count_documents(mine, limit=1):
             raise LeaseLostError(
                 f"Run {key!r}: this process was not heard from for {TTL:.0f} s (paused, or "
-                "its machine asleep) and another process took the run over, so it stopped "
-                "before writing again; see what the run holds now (vlsr summary), and run "
-                "this again if it is still needed")
+                "its machine asleep) and lost the run (another process may have taken it "
+                "over), so it stopped before writing again; see what the run holds now (vlsr "
+                "summary), and run this again if it is still needed")
 
 
 def _leases_held():

@@ -1285,6 +1285,7 @@ def _ticked_in_the_grid(dataset, key, created):
 
 def _save_view(run, name, view, description):
     """Save a review view of the run, recording it first if the run creates it now."""
+    check_held(run.dataset)
     if not run.dataset.has_saved_view(name) and run.config.created_views is not None:
         run.config.created_views = list(run.config.created_views) + [name]
         save_config(run.dataset, run.key, run.config)
