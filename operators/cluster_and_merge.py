@@ -50,7 +50,7 @@ class ClusterAndMerge(foo.Operator):
         key = run_key_choice(ctx, inputs, "cluster labels") if view is not None else None
         if key is not None and check_target(
                 ctx, inputs, key, view, "This replaces the run's whole vocabulary, clusters and "
-                "label map with ones computed from their labels only."):
+                "label map with ones computed from their labels only.", rebuilds=True):
             base, hidden = _base(ctx, key)
             param_inputs(ctx, inputs, MergeParams, base, hidden=hidden)
             shards_input(ctx, inputs, "cluster the labels now, and queue the writing of the label map on the samples")

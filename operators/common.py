@@ -90,17 +90,21 @@ def run_target(ctx, key):
     return "CURRENT_VIEW" if collection and collection == loaded else "DATASET"
 
 
-def check_target(ctx, inputs, key, view, consequence):
+def check_target(ctx, inputs, key, view, consequence, rebuilds=False):
     """Whether a vocabulary-wide stage of run ``key`` can run on ``view``: not if the view
-    filters the run's labels (an error); warns when it holds fewer samples than the run's
-    collection, saying the ``consequence`` (a sentence) of running the stage on it."""
+    filters the run's labels, nor, for a stage that ``rebuilds`` the label map (scoring,
+    clustering), if it holds samples outside the run's saved view (errors); warns when it
+    holds fewer samples than the run's collection, saying the ``consequence`` (a sentence) of
+    running the stage on it."""
     from vlsr_core.fo.labels import label_filter_problem
+    from vlsr_core.fo.runs import outside_problem
 
     try:
         config = ctx.dataset.get_run_info(key).config
     except ValueError:
         return True
-    problem = label_filter_problem(view, config.label_field, config.collection)
+    problem = (label_filter_problem(view, config.label_field, config.collection)
+               or (rebuilds and outside_problem(view, key)))
     if problem:
         block(inputs, "filter_error", problem)
         return False

@@ -47,7 +47,7 @@ class ScoreLabels(foo.Operator):
         if key is not None and check_target(
                 ctx, inputs, key, view, "Their suggestions are then drawn from their own labels "
                 "only, and the low-score threshold and the review views are computed from them "
-                "alone."):
+                "alone.", rebuilds=True):
             param_inputs(ctx, inputs, ScoreParams, run_params(ctx, key, ScoreParams))
             shards_input(ctx, inputs, "queue the scoring (the last job to finish saves the review views)")
         return types.Property(inputs, view=types.View(label=self.config.label))

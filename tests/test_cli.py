@@ -1065,3 +1065,39 @@ def _raise(error):
         raise error
 
     return raising
+
+
+def test_a_run_made_on_a_saved_view_refuses_to_score_or_cluster_samples_outside_it(main,
+                                                                                    capsys):
+    """Audit: `vlsr run --view right` on a run made on the slice 'left' embedded and scored
+    the right slice and rebuilt the label map from it alone, while the left samples kept the
+    old one (the export then said 'Drills -> drill' in one file and 'drill -> Drills' in the
+    other)."""
+    from fake_clip import FakeEncoder
+    from vlsr_core.cli import main as cli
+    from vlsr_core.fo.stages import VLSRError, cluster_and_merge, run_vlsr, score_labels
+
+    dataset, images = main
+    dataset.persistent = True  # (the CLI opens it by name)
+    ids = dataset.values("id")
+    dataset.save_view("left", dataset.select(ids[:3]))
+    dataset.save_view("right", dataset.select(ids[3:]))
+    dataset.save_view("some-left", dataset.select(ids[:2]))
+    run_vlsr(dataset.load_saved_view("left"), "gt", encoder=FakeEncoder(images),
+             min_cluster_size=1)
+    before = dataset.values("vlsr_labels.classifications.label")
+    refused = "Run 'vlsr' was made on saved view 'left', and this target holds"
+    assert cli(["run", "--dataset", dataset.name, "--label-field", "gt", "--view",
+                "right"]) == 2
+    assert refused in capsys.readouterr().err
+    for stage in (score_labels, cluster_and_merge):
+        with pytest.raises(VLSRError, match=refused):
+            stage(dataset.load_saved_view("right"), "vlsr")
+        with pytest.raises(VLSRError, match=refused):
+            stage(dataset, "vlsr")
+    assert dataset.values("vlsr_labels.classifications.label") == before
+    assert not dataset.select(ids[3:]).exists("vlsr_embedding")
+    score_labels(dataset.load_saved_view("some-left"), "vlsr")  # a part of it: as before
+    # the whole dataset widens the run, as documented: then every slice is the run's
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    score_labels(dataset.load_saved_view("right"), "vlsr")

@@ -73,6 +73,7 @@ from .runs import (
     label_attributes,
     load_results,
     output_problem,
+    outside_problem,
     reload_run,
     review_attribute,
     sample_fields,
@@ -622,6 +623,7 @@ def _state_text(state):
 def _start_scoring(samples, key, params, overrides, state="running"):
     """Open the run for scoring ``samples``: record the parameters, mark the stage ``state``
     and create the outputs."""
+    _check_inside(samples, key)
     run = open_run(samples, key)
     config = run.config
     params = ScoreParams.resolve(params, **overrides)
@@ -846,6 +848,7 @@ def finish_cluster_shards(samples, key=DEFAULT_KEY, *, batch="shards"):
 def _cluster(samples, key, params, overrides, progress, state="running"):
     """Steps 4-6 on the vocabulary of ``samples``: the label map, recorded in the run's results,
     the stage marked ``state``. Returns the run and its review state (edits on the new clusters)."""
+    _check_inside(samples, key)
     run = open_run(samples, key)
     params = MergeParams.resolve(params, **overrides)
     prototypes, clustering = None, progress
@@ -1058,6 +1061,8 @@ def run_vlsr(samples, label_field, key=DEFAULT_KEY, embed=None, score=None, merg
         problem = label_filter_problem(samples, label_field, config.collection)
         if problem:
             raise VLSRError(problem)
+        if samples is not dataset:  # (of the whole dataset: its embedding widens the run)
+            _check_inside(samples, key)
     report = compute_embeddings(samples, label_field, key, embed, recompute=recompute,
                                 encoder=encoder, progress=lambda f: progress("embed", f))
     score_labels(samples, key, score, progress=lambda f: progress("score", f))
@@ -1236,6 +1241,12 @@ def mark_stage(run, stage, state):
     stages = {**(run.config.stages or {}), stage: state}
     run.config.stages = {k: v for k, v in stages.items() if v is not None}
     save_config(run.dataset, run.key, run.config)
+
+
+def _check_inside(samples, key):
+    problem = samples._dataset.has_run(key) and outside_problem(samples, key)
+    if problem:
+        raise VLSRError(problem)
 
 
 def _check_outputs(samples, key, label_field):
