@@ -328,6 +328,22 @@ def test_samples_labelled_since_the_clustering_are_said(run, tmp_path, capsys):
             "run it again on a collection that holds it") in capsys.readouterr().out
 
 
+def test_an_image_replaced_since_an_export_gets_its_new_size(run, tmp_path):
+    """Audit: after a file was replaced by a larger picture, the next export still gave the
+    old width and height, and the COCO boxes in pixels of the old size."""
+    from PIL import Image
+
+    dataset, folder, _ = run
+    export_run(dataset, str(tmp_path / "before"), detections_field="objects")
+    Image.new("RGB", (48, 32), (10, 200, 10)).save(folder / "h1.png")  # was 24 x 16
+    export_run(dataset, str(tmp_path / "after"), detections_field="objects")
+    for name in ("image_labels.json", "detections/labels.json"):
+        with open(tmp_path / "after" / name, encoding="utf-8") as f:
+            sizes = {os.path.basename(im["file_name"]): (im["width"], im["height"])
+                     for im in json.load(f)["images"]}
+        assert sizes["h1.png"] == (48, 32) and sizes["h2.png"] == (24, 16), name
+
+
 def test_an_empty_detections_field_name_is_no_coco(run, tmp_path):
     """Review: `--detections-field ""` ended in an AttributeError traceback."""
     written = export_run(run[0], str(tmp_path / "out"), detections_field="")

@@ -473,13 +473,23 @@ def _label_map_csv(state, path):
 
 
 def _compute_sizes(samples, key):
-    """Image sizes for the images without them (COCO files give sizes); the run's unreadable
-    images would only fail again."""
-    missing = samples.exists("metadata", False)
+    """Image sizes (COCO files give them, and boxes in pixels) for the images without them and
+    for those whose file changed since they were read (its size on disk differs: a file
+    replaced after an earlier export); the run's unreadable images would only fail again."""
     error = sample_fields(key)["error"]
-    if samples.has_field(error):
-        missing = missing.exists(error, False)
-    missing.compute_metadata()
+    readable = samples.exists(error, False) if samples.has_field(error) else samples
+    readable.exists("metadata", False).compute_metadata()
+    changed = []
+    for ids, (paths, sizes) in iter_chunks(readable.exists("metadata"),
+                                           ["filepath", "metadata.size_bytes"]):
+        for sample_id, path, size in zip(ids, paths, sizes):
+            try:
+                if os.path.getsize(path) != size:
+                    changed.append(sample_id)
+            except OSError:  # (not a local file, or gone since: the size stays as read)
+                pass
+    if changed:
+        readable.select(changed).compute_metadata(overwrite=True)
 
 
 def _categories(samples, ids, key, label_map, boxes, detections_field, progress):
