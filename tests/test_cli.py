@@ -1101,3 +1101,24 @@ def test_a_run_made_on_a_saved_view_refuses_to_score_or_cluster_samples_outside_
     # the whole dataset widens the run, as documented: then every slice is the run's
     run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
     score_labels(dataset.load_saved_view("right"), "vlsr")
+
+
+def test_a_label_map_of_symbol_labels_comes_back_unchanged(dataset, tmp_path, monkeypatch,
+                                                           capsys):
+    """Audit: with two labels without a letter or digit (emoji), importing the exported label
+    map unchanged was refused: "The canonical labels '🔨', '🦺' read alike"."""
+    import fake_clip
+    from fake_clip import FakeEncoder, build
+    from vlsr_core.cli import main as cli
+    from vlsr_core.fo.stages import run_vlsr
+
+    monkeypatch.setitem(fake_clip.LABELS, "🦺", ("helmet", 8, 0.9))
+    monkeypatch.setitem(fake_clip.LABELS, "🔨", ("drill", 9, 0.9))
+    images = build(dataset, tmp_path / "images", spec=[
+        ("a.png", "helmet", ["🦺"]), ("b.png", "drill", ["🔨"]), ("c.png", "drill", ["drill"])])
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    dataset.persistent = True
+    assert cli(["export", "--dataset", dataset.name, "--out", str(tmp_path / "out")]) == 0
+    assert cli(["review", "import", str(tmp_path / "out" / "label_map.csv"), "--dry-run",
+                "--dataset", dataset.name]) == 0, capsys.readouterr().err
+    assert "read alike" not in capsys.readouterr().err

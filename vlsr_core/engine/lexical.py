@@ -89,10 +89,12 @@ def normal_form(label):
 
 def by_normal_form(strings):
     """normal form -> the ``strings`` that read so, in the order given (case, punctuation and
-    extra spaces aside: what reads alike to a curator)."""
+    extra spaces aside: what reads alike to a curator). A string without a letter or digit
+    (``🦺``, ``🔨``) reads as its symbols, not as every other such string."""
     spellings = {}
     for s in strings:
-        spellings.setdefault(normal_form(s), []).append(s)
+        form = normal_form(s) or " ".join(unicodedata.normalize("NFKC", str(s)).casefold().split())
+        spellings.setdefault(form, []).append(s)
     return spellings
 
 
