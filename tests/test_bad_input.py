@@ -118,6 +118,30 @@ def test_the_summary_counts_skipped_labels_and_unreadable_images(dataset, tmp_pa
             in summarize_run(dataset, "vlsr"))
 
 
+def test_a_label_of_invisible_characters_is_blank_and_they_do_not_part_twins(
+        dataset, tmp_path, monkeypatch):
+    """Audit: 'hel\u200bmet' and 'helmet\u2060' stood as clusters of their own beside 'helmet',
+    shown alike; a zero-width space alone became a category without a visible name."""
+    import fake_clip
+    from vlsr_core.fo.export import coco_left_out
+
+    for twin in ("hel\u200bmet", "helmet\u2060"):
+        monkeypatch.setitem(fake_clip.LABELS, twin, ("helmet", 8, 0.05))
+    images = build(dataset, tmp_path / "images", kind="detections", spec=[
+        ("a.png", "helmet", ["helmet", "\u200b"]), ("b.png", "helmet", ["hel\u200bmet"]),
+        ("c.png", "helmet", ["helmet\u2060"]), ("d.png", "drill", ["drill"]),
+        ("e.png", "helmet", ["helmet"])])
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1, mode="recommended")
+    canonical = dataset.load_run_results("vlsr", cache=False).canonical
+    assert "\u200b" not in canonical
+    assert canonical["hel\u200bmet"] == canonical["helmet\u2060"] == "helmet"
+    assert "**Skipped labels:** 1 label object with an empty or blank label" in summarize_run(
+        dataset, "vlsr")
+    dataset.compute_metadata()  # (as an export does first)
+    assert coco_left_out(dataset, "gt") == ("1 box with an empty or blank label left out of the "
+                                            "COCO detections")
+
+
 def test_the_embedding_and_scoring_reports_count_skipped_labels(dataset, tmp_path):
     """What VLSR 1 and 2 show when done: a curator learns of the blank labels there, not only
     after clustering."""

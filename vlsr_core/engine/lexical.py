@@ -66,6 +66,9 @@ _IRREGULAR = {
 # words that end in "s" and are not plurals
 _SINGULAR_S = re.compile(r"(ss|us|is|ous|ics|ias|os)$")
 _WORD_CHAR = re.compile(r"\w")
+# zero-width space, word joiner, BOM: nothing on screen (not ZWJ / ZWNJ: scripts use them)
+INVISIBLE = "\u200b\u2060\ufeff"
+_INVISIBLE = str.maketrans("", "", INVISIBLE)
 # "+", "#", "%" and "$" carry meaning ("C++", "C#", "50%") and stay; "." and "," only between
 # digits ("1.5 inch")
 _SEPARATORS = re.compile(r"[\s\-_‐-―/\\|;:!?()\[\]{}<>\"*=~^`@]+")
@@ -77,11 +80,12 @@ ALIKE = "only case, punctuation, Unicode form or extra spaces differ"  # two lab
 
 
 def normal_form(label):
-    """The label as compared by eye: NFKC, case folded, punctuation and separators as one space.
+    """The label as compared by eye: NFKC, case folded, punctuation and separators as one space,
+    invisible characters (:data:`INVISIBLE`) gone.
 
     "" for a label without a letter or digit (emoji, symbols, whitespace only).
     """
-    s = unicodedata.normalize("NFKC", str(label)).casefold()
+    s = unicodedata.normalize("NFKC", str(label).translate(_INVISIBLE)).casefold()
     s = s.replace("&", " and ").replace("'", "").replace("\u2019", "")
     s = " ".join(w for w in _SEPARATORS.split(_PUNCTUATION.sub(" ", s)) if w)
     return s if _WORD_CHAR.search(s) else ""

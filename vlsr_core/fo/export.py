@@ -39,6 +39,7 @@ import fiftyone as fo
 from fiftyone.core.expressions import ViewExpression
 
 from ..engine.defaults import DEFAULT_KEY
+from ..engine.lexical import INVISIBLE
 from ..interrupts import uninterrupted
 from ..wording import count, quoted
 from .chunks import iter_chunks, sample_ids
@@ -224,8 +225,12 @@ def _coco_detections(samples, boxes, detections_field, categories, path, progres
 
 
 def _named(label):
-    """A box label that can name a COCO category (not missing, empty or blank)."""
-    return label.exists() & (label.strip() != "")
+    """A box label that can name a COCO category (not missing, empty or blank: as
+    :func:`~vlsr_core.fo.labels.usable`, invisible characters aside)."""
+    visible = label
+    for ch in INVISIBLE:
+        visible = visible.replace(ch, "")
+    return label.exists() & (visible.strip() != "")
 
 
 def _placed(box):

@@ -8,11 +8,13 @@ import fiftyone as fo
 from bson import ObjectId
 from fiftyone.core.expressions import ViewExpression
 
+from ..engine.lexical import INVISIBLE
 from ..wording import count
 from .lease import check_held
 
 LABEL_TYPES = (fo.Classification, fo.Classifications, fo.Detections)
 _LIST_ATTR = {fo.Classifications: "classifications", fo.Detections: "detections"}
+_INVISIBLE = str.maketrans("", "", INVISIBLE)
 
 
 class LabelFieldError(ValueError):
@@ -133,8 +135,9 @@ def label_objects(path, label_ids, labels):
 
 
 def usable(label):
-    """Whether a label string can be embedded: not None, not empty or only white space."""
-    return isinstance(label, str) and label.strip() != ""
+    """Whether a label string can be embedded: not None, not empty, nor only white space and
+    invisible characters (a zero-width space alone)."""
+    return isinstance(label, str) and label.translate(_INVISIBLE).strip() != ""
 
 
 def unlabelled_problem(dataset, label_field):

@@ -21,7 +21,7 @@ from functools import cached_property
 
 from ..engine.defaults import DEFAULT_KEY
 from ..engine.grouping import join_reasons
-from ..engine.lexical import ALIKE, by_normal_form, normal_form, spelling_preference
+from ..engine.lexical import ALIKE, INVISIBLE, by_normal_form, normal_form, spelling_preference
 from ..engine.pipeline import LabelMap
 from ..engine.review import (
     MAP_ACTIONS,
@@ -558,7 +558,6 @@ def _as_written(name, state):
     return state.memo["shown"].get(name, name)
 
 
-INVISIBLE = "\u200b\u2060\ufeff"  # zero-width space, word joiner, BOM (not ZWJ / ZWNJ: scripts use them)
 
 
 def _unprintable(name):
