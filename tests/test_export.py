@@ -344,6 +344,19 @@ def test_an_image_replaced_since_an_export_gets_its_new_size(run, tmp_path):
         assert sizes["h1.png"] == (48, 32) and sizes["h2.png"] == (24, 16), name
 
 
+def test_a_detections_field_inside_an_embedded_document_is_refused_in_words(run, tmp_path):
+    """Audit: 'Field 'ann.ground_truth' holds Detections, not Detections'."""
+    dataset = run[0]
+    for sample in dataset:
+        sample["ann"] = fo.DynamicEmbeddedDocument(ground_truth=sample.objects)
+        sample.save()
+    dataset.add_dynamic_sample_fields()
+    with pytest.raises(ExportError, match="Field 'ann.ground_truth' is inside an embedded "
+                                          "document: the COCO export takes a top-level "
+                                          r"Detections field; here: \['objects'\]"):
+        export_run(dataset, str(tmp_path / "out"), detections_field="ann.ground_truth")
+
+
 def test_an_empty_detections_field_name_is_no_coco(run, tmp_path):
     """Review: `--detections-field ""` ended in an AttributeError traceback."""
     written = export_run(run[0], str(tmp_path / "out"), detections_field="")

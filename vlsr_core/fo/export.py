@@ -415,6 +415,9 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
                     f"fields here: {boxes or 'none'}")
         if detections_field not in boxes:
             kind = getattr(field, "document_type", None) or type(field)
+            if issubclass(kind, fo.Detections):  # (in an embedded document)
+                return (f"Field {detections_field!r} is inside an embedded document: the COCO "
+                        f"export takes a top-level Detections field; here: {boxes or 'none'}")
             return (f"Field {detections_field!r} holds {kind.__name__}, not Detections; "
                     f"Detections fields here: {boxes or 'none'}")
     return None
