@@ -345,6 +345,13 @@ def noise(size=(64, 64)):
     return Image.fromarray(np.random.default_rng(1).integers(0, 256, (*size[::-1], 3), dtype=np.uint8))
 
 
+def test_a_web_address_is_told_as_one(tmp_path):
+    """Audit: a sample whose filepath is an https address was reported as 'file not found'."""
+    for address in ("https://example.com/img/cat.jpg", "s3://bucket/cat.jpg"):
+        assert reason_of(address) == ("a web or cloud address, not a local file: download the "
+                                      "images first")
+
+
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.jpg"
     assert reason_of(path) == "file not found"

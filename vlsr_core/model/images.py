@@ -11,6 +11,7 @@ which this module never changes.
 """
 
 import os
+import re
 import stat
 import threading
 import warnings
@@ -125,6 +126,9 @@ def _opened(path):
             raise BadImageError(path, "empty file (0 bytes)")
         f = open(path, "rb")
     except (FileNotFoundError, NotADirectoryError):
+        if re.match(r"[a-z][a-z0-9+.-]*://", str(path), re.IGNORECASE):  # (http://, s3://)
+            raise BadImageError(path, "a web or cloud address, not a local file: download the "
+                                      "images first") from None
         raise BadImageError(path, "file not found") from None
     except OSError as e:
         raise BadImageError(path, f"cannot read file ({e.strerror or e})") from e
