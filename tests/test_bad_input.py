@@ -257,3 +257,14 @@ def test_a_minimum_cluster_size_of_0_is_reported_as_given(dataset, tmp_path, cap
     dataset.persistent = True  # (the CLI opens it by name)
     assert main(["review", "show", "--rare", "--dataset", dataset.name]) == 0
     assert "0 rare clusters (under 0 samples)" in capsys.readouterr().out
+
+
+def test_a_vocabulary_of_one_cluster_names_no_nearest_cluster(dataset, tmp_path):
+    """Audit: with one label, the rare-clusters line spoke of its nearest cluster's labels
+    ("did not all lie within 0.080 of its was kept as it is")."""
+    images = build(dataset, tmp_path / "images", spec=[
+        ("a.png", "helmet", ["helmet"]), ("b.png", "helmet", ["helmet"])])
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images))
+    text = summarize_run(dataset, "vlsr")
+    assert ("**Rare labels to review:** 1 cluster under 10 samples (there is no other cluster to "
+            "join) was kept as it is") in text, text

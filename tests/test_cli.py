@@ -803,7 +803,7 @@ def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_p
     assert main(["summary", *where]) == 0  # says where to walk them, and what kept them
     limit = dataset.load_run_results("tools").merge_steps["max_merge_distance"]
     assert (f"Rare labels to review: 4 clusters under 10 samples whose nearest cluster's labels "
-            f"did not all lie within {limit:.3f} of theirs were kept as they are, e.g. Lathe "
+            f"did not all lie within {limit:.3f} of their own were kept as they are, e.g. Lathe "
             "Information, drill, screwdriver, helmet (the panel's List: rare clusters, or vlsr "
             "review show --rare, gives the nearest cluster to each)") in capsys.readouterr().out
     assert main(["review", "show", "--rare", *where]) == 0
@@ -825,7 +825,7 @@ def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_p
     joined = shlex.split(command)[2]
     assert main(["summary", *where]) == 0
     out = capsys.readouterr().out
-    assert ("of theirs were kept as they are; after the review edits, 3 clusters are rare, "
+    assert ("of their own were kept as they are; after the review edits, 3 clusters are rare, "
             "e.g. ") in out
     examples = out.split("3 clusters are rare, e.g. ")[1].split(" (the panel's")[0].split(", ")
     assert len(examples) == 3 and joined not in examples

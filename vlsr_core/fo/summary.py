@@ -166,7 +166,7 @@ def _score_line(samples, key, config):
         counts = samples.count_values(path)
         whole, cropped = counts.get(True, 0), counts.get(False, 0)
         line += (f". {count(whole + cropped, 'box')} scored: {cropped} on their crops, {whole} on "
-                 f"the whole image (under {config.crop_min_size} pixels or without coordinates)")
+                 f"the whole image (under {count(config.crop_min_size, 'pixel')} or without coordinates)")
     return line
 
 
@@ -309,7 +309,10 @@ def _rare_line(state, n_rare, floor, unit):
     limit = merge_limit(label_map)
     one = n_rare == 1
     close = (f"whose nearest cluster's labels did not all lie within {limit:.3f} of "
-             f"{'its' if one else 'theirs'}" if limit is not None else "with no close neighbour")
+             f"{'its own' if one else 'their own'}" if limit is not None
+             else "with no close neighbour")
+    if len(names) < 2:
+        close = "(there is no other cluster to join)"
     return (f"**Rare labels to review:** {count(n_rare, 'cluster')} under {floor} {unit} "
             f"{close} {'was' if one else 'were'} kept as "
             f"{'it is' if n_rare == 1 else 'they are'}{reviewed}" + (f", e.g. {shown}" if shown else "")
