@@ -357,6 +357,19 @@ def test_a_detections_field_inside_an_embedded_document_is_refused_in_words(run,
         export_run(dataset, str(tmp_path / "out"), detections_field="ann.ground_truth")
 
 
+def test_the_coco_boxes_carry_no_attributes_of_another_run(run, tmp_path):
+    """Audit: exported for run 'vlsr', a box carried 'other_canonical: hammer' of another run
+    on the same field beside its category."""
+    dataset, _, images = run
+    run_vlsr(dataset, "objects", "other", encoder=FakeEncoder(images), min_cluster_size=1)
+    export_run(dataset, str(tmp_path / "out"), detections_field="objects")
+    with open(tmp_path / "out" / "detections" / "labels.json", encoding="utf-8") as f:
+        annotations = json.load(f)["annotations"]
+    attributes = set().union(*(a.get("attributes", a) for a in annotations))
+    assert "vlsr_canonical" in attributes
+    assert not any(a.startswith("other_") for a in attributes), sorted(attributes)
+
+
 def test_an_empty_detections_field_name_is_no_coco(run, tmp_path):
     """Review: `--detections-field ""` ended in an AttributeError traceback."""
     written = export_run(run[0], str(tmp_path / "out"), detections_field="")

@@ -46,7 +46,14 @@ from .chunks import iter_chunks, sample_ids
 from .labels import as_label_lists, label_filter_problem, label_path, label_sets, media_problem
 from .lease import holds_run, running_note
 from .review import CLUSTER_FIRST, labels_problem, review_state
-from .runs import half_deleted, label_attributes, load_results, sample_fields, stage_activity
+from .runs import (
+    half_deleted,
+    label_attributes,
+    list_vlsr_runs,
+    load_results,
+    sample_fields,
+    stage_activity,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -253,7 +260,8 @@ def coco_boxes(samples, detections_field, key, label_map):
     each labelled with its canonical label. For the run's own label field, that is the
     canonical label the run's fields show for that box (``{key}_canonical``: a suggestion
     accepted for the box is in it), else the label map's; a label the map lacks stays as
-    written. Labels are matched as data, not read as field paths (a label ``$cost``)."""
+    written. The box attributes of other VLSR runs are left out. Labels are matched as data,
+    not read as field paths (a label ``$cost``)."""
     F = fo.ViewField
     keys = list(label_map)
     mapped = {"$let": {
@@ -268,6 +276,11 @@ def coco_boxes(samples, detections_field, key, label_map):
         mapped = {"$ifNull": [f"$$this.{attribute}", mapped]}
     kept = samples.match(_readable(samples, key)).filter_labels(
         detections_field, _named(F("label")) & _placed(F("bounding_box")), only_matches=False)
+    # the box attributes of other runs on the field would contradict the category
+    others = [f"{detections_field}.detections.{attribute}"
+              for other in list_vlsr_runs(samples._dataset) if other != key
+              for attribute in label_attributes(other).values()]
+    kept = kept.exclude_fields([f for f in others if kept.has_field(f)])
     return kept.set_field(f"{detections_field}.detections", F("detections").map(
         F().set_field("label", ViewExpression(mapped))))
 
