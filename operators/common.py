@@ -104,7 +104,7 @@ def check_target(ctx, inputs, key, view, consequence, rebuilds=False):
     except ValueError:
         return True
     problem = (label_filter_problem(view, config.label_field, config.collection)
-               or (rebuilds and outside_problem(view, key)))
+               or (rebuilds and outside_problem(view, key, by_count=True)))
     if problem:
         block(inputs, "filter_error", problem)
         return False

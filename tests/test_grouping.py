@@ -491,3 +491,10 @@ def test_each_label_says_which_step_put_it_with_its_canonical_label():
     # a run recorded before lexical grouping was: every label its own group
     assert join_reasons(vocabulary, np.zeros(0), dbscan, clusters, ["helmet", "cap", "glove"]
                         )[:4] == ["", "DBSCAN", "DBSCAN", "merge"]
+
+
+def test_symbol_labels_read_as_their_symbols_invisible_characters_aside():
+    from vlsr_core.engine.lexical import by_normal_form
+
+    groups = sorted(by_normal_form(["🦺", "🔨", "🦺\u200b", "hel\u200bmet", "helmet"]).values())
+    assert groups == [["hel\u200bmet", "helmet"], ["🔨"], ["🦺", "🦺\u200b"]]

@@ -97,7 +97,8 @@ def by_normal_form(strings):
     (``🦺``, ``🔨``) reads as its symbols, not as every other such string."""
     spellings = {}
     for s in strings:
-        form = normal_form(s) or " ".join(unicodedata.normalize("NFKC", str(s)).casefold().split())
+        form = normal_form(s) or " ".join(
+            unicodedata.normalize("NFKC", str(s).translate(_INVISIBLE)).casefold().split())
         spellings.setdefault(form, []).append(s)
     return spellings
 

@@ -231,13 +231,15 @@ def _coco_detections(samples, boxes, detections_field, categories, path, progres
     progress(1.0)
 
 
+# what usable() strips: Python's white space (MongoDB's $trim knows fewer: a full-width space
+# "\u3000" stayed) and the invisible characters
+_BLANK = "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + INVISIBLE
+
+
 def _named(label):
     """A box label that can name a COCO category (not missing, empty or blank: as
     :func:`~vlsr_core.fo.labels.usable`, invisible characters aside)."""
-    visible = label
-    for ch in INVISIBLE:
-        visible = visible.replace(ch, "")
-    return label.exists() & (visible.strip() != "")
+    return label.exists() & (label.strip(_BLANK) != "")
 
 
 def _placed(box):

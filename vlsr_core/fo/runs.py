@@ -142,21 +142,27 @@ def run_collection(dataset, key):
     return dataset.load_saved_view(name) if name and dataset.has_saved_view(name) else dataset
 
 
-def outside_problem(samples, key):
+def outside_problem(samples, key, by_count=False):
     """Why scoring or clustering run ``key`` on ``samples`` would mix two label maps, or None:
     ``samples`` holds samples outside the saved view the run was made on (another slice of a
     grouped dataset), whose vocabulary would replace the run's while the run's own samples
     keep outputs of the old one. A run made on the dataset, or on a view that cannot be found
     again, holds every sample (and embedding the whole dataset makes a run one of the
-    dataset: :func:`~vlsr_core.fo.stages.run_vlsr` on it is fine)."""
+    dataset: :func:`~vlsr_core.fo.stages.run_vlsr` on it is fine). ``by_count``: only tell
+    a target larger than the view (two counts, for a form; the ids of both otherwise: 3 s
+    at 200,000 samples)."""
     dataset = samples._dataset
     name = getattr(dataset.get_run_info(key).config, "collection", None)
     if not name or not dataset.has_saved_view(name):
         return None
     if getattr(samples, "is_saved", False) and samples.name == name:
         return None
-    inside = set(dataset.load_saved_view(name).values("_id"))
-    outside = sum(i not in inside for i in samples.values("_id"))
+    view = dataset.load_saved_view(name)
+    if by_count:
+        outside = max(len(samples) - len(view), 0)
+    else:
+        inside = set(view.values("_id"))
+        outside = sum(i not in inside for i in samples.values("_id"))
     if not outside:
         return None
     return (f"Run {key!r} was made on saved view {name!r}, and this target holds "
