@@ -166,9 +166,10 @@ def outside_problem(samples, key, by_count=False):
     if not outside:
         return None
     return (f"Run {key!r} was made on saved view {name!r}, and this target holds "
-            f"{count(outside, 'sample')} outside it: scoring or clustering them under the run "
+            f"{count(outside, 'sample')} {'more than' if by_count else 'outside'} it: scoring "
+            "or clustering samples outside it under the run "
             f"would replace its label map with one of other labels, while the samples of "
-            f"{name!r} keep the old one. Use another run key for them, or the saved view {name!r}")
+            f"{name!r} keep the old one. Use another run key for those, or the saved view {name!r}")
 
 
 class RunDeletedError(ValueError):
