@@ -290,9 +290,8 @@ def coco_boxes(samples, detections_field, key, label_map):
 def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
     """What the COCO detections leave out of ``detections_field`` or keep as written, in
     words, or None: boxes on images whose size cannot be read or that the run could not read
-    (unreadable),
-    boxes with an empty or blank label or without coordinates, and labels the run's label map
-    does not have (kept as written)."""
+    (unreadable), boxes with an empty or blank label or without coordinates, and labels the
+    run's label map does not have (kept as written)."""
     F = fo.ViewField
     detections = f"{detections_field}.detections"
     sized, unsized = (samples.match(e) for e in (_readable(samples, key), ~_readable(samples, key)))

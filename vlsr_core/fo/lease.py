@@ -60,8 +60,9 @@ class RunBusyError(ValueError):
 
 
 class LeaseLostError(RunBusyError):
-    """Another process took over a run this process held, after not hearing from it for
-    :data:`TTL` seconds (paused with Ctrl-Z, a machine asleep): this one stops before writing."""
+    """This process lost a run it held (another process may have taken it over) after it was
+    not heard from for :data:`TTL` seconds (paused with Ctrl-Z, a machine asleep): it stops
+    before writing."""
 
 
 def check_held(dataset):
