@@ -79,14 +79,18 @@ ALIKE = "only case, punctuation, Unicode form or extra spaces differ"  # two lab
 # normal form, in a message
 
 
+def _folded(label):
+    """The label in NFKC, case folded, without invisible characters."""
+    return unicodedata.normalize("NFKC", str(label).translate(_INVISIBLE)).casefold()
+
+
 def normal_form(label):
     """The label as compared by eye: NFKC, case folded, punctuation and separators as one space,
     invisible characters (:data:`INVISIBLE`) gone.
 
     "" for a label without a letter or digit (emoji, symbols, whitespace only).
     """
-    s = unicodedata.normalize("NFKC", str(label).translate(_INVISIBLE)).casefold()
-    s = s.replace("&", " and ").replace("'", "").replace("\u2019", "")
+    s = _folded(label).replace("&", " and ").replace("'", "").replace("\u2019", "")
     s = " ".join(w for w in _SEPARATORS.split(_PUNCTUATION.sub(" ", s)) if w)
     return s if _WORD_CHAR.search(s) else ""
 
@@ -97,8 +101,7 @@ def by_normal_form(strings):
     (``🦺``, ``🔨``) reads as its symbols, not as every other such string."""
     spellings = {}
     for s in strings:
-        form = normal_form(s) or " ".join(
-            unicodedata.normalize("NFKC", str(s).translate(_INVISIBLE)).casefold().split())
+        form = normal_form(s) or " ".join(_folded(s).split())
         spellings.setdefault(form, []).append(s)
     return spellings
 

@@ -39,11 +39,17 @@ import fiftyone as fo
 from fiftyone.core.expressions import ViewExpression
 
 from ..engine.defaults import DEFAULT_KEY
-from ..engine.lexical import INVISIBLE
 from ..interrupts import uninterrupted
 from ..wording import count, quoted
 from .chunks import iter_chunks, sample_ids
-from .labels import as_label_lists, label_filter_problem, label_path, label_sets, media_problem
+from .labels import (
+    BLANK,
+    as_label_lists,
+    label_filter_problem,
+    label_path,
+    label_sets,
+    media_problem,
+)
 from .lease import holds_run, running_note
 from .review import CLUSTER_FIRST, labels_problem, review_state
 from .runs import (
@@ -231,15 +237,10 @@ def _coco_detections(samples, boxes, detections_field, categories, path, progres
     progress(1.0)
 
 
-# what usable() strips: Python's white space (MongoDB's $trim knows fewer: a full-width space
-# "\u3000" stayed) and the invisible characters
-_BLANK = "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + INVISIBLE
-
-
 def _named(label):
     """A box label that can name a COCO category (not missing, empty or blank: as
     :func:`~vlsr_core.fo.labels.usable`, invisible characters aside)."""
-    return label.exists() & (label.strip(_BLANK) != "")
+    return label.exists() & (label.strip(BLANK) != "")
 
 
 def _placed(box):
@@ -343,9 +344,9 @@ def _uncreatable(export_dir):
     """Why the export could not create or write ``export_dir``: it, or its nearest existing
     folder, is a file, or this process may not write there (tried with an empty folder made and
     removed at once: permissions alone do not tell, for root, a read-only disk or /proc)."""
-    target = existing = os.path.abspath(export_dir)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+    target = os.path.abspath(export_dir)
+    missing = _missing_folders(target)
+    existing = os.path.dirname(missing[-1]) if missing else target
     if not os.path.isdir(existing):
         if existing == target:
             return f"{export_dir} is a file, not a directory; choose a directory to export to"

@@ -14,7 +14,9 @@ from .lease import check_held
 
 LABEL_TYPES = (fo.Classification, fo.Classifications, fo.Detections)
 _LIST_ATTR = {fo.Classifications: "classifications", fo.Detections: "detections"}
-_INVISIBLE = str.maketrans("", "", INVISIBLE)
+# what a blank label holds alone: white space (all of Python's, which MongoDB's $trim does
+# not know in full: a full-width space) and the invisible characters
+BLANK = "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + INVISIBLE
 
 
 class LabelFieldError(ValueError):
@@ -137,7 +139,7 @@ def label_objects(path, label_ids, labels):
 def usable(label):
     """Whether a label string can be embedded: not None, not empty, nor only white space and
     invisible characters (a zero-width space alone)."""
-    return isinstance(label, str) and label.translate(_INVISIBLE).strip() != ""
+    return isinstance(label, str) and label.strip(BLANK) != ""
 
 
 def unlabelled_problem(dataset, label_field):
