@@ -92,9 +92,11 @@ class ClusterAndMerge(foo.Operator):
 
 def _last_steps(ctx, key):
     """What the run's last clustering recorded about its steps (None before the first)."""
+    from vlsr_core.fo.runs import load_results
+
     try:
-        results = ctx.dataset.load_run_results(key)
-    except ValueError:  # no such run
+        results = load_results(ctx.dataset, key)
+    except ValueError:  # no such run, or its results being rewritten elsewhere (RunBusyError)
         return None
     steps = getattr(results, "merge_steps", None)  # None: not embedded yet
     return steps if steps and steps.get("background_distance") is not None else None

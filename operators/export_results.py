@@ -46,7 +46,9 @@ class ExportResults(foo.Operator):
                                       "such as /data/exports/run1 or ~/exports/run1")
         inputs.bool("overwrite", default=False, label="Overwrite",
                     description="Replace the files of an earlier export")
-        results = ctx.dataset.load_run_results(key, cache=False)  # once, for both checks
+        from vlsr_core.fo.runs import load_results
+
+        results = load_results(ctx.dataset, key)  # once, for both checks
         directory, problem = full_path(ctx.params.get("directory"))
         problem = problem or export_problem(view, directory, key,
                                             overwrite=ctx.params.get("overwrite", False),

@@ -323,6 +323,9 @@ def test_results_another_process_rewrote_are_read_again_or_refused_in_one_line(r
     import subprocess
     import sys
 
+    from fiftyone.operators.registry import OperatorRegistry
+    from test_operators import URI, form
+
     from vlsr_core.fo.runs import RunBusyError, load_results
 
     dataset = ran[0]
@@ -330,11 +333,24 @@ def test_results_another_process_rewrote_are_read_again_or_refused_in_one_line(r
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = ("import fiftyone as fo; d = fo.load_dataset(%r); "
             "d.save_run_results('vlsr', d.load_run_results('vlsr', cache=False))" % dataset.name)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
-                         env={**os.environ, "PYTHONPATH": root}, timeout=120)
-    assert out.returncode == 0, out.stderr
-    with pytest.raises(Exception):  # the premise: FiftyOne reads the file it knew of
-        dataset.load_run_results("vlsr", cache=False)
+
+    def rewrite():
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             cwd=root, env={**os.environ, "PYTHONPATH": root}, timeout=120)
+        assert out.returncode == 0, out.stderr
+        with pytest.raises(Exception):  # the premise: FiftyOne reads the file it knew of
+            dataset.load_run_results("vlsr", cache=False)
+
+    # a rewrite between two reads of one form: it opens as usual (it raised AttributeError)
+    for name, before, shown in (("export_results", "check_target", "review_note"),
+                                ("cluster_and_merge", "shards_input", "last_eps")):
+        module = sys.modules[type(OperatorRegistry().get_operator(URI + name)).__module__]
+        real_step = getattr(module, before)
+        monkeypatch.setattr(module, before, lambda *a, _step=real_step, **k: (
+            _step(*a, **k), rewrite())[0])
+        assert shown in form(name, dataset, key="vlsr")["type"]["properties"]
+        monkeypatch.undo()
+    rewrite()
     assert load_results(dataset, "vlsr", wait=0).labels == VOCAB
 
     # a rewrite still under way (the file deleted, the run not yet pointed at the new one)
