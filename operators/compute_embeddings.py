@@ -91,7 +91,7 @@ class ComputeEmbeddings(foo.Operator):
         if shards > 1:
             queued = queue_shards(ctx, target, shards, "embed", key,
                                   recompute=p.get("recompute", False), device=params.device,
-                                  max_pixels=params.max_pixels)
+                                  num_workers=params.num_workers, max_pixels=params.max_pixels)
             message = queued_message(len(queued), f"Embedded {report.n_labels_embedded} new labels")
             return (yield from finish(ctx, message, message))
         failures = "".join(f"\n- `{path}`: {reason}" for _, path, reason in report.failures[:20])

@@ -7,7 +7,7 @@ import fiftyone.operators.types as types
 import numpy as np
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
-from vlsr_core.wording import SHORT, one_line
+from vlsr_core.wording import SHORT, code, one_line
 
 from .common import done, edit_message, label_choice, reported, review_form, shown_choices
 
@@ -81,10 +81,10 @@ class EditLabelMap(foo.Operator):
             prop = to_prop if e.about == "to" and to_prop is not None else label_prop
             prop.invalid, prop.error_message = True, str(e)
             return form
-        note = join_note(state, edit)
+        note = join_note(state, edit, shown=code)  # (Markdown: labels as code, not formatted)
         joins = f" {note[0].upper()}{note[1:]}." if note else ""
         inputs.view("preview", types.Notice(
-            label=f"Edit #{edit.id}: {edit.describe().replace('`', '')}.{joins} Stored on the run; "
+            label=f"Edit #{edit.id}: {edit.describe()}.{joins} Stored on the run; "
                   "Apply writes it to the fields."))
         return form
 

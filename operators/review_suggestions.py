@@ -4,7 +4,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
-from vlsr_core.wording import count
+from vlsr_core.wording import SHORT, as_markdown, code, count
 
 from .common import block, done, label_choice, reported, review_form, shown_choices
 
@@ -61,9 +61,10 @@ class ReviewSuggestions(foo.Operator):
                                                                       "accept_suggestion"),
                                      groups, dry_run=True, state=state)
         except ReviewError as e:
-            block(inputs, "edit_error", str(e))
+            block(inputs, "edit_error", as_markdown(e))  # (it quotes labels as written)
             return form
-        shown = ", ".join(f"{l} ({len(ids)})" for l, ids in list(groups.items())[:5])
+        shown = ", ".join(f"{code(l, SHORT)} ({len(ids)})"
+                          for l, ids in list(groups.items())[:5])
         inputs.view("preview", types.Notice(
             label=f"Suggested labels: {shown}" + (f"; {count(missing, 'sample')} without suggestions are "
                                                   "left out" if missing else "")

@@ -3,9 +3,11 @@
 Each shard is a delegated operation on a disjoint range of sample ids, so any number of
 ``fiftyone delegated launch`` workers sharing the database process the shards at once. A stage
 with a global last part (scoring: the threshold and the review views; clustering: the changed
-view) has it run by the shard that finishes last. Which one that is is decided by atomic updates
-of the batch's record in MongoDB, so that it runs once whatever the order of the shards: a
-shard run again, or one that failed and is run again (``fiftyone delegated rerun``), counts once.
+view) has it run by the shard that finishes last, as told by atomic updates of the batch's
+record (:mod:`vlsr_core.fo.batches`): a shard run again, or one that failed and is run again
+(``fiftyone delegated rerun``), counts once. That part runs holding the run's lease alone, so
+once: a shard that finds another finishing leaves it to that one, and a shard run again after
+the finishing one was killed finishes in its place.
 """
 
 import uuid
@@ -19,7 +21,6 @@ from vlsr_core.wording import count
 
 
 URI = OPERATOR
-BATCHES = "vlsr_shard_batches"  # MongoDB collection: a batch's shards done, and who finishes
 STAGES = {"embed": "embed images", "score": "score labels", "cluster": "write the label map"}
 LEASED_AS = {"embed": "compute embeddings", "score": "score labels", "cluster": "cluster and merge"}
 
@@ -43,12 +44,13 @@ class RunShard(foo.Operator):
         inputs.str("batch", label="Batch", description="what the shards of one request share")
         inputs.str("device", label="Device")
         inputs.int("max_pixels", label="Largest image (pixels)")
+        inputs.int("num_workers", label="Decoding workers")
         inputs.bool("recompute", default=False, label="Recompute")
         return types.Property(inputs)
 
     def execute(self, ctx):
-        from vlsr_core.fo import stages
-        from vlsr_core.fo.lease import run_lease
+        from vlsr_core.fo import batches, stages
+        from vlsr_core.fo.lease import RunBusyError, holder, run_lease
 
         p = ctx.params
         stage, key, shard, batch = p["stage"], p.get("key", DEFAULT_KEY), p.get("shard", "1/1"), p.get("batch")
@@ -61,8 +63,8 @@ class RunShard(foo.Operator):
             if stage == "embed":
                 report = stages.compute_image_embeddings(
                     view, key, recompute=p.get("recompute", False),
-                    device=p.get("device") or "auto", max_pixels=p.get("max_pixels"),
-                    progress=progress)
+                    device=p.get("device") or "auto", num_workers=p.get("num_workers"),
+                    max_pixels=p.get("max_pixels"), progress=progress)
                 return dict(summary=report.summary(), n_embedded=report.n_embedded,
                             n_failed=len(report.failures))
             if stage == "score":
@@ -71,22 +73,25 @@ class RunShard(foo.Operator):
             else:
                 n = stages.cluster_shard(view, key, batch=batch, progress=progress)
                 result = dict(summary=f"wrote the label map on {count(n, 'sample')}")
-        if _done_and_last(batch, shard):
-            try:
+        if not batches.shard_done(ctx.dataset, key, stage, batch, shard):
+            return result
+        try:
+            with run_lease(ctx.dataset, **lease):
+                if not batches.is_open(ctx.dataset, key, stage, batch):
+                    return result  # another shard finished it meanwhile
                 target = _view(ctx, p["target"])
-                with run_lease(ctx.dataset, **lease):
-                    if stage == "score":
-                        low = stages.finish_score_shards(target, key, batch=batch)
-                        result["finished"] = (f"all shards scored; labels below {low:.3f} count "
-                                              "as low; the review views are saved")
-                    else:
-                        stages.finish_cluster_shards(target, key, batch=batch)
-                        result["finished"] = ("all shards written; the view of changed samples "
-                                              "is saved")
-            except BaseException:
-                _batches().update_one({"_id": batch}, {"$set": {"finishing": False}})
-                raise
-            _batches().delete_one({"_id": batch})
+                if stage == "score":
+                    low = stages.finish_score_shards(target, key, batch=batch)
+                    result["finished"] = (f"all shards scored; labels below {low:.3f} count as "
+                                          "low; the review views are saved")
+                else:
+                    stages.finish_cluster_shards(target, key, batch=batch)
+                    result["finished"] = "all shards written; the view of changed samples is saved"
+        except RunBusyError:
+            finishing = holder(ctx.dataset, key)
+            if finishing and (finishing.get("tag") or "").startswith(shard_tag(batch, "")):
+                return result  # another shard of the batch is finishing it
+            raise
         return result
 
 
@@ -99,12 +104,13 @@ def queue_shards(ctx, view, n_shards, stage, key, batch=None, **params):
 
     from vlsr_core.fo.chunks import shards
 
+    from vlsr_core.fo.batches import expect_shards
+
     parts = shards(view, n_shards)
-    if batch is not None:
-        # a later batch of the same stage supersedes the earlier ones (their shards refuse)
-        owner = dict(dataset_id=str(ctx.dataset._doc.id), key=key, stage=stage)
-        _batches().delete_many(owner)
-        _batches().insert_one(dict(_id=batch, n=len(parts), done=[], finishing=False, **owner))
+    if batch is None:  # (embedding: a name that tells its shards from an earlier request's)
+        batch = new_batch()
+    else:  # (recorded by the stage's preparation)
+        expect_shards(ctx.dataset, key, stage, batch, len(parts))
     target = view.view()._serialize()  # where the last shard finishes the stage
     service, queued = DelegatedOperationService(), []
     for i, part in enumerate(parts):
@@ -128,24 +134,6 @@ def queue_shards(ctx, view, n_shards, stage, key, batch=None, **params):
 def new_batch():
     """A name for the shards of one request."""
     return uuid.uuid4().hex
-
-
-def _done_and_last(batch, shard):
-    """Record ``shard`` of ``batch`` as done; whether the caller is to run the stage's last part
-    now: every shard is done and no other caller has claimed it (both atomic updates)."""
-    batches = _batches()
-    if batches.find_one_and_update({"_id": batch}, {"$addToSet": {"done": shard}}) is None:
-        return False  # finished already, or superseded
-    claimed = batches.find_one_and_update(
-        {"_id": batch, "finishing": False, "$expr": {"$eq": [{"$size": "$done"}, "$n"]}},
-        {"$set": {"finishing": True}})
-    return claimed is not None
-
-
-def _batches():
-    from fiftyone.core.odm import get_db_conn
-
-    return get_db_conn()[BATCHES]
 
 
 def _view(ctx, stages):

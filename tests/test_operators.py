@@ -621,7 +621,7 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
     assert len(set(ds.values("gt.classifications.vlsr_canonical", unwind=True))) == 5
 
     f = form("edit_label_map", ds, key="vlsr", action="move", label="helmit", to="helmet")
-    assert _form_errors(f) == [] and "Edit #1: move helmit to the cluster of helmet" in str(f)
+    assert _form_errors(f) == [] and "Edit #1: move `helmit` to the cluster of `helmet`" in str(f)
     assert "neither a label" in str(_form_errors(form("edit_label_map", ds, key="vlsr",
                                                       action="split", label="hat")))
     # a bad new name or target is marked on that field, not on the label's
@@ -849,3 +849,44 @@ def test_a_patches_view_is_refused_by_the_form_not_at_execute(ds, tiny_clip):
     # the dataset, the default target, runs while the App shows the patches
     run("compute_embeddings", ds, view=patches, label_field="boxes", model=tiny_clip)
     assert ds.count("vlsr_embedding") == 5  # every readable image
+
+
+def test_the_review_forms_show_labels_as_written_not_as_markdown(ds, tiny_clip, tmp_path):
+    """The previews of the edit and suggestions forms are Markdown: '*helmet*' read as an
+    italic 'helmet', '[x](http://e.com)' as a link, and a long label ran out of the box."""
+    odd, long = "*helmet* [x](http://e.com)", "a" * 300
+    for i, label in enumerate((odd, long)):
+        path = tmp_path / f"odd{i}.png"
+        Image.fromarray(np.full((30, 40, 3), 60 * i, np.uint8)).save(path)
+        ds.add_sample(fo.Sample(filepath=str(path), gt=fo.Classifications(
+            classifications=[fo.Classification(label=label)])))
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds, key="vlsr")
+    run("cluster_and_merge", ds, key="vlsr", min_cluster_size=1)
+
+    def preview(name, selected=(), **params):
+        ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, selected=list(selected),
+                                                   params=dict(key="vlsr", **params)))
+        props = OperatorRegistry().get_operator(URI + name).resolve_input(ctx).to_json()
+        return props["type"]["properties"]["preview"]["view"]["label"]
+
+    assert preview("edit_label_map", action="rename", label="screwdriver", to="**bold**") == (
+        "Edit #1: rename the cluster of `screwdriver` to `**bold**`. Stored on the run; Apply "
+        "writes it to the fields.")
+    assert f"It joins the cluster `{odd}`." in preview("edit_label_map", action="rename",
+                                                       label="screwdriver", to=odd)
+    chosen = ds.limit(2).values("id")
+    assert preview("review_suggestions", chosen, decision="accept_suggestion",
+                   suggestion=odd).startswith(f"Suggested labels: `{odd}` (2)")
+    assert preview("review_suggestions", chosen, decision="accept_suggestion",
+                   suggestion=long).startswith("Suggested labels: `" + "a" * 30
+                                               + "… (300 characters)` (2)")
+    # a refusal quoting the label is Markdown too
+    foo.execute_operator(URI + "review_suggestions", dataset=ds, selected=chosen,
+                         params=dict(key="vlsr", decision="accept_suggestion", suggestion=odd))
+    ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, selected=chosen, params=dict(
+        key="vlsr", decision="accept_suggestion", suggestion=odd)))
+    props = OperatorRegistry().get_operator(URI + "review_suggestions").resolve_input(ctx).to_json()
+    assert props["type"]["properties"]["edit_error"]["view"]["label"] == (
+        "Edit \\#1 already does this: accept suggestion \\*helmet\\* \\[x\\](http://e.com) on 2 "
+        "samples")

@@ -79,9 +79,11 @@ def test_two_workers_run_every_stage_in_shards_and_equal_a_single_run(persistent
     service = DelegatedOperationService()
     r = foo.execute_operator("@vlsr/vlsr/compute_embeddings", dataset=ds, params=dict(
         label_field="gt", model=clip, batch_size=4, num_shards=3, key="sharded", crops=True,
-        crop_min_size=8))
+        crop_min_size=8, num_workers=0))
     embed_ops = _queued(service, ds, "embed")
     assert all(op.run_state == "queued" for op in embed_ops)  # no worker yet
+    # each shard decodes as the form said (in the worker's process: 0 decoding processes)
+    assert [op.context.request_params["params"]["num_workers"] for op in embed_ops] == [0] * 3
     assert sorted(ds.load_run_results("sharded").labels) == ["drill", "glove", "helmet"]
     assert "queued 3 shards" in str(r.executor.to_json()["requests"])
 

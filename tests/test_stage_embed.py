@@ -295,6 +295,47 @@ def test_compute_image_embeddings_refuses_an_encoder_unlike_the_runs(main):
     assert stages.compute_image_embeddings(dataset, encoder=FakeEncoder(images)).n_embedded == len(images)
 
 
+def test_an_image_shard_refuses_a_model_folder_whose_weights_changed(dataset, tmp_path):
+    """A shard loads the run's model from its path: other weights there (replaced, or another
+    copy on another machine) embedded a second model's vectors beside the first's."""
+    import shutil
+
+    from PIL import Image
+
+    from vlsr_core.model.random_clip import save_random_clip
+
+    for i in range(2):
+        Image.new("RGB", (30, 20), (40 * i, 90, 9)).save(tmp_path / f"{i}.png")
+        dataset.add_sample(fo.Sample(filepath=str(tmp_path / f"{i}.png"),
+                                     gt=fo.Classification(label="drill")))
+    model = save_random_clip(str(tmp_path / "clip"))
+    compute_embeddings(dataset, "gt", model=model, images=False)
+    shutil.rmtree(model)
+    save_random_clip(model, seed=1)
+    with pytest.raises(VLSRError, match=r"The model '.*clip' holds other weights \(sha256:.*\) "
+                                        r"than those run 'vlsr' embedded with \(sha256:.*\)"):
+        stages.compute_image_embeddings(dataset, "vlsr")
+    assert not dataset.has_sample_field("vlsr_embedding") or dataset.count("vlsr_embedding") == 0
+
+
+def test_a_new_model_supersedes_the_scoring_shards_still_to_run(main):
+    """Shards scored after a switch of model mixed two models' scores in one stage, and the
+    last one marked it complete."""
+    from vlsr_core.fo.chunks import shards
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    first, second = shards(dataset, 2)
+    stages.prepare_score_shards(dataset, "vlsr", top_k=3)
+    stages.score_shard(first, "vlsr")
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images, model_name="other-clip"))
+    with pytest.raises(VLSRError, match="Nothing written: this shard's score labels of run 'vlsr' "
+                                        "is not the one in progress .the stage is running"):
+        stages.score_shard(second, "vlsr")
+    assert "**Incomplete:** *score labels* stopped part-way" in summarize_run(dataset, "vlsr")
+
+
 def test_other_model_on_a_view_drops_the_old_embeddings_of_the_rest(main):
     dataset, images = main
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))

@@ -483,6 +483,21 @@ def test_a_label_with_a_space_after_it_is_shown_so_and_named_as_shown(dataset, t
     assert "      helmet␣  (distance" in out
 
 
+def test_a_label_with_a_no_break_space_or_in_decomposed_form_is_told_from_its_twin(
+        dataset, tmp_path, monkeypatch):
+    """``drill`` + a no-break space, and ``café`` decomposed, looked the same as their twins in
+    the panel's tables and the forms' choices; they show escaped, and typed so are that label."""
+    from vlsr_core.wording import one_line
+
+    assert (one_line("drill\u00a0"), one_line("cafe\u0301"), one_line("café")) == (
+        "drill\\xa0", "cafe\\u0301", "café")
+    assert one_line("hel\u200bmet") == "hel\\u200bmet"  # (a zero-width space)
+    assert one_line("\U0001F468\u200d\U0001F469") == "\U0001F468\u200d\U0001F469"  # one emoji
+    _run_with(dataset, tmp_path, monkeypatch, "helmet\u00a0", ("helmet", 9, 0.05), ["h5.png"])
+    edit = add_edit(dataset, "vlsr", "move", "helmet\\xa0", "drill", dry_run=True)
+    assert edit.label == "helmet\u00a0" and "`helmet\\xa0`" in edit.describe()
+
+
 def test_splitting_a_canonical_label_is_refused_when_the_rest_reads_as_another_cluster(
         dataset, tmp_path, monkeypatch):
     """The rest's new name is checked against the names of the other clusters too."""

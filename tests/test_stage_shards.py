@@ -122,11 +122,12 @@ def test_twin_labels_take_one_suggestion_under_the_collections_spelling_in_every
             assert len(set(suggested[name])) == 3
 
 
-def test_an_edit_made_between_two_shards_waits_for_apply_on_every_sample(main):
+def test_an_edit_made_between_two_shards_waits_for_apply_on_every_sample(main, tmp_path):
     """The shards of one clustering write the review as it was when it was prepared: an edit
     made between two of them reached only the later ones' samples, and was recorded as
     applied."""
-    from vlsr_core.fo.review import add_edit, apply_review, review_state
+    from vlsr_core.fo.export import export_problem
+    from vlsr_core.fo.review import ReviewError, add_edit, apply_review, review_state
 
     dataset, images = main
     compute_embeddings(dataset, "gt", "vlsr", encoder=FakeEncoder(images))
@@ -135,6 +136,13 @@ def test_an_edit_made_between_two_shards_waits_for_apply_on_every_sample(main):
     first, *rest = shards(dataset, 3)
     cluster_shard(first, "vlsr")
     edit = add_edit(dataset, "vlsr", "split", "helmit")  # the curator, meanwhile
+    # an Apply now was undone by the shards still to run, and an export mixed two label maps
+    with pytest.raises(ReviewError, match="cluster and merge runs in shards, and the shards "
+                                          "still to run would write the label map over"):
+        apply_review(dataset, "vlsr")
+    assert export_problem(dataset, str(tmp_path / "out"), "vlsr") == (
+        "Run 'vlsr': cluster and merge runs in shards, and until the last one is done its "
+        "results are mixed (a new label map beside old final labels); export when it is done")
     for part in rest:
         cluster_shard(part, "vlsr")
     finish_cluster_shards(dataset, "vlsr")
@@ -324,3 +332,128 @@ def test_more_shards_than_samples_give_each_sample_a_shard(main):
     parts = shards(dataset, 10 ** 30)  # (any number typed into a form's Shards)
     assert [len(p) for p in parts] == [1] * len(dataset)
     assert sorted(i for p in parts for i in p.values("id")) == sorted(dataset.values("id"))
+
+
+def test_finishing_before_every_shard_is_done_is_refused(main, tmp_path):
+    """The Python API's finish counts the samples the shards covered: with a shard missing it
+    wrote a threshold from two thirds of the scores and marked the stage complete."""
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    parts = shards(dataset, 3)
+    prepare_score_shards(dataset, "vlsr", top_k=3)
+    score_shard(parts[0], "vlsr")
+    score_shard(parts[1], "vlsr")
+    score_shard(parts[1], "vlsr")  # a shard run again counts once
+    dataset.delete_samples(parts[0].first())  # (a sample deleted since is not waited for)
+    left = len(parts[2])
+    with pytest.raises(VLSRError, match=f"Nothing finished: {left} samples of these are in no "
+                                        "shard of this score labels done yet: run every shard"):
+        finish_score_shards(dataset, "vlsr")
+    assert dataset.get_run_info("vlsr").config.stages["score"] == "shards:shards"
+    assert not dataset.has_saved_view(saved_view_names("vlsr")["low_similarity"])
+    score_shard(parts[2], "vlsr")
+    assert finish_score_shards(dataset, "vlsr") > 0
+
+    prepare_cluster_shards(dataset, "vlsr", **MERGE)
+    image = tmp_path / "later.png"
+    image.write_bytes(b"")
+    dataset.add_sample(fo.Sample(filepath=str(image)))  # added since: in no shard, not waited for
+    for part in parts[:2]:
+        cluster_shard(part, "vlsr")
+    with pytest.raises(VLSRError, match=f"Nothing finished: {left} samples of these are in no "
+                                        "shard of this cluster and merge done yet"):
+        finish_cluster_shards(dataset, "vlsr")
+    cluster_shard(parts[2], "vlsr")
+    finish_cluster_shards(dataset, "vlsr")
+    assert dataset.get_run_info("vlsr").config.stages == {"score": "complete",
+                                                          "cluster": "complete"}
+
+
+def test_a_shard_run_again_after_the_finishing_one_was_killed_finishes_the_stage(main):
+    """A worker killed (kill -9) while its shard ran the stage's last part left the batch
+    claimed for ever: the shard run again, as the forms say, finished nothing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    dataset, images = main
+    dataset.persistent = True  # (for the worker's process)
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    foo.execute_operator("@vlsr/vlsr/score_labels", dataset=dataset,
+                         params=dict(key="vlsr", num_shards=2, top_k=3))
+    service = DelegatedOperationService()
+    first, second = sorted(service.list_operations(dataset_name=dataset.name,
+                                                   operator="@vlsr/vlsr/run_shard"),
+                           key=lambda op: op.context.request_params["params"]["shard"])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    worker = ("import sys, time\n"
+              "from bson import ObjectId\n"
+              "from fiftyone.operators.delegated import DelegatedOperationService\n"
+              "from vlsr_core.fo import stages\n"
+              "def stuck(*args, **kwargs):\n"
+              "    print('finishing', flush=True)\n"
+              "    time.sleep(600)\n"
+              "stages.finish_score_shards = stuck\n"
+              "service = DelegatedOperationService()\n"
+              "service.execute_operation(service.get(ObjectId(sys.argv[1])))\n")
+    try:
+        service.execute_operation(first)
+        proc = subprocess.Popen([sys.executable, "-c", worker, str(second.id)], cwd=root,
+                                env={**os.environ, "PYTHONPATH": root}, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        assert proc.stdout.readline().strip() == "finishing"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # its operation listed as done, the stage not finished: the forms say what to run
+        service.set_completed(second.id)
+        note = form("cluster_and_merge", dataset, key="vlsr")["type"]["properties"]["sharded"]
+        assert ("Every shard is done, but the stage's last part has not run (its process "
+                f"stopped?): `fiftyone delegated rerun {second.id}` runs it") in note["view"]["label"]
+        again = service.rerun_operation(second.id)
+        service.execute_operation(again)
+        again = service.get(again.id)
+        assert again.run_state == "completed" and "all shards scored" in again.result.result["finished"]
+        dataset.reload()
+        assert dataset.get_run_info("vlsr").config.stages["score"] == "complete"
+        assert dataset.has_saved_view(saved_view_names("vlsr")["low_similarity"])
+    finally:
+        for op in service.list_operations(dataset_name=dataset.name):
+            service.delete_operation(op.id)
+
+
+def test_the_forms_and_the_summary_count_the_image_shards_until_all_are_done(main, tiny_clip):
+    """Embedding shards left no trace on the run: the forms said nothing of those still queued,
+    and the summary asked to embed again (which would do their work twice)."""
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, _ = main
+    foo.execute_operator("@vlsr/vlsr/compute_embeddings", dataset=dataset,
+                         params=dict(label_field="gt", model=tiny_clip, num_shards=2))
+    service = DelegatedOperationService()
+    ops = sorted(service.list_operations(dataset_name=dataset.name, operator="@vlsr/vlsr/run_shard"),
+                 key=lambda op: op.context.request_params["params"]["shard"])
+
+    def note():
+        props = form("score_labels", dataset, key="vlsr")["type"]["properties"]
+        return props["sharded"]["view"]["label"] if "sharded" in props else None
+
+    try:
+        assert note() == ("Run 'vlsr': *embed images* runs as 2 delegated shards (2 queued); "
+                          "each embeds its images.")
+        service.execute_operation(ops[0])
+        assert note() == ("Run 'vlsr': *embed images* runs as 2 delegated shards (1 done, 1 "
+                          "queued); each embeds its images.")
+        assert "**In progress:** *embed images* runs as 2 delegated shards" in summarize_run(
+            dataset, "vlsr")
+        service.execute_operation(ops[1])
+        assert note() is None
+    finally:
+        for op in service.list_operations(dataset_name=dataset.name):
+            service.delete_operation(op.id)

@@ -15,26 +15,41 @@ def count(n, noun, plural=None) -> str:
 
 def one_line(label, longest=80):
     """A label on one line, as written: line breaks as "⏎", tabs as "⇥", spaces before or
-    after its text as "␣" (``Glove `` beside ``Glove`` would look the same), one longer than
-    ``longest`` cut to its first three quarters and its length."""
+    after its text as "␣" (``Glove `` beside ``Glove`` would look the same), other characters
+    that do not print as their escapes (``drill\\xa0``: a no-break space; but the joiner of
+    emoji sequences), and in a label not in Unicode's composed
+    form (NFC) its combining marks as escapes (``cafe\\u0301``, or it would read as its twin
+    ``café``); one longer than ``longest`` cut to its first three quarters and its length."""
+    label = _marked(label)
+    label = "".join(repr(c)[1:-1] if not c.isprintable() and c != ZWJ else c for c in label)
+    label = _combining_escaped(label)
+    cut = longest * 3 // 4
+    return f"{label[:cut]}… ({len(label)} characters)" if len(label) > longest else label
+
+
+def _marked(label):
+    """``label`` with the glyphs of :func:`one_line` for line breaks, tabs and edge spaces."""
     label = str(label).replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎")
     label = label.replace("\t", "⇥")
     text = label.strip(" ")
     if text != label:
         before = len(label) - len(label.lstrip(" "))
         label = "␣" * before + text + "␣" * (len(label) - before - len(text))
-    cut = longest * 3 // 4
-    return f"{label[:cut]}… ({len(label)} characters)" if len(label) > longest else label
+    return label
 
 
-def quoted(label):
-    """A label in a message: on one line (:func:`one_line`, a tab as "⇥"), quoted; one not in
-    Unicode's composed form (NFC) shows its combining marks as escapes (``'cafe\\u0301'``), or
-    it would read as its composed twin (``'café'``)."""
-    text = repr(one_line(label))
+def _combining_escaped(text):
+    """``text`` with its combining marks as escapes if it is not in composed form (NFC)."""
     if unicodedata.normalize("NFC", text) == text:
         return text
     return "".join(f"\\u{ord(c):04x}" if unicodedata.combining(c) else c for c in text)
+
+
+def quoted(label):
+    """A label in a message: on one line (the glyphs of :func:`one_line`), quoted, with Python's
+    escapes for what does not print (``'drill\\xa0'``) and :func:`one_line`'s for combining
+    marks (``'cafe\\u0301'``)."""
+    return _combining_escaped(repr(_marked(label)))
 
 
 def breakable(text, every=12):
@@ -51,13 +66,20 @@ def folded(text):
 
 
 ZWSP = "\u200b"
+ZWJ = "\u200d"  # joins emoji into one (a family, a flag)
 SHORT = 40  # the longest label shown whole in a table cell or a dropdown, beside the grid
 
 
-def code(label):
+def code(label, longest=80):
     """A label as Markdown code (:func:`one_line`), fenced with more backticks than it holds in
     a row."""
-    label = one_line(label)
+    label = one_line(label, longest)
     fence = "`" * (1 + max((len(run) for run in re.findall("`+", label)), default=0))
     pad = " " if label.startswith("`") or label.endswith("`") else ""
     return f"{fence}{pad}{label}{pad}{fence}"
+
+
+def as_markdown(text):
+    """Plain ``text`` (a label, or a message quoting labels) escaped for a view that renders
+    Markdown: ``'*helmet*'`` would read as an italic 'helmet', ``[x](y)`` as a link."""
+    return re.sub(r"([\\`*_\[\]<>#~|&!])", r"\\\1", str(text))

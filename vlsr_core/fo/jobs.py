@@ -48,48 +48,76 @@ def shard_tag(batch, shard):
 def shard_note(dataset, key):
     """How far the stages of run ``key`` in progress as delegated shards got, shard by shard
     as FiftyOne lists them, with what to run for a failed shard or one whose worker stopped;
-    None if no stage is in shards."""
+    None if no stage is in shards. Image embedding counts while a shard of its last request is
+    not done (it has no last part, nor a mark on the run)."""
     from fiftyone.operators.delegated import DelegatedOperationService
 
     states = dataset.get_run_info(key).config.stages or {}
     batches = {stage: state.split(":", 1)[1] for stage, state in states.items()
                if state.startswith("shards:")}
-    if not batches:
-        return None
-    ops = DelegatedOperationService().list_operations(
-        operator=OPERATOR, dataset_id=dataset._doc.id,
-        **{"context.request_params.params.batch": {"$in": list(batches.values())}})
+    service, params = DelegatedOperationService(), "context.request_params.params."
+    embedding = service.list_operations(operator=OPERATOR, dataset_id=dataset._doc.id,
+                                        **{params + "stage": "embed", params + "key": key})
+    ops = service.list_operations(operator=OPERATOR, dataset_id=dataset._doc.id,
+                                  **{params + "batch": {"$in": list(batches.values())}}
+                                  ) if batches else []
     # (the database's time, as the workers' times of start are UTC: machines' clocks differ)
     heard, now = live_tags(dataset, key), server_time()
     notes = []
+    if embedding:
+        batch = _params(max(embedding, key=lambda o: o.queued_at or now)).get("batch")
+        latest = _latest(embedding, batch, now)
+        if any(op.run_state != "completed" for op in latest.values()):
+            notes.append(_shards_note("embed images", batch, latest, heard, now, last_part=False))
     for stage, batch in batches.items():
-        latest = {}  # shard -> its last operation (a shard run again is a new one)
-        for op in sorted(ops, key=lambda o: o.queued_at or now):
-            params = _params(op)
-            if params.get("batch") == batch:
-                latest[params.get("shard") or "1/1"] = op
-        name = STAGE_NAMES[stage]
-        if not latest:  # (shards run from Python)
-            notes.append(f"*{name}* runs in shards: the last shard to finish completes it.")
-            continue
-        tally, todo = {}, []
-        for shard, op in sorted(latest.items(), key=lambda item: int(item[0].split("/")[0])):
-            state = op.run_state
-            if state == "running" and shard_tag(batch, shard) not in heard and (
-                    op.started_at and now - op.started_at > timedelta(seconds=TTL)):
-                state = "not heard from"
-                todo.append(f"shard {shard} has not been heard from since it started at "
-                            f"{op.started_at:%H:%M:%S} UTC (its worker stopped?): "
-                            f"`fiftyone delegated fail {op.id}`, then `fiftyone delegated rerun "
-                            f"{op.id}`")
-            elif state == "failed":
-                error = ((op.result.error if op.result else None) or "").strip().splitlines()
-                todo.append(f"shard {shard} failed ({error[-1][:160] if error else 'no error kept'})"
-                            f": `fiftyone delegated rerun {op.id}`")
-            tally[state] = tally.get(state, 0) + 1
-        n = shard.split("/")[-1]
-        parts = ", ".join(f"{k} {'done' if s == 'completed' else s}" for s, k in tally.items())
-        notes.append(f"*{name}* runs as {n} delegated shards ({parts}); the last to finish "
-                     f"completes it." + "".join(f" {t[0].upper()}{t[1:]}." for t in todo))
-    return (" ".join(notes) + " Running a stage again starts over, and its pending shards then "
-            "write nothing.")
+        latest = _latest(ops, batch, now)
+        if latest:
+            notes.append(_shards_note(STAGE_NAMES[stage], batch, latest, heard, now))
+        else:  # (shards run from Python)
+            notes.append(f"*{STAGE_NAMES[stage]}* runs in shards: the last shard to finish "
+                         "completes it.")
+    if not notes:
+        return None
+    return " ".join(notes) + (" Running a stage again starts over, and its pending shards then "
+                              "write nothing." if batches else "")
+
+
+def _latest(ops, batch, now):
+    """The last operation of each shard of ``batch`` among ``ops`` (a shard run again is a new
+    one), by shard ("2/3")."""
+    latest = {}
+    for op in sorted(ops, key=lambda o: o.queued_at or now):
+        params = _params(op)
+        if params.get("batch") == batch:
+            latest[params.get("shard") or "1/1"] = op
+    return latest
+
+
+def _shards_note(name, batch, latest, heard, now, last_part=True):
+    """Where the shards of stage ``name`` stand, as the ``latest`` operation of each tells, with
+    what to run for those that failed or stopped (and, for a stage with a ``last_part`` that
+    the last shard runs, for every shard done without it)."""
+    tally, todo = {}, []
+    for shard, op in sorted(latest.items(), key=lambda item: int(item[0].split("/")[0])):
+        state = op.run_state
+        if state == "running" and shard_tag(batch, shard) not in heard and (
+                op.started_at and now - op.started_at > timedelta(seconds=TTL)):
+            state = "not heard from"
+            todo.append(f"shard {shard} has not been heard from since it started at "
+                        f"{op.started_at:%H:%M:%S} UTC (its worker stopped?): "
+                        f"`fiftyone delegated fail {op.id}`, then `fiftyone delegated rerun "
+                        f"{op.id}`")
+        elif state == "failed":
+            error = ((op.result.error if op.result else None) or "").strip().splitlines()
+            todo.append(f"shard {shard} failed ({error[-1][:160] if error else 'no error kept'})"
+                        f": `fiftyone delegated rerun {op.id}`")
+        tally[state] = tally.get(state, 0) + 1
+    n = shard.split("/")[-1]
+    if last_part and tally == {"completed": int(n)} and not any(
+            t.startswith(shard_tag(batch, "")) for t in heard):
+        todo.append(f"every shard is done, but the stage's last part has not run (its "
+                    f"process stopped?): `fiftyone delegated rerun {latest[shard].id}` runs it")
+    parts = ", ".join(f"{k} {'done' if s == 'completed' else s}" for s, k in tally.items())
+    ending = "the last to finish completes it" if last_part else "each embeds its images"
+    return (f"*{name}* runs as {n} delegated shards ({parts}); {ending}."
+            + "".join(f" {t[0].upper()}{t[1:]}." for t in todo))

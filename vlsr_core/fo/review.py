@@ -36,12 +36,14 @@ from .chunks import sample_ids
 from .labels import LabelFieldError, holds, label_path, usable
 from .lease import holds_run
 from .runs import (
+    STAGE_NAMES,
     VLSRRunConfig,
     load_results,
     reload_run,
     run_collection,
     sample_fields,
     save_config,
+    sharded_stages,
     stage_stopped,
     stored_review,
     update_run_doc,
@@ -531,12 +533,15 @@ def _reads_as(name, label_map, memo, unless=lambda spelling: False):
         else None
 
 
-SHOWN_AS = ("⇥", "⏎", "␣")  # a tab, a line break, a space before or after: as one_line shows them
+# a tab, a line break, a space before or after, and the escapes of what does not print or of
+# combining marks: as one_line shows them
+SHOWN_AS = ("⇥", "⏎", "␣", "\\")
 
 
 def _as_written(name, state):
     """The label or cluster name of ``state`` that ``name`` gives as the App shows it (a tab as
-    "⇥", a line break as "⏎", an edge space as "␣": :func:`~vlsr_core.wording.one_line`; a long word with the
+    "⇥", a line break as "⏎", an edge space as "␣", a no-break space as "\\xa0":
+    :func:`~vlsr_core.wording.one_line`; a long word with the
     zero-width spaces a table cell breaks it at: :func:`~vlsr_core.wording.breakable`), else
     ``name``: a curator can type or paste what is on the screen."""
     if not name or not any(c in name for c in (*SHOWN_AS, ZWSP)):
@@ -556,8 +561,6 @@ def _as_written(name, state):
                 shown[line] = l
         state.memo["shown"] = shown
     return state.memo["shown"].get(name, name)
-
-
 
 
 def _unprintable(name):
@@ -709,17 +712,17 @@ def read_label_map(path, vocabulary=None):
     return LabelMapFile(wanted, where)
 
 
-def join_note(state, edit):
+def join_note(state, edit, shown=quoted):
     """What a rename does beyond renaming, in words: ``it joins the cluster 'drill'`` (the
     cluster so named, or the one holding a label so written; the two then bear the new name:
     ``..., and the two are named 'helmet'`` when that cluster is named otherwise); which
     cluster a move to a label that does not name its cluster joins: ``the cluster of 'drills'
-    is named 'drill'``; or None."""
+    is named 'drill'``; or None. ``shown``: how a label is written (as code, in Markdown)."""
     label_map = state.label_map
     canonical = label_map.canonical
     if edit.action == "move":
         name = canonical.get(edit.to)
-        return (f"the cluster of {quoted(edit.to)} is named {quoted(name)}"
+        return (f"the cluster of {shown(edit.to)} is named {shown(name)}"
                 if name not in (None, edit.to) else None)
     if edit.action != "rename":
         return None
@@ -728,8 +731,8 @@ def join_note(state, edit):
                                                          label_map.representatives) else None)
     if other in (None, own):
         return None
-    named = f", and the two are named {quoted(edit.to)}" if other != edit.to else ""
-    return f"it joins the cluster {quoted(other)}{named}"
+    named = f", and the two are named {shown(edit.to)}" if other != edit.to else ""
+    return f"it joins the cluster {shown(other)}{named}"
 
 
 def undo_edit(dataset, key=DEFAULT_KEY, edit_id=None):
@@ -892,9 +895,14 @@ def apply_problem(dataset, key=DEFAULT_KEY):
     if not dataset.has_run(key):
         return None  # open_run says so
     reload_run(dataset, key)  # (as stored now: a clustering of another process)
-    if stage_stopped(dataset.get_run_info(key).config, "cluster"):
+    config = dataset.get_run_info(key).config
+    if stage_stopped(config, "cluster"):
         return (f"Run {key!r}: cluster and merge stopped part-way; run it again before applying "
                 "the review (the edits stay on the run)")
+    if STAGE_NAMES["cluster"] in sharded_stages(config):
+        return (f"Run {key!r}: cluster and merge runs in shards, and the shards still to run "
+                "would write the label map over what an Apply writes now; apply the review when "
+                "the last shard is done (the edits stay on the run)")
     return None
 
 

@@ -609,6 +609,13 @@ def stage_activity(dataset, key):
     return lease, [s for s in stopped if not lease or s != lease["stage"]]
 
 
+def sharded_stages(config):
+    """The names of a run's stages in progress as shards (see :mod:`.batches`): until the last
+    one finishes, the run's fields mix the stage's old and new results."""
+    return [STAGE_NAMES[s] for s, state in (config.stages or {}).items()
+            if state.startswith("shards:") and s in STAGE_NAMES]
+
+
 def stage_stopped(config, stage):
     """Whether ``stage`` (a key of :data:`STAGE_NAMES`) of the run stopped part-way."""
     return (getattr(config, "stages", None) or {}).get(stage) == "running"

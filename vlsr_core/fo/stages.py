@@ -28,7 +28,7 @@ from ..engine.pipeline import ScoreTally, build_label_map, final_labels, score_i
 from ..engine.review import suggestion_decisions
 from ..model.tokens import unknown_words
 from ..wording import count
-from . import chunks
+from . import batches, chunks
 from .browse import count_score_histogram
 from .chunks import iter_chunks, packed_ids, sample_ids
 from .crops import (
@@ -234,6 +234,12 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         _clear(dataset, fields["embedding"], *crop_record_fields(key))
     if _crop_setup(config) != _crop_setup(params):  # cut again, or no longer
         _clear(dataset, *(crop_record_fields(key) if params.crops else crop_paths(key, path)))
+    scoring = (config.stages or {}).get("score", "")
+    if scoring.startswith("shards:") and (model_changes or _image_setup(config) != _image_setup(
+            encoder) or _crop_setup(config) != _crop_setup(params)):
+        # its shards still to run would score with other embeddings than those that ran: they
+        # refuse, and the stage reads as stopped part-way (score again)
+        config.stages = {**config.stages, "score": "running"}
     config.model, config.prompt, config.batch_size = encoder.model_name, encoder.prompt, encoder.batch_size
     config.jpeg_draft, config.precision = _image_setup(encoder)
     config.crops, config.crop_padding, config.crop_min_size = _crop_setup(params)
@@ -361,6 +367,12 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     if encoder is None:
         encoder = _encoder(config.params(EmbedParams, device=device, num_workers=num_workers,
                                          max_pixels=max_pixels))
+        if not _same_model(config, encoder):  # (the folder's weights replaced, or another copy)
+            raise VLSRError(f"The model {config.model!r} holds other weights ({_fingerprint(encoder)}) "
+                            f"than those run {key!r} embedded with "
+                            f"({getattr(config, 'model_fingerprint', None)}): embeddings of two "
+                            "models are not comparable; use compute_embeddings to switch the run "
+                            "to these")
     elif not _same_model(config, encoder) or (encoder.prompt, _image_setup(encoder)) != (
         config.prompt, _image_setup(config)
     ):
@@ -564,6 +576,7 @@ def prepare_score_shards(samples, key=DEFAULT_KEY, params=None, *, batch="shards
     run.results.score_vocabulary = run.vocabulary
     run.results.score_frequencies = run.frequencies
     save_results(run.dataset, key, run.results)
+    batches.open_batch(run.dataset, key, "score", batch, run.ids)
     return len(run.vocabulary)
 
 
@@ -575,6 +588,7 @@ def score_shard(samples, key=DEFAULT_KEY, *, batch="shards", progress=None):
     :class:`ScoreReport` (without a threshold)."""
     run = _shard_run(samples, key, "score", batch, "score_vocabulary")
     report = _score_chunks(run, samples, progress or (lambda fraction: None))
+    batches.record_part(run.dataset, key, "score", batch, run.ids)
     if progress is not None:
         progress(1.0)
     return report
@@ -584,9 +598,10 @@ def score_shard(samples, key=DEFAULT_KEY, *, batch="shards", progress=None):
 def finish_score_shards(samples, key=DEFAULT_KEY, *, batch="shards"):
     """Stage 2 in shards, last part, once every shard is scored: the low-score threshold from
     every score of ``samples``, the histogram and the review views. Returns the threshold."""
-    run = _shard_run(samples, key, "score", batch, "score_vocabulary")
+    run = _shard_run(samples, key, "score", batch, "score_vocabulary", finish=True)
     report = ScoreReport(crops=bool(run.config.crops))
     _finish_scoring(run, samples, report)
+    batches.close_batch(run.dataset, key, "score", batch)
     return report.low_similarity_threshold
 
 
@@ -596,9 +611,10 @@ def _check_shardable(samples):
         raise VLSRError(problem)
 
 
-def _shard_run(samples, key, stage, batch, vocabulary):
-    """:func:`open_run` for a shard or the last part of ``stage`` in ``batch``, on the
-    vocabulary its preparation recorded in the results' ``vocabulary`` attribute."""
+def _shard_run(samples, key, stage, batch, vocabulary, finish=False):
+    """:func:`open_run` for a shard or the last part (``finish``: refused while a sample of
+    ``samples`` is in no shard done) of ``stage`` in ``batch``, on the vocabulary its
+    preparation recorded in the results' ``vocabulary`` attribute."""
     dataset = samples._dataset
     reload_run(dataset, key)
     state = dataset.get_run_info(key).config.stages.get(stage) if dataset.has_run(key) else None
@@ -606,6 +622,10 @@ def _shard_run(samples, key, stage, batch, vocabulary):
         raise VLSRError(f"Nothing written: this shard's {STAGE_NAMES[stage]} of run {key!r} is not "
                         f"the one in progress (the stage is {_state_text(state)}), so it was "
                         "superseded, or never prepared")
+    left = finish and batches.missing(samples, key, stage, batch)
+    if left:
+        raise VLSRError(f"Nothing finished: {count(left, 'sample')} of these are in no shard of "
+                        f"this {STAGE_NAMES[stage]} done yet: run every shard, then finish")
     results = load_results(dataset, key)
     run = open_run(samples, key, vocabulary=list(getattr(results, vocabulary)), results=results,
                    shard=True)
@@ -812,8 +832,10 @@ def prepare_cluster_shards(samples, key=DEFAULT_KEY, params=None, *, batch="shar
     Returns the :class:`LabelMap` the shards will write (the run's review edits applied).
     """
     _check_shardable(samples)
-    return _cluster(samples, key, params, overrides, progress or (lambda fraction: None),
-                    f"shards:{batch}")[1].label_map
+    run, review = _cluster(samples, key, params, overrides, progress or (lambda fraction: None),
+                           f"shards:{batch}")
+    batches.open_batch(run.dataset, key, "cluster", batch, run.ids)
+    return review.label_map
 
 
 @holds_run("cluster and merge", shared=True)
@@ -825,7 +847,9 @@ def cluster_shard(samples, key=DEFAULT_KEY, *, batch="shards", progress=None):
     problem = labels_problem(samples, run.config, run.vocabulary)
     if problem:
         raise VLSRError(f"Nothing written: {problem}")
-    return write_label_map(run, samples, _shard_review(run), progress=progress)
+    n = write_label_map(run, samples, _shard_review(run), progress=progress)
+    batches.record_part(run.dataset, key, "cluster", batch, run.ids)
+    return n
 
 
 def _shard_review(run):
@@ -839,9 +863,10 @@ def _shard_review(run):
 def finish_cluster_shards(samples, key=DEFAULT_KEY, *, batch="shards"):
     """Stage 3 in shards, last part, once every shard is written: record the review edits the
     fields show and save the view of changed samples. Returns the :class:`LabelMap` written."""
-    run = _shard_run(samples, key, "cluster", batch, "vocabulary")
+    run = _shard_run(samples, key, "cluster", batch, "vocabulary", finish=True)
     state = _shard_review(run)
     _finish_clustering(run, samples, state)
+    batches.close_batch(run.dataset, key, "cluster", batch)
     return state.label_map
 
 

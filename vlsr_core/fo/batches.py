@@ -1,0 +1,95 @@
+"""The record of a stage run in shards (a batch): the samples each shard covered, so that the
+stage's last part refuses to run before every sample is done, however the shards were run
+(delegated operations, or any processes through the Python API); and, for delegated shards,
+which of them are done, so that the last one runs that part.
+
+One record a run's stage, in a MongoDB collection of its own: shards in many processes update
+it atomically, where the run's config is written whole."""
+
+import hashlib
+
+import numpy as np
+from bson import ObjectId
+
+COLLECTION = "vlsr_shard_batches"
+
+
+def _records():
+    from fiftyone.core.odm import get_db_conn
+
+    return get_db_conn()[COLLECTION]
+
+
+def _id(dataset, key, stage):
+    return f"{dataset._doc.id}/{key}/{stage}"
+
+
+def _sorted(ids):
+    """Packed sample ids (:func:`~.chunks.sample_ids`) in ObjectId order."""
+    return ids[np.lexsort(ids.T[::-1])] if len(ids) else ids
+
+
+def open_batch(dataset, key, stage, batch, ids):
+    """Record ``batch`` of ``stage`` of run ``key``, on the samples of packed ``ids``, in place
+    of any earlier batch of that stage (whose shards then refuse, by the run's stage mark)."""
+    last = _sorted(ids)[-1].tobytes().hex() if len(ids) else None
+    _records().replace_one({"_id": _id(dataset, key, stage)},
+                           dict(batch=batch, last_id=last, parts={}), upsert=True)
+
+
+def record_part(dataset, key, stage, batch, ids):
+    """Record that a shard of ``batch`` wrote the samples of packed ``ids``: their number and
+    first and last id (a shard run again counts once)."""
+    ids = _sorted(ids)
+    part = dict(n=len(ids), first=ids[0].tobytes().hex(), last=ids[-1].tobytes().hex()) if len(
+        ids) else dict(n=0)
+    _records().update_one({"_id": _id(dataset, key, stage), "batch": batch},
+                          {"$set": {f"parts.{hashlib.sha1(ids.tobytes()).hexdigest()}": part}})
+
+
+def missing(samples, key, stage, batch):
+    """How many samples of ``samples`` the shards of ``batch`` recorded so far leave out (samples
+    added since it was opened aside: no shard has them); None if the batch has no record (one
+    opened by an earlier version). Shards of disjoint id ranges (:func:`~.chunks.shards`) are
+    told exactly, as the samples in none of them; others by how many samples they wrote."""
+    from fiftyone import ViewField as F
+
+    record = _records().find_one({"_id": _id(samples._dataset, key, stage), "batch": batch})
+    if record is None:
+        return None
+    if record["last_id"] is None:
+        return 0
+    samples = samples.match(F("_id") <= ObjectId(record["last_id"]))
+    parts = sorted((p for p in record["parts"].values() if p["n"]), key=lambda p: p["first"])
+    if all(a["last"] < b["first"] for a, b in zip(parts, parts[1:])):
+        inside = [(F("_id") >= ObjectId(p["first"])) & (F("_id") <= ObjectId(p["last"]))
+                  for p in parts]
+        return samples.match(~F.any(inside)).count() if inside else samples.count()
+    return max(0, samples.count() - sum(p["n"] for p in parts))
+
+
+def close_batch(dataset, key, stage, batch):
+    """Drop the record of ``batch``: its stage is finished."""
+    _records().delete_one({"_id": _id(dataset, key, stage), "batch": batch})
+
+
+def is_open(dataset, key, stage, batch):
+    """Whether ``batch`` is the stage's batch in progress (not finished, nor superseded)."""
+    return _records().count_documents({"_id": _id(dataset, key, stage), "batch": batch}) > 0
+
+
+def expect_shards(dataset, key, stage, batch, n):
+    """Record that ``batch`` runs as ``n`` delegated shards, named ``"i/n"``."""
+    _records().update_one({"_id": _id(dataset, key, stage), "batch": batch},
+                          {"$set": {"n": n, "done": []}})
+
+
+def shard_done(dataset, key, stage, batch, shard):
+    """Record delegated shard ``shard`` of ``batch`` as done; whether every shard is done (and
+    the batch still open: its last part not run yet)."""
+    from pymongo import ReturnDocument
+
+    record = _records().find_one_and_update(
+        {"_id": _id(dataset, key, stage), "batch": batch}, {"$addToSet": {"done": shard}},
+        return_document=ReturnDocument.AFTER)
+    return record is not None and len(record.get("done", [])) == record.get("n")
