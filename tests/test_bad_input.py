@@ -4,6 +4,7 @@ paths and fields), and what is skipped is counted in the run's summary."""
 import os
 import re
 
+import fiftyone as fo
 import pytest
 
 from vlsr_core.cli import main
@@ -27,7 +28,7 @@ def test_an_empty_dataset_says_it_is_empty(dataset):
 
 
 def test_a_label_field_without_any_label_is_refused_before_embedding(dataset, tmp_path):
-    build(dataset, tmp_path / "images", spec=[("a.png", "helmet", []), ("b.png", "drill", ["", "  "]),
+    build(dataset, tmp_path / "images", spec=[("a.png", "helmet", []), ("b.png", "drill", ["", "  ", "\u3000", "\u200b"]),
                                               ("c.png", "drill", None)])
     with pytest.raises(VLSRError, match="'gt' holds no labels in this dataset"):
         compute_embeddings(dataset, "gt", encoder=NoEncoder())
@@ -269,3 +270,22 @@ def test_a_vocabulary_of_one_cluster_names_no_nearest_cluster(dataset, tmp_path)
     text = summarize_run(dataset, "vlsr")
     assert ("**Rare labels to review:** 1 cluster under 10 samples (there is no other cluster to "
             "join) was kept as it is, e.g. `helmet`\n") in text + "\n", text
+
+
+def test_labels_outside_the_map_are_found_in_either_kind_of_field_and_view(dataset):
+    """labels_problem asks MongoDB for one label outside the map (it listed every label):
+    the same answer for one label a sample and for lists, on a dataset and on a view."""
+    from types import SimpleNamespace
+
+    from vlsr_core.fo.review import labels_problem
+
+    dataset.add_samples([fo.Sample(filepath=f"/none/{i}.png", one=fo.Classification(label=l),
+                                   many=fo.Classifications(classifications=[
+                                       fo.Classification(label=m) for m in ("a", "\u3000", l)]))
+                         for i, l in enumerate(["a", "a", "b"])])
+    for field in ("one", "many"):
+        config = SimpleNamespace(label_field=field, collection=None)
+        assert "1 label of these samples is not in the run's label map yet, e.g. ['b']" in \
+            labels_problem(dataset, config, ["a"])
+        assert labels_problem(dataset, config, ["a", "b"]) is None
+        assert labels_problem(dataset.limit(2), config, ["a"]) is None  # (a view without it)

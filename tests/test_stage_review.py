@@ -63,6 +63,40 @@ def test_an_edit_waits_for_apply_then_rewrites_the_outputs_and_never_the_inputs(
     assert not review_state(dataset, "vlsr").pending
 
 
+def test_an_apply_writes_only_the_samples_it_changes_and_the_same_as_a_whole_write(
+        ran, monkeypatch):
+    """Apply rewrote every sample, one statement a field, however few its edits changed: two
+    edits on 200,000 samples took 106 s, and an Apply with nothing new as long."""
+    from test_stage_shards import outputs
+
+    from vlsr_core.fo import stages
+
+    dataset = ran[0]
+    written = []
+    write = stages._Run.write_sample_values
+    monkeypatch.setattr(stages._Run, "write_sample_values", lambda self, samples, chunk, values: (
+        written.extend(chunk.ids), write(self, samples, chunk, values))[-1])
+    ids = dataset.values("id")
+    before = dict(zip(ids, outputs(dataset, "vlsr", "none")))
+    add_edit(dataset, "vlsr", "rename", "drill", "power drill")
+    add_edit(dataset, "vlsr", "split", "helmit")
+    assert apply_review(dataset, "vlsr").n_samples == len(dataset)  # (all read)
+    after = dict(zip(ids, outputs(dataset, "vlsr", "none")))
+    assert sorted(written) == sorted(i for i in ids if after[i] != before[i])
+    assert 0 < len(written) < len(dataset) and "power drill" in str(after.values())
+    written.clear()
+    apply_review(dataset, "vlsr")  # nothing new
+    assert written == []
+    # what it left equals a write of every sample (a new copy is written whole)
+    def fields():
+        return [{k: v for k, v in s.items() if k not in ("copied", "last_modified_at")}
+                for s in outputs(dataset, "vlsr", "none")]
+
+    left = fields()
+    apply_review(dataset, "vlsr", copy_to="copied")
+    assert len(written) == len(dataset) and fields() == left
+
+
 def test_an_apply_of_part_of_the_run_leaves_the_review_not_applied_for_the_rest(ran, tmp_path):
     """Applied to a view (the drills), the edits reach those samples; the others keep their
     labels, so the review still reads as not applied, and the export says so."""

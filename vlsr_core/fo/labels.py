@@ -17,6 +17,11 @@ _LIST_ATTR = {fo.Classifications: "classifications", fo.Detections: "detections"
 # what a blank label holds alone: white space (all of Python's, which MongoDB's $trim does
 # not know in full: a full-width space) and the invisible characters
 BLANK = "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + INVISIBLE
+# a label usable() calls usable, as a MongoDB condition: a string with a character not blank
+USABLE = {"$type": "string", "$regex": f"[^{BLANK}]"}
+# a value of any type but null, as a MongoDB condition
+A_VALUE = {"$type": ["number", "string", "bool", "object", "array", "date", "objectId",
+                     "binData"]}
 
 
 class LabelFieldError(ValueError):
@@ -145,10 +150,23 @@ def usable(label):
 def unlabelled_problem(dataset, label_field):
     """Why ``label_field`` gives a run nothing to clean, or None: no usable label in the whole
     dataset (unlabelled images of a labelled dataset are fine: they get suggestions)."""
-    if any(usable(l) for l in dataset.distinct(f"{label_path(dataset, label_field)}.label")):
+    if first_match(dataset, {f"{label_path(dataset, label_field)}.label": USABLE}):
         return None
     return (f"Field {label_field!r} holds no labels in this dataset (none, or only empty ones): "
             "there is nothing to clean")
+
+
+def first_match(samples, conditions, how="$and"):
+    """Whether a sample of ``samples`` meets the MongoDB ``conditions`` (``{field path:
+    condition}``), all of them or with ``how="$or"`` any: one query that stops at the first
+    such sample, where FiftyOne's ``count`` or ``distinct`` of a label path reads every label."""
+    if not conditions:
+        return False
+    match = {how: [{samples._handle_db_field(p): c} for p, c in conditions.items()]}
+    if samples is samples._dataset:  # (a find, not an aggregation: the quickest)
+        return samples._sample_collection.find_one(match, {"_id": True}) is not None
+    return bool(list(samples._aggregate(post_pipeline=[{"$match": match}, {"$limit": 1},
+                                                       {"$project": {"_id": True}}])))
 
 
 def one_of(expression, labels):

@@ -33,7 +33,7 @@ from ..engine.review import (
 )
 from ..wording import ZWSP, count, one_line, quoted
 from .chunks import sample_ids
-from .labels import LabelFieldError, holds, label_path, usable
+from .labels import USABLE, LabelFieldError, first_match, holds, label_path, usable
 from .lease import holds_run
 from .runs import (
     STAGE_NAMES,
@@ -864,6 +864,9 @@ def copy_note(name, n):
             f"apply with the copy to {name!r} to update it")
 
 
+QUICK_CHECK = 200_000  # labels up to which labels_problem's query lists them (16 MB at most)
+
+
 def labels_problem(samples, config, clustered):
     """Why the labels of ``samples`` cannot be given the run's label map (by Apply or export),
     or None: labels given since the run's clustering, which the map (of the ``clustered``
@@ -874,6 +877,11 @@ def labels_problem(samples, config, clustered):
     except LabelFieldError as e:
         return str(e)
     known = set(clustered)
+    if len(known) <= QUICK_CHECK:  # no label outside the map: one query, no list of labels
+        other = {**USABLE, "$nin": sorted(known)}
+        if not first_match(samples, {f"{path}.label": other} if path == config.label_field
+                           else {path: {"$elemMatch": {"label": other}}}):
+            return None
     new = [l for l in samples.distinct(f"{path}.label") if usable(l) and l not in known]
     if not new:
         return None

@@ -19,7 +19,7 @@ import numpy as np
 from ..engine.defaults import DEFAULT_KEY, key_problem
 from ..engine.params import PARAM_CLASSES
 from ..wording import count
-from .labels import input_fields
+from .labels import A_VALUE, first_match, input_fields
 from .lease import RunBusyError, check_held, dataset_document, holder, run_lease, running_note
 
 # Field name suffixes, appended to the run key ("vlsr" -> "vlsr_embedding", ...).
@@ -560,13 +560,14 @@ def output_problem(samples, key, label_field):
                 "choose another run key, or delete that run first (VLSR: delete run in the App, "
                 f"vlsr delete-run --key {key} on the command line)")
     owned = set(owned_fields(dataset, key, config)) if config else set()
-    for field in output_fields(dataset, key, label_field):
-        if field in owned:
-            continue
-        # a label attribute may hold values without being declared in the schema
-        if dataset.has_field(field) or ("." in field and dataset.count(field)):
-            return (f"Field {field!r} exists and was not created by run {key!r}; writing there "
-                    "would overwrite it: choose another run key")
+    outputs = [f for f in output_fields(dataset, key, label_field) if f not in owned]
+    # a label attribute may hold values without being declared in the schema
+    held = [f for f in outputs if dataset.has_field(f)] or (
+        [f for f in outputs if "." in f and first_match(dataset, {f: A_VALUE})]
+        if first_match(dataset, {f: A_VALUE for f in outputs if "." in f}, how="$or") else [])
+    if held:
+        return (f"Field {held[0]!r} exists and was not created by run {key!r}; writing there "
+                "would overwrite it: choose another run key")
     views = set(owned_views(key, config)) if config else set()
     for view in saved_view_names(key).values():
         if view not in views and dataset.has_saved_view(view):

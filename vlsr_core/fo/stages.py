@@ -950,7 +950,7 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
     """Write a reviewed label map and the suggestion decisions in force onto the run's fields:
     ``{key}_canonical`` and ``{key}_cluster`` on every label, ``{key}_labels`` and ``{key}_label``
     (tagged with the review state, :data:`REVIEW_TAGS`), and ``copy_to`` if given. Returns the
-    number of samples written.
+    number of samples read (those whose values change are written).
 
     Args:
         run: from :func:`open_run`.
@@ -980,8 +980,15 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
     canonical, cluster = label_map.canonical, label_map.cluster
     # the map's whole vocabulary (``samples`` may hold only part of it)
     vocab_emb = run.results.embeddings_of(label_map.vocabulary)
+    # what the fields hold, read to write only the samples that change (an Apply of one edit
+    # rewrote every sample); a new copy is written whole
+    stored = [] if copy_to else [
+        f"{run.path}.{attrs['canonical']}", f"{run.path}.{attrs['cluster']}",
+        f"{fields['labels']}.classifications.label",
+        f"{fields['labels']}.classifications.confidence",
+        f"{fields['label']}.label", f"{fields['label']}.confidence", f"{fields['label']}.tags"]
     done = 0
-    for chunk in run.read_chunks(samples):
+    for chunk in run.read_chunks(samples, stored):
         labels = [[_decided(by_label.get(i), "accept_suggestion", l) for i, l in zip(ids, ls)]
                   for ids, ls in zip(chunk.label_ids, chunk.labels)]
         sets = label_sets(labels)
@@ -999,21 +1006,20 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
                 i = final.canonical_labels[k].index(canonical[suggestion])
                 final.final_labels[k] = final.canonical_labels[k][i]
                 final.final_scores[k] = float(final.canonical_scores[k][i])
-        run.write_label_values(samples, chunk, attrs["canonical"], [canonical] * len(chunk.ids), labels)
-        run.write_label_values(samples, chunk, attrs["cluster"], [cluster] * len(chunk.ids), labels)
         tags = [_review_tags(s, ids, set_, by_sample, by_label, state.edited_labels)
                 for s, ids, set_ in zip(chunk.ids, chunk.label_ids, sets)]
-        def final_docs():  # new documents (ids) on every call
-            return [classification_doc(l, s, t) if l is not None else None
-                    for l, s, t in zip(final.final_labels, final.final_scores, tags)]
-
-        run.write_sample_values(samples, chunk, {
-            fields["labels"]: [
-                classifications_doc(zip(names, scores if scores is not None else [None] * len(names)))
-                for names, scores in zip(final.canonical_labels, final.canonical_scores)],
-            fields["label"]: final_docs(),
-            **({copy_to: final_docs()} if copy_to else {}),
-        })
+        new = _MapValues(
+            canonical=[[canonical.get(l) if usable(l) else None for l in ls] for ls in labels],
+            cluster=[[cluster.get(l) if usable(l) else None for l in ls] for ls in labels],
+            names=final.canonical_labels,
+            scores=[_floats(scores, len(names))
+                    for names, scores in zip(final.canonical_labels, final.canonical_scores)],
+            final=[(l, _float(s), t) if l is not None else None
+                   for l, s, t in zip(final.final_labels, final.final_scores, tags)])
+        changed = (_changed(new, _MapValues.read(chunk.extra, run.path), run.path) if stored
+                   else range(len(chunk.ids)))
+        if changed:
+            _write_map_values(run, samples, _only(chunk, changed), new.only(changed), copy_to)
         done += len(chunk.ids)
         if progress is not None:
             progress(min(0.99, done / len(run.ids)))
@@ -1021,6 +1027,75 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
     if progress is not None:
         progress(1.0)
     return done
+
+
+def _write_map_values(run, samples, chunk, new, copy_to):
+    """Write :class:`_MapValues` ``new`` on the samples of ``chunk`` (see write_label_map)."""
+    attrs, fields = label_attributes(run.key), sample_fields(run.key)
+    run.write_object_values(samples, chunk, attrs["canonical"], new.canonical)
+    run.write_object_values(samples, chunk, attrs["cluster"], new.cluster)
+
+    def final_docs():  # new documents (ids) on every call
+        return [classification_doc(*f) if f is not None else None for f in new.final]
+
+    run.write_sample_values(samples, chunk, {
+        fields["labels"]: [classifications_doc(zip(names, scores))
+                           for names, scores in zip(new.names, new.scores)],
+        fields["label"]: final_docs(),
+        **({copy_to: final_docs()} if copy_to else {}),
+    })
+
+
+@dataclass
+class _MapValues:
+    """What :func:`write_label_map` writes on a chunk's samples, per sample: the canonical
+    label and the cluster of each label object, the canonical label set's names and scores,
+    and the final label as (label, score, tags) or None."""
+
+    canonical: list
+    cluster: list
+    names: list
+    scores: list
+    final: list
+
+    @classmethod
+    def read(cls, extra, path):
+        """The values the fields hold, from the chunk's ``extra`` (write_label_map's order)."""
+        canonical, cluster, names, scores, label, score, tags = extra
+        return cls(as_label_lists(canonical, path), as_label_lists(cluster, path), names, scores,
+                   [(l, _float(s), t) if l is not None else None
+                    for l, s, t in zip(label, score, tags)])
+
+    def only(self, keep):
+        return _MapValues(*([getattr(self, f)[k] for k in keep] for f in
+                            ("canonical", "cluster", "names", "scores", "final")))
+
+
+def _changed(new, old, path):
+    """The positions of the samples whose values ``new`` differ from the ``old`` ones read
+    back (of a field of one label a sample, a None attribute reads as no value)."""
+    def attribute(values):
+        return values if is_list_field(path) else [v for v in values if v is not None]
+
+    return [k for k, (c, u, n, s, f) in enumerate(zip(new.canonical, new.cluster, new.names,
+                                                      new.scores, new.final))
+            if (attribute(c), attribute(u), n, s, f) != (
+                old.canonical[k], old.cluster[k], old.names[k], old.scores[k], old.final[k])]
+
+
+def _only(chunk, keep):
+    """The samples of ``chunk`` at positions ``keep``."""
+    return _Chunk([chunk.ids[k] for k in keep], [chunk.label_ids[k] for k in keep],
+                  [chunk.labels[k] for k in keep], [chunk.sets[k] for k in keep],
+                  chunk.images[keep], [])
+
+
+def _float(x):
+    return None if x is None else float(x)
+
+
+def _floats(scores, n):
+    return [None] * n if scores is None else [float(x) for x in scores]
 
 
 def copy_problem(dataset, key, name):
@@ -1164,14 +1239,17 @@ class _Run:
             logger.warning("%d of %d samples left the view while it was being processed and "
                            "were skipped", len(self.ids) - seen, len(self.ids))
 
-    def write_label_values(self, samples, chunk, attribute, values, labels=None):
+    def write_label_values(self, samples, chunk, attribute, values):
         """Set ``attribute`` on every label object of the chunk, in one bulk write: per sample,
-        a dict from label string to value (unusable or unlisted labels get None), looked up by
-        ``labels`` (per sample, a string per label object; default: the objects' own labels)."""
-        set_label_attribute(samples, self.path, attribute, chunk.ids, chunk.label_ids, [
+        a dict from label string to value (unusable or unlisted labels get None)."""
+        self.write_object_values(samples, chunk, attribute, [
             [by_label.get(l) if usable(l) else None for l in labels_of]
-            for labels_of, by_label in zip(labels or chunk.labels, values)
-        ])
+            for labels_of, by_label in zip(chunk.labels, values)])
+
+    def write_object_values(self, samples, chunk, attribute, values):
+        """Set ``attribute`` on every label object of the chunk, in one bulk write: per sample,
+        a value per label object."""
+        set_label_attribute(samples, self.path, attribute, chunk.ids, chunk.label_ids, values)
 
     def write_sample_values(self, samples, chunk, values):
         """Set sample fields of the chunk, one bulk write a field: ``{field: per-sample values}``,
