@@ -61,7 +61,7 @@ class ReviewSuggestions(foo.Operator):
                                                                       "accept_suggestion"),
                                      groups, dry_run=True, state=state)
         except ReviewError as e:
-            block(inputs, "edit_error", as_markdown(e))  # (it quotes labels as written)
+            block(inputs, "edit_error", as_markdown(e))  # (it may hold labels as written)
             return form
         shown = ", ".join(f"{code(l, SHORT)} ({len(ids)})"
                           for l, ids in list(groups.items())[:5])

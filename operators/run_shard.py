@@ -90,7 +90,7 @@ class RunShard(foo.Operator):
         except RunBusyError:
             finishing = holder(ctx.dataset, key)
             if finishing and (finishing.get("tag") or "").startswith(shard_tag(batch, "")):
-                return result  # another shard of the batch is finishing it
+                return result  # another shard of the batch holds the run: it finishes the stage
             raise
         return result
 

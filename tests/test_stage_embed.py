@@ -334,6 +334,15 @@ def test_a_new_model_supersedes_the_scoring_shards_still_to_run(main):
                                         "is not the one in progress .the stage is running"):
         stages.score_shard(second, "vlsr")
     assert "**Incomplete:** *score labels* stopped part-way" in summarize_run(dataset, "vlsr")
+    # so do the shards of a clustering, after another prompt
+    stages.score_labels(dataset, "vlsr", top_k=3)
+    stages.prepare_cluster_shards(dataset, "vlsr", min_cluster_size=1)
+    stages.cluster_shard(first, "vlsr")
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images, model_name="other-clip",
+                                                          prompt="a photo of a {}"))
+    with pytest.raises(VLSRError, match="cluster and merge of run 'vlsr' is not the one in "
+                                        "progress .the stage is running"):
+        stages.cluster_shard(second, "vlsr")
 
 
 def test_other_model_on_a_view_drops_the_old_embeddings_of_the_rest(main):

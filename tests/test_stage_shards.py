@@ -457,3 +457,44 @@ def test_the_forms_and_the_summary_count_the_image_shards_until_all_are_done(mai
     finally:
         for op in service.list_operations(dataset_name=dataset.name):
             service.delete_operation(op.id)
+
+
+def test_parts_that_are_not_id_ranges_are_counted_by_the_samples_they_wrote(main):
+    """A part of every other sample spans the whole id range: read as a range, it covered
+    the samples between its own, and the finish ran on half the scores."""
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    ids = sorted(dataset.values("id"))  # (ObjectId order)
+    part = ids[0::2] + ids[-1:]
+    prepare_score_shards(dataset, "vlsr", top_k=3)
+    score_shard(dataset.select(part), "vlsr")
+    left = len(ids) - len(set(part))
+    with pytest.raises(VLSRError, match=f"Nothing finished: {left} samples of these are in no "
+                                        "shard"):
+        finish_score_shards(dataset, "vlsr")
+    score_shard(dataset.exclude(part), "vlsr")
+    assert finish_score_shards(dataset, "vlsr") > 0
+
+
+def test_a_batch_queued_by_an_earlier_version_finishes_and_records_go_with_the_run(main):
+    """Delegated shards queued before the records were keyed by run and stage kept their own
+    record, keyed by the batch: they never finished. A deleted run left its records behind."""
+    from vlsr_core.fo import batches
+    from vlsr_core.fo.runs import delete_run
+
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    prepare_score_shards(dataset, "vlsr", batch="new")
+    records = batches._records()
+    records.insert_one(dict(_id="old-uuid", n=2, done=[], finishing=False))
+    try:
+        assert not batches.shard_done(dataset, "vlsr", "score", "old-uuid", "1/2")
+        assert batches.shard_done(dataset, "vlsr", "score", "old-uuid", "2/2")
+        assert batches.is_open(dataset, "vlsr", "score", "old-uuid")
+        batches.close_batch(dataset, "vlsr", "score", "old-uuid")
+        assert not batches.is_open(dataset, "vlsr", "score", "old-uuid")
+    finally:
+        records.delete_one({"_id": "old-uuid"})
+    assert batches.is_open(dataset, "vlsr", "score", "new")
+    delete_run(dataset, "vlsr")
+    assert records.count_documents({"_id": {"$regex": f"^{dataset._doc.id}/"}}) == 0

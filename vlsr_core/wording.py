@@ -16,15 +16,21 @@ def count(n, noun, plural=None) -> str:
 def one_line(label, longest=80):
     """A label on one line, as written: line breaks as "⏎", tabs as "⇥", spaces before or
     after its text as "␣" (``Glove `` beside ``Glove`` would look the same), other characters
-    that do not print as their escapes (``drill\\xa0``: a no-break space; but the joiner of
-    emoji sequences), and in a label not in Unicode's composed
-    form (NFC) its combining marks as escapes (``cafe\\u0301``, or it would read as its twin
-    ``café``); one longer than ``longest`` cut to its first three quarters and its length."""
-    label = _marked(label)
-    label = "".join(repr(c)[1:-1] if not c.isprintable() and c != ZWJ else c for c in label)
-    label = _combining_escaped(label)
-    cut = longest * 3 // 4
-    return f"{label[:cut]}… ({len(label)} characters)" if len(label) > longest else label
+    that do not print as their escapes (``drill\\xa0``: a no-break space; but a joiner between
+    two emoji), a backslash as two (so that an escape reads as one), and in a label not in
+    Unicode's composed form (NFC) its combining marks as escapes (``cafe\\u0301``, or it would
+    read as its twin ``café``); one longer than ``longest`` cut to its first three quarters and
+    its length."""
+    head, tail = _cut(_marked(label), longest)
+    return _escaped(head) + tail
+
+
+def quoted(label, longest=80):
+    """A label in a message: on one line (the glyphs of :func:`one_line`, cut as it cuts it),
+    quoted, with Python's escapes for what does not print (``'drill\\xa0'``) and
+    :func:`one_line`'s for combining marks (``'cafe\\u0301'``)."""
+    head, tail = _cut(_marked(label), longest)
+    return _combining_escaped(repr(head + tail))
 
 
 def _marked(label):
@@ -38,18 +44,34 @@ def _marked(label):
     return label
 
 
+def _cut(text, longest):
+    """``text`` and "", or for one longer than ``longest`` its first three quarters and the
+    words that say its length."""
+    if len(text) <= longest:
+        return text, ""
+    return text[:longest * 3 // 4], f"… ({len(text)} characters)"
+
+
+def _escaped(text):
+    """``text`` with its backslashes doubled, what does not print as its escape (but a joiner
+    between two emoji) and, out of composed form, its combining marks as escapes."""
+    return _combining_escaped("".join(
+        "\\\\" if c == "\\" else c if c.isprintable() or _joins_emoji(text, i) else repr(c)[1:-1]
+        for i, c in enumerate(text)))
+
+
+def _joins_emoji(text, i):
+    """Whether ``text[i]`` is a zero-width joiner between two emoji (a family, a profession)."""
+    return (text[i] == ZWJ and 0 < i < len(text) - 1
+            and unicodedata.category(text[i - 1]) in ("So", "Mn")
+            and unicodedata.category(text[i + 1]) == "So")
+
+
 def _combining_escaped(text):
     """``text`` with its combining marks as escapes if it is not in composed form (NFC)."""
     if unicodedata.normalize("NFC", text) == text:
         return text
     return "".join(f"\\u{ord(c):04x}" if unicodedata.combining(c) else c for c in text)
-
-
-def quoted(label):
-    """A label in a message: on one line (the glyphs of :func:`one_line`), quoted, with Python's
-    escapes for what does not print (``'drill\\xa0'``) and :func:`one_line`'s for combining
-    marks (``'cafe\\u0301'``)."""
-    return _combining_escaped(repr(_marked(label)))
 
 
 def breakable(text, every=12):
@@ -66,7 +88,7 @@ def folded(text):
 
 
 ZWSP = "\u200b"
-ZWJ = "\u200d"  # joins emoji into one (a family, a flag)
+ZWJ = "\u200d"  # joins emoji into one (a family, a profession)
 SHORT = 40  # the longest label shown whole in a table cell or a dropdown, beside the grid
 
 

@@ -50,8 +50,9 @@ def record_part(dataset, key, stage, batch, ids):
 def missing(samples, key, stage, batch):
     """How many samples of ``samples`` the shards of ``batch`` recorded so far leave out (samples
     added since it was opened aside: no shard has them); None if the batch has no record (one
-    opened by an earlier version). Shards of disjoint id ranges (:func:`~.chunks.shards`) are
-    told exactly, as the samples in none of them; others by how many samples they wrote."""
+    opened by an earlier version). Shards that each wrote every sample of their id range
+    (:func:`~.chunks.shards`) are told exactly, as the samples in none of them; others (parts
+    by tag, say) by how many samples they wrote."""
     from fiftyone import ViewField as F
 
     record = _records().find_one({"_id": _id(samples._dataset, key, stage), "batch": batch})
@@ -61,21 +62,24 @@ def missing(samples, key, stage, batch):
         return 0
     samples = samples.match(F("_id") <= ObjectId(record["last_id"]))
     parts = sorted((p for p in record["parts"].values() if p["n"]), key=lambda p: p["first"])
-    if all(a["last"] < b["first"] for a, b in zip(parts, parts[1:])):
-        inside = [(F("_id") >= ObjectId(p["first"])) & (F("_id") <= ObjectId(p["last"]))
-                  for p in parts]
+    inside = [(F("_id") >= ObjectId(p["first"])) & (F("_id") <= ObjectId(p["last"]))
+              for p in parts]
+    written = sum(p["n"] for p in parts)
+    if all(a["last"] < b["first"] for a, b in zip(parts, parts[1:])) and (
+            not inside or samples.match(F.any(inside)).count() <= written):  # (< : deleted since)
         return samples.match(~F.any(inside)).count() if inside else samples.count()
-    return max(0, samples.count() - sum(p["n"] for p in parts))
+    return max(0, samples.count() - written)
 
 
 def close_batch(dataset, key, stage, batch):
     """Drop the record of ``batch``: its stage is finished."""
-    _records().delete_one({"_id": _id(dataset, key, stage), "batch": batch})
+    for match in _matches(dataset, key, stage, batch):
+        _records().delete_one(match)
 
 
 def is_open(dataset, key, stage, batch):
     """Whether ``batch`` is the stage's batch in progress (not finished, nor superseded)."""
-    return _records().count_documents({"_id": _id(dataset, key, stage), "batch": batch}) > 0
+    return any(_records().count_documents(match) for match in _matches(dataset, key, stage, batch))
 
 
 def expect_shards(dataset, key, stage, batch, n):
@@ -89,7 +93,22 @@ def shard_done(dataset, key, stage, batch, shard):
     the batch still open: its last part not run yet)."""
     from pymongo import ReturnDocument
 
-    record = _records().find_one_and_update(
-        {"_id": _id(dataset, key, stage), "batch": batch}, {"$addToSet": {"done": shard}},
-        return_document=ReturnDocument.AFTER)
-    return record is not None and len(record.get("done", [])) == record.get("n")
+    for match in _matches(dataset, key, stage, batch):
+        record = _records().find_one_and_update(match, {"$addToSet": {"done": shard}},
+                                                return_document=ReturnDocument.AFTER)
+        if record is not None:
+            return len(record.get("done", [])) == record.get("n")
+    return False
+
+
+def _matches(dataset, key, stage, batch):
+    """Where the record of ``batch`` is: this module's, or for delegated shards queued by an
+    earlier version, the record of their own it keyed by the batch."""
+    return ({"_id": _id(dataset, key, stage), "batch": batch}, {"_id": batch})
+
+
+def forget(dataset, key):
+    """Drop the records of run ``key``'s batches (the run is deleted)."""
+    from re import escape
+
+    _records().delete_many({"_id": {"$regex": f"^{escape(f'{dataset._doc.id}/{key}/')}"}})

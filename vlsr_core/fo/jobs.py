@@ -52,12 +52,14 @@ def shard_note(dataset, key):
     not done (it has no last part, nor a mark on the run)."""
     from fiftyone.operators.delegated import DelegatedOperationService
 
-    states = dataset.get_run_info(key).config.stages or {}
+    info = dataset.get_run_info(key)
+    states = info.config.stages or {}
     batches = {stage: state.split(":", 1)[1] for stage, state in states.items()
                if state.startswith("shards:")}
     service, params = DelegatedOperationService(), "context.request_params.params."
-    embedding = service.list_operations(operator=OPERATOR, dataset_id=dataset._doc.id,
-                                        **{params + "stage": "embed", params + "key": key})
+    embedding = service.list_operations(  # (not those of a run deleted since, of this key)
+        operator=OPERATOR, dataset_id=dataset._doc.id, queued_at={"$gte": info.timestamp},
+        **{params + "stage": "embed", params + "key": key})
     ops = service.list_operations(operator=OPERATOR, dataset_id=dataset._doc.id,
                                   **{params + "batch": {"$in": list(batches.values())}}
                                   ) if batches else []

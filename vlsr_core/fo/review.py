@@ -864,7 +864,8 @@ def copy_note(name, n):
             f"apply with the copy to {name!r} to update it")
 
 
-QUICK_CHECK = 200_000  # labels up to which labels_problem's query lists them (16 MB at most)
+QUICK_CHECK = 8 * 2 ** 20  # bytes of labels up to which labels_problem's query lists them
+# (MongoDB refuses a query over 16 MB)
 
 
 def labels_problem(samples, config, clustered):
@@ -877,7 +878,8 @@ def labels_problem(samples, config, clustered):
     except LabelFieldError as e:
         return str(e)
     known = set(clustered)
-    if len(known) <= QUICK_CHECK:  # no label outside the map: one query, no list of labels
+    # no label outside the map: one query, without listing the labels
+    if sum(len(l.encode()) + 16 for l in known) <= QUICK_CHECK:
         other = {**USABLE, "$nin": sorted(known)}
         if not first_match(samples, {f"{path}.label": other} if path == config.label_field
                            else {path: {"$elemMatch": {"label": other}}}):

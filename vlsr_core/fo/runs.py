@@ -19,6 +19,7 @@ import numpy as np
 from ..engine.defaults import DEFAULT_KEY, key_problem
 from ..engine.params import PARAM_CLASSES
 from ..wording import count
+from . import batches
 from .labels import A_VALUE, first_match, input_fields
 from .lease import RunBusyError, check_held, dataset_document, holder, run_lease, running_note
 
@@ -296,6 +297,7 @@ def delete_run(dataset, key):
         config.build().cleanup(dataset, key)
         with dataset_document(dataset):
             fors.Run.delete_run(dataset, key, cleanup=False)
+        batches.forget(dataset, key)
 
 
 def half_deleted(dataset, key):

@@ -234,12 +234,13 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         _clear(dataset, fields["embedding"], *crop_record_fields(key))
     if _crop_setup(config) != _crop_setup(params):  # cut again, or no longer
         _clear(dataset, *(crop_record_fields(key) if params.crops else crop_paths(key, path)))
-    scoring = (config.stages or {}).get("score", "")
-    if scoring.startswith("shards:") and (model_changes or _image_setup(config) != _image_setup(
-            encoder) or _crop_setup(config) != _crop_setup(params)):
-        # its shards still to run would score with other embeddings than those that ran: they
-        # refuse, and the stage reads as stopped part-way (score again)
-        config.stages = {**config.stages, "score": "running"}
+    if model_changes or _image_setup(config) != _image_setup(encoder) or _crop_setup(
+            config) != _crop_setup(params):
+        # the shards of a scoring or clustering still to run would write with other
+        # embeddings than those that ran: they refuse, and the stage reads as stopped
+        # part-way (run it again)
+        config.stages = {stage: "running" if state.startswith("shards:") else state
+                         for stage, state in (config.stages or {}).items()}
     config.model, config.prompt, config.batch_size = encoder.model_name, encoder.prompt, encoder.batch_size
     config.jpeg_draft, config.precision = _image_setup(encoder)
     config.crops, config.crop_padding, config.crop_min_size = _crop_setup(params)
@@ -620,12 +621,14 @@ def _shard_run(samples, key, stage, batch, vocabulary, finish=False):
     state = dataset.get_run_info(key).config.stages.get(stage) if dataset.has_run(key) else None
     if state != f"shards:{batch}":
         raise VLSRError(f"Nothing written: this shard's {STAGE_NAMES[stage]} of run {key!r} is not "
-                        f"the one in progress (the stage is {_state_text(state)}), so it was "
-                        "superseded, or never prepared")
+                        f"the one in progress (the stage is {_state_text(state)}): its batch was "
+                        "finished already, superseded by a later run of the stage, or never "
+                        "prepared")
     left = finish and batches.missing(samples, key, stage, batch)
     if left:
-        raise VLSRError(f"Nothing finished: {count(left, 'sample')} of these are in no shard of "
-                        f"this {STAGE_NAMES[stage]} done yet: run every shard, then finish")
+        raise VLSRError(f"Nothing finished: {count(left, 'sample')} of these "
+                        f"{'is' if left == 1 else 'are'} in no shard of this "
+                        f"{STAGE_NAMES[stage]} done yet: run every shard, then finish")
     results = load_results(dataset, key)
     run = open_run(samples, key, vocabulary=list(getattr(results, vocabulary)), results=results,
                    shard=True)
