@@ -222,19 +222,10 @@ def test_the_last_shard_finishes_the_stage_once_also_after_a_failure(main, monke
     """The score operator's shards, run in this process as a worker would run them: the last
     part fails once, its shard run again (``fiftyone delegated rerun``) finishes the stage, and a shard re-run
     after that writes nothing."""
-    import fiftyone.operators as foo
-    from fiftyone.operators.delegated import DelegatedOperationService
-
     from vlsr_core.fo import stages
 
     dataset, images = main
-    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
-    foo.execute_operator("@vlsr/vlsr/score_labels", dataset=dataset,
-                         params=dict(key="vlsr", num_shards=2, top_k=3))
-    service = DelegatedOperationService()
-    first, second = sorted(service.list_operations(dataset_name=dataset.name,
-                                                   operator="@vlsr/vlsr/run_shard"),
-                           key=lambda op: op.context.request_params["params"]["shard"])
+    service, (first, second) = _queued_score_shards(dataset, images, 2)
     finish = stages.finish_score_shards
     try:
         monkeypatch.setattr(stages, "finish_score_shards", _raise(OSError("disk full")))
@@ -273,18 +264,10 @@ def test_the_last_shard_finishes_the_stage_once_also_after_a_failure(main, monke
 def test_the_forms_tell_a_shard_whose_worker_stopped_from_one_running(main):
     """FiftyOne lists a shard whose worker was killed as running for ever: the forms say it
     is not heard from (it holds no lease), and how to run it again."""
-    import fiftyone.operators as foo
-    from fiftyone.operators.delegated import DelegatedOperationService
-
     from vlsr_core.fo.lease import run_lease
 
     dataset, images = main
-    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
-    foo.execute_operator("@vlsr/vlsr/score_labels", dataset=dataset,
-                         params=dict(key="vlsr", num_shards=3, top_k=3))
-    service = DelegatedOperationService()
-    ops = sorted(service.list_operations(dataset_name=dataset.name, operator="@vlsr/vlsr/run_shard"),
-                 key=lambda op: op.context.request_params["params"]["shard"])
+    service, ops = _queued_score_shards(dataset, images, 3)
     batch = ops[0].context.request_params["params"]["batch"]
     try:
         for op in ops[:2]:  # both started 2 minutes ago; only the second one's worker lives
@@ -319,6 +302,21 @@ def test_the_forms_tell_a_shard_whose_worker_stopped_from_one_running(main):
     finally:
         for op in service.list_operations(dataset_name=dataset.name):
             service.delete_operation(op.id)
+
+
+def _queued_score_shards(dataset, images, n):
+    """Scoring queued as ``n`` delegated shards by the App's operator, as a worker finds them:
+    the service and the shards' operations, in shard order."""
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    foo.execute_operator("@vlsr/vlsr/score_labels", dataset=dataset,
+                         params=dict(key="vlsr", num_shards=n, top_k=3))
+    service = DelegatedOperationService()
+    return service, sorted(service.list_operations(dataset_name=dataset.name,
+                                                   operator="@vlsr/vlsr/run_shard"),
+                           key=lambda op: op.context.request_params["params"]["shard"])
 
 
 def _raise(error):
@@ -377,18 +375,9 @@ def test_a_shard_run_again_after_the_finishing_one_was_killed_finishes_the_stage
     import subprocess
     import sys
 
-    import fiftyone.operators as foo
-    from fiftyone.operators.delegated import DelegatedOperationService
-
     dataset, images = main
     dataset.persistent = True  # (for the worker's process)
-    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
-    foo.execute_operator("@vlsr/vlsr/score_labels", dataset=dataset,
-                         params=dict(key="vlsr", num_shards=2, top_k=3))
-    service = DelegatedOperationService()
-    first, second = sorted(service.list_operations(dataset_name=dataset.name,
-                                                   operator="@vlsr/vlsr/run_shard"),
-                           key=lambda op: op.context.request_params["params"]["shard"])
+    service, (first, second) = _queued_score_shards(dataset, images, 2)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     worker = ("import sys, time\n"
               "from bson import ObjectId\n"
