@@ -448,10 +448,16 @@ class VLSRPanel(foo.Panel):
         """Say so when the search finds nothing, in place of an empty table ("No data provided"
         under "(0; page 1 of 1)"); whether it did."""
         if s.query and not s.clusters:
+            from vlsr_core.engine.grouping import LONG_LABEL
+
             return panel.md(f"No {'rare ' if s.listing == 'rare' else ''}cluster has a label "
                             f"containing {code(s.query)}" + (
                                 f" among those with a member joined by {s.filtered}"
-                                if s.filtered else ""), name="no_match")
+                                if s.filtered else "") + (
+                                " (the clusters of labels kept out of merging, with no letter "
+                                f"or digit, only digits or over {LONG_LABEL} characters, are "
+                                "never rare: search all clusters)" if s.listing == "rare"
+                                else ""), name="no_match")
 
     def _clusters_table(self):
         return _table((("canonical_shown", "Cluster"), ("labels", "Labels"),

@@ -571,6 +571,12 @@ def test_a_rare_cluster_joins_its_nearest_cluster_from_the_panel(dataset, tmp_pa
     assert panel.state["rare_note"] == (
         "*Distance*: between their closest labels; merging joins two clusters only when all "
         f"their labels lie within {limit:.3f} of each other") and "rare_note" in str(panel.layout)
+    # a search that finds no rare cluster says which clusters are never rare
+    panel.search("zzz")
+    assert ("No rare cluster has a label containing `zzz` (the clusters of labels kept out of "
+            "merging, with no letter or digit, only digits or over 100 characters, are never "
+            "rare: search all clusters)") in str(panel.layout)
+    panel.search("")
     label, target = rows[-1]["label"], rows[-1]["nearest"]
     from vlsr_core.fo.browse import cluster_rows
 

@@ -80,13 +80,14 @@ def test_an_apply_writes_only_the_samples_it_changes_and_the_same_as_a_whole_wri
     before = dict(zip(ids, outputs(dataset, "vlsr", "none")))
     add_edit(dataset, "vlsr", "rename", "drill", "power drill")
     add_edit(dataset, "vlsr", "split", "helmit")
-    assert apply_review(dataset, "vlsr").n_samples == len(dataset)  # (all read)
+    report = apply_review(dataset, "vlsr")
     after = dict(zip(ids, outputs(dataset, "vlsr", "none")))
     assert sorted(written) == sorted(i for i in ids if after[i] != before[i])
+    assert report.n_samples == len(dataset) and report.n_changed == len(written)  # (all read)
+    assert f"to {len(dataset)} samples ({len(written)} changed)" in report.summary()
     assert 0 < len(written) < len(dataset) and "power drill" in str(after.values())
     written.clear()
-    apply_review(dataset, "vlsr")  # nothing new
-    assert written == []
+    assert apply_review(dataset, "vlsr").n_changed == 0 and written == []  # nothing new
     # what it left equals a write of every sample (a new copy is written whole)
     def fields():
         return [{k: v for k, v in s.items() if k not in ("copied", "last_modified_at")}

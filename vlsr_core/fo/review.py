@@ -208,11 +208,12 @@ class ApplyReport:
     copy_to: str | None = None
     outdated_copies: list = field(default_factory=list)
     n_left: int = 0  # samples of the run not written (an Apply of a part of it)
+    n_changed: int = 0  # samples whose fields changed (the others already were so)
 
     def summary(self):
         text = (f"applied {count(self.n_map_edits, 'label map edit')} and "
                 f"{count(self.n_decisions, 'suggestion decision')} to "
-                f"{count(self.n_samples, 'sample')}")
+                f"{count(self.n_samples, 'sample')} ({self.n_changed:,} changed)")
         if self.n_left:
             text += (f"; the run's other {count(self.n_left, 'sample')} "
                      f"{'keeps its' if self.n_left == 1 else 'keep their'} earlier labels, and "
@@ -809,7 +810,8 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     state = review_state(run.dataset, key, run.results)
     stopped = stage_stopped(run.config, "apply")
     mark_stage(run, "apply", "running")
-    n_samples = write_label_map(run, samples, state, copy_to=copy_to, progress=progress)
+    n_samples, n_changed = write_label_map(run, samples, state, copy_to=copy_to,
+                                           progress=progress)
     n_left = samples_left(run)
     # the edits the run's fields show: those of its last whole write, on the samples a partial
     # one left out
@@ -823,7 +825,7 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
                 ) if decisions else set()
     n_decisions = sum(any(i in there for i in e.samples) for e in decisions)
     return ApplyReport(n_samples, n_map, n_decisions, state.stale, copy_to,
-                       outdated_copies(samples, key, written=copy_to), n_left)
+                       outdated_copies(samples, key, written=copy_to), n_left, n_changed)
 
 
 def outdated_copies(samples, key=DEFAULT_KEY, written=None):

@@ -850,7 +850,7 @@ def cluster_shard(samples, key=DEFAULT_KEY, *, batch="shards", progress=None):
     problem = labels_problem(samples, run.config, run.vocabulary)
     if problem:
         raise VLSRError(f"Nothing written: {problem}")
-    n = write_label_map(run, samples, _shard_review(run), progress=progress)
+    n = write_label_map(run, samples, _shard_review(run), progress=progress)[0]
     batches.record_part(run.dataset, key, "cluster", batch, run.ids)
     return n
 
@@ -952,8 +952,8 @@ def _finish_clustering(run, samples, state):
 def write_label_map(run, samples, state, *, copy_to=None, progress=None):
     """Write a reviewed label map and the suggestion decisions in force onto the run's fields:
     ``{key}_canonical`` and ``{key}_cluster`` on every label, ``{key}_labels`` and ``{key}_label``
-    (tagged with the review state, :data:`REVIEW_TAGS`), and ``copy_to`` if given. Returns the
-    number of samples read (those whose values change are written).
+    (tagged with the review state, :data:`REVIEW_TAGS`), and ``copy_to`` if given, on the
+    samples whose values change. Returns the number of samples read and of those written.
 
     Args:
         run: from :func:`open_run`.
@@ -990,7 +990,7 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         f"{fields['labels']}.classifications.label",
         f"{fields['labels']}.classifications.confidence",
         f"{fields['label']}.label", f"{fields['label']}.confidence", f"{fields['label']}.tags"]
-    done = 0
+    done = written = 0
     for chunk in run.read_chunks(samples, stored):
         labels = [[_decided(by_label.get(i), "accept_suggestion", l) for i, l in zip(ids, ls)]
                   for ids, ls in zip(chunk.label_ids, chunk.labels)]
@@ -1023,13 +1023,13 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
                    else range(len(chunk.ids)))
         if changed:
             _write_map_values(run, samples, _only(chunk, changed), new.only(changed), copy_to)
-        done += len(chunk.ids)
+        done, written = done + len(chunk.ids), written + len(changed)
         if progress is not None:
             progress(min(0.99, done / len(run.ids)))
     run.dataset.create_index(f"{fields['label']}.confidence")
     if progress is not None:
         progress(1.0)
-    return done
+    return done, written
 
 
 def _write_map_values(run, samples, chunk, new, copy_to):
