@@ -72,7 +72,7 @@ class RunShard(foo.Operator):
                                                          progress=progress).summary())
             else:
                 n = stages.cluster_shard(view, key, batch=batch, progress=progress)
-                result = dict(summary=f"wrote the label map on {count(n, 'sample')}")
+                result = dict(summary=f"the label map is on its {count(n, 'sample')}")
         if not batches.shard_done(ctx.dataset, key, stage, batch, shard):
             return result
         try:

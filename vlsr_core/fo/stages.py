@@ -845,7 +845,8 @@ def prepare_cluster_shards(samples, key=DEFAULT_KEY, params=None, *, batch="shar
 def cluster_shard(samples, key=DEFAULT_KEY, *, batch="shards", progress=None):
     """Write the label map :func:`prepare_cluster_shards` stored onto ``samples``, one shard of
     its collection: canonical labels and clusters on every label, the canonical label sets and
-    the final labels. Returns the number of samples written."""
+    the final labels (rewriting the samples whose values change). Returns the number of
+    samples of the shard."""
     run = _shard_run(samples, key, "cluster", batch, "vocabulary")
     problem = labels_problem(samples, run.config, run.vocabulary)
     if problem:
