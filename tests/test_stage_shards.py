@@ -244,13 +244,7 @@ def test_the_last_shard_finishes_the_stage_once_also_after_a_failure(main, monke
             f"rerun {second.id}`.")
 
         monkeypatch.setattr(stages, "finish_score_shards", finish)
-        again = service.rerun_operation(second.id)
-        service.execute_operation(again)
-        again = service.get(again.id)
-        assert again.run_state == "completed" and "all shards scored" in again.result.result["finished"]
-        dataset.reload()
-        assert dataset.get_run_info("vlsr").config.stages["score"] == "complete"
-        assert dataset.has_saved_view(saved_view_names("vlsr")["low_similarity"])
+        _run_again_finishes(service, second, dataset)
 
         late = service.rerun_operation(first.id)
         service.execute_operation(late)
@@ -317,6 +311,17 @@ def _queued_score_shards(dataset, images, n):
     return service, sorted(service.list_operations(dataset_name=dataset.name,
                                                    operator="@vlsr/vlsr/run_shard"),
                            key=lambda op: op.context.request_params["params"]["shard"])
+
+
+def _run_again_finishes(service, op, dataset):
+    """Shard ``op`` run again (``fiftyone delegated rerun``) finishes the scoring."""
+    again = service.rerun_operation(op.id)
+    service.execute_operation(again)
+    again = service.get(again.id)
+    assert again.run_state == "completed" and "all shards scored" in again.result.result["finished"]
+    dataset.reload()
+    assert dataset.get_run_info("vlsr").config.stages["score"] == "complete"
+    assert dataset.has_saved_view(saved_view_names("vlsr")["low_similarity"])
 
 
 def _raise(error):
@@ -402,13 +407,7 @@ def test_a_shard_run_again_after_the_finishing_one_was_killed_finishes_the_stage
         note = form("cluster_and_merge", dataset, key="vlsr")["type"]["properties"]["sharded"]
         assert ("Every shard is done, but the stage's last part has not run (its process "
                 f"stopped?): `fiftyone delegated rerun {second.id}` runs it") in note["view"]["label"]
-        again = service.rerun_operation(second.id)
-        service.execute_operation(again)
-        again = service.get(again.id)
-        assert again.run_state == "completed" and "all shards scored" in again.result.result["finished"]
-        dataset.reload()
-        assert dataset.get_run_info("vlsr").config.stages["score"] == "complete"
-        assert dataset.has_saved_view(saved_view_names("vlsr")["low_similarity"])
+        _run_again_finishes(service, second, dataset)
     finally:
         for op in service.list_operations(dataset_name=dataset.name):
             service.delete_operation(op.id)
