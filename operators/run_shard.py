@@ -102,9 +102,8 @@ def queue_shards(ctx, view, n_shards, stage, key, batch=None, **params):
     from fiftyone.operators.delegated import DelegatedOperationService
     from fiftyone.operators.executor import ExecutionContext
 
-    from vlsr_core.fo.chunks import shards
-
     from vlsr_core.fo.batches import expect_shards
+    from vlsr_core.fo.chunks import shards
 
     parts = shards(view, n_shards)
     if batch is None:  # (embedding: a name that tells its shards from an earlier request's)

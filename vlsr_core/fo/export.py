@@ -386,16 +386,16 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     if stopped:
         return (f"Run {key!r}: {' and '.join(stopped)} stopped part-way and its results are "
                 "mixed; run it again before exporting")
-    sharded = sharded_stages(dataset.get_run_info(key).config)
+    config = dataset.get_run_info(key).config
+    sharded = sharded_stages(config)
     if sharded:
         return (f"Run {key!r}: {' and '.join(sharded)} runs in shards, and until the last one "
                 "is done its results are mixed (a new label map beside old final labels); "
                 "export when it is done")
-    if (getattr(dataset.get_run_info(key).config, "applied", None) or {}).get("partly"):
+    if (getattr(config, "applied", None) or {}).get("partly"):
         return (f"Run {key!r}: an Apply of a part of the run wrote the review on its samples "
                 "only, so the run's fields are mixed (the label map would not match those "
                 "samples): apply the review to the whole run before exporting")
-    config = dataset.get_run_info(key).config
     fields = sample_fields(key)
     path = label_path(dataset, config.label_field)
     read = (config.label_field.split(".")[0], f"{path}.{label_attributes(key)['canonical']}",

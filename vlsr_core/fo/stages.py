@@ -11,6 +11,7 @@ samples at a time (:mod:`vlsr_core.fo.chunks`), so that memory stays flat as the
 :func:`run_vlsr` runs all three. Every stage records its parameters in the run's config.
 """
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -1071,8 +1072,9 @@ class _MapValues:
                     for l, s, t in zip(label, score, tags)])
 
     def only(self, keep):
-        return _MapValues(*([getattr(self, f)[k] for k in keep] for f in
-                            ("canonical", "cluster", "names", "scores", "final")))
+        """The values of the samples at positions ``keep``."""
+        return _MapValues(**{f.name: [getattr(self, f.name)[k] for k in keep]
+                             for f in dataclasses.fields(self)})
 
 
 def _changed(new, old, path):
