@@ -417,15 +417,14 @@ def test_a_deletion_stopped_part_way_is_refused_as_a_run_and_finished_by_deletin
 
     dataset = ran[0]
     labels = dataset.values("gt.classifications.label")
-    deleted, delete_field = [], fo.Dataset.delete_sample_field
+    deleted, delete_fields = [], fo.Dataset.delete_sample_fields
 
-    def stopped_after_two(self, field_name, *args, **kwargs):
-        if len(deleted) == 2:
-            raise KeyboardInterrupt  # (as kill -9 or Ctrl-C there)
-        deleted.append(field_name)
-        return delete_field(self, field_name, *args, **kwargs)
+    def stopped_after_two(self, field_names, *args, **kwargs):
+        deleted.extend(field_names[:2])
+        delete_fields(self, field_names[:2], *args, **kwargs)
+        raise KeyboardInterrupt  # (as kill -9 or Ctrl-C there)
 
-    monkeypatch.setattr(fo.Dataset, "delete_sample_field", stopped_after_two)
+    monkeypatch.setattr(fo.Dataset, "delete_sample_fields", stopped_after_two)
     assert main(["delete-run", "--dataset", dataset.name, "--yes"]) == 130
     monkeypatch.undo()
     assert capsys.readouterr().err == (
@@ -453,7 +452,7 @@ def test_a_deletion_stopped_part_way_is_refused_as_a_run_and_finished_by_deletin
         assert half_deleted(dataset, "vlsr").startswith(
             "Run 'vlsr' is being deleted: 'delete the run' has been running since")
     # a failure while the fields go (FiftyOne's delete_run logs it and drops the record)
-    monkeypatch.setattr(fo.Dataset, "delete_sample_field", _raise(RuntimeError("connection lost")))
+    monkeypatch.setattr(fo.Dataset, "delete_sample_fields", _raise(RuntimeError("connection lost")))
     with pytest.raises(RuntimeError, match="connection lost"):
         delete_run(dataset, "vlsr")
     monkeypatch.undo()

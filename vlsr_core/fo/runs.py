@@ -337,10 +337,8 @@ class VLSRRun(fors.Run):
     def cleanup(self, samples, key):
         dataset = samples._dataset
         with dataset_document(dataset):  # (the fields as stored: another run may add some)
-            fields = self.get_fields(dataset, key)
-        for field in fields:  # (one at a time: a field of many samples takes a while)
-            with dataset_document(dataset):
-                dataset.delete_sample_field(field, error_level=1)
+            # all in one pass over the samples: a pass a field took 99 s at 200,000 samples
+            dataset.delete_sample_fields(self.get_fields(dataset, key), error_level=1)
         for view in owned_views(key, self.config):
             with dataset_document(dataset):
                 drop_saved_views(dataset, view)

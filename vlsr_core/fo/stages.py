@@ -505,10 +505,9 @@ def _crop_setup(obj):
 
 
 def _clear(dataset, *paths):
-    """Empty the fields or label attributes that exist among ``paths``."""
-    for path in paths:
-        if dataset.has_field(path):
-            dataset.clear_sample_field(path)
+    """Empty the fields or label attributes that exist among ``paths`` (the sample fields in
+    one pass over the samples)."""
+    dataset.clear_sample_fields([path for path in paths if dataset.has_field(path)])
 
 
 def _fingerprint(encoder):
