@@ -220,6 +220,30 @@ def test_a_label_with_a_tab_is_found_as_shown_or_typed(dataset, tmp_path, monkey
     assert panel.state["clusters"] == []
 
 
+def test_a_label_shown_with_escapes_is_found_as_shown(dataset, tmp_path, monkeypatch):
+    """Audit: the panel shows "drill" with a no-break space as ``drill\\xa0`` (beside "drill")
+    and a decomposed "café" as ``cafe\\u0301``; typed so, the search found nothing."""
+    import fake_clip
+    from vlsr_core.fo.stages import run_vlsr
+
+    twins = ["drill\xa0", "cafe\u0301", "a\\b"]
+    for label in ("drill", *twins):
+        monkeypatch.setitem(fake_clip.LABELS, label, ("glove", None, 0.0))
+    images = build(dataset, tmp_path / "images", spec=[
+        (f"{i}.png", "helmet", [label]) for i, label in enumerate(["drill", *twins])])
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    panel = Panel(dataset).event("on_load")
+    assert {r["canonical_shown"] for r in panel.state["clusters"]} == {
+        "drill", "cafe\\u0301", "a\\\\b"}  # (the twins of "drill" are one cluster)
+    for typed, found in (("drill\\xa0", "drill"), ("DRILL\\XA0", "drill"), ("\\x", "drill"),
+                         ("e\\u0301", "cafe\u0301"), ("a\\\\b", "a\\b"), ("a\\b", "a\\b")):
+        panel.search(typed)
+        assert [r["canonical"] for r in panel.state["clusters"]] == [found], typed
+    panel.search("drill\\xa0")
+    panel.event("open_cluster", row=0)  # the member found comes first
+    assert [m["label"] for m in panel.state["members"]][0] == "drill\xa0"
+
+
 def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
     panel = Panel(ran).event("on_load")
     panel.event("open_cluster", row=0)

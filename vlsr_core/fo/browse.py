@@ -1,6 +1,7 @@
 """What the VLSR panel shows, computed without the App: the score histogram, the counts of each
 merge step, and the cluster browser's rows (the most doubtful merges first)."""
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,9 +173,11 @@ def cluster_rows(state, query="", joined=None):
 def _containing(labels, query):
     """bool ndarray over ``labels``: those containing ``query`` as :func:`~vlsr_core.wording.folded`
     compares them (any case; a tab, a line break or their glyph as a space), as a curator types
-    what the panel shows."""
+    what the panel shows: a typed escape finds the label shown with it (``drill\\xa0``)."""
     q = folded(query)
-    return np.array([q in folded(l) for l in labels], dtype=bool)
+    shown = "\\" in q  # (and only then: showing labels takes longer than folding them)
+    return np.array([q in folded(l) or shown and q in folded(one_line(l, math.inf))
+                     for l in labels], dtype=bool)
 
 
 def cluster_sizes(label_map, by_samples=True):
