@@ -279,7 +279,8 @@ def coco_boxes(samples, detections_field, key, label_map):
         attribute = label_attributes(key)["canonical"]
         mapped = {"$ifNull": [f"$$this.{attribute}", mapped]}
     kept = samples.match(_readable(samples, key)).filter_labels(
-        detections_field, _named(F("label")) & _placed(F("bounding_box")), only_matches=False)
+        detections_field, _named(F("label")) & _placed(F("bounding_box")), only_matches=False
+    ).select_fields(detections_field)  # (the exporter reads whole samples: 2.9x the time)
     # the box attributes of other runs on the field would contradict the category
     others = [f"{detections_field}.detections.{attribute}"
               for other in list_vlsr_runs(samples._dataset) if other != key
