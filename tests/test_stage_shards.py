@@ -447,6 +447,36 @@ def test_the_forms_and_the_summary_count_the_image_shards_until_all_are_done(mai
             service.delete_operation(op.id)
 
 
+def test_a_failed_image_shard_is_told_until_its_images_are_embedded(main, tiny_clip):
+    """Audit: a failed image shard stayed in the forms' note after an embedding without shards
+    had embedded its images, with a rerun to do the work again."""
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionResult
+
+    dataset, _ = main
+    foo.execute_operator("@vlsr/vlsr/compute_embeddings", dataset=dataset,
+                         params=dict(label_field="gt", model=tiny_clip, num_shards=2))
+    service = DelegatedOperationService()
+    ops = sorted(service.list_operations(dataset_name=dataset.name, operator="@vlsr/vlsr/run_shard"),
+                 key=lambda op: op.context.request_params["params"]["shard"])
+    try:
+        service.execute_operation(ops[0])
+        service.set_failed(ops[1].id, result=ExecutionResult(error="worker lost its disk"))
+        props = form("score_labels", dataset, key="vlsr")["type"]["properties"]
+        assert props["sharded"]["view"]["label"] == (
+            "Run 'vlsr': *embed images* runs as 2 delegated shards (1 done, 1 failed); each "
+            "embeds its images. Shard 2/2 failed (worker lost its disk): `fiftyone delegated "
+            f"rerun {ops[1].id}`.")
+        foo.execute_operator("@vlsr/vlsr/compute_embeddings", dataset=dataset,
+                             params=dict(label_field="gt", model=tiny_clip))
+        assert not dataset.exists("vlsr_embedding", False).exists("vlsr_error", False).count()
+        assert "sharded" not in form("score_labels", dataset, key="vlsr")["type"]["properties"]
+    finally:
+        for op in service.list_operations(dataset_name=dataset.name):
+            service.delete_operation(op.id)
+
+
 def test_parts_that_are_not_id_ranges_are_counted_by_the_samples_they_wrote(main):
     """A part of every other sample spans the whole id range: read as a range, it covered
     the samples between its own, and the finish ran on half the scores."""

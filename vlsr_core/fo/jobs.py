@@ -9,7 +9,8 @@ from datetime import timedelta
 
 from ..engine.defaults import DEFAULT_KEY
 from .lease import TTL, live_tags, server_time
-from .runs import STAGE_NAMES
+from .labels import first_match
+from .runs import STAGE_NAMES, run_collection, sample_fields
 
 PLUGIN = "@vlsr/vlsr/"
 OPERATOR = PLUGIN + "run_shard"  # the plugin's operator that runs one shard
@@ -49,7 +50,8 @@ def shard_note(dataset, key):
     """How far the stages of run ``key`` in progress as delegated shards got, shard by shard
     as FiftyOne lists them, with what to run for a failed shard or one whose worker stopped;
     None if no stage is in shards. Image embedding counts while a shard of its last request is
-    not done (it has no last part, nor a mark on the run)."""
+    not done (it has no last part, nor a mark on the run), a failed one while images are left
+    to embed."""
     from fiftyone.operators.delegated import DelegatedOperationService
 
     info = dataset.get_run_info(key)
@@ -69,7 +71,8 @@ def shard_note(dataset, key):
     if embedding:
         batch = _params(max(embedding, key=lambda o: o.queued_at or now)).get("batch")
         latest = _latest(embedding, batch, now)
-        if any(op.run_state != "completed" for op in latest.values()):
+        states = {op.run_state for op in latest.values()}
+        if states - {"completed", "failed"} or "failed" in states and _images_left(dataset, key):
             notes.append(_shards_note("embed images", batch, latest, heard, now, last_part=False))
     for stage, batch in batches.items():
         latest = _latest(ops, batch, now)
@@ -82,6 +85,14 @@ def shard_note(dataset, key):
         return None
     return " ".join(notes) + (" Running a stage again starts over, and its pending shards then "
                               "write nothing." if batches else "")
+
+
+def _images_left(dataset, key):
+    """Whether a sample of run ``key``'s collection has neither an image embedding nor the
+    reason why not (a failed image shard's images, unless embedded since without shards)."""
+    fields = sample_fields(key)
+    return first_match(run_collection(dataset, key), {fields["embedding"]: None,
+                                                      fields["error"]: None})
 
 
 def _latest(ops, batch, now):
