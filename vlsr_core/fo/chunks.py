@@ -5,8 +5,12 @@
 sample ids (12 bytes a sample) and read, compute and write one chunk after another.
 """
 
+import io
+import zlib
+
 import numpy as np
 from bson import ObjectId
+from fiftyone import ViewField as F
 
 # Sample ids packed at a time while they stream in (12 bytes each once packed).
 ID_PAGE = 16_384
@@ -17,6 +21,40 @@ CHUNK_SIZE = 1024
 # Images embedded per chunk: each chunk starts a DataLoader (and its worker processes) of its
 # own, and holds only ids and file paths.
 EMBED_CHUNK_SIZE = 16 * CHUNK_SIZE
+
+
+def stored(field):
+    """What to give :func:`iter_chunks` for a VectorField ``field``: its values as stored (the
+    compressed ``.npy`` bytes FiftyOne writes), which :func:`vectors` decodes. FiftyOne's own
+    reading parses each array's header: 1.27 s for 20,000 embeddings, against 0.23 s."""
+    return F(field)
+
+
+def vectors(values, dim=None):
+    """A chunk's vectors, as :func:`stored` reads them (or as lists; None where missing), as a
+    float32 ndarray (n, dim), NaN where missing. An ``.npy`` header is parsed once for every
+    array that has the same."""
+    layouts, rows = {}, []
+    for value in values:
+        if isinstance(value, bytes):
+            raw = zlib.decompress(value)
+            end = 10 + int.from_bytes(raw[8:10], "little") if raw[6] == 1 else (
+                12 + int.from_bytes(raw[8:12], "little"))  # (format 1.0, else 2.0 and 3.0)
+            layout = layouts.get(raw[:end])
+            if layout is None:
+                array = np.load(io.BytesIO(raw), allow_pickle=False)
+                layout = layouts[raw[:end]] = (array.dtype, array.shape,
+                                               "F" if np.isfortran(array) else "C")
+            dtype, shape, order = layout
+            value = np.frombuffer(raw, dtype, offset=end).reshape(shape, order=order)
+        rows.append(value)
+    if dim is None:
+        dim = next((len(v) for v in rows if v is not None), 0)
+    out = np.full((len(rows), dim), np.nan, dtype=np.float32)
+    for i, value in enumerate(rows):
+        if value is not None:
+            out[i] = value
+    return out
 
 
 def sample_ids(samples):

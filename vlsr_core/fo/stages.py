@@ -1231,14 +1231,15 @@ class _Run:
 
     def read_chunks(self, samples, extra=()):
         """Yield a :class:`_Chunk` of ``samples`` at a time, with the values of ``extra`` fields."""
-        fields = [f"{self.path}.id", f"{self.path}.label", sample_fields(self.key)["embedding"]]
+        fields = [f"{self.path}.id", f"{self.path}.label",
+                  chunks.stored(sample_fields(self.key)["embedding"])]
         seen = 0
         for ids, (label_ids, labels, embeddings, *more) in iter_chunks(samples, [*fields, *extra],
                                                                         ids=self.ids):
             seen += len(ids)
             label_ids, labels = label_objects(self.path, label_ids, labels)
             yield _Chunk(ids, label_ids, labels, label_sets(labels),
-                         _as_matrix(embeddings, self.dim), more)
+                         chunks.vectors(embeddings, self.dim), more)
         if seen < len(self.ids):
             # e.g. a view sorted and limited by a field this stage writes
             logger.warning("%d of %d samples left the view while it was being processed and "
@@ -1323,17 +1324,6 @@ def _scan_labels(samples, path, ids):
             for l in labels:
                 counts[l] = counts.get(l, 0) + 1
     return list(counts), np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
-
-
-def _as_matrix(embeddings, dim):
-    """A chunk's stored embeddings (lists or None) as float32 (n, dim), NaN where missing."""
-    if dim is None:
-        dim = next((len(e) for e in embeddings if e is not None), 0)
-    out = np.full((len(embeddings), dim), np.nan, dtype=np.float32)
-    for i, e in enumerate(embeddings):
-        if e is not None:
-            out[i] = e
-    return out
 
 
 def _label_path(samples, label_field):
