@@ -92,7 +92,7 @@ def test_object_ids_ending_in_zero_bytes_survive():
 
 def test_stored_vectors_read_as_fiftyone_reads_them(dataset):
     """The stages decode the image embeddings from their stored bytes themselves (FiftyOne
-    parses each array's header: 5x the time): every vector as FiftyOne gives it, whatever its
+    parses each array's header: 1.7x the time): every vector as FiftyOne gives it, whatever its
     type or length, NaN where there is none."""
     import fiftyone as fo
 
