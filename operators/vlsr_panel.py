@@ -6,7 +6,7 @@ rare clusters merging left alone can be listed with the nearest cluster to each,
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.wording import SHORT, breakable, code, count, one_line
+from vlsr_core.wording import SHORT, as_markdown, breakable, code, count, one_line
 
 from .common import PLUGIN, edit_message
 
@@ -569,7 +569,7 @@ def _titles(s):
         by = f" joined by {s.filtered}" if s.filtered else ""
         order = ("those matching the search first, then the farthest" if s.searched else
                  "the farthest first")
-        members = (f"Members of the cluster '{s.cluster_name}'{by}, {order} "
+        members = (f"Members of the cluster '{as_markdown(s.cluster_name)}'{by}, {order} "
                    f"(members {s.member_span})")
     return clusters, members
 

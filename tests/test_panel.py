@@ -244,6 +244,28 @@ def test_a_label_shown_with_escapes_is_found_as_shown(dataset, tmp_path, monkeyp
     assert [m["label"] for m in panel.state["members"]][0] == "drill\xa0"
 
 
+def test_the_members_title_shows_the_cluster_name_as_the_rows_do(dataset, tmp_path, monkeypatch):
+    """Walk: the members' title rendered the name as Markdown: '**screw**_driver_' in bold
+    and italics, 'a\\b' (shown with its backslash doubled in the rows) with one."""
+    import fake_clip
+    from vlsr_core.fo.stages import run_vlsr
+
+    names = ["**screw**_driver_", "a\\b"]
+    for label in names:
+        monkeypatch.setitem(fake_clip.LABELS, label, ("glove", None, 0.0))
+    images = build(dataset, tmp_path / "images", spec=[
+        (f"{i}.png", "helmet", [label]) for i, label in enumerate(names)])
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    panel = Panel(dataset).event("on_load")
+    for name, title in (("**screw**_driver_", "\\*\\*screw\\*\\*\\_driver\\_"),
+                        ("a\\b", "a\\\\\\\\b")):  # (Markdown, of the row's a\\b)
+        panel.search(name)
+        panel.event("open_cluster", row=0)
+        shown = panel.state["members_title"].replace("\u200b", "")  # (breaks in long words)
+        assert shown.startswith(f"Members of the cluster '{title}', "), name
+        panel.event("close_cluster")
+
+
 def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
     panel = Panel(ran).event("on_load")
     panel.event("open_cluster", row=0)
