@@ -345,9 +345,9 @@ def test_a_cluster_is_named_by_the_spelling_its_vocabulary_uses_when_frequencies
     # then string order) would name clusters "AIRSHIP", "hekmet" and "pit  bull terriers"
     vocabulary = ["AIRSHIP", "airship", "hekmet", "helmet", "safety helmet", "bike helmet",
                   "pit  bull terriers", "pit bull terrier", "pit bull terriers", "bull terrier",
-                  "galaxies", "galaxy"]
-    centres = spread(7, seed=5)
-    at = [0, 0, 1, 1, 2, 3, 4, 4, 4, 5, 6, 6]
+                  "galaxies", "galaxy", "cafe\u0301", "caf\xe9"]
+    centres = spread(8, seed=5)
+    at = [0, 0, 1, 1, 2, 3, 4, 4, 4, 5, 6, 6, 7, 7]
     emb = np.stack([centres[c] for c in at])  # variants on one vector: the centroid can't tell
     freq = np.ones(len(vocabulary), dtype=np.int64)
     names = build_label_map(vocabulary, emb, freq).canonical
@@ -356,6 +356,7 @@ def test_a_cluster_is_named_by_the_spelling_its_vocabulary_uses_when_frequencies
     assert names["pit bull terriers"] == "pit bull terrier"  # "bull terrier" uses "terrier"
     assert names["pit  bull terriers"] == "pit bull terrier"
     assert names["galaxies"] == "galaxy"  # no evidence either way: the singular
+    assert names["cafe\u0301"] == "caf\xe9"  # Unicode's composed form (first in string order)
     # a label on more samples still wins, as in the paper
     freq[0] = 2
     assert build_label_map(vocabulary, emb, freq).canonical["airship"] == "AIRSHIP"

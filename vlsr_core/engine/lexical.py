@@ -434,7 +434,8 @@ def spelling_preference(vocabulary, frequencies, unknown_words=None):
     label, the established spelling is (``safety helmet`` and ``bike helmet`` vouch for
     ``helmet``, not for ``helmit``). Of equal support, the label with the smaller share of
     words unknown to the encoder's tokenizer comes first (``balloon`` is one token, ``baloon``
-    two), then one written tidily (no extra whitespace), then a singular, then the one with
+    two), then one written tidily (no extra whitespace, and in Unicode's composed form: ``café``
+    before its decomposed twin ``cafe\u0301``), then a singular, then the one with
     fewer capitals: with no evidence either way, the singular and lower case are the usual form
     of a class name.
 
@@ -455,7 +456,8 @@ def spelling_preference(vocabulary, frequencies, unknown_words=None):
         for w in set(ws):
             use[w] = use.get(w, 0) + f
     support = np.array([sum(use[w] for w in ws) / len(ws) if ws else 0 for ws in words])
-    untidy = np.array([label != " ".join(ws) for label, ws in zip(vocabulary, words)])
+    untidy = np.array([label != " ".join(ws) or not unicodedata.is_normalized("NFC", label)
+                       for label, ws in zip(vocabulary, words)])
     normal = [normal_form(label) for label in vocabulary]
     plural = np.array([n != singular_form(n) for n in normal])
     capitals = np.array([sum(c.isupper() for c in label) for label in vocabulary], dtype=np.int64)
