@@ -11,28 +11,15 @@ run, and the deletion of the same fields one ``delete_sample_field`` call each o
 """
 
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-from bench_panel import build, run_stages  # (sets the database name and plugins dir)
+from bench_panel import built_run, timed  # (sets the database name and plugins dir)
 from vlsr_core.fo import runs
 
 
-def timed(f):
-    t = time.perf_counter()
-    f()
-    return time.perf_counter() - t
-
-
 def main(n_samples=50_000, n_labels=10_000):
-    with tempfile.TemporaryDirectory() as tmp:
-        print(f"building {n_samples:,} samples, {n_labels:,} labels", flush=True)
-        ds, encoder = build(Path(tmp), n_samples, n_labels)
-        clone = None
+    with built_run(n_samples, n_labels) as (ds, _):
+        clone = ds.clone()
         try:
-            run_stages(ds, encoder)
-            clone = ds.clone()
             fields = [f for f in runs.owned_fields(ds, "vlsr", ds.get_run_info("vlsr").config)
                       if ds.has_field(f)]
             one_pass = timed(lambda: runs.delete_run(ds, "vlsr"))
@@ -50,9 +37,7 @@ def main(n_samples=50_000, n_labels=10_000):
                                   ("a pass a field (delete-run before)", by_field)):
                 print(f"{name:<40} {seconds:>7.1f} {seconds / by_field:>6.2f}")
         finally:
-            for d in (ds, clone):
-                if d is not None:
-                    d.delete()
+            clone.delete()
 
 
 if __name__ == "__main__":

@@ -12,46 +12,31 @@ ratio between them.
 """
 
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 import fiftyone as fo
 import numpy as np
 
-from bench_panel import build, run_stages  # (sets the database name and plugins dir)
+from bench_panel import built_run, timed  # (sets the database name and plugins dir)
 from vlsr_core.fo.export import export_run
 
 
-def timed(f):
-    t = time.perf_counter()
-    f()
-    return time.perf_counter() - t
-
-
 def main(n_samples=50_000, n_labels=10_000):
-    with tempfile.TemporaryDirectory() as tmp:
-        print(f"building {n_samples:,} samples, {n_labels:,} labels", flush=True)
-        ds, encoder = build(Path(tmp), n_samples, n_labels)
-        try:
-            run_stages(ds, encoder)
-            rng = np.random.default_rng(0)
-            ds.set_values("boxes", [
-                fo.Detections(detections=[fo.Detection(label=label,
-                                                       bounding_box=list(rng.uniform(0, 0.5, 4)))
-                                          for label in labels])
-                for labels in ds.values("gt.classifications.label")])
-            ds.compute_metadata(progress=False)
-            vlsr = timed(lambda: export_run(ds, f"{tmp}/vlsr", detections_field="boxes"))
-            coco = timed(lambda: ds.export(
-                labels_path=f"{tmp}/fiftyone.json", dataset_type=fo.types.COCODetectionDataset,
-                label_field="boxes", export_media=False, progress=False))
-            print(f"{'export':<46} {'s':>7} {'ratio':>6}")
-            for name, seconds in (("vlsr export, 4 files with the COCO boxes", vlsr),
-                                  ("FiftyOne's COCO export of the boxes alone", coco)):
-                print(f"{name:<46} {seconds:>7.1f} {seconds / coco:>6.2f}")
-        finally:
-            ds.delete()
+    with built_run(n_samples, n_labels) as (ds, tmp):
+        rng = np.random.default_rng(0)
+        ds.set_values("boxes", [
+            fo.Detections(detections=[fo.Detection(label=label,
+                                                   bounding_box=list(rng.uniform(0, 0.5, 4)))
+                                      for label in labels])
+            for labels in ds.values("gt.classifications.label")])
+        ds.compute_metadata(progress=False)
+        vlsr = timed(lambda: export_run(ds, f"{tmp}/vlsr", detections_field="boxes"))
+        coco = timed(lambda: ds.export(
+            labels_path=f"{tmp}/fiftyone.json", dataset_type=fo.types.COCODetectionDataset,
+            label_field="boxes", export_media=False, progress=False))
+        print(f"{'export':<46} {'s':>7} {'ratio':>6}")
+        for name, seconds in (("vlsr export, 4 files with the COCO boxes", vlsr),
+                              ("FiftyOne's COCO export of the boxes alone", coco)):
+            print(f"{name:<46} {seconds:>7.1f} {seconds / coco:>6.2f}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from usage import sizes
 
@@ -126,6 +127,20 @@ def run_stages(ds, encoder):
         t = time.perf_counter()
         stage()
         print(f"  {name}: {time.perf_counter() - t:.1f} s", flush=True)
+
+
+@contextmanager
+def built_run(n_samples, n_labels):
+    """``(dataset, its folder)`` of a run built as :func:`build` and :func:`run_stages` build
+    it, in a temporary folder; both deleted after."""
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"building {n_samples:,} samples, {n_labels:,} labels", flush=True)
+        ds, encoder = build(Path(tmp), n_samples, n_labels)
+        try:
+            run_stages(ds, encoder)
+            yield ds, tmp
+        finally:
+            ds.delete()
 
 
 # -- the panel, driven as the App drives it ----------------------------------------------------

@@ -4,6 +4,7 @@ the review views. The shards here run in one process; tests/test_sharding.py run
 delegated operations on two workers."""
 
 import threading
+from contextlib import contextmanager
 from datetime import timedelta
 
 import fiftyone as fo
@@ -413,26 +414,37 @@ def test_a_shard_run_again_after_the_finishing_one_was_killed_finishes_the_stage
             service.delete_operation(op.id)
 
 
-def test_the_forms_and_the_summary_count_the_image_shards_until_all_are_done(main, tiny_clip):
-    """Embedding shards left no trace on the run: the forms said nothing of those still queued,
-    and the summary asked to embed again (which would do their work twice)."""
+@contextmanager
+def _queued_image_shards(dataset, model):
+    """``(service, operations)``: two image shards of ``dataset`` queued from the App's form,
+    in shard order; every delegated operation of the dataset deleted after."""
     import fiftyone.operators as foo
     from fiftyone.operators.delegated import DelegatedOperationService
 
+    foo.execute_operator("@vlsr/vlsr/compute_embeddings", dataset=dataset,
+                         params=dict(label_field="gt", model=model, num_shards=2))
+    service = DelegatedOperationService()
+    try:
+        yield service, sorted(
+            service.list_operations(dataset_name=dataset.name, operator="@vlsr/vlsr/run_shard"),
+            key=lambda op: op.context.request_params["params"]["shard"])
+    finally:
+        for op in service.list_operations(dataset_name=dataset.name):
+            service.delete_operation(op.id)
+
+
+def test_the_forms_and_the_summary_count_the_image_shards_until_all_are_done(main, tiny_clip):
+    """Embedding shards left no trace on the run: the forms said nothing of those still queued,
+    and the summary asked to embed again (which would do their work twice)."""
     from vlsr_core.fo.summary import summarize_run
 
     dataset, _ = main
-    foo.execute_operator("@vlsr/vlsr/compute_embeddings", dataset=dataset,
-                         params=dict(label_field="gt", model=tiny_clip, num_shards=2))
-    service = DelegatedOperationService()
-    ops = sorted(service.list_operations(dataset_name=dataset.name, operator="@vlsr/vlsr/run_shard"),
-                 key=lambda op: op.context.request_params["params"]["shard"])
 
     def note():
         props = form("score_labels", dataset, key="vlsr")["type"]["properties"]
         return props["sharded"]["view"]["label"] if "sharded" in props else None
 
-    try:
+    with _queued_image_shards(dataset, tiny_clip) as (service, ops):
         assert note() == ("Run 'vlsr': *embed images* runs as 2 delegated shards (2 queued); "
                           "each embeds its images.")
         service.execute_operation(ops[0])
@@ -442,25 +454,16 @@ def test_the_forms_and_the_summary_count_the_image_shards_until_all_are_done(mai
             dataset, "vlsr")
         service.execute_operation(ops[1])
         assert note() is None
-    finally:
-        for op in service.list_operations(dataset_name=dataset.name):
-            service.delete_operation(op.id)
 
 
 def test_a_failed_image_shard_is_told_until_its_images_are_embedded(main, tiny_clip):
     """Audit: a failed image shard stayed in the forms' note after an embedding without shards
     had embedded its images, with a rerun to do the work again."""
     import fiftyone.operators as foo
-    from fiftyone.operators.delegated import DelegatedOperationService
     from fiftyone.operators.executor import ExecutionResult
 
     dataset, _ = main
-    foo.execute_operator("@vlsr/vlsr/compute_embeddings", dataset=dataset,
-                         params=dict(label_field="gt", model=tiny_clip, num_shards=2))
-    service = DelegatedOperationService()
-    ops = sorted(service.list_operations(dataset_name=dataset.name, operator="@vlsr/vlsr/run_shard"),
-                 key=lambda op: op.context.request_params["params"]["shard"])
-    try:
+    with _queued_image_shards(dataset, tiny_clip) as (service, ops):
         service.execute_operation(ops[0])
         service.set_failed(ops[1].id, result=ExecutionResult(error="worker lost its disk"))
         props = form("score_labels", dataset, key="vlsr")["type"]["properties"]
@@ -472,9 +475,6 @@ def test_a_failed_image_shard_is_told_until_its_images_are_embedded(main, tiny_c
                              params=dict(label_field="gt", model=tiny_clip))
         assert not dataset.exists("vlsr_embedding", False).exists("vlsr_error", False).count()
         assert "sharded" not in form("score_labels", dataset, key="vlsr")["type"]["properties"]
-    finally:
-        for op in service.list_operations(dataset_name=dataset.name):
-            service.delete_operation(op.id)
 
 
 def test_parts_that_are_not_id_ranges_are_counted_by_the_samples_they_wrote(main):
