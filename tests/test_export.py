@@ -263,6 +263,26 @@ def test_the_canonical_label_lookup_of_the_coco_boxes_finds_every_label(dataset)
     assert canonical_of("$label", {"helmet": "helmet"}) == "$label"  # nothing to change
 
 
+def test_a_label_map_of_100000_labels_is_one_query_mongodb_takes(dataset):
+    """The search is written into the query, which MongoDB caps at 16 MB: a map of 100,000
+    labels of 40 characters, each to another, takes 12 MB (as $switch branches MongoDB refused
+    the query as too large)."""
+    import random
+
+    from fiftyone.core.odm.database import get_db_conn
+
+    from vlsr_core.fo.export import canonical_of
+
+    rng = random.Random(0)
+    labels = sorted({"".join(rng.choices("abcdefghij klmnop", k=40)) for _ in range(100_000)})
+    label_map = dict(zip(labels, labels[1:] + labels[:1]))
+    asked = [labels[0], labels[54_321], labels[-1], "not in the map"]
+    got = [d["canonical"] for d in get_db_conn().aggregate([
+        {"$documents": {"$literal": [{"label": l} for l in asked]}},
+        {"$project": {"canonical": canonical_of("$label", label_map)}}])]
+    assert got == [labels[1], labels[54_322], labels[0], "not in the map"]
+
+
 def test_coco_boxes_get_what_the_fields_show_under_the_export_categories(run, tmp_path):
     """Auditor's findings: a suggestion accepted for one box reached samples.csv, not COCO; a
     label or name starting with '$' was read as a field path (the box kept its label, or the

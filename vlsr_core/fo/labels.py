@@ -187,10 +187,10 @@ def looked_up(value, table, default):
     else ``default``": a binary search of the keys sorted as MongoDB compares strings (by
     their UTF-8 bytes), a few comparisons a value where a list costs one a key."""
     def search(keys):
-        if len(keys) <= SEARCH_LEAF:
-            return {"$switch": {"branches": [
-                {"case": {"$eq": [value, {"$literal": k}]}, "then": {"$literal": table[k]}}
-                for k in keys], "default": default}}
+        if len(keys) <= SEARCH_LEAF:  # (arrays: a label's bytes once, and its value's)
+            return {"$arrayElemAt": [
+                {"$concatArrays": [{"$literal": [table[k] for k in keys]}, [default]]},
+                {"$indexOfArray": [{"$literal": keys}, value]}]}  # (-1: the last, the default)
         middle = len(keys) // 2
         return {"$cond": [{"$lt": [value, {"$literal": keys[middle]}]},
                           search(keys[:middle]), search(keys[middle:])]}
