@@ -356,7 +356,7 @@ def test_a_cluster_is_named_by_the_spelling_its_vocabulary_uses_when_frequencies
     assert names["pit bull terriers"] == "pit bull terrier"  # "bull terrier" uses "terrier"
     assert names["pit  bull terriers"] == "pit bull terrier"
     assert names["galaxies"] == "galaxy"  # no evidence either way: the singular
-    assert names["cafe\u0301"] == "caf\xe9"  # Unicode's composed form (first in string order)
+    assert names["cafe\u0301"] == "caf\xe9"  # Unicode's composed form (not first in string order)
     # a label on more samples still wins, as in the paper
     freq[0] = 2
     assert build_label_map(vocabulary, emb, freq).canonical["airship"] == "AIRSHIP"

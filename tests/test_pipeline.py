@@ -268,6 +268,11 @@ def test_twin_labels_take_one_suggestion_under_the_spelling_on_most_images():
     with pytest.raises(ValueError, match="frequencies"):
         score_images(images, labels, vocab, vemb, frequencies=np.ones(4))
     assert len(score_images(images, labels, vocab, vemb, top_k=9).suggestions[0]) == 4
+    # on as many images, the spelling in Unicode's composed form, as clusters are named (walk:
+    # suggestions said "cafe\u0301", the first in string order, of a cluster named "café")
+    twins = ["cafe\u0301", "caf\xe9", "glove"]
+    r = score_images(images[:2], [["caf\xe9"], ["cafe\u0301"]], twins, t[[0, 0, 1]], top_k=2)
+    assert [[l for l, _ in sugg] for sugg in r.suggestions] == [["caf\xe9", "glove"]] * 2
 
 
 def test_a_twin_label_with_the_same_embedding_is_never_a_replacement():

@@ -435,7 +435,7 @@ def spelling_preference(vocabulary, frequencies, unknown_words=None):
     ``helmet``, not for ``helmit``). Of equal support, the label with the smaller share of
     words unknown to the encoder's tokenizer comes first (``balloon`` is one token, ``baloon``
     two), then one written tidily (no extra whitespace, and in Unicode's composed form: ``café``
-    before its decomposed twin ``cafe\u0301``), then a singular, then the one with
+    before its decomposed twin ``cafe\\u0301``), then a singular, then the one with
     fewer capitals: with no evidence either way, the singular and lower case are the usual form
     of a class name.
 

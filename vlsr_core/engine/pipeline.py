@@ -1,5 +1,6 @@
 """The VLSR pipeline on embeddings (spec steps 2-7): scores, suggestions, clusters, final labels."""
 
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -522,14 +523,17 @@ def _string_rank(vocabulary):
 
 
 def _suggestion_rank(vocabulary, frequencies):
-    """int64 ndarray (n_labels,): each label's place by images carried (most first), then by
-    :func:`_string_rank`."""
+    """int64 ndarray (n_labels,): each label's place by images carried (most first), then in
+    Unicode's composed form first (``café`` before the twin ``cafe\\u0301``, as clusters are
+    named), then by :func:`_string_rank`."""
     frequencies = as_counts(frequencies)
     if frequencies.shape != (len(vocabulary),):
         raise ValueError(f"frequencies has shape {frequencies.shape}, for "
                          f"{len(vocabulary)} vocabulary labels")
     rank = np.empty(len(vocabulary), dtype=np.int64)
-    rank[np.lexsort((_string_rank(vocabulary), -frequencies))] = np.arange(len(vocabulary))
+    decomposed = np.array([not unicodedata.is_normalized("NFC", l) for l in vocabulary], dtype=bool)
+    rank[np.lexsort((_string_rank(vocabulary), decomposed, -frequencies))] = np.arange(
+        len(vocabulary))
     return rank
 
 
