@@ -126,8 +126,6 @@ def shards(samples, n):
     """``samples`` split into at most ``n`` disjoint, non-empty views of consecutive sample id
     ranges, of sizes differing by at most one: what the stages' delegated shards each process.
     Every range is closed on both sides, so samples added later fall in none of them."""
-    from fiftyone import ViewField as F
-
     problem = shard_problem(samples)
     if problem:
         raise ValueError(problem)

@@ -10,7 +10,7 @@ from datetime import timedelta
 from ..engine.defaults import DEFAULT_KEY
 from .lease import TTL, live_tags, server_time
 from .labels import first_match
-from .runs import STAGE_NAMES, run_collection, sample_fields
+from .runs import STAGE_NAMES, sample_fields
 
 PLUGIN = "@vlsr/vlsr/"
 OPERATOR = PLUGIN + "run_shard"  # the plugin's operator that runs one shard
@@ -71,8 +71,9 @@ def shard_note(dataset, key):
     if embedding:
         batch = _params(max(embedding, key=lambda o: o.queued_at or now)).get("batch")
         latest = _latest(embedding, batch, now)
-        states = {op.run_state for op in latest.values()}
-        if states - {"completed", "failed"} or "failed" in states and _images_left(dataset, key):
+        failed = [op for op in latest.values() if op.run_state == "failed"]
+        if {op.run_state for op in latest.values()} - {"completed", "failed"} or (
+                _images_left(dataset, key, failed)):
             notes.append(_shards_note("embed images", batch, latest, heard, now, last_part=False))
     for stage, batch in batches.items():
         latest = _latest(ops, batch, now)
@@ -87,12 +88,15 @@ def shard_note(dataset, key):
                               "write nothing." if batches else "")
 
 
-def _images_left(dataset, key):
-    """Whether a sample of run ``key``'s collection has neither an image embedding nor the
-    reason why not (a failed image shard's images, unless embedded since without shards)."""
+def _images_left(dataset, key, ops):
+    """Whether a sample of the image shards ``ops`` (their views, as queued) has neither an
+    image embedding of run ``key`` nor the reason why not: a failed shard's images may have
+    been embedded since without shards."""
+    import fiftyone as fo
+
     fields = sample_fields(key)
-    return first_match(run_collection(dataset, key), {fields["embedding"]: None,
-                                                      fields["error"]: None})
+    return any(first_match(fo.DatasetView._build(dataset, op.context.request_params["view"]),
+                           {fields["embedding"]: None, fields["error"]: None}) for op in ops)
 
 
 def _latest(ops, batch, now):
