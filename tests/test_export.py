@@ -283,6 +283,21 @@ def test_a_label_map_of_100000_labels_is_one_query_mongodb_takes(dataset):
     assert got == [labels[1], labels[54_322], labels[0], "not in the map"]
 
 
+def test_boxes_of_a_label_map_too_large_for_one_query_are_refused_in_one_line(run, tmp_path,
+                                                                              monkeypatch):
+    """Review: past MongoDB's 16 MB the export with COCO boxes ended in pymongo's
+    DocumentTooLarge, after writing part of the files."""
+    from vlsr_core.fo import export
+
+    monkeypatch.setattr(export, "QUERY_BYTES", 100)
+    out = tmp_path / "new" / "export"
+    with pytest.raises(ExportError, match=r"^The label map has 3 labels with another canonical "
+                                          r"label: mapping the boxes to them takes a query of"):
+        export_run(run[0], str(out), detections_field="objects")
+    assert not (tmp_path / "new").exists()
+    assert len(export_run(run[0], str(out))) == 3  # (without the boxes)
+
+
 def test_coco_boxes_get_what_the_fields_show_under_the_export_categories(run, tmp_path):
     """Auditor's findings: a suggestion accepted for one box reached samples.csv, not COCO; a
     label or name starting with '$' was read as a field path (the box kept its label, or the

@@ -96,6 +96,31 @@ def test_best_gap_is_exactly_zero_when_the_best_label_is_assigned(dataset, tmp_p
     assert len(dataset.load_saved_view(saved_view_names("vlsr")["better_label"])) == 0
 
 
+def test_a_view_of_more_weak_labels_than_one_query_holds_keeps_the_weakest(ran, monkeypatch):
+    """Review: the weak labels are written into the saved view's query, which MongoDB caps
+    at 16 MB; past it, saving the view failed at the end of the scoring. The view now holds
+    the weakest labels that fit, and says so."""
+    from vlsr_core.fo import labels, stages
+
+    dataset = ran[0]
+    name = saved_view_names("vlsr")["weak_labels"]
+    score_labels(dataset, low_quantile=0.99)
+    weak = {l for _, l in view_labels(dataset, name)}
+    best = {}
+    for ls, ss in zip(*dataset.values(["gt.classifications.label",
+                                       "gt.classifications.vlsr_similarity"])):
+        for l, sc in zip(ls or [], ss or []):
+            if sc is not None:
+                best[l] = max(best.get(l, -1.0), sc)
+    weakest = sorted(weak, key=lambda l: (best[l], l))[:len(weak) // 2]
+    fits = labels.query_bytes(labels.one_of(F("label"), weakest))
+    monkeypatch.setattr(stages, "QUERY_BYTES", fits)
+    score_labels(dataset, low_quantile=0.99)
+    assert len(weak) >= 4 and {l for _, l in view_labels(dataset, name)} == set(weakest)
+    assert dataset.get_saved_view_info(name)["description"].startswith(
+        f"the {len(weakest)} weakest of the {len(weak)} labels that score below ")
+
+
 def test_review_views(ran):
     dataset, images, _, _ = ran
     names = saved_view_names("vlsr")

@@ -228,9 +228,11 @@ class ScoreTally:
         scores = np.concatenate(self._scores) if self._scores else np.zeros(0, np.float32)
         return float(np.quantile(scores, quantile)) if scores.size else 0.0
 
-    def weak_labels(self, threshold):
-        """The labels scoring below ``threshold`` on every image they are on, sorted."""
-        return sorted(l for l, b in zip(self.vocabulary, self._best) if np.isfinite(b) and b < threshold)
+    def weak_labels(self, threshold, most=None):
+        """The labels scoring below ``threshold`` on every image they are on, sorted; with
+        ``most``, only that many of them, the weakest (ties: the first in string order)."""
+        weak = [(b, l) for l, b in zip(self.vocabulary, self._best) if np.isfinite(b) and b < threshold]
+        return sorted(l for _, l in (weak if most is None else sorted(weak)[:most]))
 
 
 def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, params=None, *,

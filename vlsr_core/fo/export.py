@@ -44,12 +44,14 @@ from ..wording import count, quoted
 from .chunks import iter_chunks, sample_ids
 from .labels import (
     BLANK,
+    QUERY_BYTES,
     as_label_lists,
     label_filter_problem,
     label_path,
     label_sets,
     looked_up,
     media_problem,
+    query_bytes,
 )
 from .lease import holds_run, running_note
 from .review import CLUSTER_FIRST, labels_problem, review_state
@@ -269,6 +271,14 @@ def coco_boxes(samples, detections_field, key, label_map):
     not read as field paths (a label ``$cost``)."""
     F = fo.ViewField
     mapped = {"$let": {"vars": {"label": "$$this.label"}, "in": canonical_of("$$label", label_map)}}
+    size = query_bytes(mapped)
+    if size > QUERY_BYTES:
+        changed = sum(c != l for l, c in label_map.items())
+        raise ExportError(
+            f"The label map has {changed:,} labels with another canonical label: mapping the "
+            f"boxes to them takes a query of {size / 2 ** 20:.0f} MB, over the "
+            f"{QUERY_BYTES / 2 ** 20:.0f} MB MongoDB can be given with the rest; export without "
+            "the COCO boxes (label_map.csv maps every label to its canonical label)")
     config = samples._dataset.get_run_info(key).config
     if label_path(samples, config.label_field) == f"{detections_field}.detections":
         attribute = label_attributes(key)["canonical"]

@@ -4,6 +4,7 @@ A field may hold a ``Classification`` (one label), ``Classifications`` (the main
 case) or ``Detections`` (the image's label set is its distinct object labels).
 """
 
+import bson
 import fiftyone as fo
 from bson import ObjectId
 from fiftyone.core.expressions import ViewExpression
@@ -180,6 +181,14 @@ def one_of(expression, labels):
 
 
 SEARCH_LEAF = 16  # labels that a branch of looked_up's search compares one by one
+QUERY_BYTES = 12 * 2 ** 20  # the largest lookup written into a query (MongoDB takes 16 MB)
+
+
+def query_bytes(expression):
+    """The size of ``expression`` (a MongoDB expression or a ViewExpression) in a query."""
+    if isinstance(expression, ViewExpression):
+        expression = expression.to_mongo()
+    return len(bson.encode({"e": expression}))
 
 
 def looked_up(value, table, default):

@@ -44,6 +44,7 @@ from .crops import (
     write_box_scores,
 )
 from .labels import (
+    QUERY_BYTES,
     LabelFieldError,
     as_label_lists,
     blank_labels,
@@ -58,6 +59,7 @@ from .labels import (
     label_sets,
     media_problem,
     one_of,
+    query_bytes,
     set_label_attribute,
     unlabelled_problem,
     usable,
@@ -723,6 +725,21 @@ def _score_chunks(run, samples, progress):
     return report
 
 
+def _fitting(weakest, n):
+    """The most labels of ``weakest(most)`` (the ``most`` weakest of ``n``) that a saved view
+    can ask for: the view is one query, which MongoDB caps at 16 MB."""
+    def fits(most):
+        return query_bytes(one_of(F("label"), weakest(most))) <= QUERY_BYTES
+
+    if fits(n):
+        return weakest(n)
+    low, high = 0, n - 1  # (the most that fit is in [low, high])
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return weakest(low)
+
+
 def _stored_tally(run, samples):
     """A :class:`ScoreTally` of the scores written on ``samples``, read back a chunk at a time:
     each sample's distinct labels with their scores, or with crops each box with its crop score
@@ -787,9 +804,12 @@ def _finish_scoring(run, samples, report):
     _save_view(run, views["better_label"], better,
                f"{'boxes' if crops else 'samples'} where a vocabulary label beats "
                f"{'the box label on its crop' if crops else 'every assigned label'} by > {margin}")
+    n_weak = len(weak)
+    weak = _fitting(lambda most: tally.weak_labels(low, most), n_weak)
     _save_view(run, views["weak_labels"],
                worst_first.filter_labels(config.label_field, one_of(F("label"), weak)),
-               f"labels that score below {low:.3f} on every {where} they are on")
+               (f"the {len(weak):,} weakest of the {n_weak:,} " if len(weak) < n_weak else "")
+               + f"labels that score below {low:.3f} on every {where} they are on")
     mark_stage(run, "score", "complete")
 
 
