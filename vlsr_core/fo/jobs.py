@@ -92,10 +92,10 @@ def _images_left(dataset, key, ops):
     """Whether a sample of the image shards ``ops`` (their views, as queued) has neither an
     image embedding of run ``key`` nor the reason why not: a failed shard's images may have
     been embedded since without shards."""
-    import fiftyone as fo
+    import fiftyone.server.view as fosv  # (as the shard builds its view: run_shard._view)
 
     fields = sample_fields(key)
-    return any(first_match(fo.DatasetView._build(dataset, op.context.request_params["view"]),
+    return any(first_match(fosv.get_view(dataset, stages=op.context.request_params["view"]),
                            {fields["embedding"]: None, fields["error"]: None}) for op in ops)
 
 

@@ -725,18 +725,19 @@ def _score_chunks(run, samples, progress):
     return report
 
 
-def _fitting(weakest, n):
-    """The most labels of ``weakest(most)`` (the ``most`` weakest of ``n``) that a saved view
-    can ask for: the view is one query, which MongoDB caps at 16 MB."""
-    def fits(most):
-        return query_bytes(one_of(F("label"), weakest(most))) <= QUERY_BYTES
+def _fitting(weak, weakest):
+    """The labels ``weak`` if a saved view can ask for them all, else the most of
+    ``weakest(most)`` (the ``most`` weakest of them) that it can: the view is one query,
+    which MongoDB caps at 16 MB."""
+    def fits(labels):
+        return query_bytes(one_of(F("label"), labels)) <= QUERY_BYTES
 
-    if fits(n):
-        return weakest(n)
-    low, high = 0, n - 1  # (the most that fit is in [low, high])
+    if fits(weak):
+        return weak
+    low, high = 0, len(weak) - 1  # (the most that fit is in [low, high])
     while low < high:
         middle = (low + high + 1) // 2
-        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        low, high = (middle, high) if fits(weakest(middle)) else (low, middle - 1)
     return weakest(low)
 
 
@@ -805,7 +806,7 @@ def _finish_scoring(run, samples, report):
                f"{'boxes' if crops else 'samples'} where a vocabulary label beats "
                f"{'the box label on its crop' if crops else 'every assigned label'} by > {margin}")
     n_weak = len(weak)
-    weak = _fitting(lambda most: tally.weak_labels(low, most), n_weak)
+    weak = _fitting(weak, lambda most: tally.weak_labels(low, most))
     _save_view(run, views["weak_labels"],
                worst_first.filter_labels(config.label_field, one_of(F("label"), weak)),
                (f"the {len(weak):,} weakest of the {n_weak:,} " if len(weak) < n_weak else "")
