@@ -14,7 +14,14 @@ from fiftyone import ViewField as F
 from fake_clip import FakeEncoder, build, by_name, dot
 from vlsr_core.fo import chunks
 from vlsr_core.cli import main
-from vlsr_core.fo.export import ExportError, coco_image_root, coco_left_out, export_run
+from vlsr_core.fo.export import (
+    COCO_FILE,
+    FILES,
+    ExportError,
+    coco_image_root,
+    coco_left_out,
+    export_run,
+)
 from vlsr_core.fo.stages import compute_embeddings, run_vlsr, score_labels
 
 SCREW = '2" wood screw, "large"'  # quotes and a comma, as in Factorynet
@@ -657,3 +664,47 @@ def test_the_command_keeps_progress_bars_out_of_what_it_prints(run, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stdout and done.stdout.startswith("wrote ")
     assert "export: 100%" in done.stderr
+
+
+def test_exporting_unchanged_samples_again_writes_the_same_bytes(run, tmp_path, monkeypatch):
+    """Audit: FiftyOne's COCO exporter dated the boxes' file at the time of the export, so a
+    re-export of unchanged samples differed from the last (a change in DVC or git). It is
+    dated by the samples' last change; an export after a change gets the new date."""
+    import datetime
+    import fiftyone.utils.coco as fouc
+
+    class Later(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.datetime(2031, 1, 2, 3, 4, 5)
+
+    dataset = run[0]
+    export_run(dataset, str(tmp_path / "first"), detections_field="objects")
+    monkeypatch.setattr(fouc, "datetime", Later)  # the clock moved on
+    export_run(dataset, str(tmp_path / "again"), detections_field="objects")
+    for name in (*FILES, COCO_FILE):
+        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+    def dated(folder):
+        with open(tmp_path / folder / COCO_FILE, encoding="utf-8") as f:
+            created = json.load(f)["info"]["date_created"]
+        last = dataset.max("last_modified_at").replace(microsecond=0)
+        return created == last.isoformat() + "+00:00"
+
+    assert dated("again")
+    sample = dataset.first()
+    sample["objects"].detections[0].label = "helmet"
+    sample.save()
+    export_run(dataset, str(tmp_path / "changed"), detections_field="objects")
+    assert dated("changed")
+
+
+def test_the_coco_info_of_the_dataset_is_kept(run, tmp_path):
+    """A dataset imported from COCO keeps its ``info`` (its own date too) in the export."""
+    dataset = run[0]
+    dataset.info = {"contributor": "crowd", "date_created": "2019/05/01", "year": 2019}
+    dataset.save()
+    export_run(dataset, str(tmp_path / "out"), detections_field="objects")
+    with open(tmp_path / "out" / COCO_FILE, encoding="utf-8") as f:
+        info = json.load(f)["info"]
+    assert (info["contributor"], info["date_created"], info["year"]) == ("crowd", "2019/05/01",
+                                                                          2019)

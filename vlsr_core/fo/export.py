@@ -20,7 +20,9 @@ Files written to the export directory:
 - ``detections/labels.json`` (with ``detections_field``): the boxes of a Detections field with
   canonical labels (:func:`coco_boxes`), written by FiftyOne's COCO exporter; ``file_name``
   is relative to the images' common folder (:func:`coco_image_root`, the ``data_path`` to give
-  FiftyOne's importer).
+  FiftyOne's importer); its ``info`` is the dataset's, dated by the samples' last change.
+
+An export of unchanged samples writes the same bytes as the last one.
 
 Each file is written as ``NAME.partial`` and renamed once all are written; the renames are not
 cut short by Ctrl-C. The ``.partial`` files that a killed export leaves behind do not make the
@@ -33,6 +35,7 @@ import logging
 import os
 import shutil
 import tempfile
+from datetime import timezone
 from itertools import chain
 
 import fiftyone as fo
@@ -229,6 +232,7 @@ def _coco_detections(samples, boxes, detections_field, categories, path, progres
         dataset_type=fo.types.COCODetectionDataset,
         label_field=detections_field,
         categories=[dict(id=i, name=n, supercategory=None) for i, n in enumerate(categories, 1)],
+        info=_coco_info(samples),
         export_media=False,
         overwrite=True,
         progress=lambda bar: bar.progress is not None and progress(bar.progress),
@@ -239,6 +243,19 @@ def _coco_detections(samples, boxes, detections_field, categories, path, progres
         with open(path, "w", encoding="utf-8") as f:
             json.dump({**coco, "annotations": []}, f)
     progress(1.0)
+
+
+def _coco_info(samples):
+    """The COCO ``info`` of the boxes: the dataset's, dated by the last change to the samples
+    exported unless it gives a date (FiftyOne's exporter dates it now, and an export of
+    unchanged samples would differ from the last in that line alone)."""
+    info = dict(samples.info or {})
+    if "date_created" not in info and samples.has_field("last_modified_at"):
+        last = samples.max("last_modified_at")
+        if last is not None:
+            last = last if last.tzinfo else last.replace(tzinfo=timezone.utc)
+            info["date_created"] = last.astimezone(timezone.utc).isoformat(timespec="seconds")
+    return info
 
 
 def _named(label):
