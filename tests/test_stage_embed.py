@@ -412,7 +412,7 @@ def test_a_label_the_tokenizer_reads_as_one_embedded_before_gets_its_vector(
     assert np.array_equal(vector["DRILL"], vector["drill"])
     assert np.array_equal(vector["Drill "], vector["drill"])
     assert not np.allclose(vector["glove"], vector["drill"], atol=1e-3)
-    stages.score_labels(dataset, top_k=3)
+    stages.score_labels(dataset, top_k=6)  # every label: a random model's ranking is no matter
     for suggested in dataset.values("vlsr_suggestions.classifications.label"):
         assert len([l for l in suggested if l.strip().lower() == "drill"]) == 1, suggested
 
