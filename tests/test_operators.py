@@ -405,6 +405,19 @@ def test_plugin_requirements_match_the_package_dependencies():
     assert sorted(listed) == sorted(d for d in project if not re.match(r"fiftyone\b", d))
 
 
+def test_the_plugin_the_package_and_the_citation_give_one_version_and_fiftyone_range():
+    """fiftyone.yml said FiftyOne >=1.0 after the package's bound had moved (and FiftyOne
+    loads the plugin by fiftyone.yml): the four places a release is numbered agree."""
+    import yaml
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    plugin = yaml.safe_load((ROOT / "fiftyone.yml").read_text())
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    fiftyone = next(d for d in project["dependencies"] if re.match(r"fiftyone\b", d))
+    assert plugin["fiftyone"]["version"] == fiftyone[len("fiftyone"):]
+    assert project["version"] == plugin["version"] == citation["version"]
+
+
 def test_a_form_warns_of_a_stage_that_stopped_part_way(ds, tiny_clip):
     run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
     run("score_labels", ds)
