@@ -62,3 +62,13 @@ def test_the_python_api_block_of_the_readme_runs(dataset, tiny_clip, tmp_path, m
     assert dataset.count("reviewed_label") == len(LABELS)  # apply_review(copy_to=...)
     assert review_state(dataset, "vlsr").label_map.canonical["helmit"] == "helmit"  # the import
     assert names["reviewed"].canonical["helmit"] == "helmit"  # the engine's split
+
+
+def test_the_images_the_readme_shows_are_in_the_repository():
+    import re
+
+    text = open(README, encoding="utf-8").read()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert images, "no image found: the pattern no longer matches README's"
+    root = os.path.dirname(README)
+    assert [i for i in images if not os.path.isfile(os.path.join(root, i))] == []
