@@ -684,6 +684,7 @@ def test_exporting_unchanged_samples_again_writes_the_same_bytes(run, tmp_path, 
     export_run(dataset, str(tmp_path / "again"), detections_field="objects")
     for name in (*FILES, COCO_FILE):
         assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+
     def dated(folder):
         with open(tmp_path / folder / COCO_FILE, encoding="utf-8") as f:
             created = json.load(f)["info"]["date_created"]

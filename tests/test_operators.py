@@ -407,7 +407,8 @@ def test_plugin_requirements_match_the_package_dependencies():
 
 def test_the_plugin_the_package_and_the_citation_give_one_version_and_fiftyone_range():
     """fiftyone.yml said FiftyOne >=1.0 after the package's bound had moved (and FiftyOne
-    loads the plugin by fiftyone.yml): the four places a release is numbered agree."""
+    loads the plugin by fiftyone.yml): the three files that number a release give one number,
+    and the two that give FiftyOne's range one range."""
     import yaml
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
