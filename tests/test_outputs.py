@@ -114,7 +114,28 @@ def test_a_users_saved_view_with_a_review_view_name_is_kept(main):
     assert len(dataset.load_saved_view(name)) == 2
 
 
-@pytest.mark.parametrize("key", ["", "a.b", "my run", "1st", None])
+def test_a_users_saved_view_of_a_name_that_reads_as_a_review_views_is_kept(main):
+    """FiftyOne saves a view over any view of the same slug: a run deleted "K2 Low Similarity",
+    another's view, to save its "k2-low-similarity"."""
+    dataset, images = main
+    dataset.save_view("Vlsr Low Similarity", dataset.limit(2), description="my picks")
+    with pytest.raises(VLSRError, match="'Vlsr Low Similarity' exists, which FiftyOne cannot "
+                                        "tell apart from run 'vlsr'.s view 'vlsr-low-simil"):
+        run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    assert len(dataset.load_saved_view("Vlsr Low Similarity")) == 2
+    assert dataset.list_runs() == []
+
+
+def test_run_keys_apart_only_by_case_keep_each_others_saved_views(main):
+    dataset, images = main
+    run_vlsr(dataset, "gt", key="cb", encoder=FakeEncoder(images), min_cluster_size=1)
+    views = dataset.list_saved_views()
+    with pytest.raises(VLSRError, match="'cb-low-similarity' exists, which FiftyOne cannot tell"):
+        run_vlsr(dataset, "gt", key="CB", encoder=FakeEncoder(images), min_cluster_size=1)
+    assert dataset.list_saved_views() == views and dataset.list_runs() == ["cb"]
+
+
+@pytest.mark.parametrize("key", ["", "a.b", "my run", "1st", "_x", None])
 def test_a_run_key_that_cannot_name_fields_is_refused(main, key):
     dataset, images = main
     with pytest.raises(VLSRError, match="cannot name fields"):

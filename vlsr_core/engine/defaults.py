@@ -5,12 +5,18 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_KEY = "vlsr"  # run key, and the prefix of every field a run writes
 
 
+def is_field_name(name):
+    """Whether FiftyOne can name a sample field ``name``: an identifier, not starting with
+    ``_`` (FiftyOne keeps those for itself)."""
+    return isinstance(name, str) and name.isidentifier() and not name.startswith("_")
+
+
 def key_problem(key):
     """Why ``key`` cannot be a run key (it prefixes field names), or None."""
-    if isinstance(key, str) and key.isidentifier():
+    if is_field_name(key):
         return None
-    return (f"The run key {key!r} cannot name fields: use letters, digits and underscores, not "
-            "starting with a digit")
+    return (f"The run key {key!r} cannot name fields: use letters, digits and underscores, "
+            "starting with a letter")
 
 
 DEFAULT_EPS = 0.07  # DBSCAN radius in cosine distance: the paper's best (0.1 drifted)

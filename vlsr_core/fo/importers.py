@@ -32,7 +32,7 @@ import fiftyone as fo
 import fiftyone.core.media as fom
 import fiftyone.core.storage as fos
 
-from ..engine.defaults import DEFAULT_KEY
+from ..engine.defaults import DEFAULT_KEY, is_field_name
 from ..model.images import BadImageError, oriented_size
 from ..wording import count
 from .lease import dataset_document
@@ -251,8 +251,7 @@ def _check_fields(dataset, fields):
     built_in = dataset._get_default_sample_fields()
     writers = run_outputs(dataset)
     for name, kind in fields.items():
-        if (not isinstance(name, str) or not name.isidentifier() or name.startswith("_")
-                or name in built_in):
+        if not is_field_name(name) or name in built_in:
             raise InputFileError(f"{name!r} cannot be a label field: give a name of your own, of "
                                  "letters, digits and underscores, such as ground_truth")
         writer = writers.get(name)

@@ -14,6 +14,7 @@ from copy import deepcopy
 import eta.core.serial as etas
 from mongoengine.errors import DoesNotExist
 import fiftyone.core.runs as fors
+from fiftyone.core.utils import to_slug
 import numpy as np
 
 from ..engine.defaults import DEFAULT_KEY, key_problem
@@ -569,10 +570,18 @@ def output_problem(samples, key, label_field):
         return (f"Field {held[0]!r} exists and was not created by run {key!r}; writing there "
                 "would overwrite it: choose another run key")
     views = set(owned_views(key, config)) if config else set()
+    # FiftyOne saves a view over any view of the same slug ("K2 Low Similarity" for
+    # "k2-low-similarity", or run "CB"'s view for run "cb"'s), not only one of its name
+    slugs = {to_slug(v): v for v in dataset.list_saved_views() if v not in views}
     for view in saved_view_names(key).values():
-        if view not in views and dataset.has_saved_view(view):
+        other = slugs.get(to_slug(view))
+        if other == view:
             return (f"A saved view {view!r} exists and was not created by run {key!r}: choose "
                     "another run key")
+        if other is not None:
+            return (f"A saved view {other!r} exists, which FiftyOne cannot tell apart from run "
+                    f"{key!r}'s view {view!r} (both are {to_slug(view)!r} in the App's "
+                    "address): saving that view would delete it; choose another run key")
     return None
 
 

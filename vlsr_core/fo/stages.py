@@ -22,7 +22,7 @@ import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
-from ..engine.defaults import DEFAULT_KEY
+from ..engine.defaults import DEFAULT_KEY, is_field_name
 from ..engine.params import PARAM_CLASSES, EmbedParams, MergeParams, ParamError, ScoreParams
 from ..engine.evidence import ImagePrototypes
 from ..engine.pipeline import ScoreTally, build_label_map, final_labels, score_images
@@ -1127,8 +1127,9 @@ def _floats(scores, n):
 def copy_problem(dataset, key, name):
     """Why the final labels of run ``key`` cannot be copied to field ``name``, or None."""
     config = dataset.get_run_info(key).config
-    if not isinstance(name, str) or not name.isidentifier():
-        return f"{name!r} cannot name a field: use letters, digits and underscores"
+    if not is_field_name(name):
+        return (f"{name!r} cannot name a field: use letters, digits and underscores, starting "
+                "with a letter")
     owned = set(config.created_fields or [])
     if name in sample_fields(key).values() or name == config.label_field.split(".")[0]:
         return f"{name!r} is a field of run {key!r} or its input: choose a new name"
