@@ -10,6 +10,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.engine.params import ParamError
+from vlsr_core.fo.chunks import every_field
 from vlsr_core.fo.labels import input_fields, media_problem, unlabelled_problem
 from vlsr_core.fo.lease import running_note
 from vlsr_core.fo.runs import (
@@ -56,7 +57,7 @@ def target_view(ctx, inputs, default_target=None):
     inputs.view_target(ctx, default_target=default_target)
     if ctx.dataset is None:
         return None
-    view = chosen_target(ctx, default_target)
+    view = every_field(chosen_target(ctx, default_target))  # (the App's field visibility hides)
     problem = media_problem(view)  # (a grouped dataset's view of one image slice is fine)
     if problem:
         block(inputs, "media_error", problem)

@@ -52,8 +52,10 @@ def ds(dataset, tmp_path):
     return dataset
 
 
-def run(name, dataset, view=None, view_name=None, **params):
+def run(name, dataset, view=None, view_name=None, extended=None, **params):
+    """Execute an operator (``extended``: the stages the App adds to its view, as it sends them)."""
     extra = {"view": view, "view_name": view_name} if view is not None else {}
+    extra.update({"extended": extended} if extended else {})
     return foo.execute_operator(URI + name, dataset=dataset, params=params, **extra)
 
 
@@ -597,6 +599,17 @@ def test_a_run_made_on_an_unsaved_view_keeps_the_open_view_as_its_default(ds, ti
     assert ds.get_run_info("vlsr").config.collection == ""
     props = form("cluster_and_merge", ds, view=view)["type"]["properties"]
     assert props["view_target"]["default"] == "CURRENT_VIEW" and "narrowed" not in props
+
+
+def test_the_apps_field_visibility_does_not_hide_the_runs_fields_from_it(ds, tiny_clip):
+    """The App adds a stage that hides the fields a curator unticks to an operator's view: the
+    run read its own fields through it, and crashed."""
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    hidden = {"fiftyone.core.stages.SelectFields": {"field_names": ["gt"]}}
+    for name in ("score_labels", "cluster_and_merge", "apply_review"):
+        run(name, ds, view=ds.view(), view_target="CURRENT_VIEW", extended=hidden, key="vlsr")
+    assert ds.count("gt.classifications.vlsr_similarity") == 6
+    assert (ds.count("vlsr_labels"), ds.count("vlsr_suggestions")) == (6, 5)  # (5 images read)
 
 
 def _form_errors(form_json):

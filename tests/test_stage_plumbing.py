@@ -137,6 +137,28 @@ def test_values_land_on_their_labels_when_the_view_filters_on_what_is_written(ma
     assert written == len(shown)
 
 
+def test_a_view_that_hides_fields_is_run_on_with_every_field(main):
+    """``select_fields`` and ``exclude_fields`` (the App's field visibility adds one to an
+    operator's view) hide the run's own fields; a run on such a view crashed after embedding,
+    and so did the summary of a run made on a saved one."""
+    from vlsr_core.fo.review import add_edit, apply_review
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, images = main
+    run_vlsr(dataset, "gt", key="whole", encoder=FakeEncoder(images), min_cluster_size=1)
+    dataset.save_view("mine", dataset.select_fields("gt"))
+    run_vlsr(dataset.load_saved_view("mine"), "gt", encoder=FakeEncoder(images),
+             min_cluster_size=1)
+    assert dataset.values("vlsr_label.label") == dataset.values("whole_label.label")
+    assert dataset.values("gt.classifications.vlsr_canonical") == dataset.values(
+        "gt.classifications.whole_canonical")
+    assert dataset.get_run_info("vlsr").config.collection == "mine"  # (the view's name kept)
+    assert "(saved view `mine`)" in summarize_run(dataset, "vlsr")
+    add_edit(dataset, "vlsr", "rename", "drill", "power drill")
+    apply_review(dataset.exclude_fields(["vlsr_label", "vlsr_labels"]), "vlsr")
+    assert "power drill" in dataset.distinct("vlsr_label.label")
+
+
 def test_the_same_model_at_another_path_keeps_the_embeddings(main, tmp_path, monkeypatch):
     """A local model is recognised by what it is: a moved copy, given by a relative path,
     keeps every embedding; other weights of the same architecture embed everything again."""

@@ -58,6 +58,23 @@ def vectors(values, dim=None):
     return out
 
 
+def every_field(samples):
+    """``samples`` without the stages that only hide fields (``select_fields``,
+    ``exclude_fields``, and the App's field visibility, which adds one to an operator's view):
+    a run reads and writes fields of its own through its target. Its samples and labels, and
+    a saved view's name, stay those of ``samples``."""
+    import fiftyone as fo
+    import fiftyone.core.stages as fost
+
+    stages = getattr(samples, "_stages", None)
+    hiding = (fost.SelectFields, fost.ExcludeFields)
+    if not stages or not any(isinstance(s, hiding) for s in stages):
+        return samples
+    return fo.DatasetView._build(samples._dataset, [s._serialize() for s in stages
+                                                    if not isinstance(s, hiding)],
+                                 name=samples.name)
+
+
 def sample_ids(samples):
     """The ids of ``samples`` in their order, as a uint8 ndarray of shape (n, 12) (ObjectIds).
 

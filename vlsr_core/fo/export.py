@@ -44,7 +44,7 @@ from fiftyone.core.expressions import ViewExpression
 from ..engine.defaults import DEFAULT_KEY
 from ..interrupts import uninterrupted
 from ..wording import count, quoted
-from .chunks import iter_chunks, sample_ids
+from .chunks import every_field, iter_chunks, sample_ids
 from .labels import (
     BLANK,
     QUERY_BYTES,
@@ -397,6 +397,7 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
                    results=None):
     """Why :func:`export_run` would refuse these arguments, or None: checked before any file is
     written, and by the App's form before Execute. ``results``: the run's, if already loaded."""
+    samples = every_field(samples)  # (as the export reads it)
     problem = media_problem(samples)  # (a patches view: its dataset is not the run's)
     if problem:
         return problem
@@ -428,14 +429,6 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
         return (f"Run {key!r}: an Apply of a part of the run wrote the review on its samples "
                 "only, so the run's fields are mixed (the label map would not match those "
                 "samples): apply the review to the whole run before exporting")
-    fields = sample_fields(key)
-    path = label_path(dataset, config.label_field)
-    read = (config.label_field.split(".")[0], f"{path}.{label_attributes(key)['canonical']}",
-            *(fields[r] for r in ("label", "labels", "suggestions", "error")))
-    hidden = [f for f in read if dataset.has_field(f) and not samples.has_field(f)]
-    if hidden:
-        return (f"This view leaves out fields the export reads ({', '.join(hidden)}): export a "
-                "view that keeps them (select_fields or exclude_fields hid them)")
     problem = (label_filter_problem(samples, config.label_field, config.collection)
                or labels_problem(samples, config, results.vocabulary))
     if problem:

@@ -26,6 +26,8 @@ import fiftyone.core.odm as foo
 import psutil
 from pymongo.errors import DuplicateKeyError
 
+from .chunks import every_field
+
 logger = logging.getLogger(__name__)
 
 COLLECTION = "vlsr_leases"
@@ -293,7 +295,8 @@ def run_lease(dataset, key, stage, shared=False, tag=None):
 
 def holds_run(stage, shared=False):
     """Decorate a stage function ``f(samples, ..., key=..., ...)`` to run holding the lease of
-    its run (:func:`run_lease`), ``shared`` for a shard."""
+    its run (:func:`run_lease`), ``shared`` for a shard, on ``samples`` with every field
+    (:func:`~.chunks.every_field`)."""
 
     def decorate(function):
         signature = inspect.signature(function)
@@ -302,9 +305,9 @@ def holds_run(stage, shared=False):
         def wrapper(*args, **kwargs):
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            samples = bound.arguments["samples"]
+            samples = bound.arguments["samples"] = every_field(bound.arguments["samples"])
             with run_lease(samples._dataset, bound.arguments["key"], stage, shared):
-                return function(*args, **kwargs)
+                return function(*bound.args, **bound.kwargs)
 
         return wrapper
 

@@ -21,6 +21,7 @@ from ..engine.defaults import DEFAULT_KEY, key_problem
 from ..engine.params import PARAM_CLASSES
 from ..wording import count
 from . import batches
+from .chunks import every_field
 from .labels import A_VALUE, first_match, input_fields
 from .lease import RunBusyError, check_held, dataset_document, holder, run_lease, running_note
 
@@ -141,7 +142,8 @@ def run_collection(dataset, key):
     """The collection run ``key`` was made on: its saved view if it still exists, else the
     dataset (also for a run made on an unsaved view, which cannot be found again)."""
     name = dataset.get_run_info(key).config.collection
-    return dataset.load_saved_view(name) if name and dataset.has_saved_view(name) else dataset
+    return (every_field(dataset.load_saved_view(name)) if name and dataset.has_saved_view(name)
+            else dataset)
 
 
 def outside_problem(samples, key, by_count=False):
