@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from vlsr_core.engine.pipeline import LabelMap, final_labels
-from vlsr_core.engine.review import (Edit, edits_to_reach, nearest_other_cluster, review_label_map,
-                                     suggestion_decisions)
+from vlsr_core.engine.review import (Edit, edits_to_reach, label_decision, nearest_other_cluster,
+                                     review_label_map, suggestion_decisions)
 
 VOCAB = ["helmet", "Helmets", "hard hat", "drill", "drill press", "vise"]
 FREQ = np.array([5, 3, 2, 4, 1, 2])
@@ -280,10 +280,16 @@ def test_suggestion_decisions_last_one_wins_per_sample_and_per_label():
         Edit(3, "accept_suggestion", "vise", samples=("s3",), label_ids=("l7",)),
         Edit(4, "accept_suggestion", "gone", samples=("s1",)),
         Edit(5, "accept_suggestion", "vise", samples=("s4",), undone="2026-12-01T00:00:00+00:00"),
+        # one label id on two samples (a cloned sample keeps its labels' ids)
+        Edit(6, "reject_suggestion", "vise", samples=("s3",), label_ids=("l8",)),
+        Edit(7, "accept_suggestion", "drill", samples=("s5",), label_ids=("l8",)),
     ]
     by_sample, by_label = suggestion_decisions(edits, VOCAB)
     assert {s: e.id for s, e in by_sample.items()} == {"s1": 1, "s2": 2}
-    assert {l: e.id for l, e in by_label.items()} == {"l7": 3}
+    decided = {(s, l): getattr(label_decision(by_label, s, l), "id", None)
+               for s in ("s3", "s4", "s5") for l in ("l7", "l8")}
+    assert decided == {("s3", "l7"): 3, ("s3", "l8"): 6, ("s5", "l8"): 7, ("s4", "l7"): None,
+                       ("s4", "l8"): None, ("s5", "l7"): None}
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -236,6 +236,28 @@ def test_accepting_a_suggestion_for_one_label_replaces_that_label_in_the_outputs
     assert by_name(dataset, "gt.classifications.label")["s3.png"] == ["helmet"]
 
 
+def test_a_decision_on_a_label_stays_on_its_sample_when_another_has_that_label_id(main):
+    """A sample cloned or merged from another keeps its labels' ids: accepting a suggestion for
+    one sample's label changed the other sample's label of that id too."""
+    import shutil
+
+    dataset, images = main
+    s3 = dataset.match(F("filepath").ends_with("/s3.png")).first()
+    shutil.copy(s3.filepath, s3.filepath.replace("s3.png", "t3.png"))
+    images["t3.png"] = images["s3.png"]
+    dataset.add_sample(fo.Sample(filepath=s3.filepath.replace("s3.png", "t3.png"), gt=s3.gt))
+    assert _label_ids(dataset, "t3.png") == _label_ids(dataset, "s3.png")
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), top_k=3, min_cluster_size=1)
+    add_edit(dataset, "vlsr", "accept_suggestion", "Screwdrivers", samples=[s3.id],
+             label_ids=_label_ids(dataset, "s3.png"))
+    report = apply_review(dataset, "vlsr")
+    assert report.n_changed == 1
+    final = by_name(dataset, "vlsr_label.label")
+    assert (final["s3.png"], final["t3.png"]) == ("screwdriver", "helmet")
+    assert by_name(dataset, "gt.classifications.vlsr_canonical")["t3.png"] == ["helmet"]
+    assert by_name(dataset, "vlsr_label.tags")["t3.png"] == []
+
+
 def test_rejecting_a_suggestion_keeps_the_labels_and_tags_the_sample(ran):
     dataset = ran[0]
     add_edit(dataset, "vlsr", "reject_suggestion", "screwdriver",
@@ -592,9 +614,10 @@ def test_final_labels_can_be_copied_to_a_new_field_that_the_run_owns(ran):
         apply_review(dataset, "vlsr", copy_to="other")
     # refused before anything is written: the run is not marked as stopped part-way
     assert dataset.get_run_info("vlsr").config.stages.get("apply") != "running"
-    for taken in ("gt", "vlsr_label", "not a name"):
+    for taken in ("gt", "vlsr_label", "not a name", "_x"):  # (FiftyOne keeps "_" names)
         with pytest.raises(VLSRError):
             apply_review(dataset, "vlsr", copy_to=taken)
+        assert dataset.get_run_info("vlsr").config.stages.get("apply") != "running"
     dataset.delete_run("vlsr")
     assert not dataset.has_field("reviewed") and dataset.has_field("gt")
 

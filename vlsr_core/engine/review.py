@@ -405,8 +405,10 @@ def suggestion_decisions(edits, vocabulary=None):
         vocabulary: if given, decisions on labels outside it are left out (stale).
 
     Returns:
-        ``(by_sample, by_label)``: dicts from a sample id, or a label id, to its deciding
-        :class:`Edit`.
+        ``(by_sample, by_label)``: a dict from a sample id to its deciding :class:`Edit`, and
+        one from a label id to the decisions on it, each with the set of its samples, to read
+        with :func:`label_decision` (one label id may be on several samples: a sample cloned
+        or merged from another keeps its labels' ids).
     """
     known = None if vocabulary is None else set(vocabulary)
     by_sample, by_label = {}, {}
@@ -414,7 +416,18 @@ def suggestion_decisions(edits, vocabulary=None):
         if edit.action not in SUGGESTION_ACTIONS or (known is not None and edit.label not in known):
             continue
         if edit.label_ids:
-            by_label.update(dict.fromkeys(edit.label_ids, edit))
+            decision = (frozenset(edit.samples), edit)
+            for label_id in edit.label_ids:
+                by_label.setdefault(label_id, []).append(decision)
         else:
             by_sample.update(dict.fromkeys(edit.samples, edit))
     return by_sample, by_label
+
+
+def label_decision(by_label, sample_id, label_id):
+    """The decision in force on label ``label_id`` of sample ``sample_id`` (``by_label`` from
+    :func:`suggestion_decisions`), or None."""
+    for samples, edit in reversed(by_label.get(label_id, ())):
+        if sample_id in samples:
+            return edit
+    return None

@@ -26,7 +26,7 @@ from ..engine.defaults import DEFAULT_KEY, is_field_name
 from ..engine.params import PARAM_CLASSES, EmbedParams, MergeParams, ParamError, ScoreParams
 from ..engine.evidence import ImagePrototypes
 from ..engine.pipeline import ScoreTally, build_label_map, final_labels, score_images
-from ..engine.review import suggestion_decisions
+from ..engine.review import label_decision, suggestion_decisions
 from ..model.tokens import unknown_words
 from ..wording import count
 from . import batches, chunks
@@ -1014,8 +1014,9 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         f"{fields['label']}.label", f"{fields['label']}.confidence", f"{fields['label']}.tags"]
     done = written = 0
     for chunk in run.read_chunks(samples, stored):
-        labels = [[_decided(by_label.get(i), "accept_suggestion", l) for i, l in zip(ids, ls)]
-                  for ids, ls in zip(chunk.label_ids, chunk.labels)]
+        labels = [[_decided(label_decision(by_label, s, i), "accept_suggestion", l)
+                   for i, l in zip(ids, ls)]
+                  for s, ids, ls in zip(chunk.ids, chunk.label_ids, chunk.labels)]
         sets = label_sets(labels)
         # (a sample whose image has no embedding now, an image failing since the decision, has
         # no suggestions: the decision waits)
@@ -1150,7 +1151,8 @@ def _decided(edit, action, default):
 
 def _review_tags(sample_id, label_ids, labels, by_sample, by_label, edited):
     """The review tags of a sample's final label."""
-    decisions = [by_sample.get(sample_id)] + [by_label.get(i) for i in label_ids]
+    decisions = [by_sample.get(sample_id)] + [label_decision(by_label, sample_id, i)
+                                              for i in label_ids]
     actions = {e.action for e in decisions if e is not None}
     tags = [tag for action, tag in (("accept_suggestion", REVIEW_TAGS["accepted"]),
                                     ("reject_suggestion", REVIEW_TAGS["rejected"]))
