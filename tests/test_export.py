@@ -241,6 +241,25 @@ def test_the_coco_boxes_left_out_are_counted_and_said(run, tmp_path, capsys):
 
 
 
+def test_an_image_file_of_two_samples_is_said_by_the_export(dataset, tmp_path):
+    """COCO lists each sample apart, both under the file's name, and FiftyOne's COCO importer
+    keeps the boxes of one of them: the export kept every box, silently lost on re-import."""
+    images = build(dataset, tmp_path / "images", SPEC, kind="detections", field="objects")
+    h1 = dataset.match(F("filepath").ends_with("/h1.png")).first()
+    dataset.add_sample(fo.Sample(filepath=h1.filepath, objects=fo.Detections(detections=[
+        fo.Detection(label="helmet", bounding_box=[0.2, 0.2, 0.3, 0.3])])))
+    run_vlsr(dataset, "objects", encoder=FakeEncoder(images), min_cluster_size=1)
+    out = tmp_path / "export"
+    export_run(dataset, str(out), detections_field="objects")
+    with open(out / "detections" / "labels.json") as f:
+        coco = json.load(f)
+    assert len(coco["annotations"]) == dataset.count("objects.detections") - 1  # (zero.png's)
+    assert sum(i["file_name"] == "h1.png" for i in coco["images"]) == 2
+    assert coco_left_out(dataset, "objects") == (
+        "1 box on 1 unreadable image left out of the COCO detections; 1 image file is the file "
+        "of 2 samples, each listed once a sample under the same file_name: FiftyOne's COCO "
+        "importer keeps the boxes of one of them only")
+
 def test_the_canonical_label_lookup_of_the_coco_boxes_finds_every_label(dataset):
     """The COCO boxes' labels are mapped by a binary search in MongoDB (a list lookup took 36 s
     for 200,000 boxes at 20,000 labels): it must order labels as MongoDB compares them,

@@ -324,8 +324,9 @@ def canonical_of(label, label_map):
 def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
     """What the COCO detections leave out of ``detections_field`` or keep as written, in
     words, or None: boxes on images whose size cannot be read or that the run could not read
-    (unreadable), boxes with an empty or blank label or without coordinates, and labels the
-    run's label map does not have (kept as written)."""
+    (unreadable), boxes with an empty or blank label or without coordinates, labels the
+    run's label map does not have (kept as written), and images that are the file of several
+    samples (listed once a sample, under one file_name: a COCO importer keeps one of them)."""
     F = fo.ViewField
     detections = f"{detections_field}.detections"
     sized, unsized = (samples.match(e) for e in (_readable(samples, key), ~_readable(samples, key)))
@@ -348,6 +349,14 @@ def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
         shown = ", ".join(map(quoted, sorted(strange)[:5])) + (", ..." if len(strange) > 5 else "")
         notes.append(f"{count(n, 'box')} with a label the run does not have ({shown}) kept as "
                      "written")
+    shared = next(sized._aggregate(post_pipeline=[
+        {"$group": {"_id": "$filepath", "n": {"$sum": 1}}}, {"$match": {"n": {"$gt": 1}}},
+        {"$group": {"_id": None, "files": {"$sum": 1}, "samples": {"$sum": "$n"}}}]), None)
+    if shared:
+        notes.append(f"{count(shared['files'], 'image file')} {'is' if shared['files'] == 1 else 'are'}"
+                     f" the file of {shared['samples']} samples, each listed once a sample "
+                     "under the same file_name: FiftyOne's COCO importer keeps the boxes of one "
+                     "of them only")
     return "; ".join(notes) or None
 
 
