@@ -402,6 +402,24 @@ def test_a_view_that_hides_fields_exports_as_its_samples_with_every_field(run, t
                 tmp_path / "whole" / name).read_bytes(), name
 
 
+@pytest.mark.parametrize("field", ["vlsr_label", "vlsr_labels", "vlsr_suggestions"])
+def test_an_output_field_deleted_by_hand_is_said_and_written_again_by_a_run(run, tmp_path, field):
+    """The summary and the export failed with a traceback on a field of the run a user deleted."""
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, _, images = run
+    dataset.delete_sample_field(field)
+    words = f"Field '{field}' was deleted after the run wrote it: run again to write it back"
+    assert words in summarize_run(dataset, "vlsr")
+    with pytest.raises(ExportError, match=re.escape(words)):
+        export_run(dataset, str(tmp_path / "export"))
+    assert not os.path.exists(tmp_path / "export")
+    run_vlsr(dataset, "objects", encoder=FakeEncoder(images), top_k=3, min_cluster_size=1)
+    assert "Deleted" not in summarize_run(dataset, "vlsr")
+    assert by_name(dataset, "vlsr_label.label") == FINAL
+    export_run(dataset, str(tmp_path / "export"))
+
+
 def test_views_the_export_cannot_read_are_refused_in_words(run, tmp_path):
     dataset, _, _ = run
     for view, words in (

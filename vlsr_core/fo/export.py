@@ -59,6 +59,8 @@ from .labels import (
 from .lease import holds_run, running_note
 from .review import CLUSTER_FIRST, labels_problem, review_state
 from .runs import (
+    deleted_note,
+    deleted_outputs,
     half_deleted,
     label_attributes,
     list_vlsr_runs,
@@ -438,6 +440,9 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
         return (f"Run {key!r}: an Apply of a part of the run wrote the review on its samples "
                 "only, so the run's fields are mixed (the label map would not match those "
                 "samples): apply the review to the whole run before exporting")
+    gone = deleted_outputs(dataset, key)
+    if gone:
+        return f"Run {key!r}: {deleted_note(gone)}, then export"
     problem = (label_filter_problem(samples, config.label_field, config.collection)
                or labels_problem(samples, config, results.vocabulary))
     if problem:

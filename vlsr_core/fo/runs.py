@@ -486,6 +486,23 @@ def owned_fields(samples, key, config):
     return output_fields(samples, key, config.label_field)
 
 
+def deleted_outputs(dataset, key, roles=("label", "labels", "suggestions")):
+    """The sample fields of run ``key`` (by role, see :func:`sample_fields`) that it created
+    and that are gone since (a user deleted them): a stage that reads them would fail."""
+    created = set(dataset.get_run_info(key).config.created_fields or [])
+    return [f for role, f in sample_fields(key).items()
+            if role in roles and f in created and not dataset.has_field(f)]
+
+
+def deleted_note(fields):
+    """What to do about :func:`deleted_outputs` ``fields``, in words."""
+    one = len(fields) == 1
+    return (f"{'Field' if one else 'Fields'} {', '.join(map(repr, fields))} "
+            f"{'was' if one else 'were'} deleted after the run wrote {'it' if one else 'them'}: "
+            f"run again to write {'it' if one else 'them'} back (`vlsr run`, or *VLSR 2: score "
+            "labels* and *VLSR 3: cluster and merge labels* in the App)")
+
+
 def what_goes(dataset, key):
     """What deleting run ``key`` removes, in words: its fields, saved views, Brain runs and
     review edits (the input labels stay)."""

@@ -12,6 +12,8 @@ from .labels import blank_labels, label_counts, label_path, usable
 from .lease import running_note
 from .review import copy_note, review_state, run_copies_outdated
 from .runs import (
+    deleted_note,
+    deleted_outputs,
     label_attributes,
     load_results,
     review_attribute,
@@ -84,7 +86,10 @@ def summarize_run(dataset, key, n_clusters=10):
         state = review_state(dataset, key, results)
         lines.extend(_merge_report(results, state, config, n_clusters))
         lines.append(state.summary())
-        if dataset.has_saved_view(views["changed"]):
+        gone = deleted_outputs(dataset, key)
+        if gone:
+            lines.append(f"**Deleted:** {deleted_note(gone)}")
+        if dataset.has_saved_view(views["changed"]) and dataset.has_field(fields["label"]):
             copies = run_copies_outdated(dataset, key, state)
             lines.append(
                 f"**Final labels:** {_final_count(samples, fields)}; "
