@@ -444,6 +444,22 @@ def test_bad_labels_each_get_a_clear_outcome_and_none_is_lost():
     assert label_map.steps.n_dbscan == len(label_map.representatives) == 10
 
 
+def test_labels_without_a_letter_or_digit_join_only_their_own_spellings():
+    """"🔨" and "🔨 " stayed two clusters, two export categories, in a map that the review's own
+    check refuses ("read alike")."""
+    vocabulary = ["\U0001f528", "\U0001f528 ", " \U0001f528\u200b", "\U0001f528\U0001f528", "#",
+                  "# ", "hammer"]
+    emb = spread(len(vocabulary))
+    emb[:6] = emb[0]  # (an encoder embeds such labels alike)
+    label_map = build_label_map(vocabulary, emb, np.array([1, 5, 1, 1, 1, 1, 1]))
+    assert groups_of(vocabulary, label_map) == {
+        frozenset(["#", "# "]), frozenset(["hammer"]),
+        frozenset(["\U0001f528", "\U0001f528 ", " \U0001f528\u200b"]),
+        frozenset(["\U0001f528\U0001f528"])}
+    assert label_map.canonical["\U0001f528"] == "\U0001f528 "  # (on most samples)
+    assert label_map.steps.kept_apart == {"no letter or digit": 6}
+
+
 def test_recommended_clusters_are_independent_of_the_vocabulary_order():
     vocabulary = ["helmet", "Helmets", "helmit", "screwdriver", "Screw driver", "drill", "drills"]
     emb = spread(7)

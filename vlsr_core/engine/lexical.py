@@ -95,14 +95,19 @@ def normal_form(label):
     return s if _WORD_CHAR.search(s) else ""
 
 
+def read_form(label):
+    """What ``label`` reads as: its :func:`normal_form`, or for a label without a letter or
+    digit (``🦺``, ``🔨 ``) its symbols, case, spaces and Unicode form aside (not "", which
+    every such label would share)."""
+    return normal_form(label) or " ".join(_folded(label).split())
+
+
 def by_normal_form(strings):
     """normal form -> the ``strings`` that read so, in the order given (case, punctuation and
-    extra spaces aside: what reads alike to a curator). A string without a letter or digit
-    (``🦺``, ``🔨``) reads as its symbols, not as every other such string."""
+    extra spaces aside: what reads alike to a curator), by :func:`read_form`."""
     spellings = {}
     for s in strings:
-        form = normal_form(s) or " ".join(_folded(s).split())
-        spellings.setdefault(form, []).append(s)
+        spellings.setdefault(read_form(s), []).append(s)
     return spellings
 
 
@@ -227,15 +232,13 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
     normal = [normal_form(v) for v in vocabulary]
     words = [i for i in range(n) if normal[i]]
 
-    def key_pairs(keys, previous=None):
+    def key_pairs(keys, previous):
         """The pairs of labels of equal keys: of one label of each ``previous`` key, so that a
         pair a stricter rule refused is not joined again by a looser one; every pair of those (a
         few spellings a key), so that two close spellings join even when a third is far."""
         first = {}
         for i in words:
-            first.setdefault(keys[i], {}).setdefault(i if previous is None else previous[i], i)
-        if previous is None:  # equal spellings, unguarded: one chain suffices
-            return [(m[0], j) for m in (list(d.values()) for d in first.values()) for j in m[1:]]
+            first.setdefault(keys[i], {}).setdefault(previous[i], i)
         return [p for d in first.values() for p in combinations(d.values(), 2)]
 
     def link(pairs, kind, guarded, bridges=None, nearest_first=False):
@@ -284,7 +287,12 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
                 apart.setdefault(rj, set()).add(ri)
 
     unknown = None if unknown_words is None else np.asarray(unknown_words, dtype=np.float64)
-    link(key_pairs(normal), "normal form", None)
+    read = {}  # equal spellings, unguarded; also of labels without a letter or digit ("🔨 ")
+    for i, label in enumerate(vocabulary):
+        form = normal[i] or read_form(label)
+        if form:  # (blank labels: each alone)
+            read.setdefault(form, []).append(i)
+    link([(same[0], j) for same in read.values() for j in same[1:]], "normal form", None)
     single = {i: singular_form(normal[i]) for i in words}
     plurals = key_pairs(single, previous=normal)
     guards = np.full(len(plurals), guard if plural_guard is None else plural_guard)
