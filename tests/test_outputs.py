@@ -135,6 +135,18 @@ def test_run_keys_apart_only_by_case_keep_each_others_saved_views(main):
     assert dataset.list_saved_views() == views and dataset.list_runs() == ["cb"]
 
 
+@pytest.mark.parametrize("first, second", [("vlsr", "vlsr_crop"), ("vlsr_crop", "vlsr")])
+def test_a_run_key_that_names_fields_as_another_run_does_is_refused(main, first, second):
+    """Run "vlsr_crop" writes "vlsr_crop_similarity", which is run "vlsr"'s crop score: the
+    export of one left out the other's score as its own, and each blocked the other."""
+    dataset, images = main
+    run_vlsr(dataset, "gt", key=first, encoder=FakeEncoder(images), min_cluster_size=1)
+    with pytest.raises(VLSRError, match=f"The run key '{second}' names fields as run '{first}' "
+                                        "does \\('vlsr_crop_similarity'\\)"):
+        compute_embeddings(dataset, "gt", key=second, encoder=FakeEncoder(images))
+    assert dataset.list_runs() == [first]
+
+
 @pytest.mark.parametrize("key", ["", "a.b", "my run", "1st", "_x", None])
 def test_a_run_key_that_cannot_name_fields_is_refused(main, key):
     dataset, images = main

@@ -570,6 +570,9 @@ def output_problem(samples, key, label_field):
     if deleting:
         return deleting
     if config is None:
+        problem = _names_problem(dataset, key)
+        if problem:
+            return problem
         writer = run_outputs(dataset).get(root)
         if writer is not None:
             return (f"Field {root!r} is an output of run {writer!r}: deleting or running that run "
@@ -601,6 +604,21 @@ def output_problem(samples, key, label_field):
             return (f"A saved view {other!r} exists, which FiftyOne cannot tell apart from run "
                     f"{key!r}'s view {view!r} (both are {to_slug(view)!r} in the App's "
                     "address): saving that view would delete it; choose another run key")
+    return None
+
+
+def _names_problem(dataset, key):
+    """Why a new run ``key`` would name fields as another VLSR run of ``dataset`` may ("vlsr_crop"
+    and "vlsr" both write "vlsr_crop_similarity"), or None."""
+    def names(k):
+        return {f"{k}_{suffix}" for suffix in (*SAMPLE_FIELDS.values(), *LABEL_ATTRIBUTES.values())}
+
+    mine = names(key)
+    for other in list_vlsr_runs(dataset):
+        shared = sorted(mine & names(other))
+        if shared:
+            return (f"The run key {key!r} names fields as run {other!r} does ({shared[0]!r}): "
+                    "choose another run key")
     return None
 
 
