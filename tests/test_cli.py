@@ -358,7 +358,8 @@ def test_delete_run_names_a_run_made_on_one_of_its_fields(ran, capsys):
     capsys.readouterr()
     assert main(["delete-run", "--dataset", dataset.name, "--key", "sug"]) == 1
     assert "of run 'sug' on " in capsys.readouterr().out
-    assert "its input field 'vlsr_suggestions' no longer exists" in what_goes(dataset, "sug")
+    assert ("its input field 'vlsr_suggestions' is no longer in the dataset (renamed or deleted)"
+            in what_goes(dataset, "sug"))
 
 
 def test_delete_run_names_a_run_made_on_one_of_its_saved_views(ran, capsys):

@@ -3,6 +3,7 @@ outputs would land on the input field or on any field, label attribute or saved 
 create, and deleting a run removes exactly what it created."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -153,6 +154,28 @@ def test_a_run_key_that_cannot_name_fields_is_refused(main, key):
     with pytest.raises(VLSRError, match="cannot name fields"):
         compute_embeddings(dataset, "gt", key=key, encoder=FakeEncoder(images))
     assert dataset.list_runs() == []
+
+
+def test_a_renamed_input_field_is_said_and_renamed_back_the_run_goes_on(main):
+    """The summary asked to cluster again, which refused; a run on the new name was refused
+    with "delete that run first", which left the run's attributes on the renamed labels."""
+    from vlsr_core.fo.runs import delete_run, what_goes
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, images = main
+    before = label_snapshot(dataset)
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    dataset.rename_sample_field("gt", "labels")
+    gone = "input field 'gt' is no longer in the dataset (renamed or deleted): if you renamed it"
+    assert gone in summarize_run(dataset, "vlsr") and "Changed since" not in summarize_run(
+        dataset, "vlsr")
+    assert gone in what_goes(dataset, "vlsr")
+    with pytest.raises(VLSRError, match=re.escape(f"not 'labels'; its {gone}")):
+        compute_embeddings(dataset, "labels", encoder=FakeEncoder(images))
+    dataset.rename_sample_field("labels", "gt")
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    delete_run(dataset, "vlsr")
+    assert label_snapshot(dataset) == before
 
 
 def test_deleting_a_run_removes_exactly_what_it_created(main, monkeypatch):

@@ -503,6 +503,16 @@ def deleted_note(fields):
             "labels* and *VLSR 3: cluster and merge labels* in the App)")
 
 
+def input_gone(dataset, config):
+    """Why the input field of a run is no longer there, with what to do, or None."""
+    root = config.label_field.split(".")[0]
+    if dataset.has_field(root):
+        return None
+    return (f"its input field {config.label_field!r} is no longer in the dataset (renamed or "
+            "deleted): if you renamed it, rename it back (`dataset.rename_sample_field`) to go "
+            "on with the run, or to delete it with the attributes it set on those labels")
+
+
 def what_goes(dataset, key):
     """What deleting run ``key`` removes, in words: its fields, saved views, Brain runs and
     review edits (the input labels stay)."""
@@ -521,9 +531,7 @@ def what_goes(dataset, key):
         parts.append(f"{count(len(records) - undone, 'review edit')} in force"
                      + (f" ({undone} undone)" if undone else ""))
     inputs = {k: dataset.get_run_info(k).config.label_field for k in list_vlsr_runs(dataset)}
-    stay = (f"the input labels of {config.label_field!r} stay"
-            if dataset.has_field(config.label_field.split(".")[0])
-            else f"its input field {config.label_field!r} no longer exists")
+    stay = input_gone(dataset, config) or f"the input labels of {config.label_field!r} stay"
     read = "".join(f". Run {k!r} was made on {field!r}, which goes too: that run can then no "
                    "longer be scored, clustered or reviewed"
                    for k, field in inputs.items() if k != key and field in fields)
@@ -579,9 +587,11 @@ def output_problem(samples, key, label_field):
                     "again would change it under this run. Choose the labels you mean to clean "
                     f"(label fields no run wrote: {input_fields(dataset) or 'none'})")
     if config is not None and config.label_field != label_field:
+        gone = input_gone(dataset, config)
         return (f"Run {key!r} was made on field {config.label_field!r}, not {label_field!r}; "
-                "choose another run key, or delete that run first (VLSR: delete run in the App, "
-                f"vlsr delete-run --key {key} on the command line)")
+                + (f"{gone}; or choose another run key" if gone else
+                   "choose another run key, or delete that run first (VLSR: delete run in the "
+                   f"App, vlsr delete-run --key {key} on the command line)"))
     owned = set(owned_fields(dataset, key, config)) if config else set()
     outputs = [f for f in output_fields(dataset, key, label_field) if f not in owned]
     # a label attribute may hold values without being declared in the schema

@@ -14,6 +14,7 @@ from .review import copy_note, review_state, run_copies_outdated
 from .runs import (
     deleted_note,
     deleted_outputs,
+    input_gone,
     label_attributes,
     load_results,
     review_attribute,
@@ -75,7 +76,10 @@ def summarize_run(dataset, key, n_clusters=10):
     counts = label_counts(samples, config.label_field)
     # (of a run made on a view that cannot be found again, the samples clustered are unknown)
     known = getattr(config, "collection", None) is None or samples is not dataset
-    if results is not None and results.vocabulary and known:
+    gone = input_gone(dataset, config)
+    if gone:
+        lines.append(f"**Input gone:** {gone[0].upper()}{gone[1:]}.")
+    elif results is not None and results.vocabulary and known:
         drift = _drift(counts, results.vocabulary)
         if drift:
             lines.append(drift)
