@@ -80,6 +80,22 @@ def test_a_users_own_field_with_an_output_name_is_neither_written_nor_deleted(ma
     assert dataset.values("vlsr_label") == [f"mine {i}" for i in range(len(dataset))]
 
 
+def test_a_runs_fields_cloned_without_the_run_are_said_to_be_so(main, tmp_path):
+    """FiftyOne's clone of a view copies the run's fields, not the run: the key was refused as
+    if the fields were the user's own."""
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    clone = dataset.limit(4).clone()
+    try:
+        assert clone.list_runs() == [] and clone.has_field("vlsr_label")
+        with pytest.raises(VLSRError, match="choose another run key \\(the fields of a run "
+                                            "'vlsr' seem copied here without the run"):
+            run_vlsr(clone, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+        run_vlsr(clone, "gt", key="again", encoder=FakeEncoder(images), min_cluster_size=1)
+    finally:
+        clone.delete()
+
+
 def test_a_field_created_between_stages_stops_the_next_stage(main):
     dataset, images = main
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))

@@ -599,8 +599,14 @@ def output_problem(samples, key, label_field):
         [f for f in outputs if "." in f and first_match(dataset, {f: A_VALUE})]
         if first_match(dataset, {f: A_VALUE for f in outputs if "." in f}, how="$or") else [])
     if held:
+        copied = config is None and all(dataset.has_field(f) for f in (
+            sample_fields(key)["embedding"], sample_fields(key)["label"]))
         return (f"Field {held[0]!r} exists and was not created by run {key!r}; writing there "
-                "would overwrite it: choose another run key")
+                "would overwrite it: choose another run key" + (
+                    f" (the fields of a run {key!r} seem copied here without the run, as "
+                    "FiftyOne's clone of a view and merge_samples copy fields but not runs: if "
+                    "you do not need them, delete them in FiftyOne to use this key)"
+                    if copied else ""))
     views = set(owned_views(key, config)) if config else set()
     # FiftyOne saves a view over any view of the same slug ("K2 Low Similarity" for
     # "k2-low-similarity", or run "CB"'s view for run "cb"'s), not only one of its name
