@@ -159,6 +159,23 @@ def test_a_view_that_hides_fields_is_run_on_with_every_field(main):
     assert "power drill" in dataset.distinct("vlsr_label.label")
 
 
+def test_an_image_embedding_of_another_size_is_said_with_what_to_do(main):
+    """Samples merged in from a dataset embedded by another model keep that model's embeddings:
+    of another size, scoring failed with numpy's broadcast error."""
+    from vlsr_core.fo.stages import VLSRError, score_labels
+
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    sample = dataset.exists("vlsr_embedding").first()
+    sample["vlsr_embedding"] = np.ones(3, dtype=np.float32)
+    sample.save()
+    with pytest.raises(VLSRError, match=f"Sample {sample.id} holds an image embedding of 3 "
+                                        "values where the model of run 'vlsr' gives 16 .*--recompute"):
+        score_labels(dataset)
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1, recompute=True)
+    assert len(dataset[sample.id]["vlsr_embedding"]) == 16
+
+
 def test_the_same_model_at_another_path_keeps_the_embeddings(main, tmp_path, monkeypatch):
     """A local model is recognised by what it is: a moved copy, given by a relative path,
     keeps every embedding; other weights of the same architecture embed everything again."""

@@ -34,7 +34,7 @@ def stored(field):
 def vectors(values, dim=None):
     """A chunk's vectors, as :func:`stored` reads them (or as lists; None where missing), as a
     float32 ndarray (n, dim), NaN where missing. An ``.npy`` header is parsed once for every
-    array that has the same."""
+    array that has the same. A vector of another length raises :class:`VectorSizeError`."""
     layouts, rows = {}, []
     for value in values:
         if isinstance(value, bytes):
@@ -54,8 +54,18 @@ def vectors(values, dim=None):
     out = np.full((len(rows), dim), np.nan, dtype=np.float32)
     for i, value in enumerate(rows):
         if value is not None:
+            if len(value) != dim:
+                raise VectorSizeError(i, len(value), dim)
             out[i] = value
     return out
+
+
+class VectorSizeError(ValueError):
+    """A vector of a chunk (``row``) has ``size`` values, not the ``dim`` of the others."""
+
+    def __init__(self, row, size, dim):
+        super().__init__(f"a vector of {size} values among vectors of {dim}")
+        self.row, self.size, self.dim = row, size, dim
 
 
 def every_field(samples):

@@ -1262,8 +1262,15 @@ class _Run:
                                                                         ids=self.ids):
             seen += len(ids)
             label_ids, labels = label_objects(self.path, label_ids, labels)
-            yield _Chunk(ids, label_ids, labels, label_sets(labels),
-                         chunks.vectors(embeddings, self.dim), more)
+            try:
+                images = chunks.vectors(embeddings, self.dim)
+            except chunks.VectorSizeError as e:
+                raise VLSRError(
+                    f"Sample {ids[e.row]} holds an image embedding of {e.size} values where "
+                    f"the model of run {self.key!r} gives {e.dim} (copied from another run, by "
+                    "merge_samples say): embed the images again (`vlsr run --recompute`, or "
+                    "*Recompute* in VLSR 1's form)") from None
+            yield _Chunk(ids, label_ids, labels, label_sets(labels), images, more)
         if seen < len(self.ids):
             # e.g. a view sorted and limited by a field this stage writes
             logger.warning("%d of %d samples left the view while it was being processed and "
