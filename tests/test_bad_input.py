@@ -117,6 +117,12 @@ def test_the_summary_counts_skipped_labels_and_unreadable_images(dataset, tmp_pa
     a.save()
     assert ("**Skipped labels:** 1 label object with an empty or blank label"
             in summarize_run(dataset, "vlsr"))
+    # final labels cleared by hand: those samples were said to have no usable label
+    dataset.clear_sample_field("vlsr_label")
+    assert ("**Final labels:** 0 of 4 samples (none for 1 unreadable image, 1 sample without a "
+            "usable label and 2 samples with labels not clustered or applied yet (labelled "
+            "since, or the final labels cleared): run again to give them one (`vlsr run`))"
+            in summarize_run(dataset, "vlsr"))
 
 
 def test_a_label_of_invisible_characters_is_blank_and_they_do_not_part_twins(

@@ -46,7 +46,6 @@ from ..interrupts import uninterrupted
 from ..wording import count, quoted
 from .chunks import every_field, iter_chunks, sample_ids
 from .labels import (
-    BLANK,
     QUERY_BYTES,
     as_label_lists,
     label_filter_problem,
@@ -54,6 +53,7 @@ from .labels import (
     label_sets,
     looked_up,
     media_problem,
+    named,
     query_bytes,
 )
 from .lease import holds_run, running_note
@@ -260,12 +260,6 @@ def _coco_info(samples):
     return info
 
 
-def _named(label):
-    """A box label that can name a COCO category (not missing, empty or blank: as
-    :func:`~vlsr_core.fo.labels.usable`, invisible characters aside)."""
-    return label.exists() & (label.strip(BLANK) != "")
-
-
 def _placed(box):
     """A box with its four coordinates (a COCO ``bbox`` needs them)."""
     return box.is_array() & (box.length() == 4)
@@ -303,7 +297,7 @@ def coco_boxes(samples, detections_field, key, label_map):
         attribute = label_attributes(key)["canonical"]
         mapped = {"$ifNull": [f"$$this.{attribute}", mapped]}
     kept = samples.match(_readable(samples, key)).filter_labels(
-        detections_field, _named(F("label")) & _placed(F("bounding_box")), only_matches=False
+        detections_field, named(F("label")) & _placed(F("bounding_box")), only_matches=False
     ).select_fields(detections_field)  # (the exporter reads whole samples: 2.9x the time)
     # the box attributes of other runs on the field would contradict the category
     others = [f"{detections_field}.detections.{attribute}"
@@ -334,9 +328,9 @@ def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
     sized, unsized = (samples.match(e) for e in (_readable(samples, key), ~_readable(samples, key)))
     unreadable = unsized.count(detections)
     images = len(unsized.match(F(detections).length() > 0))
-    blank = sized.filter_labels(detections_field, ~_named(F("label"))).count(detections)
+    blank = sized.filter_labels(detections_field, ~named(F("label"))).count(detections)
     unplaced = sized.filter_labels(
-        detections_field, _named(F("label")) & ~_placed(F("bounding_box"))).count(detections)
+        detections_field, named(F("label")) & ~_placed(F("bounding_box"))).count(detections)
     parts = ([f"{count(unreadable, 'box')} on {count(images, 'unreadable image')}"]
              if unreadable else []) + (
         [f"{count(blank, 'box')} with an empty or blank label"] if blank else []) + (
@@ -344,7 +338,7 @@ def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
     notes = [" and ".join(parts) + " left out of the COCO detections"] if parts else []
     known = set(load_results(samples._dataset, key).vocabulary)
     strange = {l: n for l, n in sized.filter_labels(
-        detections_field, _named(F("label")) & _placed(F("bounding_box"))).count_values(
+        detections_field, named(F("label")) & _placed(F("bounding_box"))).count_values(
         f"{detections}.label").items() if l not in known}
     if strange:
         n = sum(strange.values())
@@ -369,7 +363,7 @@ def unclustered_note(samples, key=DEFAULT_KEY):
     F = fo.ViewField
     config = samples._dataset.get_run_info(key).config
     n = len(samples.exists(sample_fields(key)["labels"], False).filter_labels(
-        config.label_field, _named(F("label"))))
+        config.label_field, named(F("label"))))
     if not n:
         return None
     has, them = ("has", "it") if n == 1 else ("have", "them")

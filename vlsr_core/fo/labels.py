@@ -214,6 +214,12 @@ def holds(expression, label):
     return ViewExpression({"$in": [{"$literal": label}, {"$ifNull": [expression, []]}]})
 
 
+def named(label):
+    """The expression "``label`` is a usable label" (not missing, empty or blank: as
+    :func:`usable`, invisible characters aside), for ``filter_labels``."""
+    return label.exists() & (label.strip(BLANK) != "")
+
+
 def label_counts(samples, label_field):
     """How many label objects of ``label_field`` carry each label (None, empty and blank ones
     too); empty if the field is gone."""

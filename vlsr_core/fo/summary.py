@@ -4,11 +4,12 @@ import re
 from collections import Counter
 
 import numpy as np
+from fiftyone import ViewField
 
 from ..engine.review import MAP_ACTIONS
 from ..wording import code, count
 from .browse import cluster_sizes, merge_limit, rare_clusters
-from .labels import blank_labels, label_counts, label_path, usable
+from .labels import blank_labels, label_counts, label_path, named, usable
 from .lease import running_note
 from .review import copy_note, review_state, run_copies_outdated
 from .runs import (
@@ -96,7 +97,7 @@ def summarize_run(dataset, key, n_clusters=10):
         if dataset.has_saved_view(views["changed"]) and dataset.has_field(fields["label"]):
             copies = run_copies_outdated(dataset, key, state)
             lines.append(
-                f"**Final labels:** {_final_count(samples, fields)}; "
+                f"**Final labels:** {_final_count(samples, fields, config.label_field)}; "
                 f"{_differ(len(dataset.load_saved_view(views['changed'])))}" +
                 "".join(f"; {copy_note(name, n)}" for name, n in copies))
     else:
@@ -143,18 +144,26 @@ def _wide_cluster(label_map, names, members):
             "a smaller eps (the cluster form's *eps*, `vlsr run --eps`)")
 
 
-def _final_count(samples, fields):
+def _final_count(samples, fields, label_field):
     """How many samples have a final label, and why the others have none (so that the count
     adds up with the run's samples)."""
     given = samples.count(fields["label"])
     if given == len(samples):
         return count(given, "sample")
     without = samples.exists(fields["label"], False)
-    unreadable = without.exists(fields["error"]).count() if samples.has_field(fields["error"]) else 0
-    why = [count(unreadable, "unreadable image") if unreadable else None,
-           f"{count(len(without) - unreadable, 'sample')} without a usable label"
-           if len(without) > unreadable else None]
-    return f"{given} of {count(len(samples), 'sample')} (none for {' and '.join(w for w in why if w)})"
+    readable = (without.exists(fields["error"], False) if samples.has_field(fields["error"])
+                else without)
+    unreadable = len(without) - len(readable)
+    waiting = len(readable.filter_labels(label_field, named(ViewField("label"))))
+    why = [w for w in (
+        count(unreadable, "unreadable image") if unreadable else None,
+        f"{count(len(readable) - waiting, 'sample')} without a usable label"
+        if len(readable) > waiting else None,
+        f"{count(waiting, 'sample')} with labels not clustered or applied yet (labelled since, "
+        "or the final labels cleared)" if waiting else None) if w]
+    todo = ": run again to give them one (`vlsr run`)" if waiting else ""
+    return (f"{given} of {count(len(samples), 'sample')} (none for "
+            f"{' and '.join([', '.join(why[:-1]), why[-1]] if len(why) > 1 else why)}{todo})")
 
 
 def _differ(n):
