@@ -97,15 +97,22 @@ def check_target(ctx, inputs, key, view, consequence, rebuilds=False):
     clustering), if it holds samples outside the run's saved view (errors); warns when it
     holds fewer samples than the run's collection, saying the ``consequence`` (a sentence) of
     running the stage on it."""
-    from vlsr_core.fo.labels import label_filter_problem
+    from vlsr_core.fo.labels import LabelFieldError, label_filter_problem, label_path
     from vlsr_core.fo.runs import outside_problem
+    from vlsr_core.fo.stages import embeddings_problem
 
     try:
         config = ctx.dataset.get_run_info(key).config
     except ValueError:
         return True
+    try:
+        label_path(view, config.label_field)
+    except LabelFieldError as e:  # (its input field deleted since)
+        block(inputs, "field_error", str(e))
+        return False
     problem = (label_filter_problem(view, config.label_field, config.collection)
-               or (rebuilds and outside_problem(view, key, by_count=True)))
+               or (rebuilds and (outside_problem(view, key, by_count=True)
+                                 or embeddings_problem(view, key))))
     if problem:
         block(inputs, "filter_error", problem)
         return False
@@ -135,15 +142,27 @@ def label_field_input(ctx, inputs):
     choices = types.Dropdown(label="Label field")
     for f in fields:
         choices.add_choice(f, label=f)
-    prop = inputs.enum("label_field", choices.values(), default=fields[0], required=True,
+    default = _default_label_field(ctx, fields)
+    prop = inputs.enum("label_field", choices.values(), default=default, required=True,
                        view=choices, description="The labels to score and merge (they are never "
                                                  "modified)")
-    field = ctx.params.get("label_field", fields[0])
+    field = ctx.params.get("label_field", default)
     problem = field in fields and unlabelled_problem(ctx.dataset, field)
     if problem:
         prop.invalid, prop.error_message = True, problem
         return None
     return field
+
+
+def _default_label_field(ctx, fields):
+    """The label field a form offers first: that of the run its key names (the run goes on),
+    else the first of ``fields`` holding a label."""
+    key = ctx.params.get("key") or DEFAULT_KEY
+    if ctx.dataset.has_run(key):
+        made_on = getattr(ctx.dataset.get_run_info(key).config, "label_field", None)
+        if made_on in fields:
+            return made_on
+    return next((f for f in fields if not unlabelled_problem(ctx.dataset, f)), fields[0])
 
 
 def new_run_key_input(ctx, inputs, label_field):
@@ -187,9 +206,12 @@ def run_key_choice(ctx, inputs, action, preselect=True, deleting=False):
                 description="The VLSR run to use" if preselect
                 else f"The VLSR run to use: pick one of the {len(keys)} runs of this dataset")
     key = chosen_run_key(ctx) if preselect else ctx.params.get("key")
-    if not preselect and key not in keys:
+    if key not in keys:  # (none picked yet, or a form left open on a run deleted since)
+        if key is not None:
+            block(inputs, "run_error", f"No VLSR run {key!r} on this dataset (deleted since?): "
+                                       f"choose one of {', '.join(map(repr, keys))}")
         return None
-    if key in keys and not run_status(ctx, inputs, key, deleting):
+    if not run_status(ctx, inputs, key, deleting):
         return None
     return key
 
@@ -215,8 +237,8 @@ def run_status(ctx, inputs, key, deleting=False):
         return deleting
     if stopped:
         inputs.view("incomplete", types.Warning(
-            label=f"Run {key!r}: {' and '.join(stopped)} stopped part-way; its fields mix old "
-                  "and new results until it is run again"))
+            label=f"Run {key!r}: {' and '.join(stopped)} stopped part-way; its fields hold part "
+                  "of its results (beside older ones, if any) until it is run again"))
     sharded = shard_note(ctx.dataset, key)
     if sharded:
         inputs.view("sharded", types.Warning(label=f"Run {key!r}: {sharded}"))
@@ -308,9 +330,9 @@ def shards_input(ctx, inputs, work):
                                   "ranges of samples. Any number of `fiftyone delegated launch` "
                                   "workers sharing the database run them in parallel")
     n = ctx.params.get("num_shards")
-    if n is not None and n < 1:
+    if n not in (None, "") and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         prop.invalid = True
-        prop.error_message = "Shards must be at least 1 (1: the stage runs as one job)"
+        prop.error_message = "Shards must be a whole number, at least 1 (1: the stage runs as one job)"
 
 
 def shard_count(ctx):

@@ -53,8 +53,8 @@ class ExportResults(foo.Operator):
         problem = problem or export_problem(view, directory, key,
                                             overwrite=ctx.params.get("overwrite", False),
                                             results=results)
-        if problem:
-            prop.invalid, prop.error_message = True, problem
+        if problem:  # (a field's error is plain text: no code marks)
+            prop.invalid, prop.error_message = True, problem.replace("`", "")
         from vlsr_core.fo.review import ReviewError, export_note
 
         try:

@@ -34,11 +34,15 @@ class UndoReviewEdit(foo.Operator):
         for e in edits:
             choices.add_choice(e.id, label=f"#{e.id} {e.describe().replace('`', '')}",
                                description=shown_time(e.time))
-        inputs.enum("edit_id", choices.values(), default=edits[0].id, view=choices,
-                    description="The latest edit comes first; undoing keeps it on record")
+        prop = inputs.enum("edit_id", choices.values(), default=edits[0].id, view=choices,
+                           description="The latest edit comes first; undoing keeps it on record")
         inputs.bool("with_later", default=False, label="Also undo every edit made after it",
                     description="All the edits of an import, say")
-        chosen = int(ctx.params.get("edit_id") or edits[0].id)
+        chosen = ctx.params.get("edit_id") or edits[0].id
+        if chosen not in {e.id for e in edits}:  # (undone meanwhile, say in another window)
+            prop.invalid, prop.error_message = True, (
+                f"Edit {chosen!r} is not an edit of run {key!r} in force: choose one of the list")
+            return form
         if ctx.params.get("with_later"):
             going = [e for e in edits if e.id >= chosen]
             inputs.view("going", types.Notice(label=(

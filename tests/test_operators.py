@@ -289,10 +289,11 @@ def test_bad_states_are_messages_in_the_form(ds, tiny_clip, tmp_path):
     assert props["label_model"]["error_message"].startswith(
         "Could not load a label model: label model directory '/nope' does not exist.")
     assert not props["model"].get("invalid")
-    props = form("compute_embeddings", ds, label_field="gt", model=tiny_clip,
-                 num_shards=0)["type"]["properties"]
-    assert props["num_shards"]["error_message"] == ("Shards must be at least 1 (1: the stage runs "
-                                                    "as one job)")
+    for shards in (0, "2", ""):  # (a string crashed the form)
+        props = form("compute_embeddings", ds, label_field="gt", model=tiny_clip,
+                     num_shards=shards)["type"]["properties"]
+        assert props["num_shards"].get("error_message") == ("" if shards == "" else (
+            "Shards must be a whole number, at least 1 (1: the stage runs as one job)"))
     from vlsr_core.model import model_source
 
     for installed in (True, False):  # "minilm" needs its wheel, and the form says so
@@ -612,6 +613,42 @@ def test_the_apps_field_visibility_does_not_hide_the_runs_fields_from_it(ds, tin
     assert (ds.count("vlsr_labels"), ds.count("vlsr_suggestions")) == (6, 5)  # (5 images read)
 
 
+def test_forms_say_what_execute_would_fail_on(ds, tiny_clip, tmp_path):
+    """Auditor: forms that crashed, or said nothing where Execute then failed with a traceback,
+    or that offered a field the run was not made on."""
+    run("compute_embeddings", ds, label_field="boxes", key="b", model=tiny_clip)
+    # a form left open on a run deleted since (it crashed the export's form)
+    for name in ("export_results", "score_labels", "apply_review"):
+        assert _form_errors(form(name, ds, key="gone")) == [
+            "No VLSR run 'gone' on this dataset (deleted since?): choose one of 'b'"]
+    # VLSR 1 on an existing run's key goes on with its field (it offered the first field, then
+    # said to delete the run)
+    props = form("compute_embeddings", ds, key="b", model=tiny_clip)["type"]["properties"]
+    assert props["label_field"]["default"] == "boxes" and _form_errors(
+        form("compute_embeddings", ds, key="b", model=tiny_clip)) == []
+    # the run's input field deleted since: the scoring form says so (Execute failed)
+    ds.delete_sample_field("boxes")
+    assert _form_errors(form("score_labels", ds, key="b")) == [
+        "No field 'boxes'; label fields here: ['gt']"]
+
+    # a first field without labels is not the default; every image unreadable is said as such
+    # ("compute embeddings first", after embedding them)
+    bad = fo.Dataset()
+    try:
+        bad.add_sample_field("aaa", fo.EmbeddedDocumentField, embedded_doc_type=fo.Classifications)
+        bad.add_samples([fo.Sample(filepath=str(tmp_path / f"missing{i}.jpg"), preds=fo.Classifications(
+            classifications=[fo.Classification(label="helmet")])) for i in range(2)])
+        props = form("compute_embeddings", bad, model=tiny_clip)["type"]["properties"]
+        assert props["label_field"]["default"] == "preds"
+        run("compute_embeddings", bad, label_field="preds", model=tiny_clip)
+        for name in ("score_labels", "cluster_and_merge"):
+            assert _form_errors(form(name, bad, key="vlsr")) == [
+                "No image of these could be read (2 unreadable images; why is in 'vlsr_error', "
+                "and in the summary): there is no image embedding to work with"]
+    finally:
+        bad.delete()
+
+
 def _form_errors(form_json):
     """The error messages of a form's properties."""
     props = form_json["type"]["properties"]
@@ -695,6 +732,11 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
 
     f = form("undo_review_edit", ds, key="vlsr")
     assert "#4 accept suggestion Lathe Information on 1 sample" in str(f)
+    for stale in ("abc", 99):  # (a typed id crashed the form; one not in force said "0 edits")
+        props = form("undo_review_edit", ds, key="vlsr", edit_id=stale,
+                     with_later=True)["type"]["properties"]
+        assert props["edit_id"]["error_message"] == (
+            f"Edit {stale!r} is not an edit of run 'vlsr' in force: choose one of the list")
     run("undo_review_edit", ds, key="vlsr", edit_id=3)  # the move of screwdriver
 
     r = run("apply_review", ds, key="vlsr", copy_to="reviewed")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ..engine.defaults import DEFAULT_KEY
 from ..wording import count
 from .runs import reload_run, sample_fields, save_config
+from .stages import embeddings_problem
 
 METHODS = ("pca", "umap")  # umap needs the optional umap-learn package
 
@@ -102,9 +103,9 @@ def map_problem(samples, key=DEFAULT_KEY, method="pca"):
     if method not in available_methods():
         return (f"Method {method!r} is not available here: " + (
             "pip install umap-learn" if method == "umap" else f"one of {list(METHODS)}"))
-    field = sample_fields(key)["embedding"]
-    if not dataset.has_field(field) or not samples.count(field):
-        return f"No image embeddings of run {key!r} here: compute embeddings first"
+    problem = embeddings_problem(samples, key)
+    if problem:
+        return problem
     owned = set(dataset.get_run_info(key).config.created_brain_runs or [])
     for brain_key in brain_keys(key).values():
         if dataset.has_brain_run(brain_key) and brain_key not in owned:

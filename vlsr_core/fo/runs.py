@@ -499,8 +499,8 @@ def deleted_note(fields):
     one = len(fields) == 1
     return (f"{'Field' if one else 'Fields'} {', '.join(map(repr, fields))} "
             f"{'was' if one else 'were'} deleted after the run wrote {'it' if one else 'them'}: "
-            f"run again to write {'it' if one else 'them'} back (`vlsr run`, or *VLSR 2: score "
-            "labels* and *VLSR 3: cluster and merge labels* in the App)")
+            f"run again to write {'it' if one else 'them'} back (`vlsr run`, or VLSR 2 and 3 in "
+            "the App)")
 
 
 def input_gone(dataset, config):
@@ -509,8 +509,8 @@ def input_gone(dataset, config):
     if dataset.has_field(root):
         return None
     return (f"its input field {config.label_field!r} is no longer in the dataset (renamed or "
-            "deleted): if you renamed it, rename it back (`dataset.rename_sample_field`) to go "
-            "on with the run, or to delete it with the attributes it set on those labels")
+            "deleted): if you renamed it, rename it back (in Python, dataset.rename_sample_field) "
+            "to go on with the run, or to delete it with the attributes it set on those labels")
 
 
 def what_goes(dataset, key):

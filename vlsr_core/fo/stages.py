@@ -1322,9 +1322,9 @@ def open_run(samples, key, vocabulary=None, results=None, shard=False):
     problem = label_filter_problem(samples, config.label_field, config.collection)
     if problem:
         raise VLSRError(problem)
-    embedding = sample_fields(key)["embedding"]
-    if not dataset.has_sample_field(embedding) or not (shard or samples.count(embedding)):
-        raise VLSRError(f"No image embeddings for run {key!r} here: compute embeddings first")
+    problem = not shard and embeddings_problem(samples, key)
+    if problem:
+        raise VLSRError(problem)
     ids = sample_ids(samples)
     if vocabulary is None:
         vocabulary, frequencies = _scan_labels(samples, path, ids)
@@ -1344,6 +1344,20 @@ def open_run(samples, key, vocabulary=None, results=None, shard=False):
                             "run compute embeddings again") from None
     return _Run(key, dataset, config, results, path, ids, vocabulary, frequencies, vocab_emb,
                 merge_emb)
+
+
+def embeddings_problem(samples, key):
+    """Why ``samples`` hold no image embedding of run ``key`` to score or cluster, or None."""
+    fields, dataset = sample_fields(key), samples._dataset
+    if dataset.has_sample_field(fields["embedding"]) and samples.exists(
+            fields["embedding"]).limit(1).count():
+        return None
+    if dataset.has_sample_field(fields["error"]) and not samples.exists(
+            fields["error"], False).limit(1).count():
+        return (f"No image of these could be read ({count(len(samples), 'unreadable image')}; "
+                f"why is in {fields['error']!r}, and in the summary): there is no image "
+                "embedding to work with")
+    return f"No image embeddings for run {key!r} here: compute embeddings first"
 
 
 def _scan_labels(samples, path, ids):

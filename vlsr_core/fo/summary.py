@@ -59,8 +59,8 @@ def summarize_run(dataset, key, n_clusters=10):
     if running:
         lines.append(f"**Busy:** {running_note(running)}")
     for stage in stopped:
-        lines.append(f"**Incomplete:** *{stage}* stopped part-way; its fields mix old and new "
-                     "results. Run it again to finish.")
+        lines.append(f"**Incomplete:** *{stage}* stopped part-way; its fields hold part of its "
+                     "results (beside older ones, if any). Run it again to finish.")
     sharded = shard_note(dataset, key)
     if sharded:
         lines.append(f"**In progress:** {sharded}")
@@ -154,7 +154,8 @@ def _final_count(samples, fields, label_field):
     readable = (without.exists(fields["error"], False) if samples.has_field(fields["error"])
                 else without)
     unreadable = len(without) - len(readable)
-    waiting = len(readable.filter_labels(label_field, named(ViewField("label"))))
+    waiting = len(readable.filter_labels(label_field, named(ViewField("label")))) if (
+        samples.has_field(label_field.split(".")[0])) else 0  # (the input gone: said apart)
     why = [w for w in (
         count(unreadable, "unreadable image") if unreadable else None,
         f"{count(len(readable) - waiting, 'sample')} without a usable label"
