@@ -145,8 +145,13 @@ def form(name, dataset, **params):
 
 
 def _register_run(dataset):
-    config = VLSRRunConfig(label_field="gt", created_fields=[], created_views=[])
+    """A run of embedded images (the scoring and clustering forms refuse one without)."""
+    import fiftyone as fo
+
+    config = VLSRRunConfig(label_field="gt", created_fields=["vlsr_embedding"], created_views=[])
     dataset.register_run("vlsr", config)
+    dataset.add_sample_field("vlsr_embedding", fo.VectorField)
+    dataset.set_values("vlsr_embedding", [[1.0, 0.0]] * len(dataset))
 
 
 @pytest.mark.parametrize("name", sorted(FORMS))
