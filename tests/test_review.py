@@ -39,6 +39,19 @@ def test_without_edits_the_map_is_unchanged():
     assert reviewed.clusters.tolist() == CLUSTERS.tolist() and outcomes == []
 
 
+def test_a_cluster_named_like_a_rename_joins_it():
+    """A rename to "Vise" made when no cluster read so; then "vise" is clustered apart (a new
+    clustering, an undo): two categories of one thing went to the export, and the import of
+    that unedited export was refused as "read alike"."""
+    reviewed, outcomes = review_label_map(_map(), _emb(), _edits(("rename", "drill", "Vise")))
+    assert outcomes[0].status == "applied"
+    assert {reviewed.canonical[l] for l in ("drill", "drill press", "vise")} == {"Vise"}
+    assert reviewed.canonical["helmet"] == "helmet" and len(set(reviewed.clusters.tolist())) == 2
+    # names that only look alike to the lexical rules' strictest form stay apart
+    reviewed, _ = review_label_map(_map(), _emb(), _edits(("rename", "drill", "Vises")))
+    assert reviewed.canonical["vise"] == "vise"
+
+
 def test_split_and_reject_take_a_label_out_and_it_becomes_its_own_canonical_label():
     reviewed, outcomes = review_label_map(_map(), _emb(), _edits(
         ("split", "hard hat"), ("reject", "drill press", "drill"), ("reject", "vise", "drill")))

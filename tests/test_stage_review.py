@@ -258,6 +258,23 @@ def test_a_decision_on_a_label_stays_on_its_sample_when_another_has_that_label_i
     assert by_name(dataset, "vlsr_label.tags")["t3.png"] == []
 
 
+def test_a_decision_whose_label_left_the_vocabulary_is_said_to_no_longer_apply(ran):
+    """It was dropped from the fields but listed as applied, and Apply, the export and the
+    review counted it three ways."""
+    dataset = ran[0]
+    s3 = _sample_id(dataset, "s3.png")
+    add_edit(dataset, "vlsr", "accept_suggestion", "Lathe Information", samples=[s3])
+    assert apply_review(dataset, "vlsr").n_decisions == 1
+    dataset.delete_samples(dataset.filter_labels("gt", F("label") == "Lathe Information"))
+    cluster_and_merge(dataset, min_cluster_size=1)
+    assert [(o.edit.id, o.reason) for o in review_state(dataset, "vlsr").stale] == [
+        (1, "`Lathe Information` is no longer in the vocabulary")]
+    report = apply_review(dataset, "vlsr")
+    assert report.n_decisions == 0 and "1 edit no longer applies" in report.summary()
+    assert "suggestion decision" not in export_note(dataset, "vlsr")
+    assert by_name(dataset, "vlsr_label.label")["s3.png"] == "helmet"
+
+
 def test_rejecting_a_suggestion_keeps_the_labels_and_tags_the_sample(ran):
     dataset = ran[0]
     add_edit(dataset, "vlsr", "reject_suggestion", "screwdriver",
@@ -567,9 +584,9 @@ def test_splitting_a_canonical_label_is_refused_when_the_rest_reads_as_another_c
     add_edit(dataset, "vlsr", "rename", "drill", "helmit")  # one of its labels names it
     canonical = review_state(dataset, "vlsr").label_map.canonical
     assert canonical["Helmit"] == canonical["Helmets"] == "helmet"
-    with pytest.raises(ReviewError, match="Without 'helmet', the rest of its cluster would be "
-                                          "named 'Helmit', which reads as the cluster name "
-                                          "'helmit'"):
+    with pytest.raises(ReviewError, match="Without 'helmet', the rest of its cluster would take "
+                                          "a name that reads as the cluster name 'helmit' "
+                                          r"\(.*\), and join that cluster"):
         add_edit(dataset, "vlsr", "split", "helmet")
 
 

@@ -13,7 +13,8 @@ Label map edits, applied in the order they were made:
 - ``move``: ``label`` joins the cluster of label ``to``;
 - ``rename``: the cluster of ``label`` is called ``to`` (clusters given one name become one, and
   so does a cluster named like a label of another cluster, which the rename joins: a label and
-  the name of its cluster always agree).
+  the name of its cluster always agree; a cluster whose name reads as ``to``, case, punctuation
+  and spaces aside, joins it too: an export would carry two categories of one thing).
 
 Decisions on suggestions (``accept_suggestion`` / ``reject_suggestion`` of the vocabulary label
 ``label`` for some ``samples``, or for some ``label_ids`` of them) are read by
@@ -26,7 +27,7 @@ import numpy as np
 
 from ..wording import code, count
 from .dots import exact_dots
-from .lexical import ALIKE, by_normal_form
+from .lexical import ALIKE, by_normal_form, read_form
 from .merging import representative_of
 
 MAP_ACTIONS = ("accept", "reject", "split", "move", "rename")
@@ -224,8 +225,12 @@ def _settle(vocabulary, embeddings, frequencies, naming, cluster, rep, renamed):
     for c in members:  # renamed to one of its own labels: that label represents it
         if c in renamed and renamed[c] in index and cluster[index[renamed[c]]] == c:
             rep[c] = index[renamed[c]]
+    # a name that reads as one an edit gave is that name ("mallet", clustered since, beside a
+    # rename to "Mallet"): the two clusters join, as an edit making them would have been refused
+    edited = {read_form(renamed[c]): renamed[c] for c in members if name[c] == renamed.get(c)}
     first = {}
     for c in members:  # ids in order: the lowest id of a name keeps the others
+        name[c] = edited.get(read_form(name[c]), name[c])
         target = first.setdefault(name[c], c)
         if target != c:
             cluster[members[c]] = target

@@ -27,6 +27,7 @@ from ..engine.review import (
     MAP_ACTIONS,
     SUGGESTION_ACTIONS,
     Edit,
+    Outcome,
     active,
     edits_to_reach,
     review_label_map,
@@ -142,7 +143,22 @@ class ReviewState:
 
     @property
     def stale(self):
-        return [o for o in self.outcomes if o.status == "stale"]
+        """The edits in force that no longer apply: map edits, by their outcome, and suggestion
+        decisions on a label that has left the vocabulary."""
+        known = set(self.label_map.vocabulary)
+        return [o for o in self.outcomes if o.status == "stale"] + [
+            Outcome(e, "stale", f"`{e.label}` is no longer in the vocabulary")
+            for e in self.in_force if e.action in SUGGESTION_ACTIONS and e.label not in known]
+
+    def decisions_in_effect(self, dataset, ids=None):
+        """How many suggestion decisions (of those in force, or of edits ``ids``) reach a
+        sample: their label still in the vocabulary, one of their samples still there."""
+        known = set(self.label_map.vocabulary)
+        decisions = [e for e in self.edits if e.action in SUGGESTION_ACTIONS and e.label in known
+                     and (e.id in ids if ids is not None else not e.undone)]
+        there = set(dataset.select([i for e in decisions for i in e.samples]).values("id")
+                    ) if decisions else set()
+        return sum(any(i in there for i in e.samples) for e in decisions)
 
     def summary(self):
         """One paragraph of Markdown."""
@@ -179,7 +195,7 @@ def export_note(dataset, key=DEFAULT_KEY, results=None, apply="Apply"):
     # those applied: the edits in force, unless some were made or undone since)
     applied = review_state(dataset, key, results, applied_only=True) if state.pending else state
     n_map = sum(o.status != "stale" for o in applied.outcomes) if shown else 0
-    n_decisions = sum(e.action in SUGGESTION_ACTIONS for e in state.edits if e.id in shown)
+    n_decisions = state.decisions_in_effect(dataset, shown)
     what = " and ".join([*([count(n_map, "label map edit")] if n_map else []),
                          *([count(n_decisions, "suggestion decision")] if n_decisions else [])])
     text = ("The label map as clustered (no review edits)." if not what else
@@ -222,7 +238,9 @@ class ApplyReport:
             text += f"; final labels also copied to {self.copy_to!r}"
         text += "".join(f"; {copy_note(name, n)}" for name, n in self.outdated_copies)
         if self.stale:
-            text += f"; {count(len(self.stale), 'edit')} no longer apply (see the summary)"
+            n = len(self.stale)
+            text += (f"; {count(n, 'edit')} no longer {'applies' if n == 1 else 'apply'} (see the "
+                     "summary)")
         return text
 
 
@@ -512,6 +530,12 @@ def _check_rest_named_apart(state, edit):
     rest = [l for l, c in canonical.items() if c == canonical[edit.label] and l != edit.label]
     trial, _ = review_label_map(state.clustered, state.embeddings, [*state.edits, edit])
     name = trial.canonical[rest[0]]
+    if any(trial.canonical[l] == name for l, c in canonical.items() if c != canonical[edit.label]):
+        # the rest took a name reading as a cluster's a rename gave, and joined that cluster
+        raise ReviewError(
+            f"Without {quoted(edit.label)}, the rest of its cluster would take a name that "
+            f"reads as the cluster name {quoted(name)} ({ALIKE}), and join that cluster. Rename "
+            f"the cluster first, or move {quoted(edit.label)} to another cluster")
     twin = edit.label if normal_form(name) == normal_form(edit.label) else _reads_as(
         name, state.label_map, state.memo, unless=lambda s: s == edit.label or s not in names)
     if normal_form(name) and twin is not None:
@@ -819,11 +843,8 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     # an apply stopped part-way is over once one has written every sample of the run
     mark_stage(run, "apply", "running" if stopped and n_left else "complete")
     n_map = sum(o.status != "stale" for o in state.outcomes)
-    decisions = [e for e in state.in_force if e.action in SUGGESTION_ACTIONS]
     # (counted if they reach a sample: one deleted since takes its decisions' effect with it)
-    there = set(dataset.select([i for e in decisions for i in e.samples]).values("id")
-                ) if decisions else set()
-    n_decisions = sum(any(i in there for i in e.samples) for e in decisions)
+    n_decisions = state.decisions_in_effect(dataset)
     return ApplyReport(n_samples, n_map, n_decisions, state.stale, copy_to,
                        outdated_copies(samples, key, written=copy_to), n_left, n_changed)
 
