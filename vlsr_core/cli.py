@@ -764,7 +764,9 @@ def _review_import(a):
     for e in made[:20]:
         print(f"  #{e.id} {_plain(e.describe())}")
     if len(made) > 20:
-        print(f"  ... and {len(made) - 20} more (vlsr review show lists them all)")
+        print(f"  ... and {len(made) - 20} more (" + (
+            "the import without --dry-run records them, and vlsr review show then lists them all)"
+            if a.dry_run else "vlsr review show lists them all)"))
     print("run it without --dry-run to record them" if a.dry_run else
           f"vlsr apply writes them to the fields; vlsr review undo --from {made[0].id} takes "
           "them all back")

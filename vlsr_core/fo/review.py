@@ -710,7 +710,8 @@ def read_label_map(path, vocabulary=None):
         if not any(c.strip() for c in cells):
             continue
         label, name = (cells[at] if at < len(cells) else ""), (cells[to] if to < len(cells) else "")
-        if len(cells) < len(header) and any("\n" in c or "\r" in c for c in cells):
+        if any("\n" in c or "\r" in c for c in cells) and (
+                len(cells) < len(header) or cells[-1].endswith(("\n", "\r"))):  # (to the end)
             end = reader.line_num
             problems[line] = ("a quote (\") opened there "
                               + (f"makes lines {line}-{end} one cell" if end > line else
