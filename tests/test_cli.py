@@ -699,8 +699,9 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
     stale = tmp_path / "stale.csv"
     edit_label_map(tmp_path / "out" / "label_map.csv", stale, {"Helmets": "helmets"})
     assert main(["review", "import", str(stale), "--dry-run", "--dataset", name]) == 0
-    assert ("note: it takes back 2 edits in force (#1, #2): it gives 3 labels the canonical label "
-            "they had before the review") in capsys.readouterr().out
+    assert ("note: it gives 3 labels the canonical label they had before edits in force changed "
+            "it (#1, #2), as a file exported before those edits would: if this file is one, edit "
+            "the latest label_map.csv instead") in capsys.readouterr().out
     assert main(["export", "--dataset", name, "--out", str(tmp_path / "early")]) == 0
     assert "not in it: run `vlsr apply` first to include them" in capsys.readouterr().out
     assert main(["apply", "--dataset", name]) == 0

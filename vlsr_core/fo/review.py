@@ -643,10 +643,10 @@ def takes_back(state, wanted):
     if not back or not edits:
         return None
     ids = ", ".join(f"#{e.id}" for e in edits[:8]) + (", ..." if len(edits) > 8 else "")
-    return (f"it takes back {count(len(edits), 'edit')} in force ({ids}): it gives "
-            f"{count(len(back), 'label')} the canonical label {'it' if len(back) == 1 else 'they'} "
-            "had before the review. A file exported before those edits would; if so, edit the "
-            "latest label_map.csv instead")
+    return (f"it gives {count(len(back), 'label')} the canonical label "
+            f"{'it' if len(back) == 1 else 'they'} had before {'an edit' if len(edits) == 1 else 'edits'}"
+            f" in force changed it ({ids}), as a file exported before those edits would: if this "
+            "file is one, edit the latest label_map.csv instead")
 
 
 def _lines_of(lines, labels):
