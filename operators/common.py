@@ -142,7 +142,8 @@ def label_field_input(ctx, inputs):
     choices = types.Dropdown(label="Label field")
     for f in fields:
         choices.add_choice(f, label=f)
-    default = _default_label_field(ctx, fields)
+    chosen = ctx.params.get("label_field")  # (else each render scans fields for labels)
+    default = chosen if chosen in fields else _default_label_field(ctx, fields)
     prop = inputs.enum("label_field", choices.values(), default=default, required=True,
                        view=choices, description="The labels to score and merge (they are never "
                                                  "modified)")

@@ -10,6 +10,8 @@ import zlib
 
 import numpy as np
 from bson import ObjectId
+import fiftyone as fo
+import fiftyone.core.stages as fost
 from fiftyone import ViewField as F
 
 # Sample ids packed at a time while they stream in (12 bytes each once packed).
@@ -73,9 +75,6 @@ def every_field(samples):
     ``exclude_fields``, and the App's field visibility, which adds one to an operator's view):
     a run reads and writes fields of its own through its target. Its samples and labels, and
     a saved view's name, stay those of ``samples``."""
-    import fiftyone as fo
-    import fiftyone.core.stages as fost
-
     stages = getattr(samples, "_stages", None)
     hiding = (fost.SelectFields, fost.ExcludeFields)
     if not stages or not any(isinstance(s, hiding) for s in stages):
