@@ -17,6 +17,7 @@ from vlsr_core.fo.runs import (
     RunDeletedError,
     default_run_key,
     half_deleted,
+    input_gone,
     list_vlsr_runs,
     output_problem,
     run_collection,
@@ -107,8 +108,9 @@ def check_target(ctx, inputs, key, view, consequence, rebuilds=False):
         return True
     try:
         label_path(view, config.label_field)
-    except LabelFieldError as e:  # (its input field deleted since)
-        block(inputs, "field_error", str(e))
+    except LabelFieldError as e:  # (its input field renamed or deleted since)
+        gone = input_gone(ctx.dataset, config)
+        block(inputs, "field_error", f"Run {key!r}: {gone}" if gone else str(e))
         return False
     problem = (label_filter_problem(view, config.label_field, config.collection)
                or (rebuilds and (outside_problem(view, key, by_count=True)

@@ -41,7 +41,7 @@ class UndoReviewEdit(foo.Operator):
         chosen = ctx.params.get("edit_id") or edits[0].id
         if chosen not in {e.id for e in edits}:  # (undone meanwhile, say in another window)
             prop.invalid, prop.error_message = True, (
-                f"Edit {chosen!r} is not an edit of run {key!r} in force: choose one of the list")
+                f"Edit {chosen!r} is not an edit of run {key!r} in force: choose one from the list")
             return form
         if ctx.params.get("with_later"):
             going = [e for e in edits if e.id >= chosen]

@@ -728,6 +728,8 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
              "line 2: a quote (\") opened there makes lines 2-3 one cell: close it, or remove it"),
             ('label,canonical\nhelmit,"drill\n',  # (on the last row, it was read as "drill")
              "line 2: a quote (\") opened there is not closed: close it, or remove it"),
+            ('label,canonical\nhelmit,"drill\nScrewdrivers,drill',  # (no line break at the end:
+             "line 2: a quote (\") opened there is not closed"),  # a row swallowed)
             ("label,canonical\nhelmit,new\tname\n",
              "control character or an invisible one: 'new\\tname' (line 2)"),
             ("label,canonical\nhelmit,drill\nhelmit,vise\n", "line 3: 'helmit' is given 'vise' "

@@ -240,7 +240,6 @@ def test_the_coco_boxes_left_out_are_counted_and_said(run, tmp_path, capsys):
             in capsys.readouterr().out)
 
 
-
 def test_an_image_file_of_two_samples_is_said_by_the_export(dataset, tmp_path):
     """COCO lists each sample apart, both under the file's name, and FiftyOne's COCO importer
     keeps the boxes of one of them: the export kept every box, silently lost on re-import."""
@@ -257,8 +256,9 @@ def test_an_image_file_of_two_samples_is_said_by_the_export(dataset, tmp_path):
     assert sum(i["file_name"] == "h1.png" for i in coco["images"]) == 2
     assert coco_left_out(dataset, "objects") == (
         "1 box on 1 unreadable image left out of the COCO detections; 1 image file is the file "
-        "of 2 samples, each listed once a sample under the same file_name: FiftyOne's COCO "
+        "of 2 samples, each listed as an image of its own under the same file_name: FiftyOne's COCO "
         "importer keeps the boxes of one of them only")
+
 
 def test_the_canonical_label_lookup_of_the_coco_boxes_finds_every_label(dataset):
     """The COCO boxes' labels are mapped by a binary search in MongoDB (a list lookup took 36 s
@@ -409,9 +409,9 @@ def test_an_output_field_deleted_by_hand_is_said_and_written_again_by_a_run(run,
 
     dataset, _, images = run
     dataset.delete_sample_field(field)
-    words = f"Field '{field}' was deleted after the run wrote it: run again to write it back"
-    assert words in summarize_run(dataset, "vlsr")
-    with pytest.raises(ExportError, match=re.escape(words)):
+    words = f"ield '{field}' was deleted after the run wrote it: run again to write it back"
+    assert f"**Deleted:** F{words}" in summarize_run(dataset, "vlsr")
+    with pytest.raises(ExportError, match=re.escape(f"Run 'vlsr': f{words}")):
         export_run(dataset, str(tmp_path / "export"))
     assert not os.path.exists(tmp_path / "export")
     run_vlsr(dataset, "objects", encoder=FakeEncoder(images), top_k=3, min_cluster_size=1)

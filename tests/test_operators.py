@@ -629,7 +629,9 @@ def test_forms_say_what_execute_would_fail_on(ds, tiny_clip, tmp_path):
     # the run's input field deleted since: the scoring form says so (Execute failed)
     ds.delete_sample_field("boxes")
     assert _form_errors(form("score_labels", ds, key="b")) == [
-        "No field 'boxes'; label fields here: ['gt']"]
+        "Run 'b': its input field 'boxes' is no longer in the dataset (renamed or deleted): if you "
+        "renamed it, rename it back (in Python, dataset.rename_sample_field) to go on with the "
+        "run, or to delete the run with the attributes it set on those labels"]
 
     # a first field without labels is not the default; every image unreadable is said as such
     # ("compute embeddings first", after embedding them)
@@ -736,7 +738,7 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
         props = form("undo_review_edit", ds, key="vlsr", edit_id=stale,
                      with_later=True)["type"]["properties"]
         assert props["edit_id"]["error_message"] == (
-            f"Edit {stale!r} is not an edit of run 'vlsr' in force: choose one of the list")
+            f"Edit {stale!r} is not an edit of run 'vlsr' in force: choose one from the list")
     run("undo_review_edit", ds, key="vlsr", edit_id=3)  # the move of screwdriver
 
     r = run("apply_review", ds, key="vlsr", copy_to="reviewed")

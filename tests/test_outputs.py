@@ -157,11 +157,18 @@ def test_a_run_key_that_names_fields_as_another_run_does_is_refused(main, first,
     """Run "vlsr_crop" writes "vlsr_crop_similarity", which is run "vlsr"'s crop score: the
     export of one left out the other's score as its own, and each blocked the other."""
     dataset, images = main
+    dataset.clone_sample_field("gt", "gt2")  # (the same labels, before any run wrote on them)
     run_vlsr(dataset, "gt", key=first, encoder=FakeEncoder(images), min_cluster_size=1)
     with pytest.raises(VLSRError, match=f"The run key '{second}' names fields as run '{first}' "
                                         "does \\('vlsr_crop_similarity'\\)"):
         compute_embeddings(dataset, "gt", key=second, encoder=FakeEncoder(images))
     assert dataset.list_runs() == [first]
+    # keys whose names meet only on different paths are fine: "vlsr_min"'s label attribute
+    # "vlsr_min_crop_similarity" is not run "vlsr"'s sample field of that name; and on other
+    # labels, "vlsr_crop"'s scores are not "vlsr"'s crop scores
+    for key, field in (("vlsr_min", "gt"), ("vlsr_crop", "gt2"), ("vlsr", "gt2")):
+        if key != first:
+            compute_embeddings(dataset, field, key=key, encoder=FakeEncoder(images))
 
 
 @pytest.mark.parametrize("key", ["", "a.b", "my run", "1st", "_x", None])

@@ -275,6 +275,18 @@ def test_a_decision_whose_label_left_the_vocabulary_is_said_to_no_longer_apply(r
     assert by_name(dataset, "vlsr_label.label")["s3.png"] == "helmet"
 
 
+def test_a_reject_of_two_labels_apart_says_it_keeps_them_apart(ran):
+    """It was said as "take drill out of helmet", with drill in another cluster."""
+    from vlsr_core.fo.review import join_note
+
+    dataset = ran[0]
+    state = review_state(dataset, "vlsr")
+    edit = add_edit(dataset, "vlsr", "reject", "drill", to="helmet", dry_run=True)
+    assert join_note(state, edit) == ("'drill' is not in 'helmet' now: the edit keeps them "
+                                      "apart after a new clustering")
+    assert join_note(state, add_edit(dataset, "vlsr", "reject", "helmit", dry_run=True)) is None
+
+
 def test_rejecting_a_suggestion_keeps_the_labels_and_tags_the_sample(ran):
     dataset = ran[0]
     add_edit(dataset, "vlsr", "reject_suggestion", "screwdriver",

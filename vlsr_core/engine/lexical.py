@@ -289,7 +289,7 @@ def lexical_groups(vocabulary, embeddings, guard, plural_guard=None, unknown_wor
     unknown = None if unknown_words is None else np.asarray(unknown_words, dtype=np.float64)
     read = {}  # equal spellings, unguarded; also of labels without a letter or digit ("🔨 ")
     for i, label in enumerate(vocabulary):
-        form = normal[i] or read_form(label)
+        form = normal[i] or read_form(label)  # (read_form only where the normal form is "")
         if form:  # (blank labels: each alone)
             read.setdefault(form, []).append(i)
     link([(same[0], j) for same in read.values() for j in same[1:]], "normal form", None)

@@ -230,7 +230,8 @@ def _settle(vocabulary, embeddings, frequencies, naming, cluster, rep, renamed):
     edited = {read_form(renamed[c]): renamed[c] for c in members if name[c] == renamed.get(c)}
     first = {}
     for c in members:  # ids in order: the lowest id of a name keeps the others
-        name[c] = edited.get(read_form(name[c]), name[c])
+        if edited:  # (read_form costs 6.5 us a name)
+            name[c] = edited.get(read_form(name[c]), name[c])
         target = first.setdefault(name[c], c)
         if target != c:
             cluster[members[c]] = target

@@ -350,7 +350,7 @@ def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
         {"$group": {"_id": None, "files": {"$sum": 1}, "samples": {"$sum": "$n"}}}]), None)
     if shared:
         notes.append(f"{count(shared['files'], 'image file')} {'is' if shared['files'] == 1 else 'are'}"
-                     f" the file of {shared['samples']} samples, each listed once a sample "
+                     f" the file of {shared['samples']} samples, each listed as an image of its own "
                      "under the same file_name: FiftyOne's COCO importer keeps the boxes of one "
                      "of them only")
     return "; ".join(notes) or None

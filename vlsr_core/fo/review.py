@@ -154,11 +154,9 @@ class ReviewState:
         """How many suggestion decisions (of those in force, or of edits ``ids``) reach a
         sample: their label still in the vocabulary, one of their samples still there."""
         known = set(self.label_map.vocabulary)
-        decisions = [e for e in self.edits if e.action in SUGGESTION_ACTIONS and e.label in known
-                     and (e.id in ids if ids is not None else not e.undone)]
-        there = set(dataset.select([i for e in decisions for i in e.samples]).values("id")
-                    ) if decisions else set()
-        return sum(any(i in there for i in e.samples) for e in decisions)
+        return sum(_reaches(dataset, e.samples) for e in self.edits
+                   if e.action in SUGGESTION_ACTIONS and e.label in known
+                   and (e.id in ids if ids is not None else not e.undone))
 
     def summary(self):
         """One paragraph of Markdown."""
@@ -180,6 +178,13 @@ class ReviewState:
             text += ("; no longer apply after clustering again: "
                      + "; ".join(f"#{o.edit.id} {o.edit.describe()} ({o.reason})" for o in self.stale))
         return text
+
+
+def _reaches(dataset, samples, page=10_000):
+    """Whether one of ``samples`` (ids) is still in ``dataset``: a query of a page of them at a
+    time, stopping at the first found (a form asks it at each render)."""
+    return any(dataset.select(list(samples[i:i + page])).limit(1).count()
+               for i in range(0, len(samples), page))
 
 
 def export_note(dataset, key=DEFAULT_KEY, results=None, apply="Apply"):
@@ -710,8 +715,7 @@ def read_label_map(path, vocabulary=None):
         if not any(c.strip() for c in cells):
             continue
         label, name = (cells[at] if at < len(cells) else ""), (cells[to] if to < len(cells) else "")
-        if any("\n" in c or "\r" in c for c in cells) and (
-                len(cells) < len(header) or cells[-1].endswith(("\n", "\r"))):  # (to the end)
+        if len(cells) < len(header) and any("\n" in c or "\r" in c for c in cells):
             end = reader.line_num
             problems[line] = ("a quote (\") opened there "
                               + (f"makes lines {line}-{end} one cell" if end > line else
@@ -726,6 +730,11 @@ def read_label_map(path, vocabulary=None):
                               f"{wanted[label].strip()!r} on line {where[label]}")
         else:
             wanted[label], where[label] = name, line
+    if text.count('"') % 2 and not any("quote" in p for p in problems.values()):
+        # a quote opened and never closed runs to the end of the file (its last row then reads
+        # as complete): it is the file's last quote
+        line = text[:text.rindex('"')].count("\n") + 1
+        problems[line] = "a quote (\") opened there is not closed: close it, or remove it"
     if vocabulary is not None:
         known = set(vocabulary)
         problems.update((where[l], f"{l!r} is not a label of the run")
@@ -743,9 +752,13 @@ def join_note(state, edit, shown=quoted):
     cluster so named, or the one holding a label so written; the two then bear the new name:
     ``..., and the two are named 'helmet'`` when that cluster is named otherwise); which
     cluster a move to a label that does not name its cluster joins: ``the cluster of 'drills'
-    is named 'drill'``; or None. ``shown``: how a label is written (as code, in Markdown)."""
+    is named 'drill'``; that a reject is about two labels apart already; or None. ``shown``:
+    how a label is written (as code, in Markdown)."""
     label_map = state.label_map
     canonical = label_map.canonical
+    if edit.action == "reject":  # (made to keep two apart after a new clustering)
+        return (f"{shown(edit.label)} is not in {shown(edit.to)} now: the edit keeps them apart "
+                "after a new clustering" if canonical.get(edit.label) != edit.to else None)
     if edit.action == "move":
         name = canonical.get(edit.to)
         return (f"the cluster of {shown(edit.to)} is named {shown(name)}"

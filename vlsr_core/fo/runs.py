@@ -497,7 +497,7 @@ def deleted_outputs(dataset, key, roles=("label", "labels", "suggestions")):
 def deleted_note(fields):
     """What to do about :func:`deleted_outputs` ``fields``, in words."""
     one = len(fields) == 1
-    return (f"{'Field' if one else 'Fields'} {', '.join(map(repr, fields))} "
+    return (f"{'field' if one else 'fields'} {', '.join(map(repr, fields))} "
             f"{'was' if one else 'were'} deleted after the run wrote {'it' if one else 'them'}: "
             f"run again to write {'it' if one else 'them'} back (`vlsr run`, or VLSR 2 and 3 in "
             "the App)")
@@ -510,7 +510,8 @@ def input_gone(dataset, config):
         return None
     return (f"its input field {config.label_field!r} is no longer in the dataset (renamed or "
             "deleted): if you renamed it, rename it back (in Python, dataset.rename_sample_field) "
-            "to go on with the run, or to delete it with the attributes it set on those labels")
+            "to go on with the run, or to delete the run with the attributes it set on those "
+            "labels")
 
 
 def what_goes(dataset, key):
@@ -578,7 +579,7 @@ def output_problem(samples, key, label_field):
     if deleting:
         return deleting
     if config is None:
-        problem = _names_problem(dataset, key)
+        problem = _names_problem(dataset, key, label_field)
         if problem:
             return problem
         writer = run_outputs(dataset).get(root)
@@ -623,18 +624,20 @@ def output_problem(samples, key, label_field):
     return None
 
 
-def _names_problem(dataset, key):
-    """Why a new run ``key`` would name fields as another VLSR run of ``dataset`` may ("vlsr_crop"
-    and "vlsr" both write "vlsr_crop_similarity"), or None."""
-    def names(k):
-        return {f"{k}_{suffix}" for suffix in (*SAMPLE_FIELDS.values(), *LABEL_ATTRIBUTES.values())}
+def _names_problem(dataset, key, label_field):
+    """Why a new run ``key`` on ``label_field`` would name fields as another VLSR run of
+    ``dataset`` may, or None: a sample field ("vlsr_crop" writes "vlsr_crop_ids", run "vlsr"'s
+    crop record), or a label attribute on the same labels ("vlsr_crop_similarity")."""
+    def names(k, field):
+        return ({f"{k}_{suffix}" for suffix in SAMPLE_FIELDS.values()}
+                | {f"{field}.{k}_{suffix}" for suffix in LABEL_ATTRIBUTES.values()})
 
-    mine = names(key)
+    mine = names(key, label_field)
     for other in list_vlsr_runs(dataset):
-        shared = sorted(mine & names(other))
+        shared = sorted(mine & names(other, dataset.get_run_info(other).config.label_field))
         if shared:
-            return (f"The run key {key!r} names fields as run {other!r} does ({shared[0]!r}): "
-                    "choose another run key")
+            return (f"The run key {key!r} names fields as run {other!r} does "
+                    f"({shared[0].rsplit('.', 1)[-1]!r}): choose another run key")
     return None
 
 

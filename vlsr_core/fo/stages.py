@@ -1352,7 +1352,7 @@ def embeddings_problem(samples, key):
     if dataset.has_sample_field(fields["embedding"]) and samples.exists(
             fields["embedding"]).limit(1).count():
         return None
-    if dataset.has_sample_field(fields["error"]) and not samples.exists(
+    if dataset.has_sample_field(fields["error"]) and samples.limit(1).count() and not samples.exists(
             fields["error"], False).limit(1).count():
         return (f"No image of these could be read ({count(len(samples), 'unreadable image')}; "
                 f"why is in {fields['error']!r}, and in the summary): there is no image "

@@ -93,7 +93,8 @@ def summarize_run(dataset, key, n_clusters=10):
         lines.append(state.summary())
         gone = deleted_outputs(dataset, key)
         if gone:
-            lines.append(f"**Deleted:** {deleted_note(gone)}")
+            note = deleted_note(gone)
+            lines.append(f"**Deleted:** {note[0].upper()}{note[1:]}")
         if dataset.has_saved_view(views["changed"]) and dataset.has_field(fields["label"]):
             copies = run_copies_outdated(dataset, key, state)
             lines.append(
