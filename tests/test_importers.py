@@ -125,7 +125,41 @@ def test_read_factorynet_csv_bom_and_latin1(tmp_path):
     latin = _text(tmp_path / "b.csv", "Schlüssel,0,0,10,10,user\n", encoding="latin-1")
     rows, problems = read_factorynet_csv(latin)
     assert rows == [FactorynetRow("Schlüssel", (0.0, 0.0, 10.0, 10.0), "user", 1)]
-    assert problems == [(str(latin), "not UTF-8; read as latin-1")]
+    assert problems == [(str(latin), WINDOWS)]
+
+
+WINDOWS = ("not UTF-8; read as Windows-1252 (Excel's \"CSV\"): save it as \"CSV UTF-8\" to be sure "
+           "of its accents")
+
+
+def test_a_csv_of_excel_and_a_csv_with_one_stray_byte_keep_their_labels(tmp_path, dataset):
+    """Read as latin-1, Excel's quotes and dashes became control characters, and one stray byte
+    garbled every UTF-8 accent of the file ('SchlÃ¼ssel')."""
+    _plain_images(tmp_path)
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes("imgs/a.jpg,Archimedes\u2019 screw\nimgs/b.png,\u20ac coin\n".encode("cp1252"))
+    report = import_csv(excel, dataset, label_field="labels")
+    assert dataset.distinct("labels.classifications.label") == ["Archimedes\u2019 screw", "\u20ac coin"]
+    assert report.problems == [(str(excel), WINDOWS)]
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_bytes("imgs/a.jpg,Schlüssel\n".encode() + b"imgs/b.png,caf\xe9\n")
+    report = import_csv(mixed, dataset, label_field="more")
+    assert dataset.distinct("more.classifications.label") == ["Schlüssel", "café"]
+    assert report.problems == [(f"{mixed}:2", "not UTF-8, unlike the rest of the file; read as "
+                                              "Windows-1252: check its accents")]
+
+
+def test_an_unclosed_quote_in_a_large_csv_skips_only_the_rows_it_takes_in(tmp_path, dataset):
+    """Past csv's limit of 131,072 characters a cell, the rest of the file was skipped, at a
+    line far from the quote and without a word of it."""
+    _plain_images(tmp_path)
+    rows = ["imgs/a.jpg,\"helmet", *["imgs/a.jpg," + "x" * 60] * 2500, "imgs/a.jpg,drill\"",
+            "imgs/b.png,after"]
+    path = _text(tmp_path / "q.csv", "\n".join(rows) + "\n")
+    report = import_csv(path, dataset, label_field="labels")
+    assert dataset.distinct("labels.classifications.label") == ["after"]
+    assert len(report.problems) == 1 and report.problems[0][0] == f"{path}:1"
+    assert report.problems[0][1].startswith("a quoted cell runs over lines 1-2502")
 
 
 def test_read_factorynet_csv_empty(tmp_path):
@@ -600,11 +634,11 @@ def test_import_csv_reimport_and_latin1(tmp_path, dataset):
     first = import_csv(csv_path, dataset, label_field="labels", progress=fractions.append)
     assert first.n_samples == 2 and fractions[-1] == 1.0
     assert [c.label for c in dataset.first().labels.classifications] == ["Schlüssel"]
-    assert first.problems == [(str(csv_path), "not UTF-8; read as latin-1")]
+    assert first.problems == [(str(csv_path), WINDOWS)]
 
     again = import_csv(csv_path, dataset, label_field="labels")
     assert again.n_samples == 0 and again.n_existing == 2 and len(dataset) == 2
-    assert again.problems == [(str(csv_path), "not UTF-8; read as latin-1")]
+    assert again.problems == [(str(csv_path), WINDOWS)]
 
 
 def test_import_csv_again_after_fixing_a_quote_loses_no_label(tmp_path, dataset):

@@ -270,8 +270,37 @@ def _check_fields(dataset, fields):
                                  f"{held.__name__}, not {kind.__name__}: give another field")
 
 
+def _decoded(data, path, problems):
+    """A CSV file's text: UTF-8 (BOM or not); a line that is not is read as Windows-1252, what
+    Excel's "CSV" is on Windows (latin-1 for its five unused bytes), and reported. Read whole
+    as Windows-1252, a file with one stray byte garbled every other accented label."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    lines, other = [], []
+    for n, line in enumerate(data.splitlines(keepends=True), 1):
+        try:
+            lines.append(line.decode("utf-8-sig" if n == 1 else "utf-8"))
+        except UnicodeDecodeError:
+            try:
+                lines.append(line.decode("cp1252"))
+            except UnicodeDecodeError:
+                lines.append(line.decode("latin-1"))
+            other.append(n)
+    every = all(n in other for n, line in enumerate(data.splitlines(), 1) if not line.isascii())
+    if every:
+        problems.append((path, "not UTF-8; read as Windows-1252 (Excel's \"CSV\"): save it as "
+                               "\"CSV UTF-8\" to be sure of its accents"))
+    else:
+        for n in other:
+            problems.append((f"{path}:{n}", "not UTF-8, unlike the rest of the file; read as "
+                                            "Windows-1252: check its accents"))
+    return "".join(lines)
+
+
 def _csv_rows(path, problems) -> list[tuple[int, list[str]]]:
-    """A CSV file's rows with their first line numbers: UTF-8 (BOM or not), else read as latin-1.
+    """A CSV file's rows with their first line numbers (text: :func:`_decoded`).
 
     A row with a line break inside a cell is skipped and reported: no label or path holds one,
     and it is what an unclosed quote does, swallowing the rows after it into one cell."""
@@ -286,13 +315,12 @@ def _csv_rows(path, problems) -> list[tuple[int, list[str]]]:
                              "as \"CSV UTF-8\"")
     if b"\x00" in data[:65536]:
         raise InputFileError(f"{path} is a binary file (it holds NUL bytes), not a CSV file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-        problems.append((path, "not UTF-8; read as latin-1"))
+    text = _decoded(data, path, problems)
     reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
     rows, end = [], 0
+    # an unclosed quote makes a cell of the rows after it, up to the next quote: reported as
+    # such below, where csv's limit of 131,072 characters a cell skipped the rest of the file
+    limit = csv.field_size_limit(max(csv.field_size_limit(), len(text)))
     try:
         for cells in reader:
             start, end = end + 1, reader.line_num
@@ -309,6 +337,8 @@ def _csv_rows(path, problems) -> list[tuple[int, list[str]]]:
                 "import again")))
     except csv.Error as e:
         problems.append((f"{path}:{reader.line_num}", f"malformed CSV ({e}); rest of the file skipped"))
+    finally:
+        csv.field_size_limit(limit)
     return rows
 
 
