@@ -468,6 +468,17 @@ def _run_with(dataset, tmp_path, monkeypatch, label, text, files):
     run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
 
 
+def test_a_rename_to_a_cluster_name_with_an_edge_space_joins_that_cluster(dataset, tmp_path,
+                                                                           monkeypatch):
+    """The panel's join to the nearest cluster, named " vise" (as its label is written), was
+    refused: the name was stripped, then found to read as " vise"."""
+    _run_with(dataset, tmp_path, monkeypatch, " vise", ("glove", 9, 0.9), ["v1.png", "v2.png"])
+    canonical = review_state(dataset, "vlsr").label_map.canonical
+    assert canonical[" vise"] == " vise" and canonical["drill"] == "drill"
+    add_edit(dataset, "vlsr", "rename", "drill", to=" vise")
+    assert review_state(dataset, "vlsr").label_map.canonical["drill"] == " vise"
+
+
 def test_splitting_a_canonical_label_from_a_spelling_of_it_is_refused(dataset, tmp_path,
                                                                        monkeypatch):
     """The rest of the cluster would be named by a spelling that reads alike."""

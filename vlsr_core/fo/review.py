@@ -411,7 +411,8 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                     f"Rename the cluster {quoted(twin)} first, or move "
                     f"{quoted(label)} to another cluster")
         elif action == "rename":
-            to = _as_written((to or "").strip(), state)
+            # a name of the run as it is ("␣gizmo", the panel's join to its nearest), else as typed
+            to = to if to in vocabulary or to in names else _as_written((to or "").strip(), state)
             if not to:
                 raise ReviewError("Give the new name of the cluster", "to")
             if to == current:
