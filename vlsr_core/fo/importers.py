@@ -35,7 +35,7 @@ import fiftyone.core.storage as fos
 from ..engine.defaults import DEFAULT_KEY, is_field_name
 from ..model.images import BadImageError, oriented_size
 from ..wording import count
-from .lease import dataset_document
+from .lease import IMPORT, dataset_document, run_lease
 from .runs import run_outputs, sample_fields
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif")  # Factorynet image types, preferred first
@@ -579,7 +579,15 @@ def _add_in_chunks(dataset, samples, total, fields, report, progress: Progress):
     calling progress(fraction of the total inputs) now and then. A sample whose image is already
     in the dataset completes that image's sample instead (:func:`_complete`).
 
-    dynamic=True declares the detections' ``source`` attribute, so the App can filter on it."""
+    dynamic=True declares the detections' ``source`` attribute, so the App can filter on it.
+    One import into a dataset at a time: two at once each added the images the other had not
+    yet (3,000 images made 5,963 samples)."""
+    with run_lease(dataset, IMPORT, "import"):
+        _add_all(dataset, samples, total, fields, report, progress)
+
+
+def _add_all(dataset, samples, total, fields, report, progress: Progress):
+    """:func:`_add_in_chunks`, its lease held."""
     # by real path: one image under two names (a symlink) is one sample
     existing = ({os.path.realpath(p): i for p, i in zip(*dataset.values(["filepath", "id"]))}
                 if len(dataset) else {})

@@ -169,8 +169,14 @@ def running_note(lease):
             f"process {lease['pid']} {where} (last heard from {heard} s ago)")
 
 
+IMPORT = ".import"  # the lease of a dataset's imports (no run key holds a ".")
+
+
 def busy_message(key, lease):
     """What a stage refused because ``lease`` holds run ``key`` tells the curator."""
+    if key == IMPORT:
+        return (f"Another import into this dataset runs: {running_note(lease)}; import again "
+                "when it is done (the images it added are not added twice)")
     return (f"Run {key!r} is busy: {running_note(lease)}; run this again when it is done. A "
             f"process that was stopped frees the run at once on this machine, {TTL:.0f} s after "
             "it was last heard from on another")
