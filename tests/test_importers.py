@@ -189,6 +189,19 @@ def test_one_import_into_a_dataset_at_a_time(tmp_path, dataset):
     assert import_csv(path, dataset, label_field="labels").n_samples == 2
 
 
+def test_a_csv_of_pandas_or_with_another_name_of_the_image_column_is_said_so(tmp_path, dataset):
+    """An index column read as image paths said only "no such file"; a header naming the image
+    column image_path was said not to start with the image path."""
+    _plain_images(tmp_path)
+    indexed = _text(tmp_path / "pd.csv", ",filepath,label\n0,imgs/b.png,drill\n")
+    report = import_csv(indexed, dataset, label_field="labels")
+    assert (f"{indexed}:2", f"no such file {tmp_path / '0'}; row skipped (the first column holds "
+            "row numbers, as pandas writes with index=True: write the CSV with index=False, the "
+            "image path first)") in report.problems
+    named = _text(tmp_path / "named.csv", "image_path,label\nimgs/b.png,drill\n")
+    assert import_csv(named, dataset, label_field="labels").problems == []
+
+
 def test_read_factorynet_csv_empty(tmp_path):
     assert read_factorynet_csv(_text(tmp_path / "e.csv", "")) == ([], [])
 
@@ -639,7 +652,7 @@ def test_import_csv_says_why_a_path_names_no_image(tmp_path, dataset, monkeypatc
     report = import_csv(csv_path, dataset)
     assert len(dataset) == 0
     assert _problem(report, f"{csv_path}:1", "the first row (label, filepath) reads as a header",
-                    "the first column must be the image path")
+                    "a header names the image column filepath or path", "and it comes first")
     assert _problem(report, f"{csv_path}:2", "is a URL: only image files on this machine")
     assert _problem(report, f"{csv_path}:3", "paths are read from the CSV's folder",
                     "imgs/a.jpg is a file from the current folder")

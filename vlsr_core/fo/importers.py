@@ -43,7 +43,8 @@ SOURCES = ("user", "wikimedia")  # the values Factorynet's optional sixth column
 DEFAULT_CANVAS_WIDTH = 891  # the canvas width most Factorynet labelling sessions used
 WHOLE_IMAGE_TOLERANCE = 0.02  # relative aspect-ratio error for a box to count as the whole image
 CLIP_TOLERANCE = 0.02  # boxes overshooting the canvas by more than this (relative) are reported
-HEADER_NAMES = ("filepath", "path", "image", "file")  # first cells that mark a plain CSV's header row
+# first cells that mark a plain CSV's header row
+HEADER_NAMES = ("filepath", "path", "image", "file", "image_path", "filename", "file_name")
 CHUNK_SIZE = 1000  # samples per dataset.add_samples call
 PROGRESS_EVERY = 100  # input items between progress calls
 
@@ -235,9 +236,13 @@ def _missing_image(path, filepath, folder, cells, header):
         return (f"no such file {filepath}; row skipped (its cells seem separated by ';' or tabs: "
                 "the CSV must use commas)")
     if header and not os.path.splitext(path)[1]:
-        return (f"the first row ({', '.join(cells)[:80]}) reads as a header, but the first column "
-                f"must be the image path (a header names it {' or '.join(HEADER_NAMES)}); "
+        return (f"the first row ({', '.join(cells)[:80]}) reads as a header of unknown names: a "
+                f"header names the image column {' or '.join(HEADER_NAMES)}, and it comes first; "
                 "row skipped")
+    if path.isdigit() and len(cells) > 1 and os.path.splitext(cells[1].strip())[1]:
+        return (f"no such file {filepath}; row skipped (the first column holds row numbers, as "
+                "pandas writes with index=True: write the CSV with index=False, the image path "
+                "first)")
     if os.path.isfile(os.path.abspath(os.path.expanduser(path))):
         return (f"no such file {filepath}: paths are read from the CSV's folder ({folder}), and "
                 f"{path} is a file from the current folder: write the paths relative to the CSV, "
