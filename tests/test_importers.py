@@ -202,6 +202,21 @@ def test_a_csv_of_pandas_or_with_another_name_of_the_image_column_is_said_so(tmp
     assert import_csv(named, dataset, label_field="labels").problems == []
 
 
+def test_file_urls_and_windows_paths_in_a_csv(tmp_path, dataset):
+    """'#' in a file:// URL was read as a fragment (the path cut there), file://tmp/... lost its
+    first folder, and a Windows path got a bare "no such file"."""
+    _plain_images(tmp_path)
+    odd = tmp_path / "imgs" / "a #1.jpg"
+    odd.write_bytes((tmp_path / "imgs" / "a.jpg").read_bytes())
+    path = _text(tmp_path / "u.csv", f"file://{odd},helmet\nfile:/{tmp_path}/imgs/b.png,drill\n"
+                                     "imgs\\b.png,drill\n")
+    report = import_csv(path, dataset, label_field="labels")
+    assert dataset.values("filepath") == [str(odd)]
+    host = str(tmp_path).split("/")[1]
+    assert _problem(report, f"{path}:2", f"names the host {host!r}", "(three slashes)")
+    assert _problem(report, f"{path}:3", "a Windows path: write the folders with /")
+
+
 def test_read_factorynet_csv_empty(tmp_path):
     assert read_factorynet_csv(_text(tmp_path / "e.csv", "")) == ([], [])
 

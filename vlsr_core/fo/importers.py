@@ -199,7 +199,13 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
             report.problems.append((where, "empty image path; row skipped"))
             continue
         if path.lower().startswith("file://"):  # a local file written as a URL
-            path = urllib.parse.unquote(urllib.parse.urlparse(path).path)
+            url = urllib.parse.urlparse(path, allow_fragments=False)  # ("a #1.jpg": no fragment)
+            if url.netloc not in ("", "localhost"):
+                report.problems.append((where, (
+                    f"{path} names the host {url.netloc!r}: a local file is file:///{url.netloc}"
+                    f"{url.path} (three slashes); row skipped")))
+                continue
+            path = urllib.parse.unquote(url.path)
         filepath = fos.normalize_path(os.path.join(folder, os.path.expanduser(path)))
         if not os.path.isfile(filepath):
             report.problems.append((where, _missing_image(path, filepath, folder, cells, header)))
@@ -243,6 +249,9 @@ def _missing_image(path, filepath, folder, cells, header):
         return (f"no such file {filepath}; row skipped (the first column holds row numbers, as "
                 "pandas writes with index=True: write the CSV with index=False, the image path "
                 "first)")
+    if "\\" in path:
+        return (f"no such file {filepath}; row skipped (a Windows path: write the folders with /, "
+                "relative to the CSV)")
     if os.path.isfile(os.path.abspath(os.path.expanduser(path))):
         return (f"no such file {filepath}: paths are read from the CSV's folder ({folder}), and "
                 f"{path} is a file from the current folder: write the paths relative to the CSV, "
