@@ -287,6 +287,7 @@ class VLSRPanel(foo.Panel):
                             to=row["nearest"], state=self._state(ctx))
         except ReviewError as e:
             ctx.ops.notify(str(e), variant="error")
+            self._load(ctx)  # (refused on a stale row: the review changed elsewhere)
             return
         ctx.ops.notify(f"Edit #{edit.id}: {row['canonical']} joins the cluster {row['nearest']}; "
                        "Apply to write it", variant="success")
@@ -307,6 +308,7 @@ class VLSRPanel(foo.Panel):
                 edit = add_edit(ctx.dataset, key, action, label, **kwargs)
         except ReviewError as e:
             ctx.ops.notify(str(e), variant="error")
+            self._load(ctx)  # (refused on a stale row, an edit made elsewhere: the tables catch up)
             return
         ctx.ops.notify(edit_message(edit), variant="success")
         self._load(ctx)

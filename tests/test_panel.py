@@ -6,7 +6,7 @@ import fiftyone.operators as foo
 import numpy as np
 import pytest
 
-from vlsr_core.fo.review import review_state
+from vlsr_core.fo.review import add_edit, review_state
 
 from fake_clip import FakeEncoder, build
 
@@ -96,7 +96,6 @@ def test_the_panel_shows_scores_steps_and_clusters_the_most_doubtful_first(ran):
     # the join no closeness of text vouches for is listed under the steps, for a look
     assert "typo: `helmet` / `helmit`" in panel.state["joins"]
     assert "Joins worth a look" in str(panel.layout)
-    from vlsr_core.fo.review import add_edit
     from vlsr_core.fo.summary import summarize_run
 
     add_edit(ran, "vlsr", "reject", "helmit")  # looked at, and taken apart: no longer listed
@@ -266,6 +265,18 @@ def test_the_members_title_shows_the_cluster_name_as_the_rows_do(dataset, tmp_pa
         panel.event("close_cluster")
 
 
+def test_an_action_refused_on_a_row_an_edit_elsewhere_changed_redraws_the_tables(ran):
+    """After an edit from the command line, the open cluster's table went on showing a member
+    that was no longer there, and an action on it was refused beside it."""
+    panel = Panel(ran).event("on_load")
+    panel.event("open_cluster", row=0)
+    assert [m["label"] for m in panel.state["members"]] == ["helmit", "Helmets", "helmet"]
+    add_edit(ran, "vlsr", "split", "helmit")  # (vlsr review split helmit, in a terminal)
+    panel.event("take_out", row=0)  # helmit, on its own now
+    assert panel.sent("notify")[-1]["variant"] == "error"
+    assert [m["label"] for m in panel.state["members"]] == ["Helmets", "helmet"]
+
+
 def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
     panel = Panel(ran).event("on_load")
     panel.event("open_cluster", row=0)
@@ -401,8 +412,6 @@ def test_a_new_search_starts_at_the_first_page_and_reopening_the_panel_keeps_the
 
 
 def test_a_row_action_acts_on_the_label_the_curator_saw_even_if_the_run_changed(ran):
-    from vlsr_core.fo.review import add_edit
-
     panel = Panel(ran).event("on_load")
     panel.event("open_cluster", row=0)
     assert [m["label"] for m in panel.state["members"]] == ["helmit", "Helmets", "helmet"]
@@ -638,7 +647,6 @@ def test_the_rare_listing_does_not_offer_back_the_cluster_a_review_took_a_label_
         dataset, tmp_path):
     """Taken out of helmet, helmit headed the rare listing with helmet as its nearest cluster:
     one click on Join undid the curator's edit."""
-    from vlsr_core.fo.review import add_edit
     from vlsr_core.fo.stages import run_vlsr
 
     images = build(dataset, tmp_path / "images")
