@@ -628,6 +628,9 @@ def test_final_labels_can_be_copied_to_a_new_field_that_the_run_owns(ran):
     add_edit(dataset, "vlsr", "rename", "drill", "power drill")
     report = apply_review(dataset, "vlsr", copy_to="reviewed")
     assert report.copy_to == "reviewed"
+    # (every sample gets the copy: "15 changed" read as 15 final labels changed)
+    assert f"to {len(dataset)} samples; final labels also copied to 'reviewed', on every sample" \
+        in report.summary()
     assert by_name(dataset, "reviewed.label")["d1.png"] == "power drill"
     assert by_name(dataset, "vlsr_label.label")["d1.png"] == "power drill"
     assert report.outdated_copies == []

@@ -234,13 +234,15 @@ class ApplyReport:
     def summary(self):
         text = (f"applied {count(self.n_map_edits, 'label map edit')} and "
                 f"{count(self.n_decisions, 'suggestion decision')} to "
-                f"{count(self.n_samples, 'sample')} ({self.n_changed:,} changed)")
+                f"{count(self.n_samples, 'sample')}"
+                # (a copy is written on every sample: no count of what changed)
+                + ("" if self.copy_to else f" ({self.n_changed:,} changed)"))
         if self.n_left:
             text += (f"; the run's other {count(self.n_left, 'sample')} "
                      f"{'keeps its' if self.n_left == 1 else 'keep their'} earlier labels, and "
                      "the review reads as not applied, until an Apply of the whole run")
         if self.copy_to:
-            text += f"; final labels also copied to {self.copy_to!r}"
+            text += f"; final labels also copied to {self.copy_to!r}, on every sample"
         text += "".join(f"; {copy_note(name, n)}" for name, n in self.outdated_copies)
         if self.stale:
             n = len(self.stale)
