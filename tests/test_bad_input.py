@@ -204,6 +204,15 @@ def test_a_label_in_the_summary_stays_inside_its_code_span(label, shown):
     assert code(label) == shown
 
 
+@pytest.mark.parametrize("label, shown", [
+    ("O'Brien's \"hot\"", "'O'Brien's \"hot\"'"), ("O'Brien", '"O\'Brien"'), ("drill\xa0", "'drill\\xa0'")])
+def test_a_label_in_a_message_is_quoted_without_backslashes_before_its_quotes(label, shown):
+    """A label holding both quotes was shown with Python's backslashes (O\\'Brien\\'s)."""
+    from vlsr_core.wording import quoted
+
+    assert quoted(label) == shown
+
+
 def test_an_exported_label_map_with_a_tab_or_spaces_in_a_label_imports_back(dataset, tmp_path,
                                                                              monkeypatch):
     """A label the run took as written (a tab inside, a space after) is its own canonical label

@@ -30,7 +30,10 @@ def quoted(label, longest=80):
     quoted, with Python's escapes for what does not print (``'drill\\xa0'``) and
     :func:`one_line`'s for combining marks (``'cafe\\u0301'``)."""
     head, tail = _cut(_marked(label), longest)
-    return _combining_escaped(repr(head + tail))
+    text = repr(head + tail)
+    if text.startswith("'") and '"' in text:  # both quotes in it: no backslash before each '
+        text = text.replace("\\'", "'")  # (O'Brien's "hot", not O\'Brien\'s "hot")
+    return _combining_escaped(text)
 
 
 def _marked(label):
