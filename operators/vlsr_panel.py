@@ -440,8 +440,9 @@ class VLSRPanel(foo.Panel):
             label="Only members joined by" if s.cluster_name else
             "Only clusters with a member joined by")
         joined.add_choice("all", label="all")
+        where = " in the run" if s.cluster_name else ""  # (not in the open cluster alone)
         for step, n in s.join_choices:
-            joined.add_choice(step, label=f"{step} ({n:,} label{'' if n == 1 else 's'})")
+            joined.add_choice(step, label=f"{step} ({n:,} label{'' if n == 1 else 's'}{where})")
         panel.enum("joined", joined.values(), default=s.joined or "all", view=joined,
                    on_change=self.on_joined)
 
