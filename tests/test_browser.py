@@ -223,7 +223,7 @@ def review_in_the_panel(page, dataset, session):
     # only the members merging joined, then all again
     members = page.locator("table").nth(1)
     joined_by = members.locator("tbody tr td:nth-child(4)")
-    choose(page, "Only members joined by", re.compile(r"^merge \(\d+ labels?\)$"))
+    choose(page, "Only members joined by", re.compile(r"^merge \(\d+ labels? in the run\)$"))
     page.get_by_text(re.compile(r"^Members of the cluster 'helmet' joined by merge, the farthest "
                                 r"first \(members 1-\d of \d\)$")).first.wait_for(timeout=30_000)
     _until(lambda: set(joined_by.all_inner_texts()) == {"merge"}, "only merged members", timeout=30,
