@@ -292,18 +292,18 @@ def _decoded(data, path, problems):
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
-    lines, other = [], []
+    lines, other, utf8 = [], [], False  # utf8: a line of other than ASCII read as UTF-8
     for n, line in enumerate(data.splitlines(keepends=True), 1):
         try:
             lines.append(line.decode("utf-8-sig" if n == 1 else "utf-8"))
+            utf8 = utf8 or not line.isascii()
         except UnicodeDecodeError:
             try:
                 lines.append(line.decode("cp1252"))
             except UnicodeDecodeError:
                 lines.append(line.decode("latin-1"))
             other.append(n)
-    every = all(n in other for n, line in enumerate(data.splitlines(), 1) if not line.isascii())
-    if every:
+    if not utf8:
         problems.append((path, "not UTF-8; read as Windows-1252 (Excel's \"CSV\"): save it as "
                                "\"CSV UTF-8\" to be sure of its accents"))
     else:
