@@ -154,9 +154,10 @@ class ReviewState:
         """How many suggestion decisions (of those in force, or of edits ``ids``) reach a
         sample: their label still in the vocabulary, one of their samples still there."""
         known = set(self.label_map.vocabulary)
-        return sum(_reaches(dataset, e.samples) for e in self.edits
-                   if e.action in SUGGESTION_ACTIONS and e.label in known
-                   and (e.id in ids if ids is not None else not e.undone))
+        decisions = [e for e in self.edits if e.action in SUGGESTION_ACTIONS and e.label in known
+                     and (e.id in ids if ids is not None else not e.undone)]
+        there = _present(dataset, [i for e in decisions for i in e.samples])
+        return sum(any(i in there for i in e.samples) for e in decisions)
 
     def summary(self):
         """One paragraph of Markdown."""
@@ -180,11 +181,13 @@ class ReviewState:
         return text
 
 
-def _reaches(dataset, samples, page=10_000):
-    """Whether one of ``samples`` (ids) is still in ``dataset``: a query of a page of them at a
-    time, stopping at the first found (a form asks it at each render)."""
-    return any(dataset.select(list(samples[i:i + page])).limit(1).count()
-               for i in range(0, len(samples), page))
+def _present(dataset, ids, page=10_000):
+    """The sample ``ids`` still in ``dataset``: one query a page of them (a query per decision
+    took seconds for thousands of decisions, at each render of a form; all ids in one query
+    may pass MongoDB's 16 MB)."""
+    ids = list(dict.fromkeys(ids))
+    return {i for start in range(0, len(ids), page)
+            for i in dataset.select(ids[start:start + page]).values("id")}
 
 
 def export_note(dataset, key=DEFAULT_KEY, results=None, apply="Apply"):
