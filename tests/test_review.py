@@ -108,6 +108,28 @@ def test_rename_to_a_label_of_another_cluster_joins_them_and_to_a_member_makes_i
     assert reviewed.representatives[0] == "hard hat"
 
 
+def test_a_join_leaves_the_cluster_ids_of_other_clusters_as_they_were_but_one():
+    """Apply writes every label whose cluster id changes: one rename joining two of 40 clusters
+    renumbered the 38 after them (an Apply rewrote nearly every sample, and a curator's filter on
+    a cluster id then matched another cluster). Now only the highest id fills the empty one."""
+    n = 40
+    vocab = [f"label {i}" for i in range(n)]
+    emb = np.eye(n, dtype=np.float32)
+    label_map = _map(np.arange(n), vocab, np.ones(n, dtype=int))
+    for joined, edits in (
+            ("label 3", _edits(("rename", "label 3", "label 2"))),
+            ("label 5", _edits(("move", "label 5", "label 9"))),
+            ("label 2", _edits(("rename", "label 3", "Label 2!"), ("rename", "label 2", "Label 2!")))):
+        reviewed, _ = review_label_map(label_map, emb, edits)
+        assert sorted(set(reviewed.clusters.tolist())) == list(range(n - 1))
+        moved = [l for l, c, was in zip(vocab, reviewed.clusters, range(n)) if c != was]
+        assert moved == [joined, "label 39"], moved
+        assert reviewed.canonical["label 39"] == "label 39"
+    # a split makes a new id, the next one: no other label's id changes
+    reviewed, _ = review_label_map(_map(), _emb(), _edits(("split", "hard hat")))
+    assert reviewed.clusters.tolist() == [0, 0, 3, 1, 1, 2]
+
+
 def test_rename_to_any_label_of_another_cluster_joins_them_so_a_label_and_its_name_agree():
     # "Helmets" is a member of the helmet cluster, not its name: the drill cluster joins it
     reviewed, _ = review_label_map(_map(), _emb(), _edits(("rename", "drill", "Helmets")))

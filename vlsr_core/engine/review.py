@@ -206,7 +206,8 @@ def _new_cluster(i, cluster, rep):
 
 def _settle(vocabulary, embeddings, frequencies, naming, cluster, rep, renamed):
     """After the edits: representatives for clusters that lost theirs, renames, clusters of one
-    name joined, ids made 0..k-1 (unedited clusters keep their ids)."""
+    name joined, ids made 0..k-1 (a cluster keeps its id unless an edit emptied an id below
+    it: then the cluster of the highest id takes that one)."""
     emb = np.asarray(embeddings, dtype=np.float32)
     freq = np.asarray(frequencies)
     ids, sizes = np.unique(cluster, return_counts=True)
@@ -237,9 +238,17 @@ def _settle(vocabulary, embeddings, frequencies, naming, cluster, rep, renamed):
             cluster[members[c]] = target
             own = [k for k in (target, c) if vocabulary[rep[k]] == name[c]]
             rep[target] = rep[own[0] if own else target]
-    kept, cluster = np.unique(cluster, return_inverse=True)
-    return (cluster.astype(np.int64), np.array([rep[int(c)] for c in kept], dtype=np.int64),
-            [name[int(c)] for c in kept])
+    # ids made 0..k-1 again, the fewest changed: each id left empty takes a cluster of an id
+    # >= k (not all the ids above it shifted down, which rewrote the cluster of every label
+    # after one join and broke a curator's filters on cluster ids)
+    kept = np.unique(cluster)
+    old_of = np.arange(len(kept))
+    holes = np.setdiff1d(old_of, kept)
+    old_of[holes] = kept[kept >= len(kept)]
+    new_of = np.empty(int(kept[-1]) + 1, dtype=np.int64)
+    new_of[old_of] = np.arange(len(kept))
+    return (new_of[cluster], np.array([rep[int(c)] for c in old_of], dtype=np.int64),
+            [name[int(c)] for c in old_of])
 
 
 def edits_to_reach(label_map, embeddings, edits, wanted):
