@@ -27,6 +27,7 @@ from vlsr_core.fo.review import (
     export_note,
     review_state,
     undo_edit,
+    undo_edits_from,
 )
 from vlsr_core.fo.runs import REVIEW_TAGS
 from vlsr_core.fo.stages import VLSRError, cluster_and_merge, run_vlsr
@@ -312,6 +313,38 @@ def test_undo_takes_back_the_last_edit_or_a_chosen_one_and_keeps_it_on_record(ra
     assert [e.undone is not None for e in state.edits] == [True, True]
     with pytest.raises(ReviewError, match="no review edit"):
         undo_edit(dataset, "vlsr")
+
+
+def test_undo_from_an_edit_already_undone_takes_back_the_later_ones_in_force(ran):
+    """``undo --from 1`` after #1 alone was undone was refused ("no edit #1 in force"), leaving
+    the curator to undo #2 and #3 one by one."""
+    dataset = ran[0]
+    for label in ("helmit", "Screwdrivers", "helmet"):
+        add_edit(dataset, "vlsr", "split", label)
+    undo_edit(dataset, "vlsr", 1)
+    assert [e.id for e in undo_edits_from(dataset, "vlsr", 1)] == [2, 3]
+    assert all(e.undone for e in review_state(dataset, "vlsr").edits)
+    add_edit(dataset, "vlsr", "split", "helmit")
+    with pytest.raises(ReviewError, match="no edit #9 or later in force"):
+        undo_edits_from(dataset, "vlsr", 9)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda d: undo_edit(d, "vlsr", "1"), "by its number, an int .* not '1'"),
+    (lambda d: undo_edits_from(d, "vlsr", 1.0), "by its number, an int .* not 1.0"),
+    (lambda d: add_edit(d, "vlsr", "rename", "helmet", 5), "'to' is a label or a name"),
+    (lambda d: add_edit(d, "vlsr", "split", 3), "The label is a string, not 3"),
+    (lambda d: add_edit(d, "vlsr", "reject_suggestion", "helmet", samples=d.first().id),
+     "'samples' is a list of ids, each a string: samples=\\[...\\], not '"),
+])
+def test_arguments_of_the_wrong_type_are_refused_saying_what_they_should_be(ran, call, message):
+    """A Python user's ``edit_id="1"`` was "no edit #1 in force" beside edit #1 in force, a
+    sample id given as a string was read as one id a character, ``to=5`` raised AttributeError."""
+    dataset = ran[0]
+    add_edit(dataset, "vlsr", "split", "helmit")
+    with pytest.raises(ReviewError, match=message):
+        call(dataset)
+    assert [e.undone for e in review_state(dataset, "vlsr").edits] == [None]
 
 
 def test_edits_survive_clustering_again_and_stale_ones_are_reported_not_dropped(ran):

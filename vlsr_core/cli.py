@@ -345,7 +345,8 @@ def _review_parsers(sub):
     c = actions.add_parser("undo", help="undo an edit (default: the last one in force)")
     c.add_argument("id", type=int, nargs="?", help="the edit's number, as `show` lists it")
     c.add_argument("--from", dest="from_id", type=_positive, metavar="ID",
-                   help="undo edit ID and every edit in force after it (e.g. an import's)")
+                   help="undo edit ID and every edit in force after it (e.g. an import's; ID "
+                   "itself may be undone already)")
     _review_args(c)
     c.set_defaults(func=_review_undo)
 

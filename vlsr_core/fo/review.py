@@ -11,6 +11,7 @@ force at the last Apply or clustering.
 import csv
 import io
 import json
+import numbers
 import os
 import unicodedata
 import uuid
@@ -370,6 +371,7 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
     Raises:
         ReviewError: the edit does not fit the run (unknown label, nothing to change...).
     """
+    samples, label_ids = _check_types(label, to, samples, label_ids)
     if state is None:  # (one given was read in this request)
         reload_run(dataset, key)
     state = state or review_state(dataset, key)
@@ -468,6 +470,31 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
         return edit
     _save_review(dataset, key, state.edits, [*state.edits, edit])
     return edit
+
+
+def _check_types(label, to, samples, label_ids):
+    """``samples`` and ``label_ids`` as lists, after refusing arguments of the wrong type with
+    what they should be (``samples="5f3..."`` was read as one id a character, ``to=5`` failed
+    inside a string method)."""
+    if not isinstance(label, str):
+        raise ReviewError(f"The label is a string, not {label!r}")
+    if to is not None and not isinstance(to, str):
+        raise ReviewError(f"'to' is a label or a name, a string, not {to!r}", "to")
+    lists = []
+    for name, ids in (("samples", samples), ("label_ids", label_ids)):
+        ids = ids if isinstance(ids, str) else list(ids)
+        if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
+            raise ReviewError(f"{name!r} is a list of ids, each a string: {name}=[...], not "
+                              f"{ids!r}"[:200])
+        lists.append(ids)
+    return lists
+
+
+def _edit_number(edit_id):
+    """``edit_id`` as an int, or a :class:`ReviewError` saying what it should be."""
+    if isinstance(edit_id, bool) or not isinstance(edit_id, numbers.Integral):
+        raise ReviewError(f"An edit is given by its number, an int (3 for #3), not {edit_id!r}")
+    return int(edit_id)
 
 
 def add_suggestion_decisions(dataset, key, decision, groups, label_ids=None, *, dry_run=False,
@@ -784,7 +811,7 @@ def undo_edit(dataset, key=DEFAULT_KEY, edit_id=None):
     """Undo edit ``edit_id`` (default: the last one in force) and return it; the fields change on
     Apply. The edit stays on the run, marked undone."""
     in_force = _in_force(dataset, key)
-    edit_id = in_force[-1].id if edit_id is None else edit_id
+    edit_id = in_force[-1].id if edit_id is None else _edit_number(edit_id)
     if edit_id not in {e.id for e in in_force}:
         raise ReviewError(f"Run {key!r} has no edit #{edit_id} in force")
     return _undo(dataset, key, {edit_id})[0]
@@ -792,10 +819,12 @@ def undo_edit(dataset, key=DEFAULT_KEY, edit_id=None):
 
 def undo_edits_from(dataset, key, edit_id):
     """Undo edit ``edit_id`` and every edit in force made after it (those of one
-    :func:`import_label_map`, say), in one write; returns them."""
+    :func:`import_label_map`, say), in one write; returns them (``edit_id`` itself may have been
+    undone already: the later ones are still undone)."""
+    edit_id = _edit_number(edit_id)
     later = {e.id for e in _in_force(dataset, key) if e.id >= edit_id}
-    if edit_id not in later:
-        raise ReviewError(f"Run {key!r} has no edit #{edit_id} in force")
+    if not later:
+        raise ReviewError(f"Run {key!r} has no edit #{edit_id} or later in force")
     return _undo(dataset, key, later)
 
 
