@@ -617,7 +617,7 @@ def _plain_images(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "header", ["filepath,labels\n", "Image,label 1,label 2\n", "PATH\n", "file,x\n", ""]
+    "header", ["filepath,labels\n", "Image,label 1,label 2\n", "PATH\n", "file,\n", ""]
 )
 def test_import_csv_merges_rows_and_resolves_paths(tmp_path, dataset, header):
     images = _plain_images(tmp_path)
@@ -645,6 +645,24 @@ def test_import_csv_merges_rows_and_resolves_paths(tmp_path, dataset, header):
     assert _problem(report, f"{csv_path}:{6 + offset}", "no such file", "missing.jpg")
     assert _problem(report, f"{csv_path}:{7 + offset}", "not an image")
     assert len(report.problems) == 3
+
+
+def test_columns_a_header_does_not_name_as_labels_are_left_out_and_reported(tmp_path, dataset):
+    """Every cell after the path was a label: a ``split`` column gave each image the label
+    ``train``, a ``score`` column one per number, and an import of vlsr's own samples.csv gave
+    scores and suggestion lists as labels."""
+    _plain_images(tmp_path)
+    csv_path = _text(tmp_path / "l.csv",
+                     "image_path,Label,split,final_label,tag_2,score,,Object Class\n"
+                     "imgs/a.jpg,helmet,train,glove,drill,0.91,vise,nut,extra\n"
+                     "imgs/b.png,hammer,val,,,0.5\n")
+    report = import_csv(csv_path, dataset)
+    labels = {os.path.basename(s.filepath): _labels(s) for s in dataset}
+    assert labels == {"a.jpg": ["helmet", "glove", "drill", "vise", "nut", "extra"],
+                      "b.png": ["hammer"]}
+    assert _problem(report, f"{csv_path}:1", "columns 'split' (column 3), 'score' (column 6) of "
+                    "the header are not named as labels: left out", "rename a column")
+    assert len(report.problems) == 1 and "1 problem" in report.summary()
 
 
 def test_import_csv_header_only_on_first_row(tmp_path, dataset):

@@ -23,6 +23,7 @@ import io
 import logging
 import math
 import os
+import re
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ WHOLE_IMAGE_TOLERANCE = 0.02  # relative aspect-ratio error for a box to count a
 CLIP_TOLERANCE = 0.02  # boxes overshooting the canvas by more than this (relative) are reported
 # first cells that mark a plain CSV's header row
 HEADER_NAMES = ("filepath", "path", "image", "file", "image_path", "filename", "file_name")
+# a header's names for label columns, as words of the name ("label 2", "final_label", "Tags")
+LABEL_WORDS = ("label", "labels", "class", "classes", "category", "categories", "tag", "tags",
+               "object", "objects", "annotation", "annotations", "gt")
 CHUNK_SIZE = 1000  # samples per dataset.add_samples call
 PROGRESS_EVERY = 100  # input items between progress calls
 
@@ -183,7 +187,7 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
     _check_fields(dataset, {label_field: fo.Classifications})
     report = ImportReport()
     images = {}  # filepath -> (where it first appears, its labels in order, repeats included)
-    first_row = True
+    first_row, left_out = True, set()
     rows = _csv_rows(csv_path, report.problems)
     if not report.problems and not any(c.strip() for _, cells in rows for c in cells):
         raise InputFileError(f"{csv_path} is empty: it lists no image")
@@ -194,6 +198,7 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
         path = cells[0].strip()
         header, first_row = first_row, False
         if header and path.lower() in HEADER_NAMES:
+            left_out = _not_label_columns(cells, where, report.problems)
             continue
         if not path:
             report.problems.append((where, "empty image path; row skipped"))
@@ -213,7 +218,7 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
         if fom.get_media_type(filepath) != fom.IMAGE:
             report.problems.append((where, f"not an image file {filepath}; row skipped"))
             continue
-        labels = [c.strip() for c in cells[1:] if c.strip()]
+        labels = [c.strip() for k, c in enumerate(cells) if k and k not in left_out and c.strip()]
         # one image under two names (a symlink) is one sample, under the first name given
         images.setdefault(os.path.realpath(filepath), (filepath, where, []))[2].extend(labels)
 
@@ -229,6 +234,24 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
         raise InputFileError(f"{csv_path} holds a header row and nothing else: it lists no image")
     _add_in_chunks(dataset, samples(), len(images), (label_field,), report, progress)
     return report
+
+
+def _not_label_columns(header, where, problems):
+    """The columns of a plain CSV's ``header`` row whose names are not label columns' (every
+    cell after the path was read as a label: a ``split`` column gave each image the label
+    ``train``), reported in ``problems``. A column without a name, or past the header's last,
+    is one of labels."""
+    left_out = {k for k, name in enumerate(header) if k and name.strip() and not (
+        set(re.sub(r"[^a-z]+", " ", name.lower()).split()) & set(LABEL_WORDS))}
+    if left_out:
+        names = ", ".join(f"{header[k].strip()!r} (column {k + 1})" for k in sorted(left_out))
+        problems.append((where, (
+            f"{'columns' if len(left_out) > 1 else 'column'} {names} of the header "
+            f"{'are' if len(left_out) > 1 else 'is'} not named as labels: left out (a label "
+            "column's name holds the word label, class, category, tag, object, annotation or "
+            "gt, as in 'label 2', 'final_label' or 'Tags', or is blank: rename a column so to "
+            "import its cells as labels)")))
+    return left_out
 
 
 def _missing_image(path, filepath, folder, cells, header):
