@@ -4,6 +4,7 @@ import os
 import re
 
 import fiftyone as fo
+from fiftyone import ViewField as F
 import pytest
 from PIL import Image
 
@@ -663,6 +664,14 @@ def test_columns_a_header_does_not_name_as_labels_are_left_out_and_reported(tmp_
     assert _problem(report, f"{csv_path}:1", "columns 'split' (column 3), 'score' (column 6) of "
                     "the header are not named as labels: left out", "rename a column")
     assert len(report.problems) == 1 and "1 problem" in report.summary()
+    # label lists written as JSON (vlsr's samples.csv, pandas) give their labels
+    csv_path = _text(tmp_path / "samples.csv",
+                     "filepath,final_label,final_score,original_labels,suggestions\n"
+                     'imgs/c.gif,vise,0.8,"[""vise"", ""Vises"", "" ""]","[[""nut"", 0.7]]"\n'
+                     'imgs/c.gif,"[not json]",,"[]",\n')
+    import_csv(csv_path, dataset)
+    assert _labels(dataset.match(F("filepath").ends_with("c.gif")).first()) == [
+        "vise", "Vises", "[not json]"]
 
 
 def test_import_csv_header_only_on_first_row(tmp_path, dataset):

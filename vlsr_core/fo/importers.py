@@ -20,6 +20,7 @@ per non-empty cell; an optional header row; rows naming the same image are merge
 import codecs
 import csv
 import io
+import json
 import logging
 import math
 import os
@@ -218,7 +219,8 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
         if fom.get_media_type(filepath) != fom.IMAGE:
             report.problems.append((where, f"not an image file {filepath}; row skipped"))
             continue
-        labels = [c.strip() for k, c in enumerate(cells) if k and k not in left_out and c.strip()]
+        labels = [l for k, c in enumerate(cells) if k and k not in left_out
+                  for l in _cell_labels(c)]
         # one image under two names (a symlink) is one sample, under the first name given
         images.setdefault(os.path.realpath(filepath), (filepath, where, []))[2].extend(labels)
 
@@ -234,6 +236,20 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
         raise InputFileError(f"{csv_path} holds a header row and nothing else: it lists no image")
     _add_in_chunks(dataset, samples(), len(images), (label_field,), report, progress)
     return report
+
+
+def _cell_labels(cell):
+    """The labels of a plain CSV's cell: itself, or the strings of a JSON list (`["a", "b"]`,
+    as pandas and vlsr's samples.csv write lists); blank ones dropped."""
+    cell = cell.strip()
+    if cell.startswith("[") and cell.endswith("]"):
+        try:
+            items = json.loads(cell)
+        except ValueError:
+            items = None
+        if isinstance(items, list) and all(isinstance(i, str) for i in items):
+            return [i.strip() for i in items if i.strip()]
+    return [cell] if cell else []
 
 
 def _not_label_columns(header, where, problems):
