@@ -34,14 +34,15 @@ class ReviewSuggestions(foo.Operator):
             return form
         n = len(label_ids) or len(samples)
         what = count(n, f"selected {'label' if label_ids else 'sample'}")
-        decision = types.RadioGroup(orientation="horizontal")
-        decision.add_choice("accept_suggestion", label="Accept")
-        decision.add_choice("reject_suggestion", label="Reject")
-        inputs.enum("decision", decision.values(), default="accept_suggestion", view=decision,
+        radio = types.RadioGroup(orientation="horizontal")
+        radio.add_choice("accept_suggestion", label="Accept")
+        radio.add_choice("reject_suggestion", label="Reject")
+        inputs.enum("decision", radio.values(), default="accept_suggestion", view=radio,
                     label=f"Decision for the {what}",
                     description=("Accept: the suggested label replaces them in the run's outputs"
                                  if label_ids else "Accept: the suggested label becomes their final "
                                  "label, beside their own labels in the run's outputs")
+                                + " (as its canonical label)"
                                 + ". Reject: they keep their labels. Input labels are never changed.")
         choices = [(TOP, "Each sample's top suggestion")] + shown_choices(
             state.label_map.vocabulary)
@@ -56,14 +57,17 @@ class ReviewSuggestions(foo.Operator):
             return form
         from vlsr_core.fo.review import ReviewError, add_suggestion_decisions
 
+        decision = ctx.params.get("decision", "accept_suggestion")
         try:
-            add_suggestion_decisions(ctx.dataset, key, ctx.params.get("decision",
-                                                                      "accept_suggestion"),
-                                     groups, dry_run=True, state=state)
+            add_suggestion_decisions(ctx.dataset, key, decision, groups, dry_run=True,
+                                     state=state)
         except ReviewError as e:
             block(inputs, "edit_error", as_markdown(e))  # (it may hold labels as written)
             return form
-        shown = ", ".join(f"{code(l, SHORT)} ({len(ids)})"
+        canonical = state.label_map.canonical
+        shown = ", ".join(f"{code(l, SHORT)} ({len(ids)}"
+                          + (f", shown as its canonical label {code(canonical[l], SHORT)})"
+                             if decision == "accept_suggestion" and canonical[l] != l else ")")
                           for l, ids in list(groups.items())[:5])
         inputs.view("preview", types.Notice(
             label=f"Suggested labels: {shown}" + (f"; {count(missing, 'sample')} without suggestions are "
@@ -73,19 +77,22 @@ class ReviewSuggestions(foo.Operator):
 
     @reported
     def execute(self, ctx):
-        from vlsr_core.fo.review import add_suggestion_decisions, left_out
+        from vlsr_core.fo.review import (add_suggestion_decisions, cached_review_state,
+                                         join_note, left_out)
 
         key = ctx.params.get("key", DEFAULT_KEY)
         samples, label_ids = _selection(ctx, key)
         decision = ctx.params.get("decision", "accept_suggestion")
         groups = _groups(ctx, key, samples, ctx.params.get("suggestion") or TOP)
+        state = cached_review_state(ctx.dataset, key)  # (the form's; a decision leaves the map)
         edits = add_suggestion_decisions(ctx.dataset, key, decision, groups, label_ids)
+        notes = [n for n in (join_note(state, e) for e in edits[:5]) if n]
         verb = "accepted" if decision == "accept_suggestion" else "rejected"
         n = len(label_ids) or sum(len(e.samples) for e in edits)
         message = (f"Run {key!r}: suggestions {verb} for {count(n, 'label' if label_ids else 'sample')} "
                    f"(edits {', '.join(f'#{e.id}' for e in edits)})"
-                   f"{left_out([s for ids in groups.values() for s in ids], *edits)}; Apply to "
-                   "write them")
+                   f"{left_out([s for ids in groups.values() for s in ids], *edits)}"
+                   + "".join(f"; {n}" for n in notes) + "; Apply to write them")
         done(ctx, message)
         return dict(message=message, edits=[e.as_record() for e in edits])
 

@@ -331,7 +331,9 @@ def review_in_the_panel(page, dataset, session):
     box.click()
     box.fill("screwdriver")
     page.keyboard.press("Enter")
-    page.get_by_text("Suggested labels: screwdriver (1)").first.wait_for(timeout=30_000)
+    # (moved to the cluster of drill above: the suggestion is shown as what it becomes)
+    page.get_by_text("Suggested labels: screwdriver (1, shown as its canonical label "
+                     "drill)").first.wait_for(timeout=30_000)
     shot(page, "22-suggestion-form")
     execute(page)
     _until(lambda: len(edits()) == 6, "suggestion", timeout=30, page=page)

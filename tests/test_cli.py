@@ -622,7 +622,8 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     dataset.save_view("s3-only", dataset.select(s3))
     assert main(["review", "accept-suggestion", "screwdriver", "--view", "s3-only",
                  "--dataset", name]) == 0
-    assert "accept suggestion screwdriver on 1 sample; vlsr apply" in capsys.readouterr().out
+    assert ("accept suggestion screwdriver on 1 sample (the outputs show it as 'Screwdriver "
+            "(tool)', the canonical label of 'screwdriver'); vlsr apply") in capsys.readouterr().out
     assert main(["review", "undo", "--dataset", name]) == 0  # never applied: nothing to write
     assert "undid edit #3: accept suggestion screwdriver on 1 sample; nothing to write: the " \
            "fields never showed it" in capsys.readouterr().out
@@ -670,7 +671,8 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     assert main(["review", "accept-suggestion", "drill", "--sample", zero, "--sample", h1,
                  "--dataset", name]) == 0
     # (and a label never suggested to it, which the command line takes, is said to be so)
-    assert ("accept suggestion drill on 1 sample; 1 sample without an image embedding (an "
+    assert ("accept suggestion drill on 1 sample (the outputs show it as 'Helmets', the "
+            "canonical label of 'drill'); 1 sample without an image embedding (an "
             "unreadable image) is left out; 'drill' is not among the sample's suggestions; vlsr "
             "apply") in capsys.readouterr().out
     assert review_state(dataset, "vlsr").edits[-1].samples == (h1,)

@@ -731,6 +731,17 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
     assert r.result["edits"][0]["samples"] == [sample.id]  # the unreadable image left out, said
     assert ("suggestions accepted for 1 sample (edits #4); 1 sample without an image embedding "
             "(an unreadable image) is left out; Apply") in r.result["message"]
+    # a suggestion becomes its canonical label: the form and the result say so (it did not)
+    ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, selected=[sample.id],
+                                               params={**ctx_params, "suggestion": "helmit"}))
+    props = OperatorRegistry().get_operator(URI + "review_suggestions").resolve_input(ctx)
+    assert ("`helmit` (1, shown as its canonical label `safety helmet`)"
+            in props.to_json()["type"]["properties"]["preview"]["view"]["label"])
+    r = foo.execute_operator(URI + "review_suggestions", dataset=ds, selected=[sample.id],
+                             params={**ctx_params, "suggestion": "helmit"})
+    assert ("(edits #5); the outputs show it as 'safety helmet', the canonical label of "
+            "'helmit'; Apply") in r.result["message"]
+    run("undo_review_edit", ds, key="vlsr")
 
     f = form("undo_review_edit", ds, key="vlsr")
     assert "#4 accept suggestion Lathe Information on 1 sample" in str(f)

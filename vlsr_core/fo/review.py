@@ -785,10 +785,15 @@ def join_note(state, edit, shown=quoted):
     cluster so named, or the one holding a label so written; the two then bear the new name:
     ``..., and the two are named 'helmet'`` when that cluster is named otherwise); which
     cluster a move to a label that does not name its cluster joins: ``the cluster of 'drills'
-    is named 'drill'``; that a reject is about two labels apart already; or None. ``shown``:
-    how a label is written (as code, in Markdown)."""
+    is named 'drill'``; that a reject is about two labels apart already; the canonical label an
+    accepted suggestion gives; or None. ``shown``: how a label is written (as code, in
+    Markdown)."""
     label_map = state.label_map
     canonical = label_map.canonical
+    if edit.action == "accept_suggestion":  # (a final label is a canonical label)
+        name = canonical.get(edit.label)
+        return (f"the outputs show it as {shown(name)}, the canonical label of "
+                f"{shown(edit.label)}" if name not in (None, edit.label) else None)
     if edit.action == "reject":  # (made to keep two apart after a new clustering)
         return (f"{shown(edit.label)} is not in {shown(edit.to)} now: the edit keeps them apart "
                 "after a new clustering" if canonical.get(edit.label) != edit.to else None)
