@@ -250,12 +250,14 @@ def run_status(ctx, inputs, key, deleting=False):
 
 
 def queued_status(ctx, inputs, key):
-    """A warning naming the operations on run ``key`` scheduled and waiting for a worker."""
-    from vlsr_core.fo.jobs import queued_note
+    """A warning naming the operations on run ``key`` scheduled and waiting for a worker, or
+    listed as running by a worker that stopped."""
+    from vlsr_core.fo.jobs import queued_note, stopped_note
 
-    queued = queued_note(ctx.dataset, key)
-    if queued:
-        inputs.view("queued", types.Warning(label=f"Run {key!r}: {queued}"))
+    for name, note in (("stopped", stopped_note), ("queued", queued_note)):
+        text = note(ctx.dataset, key)
+        if text:
+            inputs.view(name, types.Warning(label=f"Run {key!r}: {text}"))
 
 
 def param_inputs(ctx, inputs, cls, base=None, unchecked=(), checks=None, hidden=()):

@@ -58,7 +58,7 @@ class VLSRPanel(foo.Panel):
         """What runs on ``key`` now: a stage (Apply is refused), or stages in progress as
         delegated shards; and what waits for a worker (on any run, before the first); None if
         nothing."""
-        from vlsr_core.fo.jobs import queued_note, shard_note
+        from vlsr_core.fo.jobs import queued_note, shard_note, stopped_note
         from vlsr_core.fo.lease import running_note
         from vlsr_core.fo.runs import stage_activity
 
@@ -68,6 +68,9 @@ class VLSRPanel(foo.Panel):
             return lines[0] if lines else None
         running = stage_activity(dataset, key)[0]
         sharded = not running and shard_note(dataset, key)
+        stopped = not running and stopped_note(dataset, key)
+        if stopped:
+            lines.insert(0, f"**Stopped:** {stopped}")
         if running:
             lines.insert(0, f"**Busy:** {running_note(running)}: Apply is refused until it is "
                             "done, and *Refresh* then shows what it changed")

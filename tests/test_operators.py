@@ -188,6 +188,10 @@ def test_an_operation_waiting_for_a_worker_is_told_in_its_runs_forms_panel_and_s
         for name in ("cluster_and_merge", "apply_review", "delete_run"):
             label = form(name, ds, key="vlsr")["type"]["properties"]["queued"]["view"]["label"]
             assert label.startswith(waits) and "Scheduling it again would run it twice" in label
+            # (a worker takes the newest first: an export scheduled after an Apply ran first)
+            assert label.endswith("FiftyOne's worker runs the operation scheduled last first: to "
+                                  "run stages in order (Apply, then export), schedule the next "
+                                  "one when this one is done.")
         assert "queued" not in form("compute_embeddings", ds, label_field="gt",
                                     key="other")["type"]["properties"]  # another run's form
         assert "**Scheduled:** An operation waits for a delegated worker" in summarize_run(ds, "vlsr")
@@ -199,6 +203,50 @@ def test_an_operation_waiting_for_a_worker_is_told_in_its_runs_forms_panel_and_s
         assert "queued" not in form("cluster_and_merge", ds, key="vlsr")["type"]["properties"]
         panel.event("refresh")
         assert panel.state["problem"] is None and panel.state["busy"] is None
+    finally:
+        for op in service.list_operations(dataset_name=ds.name):
+            service.delete_operation(op.id)
+
+
+def test_an_operation_whose_worker_was_killed_is_told_with_what_to_run(ds, tiny_clip):
+    """A worker killed mid-stage leaves its operation "running" for ever in `fiftyone delegated
+    list`: the forms, panel and summary said only that the stage stopped part-way."""
+    import threading
+    from datetime import timedelta
+
+    from test_panel import Panel
+
+    from vlsr_core.fo.lease import run_lease
+    from vlsr_core.fo.summary import summarize_run
+
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    r = foo.execute_operator(URI + "score_labels", dataset=ds, request_delegation=True,
+                             params=dict(key="vlsr"))
+    service = DelegatedOperationService()
+    op = service.get(r.result["id"])
+    try:
+        service.set_running(op.id)
+        stopped = (f"FiftyOne lists *VLSR score labels: run 'vlsr' on {ds.name}* as running since "
+                   f"{op.queued_at:%Y-%m-%d} ")
+        advice = (f"UTC, but no process runs a stage of run 'vlsr': its worker stopped. "
+                  f"`fiftyone delegated fail {op.id}` marks it failed; `fiftyone delegated rerun "
+                  f"{op.id}` runs it again.")
+        assert "stopped" not in form("score_labels", ds, key="vlsr")["type"]["properties"]
+        # (started a minute ago, say: a live worker would have taken the run's lease by then)
+        service._repo._collection.update_one(
+            {"_id": op.id}, {"$set": {"started_at": op.queued_at - timedelta(minutes=2)}})
+        label = form("score_labels", ds, key="vlsr")["type"]["properties"]["stopped"]["view"][
+            "label"]
+        assert label.startswith("Run 'vlsr': " + stopped) and label.endswith(advice)
+        assert f"**Stopped:** {stopped}" in summarize_run(ds, "vlsr")
+        assert Panel(ds).event("on_load").state["busy"].startswith(f"**Stopped:** {stopped}")
+        seen = {}
+        with run_lease(ds, "vlsr", "score labels"):  # its worker alive: nothing to say
+            other = threading.Thread(target=lambda: seen.update(
+                form("score_labels", ds, key="vlsr")["type"]["properties"]))
+            other.start()
+            other.join()
+        assert "running" in seen and "stopped" not in seen
     finally:
         for op in service.list_operations(dataset_name=ds.name):
             service.delete_operation(op.id)

@@ -8,12 +8,13 @@ import re
 from datetime import timedelta
 
 from ..engine.defaults import DEFAULT_KEY
-from .lease import TTL, live_tags, server_time
+from .lease import TTL, holder, live_tags, server_time
 from .labels import first_match
 from .runs import STAGE_NAMES, sample_fields
 
 PLUGIN = "@vlsr/vlsr/"
 OPERATOR = PLUGIN + "run_shard"  # the plugin's operator that runs one shard
+UNLEASED = [PLUGIN + "map_embeddings"]  # delegated operators that do not hold the run's lease
 
 
 def queued_note(dataset, key=None):
@@ -34,7 +35,30 @@ def queued_note(dataset, key=None):
     return (f"{'An operation waits' if len(ops) == 1 else f'{len(ops)} operations wait'} for a "
             f"delegated worker (`fiftyone delegated launch`): {jobs}. Scheduling "
             f"{'it' if len(ops) == 1 else 'one'} again would run it twice; "
-            "`fiftyone delegated list` lists them.")
+            "`fiftyone delegated list` lists them. FiftyOne's worker runs the operation "
+            "scheduled last first: to run stages in order (Apply, then export), schedule the "
+            "next one when this one is done.")
+
+
+def stopped_note(dataset, key):
+    """The plugin's operations on run ``key`` that FiftyOne lists as running though no process
+    runs a stage of the run (their worker was killed: they stay "running" for ever), in words
+    with what to run; None if there are none. Shards are told by :func:`shard_note`."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    ops = DelegatedOperationService().list_operations(
+        operator={"$regex": "^" + re.escape(PLUGIN), "$nin": [OPERATOR, *UNLEASED]},
+        dataset_id=dataset._doc.id, run_state="running")
+    now = server_time()
+    ops = [op for op in ops if _params(op).get("key", DEFAULT_KEY) == key and op.started_at
+           and now - op.started_at > timedelta(seconds=TTL)]
+    if not ops or holder(dataset, key) is not None:
+        return None
+    return " ".join(
+        f"FiftyOne lists *{op.label or op.operator}* as running since "
+        f"{op.started_at:%Y-%m-%d %H:%M} UTC, but no process runs a stage of run {key!r}: its "
+        f"worker stopped. `fiftyone delegated fail {op.id}` marks it failed; "
+        f"`fiftyone delegated rerun {op.id}` runs it again." for op in ops)
 
 
 def _params(op):

@@ -24,7 +24,7 @@ from .runs import (
     saved_view_names,
     stage_activity,
 )
-from .jobs import queued_note, shard_note
+from .jobs import queued_note, shard_note, stopped_note
 from .stages import unreadable_images
 
 
@@ -64,7 +64,9 @@ def summarize_run(dataset, key, n_clusters=10):
     sharded = shard_note(dataset, key)
     if sharded:
         lines.append(f"**In progress:** {sharded}")
-    queued = queued_note(dataset, key)
+    queued, stopped = queued_note(dataset, key), stopped_note(dataset, key)
+    if stopped:
+        lines.append(f"**Stopped:** {stopped}")
     if queued:
         lines.append(f"**Scheduled:** {queued}")
     if getattr(config, "model", None):  # a run whose images have not all been embedded
