@@ -114,7 +114,14 @@ def test_import_run_summary_export(tmp_path, tiny_clip, dataset_name, capsys, mo
     assert main(["export", "--dataset", dataset_name, "--out", str(out_dir)]) == 2
     assert "is not empty; choose another directory, or --overwrite the files of an earlier " \
         "export there" in capsys.readouterr().err  # (the flag named)
+    # an earlier export's boxes go, as the form says before Execute: the command said nothing
+    (out_dir / "detections").mkdir()
+    (out_dir / "detections" / "labels.json").write_text("{}")
     assert main(["export", "--dataset", dataset_name, "--out", str(out_dir), "--overwrite"]) == 0
+    assert (f"removed {out_dir / 'detections' / 'labels.json'}: the boxes of the earlier export, "
+            "which this one would not replace (give --detections-field to write this run's)"
+            ) in capsys.readouterr().out
+    assert not (out_dir / "detections").exists()
 
 
 def test_errors_are_messages_not_tracebacks(tmp_path, dataset_name, capsys, tiny_clip):

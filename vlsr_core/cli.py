@@ -254,7 +254,7 @@ def _parser():
     _view_arg(c)
     c.set_defaults(func=_apply)
 
-    c = sub.add_parser("export", help="write samples.csv, label_map.csv and COCO files")
+    c = sub.add_parser("export", help="write samples.csv, label_map.csv, image_labels.json and COCO files")
     _dataset_arg(c)
     c.add_argument("--out", required=True, type=_path, help="export directory")
     _key_arg(c)
@@ -834,11 +834,12 @@ def _collection_of(dataset, key, view=None):
 
 def _export(a):
     from .fo.export import (ExportError, coco_image_root, coco_left_out, detections_fields,
-                            export_files, export_run, unclustered_note)
+                            export_files, export_run, overwrite_removes, unclustered_note)
     from .fo.review import export_note
 
     collection = _run_collection(a.dataset, a.key, a.view)
     a.files_before = export_files(a.out)  # (to tell after Ctrl-C whether it was written)
+    removes = a.overwrite and overwrite_removes(a.out, a.detections_field)
     try:
         written = export_run(collection, a.out, a.key, detections_field=a.detections_field,
                              overwrite=a.overwrite, progress=_bar("export"))
@@ -847,6 +848,9 @@ def _export(a):
                                          "or --overwrite the files of an earlier export there")) from None
     for path in written:
         print(f"wrote {path}")
+    if removes and not os.path.exists(removes):
+        print(f"removed {removes}: the boxes of the earlier export, which this one would not "
+              "replace (give --detections-field to write this run's)")
     if a.detections_field:
         print(f"  (its image file names are relative to {coco_image_root(collection)}: "
               "the data_path to give FiftyOne's COCO importer)")
