@@ -548,6 +548,29 @@ def test_a_field_that_cannot_take_the_labels_is_refused_before_anything_is_writt
     assert len(dataset) == 0 and dataset.get_field_schema() == schema
 
 
+@pytest.mark.parametrize("kind", ["video", "group"])
+def test_a_dataset_that_cannot_take_images_is_refused_before_anything_is_written(
+        tmp_path, dataset, kind):
+    """Both imports into a video or grouped dataset ended in FiftyOne's traceback at the first
+    write, leaving the label fields they had declared on the dataset."""
+    _plain_images(tmp_path)
+    _pair(tmp_path, "img0", "helmet,0,0,10,10\n", size=(40, 32))
+    if kind == "video":
+        dataset.media_type = "video"
+    else:
+        dataset.add_group_field("group", default="left")
+        group = fo.Group()
+        dataset.add_sample(fo.Sample(filepath=str(tmp_path / "imgs" / "a.jpg"),
+                                     group=group.element("left")))
+    schema = dataset.get_field_schema()
+    for do in (lambda: import_csv(_text(tmp_path / "l.csv", "imgs/b.png,helmet\n"), dataset),
+               lambda: import_factorynet(tmp_path, dataset)):
+        with pytest.raises(InputFileError, match=f"dataset '{dataset.name}' holds {kind} samples: "
+                           "images are imported into an image dataset"):
+            do()
+    assert len(dataset) == (kind == "group") and dataset.get_field_schema() == schema
+
+
 def test_factorynet_adds_in_chunks_and_reports_progress(tmp_path, dataset, monkeypatch):
     for i in range(5):
         _pair(tmp_path, f"img{i}", "helmet,0,0,10,10\n", size=(40, 32))

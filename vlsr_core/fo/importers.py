@@ -300,7 +300,11 @@ def _missing_image(path, filepath, folder, cells, header):
 
 def _check_fields(dataset, fields):
     """Refuse, before anything is written, label fields (name -> the label list type an import
-    writes there) that cannot take the import's labels."""
+    writes there) that cannot take the import's labels, and a dataset that cannot take images
+    (FiftyOne refused them at the first write, after the fields were declared)."""
+    if dataset.media_type not in (None, "image"):
+        raise InputFileError(f"dataset {dataset.name!r} holds {dataset.media_type} samples: images "
+                             "are imported into an image dataset (give a new name to make one)")
     built_in = dataset._get_default_sample_fields()
     writers = run_outputs(dataset)
     for name, kind in fields.items():
