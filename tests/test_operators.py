@@ -252,6 +252,18 @@ def test_an_operation_whose_worker_was_killed_is_told_with_what_to_run(ds, tiny_
             service.delete_operation(op.id)
 
 
+def test_the_embed_form_on_an_empty_dataset_says_it_is_empty(tiny_clip):
+    """An empty dataset has no media type: the form said "this one holds None samples"."""
+    empty = fo.Dataset()
+    try:
+        props = form("compute_embeddings", empty, label_field="gt", model=tiny_clip)[
+            "type"]["properties"]
+        assert "media_error" not in props
+        assert props["empty_error"]["error_message"] == "There are no samples in the chosen target"
+    finally:
+        empty.delete()
+
+
 def test_the_embed_form_refuses_a_label_field_without_labels(ds):
     ds.add_sample_field("empty", fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification)
     ds.set_values("empty", [fo.Classification(label=" ")] + [None] * (len(ds) - 1))

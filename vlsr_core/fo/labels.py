@@ -56,7 +56,7 @@ def media_problem(samples):
         return (f"VLSR runs on a dataset's own samples, not on a view of its {kind}: target the "
                 "dataset, or a view of its samples (boxes are scored on their own crops with the "
                 "crops option of VLSR 1)")
-    if samples.media_type == "image":
+    if samples.media_type in ("image", None):  # (None: an empty dataset, refused as such)
         return None
     problem = f"VLSR works on image datasets; this one holds {samples.media_type} samples"
     slices = [s for s, m in (samples.group_media_types or {}).items() if m == "image"]
