@@ -687,7 +687,7 @@ def test_columns_a_header_does_not_name_as_labels_are_left_out_and_reported(tmp_
     assert _problem(report, f"{csv_path}:1", "columns 'split' (column 3), 'score' (column 6) of "
                     "the header are not named as labels: left out", "rename a column")
     assert len(report.problems) == 1 and "1 problem" in report.summary()
-    # label lists written as JSON (vlsr's samples.csv, pandas) give their labels
+    # label lists written as JSON (pandas) give their labels
     csv_path = _text(tmp_path / "samples.csv",
                      "filepath,final_label,final_score,original_labels,suggestions\n"
                      'imgs/c.gif,vise,0.8,"[""vise"", ""Vises"", "" ""]","[[""nut"", 0.7]]"\n'
@@ -695,6 +695,17 @@ def test_columns_a_header_does_not_name_as_labels_are_left_out_and_reported(tmp_
     import_csv(csv_path, dataset)
     assert _labels(dataset.match(F("filepath").ends_with("c.gif")).first()) == [
         "vise", "Vises", "[not json]"]
+    # an export's samples.csv gives its final labels, not the noisy ones beside them
+    csv_path = _text(tmp_path / "export.csv",
+                     "filepath,final_label,final_score,original_labels,canonical_labels,"
+                     "suggestions\n"
+                     'imgs/b.png,hammer,0.8,"[""hamer"", ""drill""]","[""hammer"", ""drill""]",'
+                     '"[[""nut"", 0.7]]"\n')
+    report = import_csv(csv_path, dataset, label_field="cleaned")
+    assert dataset.match(F("filepath").ends_with("b.png")).values("cleaned.classifications.label") \
+        == [["hammer"]]
+    assert _problem(report, f"{csv_path}:1", "an export's samples.csv: its final labels are "
+                    "imported (column 'final_label')")
 
 
 def test_import_csv_header_only_on_first_row(tmp_path, dataset):

@@ -76,6 +76,8 @@ logger = logging.getLogger(__name__)
 
 FILES = ("samples.csv", "label_map.csv", "image_labels.json")  # what every export writes
 COCO_FILE = os.path.join("detections", "labels.json")  # and the boxes, when asked
+SAMPLES_HEADER = ["filepath", "final_label", "final_score", "original_labels", "canonical_labels",
+                  "suggestions"]  # the columns of samples.csv
 
 
 class ExportError(ValueError):
@@ -496,8 +498,7 @@ def _samples_csv(samples, ids, key, label_field, path, progress):
     ]
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["filepath", "final_label", "final_score", "original_labels",
-                    "canonical_labels", "suggestions"])
+        w.writerow(SAMPLES_HEADER)
         done = 0
         for _, (filepaths, original, final, score, canonical, sugg_labels, sugg_scores) in (
             iter_chunks(samples, columns, ids=ids)

@@ -257,6 +257,14 @@ def _not_label_columns(header, where, problems):
     cell after the path was read as a label: a ``split`` column gave each image the label
     ``train``), reported in ``problems``. A column without a name, or past the header's last,
     is one of labels."""
+    from .export import SAMPLES_HEADER
+
+    if [name.strip() for name in header] == SAMPLES_HEADER:  # an export's: its cleaned labels
+        problems.append((where, (
+            "an export's samples.csv: its final labels are imported (column 'final_label'); "
+            "the original and canonical labels, score and suggestions are left out (to import "
+            "the original labels, delete the other columns)")))
+        return set(range(len(header))) - {SAMPLES_HEADER.index("final_label")}
     left_out = {k for k, name in enumerate(header) if k and name.strip() and not (
         set(re.sub(r"[^a-z]+", " ", name.lower()).split()) & set(LABEL_WORDS))}
     if left_out:
