@@ -55,12 +55,12 @@ class ReviewSuggestions(foo.Operator):
             block(inputs, "suggestion_error", "The selected samples have no suggestions yet: "
                   "score the labels first")
             return form
-        from vlsr_core.fo.review import ReviewError, add_suggestion_decisions
+        from vlsr_core.fo.review import ReviewError, add_suggestion_decisions, replaced_note
 
         decision = ctx.params.get("decision", "accept_suggestion")
         try:
-            add_suggestion_decisions(ctx.dataset, key, decision, groups, dry_run=True,
-                                     state=state)
+            edits = add_suggestion_decisions(ctx.dataset, key, decision, groups, dry_run=True,
+                                             state=state)
         except ReviewError as e:
             block(inputs, "edit_error", as_markdown(e))  # (it may hold labels as written)
             return form
@@ -72,6 +72,8 @@ class ReviewSuggestions(foo.Operator):
         inputs.view("preview", types.Notice(
             label=f"Suggested labels: {shown}" + (f"; {count(missing, 'sample')} without suggestions are "
                                                   "left out" if missing else "")
+                  + "".join(f". {n[0].upper()}{n[1:]}" for n in
+                            (replaced_note(state, e) for e in edits[:5]) if n)
                   + ". Stored on the run; Apply writes it to the fields."))
         return form
 

@@ -795,12 +795,12 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
     ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, selected=[sample.id],
                                                params={**ctx_params, "suggestion": "helmit"}))
     props = OperatorRegistry().get_operator(URI + "review_suggestions").resolve_input(ctx)
-    assert ("`helmit` (1, shown as its canonical label `safety helmet`)"
-            in props.to_json()["type"]["properties"]["preview"]["view"]["label"])
+    assert ("`helmit` (1, shown as its canonical label `safety helmet`). It replaces edit #4 on "
+            "1 sample. Stored" in props.to_json()["type"]["properties"]["preview"]["view"]["label"])
     r = foo.execute_operator(URI + "review_suggestions", dataset=ds, selected=[sample.id],
                              params={**ctx_params, "suggestion": "helmit"})
     assert ("(edits #5); the outputs show it as 'safety helmet', the canonical label of "
-            "'helmit'; Apply") in r.result["message"]
+            "'helmit'; it replaces edit #4 on 1 sample; Apply") in r.result["message"]
     run("undo_review_edit", ds, key="vlsr")
 
     f = form("undo_review_edit", ds, key="vlsr")

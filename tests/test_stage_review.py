@@ -25,6 +25,7 @@ from vlsr_core.fo.review import (
     after_undo,
     apply_review,
     export_note,
+    join_note,
     review_state,
     undo_edit,
     undo_edits_from,
@@ -313,6 +314,25 @@ def test_undo_takes_back_the_last_edit_or_a_chosen_one_and_keeps_it_on_record(ra
     assert [e.undone is not None for e in state.edits] == [True, True]
     with pytest.raises(ReviewError, match="no review edit"):
         undo_edit(dataset, "vlsr")
+
+
+def test_a_suggestion_decision_says_which_earlier_ones_it_replaces(ran):
+    """The last decision on a sample wins: a reject on one of three samples of an accept
+    replaced it there without a word."""
+    dataset = ran[0]
+    ids = by_name(dataset, "id")
+    three = [ids[n] for n in ("h1.png", "h2.png", "s1.png")]
+    first = add_edit(dataset, "vlsr", "accept_suggestion", "screwdriver", samples=three)
+    state = review_state(dataset, "vlsr")
+    assert join_note(state, first) is None
+    edit = add_edit(dataset, "vlsr", "reject_suggestion", "helmet",
+                    samples=three[:1] + [ids["d1.png"]],
+                    dry_run=True)
+    assert join_note(state, edit) == "it replaces edit #1 on 1 sample"
+    edit = add_edit(dataset, "vlsr", "accept_suggestion", "Screwdrivers", samples=three,
+                    dry_run=True)
+    assert join_note(state, edit) == ("the outputs show it as 'screwdriver', the canonical label "
+                                      "of 'Screwdrivers'; it replaces edit #1 on 3 samples")
 
 
 def test_undo_from_an_edit_already_undone_takes_back_the_later_ones_in_force(ran):

@@ -786,14 +786,17 @@ def join_note(state, edit, shown=quoted):
     ``..., and the two are named 'helmet'`` when that cluster is named otherwise); which
     cluster a move to a label that does not name its cluster joins: ``the cluster of 'drills'
     is named 'drill'``; that a reject is about two labels apart already; the canonical label an
-    accepted suggestion gives; or None. ``shown``: how a label is written (as code, in
+    accepted suggestion gives, and the earlier decisions a suggestion decision replaces on some
+    of its samples; or None. ``shown``: how a label is written (as code, in
     Markdown)."""
     label_map = state.label_map
     canonical = label_map.canonical
-    if edit.action == "accept_suggestion":  # (a final label is a canonical label)
-        name = canonical.get(edit.label)
-        return (f"the outputs show it as {shown(name)}, the canonical label of "
-                f"{shown(edit.label)}" if name not in (None, edit.label) else None)
+    if edit.action in SUGGESTION_ACTIONS:
+        name, notes = canonical.get(edit.label), [replaced_note(state, edit)]
+        if edit.action == "accept_suggestion" and name not in (None, edit.label):
+            notes.insert(0, f"the outputs show it as {shown(name)}, the canonical label of "
+                            f"{shown(edit.label)}")  # (a final label is a canonical label)
+        return "; ".join(n for n in notes if n) or None
     if edit.action == "reject":  # (made to keep two apart after a new clustering)
         return (f"{shown(edit.label)} is not in {shown(edit.to)} now: the edit keeps them apart "
                 "after a new clustering" if canonical.get(edit.label) != edit.to else None)
@@ -810,6 +813,25 @@ def join_note(state, edit, shown=quoted):
         return None
     named = f", and the two are named {shown(edit.to)}" if other != edit.to else ""
     return f"it joins the cluster {shown(other)}{named}"
+
+
+def replaced_note(state, edit):
+    """The earlier decisions in force that suggestion decision ``edit`` takes the place of on
+    some of its samples (or labels), in words, or "": the last decision on one wins."""
+    unit = "label" if edit.label_ids else "sample"
+    mine, taken, earlier = set(edit.label_ids or edit.samples), set(), []
+    for e in state.in_force:
+        if e.action in SUGGESTION_ACTIONS and bool(e.label_ids) == bool(edit.label_ids) and (
+                e.id != edit.id):
+            shared = mine & set(e.label_ids or e.samples)
+            if shared:
+                earlier.append(f"#{e.id}")
+                taken |= shared
+    if not earlier:
+        return ""
+    ids = ", ".join(earlier[:5]) + (", ..." if len(earlier) > 5 else "")
+    return (f"it replaces {'edit' if len(earlier) == 1 else 'edits'} {ids} on "
+            f"{count(len(taken), unit)}")
 
 
 def undo_edit(dataset, key=DEFAULT_KEY, edit_id=None):
