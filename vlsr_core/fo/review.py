@@ -1019,6 +1019,9 @@ def record_applied(run, state, partly=False):
     """Record in the run's config which edits its fields now show (after they were written);
     ``partly``: on some samples only, the others keeping what was recorded before."""
     # (the id tells two writes within a second apart, for cached_review_state)
+    prior = getattr(run.config, "applied", None) or {}
+    if partly and not prior.get("partly") and prior.get("edits") == [e.id for e in state.in_force]:
+        partly = False  # the rest already showed these edits: so does the whole run now
     if partly:
         run.config.applied = dict(getattr(run.config, "applied", None) or {}, partly=True,
                                   id=uuid.uuid4().hex)
