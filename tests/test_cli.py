@@ -1054,6 +1054,11 @@ def test_a_run_made_on_a_saved_view_runs_on_it_again_without_view(dataset, tmp_p
     assert f"keeps the values it last used: --model {tiny_clip} --view part" in out
     assert f"Run vlsr on {dataset.name} (saved view part): 5 samples" in out
     assert dataset.count("vlsr_embedding") == 5
+    # apply and export stay on it too, and say so (they did not)
+    for command in (["apply"], ["export", "--out", str(tmp_path / "out")]):
+        assert main([command[0], "--dataset", dataset.name, *command[1:]]) == 0
+        assert capsys.readouterr().out.startswith(
+            "on saved view 'part', which run 'vlsr' was made on (--view '' for the whole dataset)")
     dataset.delete_saved_view("part")  # gone: asked for, not widened
     assert main(args) == 2
     assert ("made on saved view 'part', which no longer exists: give another with --view "

@@ -808,8 +808,13 @@ def _saved_view(dataset, name):
 
 def _run_collection(name, key, view=None):
     """The saved view ``view``, else the collection run ``key`` of dataset ``name`` was made on
-    (what apply and export take)."""
-    return _collection_of(_with_run(name, key), key, view)
+    (what apply and export take), said when it is a saved view not given."""
+    dataset = _with_run(name, key)
+    collection = _collection_of(dataset, key, view)
+    if view is None and collection is not dataset:
+        print(f"on saved view {collection.name!r}, which run {key!r} was made on (--view '' for "
+              "the whole dataset)")
+    return collection
 
 
 def _collection_of(dataset, key, view=None):
