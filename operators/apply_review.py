@@ -37,7 +37,7 @@ class ApplyReview(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         form = types.Property(inputs, view=types.View(label=self.config.label))
-        view = target_view(ctx, inputs, run_target(ctx, chosen_run_key(ctx)))
+        view = target_view(ctx, inputs, key=chosen_run_key(ctx))
         key = run_key_choice(ctx, inputs, "apply a review") if view is not None else None
         state = review_state_input(ctx, inputs, key) if key is not None else None
         if state is None:

@@ -46,7 +46,7 @@ class ClusterAndMerge(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        view = target_view(ctx, inputs, run_target(ctx, chosen_run_key(ctx)))
+        view = target_view(ctx, inputs, key=chosen_run_key(ctx))
         key = run_key_choice(ctx, inputs, "cluster labels") if view is not None else None
         if key is not None and check_target(
                 ctx, inputs, key, view, "This replaces the run's whole vocabulary, clusters and "

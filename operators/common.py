@@ -53,14 +53,22 @@ def block(inputs, name, message):
     prop.error_message = message
 
 
-def target_view(ctx, inputs, default_target=None):
-    """Add the target choice (dataset, current view, selected samples); return the view or None."""
+def target_view(ctx, inputs, default_target=None, key=None):
+    """Add the target choice (dataset, current view, selected samples), by default that of run
+    ``key`` if given (:func:`run_target`); return the view or None."""
+    if key is not None:
+        default_target = run_target(ctx, key)
     inputs.view_target(ctx, default_target=default_target)
     if ctx.dataset is None:
         return None
     view = every_field(chosen_target(ctx, default_target))  # (the App's field visibility hides)
     problem = media_problem(view)  # (a grouped dataset's view of one image slice is fine)
     if problem:
+        made_on = key is not None and ctx.dataset.has_run(key) and getattr(
+            ctx.dataset.get_run_info(key).config, "collection", None)
+        if made_on and ctx.dataset.has_saved_view(made_on):  # (the App cannot target another)
+            problem = (f"Run {key!r} was made on saved view {made_on!r}: load that view in the "
+                       "App (the view menu, top left) to work on the run")
         block(inputs, "media_error", problem)
         return None
     if len(view) == 0:

@@ -42,7 +42,7 @@ class ComputeEmbeddings(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         # the run's collection, or the dataset for a new run: not a selection left in the grid
-        view = target_view(ctx, inputs, run_target(ctx, ctx.params.get("key") or DEFAULT_KEY))
+        view = target_view(ctx, inputs, key=ctx.params.get("key") or DEFAULT_KEY)
         label_field = label_field_input(ctx, inputs)
         if view is not None and label_field is not None:
             key = new_run_key_input(ctx, inputs, label_field)

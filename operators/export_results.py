@@ -37,7 +37,7 @@ class ExportResults(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        view = target_view(ctx, inputs, run_target(ctx, chosen_run_key(ctx)))
+        view = target_view(ctx, inputs, key=chosen_run_key(ctx))
         key = run_key_choice(ctx, inputs, "export") if view is not None else None
         if key is None or not check_target(ctx, inputs, key, view, "Only they are exported."):
             return types.Property(inputs, view=types.View(label=self.config.label))

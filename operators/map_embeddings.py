@@ -37,7 +37,7 @@ class MapEmbeddings(foo.Operator):
 
         inputs = types.Object()
         form = types.Property(inputs, view=types.View(label="VLSR: map the embeddings"))
-        view = target_view(ctx, inputs, run_target(ctx, chosen_run_key(ctx)))
+        view = target_view(ctx, inputs, key=chosen_run_key(ctx))
         key = run_key_choice(ctx, inputs, "map the embeddings") if view is not None else None
         if key is None:
             return form

@@ -42,7 +42,7 @@ class ScoreLabels(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        view = target_view(ctx, inputs, run_target(ctx, chosen_run_key(ctx)))
+        view = target_view(ctx, inputs, key=chosen_run_key(ctx))
         key = run_key_choice(ctx, inputs, "score labels") if view is not None else None
         if key is not None and check_target(
                 ctx, inputs, key, view, "Their suggestions are then drawn from their own labels "

@@ -977,6 +977,18 @@ def test_a_grouped_dataset_runs_on_one_image_slice_as_a_view(dataset, tiny_clip,
     assert flat.count("vlsr_embedding") == flat.count("vlsr_label") == 3  # the left slice only
     assert dataset.select_group_slices("right").count("vlsr_label") == 0
     assert (tmp_path / "out" / "samples.csv").exists()
+    # a run made on a saved view of a slice: with the dataset open, the forms name that view
+    # (they asked to add a SelectGroupSlices stage by hand)
+    dataset.save_view("right-slice", dataset.select_group_slices("right"))
+    right = dataset.load_saved_view("right-slice")
+    run("compute_embeddings", dataset, view=right, view_name="right-slice",
+        view_target="CURRENT_VIEW", label_field="gt", model=tiny_clip, key="r")
+    for name in ("score_labels", "cluster_and_merge", "apply_review", "export_results"):
+        assert form(name, dataset, key="r")["type"]["properties"]["media_error"][
+            "error_message"] == ("Run 'r' was made on saved view 'right-slice': load that view "
+                                 "in the App (the view menu, top left) to work on the run")
+    assert "media_error" not in form("score_labels", dataset, view=right, view_name="right-slice",
+                                     key="r")["type"]["properties"]
 
 
 def test_a_patches_view_is_refused_by_the_form_not_at_execute(ds, tiny_clip):
