@@ -967,6 +967,11 @@ def test_a_grouped_dataset_runs_on_one_image_slice_as_a_view(dataset, tiny_clip,
     dataset.add_samples(samples)
     props = form("compute_embeddings", dataset, label_field="gt", model=tiny_clip)["type"]["properties"]
     assert "add the view stage SelectGroupSlices with slices 'left'" in props["media_error"]["error_message"]
+    # the slice the App shows is the one named (it named the first image slice)
+    ctx = ExecutionContext(request_params=dict(dataset_name=dataset.name, group_slice="right",
+                                               params=dict(label_field="gt", model=tiny_clip)))
+    props = OperatorRegistry().get_operator(URI + "compute_embeddings").resolve_input(ctx)
+    assert "SelectGroupSlices with slices 'right'" in str(props.to_json())
     left = dataset.select_group_slices("left")
     for name, params in [("compute_embeddings", dict(label_field="gt", model=tiny_clip)),
                          ("score_labels", {}), ("cluster_and_merge", dict(min_cluster_size=1)),
@@ -989,6 +994,24 @@ def test_a_grouped_dataset_runs_on_one_image_slice_as_a_view(dataset, tiny_clip,
                                  "in the App (the view menu, top left) to work on the run")
     assert "media_error" not in form("score_labels", dataset, view=right, view_name="right-slice",
                                      key="r")["type"]["properties"]
+
+
+def test_a_view_of_a_videos_frames_is_refused_saying_how_to_run_on_them():
+    """The advice was "target the dataset", a video dataset, which is refused in turn."""
+    from vlsr_core.fo.labels import media_problem
+
+    video = fo.Dataset()
+    try:
+        video.add_sample(fo.Sample(filepath="/nowhere/v.mp4"))
+        frames = video.to_frames(sample_frames=False)
+        assert media_problem(frames) == (
+            "VLSR runs on a dataset's own images, not on a view of a video's frames: to run it on "
+            "the frames, clone this view into a dataset of images (in Python, "
+            "dataset.to_frames(...).clone('frames')) and run on that")
+        assert media_problem(video.to_clips([[(1, 2)]])) == (
+            "VLSR runs on a dataset's own images, not on a view of a video's clips")
+    finally:
+        video.delete()
 
 
 def test_a_patches_view_is_refused_by_the_form_not_at_execute(ds, tiny_clip):

@@ -53,15 +53,23 @@ def media_problem(samples):
     says how."""
     if samples._is_generated:  # patches, frames or clips: sample fields would not reach the samples
         kind = next(k for k in ("patches", "frames", "clips") if getattr(samples, f"_is_{k}"))
-        return (f"VLSR runs on a dataset's own samples, not on a view of its {kind}: target the "
-                "dataset, or a view of its samples (boxes are scored on their own crops with the "
-                "crops option of VLSR 1)")
+        if kind == "patches":
+            return ("VLSR runs on a dataset's own samples, not on a view of its patches: target "
+                    "the dataset, or a view of its samples (boxes are scored on their own crops "
+                    "with the crops option of VLSR 1)")
+        return (f"VLSR runs on a dataset's own images, not on a view of a video's {kind}"
+                + (": to run it on the frames, clone this view into a dataset of images "
+                   "(in Python, dataset.to_frames(...).clone('frames')) and run on that"
+                   if kind == "frames" else ""))
     if samples.media_type in ("image", None):  # (None: an empty dataset, refused as such)
         return None
     problem = f"VLSR works on image datasets; this one holds {samples.media_type} samples"
     slices = [s for s, m in (samples.group_media_types or {}).items() if m == "image"]
     if samples.media_type != "group" or not slices:
         return problem
+    if samples.group_slice in slices:  # the slice shown: the one to name first
+        slices.remove(samples.group_slice)
+        slices.insert(0, samples.group_slice)
     return (f"{problem}: run it on one image slice, as a view: in the App, add the view stage "
             f"SelectGroupSlices with slices {slices[0]!r} and target the current view; in "
             f"Python, run_vlsr(dataset.select_group_slices({slices[0]!r}), ...); with vlsr run, "
