@@ -85,8 +85,12 @@ class VLSRPanel(foo.Panel):
 
         key = ctx.panel.state.key
         if key is None:
-            ctx.panel.state.problem = ("No VLSR run on this dataset yet: run *VLSR 1: compute "
-                                       "embeddings*, then score and cluster the labels")
+            from vlsr_core.fo.labels import media_problem
+
+            ctx.panel.state.problem = (
+                "There are no samples in this dataset" if len(ctx.dataset) == 0
+                else media_problem(ctx.dataset) or "No VLSR run on this dataset yet: run *VLSR 1: "
+                "compute embeddings*, then score and cluster the labels")
             return None
         try:
             state = cached_review_state(ctx.dataset, key)

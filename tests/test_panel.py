@@ -78,6 +78,19 @@ def test_without_a_run_the_panel_says_what_to_do(dataset, tmp_path):
     assert "VLSR 1: compute embeddings" in str(panel.layout)
 
 
+def test_on_a_dataset_vlsr_cannot_run_on_the_panel_says_why():
+    """It said to run VLSR 1, whose form then refused the empty or video dataset."""
+    other = fo.Dataset()
+    try:
+        assert Panel(other).event("on_load").state["problem"] == (
+            "There are no samples in this dataset")
+        other.add_sample(fo.Sample(filepath="/nowhere/v.mp4"))
+        assert Panel(other).event("on_load").state["problem"] == (
+            "VLSR works on image datasets; this one holds video samples")
+    finally:
+        other.delete()
+
+
 def test_the_panel_shows_scores_steps_and_clusters_the_most_doubtful_first(ran):
     panel = Panel(ran).event("on_load")
     n_scores = ran.count("gt.classifications.vlsr_similarity")
