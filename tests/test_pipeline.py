@@ -193,6 +193,13 @@ def test_odd_vocabularies_parameters_and_counts_are_refused(data):
         label_frequencies(["ab"], ["a", "b", "ab"])
     with pytest.raises(ValueError, match="repeated labels: 'a'"):
         label_frequencies([["a"]], ["a", "b", "a"])
+    # an int label (a COCO category id) was "missing from the vocabulary: ['1']" beside '1'
+    with pytest.raises(TypeError, match=r"image_labels\[1\] holds 1 \(int\): labels are strings"):
+        label_frequencies([["a"], ["b", 1]], ["a", "b", "1"])
+    with pytest.raises(TypeError, match=r"image_labels\[0\] holds 1 \(int\)"):
+        sanitize(images, [[1]] + labels[1:], VOCAB, vemb)
+    with pytest.raises(ValueError, match=r"image_labels\[0\] is None: give an unlabelled image \[\]"):
+        label_frequencies([None], ["a"])
     # a chunk's label lists as a generator are counted, not read up by the check
     np.testing.assert_array_equal(label_frequencies((l for l in [["a"], ["a", "b"]]), ["a", "b"]),
                                   [2, 1])

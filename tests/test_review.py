@@ -98,6 +98,31 @@ def test_rename_names_the_cluster_and_final_labels_use_the_name():
     assert final.canonical_labels[1] == ["drill", "safety helmet"]
 
 
+def test_raw_embeddings_review_as_their_unit_rows_and_bad_arguments_are_named():
+    """build_label_map takes rows that are not normalised; the review took them as they were:
+    a wrong new representative, and distances to it of -48 and -2,499."""
+    scaled = _emb() * np.array([[1], [3], [50], [2], [0.5], [7]], dtype=np.float32)
+    edits = _edits(("split", "helmet"), ("move", "vise", "drill press"))
+    raw, _ = review_label_map(_map(), scaled, edits)
+    unit, _ = review_label_map(_map(), _emb(), edits)
+    assert raw.canonical == unit.canonical and raw.representatives == unit.representatives
+    assert np.allclose(raw.distance_to_canonical, unit.distance_to_canonical, atol=1e-6)
+    assert ((-1e-6 <= raw.distance_to_canonical) & (raw.distance_to_canonical <= 2)).all()
+    with pytest.raises(ValueError, match="a row per label of label_map.vocabulary \\(6\\), got 3"):
+        review_label_map(_map(), _emb()[:3], edits)
+    with pytest.raises(TypeError, match="edits must be a list of Edit objects"):
+        review_label_map(_map(), _emb(), edits[0])
+    with pytest.raises(TypeError, match="edits must be a list of Edit objects"):
+        review_label_map(_map(), _emb(), [e.as_record() for e in edits])
+    with pytest.raises(TypeError, match="label_map must be a LabelMap"):
+        review_label_map(_map().canonical, _emb(), edits)
+    # without edits too, a new map: changing it leaves the input as it was
+    label_map = _map()
+    same, _ = review_label_map(label_map, _emb(), [])
+    same.clusters[:] = -5
+    assert label_map.clusters.tolist() == CLUSTERS.tolist()
+
+
 def test_rename_to_a_label_of_another_cluster_joins_them_and_to_a_member_makes_it_canonical():
     reviewed, _ = review_label_map(_map(), _emb(), _edits(("rename", "drill", "helmet")))
     assert {reviewed.canonical[l] for l in VOCAB[:5]} == {"helmet"}
@@ -360,6 +385,11 @@ def test_the_nearest_label_of_another_cluster_is_found_exactly():
         assert j == outside[np.argmin(d[row, outside])] and abs(dist - d[row, j]) < 1e-6
     # too few candidates to leave its own cluster (helmet's 3 labels): none, not a wrong one
     nearest, distance = _nearest(emb, CLUSTERS, [0], k=3)
+    assert nearest.tolist() == [-1] and distance.tolist() == [np.inf]
+    # no row asked about; a -1 candidate (no neighbour, as faiss pads) is none, not the last label
+    assert [a.tolist() for a in nearest_other_cluster(CLUSTERS, [], np.zeros((0, 3), int),
+                                                      np.zeros((0, 3)))] == [[], []]
+    nearest, distance = nearest_other_cluster(CLUSTERS, [0], [[1, -1]], [[0.99, 0.9]])
     assert nearest.tolist() == [-1] and distance.tolist() == [np.inf]
     rng = np.random.default_rng(3)  # clusters of many labels: k past them finds the nearest
     x = rng.normal(size=(300, 8)).astype(np.float32)

@@ -306,11 +306,18 @@ def as_vocabulary(vocabulary):
 
 
 def _check_label_lists(image_labels):
-    strings = [i for i, labels in enumerate(image_labels) if isinstance(labels, str)]
-    if strings:
-        first = image_labels[strings[0]]
-        raise ValueError(f"image_labels[{strings[0]}] is the string {first!r}: give each image "
-                         f"a list of labels ([{first!r}])")
+    """Refuse what is not a list of label strings per image, naming the image (an int label
+    was said to be missing from a vocabulary that held its string)."""
+    for i, labels in enumerate(image_labels):
+        if isinstance(labels, str):
+            raise ValueError(f"image_labels[{i}] is the string {labels!r}: give each image a "
+                             f"list of labels ([{labels!r}])")
+        if labels is None:
+            raise ValueError(f"image_labels[{i}] is None: give an unlabelled image []")
+        odd = next((l for l in labels if not isinstance(l, str)), "")
+        if not isinstance(odd, str):
+            raise TypeError(f"image_labels[{i}] holds {odd!r} ({type(odd).__name__}): labels "
+                            "are strings")
 
 
 def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None, *,

@@ -123,17 +123,31 @@ def review_label_map(label_map, embeddings, edits):
 
     Args:
         label_map: a :class:`~vlsr_core.engine.pipeline.LabelMap` (as clustered, unreviewed).
-        embeddings: ndarray (n_labels, dim), L2-normalised, rows as ``label_map.vocabulary``: a
-            cluster that loses its representative gets a new one by the rule that named it
+        embeddings: ndarray (n_labels, dim), rows as ``label_map.vocabulary`` (need not be
+            normalised, as for ``build_label_map``): a cluster that loses its representative
+            gets a new one by the rule that named it
             (:func:`~vlsr_core.engine.merging.representatives`, with ``label_map.naming``).
-        edits: :class:`Edit` objects; undone ones and suggestion decisions are ignored.
+        edits: a list of :class:`Edit` objects; undone ones and suggestion decisions are ignored.
 
     Returns:
         ``(reviewed, outcomes)``: a new :class:`LabelMap` (``dbscan_clusters`` and ``steps`` as
         clustered; ``names`` holds each cluster's canonical label, renamed or not) and one
         :class:`Outcome` per map edit in force.
     """
+    from .pipeline import LabelMap, unit_length
+
+    if not isinstance(label_map, LabelMap):
+        raise TypeError(f"label_map must be a LabelMap (build_label_map's), not "
+                        f"{type(label_map).__name__}")
     vocabulary = list(label_map.vocabulary)
+    # (raw rows gave a wrong representative, and distances of -25,705)
+    embeddings = unit_length(embeddings, "embeddings")
+    if len(embeddings) != len(vocabulary):
+        raise ValueError(f"embeddings must have a row per label of label_map.vocabulary "
+                         f"({len(vocabulary)}), got {len(embeddings)}")
+    if isinstance(edits, Edit) or not all(isinstance(e, Edit) for e in edits):
+        raise TypeError("edits must be a list of Edit objects (Edit.from_record reads a stored "
+                        "one)")
     index = {l: i for i, l in enumerate(vocabulary)}
     cluster = np.asarray(label_map.clusters, dtype=np.int64).copy()
     names = list(label_map.names or label_map.representatives)
@@ -145,8 +159,9 @@ def review_label_map(label_map, embeddings, edits):
             continue
         status, reason = _apply(edit, index, cluster, rep, renamed)
         outcomes.append(Outcome(edit, status, reason))
-    if not any(o.status == "applied" for o in outcomes):
-        return replace(label_map, names=list(names)), outcomes
+    if not any(o.status == "applied" for o in outcomes):  # (a new map, not one sharing arrays)
+        return replace(label_map, names=list(names), clusters=np.array(label_map.clusters),
+                       distance_to_canonical=np.array(label_map.distance_to_canonical)), outcomes
     cluster, rep, final_names = _settle(vocabulary, embeddings, label_map.frequencies,
                                         label_map.naming, cluster, rep, renamed)
     emb = np.asarray(embeddings, dtype=np.float32)
@@ -395,12 +410,14 @@ def nearest_other_cluster(clusters, rows, candidates, scores, clustered=None):
         distance (inf if none).
     """
     clusters = np.asarray(clusters, dtype=np.int64)
-    rows = np.asarray(rows, dtype=np.int64)
-    candidates = np.asarray(candidates, dtype=np.int64).reshape(len(rows), -1)
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
     nearest, distance = np.full(len(rows), -1), np.full(len(rows), np.inf)
-    if not candidates.size:
+    candidates = np.asarray(candidates, dtype=np.int64)
+    if not candidates.size:  # (no row, or k = 0)
         return nearest, distance
-    outside = clusters[candidates] != clusters[rows][:, None]
+    candidates = candidates.reshape(len(rows), -1)
+    # (-1: no neighbour, as faiss pads; it read as the last label)
+    outside = (candidates >= 0) & (clusters[candidates] != clusters[rows][:, None])
     if clustered is not None:
         clustered = np.asarray(clustered, dtype=np.int64)
         outside &= clustered[candidates] != clustered[rows][:, None]
