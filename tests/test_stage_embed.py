@@ -248,6 +248,28 @@ def test_other_model_reembeds_every_image_and_label(main):
         assert np.array_equal(embedded[name], vector)
 
 
+@pytest.mark.parametrize("change", [dict(model_name="other-clip"), dict(prompt="a photo of a {}")])
+def test_another_model_stopped_while_it_embeds_the_labels_embeds_them_all_when_run_again(
+        main, change):
+    """The new model was recorded before its label embeddings: stopped between the two (Ctrl-C,
+    kill -9), the next run took the old model's label embeddings for the new one's and scored
+    every label with them, with no word of it."""
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    other = FakeEncoder(images, **change)
+    stopped = FakeEncoder(images, **change)
+
+    def interrupted(texts, progress=None):
+        raise KeyboardInterrupt
+
+    stopped.embed_texts = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        compute_embeddings(dataset, "gt", encoder=stopped)
+    report = compute_embeddings(dataset, "gt", encoder=other)
+    assert sorted(other.texts) == sorted(VOCAB)
+    assert report.n_labels_embedded == len(VOCAB)
+
+
 def test_switching_jpeg_draft_reembeds_the_images_but_not_the_labels(main):
     dataset, images = main
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))

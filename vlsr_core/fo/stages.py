@@ -248,6 +248,9 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     config.jpeg_draft, config.precision = _image_setup(encoder)
     config.crops, config.crop_padding, config.crop_min_size = _crop_setup(params)
     config.model_fingerprint = _fingerprint(encoder)
+    if model_changes:  # the old model's label embeddings go first: stopped before the new
+        # ones are stored, a run of the new model recorded beside them took them for its own
+        save_results(dataset, key, results)
     save_config(dataset, key, config)
     progress = progress or (lambda fraction: None)
 
