@@ -9,6 +9,7 @@ import time
 from contextlib import contextmanager
 from datetime import timedelta
 
+import psutil
 import pytest
 from fiftyone.operators.executor import ExecutionContext, Executor
 from fiftyone.operators.registry import OperatorRegistry
@@ -174,6 +175,30 @@ def test_a_lease_not_renewed_for_its_time_to_live_is_taken_from_another_machine(
                                {"$set": {"beat": now - timedelta(seconds=lease.TTL + 1)}})
     score_labels(dataset)
     assert leases_of(dataset) == 0
+
+
+def test_a_process_given_the_id_of_a_killed_holder_does_not_hold_its_run(ran):
+    """A holder killed, its process id given to another process: the run was refused for 60 s
+    as held by that process "on this machine"."""
+    import subprocess
+
+    dataset = ran[0]
+    other = subprocess.Popen(["sleep", "30"])  # (the holder's id, as if given again)
+    try:
+        now = lease.server_time()
+        record = dict(_id=lease._lease_id(dataset, "vlsr"), token="t", stage="score labels",
+                      host=lease.HOST, machine=lease.MACHINE, pid=other.pid, dataset=dataset.name,
+                      key="vlsr", started=now, beat=now - timedelta(seconds=2))
+        created = psutil.Process(other.pid).create_time()
+        lease._leases().insert_one({**record, "created": created})  # its holder: that process
+        with pytest.raises(RunBusyError, match=f"in process {other.pid} on this machine"):
+            score_labels(dataset)
+        lease._leases().update_one({"_id": record["_id"]}, {"$set": {"created": created - 5}})
+        score_labels(dataset)  # another process had that id: the run is free
+        assert leases_of(dataset) == 0
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_a_process_of_another_pid_namespace_on_this_host_is_not_judged_by_its_pid(ran):

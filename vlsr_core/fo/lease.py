@@ -52,6 +52,8 @@ def _machine():
 
 
 MACHINE = _machine()
+CREATED = psutil.Process().create_time()  # with the pid, what tells this process from a later
+# one given its id
 _held = threading.local()
 _indexed = []  # (the expiry index, made once a process)
 
@@ -112,11 +114,20 @@ def server_time():
 
 def _free(lease, now):
     """Whether ``lease`` (a stored holder) no longer holds: not renewed for :data:`TTL`
-    seconds, or its process on this machine is gone (``psutil.pid_exists``: ``os.kill(pid, 0)``
-    would end the process on Windows)."""
+    seconds, or its process on this machine is gone (``psutil``: ``os.kill(pid, 0)`` would end
+    the process on Windows), its id given since to a process started at another time (the
+    run was held for 60 s by a ``sleep`` that had its killed holder's id)."""
     if now - lease["beat"] > timedelta(seconds=TTL):
         return True
-    return lease.get("machine") == MACHINE and not psutil.pid_exists(lease["pid"])
+    if lease.get("machine") != MACHINE:
+        return False
+    try:
+        started = psutil.Process(lease["pid"]).create_time()
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:  # (another user's, on some systems: alive, and not told apart)
+        return False
+    return "created" in lease and abs(started - lease["created"]) > 0.01
 
 
 def _live(lease, now):
@@ -195,7 +206,8 @@ def _take(dataset, key, stage, shared, tag):
     for _ in range(5):  # (another process taking or releasing it meanwhile: look again)
         now = server_time()
         mine = dict(token=uuid.uuid4().hex, stage=stage, host=HOST, machine=MACHINE,
-                    pid=os.getpid(), started=now, stage_started=now, beat=now, tag=tag)
+                    pid=os.getpid(), created=CREATED, started=now, stage_started=now, beat=now,
+                    tag=tag)
         if shared:  # (joined only by shards of the same stage)
             alone = {"$not": {"$elemMatch": {"stage": {"$ne": stage}}}}
             if leases.update_one({"_id": lease_id, "shared": True, "holders": alone},
