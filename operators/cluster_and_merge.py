@@ -6,7 +6,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_EPS, DEFAULT_KEY
-from vlsr_core.engine.grouping import EPS_SCALE
+from vlsr_core.engine.grouping import EPS_SCALE, derives
 from vlsr_core.engine.params import MergeParams
 from vlsr_core.wording import count
 
@@ -56,10 +56,14 @@ class ClusterAndMerge(foo.Operator):
             shards_input(ctx, inputs, "cluster the labels now, and queue the writing of the label map on the samples")
             last = _last_steps(ctx, key)
             if last:
+                background = last.get("background_distance")  # (None: fewer than 2 labels)
+                derived = (f"derives {last['derived_eps']:.3f} from these labels ({EPS_SCALE} "
+                           f"x their median distance {background:.3f})" if derives(background)
+                           else f"uses {last['derived_eps']:.3f}, the default: too few labels, "
+                                "or too alike, to derive one")
                 inputs.view("last_eps", types.Notice(label=(
                     f"Last clustering ({last['mode']} mode) used eps {last['eps']:.3f}; the "
-                    f"recommended mode derives {last['derived_eps']:.3f} from these labels "
-                    f"({EPS_SCALE} x their median distance {last['background_distance']:.3f}). "
+                    f"recommended mode {derived}. "
                     f"An empty eps means: derive it (recommended) or {DEFAULT_EPS} (paper)")))
         return types.Property(inputs, view=types.View(label=self.config.label))
 
@@ -99,7 +103,7 @@ def _last_steps(ctx, key):
     except ValueError:  # no such run, or its results being rewritten elsewhere (RunBusyError)
         return None
     steps = getattr(results, "merge_steps", None)  # None: not embedded yet
-    return steps if steps and steps.get("background_distance") is not None else None
+    return steps if steps and steps.get("derived_eps") is not None else None
 
 
 def _base(ctx, key):

@@ -515,3 +515,17 @@ def test_symbol_labels_read_as_their_symbols_invisible_characters_aside():
 
     groups = sorted(by_normal_form(["🦺", "🔨", "🦺\u200b", "hel\u200bmet", "helmet"]).values())
     assert groups == [["hel\u200bmet", "helmet"], ["🔨"], ["🦺", "🦺\u200b"]]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_labels_all_alike_merge_at_the_default_scale_not_by_rounding(dtype):
+    """A toy vocabulary of synonyms: eps derived from a median distance within float rounding
+    (2e-9) kept identical labels apart or not by the sign of a rounding error."""
+    same = np.tile(np.array([0.3, 0.5, 0.8], dtype=dtype), (3, 1))
+    label_map = build_label_map(["car", "automobile", "auto"], same, [5, 3, 2], min_cluster_size=0)
+    assert set(label_map.canonical.values()) == {"car"}
+    assert label_map.steps.eps == pytest.approx(0.08)  # the scale itself, as for one label
+    close = np.vstack([near(spread(1)[0], 4e-4, seed=s) for s in range(8)])
+    words = [f"word {i}" for i in range(8)]
+    assert len(set(build_label_map(words, close, [1] * 8, min_cluster_size=0).canonical
+                   .values())) == 1

@@ -506,6 +506,20 @@ def test_the_cluster_form_shows_the_eps_the_last_clustering_used_and_derived(ds,
                              f"derives {steps['derived_eps']:.3f} from these labels (0.08 x their "
                              f"median distance {steps['background_distance']:.3f})")
     assert notice.endswith("derive it (recommended) or 0.07 (paper)")
+    # one label: no distance to derive eps from (the form raised on None; the summary called
+    # the default "derived from the labels")
+    from vlsr_core.fo.summary import summarize_run
+
+    ds.set_values("gt.classifications.label", [["helmet"] * len(c) for c in
+                                               ds.values("gt.classifications.label")])
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds)
+    run("cluster_and_merge", ds, mode="recommended", min_cluster_size=1)
+    notice = form("cluster_and_merge", ds)["type"]["properties"]["last_eps"]["view"]["label"]
+    assert ("used eps 0.080; the recommended mode uses 0.080, the default: too few labels, or "
+            "too alike, to derive one.") in notice
+    assert ("after DBSCAN (eps 0.080, the default: too few labels, or too alike, to derive "
+            "one)") in summarize_run(ds, "vlsr")
 
 
 def test_the_cluster_form_offers_image_evidence_in_the_recommended_mode_only(ds, tiny_clip):

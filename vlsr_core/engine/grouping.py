@@ -51,6 +51,10 @@ JOIN_QUANTILE = 0.9
 MIN_HALVES = 10
 MIN_IMAGES = 2  # a group on one image is not judged by it: one image says little of a label
 BACKGROUND_PAIRS = 20_000  # label pairs sampled for the background distance
+# below it, labels too alike to scale by (a toy vocabulary of synonyms: eps then fell within
+# float rounding, and identical labels merged or not by the sign of a rounding error); a real
+# vocabulary's is 0.2 to 0.9
+MIN_BACKGROUND = 1e-3
 LONG_LABEL = 100  # characters
 
 
@@ -242,7 +246,14 @@ def _n_clusters(dbscan):
 
 
 def _scale(background):
-    return background if np.isfinite(background) and background > 0 else 1.0
+    return background if derives(background) else 1.0
+
+
+def derives(background):
+    """Whether the ``background`` distance of a vocabulary gives its thresholds (else, with
+    fewer than two labels, None as a run stores NaN, or labels nearly alike, they are the
+    scales themselves)."""
+    return background is not None and bool(np.isfinite(background) and background > MIN_BACKGROUND)
 
 
 def join_reasons(vocabulary, lexical_groups, dbscan_clusters, clusters, representatives,
