@@ -9,7 +9,6 @@ import time
 from contextlib import contextmanager
 from datetime import timedelta
 
-import psutil
 import pytest
 from fiftyone.operators.executor import ExecutionContext, Executor
 from fiftyone.operators.registry import OperatorRegistry
@@ -189,16 +188,42 @@ def test_a_process_given_the_id_of_a_killed_holder_does_not_hold_its_run(ran):
         record = dict(_id=lease._lease_id(dataset, "vlsr"), token="t", stage="score labels",
                       host=lease.HOST, machine=lease.MACHINE, pid=other.pid, dataset=dataset.name,
                       key="vlsr", started=now, beat=now - timedelta(seconds=2))
-        created = psutil.Process(other.pid).create_time()
-        lease._leases().insert_one({**record, "created": created})  # its holder: that process
+        ticks = lease._start_ticks(other.pid)
+        lease._leases().insert_one({**record, "start_ticks": ticks})  # its holder: that process
         with pytest.raises(RunBusyError, match=f"in process {other.pid} on this machine"):
             score_labels(dataset)
-        lease._leases().update_one({"_id": record["_id"]}, {"$set": {"created": created - 5}})
+        lease._leases().update_one({"_id": record["_id"]}, {"$set": {"start_ticks": ticks - 500}})
         score_labels(dataset)  # another process had that id: the run is free
         assert leases_of(dataset) == 0
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_lease_taken_in_a_forked_child_holds_while_the_child_runs(ran):
+    """A child forked after import recorded its parent's start time with its own id: every
+    other process judged its lease free, and took the run from it."""
+    import multiprocessing
+
+    dataset = ran[0]
+    taken, release = multiprocessing.get_context("fork").Event(), multiprocessing.get_context(
+        "fork").Event()
+
+    def hold():
+        with lease.run_lease(dataset, "vlsr", "score labels"):
+            taken.set()
+            release.wait(30)
+
+    child = multiprocessing.get_context("fork").Process(target=hold)
+    child.start()
+    try:
+        assert taken.wait(30)
+        with pytest.raises(RunBusyError, match=f"in process {child.pid} on this machine"):
+            score_labels(dataset)
+    finally:
+        release.set()
+        child.join(30)
+    score_labels(dataset)
 
 
 def test_a_process_of_another_pid_namespace_on_this_host_is_not_judged_by_its_pid(ran):

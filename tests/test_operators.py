@@ -15,7 +15,8 @@ import fiftyone.operators as foo
 import numpy as np
 import pytest
 from fiftyone.operators.delegated import DelegatedOperationService
-from fiftyone.operators.executor import ExecutionContext, ExecutionError, Executor
+from fiftyone.operators.executor import (ExecutionContext, ExecutionError, ExecutionProgress,
+                                          Executor)
 from fiftyone.operators.registry import OperatorRegistry
 from PIL import Image
 from spreadsheet import edit_label_map
@@ -227,7 +228,7 @@ def test_an_operation_whose_worker_was_killed_is_told_with_what_to_run(ds, tiny_
     try:
         service.set_running(op.id)
         stopped = (f"FiftyOne lists *VLSR score labels: run 'vlsr' on {ds.name}* as running since "
-                   f"{op.queued_at:%Y-%m-%d} ")
+                   f"{op.queued_at - timedelta(minutes=2):%Y-%m-%d} ")
         advice = (f"UTC, but no process runs a stage of run 'vlsr': its worker stopped. "
                   f"`fiftyone delegated fail {op.id}` marks it failed; `fiftyone delegated rerun "
                   f"{op.id}` runs it again.")
@@ -247,6 +248,9 @@ def test_an_operation_whose_worker_was_killed_is_told_with_what_to_run(ds, tiny_
             other.start()
             other.join()
         assert "running" in seen and "stopped" not in seen
+        # its stage just done, its report still to store: progress a moment ago, no lease
+        service.set_progress(op.id, ExecutionProgress(progress=1.0, label="scored"))
+        assert "stopped" not in form("score_labels", ds, key="vlsr")["type"]["properties"]
     finally:
         for op in service.list_operations(dataset_name=ds.name):
             service.delete_operation(op.id)

@@ -51,7 +51,7 @@ def stopped_note(dataset, key):
         dataset_id=dataset._doc.id, run_state="running")
     now = server_time()
     ops = [op for op in ops if _params(op).get("key", DEFAULT_KEY) == key and op.started_at
-           and now - op.started_at > timedelta(seconds=TTL)]
+           and now - _last_heard(op) > timedelta(seconds=TTL)]
     if not ops or holder(dataset, key) is not None:
         return None
     return " ".join(
@@ -59,6 +59,13 @@ def stopped_note(dataset, key):
         f"{op.started_at:%Y-%m-%d %H:%M} UTC, but no process runs a stage of run {key!r}: its "
         f"worker stopped. `fiftyone delegated fail {op.id}` marks it failed; "
         f"`fiftyone delegated rerun {op.id}` runs it again." for op in ops)
+
+
+def _last_heard(op):
+    """When operation ``op`` last gave a sign of life: its start or its last progress (an
+    operation whose stage has just ended, its report still to store, holds no lease)."""
+    progress = getattr(op.status, "updated_at", None) if op.status else None
+    return max(op.started_at, progress) if progress else op.started_at
 
 
 def _params(op):

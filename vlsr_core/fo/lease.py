@@ -52,8 +52,6 @@ def _machine():
 
 
 MACHINE = _machine()
-CREATED = psutil.Process().create_time()  # with the pid, what tells this process from a later
-# one given its id
 _held = threading.local()
 _indexed = []  # (the expiry index, made once a process)
 
@@ -114,20 +112,29 @@ def server_time():
 
 def _free(lease, now):
     """Whether ``lease`` (a stored holder) no longer holds: not renewed for :data:`TTL`
-    seconds, or its process on this machine is gone (``psutil``: ``os.kill(pid, 0)`` would end
-    the process on Windows), its id given since to a process started at another time (the
-    run was held for 60 s by a ``sleep`` that had its killed holder's id)."""
+    seconds, or its process on this machine is gone (``psutil.pid_exists``: ``os.kill(pid, 0)``
+    would end the process on Windows) or its id was given since to a process started at
+    another time (the run was held for 60 s by a ``sleep`` that had its killed holder's id)."""
     if now - lease["beat"] > timedelta(seconds=TTL):
         return True
     if lease.get("machine") != MACHINE:
         return False
-    try:
-        started = psutil.Process(lease["pid"]).create_time()
-    except psutil.NoSuchProcess:
+    if not psutil.pid_exists(lease["pid"]):
         return True
-    except psutil.AccessDenied:  # (another user's, on some systems: alive, and not told apart)
-        return False
-    return "created" in lease and abs(started - lease["created"]) > 0.01
+    ticks = lease.get("start_ticks")
+    return ticks is not None and _start_ticks(lease["pid"]) not in (None, ticks)
+
+
+def _start_ticks(pid):
+    """When process ``pid`` started, in clock ticks since boot (Linux's /proc), or None: what
+    tells it from a later process given its id. Not the wall-clock start time, which moves
+    with the clock (NTP, a VM resumed), nor one read at import, which a forked child shares."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[19])  # field 22, starttime
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _live(lease, now):
@@ -206,8 +213,8 @@ def _take(dataset, key, stage, shared, tag):
     for _ in range(5):  # (another process taking or releasing it meanwhile: look again)
         now = server_time()
         mine = dict(token=uuid.uuid4().hex, stage=stage, host=HOST, machine=MACHINE,
-                    pid=os.getpid(), created=CREATED, started=now, stage_started=now, beat=now,
-                    tag=tag)
+                    pid=os.getpid(), start_ticks=_start_ticks(os.getpid()), started=now,
+                    stage_started=now, beat=now, tag=tag)
         if shared:  # (joined only by shards of the same stage)
             alone = {"$not": {"$elemMatch": {"stage": {"$ne": stage}}}}
             if leases.update_one({"_id": lease_id, "shared": True, "holders": alone},

@@ -275,7 +275,15 @@ def _load(model):
 
     def load(**kwargs):
         processor = CLIPProcessor.from_pretrained(model, **kwargs)
-        return CLIPModel.from_pretrained(model, use_safetensors=True, **kwargs), processor
+        clip, info = CLIPModel.from_pretrained(model, use_safetensors=True,
+                                               output_loading_info=True, **kwargs)
+        # weights the file lacks are random ones: another model's checkpoint loaded as a CLIP
+        random = [k for k in info.get("missing_keys", ()) if k in dict(clip.named_parameters())]
+        if random:
+            raise ModelLoadError(load_advice(model, (
+                f"its weights lack {len(random)} of CLIP's tensors (e.g. {random[0]}), which "
+                "would be random: not a CLIP checkpoint, or a damaged one")))
+        return clip, processor
 
     try:
         if local:
@@ -288,6 +296,8 @@ def _load(model):
         if unreachable:
             raise OSError(f"the Hugging Face Hub cannot be reached ({unreachable})")
         return load()
+    except ModelLoadError:
+        raise
     except Exception as e:  # transformers raises OSError, ValueError, HTTP errors...
         raise ModelLoadError(load_advice(model, e)) from e
 

@@ -6,12 +6,14 @@ network access the hub client retries for minutes; these checks answer in second
 
 import hashlib
 import importlib.util
+import json
 import os
 import socket
 import time
 from urllib.parse import urlparse
 
 
+TEXT_MODELS = ("bert", "mpnet", "roberta", "xlm-roberta", "distilbert", "t5", "e5", "nomic_bert")
 HUB_CHECK_SECONDS = 60.0  # how long a form trusts its last look at the hub (each look can take 5 s)
 _last_hub_check = (float("-inf"), None)  # (when, its answer)
 
@@ -31,19 +33,43 @@ def expand(model):
     return os.path.expanduser(str(model))
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model", "tokenizer.model",
+                   "sentencepiece.bpe.model")  # any of them: a tokenizer transformers can build
+
+
 def local_problem(model, what="CLIP model"):
     """Why the directory ``model`` (``what``: the CLIP model, or the label model) cannot be
-    loaded, or None."""
-    if not os.path.exists(model):
-        return f"{what} directory {model!r} does not exist"
-    if not os.path.isdir(model):
-        return f"{what} directory {model!r} is not a directory"
-    files = set(os.listdir(model))
-    if "config.json" not in files:
-        return f"{model!r} holds no config.json: not a directory written by save_pretrained"
-    if not any(f.endswith(".safetensors") for f in files):
-        return (f"{model!r} holds no .safetensors weights; pickled .bin weights are refused "
-                "(convert them with save_pretrained(..., safe_serialization=True))")
+    loaded, or None. Files transformers would do without are asked for: without its tokenizer
+    files a CLIP loaded with an empty tokenizer (every label read as its length), and any
+    other checkpoint as a CLIP of random weights."""
+    try:
+        if not os.path.exists(model):
+            return f"{what} directory {model!r} does not exist"
+        if not os.path.isdir(model):
+            return f"{what} directory {model!r} is not a directory"
+        files = set(os.listdir(model))
+        if "config.json" not in files:
+            return f"{model!r} holds no config.json: not a directory written by save_pretrained"
+        if not any(f.endswith(".safetensors") for f in files):
+            return (f"{model!r} holds no .safetensors weights; pickled .bin weights are refused "
+                    "(convert them with save_pretrained(..., safe_serialization=True))")
+        with open(os.path.join(model, "config.json"), encoding="utf-8") as f:
+            kind = json.load(f).get("model_type")
+    except PermissionError as e:
+        return f"{what} directory {model!r} cannot be read: {e.strerror}"
+    except (ValueError, AttributeError):  # (not JSON, or not an object)
+        return f"{model!r}: its config.json is not a model's configuration"
+    if what == "CLIP model" and kind != "clip":
+        return (f"{model!r} holds a {kind or 'model of no stated'} model, not a CLIP model"
+                + (" (a text encoder: give it as the label model)" if kind in TEXT_MODELS else ""))
+    if what != "CLIP model" and kind == "clip":
+        return f"{model!r} is a CLIP model, not a text encoder: give it as the CLIP model"
+    if not files & set(TOKENIZER_FILES):
+        return (f"{model!r} holds no tokenizer files (tokenizer.json, or vocab.json and "
+                "merges.txt): save the tokenizer with save_pretrained into it too")
+    if what == "CLIP model" and "preprocessor_config.json" not in files:
+        return (f"{model!r} holds no preprocessor_config.json: save the CLIP processor with "
+                "save_pretrained into it too")
     return None
 
 

@@ -78,6 +78,12 @@ class SentenceEncoder:
         self.model.to(self.device).eval()
         self.batch_size = int(batch_size)
         self.dim = int(self.model.config.hidden_size)
+        try:  # (an image model with a tokenizer beside it loads, and fails on the first label)
+            self.embed_texts(["a label"])
+        except Exception as e:  # noqa: BLE001 (whatever a model that reads no text raises)
+            raise ModelLoadError(
+                f"{model!r} is a {config.model_type} model that does not embed text ({e}): give "
+                "a text encoder such as minilm as the label model, or none") from e
 
     def embed_texts(self, texts, progress=None):
         """float32 ndarray (n, dim) of unit rows aligned with ``texts``; each distinct string once."""
