@@ -687,18 +687,28 @@ def test_columns_a_header_does_not_name_as_labels_are_left_out_and_reported(tmp_
     assert _problem(report, f"{csv_path}:1", "columns 'split' (column 3), 'score' (column 6) of "
                     "the header are not named as labels: left out", "rename a column")
     assert len(report.problems) == 1 and "1 problem" in report.summary()
-    # label lists written as JSON (pandas) give their labels
-    csv_path = _text(tmp_path / "samples.csv",
+    # headers of label tools and pandas: label words in any case, but not a label's id or count
+    csv_path = _text(tmp_path / "tools.csv",
+                     "filename,ground_truth,className,choice,class_id,annotation_id,label_count\n"
+                     "imgs/a.jpg,saw,file,clamp,3,17,2\n")
+    report = import_csv(csv_path, dataset, label_field="tools")
+    assert dataset.match(F("filepath").ends_with("a.jpg")).values(
+        "tools.classifications.label") == [["saw", "file", "clamp"]]
+    assert _problem(report, f"{csv_path}:1", "'class_id' (column 5), 'annotation_id' (column 6), "
+                    "'label_count' (column 7) of the header are not named as labels")
+    # label lists written as JSON or as pandas writes them give their labels
+    csv_path = _text(tmp_path / "lists.csv",
                      "filepath,final_label,final_score,original_labels,suggestions\n"
                      'imgs/c.gif,vise,0.8,"[""vise"", ""Vises"", "" ""]","[[""nut"", 0.7]]"\n'
-                     'imgs/c.gif,"[not json]",,"[]",\n')
+                     'imgs/c.gif,"[not json]",,"[]",\n'
+                     "imgs/c.gif,\"['cat', 'dog']\"\n")
     import_csv(csv_path, dataset)
     assert _labels(dataset.match(F("filepath").ends_with("c.gif")).first()) == [
-        "vise", "Vises", "[not json]"]
+        "vise", "Vises", "[not json]", "cat", "dog"]
     # an export's samples.csv gives its final labels, not the noisy ones beside them
-    csv_path = _text(tmp_path / "export.csv",
-                     "filepath,final_label,final_score,original_labels,canonical_labels,"
-                     "suggestions\n"
+    csv_path = _text(tmp_path / "export.csv",  # (its header retouched in a spreadsheet)
+                     "Filepath,final_label,final_score,original_labels,canonical_labels,"
+                     "suggestions,notes\n"
                      'imgs/b.png,hammer,0.8,"[""hamer"", ""drill""]","[""hammer"", ""drill""]",'
                      '"[[""nut"", 0.7]]"\n')
     report = import_csv(csv_path, dataset, label_field="cleaned")

@@ -17,10 +17,10 @@ Plain CSV: the image path in the first column (absolute, or relative to the CSV'
 per non-empty cell; an optional header row; rows naming the same image are merged.
 """
 
+import ast
 import codecs
 import csv
 import io
-import json
 import logging
 import math
 import os
@@ -47,9 +47,14 @@ WHOLE_IMAGE_TOLERANCE = 0.02  # relative aspect-ratio error for a box to count a
 CLIP_TOLERANCE = 0.02  # boxes overshooting the canvas by more than this (relative) are reported
 # first cells that mark a plain CSV's header row
 HEADER_NAMES = ("filepath", "path", "image", "file", "image_path", "filename", "file_name")
-# a header's names for label columns, as words of the name ("label 2", "final_label", "Tags")
+# a header's names for label columns, as words of the name ("label 2", "final_label", "Tags",
+# "className", "ground_truth"), unless a word says the column holds something else of a label
+# ("class_id", "label_count", "annotation_id")
 LABEL_WORDS = ("label", "labels", "class", "classes", "category", "categories", "tag", "tags",
-               "object", "objects", "annotation", "annotations", "gt")
+               "object", "objects", "annotation", "annotations", "gt", "truth", "choice",
+               "choices")
+NOT_LABEL_WORDS = ("id", "ids", "count", "counts", "score", "scores", "confidence", "conf",
+                   "prob", "probability", "index", "idx", "num", "number", "date", "time")
 CHUNK_SIZE = 1000  # samples per dataset.add_samples call
 PROGRESS_EVERY = 100  # input items between progress calls
 
@@ -239,13 +244,14 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
 
 
 def _cell_labels(cell):
-    """The labels of a plain CSV's cell: itself, or the strings of a JSON list (`["a", "b"]`,
-    as pandas and vlsr's samples.csv write lists); blank ones dropped."""
+    """The labels of a plain CSV's cell: itself, or the strings of a list written as JSON or as
+    Python writes it (`["a", "b"]`, `['a', 'b']`: pandas' to_csv of a column of lists); blank
+    ones dropped."""
     cell = cell.strip()
     if cell.startswith("[") and cell.endswith("]"):
         try:
-            items = json.loads(cell)
-        except ValueError:
+            items = ast.literal_eval(cell)  # (literals only: nothing is run)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
             items = None
         if isinstance(items, list) and all(isinstance(i, str) for i in items):
             return [i.strip() for i in items if i.strip()]
@@ -259,22 +265,29 @@ def _not_label_columns(header, where, problems):
     is one of labels."""
     from .export import SAMPLES_HEADER
 
-    if [name.strip() for name in header] == SAMPLES_HEADER:  # an export's: its cleaned labels
+    names = [name.strip().lower() for name in header]
+    if names[:len(SAMPLES_HEADER)] == SAMPLES_HEADER:  # an export's: its cleaned labels
         problems.append((where, (
             "an export's samples.csv: its final labels are imported (column 'final_label'); "
-            "the original and canonical labels, score and suggestions are left out (to import "
-            "the original labels, delete the other columns)")))
+            "the original and canonical labels, score, suggestions and any other column are "
+            "left out (to import the original labels, delete the other columns)")))
         return set(range(len(header))) - {SAMPLES_HEADER.index("final_label")}
-    left_out = {k for k, name in enumerate(header) if k and name.strip() and not (
-        set(re.sub(r"[^a-z]+", " ", name.lower()).split()) & set(LABEL_WORDS))}
+
+    def labels_named(name):
+        words = set(re.sub(r"[^a-z]+", " ", re.sub(r"([a-z])([A-Z])", r"\1 \2", name).lower())
+                    .split())
+        return bool(words & set(LABEL_WORDS)) and not words & set(NOT_LABEL_WORDS)
+
+    left_out = {k for k, name in enumerate(header) if k and name.strip() and not labels_named(name)}
     if left_out:
         names = ", ".join(f"{header[k].strip()!r} (column {k + 1})" for k in sorted(left_out))
         problems.append((where, (
             f"{'columns' if len(left_out) > 1 else 'column'} {names} of the header "
             f"{'are' if len(left_out) > 1 else 'is'} not named as labels: left out (a label "
-            "column's name holds the word label, class, category, tag, object, annotation or "
-            "gt, as in 'label 2', 'final_label' or 'Tags', or is blank: rename a column so to "
-            "import its cells as labels)")))
+            "column's name holds the word label, class, category, tag, object, annotation, "
+            "choice, gt or ground truth, as in 'label 2', 'className' or 'Tags', and no word "
+            "such as id, count or score, or it is blank: rename a column so to import its cells "
+            "as labels)")))
     return left_out
 
 
