@@ -59,8 +59,8 @@ class ReviewSuggestions(foo.Operator):
 
         decision = ctx.params.get("decision", "accept_suggestion")
         try:
-            edits = add_suggestion_decisions(ctx.dataset, key, decision, groups, dry_run=True,
-                                             state=state)
+            edits = add_suggestion_decisions(ctx.dataset, key, decision, groups, label_ids,
+                                             dry_run=True, state=state)
         except ReviewError as e:
             block(inputs, "edit_error", as_markdown(e))  # (it may hold labels as written)
             return form
@@ -72,15 +72,15 @@ class ReviewSuggestions(foo.Operator):
         inputs.view("preview", types.Notice(
             label=f"Suggested labels: {shown}" + (f"; {count(missing, 'sample')} without suggestions are "
                                                   "left out" if missing else "")
-                  + "".join(f". {n[0].upper()}{n[1:]}" for n in
-                            (replaced_note(state, e) for e in edits[:5]) if n)
+                  + "".join(f". {n[0].upper()}{n[1:]}" for n in [replaced_note(state, *edits)]
+                            if n)
                   + ". Stored on the run; Apply writes it to the fields."))
         return form
 
     @reported
     def execute(self, ctx):
         from vlsr_core.fo.review import (add_suggestion_decisions, cached_review_state,
-                                         join_note, left_out)
+                                         join_note, left_out, replaced_note)
 
         key = ctx.params.get("key", DEFAULT_KEY)
         samples, label_ids = _selection(ctx, key)
@@ -88,7 +88,8 @@ class ReviewSuggestions(foo.Operator):
         groups = _groups(ctx, key, samples, ctx.params.get("suggestion") or TOP)
         state = cached_review_state(ctx.dataset, key)  # (the form's; a decision leaves the map)
         edits = add_suggestion_decisions(ctx.dataset, key, decision, groups, label_ids)
-        notes = [n for n in (join_note(state, e) for e in edits[:5]) if n]
+        notes = [n for n in [*(join_note(state, e) for e in edits[:5]),
+                             replaced_note(state, *edits)] if n]
         verb = "accepted" if decision == "accept_suggestion" else "rejected"
         n = len(label_ids) or sum(len(e.samples) for e in edits)
         message = (f"Run {key!r}: suggestions {verb} for {count(n, 'label' if label_ids else 'sample')} "

@@ -26,6 +26,7 @@ from vlsr_core.fo.review import (
     apply_review,
     export_note,
     join_note,
+    replaced_note,
     review_state,
     undo_edit,
     undo_edits_from,
@@ -329,15 +330,24 @@ def test_a_suggestion_decision_says_which_earlier_ones_it_replaces(ran):
     three = [ids[n] for n in ("h1.png", "h2.png", "s1.png")]
     first = add_edit(dataset, "vlsr", "accept_suggestion", "screwdriver", samples=three)
     state = review_state(dataset, "vlsr")
-    assert join_note(state, first) is None
+    assert replaced_note(state, first) == ""
     edit = add_edit(dataset, "vlsr", "reject_suggestion", "helmet",
-                    samples=three[:1] + [ids["d1.png"]],
-                    dry_run=True)
-    assert join_note(state, edit) == "it replaces edit #1 on 1 sample"
+                    samples=three[:1] + [ids["d1.png"]], dry_run=True)
+    assert replaced_note(state, edit) == "it replaces edit #1 on 1 sample"
     edit = add_edit(dataset, "vlsr", "accept_suggestion", "Screwdrivers", samples=three,
                     dry_run=True)
     assert join_note(state, edit) == ("the outputs show it as 'screwdriver', the canonical label "
-                                      "of 'Screwdrivers'; it replaces edit #1 on 3 samples")
+                                      "of 'Screwdrivers'")
+    assert replaced_note(state, edit) == "it replaces edit #1 on 3 samples"
+    # the decisions of one request together (each sample's top suggestion: one a label)
+    two = [add_edit(dataset, "vlsr", "reject_suggestion", label, samples=[sample], dry_run=True)
+           for label, sample in (("helmet", three[0]), ("drill", three[2]))]
+    assert replaced_note(state, *two) == "it replaces edit #1 on 2 samples"
+    # a decision on labels does not replace one on samples
+    label_id = by_name(dataset, "gt.classifications.id")["h1.png"][0]
+    on_label = add_edit(dataset, "vlsr", "reject_suggestion", "helmet", samples=three[:1],
+                        label_ids=[label_id], dry_run=True)
+    assert replaced_note(state, on_label) == ""
 
 
 def test_undo_from_an_edit_already_undone_takes_back_the_later_ones_in_force(ran):

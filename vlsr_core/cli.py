@@ -726,7 +726,7 @@ def _review_show(a):
 
 def _review_edit(a):
     from .fo.review import (ReviewError, add_edit, join_note, left_out, not_suggested,
-                            review_state)
+                            replaced_note, review_state)
 
     dataset = _with_run(a.dataset, a.key)
     samples = list(getattr(a, "sample", []))
@@ -740,7 +740,7 @@ def _review_edit(a):
     state = review_state(dataset, a.key)
     edit = add_edit(dataset, a.key, a.action, a.label, to=getattr(a, "to", None), samples=samples,
                     state=state)
-    note = join_note(state, edit)
+    note = "; ".join(n for n in (join_note(state, edit), replaced_note(state, edit)) if n)
     joins = f" ({note})" if note else ""
     print(f"edit #{edit.id}: {_plain(edit.describe())}{joins}{left_out(samples, edit)}"
           f"{not_suggested(dataset, a.key, edit)}; vlsr apply writes it to the fields")

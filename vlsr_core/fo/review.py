@@ -786,17 +786,15 @@ def join_note(state, edit, shown=quoted):
     ``..., and the two are named 'helmet'`` when that cluster is named otherwise); which
     cluster a move to a label that does not name its cluster joins: ``the cluster of 'drills'
     is named 'drill'``; that a reject is about two labels apart already; the canonical label an
-    accepted suggestion gives, and the earlier decisions a suggestion decision replaces on some
-    of its samples; or None. ``shown``: how a label is written (as code, in
+    accepted suggestion gives; or None. ``shown``: how a label is written (as code, in
     Markdown)."""
     label_map = state.label_map
     canonical = label_map.canonical
-    if edit.action in SUGGESTION_ACTIONS:
-        name, notes = canonical.get(edit.label), [replaced_note(state, edit)]
-        if edit.action == "accept_suggestion" and name not in (None, edit.label):
-            notes.insert(0, f"the outputs show it as {shown(name)}, the canonical label of "
-                            f"{shown(edit.label)}")  # (a final label is a canonical label)
-        return "; ".join(n for n in notes if n) or None
+    if edit.action in SUGGESTION_ACTIONS:  # (a final label is a canonical label)
+        name = canonical.get(edit.label)
+        return (f"the outputs show it as {shown(name)}, the canonical label of "
+                f"{shown(edit.label)}" if edit.action == "accept_suggestion"
+                and name not in (None, edit.label) else None)
     if edit.action == "reject":  # (made to keep two apart after a new clustering)
         return (f"{shown(edit.label)} is not in {shown(edit.to)} now: the edit keeps them apart "
                 "after a new clustering" if canonical.get(edit.label) != edit.to else None)
@@ -815,23 +813,28 @@ def join_note(state, edit, shown=quoted):
     return f"it joins the cluster {shown(other)}{named}"
 
 
-def replaced_note(state, edit):
-    """The earlier decisions in force that suggestion decision ``edit`` takes the place of on
-    some of its samples (or labels), in words, or "": the last decision on one wins."""
-    unit = "label" if edit.label_ids else "sample"
-    mine, taken, earlier = set(edit.label_ids or edit.samples), set(), []
+def replaced_note(state, *edits):
+    """The earlier decisions in force that the suggestion decisions ``edits`` (of one request,
+    all on samples or all on labels) take the place of on some of their samples or labels, in
+    words, or "": the last decision on one wins. Decisions that no longer apply (their label
+    left the vocabulary) are not counted."""
+    if not edits or edits[0].action not in SUGGESTION_ACTIONS:
+        return ""
+    on_labels, ids = bool(edits[0].label_ids), {e.id for e in edits}
+    mine = {x for e in edits for x in (e.label_ids or e.samples)}
+    taken, earlier = set(), []
     for e in state.in_force:
-        if e.action in SUGGESTION_ACTIONS and bool(e.label_ids) == bool(edit.label_ids) and (
-                e.id != edit.id):
+        if (e.action in SUGGESTION_ACTIONS and bool(e.label_ids) == on_labels
+                and e.id not in ids and e.label in state.label_map.canonical):
             shared = mine & set(e.label_ids or e.samples)
             if shared:
                 earlier.append(f"#{e.id}")
                 taken |= shared
     if not earlier:
         return ""
-    ids = ", ".join(earlier[:5]) + (", ..." if len(earlier) > 5 else "")
-    return (f"it replaces {'edit' if len(earlier) == 1 else 'edits'} {ids} on "
-            f"{count(len(taken), unit)}")
+    listed = ", ".join(earlier[:5]) + (", ..." if len(earlier) > 5 else "")
+    return (f"it replaces {'edit' if len(earlier) == 1 else 'edits'} {listed} on "
+            f"{count(len(taken), 'label' if on_labels else 'sample')}")
 
 
 def undo_edit(dataset, key=DEFAULT_KEY, edit_id=None):
