@@ -11,6 +11,7 @@ import math
 import os
 import pathlib
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -529,6 +530,45 @@ def test_missing_local_directory(tmp_path, monkeypatch, relative):
     with pytest.raises(ModelLoadError, match="does not exist") as info:
         CLIPEncoder(path, device="cpu", num_workers=0)
     assert path in str(info.value)
+
+
+def _damaged(model_dir, tmp_path, change):
+    """A copy of the CLIP folder with ``change(folder)`` made to it."""
+    d = tmp_path / "damaged-clip"
+    shutil.copytree(model_dir, d)
+    change(d)
+    return str(d)
+
+
+def _drop_text_tower(d):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(d / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if not k.startswith("text_model.")},
+              str(d / "model.safetensors"))
+
+
+def _as_vit(d):
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**config, "model_type": "vit"}))
+
+
+@pytest.mark.parametrize("change, message", [
+    # transformers built an empty tokenizer: every label read as its length alone
+    (lambda d: (d / "tokenizer.json").unlink(), "holds no tokenizer files"),
+    (lambda d: (d / "preprocessor_config.json").unlink(), "holds no preprocessor_config.json"),
+    # another model's checkpoint, or one lacking tensors, loaded as a CLIP of random weights
+    (_as_vit, "holds a vit model, not a CLIP model"),
+    (_drop_text_tower, "its weights lack .* of CLIP's tensors .*which would be random"),
+])
+def test_a_folder_transformers_would_load_with_random_parts_is_refused(model_dir, tmp_path,
+                                                                        change, message):
+    """Each loaded without a word, and a run then wrote meaningless scores and clusters."""
+    path = _damaged(model_dir, tmp_path, change)
+    with pytest.raises(ModelLoadError, match=message):
+        CLIPEncoder(path, device="cpu", num_workers=0)
+    if "weights lack" not in message:  # (found by looking at the files: the forms say it)
+        assert re.search(message, model_source.model_problem(path))
 
 
 def test_pickled_bin_weights_refused(model_dir, tmp_path, monkeypatch):

@@ -1,5 +1,7 @@
 """The label-side sentence encoder, loaded through its real code from a tiny random BERT."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -80,3 +82,19 @@ def test_a_run_recorded_before_the_word_counts_gets_them_from_the_tokenizer_alon
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), label_model=str(tiny_bert),
                        images=False)
     assert dataset.load_run_results("vlsr", cache=False).unknown_words.tolist() == counted
+
+
+def test_an_image_model_with_a_tokenizer_beside_it_is_refused_when_loaded(tiny_bert, tmp_path):
+    """It loaded, and the run failed after embedding every image with AttributeError."""
+    import shutil
+
+    from transformers import ViTConfig, ViTModel
+
+    path = tmp_path / "vit"
+    ViTModel(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, image_size=32, patch_size=16)).save_pretrained(path)
+    for name in os.listdir(tiny_bert):
+        if name.startswith(("tokenizer", "vocab", "special")):
+            shutil.copy(os.path.join(tiny_bert, name), path)
+    with pytest.raises(ModelLoadError, match="is a vit model that does not embed text"):
+        SentenceEncoder(str(path))

@@ -63,7 +63,9 @@ def local_problem(model, what="CLIP model"):
         return (f"{model!r} holds a {kind or 'model of no stated'} model, not a CLIP model"
                 + (" (a text encoder: give it as the label model)" if kind in TEXT_MODELS else ""))
     if what != "CLIP model" and kind == "clip":
-        return f"{model!r} is a CLIP model, not a text encoder: give it as the CLIP model"
+        return (f"{model!r} is a clip model, not a text encoder that AutoModel loads alone (a "
+                "sentence encoder such as minilm): leave the label model empty to use the CLIP "
+                "model's text tower")
     if not files & set(TOKENIZER_FILES):
         return (f"{model!r} holds no tokenizer files (tokenizer.json, or vocab.json and "
                 "merges.txt): save the tokenizer with save_pretrained into it too")
