@@ -745,3 +745,33 @@ def test_a_decoding_worker_keeps_quiet_about_the_transfer_ctrl_c_cut(tmp_path):
                           timeout=120, cwd=tmp_path)
     assert "ConnectionResetError" not in done.stderr
     assert "ValueError: a real failure" in done.stderr
+
+
+def test_the_fingerprint_reads_every_byte_and_knows_the_sampled_one_of_earlier_runs(tmp_path):
+    """A copy with a fine-tuned projection head (one tensor changed) had the fingerprint of the
+    original, read from 16 blocks of 64 KiB: a run mixed the embeddings of the two models."""
+    from types import SimpleNamespace
+
+    from vlsr_core.fo.stages import _same_model
+
+    folders = []
+    for name in ("clip", "tuned"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text('{"model_type": "clip"}')
+        data = bytearray(np.random.default_rng(0).bytes(8 << 20))
+        data[:8] = (16).to_bytes(8, "little")  # (its header's length, as safetensors writes)
+        if name == "tuned":
+            data[(8 << 20) // 16 + (1 << 17)] ^= 1  # a byte between two sampled blocks
+        (d / "model.safetensors").write_bytes(bytes(data))
+        folders.append(str(d))
+    fingerprint = model_source.model_fingerprint
+    assert fingerprint(folders[0]) != fingerprint(folders[1])
+    assert fingerprint(folders[0], sampled=True) == fingerprint(folders[1], sampled=True)
+    # a run recorded with the sampled one keeps its embeddings with the same weights
+    encoder = SimpleNamespace(model_name=folders[0], fingerprint=fingerprint(folders[0]))
+    earlier = SimpleNamespace(model_fingerprint=fingerprint(folders[0], sampled=True),
+                              model=folders[0])
+    assert _same_model(earlier, encoder)
+    assert not _same_model(SimpleNamespace(model_fingerprint=fingerprint(folders[1]),
+                                           model=folders[1]), encoder)

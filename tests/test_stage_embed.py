@@ -334,8 +334,9 @@ def test_an_image_shard_refuses_a_model_folder_whose_weights_changed(dataset, tm
     compute_embeddings(dataset, "gt", model=model, images=False)
     shutil.rmtree(model)
     save_random_clip(model, seed=1)
-    with pytest.raises(VLSRError, match=r"The model '.*clip' holds other weights \(sha256:.*\) "
-                                        r"than those run 'vlsr' embedded with \(sha256:.*\)"):
+    with pytest.raises(VLSRError, match=r"The model '.*clip' holds other weights "
+                                        r"\(sha256-all:.*\) than those run 'vlsr' embedded with "
+                                        r"\(sha256-all:.*\)"):
         stages.compute_image_embeddings(dataset, "vlsr")
     assert not dataset.has_sample_field("vlsr_embedding") or dataset.count("vlsr_embedding") == 0
 

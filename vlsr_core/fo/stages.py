@@ -521,9 +521,16 @@ def _fingerprint(encoder):
 
 def _same_model(config, encoder):
     """Whether ``encoder`` holds the run's model: the same weights, wherever they are (runs
-    recorded before fingerprints compare the model's name)."""
+    recorded before fingerprints compare the model's name; those recorded with a sampled one,
+    that)."""
+    from ..model.model_source import model_fingerprint
+
     stored = getattr(config, "model_fingerprint", None)
-    return stored == _fingerprint(encoder) if stored else config.model == encoder.model_name
+    if not stored:
+        return config.model == encoder.model_name
+    if stored.startswith("sha256:") and not _fingerprint(encoder).startswith("sha256:"):
+        return stored == model_fingerprint(encoder.model_name, sampled=True)
+    return stored == _fingerprint(encoder)
 
 
 def _encoder(params):
