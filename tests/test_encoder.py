@@ -571,6 +571,18 @@ def test_a_folder_transformers_would_load_with_random_parts_is_refused(model_dir
         assert re.search(message, model_source.model_problem(path))
 
 
+def test_a_folder_given_by_a_relative_path_is_recorded_by_its_full_path(model_dir, tmp_path,
+                                                                          monkeypatch):
+    """Recorded as typed, the next run from another folder (or the App's server) read 'm/clip'
+    as a hub id, and failed to reach the hub."""
+    shutil.copytree(model_dir, tmp_path / "m" / "clip")
+    monkeypatch.chdir(tmp_path)
+    assert CLIPEncoder("m/clip", device="cpu", num_workers=0).model_name == str(
+        tmp_path / "m" / "clip")
+    assert model_source.as_recorded("openai/clip-vit-large-patch14") == (
+        "openai/clip-vit-large-patch14")  # (no such folder here: a hub id)
+
+
 def test_pickled_bin_weights_refused(model_dir, tmp_path, monkeypatch):
     from safetensors.torch import load_file
     from transformers import CLIPModel

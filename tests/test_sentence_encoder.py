@@ -98,3 +98,10 @@ def test_an_image_model_with_a_tokenizer_beside_it_is_refused_when_loaded(tiny_b
             shutil.copy(os.path.join(tiny_bert, name), path)
     with pytest.raises(ModelLoadError, match="is a vit model that does not embed text"):
         SentenceEncoder(str(path))
+
+
+def test_a_label_model_folder_given_by_a_relative_path_is_recorded_by_its_full_path(
+        tiny_bert, monkeypatch):
+    monkeypatch.chdir(os.path.dirname(tiny_bert))
+    encoder = SentenceEncoder(os.path.basename(tiny_bert))
+    assert encoder.model_name == str(tiny_bert)

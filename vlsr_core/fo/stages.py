@@ -27,6 +27,7 @@ from ..engine.params import PARAM_CLASSES, EmbedParams, MergeParams, ParamError,
 from ..engine.evidence import ImagePrototypes
 from ..engine.pipeline import ScoreTally, build_label_map, final_labels, score_images
 from ..engine.review import label_decision, suggestion_decisions
+from ..model.model_source import MINILM, as_recorded
 from ..model.tokens import unknown_words
 from ..wording import count
 from . import batches, chunks
@@ -195,6 +196,8 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         an :class:`EmbeddingReport`.
     """
     params = EmbedParams.resolve(params, **overrides)
+    if params.label_model and params.label_model != MINILM:  # (a folder: by its full path)
+        params = dataclasses.replace(params, label_model=as_recorded(params.label_model))
     _check_collection(samples)
     path = _label_path(samples, label_field)
     _check_outputs(samples, key, label_field)

@@ -25,7 +25,7 @@ from .crops import crop_region
 from .images import DEFAULT_MAX_PIXELS, BadImageError, load_image
 from .model_source import (  # ModelLoadError: raised here, importable from here
     ModelLoadError,
-    expand,
+    as_recorded,
     hub_unreachable,
     is_local,
     load_advice,
@@ -97,7 +97,7 @@ class CLIPEncoder:
         jpeg_draft=False,
         precision="full",
     ):
-        self.model_name = expand(model)
+        self.model_name = as_recorded(model)
         self.fingerprint = model_fingerprint(self.model_name)  # the same weights at another path
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.batch_size = int(batch_size)

