@@ -19,6 +19,7 @@ from vlsr_core.fo.runs import (
     half_deleted,
     input_gone,
     list_vlsr_runs,
+    outdated_note,
     output_problem,
     run_collection,
     stage_activity,
@@ -250,6 +251,9 @@ def run_status(ctx, inputs, key, deleting=False):
         inputs.view("incomplete", types.Warning(
             label=f"Run {key!r}: {' and '.join(stopped)} stopped part-way; its fields hold part "
                   "of its results (beside older ones, if any) until it is run again"))
+    outdated = outdated_note(ctx.dataset.get_run_info(key).config)
+    if outdated:
+        inputs.view("outdated", types.Warning(label=f"Run {key!r}: {outdated}"))
     sharded = shard_note(ctx.dataset, key)
     if sharded:
         inputs.view("sharded", types.Warning(label=f"Run {key!r}: {sharded}"))

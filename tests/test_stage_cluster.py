@@ -259,6 +259,15 @@ def test_a_label_model_embeds_the_labels_for_merging_while_scores_stay_clip(main
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), label_model="words",
                        label_encoder=words)
     assert len(words.texts) == len(VOCAB)  # nothing new to embed
+    # other weights under the name: every label again, not a table of two models' rows
+    words.fingerprint, other = "sha256-all:a", WordEncoder()
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), label_model="words",
+                       label_encoder=words)
+    other.fingerprint = "sha256-all:b"
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), label_model="words",
+                       label_encoder=other)
+    assert sorted(other.texts) == sorted(VOCAB)
+    assert dataset.get_run_info("vlsr").config.label_model_fingerprint == "sha256-all:b"
 
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))  # back to CLIP's text tower
     assert dataset.get_run_info("vlsr").config.label_model is None

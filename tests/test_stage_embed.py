@@ -270,6 +270,32 @@ def test_another_model_stopped_while_it_embeds_the_labels_embeds_them_all_when_r
     assert report.n_labels_embedded == len(VOCAB)
 
 
+def test_scores_and_clusters_of_the_model_before_are_out_of_date_until_run_again(main, tmp_path):
+    """VLSR 1 alone with another model (or a run stopped after it): the old model's scores,
+    clusters and final labels stayed "complete", and were exported under the new model's name."""
+    from vlsr_core.fo.export import ExportError, export_run
+    from vlsr_core.fo.review import apply_review
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    other = FakeEncoder(images, prompt="a photo of a {}")
+    compute_embeddings(dataset, "gt", encoder=other)
+    said = ("score labels and cluster and merge ran on the embeddings made before the last change "
+            "of model, prompt, decoding or crops: their fields hold what those gave until they "
+            "run again")
+    assert f"**Out of date:** {said}" in summarize_run(dataset, "vlsr")
+    with pytest.raises(ExportError, match=said):
+        export_run(dataset, tmp_path / "out")
+    with pytest.raises(ValueError, match="cluster and merge ran on the embeddings made before"):
+        apply_review(dataset, "vlsr")
+    stages.score_labels(dataset, "vlsr")
+    assert "**Out of date:** cluster and merge ran" in summarize_run(dataset, "vlsr")
+    stages.cluster_and_merge(dataset, "vlsr", min_cluster_size=1)
+    assert "Out of date" not in summarize_run(dataset, "vlsr")
+    export_run(dataset, tmp_path / "out")
+
+
 def test_switching_jpeg_draft_reembeds_the_images_but_not_the_labels(main):
     dataset, images = main
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))

@@ -65,6 +65,7 @@ from .runs import (
     label_attributes,
     list_vlsr_runs,
     load_results,
+    outdated_note,
     sample_fields,
     sharded_stages,
     stage_activity,
@@ -427,6 +428,9 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
         return (f"Run {key!r}: {' and '.join(stopped)} stopped part-way and its results are "
                 "mixed; run it again before exporting")
     config = dataset.get_run_info(key).config
+    outdated = outdated_note(config)
+    if outdated:
+        return f"Run {key!r}: {outdated}; export after that"
     sharded = sharded_stages(config)
     if sharded:
         return (f"Run {key!r}: {' and '.join(sharded)} runs in shards, and until the last one "

@@ -93,6 +93,8 @@ class VLSRRunConfig(fors.RunConfig):
             scored by a version before it was kept).
         model_fingerprint: what the model is (:func:`~vlsr_core.model.model_source.model_fingerprint`),
             so that the same weights under another path keep the embeddings.
+        label_model_fingerprint: likewise for the label model (None: none, or recorded before
+            it was kept), so that other weights under its name embed every label again.
         copies: the fields the final labels were copied to (Apply's "copy to"), which a later
             Apply without them leaves as they are.
         cluster_shard_edits: the ids of the review edits in force when a clustering in shards
@@ -103,7 +105,7 @@ class VLSRRunConfig(fors.RunConfig):
     def __init__(self, label_field=None, created_fields=None, created_views=None,
                  model_fingerprint=None, stages=None, collection=None, review=None, applied=None,
                  created_brain_runs=None, score_histogram=None, copies=None,
-                 cluster_shard_edits=None, **kwargs):
+                 cluster_shard_edits=None, label_model_fingerprint=None, **kwargs):
         kwargs.setdefault("method", "vlsr")
         if "eps" in kwargs and "mode" not in kwargs:
             kwargs["mode"] = "paper"  # stored by a version before merge modes: the paper's steps
@@ -116,6 +118,7 @@ class VLSRRunConfig(fors.RunConfig):
         self.created_fields = created_fields
         self.created_views = created_views
         self.model_fingerprint = model_fingerprint
+        self.label_model_fingerprint = label_model_fingerprint
         self.stages = stages or {}
         self.collection = collection
         self.review = review or []
@@ -658,6 +661,7 @@ def default_run_key(keys):
 
 
 STAGE_NAMES = {"score": "score labels", "cluster": "cluster and merge", "apply": "apply the review"}
+OUTDATED = "outdated"  # a stage's state once the embeddings it ran on are made again
 
 
 def incomplete_stages(config):
@@ -665,6 +669,25 @@ def incomplete_stages(config):
     (a deletion stopped part-way: :func:`half_deleted`)."""
     return [STAGE_NAMES[s] for s, state in (config.stages or {}).items()
             if state == "running" and s in STAGE_NAMES]
+
+
+def outdated_stages(config):
+    """The names of the stages of a run that ran on embeddings made again since (another model,
+    prompt, decoding or crops): their fields hold what the embeddings before gave."""
+    return [STAGE_NAMES[s] for s, state in (config.stages or {}).items()
+            if state == OUTDATED and s in STAGE_NAMES]
+
+
+def outdated_note(config):
+    """:func:`outdated_stages` in words, with what to do, or None."""
+    names = outdated_stages(config)
+    if not names:
+        return None
+    one = len(names) == 1
+    return (f"{' and '.join(names)} ran on the embeddings made before the last change of model, "
+            f"prompt, decoding or crops: {'its' if one else 'their'} fields hold what those gave "
+            f"until {'it runs' if one else 'they run'} again (vlsr run, or VLSR 2 and 3 in the "
+            "App)")
 
 
 def stage_activity(dataset, key):
@@ -683,5 +706,6 @@ def sharded_stages(config):
 
 
 def stage_stopped(config, stage):
-    """Whether ``stage`` (a key of :data:`STAGE_NAMES`) of the run stopped part-way."""
-    return (getattr(config, "stages", None) or {}).get(stage) == "running"
+    """Whether ``stage`` (a key of :data:`STAGE_NAMES`) of the run stopped part-way, or is out
+    of date (:data:`OUTDATED`): either way, to run again before its fields are used."""
+    return (getattr(config, "stages", None) or {}).get(stage) in ("running", OUTDATED)

@@ -69,6 +69,7 @@ from .lease import check_held, dataset_document, holds_run
 from .review import labels_problem, record_applied, review_state, samples_left
 from .runs import (
     CROP_RECORD,
+    OUTDATED,
     REVIEW_TAGS,
     STAGE_NAMES,
     VLSRResults,
@@ -244,9 +245,11 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
             config) != _crop_setup(params):
         # the shards of a scoring or clustering still to run would write with other
         # embeddings than those that ran: they refuse, and the stage reads as stopped
-        # part-way (run it again)
-        config.stages = {stage: "running" if state.startswith("shards:") else state
-                         for stage, state in (config.stages or {}).items()}
+        # part-way (run it again); one that ran is out of date (its scores and labels, of the
+        # embeddings before, were exported as this model's)
+        config.stages = {stage: "running" if state.startswith("shards:") else
+                         OUTDATED if state == "complete" and stage in ("score", "cluster")
+                         else state for stage, state in (config.stages or {}).items()}
     config.model, config.prompt, config.batch_size = encoder.model_name, encoder.prompt, encoder.batch_size
     config.jpeg_draft, config.precision = _image_setup(encoder)
     config.crops, config.crop_padding, config.crop_min_size = _crop_setup(params)
@@ -312,17 +315,23 @@ def _embed_for_merging(config, results, label_model, label_encoder, progress):
     table = np.asarray(results.merge_embeddings, dtype=np.float32)
     if not label_model:
         changed = config.label_model is not None or table.size > 0
-        config.label_model = None
+        config.label_model = config.label_model_fingerprint = None
         results.merge_embeddings = np.zeros((0, 0), np.float32)
         return changed
-    if config.label_model != label_model or table.ndim != 2:
+    # (weights replaced under the same name: the table's rows would be of two models)
+    fingerprint = getattr(label_encoder, "fingerprint", None)
+    stored = getattr(config, "label_model_fingerprint", None)
+    if config.label_model != label_model or table.ndim != 2 or (
+            fingerprint and stored and fingerprint != stored):
         table = np.zeros((0, 0), np.float32)
     todo = list(results.labels)[len(table):]
-    if not todo:
-        return False
+    if not todo:  # (a run recorded before the fingerprint was kept gets it now)
+        if fingerprint and not stored:
+            config.label_model_fingerprint = fingerprint
+        return bool(fingerprint and not stored)
     emb = label_encoder.embed_texts(todo, progress=progress)
     results.merge_embeddings = emb if not len(table) else np.vstack([table, emb])
-    config.label_model = label_model
+    config.label_model, config.label_model_fingerprint = label_model, fingerprint
     return True
 
 

@@ -19,6 +19,7 @@ from .runs import (
     input_gone,
     label_attributes,
     load_results,
+    outdated_note,
     review_attribute,
     run_collection,
     sample_fields,
@@ -62,6 +63,9 @@ def summarize_run(dataset, key, n_clusters=10):
     for stage in stopped:
         lines.append(f"**Incomplete:** *{stage}* stopped part-way; its fields hold part of its "
                      "results (beside older ones, if any). Run it again to finish.")
+    outdated = outdated_note(config)
+    if outdated:
+        lines.append(f"**Out of date:** {outdated}.")
     sharded = shard_note(dataset, key)
     if sharded:
         lines.append(f"**In progress:** {sharded}")
