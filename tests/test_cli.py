@@ -596,6 +596,13 @@ def test_the_demo_writes_over_no_file_and_no_dataset_it_cannot_replace(tmp_path,
                                   "does not exist.\nIt must hold config.json"),
     (["--label-model", "models/minilm/v2"], "'models/minilm/v2' is neither a folder here nor a "
                                             "Hugging Face hub id"),
+    # (a malformed hub id was told after FiftyOne and the hub client, 8 s, with download advice)
+    (["--model", "openai/clip-vit-large-patch14@main"], "'openai/clip-vit-large-patch14@main' "
+                                                        "is neither a folder here nor a Hugging "
+                                                        "Face hub id"),
+    (["--model", "minilm"], "minilm is a label model, which embeds the labels for merging: give "
+                            "it as the label model (--label-model minilm)"),
+    (["--label-model", "MiniLM"], "'MiniLM' is not a label model here: did you mean minilm"),
 ])
 def test_a_bad_run_key_or_model_directory_answers_before_fiftyone_loads(args, message, tmp_path):
     """Loading FiftyOne takes seconds: what can be told without it is told at once."""

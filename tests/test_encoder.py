@@ -647,7 +647,8 @@ def test_hub_unreachable_reports_offline_flag(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    assert model_source.hub_unreachable() == "HF_HUB_OFFLINE is set"
+    assert model_source.hub_unreachable() == (
+        "offline mode is set: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE")
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 

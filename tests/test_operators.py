@@ -406,7 +406,9 @@ def test_bad_states_are_messages_in_the_form(ds, tiny_clip, tmp_path):
 def test_a_model_that_fails_to_load_is_told_by_its_message_not_its_class(ds, tmp_path):
     broken = tmp_path / "broken-clip"  # passes the form's look at its files, fails to load
     broken.mkdir()
-    (broken / "config.json").write_text("{}")
+    (broken / "config.json").write_text('{"model_type": "clip"}')
+    for name in ("tokenizer.json", "preprocessor_config.json"):
+        (broken / name).write_text("{}")
     (broken / "model.safetensors").write_bytes(b"not weights")
     assert not _form_errors(form("compute_embeddings", ds, label_field="gt", model=str(broken)))
     ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, params=dict(
@@ -416,7 +418,7 @@ def test_a_model_that_fails_to_load_is_told_by_its_message_not_its_class(ds, tmp
     said = [r["params"]["message"] for r in ctx.executor.to_json()["requests"]
             if r["operator_uri"] == "notify"]
     assert said and said[-1].startswith("VLSR 1: compute embeddings failed: Could not load a "
-                                        "CLIP model: "), said
+                                        f"CLIP model from the directory '{broken}': "), said
 
 
 def test_two_runs_side_by_side(ds, tiny_clip):

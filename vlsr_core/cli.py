@@ -96,15 +96,15 @@ def _after_interrupt(args):
 def _early_run_problem(a):
     """What is wrong with a run's key or its local CLIP directory, told before FiftyOne and
     torch load (they take seconds), or None."""
-    from .model.model_source import is_local, label_model_problem, model_problem
+    from .model.model_source import label_model_problem, quick_problem
 
     problem = key_problem(a.key)
     label_model = getattr(a, "label_model", None)
     if not problem and label_model:  # (a hub id: whether the hub can be reached, in seconds)
         problem = label_model_problem(label_model)
-    if problem or not (getattr(a, "model", None) and is_local(a.model)):
+    if problem or not getattr(a, "model", None):
         return problem
-    return model_problem(a.model)  # (a local folder: its files, no network)
+    return quick_problem(a.model)  # (a local folder's files, a hub id's form: no network)
 
 
 def _run_stored(args):

