@@ -221,8 +221,8 @@ def _new_cluster(i, cluster, rep):
 
 def _settle(vocabulary, embeddings, frequencies, naming, cluster, rep, renamed):
     """After the edits: representatives for clusters that lost theirs, renames, clusters of one
-    name joined, ids made 0..k-1 (a cluster keeps its id unless an edit emptied an id below
-    it: then the cluster of the highest id takes that one)."""
+    name joined, ids made 0..k-1 (a cluster keeps its id unless it is one of the highest: those
+    take, in order, the ids the edits emptied)."""
     emb = np.asarray(embeddings, dtype=np.float32)
     freq = np.asarray(frequencies)
     ids, sizes = np.unique(cluster, return_counts=True)
