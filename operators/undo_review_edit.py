@@ -53,14 +53,14 @@ class UndoReviewEdit(foo.Operator):
 
     @reported
     def execute(self, ctx):
-        from vlsr_core.fo.review import after_undo, undo_edit, undo_edits_from
+        from vlsr_core.fo.review import after_undo, edit_numbers, undo_edit, undo_edits_from
 
         key = ctx.params.get("key", DEFAULT_KEY)
         edit_id = ctx.params.get("edit_id")
         if ctx.params.get("with_later") and edit_id is not None:
             undone = undo_edits_from(ctx.dataset, key, edit_id)
-            message = (f"Undid {count(len(undone), 'edit')} of run {key!r}, #{undone[0].id} to "
-                       f"#{undone[-1].id}; {after_undo(ctx.dataset, key, undone)}")
+            message = (f"Undid {count(len(undone), 'edit')} of run {key!r}, "
+                       f"{edit_numbers(undone)}; {after_undo(ctx.dataset, key, undone)}")
         else:
             undone = [undo_edit(ctx.dataset, key, edit_id)]
             message = (f"Undid edit #{undone[0].id} of run {key!r} "

@@ -24,6 +24,7 @@ from vlsr_core.fo.review import (
     add_edit,
     after_undo,
     apply_review,
+    edit_numbers,
     export_note,
     join_note,
     replaced_note,
@@ -352,12 +353,17 @@ def test_a_suggestion_decision_says_which_earlier_ones_it_replaces(ran):
 
 def test_undo_from_an_edit_already_undone_takes_back_the_later_ones_in_force(ran):
     """``undo --from 1`` after #1 alone was undone was refused ("no edit #1 in force"), leaving
-    the curator to undo #2 and #3 one by one."""
+    the curator to undo #2 and #3 one by one; said as a range, the edits taken back read as all
+    of #1 to #3 though #2 was undone before."""
     dataset = ran[0]
     for label in ("helmit", "Screwdrivers", "helmet"):
         add_edit(dataset, "vlsr", "split", label)
+    add_edit(dataset, "vlsr", "move", "drill", "helmet")
     undo_edit(dataset, "vlsr", 1)
-    assert [e.id for e in undo_edits_from(dataset, "vlsr", 1)] == [2, 3]
+    undo_edit(dataset, "vlsr", 3)
+    undone = undo_edits_from(dataset, "vlsr", 1)
+    assert [e.id for e in undone] == [2, 4]
+    assert edit_numbers(undone) == "#2, #4"  # (not "#2 to #4": #3 was undone before)
     assert all(e.undone for e in review_state(dataset, "vlsr").edits)
     add_edit(dataset, "vlsr", "split", "helmit")
     with pytest.raises(ReviewError, match="no edit #9 or later in force"):

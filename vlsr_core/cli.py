@@ -774,14 +774,14 @@ def _review_import(a):
 
 
 def _review_undo(a):
-    from .fo.review import ReviewError, after_undo, undo_edit, undo_edits_from
+    from .fo.review import ReviewError, after_undo, edit_numbers, undo_edit, undo_edits_from
 
     dataset = _with_run(a.dataset, a.key)
     if a.from_id is not None:
         if a.id is not None:
             raise ReviewError("give an edit's number or --from ID, not both")
         undone = undo_edits_from(dataset, a.key, a.from_id)
-        print(f"undid {_count(len(undone), 'edit')}, #{undone[0].id} to #{undone[-1].id}; "
+        print(f"undid {_count(len(undone), 'edit')}, {edit_numbers(undone)}; "
               f"{after_undo(dataset, a.key, undone, 'vlsr apply')}")
         return
     edit = undo_edit(dataset, a.key, a.id)

@@ -837,6 +837,15 @@ def replaced_note(state, *edits):
             f"{count(len(taken), 'label' if on_labels else 'sample')}")
 
 
+def edit_numbers(edits):
+    """The numbers of ``edits`` as a curator reads them: ``#3 to #7`` when they follow each
+    other, else listed (``#2, #4``: an undo from #2 when #3 was undone already)."""
+    ids = [e.id for e in edits]
+    if len(ids) > 1 and ids == list(range(ids[0], ids[0] + len(ids))):
+        return f"#{ids[0]} to #{ids[-1]}"
+    return ", ".join(f"#{i}" for i in ids[:10]) + (", ..." if len(ids) > 10 else "")
+
+
 def undo_edit(dataset, key=DEFAULT_KEY, edit_id=None):
     """Undo edit ``edit_id`` (default: the last one in force) and return it; the fields change on
     Apply. The edit stays on the run, marked undone."""
