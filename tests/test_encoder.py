@@ -556,7 +556,8 @@ def _as_vit(d):
 @pytest.mark.parametrize("change, message", [
     # transformers built an empty tokenizer: every label read as its length alone
     (lambda d: (d / "tokenizer.json").unlink(), "holds no tokenizer files"),
-    (lambda d: (d / "preprocessor_config.json").unlink(), "holds no preprocessor_config.json"),
+    (lambda d: (d / "preprocessor_config.json").unlink(), "holds no preprocessor_config.json "
+                                                          "or processor_config.json"),
     # another model's checkpoint, or one lacking tensors, loaded as a CLIP of random weights
     (_as_vit, "holds a vit model, not a CLIP model"),
     (_drop_text_tower, "its weights lack .* of CLIP's tensors .*which would be random"),
@@ -581,6 +582,19 @@ def test_a_folder_given_by_a_relative_path_is_recorded_by_its_full_path(model_di
         tmp_path / "m" / "clip")
     assert model_source.as_recorded("openai/clip-vit-large-patch14") == (
         "openai/clip-vit-large-patch14")  # (no such folder here: a hub id)
+
+
+def test_a_clip_saved_with_its_processor_by_transformers_5_loads(model_dir, tmp_path):
+    """transformers 5 saves a CLIPProcessor as processor_config.json (the image processor's
+    settings inside), with no preprocessor_config.json: such a fine-tuned CLIP was refused."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    d = tmp_path / "fine-tuned"
+    CLIPModel.from_pretrained(model_dir).save_pretrained(d)
+    CLIPProcessor.from_pretrained(model_dir).save_pretrained(d)
+    assert not (d / "preprocessor_config.json").exists()
+    assert model_source.model_problem(str(d)) is None
+    assert CLIPEncoder(str(d), device="cpu", num_workers=0).dim > 0
 
 
 def test_pickled_bin_weights_refused(model_dir, tmp_path, monkeypatch):

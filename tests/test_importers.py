@@ -705,6 +705,13 @@ def test_columns_a_header_does_not_name_as_labels_are_left_out_and_reported(tmp_
     import_csv(csv_path, dataset)
     assert _labels(dataset.match(F("filepath").ends_with("c.gif")).first()) == [
         "vise", "Vises", "[not json]", "cat", "dog"]
+    # JSON escapes as JSON reads them: a surrogate pair (json.dumps' default), "\/" (PHP's)
+    csv_path = _text(tmp_path / "escaped.csv",
+                     'filepath,labels\nimgs/b.png,"[""\\ud840\\udc00 radical"", ""a\\/b""]"\n'
+                     'imgs/b.png,"[{[]}]"\n')
+    import_csv(csv_path, dataset, label_field="escaped")
+    assert dataset.match(F("filepath").ends_with("b.png")).values(
+        "escaped.classifications.label") == [["\U00020000 radical", "a/b", "[{[]}]"]]
     # an export's samples.csv gives its final labels, not the noisy ones beside them
     csv_path = _text(tmp_path / "export.csv",  # (its header retouched in a spreadsheet)
                      "Filepath,final_label,final_score,original_labels,canonical_labels,"

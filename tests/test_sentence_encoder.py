@@ -105,3 +105,15 @@ def test_a_label_model_folder_given_by_a_relative_path_is_recorded_by_its_full_p
     monkeypatch.chdir(os.path.dirname(tiny_bert))
     encoder = SentenceEncoder(os.path.basename(tiny_bert))
     assert encoder.model_name == str(tiny_bert)
+
+
+def test_a_folder_named_minilm_in_another_case_is_a_folder(tiny_bert, tmp_path, monkeypatch):
+    """'MiniLM' is refused with "did you mean minilm" only when no such folder is here."""
+    import shutil
+
+    from vlsr_core.model.model_source import label_model_problem
+
+    monkeypatch.chdir(tmp_path)
+    assert "did you mean minilm" in label_model_problem("MiniLM")
+    shutil.copytree(tiny_bert, tmp_path / "MiniLM")
+    assert label_model_problem("MiniLM") is None

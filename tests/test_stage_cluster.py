@@ -263,14 +263,20 @@ def test_a_label_model_embeds_the_labels_for_merging_while_scores_stay_clip(main
     words.fingerprint, other = "sha256-all:a", WordEncoder()
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), label_model="words",
                        label_encoder=words)
+    cluster_and_merge(dataset, min_cluster_size=1)
     other.fingerprint = "sha256-all:b"
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), label_model="words",
                        label_encoder=other)
     assert sorted(other.texts) == sorted(VOCAB)
-    assert dataset.get_run_info("vlsr").config.label_model_fingerprint == "sha256-all:b"
+    config = dataset.get_run_info("vlsr").config
+    assert config.label_model_fingerprint == "sha256-all:b"
+    # the clusters of the label model before are out of date: Apply and the export wait
+    assert config.stages["cluster"] == "outdated" and config.stages["score"] == "complete"
 
+    cluster_and_merge(dataset, min_cluster_size=1)
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))  # back to CLIP's text tower
     assert dataset.get_run_info("vlsr").config.label_model is None
+    assert dataset.get_run_info("vlsr").config.stages["cluster"] == "outdated"
     cluster_and_merge(dataset, min_cluster_size=1)
     assert dataset.load_run_results("vlsr", cache=False).canonical == CANONICAL
 

@@ -282,8 +282,8 @@ def test_scores_and_clusters_of_the_model_before_are_out_of_date_until_run_again
     other = FakeEncoder(images, prompt="a photo of a {}")
     compute_embeddings(dataset, "gt", encoder=other)
     said = ("score labels and cluster and merge ran on the embeddings made before the last change "
-            "of model, prompt, decoding or crops: their fields hold what those gave until they "
-            "run again")
+            "of model, prompt, decoding, crops or label model: their fields hold what those gave "
+            "until they run again")
     assert f"**Out of date:** {said}" in summarize_run(dataset, "vlsr")
     with pytest.raises(ExportError, match=said):
         export_run(dataset, tmp_path / "out")

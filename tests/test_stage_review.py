@@ -349,6 +349,11 @@ def test_a_suggestion_decision_says_which_earlier_ones_it_replaces(ran):
     on_label = add_edit(dataset, "vlsr", "reject_suggestion", "helmet", samples=three[:1],
                         label_ids=[label_id], dry_run=True)
     assert replaced_note(state, on_label) == ""
+    # a decision whose label left the vocabulary no longer applies: nothing of it is replaced
+    from dataclasses import replace
+
+    gone = replace(state, edits=[replace(first, label="no longer a label")])
+    assert replaced_note(gone, edit) == ""
 
 
 def test_undo_from_an_edit_already_undone_takes_back_the_later_ones_in_force(ran):

@@ -21,6 +21,7 @@ import ast
 import codecs
 import csv
 import io
+import json
 import logging
 import math
 import os
@@ -54,7 +55,8 @@ LABEL_WORDS = ("label", "labels", "class", "classes", "category", "categories", 
                "object", "objects", "annotation", "annotations", "gt", "truth", "choice",
                "choices")
 NOT_LABEL_WORDS = ("id", "ids", "count", "counts", "score", "scores", "confidence", "conf",
-                   "prob", "probability", "index", "idx", "num", "number", "date", "time")
+                   "prob", "probability", "index", "idx", "num", "number", "no", "date", "time",
+                   "timestamp", "source", "by")
 CHUNK_SIZE = 1000  # samples per dataset.add_samples call
 PROGRESS_EVERY = 100  # input items between progress calls
 
@@ -249,10 +251,13 @@ def _cell_labels(cell):
     ones dropped."""
     cell = cell.strip()
     if cell.startswith("[") and cell.endswith("]"):
-        try:
-            items = ast.literal_eval(cell)  # (literals only: nothing is run)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            items = None
+        try:  # JSON first: its escapes (surrogate pairs, "\/") are not Python's
+            items = json.loads(cell)
+        except ValueError:
+            try:
+                items = ast.literal_eval(cell)  # (literals only: nothing is run)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                items = None
         if isinstance(items, list) and all(isinstance(i, str) for i in items):
             return [i.strip() for i in items if i.strip()]
     return [cell] if cell else []

