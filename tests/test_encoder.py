@@ -802,3 +802,17 @@ def test_the_fingerprint_reads_every_byte_and_knows_the_sampled_one_of_earlier_r
     assert _same_model(earlier, encoder)
     assert not _same_model(SimpleNamespace(model_fingerprint=fingerprint(folders[1]),
                                            model=folders[1]), encoder)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(device="bogus"), "device"), (dict(device="mps"), "device"),
+    (dict(batch_size=0), "batch_size must be a whole number >= 1, got 0"),
+    (dict(batch_size="32"), "batch_size must be a whole number >= 1, got '32'"),
+])
+def test_the_public_encoder_names_a_bad_device_or_batch_size(model_dir, kwargs, message):
+    """The stages check them; CLIPEncoder itself raised torch's AssertionError after loading the
+    weights (device="cuda" here), or took batch_size=0 and looped on nothing."""
+    from vlsr_core.engine.params import ParamError
+
+    with pytest.raises(ParamError, match=message):
+        CLIPEncoder(model_dir, num_workers=0, **kwargs)

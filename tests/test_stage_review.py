@@ -67,6 +67,24 @@ def test_an_edit_waits_for_apply_then_rewrites_the_outputs_and_never_the_inputs(
     assert not review_state(dataset, "vlsr").pending
 
 
+def test_an_apply_is_recorded_done_in_the_same_write_that_marks_it_complete(ran, monkeypatch):
+    """Ctrl-C between the two writes left the Apply recorded (its edits shown) and marked
+    running: the command said the fields were partly written, and the summary that the last
+    Apply had not finished."""
+    from vlsr_core.fo import review, runs, stages
+
+    dataset = ran[0]
+    add_edit(dataset, "vlsr", "split", "helmit")
+    saved = []
+    save = runs.save_config
+    for module in (stages, runs, review):
+        monkeypatch.setattr(module, "save_config", lambda d, k, c: (
+            saved.append((c.applied, dict(c.stages))), save(d, k, c))[-1], raising=False)
+    apply_review(dataset, "vlsr")
+    recorded = [stages_ for applied, stages_ in saved if applied and applied.get("edits") == [1]]
+    assert recorded and all(s.get("apply") == "complete" for s in recorded), saved
+
+
 def test_an_apply_writes_only_the_samples_it_changes_and_the_same_as_a_whole_write(
         ran, monkeypatch):
     """Apply rewrote every sample, one statement a field, however few its edits changed: two

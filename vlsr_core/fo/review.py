@@ -44,7 +44,6 @@ from .runs import (
     reload_run,
     run_collection,
     sample_fields,
-    save_config,
     sharded_stages,
     stage_stopped,
     stored_review,
@@ -1031,8 +1030,10 @@ def apply_problem(dataset, key=DEFAULT_KEY):
 
 
 def record_applied(run, state, partly=False):
-    """Record in the run's config which edits its fields now show (after they were written);
-    ``partly``: on some samples only, the others keeping what was recorded before."""
+    """Set in the run's config which edits its fields now show (after they were written);
+    ``partly``: on some samples only, the others keeping what was recorded before. The caller
+    saves it with the stage's mark (:func:`~.stages.mark_stage`), in one write: a Ctrl-C
+    between two writes left an Apply recorded as done and marked as stopped part-way."""
     # (the id tells two writes within a second apart, for cached_review_state)
     prior = getattr(run.config, "applied", None) or {}
     if partly and not prior.get("partly") and prior.get("edits") == [e.id for e in state.in_force]:
@@ -1043,7 +1044,6 @@ def record_applied(run, state, partly=False):
     else:
         run.config.applied = dict(edits=[e.id for e in state.in_force], time=_now(),
                                   id=uuid.uuid4().hex)
-    save_config(run.dataset, run.key, run.config)
 
 
 def _check_samples(dataset, ids):

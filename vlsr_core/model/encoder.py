@@ -22,6 +22,7 @@ from ..engine.defaults import (
 from ..engine.params import ParamError
 from ..wording import count
 from .crops import crop_region
+from .devices import device_problem
 from .images import DEFAULT_MAX_PIXELS, BadImageError, load_image
 from .model_source import (  # ModelLoadError: raised here, importable from here
     ModelLoadError,
@@ -97,6 +98,12 @@ class CLIPEncoder:
         jpeg_draft=False,
         precision="full",
     ):
+        problem = device and device_problem(device)  # (checked before the weights load)
+        if problem:
+            raise ParamError("device", problem)
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise ParamError("batch_size", f"batch_size must be a whole number >= 1, got "
+                                           f"{batch_size!r}")
         self.model_name = as_recorded(model)
         self.fingerprint = model_fingerprint(self.model_name)  # the same weights at another path
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
