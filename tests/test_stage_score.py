@@ -243,3 +243,21 @@ def test_a_label_starting_with_a_dollar_is_matched_as_written(dataset, tmp_path,
     assert "$lathe" in [c.label for c in h4.vlsr_suggestions.classifications]
     edit = add_edit(dataset, "vlsr", "accept_suggestion", "$lathe", samples=[h4.id])
     assert not_suggested(dataset, "vlsr", edit) == ""
+
+
+def test_a_dataset_at_mongodbs_index_limit_is_scored_without_the_indexes(main, caplog):
+    """Each run indexes a few fields for sorting: the 21st scored run of one dataset failed
+    with MongoDB's "add index fails, too many indexes"."""
+    from pymongo.errors import OperationFailure
+
+    dataset, images = main
+    try:
+        for i in range(64):  # (MongoDB's limit, the _id index included)
+            dataset._sample_collection.create_index(f"filler_{i}")
+    except OperationFailure as e:
+        assert "too many indexes" in str(e)
+    with caplog.at_level("WARNING"):
+        run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    assert dataset.count("gt.classifications.vlsr_similarity") > 0
+    assert "vlsr_min_similarity is not indexed (the dataset has as many indexes as MongoDB " \
+           "allows" in caplog.text

@@ -803,7 +803,7 @@ def _finish_scoring(run, samples, report):
     if crops:
         indexed += [fields["min_crop_similarity"], f"{run.path}.{attrs['crop_similarity']}"]
     for name in indexed:
-        run.dataset.create_index(name)
+        _create_index(run.dataset, name)
 
     tally = _stored_tally(run, samples)
     low = tally.threshold(params.low_quantile)
@@ -1075,7 +1075,7 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         done, written = done + len(chunk.ids), written + len(changed)
         if progress is not None:
             progress(min(0.99, done / len(run.ids)))
-    run.dataset.create_index(f"{fields['label']}.confidence")
+    _create_index(run.dataset, f"{fields['label']}.confidence")
     if progress is not None:
         progress(1.0)
     return done, written
@@ -1402,6 +1402,20 @@ def _label_path(samples, label_field):
         return label_path(samples, label_field)
     except LabelFieldError as e:
         raise VLSRError(str(e)) from None
+
+
+def _create_index(dataset, name):
+    """Index ``name`` for the App's sorting; a collection at MongoDB's limit of 64 indexes (20
+    runs or so on one dataset) goes without it, with a warning: the 21st scoring failed."""
+    from pymongo.errors import OperationFailure
+
+    try:
+        dataset.create_index(name)
+    except OperationFailure as e:
+        if "too many indexes" not in str(e):
+            raise
+        logger.warning("%s is not indexed (the dataset has as many indexes as MongoDB allows: "
+                       "delete runs no longer used): sorting by it is slower", name)
 
 
 def mark_stage(run, stage, state):
