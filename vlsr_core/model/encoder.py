@@ -98,15 +98,15 @@ class CLIPEncoder:
         jpeg_draft=False,
         precision="full",
     ):
-        problem = device and device_problem(device)  # (checked before the weights load)
-        if problem:
-            raise ParamError("device", problem)
         if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
             raise ParamError("batch_size", f"batch_size must be a whole number >= 1, got "
                                            f"{batch_size!r}")
         self.model_name = as_recorded(model)
         self.fingerprint = model_fingerprint(self.model_name)  # the same weights at another path
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        try:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        except RuntimeError:  # (not a device name: "bogus")
+            raise ParamError("device", device_problem(device)) from None
         self.batch_size = int(batch_size)
         self.num_workers = max(1, (os.cpu_count() or 2) - 1) if num_workers is None else num_workers
         self.prompt = prompt
@@ -116,6 +116,9 @@ class CLIPEncoder:
         problem = precision_problem(precision, self.device)
         if problem:
             raise ParamError("precision", problem)
+        problem = device and device_problem(device)  # (before the weights load)
+        if problem:
+            raise ParamError("device", problem)
         if precision == "bf16" and self.device.type == "cpu" and native_bf16() is False:
             logger.warning("this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): bf16 is "
                            "emulated and likely slower than full precision")
