@@ -6,7 +6,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_EPS, DEFAULT_KEY
-from vlsr_core.engine.grouping import EPS_SCALE, derives
+from vlsr_core.engine.grouping import EPS_SCALE, UNDERIVED, derives
 from vlsr_core.engine.params import MergeParams
 from vlsr_core.wording import count
 
@@ -59,8 +59,7 @@ class ClusterAndMerge(foo.Operator):
                 background = last.get("background_distance")  # (None: fewer than 2 labels)
                 derived = (f"derives {last['derived_eps']:.3f} from these labels ({EPS_SCALE} "
                            f"x their median distance {background:.3f})" if derives(background)
-                           else f"uses {last['derived_eps']:.3f}, the default: too few labels, "
-                                "or too alike, to derive one")
+                           else f"uses {last['derived_eps']:.3f}, {UNDERIVED}")
                 inputs.view("last_eps", types.Notice(label=(
                     f"Last clustering ({last['mode']} mode) used eps {last['eps']:.3f}; the "
                     f"recommended mode {derived}. "

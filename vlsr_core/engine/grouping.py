@@ -55,6 +55,7 @@ BACKGROUND_PAIRS = 20_000  # label pairs sampled for the background distance
 # float rounding, and identical labels merged or not by the sign of a rounding error); a real
 # vocabulary's is 0.2 to 0.9
 MIN_BACKGROUND = 1e-3
+UNDERIVED = "the default: too few labels, or too alike, to derive one"  # eps then, in words
 LONG_LABEL = 100  # characters
 
 

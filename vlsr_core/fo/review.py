@@ -38,9 +38,11 @@ from .chunks import sample_ids
 from .labels import USABLE, LabelFieldError, first_match, holds, label_path, usable
 from .lease import holds_run
 from .runs import (
+    OUTDATED,
     STAGE_NAMES,
     VLSRRunConfig,
     load_results,
+    outdated_note,
     reload_run,
     run_collection,
     sample_fields,
@@ -1017,11 +1019,11 @@ def apply_problem(dataset, key=DEFAULT_KEY):
     reload_run(dataset, key)  # (as stored now: a clustering of another process)
     config = dataset.get_run_info(key).config
     if stage_stopped(config, "cluster"):
-        return (f"Run {key!r}: cluster and merge "
-                + ("stopped part-way" if config.stages["cluster"] == "running" else
-                   "ran on the embeddings made before the last change of model, prompt, "
-                   "decoding, crops or label model") +
-                "; run it again before applying the review (the edits stay on the run)")
+        if config.stages["cluster"] == OUTDATED:
+            return (f"Run {key!r}: {outdated_note(config)}; apply the review after that (the "
+                    "edits stay on the run)")
+        return (f"Run {key!r}: cluster and merge stopped part-way; run it again before applying "
+                "the review (the edits stay on the run)")
     if STAGE_NAMES["cluster"] in sharded_stages(config):
         return (f"Run {key!r}: cluster and merge runs in shards, and the shards still to run "
                 "would write the label map over what an Apply writes now; apply the review when "

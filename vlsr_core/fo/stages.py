@@ -266,11 +266,14 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         emb = _label_vectors(encoder, new, results, lambda f: progress(0.04 * f))
         results.labels = list(results.labels) + new
         results.label_embeddings = np.vstack([results.label_embeddings.reshape(-1, encoder.dim), emb])
-    merged_by = config.label_model, getattr(config, "label_model_fingerprint", None)
+    merged_by, merged_weights = config.label_model, getattr(config, "label_model_fingerprint",
+                                                             None)
     merge_changed = _embed_for_merging(config, results, params.label_model, label_encoder,
                                        lambda f: progress(0.04 + 0.01 * f))
-    if (config.label_model != merged_by[0] or merged_by[1] and merged_by[1] != (
-            config.label_model_fingerprint)) and (config.stages or {}).get("cluster") == "complete":
+    # another label model, or other weights under its name (not a fingerprint recorded anew)
+    relabelled = config.label_model != merged_by or (
+        merged_weights is not None and config.label_model_fingerprint != merged_weights)
+    if relabelled and (config.stages or {}).get("cluster") == "complete":
         config.stages = {**config.stages, "cluster": OUTDATED}  # (clustered by the one before)
     words_changed = _count_unknown_words(results, label_encoder if params.label_model else encoder,
                                          params.label_model, tokenizer_changes)

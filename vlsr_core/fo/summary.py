@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 from fiftyone import ViewField
 
-from ..engine.grouping import derives
+from ..engine.grouping import UNDERIVED, derives
 from ..engine.review import MAP_ACTIONS
 from ..wording import code, count
 from .browse import cluster_sizes, merge_limit, rare_clusters
@@ -255,7 +255,7 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
     if steps.get("mode") == "recommended":
         links = ", ".join(f"{k} {v}" for k, v in steps["lexical_links"].items() if v) or "none"
         source = ("derived from the labels" if derives(steps.get("background_distance", 1.0))
-                  else "the default: too few labels, or too alike, to derive one")
+                  else UNDERIVED)
         eps = (f"eps {steps['eps']:.3f}, {source}"
                if f"{steps['eps']:.3f}" == f"{steps['derived_eps']:.3f}" else
                f"eps {steps['eps']:.3f}; {source}: {steps['derived_eps']:.3f}")
