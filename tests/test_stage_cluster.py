@@ -245,9 +245,12 @@ def test_a_label_model_embeds_the_labels_for_merging_while_scores_stay_clip(main
     assert dataset.load_run_results("vlsr", cache=False).canonical == CANONICAL
 
     words = WordEncoder()
-    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), label_model="words",
-                       label_encoder=words)
+    report = compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), label_model="words",
+                                label_encoder=words)
     assert sorted(words.texts) == sorted(VOCAB)  # every label once, the images untouched
+    # the report says so (it said "0 new labels" alone: those are the labels new to CLIP)
+    assert (report.n_labels_embedded, report.n_merge_embedded) == (0, len(VOCAB))
+    assert f"{len(VOCAB)} labels embedded by words for merging" in report.summary()
     assert dataset.get_run_info("vlsr").config.label_model == "words"
     score_labels(dataset)
     cluster_and_merge(dataset, min_cluster_size=1)
@@ -256,9 +259,10 @@ def test_a_label_model_embeds_the_labels_for_merging_while_scores_stay_clip(main
     assert canonical["Helmets"] == "helmet"
     assert by_name(dataset, "gt.classifications.vlsr_similarity") == scores  # scored by CLIP
 
-    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), label_model="words",
-                       label_encoder=words)
+    report = compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), label_model="words",
+                                label_encoder=words)
     assert len(words.texts) == len(VOCAB)  # nothing new to embed
+    assert report.n_merge_embedded == 0 and "for merging" not in report.summary()
     # other weights under the name: every label again, not a table of two models' rows
     words.fingerprint, other = "sha256-all:a", WordEncoder()
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), label_model="words",

@@ -115,6 +115,8 @@ class EmbeddingReport:
     n_crop_fallback: int = 0  # boxes of the images embedded now left to the whole image
     n_changed: int = 0  # images embedded again because their file changed since
     n_blank_labels: int = 0  # label objects with an empty or blank label, skipped
+    n_merge_embedded: int = 0  # labels embedded now by the label model (for merging only)
+    label_model: str = None  # that model
 
     def summary(self):
         # (the images tried again are among those embedded or unreadable: the counts add up)
@@ -122,6 +124,8 @@ class EmbeddingReport:
         text = (f"embedded {count(self.n_embedded, 'image')} ({self.n_skipped} already done, "
                 f"{len(self.failures)} unreadable) and "
                 f"{count(self.n_labels_embedded, 'new label')}"
+                + (f"; {count(self.n_merge_embedded, 'label')} embedded by {self.label_model} for "
+                   "merging" if self.n_merge_embedded else "")
                 + (f"; {count(self.n_changed, 'image')} tried again, as "
                    f"{'its file' if one else 'their files'} changed since "
                    f"{'it was' if one else 'they were'} embedded" if self.n_changed else ""))
@@ -268,7 +272,7 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         results.label_embeddings = np.vstack([results.label_embeddings.reshape(-1, encoder.dim), emb])
     merged_by, merged_weights = config.label_model, getattr(config, "label_model_fingerprint",
                                                              None)
-    merge_changed = _embed_for_merging(config, results, params.label_model, label_encoder,
+    n_merge = _embed_for_merging(config, results, params.label_model, label_encoder,
                                        lambda f: progress(0.04 + 0.01 * f))
     # another label model, or other weights under its name (not a fingerprint recorded anew)
     relabelled = config.label_model != merged_by or (
@@ -277,16 +281,18 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         config.stages = {**config.stages, "cluster": OUTDATED}  # (clustered by the one before)
     words_changed = _count_unknown_words(results, label_encoder if params.label_model else encoder,
                                          params.label_model, tokenizer_changes)
-    if new or merge_changed or model_changes or words_changed:
+    if new or n_merge is not None or model_changes or words_changed:
         save_config(dataset, key, config)
         save_results(dataset, key, results)
     blank = blank_labels(label_counts(samples, label_field))
     if not images:
         progress(1.0)
-        return EmbeddingReport(n_labels_embedded=len(new), n_blank_labels=blank)
-    report = compute_image_embeddings(samples, key, recompute=recompute, encoder=encoder,
-                                      progress=lambda f: progress(0.05 + 0.95 * f))
+        report = EmbeddingReport()
+    else:
+        report = compute_image_embeddings(samples, key, recompute=recompute, encoder=encoder,
+                                          progress=lambda f: progress(0.05 + 0.95 * f))
     report.n_labels_embedded, report.n_blank_labels = len(new), blank
+    report.n_merge_embedded, report.label_model = n_merge or 0, params.label_model
     return report
 
 
@@ -318,13 +324,14 @@ def _collection_name(samples):
 
 def _embed_for_merging(config, results, label_model, label_encoder, progress):
     """Embed with ``label_model`` the labels that lack a merge embedding (all of them when the
-    model changed); drop the table when there is no label model. Returns whether anything changed."""
+    model changed); drop the table when there is no label model. Returns how many labels it
+    embedded, None when nothing changed."""
     table = np.asarray(results.merge_embeddings, dtype=np.float32)
     if not label_model:
         changed = config.label_model is not None or table.size > 0
         config.label_model = config.label_model_fingerprint = None
         results.merge_embeddings = np.zeros((0, 0), np.float32)
-        return changed
+        return 0 if changed else None
     # (weights replaced under the same name: the table's rows would be of two models)
     fingerprint = getattr(label_encoder, "fingerprint", None)
     stored = getattr(config, "label_model_fingerprint", None)
@@ -335,11 +342,12 @@ def _embed_for_merging(config, results, label_model, label_encoder, progress):
     if not todo:  # (a run recorded before the fingerprint was kept gets it now)
         if fingerprint and not stored:
             config.label_model_fingerprint = fingerprint
-        return bool(fingerprint and not stored)
+            return 0
+        return None
     emb = label_encoder.embed_texts(todo, progress=progress)
     results.merge_embeddings = emb if not len(table) else np.vstack([table, emb])
     config.label_model, config.label_model_fingerprint = label_model, fingerprint
-    return True
+    return len(todo)
 
 
 def _count_unknown_words(results, encoder, label_model, recount):
