@@ -51,6 +51,7 @@ class ExportResults(foo.Operator):
         results = load_results(ctx.dataset, key)  # once, for both checks
         directory, problem = full_path(ctx.params.get("directory"))
         problem = problem or export_problem(view, directory, key,
+                                            ctx.params.get("detections_field"),
                                             overwrite=ctx.params.get("overwrite", False),
                                             results=results)
         if problem:  # (a field's error is plain text: no code marks)

@@ -240,6 +240,51 @@ def test_the_coco_boxes_left_out_are_counted_and_said(run, tmp_path, capsys):
             in capsys.readouterr().out)
 
 
+def test_boxes_of_nan_infinite_or_no_size_are_left_out_and_the_file_is_strict_json(run, tmp_path):
+    """Audit: a box at NaN or infinity was written as it was: ``"bbox": [NaN, ...]`` is no JSON
+    (Node and strict parsers refuse the whole file), and a box of negative width gave a negative
+    area. Such boxes are left out and counted; a NaN attribute becomes null."""
+    dataset, _, _ = run
+    nan, inf = float("nan"), float("inf")
+    n1 = next(s for s in dataset if s.filepath.endswith("n1.png"))
+    n1["extra"] = fo.Detections(detections=[
+        fo.Detection(label="helmet", bounding_box=box, rating=nan) for box in (
+            [nan, .1, .1, .1], [inf, 0, .1, .1], [.2, .2, -.1, .1], [.1, .1, 0, 0],
+            [.1, .1, .5, .5])])
+    n1.save()
+    export_run(dataset, str(tmp_path / "out"), detections_field="extra")
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is no JSON")
+
+    with open(tmp_path / "out" / COCO_FILE, encoding="utf-8") as f:
+        coco = json.loads(f.read(), parse_constant=refuse)
+    assert len(coco["annotations"]) == 1
+    box = coco["annotations"][0]
+    assert box["area"] > 0 and box["rating"] is None
+    assert coco_left_out(dataset, "extra") == (
+        "4 boxes without usable coordinates (missing, not finite, or of no width or height) left "
+        "out of the COCO detections")
+
+
+def test_the_attributes_of_a_coco_box_are_in_one_order_whatever_the_process(run, tmp_path,
+                                                                              monkeypatch):
+    """Audit: three exports of unchanged samples gave two checksums. FiftyOne writes a box's
+    attributes in the order of a set of their names (by the process's hash seed); here the
+    order of another process is played by reversing it."""
+    dataset = run[0]
+    export_run(dataset, str(tmp_path / "first"), detections_field="objects")
+    names = fo.Detection.iter_attributes
+    monkeypatch.setattr(fo.Detection, "iter_attributes",
+                        lambda self: reversed(list(names(self))))
+    export_run(dataset, str(tmp_path / "again"), detections_field="objects")
+    assert (tmp_path / "first" / COCO_FILE).read_bytes() == (tmp_path / "again" / COCO_FILE).read_bytes()
+    with open(tmp_path / "again" / COCO_FILE, encoding="utf-8") as f:
+        box = json.load(f)["annotations"][0]
+    assert list(box)[:6] == ["id", "image_id", "category_id", "bbox", "area", "iscrowd"]
+    assert list(box)[6:] == sorted(list(box)[6:]) and "vlsr_similarity" in box
+
+
 def test_an_image_file_of_two_samples_is_said_by_the_export(dataset, tmp_path):
     """COCO lists each sample apart, both under the file's name, and FiftyOne's COCO importer
     keeps the boxes of one of them: the export kept every box, silently lost on re-import."""
@@ -364,13 +409,49 @@ def test_coco_boxes_get_what_the_fields_show_under_the_export_categories(run, tm
     assert boxes["s2.png"] == ["$tool.x", "helmet"]
     assert "h3.png" not in image.values()
     assert coco_left_out(dataset, "objects") == (
-        "2 boxes on 2 unreadable images and 1 box without coordinates left out of the COCO "
-        "detections")
+        "2 boxes on 2 unreadable images and 1 box without usable coordinates (missing, not "
+        "finite, or of no width or height) left out of the COCO detections")
     # a view without boxes still has its annotations, none
     export_run(dataset.match(F("filepath").ends_with("n1.png")), str(tmp_path / "none"),
                detections_field="objects")
     with open(tmp_path / "none" / "detections" / "labels.json", encoding="utf-8") as f:
         assert json.load(f)["annotations"] == []
+
+
+def test_a_label_fixed_by_hand_since_the_fields_were_written_waits_for_apply(run, tmp_path):
+    """Audit: a box relabelled by hand to another label of the map was exported under its old
+    label's canonical label (in COCO, samples.csv and image_labels.json), the fix undone
+    without a word. The export now refuses until Apply writes the fields from the map; a box
+    whose accepted suggestion gives it another canonical label is no such change."""
+    from vlsr_core.fo.review import add_edit, apply_review
+
+    dataset, _, _ = run
+    h4 = next(s for s in dataset if s.filepath.endswith("h4.png"))
+    lathe = next(d for d in h4.objects.detections if d.label == "Lathe Information")
+    add_edit(dataset, "vlsr", "accept_suggestion", "helmet", samples=[h4.id], label_ids=[lathe.id])
+    apply_review(dataset, "vlsr")
+    export_run(dataset, str(tmp_path / "accepted"), detections_field="objects")  # not a change
+
+    s2 = next(s for s in dataset if s.filepath.endswith("s2.png"))
+    s2.objects.detections[0].label = "helmit"  # was Screwdrivers: a curator's fix
+    s2.save()
+    with pytest.raises(ExportError, match=r"^1 label of 'objects' changed since the run's fields "
+                       r"were written, e.g. 'helmit', which they still give as 'screwdriver': "
+                       r"apply the review"):
+        export_run(dataset, str(tmp_path / "stale"), detections_field="objects")
+    assert not (tmp_path / "stale").exists()
+    apply_review(dataset, "vlsr")
+    export_run(dataset, str(tmp_path / "fixed"), detections_field="objects")
+    with open(tmp_path / "fixed" / COCO_FILE, encoding="utf-8") as f:
+        coco = json.load(f)
+    name = {c["id"]: c["name"] for c in coco["categories"]}
+    image = {im["id"]: os.path.basename(im["file_name"]) for im in coco["images"]}
+    boxes = {}
+    for a in coco["annotations"]:
+        boxes.setdefault(image[a["image_id"]], []).append(name[a["category_id"]])
+    assert boxes["s2.png"] == ["helmet", "helmet"] and boxes["h4.png"] == ["helmet"] * 3
+    rows = {os.path.basename(r["filepath"]): r for r in read_csv(tmp_path / "fixed" / "samples.csv")}
+    assert json.loads(rows["s2.png"]["canonical_labels"]) == ["helmet"]
 
 
 def test_coco_of_another_field_says_which_labels_the_run_does_not_have(run, tmp_path):

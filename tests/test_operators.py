@@ -2,6 +2,7 @@
 
 import csv
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -129,6 +130,15 @@ def test_whole_workflow_immediate(ds, tiny_clip, tmp_path):
                                overwrite=True))
     assert removes not in str(form("export_results", ds, key="vlsr", directory=str(out),
                                    overwrite=True, detections_field="boxes"))
+    # audit: a folder where the boxes' file goes passed the form, then failed with a traceback
+    (out / "detections" / "labels.json").rename(out / "detections" / "boxes.json")
+    (out / "detections" / "labels.json").mkdir()
+    problem = form("export_results", ds, key="vlsr", directory=str(out), overwrite=True,
+                   detections_field="boxes")["type"]["properties"]["directory"]
+    assert problem["error_message"] == (f"{out / 'detections' / 'labels.json'} is a folder where "
+                                        "the export writes a file; move it, or choose another "
+                                        "directory")
+    shutil.rmtree(out / "detections")
     run("export_results", ds, key="vlsr", directory=str(out), overwrite=True)
     assert not (out / "detections").exists()
 

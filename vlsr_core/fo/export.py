@@ -32,6 +32,7 @@ folder "not empty", and the next export replaces them.
 import csv
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -39,9 +40,11 @@ from datetime import timezone
 from itertools import chain
 
 import fiftyone as fo
+from bson import ObjectId
 from fiftyone.core.expressions import ViewExpression
 
 from ..engine.defaults import DEFAULT_KEY
+from ..engine.review import suggestion_decisions
 from ..interrupts import uninterrupted
 from ..wording import count, quoted
 from .chunks import every_field, iter_chunks, sample_ids
@@ -77,6 +80,9 @@ logger = logging.getLogger(__name__)
 
 FILES = ("samples.csv", "label_map.csv", "image_labels.json")  # what every export writes
 COCO_FILE = os.path.join("detections", "labels.json")  # and the boxes, when asked
+# the keys of a COCO annotation FiftyOne writes first, in its order; the boxes' attributes follow
+COCO_KEYS = ("id", "image_id", "category_id", "bbox", "keypoints", "num_keypoints", "segmentation",
+             "score", "area", "iscrowd")
 SAMPLES_HEADER = ["filepath", "final_label", "final_score", "original_labels", "canonical_labels",
                   "suggestions"]  # the columns of samples.csv
 
@@ -242,11 +248,17 @@ def _coco_detections(samples, boxes, detections_field, categories, path, progres
         overwrite=True,
         progress=lambda bar: bar.progress is not None and progress(bar.progress),
     )
-    with open(path, encoding="utf-8") as f:  # (FiftyOne leaves the key out when no box is left)
-        coco = json.load(f)
-    if "annotations" not in coco:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump({**coco, "annotations": []}, f)
+    with open(path, encoding="utf-8") as f:  # (a NaN attribute, no JSON, becomes null)
+        coco = json.load(f, parse_constant=lambda constant: None)
+    # FiftyOne leaves the key out when no box is left, and writes a box's attributes in the
+    # order of a set of their names, which changes from process to process: put in order, an
+    # export of unchanged samples is the same bytes as the last
+    coco["annotations"] = [
+        {**{k: a[k] for k in COCO_KEYS if k in a}, **{k: a[k] for k in sorted(a) if k not in
+                                                        COCO_KEYS}}
+        for a in coco.get("annotations", [])]
+    with open(path, "w", encoding="utf-8") as f:  # (as FiftyOne writes it)
+        f.write(json.dumps(coco, separators=(",", ": "), ensure_ascii=False, allow_nan=False))
     progress(1.0)
 
 
@@ -264,8 +276,12 @@ def _coco_info(samples):
 
 
 def _placed(box):
-    """A box with its four coordinates (a COCO ``bbox`` needs them)."""
-    return box.is_array() & (box.length() == 4)
+    """A box with its four coordinates, finite, and a width and height (a COCO ``bbox`` needs
+    them: NaN or infinity is no JSON)."""
+    F = fo.ViewField
+    finite = F().is_number() & (F() > -math.inf) & (F() < math.inf)  # (NaN: below -inf here)
+    return (box.is_array() & (box.length() == 4) & (box.filter(~finite).length() == 0)
+            & (box[2] > 0) & (box[3] > 0))
 
 
 def _readable(samples, key):
@@ -323,7 +339,7 @@ def canonical_of(label, label_map):
 def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
     """What the COCO detections leave out of ``detections_field`` or keep as written, in
     words, or None: boxes on images whose size cannot be read or that the run could not read
-    (unreadable), boxes with an empty or blank label or without coordinates, labels the
+    (unreadable), boxes with an empty or blank label or without usable coordinates, labels the
     run's label map does not have (kept as written), and images that are the file of several
     samples (listed once a sample, under one file_name: a COCO importer keeps one of them)."""
     F = fo.ViewField
@@ -337,7 +353,8 @@ def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
     parts = ([f"{count(unreadable, 'box')} on {count(images, 'unreadable image')}"]
              if unreadable else []) + (
         [f"{count(blank, 'box')} with an empty or blank label"] if blank else []) + (
-        [f"{count(unplaced, 'box')} without coordinates"] if unplaced else [])
+        [f"{count(unplaced, 'box')} without usable coordinates (missing, not finite, or of no "
+         "width or height)"] if unplaced else [])
     notes = [" and ".join(parts) + " left out of the COCO detections"] if parts else []
     known = set(load_results(samples._dataset, key).vocabulary)
     strange = {l: n for l, n in sized.filter_labels(
@@ -444,7 +461,8 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     if gone:
         return f"Run {key!r}: {deleted_note(gone)}, then export"
     problem = (label_filter_problem(samples, config.label_field, config.collection)
-               or labels_problem(samples, config, results.vocabulary))
+               or labels_problem(samples, config, results.vocabulary)
+               or relabelled_problem(samples, key, results))
     if problem:
         return problem
     problem = export_dir and _uncreatable(export_dir)
@@ -481,6 +499,32 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
             return (f"Field {detections_field!r} holds {kind.__name__}, not Detections; "
                     f"Detections fields here: {boxes or 'none'}")
     return None
+
+
+def relabelled_problem(samples, key=DEFAULT_KEY, results=None):
+    """Why the run's fields do not show the labels of ``samples`` as they are now, or None:
+    labels changed by hand to another label of the map since the fields were written keep the
+    old label's canonical label, which the export would write (a fix undone in the COCO file)."""
+    F = fo.ViewField
+    dataset = samples._dataset
+    config = dataset.get_run_info(key).config
+    state = review_state(dataset, key, results, applied_only=True)  # what the fields show
+    attribute = label_attributes(key)["canonical"]
+    _, by_label = suggestion_decisions(state.in_force, state.label_map.vocabulary)
+    mapped = ViewExpression({"$let": {"vars": {"label": F("label")},
+                                      "in": canonical_of("$$label", state.label_map.canonical)}})
+    changed = samples.filter_labels(config.label_field, named(F("label")) & F(attribute).exists()
+                                    & (F(attribute) != mapped)  # (an accepted suggestion's: so)
+                                    & ~F("_id").is_in([ObjectId(i) for i in by_label]))
+    path = label_path(samples, config.label_field)
+    n = changed.count(f"{path}.label")
+    if not n:
+        return None
+    label, written = (v[0] for v in changed.limit(1).values(
+        [f"{path}.label", f"{path}.{attribute}"], unwind=True))
+    return (f"{count(n, 'label')} of {config.label_field!r} changed since the run's fields were "
+            f"written, e.g. {label!r}, which they still give as {written!r}: apply the review "
+            "(Apply in the App, vlsr apply) to write them from the label map, then export")
 
 
 def detections_fields(samples):
