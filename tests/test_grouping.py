@@ -343,6 +343,7 @@ def test_paper_mode_is_the_papers_steps_exactly():
 def test_a_cluster_is_named_by_the_spelling_its_vocabulary_uses_when_frequencies_tie():
     # variants of one thing, each on one sample: the spec's tie-break (closest to the centroid,
     # then string order) would name clusters "AIRSHIP", "hekmet" and "pit  bull terriers"
+    # (double space)
     vocabulary = ["AIRSHIP", "airship", "hekmet", "helmet", "safety helmet", "bike helmet",
                   "pit  bull terriers", "pit bull terrier", "pit bull terriers", "bull terrier",
                   "galaxies", "galaxy", "cafe\u0301", "caf\xe9"]
@@ -353,8 +354,8 @@ def test_a_cluster_is_named_by_the_spelling_its_vocabulary_uses_when_frequencies
     names = build_label_map(vocabulary, emb, freq).canonical
     assert names["AIRSHIP"] == "airship"  # no evidence either way: lower case
     assert names["hekmet"] == "helmet"  # "safety helmet" and "bike helmet" use the word
-    assert names["pit bull terriers"] == "pit bull terrier"  # "bull terrier" uses "terrier"
-    assert names["pit  bull terriers"] == "pit bull terrier"
+    # "pit bull terriers" shows on two samples (once with a double space), the singular on one
+    assert names["pit bull terrier"] == names["pit  bull terriers"] == "pit bull terriers"
     assert names["galaxies"] == "galaxy"  # no evidence either way: the singular
     assert names["cafe\u0301"] == "caf\xe9"  # Unicode's composed form (not first in string order)
     # a label on more samples still wins, as in the paper
@@ -364,6 +365,25 @@ def test_a_cluster_is_named_by_the_spelling_its_vocabulary_uses_when_frequencies
     paper = build_label_map(vocabulary, emb, np.ones(len(vocabulary), dtype=np.int64),
                             mode="paper", min_cluster_size=1).canonical
     assert paper["airship"] == "AIRSHIP" and paper["helmet"] == "hekmet"
+
+
+def test_spellings_that_show_alike_count_their_samples_together_to_name_a_cluster():
+    """App audit: "wrench " on 14 samples and "wrench" on 13 named the cluster "wrench " (a
+    COCO category with a trailing space). Forms that show alike on screen (white space,
+    invisible characters, Unicode form) are one spelling by their samples; the tidy one names
+    the cluster. A form on more samples than both together still wins, as in the paper."""
+    vocabulary = ["wrench ", "wrench", "Wrenches", "cafe\u0301", "caf\xe9", "tool\u200b"]
+    centres = spread(3, seed=7)
+    emb = np.stack([centres[c] for c in (0, 0, 0, 1, 1, 2)])
+    names = build_label_map(vocabulary, emb, np.array([14, 13, 20, 5, 4, 3])).canonical
+    assert names["Wrenches"] == names["wrench "] == "wrench"  # 27 show as "wrench"
+    assert names["caf\xe9"] == "caf\xe9"  # 9 show as café: the composed one
+    assert names["tool\u200b"] == "tool\u200b"  # (the only member)
+    assert build_label_map(vocabulary, emb, np.array([14, 13, 30, 5, 4, 3])).canonical[
+        "wrench"] == "Wrenches"
+    paper = build_label_map(vocabulary, emb, np.array([14, 13, 20, 5, 4, 3]), mode="paper",
+                            min_cluster_size=1, eps=0.01).canonical
+    assert paper["wrench"] == "Wrenches" and paper["caf\xe9"] == "cafe\u0301"  # as before
 
 
 def test_a_tie_nothing_in_the_vocabulary_decides_goes_to_the_words_the_tokenizer_knows():
@@ -456,7 +476,8 @@ def test_labels_without_a_letter_or_digit_join_only_their_own_spellings():
         frozenset(["#", "# "]), frozenset(["hammer"]),
         frozenset(["\U0001f528", "\U0001f528 ", " \U0001f528\u200b"]),
         frozenset(["\U0001f528\U0001f528"])}
-    assert label_map.canonical["\U0001f528"] == "\U0001f528 "  # (on most samples)
+    # "🔨 " is on most samples, and shows as "🔨": the tidy spelling names the three
+    assert label_map.canonical["\U0001f528 "] == "\U0001f528"
     assert label_map.steps.kept_apart == {"no letter or digit": 6}
 
 

@@ -95,6 +95,12 @@ def normal_form(label):
     return s if _WORD_CHAR.search(s) else ""
 
 
+def tidy_form(label):
+    """The label as it shows on screen: white space runs as one space, none at its ends, no
+    invisible characters, in Unicode's composed form (``"wrench "`` and ``wrench`` show alike)."""
+    return unicodedata.normalize("NFC", " ".join(str(label).translate(_INVISIBLE).split()))
+
+
 def read_form(label):
     """What ``label`` reads as: its :func:`normal_form`, or for a label without a letter or
     digit (``🦺``, ``🔨 ``) its symbols, case, spaces and Unicode form aside (not "", which
@@ -437,7 +443,7 @@ def spelling_preference(vocabulary, frequencies, unknown_words=None):
     between written forms by what the vocabulary itself uses, the recommended mode's step 6.
 
     A label's *support* is the mean, over its words, of the samples of the vocabulary's labels
-    that use the word exactly as written: a typo (``tefrier``), an odd joining
+    that use the word as written (as it shows: :func:`tidy_form`): a typo (``tefrier``), an odd joining
     (``Asiatic_buffalo``), a plural or a casing (``AIRSHIP``) is seldom used beyond its own
     label, the established spelling is (``safety helmet`` and ``bike helmet`` vouch for
     ``helmet``, not for ``helmit``). Of equal support, the label with the smaller share of
@@ -458,14 +464,14 @@ def spelling_preference(vocabulary, frequencies, unknown_words=None):
         int64 ndarray of shape (n_labels,): equal for labels equally preferred.
     """
     frequencies = np.asarray(frequencies, dtype=np.int64)
-    words = [label.split() for label in vocabulary]
+    shown = [tidy_form(label) for label in vocabulary]
+    words = [form.split() for form in shown]  # (café is one word however it is encoded)
     use = {}
     for ws, f in zip(words, frequencies.tolist()):
         for w in set(ws):
             use[w] = use.get(w, 0) + f
     support = np.array([sum(use[w] for w in ws) / len(ws) if ws else 0 for ws in words])
-    untidy = np.array([label != " ".join(ws) or not unicodedata.is_normalized("NFC", label)
-                       for label, ws in zip(vocabulary, words)])
+    untidy = np.array([label != form for label, form in zip(vocabulary, shown)])
     normal = [normal_form(label) for label in vocabulary]
     plural = np.array([n != singular_form(n) for n in normal])
     capitals = np.array([sum(c.isupper() for c in label) for label in vocabulary], dtype=np.int64)

@@ -1,11 +1,13 @@
 """Small-cluster merging (spec step 5) and cluster representatives (spec step 6)."""
 
 import heapq
+from collections import Counter
 
 import numpy as np
 
 from .clustering import check_number, number_by_first_occurrence
 from .dots import exact_dots, real_array, rounding_bound
+from .lexical import tidy_form
 
 SIZE_BY = ("samples", "labels")
 # Cosine closeness to a centroid within this of the closest member's is a tie (float rounding
@@ -224,7 +226,9 @@ def representatives(vocabulary, embeddings, clusters, frequencies, preference=No
     """The representative label index of every cluster (spec step 6).
 
     The member carried by most samples; ties go to the lowest ``preference`` if given (the
-    recommended mode's :func:`~vlsr_core.engine.lexical.spelling_preference`), then to the
+    recommended mode's :func:`~vlsr_core.engine.lexical.spelling_preference`; members that show
+    alike on screen, :func:`~vlsr_core.engine.lexical.tidy_form`, then count their samples
+    together: ``wrench`` on 13 and ``"wrench "`` on 14 name the cluster ``wrench``), then to the
     member closest to the cluster centroid (cosine), then to the lexically smallest string.
     Members within :data:`CLOSENESS_TIE` of the closest count as equally close: the two
     members of a two-label cluster are exactly as close to its centroid, and the rounding of
@@ -261,8 +265,14 @@ def representative_of(member_index, embeddings, frequencies, vocabulary, centroi
     member_index = np.asarray(member_index)
     closeness = exact_dots(embeddings[member_index], centroid.astype(np.float32)[None, :],
                            b_index=np.zeros(member_index.size, dtype=np.int64))
-    first = [(-int(frequencies[i]), 0 if preference is None else int(preference[i]))
-             for i in member_index]
+    if preference is None:  # (the paper's step 6)
+        first = [(-int(frequencies[i]), 0) for i in member_index]
+    else:
+        forms = [tidy_form(vocabulary[i]) for i in member_index]
+        shown = Counter()
+        for form, i in zip(forms, member_index):
+            shown[form] += int(frequencies[i])
+        first = [(-shown[form], int(preference[i])) for form, i in zip(forms, member_index)]
     best = min(first)
     tied = [k for k, key in enumerate(first) if key == best]
     closest = max(closeness[k] for k in tied)
