@@ -67,6 +67,23 @@ def test_an_edit_waits_for_apply_then_rewrites_the_outputs_and_never_the_inputs(
     assert not review_state(dataset, "vlsr").pending
 
 
+def test_a_curators_own_tags_on_the_final_labels_survive_apply(ran):
+    """Audit: the App tags every label field ticked, vlsr_label among them; an Apply with
+    nothing new deleted those tags on 10 samples and counted them "changed"."""
+    dataset = ran[0]
+    dataset.tag_labels("verified", label_fields="vlsr_label")
+    assert apply_review(dataset, "vlsr").n_changed == 0  # nothing new
+    tags = by_name(dataset, "vlsr_label.tags")
+    assert tags["h4.png"] == tags["h1.png"] == ["verified"]
+    add_edit(dataset, "vlsr", "split", "helmit")
+    assert apply_review(dataset, "vlsr").n_changed > 0
+    tags = by_name(dataset, "vlsr_label.tags")
+    assert tags["h4.png"] == [REVIEW_TAGS["edited"], "verified"] and tags["h1.png"] == ["verified"]
+    undo_edit(dataset, "vlsr")
+    apply_review(dataset, "vlsr")  # the review's tag goes, the curator's stays
+    assert by_name(dataset, "vlsr_label.tags")["h4.png"] == ["verified"]
+
+
 def test_an_apply_is_recorded_done_in_the_same_write_that_marks_it_complete(ran, monkeypatch):
     """Ctrl-C between the two writes left the Apply recorded (its edits shown) and marked
     running: the command said the fields were partly written, and the summary that the last

@@ -1043,8 +1043,8 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
     # the map's whole vocabulary (``samples`` may hold only part of it)
     vocab_emb = run.results.embeddings_of(label_map.vocabulary)
     # what the fields hold, read to write only the samples that change (an Apply of one edit
-    # rewrote every sample); a new copy is written whole
-    stored = [] if copy_to else [
+    # rewrote every sample; a new copy is written whole), and to keep a curator's own tags
+    stored = [
         f"{run.path}.{attrs['canonical']}", f"{run.path}.{attrs['cluster']}",
         f"{fields['labels']}.classifications.label",
         f"{fields['labels']}.classifications.confidence",
@@ -1069,8 +1069,12 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
                 i = final.canonical_labels[k].index(canonical[suggestion])
                 final.final_labels[k] = final.canonical_labels[k][i]
                 final.final_scores[k] = float(final.canonical_scores[k][i])
+        old = _MapValues.read(chunk.extra, run.path)
+        # the review's tags, then those a curator gave the final label (the App tags every
+        # label field ticked), which an Apply deleted
         tags = [_review_tags(s, ids, set_, by_sample, by_label, state.edited_labels)
-                for s, ids, set_ in zip(chunk.ids, chunk.label_ids, sets)]
+                + [t for t in (f[2] or [] if f else []) if t not in REVIEW_TAGS.values()]
+                for s, ids, set_, f in zip(chunk.ids, chunk.label_ids, sets, old.final)]
         new = _MapValues(
             canonical=[[canonical.get(l) if usable(l) else None for l in ls] for ls in labels],
             cluster=[[cluster.get(l) if usable(l) else None for l in ls] for ls in labels],
@@ -1079,8 +1083,7 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
                     for names, scores in zip(final.canonical_labels, final.canonical_scores)],
             final=[(l, _float(s), t) if l is not None else None
                    for l, s, t in zip(final.final_labels, final.final_scores, tags)])
-        changed = (_changed(new, _MapValues.read(chunk.extra, run.path), run.path) if stored
-                   else range(len(chunk.ids)))
+        changed = range(len(chunk.ids)) if copy_to else _changed(new, old, run.path)
         if changed:
             _write_map_values(run, samples, _only(chunk, changed), new.only(changed), copy_to)
         done, written = done + len(chunk.ids), written + len(changed)
