@@ -436,8 +436,8 @@ def test_a_label_fixed_by_hand_since_the_fields_were_written_waits_for_apply(run
     s2.objects.detections[0].label = "helmit"  # was Screwdrivers: a curator's fix
     s2.save()
     with pytest.raises(ExportError, match=r"^1 label of 'objects' changed since the run's fields "
-                       r"were written, e.g. 'helmit', which they still give as 'screwdriver': "
-                       r"apply the review"):
+                       r"were written, e.g. 'helmit', which they still give as 'screwdriver' "
+                       r"\(with its score\): score the labels again and apply the review"):
         export_run(dataset, str(tmp_path / "stale"), detections_field="objects")
     assert not (tmp_path / "stale").exists()
     apply_review(dataset, "vlsr")

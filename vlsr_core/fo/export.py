@@ -523,8 +523,9 @@ def relabelled_problem(samples, key=DEFAULT_KEY, results=None):
     label, written = (v[0] for v in changed.limit(1).values(
         [f"{path}.label", f"{path}.{attribute}"], unwind=True))
     return (f"{count(n, 'label')} of {config.label_field!r} changed since the run's fields were "
-            f"written, e.g. {label!r}, which they still give as {written!r}: apply the review "
-            "(Apply in the App, vlsr apply) to write them from the label map, then export")
+            f"written, e.g. {label!r}, which they still give as {written!r} (with its score): "
+            "score the labels again and apply the review (VLSR 2, then Apply, in the App; vlsr "
+            "run on the command line), then export")
 
 
 def detections_fields(samples):
