@@ -804,9 +804,15 @@ def test_review_mistakes_are_messages(ran, args, message, capsys):
 def test_review_before_clustering_says_what_to_run(dataset, tmp_path, capsys):
     from fake_clip import FakeEncoder, build
 
-    from vlsr_core.fo.stages import compute_embeddings
+    from vlsr_core.fo.stages import compute_embeddings, score_labels
 
-    compute_embeddings(dataset, "gt", encoder=FakeEncoder(build(dataset, tmp_path / "images")))
+    images = build(dataset, tmp_path / "images")
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    assert main(["review", "show", "--dataset", dataset.name]) == 2
+    # (App audit: a run only embedded was sent to VLSR 3, which leaves it without scores)
+    assert ("has no clusters yet: score the labels, then cluster and merge (`vlsr run`, or VLSR "
+            "2 then VLSR 3 in the App)") in capsys.readouterr().err
+    score_labels(dataset)
     assert main(["review", "show", "--dataset", dataset.name]) == 2
     assert "has no clusters yet: cluster and merge first (`vlsr run`, or VLSR 3 in the App)" in capsys.readouterr().err
 

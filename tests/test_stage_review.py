@@ -733,7 +733,7 @@ def test_review_needs_clusters(main):
 
     dataset, images = main
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
-    with pytest.raises(ReviewError, match="cluster and merge first"):
+    with pytest.raises(ReviewError, match="no clusters yet: score the labels, then cluster"):
         add_edit(dataset, "vlsr", "split", "helmit")
 
 

@@ -60,7 +60,7 @@ from .labels import (
     query_bytes,
 )
 from .lease import holds_run, running_note
-from .review import CLUSTER_FIRST, labels_problem, review_state
+from .review import cluster_first, labels_problem, review_state
 from .runs import (
     deleted_note,
     deleted_outputs,
@@ -437,7 +437,7 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     if results is None:
         results = load_results(dataset, key)
     if not results.vocabulary:
-        return f"Run {key!r} has no clusters yet: {CLUSTER_FIRST}"
+        return f"Run {key!r} has no clusters yet: {cluster_first(dataset.get_run_info(key).config)}"
     running, stopped = stage_activity(dataset, key)
     if running:
         return f"Run {key!r} is busy: {running_note(running)}; export it when it is done"

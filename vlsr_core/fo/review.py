@@ -56,6 +56,15 @@ from .runs import (
 CLUSTER_FIRST = "cluster and merge first (`vlsr run`, or VLSR 3 in the App)"  # what to do first
 
 
+def cluster_first(config):
+    """What a run without clusters needs first: :data:`CLUSTER_FIRST`, or the scores before
+    them (the panel sent a run only embedded to VLSR 3, which skips its scores and views)."""
+    if (config.stages or {}).get("score") == "complete":
+        return CLUSTER_FIRST
+    return ("score the labels, then cluster and merge (`vlsr run`, or VLSR 2 then VLSR 3 in the "
+            "App)")
+
+
 class ReviewError(ValueError):
     """An edit that cannot be made as asked; the message says why, ``about`` which argument it
     concerns (``"label"`` or ``"to"``), so that a form marks that field."""
@@ -267,7 +276,7 @@ def clustered_label_map(dataset, key, results=None):
     config = _config(dataset, key)
     results = results or load_results(dataset, key)
     if not results.vocabulary:
-        raise ReviewError(f"Run {key!r} has no clusters yet: {CLUSTER_FIRST}")
+        raise ReviewError(f"Run {key!r} has no clusters yet: {cluster_first(config)}")
     table = "merge_embeddings" if config.label_model else "label_embeddings"
     label_map = LabelMap(
         vocabulary=list(results.vocabulary), frequencies=results.frequencies,
