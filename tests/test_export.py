@@ -515,7 +515,7 @@ def test_views_the_export_cannot_read_are_refused_in_words(run, tmp_path):
 def test_samples_labelled_since_the_clustering_are_said(run, tmp_path, capsys):
     """Auditor: a sample added after the run was exported without its canonical and final
     labels, and nothing said so."""
-    dataset, folder, _ = run
+    dataset, folder, images = run
     dataset.persistent = True  # (the CLI opens it by name)
     assert main(["export", "--dataset", dataset.name, "--out", str(tmp_path / "a")]) == 0
     assert "did not cluster" not in capsys.readouterr().out
@@ -525,6 +525,16 @@ def test_samples_labelled_since_the_clustering_are_said(run, tmp_path, capsys):
     assert ("note: 1 sample with labels has no canonical or final label in this export, as the "
             "run did not cluster it (labelled since, or outside the collection it was made on): "
             "run it again on a collection that holds it") in capsys.readouterr().out
+    # audit: once applied, it has canonical labels, still no final label, and nothing said so
+    assert main(["apply", "--dataset", dataset.name]) == 0
+    assert main(["export", "--dataset", dataset.name, "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "did not cluster" not in out
+    assert ("note: 1 sample with labels has no final label in this export, as its image is not "
+            "embedded yet (added since the run): run it again") in out
+    run_vlsr(dataset, "objects", encoder=FakeEncoder(images), top_k=3, min_cluster_size=1)
+    assert main(["export", "--dataset", dataset.name, "--out", str(tmp_path / "d")]) == 0
+    assert "note: " not in capsys.readouterr().out
 
 
 def test_an_image_replaced_since_an_export_gets_its_new_size(run, tmp_path):

@@ -378,19 +378,31 @@ def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
 
 def unclustered_note(samples, key=DEFAULT_KEY):
     """What an export of ``samples`` lacks for samples with labels the run did not cluster
-    (labelled since, or outside the collection it was made on), in words, or None: their rows
-    have no canonical or final label."""
+    (labelled since, or outside the collection it was made on): their rows have no canonical or
+    final label; and for those whose image it has not embedded (added since, then applied):
+    no final label. In words, or None."""
     F = fo.ViewField
     config = samples._dataset.get_run_info(key).config
-    n = len(samples.exists(sample_fields(key)["labels"], False).filter_labels(
-        config.label_field, named(F("label"))))
-    if not n:
-        return None
-    has, them = ("has", "it") if n == 1 else ("have", "them")
-    return (f"{count(n, 'sample')} with labels {has} no canonical or final label in this "
-            f"export, as the run did not cluster {them} (labelled since, or outside the "
-            f"collection it was made on): run it again on a collection that holds {them} (vlsr "
-            "run, or VLSR 1 to 3 in the App)")
+    fields = sample_fields(key)
+    labelled = samples.filter_labels(config.label_field, named(F("label")))
+    n = len(labelled.exists(fields["labels"], False))
+    notes = []
+    if n:
+        has, them = ("has", "it") if n == 1 else ("have", "them")
+        notes.append(f"{count(n, 'sample')} with labels {has} no canonical or final label in this "
+                     f"export, as the run did not cluster {them} (labelled since, or outside the "
+                     f"collection it was made on): run it again on a collection that holds {them} "
+                     "(vlsr run, or VLSR 1 to 3 in the App)")
+    unembedded = labelled.exists(fields["labels"]).exists(fields["embedding"], False)
+    if samples.has_field(fields["error"]):  # (an unreadable image is said as such)
+        unembedded = unembedded.exists(fields["error"], False)
+    n = len(unembedded)
+    if n:
+        has, its = ("has", "its image is") if n == 1 else ("have", "their images are")
+        notes.append(f"{count(n, 'sample')} with labels {has} no final label in this export, as "
+                     f"{its} not embedded yet (added since the run): run it again (vlsr run, or "
+                     "VLSR 1 to 3 in the App)")
+    return "; ".join(notes) or None
 
 
 def _remove_if_empty(folder):
