@@ -6,6 +6,7 @@ Behaviour is judged by what the stages leave in the database, on the fake CLIP o
 """
 
 import os
+import re
 
 import fiftyone as fo
 import fiftyone.core.runs as fors
@@ -271,6 +272,45 @@ def test_a_stage_reads_the_run_as_stored_and_says_when_it_was_deleted_meanwhile(
         save_config(dataset, "vlsr", config)
     with pytest.raises(RunDeletedError, match="deleted .* since this dataset was loaded"):
         cluster_and_merge(dataset, "vlsr")
+
+
+def test_a_run_renamed_by_fiftyone_is_refused_in_one_line_until_renamed_back(ran, tmp_path,
+                                                                          caplog):
+    """Audit: after dataset.rename_run("vlsr", "v2") the run's fields kept their vlsr_ names:
+    the export ended in a traceback (no field 'v2_label'), the summary said no image was
+    embedded, and a run of v2 embedded every image again beside the vlsr_ fields."""
+    from vlsr_core.fo.export import export_run
+    from vlsr_core.fo.review import apply_review
+    from vlsr_core.fo.runs import RunDeletedError, delete_run
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, images = ran[0], ran[1]
+    with caplog.at_level("WARNING"):
+        dataset.rename_run("vlsr", "v2")  # (FiftyOne renames it whatever the run says)
+    said = ("Run 'v2' was renamed from 'vlsr' (FiftyOne's rename_run), and its fields, label "
+            "attributes and views keep the names of 'vlsr' (vlsr_label, ...), by which VLSR finds "
+            "them: rename it back (in Python, dataset.rename_run('v2', 'vlsr')), or delete it")
+    assert said in caplog.text
+    for use in (lambda: export_run(dataset, str(tmp_path / "out"), "v2"),
+                lambda: summarize_run(dataset, "v2"), lambda: apply_review(dataset, "v2"),
+                lambda: score_labels(dataset, "v2"),
+                lambda: run_vlsr(dataset, "gt", "v2", encoder=FakeEncoder(images))):
+        with pytest.raises(Exception) as e:
+            use()
+        assert str(e.value) == said
+    with pytest.raises(VLSRError, match=re.escape(said)):  # a new run under the old key
+        run_vlsr(dataset, "gt", encoder=FakeEncoder(images))
+    assert not dataset.has_field("v2_embedding") and not (tmp_path / "out").exists()
+
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        dataset.rename_run("v2", "vlsr")  # back: no warning, and the run works
+    assert "rename" not in caplog.text
+    assert "Final labels" in summarize_run(dataset, "vlsr")
+    dataset.rename_run("vlsr", "v3")
+    delete_run(dataset, "v3")  # a renamed run can still be deleted, with all it made
+    assert not [f for f in dataset.get_field_schema() if f.startswith("vlsr")]
+    assert dataset.list_saved_views() == [] and dataset.list_runs() == []
 
 
 def test_a_view_saved_twice_at_once_is_kept_once_and_deleted_with_its_run(ran, monkeypatch):

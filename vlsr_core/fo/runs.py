@@ -306,10 +306,32 @@ def delete_run(dataset, key):
         batches.forget(dataset, key)
 
 
+def renamed_from(config, key):
+    """The key run ``key`` was made under, if FiftyOne's ``rename_run`` renamed it since, else
+    None: its fields keep the names of that key, and VLSR finds a run's fields by its key."""
+    made = [f for f in config.created_fields or [] if "." not in f]
+    if not made or set(made) & set(sample_fields(key).values()):
+        return None
+    return next((name[:-len(suffix)] for name in made for suffix in sample_fields("").values()
+                 if name.endswith(suffix) and len(name) > len(suffix)), None)
+
+
+def renamed_note(key, old):
+    """What to do about a run renamed from ``old`` to ``key``, in words."""
+    return (f"Run {key!r} was renamed from {old!r} (FiftyOne's rename_run), and its fields, label "
+            f"attributes and views keep the names of {old!r} ({old}_label, ...), by which VLSR "
+            f"finds them: rename it back (in Python, dataset.rename_run({key!r}, {old!r})), or "
+            "delete it")
+
+
 def half_deleted(dataset, key):
-    """What a curator reads of run ``key`` if a deletion of it runs or stopped part-way, else
-    None."""
-    if not stage_stopped(dataset.get_run_info(key).config, "delete"):
+    """What a curator reads of run ``key`` if it is not a run to use as it is: a deletion of it
+    runs or stopped part-way, or it was renamed (:func:`renamed_from`); else None."""
+    config = dataset.get_run_info(key).config
+    old = renamed_from(config, key)
+    if old is not None:
+        return renamed_note(key, old)
+    if not stage_stopped(config, "delete"):
         return None
     lease = holder(dataset, key)
     if lease is not None:
@@ -336,6 +358,12 @@ def drop_saved_views(dataset, name, keep=0):
 
 class VLSRRun(fors.Run):
     """Knows the fields a VLSR run created, so FiftyOne can list and delete them."""
+
+    def rename(self, samples, key, new_key):
+        # FiftyOne logs this and renames the run anyway: every use of it then says the same
+        named = renamed_from(self.config, key) or key  # (the key its fields are named by)
+        if new_key != named:
+            raise ValueError(renamed_note(new_key, named))
 
     def get_fields(self, samples, key):
         return [f for f in owned_fields(samples, key, self.config) if samples.has_field(f)]
@@ -582,6 +610,10 @@ def output_problem(samples, key, label_field):
     if deleting:
         return deleting
     if config is None:
+        renamed = next((other for other in list_vlsr_runs(dataset) if renamed_from(
+            dataset.get_run_info(other).config, other) == key), None)
+        if renamed is not None:  # (its fields have this key's names)
+            return renamed_note(renamed, key)
         problem = _names_problem(dataset, key, label_field)
         if problem:
             return problem
