@@ -158,6 +158,38 @@ def test_an_image_replaced_since_it_was_embedded_is_embedded_again(main):
     assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_embedded == 0
 
 
+def test_embeddings_another_runs_model_made_brought_by_a_merge_are_refused_then_embedded_again(
+        main, tmp_path):
+    """Audit: merge_samples of a dataset run with another model of the same size brought its
+    embeddings under the run's field: a resume took them as done ("330 already done"), and
+    scores and clusters mixed the two models without a word."""
+    from vlsr_core.fo.export import ExportError, export_run
+    from vlsr_core.fo.stages import score_labels
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    other = fo.Dataset()
+    theirs = build(other, tmp_path / "other", MAIN[:4])
+    run_vlsr(other, "gt", encoder=FakeEncoder(theirs, model_name="other-clip"), min_cluster_size=1)
+    dataset.merge_samples(other)
+    said = r"^4 images of these hold embeddings that another model made \(brought from another run"
+    with pytest.raises(VLSRError, match=said):
+        score_labels(dataset)
+    with pytest.raises(ExportError, match=said):
+        export_run(dataset, str(tmp_path / "out"))
+    assert "**Embedded by another model:** 4 images of these hold" in summarize_run(dataset, "vlsr")
+    spy = FakeEncoder(images)
+    report = compute_embeddings(dataset, "gt", encoder=spy)  # only those, without --recompute
+    embedded = [p for call in spy.path_calls for p in call]
+    assert sorted(embedded) == sorted(other.values("filepath") + [
+        p for p in dataset.values("filepath") if p.endswith(("missing.png", "zero.png"))])
+    assert report.n_changed == 4
+    score_labels(dataset)  # the run's own model's embeddings now
+    export_run(dataset, str(tmp_path / "out"))
+    assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_embedded == 0
+
+
 def test_a_shard_embeds_again_only_the_changed_images_of_its_own_samples(main):
     from PIL import Image
 

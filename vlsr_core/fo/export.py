@@ -73,6 +73,7 @@ from .runs import (
     sharded_stages,
     stage_activity,
 )
+from .stages import foreign_problem
 
 
 logger = logging.getLogger(__name__)
@@ -474,7 +475,7 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
         return f"Run {key!r}: {deleted_note(gone)}, then export"
     problem = (label_filter_problem(samples, config.label_field, config.collection)
                or labels_problem(samples, config, results.vocabulary)
-               or relabelled_problem(samples, key, results))
+               or foreign_problem(samples, key) or relabelled_problem(samples, key, results))
     if problem:
         return problem
     problem = export_dir and _uncreatable(export_dir)

@@ -12,7 +12,9 @@ samples at a time (:mod:`vlsr_core.fo.chunks`), so that memory stays flat as the
 """
 
 import dataclasses
+import hashlib
 import itertools
+import json
 import logging
 import os
 import time
@@ -431,6 +433,7 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
         outputs[fields["crop_ids"]] = lambda name: dataset.add_sample_field(name, fo.ListField)
         outputs[fields["crop_boxes"]] = lambda name: dataset.add_sample_field(name, fo.ListField)
     _create_outputs(dataset, key, config, outputs)
+    tag = embedding_tag(config)
     changed = []
     if recompute:
         todo = samples
@@ -439,7 +442,7 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
                    else F(fields["embedding"]).exists())
         todo = samples.match(~current)
         # and the images whose file changed since they were embedded
-        changed = _changed_images(samples.match(current), fields["image_file"])
+        changed = _changed_images(samples.match(current), fields["image_file"], tag)
     ids = sample_ids(todo)
     n_todo = len(ids) + len(changed)
     report = EmbeddingReport(n_skipped=len(samples) - n_todo, n_changed=len(changed))
@@ -454,7 +457,9 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
         for chunk_ids, (paths, *boxes) in itertools.chain(
                 iter_chunks(todo, read, size, ids),
                 iter_chunks(samples, read, size, changed) if len(changed) else ()):
-            stamps = [file_stamp(p) for p in paths]  # before reading: a later change shows
+            # before reading: a later change shows; with what embeds them, as a merge of
+            # another run's samples brings its embeddings
+            stamps = [stamp and [*stamp, tag] for stamp in map(file_stamp, paths)]
             if crops:
                 box_ids, boxes = (as_label_lists(v, path) for v in boxes)
                 batches = encoder.iter_image_batches(paths, boxes, (config.crop_padding,
@@ -500,18 +505,45 @@ def file_stamp(path):
     return [st.st_size, st.st_mtime_ns]
 
 
-def _changed_images(embedded, stamp):
+def embedding_tag(config):
+    """A short id of what makes a run's image embeddings: the model's weights and how images are
+    decoded and computed. Kept beside each image's :func:`file_stamp`: an embedding brought
+    from another run (``merge_samples``) is another model's, however alike its length."""
+    made = [getattr(config, "model_fingerprint", None) or config.model, *_image_setup(config)]
+    return hashlib.sha256(json.dumps(made).encode()).hexdigest()[:16]
+
+
+def foreign_problem(samples, key):
+    """Why the image embeddings of ``samples`` are not all of run ``key``'s model, or None:
+    some were made by another run's (brought by ``merge_samples``, say)."""
+    config = samples._dataset.get_run_info(key).config
+    stamp = sample_fields(key)["image_file"]
+    if not samples._dataset.has_field(stamp):
+        return None
+    foreign = samples.mongo([{"$match": {f"{stamp}.2": {"$exists": True,
+                                                         "$ne": embedding_tag(config)}}}])
+    n = foreign.count()
+    if not n:
+        return None
+    return (f"{count(n, 'image')} of these {'holds an embedding' if n == 1 else 'hold embeddings'}"
+            f" that another model made (brought from another run, by merge_samples say), e.g. "
+            f"{foreign.first().filepath}: embed {'it' if n == 1 else 'them'} again (vlsr run, or "
+            "VLSR 1 in the App: only they are embedded)")
+
+
+def _changed_images(embedded, stamp, tag):
     """The ids (as :func:`sample_ids`) of the ``embedded`` samples whose image file is no longer
-    the one embedded: another size or time of change in field ``stamp``. A file that cannot be
-    found now (a drive not mounted) is not a change: its embedding stays."""
+    the one embedded: another size or time of change in field ``stamp``, or embedded by another
+    model than the one of ``tag`` (:func:`embedding_tag`). A file that cannot be found now (a
+    drive not mounted) is not a change: its embedding stays."""
     # one streamed query, as sample_ids (a select a chunk: 4.1 s against 1.7 s at 100,000 samples)
     cursor = embedded.exists(stamp)._aggregate(
         post_pipeline=[{"$project": {"filepath": True, stamp: True}}])
     cursor.batch_size(chunks.ID_PAGE)
     changed = []
     for doc in cursor:
-        now = file_stamp(doc["filepath"])
-        if now is not None and now != doc[stamp]:
+        now, then = file_stamp(doc["filepath"]), doc[stamp]
+        if len(then) > 2 and then[2] != tag or now is not None and now != then[:2]:
             changed.append(doc["_id"])
     return packed_ids(changed)
 
@@ -1362,7 +1394,7 @@ def open_run(samples, key, vocabulary=None, results=None, shard=False):
     problem = label_filter_problem(samples, config.label_field, config.collection)
     if problem:
         raise VLSRError(problem)
-    problem = not shard and embeddings_problem(samples, key)
+    problem = not shard and (embeddings_problem(samples, key) or foreign_problem(samples, key))
     if problem:
         raise VLSRError(problem)
     ids = sample_ids(samples)

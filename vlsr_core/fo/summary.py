@@ -27,7 +27,7 @@ from .runs import (
     stage_activity,
 )
 from .jobs import queued_note, shard_note, stopped_note
-from .stages import unreadable_images
+from .stages import foreign_problem, unreadable_images
 
 
 def summarize_run(dataset, key, n_clusters=10):
@@ -81,6 +81,9 @@ def summarize_run(dataset, key, n_clusters=10):
         if waiting > 0:
             lines.append(f"**Not embedded yet:** {count(waiting, 'image')}; embed again to finish (`vlsr run`, "
                          "or *VLSR 1: compute embeddings* in the App).")
+        foreign = foreign_problem(samples, key)
+        if foreign:
+            lines.append(f"**Embedded by another model:** {foreign}.")
     counts = label_counts(samples, config.label_field)
     # (of a run made on a view that cannot be found again, the samples clustered are unknown)
     known = getattr(config, "collection", None) is None or samples is not dataset
