@@ -510,13 +510,17 @@ class VLSRPanel(foo.Panel):
         panel.btn("close_cluster", label="Back to all clusters", icon="arrow_back",
                   on_click=self.close_cluster)
         panel.list("clusters", types.Object(), view=self._clusters_table(), label="The open cluster")
+        # a cluster's canonical label was merged into nothing: no take-out or keep for it, and
+        # no split of the only label (the menu offered them, then an error said so)
+        merged = [not m.get("is_canonical") for m in s.members]
+        splits = [m or s.n_members > 1 for m in merged]
         members = _table((("shown", "Label"), ("frequency", "Samples"),
                           ("distance_shown", "Distance"), ("joined_by", "Joined by"),
                           ("clustered_with_shown", "Clustered with")),
-                         (("take_out", self.take_out, "Take out (reject merge)", "call_split"),
-                          ("keep", self.keep, "Keep (accept merge)", "check"),
+                         (("take_out", self.take_out, "Take out (reject merge)", "call_split", merged),
+                          ("keep", self.keep, "Keep (accept merge)", "check", merged),
                           ("move", self.move, "Move to another cluster…", "drive_file_move"),
-                          ("split", self.split, "Split out on its own", "content_cut"),
+                          ("split", self.split, "Split out on its own", "content_cut", splits),
                           ("show_member", self.show_member, "Show samples", "image")))
         _title(panel, s, "members_title")
         panel.list("members", types.Object(), view=members)
@@ -660,10 +664,12 @@ def _cell(name):
 
 def _table(columns, actions):
     """A table of ``columns`` ((key, heading) pairs) whose rows have a menu of ``actions``
-    ((name, handler, label, icon)), two of them inline."""
+    ((name, handler, label, icon), and optionally whether each row offers it), two of them
+    inline."""
     table = types.TableView(max_inline_actions=2)
     for key, heading in columns:
         table.add_column(key, label=heading)
-    for name, handler, label, icon in actions:
-        table.add_row_action(name, handler, label=label, icon=icon)
+    for name, handler, label, icon, *rows in actions:
+        table.add_row_action(name, handler, label=label, icon=icon,
+                             **({"rows": rows[0]} if rows else {}))
     return table

@@ -291,6 +291,36 @@ def test_an_action_refused_on_a_row_an_edit_elsewhere_changed_redraws_the_tables
     assert [m["label"] for m in panel.state["members"]] == ["Helmets", "helmet"]
 
 
+def _row_actions(panel, table):
+    """{action name: the rows that offer it (None: every row)} of a table the panel shows."""
+    def find(node):
+        if isinstance(node, dict):
+            if table in node.get("properties", {}):
+                return node["properties"][table]["view"]["row_actions"]
+            return next((f for f in map(find, node.values()) if f is not None), None)
+        return None
+
+    return {a["name"]: a.get("rows") for a in find(panel.layout)}
+
+
+def test_the_member_menu_offers_no_take_out_or_keep_of_a_canonical_label(ran):
+    """App audit: the menu of a cluster's canonical label offered Take out, Keep, and a Split of
+    a cluster's only label; each ended in an error ('is the canonical label of its cluster')."""
+    panel = Panel(ran).event("on_load")
+    panel.event("open_cluster", row=0)
+    assert [m["label"] for m in panel.state["members"]] == ["helmit", "Helmets", "helmet"]
+    actions = _row_actions(panel, "members")
+    assert actions["take_out"] == actions["keep"] == [True, True, False]
+    assert actions["split"] == [True, True, True]  # (the rest then named by the rule)
+    assert actions["move"] is None and actions["show_member"] is None
+    panel.event("close_cluster")
+    alone = next(i for i, c in enumerate(panel.state["clusters"]) if c["canonical"] == "drill")
+    panel.event("open_cluster", row=alone)
+    assert [m["label"] for m in panel.state["members"]] == ["drill"]
+    actions = _row_actions(panel, "members")
+    assert actions["take_out"] == actions["keep"] == actions["split"] == [False]
+
+
 def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
     panel = Panel(ran).event("on_load")
     panel.event("open_cluster", row=0)

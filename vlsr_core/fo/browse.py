@@ -338,7 +338,8 @@ def member_rows(state, cluster, query="", joined=None, longest=80):
     """The members of one cluster (``joined``, one of :data:`JOIN_STEPS`: only those that step
     joined, :func:`joined_by_step`), those containing ``query`` (:func:`_containing`) first, then
     the farthest from its canonical label first: ``label``, ``shown`` (the label on one line,
-    one over ``longest`` characters cut, marked if it is the canonical one), ``frequency``, ``distance``, ``joined_by`` (the step that put it
+    one over ``longest`` characters cut, marked if it is the canonical one), ``is_canonical``,
+    ``frequency``, ``distance``, ``joined_by`` (the step that put it
     there: :attr:`~vlsr_core.fo.review.ReviewState.joined_by`, with ", kept" once a review
     accepted it), ``clustered_with``
     (its canonical label before the review)."""
@@ -358,6 +359,7 @@ def member_rows(state, cluster, query="", joined=None, longest=80):
                for l, r in zip(vocabulary, state.joined_by)]
     return [dict(label=vocabulary[i],
                  shown=one_line(vocabulary[i], longest) + (" (canonical)" if vocabulary[i] == name else ""),
+                 is_canonical=vocabulary[i] == name,
                  frequency=int(label_map.frequencies[i]),
                  distance=round(max(float(distance[i]), 0.0), 3),  # not -0.0 from rounding
                  joined_by=reasons[i], clustered_with=clustered.get(vocabulary[i], ""))
