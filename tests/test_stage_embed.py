@@ -436,6 +436,8 @@ def test_other_model_on_a_view_drops_the_old_embeddings_of_the_rest(main):
     outside = dataset.exclude(view.values("id"))
     assert outside.count("vlsr_embedding") == 0
     assert view.count("vlsr_embedding") == 2
+    # nor are they taken for embeddings of another model (their files' stamps stay)
+    assert stages.foreign_problem(dataset, "vlsr") is None
 
 
 def test_recompute_reembeds_every_image(main):

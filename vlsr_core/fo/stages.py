@@ -517,11 +517,14 @@ def foreign_problem(samples, key):
     """Why the image embeddings of ``samples`` are not all of run ``key``'s model, or None:
     some were made by another run's (brought by ``merge_samples``, say)."""
     config = samples._dataset.get_run_info(key).config
-    stamp = sample_fields(key)["image_file"]
+    fields = sample_fields(key)
+    stamp = fields["image_file"]
     if not samples._dataset.has_field(stamp):
         return None
+    # (of an embedding there: a model switched since drops them, and leaves their stamps)
     foreign = samples.mongo([{"$match": {f"{stamp}.2": {"$exists": True,
-                                                         "$ne": embedding_tag(config)}}}])
+                                                         "$ne": embedding_tag(config)},
+                                         fields["embedding"]: {"$ne": None}}}])
     n = foreign.count()
     if not n:
         return None
