@@ -69,9 +69,11 @@ class ReviewSuggestions(foo.Operator):
                           + (f", shown as its canonical label {code(canonical[l], SHORT)})"
                              if decision == "accept_suggestion" and canonical[l] != l else ")")
                           for l, ids in list(groups.items())[:5])
+        verb = ("To accept" if decision == "accept_suggestion" else
+                "To reject (the samples keep their labels)")
         inputs.view("preview", types.Notice(
-            label=f"Suggested labels: {shown}" + (f"; {count(missing, 'sample')} without suggestions are "
-                                                  "left out" if missing else "")
+            label=f"{verb}: {shown}" + (f"; {count(missing, 'sample')} without suggestions are "
+                                        "left out" if missing else "")
                   + "".join(f". {n[0].upper()}{n[1:]}" for n in [replaced_note(state, *edits)]
                             if n)
                   + ". Stored on the run; Apply writes it to the fields."))
@@ -93,7 +95,7 @@ class ReviewSuggestions(foo.Operator):
         verb = "accepted" if decision == "accept_suggestion" else "rejected"
         n = len(label_ids) or sum(len(e.samples) for e in edits)
         message = (f"Run {key!r}: suggestions {verb} for {count(n, 'label' if label_ids else 'sample')} "
-                   f"(edits {', '.join(f'#{e.id}' for e in edits)})"
+                   f"({'edit' if len(edits) == 1 else 'edits'} {', '.join(f'#{e.id}' for e in edits)})"
                    f"{left_out([s for ids in groups.values() for s in ids], *edits)}"
                    + "".join(f"; {n}" for n in notes) + "; Apply to write them")
         done(ctx, message)

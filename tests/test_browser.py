@@ -332,7 +332,7 @@ def review_in_the_panel(page, dataset, session):
     box.fill("screwdriver")
     page.keyboard.press("Enter")
     # (moved to the cluster of drill above: the suggestion is shown as what it becomes)
-    page.get_by_text("Suggested labels: screwdriver (1, shown as its canonical label "
+    page.get_by_text("To accept: screwdriver (1, shown as its canonical label "
                      "drill)").first.wait_for(timeout=30_000)
     shot(page, "22-suggestion-form")
     execute(page)

@@ -819,7 +819,7 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
     r = foo.execute_operator(URI + "review_suggestions", dataset=ds,
                              selected=[sample.id, broken.id], params=ctx_params)
     assert r.result["edits"][0]["samples"] == [sample.id]  # the unreadable image left out, said
-    assert ("suggestions accepted for 1 sample (edits #4); 1 sample without an image embedding "
+    assert ("suggestions accepted for 1 sample (edit #4); 1 sample without an image embedding "
             "(an unreadable image) is left out; Apply") in r.result["message"]
     # a suggestion becomes its canonical label: the form and the result say so (it did not)
     ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, selected=[sample.id],
@@ -829,7 +829,7 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
             "1 sample. Stored" in props.to_json()["type"]["properties"]["preview"]["view"]["label"])
     r = foo.execute_operator(URI + "review_suggestions", dataset=ds, selected=[sample.id],
                              params={**ctx_params, "suggestion": "helmit"})
-    assert ("(edits #5); the outputs show it as 'safety helmet', the canonical label of "
+    assert ("(edit #5); the outputs show it as 'safety helmet', the canonical label of "
             "'helmit'; it replaces edit #4 on 1 sample; Apply") in r.result["message"]
     run("undo_review_edit", ds, key="vlsr")
 
@@ -1084,10 +1084,14 @@ def test_the_review_forms_show_labels_as_written_not_as_markdown(ds, tiny_clip, 
                                                        label="screwdriver", to=odd)
     chosen = ds.limit(2).values("id")
     assert preview("review_suggestions", chosen, decision="accept_suggestion",
-                   suggestion=odd).startswith(f"Suggested labels: `{odd}` (2)")
+                   suggestion=odd).startswith(f"To accept: `{odd}` (2)")
     assert preview("review_suggestions", chosen, decision="accept_suggestion",
-                   suggestion=long).startswith("Suggested labels: `" + "a" * 30
+                   suggestion=long).startswith("To accept: `" + "a" * 30
                                                + "… (300 characters)` (2)")
+    # (App audit: a reject read as the accept, "Suggested labels: ...")
+    assert preview("review_suggestions", chosen, decision="reject_suggestion",
+                   suggestion=odd).startswith(
+        f"To reject (the samples keep their labels): `{odd}` (2)")
     # a refusal quoting the label is Markdown too
     foo.execute_operator(URI + "review_suggestions", dataset=ds, selected=chosen,
                          params=dict(key="vlsr", decision="accept_suggestion", suggestion=odd))
