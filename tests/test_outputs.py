@@ -190,8 +190,10 @@ def test_a_renamed_input_field_is_said_and_renamed_back_the_run_goes_on(main):
     run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
     dataset.rename_sample_field("gt", "labels")
     gone = "input field 'gt' is no longer in the dataset (renamed or deleted): if you renamed it"
-    assert gone in summarize_run(dataset, "vlsr") and "Changed since" not in summarize_run(
-        dataset, "vlsr")
+    summary = summarize_run(dataset, "vlsr")
+    assert gone in summary and "Changed since" not in summary
+    # (audit: "10 differ from every label they had": of a field that is gone)
+    assert "**Final labels:**" in summary and "differ from every label" not in summary
     assert gone in what_goes(dataset, "vlsr")
     with pytest.raises(VLSRError, match=re.escape(f"not 'labels'; its {gone}")):
         compute_embeddings(dataset, "labels", encoder=FakeEncoder(images))

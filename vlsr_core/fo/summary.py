@@ -87,9 +87,9 @@ def summarize_run(dataset, key, n_clusters=10):
     counts = label_counts(samples, config.label_field)
     # (of a run made on a view that cannot be found again, the samples clustered are unknown)
     known = getattr(config, "collection", None) is None or samples is not dataset
-    gone = input_gone(dataset, config)
-    if gone:
-        lines.append(f"**Input gone:** {gone[0].upper()}{gone[1:]}.")
+    input_left = input_gone(dataset, config)
+    if input_left:
+        lines.append(f"**Input gone:** {input_left[0].upper()}{input_left[1:]}.")
     elif results is not None and results.vocabulary and known:
         drift = _drift(counts, results.vocabulary)
         if drift:
@@ -107,9 +107,10 @@ def summarize_run(dataset, key, n_clusters=10):
             lines.append(f"**Deleted:** {note[0].upper()}{note[1:]}")
         if dataset.has_saved_view(views["changed"]) and dataset.has_field(fields["label"]):
             copies = run_copies_outdated(dataset, key, state)
+            # (with the input gone, every final label "differs" from the labels of no field)
+            differ = "" if input_left else f"; {_differ(len(dataset.load_saved_view(views['changed'])))}"
             lines.append(
-                f"**Final labels:** {_final_count(samples, fields, config.label_field)}; "
-                f"{_differ(len(dataset.load_saved_view(views['changed'])))}" +
+                f"**Final labels:** {_final_count(samples, fields, config.label_field)}{differ}" +
                 "".join(f"; {copy_note(name, n)}" for name, n in copies))
     else:
         lines.append(f"**Labels embedded:** {len(results.labels)}; not clustered yet")
