@@ -501,6 +501,21 @@ def test_an_output_field_deleted_by_hand_is_said_and_written_again_by_a_run(run,
     export_run(dataset, str(tmp_path / "export"))
 
 
+@pytest.mark.parametrize("field", ["vlsr_min_similarity", "objects.detections.vlsr_similarity"])
+def test_a_score_field_deleted_by_hand_is_said_by_the_summary(run, tmp_path, field):
+    """Audit: with a run's scores deleted or renamed the review views showed nothing, and the
+    summary said nothing of it. The export does not need them and goes on."""
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, _, images = run
+    dataset.delete_sample_field(field)
+    assert (f"**Deleted:** Field '{field}' was deleted after the run wrote it: run again to "
+            "write it back") in summarize_run(dataset, "vlsr")
+    export_run(dataset, str(tmp_path / "export"))
+    run_vlsr(dataset, "objects", encoder=FakeEncoder(images), top_k=3, min_cluster_size=1)
+    assert "Deleted" not in summarize_run(dataset, "vlsr") and dataset.has_field(field)
+
+
 def test_views_the_export_cannot_read_are_refused_in_words(run, tmp_path):
     dataset, _, _ = run
     for view, words in (

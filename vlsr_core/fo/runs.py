@@ -519,8 +519,15 @@ def owned_fields(samples, key, config):
 
 def deleted_outputs(dataset, key, roles=("label", "labels", "suggestions")):
     """The sample fields of run ``key`` (by role, see :func:`sample_fields`) that it created
-    and that are gone since (a user deleted them): a stage that reads them would fail."""
-    created = set(dataset.get_run_info(key).config.created_fields or [])
+    and that are gone since (a user deleted them): a stage that reads them would fail. With
+    ``roles`` None: every field and label attribute of its results it created (the scores the
+    review views sort by, too), not its bookkeeping."""
+    config = dataset.get_run_info(key).config
+    created = set(config.created_fields or [])
+    if roles is None:
+        kept = {sample_fields(key)[r] for r in ("embedding", "error", "image_file", "crop_ids",
+                                                "crop_boxes", "crop_embeddings")}
+        return [f for f in config.created_fields or [] if f not in kept and not dataset.has_field(f)]
     return [f for role, f in sample_fields(key).items()
             if role in roles and f in created and not dataset.has_field(f)]
 

@@ -101,7 +101,7 @@ def summarize_run(dataset, key, n_clusters=10):
         state = review_state(dataset, key, results)
         lines.extend(_merge_report(results, state, config, n_clusters))
         lines.append(state.summary())
-        gone = deleted_outputs(dataset, key)
+        gone = deleted_outputs(dataset, key, roles=None)
         if gone:
             note = deleted_note(gone)
             lines.append(f"**Deleted:** {note[0].upper()}{note[1:]}")
