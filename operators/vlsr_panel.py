@@ -513,7 +513,7 @@ class VLSRPanel(foo.Panel):
         # a cluster's canonical label was merged into nothing: no take-out or keep for it, and
         # no split of the only label (the menu offered them, then an error said so)
         merged = [not m.get("is_canonical") for m in s.members]
-        splits = [m or s.n_members > 1 for m in merged]
+        splits = [m or s.clusters[0]["labels"] > 1 for m in merged]  # (the open cluster's)
         members = _table((("shown", "Label"), ("frequency", "Samples"),
                           ("distance_shown", "Distance"), ("joined_by", "Joined by"),
                           ("clustered_with_shown", "Clustered with")),

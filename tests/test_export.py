@@ -423,14 +423,17 @@ def test_a_label_fixed_by_hand_since_the_fields_were_written_waits_for_apply(run
     label's canonical label (in COCO, samples.csv and image_labels.json), the fix undone
     without a word. The export now refuses until Apply writes the fields from the map; a box
     whose accepted suggestion gives it another canonical label is no such change."""
-    from vlsr_core.fo.review import add_edit, apply_review
+    from vlsr_core.fo.review import add_edit, apply_review, undo_edit
 
     dataset, _, _ = run
     h4 = next(s for s in dataset if s.filepath.endswith("h4.png"))
     lathe = next(d for d in h4.objects.detections if d.label == "Lathe Information")
-    add_edit(dataset, "vlsr", "accept_suggestion", "helmet", samples=[h4.id], label_ids=[lathe.id])
+    accepted = add_edit(dataset, "vlsr", "accept_suggestion", "helmet", samples=[h4.id],
+                        label_ids=[lathe.id])
     apply_review(dataset, "vlsr")
     export_run(dataset, str(tmp_path / "accepted"), detections_field="objects")  # not a change
+    undo_edit(dataset, "vlsr", accepted.id)  # (review: refused as a change, until applied)
+    export_run(dataset, str(tmp_path / "undone"), detections_field="objects")
 
     s2 = next(s for s in dataset if s.filepath.endswith("s2.png"))
     s2.objects.detections[0].label = "helmit"  # was Screwdrivers: a curator's fix
@@ -449,7 +452,8 @@ def test_a_label_fixed_by_hand_since_the_fields_were_written_waits_for_apply(run
     boxes = {}
     for a in coco["annotations"]:
         boxes.setdefault(image[a["image_id"]], []).append(name[a["category_id"]])
-    assert boxes["s2.png"] == ["helmet", "helmet"] and boxes["h4.png"] == ["helmet"] * 3
+    assert boxes["s2.png"] == ["helmet", "helmet"]
+    assert boxes["h4.png"] == ["Lathe Information", "helmet", "helmet"]  # (the accept undone)
     rows = {os.path.basename(r["filepath"]): r for r in read_csv(tmp_path / "fixed" / "samples.csv")}
     assert json.loads(rows["s2.png"]["canonical_labels"]) == ["helmet"]
 

@@ -311,6 +311,14 @@ def test_a_run_renamed_by_fiftyone_is_refused_in_one_line_until_renamed_back(ran
     delete_run(dataset, "v3")  # a renamed run can still be deleted, with all it made
     assert not [f for f in dataset.get_field_schema() if f.startswith("vlsr")]
     assert dataset.list_saved_views() == [] and dataset.list_runs() == []
+    # a run with no field yet (its labels embedded only) is renamed as any run
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), images=False)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        dataset.rename_run("vlsr", "fresh")
+    assert "rename" not in caplog.text
+    compute_embeddings(dataset, "gt", "fresh", encoder=FakeEncoder(images))
+    assert dataset.count("fresh_embedding") == 12
 
 
 def test_a_view_saved_twice_at_once_is_kept_once_and_deleted_with_its_run(ran, monkeypatch):

@@ -173,12 +173,12 @@ def test_embeddings_another_runs_model_made_brought_by_a_merge_are_refused_then_
     theirs = build(other, tmp_path / "other", MAIN[:4])
     run_vlsr(other, "gt", encoder=FakeEncoder(theirs, model_name="other-clip"), min_cluster_size=1)
     dataset.merge_samples(other)
-    said = r"^4 images of these hold embeddings that another model made \(brought from another run"
+    said = r"^4 images hold embeddings that another model made \(brought from another run"
     with pytest.raises(VLSRError, match=said):
         score_labels(dataset)
     with pytest.raises(ExportError, match=said):
         export_run(dataset, str(tmp_path / "out"))
-    assert "**Embedded by another model:** 4 images of these hold" in summarize_run(dataset, "vlsr")
+    assert "**Embedded by another model:** 4 images hold" in summarize_run(dataset, "vlsr")
     spy = FakeEncoder(images)
     report = compute_embeddings(dataset, "gt", encoder=spy)  # only those, without --recompute
     embedded = [p for call in spy.path_calls for p in call]

@@ -75,13 +75,23 @@ def test_a_curators_own_tags_on_the_final_labels_survive_apply(ran):
     assert apply_review(dataset, "vlsr").n_changed == 0  # nothing new
     tags = by_name(dataset, "vlsr_label.tags")
     assert tags["h4.png"] == tags["h1.png"] == ["verified"]
-    add_edit(dataset, "vlsr", "split", "helmit")
+    add_edit(dataset, "vlsr", "move", "Screwdrivers", to="helmet")  # (s2's stays screwdriver)
     assert apply_review(dataset, "vlsr").n_changed > 0
-    tags = by_name(dataset, "vlsr_label.tags")
-    assert tags["h4.png"] == [REVIEW_TAGS["edited"], "verified"] and tags["h1.png"] == ["verified"]
+    tags, labels = by_name(dataset, "vlsr_label.tags"), by_name(dataset, "vlsr_label.label")
+    assert labels["s2.png"] == FINAL["s2.png"]
+    assert tags["s2.png"] == [REVIEW_TAGS["edited"], "verified"] and tags["h1.png"] == ["verified"]
     undo_edit(dataset, "vlsr")
     apply_review(dataset, "vlsr")  # the review's tag goes, the curator's stays
-    assert by_name(dataset, "vlsr_label.tags")["h4.png"] == ["verified"]
+    assert by_name(dataset, "vlsr_label.tags")["s2.png"] == ["verified"]
+    # a final label an edit replaced was not the one the curator tagged (review of the fix)
+    add_edit(dataset, "vlsr", "split", "helmit")  # (h4's final label becomes helmit)
+    apply_review(dataset, "vlsr")
+    labels, tags = by_name(dataset, "vlsr_label.label"), by_name(dataset, "vlsr_label.tags")
+    assert labels["h4.png"] == "helmit" and tags["h4.png"] == [REVIEW_TAGS["edited"]]
+    changed = [n for n in FINAL if FINAL[n] and labels[n] != FINAL[n]]
+    assert all("verified" not in tags[n] for n in changed)
+    assert all(tags[n] == ["verified"] for n in FINAL if FINAL[n] and labels[n] == FINAL[n]
+               and REVIEW_TAGS["edited"] not in tags[n])
 
 
 def test_an_apply_is_recorded_done_in_the_same_write_that_marks_it_complete(ran, monkeypatch):
@@ -758,6 +768,10 @@ def test_final_labels_can_be_copied_to_a_new_field_that_the_run_owns(ran):
             in report.summary())
     assert apply_review(dataset, "vlsr", copy_to="reviewed").outdated_copies == []
     assert dataset.get_run_info("vlsr").config.copies == ["reviewed"]
+    # a copy deleted by hand is not one a run writes back: the summary says nothing of it
+    dataset.delete_sample_field("reviewed")
+    assert "Deleted" not in summarize_run(dataset, "vlsr")
+    apply_review(dataset, "vlsr", copy_to="reviewed")
     # applied to a part: the copies are compared there; the copy just written is not reported
     part = dataset.match(F("filepath").ends_with("d1.png"))
     assert apply_review(part, "vlsr", copy_to="other").outdated_copies == []

@@ -36,6 +36,7 @@ import math
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from datetime import timezone
 from itertools import chain
 
@@ -523,7 +524,9 @@ def relabelled_problem(samples, key=DEFAULT_KEY, results=None):
     config = dataset.get_run_info(key).config
     state = review_state(dataset, key, results, applied_only=True)  # what the fields show
     attribute = label_attributes(key)["canonical"]
-    _, by_label = suggestion_decisions(state.in_force, state.label_map.vocabulary)
+    shown = set(state.applied or [])  # (a decision undone since is in the fields still)
+    _, by_label = suggestion_decisions([replace(e, undone=None) for e in state.edits
+                                        if e.id in shown], state.label_map.vocabulary)
     mapped = ViewExpression({"$let": {"vars": {"label": F("label")},
                                       "in": canonical_of("$$label", state.label_map.canonical)}})
     changed = samples.filter_labels(config.label_field, named(F("label")) & F(attribute).exists()

@@ -362,8 +362,8 @@ class VLSRRun(fors.Run):
     def rename(self, samples, key, new_key):
         # FiftyOne logs this and renames the run anyway: every use of it then says the same
         named = renamed_from(self.config, key) or key  # (the key its fields are named by)
-        if new_key != named:
-            raise ValueError(renamed_note(new_key, named))
+        if new_key != named and any("." not in f for f in self.config.created_fields or []):
+            raise ValueError(renamed_note(new_key, named))  # (a run with no field yet: fine)
 
     def get_fields(self, samples, key):
         return [f for f in owned_fields(samples, key, self.config) if samples.has_field(f)]
@@ -524,9 +524,10 @@ def deleted_outputs(dataset, key, roles=("label", "labels", "suggestions")):
     review views sort by, too), not its bookkeeping."""
     config = dataset.get_run_info(key).config
     created = set(config.created_fields or [])
-    if roles is None:
+    if roles is None:  # (nor the copies of the final labels: Apply writes them, if asked)
         kept = {sample_fields(key)[r] for r in ("embedding", "error", "image_file", "crop_ids",
                                                 "crop_boxes", "crop_embeddings")}
+        kept.update(getattr(config, "copies", None) or [])
         return [f for f in config.created_fields or [] if f not in kept and not dataset.has_field(f)]
     return [f for role, f in sample_fields(key).items()
             if role in roles and f in created and not dataset.has_field(f)]

@@ -528,7 +528,7 @@ def foreign_problem(samples, key):
     n = foreign.count()
     if not n:
         return None
-    return (f"{count(n, 'image')} of these {'holds an embedding' if n == 1 else 'hold embeddings'}"
+    return (f"{count(n, 'image')} {'holds an embedding' if n == 1 else 'hold embeddings'}"
             f" that another model made (brought from another run, by merge_samples say), e.g. "
             f"{foreign.first().filepath}: embed {'it' if n == 1 else 'them'} again (vlsr run, or "
             "VLSR 1 in the App: only they are embedded)")
@@ -1106,10 +1106,12 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
                 final.final_scores[k] = float(final.canonical_scores[k][i])
         old = _MapValues.read(chunk.extra, run.path)
         # the review's tags, then those a curator gave the final label (the App tags every
-        # label field ticked), which an Apply deleted
+        # label field ticked), which an Apply deleted: while it stays that label
         tags = [_review_tags(s, ids, set_, by_sample, by_label, state.edited_labels)
-                + [t for t in (f[2] or [] if f else []) if t not in REVIEW_TAGS.values()]
-                for s, ids, set_, f in zip(chunk.ids, chunk.label_ids, sets, old.final)]
+                + [t for t in (f[2] or [] if f and f[0] == label else [])
+                   if t not in REVIEW_TAGS.values()]
+                for s, ids, set_, f, label in zip(chunk.ids, chunk.label_ids, sets, old.final,
+                                                  final.final_labels)]
         new = _MapValues(
             canonical=[[canonical.get(l) if usable(l) else None for l in ls] for ls in labels],
             cluster=[[cluster.get(l) if usable(l) else None for l in ls] for ls in labels],
