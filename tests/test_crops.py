@@ -121,6 +121,21 @@ def test_a_small_object_is_judged_on_its_crop(photos):
     assert "crop" in info["description"]
 
 
+def test_a_box_at_nan_is_scored_on_the_whole_image_not_stale_forever(photos):
+    """Audit: MongoDB reads a NaN coordinate as equal to itself, Python not: the box read as
+    current to the embedding and as moved to the scoring, which asked, forever, to embed again."""
+    dataset, images = photos
+    sample = dataset.match(fo.ViewField("filepath").ends_with("w3.png")).first()
+    sample.gt.detections.append(fo.Detection(label="glove", bounding_box=[float("nan"), 0.1,
+                                                                          0.2, 0.2]))
+    sample.save()
+    run(dataset, images)
+    report = score_labels(dataset, "vlsr")
+    assert report.n_box_stale == 0 and "compute embeddings again" not in report.summary()
+    assert boxes_of(dataset, "vlsr_crop_fallback")[("w3.png", "glove")] is True
+    assert boxes_of(dataset, "vlsr_crop_similarity")[("w3.png", "glove")] is not None
+
+
 def test_crops_are_cut_once_and_again_only_for_a_moved_box(photos):
     dataset, images = photos
     encoder, _ = run(dataset, images)
@@ -138,6 +153,41 @@ def test_crops_are_cut_once_and_again_only_for_a_moved_box(photos):
     assert report.n_embedded == 1 and len(encoder.boxes_cut) == 3
     score_labels(dataset, "vlsr")
     assert boxes_of(dataset, "vlsr_crop_similarity")[("w2.png", SCREW)] < 0.2  # it shows a glove
+
+
+class Killed(BaseException):
+    """The process killed between two writes."""
+
+
+def test_a_run_killed_between_the_writes_of_a_crop_record_cuts_it_again(photos, monkeypatch):
+    """Audit: a kill after the new box ids and coordinates were written, before their crops,
+    left a sample read as done: its boxes were scored on the old crops, or every scoring ended
+    in a traceback (an added box: 'cannot reshape array')."""
+    dataset, images = photos
+    run(dataset, images)
+    sample = dataset.match(fo.ViewField("filepath").ends_with("w2.png")).first()
+    sample.gt.detections.append(fo.Detection(label="glove", bounding_box=SCREW_BOX))  # added
+    sample.save()
+    write = fo.Dataset.set_values
+    for last in ("vlsr_crop_embeddings", "vlsr_crop_boxes", "vlsr_crop_ids"):
+        def killed_after(self, field, *args, last=last, **kwargs):
+            write(self, field, *args, **kwargs)
+            if field == last:
+                raise Killed
+
+        monkeypatch.setattr(fo.Dataset, "set_values", killed_after)
+        with pytest.raises(Killed):
+            compute_embeddings(dataset, "gt", encoder=FakeEncoder(
+                images, crop_vector=crop_vector(images)), crops=True, crop_min_size=4)
+        monkeypatch.setattr(fo.Dataset, "set_values", write)
+        # the crops are as cut, or not current: said, not used
+        stale = score_labels(dataset, "vlsr").n_box_stale
+        assert stale == (0 if last == "vlsr_crop_ids" else 4), last
+    # the record written whole but the file's stamp: the sample is done, its crops its own
+    encoder = FakeEncoder(images, crop_vector=crop_vector(images))
+    assert compute_embeddings(dataset, "gt", encoder=encoder, crops=True,
+                              crop_min_size=4).n_embedded == 0
+    assert boxes_of(dataset, "vlsr_crop_fallback")[("w2.png", "glove")] is False
 
 
 def test_a_replaced_picture_has_its_crops_cut_again(photos):
@@ -205,6 +255,10 @@ def test_crop_region_pads_squares_and_stays_inside():
     for box in ([0.5, 0.5, 0.03, 0.5], [0.5, 0.5, 0.0, 0.2], [1.2, 0.1, 0.3, 0.3], None,
                 [0.1, float("nan"), 0.2, 0.2], [0.1, 0.2]):
         assert crop_region(box, 100, 100, 0.1, 4) is None, box
+    # audit: a 1-pixel box from 3.5 to 4.5 rounded to 4..4 (halves to even), a crop of no
+    # width, and its whole image failed as unreadable
+    assert crop_region([3.5 / 640, 0.5, 1 / 640, 1 / 480], 640, 480, 0.0, 1) == (4, 240, 5, 241)
+    assert crop_region([639 / 640, 0.5, 1 / 640, 1 / 480], 640, 480, 0.0, 1) == (639, 240, 640, 241)
 
 
 BOX_A, BOX_B = [0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.4, 0.4]

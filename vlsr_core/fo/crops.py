@@ -86,15 +86,19 @@ def box_rows(images, label_ids, labels, boxes, crops):
     n_stale = 0
     for image, ids, coords, (crop_ids, crop_boxes, crop_emb) in zip(images, label_ids, boxes, crops):
         stored = {}
-        if crop_ids is not None and crop_emb is not None:
-            emb = np.asarray(crop_emb, dtype=np.float32).reshape(len(crop_ids), dim)
+        emb = None if crop_emb is None else np.asarray(crop_emb, dtype=np.float32)
+        # (a record of other lengths was written part-way, a kill between its writes: no crop
+        # of it is current, and the next embedding cuts them again)
+        if crop_ids is not None and emb is not None and emb.size == len(crop_ids) * dim and (
+                len(crop_boxes or ()) == len(crop_ids)):
+            emb = emb.reshape(len(crop_ids), dim)
             stored = {i: (b, e) for i, b, e in zip(crop_ids, crop_boxes, emb)}
         for box_id, box in zip(ids, coords):
             cut_from, crop = stored.get(box_id, (None, None))
             if not np.isfinite(image).all():  # no image embedding: nothing to score on
                 rows.append(missing)
                 fallback.append(None)
-            elif crop is None or cut_from != (list(box) if box is not None else None):
+            elif crop is None or not _same_box(cut_from, box):
                 rows.append(missing)  # added or moved since the crops were cut
                 fallback.append(None)
                 n_stale += 1
@@ -105,6 +109,17 @@ def box_rows(images, label_ids, labels, boxes, crops):
     box_labels = [[l] if usable(l) else [] for labels_of in labels for l in labels_of]
     return BoxRows(np.asarray(rows, dtype=np.float32).reshape(len(rows), dim), fallback,
                    box_labels, n_stale)
+
+
+def _same_box(cut_from, box):
+    """Whether a crop cut from the coordinates ``cut_from`` is of ``box`` as it is now, a NaN
+    coordinate equal to a NaN as MongoDB compares them (:func:`crops_current`: a box at NaN
+    read as current there and as moved here was never scored)."""
+    if cut_from is None or box is None:
+        return cut_from is None and box is None
+    box = list(box)
+    return len(cut_from) == len(box) and all(a == b or (a != a and b != b)
+                                             for a, b in zip(cut_from, box))
 
 
 def score_boxes(images, label_ids, labels, boxes, crops, vocabulary, vocab_emb, params,

@@ -1539,6 +1539,9 @@ def _save_view(run, name, view, description):
         drop_saved_views(run.dataset, name, keep=1)  # (the same view, saved at once elsewhere)
 
 
+FLUSH_ORDER = ["embedding", "error", "crop_embeddings", "crop_boxes", "crop_ids", "image_file"]
+
+
 class _Writer:
     """Buffers per-sample embeddings (and crops) and errors and writes them with one bulk update
     a field, when :data:`WRITE_EVERY` samples or :data:`WRITE_SECONDS` have gathered."""
@@ -1563,7 +1566,10 @@ class _Writer:
     def flush(self):
         if self.values["error"]:
             check_held(self.dataset)
-            for name in self.names:
+            # the fields a resume reads as "done" last: the crops' ids (with their boxes, a
+            # sample's crops read as current) after the crops, the file stamp after all; a
+            # kill between two writes left new ids beside the old crops, taken for done
+            for name in sorted(self.names, key=FLUSH_ORDER.index):
                 self.dataset.set_values(self.fields[name], self.values[name], key_field="id")
         self.values = {name: {} for name in self.names}
         self.since = _clock()

@@ -35,9 +35,16 @@ def crop_region(box, width, height, padding=DEFAULT_CROP_PADDING, min_size=DEFAU
         return None
     pad_x, pad_y = padding * (right - left), padding * (bottom - top)
     side = max(right - left + 2 * pad_x, bottom - top + 2 * pad_y)
-    left, right = _widened(left - pad_x, right + pad_x, side, width)
-    top, bottom = _widened(top - pad_y, bottom + pad_y, side, height)
-    return round(left), round(top), round(right), round(bottom)
+    left, right = _pixels(*_widened(left - pad_x, right + pad_x, side, width))
+    top, bottom = _pixels(*_widened(top - pad_y, bottom + pad_y, side, height))
+    return left, top, right, bottom
+
+
+def _pixels(lo, hi):
+    """``[lo, hi]`` rounded to whole pixels, at least one (a 1-pixel box at 3.5 rounded to
+    4..4, halves going to the even number, and the crop of no width failed its whole image)."""
+    lo = round(lo)  # (a pixel or more from the far edge: the region is that wide, inside)
+    return lo, max(round(hi), lo + 1)
 
 
 def _widened(lo, hi, side, limit):
