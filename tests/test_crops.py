@@ -13,6 +13,7 @@ from PIL import Image
 
 from vlsr_core.fo.runs import saved_view_names
 from vlsr_core.fo.stages import VLSRError, compute_embeddings, run_vlsr, score_labels
+from vlsr_core.fo.summary import summarize_run
 from vlsr_core.model.crops import crop_region
 
 from fake_clip import FakeEncoder, build, by_name, image_vector, view_labels
@@ -91,6 +92,9 @@ def test_the_score_summary_counts_boxes_and_labels_alike(photos):
     dataset, images = photos
     sample = dataset.match(fo.ViewField("filepath").ends_with("w2.png")).first()
     sample.gt.detections.append(fo.Detection(label="glove", bounding_box=SCREW_BOX))
+    # audit: boxes of a blank label, not scored, were counted as scored on a crop or image
+    sample.gt.detections.append(fo.Detection(label=" ", bounding_box=SCREW_BOX))
+    sample.gt.detections.append(fo.Detection(label="", bounding_box=TINY_BOX))
     sample.save()
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images, crop_vector=crop_vector(images)),
                        crops=True, crop_min_size=4)
@@ -99,6 +103,8 @@ def test_the_score_summary_counts_boxes_and_labels_alike(photos):
     assert report.summary().startswith("scored 9 labels on 4 samples; 1 sample without an image "
                                        "embedding (unreadable or not embedded) left out; 9 boxes: "
                                        "8 on their crops, 1 on the whole image")
+    summary = summarize_run(dataset, "vlsr")
+    assert "9 boxes scored: 8 on their crops, 1 on the whole image" in summary
 
 
 def test_a_small_object_is_judged_on_its_crop(photos):

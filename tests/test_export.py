@@ -250,7 +250,7 @@ def test_boxes_of_nan_infinite_or_no_size_are_left_out_and_the_file_is_strict_js
     n1["extra"] = fo.Detections(detections=[
         fo.Detection(label="helmet", bounding_box=box, rating=nan) for box in (
             [nan, .1, .1, .1], [inf, 0, .1, .1], [.2, .2, -.1, .1], [.1, .1, 0, 0],
-            [.1, .1, .5, .5])])
+            [1.2, .1, .3, .3], [-.5, -.5, .3, .3], [.1, .1, .5, .5])])
     n1.save()
     export_run(dataset, str(tmp_path / "out"), detections_field="extra")
 
@@ -263,8 +263,8 @@ def test_boxes_of_nan_infinite_or_no_size_are_left_out_and_the_file_is_strict_js
     box = coco["annotations"][0]
     assert box["area"] > 0 and box["rating"] is None
     assert coco_left_out(dataset, "extra") == (
-        "4 boxes without usable coordinates (missing, not finite, or of no width or height) left "
-        "out of the COCO detections")
+        "6 boxes without usable coordinates (missing, not finite, of no width or height, or off "
+        "the image) left out of the COCO detections")
 
 
 def test_the_attributes_of_a_coco_box_are_in_one_order_whatever_the_process(run, tmp_path,
@@ -410,7 +410,7 @@ def test_coco_boxes_get_what_the_fields_show_under_the_export_categories(run, tm
     assert "h3.png" not in image.values()
     assert coco_left_out(dataset, "objects") == (
         "2 boxes on 2 unreadable images and 1 box without usable coordinates (missing, not "
-        "finite, or of no width or height) left out of the COCO detections")
+        "finite, of no width or height, or off the image) left out of the COCO detections")
     # a view without boxes still has its annotations, none
     export_run(dataset.match(F("filepath").ends_with("n1.png")), str(tmp_path / "none"),
                detections_field="objects")

@@ -135,6 +135,8 @@ def score_boxes(images, label_ids, labels, boxes, crops, vocabulary, vocab_emb, 
         a :class:`BoxScores`.
     """
     box = box_rows(images, label_ids, labels, boxes, crops)
+    # a box without a usable label is not scored: not counted as scored on its crop or image
+    box.fallback = [f if l else None for f, l in zip(box.fallback, box.labels)]
     scores = score_images(box.rows, box.labels, vocabulary, vocab_emb, params,
                           frequencies=frequencies)
     similarity = [float(s[0]) if s is not None and len(s) else None for s in scores.similarity]

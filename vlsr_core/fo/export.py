@@ -278,12 +278,14 @@ def _coco_info(samples):
 
 
 def _placed(box):
-    """A box with its four coordinates, finite, and a width and height (a COCO ``bbox`` needs
-    them: NaN or infinity is no JSON)."""
+    """A box with its four coordinates, finite, a width and height, and on the image (a COCO
+    ``bbox`` needs them: NaN or infinity is no JSON; crops score a box off the image on the
+    whole image). A box partly off the image is kept as it is."""
     F = fo.ViewField
     finite = F().is_number() & (F() > -math.inf) & (F() < math.inf)  # (NaN: below -inf here)
     return (box.is_array() & (box.length() == 4) & (box.filter(~finite).length() == 0)
-            & (box[2] > 0) & (box[3] > 0))
+            & (box[2] > 0) & (box[3] > 0) & (box[0] < 1) & (box[1] < 1)
+            & (box[0] + box[2] > 0) & (box[1] + box[3] > 0))
 
 
 def _readable(samples, key):
@@ -355,8 +357,8 @@ def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
     parts = ([f"{count(unreadable, 'box')} on {count(images, 'unreadable image')}"]
              if unreadable else []) + (
         [f"{count(blank, 'box')} with an empty or blank label"] if blank else []) + (
-        [f"{count(unplaced, 'box')} without usable coordinates (missing, not finite, or of no "
-         "width or height)"] if unplaced else [])
+        [f"{count(unplaced, 'box')} without usable coordinates (missing, not finite, of no "
+         "width or height, or off the image)"] if unplaced else [])
     notes = [" and ".join(parts) + " left out of the COCO detections"] if parts else []
     known = set(load_results(samples._dataset, key).vocabulary)
     strange = {l: n for l, n in sized.filter_labels(

@@ -160,7 +160,8 @@ class ScoreReport:
         if self.crops:
             text += (f"; {count(self.n_box_scores, 'box')}: "
                      f"{self.n_box_scores - self.n_box_fallback} on their crops, "
-                     f"{self.n_box_fallback} on the whole image (too small or without coordinates)")
+                     f"{self.n_box_fallback} on the whole image (too small, outside the image "
+                     "or without coordinates)")
             if self.n_box_stale:
                 text += (f", {count(self.n_box_stale, 'box')} not (they changed since their crops were "
                          "cut: compute embeddings again)")

@@ -197,7 +197,8 @@ def _score_line(samples, key, config):
         counts = samples.count_values(path)
         whole, cropped = counts.get(True, 0), counts.get(False, 0)
         line += (f". {count(whole + cropped, 'box')} scored: {cropped} on their crops, {whole} on "
-                 f"the whole image (under {count(config.crop_min_size, 'pixel')} or without coordinates)")
+                 f"the whole image (under {count(config.crop_min_size, 'pixel')}, outside it or "
+                 "without coordinates)")
     return line
 
 
