@@ -701,10 +701,12 @@ def test_columns_a_header_does_not_name_as_labels_are_left_out_and_reported(tmp_
                      "filepath,final_label,final_score,original_labels,suggestions\n"
                      'imgs/c.gif,vise,0.8,"[""vise"", ""Vises"", "" ""]","[[""nut"", 0.7]]"\n'
                      'imgs/c.gif,"[not json]",,"[]",\n'
-                     "imgs/c.gif,\"['cat', 'dog']\"\n")
+                     "imgs/c.gif,\"['cat', 'dog']\"\n"
+                     # audit: numpy arrays, as pandas writes them, were joined: 'hard hathelmet'
+                     "imgs/c.gif,\"['hard hat' 'helmet']\"\n")
     import_csv(csv_path, dataset)
     assert _labels(dataset.match(F("filepath").ends_with("c.gif")).first()) == [
-        "vise", "Vises", "[not json]", "cat", "dog"]
+        "vise", "Vises", "[not json]", "cat", "dog", "hard hat", "helmet"]
     # JSON escapes as JSON reads them: a surrogate pair (json.dumps' default), "\/" (PHP's)
     csv_path = _text(tmp_path / "escaped.csv",
                      'filepath,labels\nimgs/b.png,"[""\\ud840\\udc00 radical"", ""a\\/b""]"\n'

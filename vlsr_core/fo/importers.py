@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import tokenize
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
@@ -254,13 +255,34 @@ def _cell_labels(cell):
         try:  # JSON first: its escapes (surrogate pairs, "\/") are not Python's
             items = json.loads(cell)
         except ValueError:
-            try:
-                items = ast.literal_eval(cell)  # (literals only: nothing is run)
-            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                items = None
+            items = _python_strings(cell)
         if isinstance(items, list) and all(isinstance(i, str) for i in items):
             return [i.strip() for i in items if i.strip()]
     return [cell] if cell else []
+
+
+def _python_strings(cell):
+    """The strings of a list as Python or numpy prints it (``['a', 'b']``, ``['a' 'b']``), each
+    literal apart, or None: ``ast.literal_eval`` joins adjacent literals, and numpy's
+    ``['cat' 'dog']`` (pandas' to_csv of a column of arrays) became the label ``catdog``."""
+    skip = (tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT)
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(cell).readline)
+                  if t.type not in skip]
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    if len(tokens) < 2 or (tokens[0].string, tokens[-1].string) != ("[", "]"):
+        return None
+    strings = []
+    for token in tokens[1:-1]:
+        if token.type == tokenize.STRING:
+            value = ast.literal_eval(token.string)  # (a literal: nothing is run)
+            if not isinstance(value, str):  # (b'...')
+                return None
+            strings.append(value)
+        elif token.string != ",":
+            return None
+    return strings
 
 
 def _not_label_columns(header, where, problems):
