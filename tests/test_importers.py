@@ -21,7 +21,8 @@ from vlsr_core.fo.importers import (
 def _image(path, size=(500, 400), orientation=None):
     """Write a small solid image (format from the extension), optionally with an EXIF orientation."""
     image = Image.new("RGB", size, (120, 60, 30))
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF"}[path.suffix.lower()]
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF", ".webp": "WEBP",
+           ".tif": "TIFF", ".bmp": "BMP"}[path.suffix.lower()]
     if orientation is None:
         image.save(path, format=fmt)
     else:
@@ -349,7 +350,9 @@ def test_factorynet_exif_rotated_jpeg(tmp_path, dataset):
 
 def test_factorynet_image_extensions_and_preference(tmp_path, dataset):
     row = "helmet,0,0,10,10\n"
-    for stem, ext in [("a", ".JPG"), ("b", ".gif"), ("c", ".png"), ("d", ".jpeg")]:
+    for stem, ext in [("a", ".JPG"), ("b", ".gif"), ("c", ".png"), ("d", ".jpeg"),
+                      # audit: "no image beside it" for these
+                      ("w", ".webp"), ("t", ".tif"), ("m", ".bmp")]:
         _pair(tmp_path, stem, row, ext=ext)
     _pair(tmp_path, "g", row, ext=".png")
     _image(tmp_path / "g.jpg")  # .jpg preferred over .png
@@ -365,6 +368,9 @@ def test_factorynet_image_extensions_and_preference(tmp_path, dataset):
         "b": "b.gif",
         "c": "c.png",
         "d": "d.jpeg",
+        "w": "w.webp",
+        "t": "t.tif",
+        "m": "m.bmp",
         "g": "g.jpg",
         "h": "h.JPG",
         "k": "k.jpg",

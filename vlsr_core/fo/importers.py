@@ -42,7 +42,9 @@ from ..wording import count
 from .lease import IMPORT, dataset_document, run_lease
 from .runs import run_outputs, sample_fields
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif")  # Factorynet image types, preferred first
+# Factorynet image types, preferred first; then those of images saved again in other formats
+# (a CSV beside a .webp was said to have "no image beside it")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp")
 SOURCES = ("user", "wikimedia")  # the values Factorynet's optional sixth column takes
 DEFAULT_CANVAS_WIDTH = 891  # the canvas width most Factorynet labelling sessions used
 WHOLE_IMAGE_TOLERANCE = 0.02  # relative aspect-ratio error for a box to count as the whole image
@@ -507,7 +509,8 @@ def _factorynet_pairs(directory, recursive, problems) -> list[tuple[str, str]]:
 
 
 def _image_preference(name) -> tuple:
-    """Sort key among images sharing a base name: .jpg, .JPG (other casings), .jpeg, .png, .gif."""
+    """Sort key among images sharing a base name: .jpg, .JPG (other casings), .jpeg, .png, .gif
+    and :data:`IMAGE_EXTENSIONS`' others."""
     ext = os.path.splitext(name)[1]
     return IMAGE_EXTENSIONS.index(ext.lower()), ext != ext.lower(), name
 
