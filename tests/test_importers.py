@@ -1,6 +1,7 @@
 """Tests of vlsr_core.fo.importers: Factorynet folders and plain CSVs, built in tmp_path."""
 
 import os
+import shutil
 import re
 
 import fiftyone as fo
@@ -758,6 +759,15 @@ def test_import_csv_says_why_a_path_names_no_image(tmp_path, dataset, monkeypatc
     assert _problem(report, f"{csv_path}:3", "paths are read from the CSV's folder",
                     "imgs/a.jpg is a file from the current folder")
     assert _problem(report, f"{csv_path}:4", "is a folder, not an image file")
+    # audit: an image named by a hash alone was "not an image file", a JPEG as it was
+    shutil.copy(tmp_path / "imgs" / "a.jpg", tmp_path / "imgs" / "3f9a2c0d1e")
+    (tmp_path / "imgs" / "clip.mp4").write_bytes(b"")
+    csv_path = _text(tmp_path / "csvs" / "n.csv", "../imgs/3f9a2c0d1e,x\n../imgs/clip.mp4,x\n")
+    report = import_csv(csv_path, dataset)
+    assert _problem(report, f"{csv_path}:1", "3f9a2c0d1e: its name has no extension, and FiftyOne "
+                    "tells an image by the extension of its file name: rename it with its image "
+                    "extension (.jpg, .png, ...)")
+    assert _problem(report, f"{csv_path}:2", "clip.mp4 is a video, not an image file")
 
 
 def test_import_csv_with_semicolons_says_the_cells_need_commas(tmp_path, dataset):

@@ -227,7 +227,7 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
             report.problems.append((where, _missing_image(path, filepath, folder, cells, header)))
             continue
         if fom.get_media_type(filepath) != fom.IMAGE:
-            report.problems.append((where, f"not an image file {filepath}; row skipped"))
+            report.problems.append((where, _not_an_image(filepath)))
             continue
         labels = [l for k, c in enumerate(cells) if k and k not in left_out
                   for l in _cell_labels(c)]
@@ -318,6 +318,17 @@ def _not_label_columns(header, where, problems):
             "such as id, count or score, or it is blank: rename a column so to import its cells "
             "as labels)")))
     return left_out
+
+
+def _not_an_image(filepath):
+    """Why the file ``filepath`` is not imported as an image: FiftyOne tells a file's media by
+    its name's extension, and a scraped image is often named by a hash alone."""
+    if fom.get_media_type(filepath) == fom.VIDEO:
+        return f"{filepath} is a video, not an image file; row skipped"
+    ext = os.path.splitext(filepath)[1]
+    named = f"its extension {ext} is not an image's" if ext else "its name has no extension"
+    return (f"{filepath}: {named}, and FiftyOne tells an image by the extension of its file "
+            "name: rename it with its image extension (.jpg, .png, ...); row skipped")
 
 
 def _missing_image(path, filepath, folder, cells, header):
