@@ -1,8 +1,8 @@
 """Tests of vlsr_core.fo.importers: Factorynet folders and plain CSVs, built in tmp_path."""
 
 import os
-import shutil
 import re
+import shutil
 
 import fiftyone as fo
 from fiftyone import ViewField as F
