@@ -631,8 +631,12 @@ def test_linked_subfolders_are_walked_once_and_a_link_loop_ends(tmp_path, datase
 
 
 def test_factorynet_missing_directory(tmp_path, dataset):
-    with pytest.raises(NotADirectoryError):
+    with pytest.raises(NotADirectoryError, match=f"^no such folder: {tmp_path / 'nope'}$"):
         import_factorynet(tmp_path / "nope", dataset)
+    # audit: a CSV given was "not a directory", as a folder missing was
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder: .* for one CSV of "
+                                                 "image paths and labels, use vlsr import-csv"):
+        import_factorynet(_text(tmp_path / "l.csv", "imgs/a.jpg,helmet\n"), dataset)
 
 
 # ---------------------------------------------------------------- import_csv
@@ -923,6 +927,21 @@ def test_a_csv_as_a_spreadsheet_may_save_it(tmp_path, dataset):
     with pytest.raises(InputFileError, match=re.escape(
             'is UTF-16 text (a spreadsheet\'s "Unicode Text"): save it as "CSV UTF-8"')):
         import_csv(utf16, dataset)
+    # audit: without its byte order mark, an .xlsx or a .gz: "a binary file", no more
+    utf16.write_bytes("filepath,label\nimgs/a.jpg,helmet\n".encode("utf-16-le"))
+    with pytest.raises(InputFileError, match=re.escape(
+            'binary file (it holds NUL bytes), not a CSV file; it looks like UTF-16 text')):
+        import_csv(utf16, dataset)
+    import gzip
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "book.xlsx", "w") as book:
+        book.writestr("xl/workbook.xml", "<workbook/>")
+    with pytest.raises(InputFileError, match=re.escape('is a workbook or zip archive, not a CSV '
+                                                       'file: save it as "CSV UTF-8"')):
+        import_csv(tmp_path / "book.xlsx", dataset)
+    (tmp_path / "l.csv.gz").write_bytes(gzip.compress(b"imgs/a.jpg,helmet\n"))
+    with pytest.raises(InputFileError, match=r"is compressed \(gzip\), not a CSV file"):
+        import_csv(tmp_path / "l.csv.gz", dataset)
     with pytest.raises(InputFileError, match="holds a header row and nothing else: it lists no"):
         import_csv(_text(tmp_path / "h.csv", "filepath,label\n"), dataset)
     with pytest.raises(InputFileError, match="'my field' cannot be a label field"):

@@ -179,7 +179,10 @@ def import_factorynet(
     """Add every image of a Factorynet folder that has its CSV, with labels and canvas-scaled boxes."""
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
-        raise NotADirectoryError(f"not a directory: {directory}")
+        raise NotADirectoryError(
+            f"{directory} is a file, not a folder: vlsr import-factorynet reads a folder of images "
+            "each with a CSV of its boxes; for one CSV of image paths and labels, use vlsr "
+            "import-csv" if os.path.isfile(directory) else f"no such folder: {directory}")
     if label_field == detections_field:
         raise InputFileError(f"the labels and the boxes need two fields, not both {label_field!r}")
     _check_fields(dataset, {label_field: fo.Classifications, detections_field: fo.Detections})
@@ -431,8 +434,18 @@ def _csv_rows(path, problems) -> list[tuple[int, list[str]]]:
     if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
         raise InputFileError(f"{path} is UTF-16 text (a spreadsheet's \"Unicode Text\"): save it "
                              "as \"CSV UTF-8\"")
+    if data[:4] == b"PK\x03\x04":  # (a zip: an .xlsx or .ods workbook)
+        raise InputFileError(f"{path} is a workbook or zip archive, not a CSV file: save it as "
+                             "\"CSV UTF-8\" (or unzip it)")
+    if data[:2] == b"\x1f\x8b":
+        raise InputFileError(f"{path} is compressed (gzip), not a CSV file: decompress it first")
     if b"\x00" in data[:65536]:
-        raise InputFileError(f"{path} is a binary file (it holds NUL bytes), not a CSV file")
+        # (UTF-16 without its byte order mark: every other byte of ASCII text is NUL)
+        utf16 = any(len(half) > 1 and half.count(0) >= 0.9 * len(half)
+                    for half in (data[1:400:2], data[0:400:2]))
+        raise InputFileError(f"{path} is a binary file (it holds NUL bytes), not a CSV file" + (
+            "; it looks like UTF-16 text (a spreadsheet's \"Unicode Text\"): save it as \"CSV "
+            "UTF-8\"" if utf16 else ""))
     text = _decoded(data, path, problems)
     reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
     rows, end = [], 0
