@@ -145,6 +145,12 @@ def test_an_import_of_nothing_leaves_no_empty_dataset(tmp_path, dataset_name, ca
     assert main(["import-csv", str(tmp_path / "bad.csv"), "--dataset", dataset_name]) == 1
     assert "no such file" in capsys.readouterr().out
     assert not fo.dataset_exists(dataset_name)
+    # audit: images imported without their labels (a column not named as labels), exit 0
+    image = _images(tmp_path, 1)[0]
+    (tmp_path / "named.csv").write_text(f"filepath,name\n{image},helmet\n")
+    assert main(["import-csv", str(tmp_path / "named.csv"), "--dataset", dataset_name]) == 1
+    assert "1 sample added, 0 labels read" in capsys.readouterr().out
+    fo.delete_dataset(dataset_name)
     # an existing dataset is kept, even empty
     fo.Dataset(dataset_name, persistent=True)
     assert main(["import-csv", str(tmp_path / "typo.csv"), "--dataset", dataset_name]) == 2

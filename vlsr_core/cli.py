@@ -534,7 +534,8 @@ SHOWN_PROBLEMS = 20  # lines of an import's problems printed without --all-probl
 def _report_import(report, dataset, everything, fields):
     """Print what an import into the label ``fields`` did and its problems, a reason met many
     times on one line; return the exit status: 1 when the input gave the dataset nothing (not
-    even images it already had)."""
+    even images it already had), or no label where some of it could not be read (a column of
+    labels not named so: a script went on with unlabelled images)."""
     print(report.summary(first_problem=False))
     if everything:
         lines = [f"  {where}: {why}" for where, why in report.problems]
@@ -555,7 +556,8 @@ def _report_import(report, dataset, everything, fields):
         print(f"what was imported is not in {'its run' if len(runs) == 1 else 'the runs'} "
               f"{', '.join(map(repr, runs))} yet: run `vlsr run` again on {dataset.name!r} "
               "(only what is new is embedded)")
-    return 0 if report.n_samples or report.n_existing else 1
+    gave = (report.n_samples or report.n_existing) and (report.n_labels or not report.problems)
+    return 0 if gave else 1
 
 
 def _problem_kinds(problems):
