@@ -166,8 +166,9 @@ def test_importing_a_corrected_csv_again_adds_its_new_labels_and_a_run_scores_th
     assert "unclosed quote" in capsys.readouterr().out
     run = ["run", "--dataset", dataset_name, "--label-field", "ground_truth", "--model", tiny_clip,
            "--min-cluster-size", "1"]
-    assert main(run) == 0
-    capsys.readouterr()
+    assert main(run + ["--crop-padding", "0.3"]) == 0
+    # (audit: dropped without a word, and a later --crops took the defaults)
+    assert "--crop-padding has no effect without --crops" in capsys.readouterr().out
 
     labels.write_text(f'{paths[0].name},helmet\n{paths[1].name},"glove"\n{paths[0].name},hard hat\n')
     assert main(["import-csv", str(labels), "--dataset", dataset_name]) == 0

@@ -615,6 +615,10 @@ def _run(a, dataset=None, encoder=None):
         samples = _saved_view(dataset, view) if view else dataset
     if kept:  # (so that a re-run never changes model or mode unnoticed, nor keeps them so)
         print(f"run {a.key!r} keeps the values it last used: {' '.join(kept)}")
+    idle = [f"--{n.replace('_', '-')}" for n in ("crop_padding", "crop_min_size") if n in vars(a)]
+    if idle and not embed.crops:  # (they were dropped without a word)
+        print(f"{' and '.join(idle)} {'has' if len(idle) == 1 else 'have'} no effect without "
+              "--crops (boxes scored on their crops)")
     if run is not None and merge.mode != run.mode:
         print(f"run {a.key!r} was clustered in the {run.mode} mode: the clustering flags left "
               "out take the defaults of the " + merge.mode + " mode")
