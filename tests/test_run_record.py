@@ -281,7 +281,7 @@ def test_a_run_renamed_by_fiftyone_is_refused_in_one_line_until_renamed_back(ran
     embedded, and a run of v2 embedded every image again beside the vlsr_ fields."""
     from vlsr_core.fo.export import export_run
     from vlsr_core.fo.review import apply_review
-    from vlsr_core.fo.runs import RunDeletedError, delete_run
+    from vlsr_core.fo.runs import delete_run
     from vlsr_core.fo.summary import summarize_run
 
     dataset, images = ran[0], ran[1]
