@@ -36,7 +36,6 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import replace
 from datetime import timezone
 from itertools import chain
 
@@ -61,7 +60,7 @@ from .labels import (
     query_bytes,
 )
 from .lease import holds_run, running_note
-from .review import cluster_first, labels_problem, review_state
+from .review import applied_edits, cluster_first, labels_problem, review_state
 from .runs import (
     deleted_note,
     deleted_outputs,
@@ -526,9 +525,8 @@ def relabelled_problem(samples, key=DEFAULT_KEY, results=None):
     config = dataset.get_run_info(key).config
     state = review_state(dataset, key, results, applied_only=True)  # what the fields show
     attribute = label_attributes(key)["canonical"]
-    shown = set(state.applied or [])  # (a decision undone since is in the fields still)
-    _, by_label = suggestion_decisions([replace(e, undone=None) for e in state.edits
-                                        if e.id in shown], state.label_map.vocabulary)
+    _, by_label = suggestion_decisions(applied_edits(state.edits, state.applied),
+                                       state.label_map.vocabulary)
     mapped = ViewExpression({"$let": {"vars": {"label": F("label")},
                                       "in": canonical_of("$$label", state.label_map.canonical)}})
     changed = samples.filter_labels(config.label_field, named(F("label")) & F(attribute).exists()

@@ -229,8 +229,9 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
         if not os.path.isfile(filepath):
             report.problems.append((where, _missing_image(path, filepath, folder, cells, header)))
             continue
-        if fom.get_media_type(filepath) != fom.IMAGE:
-            report.problems.append((where, _not_an_image(filepath)))
+        media = fom.get_media_type(filepath)
+        if media != fom.IMAGE:
+            report.problems.append((where, _not_an_image(filepath, media)))
             continue
         labels = [l for k, c in enumerate(cells) if k and k not in left_out
                   for l in _cell_labels(c)]
@@ -323,10 +324,11 @@ def _not_label_columns(header, where, problems):
     return left_out
 
 
-def _not_an_image(filepath):
-    """Why the file ``filepath`` is not imported as an image: FiftyOne tells a file's media by
-    its name's extension, and a scraped image is often named by a hash alone."""
-    if fom.get_media_type(filepath) == fom.VIDEO:
+def _not_an_image(filepath, media):
+    """Why the file ``filepath``, of FiftyOne's ``media`` type, is not imported as an image:
+    FiftyOne tells a file's media by its name's extension, and a scraped image is often named
+    by a hash alone."""
+    if media == fom.VIDEO:
         return f"{filepath} is a video, not an image file; row skipped"
     ext = os.path.splitext(filepath)[1]
     named = f"its extension {ext} is not an image's" if ext else "its name has no extension"

@@ -323,10 +323,7 @@ def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False, edi
         wanted = set(edit_ids)
         edits = [replace(e, undone=None) for e in edits if e.id in wanted]
     label_map, emb = clustered_label_map(dataset, key, results)
-    use = edits
-    if applied_only:
-        shown = set(applied.get("edits", []))
-        use = [replace(e, undone=None) for e in edits if e.id in shown]
+    use = applied_edits(edits, applied.get("edits")) if applied_only else edits
     reviewed, outcomes = review_label_map(label_map, emb, use)
     before, after = label_map.canonical, reviewed.canonical
     edited = {l for l in before if before[l] != after[l]}
@@ -334,6 +331,13 @@ def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False, edi
                        applied.get("time"), emb, clustering=_clustering_stamp(dataset, key, config),
                        applied_partly=bool(applied.get("partly")),
                        apply_stopped=stage_stopped(config, "apply"))
+
+
+def applied_edits(edits, applied):
+    """The ``edits`` the run's fields show (ids ``applied``, None: none), as in force: one
+    undone since is in the fields still, until the next Apply."""
+    shown = set(applied or [])
+    return [replace(e, undone=None) for e in edits if e.id in shown]
 
 
 _CACHE = {}  # (dataset, key, what the state depends on) -> ReviewState, the last few
