@@ -208,31 +208,54 @@ class CLIPEncoder:
             paths: image files.
             boxes: optional, per image, its boxes (FiftyOne ``[x, y, w, h]``, relative): each is
                 cut from the decoded image (:func:`~vlsr_core.model.crops.crop_region`) and
-                embedded too, so an image is decoded once for all its boxes. A batch then holds
-                at most ``batch_size`` images and crops together (at least one image).
+                embedded too. An image is decoded once for every ``batch_size`` of its boxes,
+                and no more than ``batch_size`` images and crops are preprocessed at once, so
+                that memory stays bounded however many boxes an image has. An image is yielded
+                with the batch that embeds its last crop.
             crop: ``(padding, min_size)`` of the crops.
         """
         ip = self.processor.image_processor
         draft = _input_side(ip) if self.jpeg_draft and boxes is None else None
-        files = _ImageFiles(list(paths), ip, self.max_pixels, draft, boxes, crop)
+        parts = _parts([0] * len(paths) if boxes is None else [len(b) for b in boxes],
+                       self.batch_size)
         loader = DataLoader(
-            files,
-            batch_sampler=_batches([len(b) for b in boxes] if boxes is not None else
-                                   [0] * len(files), self.batch_size),
+            _ImageFiles(list(paths), ip, self.max_pixels, draft, boxes, crop, parts),
+            batch_sampler=_batches(parts, self.batch_size),
             num_workers=self.num_workers,
             collate_fn=_collate,
             prefetch_factor=2 if self.num_workers else None,
             worker_init_fn=_quiet_when_left,
         )
-        for indices, pixels, crops, failures in loader:
-            embeddings = np.empty((0, self.dim), dtype=np.float32)
-            if len(indices):
-                embeddings = self.embed_pixels(pixels)
-            yield ImageBatch(np.asarray(indices, dtype=np.int64), embeddings, failures,
-                             None if boxes is None else self._embed_crops(crops))
+        held, failed = {}, None  # the image whose parts are still coming: its rows so far
+        for done, pixels in loader:
+            rows = iter(self.embed_pixels(pixels) if pixels is not None else ())
+            cut = iter(self._embed_crops([d.crops for d in done if d.failure is None])
+                       if boxes is not None else ())
+            indices, embeddings, failures, crops = [], [], [], []
+            for d in done:
+                if d.failure is not None or d.index == failed:  # a part fails its whole image
+                    held.pop(d.index, None)
+                    if d.index != failed:
+                        failures.append(d.failure)
+                        failed = d.index
+                    continue
+                if d.first:
+                    held[d.index] = (next(rows), [])
+                if boxes is not None:
+                    held[d.index][1].append(next(cut))
+                if d.last:
+                    embedding, crop_rows = held.pop(d.index)
+                    indices.append(d.index)
+                    embeddings.append(embedding)
+                    crops.append(np.concatenate(crop_rows) if boxes is not None else None)
+            if indices or failures:
+                yield ImageBatch(np.asarray(indices, dtype=np.int64),
+                                 np.stack(embeddings) if embeddings else
+                                 np.empty((0, self.dim), dtype=np.float32),
+                                 failures, None if boxes is None else crops)
 
     def _embed_crops(self, crops):
-        """Per image, float32 (boxes, dim): its crops' embeddings, NaN for boxes left uncut."""
+        """Per part, float32 (boxes, dim): its crops' embeddings, NaN for boxes left uncut."""
         cut = [pixels for pixels, _ in crops if pixels is not None]
         rows = (np.concatenate([self.embed_pixels(p) for p in torch.cat(cut).split(self.batch_size)])
                 if cut else np.empty((0, self.dim), np.float32))
@@ -318,32 +341,48 @@ def _normalized(features):
     return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
 
-class _ImageFiles:
-    """Decodes and preprocesses one image per item, and the crops of its boxes if there are
-    boxes, turning failures into a reason."""
+class _Part(NamedTuple):
+    """What a worker hands over for one part of one image: the image itself with its first
+    boxes, or more of its boxes."""
 
-    def __init__(self, paths, image_processor, max_pixels, draft=None, boxes=None, crop=None):
+    index: int  # the image's position in the input
+    first: bool  # the part that embeds the image (pixels)
+    last: bool  # the image's last part
+    pixels: object  # the image preprocessed (first part), else None
+    crops: tuple | None  # with boxes: (preprocessed crops or None, bool ndarray: which were cut)
+    failure: ImageFailure | None
+
+
+class _ImageFiles:
+    """Decodes and preprocesses one part of one image per item (:func:`_parts`): the image and
+    its first boxes' crops, or more of its crops; failures turn into a reason."""
+
+    def __init__(self, paths, image_processor, max_pixels, draft, boxes, crop, parts):
         self.paths = paths
         self.image_processor = image_processor
         self.max_pixels = max_pixels
         self.draft = draft
         self.boxes = boxes
         self.crop = crop
+        self.parts = parts
 
     def __len__(self):
-        return len(self.paths)
+        return len(self.parts)
 
-    def __getitem__(self, i):
+    def __getitem__(self, j):
+        i, lo, hi, first = self.parts[j]
+        last = hi == (0 if self.boxes is None else len(self.boxes[i]))
         path = str(self.paths[i])
         try:
             image = load_image(path, max_pixels=self.max_pixels, draft=self.draft)
-            pixels = self._pixels([image])[0]
-            crops = None if self.boxes is None else self._crops(image, self.boxes[i])
+            pixels = self._pixels([image])[0] if first else None
+            crops = None if self.boxes is None else self._crops(image, self.boxes[i][lo:hi])
         except BadImageError as e:
-            return i, None, None, ImageFailure(i, path, e.reason)
+            return _Part(i, first, last, None, None, ImageFailure(i, path, e.reason))
         except Exception as e:  # a preprocessing failure skips this image, not the run
-            return i, None, None, ImageFailure(i, path, f"preprocessing failed ({type(e).__name__}: {e})")
-        return i, pixels, crops, None
+            return _Part(i, first, last, None, None, ImageFailure(
+                i, path, f"preprocessing failed ({type(e).__name__}: {e})"))
+        return _Part(i, first, last, pixels, crops, None)
 
     def _pixels(self, images):
         return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
@@ -372,16 +411,31 @@ def _quiet_when_left(worker_id=None):
     sys.excepthook = hook
 
 
-def _batches(n_boxes, batch_size):
-    """Index lists of consecutive images holding at most ``batch_size`` images and crops
-    together (an image with more boxes alone)."""
-    batches, batch, size = [], [], 0
+def _parts(n_boxes, batch_size):
+    """``(image, first box, end box, is the image's first part)`` per part: an image with its
+    first ``batch_size - 1`` boxes, then ``batch_size`` of its boxes a part, so that no part
+    preprocesses more than ``batch_size`` images and crops (an image of 2,000 boxes took some
+    3 GB at once)."""
+    parts = []
     for i, n in enumerate(n_boxes):
-        if batch and size + 1 + n > batch_size:
+        ends = [min(n, batch_size - 1)]
+        while ends[-1] < n:
+            ends.append(min(n, ends[-1] + batch_size))
+        parts += [(i, lo, hi, k == 0)
+                  for k, (lo, hi) in enumerate(zip([0] + ends[:-1], ends))]
+    return parts
+
+
+def _batches(parts, batch_size):
+    """Index lists of consecutive parts holding at most ``batch_size`` images and crops."""
+    batches, batch, size = [], [], 0
+    for j, (_, lo, hi, first) in enumerate(parts):
+        n = first + hi - lo
+        if batch and size + n > batch_size:
             batches.append(batch)
             batch, size = [], 0
-        batch.append(i)
-        size += 1 + n
+        batch.append(j)
+        size += n
     return batches + [batch] if batch else batches
 
 
@@ -393,8 +447,7 @@ def _input_side(image_processor):
     return max(side or 0 for side in sides)
 
 
-def _collate(items):
-    good = [(i, p, c) for i, p, c, _ in items if p is not None]
-    failures = [f for *_, f in items if f is not None]
-    pixels = torch.stack([p for _, p, _ in good]) if good else None
-    return [i for i, _, _ in good], pixels, [c for *_, c in good], failures
+def _collate(parts):
+    """The parts, and their images' preprocessed pixels stacked (None if no part has them)."""
+    pixels = [p.pixels for p in parts if p.pixels is not None]
+    return parts, torch.stack(pixels) if pixels else None
