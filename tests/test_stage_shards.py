@@ -167,8 +167,15 @@ def test_a_shard_writes_only_for_the_batch_in_progress(main):
                                         "one in progress .the stage is in other shards"):
         score_shard(dataset, "vlsr", batch="a")
     assert dataset.count("gt.classifications.vlsr_similarity") == 0
+    # shards prepared from Python: the summary names the call that completes the stage (it
+    # said the last shard to finish does, which is true of delegated shards only)
+    from vlsr_core.fo.summary import summarize_run
+
+    assert ("*score labels* runs in shards, from Python: `finish_score_shards` completes it "
+            "once every shard is done.") in summarize_run(dataset, "vlsr")
     score_labels(dataset)  # one process supersedes "b"
-    with pytest.raises(VLSRError, match="the stage is complete"):
+    with pytest.raises(VLSRError, match="Nothing written: the shards' score labels .*the stage "
+                                        "is complete"):  # (no shard was called)
         finish_score_shards(dataset, "vlsr", batch="b")
     with pytest.raises(VLSRError, match="the stage is not started"):
         finish_cluster_shards(dataset, "vlsr")
@@ -482,6 +489,33 @@ def test_a_failed_image_shard_is_told_until_its_images_are_embedded(main, tiny_c
         left = dataset.exists("vlsr_embedding", False).exists("vlsr_error", False).count()
         assert left == on_view  # (a sample outside the view: in no shard)
         assert "sharded" not in form("score_labels", dataset, key="vlsr")["type"]["properties"]
+
+
+@pytest.mark.parametrize("change", ["add", "delete"])
+def test_a_shard_run_again_over_moved_cuts_does_not_stand_for_one_never_run(main, tmp_path,
+                                                                             change):
+    """Shards are cut again from the samples of the moment: a shard run again after samples
+    were added or deleted covered another range, its parts overlapped, and the finish counted
+    their samples twice: it completed the stage with the third shard never run."""
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    prepare_score_shards(dataset, "vlsr", top_k=3)
+    for part in shards(dataset, 3)[:2]:
+        score_shard(part, "vlsr")
+    never_run = shards(dataset, 3)[2].values("id")
+    if change == "add":
+        image = tmp_path / "later.png"
+        image.write_bytes(b"")
+        dataset.add_samples([fo.Sample(filepath=str(image)) for _ in range(4)])
+    else:
+        dataset.delete_samples(shards(dataset, 3)[0].first())
+    score_shard(shards(dataset, 3)[1], "vlsr")
+    left = len(set(never_run) - set(shards(dataset, 3)[1].values("id")))
+    assert left > 0
+    with pytest.raises(VLSRError, match=f"Nothing finished: {left} samples of these are in no "
+                                        "shard"):
+        finish_score_shards(dataset, "vlsr")
+    assert dataset.get_run_info("vlsr").config.stages["score"] == "shards:shards"
 
 
 def test_parts_that_are_not_id_ranges_are_counted_by_the_samples_they_wrote(main):

@@ -51,8 +51,9 @@ def missing(samples, key, stage, batch):
     """How many samples of ``samples`` the shards of ``batch`` recorded so far leave out (samples
     added since it was opened aside: no shard has them); None if the batch has no record (one
     opened by an earlier version). Shards that each wrote every sample of their id range
-    (:func:`~.chunks.shards`) are told exactly, as the samples in none of them; others (parts
-    by tag, say) by how many samples they wrote."""
+    (:func:`~.chunks.shards`) are told exactly, as the samples in none of them, also when a
+    shard run again covered another range; others (parts by tag, say) by how many samples
+    they wrote."""
     from fiftyone import ViewField as F
 
     record = _records().find_one({"_id": _id(samples._dataset, key, stage), "batch": batch})
@@ -64,11 +65,11 @@ def missing(samples, key, stage, batch):
     parts = sorted((p for p in record["parts"].values() if p["n"]), key=lambda p: p["first"])
     inside = [(F("_id") >= ObjectId(p["first"])) & (F("_id") <= ObjectId(p["last"]))
               for p in parts]
-    written = sum(p["n"] for p in parts)
-    if all(a["last"] < b["first"] for a, b in zip(parts, parts[1:])) and (
-            not inside or samples.match(F.any(inside)).count() <= written):  # (< : deleted since)
+    # each part wrote every sample of its range (fewer: deleted since), however the ranges
+    # overlap (a shard run again after samples were added or deleted: its cuts moved)
+    if all(samples.match(i).count() <= p["n"] for i, p in zip(inside, parts)):
         return samples.match(~F.any(inside)).count() if inside else samples.count()
-    return max(0, samples.count() - written)
+    return max(0, samples.count() - sum(p["n"] for p in parts))
 
 
 def close_batch(dataset, key, stage, batch):

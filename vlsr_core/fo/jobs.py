@@ -111,8 +111,8 @@ def shard_note(dataset, key):
         if latest:
             notes.append(_shards_note(STAGE_NAMES[stage], batch, latest, heard, now))
         else:  # (shards run from Python)
-            notes.append(f"*{STAGE_NAMES[stage]}* runs in shards: the last shard to finish "
-                         "completes it.")
+            notes.append(f"*{STAGE_NAMES[stage]}* runs in shards, from Python: "
+                         f"`finish_{stage}_shards` completes it once every shard is done.")
     if not notes:
         return None
     return " ".join(notes) + (" Running a stage again starts over, and its pending shards then "

@@ -695,7 +695,8 @@ def _shard_run(samples, key, stage, batch, vocabulary, finish=False):
     reload_run(dataset, key)
     state = dataset.get_run_info(key).config.stages.get(stage) if dataset.has_run(key) else None
     if state != f"shards:{batch}":
-        raise VLSRError(f"Nothing written: this shard's {STAGE_NAMES[stage]} of run {key!r} is not "
+        whose = "the shards'" if finish else "this shard's"
+        raise VLSRError(f"Nothing written: {whose} {STAGE_NAMES[stage]} of run {key!r} is not "
                         f"the one in progress (the stage is {_state_text(state)}): its batch was "
                         "finished already, superseded by a later run of the stage, or never "
                         "prepared")
