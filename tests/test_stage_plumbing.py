@@ -159,6 +159,66 @@ def test_a_view_that_hides_fields_is_run_on_with_every_field(main):
     assert "power drill" in dataset.distinct("vlsr_label.label")
 
 
+def test_a_view_that_selects_labels_is_refused_before_it_wipes_the_final_labels(main):
+    """``select_labels(fields="vlsr_label")`` (the final labels a curator tagged) hides the
+    input field whole: Apply through it wiped those samples' final labels and scoring their
+    scores, both reporting success. Without ``fields`` the run's output fields are filtered
+    too, and a new run wrote no ``vlsr_labels``. Such views are refused; an ``exclude_labels``
+    of the input alone is a filter of its labels, as ``filter_labels`` is."""
+    from vlsr_core.fo.review import apply_review
+    from vlsr_core.fo.stages import VLSRError, compute_embeddings, score_labels
+
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    finals = dataset.values("vlsr_label.label")
+    scores = dataset.values("vlsr_min_similarity")
+    dataset.limit(5).tag_labels("bad", label_fields="vlsr_label")
+    tagged = dataset.select_labels(tags="bad", fields="vlsr_label")
+    for stage in (apply_review, score_labels, cluster_and_merge):
+        with pytest.raises(VLSRError, match=r"The view selects labels \(SelectLabels\) .* "
+                           "use match_labels"):
+            stage(tagged, "vlsr")
+    with pytest.raises(VLSRError, match="The view excludes labels"):
+        apply_review(dataset.exclude_labels(tags="bad", fields="vlsr_label"), "vlsr")
+    assert dataset.values("vlsr_label.label") == finals
+    assert dataset.values("vlsr_min_similarity") == scores
+    assert dataset.count_label_tags("vlsr_label") == {"bad": 5}
+    apply_review(dataset.match_labels(tags="bad", fields="vlsr_label"), "vlsr")  # the advice
+    assert dataset.values("vlsr_label.label") == finals
+
+    dataset.tag_labels("ok", label_fields="gt")
+    for stage in (lambda v: run_vlsr(v, "gt", key="new", encoder=FakeEncoder(images)),
+                  lambda v: compute_embeddings(v, "gt", key="new", encoder=FakeEncoder(images))):
+        with pytest.raises(VLSRError, match="The view selects labels"):
+            stage(dataset.select_labels(tags="ok"))
+    assert not dataset.has_run("new")
+    one = dataset.exists("vlsr_labels").first().gt.classifications[0].id
+    run_vlsr(dataset.exclude_labels(ids=[one], fields="gt"), "gt", key="new",
+             encoder=FakeEncoder(images), min_cluster_size=1)
+    assert dataset.count("new_labels.classifications") == dataset.count(
+        "vlsr_labels.classifications") - 1
+
+
+def test_a_second_view_run_under_one_key_says_the_first_ones_samples_keep_the_old_map(
+        main, caplog):
+    """Two unsaved views run one after the other under one key: the label map was made again
+    from the second's labels alone, while the first's samples kept the old one's final labels,
+    without a word (the App's forms warn of a narrowed target; the API said nothing)."""
+    dataset, images = main
+    ids = dataset.values("id")
+    first, second = dataset.select(ids[:7]), dataset.select(ids[7:])
+    for view in (first, first, dataset, dataset):  # a rerun, a widening: nothing to say
+        run_vlsr(view, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    assert "outside this view" not in caplog.text
+    run_vlsr(second, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    n = len(first.exists("vlsr_label"))
+    warned = [r.getMessage() for r in caplog.records if "outside this view" in r.getMessage()]
+    assert warned == [f"Run 'vlsr' gave final labels to {n} samples outside this view: its "
+                      "label map is made again from the view's labels alone, and those samples "
+                      "keep the old one's until the run is scored and clustered on the dataset "
+                      "(or a view holding them). Use another run key to keep the two apart"]
+
+
 def test_an_image_embedding_of_another_size_is_said_with_what_to_do(main):
     """Samples merged in from a dataset embedded by another model keep that model's embeddings:
     of another size, scoring failed with numpy's broadcast error."""

@@ -216,8 +216,12 @@ def test_label_field_missing_or_not_labels_is_refused(main):
     dataset.set_values("note", ["x"] * len(dataset))
     with pytest.raises(VLSRError, match="No field 'nope'.*gt"):
         compute_embeddings(dataset, "nope", encoder=FakeEncoder(images))
-    with pytest.raises(VLSRError, match="'note' is StringField.*Classification"):
+    with pytest.raises(VLSRError, match="'note' is StringField.*Detections fields$"):
         compute_embeddings(dataset, "note", encoder=FakeEncoder(images))
+    # the path of the labels in a field, rather than the field: the field is named
+    for path in ("gt.classifications", "gt.classifications.label"):
+        with pytest.raises(VLSRError, match=f"'{path}' is .*Detections fields: give 'gt'$"):
+            compute_embeddings(dataset, path, encoder=FakeEncoder(images))
     assert not dataset.has_run("vlsr") and not dataset.has_field("vlsr_embedding")
 
 

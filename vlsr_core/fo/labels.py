@@ -86,10 +86,15 @@ def label_path(samples, label_field):
         )
     doc_type = getattr(field, "document_type", None)
     if doc_type not in (fo.Classification, *_LIST_ATTR):
+        parts, fields = label_field.split("."), input_fields(samples)
+        parent = next((p for p in (".".join(parts[:k]) for k in range(len(parts) - 1, 0, -1))
+                       if p in fields), None)  # gt.detections, gt.detections.label: gt
+        hint = parent and f": give {parent!r}"
         raise LabelFieldError(
             f"Field {label_field!r} is {type(field).__name__}"
             + (f" of {doc_type.__name__}" if doc_type else "")
             + "; VLSR reads Classification, Classifications or Detections fields"
+            + (hint or "")
         )
     attr = _LIST_ATTR.get(doc_type)
     return f"{label_field}.{attr}" if attr else label_field
@@ -102,6 +107,9 @@ def label_filter_problem(samples, label_field, collection):
     views) when the run was made on them whole would score, merge or write part of each
     sample's labels, and drop the rest from its outputs. (A run made on filtered labels works
     on filtered labels: that is how labels are kept out of a run.)"""
+    problem = label_selection_problem(samples, label_field)
+    if problem:
+        return problem
     dataset = samples._dataset
     if collection == "" or not _filters_labels(samples, label_field) or (
             collection and dataset.has_saved_view(collection)
@@ -114,6 +122,33 @@ def label_filter_problem(samples, label_field, collection):
             "Choose the dataset, or a view that selects samples without filtering their labels")
 
 
+def label_selection_problem(samples, label_field):
+    """Why no stage can work on ``samples``, or None: a view that selects or excludes labels
+    beyond those of ``label_field`` (``select_labels``, ``exclude_labels`` of every field)
+    hides the run's own label fields too, or the input's whole, so that a stage read no labels
+    and wrote the final labels away (Apply wiped them), or wrote no labels at all."""
+    import fiftyone.core.stages as fos
+
+    root = label_field.split(".")[0]
+    for stage in getattr(samples, "_stages", None) or ():
+        if isinstance(stage, fos.SelectLabels) or (
+                isinstance(stage, fos.ExcludeLabels) and _beyond(stage.fields, root)):
+            name = f"The saved view {samples.name!r}" if samples.is_saved else "The view"
+            verb = "selects" if isinstance(stage, fos.SelectLabels) else "excludes"
+            return (f"{name} {verb} labels ({type(stage).__name__}) of other fields than "
+                    f"{root!r}, the run's own among them, or hides {root!r} whole: a stage "
+                    "would read or write part of them. To keep the samples that have such "
+                    f"labels, with all their labels, use match_labels; to keep labels of "
+                    f"{root!r} out of a run, filter_labels on {root!r}")
+    return None
+
+
+def _beyond(fields, root):
+    """Whether an ``exclude_labels`` of ``fields`` (None: every label field) reaches beyond
+    ``root``."""
+    return fields is None or any(f.split(".")[0] != root for f in fields)
+
+
 def _filters_labels(samples, label_field):
     """Whether the view ``samples`` leaves out some labels of ``label_field``."""
     stages = getattr(samples, "_stages", None)
@@ -124,6 +159,7 @@ def _filters_labels(samples, label_field):
     root = label_field.split(".")[0]
     paths = set(samples._get_filtered_fields() or ())  # lists of labels filtered
     paths.update(s.field for s in stages if isinstance(s, (fos.FilterLabels, fos.FilterField)))
+    paths.update(root for s in stages if isinstance(s, fos.ExcludeLabels))
     return any(p == root or p.startswith(root + ".") for p in paths)
 
 

@@ -179,6 +179,23 @@ def outside_problem(samples, key, by_count=False):
             f"{name!r} keep the old one. Use another run key for those, or the saved view {name!r}")
 
 
+def narrowing_note(samples, key):
+    """What scoring or clustering run ``key`` on ``samples`` leaves behind, or None: samples
+    outside them that hold the run's final labels (a run made on the dataset, then one view;
+    two unsaved views one after the other) keep those of the old label map. (The App's forms
+    warn likewise, by counts.)"""
+    dataset, final = samples._dataset, sample_fields(key)["label"]
+    if samples is dataset or not dataset.has_field(final):
+        return None
+    outside = dataset.exists(final).count() - samples.exists(final).count()
+    if outside <= 0:
+        return None
+    return (f"Run {key!r} gave final labels to {count(outside, 'sample')} outside this view: "
+            "its label map is made again from the view's labels alone, and those samples keep "
+            "the old one's until the run is scored and clustered on the dataset (or a view "
+            "holding them). Use another run key to keep the two apart")
+
+
 class RunDeletedError(ValueError):
     """The run was deleted by another process while this one used it."""
 

@@ -57,6 +57,7 @@ from .labels import (
     is_list_field,
     label_counts,
     label_filter_problem,
+    label_selection_problem,
     label_objects,
     label_path,
     label_sets,
@@ -79,6 +80,7 @@ from .runs import (
     drop_saved_views,
     label_attributes,
     load_results,
+    narrowing_note,
     output_problem,
     outside_problem,
     reload_run,
@@ -209,6 +211,9 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     _check_collection(samples)
     path = _label_path(samples, label_field)
     _check_outputs(samples, key, label_field)
+    problem = label_selection_problem(samples, label_field)
+    if problem:
+        raise VLSRError(problem)
     if params.crops and not path.endswith(".detections"):
         raise VLSRError(f"Crops need boxes: {label_field!r} is not a Detections field")
     if params.crops and params.jpeg_draft:
@@ -972,7 +977,7 @@ def finish_cluster_shards(samples, key=DEFAULT_KEY, *, batch="shards"):
 def _cluster(samples, key, params, overrides, progress, state="running"):
     """Steps 4-6 on the vocabulary of ``samples``: the label map, recorded in the run's results,
     the stage marked ``state``. Returns the run and its review state (edits on the new clusters)."""
-    _check_inside(samples, key)
+    _check_inside(samples, key, warn=True)
     run = open_run(samples, key)
     params = MergeParams.resolve(params, **overrides)
     prototypes, clustering = None, progress
@@ -1264,11 +1269,11 @@ def run_vlsr(samples, label_field, key=DEFAULT_KEY, embed=None, score=None, merg
         raise ParamError(sorted(unknown)[0], f"unknown parameter(s) {sorted(unknown)}")
     dataset = samples._dataset
     config = dataset.get_run_info(key).config if dataset.has_run(key) else None
+    # what scoring would refuse, said before the model loads and the images are embedded
+    problem = label_filter_problem(samples, label_field, getattr(config, "collection", ""))
+    if problem:
+        raise VLSRError(problem)
     if isinstance(config, VLSRRunConfig):
-        # what scoring would refuse, said before the model loads and the images are embedded
-        problem = label_filter_problem(samples, label_field, config.collection)
-        if problem:
-            raise VLSRError(problem)
         if samples is not dataset:  # (of the whole dataset: its embedding widens the run)
             _check_inside(samples, key)
     report = compute_embeddings(samples, label_field, key, embed, recompute=recompute,
@@ -1479,10 +1484,17 @@ def mark_stage(run, stage, state):
     save_config(run.dataset, run.key, run.config)
 
 
-def _check_inside(samples, key):
-    problem = samples._dataset.has_run(key) and outside_problem(samples, key)
+def _check_inside(samples, key, warn=False):
+    """Refuse samples outside the saved view the run was made on; ``warn``, for the stage that
+    makes the label map again: of samples outside ``samples`` that keep the old one's labels."""
+    if not samples._dataset.has_run(key):
+        return
+    problem = outside_problem(samples, key)
     if problem:
         raise VLSRError(problem)
+    note = warn and narrowing_note(samples, key)
+    if note:
+        logger.warning(note)
 
 
 def _check_outputs(samples, key, label_field):
