@@ -630,6 +630,40 @@ def test_linked_subfolders_are_walked_once_and_a_link_loop_ends(tmp_path, datase
     assert report.n_samples == 1 and len(dataset) == 1
 
 
+def test_an_image_and_a_link_to_it_in_one_folder_are_one_sample_and_keep_every_label(
+        tmp_path, dataset):
+    """A Factorynet folder holding an image and a link to it made two samples of it; a second
+    import then read the samples' labels by position with the linked one counted twice, and
+    wrote each sample the labels of another (a curator's own labels gone, boxes shifted)."""
+    root = tmp_path / "fn"
+    root.mkdir()
+    for stem, label in [("1002", "rocket"), ("1004", "motorcycle"), ("1005", "horse")]:
+        _pair(root, stem, f"{label},0,0,10,10\n")
+    import_factorynet(root, dataset)
+    for sample in dataset:  # what a curator adds in the App
+        sample.ground_truth.classifications.append(fo.Classification(label=f"mine-{sample.factorynet_id}"))
+        sample.save()
+    before = {s.factorynet_id: (_labels(s), _boxes(s)) for s in dataset}
+    (root / "0000link.jpg").symlink_to(root / "1002.jpg")
+    _text(root / "0000link.csv", "helmet,0,0,10,10\n")
+    for _ in range(2):  # the link first seen, then seen again
+        report = import_factorynet(root, dataset)
+        assert len(dataset) == 3 and report.n_samples == 0
+        after = {s.factorynet_id: (_labels(s), _boxes(s)) for s in dataset}
+        assert {k: v for k, v in after.items() if k != "1002"} == {
+            k: v for k, v in before.items() if k != "1002"}
+        assert after["1002"][0] == ["rocket", "mine-1002", "helmet"]
+
+    fresh = fo.Dataset()
+    try:
+        import_factorynet(root, fresh)
+        import_factorynet(root, fresh)
+        assert len(fresh) == 3 and sorted(sorted(_labels(s)) for s in fresh) == [
+            ["helmet", "rocket"], ["horse"], ["motorcycle"]]
+    finally:
+        fresh.delete()
+
+
 def test_factorynet_missing_directory(tmp_path, dataset):
     with pytest.raises(NotADirectoryError, match=f"^no such folder: {tmp_path / 'nope'}$"):
         import_factorynet(tmp_path / "nope", dataset)

@@ -612,10 +612,13 @@ def _classifications(labels: Iterable[str]) -> fo.Classifications:
 
 
 def _add(dataset, samples, report):
-    """Add samples with their metadata (width, height, size: shown in the App, used by exporters)."""
+    """Add samples with their metadata (width, height, size: shown in the App, used by
+    exporters). Returns their ids."""
     with dataset_document(dataset):  # (new fields: a run may be adding its own meanwhile)
         ids = dataset.add_samples(samples, dynamic=True, progress=False)
     _with_metadata(dataset, ids, report)
+    report.n_samples += len(ids)
+    return ids
 
 
 def _with_metadata(dataset, ids, report):
@@ -657,20 +660,22 @@ def _complete(dataset, found, fields, report):
     """Give each sample already in the dataset what the input's sample for its image has and it
     lacks: image-level labels by text, boxes by label and box; nothing is removed. ``found`` holds
     (sample id, the input's sample) pairs; the changes are written in one bulk write per field."""
-    ids = [sample_id for sample_id, _ in found]
+    ids = list({sample_id: None for sample_id, _ in found})  # (one image under two names: once)
     report.n_sized += _with_metadata(dataset, ids, report)
     updated = set()
     for name in fields:
         given = [s.get_field(name) if s.has_field(name) else None for _, s in found]
         if not any(given):
             continue
-        have = (dataset.select(ids, ordered=True).values(name) if dataset.has_field(name)
-                else [None] * len(ids))
-        changed_ids, values = [], []
-        for sample_id, (_, sample), old, new in zip(ids, found, have, given):
+        # by id: a sample found twice (an image and a link to it) takes both inputs' labels
+        have = (dict(zip(*dataset.select(ids).values(["id", name])))
+                if dataset.has_field(name) else {})
+        changed = {}
+        for (sample_id, sample), new in zip(found, given):
             if new is None:
                 continue
             labels = new[_LIST_FIELD[type(new)]]
+            old = changed[sample_id] if sample_id in changed else have.get(sample_id)
             if old is None:
                 old, missing = new, labels
             else:
@@ -691,11 +696,10 @@ def _complete(dataset, found, fields, report):
                 report.new_labels.update(label.label for label in missing)
             else:
                 report.n_new_boxes += len(missing)
-            changed_ids.append(sample_id)
-            values.append(old)
+            changed[sample_id] = old
             updated.add(sample_id)
-        if changed_ids:
-            dataset.select(changed_ids, ordered=True).set_values(name, values)
+        if changed:
+            dataset.select(list(changed), ordered=True).set_values(name, list(changed.values()))
     report.n_updated += len(updated)
 
 
@@ -725,26 +729,32 @@ def _add_all(dataset, samples, total, fields, report, progress: Progress):
     # by real path: one image under two names (a symlink) is one sample
     existing = ({os.path.realpath(p): i for p, i in zip(*dataset.values(["filepath", "id"]))}
                 if len(dataset) else {})
-    new, found = [], []
+    new, found = {}, []  # the samples to add, by real path
+
+    def add_new():
+        existing.update(zip(new, _add(dataset, list(new.values()), report)))
+        new.clear()
+
     for i, sample in enumerate(samples, 1):
         if sample is not None:
-            sample_id = existing.get(os.path.realpath(sample.filepath))
+            real = os.path.realpath(sample.filepath)
+            if real in new:  # the image again under another name (a link): added, then completed
+                add_new()
+            sample_id = existing.get(real)
             if sample_id is None:
-                new.append(sample)
+                new[real] = sample
             else:
                 found.append((sample_id, sample))
                 report.n_existing += 1
         if len(new) >= CHUNK_SIZE:
-            _add(dataset, new, report)
-            report.n_samples, new = report.n_samples + len(new), []
+            add_new()
         if len(found) >= CHUNK_SIZE:
             _complete(dataset, found, fields, report)
             found = []
         if progress is not None and i % PROGRESS_EVERY == 0:
             progress(i / total)
     if new:
-        _add(dataset, new, report)
-        report.n_samples += len(new)
+        add_new()
     if found:
         _complete(dataset, found, fields, report)
     if progress is not None:
