@@ -865,7 +865,14 @@ def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_p
     assert len(examples) == 3 and joined not in examples
     assert set(examples) < {"Lathe Information", "drill", "screwdriver", "helmet"}
     assert main(["review", "show", "--rare", *where]) == 0
-    assert "3 rare clusters (under 10 samples)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3 rare clusters (under 10 samples)" in out
+    n_lines = len([l for l in out.splitlines() if ": nearest " in l])
+    # what is left counts lines, which may hold two clusters: it read as clusters
+    assert main(["review", "show", "--rare", "--clusters", "1", *where]) == 0
+    out = capsys.readouterr().out
+    assert len([l for l in out.splitlines() if ": nearest " in l]) == 1
+    assert f"... and {n_lines - 1} more line" in out
     assert main(["review", "show", "--rare", "--find", "zzz", *where]) == 0
     assert "3 rare clusters (under 10 samples); 0 lines with a label containing 'zzz'" in \
         capsys.readouterr().out

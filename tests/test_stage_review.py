@@ -545,6 +545,24 @@ def test_edits_that_do_not_fit_the_run_are_refused_with_a_reason(ran, args, mess
     assert review_state(dataset, "vlsr").edits == []
 
 
+def test_a_rename_to_one_of_its_own_labels_does_not_join_a_cluster_named_alike_unasked(ran):
+    """Renaming a cluster to a label it holds skipped the check of names that read alike, and
+    the cluster named so joined it without a word (a curator's audit: 'frame' renamed to its
+    member 'Pin' took in the cluster 'PIN')."""
+    dataset = ran[0]
+    add_edit(dataset, "vlsr", "move", "Helmets", "Lathe Information")
+    add_edit(dataset, "vlsr", "rename", "Lathe Information", "HELMETS")  # its own label's name
+    add_edit(dataset, "vlsr", "move", "Helmets", "drill")
+    before = review_state(dataset, "vlsr").label_map.canonical
+    with pytest.raises(ReviewError, match="'Helmets' reads as 'HELMETS' of the cluster "
+                                          "'HELMETS' .*: rename to 'HELMETS' to join that cluster"):
+        add_edit(dataset, "vlsr", "rename", "drill", "Helmets")
+    assert review_state(dataset, "vlsr").label_map.canonical == before
+    assert before["Lathe Information"] == "HELMETS" and before["drill"] == "drill"
+    add_edit(dataset, "vlsr", "rename", "drill", "HELMETS")  # asked: joins, and says so
+    assert review_state(dataset, "vlsr").label_map.canonical["drill"] == "HELMETS"
+
+
 def test_an_edit_that_would_change_nothing_is_refused_until_another_undoes_it(ran):
     dataset = ran[0]
     s3 = dataset.match(F("filepath").ends_with("s3.png")).first().id
@@ -774,7 +792,10 @@ def test_final_labels_can_be_copied_to_a_new_field_that_the_run_owns(ran):
     apply_review(dataset, "vlsr", copy_to="reviewed")
     # applied to a part: the copies are compared there; the copy just written is not reported
     part = dataset.match(F("filepath").ends_with("d1.png"))
-    assert apply_review(part, "vlsr", copy_to="other").outdated_copies == []
+    report = apply_review(part, "vlsr", copy_to="other")
+    assert report.outdated_copies == []  # (it said the copy was "on every sample")
+    assert "final labels also copied to 'other', on the 1 sample applied only" in report.summary()
+    assert dataset.count("other") == 1
     add_edit(dataset, "vlsr", "rename", "drill (power)", "drill")
     assert apply_review(part, "vlsr").outdated_copies == [("reviewed", 1), ("other", 1)]
     # a field of the copy's name that is no longer a copy (deleted, made again by hand) is not

@@ -709,7 +709,8 @@ def _review_show(a):
                   f"{shlex.quote(first['nearest'])} --dataset {shlex.quote(a.dataset)}"
                   + (f" --key {shlex.quote(a.key)}" if a.key != DEFAULT_KEY else ""))
         if len(rows) > a.clusters:
-            print(f"\n... and {len(rows) - a.clusters} more (--clusters N, --find TEXT)")
+            print(f"\n... and {_count(len(rows) - a.clusters, 'more line')} (--clusters N, "
+                  "--find TEXT)")
         return
     rows = cluster_rows(state, a.find)
     print(f"\n{_count(len(rows), 'cluster')}"

@@ -256,7 +256,9 @@ class ApplyReport:
                      f"{'keeps its' if self.n_left == 1 else 'keep their'} earlier labels, and "
                      "the review reads as not applied, until an Apply of the whole run")
         if self.copy_to:
-            text += f"; final labels also copied to {self.copy_to!r}, on every sample"
+            text += (f"; final labels also copied to {self.copy_to!r}, on "
+                     + (f"the {count(self.n_samples, 'sample')} applied only" if self.n_left
+                        else "every sample"))
         text += "".join(f"; {copy_note(name, n)}" for name, n in self.outdated_copies)
         if self.stale:
             n = len(self.stale)
@@ -441,14 +443,17 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
             if _unprintable(to) and to not in vocabulary and to not in names:
                 raise ReviewError("A name cannot hold a line break, a control character or an "
                                   "invisible one (a zero-width space)", "to")
-            if to not in vocabulary and to not in names:  # else it joins that cluster, as asked
-                twin = _reads_as(to, state.label_map, state.memo,
-                                 unless=lambda s: canonical.get(s, s) == current)
-                if twin is not None:
-                    raise ReviewError(
-                        f"{quoted(to)} reads as {quoted(twin)} of the cluster "
-                        f"{quoted(canonical.get(twin, twin))} ({ALIKE}): rename to "
-                        f"{quoted(twin)} to join that cluster, or choose another name", "to")
+            # a new name must not read as a label or name of another cluster; a label or name
+            # of the run joins its cluster, as asked, and must not read as another cluster's
+            # name (that cluster would join too, unasked)
+            known, joined = to in vocabulary or to in names, canonical.get(to, to)
+            twin = _reads_as(to, state.label_map, state.memo, unless=lambda s: (
+                canonical.get(s, s) in (current, joined) or (known and s not in names)))
+            if twin is not None:
+                raise ReviewError(
+                    f"{quoted(to)} reads as {quoted(twin)} of the cluster "
+                    f"{quoted(canonical.get(twin, twin))} ({ALIKE}): rename to "
+                    f"{quoted(twin)} to join that cluster, or choose another name", "to")
     elif action in SUGGESTION_ACTIONS:
         if label not in vocabulary:
             raise ReviewError(f"{quoted(label)} is not in the vocabulary of run {key!r}")
