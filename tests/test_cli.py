@@ -686,7 +686,14 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     # an unreadable image has no suggestions to accept
     zero = by_name(dataset, "id")["zero.png"]
     assert main(["review", "accept-suggestion", "drill", "--sample", zero, "--dataset", name]) == 2
-    assert "The sample has no image embedding" in capsys.readouterr().err
+    assert "The sample has no image embedding (an unreadable image)" in capsys.readouterr().err
+    # nor one the run never embedded (outside its view, or added since): said as such, not
+    # as an unreadable image
+    later = dataset.add_sample(fo.Sample(filepath=dataset.first().filepath))
+    assert main(["review", "accept-suggestion", "drill", "--sample", later, "--dataset", name]) == 2
+    assert ("The sample has no image embedding (not embedded by the run: outside the view it was "
+            "made on, or added since), so no suggestions") in capsys.readouterr().err
+    dataset.delete_samples(later)
     # and one given with readable ones (a view) is left out of the decision, which says so
     h1 = by_name(dataset, "id")["h1.png"]
     assert main(["review", "accept-suggestion", "drill", "--sample", zero, "--sample", h1,

@@ -464,10 +464,14 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
             seen = set(dataset.select(samples).exists(sample_fields(key)["embedding"])
                        .values("id"))
             if not seen:
+                unreadable = len(dataset.select(samples).exists(sample_fields(key)["error"]))
+                why = ("an unreadable image" if unreadable == len(samples) else
+                       "not embedded by the run: outside the view it was made on, or added since"
+                       if not unreadable else "unreadable images, or not embedded by the run")
                 raise ReviewError(
-                    "The sample has no image embedding (an unreadable image), so no suggestions"
+                    f"The sample has no image embedding ({why}), so no suggestions"
                     if len(samples) == 1 else f"None of the {len(samples)} samples has an image "
-                    "embedding (unreadable images), so none has suggestions")
+                    f"embedding ({why}), so none has suggestions")
             samples = [s for s in samples if s in seen]  # (a view's unreadable images: left out)
     try:
         edit = Edit(max((e.id for e in state.edits), default=0) + 1, action, label, to,
