@@ -352,11 +352,16 @@ def test_a_web_address_is_told_as_one(tmp_path):
                                       "images first")
 
 
-def test_missing_file(tmp_path):
+def test_missing_file(tmp_path, monkeypatch):
     path = tmp_path / "nope.jpg"
     assert reason_of(path) == "file not found"
     with pytest.raises(BadImageError, match="file not found"):
         oriented_size(path)
+    # a relative path (set by hand on a sample) is read from wherever the run started
+    monkeypatch.chdir(tmp_path)
+    assert reason_of("imgs/nope.jpg") == (
+        f"file not found (a relative path, read from the current folder {tmp_path}: give the "
+        "samples absolute paths)")
 
 
 def test_directory(tmp_path):

@@ -129,7 +129,10 @@ def _opened(path):
         if re.match(r"[a-z][a-z0-9+.-]*://", str(path), re.IGNORECASE):  # (http://, s3://)
             raise BadImageError(path, "a web or cloud address, not a local file: download the "
                                       "images first") from None
-        raise BadImageError(path, "file not found") from None
+        relative = "" if os.path.isabs(path) else (
+            f" (a relative path, read from the current folder {os.getcwd()}: give the samples "
+            "absolute paths)")
+        raise BadImageError(path, f"file not found{relative}") from None
     except OSError as e:
         raise BadImageError(path, f"cannot read file ({e.strerror or e})") from e
     with f:
