@@ -644,14 +644,27 @@ def test_splitting_a_canonical_label_from_a_spelling_of_it_is_refused(dataset, t
 def test_a_label_in_another_unicode_form_is_told_apart_in_messages(dataset, tmp_path,
                                                                    monkeypatch):
     """"café" typed two ways (composed, and e + combining accent) looks the same on screen: a
-    message shows the combining accent as an escape, and says what differs."""
+    message shows the combining accent as an escape, and says what differs; a name typed in
+    the other form is the run's label or name (as pasted from elsewhere: a rename to it was
+    refused with advice to type the form on file, or named a cluster in bytes unlike its own
+    label, which filters then missed)."""
+    from vlsr_core.fo.review import join_note
+
     decomposed = "Helme\u0301t"
     _run_with(dataset, tmp_path, monkeypatch, decomposed, ("helmet", 9, 0.05),
               ["h5.png", "h6.png", "h7.png"])
     with pytest.raises(ReviewError, match=re.escape(
-            "'Helm\u00e9t' reads as 'Helme\\u0301t' of the cluster 'helmet' (only case, "
+            "'Helm\u00e9t!' reads as 'Helme\\u0301t' of the cluster 'helmet' (only case, "
             "punctuation, Unicode form or extra spaces differ): rename to 'Helme\\u0301t'")):
-        add_edit(dataset, "vlsr", "rename", "drill", "Helm\u00e9t")
+        add_edit(dataset, "vlsr", "rename", "drill", "Helm\u00e9t!")
+    state = review_state(dataset, "vlsr")
+    edit = add_edit(dataset, "vlsr", "rename", "drill", "Helm\u00e9t", dry_run=True)
+    assert edit.to == decomposed and join_note(state, edit) == (
+        "it joins the cluster 'helmet', and the two are named 'Helme\\u0301t'")
+    add_edit(dataset, "vlsr", "move", "Helm\u00e9t", "drill")  # the label, typed composed
+    add_edit(dataset, "vlsr", "rename", "drill", decomposed)
+    with pytest.raises(ReviewError, match="already called"):  # its name, typed composed
+        add_edit(dataset, "vlsr", "rename", decomposed, "Helm\u00e9t")
 
 
 def test_a_move_to_a_label_that_does_not_name_its_cluster_says_which_cluster(ran, capsys):

@@ -628,13 +628,18 @@ def _as_written(name, state):
     """The label or cluster name of ``state`` that ``name`` gives as the App shows it (a tab as
     "⇥", a line break as "⏎", an edge space as "␣", a no-break space as "\\xa0":
     :func:`~vlsr_core.wording.one_line`; a long word with the
-    zero-width spaces a table cell breaks it at: :func:`~vlsr_core.wording.breakable`), else
+    zero-width spaces a table cell breaks it at: :func:`~vlsr_core.wording.breakable`; the
+    same characters in another Unicode form, as text pasted from elsewhere may be), else
     ``name``: a curator can type or paste what is on the screen."""
-    if not name or not any(c in name for c in (*SHOWN_AS, ZWSP)):
-        return name
     label_map = state.label_map
-    if name in label_map.canonical or name in (label_map.names or label_map.representatives):
+    if not name or name in label_map.canonical or name in (label_map.names or
+                                                          label_map.representatives):
         return name
+    form = unicodedata.normalize("NFC", name)
+    same = _reads_as(name, label_map, state.memo,
+                     unless=lambda s: unicodedata.normalize("NFC", s) != form)
+    if same is not None or not any(c in name for c in (*SHOWN_AS, ZWSP)):
+        return same or name
     if ZWSP in name:
         name = name.replace(ZWSP, "")
         if not any(c in name for c in SHOWN_AS):
