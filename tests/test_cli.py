@@ -753,7 +753,11 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
             ('{"helmit": "drill"}\n', "as label_map.csv of an export has; its first row is "
                                       "'{\"helmit\": \"drill\"}'\n"),  # JSON: no such advice
             ("label,canonical\nhelmit,drill\nhelmot,drill\n",
-             "1 row cannot be imported: line 3: 'helmot' is not a label of the run"),
+             "1 row cannot be imported: line 3: 'helmot' is not a label of the run\n"),
+            # a label edited by hand so that it shows alike (a space after it): named
+            ("label,canonical\nhelmit,drill\n\"drill \",drill\n",
+             "line 3: 'drill␣' is not a label of the run; it has 'drill', which reads alike (only "
+             "case, punctuation, Unicode form or extra spaces differ)\n"),
             ('label,canonical\n"helmit,drill\nScrewdrivers,drill\n',
              "line 2: a quote (\") opened there makes lines 2-3 one cell: close it, or remove it"),
             ('label,canonical\nhelmit,"drill\n',  # (on the last row, it was read as "drill")

@@ -22,7 +22,8 @@ from functools import cached_property
 
 from ..engine.defaults import DEFAULT_KEY
 from ..engine.grouping import join_reasons
-from ..engine.lexical import ALIKE, INVISIBLE, by_normal_form, normal_form, spelling_preference
+from ..engine.lexical import (ALIKE, INVISIBLE, by_normal_form, normal_form, read_form,
+                              spelling_preference)
 from ..engine.pipeline import LabelMap
 from ..engine.review import (
     MAP_ACTIONS,
@@ -798,8 +799,12 @@ def read_label_map(path, vocabulary=None):
         problems[line] = "a quote (\") opened there is not closed: close it, or remove it"
     if vocabulary is not None:
         known = set(vocabulary)
-        problems.update((where[l], f"{l!r} is not a label of the run")
-                        for l in wanted if l not in known)
+        unknown = [l for l in wanted if l not in known]
+        alike = by_normal_form(vocabulary) if unknown else {}  # (a label edited by hand)
+        for l in unknown:
+            twin = next((t for t in alike.get(read_form(l), ()) if t not in wanted), None)
+            problems[where[l]] = f"{quoted(l)} is not a label of the run" + (
+                f"; it has {quoted(twin)}, which reads alike ({ALIKE})" if twin else "")
     if problems:
         rows = [f"line {line}: {what}" for line, what in sorted(problems.items())[:5]]
         raise ReviewError(f"{path}: {count(len(problems), 'row')} cannot be "
