@@ -772,6 +772,12 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
             ("label,canonical\nhelmit,Drill\nScrewdrivers,drill\n",  # one category, not two
              "The canonical labels 'Drill', 'drill' read alike (only case, punctuation, Unicode "
              "form or extra spaces differ): write them one way (lines 2, 3)"),
+            # every such problem at once (a curator fixed one a round, five rounds)
+            ("label,canonical\nhelmit,Drill\nScrewdrivers,drill\nHelmets,SCREWDRIVER\n",
+             "write them one way (lines 2, 3); The canonical label 'SCREWDRIVER' reads as "
+             "'screwdriver', the name of a cluster whose labels the map leaves out (only case, "
+             "punctuation, Unicode form or extra spaces differ): write 'screwdriver' to join "
+             "that cluster, or list its labels too (line 4)\n"),
             ("label,canonical\nhelmit,Drill\n",  # drill keeps 'drill', which the file leaves out
              "The canonical label 'Drill' reads as 'drill', the name of a cluster whose labels"),
             ("label,canonical\nhelmit,Drill\n", "or list its labels too (line 2)"),

@@ -294,18 +294,20 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
         raise ValueError(f"{count(len(unknown), 'label')} not in the vocabulary, e.g. "
                          f"{unknown[0]!r}")
     want = {l: wanted.get(l, current[l]) for l in vocabulary}
-    _check_spelled_one_way(set(want.values()), wanted)
+    problems = _spelling_problems(set(want.values()), wanted)  # all at once: one round of fixes
     clash = [(n, l) for l, n in want.items() if n in want and want[n] != n]
     if clash:
         name, label = clash[0]
         names = list(dict.fromkeys(n for n, _ in clash))
         listed = ", ".join(map(repr, names[:5])) + (", ..." if len(names) > 5 else "")
-        raise MapError(f"{label!r} is to be in the cluster named {name!r}, but the label "
-                       f"{name!r} is to be in {want[name]!r}: a cluster named like a label "
-                       f"must hold that label, so name it otherwise or put {name!r} in it "
-                       f"({count(len(names), 'name')} of a label placed elsewhere, given to "
-                       f"{count(len(clash), 'label')}: {listed})",
-                       [l for l in (label, name) if l in wanted])
+        problems.append((f"{label!r} is to be in the cluster named {name!r}, but the label "
+                         f"{name!r} is to be in {want[name]!r}: a cluster named like a label "
+                         f"must hold that label, so name it otherwise or put {name!r} in it "
+                         f"({count(len(names), 'name')} of a label placed elsewhere, given to "
+                         f"{count(len(clash), 'label')}: {listed})",
+                         [l for l in (label, name) if l in wanted]))
+    if problems:
+        raise MapError(problems)
     index = {l: i for i, l in enumerate(vocabulary)}
     cluster = np.asarray(reviewed.clusters)
     freq = np.asarray(reviewed.frequencies)
@@ -361,33 +363,36 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
 
 
 class MapError(ValueError):
-    """A wanted label map that no edits can reach; ``labels``: the labels of it at fault."""
+    """A wanted label map that no edits can reach; ``problems``: each what is wrong, and the
+    labels of the map at fault."""
 
-    def __init__(self, message, labels=()):
-        super().__init__(message)
-        self.labels = list(labels)
+    def __init__(self, problems):
+        super().__init__("; ".join(what for what, _ in problems))
+        self.problems = problems
 
 
-def _check_spelled_one_way(names, wanted):
-    """Refuse canonical ``names`` of which two read alike (equal normal forms: :data:`ALIKE`)
-    and the curator wrote one (in ``wanted``), the others being the names that labels the map
-    leaves out keep. Names alike that the map did not write
-    (a review split "Drill" from "drill") are the review's, not the map's: left alone."""
+def _spelling_problems(names, wanted):
+    """What is wrong with canonical ``names`` of which two read alike (equal normal forms:
+    :data:`ALIKE`) and the curator wrote one (in ``wanted``), the others being the names that
+    labels the map leaves out keep: (what, the labels at fault) per group. Names alike that the
+    map did not write (a review split "Drill" from "drill") are the review's, not the map's:
+    left alone."""
     given = set(wanted.values())
-    alike = next((group for group in by_normal_form(sorted(names)).values()
-                  if len(group) > 1 and any(n in given for n in group)), None)
-    if alike is None:
-        return
-    at_fault = [l for l, n in wanted.items() if n in alike]
-    kept = [n for n in alike if n not in given]
-    if not kept:
-        raise MapError(f"The canonical labels {', '.join(map(repr, alike))} read alike "
-                       f"({ALIKE}): write them one way", at_fault)
-    written = next(n for n in alike if n in given)
-    raise MapError(f"The canonical label {written!r} reads as {kept[0]!r}, the name of a cluster "
-                   f"whose labels the map leaves out ({ALIKE}): write {kept[0]!r} to join that "
-                   "cluster, or list its labels too",
-                   at_fault)
+    problems = []
+    for alike in by_normal_form(sorted(names)).values():
+        if len(alike) < 2 or not any(n in given for n in alike):
+            continue
+        at_fault = [l for l, n in wanted.items() if n in alike]
+        kept = [n for n in alike if n not in given]
+        if not kept:
+            problems.append((f"The canonical labels {', '.join(map(repr, alike))} read alike "
+                             f"({ALIKE}): write them one way", at_fault))
+            continue
+        written = next(n for n in alike if n in given)
+        problems.append((f"The canonical label {written!r} reads as {kept[0]!r}, the name of a "
+                         f"cluster whose labels the map leaves out ({ALIKE}): write {kept[0]!r} "
+                         "to join that cluster, or list its labels too", at_fault))
+    return problems
 
 
 def nearest_other_cluster(clusters, rows, candidates, scores, clustered=None):

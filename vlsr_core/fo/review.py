@@ -29,6 +29,7 @@ from ..engine.review import (
     MAP_ACTIONS,
     SUGGESTION_ACTIONS,
     Edit,
+    MapError,
     Outcome,
     active,
     edits_to_reach,
@@ -689,8 +690,11 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
     edits = edits_of(config)
     try:
         made = edits_to_reach(label_map, emb, edits, wanted)
-    except ValueError as e:  # (a MapError names the labels at fault: their lines are said)
-        raise ReviewError(str(e) + _lines_of(lines, getattr(e, "labels", []))) from None
+    except MapError as e:  # each problem with the lines of the labels at fault
+        raise ReviewError("; ".join(what + _lines_of(lines, labels)
+                                    for what, labels in e.problems)) from None
+    except ValueError as e:
+        raise ReviewError(str(e)) from None
     now = _now()
     made = [replace(e, time=now) for e in made]
     if made and not dry_run:
