@@ -778,6 +778,30 @@ def test_review_needs_clusters(main):
         add_edit(dataset, "vlsr", "split", "helmit")
 
 
+def test_apply_counts_apart_the_samples_changed_in_their_cluster_ids_alone(ran):
+    """An edit that empties a cluster renumbers the cluster of the highest id: its samples were
+    counted "changed" with their labels as they were (a curator's audit: 30 of 269)."""
+    dataset = ran[0]
+    apply_review(dataset, "vlsr")
+    cluster = review_state(dataset, "vlsr").label_map.cluster
+    alone = [l for l in cluster if list(cluster.values()).count(cluster[l]) == 1]
+    lowest = min(alone, key=cluster.get)  # its cluster emptied: the highest id takes its id
+    assert cluster[lowest] < max(cluster.values())
+    other = next(l for l in cluster if cluster[l] != cluster[lowest])
+    add_edit(dataset, "vlsr", "move", lowest, other)
+    fields = ["vlsr_label.label", "vlsr_labels.classifications.label",
+              "gt.classifications.vlsr_canonical"]
+    before = list(zip(*dataset.values(fields)))
+    ids_before = dataset.values("gt.classifications.vlsr_cluster")
+    report = apply_review(dataset, "vlsr")
+    after = list(zip(*dataset.values(fields)))
+    ids_after = dataset.values("gt.classifications.vlsr_cluster")
+    alone = sum(b == a and i != j for b, a, i, j in zip(before, after, ids_before, ids_after))
+    assert alone > 0 and report.n_renumbered == alone
+    assert (f"({report.n_changed} changed, {alone} of them in their labels' cluster ids alone)"
+            in report.summary())
+
+
 def test_final_labels_can_be_copied_to_a_new_field_that_the_run_owns(ran):
     dataset = ran[0]
     add_edit(dataset, "vlsr", "rename", "drill", "power drill")

@@ -246,13 +246,16 @@ class ApplyReport:
     outdated_copies: list = field(default_factory=list)
     n_left: int = 0  # samples of the run not written (an Apply of a part of it)
     n_changed: int = 0  # samples whose fields changed (the others already were so)
+    n_renumbered: int = 0  # of them, those whose labels' cluster ids alone changed
 
     def summary(self):
         text = (f"applied {count(self.n_map_edits, 'label map edit')} and "
                 f"{count(self.n_decisions, 'suggestion decision')} to "
                 f"{count(self.n_samples, 'sample')}"
                 # (a copy is written on every sample: no count of what changed)
-                + ("" if self.copy_to else f" ({self.n_changed:,} changed)"))
+                + ("" if self.copy_to else f" ({self.n_changed:,} changed"
+                   + (f", {self.n_renumbered:,} of them in their labels' cluster ids alone"
+                      if self.n_renumbered else "") + ")"))
         if self.n_left:
             text += (f"; the run's other {count(self.n_left, 'sample')} "
                      f"{'keeps its' if self.n_left == 1 else 'keep their'} earlier labels, and "
@@ -959,8 +962,8 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     state = review_state(run.dataset, key, run.results)
     stopped = stage_stopped(run.config, "apply")
     mark_stage(run, "apply", "running")
-    n_samples, n_changed = write_label_map(run, samples, state, copy_to=copy_to,
-                                           progress=progress)
+    n_samples, n_changed, n_renumbered = write_label_map(run, samples, state,
+                                                         copy_to=copy_to, progress=progress)
     n_left = samples_left(run)
     # the edits the run's fields show: those of its last whole write, on the samples a partial
     # one left out
@@ -971,7 +974,8 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     # (counted if they reach a sample: one deleted since takes its decisions' effect with it)
     n_decisions = state.decisions_in_effect(dataset)
     return ApplyReport(n_samples, n_map, n_decisions, state.stale, copy_to,
-                       outdated_copies(samples, key, written=copy_to), n_left, n_changed)
+                       outdated_copies(samples, key, written=copy_to), n_left, n_changed,
+                       n_renumbered)
 
 
 def outdated_copies(samples, key=DEFAULT_KEY, written=None):

@@ -1054,7 +1054,8 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
     """Write a reviewed label map and the suggestion decisions in force onto the run's fields:
     ``{key}_canonical`` and ``{key}_cluster`` on every label, ``{key}_labels`` and ``{key}_label``
     (tagged with the review state, :data:`REVIEW_TAGS`), and ``copy_to`` if given, on the
-    samples whose values change. Returns the number of samples read and of those written.
+    samples whose values change. Returns the number of samples read, of those written, and of
+    those written for their cluster ids alone (renumbered by an edit of other clusters).
 
     Args:
         run: from :func:`open_run`.
@@ -1091,7 +1092,7 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         f"{fields['labels']}.classifications.label",
         f"{fields['labels']}.classifications.confidence",
         f"{fields['label']}.label", f"{fields['label']}.confidence", f"{fields['label']}.tags"]
-    done = written = 0
+    done = written = renumbered = 0
     for chunk in run.read_chunks(samples, stored):
         labels = [[_decided(label_decision(by_label, s, i), "accept_suggestion", l)
                    for i, l in zip(ids, ls)]
@@ -1130,13 +1131,16 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         changed = range(len(chunk.ids)) if copy_to else _changed(new, old, run.path)
         if changed:
             _write_map_values(run, samples, _only(chunk, changed), new.only(changed), copy_to)
+            # (their labels as they were: a cluster renumbered by an edit elsewhere)
+            renumbered += 0 if copy_to else len(changed) - len(
+                _changed(new, old, run.path, ids_too=False))
         done, written = done + len(chunk.ids), written + len(changed)
         if progress is not None:
             progress(min(0.99, done / len(run.ids)))
     _create_index(run.dataset, f"{fields['label']}.confidence")
     if progress is not None:
         progress(1.0)
-    return done, written
+    return done, written, renumbered
 
 
 def _write_map_values(run, samples, chunk, new, copy_to):
@@ -1182,16 +1186,21 @@ class _MapValues:
                              for f in dataclasses.fields(self)})
 
 
-def _changed(new, old, path):
+def _changed(new, old, path, ids_too=True):
     """The positions of the samples whose values ``new`` differ from the ``old`` ones read
-    back (of a field of one label a sample, a None attribute reads as no value)."""
-    def attribute(values):
-        return values if is_list_field(path) else [v for v in values if v is not None]
+    back (of a field of one label a sample, a None attribute reads as no value); without
+    ``ids_too``, cluster ids aside."""
+    names = ("canonical", "cluster", "names", "scores", "final") if ids_too else (
+        "canonical", "names", "scores", "final")
 
-    return [k for k, (c, u, n, s, f) in enumerate(zip(new.canonical, new.cluster, new.names,
-                                                      new.scores, new.final))
-            if (attribute(c), attribute(u), n, s, f) != (
-                old.canonical[k], old.cluster[k], old.names[k], old.scores[k], old.final[k])]
+    def written(name, k):
+        value = getattr(new, name)[k]
+        if name in ("canonical", "cluster") and not is_list_field(path):
+            return [v for v in value if v is not None]
+        return value
+
+    return [k for k in range(len(new.names))
+            if any(written(name, k) != getattr(old, name)[k] for name in names)]
 
 
 def _only(chunk, keep):
