@@ -175,11 +175,27 @@ def test_a_view_that_selects_labels_is_refused_before_it_wipes_the_final_labels(
     dataset.limit(5).tag_labels("bad", label_fields="vlsr_label")
     tagged = dataset.select_labels(tags="bad", fields="vlsr_label")
     for stage in (apply_review, score_labels, cluster_and_merge):
-        with pytest.raises(VLSRError, match=r"The view selects labels \(SelectLabels\) .* "
-                           "use match_labels"):
+        with pytest.raises(VLSRError, match=r"The view selects labels \(SelectLabels\).* "
+                           r"Target the dataset, or a view .* \(match_labels\)"):
             stage(tagged, "vlsr")
-    with pytest.raises(VLSRError, match="The view excludes labels"):
-        apply_review(dataset.exclude_labels(tags="bad", fields="vlsr_label"), "vlsr")
+    # a view that filters or edits the labels of a field a run writes: Apply wrote part of them
+    # ("12 changed") and left the rest as they were
+    gt_label = dataset.exists("vlsr_labels").first().gt.classifications[0].id
+    for view, words in [
+            (dataset.exclude_labels(tags="bad", fields="vlsr_label"),
+             r"filters or edits the labels of 'vlsr_label' \(ExcludeLabels\), a field that run "
+             "'vlsr' writes"),
+            (dataset.filter_labels("vlsr_labels", F("label") == "zzz", only_matches=False),
+             r"filters or edits the labels of 'vlsr_labels' \(FilterLabels\)"),
+            (dataset.limit_labels("vlsr_labels", 0), r"'vlsr_labels' \(LimitLabels\)"),
+            (dataset.exclude_labels(ids=[gt_label]),  # no fields: every label field
+             r"excludes labels \(ExcludeLabels\) of every label field"),
+            (dataset.set_field("gt.classifications", F("gt.classifications")[:1]),
+             r"edits the labels of 'gt' \(SetField\), and VLSR reads and writes labels as "
+             r"stored: clone the view"),
+            (dataset.map_labels("gt", {"helmit": "helmet"}), r"'gt' \(MapLabels\)")]:
+        with pytest.raises(VLSRError, match=words):
+            apply_review(view, "vlsr")
     assert dataset.values("vlsr_label.label") == finals
     assert dataset.values("vlsr_min_similarity") == scores
     assert dataset.count_label_tags("vlsr_label") == {"bad": 5}

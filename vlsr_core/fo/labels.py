@@ -123,30 +123,47 @@ def label_filter_problem(samples, label_field, collection):
 
 
 def label_selection_problem(samples, label_field):
-    """Why no stage can work on ``samples``, or None: a view that selects or excludes labels
-    beyond those of ``label_field`` (``select_labels``, ``exclude_labels`` of every field)
-    hides the run's own label fields too, or the input's whole, so that a stage read no labels
-    and wrote the final labels away (Apply wiped them), or wrote no labels at all."""
+    """Why no stage can work on ``samples``, or None. A stage reads and writes through its
+    view, so a view must show the labels it reads and writes whole: one that selects labels
+    (``select_labels``: every other label field hidden, the input's too), filters or edits the
+    labels of a field a VLSR run writes (``filter_labels`` on ``vlsr_labels``; an
+    ``exclude_labels`` without ``fields`` filters every label field, those created later too),
+    or edits the input's labels (``set_field``, ``map_labels``) had stages read no labels,
+    Apply wipe or half-write the outputs, and a new run write no label sets."""
+    stages = getattr(samples, "_stages", None)
+    if not stages:
+        return None
     import fiftyone.core.stages as fos
 
+    from .runs import run_outputs
+
     root = label_field.split(".")[0]
-    for stage in getattr(samples, "_stages", None) or ():
-        if isinstance(stage, fos.SelectLabels) or (
-                isinstance(stage, fos.ExcludeLabels) and _beyond(stage.fields, root)):
-            name = f"The saved view {samples.name!r}" if samples.is_saved else "The view"
-            verb = "selects" if isinstance(stage, fos.SelectLabels) else "excludes"
-            return (f"{name} {verb} labels ({type(stage).__name__}) of other fields than "
-                    f"{root!r}, the run's own among them, or hides {root!r} whole: a stage "
-                    "would read or write part of them. To keep the samples that have such "
-                    f"labels, with all their labels, use match_labels; to keep labels of "
-                    f"{root!r} out of a run, filter_labels on {root!r}")
+    outputs = run_outputs(samples._dataset)
+    name = f"The saved view {samples.name!r}" if samples.is_saved else "The view"
+    advice = (" Target the dataset, or a view of the samples that have such labels with all "
+              f"their labels (match_labels); to keep labels of {root!r} out of a run, "
+              f"filter_labels on {root!r}")
+    for stage in stages:
+        kind = type(stage).__name__
+        if isinstance(stage, fos.SelectLabels):
+            return (f"{name} selects labels ({kind}), which hides every label field it does not "
+                    f"select from ({root!r} or the run's own) and filters the others: a stage "
+                    "would read or write part of them." + advice)
+        if isinstance(stage, fos.ExcludeLabels) and stage.fields is None and stage.labels is None:
+            return (f"{name} excludes labels ({kind}) of every label field, the run's own among "
+                    "them (those a run creates later too): a stage would write part of them. "
+                    f"Give exclude_labels fields={root!r}." + advice)
+        edited = {f.split(".")[0] for f in stage.get_edited_fields(samples._dataset) or ()}
+        written = sorted(f for f in edited if f in outputs)
+        if written:
+            return (f"{name} filters or edits the labels of {written[0]!r} ({kind}), a field "
+                    f"that run {outputs[written[0]]!r} writes: a stage would write part of "
+                    "them, and leave the rest as they were." + advice)
+        if root in edited and kind in ("SetField", "MapLabels", "MapValues"):
+            return (f"{name} edits the labels of {root!r} ({kind}), and VLSR reads and writes "
+                    "labels as stored: clone the view into a dataset (view.clone()) and run on "
+                    "that")
     return None
-
-
-def _beyond(fields, root):
-    """Whether an ``exclude_labels`` of ``fields`` (None: every label field) reaches beyond
-    ``root``."""
-    return fields is None or any(f.split(".")[0] != root for f in fields)
 
 
 def _filters_labels(samples, label_field):
