@@ -771,6 +771,39 @@ def test_an_image_of_many_boxes_is_cut_a_batch_at_a_time(
         np.testing.assert_allclose(embeddings[0], reference_images[0], atol=ATOL)
 
 
+def test_an_image_failing_in_a_later_part_is_reported_once_and_its_crops_go_nowhere(
+        enc, monkeypatch, good_paths):
+    """Each part decodes its image again: a file replaced or cut between two decodes fails a
+    later part. Its crops were then taken by the next image of the batch."""
+    from vlsr_core.model import encoder as encoder_module
+    from vlsr_core.model.images import BadImageError
+
+    rng = np.random.default_rng(1)
+    many = [[float(x), float(y), 0.3, 0.3] for x, y in rng.uniform(0, 0.7, (8, 2))]
+    paths, boxes = [good_paths[0], good_paths[5], good_paths[1]], [many, many[:2], many[:3]]
+    monkeypatch.setattr(enc, "batch_size", 4)  # parts of 3, 4 and 1 boxes: the last one in a
+    # batch with the next image
+    alone = {i: c for b in enc.iter_image_batches(paths[1:], boxes[1:]) for i, c in
+             zip(b.indices.tolist(), b.crops)}
+    decodes = []
+    load = encoder_module.load_image
+
+    def changing(path, **kwargs):  # the first image's file is cut after its first decode
+        decodes.append(path)
+        if path == paths[0] and decodes.count(path) == 2:
+            raise BadImageError(path, "truncated file")
+        return load(path, **kwargs)
+
+    monkeypatch.setattr(encoder_module, "load_image", changing)
+    got, failed = {}, []
+    for batch in enc.iter_image_batches(paths, boxes):
+        got.update(zip(batch.indices.tolist(), batch.crops))
+        failed += [(f.index, f.reason) for f in batch.failures]
+    assert failed == [(0, "truncated file")] and sorted(got) == [1, 2]
+    for i in (1, 2):
+        np.testing.assert_allclose(got[i], alone[i - 1], atol=ATOL)
+
+
 def test_the_forms_model_check_expands_home_and_looks_at_the_hub_once_a_minute(
         model_dir, tmp_path, monkeypatch):
     """A path typed as ~/... was taken for a hub id (an error naming the hub), and each change

@@ -227,20 +227,26 @@ class CLIPEncoder:
             worker_init_fn=_quiet_when_left,
         )
         held, failed = {}, None  # the image whose parts are still coming: its rows so far
-        for done, pixels in loader:
+        for parts, pixels in loader:
+            # a part that fails fails its whole image (once), and its image's other parts
+            # are left, wherever they are
+            bad = {failed, *(d.index for d in parts if d.failure is not None)}
+            failures = []
+            for d in parts:
+                if d.failure is not None and d.index != failed:
+                    failures.append(d.failure)
+                    failed = d.index
             rows = iter(self.embed_pixels(pixels) if pixels is not None else ())
-            cut = iter(self._embed_crops([d.crops for d in done if d.failure is None])
+            cut = iter(self._embed_crops([d.crops for d in parts if d.index not in bad])
                        if boxes is not None else ())
-            indices, embeddings, failures, crops = [], [], [], []
-            for d in done:
-                if d.failure is not None or d.index == failed:  # a part fails its whole image
+            indices, embeddings, crops = [], [], []
+            for d in parts:
+                row = next(rows) if d.pixels is not None else None
+                if d.index in bad:
                     held.pop(d.index, None)
-                    if d.index != failed:
-                        failures.append(d.failure)
-                        failed = d.index
                     continue
                 if d.first:
-                    held[d.index] = (next(rows), [])
+                    held[d.index] = (row, [])
                 if boxes is not None:
                     held[d.index][1].append(next(cut))
                 if d.last:
