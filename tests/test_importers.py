@@ -649,6 +649,10 @@ def test_an_image_and_a_link_to_it_in_one_folder_are_one_sample_and_keep_every_l
     for _ in range(2):  # the link first seen, then seen again
         report = import_factorynet(root, dataset)
         assert len(dataset) == 3 and report.n_samples == 0
+        # each name's labels are the other's, not labels "the input no longer gives" (the
+        # curator's own are)
+        told = " ".join(why for _, why in report.problems if "no longer gives" in why)
+        assert "rocket" not in told and "helmet" not in told and "mine-1002" in told
         after = {s.factorynet_id: (_labels(s), _boxes(s)) for s in dataset}
         assert {k: v for k, v in after.items() if k != "1002"} == {
             k: v for k, v in before.items() if k != "1002"}
@@ -656,8 +660,9 @@ def test_an_image_and_a_link_to_it_in_one_folder_are_one_sample_and_keep_every_l
 
     fresh = fo.Dataset()
     try:
-        import_factorynet(root, fresh)
-        import_factorynet(root, fresh)
+        for _ in range(2):
+            report = import_factorynet(root, fresh)
+            assert not [p for p in report.problems if "no longer gives" in p[1]], report.problems
         assert len(fresh) == 3 and sorted(sorted(_labels(s)) for s in fresh) == [
             ["helmet", "rocket"], ["horse"], ["motorcycle"]]
     finally:

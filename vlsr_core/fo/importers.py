@@ -670,13 +670,22 @@ def _complete(dataset, found, fields, report):
         # by id: a sample found twice (an image and a link to it) takes both inputs' labels
         have = (dict(zip(*dataset.select(ids).values(["id", name])))
                 if dataset.has_field(name) else {})
-        changed = {}
+        inputs = {}  # sample id -> its inputs' labels (an image and a link to it: two)
         for (sample_id, sample), new in zip(found, given):
-            if new is None:
-                continue
-            labels = new[_LIST_FIELD[type(new)]]
-            old = changed[sample_id] if sample_id in changed else have.get(sample_id)
+            if new is not None:
+                inputs.setdefault(sample_id, []).append((sample, new))
+        changed = {}
+        for sample_id, given_of in inputs.items():
+            sample, new = given_of[0]
+            attr = _LIST_FIELD[type(new)]
+            labels, seen = [], set()  # what the inputs give, each label once across them
+            for _, more in given_of:
+                keys = [_label_key(label) for label in more[attr]]
+                labels += [label for label, key in zip(more[attr], keys) if key not in seen]
+                seen.update(keys)
+            old = have.get(sample_id)
             if old is None:
+                new[attr] = labels
                 old, missing = new, labels
             else:
                 items = old[_LIST_FIELD[type(old)]]
@@ -738,8 +747,10 @@ def _add_all(dataset, samples, total, fields, report, progress: Progress):
     for i, sample in enumerate(samples, 1):
         if sample is not None:
             real = os.path.realpath(sample.filepath)
-            if real in new:  # the image again under another name (a link): added, then completed
+            if real in new:  # the image again under another name (a link): added, then
+                first = new[real]  # completed by both names' labels (neither is stale)
                 add_new()
+                found.append((existing[real], first))
             sample_id = existing.get(real)
             if sample_id is None:
                 new[real] = sample
