@@ -1078,6 +1078,13 @@ def test_a_grouped_dataset_runs_on_a_saved_view_of_one_slice(tmp_path, tiny_clip
         assert len(list(csv.DictReader(f))) == 3
     flat = dataset.select_group_slices()
     assert flat.count("vlsr_label") == dataset.select_group_slices("right").count("vlsr_label") == 3
+    # a view of the other slice leaves those final labels out (counted on every slice, not on
+    # the default one alone, which has none)
+    from vlsr_core.fo.runs import narrowing_note
+
+    assert narrowing_note(dataset.select_group_slices("left"), "vlsr").startswith(
+        "Run 'vlsr' gave final labels to 3 samples outside this view")
+    assert narrowing_note(dataset.select_group_slices("right"), "vlsr") is None
     assert main(args + ["--view", "nope"]) == 2
     assert "no saved view 'nope'" in capsys.readouterr().err
 

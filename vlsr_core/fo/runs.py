@@ -187,7 +187,10 @@ def narrowing_note(samples, key):
     dataset, final = samples._dataset, sample_fields(key)["label"]
     if samples is dataset or not dataset.has_field(final):
         return None
-    outside = dataset.exists(final).count() - samples.exists(final).count()
+    # (of a grouped dataset, every slice: the dataset alone is its default one)
+    every = (dataset.select_group_slices(media_type="image") if dataset.media_type == "group"
+             else dataset)
+    outside = every.exists(final).count() - samples.exists(final).count()
     if outside <= 0:
         return None
     return (f"Run {key!r} gave final labels to {count(outside, 'sample')} outside this view: "
