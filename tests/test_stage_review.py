@@ -665,6 +665,18 @@ def test_a_label_in_another_unicode_form_is_told_apart_in_messages(dataset, tmp_
     add_edit(dataset, "vlsr", "rename", "drill", decomposed)
     with pytest.raises(ReviewError, match="already called"):  # its name, typed composed
         add_edit(dataset, "vlsr", "rename", decomposed, "Helm\u00e9t")
+    # so in a label map from a spreadsheet (a cell cannot hold the escape), label and name
+    from vlsr_core.fo.review import import_label_map, read_label_map
+
+    csv_path = tmp_path / "edited.csv"
+    csv_path.write_text("label,canonical\nHelm\u00e9t,Helm\u00e9t\ndrill,helmet\n",
+                        encoding="utf-8")
+    wanted = read_label_map(csv_path, review_state(dataset, "vlsr").label_map.vocabulary)
+    assert dict(wanted) == {decomposed: "Helm\u00e9t", "drill": "helmet"}
+    assert [e.describe() for e in import_label_map(dataset, "vlsr", wanted)] == [
+        "move `drill` to the cluster of `helmet`"]  # the name as the run writes it: no rename
+    canonical = review_state(dataset, "vlsr").label_map.canonical
+    assert canonical[decomposed] == decomposed and canonical["drill"] == "helmet"
 
 
 def test_a_move_to_a_label_that_does_not_name_its_cluster_says_which_cluster(ran, capsys):

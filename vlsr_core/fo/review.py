@@ -682,8 +682,9 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
     # names the run has already (labels as written, with their spaces and tabs) are kept;
     # a new name is checked as a rename is
     known = {*label_map.vocabulary, *(label_map.names or label_map.representatives)}
-    stripped = {n.strip(): n for n in sorted(known, reverse=True)}
-    wanted = {l: n if n in known else stripped.get(n.strip(), n.strip())
+    stripped = {unicodedata.normalize("NFC", n.strip()): n for n in sorted(known, reverse=True)}
+    wanted = {l: n if n in known else stripped.get(unicodedata.normalize("NFC", n.strip()),
+                                                   n.strip())
               for l, n in wanted.items()}
     bad = next((n for n in set(wanted.values()) - known if not n or _unprintable(n)), None)
     if bad is not None:
@@ -806,6 +807,13 @@ def read_label_map(path, vocabulary=None):
         problems[line] = "a quote (\") opened there is not closed: close it, or remove it"
     if vocabulary is not None:
         known = set(vocabulary)
+        unknown = [l for l in wanted if l not in known]
+        # a label in another Unicode form than the run's (a spreadsheet's) is the run's label
+        composed = {unicodedata.normalize("NFC", l): l for l in vocabulary} if unknown else {}
+        for l in unknown:
+            ours = composed.get(unicodedata.normalize("NFC", l))
+            if ours is not None and ours not in wanted:
+                wanted[ours], where[ours] = wanted.pop(l), where.pop(l)
         unknown = [l for l in wanted if l not in known]
         alike = by_normal_form(vocabulary) if unknown else {}  # (a label edited by hand)
         for l in unknown:
