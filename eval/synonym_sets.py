@@ -40,6 +40,10 @@ MISSPELLINGS = "codespell_lib/data/dictionary.txt"
 
 
 def factorynet(path=FACTORYNET):
+    """The Factorynet development half: labels and their synonym groups."""
+    if not Path(path).is_file():
+        sys.exit(f"{path} not found: the Factorynet synonym set is read from "
+                 "../shared/data/ beside the checkout (it is not in the repository)")
     labels, groups = [], []
     with open(path, encoding="utf-8") as f:
         next(f)
