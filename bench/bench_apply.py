@@ -15,6 +15,7 @@ import sys
 import time
 
 from bench_panel import built_run  # (sets the database name and plugins dir)
+from usage import sizes
 from vlsr_core.fo import review, stages
 
 
@@ -51,4 +52,4 @@ def main(n_samples=50_000, n_labels=10_000):
 
 
 if __name__ == "__main__":
-    main(*map(int, sys.argv[1:3]))
+    main(*sizes(sys.argv[1:], __doc__, most=2))

@@ -47,7 +47,7 @@ def case(model_dir, image, n):
 
 
 def main():
-    ns = sizes(sys.argv[1:], __doc__, DEFAULT_NS)
+    ns = sizes(sys.argv[1:], __doc__, DEFAULT_NS, least=0)  # (0 boxes: the whole image alone)
     import numpy as np
     from PIL import Image
 

@@ -118,4 +118,4 @@ def main(n_boxes=50_000, per_sample=5, dim=768):
 
 
 if __name__ == "__main__":
-    main(*sizes(sys.argv[1:], __doc__))
+    main(*sizes(sys.argv[1:], __doc__, most=3))

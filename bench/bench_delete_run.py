@@ -13,6 +13,7 @@ run, and the deletion of the same fields one ``delete_sample_field`` call each o
 import sys
 
 from bench_panel import built_run, timed  # (sets the database name and plugins dir)
+from usage import sizes
 from vlsr_core.fo import runs
 
 
@@ -41,4 +42,4 @@ def main(n_samples=50_000, n_labels=10_000):
 
 
 if __name__ == "__main__":
-    main(*map(int, sys.argv[1:3]))
+    main(*sizes(sys.argv[1:], __doc__, most=2))

@@ -35,6 +35,8 @@ import tempfile
 import time
 import uuid
 
+from usage import model_size
+
 os.environ.setdefault("FIFTYONE_DATABASE_NAME", "vlsr-bench")
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
@@ -277,14 +279,14 @@ def main(sizes, workers, batch_size, rounds, jpeg_draft=False):
 
 def _parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("sizes", nargs="*", help="size=n, size in tiny, vit-b-32, vit-l-14")
+    p.add_argument("sizes", nargs="*", type=model_size, help="size=n, size in tiny, vit-b-32, vit-l-14")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=2, help="repeat every case; the best is kept")
     p.add_argument("--jpeg-draft", action="store_true",
                    help="also decode and embed with JPEGs decoded at reduced scale")
     a = p.parse_args(argv)
-    sizes = dict((s.split("=")[0], int(s.split("=")[1])) for s in a.sizes) or DEFAULT_SIZES
+    sizes = dict(a.sizes) or DEFAULT_SIZES
     return sizes, a.workers, a.batch_size, a.rounds, a.jpeg_draft
 
 

@@ -378,5 +378,5 @@ if __name__ == "__main__":
     if trees:
         main_versions(trees, rounds, only)
     else:
-        n_images, n_labels, n_pairs = sizes(argv, __doc__, [10_000, 20_000, 1_000_000])
+        n_images, n_labels, n_pairs = sizes(argv, __doc__, [10_000, 20_000, 1_000_000], most=3)
         main_baseline(n_images, n_labels, n_pairs, rounds)

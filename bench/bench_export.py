@@ -23,6 +23,7 @@ import numpy as np
 from bench_panel import built_run, timed  # (sets the database name and plugins dir)
 from fiftyone import ViewField as F
 from fiftyone.core.expressions import ViewExpression
+from usage import sizes
 from vlsr_core.fo.export import canonical_of, export_run
 from vlsr_core.fo.labels import one_of
 from vlsr_core.fo.review import review_state
@@ -96,4 +97,4 @@ def lookups(ds):
 
 
 if __name__ == "__main__":
-    main(*map(int, sys.argv[1:3]))
+    main(*sizes(sys.argv[1:], __doc__, most=2))

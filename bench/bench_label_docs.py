@@ -71,4 +71,4 @@ def main(n=8192, k=5):
 
 
 if __name__ == "__main__":
-    main(*sizes(sys.argv[1:], __doc__))
+    main(*sizes(sys.argv[1:], __doc__, most=2))

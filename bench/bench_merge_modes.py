@@ -130,5 +130,5 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--case"]:
         case(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
-        main(*sizes(sys.argv[1:], __doc__, flags=("--image-evidence",))[:2],
+        main(*sizes(sys.argv[1:], __doc__, flags=("--image-evidence",), most=2),
              images="--image-evidence" in sys.argv[1:])

@@ -15,6 +15,7 @@ Usage (from the repository root)::
 """
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 import time
@@ -67,7 +68,7 @@ def tower(size, rounds, tmp):
             out = self.model.get_image_features(pixel_values=x)
             return out if torch.is_tensor(out) else out.pooler_output
 
-    x = images(32, 224)
+    x = images(32, encoder.processor.image_processor.crop_size["height"])
     path = f"{tmp}/tower.onnx"
     _export(Tower(encoder.model), (x[:2],), path, ["x", "y"], {"x": {0: "b"}, "y": {0: "b"}})
 
@@ -130,6 +131,10 @@ if __name__ == "__main__":
     parser.add_argument("size", nargs="?", default="vit-l-14", choices=("tiny", "vit-b-32", "vit-l-14"))
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        sys.exit(f"bench_onnx.py needs {' and '.join(missing)}: pip install onnx onnxruntime "
+                 "(not project dependencies)")
     warnings.simplefilter("ignore")
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:

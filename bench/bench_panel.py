@@ -442,4 +442,4 @@ def main(n_samples=100_000, n_labels=20_000):
 
 
 if __name__ == "__main__":
-    main(*sizes(sys.argv[1:], __doc__)[:2])
+    main(*sizes(sys.argv[1:], __doc__, most=2))

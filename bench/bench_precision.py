@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vlsr_core.model.precision import PRECISIONS, autocast, native_bf16, quantized  # noqa: E402
+from usage import model_size  # noqa: E402
 
 DEFAULT_SIZES = {"vit-b-32": 64, "vit-l-14": 16}
 
@@ -59,9 +60,10 @@ def speed_and_agreement(size, n, rounds, batch_size):
     from vlsr_core.model.encoder import CLIPEncoder
     from vlsr_core.model.random_clip import save_random_clip
 
-    directory = save_random_clip(tempfile.mkdtemp(prefix=f"clip-{size}-"), size=size)
-    encoders = {p: CLIPEncoder(directory, device="cpu", batch_size=batch_size, num_workers=0,
-                               precision=p) for p in PRECISIONS}
+    with tempfile.TemporaryDirectory(prefix=f"clip-{size}-") as directory:  # (loaded, then gone)
+        save_random_clip(directory, size=size)
+        encoders = {p: CLIPEncoder(directory, device="cpu", batch_size=batch_size, num_workers=0,
+                                   precision=p) for p in PRECISIONS}
     side = encoders["full"].processor.image_processor.crop_size["height"]
     pixels = images(n, side)
     batches = [pixels[i:i + batch_size] for i in range(0, n, batch_size)]
@@ -157,18 +159,18 @@ def _f1(precision, recall):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("sizes", nargs="*", help="size=n, e.g. vit-b-32=64")
+    ap.add_argument("sizes", nargs="*", type=model_size, help="size=n, e.g. vit-b-32=64")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
-    sizes = dict(s.split("=") for s in args.sizes) or DEFAULT_SIZES
+    sizes = dict(args.sizes) or DEFAULT_SIZES
     caps = torch.cpu.get_capabilities()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {caps.get('cpu_name')}: "
           f"native bfloat16 {native_bf16()} (avx512_bf16 {caps.get('avx512_bf16')}, amx_bf16 "
           f"{caps.get('amx_bf16')}), avx512_vnni {caps.get('avx512_vnni')}, avx2 {caps.get('avx2')}; "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
     for size, n in sizes.items():
-        speed_and_agreement(size, int(n), args.rounds, args.batch_size)
+        speed_and_agreement(size, n, args.rounds, args.batch_size)
     real_weights_agreement()
 
 

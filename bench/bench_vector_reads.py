@@ -23,6 +23,7 @@ import fiftyone as fo  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vlsr_core.fo import chunks  # noqa: E402
+from usage import sizes  # noqa: E402
 
 
 def main(n_samples=50_000, dim=512, rounds=6):
@@ -55,4 +56,4 @@ def main(n_samples=50_000, dim=512, rounds=6):
 
 
 if __name__ == "__main__":
-    main(*map(int, sys.argv[1:4]))
+    main(*sizes(sys.argv[1:], __doc__, most=3))

@@ -52,4 +52,4 @@ def main(n=8192, dim=768):
 
 
 if __name__ == "__main__":
-    main(*sizes(sys.argv[1:], __doc__)[:2])
+    main(*sizes(sys.argv[1:], __doc__, most=2))

@@ -51,5 +51,5 @@ def main(smoke):
 
 
 if __name__ == "__main__":
-    sizes(sys.argv[1:], __doc__, flags=("--smoke",))  # (it takes none: -h, or a typo)
+    sizes(sys.argv[1:], __doc__, flags=("--smoke",), most=0)  # (-h, or a typo: it takes no sizes)
     sys.exit(main("--smoke" in sys.argv[1:]))
