@@ -6,8 +6,10 @@ import fiftyone.operators.types as types
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.model.model_source import label_model_problem, model_problem
 from vlsr_core.engine.params import EmbedParams
+from vlsr_core.fo.labels import label_selection_problem
 
 from .common import (
+    block,
     chosen_target,
     delegable,
     execution_flags,
@@ -44,7 +46,11 @@ class ComputeEmbeddings(foo.Operator):
         # the run's collection, or the dataset for a new run: not a selection left in the grid
         view = target_view(ctx, inputs, key=ctx.params.get("key") or DEFAULT_KEY)
         label_field = label_field_input(ctx, inputs)
-        if view is not None and label_field is not None:
+        problem = view is not None and label_field is not None and label_selection_problem(
+            view, label_field)  # (said before Execute, as the other stages' forms say it)
+        if problem:
+            block(inputs, "filter_error", problem)
+        elif view is not None and label_field is not None:
             key = new_run_key_input(ctx, inputs, label_field)
             # a delegated job may run where the device exists; an immediate one runs here
             unchecked = ("device",) if ctx.requesting_delegated_execution else ()

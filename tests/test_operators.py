@@ -304,6 +304,25 @@ def test_stage_forms_refuse_a_view_that_filters_the_runs_labels_before_execute(d
         assert not {"top_k", "eps", "copy_to", "directory"} & set(props), operator
 
 
+def test_every_stage_form_refuses_a_view_that_selects_labels_before_execute(ds, tiny_clip):
+    """A view that selects labels (the App's "show selected labels", a sidebar filter on the
+    run's final labels) hides or filters the run's own fields: the embed form let it through to
+    Execute, which failed; the others said so already, as they do of filters."""
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds, key="vlsr")
+    run("cluster_and_merge", ds, key="vlsr")
+    ds.limit(2).tag_labels("bad", label_fields="vlsr_label")
+    for view, words in [(ds.select_labels(tags="bad"), "selects labels (SelectLabels)"),
+                        (ds.filter_labels("vlsr_label", fo.ViewField("label") != ""),
+                         "filters or edits the labels of 'vlsr_label' (FilterLabels)")]:
+        for operator in ("compute_embeddings", "score_labels", "cluster_and_merge",
+                         "apply_review", "export_results"):
+            props = form(operator, ds, view=view, key="vlsr", label_field="gt",
+                         view_target="CURRENT_VIEW")["type"]["properties"]
+            assert words in str(props.get("filter_error")), operator
+            assert not {"model", "top_k", "eps", "copy_to", "directory"} & set(props), operator
+
+
 def test_label_field_choices_are_label_fields_only(ds):
     inputs = form("compute_embeddings", ds)["type"]["properties"]
     choices = [c["value"] for c in inputs["label_field"]["view"]["choices"]]
