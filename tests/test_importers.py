@@ -630,11 +630,17 @@ def test_linked_subfolders_are_walked_once_and_a_link_loop_ends(tmp_path, datase
     assert report.n_samples == 1 and len(dataset) == 1
 
 
+@pytest.mark.parametrize("chunk", [None, 2])
+@pytest.mark.parametrize("link", ["0000link", "zzzlink"])  # read before or after the image
 def test_an_image_and_a_link_to_it_in_one_folder_are_one_sample_and_keep_every_label(
-        tmp_path, dataset):
+        tmp_path, dataset, monkeypatch, chunk, link):
     """A Factorynet folder holding an image and a link to it made two samples of it; a second
     import then read the samples' labels by position with the linked one counted twice, and
-    wrote each sample the labels of another (a curator's own labels gone, boxes shifted)."""
+    wrote each sample the labels of another (a curator's own labels gone, boxes shifted). Each
+    name's labels are not "no longer given" by the other, also with the two names in
+    different chunks of the import (``chunk``: its size)."""
+    if chunk:
+        monkeypatch.setattr(importers, "CHUNK_SIZE", chunk)
     root = tmp_path / "fn"
     root.mkdir()
     for stem, label in [("1002", "rocket"), ("1004", "motorcycle"), ("1005", "horse")]:
@@ -644,8 +650,8 @@ def test_an_image_and_a_link_to_it_in_one_folder_are_one_sample_and_keep_every_l
         sample.ground_truth.classifications.append(fo.Classification(label=f"mine-{sample.factorynet_id}"))
         sample.save()
     before = {s.factorynet_id: (_labels(s), _boxes(s)) for s in dataset}
-    (root / "0000link.jpg").symlink_to(root / "1002.jpg")
-    _text(root / "0000link.csv", "helmet,0,0,10,10\n")
+    (root / f"{link}.jpg").symlink_to(root / "1002.jpg")
+    _text(root / f"{link}.csv", "helmet,0,0,10,10\n")
     for _ in range(2):  # the link first seen, then seen again
         report = import_factorynet(root, dataset)
         assert len(dataset) == 3 and report.n_samples == 0

@@ -656,10 +656,44 @@ def _file_size(path):
         return None
 
 
-def _complete(dataset, found, fields, report):
+class _Unexplained:
+    """The labels of samples already in the dataset that no input of this import gives (kept,
+    and reported once the import is done): an image and a link to it, wherever they are in
+    the input, each give part of their sample's labels."""
+
+    def __init__(self):
+        self.seen = set()  # (field, sample id) given by this import
+        self.left = {}  # (field, sample id) -> (path, label keys no input gave so far)
+
+    def added(self, ids, fields):
+        """Samples this import added: their labels are all given by it."""
+        self.seen.update((name, i) for i in ids for name in fields)
+
+    def given(self, name, sample_id, path, stored, keys):
+        """An input gives ``keys`` for the sample that held ``stored`` before it."""
+        at = (name, sample_id)
+        if at in self.left:
+            self.left[at] = (self.left[at][0], self.left[at][1] - keys)
+        elif at not in self.seen and stored - keys:
+            self.left[at] = (path, stored - keys)
+        self.seen.add(at)
+
+    def report(self, report):
+        for path, stale in self.left.values():
+            if stale:
+                boxes = isinstance(next(iter(stale)), tuple)
+                what = (f"{count(len(stale), 'box')} of {sorted({label for label, _ in stale})}"
+                        if boxes else sorted(stale))
+                report.problems.append((path, (
+                    f"already in the dataset with {what} too, which the input no longer gives; "
+                    "kept (delete them in the App if the input is right)")))
+
+
+def _complete(dataset, found, fields, report, unexplained):
     """Give each sample already in the dataset what the input's sample for its image has and it
-    lacks: image-level labels by text, boxes by label and box; nothing is removed. ``found`` holds
-    (sample id, the input's sample) pairs; the changes are written in one bulk write per field."""
+    lacks: image-level labels by text, boxes by label and box; nothing is removed (what no input
+    gives is noted in ``unexplained``). ``found`` holds (sample id, the input's sample) pairs; the
+    changes are written in one bulk write per field."""
     ids = list({sample_id: None for sample_id, _ in found})  # (one image under two names: once)
     report.n_sized += _with_metadata(dataset, ids, report)
     updated = set()
@@ -678,27 +712,21 @@ def _complete(dataset, found, fields, report):
         for sample_id, given_of in inputs.items():
             sample, new = given_of[0]
             attr = _LIST_FIELD[type(new)]
-            labels, seen = [], set()  # what the inputs give, each label once across them
+            labels, given_keys = [], set()  # what the inputs give, each label once across them
             for _, more in given_of:
                 keys = [_label_key(label) for label in more[attr]]
-                labels += [label for label, key in zip(more[attr], keys) if key not in seen]
-                seen.update(keys)
+                labels += [label for label, key in zip(more[attr], keys) if key not in given_keys]
+                given_keys.update(keys)
             old = have.get(sample_id)
             if old is None:
                 new[attr] = labels
-                old, missing = new, labels
+                old, missing, stored = new, labels, set()
             else:
                 items = old[_LIST_FIELD[type(old)]]
-                keys = {_label_key(label) for label in items}
-                missing = [label for label in labels if _label_key(label) not in keys]
+                stored = {_label_key(label) for label in items}
+                missing = [label for label in labels if _label_key(label) not in stored]
                 items.extend(missing)
-                stale = keys - {_label_key(label) for label in labels}
-                if stale:
-                    what = sorted(stale) if isinstance(new, fo.Classifications) else \
-                        f"{count(len(stale), 'box')} of {sorted({label for label, _ in stale})}"
-                    report.problems.append((sample.filepath, (
-                        f"already in the dataset with {what} too, which the input no longer "
-                        "gives; kept (delete them in the App if the input is right)")))
+            unexplained.given(name, sample_id, sample.filepath, stored, given_keys)
             if not missing:
                 continue
             if isinstance(new, fo.Classifications):
@@ -739,18 +767,19 @@ def _add_all(dataset, samples, total, fields, report, progress: Progress):
     existing = ({os.path.realpath(p): i for p, i in zip(*dataset.values(["filepath", "id"]))}
                 if len(dataset) else {})
     new, found = {}, []  # the samples to add, by real path
+    unexplained = _Unexplained()
 
     def add_new():
-        existing.update(zip(new, _add(dataset, list(new.values()), report)))
+        ids = _add(dataset, list(new.values()), report)
+        existing.update(zip(new, ids))
+        unexplained.added(ids, fields)
         new.clear()
 
     for i, sample in enumerate(samples, 1):
         if sample is not None:
             real = os.path.realpath(sample.filepath)
             if real in new:  # the image again under another name (a link): added, then
-                first = new[real]  # completed by both names' labels (neither is stale)
-                add_new()
-                found.append((existing[real], first))
+                add_new()  # completed by the link's labels
             sample_id = existing.get(real)
             if sample_id is None:
                 new[real] = sample
@@ -760,13 +789,14 @@ def _add_all(dataset, samples, total, fields, report, progress: Progress):
         if len(new) >= CHUNK_SIZE:
             add_new()
         if len(found) >= CHUNK_SIZE:
-            _complete(dataset, found, fields, report)
+            _complete(dataset, found, fields, report, unexplained)
             found = []
         if progress is not None and i % PROGRESS_EVERY == 0:
             progress(i / total)
     if new:
         add_new()
     if found:
-        _complete(dataset, found, fields, report)
+        _complete(dataset, found, fields, report, unexplained)
+    unexplained.report(report)
     if progress is not None:
         progress(1.0)
