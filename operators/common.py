@@ -121,7 +121,7 @@ def check_target(ctx, inputs, key, view, consequence, rebuilds=False):
         gone = input_gone(ctx.dataset, config)
         block(inputs, "field_error", f"Run {key!r}: {gone}" if gone else str(e))
         return False
-    problem = (label_filter_problem(view, config.label_field, config.collection)
+    problem = (label_filter_problem(view, config.label_field, config.collection, key)
                or (rebuilds and (outside_problem(view, key, by_count=True)
                                  or embeddings_problem(view, key))))
     if problem:

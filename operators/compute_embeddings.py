@@ -47,7 +47,7 @@ class ComputeEmbeddings(foo.Operator):
         view = target_view(ctx, inputs, key=ctx.params.get("key") or DEFAULT_KEY)
         label_field = label_field_input(ctx, inputs)
         problem = view is not None and label_field is not None and label_selection_problem(
-            view, label_field)  # (said before Execute, as the other stages' forms say it)
+            view, label_field, ctx.params.get("key") or DEFAULT_KEY)  # (said before Execute, as the other stages' forms say it)
         if problem:
             block(inputs, "filter_error", problem)
         elif view is not None and label_field is not None:

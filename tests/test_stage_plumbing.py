@@ -196,6 +196,13 @@ def test_a_view_that_selects_labels_is_refused_before_it_wipes_the_final_labels(
             (dataset.map_labels("gt", {"helmit": "helmet"}), r"'gt' \(MapLabels\)")]:
         with pytest.raises(VLSRError, match=words):
             apply_review(view, "vlsr")
+    # the fields of another run, and other label fields, are not this run's to refuse
+    dataset.clone_sample_field("gt", "predictions")
+    run_vlsr(dataset, "predictions", key="pred", encoder=FakeEncoder(images), min_cluster_size=1)
+    apply_review(dataset.filter_labels("vlsr_label", F("label") != "zzz", only_matches=False),
+                 "pred")
+    apply_review(dataset.exclude_labels(tags="nope", fields="predictions"), "vlsr")
+    assert dataset.values("vlsr_label.label") == finals
     assert dataset.values("vlsr_label.label") == finals
     assert dataset.values("vlsr_min_similarity") == scores
     assert dataset.count_label_tags("vlsr_label") == {"bad": 5}

@@ -475,7 +475,7 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     gone = deleted_outputs(dataset, key)
     if gone:
         return f"Run {key!r}: {deleted_note(gone)}, then export"
-    problem = (label_filter_problem(samples, config.label_field, config.collection)
+    problem = (label_filter_problem(samples, config.label_field, config.collection, key)
                or labels_problem(samples, config, results.vocabulary)
                or foreign_problem(samples, key) or relabelled_problem(samples, key, results))
     if problem:

@@ -100,14 +100,15 @@ def label_path(samples, label_field):
     return f"{label_field}.{attr}" if attr else label_field
 
 
-def label_filter_problem(samples, label_field, collection):
-    """Why a stage of a run made on ``collection`` (as the run records it: None for the dataset,
-    a saved view's name, "" for an unsaved view) cannot work on ``samples``, or None: a view
-    that filters the labels of ``label_field`` (``filter_labels``, such as the run's review
-    views) when the run was made on them whole would score, merge or write part of each
-    sample's labels, and drop the rest from its outputs. (A run made on filtered labels works
-    on filtered labels: that is how labels are kept out of a run.)"""
-    problem = label_selection_problem(samples, label_field)
+def label_filter_problem(samples, label_field, collection, key):
+    """Why a stage of run ``key`` made on ``collection`` (as the run records it: None for the
+    dataset, a saved view's name, "" for an unsaved view) cannot work on ``samples``, or None:
+    :func:`label_selection_problem`, or a view that filters the labels of ``label_field``
+    (``filter_labels``, such as the run's review views) when the run was made on them whole
+    would score, merge or write part of each sample's labels, and drop the rest from its
+    outputs. (A run made on filtered labels works on filtered labels: that is how labels are
+    kept out of a run.)"""
+    problem = label_selection_problem(samples, label_field, key)
     if problem:
         return problem
     dataset = samples._dataset
@@ -122,23 +123,28 @@ def label_filter_problem(samples, label_field, collection):
             "Choose the dataset, or a view that selects samples without filtering their labels")
 
 
-def label_selection_problem(samples, label_field):
-    """Why no stage can work on ``samples``, or None. A stage reads and writes through its
-    view, so a view must show the labels it reads and writes whole: one that selects labels
-    (``select_labels``: every other label field hidden, the input's too), filters or edits the
-    labels of a field a VLSR run writes (``filter_labels`` on ``vlsr_labels``; an
-    ``exclude_labels`` without ``fields`` filters every label field, those created later too),
-    or edits the input's labels (``set_field``, ``map_labels``) had stages read no labels,
-    Apply wipe or half-write the outputs, and a new run write no label sets."""
+def label_selection_problem(samples, label_field, key):
+    """Why no stage of run ``key`` can work on ``samples``, or None. A stage reads and writes
+    through its view, so a view must show the labels it reads and writes whole: one that
+    selects labels (``select_labels``: every other label field hidden, the input's too),
+    filters or edits the labels of a field the run writes (``filter_labels`` on
+    ``vlsr_labels``, a copy of its final labels; an ``exclude_labels`` without ``fields``
+    filters every label field, those created later too), or edits the input's labels
+    (``set_field``, ``map_labels``) had stages read no labels, Apply wipe or half-write the
+    outputs, and a new run write no label sets. (``concat`` and ``mongo`` stages are not
+    looked into.)"""
     stages = getattr(samples, "_stages", None)
     if not stages:
         return None
     import fiftyone.core.stages as fos
 
-    from .runs import run_outputs
+    from .runs import sample_fields
 
     root = label_field.split(".")[0]
-    outputs = run_outputs(samples._dataset)
+    dataset = samples._dataset
+    written = {sample_fields(key)[role] for role in ("label", "labels", "suggestions")}
+    if dataset.has_run(key):
+        written.update(getattr(dataset.get_run_info(key).config, "copies", None) or ())
     name = f"The saved view {samples.name!r}" if samples.is_saved else "The view"
     advice = (" Target the dataset, or a view of the samples that have such labels with all "
               f"their labels (match_labels); to keep labels of {root!r} out of a run, "
@@ -153,17 +159,22 @@ def label_selection_problem(samples, label_field):
             return (f"{name} excludes labels ({kind}) of every label field, the run's own among "
                     "them (those a run creates later too): a stage would write part of them. "
                     f"Give exclude_labels fields={root!r}." + advice)
-        edited = {f.split(".")[0] for f in stage.get_edited_fields(samples._dataset) or ()}
-        written = sorted(f for f in edited if f in outputs)
-        if written:
-            return (f"{name} filters or edits the labels of {written[0]!r} ({kind}), a field "
-                    f"that run {outputs[written[0]]!r} writes: a stage would write part of "
-                    "them, and leave the rest as they were." + advice)
+        edited = _edited_roots(stage, dataset)
+        hit = sorted(edited & written)
+        if hit:
+            return (f"{name} filters or edits the labels of {hit[0]!r} ({kind}), a field that "
+                    f"run {key!r} writes: a stage would write part of them, and leave the rest "
+                    "as they were." + advice)
         if root in edited and kind in ("SetField", "MapLabels", "MapValues"):
             return (f"{name} edits the labels of {root!r} ({kind}), and VLSR reads and writes "
                     "labels as stored: clone the view into a dataset (view.clone()) and run on "
                     "that")
     return None
+
+
+def _edited_roots(stage, dataset):
+    """The top-level fields whose values the view stage ``stage`` filters or edits."""
+    return {f.split(".")[0] for f in stage.get_edited_fields(dataset) or ()}
 
 
 def _filters_labels(samples, label_field):
@@ -176,7 +187,8 @@ def _filters_labels(samples, label_field):
     root = label_field.split(".")[0]
     paths = set(samples._get_filtered_fields() or ())  # lists of labels filtered
     paths.update(s.field for s in stages if isinstance(s, (fos.FilterLabels, fos.FilterField)))
-    paths.update(root for s in stages if isinstance(s, fos.ExcludeLabels))
+    paths.update(root for s in stages if isinstance(s, fos.ExcludeLabels)
+                 and root in _edited_roots(s, samples._dataset))
     return any(p == root or p.startswith(root + ".") for p in paths)
 
 

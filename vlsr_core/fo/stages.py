@@ -211,7 +211,7 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     _check_collection(samples)
     path = _label_path(samples, label_field)
     _check_outputs(samples, key, label_field)
-    problem = label_selection_problem(samples, label_field)
+    problem = label_selection_problem(samples, label_field, key)
     if problem:
         raise VLSRError(problem)
     if params.crops and not path.endswith(".detections"):
@@ -1279,7 +1279,8 @@ def run_vlsr(samples, label_field, key=DEFAULT_KEY, embed=None, score=None, merg
     dataset = samples._dataset
     config = dataset.get_run_info(key).config if dataset.has_run(key) else None
     # what scoring would refuse, said before the model loads and the images are embedded
-    problem = label_filter_problem(samples, label_field, getattr(config, "collection", ""))
+    problem = label_filter_problem(samples, label_field, getattr(config, "collection", ""),
+                                   key)
     if problem:
         raise VLSRError(problem)
     if isinstance(config, VLSRRunConfig):
@@ -1412,7 +1413,7 @@ def open_run(samples, key, vocabulary=None, results=None, shard=False):
     results = results or load_results(dataset, key)
     path = _label_path(samples, config.label_field)
     _check_outputs(samples, key, config.label_field)
-    problem = label_filter_problem(samples, config.label_field, config.collection)
+    problem = label_filter_problem(samples, config.label_field, config.collection, key)
     if problem:
         raise VLSRError(problem)
     problem = not shard and (embeddings_problem(samples, key) or foreign_problem(samples, key))
