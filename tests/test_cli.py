@@ -784,6 +784,10 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
             ("label,canonical\nhelmit,drill\ndrill,helmet\n", "put 'drill' in it (1 name of a "
                                                                "label placed elsewhere, given to 1 "
                                                                "label: 'drill') (lines 2, 3)"),
+            # every such label's line, not the first one's alone
+            ("label,canonical\nhelmit,drill\ndrill,helmet\nScrewdrivers,Lathe Information\n"
+             "Lathe Information,screwdriver\n", "(2 names of a label placed elsewhere, given to 2 "
+                                               "labels: 'drill', 'Lathe Information') (lines 2, 3, 4, 5)"),
             ("", "is empty: it needs the columns label and canonical"),
     ):
         edited.write_text(text, encoding="utf-8")

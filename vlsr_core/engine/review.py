@@ -305,7 +305,7 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
                          f"must hold that label, so name it otherwise or put {name!r} in it "
                          f"({count(len(names), 'name')} of a label placed elsewhere, given to "
                          f"{count(len(clash), 'label')}: {listed})",
-                         [l for l in (label, name) if l in wanted]))
+                         list(dict.fromkeys(x for n, l in clash for x in (l, n) if x in wanted))))
     if problems:
         raise MapError(problems)
     index = {l: i for i, l in enumerate(vocabulary)}
