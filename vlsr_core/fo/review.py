@@ -640,9 +640,10 @@ def _as_written(name, state):
     if not name or name in label_map.canonical or name in (label_map.names or
                                                           label_map.representatives):
         return name
-    form = unicodedata.normalize("NFC", name)
-    same = _reads_as(name, label_map, state.memo,
-                     unless=lambda s: unicodedata.normalize("NFC", s) != form)
+    if "composed" not in state.memo:
+        state.memo["composed"] = _by_composed([*(label_map.names or label_map.representatives),
+                                              *label_map.vocabulary])
+    same = state.memo["composed"].get(unicodedata.normalize("NFC", name))
     if same is not None or not any(c in name for c in (*SHOWN_AS, ZWSP)):
         return same or name
     if ZWSP in name:
@@ -657,6 +658,16 @@ def _as_written(name, state):
                 shown[line] = l
         state.memo["shown"] = shown
     return state.memo["shown"].get(name, name)
+
+
+def _by_composed(strings, strip=False):
+    """Each string's composed Unicode form (NFC; of the string stripped, with ``strip``) -> the
+    string, the first in string order: what a name typed or pasted in another form (a
+    spreadsheet's, another system's) is among the run's labels and names."""
+    out = {}
+    for s in sorted(strings):
+        out.setdefault(unicodedata.normalize("NFC", s.strip() if strip else s), s)
+    return out
 
 
 def _unprintable(name):
@@ -682,7 +693,7 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
     # names the run has already (labels as written, with their spaces and tabs) are kept;
     # a new name is checked as a rename is
     known = {*label_map.vocabulary, *(label_map.names or label_map.representatives)}
-    stripped = {unicodedata.normalize("NFC", n.strip()): n for n in sorted(known, reverse=True)}
+    stripped = _by_composed(known, strip=True)
     wanted = {l: n if n in known else stripped.get(unicodedata.normalize("NFC", n.strip()),
                                                    n.strip())
               for l, n in wanted.items()}
@@ -809,7 +820,7 @@ def read_label_map(path, vocabulary=None):
         known = set(vocabulary)
         unknown = [l for l in wanted if l not in known]
         # a label in another Unicode form than the run's (a spreadsheet's) is the run's label
-        composed = {unicodedata.normalize("NFC", l): l for l in vocabulary} if unknown else {}
+        composed = _by_composed(vocabulary) if unknown else {}
         for l in unknown:
             ours = composed.get(unicodedata.normalize("NFC", l))
             if ours is not None and ours not in wanted:
