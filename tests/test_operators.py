@@ -319,7 +319,7 @@ def test_every_stage_form_refuses_a_view_that_selects_labels_before_execute(ds, 
                          "apply_review", "export_results"):
             props = form(operator, ds, view=view, key="vlsr", label_field="gt",
                          view_target="CURRENT_VIEW")["type"]["properties"]
-            assert words in str(props.get("filter_error")), operator
+            assert words in (props.get("filter_error") or {}).get("error_message", ""), operator
             assert not {"model", "top_k", "eps", "copy_to", "directory"} & set(props), operator
 
 

@@ -176,7 +176,9 @@ def test_a_view_that_selects_labels_is_refused_before_it_wipes_the_final_labels(
     tagged = dataset.select_labels(tags="bad", fields="vlsr_label")
     for stage in (apply_review, score_labels, cluster_and_merge):
         with pytest.raises(VLSRError, match=r"The view selects labels \(SelectLabels\).* "
-                           r"Target the dataset, or a view .* \(match_labels\)"):
+                           r"Target the dataset, or a view .* \(in the App's sidebar, \"Show samples with "
+                           r"\.\.\.\" rather than \"Select labels with \.\.\.\"; in Python, "
+                           r"match_labels\)"):
             stage(tagged, "vlsr")
     # a view that filters or edits the labels of a field a run writes: Apply wrote part of them
     # ("12 changed") and left the rest as they were

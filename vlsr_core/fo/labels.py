@@ -147,8 +147,9 @@ def label_selection_problem(samples, label_field, key):
         written.update(getattr(dataset.get_run_info(key).config, "copies", None) or ())
     name = f"The saved view {samples.name!r}" if samples.is_saved else "The view"
     advice = (" Target the dataset, or a view of the samples that have such labels with all "
-              f"their labels (match_labels); to keep labels of {root!r} out of a run, "
-              f"filter_labels on {root!r}")
+              "their labels (in the App's sidebar, \"Show samples with ...\" rather than "
+              "\"Select labels with ...\"; in Python, match_labels); to keep labels of "
+              f"{root!r} out of a run, filter_labels on {root!r}")
     for stage in stages:
         kind = type(stage).__name__
         if isinstance(stage, fos.SelectLabels):
