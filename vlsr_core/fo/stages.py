@@ -1130,10 +1130,11 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
                    for l, s, t in zip(final.final_labels, final.final_scores, tags)])
         changed = range(len(chunk.ids)) if copy_to else _changed(new, old, run.path)
         if changed:
-            _write_map_values(run, samples, _only(chunk, changed), new.only(changed), copy_to)
+            new_of, old_of = new.only(changed), old.only(changed)
+            _write_map_values(run, samples, _only(chunk, changed), new_of, copy_to)
             # (their labels as they were: a cluster renumbered by an edit elsewhere)
             renumbered += 0 if copy_to else len(changed) - len(
-                _changed(new, old, run.path, ids_too=False))
+                _changed(new_of, old_of, run.path, ids_too=False))
         done, written = done + len(chunk.ids), written + len(changed)
         if progress is not None:
             progress(min(0.99, done / len(run.ids)))
