@@ -662,21 +662,17 @@ class _Unexplained:
     the input, each give part of their sample's labels."""
 
     def __init__(self):
-        self.seen = set()  # (field, sample id) given by this import
+        self.seen = set()  # the samples an input of this import gave labels to (as `existing`)
         self.left = {}  # (field, sample id) -> (path, label keys no input gave so far)
 
-    def added(self, ids, fields):
-        """Samples this import added: their labels are all given by it."""
-        self.seen.update((name, i) for i in ids for name in fields)
-
     def given(self, name, sample_id, path, stored, keys):
-        """An input gives ``keys`` for the sample that held ``stored`` before it."""
+        """An input gives ``keys`` for the sample that held ``stored`` before it (the inputs of
+        one chunk together)."""
         at = (name, sample_id)
         if at in self.left:
             self.left[at] = (self.left[at][0], self.left[at][1] - keys)
-        elif at not in self.seen and stored - keys:
+        elif sample_id not in self.seen and stored - keys:
             self.left[at] = (path, stored - keys)
-        self.seen.add(at)
 
     def report(self, report):
         for path, stale in self.left.values():
@@ -737,6 +733,7 @@ def _complete(dataset, found, fields, report, unexplained):
             updated.add(sample_id)
         if changed:
             dataset.select(list(changed), ordered=True).set_values(name, list(changed.values()))
+    unexplained.seen.update(ids)
     report.n_updated += len(updated)
 
 
@@ -772,7 +769,7 @@ def _add_all(dataset, samples, total, fields, report, progress: Progress):
     def add_new():
         ids = _add(dataset, list(new.values()), report)
         existing.update(zip(new, ids))
-        unexplained.added(ids, fields)
+        unexplained.seen.update(ids)  # (their labels are all this import's)
         new.clear()
 
     for i, sample in enumerate(samples, 1):
