@@ -241,7 +241,7 @@ class CLIPEncoder:
                        if boxes is not None else ())
             indices, embeddings, crops = [], [], []
             for d in parts:
-                row = next(rows) if d.pixels is not None else None
+                row = next(rows) if d.first and d.failure is None else None  # (stacked)
                 if d.index in bad:
                     held.pop(d.index, None)
                     continue
@@ -454,6 +454,7 @@ def _input_side(image_processor):
 
 
 def _collate(parts):
-    """The parts, and their images' preprocessed pixels stacked (None if no part has them)."""
+    """The parts without their pixels, and those pixels stacked (None if no part has them): a
+    worker hands each image over once."""
     pixels = [p.pixels for p in parts if p.pixels is not None]
-    return parts, torch.stack(pixels) if pixels else None
+    return [p._replace(pixels=None) for p in parts], torch.stack(pixels) if pixels else None
