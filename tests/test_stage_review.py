@@ -94,6 +94,20 @@ def test_a_curators_own_tags_on_the_final_labels_survive_apply(ran):
                and REVIEW_TAGS["edited"] not in tags[n])
 
 
+def test_a_curators_tags_on_the_canonical_label_sets_stay_while_the_label_does(ran):
+    """Tags given in the App to the labels of ``vlsr_labels`` were lost when an Apply
+    rewrote a sample's set."""
+    dataset = ran[0]
+    dataset.tag_labels("checked", label_fields="vlsr_labels")
+    add_edit(dataset, "vlsr", "split", "helmit")  # h4's set: helmet becomes helmit
+    assert apply_review(dataset, "vlsr").n_changed > 0
+    labels = by_name(dataset, "vlsr_labels.classifications.label")
+    tags = by_name(dataset, "vlsr_labels.classifications.tags")
+    assert labels["h4.png"] == ["Lathe Information", "helmit"]
+    assert tags["h4.png"] == [["checked"], []]
+    assert all(t == ["checked"] for n in FINAL if n != "h4.png" for t in tags[n] or [])
+
+
 def test_an_apply_is_recorded_done_in_the_same_write_that_marks_it_complete(ran, monkeypatch):
     """Ctrl-C between the two writes left the Apply recorded (its edits shown) and marked
     running: the command said the fields were partly written, and the summary that the last

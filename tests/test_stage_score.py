@@ -265,3 +265,18 @@ def test_a_dataset_at_mongodbs_index_limit_is_scored_without_the_indexes(main, c
     assert dataset.count("gt.classifications.vlsr_similarity") > 0
     assert "vlsr_min_similarity is not indexed (the dataset has as many indexes as MongoDB " \
            "allows" in caplog.text
+
+
+def test_a_curators_tags_on_suggestions_stay_on_a_suggestion_made_again(ran):
+    """Tags given in the App to suggestions were lost when the labels were scored again."""
+    dataset = ran[0]
+    dataset.filter_labels("vlsr_suggestions", F("label") == "helmet").tag_labels(
+        "good", label_fields="vlsr_suggestions")
+    tagged = {n for n, ls in by_name(dataset, "vlsr_suggestions.classifications.label").items()
+              if ls and "helmet" in ls}
+    score_labels(dataset, "vlsr", top_k=5)
+    labels = by_name(dataset, "vlsr_suggestions.classifications.label")
+    tags = by_name(dataset, "vlsr_suggestions.classifications.tags")
+    assert tagged and all(len(labels[n]) == 5 for n in tagged)
+    for name in tagged:
+        assert all((t == ["good"]) == (l == "helmet") for l, t in zip(labels[name], tags[name]))

@@ -353,7 +353,16 @@ def classification_doc(label, confidence=None, tags=()):
     return doc
 
 
-def classifications_doc(pairs):
-    """Classifications of ``(label, confidence)`` pairs as FiftyOne stores them."""
+def classifications_doc(pairs, tags=None):
+    """Classifications of ``(label, confidence)`` pairs as FiftyOne stores them, each label
+    with its tags in ``tags`` (a dict by label: a curator's, kept over a rewrite)."""
+    tags = tags or {}
     return {"_cls": "Classifications",
-            "classifications": [classification_doc(l, c) for l, c in pairs]}
+            "classifications": [classification_doc(l, c, tags.get(l, ())) for l, c in pairs]}
+
+
+def tags_by_label(labels, tags):
+    """The tags of the label objects of a Classifications field as read back (``labels`` and
+    ``tags`` of its ``classifications``, None for no value), by label: what
+    :func:`classifications_doc` keeps."""
+    return {l: t for l, t in zip(labels or [], tags or []) if t}

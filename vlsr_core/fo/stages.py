@@ -65,6 +65,7 @@ from .labels import (
     one_of,
     query_bytes,
     set_label_attribute,
+    tags_by_label,
     unlabelled_problem,
     usable,
 )
@@ -762,10 +763,14 @@ def _score_chunks(run, samples, progress):
     params = config.params(ScoreParams)
     attrs, fields = label_attributes(key), sample_fields(key)
     crops = bool(config.crops)
-    extra = crop_read_fields(key, run.path) if crops else []
+    # the suggestions' tags, which a curator's are kept with (a suggestion made again)
+    extra = [f"{fields['suggestions']}.classifications.label",
+             f"{fields['suggestions']}.classifications.tags",
+             *(crop_read_fields(key, run.path) if crops else [])]
     report = ScoreReport(crops=crops)
     known = set(run.vocabulary)
     for chunk in run.read_chunks(samples, extra):
+        suggested, suggestion_tags, *crop_values = chunk.extra
         unknown = {l for labels in chunk.sets for l in labels if l not in known}
         if unknown:  # labels given since a sharded scoring recorded its vocabulary: unscored
             report.n_new_labels += len(unknown)
@@ -778,13 +783,14 @@ def _score_chunks(run, samples, progress):
             for labels, sims in zip(chunk.sets, scores.similarity)
         ])
         run.write_sample_values(samples, chunk, {
-            fields["suggestions"]: [classifications_doc(sugg) if sugg else None
-                                    for sugg in scores.suggestions],
+            fields["suggestions"]: [
+                classifications_doc(sugg, tags_by_label(names, tags)) if sugg else None
+                for sugg, names, tags in zip(scores.suggestions, suggested, suggestion_tags)],
             fields["min_similarity"]: scores.min_similarity,
             fields["best_gap"]: scores.best_gap,
         })
         if crops:
-            stored, boxes = read_crops(chunk.extra, run.path)
+            stored, boxes = read_crops(crop_values, run.path)
             box = score_boxes(chunk.images, chunk.label_ids, chunk.labels, boxes, stored,
                               run.vocabulary, run.vocab_emb, params, run.frequencies)
             write_box_scores(samples, run.path, key, chunk.ids, chunk.label_ids, box)
@@ -1091,6 +1097,7 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         f"{run.path}.{attrs['canonical']}", f"{run.path}.{attrs['cluster']}",
         f"{fields['labels']}.classifications.label",
         f"{fields['labels']}.classifications.confidence",
+        f"{fields['labels']}.classifications.tags",
         f"{fields['label']}.label", f"{fields['label']}.confidence", f"{fields['label']}.tags"]
     done = written = renumbered = 0
     for chunk in run.read_chunks(samples, stored):
@@ -1126,6 +1133,7 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
             names=final.canonical_labels,
             scores=[_floats(scores, len(names))
                     for names, scores in zip(final.canonical_labels, final.canonical_scores)],
+            set_tags=old.set_tags,
             final=[(l, _float(s), t) if l is not None else None
                    for l, s, t in zip(final.final_labels, final.final_scores, tags)])
         changed = range(len(chunk.ids)) if copy_to else _changed(new, old, run.path)
@@ -1154,8 +1162,8 @@ def _write_map_values(run, samples, chunk, new, copy_to):
         return [classification_doc(*f) if f is not None else None for f in new.final]
 
     run.write_sample_values(samples, chunk, {
-        fields["labels"]: [classifications_doc(zip(names, scores))
-                           for names, scores in zip(new.names, new.scores)],
+        fields["labels"]: [classifications_doc(zip(names, scores), tags)
+                           for names, scores, tags in zip(new.names, new.scores, new.set_tags)],
         fields["label"]: final_docs(),
         **({copy_to: final_docs()} if copy_to else {}),
     })
@@ -1164,20 +1172,23 @@ def _write_map_values(run, samples, chunk, new, copy_to):
 @dataclass
 class _MapValues:
     """What :func:`write_label_map` writes on a chunk's samples, per sample: the canonical
-    label and the cluster of each label object, the canonical label set's names and scores,
-    and the final label as (label, score, tags) or None."""
+    label and the cluster of each label object, the canonical label set's names, scores and
+    tags (:func:`tags_by_label`: a name keeps its tags while it stays in the set), and the
+    final label as (label, score, tags) or None."""
 
     canonical: list
     cluster: list
     names: list
     scores: list
+    set_tags: list
     final: list
 
     @classmethod
     def read(cls, extra, path):
         """The values the fields hold, from the chunk's ``extra`` (write_label_map's order)."""
-        canonical, cluster, names, scores, label, score, tags = extra
+        canonical, cluster, names, scores, set_tags, label, score, tags = extra
         return cls(as_label_lists(canonical, path), as_label_lists(cluster, path), names, scores,
+                   [tags_by_label(n, t) for n, t in zip(names, set_tags)],
                    [(l, _float(s), t) if l is not None else None
                     for l, s, t in zip(label, score, tags)])
 
