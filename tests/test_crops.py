@@ -316,3 +316,20 @@ def test_image_evidence_of_a_run_with_crops_compares_the_objects_not_their_pictu
     assert evidence["image links"] == 1 and evidence["labels with images"] == 6
     assert ("after image evidence from the boxes' crops (1 join; 6 labels with crops)"
             in summarize_run(dataset, "vlsr"))
+
+
+def test_embedding_progress_moves_while_an_image_of_many_boxes_is_cut(dataset, tmp_path, tiny_clip):
+    """Progress counted whole images: one image of thousands of boxes held it still."""
+    from vlsr_core.fo.stages import compute_image_embeddings
+
+    build(dataset, tmp_path / "images", [("many.png", "drill", [])], kind="detections")
+    sample = dataset.first()
+    Image.new("RGB", (40, 30), (90, 90, 160)).save(sample.filepath)
+    sample["gt"] = fo.Detections(detections=[
+        fo.Detection(label="screw", bounding_box=[0.1 * (k % 5), 0.5, 0.2, 0.3]) for k in range(9)])
+    sample.save()
+    compute_embeddings(dataset, "gt", model=tiny_clip, crops=True, crop_min_size=4, batch_size=2,
+                       num_workers=0, images=False)
+    seen = []
+    compute_image_embeddings(dataset, num_workers=0, progress=seen.append)
+    assert seen[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8]) and seen[-1] == 1.0

@@ -771,6 +771,17 @@ def test_an_image_of_many_boxes_is_cut_a_batch_at_a_time(
         np.testing.assert_allclose(embeddings[0], reference_images[0], atol=ATOL)
 
 
+def test_the_batches_of_an_image_of_many_boxes_say_how_much_of_it_is_done(
+        enc, monkeypatch, good_paths):
+    """Progress counted images: it stood still while one image of thousands of boxes was cut."""
+    many = [[0.1, 0.1, 0.5, 0.5]] * 9
+    monkeypatch.setattr(enc, "batch_size", 2)  # parts of 1, 2, 2, 2, 2 boxes; then one image
+    batches = list(enc.iter_image_batches([good_paths[0], good_paths[1]], [many, many[:1]]))
+    partly = [b.partly for b in batches]
+    assert [b.indices.tolist() for b in batches] == [[], [], [], [], [0], [1]]
+    assert partly == pytest.approx([0.2, 0.4, 0.6, 0.8, 0.0, 0.0])
+
+
 def test_an_image_failing_in_a_later_part_is_reported_once_and_its_crops_go_nowhere(
         enc, monkeypatch, good_paths):
     """Each part decodes its image again: a file replaced or cut between two decodes fails a

@@ -494,7 +494,7 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
                     buffer.flush()
                 done += len(batch.indices) + len(batch.failures)
                 if progress is not None:
-                    progress(done / max(n_todo, 1))
+                    progress((done + batch.partly) / max(n_todo, 1))
     finally:
         buffer.flush()
     if progress is not None:

@@ -5,6 +5,7 @@ batch, so memory holds only a few batches however many images there are. Outputs
 L2-normalised float32, so cosine similarity is a dot product.
 """
 
+import collections
 import logging
 import os
 from typing import NamedTuple
@@ -55,6 +56,9 @@ class ImageBatch(NamedTuple):
     failures: list  # of ImageFailure
     # with boxes: per embedded image, float32 (its boxes, dim), NaN rows for boxes left uncut
     crops: list | None = None
+    # how much of the images still being cut is done, in images: an image of many boxes is
+    # embedded over many batches, and progress moves with them
+    partly: float = 0.0
 
 
 class CLIPEncoder:
@@ -211,7 +215,8 @@ class CLIPEncoder:
                 embedded too. An image is decoded once for every ``batch_size`` of its boxes,
                 and no more than ``batch_size`` images and crops are preprocessed at once, so
                 that memory stays bounded however many boxes an image has. An image is yielded
-                with the batch that embeds its last crop.
+                with the batch that embeds its last crop; the batches before say how much of
+                it is done (:attr:`ImageBatch.partly`).
             crop: ``(padding, min_size)`` of the crops.
         """
         ip = self.processor.image_processor
@@ -226,6 +231,7 @@ class CLIPEncoder:
             prefetch_factor=2 if self.num_workers else None,
             worker_init_fn=_quiet_when_left,
         )
+        n_parts = collections.Counter(i for i, *_ in parts)
         held, failed = {}, None  # the image whose parts are still coming: its rows so far
         for parts, pixels in loader:
             # a part that fails fails its whole image (once), and its image's other parts
@@ -254,11 +260,11 @@ class CLIPEncoder:
                     indices.append(d.index)
                     embeddings.append(embedding)
                     crops.append(np.concatenate(crop_rows) if boxes is not None else None)
-            if indices or failures:
-                yield ImageBatch(np.asarray(indices, dtype=np.int64),
-                                 np.stack(embeddings) if embeddings else
-                                 np.empty((0, self.dim), dtype=np.float32),
-                                 failures, None if boxes is None else crops)
+            yield ImageBatch(np.asarray(indices, dtype=np.int64),
+                             np.stack(embeddings) if embeddings else
+                             np.empty((0, self.dim), dtype=np.float32),
+                             failures, None if boxes is None else crops,
+                             sum(len(done) / n_parts[i] for i, (_, done) in held.items()))
 
     def _embed_crops(self, crops):
         """Per part, float32 (boxes, dim): its crops' embeddings, NaN for boxes left uncut."""
