@@ -655,6 +655,7 @@ def test_an_image_and_a_link_to_it_in_one_folder_are_one_sample_and_keep_every_l
     for _ in range(2):  # the link first seen, then seen again
         report = import_factorynet(root, dataset)
         assert len(dataset) == 3 and report.n_samples == 0
+        assert report.n_existing == 3  # (the image and its link are one: it said 4)
         # each name's labels are the other's, not labels "the input no longer gives" (the
         # curator's own are)
         told = " ".join(why for _, why in report.problems if "no longer gives" in why)
@@ -666,9 +667,11 @@ def test_an_image_and_a_link_to_it_in_one_folder_are_one_sample_and_keep_every_l
 
     fresh = fo.Dataset()
     try:
-        for _ in range(2):
-            report = import_factorynet(root, fresh)
+        reports = [import_factorynet(root, fresh) for _ in range(2)]
+        for report in reports:
             assert not [p for p in report.problems if "no longer gives" in p[1]], report.problems
+        # the link of an image added now is not one already in the dataset
+        assert [(r.n_samples, r.n_existing) for r in reports] == [(3, 0), (0, 3)]
         assert len(fresh) == 3 and sorted(sorted(_labels(s)) for s in fresh) == [
             ["helmet", "rocket"], ["horse"], ["motorcycle"]]
     finally:

@@ -763,12 +763,13 @@ def _add_all(dataset, samples, total, fields, report, progress: Progress):
     # by real path: one image under two names (a symlink) is one sample
     existing = ({os.path.realpath(p): i for p, i in zip(*dataset.values(["filepath", "id"]))}
                 if len(dataset) else {})
+    met = {}  # the samples of images met in this import, by real path: moved from existing or new
     new, found = {}, []  # the samples to add, by real path
     unexplained = _Unexplained()
 
     def add_new():
         ids = _add(dataset, list(new.values()), report)
-        existing.update(zip(new, ids))
+        met.update(zip(new, ids))
         unexplained.seen.update(ids)  # (their labels are all this import's)
         new.clear()
 
@@ -777,12 +778,14 @@ def _add_all(dataset, samples, total, fields, report, progress: Progress):
             real = os.path.realpath(sample.filepath)
             if real in new:  # the image again under another name (a link): added, then
                 add_new()  # completed by the link's labels
-            sample_id = existing.get(real)
+            sample_id = met.get(real)
+            if sample_id is None and real in existing:  # (an image and its link count once)
+                sample_id = met[real] = existing.pop(real)
+                report.n_existing += 1
             if sample_id is None:
                 new[real] = sample
             else:
                 found.append((sample_id, sample))
-                report.n_existing += 1
         if len(new) >= CHUNK_SIZE:
             add_new()
         if len(found) >= CHUNK_SIZE:
