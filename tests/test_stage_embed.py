@@ -514,3 +514,37 @@ def test_an_image_over_the_pixel_limit_is_read_once_the_limit_is_raised(dataset,
     report = compute_embeddings(dataset, "gt", model=tiny_clip, num_workers=0, max_pixels=60_000)
     assert report.n_embedded == 1 and not report.failures
     assert not hasattr(dataset.get_run_info("vlsr").config, "max_pixels")  # a one-off
+
+
+def test_the_weights_load_only_when_something_is_to_embed(dataset, tmp_path, tiny_clip,
+                                                          monkeypatch):
+    """`vlsr run` to cluster again loaded CLIP (some 6 s of a 15 s run) with nothing to embed.
+    A model that cannot be had still fails before the run changes."""
+    from vlsr_core.model import encoder as encoder_module
+    from vlsr_core.model.model_source import ModelLoadError
+
+    loads, load = [], encoder_module._load
+    monkeypatch.setattr(encoder_module, "_load", lambda m: loads.append(m) or load(m))
+    build(dataset, tmp_path, [("d1.png", "drill", ["drill", "helmet"]),
+                              ("d2.png", "helmet", ["helmet"])])
+    run_vlsr(dataset, "gt", model=tiny_clip, num_workers=0, min_cluster_size=1)
+    assert len(loads) == 1
+    run_vlsr(dataset, "gt", model=tiny_clip, num_workers=0, min_cluster_size=2, eps=0.2)
+    assert len(loads) == 1 and dataset.get_run_info("vlsr").config.eps == 0.2
+    build(dataset, tmp_path / "more", [("d3.png", "drill", ["drill"])])  # an image, no label
+    report = run_vlsr(dataset, "gt", model=tiny_clip, num_workers=0)
+    assert len(loads) == 2 and report.n_embedded == 1
+
+    def gone(model):
+        raise ModelLoadError("no weights")
+
+    monkeypatch.setattr(encoder_module, "_load", gone)
+    build(dataset, tmp_path / "new", [("d4.png", "glove", ["glove"])])  # a label to embed
+    before = dataset.load_run_results("vlsr", cache=False).labels
+    with pytest.raises(ModelLoadError):
+        run_vlsr(dataset, "gt", model=tiny_clip, num_workers=0)
+    assert dataset.load_run_results("vlsr", cache=False).labels == before
+    dataset.delete_run("vlsr")
+    with pytest.raises(ModelLoadError):
+        compute_embeddings(dataset, "gt", model=tiny_clip, num_workers=0)
+    assert not dataset.has_run("vlsr")

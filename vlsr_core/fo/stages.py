@@ -224,14 +224,24 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     problem = not vocabulary and unlabelled_problem(samples._dataset, label_field)
     if problem:
         raise VLSRError(problem)
-    encoder = encoder or _encoder(params)
+    own, encoder = encoder is None, encoder or _encoder(params)
     dataset = samples._dataset
     new_run = not dataset.has_run(key)
+    if own and new_run:
+        encoder.load()  # (before the run is registered: a model that cannot be had leaves none)
     config, results = _load_or_init(dataset, key, label_field)
     model_changes = not _same_model(config, encoder) or config.prompt != encoder.prompt
     # the tokenizer of steps 4-6 changed: the words of every label are counted again
     tokenizer_changes = (config.label_model != params.label_model
                          or (model_changes and not params.label_model))
+    if own and (model_changes or tokenizer_changes
+                or _image_setup(config) != _image_setup(encoder)
+                or _crop_setup(config) != _crop_setup(params)
+                or not set(vocabulary) <= set(results.labels)):
+        # the weights load before anything is changed: a model that cannot be had leaves the
+        # run as it was (with nothing of the labels to embed, they load on first use, if any:
+        # a run that clusters again never loads them)
+        encoder.load()
     if params.label_model and label_encoder is None and (
             model_changes or config.label_model != params.label_model
             or len(results.merge_embeddings) < len(results.labels)
@@ -609,7 +619,7 @@ def _encoder(params):
     return CLIPEncoder(params.model, device=None if params.device == "auto" else params.device,
                        batch_size=params.batch_size, num_workers=params.num_workers,
                        prompt=params.prompt, jpeg_draft=params.jpeg_draft,
-                       precision=params.precision, **limit)
+                       precision=params.precision, load=False, **limit)
 
 
 @holds_run("score labels")

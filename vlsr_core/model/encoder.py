@@ -61,6 +61,14 @@ class ImageBatch(NamedTuple):
     partly: float = 0.0
 
 
+class _Weights(NamedTuple):
+    """What :meth:`CLIPEncoder.load` loads."""
+
+    model: object
+    processor: object
+    image_dtype: object
+
+
 class CLIPEncoder:
     """Embeds images and label strings into CLIP's joint space.
 
@@ -84,6 +92,8 @@ class CLIPEncoder:
             (float32; float16 on CUDA), ``"bf16"`` (bfloat16: autocast on a CPU, the weights on
             CUDA) or ``"int8"`` (dynamic quantisation of the linear layers; CPU only). Labels are
             embedded as at full precision whatever it is.
+        load: False leaves the weights to load on first use (:meth:`load`): a stage with
+            nothing to embed then never loads them.
 
     Example:
         >>> enc = CLIPEncoder("/models/clip-vit-large-patch14")
@@ -101,6 +111,7 @@ class CLIPEncoder:
         max_pixels=DEFAULT_MAX_PIXELS,
         jpeg_draft=False,
         precision="full",
+        load=True,
     ):
         if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
             raise ParamError("batch_size", f"batch_size must be a whole number >= 1, got "
@@ -127,19 +138,53 @@ class CLIPEncoder:
             logger.warning("this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): bf16 is "
                            "emulated and likely slower than full precision")
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.model, self.processor = _load(self.model_name)
-        self.model.to(self.device, dtype=self.dtype).eval()
+        self._weights = None
+        if load:
+            self.load()
+
+    def load(self):
+        """Load the weights if they are not yet (:class:`ModelLoadError` if they cannot be);
+        returns the encoder."""
+        if self._weights is not None:
+            return self
+        model, processor = _load(self.model_name)
+        model.to(self.device, dtype=self.dtype).eval()
         # the image tower only: labels keep their embeddings whatever the image precision
-        self.image_dtype = self.dtype
-        if precision == "bf16" and self.device.type == "cuda":
-            self.image_dtype = torch.bfloat16
-            self.model.vision_model.to(dtype=torch.bfloat16)
-            self.model.visual_projection.to(dtype=torch.bfloat16)
-        if precision == "int8":
-            self.model.vision_model = quantized(self.model.vision_model)
-            self.model.visual_projection = quantized(self.model.visual_projection)
-        self.dim = int(self.model.config.projection_dim)
-        self.max_text_tokens = int(self.model.config.text_config.max_position_embeddings)
+        image_dtype = self.dtype
+        if self.precision == "bf16" and self.device.type == "cuda":
+            image_dtype = torch.bfloat16
+            model.vision_model.to(dtype=torch.bfloat16)
+            model.visual_projection.to(dtype=torch.bfloat16)
+        if self.precision == "int8":
+            model.vision_model = quantized(model.vision_model)
+            model.visual_projection = quantized(model.visual_projection)
+        self._weights = _Weights(model, processor, image_dtype)
+        return self
+
+    @property
+    def model(self):
+        """The ``CLIPModel``."""
+        return self.load()._weights.model
+
+    @property
+    def processor(self):
+        """The ``CLIPProcessor``: tokenizer and image processor."""
+        return self.load()._weights.processor
+
+    @property
+    def image_dtype(self):
+        """The image tower's dtype (``precision`` on CUDA)."""
+        return self.load()._weights.image_dtype
+
+    @property
+    def dim(self):
+        """The embeddings' length."""
+        return int(self.model.config.projection_dim)
+
+    @property
+    def max_text_tokens(self):
+        """The longest label the text tower reads, in tokens."""
+        return int(self.model.config.text_config.max_position_embeddings)
 
     @property
     def tokenizer(self):
