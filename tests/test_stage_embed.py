@@ -150,6 +150,9 @@ def test_an_image_replaced_since_it_was_embedded_is_embedded_again(main):
     report = compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
     assert (report.n_embedded, report.n_changed, report.n_skipped) == (0, 0, 12)
     assert len(dataset.exists("vlsr_embedding")) == 12
+    # said (audit: nothing did)
+    assert report.n_missing == 12 and "; 12 images embedded before cannot be found now (a " \
+        "drive not mounted? they keep their embedding)" in report.summary()
     os.rename(folder + "-away", folder)
     # once embedded again it is current; a run embedded before files were noted is not checked
     assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_changed == 0
@@ -229,6 +232,32 @@ def test_interrupted_run_keeps_written_batches_and_resumes(main, monkeypatch):
     embedded = by_name(dataset, "vlsr_embedding")
     for name, vector in images.items():
         assert np.array_equal(embedded[name], vector)
+
+
+def test_a_recompute_stopped_part_way_goes_on_with_the_images_it_had_not_reached(
+        main, monkeypatch):
+    """Audit: after a recompute was interrupted, a run without recompute (as the message said)
+    took every image as done, the ones not reached keeping embeddings of their old pictures."""
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    monkeypatch.setattr(stages, "WRITE_EVERY", 2)
+    new = {n: image_vector("glove", "new" + n) for n in images}  # files replaced in place
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        compute_embeddings(dataset, "gt", encoder=FakeEncoder(new, batch_size=2, fail_after=3),
+                           recompute=True)
+    embedded = by_name(dataset, "vlsr_embedding")
+    redone = {n for n in images if np.array_equal(embedded[n], new[n])}
+    assert 0 < len(redone) < len(images)
+    summary = summarize_run(dataset, "vlsr")
+    assert "wait to be embedded again" in summary and "another model" not in summary
+    report = compute_embeddings(dataset, "gt", encoder=FakeEncoder(new))
+    assert report.n_embedded == len(images) - len(redone) and report.n_changed == 0
+    embedded = by_name(dataset, "vlsr_embedding")
+    assert all(np.array_equal(embedded[n], new[n]) for n in images)
+    assert "wait to be embedded again" not in summarize_run(dataset, "vlsr")
+    assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(new)).n_embedded == 0
 
 
 def test_a_slow_run_writes_its_embeddings_every_few_seconds(main, monkeypatch):
@@ -446,7 +475,8 @@ def test_recompute_reembeds_every_image(main):
     new = {n: image_vector("glove", "new" + n) for n in images}
     spy = FakeEncoder(new)
     report = compute_embeddings(dataset, "gt", encoder=spy, recompute=True)
-    assert len(spy.path_calls[0]) == len(MAIN) and report.n_skipped == 0
+    assert sorted(p for call in spy.path_calls for p in call) == sorted(dataset.values("filepath"))
+    assert report.n_skipped == 0 and report.n_changed == 0  # (no file changed)
     assert spy.texts == []  # same model: the label embeddings are still valid
     embedded = by_name(dataset, "vlsr_embedding")
     for name, vector in new.items():

@@ -102,6 +102,10 @@ WRITE_SECONDS = 5.0
 _clock = time.monotonic
 # The reason recorded for an image whose embedding came out NaN or infinite.
 NON_FINITE = "the model returned a non-finite embedding (NaN or inf)"
+# What a recompute tags the file stamp of each image it is to embed again, in place of the
+# :func:`embedding_tag`: one stopped part-way goes on, when run again without recompute, with
+# the images it had not reached (they looked current).
+RECOMPUTE = "recompute"
 
 
 class VLSRError(ValueError):
@@ -119,6 +123,7 @@ class EmbeddingReport:
     n_crops: int = 0  # boxes cut and embedded now (runs with crops)
     n_crop_fallback: int = 0  # boxes of the images embedded now left to the whole image
     n_changed: int = 0  # images embedded again because their file changed since
+    n_missing: int = 0  # images embedded before whose file cannot be found now (kept)
     n_blank_labels: int = 0  # label objects with an empty or blank label, skipped
     n_merge_embedded: int = 0  # labels embedded now by the label model (for merging only)
     label_model: str = None  # that model
@@ -133,7 +138,10 @@ class EmbeddingReport:
                    "merging" if self.n_merge_embedded else "")
                 + (f"; {count(self.n_changed, 'image')} tried again, as "
                    f"{'its file' if one else 'their files'} changed since "
-                   f"{'it was' if one else 'they were'} embedded" if self.n_changed else ""))
+                   f"{'it was' if one else 'they were'} embedded" if self.n_changed else "")
+                + (f"; {count(self.n_missing, 'image')} embedded before cannot be found now "
+                   f"(a drive not mounted? {'it keeps its' if self.n_missing == 1 else 'they keep their'}"
+                   " embedding)" if self.n_missing else ""))
         if self.n_crops or self.n_crop_fallback:
             text += (f"; cut and embedded {count(self.n_crops, 'box')} ({self.n_crop_fallback} more too "
                      "small or without coordinates: scored on the whole image)")
@@ -451,18 +459,16 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
         outputs[fields["crop_boxes"]] = lambda name: dataset.add_sample_field(name, fo.ListField)
     _create_outputs(dataset, key, config, outputs)
     tag = embedding_tag(config)
-    changed = []
     if recompute:
-        todo = samples
-    else:
-        current = (crops_current(key, path) if crops
-                   else F(fields["embedding"]).exists())
-        todo = samples.match(~current)
-        # and the images whose file changed since they were embedded
-        changed = _changed_images(samples.match(current), fields["image_file"], tag)
+        _mark_for_recompute(samples, fields)
+    current = crops_current(key, path) if crops else F(fields["embedding"]).exists()
+    todo = samples.match(~current)
+    # and the images whose file changed since they were embedded (or marked to be again)
+    changed, marked, missing = _changed_images(samples.match(current), fields["image_file"], tag)
     ids = sample_ids(todo)
     n_todo = len(ids) + len(changed)
-    report = EmbeddingReport(n_skipped=len(samples) - n_todo, n_changed=len(changed))
+    report = EmbeddingReport(n_skipped=len(samples) - n_todo, n_changed=len(changed) - marked,
+                             n_missing=missing)
     buffer = _Writer(dataset, fields, crops)
     read = ["filepath"] + ([f"{path}.id", f"{path}.bounding_box"] if crops else [])
     size = chunks.EMBED_CHUNK_SIZE
@@ -530,6 +536,25 @@ def embedding_tag(config):
     return hashlib.sha256(json.dumps(made).encode()).hexdigest()[:16]
 
 
+def _mark_for_recompute(samples, fields):
+    """Tag the file stamp of every embedded image of ``samples`` :data:`RECOMPUTE`, keeping
+    the file's size and time if any: each is embedded again as if its file had changed."""
+    stamp = fields["image_file"]
+    for ids, (stamps,) in iter_chunks(samples.exists(fields["embedding"]), [stamp]):
+        check_held(samples._dataset)
+        samples.set_values(stamp, {i: [*(s or [None, None])[:2], RECOMPUTE]
+                                   for i, s in zip(ids, stamps)}, key_field="id", validate=False)
+
+
+def recompute_left(samples, key):
+    """How many images of ``samples`` a recompute stopped part-way left to embed again
+    (:data:`RECOMPUTE`)."""
+    stamp = sample_fields(key)["image_file"]
+    if not samples._dataset.has_field(stamp):
+        return 0
+    return samples.mongo([{"$match": {f"{stamp}.2": RECOMPUTE}}]).count()
+
+
 def foreign_problem(samples, key):
     """Why the image embeddings of ``samples`` are not all of run ``key``'s model, or None:
     some were made by another run's (brought by ``merge_samples``, say)."""
@@ -540,7 +565,8 @@ def foreign_problem(samples, key):
         return None
     # (of an embedding there: a model switched since drops them, and leaves their stamps)
     foreign = samples.mongo([{"$match": {f"{stamp}.2": {"$exists": True,
-                                                         "$ne": embedding_tag(config)},
+                                                         "$nin": [embedding_tag(config),
+                                                                  RECOMPUTE]},
                                          fields["embedding"]: {"$ne": None}}}])
     n = foreign.count()
     if not n:
@@ -553,19 +579,24 @@ def foreign_problem(samples, key):
 
 def _changed_images(embedded, stamp, tag):
     """The ids (as :func:`sample_ids`) of the ``embedded`` samples whose image file is no longer
-    the one embedded: another size or time of change in field ``stamp``, or embedded by another
-    model than the one of ``tag`` (:func:`embedding_tag`). A file that cannot be found now (a
-    drive not mounted) is not a change: its embedding stays."""
+    the one embedded: another size or time of change in field ``stamp``, embedded by another
+    model than the one of ``tag`` (:func:`embedding_tag`), or marked :data:`RECOMPUTE`; how
+    many of them were so marked; and how many files cannot be found now (a drive not mounted:
+    not a change, their embeddings stay)."""
     # one streamed query, as sample_ids (a select a chunk: 4.1 s against 1.7 s at 100,000 samples)
     cursor = embedded.exists(stamp)._aggregate(
         post_pipeline=[{"$project": {"filepath": True, stamp: True}}])
     cursor.batch_size(chunks.ID_PAGE)
-    changed = []
+    changed, marked, missing = [], 0, 0
     for doc in cursor:
         now, then = file_stamp(doc["filepath"]), doc[stamp]
-        if len(then) > 2 and then[2] != tag or now is not None and now != then[:2]:
+        again = len(then) > 2 and then[2] == RECOMPUTE
+        if again or len(then) > 2 and then[2] != tag or now is not None and now != then[:2]:
             changed.append(doc["_id"])
-    return packed_ids(changed)
+            marked += again
+        elif now is None and then[0] is not None:
+            missing += 1
+    return packed_ids(changed), marked, missing
 
 
 def unreadable_images(samples, key=DEFAULT_KEY):

@@ -27,7 +27,7 @@ from .runs import (
     stage_activity,
 )
 from .jobs import queued_note, shard_note, stopped_note
-from .stages import foreign_problem, unreadable_images
+from .stages import foreign_problem, recompute_left, unreadable_images
 
 
 def summarize_run(dataset, key, n_clusters=10):
@@ -81,6 +81,12 @@ def summarize_run(dataset, key, n_clusters=10):
         if waiting > 0:
             lines.append(f"**Not embedded yet:** {count(waiting, 'image')}; embed again to finish (`vlsr run`, "
                          "or *VLSR 1: compute embeddings* in the App).")
+        left = recompute_left(samples, key)
+        if left:
+            lines.append(f"**Recompute stopped part-way:** {count(left, 'image')} "
+                         f"{'waits' if left == 1 else 'wait'} to be embedded again (until then "
+                         "embeddings of the pictures before are used); run `vlsr run` without "
+                         "--recompute, or *VLSR 1: compute embeddings* in the App, to go on.")
         foreign = foreign_problem(samples, key)
         if foreign:
             lines.append(f"**Embedded by another model:** {foreign}.")
