@@ -714,6 +714,42 @@ def test_an_export_stopped_part_way_leaves_the_files_as_they_were(run, tmp_path,
                                        "samples.csv"]
 
 
+def test_a_disk_full_is_one_line_not_a_traceback_and_leaves_the_files_as_they_were(
+        run, tmp_path, monkeypatch, capsys):
+    """Audit: a write failing part-way (a disk full, a folder made read-only) printed a
+    traceback; the cleanup could fail in turn and print a second one."""
+    import errno
+
+    from vlsr_core.cli import main
+    from vlsr_core.fo import export
+
+    dataset, _, _ = run
+    out = tmp_path / "export"
+    export_run(dataset, str(out), detections_field="objects")
+    before = {f: (out / f).read_bytes() for f in ("samples.csv", "label_map.csv",
+                                                  "image_labels.json", "detections/labels.json")}
+    write = export._coco_detections
+
+    def full(samples, boxes, field, categories, path, progress):
+        write(samples, boxes, field, categories, path, progress)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    monkeypatch.setattr(export, "_coco_detections", full)
+    remove = os.remove
+    monkeypatch.setattr(os, "remove", lambda path: (remove(path), os.rmdir("/proc")))
+    assert main(["export", "--dataset", dataset.name, "--out", str(out), "--overwrite",
+                 "--detections-field", "objects"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"\nvlsr: error: cannot write {out / 'detections' / 'labels.json'}: "
+                        "No space left on device; this export's unfinished files were removed\n")
+    assert "Traceback" not in err
+    assert {f: (out / f).read_bytes() for f in before} == before
+    assert not [f for f in os.listdir(out) + os.listdir(out / "detections") if "partial" in f]
+    for nothing in ("", None):  # (audit: "cannot create : ..." after the slow part; a TypeError)
+        with pytest.raises(ExportError, match=f"^export_dir is {nothing!r}: give the folder"):
+            export_run(dataset, nothing)
+
+
 def test_the_files_are_renamed_whole_even_when_ctrl_c_comes_between_two_renames(run, tmp_path,
                                                                                monkeypatch):
     import signal

@@ -29,6 +29,7 @@ cut short by Ctrl-C. The ``.partial`` files that a killed export leaves behind d
 folder "not empty", and the next export replaces them.
 """
 
+import contextlib
 import csv
 import json
 import logging
@@ -105,6 +106,8 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         overwrite: replace the files of an earlier export.
         progress: optional callable taking the fraction done.
     """
+    if not export_dir:  # (the form's check lets none pass: nothing typed yet)
+        raise ExportError(f"export_dir is {export_dir!r}: give the folder to export to")
     dataset = samples._dataset
     results = load_results(dataset, key) if dataset.has_run(key) else None
     problem = export_problem(samples, export_dir, key, detections_field, overwrite, results)
@@ -152,12 +155,18 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
                                removed)
         if progress is not None:
             progress(1.0)
-    finally:  # this export's unfinished files, and those a killed export left
+    except OSError as e:  # a disk full, a folder made read-only meanwhile
+        where = f" {str(e.filename).removesuffix(PARTIAL)}" if e.filename else ""
+        raise ExportError(f"cannot write{where}: {e.strerror or e}; this export's unfinished "
+                          "files were removed") from None
+    finally:  # this export's unfinished files, and those a killed export left (quietly: the
+        # error that stopped it is the one to tell)
         for path in _leftovers(export_dir):
-            os.remove(path)
-        _remove_if_empty(os.path.dirname(coco))
-        for folder in made:  # (a failed export leaves no empty folder it made behind)
-            _remove_if_empty(folder)
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        for folder in [os.path.dirname(coco), *made]:  # (a failed export leaves no empty
+            with contextlib.suppress(OSError):  # folder it made behind)
+                _remove_if_empty(folder)
     return written
 
 
