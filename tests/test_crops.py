@@ -96,8 +96,11 @@ def test_the_score_summary_counts_boxes_and_labels_alike(photos):
     sample.gt.detections.append(fo.Detection(label=" ", bounding_box=SCREW_BOX))
     sample.gt.detections.append(fo.Detection(label="", bounding_box=TINY_BOX))
     sample.save()
-    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images, crop_vector=crop_vector(images)),
-                       crops=True, crop_min_size=4)
+    embedded = compute_embeddings(dataset, "gt", crops=True, crop_min_size=4,
+                                  encoder=FakeEncoder(images, crop_vector=crop_vector(images)))
+    # audit: the embedding's counts took in the blank labels' boxes, the scoring's did not
+    assert (embedded.n_crops, embedded.n_crop_fallback) == (8, 1)
+    assert "; cut and embedded 8 boxes (1 more too small" in embedded.summary()
     report = score_labels(dataset, "vlsr")
     assert report.n_scores == report.n_box_scores == 9
     assert report.summary().startswith("scored 9 labels on 4 samples; 1 sample without an image "

@@ -120,8 +120,8 @@ class EmbeddingReport:
     n_skipped: int = 0  # images that already had an embedding from this model
     n_labels_embedded: int = 0  # distinct label strings embedded now
     failures: list = field(default_factory=list)  # (sample id, filepath, reason)
-    n_crops: int = 0  # boxes cut and embedded now (runs with crops)
-    n_crop_fallback: int = 0  # boxes of the images embedded now left to the whole image
+    n_crops: int = 0  # boxes cut and embedded now (runs with crops), of usable labels
+    n_crop_fallback: int = 0  # boxes of the images embedded now left to the whole image, idem
     n_changed: int = 0  # images embedded again because their file changed since
     n_missing: int = 0  # images embedded before whose file cannot be found now (kept)
     n_blank_labels: int = 0  # label objects with an empty or blank label, skipped
@@ -470,7 +470,8 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     report = EmbeddingReport(n_skipped=len(samples) - n_todo, n_changed=len(changed) - marked,
                              n_missing=missing)
     buffer = _Writer(dataset, fields, crops)
-    read = ["filepath"] + ([f"{path}.id", f"{path}.bounding_box"] if crops else [])
+    read = ["filepath"] + ([f"{path}.id", f"{path}.bounding_box", f"{path}.label"]
+                           if crops else [])
     size = chunks.EMBED_CHUNK_SIZE
     done = 0
     try:  # what is embedded is written, however the loop ends (Ctrl-C, a failure): resumes skip it
@@ -484,7 +485,7 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
             # another run's samples brings its embeddings
             stamps = [stamp and [*stamp, tag] for stamp in map(file_stamp, paths)]
             if crops:
-                box_ids, boxes = (as_label_lists(v, path) for v in boxes)
+                box_ids, boxes, box_labels = (as_label_lists(v, path) for v in boxes)
                 batches = encoder.iter_image_batches(paths, boxes, (config.crop_padding,
                                                                     config.crop_min_size))
             else:
@@ -495,9 +496,12 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
                         record = None
                         if crops:
                             record = crop_record(box_ids[i], boxes[i], batch.crops[k])
-                            cut = int(np.isfinite(batch.crops[k]).all(axis=1).sum())
-                            report.n_crops += cut
-                            report.n_crop_fallback += len(box_ids[i]) - cut
+                            # (of the boxes scored: a blank label's is cut, for a label
+                            # given it later, and not counted)
+                            scored = np.array([usable(l) for l in box_labels[i]], dtype=bool)
+                            cut = np.isfinite(batch.crops[k]).all(axis=1)
+                            report.n_crops += int((cut & scored).sum())
+                            report.n_crop_fallback += int((~cut & scored).sum())
                         buffer.add(chunk_ids[i], e, None, record, stamps[i])
                         report.n_embedded += 1
                     else:  # e.g. a float16 overflow; a stored NaN would also hide the image from resumes
