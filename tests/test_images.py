@@ -388,6 +388,20 @@ def test_unreadable_file(tmp_path, monkeypatch):
     assert reason_of(path) == "cannot read file (Permission denied)"
 
 
+@pytest.mark.parametrize("kind, name", [("JPEG", "a.jpg"), ("PNG", "a.png"), ("GIF", "a.gif"),
+                                        ("WEBP", "a.webp")])
+def test_an_image_whose_header_is_damaged_is_said_to_be_a_corrupt_one_of_its_kind(
+        tmp_path, kind, name):
+    """Audit: a JPEG with bytes 300-800 overwritten was "not an image (unknown format; starts
+    with the bytes ff d8 ff e0 ...)", as a web page named .jpg is."""
+    path = save(tmp_path, Image.new("RGB", (64, 48), (200, 30, 30)), name)
+    data = bytearray(open(path, "rb").read())
+    data[12:] = bytes(len(data) - 12)  # the signature alone is left
+    write(tmp_path, name, bytes(data))
+    shown = {"WEBP": "WebP"}.get(kind, kind)
+    assert reason_of(path) == f"corrupt {shown} (it starts as one, but its header cannot be read)"
+
+
 @pytest.mark.parametrize(
     "data, shown",
     [

@@ -139,6 +139,18 @@ def _opened(path):
         yield _identify(path, f)
 
 
+# The formats a file's first bytes announce: a file that starts so and that Pillow cannot
+# identify is a damaged one of them, not something else named .jpg
+SIGNATURES = [
+    ("JPEG", lambda h: h.startswith(b"\xff\xd8\xff")),
+    ("PNG", lambda h: h.startswith(b"\x89PNG\r\n\x1a\n")),
+    ("GIF", lambda h: h[:6] in (b"GIF87a", b"GIF89a")),
+    ("WebP", lambda h: h[:4] == b"RIFF" and h[8:12] == b"WEBP"),
+    ("TIFF", lambda h: h[:4] in (b"II*\x00", b"MM\x00*")),
+    ("BMP", lambda h: h[:2] == b"BM"),
+]
+
+
 def _identify(path, f):
     """Pillow's lazily-decoded image of open file `f`, or BadImageError saying why there is none."""
     try:
@@ -148,6 +160,10 @@ def _identify(path, f):
     except UnidentifiedImageError:
         f.seek(0)
         head = f.read(16)  # shows what the file is instead, e.g. '<!DOCTYPE html>'
+        kind = next((name for name, test in SIGNATURES if test(head)), None)
+        if kind:  # (a header damaged past what Pillow recognises)
+            raise BadImageError(path, f"corrupt {kind} (it starts as one, but its header "
+                                      "cannot be read)") from None
         raise BadImageError(path, f"not an image (unknown format; starts with {_head(head)})") \
             from None
     except Exception as e:
