@@ -267,6 +267,27 @@ def test_boxes_of_nan_infinite_or_no_size_are_left_out_and_the_file_is_strict_js
         "the image) left out of the COCO detections")
 
 
+def test_a_box_partly_off_the_image_is_cut_to_it_and_said(run, tmp_path):
+    """Audit: such boxes were written as they were, ``[-16.0, -6.0, 40.0, 30.0]`` and
+    ``[40.0, 30.0, 72.0, 54.0]`` on an 80 x 60 image: COCO tools refuse them."""
+    dataset, _, _ = run
+    n1 = next(s for s in dataset if s.filepath.endswith("n1.png"))
+    n1["extra"] = fo.Detections(detections=[
+        fo.Detection(label="helmet", bounding_box=box) for box in (
+            [-.2, -.1, .5, .5], [.5, .5, .9, .9], [.1, .2, .3, .4])])
+    n1.save()
+    export_run(dataset, str(tmp_path / "out"), detections_field="extra")
+    with open(tmp_path / "out" / COCO_FILE, encoding="utf-8") as f:
+        coco = json.load(f)
+    width, height = n1.metadata.width, n1.metadata.height
+    boxes = [a["bbox"] for a in coco["annotations"]]
+    assert boxes[0] == pytest.approx([0, 0, .3 * width, .4 * height])
+    assert boxes[1] == pytest.approx([.5 * width, .5 * height, .5 * width, .5 * height])
+    assert boxes[2] == [.1 * width, .2 * height, .3 * width, .4 * height]  # (as FiftyOne writes it)
+    assert coco_left_out(dataset, "extra") == "2 boxes partly off the image cut to the part on it"
+    assert dataset[n1.id].extra.detections[0].bounding_box == [-.2, -.1, .5, .5]  # (the input)
+
+
 def test_the_attributes_of_a_coco_box_are_in_one_order_whatever_the_process(run, tmp_path,
                                                                               monkeypatch):
     """Audit: three exports of unchanged samples gave two checksums. FiftyOne writes a box's

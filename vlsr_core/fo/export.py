@@ -288,12 +288,26 @@ def _coco_info(samples):
 def _placed(box):
     """A box with its four coordinates, finite, a width and height, and on the image (a COCO
     ``bbox`` needs them: NaN or infinity is no JSON; crops score a box off the image on the
-    whole image). A box partly off the image is kept as it is."""
+    whole image). A box partly off the image is kept, cut to it (:func:`_cut_to_image`)."""
     F = fo.ViewField
     finite = F().is_number() & (F() > -math.inf) & (F() < math.inf)  # (NaN: below -inf here)
     return (box.is_array() & (box.length() == 4) & (box.filter(~finite).length() == 0)
             & (box[2] > 0) & (box[3] > 0) & (box[0] < 1) & (box[1] < 1)
             & (box[0] + box[2] > 0) & (box[1] + box[3] > 0))
+
+
+def _partly_off(box):
+    """The expression "the box reaches off the image" (relative ``[x, y, w, h]``)."""
+    return (box[0] < 0) | (box[1] < 0) | (box[0] + box[2] > 1) | (box[1] + box[3] > 1)
+
+
+def _cut_to_image(box):
+    """``box`` cut to the part of it on the image (COCO tools refuse a ``bbox`` of negative
+    coordinates or reaching past the image, which FiftyOne's exporter writes as they are);
+    a box on the image stays bit for bit."""
+    left, top = box[0].max(0), box[1].max(0)
+    right, bottom = (box[0] + box[2]).min(1), (box[1] + box[3]).min(1)
+    return _partly_off(box).if_else([left, top, right - left, bottom - top], box)
 
 
 def _readable(samples, key):
@@ -336,7 +350,8 @@ def coco_boxes(samples, detections_field, key, label_map):
               for attribute in label_attributes(other).values()]
     kept = kept.exclude_fields([f for f in others if kept.has_field(f)])
     return kept.set_field(f"{detections_field}.detections", F("detections").map(
-        F().set_field("label", ViewExpression(mapped))))
+        F().set_field("label", ViewExpression(mapped))
+        .set_field("bounding_box", _cut_to_image(F("bounding_box")))))
 
 
 def canonical_of(label, label_map):
@@ -368,6 +383,10 @@ def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
         [f"{count(unplaced, 'box')} without usable coordinates (missing, not finite, of no "
          "width or height, or off the image)"] if unplaced else [])
     notes = [" and ".join(parts) + " left out of the COCO detections"] if parts else []
+    cut = sized.filter_labels(detections_field, named(F("label")) & _placed(F("bounding_box"))
+                              & _partly_off(F("bounding_box"))).count(detections)
+    if cut:
+        notes.append(f"{count(cut, 'box')} partly off the image cut to the part on it")
     known = set(load_results(samples._dataset, key).vocabulary)
     strange = {l: n for l, n in sized.filter_labels(
         detections_field, named(F("label")) & _placed(F("bounding_box"))).count_values(
