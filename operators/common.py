@@ -272,11 +272,11 @@ def queued_status(ctx, inputs, key):
             inputs.view(name, types.Warning(label=f"Run {key!r}: {text}"))
 
 
-def param_inputs(ctx, inputs, cls, base=None, unchecked=(), checks=None, hidden=()):
+def param_inputs(ctx, inputs, cls, base=None, checks=None, hidden=()):
     """A form input per parameter of ``cls`` (:mod:`vlsr_core.engine.params`), defaulting to ``base``
     (e.g. the run's recorded values) or the class defaults, each checked as the engine checks
-    it (but those named in ``unchecked``) and by ``checks`` (name -> ``check(value)``, for what
-    only this form can know); those named in ``hidden`` keep ``base``'s value without an input.
+    it and by ``checks`` (name -> ``check(value)``, for what only this form can know: what this
+    machine has, say); those named in ``hidden`` keep ``base``'s value without an input.
     Returns the parameter object, or None while a value is invalid."""
     base = base or cls()
     values, props = {}, {}
@@ -299,7 +299,7 @@ def param_inputs(ctx, inputs, cls, base=None, unchecked=(), checks=None, hidden=
             prop = add(spec.name, default=default, **bounds, **kwargs)
         value = ctx.params.get(spec.name, default)
         value = None if value == "" else value
-        problem = None if spec.name in unchecked else cls.problem(spec.name, value)
+        problem = cls.problem(spec.name, value)
         if not problem and value is not None and spec.name in (checks or {}):
             problem = checks[spec.name](value)
         if problem:

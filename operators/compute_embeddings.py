@@ -53,19 +53,20 @@ class ComputeEmbeddings(foo.Operator):
         elif view is not None and label_field is not None:
             key = new_run_key_input(ctx, inputs, label_field)
             # a delegated job may run where the device exists; an immediate one runs here
-            unchecked = ("device",) if ctx.requesting_delegated_execution else ()
+            here = not ctx.requesting_delegated_execution
             base = _run_params(ctx, key)
             reduced = ctx.params.get("precision", base.precision) != "full"
             # (torch is imported only for a reduced precision, and not for a job run elsewhere)
-            device = _device_here(ctx.params.get("device") or "auto") if reduced and not unchecked \
+            device = _device_here(ctx.params.get("device") or "auto") if reduced and here \
                 else None
             params = param_inputs(ctx, inputs, EmbedParams, base,
-                                  unchecked=unchecked, hidden=_hidden_crop_inputs(ctx, label_field, base),
+                                  hidden=_hidden_crop_inputs(ctx, label_field, base),
                                   checks={
                                       "model": model_problem,
                                       "label_model": label_model_problem,
                                       "precision": lambda p: _precision_problem(p, device),
-                                      "crops": lambda c: _crops_problem(ctx, c, base)})
+                                      "crops": lambda c: _crops_problem(ctx, c, base),
+                                      **({"device": _missing_here} if here else {})})
             if params is not None and params.precision == "bf16" and device and device.type == "cpu":
                 _bf16_note(inputs)
             inputs.bool("recompute", default=False, label="Recompute",
@@ -102,6 +103,13 @@ class ComputeEmbeddings(foo.Operator):
             return (yield from finish(ctx, message, message))
         failures = "".join(f"\n- `{path}`: {reason}" for _, path, reason in report.failures[:20])
         return (yield from finish(ctx, report.summary(), f"**{report.summary()}**{failures}"))
+
+
+def _missing_here(device):
+    """Why an immediate run cannot use ``device`` on this machine, or None."""
+    from vlsr_core.model.devices import device_problem
+
+    return None if device == "auto" else device_problem(device)
 
 
 def _device_here(device):

@@ -181,6 +181,27 @@ def test_delegated_execution_reports_progress(ds, tiny_clip):
             service.delete_operation(op.id)
 
 
+def test_a_delegated_embedding_may_ask_for_a_device_only_its_worker_has(ds, tiny_clip):
+    """Audit: the README says so, but the form refused a GPU the App's machine lacks."""
+    import torch
+
+    uri, params = URI + "compute_embeddings", dict(label_field="gt", model=tiny_clip)
+    gpu = f"cuda:{torch.cuda.device_count()}"  # (one more than this machine has)
+    with pytest.raises(Exception, match=f"device.*{gpu}.*CUDA GPU"):
+        foo.execute_operator(uri, dataset=ds, params=dict(params, device=gpu))
+    r = foo.execute_operator(uri, dataset=ds, request_delegation=True,
+                             params=dict(params, device=gpu))
+    service = DelegatedOperationService()
+    try:
+        assert r.delegated and service.get(r.result["id"]).run_state == "queued"
+        with pytest.raises(Exception, match="not a torch device name"):  # (a name is checked)
+            foo.execute_operator(uri, dataset=ds, request_delegation=True,
+                                 params=dict(params, device="bogus"))
+    finally:
+        for op in service.list_operations(dataset_name=ds.name):
+            service.delete_operation(op.id)
+
+
 def test_an_operation_waiting_for_a_worker_is_told_in_its_runs_forms_panel_and_summary(
         ds, tiny_clip):
     """A curator who schedules a stage and sees no sign of it schedules it again."""

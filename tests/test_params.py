@@ -52,16 +52,21 @@ def test_bad_values_are_refused_with_the_parameter_named(cls, values, words):
     assert e.value.name == next(iter(values))
 
 
-def test_a_cuda_device_on_a_machine_without_one_is_refused():
+def test_a_device_this_machine_lacks_is_a_parameter_and_refused_where_the_model_loads(
+        tiny_clip):
+    """Audit: the parameters refused a GPU the App's machine lacks, so no delegated job could
+    ask for the GPU of the worker that runs it."""
     import torch
 
-    if torch.cuda.is_available():
-        assert EmbedParams(device="cuda").device == "cuda"
-        with pytest.raises(ParamError, match="CUDA GPU"):
-            EmbedParams(device=f"cuda:{torch.cuda.device_count()}")
-    else:
-        with pytest.raises(ParamError, match="no CUDA GPU"):
-            EmbedParams(device="cuda")
+    from vlsr_core.model.encoder import CLIPEncoder
+
+    missing = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+    assert EmbedParams(device=missing).device == missing
+    with pytest.raises(ParamError, match="CUDA GPU") as e:
+        CLIPEncoder(tiny_clip, device=missing, load=False)
+    assert e.value.name == "device"
+    with pytest.raises(ParamError, match="vlsr runs on cpu, cuda or mps"):
+        EmbedParams(device="meta")
 
 
 def test_good_values_numpy_numbers_and_dict_round_trip():
@@ -119,6 +124,7 @@ def test_a_bad_parameter_on_the_cli_is_one_line_and_exit_2_before_any_work(datas
     for flags, words in ((["--eps", "0"], "eps must be > 0"),
                          (["--prompt", "a photo"], "exactly one {}"),
                          (["--device", "bogus"], "not a torch device"),
+                         (["--device", "cuda:7"], "--device 'cuda:7': this machine has "),
                          (["--eps", "nan"], "finite"),
                          (["--top-k", "100000000000000000000"], "top-k must be <= ")):
         done = subprocess.run([sys.executable, "-m", "vlsr_core.cli", "run", "--dataset", dataset.name,

@@ -603,6 +603,12 @@ def _run(a, dataset=None, encoder=None):
     dataset = dataset or _load(a.dataset)
     run = _vlsr_config(dataset, a.key)
     embed, score, merge = (params_of(a, cls, run) for cls in (EmbedParams, ScoreParams, MergeParams))
+    if embed.device != "auto":  # (this command runs here: a device it lacks, before any work)
+        from .model.devices import device_problem
+
+        problem = device_problem(embed.device)
+        if problem:
+            raise ParamError("device", problem)
     kept = [_as_given(spec, getattr(params, spec.name)) for params in (embed, score, merge)
             for spec in params.specs() if spec.recorded and spec.name not in vars(a)
             and getattr(params, spec.name) != spec.default]

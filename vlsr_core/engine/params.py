@@ -218,9 +218,11 @@ def _not_blank(text):
 
 
 def _device_name(device):
-    from ..model.devices import device_problem  # imports torch: only when a device is named
+    # whether this machine has it is checked where the model loads (a job may be queued on a
+    # machine without a GPU for a worker with one)
+    from ..model.devices import device_name_problem  # imports torch: only when one is named
 
-    return None if device == "auto" else device_problem(device)
+    return None if device == "auto" else device_name_problem(device)
 
 
 def _label_model(value):
