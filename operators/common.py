@@ -11,6 +11,7 @@ import fiftyone.operators.types as types
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.engine.params import ParamError
 from vlsr_core.fo.chunks import every_field
+from vlsr_core.fo.jobs import FAILED
 from vlsr_core.fo.labels import input_fields, media_problem, unlabelled_problem
 from vlsr_core.fo.lease import running_note
 from vlsr_core.fo.runs import (
@@ -421,8 +422,17 @@ def delegable(execute):
                 next(steps)  # nothing to stream: progress goes to ctx.set_progress
         except StopIteration as done:
             return done.value
+        except Exception as e:
+            note_failure(ctx, e)
+            raise
 
     return wrapper
+
+
+def note_failure(ctx, error):
+    """Leave the reason of a delegated operation's failure in its status, where `fiftyone
+    delegated info` and the run's summary show it (FiftyOne keeps the traceback alone)."""
+    ctx.set_progress(label=FAILED + " ".join(_reason(error).split()))
 
 
 def reported(execute):

@@ -19,6 +19,8 @@ from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.fo.jobs import OPERATOR, shard_tag
 from vlsr_core.wording import count
 
+from .common import note_failure
+
 
 URI = OPERATOR
 STAGES = {"embed": "embed images", "score": "score labels", "cluster": "write the label map"}
@@ -49,6 +51,17 @@ class RunShard(foo.Operator):
         return types.Property(inputs)
 
     def execute(self, ctx):
+        from vlsr_core.fo.stages import BatchFinished
+
+        try:
+            return self._run(ctx)
+        except BatchFinished as e:  # (run again after the stage was finished)
+            return dict(summary=str(e))
+        except Exception as e:
+            note_failure(ctx, e)
+            raise
+
+    def _run(self, ctx):
         from vlsr_core.fo import batches, stages
         from vlsr_core.fo.lease import RunBusyError, holder, run_lease
 
@@ -123,7 +136,8 @@ def queue_shards(ctx, view, n_shards, stage, key, batch=None, **params):
             delegated=True,
         )
         op = service.queue_operation(
-            operator=URI, label=f"VLSR: {STAGES[stage]}, shard {shard}",
+            operator=URI, label=f"VLSR {STAGES[stage]}, shard {shard}: run {key!r} on "
+                                f"{ctx.dataset.name}",
             context=ExecutionContext(request_params=request).serialize(),
         )
         queued.append(str(op.id))

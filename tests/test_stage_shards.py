@@ -254,10 +254,31 @@ def test_the_last_shard_finishes_the_stage_once_also_after_a_failure(main, monke
         monkeypatch.setattr(stages, "finish_score_shards", finish)
         _run_again_finishes(service, second, dataset)
 
+        # audit: a shard run again once the stage was finished showed as failed, with a
+        # traceback listing three causes; it has nothing to do, and says so
         late = service.rerun_operation(first.id)
         service.execute_operation(late)
         late = service.get(late.id)
-        assert late.run_state == "failed" and "Nothing written" in late.result.error
+        assert late.run_state == "completed" and late.result.result["summary"] == (
+            "Nothing to do: this shard's score labels of run 'vlsr' was finished already, every "
+            "shard done")
+        assert late.label == f"VLSR score labels, shard 1/2: run 'vlsr' on {dataset.name}"
+        # a later batch supersedes it: a shard of it, and of a deleted run, fails with its
+        # reason in the operation's status
+        stages.prepare_score_shards(dataset, "vlsr", batch="later")
+        late = service.rerun_operation(first.id)
+        service.execute_operation(late)
+        late = service.get(late.id)
+        assert late.run_state == "failed" and late.status.label.startswith(
+            "Failed: Nothing written: this shard's score labels of run 'vlsr' is not the one in "
+            "progress (the stage is in other shards): a later run of the stage superseded its "
+            "batch")
+        dataset.delete_run("vlsr")
+        late = service.rerun_operation(first.id)
+        service.execute_operation(late)
+        assert service.get(late.id).status.label == (
+            "Failed: Nothing written: there is no VLSR run 'vlsr' on this dataset (deleted since "
+            "the shards were prepared?)")
     finally:
         for op in service.list_operations(dataset_name=dataset.name):
             service.delete_operation(op.id)
@@ -557,3 +578,18 @@ def test_a_batch_queued_by_an_earlier_version_finishes_and_records_go_with_the_r
     assert batches.is_open(dataset, "vlsr", "score", "new")
     delete_run(dataset, "vlsr")
     assert records.count_documents({"_id": {"$regex": f"^{dataset._doc.id}/"}}) == 0
+
+
+def test_a_failed_operation_is_told_by_its_reason_or_its_tracebacks_last_line_cut_at_a_word():
+    """Audit: the summary cut a failed shard's traceback line at 160 characters, mid-word."""
+    from types import SimpleNamespace
+
+    from vlsr_core.fo.jobs import failure
+
+    said = SimpleNamespace(status=SimpleNamespace(label="Failed: Run 'vlsr' is busy"), result=None)
+    assert failure(said) == "Run 'vlsr' is busy"
+    line = "vlsr_core.fo.lease.RunBusyError: " + "busy " * 60
+    traced = SimpleNamespace(status=None, result=SimpleNamespace(error=f"Traceback\n  x\n{line}"))
+    told = failure(traced)
+    assert told.endswith(" busy …") and len(told) <= 202 and told.startswith("vlsr_core.")
+    assert failure(SimpleNamespace(status=None, result=None)) == "no error kept"

@@ -73,9 +73,17 @@ def missing(samples, key, stage, batch):
 
 
 def close_batch(dataset, key, stage, batch):
-    """Drop the record of ``batch``: its stage is finished."""
-    for match in _matches(dataset, key, stage, batch):
-        _records().delete_one(match)
+    """Mark ``batch`` finished, its stage done: a shard of it run again then has nothing to do
+    (:func:`finished`), until the stage's next batch replaces the record."""
+    _records().update_one({"_id": _id(dataset, key, stage), "batch": batch},
+                          {"$set": {"finished": True, "parts": {}}})
+    _records().delete_one({"_id": batch})  # (a record of an earlier version's)
+
+
+def finished(dataset, key, stage, batch):
+    """Whether ``batch`` is the last batch of the stage and was finished."""
+    return _records().count_documents(
+        {"_id": _id(dataset, key, stage), "batch": batch, "finished": True}) > 0
 
 
 def is_open(dataset, key, stage, batch):
@@ -103,9 +111,10 @@ def shard_done(dataset, key, stage, batch, shard):
 
 
 def _matches(dataset, key, stage, batch):
-    """Where the record of ``batch`` is: this module's, or for delegated shards queued by an
-    earlier version, the record of their own it keyed by the batch."""
-    return ({"_id": _id(dataset, key, stage), "batch": batch}, {"_id": batch})
+    """Where the record of ``batch`` in progress is: this module's, or for delegated shards
+    queued by an earlier version, the record of their own it keyed by the batch."""
+    return ({"_id": _id(dataset, key, stage), "batch": batch, "finished": {"$ne": True}},
+            {"_id": batch})
 
 
 def forget(dataset, key):

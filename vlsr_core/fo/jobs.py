@@ -15,6 +15,8 @@ from .runs import STAGE_NAMES, sample_fields
 PLUGIN = "@vlsr/vlsr/"
 OPERATOR = PLUGIN + "run_shard"  # the plugin's operator that runs one shard
 UNLEASED = [PLUGIN + "map_embeddings"]  # delegated operators that do not hold the run's lease
+FAILED = "Failed: "  # what a delegated operation of the plugin's that fails leaves as its
+# status, before its reason (FiftyOne keeps only the traceback)
 
 
 def queued_note(dataset, key=None):
@@ -141,6 +143,19 @@ def _latest(ops, batch, now):
     return latest
 
 
+def failure(op, most=200):
+    """Why delegated operation ``op`` failed, in a line: the reason the plugin's operators leave
+    in its status (:data:`FAILED`), else the last line of its traceback (cut at a word after
+    ``most`` characters)."""
+    label = getattr(op.status, "label", None) or ""
+    if label.startswith(FAILED):
+        return label[len(FAILED):]
+    lines = ((op.result.error if op.result else None) or "").strip().splitlines()
+    if not lines:
+        return "no error kept"
+    return lines[-1] if len(lines[-1]) <= most else lines[-1][:most].rsplit(" ", 1)[0] + " …"
+
+
 def _shards_note(name, batch, latest, heard, now, last_part=True):
     """Where the shards of stage ``name`` stand, as the ``latest`` operation of each tells, with
     what to run for those that failed or stopped (and, for a stage with a ``last_part`` that
@@ -156,9 +171,8 @@ def _shards_note(name, batch, latest, heard, now, last_part=True):
                         f"`fiftyone delegated fail {op.id}`, then `fiftyone delegated rerun "
                         f"{op.id}`")
         elif state == "failed":
-            error = ((op.result.error if op.result else None) or "").strip().splitlines()
-            todo.append(f"shard {shard} failed ({error[-1][:160] if error else 'no error kept'})"
-                        f": `fiftyone delegated rerun {op.id}`")
+            todo.append(f"shard {shard} failed ({failure(op)}): `fiftyone delegated rerun "
+                        f"{op.id}`")
         tally[state] = tally.get(state, 0) + 1
     n = shard.split("/")[-1]
     if last_part and tally == {"completed": int(n)} and not any(

@@ -112,6 +112,10 @@ class VLSRError(ValueError):
     """A stage cannot run on this collection as asked; the message says what to do."""
 
 
+class BatchFinished(VLSRError):
+    """A shard run again after its stage was finished: it has nothing to do."""
+
+
 @dataclass
 class EmbeddingReport:
     """What :func:`compute_embeddings` did."""
@@ -744,13 +748,19 @@ def _shard_run(samples, key, stage, batch, vocabulary, finish=False):
     preparation recorded in the results' ``vocabulary`` attribute."""
     dataset = samples._dataset
     reload_run(dataset, key)
-    state = dataset.get_run_info(key).config.stages.get(stage) if dataset.has_run(key) else None
+    if not dataset.has_run(key):
+        raise VLSRError(f"Nothing written: there is no VLSR run {key!r} on this dataset "
+                        "(deleted since the shards were prepared?)")
+    state = dataset.get_run_info(key).config.stages.get(stage)
     if state != f"shards:{batch}":
         whose = "the shards'" if finish else "this shard's"
+        if batches.finished(dataset, key, stage, batch):
+            raise BatchFinished(f"Nothing to do: {whose} {STAGE_NAMES[stage]} of run {key!r} "
+                                "was finished already, every shard done")
         raise VLSRError(f"Nothing written: {whose} {STAGE_NAMES[stage]} of run {key!r} is not "
-                        f"the one in progress (the stage is {_state_text(state)}): its batch was "
-                        "finished already, superseded by a later run of the stage, or never "
-                        "prepared")
+                        f"the one in progress (the stage is {_state_text(state)}): a later run "
+                        "of the stage superseded its batch (which then has nothing to do), or "
+                        "it was never prepared")
     left = finish and batches.missing(samples, key, stage, batch)
     if left:
         raise VLSRError(f"Nothing finished: {count(left, 'sample')} of these "
