@@ -160,6 +160,12 @@ def label_field_input(ctx, inputs):
                        view=choices, description="The labels to score and merge (they are never "
                                                  "modified)")
     field = ctx.params.get("label_field", default)
+    if field is not None and field not in fields:  # (deleted since the form, or the job,
+        # was made: "Invalid enum value" said nothing)
+        prop.invalid, prop.error_message = True, (
+            f"No label field {field!r} on this dataset (deleted since?): choose one of "
+            f"{', '.join(map(repr, fields))}")
+        return None
     problem = field in fields and unlabelled_problem(ctx.dataset, field)
     if problem:
         prop.invalid, prop.error_message = True, problem
@@ -214,15 +220,17 @@ def run_key_choice(ctx, inputs, action, preselect=True, deleting=False):
         config = ctx.dataset.get_run_info(k).config
         choices.add_choice(k, label=k, description=f"{config.label_field}, {config.model}")
     preselect = preselect or len(keys) == 1
-    inputs.enum("key", choices.values(), default=default_run_key(keys) if preselect else None,
-                required=not preselect, view=choices,
-                description="The VLSR run to use" if preselect
-                else f"The VLSR run to use: pick one of the {len(keys)} runs of this dataset")
+    prop = inputs.enum("key", choices.values(),
+                       default=default_run_key(keys) if preselect else None,
+                       required=not preselect, view=choices,
+                       description="The VLSR run to use" if preselect
+                       else f"The VLSR run to use: pick one of the {len(keys)} runs of this dataset")
     key = chosen_run_key(ctx) if preselect else ctx.params.get("key")
     if key not in keys:  # (none picked yet, or a form left open on a run deleted since)
-        if key is not None:
-            block(inputs, "run_error", f"No VLSR run {key!r} on this dataset (deleted since?): "
-                                       f"choose one of {', '.join(map(repr, keys))}")
+        if key is not None:  # (on the choice itself: a delegated job said "Invalid enum value")
+            prop.invalid, prop.error_message = True, (
+                f"No VLSR run {key!r} on this dataset (deleted since?): choose one of "
+                f"{', '.join(map(repr, keys))}")
         return None
     if not run_status(ctx, inputs, key, deleting):
         return None

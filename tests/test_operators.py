@@ -202,6 +202,42 @@ def test_a_delegated_embedding_may_ask_for_a_device_only_its_worker_has(ds, tiny
             service.delete_operation(op.id)
 
 
+def test_a_delegated_job_whose_run_or_field_went_meanwhile_fails_saying_so(ds, tiny_clip):
+    """Audit: such jobs failed with "Validation error. Path: key. Reason: Invalid enum value";
+    one failing in its stage kept a traceback alone."""
+    from vlsr_core.fo.jobs import failure
+    from vlsr_core.fo.runs import delete_run
+
+    run("compute_embeddings", ds, label_field="gt", key="a", model=tiny_clip)
+    run("compute_embeddings", ds, label_field="boxes", key="b", model=tiny_clip)
+    service = DelegatedOperationService()
+
+    def queued_then_run(name, change, **params):
+        r = foo.execute_operator(URI + name, dataset=ds, request_delegation=True, params=params)
+        change()
+        service.execute_queued_operations(dataset_name=ds.name)
+        return service.get(r.result["id"])
+
+    try:
+        doc = queued_then_run("score_labels", lambda: delete_run(ds, "a"), key="a")
+        assert doc.run_state == "failed" and failure(doc).endswith(
+            "No VLSR run 'a' on this dataset (deleted since?): choose one of 'b'")
+        doc = queued_then_run("compute_embeddings", lambda: ds.delete_sample_field("gt"),
+                              label_field="gt", key="c", model=tiny_clip)
+        assert failure(doc).endswith(
+            "No label field 'gt' on this dataset (deleted since?): choose one of 'boxes'")
+        holding = dict(key="b", stage="score labels")
+        from vlsr_core.fo.lease import run_lease
+
+        with run_lease(ds, **holding):  # (another process scores run b)
+            doc = queued_then_run("cluster_and_merge", lambda: None, key="b")
+        assert doc.status.label.startswith("Failed: Run 'b' is busy: 'score labels'")
+        assert failure(doc) == doc.status.label[len("Failed: "):]
+    finally:
+        for op in service.list_operations(dataset_name=ds.name):
+            service.delete_operation(op.id)
+
+
 def test_an_operation_waiting_for_a_worker_is_told_in_its_runs_forms_panel_and_summary(
         ds, tiny_clip):
     """A curator who schedules a stage and sees no sign of it schedules it again."""
