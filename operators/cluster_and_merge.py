@@ -53,7 +53,7 @@ class ClusterAndMerge(foo.Operator):
                 "label map with ones computed from their labels only.", rebuilds=True):
             base, hidden = _base(ctx, key)
             param_inputs(ctx, inputs, MergeParams, base, hidden=hidden)
-            shards_input(ctx, inputs, "cluster the labels now, and queue the writing of the label map on the samples")
+            shards_input(ctx, inputs, view, "cluster the labels now, and queue the writing of the label map on the samples")
             last = _last_steps(ctx, key)
             if last:
                 background = last.get("background_distance")  # (None: fewer than 2 labels)

@@ -348,9 +348,10 @@ def params_from(ctx, cls, base=None, hidden=()):
     return cls.resolve(base, **{k: (None if v == "" else v) for k, v in sent.items()})
 
 
-def shards_input(ctx, inputs, work):
-    """The number of delegated shards to split a stage into; ``work`` says what is queued.
-    Checked here: the App's own minimum reads "must be greater than 1" for a minimum of 1."""
+def shards_input(ctx, inputs, view, work):
+    """The number of delegated shards to split a stage on ``view`` into; ``work`` says what is
+    queued. Checked here: the App's own minimum reads "must be greater than 1" for a minimum
+    of 1; and a view that cannot be split (Take: a job queued failed in its worker)."""
     prop = inputs.int("num_shards", default=1, label="Shards",
                       description=f"Above 1: {work} as this many delegated jobs over disjoint "
                                   "ranges of samples. Any number of `fiftyone delegated launch` "
@@ -359,6 +360,12 @@ def shards_input(ctx, inputs, work):
     if n not in (None, "") and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         prop.invalid = True
         prop.error_message = "Shards must be a whole number, at least 1 (1: the stage runs as one job)"
+    elif n not in (None, "") and n > 1:
+        from vlsr_core.fo.chunks import shard_problem
+
+        problem = shard_problem(view)
+        if problem:
+            prop.invalid, prop.error_message = True, problem
 
 
 def shard_count(ctx):

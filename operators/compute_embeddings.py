@@ -71,7 +71,7 @@ class ComputeEmbeddings(foo.Operator):
                 _bf16_note(inputs)
             inputs.bool("recompute", default=False, label="Recompute",
                         description="Embed again samples that already have an embedding from this model")
-            shards_input(ctx, inputs, "embed the labels now, and queue the images")
+            shards_input(ctx, inputs, view, "embed the labels now, and queue the images")
         return types.Property(inputs, view=types.View(label=self.config.label))
 
     def resolve_run_name(self, ctx):

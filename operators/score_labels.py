@@ -49,7 +49,7 @@ class ScoreLabels(foo.Operator):
                 "only, and the low-score threshold and the review views are computed from them "
                 "alone.", rebuilds=True):
             param_inputs(ctx, inputs, ScoreParams, run_params(ctx, key, ScoreParams))
-            shards_input(ctx, inputs, "queue the scoring (the last job to finish saves the review views)")
+            shards_input(ctx, inputs, view, "queue the scoring (the last job to finish saves the review views)")
         return types.Property(inputs, view=types.View(label=self.config.label))
 
     def resolve_run_name(self, ctx):
