@@ -428,6 +428,22 @@ def test_forms_have_help_text_and_a_target_choice(ds, tiny_clip, name):
             assert prop["view"].get("description") or prop["view"].get("label"), pname
 
 
+def test_the_stage_forms_refuse_shards_of_a_view_that_cannot_be_split(ds, tiny_clip):
+    """Audit: a delegated job was queued, then failed in its worker."""
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    taken = ds.take(3, seed=1)
+    for name, params in (("compute_embeddings", dict(label_field="gt", model=tiny_clip)),
+                         ("score_labels", dict(key="vlsr")),
+                         ("cluster_and_merge", dict(key="vlsr"))):
+        props = form(name, ds, view=taken, view_target="CURRENT_VIEW", num_shards=2,
+                     **params)["type"]["properties"]
+        assert props["num_shards"]["error_message"].startswith(
+            "Shards need a target whose samples do not depend on their position: this view has "
+            "Take"), name
+        assert not form(name, ds, view=taken, view_target="CURRENT_VIEW", num_shards=1,
+                        **params)["type"]["properties"]["num_shards"].get("invalid")
+
+
 def test_bad_states_are_messages_in_the_form(ds, tiny_clip, tmp_path):
     with pytest.raises(ExecutionError, match="compute embeddings before you scoring|No VLSR run"):
         run("score_labels", ds)
@@ -444,18 +460,6 @@ def test_bad_states_are_messages_in_the_form(ds, tiny_clip, tmp_path):
                      num_shards=shards)["type"]["properties"]
         assert props["num_shards"].get("error_message") == ("" if shards == "" else (
             "Shards must be a whole number, at least 1 (1: the stage runs as one job)"))
-    # a view that cannot be split, said before Execute (audit: a delegated job queued, then
-    # failed in its worker)
-    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
-    taken = ds.take(3, seed=1)
-    for name, params in (("compute_embeddings", dict(label_field="gt", model=tiny_clip)),
-                         ("score_labels", dict(key="vlsr")),
-                         ("cluster_and_merge", dict(key="vlsr"))):
-        props = form(name, ds, view=taken, view_target="CURRENT_VIEW", num_shards=2,
-                     **params)["type"]["properties"]
-        assert props["num_shards"]["error_message"].startswith(
-            "Shards need a target whose samples do not depend on their position: this view has "
-            "Take"), name
     from vlsr_core.model import model_source
 
     for installed in (True, False):  # "minilm" needs its wheel, and the form says so
