@@ -167,7 +167,7 @@ def test_embeddings_another_runs_model_made_brought_by_a_merge_are_refused_then_
     embeddings under the run's field: a resume took them as done ("330 already done"), and
     scores and clusters mixed the two models without a word."""
     from vlsr_core.fo.export import ExportError, export_run
-    from vlsr_core.fo.stages import score_labels
+    from vlsr_core.fo.stages import cluster_and_merge, score_labels
     from vlsr_core.fo.summary import summarize_run
 
     dataset, images = main
@@ -189,6 +189,9 @@ def test_embeddings_another_runs_model_made_brought_by_a_merge_are_refused_then_
         p for p in dataset.values("filepath") if p.endswith(("missing.png", "zero.png"))])
     assert report.n_changed == 4
     score_labels(dataset)  # the run's own model's embeddings now
+    with pytest.raises(ExportError, match="cluster and merge ran on the embeddings made before"):
+        export_run(dataset, str(tmp_path / "out"))  # (the final labels of those 4: the other's)
+    cluster_and_merge(dataset, min_cluster_size=1)
     export_run(dataset, str(tmp_path / "out"))
     assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_embedded == 0
 
@@ -232,6 +235,33 @@ def test_interrupted_run_keeps_written_batches_and_resumes(main, monkeypatch):
     embedded = by_name(dataset, "vlsr_embedding")
     for name, vector in images.items():
         assert np.array_equal(embedded[name], vector)
+
+
+def test_an_image_embedded_again_puts_the_scores_and_labels_out_of_date_until_they_run(
+        main, tmp_path):
+    """Audit: a run stopped after images changed on disk were embedded again left the scores
+    and final labels of the pictures before, and the summary and export said nothing."""
+    from PIL import Image
+
+    from vlsr_core.fo.export import ExportError, export_run
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    path = next(p for p in dataset.values("filepath") if p.endswith("d1.png"))
+    Image.new("RGB", (48, 32), (200, 10, 10)).save(path)
+    images["d1.png"] = image_vector("glove", "d1-new")
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))  # (then stopped)
+    assert "**Out of date:** score labels and cluster and merge ran on" in summarize_run(
+        dataset, "vlsr")
+    with pytest.raises(ExportError, match="or of image files embedded again"):
+        export_run(dataset, tmp_path / "out")
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    assert "Out of date" not in summarize_run(dataset, "vlsr")
+    export_run(dataset, tmp_path / "out")
+    # nothing embedded again: nothing out of date
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    assert "Out of date" not in summarize_run(dataset, "vlsr")
 
 
 def test_a_recompute_stopped_part_way_goes_on_with_the_images_it_had_not_reached(
@@ -343,8 +373,8 @@ def test_scores_and_clusters_of_the_model_before_are_out_of_date_until_run_again
     other = FakeEncoder(images, prompt="a photo of a {}")
     compute_embeddings(dataset, "gt", encoder=other)
     said = ("score labels and cluster and merge ran on the embeddings made before the last change "
-            "of model, prompt, decoding, crops or label model: their fields hold what those gave "
-            "until they run again")
+            "of model, prompt, decoding, crops or label model, or of image files embedded again: "
+            "their fields hold what those gave until they run again")
     assert f"**Out of date:** {said}" in summarize_run(dataset, "vlsr")
     with pytest.raises(ExportError, match=said):
         export_run(dataset, tmp_path / "out")

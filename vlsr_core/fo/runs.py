@@ -746,8 +746,8 @@ def outdated_note(config):
         return None
     one = len(names) == 1
     return (f"{' and '.join(names)} ran on the embeddings made before the last change of model, "
-            f"prompt, decoding, crops or label model: {'its' if one else 'their'} fields hold "
-            "what those gave "
+            f"prompt, decoding, crops or label model, or of image files embedded again: "
+            f"{'its' if one else 'their'} fields hold what those gave "
             f"until {'it runs' if one else 'they run'} again (vlsr run, or VLSR 2 and 3 in the "
             "App)")
 

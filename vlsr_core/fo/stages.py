@@ -278,13 +278,7 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         _clear(dataset, *(crop_record_fields(key) if params.crops else crop_paths(key, path)))
     if model_changes or _image_setup(config) != _image_setup(encoder) or _crop_setup(
             config) != _crop_setup(params):
-        # the shards of a scoring or clustering still to run would write with other
-        # embeddings than those that ran: they refuse, and the stage reads as stopped
-        # part-way (run it again); one that ran is out of date (its scores and labels, of the
-        # embeddings before, were exported as this model's)
-        config.stages = {stage: "running" if state.startswith("shards:") else
-                         OUTDATED if state == "complete" and stage in ("score", "cluster")
-                         else state for stage, state in (config.stages or {}).items()}
+        config.stages = _outdated(config.stages)
     config.model, config.prompt, config.batch_size = encoder.model_name, encoder.prompt, encoder.batch_size
     config.jpeg_draft, config.precision = _image_setup(encoder)
     config.crops, config.crop_padding, config.crop_min_size = _crop_setup(params)
@@ -469,6 +463,10 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     todo = samples.match(~current)
     # and the images whose file changed since they were embedded (or marked to be again)
     changed, marked, missing = _changed_images(samples.match(current), fields["image_file"], tag)
+    if len(changed):  # their scores and final labels are of the pictures before, until the
+        # stages run again (a run stopped before they did left them, without a word)
+        config.stages = _outdated(config.stages)
+        save_config(dataset, key, config)
     ids = sample_ids(todo)
     n_todo = len(ids) + len(changed)
     report = EmbeddingReport(n_skipped=len(samples) - n_todo, n_changed=len(changed) - marked,
@@ -542,6 +540,17 @@ def embedding_tag(config):
     from another run (``merge_samples``) is another model's, however alike its length."""
     made = [getattr(config, "model_fingerprint", None) or config.model, *_image_setup(config)]
     return hashlib.sha256(json.dumps(made).encode()).hexdigest()[:16]
+
+
+def _outdated(stages):
+    """The run's stage states once image embeddings it used are made anew: the shards of a
+    scoring or clustering still to run would write with other embeddings than those that
+    ran: they refuse, and the stage reads as stopped part-way (run it again); one that ran
+    is out of date (its scores and labels, of the embeddings before, would be exported as
+    the new ones')."""
+    return {stage: "running" if state.startswith("shards:") else
+            OUTDATED if state == "complete" and stage in ("score", "cluster")
+            else state for stage, state in (stages or {}).items()}
 
 
 def _mark_for_recompute(samples, fields):
