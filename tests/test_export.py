@@ -464,7 +464,17 @@ def test_a_label_fixed_by_hand_since_the_fields_were_written_waits_for_apply(run
                        r"\(with its score\): score the labels again and apply the review"):
         export_run(dataset, str(tmp_path / "stale"), detections_field="objects")
     assert not (tmp_path / "stale").exists()
-    apply_review(dataset, "vlsr")
+    # Apply writes the label map's canonical label; the box's score is still the old label's
+    # (audit: exported as helmit's), and the export waits for the scoring too
+    assert "; 1 label changed by hand or given since the labels were scored carry the score " \
+        "of another label or none" in apply_review(dataset, "vlsr").summary()
+    with pytest.raises(ExportError, match="score labels ran before .* or of labels edited by "
+                                          "hand"):
+        export_run(dataset, str(tmp_path / "fixed"), detections_field="objects")
+    score_labels(dataset)
+    helmit = by_name(dataset, "objects.detections.vlsr_similarity")["s2.png"][0]
+    assert helmit == pytest.approx(dot(run[2], "s2.png", "helmit"), abs=1e-5)
+    assert apply_review(dataset, "vlsr").n_unscored == 0
     export_run(dataset, str(tmp_path / "fixed"), detections_field="objects")
     with open(tmp_path / "fixed" / COCO_FILE, encoding="utf-8") as f:
         coco = json.load(f)

@@ -189,7 +189,7 @@ def test_embeddings_another_runs_model_made_brought_by_a_merge_are_refused_then_
         p for p in dataset.values("filepath") if p.endswith(("missing.png", "zero.png"))])
     assert report.n_changed == 4
     score_labels(dataset)  # the run's own model's embeddings now
-    with pytest.raises(ExportError, match="cluster and merge ran on the embeddings made before"):
+    with pytest.raises(ExportError, match="cluster and merge ran before the last change"):
         export_run(dataset, str(tmp_path / "out"))  # (the final labels of those 4: the other's)
     cluster_and_merge(dataset, min_cluster_size=1)
     export_run(dataset, str(tmp_path / "out"))
@@ -252,9 +252,9 @@ def test_an_image_embedded_again_puts_the_scores_and_labels_out_of_date_until_th
     Image.new("RGB", (48, 32), (200, 10, 10)).save(path)
     images["d1.png"] = image_vector("glove", "d1-new")
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))  # (then stopped)
-    assert "**Out of date:** score labels and cluster and merge ran on" in summarize_run(
+    assert "**Out of date:** score labels and cluster and merge ran before" in summarize_run(
         dataset, "vlsr")
-    with pytest.raises(ExportError, match="or of image files embedded again"):
+    with pytest.raises(ExportError, match="of image files embedded again"):
         export_run(dataset, tmp_path / "out")
     run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
     assert "Out of date" not in summarize_run(dataset, "vlsr")
@@ -372,13 +372,13 @@ def test_scores_and_clusters_of_the_model_before_are_out_of_date_until_run_again
     run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
     other = FakeEncoder(images, prompt="a photo of a {}")
     compute_embeddings(dataset, "gt", encoder=other)
-    said = ("score labels and cluster and merge ran on the embeddings made before the last change "
-            "of model, prompt, decoding, crops or label model, or of image files embedded again: "
+    said = ("score labels and cluster and merge ran before the last change of model, prompt, "
+            "decoding, crops or label model, of image files embedded again, or of labels edited by hand: "
             "their fields hold what those gave until they run again")
     assert f"**Out of date:** {said}" in summarize_run(dataset, "vlsr")
     with pytest.raises(ExportError, match=said):
         export_run(dataset, tmp_path / "out")
-    with pytest.raises(ValueError, match="cluster and merge ran on the embeddings made before"):
+    with pytest.raises(ValueError, match="cluster and merge ran before the last change"):
         apply_review(dataset, "vlsr")
     stages.score_labels(dataset, "vlsr")
     assert "**Out of date:** cluster and merge ran" in summarize_run(dataset, "vlsr")

@@ -247,6 +247,7 @@ class ApplyReport:
     n_left: int = 0  # samples of the run not written (an Apply of a part of it)
     n_changed: int = 0  # samples whose fields changed (the others already were so)
     n_renumbered: int = 0  # of them, those whose labels' cluster ids alone changed
+    n_unscored: int = 0  # labels changed by hand or given since scoring (their scores: not theirs)
 
     def summary(self):
         text = (f"applied {count(self.n_map_edits, 'label map edit')} and "
@@ -265,6 +266,10 @@ class ApplyReport:
                      + (f"the {count(self.n_samples, 'sample')} applied only" if self.n_left
                         else "every sample"))
         text += "".join(f"; {copy_note(name, n)}" for name, n in self.outdated_copies)
+        if self.n_unscored:
+            text += (f"; {count(self.n_unscored, 'label')} changed by hand or given since the "
+                     "labels were scored carry the score of another label or none: score "
+                     "again (VLSR 2, or vlsr run), which the export waits for")
         if self.stale:
             n = len(self.stale)
             text += (f"; {count(n, 'edit')} no longer {'applies' if n == 1 else 'apply'} (see the "
@@ -981,8 +986,8 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     state = review_state(run.dataset, key, run.results)
     stopped = stage_stopped(run.config, "apply")
     mark_stage(run, "apply", "running")
-    n_samples, n_changed, n_renumbered = write_label_map(run, samples, state,
-                                                         copy_to=copy_to, progress=progress)
+    n_samples, n_changed, n_renumbered, n_unscored = write_label_map(
+        run, samples, state, copy_to=copy_to, progress=progress)
     n_left = samples_left(run)
     # the edits the run's fields show: those of its last whole write, on the samples a partial
     # one left out
@@ -994,7 +999,7 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     n_decisions = state.decisions_in_effect(dataset)
     return ApplyReport(n_samples, n_map, n_decisions, state.stale, copy_to,
                        outdated_copies(samples, key, written=copy_to), n_left, n_changed,
-                       n_renumbered)
+                       n_renumbered, n_unscored)
 
 
 def outdated_copies(samples, key=DEFAULT_KEY, written=None):

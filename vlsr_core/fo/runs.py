@@ -745,8 +745,8 @@ def outdated_note(config):
     if not names:
         return None
     one = len(names) == 1
-    return (f"{' and '.join(names)} ran on the embeddings made before the last change of model, "
-            f"prompt, decoding, crops or label model, or of image files embedded again: "
+    return (f"{' and '.join(names)} ran before the last change of model, prompt, decoding, "
+            "crops or label model, of image files embedded again, or of labels edited by hand: "
             f"{'its' if one else 'their'} fields hold what those gave "
             f"until {'it runs' if one else 'they run'} again (vlsr run, or VLSR 2 and 3 in the "
             "App)")

@@ -106,6 +106,9 @@ NON_FINITE = "the model returned a non-finite embedding (NaN or inf)"
 # :func:`embedding_tag`: one stopped part-way goes on, when run again without recompute, with
 # the images it had not reached (they looked current).
 RECOMPUTE = "recompute"
+# How far a stored score may be from its label's score computed again and still be that
+# label's (two computations differ in their last bits)
+SCORE_TOLERANCE = 1e-4
 
 
 class VLSRError(ValueError):
@@ -1124,8 +1127,10 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
     """Write a reviewed label map and the suggestion decisions in force onto the run's fields:
     ``{key}_canonical`` and ``{key}_cluster`` on every label, ``{key}_labels`` and ``{key}_label``
     (tagged with the review state, :data:`REVIEW_TAGS`), and ``copy_to`` if given, on the
-    samples whose values change. Returns the number of samples read, of those written, and of
-    those written for their cluster ids alone (renumbered by an edit of other clusters).
+    samples whose values change. Returns the number of samples read, of those written, of
+    those written for their cluster ids alone (renumbered by an edit of other clusters), and
+    of the label objects whose scores are not of their label (:func:`_unscored`: the scoring,
+    if it was complete, is then out of date).
 
     Args:
         run: from :func:`open_run`.
@@ -1162,9 +1167,13 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         f"{fields['labels']}.classifications.label",
         f"{fields['labels']}.classifications.confidence",
         f"{fields['labels']}.classifications.tags",
-        f"{fields['label']}.label", f"{fields['label']}.confidence", f"{fields['label']}.tags"]
-    done = written = renumbered = 0
+        f"{fields['label']}.label", f"{fields['label']}.confidence", f"{fields['label']}.tags",
+        f"{run.path}.{attrs['similarity']}"]  # (to tell labels changed since they were scored)
+    row = {l: i for i, l in enumerate(label_map.vocabulary)}
+    done = written = renumbered = unscored = 0
     for chunk in run.read_chunks(samples, stored):
+        *values, scored = chunk.extra
+        unscored += _unscored(chunk, as_label_lists(scored, run.path), row, vocab_emb)
         labels = [[_decided(label_decision(by_label, s, i), "accept_suggestion", l)
                    for i, l in zip(ids, ls)]
                   for s, ids, ls in zip(chunk.ids, chunk.label_ids, chunk.labels)]
@@ -1183,7 +1192,7 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
                 i = final.canonical_labels[k].index(canonical[suggestion])
                 final.final_labels[k] = final.canonical_labels[k][i]
                 final.final_scores[k] = float(final.canonical_scores[k][i])
-        old = _MapValues.read(chunk.extra, run.path)
+        old = _MapValues.read(values, run.path)
         # the review's tags, then those a curator gave the final label (the App tags every
         # label field ticked), which an Apply deleted: while it stays that label
         tags = [_review_tags(s, ids, set_, by_sample, by_label, state.edited_labels)
@@ -1211,9 +1220,33 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         if progress is not None:
             progress(min(0.99, done / len(run.ids)))
     _create_index(run.dataset, f"{fields['label']}.confidence")
+    if unscored and (run.config.stages or {}).get("score") == "complete":
+        run.config.stages = {**run.config.stages, "score": OUTDATED}
+        save_config(run.dataset, run.key, run.config)
     if progress is not None:
         progress(1.0)
-    return done, written, renumbered
+    return done, written, renumbered, unscored
+
+
+def _unscored(chunk, scores, row, vocab_emb):
+    """How many label objects of ``chunk``, of the labels of a label map (``row``: their rows
+    of ``vocab_emb``) on an embedded image, hold no score of their label (``scores``: the
+    stored ones, per sample): a label changed by hand, or given, since it was scored. Told by
+    the score itself, so that a label changed into one that scores alike (a twin spelling)
+    is no change."""
+    at, rows, had = [], [], []
+    for k, (labels, sims) in enumerate(zip(chunk.labels, scores)):
+        for label, score in zip(labels, sims):
+            if label in row:
+                at.append(k)
+                rows.append(row[label])
+                had.append(np.nan if score is None else score)
+    if not at or chunk.images.shape[1] == 0:
+        return 0
+    images = chunk.images[at]
+    now = np.einsum("ij,ij->i", images, vocab_emb[rows])
+    off = ~(np.abs(now - np.asarray(had, dtype=np.float64)) <= SCORE_TOLERANCE)
+    return int((np.isfinite(images).all(axis=1) & off).sum())
 
 
 def _write_map_values(run, samples, chunk, new, copy_to):
