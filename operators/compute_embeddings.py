@@ -83,7 +83,11 @@ class ComputeEmbeddings(foo.Operator):
 
         p = ctx.params
         key, shards = p.get("key", DEFAULT_KEY), shard_count(ctx)
-        params = params_from(ctx, EmbedParams, _run_params(ctx, key))
+        base = _run_params(ctx, key)
+        # (the inputs the form hid keep the run's values: not what the form last held, crops
+        # ticked for a field of boxes before another field was chosen)
+        params = params_from(ctx, EmbedParams, base,
+                             hidden=_hidden_crop_inputs(ctx, p["label_field"], base))
         target = chosen_target(ctx, run_target(ctx, key))
         if shards > 1:
             from vlsr_core.fo.chunks import shard_problem

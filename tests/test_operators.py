@@ -415,6 +415,12 @@ def test_the_embed_form_offers_crops_for_boxes_only_and_runs_them(ds, tiny_clip)
     crops = [s for per in scored.values("boxes.detections.vlsr_crop_similarity") for s in per]
     assert len(crops) == 6 and None not in crops
     assert set(scored.values("boxes.detections.vlsr_crop_fallback", unwind=True)) == {False}
+    # audit: crops ticked for the boxes, then another field and key chosen: the form hid the
+    # crops, which Execute still took ("Crops need boxes: 'gt' is not a Detections field")
+    params = dict(label_field="gt", key="other", model=tiny_clip, crops=True, crop_min_size=8)
+    assert _form_errors(form("compute_embeddings", ds, **params)) == []
+    run("compute_embeddings", ds, **params)
+    assert not ds.get_run_info("other").config.crops
 
 
 @pytest.mark.parametrize("name", OPERATORS[:4])
