@@ -628,8 +628,9 @@ def test_the_summary_says_when_the_labels_on_the_samples_are_no_longer_those_clu
     sample["gt"].classifications.append(fo.Classification(label="ladder"))
     sample.save()
     assert ("**Changed since clustering:** 2 labels of the label map on no sample now "
-            "(`Lathe Information`, `helmit`); 1 label on samples that were not clustered (`ladder`): no "
-            "canonical or final label. Samples were deleted, added or relabelled since") in (
+            "(`Lathe Information`, `helmit`); 1 label on samples that were not clustered (`ladder`): "
+            "the label map has none of them (what their samples show is of the labels before, or "
+            "nothing). Samples were deleted, added or relabelled since") in (
         summarize_run(dataset, "vlsr"))
     sample["gt"].classifications.pop()
     sample.save()

@@ -377,7 +377,8 @@ def _drift(counts, vocabulary):
                      f"({_some(gone)})")
     if new:
         parts.append(f"{count(len(new), 'label')} on samples that were not clustered "
-                     f"({_some(new)}): no canonical or final label")
+                     f"({_some(new)}): the label map has none of them (what their samples "
+                     "show is of the labels before, or nothing)")
     return (f"**Changed since clustering:** {'; '.join(parts)}. Samples were deleted, added or "
             "relabelled since, or only some were clustered: cluster again to bring the label map "
             "and the final labels up to date (`vlsr run`, or *VLSR 3: cluster and merge labels* "
