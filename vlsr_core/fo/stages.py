@@ -149,9 +149,13 @@ class EmbeddingReport:
                 + (f"; {count(self.n_missing, 'image')} embedded before cannot be found now "
                    f"(a drive not mounted? {'it keeps its' if self.n_missing == 1 else 'they keep their'}"
                    " embedding)" if self.n_missing else ""))
-        if self.n_crops or self.n_crop_fallback:
+        if self.n_crops:
             text += (f"; cut and embedded {count(self.n_crops, 'box')} ({self.n_crop_fallback} more too "
                      "small or without coordinates: scored on the whole image)")
+        elif self.n_crop_fallback:
+            text += (f"; no box cut: {'the' if self.n_crop_fallback == 1 else 'all'} "
+                     f"{count(self.n_crop_fallback, 'box')} too small or without coordinates "
+                     "(scored on the whole image)")
         return text + blank_note(self.n_blank_labels)
 
 
