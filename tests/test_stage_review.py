@@ -415,6 +415,27 @@ def test_a_suggestion_decision_says_which_earlier_ones_it_replaces(ran):
     assert replaced_note(gone, edit) == ""
 
 
+def test_review_show_says_where_a_later_decision_took_an_earlier_ones_place(ran, capsys):
+    """Audit: after edit #2 "replaces edit #1 on 1 sample", `vlsr review show` listed #1 on
+    its 3 samples, applied, as if nothing had changed."""
+    from vlsr_core.cli import main
+    from vlsr_core.fo.review import replaced_later
+
+    dataset = ran[0]
+    ids = by_name(dataset, "id")
+    three = [ids[n] for n in ("h1.png", "h2.png", "s1.png")]
+    add_edit(dataset, "vlsr", "accept_suggestion", "screwdriver", samples=three)
+    add_edit(dataset, "vlsr", "reject_suggestion", "helmet", samples=three[:1])
+    add_edit(dataset, "vlsr", "reject_suggestion", "drill", samples=three[1:2] + [ids["d1.png"]])
+    assert replaced_later(review_state(dataset, "vlsr")) == {1: (2, [2, 3])}
+    assert main(["review", "show", "--dataset", dataset.name]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("  #")]
+    assert lines[0].endswith("; not applied; on 2 of them edits #2, #3 decide instead)")
+    assert not any("decide instead" in l for l in lines[1:])
+    undo_edit(dataset, "vlsr")  # (#3)
+    assert replaced_later(review_state(dataset, "vlsr")) == {1: (1, [2])}
+
+
 def test_undo_from_an_edit_already_undone_takes_back_the_later_ones_in_force(ran):
     """``undo --from 1`` after #1 alone was undone was refused ("no edit #1 in force"), leaving
     the curator to undo #2 and #3 one by one; said as a range, the edits taken back read as all

@@ -679,17 +679,23 @@ def _plain(markdown):
 
 def _review_show(a):
     from .fo.browse import cluster_rows, count_rare, member_rows, rare_distance_note, rare_rows
-    from .fo.review import review_state, shown_time
+    from .fo.review import replaced_later, review_state, shown_time
     from .wording import one_line
 
     dataset = _with_run(a.dataset, a.key)
     state = review_state(dataset, a.key)
     print(_plain(state.summary()))
     stale = {o.edit.id: o.reason for o in state.stale}
+    replaced = replaced_later(state)
     for e in state.edits:
         status = (f"undone {shown_time(e.undone)}" if e.undone else
                   f"no longer applies: {stale[e.id]}" if e.id in stale else
                   "applied" if e.id in (state.applied or []) else "not applied")
+        if e.id in replaced:  # (the last decision on a sample wins)
+            n, later = replaced[e.id]
+            status += (f"; on {n} of them {'edit' if len(later) == 1 else 'edits'} "
+                       f"{', '.join(f'#{i}' for i in later)} "
+                       f"{'decides' if len(later) == 1 else 'decide'} instead")
         print(f"  #{e.id} {_plain(e.describe())}  ({shown_time(e.time)}; {status})")
     if a.rare:
         config = dataset.get_run_info(a.key).config

@@ -901,6 +901,27 @@ def replaced_note(state, *edits):
             f"{count(len(taken), 'label' if on_labels else 'sample')}")
 
 
+def replaced_later(state):
+    """For each suggestion decision in force, the later decisions in force that take its
+    place on some of its samples (or labels: the last decision on one wins), and on how many:
+    ``{edit id: (n, [later edit ids])}``."""
+    latest, replaced = {}, {}  # (kind, sample or label id) -> the last decision on it
+    for e in reversed(state.in_force):
+        if e.action not in SUGGESTION_ACTIONS or e.label not in state.label_map.canonical:
+            continue
+        kind, later = bool(e.label_ids), set()
+        n = 0
+        for x in e.label_ids or e.samples:
+            if (kind, x) in latest:
+                n += 1
+                later.add(latest[kind, x])
+            else:
+                latest[kind, x] = e.id
+        if n:
+            replaced[e.id] = (n, sorted(later))
+    return replaced
+
+
 def edit_numbers(edits):
     """The numbers of ``edits`` as a curator reads them: ``#3 to #7`` when they follow each
     other, else listed (``#2, #4``: an undo from #2 when #3 was undone already)."""
