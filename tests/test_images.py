@@ -408,6 +408,7 @@ def test_an_image_whose_header_is_damaged_is_said_to_be_a_corrupt_one_of_its_kin
         (b"<!DOCTYPE html>\n<html>404</html>", "'<!DOCTYPE html>\\n'"),  # a web page
         (bytes(range(256)) * 4, "the bytes 00 01 02 03 04 05 06 07)"),  # not b'\x00...'
         (b"\xb7\x10\xec\x08" * 8, "the bytes b7 10 ec 08 b7 10 ec 08)"),
+        (b"BMW,X5,2019\n", "'BMW,X5,2019\\n'"),  # (a CSV: not a corrupt BMP)
     ],
 )
 def test_not_an_image(tmp_path, data, shown):

@@ -147,7 +147,9 @@ SIGNATURES = [
     ("GIF", lambda h: h[:6] in (b"GIF87a", b"GIF89a")),
     ("WebP", lambda h: h[:4] == b"RIFF" and h[8:12] == b"WEBP"),
     ("TIFF", lambda h: h[:4] in (b"II*\x00", b"MM\x00*")),
-    ("BMP", lambda h: h[:2] == b"BM"),
+    # (and the size of one of its header kinds: text may start with "BM")
+    ("BMP", lambda h: h[:2] == b"BM" and int.from_bytes(h[14:18], "little") in (
+        12, 40, 52, 56, 64, 108, 124)),
 ]
 
 
@@ -159,13 +161,13 @@ def _identify(path, f):
         raise
     except UnidentifiedImageError:
         f.seek(0)
-        head = f.read(16)  # shows what the file is instead, e.g. '<!DOCTYPE html>'
+        head = f.read(32)  # shows what the file is instead, e.g. '<!DOCTYPE html>'
         kind = next((name for name, test in SIGNATURES if test(head)), None)
         if kind:  # (a header damaged past what Pillow recognises)
             raise BadImageError(path, f"corrupt {kind} (it starts as one, but its header "
                                       "cannot be read)") from None
-        raise BadImageError(path, f"not an image (unknown format; starts with {_head(head)})") \
-            from None
+        raise BadImageError(path, f"not an image (unknown format; starts with "
+                                  f"{_head(head[:16])})") from None
     except Exception as e:
         # Recognised, but Pillow rejects the header (unsupported variant or damaged).
         raise BadImageError(path, f"unsupported or corrupt image ({_message(e)})") from e
