@@ -489,6 +489,26 @@ def test_a_label_fixed_by_hand_since_the_fields_were_written_waits_for_apply(run
     assert json.loads(rows["s2.png"]["canonical_labels"]) == ["helmet"]
 
 
+def test_labels_a_scoring_of_a_part_of_the_run_left_are_not_labels_changed_by_hand(
+        dataset, tmp_path):
+    """Review: after scoring a part of the run, an Apply of the whole took the others'
+    labels, without a score, for labels changed by hand and put the scoring out of date."""
+    from vlsr_core.fo.review import apply_review
+    from vlsr_core.fo.stages import cluster_and_merge
+
+    images = build(dataset, tmp_path / "images", SPEC, kind="detections", field="objects")
+    compute_embeddings(dataset, "objects", encoder=FakeEncoder(images))
+    score_labels(dataset.limit(4))
+    cluster_and_merge(dataset, min_cluster_size=1)
+    assert apply_review(dataset, "vlsr").n_unscored == 0
+    assert dataset.get_run_info("vlsr").config.stages["score"] == "complete"
+    sample = dataset.skip(1).first()  # (scored) a label changed by hand is one
+    sample.objects.detections[0].label = "helmit" if sample.objects.detections[0].label != \
+        "helmit" else "helmet"
+    sample.save()
+    assert apply_review(dataset, "vlsr").n_unscored == 1
+
+
 def test_coco_of_another_field_says_which_labels_the_run_does_not_have(run, tmp_path):
     dataset, _, _ = run
     for sample in dataset:

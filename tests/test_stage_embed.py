@@ -604,6 +604,14 @@ def test_the_weights_load_only_when_something_is_to_embed(dataset, tmp_path, tin
     with pytest.raises(ModelLoadError):
         run_vlsr(dataset, "gt", model=tiny_clip, num_workers=0)
     assert dataset.load_run_results("vlsr", cache=False).labels == before
+    # (review: a recompute marked every image, and put the stages out of date, first)
+    before = dataset.get_run_info("vlsr").config.stages
+    for recompute in (True, False):
+        with pytest.raises(ModelLoadError):
+            stages.compute_image_embeddings(dataset, recompute=recompute)
+        assert stages.recompute_left(dataset, "vlsr") == 0
+        assert dataset.get_run_info("vlsr").config.stages == before == {
+            "score": "complete", "cluster": "complete"}
     dataset.delete_run("vlsr")
     with pytest.raises(ModelLoadError):
         compute_embeddings(dataset, "gt", model=tiny_clip, num_workers=0)

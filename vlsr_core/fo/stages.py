@@ -464,7 +464,11 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
         outputs[fields["crop_boxes"]] = lambda name: dataset.add_sample_field(name, fo.ListField)
     _create_outputs(dataset, key, config, outputs)
     tag = embedding_tag(config)
+    # the weights load before anything is marked: a model that cannot be had (out of memory,
+    # say) leaves the run as it was
+    load = getattr(encoder, "load", lambda: encoder)
     if recompute:
+        load()
         _mark_for_recompute(samples, fields)
     current = crops_current(key, path) if crops else F(fields["embedding"]).exists()
     todo = samples.match(~current)
@@ -472,6 +476,7 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     changed, marked, missing = _changed_images(samples.match(current), fields["image_file"], tag)
     if len(changed):  # their scores and final labels are of the pictures before, until the
         # stages run again (a run stopped before they did left them, without a word)
+        load()
         config.stages = _outdated(config.stages)
         save_config(dataset, key, config)
     ids = sample_ids(todo)
@@ -1172,12 +1177,13 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         f"{fields['labels']}.classifications.confidence",
         f"{fields['labels']}.classifications.tags",
         f"{fields['label']}.label", f"{fields['label']}.confidence", f"{fields['label']}.tags",
-        f"{run.path}.{attrs['similarity']}"]  # (to tell labels changed since they were scored)
+        # (to tell labels changed since they were scored)
+        f"{run.path}.{attrs['similarity']}", fields["min_similarity"]]
     row = {l: i for i, l in enumerate(label_map.vocabulary)}
     done = written = renumbered = unscored = 0
     for chunk in run.read_chunks(samples, stored):
-        *values, scored = chunk.extra
-        unscored += _unscored(chunk, as_label_lists(scored, run.path), row, vocab_emb)
+        *values, scores, lowest = chunk.extra
+        unscored += _unscored(chunk, as_label_lists(scores, run.path), lowest, row, vocab_emb)
         labels = [[_decided(label_decision(by_label, s, i), "accept_suggestion", l)
                    for i, l in zip(ids, ls)]
                   for s, ids, ls in zip(chunk.ids, chunk.label_ids, chunk.labels)]
@@ -1232,14 +1238,17 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
     return done, written, renumbered, unscored
 
 
-def _unscored(chunk, scores, row, vocab_emb):
+def _unscored(chunk, scores, lowest, row, vocab_emb):
     """How many label objects of ``chunk``, of the labels of a label map (``row``: their rows
-    of ``vocab_emb``) on an embedded image, hold no score of their label (``scores``: the
-    stored ones, per sample): a label changed by hand, or given, since it was scored. Told by
-    the score itself, so that a label changed into one that scores alike (a twin spelling)
-    is no change."""
+    of ``vocab_emb``) on a scored sample (its ``lowest`` score is not None: a scoring of a part
+    of the run leaves the others), hold no score of their label (``scores``: the stored ones,
+    per sample): a label changed by hand, or given, since it was scored. Told by the score
+    itself, so that a label changed into one that scores alike (a twin spelling) is no
+    change."""
     at, rows, had = [], [], []
-    for k, (labels, sims) in enumerate(zip(chunk.labels, scores)):
+    for k, (labels, sims, low) in enumerate(zip(chunk.labels, scores, lowest)):
+        if low is None:
+            continue
         for label, score in zip(labels, sims):
             if label in row:
                 at.append(k)
