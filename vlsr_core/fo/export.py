@@ -157,17 +157,29 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
             progress(1.0)
     except OSError as e:  # a disk full, a folder made read-only meanwhile
         where = f" {str(e.filename).removesuffix(PARTIAL)}" if e.filename else ""
-        raise ExportError(f"cannot write{where}: {e.strerror or e}; this export's unfinished "
-                          "files were removed") from None
-    finally:  # this export's unfinished files, and those a killed export left (quietly: the
-        # error that stopped it is the one to tell)
-        for path in _leftovers(export_dir):
-            with contextlib.suppress(OSError):
-                os.remove(path)
-        for folder in [os.path.dirname(coco), *made]:  # (a failed export leaves no empty
-            with contextlib.suppress(OSError):  # folder it made behind)
-                _remove_if_empty(folder)
+        left = _clean_up(export_dir, coco, made)
+        raise ExportError(f"cannot write{where}: {e.strerror or e}; " + (
+            f"remove this export's unfinished files by hand ({', '.join(left)})" if left
+            else "this export's unfinished files were removed")) from None
+    finally:
+        _clean_up(export_dir, coco, made)
     return written
+
+
+def _clean_up(export_dir, coco, made):
+    """Remove an export's unfinished files, and those a killed export left, and the folders
+    it made if empty (quietly: the error that stopped the export is the one to tell); returns
+    the files that could not be removed."""
+    left = []
+    for path in _leftovers(export_dir):
+        try:
+            os.remove(path)
+        except OSError:
+            left.append(path)
+    for folder in [os.path.dirname(coco), *made]:
+        with contextlib.suppress(OSError):
+            _remove_if_empty(folder)
+    return left
 
 
 def _missing_folders(path):
