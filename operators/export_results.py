@@ -50,8 +50,8 @@ class ExportResults(foo.Operator):
 
         results = load_results(ctx.dataset, key)  # once, for both checks
         directory, problem = full_path(ctx.params.get("directory"))
-        problem = problem or export_problem(view, directory, key,
-                                            ctx.params.get("detections_field"),
+        boxes = _detections_field(ctx, key)
+        problem = problem or export_problem(view, directory, key, boxes,
                                             overwrite=ctx.params.get("overwrite", False),
                                             results=results)
         if problem:  # (a field's error is plain text: no code marks)
@@ -62,19 +62,21 @@ class ExportResults(foo.Operator):
             inputs.view("review_note", types.Notice(label=export_note(ctx.dataset, key, results)))
         except ReviewError:
             pass  # not clustered yet: the directory's check says so
-        detections = ctx.dataset.get_field_schema(embedded_doc_type=fo.Detections)
+        detections = _detections_fields(ctx)
         if not detections:
             inputs.view("no_boxes", types.Notice(
                 label="No Detections field on this dataset: no COCO detections are written "
                       "(image_labels.json holds the image-level labels, COCO-style)"))
         else:
-            choices = types.Dropdown(label="Detections to export as COCO (optional)")
+            choices = types.Dropdown(label="Detections to export as COCO")
+            choices.add_choice("", label="none (no COCO file)")
             for f in detections:
                 choices.add_choice(f, label=f)
             inputs.enum("detections_field", choices.values(), view=choices,
-                        description="Its boxes are exported with canonical labels")
-        removes = directory and not problem and overwrite_removes(
-            directory, ctx.params.get("detections_field"))
+                        default=_run_boxes(ctx, key) or "",
+                        description="Its boxes are exported with canonical labels (the run's "
+                                    "own field, if it holds boxes, unless you choose another)")
+        removes = directory and not problem and overwrite_removes(directory, boxes)
         if removes:
             inputs.view("removes", types.Warning(
                 label=f"Overwrite also removes {removes}, the boxes of the earlier export: choose "
@@ -95,7 +97,7 @@ class ExportResults(foo.Operator):
         if problem:
             raise ValueError(problem)
         target = chosen_target(ctx, run_target(ctx, key))
-        boxes = ctx.params.get("detections_field")
+        boxes = _detections_field(ctx, key)
         written = yield from run_with_progress(ctx, "Exporting", lambda progress: export_run(
             target, directory, key, detections_field=boxes,
             overwrite=ctx.params.get("overwrite", False), progress=progress,
@@ -113,3 +115,18 @@ class ExportResults(foo.Operator):
         note = export_note(ctx.dataset, key)
         return (yield from finish(ctx, f"Exported {len(written)} files to {directory}",
                                   "\n".join(listed) + "\n\n" + note))
+
+
+def _detections_fields(ctx):
+    return list(ctx.dataset.get_field_schema(embedded_doc_type=fo.Detections))
+
+
+def _run_boxes(ctx, key):
+    """The run's own label field if it holds boxes (what the COCO file exports first), or None."""
+    field = ctx.dataset.get_run_info(key).config.label_field
+    return field if field in _detections_fields(ctx) else None
+
+
+def _detections_field(ctx, key):
+    """The Detections field chosen for the COCO file, None for none ("" in the form)."""
+    return ctx.params.get("detections_field", _run_boxes(ctx, key)) or None

@@ -434,6 +434,27 @@ def test_forms_have_help_text_and_a_target_choice(ds, tiny_clip, name):
             assert prop["view"].get("description") or prop["view"].get("label"), pname
 
 
+def test_the_export_form_offers_the_runs_own_boxes_first_and_none_on_request(ds, tiny_clip,
+                                                                             tmp_path):
+    """Audit: the COCO field started empty on a run of boxes: a curator who did not open the
+    menu got no COCO file."""
+    run("compute_embeddings", ds, label_field="boxes", model=tiny_clip)
+    run("score_labels", ds, key="vlsr")
+    run("cluster_and_merge", ds, key="vlsr", min_cluster_size=1)
+    prop = form("export_results", ds, key="vlsr")["type"]["properties"]["detections_field"]
+    assert prop["default"] == "boxes"
+    assert [c["value"] for c in prop["view"]["choices"]] == ["", "boxes"]
+    run("export_results", ds, key="vlsr", directory=str(tmp_path / "a"))
+    assert (tmp_path / "a" / "detections" / "labels.json").exists()
+    run("export_results", ds, key="vlsr", directory=str(tmp_path / "b"), detections_field="")
+    assert not (tmp_path / "b" / "detections").exists()
+    run("compute_embeddings", ds, label_field="gt", key="c", model=tiny_clip)
+    run("score_labels", ds, key="c")
+    run("cluster_and_merge", ds, key="c", min_cluster_size=1)
+    assert form("export_results", ds, key="c")["type"]["properties"]["detections_field"][
+        "default"] == ""  # (a run of labels without boxes: none, unless chosen)
+
+
 def test_the_stage_forms_refuse_shards_of_a_view_that_cannot_be_split(ds, tiny_clip):
     """Audit: a delegated job was queued, then failed in its worker."""
     run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
