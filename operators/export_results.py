@@ -7,6 +7,9 @@ import fiftyone.operators.types as types
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.fo.export import export_problem, overwrite_removes
 
+# the choice of no COCO file (no field name: parentheses are not allowed in one)
+NO_BOXES = "(none)"
+
 from .common import (
     check_target,
     chosen_run_key,
@@ -69,11 +72,11 @@ class ExportResults(foo.Operator):
                       "(image_labels.json holds the image-level labels, COCO-style)"))
         else:
             choices = types.Dropdown(label="Detections to export as COCO")
-            choices.add_choice("", label="none (no COCO file)")
+            choices.add_choice(NO_BOXES, label="none: no COCO file")
             for f in detections:
                 choices.add_choice(f, label=f)
             inputs.enum("detections_field", choices.values(), view=choices,
-                        default=_run_boxes(ctx, key) or "",
+                        default=_run_boxes(ctx, key) or NO_BOXES,
                         description="Its boxes are exported with canonical labels (the run's "
                                     "own field, if it holds boxes, unless you choose another)")
         removes = directory and not problem and overwrite_removes(directory, boxes)
@@ -128,5 +131,6 @@ def _run_boxes(ctx, key):
 
 
 def _detections_field(ctx, key):
-    """The Detections field chosen for the COCO file, None for none ("" in the form)."""
-    return ctx.params.get("detections_field", _run_boxes(ctx, key)) or None
+    """The Detections field chosen for the COCO file, None for none."""
+    field = ctx.params.get("detections_field", _run_boxes(ctx, key))
+    return None if field in (NO_BOXES, "") else field

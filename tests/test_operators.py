@@ -443,16 +443,18 @@ def test_the_export_form_offers_the_runs_own_boxes_first_and_none_on_request(ds,
     run("cluster_and_merge", ds, key="vlsr", min_cluster_size=1)
     prop = form("export_results", ds, key="vlsr")["type"]["properties"]["detections_field"]
     assert prop["default"] == "boxes"
-    assert [c["value"] for c in prop["view"]["choices"]] == ["", "boxes"]
+    assert [(c["value"], c["label"]) for c in prop["view"]["choices"]] == [
+        ("(none)", "none: no COCO file"), ("boxes", "boxes")]
     run("export_results", ds, key="vlsr", directory=str(tmp_path / "a"))
     assert (tmp_path / "a" / "detections" / "labels.json").exists()
-    run("export_results", ds, key="vlsr", directory=str(tmp_path / "b"), detections_field="")
+    run("export_results", ds, key="vlsr", directory=str(tmp_path / "b"),
+        detections_field="(none)")
     assert not (tmp_path / "b" / "detections").exists()
     run("compute_embeddings", ds, label_field="gt", key="c", model=tiny_clip)
     run("score_labels", ds, key="c")
     run("cluster_and_merge", ds, key="c", min_cluster_size=1)
     assert form("export_results", ds, key="c")["type"]["properties"]["detections_field"][
-        "default"] == ""  # (a run of labels without boxes: none, unless chosen)
+        "default"] == "(none)"  # (a run of labels without boxes: none, unless chosen)
 
 
 def test_the_stage_forms_refuse_shards_of_a_view_that_cannot_be_split(ds, tiny_clip):
