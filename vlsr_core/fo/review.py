@@ -253,10 +253,9 @@ class ApplyReport:
         text = (f"applied {count(self.n_map_edits, 'label map edit')} and "
                 f"{count(self.n_decisions, 'suggestion decision')} to "
                 f"{count(self.n_samples, 'sample')}"
-                # (a copy is written on every sample: no count of what changed)
-                + ("" if self.copy_to else f" ({self.n_changed:,} changed"
-                   + (f", {self.n_renumbered:,} of them in their labels' cluster ids alone"
-                      if self.n_renumbered else "") + ")"))
+                + f" ({self.n_changed:,} changed"
+                + (f", {self.n_renumbered:,} of them in their labels' cluster ids alone"
+                   if self.n_renumbered else "") + ")")
         if self.n_left:
             text += (f"; the run's other {count(self.n_left, 'sample')} "
                      f"{'keeps its' if self.n_left == 1 else 'keep their'} earlier labels, and "

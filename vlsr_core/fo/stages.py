@@ -1219,13 +1219,13 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
             set_tags=old.set_tags,
             final=[(l, _float(s), t) if l is not None else None
                    for l, s, t in zip(final.final_labels, final.final_scores, tags)])
-        changed = range(len(chunk.ids)) if copy_to else _changed(new, old, run.path)
-        if changed:
-            new_of, old_of = new.only(changed), old.only(changed)
-            _write_map_values(run, samples, _only(chunk, changed), new_of, copy_to)
-            # (their labels as they were: a cluster renumbered by an edit elsewhere)
-            renumbered += 0 if copy_to else len(changed) - len(
-                _changed(new_of, old_of, run.path, ids_too=False))
+        changed = _changed(new, old, run.path)
+        if changed:  # (their labels as they were: a cluster renumbered by an edit elsewhere)
+            renumbered += len(changed) - len(_changed(new.only(changed), old.only(changed),
+                                                      run.path, ids_too=False))
+        to_write = range(len(chunk.ids)) if copy_to else changed
+        if to_write:
+            _write_map_values(run, samples, _only(chunk, to_write), new.only(to_write), copy_to)
         done, written = done + len(chunk.ids), written + len(changed)
         if progress is not None:
             progress(min(0.99, done / len(run.ids)))
