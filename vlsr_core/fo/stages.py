@@ -619,8 +619,8 @@ def _changed_images(embedded, stamp, tag):
     changed, marked, missing = [], 0, 0
     for doc in cursor:
         now, then = file_stamp(doc["filepath"]), doc[stamp]
-        again = len(then) > 2 and then[2] == RECOMPUTE
-        if again or len(then) > 2 and then[2] != tag or now is not None and now != then[:2]:
+        again = len(then) > 2 and then[2] == RECOMPUTE  # (a tag, not this model's)
+        if len(then) > 2 and then[2] != tag or now is not None and now != then[:2]:
             changed.append(doc["_id"])
             marked += again
         elif now is None and then[0] is not None:
@@ -1136,8 +1136,9 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
     """Write a reviewed label map and the suggestion decisions in force onto the run's fields:
     ``{key}_canonical`` and ``{key}_cluster`` on every label, ``{key}_labels`` and ``{key}_label``
     (tagged with the review state, :data:`REVIEW_TAGS`), and ``copy_to`` if given, on the
-    samples whose values change. Returns the number of samples read, of those written, of
-    those written for their cluster ids alone (renumbered by an edit of other clusters), and
+    samples whose values change (with ``copy_to``, on every sample). Returns the number of
+    samples read, of those whose values changed, of those changed in their cluster ids alone
+    (renumbered by an edit of other clusters), and
     of the label objects whose scores are not of their label (:func:`_unscored`: the scoring,
     if it was complete, is then out of date).
 
