@@ -7,9 +7,6 @@ import fiftyone.operators.types as types
 from vlsr_core.engine.defaults import DEFAULT_KEY
 from vlsr_core.fo.export import export_problem, overwrite_removes
 
-# the choice of no COCO file (no field name: parentheses are not allowed in one)
-NO_BOXES = "(none)"
-
 from .common import (
     check_target,
     chosen_run_key,
@@ -24,6 +21,9 @@ from .common import (
     run_with_progress,
     target_view,
 )
+
+# the choice of no COCO file (no field name: parentheses are not allowed in one)
+NO_BOXES = "(none)"
 
 
 class ExportResults(foo.Operator):
@@ -121,6 +121,7 @@ class ExportResults(foo.Operator):
 
 
 def _detections_fields(ctx):
+    """The dataset's Detections fields."""
     return list(ctx.dataset.get_field_schema(embedded_doc_type=fo.Detections))
 
 
