@@ -137,6 +137,7 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     # image-level labels, the COCO detections)
     shares = (0.25, 0.05, 0.1, 0.3, 0.3) if detections_field else (0.35, 0.05, 0.15, 0.45)
     parts = _parts(progress, [0.99 * share for share in shares])  # (100 % once renamed)
+    error = None
     try:
         _samples_csv(samples, ids, key, config.label_field, partial[0], next(parts))
         _label_map_csv(state, partial[1])
@@ -156,13 +157,14 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         if progress is not None:
             progress(1.0)
     except OSError as e:  # a disk full, a folder made read-only meanwhile
-        where = f" {str(e.filename).removesuffix(PARTIAL)}" if e.filename else ""
-        left = _clean_up(export_dir, coco, made)
-        raise ExportError(f"cannot write{where}: {e.strerror or e}; " + (
-            f"remove this export's unfinished files by hand ({', '.join(left)})" if left
-            else "this export's unfinished files were removed")) from None
+        error = e
     finally:
-        _clean_up(export_dir, coco, made)
+        left = _clean_up(export_dir, coco, made)
+    if error is not None:
+        where = f" {str(error.filename).removesuffix(PARTIAL)}" if error.filename else ""
+        raise ExportError(f"cannot write{where}: {error.strerror or error}; " + (
+            f"remove this export's unfinished files by hand ({', '.join(left)})" if left
+            else "this export's unfinished files were removed"))
     return written
 
 
