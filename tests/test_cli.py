@@ -903,6 +903,34 @@ def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_p
     out = capsys.readouterr().out
     assert "were kept as they are; after the review edits, 4 clusters are rare, e.g. " in out
     assert "Helmets" in out.split("4 clusters are rare, e.g. ")[1].split(" (the panel's")[0]
+    # once the review has joined them all, nothing is left to walk: no pointer to a list
+    for _ in range(8):
+        assert main(["review", "show", "--rare", *where]) == 0
+        out = capsys.readouterr().out
+        if "to join one: vlsr " not in out:
+            break
+        assert main(shlex.split(out.split("to join one: vlsr ")[1].splitlines()[0])) == 0
+    assert main(["summary", *where]) == 0
+    out = capsys.readouterr().out
+    assert (f"4 clusters under 10 samples whose nearest cluster's labels did not all lie "
+            f"within {limit:.3f} of their own were kept as they are; after the review edits, "
+            "none is rare\n") in out
+
+
+def test_a_lone_rare_cluster_is_not_pointed_to_a_list_of_its_neighbours(dataset, tmp_path, capsys):
+    from fake_clip import FakeEncoder, build
+
+    from vlsr_core.fo.stages import run_vlsr
+
+    encoder = FakeEncoder(build(dataset, tmp_path / "images"))
+    from fiftyone import ViewField as F
+
+    dataset.save_view("drills", dataset.match_labels(filter=F("label") == "drill"))
+    run_vlsr(dataset.load_saved_view("drills"), "gt", key="drills", encoder=encoder)
+    assert main(["summary", "--dataset", dataset.name, "--key", "drills"]) == 0
+    out = capsys.readouterr().out
+    assert ("Rare labels to review: 1 cluster under 10 samples (there is no other cluster to "
+            "join) was kept as it is, e.g. drill\n") in out
 
 
 def test_apply_and_export_take_the_saved_view_the_run_was_made_on(dataset, tmp_path, capsys):

@@ -351,14 +351,15 @@ def _rare_line(state, n_rare, floor, unit):
     close = (f"whose nearest cluster's labels did not all lie within {limit:.3f} of "
              f"{'its own' if one else 'their own'}" if limit is not None
              else "with no close neighbour")
-    alone = len(names) < 2
-    if alone:
+    if len(state.clustered.representatives) < 2:  # as merging found them
         close = "(there is no other cluster to join)"
+    # the list is of the clusters left rare, each with its nearest other one
+    listed = len(left) and len(names) > 1
     return (f"**Rare labels to review:** {count(n_rare, 'cluster')} under {floor} {unit} "
             f"{close} {'was' if one else 'were'} kept as "
             f"{'it is' if n_rare == 1 else 'they are'}{reviewed}" + (f", e.g. {shown}" if shown else "")
-            + ("" if alone else " (the panel's List: rare clusters, or `vlsr review show "
-                                "--rare`, gives the nearest cluster to each)"))
+            + (" (the panel's List: rare clusters, or `vlsr review show --rare`, gives the "
+               "nearest cluster to each)" if listed else ""))
 
 
 def _drift(counts, vocabulary):
