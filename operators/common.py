@@ -271,11 +271,12 @@ def run_status(ctx, inputs, key, deleting=False):
 
 
 def queued_status(ctx, inputs, key):
-    """A warning naming the operations on run ``key`` scheduled and waiting for a worker, or
-    listed as running by a worker that stopped."""
-    from vlsr_core.fo.jobs import queued_note, stopped_note
+    """A warning naming the operations on run ``key`` scheduled and waiting for a worker,
+    listed as running by a worker that stopped, or the last one if it failed."""
+    from vlsr_core.fo.jobs import failed_note, queued_note, stopped_note
 
-    for name, note in (("stopped", stopped_note), ("queued", queued_note)):
+    for name, note in (("stopped", stopped_note), ("failed", failed_note),
+                       ("queued", queued_note)):
         text = note(ctx.dataset, key)
         if text:
             inputs.view(name, types.Warning(label=f"Run {key!r}: {text}"))

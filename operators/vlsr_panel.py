@@ -58,7 +58,7 @@ class VLSRPanel(foo.Panel):
         """What runs on ``key`` now: a stage (Apply is refused), or stages in progress as
         delegated shards; and what waits for a worker (on any run, before the first); None if
         nothing."""
-        from vlsr_core.fo.jobs import queued_note, shard_note, stopped_note
+        from vlsr_core.fo.jobs import failed_note, queued_note, shard_note, stopped_note
         from vlsr_core.fo.lease import running_note
         from vlsr_core.fo.runs import stage_activity
 
@@ -71,6 +71,9 @@ class VLSRPanel(foo.Panel):
         stopped = not running and stopped_note(dataset, key)
         if stopped:
             lines.insert(0, f"**Stopped:** {stopped}")
+        failed = not running and failed_note(dataset, key)
+        if failed:
+            lines.append(f"**Failed:** {failed}")
         if running:
             lines.insert(0, f"**Busy:** {running_note(running)}: Apply is refused until it is "
                             "done, and *Refresh* then shows what it changed")

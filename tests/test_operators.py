@@ -238,6 +238,42 @@ def test_a_delegated_job_whose_run_or_field_went_meanwhile_fails_saying_so(ds, t
             service.delete_operation(op.id)
 
 
+def test_a_delegated_job_that_failed_is_told_in_its_runs_summary_forms_and_panel(ds, tiny_clip):
+    """Audit: a job refused before its stage began (another process held the run) left no
+    trace on the run: a curator who had scheduled it took it as done."""
+    from test_panel import Panel
+
+    from vlsr_core.fo.lease import run_lease
+    from vlsr_core.fo.summary import summarize_run
+
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds, key="vlsr")
+    service = DelegatedOperationService()
+    r = foo.execute_operator(URI + "cluster_and_merge", dataset=ds, request_delegation=True,
+                             params=dict(key="vlsr"))
+    try:
+        with run_lease(ds, key="vlsr", stage="score labels"):  # (another process scores it)
+            service.execute_queued_operations(dataset_name=ds.name)
+        op = service.get(r.result["id"])
+        said = (f"The last delegated operation scheduled on run 'vlsr', *VLSR cluster and merge: "
+                f"run 'vlsr' on {ds.name}*, failed at {op.failed_at:%Y-%m-%d %H:%M} UTC: Run "
+                "'vlsr' is busy: 'score labels' ")
+        rerun = f"`fiftyone delegated rerun {op.id}` runs it again."
+        summary = summarize_run(ds, "vlsr")
+        assert f"**Failed:** {said}" in summary and rerun in summary
+        label = form("apply_review", ds, key="vlsr")["type"]["properties"]["failed"]["view"]["label"]
+        assert label.startswith(f"Run 'vlsr': {said}") and label.endswith(rerun)
+        assert Panel(ds).event("on_load").state["busy"].startswith(f"**Failed:** {said}")
+        # run again, it is done: nothing failed is left to tell
+        service.rerun_operation(op.id)
+        service.execute_queued_operations(dataset_name=ds.name)
+        assert "**Failed:**" not in summarize_run(ds, "vlsr")
+        assert "failed" not in form("apply_review", ds, key="vlsr")["type"]["properties"]
+    finally:
+        for op in service.list_operations(dataset_name=ds.name):
+            service.delete_operation(op.id)
+
+
 def test_an_operation_waiting_for_a_worker_is_told_in_its_runs_forms_panel_and_summary(
         ds, tiny_clip):
     """A curator who schedules a stage and sees no sign of it schedules it again."""

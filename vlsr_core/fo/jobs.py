@@ -63,6 +63,28 @@ def stopped_note(dataset, key):
         f"`fiftyone delegated rerun {op.id}` runs it again." for op in ops)
 
 
+def failed_note(dataset, key):
+    """The last of the plugin's delegated operations on run ``key`` (shards aside), in words
+    with its reason and what to run, if it failed: one that failed before its stage began
+    leaves no other trace on the run, and a curator who scheduled it takes it as done. None
+    otherwise."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    ops = DelegatedOperationService().list_operations(
+        operator={"$regex": "^" + re.escape(PLUGIN), "$ne": OPERATOR},
+        dataset_id=dataset._doc.id, queued_at={"$ne": None})
+    ops = [op for op in ops if _params(op).get("key", DEFAULT_KEY) == key]
+    last = max(ops, key=lambda op: op.queued_at, default=None)
+    # (not one of a run of this key deleted since)
+    if last is None or last.run_state != "failed" or (
+            last.failed_at or last.queued_at) < dataset.get_run_info(key).timestamp:
+        return None
+    return (f"The last delegated operation scheduled on run {key!r}, "
+            f"*{last.label or last.operator}*, failed"
+            f"{f' at {last.failed_at:%Y-%m-%d %H:%M} UTC' if last.failed_at else ''}: "
+            f"{failure(last).rstrip('.')}. `fiftyone delegated rerun {last.id}` runs it again.")
+
+
 def _last_heard(op):
     """When operation ``op`` last gave a sign of life: its start or its last progress (an
     operation whose stage has just ended, its report still to store, holds no lease)."""

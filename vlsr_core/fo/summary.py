@@ -26,7 +26,7 @@ from .runs import (
     saved_view_names,
     stage_activity,
 )
-from .jobs import queued_note, shard_note, stopped_note
+from .jobs import failed_note, queued_note, shard_note, stopped_note
 from .stages import foreign_problem, recompute_left, unreadable_images
 
 
@@ -72,6 +72,9 @@ def summarize_run(dataset, key, n_clusters=10):
     queued, stopped = queued_note(dataset, key), stopped_note(dataset, key)
     if stopped:
         lines.append(f"**Stopped:** {stopped}")
+    failed = failed_note(dataset, key)
+    if failed:
+        lines.append(f"**Failed:** {failed}")
     if queued:
         lines.append(f"**Scheduled:** {queued}")
     if getattr(config, "model", None):  # a run whose images have not all been embedded
