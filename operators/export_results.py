@@ -92,7 +92,7 @@ class ExportResults(foo.Operator):
     @delegable
     def execute(self, ctx):
         from vlsr_core.fo.export import (coco_image_root, coco_left_out, export_run,
-                                         unclustered_note)
+                                         missing_files_note, unclustered_note)
         from vlsr_core.fo.review import export_note
 
         key = ctx.params.get("key", DEFAULT_KEY)
@@ -112,9 +112,9 @@ class ExportResults(foo.Operator):
             left_out = coco_left_out(target, boxes, key)
             if left_out:
                 listed.append(f"\n{left_out[0].upper()}{left_out[1:]}.")
-        unclustered = unclustered_note(target, key)
-        if unclustered:
-            listed.append(f"\n{unclustered[0].upper()}{unclustered[1:]}.")
+        for note in (unclustered_note(target, key), missing_files_note(target, key)):
+            if note:
+                listed.append(f"\n{note[0].upper()}{note[1:]}.")
         note = export_note(ctx.dataset, key)
         return (yield from finish(ctx, f"Exported {len(written)} files to {directory}",
                                   "\n".join(listed) + "\n\n" + note))

@@ -623,6 +623,31 @@ def test_an_image_replaced_since_an_export_gets_its_new_size(run, tmp_path):
         assert sizes["h1.png"] == (48, 32) and sizes["h2.png"] == (24, 16), name
 
 
+def test_images_whose_file_is_gone_since_the_run_are_said_by_the_export(run, tmp_path, capsys):
+    """Left alone before: the export listed them with the size and labels read before, and
+    nothing said their files were gone (a drive not mounted)."""
+    dataset, folder, _ = run
+    dataset.persistent = True  # (the CLI opens it by name)
+    dataset.compute_metadata()  # (as an export does: their sizes were read before)
+    os.remove(folder / "h1.png")
+    os.remove(folder / "s1.png")
+    assert main(["export", "--dataset", dataset.name, "--out", str(tmp_path / "a"),
+                 "--detections-field", "objects"]) == 0
+    assert (f"note: 2 images in this export have no file at their path now (a drive not "
+            f"mounted? moved since?), e.g. {folder / 'h1.png'}, {folder / 's1.png'}: they are "
+            "listed with the labels and scores the run gave them, and the size read before\n"
+            ) in capsys.readouterr().out
+    with open(tmp_path / "a" / "detections" / "labels.json", encoding="utf-8") as f:
+        assert {os.path.basename(im["file_name"]) for im in json.load(f)["images"]} >= {
+            "h1.png", "s1.png"}
+    from PIL import Image
+
+    Image.new("RGB", (24, 16)).save(folder / "h1.png")  # one is back
+    assert main(["export", "--dataset", dataset.name, "--out", str(tmp_path / "b")]) == 0
+    assert (f"note: 1 image in this export has no file at its path now (a drive not mounted? "
+            f"moved since?), e.g. {folder / 's1.png'}: it is listed") in capsys.readouterr().out
+
+
 def test_a_detections_field_inside_an_embedded_document_is_refused_in_words(run, tmp_path):
     """Audit: 'Field 'ann.ground_truth' holds Detections, not Detections'."""
     dataset = run[0]

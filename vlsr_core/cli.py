@@ -858,7 +858,8 @@ def _collection_of(dataset, key, view=None):
 
 def _export(a):
     from .fo.export import (ExportError, coco_image_root, coco_left_out, detections_fields,
-                            export_files, export_run, overwrite_removes, unclustered_note)
+                            export_files, export_run, missing_files_note, overwrite_removes,
+                            unclustered_note)
     from .fo.review import export_note
 
     collection = _run_collection(a.dataset, a.key, a.view)
@@ -886,9 +887,9 @@ def _export(a):
         if boxes:
             print("no COCO detections written: give --detections-field "
                   f"({', '.join(boxes)} here)")
-    unclustered = unclustered_note(collection, a.key)
-    if unclustered:
-        print(f"note: {unclustered}")
+    for note in (unclustered_note(collection, a.key), missing_files_note(collection, a.key)):
+        if note:
+            print(f"note: {note}")
     print(export_note(collection._dataset, a.key, apply="run `vlsr apply`"))
 
 

@@ -450,6 +450,25 @@ def unclustered_note(samples, key=DEFAULT_KEY):
     return "; ".join(notes) or None
 
 
+def missing_files_note(samples, key=DEFAULT_KEY, shown=3):
+    """The images an export of ``samples`` lists whose file cannot be found now (a drive not
+    mounted, files moved since the run read them), in words with a few of them, or None: they
+    are listed with the labels and scores the run gave them, and the size read before (if it
+    was read: else null, and no COCO box). The run's unreadable
+    images, told as such, and paths that are not local files are not looked at."""
+    error = sample_fields(key)["error"]
+    readable = samples.exists(error, False) if samples.has_field(error) else samples
+    gone = [path for _, (paths,) in iter_chunks(readable, ["filepath"]) for path in paths
+            if "://" not in path and not os.path.exists(path)]
+    if not gone:
+        return None
+    one = len(gone) == 1
+    return (f"{count(len(gone), 'image')} in this export {'has' if one else 'have'} no file at "
+            f"{'its' if one else 'their'} path now (a drive not mounted? moved since?), e.g. "
+            f"{', '.join(gone[:shown])}: {'it is' if one else 'they are'} listed with the labels "
+            f"and scores the run gave {'it' if one else 'them'}, and the size read before")
+
+
 def _remove_if_empty(folder):
     if os.path.isdir(folder) and not os.listdir(folder):
         os.rmdir(folder)
