@@ -860,6 +860,30 @@ def test_a_decoding_worker_keeps_quiet_about_the_transfer_ctrl_c_cut(tmp_path):
     assert "ValueError: a real failure" in done.stderr
 
 
+def test_decoding_workers_start_with_ctrl_c_held(enc, monkeypatch, good_paths, tmp_path):
+    """Left alone before: a Ctrl-C that reached a worker as it started (the terminal sends it
+    to every process) printed a KeyboardInterrupt traceback after the CLI's one-line message.
+    A worker starts with it held; the main process stops the workers."""
+    import signal
+
+    from vlsr_core.model import encoder
+
+    quiet = encoder._quiet_when_left
+
+    def started(worker_id):  # (in the worker: what a Ctrl-C would do there)
+        handler = signal.getsignal(signal.SIGINT)
+        (tmp_path / f"worker{worker_id}").write_text(
+            "raises" if handler is signal.default_int_handler else "held")
+        quiet(worker_id)
+
+    monkeypatch.setattr(encoder, "_quiet_when_left", started)
+    monkeypatch.setattr(enc, "num_workers", 2)
+    out, failures = enc.embed_images(good_paths[:4])
+    assert failures == [] and len(out) == 4
+    assert [(tmp_path / f"worker{i}").read_text() for i in range(2)] == ["held", "held"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # (as it was here)
+
+
 def test_the_fingerprint_reads_every_byte_and_knows_the_sampled_one_of_earlier_runs(tmp_path):
     """A copy with a fine-tuned projection head (one tensor changed) had the fingerprint of the
     original, read from 16 blocks of 64 KiB: a run mixed the embeddings of the two models."""

@@ -21,6 +21,7 @@ from ..engine.defaults import (
     DEFAULT_MODEL,
 )
 from ..engine.params import ParamError
+from ..interrupts import uninterrupted
 from ..wording import count
 from .crops import crop_region
 from .devices import device_problem
@@ -278,7 +279,11 @@ class CLIPEncoder:
         )
         n_parts = collections.Counter(i for i, *_ in parts)
         held, failed = {}, None  # the image whose parts are still coming: its rows so far
-        for parts, pixels in loader:
+        # the workers fork here, with Ctrl-C held: a Ctrl-C that reached one as it started
+        # printed its traceback after the CLI's one-line message (the main process stops them)
+        with uninterrupted():
+            batches = iter(loader)
+        for parts, pixels in batches:
             # a part that fails fails its whole image (once), and its image's other parts
             # are left, wherever they are
             bad = {failed, *(d.index for d in parts if d.failure is not None)}
