@@ -563,11 +563,12 @@ def review_state_input(ctx, inputs, key):
     return state
 
 
-def label_choice(inputs, name, labels, label, description, required=True):
+def label_choice(inputs, name, labels, label, description, required=True, first=()):
     """An autocomplete of ``labels`` (``(value, text)`` pairs, at most the first
-    :data:`MAX_CHOICES`); any typed label is accepted and checked by the engine."""
+    :data:`MAX_CHOICES`) after the choices ``first`` that are not labels (not counted with
+    them); any typed label is accepted and checked by the engine."""
     view = types.AutocompleteView(label=label, allow_user_input=True)
-    for value, text in labels[:MAX_CHOICES]:
+    for value, text in [*first, *labels[:MAX_CHOICES]]:
         view.add_choice(value, label=text)
     if len(labels) > MAX_CHOICES:
         description += f" (the first {MAX_CHOICES} of {len(labels):,} are listed; type any other)"

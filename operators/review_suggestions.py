@@ -44,11 +44,10 @@ class ReviewSuggestions(foo.Operator):
                                  "label, beside their own labels in the run's outputs")
                                 + " (as its canonical label)"
                                 + ". Reject: they keep their labels. Input labels are never changed.")
-        choices = [(TOP, "Each sample's top suggestion")] + shown_choices(
-            state.label_map.vocabulary)
-        label_choice(inputs, "suggestion", choices, "Suggested label",
+        label_choice(inputs, "suggestion", shown_choices(state.label_map.vocabulary),
+                     "Suggested label",
                      "A label of the vocabulary, or each sample's own top suggestion",
-                     required=False)
+                     required=False, first=[(TOP, "Each sample's top suggestion")])
         groups = _groups(ctx, key, samples, ctx.params.get("suggestion") or TOP)
         missing = len(samples) - sum(len(s) for s in groups.values())
         if not groups:

@@ -949,6 +949,14 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
     picker = form("edit_label_map", ds, key="vlsr", action="move")["type"]["properties"]["label"]
     assert len(picker["view"]["choices"]) == 2
     assert "(the first 2 of 5 are listed; type any other)" in picker["view"]["description"]
+    # (audit: the suggestions' picker counted its first choice, which is no label, as one)
+    ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, selected=[ds.first().id],
+                                               params=dict(key="vlsr")))
+    picker = OperatorRegistry().get_operator(URI + "review_suggestions").resolve_input(
+        ctx).to_json()["type"]["properties"]["suggestion"]["view"]
+    assert [c["label"] for c in picker["choices"]][0] == "Each sample's top suggestion"
+    assert len(picker["choices"]) == 3
+    assert "(the first 2 of 5 are listed; type any other)" in picker["description"]
     monkeypatch.undo()
 
     def choices(name, **params):

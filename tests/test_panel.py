@@ -135,6 +135,14 @@ def test_the_merge_steps_and_the_histogram_follow_the_run(ran):
     assert "No VLSR run" in panel.state["problem"] and "'histogram'" not in str(panel.layout)
 
 
+def test_counts_read_as_the_apps_grid_shows_them():
+    """Audit: the scope line said "(1316 samples)" beside the grid's "1,316 samples"."""
+    from vlsr_core.wording import count
+
+    assert count(1316, "sample") == "1,316 samples"
+    assert count(1, "box") == "1 box" and count(1000000, "box") == "1,000,000 boxes"
+
+
 def test_the_panel_says_it_covers_the_whole_run_while_the_grid_shows_a_part(ran):
     ran.save_view("two", ran.limit(2))
     # the App can send a change of view before the panel's load: it loads then

@@ -6,11 +6,11 @@ import unicodedata
 
 
 def count(n, noun, plural=None) -> str:
-    """``n`` and ``noun``, made plural unless n is 1 (``-es`` after s, x, ch, sh; else ``-s``),
-    or ``plural`` as given."""
+    """``n`` (with thousands separators, as the App's grid shows counts) and ``noun``, made
+    plural unless n is 1 (``-es`` after s, x, ch, sh; else ``-s``), or ``plural`` as given."""
     if n != 1:
         noun = plural or noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
-    return f"{n} {noun}"
+    return f"{n:,} {noun}"
 
 
 def one_line(label, longest=80):
