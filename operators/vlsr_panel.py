@@ -191,6 +191,8 @@ class VLSRPanel(foo.Panel):
         names = state.label_map.names or state.label_map.representatives
         s.cluster_name = _cell(names[cluster]) if cluster is not None else None
         s.clusters_title, s.members_title = _titles(s)
+        s.pages_where = f"*page {s.page + 1} of {s.pages}*" if s.pages > 1 else ""
+        s.member_pages_where = f"*members {s.member_span}*" if s.member_pages > 1 else ""
 
     def _selected_cluster(self, ctx, state):
         label = ctx.panel.state.cluster_label
@@ -487,7 +489,7 @@ class VLSRPanel(foo.Panel):
             return
         _title(panel, s, "clusters_title")
         panel.list("clusters", types.Object(), view=self._clusters_table())
-        self._pager(panel, "pages", s.page, s.pages, self.previous_page, self.next_page)
+        self._pager(panel, s, "pages", s.page, s.pages, self.previous_page, self.next_page)
 
     def _rare_clusters(self, panel, s):
         self._listing_choice(panel, s)
@@ -503,7 +505,7 @@ class VLSRPanel(foo.Panel):
             panel.md(s.rare_note, name="rare_note")
         _title(panel, s, "clusters_title")
         panel.list("clusters", types.Object(), view=rows)
-        self._pager(panel, "pages", s.page, s.pages, self.previous_page, self.next_page)
+        self._pager(panel, s, "pages", s.page, s.pages, self.previous_page, self.next_page)
 
     def _open_cluster(self, panel, s):
         """The open cluster alone, its members under it: seen without scrolling."""
@@ -527,8 +529,8 @@ class VLSRPanel(foo.Panel):
                           ("show_member", self.show_member, "Show samples", "image")))
         _title(panel, s, "members_title")
         panel.list("members", types.Object(), view=members)
-        self._pager(panel, "member_pages", s.member_page, s.member_pages, self.previous_members,
-                    self.next_members)
+        self._pager(panel, s, "member_pages", s.member_page, s.member_pages,
+                    self.previous_members, self.next_members)
 
     def _overview(self, panel, s):
         """Below the listing: the counts of each merge step, the joins worth checking, and the
@@ -558,13 +560,16 @@ class VLSRPanel(foo.Panel):
             on_click=self.on_histogram_click, on_selected=self.on_histogram_select)
 
     @staticmethod
-    def _pager(panel, name, page, pages, previous, following):
-        """Previous and Next buttons, those that lead somewhere."""
+    def _pager(panel, s, name, page, pages, previous, following):
+        """Previous and Next buttons, those that lead somewhere, and under them where they led
+        (``{name}_where``, from the state as the titles: the App keeps the table scrolled to
+        the bottom after Next, where the title is out of sight)."""
         buttons = panel.h_stack(name, gap=1)
         if (page or 0) > 0:
             buttons.btn("previous", label="Previous", icon="chevron_left", on_click=previous)
         if (page or 0) + 1 < (pages or 1):
             buttons.btn("next", label="Next", icon="chevron_right", on_click=following)
+        _title(panel, s, f"{name}_where")
 
 
 def _titles(s):

@@ -457,6 +457,7 @@ def test_a_new_search_starts_at_the_first_page_and_reopening_the_panel_keeps_the
     monkeypatch.setattr(module, "PAGE", 1)
     panel = Panel(ran).event("on_load").event("next_page")
     assert panel.state["page"] == 1
+    assert panel.shown["pages_where"] == f"*page 2 of {panel.state['pages']}*"
     panel.event("on_search", value="")  # the box's value, sent again as the panel opens
     assert panel.state["page"] == 1
     panel.search("e")
@@ -508,6 +509,11 @@ def test_members_matching_the_search_come_first_and_a_large_cluster_comes_in_pag
     assert _labels(panel) == farthest_first[2:]
     assert "the farthest first (members 3-3 of 3)" in str(panel.layout)
     assert _buttons(panel.layout, "member_pages") == ["Previous"]
+    # (audit: the App keeps the table scrolled to its bottom after Next, the title out of
+    # sight: under the buttons, where they led)
+    order = list(panel.layout["type"]["properties"])
+    assert order.index("member_pages_where") == order.index("member_pages") + 1
+    assert panel.shown["member_pages_where"] == "*members 3-3 of 3*"
     # a row of the second page acts on the member shown there
     panel.event("show_member", row=0)
     view = fo.DatasetView._build(ran, panel.sent("set_view")[0]["view"])
