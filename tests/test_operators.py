@@ -849,7 +849,7 @@ def test_a_run_made_on_an_unsaved_view_keeps_the_open_view_as_its_default(ds, ti
     assert props["view_target"]["default"] == "CURRENT_VIEW" and "narrowed" not in props
 
 
-def test_the_apps_field_visibility_does_not_hide_the_runs_fields_from_it(ds, tiny_clip):
+def test_the_apps_field_visibility_does_not_hide_the_runs_fields_from_it(ds, tiny_clip, tmp_path):
     """The App adds a stage that hides the fields a curator unticks to an operator's view: the
     run read its own fields through it, and crashed."""
     run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
@@ -858,6 +858,15 @@ def test_the_apps_field_visibility_does_not_hide_the_runs_fields_from_it(ds, tin
         run(name, ds, view=ds.view(), view_target="CURRENT_VIEW", extended=hidden, key="vlsr")
     assert ds.count("gt.classifications.vlsr_similarity") == 6
     assert (ds.count("vlsr_labels"), ds.count("vlsr_suggestions")) == (6, 5)  # (5 images read)
+    # (audit: the export wrote its files, then failed on its notes with a traceback, and the
+    # map said there were no embeddings)
+    hidden = {"fiftyone.core.stages.SelectFields": {"field_names": []}}
+    r = run("export_results", ds, view=ds.view(), view_target="CURRENT_VIEW", extended=hidden,
+            key="vlsr", directory=str(tmp_path / "out"), detections_field="boxes")
+    assert r.error is None and said(r).startswith("Exported 4 files")
+    r = run("map_embeddings", ds, view=ds.view(), view_target="CURRENT_VIEW", extended=hidden,
+            key="vlsr", method="pca")
+    assert r.error is None and ds.has_brain_run("vlsr_map")
 
 
 def test_forms_say_what_execute_would_fail_on(ds, tiny_clip, tmp_path):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..engine.defaults import DEFAULT_KEY
 from ..wording import count
+from .chunks import every_field
 from .runs import reload_run, sample_fields, save_config
 from .stages import embeddings_problem
 
@@ -66,6 +67,7 @@ def map_embeddings(samples, key=DEFAULT_KEY, method="pca", similarity=True, prog
     Returns:
         a :class:`BrainReport`.
     """
+    samples = every_field(samples)  # (a view that hides the embeddings: read them all the same)
     import fiftyone.brain as fob
 
     dataset = samples._dataset
@@ -97,6 +99,7 @@ def map_embeddings(samples, key=DEFAULT_KEY, method="pca", similarity=True, prog
 
 def map_problem(samples, key=DEFAULT_KEY, method="pca"):
     """Why :func:`map_embeddings` cannot run as asked, or None (a form checks before Execute)."""
+    samples = every_field(samples)  # (a view that hides the embeddings: read them all the same)
     dataset = samples._dataset
     if not dataset.has_run(key):
         return f"No VLSR run {key!r} on this dataset: compute embeddings first"

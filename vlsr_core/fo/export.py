@@ -383,6 +383,7 @@ def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
     (unreadable), boxes with an empty or blank label or without usable coordinates, labels the
     run's label map does not have (kept as written), and images that are the file of several
     samples (listed once a sample, under one file_name: a COCO importer keeps one of them)."""
+    samples = every_field(samples)  # (a view that hides the fields read: read them all the same)
     F = fo.ViewField
     detections = f"{detections_field}.detections"
     sized, unsized = (samples.match(e) for e in (_readable(samples, key), ~_readable(samples, key)))
@@ -426,6 +427,7 @@ def unclustered_note(samples, key=DEFAULT_KEY):
     (labelled since, or outside the collection it was made on): their rows have no canonical or
     final label; and for those whose image it has not embedded (added since, then applied):
     no final label. In words, or None."""
+    samples = every_field(samples)  # (a view that hides the fields read: read them all the same)
     F = fo.ViewField
     config = samples._dataset.get_run_info(key).config
     fields = sample_fields(key)
@@ -456,6 +458,7 @@ def missing_files_note(samples, key=DEFAULT_KEY, shown=3):
     are listed with the labels and scores the run gave them, and the size read before (if it
     was read: else null, and no COCO box). The run's unreadable
     images, told as such, and paths that are not local files are not looked at."""
+    samples = every_field(samples)  # (a view that hides the fields read: read them all the same)
     error = sample_fields(key)["error"]
     readable = samples.exists(error, False) if samples.has_field(error) else samples
     gone = [path for _, (paths,) in iter_chunks(readable, ["filepath"]) for path in paths
@@ -607,6 +610,7 @@ def relabelled_problem(samples, key=DEFAULT_KEY, results=None):
 
 def detections_fields(samples):
     """The Detections fields of ``samples``, which COCO detections can be exported from."""
+    samples = every_field(samples)  # (a view that hides the fields read: read them all the same)
     return sorted(samples.get_field_schema(embedded_doc_type=fo.Detections))
 
 
