@@ -254,6 +254,7 @@ class VLSRPanel(foo.Panel):
 
     def _show_scores(self, ctx, xs):
         from vlsr_core.fo.browse import Histogram, labels_scoring_between
+        from vlsr_core.fo.runs import run_samples
 
         edges = ctx.panel.state.edges
         xs = [x for x in xs if x is not None]
@@ -262,7 +263,7 @@ class VLSRPanel(foo.Panel):
         lo, hi = Histogram([], edges).range_of(xs)
         key = ctx.panel.state.key
         field = ctx.dataset.get_run_info(key).config.label_field
-        ctx.ops.set_view(labels_scoring_between(ctx.dataset, key, field, lo, hi))
+        ctx.ops.set_view(labels_scoring_between(run_samples(ctx.dataset, key), key, field, lo, hi))
         ctx.ops.notify(f"Labels of run {key!r} scoring {lo:.3f} to {hi:.3f}")
 
     def _cluster_row(self, ctx):
@@ -345,9 +346,11 @@ class VLSRPanel(foo.Panel):
         self._show_labels(ctx, labels_named, [label], f"`{label}`")
 
     def _show_labels(self, ctx, labels_named, labels, what):
+        from vlsr_core.fo.runs import run_samples
+
         key = ctx.panel.state.key
         field = ctx.dataset.get_run_info(key).config.label_field
-        ctx.ops.set_view(labels_named(ctx.dataset, key, field, labels=labels))
+        ctx.ops.set_view(labels_named(run_samples(ctx.dataset, key), key, field, labels=labels))
         ctx.ops.notify(f"Samples with labels of {what.replace('`', '')}")
 
     def undo(self, ctx):

@@ -1198,6 +1198,23 @@ def test_a_grouped_dataset_runs_on_one_image_slice_as_a_view(dataset, tiny_clip,
                                  "in the App (the view menu, top left) to work on the run")
     assert "media_error" not in form("score_labels", dataset, view=right, view_name="right-slice",
                                      key="r")["type"]["properties"]
+    # the panel's Show samples and histogram show the run's slice, not the one the App shows
+    # (audit: the left slice's samples, outside run 'r', under "labels of the cluster")
+    from test_panel import Panel
+
+    for name in ("score_labels", "cluster_and_merge"):
+        run(name, dataset, view=right, view_name="right-slice", view_target="CURRENT_VIEW",
+            key="r", **({"min_cluster_size": 1} if name == "cluster_and_merge" else {}))
+    for key, side in (("r", "right"), ("vlsr", "left")):  # (vlsr: made on an unsaved view)
+        panel = Panel(dataset).event("on_load").event("on_change_key", value=key)
+        assert sum(panel.data["histogram"][0]["y"]) == 3  # (the run's scores, on its slice)
+        for event, params in (("show_cluster", dict(row=0)),
+                              ("on_histogram_select", dict(data=[
+                                  {"x": x} for x in panel.data["histogram"][0]["x"]]))):
+            panel.event(event, **params)
+            view = fo.DatasetView._build(dataset, panel.sent("set_view")[0]["view"])
+            paths = view.values("filepath")
+            assert paths and all(p.endswith(f"-{side}.png") for p in paths), (key, event)
 
 
 def test_a_view_of_a_videos_frames_is_refused_saying_how_to_run_on_them():

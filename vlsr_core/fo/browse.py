@@ -12,7 +12,7 @@ from ..engine.review import nearest_other_cluster
 from ..engine.similarity import top_k_labels
 from ..wording import folded, one_line
 from .labels import label_path, one_of
-from .runs import label_attributes, review_attribute
+from .runs import label_attributes, review_attribute, run_samples
 
 
 @dataclass
@@ -35,7 +35,8 @@ def score_histogram(dataset, key):
     config = dataset.get_run_info(key).config
     if config.score_histogram:
         return Histogram(**config.score_histogram)
-    return count_score_histogram(dataset, key, config.label_field, review_attribute(config, key))
+    return count_score_histogram(run_samples(dataset, key), key, config.label_field,
+                                 review_attribute(config, key))
 
 
 def count_score_histogram(samples, key, label_field, attribute, bins=40):

@@ -14,6 +14,7 @@ from copy import deepcopy
 import eta.core.serial as etas
 from mongoengine.errors import DoesNotExist
 import fiftyone.core.runs as fors
+from fiftyone import ViewField as F
 from fiftyone.core.utils import to_slug
 import numpy as np
 
@@ -147,6 +148,19 @@ def run_collection(dataset, key):
     name = dataset.get_run_info(key).config.collection
     return (every_field(dataset.load_saved_view(name)) if name and dataset.has_saved_view(name)
             else dataset)
+
+
+def run_samples(dataset, key):
+    """The samples of run ``key`` as one collection (the grid's view of a cluster, the
+    scores' histogram): :func:`run_collection`; of a grouped dataset run on an unsaved view,
+    the image slices' samples the run embedded or found unreadable (the dataset alone is the
+    slice the App shows, which may not be the run's)."""
+    samples = run_collection(dataset, key)
+    if samples is dataset and dataset.media_type == "group":
+        fields = sample_fields(key)
+        samples = dataset.select_group_slices(media_type="image").match(
+            F(fields["embedding"]).exists() | F(fields["error"]).exists())
+    return samples
 
 
 def outside_problem(samples, key, by_count=False):

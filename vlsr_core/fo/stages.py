@@ -86,6 +86,7 @@ from .runs import (
     outside_problem,
     reload_run,
     review_attribute,
+    run_samples,
     sample_fields,
     save_config,
     save_results,
@@ -945,7 +946,8 @@ def _finish_scoring(run, samples, report):
     report.low_similarity_threshold = config.low_similarity_threshold = low
     weak = tally.weak_labels(low)
     # every score of the run (also those of samples outside ``samples``), for the review panel
-    hist = count_score_histogram(run.dataset, key, config.label_field, review_attribute(config, key))
+    hist = count_score_histogram(run_samples(run.dataset, key), key, config.label_field,
+                                 review_attribute(config, key))
     config.score_histogram = dict(counts=hist.counts, edges=hist.edges) if hist else None
     views = saved_view_names(key)
     score = F(review_attribute(config, key))
