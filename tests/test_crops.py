@@ -336,3 +336,21 @@ def test_embedding_progress_moves_while_an_image_of_many_boxes_is_cut(dataset, t
     seen = []
     compute_image_embeddings(dataset, num_workers=0, progress=seen.append)
     assert seen[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8]) and seen[-1] == 1.0
+
+
+def test_scoring_again_leaves_the_boxes_and_their_samples_as_they_were(photos):
+    """A run again that changed nothing wrote every sample again (their last change moved);
+    a box changed since is scored again, and its sample alone is written."""
+    dataset, images = photos
+    run(dataset, images)
+    before = dict(zip(dataset.values("filepath"), dataset.values("last_modified_at")))
+    snapshot = [s.to_dict() for s in dataset]
+    score_labels(dataset, "vlsr", top_k=3)
+    assert [s.to_dict() for s in dataset] == snapshot
+    sample = dataset.match(fo.ViewField("filepath").ends_with("w2.png")).first()
+    sample.gt.detections[1].bounding_box = GLOVE_BOX  # the screw box moved: its crop is stale
+    sample.save()
+    score_labels(dataset, "vlsr", top_k=3)
+    after = dict(zip(dataset.values("filepath"), dataset.values("last_modified_at")))
+    assert [p for p in after if after[p] != before[p]] == [sample.filepath]
+    assert boxes_of(dataset, "vlsr_crop_similarity")[("w2.png", SCREW)] is None

@@ -280,3 +280,32 @@ def test_a_curators_tags_on_suggestions_stay_on_a_suggestion_made_again(ran):
     assert tagged and all(len(labels[n]) == 5 for n in tagged)
     for name in tagged:
         assert all((t == ["good"]) == (l == "helmet") for l, t in zip(labels[name], tags[name]))
+
+
+def test_scoring_again_writes_only_what_changed(ran):
+    """Audit: a run again that changed nothing wrote every sample again, so their last change
+    moved and an export of them was not the same bytes (its COCO date is that change)."""
+    dataset = ran[0]
+    dataset.filter_labels("vlsr_suggestions", F("label") == "helmet").tag_labels(
+        "good", label_fields="vlsr_suggestions")
+    before = dict(zip(dataset.values("filepath"), dataset.values("last_modified_at")))
+    snapshot = [s.to_dict() for s in dataset]
+    score_labels(dataset, "vlsr", top_k=3)  # (as the run's: ran)
+    assert dict(zip(dataset.values("filepath"), dataset.values("last_modified_at"))) == before
+    assert [s.to_dict() for s in dataset] == snapshot
+    # one score spoilt by hand: that sample alone is written again, and its score is right
+    sample = dataset.match(F("filepath").ends_with("h1.png")).first()
+    sample.gt.classifications[0]["vlsr_similarity"] = 0.123
+    sample.save()
+    touched = sample.last_modified_at
+    score_labels(dataset, "vlsr", top_k=3)
+    after = dict(zip(dataset.values("filepath"), dataset.values("last_modified_at")))
+    assert [p for p in after if after[p] != before[p]] == [sample.filepath]
+    assert after[sample.filepath] > touched
+    now = [s.to_dict() for s in dataset]
+    assert [d for d in now if d["filepath"] != sample.filepath] == [
+        d for d in snapshot if d["filepath"] != sample.filepath]
+    old, new = ([d for d in docs if d["filepath"] == sample.filepath][0] for docs in (snapshot, now))
+    assert new["gt"] == old["gt"]  # its score as it was
+    assert [(c["label"], c["tags"]) for c in new["vlsr_suggestions"]["classifications"]] == [
+        (c["label"], c["tags"]) for c in old["vlsr_suggestions"]["classifications"]]

@@ -36,6 +36,7 @@ from . import batches, chunks
 from .browse import count_score_histogram
 from .chunks import iter_chunks, packed_ids, sample_ids
 from .crops import (
+    BoxScores,
     box_rows,
     crop_paths,
     crop_read_fields,
@@ -840,14 +841,19 @@ def _score_chunks(run, samples, progress):
     params = config.params(ScoreParams)
     attrs, fields = label_attributes(key), sample_fields(key)
     crops = bool(config.crops)
-    # the suggestions' tags, which a curator's are kept with (a suggestion made again)
-    extra = [f"{fields['suggestions']}.classifications.label",
+    # what is stored (written again only where it changes: a re-run leaves the samples, and
+    # their last change, as they were), with the suggestions' tags, which a curator's are kept
+    # with (a suggestion made again)
+    extra = [*_ScoreValues.fields(key, run.path, crops),
              f"{fields['suggestions']}.classifications.tags",
              *(crop_read_fields(key, run.path) if crops else [])]
+    n_stored = len(extra) - 1 - (len(crop_read_fields(key, run.path)) if crops else 0)
     report = ScoreReport(crops=crops)
     known = set(run.vocabulary)
     for chunk in run.read_chunks(samples, extra):
-        suggested, suggestion_tags, *crop_values = chunk.extra
+        stored_values, (suggestion_tags, *crop_values) = (chunk.extra[:n_stored],
+                                                          chunk.extra[n_stored:])
+        old = _ScoreValues.read(stored_values, run.path, crops)
         unknown = {l for labels in chunk.sets for l in labels if l not in known}
         if unknown:  # labels given since a sharded scoring recorded its vocabulary: unscored
             report.n_new_labels += len(unknown)
@@ -855,23 +861,28 @@ def _score_chunks(run, samples, progress):
             chunk.labels = [[l if l in known else None for l in labels] for labels in chunk.labels]
         scores = score_images(chunk.images, chunk.sets, run.vocabulary, run.vocab_emb, params,
                               frequencies=run.frequencies)
-        run.write_label_values(samples, chunk, attrs["similarity"], [
-            dict(zip(labels, sims.tolist())) if sims is not None else {}
-            for labels, sims in zip(chunk.sets, scores.similarity)
-        ])
-        run.write_sample_values(samples, chunk, {
-            fields["suggestions"]: [
-                classifications_doc(sugg, tags_by_label(names, tags)) if sugg else None
-                for sugg, names, tags in zip(scores.suggestions, suggested, suggestion_tags)],
-            fields["min_similarity"]: scores.min_similarity,
-            fields["best_gap"]: scores.best_gap,
-        })
+        box = None
         if crops:
             stored, boxes = read_crops(crop_values, run.path)
             box = score_boxes(chunk.images, chunk.label_ids, chunk.labels, boxes, stored,
                               run.vocabulary, run.vocab_emb, params, run.frequencies)
-            write_box_scores(samples, run.path, key, chunk.ids, chunk.label_ids, box)
-            run.write_sample_values(samples, chunk, {fields["min_crop_similarity"]: box.min_similarity})
+        new = _ScoreValues.of(chunk, scores, box)
+        keep = new.changed(old, run.path)
+        if keep:
+            part, new = _only(chunk, keep), new.only(keep)
+            suggested = stored_values[1]  # (their tags go with the labels as stored)
+            tags = [tags_by_label(suggested[k], suggestion_tags[k]) for k in keep]
+            run.write_object_values(samples, part, attrs["similarity"], new.similarity)
+            run.write_sample_values(samples, part, {
+                fields["suggestions"]: [classifications_doc(sugg, t) if sugg else None
+                                        for sugg, t in zip(new.suggestions, tags)],
+                fields["min_similarity"]: new.min_similarity,
+                fields["best_gap"]: new.best_gap,
+            })
+            if crops:
+                write_box_scores(samples, run.path, key, part.ids, part.label_ids, new.box)
+                run.write_sample_values(samples, part, {fields["min_crop_similarity"]: new.min_crop})
+        if crops:
             report.n_box_scores += box.n_cut + box.n_fallback
             report.n_box_fallback += box.n_fallback
             report.n_box_stale += box.n_stale
@@ -885,6 +896,85 @@ def _score_chunks(run, samples, progress):
                 report.n_scores += sum(l in scored for l in labels_of)
         progress(min(0.99, (report.n_samples + report.n_unscored) / len(run.ids)))
     return report
+
+
+@dataclass
+class _ScoreValues:
+    """What :func:`_score_chunks` writes on a chunk's samples, per sample: each label object's
+    score, the suggestions as ``(label, score)`` pairs (None: none), the lowest score and the
+    best gap, and with crops, the boxes' crop scores (:class:`~.crops.BoxScores`) and their
+    lowest."""
+
+    similarity: list
+    suggestions: list
+    min_similarity: list
+    best_gap: list
+    box: BoxScores | None = None
+    min_crop: list | None = None
+
+    BOX_VALUES = ("similarity", "fallback", "suggestions", "gap")  # (BoxScores' attributes)
+
+    @classmethod
+    def fields(cls, key, path, crops):
+        """The fields that hold them, in :meth:`read`'s order."""
+        attrs, fields = label_attributes(key), sample_fields(key)
+        suggestions = f"{fields['suggestions']}.classifications"
+        return [f"{path}.{attrs['similarity']}", f"{suggestions}.label",
+                f"{suggestions}.confidence", fields["min_similarity"], fields["best_gap"],
+                *([f"{path}.{attrs['crop_' + a]}" for a in cls.BOX_VALUES]
+                  + [fields["min_crop_similarity"]] if crops else [])]
+
+    @classmethod
+    def read(cls, values, path, crops):
+        """The values the fields of :meth:`fields` hold."""
+        similarity, labels, confidences, lowest, gap, *crop = values
+        suggestions = [list(zip(l, map(_float, c))) if l is not None else None
+                       for l, c in zip(labels, confidences)]
+        box = BoxScores(*(as_label_lists(v, path) for v in crop[:4]), labels=None) if crops else None
+        return cls(as_label_lists(similarity, path), suggestions, [_float(v) for v in lowest],
+                   [_float(v) for v in gap], box, [_float(v) for v in crop[4]] if crops else None)
+
+    @classmethod
+    def of(cls, chunk, scores, box):
+        """The values to write for ``scores`` (and ``box``) of ``chunk``."""
+        similarity = []
+        for labels_of, labels, sims in zip(chunk.labels, chunk.sets, scores.similarity):
+            by_label = dict(zip(labels, sims.tolist())) if sims is not None else {}
+            similarity.append([by_label.get(l) if usable(l) else None for l in labels_of])
+        return cls(similarity, [[(l, float(c)) for l, c in s] if s else None
+                                for s in scores.suggestions],
+                   [_float(v) for v in scores.min_similarity],
+                   [_float(v) for v in scores.best_gap], box,
+                   [_float(v) for v in box.min_similarity] if box is not None else None)
+
+    def changed(self, old, path):
+        """The positions of the samples whose values differ from the ``old`` ones read back (of
+        a field of one label a sample, a None attribute reads as no value)."""
+        one = not is_list_field(path)
+
+        def same(new, stored):
+            return ([v for v in new if v is not None] if one else new) == stored
+
+        def same_boxes(k):
+            return self.box is None or (self.min_crop[k] == old.min_crop[k] and all(
+                same(getattr(self.box, a)[k], getattr(old.box, a)[k]) for a in self.BOX_VALUES))
+
+        return [k for k in range(len(self.similarity))
+                if not (same(self.similarity[k], old.similarity[k])
+                        and self.suggestions[k] == old.suggestions[k]
+                        and self.min_similarity[k] == old.min_similarity[k]
+                        and self.best_gap[k] == old.best_gap[k] and same_boxes(k))]
+
+    def only(self, keep):
+        """The values of the samples at positions ``keep``."""
+        def pick(values):
+            return [values[k] for k in keep]
+
+        box = self.box and dataclasses.replace(self.box, **{
+            a: pick(getattr(self.box, a)) for a in (*self.BOX_VALUES, "labels")})
+        return _ScoreValues(pick(self.similarity), pick(self.suggestions),
+                            pick(self.min_similarity), pick(self.best_gap), box,
+                            self.min_crop and pick(self.min_crop))
 
 
 def _fitting(weak, weakest):
