@@ -611,6 +611,12 @@ def test_an_edit_that_would_change_nothing_is_refused_until_another_undoes_it(ra
     add_edit(dataset, "vlsr", "accept_suggestion", "screwdriver", samples=[s3])  # a change again
     add_edit(dataset, "vlsr", "reject", "helmit")
     add_edit(dataset, "vlsr", "move", "helmit", "helmet")
+    # (audit: a move made again did not name the edit that made it)
+    with pytest.raises(ReviewError, match=r"^'helmit' is already in the cluster of 'helmet' "
+                                          r"\(edit #6: move helmit to the cluster of helmet\)$"):
+        add_edit(dataset, "vlsr", "move", "helmit", "helmet")
+    with pytest.raises(ReviewError, match=r"'Helmets' is already in the cluster of 'helmet'$"):
+        add_edit(dataset, "vlsr", "move", "Helmets", "helmet")  # (the clustering put it there)
     add_edit(dataset, "vlsr", "reject", "helmit")  # out again: not the same as edit #5 now
     with pytest.raises(ReviewError, match="Edit #7 already took 'helmit' out of its cluster: "
                                           "take helmit out of helmet"):

@@ -427,9 +427,13 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
         elif action == "move":
             target = _member(_as_written(to, state), vocabulary, state.label_map, about="to",
                              memo=state.memo)
-            if canonical[target] == current:
+            if canonical[target] == current:  # (by the clustering, or an edit: named)
+                by = next((e for e in reversed(state.in_force) if e.label == label
+                           and e.action in MAP_ACTIONS), None)
                 raise ReviewError(f"{quoted(label)} is already in the cluster of "
-                                  f"{quoted(current)}", "to")
+                                  f"{quoted(current)}" + (
+                                      f" (edit #{by.id}: {by.describe().replace('`', '')})"
+                                      if by is not None else ""), "to")
             to = target
         elif action == "split" and list(canonical.values()).count(current) == 1:
             raise ReviewError(f"{quoted(label)} is already a cluster of its own")
