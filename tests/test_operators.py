@@ -1292,3 +1292,25 @@ def test_the_review_forms_show_labels_as_written_not_as_markdown(ds, tiny_clip, 
     assert props["type"]["properties"]["edit_error"]["view"]["label"] == (
         "Edit \\#1 already does this: accept suggestion \\*helmet\\* \\[x\\](http://e.com) on 2 "
         "samples")
+
+
+def test_a_label_field_inside_an_embedded_document_is_offered_and_run_by_the_forms(ds, tiny_clip):
+    """Audit: the CLI runs on `meta.gt`; the App's form said "No label field 'meta.gt' on this
+    dataset (deleted since?)". A label inside a label (a box's attribute) is not offered."""
+    ds.set_values("meta", [fo.DynamicEmbeddedDocument(gt=g, note="kept") for g in ds.values("gt")])
+    ds.set_values("boxes.detections.part", [
+        [fo.Classification(label="strap") for _ in d.detections] if d else None
+        for d in ds.values("boxes")])
+    ds.add_dynamic_sample_fields()
+    before = ds.values("meta.gt")
+    props = form("compute_embeddings", ds, label_field="meta.gt", model=tiny_clip)["type"]["properties"]
+    assert [c["value"] for c in props["label_field"]["view"]["choices"]] == ["gt", "boxes", "meta.gt"]
+    assert not any(p.get("invalid") for p in props.values())
+    run("compute_embeddings", ds, label_field="meta.gt", key="m", model=tiny_clip)
+    run("score_labels", ds, key="m")
+    run("cluster_and_merge", ds, key="m", min_cluster_size=1)
+    run("apply_review", ds, key="m")
+    assert ds.count("meta.gt.classifications.m_canonical") == ds.count("meta.gt.classifications") > 0
+    assert ds.count("m_label") == 4 and ds.values("meta.note") == ["kept"] * 6  # (4 labelled)
+    assert [[c.label for c in g.classifications] for g in ds.values("meta.gt")] == [
+        [c.label for c in g.classifications] for g in before]

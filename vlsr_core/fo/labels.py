@@ -30,12 +30,21 @@ class LabelFieldError(ValueError):
 
 
 def label_fields(samples):
-    """Names of the fields of ``samples`` that VLSR can read, for forms and error messages."""
-    schema = samples.get_field_schema(embedded_doc_type=None)
+    """Names of the fields of ``samples`` that VLSR can read, for forms and error messages:
+    those of a label type, also inside embedded documents (``meta.gt``), but not inside labels
+    (an attribute of a box)."""
+    schema = samples.get_field_schema(flat=True)
+
+    def document(name):  # (a field that holds other fields, not labels)
+        field = schema.get(name)
+        return isinstance(field, fo.EmbeddedDocumentField) and not issubclass(
+            field.document_type, fo.Label)
+
     return [
         name
         for name, field in schema.items()
         if isinstance(field, fo.EmbeddedDocumentField) and issubclass(field.document_type, LABEL_TYPES)
+        and all(document(name.rsplit(".", k)[0]) for k in range(1, name.count(".") + 1))
     ]
 
 
