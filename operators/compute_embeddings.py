@@ -45,7 +45,8 @@ class ComputeEmbeddings(foo.Operator):
         inputs = types.Object()
         # the run's collection, or the dataset for a new run: not a selection left in the grid
         view = target_view(ctx, inputs, key=ctx.params.get("key") or DEFAULT_KEY)
-        label_field = label_field_input(ctx, inputs)
+        # (a target refused, a frames view say: its fields are not the dataset's)
+        label_field = label_field_input(ctx, inputs) if view is not None else None
         problem = view is not None and label_field is not None and label_selection_problem(
             view, label_field, ctx.params.get("key") or DEFAULT_KEY)  # (said before Execute, as the other stages' forms say it)
         if problem:

@@ -1231,6 +1231,10 @@ def test_a_view_of_a_videos_frames_is_refused_saying_how_to_run_on_them():
             "dataset.to_frames(...).clone('frames')) and run on that")
         assert media_problem(video.to_clips([[(1, 2)]])) == (
             "VLSR runs on a dataset's own images, not on a view of a video's clips")
+        # the form says that alone (audit: beside it, "No label field 'det' on this dataset")
+        errors = _form_errors(form("compute_embeddings", video, view=frames, label_field="det",
+                                   view_target="CURRENT_VIEW"))
+        assert errors == [media_problem(frames)]
     finally:
         video.delete()
 
