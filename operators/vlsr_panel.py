@@ -50,8 +50,11 @@ class VLSRPanel(foo.Panel):
     def on_change_view(self, ctx):
         if ctx.panel.state.status is None and ctx.panel.state.problem is None:
             self.on_load(ctx)  # the App can send it before the panel's load
-        else:
-            ctx.panel.state.scope = _scope(ctx, ctx.panel.state.key)
+        else:  # (written only if it changed: each write of the state makes the App send
+            # this event again)
+            scope = _scope(ctx, ctx.panel.state.key)
+            if scope != ctx.panel.state.scope:
+                ctx.panel.state.scope = scope
 
     @staticmethod
     def _busy(dataset, key):

@@ -161,6 +161,10 @@ def test_the_panel_says_it_covers_the_whole_run_while_the_grid_shows_a_part(ran)
         f"*The grid shows the saved view `two` (2 samples); the clusters and scores here are "
         f"those of the whole run ({len(ran)} samples).*")
     assert "The grid shows the saved view" in str(panel.layout)
+    # the same view again writes nothing (audit: each write makes the App send the event
+    # again: 6 of them queued behind each key typed in the search box)
+    panel.event("on_change_view", view=ran.load_saved_view("two"))
+    assert panel.sent("patch_panel_state") == []
     panel.event("on_load", view=ran.match_tags("none"))  # a filter: the panel reloaded on it
     assert panel.state["scope"].startswith("*The grid shows a filtered view (0 samples)")
     panel.event("on_change_view", view=ran.sort_by("filepath", reverse=True))  # a sort: no part
