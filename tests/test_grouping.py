@@ -386,6 +386,27 @@ def test_spellings_that_show_alike_count_their_samples_together_to_name_a_cluste
     assert paper["wrench"] == "Wrenches" and paper["caf\xe9"] == "cafe\u0301"  # as before
 
 
+def test_the_casings_and_plurals_of_a_word_count_their_samples_together_to_name_a_cluster():
+    """Audit (10,000 labels): "disptached" on 3 samples named the cluster of "dispatched",
+    "DISPATCHED" and "Dispatched" (8 between them), and "Archivepaths" (4) that of "archivepath" (3),
+    "Archivepath" (2) and "ARCHIVEPATH" (1): the word's samples, split over its casings, lost
+    to one spelling. A word's samples count together over its ways of writing, then over its
+    casings, then as written."""
+    vocabulary = ["disptached", "dispatched", "DISPATCHED", "Dispatched",
+                  "Archivepaths", "archivepath", "Archivepath", "ARCHIVEPATH",
+                  "INVALIDATE", "invalidate", "Invalidate"]
+    centres = spread(3, seed=5)
+    emb = np.stack([centres[c] for c in (0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2)])
+    freq = np.array([3, 2, 2, 1, 4, 3, 2, 1, 4, 1, 2])
+    names = build_label_map(vocabulary, emb, freq).canonical
+    assert names["disptached"] == "dispatched"  # 5 samples of the word, 3 of the typo
+    assert names["Archivepaths"] == "archivepath"  # 6 of the singular, then 3 as written
+    assert names["invalidate"] == "INVALIDATE"  # one word: its spelling on most samples
+    paper = build_label_map(vocabulary, emb, freq, mode="paper", min_cluster_size=1,
+                            eps=0.01).canonical
+    assert paper["dispatched"] == "disptached" and paper["archivepath"] == "Archivepaths"
+
+
 def test_a_tie_nothing_in_the_vocabulary_decides_goes_to_the_words_the_tokenizer_knows():
     # two spellings on one vector, each on one sample, no other label using either: the
     # tokenizer holds "balloon" whole and splits "ballon"

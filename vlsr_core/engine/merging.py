@@ -7,7 +7,7 @@ import numpy as np
 
 from .clustering import check_number, number_by_first_occurrence
 from .dots import exact_dots, real_array, rounding_bound
-from .lexical import tidy_form
+from .lexical import read_form, singular_form, tidy_form
 
 SIZE_BY = ("samples", "labels")
 # Cosine closeness to a centroid within this of the closest member's is a tie (float rounding
@@ -225,10 +225,12 @@ class _DistanceRows:
 def representatives(vocabulary, embeddings, clusters, frequencies, preference=None):
     """The representative label index of every cluster (spec step 6).
 
-    The member carried by most samples; ties go to the lowest ``preference`` if given (the
-    recommended mode's :func:`~vlsr_core.engine.lexical.spelling_preference`; members that show
-    alike on screen, :func:`~vlsr_core.engine.lexical.tidy_form`, then count their samples
-    together: ``wrench`` on 13 and ``"wrench "`` on 14 name the cluster ``wrench``), then to the
+    The member carried by most samples; with a ``preference`` (the recommended mode's
+    :func:`~vlsr_core.engine.lexical.spelling_preference`), the samples of a word count
+    together over its ways of writing (plural, case, spacing, punctuation), then over its
+    casings, then over the forms that show alike on screen
+    (:func:`~vlsr_core.engine.lexical.tidy_form`: ``wrench`` on 13 and ``"wrench "`` on 14
+    name the cluster ``wrench``), and ties go to the lowest preference; then to the
     member closest to the cluster centroid (cosine), then to the lexically smallest string.
     Members within :data:`CLOSENESS_TIE` of the closest count as equally close: the two
     members of a two-label cluster are exactly as close to its centroid, and the rounding of
@@ -267,12 +269,17 @@ def representative_of(member_index, embeddings, frequencies, vocabulary, centroi
                            b_index=np.zeros(member_index.size, dtype=np.int64))
     if preference is None:  # (the paper's step 6)
         first = [(-int(frequencies[i]), 0) for i in member_index]
-    else:
+    else:  # samples counted over the ways of writing a word (plural, case, spacing,
+        # punctuation), then over its casings, then as it shows: "dispatched" on 3 samples,
+        # "DISPATCHED" on 2 and "Dispatched" on 1 outvote "disptached" on 3
         forms = [tidy_form(vocabulary[i]) for i in member_index]
-        shown = Counter()
-        for form, i in zip(forms, member_index):
-            shown[form] += int(frequencies[i])
-        first = [(-shown[form], int(preference[i])) for form, i in zip(forms, member_index)]
+        keys = [(singular_form(read_form(form)), form.casefold(), form) for form in forms]
+        votes = [Counter(), Counter(), Counter()]
+        for key, i in zip(keys, member_index):
+            for counter, k in zip(votes, key):
+                counter[k] += int(frequencies[i])
+        first = [(*(-counter[k] for counter, k in zip(votes, key)), int(preference[i]))
+                 for key, i in zip(keys, member_index)]
     best = min(first)
     tied = [k for k, key in enumerate(first) if key == best]
     closest = max(closeness[k] for k in tied)
