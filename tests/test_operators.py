@@ -269,6 +269,27 @@ def test_a_delegated_job_that_failed_is_told_in_its_runs_summary_forms_and_panel
         service.execute_queued_operations(dataset_name=ds.name)
         assert "**Failed:**" not in summarize_run(ds, "vlsr")
         assert "failed" not in form("apply_review", ds, key="vlsr")["type"]["properties"]
+        # (review: also when the stage ran since by other means, here at once in the App)
+        r = foo.execute_operator(URI + "score_labels", dataset=ds, request_delegation=True,
+                                 params=dict(key="vlsr"))
+        with run_lease(ds, key="vlsr", stage="cluster and merge"):
+            service.execute_queued_operations(dataset_name=ds.name)
+        assert "**Failed:** The last delegated operation" in summarize_run(ds, "vlsr")
+        run("score_labels", ds, key="vlsr")
+        assert "**Failed:**" not in summarize_run(ds, "vlsr")
+        from datetime import datetime
+
+        assert datetime.fromisoformat(ds.get_run_info("vlsr").config.finished["score labels"]) \
+            > service.get(r.result["id"]).failed_at
+        # (review: the form of a new run of a key deleted since crashed on it)
+        r = foo.execute_operator(URI + "score_labels", dataset=ds, request_delegation=True,
+                                 params=dict(key="vlsr"))
+        with run_lease(ds, key="vlsr", stage="cluster and merge"):
+            service.execute_queued_operations(dataset_name=ds.name)
+        from vlsr_core.fo.runs import delete_run
+
+        delete_run(ds, "vlsr")
+        assert _form_errors(form("compute_embeddings", ds, label_field="gt", model=tiny_clip)) == []
     finally:
         for op in service.list_operations(dataset_name=ds.name):
             service.delete_operation(op.id)

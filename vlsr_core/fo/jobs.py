@@ -5,7 +5,7 @@ killed mid-shard leaves its operation "running" for ever, and only the run's lea
 :mod:`.lease`, tells it from one that writes)."""
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ..engine.defaults import DEFAULT_KEY
 from .lease import TTL, holder, live_tags, server_time
@@ -15,6 +15,10 @@ from .runs import STAGE_NAMES, sample_fields
 PLUGIN = "@vlsr/vlsr/"
 OPERATOR = PLUGIN + "run_shard"  # the plugin's operator that runs one shard
 UNLEASED = [PLUGIN + "map_embeddings"]  # delegated operators that do not hold the run's lease
+# the stage each of the plugin's operators runs (its lease's name: :func:`.lease.holds_run`)
+STAGE_OF = {"compute_embeddings": "compute embeddings", "score_labels": "score labels",
+            "cluster_and_merge": "cluster and merge", "apply_review": "apply the review",
+            "export_results": "export"}
 FAILED = "Failed: "  # what a delegated operation of the plugin's that fails leaves as its
 # status, before its reason (FiftyOne keeps only the traceback)
 
@@ -75,9 +79,15 @@ def failed_note(dataset, key):
         dataset_id=dataset._doc.id, queued_at={"$ne": None})
     ops = [op for op in ops if _params(op).get("key", DEFAULT_KEY) == key]
     last = max(ops, key=lambda op: op.queued_at, default=None)
-    # (not one of a run of this key deleted since)
-    if last is None or last.run_state != "failed" or (
-            last.failed_at or last.queued_at) < dataset.get_run_info(key).timestamp:
+    if last is None or last.run_state != "failed" or not dataset.has_run(key):
+        return None
+    info = dataset.get_run_info(key)
+    if last.queued_at < info.timestamp:  # (for a run of this key deleted since)
+        return None
+    # its stage run since by other means (the CLI, an immediate run in the App)
+    done = (getattr(info.config, "finished", None) or {}).get(
+        STAGE_OF.get(last.operator[len(PLUGIN):]))
+    if done and last.failed_at and datetime.fromisoformat(done) > last.failed_at:
         return None
     return (f"The last delegated operation scheduled on run {key!r}, "
             f"*{last.label or last.operator}*, failed"

@@ -339,12 +339,25 @@ def holds_run(stage, shared=False):
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             samples = bound.arguments["samples"] = every_field(bound.arguments["samples"])
-            with run_lease(samples._dataset, bound.arguments["key"], stage, shared):
-                return function(*bound.args, **bound.kwargs)
+            dataset, key = samples._dataset, bound.arguments["key"]
+            with run_lease(dataset, key, stage, shared):
+                result = function(*bound.args, **bound.kwargs)
+                if not shared and dataset.has_run(key):
+                    _finished(dataset, key, stage)
+                return result
 
         return wrapper
 
     return decorate
+
+
+def _finished(dataset, key, stage):
+    """Record in run ``key``'s config when ``stage`` last finished (``finished``, the
+    database's time): a delegated job of that stage that failed before is no longer news."""
+    from .runs import update_run_doc  # (runs holds stages by their leases)
+
+    update_run_doc(dataset, key, {"$set": {f"config.finished.{stage}":
+                                           server_time().isoformat()}})
 
 
 DOCUMENT_WAIT = 1800.0  # seconds to wait for another process's change of a dataset's document

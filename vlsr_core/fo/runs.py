@@ -100,13 +100,16 @@ class VLSRRunConfig(fors.RunConfig):
             Apply without them leaves as they are.
         cluster_shard_edits: the ids of the review edits in force when a clustering in shards
             was prepared, which its shards write (None: not sharded).
+        finished: stage name ("score labels") -> when it last finished, ISO UTC (the
+            database's clock), written by the stage (:func:`~.lease.holds_run`).
         **kwargs: parameter values (defaults: the parameter classes') and FiftyOne's own keys.
     """
 
     def __init__(self, label_field=None, created_fields=None, created_views=None,
                  model_fingerprint=None, stages=None, collection=None, review=None, applied=None,
                  created_brain_runs=None, score_histogram=None, copies=None,
-                 cluster_shard_edits=None, label_model_fingerprint=None, **kwargs):
+                 cluster_shard_edits=None, label_model_fingerprint=None, finished=None,
+                 **kwargs):
         kwargs.setdefault("method", "vlsr")
         if "eps" in kwargs and "mode" not in kwargs:
             kwargs["mode"] = "paper"  # stored by a version before merge modes: the paper's steps
@@ -128,6 +131,7 @@ class VLSRRunConfig(fors.RunConfig):
         self.score_histogram = score_histogram
         self.copies = copies or []
         self.cluster_shard_edits = cluster_shard_edits
+        self.finished = finished or {}
         # what save_config compares with (not the review, which it never writes)
         self._as_read = {k: deepcopy(v) for k, v in self.serialize().items() if k != "review"}
 
