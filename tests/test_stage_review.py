@@ -624,6 +624,12 @@ def test_an_edit_that_would_change_nothing_is_refused_until_another_undoes_it(ra
     assert len(review_state(dataset, "vlsr").edits) == 7
     # a name that reads as the cluster's own label is no other cluster's: allowed
     add_edit(dataset, "vlsr", "rename", "screwdriver", "SCREWDRIVER")
+    # (review: a move again named an edit about the label that did not put it there)
+    add_edit(dataset, "vlsr", "split", "Screwdrivers")
+    add_edit(dataset, "vlsr", "move", "drill", "Screwdrivers")
+    with pytest.raises(ReviewError, match=r"^'Screwdrivers' is already in the cluster of "
+                                          r"'Screwdrivers'$"):
+        add_edit(dataset, "vlsr", "move", "Screwdrivers", "drill")
 
 
 def test_a_split_or_take_out_that_would_name_two_clusters_alike_is_refused(ran):

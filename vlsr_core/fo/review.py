@@ -429,7 +429,8 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                              memo=state.memo)
             if canonical[target] == current:  # (by the clustering, or an edit: named)
                 by = next((e for e in reversed(state.in_force) if e.label == label
-                           and e.action in MAP_ACTIONS), None)
+                           and e.action in ("move", "accept")
+                           and canonical.get(e.to, e.to) == current), None)
                 raise ReviewError(f"{quoted(label)} is already in the cluster of "
                                   f"{quoted(current)}" + (
                                       f" (edit #{by.id}: {by.describe().replace('`', '')})"
