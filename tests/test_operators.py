@@ -1339,3 +1339,19 @@ def test_a_label_field_inside_an_embedded_document_is_offered_and_run_by_the_for
     assert ds.count("m_label") == 4 and ds.values("meta.note") == ["kept"] * 6  # (4 labelled)
     assert [[c.label for c in g.classifications] for g in ds.values("meta.gt")] == [
         [c.label for c in g.classifications] for g in before]
+    # the view checks go by the field itself, not by the document holding it (review: an edit
+    # of meta.note, or a filter of another label field in meta, was refused as one of 'meta')
+    from fiftyone import ViewField as F
+
+    from vlsr_core.fo.labels import label_filter_problem, label_selection_problem
+    from vlsr_core.fo.runs import input_gone
+
+    assert label_selection_problem(ds.set_field("meta.note", "edited"), "meta.gt", "m") is None
+    assert "edits the labels of 'meta.gt'" in label_selection_problem(
+        ds.set_field("meta.gt.classifications.label", "x"), "meta.gt", "m")
+    assert "edits the labels of 'meta.gt'" in label_selection_problem(
+        ds.set_field("meta", None), "meta.gt", "m")  # (the document holding it)
+    assert "filters the labels of 'meta.gt'" in label_filter_problem(
+        ds.filter_labels("meta.gt", F("label") == "helmet"), "meta.gt", None, "m")
+    ds.delete_sample_field("meta.gt")
+    assert "its input field 'meta.gt' is no longer" in input_gone(ds, ds.get_run_info("m").config)

@@ -126,8 +126,7 @@ def label_filter_problem(samples, label_field, collection, key):
             and _filters_labels(dataset.load_saved_view(collection), label_field)):
         return None
     name = f"The saved view {samples.name!r}" if samples.is_saved else "The view"
-    root = label_field.split(".")[0]
-    return (f"{name} filters the labels of {root!r}, and the run was made on them whole: it "
+    return (f"{name} filters the labels of {label_field!r}, and the run was made on them whole: it "
             "would work on part of each sample's labels and drop the rest from its outputs. "
             "Choose the dataset, or a view that selects samples without filtering their labels")
 
@@ -149,7 +148,6 @@ def label_selection_problem(samples, label_field, key):
 
     from .runs import sample_fields
 
-    root = label_field.split(".")[0]
     dataset = samples._dataset
     written = {sample_fields(key)[role] for role in ("label", "labels", "suggestions")}
     if dataset.has_run(key):
@@ -158,33 +156,39 @@ def label_selection_problem(samples, label_field, key):
     advice = (" Target the dataset, or a view of the samples that have such labels with all "
               "their labels (in the App's sidebar, \"Show samples with ...\" rather than "
               "\"Select labels with ...\"; in Python, match_labels); to keep labels of "
-              f"{root!r} out of a run, filter_labels on {root!r}")
+              f"{label_field!r} out of a run, filter_labels on {label_field!r}")
     for stage in stages:
         kind = type(stage).__name__
         if isinstance(stage, fos.SelectLabels):
             return (f"{name} selects labels ({kind}), which hides every label field it does not "
-                    f"select from ({root!r} or the run's own) and filters the others: a stage "
+                    f"select from ({label_field!r} or the run's own) and filters the others: a stage "
                     "would read or write part of them." + advice)
         if isinstance(stage, fos.ExcludeLabels) and stage.fields is None and stage.labels is None:
             return (f"{name} excludes labels ({kind}) of every label field, the run's own among "
                     "them (those a run creates later too): a stage would write part of them. "
-                    f"Give exclude_labels fields={root!r}." + advice)
-        edited = _edited_roots(stage, dataset)
-        hit = sorted(edited & written)
+                    f"Give exclude_labels fields={label_field!r}." + advice)
+        edited = _edited_paths(stage, dataset)
+        hit = sorted(w for w in written if _touches(edited, w))
         if hit:
             return (f"{name} filters or edits the labels of {hit[0]!r} ({kind}), a field that "
                     f"run {key!r} writes: a stage would write part of them, and leave the rest "
                     "as they were." + advice)
-        if root in edited and kind in ("SetField", "MapLabels", "MapValues"):
-            return (f"{name} edits the labels of {root!r} ({kind}), and VLSR reads and writes "
+        if _touches(edited, label_field) and kind in ("SetField", "MapLabels", "MapValues"):
+            return (f"{name} edits the labels of {label_field!r} ({kind}), and VLSR reads and writes "
                     "labels as stored: clone the view into a dataset (view.clone()) and run on "
                     "that")
     return None
 
 
-def _edited_roots(stage, dataset):
-    """The top-level fields whose values the view stage ``stage`` filters or edits."""
-    return {f.split(".")[0] for f in stage.get_edited_fields(dataset) or ()}
+def _edited_paths(stage, dataset):
+    """The fields whose values the view stage ``stage`` filters or edits."""
+    return set(stage.get_edited_fields(dataset) or ())
+
+
+def _touches(paths, field):
+    """Whether one of ``paths`` is ``field``, a field inside it, or a document holding it."""
+    return any(p == field or p.startswith(field + ".") or field.startswith(p + ".")
+               for p in paths)
 
 
 def _filters_labels(samples, label_field):
@@ -194,12 +198,11 @@ def _filters_labels(samples, label_field):
         return False
     import fiftyone.core.stages as fos
 
-    root = label_field.split(".")[0]
     paths = set(samples._get_filtered_fields() or ())  # lists of labels filtered
     paths.update(s.field for s in stages if isinstance(s, (fos.FilterLabels, fos.FilterField)))
-    paths.update(root for s in stages if isinstance(s, fos.ExcludeLabels)
-                 and root in _edited_roots(s, samples._dataset))
-    return any(p == root or p.startswith(root + ".") for p in paths)
+    paths.update(label_field for s in stages if isinstance(s, fos.ExcludeLabels)
+                 and _touches(_edited_paths(s, samples._dataset), label_field))
+    return _touches(paths, label_field)
 
 
 def is_list_field(path):

@@ -582,8 +582,7 @@ def deleted_note(fields):
 
 def input_gone(dataset, config):
     """Why the input field of a run is no longer there, with what to do, or None."""
-    root = config.label_field.split(".")[0]
-    if dataset.has_field(root):
+    if dataset.has_field(config.label_field):  # (inside an embedded document too: meta.gt)
         return None
     return (f"its input field {config.label_field!r} is no longer in the dataset (renamed or "
             "deleted): if you renamed it, rename it back (in Python, dataset.rename_sample_field) "

@@ -176,7 +176,7 @@ def _final_count(samples, fields, label_field):
                 else without)
     unreadable = len(without) - len(readable)
     waiting = len(readable.filter_labels(label_field, named(ViewField("label")))) if (
-        samples.has_field(label_field.split(".")[0])) else 0  # (the input gone: said apart)
+        samples.has_field(label_field)) else 0  # (the input gone: said apart)
     why = [w for w in (
         count(unreadable, "unreadable image") if unreadable else None,
         f"{count(len(readable) - waiting, 'sample')} without a usable label"
