@@ -632,7 +632,10 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     name = dataset.name
     assert main(["review", "show", "--dataset", name]) == 0
     out = capsys.readouterr().out
-    assert "Review: no edits yet" in out and "4 clusters, the 4 most doubtful:" in out
+    # (audit: "2,144 clusters, the 2144 most doubtful:" when all were listed)
+    assert "Review: no edits yet" in out and "4 clusters, the most doubtful first:" in out
+    assert main(["review", "show", "--dataset", name, "--clusters", "2"]) == 0
+    assert "4 clusters, the 2 most doubtful:" in capsys.readouterr().out
     assert "  helmet: 3 labels, 7 occurrences" in out and "helmit  (distance" in out
 
     assert main(["review", "reject", "helmit", "--dataset", name]) == 0

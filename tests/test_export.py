@@ -643,7 +643,7 @@ def test_images_whose_file_is_gone_since_the_run_are_said_by_the_export(run, tmp
                  "--detections-field", "objects"]) == 0
     assert (f"note: 2 images in this export have no file at their path now (a drive not "
             f"mounted? moved since?), e.g. {folder / 'h1.png'}, {folder / 's1.png'}: they are "
-            "listed with the labels and scores the run gave them, and the size read before\n"
+            "listed with the labels and scores the run gave them, and the size if read before\n"
             ) in capsys.readouterr().out
     with open(tmp_path / "a" / "detections" / "labels.json", encoding="utf-8") as f:
         assert {os.path.basename(im["file_name"]) for im in json.load(f)["images"]} >= {

@@ -543,7 +543,7 @@ def _report_import(report, dataset, everything, fields):
         lines = _problem_kinds(report.problems)
         if len(lines) > SHOWN_PROBLEMS:
             more = len(lines) - SHOWN_PROBLEMS
-            lines = lines[:SHOWN_PROBLEMS] + [f"  ... and {more} more (--all-problems lists every one)"]
+            lines = lines[:SHOWN_PROBLEMS] + [f"  ... and {more:,} more (--all-problems lists every one)"]
     for line in lines:
         print(line)
     # new images are in every run of the dataset; labels added to images it had, in the runs
@@ -575,7 +575,7 @@ def _problem_kinds(problems):
         elif all(w == why for _, w in met):
             lines.append(f"  {why} ({_count(n, 'time')}, first at {where})")
         else:
-            lines.append(f"  {where}: {why} (and {n - 1} more like it)")
+            lines.append(f"  {where}: {why} (and {n - 1:,} more like it)")
     return lines
 
 
@@ -727,7 +727,8 @@ def _review_show(a):
     rows = cluster_rows(state, a.find)
     print(f"\n{_count(len(rows), 'cluster')}"
           + (f" with a label containing {a.find!r}" if a.find else "")
-          + (f", the {min(a.clusters, len(rows))} most doubtful:" if rows else ""))
+          + ((f", the {a.clusters:,} most doubtful:" if len(rows) > a.clusters else
+              ", the most doubtful first:") if rows else ""))
     for row in rows[:a.clusters]:
         print(f"  {one_line(row['canonical'])}: {_count(row['labels'], 'label')}, "
               f"{_count(row['occurrences'], 'occurrence')}" + (", edited" if row["edited"] else ""))
@@ -735,7 +736,7 @@ def _review_show(a):
             print(f"      {m['shown']}  (distance {m['distance']:.3f}, "
                   f"{_count(m['frequency'], 'sample')})")
         if row["labels"] > a.members:
-            print(f"      ... and {row['labels'] - a.members} more (--members N lists more; "
+            print(f"      ... and {row['labels'] - a.members:,} more (--members N lists more; "
                   "label_map.csv of vlsr export has every label)")
     if len(rows) > a.clusters:
         print(f"\n... and {_count(len(rows) - a.clusters, 'more cluster')} (--clusters N, "
@@ -784,7 +785,7 @@ def _review_import(a):
     for e in made[:20]:
         print(f"  #{e.id} {_plain(e.describe())}")
     if len(made) > 20:
-        print(f"  ... and {len(made) - 20} more (" + (
+        print(f"  ... and {len(made) - 20:,} more (" + (
             "the import without --dry-run records them, and vlsr review show then lists them all)"
             if a.dry_run else "vlsr review show lists them all)"))
     print("run it without --dry-run to record them" if a.dry_run else

@@ -469,7 +469,7 @@ def missing_files_note(samples, key=DEFAULT_KEY, shown=3):
     return (f"{count(len(gone), 'image')} in this export {'has' if one else 'have'} no file at "
             f"{'its' if one else 'their'} path now (a drive not mounted? moved since?), e.g. "
             f"{', '.join(gone[:shown])}: {'it is' if one else 'they are'} listed with the labels "
-            f"and scores the run gave {'it' if one else 'them'}, and the size read before")
+            f"and scores the run gave {'it' if one else 'them'}, and the size if read before")
 
 
 def _remove_if_empty(folder):

@@ -140,8 +140,8 @@ class EmbeddingReport:
     def summary(self):
         # (the images tried again are among those embedded or unreadable: the counts add up)
         one = self.n_changed == 1
-        text = (f"embedded {count(self.n_embedded, 'image')} ({self.n_skipped} already done, "
-                f"{len(self.failures)} unreadable) and "
+        text = (f"embedded {count(self.n_embedded, 'image')} ({self.n_skipped:,} already done, "
+                f"{len(self.failures):,} unreadable) and "
                 f"{count(self.n_labels_embedded, 'new label')}"
                 + (f"; {count(self.n_merge_embedded, 'label')} embedded by {self.label_model} for "
                    "merging" if self.n_merge_embedded else "")
@@ -152,7 +152,7 @@ class EmbeddingReport:
                    f"(a drive not mounted? {'it keeps its' if self.n_missing == 1 else 'they keep their'}"
                    " embedding)" if self.n_missing else ""))
         if self.n_crops:
-            text += (f"; cut and embedded {count(self.n_crops, 'box')} ({self.n_crop_fallback} more too "
+            text += (f"; cut and embedded {count(self.n_crops, 'box')} ({self.n_crop_fallback:,} more too "
                      "small or without coordinates: scored on the whole image)")
         elif self.n_crop_fallback:
             text += (f"; no box cut: {'the' if self.n_crop_fallback == 1 else 'all'} "
@@ -1584,13 +1584,6 @@ class _Run:
             # e.g. a view sorted and limited by a field this stage writes
             logger.warning("%d of %d samples left the view while it was being processed and "
                            "were skipped", len(self.ids) - seen, len(self.ids))
-
-    def write_label_values(self, samples, chunk, attribute, values):
-        """Set ``attribute`` on every label object of the chunk, in one bulk write: per sample,
-        a dict from label string to value (unusable or unlisted labels get None)."""
-        self.write_object_values(samples, chunk, attribute, [
-            [by_label.get(l) if usable(l) else None for l in labels_of]
-            for labels_of, by_label in zip(chunk.labels, values)])
 
     def write_object_values(self, samples, chunk, attribute, values):
         """Set ``attribute`` on every label object of the chunk, in one bulk write: per sample,

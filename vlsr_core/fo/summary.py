@@ -133,7 +133,7 @@ def summarize_run(dataset, key, n_clusters=10):
         lines.append(f"**Unreadable images** ({len(failures)}), skipped:")
         listed = [f"- `{path}`: {reason}" for _, path, reason in failures[:10]]
         if len(failures) > 10:
-            listed.append(f"- … and {len(failures) - 10} more: the samples with a "
+            listed.append(f"- … and {len(failures) - 10:,} more: the samples with a "
                           f"`{fields['error']}` field (a sidebar filter in the App) hold them all")
         lines.append("\n".join(listed))
     scores = _score_line(samples, key, config)
@@ -190,7 +190,7 @@ def _final_count(samples, fields, label_field):
 
 def _differ(n):
     return f"{n} differs from every label it had" if n == 1 else \
-        f"{n} differ from every label they had"
+        f"{n:,} differ from every label they had"
 
 
 def _score_line(samples, key, config):
@@ -247,7 +247,7 @@ def joins_to_check(steps, shown=10, see_all=None, canonical=None):
             pairs = [(a, b) for a, b in pairs or [] if canonical.get(a) == canonical.get(b)]
         if pairs:
             listed = ", ".join(f"{code(a)} / {code(b)}" for a, b in pairs[:shown])
-            more = f", +{len(pairs) - shown} more" if len(pairs) > shown else ""
+            more = f", +{len(pairs) - shown:,} more" if len(pairs) > shown else ""
             if more and see_all:
                 more += f" ({see_all(step)})"
             parts.append(f"{what}: {listed}{more}")
@@ -274,13 +274,13 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
                if f"{steps['eps']:.3f}" == f"{steps['derived_eps']:.3f}" else
                f"eps {steps['eps']:.3f}; {source}: {steps['derived_eps']:.3f}")
         head = (f"**Merging (recommended mode):** {count(n_labels, 'label')} → "
-                f"{len(set(results.lexical_groups.tolist()))} after lexical grouping ({links}) → "
+                f"{len(set(results.lexical_groups.tolist())):,} after lexical grouping ({links}) → "
                 + _image_step(steps.get("image_evidence"), bool(config.crops)) +
-                f"{steps['n_dbscan']} after DBSCAN ({eps}) → {count(n_canonical, 'canonical label')}" + (
+                f"{steps['n_dbscan']:,} after DBSCAN ({eps}) → {count(n_canonical, 'canonical label')}" + (
                     unmerged or f" after merging clusters under {floor} {unit} into neighbours "
                                 f"within {steps['max_merge_distance']:.3f}"))
     elif steps:
-        head = (f"**Merging (paper mode):** {count(n_labels, 'label')} → {steps['n_dbscan']} after DBSCAN "
+        head = (f"**Merging (paper mode):** {count(n_labels, 'label')} → {steps['n_dbscan']:,} after DBSCAN "
                 f"(eps {steps['eps']:.3f}; the recommended mode would derive "
                 f"{steps['derived_eps']:.3f} from these labels) → {count(n_canonical, 'canonical label')}" + (
                     unmerged or f" after merging clusters under {floor} {unit} into their "
@@ -392,7 +392,7 @@ def _drift(counts, vocabulary):
 def _some(labels, n=5):
     """The first ``n`` of ``labels`` as code, and how many more there are."""
     shown = ", ".join(code(label) for label in labels[:n])
-    return shown + (f", +{len(labels) - n} more" if len(labels) > n else "")
+    return shown + (f", +{len(labels) - n:,} more" if len(labels) > n else "")
 
 
 def plain(markdown):
