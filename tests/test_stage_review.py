@@ -1066,3 +1066,20 @@ def test_a_label_given_since_the_clustering_is_refused_by_apply_which_marks_noth
     apply_review(dataset, "vlsr")
     drill = dataset.filter_labels("gt", F("label") == "Drill")
     assert len(drill.distinct("gt.classifications.vlsr_canonical")) == 1
+
+
+def test_an_imported_map_with_many_problems_says_the_first_and_how_many_more(ran, monkeypatch):
+    """Audit (10,000 labels): one line of 141,751 characters, every one of 819 problems."""
+    import vlsr_core.fo.review as review
+
+    from vlsr_core.fo.review import LabelMapFile, import_label_map
+
+    dataset = ran[0]
+    vocabulary = review_state(dataset, "vlsr").label_map.vocabulary
+    wanted = dict(zip(vocabulary, vocabulary))  # each its own, but two pairs read alike
+    wanted.update({"helmet": "hat", "Helmets": "HAT", "screwdriver": "tool", "Screwdrivers": "TOOL"})
+    lines = {label: n + 2 for n, label in enumerate(wanted)}
+    monkeypatch.setattr(review, "SHOWN_PROBLEMS", 1)
+    with pytest.raises(ReviewError) as e:
+        import_label_map(dataset, "vlsr", LabelMapFile(wanted, lines), dry_run=True)
+    assert str(e.value).count("read alike") == 1 and str(e.value).endswith("; and 1 more problem")

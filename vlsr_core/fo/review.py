@@ -714,9 +714,13 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
     edits = edits_of(config)
     try:
         made = edits_to_reach(label_map, emb, edits, wanted)
-    except MapError as e:  # each problem with the lines of the labels at fault
-        raise ReviewError("; ".join(what + _lines_of(lines, labels)
-                                    for what, labels in e.problems)) from None
+    except MapError as e:  # each problem with the lines of the labels at fault (the first
+        # SHOWN_PROBLEMS: a file of a 10,000-label map could make a line of 819)
+        problems = [what + _lines_of(lines, labels) for what, labels in e.problems]
+        more = len(problems) - SHOWN_PROBLEMS
+        raise ReviewError("; ".join(problems[:SHOWN_PROBLEMS]) + (
+            f"; and {count(more, 'more problem')}" if more > 0 else "")
+            ) from None
     except ValueError as e:
         raise ReviewError(str(e)) from None
     now = _now()
@@ -724,6 +728,9 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
     if made and not dry_run:
         _save_review(dataset, key, edits, edits + made)
     return made
+
+
+SHOWN_PROBLEMS = 10  # problems of an imported label map said at most
 
 
 def takes_back(state, wanted):
