@@ -663,6 +663,11 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     assert lines["#1 take helmit out of helmet"].endswith("; not applied)")
     assert "1 cluster with a label containing 'screw'" in out
     assert "  Screwdriver (tool): 2 labels" in out
+    # (audit: 600 edits listed, undone ones too, before the one cluster asked for)
+    assert main(["review", "show", "--dataset", name, "--edits", "1", "--clusters", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "  ... 2 earlier edits (--edits N lists more)\n  #3 accept suggestion" in out
+    assert "#1 take" not in out and "#2 rename" not in out
 
     assert main(["apply", "--dataset", name]) == 0
     assert "applied 2 label map edits and 0 suggestion decisions to 14 samples" in \

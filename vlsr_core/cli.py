@@ -319,6 +319,8 @@ def _review_parsers(sub):
                    help="how many labels to list per cluster, the farthest from its canonical "
                         "label first (default: 10)")
     c.add_argument("--find", default="", help="only clusters with a label containing this")
+    c.add_argument("--edits", type=_positive, default=20, metavar="N",
+                   help="how many of the review's edits to list, the last ones (default: 20)")
     c.add_argument("--rare", action="store_true",
                    help="list the rare clusters merging left alone instead, each with the nearest "
                         "cluster to it, the nearest first (vlsr review rename joins them)")
@@ -687,7 +689,10 @@ def _review_show(a):
     print(_plain(state.summary()))
     stale = {o.edit.id: o.reason for o in state.stale}
     replaced = replaced_later(state)
-    for e in state.edits:
+    earlier = len(state.edits) - a.edits  # (the last ones listed: a review of thousands of
+    if earlier > 0:  # edits buried the clusters under them)
+        print(f"  ... {_count(earlier, 'earlier edit')} (--edits N lists more)")
+    for e in state.edits[max(earlier, 0):]:
         status = (f"undone {shown_time(e.undone)}" if e.undone else
                   f"no longer applies: {stale[e.id]}" if e.id in stale else
                   "applied" if e.id in (state.applied or []) else "not applied")
