@@ -637,6 +637,11 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     assert main(["review", "show", "--dataset", name, "--clusters", "2"]) == 0
     assert "4 clusters, the 2 most doubtful:" in capsys.readouterr().out
     assert "  helmet: 3 labels, 7 occurrences" in out and "helmit  (distance" in out
+    # (audit: the summary's "+1189 more" typo joins could not be listed from the command line)
+    assert main(["review", "show", "--dataset", name, "--joined-by", "typo"]) == 0
+    out = capsys.readouterr().out
+    assert "1 cluster with a member joined by typo, the most doubtful first:\n  helmet: 3 " in out
+    assert "      helmit  (distance" in out and "Helmets  (distance" not in out
 
     assert main(["review", "reject", "helmit", "--dataset", name]) == 0
     assert "edit #1: take helmit out of helmet; vlsr apply writes" in capsys.readouterr().out
@@ -1232,3 +1237,15 @@ def test_a_label_map_of_symbol_labels_comes_back_unchanged(dataset, tmp_path, mo
     assert cli(["review", "import", str(tmp_path / "out" / "label_map.csv"), "--dry-run",
                 "--dataset", dataset.name]) == 0, capsys.readouterr().err
     assert "read alike" not in capsys.readouterr().err
+
+
+def test_the_summary_says_how_to_list_every_join_worth_a_look(ran, capsys, monkeypatch):
+    """Audit (10,000 labels): "+1189 more" typo joins, and nothing said how to see them."""
+    from vlsr_core.fo import summary
+
+    listed = summary.joins_to_check
+    monkeypatch.setattr(summary, "joins_to_check",
+                        lambda steps, **kwargs: listed(steps, **{**kwargs, "shown": 0}))
+    assert main(["summary", "--dataset", ran[0].name]) == 0
+    assert ("typo: , +1 more (vlsr review show --joined-by typo lists them all; in the panel, "
+            "choose typo in Only clusters with a member joined by)") in capsys.readouterr().out

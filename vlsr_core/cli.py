@@ -8,7 +8,7 @@ import shlex
 import signal
 import sys
 
-from .engine.defaults import DEFAULT_KEY, DEFAULT_MODEL, key_problem
+from .engine.defaults import DEFAULT_KEY, DEFAULT_MODEL, JOIN_STEPS, key_problem
 from .engine.params import EmbedParams, MergeParams, ParamError, ScoreParams, flag
 from .interrupts import uninterrupted
 from .wording import count as _count
@@ -319,6 +319,10 @@ def _review_parsers(sub):
                    help="how many labels to list per cluster, the farthest from its canonical "
                         "label first (default: 10)")
     c.add_argument("--find", default="", help="only clusters with a label containing this")
+    c.add_argument("--joined-by", choices=JOIN_STEPS, metavar="STEP",
+                   help="only clusters with a member that this step joined, and those members: "
+                        f"{', '.join(JOIN_STEPS)} (typo: the joins the summary lists as worth "
+                        "a look)")
     c.add_argument("--edits", type=_positive, default=20, metavar="N",
                    help="how many of the review's edits to list, the last ones (default: 20)")
     c.add_argument("--rare", action="store_true",
@@ -729,15 +733,16 @@ def _review_show(a):
             print(f"\n... and {_count(len(rows) - a.clusters, 'more line')} (--clusters N, "
                   "--find TEXT)")
         return
-    rows = cluster_rows(state, a.find)
+    rows = cluster_rows(state, a.find, a.joined_by)
     print(f"\n{_count(len(rows), 'cluster')}"
+          + (f" with a member joined by {a.joined_by}" if a.joined_by else "")
           + (f" with a label containing {a.find!r}" if a.find else "")
           + ((f", the {a.clusters:,} most doubtful:" if len(rows) > a.clusters else
               ", the most doubtful first:") if rows else ""))
     for row in rows[:a.clusters]:
         print(f"  {one_line(row['canonical'])}: {_count(row['labels'], 'label')}, "
               f"{_count(row['occurrences'], 'occurrence')}" + (", edited" if row["edited"] else ""))
-        for m in member_rows(state, row["cluster"], a.find)[:a.members]:
+        for m in member_rows(state, row["cluster"], a.find, a.joined_by)[:a.members]:
             print(f"      {m['shown']}  (distance {m['distance']:.3f}, "
                   f"{_count(m['frequency'], 'sample')})")
         if row["labels"] > a.members:

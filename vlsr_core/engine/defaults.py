@@ -35,3 +35,8 @@ DEFAULT_CROP_MIN_SIZE = 32
 # (~12,000 label occurrences) it bounds the vocabulary at ~1,200, which DBSCAN's clusters then
 # bring down to the paper's order of hundreds. Raise it for large datasets.
 DEFAULT_MIN_CLUSTER_SIZE = 10
+
+# The steps a label can be joined to its cluster's canonical label by, in the order of the
+# panel's "Joined by" choice and `vlsr review show --joined-by`; "typo" is the part of
+# "spelling" made by the typo rule (two real words may be one letter apart: worth a look)
+JOIN_STEPS = ("spelling", "typo", "images", "DBSCAN", "DBSCAN or images", "merge", "review")

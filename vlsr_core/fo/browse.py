@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from fiftyone import ViewField as F
 
+from ..engine.defaults import JOIN_STEPS
 from ..engine.grouping import kept_apart_reason
 from ..engine.review import nearest_other_cluster
 from ..engine.similarity import top_k_labels
@@ -87,11 +88,6 @@ def merge_steps(state):
     n = len(state.in_force)
     rows.append((f"After the review ({n} edit{'' if n == 1 else 's'})", len(label_map.representatives)))
     return [(step, n) for step, n in rows if n is not None]
-
-
-# the steps a label can be joined by, in the order of the "Joined by" choice; "typo" is the part
-# of "spelling" made by the typo rule (two real words may be one letter apart: worth a look)
-JOIN_STEPS = ("spelling", "typo", "images", "DBSCAN", "DBSCAN or images", "merge", "review")
 
 
 def joined_by_step(state, step):

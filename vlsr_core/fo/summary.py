@@ -294,7 +294,9 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
     if getattr(config, "label_model", None):
         head += f"; labels embedded for merging by `{config.label_model}`"
     lines = [head]
-    joins = joins_to_check(steps, canonical=state.label_map.canonical)
+    joins = joins_to_check(steps, canonical=state.label_map.canonical, see_all=lambda step: (
+        f"`vlsr review show --joined-by {step}` lists them all; in the panel, choose {step} in "
+        "Only clusters with a member joined by"))
     if joins:
         lines.append(joins)
     if steps.get("kept_apart"):
