@@ -948,6 +948,8 @@ def test_the_command_keeps_progress_bars_out_of_what_it_prints(run, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stdout and done.stdout.startswith("wrote ")
     assert "export: 100%" in done.stderr
+    # (audit: the bars gave the time spent alone, not the time left)
+    assert re.search(r"export: 100%\|[^|]*\| \d\d:\d\d<\d\d:\d\d", done.stderr)
 
 
 def test_exporting_unchanged_samples_again_writes_the_same_bytes(run, tmp_path, monkeypatch):

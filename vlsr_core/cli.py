@@ -517,8 +517,8 @@ def _bar(desc):
     def progress(fraction):
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=100, desc=desc, unit="%",
-                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
+            bar = tqdm(total=100, desc=desc, unit="%",  # (time spent < time left)
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
             _open_bars.append(bar)
         bar.update(round(100 * fraction) - bar.n)
         if fraction >= 1 and bar in _open_bars:
