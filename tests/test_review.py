@@ -1,5 +1,7 @@
 """Review edits of a label map, keyed by label strings (engine only, on constructed embeddings)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -269,6 +271,12 @@ def test_a_label_map_that_cannot_be_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="The canonical label 'Drill' reads as 'drill', the name "
                                          "of a cluster whose labels the map leaves out"):
         _reach({"drill press": "Drill"})
+    # (audit: a composed and a decomposed spelling read the same in the message, "The
+    # canonical label 'café' reads as 'café'")
+    label_map = _map(np.array([0, 1, 2]), ["caf\xe9", "drill", "vise"], np.array([1, 1, 1]))
+    with pytest.raises(ValueError, match=re.escape(
+            "The canonical label 'cafe\\u0301' reads as 'café', the name of a cluster")):
+        edits_to_reach(label_map, np.eye(3, dtype=np.float32), [], {"drill": "cafe\u0301"})
     made, canonical = _reach({"drill press": "Drill", "drill": "Drill"})  # the whole cluster
     assert made == [("rename", "drill", "Drill")] and canonical["drill press"] == "Drill"
     # names alike that the review made (a split of "Drill" from "drill") are not the map's doing

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from ..wording import code, count
+from ..wording import code, count, quoted
 from .dots import exact_dots
 from .lexical import ALIKE, by_normal_form, read_form
 from .merging import representative_of
@@ -292,17 +292,17 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
     unknown = [l for l in wanted if l not in current]
     if unknown:
         raise ValueError(f"{count(len(unknown), 'label')} not in the vocabulary, e.g. "
-                         f"{unknown[0]!r}")
+                         f"{quoted(unknown[0])}")
     want = {l: wanted.get(l, current[l]) for l in vocabulary}
     problems = _spelling_problems(set(want.values()), wanted)  # all at once: one round of fixes
     clash = [(n, l) for l, n in want.items() if n in want and want[n] != n]
     if clash:
         name, label = clash[0]
         names = list(dict.fromkeys(n for n, _ in clash))
-        listed = ", ".join(map(repr, names[:5])) + (", ..." if len(names) > 5 else "")
-        problems.append((f"{label!r} is to be in the cluster named {name!r}, but the label "
-                         f"{name!r} is to be in {want[name]!r}: a cluster named like a label "
-                         f"must hold that label, so name it otherwise or put {name!r} in it "
+        listed = ", ".join(map(quoted, names[:5])) + (", ..." if len(names) > 5 else "")
+        problems.append((f"{quoted(label)} is to be in the cluster named {quoted(name)}, but the label "
+                         f"{quoted(name)} is to be in {quoted(want[name])}: a cluster named like a label "
+                         f"must hold that label, so name it otherwise or put {quoted(name)} in it "
                          f"({count(len(names), 'name')} of a label placed elsewhere, given to "
                          f"{count(len(clash), 'label')}: {listed})",
                          list(dict.fromkeys(x for n, l in clash for x in (l, n) if x in wanted))))
@@ -358,7 +358,7 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
     wrong = [l for l, n in final.canonical.items() if n != want[l]]
     if wrong:  # a defect of this function, never of the input: say so rather than store it
         raise RuntimeError(f"the edits would leave {count(len(wrong), 'label')} apart from the wanted "
-                           f"map, e.g. {wrong[0]!r}")
+                           f"map, e.g. {quoted(wrong[0])}")
     return new
 
 
@@ -385,12 +385,12 @@ def _spelling_problems(names, wanted):
         at_fault = [l for l, n in wanted.items() if n in alike]
         kept = [n for n in alike if n not in given]
         if not kept:
-            problems.append((f"The canonical labels {', '.join(map(repr, alike))} read alike "
+            problems.append((f"The canonical labels {', '.join(map(quoted, alike))} read alike "
                              f"({ALIKE}): write them one way", at_fault))
             continue
         written = next(n for n in alike if n in given)
-        problems.append((f"The canonical label {written!r} reads as {kept[0]!r}, the name of a "
-                         f"cluster whose labels the map leaves out ({ALIKE}): write {kept[0]!r} "
+        problems.append((f"The canonical label {quoted(written)} reads as {quoted(kept[0])}, the name of a "
+                         f"cluster whose labels the map leaves out ({ALIKE}): write {quoted(kept[0])} "
                          "to join that cluster, or list its labels too", at_fault))
     return problems
 
