@@ -773,6 +773,14 @@ def test_a_label_with_a_tab_is_named_as_the_app_shows_it(dataset, tmp_path, monk
     assert edit.to == long
     assert add_edit(dataset, "vlsr", "split", f"safety⇥ve{ZWSP}st",
                     dry_run=True).label == "safety\tvest"
+    # a search of a tab alone finds the labels with one (audit: it found every cluster, and
+    # said they all contained it)
+    from vlsr_core.fo.browse import cluster_rows
+
+    state = review_state(dataset, "vlsr")
+    for query in ("\t", "⇥"):
+        assert [r["canonical"] for r in cluster_rows(state, query)] == ["safety\tvest"]
+    assert len(cluster_rows(state, "")) == len(state.label_map.representatives)
 
 
 def test_a_label_with_a_space_after_it_is_shown_so_and_named_as_shown(dataset, tmp_path,

@@ -172,6 +172,9 @@ def _containing(labels, query):
     compares them (any case; a tab, a line break or their glyph as a space), as a curator types
     what the panel shows: a typed escape finds the label shown with it (``drill\\xa0``)."""
     q = folded(query)
+    if not q and query:  # white space alone (a tab, "⇥", "␣"): found as the labels show it
+        glyphs = str(query).replace("\t", "⇥").replace("\n", "⏎")
+        return np.array([glyphs in one_line(l, math.inf) for l in labels], dtype=bool)
     shown = "\\" in q  # (and only then: showing labels takes longer than folding them)
     return np.array([q in folded(l) or shown and q in folded(one_line(l, math.inf))
                      for l in labels], dtype=bool)
