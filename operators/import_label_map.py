@@ -66,7 +66,8 @@ class ImportLabelMap(foo.Operator):
         else:
             message = (f"Recorded {import_summary(made)} on run {key!r}, #{made[0].id} to "
                        f"#{made[-1].id}; Apply to write them (Undo a review edit from "
-                       f"#{made[0].id}, with the later ones, takes them all back)")
+                       f"#{made[0].id}, with the later ones, takes them all back, and any edit made "
+                       "after them)")
         done(ctx, message)
         return dict(message=message, edits=[e.as_record() for e in made])
 

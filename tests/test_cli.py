@@ -735,7 +735,8 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
     out = capsys.readouterr().out
     assert "#1 move helmit to the cluster of drill" in out
     assert "#2 rename the cluster of screwdriver to Screwdriver (tool)" in out
-    assert "vlsr review undo --from 1 takes them all back" in out
+    # (audit: the hint, run later, took back edits made after the import too, unsaid)
+    assert "vlsr review undo --from 1 takes them all back, with any edit made after them" in out
     assert main(["review", "import", str(edited), "--dataset", name]) == 0  # again: nothing to do
     assert "already is as" in capsys.readouterr().out
     # the file exported before those edits, edited elsewhere, would take them back: said so

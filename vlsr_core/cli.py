@@ -800,7 +800,7 @@ def _review_import(a):
             if a.dry_run else "vlsr review show lists them all)"))
     print("run it without --dry-run to record them" if a.dry_run else
           f"vlsr apply writes them to the fields; vlsr review undo --from {made[0].id} takes "
-          "them all back")
+          "them all back, with any edit made after them")
 
 
 def _review_undo(a):
