@@ -1076,6 +1076,24 @@ def test_a_label_given_since_the_clustering_is_refused_by_apply_which_marks_noth
     assert len(drill.distinct("gt.classifications.vlsr_canonical")) == 1
 
 
+def test_a_target_that_is_a_member_and_an_undone_edit_are_said_so(ran):
+    """Audit: "'Helmets' is not a canonical label" said nothing of its cluster, and an undo of
+    an edit undone already said there was no such edit."""
+    from vlsr_core.fo.review import undo_edit
+
+    dataset = ran[0]
+    with pytest.raises(ReviewError, match=r"^'Helmets' is not a canonical label of run 'vlsr': "
+                                          r"it is a label of the cluster named 'helmet'; give "
+                                          r"that name$"):
+        add_edit(dataset, "vlsr", "reject", "helmit", "Helmets")
+    add_edit(dataset, "vlsr", "reject", "helmit", "helmet")
+    undo_edit(dataset, "vlsr", 1)
+    add_edit(dataset, "vlsr", "split", "Helmets")
+    with pytest.raises(ReviewError, match=r"^Run 'vlsr' has no edit #1 in force: it was undone "
+                                          r"on \d{4}-\d\d-\d\d \d\d:\d\d UTC$"):
+        undo_edit(dataset, "vlsr", 1)
+
+
 def test_an_imported_map_with_many_problems_says_the_first_and_how_many_more(ran, monkeypatch):
     """Audit (10,000 labels): one line of 141,751 characters, every one of 819 problems."""
     import vlsr_core.fo.review as review

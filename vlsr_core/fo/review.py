@@ -423,7 +423,10 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                 raise ReviewError(f"{quoted(label)} is the canonical label of its cluster; rename "
                                   "the cluster or move another label instead")
             if to not in names:
-                raise ReviewError(f"{quoted(to)} is not a canonical label of run {key!r}", "to")
+                named = state.label_map.canonical.get(to)  # (a label of a cluster: its name)
+                raise ReviewError(f"{quoted(to)} is not a canonical label of run {key!r}" + (
+                    f": it is a label of the cluster named {quoted(named)}; give that name"
+                    if named is not None else ""), "to")
         elif action == "move":
             target = _member(_as_written(to, state), vocabulary, state.label_map, about="to",
                              memo=state.memo)
@@ -948,7 +951,9 @@ def undo_edit(dataset, key=DEFAULT_KEY, edit_id=None):
     in_force = _in_force(dataset, key)
     edit_id = in_force[-1].id if edit_id is None else _edit_number(edit_id)
     if edit_id not in {e.id for e in in_force}:
-        raise ReviewError(f"Run {key!r} has no edit #{edit_id} in force")
+        undone = next((e for e in edits_of(_config(dataset, key)) if e.id == edit_id), None)
+        raise ReviewError(f"Run {key!r} has no edit #{edit_id} in force" + (
+            f": it was undone on {shown_time(undone.undone)}" if undone is not None else ""))
     return _undo(dataset, key, {edit_id})[0]
 
 
