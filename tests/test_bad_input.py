@@ -189,11 +189,12 @@ def test_the_summary_shortens_a_long_label_and_shows_a_backtick_as_written(datas
         ("a.png", "helmet", [long]), ("b.png", "drill", [ticked])])
     run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
     text = summarize_run(dataset, "vlsr")
-    assert long not in text and f"`{'x' * 60}… (500 characters)`" in text
+    assert long not in text and f"`{'x' * 40}…{'x' * 20} (500 characters)`" in text
     assert "``the `quoted` one``" in text
     dataset.persistent = True  # the CLI lists it shortened too, its canonical mark whole
     assert main(["review", "show", "--dataset", dataset.name]) == 0
-    assert f"      {'x' * 60}… (500 characters) (canonical)  (distance" in capsys.readouterr().out
+    assert f"      {'x' * 40}…{'x' * 20} (500 characters) (canonical)  (distance" in \
+        capsys.readouterr().out
 
 
 @pytest.mark.parametrize("label, shown", [

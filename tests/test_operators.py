@@ -1302,8 +1302,8 @@ def test_the_review_forms_show_labels_as_written_not_as_markdown(ds, tiny_clip, 
     assert preview("review_suggestions", chosen, decision="accept_suggestion",
                    suggestion=odd).startswith(f"To accept: `{odd}` (2)")
     assert preview("review_suggestions", chosen, decision="accept_suggestion",
-                   suggestion=long).startswith("To accept: `" + "a" * 30
-                                               + "… (300 characters)` (2)")
+                   suggestion=long).startswith("To accept: `" + "a" * 20 + "…" + "a" * 10
+                                               + " (300 characters)` (2)")
     # (App audit: a reject read as the accept, "Suggested labels: ...")
     assert preview("review_suggestions", chosen, decision="reject_suggestion",
                    suggestion=odd).startswith(

@@ -19,8 +19,8 @@ def one_line(label, longest=80):
     that do not print as their escapes (``drill\\xa0``: a no-break space; but a joiner between
     two emoji), a backslash as two (so that an escape reads as one), and in a label not in
     Unicode's composed form (NFC) its combining marks as escapes (``cafe\\u0301``, or it would
-    read as its twin ``café``); one longer than ``longest`` cut to its first three quarters and
-    its length."""
+    read as its twin ``café``); one longer than ``longest`` cut to its first half and last
+    quarter, and its length."""
     head, tail = _cut(_marked(label), longest)
     return _escaped(head) + tail
 
@@ -48,11 +48,11 @@ def _marked(label):
 
 
 def _cut(text, longest):
-    """``text`` and "", or for one longer than ``longest`` its first three quarters and the
-    words that say its length."""
+    """``text`` and "", or for one longer than ``longest`` its first half and last quarter
+    (two long labels often differ at their end) and the words that say its length."""
     if len(text) <= longest:
         return text, ""
-    return text[:longest * 3 // 4], f"… ({len(text)} characters)"
+    return text[:longest // 2] + "…" + text[-(longest // 4):], f" ({len(text)} characters)"
 
 
 def _escaped(text):
