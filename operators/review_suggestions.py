@@ -27,6 +27,11 @@ class ReviewSuggestions(foo.Operator):
         inputs, form, key, state = review_form(ctx, self.config.label)
         if state is None:
             return form
+        if ctx.view._is_generated:  # (its ids are of patches or frames, not of samples)
+            block(inputs, "selection_error", "The grid shows patches or frames of the samples: "
+                  "decisions are about samples and their labels. Go back to a view of the "
+                  "samples and select them, or a sample's labels in its expanded view")
+            return form
         samples, label_ids = _selection(ctx, key)
         if not samples:
             block(inputs, "selection_error", "Select samples in the grid, or labels of field "

@@ -1272,6 +1272,18 @@ def test_a_patches_view_is_refused_by_the_form_not_at_execute(ds, tiny_clip):
     # the dataset, the default target, runs while the App shows the patches
     run("compute_embeddings", ds, view=patches, label_field="boxes", model=tiny_clip)
     assert ds.count("vlsr_embedding") == 5  # every readable image
+    # patches selected for a suggestion decision (audit: "2 sample ids of 2 are not in dataset",
+    # or "The selected samples have no suggestions yet: score the labels first")
+    run("score_labels", ds, key="vlsr")
+    run("cluster_and_merge", ds, key="vlsr")
+    ctx = ExecutionContext(request_params=dict(
+        dataset_name=ds.name, view=patches._serialize(), selected=patches.limit(2).values("id"),
+        params=dict(key="vlsr", decision="accept_suggestion")))
+    props = OperatorRegistry().get_operator(URI + "review_suggestions").resolve_input(ctx)
+    assert _form_errors(props.to_json()) == [
+        "The grid shows patches or frames of the samples: decisions are about samples and their "
+        "labels. Go back to a view of the samples and select them, or a sample's labels in its "
+        "expanded view"]
 
 
 def test_the_review_forms_show_labels_as_written_not_as_markdown(ds, tiny_clip, tmp_path):
