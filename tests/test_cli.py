@@ -642,6 +642,12 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 cluster with a member joined by typo, the most doubtful first:\n  helmet: 3 " in out
     assert "      helmit  (distance" in out and "Helmets  (distance" not in out
+    # (audit: "... and 5827 more" after the members found, without how many more were)
+    assert main(["review", "show", "--dataset", name, "--find", "helm", "--members", "1"]) == 0
+    assert "      ... and 2 more, 2 of them containing 'helm' (--members N lists more;" in \
+        capsys.readouterr().out
+    assert main(["review", "show", "--dataset", name, "--find", "helmets", "--members", "1"]) == 0
+    assert "      ... and 2 more, 0 of them containing 'helmets' (" in capsys.readouterr().out
 
     assert main(["review", "reject", "helmit", "--dataset", name]) == 0
     assert "edit #1: take helmit out of helmet; vlsr apply writes" in capsys.readouterr().out

@@ -742,12 +742,15 @@ def _review_show(a):
     for row in rows[:a.clusters]:
         print(f"  {one_line(row['canonical'])}: {_count(row['labels'], 'label')}, "
               f"{_count(row['occurrences'], 'occurrence')}" + (", edited" if row["edited"] else ""))
-        for m in member_rows(state, row["cluster"], a.find, a.joined_by)[:a.members]:
+        members = member_rows(state, row["cluster"], a.find, a.joined_by)
+        for m in members[:a.members]:
             print(f"      {m['shown']}  (distance {m['distance']:.3f}, "
                   f"{_count(m['frequency'], 'sample')})")
-        if row["labels"] > a.members:
-            print(f"      ... and {row['labels'] - a.members:,} more (--members N lists more; "
-                  "label_map.csv of vlsr export has every label)")
+        if len(members) > a.members:
+            found = sum(m["found"] for m in members[a.members:])
+            print(f"      ... and {len(members) - a.members:,} more"
+                  + (f", {found:,} of them containing {a.find!r}" if a.find else "")
+                  + " (--members N lists more; label_map.csv of vlsr export has every label)")
     if len(rows) > a.clusters:
         print(f"\n... and {_count(len(rows) - a.clusters, 'more cluster')} (--clusters N, "
               "--find TEXT)")

@@ -341,8 +341,8 @@ def member_rows(state, cluster, query="", joined=None, longest=80):
     one over ``longest`` characters cut, marked if it is the canonical one), ``is_canonical``,
     ``frequency``, ``distance``, ``joined_by`` (the step that put it
     there: :attr:`~vlsr_core.fo.review.ReviewState.joined_by`, with ", kept" once a review
-    accepted it), ``clustered_with``
-    (its canonical label before the review)."""
+    accepted it), ``clustered_with`` (its canonical label before the review) and ``found``
+    (it contains ``query``)."""
     label_map = state.label_map
     vocabulary = label_map.vocabulary
     chosen = np.asarray(label_map.clusters) == cluster
@@ -352,6 +352,7 @@ def member_rows(state, cluster, query="", joined=None, longest=80):
     name = (label_map.names or label_map.representatives)[cluster]  # none of them if renamed so
     distance = np.asarray(label_map.distance_to_canonical)
     miss = ~_containing([vocabulary[i] for i in members], query)
+    found = dict(zip(members.tolist(), (~miss).tolist()))
     order = members[np.lexsort((-distance[members], miss))] if len(members) else members
     clustered = state.clustered.canonical
     kept = {e.label for e in state.in_force if e.action == "accept"}
@@ -362,5 +363,6 @@ def member_rows(state, cluster, query="", joined=None, longest=80):
                  is_canonical=vocabulary[i] == name,
                  frequency=int(label_map.frequencies[i]),
                  distance=round(max(float(distance[i]), 0.0), 3),  # not -0.0 from rounding
-                 joined_by=reasons[i], clustered_with=clustered.get(vocabulary[i], ""))
+                 joined_by=reasons[i], clustered_with=clustered.get(vocabulary[i], ""),
+                 found=bool(query) and found[i])
             for i in order]
