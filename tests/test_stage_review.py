@@ -1111,3 +1111,16 @@ def test_an_imported_map_with_many_problems_says_the_first_and_how_many_more(ran
     with pytest.raises(ReviewError) as e:
         import_label_map(dataset, "vlsr", LabelMapFile(wanted, lines), dry_run=True)
     assert str(e.value).count("read alike") == 1 and str(e.value).endswith("; and 1 more problem")
+
+
+def test_a_long_label_typed_as_shown_cut_is_that_label(dataset, tmp_path, monkeypatch):
+    """Audit: a 200-character label is shown cut ("very long label xxx… (200 characters)"),
+    and that text, typed or pasted, was "neither a label nor a canonical label"."""
+    from vlsr_core.wording import SHORT, one_line
+
+    long = "very long label " + "x" * 183 + "A"
+    _run_with(dataset, tmp_path, monkeypatch, long, ("glove", 9, 0.9), ["v1.png"])
+    for shown in (one_line(long), one_line(long, SHORT)):  # (a message's, a table cell's)
+        assert "…" in shown
+        edit = add_edit(dataset, "vlsr", "move", shown, "drill", dry_run=True)
+        assert (edit.label, edit.to) == (long, "drill")

@@ -35,7 +35,7 @@ from ..engine.review import (
     edits_to_reach,
     review_label_map,
 )
-from ..wording import ZWSP, count, one_line, quoted
+from ..wording import SHORT, ZWSP, count, one_line, quoted
 from .chunks import sample_ids
 from .labels import USABLE, LabelFieldError, first_match, holds, label_path, usable
 from .lease import holds_run
@@ -641,13 +641,28 @@ def _reads_as(name, label_map, memo, unless=lambda spelling: False):
 SHOWN_AS = ("⇥", "⏎", "␣", "\\")
 
 
+def _uncut(name, state):
+    """The label or cluster name of ``state`` that a long one shown cut gives (its start, "…",
+    its end and its length, as a table cell or a message shows it:
+    :func:`~vlsr_core.wording.one_line`), or None (none, or two shown alike)."""
+    if "cut" not in state.memo:
+        label_map, cut = state.label_map, {}
+        for l in {*label_map.vocabulary, *(label_map.names or label_map.representatives)}:
+            for longest in (SHORT, 80):
+                if len(l) > longest:
+                    shown = one_line(l, longest)
+                    cut[shown] = None if cut.get(shown, l) != l else l
+        state.memo["cut"] = cut
+    return state.memo["cut"].get(name)
+
+
 def _as_written(name, state):
     """The label or cluster name of ``state`` that ``name`` gives as the App shows it (a tab as
     "⇥", a line break as "⏎", an edge space as "␣", a no-break space as "\\xa0":
     :func:`~vlsr_core.wording.one_line`; a long word with the
     zero-width spaces a table cell breaks it at: :func:`~vlsr_core.wording.breakable`; the
-    same characters in another Unicode form, as text pasted from elsewhere may be), else
-    ``name``: a curator can type or paste what is on the screen."""
+    same characters in another Unicode form, as text pasted from elsewhere may be; a long one
+    cut: :func:`_uncut`), else ``name``: a curator can type or paste what is on the screen."""
     label_map = state.label_map
     if not name or name in label_map.canonical or name in (label_map.names or
                                                           label_map.representatives):
@@ -656,6 +671,8 @@ def _as_written(name, state):
         state.memo["composed"] = _by_composed([*(label_map.names or label_map.representatives),
                                               *label_map.vocabulary])
     same = state.memo["composed"].get(unicodedata.normalize("NFC", name))
+    if same is None and "…" in name:  # (a long one shown cut)
+        same = _uncut(name.replace(ZWSP, ""), state)
     if same is not None or not any(c in name for c in (*SHOWN_AS, ZWSP)):
         return same or name
     if ZWSP in name:
