@@ -601,12 +601,15 @@ def _titles(s):
                     + f"; {page})")
     else:
         with_member = f" with a member joined by {s.filtered}" if s.filtered else ""
-        clusters = f"Clusters{with_member}, the most doubtful first ({s.n_clusters}; {page})"
+        clusters = f"Clusters{with_member}, the most doubtful first ({s.n_clusters:,}; {page})"
+    if s.searched:  # (the App may send a search's keys out of order, and keep the box's last:
+        # the rows are said to be for what they were found for)
+        clusters += f" — search: {code(s.searched, SHORT)}"
     members = None
     if s.cluster_name is not None:
         by = f" joined by {s.filtered}" if s.filtered else ""
-        order = ("those matching the search first, then the farthest" if s.searched else
-                 "the farthest first")
+        order = (f"those containing {code(s.searched, SHORT)} first, then the farthest"
+                 if s.searched else "the farthest first")
         members = (f"Members of the cluster '{as_markdown(s.cluster_name)}'{by}, {order} "
                    f"(members {s.member_span})")
     return clusters, members

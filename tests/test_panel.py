@@ -462,6 +462,9 @@ def test_finding_a_cluster_by_one_of_its_labels(ran):
     panel = Panel(ran).event("on_load")
     panel.search("SCREWDRIVERS")
     assert [c["canonical"] for c in panel.state["clusters"]] == ["screwdriver"]
+    # (App audit: keys sent out of order left the rows of "dr" under a box holding "d": the
+    # title says what the rows were found for)
+    assert panel.state["clusters_title"].endswith(" — search: `SCREWDRIVERS`")
     # the box is the curator's: a reply that set it would undo what was typed since
     assert panel.sent("patch_panel_state") and not any(
         "query" in q["state"] for q in panel.sent("patch_panel_state"))
@@ -548,7 +551,7 @@ def test_members_matching_the_search_come_first_and_a_large_cluster_comes_in_pag
     assert _labels(panel) == farthest_first[:2]
     panel.event("next_members")
     panel.search("helm")  # a new search starts again from the first page
-    assert "those matching the search first, then the farthest (members 1-2 of 3)" in str(panel.layout)
+    assert "those containing `helm` first, then the farthest (members 1-2 of 3)" in str(panel.layout)
 
 
 def test_an_open_cluster_stands_alone_above_its_members_and_back_shows_all_again(ran, monkeypatch):
@@ -829,5 +832,6 @@ def test_the_rows_of_an_event_overtaken_by_a_later_one_are_not_sent(ran, monkeyp
                                                                        "helmet"]
     # the table's title is the state's too, shown by name, not the overtaken event's layout
     # (which titled the rows for "he" with the count for "helmit")
-    assert panel.state["clusters_title"] == "Clusters, the most doubtful first (2; page 1 of 1)"
+    assert panel.state["clusters_title"] == ("Clusters, the most doubtful first (2; page 1 of 1)"
+                                             " — search: `he`")  # (what the rows are for)
     assert "'clusters_title'" in str(panel.layout)
