@@ -571,3 +571,22 @@ def test_labels_all_alike_merge_at_the_default_scale_not_by_rounding(dtype):
     words = [f"word {i}" for i in range(8)]
     assert len(set(build_label_map(words, close, [1] * 8, min_cluster_size=0).canonical
                    .values())) == 1
+
+
+def test_the_thresholds_do_not_follow_how_many_spellings_one_label_has():
+    """App audit: 144 casings of "helmet" (one vector to a lowercasing tokenizer) brought the
+    median distance between labels, and every threshold derived from it, near 0: "broom" /
+    "brooms" and "helmit" / "helmet" were left apart. One label of each reading counts."""
+    words = ["helmet", "broom", "drill", "glove", "ladder", "hammer", "sander", "mallet"]
+    centres = spread(len(words), seed=11)
+    vocabulary, rows = list(words), list(centres)
+    for k in range(144):  # HELMET, Helmet, hElmet, ...: one vector
+        casing = "".join(c.upper() if k >> i & 1 else c for i, c in enumerate("helmet"))
+        if casing not in vocabulary:
+            vocabulary.append(casing)
+            rows.append(centres[0])
+    freq = np.ones(len(vocabulary), dtype=np.int64)
+    alone = build_label_map(words, np.stack(centres), np.ones(len(words), dtype=np.int64))
+    crowded = build_label_map(vocabulary, np.stack(rows), freq)
+    assert crowded.steps.derived_eps == pytest.approx(alone.steps.derived_eps)
+    assert crowded.steps.background_distance == alone.steps.background_distance

@@ -24,7 +24,7 @@ import numpy as np
 from .clustering import cluster_labels, number_by_first_occurrence
 from .dots import exact_dots, sampled_pairs
 from .evidence import image_links
-from .lexical import lexical_groups, normal_form
+from .lexical import lexical_groups, normal_form, read_form
 from .merging import merge_small_clusters
 
 # Calibrated on all-MiniLM-L6-v2 as fractions of the background distance (docs/quality.md).
@@ -102,9 +102,17 @@ class Steps:
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
 
 
-def background_distance(embeddings):
+def background_distance(embeddings, vocabulary=None):
     """Median cosine distance between two labels: of all pairs of a small vocabulary, else of
-    ``BACKGROUND_PAIRS`` pairs drawn with a fixed seed (exact products: the same everywhere)."""
+    ``BACKGROUND_PAIRS`` pairs drawn with a fixed seed (exact products: the same everywhere).
+    Given the ``vocabulary``, one label of each reading (:func:`~.lexical.read_form`) counts:
+    144 casings of "helmet" (one vector to a lowercasing tokenizer) brought the median, and
+    with it every threshold of the run, near 0."""
+    if vocabulary is not None:
+        first = {}
+        for i, label in enumerate(vocabulary):
+            first.setdefault(read_form(label), i)
+        embeddings = embeddings[np.sort(np.fromiter(first.values(), dtype=np.int64))]
     if len(embeddings) < 2:
         return float("nan")
     a, b = sampled_pairs(len(embeddings), BACKGROUND_PAIRS)
@@ -155,7 +163,7 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
         cluster ids per label numbered by first label, and :class:`Steps`.
     """
     n = len(vocabulary)
-    background = background_distance(embeddings)
+    background = background_distance(embeddings, vocabulary)
     scale = _scale(background)
     eps = params.eps if params.eps is not None else EPS_SCALE * scale
     limit = params.max_merge_distance if params.max_merge_distance is not None else eps
@@ -232,9 +240,9 @@ def _image_evidence(vocabulary, embeddings, prototypes, groups, spellings, radiu
                     "groups": int(groups.max()) + 1 if groups.size else 0, "not used": why}
 
 
-def paper_steps(embeddings, dbscan, eps, max_merge_distance):
+def paper_steps(embeddings, dbscan, eps, max_merge_distance, vocabulary=None):
     """:class:`Steps` of the paper's mode: nothing grouped or kept apart; the derived eps shown."""
-    background = background_distance(embeddings)
+    background = background_distance(embeddings, vocabulary)
     return Steps(mode="paper", background_distance=background,
                  derived_eps=EPS_SCALE * _scale(background), eps=float(eps),
                  max_merge_distance=max_merge_distance, lexical_groups=np.arange(len(embeddings)),

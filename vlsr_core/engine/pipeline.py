@@ -380,7 +380,8 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
             size_by=params.size_by, linkage=params.linkage,
             max_merge_distance=params.max_merge_distance,
         )
-        steps = paper_steps(sorted_emb, dbscan, eps, params.max_merge_distance)
+        steps = paper_steps(sorted_emb, dbscan, eps, params.max_merge_distance,
+                            sorted_vocabulary)
     else:
         dbscan, clusters, steps = recommended_clusters(
             sorted_vocabulary, sorted_emb, sorted_freq, params, block_rows=block_rows,
