@@ -7,6 +7,7 @@ import numpy as np
 from fiftyone import ViewField
 
 from ..engine.grouping import UNDERIVED, derives
+from ..engine.lexical import read_form
 from ..engine.review import MAP_ACTIONS
 from ..wording import code, count
 from .browse import cluster_sizes, merge_limit, rare_clusters
@@ -150,11 +151,15 @@ WIDE_SHARE, WIDE_LABELS = 0.25, 50  # a cluster this much of the vocabulary is c
 
 def _wide_cluster(label_map, names, members):
     """A warning when one cluster holds a quarter or more of the vocabulary (and 50 labels or
-    more): DBSCAN chained labels step by step (an eps too large for the encoder, or an encoder
-    that puts every label close), and its canonical label would name them all."""
+    more), counted in readings (:func:`~vlsr_core.engine.lexical.read_form`: 95 casings of
+    "helmet" are one, joined by spelling, not chained): DBSCAN chained labels step by step (an
+    eps too large for the encoder, or an encoder that puts every label close), and its
+    canonical label would name them all."""
     n_labels = len(label_map.vocabulary)
-    cluster, labels = max(members.items(), key=lambda item: len(item[1]))
-    if len(labels) < max(WIDE_SHARE * n_labels, WIDE_LABELS):
+    cluster, labels = max(members.items(), key=lambda item: len({read_form(l) for l in item[1]}))
+    readings = len({read_form(l) for l in labels})
+    if readings < max(WIDE_SHARE * len({read_form(l) for l in label_map.vocabulary}),
+                      WIDE_LABELS):
         return None
     ids = np.flatnonzero(np.asarray(label_map.clusters) == cluster)
     farthest = float(np.max(np.asarray(label_map.distance_to_canonical)[ids], initial=0.0))
