@@ -281,6 +281,19 @@ def test_a_delegated_job_that_failed_is_told_in_its_runs_summary_forms_and_panel
 
         assert datetime.fromisoformat(ds.get_run_info("vlsr").config.finished["score labels"]) \
             > service.get(r.result["id"]).failed_at
+        # (review: a first VLSR 1 that made its run, then failed, was not told)
+        import vlsr_core.fo.stages as stages
+
+        r = foo.execute_operator(URI + "compute_embeddings", dataset=ds, request_delegation=True,
+                                 params=dict(label_field="gt", key="k2", model=tiny_clip))
+
+        def gone(samples):
+            raise RuntimeError("the disk went away")
+
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(stages, "_collection_name", gone)
+            service.execute_queued_operations(dataset_name=ds.name)
+        assert ds.has_run("k2") and "the disk went away" in summarize_run(ds, "k2")
         # (review: the form of a new run of a key deleted since crashed on it)
         r = foo.execute_operator(URI + "score_labels", dataset=ds, request_delegation=True,
                                  params=dict(key="vlsr"))

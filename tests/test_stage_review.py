@@ -1124,3 +1124,6 @@ def test_a_long_label_typed_as_shown_cut_is_that_label(dataset, tmp_path, monkey
         assert "…" in shown
         edit = add_edit(dataset, "vlsr", "move", shown, "drill", dry_run=True)
         assert (edit.label, edit.to) == (long, "drill")
+        # as the cluster a label is kept in or out of, too (review: refused as no name)
+        edit = add_edit(dataset, "vlsr", "reject", "Helmets", shown, dry_run=True)
+        assert edit.to == long

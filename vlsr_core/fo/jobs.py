@@ -82,7 +82,8 @@ def failed_note(dataset, key):
     if last is None or last.run_state != "failed" or not dataset.has_run(key):
         return None
     info = dataset.get_run_info(key)
-    if last.queued_at < info.timestamp:  # (for a run of this key deleted since)
+    # (of a run of this key deleted since; one that made the run failed after it began)
+    if (last.failed_at or last.queued_at) < info.timestamp:
         return None
     # its stage run since by other means (the CLI, an immediate run in the App)
     done = (getattr(info.config, "finished", None) or {}).get(

@@ -352,12 +352,15 @@ def holds_run(stage, shared=False):
 
 
 def _finished(dataset, key, stage):
-    """Record in run ``key``'s config when ``stage`` last finished (``finished``, the
-    database's time): a delegated job of that stage that failed before is no longer news."""
+    """Record in run ``key``'s config when ``stage`` last finished (``finished``, UTC by this
+    machine's clock, as FiftyOne times delegated jobs): a delegated job of that stage that
+    failed before is no longer news."""
+    from datetime import datetime, timezone
+
     from .runs import update_run_doc  # (runs holds stages by their leases)
 
-    update_run_doc(dataset, key, {"$set": {f"config.finished.{stage}":
-                                           server_time().isoformat()}})
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    update_run_doc(dataset, key, {"$set": {f"config.finished.{stage}": now.isoformat()}})
 
 
 DOCUMENT_WAIT = 1800.0  # seconds to wait for another process's change of a dataset's document

@@ -409,7 +409,7 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
         label = _member(label, vocabulary, state.label_map, memo=state.memo)
         current = canonical[label]
         if action in ("accept", "reject"):
-            to = current if to is None else to
+            to = current if to is None else _as_written(to, state)
             if to == label:
                 taken = next((e for e in reversed(state.in_force) if e.label == label
                               and e.action in ("reject", "split")), None)

@@ -100,8 +100,8 @@ class VLSRRunConfig(fors.RunConfig):
             Apply without them leaves as they are.
         cluster_shard_edits: the ids of the review edits in force when a clustering in shards
             was prepared, which its shards write (None: not sharded).
-        finished: stage name ("score labels") -> when it last finished, ISO UTC (the
-            database's clock), written by the stage (:func:`~.lease.holds_run`).
+        finished: stage name ("score labels") -> when it last finished, ISO UTC (the clock
+            of the machine that ran it), written by the stage (:func:`~.lease.holds_run`).
         **kwargs: parameter values (defaults: the parameter classes') and FiftyOne's own keys.
     """
 
