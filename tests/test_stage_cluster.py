@@ -431,3 +431,9 @@ def test_the_summary_warns_of_one_cluster_holding_much_of_the_vocabulary(dataset
     run_vlsr(dataset, "gt", key="casings", model=tiny_clip, min_cluster_size=1)
     summary = summarize_run(dataset, "casings")
     assert "1 canonical label" in summary and "One cluster holds" not in summary
+    # chained, it says so in the readings it counts (review: "60 of 1,000 labels (6%)")
+    dataset.set_values("gt", [fo.Classification(label=l) for l in labels[:56] + casings[:4]])
+    run_vlsr(dataset, "gt", key="chained", model=tiny_clip, mode="paper", eps=1.99,
+             min_cluster_size=1)
+    assert ("**One cluster holds 60 of 60 labels, 57 of the 57 ways they read (100%):**"
+            in summarize_run(dataset, "chained"))

@@ -155,16 +155,18 @@ def _wide_cluster(label_map, names, members):
     "helmet" are one, joined by spelling, not chained): DBSCAN chained labels step by step (an
     eps too large for the encoder, or an encoder that puts every label close), and its
     canonical label would name them all."""
-    n_labels = len(label_map.vocabulary)
-    cluster, labels = max(members.items(), key=lambda item: len({read_form(l) for l in item[1]}))
-    readings = len({read_form(l) for l in labels})
-    if readings < max(WIDE_SHARE * len({read_form(l) for l in label_map.vocabulary}),
-                      WIDE_LABELS):
+    reading = {l: read_form(l) for l in label_map.vocabulary}
+    n_labels, n_readings = len(reading), len(set(reading.values()))
+    cluster, labels = max(members.items(), key=lambda item: len({reading[l] for l in item[1]}))
+    readings = len({reading[l] for l in labels})
+    if readings < max(WIDE_SHARE * n_readings, WIDE_LABELS):
         return None
     ids = np.flatnonzero(np.asarray(label_map.clusters) == cluster)
     farthest = float(np.max(np.asarray(label_map.distance_to_canonical)[ids], initial=0.0))
-    return (f"**One cluster holds {len(labels):,} of {n_labels:,} labels "
-            f"({len(labels) / n_labels:.0%}):** {code(names[cluster])}, its farthest member "
+    read = ("" if (readings, n_readings) == (len(labels), n_labels) else
+            f", {readings:,} of the {n_readings:,} ways they read")
+    return (f"**One cluster holds {len(labels):,} of {n_labels:,} labels{read} "
+            f"({readings / n_readings:.0%}):** {code(names[cluster])}, its farthest member "
             f"{farthest:.3f} from it. A cluster this wide comes from DBSCAN chaining labels "
             "step by step: look at its members (the panel's *Members*), or cluster again with "
             "a smaller eps (the cluster form's *eps*, `vlsr run --eps`)")
