@@ -1127,3 +1127,17 @@ def test_a_long_label_typed_as_shown_cut_is_that_label(dataset, tmp_path, monkey
         # as the cluster a label is kept in or out of, too (review: refused as no name)
         edit = add_edit(dataset, "vlsr", "reject", "Helmets", shown, dry_run=True)
         assert edit.to == long
+
+
+def test_a_long_label_shown_as_another_is_refused_saying_so(dataset, tmp_path, monkeypatch):
+    """Review: two long labels of one start, end and length are shown alike; that text was
+    "neither a label nor a canonical label", as if copied wrong."""
+    from vlsr_core.wording import one_line
+
+    long, other = ("very long label " + "x" * 90 + k + "x" * 90 + "A" for k in "BC")
+    _run_with(dataset, tmp_path, monkeypatch, long, ("glove", 9, 0.9), ["v1.png"])
+    _run_with(dataset, tmp_path / "more", monkeypatch, other, ("glove", 9, 0.9), ["v2.png"])
+    assert one_line(long) == one_line(other)
+    with pytest.raises(ReviewError, match="it is how several long labels are shown, cut: type "
+                                          "the one meant whole"):
+        add_edit(dataset, "vlsr", "move", one_line(long), "drill")

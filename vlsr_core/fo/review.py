@@ -1190,6 +1190,8 @@ def _member(label, vocabulary, label_map, about="label", memo=None):
         return label_map.representatives[names.index(label)]
     twin = _reads_as(label, label_map, {} if memo is None else memo)
     hint = f"; did you mean {quoted(twin)}?" if twin is not None else ""
+    if (memo or {}).get("cut", {}).get(label.replace(ZWSP, ""), "") is None:  # (:func:`_uncut`)
+        hint = "; it is how several long labels are shown, cut: type the one meant whole"
     raise ReviewError(f"{quoted(label)} is neither a label nor a canonical label of this run{hint}",
                       about)
 
