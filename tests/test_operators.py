@@ -275,6 +275,8 @@ def test_a_delegated_job_that_failed_is_told_in_its_runs_summary_forms_and_panel
         with run_lease(ds, key="vlsr", stage="cluster and merge"):
             service.execute_queued_operations(dataset_name=ds.name)
         assert "**Failed:** The last delegated operation" in summarize_run(ds, "vlsr")
+        run("score_labels", ds, view=ds.limit(2), view_target="CURRENT_VIEW", key="vlsr")
+        assert "**Failed:** The last delegated operation" in summarize_run(ds, "vlsr")  # a part
         run("score_labels", ds, key="vlsr")
         assert "**Failed:**" not in summarize_run(ds, "vlsr")
         from datetime import datetime

@@ -343,7 +343,7 @@ def holds_run(stage, shared=False):
             with run_lease(dataset, key, stage, shared):
                 result = function(*bound.args, **bound.kwargs)
                 if not shared and dataset.has_run(key):
-                    _finished(dataset, key, stage)
+                    _finished(samples, key, stage)
                 return result
 
         return wrapper
@@ -351,14 +351,17 @@ def holds_run(stage, shared=False):
     return decorate
 
 
-def _finished(dataset, key, stage):
-    """Record in run ``key``'s config when ``stage`` last finished (``finished``, UTC by this
-    machine's clock, as FiftyOne times delegated jobs): a delegated job of that stage that
-    failed before is no longer news."""
+def _finished(samples, key, stage):
+    """Record in run ``key``'s config when ``stage`` last finished on all of the run's samples
+    (``finished``, UTC by this machine's clock, as FiftyOne times delegated jobs): a delegated
+    job of that stage that failed before is no longer news. A part (a view) does not count."""
     from datetime import datetime, timezone
 
-    from .runs import update_run_doc  # (runs holds stages by their leases)
+    from .runs import run_collection, update_run_doc  # (runs holds stages by their leases)
 
+    dataset = samples._dataset
+    if samples is not dataset and len(samples) < len(run_collection(dataset, key)):
+        return
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     update_run_doc(dataset, key, {"$set": {f"config.finished.{stage}": now.isoformat()}})
 
