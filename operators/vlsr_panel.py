@@ -380,7 +380,10 @@ class VLSRPanel(foo.Panel):
         self._load(ctx)
 
     def apply(self, ctx):
-        ctx.prompt(PLUGIN + "apply_review", params=dict(key=ctx.panel.state.key))
+        # (scheduled as a delegated job, it runs nothing of the plugin's that would refresh
+        # the panel: the panel then said "not applied yet", and nothing of the job)
+        ctx.prompt(PLUGIN + "apply_review", params=dict(key=ctx.panel.state.key),
+                   on_success=self.refresh)
 
     def import_map(self, ctx):
         ctx.prompt(PLUGIN + "import_label_map", params=dict(key=ctx.panel.state.key))

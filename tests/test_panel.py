@@ -377,6 +377,9 @@ def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
     panel.event("apply")  # opens the apply form, which writes the fields
     prompt = panel.sent("prompt_user_for_operation")[0]
     assert prompt["operator_uri"] == "@vlsr/vlsr/apply_review" and prompt["params"]["key"] == "vlsr"
+    # (App audit: scheduled as a delegated job, the panel said "not applied yet" and nothing of
+    # the job until Refresh: the App calls the panel back once it is scheduled, or run)
+    assert prompt["on_success"] == f"{URI}#refresh"
     panel.event("import_map")  # the import form, after which the panel shows the new edits
     prompt = panel.sent("prompt_user_for_operation")[0]
     assert prompt["operator_uri"] == "@vlsr/vlsr/import_label_map" and prompt["params"]["key"] == "vlsr"
