@@ -403,6 +403,13 @@ def test_a_suggestion_decision_says_which_earlier_ones_it_replaces(ran):
     two = [add_edit(dataset, "vlsr", "reject_suggestion", label, samples=[sample], dry_run=True)
            for label, sample in (("helmet", three[0]), ("drill", three[2]))]
     assert replaced_note(state, *two) == "it replaces edit #1 on 2 samples"
+    # (audit: it named an earlier decision that a later one had taken over already)
+    add_edit(dataset, "vlsr", "reject_suggestion", "screwdriver", samples=three[:1])  # #2
+    later = review_state(dataset, "vlsr")
+    edit = add_edit(dataset, "vlsr", "accept_suggestion", "drill", samples=three[:1],
+                    dry_run=True)
+    assert replaced_note(later, edit) == "it replaces edit #2 on 1 sample"
+    undo_edit(dataset, "vlsr")
     # a decision on labels does not replace one on samples
     label_id = by_name(dataset, "gt.classifications.id")["h1.png"][0]
     on_label = add_edit(dataset, "vlsr", "reject_suggestion", "helmet", samples=three[:1],

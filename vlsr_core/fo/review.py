@@ -917,14 +917,12 @@ def replaced_note(state, *edits):
         return ""
     on_labels, ids = bool(edits[0].label_ids), {e.id for e in edits}
     mine = {x for e in edits for x in (e.label_ids or e.samples)}
-    taken, earlier = set(), []
+    deciding = {}  # sample or label -> the decision on it now (not one a later took over)
     for e in state.in_force:
         if (e.action in SUGGESTION_ACTIONS and bool(e.label_ids) == on_labels
                 and e.id not in ids and e.label in state.label_map.canonical):
-            shared = mine & set(e.label_ids or e.samples)
-            if shared:
-                earlier.append(f"#{e.id}")
-                taken |= shared
+            deciding.update((x, e.id) for x in mine & set(e.label_ids or e.samples))
+    taken, earlier = set(deciding), [f"#{i}" for i in sorted(set(deciding.values()))]
     if not earlier:
         return ""
     listed = ", ".join(earlier[:5]) + (", ..." if len(earlier) > 5 else "")
