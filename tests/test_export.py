@@ -995,3 +995,19 @@ def test_the_coco_info_of_the_dataset_is_kept(run, tmp_path):
         info = json.load(f)["info"]
     assert (info["contributor"], info["date_created"], info["year"]) == ("crowd", "2019/05/01",
                                                                           2019)
+
+
+def test_the_export_of_a_run_on_boxes_inside_a_document_says_why_no_coco(run, tmp_path, capsys):
+    """Audit: it said "give --detections-field (objects here)", another field, and refused the
+    run's own, inside an embedded document, when given."""
+    dataset, _, images = run
+    dataset.set_values("meta", [fo.DynamicEmbeddedDocument(dets=d)
+                                for d in dataset.values("objects")])
+    dataset.add_dynamic_sample_fields()
+    run_vlsr(dataset, "meta.dets", key="m", encoder=FakeEncoder(images), min_cluster_size=1)
+    dataset.persistent = True  # (the CLI opens it by name)
+    assert main(["export", "--dataset", dataset.name, "--key", "m", "--out",
+                 str(tmp_path / "out")]) == 0
+    assert ("no COCO detections written: the run's boxes, 'meta.dets', are inside an embedded "
+            "document, and the COCO export takes a top-level Detections field") in \
+        capsys.readouterr().out

@@ -897,8 +897,15 @@ def _export(a):
         if left_out:
             print(f"note: {left_out}")
     else:
+        import fiftyone as fo
+
         boxes = detections_fields(collection)
-        if boxes:
+        own = collection._dataset.get_run_info(a.key).config.label_field
+        kind = getattr(collection.get_field(own), "document_type", None)
+        if "." in own and kind is fo.Detections:  # (refused as --detections-field)
+            print(f"no COCO detections written: the run's boxes, {own!r}, are inside an "
+                  "embedded document, and the COCO export takes a top-level Detections field")
+        elif boxes:
             print("no COCO detections written: give --detections-field "
                   f"({', '.join(boxes)} here)")
     for note in (unclustered_note(collection, a.key), missing_files_note(collection, a.key)):
