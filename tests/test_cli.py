@@ -1256,3 +1256,17 @@ def test_the_summary_says_how_to_list_every_join_worth_a_look(ran, capsys, monke
     assert main(["summary", "--dataset", ran[0].name]) == 0
     assert ("typo: , +1 more (vlsr review show --joined-by typo lists them all; in the panel, "
             "choose typo in Only clusters with a member joined by)") in capsys.readouterr().out
+
+
+def test_review_show_says_which_later_edit_decides_where_a_label_goes(ran, capsys):
+    """Audit: a take-out then a move back were both listed as in force, as if both held."""
+    name = ran[0].name
+    assert main(["review", "reject", "helmit", "--dataset", name]) == 0
+    assert main(["review", "move", "helmit", "--to", "helmet", "--dataset", name]) == 0
+    assert main(["review", "rename", "helmet", "--to", "hard hat", "--dataset", name]) == 0
+    capsys.readouterr()
+    assert main(["review", "show", "--dataset", name]) == 0
+    lines = {l.split("  (")[0].strip(): l for l in capsys.readouterr().out.splitlines()}
+    assert lines["#1 take helmit out of helmet"].endswith("; edit #2 decides instead)")
+    assert "decides" not in lines["#2 move helmit to the cluster of helmet"]
+    assert "decides" not in lines["#3 rename the cluster of helmet to hard hat"]

@@ -685,14 +685,14 @@ def _plain(markdown):
 
 def _review_show(a):
     from .fo.browse import cluster_rows, count_rare, member_rows, rare_distance_note, rare_rows
-    from .fo.review import replaced_later, review_state, shown_time
+    from .fo.review import decided_later, replaced_later, review_state, shown_time
     from .wording import one_line
 
     dataset = _with_run(a.dataset, a.key)
     state = review_state(dataset, a.key)
     print(_plain(state.summary()))
     stale = {o.edit.id: o.reason for o in state.stale}
-    replaced = replaced_later(state)
+    replaced, decided = replaced_later(state), decided_later(state)
     earlier = len(state.edits) - a.edits  # (the last ones listed: a review of thousands of
     if earlier > 0:  # edits buried the clusters under them)
         print(f"  ... {_count(earlier, 'earlier edit')} (--edits N lists more)")
@@ -705,6 +705,8 @@ def _review_show(a):
             status += (f"; on {n} of them {'edit' if len(later) == 1 else 'edits'} "
                        f"{', '.join(f'#{i}' for i in later)} "
                        f"{'decides' if len(later) == 1 else 'decide'} instead")
+        if e.id in decided:  # (a take-out, then a move back: both in force, the last wins)
+            status += f"; edit #{decided[e.id]} decides instead"
         print(f"  #{e.id} {_plain(e.describe())}  ({shown_time(e.time)}; {status})")
     if a.rare:
         config = dataset.get_run_info(a.key).config

@@ -951,6 +951,20 @@ def replaced_later(state):
     return replaced
 
 
+def decided_later(state):
+    """For each edit in force about where one label goes (keep, take out, move, split), the
+    later one in force about the same label, which decides in its place (the last one wins):
+    ``{edit id: later edit id}``."""
+    last, decided = {}, {}
+    for e in reversed(state.in_force):
+        if e.action in ("accept", "reject", "move", "split"):
+            if e.label in last:
+                decided[e.id] = last[e.label]
+            else:
+                last[e.label] = e.id
+    return decided
+
+
 def edit_numbers(edits):
     """The numbers of ``edits`` as a curator reads them: ``#3 to #7`` when they follow each
     other, else listed (``#2, #4``: an undo from #2 when #3 was undone already)."""
