@@ -333,6 +333,12 @@ def _readable(samples, key):
     return readable & ~F(error).exists() if samples.has_field(error) else readable
 
 
+def _not_unreadable(samples, key):
+    """``samples`` but those the run found unreadable (files of these it need not look at)."""
+    error = sample_fields(key)["error"]
+    return samples.exists(error, False) if samples.has_field(error) else samples
+
+
 def coco_boxes(samples, detections_field, key, label_map):
     """What the COCO detections hold: images of :func:`_readable` (images without boxes stay: an
     image with nothing on it is an answer too), their boxes that have a label and coordinates,
@@ -459,10 +465,8 @@ def missing_files_note(samples, key=DEFAULT_KEY, shown=3):
     was read: else null, and no COCO box). The run's unreadable
     images, told as such, and paths that are not local files are not looked at."""
     samples = every_field(samples)  # (a view that hides the fields read: read them all the same)
-    error = sample_fields(key)["error"]
-    readable = samples.exists(error, False) if samples.has_field(error) else samples
-    gone = [path for _, (paths,) in iter_chunks(readable, ["filepath"]) for path in paths
-            if "://" not in path and not os.path.exists(path)]
+    gone = [path for _, (paths,) in iter_chunks(_not_unreadable(samples, key), ["filepath"])
+            for path in paths if "://" not in path and not os.path.exists(path)]
     if not gone:
         return None
     one = len(gone) == 1
@@ -669,8 +673,7 @@ def _compute_sizes(samples, key):
     """Image sizes (COCO files give them, and boxes in pixels) for the images without them and
     for those whose file changed since they were read (its size on disk differs: a file
     replaced after an earlier export); the run's unreadable images would only fail again."""
-    error = sample_fields(key)["error"]
-    readable = samples.exists(error, False) if samples.has_field(error) else samples
+    readable = _not_unreadable(samples, key)
     readable.exists("metadata", False).compute_metadata()
     changed = []
     for ids, (paths, sizes) in iter_chunks(readable.exists("metadata"),
