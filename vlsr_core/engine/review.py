@@ -300,9 +300,10 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
         name, label = clash[0]
         names = list(dict.fromkeys(n for n, _ in clash))
         listed = ", ".join(map(quoted, names[:5])) + (", ..." if len(names) > 5 else "")
-        problems.append((f"{quoted(label)} is to be in the cluster named {quoted(name)}, but the label "
-                         f"{quoted(name)} is to be in {quoted(want[name])}: a cluster named like a label "
-                         f"must hold that label, so name it otherwise or put {quoted(name)} in it "
+        problems.append((f"{quoted(label)} is to be in the cluster named {quoted(name)}, but "
+                         f"the label {quoted(name)} is to be in {quoted(want[name])}: a cluster "
+                         "named like a label must hold that label, so name it otherwise or put "
+                         f"{quoted(name)} in it "
                          f"({count(len(names), 'name')} of a label placed elsewhere, given to "
                          f"{count(len(clash), 'label')}: {listed})",
                          list(dict.fromkeys(x for n, l in clash for x in (l, n) if x in wanted))))
@@ -357,8 +358,8 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
     final, _ = review_label_map(label_map, embeddings, list(edits) + new)
     wrong = [l for l, n in final.canonical.items() if n != want[l]]
     if wrong:  # a defect of this function, never of the input: say so rather than store it
-        raise RuntimeError(f"the edits would leave {count(len(wrong), 'label')} apart from the wanted "
-                           f"map, e.g. {quoted(wrong[0])}")
+        raise RuntimeError(f"the edits would leave {count(len(wrong), 'label')} apart from the "
+                           f"wanted map, e.g. {quoted(wrong[0])}")
     return new
 
 
@@ -389,9 +390,10 @@ def _spelling_problems(names, wanted):
                              f"({ALIKE}): write them one way", at_fault))
             continue
         written = next(n for n in alike if n in given)
-        problems.append((f"The canonical label {quoted(written)} reads as {quoted(kept[0])}, the name of a "
-                         f"cluster whose labels the map leaves out ({ALIKE}): write {quoted(kept[0])} "
-                         "to join that cluster, or list its labels too", at_fault))
+        problems.append((f"The canonical label {quoted(written)} reads as {quoted(kept[0])}, the "
+                         f"name of a cluster whose labels the map leaves out ({ALIKE}): write "
+                         f"{quoted(kept[0])} to join that cluster, or list its labels too",
+                         at_fault))
     return problems
 
 
