@@ -1157,9 +1157,7 @@ def _cluster(samples, key, params, overrides, progress, state="running"):
     prototypes, clustering = None, progress
     if params.image_evidence:  # a read of the images first: 0.3 of the stage's progress
         prototypes = _image_prototypes(run, samples, lambda f: progress(0.3 * f))
-
-        def clustering(fraction):
-            progress(0.3 + 0.7 * fraction)
+        clustering = lambda f: progress(0.3 + 0.7 * f)  # noqa: E731
 
     label_map = build_label_map(run.vocabulary, run.merge_emb, run.frequencies, params,
                                 prototypes=prototypes,
