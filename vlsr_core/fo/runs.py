@@ -276,6 +276,14 @@ def stored_review(dataset, key):
     return (stored.get("config") or {}).get("review")
 
 
+def reload_dataset(dataset, key):
+    """Read the dataset's fields and runs, and run ``key``, again from the database: a stage
+    run in a process that loaded the dataset before another process (a shard, the App) added
+    the fields it reads would not see them."""
+    dataset._reload(hard=True)  # (its field schema: reload() would also re-read every sample held)
+    reload_run(dataset, key)
+
+
 def reload_run(dataset, key):
     """Read run ``key`` again from the database: another process may have changed it since the
     dataset was loaded (a review edit in the App while a notebook holds the dataset)."""

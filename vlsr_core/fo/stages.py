@@ -85,6 +85,7 @@ from .runs import (
     narrowing_note,
     output_problem,
     outside_problem,
+    reload_dataset,
     reload_run,
     review_attribute,
     run_samples,
@@ -428,6 +429,7 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     """
     _check_collection(samples)
     dataset = samples._dataset
+    reload_dataset(dataset, key)  # (the fields another shard's process created)
     if not dataset.has_run(key):
         raise VLSRError(f"No VLSR run {key!r} on this dataset: compute embeddings first")
     config = dataset.get_run_info(key).config
@@ -1612,9 +1614,9 @@ def open_run(samples, key, vocabulary=None, results=None, shard=False):
     if not shard:
         _check_collection(samples)
     dataset = samples._dataset
+    reload_dataset(dataset, key)  # (as stored now, not as this process first read it)
     if not dataset.has_run(key):
         raise VLSRError(f"No VLSR run {key!r} on this dataset: compute embeddings first")
-    reload_run(dataset, key)  # (as stored now, not as this process first read it)
     config = dataset.get_run_info(key).config
     results = results or load_results(dataset, key)
     path = _label_path(samples, config.label_field)
