@@ -1148,3 +1148,19 @@ def test_a_long_label_shown_as_another_is_refused_saying_so(dataset, tmp_path, m
     with pytest.raises(ReviewError, match="it is how several long labels are shown, cut: type "
                                           "the one meant whole"):
         add_edit(dataset, "vlsr", "move", one_line(long), "drill")
+
+
+def test_an_edit_on_a_run_deleted_since_its_review_was_read_says_the_run_is_gone(ran):
+    """Not "the review changed": no look at the review and no retry brings the run back."""
+    import subprocess
+
+    from vlsr_core.fo.runs import RunDeletedError
+
+    ran = ran[0]
+    state = review_state(ran, "vlsr")  # (as the CLI and the panel read it, before the edit)
+    code = (f"import fiftyone as fo; from vlsr_core.fo.runs import delete_run; "
+            f"delete_run(fo.load_dataset({ran.name!r}), 'vlsr')")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with pytest.raises(RunDeletedError, match="Run 'vlsr' was deleted"):
+        add_edit(ran, "vlsr", "split", "helmit", state=state)

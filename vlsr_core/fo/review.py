@@ -594,6 +594,7 @@ def _save_review(dataset, key, seen, edits):
     if [Edit.from_record(r) for r in stored or []] != list(seen) or not update_run_doc(
             dataset, key, {"$set": {"config.review": [e.as_record() for e in edits]}},
             where={"config.review": stored}):
+        reload_run(dataset, key)  # (RunDeletedError if the run itself is gone)
         raise ReviewChanged(f"The review of run {key!r} changed while this was being done (an "
                           "edit made or undone in another window or process); nothing was "
                           "recorded: look at the review again, then do it again")

@@ -271,6 +271,8 @@ def save_config(dataset, key, config):
 def stored_review(dataset, key):
     """The review records of run ``key`` as stored now (read from the database, not from the
     dataset's copy of the run, which another process may have changed since)."""
+    if not dataset.has_run(key):
+        raise _deleted(key)
     doc = fors.Run._get_run_doc(dataset, key)
     stored = doc._get_collection().find_one({"_id": doc.id}, {"config.review": 1}) or {}
     return (stored.get("config") or {}).get("review")
@@ -291,8 +293,12 @@ def reload_run(dataset, key):
         try:
             fors.Run._get_run_doc(dataset, key).reload("config")
         except DoesNotExist:
-            raise RunDeletedError(f"Run {key!r} was deleted (by another process or window) since "
-                                  "this dataset was loaded") from None
+            raise _deleted(key) from None
+
+
+def _deleted(key):
+    return RunDeletedError(f"Run {key!r} was deleted (by another process or window) since this "
+                           "dataset was loaded")
 
 
 def load_results(dataset, key, tries=3, wait=0.5):
