@@ -8,7 +8,7 @@ import time
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.wording import SHORT, as_markdown, breakable, code, count, one_line
+from vlsr_core.wording import SHORT, as_markdown, breakable, code, count, one_line, quoted
 
 from .common import PLUGIN, edit_message
 
@@ -306,14 +306,14 @@ class VLSRPanel(foo.Panel):
     def join_nearest(self, ctx):
         """A rare cluster joins the cluster nearest to it: renamed to its name, one edit."""
         from vlsr_core.fo.review import ReviewError, add_edit
+        from vlsr_core.fo.runs import RunDeletedError
 
         row = ctx.panel.state.clusters[ctx.params["row"]]
         try:
             edit = add_edit(ctx.dataset, ctx.panel.state.key, "rename", row["label"],
                             to=row["nearest"], state=self._state(ctx))
-        except ReviewError as e:
-            ctx.ops.notify(str(e), variant="error")
-            self._load(ctx)  # (refused on a stale row: the review changed elsewhere)
+        except (ReviewError, RunDeletedError) as e:  # (a stale row: the review changed elsewhere)
+            self._refused(ctx, e)
             return
         ctx.ops.notify(f"Edit #{edit.id}: {row['canonical']} joins the cluster {row['nearest']}; "
                        "Apply to write it", variant="success")
@@ -323,21 +323,43 @@ class VLSRPanel(foo.Panel):
         """The label of the clicked member row, as the curator saw it."""
         return ctx.panel.state.members[ctx.params["row"]]["label"]
 
-    def _edit(self, ctx, action, **kwargs):
-        from vlsr_core.fo.review import ReviewChanged, ReviewError, add_edit
+    def _edit(self, ctx, action):
+        from vlsr_core.fo.review import ReviewChanged, ReviewError, add_edit, review_state
+        from vlsr_core.fo.runs import RunDeletedError
 
-        label, key = self._member(ctx), ctx.panel.state.key
+        label, key, seen = self._member(ctx), ctx.panel.state.key, self._state(ctx)
+        if seen is None:  # (the run deleted meanwhile)
+            self.on_load(ctx)
+            return
         try:
             try:
-                edit = add_edit(ctx.dataset, key, action, label, state=self._state(ctx), **kwargs)
-            except ReviewChanged:  # another click's edit landed meanwhile: made on top of it
-                edit = add_edit(ctx.dataset, key, action, label, **kwargs)
-        except ReviewError as e:
-            ctx.ops.notify(str(e), variant="error")
-            self._load(ctx)  # (refused on a stale row, an edit made elsewhere: the tables catch up)
+                edit = add_edit(ctx.dataset, key, action, label, state=seen)
+            except ReviewChanged:  # an edit made elsewhere landed meanwhile: this one is made
+                # on top of it while the label is still where the row showed it
+                now = review_state(ctx.dataset, key)
+                was = seen.label_map.canonical.get(label)
+                if now.label_map.canonical.get(label) != was:
+                    raise ReviewError(
+                        f"{quoted(label)} is no longer in the cluster {quoted(was)}: an edit "
+                        "made elsewhere meanwhile moved it or renamed its cluster. Nothing was "
+                        "recorded; the rows now show the review as it is") from None
+                edit = add_edit(ctx.dataset, key, action, label, state=now)
+        except (ReviewError, RunDeletedError) as e:  # (a stale row, an edit made elsewhere)
+            self._refused(ctx, e)
             return
         ctx.ops.notify(edit_message(edit), variant="success")
         self._load(ctx)
+
+    def _refused(self, ctx, error):
+        """Say why an action was refused, and show the review as it is now (the run deleted
+        meanwhile: another run, or what to do without one)."""
+        from vlsr_core.fo.runs import RunDeletedError
+
+        ctx.ops.notify(str(error), variant="error")
+        if isinstance(error, RunDeletedError):
+            self.on_load(ctx)
+        else:
+            self._load(ctx)
 
     def take_out(self, ctx):
         self._edit(ctx, "reject")
@@ -368,11 +390,12 @@ class VLSRPanel(foo.Panel):
 
     def undo(self, ctx):
         from vlsr_core.fo.review import ReviewError, after_undo, undo_edit
+        from vlsr_core.fo.runs import RunDeletedError
 
         try:
             edit = undo_edit(ctx.dataset, ctx.panel.state.key)
-        except ReviewError as e:
-            ctx.ops.notify(str(e), variant="error")
+        except (ReviewError, RunDeletedError) as e:
+            self._refused(ctx, e)
             return
         left = after_undo(ctx.dataset, ctx.panel.state.key, [edit])
         ctx.ops.notify(f"Undid edit #{edit.id} ({edit.describe().replace('`', '')}); {left}",

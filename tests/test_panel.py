@@ -405,6 +405,45 @@ def test_two_clicks_whose_edits_overlap_both_land(ran, monkeypatch):
         (1, "helmit"), (2, "Helmets")]
 
 
+def test_a_click_on_a_row_that_an_edit_elsewhere_moved_meanwhile_records_nothing(
+        ran, monkeypatch):
+    """The curator asked to take helmit out of helmet: after another curator's move of it to
+    drill, made on top, it would have taken helmit out of drill, undoing that move."""
+    import vlsr_core.fo.review as review
+
+    panel = Panel(ran).event("on_load")
+    panel.event("open_cluster", row=0)
+    before = review.review_state(ran, "vlsr")  # what the click's event read
+    seen = dict(panel.state)  # helmit, Helmets, helmet
+    add_edit(ran, "vlsr", "move", "helmit", to="drill")  # elsewhere, meanwhile
+    monkeypatch.setattr(review, "cached_review_state", lambda dataset, key: before)
+    panel.event("take_out", sent_state=seen, row=0)
+    notify = panel.sent("notify")[0]
+    assert notify["variant"] == "error"
+    assert notify["message"].startswith("'helmit' is no longer in the cluster 'helmet': an edit "
+                                        "made elsewhere meanwhile moved it")
+    assert [(e.action, e.label) for e in review.review_state(ran, "vlsr").edits] == [
+        ("move", "helmit")]
+
+
+def test_a_click_after_the_run_was_deleted_elsewhere_is_a_message(ran, monkeypatch):
+    import vlsr_core.fo.review as review
+    from vlsr_core.fo.runs import delete_run
+
+    panel = Panel(ran).event("on_load")
+    panel.event("open_cluster", row=0)
+    before = review.review_state(ran, "vlsr")
+    seen = dict(panel.state)
+    delete_run(ran, "vlsr")  # (by `vlsr delete-run` in a terminal, say)
+    read, first = review.cached_review_state, iter([before])  # the click's read, then as it is
+    monkeypatch.setattr(review, "cached_review_state",
+                        lambda dataset, key: next(first, None) or read(dataset, key))
+    panel.event("take_out", sent_state=seen, row=0)
+    notify = panel.sent("notify")[0]
+    assert notify["variant"] == "error" and "was deleted" in notify["message"]
+    assert panel.state["problem"].startswith("No VLSR run on this dataset yet")
+
+
 def test_a_refused_edit_is_a_message_not_a_crash(ran):
     panel = Panel(ran).event("on_load")
     panel.event("open_cluster", row=2)  # drill, alone in its cluster
