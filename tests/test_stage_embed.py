@@ -187,13 +187,38 @@ def test_embeddings_another_runs_model_made_brought_by_a_merge_are_refused_then_
     embedded = [p for call in spy.path_calls for p in call]
     assert sorted(embedded) == sorted(other.values("filepath") + [
         p for p in dataset.values("filepath") if p.endswith(("missing.png", "zero.png"))])
-    assert report.n_changed == 4
+    assert (report.n_changed, report.n_foreign) == (0, 4)
+    assert "; 4 images tried again, as another model embedded them" in report.summary()
     score_labels(dataset)  # the run's own model's embeddings now
     with pytest.raises(ExportError, match="cluster and merge ran before the last change"):
         export_run(dataset, str(tmp_path / "out"))  # (the final labels of those 4: the other's)
     cluster_and_merge(dataset, min_cluster_size=1)
     export_run(dataset, str(tmp_path / "out"))
     assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_embedded == 0
+
+
+def test_embeddings_of_another_model_merged_onto_images_the_run_embedded_are_embedded_again(
+        main):
+    """Audit: merge_samples of the same images, run with another model, kept the other
+    model's embeddings and appended its stamp to the run's: read as the run's own, they were
+    scored without a word, and a run again did not embed them."""
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    other = fo.Dataset()
+    other.add_samples([fo.Sample(filepath=s.filepath, gt=fo.Classifications(classifications=[
+        fo.Classification(label=c.label, _id=c._id) for c in s.gt.classifications]))
+        for s in dataset.match(F("gt").exists()).limit(3)])  # (the same labels)
+    run_vlsr(other, "gt", encoder=FakeEncoder(images, model_name="other-clip"), min_cluster_size=1)
+    dataset.merge_samples(other)  # (by file path: onto the run's own samples)
+    merged = set(other.values("filepath"))
+    assert "**Embedded by another model:** 3 images hold" in summarize_run(dataset, "vlsr")
+    spy = FakeEncoder(images)
+    report = compute_embeddings(dataset, "gt", encoder=spy)
+    assert merged <= {p for call in spy.path_calls for p in call}
+    assert (report.n_changed, report.n_foreign) == (0, 3)
+    assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_foreign == 0
 
 
 def test_a_shard_embeds_again_only_the_changed_images_of_its_own_samples(main):

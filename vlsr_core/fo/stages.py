@@ -133,6 +133,7 @@ class EmbeddingReport:
     n_crops: int = 0  # boxes cut and embedded now (runs with crops), of usable labels
     n_crop_fallback: int = 0  # boxes of the images embedded now left to the whole image, idem
     n_changed: int = 0  # images embedded again because their file changed since
+    n_foreign: int = 0  # images embedded again because another model embedded them
     n_missing: int = 0  # images embedded before whose file cannot be found now (kept)
     n_blank_labels: int = 0  # label objects with an empty or blank label, skipped
     n_merge_embedded: int = 0  # labels embedded now by the label model (for merging only)
@@ -149,6 +150,8 @@ class EmbeddingReport:
                 + (f"; {count(self.n_changed, 'image')} tried again, as "
                    f"{'its file' if one else 'their files'} changed since "
                    f"{'it was' if one else 'they were'} embedded" if self.n_changed else "")
+                + (f"; {count(self.n_foreign, 'image')} tried again, as another model "
+                   f"embedded {'it' if self.n_foreign == 1 else 'them'}" if self.n_foreign else "")
                 + (f"; {count(self.n_missing, 'image')} embedded before cannot be found now "
                    f"(a drive not mounted? {'it keeps its' if self.n_missing == 1 else 'they keep their'}"
                    " embedding)" if self.n_missing else ""))
@@ -477,7 +480,8 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     current = crops_current(key, path) if crops else F(fields["embedding"]).exists()
     todo = samples.match(~current)
     # and the images whose file changed since they were embedded (or marked to be again)
-    changed, marked, missing = _changed_images(samples.match(current), fields["image_file"], tag)
+    changed, marked, foreign, missing = _changed_images(samples.match(current),
+                                                        fields["image_file"], tag)
     if len(changed):  # their scores and final labels are of the pictures before, until the
         # stages run again (a run stopped before they did left them, without a word)
         load()
@@ -485,7 +489,8 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
         save_config(dataset, key, config)
     ids = sample_ids(todo)
     n_todo = len(ids) + len(changed)
-    report = EmbeddingReport(n_skipped=len(samples) - n_todo, n_changed=len(changed) - marked,
+    report = EmbeddingReport(n_skipped=len(samples) - n_todo,
+                             n_changed=len(changed) - marked - foreign, n_foreign=foreign,
                              n_missing=missing)
     buffer = _Writer(dataset, fields, crops)
     read = ["filepath"] + ([f"{path}.id", f"{path}.bounding_box", f"{path}.label"]
@@ -597,9 +602,9 @@ def foreign_problem(samples, key):
     if not samples._dataset.has_field(stamp):
         return None
     # (of an embedding there: a model switched since drops them, and leaves their stamps)
-    foreign = samples.mongo([{"$match": {f"{stamp}.2": {"$exists": True,
-                                                         "$nin": [embedding_tag(config),
-                                                                  RECOMPUTE]},
+    # (a fourth value: the stamps of two runs' samples merged, see _foreign_stamp)
+    other = {f"{stamp}.2": {"$exists": True, "$nin": [embedding_tag(config), RECOMPUTE]}}
+    foreign = samples.mongo([{"$match": {"$or": [other, {f"{stamp}.3": {"$exists": True}}],
                                          fields["embedding"]: {"$ne": None}}}])
     n = foreign.count()
     if not n:
@@ -614,22 +619,30 @@ def _changed_images(embedded, stamp, tag):
     """The ids (as :func:`sample_ids`) of the ``embedded`` samples whose image file is no longer
     the one embedded: another size or time of change in field ``stamp``, embedded by another
     model than the one of ``tag`` (:func:`embedding_tag`), or marked :data:`RECOMPUTE`; how
-    many of them were so marked; and how many files cannot be found now (a drive not mounted:
-    not a change, their embeddings stay)."""
+    many of them were so marked, and how many another model embedded; and how many files
+    cannot be found now (a drive not mounted: not a change, their embeddings stay)."""
     # one streamed query, as sample_ids (a select a chunk: 4.1 s against 1.7 s at 100,000 samples)
     cursor = embedded.exists(stamp)._aggregate(
         post_pipeline=[{"$project": {"filepath": True, stamp: True}}])
     cursor.batch_size(chunks.ID_PAGE)
-    changed, marked, missing = [], 0, 0
+    changed, marked, foreign, missing = [], 0, 0, 0
     for doc in cursor:
         now, then = file_stamp(doc["filepath"]), doc[stamp]
         again = len(then) > 2 and then[2] == RECOMPUTE  # (a tag, not this model's)
-        if len(then) > 2 and then[2] != tag or now is not None and now != then[:2]:
+        other = _foreign_stamp(then, tag)
+        if again or other or now is not None and now != then[:2]:
             changed.append(doc["_id"])
-            marked += again
+            marked, foreign = marked + again, foreign + other
         elif now is None and then[0] is not None:
             missing += 1
-    return packed_ids(changed), marked, missing
+    return packed_ids(changed), marked, foreign, missing
+
+
+def _foreign_stamp(stamp, tag):
+    """Whether a file stamp says another model than ``tag``'s made the embedding beside it:
+    another tag, or a fourth value, which ``merge_samples`` appends (the stamps of two runs'
+    samples merged as lists) while it keeps one embedding, the one brought."""
+    return len(stamp) > 3 or len(stamp) == 3 and stamp[2] not in (tag, RECOMPUTE)
 
 
 def unreadable_images(samples, key=DEFAULT_KEY):
