@@ -401,16 +401,17 @@ def test_coco_boxes_get_what_the_fields_show_under_the_export_categories(run, tm
     file whose header gives a size) were exported."""
     from vlsr_core.fo.review import add_edit, apply_review
 
-    dataset, _, _ = run
+    dataset, _, images = run
     dataset.persistent = True  # (the CLI opens it by name)
+    s1 = next(s for s in dataset if s.filepath.endswith("s1.png"))
+    s1.objects.detections.append(fo.Detection(label="helmet"))  # no coordinates
+    s1.save()
+    run_vlsr(dataset, "objects", encoder=FakeEncoder(images), top_k=3, min_cluster_size=1)
     h4 = next(s for s in dataset if s.filepath.endswith("h4.png"))
     lathe = next(d for d in h4.objects.detections if d.label == "Lathe Information")
     add_edit(dataset, "vlsr", "accept_suggestion", "helmet", samples=[h4.id], label_ids=[lathe.id])
     add_edit(dataset, "vlsr", "rename", "screwdriver", to="$tool.x")
     apply_review(dataset, "vlsr")
-    s1 = next(s for s in dataset if s.filepath.endswith("s1.png"))
-    s1.objects.detections.append(fo.Detection(label="helmet"))  # no coordinates
-    s1.save()
     h3 = next(s for s in dataset if s.filepath.endswith("h3.png"))
     h3["vlsr_error"] = "image file is truncated"  # as the run writes for such a file
     h3.save()

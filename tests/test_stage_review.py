@@ -1164,3 +1164,38 @@ def test_an_edit_on_a_run_deleted_since_its_review_was_read_says_the_run_is_gone
                    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with pytest.raises(RunDeletedError, match="Run 'vlsr' was deleted"):
         add_edit(ran, "vlsr", "split", "helmit", state=state)
+
+
+def test_labels_removed_or_cleared_by_hand_are_said_then_applied_as_scoring_would(ran, tmp_path):
+    """Audit: after a label was removed and a field cleared by hand, the summary said nothing,
+    the export wrote final labels of labels gone, and an Apply left the lowest score of the
+    removed label on its sample (first in the grid sorted by it)."""
+    from vlsr_core.fo.stages import score_labels
+
+    dataset = ran[0]
+    two = next(s for s in dataset if s.gt and len({c.vlsr_canonical for c in s.gt.classifications
+                                                  if c.vlsr_similarity is not None}) > 1)
+    lowest = min((c for c in two.gt.classifications if c.vlsr_similarity is not None),
+                 key=lambda c: c.vlsr_similarity)
+    two.gt.classifications = [c for c in two.gt.classifications
+                              if c.vlsr_canonical != lowest.vlsr_canonical]
+    two.save()
+    one = next(s for s in dataset if s.id != two.id and s.gt and s.vlsr_min_similarity is not None)
+    one.gt = None
+    one.save()
+    said = r"^2 samples have labels of 'gt' removed, given or cleared since the run's fields"
+    with pytest.raises(ExportError, match=said):
+        export_run(dataset, str(tmp_path / "before"))
+    assert "**Changed by hand:** 2 samples have labels of 'gt' removed" in summarize_run(
+        dataset, "vlsr")
+    before = label_snapshot(dataset)
+    apply_review(dataset, "vlsr")
+    assert label_snapshot(dataset) == before  # (the inputs are never written)
+    fields = ["vlsr_min_similarity", "vlsr_best_gap", "vlsr_labels", "vlsr_label"]
+    applied = {f: dataset.values(f) for f in fields}
+    one.reload()
+    assert one.vlsr_min_similarity is None and one.vlsr_label is None
+    score_labels(dataset, "vlsr", top_k=3)  # what scoring gives the labels as they are
+    assert {f: dataset.values(f) for f in fields} == applied
+    assert "Changed by hand" not in summarize_run(dataset, "vlsr")
+    export_run(dataset, str(tmp_path / "after"))

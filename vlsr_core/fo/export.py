@@ -51,7 +51,9 @@ from ..wording import count, quoted
 from .chunks import every_field, iter_chunks, sample_ids
 from .labels import (
     QUERY_BYTES,
+    USABLE,
     as_label_lists,
+    is_list_field,
     label_filter_problem,
     label_path,
     label_sets,
@@ -545,7 +547,8 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
         return f"Run {key!r}: {deleted_note(gone)}, then export"
     problem = (label_filter_problem(samples, config.label_field, config.collection, key)
                or labels_problem(samples, config, results.vocabulary)
-               or foreign_problem(samples, key) or relabelled_problem(samples, key, results))
+               or foreign_problem(samples, key) or relabelled_problem(samples, key, results)
+               or stale_samples_problem(samples, key, results))
     if problem:
         return problem
     problem = export_dir and _uncreatable(export_dir)
@@ -610,6 +613,53 @@ def relabelled_problem(samples, key=DEFAULT_KEY, results=None):
             f"written, e.g. {label!r}, which they still give as {written!r} (with its score): "
             "score the labels again and apply the review (VLSR 2, then Apply, in the App; vlsr "
             "run on the command line), then export")
+
+
+def stale_samples_problem(samples, key=DEFAULT_KEY, results=None):
+    """Why the run's final labels do not show the labels of ``samples`` as they are now, or
+    None: samples whose labels were removed, given or cleared by hand since the fields were
+    written, so that their canonical label set (``{key}_labels``) holds a label none of their
+    labels maps to, or lacks one they map to (the final label, chosen from it, may be of a
+    label gone). Told by the canonical label on each label object; a sample given a
+    suggestion by a decision may hold one more. Samples the fields were never written on are
+    left to the export's note (:func:`unclustered_note`)."""
+    dataset = samples._dataset
+    config = dataset.get_run_info(key).config
+    path = label_path(samples, config.label_field)
+    attribute = label_attributes(key)["canonical"]
+    state = review_state(dataset, key, results, applied_only=True)  # what the fields show
+    by_sample, _ = suggestion_decisions(applied_edits(state.edits, state.applied),
+                                        state.label_map.vocabulary)
+
+    def usable(label):  # (as labels.usable: a string with a character that is not blank)
+        return {"$cond": [{"$eq": [{"$type": label}, "string"]},
+                          {"$regexMatch": {"input": label, "regex": USABLE["$regex"]}}, False]}
+
+    if is_list_field(path):
+        mapped = {"$map": {"input": {"$filter": {"input": {"$ifNull": [f"${path}", []]},
+                                                 "as": "l", "cond": usable("$$l.label")}},
+                           "as": "l", "in": f"$$l.{attribute}"}}
+    else:
+        mapped = {"$cond": [usable(f"${path}.label"), [f"${path}.{attribute}"], []]}
+    names = sample_fields(key)["labels"]
+    shown = {"$ifNull": [f"${names}.classifications.label", []]}
+    decided = [ObjectId(i) for i in by_sample]
+
+    def some(a, b):
+        return {"$gt": [{"$size": {"$setDifference": [a, b]}}, 0]}
+
+    # (of the samples the fields were written on: one added since gets a note of the export)
+    stale = samples.mongo([{"$match": {names: {"$ne": None}, "$expr": {"$or": [
+        some(mapped, shown), {"$and": [{"$not": [{"$in": ["$_id", decided]}]},
+                                       some(shown, mapped)]}]}}}])
+    n = stale.count()
+    if not n:
+        return None
+    return (f"{count(n, 'sample')} {'has' if n == 1 else 'have'} labels of "
+            f"{config.label_field!r} removed, given or cleared since the run's fields were "
+            f"written, e.g. {stale.first().filepath}, so that {'its' if n == 1 else 'their'} "
+            "final labels may be of labels gone: apply the review to bring them up to date "
+            "(VLSR 5 in the App, vlsr apply on the command line), then export")
 
 
 def detections_fields(samples):

@@ -1285,11 +1285,16 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         f"{fields['label']}.label", f"{fields['label']}.confidence", f"{fields['label']}.tags",
         # (to tell labels changed since they were scored)
         f"{run.path}.{attrs['similarity']}", fields["min_similarity"]]
+    summaries = _score_summary_fields(key, run.path, bool(run.config.crops))
     row = {l: i for i, l in enumerate(label_map.vocabulary)}
     done = written = renumbered = unscored = 0
-    for chunk in run.read_chunks(samples, stored):
-        *values, scores, lowest = chunk.extra
-        unscored += _unscored(chunk, as_label_lists(scores, run.path), lowest, row, vocab_emb)
+    for chunk in run.read_chunks(samples, stored + summaries):
+        *values, scores, lowest = chunk.extra[:len(stored)]
+        scores = as_label_lists(scores, run.path)
+        unscored += _unscored(chunk, scores, lowest, row, vocab_emb)
+        # (labels removed or cleared by hand: the lowest score of a label gone, say)
+        resummed, summary = _score_summaries(key, chunk, scores, lowest,
+                                             chunk.extra[len(stored):], run.path)
         labels = [[_decided(label_decision(by_label, s, i), "accept_suggestion", l)
                    for i, l in zip(ids, ls)]
                   for s, ids, ls in zip(chunk.ids, chunk.label_ids, chunk.labels)]
@@ -1332,7 +1337,9 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         to_write = range(len(chunk.ids)) if copy_to else changed
         if to_write:
             _write_map_values(run, samples, _only(chunk, to_write), new.only(to_write), copy_to)
-        done, written = done + len(chunk.ids), written + len(changed)
+        if resummed:
+            run.write_sample_values(samples, _only(chunk, resummed), summary)
+        done, written = done + len(chunk.ids), written + len(set(changed) | set(resummed))
         if progress is not None:
             progress(min(0.99, done / len(run.ids)))
     _create_index(run.dataset, f"{fields['label']}.confidence")
@@ -1342,6 +1349,48 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
     if progress is not None:
         progress(1.0)
     return done, written, renumbered, unscored
+
+
+def _score_summary_fields(key, path, crops):
+    """What :func:`_score_summaries` reads beside the labels' scores: the top suggestion, the
+    best gap, and with crops the boxes' crop scores and their lowest."""
+    attrs, fields = label_attributes(key), sample_fields(key)
+    return [f"{fields['suggestions']}.classifications.label",
+            f"{fields['suggestions']}.classifications.confidence", fields["best_gap"],
+            *([f"{path}.{attrs['crop_similarity']}", fields["min_crop_similarity"]]
+              if crops else [])]
+
+
+def _score_summaries(key, chunk, scores, lowest, stored, path):
+    """The scored samples of ``chunk`` whose lowest score or best gap (and lowest crop score)
+    no longer follow from the scores their labels carry now, as scoring computes them
+    (:func:`~vlsr_core.engine.pipeline.score_images`), and their values: ``(positions,
+    {field: a value per position})``. A label removed or cleared by hand leaves its score on
+    them, and the grid sorted by the lowest score shows the sample for a label it no longer
+    has."""
+    fields = sample_fields(key)
+    suggested, confidences, gaps, *crop = stored
+    at, values = [], {fields["min_similarity"]: [], fields["best_gap"]: []}
+    if crop:
+        values[fields["min_crop_similarity"]] = []
+    for k, (labels, sims, low) in enumerate(zip(chunk.labels, scores, lowest)):
+        least, gap = low, _float(gaps[k])
+        if low is not None:  # (scored)
+            held = [(l, v) for l, v in zip(labels, sims) if usable(l) and v is not None]
+            top = suggested[k][0] if suggested[k] else None
+            least = min((v for _, v in held), default=None)
+            gap = None if not held or top is None else 0.0 if top in {l for l, _ in held} else (
+                float(confidences[k][0]) - max(v for _, v in held))
+        new = [least, gap]
+        if crop:
+            new.append(crop[1][k] if crop[1][k] is None else min(
+                (v for v in as_label_lists([crop[0][k]], path)[0] if v is not None),
+                default=None))
+        if new != [low, _float(gaps[k]), *([crop[1][k]] if crop else [])]:
+            at.append(k)
+            for name, value in zip(values, new):
+                values[name].append(value)
+    return at, values
 
 
 def _unscored(chunk, scores, lowest, row, vocab_emb):

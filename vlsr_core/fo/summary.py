@@ -11,6 +11,7 @@ from ..engine.lexical import read_form
 from ..engine.review import MAP_ACTIONS
 from ..wording import code, count
 from .browse import cluster_sizes, merge_limit, rare_clusters
+from .export import relabelled_problem, stale_samples_problem
 from .labels import blank_labels, label_counts, label_path, named, usable
 from .lease import running_note
 from .review import copy_note, review_state, run_copies_outdated
@@ -104,6 +105,10 @@ def summarize_run(dataset, key, n_clusters=10):
         drift = _drift(counts, results.vocabulary)
         if drift:
             lines.append(drift)
+        by_hand = (relabelled_problem(samples, key, results)
+                   or stale_samples_problem(samples, key, results))
+        if by_hand:
+            lines.append(f"**Changed by hand:** {by_hand[0].upper()}{by_hand[1:]}.")
     if results is None or not results.labels:  # stopped before its labels were embedded
         lines.append("**Labels embedded:** none yet; run again to embed them (`vlsr run`, or "
                      "*VLSR 1: compute embeddings* in the App)")
