@@ -309,3 +309,24 @@ def test_scoring_again_writes_only_what_changed(ran):
     assert new["gt"] == old["gt"]  # its score as it was
     assert [(c["label"], c["tags"]) for c in new["vlsr_suggestions"]["classifications"]] == [
         (c["label"], c["tags"]) for c in old["vlsr_suggestions"]["classifications"]]
+
+
+def test_a_run_again_or_deleted_keeps_its_dataset_when_its_views_read_state(main):
+    """Audit: FiftyOne takes a saved view whose text holds "_state" for a generated view, and
+    marks the dataset non-persistent when it is overwritten or deleted: with a run key (or a
+    label, or a field) holding "_state", a second run or a delete-run lost the whole dataset
+    when the process left."""
+    from vlsr_core.fo.runs import delete_run
+
+    dataset, images = main
+    dataset.persistent = True  # (the fixture deletes it all the same)
+
+    def persistent():
+        dataset._doc.reload("persistent")  # as stored: what FiftyOne's clean-up reads
+        return dataset.persistent
+
+    for _ in range(2):  # the second run overwrites the review views
+        run_vlsr(dataset, "gt", "pre_state", encoder=FakeEncoder(images), min_cluster_size=1)
+        assert persistent()
+    delete_run(dataset, "pre_state")
+    assert persistent() and not dataset.list_saved_views()

@@ -8,6 +8,7 @@ label attribute or view that the run did not create (:func:`output_problem`), so
 and anything else of the user's are never written over or deleted.
 """
 
+import contextlib
 import time
 from copy import deepcopy
 
@@ -393,6 +394,22 @@ def half_deleted(dataset, key):
             "delete run* in the App)")
 
 
+@contextlib.contextmanager
+def persistence_kept(dataset):
+    """Keep ``dataset`` persistent while one of its saved views is overwritten or deleted.
+    FiftyOne takes a saved view whose stages' text holds ``_state`` for a generated view (of
+    patches, say) and marks its backing dataset non-persistent, to be deleted when the last
+    process leaves: of a review view on a label ``united_states``, a field ``object_state`` or
+    a run key ``pre_state``, that is the dataset itself, which vanished after a run again or
+    ``vlsr delete-run``."""
+    persistent = dataset.persistent
+    try:
+        yield
+    finally:
+        if persistent and not dataset.persistent:
+            dataset.persistent = True
+
+
 def drop_saved_views(dataset, name, keep=0):
     """Delete the saved views called ``name`` but ``keep`` of them. Two processes saving one
     view at once (a stage of a run started twice, by a version before leases) can leave two
@@ -403,7 +420,8 @@ def drop_saved_views(dataset, name, keep=0):
         if sum(v.name == name for v in dataset._doc.get_saved_views()) <= keep:
             return
         try:  # (the first of that name: the oldest, as another process deleting too would)
-            dataset.delete_saved_view(name)
+            with persistence_kept(dataset):
+                dataset.delete_saved_view(name)
         except ValueError:  # deleted meanwhile by another process: look again
             continue
 

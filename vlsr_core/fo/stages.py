@@ -85,6 +85,7 @@ from .runs import (
     narrowing_note,
     output_problem,
     outside_problem,
+    persistence_kept,
     reload_dataset,
     reload_run,
     review_attribute,
@@ -1828,7 +1829,7 @@ def _save_view(run, name, view, description):
     if not run.dataset.has_saved_view(name) and run.config.created_views is not None:
         run.config.created_views = list(run.config.created_views) + [name]
         save_config(run.dataset, run.key, run.config)
-    with dataset_document(run.dataset):
+    with dataset_document(run.dataset), persistence_kept(run.dataset):
         run.dataset.save_view(name, view, description=description, overwrite=True)
         drop_saved_views(run.dataset, name, keep=1)  # (the same view, saved at once elsewhere)
 
