@@ -176,6 +176,10 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
     if prototypes is not None:
         groups, evidence = _image_evidence(vocabulary, embeddings, prototypes, lexical, refused,
                                            EVIDENCE_SCALE * scale, block_rows)
+    # (measured at 100,000 labels: about a fifth of the time grouping, a tenth DBSCAN, the
+    # rest merging)
+    advance = progress or (lambda fraction: None)
+    advance(0.2)
     n_groups = int(groups.max()) + 1 if n else 0
 
     # each group is represented by its most frequent member (ties: the first in string order)
@@ -196,11 +200,13 @@ def recommended_clusters(vocabulary, embeddings, frequencies, params, block_rows
     if placed.any():
         points = embeddings[rep[placed]]
         group_db[placed] = cluster_labels(points, eps=eps, min_samples=params.min_samples,
-                                          block_rows=block_rows, progress=progress)
+                                          block_rows=block_rows,
+                                          progress=lambda f: advance(0.2 + 0.1 * f))
         group_final[placed] = merge_small_clusters(
             points, group_db[placed], group_size[placed], params.min_cluster_size,
             vocabulary=[vocabulary[r] for r in rep[placed]], size_by="samples",
             linkage=params.linkage, max_merge_distance=limit, complete=True,
+            progress=lambda f: advance(0.3 + 0.7 * f),
         )
     steps = Steps(mode=params.mode, background_distance=background,
                   derived_eps=EPS_SCALE * scale, eps=float(eps), max_merge_distance=float(limit),

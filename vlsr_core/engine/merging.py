@@ -31,6 +31,7 @@ def merge_small_clusters(
     linkage="centroid",
     max_merge_distance=None,
     complete=False,
+    progress=None,
 ):
     """Fold every cluster smaller than ``min_cluster_size`` into its nearest neighbour, one at a time.
 
@@ -55,6 +56,9 @@ def merge_small_clusters(
             cosine distance is left alone instead of merged into something unrelated.
         complete: also require every pair of members of the two clusters to lie within
             ``max_merge_distance`` (complete linkage), so that merges cannot drift A~B~C.
+        progress: optional callable taking the share of the small clusters dealt with (merged
+            away, grown to the size, or left alone): at 100,000 labels this step can take
+            most of the clustering's time.
 
     Returns:
         int ndarray of shape (n_labels,): cluster ids 0, 1, ... numbered in order of first label.
@@ -95,7 +99,13 @@ def merge_small_clusters(
     heap = [(int(size[c]), c) for c in range(n_clusters) if size[c] < min_cluster_size]
     heapq.heapify(heap)
     n_alive = n_clusters
+    n_small = n_start = len(heap)  # (small clusters not yet dealt with)
+    shown = 0.0
     while heap and n_alive > 1:
+        done = 1 - max(n_small, 0) / n_start  # (one left alone, then grown: counted twice)
+        if progress is not None and done >= shown + 0.005:
+            progress(done)
+            shown = done
         s, c = heapq.heappop(heap)
         if not alive[c] or s != size[c]:
             continue  # stale entry: merged away, or grown since it was pushed
@@ -104,8 +114,10 @@ def merge_small_clusters(
         target, close_enough = rows.nearest(c, dist, max_merge_distance)
         if close_enough and complete:
             close_enough = _farthest_pair(emb, members[c], members[target]) <= max_merge_distance
+        n_small -= 1  # (c: merged away, or left alone)
         if not close_enough:
             continue  # nothing close enough: the cluster stays as it is
+        n_small -= size[target] < min_cluster_size <= size[target] + size[c]  # (grown to it)
         members[target].extend(members[c])
         members[c] = []
         size[target] += size[c]

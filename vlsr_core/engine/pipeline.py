@@ -373,12 +373,14 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
     sorted_emb, sorted_freq = vocab_emb[order], frequencies[order]
     if params.paper:
         eps = DEFAULT_EPS if params.eps is None else params.eps
+        # (measured at 100,000 labels: a fifth of the time DBSCAN, the rest merging)
         dbscan = cluster_labels(sorted_emb, eps=eps, min_samples=params.min_samples,
-                                block_rows=block_rows, progress=lambda f: advance(0.9 * f))
+                                block_rows=block_rows, progress=lambda f: advance(0.2 * f))
         clusters = merge_small_clusters(
             sorted_emb, dbscan, sorted_freq, params.min_cluster_size, vocabulary=sorted_vocabulary,
             size_by=params.size_by, linkage=params.linkage,
             max_merge_distance=params.max_merge_distance,
+            progress=lambda f: advance(0.2 + 0.7 * f),
         )
         steps = paper_steps(sorted_emb, dbscan, eps, params.max_merge_distance,
                             sorted_vocabulary)
