@@ -3,6 +3,7 @@ run leaves: every score, suggestion, canonical and final label, the threshold, t
 the review views. The shards here run in one process; tests/test_sharding.py runs them as
 delegated operations on two workers."""
 
+import re
 import threading
 from contextlib import contextmanager
 from datetime import timedelta
@@ -181,6 +182,28 @@ def test_a_shard_writes_only_for_the_batch_in_progress(main):
         finish_cluster_shards(dataset, "vlsr")
 
 
+def test_a_shard_of_a_batch_whose_prepare_again_was_refused_says_so(main):
+    """Audit: after a prepare refused (a label added since, not embedded), the shards said
+    "finished already, every shard done", of the batch before: a job queue's workers took
+    that for nothing to do while the new samples stayed unclustered."""
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    score_labels(dataset)
+    prepare_cluster_shards(dataset, "vlsr", **MERGE)
+    for part in shards(dataset, 2):
+        cluster_shard(part, "vlsr")
+    finish_cluster_shards(dataset, "vlsr")
+    sample = dataset.first()
+    sample.gt.classifications.append(fo.Classification(label="glove"))  # never embedded
+    sample.save()
+    with pytest.raises(VLSRError, match="1 label without an embedding yet"):
+        prepare_cluster_shards(dataset, "vlsr", **MERGE)
+    with pytest.raises(VLSRError, match=r"\(batch 'shards'\) was finished already at .* UTC, "
+                                        "every shard done; if you have prepared it again since, "
+                                        "that did not go through: prepare it again"):
+        cluster_shard(dataset, "vlsr")
+
+
 def test_empty_shards_unembedded_shards_and_labels_given_later(main):
     dataset, images = main
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
@@ -259,9 +282,10 @@ def test_the_last_shard_finishes_the_stage_once_also_after_a_failure(main, monke
         late = service.rerun_operation(first.id)
         service.execute_operation(late)
         late = service.get(late.id)
-        assert late.run_state == "completed" and late.result.result["summary"] == (
-            "Nothing to do: this shard's score labels of run 'vlsr' was finished already, every "
-            "shard done")
+        said = late.result.result["summary"]
+        assert late.run_state == "completed" and re.match(
+            r"Nothing to do: this shard's score labels of run 'vlsr' \(batch '[^']+'\) was "
+            r"finished already at \d{4}-\d\d-\d\d \d\d:\d\d UTC, every shard done", said), said
         assert late.label == f"VLSR score labels, shard 1/2: run 'vlsr' on {dataset.name}"
         # a later batch supersedes it: a shard of it, and of a deleted run, fails with its
         # reason in the operation's status

@@ -7,6 +7,7 @@ One record a run's stage, in a MongoDB collection of its own: shards in many pro
 it atomically, where the run's config is written whole."""
 
 import hashlib
+from datetime import datetime, timezone
 
 import numpy as np
 from bson import ObjectId
@@ -76,14 +77,18 @@ def close_batch(dataset, key, stage, batch):
     """Mark ``batch`` finished, its stage done: a shard of it run again then has nothing to do
     (:func:`finished`), until the stage's next batch replaces the record."""
     _records().update_one({"_id": _id(dataset, key, stage), "batch": batch},
-                          {"$set": {"finished": True, "parts": {}}})
+                          {"$set": {"finished": True, "parts": {},
+                                    "finished_at": datetime.now(timezone.utc).isoformat(
+                                        timespec="seconds")}})
     _records().delete_one({"_id": batch})  # (a record of an earlier version's)
 
 
 def finished(dataset, key, stage, batch):
-    """Whether ``batch`` is the last batch of the stage and was finished."""
-    return _records().count_documents(
-        {"_id": _id(dataset, key, stage), "batch": batch, "finished": True}) > 0
+    """When ``batch``, the last batch of the stage, was finished (ISO 8601, UTC; True if an
+    earlier version finished it), or None."""
+    record = _records().find_one(
+        {"_id": _id(dataset, key, stage), "batch": batch, "finished": True})
+    return None if record is None else record.get("finished_at", True)
 
 
 def is_open(dataset, key, stage, batch):

@@ -71,7 +71,7 @@ from .labels import (
     usable,
 )
 from .lease import check_held, dataset_document, holds_run
-from .review import labels_problem, record_applied, review_state, samples_left
+from .review import labels_problem, record_applied, review_state, samples_left, shown_time
 from .runs import (
     CROP_RECORD,
     OUTDATED,
@@ -793,9 +793,13 @@ def _shard_run(samples, key, stage, batch, vocabulary, finish=False):
     state = dataset.get_run_info(key).config.stages.get(stage)
     if state != f"shards:{batch}":
         whose = "the shards'" if finish else "this shard's"
-        if batches.finished(dataset, key, stage, batch):
+        ended = batches.finished(dataset, key, stage, batch)
+        if ended:  # (a prepare of the batch again that was refused leaves the last one's)
+            when = f" at {shown_time(ended)}" if isinstance(ended, str) else ""
             raise BatchFinished(f"Nothing to do: {whose} {STAGE_NAMES[stage]} of run {key!r} "
-                                "was finished already, every shard done")
+                                f"(batch {batch!r}) was finished already{when}, every shard "
+                                "done; if you have prepared it again since, that did not go "
+                                "through: prepare it again")
         raise VLSRError(f"Nothing written: {whose} {STAGE_NAMES[stage]} of run {key!r} is not "
                         f"the one in progress (the stage is {_state_text(state)}): a later run "
                         "of the stage superseded its batch (which then has nothing to do), or "
