@@ -127,6 +127,7 @@ def test_mismatched_or_odd_inputs_are_refused_by_name():
         (lambda: merge_small_clusters(emb * np.nan, ids, freq, 2), "NaN or infinite"),
         (lambda: merge_small_clusters(emb * 3, ids, freq, 2), "unit length"),
         (lambda: merge_small_clusters(emb, ids, [1, -1, 1, 1], 2), r"whole numbers >= 0.*\[-1\]"),
+        (lambda: merge_small_clusters(emb, ids, 3, 2), "one count per label .a 1-D array., got 3"),
         (lambda: merge_small_clusters(emb, ids, freq, None), "min_cluster_size must be"),
         (lambda: merge_small_clusters(emb, ids, freq, 2, max_merge_distance=float("nan")),
          "max_merge_distance must be"),

@@ -138,6 +138,9 @@ def merge_small_clusters(
 def as_counts(frequencies):
     """``frequencies`` as int64: counts of images, whole numbers not below 0."""
     f = np.asarray(frequencies)
+    if f.ndim != 1:  # (a number: its len() failed further on, in Python's words)
+        got = repr(frequencies) if f.ndim == 0 else f"shape {f.shape}"
+        raise ValueError(f"frequencies must be one count per label (a 1-D array), got {got}")
     if f.dtype.kind not in "iuf":
         raise ValueError(f"frequencies must be counts of images (as label_frequencies gives), "
                          f"got dtype {f.dtype}")

@@ -11,7 +11,7 @@ Example:
     >>> MergeParams(eps=0)
     Traceback (most recent call last):
     ...
-    vlsr_core.engine.params.ParamError: eps must be > 0, got 0
+    vlsr_core.engine.params.ParamError: eps must be > 0, got 0.0
 """
 
 import dataclasses
