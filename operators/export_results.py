@@ -92,7 +92,7 @@ class ExportResults(foo.Operator):
     @delegable
     def execute(self, ctx):
         from vlsr_core.fo.export import (coco_image_root, coco_left_out, export_run,
-                                         missing_files_note, unclustered_note)
+                                         image_files_note, unclustered_note)
         from vlsr_core.fo.review import export_note
 
         key = ctx.params.get("key", DEFAULT_KEY)
@@ -112,7 +112,7 @@ class ExportResults(foo.Operator):
             left_out = coco_left_out(target, boxes, key)
             if left_out:
                 listed.append(f"\n{left_out[0].upper()}{left_out[1:]}.")
-        for note in (unclustered_note(target, key), missing_files_note(target, key)):
+        for note in (unclustered_note(target, key), image_files_note(target, key)):
             if note:
                 listed.append(f"\n{note[0].upper()}{note[1:]}.")
         note = export_note(ctx.dataset, key)

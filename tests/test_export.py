@@ -651,10 +651,15 @@ def test_images_whose_file_is_gone_since_the_run_are_said_by_the_export(run, tmp
             "h1.png", "s1.png"}
     from PIL import Image
 
-    Image.new("RGB", (24, 16)).save(folder / "h1.png")  # one is back
+    Image.new("RGB", (24, 16)).save(folder / "h1.png")  # one is back, another picture
     assert main(["export", "--dataset", dataset.name, "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
     assert (f"note: 1 image in this export has no file at its path now (a drive not mounted? "
-            f"moved since?), e.g. {folder / 's1.png'}: it is listed") in capsys.readouterr().out
+            f"moved since?), e.g. {folder / 's1.png'}: it is listed") in out
+    # audit: a file replaced by another picture was exported with the scores of the one before
+    assert (f"; 1 image file changed since the run embedded it (replaced by another picture?), "
+            f"e.g. {folder / 'h1.png'}: its scores and final labels in this export are of the "
+            "picture before; run again to embed and score it") in out
 
 
 def test_a_detections_field_inside_an_embedded_document_is_refused_in_words(run, tmp_path):

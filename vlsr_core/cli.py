@@ -874,7 +874,7 @@ def _collection_of(dataset, key, view=None):
 
 def _export(a):
     from .fo.export import (ExportError, coco_image_root, coco_left_out, detections_fields,
-                            export_files, export_run, missing_files_note, overwrite_removes,
+                            export_files, export_run, image_files_note, overwrite_removes,
                             unclustered_note)
     from .fo.review import export_note
 
@@ -910,7 +910,7 @@ def _export(a):
         elif boxes:
             print("no COCO detections written: give --detections-field "
                   f"({', '.join(boxes)} here)")
-    for note in (unclustered_note(collection, a.key), missing_files_note(collection, a.key)):
+    for note in (unclustered_note(collection, a.key), image_files_note(collection, a.key)):
         if note:
             print(f"note: {note}")
     print(export_note(collection._dataset, a.key, apply="run `vlsr apply`"))

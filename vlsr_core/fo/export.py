@@ -460,22 +460,45 @@ def unclustered_note(samples, key=DEFAULT_KEY):
     return "; ".join(notes) or None
 
 
-def missing_files_note(samples, key=DEFAULT_KEY, shown=3):
+def image_files_note(samples, key=DEFAULT_KEY, shown=3):
     """The images an export of ``samples`` lists whose file cannot be found now (a drive not
-    mounted, files moved since the run read them), in words with a few of them, or None: they
-    are listed with the labels and scores the run gave them, and the size read before (if it
-    was read: else null, and no COCO box). The run's unreadable
+    mounted, files moved since the run read them), or whose file is not the one the run
+    embedded (another size or time of change: replaced by another picture), in words with a
+    few of them, or None: they are listed with the labels and scores the run gave them, and
+    the size read before (if it was read: else null, and no COCO box). The run's unreadable
     images, told as such, and paths that are not local files are not looked at."""
+    from .stages import file_stamp
+
     samples = every_field(samples)  # (a view that hides the fields read: read them all the same)
-    gone = [path for _, (paths,) in iter_chunks(_not_unreadable(samples, key), ["filepath"])
-            for path in paths if "://" not in path and not os.path.exists(path)]
-    if not gone:
-        return None
-    one = len(gone) == 1
-    return (f"{count(len(gone), 'image')} in this export {'has' if one else 'have'} no file at "
+    stamp = sample_fields(key)["image_file"]
+    read = [stamp] if samples.has_field(stamp) else []
+    gone, changed = [], []
+    for _, (paths, *stamps) in iter_chunks(_not_unreadable(samples, key), ["filepath", *read]):
+        for path, then in zip(paths, stamps[0] if stamps else [None] * len(paths)):
+            if "://" in path:
+                continue
+            now = file_stamp(path)
+            if now is None:
+                gone.append(path)
+            elif then and then[0] is not None and now != then[:2]:
+                changed.append(path)
+    notes = []
+    if gone:
+        one = len(gone) == 1
+        notes.append(
+            f"{count(len(gone), 'image')} in this export {'has' if one else 'have'} no file at "
             f"{'its' if one else 'their'} path now (a drive not mounted? moved since?), e.g. "
             f"{', '.join(gone[:shown])}: {'it is' if one else 'they are'} listed with the labels "
             f"and scores the run gave {'it' if one else 'them'}, and the size if read before")
+    if changed:
+        one = len(changed) == 1
+        notes.append(
+            f"{count(len(changed), 'image file')} changed since the run embedded "
+            f"{'it' if one else 'them'} (replaced by another picture?), e.g. "
+            f"{', '.join(changed[:shown])}: {'its' if one else 'their'} scores and final labels "
+            "in this export are of the picture before; run again to embed and score "
+            f"{'it' if one else 'them'} (vlsr run, or VLSR 1 to 3 in the App)")
+    return "; ".join(notes) or None
 
 
 def _remove_if_empty(folder):
