@@ -374,6 +374,12 @@ def test_delete_run_names_a_run_made_on_one_of_its_fields(ran, capsys):
     assert "of run 'sug' on " in capsys.readouterr().out
     assert ("its input field 'vlsr_suggestions' is no longer in the dataset (renamed or deleted)"
             in what_goes(dataset, "sug"))
+    # audit: once deleted, it still said to rename the field back "to go on with the run"
+    assert main(["delete-run", "--dataset", dataset.name, "--key", "sug", "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("deleted ") and "rename it back" not in out and (
+        "its input field 'vlsr_suggestions' was no longer in the dataset: if it was renamed, the "
+        "attributes the run set on its labels are still there") in out
 
 
 def test_delete_run_names_a_run_made_on_one_of_its_saved_views(ran, capsys):

@@ -660,11 +660,11 @@ def _delete_run(a):
     from .fo.runs import delete_run, what_goes
 
     dataset = _with_run(a.dataset, a.key, make=False)  # (not "make it", to delete it)
-    what = what_goes(dataset, a.key)
     if not a.yes:
-        print(f"would delete {what}.\nAdd --yes to delete the run.")
+        print(f"would delete {what_goes(dataset, a.key)}.\nAdd --yes to delete the run.")
         return 1
     a.deleting = True
+    what = what_goes(dataset, a.key, done=True)
     delete_run(dataset, a.key)
     print(f"deleted {what}")
 

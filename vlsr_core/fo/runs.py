@@ -622,9 +622,10 @@ def input_gone(dataset, config):
             "labels")
 
 
-def what_goes(dataset, key):
+def what_goes(dataset, key, done=False):
     """What deleting run ``key`` removes, in words: its fields, saved views, Brain runs and
-    review edits (the input labels stay)."""
+    review edits (the input labels stay); ``done``: said once deleted, when no advice on
+    what to do first helps."""
     config = dataset.get_run_info(key).config
     fields = VLSRRun(config).get_fields(dataset, key)
     views = [v for v in owned_views(key, config) if dataset.has_saved_view(v)]
@@ -641,6 +642,9 @@ def what_goes(dataset, key):
                      + (f" ({undone} undone)" if undone else ""))
     inputs = {k: dataset.get_run_info(k).config.label_field for k in list_vlsr_runs(dataset)}
     stay = input_gone(dataset, config) or f"the input labels of {config.label_field!r} stay"
+    if done and not dataset.has_field(config.label_field):
+        stay = (f"its input field {config.label_field!r} was no longer in the dataset: if it "
+                "was renamed, the attributes the run set on its labels are still there")
     read = "".join(f". Run {k!r} was made on {field!r}, which goes too: that run can then no "
                    "longer be scored, clustered or reviewed"
                    for k, field in inputs.items() if k != key and field in fields)
