@@ -263,3 +263,24 @@ def test_a_run_recorded_before_vlsr_kept_its_fields_still_loads_and_deletes(main
     assert not dataset.has_field("vlsr_label")
     assert not dataset.has_field("gt.classifications.vlsr_similarity")
     assert output_problem(dataset, "vlsr", "gt") is None
+
+
+def test_an_input_field_made_another_type_and_run_again_leaves_no_deleted_note(main):
+    """Audit: after the labels of ``gt`` became one Classification a sample and the run ran
+    again, the summary said for good that the attributes on the old Classifications "were
+    deleted after the run wrote them: run again to write them back"."""
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    first = [c.classifications[0].label if c and c.classifications else None
+             for c in dataset.values("gt")]
+    dataset.delete_sample_field("gt")
+    dataset.set_values("gt", [fo.Classification(label=l) if l else None for l in first])
+    assert "**Deleted:**" not in summarize_run(dataset, "vlsr")  # (a changed input: said so)
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    assert dataset.count("gt.vlsr_similarity") > 0
+    assert "**Deleted:**" not in summarize_run(dataset, "vlsr")
+    dataset.delete_sample_field("gt.vlsr_similarity")  # a deletion of the run's is still said
+    assert ("**Deleted:** Field 'gt.vlsr_similarity' was deleted after the run wrote it"
+            in summarize_run(dataset, "vlsr"))

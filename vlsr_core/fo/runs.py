@@ -595,10 +595,23 @@ def deleted_outputs(dataset, key, roles=("label", "labels", "suggestions")):
     config = dataset.get_run_info(key).config
     created = set(config.created_fields or [])
     if roles is None:  # (nor the copies of the final labels: Apply writes them, if asked)
+        from .labels import LabelFieldError, label_path
+
         kept = {sample_fields(key)[r] for r in ("embedding", "error", "image_file", "crop_ids",
                                                 "crop_boxes", "crop_embeddings")}
         kept.update(getattr(config, "copies", None) or [])
-        return [f for f in config.created_fields or [] if f not in kept and not dataset.has_field(f)]
+        try:  # (the attributes on the labels of the input field as it is now: of a field
+            # gone, or made another type since, the others are not the run's to write back)
+            path = label_path(dataset, config.label_field)
+        except LabelFieldError:
+            path = None
+
+        def on_labels_now(f):
+            return (not f.startswith(config.label_field + ".")
+                    or path is not None and f.rpartition(".")[0] == path)
+
+        return [f for f in config.created_fields or []
+                if f not in kept and on_labels_now(f) and not dataset.has_field(f)]
     return [f for role, f in sample_fields(key).items()
             if role in roles and f in created and not dataset.has_field(f)]
 
