@@ -331,19 +331,27 @@ class VLSRPanel(foo.Panel):
         if seen is None:  # (the run deleted meanwhile)
             self.on_load(ctx)
             return
+
+        def still_shown(state):
+            """Refuse an edit of a label that an edit made elsewhere moved out of the cluster
+            whose members the curator clicked: made where it is now, it would undo that."""
+            cluster, shown = state.label_map.cluster, ctx.panel.state.cluster_label
+            where = cluster.get(label)
+            if shown is not None and where != cluster.get(shown):
+                names = state.label_map.names or state.label_map.representatives
+                raise ReviewError(
+                    f"{quoted(label)} is no longer in the cluster the panel showed: an edit made "
+                    "elsewhere meanwhile moved it"
+                    + (f" to {quoted(names[where])}" if where is not None else "")
+                    + ". Nothing was recorded; the rows now show the review as it is")
+            return state
+
         try:
             try:
-                edit = add_edit(ctx.dataset, key, action, label, state=seen)
-            except ReviewChanged:  # an edit made elsewhere landed meanwhile: this one is made
-                # on top of it while the label is still where the row showed it
-                now = review_state(ctx.dataset, key)
-                was = seen.label_map.canonical.get(label)
-                if now.label_map.canonical.get(label) != was:
-                    raise ReviewError(
-                        f"{quoted(label)} is no longer in the cluster {quoted(was)}: an edit "
-                        "made elsewhere meanwhile moved it or renamed its cluster. Nothing was "
-                        "recorded; the rows now show the review as it is") from None
-                edit = add_edit(ctx.dataset, key, action, label, state=now)
+                edit = add_edit(ctx.dataset, key, action, label, state=still_shown(seen))
+            except ReviewChanged:  # an edit made elsewhere landed meanwhile: on top of it
+                edit = add_edit(ctx.dataset, key, action, label,
+                                state=still_shown(review_state(ctx.dataset, key)))
         except (ReviewError, RunDeletedError) as e:  # (a stale row, an edit made elsewhere)
             self._refused(ctx, e)
             return
