@@ -619,33 +619,56 @@ def test_a_failed_operation_is_told_by_its_reason_or_its_tracebacks_last_line_cu
     assert failure(SimpleNamespace(status=None, result=None)) == "no error kept"
 
 
+class _OtherProcess:
+    """A process that loads the dataset now, then runs ``code`` (with ``ds``, the dataset, and
+    the stages' module as ``stages``) when told, and prints what it gives."""
+
+    def __init__(self, dataset, code):
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-c",
+             "import sys, fiftyone as fo; from vlsr_core.fo import stages; "
+             f"ds = fo.load_dataset({dataset.name!r}); print('loaded', flush=True); "
+             f"sys.stdin.readline(); print({code})"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=Path(__file__).resolve().parents[1])
+        assert self.process.stdout.readline().strip() == "loaded", self.process.stderr.read()
+
+    def go(self):
+        try:
+            out, err = self.process.communicate("go\n", timeout=120)
+        finally:
+            self.process.kill()
+        assert self.process.returncode == 0, err
+        return out.strip()
+
+
 def test_shards_in_processes_that_loaded_the_dataset_before_the_fields_were_made(main):
     """Each shard may run in any process: one that loaded the dataset before another process
     embedded the images, or prepared the scoring, still sees the fields those made."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     from vlsr_core.fo.stages import compute_image_embeddings
 
     dataset, images = main
     compute_embeddings(dataset, "gt", "split", encoder=FakeEncoder(images), images=False)
-    code = ("import sys, fiftyone as fo; from vlsr_core.fo.stages import prepare_score_shards; "
-            f"ds = fo.load_dataset({dataset.name!r}); print('loaded', flush=True); "
-            "sys.stdin.readline(); print(prepare_score_shards(ds, 'split', top_k=3))")
-    other = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             cwd=Path(__file__).resolve().parents[1])
-    try:
-        assert other.stdout.readline().strip() == "loaded", other.stderr.read()
-        compute_image_embeddings(dataset, "split", encoder=FakeEncoder(images))  # (not seen there)
-        out, err = other.communicate("go\n", timeout=120)
-    finally:
-        other.kill()
-    assert out.strip().isdigit(), err  # the vocabulary's size, not "compute embeddings first"
+    other = _OtherProcess(dataset, "stages.prepare_score_shards(ds, 'split', top_k=3)")
+    compute_image_embeddings(dataset, "split", encoder=FakeEncoder(images))  # (not seen there)
+    assert other.go().isdigit()  # the vocabulary's size, not "compute embeddings first"
     # this process loaded the dataset before the prepare made the suggestions' field
     report = score_shard(dataset, "split")
     finish_score_shards(dataset, "split")
     assert report.n_samples == len(dataset) - report.n_unscored > 0
     assert dataset.get_run_info("split").config.stages["score"] == "complete"
     assert dataset.exists("split_suggestions").count() == report.n_samples
+
+
+def test_a_shard_in_a_process_that_loaded_the_dataset_before_the_run_was_made(main):
+    """Audit: it said "there is no VLSR run 'vlsr' on this dataset (deleted since the shards
+    were prepared?)"."""
+    dataset, images = main
+    other = _OtherProcess(dataset, "stages.score_shard(ds, 'vlsr').n_samples")
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    prepare_score_shards(dataset, "vlsr")
+    assert int(other.go()) == dataset.exists("vlsr_embedding").count() > 0

@@ -283,7 +283,10 @@ def reload_dataset(dataset, key):
     """Read the dataset's fields and runs, and run ``key``, again from the database: a stage
     run in a process that loaded the dataset before another process (a shard, the App) added
     the fields it reads would not see them."""
+    had = dataset.has_run(key)
     dataset._reload(hard=True)  # (its field schema: reload() would also re-read every sample held)
+    if had and not dataset.has_run(key):
+        raise _deleted(key)
     reload_run(dataset, key)
 
 

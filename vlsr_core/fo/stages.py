@@ -77,6 +77,7 @@ from .runs import (
     OUTDATED,
     REVIEW_TAGS,
     STAGE_NAMES,
+    RunDeletedError,
     VLSRResults,
     VLSRRunConfig,
     drop_saved_views,
@@ -786,7 +787,10 @@ def _shard_run(samples, key, stage, batch, vocabulary, finish=False):
     ``samples`` is in no shard done) of ``stage`` in ``batch``, on the vocabulary its
     preparation recorded in the results' ``vocabulary`` attribute."""
     dataset = samples._dataset
-    reload_run(dataset, key)
+    try:  # (the run and fields as stored: the process may have loaded the dataset before them)
+        reload_dataset(dataset, key)
+    except RunDeletedError:
+        pass  # (said below, as of a shard)
     if not dataset.has_run(key):
         raise VLSRError(f"Nothing written: there is no VLSR run {key!r} on this dataset "
                         "(deleted since the shards were prepared?)")
