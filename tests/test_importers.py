@@ -97,13 +97,16 @@ def test_read_factorynet_csv_rows_and_quirks(tmp_path):
         ('2" wood screw', (5.0, 6.0, 8.0, 7.0), None),
         ("glove", None, None),
         ("gear", None, "user"),
+        ("bolt", None, None),  # (audit: coordinates that do not read lost the label)
+        ("drill", None, None),
+        ("pliers", None, None),
         ("file", (1.0, 2.0, 4.0, 3.0), "scraped"),
     ]
-    assert [row.line for row in rows] == [1, 2, 3, 4, 5, 6, 16]
+    assert [row.line for row in rows] == [1, 2, 3, 4, 5, 6, 7, 11, 15, 16]
     expected = {
         5: "blank coordinates",
         6: "zero-size",
-        7: "non-numeric",
+        7: "non-numeric coordinates ['abc', '1', '2', '3']; image-level label only",
         8: "3 columns",
         9: "empty label",
         10: "7 columns",
@@ -251,13 +254,13 @@ def test_factorynet_labels_sources_and_repeats(tmp_path, dataset):
     report = import_factorynet(tmp_path, dataset)
 
     assert report.n_samples == 1 and len(dataset) == 1
-    assert report.n_labels == 5
+    assert report.n_labels == 6
     sample = dataset.first()
     assert sample.filepath == str(image)
     assert sample.factorynet_id == "1711609735362"
     assert (sample.metadata.width, sample.metadata.height) == (500, 400)  # shown in the App
     assert sample.metadata.size_bytes == image.stat().st_size
-    assert _labels(sample) == ['Screw, 2" wood', "helmet", "Helmet"]
+    assert _labels(sample) == ['Screw, 2" wood', "helmet", "bolt", "Helmet"]
     boxes = _boxes(sample)
     assert [(label, source) for label, _, source in boxes] == [
         ('Screw, 2" wood', "user"),
@@ -1000,3 +1003,44 @@ def test_a_csv_as_a_spreadsheet_may_save_it(tmp_path, dataset):
     report = import_csv(_text(tmp_path / "f.csv", f"{url},helmet\n"), dataset)
     assert not report.problems
     assert [(s.filepath, _labels(s)) for s in dataset] == [(str(images / "a.jpg"), ["helmet"])]
+
+
+def test_read_factorynet_csv_trailing_empty_columns_and_a_comma_in_a_label(tmp_path):
+    """Audit: Excel's trailing empty column dropped every row of the file (7 columns); an
+    unquoted comma shifted the box and was said as an unexpected source alone."""
+    path = _text(tmp_path / "a.csv", "helmet,10,10,100,200,user,\r\nglove,10,10,100,200,,\r\n"
+                                     "size 10, 12,20,20,50,50\r\n")
+    rows, problems = read_factorynet_csv(path)
+    assert [row[:3] for row in rows] == [("helmet", (10.0, 10.0, 200.0, 100.0), "user"),
+                                         ("glove", (10.0, 10.0, 200.0, 100.0), None),
+                                         ("size 10", (12.0, 20.0, 50.0, 20.0), "50")]
+    assert problems == [(f"{path}:3", "unexpected source '50'; kept as written (a number: if "
+                                      "the label holds a comma, quote it, as here it reads "
+                                      "'size 10')")]
+
+
+def test_import_csv_headers_of_other_names_keep_their_other_columns_out(tmp_path, dataset):
+    """Audit: a header named file_path, File Path or img, or of names the importer does not
+    know, made every other column labels: a split column gave each image the label train."""
+    _plain_images(tmp_path)
+    for k, header in enumerate(["file_path,label,confidence", "File Path,Label,Split",
+                                "img,label,annotator", "picture,label,split"]):
+        csv_path = _text(tmp_path / f"h{k}.csv", f"{header}\nimgs/a.jpg,cat,train\n")
+        report = import_csv(csv_path, dataset, label_field=f"gt{k}")
+        assert dataset.values(f"gt{k}.classifications.label") == [["cat"]], header
+        assert _problem(report, f"{csv_path}:1", "of the header is not named as labels: left out")
+    assert _problem(report, f"{csv_path}:1", "reads as a header of unknown names")
+
+
+def test_import_csv_says_when_cells_seem_to_list_several_labels(tmp_path, dataset):
+    """Audit: cat;dog, cat|dog and [cat, dog] each became one label, and nothing said so."""
+    _plain_images(tmp_path)
+    csv_path = _text(tmp_path / "l.csv", "filepath,labels\nimgs/a.jpg,cat;dog\nimgs/b.png,cat|dog\n"
+                                         'imgs/c.gif,"[cat, dog]"\n')
+    report = import_csv(csv_path, dataset)
+    assert sorted(dataset.values("ground_truth.classifications.label", unwind=True)) == [
+        "[cat, dog]", "cat;dog", "cat|dog"]  # (as written: a cell is one label)
+    assert report.problems == [(str(csv_path), (
+        "3 cells hold ';' or '|', or a list that does not read as one, e.g. 'cat;dog': a cell "
+        "is one label, so they are imported as written; if a cell lists several labels, give "
+        'each its own cell, or write them as a list: ["cat", "dog"]'))]

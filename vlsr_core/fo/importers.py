@@ -49,8 +49,10 @@ SOURCES = ("user", "wikimedia")  # the values Factorynet's optional sixth column
 DEFAULT_CANVAS_WIDTH = 891  # the canvas width most Factorynet labelling sessions used
 WHOLE_IMAGE_TOLERANCE = 0.02  # relative aspect-ratio error for a box to count as the whole image
 CLIP_TOLERANCE = 0.02  # boxes overshooting the canvas by more than this (relative) are reported
-# first cells that mark a plain CSV's header row
-HEADER_NAMES = ("filepath", "path", "image", "file", "image_path", "filename", "file_name")
+# first cells that mark a plain CSV's header row, in any case and spacing ("File Path",
+# "image_path": see _header_name)
+HEADER_NAMES = ("filepath", "path", "image", "img", "file", "image_path", "filename",
+                "image_file")
 # a header's names for label columns, as words of the name ("label 2", "final_label", "Tags",
 # "className", "ground_truth"), unless a word says the column holds something else of a label
 # ("class_id", "label_count", "annotation_id")
@@ -133,6 +135,8 @@ def read_factorynet_csv(csv_path) -> tuple[list[FactorynetRow], list[tuple[str, 
         where = f"{csv_path}:{line}"
         if not cells:
             continue  # a blank line
+        while len(cells) > 5 and not cells[-1].strip():  # (empty columns a spreadsheet adds)
+            cells = cells[:-1]
         if len(cells) not in (5, 6):
             expected = "label, X, Y, height, width[, source]"
             hint = (" (its cells seem separated by ';' or tabs: the CSV must use commas)"
@@ -153,17 +157,22 @@ def read_factorynet_csv(csv_path) -> tuple[list[FactorynetRow], list[tuple[str, 
         else:
             try:
                 x, y, height, width = (_number(c) for c in coords)
-            except ValueError:
-                problems.append((where, f"non-numeric coordinates {coords}; row skipped"))
-                continue
-            if width <= 0 or height <= 0:
+            except ValueError:  # (as blank ones: the label stays)
+                x = y = height = width = None
+                problems.append((where, f"non-numeric coordinates {coords}; image-level label "
+                                        "only"))
+            if width is None:
+                box = None
+            elif width <= 0 or height <= 0:
                 box = None
                 size = f"width {width:g}, height {height:g}"
                 problems.append((where, f"zero-size box ({size}); image-level label only"))
             else:
                 box = (x, y, width, height)
         if source is not None and source not in SOURCES:
-            problems.append((where, f"unexpected source {source!r}; kept as written"))
+            shifted = (f" (a number: if the label holds a comma, quote it, as here it reads "
+                       f"{label!r})" if _is_number(source) else "")
+            problems.append((where, f"unexpected source {source!r}; kept as written{shifted}"))
         rows.append(FactorynetRow(label, box, source, line))
     return rows, problems
 
@@ -201,7 +210,7 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
     _check_fields(dataset, {label_field: fo.Classifications})
     report = ImportReport()
     images = {}  # filepath -> (where it first appears, its labels in order, repeats included)
-    first_row, left_out = True, set()
+    first_row, left_out, joined = True, set(), []
     rows = _csv_rows(csv_path, report.problems)
     if not report.problems and not any(c.strip() for _, cells in rows for c in cells):
         raise InputFileError(f"{csv_path} is empty: it lists no image")
@@ -211,7 +220,7 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
             continue  # a blank line, or a spreadsheet's empty row
         path = cells[0].strip()
         header, first_row = first_row, False
-        if header and path.lower() in HEADER_NAMES:
+        if header and _header_name(path) in map(_header_name, HEADER_NAMES):
             left_out = _not_label_columns(cells, where, report.problems)
             continue
         if not path:
@@ -228,6 +237,8 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
         filepath = fos.normalize_path(os.path.join(folder, os.path.expanduser(path)))
         if not os.path.isfile(filepath):
             report.problems.append((where, _missing_image(path, filepath, folder, cells, header)))
+            if header and _unknown_header(path, filepath):  # its names still tell the label
+                left_out = _not_label_columns(cells, where, report.problems)  # columns apart
             continue
         media = fom.get_media_type(filepath)
         if media != fom.IMAGE:
@@ -235,6 +246,7 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
             continue
         labels = [l for k, c in enumerate(cells) if k and k not in left_out
                   for l in _cell_labels(c)]
+        joined.extend(l for l in labels if _looks_joined(l))
         # one image under two names (a symlink) is one sample, under the first name given
         images.setdefault(os.path.realpath(filepath), (filepath, where, []))[2].extend(labels)
 
@@ -246,10 +258,32 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
                 report.problems.append((where, "no labels; an unlabelled image"))
             yield fo.Sample(filepath=filepath, **{label_field: _classifications(labels)})
 
+    if joined:  # (once a file: a scraped CSV holds thousands)
+        report.problems.append((csv_path, (
+            f"{count(len(joined), 'cell')} {'holds' if len(joined) == 1 else 'hold'} ';' or '|', "
+            f"or a list that does not read as one, e.g. {joined[0]!r}: a cell is one label, so "
+            f"{'it is' if len(joined) == 1 else 'they are'} imported as written; if a cell lists "
+            'several labels, give each its own cell, or write them as a list: ["cat", "dog"]')))
     if not images and not report.problems:
         raise InputFileError(f"{csv_path} holds a header row and nothing else: it lists no image")
     _add_in_chunks(dataset, samples(), len(images), (label_field,), report, progress)
     return report
+
+
+def _header_name(name):
+    """A header cell as compared with :data:`HEADER_NAMES`: its letters, lower case."""
+    return re.sub(r"[^a-z]", "", name.lower())
+
+
+def _unknown_header(path, filepath):
+    """Whether a first row whose first cell, ``path``, names no file reads as a header of names
+    the importer does not know (a name, not a path: no extension, no URL)."""
+    return "://" not in path and not os.path.splitext(path)[1] and not os.path.isdir(filepath)
+
+
+def _looks_joined(label):
+    """Whether a label of one cell may list several, as scraped CSVs write them."""
+    return any(c in label for c in ";|") or label.startswith("[") and label.endswith("]")
 
 
 def _cell_labels(cell):
@@ -346,7 +380,7 @@ def _missing_image(path, filepath, folder, cells, header):
     if len(cells) == 1 and any(s in path for s in ";\t"):
         return (f"no such file {filepath}; row skipped (its cells seem separated by ';' or tabs: "
                 "the CSV must use commas)")
-    if header and not os.path.splitext(path)[1]:
+    if header and _unknown_header(path, filepath):
         return (f"the first row ({', '.join(cells)[:80]}) reads as a header of unknown names: a "
                 f"header names the image column {' or '.join(HEADER_NAMES)}, and it comes first; "
                 "row skipped")
@@ -473,6 +507,14 @@ def _csv_rows(path, problems) -> list[tuple[int, list[str]]]:
     finally:
         csv.field_size_limit(limit)
     return rows
+
+
+def _is_number(text):
+    try:
+        _number(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _number(text) -> float:
