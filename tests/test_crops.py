@@ -354,3 +354,29 @@ def test_scoring_again_leaves_the_boxes_and_their_samples_as_they_were(photos):
     after = dict(zip(dataset.values("filepath"), dataset.values("last_modified_at")))
     assert [p for p in after if after[p] != before[p]] == [sample.filepath]
     assert boxes_of(dataset, "vlsr_crop_similarity")[("w2.png", SCREW)] is None
+
+
+def test_apply_brings_the_lowest_crop_score_in_step_with_boxes_changed_by_hand(photos):
+    """Audit: after a box was removed or its label blanked by hand, Apply kept that box's
+    crop score as the sample's lowest, by which the worst-first view sorts."""
+    from vlsr_core.fo.review import apply_review
+
+    dataset, images = photos
+    run(dataset, images)
+    fields = ["vlsr_min_crop_similarity", "vlsr_min_similarity", "vlsr_best_gap"]
+    changed = []
+    for sample in dataset.match(fo.ViewField("gt.detections").length() > 1):
+        lowest = min(sample.gt.detections, key=lambda d: d.vlsr_crop_similarity)
+        if changed:
+            lowest.label = ""  # blanked
+        else:
+            sample.gt.detections = [d for d in sample.gt.detections if d is not lowest]
+        sample.save()
+        changed.append(sample.id)
+    assert len(changed) >= 2
+    before = {f: dataset.values(f) for f in fields}
+    apply_review(dataset, "vlsr")
+    applied = {f: dataset.values(f) for f in fields}
+    assert applied != before
+    score_labels(dataset, "vlsr")  # what scoring gives the boxes as they are
+    assert {f: dataset.values(f) for f in fields} == applied

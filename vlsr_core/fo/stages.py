@@ -1391,10 +1391,10 @@ def _score_summaries(key, chunk, scores, lowest, stored, path):
             gap = None if not held or top is None else 0.0 if top in {l for l, _ in held} else (
                 float(confidences[k][0]) - max(v for _, v in held))
         new = [least, gap]
-        if crop:
+        if crop:  # (scoring leaves the boxes without a usable label out)
             new.append(crop[1][k] if crop[1][k] is None else min(
-                (v for v in as_label_lists([crop[0][k]], path)[0] if v is not None),
-                default=None))
+                (v for l, v in zip(labels, as_label_lists([crop[0][k]], path)[0])
+                 if usable(l) and v is not None), default=None))
         if new != [low, _float(gaps[k]), *([crop[1][k]] if crop else [])]:
             at.append(k)
             for name, value in zip(values, new):
