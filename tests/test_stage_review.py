@@ -1199,3 +1199,23 @@ def test_labels_removed_or_cleared_by_hand_are_said_then_applied_as_scoring_woul
     assert {f: dataset.values(f) for f in fields} == applied
     assert "Changed by hand" not in summarize_run(dataset, "vlsr")
     export_run(dataset, str(tmp_path / "after"))
+
+
+def test_labels_removed_by_hand_from_a_sample_given_a_suggestion_are_said(ran, tmp_path):
+    """Review: a sample with a suggestion decision was left out of the check, so its labels
+    removed by hand went to the export as they were."""
+    dataset = ran[0]
+    sample = next(s for s in dataset if s.gt and s.vlsr_suggestions
+                  and s.vlsr_suggestions.classifications[0].label
+                  not in {c.vlsr_canonical for c in s.gt.classifications})
+    add_edit(dataset, "vlsr", "accept_suggestion", sample.vlsr_suggestions.classifications[0].label,
+             samples=[sample.id])
+    apply_review(dataset, "vlsr")
+    export_run(dataset, str(tmp_path / "a"))  # (the suggestion given is no change by hand)
+    sample.reload()
+    sample.gt.classifications = []
+    sample.save()
+    with pytest.raises(ExportError, match="^1 sample has labels of 'gt' removed, given or "):
+        export_run(dataset, str(tmp_path / "b"))
+    apply_review(dataset, "vlsr")
+    export_run(dataset, str(tmp_path / "c"))

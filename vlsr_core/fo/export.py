@@ -644,7 +644,7 @@ def stale_samples_problem(samples, key=DEFAULT_KEY, results=None):
     written, so that their canonical label set (``{key}_labels``) holds a label none of their
     labels maps to, or lacks one they map to (the final label, chosen from it, may be of a
     label gone). Told by the canonical label on each label object; a sample given a
-    suggestion by a decision may hold one more. Samples the fields were never written on are
+    suggestion by a decision may hold that one more. Samples the fields were never written on are
     left to the export's note (:func:`unclustered_note`)."""
     dataset = samples._dataset
     config = dataset.get_run_info(key).config
@@ -666,15 +666,19 @@ def stale_samples_problem(samples, key=DEFAULT_KEY, results=None):
         mapped = {"$cond": [usable(f"${path}.label"), [f"${path}.{attribute}"], []]}
     names = sample_fields(key)["labels"]
     shown = {"$ifNull": [f"${names}.classifications.label", []]}
-    decided = [ObjectId(i) for i in by_sample]
+    given = {}  # the canonical label a decision gives -> its samples
+    for sample_id, edit in by_sample.items():
+        if edit.action == "accept_suggestion":
+            given.setdefault(state.label_map.canonical[edit.label], []).append(ObjectId(sample_id))
+    extra = {"$switch": {"branches": [{"case": {"$in": ["$_id", ids]}, "then": [{"$literal": c}]}
+                                      for c, ids in given.items()], "default": []}} if given else []
 
     def some(a, b):
         return {"$gt": [{"$size": {"$setDifference": [a, b]}}, 0]}
 
     # (of the samples the fields were written on: one added since gets a note of the export)
     stale = samples.mongo([{"$match": {names: {"$ne": None}, "$expr": {"$or": [
-        some(mapped, shown), {"$and": [{"$not": [{"$in": ["$_id", decided]}]},
-                                       some(shown, mapped)]}]}}}])
+        some(mapped, shown), some(shown, {"$concatArrays": [mapped, extra]})]}}}])
     n = stale.count()
     if not n:
         return None
