@@ -1219,3 +1219,17 @@ def test_labels_removed_by_hand_from_a_sample_given_a_suggestion_are_said(ran, t
         export_run(dataset, str(tmp_path / "b"))
     apply_review(dataset, "vlsr")
     export_run(dataset, str(tmp_path / "c"))
+
+
+def test_labels_changed_by_hand_are_said_of_a_run_made_on_an_unsaved_view(main):
+    """Review: the summary's check was left out for a run on a view it cannot find again."""
+    dataset, images = main
+    view = dataset.match(F("gt").exists())  # (not saved)
+    run_vlsr(view, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    assert "Changed by hand" not in summarize_run(dataset, "vlsr")
+    sample = next(s for s in dataset if s.gt and len({c.vlsr_canonical
+                                                      for c in s.gt.classifications}) > 1)
+    sample.gt.classifications = sample.gt.classifications[:1]
+    sample.save()
+    assert "**Changed by hand:** 1 sample has labels of 'gt' removed" in summarize_run(
+        dataset, "vlsr")

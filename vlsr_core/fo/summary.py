@@ -14,7 +14,7 @@ from .browse import cluster_sizes, merge_limit, rare_clusters
 from .export import relabelled_problem, stale_samples_problem
 from .labels import blank_labels, label_counts, label_path, named, usable
 from .lease import running_note
-from .review import copy_note, review_state, run_copies_outdated
+from .review import copy_note, labels_problem, review_state, run_copies_outdated
 from .runs import (
     deleted_note,
     deleted_outputs,
@@ -24,6 +24,7 @@ from .runs import (
     outdated_note,
     review_attribute,
     run_collection,
+    run_samples,
     sample_fields,
     saved_view_names,
     stage_activity,
@@ -101,12 +102,16 @@ def summarize_run(dataset, key, n_clusters=10):
     input_left = input_gone(dataset, config)
     if input_left:
         lines.append(f"**Input gone:** {input_left[0].upper()}{input_left[1:]}.")
-    elif results is not None and results.vocabulary and known:
-        drift = _drift(counts, results.vocabulary)
+    elif results is not None and results.vocabulary:
+        drift = known and _drift(counts, results.vocabulary)
         if drift:
             lines.append(drift)
-        by_hand = (relabelled_problem(samples, key, results)
-                   or stale_samples_problem(samples, key, results))
+        # (the samples of the run's fields, wherever it was made; labels the map lacks are
+        # the drift's to say: Apply refuses them)
+        written = run_samples(dataset, key).exists(sample_fields(key)["labels"])
+        by_hand = not labels_problem(written, config, results.vocabulary) and (
+            relabelled_problem(written, key, results)
+            or stale_samples_problem(written, key, results))
         if by_hand:
             lines.append(f"**Changed by hand:** {by_hand[0].upper()}{by_hand[1:]}.")
     if results is None or not results.labels:  # stopped before its labels were embedded
