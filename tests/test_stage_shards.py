@@ -199,8 +199,9 @@ def test_a_shard_of_a_batch_whose_prepare_again_was_refused_says_so(main):
     with pytest.raises(VLSRError, match="1 label without an embedding yet"):
         prepare_cluster_shards(dataset, "vlsr", **MERGE)
     with pytest.raises(VLSRError, match=r"\(batch 'shards'\) was finished already at .* UTC, "
-                                        "every shard done; if you have prepared it again since, "
-                                        "that did not go through: prepare it again"):
+                                        r"every shard done; a prepare of it again at .* UTC was "
+                                        r"refused \(1 label without an embedding yet.*\): prepare "
+                                        "it again once that is done$"):
         cluster_shard(dataset, "vlsr")
 
 

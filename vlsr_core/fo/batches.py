@@ -6,6 +6,7 @@ which of them are done, so that the last one runs that part.
 One record a run's stage, in a MongoDB collection of its own: shards in many processes update
 it atomically, where the run's config is written whole."""
 
+import contextlib
 import hashlib
 from datetime import datetime, timezone
 
@@ -19,6 +20,10 @@ def _records():
     from fiftyone.core.odm import get_db_conn
 
     return get_db_conn()[COLLECTION]
+
+
+def _now():
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _id(dataset, key, stage):
@@ -77,18 +82,29 @@ def close_batch(dataset, key, stage, batch):
     """Mark ``batch`` finished, its stage done: a shard of it run again then has nothing to do
     (:func:`finished`), until the stage's next batch replaces the record."""
     _records().update_one({"_id": _id(dataset, key, stage), "batch": batch},
-                          {"$set": {"finished": True, "parts": {},
-                                    "finished_at": datetime.now(timezone.utc).isoformat(
-                                        timespec="seconds")}})
+                          {"$set": {"finished": True, "parts": {}, "finished_at": _now()},
+                           "$unset": {"refused_at": "", "refused": ""}})
     _records().delete_one({"_id": batch})  # (a record of an earlier version's)
 
 
 def finished(dataset, key, stage, batch):
-    """When ``batch``, the last batch of the stage, was finished (ISO 8601, UTC; True if an
-    earlier version finished it), or None."""
-    record = _records().find_one(
-        {"_id": _id(dataset, key, stage), "batch": batch, "finished": True})
-    return None if record is None else record.get("finished_at", True)
+    """The record of ``batch`` if it is the last batch of the stage and was finished (with
+    ``finished_at``, and ``refused_at`` and ``refused`` if a prepare of the batch again was
+    refused since: times ISO 8601, UTC; none of them if an earlier version wrote it), or None."""
+    return _records().find_one({"_id": _id(dataset, key, stage), "batch": batch, "finished": True})
+
+
+@contextlib.contextmanager
+def refusal_noted(dataset, key, stage, batch):
+    """Note on the stage's last batch of that name a prepare of it again that is refused (a
+    label not embedded yet, say): its shards, run by workers that did not see the refusal,
+    then say so rather than that there is nothing to do."""
+    try:
+        yield
+    except ValueError as e:
+        _records().update_one({"_id": _id(dataset, key, stage), "batch": batch}, {"$set": {
+            "refused_at": _now(), "refused": str(e)}})
+        raise
 
 
 def is_open(dataset, key, stage, batch):

@@ -743,7 +743,8 @@ def prepare_score_shards(samples, key=DEFAULT_KEY, params=None, *, batch="shards
     Returns the number of vocabulary labels.
     """
     _check_shardable(samples)
-    run = _start_scoring(samples, key, params, overrides, f"shards:{batch}")
+    with batches.refusal_noted(samples._dataset, key, "score", batch):
+        run = _start_scoring(samples, key, params, overrides, f"shards:{batch}")
     run.results.score_vocabulary = run.vocabulary
     run.results.score_frequencies = run.frequencies
     save_results(run.dataset, key, run.results)
@@ -798,12 +799,14 @@ def _shard_run(samples, key, stage, batch, vocabulary, finish=False):
     if state != f"shards:{batch}":
         whose = "the shards'" if finish else "this shard's"
         ended = batches.finished(dataset, key, stage, batch)
-        if ended:  # (a prepare of the batch again that was refused leaves the last one's)
-            when = f" at {shown_time(ended)}" if isinstance(ended, str) else ""
+        if ended:
+            when = f" at {shown_time(ended['finished_at'])}" if "finished_at" in ended else ""
+            refused = (f"; a prepare of it again at {shown_time(ended['refused_at'])} was "
+                       f"refused ({ended['refused']}): prepare it again once that is done"
+                       if "refused_at" in ended else "")
             raise BatchFinished(f"Nothing to do: {whose} {STAGE_NAMES[stage]} of run {key!r} "
                                 f"(batch {batch!r}) was finished already{when}, every shard "
-                                "done; if you have prepared it again since, that did not go "
-                                "through: prepare it again")
+                                f"done{refused}")
         raise VLSRError(f"Nothing written: {whose} {STAGE_NAMES[stage]} of run {key!r} is not "
                         f"the one in progress (the stage is {_state_text(state)}): a later run "
                         "of the stage superseded its batch (which then has nothing to do), or "
@@ -1133,8 +1136,9 @@ def prepare_cluster_shards(samples, key=DEFAULT_KEY, params=None, *, batch="shar
     Returns the :class:`LabelMap` the shards will write (the run's review edits applied).
     """
     _check_shardable(samples)
-    run, review = _cluster(samples, key, params, overrides, progress or (lambda fraction: None),
-                           f"shards:{batch}")
+    with batches.refusal_noted(samples._dataset, key, "cluster", batch):
+        run, review = _cluster(samples, key, params, overrides,
+                               progress or (lambda fraction: None), f"shards:{batch}")
     batches.open_batch(run.dataset, key, "cluster", batch, run.ids)
     return review.label_map
 
