@@ -99,13 +99,18 @@ def merge_small_clusters(
     heap = [(int(size[c]), c) for c in range(n_clusters) if size[c] < min_cluster_size]
     heapq.heapify(heap)
     n_alive = n_clusters
-    n_small = n_start = len(heap)  # (small clusters not yet dealt with)
-    shown = 0.0
+    small = size < min_cluster_size  # (the clusters to deal with: merged, grown or left)
+    n_start, n_done, shown = int(small.sum()), 0, 0.0
+
+    def dealt(c):
+        nonlocal n_done
+        n_done += bool(small[c])
+        small[c] = False
+
     while heap and n_alive > 1:
-        done = 1 - max(n_small, 0) / n_start  # (one left alone, then grown: counted twice)
-        if progress is not None and done >= shown + 0.005:
-            progress(done)
-            shown = done
+        if progress is not None and n_done >= (shown + 0.005) * n_start:
+            shown = n_done / n_start
+            progress(shown)
         s, c = heapq.heappop(heap)
         if not alive[c] or s != size[c]:
             continue  # stale entry: merged away, or grown since it was pushed
@@ -114,10 +119,11 @@ def merge_small_clusters(
         target, close_enough = rows.nearest(c, dist, max_merge_distance)
         if close_enough and complete:
             close_enough = _farthest_pair(emb, members[c], members[target]) <= max_merge_distance
-        n_small -= 1  # (c: merged away, or left alone)
+        dealt(c)  # (merged away, or left alone)
         if not close_enough:
             continue  # nothing close enough: the cluster stays as it is
-        n_small -= size[target] < min_cluster_size <= size[target] + size[c]  # (grown to it)
+        if size[target] + size[c] >= min_cluster_size:
+            dealt(target)  # (grown to the size)
         members[target].extend(members[c])
         members[c] = []
         size[target] += size[c]
