@@ -120,6 +120,10 @@ class VLSRPanel(foo.Panel):
         from vlsr_core.fo.labels import LabelFieldError
         from vlsr_core.fo.stages import VLSRError
 
+        key = ctx.panel.state.key
+        if key is not None and not ctx.dataset.has_run(key):  # deleted meanwhile, elsewhere:
+            self.on_load(ctx)  # another run, or what to do without one
+            return
         s = _Writes(ctx)
         try:
             self._find(ctx, s, query, scores)
@@ -280,13 +284,25 @@ class VLSRPanel(foo.Panel):
         ctx.ops.notify(f"Labels of run {key!r} scoring {lo:.3f} to {hi:.3f}")
 
     def _cluster_row(self, ctx):
-        """The clicked cluster row: the run's review state, the cluster's id and name now."""
+        """The clicked cluster row: the run's review state, the cluster's id and name now; None
+        if the run is gone (said, and the panel shown again)."""
         state = self._state(ctx)
+        if state is None:
+            self._gone(ctx)
+            return None
         cluster = state.label_map.cluster[ctx.panel.state.clusters[ctx.params["row"]]["label"]]
         return state, cluster, (state.label_map.names or state.label_map.representatives)[cluster]
 
+    def _gone(self, ctx):
+        """Say why the run cannot be read now (deleted elsewhere, say), and show the panel again."""
+        ctx.ops.notify(ctx.panel.state.problem or "The run is gone", variant="error")
+        self.on_load(ctx)
+
     def open_cluster(self, ctx):
-        state, cluster, _ = self._cluster_row(ctx)
+        row = self._cluster_row(ctx)
+        if row is None:
+            return
+        state, cluster, _ = row
         ctx.panel.state.cluster_label = state.label_map.representatives[cluster]
         ctx.panel.state.member_page = 0
         self._load(ctx)
@@ -294,14 +310,19 @@ class VLSRPanel(foo.Panel):
     def show_cluster(self, ctx):
         from vlsr_core.fo.browse import labels_named
 
-        state, cluster, name = self._cluster_row(ctx)
+        row = self._cluster_row(ctx)
+        if row is None:
+            return
+        state, cluster, name = row
         members = [l for l, c in state.label_map.cluster.items() if c == cluster]
         self._show_labels(ctx, labels_named, members, f"the cluster of `{name}`")
 
     def rename_cluster(self, ctx):
-        _, _, name = self._cluster_row(ctx)
+        row = self._cluster_row(ctx)
+        if row is None:
+            return
         ctx.prompt(PLUGIN + "edit_label_map", params=dict(
-            key=ctx.panel.state.key, action="rename", label=name))
+            key=ctx.panel.state.key, action="rename", label=row[2]))
 
     def join_nearest(self, ctx):
         """A rare cluster joins the cluster nearest to it: renamed to its name, one edit."""
@@ -329,7 +350,7 @@ class VLSRPanel(foo.Panel):
 
         label, key, seen = self._member(ctx), ctx.panel.state.key, self._state(ctx)
         if seen is None:  # (the run deleted meanwhile)
-            self.on_load(ctx)
+            self._gone(ctx)
             return
 
         def still_shown(state):
@@ -367,7 +388,7 @@ class VLSRPanel(foo.Panel):
         if isinstance(error, RunDeletedError):
             self.on_load(ctx)
         else:
-            self._load(ctx)
+            self._load(ctx)  # (it shows another run if this one is gone)
 
     def take_out(self, ctx):
         self._edit(ctx, "reject")

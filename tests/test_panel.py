@@ -445,6 +445,25 @@ def test_a_click_after_the_run_was_deleted_elsewhere_is_a_message(ran, monkeypat
     assert panel.state["problem"].startswith("No VLSR run on this dataset yet")
 
 
+@pytest.mark.parametrize("method,params", [
+    ("undo", {}), ("on_search", {"value": "hel"}), ("open_cluster", {"row": 0}),
+    ("rename_cluster", {"row": 0}), ("keep", {"row": 0}), ("next_page", {})])
+def test_the_panel_after_its_run_was_deleted_elsewhere_says_so(ran, method, params):
+    """Audit (App walk): after `vlsr delete-run` in a terminal, Undo, a search, a cluster's
+    Members and Rename replaced the panel with a traceback; a member's Keep said nothing."""
+    from vlsr_core.fo.runs import delete_run
+
+    panel = Panel(ran).event("on_load")
+    panel.event("open_cluster", row=0)
+    delete_run(ran, "vlsr")
+    panel.event(method, **params)  # (no ExecutionError)
+    assert panel.state["key"] is None
+    assert panel.state["problem"].startswith("No VLSR run on this dataset yet")
+    if method not in ("on_search", "next_page"):  # (a click on a row or button: said)
+        notify = panel.sent("notify")[0]
+        assert notify["variant"] == "error", notify
+
+
 def test_a_refused_edit_is_a_message_not_a_crash(ran):
     panel = Panel(ran).event("on_load")
     panel.event("open_cluster", row=2)  # drill, alone in its cluster
