@@ -56,6 +56,17 @@ class ApplyReview(foo.Operator):
         if problem:
             block(inputs, "apply_error", problem)
             return form
+        from vlsr_core.fo.export import stale_samples
+        from vlsr_core.wording import count
+
+        n, example = stale_samples(view, key)
+        if n:  # (the export refuses them, and sends the curator here)
+            field = ctx.dataset.get_run_info(key).config.label_field
+            inputs.view("by_hand", types.Notice(label=(
+                f"{count(n, 'sample')} {'has' if n == 1 else 'have'} labels of {field!r} "
+                f"removed, given or cleared by hand since the run's fields were written, e.g. "
+                f"{example}: this Apply brings {'its' if n == 1 else 'their'} canonical and "
+                "final labels and lowest score up to date")))
         for name, n in run_copies_outdated(ctx.dataset, key, state):
             inputs.view(f"outdated_{name}", types.Warning(label=copy_note(name, n)))
         prop = inputs.str("copy_to", label="Also copy the final labels to a new field (optional)",

@@ -1188,6 +1188,13 @@ def test_labels_removed_or_cleared_by_hand_are_said_then_applied_as_scoring_woul
         export_run(dataset, str(tmp_path / "before"))
     assert "**Changed by hand:** 2 samples have labels of 'gt' removed" in summarize_run(
         dataset, "vlsr")
+    from test_operators import form  # the export sends the curator to Apply: its form says why
+
+    note = form("apply_review", dataset, key="vlsr")["type"]["properties"]["by_hand"]
+    assert note["view"]["label"].startswith(
+        "2 samples have labels of 'gt' removed, given or cleared by hand since the run's fields "
+        "were written, e.g. ") and note["view"]["label"].endswith(
+        ": this Apply brings their canonical and final labels and lowest score up to date")
     before = label_snapshot(dataset)
     apply_review(dataset, "vlsr")
     assert label_snapshot(dataset) == before  # (the inputs are never written)

@@ -640,12 +640,27 @@ def relabelled_problem(samples, key=DEFAULT_KEY, results=None):
 
 def stale_samples_problem(samples, key=DEFAULT_KEY, results=None):
     """Why the run's final labels do not show the labels of ``samples`` as they are now, or
-    None: samples whose labels were removed, given or cleared by hand since the fields were
-    written, so that their canonical label set (``{key}_labels``) holds a label none of their
-    labels maps to, or lacks one they map to (the final label, chosen from it, may be of a
-    label gone). Told by the canonical label on each label object; a sample given a
-    suggestion by a decision may hold that one more. Samples the fields were never written on are
-    left to the export's note (:func:`unclustered_note`)."""
+    None (see :func:`stale_samples`)."""
+    n, example = stale_samples(samples, key, results)
+    if not n:
+        return None
+    field = samples._dataset.get_run_info(key).config.label_field
+    return (f"{count(n, 'sample')} {'has' if n == 1 else 'have'} labels of {field!r} removed, "
+            f"given or cleared since the run's fields were written, e.g. {example}, so that "
+            f"{'its' if n == 1 else 'their'} final labels may be of labels gone: apply the "
+            "review to bring them up to date (VLSR 5 in the App, vlsr apply on the command "
+            "line), then export")
+
+
+def stale_samples(samples, key=DEFAULT_KEY, results=None):
+    """How many samples of ``samples`` the run's fields no longer show as they are, and the
+    file path of one (0 and None if none): samples whose labels were removed, given or
+    cleared by hand since the fields were written, so that their canonical label set
+    (``{key}_labels``) holds a label none of their labels maps to, or lacks one they map to
+    (the final label, chosen from it, may be of a label gone). Told by the canonical label on
+    each label object; a sample given a suggestion by a decision may hold that one more.
+    Samples the fields were never written on are left to the export's note
+    (:func:`unclustered_note`)."""
     dataset = samples._dataset
     config = dataset.get_run_info(key).config
     path = label_path(samples, config.label_field)
@@ -680,13 +695,7 @@ def stale_samples_problem(samples, key=DEFAULT_KEY, results=None):
     stale = samples.mongo([{"$match": {names: {"$ne": None}, "$expr": {"$or": [
         some(mapped, shown), some(shown, {"$concatArrays": [mapped, extra]})]}}}])
     n = stale.count()
-    if not n:
-        return None
-    return (f"{count(n, 'sample')} {'has' if n == 1 else 'have'} labels of "
-            f"{config.label_field!r} removed, given or cleared since the run's fields were "
-            f"written, e.g. {stale.first().filepath}, so that {'its' if n == 1 else 'their'} "
-            "final labels may be of labels gone: apply the review to bring them up to date "
-            "(VLSR 5 in the App, vlsr apply on the command line), then export")
+    return (n, stale.first().filepath) if n else (0, None)
 
 
 def detections_fields(samples):
