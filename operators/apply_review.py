@@ -56,10 +56,11 @@ class ApplyReview(foo.Operator):
         if problem:
             block(inputs, "apply_error", problem)
             return form
-        from vlsr_core.fo.export import stale_samples
+        from vlsr_core.fo.export import stale_lowest_scores, stale_samples
         from vlsr_core.wording import count
 
         n, example = stale_samples(view, key)
+        lowest = not n and stale_lowest_scores(view, key)
         if n:  # (the export refuses them, and sends the curator here)
             field = ctx.dataset.get_run_info(key).config.label_field
             inputs.view("by_hand", types.Notice(label=(
@@ -67,6 +68,11 @@ class ApplyReview(foo.Operator):
                 f"removed, given or cleared by hand since the run's fields were written, e.g. "
                 f"{example}: this Apply brings {'its' if n == 1 else 'their'} canonical and "
                 "final labels and lowest score up to date")))
+        elif lowest:  # (as the summary says it)
+            inputs.view("by_hand", types.Notice(label=(
+                f"{count(lowest, 'sample')} {'holds' if lowest == 1 else 'hold'} as lowest "
+                "score that of a label removed by hand since: this Apply writes the lowest "
+                "scores anew")))
         for name, n in run_copies_outdated(ctx.dataset, key, state):
             inputs.view(f"outdated_{name}", types.Warning(label=copy_note(name, n)))
         prop = inputs.str("copy_to", label="Also copy the final labels to a new field (optional)",

@@ -1240,3 +1240,29 @@ def test_labels_changed_by_hand_are_said_of_a_run_made_on_an_unsaved_view(main):
     sample.save()
     assert "**Changed by hand:** 1 sample has labels of 'gt' removed" in summarize_run(
         dataset, "vlsr")
+
+
+def test_a_lowest_score_of_a_label_removed_by_hand_is_said_until_apply(ran, capsys):
+    """Audit (App walk): a label removed whose canonical label another label of the sample
+    still gave left its score as the sample's lowest, and nothing asked for an Apply."""
+    from vlsr_core.cli import main
+
+    dataset = ran[0]
+    dataset.persistent = True  # (the CLI opens it by name)
+    sample = next(s for s in dataset if s.gt and len({c.label for c in s.gt.classifications}) > 1
+                  and len({c.vlsr_canonical for c in s.gt.classifications}) == 1)
+    lowest = min(sample.gt.classifications, key=lambda c: c.vlsr_similarity)
+    assert sample.vlsr_min_similarity == lowest.vlsr_similarity
+    sample.gt.classifications = [c for c in sample.gt.classifications if c is not lowest]
+    sample.save()
+    assert main(["summary", "--dataset", dataset.name]) == 0
+    assert ("Changed by hand: 1 sample holds as lowest score (vlsr_min_similarity) that of a "
+            "label removed by hand since: vlsr apply writes the lowest scores anew."
+            ) in capsys.readouterr().out
+    from test_operators import form
+
+    assert form("apply_review", dataset, key="vlsr")["type"]["properties"]["by_hand"]["view"][
+        "label"] == ("1 sample holds as lowest score that of a label removed by hand since: this "
+                     "Apply writes the lowest scores anew")
+    apply_review(dataset, "vlsr")
+    assert "Changed by hand" not in summarize_run(dataset, "vlsr")

@@ -652,6 +652,32 @@ def stale_samples_problem(samples, key=DEFAULT_KEY, results=None):
             "line), then export")
 
 
+def _usable(label):
+    """The MongoDB expression "``label`` is usable", as :func:`~.labels.usable`: a string with
+    a character that is not blank."""
+    return {"$cond": [{"$eq": [{"$type": label}, "string"]},
+                      {"$regexMatch": {"input": label, "regex": USABLE["$regex"]}}, False]}
+
+
+def stale_lowest_scores(samples, key=DEFAULT_KEY):
+    """How many scored samples of ``samples`` hold a lowest score (``{key}_min_similarity``)
+    that is not the lowest of their labels' scores now: a label removed or cleared by hand,
+    whose canonical label another of their labels still gives (the final labels are right),
+    left its score there, and the grid sorted by it shows the sample for a label it no longer
+    has. Apply brings it in step (:func:`~.stages.write_label_map`)."""
+    config = samples._dataset.get_run_info(key).config
+    path = label_path(samples, config.label_field)
+    score = f"$$l.{label_attributes(key)['similarity']}"
+    lowest = sample_fields(key)["min_similarity"]
+    scored = {"$and": [_usable("$$l.label"), {"$ne": [{"$ifNull": [score, None]}, None]}]}
+    objects = {"$ifNull": [f"${path}", []]} if is_list_field(path) else {
+        "$cond": [{"$eq": [{"$type": f"${path}"}, "object"]}, [f"${path}"], []]}
+    now = {"$min": {"$map": {"input": {"$filter": {"input": objects, "as": "l", "cond": scored}},
+                             "as": "l", "in": score}}}
+    return samples.mongo([{"$match": {lowest: {"$ne": None},
+                                      "$expr": {"$ne": [now, f"${lowest}"]}}}]).count()
+
+
 def stale_samples(samples, key=DEFAULT_KEY, results=None):
     """How many samples of ``samples`` the run's fields no longer show as they are, and the
     file path of one (0 and None if none): samples whose labels were removed, given or
@@ -669,16 +695,12 @@ def stale_samples(samples, key=DEFAULT_KEY, results=None):
     by_sample, _ = suggestion_decisions(applied_edits(state.edits, state.applied),
                                         state.label_map.vocabulary)
 
-    def usable(label):  # (as labels.usable: a string with a character that is not blank)
-        return {"$cond": [{"$eq": [{"$type": label}, "string"]},
-                          {"$regexMatch": {"input": label, "regex": USABLE["$regex"]}}, False]}
-
     if is_list_field(path):
         mapped = {"$map": {"input": {"$filter": {"input": {"$ifNull": [f"${path}", []]},
-                                                 "as": "l", "cond": usable("$$l.label")}},
+                                                 "as": "l", "cond": _usable("$$l.label")}},
                            "as": "l", "in": f"$$l.{attribute}"}}
     else:
-        mapped = {"$cond": [usable(f"${path}.label"), [f"${path}.{attribute}"], []]}
+        mapped = {"$cond": [_usable(f"${path}.label"), [f"${path}.{attribute}"], []]}
     names = sample_fields(key)["labels"]
     shown = {"$ifNull": [f"${names}.classifications.label", []]}
     given = {}  # the canonical label a decision gives -> its samples

@@ -11,7 +11,7 @@ from ..engine.lexical import read_form
 from ..engine.review import MAP_ACTIONS
 from ..wording import code, count
 from .browse import cluster_sizes, merge_limit, rare_clusters
-from .export import relabelled_problem, stale_samples_problem
+from .export import relabelled_problem, stale_lowest_scores, stale_samples_problem
 from .labels import blank_labels, label_counts, label_path, named, usable
 from .lease import running_note
 from .review import copy_note, labels_problem, review_state, run_copies_outdated
@@ -112,6 +112,12 @@ def summarize_run(dataset, key, n_clusters=10):
         by_hand = not labels_problem(written, config, results.vocabulary) and (
             relabelled_problem(written, key, results)
             or stale_samples_problem(written, key, results))
+        lowest = not by_hand and stale_lowest_scores(written, key)
+        if lowest:
+            lines.append(f"**Changed by hand:** {count(lowest, 'sample')} "
+                         f"{'holds' if lowest == 1 else 'hold'} as lowest score "
+                         f"(`{sample_fields(key)['min_similarity']}`) that of a label removed "
+                         "by hand since: *Apply* writes the lowest scores anew.")
         if by_hand:
             lines.append(f"**Changed by hand:** {by_hand[0].upper()}{by_hand[1:]}.")
     if results is None or not results.labels:  # stopped before its labels were embedded
