@@ -1044,3 +1044,21 @@ def test_import_csv_says_when_cells_seem_to_list_several_labels(tmp_path, datase
         "3 cells hold ';' or '|', or a list that does not read as one, e.g. 'cat;dog': a cell "
         "is one label, so they are imported as written; if a cell lists several labels, give "
         'each its own cell, or write them as a list: ["cat", "dog"]'))]
+
+
+def test_import_csv_finds_a_name_in_the_other_unicode_form_and_hints_at_case(tmp_path, dataset):
+    """Audit: a path with accents written decomposed (as macOS saves names) was "no such file"
+    printed as the file that exists; a.JPG for a.jpg said no more than that."""
+    import unicodedata
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    _image(folder / unicodedata.normalize("NFC", "ünï.jpg"), size=(40, 30))
+    _image(folder / "a.jpg", size=(40, 30))
+    csv_path = _text(tmp_path / "l.csv", f"imgs/{unicodedata.normalize('NFD', 'ünï.jpg')},cat\n"
+                                         "imgs/a.JPG,dog\n")
+    report = import_csv(csv_path, dataset)
+    assert dataset.values("filepath") == [str(folder / unicodedata.normalize("NFC", "ünï.jpg"))]
+    assert report.problems == [(f"{csv_path}:2", (
+        f"no such file {folder / 'a.JPG'}; row skipped (the file a.jpg differs in case only: "
+        "file names here tell upper and lower case apart)"))]

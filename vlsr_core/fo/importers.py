@@ -20,6 +20,7 @@ per non-empty cell; an optional header row; rows naming the same image are merge
 import ast
 import codecs
 import csv
+import functools
 import io
 import json
 import logging
@@ -27,6 +28,7 @@ import math
 import os
 import re
 import tokenize
+import unicodedata
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
@@ -209,6 +211,7 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
     folder = os.path.dirname(os.path.abspath(csv_path))
     _check_fields(dataset, {label_field: fo.Classifications})
     report = ImportReport()
+    _casefolded_names.cache_clear()  # (the folders as they are now)
     images = {}  # filepath -> (where it first appears, its labels in order, repeats included)
     first_row, left_out, joined = True, set(), []
     rows = _csv_rows(csv_path, report.problems)
@@ -234,7 +237,7 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
                     f"{url.path} (three slashes); row skipped")))
                 continue
             path = urllib.parse.unquote(url.path)
-        filepath = fos.normalize_path(os.path.join(folder, os.path.expanduser(path)))
+        filepath = _as_on_disk(fos.normalize_path(os.path.join(folder, os.path.expanduser(path))))
         if not os.path.isfile(filepath):
             report.problems.append((where, _missing_image(path, filepath, folder, cells, header)))
             if header and _unknown_header(path, filepath):  # its names still tell the label
@@ -268,6 +271,19 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
         raise InputFileError(f"{csv_path} holds a header row and nothing else: it lists no image")
     _add_in_chunks(dataset, samples(), len(images), (label_field,), report, progress)
     return report
+
+
+def _as_on_disk(filepath):
+    """``filepath``, or the file it names in the other Unicode form when only that exists: a
+    name with accents typed on one system is often stored decomposed on another (macOS), and
+    the two print alike."""
+    if os.path.exists(filepath):
+        return filepath
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, filepath)
+        if other != filepath and os.path.exists(other):
+            return other
+    return filepath
 
 
 def _header_name(name):
@@ -391,11 +407,32 @@ def _missing_image(path, filepath, folder, cells, header):
     if "\\" in path:
         return (f"no such file {filepath}; row skipped (a Windows path: write the folders with /, "
                 "relative to the CSV)")
+    twin = _case_twin(filepath)
+    if twin:
+        return (f"no such file {filepath}; row skipped (the file {os.path.basename(twin)} "
+                "differs in case only: file names here tell upper and lower case apart)")
     if os.path.isfile(os.path.abspath(os.path.expanduser(path))):
         return (f"no such file {filepath}: paths are read from the CSV's folder ({folder}), and "
                 f"{path} is a file from the current folder: write the paths relative to the CSV, "
                 "or absolute; row skipped")
     return f"no such file {filepath}; row skipped"
+
+
+def _case_twin(filepath):
+    """A file beside where ``filepath`` points whose name differs from it in case alone."""
+    folder, name = os.path.split(filepath)
+    twin = _casefolded_names(folder).get(name.casefold())
+    return os.path.join(folder, twin) if twin else None
+
+
+@functools.lru_cache(maxsize=8)
+def _casefolded_names(folder):
+    """The names in ``folder`` by their case-folded form (read once an import: a CSV of
+    thousands of missing files in one folder of thousands); cleared as an import starts."""
+    try:
+        return {n.casefold(): n for n in os.listdir(folder)}
+    except OSError:
+        return {}
 
 
 def _check_fields(dataset, fields):
