@@ -355,10 +355,19 @@ class VLSRPanel(foo.Panel):
 
         def still_shown(state):
             """Refuse an edit of a label that an edit made elsewhere moved out of the cluster
-            whose members the curator clicked: made where it is now, it would undo that."""
-            cluster, shown = state.label_map.cluster, ctx.panel.state.cluster_label
+            whose members the curator clicked: made where it is now, it would undo that. The
+            cluster shown is the one most of its member rows are in now (its canonical label
+            may have been moved away too): the panel opens it again after the edit."""
+            cluster = state.label_map.cluster
+            rows = [cluster[m["label"]] for m in ctx.panel.state.members or []
+                    if m["label"] in cluster]
+            if not rows:
+                return state
+            was = cluster.get(ctx.panel.state.cluster_label)  # (first among equals)
+            shown = max(dict.fromkeys(rows), key=lambda c: (rows.count(c), c == was))
+            ctx.panel.state.cluster_label = state.label_map.representatives[shown]
             where = cluster.get(label)
-            if shown is not None and where != cluster.get(shown):
+            if where != shown:
                 names = state.label_map.names or state.label_map.representatives
                 raise ReviewError(
                     f"{quoted(label)} is no longer in the cluster the panel showed: an edit made "

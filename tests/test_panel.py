@@ -897,3 +897,19 @@ def test_the_rows_of_an_event_overtaken_by_a_later_one_are_not_sent(ran, monkeyp
     assert panel.state["clusters_title"] == ("Clusters, the most doubtful first (2; page 1 of 1)"
                                              " — search: `he`")  # (what the rows are for)
     assert "'clusters_title'" in str(panel.layout)
+
+
+def test_a_member_stays_editable_when_the_canonical_label_of_its_cluster_moved_elsewhere(ran):
+    """Audit (App walk): after the cluster's canonical label was moved away elsewhere, a
+    take-out of another member was refused as "moved to" its own cluster, and the panel
+    opened the cluster the canonical label went to."""
+    panel = Panel(ran).event("on_load")
+    panel.event("open_cluster", row=0)
+    assert [m["label"] for m in panel.state["members"]] == ["helmit", "Helmets", "helmet"]
+    add_edit(ran, "vlsr", "move", "helmet", to="drill")  # elsewhere, meanwhile
+    panel.event("take_out", row=1)  # Helmets: still with helmit, now its canonical label
+    notify = panel.sent("notify")[0]
+    assert notify["variant"] == "success", notify
+    edit = review_state(ran, "vlsr").in_force[-1]
+    assert (edit.action, edit.label, edit.to) == ("reject", "Helmets", "helmit")
+    assert [m["label"] for m in panel.state["members"]] == ["helmit"]  # not drill's cluster
