@@ -59,17 +59,17 @@ class ApplyReview(foo.Operator):
         from vlsr_core.fo.export import stale_lowest_scores, stale_samples
         from vlsr_core.wording import count
 
-        n, example = stale_samples(view, key)
-        lowest = not n and stale_lowest_scores(view, key)
+        n, examples = stale_samples(view, key)
         if n:  # (the export refuses them, and sends the curator here)
             field = ctx.dataset.get_run_info(key).config.label_field
             inputs.view("by_hand", types.Notice(label=(
                 f"{count(n, 'sample')} {'has' if n == 1 else 'have'} labels of {field!r} "
-                f"removed, given or cleared by hand since the run's fields were written, e.g. "
-                f"{example}: this Apply brings {'its' if n == 1 else 'their'} canonical and "
-                "final labels and lowest score up to date")))
-        elif lowest:  # (as the summary says it)
-            inputs.view("by_hand", types.Notice(label=(
+                f"removed, given or cleared by hand since the run's fields were written, "
+                f"{'e.g. ' if n > len(examples) else ''}{', '.join(examples)}: this Apply "
+                f"brings {'its' if n == 1 else 'their'} canonical and final labels up to date")))
+        lowest = stale_lowest_scores(view, key)
+        if lowest:  # (as the summary says it; of those above too)
+            inputs.view("by_hand_scores", types.Notice(label=(
                 f"{count(lowest, 'sample')} {'holds' if lowest == 1 else 'hold'} as lowest "
                 "score that of a label removed by hand since: this Apply writes the lowest "
                 "scores anew")))

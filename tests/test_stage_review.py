@@ -1190,11 +1190,15 @@ def test_labels_removed_or_cleared_by_hand_are_said_then_applied_as_scoring_woul
         dataset, "vlsr")
     from test_operators import form  # the export sends the curator to Apply: its form says why
 
-    note = form("apply_review", dataset, key="vlsr")["type"]["properties"]["by_hand"]
-    assert note["view"]["label"].startswith(
+    notes = form("apply_review", dataset, key="vlsr")["type"]["properties"]
+    assert notes["by_hand"]["view"]["label"] == (
         "2 samples have labels of 'gt' removed, given or cleared by hand since the run's fields "
-        "were written, e.g. ") and note["view"]["label"].endswith(
-        ": this Apply brings their canonical and final labels and lowest score up to date")
+        f"were written, {two.filepath}, {one.filepath}: this Apply brings their canonical and "
+        "final labels up to date") or notes["by_hand"]["view"]["label"] == (
+        "2 samples have labels of 'gt' removed, given or cleared by hand since the run's fields "
+        f"were written, {one.filepath}, {two.filepath}: this Apply brings their canonical and "
+        "final labels up to date")  # (both named: no "e.g.")
+    assert notes["by_hand_scores"]["view"]["label"].startswith("2 samples hold as lowest score")
     before = label_snapshot(dataset)
     apply_review(dataset, "vlsr")
     assert label_snapshot(dataset) == before  # (the inputs are never written)
@@ -1261,8 +1265,8 @@ def test_a_lowest_score_of_a_label_removed_by_hand_is_said_until_apply(ran, caps
             ) in capsys.readouterr().out
     from test_operators import form
 
-    assert form("apply_review", dataset, key="vlsr")["type"]["properties"]["by_hand"]["view"][
-        "label"] == ("1 sample holds as lowest score that of a label removed by hand since: this "
+    assert form("apply_review", dataset, key="vlsr")["type"]["properties"]["by_hand_scores"][
+        "view"]["label"] == ("1 sample holds as lowest score that of a label removed by hand since: this "
                      "Apply writes the lowest scores anew")
     apply_review(dataset, "vlsr")
     assert "Changed by hand" not in summarize_run(dataset, "vlsr")

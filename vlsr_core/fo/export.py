@@ -641,12 +641,13 @@ def relabelled_problem(samples, key=DEFAULT_KEY, results=None):
 def stale_samples_problem(samples, key=DEFAULT_KEY, results=None):
     """Why the run's final labels do not show the labels of ``samples`` as they are now, or
     None (see :func:`stale_samples`)."""
-    n, example = stale_samples(samples, key, results)
+    n, examples = stale_samples(samples, key, results)
     if not n:
         return None
     field = samples._dataset.get_run_info(key).config.label_field
     return (f"{count(n, 'sample')} {'has' if n == 1 else 'have'} labels of {field!r} removed, "
-            f"given or cleared since the run's fields were written, e.g. {example}, so that "
+            f"given or cleared since the run's fields were written, "
+            f"{'e.g. ' if n > len(examples) else ''}{', '.join(examples)}, so that "
             f"{'its' if n == 1 else 'their'} final labels may be of labels gone: apply the "
             "review to bring them up to date (VLSR 5 in the App, vlsr apply on the command "
             "line), then export")
@@ -678,9 +679,9 @@ def stale_lowest_scores(samples, key=DEFAULT_KEY):
                                       "$expr": {"$ne": [now, f"${lowest}"]}}}]).count()
 
 
-def stale_samples(samples, key=DEFAULT_KEY, results=None):
+def stale_samples(samples, key=DEFAULT_KEY, results=None, examples=3):
     """How many samples of ``samples`` the run's fields no longer show as they are, and the
-    file path of one (0 and None if none): samples whose labels were removed, given or
+    file paths of the first ``examples``: samples whose labels were removed, given or
     cleared by hand since the fields were written, so that their canonical label set
     (``{key}_labels``) holds a label none of their labels maps to, or lacks one they map to
     (the final label, chosen from it, may be of a label gone). Told by the canonical label on
@@ -717,7 +718,7 @@ def stale_samples(samples, key=DEFAULT_KEY, results=None):
     stale = samples.mongo([{"$match": {names: {"$ne": None}, "$expr": {"$or": [
         some(mapped, shown), some(shown, {"$concatArrays": [mapped, extra]})]}}}])
     n = stale.count()
-    return (n, stale.first().filepath) if n else (0, None)
+    return n, (stale.limit(examples).values("filepath") if n else [])
 
 
 def detections_fields(samples):

@@ -112,7 +112,7 @@ def summarize_run(dataset, key, n_clusters=10):
         by_hand = not labels_problem(written, config, results.vocabulary) and (
             relabelled_problem(written, key, results)
             or stale_samples_problem(written, key, results))
-        lowest = not by_hand and stale_lowest_scores(written, key)
+        lowest = stale_lowest_scores(written, key)
         if lowest:
             lines.append(f"**Changed by hand:** {count(lowest, 'sample')} "
                          f"{'holds' if lowest == 1 else 'hold'} as lowest score "
