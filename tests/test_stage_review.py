@@ -1270,3 +1270,19 @@ def test_a_lowest_score_of_a_label_removed_by_hand_is_said_until_apply(ran, caps
                      "Apply writes the lowest scores anew")
     apply_review(dataset, "vlsr")
     assert "Changed by hand" not in summarize_run(dataset, "vlsr")
+
+
+def test_no_apply_is_advised_for_changes_by_hand_while_apply_refuses_new_labels(ran):
+    """Re-read: the stale lowest scores were said with "Apply writes them anew" beside a label
+    the map lacks, which Apply refuses until the labels are clustered again."""
+    dataset = ran[0]
+    sample = next(s for s in dataset if s.gt and len({c.label for c in s.gt.classifications}) > 1
+                  and len({c.vlsr_canonical for c in s.gt.classifications}) == 1)
+    lowest = min(sample.gt.classifications, key=lambda c: c.vlsr_similarity)
+    sample.gt.classifications = [c for c in sample.gt.classifications if c is not lowest]
+    sample.save()
+    assert "holds as lowest score" in summarize_run(dataset, "vlsr")
+    sample.gt.classifications.append(fo.Classification(label="glove"))  # not in the map
+    sample.save()
+    summary = summarize_run(dataset, "vlsr")
+    assert "**Changed since clustering:**" in summary and "Changed by hand" not in summary

@@ -109,10 +109,10 @@ def summarize_run(dataset, key, n_clusters=10):
         # (the samples of the run's fields, wherever it was made; labels the map lacks are
         # the drift's to say: Apply refuses them)
         written = run_samples(dataset, key).exists(sample_fields(key)["labels"])
-        by_hand = not labels_problem(written, config, results.vocabulary) and (
-            relabelled_problem(written, key, results)
-            or stale_samples_problem(written, key, results))
-        lowest = stale_lowest_scores(written, key)
+        applies = not labels_problem(written, config, results.vocabulary)
+        by_hand = applies and (relabelled_problem(written, key, results)
+                               or stale_samples_problem(written, key, results))
+        lowest = applies and stale_lowest_scores(written, key)
         if lowest:
             lines.append(f"**Changed by hand:** {count(lowest, 'sample')} "
                          f"{'holds' if lowest == 1 else 'hold'} as lowest score "
