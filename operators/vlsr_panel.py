@@ -34,20 +34,29 @@ class VLSRPanel(foo.Panel):
 
     # -- loading -------------------------------------------------------------------------------
 
-    def on_load(self, ctx):
+    def on_load(self, ctx, said=False):
+        """Show the run chosen, or another one if it is gone (``said``: the caller told the
+        curator already)."""
         from vlsr_core.fo.runs import default_run_key, list_vlsr_runs
 
         keys = list_vlsr_runs(ctx.dataset) if ctx.dataset is not None else []
         ctx.panel.state.keys = keys
-        if ctx.panel.state.key not in keys:
+        gone = ctx.panel.state.key
+        if gone not in keys:
             ctx.panel.state.key = default_run_key(keys)
             ctx.panel.state.page, ctx.panel.state.cluster_label = 0, None
             ctx.panel.state.joined = ctx.panel.state.filtered = None
             ctx.panel.state.listing = "clusters"
+            if gone is not None:  # (deleted elsewhere: `vlsr delete-run`, another window)
+                ctx.panel.state.deleted = gone
+                if not said:
+                    ctx.ops.notify(f"Run {gone!r} was deleted elsewhere" + (
+                        f": the panel shows run {ctx.panel.state.key!r}"
+                        if ctx.panel.state.key else ""), variant="warning")
         self._load(ctx, scores=True)
 
     def on_change_dataset(self, ctx):
-        ctx.panel.state.key = None
+        ctx.panel.state.key = ctx.panel.state.deleted = None
         self.on_load(ctx)
 
     def refresh(self, ctx):
@@ -101,8 +110,10 @@ class VLSRPanel(foo.Panel):
 
             ctx.panel.state.problem = (
                 "There are no samples in this dataset" if len(ctx.dataset) == 0
-                else media_problem(ctx.dataset) or "No VLSR run on this dataset yet: run *VLSR 1: "
-                "compute embeddings*, then score and cluster the labels")
+                else media_problem(ctx.dataset) or (
+                    f"Run {ctx.panel.state.deleted!r} was deleted. No VLSR run on this dataset "
+                    "now" if ctx.panel.state.deleted else "No VLSR run on this dataset yet")
+                + ": run *VLSR 1: compute embeddings*, then score and cluster the labels")
             return None
         try:
             state = cached_review_state(ctx.dataset, key)
@@ -295,8 +306,11 @@ class VLSRPanel(foo.Panel):
 
     def _gone(self, ctx):
         """Say why the run cannot be read now (deleted elsewhere, say), and show the panel again."""
-        ctx.ops.notify(ctx.panel.state.problem or "The run is gone", variant="error")
-        self.on_load(ctx)
+        key = ctx.panel.state.key
+        gone = key is not None and not ctx.dataset.has_run(key)
+        if not gone:  # (half deleted, say; deleted: on_load says so)
+            ctx.ops.notify(ctx.panel.state.problem or "The run is gone", variant="error")
+        self.on_load(ctx, said=not gone)
 
     def open_cluster(self, ctx):
         row = self._cluster_row(ctx)
@@ -390,14 +404,13 @@ class VLSRPanel(foo.Panel):
 
     def _refused(self, ctx, error):
         """Say why an action was refused, and show the review as it is now (the run deleted
-        meanwhile: another run, or what to do without one)."""
-        from vlsr_core.fo.runs import RunDeletedError
-
-        ctx.ops.notify(str(error), variant="error")
-        if isinstance(error, RunDeletedError):
+        meanwhile: another run, or what to do without one, which on_load says)."""
+        key = ctx.panel.state.key
+        if key is not None and not ctx.dataset.has_run(key):
             self.on_load(ctx)
-        else:
-            self._load(ctx)  # (it shows another run if this one is gone)
+            return
+        ctx.ops.notify(str(error), variant="error")
+        self._load(ctx)
 
     def take_out(self, ctx):
         self._edit(ctx, "reject")

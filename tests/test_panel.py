@@ -440,9 +440,10 @@ def test_a_click_after_the_run_was_deleted_elsewhere_is_a_message(ran, monkeypat
     monkeypatch.setattr(review, "cached_review_state",
                         lambda dataset, key: next(first, None) or read(dataset, key))
     panel.event("take_out", sent_state=seen, row=0)
-    notify = panel.sent("notify")[0]
-    assert notify["variant"] == "error" and "was deleted" in notify["message"]
-    assert panel.state["problem"].startswith("No VLSR run on this dataset yet")
+    assert panel.sent("notify") == [dict(
+        message="Run 'vlsr' was deleted elsewhere", variant="warning")]  # (said once)
+    assert panel.state["problem"].startswith("Run 'vlsr' was deleted. No VLSR run on this "
+                                             "dataset now: run *VLSR 1")
 
 
 @pytest.mark.parametrize("method,params", [
@@ -450,7 +451,8 @@ def test_a_click_after_the_run_was_deleted_elsewhere_is_a_message(ran, monkeypat
     ("rename_cluster", {"row": 0}), ("keep", {"row": 0}), ("next_page", {})])
 def test_the_panel_after_its_run_was_deleted_elsewhere_says_so(ran, method, params):
     """Audit (App walk): after `vlsr delete-run` in a terminal, Undo, a search, a cluster's
-    Members and Rename replaced the panel with a traceback; a member's Keep said nothing."""
+    Members and Rename replaced the panel with a traceback; a member's Keep said nothing; Next
+    and a search said nothing, and the panel then read "No VLSR run on this dataset yet"."""
     from vlsr_core.fo.runs import delete_run
 
     panel = Panel(ran).event("on_load")
@@ -458,10 +460,29 @@ def test_the_panel_after_its_run_was_deleted_elsewhere_says_so(ran, method, para
     delete_run(ran, "vlsr")
     panel.event(method, **params)  # (no ExecutionError)
     assert panel.state["key"] is None
+    assert panel.state["problem"].startswith("Run 'vlsr' was deleted. No VLSR run on this "
+                                             "dataset now")
+    assert panel.sent("notify") == [dict(
+        message="Run 'vlsr' was deleted elsewhere", variant="warning")]  # (said once)
+    panel.event("on_change_dataset")
     assert panel.state["problem"].startswith("No VLSR run on this dataset yet")
-    if method not in ("on_search", "next_page"):  # (a click on a row or button: said)
-        notify = panel.sent("notify")[0]
-        assert notify["variant"] == "error", notify
+
+
+def test_the_panel_shows_another_run_when_its_run_was_deleted_elsewhere(dataset, tmp_path):
+    from vlsr_core.fo.runs import delete_run
+    from vlsr_core.fo.stages import run_vlsr
+
+    encoder = FakeEncoder(build(dataset, tmp_path / "images"))
+    for key in ("vlsr", "other"):
+        run_vlsr(dataset, "gt", key=key, encoder=encoder, min_cluster_size=1)
+    ran = dataset
+    panel = Panel(ran).event("on_load")
+    panel.event("on_change_key", value="vlsr")
+    delete_run(ran, "vlsr")
+    panel.event("next_page")
+    assert panel.state["key"] == "other" and panel.state["problem"] is None
+    [notify] = panel.sent("notify")
+    assert notify["message"] == "Run 'vlsr' was deleted elsewhere: the panel shows run 'other'"
 
 
 def test_a_refused_edit_is_a_message_not_a_crash(ran):
