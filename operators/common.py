@@ -5,6 +5,7 @@ import logging
 import os
 import queue
 import threading
+from time import monotonic
 
 import fiftyone.operators.types as types
 
@@ -405,13 +406,13 @@ def run_with_progress(ctx, label, fn):
             updates.put(None)
 
     thread = threading.Thread(target=target, name=f"vlsr-{label}", daemon=True)
+    started, last = monotonic(), -1.0
     thread.start()
-    last = -1.0
     while (fraction := updates.get()) is not None:
         if fraction - last < 0.01 and fraction < 1:
             continue  # at most a hundred updates
         last = fraction
-        text = f"{label}: {fraction:.0%}"
+        text = f"{label}: {fraction:.0%}" + time_left(monotonic() - started, fraction)
         if ctx.delegated:
             ctx.set_progress(progress=fraction, label=text)
         else:
@@ -420,6 +421,19 @@ def run_with_progress(ctx, label, fn):
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+def time_left(elapsed, fraction):
+    """", about 3 min left" after ``elapsed`` seconds at ``fraction`` done, once there is enough
+    to go by (10 s and 5 %); "" before, and at the end."""
+    if elapsed < 10 or not 0.05 <= fraction < 1:
+        return ""
+    left = elapsed * (1 - fraction) / fraction
+    if left < 55:
+        return f", about {max(10, round(left, -1)):.0f} s left"
+    hours, minutes = divmod(round(left / 60), 60)
+    return ", about " + " ".join([f"{hours} h"] * bool(hours) + [f"{minutes} min"] * bool(
+        minutes or not hours)) + " left"
 
 
 def delegable(execute):

@@ -80,6 +80,26 @@ def form(name, dataset, view=None, view_name=None, **params):
     return OperatorRegistry().get_operator(URI + name).resolve_input(ctx).to_json()
 
 
+def test_progress_in_the_app_says_the_time_left(ds, tiny_clip, monkeypatch):
+    """A long run's progress says about how long it has to go, once there is enough to go by
+    (the App showed only "Embedding: 42%")."""
+    common = sys.modules[type(foo.get_operator(URI + "compute_embeddings")).__module__.rsplit(
+        ".", 1)[0] + ".common"]
+    clock = iter(range(0, 10**6, 30))  # each reading of the clock 30 s after the one before
+    monkeypatch.setattr(common, "monotonic", lambda: next(clock))
+    r = run("compute_embeddings", ds, label_field="gt", model=tiny_clip, batch_size=2)
+    shown = [q["params"]["label"] for q in r.executor.to_json()["requests"]
+             if q["operator_uri"] == "set_progress"]
+    assert len(shown) >= 3 and all(re.fullmatch(r"Embedding: \d+%(, about .+ left)?", t)
+                                   for t in shown), shown
+    assert any(re.search(r"\d\d%, about \d+ (s|min|h( \d+ min)?) left$", t) for t in shown)
+    assert shown[-1] == "Embedding: 100%"
+    assert [common.time_left(e, f) for e, f in [(9, 0.5), (10, 0.04), (20, 0.5), (100, 0.5),
+                                               (5400, 0.5), (3600, 0.5)]] == [
+        "", "", ", about 20 s left", ", about 2 min left", ", about 1 h 30 min left",
+        ", about 1 h left"]
+
+
 def test_plugin_registers_every_operator_without_errors():
     registry = OperatorRegistry()
     assert registry.list_errors() == []
