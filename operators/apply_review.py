@@ -56,17 +56,14 @@ class ApplyReview(foo.Operator):
         if problem:
             block(inputs, "apply_error", problem)
             return form
-        from vlsr_core.fo.export import stale_lowest_scores, stale_samples
+        from vlsr_core.fo.export import stale_lowest_scores, stale_samples_note
         from vlsr_core.wording import count
 
-        n, examples = stale_samples(view, key)
-        if n:  # (the export refuses them, and sends the curator here)
-            field = ctx.dataset.get_run_info(key).config.label_field
+        note, n = stale_samples_note(view, key)
+        if note:  # (the export refuses them, and sends the curator here)
             inputs.view("by_hand", types.Notice(label=(
-                f"{count(n, 'sample')} {'has' if n == 1 else 'have'} labels of {field!r} "
-                f"removed, given or cleared by hand since the run's fields were written, "
-                f"{'e.g. ' if n > len(examples) else ''}{', '.join(examples)}: this Apply "
-                f"brings {'its' if n == 1 else 'their'} canonical and final labels up to date")))
+                f"{note}: this Apply brings {'its' if n == 1 else 'their'} canonical and final "
+                "labels up to date")))
         lowest = stale_lowest_scores(view, key)
         if lowest:  # (as the summary says it; of those above too)
             inputs.view("by_hand_scores", types.Notice(label=(

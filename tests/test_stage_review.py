@@ -1183,7 +1183,7 @@ def test_labels_removed_or_cleared_by_hand_are_said_then_applied_as_scoring_woul
     one = next(s for s in dataset if s.id != two.id and s.gt and s.vlsr_min_similarity is not None)
     one.gt = None
     one.save()
-    said = r"^2 samples have labels of 'gt' removed, given or cleared since the run's fields"
+    said = r"^2 samples have labels of 'gt' removed, given or cleared by hand since the run's"
     with pytest.raises(ExportError, match=said):
         export_run(dataset, str(tmp_path / "before"))
     assert "**Changed by hand:** 2 samples have labels of 'gt' removed" in summarize_run(

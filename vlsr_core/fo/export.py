@@ -638,19 +638,25 @@ def relabelled_problem(samples, key=DEFAULT_KEY, results=None):
             "run on the command line), then export")
 
 
-def stale_samples_problem(samples, key=DEFAULT_KEY, results=None):
-    """Why the run's final labels do not show the labels of ``samples`` as they are now, or
-    None (see :func:`stale_samples`)."""
+def stale_samples_note(samples, key=DEFAULT_KEY, results=None):
+    """"N samples have labels of 'gt' removed, given or cleared by hand since ..., e.g. ...",
+    and N; (None, 0) if there are none (see :func:`stale_samples`)."""
     n, examples = stale_samples(samples, key, results)
     if not n:
-        return None
+        return None, 0
     field = samples._dataset.get_run_info(key).config.label_field
     return (f"{count(n, 'sample')} {'has' if n == 1 else 'have'} labels of {field!r} removed, "
-            f"given or cleared since the run's fields were written, "
-            f"{'e.g. ' if n > len(examples) else ''}{', '.join(examples)}, so that "
-            f"{'its' if n == 1 else 'their'} final labels may be of labels gone: apply the "
-            "review to bring them up to date (VLSR 5 in the App, vlsr apply on the command "
-            "line), then export")
+            f"given or cleared by hand since the run's fields were written, "
+            f"{'e.g. ' if n > len(examples) else ''}{', '.join(examples)}"), n
+
+
+def stale_samples_problem(samples, key=DEFAULT_KEY, results=None):
+    """Why the run's final labels do not show the labels of ``samples`` as they are now, or
+    None."""
+    note, n = stale_samples_note(samples, key, results)
+    return note and (f"{note}, so that {'its' if n == 1 else 'their'} final labels may be of "
+                     "labels gone: apply the review to bring them up to date (VLSR 5 in the "
+                     "App, vlsr apply on the command line), then export")
 
 
 def _usable(label):
