@@ -290,6 +290,83 @@ def test_a_box_partly_off_the_image_is_cut_to_it_and_said(run, tmp_path):
     assert dataset[n1.id].extra.detections[0].bounding_box == [-.2, -.1, .5, .5]  # (the input)
 
 
+def test_a_masked_box_partly_off_the_image_keeps_the_part_of_its_mask_on_it(run, tmp_path):
+    """Audit: the box was cut, and FiftyOne stretched its whole mask over the part left: the
+    segmentation covered pixels the mask left out. Here the mask is the right half of a box
+    whose left half is off the image: the part on the image is all mask."""
+    import numpy as np
+
+    dataset, _, _ = run
+    n1 = next(s for s in dataset if s.filepath.endswith("n1.png"))
+    mask = np.zeros((50, 40), dtype=bool)
+    mask[:, 20:] = True
+    inside = np.zeros((10, 10), dtype=bool)
+    inside[:, :5] = True
+    n1["extra"] = fo.Detections(detections=[
+        fo.Detection(label="helmet", bounding_box=[-.5, .2, 1.0, .5], mask=mask),
+        fo.Detection(label="helmet", bounding_box=[.6, .1, .2, .2], mask=inside)])
+    n1.save()
+    export_run(dataset, str(tmp_path / "out"), detections_field="extra")
+    with open(tmp_path / "out" / COCO_FILE, encoding="utf-8") as f:
+        cut, whole = json.load(f)["annotations"]
+    width, height = n1.metadata.width, n1.metadata.height
+    assert cut["bbox"] == pytest.approx([0, .2 * height, .5 * width, .5 * height])
+    [polygon] = cut["segmentation"]
+    xs, ys = np.array(polygon[0::2]), np.array(polygon[1::2])
+    area = abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))) / 2
+    assert xs.max() <= .5 * width and ys.min() >= .2 * height - 1 and ys.max() <= .7 * height
+    assert area > .8 * cut["area"]  # (stretched, the mask's empty half covered half the box)
+    assert "vlsr_cut_mask" not in cut and "vlsr_cut_mask" not in whole
+    [polygon] = whole["segmentation"]  # (a box on the image: as FiftyOne writes it)
+    assert max(polygon[0::2]) <= .7 * width + 1
+
+
+def test_box_attributes_named_as_coco_keys_are_kept_under_another_name(run, tmp_path):
+    """Audit: a box attribute ``score`` (as boxes converted from other tools carry),
+    ``image_id`` or ``category_id``, or an ``iscrowd`` of "no", failed the export with a
+    traceback in FiftyOne's exporter; an attribute ``area`` was dropped."""
+    dataset, _, _ = run
+    n1 = next(s for s in dataset if s.filepath.endswith("n1.png"))
+    n1["extra"] = fo.Detections(detections=[
+        fo.Detection(label="helmet", bounding_box=[.1, .1, .2, .2], score=0.5, area=3,
+                     image_id=7, category_id="c", iscrowd="no", kind="a"),
+        fo.Detection(label="helmet", bounding_box=[.1, .1, .2, .2], iscrowd=1, confidence=.9)])
+    n1.save()
+    export_run(dataset, str(tmp_path / "out"), detections_field="extra")
+    with open(tmp_path / "out" / COCO_FILE, encoding="utf-8") as f:
+        coco = json.load(f)
+    named, crowd = coco["annotations"]
+    assert {k: named[k] for k in ("box_score", "box_area", "box_image_id", "box_category_id",
+                                  "box_iscrowd", "kind", "iscrowd")} == dict(
+        box_score=0.5, box_area=3, box_image_id=7, box_category_id="c", box_iscrowd="no",
+        kind="a", iscrowd=0)
+    assert named["image_id"] == crowd["image_id"] != 7 and "score" not in named
+    assert crowd["iscrowd"] == 1 and crowd["score"] == .9 and "box_iscrowd" not in crowd
+    assert coco_left_out(dataset, "extra") == (
+        "1 box with attributes named as COCO's own keys (box_area, box_category_id, "
+        "box_image_id, box_iscrowd, box_score) written under those names")
+
+
+def test_the_coco_file_and_image_labels_json_give_an_image_one_id(run, tmp_path):
+    """Audit: FiftyOne numbers the images of the COCO file from 1, and leaves out those it
+    cannot read, which image_labels.json lists: after an unreadable image, each id of one
+    file was another image in the other."""
+    dataset, _, _ = run
+    view = dataset.sort_by("filepath", reverse=True)  # zero.png, unreadable, first
+    export_run(view, str(tmp_path / "out"), detections_field="objects")
+    files = {}
+    for name in ("image_labels.json", COCO_FILE):
+        with open(tmp_path / "out" / name, encoding="utf-8") as f:
+            data = json.load(f)
+        files[name] = {im["id"]: os.path.basename(im["file_name"]) for im in data["images"]}
+        if name == COCO_FILE:
+            boxes = {(files[name][a["image_id"]], a["category_id"]) for a in data["annotations"]}
+    first = files["image_labels.json"]
+    assert first[1] == "zero.png" and 1 not in files[COCO_FILE]
+    assert files[COCO_FILE] == {i: n for i, n in first.items() if n != "zero.png"}
+    assert ("w2.png", 1 + sorted(set(CANONICAL.values())).index(SCREW)) in boxes
+
+
 def test_the_attributes_of_a_coco_box_are_in_one_order_whatever_the_process(run, tmp_path,
                                                                               monkeypatch):
     """Audit: three exports of unchanged samples gave two checksums. FiftyOne writes a box's
@@ -632,6 +709,44 @@ def test_an_image_replaced_since_an_export_gets_its_new_size(run, tmp_path):
         assert sizes["h1.png"] == (48, 32) and sizes["h2.png"] == (24, 16), name
 
 
+def test_a_picture_turned_in_place_by_its_exif_tag_gets_its_new_size(run, tmp_path):
+    """Audit: a JPEG whose EXIF orientation was set right in place keeps its number of bytes:
+    the export, and the export after a run again, gave the size and pixel boxes of the
+    picture before."""
+    from PIL import Image
+
+    dataset, folder, images = run
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned a quarter: 24 x 16 pixels, shown 16 x 24
+    Image.new("RGB", (24, 16), (200, 10, 10)).save(folder / "h1.png", "JPEG", exif=exif)
+    run_vlsr(dataset, "objects", encoder=FakeEncoder(images), top_k=3, min_cluster_size=1)
+    h1 = next(s for s in dataset if s.filepath.endswith("h1.png"))
+    box = h1.objects.detections[0].bounding_box
+
+    def exported(name):
+        export_run(dataset, str(tmp_path / name), detections_field="objects")
+        with open(tmp_path / name / COCO_FILE, encoding="utf-8") as f:
+            coco = json.load(f)
+        [image] = [im for im in coco["images"] if im["file_name"].endswith("h1.png")]
+        return (image["width"], image["height"]), next(
+            a["bbox"] for a in coco["annotations"] if a["image_id"] == image["id"])
+
+    size, bbox = exported("before")
+    assert size == (16, 24) and bbox == pytest.approx([box[0] * 16, box[1] * 24, box[2] * 16,
+                                                       box[3] * 24])
+    data = (folder / "h1.png").read_bytes()
+    tag = b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06"  # (PIL writes it big-endian)
+    assert data.count(tag) == 1
+    (folder / "h1.png").write_bytes(data.replace(tag, tag[:-2] + b"\x00\x01"))  # upright now
+    size, bbox = exported("set right")
+    assert size == (24, 16) and bbox == pytest.approx([box[0] * 24, box[1] * 16, box[2] * 24,
+                                                       box[3] * 16])
+    assert run_vlsr(dataset, "objects", encoder=FakeEncoder(images), top_k=3,
+                    min_cluster_size=1).n_changed == 1
+    assert dataset[h1.id].metadata.width == 24  # (the run read the new picture)
+    assert exported("run again") == (size, bbox)
+
+
 def test_images_whose_file_is_gone_since_the_run_are_said_by_the_export(run, tmp_path, capsys):
     """Left alone before: the export listed them with the size and labels read before, and
     nothing said their files were gone (a drive not mounted)."""
@@ -820,9 +935,9 @@ def test_a_disk_full_is_one_line_not_a_traceback_and_leaves_the_files_as_they_we
                                                   "image_labels.json", "detections/labels.json")}
     write = export._coco_detections
 
-    def full(samples, boxes, field, categories, path, progress):
-        write(samples, boxes, field, categories, path, progress)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    def full(*args):
+        write(*args)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # (a write says no file name)
 
     monkeypatch.setattr(export, "_coco_detections", full)
     assert main(["export", "--dataset", dataset.name, "--out", str(out), "--overwrite",

@@ -20,7 +20,8 @@ Files written to the export directory:
 - ``detections/labels.json`` (with ``detections_field``): the boxes of a Detections field with
   canonical labels (:func:`coco_boxes`), written by FiftyOne's COCO exporter; ``file_name``
   is relative to the images' common folder (:func:`coco_image_root`, the ``data_path`` to give
-  FiftyOne's importer); its ``info`` is the dataset's, dated by the samples' last change.
+  FiftyOne's importer); its ``info`` is the dataset's, dated by the samples' last change;
+  its image ids are those of ``image_labels.json``.
 
 An export of unchanged samples writes the same bytes as the last one.
 
@@ -87,6 +88,11 @@ COCO_FILE = os.path.join("detections", "labels.json")  # and the boxes, when ask
 # the keys of a COCO annotation FiftyOne writes first, in its order; the boxes' attributes follow
 COCO_KEYS = ("id", "image_id", "category_id", "bbox", "keypoints", "num_keypoints", "segmentation",
              "score", "area", "iscrowd")
+# the box attributes written under another name (box_score): FiftyOne's exporter gives these
+# keys itself (an attribute ``score`` failed the export; one ``area`` was dropped)
+COCO_NAMES = ("image_id", "category_id", "bbox", "keypoints", "num_keypoints", "segmentation",
+              "score", "area")
+CUT_MASK = "vlsr_cut_mask"  # the id of a masked box cut to the image, for _cut_masks
 SAMPLES_HEADER = ["filepath", "final_label", "final_score", "original_labels", "canonical_labels",
                   "suggestions"]  # the columns of samples.csv
 
@@ -139,15 +145,21 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     # image-level labels, the COCO detections)
     shares = (0.25, 0.05, 0.1, 0.3, 0.3) if detections_field else (0.35, 0.05, 0.15, 0.45)
     parts = _parts(progress, [0.99 * share for share in shares])  # (100 % once renamed)
-    error = None
+    error, writing = None, iter(written)  # (an error of a write names no file: say which)
     try:
+        where = next(writing)
         _samples_csv(samples, ids, key, config.label_field, partial[0], next(parts))
+        where = next(writing)
         _label_map_csv(state, partial[1])
         next(parts)(1.0)
         categories = _categories(samples, ids, key, label_map, boxes, detections_field, next(parts))
-        _image_labels_json(samples, ids, key, categories, partial[2], next(parts))
+        where = next(writing)
+        sized = _image_labels_json(samples, ids, key, categories, partial[2], next(parts))
         if detections_field:
-            _coco_detections(samples, boxes, detections_field, categories, partial[3], next(parts))
+            where = next(writing)
+            _coco_detections(samples, boxes, detections_field, categories, sized, partial[3],
+                             next(parts))
+        where = None
         with uninterrupted():  # all renamed, or none: not a mix of two exports
             for done, path in zip(partial, written):
                 os.replace(done, path)
@@ -163,7 +175,8 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     finally:
         left = _clean_up(export_dir, coco, made)
     if error is not None:
-        where = f" {str(error.filename).removesuffix(PARTIAL)}" if error.filename else ""
+        where = error.filename and str(error.filename).removesuffix(PARTIAL) or where
+        where = f" {where}" if where else ""
         raise ExportError(f"cannot write{where}: {error.strerror or error}; " + (
             f"remove this export's unfinished files by hand ({', '.join(left)})" if left
             else "this export's unfinished files were removed"))
@@ -260,9 +273,10 @@ def coco_image_root(samples):
     return os.path.commonpath([os.path.dirname(p) for p in sized.values("filepath")] or ["/"])
 
 
-def _coco_detections(samples, boxes, detections_field, categories, path, progress):
+def _coco_detections(samples, boxes, detections_field, categories, image_ids, path, progress):
     """The boxes of :func:`coco_boxes` by FiftyOne's COCO exporter, with the export's
-    ``categories`` (names in id order, from 1: the ids of ``image_labels.json``)."""
+    ``categories`` (names in id order, from 1) and ``image_ids`` (those of the images in
+    ``image_labels.json``, in order): an id means one category, and one image, in both files."""
     boxes.export(
         rel_dir=coco_image_root(samples),
         labels_path=path,
@@ -276,6 +290,14 @@ def _coco_detections(samples, boxes, detections_field, categories, path, progres
     )
     with open(path, encoding="utf-8") as f:  # (a NaN attribute, no JSON, becomes null)
         coco = json.load(f, parse_constant=lambda constant: None)
+    # FiftyOne numbers the images it wrote from 1; image_labels.json lists the unreadable too
+    if len(coco["images"]) != len(image_ids):
+        raise ExportError("Samples were added or deleted while this export ran: export again")
+    for image in coco["images"]:
+        image["id"] = image_ids[image["id"] - 1]
+    for annotation in coco.get("annotations", []):
+        annotation["image_id"] = image_ids[annotation["image_id"] - 1]
+    _cut_masks(samples, detections_field, coco)
     # FiftyOne leaves the key out when no box is left, and writes a box's attributes in the
     # order of a set of their names, which changes from process to process: put in order, an
     # export of unchanged samples is the same bytes as the last
@@ -286,6 +308,36 @@ def _coco_detections(samples, boxes, detections_field, categories, path, progres
     with open(path, "w", encoding="utf-8") as f:  # (as FiftyOne writes it)
         f.write(json.dumps(coco, separators=(",", ": "), ensure_ascii=False, allow_nan=False))
     progress(1.0)
+
+
+def _cut_masks(samples, detections_field, coco):
+    """The segmentations of the masked boxes :func:`coco_boxes` cut to the image (marked
+    :data:`CUT_MASK`), from the part of each mask on the image: FiftyOne's exporter would
+    stretch the whole mask over the part of its box that is left."""
+    from fiftyone.utils.coco import COCOObject
+
+    cut = {a.pop(CUT_MASK): a for a in coco.get("annotations", []) if CUT_MASK in a}
+    if not cut:
+        return
+    images = {image["id"]: image for image in coco["images"]}
+    F = fo.ViewField
+    for box in samples._dataset.filter_labels(
+            detections_field, F("_id").is_in([ObjectId(i) for i in cut])).values(
+            f"{detections_field}.detections", unwind=True):
+        annotation = cut[box.id]
+        image = images[annotation["image_id"]]
+        width, height = image["width"], image["height"]
+        x, y, w, h = box.bounding_box
+        mask = box.get_mask()
+        rows, cols = mask.shape[:2]
+        left, top = max(x, 0), max(y, 0)
+        right, bottom = min(x + w, 1), min(y + h, 1)
+        part = mask[round((top - y) / h * rows):round((bottom - y) / h * rows),
+                    round((left - x) / w * cols):round((right - x) / w * cols)]
+        on_image = fo.Detection(bounding_box=[left, top, right - left, bottom - top],
+                                mask=part, iscrowd=annotation.get("iscrowd", 0))
+        annotation["segmentation"] = COCOObject.from_label(
+            on_image, fo.ImageMetadata(width=width, height=height)).segmentation
 
 
 def _coco_info(samples):
@@ -371,9 +423,38 @@ def coco_boxes(samples, detections_field, key, label_map):
               for other in list_vlsr_runs(samples._dataset) if other != key
               for attribute in label_attributes(other).values()]
     kept = kept.exclude_fields([f for f in others if kept.has_field(f)])
+    box = F("bounding_box")
+    # a mask is stretched over its box: a cut box's is cut after the export (_cut_masks)
+    masked = _partly_off(box) & (F("mask").exists() | F("mask_path").exists())
     return kept.set_field(f"{detections_field}.detections", F("detections").map(
-        F().set_field("label", ViewExpression(mapped))
-        .set_field("bounding_box", _cut_to_image(F("bounding_box")))))
+        masked.if_else(F().set_field(CUT_MASK, F("_id").to_string()).set_field("mask", None)
+                       .set_field("mask_path", None), F())
+        .set_field("label", ViewExpression(mapped)).set_field("bounding_box", _cut_to_image(box))
+        .apply(ViewExpression(_coco_safe("$$expr")))))
+
+
+def _taken_names(pairs):
+    """The expression "the names among ``pairs`` (a ``$objectToArray`` of a box) that
+    FiftyOne's COCO exporter cannot write as attributes": COCO's own keys (it gives a box's
+    ``score`` twice, and fails), and an ``iscrowd`` that is no number (it takes ``int()`` of
+    it)."""
+    crowd = {"$or": [{"$in": [{"$type": "$$kv.v"}, ["bool", "null"]]},
+                     {"$and": [{"$isNumber": "$$kv.v"}, {"$gt": ["$$kv.v", -math.inf]},
+                               {"$lt": ["$$kv.v", math.inf]}]}]}  # (NaN is below -inf)
+    return {"$map": {"input": {"$filter": {"input": pairs, "as": "kv", "cond": {"$or": [
+        {"$in": ["$$kv.k", list(COCO_NAMES)]},
+        {"$and": [{"$eq": ["$$kv.k", "iscrowd"]}, {"$not": [crowd]}]}]}}}, "in": "$$this.k"}}
+
+
+def _coco_safe(box):
+    """The box document ``box`` with the attributes of :func:`_taken_names` renamed
+    ``box_{name}`` (``score`` is ``box_score``), so that nothing is lost or fails."""
+    rename = {"$cond": [{"$in": ["$$kv.k", "$$taken"]}, {"$concat": ["box_", "$$kv.k"]},
+                        "$$kv.k"]}
+    return {"$let": {"vars": {"pairs": {"$objectToArray": box}}, "in": {"$let": {
+        "vars": {"taken": _taken_names("$$pairs")},
+        "in": {"$arrayToObject": {"$map": {"input": "$$pairs", "as": "kv", "in": {
+            "k": rename, "v": "$$kv.v"}}}}}}}}
 
 
 def canonical_of(label, label_map):
@@ -410,6 +491,15 @@ def coco_left_out(samples, detections_field, key=DEFAULT_KEY):
                               & _partly_off(F("bounding_box"))).count(detections)
     if cut:
         notes.append(f"{count(cut, 'box')} partly off the image cut to the part on it")
+    taken = ViewExpression(_taken_names({"$objectToArray": "$$this"}))
+    renamed = sized.filter_labels(detections_field, named(F("label")) & _placed(
+        F("bounding_box")) & (taken.length() > 0))
+    n = renamed.count(detections)
+    if n:
+        names = sorted({f"box_{name}" for boxes in renamed.values(F(detections).map(taken))
+                        for names in boxes for name in names})
+        notes.append(f"{count(n, 'box')} with attributes named as COCO's own keys "
+                     f"({', '.join(names)}) written under those names")
     known = set(load_results(samples._dataset, key).vocabulary)
     strange = {l: n for l, n in sized.filter_labels(
         detections_field, named(F("label")) & _placed(F("bounding_box"))).count_values(
@@ -467,7 +557,7 @@ def image_files_note(samples, key=DEFAULT_KEY, shown=3):
     few of them, or None: they are listed with the labels and scores the run gave them, and
     the size read before (if it was read: else null, and no COCO box). The run's unreadable
     images, told as such, and paths that are not local files are not looked at."""
-    from .stages import file_stamp
+    from .stages import file_stamp, replaced
 
     samples = every_field(samples)  # (a view that hides the fields read: read them all the same)
     stamp = sample_fields(key)["image_file"]
@@ -480,7 +570,7 @@ def image_files_note(samples, key=DEFAULT_KEY, shown=3):
             now = file_stamp(path)
             if now is None:
                 gone.append(path)
-            elif then and then[0] is not None and now != then[:2]:
+            elif replaced(now, then):
                 changed.append(path)
     notes = []
     if gone:
@@ -786,19 +876,23 @@ def _label_map_csv(state, path):
 
 def _compute_sizes(samples, key):
     """Image sizes (COCO files give them, and boxes in pixels) for the images without them and
-    for those whose file changed since they were read (its size on disk differs: a file
-    replaced after an earlier export); the run's unreadable images would only fail again."""
+    for those whose file changed since they were read: its size on disk differs (a file
+    replaced after an earlier export), or it is not the file the run embedded (a picture
+    turned by its EXIF tag keeps its number of bytes). The run's unreadable images would only
+    fail again."""
+    from .stages import file_stamp, replaced
+
     readable = _not_unreadable(samples, key)
     readable.exists("metadata", False).compute_metadata()
+    stamp = sample_fields(key)["image_file"]
+    read = [stamp] if samples.has_field(stamp) else []
     changed = []
-    for ids, (paths, sizes) in iter_chunks(readable.exists("metadata"),
-                                           ["filepath", "metadata.size_bytes"]):
-        for sample_id, path, size in zip(ids, paths, sizes):
-            try:
-                if os.path.getsize(path) != size:
-                    changed.append(sample_id)
-            except OSError:  # (not a local file, or gone since: the size stays as read)
-                pass
+    for ids, (paths, sizes, *stamps) in iter_chunks(readable.exists("metadata"),
+                                                    ["filepath", "metadata.size_bytes", *read]):
+        for sample_id, path, size, then in zip(ids, paths, sizes, stamps[0] if read else ids):
+            now = file_stamp(path)  # (not a local file, or gone since: the size stays as read)
+            if now is not None and (now[0] != size or read and replaced(now, then)):
+                changed.append(sample_id)
     if changed:
         readable.select(changed).compute_metadata(overwrite=True)
 
@@ -824,13 +918,16 @@ def _categories(samples, ids, key, label_map, boxes, detections_field, progress)
 def _image_labels_json(samples, ids, key, categories, path, progress):
     """COCO-style image-level labels, streamed a chunk of samples at a time: images are
     written first and their annotations to a side file appended at the end, so that a large
-    export never sits in memory."""
+    export never sits in memory. Returns the ids of the images the COCO detections list (of
+    :func:`_readable`), in order."""
     fields = sample_fields(key)
     labels = f"{fields['labels']}.classifications.label"
     category_id = {name: i for i, name in enumerate(categories, 1)}
-    done = 0
+    done, sized = 0, []
+    errors = [fields["error"]] if samples.has_field(fields["error"]) else []
     columns = ["filepath", "metadata.width", "metadata.height", labels,
-               f"{fields['labels']}.classifications.confidence", f"{fields['label']}.label"]
+               f"{fields['labels']}.classifications.confidence", f"{fields['label']}.label",
+               *errors]
 
     with open(path, "w", encoding="utf-8") as f, tempfile.TemporaryFile("w+", encoding="utf-8") as side:
         info = dict(description=f"VLSR image-level labels of run {key!r}")
@@ -839,11 +936,14 @@ def _image_labels_json(samples, ids, key, categories, path, progress):
         f.write(',\n "categories": ' + json.dumps(categories, ensure_ascii=False))
         f.write(',\n "images": [')
         image_id, annotation_id = 0, 0
-        for sids, (filepaths, widths, heights, ls, ss, finals) in iter_chunks(samples, columns, ids=ids):
-            for sid, fp, w, h, sample_labels, scores, final in zip(
-                sids, filepaths, widths, heights, ls, ss, finals
+        for sids, (filepaths, widths, heights, ls, ss, finals, *error) in iter_chunks(
+                samples, columns, ids=ids):
+            for sid, fp, w, h, sample_labels, scores, final, failed in zip(
+                sids, filepaths, widths, heights, ls, ss, finals, error[0] if error else sids
             ):
                 image_id += 1
+                if w is not None and (not error or failed is None):
+                    sized.append(image_id)
                 image = dict(id=image_id, file_name=fp, width=w, height=h, sample_id=sid)
                 f.write(("\n  " if image_id == 1 else ",\n  ") + json.dumps(image, ensure_ascii=False))
                 for l, s in zip(sample_labels or [], scores or []):
@@ -858,5 +958,5 @@ def _image_labels_json(samples, ids, key, categories, path, progress):
         side.seek(0)
         shutil.copyfileobj(side, f)
         f.write("\n ]\n}\n")
-    return path
+    return sized
 

@@ -542,6 +542,9 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
                     progress((done + batch.partly) / max(n_todo, 1))
     finally:
         buffer.flush()
+    for chunk, _ in iter_chunks(dataset, [], ids=changed) if len(changed) else ():
+        # the size read of a picture before may not be this one's (an export's COCO boxes)
+        dataset.select(chunk).exists("metadata").compute_metadata(overwrite=True, progress=False)
     if progress is not None:
         progress(1.0)
     return report
@@ -555,6 +558,13 @@ def file_stamp(path):
     except (OSError, ValueError):
         return None
     return [st.st_size, st.st_mtime_ns]
+
+
+def replaced(now, then):
+    """Whether a file whose :func:`file_stamp` is ``now`` is no longer the one of the stamp
+    ``then`` a run kept (another size or time of change); a file not found now, or a stamp
+    without them, tells nothing."""
+    return now is not None and bool(then) and then[0] is not None and now != then[:2]
 
 
 def embedding_tag(config):
@@ -632,7 +642,7 @@ def _changed_images(embedded, stamp, tag):
         now, then = file_stamp(doc["filepath"]), doc[stamp]
         again = len(then) > 2 and then[2] == RECOMPUTE  # (a tag, not this model's)
         other = _foreign_stamp(then, tag)
-        if again or other or now is not None and now != then[:2]:
+        if again or other or replaced(now, then):
             changed.append(doc["_id"])
             marked, foreign = marked + again, foreign + other
         elif now is None and then[0] is not None:
