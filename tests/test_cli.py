@@ -685,6 +685,9 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "  ... 2 earlier edits (--edits N lists more)\n  #3 accept suggestion" in out
     assert "#1 take" not in out and "#2 rename" not in out
+    assert main(["review", "show", "--dataset", name, "--edits", "0"]) == 0  # (audit: refused)
+    out = capsys.readouterr().out
+    assert "  ... 3 earlier edits (--edits N lists more)\n" in out and "#3" not in out
 
     assert main(["apply", "--dataset", name]) == 0
     assert "applied 2 label map edits and 0 suggestion decisions to 14 samples" in \

@@ -323,8 +323,9 @@ def _review_parsers(sub):
                    help="only clusters with a member that this step joined, and those members: "
                         f"{', '.join(JOIN_STEPS)} (typo: the joins the summary lists as worth "
                         "a look)")
-    c.add_argument("--edits", type=_positive, default=20, metavar="N",
-                   help="how many of the review's edits to list, the last ones (default: 20)")
+    c.add_argument("--edits", type=_whole, default=20, metavar="N",
+                   help="how many of the review's edits to list, the last ones (default: 20; "
+                        "0: none)")
     c.add_argument("--rare", action="store_true",
                    help="list the rare clusters merging left alone instead, each with the nearest "
                         "cluster to it, the nearest first (vlsr review rename joins them)")
@@ -357,10 +358,15 @@ def _review_parsers(sub):
     c.set_defaults(func=_review_undo)
 
 
-def _positive(text):
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number above 0, got {text!r}")
+def _whole(text, least=0):
+    if not text.isdigit() or int(text) < least:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number{' above 0' if least else ''}, got {text!r}")
     return int(text)
+
+
+def _positive(text):
+    return _whole(text, 1)
 
 
 def _key_arg(c):

@@ -50,12 +50,13 @@ class LabelMap:
 
     @property
     def cluster(self):
-        """dict: label -> final cluster id."""
+        """dict: label -> final cluster id (built on each read: read it once, not per label)."""
         return dict(zip(self.vocabulary, self.clusters.tolist()))
 
     @property
     def canonical(self):
-        """dict: label -> canonical label (its cluster's name): the label map."""
+        """dict: label -> canonical label (its cluster's name): the label map (built on each
+        read: read it once, not per label)."""
         names = self.names or self.representatives
         return {l: names[c] for l, c in zip(self.vocabulary, self.clusters)}
 

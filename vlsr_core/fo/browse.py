@@ -253,9 +253,8 @@ def rare_rows(state, min_size, by_samples=True, query=""):
                                                              by_samples))
     rows = state.memo[key]
     if query:
-        vocabulary = state.label_map.vocabulary
-        hit = {state.label_map.cluster[vocabulary[i]]
-               for i in np.flatnonzero(_containing(vocabulary, query))}
+        vocabulary, clusters = state.label_map.vocabulary, state.label_map.clusters
+        hit = {int(clusters[i]) for i in np.flatnonzero(_containing(vocabulary, query))}
         rows = [r for r in rows if r["cluster"] in hit
                 or (r["pair"] and r["nearest_cluster"] in hit)
                 or _containing([r["nearest"], r["nearest_label"]], query).any()]

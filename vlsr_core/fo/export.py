@@ -800,10 +800,10 @@ def stale_samples(samples, key=DEFAULT_KEY, results=None, examples=3):
         mapped = {"$cond": [_usable(f"${path}.label"), [f"${path}.{attribute}"], []]}
     names = sample_fields(key)["labels"]
     shown = {"$ifNull": [f"${names}.classifications.label", []]}
-    given = {}  # the canonical label a decision gives -> its samples
+    given, canonical = {}, state.label_map.canonical  # the canonical label a decision gives -> its samples
     for sample_id, edit in by_sample.items():
         if edit.action == "accept_suggestion":
-            given.setdefault(state.label_map.canonical[edit.label], []).append(ObjectId(sample_id))
+            given.setdefault(canonical[edit.label], []).append(ObjectId(sample_id))
     extra = {"$switch": {"branches": [{"case": {"$in": ["$_id", ids]}, "then": [{"$literal": c}]}
                                       for c, ids in given.items()], "default": []}} if given else []
 

@@ -608,8 +608,9 @@ def _check_rest_named_apart(state, edit):
     names = set(state.label_map.names or state.label_map.representatives)
     rest = [l for l, c in canonical.items() if c == canonical[edit.label] and l != edit.label]
     trial, _ = review_label_map(state.clustered, state.embeddings, [*state.edits, edit])
-    name = trial.canonical[rest[0]]
-    if any(trial.canonical[l] == name for l, c in canonical.items() if c != canonical[edit.label]):
+    tried = trial.canonical
+    name = tried[rest[0]]
+    if any(tried[l] == name for l, c in canonical.items() if c != canonical[edit.label]):
         # the rest took a name reading as a cluster's a rename gave, and joined that cluster
         raise ReviewError(
             f"Without {quoted(edit.label)}, the rest of its cluster would take a name that "
@@ -715,7 +716,8 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
     reload_run(dataset, key)
     config = _config(dataset, key)
     label_map, emb = clustered_label_map(dataset, key)
-    unknown = [l for l in wanted if l not in label_map.canonical]
+    canonical = label_map.canonical  # (a property that builds the dict: once, not per row)
+    unknown = [l for l in wanted if l not in canonical]
     if unknown:
         raise ReviewError(f"{count(len(unknown), 'label')} not in the vocabulary of run {key!r}: "
                           + ", ".join(f"{l!r}{_lines_of(lines, [l])}" for l in unknown[:5])
@@ -919,9 +921,10 @@ def replaced_note(state, *edits):
     on_labels, ids = bool(edits[0].label_ids), {e.id for e in edits}
     mine = {x for e in edits for x in (e.label_ids or e.samples)}
     deciding = {}  # sample or label -> the decision on it now (not one a later took over)
+    canonical = state.label_map.canonical
     for e in state.in_force:
         if (e.action in SUGGESTION_ACTIONS and bool(e.label_ids) == on_labels
-                and e.id not in ids and e.label in state.label_map.canonical):
+                and e.id not in ids and e.label in canonical):
             deciding.update((x, e.id) for x in mine & set(e.label_ids or e.samples))
     taken, earlier = set(deciding), [f"#{i}" for i in sorted(set(deciding.values()))]
     if not earlier:
@@ -936,8 +939,9 @@ def replaced_later(state):
     place on some of its samples (or labels: the last decision on one wins), and on how many:
     ``{edit id: (n, [later edit ids])}``."""
     latest, replaced = {}, {}  # (kind, sample or label id) -> the last decision on it
+    canonical = state.label_map.canonical
     for e in reversed(state.in_force):
-        if e.action not in SUGGESTION_ACTIONS or e.label not in state.label_map.canonical:
+        if e.action not in SUGGESTION_ACTIONS or e.label not in canonical:
             continue
         kind, later = bool(e.label_ids), set()
         n = 0

@@ -313,7 +313,7 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
     label_map = state.label_map
     names = label_map.names or label_map.representatives
     if state.in_force:
-        head += f" → {len(names)} after the review"
+        head += f" → {len(names):,} after the review"
     if getattr(config, "label_model", None):
         head += f"; labels embedded for merging by `{config.label_model}`"
     lines = [head]
