@@ -547,6 +547,27 @@ def test_demo_with_a_local_model(tmp_path, tiny_clip, capsys):
         ds.delete()
 
 
+def test_the_demo_shows_the_app_with_the_plugin_of_this_clone(tmp_path, tiny_clip, monkeypatch,
+                                                              capsys):
+    """Audit (a fresh install by the README): `bash run.sh demo` opened the App without vlsr's
+    operators and panel, as FiftyOne's plugins folder did not hold them."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.setenv("FIFTYONE_PLUGINS_DIR", str(tmp_path / "plugins"))
+    monkeypatch.setattr(fo.config, "plugins_dir", str(tmp_path / "plugins"))
+    try:
+        assert main(["demo", "--dir", str(tmp_path / "demo"), "--model", tiny_clip,
+                     "--no-app"]) == 0
+        assert capsys.readouterr().out.endswith(
+            f"open it in the App with: FIFTYONE_PLUGINS_DIR={root} fiftyone app launch "
+            "vlsr-demo\n")
+        assert os.environ["FIFTYONE_PLUGINS_DIR"] == fo.config.plugins_dir == root
+        main(["demo", "--dir", str(tmp_path / "again"), "--model", tiny_clip, "--no-app"])
+        assert capsys.readouterr().out.endswith(  # (found there now: as it is)
+            "open it in the App with: fiftyone app launch vlsr-demo\n")
+    finally:
+        fo.delete_dataset("vlsr-demo")
+
+
 def test_demo_without_weights_falls_back_to_a_random_clip(tmp_path, monkeypatch, capsys):
     import huggingface_hub.constants
 

@@ -640,3 +640,13 @@ def test_the_summary_says_when_the_labels_on_the_samples_are_no_longer_those_clu
     run_vlsr(dataset.match(F("filepath").ends_with("d1.png")), "gt", "part", encoder=encoder,
              min_cluster_size=1)
     assert "Changed since clustering" not in summarize_run(dataset, "part")
+
+
+def test_deleting_a_run_that_is_not_there_says_which_runs_are(ran):
+    """Audit (README walk): FiftyOne's bare "Dataset has no run key 'vlsr2'"."""
+    from vlsr_core.fo.runs import delete_run
+
+    dataset = ran[0]
+    with pytest.raises(ValueError, match=r"^No VLSR run 'vlsr2' on this dataset \(runs: 'vlsr'\)$"):
+        delete_run(dataset, "vlsr2")
+    assert dataset.has_run("vlsr")

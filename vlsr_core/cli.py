@@ -944,12 +944,28 @@ def _demo(a):
     run = _parser().parse_args(["run", "--dataset", dataset.name, "--label-field", "ground_truth",
                                 "--min-cluster-size", "2"])
     _run(run, dataset=dataset, encoder=encoder)
+    plugins = _plugins_dir()
+    if plugins:  # (the App's server, started below, reads it from the environment)
+        os.environ["FIFTYONE_PLUGINS_DIR"] = fo.config.plugins_dir = plugins
     if a.no_app or not sys.stdin.isatty():  # no one to look at it: don't block
-        print(f"open it in the App with: fiftyone app launch {dataset.name}")
+        print("open it in the App with: "
+              + (f"FIFTYONE_PLUGINS_DIR={shlex.quote(plugins)} " if plugins else "")
+              + f"fiftyone app launch {dataset.name}")
         return
     session = fo.launch_app(dataset)
     print(f"the App is at {session.url} (Ctrl-C to quit)")
     session.wait(-1)
+
+
+def _plugins_dir():
+    """This clone, where the App should look for plugins to show vlsr's operators and panel,
+    if FiftyOne's plugins folder does not hold them (``run.sh demo`` sets none); else None."""
+    import fiftyone.plugins as fop
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if any(p.name == "@vlsr/vlsr" for p in fop.list_plugins(enabled="all")):
+        return None
+    return root if os.path.isfile(os.path.join(root, "fiftyone.yml")) else None
 
 
 def _random_encoder(directory, error):

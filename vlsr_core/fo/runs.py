@@ -352,6 +352,9 @@ def delete_run(dataset, key):
     part-way leaves is refused by every stage (:func:`load_results`), not taken for a run. A
     failure while its fields go is raised with the run kept, marked (FiftyOne's own
     ``delete_run`` logs it and deletes the record, leaving the fields no run owns)."""
+    if not dataset.has_run(key):  # (FiftyOne's words: "Dataset has no run key")
+        raise ValueError(f"No VLSR run {key!r} on this dataset (runs: "
+                         f"{', '.join(map(repr, list_vlsr_runs(dataset))) or 'none'})")
     with run_lease(dataset, key, "delete the run"):
         config = dataset.get_run_info(key).config
         config.stages = {**(config.stages or {}), "delete": "running"}
