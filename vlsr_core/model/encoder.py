@@ -361,7 +361,7 @@ class CLIPEncoder:
 
 
 def _load(model):
-    from transformers import CLIPModel, CLIPProcessor
+    from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
 
     local = is_local(model)
     problem = local_problem(model) if local else None
@@ -369,7 +369,11 @@ def _load(model):
         raise ModelLoadError(problem)
 
     def load(**kwargs):
-        processor = CLIPProcessor.from_pretrained(model, **kwargs)
+        # the PIL image processor, whether torchvision is installed or not: the same pixels
+        # everywhere (transformers picks torchvision's when it can, and warns when it cannot)
+        processor = CLIPProcessor(
+            image_processor=CLIPImageProcessorPil.from_pretrained(model, **kwargs),
+            tokenizer=AutoTokenizer.from_pretrained(model, **kwargs))
         clip, info = CLIPModel.from_pretrained(model, use_safetensors=True,
                                                output_loading_info=True, **kwargs)
         # weights the file lacks are random ones: another model's checkpoint loaded as a CLIP

@@ -43,7 +43,7 @@ def save_random_clip(directory, size="tiny", seed=0):
         the directory, as given.
     """
     import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     spec = SIZES[size]
@@ -63,7 +63,7 @@ def save_random_clip(directory, size="tiny", seed=0):
     CLIPModel(config).save_pretrained(directory)
     CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(directory)
     side = spec["vision"]["image_size"]
-    CLIPImageProcessor(
+    CLIPImageProcessorPil(
         size={"shortest_edge": side}, crop_size={"height": side, "width": side}
     ).save_pretrained(directory)
     return directory
