@@ -375,6 +375,25 @@ def test_images_same_with_workers_and_batch_sizes(enc, monkeypatch, good_paths, 
         np.testing.assert_allclose(out, reference_images, atol=ATOL, err_msg=f"{batch_size=} {workers=}")
 
 
+def test_no_more_decoding_processes_than_images_and_no_torch_warning(enc, monkeypatch,
+                                                                     good_paths):
+    """Audit: --num-workers 40 on one image forked 40 processes, and torch printed its
+    warning (with its file path) for more workers than CPUs."""
+    import warnings
+
+    made, real = [], encoder_module.DataLoader
+    monkeypatch.setattr(encoder_module, "DataLoader", lambda *a, **kw: made.append(
+        kw["num_workers"]) or real(*a, **kw))
+    monkeypatch.setattr(enc, "num_workers", (os.cpu_count() or 1) + 2)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out, failures = enc.embed_images(good_paths[:1])
+        enc.embed_images(good_paths)
+    assert failures == [] and out.shape[0] == 1
+    assert made == [1, min(len(good_paths), enc.num_workers)]
+    assert not [w for w in seen if "DataLoader" in str(w.message)], [str(w.message) for w in seen]
+
+
 def test_jpeg_draft_decodes_jpegs_small_and_leaves_other_files_alone(
     enc, monkeypatch, tmp_path, good_paths, reference_images
 ):

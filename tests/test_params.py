@@ -39,6 +39,8 @@ FORMS = {"compute_embeddings": EmbedParams, "score_labels": ScoreParams,
     (ScoreParams, dict(low_quantile=1.0), "low_quantile must be < 1"),
     (EmbedParams, dict(batch_size=0), "batch_size must be >= 1"),
     (EmbedParams, dict(num_workers=-1), "num_workers must be >= 0"),
+    (EmbedParams, dict(num_workers=100000), "num_workers must be <= 64"),  # (audit: 1,200
+    # processes of 425 MB forked before any image was read)
     (EmbedParams, dict(prompt="a photo of a"), "exactly one {}"),
     (EmbedParams, dict(prompt="a photo of a {x}"), "exactly one {}"),
     (EmbedParams, dict(prompt="{} and {}"), "exactly one {}"),

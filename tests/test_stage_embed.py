@@ -538,6 +538,37 @@ def test_recompute_reembeds_every_image(main):
         assert np.array_equal(embedded[name], vector)
 
 
+def test_a_recompute_that_cannot_read_the_images_keeps_their_embeddings(main, monkeypatch):
+    """Audit: `vlsr run --recompute --max-pixels 10` (a limit for this run only) refused
+    every image and wrote None over each good embedding: hours of embedding gone."""
+    import fake_clip
+    from vlsr_core.model.images import BadImageError
+
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    before = by_name(dataset, "vlsr_embedding")
+    read = fake_clip.load_image
+
+    def too_large(path, **kwargs):
+        raise BadImageError(path, "refused: 32 x 32 = 1,024 pixels exceeds the limit of 10")
+
+    monkeypatch.setattr(fake_clip, "load_image", too_large)
+    report = compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), recompute=True)
+    assert len(report.kept) == 12 and report.n_embedded == 0
+    assert sorted(os.path.basename(p) for _, p, _ in report.failures) == sorted(UNREADABLE)
+    assert "; 12 images could not be embedded again (e.g. " in report.summary()
+    assert report.summary().endswith(": refused: 32 x 32 = 1,024 pixels exceeds the limit of "
+                                     "10): they keep their embedding, marked to be embedded again")
+    after = by_name(dataset, "vlsr_embedding")
+    assert {n: v is None for n, v in after.items()} == {n: v is None for n, v in before.items()}
+    assert all(np.array_equal(after[n], v) for n, v in before.items() if v is not None)
+    assert {n for n, e in by_name(dataset, "vlsr_error").items() if e} == set(UNREADABLE)
+    assert stages.recompute_left(dataset, "vlsr") == 12  # (the summary says they wait)
+    monkeypatch.setattr(fake_clip, "load_image", read)  # the limit raised: they are embedded
+    assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_embedded == 12
+    assert stages.recompute_left(dataset, "vlsr") == 0
+
+
 def test_labels_embedded_once_each_and_blank_labels_skipped(dataset, tmp_path):
     spec = [
         ("a.png", "helmet", ["helmet", "", "   ", None, "helmet"]),

@@ -35,6 +35,9 @@ from .defaults import (
 
 MERGE_MODES = ("recommended", "paper")
 INT_MAX = 2 ** 63 - 1  # MongoDB stores 64-bit integers: a run records its parameters there
+# decoding processes: each holds a copy of the loader (~400 MB); 100,000 of them took a
+# 24 GB machine's memory before the first image
+MAX_WORKERS = 64
 
 
 class ParamError(ValueError):
@@ -275,7 +278,8 @@ class EmbedParams(_Params):
     device: str = param("auto", "auto (CUDA in half precision when available, else CPU), cpu, "
                         "cuda, cuda:1, ...", check=_device_name, recorded=False)
     num_workers: int | None = param(None, "image decoding processes (default: the CPU count "
-                                    "minus one, at least one)", label="Decoding workers", low=0,
+                                    "minus one, at least one; no more than there are images)",
+                                    label="Decoding workers", low=0, high=MAX_WORKERS,
                                     recorded=False)
     max_pixels: int | None = param(None, "images with more pixels are refused unread, as "
                                    "decompression bombs (default: Pillow's limit, 89,478,485); "

@@ -137,6 +137,8 @@ class EmbeddingReport:
     n_changed: int = 0  # images embedded again because their file changed since
     n_foreign: int = 0  # images embedded again because another model embedded them
     n_missing: int = 0  # images embedded before whose file cannot be found now (kept)
+    kept: list = field(default_factory=list)  # (id, filepath, reason): a recompute failed on
+    # them, their embedding kept (:func:`_kept`)
     n_blank_labels: int = 0  # label objects with an empty or blank label, skipped
     n_merge_embedded: int = 0  # labels embedded now by the label model (for merging only)
     label_model: str = None  # that model
@@ -156,7 +158,11 @@ class EmbeddingReport:
                    f"embedded {'it' if self.n_foreign == 1 else 'them'}" if self.n_foreign else "")
                 + (f"; {count(self.n_missing, 'image')} embedded before cannot be found now "
                    f"(a drive not mounted? {'it keeps its' if self.n_missing == 1 else 'they keep their'}"
-                   " embedding)" if self.n_missing else ""))
+                   " embedding)" if self.n_missing else "")
+                + (f"; {count(len(self.kept), 'image')} could not be embedded again (e.g. "
+                   f"{self.kept[0][1]}: {self.kept[0][2]}): "
+                   f"{'it keeps its' if len(self.kept) == 1 else 'they keep their'} embedding, "
+                   "marked to be embedded again" if self.kept else ""))
         if self.n_crops:
             text += (f"; cut and embedded {count(self.n_crops, 'box')} ({self.n_crop_fallback:,} more too "
                      "small or without coordinates: scored on the whole image)")
@@ -495,15 +501,15 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
                              n_changed=len(changed) - marked - foreign, n_foreign=foreign,
                              n_missing=missing)
     buffer = _Writer(dataset, fields, crops)
-    read = ["filepath"] + ([f"{path}.id", f"{path}.bounding_box", f"{path}.label"]
-                           if crops else [])
+    read = ["filepath", fields["image_file"]] + (
+        [f"{path}.id", f"{path}.bounding_box", f"{path}.label"] if crops else [])
     size = chunks.EMBED_CHUNK_SIZE
     done = 0
     try:  # what is embedded is written, however the loop ends (Ctrl-C, a failure): resumes skip it
         # a chunk of images at a time, so that no per-image list grows with n; those not
         # embedded from the to-do view (one another process embeds meanwhile leaves it), then
         # the changed ones
-        for chunk_ids, (paths, *boxes) in itertools.chain(
+        for chunk_ids, (paths, before, *boxes) in itertools.chain(
                 iter_chunks(todo, read, size, ids),
                 iter_chunks(samples, read, size, changed) if len(changed) else ()):
             # before reading: a later change shows; with what embeds them, as a merge of
@@ -533,6 +539,9 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
                         buffer.add(chunk_ids[i], None, NON_FINITE)
                         report.failures.append((chunk_ids[i], paths[i], NON_FINITE))
                 for f in batch.failures:
+                    if _kept(before[f.index], stamps[f.index]):
+                        report.kept.append((chunk_ids[f.index], f.path, f.reason))
+                        continue
                     buffer.add(chunk_ids[f.index], None, f.reason)
                     report.failures.append((chunk_ids[f.index], f.path, f.reason))
                 if buffer.due():
@@ -573,6 +582,15 @@ def embedding_tag(config):
     from another run (``merge_samples``) is another model's, however alike its length."""
     made = [getattr(config, "model_fingerprint", None) or config.model, *_image_setup(config)]
     return hashlib.sha256(json.dumps(made).encode()).hexdigest()[:16]
+
+
+def _kept(then, now):
+    """Whether an image that could not be embedded again keeps its embedding: a recompute's
+    (``then``, its stamp, marked :data:`RECOMPUTE`) of the file it embedded (``now``, its
+    stamp read before with the tag, not another file): what fails is this reading (a
+    ``max_pixels`` too low, say), and the embedding is still the picture's."""
+    return (bool(then) and len(then) == 3 and then[2] == RECOMPUTE
+            and not replaced(now and now[:2], then))
 
 
 def _outdated(stages):

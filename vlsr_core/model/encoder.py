@@ -8,6 +8,7 @@ L2-normalised float32, so cosine similarity is a dot product.
 import collections
 import logging
 import os
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -269,20 +270,22 @@ class CLIPEncoder:
         draft = _input_side(ip) if self.jpeg_draft and boxes is None else None
         parts = _parts([0] * len(paths) if boxes is None else [len(b) for b in boxes],
                        self.batch_size)
-        loader = DataLoader(
-            _ImageFiles(list(paths), ip, self.max_pixels, draft, boxes, crop, parts),
-            batch_sampler=_batches(parts, self.batch_size),
-            num_workers=self.num_workers,
-            collate_fn=_collate,
-            prefetch_factor=2 if self.num_workers else None,
-            worker_init_fn=_quiet_when_left,
-        )
+        workers = min(self.num_workers, len(paths))  # (one image needs no second process)
         n_parts = collections.Counter(i for i, *_ in parts)
         held, failed = {}, None  # the image whose parts are still coming: its rows so far
         # the workers fork here, with Ctrl-C held: a Ctrl-C that reached one as it started
-        # printed its traceback after the CLI's one-line message (the main process stops them)
-        with uninterrupted():
-            batches = iter(loader)
+        # printed its traceback after the CLI's one-line message (the main process stops them);
+        # more workers than CPUs is the caller's choice (I/O-bound reads), not torch's warning
+        with uninterrupted(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "This DataLoader will create")
+            batches = iter(DataLoader(
+                _ImageFiles(list(paths), ip, self.max_pixels, draft, boxes, crop, parts),
+                batch_sampler=_batches(parts, self.batch_size),
+                num_workers=workers,
+                collate_fn=_collate,
+                prefetch_factor=2 if workers else None,
+                worker_init_fn=_quiet_when_left,
+            ))
         for parts, pixels in batches:
             # a part that fails fails its whole image (once), and its image's other parts
             # are left, wherever they are
