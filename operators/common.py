@@ -213,8 +213,11 @@ def run_key_choice(ctx, inputs, action, preselect=True, deleting=False):
     ``preselect=False`` (a destructive action): of several runs, none is chosen until the user
     picks one, and None is returned until then."""
     keys = list_vlsr_runs(ctx.dataset)
-    if not keys:
-        block(inputs, "run_error", f"No VLSR run on this dataset yet: compute embeddings before you {action}")
+    if not keys:  # (a key given: a form left open, or a job queued, on a run deleted since)
+        given = ctx.params.get("key")
+        block(inputs, "run_error", (f"No VLSR run {given!r} on this dataset (deleted since?)"
+                                    if given else "No VLSR run on this dataset yet")
+              + f": compute embeddings before you {action}")
         return None
     choices = types.Dropdown(label="Run key")
     for k in keys:

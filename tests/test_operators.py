@@ -253,6 +253,10 @@ def test_a_delegated_job_whose_run_or_field_went_meanwhile_fails_saying_so(ds, t
             doc = queued_then_run("cluster_and_merge", lambda: None, key="b")
         assert doc.status.label.startswith("Failed: Run 'b' is busy: 'score labels'")
         assert failure(doc) == doc.status.label[len("Failed: "):]
+        # the last run deleted meanwhile (audit: "No VLSR run on this dataset yet")
+        doc = queued_then_run("score_labels", lambda: delete_run(ds, "b"), key="b")
+        assert failure(doc).startswith("No VLSR run 'b' on this dataset (deleted since?): "
+                                       "compute embeddings before you "), failure(doc)
     finally:
         for op in service.list_operations(dataset_name=ds.name):
             service.delete_operation(op.id)
@@ -407,6 +411,14 @@ def test_an_operation_whose_worker_was_killed_is_told_with_what_to_run(ds, tiny_
             other.start()
             other.join()
         assert "running" in seen and "stopped" not in seen
+        # its stage run to its end since, by another job (audit: the note still said to run
+        # it again, which would write its older parameters over that)
+        run("score_labels", ds, key="vlsr", top_k=2)
+        label = form("score_labels", ds, key="vlsr")["type"]["properties"]["stopped"]["view"][
+            "label"]
+        assert (f"`fiftyone delegated fail {op.id}` marks it failed (its stage has run since, "
+                "to its end at ") in label and "rerun" not in label, label
+        assert label.endswith(" UTC: do not run it again).")
         # its stage just done, its report still to store: progress a moment ago, no lease
         service.set_progress(op.id, ExecutionProgress(progress=1.0, label="scored"))
         assert "stopped" not in form("score_labels", ds, key="vlsr")["type"]["properties"]

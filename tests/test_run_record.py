@@ -574,7 +574,9 @@ def test_a_stage_stopped_part_way_is_marked_said_and_refused_for_export_and_appl
         cluster_and_merge(dataset, mode="paper", eps=0.001, min_cluster_size=1)
     config = dataset.get_run_info("vlsr").config
     assert config.stages["cluster"] == "running" and config.eps == 0.001
-    assert "**Incomplete:** *cluster and merge* stopped part-way" in summarize_run(dataset, "vlsr")
+    said = summarize_run(dataset, "vlsr")
+    assert "**Incomplete:** *cluster and merge* stopped part-way" in said
+    assert "Changed by hand" not in said  # (audit: a killed Apply's part "changed by hand")
     with pytest.raises(ExportError, match="cluster and merge stopped part-way"):
         export_run(dataset, str(tmp_path / "out"))
     with pytest.raises(ReviewError, match="cluster and merge stopped part-way"):

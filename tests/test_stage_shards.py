@@ -618,6 +618,13 @@ def test_a_failed_operation_is_told_by_its_reason_or_its_tracebacks_last_line_cu
     told = failure(traced)
     assert told.endswith(" busy …") and len(told) <= 202 and told.startswith("vlsr_core.")
     assert failure(SimpleNamespace(status=None, result=None)) == "no error kept"
+    # (audit: a form's check of several lines kept its last: "It must hold config.json, ...")
+    checked = SimpleNamespace(status=None, result=SimpleNamespace(error=(
+        "Traceback\n  x\nfiftyone.operators.executor.ExecutionError: Validation error. Path: "
+        "model. Reason: Could not load a CLIP model: CLIP model directory '/m' does not exist."
+        "\nIt must hold config.json.")))
+    assert failure(checked) == ("Could not load a CLIP model: CLIP model directory '/m' does "
+                                "not exist. It must hold config.json.")
 
 
 class _OtherProcess:

@@ -60,11 +60,22 @@ def stopped_note(dataset, key):
            and now - _last_heard(op) > timedelta(seconds=TTL)]
     if not ops or holder(dataset, key) is not None:
         return None
+    finished = (getattr(dataset.get_run_info(key).config, "finished", None) or {}
+                if dataset.has_run(key) else {})
+
+    def since(op):
+        """When the operation's stage has run to its end since it started (another job, the
+        CLI), or None: a rerun would write its older parameters over that."""
+        done = finished.get(STAGE_OF.get(op.operator[len(PLUGIN):]))
+        return done if done and datetime.fromisoformat(done) > op.started_at else None
+
     return " ".join(
         f"FiftyOne lists *{op.label or op.operator}* as running since "
         f"{op.started_at:%Y-%m-%d %H:%M} UTC, but no process runs a stage of run {key!r}: its "
-        f"worker stopped. `fiftyone delegated fail {op.id}` marks it failed; "
-        f"`fiftyone delegated rerun {op.id}` runs it again." for op in ops)
+        f"worker stopped. `fiftyone delegated fail {op.id}` marks it failed" + (
+            f" (its stage has run since, to its end at {datetime.fromisoformat(since(op)):%H:%M} "
+            "UTC: do not run it again)." if since(op) else
+            f"; `fiftyone delegated rerun {op.id}` runs it again.") for op in ops)
 
 
 def failed_note(dataset, key):
@@ -178,15 +189,21 @@ def _latest(ops, batch, now):
 
 def failure(op, most=200):
     """Why delegated operation ``op`` failed, in a line: the reason the plugin's operators leave
-    in its status (:data:`FAILED`), else the last line of its traceback (cut at a word after
-    ``most`` characters)."""
+    in its status (:data:`FAILED`), else the exception that ends its traceback, all its lines
+    (the reason alone of a form's "Validation error"), cut at a word after ``most``
+    characters."""
     label = getattr(op.status, "label", None) or ""
     if label.startswith(FAILED):
         return label[len(FAILED):]
     lines = ((op.result.error if op.result else None) or "").strip().splitlines()
     if not lines:
         return "no error kept"
-    return lines[-1] if len(lines[-1]) <= most else lines[-1][:most].rsplit(" ", 1)[0] + " …"
+    # (a message of several lines: "...Error: Could not load...\nIt must hold config.json...")
+    start = max((i for i, line in enumerate(lines) if re.match(r"[A-Za-z_][\w.]*: ", line)),
+                default=len(lines) - 1)
+    told = " ".join(lines[start:])
+    told = told.rsplit(" Reason: ", 1)[-1]  # (FiftyOne's "Validation error. Path: model. ...")
+    return told if len(told) <= most else told[:most].rsplit(" ", 1)[0] + " …"
 
 
 def _shards_note(name, batch, latest, heard, now, last_part=True):

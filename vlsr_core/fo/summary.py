@@ -60,10 +60,10 @@ def summarize_run(dataset, key, n_clusters=10):
                if config.crops else None]
         lines.append(f"**Embedded by** `{config.model}`" +
                      "".join(f"; {h}" for h in how if h))
-    running, stopped = stage_activity(dataset, key)
+    running, incomplete = stage_activity(dataset, key)
     if running:
         lines.append(f"**Busy:** {running_note(running)}")
-    for stage in stopped:
+    for stage in incomplete:
         lines.append(f"**Incomplete:** *{stage}* stopped part-way; its fields hold part of its "
                      "results (beside older ones, if any). Run it again to finish.")
     outdated = outdated_note(config)
@@ -107,9 +107,11 @@ def summarize_run(dataset, key, n_clusters=10):
         if drift:
             lines.append(drift)
         # (the samples of the run's fields, wherever it was made; labels the map lacks are
-        # the drift's to say: Apply refuses them)
+        # the drift's to say: Apply refuses them; a stage stopped part-way left some of its
+        # fields written, as one running now does: nothing was by hand)
         written = run_samples(dataset, key).exists(sample_fields(key)["labels"])
-        applies = not labels_problem(written, config, results.vocabulary)
+        applies = not (running or incomplete) and not labels_problem(written, config,
+                                                                     results.vocabulary)
         by_hand = applies and (relabelled_problem(written, key, results)
                                or stale_samples_problem(written, key, results))
         lowest = applies and stale_lowest_scores(written, key)
