@@ -240,6 +240,22 @@ def test_texts_duplicates_embedded_once_and_aligned(enc, monkeypatch):
     _assert_distinct(np.stack([singles[t] for t in ["bolt", "nut", "washer", "screw"]]))
 
 
+def test_a_string_alone_or_texts_that_are_not_strings_are_refused(enc, image_dir):
+    """Audit (the encoder as a library): embed_texts("helmet") gave a row per character,
+    None and NaN were embedded as "None" and "nan", and embed_images("a.png") tried five
+    files 'a', '.', 'p', ..."""
+    from vlsr_core.model.tokens import unknown_words
+
+    with pytest.raises(TypeError, match=r"not one string \(give \['helmet'\]\)"):
+        enc.embed_texts("helmet")
+    with pytest.raises(TypeError, match="texts must be strings: item 1 is None"):
+        enc.embed_texts(["a", None])
+    with pytest.raises(TypeError, match="labels must be a list of strings"):
+        unknown_words(enc.tokenizer, "balloon")
+    with pytest.raises(TypeError, match="paths must be a list of paths, not one"):
+        enc.embed_images(str(image_dir / "a.png"))
+
+
 def test_texts_empty_list(enc, monkeypatch):
     spy = _ModelSpy(enc, monkeypatch)
     calls = []

@@ -329,3 +329,43 @@ def test_the_clustering_progress_goes_on_while_small_clusters_merge(mode):
     merge_small_clusters(emb, np.arange(600), np.ones(600, dtype=np.int64), 10,
                          progress=steps.append)
     assert steps == sorted(steps) and 0 < steps[0] < 0.02 and steps[-1] > 0.95
+
+
+def test_rows_normalised_in_half_precision_are_scaled_to_unit_length_too():
+    """Audit: rows within 1e-3 of unit length (features normalised in half precision) were
+    left as they were: a suggestion came before a better one, the worse label replaced the
+    better, a distance was below 0 and a score above 1."""
+    t = np.random.default_rng(0).normal(size=(2, 8))
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    image = t[0] + t[1] + 1e-4 * t[0]  # a little nearer to "a"
+    image /= np.linalg.norm(image)
+    vocab_emb = np.vstack([t[0], t[1] * 1.0009]).astype(np.float32)
+    r = sanitize(image[None].astype(np.float32), [["a"]], ["a", "b"], vocab_emb)
+    assert [label for label, _ in r.suggestions[0]] == ["a", "b"] and r.replacements[0] == [None]
+    assert (build_label_map(["a", "b"], vocab_emb, [1, 1], min_cluster_size=0)
+            .distance_to_canonical >= 0).all()
+    x = t[:1].astype(np.float32) * 1.0009
+    assert sanitize(x, [["a"]], ["a"], x).similarity[0][0] <= 1.0
+
+
+def test_labels_given_as_generators_or_with_a_nan_image_are_read_once_or_refused(data):
+    """Audit: a generator of label lists failed in len(); a vocabulary generator was read up
+    by the first step, and the second said its labels were missing from it; an image whose
+    labels were NaN (an empty pandas cell) failed with "'float' object is not iterable"."""
+    images, labels, vemb = data
+    want = sanitize(images, labels, VOCAB, vemb, min_cluster_size=1)
+    got = sanitize(images, (l for l in labels), (v for v in VOCAB), vemb, min_cluster_size=1)
+    assert got.final_labels == want.final_labels and got.canonical == want.canonical
+    with pytest.raises(ValueError, match=r"image_labels\[1\] is nan: give each image a list"):
+        sanitize(images, [labels[0], float("nan"), *labels[2:]], VOCAB, vemb)
+
+
+@pytest.mark.parametrize("module", ["pipeline", "params", "clustering", "evidence"])
+def test_the_examples_in_the_engines_docstrings_run(module):
+    """Audit: sanitize's example used names it never defined, and ScoreTally's was
+    pseudo-code written as a doctest."""
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"vlsr_core.engine.{module}"))
+    assert result.attempted and not result.failed

@@ -407,3 +407,22 @@ def test_the_nearest_label_of_another_cluster_is_found_exactly():
     d = 1 - x.astype(np.float64) @ x.T.astype(np.float64)
     d[clusters[:, None] == clusters[None, :]] = np.inf
     assert (nearest == d.argmin(axis=1)).all()
+
+
+def test_careless_arguments_of_the_review_functions_are_refused_or_read_once():
+    """Audit (the engine as a library): a generator of edits was read up by a type check and
+    its edits ignored, and edits_to_reach numbered its own from 1 again; a sample id given as
+    a string was read a character at a time; a canonical label None failed deep in a sort."""
+    edits = _edits(("split", "helmet"))
+    reviewed, outcomes = review_label_map(_map(), _emb(), (e for e in edits))
+    assert [o.status for o in outcomes] == ["applied"]
+    assert reviewed.canonical == review_label_map(_map(), _emb(), edits)[0].canonical
+    made = edits_to_reach(_map(), _emb(), (e for e in edits), {"vise": "drill"})
+    assert made and all(e.id > edits[-1].id for e in made)
+    with pytest.raises(TypeError, match="one id is \\[id\\]"):
+        Edit(1, "accept_suggestion", "helmet", samples="65a1f0c2e4b0")
+    with pytest.raises(TypeError, match="an edit's id is a whole number"):
+        Edit("1", "split", "helmet")
+    for name in (None, 3, "  "):
+        with pytest.raises(ValueError, match="give each a name"):
+            edits_to_reach(_map(), _emb(), [], {"vise": name})

@@ -141,10 +141,14 @@ def sanitize(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, 
         a :class:`SanitizeResult`.
 
     Example:
+        >>> vocab = ["helmet", "Helmets", "bolt"]
+        >>> vocab_emb = np.array([[1, 0], [0.99, 0.1], [0, 1]])
+        >>> images = np.array([[1, 0.05], [0.9, 0.3]])
         >>> r = sanitize(images, [["helmet"], ["Helmets", "bolt"]], vocab, vocab_emb)
         >>> r.canonical["Helmets"], r.final_labels[1]
         ('helmet', 'helmet')
     """
+    image_labels, vocabulary = list(image_labels), as_vocabulary(vocabulary)  # (read twice)
     score_names = {s.name for s in ScoreParams.specs()}
     scores = score_images(image_embeddings, image_labels, vocabulary, vocabulary_embeddings, score,
                           **{k: v for k, v in overrides.items() if k in score_names})
@@ -170,6 +174,7 @@ def score_images(image_embeddings, image_labels, vocabulary, vocabulary_embeddin
         an :class:`ImageScores`.
     """
     params = ScoreParams.resolve(params, **overrides)
+    image_labels = list(image_labels)  # (read twice: a generator would be empty the second time)
     image_embeddings, vocab_emb, vocabulary, labels_idx = _prepared(
         image_embeddings, image_labels, vocabulary, vocabulary_embeddings
     )
@@ -200,10 +205,14 @@ class ScoreTally:
     """Every label score of a collection, added a chunk of images at a time (4 bytes a score),
     and each vocabulary label's best score: what the review thresholds come from.
 
-    Example:
-        >>> tally = ScoreTally(vocabulary)
-        >>> for chunk in chunks: tally.add(chunk_labels, score_images(...).similarity)
-        >>> low = tally.threshold(0.1); tally.weak_labels(low)
+    Example::
+
+        tally = ScoreTally(vocabulary)
+        for chunk_labels, chunk_embeddings in chunks:
+            tally.add(chunk_labels, score_images(chunk_embeddings, chunk_labels, vocabulary,
+                                                 vocabulary_embeddings).similarity)
+        low = tally.threshold(0.1)
+        weak = tally.weak_labels(low)
     """
 
     def __init__(self, vocabulary):
@@ -252,6 +261,7 @@ def refine_labels(image_embeddings, image_labels, vocabulary, vocabulary_embeddi
         a :class:`LabelRefinement`.
     """
     params = MergeParams.resolve(params, **overrides)
+    image_labels, vocabulary = list(image_labels), as_vocabulary(vocabulary)  # (read twice)
     frequencies = label_frequencies(image_labels, vocabulary)
     prototypes = None
     if params.image_evidence:
@@ -315,6 +325,9 @@ def _check_label_lists(image_labels):
                              f"list of labels ([{labels!r}])")
         if labels is None:
             raise ValueError(f"image_labels[{i}] is None: give an unlabelled image []")
+        if not hasattr(labels, "__iter__"):  # (NaN, as pandas gives an empty cell)
+            raise ValueError(f"image_labels[{i}] is {labels!r}: give each image a list of "
+                             "labels ([] for an unlabelled image)")
         odd = next((l for l in labels if not isinstance(l, str)), "")
         if not isinstance(odd, str):
             raise TypeError(f"image_labels[{i}] holds {odd!r} ({type(odd).__name__}): labels "
@@ -460,8 +473,10 @@ def _prepared(image_embeddings, image_labels, vocabulary, vocabulary_embeddings)
 def unit_length(embeddings, name, missing_rows=False):
     """``embeddings`` as float32 rows of unit length, so that every score is a cosine whatever
     the caller's scaling (raw CLIP features are not normalised); rows already of unit length
-    (within 1e-3) are left as they are. ``missing_rows``: NaN rows mark a missing embedding
-    (images); otherwise a row that is not finite is an error."""
+    to float32's rounding (within 1e-5) are left as they are, and not copied: features
+    normalised in half precision (norms off by 1e-3) are not (left so, they put a suggestion
+    before a better one and a distance below 0). ``missing_rows``: NaN rows mark a missing
+    embedding (images); otherwise a row that is not finite is an error."""
     x = real_array(embeddings, name)
     if x.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (n, dim), got shape {x.shape}")
@@ -473,7 +488,9 @@ def unit_length(embeddings, name, missing_rows=False):
         rows = ", ".join(map(str, bad[:5])) + (", ..." if bad.size > 5 else "")
         raise ValueError(f"{name} has NaN or infinite values in {bad.size} of its rows "
                          f"({rows}): embed those again")
-    off = finite & (norms > 0) & (np.abs(norms - 1) > 1e-3)
+    off = finite & (norms > 0) & (np.abs(norms - 1) > 1e-5)
+    if off.all():  # (raw features: one copy, not three)
+        return unit_rows(x)
     if off.any():
         x = x.copy()
         x[off] = unit_rows(x[off])

@@ -71,6 +71,11 @@ class Edit:
             raise ValueError(f"{self.action!r} needs a target label (to=...)")
         if self.action in SUGGESTION_ACTIONS and not self.samples:
             raise ValueError(f"{self.action!r} needs the samples it is about")
+        if isinstance(self.samples, str) or isinstance(self.label_ids, str):
+            raise TypeError("samples and label_ids are lists of ids: one id is [id] (a string "
+                            "alone would be read a character at a time)")
+        if not isinstance(self.id, int) or isinstance(self.id, bool):
+            raise TypeError(f"an edit's id is a whole number, not {self.id!r}")
         object.__setattr__(self, "samples", tuple(self.samples))
         object.__setattr__(self, "label_ids", tuple(self.label_ids))
 
@@ -113,6 +118,16 @@ class Outcome:
     reason: str = ""
 
 
+def _edit_list(edits):
+    """``edits`` as a list of :class:`Edit` objects, read once (a generator read twice is
+    empty the second time: its edits were ignored)."""
+    edits = None if edits is None or isinstance(edits, Edit) else list(edits)
+    if edits is None or not all(isinstance(e, Edit) for e in edits):
+        raise TypeError("edits must be a list of Edit objects (Edit.from_record reads a stored "
+                        "one)")
+    return edits
+
+
 def active(edits):
     """The edits in force (not undone), in the order they were made."""
     return [e for e in edits if e.undone is None]
@@ -145,9 +160,7 @@ def review_label_map(label_map, embeddings, edits):
     if len(embeddings) != len(vocabulary):
         raise ValueError(f"embeddings must have a row per label of label_map.vocabulary "
                          f"({len(vocabulary)}), got {len(embeddings)}")
-    if isinstance(edits, Edit) or not all(isinstance(e, Edit) for e in edits):
-        raise TypeError("edits must be a list of Edit objects (Edit.from_record reads a stored "
-                        "one)")
+    edits = _edit_list(edits)
     index = {l: i for i, l in enumerate(vocabulary)}
     cluster = np.asarray(label_map.clusters, dtype=np.int64).copy()
     names = list(label_map.names or label_map.representatives)
@@ -287,8 +300,15 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
         export), whether both are in ``wanted`` or one is the name that the labels it leaves
         out keep.
     """
+    edits = _edit_list(edits)
     reviewed, _ = review_label_map(label_map, embeddings, edits)
     vocabulary, current = reviewed.vocabulary, reviewed.canonical
+    wanted = dict(wanted)  # (a pandas Series too)
+    bad = next(((l, n) for l, n in wanted.items() if not isinstance(n, str) or not n.strip()),
+               None)
+    if bad:
+        raise ValueError(f"wanted gives {quoted(bad[0]) if isinstance(bad[0], str) else bad[0]!r} "
+                         f"the canonical label {bad[1]!r}: give each a name (a non-blank string)")
     unknown = [l for l in wanted if l not in current]
     if unknown:
         raise ValueError(f"{count(len(unknown), 'label')} not in the vocabulary, e.g. "

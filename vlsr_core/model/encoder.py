@@ -37,6 +37,7 @@ from .model_source import (  # ModelLoadError: raised here, importable from here
     model_fingerprint,
 )
 from .precision import autocast, native_bf16, precision_problem, quantized
+from .tokens import text_list
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ class CLIPEncoder:
         Returns:
             float32 ndarray of shape (n, dim), rows aligned with ``texts``.
         """
-        texts = [str(t) for t in texts]
+        texts = text_list(texts)
         keys, n_cut = self._token_ids(texts)
         if n_cut:
             logger.warning("%s longer than %d tokens, truncated", count(n_cut, "label"),
@@ -351,6 +352,8 @@ class CLIPEncoder:
             (embeddings, failures): float32 ndarray of shape (n, dim) whose rows for skipped
             images are NaN, and the list of :class:`ImageFailure`.
         """
+        if isinstance(paths, (str, os.PathLike)):
+            raise TypeError(f"paths must be a list of paths, not one (give [{str(paths)!r}])")
         paths = list(paths)
         out = np.full((len(paths), self.dim), np.nan, dtype=np.float32)
         failures, done = [], 0

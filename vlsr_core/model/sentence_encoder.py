@@ -11,6 +11,7 @@ import torch
 
 from .model_source import (MINILM, ModelLoadError, as_recorded, load_advice, model_fingerprint,
                            model_problem)
+from .tokens import text_list
 
 
 def resolve_label_model(name):
@@ -89,7 +90,7 @@ class SentenceEncoder:
 
     def embed_texts(self, texts, progress=None):
         """float32 ndarray (n, dim) of unit rows aligned with ``texts``; each distinct string once."""
-        texts = [str(t) for t in texts]
+        texts = text_list(texts)
         distinct = list(dict.fromkeys(texts))
         out = np.empty((len(distinct), self.dim), dtype=np.float32)
         for start in range(0, len(distinct), self.batch_size):

@@ -11,6 +11,18 @@ import numpy as np
 from ..engine.lexical import normal_form
 
 
+def text_list(texts, name="texts"):
+    """``texts`` as a list of strings, or a TypeError naming ``name``: a string alone would be
+    read a character at a time, and ``None`` or NaN embedded as the text "None" or "nan"."""
+    if isinstance(texts, str):
+        raise TypeError(f"{name} must be a list of strings, not one string (give [{texts!r}])")
+    texts = list(texts)
+    bad = next((t for t in texts if not isinstance(t, str)), texts)
+    if bad is not texts:
+        raise TypeError(f"{name} must be strings: item {texts.index(bad)} is {bad!r}")
+    return texts
+
+
 def unknown_words(tokenizer, labels):
     """float32 ndarray (n,): per label, the share of its words (of its normal form: case
     folded, punctuation as spaces) that ``tokenizer`` does not hold whole: split into two pieces
@@ -21,7 +33,7 @@ def unknown_words(tokenizer, labels):
         tokenizer: a Hugging Face tokenizer (CLIP's byte-pair or a sentence encoder's WordPiece).
         labels: n label strings.
     """
-    words = [normal_form(label).split() for label in labels]
+    words = [normal_form(label).split() for label in text_list(labels, "labels")]
     distinct = list(dict.fromkeys(w for ws in words for w in ws))
     ids = tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
     unk = tokenizer.unk_token_id
