@@ -409,13 +409,17 @@ def run_with_progress(ctx, label, fn):
             updates.put(None)
 
     thread = threading.Thread(target=target, name=f"vlsr-{label}", daemon=True)
-    started, last = monotonic(), -1.0
     thread.start()
+    first, last = None, -1.0
     while (fraction := updates.get()) is not None:
+        # the pace is taken from the first report on: what came before (loading the model,
+        # embedding the labels) made an estimate of twice the time left
+        first = first or (monotonic(), fraction)
         if fraction - last < 0.01 and fraction < 1:
             continue  # at most a hundred updates
         last = fraction
-        text = f"{label}: {fraction:.0%}" + time_left(monotonic() - started, fraction)
+        text = f"{label}: {fraction:.0%}" + (time_left(
+            monotonic() - first[0], fraction - first[1], 1 - fraction) if fraction < 1 else "")
         if ctx.delegated:
             ctx.set_progress(progress=fraction, label=text)
         else:
@@ -426,14 +430,16 @@ def run_with_progress(ctx, label, fn):
     return outcome["result"]
 
 
-def time_left(elapsed, fraction):
-    """", about 3 min left" after ``elapsed`` seconds at ``fraction`` done, once there is enough
-    to go by (10 s and 5 %); "" before, and at the end."""
-    if elapsed < 10 or not 0.05 <= fraction < 1:
+def time_left(elapsed, done, todo):
+    """", about 3 min left" when ``done`` (a fraction of the work) took ``elapsed`` seconds and
+    ``todo`` is left, once there is enough to go by (10 s and 5 %); "" before."""
+    if elapsed < 10 or done < 0.05:
         return ""
-    left = elapsed * (1 - fraction) / fraction
+    left = elapsed * todo / done
+    if left < 10:
+        return ", a few seconds left"
     if left < 55:
-        return f", about {max(10, round(left, -1)):.0f} s left"
+        return f", about {round(left, -1):.0f} s left"
     hours, minutes = divmod(round(left / 60), 60)
     return ", about " + " ".join([f"{hours} h"] * bool(hours) + [f"{minutes} min"] * bool(
         minutes or not hours)) + " left"

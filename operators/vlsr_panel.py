@@ -335,8 +335,7 @@ class VLSRPanel(foo.Panel):
         row = self._cluster_row(ctx)
         if row is None:
             return
-        ctx.prompt(PLUGIN + "edit_label_map", params=dict(
-            key=ctx.panel.state.key, action="rename", label=row[2]))
+        self._prompt(ctx, "edit_label_map", action="rename", label=row[2])
 
     def join_nearest(self, ctx):
         """A rare cluster joins the cluster nearest to it: renamed to its name, one edit."""
@@ -422,8 +421,7 @@ class VLSRPanel(foo.Panel):
         self._edit(ctx, "split")
 
     def move(self, ctx):
-        ctx.prompt(PLUGIN + "edit_label_map", params=dict(
-            key=ctx.panel.state.key, action="move", label=self._member(ctx)))
+        self._prompt(ctx, "edit_label_map", action="move", label=self._member(ctx))
 
     def show_member(self, ctx):
         from vlsr_core.fo.browse import labels_named
@@ -453,17 +451,26 @@ class VLSRPanel(foo.Panel):
                        variant="success")  # (as the undo form says it: which edit it was)
         self._load(ctx)
 
+    def _prompt(self, ctx, operator, on_success=None, **params):
+        """Open ``operator``'s form on the panel's run, unless the run was deleted elsewhere:
+        then say so and show the panel again (the form said "No VLSR run on this dataset yet"
+        over the deleted run's clusters)."""
+        key = ctx.panel.state.key
+        if key is None or not ctx.dataset.has_run(key):
+            self.on_load(ctx)
+            return
+        ctx.prompt(PLUGIN + operator, params=dict(key=key, **params), on_success=on_success)
+
     def apply(self, ctx):
         # (scheduled as a delegated job, it runs nothing of the plugin's that would refresh
         # the panel: the panel then said "not applied yet", and nothing of the job)
-        ctx.prompt(PLUGIN + "apply_review", params=dict(key=ctx.panel.state.key),
-                   on_success=self.refresh)
+        self._prompt(ctx, "apply_review", on_success=self.refresh)
 
     def import_map(self, ctx):
-        ctx.prompt(PLUGIN + "import_label_map", params=dict(key=ctx.panel.state.key))
+        self._prompt(ctx, "import_label_map")
 
     def suggestions(self, ctx):
-        ctx.prompt(PLUGIN + "review_suggestions", params=dict(key=ctx.panel.state.key))
+        self._prompt(ctx, "review_suggestions")
 
     def close_cluster(self, ctx):
         ctx.panel.state.cluster_label = None

@@ -90,14 +90,16 @@ def test_progress_in_the_app_says_the_time_left(ds, tiny_clip, monkeypatch):
     r = run("compute_embeddings", ds, label_field="gt", model=tiny_clip, batch_size=2)
     shown = [q["params"]["label"] for q in r.executor.to_json()["requests"]
              if q["operator_uri"] == "set_progress"]
-    assert len(shown) >= 3 and all(re.fullmatch(r"Embedding: \d+%(, about .+ left)?", t)
+    assert len(shown) >= 3 and all(re.fullmatch(r"Embedding: \d+%(, (about .+|a few seconds) left)?", t)
                                    for t in shown), shown
     assert any(re.search(r"\d\d%, about \d+ (s|min|h( \d+ min)?) left$", t) for t in shown)
     assert shown[-1] == "Embedding: 100%"
-    assert [common.time_left(e, f) for e, f in [(9, 0.5), (10, 0.04), (20, 0.5), (100, 0.5),
-                                               (5400, 0.5), (3600, 0.5)]] == [
+    assert [common.time_left(e, f, 1 - f) for e, f in [
+        (9, 0.5), (10, 0.04), (20, 0.5), (100, 0.5), (5400, 0.5), (3600, 0.5), (12, 0.95)]] == [
         "", "", ", about 20 s left", ", about 2 min left", ", about 1 h 30 min left",
-        ", about 1 h left"]
+        ", about 1 h left", ", a few seconds left"]
+    # (App walk: "30%, about 20 s left" 3 s before the end: the start-up counted as work)
+    assert common.time_left(10, 0.6, 0.1) == ", a few seconds left"
 
 
 def test_plugin_registers_every_operator_without_errors():

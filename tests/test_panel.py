@@ -448,7 +448,8 @@ def test_a_click_after_the_run_was_deleted_elsewhere_is_a_message(ran, monkeypat
 
 @pytest.mark.parametrize("method,params", [
     ("undo", {}), ("on_search", {"value": "hel"}), ("open_cluster", {"row": 0}),
-    ("rename_cluster", {"row": 0}), ("keep", {"row": 0}), ("next_page", {})])
+    ("rename_cluster", {"row": 0}), ("keep", {"row": 0}), ("next_page", {}), ("apply", {}),
+    ("import_map", {}), ("move", {"row": 0})])
 def test_the_panel_after_its_run_was_deleted_elsewhere_says_so(ran, method, params):
     """Audit (App walk): after `vlsr delete-run` in a terminal, Undo, a search, a cluster's
     Members and Rename replaced the panel with a traceback; a member's Keep said nothing; Next
@@ -464,6 +465,7 @@ def test_the_panel_after_its_run_was_deleted_elsewhere_says_so(ran, method, para
                                              "dataset now")
     assert panel.sent("notify") == [dict(
         message="Run 'vlsr' was deleted elsewhere", variant="warning")]  # (said once)
+    assert not panel.sent("prompt_user_for_operation")  # (App walk: Apply's form said "yet")
     panel.event("on_change_dataset")
     assert panel.state["problem"].startswith("No VLSR run on this dataset yet")
 
