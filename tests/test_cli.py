@@ -967,6 +967,28 @@ def test_rare_clusters_are_listed_with_the_command_that_joins_one(dataset, tmp_p
             "none is rare\n") in out
 
 
+def test_the_rare_listings_command_shows_a_label_as_the_listing_does(dataset, tmp_path, capsys,
+                                                                    monkeypatch):
+    """Audit: its "to join one" command wrote a carriage return or a direction mark out, which
+    broke or reversed the line on a terminal; the lines above showed them escaped."""
+    import shlex
+
+    import fake_clip
+    from fake_clip import FakeEncoder, build
+
+    from vlsr_core.fo.stages import run_vlsr
+
+    monkeypatch.setitem(fake_clip.LABELS, "car\rriage", ("drill", 12, 0.6))
+    encoder = FakeEncoder(build(dataset, tmp_path / "images", spec=[
+        ("a.png", "drill", ["car\rriage"]), ("b.png", "drill", ["drill"]),
+        ("c.png", "helmet", ["helmet"])]))
+    run_vlsr(dataset, "gt", encoder=encoder)
+    assert main(["review", "show", "--rare", "--find", "riage", "--dataset", dataset.name]) == 0
+    command = capsys.readouterr().out.split("to join one: vlsr ")[1].splitlines()[0]
+    assert command.startswith("review rename 'car⏎riage' --to ") and "\r" not in command
+    assert main(shlex.split(command)) == 0  # (a label as shown is taken)
+
+
 def test_a_lone_rare_cluster_is_not_pointed_to_a_list_of_its_neighbours(dataset, tmp_path, capsys):
     from fake_clip import FakeEncoder, build
 

@@ -734,8 +734,10 @@ def _review_show(a):
                   f"{one_line(row['nearest_label'])})")
         if rows:
             first = rows[0]
-            print(f"to join one: vlsr review rename {shlex.quote(first['label'])} --to "
-                  f"{shlex.quote(first['nearest'])} --dataset {shlex.quote(a.dataset)}"
+            # (as shown: a line break or a direction mark written out broke the line; the
+            # review commands take a label as shown)
+            print(f"to join one: vlsr review rename {shlex.quote(one_line(first['label']))} --to "
+                  f"{shlex.quote(one_line(first['nearest']))} --dataset {shlex.quote(a.dataset)}"
                   + (f" --key {shlex.quote(a.key)}" if a.key != DEFAULT_KEY else ""))
         if len(rows) > a.clusters:
             print(f"\n... and {_count(len(rows) - a.clusters, 'more line')} (--clusters N, "

@@ -66,8 +66,12 @@ _IRREGULAR = {
 # words that end in "s" and are not plurals
 _SINGULAR_S = re.compile(r"(ss|us|is|ous|ics|ias|os)$")
 _WORD_CHAR = re.compile(r"\w")
-# zero-width space, word joiner, BOM: nothing on screen (not ZWJ / ZWNJ: scripts use them)
-INVISIBLE = "\u200b\u2060\ufeff"
+# nothing on screen: zero-width space, word joiner, BOM, soft hyphen, the direction marks,
+# embeddings, overrides and isolates, and the invisible operators; not ZWJ / ZWNJ (scripts and
+# emoji use them) nor tag characters (flags). Left in, `\u200fhelmet` was a second category
+# beside `helmet`, and a review rename to it was taken.
+INVISIBLE = ("\u00ad\u061c\u180e\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061"
+             "\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff")
 _INVISIBLE = str.maketrans("", "", INVISIBLE)
 # "+", "#", "%" and "$" carry meaning ("C++", "C#", "50%") and stay; "." and "," only between
 # digits ("1.5 inch")

@@ -4,7 +4,8 @@ Files written to the export directory:
 
 - ``samples.csv``: ``filepath, final_label, final_score, original_labels, canonical_labels,
   suggestions``; list columns are JSON (``["helmet", "Helmets"]``, suggestions as
-  ``[["helmet", 0.31], ...]``), since labels may contain any character.
+  ``[["helmet", 0.31], ...]``), since labels may contain any character; ``original_labels``
+  are the sample's distinct labels as written, but the blank ones the run skips.
 - ``label_map.csv``: ``label, canonical, cluster, frequency, dbscan_cluster,
   clustered_canonical, joined_by, distance_to_canonical``: the label map with the review edits
   the run's fields show (those of the last Apply or clustering; ``clustered_canonical`` is the
