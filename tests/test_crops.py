@@ -7,6 +7,8 @@ crop shows (:class:`fake_clip.FakeEncoder` ``crop_vector``); what is tested is w
 leave in the database.
 """
 
+import re
+
 import fiftyone as fo
 import pytest
 from PIL import Image
@@ -162,6 +164,29 @@ def test_crops_are_cut_once_and_again_only_for_a_moved_box(photos):
     assert report.n_embedded == 1 and len(encoder.boxes_cut) == 3
     score_labels(dataset, "vlsr")
     assert boxes_of(dataset, "vlsr_crop_similarity")[("w2.png", SCREW)] < 0.2  # it shows a glove
+
+
+def test_a_box_moved_by_hand_is_said_and_its_old_crop_score_not_exported(photos, tmp_path):
+    """Audit: a box moved by hand after the run kept its old crop score; the summary and
+    Apply said nothing and the COCO export wrote that score on the moved box."""
+    from vlsr_core.fo.export import ExportError, export_run
+    from vlsr_core.fo.review import apply_review
+
+    dataset, images = photos
+    run(dataset, images)
+    sample = dataset.match(fo.ViewField("filepath").ends_with("w2.png")).first()
+    sample.gt.detections[1].bounding_box = GLOVE_BOX
+    sample.save()
+    said = ("1 sample has boxes of 'gt' moved, added or removed by hand since their crops were "
+            f"cut, {sample.filepath}, so that its crop scores are of the boxes before: run again")
+    assert f"**Changed by hand:** {said}" in summarize_run(dataset, "vlsr")
+    apply_review(dataset)  # (it cannot cut a crop)
+    with pytest.raises(ExportError, match=re.escape(said)):
+        export_run(dataset, str(tmp_path / "out"), detections_field="gt")
+    encoder = FakeEncoder(images, crop_vector=crop_vector(images))
+    run_vlsr(dataset, "gt", encoder=encoder, crops=True, crop_min_size=4)
+    assert "Changed by hand" not in summarize_run(dataset, "vlsr")
+    assert export_run(dataset, str(tmp_path / "out"), detections_field="gt")
 
 
 class Killed(BaseException):

@@ -678,6 +678,6 @@ def test_a_run_that_cut_no_box_says_so_not_cut_and_embedded_0_boxes():
     from vlsr_core.fo.stages import EmbeddingReport
 
     assert EmbeddingReport(n_crop_fallback=332).summary().endswith(
-        "; no box cut: all 332 boxes too small or without coordinates (scored on the whole image)")
+        "; no box cut: all 332 boxes too small, off the image or without coordinates (scored on the whole image)")
     assert "; cut and embedded 2 boxes (3 more too small" in EmbeddingReport(
         n_crops=2, n_crop_fallback=3).summary()

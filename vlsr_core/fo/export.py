@@ -662,7 +662,7 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
     problem = (label_filter_problem(samples, config.label_field, config.collection, key)
                or labels_problem(samples, config, results.vocabulary)
                or foreign_problem(samples, key) or relabelled_problem(samples, key, results)
-               or stale_samples_problem(samples, key, results))
+               or stale_samples_problem(samples, key, results) or moved_boxes_problem(samples, key))
     if problem:
         return problem
     problem = export_dir and _uncreatable(export_dir)
@@ -748,6 +748,29 @@ def stale_samples_problem(samples, key=DEFAULT_KEY, results=None):
     return note and (f"{note}, so that {'its' if n == 1 else 'their'} final labels may be of "
                      "labels gone: apply the review to bring them up to date (VLSR 5 in the "
                      "App, vlsr apply on the command line), then export")
+
+
+def moved_boxes_problem(samples, key=DEFAULT_KEY, examples=3):
+    """Why the crop scores of ``samples`` are not those of their boxes as they are now, or
+    None: boxes moved (or added, or removed) by hand since their crops were cut keep the score
+    of the crop before, which the export would write; the next embedding cuts them again."""
+    from .crops import crops_current
+
+    config = samples._dataset.get_run_info(key).config
+    fields = sample_fields(key)
+    if not getattr(config, "crops", False) or not samples.has_field(fields["crop_ids"]):
+        return None
+    path = label_path(samples, config.label_field)
+    moved = samples.exists(fields["crop_ids"]).match(~crops_current(key, path))
+    n = moved.count()
+    if not n:
+        return None
+    shown = moved.limit(examples).values("filepath")
+    return (f"{count(n, 'sample')} {'has' if n == 1 else 'have'} boxes of "
+            f"{config.label_field!r} moved, added or removed by hand since their crops were "
+            f"cut, {'e.g. ' if n > len(shown) else ''}{', '.join(shown)}, so that "
+            f"{'its' if n == 1 else 'their'} crop scores are of the boxes before: run again to "
+            "cut and score them (vlsr run, or VLSR 1 to 3 in the App), then export")
 
 
 def _usable(label):

@@ -165,11 +165,11 @@ class EmbeddingReport:
                    "marked to be embedded again" if self.kept else ""))
         if self.n_crops:
             text += (f"; cut and embedded {count(self.n_crops, 'box')} ({self.n_crop_fallback:,} more too "
-                     "small or without coordinates: scored on the whole image)")
+                     "small, off the image or without coordinates: scored on the whole image)")
         elif self.n_crop_fallback:
             text += (f"; no box cut: {'the' if self.n_crop_fallback == 1 else 'all'} "
-                     f"{count(self.n_crop_fallback, 'box')} too small or without coordinates "
-                     "(scored on the whole image)")
+                     f"{count(self.n_crop_fallback, 'box')} too small, off the image or without "
+                     "coordinates (scored on the whole image)")
         return text + blank_note(self.n_blank_labels)
 
 

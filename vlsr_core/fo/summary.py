@@ -11,7 +11,8 @@ from ..engine.lexical import read_form
 from ..engine.review import MAP_ACTIONS
 from ..wording import code, count
 from .browse import cluster_sizes, merge_limit, rare_clusters
-from .export import relabelled_problem, stale_lowest_scores, stale_samples_problem
+from .export import (moved_boxes_problem, relabelled_problem, stale_lowest_scores,
+                     stale_samples_problem)
 from .labels import blank_labels, label_counts, label_path, named, usable
 from .lease import running_note
 from .review import copy_note, labels_problem, review_state, run_copies_outdated
@@ -113,7 +114,8 @@ def summarize_run(dataset, key, n_clusters=10):
         applies = not (running or incomplete) and not labels_problem(written, config,
                                                                      results.vocabulary)
         by_hand = applies and (relabelled_problem(written, key, results)
-                               or stale_samples_problem(written, key, results))
+                               or stale_samples_problem(written, key, results)
+                               or moved_boxes_problem(written, key))
         lowest = applies and stale_lowest_scores(written, key)
         if lowest:
             lines.append(f"**Changed by hand:** {count(lowest, 'sample')} "
