@@ -40,7 +40,7 @@ import os
 import shutil
 import tempfile
 from datetime import timezone
-from itertools import chain
+from itertools import chain, repeat
 
 import fiftyone as fo
 from bson import ObjectId
@@ -125,8 +125,10 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
     config = dataset.get_run_info(key).config
     state = review_state(dataset, key, results, applied_only=True)  # what the fields show
     label_map = state.label_map.canonical
-    ids = sample_ids(samples)  # read once: both streamed files visit the same samples in order
     _compute_sizes(samples, key)  # (before the folder is made: the slow part of a start)
+    # read once, after the sizes (a view sorted by them moves): both streamed files visit the
+    # same samples in order
+    ids = sample_ids(samples)
     boxes = coco_boxes(samples, detections_field, key, label_map) if detections_field else None
     made = _missing_folders(export_dir)
     try:
@@ -276,8 +278,8 @@ def coco_image_root(samples):
 
 def _coco_detections(samples, boxes, detections_field, categories, image_ids, path, progress):
     """The boxes of :func:`coco_boxes` by FiftyOne's COCO exporter, with the export's
-    ``categories`` (names in id order, from 1) and ``image_ids`` (those of the images in
-    ``image_labels.json``, in order): an id means one category, and one image, in both files."""
+    ``categories`` (names in id order, from 1) and ``image_ids`` (sample id -> its image's id in
+    ``image_labels.json``): an id means one category, and one image, in both files."""
     boxes.export(
         rel_dir=coco_image_root(samples),
         labels_path=path,
@@ -291,13 +293,15 @@ def _coco_detections(samples, boxes, detections_field, categories, image_ids, pa
     )
     with open(path, encoding="utf-8") as f:  # (a NaN attribute, no JSON, becomes null)
         coco = json.load(f, parse_constant=lambda constant: None)
-    # FiftyOne numbers the images it wrote from 1; image_labels.json lists the unreadable too
-    if len(coco["images"]) != len(image_ids):
+    # FiftyOne numbers the images it wrote from 1, in the order of the view it walked;
+    # image_labels.json lists the unreadable too: each takes the id of its sample there
+    order = boxes.values("id")
+    if len(order) != len(coco["images"]) or not set(order) <= image_ids.keys():
         raise ExportError("Samples were added or deleted while this export ran: export again")
     for image in coco["images"]:
-        image["id"] = image_ids[image["id"] - 1]
+        image["id"] = image_ids[order[image["id"] - 1]]
     for annotation in coco.get("annotations", []):
-        annotation["image_id"] = image_ids[annotation["image_id"] - 1]
+        annotation["image_id"] = image_ids[order[annotation["image_id"] - 1]]
     _cut_masks(samples, detections_field, coco)
     # FiftyOne leaves the key out when no box is left, and writes a box's attributes in the
     # order of a set of their names, which changes from process to process: put in order, an
@@ -333,8 +337,9 @@ def _cut_masks(samples, detections_field, coco):
         rows, cols = mask.shape[:2]
         left, top = max(x, 0), max(y, 0)
         right, bottom = min(x + w, 1), min(y + h, 1)
-        part = mask[round((top - y) / h * rows):round((bottom - y) / h * rows),
-                    round((left - x) / w * cols):round((right - x) / w * cols)]
+        # (whole pixels that reach the image: a sliver on it is a pixel, not no segmentation)
+        part = mask[math.floor((top - y) / h * rows):math.ceil((bottom - y) / h * rows),
+                    math.floor((left - x) / w * cols):math.ceil((right - x) / w * cols)]
         on_image = fo.Detection(bounding_box=[left, top, right - left, bottom - top],
                                 mask=part, iscrowd=annotation.get("iscrowd", 0))
         annotation["segmentation"] = COCOObject.from_label(
@@ -449,11 +454,15 @@ def _taken_names(pairs):
 
 def _coco_safe(box):
     """The box document ``box`` with the attributes of :func:`_taken_names` renamed
-    ``box_{name}`` (``score`` is ``box_score``), so that nothing is lost or fails."""
-    rename = {"$cond": [{"$in": ["$$kv.k", "$$taken"]}, {"$concat": ["box_", "$$kv.k"]},
-                        "$$kv.k"]}
+    ``box_{name}`` (``score`` is ``box_score``; ``box_score_2`` beside a ``box_score``), so
+    that nothing is lost or fails."""
+    renamed = {"$concat": ["box_", "$$kv.k"]}
+    rename = {"$cond": [{"$in": ["$$kv.k", "$$taken"]}, {"$cond": [
+        {"$in": [renamed, "$$names"]}, {"$concat": [renamed, "_2"]}, renamed]},  # (box_score
+        "$$kv.k"]}  # there already: it stays)
     return {"$let": {"vars": {"pairs": {"$objectToArray": box}}, "in": {"$let": {
-        "vars": {"taken": _taken_names("$$pairs")},
+        "vars": {"taken": _taken_names("$$pairs"),
+                 "names": {"$map": {"input": "$$pairs", "in": "$$this.k"}}},
         "in": {"$arrayToObject": {"$map": {"input": "$$pairs", "as": "kv", "in": {
             "k": rename, "v": "$$kv.v"}}}}}}}}
 
@@ -824,7 +833,8 @@ def stale_samples(samples, key=DEFAULT_KEY, results=None, examples=3):
         mapped = {"$cond": [_usable(f"${path}.label"), [f"${path}.{attribute}"], []]}
     names = sample_fields(key)["labels"]
     shown = {"$ifNull": [f"${names}.classifications.label", []]}
-    given, canonical = {}, state.label_map.canonical  # the canonical label a decision gives -> its samples
+    canonical = state.label_map.canonical
+    given = {}  # the canonical label a decision gives -> its samples
     for sample_id, edit in by_sample.items():
         if edit.action == "accept_suggestion":
             given.setdefault(canonical[edit.label], []).append(ObjectId(sample_id))
@@ -913,7 +923,8 @@ def _compute_sizes(samples, key):
     changed = []
     for ids, (paths, sizes, *stamps) in iter_chunks(readable.exists("metadata"),
                                                     ["filepath", "metadata.size_bytes", *read]):
-        for sample_id, path, size, then in zip(ids, paths, sizes, stamps[0] if read else ids):
+        for sample_id, path, size, then in zip(ids, paths, sizes,
+                                               stamps[0] if read else repeat(None)):
             now = file_stamp(path)  # (not a local file, or gone since: the size stays as read)
             if now is not None and (now[0] != size or read and replaced(now, then)):
                 changed.append(sample_id)
@@ -942,12 +953,12 @@ def _categories(samples, ids, key, label_map, boxes, detections_field, progress)
 def _image_labels_json(samples, ids, key, categories, path, progress):
     """COCO-style image-level labels, streamed a chunk of samples at a time: images are
     written first and their annotations to a side file appended at the end, so that a large
-    export never sits in memory. Returns the ids of the images the COCO detections list (of
-    :func:`_readable`), in order."""
+    export never sits in memory. Returns {sample id: image id} of the images the COCO
+    detections list (those of :func:`_readable`)."""
     fields = sample_fields(key)
     labels = f"{fields['labels']}.classifications.label"
     category_id = {name: i for i, name in enumerate(categories, 1)}
-    done, sized = 0, []
+    done, sized = 0, {}
     errors = [fields["error"]] if samples.has_field(fields["error"]) else []
     columns = ["filepath", "metadata.width", "metadata.height", labels,
                f"{fields['labels']}.classifications.confidence", f"{fields['label']}.label",
@@ -963,11 +974,12 @@ def _image_labels_json(samples, ids, key, categories, path, progress):
         for sids, (filepaths, widths, heights, ls, ss, finals, *error) in iter_chunks(
                 samples, columns, ids=ids):
             for sid, fp, w, h, sample_labels, scores, final, failed in zip(
-                sids, filepaths, widths, heights, ls, ss, finals, error[0] if error else sids
+                sids, filepaths, widths, heights, ls, ss, finals,
+                error[0] if error else repeat(None)
             ):
                 image_id += 1
-                if w is not None and (not error or failed is None):
-                    sized.append(image_id)
+                if w is not None and failed is None:
+                    sized[sid] = image_id
                 image = dict(id=image_id, file_name=fp, width=w, height=h, sample_id=sid)
                 f.write(("\n  " if image_id == 1 else ",\n  ") + json.dumps(image, ensure_ascii=False))
                 for l, s in zip(sample_labels or [], scores or []):
