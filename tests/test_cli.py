@@ -564,6 +564,17 @@ def test_the_demo_shows_the_app_with_the_plugin_of_this_clone(tmp_path, tiny_cli
         main(["demo", "--dir", str(tmp_path / "again"), "--model", tiny_clip, "--no-app"])
         assert capsys.readouterr().out.endswith(  # (found there now: as it is)
             "open it in the App with: fiftyone app launch vlsr-demo\n")
+        # a plugins folder of other plugins is kept (review: the App lost them), and said
+        other = tmp_path / "mine"
+        (other / "tool").mkdir(parents=True)
+        (other / "tool" / "fiftyone.yml").write_text("name: '@me/tool'\n")
+        monkeypatch.setenv("FIFTYONE_PLUGINS_DIR", str(other))
+        monkeypatch.setattr(fo.config, "plugins_dir", str(other))
+        main(["demo", "--dir", str(tmp_path / "third"), "--model", tiny_clip, "--no-app"])
+        out, err = capsys.readouterr()
+        assert out.endswith("open it in the App with: fiftyone app launch vlsr-demo\n")
+        assert f"add them to your plugins folder with: ln -s {root} {other / 'vlsr'}" in err
+        assert fo.config.plugins_dir == str(other)
     finally:
         fo.delete_dataset("vlsr-demo")
 

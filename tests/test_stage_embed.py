@@ -567,6 +567,12 @@ def test_a_recompute_that_cannot_read_the_images_keeps_their_embeddings(main, mo
     monkeypatch.setattr(fake_clip, "load_image", read)  # the limit raised: they are embedded
     assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_embedded == 12
     assert stages.recompute_left(dataset, "vlsr") == 0
+    # (review) marked, then without their embeddings (a switch of model clears them): none to keep
+    stages._mark_for_recompute(dataset, sample_fields("vlsr"))
+    dataset.set_values("vlsr_embedding", [None] * len(dataset))
+    monkeypatch.setattr(fake_clip, "load_image", too_large)
+    report = compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    assert report.kept == [] and len(report.failures) == 14
 
 
 def test_labels_embedded_once_each_and_blank_labels_skipped(dataset, tmp_path):

@@ -961,13 +961,23 @@ def _demo(a):
 
 def _plugins_dir():
     """This clone, where the App should look for plugins to show vlsr's operators and panel,
-    if FiftyOne's plugins folder does not hold them (``run.sh demo`` sets none); else None."""
+    if FiftyOne's plugins folder does not hold them (``run.sh demo`` sets none) and holds no
+    other plugin (those would be gone from the App: then it is said how to add vlsr's); else
+    None."""
+    import fiftyone as fo
     import fiftyone.plugins as fop
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if any(p.name == "@vlsr/vlsr" for p in fop.list_plugins(enabled="all")):
+    plugins = fop.list_plugins(enabled="all")
+    if any(p.name == "@vlsr/vlsr" for p in plugins) or not os.path.isfile(
+            os.path.join(root, "fiftyone.yml")):
         return None
-    return root if os.path.isfile(os.path.join(root, "fiftyone.yml")) else None
+    if plugins:
+        print(f"the App will not show vlsr's operators and panel: add them to your plugins "
+              f"folder with: ln -s {shlex.quote(root)} "
+              f"{shlex.quote(os.path.join(fo.config.plugins_dir, 'vlsr'))}", file=sys.stderr)
+        return None
+    return root
 
 
 def _random_encoder(directory, error):

@@ -63,19 +63,19 @@ def stopped_note(dataset, key):
     finished = (getattr(dataset.get_run_info(key).config, "finished", None) or {}
                 if dataset.has_run(key) else {})
 
-    def since(op):
-        """When the operation's stage has run to its end since it started (another job, the
-        CLI), or None: a rerun would write its older parameters over that."""
+    def note(op):
+        # its stage run to its end since it started (another job, the CLI): a rerun would
+        # write its older parameters over that
         done = finished.get(STAGE_OF.get(op.operator[len(PLUGIN):]))
-        return done if done and datetime.fromisoformat(done) > op.started_at else None
+        done = done and datetime.fromisoformat(done)
+        return (f"FiftyOne lists *{op.label or op.operator}* as running since "
+                f"{op.started_at:%Y-%m-%d %H:%M} UTC, but no process runs a stage of run "
+                f"{key!r}: its worker stopped. `fiftyone delegated fail {op.id}` marks it failed"
+                + (f" (its stage has run since, to its end at {done:%Y-%m-%d %H:%M} UTC: do not "
+                   "run it again)." if done and done > op.started_at else
+                   f"; `fiftyone delegated rerun {op.id}` runs it again."))
 
-    return " ".join(
-        f"FiftyOne lists *{op.label or op.operator}* as running since "
-        f"{op.started_at:%Y-%m-%d %H:%M} UTC, but no process runs a stage of run {key!r}: its "
-        f"worker stopped. `fiftyone delegated fail {op.id}` marks it failed" + (
-            f" (its stage has run since, to its end at {datetime.fromisoformat(since(op)):%H:%M} "
-            "UTC: do not run it again)." if since(op) else
-            f"; `fiftyone delegated rerun {op.id}` runs it again.") for op in ops)
+    return " ".join(map(note, ops))
 
 
 def failed_note(dataset, key):

@@ -504,17 +504,20 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     read = ["filepath", fields["image_file"]] + (
         [f"{path}.id", f"{path}.bounding_box", f"{path}.label"] if crops else [])
     size = chunks.EMBED_CHUNK_SIZE
-    done = 0
+    done, resized = 0, []  # (the embedded images whose file was replaced: read their size)
     try:  # what is embedded is written, however the loop ends (Ctrl-C, a failure): resumes skip it
         # a chunk of images at a time, so that no per-image list grows with n; those not
         # embedded from the to-do view (one another process embeds meanwhile leaves it), then
-        # the changed ones
-        for chunk_ids, (paths, before, *boxes) in itertools.chain(
-                iter_chunks(todo, read, size, ids),
-                iter_chunks(samples, read, size, changed) if len(changed) else ()):
+        # the changed ones, which hold an embedding
+        for embedded, (chunk_ids, (paths, before, *boxes)) in itertools.chain(
+                zip(itertools.repeat(False), iter_chunks(todo, read, size, ids)),
+                zip(itertools.repeat(True), iter_chunks(samples, read, size, changed))
+                if len(changed) else ()):
             # before reading: a later change shows; with what embeds them, as a merge of
             # another run's samples brings its embeddings
             stamps = [stamp and [*stamp, tag] for stamp in map(file_stamp, paths)]
+            resized += [i for i, now, then in zip(chunk_ids, stamps, before)
+                        if embedded and replaced(now and now[:2], then)]
             if crops:
                 box_ids, boxes, box_labels = (as_label_lists(v, path) for v in boxes)
                 batches = encoder.iter_image_batches(paths, boxes, (config.crop_padding,
@@ -539,7 +542,7 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
                         buffer.add(chunk_ids[i], None, NON_FINITE)
                         report.failures.append((chunk_ids[i], paths[i], NON_FINITE))
                 for f in batch.failures:
-                    if _kept(before[f.index], stamps[f.index]):
+                    if embedded and _kept(before[f.index], stamps[f.index]):
                         report.kept.append((chunk_ids[f.index], f.path, f.reason))
                         continue
                     buffer.add(chunk_ids[f.index], None, f.reason)
@@ -551,9 +554,9 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
                     progress((done + batch.partly) / max(n_todo, 1))
     finally:
         buffer.flush()
-    for chunk, _ in iter_chunks(dataset, [], ids=changed) if len(changed) else ():
-        # the size read of a picture before may not be this one's (an export's COCO boxes)
-        dataset.select(chunk).exists("metadata").compute_metadata(overwrite=True, progress=False)
+    if resized:  # the size read of the picture before is not this one's (an export's boxes)
+        dataset.select(resized).exists("metadata").compute_metadata(overwrite=True,
+                                                                    progress=False)
     if progress is not None:
         progress(1.0)
     return report
@@ -585,10 +588,10 @@ def embedding_tag(config):
 
 
 def _kept(then, now):
-    """Whether an image that could not be embedded again keeps its embedding: a recompute's
-    (``then``, its stamp, marked :data:`RECOMPUTE`) of the file it embedded (``now``, its
-    stamp read before with the tag, not another file): what fails is this reading (a
-    ``max_pixels`` too low, say), and the embedding is still the picture's."""
+    """Whether an embedded image that could not be embedded again keeps its embedding: a
+    recompute's (``then``, its stamp, marked :data:`RECOMPUTE`) of the file it embedded
+    (``now``, its stamp read before with the tag, not another file): what fails is this
+    reading (a ``max_pixels`` too low, say), and the embedding is still the picture's."""
     return (bool(then) and len(then) == 3 and then[2] == RECOMPUTE
             and not replaced(now and now[:2], then))
 

@@ -271,7 +271,7 @@ class CLIPEncoder:
         draft = _input_side(ip) if self.jpeg_draft and boxes is None else None
         parts = _parts([0] * len(paths) if boxes is None else [len(b) for b in boxes],
                        self.batch_size)
-        workers = min(self.num_workers, len(paths))  # (one image needs no second process)
+        workers = min(self.num_workers, len(paths))  # (no idle processes: one per image at most)
         n_parts = collections.Counter(i for i, *_ in parts)
         held, failed = {}, None  # the image whose parts are still coming: its rows so far
         # the workers fork here, with Ctrl-C held: a Ctrl-C that reached one as it started

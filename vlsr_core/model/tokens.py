@@ -17,9 +17,9 @@ def text_list(texts, name="texts"):
     if isinstance(texts, str):
         raise TypeError(f"{name} must be a list of strings, not one string (give [{texts!r}])")
     texts = list(texts)
-    bad = next((t for t in texts if not isinstance(t, str)), texts)
-    if bad is not texts:
-        raise TypeError(f"{name} must be strings: item {texts.index(bad)} is {bad!r}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{name} must be strings: item {i} is {text!r}")
     return texts
 
 
