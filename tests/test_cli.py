@@ -1333,3 +1333,30 @@ def test_review_show_says_which_later_edit_decides_where_a_label_goes(ran, capsy
     assert lines["#1 take helmit out of helmet"].endswith("; edit #2 decides instead)")
     assert "decides" not in lines["#2 move helmit to the cluster of helmet"]
     assert "decides" not in lines["#3 rename the cluster of helmet to hard hat"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # (the drop)
+def test_a_ctrl_c_dropped_in_a_finalizer_stops_the_run_at_its_next_progress(monkeypatch):
+    """Audit: a Ctrl-C that landed in an object's __del__ (during a garbage collection) was
+    dropped by Python ("Exception ignored in ..."), and the run went on to its end."""
+    import signal
+
+    from vlsr_core import cli
+
+    seen = []
+
+    def command(args):  # what a command does: a Ctrl-C, dropped, then a progress report
+        class Dropping:
+            def __del__(self):
+                signal.raise_signal(signal.SIGINT)
+
+        Dropping()  # (its __del__ runs at once: the KeyboardInterrupt is ignored there)
+        seen.append("went on")
+        cli._bar("embed")(0.5)
+        seen.append("finished")
+        return 0
+
+    monkeypatch.setattr(cli, "_main", command)
+    assert cli.main(["summary", "--dataset", "x"]) == 130
+    assert seen == ["went on"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

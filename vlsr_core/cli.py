@@ -7,6 +7,7 @@ import re
 import shlex
 import signal
 import sys
+import threading
 
 from .engine.defaults import DEFAULT_KEY, DEFAULT_MODEL, JOIN_STEPS, key_problem
 from .engine.params import EmbedParams, MergeParams, ParamError, ScoreParams, flag
@@ -35,6 +36,11 @@ def main(argv=None):
     if unknown:  # with the subcommand's usage (argparse gives the top level's: "vlsr command ...")
         getattr(args, "command_parser", parser).error(
             f"unrecognized arguments: {' '.join(unknown)}")
+    _interrupted.clear()
+    held = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if held:
+        signal.signal(signal.SIGINT, _on_interrupt)
     try:  # Ctrl-C at any moment, loading FiftyOne included, ends with a line, not a traceback
         return _main(args)
     except KeyboardInterrupt:
@@ -51,6 +57,19 @@ def main(argv=None):
         except (OSError, ValueError):
             pass
         return 141  # (128 + SIGPIPE, what a shell reports for such a command)
+    finally:
+        if held:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# a Ctrl-C seen: raised again by the next progress report, as one that lands in an object's
+# finalizer is dropped by Python ("Exception ignored in ... __del__") and the run went on
+_interrupted = []
+
+
+def _on_interrupt(signum, frame):
+    _interrupted.append(signum)
+    raise KeyboardInterrupt
 
 
 def _after_interrupt(args):
@@ -522,6 +541,8 @@ def _bar(desc):
 
     def progress(fraction):
         nonlocal bar
+        if _interrupted:
+            raise KeyboardInterrupt
         if bar is None:
             bar = tqdm(total=100, desc=desc, unit="%",  # (time spent < time left)
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
