@@ -52,3 +52,64 @@ def test_brain_runs_of_others_and_missing_methods_are_refused(embedded):
     with pytest.raises(BrainRunError, match="was not made by run 'vlsr'"):
         map_embeddings(dataset, "vlsr")
     assert map_problem(dataset, "other") == "No VLSR run 'other' on this dataset: compute embeddings first"
+
+
+def test_a_map_of_too_few_embeddings_is_refused_and_the_map_before_kept(embedded):
+    """Audit: a map of one embedded sample deleted the map before, then failed in
+    scikit-learn ("n_components=2 must be between 1 and ..."), leaving a Brain run of none."""
+    dataset, _ = embedded
+    map_embeddings(dataset, "vlsr")
+    one = dataset.exists("vlsr_embedding").limit(1)
+    with pytest.raises(BrainRunError, match="A map by PCA needs 2 image embeddings or more; "
+                                            "this target has 1"):
+        map_embeddings(one, "vlsr")
+    assert dataset.load_brain_results("vlsr_map").points.shape == (12, 2)
+
+
+def test_a_brain_run_made_by_hand_under_a_deleted_ones_name_is_not_the_runs(embedded):
+    """Audit: after the run's Brain runs were deleted by hand and a curator made one of the
+    same name, vlsr took it for its own: a map again replaced it without a word, and deleting
+    the run deleted it."""
+    import fiftyone.brain as fob
+
+    from vlsr_core.fo.runs import delete_run, what_goes
+
+    dataset, _ = embedded
+    map_embeddings(dataset, "vlsr")
+    dataset.delete_brain_runs()
+    fob.compute_visualization(dataset.exists("vlsr_embedding"), embeddings="vlsr_embedding",
+                              method="pca", brain_key="vlsr_map")  # the curator's own
+    with pytest.raises(BrainRunError, match="'vlsr_map' exists and was not made by run 'vlsr'"):
+        map_embeddings(dataset, "vlsr")
+    assert "Brain run" not in what_goes(dataset, "vlsr")
+    delete_run(dataset, "vlsr")
+    assert dataset.list_brain_runs() == ["vlsr_map"]
+
+
+def test_a_map_holds_the_run_and_says_which_samples_wait_for_an_embedding(embedded):
+    """Audit: `vlsr delete-run` went ahead in the middle of a map, which then failed inside
+    FiftyOne; a map made while embedding had stopped part-way said its left-out samples were
+    without an embedding, read as unreadable."""
+    import threading
+
+    from vlsr_core.fo.lease import RunBusyError, run_lease
+
+    dataset, _ = embedded
+    seen = []
+    with run_lease(dataset, "vlsr", "delete the run"):
+        other = threading.Thread(target=lambda: seen.append(_raised(map_embeddings, dataset)))
+        other.start()
+        other.join()
+    assert isinstance(seen[0], RunBusyError)
+    dataset.limit(3).set_values("vlsr_embedding", [None] * 3)  # (not embedded yet)
+    assert map_embeddings(dataset, "vlsr").summary() == (
+        "made the map 'vlsr_map' and similarity index 'vlsr_image_index' of 9 image embeddings "
+        "(5 samples without an embedding left out: 2 unreadable, 3 not embedded yet, which a "
+        "run again embeds (then map again)): open the Embeddings panel to see them")
+
+
+def _raised(function, *args):
+    try:
+        function(*args)
+    except Exception as e:
+        return e

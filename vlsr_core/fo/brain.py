@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from ..engine.defaults import DEFAULT_KEY
 from ..wording import count
 from .chunks import every_field
-from .runs import reload_run, sample_fields, save_config
+from .lease import holds_run
+from .runs import brain_run_time, owned_brain_runs, reload_run, sample_fields, save_config
 from .stages import embeddings_problem
 
 METHODS = ("pca", "umap")  # umap needs the optional umap-learn package
+MIN_POINTS = {"pca": 2, "umap": 4}  # fewer fail inside scikit-learn / umap
 
 
 class BrainRunError(ValueError):
@@ -29,11 +31,15 @@ class BrainReport:
     similarity_key: str | None
     n_samples: int
     n_left_out: int
+    n_unreadable: int = 0  # of those left out, the images the run could not read
 
     def summary(self):
         made = f"map {self.visualization_key!r}" + (
             f" and similarity index {self.similarity_key!r}" if self.similarity_key else "")
-        left = (f" ({count(self.n_left_out, 'sample')} without an embedding left out)"
+        waiting = self.n_left_out - self.n_unreadable  # (an embedding stopped part-way)
+        left = (f" ({count(self.n_left_out, 'sample')} without an embedding left out"
+                + (f": {self.n_unreadable:,} unreadable, {waiting:,} not embedded yet, which "
+                   "a run again embeds (then map again)" if waiting else "") + ")"
                 if self.n_left_out else "")
         return (f"made the {made} of {count(self.n_samples, 'image embedding')}{left}: open the "
                 "Embeddings panel to see them")
@@ -54,6 +60,7 @@ def available_methods():
     return list(METHODS)
 
 
+@holds_run("map the embeddings")  # (a deletion of the run meanwhile failed it in FiftyOne)
 def map_embeddings(samples, key=DEFAULT_KEY, method="pca", similarity=True, progress=None):
     """Make (or make again) the 2-D map, and the similarity index, of run ``key``'s embeddings.
 
@@ -81,6 +88,8 @@ def map_embeddings(samples, key=DEFAULT_KEY, method="pca", similarity=True, prog
     keys = brain_keys(key)
     wanted = [keys["visualization"]] + ([keys["similarity"]] if similarity else [])
     config.created_brain_runs = sorted(set(config.created_brain_runs or []) | set(wanted))
+    for brain_key in wanted:  # (owned by name while made: a failure leaves it the run's)
+        config.brain_runs.pop(brain_key, None)
     save_config(dataset, key, config)
     advance = progress or (lambda fraction: None)
     for n, brain_key in enumerate(wanted):
@@ -92,9 +101,13 @@ def map_embeddings(samples, key=DEFAULT_KEY, method="pca", similarity=True, prog
         else:
             fob.compute_similarity(embedded, embeddings=field, brain_key=brain_key,
                                    backend="sklearn", progress=False)
+        config.brain_runs[brain_key] = brain_run_time(dataset, brain_key)
+        save_config(dataset, key, config)
         advance((n + 1) / len(wanted))
+    error = sample_fields(key)["error"]
     return BrainReport(keys["visualization"], keys["similarity"] if similarity else None,
-                       len(embedded), len(samples) - len(embedded))
+                       len(embedded), len(samples) - len(embedded),
+                       samples.exists(error).count() if samples.has_field(error) else 0)
 
 
 def map_problem(samples, key=DEFAULT_KEY, method="pca"):
@@ -109,7 +122,11 @@ def map_problem(samples, key=DEFAULT_KEY, method="pca"):
     problem = embeddings_problem(samples, key)
     if problem:
         return problem
-    owned = set(dataset.get_run_info(key).config.created_brain_runs or [])
+    embedded = samples.exists(sample_fields(key)["embedding"]).count()
+    if embedded < MIN_POINTS[method]:  # (the map made again fails, the one before deleted)
+        return (f"A map by {method.upper()} needs {MIN_POINTS[method]} image embeddings or "
+                f"more; this target has {embedded}")
+    owned = set(owned_brain_runs(dataset, dataset.get_run_info(key).config))
     for brain_key in brain_keys(key).values():
         if dataset.has_brain_run(brain_key) and brain_key not in owned:
             return (f"A Brain run {brain_key!r} exists and was not made by run {key!r}; "

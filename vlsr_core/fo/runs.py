@@ -88,6 +88,8 @@ class VLSRRunConfig(fors.RunConfig):
             unsaved view: what the vocabulary-wide stages (clustering, export) take by default.
         created_brain_runs: the FiftyOne Brain runs made on the run's embeddings
             (:mod:`vlsr_core.fo.brain`), deleted with it.
+        brain_runs: Brain key -> when FiftyOne stamped the run's Brain run of that name
+            (:func:`owned_brain_runs`: one of that name made since, by hand, is not the run's).
         review: the curator's review edits (:mod:`vlsr_core.fo.review`), as records.
         applied: ``{"edits": [ids], "time": ...}``: the review edits the fields show.
         score_histogram: ``{"counts": [...], "edges": [...]}``: every label score of the run in
@@ -110,7 +112,7 @@ class VLSRRunConfig(fors.RunConfig):
                  model_fingerprint=None, stages=None, collection=None, review=None, applied=None,
                  created_brain_runs=None, score_histogram=None, copies=None,
                  cluster_shard_edits=None, label_model_fingerprint=None, finished=None,
-                 **kwargs):
+                 brain_runs=None, **kwargs):
         kwargs.setdefault("method", "vlsr")
         if "eps" in kwargs and "mode" not in kwargs:
             kwargs["mode"] = "paper"  # stored by a version before merge modes: the paper's steps
@@ -128,6 +130,7 @@ class VLSRRunConfig(fors.RunConfig):
         self.collection = collection
         self.review = review or []
         self.created_brain_runs = created_brain_runs or []
+        self.brain_runs = brain_runs or {}
         self.applied = applied
         self.score_histogram = score_histogram
         self.copies = copies or []
@@ -452,9 +455,8 @@ class VLSRRun(fors.Run):
         for view in owned_views(key, self.config):
             with dataset_document(dataset):
                 drop_saved_views(dataset, view)
-        for brain_key in getattr(self.config, "created_brain_runs", None) or []:
-            if dataset.has_brain_run(brain_key):
-                dataset.delete_brain_run(brain_key)
+        for brain_key in owned_brain_runs(dataset, self.config):
+            dataset.delete_brain_run(brain_key)
 
 
 class VLSRResults(fors.RunResults):
@@ -641,6 +643,23 @@ def input_gone(dataset, config):
             "labels")
 
 
+def brain_run_time(dataset, brain_key):
+    """When FiftyOne stamped Brain run ``brain_key``, as a run's config records it: to the
+    millisecond, as MongoDB stores it (the stamp read back has lost its microseconds)."""
+    stamp = dataset.get_brain_info(brain_key).timestamp
+    return stamp.replace(tzinfo=None).isoformat(timespec="milliseconds")
+
+
+def owned_brain_runs(dataset, config):
+    """The Brain runs of a run's ``config`` that exist and are its own: made by it, and not
+    replaced since by one of the same name (its own deleted by hand, then another made: vlsr
+    took that one for its own, made it again and deleted it with the run)."""
+    times = getattr(config, "brain_runs", None) or {}
+    return [b for b in getattr(config, "created_brain_runs", None) or []
+            if dataset.has_brain_run(b) and times.get(b, brain_run_time(dataset, b))
+            == brain_run_time(dataset, b)]
+
+
 def what_goes(dataset, key, done=False):
     """What deleting run ``key`` removes, in words: its fields, saved views, Brain runs and
     review edits (the input labels stay); ``done``: said once deleted, when no advice on
@@ -648,8 +667,7 @@ def what_goes(dataset, key, done=False):
     config = dataset.get_run_info(key).config
     fields = VLSRRun(config).get_fields(dataset, key)
     views = [v for v in owned_views(key, config) if dataset.has_saved_view(v)]
-    brain = [b for b in getattr(config, "created_brain_runs", None) or []
-             if dataset.has_brain_run(b)]
+    brain = owned_brain_runs(dataset, config)
     records = getattr(config, "review", None) or []
     undone = sum(1 for r in records if r.get("undone"))
     parts = [f"{count(len(fields), 'field')} ({', '.join(fields) or 'none'})",
