@@ -717,6 +717,10 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "  ... 2 earlier edits (--edits N lists more)\n  #3 accept suggestion" in out
     assert "#1 take" not in out and "#2 rename" not in out
+    with pytest.raises(SystemExit) as e:  # (audit: --joined-by was ignored without a word)
+        main(["review", "show", "--rare", "--joined-by", "typo", "--dataset", name])
+    assert e.value.code == 2 and "--joined-by picks clusters of the listing of clusters, not of " \
+        "--rare" in capsys.readouterr().err
     assert main(["review", "show", "--dataset", name, "--edits", "0"]) == 0  # (audit: refused)
     out = capsys.readouterr().out
     assert "  ... 3 earlier edits (--edits N lists more)\n" in out and "#3" not in out

@@ -36,6 +36,9 @@ def main(argv=None):
     if unknown:  # with the subcommand's usage (argparse gives the top level's: "vlsr command ...")
         getattr(args, "command_parser", parser).error(
             f"unrecognized arguments: {' '.join(unknown)}")
+    if getattr(args, "rare", False) and getattr(args, "joined_by", None):  # (it was ignored)
+        args.command_parser.error("--joined-by picks clusters of the listing of clusters, not "
+                                  "of --rare: give one of them")
     _interrupted.clear()
     held = (threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
@@ -358,8 +361,9 @@ def _review_parsers(sub):
             c.add_argument("--to", required=action in ("move", "rename"), help=to)
         if action.endswith("suggestion"):
             c.add_argument("--sample", action="append", default=[], metavar="ID",
-                           help="a sample id (repeat for more)")
-            c.add_argument("--view", help="every sample of this saved view")
+                           help="a sample id (repeat for more; with --view, those too)")
+            c.add_argument("--view", help="every sample of this saved view (with --sample, "
+                                          "those too)")
         c.set_defaults(func=_review_edit, action=action)
     c = actions.add_parser("import", help="the edits that make the label map as a CSV says "
                                           "(label_map.csv of vlsr export, edited)")
