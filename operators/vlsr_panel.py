@@ -168,6 +168,13 @@ class VLSRPanel(foo.Panel):
                 hovertemplate="score %{x:.3f}: %{y} labels<extra></extra>")] if hist else []
         s.scope = _scope(ctx, key) if state is not None else None
         s.busy = self._busy(ctx.dataset, key)
+        if scores:  # (on load and Refresh: half a second at 100,000 samples)
+            from vlsr_core.fo.runs import stage_activity
+            from vlsr_core.fo.summary import by_hand_lines
+
+            # (as the summary: not while a stage runs or stopped part-way)
+            s.by_hand = "\n\n".join(by_hand_lines(ctx.dataset, key)) or None if (
+                state is not None and not any(stage_activity(ctx.dataset, key))) else None
         if state is None:
             return
         s.status = state.summary() + "".join(
@@ -504,6 +511,8 @@ class VLSRPanel(foo.Panel):
         panel.md(s.status, name="status")
         if s.busy:
             panel.md(s.busy, name="busy")
+        if s.by_hand:  # (the export waits for them: said before a curator reviews on them)
+            panel.md(s.by_hand, name="by_hand")
         if s.scope:
             panel.md(s.scope, name="scope")
         actions = panel.h_stack("actions", gap=1)

@@ -936,3 +936,19 @@ def test_a_member_stays_editable_when_the_canonical_label_of_its_cluster_moved_e
     edit = review_state(ran, "vlsr").in_force[-1]
     assert (edit.action, edit.label, edit.to) == ("reject", "Helmets", "helmit")
     assert [m["label"] for m in panel.state["members"]] == ["helmit"]  # not drill's cluster
+
+
+def test_the_panel_says_what_was_changed_by_hand_as_the_summary_does(ran):
+    """App walk: a box moved by hand was said by the summary and the export alone; the panel,
+    where a curator reviews, said nothing."""
+    sample = ran.match(fo.ViewField("filepath").ends_with("h4.png")).first()
+    sample.gt.classifications = sample.gt.classifications[1:]  # Lathe Information removed
+    sample.save()
+    panel = Panel(ran).event("on_load")
+    assert panel.state["by_hand"].startswith("**Changed by hand:** 1 sample holds as lowest "
+                                             "score (`vlsr_min_similarity`) that of a label")
+    assert ("\n\n**Changed by hand:** 1 sample has labels of 'gt' removed, given or cleared by "
+            "hand") in panel.state["by_hand"]
+    assert "'by_hand'" in str(panel.layout)
+    panel.event("next_page")  # (read again on load and Refresh only)
+    assert panel.state["by_hand"].startswith("**Changed by hand:**")

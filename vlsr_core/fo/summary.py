@@ -6,6 +6,7 @@ from collections import Counter
 import numpy as np
 from fiftyone import ViewField
 
+from ..engine.defaults import DEFAULT_KEY
 from ..engine.grouping import UNDERIVED, derives
 from ..engine.lexical import read_form
 from ..engine.review import MAP_ACTIONS
@@ -107,23 +108,9 @@ def summarize_run(dataset, key, n_clusters=10):
         drift = known and _drift(counts, results.vocabulary)
         if drift:
             lines.append(drift)
-        # (the samples of the run's fields, wherever it was made; labels the map lacks are
-        # the drift's to say: Apply refuses them; a stage stopped part-way left some of its
-        # fields written, as one running now does: nothing was by hand)
-        written = run_samples(dataset, key).exists(sample_fields(key)["labels"])
-        applies = not (running or incomplete) and not labels_problem(written, config,
-                                                                     results.vocabulary)
-        by_hand = applies and (relabelled_problem(written, key, results)
-                               or stale_samples_problem(written, key, results)
-                               or moved_boxes_problem(written, key))
-        lowest = applies and stale_lowest_scores(written, key)
-        if lowest:
-            lines.append(f"**Changed by hand:** {count(lowest, 'sample')} "
-                         f"{'holds' if lowest == 1 else 'hold'} as lowest score "
-                         f"(`{sample_fields(key)['min_similarity']}`) that of a label removed "
-                         "by hand since: *Apply* writes the lowest scores anew.")
-        if by_hand:
-            lines.append(f"**Changed by hand:** {by_hand[0].upper()}{by_hand[1:]}.")
+        if not (running or incomplete):  # (a stage stopped part-way, or running now, left
+            # some of its fields written: nothing was by hand)
+            lines.extend(by_hand_lines(dataset, key, results))
     if results is None or not results.labels:  # stopped before its labels were embedded
         lines.append("**Labels embedded:** none yet; run again to embed them (`vlsr run`, or "
                      "*VLSR 1: compute embeddings* in the App)")
@@ -392,6 +379,31 @@ def _rare_line(state, n_rare, floor, unit):
             f"{'it is' if n_rare == 1 else 'they are'}{reviewed}" + (f", e.g. {shown}" if shown else "")
             + (" (the panel's List: rare clusters, or `vlsr review show --rare`, gives the "
                "nearest cluster to each)" if listed else ""))
+
+
+def by_hand_lines(dataset, key=DEFAULT_KEY, results=None):
+    """The summary's "Changed by hand" lines of run ``key`` (the panel shows them too): labels
+    or boxes changed by hand since the run's fields were written, which Apply or a run again
+    brings in step, and the export waits for."""
+    config = dataset.get_run_info(key).config
+    results = results if results is not None else load_results(dataset, key)
+    # (the samples of the run's fields, wherever it was made; labels the map lacks are the
+    # drift's to say: Apply refuses them)
+    written = run_samples(dataset, key).exists(sample_fields(key)["labels"])
+    if not results.vocabulary or labels_problem(written, config, results.vocabulary):
+        return []
+    lines = []
+    lowest = stale_lowest_scores(written, key)
+    if lowest:
+        lines.append(f"**Changed by hand:** {count(lowest, 'sample')} "
+                     f"{'holds' if lowest == 1 else 'hold'} as lowest score "
+                     f"(`{sample_fields(key)['min_similarity']}`) that of a label removed "
+                     "by hand since: *Apply* writes the lowest scores anew.")
+    by_hand = (relabelled_problem(written, key, results)
+               or stale_samples_problem(written, key, results) or moved_boxes_problem(written, key))
+    if by_hand:
+        lines.append(f"**Changed by hand:** {by_hand[0].upper()}{by_hand[1:]}.")
+    return lines
 
 
 def _drift(counts, vocabulary):
