@@ -5,9 +5,10 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
-from vlsr_core.fo.export import export_problem, overwrite_removes
+from vlsr_core.fo.export import export_problem, folder_problem, overwrite_removes
 
 from .common import (
+    block,
     check_target,
     chosen_run_key,
     chosen_target,
@@ -44,21 +45,25 @@ class ExportResults(foo.Operator):
         key = run_key_choice(ctx, inputs, "export") if view is not None else None
         if key is None or not check_target(ctx, inputs, key, view, "Only they are exported."):
             return types.Property(inputs, view=types.View(label=self.config.label))
+        from vlsr_core.fo.runs import load_results
+
+        results = load_results(ctx.dataset, key)  # once, for both checks
+        boxes = _detections_field(ctx, key)
+        # what is wrong with the run or the samples, above the folder (under it, it read as a
+        # folder's fault); the folder's, under it
+        problem = export_problem(view, None, key, boxes, results=results)
+        if problem:  # (an error's text is plain: no code marks)
+            block(inputs, "export_error", problem.replace("`", ""))
         prop = inputs.str("directory", required=True, label="Export directory",
                           description="A full path to a folder on the machine running FiftyOne, "
                                       "such as /data/exports/run1 or ~/exports/run1")
         inputs.bool("overwrite", default=False, label="Overwrite",
                     description="Replace the files of an earlier export")
-        from vlsr_core.fo.runs import load_results
-
-        results = load_results(ctx.dataset, key)  # once, for both checks
-        directory, problem = full_path(ctx.params.get("directory"))
-        boxes = _detections_field(ctx, key)
-        problem = problem or export_problem(view, directory, key, boxes,
-                                            overwrite=ctx.params.get("overwrite", False),
-                                            results=results)
-        if problem:  # (a field's error is plain text: no code marks)
-            prop.invalid, prop.error_message = True, problem.replace("`", "")
+        directory, folder = full_path(ctx.params.get("directory"))
+        folder = folder or directory and folder_problem(
+            directory, boxes, overwrite=ctx.params.get("overwrite", False))
+        if folder:
+            prop.invalid, prop.error_message = True, folder.replace("`", "")
         from vlsr_core.fo.review import ReviewError, export_note
 
         try:

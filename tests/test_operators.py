@@ -102,6 +102,27 @@ def test_progress_in_the_app_says_the_time_left(ds, tiny_clip, monkeypatch):
     assert common.time_left(10, 0.6, 0.1) == ", a few seconds left"
 
 
+def test_the_export_form_tells_the_runs_problems_apart_from_the_folders(ds, tiny_clip, tmp_path):
+    """App walk: a refusal for labels changed by hand sat under the export folder, and read
+    as the folder's fault."""
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
+    run("score_labels", ds, key="vlsr")
+    run("cluster_and_merge", ds, key="vlsr", min_cluster_size=1)
+    sample = ds.match(fo.ViewField("gt.classifications").length() == 1).first()
+    sample.gt = None  # its label cleared by hand
+    sample.save()
+    props = form("export_results", ds, key="vlsr", directory=str(tmp_path / "new"))[
+        "type"]["properties"]
+    assert props["export_error"]["error_message"].startswith(
+        "1 sample has labels of 'gt' removed, given or cleared by hand")
+    assert not props["directory"].get("invalid")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.txt").write_text("x")
+    props = form("export_results", ds, key="vlsr", directory=str(tmp_path / "full"))[
+        "type"]["properties"]
+    assert "is not empty" in props["directory"]["error_message"]
+
+
 def test_plugin_registers_every_operator_without_errors():
     registry = OperatorRegistry()
     assert registry.list_errors() == []

@@ -674,26 +674,9 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
                or stale_samples_problem(samples, key, results) or moved_boxes_problem(samples, key))
     if problem:
         return problem
-    problem = export_dir and _uncreatable(export_dir)
+    problem = export_dir and folder_problem(export_dir, detections_field, overwrite)
     if problem:
         return problem
-    if export_dir and os.path.isdir(export_dir) and _holds_files(export_dir) and not overwrite:
-        if _leftovers(export_dir) and any(map(os.path.isfile, _export_paths(export_dir))):
-            # (files of a new export beside those of an old one)
-            return (f"{export_dir} holds the .partial files of a stopped export beside the files "
-                    "of an export, which may then not all be of one export; choose another "
-                    "directory, or overwrite the files of an earlier export there")
-        return (f"{export_dir} is not empty; choose another directory, or overwrite the files "
-                "of an earlier export there")
-    for name in [*FILES, *([COCO_FILE] if detections_field else [])] if export_dir else []:
-        path = os.path.join(export_dir, name)
-        folder = os.path.dirname(path)
-        if os.path.isdir(path):
-            return (f"{path} is a folder where the export writes a file; move it, or choose "
-                    "another directory")
-        if os.path.exists(folder) and not os.path.isdir(folder):
-            return (f"{folder} is a file where the export writes a folder; move it, or choose "
-                    "another directory")
     if detections_field:
         boxes = detections_fields(samples)
         field = samples.get_field(detections_field)
@@ -707,6 +690,32 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
                         f"export takes a top-level Detections field; here: {boxes or 'none'}")
             return (f"Field {detections_field!r} holds {kind.__name__}, not Detections; "
                     f"Detections fields here: {boxes or 'none'}")
+    return None
+
+
+def folder_problem(export_dir, detections_field=None, overwrite=False):
+    """Why the export cannot write its files in ``export_dir``, or None (the form tells it
+    under the folder, apart from what is wrong with the run or the samples)."""
+    problem = _uncreatable(export_dir)
+    if problem:
+        return problem
+    if os.path.isdir(export_dir) and _holds_files(export_dir) and not overwrite:
+        if _leftovers(export_dir) and any(map(os.path.isfile, _export_paths(export_dir))):
+            # (files of a new export beside those of an old one)
+            return (f"{export_dir} holds the .partial files of a stopped export beside the files "
+                    "of an export, which may then not all be of one export; choose another "
+                    "directory, or overwrite the files of an earlier export there")
+        return (f"{export_dir} is not empty; choose another directory, or overwrite the files "
+                "of an earlier export there")
+    for name in [*FILES, *([COCO_FILE] if detections_field else [])]:
+        path = os.path.join(export_dir, name)
+        folder = os.path.dirname(path)
+        if os.path.isdir(path):
+            return (f"{path} is a folder where the export writes a file; move it, or choose "
+                    "another directory")
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            return (f"{folder} is a file where the export writes a folder; move it, or choose "
+                    "another directory")
     return None
 
 
