@@ -189,6 +189,28 @@ def test_a_box_moved_by_hand_is_said_and_its_old_crop_score_not_exported(photos,
     assert export_run(dataset, str(tmp_path / "out"), detections_field="gt")
 
 
+def test_every_change_by_hand_is_said_at_once(photos, tmp_path):
+    """App walk: with a box moved and another sample's labels cleared, the summary and the
+    export said only the labels (apply, then export); after Apply the moved box was refused."""
+    from vlsr_core.fo.export import ExportError, export_run
+
+    dataset, images = photos
+    run(dataset, images)
+    moved = dataset.match(fo.ViewField("filepath").ends_with("w2.png")).first()
+    moved.gt.detections[1].bounding_box = GLOVE_BOX
+    moved.save()
+    F = fo.ViewField
+    cleared = dataset.match((F("gt.detections").length() > 0)
+                            & ~F("filepath").ends_with("w2.png")).first()
+    cleared.gt = None
+    cleared.save()
+    said = summarize_run(dataset, "vlsr")
+    assert "**Changed by hand:** 1 sample has labels of 'gt' removed, given or cleared" in said
+    assert "**Changed by hand:** 2 samples have boxes of 'gt' moved, added or removed" in said
+    with pytest.raises(ExportError, match="cleared by hand .*; also, 2 samples have boxes"):
+        export_run(dataset, str(tmp_path / "out"), detections_field="gt")
+
+
 class Killed(BaseException):
     """The process killed between two writes."""
 

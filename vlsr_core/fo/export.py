@@ -670,8 +670,8 @@ def export_problem(samples, export_dir, key=DEFAULT_KEY, detections_field=None, 
         return f"Run {key!r}: {deleted_note(gone)}, then export"
     problem = (label_filter_problem(samples, config.label_field, config.collection, key)
                or labels_problem(samples, config, results.vocabulary)
-               or foreign_problem(samples, key) or relabelled_problem(samples, key, results)
-               or stale_samples_problem(samples, key, results) or moved_boxes_problem(samples, key))
+               or foreign_problem(samples, key)
+               or "; also, ".join(changed_by_hand(samples, key, results)))
     if problem:
         return problem
     problem = export_dir and folder_problem(export_dir, detections_field, overwrite)
@@ -766,6 +766,15 @@ def stale_samples_problem(samples, key=DEFAULT_KEY, results=None):
     return note and (f"{note}, so that {'its' if n == 1 else 'their'} final labels may be of "
                      "labels gone: apply the review to bring them up to date (VLSR 5 in the "
                      "App, vlsr apply on the command line), then export")
+
+
+def changed_by_hand(samples, key=DEFAULT_KEY, results=None):
+    """What was changed by hand in ``samples`` since the run's fields were written, each in
+    words (none: []): all of them, as each asks for its own mending (Apply for labels, a run
+    again for boxes), and one said alone was followed by the next."""
+    return [problem for problem in (relabelled_problem(samples, key, results),
+                                    stale_samples_problem(samples, key, results),
+                                    moved_boxes_problem(samples, key)) if problem]
 
 
 def moved_boxes_problem(samples, key=DEFAULT_KEY, examples=3):

@@ -12,8 +12,7 @@ from ..engine.lexical import read_form
 from ..engine.review import MAP_ACTIONS
 from ..wording import code, count
 from .browse import cluster_sizes, merge_limit, rare_clusters
-from .export import (moved_boxes_problem, relabelled_problem, stale_lowest_scores,
-                     stale_samples_problem)
+from .export import changed_by_hand, stale_lowest_scores
 from .labels import blank_labels, label_counts, label_path, named, usable
 from .lease import running_note
 from .review import copy_note, labels_problem, review_state, run_copies_outdated
@@ -399,9 +398,7 @@ def by_hand_lines(dataset, key=DEFAULT_KEY, results=None):
                      f"{'holds' if lowest == 1 else 'hold'} as lowest score "
                      f"(`{sample_fields(key)['min_similarity']}`) that of a label removed "
                      "by hand since: *Apply* writes the lowest scores anew.")
-    by_hand = (relabelled_problem(written, key, results)
-               or stale_samples_problem(written, key, results) or moved_boxes_problem(written, key))
-    if by_hand:
+    for by_hand in changed_by_hand(written, key, results):  # (each: Apply mends one alone)
         lines.append(f"**Changed by hand:** {by_hand[0].upper()}{by_hand[1:]}.")
     return lines
 
