@@ -868,6 +868,8 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
     (["review", "reject", "HELMIT "], "'HELMIT␣' is neither a label nor a canonical label of "
                                       "this run; did you mean 'helmit'?"),
     (["review", "split", "drill"], "'drill' is already a cluster of its own"),
+    (["review", "split", "\u200b"], "is a blank label, which the run skips"),  # (audit: "''
+    # is neither a label nor a canonical label")
     (["review", "accept-suggestion", "drill"], "give the samples the decision is about: --sample"),
     (["review", "show", "--clusters", "0"], "must be a whole number above 0"),
     (["review", "accept-suggestion", "drill", "--sample", "nonsense"],

@@ -1202,6 +1202,9 @@ def _member(label, vocabulary, label_map, about="label", memo=None):
     reads alike; ``memo``: the review state's, see :func:`_reads_as`)."""
     if label in vocabulary:
         return label
+    if not usable(label):  # (it said "'' is neither a label nor ...": the run skips these)
+        raise ReviewError(f"{quoted(label)} is a blank label, which the run skips (left as it "
+                          "is): name a label of the run", about)
     names = label_map.names or label_map.representatives
     if label in names:
         return label_map.representatives[names.index(label)]
