@@ -131,9 +131,8 @@ class VLSRPanel(foo.Panel):
         from vlsr_core.fo.labels import LabelFieldError
         from vlsr_core.fo.stages import VLSRError
 
-        key = ctx.panel.state.key
-        if key is not None and not ctx.dataset.has_run(key):  # deleted meanwhile, elsewhere:
-            self.on_load(ctx)  # another run, or what to do without one
+        if _deleted(ctx):  # meanwhile, elsewhere: another run, or what to do without one
+            self.on_load(ctx)
             return
         s = _Writes(ctx)
         try:
@@ -313,8 +312,7 @@ class VLSRPanel(foo.Panel):
 
     def _gone(self, ctx):
         """Say why the run cannot be read now (deleted elsewhere, say), and show the panel again."""
-        key = ctx.panel.state.key
-        gone = key is not None and not ctx.dataset.has_run(key)
+        gone = _deleted(ctx)
         if not gone:  # (half deleted, say; deleted: on_load says so)
             ctx.ops.notify(ctx.panel.state.problem or "The run is gone", variant="error")
         self.on_load(ctx, said=not gone)
@@ -411,8 +409,7 @@ class VLSRPanel(foo.Panel):
     def _refused(self, ctx, error):
         """Say why an action was refused, and show the review as it is now (the run deleted
         meanwhile: another run, or what to do without one, which on_load says)."""
-        key = ctx.panel.state.key
-        if key is not None and not ctx.dataset.has_run(key):
+        if _deleted(ctx):
             self.on_load(ctx)
             return
         ctx.ops.notify(str(error), variant="error")
@@ -463,7 +460,7 @@ class VLSRPanel(foo.Panel):
         then say so and show the panel again (the form said "No VLSR run on this dataset yet"
         over the deleted run's clusters)."""
         key = ctx.panel.state.key
-        if key is None or not ctx.dataset.has_run(key):
+        if key is None or _deleted(ctx):
             self.on_load(ctx)
             return
         ctx.prompt(PLUGIN + operator, params=dict(key=key, **params), on_success=on_success)
@@ -711,6 +708,12 @@ def _titles(s):
 def _title(panel, s, name):
     """A table's title, shown as the state holds it (see :func:`_titles`)."""
     panel.md(getattr(s, name) or "", name=name)
+
+
+def _deleted(ctx):
+    """Whether the run the panel shows was deleted since (elsewhere: `vlsr delete-run`)."""
+    key = ctx.panel.state.key
+    return key is not None and not ctx.dataset.has_run(key)
 
 
 class _Writes:

@@ -517,7 +517,7 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
             # another run's samples brings its embeddings
             stamps = [stamp and [*stamp, tag] for stamp in map(file_stamp, paths)]
             resized += [i for i, now, then in zip(chunk_ids, stamps, before)
-                        if embedded and replaced(now and now[:2], then)]
+                        if embedded and replaced(now, then)]
             if crops:
                 box_ids, boxes, box_labels = (as_label_lists(v, path) for v in boxes)
                 batches = encoder.iter_image_batches(paths, boxes, (config.crop_padding,
@@ -574,9 +574,9 @@ def file_stamp(path):
 
 def replaced(now, then):
     """Whether a file whose :func:`file_stamp` is ``now`` is no longer the one of the stamp
-    ``then`` a run kept (another size or time of change); a file not found now, or a stamp
-    without them, tells nothing."""
-    return now is not None and bool(then) and then[0] is not None and now != then[:2]
+    ``then`` a run kept (another size or time of change; a tag after them aside); a file not
+    found now, or a stamp without them, tells nothing."""
+    return now is not None and bool(then) and then[0] is not None and now[:2] != then[:2]
 
 
 def embedding_tag(config):
@@ -593,7 +593,7 @@ def _kept(then, now):
     (``now``, its stamp read before with the tag, not another file): what fails is this
     reading (a ``max_pixels`` too low, say), and the embedding is still the picture's."""
     return (bool(then) and len(then) == 3 and then[2] == RECOMPUTE
-            and not replaced(now and now[:2], then))
+            and not replaced(now, then))
 
 
 def _outdated(stages):
