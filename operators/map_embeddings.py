@@ -33,7 +33,7 @@ class MapEmbeddings(foo.Operator):
         )
 
     def resolve_input(self, ctx):
-        from vlsr_core.fo.brain import available_methods, brain_keys, map_problem
+        from vlsr_core.fo.brain import available_methods, brain_keys, map_problem, outdated_map
 
         inputs = types.Object()
         form = types.Property(inputs, view=types.View(label="VLSR: map the embeddings"))
@@ -53,6 +53,10 @@ class MapEmbeddings(foo.Operator):
         if problem:
             block(inputs, "map_error", problem)
             return form
+        old = outdated_map(ctx.dataset, key)
+        if old:
+            inputs.view("outdated", types.Warning(label="The map is out of date",
+                                                  description=f"{old[0].upper()}{old[1:]}."))
         keys = brain_keys(key)
         inputs.view("what", types.Notice(label=(
             f"Makes Brain run {keys['visualization']!r} (and {keys['similarity']!r}) from "

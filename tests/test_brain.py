@@ -113,3 +113,37 @@ def _raised(function, *args):
         function(*args)
     except Exception as e:
         return e
+
+
+def test_a_map_made_before_images_were_embedded_again_is_said_to_be_out_of_date(embedded):
+    """Audit: after a picture was replaced and embedded again, the map kept its old point
+    without a word (the similarity index reads the field, and follows)."""
+    from PIL import Image
+
+    from vlsr_core.fo.brain import outdated_map
+    from vlsr_core.fo.stages import compute_embeddings
+    from vlsr_core.fo.summary import summarize_run
+
+    from fake_clip import image_vector
+
+    dataset, images = embedded
+    map_embeddings(dataset, "vlsr")
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))  # nothing to embed
+    assert outdated_map(dataset, "vlsr") is None
+    assert "Map out of date" not in summarize_run(dataset, "vlsr")
+    path = next(p for p in dataset.values("filepath") if p.endswith("d1.png"))
+    Image.new("RGB", (48, 32), (200, 10, 10)).save(path)  # a curator fixes the picture
+    images["d1.png"] = image_vector("glove", "d1-new")
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    assert outdated_map(dataset, "vlsr").startswith("the map 'vlsr_map' (made ")
+    assert ("**Map out of date:** The map 'vlsr_map' (made " in summarize_run(dataset, "vlsr")
+            and "map the embeddings again to see them (*VLSR: map the embeddings* in the "
+            "App)." in summarize_run(dataset, "vlsr"))
+    map_embeddings(dataset, "vlsr")
+    assert outdated_map(dataset, "vlsr") is None
+    # a picture that cannot be read now takes its embedding back: the map shows it still
+    with open(path, "wb") as f:
+        f.write(b"not an image")
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    assert dataset.match({"filepath": path}).first()["vlsr_embedding"] is None
+    assert outdated_map(dataset, "vlsr") is not None

@@ -7,11 +7,13 @@ the VLSR run's config before they are made, and deleting the VLSR run deletes th
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from ..engine.defaults import DEFAULT_KEY
 from ..wording import count
 from .chunks import every_field
 from .lease import holds_run
+from .review import shown_time
 from .runs import brain_run_time, owned_brain_runs, reload_run, sample_fields, save_config
 from .stages import embeddings_problem
 
@@ -108,6 +110,22 @@ def map_embeddings(samples, key=DEFAULT_KEY, method="pca", similarity=True, prog
     return BrainReport(keys["visualization"], keys["similarity"] if similarity else None,
                        len(embedded), len(samples) - len(embedded),
                        samples.exists(error).count() if samples.has_field(error) else 0)
+
+
+def outdated_map(dataset, key=DEFAULT_KEY):
+    """Why run ``key``'s own 2-D map shows embeddings before the run's last change to them
+    (its points are kept; the similarity index reads the field, and follows), or None."""
+    if not dataset.has_run(key):
+        return None
+    config = dataset.get_run_info(key).config
+    changed, brain_key = getattr(config, "images_changed", None), brain_keys(key)["visualization"]
+    if not changed or brain_key not in owned_brain_runs(dataset, config):
+        return None
+    made = brain_run_time(dataset, brain_key)
+    if datetime.fromisoformat(made) >= datetime.fromisoformat(changed):
+        return None
+    return (f"the map {brain_key!r} (made {shown_time(made)}) shows the image embeddings before "
+            f"those written on {shown_time(changed)}: map the embeddings again to see them")
 
 
 def map_problem(samples, key=DEFAULT_KEY, method="pca"):

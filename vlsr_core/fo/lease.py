@@ -355,15 +355,12 @@ def _finished(samples, key, stage):
     """Record in run ``key``'s config when ``stage`` last finished on all of the run's samples
     (``finished``, UTC by this machine's clock, as FiftyOne times delegated jobs): a delegated
     job of that stage that failed before is no longer news. A part (a view) does not count."""
-    from datetime import datetime, timezone
-
-    from .runs import run_collection, update_run_doc  # (runs holds stages by their leases)
+    from .runs import run_collection, update_run_doc, utc_now  # (runs holds stages by their leases)
 
     dataset = samples._dataset
     if samples is not dataset and len(samples) < len(run_collection(dataset, key)):
         return
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    update_run_doc(dataset, key, {"$set": {f"config.finished.{stage}": now.isoformat()}})
+    update_run_doc(dataset, key, {"$set": {f"config.finished.{stage}": utc_now()}})
 
 
 DOCUMENT_WAIT = 1800.0  # seconds to wait for another process's change of a dataset's document

@@ -1230,9 +1230,11 @@ def _now():
 
 
 def shown_time(stamp):
-    """A stored time (ISO 8601, UTC) as a curator reads it: ``2026-12-04 03:21 UTC``."""
+    """A stored time (ISO 8601; UTC if it names no zone, as FiftyOne's) as a curator reads it:
+    ``2026-12-04 03:21 UTC``."""
     try:
-        when = datetime.fromisoformat(stamp).astimezone(timezone.utc)
+        when = datetime.fromisoformat(stamp)
     except (TypeError, ValueError):
         return stamp
+    when = (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
     return when.strftime("%Y-%m-%d %H:%M UTC")

@@ -11,6 +11,7 @@ and anything else of the user's are never written over or deleted.
 import contextlib
 import time
 from copy import deepcopy
+from datetime import datetime, timezone
 
 import eta.core.serial as etas
 from mongoengine.errors import DoesNotExist
@@ -90,6 +91,8 @@ class VLSRRunConfig(fors.RunConfig):
             (:mod:`vlsr_core.fo.brain`), deleted with it.
         brain_runs: Brain key -> when FiftyOne stamped the run's Brain run of that name
             (:func:`owned_brain_runs`: one of that name made since, by hand, is not the run's).
+        images_changed: when image embeddings were last written or taken back, ISO UTC
+            (None: not since this was kept): a map made before shows the embeddings before.
         review: the curator's review edits (:mod:`vlsr_core.fo.review`), as records.
         applied: ``{"edits": [ids], "time": ...}``: the review edits the fields show.
         score_histogram: ``{"counts": [...], "edges": [...]}``: every label score of the run in
@@ -112,7 +115,7 @@ class VLSRRunConfig(fors.RunConfig):
                  model_fingerprint=None, stages=None, collection=None, review=None, applied=None,
                  created_brain_runs=None, score_histogram=None, copies=None,
                  cluster_shard_edits=None, label_model_fingerprint=None, finished=None,
-                 brain_runs=None, **kwargs):
+                 brain_runs=None, images_changed=None, **kwargs):
         kwargs.setdefault("method", "vlsr")
         if "eps" in kwargs and "mode" not in kwargs:
             kwargs["mode"] = "paper"  # stored by a version before merge modes: the paper's steps
@@ -131,6 +134,7 @@ class VLSRRunConfig(fors.RunConfig):
         self.review = review or []
         self.created_brain_runs = created_brain_runs or []
         self.brain_runs = brain_runs or {}
+        self.images_changed = images_changed
         self.applied = applied
         self.score_histogram = score_histogram
         self.copies = copies or []
@@ -641,6 +645,12 @@ def input_gone(dataset, config):
             "deleted): if you renamed it, rename it back (in Python, dataset.rename_sample_field) "
             "to go on with the run, or to delete the run with the attributes it set on those "
             "labels")
+
+
+def utc_now():
+    """Now, as a run's config records times: naive UTC ISO 8601, to the millisecond, as
+    FiftyOne stamps its runs and delegated jobs (so that the two compare)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="milliseconds")
 
 
 def brain_run_time(dataset, brain_key):

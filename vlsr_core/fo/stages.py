@@ -96,6 +96,8 @@ from .runs import (
     save_results,
     saved_view_names,
     stage_stopped,
+    update_run_doc,
+    utc_now,
 )
 
 logger = logging.getLogger(__name__)
@@ -500,7 +502,7 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     report = EmbeddingReport(n_skipped=len(samples) - n_todo,
                              n_changed=len(changed) - marked - foreign, n_foreign=foreign,
                              n_missing=missing)
-    buffer = _Writer(dataset, fields, crops)
+    buffer = _Writer(dataset, key, fields, crops)
     read = ["filepath", fields["image_file"]] + (
         [f"{path}.id", f"{path}.bounding_box", f"{path}.label"] if crops else [])
     size = chunks.EMBED_CHUNK_SIZE
@@ -539,13 +541,13 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
                         buffer.add(chunk_ids[i], e, None, record, stamps[i])
                         report.n_embedded += 1
                     else:  # e.g. a float16 overflow; a stored NaN would also hide the image from resumes
-                        buffer.add(chunk_ids[i], None, NON_FINITE)
+                        buffer.add(chunk_ids[i], None, NON_FINITE, replaces=embedded)
                         report.failures.append((chunk_ids[i], paths[i], NON_FINITE))
                 for f in batch.failures:
                     if embedded and _kept(before[f.index], stamps[f.index]):
                         report.kept.append((chunk_ids[f.index], f.path, f.reason))
                         continue
-                    buffer.add(chunk_ids[f.index], None, f.reason)
+                    buffer.add(chunk_ids[f.index], None, f.reason, replaces=embedded)
                     report.failures.append((chunk_ids[f.index], f.path, f.reason))
                 if buffer.due():
                     buffer.flush()
@@ -1882,20 +1884,24 @@ FLUSH_ORDER = ["embedding", "error", "crop_embeddings", "crop_boxes", "crop_ids"
 
 class _Writer:
     """Buffers per-sample embeddings (and crops) and errors and writes them with one bulk update
-    a field, when :data:`WRITE_EVERY` samples or :data:`WRITE_SECONDS` have gathered."""
+    a field, when :data:`WRITE_EVERY` samples or :data:`WRITE_SECONDS` have gathered; run
+    ``key`` records when embeddings changed (a map made before is out of date)."""
 
-    def __init__(self, dataset, fields, crops=False):
-        self.dataset, self.fields = dataset, fields
+    def __init__(self, dataset, key, fields, crops=False):
+        self.dataset, self.key, self.fields = dataset, key, fields
         self.names = ["embedding", "error", "image_file", *(CROP_RECORD if crops else ())]
         self.values = {name: {} for name in self.names}
+        self.changes = False
         self.since = _clock()
 
-    def add(self, sample_id, embedding, error, crops=None, stamp=None):
+    def add(self, sample_id, embedding, error, crops=None, stamp=None, replaces=False):
         """Buffer a sample's values; ``crops`` from :func:`crop_record` and the image file's
-        ``stamp`` (:func:`file_stamp`), both None when it was not embedded."""
+        ``stamp`` (:func:`file_stamp`), both None when it was not embedded; ``replaces``: the
+        sample held an embedding, which this one (or the error) replaces."""
         row = [embedding, error, stamp, *(crops or (None, None, None))]
         for name, value in zip(self.names, row):
             self.values[name][sample_id] = value
+        self.changes |= embedding is not None or replaces
 
     def due(self):
         n = len(self.values["error"])
@@ -1909,5 +1915,9 @@ class _Writer:
             # kill between two writes left new ids beside the old crops, taken for done
             for name in sorted(self.names, key=FLUSH_ORDER.index):
                 self.dataset.set_values(self.fields[name], self.values[name], key_field="id")
+            if self.changes:
+                update_run_doc(self.dataset, self.key,
+                               {"$set": {"config.images_changed": utc_now()}})
         self.values = {name: {} for name in self.names}
+        self.changes = False
         self.since = _clock()

@@ -11,6 +11,7 @@ from ..engine.grouping import UNDERIVED, derives
 from ..engine.lexical import read_form
 from ..engine.review import MAP_ACTIONS
 from ..wording import code, count
+from .brain import outdated_map
 from .browse import cluster_sizes, merge_limit, rare_clusters
 from .export import changed_by_hand, stale_lowest_scores
 from .labels import blank_labels, label_counts, label_path, named, usable
@@ -70,6 +71,10 @@ def summarize_run(dataset, key, n_clusters=10):
     outdated = outdated_note(config)
     if outdated:
         lines.append(f"**Out of date:** {outdated}.")
+    old_map = outdated_map(dataset, key)
+    if old_map:
+        lines.append(f"**Map out of date:** {old_map[0].upper()}{old_map[1:]} (*VLSR: map the "
+                     "embeddings* in the App).")
     sharded = shard_note(dataset, key)
     if sharded:
         lines.append(f"**In progress:** {sharded}")
