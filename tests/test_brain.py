@@ -147,3 +147,21 @@ def test_a_map_made_before_images_were_embedded_again_is_said_to_be_out_of_date(
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
     assert dataset.match({"filepath": path}).first()["vlsr_embedding"] is None
     assert outdated_map(dataset, "vlsr") is not None
+
+
+def test_a_clones_copies_of_the_runs_brain_runs_are_its_own(embedded):
+    """Audit: FiftyOne stamps the runs a clone copies anew, and vlsr then took the clone's map
+    for a stranger's: mapping again was refused, and deleting the run left both behind."""
+    from vlsr_core.fo.runs import delete_run, what_goes
+
+    dataset, _ = embedded
+    map_embeddings(dataset, "vlsr")
+    clone = dataset.clone()
+    try:
+        assert "2 Brain runs (vlsr_image_index, vlsr_map)" in what_goes(clone, "vlsr")
+        map_embeddings(clone, "vlsr")  # made again, not refused
+        delete_run(clone, "vlsr")
+        assert clone.list_brain_runs() == []
+        assert sorted(dataset.list_brain_runs()) == ["vlsr_image_index", "vlsr_map"]
+    finally:
+        clone.delete()

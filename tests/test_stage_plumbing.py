@@ -241,7 +241,8 @@ def test_a_second_view_run_under_one_key_says_the_first_ones_samples_keep_the_ol
     assert warned == [f"Run 'vlsr' gave final labels to {n} samples outside this view: its "
                       "label map is made again from the view's labels alone, and those samples "
                       "keep the old one's until the run is scored and clustered on the dataset "
-                      "(or a view holding them). Use another run key to keep the two apart"]
+                      "(or a view holding them), or an Apply on them writes the new one's. Use "
+                      "another run key to keep the two apart"]
 
 
 def test_an_image_embedding_of_another_size_is_said_with_what_to_do(main):
@@ -304,3 +305,22 @@ def test_label_documents_are_what_fiftyone_stores(confidence, tags):
     read = fo.Classifications.from_dict(many)
     assert [(c.label, c.confidence) for c in read.classifications] == [("helmet", confidence),
                                                                       ("drill", 0.5)]
+
+
+def test_parameters_given_for_the_key_or_a_field_for_its_name_are_refused_saying_so(ran):
+    """Audit: ``cluster_and_merge(dataset, MergeParams())`` failed in MongoDB ("cannot encode
+    object"), ``run_vlsr(dataset, dataset.get_field("gt"))`` inside FiftyOne ("no attribute
+    'split'")."""
+    from vlsr_core import MergeParams, ScoreParams
+    from vlsr_core.fo.stages import VLSRError, score_labels
+
+    dataset, _, encoder, _ = ran
+    with pytest.raises(TypeError, match="The run key is a string such as 'vlsr', not "
+                                        "MergeParams\\(mode="):
+        cluster_and_merge(dataset, MergeParams())
+    with pytest.raises(TypeError, match="not ScoreParams"):
+        score_labels(dataset, ScoreParams(top_k=3))
+    for field in (dataset.get_field("gt"), None):
+        with pytest.raises(VLSRError, match="The label field is given by its name, a string "
+                                            "such as 'ground_truth', not "):
+            run_vlsr(dataset, field, encoder=encoder)

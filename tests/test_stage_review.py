@@ -467,6 +467,8 @@ def test_undo_from_an_edit_already_undone_takes_back_the_later_ones_in_force(ran
     (lambda d: undo_edits_from(d, "vlsr", 1.0), "by its number, an int .* not 1.0"),
     (lambda d: add_edit(d, "vlsr", "rename", "helmet", 5), "'to' is a label or a name"),
     (lambda d: add_edit(d, "vlsr", "split", 3), "The label is a string, not 3"),
+    (lambda d: add_edit(d, "vlsr", "move", "drill"),  # (it read "'None' is a blank label")
+     "Name the label whose cluster 'drill' moves to \\(to=...\\)"),
     (lambda d: add_edit(d, "vlsr", "reject_suggestion", "helmet", samples=d.first().id),
      "'samples' is a list of ids, each a string: samples=\\[...\\], not '"),
 ])

@@ -121,7 +121,8 @@ def outdated_map(dataset, key=DEFAULT_KEY):
     changed, brain_key = getattr(config, "images_changed", None), brain_keys(key)["visualization"]
     if not changed or brain_key not in owned_brain_runs(dataset, config):
         return None
-    made = brain_run_time(dataset, brain_key)
+    # (when the run made it: a clone stamps the runs it copies anew)
+    made = config.brain_runs.get(brain_key) or brain_run_time(dataset, brain_key)
     if datetime.fromisoformat(made) >= datetime.fromisoformat(changed):
         return None
     return (f"the map {brain_key!r} (made {shown_time(made)}) shows the image embeddings before "

@@ -141,6 +141,9 @@ def label_selection_problem(samples, label_field, key):
     (``set_field``, ``map_labels``) had stages read no labels, Apply wipe or half-write the
     outputs, and a new run write no label sets. (``concat`` and ``mongo`` stages are not
     looked into.)"""
+    if not isinstance(label_field, str):  # (a Field object failed inside FiftyOne)
+        return (f"The label field is given by its name, a string such as 'ground_truth', not "
+                f"{label_field!r:.120}")
     stages = getattr(samples, "_stages", None)
     if not stages:
         return None

@@ -340,6 +340,9 @@ def holds_run(stage, shared=False):
             bound.apply_defaults()
             samples = bound.arguments["samples"] = every_field(bound.arguments["samples"])
             dataset, key = samples._dataset, bound.arguments["key"]
+            if not isinstance(key, str):  # (parameters given in its place failed in MongoDB)
+                raise TypeError(f"The run key is a string such as 'vlsr', not {key!r:.120}; give a "
+                                "stage's parameters after it, or by name")
             with run_lease(dataset, key, stage, shared):
                 result = function(*bound.args, **bound.kwargs)
                 if not shared and dataset.has_run(key):

@@ -428,6 +428,9 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                     f": it is a label of the cluster named {quoted(named)}; give that name"
                     if named is not None else ""), "to")
         elif action == "move":
+            if to is None:
+                raise ReviewError(f"Name the label whose cluster {quoted(label)} moves to "
+                                  "(to=...)", "to")
             target = _member(_as_written(to, state), vocabulary, state.label_map, about="to",
                              memo=state.memo)
             if canonical[target] == current:  # (by the clustering, or an edit: named)

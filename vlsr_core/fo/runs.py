@@ -222,7 +222,8 @@ def narrowing_note(samples, key):
     return (f"Run {key!r} gave final labels to {count(outside, 'sample')} outside this view: "
             "its label map is made again from the view's labels alone, and those samples keep "
             "the old one's until the run is scored and clustered on the dataset (or a view "
-            "holding them). Use another run key to keep the two apart")
+            "holding them), or an Apply on them writes the new one's. Use another run key to "
+            "keep the two apart")
 
 
 class RunDeletedError(ValueError):
@@ -663,11 +664,17 @@ def brain_run_time(dataset, brain_key):
 def owned_brain_runs(dataset, config):
     """The Brain runs of a run's ``config`` that exist and are its own: made by it, and not
     replaced since by one of the same name (its own deleted by hand, then another made: vlsr
-    took that one for its own, made it again and deleted it with the run)."""
+    took that one for its own, made it again and deleted it with the run). FiftyOne stamps
+    the runs a clone copies with the clone's creation: those copied count as the run's."""
     times = getattr(config, "brain_runs", None) or {}
+    cloned = dataset.created_at and dataset.created_at.isoformat(timespec="milliseconds")
+
+    def own(brain_key):
+        made, kept = brain_run_time(dataset, brain_key), times.get(brain_key)
+        return kept is None or made == kept or (made == cloned and kept < made)
+
     return [b for b in getattr(config, "created_brain_runs", None) or []
-            if dataset.has_brain_run(b) and times.get(b, brain_run_time(dataset, b))
-            == brain_run_time(dataset, b)]
+            if dataset.has_brain_run(b) and own(b)]
 
 
 def what_goes(dataset, key, done=False):
