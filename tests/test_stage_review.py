@@ -880,7 +880,7 @@ def test_apply_counts_apart_the_samples_changed_in_their_cluster_ids_alone(ran):
             in report.summary())
 
 
-def test_final_labels_can_be_copied_to_a_new_field_that_the_run_owns(ran):
+def test_final_labels_can_be_copied_to_a_new_field_that_the_run_owns(ran, caplog):
     dataset = ran[0]
     add_edit(dataset, "vlsr", "rename", "drill", "power drill")
     paths = ("vlsr_label.label", "vlsr_labels.classifications.label",
@@ -932,8 +932,12 @@ def test_final_labels_can_be_copied_to_a_new_field_that_the_run_owns(ran):
         with pytest.raises(VLSRError):
             apply_review(dataset, "vlsr", copy_to=taken)
         assert dataset.get_run_info("vlsr").config.stages.get("apply") != "running"
-    dataset.delete_run("vlsr")
+    with caplog.at_level("WARNING"):  # (audit: FiftyOne's delete_run deleted it without a word)
+        dataset.delete_run("vlsr")
     assert not dataset.has_field("reviewed") and dataset.has_field("gt")
+    assert dataset.has_field("other")  # (the curator's own, of a deleted copy's name)
+    assert ("Deleted 'reviewed' with run 'vlsr': the copy of the final labels that Apply made "
+            "is the run's") in caplog.text
 
 
 def test_the_summary_says_when_a_clustering_left_a_copy_of_the_final_labels_behind(ran):

@@ -9,12 +9,14 @@ and anything else of the user's are never written over or deleted.
 """
 
 import contextlib
+import logging
 import time
 from copy import deepcopy
 from datetime import datetime, timezone
 
 import eta.core.serial as etas
 from mongoengine.errors import DoesNotExist
+import fiftyone as fo
 import fiftyone.core.runs as fors
 from fiftyone import ViewField as F
 from fiftyone.core.utils import to_slug
@@ -27,6 +29,8 @@ from . import batches
 from .chunks import every_field
 from .labels import A_VALUE, first_match, input_fields
 from .lease import RunBusyError, check_held, dataset_document, holder, run_lease, running_note
+
+logger = logging.getLogger(__name__)
 
 # Field name suffixes, appended to the run key ("vlsr" -> "vlsr_embedding", ...).
 SAMPLE_FIELDS = {
@@ -450,13 +454,21 @@ class VLSRRun(fors.Run):
             raise ValueError(renamed_note(new_key, named))  # (a run with no field yet: fine)
 
     def get_fields(self, samples, key):
-        return [f for f in owned_fields(samples, key, self.config) if samples.has_field(f)]
+        copies = set(getattr(self.config, "copies", None) or [])
+        # (a copy deleted by hand, then a field of its name made: the curator's own)
+        return [f for f in owned_fields(samples, key, self.config) if samples.has_field(f)
+                and (f not in copies or holds_classifications(samples, f))]
 
     def cleanup(self, samples, key):
         dataset = samples._dataset
         with dataset_document(dataset):  # (the fields as stored: another run may add some)
+            fields = self.get_fields(dataset, key)
             # all in one pass over the samples: a pass a field took 99 s at 200,000 samples
-            dataset.delete_sample_fields(self.get_fields(dataset, key), error_level=1)
+            dataset.delete_sample_fields(fields, error_level=1)
+        copies = [f for f in self.config.copies or [] if f in fields]
+        if copies:  # (said before by vlsr delete-run and the App; not by dataset.delete_run)
+            logger.warning("Deleted %s with run %r: the copy of the final labels that Apply "
+                           "made is the run's", ", ".join(map(repr, copies)), key)
         for view in owned_views(key, self.config):
             with dataset_document(dataset):
                 drop_saved_views(dataset, view)
@@ -588,6 +600,14 @@ def output_fields(samples, key, label_field):
     except LabelFieldError:
         return fields
     return fields + [f"{path}.{a}" for a in label_attributes(key).values()]
+
+
+def holds_classifications(samples, name):
+    """Whether sample field ``name`` holds a ``Classification``, as a copy of the final labels
+    does (a field of another type, of a copy's name, is not one)."""
+    field = samples.get_field(name)
+    return isinstance(field, fo.EmbeddedDocumentField) and issubclass(field.document_type,
+                                                                      fo.Classification)
 
 
 def owned_fields(samples, key, config):

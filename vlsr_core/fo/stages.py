@@ -81,6 +81,7 @@ from .runs import (
     VLSRResults,
     VLSRRunConfig,
     drop_saved_views,
+    holds_classifications,
     label_attributes,
     load_results,
     narrowing_note,
@@ -1552,9 +1553,7 @@ def copy_problem(dataset, key, name):
         return f"{name!r} is a field of run {key!r} or its input: choose a new name"
     if dataset.has_field(name) and name not in owned:
         return f"Field {name!r} exists and was not created by run {key!r}: choose a new name"
-    field = dataset.get_field(name) if dataset.has_field(name) else None
-    if field is not None and not (isinstance(field, fo.EmbeddedDocumentField)
-                                  and issubclass(field.document_type, fo.Classification)):
+    if dataset.has_field(name) and not holds_classifications(dataset, name):
         return (f"Field {name!r} holds no Classification, so it is not a copy of the final labels "
                 f"of run {key!r}: choose a new name")
     return None
