@@ -257,7 +257,7 @@ def test_a_label_map_row_with_an_unquoted_comma_is_refused_with_its_line(tmp_pat
     path.write_text("label,canonical\nhelmet,helmet\nwrench,hand,tool\n", encoding="utf-8")
     with pytest.raises(ReviewError, match=re.escape(
             "1 row cannot be read: line 3: 3 cells under a header of 2: put a label or name "
-            'that holds a comma in quotes ("hand, tool")')):
+            'that holds a comma in quotes ("hand, tool"), or name column 3')):
         read_label_map(str(path))
     # quoted, or with the empty cells a spreadsheet leaves after the last column: read
     path.write_text('label,canonical\nwrench,"hand, tool"\nhelmet,helmet,,\n', encoding="utf-8")
@@ -267,9 +267,40 @@ def test_a_label_map_row_with_an_unquoted_comma_is_refused_with_its_line(tmp_pat
                     encoding="utf-8")
     with pytest.raises(ReviewError, match=re.escape(
             "2 rows cannot be imported: line 3: 3 cells under a header of 2: put a label or name "
-            'that holds a comma in quotes ("hand, tool"); line 4: \'nosuch\' is not a label of '
-            "the run")):
+            'that holds a comma in quotes ("hand, tool"), or name column 3 (columns other than '
+            "label and canonical are ignored); line 4: 'nosuch' is not a label of the run")):
         read_label_map(str(path), ["helmet", "helmit", "wrench"])
+
+
+
+@pytest.mark.parametrize("data, outcome", [
+    # audit: refused as "empty"
+    (b"\r\nlabel,canonical\r\nhard hat,helmet\r\n", {"hard hat": "helmet"}),
+    # audit: an inch mark was refused as a quote not closed
+    (b'label,canonical\nhard hat,12" helmet\n', {"hard hat": '12" helmet'}),
+    (b'label,canonical\rhelmit,helmet\rhard hat,"helmet\rx,y\r',  # (lone CRs: its line)
+     'line 3: a quote (") opened there is not closed'),
+    # audit: "the label map already is as the file says"
+    (b"label,canonical\n", "has no row under its header: no label to import"),
+    # audit: a note in the next column was said to be a comma in a name only
+    (b"label,canonical\nladder,ladder,same as Ladder\n", "or name column 3 (columns other "
+                                                         "than label and canonical are ignored)"),
+    # audit: no line named, UTF-16 called "not UTF-8"
+    ("label,canonical\nhelmit,helmet\ncaf\u00e9,cafe\n".encode("cp1252"),
+     "is not UTF-8 text (line 3: byte 0xe9): save it as CSV UTF-8"),
+    ("label,canonical\nhelmit,helmet\n".encode("utf-16"), "is UTF-16 text"),
+])
+def test_a_label_map_file_as_spreadsheets_save_it_is_read_or_refused_saying_why(
+        tmp_path, data, outcome):
+    from vlsr_core.fo.review import ReviewError, read_label_map
+
+    path = tmp_path / "map.csv"
+    path.write_bytes(data)
+    if isinstance(outcome, dict):
+        assert read_label_map(str(path)) == outcome
+    else:
+        with pytest.raises(ReviewError, match=re.escape(outcome)):
+            read_label_map(str(path))
 
 
 def test_a_minimum_cluster_size_of_0_is_reported_as_given(dataset, tmp_path, capsys):

@@ -1197,7 +1197,7 @@ def test_an_edited_label_map_csv_comes_back_through_the_import_form(ds, tiny_cli
     assert _form_errors(form("import_label_map", ds, key="vlsr", file=str(bad))) == [
         f"{bad}: 2 rows cannot be imported: line 2: 'nosuch' is not a label of the run; line 3: "
         '3 cells under a header of 2: put a label or name that holds a comma in quotes ("hand, '
-        'tool")']
+        'tool"), or name column 3 (columns other than label and canonical are ignored)']
     f = form("import_label_map", ds, key="vlsr", file=str(edited))
     assert _form_errors(f) == []
     assert "Execute records 3 edits (2 moves, 1 rename), #1 to #3" in str(f)

@@ -13,6 +13,7 @@ import io
 import json
 import numbers
 import os
+import re
 import unicodedata
 import uuid
 from collections import Counter
@@ -805,12 +806,19 @@ def read_label_map(path, vocabulary=None):
         raise ReviewError(f"{path} is a folder, not a CSV file")
     with open(path, "rb") as f:
         data = f.read()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ReviewError(f"{path} is UTF-16 text (Excel's \"Unicode Text\"): save it as CSV "
+                          "UTF-8")
     try:
         text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ReviewError(f"{path} is not UTF-8 text: save it as CSV UTF-8") from None
+    except UnicodeDecodeError as e:
+        line = len(re.split(b"\r\n|\r|\n", data[:e.start]))
+        raise ReviewError(f"{path} is not UTF-8 text (line {line}: byte "
+                          f"0x{data[e.start]:02x}): save it as CSV UTF-8") from None
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = [h.strip().casefold() for h in next(reader, [])]
+    # (the header: the first row that is not blank)
+    header = next((row for row in reader if any(c.strip() for c in row)), [])
+    header = [h.strip().casefold() for h in header]
     if not header:
         raise ReviewError(f"{path} is empty: it needs the columns label and canonical")
     if "label" not in header or "canonical" not in header:
@@ -826,6 +834,7 @@ def read_label_map(path, vocabulary=None):
                           f"export has; its first row is {seen!r}{hint}")
     at, to = header.index("label"), header.index("canonical")
     wanted, where, problems = {}, {}, {}  # problems: line -> what
+    last = None  # (the line and cells of the last row that is not blank)
     while True:
         line = reader.line_num + 1  # where the row starts
         try:
@@ -837,15 +846,18 @@ def read_label_map(path, vocabulary=None):
             break
         if not any(c.strip() for c in cells):
             continue
+        last = line, cells
         label, name = (cells[at] if at < len(cells) else ""), (cells[to] if to < len(cells) else "")
         if len(cells) < len(header) and any("\n" in c or "\r" in c for c in cells):
             end = reader.line_num
             problems[line] = ("a quote (\") opened there "
                               + (f"makes lines {line}-{end} one cell" if end > line else
                                  "is not closed") + ": close it, or remove it")
-        elif any(c.strip() for c in cells[len(header):]):  # a comma in a name, unquoted
+        elif any(c.strip() for c in cells[len(header):]):  # a comma in a name, unquoted?
             problems[line] = (f"{len(cells)} cells under a header of {len(header)}: put a label "
-                              "or name that holds a comma in quotes (\"hand, tool\")")
+                              "or name that holds a comma in quotes (\"hand, tool\"), or name "
+                              f"column {len(header) + 1} (columns other than label and "
+                              "canonical are ignored)")
         elif not label.strip() or not name.strip():
             problems[line] = f"{'label' if not label.strip() else 'canonical'} is empty"
         elif wanted.get(label, name).strip() != name.strip():
@@ -853,11 +865,14 @@ def read_label_map(path, vocabulary=None):
                               f"{wanted[label].strip()!r} on line {where[label]}")
         else:
             wanted[label], where[label] = name, line
-    if text.count('"') % 2 and not any("quote" in p for p in problems.values()):
-        # a quote opened and never closed runs to the end of the file (its last row then reads
-        # as complete): it is the file's last quote
-        line = text[:text.rindex('"')].count("\n") + 1
-        problems[line] = "a quote (\") opened there is not closed: close it, or remove it"
+    if (last and any("\n" in c or "\r" in c for c in last[1])
+            and not text.rstrip("\r\n").endswith('"')
+            and not any("quote" in p for p in problems.values())):
+        # a quote that opens a cell and is never closed runs to the end of the file, the last
+        # row then reading as complete (a quote inside a cell, 12" helmet, is a character)
+        problems[last[0]] = "a quote (\") opened there is not closed: close it, or remove it"
+    if not wanted and not problems:
+        raise ReviewError(f"{path} has no row under its header: no label to import")
     if vocabulary is not None:
         known = set(vocabulary)
         unknown = [l for l in wanted if l not in known]
