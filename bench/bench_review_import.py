@@ -1,5 +1,5 @@
 """Time of turning an edited label map into review edits (``vlsr review import``), against
-applying those edits, which every panel load and every ``vlsr review apply`` does.
+applying those edits, which every panel load and every ``vlsr apply`` does.
 
 Usage: python bench/bench_review_import.py [n_labels ...]   (default: 10000 100000)
 

@@ -369,3 +369,21 @@ def test_the_examples_in_the_engines_docstrings_run(module):
 
     result = doctest.testmod(importlib.import_module(f"vlsr_core.engine.{module}"))
     assert result.attempted and not result.failed
+
+
+def test_a_final_label_among_candidates_scoring_alike_does_not_follow_the_labels_order():
+    """Audit: two canonical labels scoring exactly alike (twins a review split apart) gave the
+    final label by the order of the image's labels."""
+    from vlsr_core.engine.pipeline import final_labels
+    from vlsr_core.engine.review import Edit, review_label_map
+
+    t = unit(np.random.default_rng(3).normal(size=(2, 16)))
+    vocab, vemb = ["beta", "alpha", "glove"], t[[0, 0, 1]]  # "beta" and "alpha" embed alike
+    label_map = build_label_map(vocab, vemb, np.array([1, 1, 1]), mode="paper",
+                                min_cluster_size=1)
+    split, _ = review_label_map(label_map, vemb, [Edit(1, "split", "alpha")])
+    assert split.canonical["alpha"] != split.canonical["beta"]
+    images = unit(t[[0]] + 0.1 * t[[1]])
+    finals = {final_labels(images, [labels], split, vemb).final_labels[0]
+              for labels in (["alpha", "beta"], ["beta", "alpha"])}
+    assert finals == {"alpha"}

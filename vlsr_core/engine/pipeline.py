@@ -449,7 +449,8 @@ def final_labels(image_embeddings, image_labels, label_map, vocabulary_embedding
     best_labels, best_scores = [None] * len(labels_idx), [None] * len(labels_idx)
     for i, (cands, scores) in enumerate(zip(canonical_idx, canonical_scores)):
         if scores is not None and len(cands):
-            best = int(np.argmax(scores))  # first of equal scores
+            tied = np.flatnonzero(scores == scores.max())  # (equal: by name, whatever the
+            best = int(min(tied, key=lambda k: name[cands[k]]))  # order of the labels)
             best_labels[i], best_scores[i] = name[cands[best]], float(scores[best])
     return FinalLabels(
         canonical_labels=[[name[j] for j in idx] for idx in canonical_idx],

@@ -249,6 +249,7 @@ class ApplyReport:
     n_changed: int = 0  # samples whose fields changed (the others already were so)
     n_renumbered: int = 0  # of them, those whose labels' cluster ids alone changed
     n_unscored: int = 0  # labels changed by hand or given since scoring (their scores: not theirs)
+    left_behind: bool = True  # the samples left show other edits (the review: not applied)
 
     def summary(self):
         text = (f"applied {count(self.n_map_edits, 'label map edit')} and "
@@ -257,10 +258,15 @@ class ApplyReport:
                 + f" ({self.n_changed:,} changed"
                 + (f", {self.n_renumbered:,} of them in their labels' cluster ids alone"
                    if self.n_renumbered else "") + ")")
-        if self.n_left:
+        if self.n_left and self.left_behind:
             text += (f"; the run's other {count(self.n_left, 'sample')} "
                      f"{'keeps its' if self.n_left == 1 else 'keep their'} earlier labels, and "
                      "the review reads as not applied, until an Apply of the whole run")
+        elif self.n_left:  # (its last whole Apply wrote these edits: they show them already)
+            text += (f"; the run's other {count(self.n_left, 'sample')} "
+                     f"{'was' if self.n_left == 1 else 'were'} left as "
+                     f"{'it was' if self.n_left == 1 else 'they were'}, with these edits applied "
+                     "already")
         if self.copy_to:
             text += (f"; final labels also copied to {self.copy_to!r}, on "
                      + (f"the {count(self.n_samples, 'sample')} applied only" if self.n_left
@@ -1080,7 +1086,7 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     n_left = samples_left(run)
     # the edits the run's fields show: those of its last whole write, on the samples a partial
     # one left out
-    record_applied(run, state, partly=bool(n_left))
+    behind = record_applied(run, state, partly=bool(n_left))
     # an apply stopped part-way is over once one has written every sample of the run
     mark_stage(run, "apply", "running" if stopped and n_left else "complete")
     n_map = sum(o.status != "stale" for o in state.outcomes)
@@ -1088,7 +1094,7 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     n_decisions = state.decisions_in_effect(dataset)
     return ApplyReport(n_samples, n_map, n_decisions, state.stale, copy_to,
                        outdated_copies(samples, key, written=copy_to), n_left, n_changed,
-                       n_renumbered, n_unscored)
+                       n_renumbered, n_unscored, behind)
 
 
 def outdated_copies(samples, key=DEFAULT_KEY, written=None):
@@ -1188,7 +1194,8 @@ def record_applied(run, state, partly=False):
     """Set in the run's config which edits its fields now show (after they were written);
     ``partly``: on some samples only, the others keeping what was recorded before. The caller
     saves it with the stage's mark (:func:`~.stages.mark_stage`), in one write: a Ctrl-C
-    between two writes left an Apply recorded as done and marked as stopped part-way."""
+    between two writes left an Apply recorded as done and marked as stopped part-way. Returns
+    whether the review reads as applied in part only."""
     # (the id tells two writes within a second apart, for cached_review_state)
     prior = getattr(run.config, "applied", None) or {}
     if partly and not prior.get("partly") and prior.get("edits") == [e.id for e in state.in_force]:
@@ -1199,6 +1206,7 @@ def record_applied(run, state, partly=False):
     else:
         run.config.applied = dict(edits=[e.id for e in state.in_force], time=_now(),
                                   id=uuid.uuid4().hex)
+    return partly
 
 
 def _check_samples(dataset, ids):
