@@ -35,6 +35,23 @@ def test_a_label_field_without_any_label_is_refused_before_embedding(dataset, tm
     assert dataset.list_runs() == []
 
 
+def test_a_label_field_in_a_list_and_a_grouped_view_are_refused_before_anything_is_written(main):
+    """Audit: ``lm.gt`` (a label field in a list of documents) was embedded, then scoring failed
+    with a TypeError, leaving a run that failed again on every rerun; a group_by view was
+    said to hold "group samples" of an image dataset."""
+    dataset, images = main
+    dataset.add_sample_field("lm", fo.ListField, subfield=fo.EmbeddedDocumentField,
+                             embedded_doc_type=fo.DynamicEmbeddedDocument)
+    dataset.set_values("lm", [[fo.DynamicEmbeddedDocument(gt=g)] for g in dataset.values("gt")])
+    dataset.add_dynamic_sample_fields()
+    with pytest.raises(VLSRError, match="Field 'lm.gt' is inside 'lm', a list: VLSR reads a "
+                                        "label field of a sample"):
+        run_vlsr(dataset, "lm.gt", encoder=FakeEncoder(images))
+    with pytest.raises(VLSRError, match="not on groups of them: remove the view's group_by"):
+        run_vlsr(dataset.group_by("filepath"), "gt", encoder=FakeEncoder(images))
+    assert dataset.list_runs() == []
+
+
 def test_unlabelled_images_of_a_labelled_dataset_are_embedded(main):
     dataset, images = main
     unlabelled = dataset.match({"filepath": {"$regex": "n[12].png$"}})

@@ -765,7 +765,7 @@ def test_review_from_the_command_line_reaches_the_export(ran, tmp_path, capsys):
     # (and a label never suggested to it, which the command line takes, is said to be so)
     assert ("accept suggestion drill on 1 sample (the outputs show it as 'Helmets', the "
             "canonical label of 'drill'); 1 sample without an image embedding (an "
-            "unreadable image) is left out; 'drill' is not among the sample's suggestions; vlsr "
+            "unreadable image, or one the run did not embed) is left out; 'drill' is not among the sample's suggestions; vlsr "
             "apply") in capsys.readouterr().out
     assert review_state(dataset, "vlsr").edits[-1].samples == (h1,)
 
@@ -1048,6 +1048,14 @@ def test_apply_and_export_take_the_saved_view_the_run_was_made_on(dataset, tmp_p
     assert main(["export", "--dataset", dataset.name, "--key", "adhoc",
                  "--out", str(tmp_path / "out2")]) == 2
     assert "was made on an unsaved view, which cannot be found again" in capsys.readouterr().err
+    # a saved view no run can work on (audit: apply showed a traceback, "Dataset has no run
+    # key"; a review decision took one sample a group)
+    dataset.save_view("groups", dataset.group_by("filepath"))
+    for args in (["apply", "--view", "groups"],
+                 ["review", "accept-suggestion", "drill", "--view", "groups"]):
+        assert main([*args, "--dataset", dataset.name, "--key", "adhoc"]) == 2
+        assert ("saved view 'groups': VLSR runs on the samples of a view, not on groups of them"
+                in capsys.readouterr().err)
 
 
 def test_factorynet_boxes_scored_on_their_crops(tmp_path, tiny_clip, dataset_name, capsys,

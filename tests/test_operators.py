@@ -1085,7 +1085,7 @@ def test_review_in_the_app_edit_decide_undo_apply_export(ds, tiny_clip, tmp_path
                              selected=[sample.id, broken.id], params=ctx_params)
     assert r.result["edits"][0]["samples"] == [sample.id]  # the unreadable image left out, said
     assert ("suggestions accepted for 1 sample (edit #4); 1 sample without an image embedding "
-            "(an unreadable image) is left out; Apply") in r.result["message"]
+            "(an unreadable image, or one the run did not embed) is left out; Apply") in r.result["message"]
     # a suggestion becomes its canonical label: the form and the result say so (it did not)
     ctx = ExecutionContext(request_params=dict(dataset_name=ds.name, selected=[sample.id],
                                                params={**ctx_params, "suggestion": "helmit"}))

@@ -868,10 +868,18 @@ def _apply(a):
 
 
 def _saved_view(dataset, name):
+    """Saved view ``name``, refused if no run can work on it (a view of patches, of groups)."""
+    from .fo.labels import media_problem
+    from .fo.stages import VLSRError
+
     if not dataset.has_saved_view(name):
         raise FileNotFoundError(f"no saved view {name!r} on dataset {dataset.name!r}; saved "
                                 f"views: {dataset.list_saved_views()}")
-    return dataset.load_saved_view(name)
+    view = dataset.load_saved_view(name)
+    problem = len(view) and media_problem(view)  # (an empty one: said by each command)
+    if problem:
+        raise VLSRError(f"saved view {name!r}: {problem}")
+    return view
 
 
 def _run_collection(name, key, view=None):

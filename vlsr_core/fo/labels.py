@@ -70,6 +70,9 @@ def media_problem(samples):
                 + (": to run it on the frames, clone this view into a dataset of images "
                    "(in Python, dataset.to_frames(...).clone('frames')) and run on that"
                    if kind == "frames" else ""))
+    if getattr(samples, "_is_dynamic_groups", False):  # (its media type reads "group")
+        return ("VLSR runs on the samples of a view, not on groups of them: remove the view's "
+                "group_by stage (in the App, leave the grouped view) and target the samples")
     if samples.media_type in ("image", None):  # (None: an empty dataset, refused as such)
         return None
     problem = f"VLSR works on image datasets; this one holds {samples.media_type} samples"
@@ -105,6 +108,13 @@ def label_path(samples, label_field):
             + "; VLSR reads Classification, Classifications or Detections fields"
             + (hint or "")
         )
+    parts = label_field.split(".")
+    listed = next((p for p in (".".join(parts[:k]) for k in range(1, len(parts)))
+                   if isinstance(samples.get_field(p), fo.ListField)), None)
+    if listed:  # (its labels were read as lists, and scoring failed part-way)
+        raise LabelFieldError(f"Field {label_field!r} is inside {listed!r}, a list: VLSR reads a "
+                              "label field of a sample, or of an embedded document on it, not "
+                              "one in a list")
     attr = _LIST_ATTR.get(doc_type)
     return f"{label_field}.{attr}" if attr else label_field
 

@@ -571,11 +571,12 @@ def add_suggestion_decisions(dataset, key, decision, groups, label_ids=None, *, 
 
 def left_out(samples, *edits):
     """What a suggestion decision on ``samples`` left out, in words ("" if none): the samples
-    without an image embedding (unreadable images), which have no suggestions."""
+    without an image embedding (unreadable images, or samples the run did not embed: outside
+    the view it was made on, or added since), which have no suggestions."""
     kept = {s for e in edits for s in e.samples}
     n = len(set(samples) - kept) if all(not e.label_ids for e in edits) else 0
-    return (f"; {count(n, 'sample')} without an image embedding (an unreadable image) "
-            f"{'is' if n == 1 else 'are'} left out" if n else "")
+    return (f"; {count(n, 'sample')} without an image embedding (an unreadable image, or one "
+            f"the run did not embed) {'is' if n == 1 else 'are'} left out" if n else "")
 
 
 def not_suggested(dataset, key, edit):
