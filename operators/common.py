@@ -35,10 +35,17 @@ PLUGIN = "@vlsr/vlsr/"  # the prefix of this plugin's operator URIs
 
 def full_path(typed):
     """A path typed in a form, with ``~`` expanded, and why it is refused, or None: a relative
-    path would be resolved from wherever the App's server happened to start."""
+    path would be resolved from wherever the App's server happened to start. Quotes around it
+    (a "copy as path") and a ``file://`` address are read as the path they hold."""
     if not typed:
         return typed, None
     typed = typed.strip()
+    if len(typed) > 1 and typed[0] == typed[-1] and typed[0] in "\"'":
+        typed = typed[1:-1].strip()
+    if typed.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        typed = unquote(urlparse(typed).path)
     if not typed:
         return None, "Give a full path (only spaces were typed)"
     path = os.path.expanduser(typed)

@@ -1188,6 +1188,10 @@ def test_an_edited_label_map_csv_comes_back_through_the_import_form(ds, tiny_cli
     edit_label_map(out / "label_map.csv", edited,
                    {"Helmets": "helmet", "helmit": "helmet", "screwdriver": "driver"})
 
+    # a "copy as path" with its quotes, and a file:// address, are the path they hold (audit:
+    # "'\"/tmp/.../edited.csv\"' is relative")
+    for typed in (f'"{edited}"', f"'{edited}' ", "file://" + str(edited).replace(" ", "%20")):
+        assert _form_errors(form("import_label_map", ds, key="vlsr", file=typed)) == [], typed
     assert "'edited.csv' is relative" in str(_form_errors(form("import_label_map", ds, key="vlsr",
                                                                file="edited.csv")))
     assert "No file" in str(_form_errors(form("import_label_map", ds, key="vlsr",
