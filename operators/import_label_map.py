@@ -33,7 +33,7 @@ class ImportLabelMap(foo.Operator):
                                       "an export; labels it leaves out keep their canonical label")
         if not ctx.params.get("file"):
             return form
-        from vlsr_core.fo.review import ReviewError, import_summary, takes_back
+        from vlsr_core.fo.review import ReviewError, import_summary, other_clustering, takes_back
 
         try:
             wanted = _read(ctx, state.label_map.vocabulary)
@@ -46,9 +46,10 @@ class ImportLabelMap(foo.Operator):
                 label="The label map already is as the file says: there is nothing to import"))
             return form
         more = f"\n- ... and {len(made) - SHOWN} more" if len(made) > SHOWN else ""
-        back = takes_back(state, wanted)
-        if back:
-            inputs.view("takes_back", types.Warning(label=back[0].upper() + back[1:]))
+        for name, note in (("other_clustering", other_clustering(state, wanted)),
+                           ("takes_back", takes_back(state, wanted))):
+            if note:
+                inputs.view(name, types.Warning(label=note[0].upper() + note[1:]))
         inputs.str("preview", label=f"Execute records {import_summary(made)}, #{made[0].id} to "
                                     f"#{made[-1].id}; Apply writes them to the fields",
                    default="\n".join(f"- #{e.id} {e.describe()}" for e in made[:SHOWN]) + more,

@@ -780,7 +780,26 @@ def test_a_label_map_edited_in_a_spreadsheet_comes_back_as_review_edits(ran, tmp
         "helmit": "drill", "screwdriver": " Screwdriver (tool)", "Screwdrivers": "Screwdriver (tool)"})
 
     assert main(["review", "import", str(edited), "--dry-run", "--dataset", name]) == 0
-    assert "would make 2 edits (1 move, 1 rename) for the 7 labels" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "would make 2 edits (1 move, 1 rename) for the 7 labels" in out
+    assert "clustered_canonical" not in out  # (the run's own export)
+    # one exported from another clustering (another run or dataset): said (audit: imported as
+    # ordinary edits without a word)
+    other = tmp_path / "other.csv"
+    with open(edited, newline="", encoding="utf-8-sig") as f:
+        table = list(csv.DictReader(f))
+    for row in table:
+        row["clustered_canonical"] = "drill" if row["label"] == "helmit" else row[
+            "clustered_canonical"]
+    with open(other, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    assert main(["review", "import", str(other), "--dry-run", "--dataset", name]) == 0
+    assert ("note: its clustered_canonical column differs from this run's clustering on 1 label "
+            "of 7 (e.g. 'helmit': 'drill' in the file, 'helmet' here): it seems exported from "
+            "another run, or before the run was clustered again; its canonical column is what "
+            "is imported") in capsys.readouterr().out
     assert review_state(dataset, "vlsr").edits == []
     assert main(["review", "import", str(edited), "--dataset", name]) == 0
     out = capsys.readouterr().out

@@ -815,8 +815,8 @@ def _review_edit(a):
 
 
 def _review_import(a):
-    from .fo.review import (import_label_map, import_summary, read_label_map, review_state,
-                            takes_back)
+    from .fo.review import (import_label_map, import_summary, other_clustering, read_label_map,
+                            review_state, takes_back)
 
     dataset = _with_run(a.dataset, a.key)
     state = review_state(dataset, a.key)  # before the import: the edits it may take back
@@ -827,9 +827,9 @@ def _review_import(a):
         return
     print(f"{'would make' if a.dry_run else 'made'} {import_summary(made)} "
           f"for the {_count(len(wanted), 'label')} of {a.file}:")
-    back = takes_back(state, wanted)
-    if back:
-        print(f"note: {back}")
+    for note in (other_clustering(state, wanted), takes_back(state, wanted)):
+        if note:
+            print(f"note: {note}")
     for e in made[:20]:
         print(f"  #{e.id} {_plain(e.describe())}")
     if len(made) > 20:

@@ -792,11 +792,30 @@ def _lines_of(lines, labels):
 
 
 class LabelMapFile(dict):
-    """label -> canonical label as a file gives them, and ``lines``: label -> its line."""
+    """label -> canonical label as a file gives them, ``lines``: label -> its line, and
+    ``clustered``: label -> its ``clustered_canonical`` cell (an export's), if it has them."""
 
-    def __init__(self, wanted, lines):
+    def __init__(self, wanted, lines, clustered=None):
         super().__init__(wanted)
         self.lines = lines
+        self.clustered = clustered or {}
+
+
+def other_clustering(state, wanted):
+    """Why a label map file seems made from another clustering than the run's, in words, or
+    None: its ``clustered_canonical`` column (an export's) differs from what the run's
+    clustering made of its labels (another run, another dataset, or a clustering since)."""
+    ours = state.clustered.canonical
+    shared = [l for l in getattr(wanted, "clustered", {}) if l in ours]
+    differ = [l for l in shared if wanted.clustered[l].strip() != ours[l]]
+    if not differ:
+        return None
+    l = differ[0]
+    return (f"its clustered_canonical column differs from this run's clustering on "
+            f"{count(len(differ), 'label')} of {len(shared):,} (e.g. {quoted(l)}: "
+            f"{quoted(wanted.clustered[l].strip())} in the file, {quoted(ours[l])} here): it "
+            "seems exported from another run, or before the run was clustered again; its "
+            "canonical column is what is imported")
 
 
 def read_label_map(path, vocabulary=None):
@@ -840,7 +859,8 @@ def read_label_map(path, vocabulary=None):
         raise ReviewError(f"{path} needs the columns label and canonical, as label_map.csv of an "
                           f"export has; its first row is {seen!r}{hint}")
     at, to = header.index("label"), header.index("canonical")
-    wanted, where, problems = {}, {}, {}  # problems: line -> what
+    made = header.index("clustered_canonical") if "clustered_canonical" in header else None
+    wanted, where, problems, clustered = {}, {}, {}, {}  # problems: line -> what
     last = None  # (the line and cells of the last row that is not blank)
     while True:
         line = reader.line_num + 1  # where the row starts
@@ -872,6 +892,8 @@ def read_label_map(path, vocabulary=None):
                               f"{wanted[label].strip()!r} on line {where[label]}")
         else:
             wanted[label], where[label] = name, line
+            if made is not None and made < len(cells) and cells[made].strip():
+                clustered[label] = cells[made]
     if (last and any("\n" in c or "\r" in c for c in last[1])
             and not text.rstrip("\r\n").endswith('"')
             and not any("quote" in p for p in problems.values())):
@@ -889,6 +911,8 @@ def read_label_map(path, vocabulary=None):
             ours = composed.get(unicodedata.normalize("NFC", l))
             if ours is not None and ours not in wanted:
                 wanted[ours], where[ours] = wanted.pop(l), where.pop(l)
+                if l in clustered:
+                    clustered[ours] = clustered.pop(l)
         unknown = [l for l in wanted if l not in known]
         alike = by_normal_form(vocabulary) if unknown else {}  # (a label edited by hand)
         for l in unknown:
@@ -900,7 +924,7 @@ def read_label_map(path, vocabulary=None):
         raise ReviewError(f"{path}: {count(len(problems), 'row')} cannot be "
                           f"{'read' if vocabulary is None else 'imported'}: "
                           + "; ".join(rows) + ("; ..." if len(problems) > 5 else ""))
-    return LabelMapFile(wanted, where)
+    return LabelMapFile(wanted, where, clustered)
 
 
 def join_note(state, edit, shown=quoted):
