@@ -847,6 +847,20 @@ def test_import_csv_reimport_and_latin1(tmp_path, dataset):
     assert again.problems == [(str(csv_path), WINDOWS)]
 
 
+def test_import_csv_says_labels_that_read_as_utf8_decoded_as_windows_1252(tmp_path, dataset):
+    """Audit: ``cafÃ©`` (a UTF-8 file opened as Windows-1252, then saved) went in beside
+    ``café`` without a word."""
+    _plain_images(tmp_path)
+    csv_path = _text(tmp_path / "l.csv", "imgs/a.jpg,caf\u00c3\u00a9\nimgs/b.png,Schl\u00fcssel,"
+                                         "\u5b89\u5168\u5e3d\n")
+    report = import_csv(csv_path, dataset)
+    assert report.n_samples == 2
+    assert report.problems == [(str(csv_path), (
+        "1 label reads as UTF-8 decoded as Windows-1252, e.g. 'caf\u00c3\u00a9' for 'caf\u00e9': "
+        "the file was opened with the wrong encoding and saved; they are imported as written: "
+        "fix them in the file (or open the original as UTF-8) and import again"))]
+
+
 def test_import_csv_again_after_fixing_a_quote_loses_no_label(tmp_path, dataset):
     """An unclosed quote took an image's second row; importing the fixed CSV gave the new image
     but dropped 'hard hat' of the image already imported, reporting no problem."""

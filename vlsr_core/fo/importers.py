@@ -213,7 +213,7 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
     report = ImportReport()
     _casefolded_names.cache_clear()  # (the folders as they are now)
     images = {}  # filepath -> (where it first appears, its labels in order, repeats included)
-    first_row, left_out, joined = True, set(), []
+    first_row, left_out, joined, garbled = True, set(), [], []
     rows = _csv_rows(csv_path, report.problems)
     if not report.problems and not any(c.strip() for _, cells in rows for c in cells):
         raise InputFileError(f"{csv_path} is empty: it lists no image")
@@ -250,6 +250,7 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
         labels = [l for k, c in enumerate(cells) if k and k not in left_out
                   for l in _cell_labels(c)]
         joined.extend(l for l in labels if _looks_joined(l))
+        garbled.extend(l for l in labels if _misdecoded(l))
         # one image under two names (a symlink) is one sample, under the first name given
         images.setdefault(os.path.realpath(filepath), (filepath, where, []))[2].extend(labels)
 
@@ -267,6 +268,12 @@ def import_csv(csv_path, dataset, label_field="ground_truth", progress: Progress
             f"or a list that does not read as one, e.g. {joined[0]!r}: a cell is one label, so "
             f"{'it is' if len(joined) == 1 else 'they are'} imported as written; if a cell lists "
             'several labels, give each its own cell, or write them as a list: ["cat", "dog"]')))
+    if garbled:  # (UTF-8 read as Windows-1252, then saved: "cafÃ©" beside "café")
+        report.problems.append((csv_path, (
+            f"{count(len(garbled), 'label')} {'reads' if len(garbled) == 1 else 'read'} as UTF-8 "
+            f"decoded as Windows-1252, e.g. {garbled[0]!r} for {_misdecoded(garbled[0])!r}: "
+            "the file was opened with the wrong encoding and saved; they are imported as "
+            "written: fix them in the file (or open the original as UTF-8) and import again")))
     if not images and not report.problems:
         raise InputFileError(f"{csv_path} holds a header row and nothing else: it lists no image")
     _add_in_chunks(dataset, samples(), len(images), (label_field,), report, progress)
@@ -300,6 +307,18 @@ def _unknown_header(path, filepath):
 def _looks_joined(label):
     """Whether a label of one cell may list several, as scraped CSVs write them."""
     return any(c in label for c in ";|") or label.startswith("[") and label.endswith("]")
+
+
+def _misdecoded(label):
+    """What ``label`` reads as if it is UTF-8 text decoded as Windows-1252 (``cafÃ©``:
+    ``café``), or None."""
+    if label.isascii():
+        return None
+    try:
+        fixed = label.encode("cp1252").decode("utf-8")
+    except UnicodeError:
+        return None
+    return fixed if fixed != label else None
 
 
 def _cell_labels(cell):
