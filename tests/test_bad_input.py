@@ -359,3 +359,27 @@ def test_labels_outside_the_map_are_found_in_either_kind_of_field_and_view(datas
             labels_problem(dataset, config, ["a"])
         assert labels_problem(dataset, config, ["a", "b"]) is None
         assert labels_problem(dataset.limit(2), config, ["a"]) is None  # (a view without it)
+
+
+def test_a_dataset_mongodb_counts_as_empty_after_a_crash_is_recounted(main, monkeypatch, caplog):
+    """Audit: after mongod was killed, its fast count read 0 for a dataset of 1,500 samples:
+    every run refused it as empty ("no samples to process"), and the summary said 0 samples.
+    (The wrong count is simulated; MongoDB's validate command is the real one.)"""
+    import pymongo.database
+
+    dataset, images = main
+    validated = []
+    command = pymongo.database.Database.command
+
+    def spy(db, cmd, *args, **kwargs):
+        validated.append(cmd)
+        return command(db, cmd, *args, **kwargs)
+
+    monkeypatch.setattr(pymongo.database.Database, "command", spy)
+    monkeypatch.setattr(fo.Dataset, "_estimated_count",
+                        lambda self, frames=False: self._sample_collection.count_documents({})
+                        if "validate" in validated else 0)
+    with caplog.at_level("WARNING"):
+        report = compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    assert report.n_embedded == 12 and "validate" in validated
+    assert f"MongoDB counted the samples of dataset {dataset.name!r} as none" in caplog.text

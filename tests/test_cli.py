@@ -272,6 +272,42 @@ def test_ctrl_c_at_any_moment_says_how_to_go_on(ran, monkeypatch, capsys, recomp
     assert capsys.readouterr().err == "vlsr: interrupted\n"
 
 
+def test_a_lost_database_and_a_ctrl_c_in_a_finalizer_end_with_a_line_not_a_traceback(
+        ran, monkeypatch, capsys):
+    """Audit: mongod stopped for 45 s mid-run ended with pymongo's 80-line traceback; a Ctrl-C
+    that landed in a finalizer printed Python's "Exception ignored in ..." traceback first."""
+    import gc
+
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    from vlsr_core import cli
+
+    def lost(*args):
+        raise ServerSelectionTimeoutError("127.0.0.1:27017: [Errno 111] Connection refused, "
+                                          "Timeout: 30s, Topology Description: ...")
+
+    monkeypatch.setattr(cli, "_summary", lost)
+    assert main(["summary", "--dataset", ran[0].name]) == 2
+    assert capsys.readouterr().err == (
+        "vlsr: error: lost the connection to the database (127.0.0.1:27017: [Errno 111] "
+        "Connection refused): what the command wrote is kept; run it again once the database "
+        "is back (a run resumes where it stopped)\n")
+
+    class Finalized:
+        def __del__(self):
+            cli._on_interrupt(2, None)  # (Ctrl-C landing in a finalizer)
+
+    def dropped(*args):
+        Finalized()
+        gc.collect()
+        raise KeyboardInterrupt  # (the next progress report)
+
+    monkeypatch.setattr(cli, "_summary", dropped)
+    assert main(["summary", "--dataset", ran[0].name]) == 130
+    err = capsys.readouterr().err
+    assert "Exception ignored" not in err and err.startswith("vlsr: interrupted")
+
+
 def test_ctrl_c_while_fiftyone_loads_is_held_until_it_is_loaded_then_raised():
     """Audit: Ctrl-C 1.7-2 s after `vlsr run` started was swallowed by a bare except in
     FiftyOne's loading (the run went on and wrote everything) or left mongoengine half-loaded

@@ -154,10 +154,19 @@ def test_an_image_replaced_since_it_was_embedded_is_embedded_again(main):
     assert report.n_missing == 12 and "; 12 images embedded before cannot be found now (a " \
         "drive not mounted? they keep their embedding)" in report.summary()
     os.rename(folder + "-away", folder)
-    # once embedded again it is current; a run embedded before files were noted is not checked
+    # once embedded again it is current
     assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_changed == 0
+    # an embedding without its stamp (a kill between the two writes) is made again, stamped
+    # (audit: it was taken for done, and a change to its file went unnoticed for good)
     os.utime(path, ns=(0, 0))
     dataset.match(F("filepath") == path).set_field("vlsr_image_file", None).save()
+    assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_embedded == 1
+    assert by_name(dataset, "vlsr_image_file")["d1.png"][:2] == [os.path.getsize(path), 0]
+    # a run embedded before files were noted is not checked
+    dataset.match(F("filepath") == path).set_field("vlsr_image_file", None).save()
+    from vlsr_core.fo.runs import update_run_doc
+
+    update_run_doc(dataset, "vlsr", {"$unset": {"config.stamped": ""}})
     assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_embedded == 0
 
 

@@ -44,6 +44,7 @@ def main(argv=None):
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
     if held:
         signal.signal(signal.SIGINT, _on_interrupt)
+        sys.unraisablehook = _unraisable
     try:  # Ctrl-C at any moment, loading FiftyOne included, ends with a line, not a traceback
         return _main(args)
     except KeyboardInterrupt:
@@ -63,6 +64,7 @@ def main(argv=None):
     finally:
         if held:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            sys.unraisablehook = sys.__unraisablehook__
 
 
 # a Ctrl-C seen: raised again by the next progress report, as one that lands in an object's
@@ -73,6 +75,14 @@ _interrupted = []
 def _on_interrupt(signum, frame):
     _interrupted.append(signum)
     raise KeyboardInterrupt
+
+
+def _unraisable(unraisable):
+    """Python's report of an exception dropped in a finalizer, but of a Ctrl-C (``_on_interrupt``
+    raised there; the next progress report raises it again): its traceback came before the
+    command's own line."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
 
 
 def _after_interrupt(args):
@@ -193,9 +203,17 @@ def _main(args):
     from .fo.runs import RunBusyError, RunDeletedError
     from .fo.stages import VLSRError
 
+    from pymongo.errors import ConnectionFailure
+
     _logs_to_stderr()
     try:
         return args.func(args) or 0
+    except ConnectionFailure as e:  # (the database stopped, for longer than pymongo waits)
+        _close_bars()
+        print(f"vlsr: error: lost the connection to the database ({str(e).split(',')[0]}): "
+              "what the command wrote is kept; run it again once the database is back (a run "
+              "resumes where it stopped)", file=sys.stderr)
+        return 2
     except ServiceException as e:  # FiftyOne could not start MongoDB (a port taken, a slow disk)
         _close_bars()
         print(f"vlsr: error: FiftyOne could not start its database ({e}); try again, or set "

@@ -340,7 +340,8 @@ def holds_run(stage, shared=False):
             bound.apply_defaults()
             samples = bound.arguments["samples"] = every_field(bound.arguments["samples"])
             dataset, key = samples._dataset, bound.arguments["key"]
-            if not isinstance(key, str):  # (parameters given in its place failed in MongoDB)
+            if not isinstance(key, (str, type(None))):  # (parameters given in its place
+                # failed in MongoDB; None is said not to name fields)
                 raise TypeError(f"The run key is a string such as 'vlsr', not {key!r:.120}; give a "
                                 "stage's parameters after it, or by name")
             with run_lease(dataset, key, stage, shared):

@@ -97,6 +97,9 @@ class VLSRRunConfig(fors.RunConfig):
             (:func:`owned_brain_runs`: one of that name made since, by hand, is not the run's).
         images_changed: when image embeddings were last written or taken back, ISO UTC
             (None: not since this was kept): a map made before shows the embeddings before.
+        stamped: whether each image embedding of the run was written with its file's stamp
+            (runs made since stamps are written with the embeddings, not runs made before),
+            so that an embedding without one is a write a kill cut short, to make again.
         review: the curator's review edits (:mod:`vlsr_core.fo.review`), as records.
         applied: ``{"edits": [ids], "time": ...}``: the review edits the fields show.
         score_histogram: ``{"counts": [...], "edges": [...]}``: every label score of the run in
@@ -119,7 +122,7 @@ class VLSRRunConfig(fors.RunConfig):
                  model_fingerprint=None, stages=None, collection=None, review=None, applied=None,
                  created_brain_runs=None, score_histogram=None, copies=None,
                  cluster_shard_edits=None, label_model_fingerprint=None, finished=None,
-                 brain_runs=None, images_changed=None, **kwargs):
+                 brain_runs=None, images_changed=None, stamped=None, **kwargs):
         kwargs.setdefault("method", "vlsr")
         if "eps" in kwargs and "mode" not in kwargs:
             kwargs["mode"] = "paper"  # stored by a version before merge modes: the paper's steps
@@ -139,6 +142,7 @@ class VLSRRunConfig(fors.RunConfig):
         self.created_brain_runs = created_brain_runs or []
         self.brain_runs = brain_runs or {}
         self.images_changed = images_changed
+        self.stamped = stamped
         self.applied = applied
         self.score_histogram = score_histogram
         self.copies = copies or []

@@ -489,6 +489,9 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
         load()
         _mark_for_recompute(samples, fields)
     current = crops_current(key, path) if crops else F(fields["embedding"]).exists()
+    if getattr(config, "stamped", None):  # (a kill between the writes of an embedding and of
+        # its stamp, written last: the file's changes went unnoticed for good)
+        current = current & F(fields["image_file"]).exists()
     todo = samples.match(~current)
     # and the images whose file changed since they were embedded (or marked to be again)
     changed, marked, foreign, missing = _changed_images(samples.match(current),
@@ -1616,7 +1619,7 @@ def run_vlsr(samples, label_field, key=DEFAULT_KEY, embed=None, score=None, merg
 
 
 def _check_collection(samples):
-    if len(samples) == 0:
+    if len(samples) == 0 and not _count_repaired(samples):
         raise VLSRError("There are no samples to process (empty dataset or view)")
     problem = media_problem(samples)
     if problem:
@@ -1633,7 +1636,7 @@ def _load_or_init(dataset, key, label_field):
             return config, results
     else:
         config = VLSRRunConfig(label_field=label_field, model=None, created_fields=[],
-                               created_views=[])
+                               created_views=[], stamped=True)
         with dataset_document(dataset):
             dataset.register_run(key, config)
     return config, VLSRResults(dataset, config, key)
@@ -1820,6 +1823,22 @@ def _check_inside(samples, key, warn=False):
     note = warn and narrowing_note(samples, key)
     if note:
         logger.warning(note)
+
+
+def _count_repaired(samples):
+    """Whether a dataset counted empty holds samples, its count now repaired: MongoDB's fast
+    count (``len(dataset)``) can read 0 after an unclean shutdown (a mongod killed), and every
+    run then refused a dataset of 1,500 samples as empty. Its ``validate`` command recounts."""
+    if samples is not samples._dataset:  # (a view is counted exactly)
+        return False
+    collection = samples._dataset._sample_collection
+    held = collection.count_documents({}, limit=1)
+    if held:
+        collection.database.command("validate", collection.name)
+        logger.warning("MongoDB counted the samples of dataset %r as none (after an unclean "
+                       "shutdown of the database?); recounted: %s", samples._dataset.name,
+                       count(len(samples), "sample"))
+    return bool(held)
 
 
 def _check_outputs(samples, key, label_field):
