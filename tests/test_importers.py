@@ -997,6 +997,11 @@ def test_a_csv_as_a_spreadsheet_may_save_it(tmp_path, dataset):
     with pytest.raises(InputFileError, match=re.escape(
             'binary file (it holds NUL bytes), not a CSV file; it looks like UTF-16 text')):
         import_csv(utf16, dataset)
+    # an executable's header, mostly NUL, is not (audit: called UTF-16 text)
+    utf16.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x03\x00\x3e\x00\x01" + bytes(183))
+    with pytest.raises(InputFileError) as refused:
+        import_csv(utf16, dataset)
+    assert str(refused.value).endswith("is a binary file (it holds NUL bytes), not a CSV file")
     import gzip
     import zipfile
     with zipfile.ZipFile(tmp_path / "book.xlsx", "w") as book:
