@@ -534,9 +534,9 @@ def _csv_rows(path, problems) -> list[tuple[int, list[str]]]:
     if b"\x00" in data[:65536]:
         # (UTF-16 without its byte order mark: every other byte of ASCII text is NUL)
         # and the others text (an executable's header is mostly NUL too)
-        text = set(range(0x20, 0x7f)) | {9, 10, 13}
+        printable = set(range(0x20, 0x7f)) | {9, 10, 13}
         utf16 = any(len(zeros) > 1 and zeros.count(0) >= 0.9 * len(zeros)
-                    and sum(b in text for b in chars) >= 0.9 * len(chars)
+                    and sum(b in printable for b in chars) >= 0.9 * len(chars)
                     for zeros, chars in ((data[1:400:2], data[0:400:2]),
                                          (data[0:400:2], data[1:400:2])))
         raise InputFileError(f"{path} is a binary file (it holds NUL bytes), not a CSV file" + (
