@@ -100,8 +100,8 @@ def run_target(ctx, key):
     """The target a vocabulary-wide stage of run ``key`` takes by default: the collection the run
     was made on (the dataset, or the saved view when that is the one loaded), not whatever
     filtered view happens to be open."""
-    try:
-        collection = ctx.dataset.get_run_info(key).config.collection
+    try:  # (a run of another kind, FiftyOne's, has no collection: the form says so)
+        collection = getattr(ctx.dataset.get_run_info(key).config, "collection", None)
     except ValueError:  # no such run yet
         return "DATASET"
     if collection == "":  # an unsaved view: it cannot be found again, the open view it is

@@ -30,8 +30,11 @@ class DeleteRun(foo.Operator):
             from vlsr_core.fo.runs import what_goes
 
             inputs.view("what", types.Warning(label=f"Deletes {what_goes(ctx.dataset, key)}"))
-            inputs.bool("confirm", default=False, required=True, label="Delete them")
-            if not ctx.params.get("confirm"):
+            # a tick of its own for each run: one given for another run, then switched to this
+            # one, stayed ticked (a script may give confirm=True)
+            name = f"confirm_{key}"
+            inputs.bool(name, default=False, label="Delete them")
+            if not (ctx.params.get(name) or ctx.params.get("confirm") is True):
                 prop = inputs.view("confirm_note", types.Notice(label="Tick the box to confirm"))
                 prop.invalid, prop.error_message = True, "Tick the box to confirm the deletion"
         return types.Property(inputs, view=types.View(label=self.config.label))

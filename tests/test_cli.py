@@ -504,7 +504,7 @@ def test_a_deletion_stopped_part_way_is_refused_as_a_run_and_finished_by_deletin
     panel = Panel(dataset).event("on_load")
     assert panel.state["problem"] == said and not panel.state.get("edges")  # (no histogram)
     props = form("delete_run", dataset, key="vlsr")["type"]["properties"]  # the way out
-    assert props["half_deleted"]["view"]["name"] == "Warning" and "confirm" in props
+    assert props["half_deleted"]["view"]["name"] == "Warning" and "confirm_vlsr" in props
     with held_elsewhere(dataset, "delete the run"):  # (a deletion running, not stopped)
         assert half_deleted(dataset, "vlsr").startswith(
             "Run 'vlsr' is being deleted: 'delete the run' has been running since")

@@ -899,6 +899,16 @@ def test_non_empty_directory_is_refused_unless_overwrite(run, tmp_path):
     export_run(dataset, str(out), overwrite=True)
     assert sorted(os.listdir(out)) == ["image_labels.json", "label_map.csv", "notes.txt",
                                        "samples.csv"]
+    # a file of the curator's of an export's name, in a folder of no earlier export: refused,
+    # overwrite or not (audit: replaced without a word)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "samples.csv").write_text("my precious,data\n")
+    with pytest.raises(ExportError, match=re.escape(
+            f"{mine} holds samples.csv, which the export would replace, but not the other files "
+            "of an earlier export (image_labels.json, label_map.csv): it may be a file of yours")):
+        export_run(dataset, str(mine), overwrite=True)
+    assert (mine / "samples.csv").read_text() == "my precious,data\n"
 
 
 def test_an_export_stopped_part_way_leaves_the_files_as_they_were(run, tmp_path, monkeypatch):

@@ -474,6 +474,15 @@ def test_the_embed_form_refuses_a_label_field_without_labels(ds):
     assert not props["label_field"]["invalid"] and "key" in props
 
 
+def test_the_embed_form_refuses_the_key_of_a_run_of_another_kind(ds, tiny_clip):
+    """Audit: the key of a FiftyOne run that is not VLSR's replaced the form with a traceback
+    ("'RunConfig' object has no attribute 'collection'")."""
+    ds.register_run("foreign", ds.init_run())
+    errors = _form_errors(form("compute_embeddings", ds, label_field="gt", model=tiny_clip,
+                               key="foreign"))
+    assert errors == ["Run 'foreign' exists and is not a VLSR run; choose another key"]
+
+
 def test_stage_forms_refuse_a_view_that_filters_the_runs_labels_before_execute(ds, tiny_clip):
     run("compute_embeddings", ds, label_field="gt", model=tiny_clip)
     run("score_labels", ds, key="vlsr")
@@ -697,7 +706,12 @@ def test_two_runs_side_by_side(ds, tiny_clip):
     with pytest.raises(ExecutionError, match="key"):
         run("delete_run", ds, confirm=True)
     assert ds.list_runs() == ["boxes_run", "vlsr"]
-    assert form("delete_run", ds, key="boxes_run")["type"]["properties"]["confirm"]
+    assert form("delete_run", ds, key="boxes_run")["type"]["properties"]["confirm_boxes_run"]
+    # a tick given for one run, then another run picked: not ticked for that one (audit: the
+    # tick stayed, and Execute deleted the run switched to)
+    assert _form_errors(form("delete_run", ds, key="boxes_run", confirm_vlsr=True)) == [
+        "Tick the box to confirm the deletion"]
+    assert _form_errors(form("delete_run", ds, key="boxes_run", confirm_boxes_run=True)) == []
     # deleted while the App shows one of its saved views: the App is sent to the whole
     # dataset (it kept the deleted view's name in its URL, and a reload showed 0 samples),
     # and only so: a reload_dataset as well sent the App the deleted view's name again, which

@@ -707,6 +707,11 @@ def folder_problem(export_dir, detections_field=None, overwrite=False):
                     "directory, or overwrite the files of an earlier export there")
         return (f"{export_dir} is not empty; choose another directory, or overwrite the files "
                 "of an earlier export there")
+    held = [name for name in FILES if os.path.isfile(os.path.join(export_dir, name))]
+    if overwrite and held and len(held) < len(FILES):  # (every export writes all three)
+        return (f"{export_dir} holds {', '.join(held)}, which the export would replace, but not "
+                f"the other files of an earlier export ({', '.join(sorted(set(FILES) - set(held)))}"
+                "): it may be a file of yours; move it, or choose another directory")
     for name in [*FILES, *([COCO_FILE] if detections_field else [])]:
         path = os.path.join(export_dir, name)
         folder = os.path.dirname(path)
