@@ -41,9 +41,10 @@ class ImportLabelMap(foo.Operator):
         except ReviewError as e:
             prop.invalid, prop.error_message = True, str(e)
             return form
-        if not made:
-            inputs.view("preview", types.Notice(
-                label="The label map already is as the file says: there is nothing to import"))
+        if not made:  # (Execute would record nothing)
+            nothing = "The label map already is as the file says: there is nothing to import"
+            prop = inputs.view("preview", types.Notice(label=nothing))
+            prop.invalid, prop.error_message = True, nothing
             return form
         more = f"\n- ... and {len(made) - SHOWN} more" if len(made) > SHOWN else ""
         for name, note in (("other_clustering", other_clustering(state, wanted)),

@@ -1223,6 +1223,9 @@ def test_an_edited_label_map_csv_comes_back_through_the_import_form(ds, tiny_cli
 
     r = run("import_label_map", ds, key="vlsr", file=str(edited))
     assert r.result["message"].startswith("Recorded 3 edits (2 moves, 1 rename) on run 'vlsr', #1 to #3")
+    # imported: the file again has nothing to do, and Execute waits (audit: it was enabled)
+    assert _form_errors(form("import_label_map", ds, key="vlsr", file=str(edited))) == [
+        "The label map already is as the file says: there is nothing to import"]
     run("apply_review", ds, key="vlsr")
     canonical = dict(zip(ds.values("gt.classifications.label", unwind=True),
                          ds.values("gt.classifications.vlsr_canonical", unwind=True)))
