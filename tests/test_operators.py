@@ -3,6 +3,7 @@
 import csv
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -758,6 +759,10 @@ def test_the_plugin_the_package_and_the_citation_give_one_version_and_fiftyone_r
     fiftyone = next(d for d in project["dependencies"] if re.match(r"fiftyone\b", d))
     assert plugin["fiftyone"]["version"] == fiftyone[len("fiftyone"):]
     assert project["version"] == plugin["version"] == citation["version"]
+    # and the command says it (there was no --version for a bug report to name)
+    done = subprocess.run([sys.executable, "-m", "vlsr_core.cli", "--version"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout == f"vlsr {project['version']}\n"
 
 
 def test_a_form_warns_of_a_stage_that_stopped_part_way(ds, tiny_clip):

@@ -244,11 +244,22 @@ def _logs_to_stderr():
             handler.setStream(sys.stderr)
 
 
+def _version():
+    """The installed vlsr's version (what a bug report names)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vlsr")
+    except PackageNotFoundError:  # (run from a clone without pip install)
+        return "(not installed)"
+
+
 def _parser():
     p = argparse.ArgumentParser(
         prog="vlsr", description="Clean noisy image labels with CLIP (VLSR) in FiftyOne.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"vlsr {_version()}")
     sub = p.add_subparsers(required=True, metavar="command")
 
     c = sub.add_parser("import-factorynet", help="import a folder of images with Factorynet CSVs")
