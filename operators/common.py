@@ -545,17 +545,20 @@ def finish(ctx, message, markdown=None):
     return result
 
 
-def done(ctx, message):
+def done(ctx, message, deleted=None):
     """Tell the curator what an operator did, and have each VLSR review panel open in the App
     load its run again: a run or an edit made from the operator browser is no event of the
-    panel's, which would go on showing what it showed before. Returns the App's instructions
-    (a generator operator yields them; a plain one has them sent when it returns)."""
+    panel's, which would go on showing what it showed before (``deleted``: the run this one
+    deleted, which the panels then do not say was deleted elsewhere). Returns the App's
+    instructions (a generator operator yields them; a plain one has them sent when it
+    returns)."""
     told = [ctx.trigger("notify", dict(message=message, variant="success"))]
     if ctx.delegated or ctx.executor is None:  # a delegated job has no App to speak to
         return told
     return told + [ctx.trigger("prompt_user_for_operation", dict(
-        operator_uri=PLUGIN + "vlsr_panel#refresh", panel_id=panel_id, params={},
-        skip_prompt=True)) for panel_id in _open_panels(ctx.spaces)]
+        operator_uri=PLUGIN + "vlsr_panel#refresh", panel_id=panel_id,
+        params={"deleted": deleted} if deleted else {}, skip_prompt=True))
+        for panel_id in _open_panels(ctx.spaces)]
 
 
 def _open_panels(space):

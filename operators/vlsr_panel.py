@@ -60,7 +60,8 @@ class VLSRPanel(foo.Panel):
         self.on_load(ctx)
 
     def refresh(self, ctx):
-        self.on_load(ctx)
+        # (a run deleted from this App's operator browser was not deleted elsewhere)
+        self.on_load(ctx, said=ctx.params.get("deleted") == ctx.panel.state.key)
 
     def on_change_view(self, ctx):
         if ctx.panel.state.status is None and ctx.panel.state.problem is None:
@@ -533,8 +534,14 @@ class VLSRPanel(foo.Panel):
             self._overview(panel, s)
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))
 
+    def refresh_all(self, ctx):
+        """The Refresh button: the panel, and the grid and sidebar (a run from the command
+        line or a delegated job changed the fields: the grid showed the view before)."""
+        ctx.ops.reload_dataset()
+        self.refresh(ctx)
+
     def _refresh_button(self, panel):
-        panel.btn("refresh", label="Refresh", icon="refresh", on_click=self.refresh,
+        panel.btn("refresh", label="Refresh", icon="refresh", on_click=self.refresh_all,
                   title="Show what a delegated run changed (runs and edits made in the App "
                         "refresh the panel themselves)")
 

@@ -446,6 +446,19 @@ def test_a_click_after_the_run_was_deleted_elsewhere_is_a_message(ran, monkeypat
                                              "dataset now: run *VLSR 1")
 
 
+def test_a_run_deleted_from_this_apps_operator_browser_is_not_said_deleted_elsewhere(ran):
+    """Audit (App walk): the delete's own "Deleted VLSR run 'vlsr'" was followed by a warning
+    that the run "was deleted elsewhere"."""
+    from vlsr_core.fo.runs import delete_run
+
+    panel = Panel(ran).event("on_load")
+    delete_run(ran, "vlsr")  # (the operator: then it asks the panel to refresh, naming it)
+    panel.event("refresh", deleted="vlsr")
+    assert panel.sent("notify") == []
+    assert panel.state["problem"].startswith("Run 'vlsr' was deleted. No VLSR run on this "
+                                             "dataset now")
+
+
 @pytest.mark.parametrize("method,params", [
     ("undo", {}), ("on_search", {"value": "hel"}), ("open_cluster", {"row": 0}),
     ("rename_cluster", {"row": 0}), ("keep", {"row": 0}), ("next_page", {}), ("apply", {}),
@@ -866,6 +879,9 @@ def test_the_panel_and_the_apply_form_say_when_a_copy_of_the_final_labels_is_out
     assert note in apply_form()
     apply_review(ran, "vlsr", copy_to="reviewed")
     assert "a copy of the final labels" not in panel.event("refresh").state["status"]
+    # the Refresh button reloads the grid too (App walk: after a run from the command line,
+    # the panel read 13 samples beside a grid of 0)
+    assert "reload_dataset" in [q["operator_uri"] for q in panel.event("refresh_all").requests]
 
 
 def test_a_choice_changed_again_before_the_reply_ends_on_the_last(dataset, tmp_path):

@@ -437,3 +437,51 @@ def test_the_summary_warns_of_one_cluster_holding_much_of_the_vocabulary(dataset
              min_cluster_size=1)
     assert ("**One cluster holds 60 of 60 labels, 57 of the 57 ways they read (100%):**"
             in summarize_run(dataset, "chained"))
+
+
+def test_a_run_clustered_before_distances_were_recorded_lists_and_exports_every_label(
+        main, tmp_path):
+    """Audit: a run of a version that kept no distance to the canonical label exported a
+    label_map.csv of its header alone, said to be done, and `vlsr review show` failed."""
+    import csv
+
+    from vlsr_core.fo.browse import cluster_rows
+    from vlsr_core.fo.export import export_run
+    from vlsr_core.fo.review import review_state
+
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1, mode="paper",
+             eps=0.2)
+    results = dataset.load_run_results("vlsr", cache=False)
+    distance = dict(zip(results.vocabulary, results.distance_to_canonical.tolist()))
+    results.distance_to_canonical = np.zeros(0, np.float32)
+    dataset.save_run_results("vlsr", results, overwrite=True)
+    state = review_state(dataset, "vlsr")
+    assert np.allclose([distance[l] for l in state.label_map.vocabulary],
+                       state.label_map.distance_to_canonical, atol=1e-6)
+    assert cluster_rows(state)  # (it failed: "array is not broadcastable")
+    export_run(dataset, str(tmp_path / "out"))
+    with open(tmp_path / "out" / "label_map.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["label"]: round(float(r["distance_to_canonical"]), 4) for r in rows} == {
+        l: round(max(d, 0.0), 4) for l, d in distance.items()}
+
+
+def test_the_most_doubtful_clusters_come_first_by_the_distance_shown(main):
+    """App walk: clusters at distances of float noise (1e-7, shown 0.000) were listed in any
+    order, a cluster on 2 samples before one on 12."""
+    from vlsr_core.fo.browse import cluster_rows
+    from vlsr_core.fo.review import review_state
+
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1, mode="paper",
+             eps=0.001)
+    results = dataset.load_run_results("vlsr", cache=False)
+    rng = np.random.default_rng(0)
+    results.distance_to_canonical = rng.uniform(-1e-7, 1e-7, len(results.vocabulary)).astype(
+        np.float32)
+    dataset.save_run_results("vlsr", results, overwrite=True)
+    rows = cluster_rows(review_state(dataset, "vlsr"))
+    assert {r["farthest"] for r in rows} == {0.0}
+    occurrences = [r["occurrences"] for r in rows]
+    assert occurrences == sorted(occurrences, reverse=True)

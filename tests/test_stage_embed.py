@@ -162,12 +162,20 @@ def test_an_image_replaced_since_it_was_embedded_is_embedded_again(main):
     dataset.match(F("filepath") == path).set_field("vlsr_image_file", None).save()
     assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_embedded == 1
     assert by_name(dataset, "vlsr_image_file")["d1.png"][:2] == [os.path.getsize(path), 0]
-    # a run embedded before files were noted is not checked
-    dataset.match(F("filepath") == path).set_field("vlsr_image_file", None).save()
+    # the embeddings of a run made before files were stamped are stamped as their files are
+    # now, not embedded again (audit: a file replaced after the upgrade went unnoticed too)
     from vlsr_core.fo.runs import update_run_doc
 
+    dataset.set_values("vlsr_image_file", [None] * len(dataset))
     update_run_doc(dataset, "vlsr", {"$unset": {"config.stamped": ""}})
-    assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_embedded == 0
+    report = compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    assert report.n_embedded == 0 and report.n_stamped == 12
+    assert ("; 12 images embedded by an earlier version of vlsr were noted as their files are "
+            "now, so that a later change is noticed (a file replaced before is not: --recompute "
+            "embeds every image again)") in report.summary()
+    Image.new("RGB", (40, 32), (9, 10, 10)).save(path)
+    report = compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
+    assert (report.n_embedded, report.n_changed, report.n_stamped) == (1, 1, 0)
 
 
 def test_embeddings_another_runs_model_made_brought_by_a_merge_are_refused_then_embedded_again(

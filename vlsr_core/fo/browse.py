@@ -159,7 +159,9 @@ def cluster_rows(state, query="", joined=None):
         keep |= _containing(names, query)
     if joined:
         keep &= np.bincount(clusters[joined_by_step(state, joined)], minlength=n) > 0
-    order = np.lexsort((-occurrences, -farthest))
+    # (by the distance as shown: float noise of 1e-7 on clusters of one spelling ordered them
+    # at random, before larger clusters)
+    order = np.lexsort((-occurrences, -np.round(farthest, 3)))
     return [dict(cluster=int(c), label=label_map.representatives[c], canonical=names[c],
                  labels=int(sizes[c]),
                  occurrences=int(occurrences[c]), farthest=round(float(farthest[c]), 3),

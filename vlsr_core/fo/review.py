@@ -21,11 +21,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
 
+import numpy as np
+
 from ..engine.defaults import DEFAULT_KEY
+from ..engine.dots import exact_dots
 from ..engine.grouping import join_reasons
 from ..engine.lexical import (ALIKE, INVISIBLE, by_normal_form, normal_form, read_form,
                               spelling_preference)
-from ..engine.pipeline import LabelMap
+from ..engine.pipeline import LabelMap, unit_length
 from ..engine.review import (
     MAP_ACTIONS,
     SUGGESTION_ACTIONS,
@@ -296,18 +299,32 @@ def clustered_label_map(dataset, key, results=None):
     if not results.vocabulary:
         raise ReviewError(f"Run {key!r} has no clusters yet: {cluster_first(config)}")
     table = "merge_embeddings" if config.label_model else "label_embeddings"
+    try:
+        embeddings = results.embeddings_of(results.vocabulary, table)
+    except KeyError:  # embedded again with another model since the clustering
+        raise ReviewError(f"The labels of run {key!r} were embedded again since they were "
+                          f"clustered: {CLUSTER_FIRST}") from None
     label_map = LabelMap(
         vocabulary=list(results.vocabulary), frequencies=results.frequencies,
         dbscan_clusters=results.dbscan_clusters, clusters=results.clusters,
         representatives=list(results.representatives),
-        distance_to_canonical=results.distance_to_canonical,
+        distance_to_canonical=_distances(results, embeddings),
         steps=dict(results.merge_steps or {}, lexical_groups=results.lexical_groups),
         naming=_naming(results))
-    try:
-        return label_map, results.embeddings_of(results.vocabulary, table)
-    except KeyError:  # embedded again with another model since the clustering
-        raise ReviewError(f"The labels of run {key!r} were embedded again since they were "
-                          f"clustered: {CLUSTER_FIRST}") from None
+    return label_map, embeddings
+
+
+def _distances(results, embeddings):
+    """Each label's distance to its canonical label; for a run clustered before they were
+    recorded, computed as clustering computes them (their export listed no label, and the
+    review's listing failed on them)."""
+    if len(results.distance_to_canonical) == len(results.vocabulary):
+        return results.distance_to_canonical
+    emb = unit_length(embeddings, "label embeddings")
+    index = {l: i for i, l in enumerate(results.vocabulary)}
+    rep = np.array([index[r] for r in results.representatives], dtype=np.int64)
+    canonical = rep[np.asarray(results.clusters, dtype=np.int64)]
+    return (1.0 - exact_dots(emb, emb, np.arange(len(emb)), canonical)).astype(np.float32)
 
 
 def _naming(results):

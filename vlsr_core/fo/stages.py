@@ -142,6 +142,7 @@ class EmbeddingReport:
     n_missing: int = 0  # images embedded before whose file cannot be found now (kept)
     kept: list = field(default_factory=list)  # (id, filepath, reason): a recompute failed on
     # them, their embedding kept (:func:`_kept`)
+    n_stamped: int = 0  # embeddings of an earlier version given their file's stamp now
     n_blank_labels: int = 0  # label objects with an empty or blank label, skipped
     n_merge_embedded: int = 0  # labels embedded now by the label model (for merging only)
     label_model: str = None  # that model
@@ -165,7 +166,11 @@ class EmbeddingReport:
                 + (f"; {count(len(self.kept), 'image')} could not be embedded again (e.g. "
                    f"{self.kept[0][1]}: {self.kept[0][2]}): "
                    f"{'it keeps its' if len(self.kept) == 1 else 'they keep their'} embedding, "
-                   "marked to be embedded again" if self.kept else ""))
+                   "marked to be embedded again" if self.kept else "")
+                + (f"; {count(self.n_stamped, 'image')} embedded by an earlier version of vlsr "
+                   f"{'was' if self.n_stamped == 1 else 'were'} noted as {'its file is' if self.n_stamped == 1 else 'their files are'} "
+                   "now, so that a later change is noticed (a file replaced before is not: "
+                   "--recompute embeds every image again)" if self.n_stamped else ""))
         if self.n_crops:
             text += (f"; cut and embedded {count(self.n_crops, 'box')} ({self.n_crop_fallback:,} more too "
                      "small, off the image or without coordinates: scored on the whole image)")
@@ -492,6 +497,9 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     if getattr(config, "stamped", None):  # (a kill between the writes of an embedding and of
         # its stamp, written last: the file's changes went unnoticed for good)
         current = current & F(fields["image_file"]).exists()
+        n_stamped = 0
+    else:  # a run made before: its embeddings are stamped as their files are now
+        n_stamped = _stamp_earlier(samples, fields, tag)
     todo = samples.match(~current)
     # and the images whose file changed since they were embedded (or marked to be again)
     changed, marked, foreign, missing = _changed_images(samples.match(current),
@@ -505,7 +513,7 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
     n_todo = len(ids) + len(changed)
     report = EmbeddingReport(n_skipped=len(samples) - n_todo,
                              n_changed=len(changed) - marked - foreign, n_foreign=foreign,
-                             n_missing=missing)
+                             n_missing=missing, n_stamped=n_stamped)
     buffer = _Writer(dataset, key, fields, crops)
     read = ["filepath", fields["image_file"]] + (
         [f"{path}.id", f"{path}.bounding_box", f"{path}.label"] if crops else [])
@@ -675,6 +683,21 @@ def _changed_images(embedded, stamp, tag):
         elif now is None and then[0] is not None:
             missing += 1
     return packed_ids(changed), marked, foreign, missing
+
+
+def _stamp_earlier(samples, fields, tag):
+    """Give the embeddings of ``samples`` that a version before file stamps made the stamps of
+    their files as they are now, so that a later change to a file is noticed (one replaced
+    before cannot be); how many."""
+    unstamped = samples.exists(fields["embedding"]).exists(fields["image_file"], False)
+    n = 0
+    for ids, (paths,) in iter_chunks(unstamped, ["filepath"]):
+        check_held(samples._dataset)
+        stamps = {i: [*s, tag] for i, s in zip(ids, map(file_stamp, paths)) if s}
+        samples._dataset.set_values(fields["image_file"], stamps, key_field="id",
+                                    validate=False)
+        n += len(stamps)
+    return n
 
 
 def _foreign_stamp(stamp, tag):
