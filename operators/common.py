@@ -39,6 +39,8 @@ def full_path(typed):
     (a "copy as path") and a ``file://`` address are read as the path they hold."""
     if not typed:
         return typed, None
+    if not isinstance(typed, str):  # (a script's params: it failed in str.strip)
+        return None, f"Give a path as text, not {typed!r:.80}"
     typed = typed.strip()
     if len(typed) > 1 and typed[0] == typed[-1] and typed[0] in "\"'":
         typed = typed[1:-1].strip()

@@ -310,6 +310,21 @@ def test_the_forms_say_a_run_is_busy_and_which_stage_runs(ran):
     assert dataset.has_run("vlsr")
 
 
+def test_a_stage_without_embeddings_while_another_process_embeds_says_to_wait(ran):
+    """Audit: a delegated scoring refused while another worker embedded the run again (with
+    another model: its fields emptied) said "compute embeddings first"."""
+    from vlsr_core.fo.stages import embeddings_problem
+
+    dataset = ran[0]
+    dataset.set_values("vlsr_embedding", [None] * len(dataset))
+    assert embeddings_problem(dataset, "vlsr") == (
+        "No image embeddings for run 'vlsr' here: compute embeddings first")
+    with held_elsewhere(dataset, "compute embeddings"):
+        assert re.match(r"No image embeddings for run 'vlsr' here yet: 'compute embeddings' has "
+                        r"been running since .*; run this when it is done$",
+                        embeddings_problem(dataset, "vlsr"))
+
+
 def test_the_panel_says_a_run_is_busy_until_refreshed_after(ran):
     from test_panel import Panel
 

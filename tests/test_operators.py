@@ -303,8 +303,8 @@ def test_a_delegated_job_that_failed_is_told_in_its_runs_summary_forms_and_panel
         with run_lease(ds, key="vlsr", stage="score labels"):  # (another process scores it)
             service.execute_queued_operations(dataset_name=ds.name)
         op = service.get(r.result["id"])
-        said = (f"The last delegated operation scheduled on run 'vlsr', *VLSR cluster and merge: "
-                f"run 'vlsr' on {ds.name}*, failed at {op.failed_at:%Y-%m-%d %H:%M} UTC: Run "
+        said = (f"The last delegated *VLSR cluster and merge: run 'vlsr' on {ds.name}* "
+                f"scheduled on run 'vlsr' failed at {op.failed_at:%Y-%m-%d %H:%M} UTC: Run "
                 "'vlsr' is busy: 'score labels' ")
         rerun = f"`fiftyone delegated rerun {op.id}` runs it again."
         summary = summarize_run(ds, "vlsr")
@@ -322,9 +322,15 @@ def test_a_delegated_job_that_failed_is_told_in_its_runs_summary_forms_and_panel
                                  params=dict(key="vlsr"))
         with run_lease(ds, key="vlsr", stage="cluster and merge"):
             service.execute_queued_operations(dataset_name=ds.name)
-        assert "**Failed:** The last delegated operation" in summarize_run(ds, "vlsr")
+        assert "**Failed:** The last delegated *VLSR score" in summarize_run(ds, "vlsr")
+        # a later job of another kind that went through does not hide it (audit: it did)
+        foo.execute_operator(URI + "map_embeddings", dataset=ds, request_delegation=True,
+                             params=dict(key="vlsr"))
+        service.execute_queued_operations(dataset_name=ds.name)
+        assert ds.has_brain_run("vlsr_map")
+        assert "**Failed:** The last delegated *VLSR score" in summarize_run(ds, "vlsr")
         run("score_labels", ds, view=ds.limit(2), view_target="CURRENT_VIEW", key="vlsr")
-        assert "**Failed:** The last delegated operation" in summarize_run(ds, "vlsr")  # a part
+        assert "**Failed:** The last delegated *VLSR score" in summarize_run(ds, "vlsr")  # a part
         run("score_labels", ds, key="vlsr")
         assert "**Failed:**" not in summarize_run(ds, "vlsr")
         from datetime import datetime
@@ -1220,6 +1226,9 @@ def test_an_edited_label_map_csv_comes_back_through_the_import_form(ds, tiny_cli
     # "'\"/tmp/.../edited.csv\"' is relative")
     for typed in (f'"{edited}"', f"'{edited}' ", "file://" + str(edited).replace(" ", "%20")):
         assert _form_errors(form("import_label_map", ds, key="vlsr", file=typed)) == [], typed
+    # a script's path of another type (audit: AttributeError in str.strip)
+    assert _form_errors(form("import_label_map", ds, key="vlsr", file=[str(edited)])) == [
+        f"Give a path as text, not {[str(edited)]!r:.80}"]
     assert "'edited.csv' is relative" in str(_form_errors(form("import_label_map", ds, key="vlsr",
                                                                file="edited.csv")))
     assert "No file" in str(_form_errors(form("import_label_map", ds, key="vlsr",

@@ -79,32 +79,41 @@ def stopped_note(dataset, key):
 
 
 def failed_note(dataset, key):
-    """The last of the plugin's delegated operations on run ``key`` (shards aside), in words
-    with its reason and what to run, if it failed: one that failed before its stage began
-    leaves no other trace on the run, and a curator who scheduled it takes it as done. None
-    otherwise."""
+    """The plugin's delegated operations on run ``key`` (shards aside) that failed, the last
+    of their kind, in words with their reasons and what to run; None if there are none. One
+    that failed before its stage began leaves no other trace on the run, and a curator who
+    scheduled it takes it as done (also when a later job of another kind went through)."""
     from fiftyone.operators.delegated import DelegatedOperationService
 
+    if not dataset.has_run(key):
+        return None
     ops = DelegatedOperationService().list_operations(
         operator={"$regex": "^" + re.escape(PLUGIN), "$ne": OPERATOR},
         dataset_id=dataset._doc.id, queued_at={"$ne": None})
-    ops = [op for op in ops if _params(op).get("key", DEFAULT_KEY) == key]
-    last = max(ops, key=lambda op: op.queued_at, default=None)
-    if last is None or last.run_state != "failed" or not dataset.has_run(key):
-        return None
+    last = {}  # operator -> its last scheduled
+    for op in ops:
+        if _params(op).get("key", DEFAULT_KEY) == key and (
+                op.operator not in last or op.queued_at > last[op.operator].queued_at):
+            last[op.operator] = op
     info = dataset.get_run_info(key)
-    # (of a run of this key deleted since; one that made the run failed after it began)
-    if (last.failed_at or last.queued_at) < info.timestamp:
-        return None
-    # its stage run since by other means (the CLI, an immediate run in the App)
-    done = (getattr(info.config, "finished", None) or {}).get(
-        STAGE_OF.get(last.operator[len(PLUGIN):]))
-    if done and last.failed_at and datetime.fromisoformat(done) > last.failed_at:
-        return None
-    return (f"The last delegated operation scheduled on run {key!r}, "
-            f"*{last.label or last.operator}*, failed"
-            f"{f' at {last.failed_at:%Y-%m-%d %H:%M} UTC' if last.failed_at else ''}: "
-            f"{failure(last).rstrip('.')}. `fiftyone delegated rerun {last.id}` runs it again.")
+    finished = getattr(info.config, "finished", None) or {}
+
+    def told(op):
+        if op.run_state != "failed":
+            return False
+        # (of a run of this key deleted since; one that made the run failed after it began)
+        if (op.failed_at or op.queued_at) < info.timestamp:
+            return False
+        # its stage run since by other means (the CLI, an immediate run in the App)
+        done = finished.get(STAGE_OF.get(op.operator[len(PLUGIN):]))
+        return not (done and op.failed_at and datetime.fromisoformat(done) > op.failed_at)
+
+    failed = sorted((op for op in last.values() if told(op)), key=lambda op: op.queued_at)
+    return " ".join(
+        f"The last delegated *{op.label or op.operator}* scheduled on run {key!r} failed"
+        f"{f' at {op.failed_at:%Y-%m-%d %H:%M} UTC' if op.failed_at else ''}: "
+        f"{failure(op).rstrip('.')}. `fiftyone delegated rerun {op.id}` runs it again."
+        for op in failed) or None
 
 
 def _last_heard(op):

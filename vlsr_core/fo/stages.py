@@ -70,7 +70,7 @@ from .labels import (
     unlabelled_problem,
     usable,
 )
-from .lease import check_held, dataset_document, holds_run
+from .lease import check_held, dataset_document, holder, holds_run, running_note
 from .review import labels_problem, record_applied, review_state, samples_left, shown_time
 from .runs import (
     CROP_RECORD,
@@ -1792,6 +1792,11 @@ def embeddings_problem(samples, key):
         return (f"No image of these could be read ({count(len(samples), 'unreadable image')}; "
                 f"why is in {fields['error']!r}, and in the summary): there is no image "
                 "embedding to work with")
+    busy = holder(dataset, key)  # (embedding again, with another model: its fields emptied)
+    if busy is not None and {"compute embeddings", "vlsr run"} & set(
+            busy.get("stages") or [busy["stage"]]):
+        return (f"No image embeddings for run {key!r} here yet: {running_note(busy)}; run this "
+                "when it is done")
     return f"No image embeddings for run {key!r} here: compute embeddings first"
 
 
