@@ -165,3 +165,17 @@ def test_a_clones_copies_of_the_runs_brain_runs_are_its_own(embedded):
         assert sorted(dataset.list_brain_runs()) == ["vlsr_image_index", "vlsr_map"]
     finally:
         clone.delete()
+    # a map the curator made by hand under the run's name is theirs in a clone too (review:
+    # the clone's stamp made it the run's, and deleting the run deleted it)
+    import fiftyone.brain as fob
+
+    dataset.delete_brain_run("vlsr_map")
+    fob.compute_visualization(dataset.exists("vlsr_embedding"), embeddings="vlsr_embedding",
+                              method="pca", brain_key="vlsr_map", progress=False)
+    clone = dataset.clone()
+    try:
+        assert "1 Brain run (vlsr_image_index)" in what_goes(clone, "vlsr")
+        delete_run(clone, "vlsr")
+        assert clone.list_brain_runs() == ["vlsr_map"]
+    finally:
+        clone.delete()

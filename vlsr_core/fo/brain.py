@@ -14,7 +14,8 @@ from ..wording import count
 from .chunks import every_field
 from .lease import holds_run
 from .review import shown_time
-from .runs import brain_run_time, owned_brain_runs, reload_run, sample_fields, save_config
+from .runs import (brain_run_time, mark_brain_run, owned_brain_runs, reload_run, sample_fields,
+                   save_config)
 from .stages import embeddings_problem
 
 METHODS = ("pca", "umap")  # umap needs the optional umap-learn package
@@ -103,7 +104,7 @@ def map_embeddings(samples, key=DEFAULT_KEY, method="pca", similarity=True, prog
         else:
             fob.compute_similarity(embedded, embeddings=field, brain_key=brain_key,
                                    backend="sklearn", progress=False)
-        config.brain_runs[brain_key] = brain_run_time(dataset, brain_key)
+        config.brain_runs[brain_key] = mark_brain_run(dataset, brain_key)
         save_config(dataset, key, config)
         advance((n + 1) / len(wanted))
     error = sample_fields(key)["error"]
@@ -122,7 +123,9 @@ def outdated_map(dataset, key=DEFAULT_KEY):
     if not changed or brain_key not in owned_brain_runs(dataset, config):
         return None
     # (when the run made it: a clone stamps the runs it copies anew)
-    made = config.brain_runs.get(brain_key) or brain_run_time(dataset, brain_key)
+    kept = config.brain_runs.get(brain_key)
+    made = (kept.get("made") if isinstance(kept, dict) else kept) or brain_run_time(dataset,
+                                                                                    brain_key)
     if datetime.fromisoformat(made) >= datetime.fromisoformat(changed):
         return None
     return (f"the map {brain_key!r} (made {shown_time(made)}) shows the image embeddings before "

@@ -93,8 +93,9 @@ class VLSRRunConfig(fors.RunConfig):
             unsaved view: what the vocabulary-wide stages (clustering, export) take by default.
         created_brain_runs: the FiftyOne Brain runs made on the run's embeddings
             (:mod:`vlsr_core.fo.brain`), deleted with it.
-        brain_runs: Brain key -> when FiftyOne stamped the run's Brain run of that name
-            (:func:`owned_brain_runs`: one of that name made since, by hand, is not the run's).
+        brain_runs: Brain key -> ``{"token", "made"}`` of the run's Brain run of that name
+            (:func:`mark_brain_run`; :func:`owned_brain_runs`: one of that name made since, by
+            hand, is not the run's); a run of the day before tokens: when it was stamped.
         images_changed: when image embeddings were last written or taken back, ISO UTC
             (None: not since this was kept): a map made before shows the embeddings before.
         stamped: whether each image embedding of the run was written with its file's stamp
@@ -685,16 +686,37 @@ def brain_run_time(dataset, brain_key):
     return stamp.replace(tzinfo=None).isoformat(timespec="milliseconds")
 
 
+BRAIN_TOKEN = "vlsr_token"  # the key, in a Brain run's config, of the token of the run that made it
+
+
+def mark_brain_run(dataset, brain_key):
+    """Write a new token into Brain run ``brain_key``'s config and return what the VLSR run
+    that made it records: the token (a clone copies it with the Brain run; one made by hand
+    under that name has none) and when FiftyOne stamped the Brain run."""
+    import uuid
+
+    token = uuid.uuid4().hex
+    doc = dataset._doc.brain_methods[brain_key]
+    doc.config[BRAIN_TOKEN] = token
+    doc.save()
+    return {"token": token, "made": brain_run_time(dataset, brain_key)}
+
+
 def owned_brain_runs(dataset, config):
     """The Brain runs of a run's ``config`` that exist and are its own: made by it, and not
     replaced since by one of the same name (its own deleted by hand, then another made: vlsr
-    took that one for its own, made it again and deleted it with the run). FiftyOne stamps
-    the runs a clone copies with the clone's creation: those copied count as the run's."""
+    took that one for its own, made it again and deleted it with the run); a clone's copies
+    of them too. Told by the token it wrote into them (:func:`mark_brain_run`); a run that
+    recorded only their time (the day before tokens) by that time, or a clone's."""
     times = getattr(config, "brain_runs", None) or {}
     cloned = dataset.created_at and dataset.created_at.isoformat(timespec="milliseconds")
 
     def own(brain_key):
-        made, kept = brain_run_time(dataset, brain_key), times.get(brain_key)
+        kept = times.get(brain_key)
+        if isinstance(kept, dict):
+            return getattr(dataset.get_brain_info(brain_key).config, BRAIN_TOKEN,
+                           None) == kept.get("token")
+        made = brain_run_time(dataset, brain_key)
         return kept is None or made == kept or (made == cloned and kept < made)
 
     return [b for b in getattr(config, "created_brain_runs", None) or []
