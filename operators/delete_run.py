@@ -68,6 +68,6 @@ def _reads_run(ctx, key):
 
     from vlsr_core.fo.runs import label_attributes, sample_fields
 
-    stages = json.dumps(ctx.request_params.get("view") or [])
+    stages = json.dumps(ctx.request_params.get("view") or [], ensure_ascii=False)
     names = [*sample_fields(key).values(), *label_attributes(key).values()]
     return any(re.search(rf"\b{re.escape(name)}\b", stages) for name in names)

@@ -306,6 +306,10 @@ def test_a_label_map_row_with_an_unquoted_comma_is_refused_with_its_line(tmp_pat
     ("label,canonical\nhelmit,helmet\ncaf\u00e9,cafe\n".encode("cp1252"),
      "is not UTF-8 text (line 3: byte 0xe9): save it as CSV UTF-8"),
     ("label,canonical\nhelmit,helmet\n".encode("utf-16"), "is UTF-16 text"),
+    # review: with Excel's byte order mark, the byte and line named were off by three
+    (b"\xef\xbb\xbflabel,canonical\nab,cd\ncaf\xe9,x\n", "(line 3: byte 0xe9)"),
+    # review: a closed cell of two lines on the last row was said not closed
+    (b'label,canonical,note\nab,cd,"two\nlines"\nef,gh,"x\ny",\n', {"ab": "cd", "ef": "gh"}),
 ])
 def test_a_label_map_file_as_spreadsheets_save_it_is_read_or_refused_saying_why(
         tmp_path, data, outcome):
@@ -383,3 +387,19 @@ def test_a_dataset_mongodb_counts_as_empty_after_a_crash_is_recounted(main, monk
         report = compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
     assert report.n_embedded == 12 and "validate" in validated
     assert f"MongoDB counted the samples of dataset {dataset.name!r} as none" in caplog.text
+
+
+def test_a_label_maps_clustered_column_read_with_spaces_around_is_the_runs_own():
+    """Review: the run's own export was said to come from another clustering when a label
+    had a space after it (`"wrench "`), the file's cell being compared stripped."""
+    from types import SimpleNamespace
+
+    from vlsr_core.fo.review import LabelMapFile, other_clustering
+
+    state = SimpleNamespace(clustered=SimpleNamespace(canonical={"wrench ": "wrench ",
+                                                                  "helmit": "helmet"}))
+    same = LabelMapFile({"wrench ": "wrench "}, {"wrench ": 2}, {"wrench ": "wrench "})
+    assert other_clustering(state, same) is None
+    other = LabelMapFile({"helmit": "drill"}, {"helmit": 2}, {"helmit": "drill"})
+    assert other_clustering(state, other).startswith(
+        "its clustered_canonical column differs from this run's clustering on 1 label of 1")

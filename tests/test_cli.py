@@ -293,6 +293,18 @@ def test_a_lost_database_and_a_ctrl_c_in_a_finalizer_end_with_a_line_not_a_trace
         "Connection refused): what the command wrote is kept; run it again once the database "
         "is back (a run resumes where it stopped)\n")
 
+    # a database not reached at all (review: FiftyOne's ConnectionError gave a traceback)
+    def unreached(*args):
+        raise ConnectionError("Could not connect to `mongod`")
+
+    monkeypatch.setattr(cli, "_summary", unreached)
+    monkeypatch.setenv("FIFTYONE_DATABASE_URI", "mongodb://127.0.0.1:1")
+    assert main(["summary", "--dataset", ran[0].name]) == 2
+    assert capsys.readouterr().err == (
+        "vlsr: error: Could not connect to `mongod`: is the MongoDB of FIFTYONE_DATABASE_URI "
+        "(mongodb://127.0.0.1:1) running?\n")
+    monkeypatch.undo()
+
     class Finalized:
         def __del__(self):
             cli._on_interrupt(2, None)  # (Ctrl-C landing in a finalizer)

@@ -329,6 +329,14 @@ def test_a_delegated_job_that_failed_is_told_in_its_runs_summary_forms_and_panel
         service.execute_queued_operations(dataset_name=ds.name)
         assert ds.has_brain_run("vlsr_map")
         assert "**Failed:** The last delegated *VLSR score" in summarize_run(ds, "vlsr")
+        # a failed map, then one made at once: the failure is over (review: told for good)
+        foo.execute_operator(URI + "map_embeddings", dataset=ds, request_delegation=True,
+                             params=dict(key="vlsr"))
+        with run_lease(ds, key="vlsr", stage="cluster and merge"):
+            service.execute_queued_operations(dataset_name=ds.name)
+        assert "*VLSR map the embeddings" in summarize_run(ds, "vlsr")
+        run("map_embeddings", ds, key="vlsr")
+        assert "*VLSR map the embeddings" not in summarize_run(ds, "vlsr")
         run("score_labels", ds, view=ds.limit(2), view_target="CURRENT_VIEW", key="vlsr")
         assert "**Failed:** The last delegated *VLSR score" in summarize_run(ds, "vlsr")  # a part
         run("score_labels", ds, key="vlsr")

@@ -176,6 +176,11 @@ def test_an_image_replaced_since_it_was_embedded_is_embedded_again(main):
     Image.new("RGB", (40, 32), (9, 10, 10)).save(path)
     report = compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
     assert (report.n_embedded, report.n_changed, report.n_stamped) == (1, 1, 0)
+    # once all are stamped, the run is one that stamps: a stamp lost is a kill's, embedded
+    # again (review: it was stamped anew, for good)
+    assert dataset.get_run_info("vlsr").config.stamped is True
+    dataset.match(F("filepath") == path).set_field("vlsr_image_file", None).save()
+    assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_embedded == 1
 
 
 def test_embeddings_another_runs_model_made_brought_by_a_merge_are_refused_then_embedded_again(

@@ -214,6 +214,16 @@ def _main(args):
               "what the command wrote is kept; run it again once the database is back (a run "
               "resumes where it stopped)", file=sys.stderr)
         return 2
+    except ConnectionError as e:  # FiftyOne's, when it cannot reach its database at all
+        if isinstance(e, BrokenPipeError):
+            raise
+        _close_bars()
+        uri = os.environ.get("FIFTYONE_DATABASE_URI")
+        print(f"vlsr: error: {e}: " + (f"is the MongoDB of FIFTYONE_DATABASE_URI ({uri}) "
+                                       "running?" if uri else
+                                       "FiftyOne's own database did not answer; try again"),
+              file=sys.stderr)
+        return 2
     except ServiceException as e:  # FiftyOne could not start MongoDB (a port taken, a slow disk)
         _close_bars()
         print(f"vlsr: error: FiftyOne could not start its database ({e}); try again, or set "

@@ -14,11 +14,10 @@ from .runs import STAGE_NAMES, sample_fields
 
 PLUGIN = "@vlsr/vlsr/"
 OPERATOR = PLUGIN + "run_shard"  # the plugin's operator that runs one shard
-UNLEASED = [PLUGIN + "map_embeddings"]  # delegated operators that do not hold the run's lease
 # the stage each of the plugin's operators runs (its lease's name: :func:`.lease.holds_run`)
 STAGE_OF = {"compute_embeddings": "compute embeddings", "score_labels": "score labels",
             "cluster_and_merge": "cluster and merge", "apply_review": "apply the review",
-            "export_results": "export"}
+            "export_results": "export", "map_embeddings": "map the embeddings"}
 FAILED = "Failed: "  # what a delegated operation of the plugin's that fails leaves as its
 # status, before its reason (FiftyOne keeps only the traceback)
 
@@ -53,7 +52,7 @@ def stopped_note(dataset, key):
     from fiftyone.operators.delegated import DelegatedOperationService
 
     ops = DelegatedOperationService().list_operations(
-        operator={"$regex": "^" + re.escape(PLUGIN), "$nin": [OPERATOR, *UNLEASED]},
+        operator={"$regex": "^" + re.escape(PLUGIN), "$ne": OPERATOR},
         dataset_id=dataset._doc.id, run_state="running")
     now = server_time()
     ops = [op for op in ops if _params(op).get("key", DEFAULT_KEY) == key and op.started_at

@@ -8,6 +8,7 @@ that no longer apply). ``config.applied`` records which edits the run's fields s
 force at the last Apply or clustering.
 """
 
+import codecs
 import csv
 import io
 import json
@@ -808,6 +809,17 @@ def _lines_of(lines, labels):
     return f" ({'line' if len(at) == 1 else 'lines'} {', '.join(map(str, at[:5]))})" if at else ""
 
 
+def _unclosed(text):
+    """Whether the CSV ``text`` ends inside a quoted cell (the strict reader's "unexpected end
+    of data"; a closed cell of several lines on the last row is fine)."""
+    try:
+        for _ in csv.reader(io.StringIO(text, newline=""), strict=True):
+            pass
+    except csv.Error as e:
+        return "unexpected end of data" in str(e)
+    return False
+
+
 class LabelMapFile(dict):
     """label -> canonical label as a file gives them, ``lines``: label -> its line, and
     ``clustered``: label -> its ``clustered_canonical`` cell (an export's), if it has them."""
@@ -824,7 +836,7 @@ def other_clustering(state, wanted):
     clustering made of its labels (another run, another dataset, or a clustering since)."""
     ours = state.clustered.canonical
     shared = [l for l in getattr(wanted, "clustered", {}) if l in ours]
-    differ = [l for l in shared if wanted.clustered[l].strip() != ours[l]]
+    differ = [l for l in shared if wanted.clustered[l].strip() != ours[l].strip()]
     if not differ:
         return None
     l = differ[0]
@@ -855,9 +867,10 @@ def read_label_map(path, vocabulary=None):
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = len(re.split(b"\r\n|\r|\n", data[:e.start]))
+        at = e.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
+        line = len(re.split(b"\r\n|\r|\n", data[:at]))
         raise ReviewError(f"{path} is not UTF-8 text (line {line}: byte "
-                          f"0x{data[e.start]:02x}): save it as CSV UTF-8") from None
+                          f"0x{data[at]:02x}): save it as CSV UTF-8") from None
     reader = csv.reader(io.StringIO(text, newline=""))
     # (the header: the first row that is not blank)
     header = next((row for row in reader if any(c.strip() for c in row)), [])
@@ -912,8 +925,7 @@ def read_label_map(path, vocabulary=None):
             if made is not None and made < len(cells) and cells[made].strip():
                 clustered[label] = cells[made]
     if (last and any("\n" in c or "\r" in c for c in last[1])
-            and not text.rstrip("\r\n").endswith('"')
-            and not any("quote" in p for p in problems.values())):
+            and not any("quote" in p for p in problems.values()) and _unclosed(text)):
         # a quote that opens a cell and is never closed runs to the end of the file, the last
         # row then reading as complete (a quote inside a cell, 12" helmet, is a character)
         problems[last[0]] = "a quote (\") opened there is not closed: close it, or remove it"

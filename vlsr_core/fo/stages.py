@@ -90,6 +90,7 @@ from .runs import (
     persistence_kept,
     reload_dataset,
     reload_run,
+    run_collection,
     review_attribute,
     run_samples,
     sample_fields,
@@ -500,6 +501,9 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
         n_stamped = 0
     else:  # a run made before: its embeddings are stamped as their files are now
         n_stamped = _stamp_earlier(samples, fields, tag)
+        if samples is dataset or len(samples) >= len(run_collection(dataset, key)):
+            # all of them: from now on, one without its stamp is a write a kill cut short
+            update_run_doc(dataset, key, {"$set": {"config.stamped": True}})
     todo = samples.match(~current)
     # and the images whose file changed since they were embedded (or marked to be again)
     changed, marked, foreign, missing = _changed_images(samples.match(current),
