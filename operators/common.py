@@ -1,9 +1,11 @@
 """Pieces every vlsr operator form and execution shares: target, fields, run keys, progress."""
 
 import functools
+import json
 import logging
 import os
 import queue
+import re
 import threading
 from time import monotonic
 
@@ -545,6 +547,17 @@ def finish(ctx, message, markdown=None):
         yield ctx.trigger("show_output", dict(
             outputs=types.Property(outputs).to_json(), results=dict(report=markdown)))
     return result
+
+
+def reads_run(ctx, key):
+    """Whether the App's open view reads a field or label attribute of run ``key`` (the
+    panel's filter of a score range): once the run is deleted, the grid showed 0 samples,
+    unexplained."""
+    from vlsr_core.fo.runs import label_attributes, sample_fields
+
+    stages = json.dumps(ctx.request_params.get("view") or [], ensure_ascii=False)
+    names = [*sample_fields(key).values(), *label_attributes(key).values()]
+    return any(re.search(rf"\b{re.escape(name)}\b", stages) for name in names)
 
 
 def done(ctx, message, deleted=None):

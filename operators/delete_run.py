@@ -5,7 +5,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
 
-from .common import delegable, done, run_key_choice, run_name
+from .common import delegable, done, reads_run, run_key_choice, run_name
 
 
 class DeleteRun(foo.Operator):
@@ -49,7 +49,7 @@ class DeleteRun(foo.Operator):
         key = ctx.params.get("key", DEFAULT_KEY)
         # (the name the App holds, which may be of a view deleted since: ctx.view would fail)
         shown = (ctx.request_params.get("view_name") in saved_view_names(key).values()
-                 or _reads_run(ctx, key))
+                 or reads_run(ctx, key))
         delete_run(ctx.dataset, key)
         if shown:  # the App would keep the deleted view's name in its URL, and its stages
             yield ctx.ops.set_view(view=ctx.dataset.view())
@@ -59,15 +59,3 @@ class DeleteRun(foo.Operator):
             "; the App shows the whole dataset, as the view open read its fields" if shown
             else ""), deleted=key)
 
-
-def _reads_run(ctx, key):
-    """Whether the App's open view reads a field or label attribute of run ``key`` (the
-    panel's filter of a score range): deleted, the grid showed 0 samples, unexplained."""
-    import json
-    import re
-
-    from vlsr_core.fo.runs import label_attributes, sample_fields
-
-    stages = json.dumps(ctx.request_params.get("view") or [], ensure_ascii=False)
-    names = [*sample_fields(key).values(), *label_attributes(key).values()]
-    return any(re.search(rf"\b{re.escape(name)}\b", stages) for name in names)

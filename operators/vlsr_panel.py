@@ -10,7 +10,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.wording import SHORT, as_markdown, breakable, code, count, one_line, quoted
 
-from .common import PLUGIN, edit_message
+from .common import PLUGIN, edit_message, reads_run
 
 PAGE = 20  # clusters per page
 MEMBERS = 100  # members of the open cluster per page
@@ -49,10 +49,15 @@ class VLSRPanel(foo.Panel):
             ctx.panel.state.listing = "clusters"
             if gone is not None:  # (deleted elsewhere: `vlsr delete-run`, another window)
                 ctx.panel.state.deleted = gone
+                reset = not said and reads_run(ctx, gone)  # (the grid: 0 samples, unexplained)
+                if reset:
+                    ctx.ops.set_view(view=ctx.dataset.view())
                 if not said:
                     ctx.ops.notify(f"Run {gone!r} was deleted elsewhere" + (
                         f": the panel shows run {ctx.panel.state.key!r}"
-                        if ctx.panel.state.key else ""), variant="warning")
+                        if ctx.panel.state.key else "") + (
+                        "; the App shows the whole dataset, as the view open read its fields"
+                        if reset else ""), variant="warning")
         self._load(ctx, scores=True)
 
     def on_change_dataset(self, ctx):

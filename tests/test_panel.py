@@ -446,6 +446,23 @@ def test_a_click_after_the_run_was_deleted_elsewhere_is_a_message(ran, monkeypat
                                              "dataset now: run *VLSR 1")
 
 
+def test_a_run_deleted_elsewhere_while_the_grid_filters_its_scores_leaves_that_view(ran):
+    """App walk: after `vlsr delete-run` with the panel's filter of a score range open,
+    Refresh left the grid at 0 samples, filtering on the deleted run's scores."""
+    from fiftyone import ViewField as F
+
+    from vlsr_core.fo.runs import delete_run
+
+    panel = Panel(ran).event("on_load")
+    scores = ran.filter_labels("gt", F("vlsr_similarity") > -2)
+    delete_run(ran, "vlsr")
+    panel.event("refresh_all", view=scores)
+    assert panel.sent("set_view") == [dict(view=[])]
+    assert panel.sent("notify") == [dict(
+        message="Run 'vlsr' was deleted elsewhere; the App shows the whole dataset, as the view "
+                "open read its fields", variant="warning")]
+
+
 def test_a_run_deleted_from_this_apps_operator_browser_is_not_said_deleted_elsewhere(ran):
     """Audit (App walk): the delete's own "Deleted VLSR run 'vlsr'" was followed by a warning
     that the run "was deleted elsewhere"."""
