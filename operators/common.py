@@ -549,6 +549,15 @@ def finish(ctx, message, markdown=None):
     return result
 
 
+def gone_view(ctx):
+    """The name of the saved view the App shows if it no longer exists (deleted with its run,
+    elsewhere), else None: ``ctx.view`` fails on it, and the App's reload then gives a
+    full-page error ("Object of type SavedView is not JSON serializable")."""
+    name = ctx.request_params.get("view_name")
+    return name if name and ctx.dataset is not None and not ctx.dataset.has_saved_view(
+        name) else None
+
+
 def reads_run(ctx, key):
     """Whether the App's open view reads a field or label attribute of run ``key`` (the
     panel's filter of a score range): once the run is deleted, the grid showed 0 samples,

@@ -10,7 +10,7 @@ import fiftyone.operators.types as types
 
 from vlsr_core.wording import SHORT, as_markdown, breakable, code, count, one_line, quoted
 
-from .common import PLUGIN, edit_message, reads_run
+from .common import PLUGIN, edit_message, gone_view, reads_run
 
 PAGE = 20  # clusters per page
 MEMBERS = 100  # members of the open cluster per page
@@ -49,8 +49,9 @@ class VLSRPanel(foo.Panel):
             ctx.panel.state.listing = "clusters"
             if gone is not None:  # (deleted elsewhere: `vlsr delete-run`, another window)
                 ctx.panel.state.deleted = gone
-                reset = not said and reads_run(ctx, gone)  # (the grid: 0 samples, unexplained)
-                if reset:
+                # (the grid: 0 samples, unexplained; a saved view of the run: gone with it)
+                reset = not said and (reads_run(ctx, gone) or gone_view(ctx) is not None)
+                if reset and gone_view(ctx) is None:  # (refresh_all sends the App there)
                     ctx.ops.set_view(view=ctx.dataset.view())
                 if not said:
                     ctx.ops.notify(f"Run {gone!r} was deleted elsewhere" + (
@@ -542,7 +543,10 @@ class VLSRPanel(foo.Panel):
     def refresh_all(self, ctx):
         """The Refresh button: the panel, and the grid and sidebar (a run from the command
         line or a delegated job changed the fields: the grid showed the view before)."""
-        ctx.ops.reload_dataset()
+        if gone_view(ctx) is None:
+            ctx.ops.reload_dataset()
+        else:  # (a reload would send the App the gone view's name: a full-page error)
+            ctx.ops.set_view(view=ctx.dataset.view())
         self.refresh(ctx)
 
     def _refresh_button(self, panel):
@@ -772,6 +776,8 @@ def _scope(ctx, key):
     saved view, a filter), or None."""
     from vlsr_core.fo.runs import run_collection
 
+    if gone_view(ctx) is not None:  # (ctx.view fails on it)
+        return None
     view = ctx.view
     if view is None or key is None or not ctx.dataset.has_run(key):
         return None

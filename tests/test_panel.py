@@ -463,6 +463,23 @@ def test_a_run_deleted_elsewhere_while_the_grid_filters_its_scores_leaves_that_v
                 "open read its fields", variant="warning")]
 
 
+def test_a_run_deleted_elsewhere_while_the_app_shows_one_of_its_saved_views(ran):
+    """App walk: the panel's Refresh then reloaded the App on the gone view's name, which
+    FiftyOne answers with a full-page error ("Object of type SavedView is not JSON
+    serializable")."""
+    from vlsr_core.fo.runs import delete_run
+
+    shown = ran.load_saved_view("vlsr-low-similarity")
+    panel = Panel(ran).event("on_load", view=shown)
+    delete_run(ran, "vlsr")
+    panel.event("refresh_all", view=shown)  # (the App still names the view)
+    assert "reload_dataset" not in [q["operator_uri"] for q in panel.requests]
+    assert panel.sent("set_view") == [dict(view=[])]
+    assert panel.sent("notify") == [dict(
+        message="Run 'vlsr' was deleted elsewhere; the App shows the whole dataset, as the view "
+                "open read its fields", variant="warning")]
+
+
 def test_a_run_deleted_from_this_apps_operator_browser_is_not_said_deleted_elsewhere(ran):
     """Audit (App walk): the delete's own "Deleted VLSR run 'vlsr'" was followed by a warning
     that the run "was deleted elsewhere"."""
