@@ -41,6 +41,9 @@ class VLSRPanel(foo.Panel):
 
         keys = list_vlsr_runs(ctx.dataset) if ctx.dataset is not None else []
         ctx.panel.state.keys = keys
+        shown = gone_view(ctx)  # (a saved view deleted meanwhile, with its run, say)
+        if shown is not None:
+            _to_dataset(ctx)
         gone = ctx.panel.state.key
         if gone not in keys:
             ctx.panel.state.key = default_run_key(keys)
@@ -50,8 +53,8 @@ class VLSRPanel(foo.Panel):
             if gone is not None:  # (deleted elsewhere: `vlsr delete-run`, another window)
                 ctx.panel.state.deleted = gone
                 # (the grid: 0 samples, unexplained; a saved view of the run: gone with it)
-                reset = not said and (reads_run(ctx, gone) or gone_view(ctx) is not None)
-                if reset and gone_view(ctx) is None:  # (refresh_all sends the App there)
+                reset = not said and (shown is not None or reads_run(ctx, gone))
+                if reset and shown is None:
                     ctx.ops.set_view(view=ctx.dataset.view())
                 if not said:
                     ctx.ops.notify(f"Run {gone!r} was deleted elsewhere" + (
@@ -543,10 +546,9 @@ class VLSRPanel(foo.Panel):
     def refresh_all(self, ctx):
         """The Refresh button: the panel, and the grid and sidebar (a run from the command
         line or a delegated job changed the fields: the grid showed the view before)."""
-        if gone_view(ctx) is None:
+        if gone_view(ctx) is None:  # (else the panel's load sends the App to the dataset: a
+            # reload would send the App the gone view's name, a full-page error)
             ctx.ops.reload_dataset()
-        else:  # (a reload would send the App the gone view's name: a full-page error)
-            ctx.ops.set_view(view=ctx.dataset.view())
         self.refresh(ctx)
 
     def _refresh_button(self, panel):
@@ -769,6 +771,18 @@ class _Writes:
         carried = self._ctx.panel.state
         self._ctx.panel.state.set({k: v for k, v in self._set.items()
                                    if k not in self.INPUTS or getattr(carried, k) != v})
+
+
+def _to_dataset(ctx):
+    """Send the App from a saved view deleted meanwhile to the whole dataset. FiftyOne 1.22's
+    App queries once more with the name of the saved view it showed, and its server fails on
+    the name of one that no longer exists while others do ("Object of type SavedView is not
+    JSON serializable", a full-page error: fiftyone/server/query.py, ``Dataset.stages``): one
+    that exists is shown first."""
+    others = ctx.dataset.list_saved_views()
+    if others:
+        ctx.ops.set_view(name=others[0])
+    ctx.ops.set_view(view=ctx.dataset.view())
 
 
 def _scope(ctx, key):
