@@ -243,6 +243,14 @@ class _DistanceRows:
                 row[source], row[target] = np.inf, d
 
 
+def distance_to_canonical(embeddings, representatives, clusters):
+    """float32 (n,): the exact cosine distance from each row of unit-length ``embeddings`` to
+    the row of its cluster's representative (``representatives``: a row index per cluster)."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    canonical = np.asarray(representatives, dtype=np.int64)[np.asarray(clusters, dtype=np.int64)]
+    return (1.0 - exact_dots(emb, emb, np.arange(len(emb)), canonical)).astype(np.float32)
+
+
 def representatives(vocabulary, embeddings, clusters, frequencies, preference=None):
     """The representative label index of every cluster (spec step 6).
 

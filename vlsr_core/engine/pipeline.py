@@ -7,11 +7,11 @@ import numpy as np
 
 from .clustering import DEFAULT_BLOCK_ROWS, cluster_labels, number_by_first_occurrence
 from .defaults import DEFAULT_EPS
-from .dots import exact_dots, in_range, real_array, unit_rows
+from .dots import in_range, real_array, unit_rows
 from .evidence import ImagePrototypes
 from .grouping import Steps, paper_steps, recommended_clusters
 from .lexical import spelling_preference
-from .merging import as_counts, merge_small_clusters, representatives
+from .merging import as_counts, distance_to_canonical, merge_small_clusters, representatives
 from .params import MergeParams, ScoreParams
 from .similarity import pair_scores, top_k_labels
 from ..wording import quoted
@@ -411,11 +411,11 @@ def build_label_map(vocabulary, vocabulary_embeddings, frequencies, params=None,
         sorted_vocabulary, sorted_freq,
         None if unknown_words is None else unknown_words[order])
     reps = representatives(sorted_vocabulary, sorted_emb, clusters, sorted_freq, naming)
-    distance = 1.0 - exact_dots(sorted_emb, sorted_emb, np.arange(len(order)), reps[clusters])
+    distance = distance_to_canonical(sorted_emb, reps, clusters)
     advance(1.0)
     return LabelMap(vocabulary=vocabulary, frequencies=frequencies, dbscan_clusters=dbscan[back],
                     clusters=clusters[back], representatives=[sorted_vocabulary[r] for r in reps],
-                    distance_to_canonical=distance[back].astype(np.float32), steps=steps,
+                    distance_to_canonical=distance[back], steps=steps,
                     naming=None if naming is None else naming[back])
 
 

@@ -26,9 +26,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from ..wording import code, count, quoted
-from .dots import exact_dots
 from .lexical import ALIKE, by_normal_form, read_form
-from .merging import representative_of
+from .merging import distance_to_canonical, representative_of
 
 MAP_ACTIONS = ("accept", "reject", "split", "move", "rename")
 SUGGESTION_ACTIONS = ("accept_suggestion", "reject_suggestion")
@@ -177,10 +176,9 @@ def review_label_map(label_map, embeddings, edits):
                        distance_to_canonical=np.array(label_map.distance_to_canonical)), outcomes
     cluster, rep, final_names = _settle(vocabulary, embeddings, label_map.frequencies,
                                         label_map.naming, cluster, rep, renamed)
-    emb = np.asarray(embeddings, dtype=np.float32)
-    distance = 1.0 - exact_dots(emb, emb, np.arange(len(vocabulary)), rep[cluster])
     return replace(label_map, clusters=cluster, representatives=[vocabulary[r] for r in rep],
-                   names=final_names, distance_to_canonical=distance.astype(np.float32)), outcomes
+                   names=final_names,
+                   distance_to_canonical=distance_to_canonical(embeddings, rep, cluster)), outcomes
 
 
 def _apply(edit, index, cluster, rep, renamed):

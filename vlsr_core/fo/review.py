@@ -22,13 +22,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
 
-import numpy as np
-
 from ..engine.defaults import DEFAULT_KEY
-from ..engine.dots import exact_dots
 from ..engine.grouping import join_reasons
 from ..engine.lexical import (ALIKE, INVISIBLE, by_normal_form, normal_form, read_form,
                               spelling_preference)
+from ..engine.merging import distance_to_canonical
 from ..engine.pipeline import LabelMap, unit_length
 from ..engine.review import (
     MAP_ACTIONS,
@@ -321,11 +319,9 @@ def _distances(results, embeddings):
     review's listing failed on them)."""
     if len(results.distance_to_canonical) == len(results.vocabulary):
         return results.distance_to_canonical
-    emb = unit_length(embeddings, "label embeddings")
     index = {l: i for i, l in enumerate(results.vocabulary)}
-    rep = np.array([index[r] for r in results.representatives], dtype=np.int64)
-    canonical = rep[np.asarray(results.clusters, dtype=np.int64)]
-    return (1.0 - exact_dots(emb, emb, np.arange(len(emb)), canonical)).astype(np.float32)
+    return distance_to_canonical(unit_length(embeddings, "label embeddings"),
+                                 [index[r] for r in results.representatives], results.clusters)
 
 
 def _naming(results):
