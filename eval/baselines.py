@@ -10,7 +10,6 @@
 """
 
 import logging
-import os
 import re
 import string
 import uuid
@@ -111,8 +110,3 @@ def fiftyone_mistakenness(image_embeddings, image_labels, vocabulary, vocabulary
     finally:
         dataset.delete()
     return out
-
-
-def database_name():
-    """The FiftyOne database the baseline writes to (for the report)."""
-    return os.environ.get("FIFTYONE_DATABASE_NAME", "fiftyone")

@@ -28,7 +28,7 @@ from vlsr_core.fo.runs import (
     run_collection,
     stage_activity,
 )
-from vlsr_core.wording import SHORT, one_line
+from vlsr_core.wording import SHORT, one_line, plain
 
 logger = logging.getLogger(__name__)
 
@@ -635,7 +635,7 @@ def label_choice(inputs, name, labels, label, description, required=True, first=
 def edit_message(edit, join=None):
     """The message of a review edit just recorded: what it does, the cluster a rename joins
     (``join``: :func:`~vlsr_core.fo.review.join_note`), and that Apply writes it."""
-    return (f"Edit #{edit.id}: {edit.describe().replace('`', '')}" + (f"; {join}" if join else "")
+    return (f"Edit #{edit.id}: {plain(edit.describe())}" + (f"; {join}" if join else "")
             + "; Apply to write it")
 
 

@@ -112,6 +112,7 @@ def _member_choice(label, name, distance):
 
 def _by_size(label_map, names):
     """Cluster names, the largest clusters (by label occurrences) first."""
-    size = np.bincount(label_map.clusters, weights=label_map.frequencies,
-                       minlength=len(names))
+    from vlsr_core.fo.browse import cluster_sizes
+
+    size = cluster_sizes(label_map)
     return [names[c] for c in np.argsort(-size, kind="stable")]

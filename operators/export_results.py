@@ -1,11 +1,11 @@
 """Operator: export a run to CSV and COCO files in a directory the user types."""
 
-import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
-from vlsr_core.fo.export import export_problem, folder_problem, overwrite_removes
+from vlsr_core.fo.export import detections_fields, export_problem, folder_problem, overwrite_removes
+from vlsr_core.wording import plain
 
 from .common import (
     block,
@@ -53,7 +53,7 @@ class ExportResults(foo.Operator):
         # folder's fault); the folder's, under it
         problem = export_problem(view, None, key, boxes, results=results)
         if problem:  # (an error's text is plain: no code marks)
-            block(inputs, "export_error", problem.replace("`", ""))
+            block(inputs, "export_error", plain(problem))
         prop = inputs.str("directory", required=True, label="Export directory",
                           description="A full path to a folder on the machine running FiftyOne, "
                                       "such as /data/exports/run1 or ~/exports/run1")
@@ -63,7 +63,7 @@ class ExportResults(foo.Operator):
         folder = folder or directory and folder_problem(
             directory, boxes, overwrite=ctx.params.get("overwrite", False))
         if folder:
-            prop.invalid, prop.error_message = True, folder.replace("`", "")
+            prop.invalid, prop.error_message = True, plain(folder)
         from vlsr_core.fo.review import ReviewError, export_note
 
         try:
@@ -127,7 +127,7 @@ class ExportResults(foo.Operator):
 
 def _detections_fields(ctx):
     """The dataset's Detections fields."""
-    return list(ctx.dataset.get_field_schema(embedded_doc_type=fo.Detections))
+    return detections_fields(ctx.dataset)
 
 
 def _run_boxes(ctx, key):

@@ -4,7 +4,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from vlsr_core.engine.defaults import DEFAULT_KEY
-from vlsr_core.wording import count
+from vlsr_core.wording import count, plain
 
 from .common import block, done, reported, review_form
 
@@ -32,7 +32,7 @@ class UndoReviewEdit(foo.Operator):
             return form
         choices = types.Dropdown(label="Edit to undo")
         for e in edits:
-            choices.add_choice(e.id, label=f"#{e.id} {e.describe().replace('`', '')}",
+            choices.add_choice(e.id, label=f"#{e.id} {plain(e.describe())}",
                                description=shown_time(e.time))
         prop = inputs.enum("edit_id", choices.values(), default=edits[0].id, view=choices,
                            description="The latest edit comes first; undoing keeps it on record")
@@ -64,7 +64,7 @@ class UndoReviewEdit(foo.Operator):
         else:
             undone = [undo_edit(ctx.dataset, key, edit_id)]
             message = (f"Undid edit #{undone[0].id} of run {key!r} "
-                       f"({undone[0].describe().replace('`', '')}); "
+                       f"({plain(undone[0].describe())}); "
                        f"{after_undo(ctx.dataset, key, undone)}")
         done(ctx, message)
         return dict(message=message, edits=[e.as_record() for e in undone])

@@ -8,7 +8,7 @@ import time
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from vlsr_core.wording import SHORT, as_markdown, breakable, code, count, one_line, quoted
+from vlsr_core.wording import SHORT, as_markdown, breakable, code, count, one_line, plain, quoted
 
 from .common import PLUGIN, edit_message, gone_view, reads_run
 
@@ -449,7 +449,7 @@ class VLSRPanel(foo.Panel):
         key = ctx.panel.state.key
         field = ctx.dataset.get_run_info(key).config.label_field
         ctx.ops.set_view(labels_named(run_samples(ctx.dataset, key), key, field, labels=labels))
-        ctx.ops.notify(f"Samples with labels of {what.replace('`', '')}")
+        ctx.ops.notify(f"Samples with labels of {plain(what)}")
 
     def undo(self, ctx):
         from vlsr_core.fo.review import ReviewError, after_undo, undo_edit
@@ -461,7 +461,7 @@ class VLSRPanel(foo.Panel):
             self._refused(ctx, e)
             return
         left = after_undo(ctx.dataset, ctx.panel.state.key, [edit])
-        ctx.ops.notify(f"Undid edit #{edit.id} ({edit.describe().replace('`', '')}); {left}",
+        ctx.ops.notify(f"Undid edit #{edit.id} ({plain(edit.describe())}); {left}",
                        variant="success")  # (as the undo form says it: which edit it was)
         self._load(ctx)
 

@@ -1231,7 +1231,7 @@ def test_the_command_loads_nothing_heavy_before_it_can_answer_ctrl_c():
 
 
 def test_the_terminal_gets_summaries_without_markdown_marks_and_labels_as_written():
-    from vlsr_core.fo.summary import plain
+    from vlsr_core.wording import plain
     from vlsr_core.wording import code
 
     text = (f"**Largest clusters** (*most first*): - {code('a**b')} (3, 1): {code('`tick`')}, "

@@ -288,12 +288,12 @@ def test_each_group_keeps_its_most_alike_candidates(classes, monkeypatch):
     monkeypatch.setattr(evidence, "CANDIDATES_PER_GROUP", 2)
     pairs = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [2, 3], [3, 4]])
     sep = np.array([0.5, 0.1, 0.3, 0.9, 0.8, 0.7])
-    kept, kept_sep = evidence._most_alike([(pairs[:3], sep[:3]), (pairs[3:], sep[3:])], 5)
+    kept, kept_sep = evidence._most_alike([(pairs[:3], sep[:3]), (pairs[3:], sep[3:])])
     # with two each, every pair is one of its groups' two most alike; with one each, (1,2) and
     # (2,3) are no group's best
     assert sorted(map(tuple, kept.tolist())) == [(0, 1), (0, 2), (0, 3), (1, 2), (2, 3), (3, 4)]
     monkeypatch.setattr(evidence, "CANDIDATES_PER_GROUP", 1)
-    kept, _ = evidence._most_alike([(pairs, sep)], 5)
+    kept, _ = evidence._most_alike([(pairs, sep)])
     assert sorted(map(tuple, kept.tolist())) == [(0, 1), (0, 2), (0, 3), (3, 4)]
 
     # pruned while gathering (20 labels near each other on one kind of image: 190 candidates

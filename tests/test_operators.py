@@ -103,6 +103,19 @@ def test_progress_in_the_app_says_the_time_left(ds, tiny_clip, monkeypatch):
     assert common.time_left(10, 0.6, 0.1) == ", a few seconds left"
 
 
+def test_the_app_names_an_edits_labels_as_the_cli_does():
+    """A toast or choice naming an edit keeps each label whole: ``hand, tool`` in quotes (else it
+    reads as two labels), a backtick in a label kept (the App dropped every backtick)."""
+    from vlsr_core.engine.review import Edit
+
+    common = sys.modules[type(foo.get_operator(URI + "edit_label_map")).__module__.rsplit(
+        ".", 1)[0] + ".common"]
+    assert common.edit_message(Edit(id=3, action="move", label="hand, tool", to="drill")) == (
+        "Edit #3: move 'hand, tool' to the cluster of drill; Apply to write it")
+    assert common.edit_message(Edit(id=4, action="move", label="a`b", to="drill")) == (
+        "Edit #4: move a`b to the cluster of drill; Apply to write it")
+
+
 def test_the_export_form_tells_the_runs_problems_apart_from_the_folders(ds, tiny_clip, tmp_path):
     """App walk: a refusal for labels changed by hand sat under the export folder, and read
     as the folder's fault."""

@@ -556,7 +556,7 @@ def test_the_histogram_kept_at_scoring_counts_every_score_of_the_run(ran):
     config = ran.get_run_info("vlsr").config
     config.score_histogram = None  # as a run scored by an older version stores it
     ran.update_run_config("vlsr", config)
-    assert score_histogram(ran, "vlsr") == kept == count_score_histogram(ran, "vlsr", "gt", "vlsr_similarity")
+    assert score_histogram(ran, "vlsr") == kept == count_score_histogram(ran, "gt", "vlsr_similarity")
 
 
 def test_clicking_a_histogram_bar_shows_the_labels_scoring_in_it(ran):

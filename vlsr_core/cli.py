@@ -530,11 +530,10 @@ def _load(name):
 def _with_run(name, key, make=True):
     """Dataset ``name``, which must hold the VLSR run ``key``: else what to do instead (with
     ``make``, the command that makes it)."""
-    from .fo.runs import VLSRRunConfig
+    from .fo.runs import list_vlsr_runs
 
     dataset = _load(name)
-    runs = [k for k in dataset.list_runs()
-            if isinstance(dataset.get_run_info(k).config, VLSRRunConfig)]
+    runs = list_vlsr_runs(dataset)
     if key not in runs:
         other = (f" (its VLSR runs: {', '.join(runs)}; pick one with --key)" if runs else "")
         make = ("" if key_problem(key) or not make else  # no run can have it: not suggested
@@ -748,7 +747,7 @@ def _summary(dataset, key):
 def _plain(markdown):
     """Text of the Markdown of a summary or a review as a terminal shows it: without bold,
     italics and code marks, and naming the command where the App's button is named."""
-    from .fo.summary import plain
+    from .wording import plain
 
     return plain(markdown.replace("*Apply* writes", "`vlsr apply` writes"))
 

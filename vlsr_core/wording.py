@@ -108,3 +108,18 @@ def as_markdown(text):
     """Plain ``text`` (a label, or a message quoting labels) escaped for a view that renders
     Markdown: ``'*helmet*'`` would read as an italic 'helmet', ``[x](y)`` as a link."""
     return re.sub(r"([\\`*_\[\]<>#~|&!])", r"\\\1", str(text))
+
+
+def plain(markdown):
+    """Markdown of a summary as a terminal shows it best: without the marks of bold, italics and
+    code (what is inside code is left exactly as it is, in quotes when it holds a comma, so
+    that the label `rocket, big` does not read as two in a list)."""
+    parts = re.split(r"((`+) ?.*? ?\2)", markdown)  # text, code span, its fence, text, ...
+    out = []
+    for i in range(0, len(parts), 3):
+        out.append(re.sub(r"\*\*|(?<![\w*])\*(?=[^\s*])|(?<=[^\s*])\*(?![\w*])", "", parts[i]))
+        if i + 1 < len(parts):
+            fence = parts[i + 2]
+            inner = re.sub(f"^{fence} ?|(?<=.) ?{fence}$", "", parts[i + 1])
+            out.append(f"'{inner}'" if "," in inner else inner)
+    return "".join(out)

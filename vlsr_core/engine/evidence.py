@@ -215,9 +215,9 @@ def image_links(groups, embeddings, prototypes, radius, eligible, max_separation
         found.append((pairs[ok], sep[ok]))
         kept += int(ok.sum())
         if kept > 2 * CANDIDATES_PER_GROUP * k:  # prune as they gather: memory stays O(k)
-            found = [_most_alike(found, k)]
+            found = [_most_alike(found)]
             kept = found[0][0].shape[0]
-    pairs, sep = _most_alike(found, k)
+    pairs, sep = _most_alike(found)
     order = np.lexsort((pairs[:, 1], pairs[:, 0], sep))  # most alike first; ties by group ids
 
     by_group = np.argsort(groups, kind="stable")
@@ -271,7 +271,7 @@ def image_links(groups, embeddings, prototypes, radius, eligible, max_separation
     return number_by_first_occurrence(roots[groups]), joins, len(joins) - n_text
 
 
-def _most_alike(found, k):
+def _most_alike(found):
     """The candidate pairs (and separations) among ``found`` that are among the
     :data:`CANDIDATES_PER_GROUP` most alike of either of their groups."""
     if not found:

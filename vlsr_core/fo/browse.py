@@ -36,12 +36,12 @@ def score_histogram(dataset, key):
     config = dataset.get_run_info(key).config
     if config.score_histogram:
         return Histogram(**config.score_histogram)
-    return count_score_histogram(run_samples(dataset, key), key, config.label_field,
+    return count_score_histogram(run_samples(dataset, key), config.label_field,
                                  review_attribute(config, key))
 
 
-def count_score_histogram(samples, key, label_field, attribute, bins=40):
-    """A :class:`Histogram` of every score in label ``attribute`` of run ``key`` in ``samples``
+def count_score_histogram(samples, label_field, attribute, bins=40):
+    """A :class:`Histogram` of every score in label ``attribute`` of ``label_field`` in ``samples``
     (:func:`~vlsr_core.fo.runs.review_attribute`), counted by MongoDB (two aggregations,
     whatever the size), or None when there is none."""
     field = f"{label_path(samples, label_field)}.{attribute}"

@@ -38,7 +38,7 @@ from ..engine.review import (
     edits_to_reach,
     review_label_map,
 )
-from ..wording import SHORT, ZWSP, count, one_line, quoted
+from ..wording import SHORT, ZWSP, count, one_line, plain, quoted
 from .chunks import sample_ids
 from .labels import USABLE, LabelFieldError, first_match, holds, label_path, usable
 from .lease import holds_run
@@ -436,10 +436,10 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                               and e.action in ("reject", "split")), None)
                 if action == "reject" and taken is not None:  # a repeat
                     raise ReviewError(f"Edit #{taken.id} already took {quoted(label)} out of its "
-                                      f"cluster: {taken.describe().replace('`', '')}")
+                                      f"cluster: {plain(taken.describe())}")
                 if taken is not None:  # an accept after a take-out, made by mistake
                     raise ReviewError(f"{quoted(label)} is a cluster of its own since edit "
-                                      f"#{taken.id} ({taken.describe().replace('`', '')}): undo "
+                                      f"#{taken.id} ({plain(taken.describe())}): undo "
                                       "that edit to put it back, or name the cluster to keep it in")
                 raise ReviewError(f"{quoted(label)} is the canonical label of its cluster; rename "
                                   "the cluster or move another label instead")
@@ -460,7 +460,7 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                            and canonical.get(e.to, e.to) == current), None)
                 raise ReviewError(f"{quoted(label)} is already in the cluster of "
                                   f"{quoted(current)}" + (
-                                      f" (edit #{by.id}: {by.describe().replace('`', '')})"
+                                      f" (edit #{by.id}: {plain(by.describe())})"
                                       if by is not None else ""), "to")
             to = target
         elif action == "split" and list(canonical.values()).count(current) == 1:
@@ -529,7 +529,7 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
                  and (not edit.samples or set(e.samples) & set(edit.samples))), None)
     if last is not None and (last.action, last.to, set(last.samples), set(last.label_ids)) == (
             action, to, set(edit.samples), set(edit.label_ids)):
-        raise ReviewError(f"Edit #{last.id} already does this: {edit.describe().replace('`', '')}")
+        raise ReviewError(f"Edit #{last.id} already does this: {plain(edit.describe())}")
     if dry_run:
         return edit
     _save_review(dataset, key, state.edits, [*state.edits, edit])

@@ -1127,7 +1127,7 @@ def _finish_scoring(run, samples, report):
     report.low_similarity_threshold = config.low_similarity_threshold = low
     weak = tally.weak_labels(low)
     # every score of the run (also those of samples outside ``samples``), for the review panel
-    hist = count_score_histogram(run_samples(run.dataset, key), key, config.label_field,
+    hist = count_score_histogram(run_samples(run.dataset, key), config.label_field,
                                  review_attribute(config, key))
     config.score_histogram = dict(counts=hist.counts, edges=hist.edges) if hist else None
     views = saved_view_names(key)

@@ -1,6 +1,5 @@
 """A short report of a run, as Markdown: shown by ``vlsr summary`` and in the App after clustering."""
 
-import re
 from collections import Counter
 
 import numpy as np
@@ -436,18 +435,3 @@ def _some(labels, n=5):
     """The first ``n`` of ``labels`` as code, and how many more there are."""
     shown = ", ".join(code(label) for label in labels[:n])
     return shown + (f", +{len(labels) - n:,} more" if len(labels) > n else "")
-
-
-def plain(markdown):
-    """Markdown of a summary as a terminal shows it best: without the marks of bold, italics and
-    code (what is inside code is left exactly as it is, in quotes when it holds a comma, so
-    that the label `rocket, big` does not read as two in a list)."""
-    parts = re.split(r"((`+) ?.*? ?\2)", markdown)  # text, code span, its fence, text, ...
-    out = []
-    for i in range(0, len(parts), 3):
-        out.append(re.sub(r"\*\*|(?<![\w*])\*(?=[^\s*])|(?<=[^\s*])\*(?![\w*])", "", parts[i]))
-        if i + 1 < len(parts):
-            fence = parts[i + 2]
-            inner = re.sub(f"^{fence} ?|(?<=.) ?{fence}$", "", parts[i + 1])
-            out.append(f"'{inner}'" if "," in inner else inner)
-    return "".join(out)
