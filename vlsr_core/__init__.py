@@ -3,8 +3,10 @@
 Public API: the run parameters (:class:`EmbedParams`, :class:`ScoreParams`, :class:`MergeParams`),
 :func:`cluster_labels`, :func:`sanitize` (with :class:`SanitizeResult`), its halves
 :func:`score_images` and :func:`refine_labels` (itself :func:`label_frequencies`,
-:func:`build_label_map` and :func:`final_labels`, for chunked use), :class:`CLIPEncoder` and
-:func:`unknown_words` (what its tokenizer knows of each label, which names clusters).
+:func:`build_label_map` and :func:`final_labels`, for chunked use), the paper's steps 5 and 6
+alone (:func:`merge_small_clusters`, :func:`representatives`, :data:`DEFAULT_MIN_CLUSTER_SIZE`),
+:class:`CLIPEncoder` and :func:`unknown_words` (what its tokenizer knows of each label, which
+names clusters); :class:`ParamError` and the result classes of these functions.
 
 Each is imported on first use, so that ``import vlsr_core`` is instant: numpy-only use never loads
 torch, and the ``vlsr`` command answers Ctrl-C from its first moment.
