@@ -306,6 +306,12 @@ def test_a_label_map_row_with_an_unquoted_comma_is_refused_with_its_line(tmp_pat
     ("label,canonical\nhelmit,helmet\ncaf\u00e9,cafe\n".encode("cp1252"),
      "is not UTF-8 text (line 3: byte 0xe9): save it as CSV UTF-8"),
     ("label,canonical\nhelmit,helmet\n".encode("utf-16"), "is UTF-16 text"),
+    # review: a workbook was "needs the columns label and canonical; its first row is 'pk...'",
+    # gzip "not UTF-8 text", as the CSV importer names them
+    (b"PK\x03\x04" + bytes(40), 'is a workbook or zip archive, not a CSV file: save it as '
+                                 '"CSV UTF-8"'),
+    (b"\x1f\x8b\x08\x00" + bytes(40), "is compressed (gzip), not a CSV file: decompress it first"),
+    (b"\x7fELF\x02\x01\x01" + bytes(40), "is a binary file (it holds NUL bytes), not a CSV file"),
     # review: with Excel's byte order mark, the byte and line named were off by three
     (b"\xef\xbb\xbflabel,canonical\nab,cd\ncaf\xe9,x\n", "(line 3: byte 0xe9)"),
     # review: a closed cell of two lines on the last row was said not closed

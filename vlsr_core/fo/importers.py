@@ -18,7 +18,6 @@ per non-empty cell; an optional header row; rows naming the same image are merge
 """
 
 import ast
-import codecs
 import csv
 import functools
 import io
@@ -38,6 +37,7 @@ import fiftyone as fo
 import fiftyone.core.media as fom
 import fiftyone.core.storage as fos
 
+from ..csv_text import not_text
 from ..engine.defaults import DEFAULT_KEY, is_field_name
 from ..model.images import BadImageError, oriented_size
 from ..wording import count
@@ -523,25 +523,9 @@ def _csv_rows(path, problems) -> list[tuple[int, list[str]]]:
         raise InputFileError(f"no such file: {path}")
     with open(path, "rb") as f:
         data = f.read()
-    if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
-        raise InputFileError(f"{path} is UTF-16 text (a spreadsheet's \"Unicode Text\"): save it "
-                             "as \"CSV UTF-8\"")
-    if data[:4] == b"PK\x03\x04":  # (a zip: an .xlsx or .ods workbook)
-        raise InputFileError(f"{path} is a workbook or zip archive, not a CSV file: save it as "
-                             "\"CSV UTF-8\" (or unzip it)")
-    if data[:2] == b"\x1f\x8b":
-        raise InputFileError(f"{path} is compressed (gzip), not a CSV file: decompress it first")
-    if b"\x00" in data[:65536]:
-        # (UTF-16 without its byte order mark: every other byte of ASCII text is NUL)
-        # and the others text (an executable's header is mostly NUL too)
-        printable = set(range(0x20, 0x7f)) | {9, 10, 13}
-        utf16 = any(len(zeros) > 1 and zeros.count(0) >= 0.9 * len(zeros)
-                    and sum(b in printable for b in chars) >= 0.9 * len(chars)
-                    for zeros, chars in ((data[1:400:2], data[0:400:2]),
-                                         (data[0:400:2], data[1:400:2])))
-        raise InputFileError(f"{path} is a binary file (it holds NUL bytes), not a CSV file" + (
-            "; it looks like UTF-16 text (a spreadsheet's \"Unicode Text\"): save it as \"CSV "
-            "UTF-8\"" if utf16 else ""))
+    problem = not_text(data)
+    if problem:
+        raise InputFileError(f"{path} {problem}")
     text = _decoded(data, path, problems)
     reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
     rows, end = [], 0

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
 
+from ..csv_text import not_text
 from ..engine.defaults import DEFAULT_KEY
 from ..engine.grouping import join_reasons
 from ..engine.lexical import (ALIKE, INVISIBLE, by_normal_form, normal_form, read_form,
@@ -857,9 +858,9 @@ def read_label_map(path, vocabulary=None):
         raise ReviewError(f"{path} is a folder, not a CSV file")
     with open(path, "rb") as f:
         data = f.read()
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ReviewError(f"{path} is UTF-16 text (Excel's \"Unicode Text\"): save it as CSV "
-                          "UTF-8")
+    problem = not_text(data)  # (a workbook read as text would be "its first row is 'pk...'")
+    if problem:
+        raise ReviewError(f"{path} {problem}")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
