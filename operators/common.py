@@ -460,7 +460,7 @@ def delegable(execute):
     """Wrap an operator's generator ``execute`` so that a delegated run goes to its end and
     returns its report, which the delegated operation then stores (a generator's report would
     be dropped); in the App the generator streams progress as before, and a failure is shown
-    (:func:`reported`)."""
+    (:func:`_reporting`, as :func:`reported` shows it for a plain ``execute``)."""
 
     @functools.wraps(execute)
     def wrapper(self, ctx):

@@ -43,7 +43,7 @@ class EditLabelMap(foo.Operator):
         action = ctx.params.get("action", "reject")
         label_map = state.label_map
         canonical = label_map.canonical
-        names = label_map.names or label_map.representatives
+        names = label_map.cluster_names
         if action == "rename":
             choices = shown_choices(_by_size(label_map, names))
             label_prop = label_choice(inputs, "label", choices, "Cluster",

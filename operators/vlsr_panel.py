@@ -228,7 +228,7 @@ class VLSRPanel(foo.Panel):
             members, s.member_page, MEMBERS)
         s.members = _shown(s.members)
         s.n_members = len(members)
-        names = state.label_map.names or state.label_map.representatives
+        names = state.label_map.cluster_names
         s.cluster_name = _cell(names[cluster]) if cluster is not None else None
         s.clusters_title, s.members_title = _titles(s)
         s.pages_where = f"*page {s.page + 1} of {s.pages}*" if s.pages > 1 else ""
@@ -318,7 +318,7 @@ class VLSRPanel(foo.Panel):
             self._gone(ctx)
             return None
         cluster = state.label_map.cluster[ctx.panel.state.clusters[ctx.params["row"]]["label"]]
-        return state, cluster, (state.label_map.names or state.label_map.representatives)[cluster]
+        return state, cluster, state.label_map.cluster_names[cluster]
 
     def _gone(self, ctx):
         """Say why the run cannot be read now (deleted elsewhere, say), and show the panel again."""
@@ -396,7 +396,7 @@ class VLSRPanel(foo.Panel):
             ctx.panel.state.cluster_label = state.label_map.representatives[shown]
             where = cluster.get(label)
             if where != shown:
-                names = state.label_map.names or state.label_map.representatives
+                names = state.label_map.cluster_names
                 raise ReviewError(
                     f"{quoted(label)} is no longer in the cluster the panel showed: an edit made "
                     "elsewhere meanwhile moved it"

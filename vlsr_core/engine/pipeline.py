@@ -29,7 +29,9 @@ class LabelMap:
         representatives: list (n_clusters,) of the representative label of each cluster.
         distance_to_canonical: float32 ndarray (n_labels,): cosine distance from each label to
             its canonical label (the merges most worth checking are the farthest).
-        steps: :class:`~vlsr_core.engine.grouping.Steps`: what each step did.
+        steps: :class:`~vlsr_core.engine.grouping.Steps`: what each step did; in a label map
+            read back from a run, its record: a dict of the same names (a run of an earlier
+            version may lack some).
         names: the canonical label of each cluster after a review
             (:func:`~vlsr_core.engine.review.review_label_map`), which may rename it; None:
             the representatives.
@@ -54,10 +56,16 @@ class LabelMap:
         return dict(zip(self.vocabulary, self.clusters.tolist()))
 
     @property
+    def cluster_names(self):
+        """list (n_clusters,): each cluster's canonical label: its name after a review, else its
+        representative."""
+        return self.names or self.representatives
+
+    @property
     def canonical(self):
         """dict: label -> canonical label (its cluster's name): the label map (built on each
         read: read it once, not per label)."""
-        names = self.names or self.representatives
+        names = self.cluster_names
         return {l: names[c] for l, c in zip(self.vocabulary, self.clusters)}
 
 
@@ -441,7 +449,7 @@ def final_labels(image_embeddings, image_labels, label_map, vocabulary_embedding
     valid = np.isfinite(image_embeddings).all(axis=1)
     index = {label: i for i, label in enumerate(vocabulary)}
     canonical_of = np.array([index[r] for r in label_map.representatives], dtype=np.int64)
-    name = dict(zip(canonical_of.tolist(), label_map.names or label_map.representatives))
+    name = dict(zip(canonical_of.tolist(), label_map.cluster_names))
     canonical_of = canonical_of[np.asarray(label_map.clusters, dtype=np.int64)]
 
     canonical_idx = [_distinct_in_order(canonical_of[idx]) for idx in labels_idx]

@@ -162,7 +162,7 @@ def review_label_map(label_map, embeddings, edits):
     edits = _edit_list(edits)
     index = {l: i for i, l in enumerate(vocabulary)}
     cluster = np.asarray(label_map.clusters, dtype=np.int64).copy()
-    names = list(label_map.names or label_map.representatives)
+    names = list(label_map.cluster_names)
     rep = {c: index[r] for c, r in enumerate(label_map.representatives)}
     renamed = {}
     outcomes = []
@@ -344,7 +344,7 @@ def edits_to_reach(label_map, embeddings, edits, wanted):
         anchor[name] = a
         homes.setdefault(int(cluster[a]), []).append(name)
     split = set()
-    current_name = reviewed.names or reviewed.representatives
+    current_name = reviewed.cluster_names
     for home, names in homes.items():  # one group keeps a cluster: the one with most labels
         # there, else the one already so named (no rename), else the first
         keeper = max(names, key=lambda n: (np.count_nonzero(cluster[groups[n]] == home),

@@ -135,7 +135,7 @@ def cluster_rows(state, query="", joined=None):
     ``farthest`` (largest member distance), ``edited``.
     """
     label_map = state.label_map
-    names = label_map.names or label_map.representatives
+    names = label_map.cluster_names
     clusters = np.asarray(label_map.clusters, dtype=np.int64)
     n = len(names)
     distance = np.asarray(label_map.distance_to_canonical, dtype=np.float64)
@@ -265,7 +265,7 @@ def rare_rows(state, min_size, by_samples=True, query=""):
 
 def _rare_rows(state, rare):
     label_map = state.label_map
-    names = label_map.names or label_map.representatives
+    names = label_map.cluster_names
     clusters = np.asarray(label_map.clusters, dtype=np.int64)
     vocabulary = label_map.vocabulary
     occurrences = cluster_sizes(label_map)
@@ -350,7 +350,7 @@ def member_rows(state, cluster, query="", joined=None, longest=80):
     if joined:
         chosen &= joined_by_step(state, joined)
     members = np.flatnonzero(chosen)
-    name = (label_map.names or label_map.representatives)[cluster]  # none of them if renamed so
+    name = label_map.cluster_names[cluster]  # none of them if renamed so
     distance = np.asarray(label_map.distance_to_canonical)
     miss = ~_containing([vocabulary[i] for i in members], query)
     found = dict(zip(members.tolist(), (~miss).tolist()))

@@ -424,7 +424,7 @@ def add_edit(dataset, key, action, label, to=None, samples=(), label_ids=(), *, 
     state = state or review_state(dataset, key)
     samples = list(dict.fromkeys(samples))  # a sample given twice (a view and its id) counts once
     canonical = state.label_map.canonical
-    names = state.label_map.names or state.label_map.representatives
+    names = state.label_map.cluster_names
     vocabulary = set(canonical)
     if action in MAP_ACTIONS:
         label = _as_written(label, state)
@@ -631,7 +631,7 @@ def _check_rest_named_apart(state, edit):
     then takes reads alike (``Drill`` out of {``Drill``, ``drill``}: an export would carry
     both)."""
     canonical = state.label_map.canonical
-    names = set(state.label_map.names or state.label_map.representatives)
+    names = set(state.label_map.cluster_names)
     rest = [l for l, c in canonical.items() if c == canonical[edit.label] and l != edit.label]
     trial, _ = review_label_map(state.clustered, state.embeddings, [*state.edits, edit])
     tried = trial.canonical
@@ -659,7 +659,7 @@ def _reads_as(name, label_map, memo, unless=lambda spelling: False):
     form = normal_form(name)
     if "spellings" not in memo:
         memo["spellings"] = by_normal_form(dict.fromkeys(
-            [*(label_map.names or label_map.representatives), *sorted(label_map.vocabulary)]))
+            [*label_map.cluster_names, *sorted(label_map.vocabulary)]))
     return next((s for s in memo["spellings"].get(form, []) if not unless(s)), None) if form \
         else None
 
@@ -675,7 +675,7 @@ def _uncut(name, state):
     :func:`~vlsr_core.wording.one_line`), or None (none, or two shown alike)."""
     if "cut" not in state.memo:
         label_map, cut = state.label_map, {}
-        for l in {*label_map.vocabulary, *(label_map.names or label_map.representatives)}:
+        for l in {*label_map.vocabulary, *label_map.cluster_names}:
             for longest in (SHORT, 80):
                 if len(l) > longest:
                     shown = one_line(l, longest)
@@ -696,7 +696,7 @@ def _as_written(name, state):
                                                           label_map.representatives):
         return name
     if "composed" not in state.memo:
-        state.memo["composed"] = _by_composed([*(label_map.names or label_map.representatives),
+        state.memo["composed"] = _by_composed([*label_map.cluster_names,
                                               *label_map.vocabulary])
     same = state.memo["composed"].get(unicodedata.normalize("NFC", name))
     if same is None and "…" in name:  # (a long one shown cut)
@@ -709,7 +709,7 @@ def _as_written(name, state):
             return name
     if "shown" not in state.memo:  # (of two shown alike, the first in string order)
         shown = {}
-        for l in sorted({*label_map.vocabulary, *(label_map.names or label_map.representatives)},
+        for l in sorted({*label_map.vocabulary, *label_map.cluster_names},
                         reverse=True):
             if (line := one_line(l, longest=float("inf"))) != l:
                 shown[line] = l
@@ -750,7 +750,7 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
                           + (", ..." if len(unknown) > 5 else ""))
     # names the run has already (labels as written, with their spaces and tabs) are kept;
     # a new name is checked as a rename is
-    known = {*label_map.vocabulary, *(label_map.names or label_map.representatives)}
+    known = {*label_map.vocabulary, *label_map.cluster_names}
     stripped = _by_composed(known, strip=True)
     wanted = {l: n if n in known else stripped.get(unicodedata.normalize("NFC", n.strip()),
                                                    n.strip())
@@ -1282,7 +1282,7 @@ def _member(label, vocabulary, label_map, about="label", memo=None):
     if not usable(label):  # (it said "'' is neither a label nor ...": the run skips these)
         raise ReviewError(f"{quoted(label)} is a blank label, which the run skips (left as it "
                           "is): name a label of the run", about)
-    names = label_map.names or label_map.representatives
+    names = label_map.cluster_names
     if label in names:
         return label_map.representatives[names.index(label)]
     twin = _reads_as(label, label_map, {} if memo is None else memo)

@@ -305,7 +305,7 @@ def _merge_report(results, state, config, n_clusters, n_merges=5):
     else:  # a run clustered before the steps were recorded
         head = f"**Vocabulary:** {count(n_labels, 'label')} → {count(n_canonical, 'canonical label')}"
     label_map = state.label_map
-    names = label_map.names or label_map.representatives
+    names = label_map.cluster_names
     if state.in_force:
         head += f" → {len(names):,} after the review"
     if getattr(config, "label_model", None):
@@ -362,7 +362,7 @@ def _rare_line(state, n_rare, floor, unit):
     label_map = state.label_map  # as reviewed
     left = np.flatnonzero(rare_clusters(label_map, floor, by_samples))
     size = cluster_sizes(label_map, by_samples)
-    names = label_map.names or label_map.representatives
+    names = label_map.cluster_names
     shown = ", ".join(code(names[c]) for c in sorted(left.tolist(), key=lambda c: size[c])[:8])
     reviewed = ""  # (edits join rare clusters, and split labels out as new ones)
     if any(e.action in MAP_ACTIONS for e in state.in_force):
