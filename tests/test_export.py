@@ -334,7 +334,8 @@ def test_box_attributes_named_as_coco_keys_are_kept_under_another_name(run, tmp_
         fo.Detection(label="helmet", bounding_box=[.1, .1, .2, .2], score=0.5, area=3,
                      image_id=7, category_id="c", iscrowd="no", kind="a"),
         fo.Detection(label="helmet", bounding_box=[.1, .1, .2, .2], iscrowd=1, confidence=.9),
-        fo.Detection(label="helmet", bounding_box=[.1, .1, .2, .2], score=0.5, box_score=0.1)])
+        fo.Detection(label="helmet", bounding_box=[.1, .1, .2, .2], score=0.5, box_score=0.1,
+                     visible=True)])  # (audit: FiftyOne's exporter drops "visible" silently)
     n1.save()
     export_run(dataset, str(tmp_path / "out"), detections_field="extra")
     with open(tmp_path / "out" / COCO_FILE, encoding="utf-8") as f:
@@ -345,11 +346,12 @@ def test_box_attributes_named_as_coco_keys_are_kept_under_another_name(run, tmp_
         box_score=0.5, box_area=3, box_image_id=7, box_category_id="c", box_iscrowd="no",
         kind="a", iscrowd=0)
     assert (both["box_score"], both["box_score_2"]) == (0.1, 0.5)  # (review: 0.1 was lost)
+    assert both["box_visible"] is True and "visible" not in both
     assert named["image_id"] == crowd["image_id"] != 7 and "score" not in named
     assert crowd["iscrowd"] == 1 and crowd["score"] == .9 and "box_iscrowd" not in crowd
     assert coco_left_out(dataset, "extra") == (
         "2 boxes with attributes named as COCO's own keys (box_area, box_category_id, "
-        "box_image_id, box_iscrowd, box_score) written under those names")
+        "box_image_id, box_iscrowd, box_score, box_visible) written under those names")
 
 
 def test_the_coco_file_and_image_labels_json_give_an_image_one_id(run, tmp_path, monkeypatch):
@@ -724,6 +726,15 @@ def test_an_image_replaced_since_an_export_gets_its_new_size(run, tmp_path):
             sizes = {os.path.basename(im["file_name"]): (im["width"], im["height"])
                      for im in json.load(f)["images"]}
         assert sizes["h1.png"] == (48, 32) and sizes["h2.png"] == (24, 16), name
+    # audit: until the run embedded it again, every export read the file anew and wrote its
+    # metadata, so that the same export gave other bytes (the COCO file's date) and changed
+    # the dataset
+    changed = dataset.max("last_modified_at")
+    export_run(dataset, str(tmp_path / "again"), detections_field="objects")
+    assert dataset.max("last_modified_at") == changed
+    for name in ("samples.csv", "label_map.csv", "image_labels.json", "detections/labels.json"):
+        assert ((tmp_path / "after" / name).read_bytes()
+                == (tmp_path / "again" / name).read_bytes()), name
 
 
 def test_a_picture_turned_in_place_by_its_exif_tag_gets_its_new_size(run, tmp_path):
@@ -909,6 +920,17 @@ def test_non_empty_directory_is_refused_unless_overwrite(run, tmp_path):
             "of an earlier export (image_labels.json, label_map.csv): it may be a file of yours")):
         export_run(dataset, str(mine), overwrite=True)
     assert (mine / "samples.csv").read_text() == "my precious,data\n"
+    # audit: a COCO file of the curator's under the export's name was replaced, or removed as
+    # "the boxes of the earlier export"
+    theirs = tmp_path / "theirs"
+    (theirs / "detections").mkdir(parents=True)
+    (theirs / COCO_FILE).write_text('{"mine": true}')
+    for boxes in ("objects", None):
+        with pytest.raises(ExportError, match=re.escape(
+                f"{theirs} holds {COCO_FILE}, which the export would replace, but not the other "
+                "files of an earlier export (image_labels.json, label_map.csv, samples.csv)")):
+            export_run(dataset, str(theirs), detections_field=boxes, overwrite=True)
+    assert (theirs / COCO_FILE).read_text() == '{"mine": true}'
 
 
 def test_an_export_stopped_part_way_leaves_the_files_as_they_were(run, tmp_path, monkeypatch):

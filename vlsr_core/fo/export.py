@@ -92,7 +92,7 @@ COCO_KEYS = ("id", "image_id", "category_id", "bbox", "keypoints", "num_keypoint
 # the box attributes written under another name (box_score): FiftyOne's exporter gives these
 # keys itself (an attribute ``score`` failed the export; one ``area`` was dropped)
 COCO_NAMES = ("image_id", "category_id", "bbox", "keypoints", "num_keypoints", "segmentation",
-              "score", "area")
+              "score", "area", "visible")
 CUT_MASK = "vlsr_cut_mask"  # the id of a masked box cut to the image, for _cut_masks
 SAMPLES_HEADER = ["filepath", "final_label", "final_score", "original_labels", "canonical_labels",
                   "suggestions"]  # the columns of samples.csv
@@ -707,8 +707,10 @@ def folder_problem(export_dir, detections_field=None, overwrite=False):
                     "directory, or overwrite the files of an earlier export there")
         return (f"{export_dir} is not empty; choose another directory, or overwrite the files "
                 "of an earlier export there")
-    held = [name for name in FILES if os.path.isfile(os.path.join(export_dir, name))]
-    if overwrite and held and len(held) < len(FILES):  # (every export writes all three)
+    # (every export writes all three; the boxes' file alone is not an export's either: an
+    # overwrite would replace it, or remove it when no Detections field is given)
+    held = [name for name in (*FILES, COCO_FILE) if os.path.isfile(os.path.join(export_dir, name))]
+    if overwrite and held and not set(FILES) <= set(held):
         return (f"{export_dir} holds {', '.join(held)}, which the export would replace, but not "
                 f"the other files of an earlier export ({', '.join(sorted(set(FILES) - set(held)))}"
                 "): it may be a file of yours; move it, or choose another directory")
@@ -951,8 +953,20 @@ def _compute_sizes(samples, key):
             now = file_stamp(path)  # (not a local file, or gone since: the size stays as read)
             if now is not None and (now[0] != size or read and replaced(now, then)):
                 changed.append(sample_id)
-    if changed:
-        readable.select(changed).compute_metadata(overwrite=True)
+    # read again, and written only where they differ: a file replaced since the run is read at
+    # every export until the run embeds it again, and a write would each time move the
+    # samples' last change (and the COCO file's date: the same export, other bytes)
+    ids, paths, old = readable.select(changed).values(["id", "filepath", "metadata"])
+    new = {}
+    for sample_id, path, then in zip(ids, paths, old):
+        try:
+            now = fo.ImageMetadata.build_for(path)
+        except Exception:  # (gone or unreadable since: as compute_metadata, the size stays)
+            continue
+        if then is None or now.to_dict() != then.to_dict():
+            new[sample_id] = now
+    if new:
+        readable.set_values("metadata", new, key_field="id")
 
 
 def _categories(samples, ids, key, label_map, boxes, detections_field, progress):
