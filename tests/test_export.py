@@ -1158,13 +1158,17 @@ def test_exporting_unchanged_samples_again_writes_the_same_bytes(run, tmp_path, 
 def test_the_coco_info_of_the_dataset_is_kept(run, tmp_path):
     """A dataset imported from COCO keeps its ``info`` (its own date too) in the export."""
     dataset = run[0]
-    dataset.info = {"contributor": "crowd", "date_created": "2019/05/01", "year": 2019}
+    dataset.info = {"contributor": "crowd", "date_created": "2019/05/01", "year": 2019,
+                    "description": "Helmets, 2019"}
     dataset.save()
     export_run(dataset, str(tmp_path / "out"), detections_field="objects")
     with open(tmp_path / "out" / COCO_FILE, encoding="utf-8") as f:
         info = json.load(f)["info"]
     assert (info["contributor"], info["date_created"], info["year"]) == ("crowd", "2019/05/01",
                                                                           2019)
+    # audit: its description, a key of COCO's info, was left out (by FiftyOne's exporter)
+    assert list(info)[:3] == ["year", "version", "description"]
+    assert info["description"] == "Helmets, 2019"
 
 
 def test_the_export_of_a_run_on_boxes_inside_a_document_says_why_no_coco(run, tmp_path, capsys):

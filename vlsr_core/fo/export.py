@@ -303,6 +303,11 @@ def _coco_detections(samples, boxes, detections_field, categories, image_ids, pa
     for annotation in coco.get("annotations", []):
         annotation["image_id"] = image_ids[order[annotation["image_id"] - 1]]
     _cut_masks(samples, detections_field, coco)
+    described = (samples.info or {}).get("description")
+    if isinstance(described, str):  # (a key of COCO's info that FiftyOne's exporter leaves out)
+        info = coco.setdefault("info", {})
+        coco["info"] = {**{k: info[k] for k in ("year", "version") if k in info},
+                        "description": described, **info}
     # FiftyOne leaves the key out when no box is left, and writes a box's attributes in the
     # order of a set of their names, which changes from process to process: put in order, an
     # export of unchanged samples is the same bytes as the last
@@ -347,9 +352,10 @@ def _cut_masks(samples, detections_field, coco):
 
 
 def _coco_info(samples):
-    """The COCO ``info`` of the boxes: the dataset's, dated by the last change to the samples
-    exported unless it gives a date (FiftyOne's exporter dates it now, and an export of
-    unchanged samples would differ from the last in that line alone)."""
+    """The COCO ``info`` of the boxes: the dataset's (of which FiftyOne's exporter writes
+    COCO's keys but the description, put back by :func:`_coco_detections`), dated by the last
+    change to the samples exported unless it gives a date (FiftyOne's exporter dates it now,
+    and an export of unchanged samples would differ from the last in that line alone)."""
     info = dict(samples.info or {})
     if "date_created" not in info and samples.has_field("last_modified_at"):
         last = samples.max("last_modified_at")
