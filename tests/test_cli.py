@@ -966,9 +966,13 @@ def test_review_mistakes_are_messages(ran, args, message, capsys):
 def test_review_before_clustering_says_what_to_run(dataset, tmp_path, capsys):
     from fake_clip import FakeEncoder, build
 
+    from vlsr_core.fo import stages
     from vlsr_core.fo.stages import compute_embeddings, score_labels
 
     images = build(dataset, tmp_path / "images")
+    stages._load_or_init(dataset, "vlsr", "gt")  # a run stopped before its first write
+    assert main(["review", "show", "--dataset", dataset.name]) == 2  # (audit: AttributeError)
+    assert "has no clusters yet: " in capsys.readouterr().err
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
     assert main(["review", "show", "--dataset", dataset.name]) == 2
     # (App audit: a run only embedded was sent to VLSR 3, which leaves it without scores)

@@ -700,6 +700,13 @@ def test_the_weights_load_only_when_something_is_to_embed(dataset, tmp_path, tin
     with pytest.raises(ModelLoadError):
         compute_embeddings(dataset, "gt", model=tiny_clip, num_workers=0)
     assert not dataset.has_run("vlsr")
+    # audit: a label model that cannot be had (a typo) left a run registered with nothing in
+    # it, on which the review and the panel then failed with an AttributeError
+    monkeypatch.setattr(encoder_module, "_load", load)
+    with pytest.raises(ModelLoadError):
+        compute_embeddings(dataset, "gt", model=tiny_clip, num_workers=0,
+                           label_model=str(tmp_path / "minilmm"))
+    assert not dataset.has_run("vlsr")
 
 
 def test_a_run_that_cut_no_box_says_so_not_cut_and_embedded_0_boxes():

@@ -296,7 +296,7 @@ def clustered_label_map(dataset, key, results=None):
     steps used; raises :class:`ReviewError` before the first clustering."""
     config = _config(dataset, key)
     results = results or load_results(dataset, key)
-    if not results.vocabulary:
+    if results is None or not results.vocabulary:  # (None: registered, stopped before a write)
         raise ReviewError(f"Run {key!r} has no clusters yet: {cluster_first(config)}")
     table = "merge_embeddings" if config.label_model else "label_embeddings"
     try:

@@ -268,6 +268,10 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
     new_run = not dataset.has_run(key)
     if own and new_run:
         encoder.load()  # (before the run is registered: a model that cannot be had leaves none)
+    if new_run and params.label_model and label_encoder is None:  # (so is the label model)
+        from ..model.sentence_encoder import SentenceEncoder
+
+        label_encoder = SentenceEncoder(params.label_model)
     config, results = _load_or_init(dataset, key, label_field)
     model_changes = not _same_model(config, encoder) or config.prompt != encoder.prompt
     # the tokenizer of steps 4-6 changed: the words of every label are counted again
