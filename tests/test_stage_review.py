@@ -568,6 +568,8 @@ def test_an_edit_from_an_outdated_review_is_refused_not_written_over_another(ran
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
                          env={**os.environ, "PYTHONPATH": root}, timeout=120)
     assert out.returncode == 0, out.stderr
+    # (audit: a notebook's review_state gave the review as this process last read it)
+    assert review_state(dataset, "vlsr").edits[0].undone
     second = add_edit(dataset, "vlsr", "split", "Screwdrivers")
     edits = review_state(dataset, "vlsr").edits
     assert [e.id for e in edits] == [1, 2] and edits[0].undone and edits[1] == second

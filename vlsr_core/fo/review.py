@@ -349,6 +349,8 @@ def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False, edi
     """The run's :class:`ReviewState`; ``applied_only`` reviews the label map with the edits
     the fields show instead of those in force (what an export writes); ``edit_ids``, with
     those edits alone, in force (the shards of one clustering share the edits it began with)."""
+    if results is None:  # (a stage passes the results of the run it holds, as it holds it)
+        reload_run(dataset, key)  # an edit, undo or Apply of another process (the App)
     config = _config(dataset, key)
     applied = getattr(config, "applied", None) or {}
     edits = edits_of(config)
