@@ -4,6 +4,8 @@ Behaviour is judged by what the stages leave in the database, on the fake CLIP o
 :mod:`fake_clip`, whose right answers are known.
 """
 
+import re
+
 import numpy as np
 import pytest
 from bson import ObjectId
@@ -324,3 +326,28 @@ def test_parameters_given_for_the_key_or_a_field_for_its_name_are_refused_saying
         with pytest.raises(VLSRError, match="The label field is given by its name, a string "
                                             "such as 'ground_truth', not "):
             run_vlsr(dataset, field, encoder=encoder)
+
+
+def test_a_dataset_given_by_its_name_is_refused_saying_how_to_load_it(ran):
+    """Audit (a notebook): ``run_vlsr("aud", ...)``, ``review_state("aud")`` and the others
+    failed on "'str' object has no attribute '_dataset'" (or 'has_run'); ``delete_run`` on a
+    view on "no attribute '_doc'"."""
+    from vlsr_core.fo.export import export_run
+    from vlsr_core.fo.review import add_edit, apply_review, review_state
+    from vlsr_core.fo.runs import delete_run
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset = ran[0]
+    name = dataset.name
+    for call in (lambda: run_vlsr(name, "gt"), lambda: cluster_and_merge(name),
+                 lambda: review_state(name), lambda: add_edit(name, "vlsr", "split", "helmit"),
+                 lambda: apply_review(name, "vlsr"), lambda: summarize_run(name, "vlsr"),
+                 lambda: export_run(name, "/tmp/nowhere"), lambda: delete_run(name, "vlsr")):
+        with pytest.raises(TypeError, match=re.escape(
+                f"Give a FiftyOne dataset or view, not the name {name!r}: "
+                f"fo.load_dataset({name!r})")):
+            call()
+    with pytest.raises(TypeError, match="Give a FiftyOne dataset or view, not list"):
+        review_state([dataset])
+    delete_run(dataset.limit(2), "vlsr")  # (a view's run is its dataset's)
+    assert not dataset.has_run("vlsr")

@@ -326,6 +326,17 @@ def run_lease(dataset, key, stage, shared=False, tag=None):
             _release(lease_id, token, shared)
 
 
+def collection(samples):
+    """``samples``, a FiftyOne dataset or view; else a TypeError that says what to give (a
+    dataset's name failed on "'str' object has no attribute ...")."""
+    if hasattr(samples, "_dataset"):
+        return samples
+    if isinstance(samples, str):
+        raise TypeError(f"Give a FiftyOne dataset or view, not the name {samples!r:.80}: "
+                        f"fo.load_dataset({samples!r:.80})")
+    raise TypeError(f"Give a FiftyOne dataset or view, not {type(samples).__name__}")
+
+
 def holds_run(stage, shared=False):
     """Decorate a stage function ``f(samples, ..., key=..., ...)`` to run holding the lease of
     its run (:func:`run_lease`), ``shared`` for a shard, on ``samples`` with every field
@@ -338,7 +349,7 @@ def holds_run(stage, shared=False):
         def wrapper(*args, **kwargs):
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            samples = bound.arguments["samples"] = every_field(bound.arguments["samples"])
+            samples = bound.arguments["samples"] = every_field(collection(bound.arguments["samples"]))
             dataset, key = samples._dataset, bound.arguments["key"]
             if not isinstance(key, (str, type(None))):  # (parameters given in its place
                 # failed in MongoDB; None is said not to name fields)

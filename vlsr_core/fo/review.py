@@ -42,7 +42,7 @@ from ..engine.review import (
 from ..wording import SHORT, ZWSP, count, one_line, plain, quoted
 from .chunks import sample_ids
 from .labels import USABLE, LabelFieldError, first_match, holds, label_path, usable
-from .lease import holds_run
+from .lease import collection, holds_run
 from .runs import (
     OUTDATED,
     STAGE_NAMES,
@@ -1296,6 +1296,7 @@ def _member(label, vocabulary, label_map, about="label", memo=None):
 
 
 def _config(dataset, key):
+    dataset = collection(dataset)
     if not dataset.has_run(key):
         raise ReviewError(f"No VLSR run {key!r} on this dataset")
     config = dataset.get_run_info(key).config

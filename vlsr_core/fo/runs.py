@@ -28,7 +28,8 @@ from ..wording import count
 from . import batches
 from .chunks import every_field
 from .labels import A_VALUE, first_match, input_fields
-from .lease import RunBusyError, check_held, dataset_document, holder, run_lease, running_note
+from .lease import (RunBusyError, check_held, collection, dataset_document, holder, run_lease,
+                    running_note)
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +311,7 @@ def reload_dataset(dataset, key):
 def reload_run(dataset, key):
     """Read run ``key`` again from the database: another process may have changed it since the
     dataset was loaded (a review edit in the App while a notebook holds the dataset)."""
-    if dataset.has_run(key):
+    if collection(dataset).has_run(key):
         try:
             fors.Run._get_run_doc(dataset, key).reload("config")
         except DoesNotExist:
@@ -327,7 +328,7 @@ def load_results(dataset, key, tries=3, wait=0.5):
     (a stage of the run run elsewhere) deletes the stored file, then puts the new one and
     points the run at it: a read that fails so is made again from the run as stored now, then
     refused in one line. Any other failure is raised as it is."""
-    if not dataset.has_run(key):  # (FiftyOne's own error)
+    if not collection(dataset).has_run(key):  # (FiftyOne's own error)
         return dataset.load_run_results(key, cache=False)
     stopped = half_deleted(dataset, key)
     if stopped:
@@ -369,6 +370,7 @@ def delete_run(dataset, key):
     part-way leaves is refused by every stage (:func:`load_results`), not taken for a run. A
     failure while its fields go is raised with the run kept, marked (FiftyOne's own
     ``delete_run`` logs it and deletes the record, leaving the fields no run owns)."""
+    dataset = collection(dataset)._dataset  # (a view's run is its dataset's)
     if not dataset.has_run(key):  # (FiftyOne's words: "Dataset has no run key")
         raise ValueError(f"No VLSR run {key!r} on this dataset (runs: "
                          f"{', '.join(map(repr, list_vlsr_runs(dataset))) or 'none'})")
