@@ -186,6 +186,7 @@ class VLSRPanel(foo.Panel):
                 state is not None and not any(stage_activity(ctx.dataset, key))) else None
         if state is None:
             return
+        s.last_edit = state.in_force[-1].id if state.in_force else 0  # (what Undo undoes)
         s.status = state.summary() + "".join(
             f"; {copy_note(name, n)}" for name, n in run_copies_outdated(ctx.dataset, key, state))
         # in the state, as the other tables: the App shows its state and data merged, a list
@@ -452,11 +453,22 @@ class VLSRPanel(foo.Panel):
         ctx.ops.notify(f"Samples with labels of {plain(what)}")
 
     def undo(self, ctx):
-        from vlsr_core.fo.review import ReviewError, after_undo, undo_edit
+        from vlsr_core.fo.review import ReviewError, after_undo, cached_review_state, undo_edit
         from vlsr_core.fo.runs import RunDeletedError
 
+        shown = ctx.panel.state.last_edit  # (0: none; None: a panel of an earlier version)
         try:
-            edit = undo_edit(ctx.dataset, ctx.panel.state.key)
+            in_force = cached_review_state(ctx.dataset, ctx.panel.state.key).in_force
+            last = in_force[-1] if in_force else None
+            if last is not None and shown is not None and last.id != shown:
+                # an edit made elsewhere since the panel showed the review: not the curator's
+                raise ReviewError(
+                    f"The review changed since the panel showed it: its last edit is now "
+                    f"#{last.id} ({plain(last.describe())}), made elsewhere. Nothing was "
+                    f"undone; the panel shows the review as it is now: Undo again to undo "
+                    f"#{last.id}")
+            edit = undo_edit(ctx.dataset, ctx.panel.state.key,
+                             edit_id=last.id if last is not None else None)
         except (ReviewError, RunDeletedError) as e:
             self._refused(ctx, e)
             return

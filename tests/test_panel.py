@@ -373,6 +373,16 @@ def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
         panel.sent("notify"))
     panel.event("undo")
     assert [e.action for e in review_state(ran, "vlsr").in_force] == ["reject"]
+    # audit: an edit made elsewhere (a notebook) since the panel showed the review was undone
+    # by its Undo, unseen; now refused, saying which, and the panel shows it: Undo again undoes it
+    theirs = add_edit(ran, "vlsr", "split", "Screwdrivers")
+    panel.event("undo")
+    assert ("The review changed since the panel showed it: its last edit is now #4 (split "
+            "Screwdrivers out on its own), made elsewhere. Nothing was undone") in str(
+        panel.sent("notify"))
+    assert review_state(ran, "vlsr").in_force[-1] == theirs
+    panel.event("undo")
+    assert [e.action for e in review_state(ran, "vlsr").in_force] == ["reject"]
 
     panel.event("apply")  # opens the apply form, which writes the fields
     prompt = panel.sent("prompt_user_for_operation")[0]
