@@ -3,6 +3,7 @@ select bars to see those labels), the counts of each merge step, and a cluster b
 rows take the review actions (take out, keep, move, split, rename) straight to the run; the
 rare clusters merging left alone can be listed with the nearest cluster to each, to join it."""
 
+import json
 import time
 
 import fiftyone.operators as foo
@@ -73,8 +74,11 @@ class VLSRPanel(foo.Panel):
         self.on_load(ctx, said=ctx.params.get("deleted") == ctx.panel.state.key)
 
     def on_change_view(self, ctx):
-        if ctx.panel.state.status is None and ctx.panel.state.problem is None:
-            self.on_load(ctx)  # the App can send it before the panel's load
+        if ((ctx.panel.state.status is None and ctx.panel.state.problem is None)
+                or _run_stamp(ctx.dataset, ctx.panel.state.key) != ctx.panel.state.stamp):
+            # the App can send it before the panel's load; and a run made, changed or deleted
+            # from Python tells the panel nothing (session.view = ... sends this)
+            self.on_load(ctx)
         else:  # (written only if it changed: each write of the state makes the App send
             # this event again)
             scope = _scope(ctx, ctx.panel.state.key)
@@ -157,7 +161,7 @@ class VLSRPanel(foo.Panel):
                                          page_of, count_rare, rare_distance_note, rare_rows,
                                          score_histogram)
         from vlsr_core.fo.review import copy_note, run_copies_outdated
-        from vlsr_core.fo.runs import half_deleted
+        from vlsr_core.fo.runs import half_deleted, outdated_note
         from vlsr_core.fo.summary import joins_to_check
 
         state = self._state(ctx)
@@ -177,6 +181,7 @@ class VLSRPanel(foo.Panel):
                 hovertemplate="score %{x:.3f}: %{y} labels<extra></extra>")] if hist else []
         s.scope = _scope(ctx, key) if state is not None else None
         s.busy = self._busy(ctx.dataset, key)
+        s.stamp = _run_stamp(ctx.dataset, key)
         if scores:  # (on load and Refresh: half a second at 100,000 samples)
             from vlsr_core.fo.runs import stage_activity
             from vlsr_core.fo.summary import by_hand_lines
@@ -189,6 +194,9 @@ class VLSRPanel(foo.Panel):
         s.last_edit = state.in_force[-1].id if state.in_force else 0  # (what Undo undoes)
         s.status = state.summary() + "".join(
             f"; {copy_note(name, n)}" for name, n in run_copies_outdated(ctx.dataset, key, state))
+        outdated = outdated_note(ctx.dataset.get_run_info(key).config)
+        if outdated:  # (as the forms and the summary: the panel said "all applied" meanwhile)
+            s.status += f"\n\n**Out of date:** {outdated}"
         # in the state, as the other tables: the App shows its state and data merged, a list
         # index by index, so a shorter list in one kept the other's last rows
         s.steps = [dict(step=step, count=n) for step, n in merge_steps(state)]
@@ -850,3 +858,17 @@ def _table(columns, actions):
         table.add_row_action(name, handler, label=label, icon=icon,
                              **({"rows": rows[0]} if rows else {}))
     return table
+
+
+def _run_stamp(dataset, key):
+    """What changes when a run is made, deleted, embedded, scored or clustered again, edited or
+    applied, by any process: the panel hears of the App's own operators, not of a notebook's."""
+    from vlsr_core.fo.runs import list_vlsr_runs
+
+    keys = list_vlsr_runs(dataset)
+    if key not in keys:
+        return json.dumps(keys)
+    config = dataset.get_run_info(key).config
+    return json.dumps([keys, config.stages, config.model_fingerprint, config.label_model,
+                       getattr(config, "review", None), getattr(config, "applied", None)],
+                      default=str)

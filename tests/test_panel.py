@@ -306,6 +306,31 @@ def test_an_action_refused_on_a_row_an_edit_elsewhere_changed_redraws_the_tables
     assert [m["label"] for m in panel.state["members"]] == ["Helmets", "helmet"]
 
 
+def test_a_notebooks_edit_apply_or_new_embeddings_reach_the_panel_on_a_change_of_view(ran):
+    """Audit (a notebook beside the App): after add_edit and apply_review from Python, then
+    ``session.view = ...``, the panel went on saying "not applied yet", and after the images
+    were embedded again "all applied" with no word of the scores out of date."""
+    from vlsr_core.fo.review import apply_review
+    from vlsr_core.fo.runs import OUTDATED, save_config
+
+    panel = Panel(ran).event("on_load")
+    add_edit(ran, "vlsr", "split", "helmit")
+    panel.event("on_change_view", view=ran.limit(3))
+    assert "1 edit in force" in panel.state["status"]
+    assert "not applied yet" in panel.state["status"]
+    apply_review(ran, "vlsr")
+    panel.event("on_change_view")
+    assert "not applied yet" not in panel.state["status"]
+    config = ran.get_run_info("vlsr").config  # (as embedding the images again leaves it)
+    config.stages = {**config.stages, "score": OUTDATED, "cluster": OUTDATED}
+    save_config(ran, "vlsr", config)
+    panel.event("on_change_view", view=ran.limit(3))
+    assert "**Out of date:** score labels and cluster and merge ran before the last change" in (
+        panel.state["status"])
+    panel.event("on_change_view", view=ran.limit(3))  # nothing changed: nothing written
+    assert panel.sent("patch_panel_state") == []
+
+
 def _row_actions(panel, table):
     """{action name: the rows that offer it (None: every row)} of a table the panel shows."""
     def find(node):
