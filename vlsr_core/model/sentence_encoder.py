@@ -9,8 +9,8 @@ attention mask and L2-normalised, as sentence-transformers does for these models
 import numpy as np
 import torch
 
-from .model_source import (MINILM, ModelLoadError, as_recorded, load_advice, model_fingerprint,
-                           model_problem)
+from .model_source import (MINILM, ModelLoadError, as_recorded, label_model_problem, load_advice,
+                           model_fingerprint)
 from .tokens import text_list
 
 
@@ -56,11 +56,12 @@ class SentenceEncoder:
     def __init__(self, model=MINILM, device=None, batch_size=256):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        self.model_name = resolve_label_model(model)
-        # a missing folder, or a hub id with no hub to reach: said in seconds, not after retries
-        problem = model_problem(self.model_name, "label model")
+        # a missing folder, a misspelt minilm, or a hub id with no hub to reach: said in
+        # seconds, not after retries
+        problem = label_model_problem(model)
         if problem:
             raise ModelLoadError(problem)
+        self.model_name = resolve_label_model(model)
         try:
             config = AutoConfig.from_pretrained(self.model_name)
             if not isinstance(getattr(config, "hidden_size", None), int):  # CLIP, say
