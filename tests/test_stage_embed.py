@@ -60,6 +60,12 @@ def test_embeddings_written_for_readable_images_and_reasons_for_unreadable(main)
     assert sorted(map(tuple, stages.unreadable_images(dataset))) == sorted(
         (ids[name], paths[name], reason) for name, reason in UNREADABLE.items()
     )
+    # tried again, unreadable as before: reported, and not written again (audit: each run
+    # moved their last change, and with it the date of the next export's COCO file)
+    changed = dataset.max("last_modified_at")
+    report = compute_embeddings(dataset, "gt", encoder=encoder)
+    assert sorted(os.path.basename(p) for _, p, _ in report.failures) == sorted(UNREADABLE)
+    assert dataset.max("last_modified_at") == changed
 
 
 def test_non_finite_embedding_is_never_stored(main):

@@ -520,7 +520,7 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
                              n_changed=len(changed) - marked - foreign, n_foreign=foreign,
                              n_missing=missing, n_stamped=n_stamped)
     buffer = _Writer(dataset, key, fields, crops)
-    read = ["filepath", fields["image_file"]] + (
+    read = ["filepath", fields["image_file"], fields["error"]] + (
         [f"{path}.id", f"{path}.bounding_box", f"{path}.label"] if crops else [])
     size = chunks.EMBED_CHUNK_SIZE
     done, resized = 0, []  # (the embedded images whose file was replaced: read their size)
@@ -528,7 +528,7 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
         # a chunk of images at a time, so that no per-image list grows with n; those not
         # embedded from the to-do view (one another process embeds meanwhile leaves it), then
         # the changed ones, which hold an embedding
-        for embedded, (chunk_ids, (paths, before, *boxes)) in itertools.chain(
+        for embedded, (chunk_ids, (paths, before, stored_error, *boxes)) in itertools.chain(
                 zip(itertools.repeat(False), iter_chunks(todo, read, size, ids)),
                 zip(itertools.repeat(True), iter_chunks(samples, read, size, changed))
                 if len(changed) else ()):
@@ -563,6 +563,11 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
                 for f in batch.failures:
                     if embedded and _kept(before[f.index], stamps[f.index]):
                         report.kept.append((chunk_ids[f.index], f.path, f.reason))
+                        continue
+                    if not embedded and stored_error[f.index] == f.reason:
+                        # (unreadable as before: rewriting the same error bumped the sample's
+                        # last_modified_at on every run, and with it the export's date_created)
+                        report.failures.append((chunk_ids[f.index], f.path, f.reason))
                         continue
                     buffer.add(chunk_ids[f.index], None, f.reason, replaces=embedded)
                     report.failures.append((chunk_ids[f.index], f.path, f.reason))

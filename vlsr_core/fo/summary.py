@@ -133,7 +133,7 @@ def summarize_run(dataset, key, n_clusters=10):
                 f"**Final labels:** {_final_count(samples, fields, config.label_field)}{differ}" +
                 "".join(f"; {copy_note(name, n)}" for name, n in copies))
     else:
-        lines.append(f"**Labels embedded:** {len(results.labels)}; not clustered yet")
+        lines.append(f"**Labels embedded:** {len(results.labels):,}; not clustered yet")
     skipped = blank_labels(counts)
     if skipped:
         lines.append(f"**Skipped labels:** {count(skipped, 'label object')} with an empty or "
@@ -201,7 +201,7 @@ def _final_count(samples, fields, label_field):
         f"{count(waiting, 'sample')} with labels not clustered or applied yet (labelled since, "
         "or the final labels cleared)" if waiting else None) if w]
     todo = ": run again to give them one (`vlsr run`)" if waiting else ""
-    return (f"{given} of {count(len(samples), 'sample')} (none for "
+    return (f"{given:,} of {count(len(samples), 'sample')} (none for "
             f"{' and '.join([', '.join(why[:-1]), why[-1]] if len(why) > 1 else why)}{todo})")
 
 
