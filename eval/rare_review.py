@@ -34,7 +34,7 @@ def main(argv=None):
     print("| set | rows | right in the first 20 | first 100 | first 500 | all | "
           "true pairs joined by the first 100 joins |")
     print("|---|---|---|---|---|---|---|")
-    for name, load in synonym_sets.SETS.items():
+    for name, load in synonym_sets.available_sets():
         labels, groups = load()
         groups = np.asarray(groups)
         emb = embed(name, labels)

@@ -188,3 +188,14 @@ SETS = {
     "lvis": lvis,
     "lvis_misspellings": lvis_misspellings,
 }
+
+
+def available_sets():
+    """The (name, loader) of :data:`SETS` that can be read here: the Factorynet set only beside
+    the checkout (``../shared/data``, not in the repository); a set left out is said on stderr."""
+    for name, load in SETS.items():
+        if load is factorynet and not Path(FACTORYNET).is_file():
+            print(f"{name}: left out, {FACTORYNET} not found (it is not in the repository)",
+                  file=sys.stderr)
+            continue
+        yield name, load

@@ -11,9 +11,14 @@ os.environ.setdefault("FIFTYONE_PLUGINS_DIR", str(Path(__file__).resolve().paren
 # run.sh installs MongoDB 6.0, which FiftyOne supports but warns about on every connection
 os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
 
+import signal
 import uuid
 
 import pytest
+
+# a suite started in the background by a script (`cmd &`, nohup) inherits SIGINT ignored, and
+# the tests of what Ctrl-C does would see nothing: Python's own handler, as in a terminal
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

