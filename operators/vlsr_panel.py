@@ -79,11 +79,9 @@ class VLSRPanel(foo.Panel):
             # the App can send it before the panel's load; and a run made, changed or deleted
             # from Python tells the panel nothing (session.view = ... sends this)
             self.on_load(ctx)
-        else:  # (written only if it changed: each write of the state makes the App send
-            # this event again)
-            scope = _scope(ctx, ctx.panel.state.key)
-            if scope != ctx.panel.state.scope:
-                ctx.panel.state.scope = scope
+        # (else nothing is written: render says what the grid shows; a write of the state
+        # while the sidebar filters the grid makes the App query the grid again without the
+        # filter, and the curator's filter is gone)
 
     @staticmethod
     def _busy(dataset, key):
@@ -179,10 +177,11 @@ class VLSRPanel(foo.Panel):
                 type="bar", x=[(a + b) / 2 for a, b in zip(hist.edges, hist.edges[1:])],
                 y=hist.counts, marker=dict(color="#ff6d04"),
                 hovertemplate="score %{x:.3f}: %{y} labels<extra></extra>")] if hist else []
-        s.scope = _scope(ctx, key) if state is not None else None
         s.busy = self._busy(ctx.dataset, key)
         s.stamp = _run_stamp(ctx.dataset, key)
         if scores:  # (on load and Refresh: half a second at 100,000 samples)
+            for seen in [k for k in _SCOPES if k[0] == ctx.dataset.name]:
+                del _SCOPES[seen]
             from vlsr_core.fo.runs import stage_activity
             from vlsr_core.fo.summary import by_hand_lines
 
@@ -353,7 +352,7 @@ class VLSRPanel(foo.Panel):
             return
         state, cluster, name = row
         members = [l for l, c in state.label_map.cluster.items() if c == cluster]
-        self._show_labels(ctx, labels_named, members, f"the cluster of `{name}`")
+        self._show_labels(ctx, labels_named, members, f"the cluster of {code(name)}")
 
     def rename_cluster(self, ctx):
         row = self._cluster_row(ctx)
@@ -450,7 +449,7 @@ class VLSRPanel(foo.Panel):
         from vlsr_core.fo.browse import labels_named
 
         label = self._member(ctx)
-        self._show_labels(ctx, labels_named, [label], f"`{label}`")
+        self._show_labels(ctx, labels_named, [label], code(label))
 
     def _show_labels(self, ctx, labels_named, labels, what):
         from vlsr_core.fo.runs import run_samples
@@ -466,13 +465,20 @@ class VLSRPanel(foo.Panel):
 
         shown = ctx.panel.state.last_edit  # (0: none; None: a panel of an earlier version)
         try:
-            in_force = cached_review_state(ctx.dataset, ctx.panel.state.key).in_force
+            state = cached_review_state(ctx.dataset, ctx.panel.state.key)
+            in_force = state.in_force
             last = in_force[-1] if in_force else None
             if last is not None and shown is not None and last.id != shown:
-                # an edit made elsewhere since the panel showed the review: not the curator's
+                # the review changed elsewhere since the panel showed it: an edit made there,
+                # or the edit the panel showed last undone there
+                was = next((e for e in state.edits if e.id == shown), None)
+                what = (f"edit #{shown} ({plain(was.describe())}) was undone elsewhere, and its "
+                        f"last edit in force is now #{last.id} ({plain(last.describe())})"
+                        if was is not None and was.undone and last.id < shown else
+                        f"its last edit is now #{last.id} ({plain(last.describe())}), made "
+                        "elsewhere")
                 raise ReviewError(
-                    f"The review changed since the panel showed it: its last edit is now "
-                    f"#{last.id} ({plain(last.describe())}), made elsewhere. Nothing was "
+                    f"The review changed since the panel showed it: {what}. Nothing was "
                     f"undone; the panel shows the review as it is now: Undo again to undo "
                     f"#{last.id}")
             edit = undo_edit(ctx.dataset, ctx.panel.state.key,
@@ -540,8 +546,9 @@ class VLSRPanel(foo.Panel):
             panel.md(s.busy, name="busy")
         if s.by_hand:  # (the export waits for them: said before a curator reviews on them)
             panel.md(s.by_hand, name="by_hand")
-        if s.scope:
-            panel.md(s.scope, name="scope")
+        scope = _scope(ctx, s.key)
+        if scope:
+            panel.md(scope, name="scope")
         actions = panel.h_stack("actions", gap=1)
         # short labels keep the row on one line in a narrow panel; the tooltips say the rest
         actions.btn("apply", label="Apply review", icon="task_alt", variant="contained",
@@ -805,16 +812,30 @@ def _to_dataset(ctx):
     ctx.ops.set_view(view=ctx.dataset.view())
 
 
+_SCOPES = {}  # (dataset, key, the run's collection, the grid's view) -> :func:`_scope`, the last
+# few; counted again on the panel's load and Refresh (samples added meanwhile)
+
+
 def _scope(ctx, key):
     """A line saying that the panel covers the whole run while the grid shows part of it (a
-    saved view, a filter), or None."""
-    from vlsr_core.fo.runs import run_collection
-
+    saved view, a filter), or None; counted once a view (render asks it at every event)."""
     if gone_view(ctx) is not None:  # (ctx.view fails on it)
         return None
     view = ctx.view
     if view is None or key is None or not ctx.dataset.has_run(key):
         return None
+    seen = (ctx.dataset.name, key, ctx.dataset.get_run_info(key).config.collection,
+            json.dumps(view._serialize(), default=str))
+    if seen not in _SCOPES:
+        while len(_SCOPES) >= 8:
+            _SCOPES.pop(next(iter(_SCOPES)))
+        _SCOPES[seen] = _count_scope(ctx, key, view)
+    return _SCOPES[seen]
+
+
+def _count_scope(ctx, key, view):
+    from vlsr_core.fo.runs import run_collection
+
     if ctx.dataset.get_run_info(key).config.collection == "":
         return None  # made on an unsaved view: which samples it covers is not known
     run = run_collection(ctx.dataset, key)

@@ -8,7 +8,7 @@ import fiftyone.operators as foo
 import numpy as np
 import pytest
 
-from vlsr_core.fo.review import add_edit, review_state
+from vlsr_core.fo.review import add_edit, review_state, undo_edit
 
 from fake_clip import FakeEncoder, build
 
@@ -157,22 +157,25 @@ def test_the_panel_says_it_covers_the_whole_run_while_the_grid_shows_a_part(ran)
         m.setattr(module._Writes, "send", lambda self: None)  # as for an overtaken event
         assert "Loading the run" in str(Panel(ran).event("on_change_view").layout)
     panel = Panel(ran).event("on_load")
-    assert not panel.state.get("scope")
+    assert not _scope_line(panel)
     panel.event("on_change_view", view=ran.load_saved_view("two"))
-    assert panel.state["scope"] == (
+    assert _scope_line(panel) == (
         f"*The grid shows the saved view `two` (2 samples); the clusters and scores here are "
         f"those of the whole run ({len(ran)} samples).*")
     assert "The grid shows the saved view" in str(panel.layout)
-    # the same view again writes nothing (audit: each write makes the App send the event
-    # again: 6 of them queued behind each key typed in the search box)
+    # a change of view writes nothing (audit: each write makes the App send the event again:
+    # 6 of them queued behind each key typed in the search box; and a write while the sidebar
+    # filters the grid made the App drop the filter)
     panel.event("on_change_view", view=ran.load_saved_view("two"))
     assert panel.sent("patch_panel_state") == []
+    panel.event("on_change_view", view=ran.limit(3))
+    assert panel.sent("patch_panel_state") == [] and "(3 samples)" in _scope_line(panel)
     panel.event("on_load", view=ran.match_tags("none"))  # a filter: the panel reloaded on it
-    assert panel.state["scope"].startswith("*The grid shows a filtered view (0 samples)")
+    assert _scope_line(panel).startswith("*The grid shows a filtered view (0 samples)")
     panel.event("on_change_view", view=ran.sort_by("filepath", reverse=True))  # a sort: no part
-    assert not panel.state.get("scope")
+    assert not _scope_line(panel)
     panel.event("on_change_view")  # back to the whole dataset
-    assert not panel.state.get("scope") and "The grid shows" not in str(panel.layout)
+    assert not _scope_line(panel) and "The grid shows" not in str(panel.layout)
     # a run made on an unsaved view: what it covers is not known, so nothing is said
     from vlsr_core.fo.runs import save_config
 
@@ -180,7 +183,7 @@ def test_the_panel_says_it_covers_the_whole_run_while_the_grid_shows_a_part(ran)
     config.collection = ""
     save_config(ran, "vlsr", config)
     panel.event("on_change_view", view=ran.load_saved_view("two"))
-    assert not panel.state.get("scope")
+    assert not _scope_line(panel)
 
 
 def test_a_run_whose_label_field_is_gone_is_a_message_not_a_traceback(dataset, tmp_path):
@@ -331,6 +334,19 @@ def test_a_notebooks_edit_apply_or_new_embeddings_reach_the_panel_on_a_change_of
     assert panel.sent("patch_panel_state") == []
 
 
+def _scope_line(panel):
+    """The line of the panel saying what part of the run the grid shows, or None."""
+    def find(node):
+        if isinstance(node, dict):
+            if "scope" in node.get("properties", {}):
+                return node["properties"]["scope"]
+            return next((f for f in map(find, node.values()) if f is not None), None)
+        return None
+
+    found = find(panel.layout)
+    return None if found is None else found.get("default", found.get("view", {}).get("label"))
+
+
 def _row_actions(panel, table):
     """{action name: the rows that offer it (None: every row)} of a table the panel shows."""
     def find(node):
@@ -407,6 +423,14 @@ def test_review_actions_from_the_cluster_browser_reach_the_run(ran):
         panel.sent("notify"))
     assert review_state(ran, "vlsr").in_force[-1] == theirs
     panel.event("undo")
+    assert [e.action for e in review_state(ran, "vlsr").in_force] == ["reject"]
+    # the edit the panel shows last undone elsewhere: said as such (App walk: "made elsewhere")
+    add_edit(ran, "vlsr", "split", "Screwdrivers")
+    panel.event("refresh")
+    undo_edit(ran, "vlsr")
+    panel.event("undo")
+    assert "edit #5 (split Screwdrivers out on its own) was undone elsewhere, and its last edit " \
+           "in force is now #1" in str(panel.sent("notify"))
     assert [e.action for e in review_state(ran, "vlsr").in_force] == ["reject"]
 
     panel.event("apply")  # opens the apply form, which writes the fields
@@ -717,6 +741,7 @@ def test_members_matching_the_search_come_first_and_a_large_cluster_comes_in_pag
     panel.event("show_member", row=0)
     view = fo.DatasetView._build(ran, panel.sent("set_view")[0]["view"])
     assert set(view.distinct("gt.classifications.label")) == {farthest_first[2]}
+    assert panel.sent("notify")[0]["message"] == f"Samples with labels of {farthest_first[2]}"
     panel.event("previous_members")
     assert _labels(panel) == farthest_first[:2]
     panel.event("next_members")
