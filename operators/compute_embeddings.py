@@ -66,6 +66,7 @@ class ComputeEmbeddings(foo.Operator):
                                       "model": model_problem,
                                       "label_model": label_model_problem,
                                       "precision": lambda p: _precision_problem(p, device),
+                                      "crops": lambda c: _crops_problem(ctx, c, base),
                                       **({"device": _missing_here} if here else {})})
             if params is not None and params.precision == "bf16" and device and device.type == "cpu":
                 _bf16_note(inputs)
@@ -140,6 +141,12 @@ def _hidden_crop_inputs(ctx, label_field, base):
     if not boxes:
         return ("crops", "crop_padding", "crop_min_size")
     return () if ctx.params.get("crops", base.crops) else ("crop_padding", "crop_min_size")
+
+
+def _crops_problem(ctx, crops, base):
+    if crops and ctx.params.get("jpeg_draft", base.jpeg_draft):
+        return "Crops are cut from full-resolution pixels: turn off fast JPEG decoding"
+    return None
 
 
 def _precision_problem(precision, device):

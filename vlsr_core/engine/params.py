@@ -286,12 +286,6 @@ class EmbedParams(_Params):
                                    "raise it for large scans or panoramas", label="Largest image "
                                    "(pixels)", low=1, recorded=False)
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.crops and self.jpeg_draft:
-            raise ParamError("jpeg_draft", "jpeg_draft must be off with crops: crops are cut "
-                                           "from full-resolution pixels")
-
 
 @dataclasses.dataclass(frozen=True)
 class ScoreParams(_Params):

@@ -259,6 +259,9 @@ def compute_embeddings(samples, label_field, key=DEFAULT_KEY, params=None, *, re
         raise VLSRError(problem)
     if params.crops and not path.endswith(".detections"):
         raise VLSRError(f"Crops need boxes: {label_field!r} is not a Detections field")
+    if params.crops and params.jpeg_draft:
+        raise ParamError("jpeg_draft", "jpeg_draft must be off with crops: crops are cut from "
+                                       "full-resolution pixels")
     vocabulary, _ = _scan_labels(samples, path, sample_ids(samples))
     problem = not vocabulary and unlabelled_problem(samples._dataset, label_field)
     if problem:
