@@ -162,8 +162,11 @@ class VLSRPanel(foo.Panel):
         from vlsr_core.fo.runs import half_deleted, outdated_note
         from vlsr_core.fo.summary import joins_to_check
 
-        state = self._state(ctx)
         key = s.key
+        # (first: a failure below would leave it unwritten, and every change of view would
+        # load the panel again)
+        s.stamp = _run_stamp(ctx.dataset, key)
+        state = self._state(ctx)
         if scores:  # (no run left: no histogram either)
             hist = (score_histogram(ctx.dataset, key)
                     if key is not None and not half_deleted(ctx.dataset, key) else None)
@@ -178,7 +181,6 @@ class VLSRPanel(foo.Panel):
                 y=hist.counts, marker=dict(color="#ff6d04"),
                 hovertemplate="score %{x:.3f}: %{y} labels<extra></extra>")] if hist else []
         s.busy = self._busy(ctx.dataset, key)
-        s.stamp = _run_stamp(ctx.dataset, key)
         if scores:  # (on load and Refresh: half a second at 100,000 samples)
             for seen in [k for k in _SCOPES if k[0] == ctx.dataset.name]:
                 del _SCOPES[seen]

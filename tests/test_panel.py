@@ -195,6 +195,8 @@ def test_a_run_whose_label_field_is_gone_is_a_message_not_a_traceback(dataset, t
     panel = Panel(dataset).event("on_load")
     assert panel.state["problem"] == ("Run 'vlsr' cannot be shown: No field 'gt'; label fields "
                                       "here: none")
+    panel.event("on_change_view")  # (review: loaded again at every change of view)
+    assert panel.sent("patch_panel_state") == []
 
 
 def test_a_long_label_is_cut_in_the_tables_and_acted_on_whole(dataset, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ Behaviour is judged by what the stages leave in the database, on the fake CLIP o
 
 import re
 
+import fiftyone as fo
 import numpy as np
 import pytest
 from bson import ObjectId
@@ -349,5 +350,10 @@ def test_a_dataset_given_by_its_name_is_refused_saying_how_to_load_it(ran):
             call()
     with pytest.raises(TypeError, match="Give a FiftyOne dataset or view, not list"):
         review_state([dataset])
-    delete_run(dataset.limit(2), "vlsr")  # (a view's run is its dataset's)
+    for sample in dataset.limit(2):
+        sample["boxes"] = fo.Detections(detections=[fo.Detection(label="x", bounding_box=[
+            0.1, 0.1, 0.2, 0.2])])
+        sample.save()
+    # a view's run is its dataset's (review: one of a patches view was "no VLSR run")
+    delete_run(dataset.to_patches("boxes"), "vlsr")
     assert not dataset.has_run("vlsr")

@@ -860,7 +860,7 @@ def read_label_map(path, vocabulary=None):
         raise ReviewError(f"{path} is a folder, not a CSV file")
     with open(path, "rb") as f:
         data = f.read()
-    problem = not_text(data)  # (a workbook read as text would be "its first row is 'pk...'")
+    problem = not_text(data, nul=True)  # (a workbook read as text: "its first row is 'pk...'")
     if problem:
         raise ReviewError(f"{path} {problem}")
     try:

@@ -370,7 +370,8 @@ def delete_run(dataset, key):
     part-way leaves is refused by every stage (:func:`load_results`), not taken for a run. A
     failure while its fields go is raised with the run kept, marked (FiftyOne's own
     ``delete_run`` logs it and deletes the record, leaving the fields no run owns)."""
-    dataset = collection(dataset)._dataset  # (a view's run is its dataset's)
+    dataset = collection(dataset)._root_dataset  # (a view's run is its dataset's; a patches
+    # view's _dataset is one of the patches)
     if not dataset.has_run(key):  # (FiftyOne's words: "Dataset has no run key")
         raise ValueError(f"No VLSR run {key!r} on this dataset (runs: "
                          f"{', '.join(map(repr, list_vlsr_runs(dataset))) or 'none'})")
