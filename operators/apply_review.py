@@ -46,8 +46,10 @@ class ApplyReview(foo.Operator):
                                          run_copies_outdated)
 
         problem = apply_problem(ctx.dataset, key)
-        if problem:
-            block(inputs, "apply_error", problem)
+        if problem:  # (in place of the warning that the run is out of date, if it is that)
+            outdated = "outdated" in inputs.properties and problem.startswith(
+                inputs.properties["outdated"].view.label)
+            block(inputs, "outdated" if outdated else "apply_error", problem)
             return form
         if not check_target(ctx, inputs, key, view, "Only their fields are rewritten."):
             return form

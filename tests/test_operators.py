@@ -1310,6 +1310,14 @@ def test_apply_form_refuses_a_copy_field_that_is_not_new_and_labels_not_clustere
     assert "1 label of these samples is not in the run's label map yet, e.g. ['forklift']" in \
         str(props["apply_error"])
     assert "copy_to" not in props
+    # out of date: said once, as the reason Apply is refused (App walk: a warning, then the
+    # same sentence again as an error)
+    run("compute_embeddings", ds, label_field="gt", model=tiny_clip, prompt="a photo of a {}")
+    props = form("apply_review", ds, key="vlsr")["type"]["properties"]
+    assert "apply_error" not in props and props["outdated"]["invalid"]
+    assert str(props).count("ran before the last change of model") == 2  # (label and error)
+    assert props["outdated"]["error_message"].endswith("apply the review after that (the edits "
+                                                       "stay on the run)")
 
 
 def test_a_grouped_dataset_runs_on_one_image_slice_as_a_view(dataset, tiny_clip, tmp_path):
