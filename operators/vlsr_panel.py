@@ -182,11 +182,11 @@ class VLSRPanel(foo.Panel):
                 hovertemplate="score %{x:.3f}: %{y} labels<extra></extra>")] if hist else []
         s.busy = self._busy(ctx.dataset, key)
         if scores:  # (on load and Refresh: half a second at 100,000 samples)
-            for seen in [k for k in _SCOPES if k[0] == ctx.dataset.name]:
-                del _SCOPES[seen]
             from vlsr_core.fo.runs import stage_activity
             from vlsr_core.fo.summary import by_hand_lines
 
+            for seen in [k for k in _SCOPES if k[0] == ctx.dataset.name]:
+                del _SCOPES[seen]  # (samples added or deleted since: counted again)
             # (as the summary: not while a stage runs or stopped part-way)
             s.by_hand = "\n\n".join(by_hand_lines(ctx.dataset, key)) or None if (
                 state is not None and not any(stage_activity(ctx.dataset, key))) else None

@@ -959,6 +959,8 @@ def _compute_sizes(samples, key):
             now = file_stamp(path)  # (not a local file, or gone since: the size stays as read)
             if now is not None and (now[0] != size or read and replaced(now, then)):
                 changed.append(sample_id)
+    if not changed:
+        return
     # read again, and written only where they differ: a file replaced since the run is read at
     # every export until the run embeds it again, and a write would each time move the
     # samples' last change (and the COCO file's date: the same export, other bytes)
