@@ -16,7 +16,8 @@ import time
 
 from bench_panel import built_run  # (sets the database name and plugins dir)
 from usage import sizes
-from vlsr_core.fo import review, stages
+from vlsr_core.fo import review
+from vlsr_core.fo.stage_run import _Run
 
 
 def timed_apply(ds, written, **kwargs):
@@ -29,8 +30,8 @@ def timed_apply(ds, written, **kwargs):
 def main(n_samples=50_000, n_labels=10_000):
     with built_run(n_samples, n_labels) as (ds, _):
         written = []
-        write = stages._Run.write_sample_values
-        stages._Run.write_sample_values = lambda self, samples, chunk, values: (
+        write = _Run.write_sample_values
+        _Run.write_sample_values = lambda self, samples, chunk, values: (
             written.extend(chunk.ids), write(self, samples, chunk, values))[-1]
         label_map = review.review_state(ds, "vlsr").label_map
         sizes = {}

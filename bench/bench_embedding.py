@@ -126,7 +126,7 @@ def _case(kind, model_dir, image_dir, n, workers, batch_size):
     else:
         import fiftyone as fo
 
-        from vlsr_core.fo import stages
+        from vlsr_core.fo import embed, stages
 
         enc = _encoder(model_dir, batch_size, workers, jpeg_draft=draft)
         rng = np.random.default_rng(0)
@@ -150,7 +150,7 @@ def _case(kind, model_dir, image_dir, n, workers, batch_size):
                         timers[name] += time.perf_counter() - t
                 return wrapper
 
-            stages._Writer.flush = timed(stages._Writer.flush, "write_s")
+            embed._Writer.flush = timed(embed._Writer.flush, "write_s")
             enc.embed_texts = timed(enc.embed_texts, "text_s")
             t0 = time.perf_counter()
             report = stages.compute_embeddings(ds, "gt", encoder=enc)

@@ -79,7 +79,7 @@ class ApplyReview(foo.Operator):
                                       "with the run), e.g. reviewed_label")
         name = ctx.params.get("copy_to")
         if name:
-            from vlsr_core.fo.stages import copy_problem
+            from vlsr_core.fo.cluster import copy_problem
 
             problem = copy_problem(ctx.dataset, key, name)
             if problem:

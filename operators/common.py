@@ -122,7 +122,7 @@ def check_target(ctx, inputs, key, view, consequence, rebuilds=False):
     running the stage on it."""
     from vlsr_core.fo.labels import LabelFieldError, label_filter_problem, label_path
     from vlsr_core.fo.runs import outside_problem
-    from vlsr_core.fo.stages import embeddings_problem
+    from vlsr_core.fo.stage_run import embeddings_problem
 
     try:
         config = ctx.dataset.get_run_info(key).config

@@ -357,17 +357,17 @@ def test_ctrl_c_while_fiftyone_loads_is_held_until_it_is_loaded_then_raised():
 
 def test_ctrl_c_during_apply_says_whether_the_fields_are_partly_written(ran, monkeypatch,
                                                                         capsys):
-    from vlsr_core.fo import stages
+    from vlsr_core.fo import cluster, stage_run
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
     apply = ["apply", "--dataset", ran[0].name]
-    monkeypatch.setattr(stages, "open_run", interrupt)  # before anything is written
+    monkeypatch.setattr(stage_run, "open_run", interrupt)  # before anything is written
     assert main(apply) == 130
     assert capsys.readouterr().err == "vlsr: interrupted; nothing was written\n"
     monkeypatch.undo()
-    monkeypatch.setattr(stages, "write_label_map", interrupt)
+    monkeypatch.setattr(cluster, "write_label_map", interrupt)
     assert main(apply) == 130
     assert capsys.readouterr().err.startswith(
         "vlsr: interrupted; the run's fields are partly written (its summary says so, and "
@@ -994,11 +994,11 @@ def test_review_mistakes_are_messages(ran, args, message, capsys):
 def test_review_before_clustering_says_what_to_run(dataset, tmp_path, capsys):
     from fake_clip import FakeEncoder, build
 
-    from vlsr_core.fo import stages
+    from vlsr_core.fo.embed import _load_or_init
     from vlsr_core.fo.stages import compute_embeddings, score_labels
 
     images = build(dataset, tmp_path / "images")
-    stages._load_or_init(dataset, "vlsr", "gt")  # a run stopped before its first write
+    _load_or_init(dataset, "vlsr", "gt")  # a run stopped before its first write
     assert main(["review", "show", "--dataset", dataset.name]) == 2  # (audit: AttributeError)
     assert "has no clusters yet: " in capsys.readouterr().err
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))

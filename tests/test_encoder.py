@@ -924,7 +924,7 @@ def test_the_fingerprint_reads_every_byte_and_knows_the_sampled_one_of_earlier_r
     original, read from 16 blocks of 64 KiB: a run mixed the embeddings of the two models."""
     from types import SimpleNamespace
 
-    from vlsr_core.fo.stages import _same_model
+    from vlsr_core.fo.embed import _same_model
 
     folders = []
     for name in ("clip", "tuned"):

@@ -313,7 +313,7 @@ def test_the_forms_say_a_run_is_busy_and_which_stage_runs(ran):
 def test_a_stage_without_embeddings_while_another_process_embeds_says_to_wait(ran):
     """Audit: a delegated scoring refused while another worker embedded the run again (with
     another model: its fields emptied) said "compute embeddings first"."""
-    from vlsr_core.fo.stages import embeddings_problem
+    from vlsr_core.fo.stage_run import embeddings_problem
 
     dataset = ran[0]
     dataset.set_values("vlsr_embedding", [None] * len(dataset))
@@ -349,7 +349,7 @@ def test_a_stage_inside_a_shard_of_its_run_is_an_error_not_a_silent_pass(ran):
 ADD_OUTPUTS = """
 import sys, time
 import fiftyone as fo
-from vlsr_core.fo.stages import _create_outputs
+from vlsr_core.fo.stage_run import _create_outputs
 dataset, key, start = fo.load_dataset(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 config = type("Config", (), {"created_fields": None})()
 time.sleep(max(0.0, start - time.time()))
@@ -443,12 +443,12 @@ def test_a_process_whose_run_was_taken_over_stops_before_its_next_write(ran, mon
     assert lease._leases().find_one({"_id": lease._lease_id(dataset, "vlsr")})["token"] == "other"
     lease._leases().delete_one({"_id": lease._lease_id(dataset, "vlsr")})
     # taken over once every chunk is written: the review views are not saved over either
-    from vlsr_core.fo import stages
+    from vlsr_core.fo import score
 
     views = {n: dataset.get_saved_view_info(n)["description"]
              for n in saved_view_names("vlsr").values() if dataset.has_saved_view(n)}
-    histogram = stages.count_score_histogram
-    monkeypatch.setattr(stages, "count_score_histogram", lambda *args: (
+    histogram = score.count_score_histogram
+    monkeypatch.setattr(score, "count_score_histogram", lambda *args: (
         take_over(1.0), histogram(*args))[1])
     taken.clear()
     with pytest.raises(lease.LeaseLostError):

@@ -359,7 +359,7 @@ def test_a_delegated_job_that_failed_is_told_in_its_runs_summary_forms_and_panel
         assert datetime.fromisoformat(ds.get_run_info("vlsr").config.finished["score labels"]) \
             > service.get(r.result["id"]).failed_at
         # (review: a first VLSR 1 that made its run, then failed, was not told)
-        import vlsr_core.fo.stages as stages
+        from vlsr_core.fo import embed
 
         r = foo.execute_operator(URI + "compute_embeddings", dataset=ds, request_delegation=True,
                                  params=dict(label_field="gt", key="k2", model=tiny_clip))
@@ -368,7 +368,7 @@ def test_a_delegated_job_that_failed_is_told_in_its_runs_summary_forms_and_panel
             raise RuntimeError("the disk went away")
 
         with pytest.MonkeyPatch.context() as m:
-            m.setattr(stages, "_collection_name", gone)
+            m.setattr(embed, "_collection_name", gone)
             service.execute_queued_operations(dataset_name=ds.name)
         assert ds.has_run("k2") and "the disk went away" in summarize_run(ds, "k2")
         # (review: the form of a new run of a key deleted since crashed on it)

@@ -16,7 +16,7 @@ from bson import json_util
 from fiftyone import ViewField as F
 
 from vlsr_core.engine.params import MergeParams, ScoreParams
-from vlsr_core.fo import chunks, stages
+from vlsr_core.fo import chunks, cluster, embed, stages
 from vlsr_core.fo.runs import VLSRResults, VLSRRunConfig, label_attributes, sample_fields, saved_view_names
 from vlsr_core.fo.stages import VLSRError, cluster_and_merge, compute_embeddings, run_vlsr, score_labels
 
@@ -560,7 +560,7 @@ def test_a_stage_stopped_part_way_is_marked_said_and_refused_for_export_and_appl
     run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
     assert dataset.get_run_info("vlsr").config.stages == {"score": "complete", "cluster": "complete"}
 
-    real = stages.final_labels
+    real = cluster.final_labels
     calls = []
 
     def crash_on_the_third_chunk(*args, **kwargs):
@@ -569,7 +569,7 @@ def test_a_stage_stopped_part_way_is_marked_said_and_refused_for_export_and_appl
             raise RuntimeError("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(stages, "final_labels", crash_on_the_third_chunk)
+    monkeypatch.setattr(cluster, "final_labels", crash_on_the_third_chunk)
     with pytest.raises(RuntimeError, match="killed"):
         cluster_and_merge(dataset, mode="paper", eps=0.001, min_cluster_size=1)
     config = dataset.get_run_info("vlsr").config
@@ -582,7 +582,7 @@ def test_a_stage_stopped_part_way_is_marked_said_and_refused_for_export_and_appl
     with pytest.raises(ReviewError, match="cluster and merge stopped part-way"):
         apply_review(dataset)
 
-    monkeypatch.setattr(stages, "final_labels", real)
+    monkeypatch.setattr(cluster, "final_labels", real)
     cluster_and_merge(dataset, mode="paper", eps=0.001, min_cluster_size=1)
     assert dataset.get_run_info("vlsr").config.stages["cluster"] == "complete"
     assert "Incomplete" not in summarize_run(dataset, "vlsr")
@@ -594,7 +594,7 @@ def test_the_summary_counts_images_not_embedded_yet(main, monkeypatch):
     from vlsr_core.fo.summary import summarize_run
 
     dataset, images = main
-    monkeypatch.setattr(stages, "WRITE_EVERY", 2)
+    monkeypatch.setattr(embed, "WRITE_EVERY", 2)
     with pytest.raises(RuntimeError, match="simulated crash"):
         compute_embeddings(dataset, "gt", encoder=FakeEncoder(images, batch_size=2, fail_after=2))
     assert f"**Not embedded yet:** {len(dataset) - 4} images" in summarize_run(dataset, "vlsr")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fiftyone import ViewField as F
 
-from vlsr_core.fo import stages
+from vlsr_core.fo import embed, stages, stamps
 from vlsr_core.fo.runs import sample_fields
 from vlsr_core.fo.stages import VLSRError, compute_embeddings, run_vlsr
 
@@ -271,7 +271,7 @@ def test_a_shard_embeds_again_only_the_changed_images_of_its_own_samples(main):
 
 def test_interrupted_run_keeps_written_batches_and_resumes(main, monkeypatch):
     dataset, images = main
-    monkeypatch.setattr(stages, "WRITE_EVERY", 2)
+    monkeypatch.setattr(embed, "WRITE_EVERY", 2)
     crashing = FakeEncoder(images, batch_size=2, fail_after=2)
     with pytest.raises(RuntimeError, match="simulated crash"):
         compute_embeddings(dataset, "gt", encoder=crashing)
@@ -325,7 +325,7 @@ def test_a_recompute_stopped_part_way_goes_on_with_the_images_it_had_not_reached
 
     dataset, images = main
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
-    monkeypatch.setattr(stages, "WRITE_EVERY", 2)
+    monkeypatch.setattr(embed, "WRITE_EVERY", 2)
     new = {n: image_vector("glove", "new" + n) for n in images}  # files replaced in place
     with pytest.raises(RuntimeError, match="simulated crash"):
         compute_embeddings(dataset, "gt", encoder=FakeEncoder(new, batch_size=2, fail_after=3),
@@ -348,7 +348,7 @@ def test_a_slow_run_writes_its_embeddings_every_few_seconds(main, monkeypatch):
     before a crash is kept."""
     dataset, images = main
     clock = itertools.count(0, 3)  # every look at the writer's clock is 3 s later
-    monkeypatch.setattr(stages, "_clock", lambda: next(clock))
+    monkeypatch.setattr(embed, "_clock", lambda: next(clock))
     crashing = FakeEncoder(images, batch_size=2, fail_after=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         compute_embeddings(dataset, "gt", encoder=crashing)
@@ -549,7 +549,7 @@ def test_other_model_on_a_view_drops_the_old_embeddings_of_the_rest(main):
     assert outside.count("vlsr_embedding") == 0
     assert view.count("vlsr_embedding") == 2
     # nor are they taken for embeddings of another model (their files' stamps stay)
-    assert stages.foreign_problem(dataset, "vlsr") is None
+    assert stamps.foreign_problem(dataset, "vlsr") is None
 
 
 def test_recompute_reembeds_every_image(main):
@@ -591,12 +591,12 @@ def test_a_recompute_that_cannot_read_the_images_keeps_their_embeddings(main, mo
     assert {n: v is None for n, v in after.items()} == {n: v is None for n, v in before.items()}
     assert all(np.array_equal(after[n], v) for n, v in before.items() if v is not None)
     assert {n for n, e in by_name(dataset, "vlsr_error").items() if e} == set(UNREADABLE)
-    assert stages.recompute_left(dataset, "vlsr") == 12  # (the summary says they wait)
+    assert stamps.recompute_left(dataset, "vlsr") == 12  # (the summary says they wait)
     monkeypatch.setattr(fake_clip, "load_image", read)  # the limit raised: they are embedded
     assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_embedded == 12
-    assert stages.recompute_left(dataset, "vlsr") == 0
+    assert stamps.recompute_left(dataset, "vlsr") == 0
     # (review) marked, then without their embeddings (a switch of model clears them): none to keep
-    stages._mark_for_recompute(dataset, sample_fields("vlsr"))
+    stamps._mark_for_recompute(dataset, sample_fields("vlsr"))
     dataset.set_values("vlsr_embedding", [None] * len(dataset))
     monkeypatch.setattr(fake_clip, "load_image", too_large)
     report = compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))
@@ -699,7 +699,7 @@ def test_the_weights_load_only_when_something_is_to_embed(dataset, tmp_path, tin
     for recompute in (True, False):
         with pytest.raises(ModelLoadError):
             stages.compute_image_embeddings(dataset, recompute=recompute)
-        assert stages.recompute_left(dataset, "vlsr") == 0
+        assert stamps.recompute_left(dataset, "vlsr") == 0
         assert dataset.get_run_info("vlsr").config.stages == before == {
             "score": "complete", "cluster": "complete"}
     dataset.delete_run("vlsr")

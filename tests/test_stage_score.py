@@ -100,7 +100,7 @@ def test_a_view_of_more_weak_labels_than_one_query_holds_keeps_the_weakest(ran, 
     """Review: the weak labels are written into the saved view's query, which MongoDB caps
     at 16 MB; past it, saving the view failed at the end of the scoring. The view now holds
     the weakest labels that fit, and says so."""
-    from vlsr_core.fo import labels, stages
+    from vlsr_core.fo import labels, score
 
     dataset = ran[0]
     name = saved_view_names("vlsr")["weak_labels"]
@@ -114,7 +114,7 @@ def test_a_view_of_more_weak_labels_than_one_query_holds_keeps_the_weakest(ran, 
                 best[l] = max(best.get(l, -1.0), sc)
     weakest = sorted(weak, key=lambda l: (best[l], l))[:len(weak) // 2]
     fits = labels.query_bytes(labels.one_of(F("label"), weakest))
-    monkeypatch.setattr(stages, "QUERY_BYTES", fits)
+    monkeypatch.setattr(score, "QUERY_BYTES", fits)
     score_labels(dataset, low_quantile=0.99)
     assert len(weak) >= 4 and {l for _, l in view_labels(dataset, name)} == set(weakest)
     assert dataset.get_saved_view_info(name)["description"].startswith(

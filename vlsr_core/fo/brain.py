@@ -16,7 +16,7 @@ from .lease import holds_run
 from .review import shown_time
 from .runs import (brain_run_time, mark_brain_run, owned_brain_runs, reload_run, sample_fields,
                    save_config)
-from .stages import embeddings_problem
+from .stage_run import embeddings_problem
 
 METHODS = ("pca", "umap")  # umap needs the optional umap-learn package
 MIN_POINTS = {"pca": 2, "umap": 4}  # fewer fail inside scikit-learn / umap

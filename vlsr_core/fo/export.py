@@ -78,7 +78,7 @@ from .runs import (
     sharded_stages,
     stage_activity,
 )
-from .stages import foreign_problem
+from .stamps import file_stamp, foreign_problem, replaced
 
 
 logger = logging.getLogger(__name__)
@@ -573,7 +573,6 @@ def image_files_note(samples, key=DEFAULT_KEY, shown=3):
     few of them, or None: they are listed with the labels and scores the run gave them, and
     the size read before (if it was read: else null, and no COCO box). The run's unreadable
     images, told as such, and paths that are not local files are not looked at."""
-    from .stages import file_stamp, replaced
 
     samples = every_field(samples)  # (a view that hides the fields read: read them all the same)
     stamp = sample_fields(key)["image_file"]
@@ -825,7 +824,7 @@ def stale_lowest_scores(samples, key=DEFAULT_KEY):
     that is not the lowest of their labels' scores now: a label removed or cleared by hand,
     whose canonical label another of their labels still gives (the final labels are right),
     left its score there, and the grid sorted by it shows the sample for a label it no longer
-    has. Apply brings it in step (:func:`~.stages.write_label_map`)."""
+    has. Apply brings it in step (:func:`~.cluster.write_label_map`)."""
     config = samples._dataset.get_run_info(key).config
     path = label_path(samples, config.label_field)
     score = f"$$l.{label_attributes(key)['similarity']}"
@@ -945,7 +944,6 @@ def _compute_sizes(samples, key):
     replaced after an earlier export), or it is not the file the run embedded (a picture
     turned by its EXIF tag keeps its number of bytes). The run's unreadable images would only
     fail again."""
-    from .stages import file_stamp, replaced
 
     readable = _not_unreadable(samples, key)
     readable.exists("metadata", False).compute_metadata()

@@ -1113,7 +1113,8 @@ def apply_review(samples, key=DEFAULT_KEY, *, copy_to=None, progress=None):
     Returns:
         an :class:`ApplyReport`.
     """
-    from .stages import VLSRError, copy_problem, mark_stage, open_run, write_label_map
+    from .cluster import copy_problem, write_label_map
+    from .stage_run import VLSRError, mark_stage, open_run
 
     problem = apply_problem(samples._dataset, key)
     if problem:
@@ -1246,7 +1247,7 @@ def apply_problem(dataset, key=DEFAULT_KEY):
 def record_applied(run, state, partly=False):
     """Set in the run's config which edits its fields now show (after they were written);
     ``partly``: on some samples only, the others keeping what was recorded before. The caller
-    saves it with the stage's mark (:func:`~.stages.mark_stage`), in one write: a Ctrl-C
+    saves it with the stage's mark (:func:`~.stage_run.mark_stage`), in one write: a Ctrl-C
     between two writes left an Apply recorded as done and marked as stopped part-way. Returns
     whether the review reads as applied in part only."""
     # (the id tells two writes within a second apart, for cached_review_state)

@@ -31,7 +31,8 @@ from .runs import (
     stage_activity,
 )
 from .jobs import failed_note, queued_note, shard_note, stopped_note
-from .stages import foreign_problem, recompute_left, unreadable_images
+from .embed import unreadable_images
+from .stamps import foreign_problem, recompute_left
 
 
 def summarize_run(dataset, key, n_clusters=10):
