@@ -11,7 +11,7 @@ import fiftyone as fo
 import pymongo
 import pytest
 
-from vlsr_core.fo.runs import output_problem, sample_fields, saved_view_names
+from vlsr_core.fo.runs import delete_run, output_problem, sample_fields, saved_view_names
 from vlsr_core.fo.stages import VLSRError, compute_embeddings, run_vlsr, score_labels
 
 from fake_clip import FakeEncoder, build, by_name, label_snapshot
@@ -182,7 +182,7 @@ def test_a_run_key_that_cannot_name_fields_is_refused(main, key):
 def test_a_renamed_input_field_is_said_and_renamed_back_the_run_goes_on(main):
     """The summary asked to cluster again, which refused; a run on the new name was refused
     with "delete that run first", which left the run's attributes on the renamed labels."""
-    from vlsr_core.fo.runs import delete_run, what_goes
+    from vlsr_core.fo.runs import what_goes
     from vlsr_core.fo.summary import summarize_run
 
     dataset, images = main
@@ -225,9 +225,30 @@ def test_deleting_a_run_removes_exactly_what_it_created(main, monkeypatch):
     assert len(passes) == 1 and len(created) > 5
     dataset.reload()
     assert set(dataset.get_field_schema(flat=True)) == schema
-    assert dataset.app_config.active_fields.paths == ["gt"]
+    assert dataset.app_config.active_fields is None  # (FiftyOne's default, as before the run)
     assert set(dataset.list_saved_views()) == views
     assert label_snapshot(dataset) == before
+
+
+@pytest.mark.parametrize("changed", [False, True])
+def test_deleting_a_run_gives_back_the_default_ticks_unless_they_changed(main, changed):
+    """A label field added after the run (predictions, say) was no longer ticked by default
+    once the run was deleted: the run had given the dataset a list of its own (audit)."""
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    dataset.add_sample_field("predictions", fo.EmbeddedDocumentField,
+                             embedded_doc_type=fo.Classification)
+    if changed:  # the curator's choice since: the predictions ticked too
+        dataset.app_config.active_fields.paths += ["predictions"]
+        dataset.save()
+    delete_run(dataset, "vlsr")
+    dataset.reload()
+    active = dataset.app_config.active_fields
+    if changed:  # (the run's fields gone from it)
+        assert not active.exclude and active.paths == ["gt", "predictions"]
+    else:
+        assert active is None
+        assert fo.DatasetAppConfig.default_active_fields(dataset).paths == ["gt", "predictions"]
 
 
 @pytest.mark.parametrize("exclude", [False, True])

@@ -117,6 +117,8 @@ class VLSRRunConfig(fors.RunConfig):
             was prepared, which its shards write (None: not sharded).
         finished: stage name ("score labels") -> when it last finished, ISO UTC (the clock
             of the machine that ran it), written by the stage (:func:`~.lease.holds_run`).
+        grid_default: the label fields the App's grid ticked by default (FiftyOne's default,
+            the dataset having made no choice) before the run gave it one (None: it had one).
         **kwargs: parameter values (defaults: the parameter classes') and FiftyOne's own keys.
     """
 
@@ -124,7 +126,8 @@ class VLSRRunConfig(fors.RunConfig):
                  model_fingerprint=None, stages=None, collection=None, review=None, applied=None,
                  created_brain_runs=None, score_histogram=None, copies=None,
                  cluster_shard_edits=None, label_model_fingerprint=None, finished=None,
-                 brain_runs=None, images_changed=None, stamped=None, **kwargs):
+                 brain_runs=None, images_changed=None, stamped=None, grid_default=None,
+                 **kwargs):
         kwargs.setdefault("method", "vlsr")
         if "eps" in kwargs and "mode" not in kwargs:
             kwargs["mode"] = "paper"  # stored by a version before merge modes: the paper's steps
@@ -150,6 +153,7 @@ class VLSRRunConfig(fors.RunConfig):
         self.copies = copies or []
         self.cluster_shard_edits = cluster_shard_edits
         self.finished = finished or {}
+        self.grid_default = grid_default
         # what save_config compares with (not the review, which it never writes)
         self._as_read = {k: deepcopy(v) for k, v in self.serialize().items() if k != "review"}
 
@@ -473,6 +477,7 @@ class VLSRRun(fors.Run):
             fields = self.get_fields(dataset, key)
             # all in one pass over the samples: a pass a field took 99 s at 200,000 samples
             dataset.delete_sample_fields(fields, error_level=1)
+        _default_ticks_back(dataset, self.config.grid_default)
         copies = [f for f in self.config.copies or [] if f in fields]
         if copies:  # (said before by vlsr delete-run and the App; not by dataset.delete_run)
             logger.warning("Deleted %s with run %r: the copy of the final labels that Apply "
@@ -482,6 +487,20 @@ class VLSRRun(fors.Run):
                 drop_saved_views(dataset, view)
         for brain_key in owned_brain_runs(dataset, self.config):
             dataset.delete_brain_run(brain_key)
+
+
+def _default_ticks_back(dataset, default):
+    """Give back FiftyOne's default choice of the fields the grid ticks (``default``: the
+    fields it ticked, see :class:`VLSRRunConfig`'s ``grid_default``), once the run's fields
+    are deleted, unless the choice the run made changed since: a label field added later is
+    then ticked by default again, as before the run."""
+    if default is None:
+        return
+    with dataset_document(dataset):
+        active = dataset.app_config.active_fields
+        if active is not None and not active.exclude and set(active.paths) == set(default):
+            dataset.app_config.active_fields = None
+            dataset.save()
 
 
 class VLSRResults(fors.RunResults):

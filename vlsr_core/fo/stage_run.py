@@ -351,14 +351,16 @@ def _create_outputs(dataset, key, config, creators):
             save_config(dataset, key, config)
         for name in missing:
             creators[name](name)
-        _ticked_in_the_grid(dataset, key, missing)
+        _ticked_in_the_grid(dataset, key, config, missing)
 
 
-def _ticked_in_the_grid(dataset, key, created):
+def _ticked_in_the_grid(dataset, key, config, created):
     """Which label fields the App's grid ticks, now that the run created ``created``: the input
     labels and the final label, not the suggestions and canonical label sets (FiftyOne ticks
     every label field by default, four of them crowding each tile). The dataset's own choice
-    is kept: its ticked fields get the final label, its unticked ones the two sets."""
+    is kept: its ticked fields get the final label, its unticked ones the two sets. A dataset
+    that made no choice gets one, and the run records FiftyOne's default it replaced
+    (``grid_default``), which deleting the run puts back unless the choice changed since."""
     fields = sample_fields(key)
     quiet = [n for n in created if n in (fields["suggestions"], fields["labels"])]
     shown = [n for n in created if n == fields["label"]]
@@ -367,6 +369,8 @@ def _ticked_in_the_grid(dataset, key, created):
         return
     if active is None:
         active = fo.DatasetAppConfig.default_active_fields(dataset)  # every label field
+        config.grid_default = [p for p in active.paths if p not in fields.values()]
+        save_config(dataset, key, config)
         active.paths = [p for p in active.paths if p not in quiet]
     elif active.exclude:
         active.paths = list(active.paths) + [n for n in quiet if n not in active.paths]
