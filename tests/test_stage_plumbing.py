@@ -357,3 +357,31 @@ def test_a_dataset_given_by_its_name_is_refused_saying_how_to_load_it(ran):
     # a view's run is its dataset's (review: one of a patches view was "no VLSR run")
     delete_run(dataset.to_patches("boxes"), "vlsr")
     assert not dataset.has_run("vlsr")
+
+
+def test_the_wrong_kind_of_argument_is_named_in_one_line(ran):
+    """Audit of the Python API: a sample failed on "object of type 'Sample' has no len()", a
+    name given to unreadable_images on "'str' object has no attribute 'has_field'", a view given
+    to summarize_run on "'DatasetView' object has no attribute '_doc'", 2.5 shards on numpy's
+    words while 0 and -1 gave one shard, and a label map given as pairs was read as labels."""
+    from vlsr_core.fo.review import ReviewError, import_label_map
+    from vlsr_core.fo.stages import unreadable_images
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, _, encoder, _ = ran
+    for sample in (dataset.first(), next(iter(dataset.limit(1)))):  # (a Sample, a SampleView)
+        with pytest.raises(TypeError, match=re.escape(
+                "Give a FiftyOne dataset or view, not a sample: dataset.select(sample.id) is a "
+                "view of it")):
+            run_vlsr(sample, "gt", encoder=encoder)
+    with pytest.raises(TypeError, match=re.escape(f"not the name {dataset.name!r}")):
+        unreadable_images(dataset.name)
+    assert summarize_run(dataset.limit(3), "vlsr") == summarize_run(dataset, "vlsr")
+    for n in (2.5, 0, -1, True, "2"):
+        with pytest.raises(ValueError, match=re.escape(
+                f"n is the number of shards, a whole number from 1: got {n!r}")):
+            chunks.shards(dataset, n)
+    assert len(chunks.shards(dataset, np.int64(2))) == 2
+    with pytest.raises(ReviewError, match="Give the label map as a mapping of label to "
+                                          "canonical label .*, not list"):
+        import_label_map(dataset, "vlsr", [("helmit", "helmet")])

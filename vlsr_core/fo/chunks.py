@@ -152,6 +152,8 @@ def shards(samples, n):
     """``samples`` split into at most ``n`` disjoint, non-empty views of consecutive sample id
     ranges, of sizes differing by at most one: what the stages' delegated shards each process.
     Every range is closed on both sides, so samples added later fall in none of them."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n is the number of shards, a whole number from 1: got {n!r}")
     problem = shard_problem(samples)
     if problem:
         raise ValueError(problem)

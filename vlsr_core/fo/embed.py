@@ -27,7 +27,7 @@ from .labels import (
     unlabelled_problem,
     usable,
 )
-from .lease import check_held, dataset_document, holds_run
+from .lease import check_held, collection, dataset_document, holds_run
 from .runs import (
     CROP_RECORD,
     OUTDATED,
@@ -510,6 +510,7 @@ def _outdated(stages):
 
 def unreadable_images(samples, key=DEFAULT_KEY):
     """``(sample id, filepath, reason)`` of every image of ``samples`` that could not be embedded."""
+    samples = collection(samples)
     error = sample_fields(key)["error"]
     if not samples.has_field(error):
         return []

@@ -22,7 +22,9 @@ import uuid
 from contextlib import contextmanager
 from datetime import timedelta
 
+import fiftyone.core.collections as foc
 import fiftyone.core.odm as foo
+import fiftyone.core.sample as fos
 import psutil
 from pymongo.errors import DuplicateKeyError
 
@@ -328,12 +330,15 @@ def run_lease(dataset, key, stage, shared=False, tag=None):
 
 def collection(samples):
     """``samples``, a FiftyOne dataset or view; else a TypeError that says what to give (a
-    dataset's name failed on "'str' object has no attribute ...")."""
-    if hasattr(samples, "_dataset"):
+    dataset's name failed on "'str' object has no attribute ...", a sample on its ``len``)."""
+    if isinstance(samples, foc.SampleCollection):
         return samples
     if isinstance(samples, str):
         raise TypeError(f"Give a FiftyOne dataset or view, not the name {samples!r:.80}: "
                         f"fo.load_dataset({samples!r:.80})")
+    if isinstance(samples, (fos.Sample, fos.SampleView)):
+        raise TypeError("Give a FiftyOne dataset or view, not a sample: "
+                        "dataset.select(sample.id) is a view of it")
     raise TypeError(f"Give a FiftyOne dataset or view, not {type(samples).__name__}")
 
 

@@ -18,6 +18,7 @@ import re
 import unicodedata
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
@@ -740,6 +741,9 @@ def import_label_map(dataset, key, wanted, *, dry_run=False):
     label map edited outside, e.g. ``label_map.csv`` of an export in a spreadsheet; labels it
     leaves out keep theirs) and return them, in one write; none if the map already is so.
     Each is an ordinary edit: shown, undoable, written by Apply."""
+    if not isinstance(wanted, Mapping):  # (a list of pairs read as labels: "('a', 'b')")
+        raise ReviewError(f"Give the label map as a mapping of label to canonical label (a dict, "
+                          f"or read_label_map's), not {type(wanted).__name__}")
     lines = getattr(wanted, "lines", {})  # label -> its line, from read_label_map
     reload_run(dataset, key)
     config = _config(dataset, key)

@@ -14,7 +14,7 @@ from .brain import outdated_map
 from .browse import cluster_sizes, merge_limit, rare_clusters
 from .export import changed_by_hand, stale_lowest_scores
 from .labels import blank_labels, label_counts, label_path, named, usable
-from .lease import running_note
+from .lease import collection, running_note
 from .review import copy_note, labels_problem, review_state, run_copies_outdated
 from .runs import (
     deleted_note,
@@ -39,13 +39,14 @@ def summarize_run(dataset, key, n_clusters=10):
     """The vocabulary before and after, the largest clusters with members, failures, views.
 
     Args:
-        dataset: a FiftyOne dataset with the VLSR run ``key``.
+        dataset: a FiftyOne dataset with the VLSR run ``key`` (or a view of it: its run).
         key: the run key.
         n_clusters: how many of the largest clusters to list.
 
     Returns:
         a Markdown string.
     """
+    dataset = collection(dataset)._root_dataset
     results = load_results(dataset, key)
     fields, views = sample_fields(key), saved_view_names(key)
     config = dataset.get_run_info(key).config
