@@ -169,7 +169,8 @@ def label_selection_problem(samples, label_field, key):
     advice = (" Target the dataset, or a view of the samples that have such labels with all "
               "their labels (in the App's sidebar, \"Show samples with ...\" rather than "
               "\"Select labels with ...\"; in Python, match_labels); to keep labels of "
-              f"{label_field!r} out of a run, filter_labels on {label_field!r}")
+              f"{label_field!r} out of a new run, filter_labels on {label_field!r} (a run made "
+              "on them whole refuses such a view)")
     for stage in stages:
         kind = type(stage).__name__
         if isinstance(stage, fos.SelectLabels):
@@ -179,7 +180,7 @@ def label_selection_problem(samples, label_field, key):
         if isinstance(stage, fos.ExcludeLabels) and stage.fields is None and stage.labels is None:
             return (f"{name} excludes labels ({kind}) of every label field, the run's own among "
                     "them (those a run creates later too): a stage would write part of them. "
-                    f"Give exclude_labels fields={label_field!r}." + advice)
+                    f"For a new run, give exclude_labels fields={label_field!r}." + advice)
         edited = _edited_paths(stage, dataset)
         hit = sorted(w for w in written if _touches(edited, w))
         if hit:
