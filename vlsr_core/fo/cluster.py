@@ -217,7 +217,9 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
     """Write a reviewed label map and the suggestion decisions in force onto the run's fields:
     ``{key}_canonical`` and ``{key}_cluster`` on every label, ``{key}_labels`` and ``{key}_label``
     (tagged with the review state, :data:`REVIEW_TAGS`), and ``copy_to`` if given, on the
-    samples whose values change (with ``copy_to``, on every sample). Returns the number of
+    samples whose values change (those of ``copy_to``, on the samples where it differs from the
+    final label: labels written again get new ids, and a selection of them in the App is
+    lost). Returns the number of
     samples read, of those whose values changed, of those changed in their cluster ids alone
     (renumbered by an edit of other clusters), and
     of the label objects whose scores are not of their label (:func:`_unscored`: the scoring,
@@ -252,7 +254,7 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
     # the map's whole vocabulary (``samples`` may hold only part of it)
     vocab_emb = run.results.embeddings_of(label_map.vocabulary)
     # what the fields hold, read to write only the samples that change (an Apply of one edit
-    # rewrote every sample; a new copy is written whole), and to keep a curator's own tags
+    # rewrote every sample), and to keep a curator's own tags
     stored = [
         f"{run.path}.{attrs['canonical']}", f"{run.path}.{attrs['cluster']}",
         f"{fields['labels']}.classifications.label",
@@ -262,15 +264,18 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         # (to tell labels changed since they were scored)
         f"{run.path}.{attrs['similarity']}", fields["min_similarity"]]
     summaries = _score_summary_fields(key, run.path, bool(run.config.crops))
+    copy = [f"{copy_to}.label", f"{copy_to}.confidence", f"{copy_to}.tags"] if copy_to else []
     row = {l: i for i, l in enumerate(label_map.vocabulary)}
     done = written = renumbered = unscored = 0
-    for chunk in run.read_chunks(samples, stored + summaries):
+    for chunk in run.read_chunks(samples, stored + copy + summaries):
         *values, scores, lowest = chunk.extra[:len(stored)]
+        copies = [(l, _float(s), t) if l is not None else None
+                  for l, s, t in zip(*chunk.extra[len(stored):len(stored) + len(copy)])]
         scores = as_label_lists(scores, run.path)
         unscored += _unscored(chunk, scores, lowest, row, vocab_emb)
         # (labels removed or cleared by hand: the lowest score of a label gone, say)
         resummed, summary = _score_summaries(key, chunk, scores, lowest,
-                                             chunk.extra[len(stored):], run.path)
+                                             chunk.extra[len(stored) + len(copy):], run.path)
         labels = [[_decided(label_decision(by_label, s, i), "accept_suggestion", l)
                    for i, l in zip(ids, ls)]
                   for s, ids, ls in zip(chunk.ids, chunk.label_ids, chunk.labels)]
@@ -310,9 +315,13 @@ def write_label_map(run, samples, state, *, copy_to=None, progress=None):
         if changed:  # (their labels as they were: a cluster renumbered by an edit elsewhere)
             renumbered += len(changed) - len(_changed(new.only(changed), old.only(changed),
                                                       run.path, ids_too=False))
-        to_write = range(len(chunk.ids)) if copy_to else changed
-        if to_write:
-            _write_map_values(run, samples, _only(chunk, to_write), new.only(to_write), copy_to)
+        if changed:
+            _write_map_values(run, samples, _only(chunk, changed), new.only(changed))
+        copied = copy_to and [k for k, (f, c) in enumerate(zip(new.final, copies)) if f != c]
+        if copied:
+            run.write_sample_values(samples, _only(chunk, copied), {copy_to: [
+                classification_doc(*f) if f is not None else None
+                for f in new.only(copied).final]})
         if resummed:
             run.write_sample_values(samples, _only(chunk, resummed), summary)
         done, written = done + len(chunk.ids), written + len(set(changed) | set(resummed))
@@ -393,20 +402,15 @@ def _unscored(chunk, scores, lowest, row, vocab_emb):
     return int((np.isfinite(images).all(axis=1) & off).sum())
 
 
-def _write_map_values(run, samples, chunk, new, copy_to):
+def _write_map_values(run, samples, chunk, new):
     """Write :class:`_MapValues` ``new`` on the samples of ``chunk`` (see write_label_map)."""
     attrs, fields = label_attributes(run.key), sample_fields(run.key)
     run.write_object_values(samples, chunk, attrs["canonical"], new.canonical)
     run.write_object_values(samples, chunk, attrs["cluster"], new.cluster)
-
-    def final_docs():  # new documents (ids) on every call
-        return [classification_doc(*f) if f is not None else None for f in new.final]
-
     run.write_sample_values(samples, chunk, {
         fields["labels"]: [classifications_doc(zip(names, scores), tags)
                            for names, scores, tags in zip(new.names, new.scores, new.set_tags)],
-        fields["label"]: final_docs(),
-        **({copy_to: final_docs()} if copy_to else {}),
+        fields["label"]: [classification_doc(*f) if f is not None else None for f in new.final],
     })
 
 
