@@ -886,6 +886,42 @@ def test_a_view_that_filters_labels_or_labels_not_in_the_map_are_refused(run, tm
     export_run(dataset.skip(1), str(tmp_path / "export"))  # the other samples are as clustered
 
 
+def test_two_exports_into_one_folder_at_once_never_mix(run, tmp_path, monkeypatch):
+    """Audit: two exports started together into one folder each passed the check that it was
+    empty, then each removed the other's unfinished files; the folder held samples.csv of one
+    and the other files of the other, and one export said it succeeded. The second is refused
+    while the first writes, and the folder is checked again once held."""
+    import fcntl
+
+    from vlsr_core.fo import export
+
+    dataset, _, _ = run
+    out = tmp_path / "export"
+    out.mkdir()
+    held = os.open(out, os.O_RDONLY)  # another export writing there now
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ExportError, match=re.escape(
+                f"Another export is writing to {out} now: export when it is done, or to "
+                "another folder")):
+            export_run(dataset, str(out))
+    finally:
+        os.close(held)
+    assert os.listdir(out) == []
+    # one that finished while this one read the samples (both found the folder empty)
+    sizes = export._compute_sizes
+
+    def another_export_meanwhile(*args):
+        (out / "samples.csv").write_text("the other export's")
+        return sizes(*args)
+
+    monkeypatch.setattr(export, "_compute_sizes", another_export_meanwhile)
+    with pytest.raises(ExportError, match="not empty"):
+        export_run(dataset, str(out))
+    assert os.listdir(out) == ["samples.csv"]
+    assert (out / "samples.csv").read_text() == "the other export's"
+
+
 def test_non_empty_directory_is_refused_unless_overwrite(run, tmp_path):
     dataset, _, _ = run
     out = tmp_path / "export"

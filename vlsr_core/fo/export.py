@@ -137,53 +137,81 @@ def export_run(samples, export_dir, key=DEFAULT_KEY, *, detections_field=None, o
         raise ExportError(f"cannot create {export_dir}: {e.strerror}") from None
     if not os.access(export_dir, os.W_OK):
         raise ExportError(f"{export_dir} is not writable")
-    coco = os.path.join(export_dir, COCO_FILE)
+    with _only_export(export_dir):  # (checked again: another export may have written it)
+        problem = folder_problem(export_dir, detections_field, overwrite)
+        if problem:
+            raise ExportError(problem)
+        coco = os.path.join(export_dir, COCO_FILE)
 
-    # each file is written beside its place and moved there once all are written: an export
-    # stopped part-way (Ctrl-C, an error) leaves no file that looks whole, nor a mix of two
-    names = [*FILES, *([COCO_FILE] if detections_field else [])]
-    written = [os.path.join(export_dir, name) for name in names]
-    partial = [path + PARTIAL for path in written]
-    # the share of the time each file takes, roughly (samples.csv, label_map.csv, the
-    # image-level labels, the COCO detections)
-    shares = (0.25, 0.05, 0.1, 0.3, 0.3) if detections_field else (0.35, 0.05, 0.15, 0.45)
-    parts = _parts(progress, [0.99 * share for share in shares])  # (100 % once renamed)
-    error, writing = None, iter(written)  # (an error of a write names no file: say which)
-    try:
-        where = next(writing)
-        _samples_csv(samples, ids, key, config.label_field, partial[0], next(parts))
-        where = next(writing)
-        _label_map_csv(state, partial[1])
-        next(parts)(1.0)
-        categories = _categories(samples, ids, key, label_map, boxes, detections_field, next(parts))
-        where = next(writing)
-        sized = _image_labels_json(samples, ids, key, categories, partial[2], next(parts))
-        if detections_field:
+        # each file is written beside its place and moved there once all are written: an export
+        # stopped part-way (Ctrl-C, an error) leaves no file that looks whole, nor a mix of two
+        names = [*FILES, *([COCO_FILE] if detections_field else [])]
+        written = [os.path.join(export_dir, name) for name in names]
+        partial = [path + PARTIAL for path in written]
+        # the share of the time each file takes, roughly (samples.csv, label_map.csv, the
+        # image-level labels, the COCO detections)
+        shares = (0.25, 0.05, 0.1, 0.3, 0.3) if detections_field else (0.35, 0.05, 0.15, 0.45)
+        parts = _parts(progress, [0.99 * share for share in shares])  # (100 % once renamed)
+        error, writing = None, iter(written)  # (an error of a write names no file: say which)
+        try:
             where = next(writing)
-            _coco_detections(samples, boxes, detections_field, categories, sized, partial[3],
-                             next(parts))
-        where = None
-        with uninterrupted():  # all renamed, or none: not a mix of two exports
-            for done, path in zip(partial, written):
-                os.replace(done, path)
-            removed = overwrite_removes(export_dir, detections_field)
-            if removed:  # an earlier export's boxes would pass for this run's
-                os.remove(removed)
-                logger.warning("removed %s: the boxes of an earlier export (this one has none)",
-                               removed)
-        if progress is not None:
-            progress(1.0)
-    except OSError as e:  # a disk full, a folder made read-only meanwhile
-        error = e
-    finally:
-        left = _clean_up(export_dir, coco, made)
-    if error is not None:
-        where = error.filename and str(error.filename).removesuffix(PARTIAL) or where
-        where = f" {where}" if where else ""
-        raise ExportError(f"cannot write{where}: {error.strerror or error}; " + (
-            f"remove this export's unfinished files by hand ({', '.join(left)})" if left
-            else "this export's unfinished files were removed"))
+            _samples_csv(samples, ids, key, config.label_field, partial[0], next(parts))
+            where = next(writing)
+            _label_map_csv(state, partial[1])
+            next(parts)(1.0)
+            categories = _categories(samples, ids, key, label_map, boxes, detections_field,
+                                     next(parts))
+            where = next(writing)
+            sized = _image_labels_json(samples, ids, key, categories, partial[2], next(parts))
+            if detections_field:
+                where = next(writing)
+                _coco_detections(samples, boxes, detections_field, categories, sized, partial[3],
+                                 next(parts))
+            where = None
+            with uninterrupted():  # all renamed, or none: not a mix of two exports
+                for done, path in zip(partial, written):
+                    os.replace(done, path)
+                removed = overwrite_removes(export_dir, detections_field)
+                if removed:  # an earlier export's boxes would pass for this run's
+                    os.remove(removed)
+                    logger.warning("removed %s: the boxes of an earlier export (this one has "
+                                   "none)", removed)
+            if progress is not None:
+                progress(1.0)
+        except OSError as e:  # a disk full, a folder made read-only meanwhile
+            error = e
+        finally:
+            left = _clean_up(export_dir, coco, made)
+        if error is not None:
+            where = error.filename and str(error.filename).removesuffix(PARTIAL) or where
+            where = f" {where}" if where else ""
+            raise ExportError(f"cannot write{where}: {error.strerror or error}; " + (
+                f"remove this export's unfinished files by hand ({', '.join(left)})" if left
+                else "this export's unfinished files were removed"))
     return written
+
+
+@contextlib.contextmanager
+def _only_export(export_dir):
+    """Hold ``export_dir`` while this export writes: another export into it (of another run or
+    dataset, in any process) is refused meanwhile. Two at once each removed the other's
+    unfinished files and left a mix of both, one reporting success. An advisory lock of the
+    folder, which the system releases when the process ends however it ends."""
+    try:
+        import fcntl
+    except ImportError:  # (Windows: no such lock)
+        yield
+        return
+    fd = os.open(export_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExportError(f"Another export is writing to {export_dir} now: export when it "
+                              "is done, or to another folder") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _clean_up(export_dir, coco, made):
