@@ -307,6 +307,26 @@ def test_factorynet_whole_image_box_gives_canvas_width(tmp_path, dataset):
     assert report.problems == []
 
 
+def test_a_whole_image_box_without_a_label_still_sizes_the_canvas(tmp_path, dataset):
+    """Audit (a real Factorynet file, ``,0,0,594.0,891,user``): the row was skipped before the
+    canvas was read, the canvas taken for the image's 600 wide, and every box scaled 1.5 times
+    too large; a box near the corner was dropped as outside the canvas."""
+    _pair(tmp_path, "a", ",0,0,594.0,891,user\n"
+                         "gloves,100,100,148.5,222.75\n"
+                         "hammer,383,488,42,286\n", ext=".png", size=(600, 400))
+    csv_path = tmp_path / "a.csv"
+    report = import_factorynet(tmp_path, dataset)
+    sample = _samples(dataset)["a"]
+    assert [c.label for c in sample.ground_truth.classifications] == ["gloves", "hammer"]
+    boxes = dict((label, box) for label, box, _ in _boxes(sample))
+    assert sorted(boxes) == ["gloves", "hammer"]
+    assert boxes["gloves"] == pytest.approx([100 / 891, 100 / 594, 0.25, 0.25])
+    assert boxes["hammer"][2] == pytest.approx(286 / 891)
+    assert report.n_labels == 2
+    assert report.problems == [(f"{csv_path}:1", "empty label; its box at 0, 0 only sizes the "
+                                                 "canvas")]
+
+
 def test_factorynet_canvas_fallback(tmp_path, dataset):
     # 2000 px wide: canvas min(2000, 891) = 891 wide, 445.5 high.
     _pair(tmp_path, "wide", "nut,89.1,44.55,89.1,178.2\n", size=(2000, 1000))

@@ -77,7 +77,9 @@ class InputFileError(ValueError):
 
 class FactorynetRow(NamedTuple):
     """One usable row of a Factorynet CSV; box is (X, Y, width, height) in canvas units, or None;
-    line: its line in the file, for the problems found later (a box outside the canvas)."""
+    line: its line in the file, for the problems found later (a box outside the canvas). A row
+    without a label is kept, with label "", only for a box at 0, 0 that may be the whole-image
+    box sizing the canvas."""
 
     label: str
     box: tuple[float, float, float, float] | None
@@ -148,7 +150,12 @@ def read_factorynet_csv(csv_path) -> tuple[list[FactorynetRow], list[tuple[str, 
             continue
         label = cells[0].strip()
         if not label:
-            problems.append((where, "empty label; row skipped"))
+            box = _canvas_box(cells[1:5])
+            if box is None:
+                problems.append((where, "empty label; row skipped"))
+            else:  # (audit: skipped, its canvas was taken for the image's, every box misplaced)
+                problems.append((where, "empty label; its box at 0, 0 only sizes the canvas"))
+                rows.append(FactorynetRow("", box, None, line))
             continue
         source = cells[5].strip() if len(cells) == 6 else ""
         source = source or None
@@ -561,6 +568,16 @@ def _is_number(text):
     return True
 
 
+def _canvas_box(coords):
+    """The (X, Y, width, height) of a row without a label if it may be the whole-image box that
+    sizes the canvas (at 0, 0, of a positive size), else None."""
+    try:
+        x, y, height, width = (_number(c.strip()) for c in coords)
+    except ValueError:
+        return None
+    return (x, y, width, height) if x == y == 0 and width > 0 and height > 0 else None
+
+
 def _number(text) -> float:
     """A finite float from a CSV cell; ValueError for text, blanks, nan and infinities."""
     value = float(text)
@@ -635,12 +652,13 @@ def _factorynet_sample(csv_path, image_path, label_field, detections_field, repo
         report.problems.append((csv_path, f"unreadable CSV ({e}); no sample"))
         return None
     report.problems.extend(problems)
-    report.n_labels += len(rows)
-    if not rows:
+    labelled = [row for row in rows if row.label]  # (the others only size the canvas)
+    report.n_labels += len(labelled)
+    if not labelled:
         report.problems.append((csv_path, "no labels; an unlabelled image"))
     stem = os.path.splitext(os.path.basename(csv_path))[0]
     sample = fo.Sample(filepath=image_path, factorynet_id=stem)
-    sample[label_field] = _classifications(row.label for row in rows)
+    sample[label_field] = _classifications(row.label for row in labelled)
     try:
         width, height = oriented_size(image_path)
     except BadImageError as e:
@@ -650,7 +668,7 @@ def _factorynet_sample(csv_path, image_path, label_field, detections_field, repo
     canvas_height = canvas_width * height / width
     canvas = f"canvas {canvas_width:g} x {canvas_height:g}"
     detections = []
-    for row in rows:
+    for row in labelled:
         if row.box is None:
             continue
         box, overshoot = _relative_box(row.box, canvas_width, canvas_height)
