@@ -167,14 +167,23 @@ def test_an_apply_writes_only_the_samples_it_changes_and_the_same_as_a_whole_wri
 def test_an_apply_of_part_of_the_run_leaves_the_review_not_applied_for_the_rest(ran, tmp_path):
     """Applied to a view (the drills), the edits reach those samples; the others keep their
     labels, so the review still reads as not applied, and the export says so."""
+    from vlsr_core.fo.export import relabelled_problem, stale_samples
+
     dataset = ran[0]
     add_edit(dataset, "vlsr", "rename", "helmet", "hard hat")
     drills = dataset.match(F("filepath").ends_with("d1.png") | F("filepath").ends_with("d2.png"))
+    add_edit(dataset, "vlsr", "accept_suggestion", "screwdriver",
+             samples=[_sample_id(dataset, "d2.png")])
     add_edit(dataset, "vlsr", "rename", "drill", "power drill")
     report = apply_review(drills, "vlsr")
     final = by_name(dataset, "vlsr_label.label")
-    assert final["d1.png"] == final["d2.png"] == "power drill" and final["h1.png"] == "helmet"
+    assert final["d1.png"] == "power drill" and final["h1.png"] == "helmet"
+    assert final["d2.png"] == "screwdriver"
     assert report.n_samples == 2 and report.n_left == len(dataset) - 2
+    # (audit: the summary took the drills' labels for labels changed by hand since, and said
+    # to score again)
+    assert relabelled_problem(dataset, "vlsr") is None and stale_samples(dataset, "vlsr")[0] == 0
+    assert "by hand" not in summarize_run(dataset, "vlsr")
     assert f"the run's other {len(dataset) - 2} samples keep their earlier labels" in \
         report.summary()
     assert review_state(dataset, "vlsr").pending
@@ -194,6 +203,15 @@ def test_an_apply_of_part_of_the_run_leaves_the_review_not_applied_for_the_rest(
     final = by_name(dataset, "vlsr_label.label")
     assert final["h1.png"] == "hard hat" and final["d1.png"] == "drill"
     assert not review_state(dataset, "vlsr").pending
+    # labels changed by hand are still told (to one of another canonical label)
+    d1 = dataset.match(F("filepath").ends_with("d1.png")).first()
+    before = d1.gt.copy()
+    d1.gt.classifications[0].label = "glove"
+    d1.save()
+    assert "changed since the run's fields were written, e.g. 'glove'" in relabelled_problem(
+        dataset, "vlsr")
+    d1.gt = before
+    d1.save()
     # an Apply of a part after the whole run showed the same edits leaves it whole: the export
     # called its fields mixed, and refused them
     report = apply_review(drills, "vlsr")

@@ -762,19 +762,19 @@ def folder_problem(export_dir, detections_field=None, overwrite=False):
 def relabelled_problem(samples, key=DEFAULT_KEY, results=None):
     """Why the run's fields do not show the labels of ``samples`` as they are now, or None:
     labels changed by hand to another label of the map since the fields were written keep the
-    old label's canonical label, which the export would write (a fix undone in the COCO file)."""
+    old label's canonical label, which the export would write (a fix undone in the COCO file).
+    A label written by an Apply of part of the run, with the edits in force, is no change."""
     F = fo.ViewField
     dataset = samples._dataset
     config = dataset.get_run_info(key).config
-    state = review_state(dataset, key, results, applied_only=True)  # what the fields show
     attribute = label_attributes(key)["canonical"]
-    _, by_label = suggestion_decisions(applied_edits(state.edits, state.applied),
-                                       state.label_map.vocabulary)
-    mapped = ViewExpression({"$let": {"vars": {"label": F("label")},
-                                      "in": canonical_of("$$label", state.label_map.canonical)}})
-    changed = samples.filter_labels(config.label_field, named(F("label")) & F(attribute).exists()
-                                    & (F(attribute) != mapped)  # (an accepted suggestion's: so)
-                                    & ~F("_id").is_in([ObjectId(i) for i in by_label]))
+    condition, decided = named(F("label")) & F(attribute).exists(), []
+    for label_map, decisions in _written_states(dataset, key, results):
+        _, by_label = suggestion_decisions(decisions, label_map.vocabulary)
+        decided += [ObjectId(i) for i in by_label]  # (an accepted suggestion's: so)
+        condition &= F(attribute) != ViewExpression({"$let": {
+            "vars": {"label": F("label")}, "in": canonical_of("$$label", label_map.canonical)}})
+    changed = samples.filter_labels(config.label_field, condition & ~F("_id").is_in(decided))
     path = label_path(samples, config.label_field)
     n = changed.count(f"{path}.label")
     if not n:
@@ -866,6 +866,17 @@ def stale_lowest_scores(samples, key=DEFAULT_KEY):
                                       "$expr": {"$ne": [now, f"${lowest}"]}}}]).count()
 
 
+def _written_states(dataset, key, results):
+    """The label maps and suggestion decisions the run's fields may show: those of the last
+    Apply of the whole run, and those of the edits in force, which an Apply of part of it
+    wrote (its samples read as changed by hand, their labels' canonical labels of the edits
+    since)."""
+    applied = review_state(dataset, key, results, applied_only=True)
+    now = review_state(dataset, key, results)
+    return [(applied.label_map, applied_edits(applied.edits, applied.applied)),
+            (now.label_map, now.in_force)]
+
+
 def stale_samples(samples, key=DEFAULT_KEY, results=None, examples=3):
     """How many samples of ``samples`` the run's fields no longer show as they are, and the
     file paths of the first ``examples``: samples whose labels were removed, given or
@@ -879,9 +890,6 @@ def stale_samples(samples, key=DEFAULT_KEY, results=None, examples=3):
     config = dataset.get_run_info(key).config
     path = label_path(samples, config.label_field)
     attribute = label_attributes(key)["canonical"]
-    state = review_state(dataset, key, results, applied_only=True)  # what the fields show
-    by_sample, _ = suggestion_decisions(applied_edits(state.edits, state.applied),
-                                        state.label_map.vocabulary)
 
     if is_list_field(path):
         mapped = {"$map": {"input": {"$filter": {"input": {"$ifNull": [f"${path}", []]},
@@ -891,13 +899,15 @@ def stale_samples(samples, key=DEFAULT_KEY, results=None, examples=3):
         mapped = {"$cond": [_usable(f"${path}.label"), [f"${path}.{attribute}"], []]}
     names = sample_fields(key)["labels"]
     shown = {"$ifNull": [f"${names}.classifications.label", []]}
-    canonical = state.label_map.canonical
     given = {}  # the canonical label a decision gives -> its samples
-    for sample_id, edit in by_sample.items():
-        if edit.action == "accept_suggestion":
-            given.setdefault(canonical[edit.label], []).append(ObjectId(sample_id))
-    extra = {"$switch": {"branches": [{"case": {"$in": ["$_id", ids]}, "then": [{"$literal": c}]}
-                                      for c, ids in given.items()], "default": []}} if given else []
+    for label_map, decisions in _written_states(dataset, key, results):
+        by_sample, _ = suggestion_decisions(decisions, label_map.vocabulary)
+        for sample_id, edit in by_sample.items():
+            if edit.action == "accept_suggestion":
+                given.setdefault(label_map.canonical[edit.label], []).append(ObjectId(sample_id))
+    # (a sample may hold the suggestion of either)
+    extra = {"$concatArrays": [{"$cond": [{"$in": ["$_id", ids]}, [{"$literal": c}], []]}
+                               for c, ids in given.items()]} if given else []
 
     def some(a, b):
         return {"$gt": [{"$size": {"$setDifference": [a, b]}}, 0]}
