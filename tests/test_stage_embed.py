@@ -566,6 +566,30 @@ def test_recompute_reembeds_every_image(main):
         assert np.array_equal(embedded[name], vector)
 
 
+def test_a_recompute_of_an_image_whose_file_is_gone_says_so_rather_than_to_go_on(main):
+    """Audit: after `vlsr run --recompute` with one file deleted, the summary said forever that
+    the recompute stopped part-way and to run again to go on, which kept the image waiting."""
+    from vlsr_core.fo.summary import summarize_run
+
+    dataset, images = main
+    run_vlsr(dataset, "gt", encoder=FakeEncoder(images), min_cluster_size=1)
+    path = dataset.exists("vlsr_embedding").first().filepath
+    os.rename(path, path + ".away")
+    try:
+        compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), recompute=True)
+        compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))  # gone on: still gone
+        assert stamps.recompute_left(dataset, "vlsr") == (1, [path])
+        summary = summarize_run(dataset, "vlsr")
+        assert "stopped part-way" not in summary
+        assert (f"**Not embedded again:** 1 image that a recompute is to embed again cannot be "
+                f"found now, e.g. {path} (a drive not mounted, a file deleted?): it keeps its "
+                "embedding of the picture before, and is embedded again once found.") in summary
+    finally:
+        os.rename(path + ".away", path)
+    assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_embedded == 1
+    assert stamps.recompute_left(dataset, "vlsr") == (0, [])
+
+
 def test_a_recompute_that_cannot_read_the_images_keeps_their_embeddings(main, monkeypatch):
     """Audit: `vlsr run --recompute --max-pixels 10` (a limit for this run only) refused
     every image and wrote None over each good embedding: hours of embedding gone."""
@@ -591,10 +615,10 @@ def test_a_recompute_that_cannot_read_the_images_keeps_their_embeddings(main, mo
     assert {n: v is None for n, v in after.items()} == {n: v is None for n, v in before.items()}
     assert all(np.array_equal(after[n], v) for n, v in before.items() if v is not None)
     assert {n for n, e in by_name(dataset, "vlsr_error").items() if e} == set(UNREADABLE)
-    assert stamps.recompute_left(dataset, "vlsr") == 12  # (the summary says they wait)
+    assert stamps.recompute_left(dataset, "vlsr") == (12, [])  # (the summary says they wait)
     monkeypatch.setattr(fake_clip, "load_image", read)  # the limit raised: they are embedded
     assert compute_embeddings(dataset, "gt", encoder=FakeEncoder(images)).n_embedded == 12
-    assert stamps.recompute_left(dataset, "vlsr") == 0
+    assert stamps.recompute_left(dataset, "vlsr") == (0, [])
     # (review) marked, then without their embeddings (a switch of model clears them): none to keep
     stamps._mark_for_recompute(dataset, sample_fields("vlsr"))
     dataset.set_values("vlsr_embedding", [None] * len(dataset))
@@ -699,7 +723,7 @@ def test_the_weights_load_only_when_something_is_to_embed(dataset, tmp_path, tin
     for recompute in (True, False):
         with pytest.raises(ModelLoadError):
             stages.compute_image_embeddings(dataset, recompute=recompute)
-        assert stamps.recompute_left(dataset, "vlsr") == 0
+        assert stamps.recompute_left(dataset, "vlsr") == (0, [])
         assert dataset.get_run_info("vlsr").config.stages == before == {
             "score": "complete", "cluster": "complete"}
     dataset.delete_run("vlsr")

@@ -63,12 +63,14 @@ def _mark_for_recompute(samples, fields):
 
 
 def recompute_left(samples, key):
-    """How many images of ``samples`` a recompute stopped part-way left to embed again
-    (:data:`RECOMPUTE`)."""
+    """How many images of ``samples`` a recompute left marked to embed again (:data:`RECOMPUTE`:
+    stopped part-way, or failing to read them), and the paths of those whose file cannot be
+    found now: they keep their embedding until it is back, however often the run goes on."""
     stamp = sample_fields(key)["image_file"]
     if not samples._dataset.has_field(stamp):
-        return 0
-    return samples.mongo([{"$match": {f"{stamp}.2": RECOMPUTE}}]).count()
+        return 0, []
+    paths = samples.mongo([{"$match": {f"{stamp}.2": RECOMPUTE}}]).values("filepath")
+    return len(paths), [path for path in paths if file_stamp(path) is None]
 
 
 def foreign_problem(samples, key):

@@ -94,12 +94,20 @@ def summarize_run(dataset, key, n_clusters=10):
         if waiting > 0:
             lines.append(f"**Not embedded yet:** {count(waiting, 'image')}; embed again to finish (`vlsr run`, "
                          "or *VLSR 1: compute embeddings* in the App).")
-        left = recompute_left(samples, key)
-        if left:
-            lines.append(f"**Recompute stopped part-way:** {count(left, 'image')} "
-                         f"{'waits' if left == 1 else 'wait'} to be embedded again (until then "
+        left, gone = recompute_left(samples, key)
+        if left > len(gone):
+            n = left - len(gone)
+            lines.append(f"**Recompute stopped part-way:** {count(n, 'image')} "
+                         f"{'waits' if n == 1 else 'wait'} to be embedded again (until then "
                          "embeddings of the pictures before are used); run `vlsr run` without "
                          "--recompute, or *VLSR 1: compute embeddings* in the App, to go on.")
+        if gone:  # (audit: said to go on, which could never end the "part-way")
+            one = len(gone) == 1
+            lines.append(f"**Not embedded again:** {count(len(gone), 'image')} that a recompute "
+                         f"is to embed again cannot be found now, e.g. {gone[0]} (a drive not "
+                         f"mounted, a file deleted?): {'it keeps its' if one else 'they keep their'}"
+                         f" embedding of the picture before, and {'is' if one else 'are'} "
+                         "embedded again once found.")
         foreign = foreign_problem(samples, key)
         if foreign:
             lines.append(f"**Embedded by another model:** {foreign}.")
