@@ -468,6 +468,27 @@ def test_review_show_says_where_a_later_decision_took_an_earlier_ones_place(ran,
     assert replaced_later(review_state(dataset, "vlsr")) == {1: (1, [2])}
 
 
+def test_an_undo_that_a_later_edit_makes_no_change_says_which_edit(ran, capsys):
+    """Audit: a move of `drill` into the helmets, then a rename of their cluster to `drill`
+    (which joins it); undoing the move said "undid edit #1 ...; nothing to write", while
+    `drill` stayed in the cluster."""
+    from vlsr_core.cli import main as cli
+
+    dataset = ran[0]
+    add_edit(dataset, "vlsr", "move", "drill", "helmet")
+    add_edit(dataset, "vlsr", "rename", "helmet", "drill")
+    assert cli(["review", "undo", "1", "--dataset", dataset.name]) == 0
+    assert capsys.readouterr().out == (
+        "undid edit #1: move drill to the cluster of helmet; nothing to write: the fields never "
+        "showed it; the label map stays as it was all the same: a later edit does the same (#2 "
+        "rename the cluster of helmet to drill)\n")
+    assert review_state(dataset, "vlsr").label_map.canonical["drill"] == "drill"
+    assert review_state(dataset, "vlsr").label_map.canonical["helmit"] == "drill"
+    # an undo that changes the map says nothing of the kind
+    assert cli(["review", "undo", "2", "--dataset", dataset.name]) == 0
+    assert capsys.readouterr().out.endswith("nothing to write: the fields never showed it\n")
+
+
 def test_undo_from_an_edit_already_undone_takes_back_the_later_ones_in_force(ran):
     """``undo --from 1`` after #1 alone was undone was refused ("no edit #1 in force"), leaving
     the curator to undo #2 and #3 one by one; said as a range, the edits taken back read as all

@@ -339,11 +339,35 @@ def _naming(results):
 
 def after_undo(dataset, key, undone, apply="Apply"):
     """What undoing the edits ``undone`` leaves to do: write the change with ``apply`` (the
-    App's button, or the command), or nothing when the fields never showed them."""
+    App's button, or the command), or nothing when the fields never showed them; and when
+    later edits keep the label map as it was, which."""
     applied = getattr(_config(dataset, key), "applied", None) or {}
     if applied.get("partly") or {e.id for e in undone} & set(applied.get("edits", [])):
-        return f"{apply} writes the change to the fields"
-    return f"nothing to write: the fields never showed {'it' if len(undone) == 1 else 'them'}"
+        text = f"{apply} writes the change to the fields"
+    else:
+        text = f"nothing to write: the fields never showed {'it' if len(undone) == 1 else 'them'}"
+    keeping = _kept_by_later(dataset, key, undone)
+    if keeping:  # (audit: "undid the move", the label still in the cluster a rename joined)
+        text += ("; the label map stays as it was all the same: a later edit does the same ("
+                 + "; ".join(f"#{e.id} {plain(e.describe())}" for e in keeping[:3])
+                 + ("; ..." if len(keeping) > 3 else "") + ")")
+    return text
+
+
+def _kept_by_later(dataset, key, undone):
+    """The edits in force made after the first of ``undone`` if those changed the label map and
+    it is the same without them (a rename to a label joins it again: the move of it undone),
+    else []."""
+    ids = {e.id for e in undone}
+    edits = edits_of(_config(dataset, key))
+    label_map, emb = clustered_label_map(dataset, key)
+    redone = [replace(e, undone=None) if e.id in ids else e for e in edits]
+    before, outcomes = review_label_map(label_map, emb, redone)
+    if not any(o.edit.id in ids and o.status == "applied" for o in outcomes):
+        return []
+    if before.canonical != review_label_map(label_map, emb, edits)[0].canonical:
+        return []
+    return [e for e in active(edits) if e.id > min(ids) and e.action in MAP_ACTIONS]
 
 
 def review_state(dataset, key=DEFAULT_KEY, results=None, applied_only=False, edit_ids=None):
