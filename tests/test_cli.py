@@ -225,6 +225,13 @@ def test_an_import_problem_of_one_kind_takes_one_line_and_a_bad_field_one_error(
     assert main(["import-csv", str(tmp_path / "semi.csv"), "--dataset", dataset_name]) == 1
     listed = [l for l in capsys.readouterr().out.splitlines() if l.startswith("  ")]
     assert len(listed) == 1 and listed[0].endswith("the CSV must use commas) (and 30 more like it)")
+    # paths with spaces are one kind too (audit: "safety helmet.jpg" and "hard hat.jpg" made
+    # a line each)
+    (tmp_path / "gone.csv").write_text("".join(f"{tmp_path}/{name} {i}.jpg,x\n" for i, name in
+                                               enumerate(["safety helmet", "hard hat", "a b c"])))
+    assert main(["import-csv", str(tmp_path / "gone.csv"), "--dataset", dataset_name]) == 1
+    listed = [l for l in capsys.readouterr().out.splitlines() if l.startswith("  ")]
+    assert len(listed) == 1 and listed[0].endswith("; row skipped (and 2 more like it)"), listed
     (tmp_path / "ok.csv").write_text(f"{paths[0].name},helmet\n")
     fo.Dataset(dataset_name, persistent=True).add_sample_field(
         "boxes", fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)

@@ -647,10 +647,11 @@ def _report_import(report, dataset, everything, fields):
 
 def _problem_kinds(problems):
     """One line per kind of problem (its reason without quoted values, paths and numbers), in
-    the order first met."""
+    the order first met. A path runs to the next "; ", ": ", ", " or bracket: it may hold
+    spaces."""
     kinds = {}
     for where, why in problems:
-        kind = re.sub(r"'[^']*'|\"[^\"]*\"|\S*/\S*|\d+(\.\d+)?", "_", why)
+        kind = re.sub(r"'[^']*'|\"[^\"]*\"|\S*/.*?(?=[;:,] | \(|\)|$)|\d+(\.\d+)?", "_", why)
         kinds.setdefault(kind, []).append((where, why))
     lines = []
     for met in kinds.values():
