@@ -566,6 +566,31 @@ def test_recompute_reembeds_every_image(main):
         assert np.array_equal(embedded[name], vector)
 
 
+def test_images_embedded_after_a_scoring_make_it_and_the_clustering_out_of_date(main):
+    """Audit (delegated shards): a scoring scheduled while image shards still ran scored a third
+    of the samples, and stayed "complete" once the other shards had embedded the rest: no word
+    of it in the summary, the threshold and views of a third, the export without suggestions
+    for the others."""
+    from vlsr_core.fo.runs import OUTDATED, outdated_note
+    from vlsr_core.fo.stages import cluster_and_merge, compute_image_embeddings, score_labels
+
+    dataset, images = main
+    compute_embeddings(dataset, "gt", encoder=FakeEncoder(images), images=False)  # (as VLSR 1
+    compute_image_embeddings(dataset.limit(6), encoder=FakeEncoder(images))  # queues shards)
+    score_labels(dataset)
+    cluster_and_merge(dataset, min_cluster_size=1)
+    compute_image_embeddings(dataset, encoder=FakeEncoder(images))  # the other shards
+    config = dataset.get_run_info("vlsr").config
+    assert config.stages == {"score": OUTDATED, "cluster": OUTDATED}
+    assert outdated_note(config).startswith("score labels and cluster and merge ran before")
+    score_labels(dataset)
+    cluster_and_merge(dataset, min_cluster_size=1)
+    # embedding again with nothing new (the unreadable images tried again) leaves them be
+    compute_image_embeddings(dataset, encoder=FakeEncoder(images))
+    assert dataset.get_run_info("vlsr").config.stages == {"score": "complete",
+                                                           "cluster": "complete"}
+
+
 def test_a_recompute_of_an_image_whose_file_is_gone_says_so_rather_than_to_go_on(main):
     """Audit: after `vlsr run --recompute` with one file deleted, the summary said forever that
     the recompute stopped part-way and to run again to go on, which kept the image waiting."""

@@ -435,6 +435,7 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
         [f"{path}.id", f"{path}.bounding_box", f"{path}.label"] if crops else [])
     size = chunks.EMBED_CHUNK_SIZE
     done, resized = 0, []  # (the embedded images whose file was replaced: read their size)
+    first_seen = False  # (whether an image without an embedding got one: see _outdate_stages)
     try:  # what is embedded is written, however the loop ends (Ctrl-C, a failure): resumes skip it
         # a chunk of images at a time, so that no per-image list grows with n; those not
         # embedded from the to-do view (one another process embeds meanwhile leaves it), then
@@ -466,6 +467,8 @@ def compute_image_embeddings(samples, key=DEFAULT_KEY, *, recompute=False, encod
                             cut = np.isfinite(batch.crops[k]).all(axis=1)
                             report.n_crops += int((cut & scored).sum())
                             report.n_crop_fallback += int((~cut & scored).sum())
+                        if not embedded and not first_seen:
+                            first_seen = _outdate_stages(dataset, key)
                         buffer.add(chunk_ids[i], e, None, record, stamps[i])
                         report.n_embedded += 1
                     else:  # e.g. a float16 overflow; a stored NaN would also hide the image from resumes
@@ -506,6 +509,19 @@ def _outdated(stages):
     return {stage: "running" if state.startswith("shards:") else
             OUTDATED if state == "complete" and stage in ("score", "cluster")
             else state for stage, state in (stages or {}).items()}
+
+
+def _outdate_stages(dataset, key):
+    """Mark the scoring and clustering of run ``key`` out of date (:func:`_outdated`) before the
+    first embedding of an image they did not see is written: one scheduled while image shards
+    still ran covered a third of the samples, and read as complete. Returns True."""
+    reload_run(dataset, key)  # (as stored now: another shard may have marked them)
+    config = dataset.get_run_info(key).config
+    stages = _outdated(config.stages)
+    if stages != (config.stages or {}):
+        config.stages = stages
+        save_config(dataset, key, config)
+    return True
 
 
 def unreadable_images(samples, key=DEFAULT_KEY):
