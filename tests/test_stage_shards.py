@@ -241,6 +241,25 @@ def test_a_clustering_shard_with_a_label_given_since_its_preparation_writes_noth
     assert dataset.get_run_info("vlsr").config.stages["cluster"] == "shards:shards"
 
 
+def test_a_shard_refused_for_what_a_rerun_cannot_change_is_not_told_to_run_again():
+    """Audit: a cluster shard refused for a label given since the clustering was prepared was
+    told to `fiftyone delegated rerun`, which failed the same way; its reason says what to do."""
+    from types import SimpleNamespace
+
+    from vlsr_core.fo.jobs import FAILED, _shards_note
+
+    def op(i, state, label=""):
+        return SimpleNamespace(id=f"op{i}", run_state=state, started_at=None, result=None,
+                               status=SimpleNamespace(label=label))
+
+    why = ("Nothing written: 1 label of these is not in the run's label map yet, e.g. ['yak']: "
+           "embed, score and cluster them first")
+    note = _shards_note("cluster and merge", "b", {"1/2": op(1, "completed"),
+                                                   "2/2": op(2, "failed", FAILED + why)},
+                        heard=set(), now=None)
+    assert note.endswith(f"Shard 2/2 failed ({why}).") and "rerun" not in note
+
+
 def test_a_target_whose_samples_depend_on_position_is_refused(main):
     dataset, images = main
     compute_embeddings(dataset, "gt", encoder=FakeEncoder(images))

@@ -228,9 +228,12 @@ def _shards_note(name, batch, latest, heard, now, last_part=True):
                         f"{op.started_at:%H:%M:%S} UTC (its worker stopped?): "
                         f"`fiftyone delegated fail {op.id}`, then `fiftyone delegated rerun "
                         f"{op.id}`")
-        elif state == "failed":
-            todo.append(f"shard {shard} failed ({failure(op)}): `fiftyone delegated rerun "
-                        f"{op.id}`")
+        elif state == "failed":  # (refused for what a rerun cannot change: its reason says
+            # what to do instead, as labels given since the clustering was prepared)
+            why = failure(op)
+            todo.append(f"shard {shard} failed ({why})" + (
+                "" if why.startswith("Nothing written: ") else
+                f": `fiftyone delegated rerun {op.id}`"))
         tally[state] = tally.get(state, 0) + 1
     n = shard.split("/")[-1]
     if last_part and tally == {"completed": int(n)} and not any(
