@@ -299,6 +299,25 @@ def test_a_delegated_job_whose_run_or_field_went_meanwhile_fails_saying_so(ds, t
             service.delete_operation(op.id)
 
 
+def test_the_command_line_names_a_first_run_still_queued_instead_of_saying_to_make_it(
+        ds, tiny_clip, capsys):
+    """Audit: with VLSR 1 scheduled on a dataset without a run, `vlsr summary` said "no VLSR
+    run ...: make it with vlsr run", and a curator would start a second one."""
+    from vlsr_core.cli import main
+
+    r = foo.execute_operator(URI + "compute_embeddings", dataset=ds, request_delegation=True,
+                             params=dict(label_field="gt", model=tiny_clip))
+    assert main(["summary", "--dataset", ds.name]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"vlsr: error: no VLSR run 'vlsr' on dataset {ds.name!r} yet: An "
+                          "operation waits for a delegated worker (fiftyone delegated launch): "
+                          "VLSR compute embeddings"), err
+    assert "make it with" not in err
+    DelegatedOperationService().execute_queued_operations(dataset_name=ds.name)
+    assert DelegatedOperationService().get(r.result["id"]).run_state == "completed"
+    assert main(["summary", "--dataset", ds.name]) == 0
+
+
 def test_a_delegated_job_that_failed_is_told_in_its_runs_summary_forms_and_panel(ds, tiny_clip):
     """Audit: a job refused before its stage began (another process held the run) left no
     trace on the run: a curator who had scheduled it took it as done."""

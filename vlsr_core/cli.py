@@ -540,11 +540,16 @@ def _load(name):
 def _with_run(name, key, make=True):
     """Dataset ``name``, which must hold the VLSR run ``key``: else what to do instead (with
     ``make``, the command that makes it)."""
+    from .fo.jobs import queued_note
     from .fo.runs import list_vlsr_runs
 
     dataset = _load(name)
     runs = list_vlsr_runs(dataset)
     if key not in runs:
+        waiting = queued_note(dataset, key)  # (audit: "make it" while its VLSR 1 was queued)
+        if waiting:
+            raise FileNotFoundError(f"no VLSR run {key!r} on dataset {name!r} yet: "
+                                    f"{_plain(waiting)}")
         other = (f" (its VLSR runs: {', '.join(runs)}; pick one with --key)" if runs else "")
         make = ("" if key_problem(key) or not make else  # no run can have it: not suggested
                 f": make it with vlsr run --dataset {shlex.quote(name)} --label-field FIELD"
